@@ -1,0 +1,110 @@
+# loupe — plain GNU make. `make test` and `make run` install missing Debian packages first.
+CC      ?= cc
+BUILD   ?= build
+PKGS    := openblas jansson libpcre2-8 libutf8proc sqlite3
+UI_PKGS := ncursesw readline
+OPT     ?= -O2 -march=native
+CFLAGS_BASE = -std=c11 -g $(OPT) -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude \
+              $(shell pkg-config --cflags $(PKGS) $(UI_PKGS) 2>/dev/null) $(SANFLAGS)
+LDLIBS_BASE = $(shell pkg-config --libs $(PKGS) $(UI_PKGS) 2>/dev/null) -lm -lpthread $(SANFLAGS)
+
+ENGINE_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+STORE_SRC  := $(wildcard store/*.c)
+UI_SRC     := $(wildcard ui/*.c)
+LIB_SRC    := $(ENGINE_SRC) $(STORE_SRC) $(UI_SRC)
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC   := $(wildcard tests/test_*.c)
+TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TOOL_SRC   := $(wildcard tests/tools/*.c)
+TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+HEADERS    := $(wildcard include/loupe/*.h) $(wildcard src/*.h) $(wildcard ui/*.h) $(wildcard store/*.h)
+
+# Debian packages: pkg-config name or command -> package that provides it.
+DEB_NEEDS := pc:openblas:libopenblas-dev pc:jansson:libjansson-dev pc:libpcre2-8:libpcre2-dev \
+             pc:sqlite3:libsqlite3-dev pc:cmocka:libcmocka-dev pc:ncursesw:libncurses-dev \
+             pc:readline:libreadline-dev pc:libutf8proc:libutf8proc-dev cmd:tmux:tmux cmd:pkg-config:pkg-config
+FUZZ_NEEDS := cmd:clang:clang file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
+
+.PHONY: all deps deps-fuzz test check run bench sanitize fuzz clean tools
+all: loupe
+
+loupe: $(LIB_OBJ) $(BUILD)/src/main.o
+	$(CC) -o $@ $^ $(LDLIBS_BASE)
+
+$(BUILD)/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -o $@ $< $(LIB_OBJ) $(LDLIBS_BASE) -lcmocka
+
+$(BUILD)/tools/%: tests/tools/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -o $@ $< $(LIB_OBJ) $(LDLIBS_BASE)
+
+tools: $(TOOL_BIN)
+
+# Installs what is missing, and only that (needs root or sudo; CI runs as root).
+define install_missing
+	@missing=""; for need in $(1); do kind=$${need%%:*}; rest=$${need#*:}; what=$${rest%:*}; pkg=$${rest##*:}; \
+	  case $$kind in \
+	    pc) pkg-config --exists $$what 2>/dev/null || missing="$$missing $$pkg";; \
+	    cmd) command -v $$what >/dev/null 2>&1 || missing="$$missing $$pkg";; \
+	    file) [ -e $$what ] || missing="$$missing $$pkg";; \
+	  esac; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  if [ "$$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null \
+	    || { echo "error: could not install$$missing; install them with apt-get and retry" >&2; exit 1; }; \
+	fi
+endef
+
+deps:
+	$(call install_missing,$(DEB_NEEDS))
+
+deps-fuzz: deps
+	$(call install_missing,$(FUZZ_NEEDS))
+
+# The test suites: every cmocka suite, then the end-to-end scripts.
+check: loupe $(TEST_BIN) $(TOOL_BIN)
+	@BUILD=$(BUILD) sh tests/run.sh $(TEST_BIN)
+
+test: deps
+	@$(MAKE) --no-print-directory check
+
+sanitize: deps
+	@$(MAKE) --no-print-directory BUILD=build/san OPT="-O1" \
+	  SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" check
+
+DEFAULT_MODEL = $(firstword $(wildcard models/default) $(wildcard ../shared/models/stories260K/stories260K.bin))
+run: deps
+	@$(MAKE) --no-print-directory loupe
+	@if [ -z "$(DEFAULT_MODEL)" ]; then \
+	  echo "error: no default model: put one in models/default or run ./loupe PATH (see models/README.md)" >&2; exit 1; fi
+	./loupe $(DEFAULT_MODEL)
+
+bench: deps
+	@$(MAKE) --no-print-directory loupe $(BUILD)/tools/bench $(BUILD)/tools/mkmodel
+	@BUILD=$(BUILD) sh tests/bench/run.sh
+
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_SECONDS ?= 20
+build/fuzz/%: tests/fuzz/%.c $(ENGINE_SRC) $(HEADERS)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
+	  -fsanitize=fuzzer,address,undefined -o $@ $< $(ENGINE_SRC) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+
+fuzz: deps-fuzz
+	@$(MAKE) --no-print-directory $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do name=$$(basename $$f); corpus=tests/fuzz/corpus/$${name#fuzz_}; \
+	  mkdir -p build/fuzz/work-$$name; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/work-$$name $$corpus 2>build/fuzz/$$name.log \
+	    || { tail -30 build/fuzz/$$name.log; echo "fuzz: $$name FAILED"; exit 1; }; \
+	  echo "fuzz: $$name: $$(grep -o 'stat::number_of_executed_units: *[0-9]*' build/fuzz/$$name.log | grep -o '[0-9]*$$') executions in $(FUZZ_SECONDS)s, no crash"; \
+	done
+
+clean:
+	rm -rf build loupe

@@ -1,0 +1,54 @@
+/* The command language shared by -e, -f, stdin scripts, the REPL and the browser's `:`
+ * line: one table of commands drives dispatch, help and completion. */
+#ifndef LOUPE_COMMANDS_H
+#define LOUPE_COMMANDS_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "loupe/model.h"
+#include "loupe/output.h"
+#include "loupe/run.h"
+
+/* What a sequence of commands works on. Results go to out; error lines are the caller's
+ * to print (lp_errmsg) so that the engine never writes to the terminal on its own. */
+typedef struct {
+    lp_model *model;
+    lp_run *run;
+    lp_mode mode;
+    FILE *out;
+    char *tokenizer_path;  /* --tokenizer for the next load, or NULL */
+    bool quit;             /* set by `quit` */
+} lp_session;
+
+typedef int (*lp_cmd_fn)(lp_session *s, int argc, char **argv, const char *rest);
+
+typedef struct {
+    const char *name;
+    const char *usage;     /* arguments and options, as in DESIGN.md */
+    const char *summary;   /* one line */
+    const char *example;
+    lp_cmd_fn fn;
+} lp_command;
+
+void lp_session_init(lp_session *s, FILE *out);
+void lp_session_free(lp_session *s);
+
+/* Runs one command line (comments and blank lines do nothing). Returns LP_OK or an error
+ * code with lp_errmsg() saying what failed and what to do. */
+int lp_exec(lp_session *s, const char *line);
+
+/* Loads a model into the session (replacing the current one and its run). */
+int lp_session_load(lp_session *s, const char *path);
+
+const lp_command *lp_command_table(int *n);
+/* The command a name or unambiguous prefix names; NULL with an error message otherwise
+ * (suggesting the nearest name for a typo). */
+const lp_command *lp_command_find(const char *name);
+
+/* Splits a command line into words: whitespace separates, "..." and '...' quote, and
+ * backslash escapes inside double quotes (\n \t \" \\). Returns the count, or -1 (with a
+ * message) for an unterminated quote. *words is one allocation the caller frees. */
+int lp_split_words(const char *line, char ***words);
+
+#endif

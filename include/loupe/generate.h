@@ -1,0 +1,39 @@
+/* Generation with a key/value cache: each new token costs one position of compute. */
+#ifndef LOUPE_GENERATE_H
+#define LOUPE_GENERATE_H
+
+#include <stdint.h>
+
+#include "loupe/model.h"
+
+typedef struct {
+    float temperature;  /* 0 = greedy (argmax) */
+    int top_k;          /* 0 = no limit */
+    float top_p;        /* 1 = no nucleus cut */
+    uint64_t seed;
+} lp_sampling;
+
+typedef struct lp_generator lp_generator;
+
+/* A cache for sequences of up to max_len tokens (<= the model's context). */
+int lp_generator_new(lp_generator **out, const lp_model *m, int max_len);
+void lp_generator_free(lp_generator *g);
+/* Appends ids[0..n) to the cached sequence in one block (so a prompt costs a few large
+ * matrix products); *logits (optional) receives the last position's logits (V), borrowed
+ * until the next call. */
+int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logits);
+int lp_generator_len(const lp_generator *g);
+void lp_generator_reset(lp_generator *g);
+
+/* Picks the next token from logits (V) as s says; the rng state advances. */
+typedef struct { uint64_t state; } lp_rng;
+void lp_rng_seed(lp_rng *rng, uint64_t seed);
+double lp_rng_uniform(lp_rng *rng);  /* [0, 1) */
+int lp_sample(const float *logits, int vocab, const lp_sampling *s, lp_rng *rng);
+
+/* Continues prompt[0..n_prompt) by up to n_new tokens into out (capacity n_new); stops
+ * early at the tokenizer's EOS when stop_at_eos. *n_out = tokens generated. */
+int lp_generate(const lp_model *m, const int *prompt, int n_prompt, int n_new, const lp_sampling *s,
+                int stop_at_eos, int *out, int *n_out);
+
+#endif

@@ -1,0 +1,37 @@
+/* Output modes: one renderer each, all fed the same result.
+ *
+ * A command's result is a JSON value in the shape DESIGN.md promises (what --mode json
+ * prints) plus, for the tabular modes, a table: {"columns": [COL, ...], "rows": [[cell,
+ * ...], ...]} where COL is {"name": str, "token": bool, "fmt": printf-format for reals}.
+ * Token columns (and token-named headers) are shown safely in table, box and markdown
+ * modes (control characters escaped, spaces made visible), raw in csv/json. jsonl prints
+ * each element of an array result on its own line, any other result on one line. When the
+ * result is an array of flat objects, the table is derived from it. */
+#ifndef LOUPE_OUTPUT_H
+#define LOUPE_OUTPUT_H
+
+#include <jansson.h>
+#include <stdio.h>
+
+typedef enum { LP_MODE_TABLE, LP_MODE_BOX, LP_MODE_MARKDOWN, LP_MODE_CSV, LP_MODE_JSON, LP_MODE_JSONL } lp_mode;
+
+int lp_mode_from_name(const char *name, lp_mode *out); /* LP_EINVAL, listing the modes */
+const char *lp_mode_name(lp_mode mode);
+
+/* Writes value (and table, which may be NULL) to f in mode. Takes no references. */
+void lp_output(FILE *f, lp_mode mode, json_t *value, json_t *table);
+
+/* Table building helpers. */
+json_t *lp_table_new(void);
+/* Appends a column; fmt may be NULL (reals then print with %.4g). */
+void lp_table_column(json_t *table, const char *name, int is_token, const char *fmt);
+/* Appends a row; steals the reference to row (a JSON array of scalars). */
+void lp_table_row(json_t *table, json_t *row);
+
+/* Writes a token's bytes made safe for a terminal into buf: invalid UTF-8 and control
+ * bytes as \xNN (\n, \t, \r by name), spaces as '·'. Returns buf. */
+char *lp_token_display(const char *bytes, size_t len, char *buf, size_t cap);
+/* Terminal columns a UTF-8 string occupies (wide characters count 2). */
+int lp_display_width(const char *s);
+
+#endif

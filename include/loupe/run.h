@@ -1,0 +1,91 @@
+/* A run: one sequence through the model with every intermediate activation captured,
+ * all in one arena allocated for the sequence's length.
+ *
+ * Captured, for every layer l (shapes per layer; T = tokens, d = d_model, H = heads,
+ * Hkv = key/value heads, dh = d_head, dm = d_mlp, V = vocab):
+ *   resid_pre   (T, d)       residual stream entering layer l
+ *   ln1         (T, d)       normalised input to attention;   ln1_scale (T): 1/std or 1/rms
+ *   q           (T, H, dh)   queries after rotary embedding (per head: (T, dh), strided)
+ *   k, v        (T, Hkv, dh) keys (after rotary) and values
+ *   pattern     (H, T, T)    attention probabilities, row = query, column = key
+ *   z           (T, H, dh)   each head's output before the output projection
+ *   attn_out    (T, d)       attention block output (added to the residual)
+ *   resid_mid   (T, d)       residual stream between attention and MLP
+ *   ln2         (T, d)       normalised input to the MLP;     ln2_scale (T)
+ *   mlp_pre     (T, dm)      MLP pre-activation (the gate projection for SwiGLU)
+ *   mlp_up      (T, dm)      SwiGLU only: the up projection
+ *   mlp_post    (T, dm)      MLP hidden activation after the nonlinearity (GELU(pre), or SiLU(gate) * up)
+ *   mlp_out     (T, d)       MLP block output
+ *   resid_post  (T, d)       residual stream leaving layer l (== resid_pre of layer l + 1)
+ * and once: ln_final (T, d), ln_final_scale (T), logits (T, V). */
+#ifndef LOUPE_RUN_H
+#define LOUPE_RUN_H
+
+#include <stddef.h>
+
+#include "loupe/model.h"
+
+typedef enum {
+    LP_ACT_RESID_PRE,
+    LP_ACT_LN1,
+    LP_ACT_LN1_SCALE,
+    LP_ACT_Q,
+    LP_ACT_K,
+    LP_ACT_V,
+    LP_ACT_PATTERN,
+    LP_ACT_Z,
+    LP_ACT_ATTN_OUT,
+    LP_ACT_RESID_MID,
+    LP_ACT_LN2,
+    LP_ACT_LN2_SCALE,
+    LP_ACT_MLP_PRE,
+    LP_ACT_MLP_UP,
+    LP_ACT_MLP_POST,
+    LP_ACT_MLP_OUT,
+    LP_ACT_RESID_POST,
+    LP_ACT_LN_FINAL,
+    LP_ACT_LN_FINAL_SCALE,
+    LP_ACT_LOGITS,
+    LP_ACT_COUNT
+} lp_act_kind;
+
+/* A borrowed, possibly strided, view of captured floats: element (i, j, ...) is at
+ * data[i * stride[0] + j * stride[1] + ...]. */
+typedef struct {
+    const float *data;
+    int ndim;
+    int shape[4];
+    long stride[4];
+} lp_view;
+
+typedef struct lp_run lp_run;
+
+/* Runs ids[0..n) through m, capturing everything. Fails with LP_ERANGE if n exceeds the
+ * model's context, LP_EINVAL for ids outside the vocabulary, LP_ECANCEL if cancelled. */
+int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n);
+void lp_run_free(lp_run *r);
+
+const lp_model *lp_run_model(const lp_run *r);
+int lp_run_len(const lp_run *r);
+const int *lp_run_ids(const lp_run *r);
+size_t lp_run_arena_bytes(const lp_run *r);
+
+/* The captured activation `kind` of `layer` (ignored for ln_final*, logits); for the
+ * per-head kinds (q, k, v, z, pattern) head >= 0 selects one head, head = -1 gives all.
+ * Returns LP_EINVAL (with a message) for a layer or head out of range, or a kind the
+ * architecture does not have (mlp_up outside SwiGLU). */
+int lp_run_view(const lp_run *r, lp_act_kind kind, int layer, int head, lp_view *out);
+
+/* Row pos of the logits: (V) floats. */
+const float *lp_run_logits(const lp_run *r, int pos);
+
+const char *lp_act_name(lp_act_kind kind);            /* "resid_pre", ... */
+int lp_act_from_name(const char *name, lp_act_kind *out); /* LP_EINVAL for unknown names */
+
+/* Cooperative cancellation: a signal handler may call lp_cancel_request(); long
+ * computations check it between layers and return LP_ECANCEL. lp_cancel_reset() clears it. */
+void lp_cancel_request(void);
+void lp_cancel_reset(void);
+int lp_cancelled(void);
+
+#endif

@@ -1,0 +1,135 @@
+#include "loupe/fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "loupe/error.h"
+
+int lp_file_map(lp_mapping *out, const char *path) {
+    out->data = NULL;
+    out->size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return lp_error(LP_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return lp_error(LP_EIO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return lp_error(LP_EIO, "%s: not a regular file", path);
+    }
+    if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return lp_error(LP_EIO, "%s: cannot map: %s", path, strerror(e));
+        }
+        out->data = p;
+        out->size = (size_t)st.st_size;
+    }
+    close(fd);
+    return LP_OK;
+}
+
+void lp_file_unmap(lp_mapping *m) {
+    if (!m) return;
+    if (m->data) munmap((void *)m->data, m->size);
+    m->data = NULL;
+    m->size = 0;
+}
+
+int lp_file_read_new(const char *path, char **out, size_t *len) {
+    *out = NULL;
+    if (len) *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return lp_error(LP_EIO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) {
+        fclose(f);
+        return lp_error(LP_ENOMEM, "%s: out of memory", path);
+    }
+    for (;;) {
+        if (n + 1 >= cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return lp_error(LP_ENOMEM, "%s: out of memory", path);
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return lp_error(LP_EIO, "%s: read error", path);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    if (len) *len = n;
+    return LP_OK;
+}
+
+int lp_file_write(const char *path, const void *data, size_t len) {
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return lp_error(LP_ERANGE, "%s: path too long", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return lp_error(LP_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+    size_t put = len ? fwrite(data, 1, len, f) : 0;
+    int bad = put != len || fflush(f) != 0;
+    if (fclose(f) != 0) bad = 1;
+    if (bad || rename(tmp, path) != 0) {
+        int e = errno;
+        remove(tmp);
+        return lp_error(LP_EIO, "%s: cannot write: %s", path, strerror(e));
+    }
+    return LP_OK;
+}
+
+bool lp_file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+bool lp_dir_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int lp_path_join(char *buf, size_t cap, const char *dir, const char *name) {
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/') dl--;
+    int n = snprintf(buf, cap, "%.*s/%s", (int)dl, dir, name);
+    if (n < 0 || (size_t)n >= cap) return lp_error(LP_ERANGE, "%s/%s: path too long", dir, name);
+    return LP_OK;
+}
+
+int lp_path_dirname(char *buf, size_t cap, const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        if (cap < 2) return lp_error(LP_ERANGE, "path too long");
+        strcpy(buf, ".");
+        return LP_OK;
+    }
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    if (n + 1 > cap) return lp_error(LP_ERANGE, "%s: path too long", path);
+    memcpy(buf, path, n);
+    buf[n] = '\0';
+    return LP_OK;
+}

@@ -1,0 +1,161 @@
+/* Forward kernels. Matrix products go to cblas_sgemm; the rest are short loops whose
+ * reductions accumulate in double so that results stay within 1e-4 of a float64 reference. */
+#include "forward.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void lp_linear_forward(float *y, const float *x, const lp_linear *lin, int n) {
+    if (n == 1) {
+        /* One row: a matrix-vector product, the shape of every generation step. */
+        if (lin->trans)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, lin->out, lin->in, 1.0f, lin->w, lin->ld, x, 1, 0.0f, y, 1);
+        else
+            cblas_sgemv(CblasRowMajor, CblasTrans, lin->in, lin->out, 1.0f, lin->w, lin->ld, x, 1, 0.0f, y, 1);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, lin->trans ? CblasTrans : CblasNoTrans, n, lin->out, lin->in, 1.0f, x,
+                    lin->in, lin->w, lin->ld, 0.0f, y, lin->out);
+    }
+    if (lin->b)
+        for (int i = 0; i < n; i++) {
+            float *row = y + (size_t)i * lin->out;
+            for (int j = 0; j < lin->out; j++) row[j] += lin->b[j];
+        }
+}
+
+void lp_norm(float *y, float *scale, const float *x, const float *w, const float *b, int n, int d, lp_norm_kind kind,
+             float eps) {
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d;
+        float *yi = y + (size_t)i * d;
+        double mean = 0.0, var = 0.0;
+        if (kind == LP_NORM_LAYERNORM) {
+            for (int j = 0; j < d; j++) mean += xi[j];
+            mean /= d;
+        }
+        for (int j = 0; j < d; j++) {
+            double c = xi[j] - mean;
+            var += c * c;
+        }
+        var /= d;
+        float s = (float)(1.0 / sqrt(var + eps));
+        scale[i] = s;
+        for (int j = 0; j < d; j++) yi[j] = (float)((xi[j] - mean) * s) * w[j] + (b ? b[j] : 0.0f);
+    }
+}
+
+void lp_embed(float *x, const lp_model *m, const int *ids, int t0, int n) {
+    int d = m->cfg.d_model;
+    for (int i = 0; i < n; i++) {
+        float *xi = x + (size_t)i * d;
+        memcpy(xi, m->tok_emb + (size_t)ids[i] * d, (size_t)d * sizeof *xi);
+        if (m->pos_emb) {
+            const float *p = m->pos_emb + (size_t)(t0 + i) * d;
+            for (int j = 0; j < d; j++) xi[j] += p[j];
+        }
+    }
+}
+
+void lp_rope_tables(float *cos_t, float *sin_t, const lp_config *c, int t0, int n) {
+    int half = c->d_head / 2;
+    for (int i = 0; i < n; i++)
+        for (int f = 0; f < half; f++) {
+            double inv_freq = pow((double)c->rope_theta, -2.0 * f / c->d_head);
+            double angle = (double)(t0 + i) * inv_freq;
+            cos_t[(size_t)i * half + f] = (float)cos(angle);
+            sin_t[(size_t)i * half + f] = (float)sin(angle);
+        }
+}
+
+/* Rotates each head's vector in x (n, heads * dh) by its position. Pairs are (2f, 2f+1)
+ * in the interleaved layout, (f, f + dh/2) in the rotate-half layout. */
+static void rope(float *x, int n, int heads, int dh, lp_pos_kind kind, const float *cos_t, const float *sin_t) {
+    int half = dh / 2;
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h < heads; h++) {
+            float *v = x + ((size_t)i * heads + h) * dh;
+            for (int f = 0; f < half; f++) {
+                int a = kind == LP_POS_ROPE_INTERLEAVED ? 2 * f : f;
+                int b = kind == LP_POS_ROPE_INTERLEAVED ? 2 * f + 1 : f + half;
+                float c = cos_t[(size_t)i * half + f], s = sin_t[(size_t)i * half + f];
+                float va = v[a], vb = v[b];
+                v[a] = va * c - vb * s;
+                v[b] = va * s + vb * c;
+            }
+        }
+}
+
+/* Softmax of row[0..len) in place; row[len..ld) set to 0 (the causal mask). */
+static void softmax_causal(float *row, int len, int ld) {
+    float mx = row[0];
+    for (int j = 1; j < len; j++)
+        if (row[j] > mx) mx = row[j];
+    double sum = 0.0;
+    for (int j = 0; j < len; j++) {
+        row[j] = expf(row[j] - mx);
+        sum += row[j];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int j = 0; j < len; j++) row[j] *= inv;
+    for (int j = len; j < ld; j++) row[j] = 0.0f;
+}
+
+static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) {
+    int H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, keys = t0 + n, ld = io->pattern_ld;
+    int qd = H * dh, kvd = c->n_kv_head * dh;
+    float scale = 1.0f / sqrtf((float)dh);
+    for (int h = 0; h < H; h++) {
+        int g = h / G; /* grouped-query attention: G query heads share one key/value head */
+        float *p = io->pattern + (size_t)h * n * ld;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, keys, dh, scale, io->q + (size_t)h * dh, qd,
+                    io->k + (size_t)g * dh, kvd, 0.0f, p, ld);
+        for (int i = 0; i < n; i++) softmax_causal(p + (size_t)i * ld, t0 + i + 1, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dh, keys, 1.0f, p, ld, io->v + (size_t)g * dh, kvd,
+                    0.0f, io->z + (size_t)h * dh, qd);
+    }
+}
+
+static float gelu_tanh(float x) {
+    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+static void add(float *y, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,
+                      int t0, int n) {
+    const lp_config *c = &m->cfg;
+    const lp_layer *w = &m->layers[layer];
+    int d = c->d_model, kvd = c->n_kv_head * c->d_head;
+    size_t nd = (size_t)n * d, nm = (size_t)n * c->d_mlp;
+
+    lp_norm(io->ln1, io->ln1_scale, io->resid_in, w->ln1_w, w->ln1_b, n, d, c->norm, c->norm_eps);
+    float *k_new = io->k + (size_t)t0 * kvd, *v_new = io->v + (size_t)t0 * kvd;
+    lp_linear_forward(io->q, io->ln1, &w->q, n);
+    lp_linear_forward(k_new, io->ln1, &w->k, n);
+    lp_linear_forward(v_new, io->ln1, &w->v, n);
+    if (c->pos != LP_POS_LEARNED) {
+        rope(io->q, n, c->n_head, c->d_head, c->pos, cos_t, sin_t);
+        rope(k_new, n, c->n_kv_head, c->d_head, c->pos, cos_t, sin_t);
+    }
+    attention(c, io, t0, n);
+    lp_linear_forward(io->attn_out, io->z, &w->o, n);
+    add(io->resid_mid, io->resid_in, io->attn_out, nd);
+
+    lp_norm(io->ln2, io->ln2_scale, io->resid_mid, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
+    if (c->mlp == LP_MLP_SWIGLU) {
+        lp_linear_forward(io->mlp_pre, io->ln2, &w->gate, n);
+        lp_linear_forward(io->mlp_up, io->ln2, &w->up, n);
+        for (size_t i = 0; i < nm; i++) io->mlp_post[i] = silu(io->mlp_pre[i]) * io->mlp_up[i];
+    } else {
+        lp_linear_forward(io->mlp_pre, io->ln2, &w->up, n);
+        for (size_t i = 0; i < nm; i++) io->mlp_post[i] = gelu_tanh(io->mlp_pre[i]);
+    }
+    lp_linear_forward(io->mlp_out, io->mlp_post, &w->down, n);
+    add(io->resid_out, io->resid_mid, io->mlp_out, nd);
+}

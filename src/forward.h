@@ -1,0 +1,36 @@
+/* The forward pass, one layer over a block of n new positions [t0, t0 + n) that attend
+ * to a key/value cache holding positions [0, t0). A full captured run is the block
+ * t0 = 0, n = T; generation feeds blocks of one token. Not a public header. */
+#ifndef LOUPE_FORWARD_H
+#define LOUPE_FORWARD_H
+
+#include "model_impl.h"
+
+/* Where one layer's activations for the block go (shapes for the block of n rows). */
+typedef struct {
+    const float *resid_in;         /* (n, d) */
+    float *ln1, *ln1_scale;        /* (n, d), (n) */
+    float *q;                      /* (n, H*dh) */
+    float *k, *v;                  /* (t0 + n, Hkv*dh): cache rows [0, t0) read, [t0, t0 + n) written */
+    float *pattern;                /* (H, n, pattern_ld): row i holds keys 0 .. t0 + i, zeros after */
+    int pattern_ld;                /* >= t0 + n */
+    float *z;                      /* (n, H*dh) */
+    float *attn_out, *resid_mid;   /* (n, d) */
+    float *ln2, *ln2_scale;        /* (n, d), (n) */
+    float *mlp_pre, *mlp_up, *mlp_post; /* (n, dm); mlp_up unused unless SwiGLU */
+    float *mlp_out, *resid_out;    /* (n, d) */
+} lp_layer_io;
+
+/* x (n, d): token embeddings of ids (plus learned positions from t0). */
+void lp_embed(float *x, const lp_model *m, const int *ids, int t0, int n);
+/* Rotary tables for positions t0 .. t0 + n - 1: cos, sin (n, d_head / 2). */
+void lp_rope_tables(float *cos_t, float *sin_t, const lp_config *c, int t0, int n);
+void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,
+                      int t0, int n);
+/* y (n, d), scale (n) = norm of x (n, d) with weight w and bias b (b NULL for RMSNorm). */
+void lp_norm(float *y, float *scale, const float *x, const float *w, const float *b, int n, int d, lp_norm_kind kind,
+             float eps);
+/* y (n, out) = x (n, in) W + b. */
+void lp_linear_forward(float *y, const float *x, const lp_linear *lin, int n);
+
+#endif

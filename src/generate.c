@@ -1,0 +1,213 @@
+/* Generation: a key/value cache per layer, blocks of new tokens through the same layer
+ * kernels as a captured run, and sampling (greedy, temperature, top-k, top-p). */
+#include "loupe/generate.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward.h"
+#include "loupe/error.h"
+#include "loupe/run.h"
+
+struct lp_generator {
+    const lp_model *m;
+    int max_len, len;
+    float *k, *v;        /* (L, max_len, Hkv * dh) */
+    int cap;             /* rows the scratch below holds */
+    float *scratch;      /* one block's activations, reused by every layer */
+    float *logits;       /* (V) */
+};
+
+int lp_generator_new(lp_generator **out, const lp_model *m, int max_len) {
+    *out = NULL;
+    const lp_config *c = &m->cfg;
+    if (max_len < 1 || max_len > c->n_ctx) max_len = c->n_ctx;
+    lp_generator *g = calloc(1, sizeof *g);
+    if (!g) return lp_error(LP_ENOMEM, "out of memory");
+    size_t cache = (size_t)c->n_layer * max_len * c->n_kv_head * c->d_head;
+    g->m = m;
+    g->max_len = max_len;
+    g->k = malloc(cache * sizeof(float));
+    g->v = malloc(cache * sizeof(float));
+    g->logits = malloc((size_t)c->vocab * sizeof(float));
+    if (!g->k || !g->v || !g->logits) {
+        lp_generator_free(g);
+        return lp_error(LP_ENOMEM, "out of memory for a key/value cache of %d positions", max_len);
+    }
+    *out = g;
+    return LP_OK;
+}
+
+void lp_generator_free(lp_generator *g) {
+    if (!g) return;
+    free(g->k);
+    free(g->v);
+    free(g->scratch);
+    free(g->logits);
+    free(g);
+}
+
+int lp_generator_len(const lp_generator *g) { return g->len; }
+void lp_generator_reset(lp_generator *g) { g->len = 0; }
+
+int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logits) {
+    const lp_model *m = g->m;
+    const lp_config *c = &m->cfg;
+    if (n < 1) return lp_error(LP_EINVAL, "nothing to feed");
+    if (g->len + n > g->max_len)
+        return lp_error(LP_ERANGE, "%d tokens exceed the context of %d", g->len + n, g->max_len);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab)
+            return lp_error(LP_EINVAL, "token id %d is outside the vocabulary (0..%d)", ids[i], c->vocab - 1);
+    size_t d = c->d_model, qd = (size_t)c->n_head * c->d_head, dm = c->d_mlp, half = c->d_head / 2;
+    size_t per_row = 7 * d + 2 * qd + 3 * dm + 2 + 2 * half + (size_t)c->n_head * g->max_len;
+    if (n > g->cap) {
+        float *s = realloc(g->scratch, per_row * n * sizeof(float));
+        if (!s) return lp_error(LP_ENOMEM, "out of memory");
+        g->scratch = s;
+        g->cap = n;
+    }
+    size_t N = n;
+    float *p = g->scratch;
+    float *x = p; p += N * d;          /* residual stream, updated in place layer by layer */
+    float *ln1 = p; p += N * d;
+    float *ln2 = p; p += N * d;
+    float *attn_out = p; p += N * d;
+    float *mid = p; p += N * d;
+    float *mlp_out = p; p += N * d;
+    float *lnf = p; p += N * d;
+    float *q = p; p += N * qd;
+    float *z = p; p += N * qd;
+    float *pre = p; p += N * dm;
+    float *up = p; p += N * dm;
+    float *post = p; p += N * dm;
+    float *s1 = p; p += N;
+    float *s2 = p; p += N;
+    float *cos_t = p; p += N * half;
+    float *sin_t = p; p += N * half;
+    float *pattern = p;
+
+    int t0 = g->len;
+    lp_embed(x, m, ids, t0, n);
+    if (c->pos != LP_POS_LEARNED) lp_rope_tables(cos_t, sin_t, c, t0, n);
+    size_t layer_cache = (size_t)g->max_len * c->n_kv_head * c->d_head;
+    for (int l = 0; l < c->n_layer; l++) {
+        if (lp_cancelled()) return lp_error(LP_ECANCEL, "cancelled");
+        lp_layer_io io = {
+            .resid_in = x, .ln1 = ln1, .ln1_scale = s1, .q = q,
+            .k = g->k + l * layer_cache, .v = g->v + l * layer_cache,
+            .pattern = pattern, .pattern_ld = t0 + n, .z = z, .attn_out = attn_out, .resid_mid = mid,
+            .ln2 = ln2, .ln2_scale = s2, .mlp_pre = pre, .mlp_up = up, .mlp_post = post,
+            .mlp_out = mlp_out, .resid_out = x, /* safe: read only through resid_mid before written */
+        };
+        lp_layer_forward(m, l, &io, cos_t, sin_t, t0, n);
+    }
+    g->len += n;
+    /* Only the last position's logits are needed to continue. */
+    float *last = x + (N - 1) * d;
+    lp_norm(lnf, s1, last, m->lnf_w, m->lnf_b, 1, (int)d, c->norm, c->norm_eps);
+    lp_linear_forward(g->logits, lnf, &m->unembed, 1);
+    if (logits) *logits = g->logits;
+    return LP_OK;
+}
+
+/* splitmix64: small, fast, and the same stream for a seed on every machine. */
+void lp_rng_seed(lp_rng *rng, uint64_t seed) { rng->state = seed; }
+
+static uint64_t rng_next(lp_rng *rng) {
+    uint64_t z = (rng->state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double lp_rng_uniform(lp_rng *rng) { return (double)(rng_next(rng) >> 11) * (1.0 / 9007199254740992.0); }
+
+typedef struct {
+    float p;
+    int id;
+} prob_id;
+
+static int by_prob_desc(const void *a, const void *b) {
+    const prob_id *x = a, *y = b;
+    if (x->p != y->p) return x->p < y->p ? 1 : -1;
+    return x->id - y->id; /* ties broken by id, so the order never depends on qsort */
+}
+
+static int argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+int lp_sample(const float *logits, int vocab, const lp_sampling *s, lp_rng *rng) {
+    if (!s || s->temperature <= 0.0f || s->top_k == 1) return argmax(logits, vocab);
+    prob_id *pi = malloc((size_t)vocab * sizeof *pi);
+    if (!pi) return argmax(logits, vocab);
+    float mx = logits[argmax(logits, vocab)];
+    double sum = 0.0;
+    for (int i = 0; i < vocab; i++) {
+        pi[i].id = i;
+        pi[i].p = expf((logits[i] - mx) / s->temperature);
+        sum += pi[i].p;
+    }
+    qsort(pi, (size_t)vocab, sizeof *pi, by_prob_desc);
+    int keep = vocab;
+    if (s->top_k > 0 && s->top_k < keep) keep = s->top_k;
+    double kept = 0.0;
+    for (int i = 0; i < keep; i++) kept += pi[i].p;
+    if (s->top_p > 0.0f && s->top_p < 1.0f) {
+        /* The smallest prefix whose probability reaches top_p (of what top-k kept). */
+        double acc = 0.0;
+        for (int i = 0; i < keep; i++) {
+            acc += pi[i].p;
+            if (acc >= s->top_p * kept) {
+                keep = i + 1;
+                kept = acc;
+                break;
+            }
+        }
+    }
+    (void)sum;
+    double r = lp_rng_uniform(rng) * kept, acc = 0.0;
+    int pick = pi[keep - 1].id;
+    for (int i = 0; i < keep; i++) {
+        acc += pi[i].p;
+        if (r < acc) {
+            pick = pi[i].id;
+            break;
+        }
+    }
+    free(pi);
+    return pick;
+}
+
+int lp_generate(const lp_model *m, const int *prompt, int n_prompt, int n_new, const lp_sampling *s,
+                int stop_at_eos, int *out, int *n_out) {
+    *n_out = 0;
+    const lp_config *c = &m->cfg;
+    if (n_prompt < 1) return lp_error(LP_EINVAL, "generation needs at least one prompt token");
+    if (n_prompt + n_new > c->n_ctx) {
+        if (n_prompt >= c->n_ctx)
+            return lp_error(LP_ERANGE, "the prompt already fills the context of %d tokens", c->n_ctx);
+        n_new = c->n_ctx - n_prompt;  /* stop at the context's end, as the model must */
+    }
+    lp_generator *g;
+    int rc = lp_generator_new(&g, m, n_prompt + n_new);
+    if (rc) return rc;
+    lp_rng rng;
+    lp_rng_seed(&rng, s ? s->seed : 0);
+    const float *logits;
+    int eos = m->tok && stop_at_eos ? lp_tokenizer_eos(m->tok) : -1;
+    rc = lp_generator_feed(g, prompt, n_prompt, &logits);
+    for (int i = 0; rc == LP_OK && i < n_new; i++) {
+        int next = lp_sample(logits, c->vocab, s, &rng);
+        out[(*n_out)++] = next;
+        if (next == eos || i + 1 == n_new) break;
+        rc = lp_generator_feed(g, &next, 1, &logits);
+    }
+    lp_generator_free(g);
+    return rc;
+}

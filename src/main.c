@@ -1,0 +1,176 @@
+/* loupe's command line: options, then commands from -e, -f, stdin or the prompt. */
+#include <cblas.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "loupe/commands.h"
+#include "loupe/error.h"
+
+#define LOUPE_VERSION "0.1.0"
+
+static const char USAGE[] =
+    "usage: loupe [OPTIONS] [MODEL]\n"
+    "  -e, --exec CMD       run one command; repeatable; loupe exits afterwards unless -i\n"
+    "  -f, --file FILE      run the commands in FILE ('-' for stdin)\n"
+    "  -i, --interactive    stay at the prompt after -e/-f\n"
+    "  -m, --mode MODE      output mode: table (default), box, markdown, csv, json, jsonl\n"
+    "      --bail           stop at the first failing command\n"
+    "      --threads N      compute threads (default: all cores)\n"
+    "      --tokenizer FILE tokenizer for a llama2.c checkpoint (default: tokenizer.bin beside it)\n"
+    "  -d, --db FILE        analysis database (not available yet)\n"
+    "  -t, --tui            full-screen browser (not available yet)\n"
+    "  -h, --help           this help;  -V, --version  the version\n"
+    "MODEL is a Hugging Face model directory or a llama2.c checkpoint (.bin).\n"
+    "Type 'help' at the prompt, or run loupe -e help, for the commands.\n";
+
+/* OpenBLAS 0.3.21 does not recognise AVX-512 on recent AMD CPUs and picks its Haswell
+ * kernels; its SkylakeX kernels run there and are faster. The core type is chosen when
+ * the library loads, before main, so the choice is made by re-executing once with
+ * OPENBLAS_CORETYPE set. A user's own OPENBLAS_CORETYPE always wins. */
+static void prefer_fast_blas(char **argv) {
+    if (getenv("OPENBLAS_CORETYPE")) return;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl"))
+        return;
+    const char *core = openblas_get_corename();
+    if (!core || (strcasecmp(core, "haswell") != 0 && strcasecmp(core, "zen") != 0)) return;
+    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on with the kernels we have */
+}
+
+typedef struct {
+    bool bail;
+    int failures;
+} runner;
+
+/* Runs one line; prints its error. Returns false when the session should stop. */
+static bool run_line(lp_session *s, runner *r, const char *line, const char *where, int lineno) {
+    int rc = lp_exec(s, line);
+    if (rc) {
+        r->failures++;
+        fflush(s->out);
+        if (where) fprintf(stderr, "error: %s:%d: %s\n", where, lineno, lp_errmsg());
+        else fprintf(stderr, "error: %s\n", lp_errmsg());
+        if (r->bail) return false;
+    }
+    return !s->quit;
+}
+
+static bool run_stream(lp_session *s, runner *r, FILE *in, const char *where, bool prompt) {
+    char *line = NULL;
+    size_t cap = 0;
+    int lineno = 0;
+    bool go = true;
+    for (;;) {
+        if (prompt) {
+            fputs("loupe> ", stdout);
+            fflush(stdout);
+        }
+        ssize_t n = getline(&line, &cap, in);
+        if (n < 0) break;
+        lineno++;
+        if (n > 0 && line[n - 1] == '\n') line[--n] = '\0';
+        if (n > 0 && line[n - 1] == '\r') line[--n] = '\0';
+        if (!run_line(s, r, line, prompt ? NULL : where, lineno)) {
+            go = false;
+            break;
+        }
+    }
+    if (prompt && go) fputc('\n', stdout);
+    free(line);
+    return go;
+}
+
+int main(int argc, char **argv) {
+    prefer_fast_blas(argv);
+    static const struct option longopts[] = {
+        {"exec", required_argument, 0, 'e'},    {"file", required_argument, 0, 'f'},
+        {"interactive", no_argument, 0, 'i'},   {"mode", required_argument, 0, 'm'},
+        {"bail", no_argument, 0, 'B'},          {"threads", required_argument, 0, 'T'},
+        {"tokenizer", required_argument, 0, 'k'}, {"db", required_argument, 0, 'd'},
+        {"tui", no_argument, 0, 't'},           {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},       {0, 0, 0, 0}};
+    char **execs = calloc((size_t)argc + 1, sizeof *execs);
+    int n_exec = 0;
+    const char *file = NULL, *mode = NULL, *tokenizer = NULL;
+    bool interactive = false;
+    runner r = {0};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "e:f:im:d:thV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'e': execs[n_exec++] = optarg; break;
+        case 'f': file = optarg; break;
+        case 'i': interactive = true; break;
+        case 'm': mode = optarg; break;
+        case 'B': r.bail = true; break;
+        case 'k': tokenizer = optarg; break;
+        case 'T': {
+            char *end;
+            long t = strtol(optarg, &end, 10);
+            if (*end || t < 1 || t > 1024) {
+                fprintf(stderr, "error: --threads needs a positive number, not '%s'\n", optarg);
+                return 2;
+            }
+            openblas_set_num_threads((int)t);
+            break;
+        }
+        case 'd':
+            fprintf(stderr, "error: --db: the analysis store is not available in this version yet\n");
+            return 2;
+        case 't':
+            fprintf(stderr, "error: --tui: the full-screen browser is not available in this version yet\n");
+            return 2;
+        case 'h': fputs(USAGE, stdout); return 0;
+        case 'V': printf("loupe %s\n", LOUPE_VERSION); return 0;
+        default:
+            if (optopt) fprintf(stderr, "error: option -%c needs a value or is unknown (see loupe --help)\n", optopt);
+            else fprintf(stderr, "error: unknown option '%s' (see loupe --help)\n", argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (argc - optind > 1) {
+        fprintf(stderr, "error: give at most one MODEL (got '%s' and '%s')\n", argv[optind], argv[optind + 1]);
+        return 2;
+    }
+    lp_session s;
+    lp_session_init(&s, stdout);
+    if (mode && lp_mode_from_name(mode, &s.mode)) {
+        fprintf(stderr, "error: --mode: %s\n", lp_errmsg());
+        return 2;
+    }
+    if (tokenizer) s.tokenizer_path = strdup(tokenizer);
+    int status = 0;
+    if (optind < argc && lp_session_load(&s, argv[optind])) {
+        fprintf(stderr, "error: %s\n", lp_errmsg());
+        status = 1;
+        goto out;
+    }
+    bool go = true;
+    for (int i = 0; go && i < n_exec; i++) go = run_line(&s, &r, execs[i], NULL, 0);
+    if (go && file) {
+        FILE *in = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
+        if (!in) {
+            fprintf(stderr, "error: --file: cannot open '%s'\n", file);
+            status = 2;
+            goto out;
+        }
+        go = run_stream(&s, &r, in, strcmp(file, "-") == 0 ? "stdin" : file, false);
+        if (in != stdin) fclose(in);
+    }
+    if (go && (interactive || (n_exec == 0 && !file))) {
+        bool tty = isatty(STDIN_FILENO);
+        run_stream(&s, &r, stdin, "stdin", tty);
+    }
+    status = r.failures ? 1 : 0;
+out:
+    lp_session_free(&s);
+    free(execs);
+    return status;
+}

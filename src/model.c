@@ -1,0 +1,271 @@
+/* Loading a model: find what the path holds, read config.json, hand over to the
+ * architecture's loader, attach the tokenizer, and check that the pieces agree. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loupe/dtype.h"
+#include "loupe/error.h"
+#include "model_impl.h"
+
+typedef int (*arch_loader)(lp_model *, json_t *, const char *);
+
+/* The Hugging Face architectures loupe reads: config "architectures"[0] -> loader. */
+static const struct {
+    const char *name;
+    const char *model_type; /* used when "architectures" is absent */
+    arch_loader load;
+} ARCHES[] = {
+    {"GPT2LMHeadModel", "gpt2", lp_arch_gpt2_load},
+    {"GPT2Model", NULL, lp_arch_gpt2_load},
+    {"LlamaForCausalLM", "llama", lp_arch_llama_load},
+    {"MistralForCausalLM", "mistral", lp_arch_llama_load},
+    {"Qwen2ForCausalLM", "qwen2", lp_arch_llama_load},
+};
+
+int lp_json_int(json_t *obj, const char *key, long def, long *out, const char *path) {
+    json_t *v = json_object_get(obj, key);
+    if (!v || json_is_null(v)) {
+        *out = def;
+        return LP_OK;
+    }
+    if (json_is_integer(v)) {
+        *out = (long)json_integer_value(v);
+        return LP_OK;
+    }
+    if (json_is_real(v) && json_real_value(v) == (double)(long)json_real_value(v)) {
+        *out = (long)json_real_value(v);
+        return LP_OK;
+    }
+    return lp_error(LP_EFORMAT, "%s: \"%s\" should be an integer", path, key);
+}
+
+int lp_json_float(json_t *obj, const char *key, double def, double *out, const char *path) {
+    json_t *v = json_object_get(obj, key);
+    if (!v || json_is_null(v)) {
+        *out = def;
+        return LP_OK;
+    }
+    if (!json_is_number(v)) return lp_error(LP_EFORMAT, "%s: \"%s\" should be a number", path, key);
+    *out = json_number_value(v);
+    return LP_OK;
+}
+
+int lp_model_own(lp_model *m, float *buf) {
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? m->cap_owned * 2 : 64;
+        float **nb = realloc(m->owned, (size_t)cap * sizeof *nb);
+        if (!nb) {
+            free(buf);
+            return lp_error(LP_ENOMEM, "out of memory");
+        }
+        m->owned = nb;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = buf;
+    return LP_OK;
+}
+
+int lp_model_tensor(lp_model *m, const char *name, int ndim, const long *shape, const float **out) {
+    const lp_st_tensor *t = lp_st_find(m->st, name);
+    if (!t) return lp_error(LP_EFORMAT, "%s: tensor '%s' is missing", lp_st_path(m->st, NULL), name);
+    const char *file = lp_st_path(m->st, t);
+    int shape_ok = t->ndim == ndim;
+    for (int i = 0; shape_ok && i < ndim; i++)
+        if (shape[i] >= 0 && t->shape[i] != shape[i]) shape_ok = 0;
+    if (!shape_ok) {
+        char want[128] = "", got[128] = "";
+        for (int i = 0; i < ndim; i++)
+            snprintf(want + strlen(want), sizeof want - strlen(want), "%s%ld", i ? ", " : "", shape[i]);
+        for (int i = 0; i < t->ndim; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+        return lp_error(LP_EFORMAT, "%s: tensor '%s' has shape [%s] but config.json implies [%s]", file, name, got, want);
+    }
+    if (t->dtype != LP_DT_F32 && t->dtype != LP_DT_F16 && t->dtype != LP_DT_BF16)
+        return lp_error(LP_EUNSUPPORTED, "%s: tensor '%s' has dtype %s; loupe reads F32, F16 and BF16", file, name,
+                        t->dtype_name);
+    if (m->dtype[0] == '\0') snprintf(m->dtype, sizeof m->dtype, "%s", lp_dtype_name(t->dtype));
+    size_t n = t->nbytes / lp_dtype_size(t->dtype);
+    if (t->dtype == LP_DT_F32 && ((uintptr_t)t->data % _Alignof(float)) == 0) {
+        *out = t->data;  /* zero-copy from the mapping */
+        return LP_OK;
+    }
+    float *buf = malloc(n ? n * sizeof(float) : 1);
+    if (!buf) return lp_error(LP_ENOMEM, "%s: out of memory converting '%s'", file, name);
+    int rc = lp_convert_to_f32(buf, t->data, t->dtype, n);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    if ((rc = lp_model_own(m, buf))) return rc;
+    *out = buf;
+    return LP_OK;
+}
+
+/* Finds the weights file of a Hugging Face directory. */
+static int find_weights(const char *dir, char *buf, size_t cap) {
+    static const char *const names[] = {"model.safetensors", "model.safetensors.index.json"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        if (lp_path_join(buf, cap, dir, names[i])) return LP_ERANGE;
+        if (lp_file_exists(buf)) return LP_OK;
+    }
+    char bin[4096];
+    if (lp_path_join(bin, sizeof bin, dir, "pytorch_model.bin") == LP_OK && lp_file_exists(bin))
+        return lp_error(LP_EUNSUPPORTED,
+                        "%s: only pytorch_model.bin found; loupe reads safetensors (convert it, see models/README.md)",
+                        dir);
+    return lp_error(LP_EIO, "%s: no model.safetensors or model.safetensors.index.json in this directory", dir);
+}
+
+static int load_hf(lp_model *m, const char *dir) {
+    char config_path[4096], weights[4096];
+    int rc = lp_path_join(config_path, sizeof config_path, dir, "config.json");
+    if (rc) return rc;
+    if (!lp_file_exists(config_path))
+        return lp_error(LP_EIO, "%s: no config.json; give a Hugging Face model directory or a llama2.c .bin", dir);
+    if ((rc = find_weights(dir, weights, sizeof weights))) return rc;
+
+    json_error_t jerr;
+    json_t *config = json_load_file(config_path, 0, &jerr);
+    if (!config) return lp_error(LP_EFORMAT, "%s: line %d: %s", config_path, jerr.line, jerr.text);
+    if (!json_is_object(config)) {
+        json_decref(config);
+        return lp_error(LP_EFORMAT, "%s: not a JSON object", config_path);
+    }
+    const char *arch = json_string_value(json_array_get(json_object_get(config, "architectures"), 0));
+    const char *model_type = json_string_value(json_object_get(config, "model_type"));
+    arch_loader load = NULL;
+    for (size_t i = 0; i < sizeof ARCHES / sizeof *ARCHES && !load; i++) {
+        if (arch ? strcmp(arch, ARCHES[i].name) == 0
+                 : (model_type && ARCHES[i].model_type && strcmp(model_type, ARCHES[i].model_type) == 0)) {
+            load = ARCHES[i].load;
+            snprintf(m->cfg.arch, sizeof m->cfg.arch, "%s", ARCHES[i].name);
+        }
+    }
+    if (!load) {
+        rc = lp_error(LP_EUNSUPPORTED,
+                      "%s: architecture '%s' is not supported; loupe reads GPT2LMHeadModel, LlamaForCausalLM, "
+                      "MistralForCausalLM and Qwen2ForCausalLM",
+                      config_path, arch ? arch : model_type ? model_type : "(none given)");
+        json_decref(config);
+        return rc;
+    }
+    rc = lp_st_open(&m->st, weights);
+    if (rc == LP_OK) rc = load(m, config, config_path);
+    json_decref(config);
+    return rc;
+}
+
+/* Sanity of a loaded config: everything the forward pass assumes. */
+static int check_config(const lp_config *c, const char *path) {
+    if (c->n_layer < 1 || c->n_head < 1 || c->d_model < 1 || c->d_head < 1 || c->d_mlp < 1 || c->vocab < 1 ||
+        c->n_ctx < 1 || c->n_kv_head < 1)
+        return lp_error(LP_EFORMAT, "%s: sizes must be positive (layers %d, heads %d, kv heads %d, d_model %d, "
+                        "d_head %d, d_mlp %d, vocab %d, context %d)", path, c->n_layer, c->n_head, c->n_kv_head,
+                        c->d_model, c->d_head, c->d_mlp, c->vocab, c->n_ctx);
+    if (c->n_head % c->n_kv_head != 0)
+        return lp_error(LP_EFORMAT, "%s: %d attention heads do not divide into %d key/value heads", path, c->n_head,
+                        c->n_kv_head);
+    if (c->pos != LP_POS_LEARNED && c->d_head % 2 != 0)
+        return lp_error(LP_EFORMAT, "%s: rotary embeddings need an even head size, not %d", path, c->d_head);
+    if (c->n_layer > 1024 || c->n_head > 1024 || c->n_ctx > (1 << 20) || c->vocab > (1 << 22) ||
+        (long)c->d_model * c->n_head > (1L << 31))
+        return lp_error(LP_EFORMAT, "%s: implausible sizes in the model's configuration", path);
+    return LP_OK;
+}
+
+static size_t count_params(const lp_config *c) {
+    size_t d = (size_t)c->d_model, q = (size_t)c->n_head * c->d_head, kv = (size_t)c->n_kv_head * c->d_head;
+    size_t norm = c->norm == LP_NORM_LAYERNORM ? 2 * d : d;
+    size_t attn = d * (q + 2 * kv) + q * d + (c->qkv_bias ? q + 2 * kv : 0) + (c->norm == LP_NORM_LAYERNORM ? d : 0);
+    size_t mlp = (c->mlp == LP_MLP_SWIGLU ? 3 : 2) * d * (size_t)c->d_mlp + (c->mlp_bias ? (size_t)c->d_mlp + d : 0);
+    size_t n = (size_t)c->vocab * d + (c->pos == LP_POS_LEARNED ? (size_t)c->n_ctx * d : 0);
+    n += (size_t)c->n_layer * (2 * norm + attn + mlp) + norm;
+    if (!c->tied_unembed) n += (size_t)c->vocab * d;
+    return n;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+int lp_model_load(lp_model **out, const char *path, const lp_load_options *opts) {
+    *out = NULL;
+    lp_model *m = calloc(1, sizeof *m);
+    if (!m) return lp_error(LP_ENOMEM, "out of memory");
+    m->path = strdup(path);
+    if (!m->path) {
+        free(m);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    char dir[4096];
+    int rc;
+    bool is_hf = lp_dir_exists(path);
+    if (is_hf) {
+        snprintf(dir, sizeof dir, "%s", path);
+    } else if (ends_with(path, ".safetensors") || ends_with(path, ".json")) {
+        is_hf = true;
+        lp_path_dirname(dir, sizeof dir, path);
+    }
+    if (!is_hf && !lp_file_exists(path)) {
+        rc = lp_error(LP_EIO, "%s: no such file or directory", path);
+        goto fail;
+    }
+    rc = is_hf ? load_hf(m, dir) : lp_load_llama2c(m, path);
+    if (rc) goto fail;
+    if ((rc = check_config(&m->cfg, path))) goto fail;
+    m->n_params = count_params(&m->cfg);
+
+    const char *tok_path = opts ? opts->tokenizer_path : NULL;
+    if (tok_path) {
+        rc = lp_dir_exists(tok_path) ? lp_tokenizer_load_dir(&m->tok, tok_path)
+             : ends_with(tok_path, ".json") ? lp_tokenizer_load_json(&m->tok, tok_path)
+                                            : lp_tokenizer_load_llama2c(&m->tok, tok_path, m->cfg.vocab);
+        if (rc) goto fail;
+    } else if (is_hf) {
+        char tj[4096], vj[4096];
+        if (lp_path_join(tj, sizeof tj, dir, "tokenizer.json") == LP_OK &&
+            lp_path_join(vj, sizeof vj, dir, "vocab.json") == LP_OK && (lp_file_exists(tj) || lp_file_exists(vj))) {
+            if ((rc = lp_tokenizer_load_dir(&m->tok, dir))) goto fail;
+        }
+    } else {
+        char tb[4096];
+        lp_path_dirname(dir, sizeof dir, path);
+        if (lp_path_join(tb, sizeof tb, dir, "tokenizer.bin") == LP_OK && lp_file_exists(tb)) {
+            if ((rc = lp_tokenizer_load_llama2c(&m->tok, tb, m->cfg.vocab))) goto fail;
+        }
+    }
+    /* A tokenizer may know fewer ids than the embedding has rows (padded vocabularies), but
+     * never more: those ids would index past the embedding. */
+    if (m->tok && lp_tokenizer_vocab_size(m->tok) > m->cfg.vocab) {
+        rc = lp_error(LP_EFORMAT, "%s: tokenizer has %d tokens but the model's vocabulary is %d; pass the matching "
+                      "tokenizer with --tokenizer", path, lp_tokenizer_vocab_size(m->tok), m->cfg.vocab);
+        goto fail;
+    }
+    *out = m;
+    return LP_OK;
+fail:
+    lp_model_free(m);
+    return rc;
+}
+
+void lp_model_free(lp_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    lp_st_free(m->st);
+    lp_file_unmap(&m->file);
+    lp_tokenizer_free(m->tok);
+    free(m->path);
+    free(m);
+}
+
+const lp_config *lp_model_config(const lp_model *m) { return &m->cfg; }
+const lp_tokenizer *lp_model_tokenizer(const lp_model *m) { return m->tok; }
+const char *lp_model_path(const lp_model *m) { return m->path; }
+const char *lp_model_dtype(const lp_model *m) { return m->dtype; }
+size_t lp_model_param_count(const lp_model *m) { return m->n_params; }
+
+size_t lp_model_weight_bytes(const lp_model *m) { return m->n_params * sizeof(float); }

@@ -1,0 +1,360 @@
+/* Renderers for the output modes. Tables are measured in terminal columns (utf8proc's
+ * character widths) so that wide characters and escapes never break alignment. */
+#include "loupe/output.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
+
+#include "loupe/error.h"
+
+static const char *const MODE_NAMES[] = {"table", "box", "markdown", "csv", "json", "jsonl"};
+
+int lp_mode_from_name(const char *name, lp_mode *out) {
+    for (int i = 0; i < (int)(sizeof MODE_NAMES / sizeof *MODE_NAMES); i++)
+        if (strcmp(name, MODE_NAMES[i]) == 0) {
+            *out = (lp_mode)i;
+            return LP_OK;
+        }
+    return lp_error(LP_EINVAL, "unknown output mode '%s'; use table, box, markdown, csv, json or jsonl", name);
+}
+
+const char *lp_mode_name(lp_mode mode) { return MODE_NAMES[mode]; }
+
+json_t *lp_table_new(void) { return json_pack("{s:[],s:[]}", "columns", "rows"); }
+
+void lp_table_column(json_t *table, const char *name, int is_token, const char *fmt) {
+    json_t *col = json_pack("{s:s,s:b}", "name", name, "token", is_token);
+    if (fmt) json_object_set_new(col, "fmt", json_string(fmt));
+    json_array_append_new(json_object_get(table, "columns"), col);
+}
+
+void lp_table_row(json_t *table, json_t *row) { json_array_append_new(json_object_get(table, "rows"), row); }
+
+char *lp_token_display(const char *bytes, size_t len, char *buf, size_t cap) {
+    size_t o = 0;
+    const unsigned char *s = (const unsigned char *)bytes;
+    for (size_t i = 0; i < len && o + 8 < cap;) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t n = utf8proc_iterate(s + i, (utf8proc_ssize_t)(len - i), &cp);
+        if (n <= 0) { /* not valid UTF-8: show the byte */
+            o += (size_t)snprintf(buf + o, cap - o, "\\x%02X", s[i]);
+            i++;
+            continue;
+        }
+        if (cp == ' ') o += (size_t)snprintf(buf + o, cap - o, "\xC2\xB7");
+        else if (cp == '\n') o += (size_t)snprintf(buf + o, cap - o, "\\n");
+        else if (cp == '\t') o += (size_t)snprintf(buf + o, cap - o, "\\t");
+        else if (cp == '\r') o += (size_t)snprintf(buf + o, cap - o, "\\r");
+        else if (cp == '\\') o += (size_t)snprintf(buf + o, cap - o, "\\\\");
+        else if (cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp < 0xA0))
+            o += (size_t)snprintf(buf + o, cap - o, "\\u%04X", (unsigned)cp);
+        else {
+            utf8proc_category_t cat = utf8proc_category(cp);
+            if (cat == UTF8PROC_CATEGORY_CF || cat == UTF8PROC_CATEGORY_ZL || cat == UTF8PROC_CATEGORY_ZP ||
+                cat == UTF8PROC_CATEGORY_MN || cat == UTF8PROC_CATEGORY_ME) {
+                /* invisible or combining: would vanish or join its neighbour */
+                o += (size_t)snprintf(buf + o, cap - o, "\\u%04X", (unsigned)cp);
+            } else {
+                memcpy(buf + o, s + i, (size_t)n);
+                o += (size_t)n;
+            }
+        }
+        i += (size_t)n;
+    }
+    buf[o < cap ? o : cap - 1] = '\0';
+    return buf;
+}
+
+int lp_display_width(const char *s) {
+    int w = 0;
+    const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)s;
+    while (*p) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t n = utf8proc_iterate(p, -1, &cp);
+        if (n <= 0) {
+            w++;
+            p++;
+            continue;
+        }
+        w += utf8proc_charwidth(cp);
+        p += n;
+    }
+    return w;
+}
+
+/* ---- building the table from a value ---- */
+
+static int is_flat_object(json_t *o) {
+    if (!json_is_object(o)) return 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v) if (json_is_object(v) || json_is_array(v)) return 0;
+    return 1;
+}
+
+/* An array of flat objects becomes a table with the first object's keys as columns; a
+ * flat object becomes a two-column field/value table. */
+static json_t *derive_table(json_t *value) {
+    json_t *t = lp_table_new();
+    if (json_is_array(value) && json_array_size(value) > 0 && is_flat_object(json_array_get(value, 0))) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(json_array_get(value, 0), k, v)
+            lp_table_column(t, k, strcmp(k, "token") == 0 || strcmp(k, "text") == 0, NULL);
+        size_t i;
+        json_t *obj;
+        json_array_foreach(value, i, obj) {
+            json_t *row = json_array();
+            json_object_foreach(json_array_get(value, 0), k, v) {
+                json_t *cell = json_object_get(obj, k);
+                json_array_append(row, cell ? cell : json_null());
+            }
+            lp_table_row(t, row);
+        }
+    } else if (json_is_object(value)) {
+        lp_table_column(t, "field", 0, NULL);
+        lp_table_column(t, "value", 0, NULL);
+        const char *k;
+        json_t *v;
+        json_object_foreach(value, k, v) {
+            json_t *cell = v;
+            if (json_is_array(v) || json_is_object(v)) {
+                char *s = json_dumps(v, JSON_COMPACT);
+                cell = json_string(s ? s : "");
+                free(s);
+            } else {
+                json_incref(v);
+            }
+            lp_table_row(t, json_pack("[s,o]", k, cell));
+        }
+    } else if (json_is_array(value)) {
+        lp_table_column(t, "value", 0, NULL);
+        size_t i;
+        json_t *v;
+        json_array_foreach(value, i, v) lp_table_row(t, json_pack("[O]", v));
+    } else if (!json_is_null(value)) {
+        lp_table_column(t, "value", 0, NULL);
+        lp_table_row(t, json_pack("[O]", value));
+    }
+    return t;
+}
+
+/* The text of a cell in a tabular mode; `safe` escapes tokens for the terminal. */
+static char *cell_text(json_t *cell, json_t *col, int safe) {
+    char buf[4096];
+    if (json_is_string(cell)) {
+        const char *s = json_string_value(cell);
+        if (safe && json_is_true(json_object_get(col, "token")))
+            return strdup(lp_token_display(s, json_string_length(cell), buf, sizeof buf));
+        if (safe) return strdup(lp_token_display(s, json_string_length(cell), buf, sizeof buf));
+        return strdup(s);
+    }
+    if (json_is_integer(cell)) snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(cell));
+    else if (json_is_real(cell)) {
+        const char *fmt = json_string_value(json_object_get(col, "fmt"));
+        double x = json_real_value(cell);
+        if (!isfinite(x)) snprintf(buf, sizeof buf, "%s", isnan(x) ? "nan" : x > 0 ? "inf" : "-inf");
+        else snprintf(buf, sizeof buf, fmt ? fmt : "%.4g", x);
+    } else if (json_is_true(cell)) snprintf(buf, sizeof buf, "true");
+    else if (json_is_false(cell)) snprintf(buf, sizeof buf, "false");
+    else if (json_is_null(cell)) buf[0] = '\0';
+    else {
+        char *s = json_dumps(cell, JSON_COMPACT);
+        return s ? s : strdup("");
+    }
+    return strdup(buf);
+}
+
+static void pad(FILE *f, int n) {
+    for (int i = 0; i < n; i++) fputc(' ', f);
+}
+
+static void repeat(FILE *f, const char *s, int n) {
+    for (int i = 0; i < n; i++) fputs(s, f);
+}
+
+static void csv_field(FILE *f, const char *s) {
+    if (strpbrk(s, ",\"\r\n") == NULL && s[0] != ' ' && (s[0] == '\0' || s[strlen(s) - 1] != ' ')) {
+        fputs(s, f);
+        return;
+    }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static void render_table(FILE *f, lp_mode mode, json_t *t) {
+    json_t *cols = json_object_get(t, "columns"), *rows = json_object_get(t, "rows");
+    size_t nc = json_array_size(cols), nr = json_array_size(rows);
+    if (nc == 0) return;
+    int safe = mode != LP_MODE_CSV;
+    char **head = calloc(nc, sizeof *head), **cells = calloc(nc * (nr ? nr : 1), sizeof *cells);
+    int *width = calloc(nc, sizeof *width), *right = calloc(nc, sizeof *right);
+    for (size_t c = 0; c < nc; c++) {
+        json_t *col = json_array_get(cols, c);
+        json_t *name = json_object_get(col, "name");
+        head[c] = safe ? cell_text(name, col, 1) : strdup(json_string_value(name));
+        width[c] = lp_display_width(head[c]);
+        right[c] = nr > 0;
+        for (size_t r = 0; r < nr; r++) {
+            json_t *cell = json_array_get(json_array_get(rows, r), c);
+            cells[r * nc + c] = cell_text(cell, col, safe);
+            int w = lp_display_width(cells[r * nc + c]);
+            if (w > width[c]) width[c] = w;
+            if (!json_is_number(cell) && !json_is_null(cell)) right[c] = 0;
+        }
+    }
+    if (mode == LP_MODE_CSV) {
+        for (size_t c = 0; c < nc; c++) {
+            if (c) fputc(',', f);
+            csv_field(f, head[c]);
+        }
+        fputs("\r\n", f);
+        for (size_t r = 0; r < nr; r++) {
+            for (size_t c = 0; c < nc; c++) {
+                if (c) fputc(',', f);
+                csv_field(f, cells[r * nc + c]);
+            }
+            fputs("\r\n", f);
+        }
+    } else {
+        /* table: "a  b" with a dashed rule; box: unicode frame; markdown: pipes. */
+        const char *left = mode == LP_MODE_BOX ? "\xE2\x94\x82 " : mode == LP_MODE_MARKDOWN ? "| " : "";
+        const char *sep = mode == LP_MODE_BOX ? " \xE2\x94\x82 " : mode == LP_MODE_MARKDOWN ? " | " : "  ";
+        const char *end = mode == LP_MODE_BOX ? " \xE2\x94\x82" : mode == LP_MODE_MARKDOWN ? " |" : "";
+        if (mode == LP_MODE_BOX) {
+            fputs("\xE2\x94\x8C", f);
+            for (size_t c = 0; c < nc; c++) {
+                repeat(f, "\xE2\x94\x80", width[c] + 2);
+                fputs(c + 1 < nc ? "\xE2\x94\xAC" : "\xE2\x94\x90\n", f);
+            }
+        }
+        fputs(left, f);
+        for (size_t c = 0; c < nc; c++) {
+            int w = lp_display_width(head[c]);
+            if (right[c]) pad(f, width[c] - w);
+            fputs(head[c], f);
+            if (!right[c] && (c + 1 < nc || *end)) pad(f, width[c] - w);
+            fputs(c + 1 < nc ? sep : end, f);
+        }
+        fputc('\n', f);
+        if (mode == LP_MODE_BOX) {
+            fputs("\xE2\x94\x9C", f);
+            for (size_t c = 0; c < nc; c++) {
+                repeat(f, "\xE2\x94\x80", width[c] + 2);
+                fputs(c + 1 < nc ? "\xE2\x94\xBC" : "\xE2\x94\xA4\n", f);
+            }
+        } else if (mode == LP_MODE_MARKDOWN) {
+            fputc('|', f);
+            for (size_t c = 0; c < nc; c++) {
+                repeat(f, "-", width[c] + 1);
+                fputs(right[c] ? ":|" : "-|", f);
+            }
+            fputc('\n', f);
+        } else {
+            for (size_t c = 0; c < nc; c++) {
+                repeat(f, "-", width[c]);
+                fputs(c + 1 < nc ? "  " : "\n", f);
+            }
+        }
+        for (size_t r = 0; r < nr; r++) {
+            fputs(left, f);
+            for (size_t c = 0; c < nc; c++) {
+                const char *s = cells[r * nc + c];
+                int w = lp_display_width(s);
+                if (right[c]) pad(f, width[c] - w);
+                fputs(s, f);
+                if (!right[c] && (c + 1 < nc || *end)) pad(f, width[c] - w);
+                fputs(c + 1 < nc ? sep : end, f);
+            }
+            fputc('\n', f);
+        }
+        if (mode == LP_MODE_BOX) {
+            fputs("\xE2\x94\x94", f);
+            for (size_t c = 0; c < nc; c++) {
+                repeat(f, "\xE2\x94\x80", width[c] + 2);
+                fputs(c + 1 < nc ? "\xE2\x94\xB4" : "\xE2\x94\x98\n", f);
+            }
+        }
+    }
+    for (size_t c = 0; c < nc; c++) free(head[c]);
+    for (size_t i = 0; i < nc * nr; i++) free(cells[i]);
+    free(head);
+    free(cells);
+    free(width);
+    free(right);
+}
+
+/* float32 values round-trip through 9 significant digits. */
+#define JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(9))
+
+/* JSON strings must be UTF-8; token bytes may hold part of a character. Invalid
+ * sequences become U+FFFD, as Hugging Face's decode shows them. */
+static void make_utf8(json_t *v) {
+    if (json_is_string(v)) {
+        const unsigned char *s = (const unsigned char *)json_string_value(v);
+        size_t len = json_string_length(v), i = 0;
+        utf8proc_int32_t cp;
+        while (i < len) {
+            utf8proc_ssize_t n = utf8proc_iterate(s + i, (utf8proc_ssize_t)(len - i), &cp);
+            if (n <= 0) break;
+            i += (size_t)n;
+        }
+        if (i == len) return;
+        char *fixed = malloc(len * 3 + 1);
+        if (!fixed) return;
+        size_t o = 0;
+        for (i = 0; i < len;) {
+            utf8proc_ssize_t n = utf8proc_iterate(s + i, (utf8proc_ssize_t)(len - i), &cp);
+            if (n <= 0) {
+                memcpy(fixed + o, "\xEF\xBF\xBD", 3);
+                o += 3;
+                i++;
+            } else {
+                memcpy(fixed + o, s + i, (size_t)n);
+                o += (size_t)n;
+                i += (size_t)n;
+            }
+        }
+        json_string_setn_nocheck(v, fixed, o);
+        free(fixed);
+    } else if (json_is_array(v)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e) make_utf8(e);
+    } else if (json_is_object(v)) {
+        const char *k;
+        json_t *e;
+        json_object_foreach(v, k, e) make_utf8(e);
+    }
+}
+
+static void dump_line(FILE *f, json_t *v) {
+    make_utf8(v);
+    json_dumpf(v, f, JSON_FLAGS | JSON_ENCODE_ANY);
+    fputc('\n', f);
+}
+
+void lp_output(FILE *f, lp_mode mode, json_t *value, json_t *table) {
+    if (mode == LP_MODE_JSON) {
+        dump_line(f, value ? value : json_null());
+    } else if (mode == LP_MODE_JSONL) {
+        if (json_is_array(value)) {
+            size_t i;
+            json_t *v;
+            json_array_foreach(value, i, v) dump_line(f, v);
+        } else if (value) {
+            dump_line(f, value);
+        }
+    } else {
+        json_t *t = table ? json_incref(table) : derive_table(value);
+        render_table(f, mode, t);
+        json_decref(t);
+    }
+    fflush(f);
+}

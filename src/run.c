@@ -1,0 +1,219 @@
+/* A captured run: the arena of every activation for one sequence, filled layer by layer. */
+#include "loupe/run.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward.h"
+#include "loupe/error.h"
+
+static volatile sig_atomic_t cancel_flag;
+void lp_cancel_request(void) { cancel_flag = 1; }
+void lp_cancel_reset(void) { cancel_flag = 0; }
+int lp_cancelled(void) { return cancel_flag != 0; }
+
+/* Every capture is a slice of one arena; the shape comments give the whole slice. */
+struct lp_run {
+    const lp_model *m;
+    int T;
+    int *ids;              /* (T) */
+    float *arena;
+    size_t arena_floats;
+    float *resid;          /* (L + 1, T, d): resid[l] enters layer l, resid[L] leaves the last */
+    float *ln1, *ln1_scale;/* (L, T, d), (L, T) */
+    float *q;              /* (L, T, H * dh) */
+    float *k, *v;          /* (L, T, Hkv * dh) */
+    float *pattern;        /* (L, H, T, T) */
+    float *z;              /* (L, T, H * dh) */
+    float *attn_out;       /* (L, T, d) */
+    float *resid_mid;      /* (L, T, d) */
+    float *ln2, *ln2_scale;/* (L, T, d), (L, T) */
+    float *mlp_pre;        /* (L, T, dm) */
+    float *mlp_up;         /* (L, T, dm), SwiGLU only, else NULL */
+    float *mlp_post;       /* (L, T, dm) */
+    float *mlp_out;        /* (L, T, d) */
+    float *lnf, *lnf_scale;/* (T, d), (T) */
+    float *logits;         /* (T, V) */
+    float *rope_cos, *rope_sin; /* (T, dh / 2) */
+};
+
+static const char *const ACT_NAMES[LP_ACT_COUNT] = {
+    "resid_pre", "ln1", "ln1_scale", "q", "k", "v", "pattern", "z", "attn_out", "resid_mid", "ln2", "ln2_scale",
+    "mlp_pre", "mlp_up", "mlp_post", "mlp_out", "resid_post", "ln_final", "ln_final_scale", "logits"};
+
+const char *lp_act_name(lp_act_kind kind) { return kind < LP_ACT_COUNT ? ACT_NAMES[kind] : "?"; }
+
+int lp_act_from_name(const char *name, lp_act_kind *out) {
+    for (int i = 0; i < LP_ACT_COUNT; i++)
+        if (strcmp(name, ACT_NAMES[i]) == 0) {
+            *out = (lp_act_kind)i;
+            return LP_OK;
+        }
+    return lp_error(LP_EINVAL, "unknown activation '%s' (try resid_pre, attn_out, mlp_out, resid_post, pattern, ...)",
+                    name);
+}
+
+/* Lays the slices out in the arena (or, with base NULL, just counts the floats). */
+static size_t layout(lp_run *r, float *base) {
+    const lp_config *c = &r->m->cfg;
+    size_t L = c->n_layer, T = r->T, d = c->d_model, H = c->n_head, dh = c->d_head;
+    size_t qd = H * dh, kvd = (size_t)c->n_kv_head * dh, dm = c->d_mlp, V = c->vocab;
+    size_t at = 0;
+#define SLICE(field, n) (r->field = base ? base + at : NULL, at += (n))
+    SLICE(resid, (L + 1) * T * d);
+    SLICE(ln1, L * T * d);
+    SLICE(ln1_scale, L * T);
+    SLICE(q, L * T * qd);
+    SLICE(k, L * T * kvd);
+    SLICE(v, L * T * kvd);
+    SLICE(pattern, L * H * T * T);
+    SLICE(z, L * T * qd);
+    SLICE(attn_out, L * T * d);
+    SLICE(resid_mid, L * T * d);
+    SLICE(ln2, L * T * d);
+    SLICE(ln2_scale, L * T);
+    SLICE(mlp_pre, L * T * dm);
+    SLICE(mlp_up, c->mlp == LP_MLP_SWIGLU ? L * T * dm : 0);
+    SLICE(mlp_post, L * T * dm);
+    SLICE(mlp_out, L * T * d);
+    SLICE(lnf, T * d);
+    SLICE(lnf_scale, T);
+    SLICE(logits, T * V);
+    SLICE(rope_cos, T * (dh / 2));
+    SLICE(rope_sin, T * (dh / 2));
+#undef SLICE
+    if (c->mlp != LP_MLP_SWIGLU) r->mlp_up = NULL;
+    return at;
+}
+
+int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n) {
+    *out = NULL;
+    const lp_config *c = &m->cfg;
+    if (n < 1) return lp_error(LP_EINVAL, "nothing to run: the sequence is empty");
+    if (n > c->n_ctx)
+        return lp_error(LP_ERANGE, "%d tokens exceed the model's context of %d; shorten the input", n, c->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab)
+            return lp_error(LP_EINVAL, "token id %d at position %d is outside the vocabulary (0..%d)", ids[i], i,
+                            c->vocab - 1);
+    lp_run *r = calloc(1, sizeof *r);
+    if (!r) return lp_error(LP_ENOMEM, "out of memory");
+    r->m = m;
+    r->T = n;
+    r->arena_floats = layout(r, NULL);
+    r->ids = malloc((size_t)n * sizeof *r->ids);
+    r->arena = malloc(r->arena_floats * sizeof(float));
+    if (!r->ids || !r->arena) {
+        double mb = (double)r->arena_floats * sizeof(float) / 1e6;
+        lp_run_free(r);
+        return lp_error(LP_ENOMEM, "out of memory: a run of %d tokens needs %.1f MB of activations", n, mb);
+    }
+    layout(r, r->arena);
+    memcpy(r->ids, ids, (size_t)n * sizeof *ids);
+
+    size_t T = n, d = c->d_model, qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head;
+    size_t dm = c->d_mlp, H = c->n_head;
+    lp_embed(r->resid, m, ids, 0, n);
+    if (c->pos != LP_POS_LEARNED) lp_rope_tables(r->rope_cos, r->rope_sin, c, 0, n);
+    for (int l = 0; l < c->n_layer; l++) {
+        if (lp_cancelled()) {
+            lp_run_free(r);
+            return lp_error(LP_ECANCEL, "cancelled");
+        }
+        size_t L = l;
+        lp_layer_io io = {
+            .resid_in = r->resid + L * T * d,
+            .ln1 = r->ln1 + L * T * d,
+            .ln1_scale = r->ln1_scale + L * T,
+            .q = r->q + L * T * qd,
+            .k = r->k + L * T * kvd,
+            .v = r->v + L * T * kvd,
+            .pattern = r->pattern + L * H * T * T,
+            .pattern_ld = n,
+            .z = r->z + L * T * qd,
+            .attn_out = r->attn_out + L * T * d,
+            .resid_mid = r->resid_mid + L * T * d,
+            .ln2 = r->ln2 + L * T * d,
+            .ln2_scale = r->ln2_scale + L * T,
+            .mlp_pre = r->mlp_pre + L * T * dm,
+            .mlp_up = r->mlp_up ? r->mlp_up + L * T * dm : NULL,
+            .mlp_post = r->mlp_post + L * T * dm,
+            .mlp_out = r->mlp_out + L * T * d,
+            .resid_out = r->resid + (L + 1) * T * d,
+        };
+        lp_layer_forward(m, l, &io, r->rope_cos, r->rope_sin, 0, n);
+    }
+    lp_norm(r->lnf, r->lnf_scale, r->resid + (size_t)c->n_layer * T * d, m->lnf_w, m->lnf_b, n, (int)d, c->norm,
+            c->norm_eps);
+    lp_linear_forward(r->logits, r->lnf, &m->unembed, n);
+    *out = r;
+    return LP_OK;
+}
+
+void lp_run_free(lp_run *r) {
+    if (!r) return;
+    free(r->ids);
+    free(r->arena);
+    free(r);
+}
+
+const lp_model *lp_run_model(const lp_run *r) { return r->m; }
+int lp_run_len(const lp_run *r) { return r->T; }
+const int *lp_run_ids(const lp_run *r) { return r->ids; }
+size_t lp_run_arena_bytes(const lp_run *r) { return r->arena_floats * sizeof(float); }
+const float *lp_run_logits(const lp_run *r, int pos) { return r->logits + (size_t)pos * r->m->cfg.vocab; }
+
+static void view2(lp_view *v, const float *data, int rows, int cols, long row_stride) {
+    *v = (lp_view){data, 2, {rows, cols}, {row_stride, 1}};
+}
+
+int lp_run_view(const lp_run *r, lp_act_kind kind, int layer, int head, lp_view *out) {
+    const lp_config *c = &r->m->cfg;
+    int T = r->T, d = c->d_model, dh = c->d_head, H = c->n_head, Hkv = c->n_kv_head, dm = c->d_mlp;
+    bool per_layer = kind != LP_ACT_LN_FINAL && kind != LP_ACT_LN_FINAL_SCALE && kind != LP_ACT_LOGITS;
+    if ((unsigned)kind >= LP_ACT_COUNT) return lp_error(LP_EINVAL, "unknown activation kind %d", (int)kind);
+    if (per_layer && (layer < 0 || layer >= c->n_layer))
+        return lp_error(LP_EINVAL, "layer %d is out of range: the model has layers 0..%d", layer, c->n_layer - 1);
+    bool per_head = kind == LP_ACT_Q || kind == LP_ACT_K || kind == LP_ACT_V || kind == LP_ACT_Z || kind == LP_ACT_PATTERN;
+    int heads = (kind == LP_ACT_K || kind == LP_ACT_V) ? Hkv : H;
+    if (per_head && (head < -1 || head >= heads))
+        return lp_error(LP_EINVAL, "head %d is out of range: %s has heads 0..%d", head, lp_act_name(kind), heads - 1);
+    if (!per_head && head != -1 && head != 0)
+        return lp_error(LP_EINVAL, "%s is not per head", lp_act_name(kind));
+    size_t L = layer, TT = T;
+    switch (kind) {
+    case LP_ACT_RESID_PRE: view2(out, r->resid + L * TT * d, T, d, d); break;
+    case LP_ACT_RESID_POST: view2(out, r->resid + (L + 1) * TT * d, T, d, d); break;
+    case LP_ACT_RESID_MID: view2(out, r->resid_mid + L * TT * d, T, d, d); break;
+    case LP_ACT_LN1: view2(out, r->ln1 + L * TT * d, T, d, d); break;
+    case LP_ACT_LN2: view2(out, r->ln2 + L * TT * d, T, d, d); break;
+    case LP_ACT_ATTN_OUT: view2(out, r->attn_out + L * TT * d, T, d, d); break;
+    case LP_ACT_MLP_OUT: view2(out, r->mlp_out + L * TT * d, T, d, d); break;
+    case LP_ACT_MLP_PRE: view2(out, r->mlp_pre + L * TT * dm, T, dm, dm); break;
+    case LP_ACT_MLP_POST: view2(out, r->mlp_post + L * TT * dm, T, dm, dm); break;
+    case LP_ACT_MLP_UP:
+        if (!r->mlp_up) return lp_error(LP_EINVAL, "mlp_up exists only for SwiGLU models");
+        view2(out, r->mlp_up + L * TT * dm, T, dm, dm);
+        break;
+    case LP_ACT_LN1_SCALE: *out = (lp_view){r->ln1_scale + L * TT, 1, {T}, {1}}; break;
+    case LP_ACT_LN2_SCALE: *out = (lp_view){r->ln2_scale + L * TT, 1, {T}, {1}}; break;
+    case LP_ACT_LN_FINAL: view2(out, r->lnf, T, d, d); break;
+    case LP_ACT_LN_FINAL_SCALE: *out = (lp_view){r->lnf_scale, 1, {T}, {1}}; break;
+    case LP_ACT_LOGITS: view2(out, r->logits, T, c->vocab, c->vocab); break;
+    case LP_ACT_PATTERN:
+        if (head >= 0) view2(out, r->pattern + ((L * H + head) * TT) * TT, T, T, T);
+        else *out = (lp_view){r->pattern + L * H * TT * TT, 3, {H, T, T}, {(long)TT * TT, T, 1}};
+        break;
+    case LP_ACT_Q: case LP_ACT_K: case LP_ACT_V: case LP_ACT_Z: {
+        const float *base = kind == LP_ACT_Q ? r->q : kind == LP_ACT_K ? r->k : kind == LP_ACT_V ? r->v : r->z;
+        long row = (long)heads * dh;
+        base += L * TT * row;
+        if (head >= 0) view2(out, base + (size_t)head * dh, T, dh, row);
+        else *out = (lp_view){base, 3, {T, heads, dh}, {row, dh, 1}};
+        break;
+    }
+    default: return lp_error(LP_EINVAL, "unknown activation kind %d", (int)kind);
+    }
+    return LP_OK;
+}

@@ -1,0 +1,45 @@
+/* Small helpers shared by the cmocka suites (header-only: each suite is one program). */
+#ifndef LOUPE_TEST_HELPERS_H
+#define LOUPE_TEST_HELPERS_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* A fresh temporary directory, removed by rm_tree. */
+static inline char *make_temp_dir(void) {
+    char *t = strdup("/tmp/loupe-test-XXXXXX");
+    if (!t || !mkdtemp(t)) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static inline void rm_tree(char *dir) {
+    if (!dir) return;
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", dir);
+    free(dir);
+}
+
+/* Where the build put its tools (BUILD in the environment, as tests/run.sh sets it). */
+static inline const char *build_dir(void) {
+    const char *b = getenv("BUILD");
+    return b && *b ? b : "build";
+}
+
+/* Runs build/tools/mkmodel DIR ARGS; returns its exit status. */
+static inline int mkmodel(const char *dir, const char *args) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s/tools/mkmodel '%s' %s", build_dir(), dir, args);
+    return system(cmd);
+}
+
+#define SHARED "../shared"
+#define STORIES SHARED "/models/stories260K/stories260K.bin"
+#define STORIES_TOK SHARED "/models/stories260K/tok512.bin"
+
+#endif

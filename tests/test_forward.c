@@ -1,0 +1,341 @@
+/* The forward pass against a float64 PyTorch reference (tests/fixtures), its invariants,
+ * the key/value-cache path against the full run, and reduced-precision checkpoints. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+
+#include "helpers.h"
+#include "loupe/error.h"
+#include "loupe/generate.h"
+#include "loupe/model.h"
+#include "loupe/run.h"
+
+#define TOL 1e-4
+
+typedef struct {
+    char name[64];
+    char args[400];
+    int ids[64];
+    int n;
+} fixture_model;
+
+static int read_models(fixture_model *out, int cap) {
+    FILE *f = fopen("tests/fixtures/models.txt", "r");
+    if (!f) return -1;
+    char line[1024];
+    int n = 0;
+    while (n < cap && fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || line[0] == '\n') continue;
+        char *a = strchr(line, '|'), *b = a ? strchr(a + 1, '|') : NULL;
+        if (!b) continue;
+        *a = *b = '\0';
+        fixture_model *m = &out[n++];
+        sscanf(line, "%63s", m->name);
+        snprintf(m->args, sizeof m->args, "%s", a + 1);
+        m->n = 0;
+        for (char *p = b + 1; *p && m->n < 64;) {
+            m->ids[m->n++] = (int)strtol(p, &p, 10);
+            while (*p == ',' || *p == ' ' || *p == '\n') p++;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+/* Max |a - b| over a nested JSON array (any depth) and a strided view walk in row-major order. */
+static double max_err_flat(json_t *expected, const float *got, size_t *at) {
+    double worst = 0;
+    if (json_is_array(expected)) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(expected, i, e) {
+            double w = max_err_flat(e, got, at);
+            if (w > worst) worst = w;
+        }
+        return worst;
+    }
+    double d = fabs(json_number_value(expected) - got[(*at)++]);
+    return isnan(d) ? INFINITY : d;
+}
+
+/* Copies a view into a contiguous buffer (row-major). */
+static float *gather(const lp_view *v) {
+    size_t n = 1;
+    for (int i = 0; i < v->ndim; i++) n *= (size_t)v->shape[i];
+    float *out = malloc(n * sizeof *out);
+    size_t k = 0;
+    int idx[4] = {0};
+    for (size_t e = 0; e < n; e++) {
+        long off = 0;
+        for (int i = 0; i < v->ndim; i++) off += idx[i] * v->stride[i];
+        out[k++] = v->data[off];
+        for (int i = v->ndim - 1; i >= 0; i--) {
+            if (++idx[i] < v->shape[i]) break;
+            idx[i] = 0;
+        }
+    }
+    return out;
+}
+
+/* Compares one per-layer capture against expected[l] for every layer. */
+static double compare_layers(const lp_run *r, lp_act_kind kind, json_t *expected, int n_layer) {
+    double worst = 0;
+    for (int l = 0; l < n_layer; l++) {
+        lp_view v;
+        assert_int_equal(lp_run_view(r, kind, l, -1, &v), LP_OK);
+        float *flat = gather(&v);
+        size_t at = 0;
+        double w = max_err_flat(json_array_get(expected, l), flat, &at);
+        free(flat);
+        if (w > worst) worst = w;
+    }
+    return worst;
+}
+
+static void forward_matches_pytorch_reference(void **state) {
+    (void)state;
+    fixture_model models[16];
+    int n = read_models(models, 16);
+    assert_true(n >= 5);
+    for (int i = 0; i < n; i++) {
+        fixture_model *fm = &models[i];
+        char *dir = make_temp_dir();
+        char mdir[640], path[640];
+        snprintf(mdir, sizeof mdir, "%.300s/%.60s", dir, fm->name);
+        assert_int_equal(mkmodel(mdir, fm->args), 0);
+        snprintf(path, sizeof path, "tests/fixtures/%.60s.json", fm->name);
+        json_error_t jerr;
+        json_t *exp = json_load_file(path, 0, &jerr);
+        assert_non_null(exp);
+        lp_model *m;
+        int rc = lp_model_load(&m, mdir, NULL);
+        if (rc) fail_msg("%s: %s", fm->name, lp_errmsg());
+        const lp_config *c = lp_model_config(m);
+        lp_run *r;
+        assert_int_equal(lp_run_new(&r, m, fm->ids, fm->n), LP_OK);
+
+        lp_view v;
+        assert_int_equal(lp_run_view(r, LP_ACT_LOGITS, 0, -1, &v), LP_OK);
+        size_t at = 0;
+        double e_logits = max_err_flat(json_object_get(exp, "logits"), v.data, &at);
+        assert_int_equal(at, (size_t)fm->n * c->vocab);
+        double e_attn = compare_layers(r, LP_ACT_PATTERN, json_object_get(exp, "attn"), c->n_layer);
+        double e_resid = compare_layers(r, LP_ACT_RESID_PRE, json_object_get(exp, "resid"), c->n_layer);
+        double e_attn_out = compare_layers(r, LP_ACT_ATTN_OUT, json_object_get(exp, "attn_out"), c->n_layer);
+        double e_mlp_out = compare_layers(r, LP_ACT_MLP_OUT, json_object_get(exp, "mlp_out"), c->n_layer);
+        print_message("  %-22s logits %.2e  attn %.2e  resid %.2e  attn_out %.2e  mlp_out %.2e\n", fm->name, e_logits,
+                      e_attn, e_resid, e_attn_out, e_mlp_out);
+        assert_true(e_logits < TOL);
+        assert_true(e_attn < TOL);
+        assert_true(e_resid < TOL);
+        assert_true(e_attn_out < TOL);
+        assert_true(e_mlp_out < TOL);
+        lp_run_free(r);
+        lp_model_free(m);
+        json_decref(exp);
+        rm_tree(dir);
+    }
+}
+
+/* Loads fixture model i into a temp dir; returns the model (dir freed by caller). */
+static lp_model *load_fixture(int i, char **dir_out, fixture_model *fm) {
+    fixture_model models[16];
+    int n = read_models(models, 16);
+    assert_true(i < n);
+    *fm = models[i];
+    char *dir = make_temp_dir();
+    char mdir[640];
+    snprintf(mdir, sizeof mdir, "%s/m", dir);
+    assert_int_equal(mkmodel(mdir, fm->args), 0);
+    lp_model *m;
+    assert_int_equal(lp_model_load(&m, mdir, NULL), LP_OK);
+    *dir_out = dir;
+    return m;
+}
+
+static void attention_rows_sum_to_one_and_are_causal(void **state) {
+    (void)state;
+    for (int i = 0; i < 5; i++) {
+        char *dir;
+        fixture_model fm;
+        lp_model *m = load_fixture(i, &dir, &fm);
+        const lp_config *c = lp_model_config(m);
+        lp_run *r;
+        assert_int_equal(lp_run_new(&r, m, fm.ids, fm.n), LP_OK);
+        for (int l = 0; l < c->n_layer; l++)
+            for (int h = 0; h < c->n_head; h++) {
+                lp_view v;
+                assert_int_equal(lp_run_view(r, LP_ACT_PATTERN, l, h, &v), LP_OK);
+                for (int q = 0; q < fm.n; q++) {
+                    double sum = 0;
+                    for (int k = 0; k < fm.n; k++) {
+                        float p = v.data[q * v.stride[0] + k];
+                        if (k > q) assert_true(p == 0.0f);
+                        assert_true(p >= 0.0f);
+                        sum += p;
+                    }
+                    assert_true(fabs(sum - 1.0) < 1e-5);
+                }
+            }
+        /* The residual stream adds up: resid_post = resid_pre + attn_out + mlp_out. */
+        for (int l = 0; l < c->n_layer; l++) {
+            lp_view pre, post, a, mo;
+            lp_run_view(r, LP_ACT_RESID_PRE, l, -1, &pre);
+            lp_run_view(r, LP_ACT_RESID_POST, l, -1, &post);
+            lp_run_view(r, LP_ACT_ATTN_OUT, l, -1, &a);
+            lp_run_view(r, LP_ACT_MLP_OUT, l, -1, &mo);
+            for (int t = 0; t < fm.n * c->d_model; t++)
+                assert_true(fabs(post.data[t] - (pre.data[t] + a.data[t] + mo.data[t])) < 1e-5);
+        }
+        lp_run_free(r);
+        lp_model_free(m);
+        rm_tree(dir);
+    }
+}
+
+/* Feeding a prompt then single tokens through the key/value cache gives the same logits
+ * as the full captured run at every position. */
+static void kv_cache_steps_match_full_run(void **state) {
+    (void)state;
+    for (int i = 0; i < 5; i++) {
+        char *dir;
+        fixture_model fm;
+        lp_model *m = load_fixture(i, &dir, &fm);
+        int V = lp_model_config(m)->vocab;
+        lp_run *r;
+        assert_int_equal(lp_run_new(&r, m, fm.ids, fm.n), LP_OK);
+        lp_generator *g;
+        assert_int_equal(lp_generator_new(&g, m, fm.n), LP_OK);
+        const float *lg;
+        int first = 4;
+        assert_int_equal(lp_generator_feed(g, fm.ids, first, &lg), LP_OK);
+        for (int t = first - 1; t < fm.n; t++) {
+            if (t >= first) assert_int_equal(lp_generator_feed(g, &fm.ids[t], 1, &lg), LP_OK);
+            const float *want = lp_run_logits(r, t);
+            for (int k = 0; k < V; k++) assert_true(fabs(lg[k] - want[k]) < 1e-4);
+        }
+        assert_int_equal(lp_generator_feed(g, fm.ids, 1, &lg), LP_ERANGE); /* the cache is full */
+        lp_generator_free(g);
+        lp_run_free(r);
+        lp_model_free(m);
+        rm_tree(dir);
+    }
+}
+
+/* An F16 (or BF16) checkpoint gives the same logits as an F32 one holding its upcast. */
+static void half_precision_matches_f32_upcast(void **state) {
+    (void)state;
+    const char *kinds[] = {"f16", "bf16"};
+    const char *archs[] = {"gpt2", "llama"};
+    int ids[] = {3, 1, 4, 1, 5, 9, 2, 6};
+    for (int a = 0; a < 2; a++)
+        for (int k = 0; k < 2; k++) {
+            char *dir = make_temp_dir();
+            char half[512], full[512], args[256];
+            snprintf(half, sizeof half, "%s/half", dir);
+            snprintf(full, sizeof full, "%s/full", dir);
+            snprintf(args, sizeof args, "--arch %s --dtype %s --seed 7 --std 0.3", archs[a], kinds[k]);
+            assert_int_equal(mkmodel(half, args), 0);
+            snprintf(args, sizeof args, "--arch %s --dtype f32 --round %s --seed 7 --std 0.3", archs[a], kinds[k]);
+            assert_int_equal(mkmodel(full, args), 0);
+            lp_model *mh, *mf;
+            assert_int_equal(lp_model_load(&mh, half, NULL), LP_OK);
+            assert_int_equal(lp_model_load(&mf, full, NULL), LP_OK);
+            assert_string_equal(lp_model_dtype(mh), k == 0 ? "F16" : "BF16");
+            lp_run *rh, *rf;
+            assert_int_equal(lp_run_new(&rh, mh, ids, 8), LP_OK);
+            assert_int_equal(lp_run_new(&rf, mf, ids, 8), LP_OK);
+            int V = lp_model_config(mh)->vocab;
+            for (int t = 0; t < 8; t++)
+                for (int j = 0; j < V; j++) assert_true(lp_run_logits(rh, t)[j] == lp_run_logits(rf, t)[j]);
+            lp_run_free(rh);
+            lp_run_free(rf);
+            lp_model_free(mh);
+            lp_model_free(mf);
+            rm_tree(dir);
+        }
+}
+
+static void stories260k_greedy_gives_known_ids(void **state) {
+    (void)state;
+    static const int expected[] = {403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395,
+                                   317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322};
+    int n = (int)(sizeof expected / sizeof *expected);
+    lp_load_options o = {STORIES_TOK};
+    lp_model *m;
+    if (lp_model_load(&m, STORIES, &o)) fail_msg("%s", lp_errmsg());
+    int bos = 1, out[32], got;
+    lp_sampling greedy = {0};
+    assert_int_equal(lp_generate(m, &bos, 1, n, &greedy, 1, out, &got), LP_OK);
+    assert_int_equal(got, n);
+    assert_memory_equal(out, expected, sizeof expected);
+    /* The captured run agrees with the cache: its argmax at each position is the next id. */
+    int seq[27] = {1};
+    memcpy(seq + 1, expected, sizeof expected);
+    lp_run *r;
+    assert_int_equal(lp_run_new(&r, m, seq, 26), LP_OK);
+    for (int t = 0; t < 26; t++) {
+        const float *lg = lp_run_logits(r, t);
+        int best = 0;
+        for (int j = 1; j < 512; j++)
+            if (lg[j] > lg[best]) best = j;
+        assert_int_equal(best, seq[t + 1]);
+    }
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
+/* Sampling is reproducible for a seed and differs across seeds. */
+static void sampling_is_reproducible_for_a_seed(void **state) {
+    (void)state;
+    lp_load_options o = {STORIES_TOK};
+    lp_model *m;
+    assert_int_equal(lp_model_load(&m, STORIES, &o), LP_OK);
+    int bos = 1, a[40], b[40], c2[40], na, nb, nc;
+    lp_sampling s = {1.0f, 40, 0.9f, 1234};
+    assert_int_equal(lp_generate(m, &bos, 1, 40, &s, 0, a, &na), LP_OK);
+    assert_int_equal(lp_generate(m, &bos, 1, 40, &s, 0, b, &nb), LP_OK);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, (size_t)na * sizeof *a);
+    s.seed = 99;
+    assert_int_equal(lp_generate(m, &bos, 1, 40, &s, 0, c2, &nc), LP_OK);
+    assert_true(nc != na || memcmp(a, c2, (size_t)na * sizeof *a) != 0);
+    lp_model_free(m);
+}
+
+static void top_k_one_is_greedy(void **state) {
+    (void)state;
+    float logits[5] = {0.1f, 2.0f, -1.0f, 1.9f, 0.0f};
+    lp_rng rng;
+    lp_rng_seed(&rng, 5);
+    lp_sampling s = {1.0f, 1, 1.0f, 5};
+    for (int i = 0; i < 20; i++) assert_int_equal(lp_sample(logits, 5, &s, &rng), 1);
+    /* top-k 2 never picks outside the two best */
+    s.top_k = 2;
+    for (int i = 0; i < 200; i++) {
+        int id = lp_sample(logits, 5, &s, &rng);
+        assert_true(id == 1 || id == 3);
+    }
+    /* top-p small keeps only the best */
+    s.top_k = 0;
+    s.top_p = 0.01f;
+    for (int i = 0; i < 50; i++) assert_int_equal(lp_sample(logits, 5, &s, &rng), 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(forward_matches_pytorch_reference),
+        cmocka_unit_test(attention_rows_sum_to_one_and_are_causal),
+        cmocka_unit_test(kv_cache_steps_match_full_run),
+        cmocka_unit_test(half_precision_matches_f32_upcast),
+        cmocka_unit_test(stories260k_greedy_gives_known_ids),
+        cmocka_unit_test(sampling_is_reproducible_for_a_seed),
+        cmocka_unit_test(top_k_one_is_greedy),
+    };
+    return cmocka_run_group_tests_name("forward", tests, NULL, NULL);
+}

@@ -1,0 +1,702 @@
+/* Tokenizer tests: GPT-2 against llama.cpp's 46 reference cases, hand-derived tokenizer.json
+ * files of both BPE kinds, llama2.c's stories260K tokenizer, and malformed inputs.
+ * Run from the project root; the shared data sits at ../shared. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "loupe/error.h"
+#include "loupe/fileio.h"
+#include "loupe/tokenizer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SHARED_TOK "../shared/tokenizers"
+#define GPT2_VOCAB SHARED_TOK "/gpt2/encoder.json"
+#define GPT2_MERGES SHARED_TOK "/gpt2/vocab.bpe"
+#define STORIES_TOK "../shared/models/stories260K/tok512.bin"
+
+static const char STORY[] =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.";
+/* stories260K's greedy continuation of BOS, as listed in its README */
+static const int STORY_IDS[] = {1,   403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395,
+                                317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322};
+#define N_STORY_IDS ((int)(sizeof STORY_IDS / sizeof STORY_IDS[0]))
+
+/* ---------------------------------------------------------------- helpers */
+
+static char tmpdir[64];
+
+static void write_file(const char *name, const void *data, size_t len, char *path, size_t cap) {
+    assert_int_equal(lp_path_join(path, cap, tmpdir, name), LP_OK);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+static void write_text(const char *name, const char *text, char *path, size_t cap) {
+    write_file(name, text, strlen(text), path, cap);
+}
+
+static void copy_file(const char *from, const char *to) {
+    char *data;
+    size_t len;
+    assert_int_equal(lp_file_read_new(from, &data, &len), LP_OK);
+    assert_int_equal(lp_file_write(to, data, len), LP_OK);
+    free(data);
+}
+
+static void format_ids(char *out, size_t cap, const int *ids, int n) {
+    size_t at = 0;
+    out[0] = '\0';
+    for (int i = 0; i < n && at + 16 < cap; i++) at += (size_t)snprintf(out + at, cap - at, " %d", ids[i]);
+}
+
+/* Encodes text and checks the ids, printing both sequences when they differ. */
+static void check_encode(const lp_tokenizer *t, const char *text, bool bos, const int *want, int n_want) {
+    int ids[256], n = -1;
+    assert_int_equal(lp_tokenizer_encode(t, text, strlen(text), bos, ids, 256, &n), LP_OK);
+    bool same = n == n_want && memcmp(ids, want, (size_t)n * sizeof *ids) == 0;
+    if (!same) {
+        char got[2048], exp[2048];
+        format_ids(got, sizeof got, ids, n);
+        format_ids(exp, sizeof exp, want, n_want);
+        print_error("encode \"%s\":\n  got     %s\n  expected%s\n", text, got, exp);
+    }
+    assert_true(same);
+}
+
+static void check_decode(const lp_tokenizer *t, const int *ids, int n, const char *want) {
+    char buf[1024];
+    size_t len = 0;
+    assert_int_equal(lp_tokenizer_decode(t, ids, n, buf, sizeof buf, &len), LP_OK);
+    assert_int_equal(len, strlen(want));
+    assert_string_equal(buf, want);
+}
+
+/* ---------------------------------------------------------------- GPT-2 reference cases */
+
+typedef struct {
+    char *inp;
+    size_t inp_len;
+    int n;
+    char *text[64];
+    size_t len[64];
+    int *ids[64];
+    int n_ids[64];
+} gpt2_cases;
+
+/* Reads gpt2.inp/.out as llama.cpp's test-tokenizer-0 does: inputs are separated by
+ * "\n__ggml_vocab_test__\n" (so the newline before each separator line is not part of
+ * the input); line i of the .out file holds input i's ids. */
+static gpt2_cases *read_gpt2_cases(void) {
+    gpt2_cases *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    char *out;
+    size_t out_len;
+    assert_int_equal(lp_file_read_new(SHARED_TOK "/tests/gpt2.inp", &c->inp, &c->inp_len), LP_OK);
+    assert_int_equal(lp_file_read_new(SHARED_TOK "/tests/gpt2.out", &out, &out_len), LP_OK);
+    static const char sep[] = "\n__ggml_vocab_test__\n";
+    for (char *at = c->inp; at < c->inp + c->inp_len;) {
+        char *next = strstr(at, sep);
+        assert_true(c->n < 64);
+        c->text[c->n] = at;
+        c->len[c->n] = next ? (size_t)(next - at) : strlen(at);
+        c->n++;
+        if (!next) break;
+        *next = '\0';
+        at = next + strlen(sep);
+    }
+    int line = 0;
+    for (char *at = out; at < out + out_len && line < 64; line++) {
+        char *nl = strchr(at, '\n');
+        if (nl) *nl = '\0';
+        c->ids[line] = calloc(strlen(at) / 2 + 1, sizeof(int));
+        assert_non_null(c->ids[line]);
+        for (char *p = at, *end; *p;) {
+            long v = strtol(p, &end, 10);
+            if (end == p) break;
+            c->ids[line][c->n_ids[line]++] = (int)v;
+            p = end;
+        }
+        at = nl ? nl + 1 : out + out_len;
+    }
+    free(out);
+    assert_int_equal(line, c->n);
+    return c;
+}
+
+static void free_gpt2_cases(gpt2_cases *c) {
+    for (int i = 0; i < c->n; i++) free(c->ids[i]);
+    free(c->inp);
+    free(c);
+}
+
+static lp_tokenizer *gpt2_tok;
+
+static int gpt2_setup(void **state) {
+    (void)state;
+    if (lp_tokenizer_load_gpt2(&gpt2_tok, GPT2_VOCAB, GPT2_MERGES) != LP_OK) {
+        fprintf(stderr, "cannot load GPT-2 tokenizer: %s\n", lp_errmsg());
+        return -1;
+    }
+    return 0;
+}
+
+static int gpt2_teardown(void **state) {
+    (void)state;
+    lp_tokenizer_free(gpt2_tok);
+    gpt2_tok = NULL;
+    return 0;
+}
+
+static void test_gpt2_files_load_as_byte_level_bpe(void **state) {
+    (void)state;
+    assert_int_equal(lp_tokenizer_kind_of(gpt2_tok), LP_TOK_BYTE_BPE);
+    assert_string_equal(lp_tokenizer_kind_name(gpt2_tok), "gpt2-bpe");
+    assert_int_equal(lp_tokenizer_vocab_size(gpt2_tok), 50257);
+    assert_int_equal(lp_tokenizer_eos(gpt2_tok), 50256);
+    assert_false(lp_tokenizer_adds_bos(gpt2_tok));
+    assert_int_equal(lp_tokenizer_piece_to_id(gpt2_tok, "\xc4\xa0the"), 262); /* "Ġthe" */
+    assert_string_equal(lp_tokenizer_token_piece(gpt2_tok, 262), "\xc4\xa0the");
+    size_t len;
+    const char *b = lp_tokenizer_token_bytes(gpt2_tok, 262, &len);
+    assert_int_equal(len, 4);
+    assert_memory_equal(b, " the", 4);
+    assert_null(lp_tokenizer_token_bytes(gpt2_tok, 50257, &len));
+    assert_int_equal(len, 0);
+    assert_null(lp_tokenizer_token_bytes(gpt2_tok, -1, &len));
+}
+
+static void test_gpt2_matches_llama_cpp_reference_cases(void **state) {
+    (void)state;
+    gpt2_cases *c = read_gpt2_cases();
+    assert_int_equal(c->n, 46);
+    int failures = 0;
+    for (int i = 0; i < c->n; i++) {
+        int cap = (int)c->len[i] + 3, n = -1;
+        int *ids = malloc((size_t)cap * sizeof *ids);
+        assert_non_null(ids);
+        assert_int_equal(lp_tokenizer_encode(gpt2_tok, c->text[i], c->len[i], false, ids, cap, &n), LP_OK);
+        if (n != c->n_ids[i] || memcmp(ids, c->ids[i], (size_t)n * sizeof *ids) != 0) {
+            char got[4096], exp[4096];
+            format_ids(got, sizeof got, ids, n);
+            format_ids(exp, sizeof exp, c->ids[i], c->n_ids[i]);
+            print_error("case %d (%zu bytes):\n  got     %s\n  expected%s\n", i, c->len[i], got, exp);
+            failures++;
+        }
+        free(ids);
+    }
+    free_gpt2_cases(c);
+    assert_int_equal(failures, 0);
+}
+
+static void test_gpt2_decode_inverts_encode_on_reference_cases(void **state) {
+    (void)state;
+    gpt2_cases *c = read_gpt2_cases();
+    for (int i = 0; i < c->n; i++) {
+        int cap = (int)c->len[i] + 3, n = -1;
+        int *ids = malloc((size_t)cap * sizeof *ids);
+        char *buf = malloc(c->len[i] + 1);
+        assert_true(ids && buf);
+        assert_int_equal(lp_tokenizer_encode(gpt2_tok, c->text[i], c->len[i], false, ids, cap, &n), LP_OK);
+        size_t len = 0;
+        assert_int_equal(lp_tokenizer_decode(gpt2_tok, ids, n, buf, c->len[i] + 1, &len), LP_OK);
+        if (len != c->len[i] || memcmp(buf, c->text[i], len) != 0) print_error("case %d does not round-trip\n", i);
+        assert_int_equal(len, c->len[i]);
+        assert_memory_equal(buf, c->text[i], len);
+        free(ids);
+        free(buf);
+    }
+    free_gpt2_cases(c);
+}
+
+static void test_gpt2_round_trips_invalid_utf8_and_split_characters(void **state) {
+    (void)state;
+    /* invalid bytes, a truncated sequence, an overlong form, a surrogate, NUL */
+    static const char text[] = "ab\xff\xfe cd \xe2\x82 \xc0\xaf x\xed\xa0\x80y \x00z \xf0\x9f\x98\x80!";
+    size_t n_text = sizeof text - 1;
+    int ids[128], n = -1;
+    assert_int_equal(lp_tokenizer_encode(gpt2_tok, text, n_text, false, ids, 128, &n), LP_OK);
+    char buf[128];
+    size_t len = 0;
+    assert_int_equal(lp_tokenizer_decode(gpt2_tok, ids, n, buf, sizeof buf, &len), LP_OK);
+    assert_int_equal(len, n_text);
+    assert_memory_equal(buf, text, n_text);
+    /* "😀" is 4 bytes spread over several tokens: each gives its raw bytes */
+    int emoji[8];
+    assert_int_equal(lp_tokenizer_encode(gpt2_tok, "\xf0\x9f\x98\x80", 4, false, emoji, 8, &n), LP_OK);
+    assert_true(n > 1);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        size_t k;
+        assert_non_null(lp_tokenizer_token_bytes(gpt2_tok, emoji[i], &k));
+        total += k;
+    }
+    assert_int_equal(total, 4);
+}
+
+static void test_gpt2_endoftext_is_matched_as_special_token(void **state) {
+    (void)state;
+    static const int want[] = {15496, 50256, 995};
+    check_encode(gpt2_tok, "Hello<|endoftext|> world", false, want, 3);
+    static const int bos_first[] = {50256, 15496};
+    check_encode(gpt2_tok, "Hello", true, bos_first, 2);
+}
+
+static void test_encode_and_decode_report_erange_when_buffer_is_small(void **state) {
+    (void)state;
+    int ids[2], n = -1;
+    assert_int_equal(lp_tokenizer_encode(gpt2_tok, "Hello world again", 17, false, ids, 2, &n), LP_ERANGE);
+    assert_int_equal(n, 3);
+    assert_true(strlen(lp_errmsg()) > 0);
+    static const int hello[] = {15496, 995};
+    char buf[4];
+    size_t len = 0;
+    assert_int_equal(lp_tokenizer_decode(gpt2_tok, hello, 2, buf, sizeof buf, &len), LP_ERANGE);
+    assert_int_equal(len, strlen("Hello world") + 1);
+    static const int bad[] = {15496, 99999};
+    char big[64];
+    assert_int_equal(lp_tokenizer_decode(gpt2_tok, bad, 2, big, sizeof big, &len), LP_EINVAL);
+}
+
+static void test_gpt2_encodes_long_text_quickly(void **state) {
+    (void)state;
+    size_t n = 200000;
+    char *text = malloc(n + 1);
+    int *ids = malloc((n + 3) * sizeof *ids);
+    assert_true(text && ids);
+    static const char words[] = "The quick brown fox jumps over the lazy dog; 1234 times!\n  ";
+    for (size_t i = 0; i < n; i++) text[i] = words[i % (sizeof words - 1)];
+    int count = 0;
+    assert_int_equal(lp_tokenizer_encode(gpt2_tok, text, n, false, ids, (int)n + 3, &count), LP_OK);
+    assert_true(count > 0 && count < (int)n / 2);
+    /* one long run of spaces and one long word stay linear-ish and exact */
+    memset(text, ' ', n);
+    assert_int_equal(lp_tokenizer_encode(gpt2_tok, text, n, false, ids, (int)n + 3, &count), LP_OK);
+    memset(text, 'a', n);
+    assert_int_equal(lp_tokenizer_encode(gpt2_tok, text, n, false, ids, (int)n + 3, &count), LP_OK);
+    free(text);
+    free(ids);
+}
+
+/* ---------------------------------------------------------------- tokenizer.json, byte-level */
+
+/* A tiny byte-level BPE: enough characters and merges for "hello world!". */
+static const char BYTE_LEVEL_JSON[] =
+    "{\"version\": \"1.0\", \"added_tokens\": [{\"id\": 17, \"content\": \"<|endoftext|>\", \"special\": true}],"
+    " \"normalizer\": null,"
+    " \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true,"
+    " \"use_regex\": true},"
+    " \"post_processor\": {\"type\": \"ByteLevel\"}, \"decoder\": {\"type\": \"ByteLevel\"},"
+    " \"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": null,"
+    " \"vocab\": {\"!\": 0, \"d\": 1, \"e\": 2, \"h\": 3, \"l\": 4, \"o\": 5, \"r\": 6, \"w\": 7, \"\\u0120\": 8,"
+    " \"he\": 9, \"ll\": 10, \"hell\": 11, \"hello\": 12, \"\\u0120w\": 13, \"or\": 14, \"\\u0120wor\": 15,"
+    " \"ld\": 16, \"<|endoftext|>\": 17, \"1\": 18, \"2\": 19, \"12\": 20},"
+    " \"merges\": [\"h e\", \"l l\", \"he ll\", \"hell o\", \"\\u0120 w\", \"o r\", \"\\u0120w or\", \"l d\","
+    " \"1 2\"]}}";
+
+static void test_byte_level_tokenizer_json_encodes_by_merge_rank(void **state) {
+    (void)state;
+    char path[256];
+    write_text("bytelevel.json", BYTE_LEVEL_JSON, path, sizeof path);
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_json(&t, path), LP_OK);
+    assert_int_equal(lp_tokenizer_kind_of(t), LP_TOK_BYTE_BPE);
+    assert_int_equal(lp_tokenizer_vocab_size(t), 21);
+    assert_int_equal(lp_tokenizer_eos(t), 17);
+    assert_false(lp_tokenizer_adds_bos(t));
+    /* "hello" | " world" | "!": h e l l o -> he l l o -> he ll o -> hell o -> hello;
+     * Ġ w o r l d -> Ġw o r l d -> Ġw or l d -> Ġwor l d -> Ġwor ld */
+    static const int want[] = {12, 15, 16, 0};
+    check_encode(t, "hello world!", false, want, 4);
+    check_decode(t, want, 4, "hello world!");
+    static const int special[] = {12, 17, 0};
+    check_encode(t, "hello<|endoftext|>!", false, special, 3);
+    check_decode(t, special, 3, "hello!"); /* EOS is dropped */
+    static const int digits[] = {20};
+    check_encode(t, "12", false, digits, 1);
+    /* a byte the vocabulary lacks cannot be encoded: an error, not a crash */
+    int ids[8], n;
+    assert_int_equal(lp_tokenizer_encode(t, "hz", 2, false, ids, 8, &n), LP_EFORMAT);
+    lp_tokenizer_free(t);
+}
+
+static void test_byte_level_tokenizer_json_uses_its_split_regex(void **state) {
+    (void)state;
+    /* Qwen2/Llama-3 style: Split with its own regex, then ByteLevel without one. Splitting
+     * digits one by one keeps "12" from merging. */
+    char json[4096];
+    const char *from = "\"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, "
+                       "\"trim_offsets\": true, \"use_regex\": true}";
+    const char *to = "\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": ["
+                     "{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\p{N}| ?\\\\p{L}+|[^\\\\p{L}\\\\p{N}]+\"},"
+                     " \"behavior\": \"Isolated\", \"invert\": false},"
+                     "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": false, "
+                     "\"use_regex\": false}]}";
+    const char *at = strstr(BYTE_LEVEL_JSON, from);
+    assert_non_null(at);
+    snprintf(json, sizeof json, "%.*s%s%s", (int)(at - BYTE_LEVEL_JSON), BYTE_LEVEL_JSON, to, at + strlen(from));
+    char path[256];
+    write_text("split.json", json, path, sizeof path);
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_json(&t, path), LP_OK);
+    static const int digits[] = {18, 19};
+    check_encode(t, "12", false, digits, 2);
+    static const int words[] = {12, 15, 16, 0};
+    check_encode(t, "hello world!", false, words, 4);
+    lp_tokenizer_free(t);
+}
+
+/* ---------------------------------------------------------------- tokenizer.json, SentencePiece */
+
+/* Writes a Llama-style tokenizer.json: <unk> <s> </s>, <0x00>..<0xFF> at 3..258, then
+ * words built from ▁ h e l o w r d, merges as [a, b] pairs, and an extra special token. */
+static void write_spiece_json(const char *name, bool metaspace, char *path, size_t cap) {
+    static const char *const words[] = {"\xe2\x96\x81", "h", "e", "l", "o", "w", "r", "d",
+                                        "\xe2\x96\x81h", "ll", "\xe2\x96\x81he", "\xe2\x96\x81hell",
+                                        "\xe2\x96\x81hello", "\xe2\x96\x81w", "or", "\xe2\x96\x81wor", "ld",
+                                        "\xe2\x96\x81world"};
+    static const char *const merges[][2] = {
+        {"\xe2\x96\x81", "h"}, {"l", "l"}, {"\xe2\x96\x81h", "e"}, {"\xe2\x96\x81he", "ll"},
+        {"\xe2\x96\x81hell", "o"}, {"\xe2\x96\x81", "w"}, {"o", "r"}, {"\xe2\x96\x81w", "or"},
+        {"l", "d"}, {"\xe2\x96\x81wor", "ld"}};
+    size_t cap_json = 32768, at = 0;
+    char *j = malloc(cap_json);
+    assert_non_null(j);
+#define EMIT(...) (at += (size_t)snprintf(j + at, cap_json - at, __VA_ARGS__))
+    EMIT("{\"version\": \"1.0\", \"added_tokens\": ["
+         "{\"id\": 0, \"content\": \"<unk>\", \"special\": true},"
+         "{\"id\": 1, \"content\": \"<s>\", \"special\": true},"
+         "{\"id\": 2, \"content\": \"</s>\", \"special\": true},"
+         "{\"id\": 277, \"content\": \"<|sep|>\", \"special\": true}],");
+    if (metaspace)
+        EMIT("\"normalizer\": null, \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\\u2581\","
+             " \"prepend_scheme\": \"first\", \"split\": false},");
+    else
+        EMIT("\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"Prepend\", \"prepend\": "
+             "\"\\u2581\"}, {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\\u2581\"}]},"
+             " \"pre_tokenizer\": null,");
+    EMIT("\"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\","
+         " \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], \"pair\": [],"
+         " \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [1], \"tokens\": [\"<s>\"]}}},");
+    EMIT("\"model\": {\"type\": \"BPE\", \"dropout\": null, \"unk_token\": \"<unk>\", \"fuse_unk\": true,"
+         " \"byte_fallback\": true, \"vocab\": {\"<unk>\": 0, \"<s>\": 1, \"</s>\": 2");
+    for (int b = 0; b < 256; b++) EMIT(", \"<0x%02X>\": %d", b, 3 + b);
+    for (int i = 0; i < (int)(sizeof words / sizeof words[0]); i++) EMIT(", \"%s\": %d", words[i], 259 + i);
+    EMIT("}, \"merges\": [");
+    for (int i = 0; i < (int)(sizeof merges / sizeof merges[0]); i++)
+        EMIT("%s[\"%s\", \"%s\"]", i ? ", " : "", merges[i][0], merges[i][1]);
+    EMIT("]}}");
+#undef EMIT
+    assert_true(at < cap_json);
+    write_text(name, j, path, cap);
+    free(j);
+}
+
+enum { SP_SPACE = 259, SP_H = 260, SP_HELLO = 271, SP_WORLD = 276, SP_SEP = 277 };
+
+static void check_spiece_tokenizer(const lp_tokenizer *t) {
+    assert_int_equal(lp_tokenizer_kind_of(t), LP_TOK_SPIECE_BPE);
+    assert_string_equal(lp_tokenizer_kind_name(t), "sentencepiece-bpe");
+    assert_int_equal(lp_tokenizer_vocab_size(t), 278);
+    assert_int_equal(lp_tokenizer_bos(t), 1);
+    assert_int_equal(lp_tokenizer_eos(t), 2);
+    assert_true(lp_tokenizer_adds_bos(t));
+    /* "▁hello▁world": ▁h, ll, ▁he, ▁hell, ▁hello, then ▁w, or, ▁wor, ld, ▁world */
+    static const int hello[] = {1, SP_HELLO, SP_WORLD};
+    check_encode(t, "hello world", true, hello, 3);
+    check_decode(t, hello, 3, "hello world");
+    /* "é" is not in the vocabulary: its UTF-8 bytes C3 A9 fall back to <0xC3> <0xA9> */
+    static const int accent[] = {1, SP_H + 7 /* ▁h */, 3 + 0xC3, 3 + 0xA9};
+    check_encode(t, "h\xc3\xa9", true, accent, 4);
+    check_decode(t, accent, 4, "h\xc3\xa9");
+    /* two spaces: the first ▁ finds no partner */
+    static const int two_spaces[] = {SP_HELLO, SP_SPACE, SP_WORLD};
+    check_encode(t, "hello  world", false, two_spaces, 3);
+    check_decode(t, two_spaces, 3, "hello  world");
+    static const int empty[] = {1};
+    check_encode(t, "", true, empty, 1);
+    size_t len;
+    const char *b = lp_tokenizer_token_bytes(t, 3 + 0x0A, &len);
+    assert_int_equal(len, 1);
+    assert_int_equal(b[0], '\n');
+    b = lp_tokenizer_token_bytes(t, SP_HELLO, &len);
+    assert_int_equal(len, 6);
+    assert_memory_equal(b, " hello", 6);
+    assert_string_equal(lp_tokenizer_token_piece(t, SP_HELLO), "\xe2\x96\x81hello");
+}
+
+static void test_spiece_tokenizer_json_merges_by_rank_and_falls_back_to_bytes(void **state) {
+    (void)state;
+    char path[256];
+    write_spiece_json("spiece.json", false, path, sizeof path);
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_json(&t, path), LP_OK);
+    check_spiece_tokenizer(t);
+    /* an added special token splits the text; the legacy normalizer prepends ▁ to each part */
+    static const int sep[] = {1, SP_HELLO, SP_SEP, SP_WORLD};
+    check_encode(t, "hello<|sep|>world", true, sep, 4);
+    check_decode(t, sep, 4, "hello<|sep|> world");
+    lp_tokenizer_free(t);
+}
+
+static void test_spiece_tokenizer_json_with_metaspace_encodes_the_same(void **state) {
+    (void)state;
+    char path[256];
+    write_spiece_json("metaspace.json", true, path, sizeof path);
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_json(&t, path), LP_OK);
+    check_spiece_tokenizer(t);
+    /* prepend_scheme "first": only the text at the very start gets ▁ */
+    static const int sep[] = {1, SP_HELLO, SP_SEP, 264 /* w */, 273 /* or */, 275 /* ld */};
+    check_encode(t, "hello<|sep|>world", true, sep, 6);
+    lp_tokenizer_free(t);
+}
+
+static void test_load_dir_prefers_tokenizer_json(void **state) {
+    (void)state;
+    char path[256];
+    write_spiece_json("tokenizer.json", false, path, sizeof path);
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_dir(&t, tmpdir), LP_OK);
+    assert_int_equal(lp_tokenizer_kind_of(t), LP_TOK_SPIECE_BPE);
+    lp_tokenizer_free(t);
+    unlink(path);
+}
+
+static void test_load_dir_reads_vocab_json_and_merges_txt(void **state) {
+    (void)state;
+    char sub[128], vocab[256], merges[256];
+    snprintf(sub, sizeof sub, "%s/gpt2dir", tmpdir);
+    assert_int_equal(lp_path_join(vocab, sizeof vocab, sub, "vocab.json"), LP_OK);
+    assert_int_equal(lp_path_join(merges, sizeof merges, sub, "merges.txt"), LP_OK);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    copy_file(GPT2_VOCAB, vocab);
+    copy_file(GPT2_MERGES, merges);
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_OK);
+    static const int want[] = {15496, 995};
+    check_encode(t, "Hello world", false, want, 2);
+    lp_tokenizer_free(t);
+    unlink(vocab);
+    unlink(merges);
+    rmdir(sub);
+}
+
+/* ---------------------------------------------------------------- llama2.c tokenizer.bin */
+
+static void test_llama2c_stories_tokenizer_loads(void **state) {
+    (void)state;
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_llama2c(&t, STORIES_TOK, 512), LP_OK);
+    assert_int_equal(lp_tokenizer_kind_of(t), LP_TOK_LLAMA2C);
+    assert_string_equal(lp_tokenizer_kind_name(t), "llama2c");
+    assert_int_equal(lp_tokenizer_vocab_size(t), 512);
+    assert_int_equal(lp_tokenizer_bos(t), 1);
+    assert_int_equal(lp_tokenizer_eos(t), 2);
+    assert_true(lp_tokenizer_adds_bos(t));
+    size_t len;
+    const char *b = lp_tokenizer_token_bytes(t, 3 + 0x41, &len); /* <0x41> */
+    assert_int_equal(len, 1);
+    assert_int_equal(b[0], 'A');
+    assert_string_equal(lp_tokenizer_token_piece(t, 265), " the");
+    lp_tokenizer_free(t);
+}
+
+static void test_llama2c_decodes_stories_sample_and_encode_extends_it(void **state) {
+    (void)state;
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_llama2c(&t, STORIES_TOK, 512), LP_OK);
+    /* The README's 27 ids stop at "in": " the park." is 5 more tokens. */
+    check_decode(t, STORY_IDS, N_STORY_IDS,
+                 "Once upon a time, there was a little girl named Lily. She loved to play outside in");
+    int want[N_STORY_IDS + 5];
+    memcpy(want, STORY_IDS, sizeof STORY_IDS);
+    static const int park[] = {265, 282, 295, 433, 426}; /* " the" " p" "ar" "k" "." */
+    memcpy(want + N_STORY_IDS, park, sizeof park);
+    check_encode(t, STORY, true, want, N_STORY_IDS + 5);
+    check_decode(t, want, N_STORY_IDS + 5, STORY);
+    lp_tokenizer_free(t);
+}
+
+static void test_llama2c_round_trips_unicode_and_unknown_bytes(void **state) {
+    (void)state;
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_llama2c(&t, STORIES_TOK, 512), LP_OK);
+    /* é and ’ are tokens of their own; 😀 and the stray bytes fall back to <0xNN> */
+    static const char text[] = "Caf\xc3\xa9 \xe2\x80\x99 \xf0\x9f\x98\x80 \x80\xff\xc3 end";
+    int ids[128], n = -1;
+    assert_int_equal(lp_tokenizer_encode(t, text, sizeof text - 1, true, ids, 128, &n), LP_OK);
+    assert_int_equal(ids[0], 1);
+    check_decode(t, ids, n, text);
+    assert_int_equal(lp_tokenizer_encode(t, "", 0, true, ids, 128, &n), LP_OK);
+    assert_int_equal(n, 1);
+    lp_tokenizer_free(t);
+}
+
+static void test_llama2c_rejects_truncated_file(void **state) {
+    (void)state;
+    lp_mapping m;
+    assert_int_equal(lp_file_map(&m, STORIES_TOK), LP_OK);
+    char path[256];
+    write_file("tok.bin", m.data, 1000, path, sizeof path);
+    lp_tokenizer *t = (lp_tokenizer *)1;
+    assert_int_equal(lp_tokenizer_load_llama2c(&t, path, 512), LP_EFORMAT);
+    assert_null(t);
+    assert_non_null(strstr(lp_errmsg(), path));
+    assert_non_null(strstr(lp_errmsg(), "truncated at token"));
+    /* from memory: too short for the header, and a negative vocabulary size */
+    assert_int_equal(lp_tokenizer_load_llama2c_mem(&t, m.data, 3, 512, "mem"), LP_EFORMAT);
+    assert_non_null(strstr(lp_errmsg(), "mem"));
+    assert_int_equal(lp_tokenizer_load_llama2c_mem(&t, m.data, m.size, 0, "mem"), LP_EINVAL);
+    assert_int_equal(lp_tokenizer_load_llama2c_mem(&t, m.data, m.size, 1 << 30, "mem"), LP_EFORMAT);
+    /* a smaller vocabulary is a valid prefix of the file */
+    assert_int_equal(lp_tokenizer_load_llama2c_mem(&t, m.data, m.size, 100, "mem"), LP_OK);
+    int ids[64], n;
+    assert_int_equal(lp_tokenizer_encode(t, "!?", 2, true, ids, 64, &n), LP_OK); /* bytes 0x20.. are ids 35.. */
+    static const int bytes[] = {1, 3 + ' ', 3 + '!', 3 + '?'};
+    assert_int_equal(n, 4);
+    assert_memory_equal(ids, bytes, sizeof bytes);
+    assert_int_equal(lp_tokenizer_encode(t, "\xff", 1, false, ids, 64, &n), LP_EFORMAT); /* 0xFF + 3 >= 100 */
+    lp_tokenizer_free(t);
+    lp_file_unmap(&m);
+    unlink(path);
+}
+
+/* ---------------------------------------------------------------- malformed inputs */
+
+static void test_missing_files_report_eio_naming_them(void **state) {
+    (void)state;
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_gpt2(&t, "/nonexistent/vocab.json", GPT2_MERGES), LP_EIO);
+    assert_null(t);
+    assert_non_null(strstr(lp_errmsg(), "/nonexistent/vocab.json"));
+    assert_int_equal(lp_tokenizer_load_gpt2(&t, GPT2_VOCAB, "/nonexistent/merges.txt"), LP_EIO);
+    assert_non_null(strstr(lp_errmsg(), "/nonexistent/merges.txt"));
+    assert_int_equal(lp_tokenizer_load_json(&t, "/nonexistent/tokenizer.json"), LP_EIO);
+    assert_int_equal(lp_tokenizer_load_llama2c(&t, "/nonexistent/tok.bin", 512), LP_EIO);
+    char empty[128];
+    snprintf(empty, sizeof empty, "%s/empty", tmpdir);
+    assert_int_equal(mkdir(empty, 0700), 0);
+    assert_int_equal(lp_tokenizer_load_dir(&t, empty), LP_EIO);
+    assert_non_null(strstr(lp_errmsg(), "tokenizer.json"));
+    assert_non_null(strstr(lp_errmsg(), "vocab.json"));
+    rmdir(empty);
+}
+
+static void expect_json_error(const char *name, const char *json, int code, const char *mention) {
+    char path[256];
+    write_text(name, json, path, sizeof path);
+    lp_tokenizer *t = NULL;
+    int rc = lp_tokenizer_load_json(&t, path);
+    if (rc != code) print_error("%s: got %d (%s)\n", name, rc, lp_errmsg());
+    assert_int_equal(rc, code);
+    assert_null(t);
+    assert_non_null(strstr(lp_errmsg(), path));
+    if (mention) assert_non_null(strstr(lp_errmsg(), mention));
+    unlink(path);
+}
+
+static void test_malformed_tokenizer_json_is_rejected_with_a_message(void **state) {
+    (void)state;
+    expect_json_error("garbage.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {", LP_EFORMAT, "JSON");
+    expect_json_error("notjson.json", "\x00\x01\x02 hello", LP_EFORMAT, NULL);
+    expect_json_error("nomodel.json", "{\"version\": \"1.0\"}", LP_EFORMAT, "model");
+    expect_json_error("wordpiece.json",
+                      "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}, \"unk_token\": \"[UNK]\"}}",
+                      LP_EUNSUPPORTED, "WordPiece");
+    expect_json_error("badid.json",
+                      "{\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": \"BPE\","
+                      " \"vocab\": {\"a\": -4}, \"merges\": []}}",
+                      LP_EFORMAT, "\"a\"");
+    expect_json_error("sparse.json",
+                      "{\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": \"BPE\","
+                      " \"vocab\": {\"a\": 16000000}, \"merges\": []}}",
+                      LP_EFORMAT, NULL);
+    expect_json_error("badmerge.json",
+                      "{\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": \"BPE\","
+                      " \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": [\"a b\"]}}",
+                      LP_EFORMAT, "\"ab\" is not in the vocabulary");
+    expect_json_error("badmerge2.json",
+                      "{\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": \"BPE\","
+                      " \"vocab\": {\"a\": 0}, \"merges\": [17]}}",
+                      LP_EFORMAT, "merges[0]");
+    expect_json_error("plainbpe.json",
+                      "{\"pre_tokenizer\": {\"type\": \"Whitespace\"}, \"model\": {\"type\": \"BPE\","
+                      " \"vocab\": {\"a\": 0}, \"merges\": []}}",
+                      LP_EUNSUPPORTED, "Whitespace");
+    expect_json_error("badregex.json",
+                      "{\"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\","
+                      " \"pattern\": {\"Regex\": \"(unclosed\"}, \"behavior\": \"Isolated\", \"invert\": false},"
+                      " {\"type\": \"ByteLevel\", \"use_regex\": false}]}, \"model\": {\"type\": \"BPE\","
+                      " \"vocab\": {\"a\": 0}, \"merges\": []}}",
+                      LP_EUNSUPPORTED, "regex");
+}
+
+static void test_malformed_merges_txt_is_rejected_with_line_number(void **state) {
+    (void)state;
+    char vocab[256], merges[256];
+    write_text("v.json", "{\"a\": 0, \"b\": 1, \"ab\": 2}", vocab, sizeof vocab);
+    write_text("m.txt", "#version: 0.2\na b\nab\n", merges, sizeof merges);
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_gpt2(&t, vocab, merges), LP_EFORMAT);
+    assert_non_null(strstr(lp_errmsg(), merges));
+    assert_non_null(strstr(lp_errmsg(), "line 3"));
+    write_text("v.json", "[1, 2, 3]", vocab, sizeof vocab);
+    assert_int_equal(lp_tokenizer_load_gpt2(&t, vocab, merges), LP_EFORMAT);
+    assert_non_null(strstr(lp_errmsg(), vocab));
+    unlink(vocab);
+    unlink(merges);
+}
+
+/* SentencePiece tokenizer.json vs llama2.c tokenizer.bin: not cross-checked, because the
+ * two merge rules differ. llama2.c merges any adjacent pair whose concatenation is a
+ * token, best score first, leftmost on ties; Hugging Face's converted merges list ranks
+ * each (a, b) pair separately, so when two different pairs spell the same token and
+ * overlap (e.g. [ab, a, ba] -> "aba" either way) the two pick different merges. */
+
+int main(void) {
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/loupe-test-tokenizer-XXXXXX");
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    const struct CMUnitTest gpt2_tests[] = {
+        cmocka_unit_test(test_gpt2_files_load_as_byte_level_bpe),
+        cmocka_unit_test(test_gpt2_matches_llama_cpp_reference_cases),
+        cmocka_unit_test(test_gpt2_decode_inverts_encode_on_reference_cases),
+        cmocka_unit_test(test_gpt2_round_trips_invalid_utf8_and_split_characters),
+        cmocka_unit_test(test_gpt2_endoftext_is_matched_as_special_token),
+        cmocka_unit_test(test_encode_and_decode_report_erange_when_buffer_is_small),
+        cmocka_unit_test(test_gpt2_encodes_long_text_quickly),
+    };
+    const struct CMUnitTest other_tests[] = {
+        cmocka_unit_test(test_byte_level_tokenizer_json_encodes_by_merge_rank),
+        cmocka_unit_test(test_byte_level_tokenizer_json_uses_its_split_regex),
+        cmocka_unit_test(test_spiece_tokenizer_json_merges_by_rank_and_falls_back_to_bytes),
+        cmocka_unit_test(test_spiece_tokenizer_json_with_metaspace_encodes_the_same),
+        cmocka_unit_test(test_load_dir_prefers_tokenizer_json),
+        cmocka_unit_test(test_load_dir_reads_vocab_json_and_merges_txt),
+        cmocka_unit_test(test_llama2c_stories_tokenizer_loads),
+        cmocka_unit_test(test_llama2c_decodes_stories_sample_and_encode_extends_it),
+        cmocka_unit_test(test_llama2c_round_trips_unicode_and_unknown_bytes),
+        cmocka_unit_test(test_llama2c_rejects_truncated_file),
+        cmocka_unit_test(test_missing_files_report_eio_naming_them),
+        cmocka_unit_test(test_malformed_tokenizer_json_is_rejected_with_a_message),
+        cmocka_unit_test(test_malformed_merges_txt_is_rejected_with_line_number),
+    };
+    int failed = cmocka_run_group_tests_name("tokenizer_gpt2", gpt2_tests, gpt2_setup, gpt2_teardown);
+    failed += cmocka_run_group_tests_name("tokenizer", other_tests, NULL, NULL);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    return failed ? 1 : 0;
+}
