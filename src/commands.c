@@ -438,12 +438,11 @@ static int cmd_attn(lp_session *s, int argc, char **argv, const char *rest) {
     for (int j = 0; j < T; j++) {
         json_t *tok = token_json(s, ids[j]);
         json_array_append(toks, tok);
-        char head[64];
+        /* Headers name the key: "position:token", escaped by the renderer like any token. */
+        char head[96];
         const char *txt = json_string_value(tok);
-        size_t len = txt ? json_string_length(tok) : 0;
-        char shown[48];
-        snprintf(head, sizeof head, "%d:%s", j, txt ? lp_token_display(txt, len, shown, sizeof shown) : "");
-        lp_table_column(table, head, 0, "%.3f");
+        snprintf(head, sizeof head, "%d:%.80s", j, txt ? txt : "");
+        lp_table_column(table, head, 1, "%.3f");
         json_decref(tok);
     }
     for (int i = 0; i < T; i++) {
@@ -517,7 +516,7 @@ static int cmd_generate(lp_session *s, int argc, char **argv, const char *rest) 
     json_t *v = json_pack("{s:i,s:o,s:o,s:o}", "prompt_tokens", T, "ids", ids, "tokens", toks, "text", text);
     json_t *table = lp_table_new();
     lp_table_column(table, "generated", 0, NULL);
-    lp_table_column(table, "text", 1, NULL);
+    lp_table_column(table, "text", 0, NULL);
     lp_table_row(table, json_pack("[i,O]", got, json_object_get(v, "text")));
     emit(s, v, table);
     free(out);

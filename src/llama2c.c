@@ -38,8 +38,11 @@ static int take(cursor *c, size_t n, const char *what, const float **out) {
 int lp_load_llama2c(lp_model *m, const char *path) {
     int rc = lp_file_map(&m->file, path);
     if (rc) return rc;
-    const unsigned char *data = m->file.data;
-    size_t size = m->file.size;
+    return lp_llama2c_parse(m, m->file.data, m->file.size, path);
+}
+
+int lp_llama2c_parse(lp_model *m, const unsigned char *data, size_t size, const char *path) {
+    int rc;
     int32_t h[7];
     uint32_t magic = 0;
     int version = 0, shared = 0;
@@ -91,6 +94,8 @@ int lp_load_llama2c(lp_model *m, const char *path) {
     c->mlp = LP_MLP_SWIGLU;
     c->tied_unembed = shared != 0;
 
+    if ((uintptr_t)(data + header) % _Alignof(float))
+        return lp_error(LP_EFORMAT, "%s: weights are not 4-byte aligned in memory", path);
     size_t L = (size_t)n_layers, d = (size_t)dim, hd = (size_t)hidden, kvd = (size_t)n_kv * c->d_head;
     size_t V = (size_t)vocab, hs = (size_t)c->d_head;
     cursor cur = {(const float *)(data + header), (size - header) / sizeof(float), path};

@@ -1,6 +1,7 @@
 /* Loading a model: find what the path holds, read config.json, hand over to the
  * architecture's loader, attach the tokenizer, and check that the pieces agree. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -230,11 +231,15 @@ int lp_model_load(lp_model **out, const char *path, const lp_load_options *opts)
             if ((rc = lp_tokenizer_load_dir(&m->tok, dir))) goto fail;
         }
     } else {
-        char tb[4096];
+        /* llama2.c's own names: tokenizer.bin, or tok<vocab>.bin for its custom vocabularies. */
+        char tb[4096], name[64];
         lp_path_dirname(dir, sizeof dir, path);
-        if (lp_path_join(tb, sizeof tb, dir, "tokenizer.bin") == LP_OK && lp_file_exists(tb)) {
-            if ((rc = lp_tokenizer_load_llama2c(&m->tok, tb, m->cfg.vocab))) goto fail;
-        }
+        snprintf(name, sizeof name, "tok%d.bin", m->cfg.vocab);
+        const char *names[] = {"tokenizer.bin", name};
+        for (int i = 0; i < 2 && !m->tok; i++)
+            if (lp_path_join(tb, sizeof tb, dir, names[i]) == LP_OK && lp_file_exists(tb) &&
+                (rc = lp_tokenizer_load_llama2c(&m->tok, tb, m->cfg.vocab)))
+                goto fail;
     }
     /* A tokenizer may know fewer ids than the embedding has rows (padded vocabularies), but
      * never more: those ids would index past the embedding. */

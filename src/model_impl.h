@@ -52,6 +52,8 @@ struct lp_model {
 
 /* Loaders fill m->cfg and the weights; m->tok and m->path are set by lp_model_load. */
 int lp_load_llama2c(lp_model *m, const char *path);
+/* The same from memory (data must outlive m and be 4-byte aligned); for the fuzzer. */
+int lp_llama2c_parse(lp_model *m, const unsigned char *data, size_t size, const char *path);
 /* Hugging Face architectures: config parsed from config.json, tensors from m->st. */
 int lp_arch_gpt2_load(lp_model *m, json_t *config, const char *config_path);
 int lp_arch_llama_load(lp_model *m, json_t *config, const char *config_path);

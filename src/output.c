@@ -32,7 +32,8 @@ void lp_table_column(json_t *table, const char *name, int is_token, const char *
 
 void lp_table_row(json_t *table, json_t *row) { json_array_append_new(json_object_get(table, "rows"), row); }
 
-char *lp_token_display(const char *bytes, size_t len, char *buf, size_t cap) {
+/* Escapes what a terminal would mangle; spaces become '·' when visible_spaces. */
+static char *escape(const char *bytes, size_t len, char *buf, size_t cap, int visible_spaces) {
     size_t o = 0;
     const unsigned char *s = (const unsigned char *)bytes;
     for (size_t i = 0; i < len && o + 8 < cap;) {
@@ -43,7 +44,7 @@ char *lp_token_display(const char *bytes, size_t len, char *buf, size_t cap) {
             i++;
             continue;
         }
-        if (cp == ' ') o += (size_t)snprintf(buf + o, cap - o, "\xC2\xB7");
+        if (cp == ' ' && visible_spaces) o += (size_t)snprintf(buf + o, cap - o, "\xC2\xB7");
         else if (cp == '\n') o += (size_t)snprintf(buf + o, cap - o, "\\n");
         else if (cp == '\t') o += (size_t)snprintf(buf + o, cap - o, "\\t");
         else if (cp == '\r') o += (size_t)snprintf(buf + o, cap - o, "\\r");
@@ -65,6 +66,14 @@ char *lp_token_display(const char *bytes, size_t len, char *buf, size_t cap) {
     }
     buf[o < cap ? o : cap - 1] = '\0';
     return buf;
+}
+
+char *lp_token_display(const char *bytes, size_t len, char *buf, size_t cap) {
+    return escape(bytes, len, buf, cap, 1);
+}
+
+char *lp_text_display(const char *bytes, size_t len, char *buf, size_t cap) {
+    return escape(bytes, len, buf, cap, 0);
 }
 
 int lp_display_width(const char *s) {
@@ -146,10 +155,12 @@ static char *cell_text(json_t *cell, json_t *col, int safe) {
     char buf[4096];
     if (json_is_string(cell)) {
         const char *s = json_string_value(cell);
-        if (safe && json_is_true(json_object_get(col, "token")))
-            return strdup(lp_token_display(s, json_string_length(cell), buf, sizeof buf));
-        if (safe) return strdup(lp_token_display(s, json_string_length(cell), buf, sizeof buf));
-        return strdup(s);
+        if (!safe) return strdup(s);
+        size_t len = json_string_length(cell), cap = len * 6 + 16; /* worst case: every byte as \xNN */
+        char *out = malloc(cap);
+        if (!out) return strdup("");
+        if (json_is_true(json_object_get(col, "token"))) return lp_token_display(s, len, out, cap);
+        return lp_text_display(s, len, out, cap);
     }
     if (json_is_integer(cell)) snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(cell));
     else if (json_is_real(cell)) {

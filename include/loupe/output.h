@@ -31,6 +31,8 @@ void lp_table_row(json_t *table, json_t *row);
 /* Writes a token's bytes made safe for a terminal into buf: invalid UTF-8 and control
  * bytes as \xNN (\n, \t, \r by name), spaces as '·'. Returns buf. */
 char *lp_token_display(const char *bytes, size_t len, char *buf, size_t cap);
+/* The same, but spaces stay spaces: for running text. */
+char *lp_text_display(const char *bytes, size_t len, char *buf, size_t cap);
 /* Terminal columns a UTF-8 string occupies (wide characters count 2). */
 int lp_display_width(const char *s);
 

@@ -1,0 +1,316 @@
+/* Loading models: both llama2.c header versions, Hugging Face layouts, and every kind of
+ * bad input giving an error code and a message that names the file, never a crash. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <math.h>
+
+#include "helpers.h"
+#include "loupe/error.h"
+#include "loupe/fileio.h"
+#include "loupe/model.h"
+#include "loupe/run.h"
+
+static void write_bytes(const char *path, const void *data, size_t n) {
+    assert_int_equal(lp_file_write(path, data, n), LP_OK);
+}
+
+/* Expects lp_model_load(path) to fail with code and a message containing `needle`. */
+static void expect_load_error(const char *path, const char *tok, int code, const char *needle) {
+    lp_model *m = (lp_model *)1;
+    lp_load_options o = {tok};
+    int rc = lp_model_load(&m, path, &o);
+    if (rc != code) fail_msg("%s: expected code %d, got %d (%s)", path, code, rc, lp_errmsg());
+    assert_null(m);
+    if (!strstr(lp_errmsg(), needle)) fail_msg("message '%s' lacks '%s'", lp_errmsg(), needle);
+}
+
+static void missing_path_is_an_io_error_naming_it(void **state) {
+    (void)state;
+    expect_load_error("/nonexistent/model.bin", NULL, LP_EIO, "/nonexistent/model.bin");
+    char *dir = make_temp_dir();
+    expect_load_error(dir, NULL, LP_EIO, "no config.json");
+    rm_tree(dir);
+}
+
+static void truncated_llama2c_checkpoint_is_rejected(void **state) {
+    (void)state;
+    lp_mapping map;
+    assert_int_equal(lp_file_map(&map, STORIES), LP_OK);
+    char *dir = make_temp_dir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/cut.bin", dir);
+    size_t cuts[] = {0, 3, 27, 28, 1000, map.size / 2, map.size - 4};
+    for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
+        write_bytes(path, map.data, cuts[i]);
+        expect_load_error(path, STORIES_TOK, LP_EFORMAT, path);
+    }
+    /* A header of nonsense sizes. */
+    int32_t bad[7] = {64, 172, 5, 7, 4, 512, 512}; /* 64 is not a multiple of 7 heads */
+    write_bytes(path, bad, sizeof bad);
+    expect_load_error(path, STORIES_TOK, LP_EFORMAT, "not a valid llama2.c checkpoint");
+    int32_t huge[7] = {1 << 30, 1, 1, 1, 1, 1, 1};
+    write_bytes(path, huge, sizeof huge);
+    expect_load_error(path, STORIES_TOK, LP_EFORMAT, "not a valid");
+    lp_file_unmap(&map);
+    rm_tree(dir);
+}
+
+/* Rewrites stories260K in the v1 ("ak42") layout: same numbers, different order. */
+static void llama2c_v1_header_gives_the_same_logits(void **state) {
+    (void)state;
+    lp_mapping map;
+    assert_int_equal(lp_file_map(&map, STORIES), LP_OK);
+    int32_t h[7];
+    memcpy(h, map.data, sizeof h);
+    size_t d = h[0], hd = h[1], L = h[2], nh = h[3], kv = h[4], V = (size_t)abs(h[5]), seq = h[6];
+    size_t kvd = d / nh * kv;
+    const float *p = (const float *)(map.data + 28);
+    const float *emb = p, *rms_att = emb + V * d, *wq = rms_att + L * d, *wk = wq + L * d * d, *wv = wk + L * kvd * d,
+                *wo = wv + L * kvd * d, *rms_ffn = wo + L * d * d, *w1 = rms_ffn + L * d, *w2 = w1 + L * hd * d,
+                *w3 = w2 + L * d * hd, *rms_final = w3 + L * hd * d;
+    (void)seq;
+    size_t total = 256 + 4 * (2 * L * d + d + V * d + 2 * L * d * d + 2 * L * kvd * d + 3 * L * hd * d);
+    unsigned char *out = calloc(1, total), *o = out;
+    uint32_t magic = 0x616b3432;
+    int32_t version = 1;
+    memcpy(o, &magic, 4);
+    memcpy(o + 4, &version, 4);
+    memcpy(o + 8, h, sizeof h);
+    o[36] = 1; /* shared classifier */
+    o += 256;
+#define PUT(src, n) (memcpy(o, (src), (n) * 4), o += (n) * 4)
+    PUT(rms_att, L * d);
+    PUT(rms_ffn, L * d);
+    PUT(rms_final, d);
+    PUT(emb, V * d);
+    PUT(wq, L * d * d);
+    PUT(wk, L * kvd * d);
+    PUT(wv, L * kvd * d);
+    PUT(wo, L * d * d);
+    PUT(w1, L * hd * d);
+    PUT(w2, L * d * hd);
+    PUT(w3, L * hd * d);
+#undef PUT
+    assert_int_equal((size_t)(o - out), total);
+    char *dir = make_temp_dir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/v1.bin", dir);
+    write_bytes(path, out, total);
+    free(out);
+    lp_load_options opts = {STORIES_TOK};
+    lp_model *a, *b;
+    assert_int_equal(lp_model_load(&a, STORIES, &opts), LP_OK);
+    if (lp_model_load(&b, path, &opts)) fail_msg("%s", lp_errmsg());
+    int ids[] = {1, 403, 407, 261, 378};
+    lp_run *ra, *rb;
+    assert_int_equal(lp_run_new(&ra, a, ids, 5), LP_OK);
+    assert_int_equal(lp_run_new(&rb, b, ids, 5), LP_OK);
+    for (int t = 0; t < 5; t++) assert_memory_equal(lp_run_logits(ra, t), lp_run_logits(rb, t), 512 * sizeof(float));
+    lp_run_free(ra);
+    lp_run_free(rb);
+    lp_model_free(a);
+    lp_model_free(b);
+    lp_file_unmap(&map);
+    rm_tree(dir);
+}
+
+static void stories260k_finds_its_tokenizer_by_vocab_size(void **state) {
+    (void)state;
+    lp_model *m;
+    assert_int_equal(lp_model_load(&m, STORIES, NULL), LP_OK); /* tok512.bin beside it */
+    assert_non_null(lp_model_tokenizer(m));
+    const lp_config *c = lp_model_config(m);
+    assert_int_equal(c->n_layer, 5);
+    assert_int_equal(c->n_kv_head, 4);
+    assert_int_equal(c->pos, LP_POS_ROPE_INTERLEAVED);
+    assert_true(c->tied_unembed);
+    assert_int_equal(lp_model_param_count(m), 260032 - 0); /* header-derived count: weights only */
+    lp_model_free(m);
+}
+
+/* Makes a random GPT-2 in dir/m and returns that path in buf. */
+static void make_gpt2(const char *dir, char *buf, size_t cap, const char *extra) {
+    snprintf(buf, cap, "%s/m", dir);
+    char args[256];
+    snprintf(args, sizeof args, "--arch gpt2 --seed 3 %s", extra);
+    assert_int_equal(mkmodel(buf, args), 0);
+}
+
+static void edit_config(const char *mdir, const char *key, json_t *value) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/config.json", mdir);
+    json_t *c = json_load_file(path, 0, NULL);
+    assert_non_null(c);
+    json_object_set_new(c, key, value);
+    assert_int_equal(json_dump_file(c, path, 0), 0);
+    json_decref(c);
+}
+
+static void safetensors_with_lying_header_is_rejected(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char m[512], st[600];
+    make_gpt2(dir, m, sizeof m, "");
+    snprintf(st, sizeof st, "%s/model.safetensors", m);
+    lp_mapping map;
+    assert_int_equal(lp_file_map(&map, st), LP_OK);
+    size_t size = map.size;
+    unsigned char *copy = malloc(size);
+    memcpy(copy, map.data, size);
+    lp_file_unmap(&map);
+    /* Truncated: offsets now point past the end. */
+    write_bytes(st, copy, size - 100);
+    expect_load_error(m, NULL, LP_EFORMAT, "model.safetensors");
+    /* A header length past the end of the file. */
+    uint64_t big = (uint64_t)size * 2;
+    unsigned char *lie = malloc(size);
+    memcpy(lie, copy, size);
+    memcpy(lie, &big, 8);
+    write_bytes(st, lie, size);
+    expect_load_error(m, NULL, LP_EFORMAT, "model.safetensors");
+    /* Too short to hold a header. */
+    write_bytes(st, copy, 5);
+    expect_load_error(m, NULL, LP_EFORMAT, "model.safetensors");
+    free(lie);
+    free(copy);
+    rm_tree(dir);
+}
+
+static void config_disagreeing_with_tensors_is_rejected(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char m[512];
+    make_gpt2(dir, m, sizeof m, "");
+    edit_config(m, "n_embd", json_integer(64));
+    expect_load_error(m, NULL, LP_EFORMAT, "config.json implies");
+    rm_tree(dir);
+
+    dir = make_temp_dir();
+    make_gpt2(dir, m, sizeof m, "");
+    edit_config(m, "n_layer", json_integer(5)); /* tensors for layers 2..4 are missing */
+    expect_load_error(m, NULL, LP_EFORMAT, "h.2.ln_1.weight");
+    rm_tree(dir);
+
+    dir = make_temp_dir();
+    make_gpt2(dir, m, sizeof m, "");
+    edit_config(m, "n_head", json_string("four"));
+    expect_load_error(m, NULL, LP_EFORMAT, "n_head");
+    rm_tree(dir);
+}
+
+static void unknown_architecture_is_unsupported(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char m[512];
+    make_gpt2(dir, m, sizeof m, "");
+    edit_config(m, "architectures", json_pack("[s]", "BertForMaskedLM"));
+    expect_load_error(m, NULL, LP_EUNSUPPORTED, "BertForMaskedLM");
+    rm_tree(dir);
+}
+
+static void config_that_is_not_json_is_rejected(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char m[512], cfg[600];
+    make_gpt2(dir, m, sizeof m, "");
+    snprintf(cfg, sizeof cfg, "%s/config.json", m);
+    write_bytes(cfg, "{\"n_embd\": 32,", 14);
+    expect_load_error(m, NULL, LP_EFORMAT, "config.json");
+    rm_tree(dir);
+}
+
+static void tokenizer_larger_than_vocabulary_is_rejected(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char m[512];
+    make_gpt2(dir, m, sizeof m, "--gpt2-tokenizer " SHARED "/tokenizers/gpt2"); /* vocab 96 < 50257 */
+    expect_load_error(m, NULL, LP_EFORMAT, "vocabulary");
+    rm_tree(dir);
+}
+
+static void unsupported_dtype_is_named(void **state) {
+    (void)state;
+    /* A checkpoint whose wte is I32: right size, wrong type. */
+    char *dir = make_temp_dir();
+    char m[512], st[600];
+    make_gpt2(dir, m, sizeof m, "");
+    snprintf(st, sizeof st, "%s/model.safetensors", m);
+    char *buf;
+    size_t len;
+    assert_int_equal(lp_file_read_new(st, &buf, &len), LP_OK);
+    uint64_t hl;
+    memcpy(&hl, buf, 8);
+    char *hdr = buf + 8, *wte = memmem(hdr, hl, "\"wte.weight\"", 12);
+    assert_non_null(wte);
+    char *f32 = memmem(wte, hl - (size_t)(wte - hdr), "\"F32\"", 5);
+    memcpy(f32, "\"I32\"", 5);
+    write_bytes(st, buf, len);
+    free(buf);
+    expect_load_error(m, NULL, LP_EUNSUPPORTED, "I32");
+    rm_tree(dir);
+}
+
+static void sequence_longer_than_context_is_a_range_error(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char m[512];
+    make_gpt2(dir, m, sizeof m, "--ctx 8");
+    lp_model *model;
+    assert_int_equal(lp_model_load(&model, m, NULL), LP_OK);
+    int ids[9] = {0};
+    lp_run *r = (lp_run *)1;
+    assert_int_equal(lp_run_new(&r, model, ids, 9), LP_ERANGE);
+    assert_non_null(strstr(lp_errmsg(), "context"));
+    ids[3] = 96;
+    assert_int_equal(lp_run_new(&r, model, ids, 8), LP_EINVAL);
+    assert_non_null(strstr(lp_errmsg(), "vocabulary"));
+    lp_model_free(model);
+    rm_tree(dir);
+}
+
+static void transformer_prefix_and_sharded_checkpoints_load(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char a[600], b[600];
+    snprintf(a, sizeof a, "%s/a", dir);
+    snprintf(b, sizeof b, "%s/b", dir);
+    assert_int_equal(mkmodel(a, "--arch gpt2 --seed 9"), 0);
+    assert_int_equal(mkmodel(b, "--arch gpt2 --seed 9 --prefix transformer. --shards 3"), 0);
+    lp_model *ma, *mb;
+    assert_int_equal(lp_model_load(&ma, a, NULL), LP_OK);
+    if (lp_model_load(&mb, b, NULL)) fail_msg("%s", lp_errmsg());
+    int ids[] = {4, 8, 15, 16, 23, 42};
+    lp_run *ra, *rb;
+    assert_int_equal(lp_run_new(&ra, ma, ids, 6), LP_OK);
+    assert_int_equal(lp_run_new(&rb, mb, ids, 6), LP_OK);
+    assert_memory_equal(lp_run_logits(ra, 5), lp_run_logits(rb, 5), 96 * sizeof(float));
+    lp_run_free(ra);
+    lp_run_free(rb);
+    lp_model_free(ma);
+    lp_model_free(mb);
+    lp_model_free(NULL); /* NULL-safe */
+    rm_tree(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(missing_path_is_an_io_error_naming_it),
+        cmocka_unit_test(truncated_llama2c_checkpoint_is_rejected),
+        cmocka_unit_test(llama2c_v1_header_gives_the_same_logits),
+        cmocka_unit_test(stories260k_finds_its_tokenizer_by_vocab_size),
+        cmocka_unit_test(safetensors_with_lying_header_is_rejected),
+        cmocka_unit_test(config_disagreeing_with_tensors_is_rejected),
+        cmocka_unit_test(unknown_architecture_is_unsupported),
+        cmocka_unit_test(config_that_is_not_json_is_rejected),
+        cmocka_unit_test(tokenizer_larger_than_vocabulary_is_rejected),
+        cmocka_unit_test(unsupported_dtype_is_named),
+        cmocka_unit_test(sequence_longer_than_context_is_a_range_error),
+        cmocka_unit_test(transformer_prefix_and_sharded_checkpoints_load),
+    };
+    return cmocka_run_group_tests_name("model", tests, NULL, NULL);
+}
