@@ -502,11 +502,12 @@ static int cmd_generate(lp_session *s, int argc, char **argv, const char *rest) 
         if (all) {
             memcpy(all, lp_run_ids(s->run), (size_t)T * sizeof *all);
             memcpy(all + T, out, (size_t)got * sizeof *all);
+            /* Asked with no buffer, decode reports the size needed, NUL included. */
             lp_tokenizer_decode(t, all, total, NULL, 0, &need);
             lp_tokenizer_decode(t, all, T, NULL, 0, &plen);
-            char *buf = malloc(need + 1);
-            if (buf && lp_tokenizer_decode(t, all, total, buf, need + 1, &need) == LP_OK) {
-                size_t from = plen <= need ? plen : need;
+            char *buf = malloc(need);
+            if (buf && lp_tokenizer_decode(t, all, total, buf, need, &need) == LP_OK) {
+                size_t from = plen - 1 <= need ? plen - 1 : need;
                 text = json_stringn_nocheck(buf + from, need - from);
             }
             free(buf);

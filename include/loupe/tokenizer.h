@@ -46,7 +46,11 @@ bool lp_tokenizer_adds_bos(const lp_tokenizer *t);           /* does encode add 
 
 /* Encodes len bytes of text (any bytes; invalid UTF-8 is handled the way the reference
  * tokenizer handles it) into ids[0..*n). With add_bos, BOS is put first when the tokenizer
- * has one. cap >= len + 3 is always enough. Returns LP_ERANGE if cap is too small. */
+ * has one. cap >= len + 3 is enough unless the vocabulary lacks "▁" or an added token is a
+ * single byte. Returns LP_ERANGE (with *n = the count needed) if cap is too small.
+ * Invalid UTF-8 is not an error: for the pre-split regex each invalid byte counts as one
+ * character that is not a letter, number or space (as Python's regex on a string decoded
+ * with errors="surrogateescape"), and byte-level/byte-fallback tokens keep its value. */
 int lp_tokenizer_encode(const lp_tokenizer *t, const char *text, size_t len, bool add_bos,
                         int *ids, int cap, int *n);
 
@@ -63,7 +67,8 @@ int lp_tokenizer_piece_to_id(const lp_tokenizer *t, const char *piece);
 
 /* Decodes ids into buf (NUL-terminated; *len excludes the NUL): concatenated token bytes,
  * with BOS/EOS dropped and, for SentencePiece-style tokenizers, the one leading space the
- * encoder prepended removed. Returns LP_ERANGE (with *len = the size needed) if cap is too small. */
+ * encoder prepended removed. Returns LP_ERANGE (with *len = the size needed, NUL included) if
+ * cap is too small, LP_EINVAL for an id outside [0, vocab size). */
 int lp_tokenizer_decode(const lp_tokenizer *t, const int *ids, int n, char *buf, size_t cap, size_t *len);
 
 #endif
