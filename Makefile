@@ -94,7 +94,7 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 20
 build/fuzz/%: tests/fuzz/%.c $(ENGINE_SRC) $(HEADERS)
 	@mkdir -p $(dir $@)
-	clang -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
+	clang -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
 	  -fsanitize=fuzzer,address,undefined -o $@ $< $(ENGINE_SRC) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 
 fuzz: deps-fuzz

@@ -446,7 +446,7 @@ static int tok_finish(lp_tokenizer *t) {
                 if (rc) goto fail;
             }
         }
-        if (tmp.n == n && memcmp(tmp.s, p, n) == 0) {
+        if (tmp.n == n && (n == 0 || memcmp(tmp.s, p, n) == 0)) {
             e->b_off = e->p_off, e->b_len = e->p_len;
         } else {
             if ((rc = blob_add(t, tmp.s, tmp.n, &e->b_off))) goto fail;
