@@ -1,6 +1,7 @@
 # loupe — plain GNU make. `make test` and `make run` install missing Debian packages first.
 CC      ?= cc
 BUILD   ?= build
+BIN     ?= loupe
 PKGS    := openblas jansson libpcre2-8 libutf8proc sqlite3
 UI_PKGS := ncursesw readline
 OPT     ?= -O2 -march=native
@@ -26,9 +27,9 @@ DEB_NEEDS := pc:openblas:libopenblas-dev pc:jansson:libjansson-dev pc:libpcre2-8
 FUZZ_NEEDS := cmd:clang:clang file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 
 .PHONY: all deps deps-fuzz test check run bench sanitize fuzz clean tools
-all: loupe
+all: $(BIN)
 
-loupe: $(LIB_OBJ) $(BUILD)/src/main.o
+$(BIN): $(LIB_OBJ) $(BUILD)/src/main.o
 	$(CC) -o $@ $^ $(LDLIBS_BASE)
 
 $(BUILD)/%.o: %.c $(HEADERS)
@@ -68,14 +69,14 @@ deps-fuzz: deps
 	$(call install_missing,$(FUZZ_NEEDS))
 
 # The test suites: every cmocka suite, then the end-to-end scripts.
-check: loupe $(TEST_BIN) $(TOOL_BIN)
-	@BUILD=$(BUILD) sh tests/run.sh $(TEST_BIN)
+check: $(BIN) $(TEST_BIN) $(TOOL_BIN)
+	@BUILD=$(BUILD) LOUPE=./$(BIN) sh tests/run.sh $(TEST_BIN)
 
 test: deps
 	@$(MAKE) --no-print-directory check
 
 sanitize: deps
-	@$(MAKE) --no-print-directory BUILD=build/san OPT="-O1" \
+	@$(MAKE) --no-print-directory BUILD=build/san BIN=build/san/loupe OPT="-O1" \
 	  SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" check
 
 DEFAULT_MODEL = $(firstword $(wildcard models/default) $(wildcard ../shared/models/stories260K/stories260K.bin))

@@ -101,7 +101,7 @@ int main(int argc, char **argv) {
     const char *file = NULL, *mode = NULL, *tokenizer = NULL;
     bool interactive = false;
     runner r = {0};
-    int c;
+    int c, status = 0;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "e:f:im:d:thV", longopts, NULL)) != -1) {
         switch (c) {
@@ -116,37 +116,37 @@ int main(int argc, char **argv) {
             long t = strtol(optarg, &end, 10);
             if (*end || t < 1 || t > 1024) {
                 fprintf(stderr, "error: --threads needs a positive number, not '%s'\n", optarg);
-                return 2;
+                goto usage;
             }
             openblas_set_num_threads((int)t);
             break;
         }
         case 'd':
             fprintf(stderr, "error: --db: the analysis store is not available in this version yet\n");
-            return 2;
+            goto usage;
         case 't':
             fprintf(stderr, "error: --tui: the full-screen browser is not available in this version yet\n");
-            return 2;
-        case 'h': fputs(USAGE, stdout); return 0;
-        case 'V': printf("loupe %s\n", LOUPE_VERSION); return 0;
+            goto usage;
+        case 'h': fputs(USAGE, stdout); free(execs); return 0;
+        case 'V': printf("loupe %s\n", LOUPE_VERSION); free(execs); return 0;
         default:
             if (optopt) fprintf(stderr, "error: option -%c needs a value or is unknown (see loupe --help)\n", optopt);
             else fprintf(stderr, "error: unknown option '%s' (see loupe --help)\n", argv[optind - 1]);
-            return 2;
+            goto usage;
         }
     }
     if (argc - optind > 1) {
         fprintf(stderr, "error: give at most one MODEL (got '%s' and '%s')\n", argv[optind], argv[optind + 1]);
-        return 2;
+        goto usage;
     }
     lp_session s;
     lp_session_init(&s, stdout);
     if (mode && lp_mode_from_name(mode, &s.mode)) {
         fprintf(stderr, "error: --mode: %s\n", lp_errmsg());
-        return 2;
+        status = 2;
+        goto out;
     }
     if (tokenizer) s.tokenizer_path = strdup(tokenizer);
-    int status = 0;
     if (optind < argc && lp_session_load(&s, argv[optind])) {
         fprintf(stderr, "error: %s\n", lp_errmsg());
         status = 1;
@@ -173,4 +173,7 @@ out:
     lp_session_free(&s);
     free(execs);
     return status;
+usage:
+    free(execs);
+    return 2;
 }

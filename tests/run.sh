@@ -20,7 +20,7 @@ done
 for s in tests/e2e/*.sh; do
     [ -e "$s" ] || continue
     log="${BUILD:-build}/logs/e2e-$(basename "$s").log"
-    if BUILD="${BUILD:-build}" sh "$s" >"$log" 2>&1; then
+    if BUILD="${BUILD:-build}" LOUPE="${LOUPE:-./loupe}" sh "$s" >"$log" 2>&1; then
         echo "[       OK ] e2e $(basename "$s")"; passed=$((passed + 1))
     else
         cat "$log"; echo "[  FAILED  ] e2e $(basename "$s")"

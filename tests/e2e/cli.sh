@@ -3,7 +3,7 @@
 # scripts from -f and stdin, and the stories260K known text.
 set -u
 BUILD=${BUILD:-build}
-LOUPE=./loupe
+LOUPE=${LOUPE:-./loupe}
 STORIES=../shared/models/stories260K/stories260K.bin
 fails=0
 tmp=$(mktemp -d)

@@ -1,0 +1,361 @@
+/* bench: how fast the engine runs a model (make bench: GPT-2 small, random weights), set
+ * beside what this machine's sgemm allows.
+ *   bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL
+ *   bench --check MODEL     exit status 0 when MODEL loads (run.sh: no need to remake it)
+ * Targets: forward at T=128 within 1.5x of the roofline time; load under 100 ms; peak RSS
+ * under the weights plus twice the activations of a T=512 run.
+ *
+ * The roofline is the best sgemm rate measured here on shapes the forward uses; the forward's
+ * FLOPs are counted as the engine computes them (attention over the full T x T square). */
+#include <cblas.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "loupe/error.h"
+#include "loupe/generate.h"
+#include "loupe/model.h"
+#include "loupe/run.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* As loupe's main does (src/main.c): OpenBLAS 0.3.21 may pick its Haswell kernels on AMD
+ * CPUs with AVX-512; the core is chosen as the library loads, so switching means
+ * re-executing with OPENBLAS_CORETYPE set. Copied so that the bench measures what loupe runs. */
+static void prefer_fast_blas(char **argv) {
+    if (getenv("OPENBLAS_CORETYPE")) return;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl"))
+        return;
+    const char *core = openblas_get_corename();
+    if (!core || (strcasecmp(core, "haswell") != 0 && strcasecmp(core, "zen") != 0)) return;
+    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE");
+}
+
+/* Where a forward's time goes: this definition of cblas_sgemm takes the engine's calls (an
+ * executable's own symbols win over a shared library's) and times them by kind before
+ * passing them on to OpenBLAS's. No change to the engine, and it times the real calls. */
+enum { GEMM_LINEAR, GEMM_UNEMBED, GEMM_ATTENTION, GEMM_KINDS };
+static struct {
+    int on;
+    int d_head, vocab;        /* to tell the kinds apart by shape */
+    double secs[GEMM_KINDS], flops[GEMM_KINDS];
+    long calls[GEMM_KINDS];
+} prof;
+
+typedef void (*sgemm_fn)(enum CBLAS_ORDER, enum CBLAS_TRANSPOSE, enum CBLAS_TRANSPOSE, blasint, blasint, blasint,
+                         float, const float *, blasint, const float *, blasint, float, float *, blasint);
+static sgemm_fn real_sgemm;
+
+void cblas_sgemm(const enum CBLAS_ORDER order, const enum CBLAS_TRANSPOSE ta, const enum CBLAS_TRANSPOSE tb,
+                 const blasint M, const blasint N, const blasint K, const float alpha, const float *A,
+                 const blasint lda, const float *B, const blasint ldb, const float beta, float *C,
+                 const blasint ldc) {
+    if (!real_sgemm) {
+        real_sgemm = (sgemm_fn)dlsym(RTLD_NEXT, "cblas_sgemm");
+        if (!real_sgemm) {
+            fprintf(stderr, "bench: cannot find OpenBLAS's cblas_sgemm: %s\n", dlerror());
+            exit(1);
+        }
+    }
+    if (!prof.on) {
+        real_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    double t = now_s();
+    real_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    t = now_s() - t;
+    int kind = (K == prof.d_head || N == prof.d_head) ? GEMM_ATTENTION : N == prof.vocab ? GEMM_UNEMBED : GEMM_LINEAR;
+    prof.secs[kind] += t;
+    prof.flops[kind] += 2.0 * M * N * K;
+    prof.calls[kind]++;
+}
+
+static void prof_start(const lp_config *c) {
+    memset(&prof, 0, sizeof prof);
+    prof.d_head = c->d_head;
+    prof.vocab = c->vocab;
+    prof.on = 1;
+}
+
+/* The best sgemm rate over shapes the forward runs (M = tokens, N = outputs, K = inputs):
+ * q/k/v/o, MLP up and down at T = 128 and 512, and the unembedding (B transposed). */
+typedef struct {
+    int M, N, K, transb;
+} shape;
+
+static double sgemm_rate(const shape *s, double min_secs, int min_reps) {
+    size_t a_n = (size_t)s->M * s->K, b_n = (size_t)s->K * s->N, c_n = (size_t)s->M * s->N;
+    float *a = malloc(a_n * sizeof *a), *b = malloc(b_n * sizeof *b), *c = malloc(c_n * sizeof *c);
+    if (!a || !b || !c) {
+        fprintf(stderr, "bench: out of memory for a %dx%dx%d sgemm\n", s->M, s->N, s->K);
+        exit(1);
+    }
+    for (size_t i = 0; i < a_n; i++) a[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
+    for (size_t i = 0; i < b_n; i++) b[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
+    enum CBLAS_TRANSPOSE tb = s->transb ? CblasTrans : CblasNoTrans;
+    int ldb = s->transb ? s->K : s->N;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, s->M, s->N, s->K, 1.0f, a, s->K, b, ldb, 0.0f, c, s->N); /* warm-up */
+    double best = 1e30, start = now_s();
+    for (int r = 0; r < min_reps || now_s() - start < min_secs; r++) {
+        double t = now_s();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, s->M, s->N, s->K, 1.0f, a, s->K, b, ldb, 0.0f, c, s->N);
+        t = now_s() - t;
+        if (t < best) best = t;
+    }
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * s->M * s->N * s->K / best / 1e9;
+}
+
+static double roofline(const lp_config *c, int quick) {
+    int d = c->d_model, dm = c->d_mlp;
+    const shape all[] = {{128, d, d, 0},  {128, dm, d, 0}, {128, d, dm, 0},
+                         {512, dm, d, 0}, {512, d, dm, 0}, {128, c->vocab, d, 1}};
+    int n = (int)(sizeof all / sizeof all[0]);
+    double best = 0.0;
+    char detail[512];
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        double g = sgemm_rate(&all[i], quick ? 0.1 : 0.3, 3);
+        if (g > best) best = g;
+        at += (size_t)snprintf(detail + at, sizeof detail - at, "%s%dx%dx%d%s %.0f", i ? ", " : "", all[i].M, all[i].N,
+                               all[i].K, all[i].transb ? "T" : "", g);
+    }
+    printf("sgemm roofline: %.1f GFLOP/s (best of %d shapes, MxNxK GFLOP/s: %s)\n", best, n, detail);
+    return best;
+}
+
+/* FLOPs of a captured run of T tokens, as the engine computes it. */
+static double forward_flops(const lp_config *c, int T) {
+    double t = T, d = c->d_model, qd = (double)c->n_head * c->d_head, kvd = (double)c->n_kv_head * c->d_head;
+    double dm = c->d_mlp, mlp_mats = c->mlp == LP_MLP_SWIGLU ? 3 : 2;
+    double linear = 2 * t * (d * qd + 2 * d * kvd + qd * d + mlp_mats * d * dm);
+    double attention = (double)c->n_head * 2 * (2 * t * t * c->d_head); /* scores, then pattern @ V */
+    return c->n_layer * (linear + attention) + 2 * t * d * c->vocab;
+}
+
+static void fill_ids(int *ids, int n, int vocab) {
+    uint64_t x = 12345;
+    for (int i = 0; i < n; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int)((x >> 33) % (uint64_t)vocab);
+    }
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "bench: %s: %s\n", what, lp_errmsg());
+    exit(1);
+}
+
+/* What a fresh arena's first touch costs (the kernel faulting and zeroing its pages): the
+ * engine mallocs one per run, and blocks this large come straight from mmap every time. */
+static double first_touch_secs(size_t bytes) {
+    double t = now_s();
+    char *p = malloc(bytes);
+    if (!p) return 0.0;
+    memset(p, 1, bytes);
+    t = now_s() - t;
+    free(p);
+    return t;
+}
+
+typedef struct {
+    const char *save, *compare; /* logits at T=128 */
+} logit_files;
+
+static void check_logits(const lp_run *r, const logit_files *lf) {
+    size_t n = (size_t)lp_run_len(r) * lp_model_config(lp_run_model(r))->vocab;
+    const float *lg = lp_run_logits(r, 0);
+    if (lf->save) {
+        FILE *f = fopen(lf->save, "wb");
+        if (!f || fwrite(lg, sizeof *lg, n, f) != n || fclose(f)) {
+            fprintf(stderr, "bench: cannot write %s\n", lf->save);
+            exit(1);
+        }
+    }
+    if (lf->compare) {
+        float *ref = malloc(n * sizeof *ref);
+        FILE *f = fopen(lf->compare, "rb");
+        if (!ref || !f || fread(ref, sizeof *ref, n, f) != n) {
+            printf("  logits: cannot compare: %s is missing or of another shape\n", lf->compare);
+            if (f) fclose(f);
+            free(ref);
+            return;
+        }
+        fclose(f);
+        double diff = 0.0, mag = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            diff = fmax(diff, fabs((double)lg[i] - ref[i]));
+            mag = fmax(mag, fabs((double)ref[i]));
+        }
+        printf("  logits at T=128 vs %s: max |diff| %.2e (logits up to %.2f; tolerance 1e-4: %s)\n", lf->compare, diff,
+               mag, diff <= 1e-4 ? "same" : "DIFFERENT");
+        free(ref);
+    }
+}
+
+/* Median wall time of a captured run of T tokens over reps runs, after one warm-up; prints
+ * it beside the roofline and where the time went. Returns the arena bytes. */
+static size_t bench_forward(const lp_model *m, int T, int reps, double peak, const logit_files *lf) {
+    const lp_config *c = lp_model_config(m);
+    int *ids = malloc((size_t)T * sizeof *ids);
+    double *times = malloc((size_t)reps * sizeof *times);
+    if (!ids || !times) exit(1);
+    fill_ids(ids, T, c->vocab);
+    lp_run *r;
+    if (lp_run_new(&r, m, ids, T)) die("forward");
+    size_t arena = lp_run_arena_bytes(r);
+    lp_run_free(r);
+    prof_start(c);
+    for (int i = 0; i < reps; i++) {
+        double t = now_s();
+        if (lp_run_new(&r, m, ids, T)) die("forward");
+        times[i] = now_s() - t;
+        if (i == reps - 1 && T == 128 && (lf->save || lf->compare)) check_logits(r, lf);
+        lp_run_free(r);
+    }
+    prof.on = 0;
+    qsort(times, (size_t)reps, sizeof *times, cmp_double);
+    double med = times[reps / 2], flops = forward_flops(c, T), ideal = flops / (peak * 1e9), ratio = med / ideal;
+    printf("forward T=%d: %.1f ms (median of %d) | %.1f GFLOP | roofline time %.1f ms | ratio %.2f", T, med * 1e3, reps,
+           flops / 1e9, ideal * 1e3, ratio);
+    if (T == 128) printf(" (target <= 1.5: %s)", ratio <= 1.5 ? "met" : "MISSED");
+    printf("\n");
+    static const char *const names[GEMM_KINDS] = {"linear", "unembed", "attention"};
+    double in_gemm = 0.0;
+    printf("  per run: sgemm");
+    for (int k = 0; k < GEMM_KINDS; k++) {
+        double s = prof.secs[k] / reps;
+        in_gemm += s;
+        printf("%s %s %.1f ms (%ld calls, %.0f GFLOP/s)", k ? "," : "", names[k], s * 1e3, prof.calls[k] / reps,
+               s > 0 ? prof.flops[k] / prof.secs[k] / 1e9 : 0.0);
+    }
+    printf("; the rest %.1f ms, of which arena first touch ~%.1f ms (%.0f MB)\n", (med - in_gemm) * 1e3,
+           first_touch_secs(arena) * 1e3, arena / 1e6);
+    free(ids);
+    free(times);
+    return arena;
+}
+
+static void bench_generate(const lp_model *m, int n_prompt, int n_new) {
+    const lp_config *c = lp_model_config(m);
+    int *prompt = malloc((size_t)n_prompt * sizeof *prompt);
+    if (!prompt) exit(1);
+    fill_ids(prompt, n_prompt, c->vocab);
+    lp_generator *g;
+    if (lp_generator_new(&g, m, n_prompt + n_new)) die("generate");
+    const float *logits;
+    lp_sampling greedy = {.temperature = 0.0f, .top_p = 1.0f};
+    double t0 = now_s();
+    if (lp_generator_feed(g, prompt, n_prompt, &logits)) die("generate");
+    double t1 = now_s();
+    for (int i = 0; i < n_new; i++) {
+        int next = lp_sample(logits, c->vocab, &greedy, NULL);
+        if (lp_generator_feed(g, &next, 1, &logits)) die("generate");
+    }
+    double decode = now_s() - t1;
+    printf("generate: %.1f tokens/s (prompt %d in %.1f ms, then %d new tokens, greedy, KV cache; each token reads the "
+           "%.0f MB of weights: %.1f GB/s)\n",
+           n_new / decode, n_prompt, (t1 - t0) * 1e3, n_new, lp_model_weight_bytes(m) / 1e6,
+           lp_model_weight_bytes(m) * (n_new / decode) / 1e9);
+    lp_generator_free(g);
+    free(prompt);
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL\n"
+                    "       bench --check MODEL\n");
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    prefer_fast_blas(argv);
+    int quick = 0, check = 0, threads = 0;
+    logit_files lf = {0};
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--quick")) quick = 1;
+        else if (!strcmp(a, "--check")) check = 1;
+        else if (!strcmp(a, "--threads") && v) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--save-logits") && v) lf.save = argv[++i];
+        else if (!strcmp(a, "--compare-logits") && v) lf.compare = argv[++i];
+        else if (a[0] != '-' && !path) path = a;
+        else usage();
+    }
+    if (!path) usage();
+    lp_model *m;
+    if (check) {
+        if (lp_model_load(&m, path, NULL)) return 1;
+        lp_model_free(m);
+        return 0;
+    }
+    if (threads > 0) openblas_set_num_threads(threads);
+
+    double t0 = now_s();
+    if (lp_model_load(&m, path, NULL)) die(path);
+    double first = now_s() - t0;
+    lp_model_free(m);
+    t0 = now_s();
+    if (lp_model_load(&m, path, NULL)) die(path);
+    double warm = now_s() - t0;
+    const lp_config *c = lp_model_config(m);
+
+    double load[3] = {0};
+    getloadavg(load, 3);
+    const char *cfg = openblas_get_config(), *ver = strchr(cfg, ' ');
+    const char *forced = getenv("OPENBLAS_CORETYPE");
+    printf("model: %s (%s, %d layers, d %d, %d heads, vocab %d; %.1f M parameters, %.0f MB)\n", path, c->arch,
+           c->n_layer, c->d_model, c->n_head, c->vocab, lp_model_param_count(m) / 1e6, lp_model_weight_bytes(m) / 1e6);
+    printf("machine: %ld CPUs, load average %.2f as the bench starts (other work running skews every number)\n",
+           sysconf(_SC_NPROCESSORS_ONLN), load[0]);
+    printf("openblas: %.*s, core %s (%s%s), %d threads\n", ver ? (int)strcspn(ver + 1, " ") : 0, ver ? ver + 1 : "",
+           openblas_get_corename(), forced ? "OPENBLAS_CORETYPE=" : "OpenBLAS's own choice", forced ? forced : "",
+           openblas_get_num_threads());
+    double peak = roofline(c, quick);
+    printf("load: %.1f ms first, %.1f ms warm (target < 100 ms: %s)\n", first * 1e3, warm * 1e3,
+           fmax(first, warm) < 0.1 ? "met" : "MISSED");
+
+    size_t act512 = 0;
+    if (quick) {
+        bench_forward(m, 128, 3, peak, &lf);
+        bench_generate(m, 16, 32);
+    } else {
+        bench_forward(m, 32, 9, peak, &lf);
+        bench_forward(m, 128, 7, peak, &lf);
+        act512 = bench_forward(m, 512, 3, peak, &lf);
+        bench_generate(m, 16, 128);
+    }
+
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double rss = ru.ru_maxrss * 1024.0, weights = (double)lp_model_weight_bytes(m);
+    printf("peak RSS: %.0f MB; weights %.0f MB", rss / 1e6, weights / 1e6);
+    if (act512)
+        printf("; activations at T=512: %.0f MB; target < %.0f MB: %s", act512 / 1e6, (weights + 2.0 * act512) / 1e6,
+               rss < weights + 2.0 * act512 ? "met" : "MISSED");
+    printf("\n");
+    lp_model_free(m);
+    return 0;
+}
