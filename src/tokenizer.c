@@ -619,16 +619,16 @@ static size_t bpe_merge(const lp_tokenizer *t, bpe_work *w, size_t n) {
     }
     w->n_heap = w->n_deferred = 0;
     for (size_t i = 0; i + 1 < n; i++) queue_pair(t, w, (int)i, false);
-    double round = 0;
+    double round_key = 0;
     while (w->n_heap > 0 || w->n_deferred > 0) {
-        if (w->n_deferred > 0 && (w->n_heap == 0 || w->heap[0].key != round)) {
+        if (w->n_deferred > 0 && (w->n_heap == 0 || w->heap[0].key != round_key)) {
             for (size_t i = 0; i < w->n_deferred; i++) heap_push(w, w->deferred[i]);
             w->n_deferred = 0;
         }
         bpe_cand c = heap_pop(w);
         int p = c.pos, r = w->next[p];
         if (w->id[p] != c.a || r < 0 || w->id[r] != c.b) continue; /* stale */
-        round = c.key;
+        round_key = c.key;
         w->id[p] = c.id;
         w->id[r] = -1;
         w->next[p] = w->next[r];

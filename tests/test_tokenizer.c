@@ -267,7 +267,7 @@ static void test_encode_and_decode_report_erange_when_buffer_is_small(void **sta
     assert_int_equal(lp_tokenizer_decode(gpt2_tok, bad, 2, big, sizeof big, &len), LP_EINVAL);
 }
 
-static void test_gpt2_encodes_long_text_quickly(void **state) {
+static void test_gpt2_encodes_long_text_and_long_runs(void **state) {
     (void)state;
     size_t n = 200000;
     char *text = malloc(n + 1);
@@ -352,6 +352,30 @@ static void test_byte_level_tokenizer_json_uses_its_split_regex(void **state) {
     check_encode(t, "12", false, digits, 2);
     static const int words[] = {12, 15, 16, 0};
     check_encode(t, "hello world!", false, words, 4);
+    lp_tokenizer_free(t);
+}
+
+static void test_byte_level_options_prefix_space_and_ignore_merges(void **state) {
+    (void)state;
+    /* add_prefix_space: "hello" is read as " hello"; ignore_merges (Llama-3): a word that is
+     * in the vocabulary is taken whole even when no merge spells it ("wd" is id 21) */
+    char json[4096];
+    const char *from = "\"add_prefix_space\": false";
+    const char *vocab_end = "\"12\": 20}";
+    const char *a = strstr(BYTE_LEVEL_JSON, from), *b = strstr(BYTE_LEVEL_JSON, vocab_end);
+    assert_true(a && b && a < b);
+    snprintf(json, sizeof json,
+             "%.*s\"add_prefix_space\": true%.*s\"12\": 20, \"wd\": 21}, \"ignore_merges\": true%s",
+             (int)(a - BYTE_LEVEL_JSON), BYTE_LEVEL_JSON, (int)(b - a - strlen(from)), a + strlen(from),
+             b + strlen(vocab_end));
+    char path[256];
+    write_text("options.json", json, path, sizeof path);
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_json(&t, path), LP_OK);
+    static const int hello[] = {8, 12}; /* Ġ hello */
+    check_encode(t, "hello", false, hello, 2);
+    static const int wd[] = {8, 0, 21}; /* " !" | "wd": no merge spells "wd" */
+    check_encode(t, "!wd", false, wd, 3);
     lp_tokenizer_free(t);
 }
 
@@ -676,11 +700,12 @@ int main(void) {
         cmocka_unit_test(test_gpt2_round_trips_invalid_utf8_and_split_characters),
         cmocka_unit_test(test_gpt2_endoftext_is_matched_as_special_token),
         cmocka_unit_test(test_encode_and_decode_report_erange_when_buffer_is_small),
-        cmocka_unit_test(test_gpt2_encodes_long_text_quickly),
+        cmocka_unit_test(test_gpt2_encodes_long_text_and_long_runs),
     };
     const struct CMUnitTest other_tests[] = {
         cmocka_unit_test(test_byte_level_tokenizer_json_encodes_by_merge_rank),
         cmocka_unit_test(test_byte_level_tokenizer_json_uses_its_split_regex),
+        cmocka_unit_test(test_byte_level_options_prefix_space_and_ignore_merges),
         cmocka_unit_test(test_spiece_tokenizer_json_merges_by_rank_and_falls_back_to_bytes),
         cmocka_unit_test(test_spiece_tokenizer_json_with_metaspace_encodes_the_same),
         cmocka_unit_test(test_load_dir_prefers_tokenizer_json),

@@ -1,0 +1,39 @@
+#!/bin/sh
+# make bench: the engine on a GPT-2-small-shaped model with random weights (made once, kept in
+# $BUILD/bench), with the OpenBLAS core loupe would pick; then quick runs with the other cores
+# this CPU can run, and with one thread, to compare their speed and check their logits agree.
+set -e
+BUILD=${BUILD:-build}
+out=$BUILD/bench
+model=$out/gpt2-small
+bench=$BUILD/tools/bench
+mkdir -p "$out"
+
+# bench --check loads the model, which validates every tensor's offsets against the file's
+# size: a model left incomplete by an interrupted run is made again.
+if [ -f "$model/config.json" ] && "$bench" --check "$model" 2>/dev/null; then :; else
+    echo "making $model (12 layers, d 768, 12 heads, vocab 50257; about 500 MB) ..."
+    rm -rf "$model" "$model.tmp"
+    "$BUILD/tools/mkmodel" "$model.tmp" --arch gpt2 --layers 12 --d-model 768 --heads 12 --vocab 50257 \
+        --ctx 1024 --seed 1 --gpt2-tokenizer ../shared/tokenizers/gpt2
+    mv "$model.tmp" "$model"
+fi
+
+logits=$out/logits-t128.f32
+"$bench" "$model" --save-logits "$logits" | tee "$out/report.txt"
+core=$(sed -n 's/^openblas: [^,]*, core \([A-Za-z0-9]*\).*/\1/p' "$out/report.txt")
+
+# The same T=128 forward and generation under the other kernels: Haswell (AVX2) always runs
+# where SkylakeX (AVX-512) does; SkylakeX only with AVX-512 F/BW/DQ/VL.
+others=Haswell
+grep -q avx512f /proc/cpuinfo && grep -q avx512bw /proc/cpuinfo && grep -q avx512dq /proc/cpuinfo &&
+    grep -q avx512vl /proc/cpuinfo && others="Haswell SkylakeX"
+for other in $others; do
+    [ "$other" = "$core" ] && continue
+    echo
+    echo "== comparison: OPENBLAS_CORETYPE=$other (the run above used $core)"
+    OPENBLAS_CORETYPE=$other "$bench" --quick "$model" --compare-logits "$logits"
+done
+echo
+echo "== comparison: one thread (core $core; the run above used all cores)"
+OPENBLAS_CORETYPE=$core "$bench" --quick --threads 1 "$model" --compare-logits "$logits"
