@@ -1,9 +1,7 @@
 /* Tokenizers: GPT-2 byte-level BPE, SentencePiece-style BPE from tokenizer.json, and
- * llama2.c's tokenizer.bin. One struct serves all three; the kinds differ in how text is
- * cut into initial symbols and how a pair of adjacent symbols is ranked.
- *
- * Strings (vocabulary pieces, their decoded bytes, added-token contents) live in one
- * growing blob and are referred to by offset, so loading never leaves dangling pointers.
+ * llama2.c's tokenizer.bin. This file builds the tables a loader fills (tokenizer_impl.h
+ * has the struct and the builders' contract; tokenizer_load.c reads the files), runs the
+ * BPE merges, and encodes, decodes and frees.
  *
  * Invalid UTF-8: GPT-2's reference tokenizers take Unicode strings, so there is no
  * reference for bytes that are not UTF-8. For the pre-split regex we treat each invalid
@@ -13,14 +11,9 @@
  * encodes the original bytes, so decode(encode(x)) == x for any x. SentencePiece-style
  * and llama2.c encoding see an invalid byte as a one-byte symbol, which byte fallback
  * then emits as <0xNN>. */
-#include "loupe/tokenizer.h"
+#include "tokenizer_impl.h"
 
 #include "loupe/error.h"
-#include "loupe/fileio.h"
-
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <jansson.h>
-#include <pcre2.h>
 
 #include <assert.h>
 #include <limits.h>
@@ -29,88 +22,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NONE UINT32_MAX
-#define MAX_RES 2 /* pre-split regexes applied one inside the other */
-#define MAX_NORM 8
-
-static const char GPT2_PATTERN[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
-static const char SPIECE_SPACE[] = "\xe2\x96\x81"; /* "▁" U+2581 */
-
-typedef struct {
-    uint32_t p_off, p_len; /* the piece as stored in the vocabulary; p_off NONE for an id gap */
-    uint32_t b_off, b_len; /* the bytes it decodes to */
-    float score;           /* llama2.c merge score */
-    unsigned char added;   /* an added token: matched literally in text, decodes to its content */
-} tok_entry;
-
-typedef struct {
-    int id;
-    uint32_t off, len;
-} added_tok;
-
-typedef enum { NORM_PREPEND, NORM_REPLACE } norm_op;
-
-typedef struct {
-    norm_op op;
-    uint32_t a_off, a_len; /* prepend: the text; replace: the pattern */
-    uint32_t b_off, b_len; /* replace: the replacement */
-} norm_step;
-
-typedef enum { PREPEND_NEVER, PREPEND_ALWAYS, PREPEND_FIRST } prepend_scheme;
-
-struct lp_tokenizer {
-    lp_tokenizer_kind kind;
-    char what[256]; /* the file it came from, for messages */
-
-    char *blob;
-    size_t blob_len, blob_cap;
-
-    tok_entry *tok; /* (n_vocab) */
-    int n_vocab;
-    uint32_t max_piece_len;
-
-    int32_t *piece_tab; /* open-addressing hash: piece -> id, -1 empty */
-    uint32_t piece_mask;
-
-    uint64_t *merge_key; /* open-addressing hash: (left id, right id) -> rank, merged id */
-    int32_t *merge_rank, *merge_id;
-    uint32_t merge_mask;
-    size_t n_merges;
-
-    added_tok *added; /* sorted by first byte, then longest first */
-    int n_added;
-    int added_first[257]; /* added[added_first[c] .. added_first[c+1]) start with byte c */
-
-    int bos, eos, unk;
-    bool adds_bos;
-    int byte_sym[256]; /* the initial symbol for each byte, -1 when the vocabulary has none */
-
-    /* byte-level BPE */
-    pcre2_code *re[MAX_RES];
-    int n_re;
-    bool add_prefix_space; /* ByteLevel add_prefix_space */
-
-    /* how merges are applied */
-    bool merge_rounds;  /* OpenAI bpe(): merge every occurrence of the best pair before looking again */
-    bool ignore_merges; /* a word that is itself in the vocabulary is emitted whole (Llama-3) */
-
-    /* SentencePiece-style */
-    bool byte_fallback, fuse_unk;
-    norm_step norm[MAX_NORM];
-    int n_norm;
-    bool metaspace, metaspace_split;
-    prepend_scheme metaspace_prepend;
-    uint32_t ms_off, ms_len; /* the Metaspace replacement character */
-    bool strip_leading_space; /* decode drops the space the encoder prepended */
-};
+#define NONE UINT32_MAX /* tok_entry.p_off, b_off: no piece, no bytes */
 
 /* ---------------------------------------------------------------- small helpers */
-
-static const char *base_name(const char *path) {
-    const char *s = strrchr(path, '/');
-    return s ? s + 1 : path;
-}
 
 /* The length of the valid UTF-8 sequence at s (1..4), or 0 if the bytes there are not one.
  * Strict: no overlong forms, no surrogates, nothing above U+10FFFF (as PCRE2 checks). */
@@ -192,12 +106,6 @@ static int ivec_push(ivec *a, int x) {
     return LP_OK;
 }
 
-/* A growing byte buffer. */
-typedef struct {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
 static int sbuf_add(sbuf *b, const void *s, size_t n) {
     if (n > SIZE_MAX / 2 - b->n) return lp_error(LP_ENOMEM, "tokenizer: text too long");
     if (b->n + n + 1 > b->cap) {
@@ -215,7 +123,7 @@ static int sbuf_add(sbuf *b, const void *s, size_t n) {
 
 /* ---------------------------------------------------------------- building a tokenizer */
 
-static lp_tokenizer *tok_new(lp_tokenizer_kind kind, const char *what) {
+lp_tokenizer *lp_tok_new(lp_tokenizer_kind kind, const char *what) {
     lp_tokenizer *t = calloc(1, sizeof *t);
     if (!t) return NULL;
     t->kind = kind;
@@ -239,7 +147,7 @@ void lp_tokenizer_free(lp_tokenizer *t) {
 }
 
 /* Appends s (and a NUL, so pieces can be handed out as C strings) to the blob. */
-static int blob_add(lp_tokenizer *t, const void *s, size_t n, uint32_t *off) {
+int lp_tok_blob_add(lp_tokenizer *t, const void *s, size_t n, uint32_t *off) {
     if (n >= UINT32_MAX / 2 || t->blob_len + n + 1 >= UINT32_MAX)
         return lp_error(LP_EFORMAT, "%s: vocabulary strings exceed 4 GiB", t->what);
     if (t->blob_len + n + 1 > t->blob_cap) {
@@ -258,7 +166,7 @@ static int blob_add(lp_tokenizer *t, const void *s, size_t n, uint32_t *off) {
 
 static const char *blob_at(const lp_tokenizer *t, uint32_t off) { return t->blob + off; }
 
-static int tok_alloc_vocab(lp_tokenizer *t, int n_vocab) {
+int lp_tok_alloc_vocab(lp_tokenizer *t, int n_vocab) {
     t->tok = calloc((size_t)n_vocab, sizeof *t->tok);
     if (!t->tok) return lp_error(LP_ENOMEM, "%s: out of memory for %d tokens", t->what, n_vocab);
     for (int i = 0; i < n_vocab; i++) t->tok[i].p_off = t->tok[i].b_off = NONE;
@@ -267,11 +175,11 @@ static int tok_alloc_vocab(lp_tokenizer *t, int n_vocab) {
 }
 
 /* Sets the piece of id unless it already has one (the first definition wins). */
-static int tok_set_piece(lp_tokenizer *t, int id, const char *s, size_t n) {
+int lp_tok_set_piece(lp_tokenizer *t, int id, const char *s, size_t n) {
     assert(id >= 0 && id < t->n_vocab);
     if (t->tok[id].p_off != NONE) return LP_OK;
     uint32_t off;
-    int rc = blob_add(t, s, n, &off);
+    int rc = lp_tok_blob_add(t, s, n, &off);
     if (rc) return rc;
     t->tok[id].p_off = off;
     t->tok[id].p_len = (uint32_t)n;
@@ -279,7 +187,7 @@ static int tok_set_piece(lp_tokenizer *t, int id, const char *s, size_t n) {
     return LP_OK;
 }
 
-static int piece_find(const lp_tokenizer *t, const char *s, size_t n) {
+int lp_tok_piece_find(const lp_tokenizer *t, const char *s, size_t n) {
     if (!t->piece_tab) return -1;
     for (uint32_t h = (uint32_t)hash_bytes(s, n) & t->piece_mask;; h = (h + 1) & t->piece_mask) {
         int id = t->piece_tab[h];
@@ -290,7 +198,7 @@ static int piece_find(const lp_tokenizer *t, const char *s, size_t n) {
 }
 
 /* Indexes every piece; where two ids share a piece the lower id is found. */
-static int tok_index_pieces(lp_tokenizer *t) {
+int lp_tok_index_pieces(lp_tokenizer *t) {
     uint32_t cap = table_size_for((size_t)t->n_vocab);
     t->piece_tab = malloc(cap * sizeof *t->piece_tab);
     if (!t->piece_tab) return lp_error(LP_ENOMEM, "%s: out of memory for the vocabulary index", t->what);
@@ -298,7 +206,7 @@ static int tok_index_pieces(lp_tokenizer *t) {
     t->piece_mask = cap - 1;
     for (int id = 0; id < t->n_vocab; id++) {
         const tok_entry *e = &t->tok[id];
-        if (e->p_off == NONE || piece_find(t, blob_at(t, e->p_off), e->p_len) >= 0) continue;
+        if (e->p_off == NONE || lp_tok_piece_find(t, blob_at(t, e->p_off), e->p_len) >= 0) continue;
         uint32_t h = (uint32_t)hash_bytes(blob_at(t, e->p_off), e->p_len) & t->piece_mask;
         while (t->piece_tab[h] >= 0) h = (h + 1) & t->piece_mask;
         t->piece_tab[h] = id;
@@ -306,7 +214,7 @@ static int tok_index_pieces(lp_tokenizer *t) {
     return LP_OK;
 }
 
-static int merges_alloc(lp_tokenizer *t, size_t n) {
+int lp_tok_merges_alloc(lp_tokenizer *t, size_t n) {
     uint32_t cap = table_size_for(n);
     t->merge_key = malloc(cap * sizeof *t->merge_key);
     t->merge_rank = malloc(cap * sizeof *t->merge_rank);
@@ -332,14 +240,14 @@ static bool merge_find(const lp_tokenizer *t, int a, int b, int *rank, int *id) 
 
 /* Adds the merge "a b" with the given rank. A pair listed twice keeps its later rank, as
  * both Python's dict(zip(merges, range(n))) and Hugging Face's map do. */
-static int merge_add(lp_tokenizer *t, const char *a, size_t na, const char *b, size_t nb, int rank,
+int lp_tok_merge_add(lp_tokenizer *t, const char *a, size_t na, const char *b, size_t nb, int rank,
                      sbuf *scratch, const char *where) {
-    int ia = piece_find(t, a, na), ib = piece_find(t, b, nb);
+    int ia = lp_tok_piece_find(t, a, na), ib = lp_tok_piece_find(t, b, nb);
     scratch->n = 0;
     int rc = sbuf_add(scratch, a, na);
     if (!rc) rc = sbuf_add(scratch, b, nb);
     if (rc) return rc;
-    int iab = piece_find(t, scratch->s, scratch->n);
+    int iab = lp_tok_piece_find(t, scratch->s, scratch->n);
     if (ia < 0 || ib < 0 || iab < 0)
         return lp_error(LP_EFORMAT, "%s: merge %d (%s): \"%.*s\" is not in the vocabulary", t->what, rank, where,
                         (int)(ia < 0 ? na : ib < 0 ? nb : scratch->n), ia < 0 ? a : ib < 0 ? b : scratch->s);
@@ -366,8 +274,8 @@ static int added_cmp(const void *pa, const void *pb, void *blob) {
 
 /* Records an added token: its piece, that it decodes to its content, and (if it is not
  * empty) that it is matched literally in input text. */
-static int tok_add_added(lp_tokenizer *t, int id, const char *s, size_t n) {
-    int rc = tok_set_piece(t, id, s, n);
+int lp_tok_add_added(lp_tokenizer *t, int id, const char *s, size_t n) {
+    int rc = lp_tok_set_piece(t, id, s, n);
     if (rc) return rc;
     t->tok[id].added = 1;
     if (n == 0) return LP_OK;
@@ -375,7 +283,7 @@ static int tok_add_added(lp_tokenizer *t, int id, const char *s, size_t n) {
     if (!a) return lp_error(LP_ENOMEM, "%s: out of memory for added tokens", t->what);
     t->added = a;
     uint32_t off;
-    if ((rc = blob_add(t, s, n, &off))) return rc;
+    if ((rc = lp_tok_blob_add(t, s, n, &off))) return rc;
     t->added[t->n_added++] = (added_tok){id, off, (uint32_t)n};
     return LP_OK;
 }
@@ -397,7 +305,7 @@ static bool parse_byte_piece(const char *s, size_t n, unsigned *byte) {
 }
 
 /* Works out each token's bytes, the initial symbol of each byte, and the added-token index. */
-static int tok_finish(lp_tokenizer *t) {
+int lp_tok_finish(lp_tokenizer *t) {
     int rc;
     unsigned cp_of_byte[256];
     int byte_of_cp[324]; /* byte-level pieces use code points below 256 + 68 */
@@ -438,7 +346,7 @@ static int tok_finish(lp_tokenizer *t) {
             if ((rc = sbuf_add(&tmp, &c, 1))) goto fail;
         } else {
             for (size_t i = 0; i < n;) {
-                if (n - i >= 3 && memcmp(p + i, SPIECE_SPACE, 3) == 0) {
+                if (n - i >= 3 && memcmp(p + i, LP_TOK_SPIECE_SPACE, 3) == 0) {
                     rc = sbuf_add(&tmp, " ", 1), i += 3;
                 } else {
                     rc = sbuf_add(&tmp, p + i, 1), i += 1;
@@ -449,7 +357,7 @@ static int tok_finish(lp_tokenizer *t) {
         if (tmp.n == n && (n == 0 || memcmp(tmp.s, p, n) == 0)) {
             e->b_off = e->p_off, e->b_len = e->p_len;
         } else {
-            if ((rc = blob_add(t, tmp.s, tmp.n, &e->b_off))) goto fail;
+            if ((rc = lp_tok_blob_add(t, tmp.s, tmp.n, &e->b_off))) goto fail;
             e->b_len = (uint32_t)tmp.n;
         }
     }
@@ -459,7 +367,7 @@ static int tok_finish(lp_tokenizer *t) {
         for (int b = 0; b < 256; b++) {
             char s[4];
             int k = put_utf8(cp_of_byte[b], s);
-            t->byte_sym[b] = piece_find(t, s, (size_t)k);
+            t->byte_sym[b] = lp_tok_piece_find(t, s, (size_t)k);
         }
     } else if (t->kind == LP_TOK_LLAMA2C) {
         for (int b = 0; b < 256; b++) t->byte_sym[b] = b + 3 < t->n_vocab ? b + 3 : -1;
@@ -467,7 +375,7 @@ static int tok_finish(lp_tokenizer *t) {
         for (int b = 0; b < 256; b++) {
             char s[8];
             snprintf(s, sizeof s, "<0x%02X>", b);
-            t->byte_sym[b] = piece_find(t, s, 6);
+            t->byte_sym[b] = lp_tok_piece_find(t, s, 6);
         }
     }
 
@@ -483,8 +391,8 @@ fail:
     return rc;
 }
 
-static int compile_regex(lp_tokenizer *t, const char *pattern) {
-    assert(t->n_re < MAX_RES);
+int lp_tok_compile_regex(lp_tokenizer *t, const char *pattern) {
+    assert(t->n_re < LP_TOK_MAX_RES);
     int err;
     PCRE2_SIZE erroff;
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err,
@@ -591,7 +499,7 @@ static bool pair_rank(const lp_tokenizer *t, bpe_work *w, int a, int b, double *
     if (sbuf_add(&w->scratch, blob_at(t, ea->p_off), ea->p_len) ||
         sbuf_add(&w->scratch, blob_at(t, eb->p_off), eb->p_len))
         return false; /* out of memory: treat as no merge; the text still encodes */
-    int m = piece_find(t, w->scratch.s, w->scratch.n);
+    int m = lp_tok_piece_find(t, w->scratch.s, w->scratch.n);
     if (m < 0 || !(t->tok[m].score > -1e10f)) return false;
     *key = -(double)t->tok[m].score;
     *id = m;
@@ -661,7 +569,7 @@ static int encode_bytes_piece(const lp_tokenizer *t, const unsigned char *s, siz
             char u[4];
             if ((rc = sbuf_add(&w->scratch, u, (size_t)put_utf8(cp_of_byte[s[i]], u)))) return rc;
         }
-        int id = piece_find(t, w->scratch.s, w->scratch.n);
+        int id = lp_tok_piece_find(t, w->scratch.s, w->scratch.n);
         if (id >= 0) return ivec_push(out, id);
     }
     size_t m = bpe_merge(t, w, n);
@@ -692,7 +600,7 @@ typedef struct {
     const char *orig;     /* the segment's bytes */
     const char *scan;     /* what the regexes see: orig, or a copy with U+FFFD for invalid bytes */
     const size_t *orig_at; /* scan offset -> orig offset, NULL when scan == orig */
-    pcre2_match_data *md[MAX_RES];
+    pcre2_match_data *md[LP_TOK_MAX_RES];
 } split_ctx;
 
 /* Splits scan[a..b) with regex k (matches and the text between them are pieces, as in
@@ -763,7 +671,7 @@ static int encode_byte_level(const lp_tokenizer *t, const char *s, size_t n, bpe
     }
     rc = split_and_encode(t, &cx, 0, 0, scan_len, w, out);
 done:
-    for (int k = 0; k < MAX_RES; k++) pcre2_match_data_free(cx.md[k]);
+    for (int k = 0; k < LP_TOK_MAX_RES; k++) pcre2_match_data_free(cx.md[k]);
     free(orig_at);
     free(pre.s);
     free(scan.s);
@@ -773,7 +681,7 @@ done:
 /* Pushes the initial symbols of one character (or invalid byte) of a SentencePiece-style
  * word: its token, else its bytes as <0xNN> tokens, else <unk>. */
 static int spiece_char_syms(const lp_tokenizer *t, const char *c, size_t k, bpe_work *w, size_t *n) {
-    int id = piece_find(t, c, k);
+    int id = lp_tok_piece_find(t, c, k);
     if (id >= 0) { w->id[(*n)++] = id; return LP_OK; }
     bool bytes_known = t->byte_fallback;
     for (size_t j = 0; j < k && bytes_known; j++) bytes_known = t->byte_sym[(unsigned char)c[j]] >= 0;
@@ -792,7 +700,7 @@ static int encode_spiece_word(const lp_tokenizer *t, const char *s, size_t len, 
     int rc = bpe_work_reserve(w, len);
     if (rc) return rc;
     if (t->ignore_merges) {
-        int id = piece_find(t, s, len);
+        int id = lp_tok_piece_find(t, s, len);
         if (id >= 0) return ivec_push(out, id);
     }
     size_t n = 0;
@@ -884,7 +792,7 @@ static int encode_llama2c(const lp_tokenizer *t, const char *s, size_t len, bool
     size_t n = 0;
     if (add_bos && t->bos >= 0) w->id[n++] = t->bos;
     if (len > 0) {
-        int sp = piece_find(t, " ", 1);
+        int sp = lp_tok_piece_find(t, " ", 1);
         if (sp < 0) sp = t->byte_sym[' '];
         if (sp < 0) return lp_error(LP_EFORMAT, "%s: no token for the dummy prefix \" \"", t->what);
         w->id[n++] = sp;
@@ -894,7 +802,7 @@ static int encode_llama2c(const lp_tokenizer *t, const char *s, size_t len, bool
         if (((unsigned char)s[i] & 0xC0) != 0x80) start = i;
         size_t k = i + 1 - start;
         if (i + 1 < len && ((unsigned char)s[i + 1] & 0xC0) == 0x80 && k < 4) continue;
-        int id = piece_find(t, s + start, k);
+        int id = lp_tok_piece_find(t, s + start, k);
         if (id >= 0) {
             w->id[n++] = id;
         } else {
@@ -995,7 +903,7 @@ const char *lp_tokenizer_token_piece(const lp_tokenizer *t, int id) {
 }
 
 int lp_tokenizer_piece_to_id(const lp_tokenizer *t, const char *piece) {
-    return piece ? piece_find(t, piece, strlen(piece)) : -1;
+    return piece ? lp_tok_piece_find(t, piece, strlen(piece)) : -1;
 }
 
 int lp_tokenizer_decode(const lp_tokenizer *t, const int *ids, int n, char *buf, size_t cap, size_t *len) {
@@ -1033,481 +941,4 @@ int lp_tokenizer_decode(const lp_tokenizer *t, const int *ids, int n, char *buf,
     buf[at] = '\0';
     *len = at;
     return LP_OK;
-}
-
-/* ---------------------------------------------------------------- llama2.c tokenizer.bin */
-
-static int32_t read_i32(const unsigned char *p) {
-    uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-    int32_t r;
-    memcpy(&r, &v, sizeof r);
-    return r;
-}
-
-int lp_tokenizer_load_llama2c_mem(lp_tokenizer **out, const void *buf, size_t len, int vocab_size,
-                                  const char *what) {
-    assert(out && (buf || len == 0));
-    *out = NULL;
-    if (!what) what = "tokenizer.bin";
-    const unsigned char *p = buf;
-    if (vocab_size <= 0) return lp_error(LP_EINVAL, "%s: vocabulary size %d must be positive", what, vocab_size);
-    if (len < 4) return lp_error(LP_EFORMAT, "%s: truncated header: need 4 bytes, file has %zu", what, len);
-    int32_t max_len = read_i32(p);
-    if (max_len < 0) return lp_error(LP_EFORMAT, "%s: max_token_length %d is negative", what, (int)max_len);
-    /* check every record before allocating anything sized by vocab_size */
-    size_t at = 4;
-    for (int i = 0; i < vocab_size; i++) {
-        if (len - at < 8)
-            return lp_error(LP_EFORMAT, "%s: truncated at token %d of %d: need 8 bytes, file has %zu", what, i,
-                            vocab_size, len - at);
-        int32_t n = read_i32(p + at + 4);
-        if (n < 0) return lp_error(LP_EFORMAT, "%s: token %d has negative length %d", what, i, (int)n);
-        if ((size_t)n > len - at - 8)
-            return lp_error(LP_EFORMAT, "%s: truncated at token %d of %d: need %zu bytes, file has %zu", what, i,
-                            vocab_size, 8 + (size_t)n, len - at);
-        at += 8 + (size_t)n;
-    }
-    lp_tokenizer *t = tok_new(LP_TOK_LLAMA2C, what);
-    if (!t) return lp_error(LP_ENOMEM, "%s: out of memory", what);
-    int rc = tok_alloc_vocab(t, vocab_size);
-    at = 4;
-    for (int i = 0; i < vocab_size && !rc; i++) {
-        float score;
-        uint32_t bits = (uint32_t)read_i32(p + at);
-        memcpy(&score, &bits, sizeof score);
-        size_t n = (size_t)read_i32(p + at + 4);
-        rc = tok_set_piece(t, i, (const char *)p + at + 8, n);
-        t->tok[i].score = score;
-        at += 8 + n;
-    }
-    if (!rc) rc = tok_index_pieces(t);
-    if (!rc) {
-        t->bos = vocab_size > 1 ? 1 : -1;
-        t->eos = vocab_size > 2 ? 2 : -1;
-        t->unk = 0;
-        t->adds_bos = t->bos >= 0;
-        t->strip_leading_space = true;
-        rc = tok_finish(t);
-    }
-    if (rc) {
-        lp_tokenizer_free(t);
-        return rc;
-    }
-    *out = t;
-    return LP_OK;
-}
-
-int lp_tokenizer_load_llama2c(lp_tokenizer **out, const char *path, int vocab_size) {
-    assert(out && path);
-    *out = NULL;
-    lp_mapping m;
-    int rc = lp_file_map(&m, path);
-    if (rc) return rc;
-    rc = lp_tokenizer_load_llama2c_mem(out, m.data, m.size, vocab_size, path);
-    lp_file_unmap(&m);
-    return rc;
-}
-
-/* ---------------------------------------------------------------- GPT-2 vocab.json + merges.txt */
-
-/* Reads a JSON object of piece -> id into t (sizing the vocabulary from the largest id plus
- * extra_max, the largest id still to come from elsewhere). */
-static int load_vocab_object(lp_tokenizer *t, json_t *vocab, const char *path, int extra_max) {
-    if (!json_is_object(vocab)) return lp_error(LP_EFORMAT, "%s: vocabulary is not a JSON object", path);
-    size_t count = json_object_size(vocab);
-    long long max_id = extra_max;
-    const char *key;
-    json_t *v;
-    json_object_foreach(vocab, key, v) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= (1 << 24))
-            return lp_error(LP_EFORMAT, "%s: token \"%.60s\" has an id that is not an integer in [0, 2^24)", path,
-                            key);
-        if (json_integer_value(v) > max_id) max_id = json_integer_value(v);
-    }
-    if (max_id < 0) return lp_error(LP_EFORMAT, "%s: the vocabulary is empty", path);
-    if ((size_t)max_id > 2 * count + 4096)
-        return lp_error(LP_EFORMAT, "%s: token ids reach %lld but there are only %zu tokens", path, max_id, count);
-    int rc = tok_alloc_vocab(t, (int)max_id + 1);
-    if (rc) return rc;
-    json_object_foreach(vocab, key, v) {
-        if ((rc = tok_set_piece(t, (int)json_integer_value(v), key, strlen(key)))) return rc;
-    }
-    return LP_OK;
-}
-
-static int load_json_file(const char *path, json_t **out) {
-    char *text;
-    size_t len;
-    int rc = lp_file_read_new(path, &text, &len);
-    if (rc) return rc;
-    json_error_t err;
-    *out = json_loadb(text, len, 0, &err);
-    free(text);
-    if (!*out)
-        return lp_error(LP_EFORMAT, "%s: not valid JSON (line %d, column %d): %s", path, err.line, err.column,
-                        err.text);
-    return LP_OK;
-}
-
-int lp_tokenizer_load_gpt2(lp_tokenizer **out, const char *vocab_json_path, const char *merges_txt_path) {
-    assert(out && vocab_json_path && merges_txt_path);
-    *out = NULL;
-    json_t *vocab = NULL;
-    char *merges = NULL;
-    size_t merges_len = 0;
-    sbuf scratch = {0};
-    lp_tokenizer *t = tok_new(LP_TOK_BYTE_BPE, vocab_json_path);
-    if (!t) return lp_error(LP_ENOMEM, "%s: out of memory", vocab_json_path);
-    int rc = load_json_file(vocab_json_path, &vocab);
-    if (!rc) rc = lp_file_read_new(merges_txt_path, &merges, &merges_len);
-    if (!rc) rc = load_vocab_object(t, vocab, vocab_json_path, -1);
-    if (!rc) rc = tok_index_pieces(t);
-    if (rc) goto done;
-
-    size_t lines = 1;
-    for (size_t i = 0; i < merges_len; i++) lines += merges[i] == '\n';
-    if ((rc = merges_alloc(t, lines))) goto done;
-    snprintf(t->what, sizeof t->what, "%s", merges_txt_path);
-    int rank = 0;
-    size_t line_no = 0;
-    for (size_t at = 0; at < merges_len;) {
-        const char *line = merges + at;
-        const char *nl = memchr(line, '\n', merges_len - at);
-        size_t n = nl ? (size_t)(nl - line) : merges_len - at;
-        at += n + (nl != NULL);
-        line_no++;
-        if (n > 0 && line[n - 1] == '\r') n--;
-        if (n == 0 || (line_no == 1 && n >= 8 && memcmp(line, "#version", 8) == 0)) continue;
-        const char *sp = memchr(line, ' ', n);
-        if (!sp || sp == line || sp == line + n - 1 || memchr(sp + 1, ' ', (size_t)(line + n - sp - 1))) {
-            rc = lp_error(LP_EFORMAT, "%s: line %zu: expected two tokens separated by one space, got \"%.*s\"",
-                          merges_txt_path, line_no, (int)(n > 60 ? 60 : n), line);
-            goto done;
-        }
-        char where[32];
-        snprintf(where, sizeof where, "line %zu", line_no);
-        rc = merge_add(t, line, (size_t)(sp - line), sp + 1, (size_t)(line + n - sp - 1), rank++, &scratch, where);
-        if (rc) goto done;
-    }
-    snprintf(t->what, sizeof t->what, "%s", vocab_json_path);
-    if ((rc = compile_regex(t, GPT2_PATTERN))) goto done;
-    t->merge_rounds = true;
-    /* as Hugging Face's GPT2Tokenizer: <|endoftext|> is a special token, and GPT-2 uses it as
-     * the start token too (never added by encode) */
-    int eot = piece_find(t, "<|endoftext|>", 13);
-    if (eot >= 0) {
-        if ((rc = tok_add_added(t, eot, "<|endoftext|>", 13))) goto done;
-        t->bos = t->eos = eot;
-    }
-    rc = tok_finish(t);
-done:
-    json_decref(vocab);
-    free(merges);
-    free(scratch.s);
-    if (rc) {
-        lp_tokenizer_free(t);
-        return rc;
-    }
-    *out = t;
-    return LP_OK;
-}
-
-/* ---------------------------------------------------------------- tokenizer.json */
-
-typedef struct {
-    bool byte_level, bl_use_regex, bl_add_prefix_space;
-    const char *split_regex;
-    bool metaspace;
-} pretok_info;
-
-static const char *jstr(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
-
-static bool jbool(json_t *o, const char *key, bool dflt) {
-    json_t *v = json_object_get(o, key);
-    return json_is_boolean(v) ? json_is_true(v) : dflt;
-}
-
-static int add_norm_string(lp_tokenizer *t, const char *s, uint32_t *off, uint32_t *len) {
-    *len = (uint32_t)strlen(s);
-    return blob_add(t, s, *len, off);
-}
-
-static int parse_normalizer(lp_tokenizer *t, json_t *nz, const char *path, int depth) {
-    if (json_is_null(nz) || !nz) return LP_OK;
-    const char *type = jstr(nz, "type");
-    if (!type) return lp_error(LP_EFORMAT, "%s: normalizer has no \"type\"", path);
-    if (strcmp(type, "Sequence") == 0 && depth < 4) {
-        json_t *list = json_object_get(nz, "normalizers");
-        size_t i;
-        json_t *v;
-        if (!json_is_array(list)) return lp_error(LP_EFORMAT, "%s: normalizer Sequence has no list", path);
-        json_array_foreach(list, i, v) {
-            int rc = parse_normalizer(t, v, path, depth + 1);
-            if (rc) return rc;
-        }
-        return LP_OK;
-    }
-    if (strcmp(type, "NFC") == 0) return LP_OK; /* treated as identity: exact for text already in NFC */
-    if (t->n_norm == MAX_NORM) return lp_error(LP_EUNSUPPORTED, "%s: more than %d normalizer steps", path, MAX_NORM);
-    norm_step *st = &t->norm[t->n_norm];
-    if (strcmp(type, "Prepend") == 0 && jstr(nz, "prepend")) {
-        st->op = NORM_PREPEND;
-        int rc = add_norm_string(t, jstr(nz, "prepend"), &st->a_off, &st->a_len);
-        if (rc) return rc;
-    } else if (strcmp(type, "Replace") == 0 && jstr(json_object_get(nz, "pattern"), "String") &&
-               jstr(nz, "content")) {
-        st->op = NORM_REPLACE;
-        int rc = add_norm_string(t, jstr(json_object_get(nz, "pattern"), "String"), &st->a_off, &st->a_len);
-        if (!rc) rc = add_norm_string(t, jstr(nz, "content"), &st->b_off, &st->b_len);
-        if (rc) return rc;
-        if (st->a_len == 0) return lp_error(LP_EFORMAT, "%s: Replace normalizer with an empty pattern", path);
-    } else {
-        return lp_error(LP_EUNSUPPORTED, "%s: normalizer \"%s\" is not supported (only Prepend, Replace of a "
-                                         "string, NFC)", path, type);
-    }
-    t->n_norm++;
-    return LP_OK;
-}
-
-static int parse_pretokenizer(lp_tokenizer *t, json_t *pt, pretok_info *pi, const char *path, int depth) {
-    if (json_is_null(pt) || !pt) return LP_OK;
-    const char *type = jstr(pt, "type");
-    if (!type) return lp_error(LP_EFORMAT, "%s: pre_tokenizer has no \"type\"", path);
-    if (strcmp(type, "Sequence") == 0 && depth < 4) {
-        json_t *list = json_object_get(pt, "pretokenizers");
-        size_t i;
-        json_t *v;
-        if (!json_is_array(list)) return lp_error(LP_EFORMAT, "%s: pre_tokenizer Sequence has no list", path);
-        json_array_foreach(list, i, v) {
-            int rc = parse_pretokenizer(t, v, pi, path, depth + 1);
-            if (rc) return rc;
-        }
-        return LP_OK;
-    }
-    if (strcmp(type, "ByteLevel") == 0) {
-        pi->byte_level = true;
-        pi->bl_use_regex = jbool(pt, "use_regex", true);
-        pi->bl_add_prefix_space = jbool(pt, "add_prefix_space", false);
-        return LP_OK;
-    }
-    if (strcmp(type, "Split") == 0) {
-        const char *re = jstr(json_object_get(pt, "pattern"), "Regex");
-        const char *behavior = jstr(pt, "behavior");
-        if (!re || pi->split_regex || jbool(pt, "invert", false) || !behavior || strcmp(behavior, "Isolated") != 0)
-            return lp_error(LP_EUNSUPPORTED, "%s: only one Split pre_tokenizer, with a Regex pattern and behavior "
-                                             "\"Isolated\", is supported", path);
-        pi->split_regex = re;
-        return LP_OK;
-    }
-    if (strcmp(type, "Metaspace") == 0) {
-        const char *repl = jstr(pt, "replacement");
-        const char *scheme = jstr(pt, "prepend_scheme");
-        pi->metaspace = t->metaspace = true;
-        int rc = add_norm_string(t, repl ? repl : SPIECE_SPACE, &t->ms_off, &t->ms_len);
-        if (rc) return rc;
-        if (scheme) {
-            t->metaspace_prepend = strcmp(scheme, "always") == 0 ? PREPEND_ALWAYS
-                                   : strcmp(scheme, "first") == 0 ? PREPEND_FIRST
-                                                                  : PREPEND_NEVER;
-        } else {
-            t->metaspace_prepend = jbool(pt, "add_prefix_space", true) ? PREPEND_ALWAYS : PREPEND_NEVER;
-        }
-        t->metaspace_split = jbool(pt, "split", true);
-        return LP_OK;
-    }
-    return lp_error(LP_EUNSUPPORTED, "%s: pre_tokenizer \"%s\" is not supported (only ByteLevel, Split, Metaspace, "
-                                     "Sequence)", path, type);
-}
-
-/* The id of a special token named in a post-processor, from its own table or the vocabulary. */
-static int template_token_id(lp_tokenizer *t, json_t *pp, const char *name) {
-    json_t *ids = json_object_get(json_object_get(json_object_get(pp, "special_tokens"), name), "ids");
-    json_t *first = json_array_get(ids, 0);
-    if (json_is_integer(first) && json_integer_value(first) >= 0 && json_integer_value(first) < t->n_vocab)
-        return (int)json_integer_value(first);
-    return piece_find(t, name, strlen(name));
-}
-
-/* Finds a TemplateProcessing (possibly inside a Sequence) that puts a special token before $A. */
-static int template_bos(lp_tokenizer *t, json_t *pp, int depth) {
-    const char *type = jstr(pp, "type");
-    if (!type || depth > 4) return -1;
-    if (strcmp(type, "Sequence") == 0) {
-        size_t i;
-        json_t *v;
-        json_array_foreach(json_object_get(pp, "processors"), i, v) {
-            int id = template_bos(t, v, depth + 1);
-            if (id >= 0) return id;
-        }
-        return -1;
-    }
-    if (strcmp(type, "TemplateProcessing") != 0) return -1;
-    json_t *first = json_array_get(json_object_get(pp, "single"), 0);
-    const char *name = jstr(json_object_get(first, "SpecialToken"), "id");
-    return name ? template_token_id(t, pp, name) : -1;
-}
-
-static int first_piece(const lp_tokenizer *t, const char *const *names) {
-    for (; *names; names++) {
-        int id = piece_find(t, *names, strlen(*names));
-        if (id >= 0) return id;
-    }
-    return -1;
-}
-
-static int merge_strings(json_t *m, const char **a, size_t *na, const char **b, size_t *nb, char *split_buf,
-                         size_t buf_cap) {
-    if (json_is_string(m)) {
-        const char *s = json_string_value(m);
-        size_t n = strlen(s);
-        const char *sp = strchr(s, ' ');
-        if (!sp || sp == s || sp == s + n - 1 || strchr(sp + 1, ' ') || n >= buf_cap) return -1;
-        memcpy(split_buf, s, n + 1);
-        *a = split_buf, *na = (size_t)(sp - s);
-        *b = split_buf + *na + 1, *nb = n - *na - 1;
-        return 0;
-    }
-    if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
-        json_is_string(json_array_get(m, 1))) {
-        *a = json_string_value(json_array_get(m, 0)), *na = strlen(*a);
-        *b = json_string_value(json_array_get(m, 1)), *nb = strlen(*b);
-        return 0;
-    }
-    return -1;
-}
-
-int lp_tokenizer_load_json(lp_tokenizer **out, const char *path) {
-    assert(out && path);
-    *out = NULL;
-    json_t *root = NULL;
-    sbuf scratch = {0};
-    char *split_buf = NULL;
-    lp_tokenizer *t = tok_new(LP_TOK_BYTE_BPE, path);
-    if (!t) return lp_error(LP_ENOMEM, "%s: out of memory", path);
-    int rc = load_json_file(path, &root);
-    if (rc) goto done;
-    json_t *model = json_object_get(root, "model");
-    if (!json_is_object(model)) {
-        rc = lp_error(LP_EFORMAT, "%s: no \"model\" object (is this a Hugging Face tokenizer.json?)", path);
-        goto done;
-    }
-    const char *type = jstr(model, "type");
-    if (type ? strcmp(type, "BPE") != 0 : !json_object_get(model, "merges")) {
-        rc = lp_error(LP_EUNSUPPORTED, "%s: model type \"%s\" is not supported (only BPE)", path,
-                      type ? type : "(none)");
-        goto done;
-    }
-    const char *cont = jstr(model, "continuing_subword_prefix"), *suffix = jstr(model, "end_of_word_suffix");
-    if ((cont && *cont) || (suffix && *suffix)) {
-        rc = lp_error(LP_EUNSUPPORTED, "%s: BPE with a subword prefix or word suffix is not supported", path);
-        goto done;
-    }
-
-    /* vocabulary, then added tokens (which may lie beyond it) */
-    json_t *added = json_object_get(root, "added_tokens");
-    long long added_max = -1;
-    size_t i;
-    json_t *v;
-    json_array_foreach(added, i, v) {
-        json_t *id = json_object_get(v, "id");
-        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= (1 << 24) ||
-            !jstr(v, "content")) {
-            rc = lp_error(LP_EFORMAT, "%s: added_tokens[%zu] needs an \"id\" in [0, 2^24) and a \"content\"", path, i);
-            goto done;
-        }
-        if (json_integer_value(id) > added_max) added_max = json_integer_value(id);
-    }
-    if ((rc = load_vocab_object(t, json_object_get(model, "vocab"), path, (int)added_max))) goto done;
-    json_array_foreach(added, i, v) {
-        const char *content = jstr(v, "content");
-        if ((rc = tok_add_added(t, (int)json_integer_value(json_object_get(v, "id")), content, strlen(content))))
-            goto done;
-    }
-    if ((rc = tok_index_pieces(t))) goto done;
-
-    json_t *merges = json_object_get(model, "merges");
-    if (!json_is_array(merges)) {
-        rc = lp_error(LP_EFORMAT, "%s: model.merges is not a list", path);
-        goto done;
-    }
-    if ((rc = merges_alloc(t, json_array_size(merges)))) goto done;
-    size_t buf_cap = 4096;
-    if (!(split_buf = malloc(buf_cap))) {
-        rc = lp_error(LP_ENOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    json_array_foreach(merges, i, v) {
-        const char *a, *b;
-        size_t na, nb;
-        if (merge_strings(v, &a, &na, &b, &nb, split_buf, buf_cap) != 0) {
-            rc = lp_error(LP_EFORMAT, "%s: model.merges[%zu] is neither \"a b\" nor [\"a\", \"b\"]", path, i);
-            goto done;
-        }
-        char where[48];
-        snprintf(where, sizeof where, "model.merges[%zu]", i);
-        if (i > INT_MAX || (rc = merge_add(t, a, na, b, nb, (int)i, &scratch, where))) goto done;
-    }
-
-    if ((rc = parse_normalizer(t, json_object_get(root, "normalizer"), path, 0))) goto done;
-    pretok_info pi = {0};
-    if ((rc = parse_pretokenizer(t, json_object_get(root, "pre_tokenizer"), &pi, path, 0))) goto done;
-    t->byte_fallback = jbool(model, "byte_fallback", false);
-    t->fuse_unk = jbool(model, "fuse_unk", false);
-    t->ignore_merges = jbool(model, "ignore_merges", false);
-    const char *unk = jstr(model, "unk_token");
-    t->unk = unk ? piece_find(t, unk, strlen(unk)) : -1;
-
-    if (pi.byte_level) {
-        t->kind = LP_TOK_BYTE_BPE;
-        t->add_prefix_space = pi.bl_add_prefix_space;
-        if (pi.split_regex && (rc = compile_regex(t, pi.split_regex))) goto done;
-        if (pi.bl_use_regex && (rc = compile_regex(t, GPT2_PATTERN))) goto done;
-    } else if (t->byte_fallback || pi.metaspace || t->n_norm > 0) {
-        t->kind = LP_TOK_SPIECE_BPE;
-        if (pi.split_regex) {
-            rc = lp_error(LP_EUNSUPPORTED, "%s: a Split pre_tokenizer without ByteLevel is not supported", path);
-            goto done;
-        }
-        for (int k = 0; k < t->n_norm; k++)
-            if (t->norm[k].op == NORM_PREPEND) t->strip_leading_space = true;
-        if (t->metaspace && t->metaspace_prepend != PREPEND_NEVER) t->strip_leading_space = true;
-    } else {
-        rc = lp_error(LP_EUNSUPPORTED, "%s: BPE that is neither byte-level (ByteLevel pre_tokenizer) nor "
-                                       "SentencePiece-style (byte_fallback, Metaspace, Prepend) is not supported", path);
-        goto done;
-    }
-
-    static const char *const eos_names[] = {"</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|im_end|>", NULL};
-    static const char *const bos_names[] = {"<s>", NULL};
-    static const char *const start_names[] = {"<|endoftext|>", NULL};
-    t->eos = first_piece(t, eos_names);
-    t->bos = template_bos(t, json_object_get(root, "post_processor"), 0);
-    if (t->bos < 0) t->bos = first_piece(t, bos_names);
-    t->adds_bos = t->bos >= 0;
-    if (t->bos < 0) t->bos = first_piece(t, start_names); /* GPT-2 style: a start token never added */
-    rc = tok_finish(t);
-done:
-    json_decref(root);
-    free(scratch.s);
-    free(split_buf);
-    if (rc) {
-        lp_tokenizer_free(t);
-        return rc;
-    }
-    *out = t;
-    return LP_OK;
-}
-
-int lp_tokenizer_load_dir(lp_tokenizer **out, const char *dir) {
-    assert(out && dir);
-    *out = NULL;
-    char json[4096], vocab[4096], merges[4096];
-    if (lp_path_join(json, sizeof json, dir, "tokenizer.json") ||
-        lp_path_join(vocab, sizeof vocab, dir, "vocab.json") ||
-        lp_path_join(merges, sizeof merges, dir, "merges.txt"))
-        return lp_error(LP_ERANGE, "%s: path too long", dir);
-    if (lp_file_exists(json)) return lp_tokenizer_load_json(out, json);
-    if (lp_file_exists(vocab) && lp_file_exists(merges)) return lp_tokenizer_load_gpt2(out, vocab, merges);
-    return lp_error(LP_EIO, "%s: no tokenizer: looked for %s, and for %s with %s", dir, base_name(json),
-                    base_name(vocab), base_name(merges));
 }

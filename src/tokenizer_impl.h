@@ -1,0 +1,134 @@
+/* The inside of lp_tokenizer, shared by the code that builds and runs a tokenizer
+ * (tokenizer.c) and the file-format loaders (tokenizer_load.c). Not a public header.
+ *
+ * One struct serves all three kinds; they differ in how text is cut into initial symbols
+ * and how a pair of adjacent symbols is ranked. Strings (vocabulary pieces, their decoded
+ * bytes, added-token contents, normalizer strings) live in one growing blob and are
+ * referred to by offset, so loading never leaves dangling pointers. */
+#ifndef LOUPE_TOKENIZER_IMPL_H
+#define LOUPE_TOKENIZER_IMPL_H
+
+#include "loupe/tokenizer.h"
+
+#ifndef PCRE2_CODE_UNIT_WIDTH
+#define PCRE2_CODE_UNIT_WIDTH 8
+#endif
+#include <pcre2.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LP_TOK_MAX_RES 2 /* pre-split regexes applied one inside the other */
+#define LP_TOK_MAX_NORM 8
+#define LP_TOK_SPIECE_SPACE "\xe2\x96\x81" /* "▁" U+2581 */
+
+typedef struct {
+    uint32_t p_off, p_len; /* the piece as stored in the vocabulary; p_off UINT32_MAX for an id gap */
+    uint32_t b_off, b_len; /* the bytes it decodes to */
+    float score;           /* llama2.c merge score */
+    unsigned char added;   /* an added token: matched literally in text, decodes to its content */
+} tok_entry;
+
+typedef struct {
+    int id;
+    uint32_t off, len;
+} added_tok;
+
+typedef enum { NORM_PREPEND, NORM_REPLACE } norm_op;
+
+typedef struct {
+    norm_op op;
+    uint32_t a_off, a_len; /* prepend: the text; replace: the pattern */
+    uint32_t b_off, b_len; /* replace: the replacement */
+} norm_step;
+
+typedef enum { PREPEND_NEVER, PREPEND_ALWAYS, PREPEND_FIRST } prepend_scheme;
+
+struct lp_tokenizer {
+    lp_tokenizer_kind kind;
+    char what[256]; /* the file it came from, for messages */
+
+    char *blob;
+    size_t blob_len, blob_cap;
+
+    tok_entry *tok; /* (n_vocab) */
+    int n_vocab;
+    uint32_t max_piece_len;
+
+    int32_t *piece_tab; /* open-addressing hash: piece -> id, -1 empty */
+    uint32_t piece_mask;
+
+    uint64_t *merge_key; /* open-addressing hash: (left id, right id) -> rank, merged id */
+    int32_t *merge_rank, *merge_id;
+    uint32_t merge_mask;
+    size_t n_merges;
+
+    added_tok *added; /* sorted by first byte, then longest first */
+    int n_added;
+    int added_first[257]; /* added[added_first[c] .. added_first[c+1]) start with byte c */
+
+    int bos, eos, unk;
+    bool adds_bos;
+    int byte_sym[256]; /* the initial symbol for each byte, -1 when the vocabulary has none */
+
+    /* byte-level BPE */
+    pcre2_code *re[LP_TOK_MAX_RES];
+    int n_re;
+    bool add_prefix_space; /* ByteLevel add_prefix_space */
+
+    /* how merges are applied */
+    bool merge_rounds;  /* OpenAI bpe(): merge every occurrence of the best pair before looking again */
+    bool ignore_merges; /* a word that is itself in the vocabulary is emitted whole (Llama-3) */
+
+    /* SentencePiece-style */
+    bool byte_fallback, fuse_unk;
+    norm_step norm[LP_TOK_MAX_NORM];
+    int n_norm;
+    bool metaspace, metaspace_split;
+    prepend_scheme metaspace_prepend;
+    uint32_t ms_off, ms_len; /* the Metaspace replacement character */
+    bool strip_leading_space; /* decode drops the space the encoder prepended */
+};
+
+/* A growing byte buffer (NUL-terminated once anything is added); zero-initialise, free s. */
+typedef struct {
+    char *s;
+    size_t n, cap;
+} sbuf;
+
+/* Building a tokenizer (tokenizer.c). A loader makes one with lp_tok_new, sizes it with
+ * lp_tok_alloc_vocab, sets pieces (lp_tok_set_piece, lp_tok_add_added), indexes them, adds
+ * merges, sets the options in the struct, then calls lp_tok_finish; on any error it calls
+ * lp_tokenizer_free. The int ones return LP_OK or an error code with the message set. */
+
+/* A tokenizer of the given kind with no vocabulary; what names it in messages. NULL when
+ * out of memory (no message set). */
+lp_tokenizer *lp_tok_new(lp_tokenizer_kind kind, const char *what);
+/* Appends s (and a NUL, so pieces can be handed out as C strings) to the blob. */
+int lp_tok_blob_add(lp_tokenizer *t, const void *s, size_t n, uint32_t *off);
+/* Allocates n_vocab entries, all gaps. */
+int lp_tok_alloc_vocab(lp_tokenizer *t, int n_vocab);
+/* Sets the piece of id unless it already has one (the first definition wins). */
+int lp_tok_set_piece(lp_tokenizer *t, int id, const char *s, size_t n);
+/* Indexes every piece; where two ids share a piece the lower id is found. Call once, after
+ * the pieces are set and before lp_tok_piece_find, lp_tok_merge_add or lp_tok_finish. */
+int lp_tok_index_pieces(lp_tokenizer *t);
+/* The id of the piece s[0..n), or -1 (also before lp_tok_index_pieces). */
+int lp_tok_piece_find(const lp_tokenizer *t, const char *s, size_t n);
+/* Sizes the merge table for at most n merges; call before lp_tok_merge_add. */
+int lp_tok_merges_alloc(lp_tokenizer *t, size_t n);
+/* Adds the merge "a b" with the given rank (where names it in messages, e.g. "line 7");
+ * scratch is a caller-owned buffer reused across calls. */
+int lp_tok_merge_add(lp_tokenizer *t, const char *a, size_t na, const char *b, size_t nb, int rank,
+                     sbuf *scratch, const char *where);
+/* Records an added token: its piece, that it decodes to its content, and (if it is not
+ * empty) that it is matched literally in input text. */
+int lp_tok_add_added(lp_tokenizer *t, int id, const char *s, size_t n);
+/* Compiles a pre-split regex (UTF, Unicode properties) and appends it to t->re. */
+int lp_tok_compile_regex(lp_tokenizer *t, const char *pattern);
+/* Works out each token's bytes, the initial symbol of each byte, and the added-token index.
+ * Call last, once kind and the vocabulary are final. */
+int lp_tok_finish(lp_tokenizer *t);
+
+#endif
