@@ -20,7 +20,8 @@ if [ -f "$model/config.json" ] && "$bench" --check "$model" 2>/dev/null; then :;
 fi
 
 logits=$out/logits-t128.f32
-"$bench" "$model" --save-logits "$logits" | tee "$out/report.txt"
+{ "$bench" "$model" --save-logits "$logits"; echo $? >"$out/status"; } | tee "$out/report.txt"
+[ "$(cat "$out/status")" = 0 ] || { echo "bench failed" >&2; exit 1; }
 core=$(sed -n 's/^openblas: [^,]*, core \([A-Za-z0-9]*\).*/\1/p' "$out/report.txt")
 
 # The same T=128 forward and generation under the other kernels: Haswell (AVX2) always runs
