@@ -646,6 +646,7 @@ void lp_session_init(lp_session *s, FILE *out) {
 
 void lp_session_free(lp_session *s) {
     lp_run_free(s->run);
+    lp_run_release_cache();
     lp_model_free(s->model);
     free(s->tokenizer_path);
     memset(s, 0, sizeof *s);

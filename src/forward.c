@@ -101,24 +101,54 @@ static void softmax_causal(float *row, int len, int ld) {
     for (int j = len; j < ld; j++) row[j] = 0.0f;
 }
 
+/* Rows of queries are taken in blocks so that each block's scores cover only the keys it
+ * may see: causal attention then costs about half of the full T x T square. */
+#define ATTN_BLOCK 64
+
 static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) {
-    int H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, keys = t0 + n, ld = io->pattern_ld;
+    int H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, ld = io->pattern_ld;
     int qd = H * dh, kvd = c->n_kv_head * dh;
     float scale = 1.0f / sqrtf((float)dh);
     for (int h = 0; h < H; h++) {
         int g = h / G; /* grouped-query attention: G query heads share one key/value head */
+        const float *k = io->k + (size_t)g * dh, *v = io->v + (size_t)g * dh;
         float *p = io->pattern + (size_t)h * n * ld;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, keys, dh, scale, io->q + (size_t)h * dh, qd,
-                    io->k + (size_t)g * dh, kvd, 0.0f, p, ld);
-        for (int i = 0; i < n; i++) softmax_causal(p + (size_t)i * ld, t0 + i + 1, ld);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dh, keys, 1.0f, p, ld, io->v + (size_t)g * dh, kvd,
-                    0.0f, io->z + (size_t)h * dh, qd);
+        if (n == 1) {
+            /* One query (a generation step): plain loops beat two tiny sgemm calls. */
+            const float *q = io->q + (size_t)h * dh;
+            float *z = io->z + (size_t)h * dh;
+            int keys = t0 + 1;
+            for (int j = 0; j < keys; j++) {
+                const float *kj = k + (size_t)j * kvd;
+                float dot = 0.0f;
+                for (int e = 0; e < dh; e++) dot += q[e] * kj[e];
+                p[j] = dot * scale;
+            }
+            softmax_causal(p, keys, ld);
+            for (int e = 0; e < dh; e++) z[e] = 0.0f;
+            for (int j = 0; j < keys; j++) {
+                const float *vj = v + (size_t)j * kvd;
+                for (int e = 0; e < dh; e++) z[e] += p[j] * vj[e];
+            }
+            continue;
+        }
+        for (int i0 = 0; i0 < n; i0 += ATTN_BLOCK) {
+            int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = t0 + i0 + rows;
+            float *pb = p + (size_t)i0 * ld;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale, io->q + (size_t)i0 * qd + h * dh,
+                        qd, k, kvd, 0.0f, pb, ld);
+            for (int i = 0; i < rows; i++) softmax_causal(pb + (size_t)i * ld, t0 + i0 + i + 1, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, keys, 1.0f, pb, ld, v, kvd, 0.0f,
+                        io->z + (size_t)i0 * qd + h * dh, qd);
+        }
     }
 }
 
+/* GPT-2's tanh GELU, 0.5 x (1 + tanh(u)), written as x * sigmoid(2u): the same function,
+ * and expf is several times cheaper than glibc's tanhf. */
 static float gelu_tanh(float x) {
     const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+    return x / (1.0f + expf(-2.0f * k * (x + 0.044715f * x * x * x)));
 }
 
 static float silu(float x) { return x / (1.0f + expf(-x)); }

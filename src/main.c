@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
 
 #include "loupe/commands.h"
@@ -26,23 +25,6 @@ static const char USAGE[] =
     "  -h, --help           this help;  -V, --version  the version\n"
     "MODEL is a Hugging Face model directory or a llama2.c checkpoint (.bin).\n"
     "Type 'help' at the prompt, or run loupe -e help, for the commands.\n";
-
-/* OpenBLAS 0.3.21 does not recognise AVX-512 on recent AMD CPUs and picks its Haswell
- * kernels; its SkylakeX kernels run there and are faster. The core type is chosen when
- * the library loads, before main, so the choice is made by re-executing once with
- * OPENBLAS_CORETYPE set. A user's own OPENBLAS_CORETYPE always wins. */
-static void prefer_fast_blas(char **argv) {
-    if (getenv("OPENBLAS_CORETYPE")) return;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
-        !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl"))
-        return;
-    const char *core = openblas_get_corename();
-    if (!core || (strcasecmp(core, "haswell") != 0 && strcasecmp(core, "zen") != 0)) return;
-    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
-    execv("/proc/self/exe", argv);
-    unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on with the kernels we have */
-}
 
 typedef struct {
     bool bail;
@@ -88,7 +70,6 @@ static bool run_stream(lp_session *s, runner *r, FILE *in, const char *where, bo
 }
 
 int main(int argc, char **argv) {
-    prefer_fast_blas(argv);
     static const struct option longopts[] = {
         {"exec", required_argument, 0, 'e'},    {"file", required_argument, 0, 'f'},
         {"interactive", no_argument, 0, 'i'},   {"mode", required_argument, 0, 'm'},

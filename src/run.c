@@ -1,9 +1,11 @@
 /* A captured run: the arena of every activation for one sequence, filled layer by layer. */
 #include "loupe/run.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "forward.h"
 #include "loupe/error.h"
@@ -13,13 +15,70 @@ void lp_cancel_request(void) { cancel_flag = 1; }
 void lp_cancel_reset(void) { cancel_flag = 0; }
 int lp_cancelled(void) { return cancel_flag != 0; }
 
+/* Arenas are large (hundreds of MB for long runs of big models) and a fresh one costs a
+ * page fault per 4 KB on first touch, as much as a third of a forward. So they come from
+ * mmap with transparent huge pages requested, and the last one freed is kept for the next
+ * run to reuse. */
+static struct {
+    pthread_mutex_t lock;
+    float *p;
+    size_t bytes;
+} spare = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+static float *arena_take(size_t want, size_t *got) {
+    pthread_mutex_lock(&spare.lock);
+    float *p = NULL;
+    if (spare.p && spare.bytes >= want) {
+        p = spare.p;
+        *got = spare.bytes;
+        spare.p = NULL;
+        spare.bytes = 0;
+    }
+    pthread_mutex_unlock(&spare.lock);
+    if (p) return p;
+    size_t bytes = (want + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return NULL;
+    madvise(m, bytes, MADV_HUGEPAGE); /* a hint: fine if the kernel says no */
+    *got = bytes;
+    return m;
+}
+
+static void arena_give(float *p, size_t bytes) {
+    if (!p) return;
+    pthread_mutex_lock(&spare.lock);
+    if (!spare.p || spare.bytes < bytes) { /* keep the larger of the two */
+        float *old = spare.p;
+        size_t old_bytes = spare.bytes;
+        spare.p = p;
+        spare.bytes = bytes;
+        p = old;
+        bytes = old_bytes;
+    }
+    pthread_mutex_unlock(&spare.lock);
+    if (p) munmap(p, bytes);
+}
+
+void lp_run_release_cache(void) {
+    pthread_mutex_lock(&spare.lock);
+    float *p = spare.p;
+    size_t bytes = spare.bytes;
+    spare.p = NULL;
+    spare.bytes = 0;
+    pthread_mutex_unlock(&spare.lock);
+    if (p) munmap(p, bytes);
+}
+
 /* Every capture is a slice of one arena; the shape comments give the whole slice. */
 struct lp_run {
     const lp_model *m;
     int T;
     int *ids;              /* (T) */
     float *arena;
-    size_t arena_floats;
+    size_t arena_floats;   /* used */
+    size_t arena_bytes;    /* mapped */
     float *resid;          /* (L + 1, T, d): resid[l] enters layer l, resid[L] leaves the last */
     float *ln1, *ln1_scale;/* (L, T, d), (L, T) */
     float *q;              /* (L, T, H * dh) */
@@ -103,7 +162,7 @@ int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n) {
     r->T = n;
     r->arena_floats = layout(r, NULL);
     r->ids = malloc((size_t)n * sizeof *r->ids);
-    r->arena = malloc(r->arena_floats * sizeof(float));
+    r->arena = arena_take(r->arena_floats * sizeof(float), &r->arena_bytes);
     if (!r->ids || !r->arena) {
         double mb = (double)r->arena_floats * sizeof(float) / 1e6;
         lp_run_free(r);
@@ -154,7 +213,7 @@ int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n) {
 void lp_run_free(lp_run *r) {
     if (!r) return;
     free(r->ids);
-    free(r->arena);
+    arena_give(r->arena, r->arena_bytes);
     free(r);
 }
 

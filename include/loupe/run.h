@@ -65,6 +65,9 @@ typedef struct lp_run lp_run;
 int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n);
 void lp_run_free(lp_run *r);
 
+/* Freed runs leave their arena for the next run to reuse; this returns it to the system. */
+void lp_run_release_cache(void);
+
 const lp_model *lp_run_model(const lp_run *r);
 int lp_run_len(const lp_run *r);
 const int *lp_run_ids(const lp_run *r);

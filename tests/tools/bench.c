@@ -31,22 +31,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* As loupe's main does (src/main.c): OpenBLAS 0.3.21 may pick its Haswell kernels on AMD
- * CPUs with AVX-512; the core is chosen as the library loads, so switching means
- * re-executing with OPENBLAS_CORETYPE set. Copied so that the bench measures what loupe runs. */
-static void prefer_fast_blas(char **argv) {
-    if (getenv("OPENBLAS_CORETYPE")) return;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
-        !__builtin_cpu_supports("avx512dq") || !__builtin_cpu_supports("avx512vl"))
-        return;
-    const char *core = openblas_get_corename();
-    if (!core || (strcasecmp(core, "haswell") != 0 && strcasecmp(core, "zen") != 0)) return;
-    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
-    execv("/proc/self/exe", argv);
-    unsetenv("OPENBLAS_CORETYPE");
-}
-
 /* Where a forward's time goes: this definition of cblas_sgemm takes the engine's calls (an
  * executable's own symbols win over a shared library's) and times them by kind before
  * passing them on to OpenBLAS's. No change to the engine, and it times the real calls. */
@@ -258,8 +242,8 @@ static size_t bench_forward(const lp_model *m, int T, int reps, double peak, con
                s > 0 ? prof.flops[k] / prof.secs[k] / 1e9 : 0.0);
     }
     printf("; the rest %.1f ms\n", (med - in_gemm) * 1e3);
-    printf("  faulting in the run's fresh %.0f MB arena: ~%.1f ms of each run, spread over the steps (sgemm or not) that "
-           "write a page first\n",
+    printf("  a fresh %.0f MB arena would cost ~%.1f ms of page faults (4 KB pages); runs reuse the last freed arena, so "
+           "only a session's first run of this length pays it\n",
            arena / 1e6, touch * 1e3);
     if (T == 128) check_logits(r, lf);
     lp_run_free(r);
@@ -338,7 +322,6 @@ static void print_blas(void) {
 }
 
 int main(int argc, char **argv) {
-    prefer_fast_blas(argv);
     int quick = 0, check = 0;
     logit_files lf = {0};
     const char *path = NULL;
