@@ -30,11 +30,13 @@ FUZZ_NEEDS := cmd:clang:clang file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/l
 all: $(BIN)
 
 $(BIN): $(LIB_OBJ) $(BUILD)/src/main.o
-	$(CC) -o $@ $^ $(LDLIBS_BASE)
+	@echo "ld $@"
+	@$(CC) -o $@ $^ $(LDLIBS_BASE)
 
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_BASE) -c -o $@ $<
+	@echo "cc $<"
+	@$(CC) $(CFLAGS_BASE) -c -o $@ $<
 
 $(BUILD)/tests/%: tests/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)

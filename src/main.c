@@ -4,10 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "loupe/commands.h"
 #include "loupe/error.h"
+#include "../ui/repl.h"
 
 #define LOUPE_VERSION "0.1.0"
 
@@ -20,11 +22,29 @@ static const char USAGE[] =
     "      --bail           stop at the first failing command\n"
     "      --threads N      compute threads (default: all cores)\n"
     "      --tokenizer FILE tokenizer for a llama2.c checkpoint (default: tokenizer.bin beside it)\n"
-    "  -d, --db FILE        analysis database (not available yet)\n"
+    "  -d, --db FILE        analysis database (default: $XDG_DATA_HOME/loupe/loupe.db; ':memory:' allowed)\n"
     "  -t, --tui            full-screen browser (not available yet)\n"
     "  -h, --help           this help;  -V, --version  the version\n"
     "MODEL is a Hugging Face model directory or a llama2.c checkpoint (.bin).\n"
     "Type 'help' at the prompt, or run loupe -e help, for the commands.\n";
+
+/* $XDG_DATA_HOME/loupe/loupe.db (or ~/.local/share/...), creating the directories. */
+static int default_db_path(char *buf, size_t cap) {
+    const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+    char dir[4096];
+    if (xdg && *xdg) snprintf(dir, sizeof dir, "%s/loupe", xdg);
+    else if (home && *home) snprintf(dir, sizeof dir, "%s/.local/share/loupe", home);
+    else return -1;
+    for (char *p = dir + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(dir, 0755);
+            *p = '/';
+        }
+    mkdir(dir, 0755);
+    if (snprintf(buf, cap, "%s/loupe.db", dir) >= (int)cap) return -1;
+    return 0;
+}
 
 typedef struct {
     bool bail;
@@ -79,7 +99,7 @@ int main(int argc, char **argv) {
         {"version", no_argument, 0, 'V'},       {0, 0, 0, 0}};
     char **execs = calloc((size_t)argc + 1, sizeof *execs);
     int n_exec = 0;
-    const char *file = NULL, *mode = NULL, *tokenizer = NULL;
+    const char *file = NULL, *mode = NULL, *tokenizer = NULL, *db = NULL;
     bool interactive = false;
     runner r = {0};
     int c, status = 0;
@@ -102,9 +122,7 @@ int main(int argc, char **argv) {
             openblas_set_num_threads((int)t);
             break;
         }
-        case 'd':
-            fprintf(stderr, "error: --db: the analysis store is not available in this version yet\n");
-            goto usage;
+        case 'd': db = optarg; break;
         case 't':
             fprintf(stderr, "error: --tui: the full-screen browser is not available in this version yet\n");
             goto usage;
@@ -128,6 +146,13 @@ int main(int argc, char **argv) {
         goto out;
     }
     if (tokenizer) s.tokenizer_path = strdup(tokenizer);
+    char db_default[4096];
+    if (!db && default_db_path(db_default, sizeof db_default) == 0) db = db_default;
+    if (db && lp_store_open(&s.store, db)) {
+        fprintf(stderr, "error: %s\n", lp_errmsg());
+        status = 1;
+        goto out;
+    }
     if (optind < argc && lp_session_load(&s, argv[optind])) {
         fprintf(stderr, "error: %s\n", lp_errmsg());
         status = 1;
@@ -146,11 +171,13 @@ int main(int argc, char **argv) {
         if (in != stdin) fclose(in);
     }
     if (go && (interactive || (n_exec == 0 && !file))) {
-        bool tty = isatty(STDIN_FILENO);
-        run_stream(&s, &r, stdin, "stdin", tty);
+        if (isatty(STDIN_FILENO)) r.failures += lp_repl_run(&s, r.bail);
+        else run_stream(&s, &r, stdin, "stdin", false);
     }
     status = r.failures ? 1 : 0;
 out:
+    lp_store_close(s.store);
+    s.store = NULL;
     lp_session_free(&s);
     free(execs);
     return status;

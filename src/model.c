@@ -274,3 +274,47 @@ const char *lp_model_dtype(const lp_model *m) { return m->dtype; }
 size_t lp_model_param_count(const lp_model *m) { return m->n_params; }
 
 size_t lp_model_weight_bytes(const lp_model *m) { return m->n_params * sizeof(float); }
+
+/* FNV-1a over bytes: the fingerprint needs to tell checkpoints apart, not resist attack. */
+static uint64_t fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Samples up to 3 x 1 KB (start, middle, end) of a tensor of n floats. */
+static uint64_t hash_tensor(uint64_t h, const float *w, size_t n) {
+    if (!w) return fnv1a(h, "-", 1);
+    size_t k = n < 256 ? n : 256;
+    h = fnv1a(h, w, k * sizeof *w);
+    if (n > 256) {
+        h = fnv1a(h, w + n / 2 - 128, 256 * sizeof *w);
+        h = fnv1a(h, w + n - 256, 256 * sizeof *w);
+    }
+    return h;
+}
+
+static uint64_t hash_linear(uint64_t h, const lp_linear *l) {
+    /* rows of ld floats: sample the first and last rows the matrix spans */
+    size_t rows = l->w ? (size_t)(l->trans ? l->out : l->in) : 0;
+    h = hash_tensor(h, l->w, rows ? (size_t)l->ld * (rows - 1) + (l->trans ? l->in : l->out) : 0);
+    return hash_tensor(h, l->b, l->b ? (size_t)l->out : 0);
+}
+
+void lp_model_fingerprint(const lp_model *m, char out[17]) {
+    const lp_config *c = &m->cfg;
+    uint64_t h = 0xcbf29ce484222325ull;
+    int dims[] = {c->n_layer, c->n_head, c->n_kv_head, c->d_model, c->d_head, c->d_mlp, c->vocab, c->n_ctx,
+                  (int)c->norm, (int)c->pos, (int)c->mlp};
+    h = fnv1a(h, c->arch, strlen(c->arch));
+    h = fnv1a(h, dims, sizeof dims);
+    h = hash_tensor(h, m->tok_emb, (size_t)c->vocab * c->d_model);
+    for (int l = 0; l < c->n_layer; l++) {
+        const lp_layer *y = &m->layers[l];
+        h = hash_tensor(h, y->ln1_w, (size_t)c->d_model);
+        const lp_linear *lin[] = {&y->q, &y->k, &y->v, &y->o, &y->up, &y->gate, &y->down};
+        for (size_t i = 0; i < sizeof lin / sizeof *lin; i++) h = hash_linear(h, lin[i]);
+    }
+    h = hash_linear(h, &m->unembed);
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}

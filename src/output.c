@@ -95,19 +95,11 @@ int lp_display_width(const char *s) {
 
 /* ---- building the table from a value ---- */
 
-static int is_flat_object(json_t *o) {
-    if (!json_is_object(o)) return 0;
-    const char *k;
-    json_t *v;
-    json_object_foreach(o, k, v) if (json_is_object(v) || json_is_array(v)) return 0;
-    return 1;
-}
-
-/* An array of flat objects becomes a table with the first object's keys as columns; a
- * flat object becomes a two-column field/value table. */
+/* An array of objects becomes a table with the first object's keys as columns (nested
+ * values shown as compact JSON); an object becomes a two-column field/value table. */
 static json_t *derive_table(json_t *value) {
     json_t *t = lp_table_new();
-    if (json_is_array(value) && json_array_size(value) > 0 && is_flat_object(json_array_get(value, 0))) {
+    if (json_is_array(value) && json_array_size(value) > 0 && json_is_object(json_array_get(value, 0))) {
         const char *k;
         json_t *v;
         json_object_foreach(json_array_get(value, 0), k, v)
@@ -167,6 +159,7 @@ static char *cell_text(json_t *cell, json_t *col, int safe) {
         const char *fmt = json_string_value(json_object_get(col, "fmt"));
         double x = json_real_value(cell);
         if (!isfinite(x)) snprintf(buf, sizeof buf, "%s", isnan(x) ? "nan" : x > 0 ? "inf" : "-inf");
+        else if (!safe) snprintf(buf, sizeof buf, "%.9g", x); /* csv is for machines: float32 round-trips */
         else snprintf(buf, sizeof buf, fmt ? fmt : "%.4g", x);
     } else if (json_is_true(cell)) snprintf(buf, sizeof buf, "true");
     else if (json_is_false(cell)) snprintf(buf, sizeof buf, "false");
@@ -176,6 +169,22 @@ static char *cell_text(json_t *cell, json_t *col, int safe) {
         return s ? s : strdup("");
     }
     return strdup(buf);
+}
+
+/* A '|' inside a markdown cell would end it. */
+static char *escape_pipes(char *s) {
+    size_t n = 0;
+    for (char *p = s; *p; p++) n += *p == '|';
+    if (!n) return s;
+    char *out = malloc(strlen(s) + n + 1), *o = out;
+    if (!out) return s;
+    for (char *p = s; *p; p++) {
+        if (*p == '|') *o++ = '\\';
+        *o++ = *p;
+    }
+    *o = '\0';
+    free(s);
+    return out;
 }
 
 static void pad(FILE *f, int n) {
@@ -215,6 +224,7 @@ static void render_table(FILE *f, lp_mode mode, json_t *t) {
         for (size_t r = 0; r < nr; r++) {
             json_t *cell = json_array_get(json_array_get(rows, r), c);
             cells[r * nc + c] = cell_text(cell, col, safe);
+            if (mode == LP_MODE_MARKDOWN) cells[r * nc + c] = escape_pipes(cells[r * nc + c]);
             int w = lp_display_width(cells[r * nc + c]);
             if (w > width[c]) width[c] = w;
             if (!json_is_number(cell) && !json_is_null(cell)) right[c] = 0;

@@ -9,6 +9,7 @@
 #include "loupe/model.h"
 #include "loupe/output.h"
 #include "loupe/run.h"
+#include "loupe/store.h"
 
 /* What a sequence of commands works on. Results go to out; error lines are the caller's
  * to print (lp_errmsg) so that the engine never writes to the terminal on its own. */
@@ -19,6 +20,11 @@ typedef struct {
     FILE *out;
     char *tokenizer_path;  /* --tokenizer for the next load, or NULL */
     bool quit;             /* set by `quit` */
+    lp_store *store;       /* the analysis database, or NULL when there is none */
+    int64_t session_id;    /* current session in the store (0 before the first use) */
+    int64_t model_id;      /* the loaded model's row in the store (0 if not recorded) */
+    int64_t run_id;        /* the current run's row in the store (0 if not recorded) */
+    int source_depth;      /* nesting of `source` */
 } lp_session;
 
 typedef int (*lp_cmd_fn)(lp_session *s, int argc, char **argv, const char *rest);
@@ -29,6 +35,7 @@ typedef struct {
     const char *summary;   /* one line */
     const char *example;
     lp_cmd_fn fn;
+    bool raw_text;         /* takes the rest of the line as text: unbalanced quotes are not an error */
 } lp_command;
 
 void lp_session_init(lp_session *s, FILE *out);

@@ -59,5 +59,8 @@ const char *lp_model_path(const lp_model *m);
 const char *lp_model_dtype(const lp_model *m);       /* dtype of the checkpoint's weights: "F32", "F16", "BF16" */
 size_t lp_model_param_count(const lp_model *m);      /* parameters, tied ones counted once */
 size_t lp_model_weight_bytes(const lp_model *m);     /* float32 bytes the forward reads */
+/* 16 hex digits identifying the architecture and the weights (sampled, so it is fast for
+ * large checkpoints): the store uses it to tell models apart. */
+void lp_model_fingerprint(const lp_model *m, char out[17]);
 
 #endif

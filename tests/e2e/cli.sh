@@ -8,6 +8,7 @@ STORIES=../shared/models/stories260K/stories260K.bin
 fails=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+export XDG_DATA_HOME="$tmp/data"  # the default database goes there, not into $HOME
 
 check() { # check NAME COMMAND...: the command must succeed
     name=$1; shift

@@ -1,0 +1,33 @@
+/* Per-head summary metrics of a run's attention patterns: what each head looks at.
+ * For a head's pattern A (T x T), averaged over query positions i:
+ *   entropy          -sum_j A[i,j] ln A[i,j] (nats): low = focused, high = spread out
+ *   prev_token       A[i, i-1] over i >= 1
+ *   first_token      A[i, 0] over i >= 1 (the "attention sink")
+ *   duplicate_token  the attention i pays to earlier copies of its own token, over the
+ *                    positions that have one
+ *   induction        the attention i pays to tokens that followed an earlier copy of its
+ *                    own token (j <= i-1 with ids[j-1] == ids[i]), over the positions that have one
+ *   max_attn         max_j A[i,j]
+ * A metric with no position to average over (e.g. no repeated token) is NAN. */
+#ifndef LOUPE_HEADS_H
+#define LOUPE_HEADS_H
+
+#include "loupe/run.h"
+
+typedef enum {
+    LP_HEAD_ENTROPY,
+    LP_HEAD_PREV_TOKEN,
+    LP_HEAD_FIRST_TOKEN,
+    LP_HEAD_DUPLICATE_TOKEN,
+    LP_HEAD_INDUCTION,
+    LP_HEAD_MAX_ATTN,
+    LP_HEAD_METRIC_COUNT
+} lp_head_metric;
+
+const char *lp_head_metric_name(lp_head_metric k);           /* "entropy", "prev_token", ... */
+int lp_head_metric_from_name(const char *name, lp_head_metric *out);
+
+/* out (n_layer, n_head, LP_HEAD_METRIC_COUNT). */
+void lp_head_metrics(float *out, const lp_run *r);
+
+#endif

@@ -1,0 +1,96 @@
+/* The analysis store: an SQLite file holding models, sessions, runs (tokens, top
+ * predictions, per-head metrics), saved tensors and findings, queryable with SQL in loupe
+ * or any SQLite client. The schema is versioned with PRAGMA user_version and migrated step
+ * by step, each step in one transaction. Every value written goes through bound parameters.
+ * The database runs in WAL mode with foreign keys on and a busy timeout, so that several
+ * loupe processes can write to one file at once.
+ *
+ * Results of queries are JSON (jansson): an array of row objects, plus a table in the
+ * output module's form ({"columns": [...], "rows": [[...]]}) that keeps the column order. */
+#ifndef LOUPE_STORE_H
+#define LOUPE_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+typedef struct lp_store lp_store;
+
+/* Opens (creating if needed, migrating if older) the database at path; ":memory:" works.
+ * Refuses, with one clear message and the file untouched: a file that is not an SQLite
+ * database, a database whose schema is newer than this loupe knows, a read-only file
+ * (LP_EIO / LP_EFORMAT / LP_EUNSUPPORTED). Does not create missing parent directories. */
+int lp_store_open(lp_store **out, const char *path);
+void lp_store_close(lp_store *st);   /* NULL-safe */
+const char *lp_store_path(const lp_store *st);
+int lp_store_schema_version(const lp_store *st);
+
+/* ---- recording ---- */
+
+typedef struct {
+    const char *path, *arch;
+    int n_layer, n_head, n_kv_head, d_model, d_mlp, vocab, n_ctx;
+    int64_t n_params;
+    const char *dtype;
+    const char *fingerprint;  /* identifies the weights: same fingerprint + path = same model row */
+} lp_store_model;
+
+/* The model's row id, inserting it if new. */
+int lp_store_put_model(lp_store *st, const lp_store_model *m, int64_t *id);
+
+/* Sessions group runs and findings. Names are unique; "default" is created on demand. */
+int lp_store_session_new(lp_store *st, const char *name, int64_t *id);          /* LP_EINVAL if the name exists */
+int lp_store_session_find(lp_store *st, const char *name_or_id, int64_t *id);   /* by name, or by id if numeric */
+int lp_store_session_default(lp_store *st, int64_t *id);
+
+typedef struct {
+    int pos, rank, id;
+    const char *token;  /* raw token bytes (may be invalid UTF-8: stored as a BLOB-safe TEXT), or NULL */
+    size_t token_len;
+    double prob, logit;
+} lp_store_prediction;
+
+typedef struct {
+    int layer, head;
+    double entropy, prev_token, first_token, duplicate_token, induction, max_attn;
+} lp_store_head_metric;
+
+typedef struct {
+    int64_t session_id, model_id;
+    const char *text;               /* NULL for runs given as ids */
+    const int *ids;                 /* (n) */
+    const char *const *token_text;  /* (n) raw bytes each, or NULL */
+    const size_t *token_len;        /* (n) */
+    int n;
+    const lp_store_prediction *preds; /* (n_preds) */
+    int n_preds;
+    const lp_store_head_metric *heads;  /* (n_heads) */
+    int n_heads;
+} lp_store_run;
+
+/* Records a run with its tokens, predictions and head metrics in one transaction. */
+int lp_store_put_run(lp_store *st, const lp_store_run *run, int64_t *run_id);
+/* The token ids and text of a stored run (for `rerun`); *ids is malloc'd, *text malloc'd or NULL. */
+int lp_store_get_run(lp_store *st, int64_t run_id, int64_t *model_id, int **ids, int *n, char **text);
+
+/* A float32 tensor of a run (e.g. name "pattern", layer 3, head -1 = all heads), stored as
+ * a little-endian BLOB with dtype 'float32' and its shape as a JSON array. */
+int lp_store_put_tensor(lp_store *st, int64_t run_id, const char *name, int layer, int head, const int *shape,
+                        int ndim, const float *data, int64_t *tensor_id);
+
+/* A finding: kind "note" (text) or "tag" (text = the tag's name); layer/head/pos = -1 when
+ * not given; run_id 0 when there is no run. */
+int lp_store_put_finding(lp_store *st, int64_t session_id, int64_t run_id, const char *kind, const char *text,
+                         int layer, int head, int pos, int64_t *finding_id);
+
+/* ---- reading ---- */
+
+/* Runs one or more SQL statements; the last statement that returns columns gives *rows
+ * (array of objects) and *table (see above); either pointer may be NULL. Unless `write`,
+ * statements that would change the database are refused (LP_EINVAL, nothing changed).
+ * params: a JSON array of values bound to ?1, ?2, ... (NULL for none). BLOB columns come
+ * back as {"blob_bytes": N}. */
+int lp_store_query(lp_store *st, const char *sql, json_t *params, bool write, json_t **rows, json_t **table);
+
+#endif

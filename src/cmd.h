@@ -1,0 +1,61 @@
+/* What the command files share: argument parsing, checks, and handing a result to the
+ * output. Not a public header; commands.c holds the table that names every command. */
+#ifndef LOUPE_CMD_H
+#define LOUPE_CMD_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "loupe/commands.h"
+
+/* An option of a command: "--name VALUE", or "--name" alone when flag. */
+typedef struct {
+    const char *name;
+    bool flag;
+    const char *value; /* set when given; "" for flags */
+} lp_opt;
+
+/* Sorts argv[1..argc) into options (spec) and at most max_pos positionals, in order. */
+int lp_cmd_opts(const char *cmd, int argc, char **argv, lp_opt *spec, int nspec, char **pos, int max_pos, int *npos);
+int lp_cmd_int(const char *s, const char *what, long lo, long hi, long *out);
+int lp_cmd_float(const char *s, const char *what, double *out);
+
+int lp_cmd_need_model(lp_session *s);
+int lp_cmd_need_run(lp_session *s);
+/* --pos P: the last position when arg is NULL; negative counts from the end. */
+int lp_cmd_pos(const lp_session *s, const char *arg, int *pos);
+/* A token as a JSON string of its raw bytes (null without a tokenizer). */
+json_t *lp_cmd_token(const lp_session *s, int id);
+/* The top k of logits (V) as [{"rank","id","token","prob","logit"}]. */
+json_t *lp_cmd_top_k(const lp_session *s, const float *logits, int V, int k);
+/* Prints a result in the session's mode and releases it (table may be NULL). */
+void lp_cmd_emit(lp_session *s, json_t *value, json_t *table);
+
+/* Makes ids[0..n) the current run, records it in the store (if any) and prints it. */
+int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text);
+/* Records the current run (tokens, top predictions, head metrics) in the store, setting
+ * s->run_id; does nothing without a store. */
+int lp_cmd_record_run(lp_session *s, const char *text);
+
+/* The commands, one function each: (session, words, raw text after the command's name). */
+#define LP_COMMAND_FN(name) int lp_cmd_##name(lp_session *s, int argc, char **argv, const char *rest)
+LP_COMMAND_FN(load);
+LP_COMMAND_FN(info);
+LP_COMMAND_FN(run);
+LP_COMMAND_FN(tokens);
+LP_COMMAND_FN(top);
+LP_COMMAND_FN(logits);
+LP_COMMAND_FN(attn);
+LP_COMMAND_FN(generate);
+LP_COMMAND_FN(heads);
+LP_COMMAND_FN(session);
+LP_COMMAND_FN(note);
+LP_COMMAND_FN(tag);
+LP_COMMAND_FN(findings);
+LP_COMMAND_FN(runs);
+LP_COMMAND_FN(rerun);
+LP_COMMAND_FN(save);
+LP_COMMAND_FN(export);
+LP_COMMAND_FN(sql);
+
+#endif

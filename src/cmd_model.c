@@ -1,0 +1,421 @@
+/* The commands that work on the model and the current run: load, info, run, tokens, top,
+ * logits, attn, generate, heads. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "loupe/error.h"
+#include "loupe/generate.h"
+#include "loupe/heads.h"
+#include "loupe/tokenizer.h"
+
+int lp_session_load(lp_session *s, const char *path) {
+    lp_load_options opts = {s->tokenizer_path};
+    lp_model *m;
+    int rc = lp_model_load(&m, path, &opts);
+    if (rc) return rc;
+    lp_run_free(s->run);
+    s->run = NULL;
+    s->run_id = 0;
+    s->model_id = 0;
+    lp_model_free(s->model);
+    s->model = m;
+    return LP_OK;
+}
+
+int lp_cmd_load(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    lp_opt o[] = {{"tokenizer", false, NULL}};
+    char *pos[1];
+    int np, rc = lp_cmd_opts("load", argc, argv, o, 1, pos, 1, &np);
+    if (rc) return rc;
+    if (np != 1) return lp_error(LP_EINVAL, "load: give a model path (a Hugging Face directory or a llama2.c .bin)");
+    if (o[0].value) {
+        free(s->tokenizer_path);
+        s->tokenizer_path = strdup(o[0].value);
+    }
+    if ((rc = lp_session_load(s, pos[0]))) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    lp_cmd_emit(s, json_pack("{s:s,s:s,s:i,s:i,s:i}", "loaded", pos[0], "arch", c->arch, "layers", c->n_layer, "heads",
+                      c->n_head, "d_model", c->d_model),
+         NULL);
+    return LP_OK;
+}
+
+int lp_cmd_info(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)argv, (void)rest;
+    int rc = lp_cmd_need_model(s);
+    if (rc) return rc;
+    if (argc > 1) return lp_error(LP_EINVAL, "info takes no arguments");
+    const lp_config *c = lp_model_config(s->model);
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    static const char *const pos_names[] = {"learned", "rope (rotate-half)", "rope (interleaved)"};
+    json_t *v = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:s,s:s,s:s,s:s,s:s,s:b,s:f}", "arch",
+                          c->arch, "family", c->family, "layers", c->n_layer, "heads", c->n_head, "kv_heads",
+                          c->n_kv_head, "d_model", c->d_model, "d_head", c->d_head, "d_mlp", c->d_mlp, "vocab",
+                          c->vocab, "context", c->n_ctx, "params", (json_int_t)lp_model_param_count(s->model),
+                          "dtype", lp_model_dtype(s->model), "path", lp_model_path(s->model), "norm",
+                          c->norm == LP_NORM_LAYERNORM ? "layernorm" : "rmsnorm", "positions", pos_names[c->pos],
+                          "mlp", c->mlp == LP_MLP_SWIGLU ? "swiglu" : "gelu", "tied_unembed", c->tied_unembed,
+                          "norm_eps", (double)c->norm_eps);
+    if (c->pos != LP_POS_LEARNED) json_object_set_new(v, "rope_theta", json_real(c->rope_theta));
+    json_object_set_new(v, "tokenizer", t ? json_string(lp_tokenizer_kind_name(t)) : json_null());
+    lp_cmd_emit(s, v, NULL);
+    return LP_OK;
+}
+
+static int parse_ids(const char *list, int vocab, int **ids, int *n) {
+    size_t cap = 1;
+    for (const char *p = list; *p; p++) cap += *p == ',';
+    int *out = malloc(cap * sizeof *out);
+    if (!out) return lp_error(LP_ENOMEM, "out of memory");
+    int k = 0;
+    const char *p = list;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || (*end && *end != ',')) {
+            free(out);
+            return lp_error(LP_EINVAL, "--ids: '%s' is not a comma-separated list of token ids", list);
+        }
+        if (v < 0 || v >= vocab) {
+            free(out);
+            return lp_error(LP_EINVAL, "--ids: token id %ld is outside the vocabulary (0..%d)", v, vocab - 1);
+        }
+        out[k++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (k == 0) {
+        free(out);
+        return lp_error(LP_EINVAL, "--ids: the list is empty");
+    }
+    *ids = out;
+    *n = k;
+    return LP_OK;
+}
+
+/* The text of `run TEXT`: the rest of the line, unquoted if it is one quoted word. */
+static char *run_text(const char *rest) {
+    while (*rest == ' ' || *rest == '\t') rest++;
+    size_t n = strlen(rest);
+    while (n > 0 && (rest[n - 1] == '\n' || rest[n - 1] == '\r')) n--;
+    if (n >= 2 && (rest[0] == '"' || rest[0] == '\'') && rest[n - 1] == rest[0]) {
+        char **w;
+        char *line = strndup(rest, n);
+        int k = line ? lp_split_words(line, &w) : -1;
+        free(line);
+        if (k == 1) {
+            char *t = strdup(w[0]);
+            free(w);
+            return t;
+        }
+        if (k >= 0) free(w);
+    }
+    return strndup(rest, n);
+}
+
+int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text) {
+    const lp_config *c = lp_model_config(s->model);
+    lp_run *r;
+    int rc = lp_run_new(&r, s->model, ids, n);
+    if (rc) return rc;
+    lp_run_free(s->run);
+    s->run = r;
+    s->run_id = 0;
+    /* The run stays current even if recording fails; the failure is still the command's. */
+    int rec = lp_cmd_record_run(s, text);
+    json_t *idarr = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(idarr, json_integer(ids[i]));
+    json_t *top = lp_cmd_top_k(s, lp_run_logits(r, n - 1), c->vocab, 1);
+    json_t *next = json_incref(json_array_get(top, 0));
+    json_decref(top);
+    json_object_del(next, "rank");
+    json_t *v = json_pack("{s:o,s:i,s:o,s:o,s:o}", "run_id", s->run_id ? json_integer(s->run_id) : json_null(),
+                          "n_tokens", n, "ids", idarr, "text", text ? json_stringn_nocheck(text, strlen(text)) : json_null(),
+                          "next", next);
+    json_t *table = lp_table_new();
+    lp_table_column(table, "run", 0, NULL);
+    lp_table_column(table, "tokens", 0, NULL);
+    lp_table_column(table, "next", 1, NULL);
+    lp_table_column(table, "prob", 0, NULL);
+    lp_table_row(table, json_pack("[o,i,O,O]", s->run_id ? json_integer(s->run_id) : json_null(), n,
+                                  json_object_get(next, "token"), json_object_get(next, "prob")));
+    lp_cmd_emit(s, v, table);
+    return rec;
+}
+
+int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
+    int rc = lp_cmd_need_model(s);
+    if (rc) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    int *ids = NULL, n = 0;
+    char *text = NULL;
+    bool option_form = argc > 1 && strncmp(argv[1], "--", 2) == 0 && argv[1][2] != '\0';
+    if (option_form) {
+        lp_opt o[] = {{"ids", false, NULL}, {"bos", true, NULL}, {"no-bos", true, NULL}, {"text", false, NULL}};
+        char *pos[1];
+        int np;
+        if ((rc = lp_cmd_opts("run", argc, argv, o, 4, pos, 1, &np))) return rc;
+        if (o[0].value) {
+            if (np || o[3].value) return lp_error(LP_EINVAL, "run: give either --ids or text, not both");
+            if ((rc = parse_ids(o[0].value, c->vocab, &ids, &n))) return rc;
+        } else {
+            const char *src = o[3].value ? o[3].value : np ? pos[0] : NULL;
+            if (!src) return lp_error(LP_EINVAL, "run: give the text to run, or --ids 1,2,3");
+            text = strdup(src);
+        }
+        if (text && !t) return lp_error(LP_EINVAL, "run: this model has no tokenizer; use run --ids");
+        if (text) {
+            bool bos = o[1].value ? true : o[2].value ? false : lp_tokenizer_adds_bos(t);
+            size_t len = strlen(text);
+            ids = malloc((len + 3) * sizeof *ids);
+            if (!ids) return free(text), lp_error(LP_ENOMEM, "out of memory");
+            if ((rc = lp_tokenizer_encode(t, text, len, bos, ids, (int)len + 3, &n))) goto done;
+        }
+    } else {
+        if (!t) return lp_error(LP_EINVAL, "run: this model has no tokenizer; use run --ids 1,2,3");
+        text = run_text(rest);
+        if (!text) return lp_error(LP_ENOMEM, "out of memory");
+        size_t len = strlen(text);
+        ids = malloc((len + 3) * sizeof *ids);
+        if (!ids) {
+            free(text);
+            return lp_error(LP_ENOMEM, "out of memory");
+        }
+        if ((rc = lp_tokenizer_encode(t, text, len, lp_tokenizer_adds_bos(t), ids, (int)len + 3, &n))) goto done;
+    }
+    if (n == 0) {
+        rc = lp_error(LP_EINVAL, "run: the text gives no tokens; give some text or --ids");
+        goto done;
+    }
+    if (n > c->n_ctx) {
+        rc = lp_error(LP_ERANGE, "run: %d tokens exceed the model's context of %d; shorten the text", n, c->n_ctx);
+        goto done;
+    }
+    rc = lp_cmd_start_run(s, ids, n, text);
+done:
+    free(ids);
+    free(text);
+    return rc;
+}
+
+int lp_cmd_tokens(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)argv, (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    if (argc > 1) return lp_error(LP_EINVAL, "tokens takes no arguments");
+    json_t *arr = json_array();
+    const int *ids = lp_run_ids(s->run);
+    for (int i = 0; i < lp_run_len(s->run); i++)
+        json_array_append_new(arr, json_pack("{s:i,s:i,s:o}", "pos", i, "id", ids[i], "text", lp_cmd_token(s, ids[i])));
+    lp_cmd_emit(s, arr, NULL);
+    return LP_OK;
+}
+
+int lp_cmd_top(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"pos", false, NULL}};
+    char *pos[1];
+    int np, p;
+    long k = 10;
+    if ((rc = lp_cmd_opts("top", argc, argv, o, 1, pos, 1, &np))) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    if (np && (rc = lp_cmd_int(pos[0], "K", 1, c->vocab, &k))) return rc;
+    if ((rc = lp_cmd_pos(s, o[0].value, &p))) return rc;
+    lp_cmd_emit(s, lp_cmd_top_k(s, lp_run_logits(s->run, p), c->vocab, (int)k), NULL);
+    return LP_OK;
+}
+
+int lp_cmd_logits(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"pos", false, NULL}};
+    char *pos[1];
+    int np, p;
+    if ((rc = lp_cmd_opts("logits", argc, argv, o, 1, pos, 0, &np))) return rc;
+    if ((rc = lp_cmd_pos(s, o[0].value, &p))) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    const float *lg = lp_run_logits(s->run, p);
+    json_t *arr = json_array();
+    json_t *table = lp_table_new();
+    lp_table_column(table, "id", 0, NULL);
+    lp_table_column(table, "token", 1, NULL);
+    lp_table_column(table, "logit", 0, "%.6g");
+    for (int i = 0; i < c->vocab; i++) {
+        json_array_append_new(arr, json_real(lg[i]));
+        lp_table_row(table, json_pack("[i,o,f]", i, lp_cmd_token(s, i), (double)lg[i]));
+    }
+    lp_cmd_emit(s, json_pack("{s:i,s:o}", "pos", p, "logits", arr), table);
+    return LP_OK;
+}
+
+int lp_cmd_attn(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    char *pos[2];
+    int np;
+    if ((rc = lp_cmd_opts("attn", argc, argv, NULL, 0, pos, 2, &np))) return rc;
+    if (np != 2) return lp_error(LP_EINVAL, "attn: give a layer and a head, e.g. 'attn 0 3'");
+    long L, H;
+    if ((rc = lp_cmd_int(pos[0], "layer", 0, c->n_layer - 1, &L)) || (rc = lp_cmd_int(pos[1], "head", 0, c->n_head - 1, &H)))
+        return rc;
+    lp_view v;
+    if ((rc = lp_run_view(s->run, LP_ACT_PATTERN, (int)L, (int)H, &v))) return rc;
+    int T = lp_run_len(s->run);
+    const int *ids = lp_run_ids(s->run);
+    json_t *toks = json_array(), *pattern = json_array(), *table = lp_table_new();
+    lp_table_column(table, "pos", 0, NULL);
+    lp_table_column(table, "query", 1, NULL);
+    for (int j = 0; j < T; j++) {
+        json_t *tok = lp_cmd_token(s, ids[j]);
+        json_array_append(toks, tok);
+        /* Headers name the key: "position:token", escaped by the renderer like any token. */
+        char head[96];
+        const char *txt = json_string_value(tok);
+        snprintf(head, sizeof head, "%d:%.80s", j, txt ? txt : "");
+        lp_table_column(table, head, 1, "%.3f");
+        json_decref(tok);
+    }
+    for (int i = 0; i < T; i++) {
+        json_t *row = json_array(), *trow = json_pack("[i,O]", i, json_array_get(toks, i));
+        for (int j = 0; j < T; j++) {
+            double x = v.data[(size_t)i * v.stride[0] + j];
+            json_array_append_new(row, json_real(x));
+            json_array_append_new(trow, json_real(x));
+        }
+        json_array_append_new(pattern, row);
+        lp_table_row(table, trow);
+    }
+    lp_cmd_emit(s, json_pack("{s:i,s:i,s:o,s:o}", "layer", (int)L, "head", (int)H, "tokens", toks, "pattern", pattern), table);
+    return LP_OK;
+}
+
+int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"temp", false, NULL}, {"top-k", false, NULL}, {"top-p", false, NULL}, {"seed", false, NULL},
+               {"no-stop", true, NULL}};
+    char *pos[1];
+    int np;
+    if ((rc = lp_cmd_opts("generate", argc, argv, o, 5, pos, 1, &np))) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    long n = 20, k = 0, seed = 0;
+    double temp = 0.0, top_p = 1.0;
+    if (np && (rc = lp_cmd_int(pos[0], "N", 1, c->n_ctx, &n))) return rc;
+    if (o[0].value && (rc = lp_cmd_float(o[0].value, "--temp", &temp))) return rc;
+    if (o[1].value && (rc = lp_cmd_int(o[1].value, "--top-k", 0, c->vocab, &k))) return rc;
+    if (o[2].value && (rc = lp_cmd_float(o[2].value, "--top-p", &top_p))) return rc;
+    if (o[3].value && (rc = lp_cmd_int(o[3].value, "--seed", 0, LONG_MAX, &seed))) return rc;
+    if (temp < 0) return lp_error(LP_EINVAL, "--temp must be >= 0 (0 is greedy)");
+    if (top_p <= 0 || top_p > 1) return lp_error(LP_EINVAL, "--top-p must be in (0, 1]");
+    lp_sampling smp = {(float)temp, (int)k, (float)top_p, (uint64_t)seed};
+    int T = lp_run_len(s->run);
+    int *out = malloc((size_t)n * sizeof *out), got = 0;
+    if (!out) return lp_error(LP_ENOMEM, "out of memory");
+    if ((rc = lp_generate(s->model, lp_run_ids(s->run), T, (int)n, &smp, !o[4].value, out, &got))) {
+        free(out);
+        return rc;
+    }
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    json_t *ids = json_array(), *toks = json_array();
+    for (int i = 0; i < got; i++) {
+        json_array_append_new(ids, json_integer(out[i]));
+        json_array_append_new(toks, lp_cmd_token(s, out[i]));
+    }
+    json_t *text = json_null();
+    if (t) {
+        /* Decode the whole sequence and cut off the prompt's text, so that a character
+         * split across the boundary and SentencePiece's leading space come out right. */
+        int total = T + got;
+        int *all = malloc((size_t)total * sizeof *all);
+        size_t need = 0, plen = 0;
+        if (all) {
+            memcpy(all, lp_run_ids(s->run), (size_t)T * sizeof *all);
+            memcpy(all + T, out, (size_t)got * sizeof *all);
+            /* Asked with no buffer, decode reports the size needed, NUL included. */
+            lp_tokenizer_decode(t, all, total, NULL, 0, &need);
+            lp_tokenizer_decode(t, all, T, NULL, 0, &plen);
+            char *buf = malloc(need);
+            if (buf && lp_tokenizer_decode(t, all, total, buf, need, &need) == LP_OK) {
+                size_t from = plen - 1 <= need ? plen - 1 : need;
+                text = json_stringn_nocheck(buf + from, need - from);
+            }
+            free(buf);
+            free(all);
+        }
+    }
+    json_t *v = json_pack("{s:i,s:o,s:o,s:o}", "prompt_tokens", T, "ids", ids, "tokens", toks, "text", text);
+    json_t *table = lp_table_new();
+    lp_table_column(table, "generated", 0, NULL);
+    lp_table_column(table, "text", 0, NULL);
+    lp_table_row(table, json_pack("[i,O]", got, json_object_get(v, "text")));
+    lp_cmd_emit(s, v, table);
+    free(out);
+    return LP_OK;
+}
+
+int lp_cmd_heads(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"sort", false, NULL}, {"layer", false, NULL}};
+    char *pos[1];
+    int np;
+    if ((rc = lp_cmd_opts("heads", argc, argv, o, 2, pos, 0, &np))) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    lp_head_metric sort = LP_HEAD_METRIC_COUNT;
+    long only = -1;
+    if (o[0].value && (rc = lp_head_metric_from_name(o[0].value, &sort))) return rc;
+    if (o[1].value && (rc = lp_cmd_int(o[1].value, "--layer", 0, c->n_layer - 1, &only))) return rc;
+    size_t nh = (size_t)c->n_layer * c->n_head;
+    float *m = malloc(nh * LP_HEAD_METRIC_COUNT * sizeof *m);
+    int *order = malloc(nh * sizeof *order);
+    if (!m || !order) {
+        free(m);
+        free(order);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    lp_head_metrics(m, s->run);
+    int n = 0;
+    for (size_t i = 0; i < nh; i++)
+        if (only < 0 || (long)(i / c->n_head) == only) order[n++] = (int)i;
+    if (sort < LP_HEAD_METRIC_COUNT) {
+        /* Highest first, heads without a value last; insertion sort keeps ties in model order. */
+        for (int i = 1; i < n; i++) {
+            int x = order[i], j = i;
+            float vx = m[(size_t)x * LP_HEAD_METRIC_COUNT + sort];
+            while (j > 0) {
+                float vy = m[(size_t)order[j - 1] * LP_HEAD_METRIC_COUNT + sort];
+                if (!(isnan(vy) && !isnan(vx)) && !(vx > vy)) break;
+                order[j] = order[j - 1];
+                j--;
+            }
+            order[j] = x;
+        }
+    }
+    json_t *arr = json_array();
+    for (int k = 0; k < n; k++) {
+        int i = order[k];
+        json_t *row = json_pack("{s:i,s:i}", "layer", i / c->n_head, "head", i % c->n_head);
+        for (int q = 0; q < LP_HEAD_METRIC_COUNT; q++) {
+            float v = m[(size_t)i * LP_HEAD_METRIC_COUNT + q];
+            json_object_set_new(row, lp_head_metric_name((lp_head_metric)q), isnan(v) ? json_null() : json_real(v));
+        }
+        json_array_append_new(arr, row);
+    }
+    free(m);
+    free(order);
+    lp_cmd_emit(s, arr, NULL);
+    return LP_OK;
+}

@@ -1,0 +1,427 @@
+/* The commands that keep things: recording runs, sessions, notes and tags, listing past
+ * runs and findings, saving and exporting tensors, and SQL over the store. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "loupe/error.h"
+#include "loupe/heads.h"
+#include "loupe/npy.h"
+#include "loupe/tokenizer.h"
+
+#define TOP_PER_POSITION 5
+
+static int need_store(lp_session *s) {
+    if (!s->store) return lp_error(LP_EINVAL, "no database is open; start loupe with -d FILE");
+    return LP_OK;
+}
+
+/* The current session, creating "default" on first use. */
+static int current_session(lp_session *s, int64_t *id) {
+    int rc = need_store(s);
+    if (rc) return rc;
+    if (!s->session_id && (rc = lp_store_session_default(s->store, &s->session_id))) return rc;
+    *id = s->session_id;
+    return LP_OK;
+}
+
+static int current_model(lp_session *s, int64_t *id) {
+    if (!s->model_id) {
+        const lp_config *c = lp_model_config(s->model);
+        char fp[17];
+        lp_model_fingerprint(s->model, fp);
+        lp_store_model m = {lp_model_path(s->model), c->arch, c->n_layer, c->n_head, c->n_kv_head, c->d_model, c->d_mlp,
+                            c->vocab, c->n_ctx, (int64_t)lp_model_param_count(s->model), lp_model_dtype(s->model), fp};
+        int rc = lp_store_put_model(s->store, &m, &s->model_id);
+        if (rc) return rc;
+    }
+    *id = s->model_id;
+    return LP_OK;
+}
+
+int lp_cmd_record_run(lp_session *s, const char *text) {
+    if (!s->store) return LP_OK;
+    lp_store_run rec = {0};
+    int rc;
+    if ((rc = current_session(s, &rec.session_id)) || (rc = current_model(s, &rec.model_id))) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    int T = lp_run_len(s->run), V = c->vocab, k = V < TOP_PER_POSITION ? V : TOP_PER_POSITION;
+    const int *ids = lp_run_ids(s->run);
+    size_t nh = (size_t)c->n_layer * c->n_head;
+    const char **tok = calloc((size_t)T, sizeof *tok);
+    size_t *tok_len = calloc((size_t)T, sizeof *tok_len);
+    lp_store_prediction *preds = calloc((size_t)T * k, sizeof *preds);
+    lp_store_head_metric *heads = calloc(nh, sizeof *heads);
+    float *m = malloc(nh * LP_HEAD_METRIC_COUNT * sizeof *m);
+    if (!tok || !tok_len || !preds || !heads || !m) {
+        rc = lp_error(LP_ENOMEM, "out of memory recording the run");
+        goto done;
+    }
+    for (int i = 0; i < T; i++)
+        if (t) tok[i] = lp_tokenizer_token_bytes(t, ids[i], &tok_len[i]);
+    /* The top predictions at every position: what the model expected next, token by token. */
+    int np = 0;
+    for (int pos = 0; pos < T; pos++) {
+        json_t *top = lp_cmd_top_k(s, lp_run_logits(s->run, pos), V, k);
+        size_t i;
+        json_t *row;
+        json_array_foreach(top, i, row) {
+            int id = (int)json_integer_value(json_object_get(row, "id"));
+            lp_store_prediction *p = &preds[np++];
+            p->pos = pos;
+            p->rank = (int)i + 1;
+            p->id = id;
+            p->token = t ? lp_tokenizer_token_bytes(t, id, &p->token_len) : NULL;
+            p->prob = json_real_value(json_object_get(row, "prob"));
+            p->logit = json_real_value(json_object_get(row, "logit"));
+        }
+        json_decref(top);
+    }
+    lp_head_metrics(m, s->run);
+    for (size_t i = 0; i < nh; i++) {
+        const float *v = m + i * LP_HEAD_METRIC_COUNT;
+        heads[i] = (lp_store_head_metric){(int)(i / c->n_head), (int)(i % c->n_head), v[LP_HEAD_ENTROPY],
+                                          v[LP_HEAD_PREV_TOKEN], v[LP_HEAD_FIRST_TOKEN], v[LP_HEAD_DUPLICATE_TOKEN],
+                                          v[LP_HEAD_INDUCTION], v[LP_HEAD_MAX_ATTN]};
+    }
+    rec.text = text;
+    rec.ids = ids;
+    rec.token_text = tok;
+    rec.token_len = tok_len;
+    rec.n = T;
+    rec.preds = preds;
+    rec.n_preds = np;
+    rec.heads = heads;
+    rec.n_heads = (int)nh;
+    rc = lp_store_put_run(s->store, &rec, &s->run_id);
+done:
+    free(tok);
+    free(tok_len);
+    free(preds);
+    free(heads);
+    free(m);
+    return rc;
+}
+
+/* Runs a query and prints its rows. */
+static int show_query(lp_session *s, const char *sql, json_t *params) {
+    json_t *rows = NULL, *table = NULL;
+    int rc = lp_store_query(s->store, sql, params, false, &rows, &table);
+    json_decref(params);
+    if (rc) return rc;
+    lp_cmd_emit(s, rows, table);
+    return LP_OK;
+}
+
+int lp_cmd_session(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = need_store(s);
+    if (rc) return rc;
+    const char *sub = argc > 1 ? argv[1] : "";
+    if (strcmp(sub, "new") == 0 || strcmp(sub, "open") == 0) {
+        if (argc != 3) return lp_error(LP_EINVAL, "session %s: give one session %s", sub, sub[0] == 'n' ? "name" : "name or id");
+        int64_t id;
+        rc = sub[0] == 'n' ? lp_store_session_new(s->store, argv[2], &id) : lp_store_session_find(s->store, argv[2], &id);
+        if (rc) return rc;
+        s->session_id = id;
+    } else if (strcmp(sub, "list") == 0) {
+        return show_query(s,
+                          "SELECT s.id, s.name, (SELECT count(*) FROM runs r WHERE r.session_id = s.id) AS runs,"
+                          " (SELECT count(*) FROM findings f WHERE f.session_id = s.id) AS findings, s.created_at,"
+                          " s.id = ?1 AS current FROM sessions s ORDER BY s.id",
+                          json_pack("[I]", (json_int_t)s->session_id));
+    } else if (argc > 1) {
+        return lp_error(LP_EINVAL, "session: use 'session new NAME', 'session list' or 'session open ID|NAME'");
+    }
+    int64_t id;
+    if ((rc = current_session(s, &id))) return rc;
+    return show_query(s, "SELECT id, name, created_at FROM sessions WHERE id = ?1", json_pack("[I]", (json_int_t)id));
+}
+
+/* A note's text is taken verbatim, quotes and all (a note about "it's" must not be a quoting
+ * error): the rest of the line minus the options, which are plain "--name VALUE" words.
+ * Text wrapped whole in one pair of quotes loses them. Fills opts[i].value (pointers into
+ * the returned buffer, which the caller frees). */
+static char *note_text(const char *rest, lp_opt *opts, int nopts) {
+    size_t len = strlen(rest);
+    char *buf = malloc(len + 1), *text = malloc(len + 1);
+    if (!buf || !text) {
+        free(buf);
+        free(text);
+        return NULL;
+    }
+    memcpy(buf, rest, len + 1);
+    size_t out = 0;
+    char *save = NULL;
+    for (char *w = strtok_r(buf, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+        int k = -1;
+        for (int i = 0; w[0] == '-' && w[1] == '-' && i < nopts; i++)
+            if (strcmp(w + 2, opts[i].name) == 0) k = i;
+        char *value = k >= 0 ? strtok_r(NULL, " \t", &save) : NULL;
+        if (k >= 0 && value) {
+            opts[k].value = value;
+            continue;
+        }
+        out += (size_t)sprintf(text + out, "%s%s", out ? " " : "", w);
+    }
+    text[out] = '\0';
+    if (out >= 2 && (text[0] == '"' || text[0] == '\'') && text[out - 1] == text[0] && !memchr(text + 1, text[0], out - 2)) {
+        memmove(text, text + 1, out - 2);
+        text[out - 2] = '\0';
+    }
+    /* The option values point into buf: keep it alive by appending it after the text. */
+    char *both = malloc(len + 1 + (out + 1));
+    if (!both) {
+        free(buf);
+        free(text);
+        return NULL;
+    }
+    strcpy(both, text);
+    memcpy(both + strlen(text) + 1, buf, len + 1);
+    for (int i = 0; i < nopts; i++)
+        if (opts[i].value) opts[i].value = both + strlen(text) + 1 + (opts[i].value - buf);
+    free(buf);
+    free(text);
+    return both;
+}
+
+static int put_finding(lp_session *s, const char *kind, const char *text, int layer, int head, int pos) {
+    int64_t session, id;
+    int rc = current_session(s, &session);
+    if (rc) return rc;
+    if ((rc = lp_store_put_finding(s->store, session, s->run_id, kind, text, layer, head, pos, &id))) return rc;
+    return show_query(s, "SELECT id, kind, text, run_id, layer, head, pos, created_at FROM findings WHERE id = ?1",
+                      json_pack("[I]", (json_int_t)id));
+}
+
+int lp_cmd_note(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)argc, (void)argv;
+    lp_opt o[] = {{"layer", false, NULL}, {"head", false, NULL}, {"pos", false, NULL}};
+    char *text = note_text(rest, o, 3);
+    if (!text) return lp_error(LP_ENOMEM, "out of memory");
+    long layer = -1, head = -1, p = -1;
+    const lp_config *c = s->model ? lp_model_config(s->model) : NULL;
+    int rc = LP_OK;
+    if (!text[0]) rc = lp_error(LP_EINVAL, "note: write the note's text, e.g. note head 1.2 copies the previous token");
+    if (!rc && (o[0].value || o[1].value || o[2].value) && !s->run)
+        rc = lp_error(LP_EINVAL, "note: --layer, --head and --pos refer to the current run; run something first");
+    if (!rc && o[0].value) rc = lp_cmd_int(o[0].value, "--layer", 0, c->n_layer - 1, &layer);
+    if (!rc && o[1].value) rc = lp_cmd_int(o[1].value, "--head", 0, c->n_head - 1, &head);
+    if (!rc && o[2].value) {
+        int q;
+        rc = lp_cmd_pos(s, o[2].value, &q);
+        p = q;
+    }
+    if (!rc) rc = put_finding(s, "note", text, (int)layer, (int)head, (int)p);
+    free(text);
+    return rc;
+}
+
+int lp_cmd_tag(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    if (argc != 2) return lp_error(LP_EINVAL, "tag: give one tag name, e.g. tag induction");
+    if (!s->run_id) return lp_error(LP_EINVAL, "tag: tags mark the current run; run something first");
+    return put_finding(s, "tag", argv[1], -1, -1, -1);
+}
+
+/* Lists rows of a view for the current session, or for all with --all; the query's ?1 is
+ * the session id, 0 meaning all. */
+static int list_view(lp_session *s, const char *cmd, int argc, char **argv, const char *sql) {
+    int rc = need_store(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"all", true, NULL}};
+    char *pos[1];
+    int np;
+    if ((rc = lp_cmd_opts(cmd, argc, argv, o, 1, pos, 0, &np))) return rc;
+    int64_t session = 0;
+    if (!o[0].value && (rc = current_session(s, &session))) return rc;
+    return show_query(s, sql, json_pack("[I]", (json_int_t)session));
+}
+
+int lp_cmd_findings(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    return list_view(s, "findings", argc, argv,
+                     "SELECT id, kind, text, run_id, layer, head, pos, token, run_text, session, created_at"
+                     " FROM findings_view WHERE ?1 = 0 OR session_id = ?1 ORDER BY id");
+}
+
+int lp_cmd_runs(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    return list_view(s, "runs", argc, argv,
+                     "SELECT id, session, text, n_tokens, next_token, next_prob, model, created_at FROM runs_view"
+                     " WHERE ?1 = 0 OR session_id = ?1 ORDER BY id");
+}
+
+int lp_cmd_rerun(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = need_store(s);
+    if (rc || (rc = lp_cmd_need_model(s))) return rc;
+    long id;
+    if (argc != 2) return lp_error(LP_EINVAL, "rerun: give a run id (see 'runs')");
+    if ((rc = lp_cmd_int(argv[1], "run id", 1, INT64_MAX, &id))) return rc;
+    int64_t model_id, current;
+    int *ids, n;
+    char *text;
+    if ((rc = lp_store_get_run(s->store, id, &model_id, &ids, &n, &text))) return rc;
+    if ((rc = current_model(s, &current)) == LP_OK && model_id != current)
+        rc = lp_error(LP_EINVAL, "rerun: run %ld was made with another model (model %lld in the store); load that "
+                      "model first", id, (long long)model_id);
+    if (!rc) rc = lp_cmd_start_run(s, ids, n, text);
+    free(ids);
+    free(text);
+    return rc;
+}
+
+/* ---- tensors ---- */
+
+/* A tensor of the current run named by words: "attn L [H]" (attention patterns),
+ * "logits", or an activation name ("resid_post L", "mlp_post L", "q L [H]", ...).
+ * The result is a contiguous copy the caller frees. */
+typedef struct {
+    char name[32];
+    int layer, head, ndim, shape[4];
+    float *data;
+    const char *dims[3];  /* names of the leading dimensions, for CSV */
+} tensor;
+
+static int take_tensor(lp_session *s, char **w, int n, tensor *t) {
+    const lp_config *c = lp_model_config(s->model);
+    if (n < 1) return lp_error(LP_EINVAL, "say which tensor: attn L [H], logits, or an activation and a layer (resid_post L)");
+    lp_act_kind kind;
+    const char *name = strcmp(w[0], "attn") == 0 ? "pattern" : w[0];
+    int rc = lp_act_from_name(name, &kind);
+    if (rc) return rc;
+    long layer = 0, head = -1;
+    bool per_layer = kind != LP_ACT_LOGITS && kind != LP_ACT_LN_FINAL && kind != LP_ACT_LN_FINAL_SCALE;
+    if (per_layer) {
+        if (n < 2) return lp_error(LP_EINVAL, "%s needs a layer (0..%d)", w[0], c->n_layer - 1);
+        if ((rc = lp_cmd_int(w[1], "layer", 0, c->n_layer - 1, &layer))) return rc;
+        if (n > 2 && (rc = lp_cmd_int(w[2], "head", 0, c->n_head - 1, &head))) return rc;
+        if (n > 3) return lp_error(LP_EINVAL, "unexpected '%s' after the tensor", w[3]);
+    } else if (n > 1) {
+        return lp_error(LP_EINVAL, "%s takes no layer", w[0]);
+    }
+    lp_view v;
+    if ((rc = lp_run_view(s->run, kind, (int)layer, (int)head, &v))) return rc;
+    size_t count = 1;
+    for (int i = 0; i < v.ndim; i++) count *= (size_t)v.shape[i];
+    float *data = malloc(count * sizeof *data);
+    if (!data) return lp_error(LP_ENOMEM, "out of memory");
+    size_t k = 0;
+    int idx[4] = {0};
+    for (size_t e = 0; e < count; e++) {
+        long off = 0;
+        for (int i = 0; i < v.ndim; i++) off += idx[i] * v.stride[i];
+        data[k++] = v.data[off];
+        for (int i = v.ndim - 1; i >= 0; i--) {
+            if (++idx[i] < v.shape[i]) break;
+            idx[i] = 0;
+        }
+    }
+    snprintf(t->name, sizeof t->name, "%s", lp_act_name(kind));
+    t->layer = per_layer ? (int)layer : -1;
+    t->head = (int)head;
+    t->ndim = v.ndim;
+    memcpy(t->shape, v.shape, sizeof t->shape);
+    t->data = data;
+    bool per_head_first = kind == LP_ACT_PATTERN && head < 0;
+    t->dims[0] = per_head_first ? "head" : v.ndim == 3 ? "pos" : kind == LP_ACT_PATTERN ? "query" : "pos";
+    t->dims[1] = per_head_first ? "query" : "head";
+    t->dims[2] = NULL;
+    return LP_OK;
+}
+
+static json_t *shape_json(const tensor *t) {
+    json_t *a = json_array();
+    for (int i = 0; i < t->ndim; i++) json_array_append_new(a, json_integer(t->shape[i]));
+    return a;
+}
+
+/* save attn (every layer) | save acts L (resid_pre, attn_out, mlp_out, resid_post) |
+ * save TENSOR (as export names it: attn L [H], logits, resid_post L, ...) */
+int lp_cmd_save(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = need_store(s);
+    if (rc || (rc = lp_cmd_need_run(s))) return rc;
+    if (!s->run_id) return lp_error(LP_EINVAL, "save: the current run is not in the store");
+    if (argc < 2) return lp_error(LP_EINVAL, "save: say what, e.g. save attn, save acts 3, save resid_post 2");
+    if (argc > 4) return lp_error(LP_EINVAL, "save: unexpected '%s'", argv[4]);
+    int L = lp_model_config(s->model)->n_layer;
+    static char *const acts[] = {"resid_pre", "attn_out", "mlp_out", "resid_post"};
+    bool all_attn = argc == 2 && strcmp(argv[1], "attn") == 0;
+    bool acts_of = argc == 3 && strcmp(argv[1], "acts") == 0;
+    int items = all_attn ? L : acts_of ? 4 : 1;
+    json_t *saved = json_array();
+    for (int i = 0; i < items && !rc; i++) {
+        char layer[16], *w[3];
+        int n = argc - 1;
+        if (all_attn) {
+            snprintf(layer, sizeof layer, "%d", i);
+            w[0] = "attn", w[1] = layer, n = 2;
+        } else if (acts_of) {
+            w[0] = acts[i], w[1] = argv[2], n = 2;
+        } else {
+            for (int k = 0; k < n; k++) w[k] = argv[k + 1];
+        }
+        tensor t;
+        if ((rc = take_tensor(s, w, n, &t))) break;
+        int64_t id;
+        rc = lp_store_put_tensor(s->store, s->run_id, t.name, t.layer, t.head, t.shape, t.ndim, t.data, &id);
+        if (!rc)
+            json_array_append_new(saved, json_pack("{s:I,s:s,s:o,s:o,s:o}", "tensor_id", (json_int_t)id, "name", t.name,
+                                                   "layer", t.layer >= 0 ? json_integer(t.layer) : json_null(), "head",
+                                                   t.head >= 0 ? json_integer(t.head) : json_null(), "shape",
+                                                   shape_json(&t)));
+        free(t.data);
+    }
+    if (rc) {
+        json_decref(saved);
+        return rc;
+    }
+    lp_cmd_emit(s, saved, NULL);
+    return LP_OK;
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* export TENSOR... FILE: .npy or .csv by the file's extension. */
+int lp_cmd_export(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    if (argc < 3) return lp_error(LP_EINVAL, "export: give a tensor and a file, e.g. export attn 0 1 pattern.npy");
+    const char *path = argv[argc - 1];
+    bool npy = ends_with(path, ".npy"), csv = ends_with(path, ".csv");
+    if (!npy && !csv) return lp_error(LP_EINVAL, "export: '%s' should end in .npy or .csv", path);
+    tensor t;
+    if ((rc = take_tensor(s, argv + 1, argc - 2, &t))) return rc;
+    rc = npy ? lp_npy_write(path, t.data, t.shape, t.ndim) : lp_csv_write(path, t.data, t.shape, t.ndim, t.dims);
+    if (!rc)
+        lp_cmd_emit(s, json_pack("{s:s,s:s,s:o,s:s}", "exported", t.name, "file", path, "shape", shape_json(&t), "format",
+                                 npy ? "npy" : "csv"),
+                    NULL);
+    free(t.data);
+    return rc;
+}
+
+int lp_cmd_sql(lp_session *s, int argc, char **argv, const char *rest) {
+    int rc = need_store(s);
+    if (rc) return rc;
+    bool write = argc > 1 && strcmp(argv[1], "--write") == 0;
+    const char *q = rest;
+    while (*q == ' ' || *q == '\t') q++;
+    if (write) q += strlen("--write");
+    while (*q == ' ' || *q == '\t') q++;
+    if (!*q) return lp_error(LP_EINVAL, "sql: give a query, e.g. sql SELECT * FROM runs_view");
+    json_t *rows = NULL, *table = NULL;
+    if ((rc = lp_store_query(s->store, q, NULL, write, &rows, &table))) return rc;
+    if (rows) lp_cmd_emit(s, rows, table);
+    else json_decref(table);
+    return LP_OK;
+}

@@ -1,0 +1,61 @@
+/* Per-head attention metrics (see heads.h for the definitions). */
+#include "loupe/heads.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "loupe/error.h"
+
+static const char *const NAMES[LP_HEAD_METRIC_COUNT] = {"entropy",         "prev_token", "first_token",
+                                                        "duplicate_token", "induction",  "max_attn"};
+
+const char *lp_head_metric_name(lp_head_metric k) { return k < LP_HEAD_METRIC_COUNT ? NAMES[k] : "?"; }
+
+int lp_head_metric_from_name(const char *name, lp_head_metric *out) {
+    for (int i = 0; i < LP_HEAD_METRIC_COUNT; i++)
+        if (strcmp(name, NAMES[i]) == 0) {
+            *out = (lp_head_metric)i;
+            return LP_OK;
+        }
+    return lp_error(LP_EINVAL, "unknown head metric '%s' (entropy, prev_token, first_token, duplicate_token, "
+                    "induction, max_attn)", name);
+}
+
+static float mean_or_nan(double sum, int n) { return n ? (float)(sum / n) : NAN; }
+
+void lp_head_metrics(float *out, const lp_run *r) {
+    const lp_config *c = lp_model_config(lp_run_model(r));
+    const int *ids = lp_run_ids(r);
+    int T = lp_run_len(r);
+    for (int l = 0; l < c->n_layer; l++)
+        for (int h = 0; h < c->n_head; h++) {
+            lp_view v;
+            lp_run_view(r, LP_ACT_PATTERN, l, h, &v);
+            double ent = 0, prev = 0, first = 0, dup = 0, ind = 0, mx = 0;
+            int n_dup = 0, n_ind = 0;
+            for (int i = 0; i < T; i++) {
+                const float *row = v.data + (size_t)i * v.stride[0];
+                double e = 0, best = 0, d = 0, k = 0;
+                bool has_dup = false, has_ind = false;
+                for (int j = 0; j <= i; j++) {
+                    double p = row[j];
+                    if (p > 0) e -= p * log(p);
+                    if (p > best) best = p;
+                    if (j < i && ids[j] == ids[i]) d += p, has_dup = true;
+                    if (j >= 1 && j <= i - 1 && ids[j - 1] == ids[i]) k += p, has_ind = true;
+                }
+                ent += e;
+                mx += best;
+                if (i >= 1) prev += row[i - 1], first += row[0];
+                if (has_dup) dup += d, n_dup++;
+                if (has_ind) ind += k, n_ind++;
+            }
+            float *o = out + ((size_t)l * c->n_head + h) * LP_HEAD_METRIC_COUNT;
+            o[LP_HEAD_ENTROPY] = (float)(ent / T);
+            o[LP_HEAD_PREV_TOKEN] = mean_or_nan(prev, T - 1);
+            o[LP_HEAD_FIRST_TOKEN] = mean_or_nan(first, T - 1);
+            o[LP_HEAD_DUPLICATE_TOKEN] = mean_or_nan(dup, n_dup);
+            o[LP_HEAD_INDUCTION] = mean_or_nan(ind, n_ind);
+            o[LP_HEAD_MAX_ATTN] = (float)(mx / T);
+        }
+}

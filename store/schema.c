@@ -1,0 +1,200 @@
+/* The store's schema: an ordered list of migrations, each an SQL script that takes the
+ * database from user_version N to N+1. A step is applied in one BEGIN IMMEDIATE transaction
+ * together with its user_version bump, so a crash leaves the file at N or at N+1, never
+ * between; and two processes opening a new file at once migrate it once. Never edit a
+ * released step: add the next one. */
+#include <stdio.h>
+
+#include "loupe/error.h"
+#include "store_impl.h"
+
+#define NOW "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))" /* ISO-8601 UTC with milliseconds */
+
+/* v1: models, sessions, runs with their tokens, predictions and head metrics, saved
+ * tensors, findings; and the views that answer the common questions in one line. */
+static const char V1[] =
+    "CREATE TABLE models (\n"
+    "  id          INTEGER PRIMARY KEY,\n"
+    "  path        TEXT NOT NULL,\n"
+    "  arch        TEXT,\n"
+    "  n_layer     INTEGER,\n"
+    "  n_head      INTEGER,\n"
+    "  n_kv_head   INTEGER,\n"
+    "  d_model     INTEGER,\n"
+    "  d_mlp       INTEGER,\n"
+    "  vocab       INTEGER,\n"
+    "  n_ctx       INTEGER,\n"
+    "  n_params    INTEGER,\n"
+    "  dtype       TEXT,\n"
+    "  fingerprint TEXT NOT NULL,         -- identifies the weights; '' when unknown\n"
+    "  created_at  TEXT NOT NULL DEFAULT " NOW ",\n"
+    "  UNIQUE (fingerprint, path)\n"
+    ");\n"
+
+    "CREATE TABLE sessions (\n"
+    "  id          INTEGER PRIMARY KEY,\n"
+    "  name        TEXT NOT NULL UNIQUE,\n"
+    "  created_at  TEXT NOT NULL DEFAULT " NOW "\n"
+    ");\n"
+
+    "CREATE TABLE runs (\n"
+    "  id          INTEGER PRIMARY KEY,\n"
+    "  session_id  INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,\n"
+    "  model_id    INTEGER REFERENCES models(id),\n"
+    "  text        TEXT,                  -- NULL for runs given as token ids\n"
+    "  n_tokens    INTEGER NOT NULL CHECK (n_tokens >= 0),\n"
+    "  created_at  TEXT NOT NULL DEFAULT " NOW "\n"
+    ");\n"
+    "CREATE INDEX runs_by_session ON runs(session_id);\n"
+    "CREATE INDEX runs_by_model ON runs(model_id);\n"
+
+    "CREATE TABLE tokens (\n"
+    "  run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  pos         INTEGER NOT NULL,\n"
+    "  token_id    INTEGER NOT NULL,\n"
+    "  text        TEXT,                  -- the token's raw bytes (may be invalid UTF-8)\n"
+    "  PRIMARY KEY (run_id, pos)\n"
+    ") WITHOUT ROWID;\n"
+
+    "CREATE TABLE predictions (           -- the top next tokens after position pos\n"
+    "  run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  pos         INTEGER NOT NULL,\n"
+    "  rank        INTEGER NOT NULL,      -- 1 = most likely\n"
+    "  token_id    INTEGER NOT NULL,\n"
+    "  token       TEXT,\n"
+    "  prob        REAL,\n"
+    "  logit       REAL,\n"
+    "  PRIMARY KEY (run_id, pos, rank)\n"
+    ") WITHOUT ROWID;\n"
+
+    "CREATE TABLE head_metrics (\n"
+    "  run_id          INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  layer           INTEGER NOT NULL,\n"
+    "  head            INTEGER NOT NULL,\n"
+    "  entropy         REAL,\n"
+    "  prev_token      REAL,\n"
+    "  first_token     REAL,\n"
+    "  duplicate_token REAL,\n"
+    "  induction       REAL,\n"
+    "  max_attn        REAL,\n"
+    "  PRIMARY KEY (run_id, layer, head)\n"
+    ") WITHOUT ROWID;\n"
+
+    "CREATE TABLE tensors (\n"
+    "  id          INTEGER PRIMARY KEY,\n"
+    "  run_id      INTEGER REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  name        TEXT NOT NULL,         -- e.g. 'pattern', 'resid_post'\n"
+    "  layer       INTEGER,               -- NULL: not per layer\n"
+    "  head        INTEGER,               -- NULL: all heads\n"
+    "  dtype       TEXT NOT NULL DEFAULT 'float32',\n"
+    "  shape       TEXT NOT NULL,         -- JSON array, e.g. '[12,5,5]'\n"
+    "  data        BLOB NOT NULL,         -- little-endian, row-major\n"
+    "  created_at  TEXT NOT NULL DEFAULT " NOW "\n"
+    ");\n"
+    "CREATE INDEX tensors_by_run ON tensors(run_id, name);\n"
+
+    "CREATE TABLE findings (\n"
+    "  id          INTEGER PRIMARY KEY,\n"
+    "  session_id  INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,\n"
+    "  run_id      INTEGER REFERENCES runs(id) ON DELETE SET NULL,\n"
+    "  kind        TEXT NOT NULL CHECK (kind IN ('note', 'tag')),\n"
+    "  text        TEXT NOT NULL,         -- the note, or the tag's name\n"
+    "  layer       INTEGER,\n"
+    "  head        INTEGER,\n"
+    "  pos         INTEGER,\n"
+    "  token_id    INTEGER,               -- the run's token at pos, when both are known\n"
+    "  created_at  TEXT NOT NULL DEFAULT " NOW "\n"
+    ");\n"
+    "CREATE INDEX findings_by_session ON findings(session_id);\n"
+    "CREATE INDEX findings_by_run ON findings(run_id);\n"
+
+    /* The views: `SELECT * FROM runs_view` and the like answer the usual questions. */
+    "CREATE VIEW runs_view AS\n"
+    "SELECT r.id, r.session_id, s.name AS session, r.model_id, m.path AS model, r.text, r.n_tokens,\n"
+    "       p.token AS next_token, p.token_id AS next_token_id, p.prob AS next_prob, r.created_at\n"
+    "FROM runs r\n"
+    "JOIN sessions s ON s.id = r.session_id\n"
+    "LEFT JOIN models m ON m.id = r.model_id\n"
+    "LEFT JOIN predictions p ON p.run_id = r.id AND p.pos = r.n_tokens - 1\n"
+    "  AND p.rank = (SELECT min(q.rank) FROM predictions q WHERE q.run_id = r.id AND q.pos = r.n_tokens - 1);\n"
+
+    "CREATE VIEW findings_view AS\n"
+    "SELECT f.id, f.session_id, s.name AS session, f.kind, f.text, f.layer, f.head, f.pos,\n"
+    "       t.text AS token, f.token_id, f.run_id, r.text AS run_text, m.path AS model, f.created_at\n"
+    "FROM findings f\n"
+    "JOIN sessions s ON s.id = f.session_id\n"
+    "LEFT JOIN runs r ON r.id = f.run_id\n"
+    "LEFT JOIN models m ON m.id = r.model_id\n"
+    "LEFT JOIN tokens t ON t.run_id = f.run_id AND t.pos = f.pos;\n"
+
+    "CREATE VIEW head_metrics_view AS\n"
+    "SELECT h.run_id, r.session_id, s.name AS session, m.path AS model, m.arch, r.text AS run_text,\n"
+    "       h.layer, h.head, h.entropy, h.prev_token, h.first_token, h.duplicate_token, h.induction,\n"
+    "       h.max_attn, r.created_at\n"
+    "FROM head_metrics h\n"
+    "JOIN runs r ON r.id = h.run_id\n"
+    "JOIN sessions s ON s.id = r.session_id\n"
+    "LEFT JOIN models m ON m.id = r.model_id;\n"
+
+    "CREATE VIEW predictions_view AS\n"
+    "SELECT p.run_id, r.text AS run_text, p.pos, t.text AS input_token, p.rank, p.token_id, p.token,\n"
+    "       p.prob, p.logit\n"
+    "FROM predictions p\n"
+    "JOIN runs r ON r.id = p.run_id\n"
+    "LEFT JOIN tokens t ON t.run_id = p.run_id AND t.pos = p.pos;\n";
+
+/* v2 and later go here: attribution scores (per method, target and position), lens, DLA and
+ * patching results, each a table plus a *_view joining run text and model. */
+static const char *const MIGRATIONS[] = {V1};
+#define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
+
+int store_schema_latest(void) { return N_MIGRATIONS; }
+
+static int exec(lp_store *st, const char *sql, const char *what) {
+    int rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? LP_OK : store_fail(st, rc, what);
+}
+
+static int read_version(lp_store *st, int *version) {
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        *version = sqlite3_column_int(s, 0);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(s);
+    return rc == SQLITE_OK ? LP_OK : store_fail(st, rc, "reading the schema version");
+}
+
+/* One step, from st->version to st->version + 1, inside BEGIN IMMEDIATE. */
+static int migrate_step(lp_store *st, const char *what) {
+    char bump[96];
+    int now = 0, rc = read_version(st, &now);
+    if (rc) return rc;
+    if (now != st->version) { /* another process migrated while we waited for the lock */
+        st->version = now;
+        if (now > N_MIGRATIONS)
+            return lp_error(LP_EUNSUPPORTED, "%s has schema version %d; this loupe knows up to %d: use a newer loupe",
+                            st->path, now, N_MIGRATIONS);
+        return exec(st, "COMMIT", what);
+    }
+    snprintf(bump, sizeof bump, "PRAGMA user_version = %d; PRAGMA application_id = %d", now + 1, STORE_APPLICATION_ID);
+    if ((rc = exec(st, MIGRATIONS[now], what)) || (rc = exec(st, bump, what)) || (rc = exec(st, "COMMIT", what)))
+        return rc;
+    st->version = now + 1;
+    return LP_OK;
+}
+
+int store_migrate(lp_store *st) {
+    char what[64];
+    while (st->version < N_MIGRATIONS) {
+        snprintf(what, sizeof what, "migrating the schema to version %d", st->version + 1);
+        int rc = exec(st, "BEGIN IMMEDIATE", what);
+        if (!rc) rc = migrate_step(st, what);
+        if (rc) {
+            if (!sqlite3_get_autocommit(st->db)) sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+            return rc;
+        }
+    }
+    return LP_OK;
+}

@@ -1,0 +1,526 @@
+/* Opening the store (refusing files it must not touch) and recording into it. The schema
+ * and its migrations are in schema.c, free SQL in query.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "loupe/error.h"
+#include "store_impl.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+               "tensors are stored as little-endian float32 BLOBs: add a byte swap to lp_store_put_tensor");
+_Static_assert(sizeof(float) == 4, "tensors are stored as float32");
+
+static const char *const QUERIES[Q_COUNT] = {
+    [Q_BEGIN] = "BEGIN IMMEDIATE", /* take the write lock up front: waits (busy timeout) instead of failing later */
+    [Q_COMMIT] = "COMMIT",
+    [Q_ROLLBACK] = "ROLLBACK",
+    [Q_RUN_ADD] = "INSERT INTO runs (session_id, model_id, text, n_tokens) VALUES (?1, ?2, ?3, ?4)",
+    [Q_TOKEN_ADD] = "INSERT INTO tokens (run_id, pos, token_id, text) VALUES (?1, ?2, ?3, ?4)",
+    [Q_PRED_ADD] = "INSERT INTO predictions (run_id, pos, rank, token_id, token, prob, logit)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [Q_HEAD_ADD] = "INSERT INTO head_metrics (run_id, layer, head, entropy, prev_token, first_token, duplicate_token,"
+                   " induction, max_attn) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [Q_MODEL_ADD] = "INSERT INTO models (path, arch, n_layer, n_head, n_kv_head, d_model, d_mlp, vocab, n_ctx, n_params,"
+                    " dtype, fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                    " ON CONFLICT (fingerprint, path) DO NOTHING",
+    [Q_MODEL_ID] = "SELECT id FROM models WHERE fingerprint = ?1 AND path = ?2",
+    [Q_SESSION_ADD] = "INSERT INTO sessions (name) VALUES (?1)",
+    [Q_SESSION_ENSURE] = "INSERT INTO sessions (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
+    [Q_SESSION_BY_NAME] = "SELECT id FROM sessions WHERE name = ?1",
+    [Q_SESSION_BY_ID] = "SELECT id FROM sessions WHERE id = ?1",
+    [Q_FINDING_ADD] = "INSERT INTO findings (session_id, run_id, kind, text, layer, head, pos, token_id)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT token_id FROM tokens WHERE run_id = ?2 AND pos = ?7))",
+    [Q_TENSOR_ADD] = "INSERT INTO tensors (run_id, name, layer, head, shape, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [Q_RUN_GET] = "SELECT model_id, text FROM runs WHERE id = ?1",
+    [Q_RUN_TOKENS] = "SELECT token_id FROM tokens WHERE run_id = ?1 ORDER BY pos",
+};
+
+int store_fail(lp_store *st, int rc, const char *what) {
+    const char *msg = sqlite3_errmsg(st->db);
+    switch (rc & 0xff) {
+    case SQLITE_READONLY:
+        return lp_error(LP_EIO, "%s is read-only (%s while %s): make it and its directory writable, or choose another "
+                        "file with --db", st->path, msg, what);
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return lp_error(LP_EIO, "%s: %s: another process kept the database locked for over %d s; try again",
+                        st->path, what, STORE_BUSY_MS / 1000);
+    case SQLITE_FULL: return lp_error(LP_EIO, "%s: %s: the disk is full", st->path, what);
+    case SQLITE_NOTADB: return lp_error(LP_EFORMAT, "%s is not an SQLite database (%s)", st->path, msg);
+    case SQLITE_CORRUPT:
+        return lp_error(LP_EFORMAT, "%s is damaged (%s while %s); `sqlite3 %s .recover` may save its contents",
+                        st->path, msg, what, st->path);
+    case SQLITE_NOMEM: return lp_error(LP_ENOMEM, "out of memory while %s", what);
+    case SQLITE_CONSTRAINT:
+    case SQLITE_RANGE:
+    case SQLITE_TOOBIG: return lp_error(LP_EINVAL, "%s: %s", what, msg);
+    default: return lp_error(LP_EIO, "%s: %s: %s", st->path, what, msg);
+    }
+}
+
+/* ---- opening ---- */
+
+static uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static char *parent_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return strdup(".");
+    if (slash == path) return strdup("/");
+    return strndup(path, (size_t)(slash - path));
+}
+
+/* The checks for a database opened as version `version` with application id `app` and
+ * `objects` schema objects; shared by the header check and the check after opening. */
+static int check_identity(const char *path, uint32_t version, uint32_t app, int64_t objects) {
+    int latest = store_schema_latest();
+    if (version > (uint32_t)latest)
+        return lp_error(LP_EUNSUPPORTED, "%s has schema version %u; this loupe knows up to %d: use a newer loupe", path,
+                        version, latest);
+    if (app != 0 && app != STORE_APPLICATION_ID)
+        return lp_error(LP_EFORMAT, "%s is another program's SQLite database (application id 0x%08X), not loupe's; "
+                        "choose another file with --db", path, app);
+    if (version == 0 && objects > 0)
+        return lp_error(LP_EFORMAT, "%s is an SQLite database that loupe did not create (it has tables but no loupe "
+                        "schema); choose another file with --db", path);
+    return LP_OK;
+}
+
+/* What can be refused before SQLite touches the file: SQLite would create a -wal and -shm
+ * beside a WAL database just to read its version, so every refusal happens here, from the
+ * stat and the 100-byte header (the version at offset 60, the application id at 68). */
+static int check_file(const char *path) {
+    struct stat sb;
+    char *dir = parent_dir(path);
+    int rc = LP_OK;
+    if (!dir) return lp_error(LP_ENOMEM, "out of memory");
+    if (stat(path, &sb) != 0) {
+        struct stat db;
+        if (errno != ENOENT) rc = lp_error(LP_EIO, "cannot open %s: %s", path, strerror(errno));
+        else if (stat(dir, &db) != 0 || !S_ISDIR(db.st_mode))
+            rc = lp_error(LP_EIO, "cannot create %s: directory %s does not exist (create it first)", path, dir);
+        else if (access(dir, W_OK) != 0)
+            rc = lp_error(LP_EIO, "cannot create %s: directory %s is not writable", path, dir);
+        free(dir);
+        return rc;
+    }
+    if (S_ISDIR(sb.st_mode)) rc = lp_error(LP_EIO, "%s is a directory; give a database file, e.g. %s/loupe.db", path, path);
+    else if (!S_ISREG(sb.st_mode)) rc = lp_error(LP_EIO, "%s is not a regular file; give a database file", path);
+    if (!rc && sb.st_size > 0) {
+        unsigned char h[100];
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            rc = lp_error(LP_EIO, "cannot open %s: %s", path, strerror(errno));
+        } else {
+            ssize_t n = read(fd, h, sizeof h);
+            close(fd);
+            if (n < 0) rc = lp_error(LP_EIO, "cannot read %s: %s", path, strerror(errno));
+            else if (n < (ssize_t)sizeof h || memcmp(h, "SQLite format 3", 16) != 0)
+                rc = lp_error(LP_EFORMAT, "%s is not an SQLite database (it does not begin with \"SQLite format 3\"); "
+                              "choose another file with --db", path);
+            else rc = check_identity(path, be32(h + 60), be32(h + 68), 0);
+        }
+    }
+    /* The mode bits too, not just access(): root may write anywhere, but a file made read-only
+     * says its owner wants it left alone. */
+    if (!rc && ((sb.st_mode & 0222) == 0 || access(path, W_OK) != 0))
+        rc = lp_error(LP_EIO, "%s is read-only: loupe records every run in its database; make it writable "
+                      "(chmod u+w %s) or choose another file with --db", path, path);
+    if (!rc && access(dir, W_OK) != 0)
+        rc = lp_error(LP_EIO, "%s: its directory %s is not writable, and SQLite keeps a journal (%s-wal) beside the "
+                      "database", path, dir, path);
+    free(dir);
+    return rc;
+}
+
+/* The same checks on what SQLite reads (the header may be stale while a -wal holds newer
+ * pages), in one statement so that one snapshot answers them all. */
+static int check_open(lp_store *st) {
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(st->db,
+                                "SELECT (SELECT user_version FROM pragma_user_version),"
+                                " (SELECT application_id FROM pragma_application_id),"
+                                " (SELECT count(*) FROM sqlite_schema)",
+                                -1, &s, NULL);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        uint32_t version = (uint32_t)sqlite3_column_int64(s, 0), app = (uint32_t)sqlite3_column_int64(s, 1);
+        int64_t objects = sqlite3_column_int64(s, 2);
+        sqlite3_finalize(s);
+        st->version = (int)version;
+        return check_identity(st->path, version, app, objects);
+    }
+    int err = store_fail(st, rc, "reading the schema");
+    sqlite3_finalize(s);
+    return err;
+}
+
+static int exec(lp_store *st, const char *sql, const char *what) {
+    int rc = sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? LP_OK : store_fail(st, rc, what);
+}
+
+/* Switching to WAL needs an exclusive lock, and SQLite returns SQLITE_BUSY at once rather
+ * than wait when another connection is reading (as when two loupes create one file at the
+ * same moment): retry until the busy timeout. */
+static int enable_wal(lp_store *st) {
+    int rc = SQLITE_BUSY;
+    for (int waited = 0; waited <= STORE_BUSY_MS; waited += 5) {
+        if ((rc = sqlite3_exec(st->db, "PRAGMA journal_mode = WAL", NULL, NULL, NULL)) != SQLITE_BUSY) break;
+        nanosleep(&(struct timespec){0, 5 * 1000 * 1000}, NULL);
+    }
+    return rc == SQLITE_OK ? LP_OK : store_fail(st, rc, "switching to WAL mode");
+}
+
+int lp_store_open(lp_store **out, const char *path) {
+    *out = NULL;
+    if (!path || !*path) return lp_error(LP_EINVAL, "no database file given");
+    int memory = strcmp(path, ":memory:") == 0, rc;
+    if (!memory && (rc = check_file(path))) return rc;
+    lp_store *st = calloc(1, sizeof *st);
+    if (!st || !(st->path = strdup(path))) {
+        free(st);
+        return lp_error(LP_ENOMEM, "out of memory opening %s", path);
+    }
+    int src = sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    if (src != SQLITE_OK) {
+        rc = st->db ? store_fail(st, src, "opening the database") : lp_error(LP_ENOMEM, "out of memory opening %s", path);
+        goto fail;
+    }
+    sqlite3_extended_result_codes(st->db, 1);
+    sqlite3_busy_timeout(st->db, STORE_BUSY_MS);
+    sqlite3_set_authorizer(st->db, store_authorize, st);
+    if ((rc = check_open(st))) goto fail;
+    if ((rc = exec(st, "PRAGMA foreign_keys = ON", "enabling foreign keys"))) goto fail;
+    /* WAL: readers never block the writer, and two loupes can record into one file. */
+    if (!memory && (rc = enable_wal(st))) goto fail;
+    if ((rc = store_migrate(st))) goto fail;
+    *out = st;
+    return LP_OK;
+fail:
+    lp_store_close(st);
+    return rc;
+}
+
+void lp_store_close(lp_store *st) {
+    if (!st) return;
+    for (int i = 0; i < Q_COUNT; i++) sqlite3_finalize(st->q[i]);
+    sqlite3_close(st->db);
+    free(st->path);
+    free(st);
+}
+
+const char *lp_store_path(const lp_store *st) { return st->path; }
+
+int lp_store_schema_version(const lp_store *st) { return st->version; }
+
+/* ---- statements ---- */
+
+/* The cached statement q, ready to bind. */
+static int prep(lp_store *st, int q, sqlite3_stmt **s) {
+    if (!st->q[q]) {
+        int rc = sqlite3_prepare_v3(st->db, QUERIES[q], -1, SQLITE_PREPARE_PERSISTENT, &st->q[q], NULL);
+        if (rc != SQLITE_OK) return store_fail(st, rc, "preparing a statement");
+    }
+    *s = st->q[q];
+    sqlite3_clear_bindings(*s);
+    return LP_OK;
+}
+
+/* Steps a statement that returns no rows, then resets it. */
+static int done(lp_store *st, sqlite3_stmt *s, const char *what) {
+    int rc = sqlite3_step(s);
+    int err = rc == SQLITE_DONE ? LP_OK : store_fail(st, rc, what);
+    sqlite3_reset(s);
+    return err;
+}
+
+static int run_q(lp_store *st, int q, const char *what) {
+    sqlite3_stmt *s;
+    int rc = prep(st, q, &s);
+    return rc ? rc : done(st, s, what);
+}
+
+/* Steps a one-column id lookup; *found says whether there was a row. Resets it (a statement
+ * left mid-result would hold a read snapshot open). */
+static int lookup(lp_store *st, sqlite3_stmt *s, int64_t *id, int *found, const char *what) {
+    int rc = sqlite3_step(s), err = LP_OK;
+    *found = rc == SQLITE_ROW;
+    if (rc == SQLITE_ROW) *id = sqlite3_column_int64(s, 0);
+    else if (rc != SQLITE_DONE) err = store_fail(st, rc, what);
+    sqlite3_reset(s);
+    return err;
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *text, size_t len) {
+    if (text) sqlite3_bind_text64(s, i, text, len, SQLITE_STATIC, SQLITE_UTF8);
+    else sqlite3_bind_null(s, i);
+}
+
+/* Row ids: 0 (none) is NULL. */
+static void bind_id(sqlite3_stmt *s, int i, int64_t id) {
+    if (id > 0) sqlite3_bind_int64(s, i, id);
+    else sqlite3_bind_null(s, i);
+}
+
+/* Layers, heads, positions: -1 (not given) is NULL. */
+static void bind_index(sqlite3_stmt *s, int i, int v) {
+    if (v >= 0) sqlite3_bind_int(s, i, v);
+    else sqlite3_bind_null(s, i);
+}
+
+static int rollback(lp_store *st, int rc) {
+    if (!sqlite3_get_autocommit(st->db)) {
+        sqlite3_stmt *s;
+        if (prep(st, Q_ROLLBACK, &s) == LP_OK) {
+            sqlite3_step(s);
+            sqlite3_reset(s);
+        }
+    }
+    return rc;
+}
+
+/* ---- recording ---- */
+
+int lp_store_put_model(lp_store *st, const lp_store_model *m, int64_t *id) {
+    if (!m->path) return lp_error(LP_EINVAL, "a model needs a path");
+    const char *fp = m->fingerprint ? m->fingerprint : "";
+    sqlite3_stmt *s;
+    int rc = prep(st, Q_MODEL_ADD, &s), found;
+    if (rc) return rc;
+    bind_text(s, 1, m->path, strlen(m->path));
+    bind_text(s, 2, m->arch, m->arch ? strlen(m->arch) : 0);
+    const int dims[] = {m->n_layer, m->n_head, m->n_kv_head, m->d_model, m->d_mlp, m->vocab, m->n_ctx};
+    for (int i = 0; i < 7; i++) sqlite3_bind_int(s, 3 + i, dims[i]);
+    sqlite3_bind_int64(s, 10, m->n_params);
+    bind_text(s, 11, m->dtype, m->dtype ? strlen(m->dtype) : 0);
+    bind_text(s, 12, fp, strlen(fp));
+    if ((rc = done(st, s, "recording the model")) || (rc = prep(st, Q_MODEL_ID, &s))) return rc;
+    bind_text(s, 1, fp, strlen(fp));
+    bind_text(s, 2, m->path, strlen(m->path));
+    int64_t got = 0;
+    if ((rc = lookup(st, s, &got, &found, "looking up the model"))) return rc;
+    if (!found) return lp_error(LP_EIO, "%s: the model row vanished after it was recorded", st->path);
+    if (id) *id = got;
+    return LP_OK;
+}
+
+int lp_store_session_new(lp_store *st, const char *name, int64_t *id) {
+    if (!name || !*name) return lp_error(LP_EINVAL, "a session needs a name");
+    sqlite3_stmt *s;
+    int rc = prep(st, Q_SESSION_ADD, &s);
+    if (rc) return rc;
+    bind_text(s, 1, name, strlen(name));
+    rc = sqlite3_step(s);
+    int ext = sqlite3_extended_errcode(st->db);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE && ext == SQLITE_CONSTRAINT_UNIQUE)
+        return lp_error(LP_EINVAL, "session '%s' already exists; open it with 'session open %s'", name, name);
+    if (rc != SQLITE_DONE) return store_fail(st, rc, "creating the session");
+    if (id) *id = sqlite3_last_insert_rowid(st->db);
+    return LP_OK;
+}
+
+int lp_store_session_find(lp_store *st, const char *name_or_id, int64_t *id) {
+    if (!name_or_id || !*name_or_id) return lp_error(LP_EINVAL, "give a session name or id");
+    sqlite3_stmt *s;
+    int rc, found = 0;
+    int64_t got = 0;
+    char *end;
+    errno = 0;
+    long long n = strtoll(name_or_id, &end, 10);
+    if (*end == '\0' && errno == 0 && n > 0 && name_or_id[0] != '+' && name_or_id[0] != ' ') {
+        if ((rc = prep(st, Q_SESSION_BY_ID, &s))) return rc;
+        sqlite3_bind_int64(s, 1, n);
+        if ((rc = lookup(st, s, &got, &found, "looking up the session"))) return rc;
+    }
+    if (!found) { /* not an id, or no such id: a session may be named "2024" */
+        if ((rc = prep(st, Q_SESSION_BY_NAME, &s))) return rc;
+        bind_text(s, 1, name_or_id, strlen(name_or_id));
+        if ((rc = lookup(st, s, &got, &found, "looking up the session"))) return rc;
+    }
+    if (!found) return lp_error(LP_EINVAL, "no session '%s'; 'session list' shows them", name_or_id);
+    if (id) *id = got;
+    return LP_OK;
+}
+
+int lp_store_session_default(lp_store *st, int64_t *id) {
+    static const char name[] = "default";
+    sqlite3_stmt *s;
+    int rc = prep(st, Q_SESSION_ENSURE, &s), found;
+    if (rc) return rc;
+    bind_text(s, 1, name, strlen(name));
+    if ((rc = done(st, s, "creating the default session")) || (rc = prep(st, Q_SESSION_BY_NAME, &s))) return rc;
+    bind_text(s, 1, name, strlen(name));
+    int64_t got = 0;
+    if ((rc = lookup(st, s, &got, &found, "looking up the default session"))) return rc;
+    if (!found) return lp_error(LP_EIO, "%s: the default session vanished after it was created", st->path);
+    if (id) *id = got;
+    return LP_OK;
+}
+
+static int put_run_rows(lp_store *st, const lp_store_run *r, int64_t run) {
+    sqlite3_stmt *s;
+    int rc;
+    for (int i = 0; i < r->n; i++) {
+        if ((rc = prep(st, Q_TOKEN_ADD, &s))) return rc;
+        const char *t = r->token_text ? r->token_text[i] : NULL;
+        sqlite3_bind_int64(s, 1, run);
+        sqlite3_bind_int(s, 2, i);
+        sqlite3_bind_int(s, 3, r->ids[i]);
+        bind_text(s, 4, t, t ? (r->token_len ? r->token_len[i] : strlen(t)) : 0);
+        if ((rc = done(st, s, "recording the run's tokens"))) return rc;
+    }
+    for (int i = 0; i < r->n_preds; i++) {
+        const lp_store_prediction *p = &r->preds[i];
+        if ((rc = prep(st, Q_PRED_ADD, &s))) return rc;
+        sqlite3_bind_int64(s, 1, run);
+        sqlite3_bind_int(s, 2, p->pos);
+        sqlite3_bind_int(s, 3, p->rank);
+        sqlite3_bind_int(s, 4, p->id);
+        bind_text(s, 5, p->token, p->token && !p->token_len ? strlen(p->token) : p->token_len);
+        sqlite3_bind_double(s, 6, p->prob);
+        sqlite3_bind_double(s, 7, p->logit);
+        if ((rc = done(st, s, "recording the run's predictions"))) return rc;
+    }
+    for (int i = 0; i < r->n_heads; i++) {
+        const lp_store_head_metric *h = &r->heads[i];
+        if ((rc = prep(st, Q_HEAD_ADD, &s))) return rc;
+        sqlite3_bind_int64(s, 1, run);
+        sqlite3_bind_int(s, 2, h->layer);
+        sqlite3_bind_int(s, 3, h->head);
+        const double v[] = {h->entropy, h->prev_token, h->first_token, h->duplicate_token, h->induction, h->max_attn};
+        for (int k = 0; k < 6; k++) sqlite3_bind_double(s, 4 + k, v[k]); /* NaN becomes NULL */
+        if ((rc = done(st, s, "recording the run's head metrics"))) return rc;
+    }
+    return LP_OK;
+}
+
+int lp_store_put_run(lp_store *st, const lp_store_run *r, int64_t *run_id) {
+    if (r->n < 0 || (r->n > 0 && !r->ids) || r->n_preds < 0 || (r->n_preds > 0 && !r->preds) || r->n_heads < 0 ||
+        (r->n_heads > 0 && !r->heads))
+        return lp_error(LP_EINVAL, "recording a run: counts and arrays disagree");
+    sqlite3_stmt *s;
+    int rc;
+    if ((rc = run_q(st, Q_BEGIN, "recording the run"))) return rc;
+    if ((rc = prep(st, Q_RUN_ADD, &s))) return rollback(st, rc);
+    bind_id(s, 1, r->session_id);
+    bind_id(s, 2, r->model_id);
+    bind_text(s, 3, r->text, r->text ? strlen(r->text) : 0);
+    sqlite3_bind_int(s, 4, r->n);
+    if ((rc = done(st, s, "recording the run"))) return rollback(st, rc);
+    int64_t run = sqlite3_last_insert_rowid(st->db);
+    if ((rc = put_run_rows(st, r, run)) || (rc = run_q(st, Q_COMMIT, "committing the run"))) return rollback(st, rc);
+    if (run_id) *run_id = run;
+    return LP_OK;
+}
+
+int lp_store_get_run(lp_store *st, int64_t run_id, int64_t *model_id, int **ids, int *n, char **text) {
+    *ids = NULL;
+    *n = 0;
+    if (text) *text = NULL;
+    sqlite3_stmt *s;
+    int rc = prep(st, Q_RUN_GET, &s);
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, run_id);
+    int step = sqlite3_step(s);
+    if (step == SQLITE_ROW) {
+        if (model_id) *model_id = sqlite3_column_int64(s, 0); /* 0 when NULL */
+        const unsigned char *t = sqlite3_column_text(s, 1);
+        if (text && t && !(*text = strndup((const char *)t, (size_t)sqlite3_column_bytes(s, 1))))
+            rc = lp_error(LP_ENOMEM, "out of memory reading run %lld", (long long)run_id);
+    } else {
+        rc = step == SQLITE_DONE ? lp_error(LP_EINVAL, "no run %lld; 'runs' lists them", (long long)run_id)
+                                 : store_fail(st, step, "reading the run");
+    }
+    sqlite3_reset(s);
+    if (!rc && !(rc = prep(st, Q_RUN_TOKENS, &s))) {
+        int cap = 0, *a = NULL;
+        sqlite3_bind_int64(s, 1, run_id);
+        while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+            if (*n == cap) {
+                int *g = realloc(a, (size_t)(cap = cap ? cap * 2 : 64) * sizeof *a);
+                if (!g) {
+                    rc = lp_error(LP_ENOMEM, "out of memory reading run %lld", (long long)run_id);
+                    break;
+                }
+                a = g;
+            }
+            a[(*n)++] = sqlite3_column_int(s, 0);
+        }
+        if (!rc && step != SQLITE_DONE) rc = store_fail(st, step, "reading the run's tokens");
+        sqlite3_reset(s);
+        *ids = a ? a : malloc(sizeof *a); /* malloc'd even when the run has no tokens */
+        if (!rc && !*ids) rc = lp_error(LP_ENOMEM, "out of memory");
+    }
+    if (rc) {
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+        if (text) {
+            free(*text);
+            *text = NULL;
+        }
+    }
+    return rc;
+}
+
+int lp_store_put_tensor(lp_store *st, int64_t run_id, const char *name, int layer, int head, const int *shape,
+                        int ndim, const float *data, int64_t *tensor_id) {
+    enum { MAX_DIMS = 8 };
+    if (!name || !*name) return lp_error(LP_EINVAL, "a saved tensor needs a name");
+    if (ndim < 0 || ndim > MAX_DIMS || (ndim > 0 && !shape))
+        return lp_error(LP_EINVAL, "tensor %s: %d dimensions (0..%d allowed)", name, ndim, MAX_DIMS);
+    char json[MAX_DIMS * 12 + 3];
+    size_t count = 1, o = 0;
+    json[o++] = '[';
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) return lp_error(LP_EINVAL, "tensor %s: dimension %d is %d", name, i, shape[i]);
+        if (shape[i] > 0 && count > (SIZE_MAX / 4) / (size_t)shape[i])
+            return lp_error(LP_ERANGE, "tensor %s is too large to store", name);
+        count *= (size_t)shape[i];
+        o += (size_t)snprintf(json + o, sizeof json - o, "%s%d", i ? "," : "", shape[i]);
+    }
+    json[o++] = ']';
+    json[o] = '\0';
+    if (count > 0 && !data) return lp_error(LP_EINVAL, "tensor %s has no data", name);
+    sqlite3_stmt *s;
+    int rc = prep(st, Q_TENSOR_ADD, &s);
+    if (rc) return rc;
+    bind_id(s, 1, run_id);
+    bind_text(s, 2, name, strlen(name));
+    bind_index(s, 3, layer);
+    bind_index(s, 4, head);
+    bind_text(s, 5, json, o);
+    if (count) sqlite3_bind_blob64(s, 6, data, count * sizeof *data, SQLITE_STATIC);
+    else sqlite3_bind_zeroblob(s, 6, 0); /* a NULL pointer would bind NULL */
+    if ((rc = done(st, s, "saving the tensor"))) return rc;
+    if (tensor_id) *tensor_id = sqlite3_last_insert_rowid(st->db);
+    return LP_OK;
+}
+
+int lp_store_put_finding(lp_store *st, int64_t session_id, int64_t run_id, const char *kind, const char *text,
+                         int layer, int head, int pos, int64_t *finding_id) {
+    if (!kind || (strcmp(kind, "note") != 0 && strcmp(kind, "tag") != 0))
+        return lp_error(LP_EINVAL, "a finding is a 'note' or a 'tag', not '%s'", kind ? kind : "(null)");
+    if (!text) return lp_error(LP_EINVAL, "a %s needs text", kind);
+    sqlite3_stmt *s;
+    int rc = prep(st, Q_FINDING_ADD, &s);
+    if (rc) return rc;
+    bind_id(s, 1, session_id);
+    bind_id(s, 2, run_id);
+    bind_text(s, 3, kind, strlen(kind));
+    bind_text(s, 4, text, strlen(text));
+    bind_index(s, 5, layer);
+    bind_index(s, 6, head);
+    bind_index(s, 7, pos);
+    if ((rc = done(st, s, "recording the finding"))) return rc;
+    if (finding_id) *finding_id = sqlite3_last_insert_rowid(st->db);
+    return LP_OK;
+}

@@ -1,0 +1,44 @@
+/* What the store's files share: the lp_store struct, its prepared statements and the
+ * error mapping. Not a public header. */
+#ifndef LOUPE_STORE_IMPL_H
+#define LOUPE_STORE_IMPL_H
+
+#include <sqlite3.h>
+
+#include "loupe/store.h"
+
+#define STORE_BUSY_MS 5000
+#define STORE_APPLICATION_ID 0x4C6F7570 /* "Loup": marks a file as loupe's (PRAGMA application_id) */
+
+/* The statements that run on every recording, prepared once on first use (store.c). */
+enum {
+    Q_BEGIN, Q_COMMIT, Q_ROLLBACK,
+    Q_RUN_ADD, Q_TOKEN_ADD, Q_PRED_ADD, Q_HEAD_ADD,
+    Q_MODEL_ADD, Q_MODEL_ID,
+    Q_SESSION_ADD, Q_SESSION_ENSURE, Q_SESSION_BY_NAME, Q_SESSION_BY_ID,
+    Q_FINDING_ADD, Q_TENSOR_ADD, Q_RUN_GET, Q_RUN_TOKENS,
+    Q_COUNT
+};
+
+struct lp_store {
+    sqlite3 *db;
+    char *path;
+    int version;                /* PRAGMA user_version once open */
+    int query_readonly;         /* set during lp_store_query without write: see store_authorize */
+    char denied[64];            /* what store_authorize refused, for the message */
+    sqlite3_stmt *q[Q_COUNT];
+};
+
+/* schema.c */
+int store_schema_latest(void);
+int store_migrate(lp_store *st);  /* from st->version up to the latest, one transaction per step */
+
+/* query.c: the authorizer that keeps read-only queries read-only (ATTACH, BEGIN, PRAGMA x = y
+ * pass sqlite3_stmt_readonly but change a file, the connection, or hold locks). */
+int store_authorize(void *st, int action, const char *a, const char *b, const char *db, const char *trigger);
+
+/* store.c: turns an SQLite result code into an lp_error with a message that says what
+ * failed (`what`, e.g. "recording the run") and what to do about it. */
+int store_fail(lp_store *st, int rc, const char *what);
+
+#endif
