@@ -1,0 +1,91 @@
+#!/bin/sh
+# The store through the real binary and a real file: recording, SQL, the README's example
+# queries, two writers at once, kill -9 in the middle of recording, and files it must refuse.
+set -u
+LOUPE=${LOUPE:-./loupe}
+STORIES=../shared/models/stories260K/stories260K.bin
+fails=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+check() {
+    name=$1; shift
+    if "$@" >/dev/null 2>"$tmp/err"; then echo "ok   $name"; else echo "FAIL $name"; cat "$tmp/err"; fails=$((fails + 1)); fi
+}
+q() { "$LOUPE" -d "$1" -m json -e "sql $2" | jq -r "$3"; } # q DB QUERY JQ-FILTER
+
+db=$tmp/a.db
+"$LOUPE" -d "$db" "$STORIES" -e 'session new demo' -e 'run Once upon a time' \
+    -e "note it's \"quoted\"; DROP TABLE runs; -- --layer 1 --head 2 --pos 3" -e 'tag prev-token' \
+    -e 'run --ids 1,403,407' -e 'save attn' >/dev/null 2>"$tmp/err"
+check "record runs and findings" test $? -eq 0
+check "runs recorded" test "$(q "$db" 'SELECT count(*) AS n FROM runs' '.[0].n')" = 2
+check "note stored verbatim" test "$(q "$db" "SELECT text FROM findings WHERE kind='note'" '.[0].text')" = "it's \"quoted\"; DROP TABLE runs; --"
+check "note points at layer/head/pos and its token" test "$(q "$db" 'SELECT layer, head, pos, token FROM findings_view WHERE kind="note"' '.[0] | "\(.layer) \(.head) \(.pos) \(.token)"')" = "1 2 3  a"
+check "head metrics per run" test "$(q "$db" 'SELECT count(*) AS n FROM head_metrics WHERE run_id = 1' '.[0].n')" = 40
+check "saved tensors" test "$(q "$db" "SELECT count(*) AS n FROM tensors WHERE name='pattern' AND shape='[8,3,3]'" '.[0].n')" = 5
+check "sql without a model" "$LOUPE" -d "$db" -e 'sql SELECT name FROM sessions'
+"$LOUPE" -d "$db" -e "sql DELETE FROM runs" 2>"$tmp/e"; rc=$?
+check "sql is read-only by default" test $rc -eq 1
+check "read-only message" grep -q -- '--write' "$tmp/e"
+check "sql --write" "$LOUPE" -d "$db" -e "sql --write UPDATE sessions SET name = 'demo2' WHERE name = 'demo'"
+
+# Every example query in README.md runs.
+sed -n '/^```sql$/,/^```$/p' README.md | grep -v '^```' | grep -v '^--' | grep -v '^$' >"$tmp/queries"
+n=0
+while IFS= read -r query; do
+    n=$((n + 1))
+    if ! "$LOUPE" -d "$db" -e "sql $query" >/dev/null 2>"$tmp/e"; then echo "FAIL README query: $query"; cat "$tmp/e"; fails=$((fails + 1)); fi
+done <"$tmp/queries"
+check "README has example queries ($n)" test "$n" -ge 3
+
+# Two loupe processes writing to one file at once: both succeed, nothing is lost.
+shared=$tmp/shared.db
+i=0; : >"$tmp/script"
+while [ $i -lt 25 ]; do echo "run --ids 1,$((300 + i))" >>"$tmp/script"; echo "note writer note $i" >>"$tmp/script"; i=$((i + 1)); done
+"$LOUPE" -d "$shared" "$STORIES" -f "$tmp/script" --bail >/dev/null 2>"$tmp/w1" & p1=$!
+"$LOUPE" -d "$shared" "$STORIES" -f "$tmp/script" --bail >/dev/null 2>"$tmp/w2" & p2=$!
+wait $p1; r1=$?; wait $p2; r2=$?
+check "two writers both succeed" test $r1 -eq 0 -a $r2 -eq 0
+check "two writers: all 50 runs" test "$(q "$shared" 'SELECT count(*) AS n FROM runs' '.[0].n')" = 50
+check "two writers: all 50 notes" test "$(q "$shared" 'SELECT count(*) AS n FROM findings' '.[0].n')" = 50
+
+# kill -9 in the middle of recording: the file is intact and holds what was committed.
+killed=$tmp/killed.db
+i=0; : >"$tmp/long"
+while [ $i -lt 3000 ]; do echo "run --ids 1,$((260 + i % 200)),$((300 + i % 100))" >>"$tmp/long"; i=$((i + 1)); done
+"$LOUPE" -d "$killed" "$STORIES" -f "$tmp/long" >/dev/null 2>&1 & pk=$!
+k=0
+while [ $k -lt 100 ]; do
+    sleep 0.05
+    n=$("$LOUPE" -d "$killed" -m json -e 'sql SELECT count(*) AS n FROM runs' 2>/dev/null | jq -r '.[0].n' 2>/dev/null)
+    [ "${n:-0}" -ge 30 ] && break
+    k=$((k + 1))
+done
+kill -9 $pk 2>/dev/null; wait $pk 2>/dev/null
+check "killed writer had recorded runs" test "${n:-0}" -ge 30
+check "integrity after kill -9" test "$(q "$killed" 'PRAGMA integrity_check' '.[0].integrity_check')" = ok
+after=$(q "$killed" 'SELECT count(*) AS n FROM runs' '.[0].n')
+check "runs committed before the kill are there" test "$after" -ge "$n"
+check "every run is whole" test "$(q "$killed" 'SELECT count(*) AS n FROM runs r WHERE (SELECT count(*) FROM tokens t WHERE t.run_id = r.id) != 3 OR (SELECT count(*) FROM head_metrics h WHERE h.run_id = r.id) != 40' '.[0].n')" = 0
+
+# Files to refuse: one error line, exit 1, the file untouched.
+printf 'not a database, just text\n%.0s' 1 2 3 4 5 6 7 8 >"$tmp/text.db"
+sum=$(md5sum <"$tmp/text.db")
+"$LOUPE" -d "$tmp/text.db" -e 'runs' >/dev/null 2>"$tmp/e"; rc=$?
+check "not SQLite: exit 1" test $rc -eq 1
+check "not SQLite: one error line naming the file" sh -c "test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: .*text.db' '$tmp/e'"
+check "not SQLite: untouched" test "$(md5sum <"$tmp/text.db")" = "$sum"
+check "not SQLite: no -wal or -shm" test ! -e "$tmp/text.db-wal" -a ! -e "$tmp/text.db-shm"
+cp "$db" "$tmp/new.db"
+"$LOUPE" -d "$tmp/new.db" -e 'sql --write PRAGMA user_version = 99' >/dev/null 2>&1
+sum=$(md5sum <"$tmp/new.db")
+"$LOUPE" -d "$tmp/new.db" -e 'runs' >/dev/null 2>"$tmp/e"; rc=$?
+check "newer schema: refused" sh -c "test $rc -eq 1 && grep -q '^error: .*version 99' '$tmp/e'"
+check "newer schema: untouched" test "$(md5sum <"$tmp/new.db")" = "$sum"
+cp "$db" "$tmp/ro.db"; chmod 0444 "$tmp/ro.db"; sum=$(md5sum <"$tmp/ro.db")
+"$LOUPE" -d "$tmp/ro.db" "$STORIES" -e 'run --ids 1' >/dev/null 2>"$tmp/e"; rc=$?
+check "read-only file: refused" sh -c "test $rc -eq 1 && grep -q '^error: .*read-only' '$tmp/e'"
+check "read-only file: untouched" test "$(md5sum <"$tmp/ro.db")" = "$sum"
+
+echo "$fails failed"
+[ "$fails" -eq 0 ]
