@@ -64,27 +64,22 @@ static bool run_line(lp_session *s, runner *r, const char *line, const char *whe
     return !s->quit;
 }
 
-static bool run_stream(lp_session *s, runner *r, FILE *in, const char *where, bool prompt) {
+static bool run_stream(lp_session *s, runner *r, FILE *in, const char *where) {
     char *line = NULL;
     size_t cap = 0;
     int lineno = 0;
     bool go = true;
     for (;;) {
-        if (prompt) {
-            fputs("loupe> ", stdout);
-            fflush(stdout);
-        }
         ssize_t n = getline(&line, &cap, in);
         if (n < 0) break;
         lineno++;
         if (n > 0 && line[n - 1] == '\n') line[--n] = '\0';
         if (n > 0 && line[n - 1] == '\r') line[--n] = '\0';
-        if (!run_line(s, r, line, prompt ? NULL : where, lineno)) {
+        if (!run_line(s, r, line, where, lineno)) {
             go = false;
             break;
         }
     }
-    if (prompt && go) fputc('\n', stdout);
     free(line);
     return go;
 }
@@ -167,12 +162,12 @@ int main(int argc, char **argv) {
             status = 2;
             goto out;
         }
-        go = run_stream(&s, &r, in, strcmp(file, "-") == 0 ? "stdin" : file, false);
+        go = run_stream(&s, &r, in, strcmp(file, "-") == 0 ? "stdin" : file);
         if (in != stdin) fclose(in);
     }
     if (go && (interactive || (n_exec == 0 && !file))) {
         if (isatty(STDIN_FILENO)) r.failures += lp_repl_run(&s, r.bail);
-        else run_stream(&s, &r, stdin, "stdin", false);
+        else run_stream(&s, &r, stdin, "stdin");
     }
     status = r.failures ? 1 : 0;
 out:

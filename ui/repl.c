@@ -21,6 +21,7 @@
 #include <readline/readline.h>
 
 #include "loupe/error.h"
+#include "loupe/heads.h"
 
 #define PROMPT "loupe> "
 #define HISTORY_MAX 1000
@@ -138,36 +139,6 @@ static const option *usage_option(const usage *u, const char *name) {
 
 /* ---- value domains ---- */
 
-typedef enum { DOM_NONE, DOM_LAYER, DOM_HEAD, DOM_LIST, DOM_MODE, DOM_COMMAND, DOM_SESSION, DOM_PATH } domain;
-
-static const char *const METHODS[] = {"saliency", "gxi", "ig", "occlusion", "rollout", "attnxnorm", NULL};
-static const char *const SITES[] = {"resid_pre", "attn_out", "mlp_out", "resid_post", NULL};
-
-/* What a placeholder in a usage string stands for. `after` (NULL: anywhere) is the usage
- * word before it; word "*" is any placeholder. The first matching row wins. */
-static const struct {
-    const char *word, *after;
-    domain dom;
-    const char *const *list;
-} DOMAINS[] = {
-    {"*", "--site", DOM_LIST, SITES},
-    {"*", "--method", DOM_LIST, METHODS},
-    {"ID", "open", DOM_SESSION, NULL},
-    {"NAME", "open", DOM_SESSION, NULL},
-    {"L", NULL, DOM_LAYER, NULL},
-    {"LAYER", NULL, DOM_LAYER, NULL},
-    {"H", NULL, DOM_HEAD, NULL},
-    {"HEAD", NULL, DOM_HEAD, NULL},
-    {"METHOD", NULL, DOM_LIST, METHODS},
-    {"SITE", NULL, DOM_LIST, SITES},
-    {"MODE", NULL, DOM_MODE, NULL},
-    {"COMMAND", NULL, DOM_COMMAND, NULL},
-    {"CMD", NULL, DOM_COMMAND, NULL},
-    {"PATH", NULL, DOM_PATH, NULL},
-    {"FILE", NULL, DOM_PATH, NULL},
-    {"DIR", NULL, DOM_PATH, NULL},
-};
-
 /* Candidates that start with the text typed so far, each once, in the order found. */
 typedef struct {
     char **v;
@@ -201,7 +172,32 @@ static void add_numbers(cands *c, int n) {
     }
 }
 
-static void add_sessions(cands *c, const lp_session *s) {
+static void dom_layers(cands *c, const lp_session *s) {
+    if (s->model) add_numbers(c, lp_model_config(s->model)->n_layer);
+}
+
+static void dom_heads(cands *c, const lp_session *s) {
+    if (s->model) add_numbers(c, lp_model_config(s->model)->n_head);
+}
+
+static void dom_modes(cands *c, const lp_session *s) {
+    (void)s;
+    for (int m = LP_MODE_TABLE; m <= LP_MODE_JSONL; m++) cand_add_z(c, lp_mode_name((lp_mode)m));
+}
+
+static void dom_metrics(cands *c, const lp_session *s) {
+    (void)s;
+    for (int m = 0; m < LP_HEAD_METRIC_COUNT; m++) cand_add_z(c, lp_head_metric_name((lp_head_metric)m));
+}
+
+static void dom_commands(cands *c, const lp_session *s) {
+    (void)s;
+    int n;
+    const lp_command *t = lp_command_table(&n);
+    for (int i = 0; i < n; i++) cand_add_z(c, t[i].name);
+}
+
+static void dom_sessions(cands *c, const lp_session *s) {
     if (!s->store) return;
     json_t *rows = NULL;
     if (lp_store_query(s->store, "SELECT name FROM sessions ORDER BY id", NULL, false, &rows, NULL) == LP_OK) {
@@ -215,44 +211,60 @@ static void add_sessions(cands *c, const lp_session *s) {
     json_decref(rows);
 }
 
-static void add_files(cands *c) {
+static void dom_files(cands *c, const lp_session *s) {
+    (void)s;
     c->files = true;
+    /* Readline matches the names itself, and gives "~/x" back as "/home/me/x" (the commands
+     * see the path as typed, and no shell expands it for them). */
+    size_t typed = c->text_len;
+    c->text_len = 0;
     char *f;
     for (int state = 0; (f = rl_filename_completion_function(c->text, state)); state++) {
         cand_add_z(c, f);
         free(f);
     }
+    c->text_len = typed;
 }
 
+static const char *const METHODS[] = {"saliency", "gxi", "ig", "occlusion", "rollout", "attnxnorm", NULL};
+static const char *const SITES[] = {"resid_pre", "attn_out", "mlp_out", "resid_post", NULL};
+
+/* What a placeholder in a usage string stands for: a fixed list or a function. `after`
+ * (NULL: anywhere) is the usage word before it, an option or a literal; word "*" is any
+ * placeholder. The first matching row wins. Placeholders found nowhere here (TEXT, N, K,
+ * P, QUERY, ...) complete nothing. */
+static const struct {
+    const char *word, *after;
+    const char *const *list;
+    void (*add)(cands *c, const lp_session *s);
+} DOMAINS[] = {
+    {"*", "--site", SITES, NULL},
+    {"*", "--method", METHODS, NULL},
+    {"*", "--sort", NULL, dom_metrics},
+    {"ID", "open", NULL, dom_sessions},
+    {"NAME", "open", NULL, dom_sessions},
+    {"L", NULL, NULL, dom_layers},
+    {"LAYER", NULL, NULL, dom_layers},
+    {"H", NULL, NULL, dom_heads},
+    {"HEAD", NULL, NULL, dom_heads},
+    {"METHOD", NULL, METHODS, NULL},
+    {"SITE", NULL, SITES, NULL},
+    {"METRIC", NULL, NULL, dom_metrics},
+    {"MODE", NULL, NULL, dom_modes},
+    {"COMMAND", NULL, NULL, dom_commands},
+    {"CMD", NULL, NULL, dom_commands},
+    {"PATH", NULL, NULL, dom_files},
+    {"FILE", NULL, NULL, dom_files},
+    {"DIR", NULL, NULL, dom_files},
+};
+
 static void add_domain(cands *c, const lp_session *s, span word, span after) {
-    size_t i = 0, n = sizeof DOMAINS / sizeof *DOMAINS;
-    while (i < n && !((strcmp(DOMAINS[i].word, "*") == 0 || span_is(word, DOMAINS[i].word)) &&
-                      (!DOMAINS[i].after || span_is(after, DOMAINS[i].after))))
-        i++;
-    if (i == n) return;
-    const lp_config *cfg = s->model ? lp_model_config(s->model) : NULL;
-    switch (DOMAINS[i].dom) {
-    case DOM_NONE: break;
-    case DOM_LAYER:
-        if (cfg) add_numbers(c, cfg->n_layer);
-        break;
-    case DOM_HEAD:
-        if (cfg) add_numbers(c, cfg->n_head);
-        break;
-    case DOM_LIST:
-        for (const char *const *w = DOMAINS[i].list; *w; w++) cand_add_z(c, *w);
-        break;
-    case DOM_MODE:
-        for (int m = LP_MODE_TABLE; m <= LP_MODE_JSONL; m++) cand_add_z(c, lp_mode_name((lp_mode)m));
-        break;
-    case DOM_COMMAND: {
-        int nc;
-        const lp_command *t = lp_command_table(&nc);
-        for (int k = 0; k < nc; k++) cand_add_z(c, t[k].name);
-        break;
-    }
-    case DOM_SESSION: add_sessions(c, s); break;
-    case DOM_PATH: add_files(c); break;
+    for (size_t i = 0; i < sizeof DOMAINS / sizeof *DOMAINS; i++) {
+        if (strcmp(DOMAINS[i].word, "*") != 0 && !span_is(word, DOMAINS[i].word)) continue;
+        if (DOMAINS[i].after && !span_is(after, DOMAINS[i].after)) continue;
+        if (DOMAINS[i].add) DOMAINS[i].add(c, s);
+        for (const char *const *w = DOMAINS[i].list; w && *w; w++) cand_add_z(c, *w);
+        return;
     }
 }
 
@@ -429,10 +441,18 @@ static void history_add(history *h, const char *line) {
     if (h->written > 0) append_history(1, h->path);
 }
 
-/* ---- signals ---- */
+/* ---- signals ----
+ * Handlers only note what arrived and write a byte to a pipe that the loop's select()
+ * watches, so that it wakes whichever thread the signal landed on. */
 
-static int g_wake[2] = {-1, -1}; /* self-pipe: a signal wakes the select() of the loop */
-static volatile sig_atomic_t g_sigint, g_sigwinch, g_running, g_interrupts;
+static int g_wake[2] = {-1, -1};
+static volatile sig_atomic_t g_sigint, g_sigwinch, g_deferred, g_running, g_interrupts;
+
+/* At the prompt the terminal is in readline's modes: these are put off until the loop has
+ * restored it. While a command runs they keep their usual effect. */
+static const int PROMPT_SIGNALS[] = {SIGTSTP, SIGTERM, SIGHUP};
+#define N_PROMPT_SIGNALS ((int)(sizeof PROMPT_SIGNALS / sizeof *PROMPT_SIGNALS))
+static struct sigaction g_saved[N_PROMPT_SIGNALS];
 
 static void on_signal(int sig) {
     int saved = errno;
@@ -446,8 +466,10 @@ static void on_signal(int sig) {
             (void)ignored;
             _exit(130);
         }
-    } else {
+    } else if (sig == SIGWINCH) {
         g_sigwinch = 1;
+    } else {
+        g_deferred = sig;
     }
     if (g_wake[1] >= 0) {
         ssize_t ignored = write(g_wake[1], "", 1);
@@ -458,24 +480,51 @@ static void on_signal(int sig) {
 
 static void drain_wake(void) {
     char buf[64];
-    while (read(g_wake[0], buf, sizeof buf) > 0) {
+    while (g_wake[0] >= 0 && read(g_wake[0], buf, sizeof buf) > 0) {
+    }
+}
+
+static void catch(int sig, struct sigaction *old) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART; /* commands' reads and writes carry on; select() returns all the same */
+    sigaction(sig, &sa, old);
+    if (old && old->sa_handler == SIG_IGN) sigaction(sig, old, NULL); /* ignored by whoever started us */
+}
+
+static void prompt_signals(bool caught) {
+    for (int i = 0; i < N_PROMPT_SIGNALS; i++) {
+        if (caught) catch(PROMPT_SIGNALS[i], &g_saved[i]);
+        else sigaction(PROMPT_SIGNALS[i], &g_saved[i], NULL);
     }
 }
 
 /* ---- the loop ---- */
 
-static char *g_line;       /* the line readline handed over */
+static char *g_line; /* the line readline handed over */
 static bool g_line_ready;
+
+static void prompt_hide(void) {
+    prompt_signals(false);
+    rl_callback_handler_remove();
+}
 
 static void on_line(char *line) {
     g_line = line;
     g_line_ready = true;
-    /* Back to the terminal's normal modes while the command runs: its output, the echo of
-     * what is typed ahead, and Ctrl-C as a signal. */
-    rl_callback_handler_remove();
+    /* Here, not after: readline would otherwise prompt again at once. The command runs in
+     * the terminal's own modes: its output, the echo of what is typed ahead, Ctrl-C. */
+    prompt_hide();
 }
 
-/* Ctrl-C at the prompt: abandon the line, as bash does, and prompt again. */
+static void prompt_show(void) {
+    rl_callback_handler_install(PROMPT, on_line);
+    prompt_signals(true);
+}
+
+/* Ctrl-C at the prompt: abandon the line, as bash does. */
 static void drop_line(void) {
     rl_point = rl_end;
     rl_redisplay();
@@ -485,7 +534,18 @@ static void drop_line(void) {
     rl_callback_sigcleanup();
     rl_replace_line("", 1);
     rl_point = rl_mark = 0;
-    rl_callback_handler_remove();
+    prompt_hide();
+}
+
+/* Ctrl-Z, kill, hangup at the prompt: the terminal as it was, then the signal's own effect
+ * (for Ctrl-Z: stop until `fg`, then redraw the line). */
+static void deliver(int sig) {
+    rl_cleanup_after_signal();
+    prompt_signals(false);
+    raise(sig);
+    prompt_signals(true);
+    rl_reset_after_signal();
+    rl_forced_update_display();
 }
 
 static int run_command(lp_session *s, const char *line) {
@@ -512,7 +572,8 @@ int lp_repl_run(lp_session *s, bool bail) {
     rl_completer_word_break_characters = " \t\n";
     rl_completer_quote_characters = "\"'";
     rl_filename_quote_characters = " \t\"'\\";
-    rl_catch_signals = 0; /* the loop handles SIGINT and SIGWINCH itself */
+    rl_variable_bind("expand-tilde", "on");
+    rl_catch_signals = 0; /* the loop handles signals itself */
     rl_catch_sigwinch = 0;
 
     history h = {history_path_new(), 0};
@@ -520,25 +581,26 @@ int lp_repl_run(lp_session *s, bool bail) {
     stifle_history(HISTORY_MAX);
     if (h.path) read_history(h.path);
 
-    struct sigaction sa, old_int, old_winch;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART; /* commands' reads and writes go on; select() still returns */
-    bool piped = pipe2(g_wake, O_NONBLOCK | O_CLOEXEC) == 0;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGWINCH, &sa, &old_winch);
+    struct sigaction old_int, old_winch;
+    if (pipe2(g_wake, O_NONBLOCK | O_CLOEXEC) != 0) g_wake[0] = g_wake[1] = -1;
+    catch(SIGINT, &old_int);
+    catch(SIGWINCH, &old_winch);
 
     int failures = 0;
     bool prompting = false;
     for (;;) {
         if (!prompting) {
-            rl_callback_handler_install(PROMPT, on_line);
+            prompt_show();
             prompting = true;
         }
         if (g_sigwinch) {
             g_sigwinch = 0;
             rl_resize_terminal();
+        }
+        if (g_deferred) {
+            int sig = g_deferred;
+            g_deferred = 0;
+            deliver(sig);
         }
         if (g_sigint) {
             g_sigint = 0;
@@ -546,17 +608,16 @@ int lp_repl_run(lp_session *s, bool bail) {
             prompting = false;
             continue;
         }
-        int in = fileno(rl_instream ? rl_instream : stdin);
+        int in = fileno(rl_instream ? rl_instream : stdin), top = in > g_wake[0] ? in : g_wake[0];
         fd_set fds;
         FD_ZERO(&fds);
         FD_SET(in, &fds);
-        if (piped) FD_SET(g_wake[0], &fds);
-        int n = select((piped && g_wake[0] > in ? g_wake[0] : in) + 1, &fds, NULL, NULL, NULL);
-        if (n < 0) {
+        if (g_wake[0] >= 0) FD_SET(g_wake[0], &fds);
+        if (select(top + 1, &fds, NULL, NULL, NULL) < 0) {
             if (errno == EINTR) continue;
             break;
         }
-        if (piped && FD_ISSET(g_wake[0], &fds)) drain_wake();
+        if (g_wake[0] >= 0 && FD_ISSET(g_wake[0], &fds)) drain_wake();
         if (!FD_ISSET(in, &fds)) continue;
         rl_callback_read_char();
         if (!g_line_ready) continue;
@@ -574,16 +635,13 @@ int lp_repl_run(lp_session *s, bool bail) {
         if (rc) failures++;
         if (s->quit || (bail && rc && rc != LP_ECANCEL)) break;
     }
-    if (prompting) rl_callback_handler_remove();
+    if (prompting) prompt_hide();
     fflush(rl_outstream);
 
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGWINCH, &old_winch, NULL);
-    if (piped) {
-        close(g_wake[0]);
-        close(g_wake[1]);
-        g_wake[0] = g_wake[1] = -1;
-    }
+    for (int i = 0; i < 2; i++)
+        if (g_wake[i] >= 0) close(g_wake[i]), g_wake[i] = -1;
     if (h.written > 0) history_truncate_file(h.path, HISTORY_MAX);
     clear_history();
     free(h.path);

@@ -11,7 +11,11 @@ sock=loupe-test-$$
 tmp=$(mktemp -d)
 fails=0
 began=$(date +%s)
-cleanup() { tmux -L "$sock" kill-server 2>/dev/null; rm -rf "$tmp"; }
+cleanup() {
+    tmux -L "$sock" kill-server 2>/dev/null
+    rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$sock" # a server that ended by itself leaves it
+    rm -rf "$tmp"
+}
 trap cleanup EXIT
 trap 'exit 1' INT TERM HUP
 
@@ -108,6 +112,9 @@ expect_cursor "Ctrl-C clears the line" "loupe> "
 expect "Ctrl-C shows ^C" 5 "loupe> atn 0 0^C"
 keys "top 1" Enter
 expect "a command still works after Ctrl-C at the prompt" 5 "error: no run yet"
+keys "session new alpha-one" Enter "session open alp" Tab
+expect_cursor "session names complete from the store" "loupe> session open alpha-one "
+keys C-u
 quit_with "quit quits" 1 "quit" Enter
 
 # 3. Ctrl-C cancels a long command; the prompt comes back and works.
