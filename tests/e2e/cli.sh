@@ -73,6 +73,14 @@ printf 'bogus\nrun --ids 1\n' | "$LOUPE" "$STORIES" --bail >"$tmp/o" 2>"$tmp/e";
 check "--bail stops at the first failure" test $rc -eq 1 -a ! -s "$tmp/o"
 check "-f error names file and line" sh -c "printf 'info\nnope\n' >'$tmp/s2'; '$LOUPE' '$STORIES' -f '$tmp/s2' 2>&1 >/dev/null | grep -q 's2:2: unknown command'"
 
+# source nests, and a file that sources itself stops at the depth limit.
+printf 'run --ids 1,403\n' >"$tmp/inner.loupe"
+printf 'source %s\ntokens\n' "$tmp/inner.loupe" >"$tmp/outer.loupe"
+check "source nests" sh -c "'$LOUPE' -m json '$STORIES' -e 'source $tmp/outer.loupe' | tail -n 1 | jq -e 'length==2'"
+printf 'source %s\n' "$tmp/self.loupe" >"$tmp/self.loupe"
+"$LOUPE" "$STORIES" -e "source $tmp/self.loupe" 2>"$tmp/e" >/dev/null; rc=$?
+check "self-sourcing stops" sh -c "test $rc -eq 1 && grep -q 'nested more than 16 deep' '$tmp/e'"
+
 # Generation is reproducible for a seed.
 a=$(json "$STORIES" -e 'run --ids 1' -e 'generate 20 --temp 1 --top-k 40 --seed 7' | tail -n 1)
 b=$(json "$STORIES" -e 'run --ids 1' -e 'generate 20 --temp 1 --top-k 40 --seed 7' | tail -n 1)
