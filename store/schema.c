@@ -143,9 +143,77 @@ static const char V1[] =
     "JOIN runs r ON r.id = p.run_id\n"
     "LEFT JOIN tokens t ON t.run_id = p.run_id AND t.pos = p.pos;\n";
 
-/* v2 and later go here: attribution scores (per method, target and position), lens, DLA and
- * patching results, each a table plus a *_view joining run text and model. */
-static const char *const MIGRATIONS[] = {V1};
+/* v2: the analyses of the circuits issue. Input attributions get a row per (run, method,
+ * objective) and a score per input position; other analyses of a run (DLA, patching, ...)
+ * keep their parameters and result as JSON; head scans keep per-head scores and labels. */
+static const char V2[] =
+    "CREATE TABLE attributions (\n"
+    "  id          INTEGER PRIMARY KEY,\n"
+    "  run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  method      TEXT NOT NULL,         -- saliency, gxi, ig, occlusion, rollout, attnxnorm\n"
+    "  objective   TEXT NOT NULL,         -- logit, logprob, logit_diff\n"
+    "  pos         INTEGER NOT NULL,      -- the position whose prediction is explained\n"
+    "  target_id   INTEGER,               -- NULL when the method has no target\n"
+    "  contrast_id INTEGER,               -- the --vs token of logit_diff\n"
+    "  params      TEXT NOT NULL DEFAULT '{}',  -- JSON: steps, baseline, window, ...\n"
+    "  delta       REAL,                  -- completeness gap, NULL when the method has none\n"
+    "  created_at  TEXT NOT NULL DEFAULT " NOW "\n"
+    ");\n"
+    "CREATE INDEX attributions_by_run ON attributions(run_id);\n"
+
+    "CREATE TABLE attribution_scores (\n"
+    "  attribution_id INTEGER NOT NULL REFERENCES attributions(id) ON DELETE CASCADE,\n"
+    "  pos         INTEGER NOT NULL,      -- an input position\n"
+    "  score       REAL,\n"
+    "  PRIMARY KEY (attribution_id, pos)\n"
+    ") WITHOUT ROWID;\n"
+
+    "CREATE TABLE analyses (\n"
+    "  id          INTEGER PRIMARY KEY,\n"
+    "  run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  kind        TEXT NOT NULL,         -- dla, patch, ...\n"
+    "  params      TEXT NOT NULL DEFAULT '{}',\n"
+    "  result      TEXT NOT NULL,         -- JSON\n"
+    "  created_at  TEXT NOT NULL DEFAULT " NOW "\n"
+    ");\n"
+    "CREATE INDEX analyses_by_run ON analyses(run_id, kind);\n"
+
+    "CREATE TABLE head_scans (\n"
+    "  id          INTEGER PRIMARY KEY,\n"
+    "  model_id    INTEGER REFERENCES models(id),\n"
+    "  run_id      INTEGER REFERENCES runs(id) ON DELETE SET NULL,  -- NULL: generated sequences\n"
+    "  created_at  TEXT NOT NULL DEFAULT " NOW "\n"
+    ");\n"
+    "CREATE TABLE head_scan_scores (\n"
+    "  scan_id     INTEGER NOT NULL REFERENCES head_scans(id) ON DELETE CASCADE,\n"
+    "  layer       INTEGER NOT NULL,\n"
+    "  head        INTEGER NOT NULL,\n"
+    "  prev_token  REAL,\n"
+    "  duplicate_token REAL,\n"
+    "  induction   REAL,\n"
+    "  first_token REAL,\n"
+    "  labels      TEXT NOT NULL DEFAULT '',  -- space-separated, e.g. 'induction prev_token'\n"
+    "  PRIMARY KEY (scan_id, layer, head)\n"
+    ") WITHOUT ROWID;\n"
+
+    "CREATE VIEW attributions_view AS\n"
+    "SELECT a.id, a.run_id, r.text AS run_text, a.method, a.objective, a.pos AS target_pos, a.target_id,\n"
+    "       tp.token AS target_token, a.contrast_id, s.pos, t.text AS token, s.score, a.delta, a.params,\n"
+    "       a.created_at\n"
+    "FROM attributions a\n"
+    "JOIN runs r ON r.id = a.run_id\n"
+    "JOIN attribution_scores s ON s.attribution_id = a.id\n"
+    "LEFT JOIN tokens t ON t.run_id = a.run_id AND t.pos = s.pos\n"
+    "LEFT JOIN (SELECT DISTINCT token_id, token FROM predictions) tp ON tp.token_id = a.target_id;\n"
+
+    "CREATE VIEW head_scans_view AS\n"
+    "SELECT h.id AS scan_id, m.path AS model, m.arch, h.run_id, s.layer, s.head, s.prev_token,\n"
+    "       s.duplicate_token, s.induction, s.first_token, s.labels, h.created_at\n"
+    "FROM head_scans h\n"
+    "JOIN head_scan_scores s ON s.scan_id = h.id\n"
+    "LEFT JOIN models m ON m.id = h.model_id;\n";
+
+static const char *const MIGRATIONS[] = {V1, V2};
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
 int store_schema_latest(void) { return N_MIGRATIONS; }

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -39,6 +40,13 @@ static const char *const QUERIES[Q_COUNT] = {
     [Q_TENSOR_ADD] = "INSERT INTO tensors (run_id, name, layer, head, shape, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [Q_RUN_GET] = "SELECT model_id, text FROM runs WHERE id = ?1",
     [Q_RUN_TOKENS] = "SELECT token_id FROM tokens WHERE run_id = ?1 ORDER BY pos",
+    [Q_ATTR_ADD] = "INSERT INTO attributions (run_id, method, objective, pos, target_id, contrast_id, params, delta)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, coalesce(?7, '{}'), ?8)",
+    [Q_ATTR_SCORE_ADD] = "INSERT INTO attribution_scores (attribution_id, pos, score) VALUES (?1, ?2, ?3)",
+    [Q_ANALYSIS_ADD] = "INSERT INTO analyses (run_id, kind, params, result) VALUES (?1, ?2, coalesce(?3, '{}'), ?4)",
+    [Q_SCAN_ADD] = "INSERT INTO head_scans (model_id, run_id) VALUES (?1, ?2)",
+    [Q_SCAN_SCORE_ADD] = "INSERT INTO head_scan_scores (scan_id, layer, head, prev_token, duplicate_token, induction,"
+                         " first_token, labels) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, coalesce(?8, ''))",
 };
 
 int store_fail(lp_store *st, int rc, const char *what) {
@@ -242,7 +250,7 @@ static int done(lp_store *st, sqlite3_stmt *s, const char *what) {
 }
 
 static int run_q(lp_store *st, int q, const char *what) {
-    sqlite3_stmt *s;
+    sqlite3_stmt *s = NULL;
     int rc = prep(st, q, &s);
     return rc ? rc : done(st, s, what);
 }
@@ -522,5 +530,87 @@ int lp_store_put_finding(lp_store *st, int64_t session_id, int64_t run_id, const
     bind_index(s, 7, pos);
     if ((rc = done(st, s, "recording the finding"))) return rc;
     if (finding_id) *finding_id = sqlite3_last_insert_rowid(st->db);
+    return LP_OK;
+}
+
+/* ---- analyses (schema v2) ---- */
+
+static void bind_real(sqlite3_stmt *s, int i, double v) {
+    if (isnan(v) || isinf(v)) sqlite3_bind_null(s, i);
+    else sqlite3_bind_double(s, i, v);
+}
+
+static void bind_str(sqlite3_stmt *s, int i, const char *text) { bind_text(s, i, text, text ? strlen(text) : 0); }
+
+int lp_store_put_attribution(lp_store *st, const lp_store_attribution *a, int64_t *id) {
+    if (!a->method || !a->objective) return lp_error(LP_EINVAL, "an attribution needs a method and an objective");
+    if (a->n < 0 || (a->n > 0 && !a->scores)) return lp_error(LP_EINVAL, "an attribution needs its scores");
+    sqlite3_stmt *s;
+    int rc;
+    if ((rc = run_q(st, Q_BEGIN, "recording the attribution"))) return rc;
+    if ((rc = prep(st, Q_ATTR_ADD, &s))) return rollback(st, rc);
+    bind_id(s, 1, a->run_id);
+    bind_str(s, 2, a->method);
+    bind_str(s, 3, a->objective);
+    sqlite3_bind_int(s, 4, a->pos);
+    bind_index(s, 5, a->target_id);
+    bind_index(s, 6, a->contrast_id);
+    bind_str(s, 7, a->params_json);
+    bind_real(s, 8, a->delta);
+    if ((rc = done(st, s, "recording the attribution"))) return rollback(st, rc);
+    int64_t aid = sqlite3_last_insert_rowid(st->db);
+    for (int i = 0; i < a->n; i++) {
+        if ((rc = prep(st, Q_ATTR_SCORE_ADD, &s))) return rollback(st, rc);
+        sqlite3_bind_int64(s, 1, aid);
+        sqlite3_bind_int(s, 2, i);
+        bind_real(s, 3, a->scores[i]);
+        if ((rc = done(st, s, "recording the attribution's scores"))) return rollback(st, rc);
+    }
+    if ((rc = run_q(st, Q_COMMIT, "committing the attribution"))) return rollback(st, rc);
+    if (id) *id = aid;
+    return LP_OK;
+}
+
+int lp_store_put_analysis(lp_store *st, int64_t run_id, const char *kind, const char *params_json,
+                          const char *result_json, int64_t *id) {
+    if (!kind || !result_json) return lp_error(LP_EINVAL, "an analysis needs a kind and a result");
+    sqlite3_stmt *s;
+    int rc = prep(st, Q_ANALYSIS_ADD, &s);
+    if (rc) return rc;
+    bind_id(s, 1, run_id);
+    bind_str(s, 2, kind);
+    bind_str(s, 3, params_json);
+    bind_str(s, 4, result_json);
+    if ((rc = done(st, s, "recording the analysis"))) return rc;
+    if (id) *id = sqlite3_last_insert_rowid(st->db);
+    return LP_OK;
+}
+
+int lp_store_put_head_scan(lp_store *st, int64_t model_id, int64_t run_id, const lp_store_head_scan *rows, int n,
+                           int64_t *scan_id) {
+    if (n < 0 || (n > 0 && !rows)) return lp_error(LP_EINVAL, "a head scan needs its rows");
+    sqlite3_stmt *s;
+    int rc;
+    if ((rc = run_q(st, Q_BEGIN, "recording the head scan"))) return rc;
+    if ((rc = prep(st, Q_SCAN_ADD, &s))) return rollback(st, rc);
+    bind_id(s, 1, model_id);
+    bind_id(s, 2, run_id);
+    if ((rc = done(st, s, "recording the head scan"))) return rollback(st, rc);
+    int64_t sid = sqlite3_last_insert_rowid(st->db);
+    for (int i = 0; i < n; i++) {
+        const lp_store_head_scan *r = &rows[i];
+        if ((rc = prep(st, Q_SCAN_SCORE_ADD, &s))) return rollback(st, rc);
+        sqlite3_bind_int64(s, 1, sid);
+        sqlite3_bind_int(s, 2, r->layer);
+        sqlite3_bind_int(s, 3, r->head);
+        bind_real(s, 4, r->prev_token);
+        bind_real(s, 5, r->duplicate_token);
+        bind_real(s, 6, r->induction);
+        bind_real(s, 7, r->first_token);
+        bind_str(s, 8, r->labels);
+        if ((rc = done(st, s, "recording the head scan's scores"))) return rollback(st, rc);
+    }
+    if ((rc = run_q(st, Q_COMMIT, "committing the head scan"))) return rollback(st, rc);
+    if (scan_id) *scan_id = sid;
     return LP_OK;
 }

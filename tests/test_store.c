@@ -20,6 +20,8 @@
 #include "loupe/error.h"
 #include "loupe/store.h"
 
+#define SCHEMA_LATEST 2 /* the schema version this loupe writes */
+
 #define OK(call)                                                                                                       \
     do {                                                                                                               \
         int rc_ = (call);                                                                                              \
@@ -256,9 +258,9 @@ static void new_file_gets_latest_schema_wal_and_foreign_keys(void **state) {
     fixture *f = *state;
     lp_store *st;
     OK(lp_store_open(&st, f->path));
-    assert_int_equal(lp_store_schema_version(st), 1);
+    assert_int_equal(lp_store_schema_version(st), SCHEMA_LATEST);
     assert_string_equal(lp_store_path(st), f->path);
-    assert_int_equal(q_int(st, "PRAGMA user_version", NULL), 1);
+    assert_int_equal(q_int(st, "PRAGMA user_version", NULL), SCHEMA_LATEST);
     assert_int_equal(q_int(st, "PRAGMA foreign_keys", NULL), 1);
     assert_int_equal(q_int(st, "PRAGMA application_id", NULL), 0x4C6F7570); /* "Loup" */
     json_t *rows = NULL;
@@ -276,7 +278,7 @@ static void reopening_keeps_data_and_schema_version(void **state) {
     OK(lp_store_session_new(st, "kept", &id));
     lp_store_close(st);
     OK(lp_store_open(&st, f->path));
-    assert_int_equal(lp_store_schema_version(st), 1);
+    assert_int_equal(lp_store_schema_version(st), SCHEMA_LATEST);
     OK(lp_store_session_find(st, "kept", &again));
     assert_int_equal(again, id);
     lp_store_close(st);
@@ -284,7 +286,7 @@ static void reopening_keeps_data_and_schema_version(void **state) {
 
 static void memory_database_gets_latest_schema(void **state) {
     fixture *f = *state; /* opened on ":memory:" */
-    assert_int_equal(lp_store_schema_version(f->st), 1);
+    assert_int_equal(lp_store_schema_version(f->st), SCHEMA_LATEST);
     assert_int_equal(q_int(f->st, "SELECT count(*) FROM sqlite_schema WHERE name = 'runs_view'", NULL), 1);
     assert_false(exists(":memory:"));
 }
@@ -296,7 +298,7 @@ static void empty_file_becomes_a_store(void **state) {
     fclose(e);
     lp_store *st;
     OK(lp_store_open(&st, f->path));
-    assert_int_equal(lp_store_schema_version(st), 1);
+    assert_int_equal(lp_store_schema_version(st), SCHEMA_LATEST);
     lp_store_close(st);
 }
 
@@ -307,7 +309,7 @@ static void newer_schema_is_refused_and_file_untouched(void **state) {
     snapshot before = snap(f->path);
     lp_store *st = (lp_store *)1;
     EXPECT_ERROR(lp_store_open(&st, f->path), LP_EUNSUPPORTED, f->path,
-                 "has schema version 99; this loupe knows up to 1: use a newer loupe");
+                 "has schema version 99; this loupe knows up to 2: use a newer loupe");
     assert_null(st);
     assert_untouched(&before, f->path);
 }
@@ -701,7 +703,7 @@ static void sql_refuses_writes_without_write(void **state) {
         assert_null(table);
     }
     assert_int_equal(q_int(st, "SELECT count(*) FROM sessions WHERE name = 's'", NULL), 1);
-    assert_int_equal(q_int(st, "PRAGMA user_version", NULL), 1);
+    assert_int_equal(q_int(st, "PRAGMA user_version", NULL), SCHEMA_LATEST);
     assert_int_equal(q_int(st, "PRAGMA foreign_keys", NULL), 1);
     assert_int_equal(q_int(st, "SELECT count(*) FROM sqlite_schema WHERE name IN ('mine', 'runs_view')", NULL), 1);
     assert_false(exists(in(f, "attached.db")));
@@ -909,6 +911,69 @@ static void views_answer_the_common_questions(void **state) {
     json_decref(p);
 }
 
+/* Schema v2: attributions with their scores, analyses as JSON, head scans with labels. */
+static void analyses_are_recorded_and_viewed(void **state) {
+    lp_store *st = ((fixture *)*state)->st;
+    int64_t model = put_test_model(st, "/models/gpt2"), session, run, attr, analysis, scan;
+    OK(lp_store_session_new(st, "circuits", &session));
+    run = put_fake_run(st, session, model, "The cat sat on", 4);
+    float scores[4] = {0.5f, -0.25f, 1.0f, 0.125f};
+    lp_store_attribution a = {run, "ig", "logit", 3, 230, -1, "{\"steps\":32}", scores, 4, 0.001};
+    OK(lp_store_put_attribution(st, &a, &attr));
+    assert_int_equal(q_int(st, "SELECT count(*) FROM attributions_view WHERE id = ?1", json_pack("[I]", (json_int_t)attr)), 4);
+    json_t *o = q_obj(st, "SELECT * FROM attributions_view WHERE id = ?1 AND pos = 1", json_pack("[I]", (json_int_t)attr));
+    assert_str_field(o, "method", "ig");
+    assert_str_field(o, "token", " cat");
+    assert_str_field(o, "run_text", "The cat sat on");
+    assert_real_field(o, "score", -0.25);
+    assert_real_field(o, "delta", 0.001);
+    assert_int_field(o, "target_pos", 3);
+    assert_true(json_is_null(json_object_get(o, "contrast_id")));
+    json_decref(o);
+    /* A method without a completeness gap stores NULL, not NaN. */
+    lp_store_attribution r = {run, "rollout", "logit", 3, -1, -1, NULL, scores, 4, NAN};
+    OK(lp_store_put_attribution(st, &r, &attr));
+    assert_int_equal(q_int(st, "SELECT count(*) FROM attributions WHERE id = ?1 AND delta IS NULL AND params = '{}'",
+                           json_pack("[I]", (json_int_t)attr)), 1);
+
+    OK(lp_store_put_analysis(st, run, "patch", "{\"site\":\"resid_pre\"}", "{\"values\":[[1,0]]}", &analysis));
+    assert_int_equal(q_int(st, "SELECT json_extract(result, '$.values[0][0]') FROM analyses WHERE id = ?1",
+                           json_pack("[I]", (json_int_t)analysis)), 1);
+
+    lp_store_head_scan rows[2] = {{0, 1, 0.9, 0.1, 0.05, 0.2, "prev_token"}, {1, 0, 0.1, 0.2, 0.7, 0.3, "induction"}};
+    OK(lp_store_put_head_scan(st, model, 0, rows, 2, &scan));
+    o = q_obj(st, "SELECT * FROM head_scans_view WHERE scan_id = ?1 AND layer = 1", json_pack("[I]", (json_int_t)scan));
+    assert_str_field(o, "labels", "induction");
+    assert_str_field(o, "model", "/models/gpt2");
+    assert_real_field(o, "induction", 0.7);
+    assert_true(json_is_null(json_object_get(o, "run_id")));
+    json_decref(o);
+    /* Deleting the run takes its attributions and analyses with it. */
+    json_t *rows_, *table;
+    OK(lp_store_query(st, "DELETE FROM runs WHERE id = ?1", json_pack("[I]", (json_int_t)run), true, &rows_, &table));
+    assert_int_equal(q_int(st, "SELECT count(*) FROM attribution_scores", NULL), 0);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM analyses", NULL), 0);
+}
+
+/* A file made by the previous version (schema 1) is migrated to the latest on open, its
+ * data kept. */
+static void version_1_file_is_migrated(void **state) {
+    fixture *f = *state;
+    lp_store *st;
+    OK(lp_store_open(&st, f->path));
+    int64_t session;
+    OK(lp_store_session_new(st, "old", &session));
+    lp_store_close(st);
+    make_sqlite_file(f->path, "DROP VIEW attributions_view; DROP VIEW head_scans_view; DROP TABLE attribution_scores;"
+                              " DROP TABLE attributions; DROP TABLE analyses; DROP TABLE head_scan_scores;"
+                              " DROP TABLE head_scans; PRAGMA user_version = 1;");
+    OK(lp_store_open(&st, f->path));
+    assert_int_equal(lp_store_schema_version(st), SCHEMA_LATEST);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM sessions WHERE name = 'old'", NULL), 1);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM sqlite_schema WHERE name = 'attributions_view'", NULL), 1);
+    lp_store_close(st);
+}
+
 #define ON_FILE(t) {#t " (file)", t, on_file, fixture_free, NULL}
 #define ON_MEMORY(t) {#t " (:memory:)", t, on_memory, fixture_free, NULL}
 #define BOTH(t) ON_FILE(t), ON_MEMORY(t)
@@ -944,6 +1009,8 @@ int main(void) {
         BOTH(sql_error_is_einval_with_sqlites_message),
         BOTH(sql_empty_result_keeps_its_columns),
         BOTH(views_answer_the_common_questions),
+        BOTH(analyses_are_recorded_and_viewed),
+        IN_DIR(version_1_file_is_migrated),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

@@ -84,6 +84,40 @@ int lp_store_put_tensor(lp_store *st, int64_t run_id, const char *name, int laye
 int lp_store_put_finding(lp_store *st, int64_t session_id, int64_t run_id, const char *kind, const char *text,
                          int layer, int head, int pos, int64_t *finding_id);
 
+/* ---- analyses (schema v2) ---- */
+
+/* An input attribution of a run: one score per input position (attributions table, scores
+ * in attribution_scores; attributions_view joins them with the tokens). */
+typedef struct {
+    int64_t run_id;
+    const char *method;       /* saliency, gxi, ig, occlusion, rollout, attnxnorm */
+    const char *objective;    /* logit, logprob, logit_diff */
+    int pos;                  /* the position whose prediction is explained */
+    int target_id;            /* -1 when the method has no target (rollout, attnxnorm) */
+    int contrast_id;          /* -1 unless logit_diff */
+    const char *params_json;  /* e.g. {"steps":32,"baseline":"zero"}; NULL = {} */
+    const float *scores;      /* (n) one per input position */
+    int n;
+    double delta;             /* completeness gap; NAN when the method has none */
+} lp_store_attribution;
+int lp_store_put_attribution(lp_store *st, const lp_store_attribution *a, int64_t *id);
+
+/* Any other analysis of a run (kind "dla", "patch", "lens", ...): its parameters and its
+ * result as JSON text (analyses table). */
+int lp_store_put_analysis(lp_store *st, int64_t run_id, const char *kind, const char *params_json,
+                          const char *result_json, int64_t *id);
+
+/* Automatic head classification (`scan`): per-head scores and the labels given (a
+ * space-separated list such as "induction prev_token", or ""), for a model; run_id 0 when
+ * the scan used generated sequences rather than a stored run. */
+typedef struct {
+    int layer, head;
+    double prev_token, duplicate_token, induction, first_token;
+    const char *labels;
+} lp_store_head_scan;
+int lp_store_put_head_scan(lp_store *st, int64_t model_id, int64_t run_id, const lp_store_head_scan *rows, int n,
+                           int64_t *scan_id);
+
 /* ---- reading ---- */
 
 /* Runs one or more SQL statements; the last statement that returns columns gives *rows
