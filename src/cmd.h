@@ -28,6 +28,10 @@ int lp_cmd_pos(const lp_session *s, const char *arg, int *pos);
 json_t *lp_cmd_token(const lp_session *s, int id);
 /* The top k of logits (V) as [{"rank","id","token","prob","logit"}]. */
 json_t *lp_cmd_top_k(const lp_session *s, const float *logits, int V, int k);
+/* The token a --target TOKEN / --target-id ID names (token: its vocabulary string, e.g.
+ * "Ġthe", or text that encodes to exactly one token, e.g. " the"); *id = -1 when neither
+ * is given. */
+int lp_cmd_target(const lp_session *s, const char *token, const char *id, int *out);
 /* Prints a result in the session's mode and releases it (table may be NULL). */
 void lp_cmd_emit(lp_session *s, json_t *value, json_t *table);
 
@@ -48,6 +52,7 @@ LP_COMMAND_FN(logits);
 LP_COMMAND_FN(attn);
 LP_COMMAND_FN(generate);
 LP_COMMAND_FN(heads);
+LP_COMMAND_FN(lens);
 LP_COMMAND_FN(session);
 LP_COMMAND_FN(note);
 LP_COMMAND_FN(tag);

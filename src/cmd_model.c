@@ -10,6 +10,7 @@
 #include "loupe/error.h"
 #include "loupe/generate.h"
 #include "loupe/heads.h"
+#include "loupe/lens.h"
 #include "loupe/tokenizer.h"
 
 int lp_session_load(lp_session *s, const char *path) {
@@ -417,5 +418,100 @@ int lp_cmd_heads(lp_session *s, int argc, char **argv, const char *rest) {
     free(m);
     free(order);
     lp_cmd_emit(s, arr, NULL);
+    return LP_OK;
+}
+
+/* A token made safe for the terminal (lp_token_display), "?" without a tokenizer. */
+static const char *safe_token(json_t *tok, char *buf, size_t cap) {
+    if (!json_is_string(tok)) return "?";
+    return lp_token_display(json_string_value(tok), json_string_length(tok), buf, cap);
+}
+
+/* lens [--k K] [--pos P] [--target ...]: rows "embed", 0 .. L-1 (the residual stream after
+ * each layer); the last row is the model's output. */
+int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"k", false, NULL}, {"pos", false, NULL}, {"target", false, NULL}, {"target-id", false, NULL}};
+    char *pos[1];
+    int np, only = -1, target;
+    long k = 1;
+    if ((rc = lp_cmd_opts("lens", argc, argv, o, 4, pos, 0, &np))) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    if (o[0].value && (rc = lp_cmd_int(o[0].value, "--k", 1, 50, &k))) return rc;
+    if (o[1].value && (rc = lp_cmd_pos(s, o[1].value, &only))) return rc;
+    if ((rc = lp_cmd_target(s, o[2].value, o[3].value, &target))) return rc;
+    int T = lp_run_len(s->run), R = c->n_layer + 1;
+    size_t cells = (size_t)R * T;
+    int *ids = malloc(cells * k * sizeof *ids), *rank = malloc(cells * sizeof *rank);
+    float *probs = malloc(cells * k * sizeof *probs), *tprob = malloc(cells * sizeof *tprob);
+    if (!ids || !rank || !probs || !tprob) rc = lp_error(LP_ENOMEM, "out of memory");
+    if (!rc) rc = lp_lens(s->run, (int)k, target, ids, probs, tprob, rank);
+    if (rc) {
+        free(ids), free(rank), free(probs), free(tprob);
+        return rc;
+    }
+    /* JSON: one object per (layer, position); table: layers down, positions across (top-1),
+     * or with --pos, layers down and the top k across. */
+    json_t *arr = json_array(), *table = lp_table_new();
+    lp_table_column(table, "layer", 0, NULL);
+    int from = only >= 0 ? only : 0, to = only >= 0 ? only + 1 : T;
+    char head[128];
+    const int *run_ids = lp_run_ids(s->run);
+    if (only >= 0) {
+        for (int i = 0; i < k; i++) {
+            snprintf(head, sizeof head, "top %d", i + 1);
+            lp_table_column(table, head, 1, NULL);
+            lp_table_column(table, "prob", 0, "%.3f");
+        }
+    } else {
+        for (int t = 0; t < T; t++) {
+            json_t *tok = lp_cmd_token(s, run_ids[t]);
+            char shown[96];
+            snprintf(head, sizeof head, "%d:%s", t, safe_token(tok, shown, sizeof shown));
+            json_decref(tok);
+            lp_table_column(table, head, LP_COL_SAFE, NULL);
+        }
+    }
+    if (target >= 0) lp_table_column(table, only >= 0 ? "target prob" : "", 0, "%.3g");
+    for (int row = 0; row < R; row++) {
+        json_t *trow = json_array();
+        json_array_append_new(trow, row == 0 ? json_string("embed") : json_integer(row - 1));
+        for (int t = from; t < to; t++) {
+            size_t cell = (size_t)row * T + t;
+            json_t *top = json_array();
+            for (int i = 0; i < k; i++)
+                json_array_append_new(top, json_pack("{s:i,s:o,s:f}", "id", ids[cell * k + i], "token",
+                                                     lp_cmd_token(s, ids[cell * k + i]), "prob",
+                                                     (double)probs[cell * k + i]));
+            json_t *o2 = json_pack("{s:o,s:i,s:o}", "layer", row == 0 ? json_string("embed") : json_integer(row - 1),
+                                   "pos", t, "top", top);
+            if (target >= 0) {
+                json_object_set_new(o2, "target_prob", json_real(tprob[cell]));
+                json_object_set_new(o2, "target_rank", json_integer(rank[cell]));
+            }
+            json_array_append_new(arr, o2);
+            if (only >= 0) {
+                for (int i = 0; i < k; i++) {
+                    json_array_append_new(trow, lp_cmd_token(s, ids[cell * k + i]));
+                    json_array_append_new(trow, json_real(probs[cell * k + i]));
+                }
+                if (target >= 0) json_array_append_new(trow, json_real(tprob[cell]));
+            } else {
+                /* "token 0.42": the top token and its probability in one cell */
+                json_t *tok = lp_cmd_token(s, ids[cell * k]);
+                char cellbuf[160], shown[120];
+                snprintf(cellbuf, sizeof cellbuf, "%s %.2f", safe_token(tok, shown, sizeof shown),
+                         (double)probs[cell * k]);
+                json_decref(tok);
+                json_array_append_new(trow, json_stringn_nocheck(cellbuf, strlen(cellbuf)));
+            }
+        }
+        if (only < 0 && target >= 0) json_array_append_new(trow, json_null());
+        lp_table_row(table, trow);
+    }
+    free(ids), free(rank), free(probs), free(tprob);
+    lp_cmd_emit(s, arr, table);
     return LP_OK;
 }

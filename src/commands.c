@@ -178,7 +178,36 @@ json_t *lp_cmd_top_k(const lp_session *s, const float *logits, int V, int k) {
     return arr;
 }
 
-/* ---- commands ---- */
+int lp_cmd_target(const lp_session *s, const char *token, const char *id, int *out) {
+    int V = lp_model_config(s->model)->vocab;
+    *out = -1;
+    if (token && id) return lp_error(LP_EINVAL, "give --target or --target-id, not both");
+    if (id) {
+        long v;
+        int rc = lp_cmd_int(id, "--target-id", 0, V - 1, &v);
+        if (!rc) *out = (int)v;
+        return rc;
+    }
+    if (!token) return LP_OK;
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    if (!t) return lp_error(LP_EINVAL, "this model has no tokenizer; use --target-id");
+    int hit = lp_tokenizer_piece_to_id(t, token);
+    if (hit >= 0) {
+        *out = hit;
+        return LP_OK;
+    }
+    size_t len = strlen(token);
+    int *ids = malloc((len + 3) * sizeof *ids), n = 0;
+    if (!ids) return lp_error(LP_ENOMEM, "out of memory");
+    int rc = lp_tokenizer_encode(t, token, len, false, ids, (int)len + 3, &n);
+    /* SentencePiece-style tokenizers prepend a space marker to text: the piece is what counts. */
+    if (!rc && n == 1) *out = ids[0];
+    else if (!rc)
+        rc = lp_error(LP_EINVAL, "'%s' is %d tokens, not one; give one token (e.g. with its leading space) or --target-id",
+                      token, n);
+    free(ids);
+    return rc;
+}
 
 /* ---- commands ---- */
 
@@ -253,6 +282,9 @@ static const lp_command COMMANDS[] = {
     {"heads", "[--sort METRIC] [--layer L]",
      "per-head attention metrics: entropy, prev_token, first_token, duplicate_token, induction, max_attn",
      "heads --sort prev_token", lp_cmd_heads, false},
+    {"lens", "[--k K] [--pos P] [--target TOKEN|--target-id ID]",
+     "logit lens: each layer's top tokens at each position (with --target: its probability and rank)",
+     "lens --k 3 --pos -1", lp_cmd_lens, false},
     {"session", "[new NAME | list | open ID]", "show, start, list or switch sessions (runs and findings belong to one)",
      "session new induction-hunt", lp_cmd_session, false},
     {"note", "TEXT [--layer L] [--head H] [--pos P]", "write down a finding about the current run",

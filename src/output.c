@@ -25,7 +25,8 @@ const char *lp_mode_name(lp_mode mode) { return MODE_NAMES[mode]; }
 json_t *lp_table_new(void) { return json_pack("{s:[],s:[]}", "columns", "rows"); }
 
 void lp_table_column(json_t *table, const char *name, int is_token, const char *fmt) {
-    json_t *col = json_pack("{s:s,s:b}", "name", name, "token", is_token);
+    json_t *col = json_pack("{s:s,s:b}", "name", name, "token", is_token == 1);
+    if (is_token == LP_COL_SAFE) json_object_set_new(col, "safe", json_true());
     if (fmt) json_object_set_new(col, "fmt", json_string(fmt));
     json_array_append_new(json_object_get(table, "columns"), col);
 }
@@ -147,7 +148,7 @@ static char *cell_text(json_t *cell, json_t *col, int safe) {
     char buf[4096];
     if (json_is_string(cell)) {
         const char *s = json_string_value(cell);
-        if (!safe) return strdup(s);
+        if (!safe || json_is_true(json_object_get(col, "safe"))) return strdup(s);
         size_t len = json_string_length(cell), cap = len * 6 + 16; /* worst case: every byte as \xNN */
         char *out = malloc(cap);
         if (!out) return strdup("");

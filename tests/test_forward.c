@@ -12,6 +12,7 @@
 #include "helpers.h"
 #include "loupe/error.h"
 #include "loupe/generate.h"
+#include "loupe/lens.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
 
@@ -272,6 +273,47 @@ static void long_sequences_match_stepwise_decoding(void **state) {
     }
 }
 
+/* The logit lens at the last row is the model's own output; at row 0 it reads the
+ * embeddings; the top-k it reports are the largest probabilities, in order. */
+static void lens_last_layer_equals_the_logits(void **state) {
+    (void)state;
+    for (int i = 0; i < 5; i++) {
+        char *dir;
+        fixture_model fm;
+        lp_model *m = load_fixture(i, &dir, &fm);
+        const lp_config *c = lp_model_config(m);
+        int V = c->vocab, T = fm.n, R = c->n_layer + 1, k = 3;
+        lp_run *r;
+        assert_int_equal(lp_run_new(&r, m, fm.ids, T), LP_OK);
+        float *lg = malloc((size_t)V * sizeof *lg);
+        for (int t = 0; t < T; t++) {
+            assert_int_equal(lp_lens_logits(r, c->n_layer, t, lg), LP_OK);
+            for (int j = 0; j < V; j++) assert_true(fabs(lg[j] - lp_run_logits(r, t)[j]) < 1e-5);
+        }
+        int *ids = malloc((size_t)R * T * k * sizeof *ids), *rank = malloc((size_t)R * T * sizeof *rank);
+        float *probs = malloc((size_t)R * T * k * sizeof *probs), *tp = malloc((size_t)R * T * sizeof *tp);
+        int target = fm.ids[0];
+        assert_int_equal(lp_lens(r, k, target, ids, probs, tp, rank), LP_OK);
+        for (int row = 0; row < R; row++)
+            for (int t = 0; t < T; t++) {
+                size_t cell = (size_t)row * T + t;
+                assert_int_equal(lp_lens_logits(r, row, t, lg), LP_OK);
+                int best = 0;
+                for (int j = 1; j < V; j++)
+                    if (lg[j] > lg[best]) best = j;
+                assert_int_equal(ids[cell * k], best);
+                assert_true(probs[cell * k] >= probs[cell * k + 1] && probs[cell * k + 1] >= probs[cell * k + 2]);
+                if (rank[cell] == 0) assert_int_equal(ids[cell * k], target);
+                if (ids[cell * k] == target) assert_int_equal(rank[cell], 0);
+            }
+        assert_int_equal(lp_lens_logits(r, R, 0, lg), LP_EINVAL);
+        free(ids), free(rank), free(probs), free(tp), free(lg);
+        lp_run_free(r);
+        lp_model_free(m);
+        rm_tree(dir);
+    }
+}
+
 /* An F16 (or BF16) checkpoint gives the same logits as an F32 one holding its upcast. */
 static void half_precision_matches_f32_upcast(void **state) {
     (void)state;
@@ -378,6 +420,7 @@ int main(void) {
         cmocka_unit_test(attention_rows_sum_to_one_and_are_causal),
         cmocka_unit_test(kv_cache_steps_match_full_run),
         cmocka_unit_test(long_sequences_match_stepwise_decoding),
+        cmocka_unit_test(lens_last_layer_equals_the_logits),
         cmocka_unit_test(half_precision_matches_f32_upcast),
         cmocka_unit_test(stories260k_greedy_gives_known_ids),
         cmocka_unit_test(sampling_is_reproducible_for_a_seed),

@@ -23,7 +23,11 @@ void lp_output(FILE *f, lp_mode mode, json_t *value, json_t *table);
 
 /* Table building helpers. */
 json_t *lp_table_new(void);
-/* Appends a column; fmt may be NULL (reals then print with %.4g). */
+/* is_token for a column whose text (and header) the command has already made safe with
+ * lp_token_display: printed as it is. */
+#define LP_COL_SAFE 2
+/* Appends a column; is_token: 0 text, 1 token, LP_COL_SAFE; fmt may be NULL (reals then
+ * print with %.4g). */
 void lp_table_column(json_t *table, const char *name, int is_token, const char *fmt);
 /* Appends a row; steals the reference to row (a JSON array of scalars). */
 void lp_table_row(json_t *table, json_t *row);
