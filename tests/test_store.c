@@ -950,7 +950,9 @@ static void analyses_are_recorded_and_viewed(void **state) {
     json_decref(o);
     /* Deleting the run takes its attributions and analyses with it. */
     json_t *rows_, *table;
-    OK(lp_store_query(st, "DELETE FROM runs WHERE id = ?1", json_pack("[I]", (json_int_t)run), true, &rows_, &table));
+    json_t *params = json_pack("[I]", (json_int_t)run); /* lp_store_query borrows its params */
+    OK(lp_store_query(st, "DELETE FROM runs WHERE id = ?1", params, true, &rows_, &table));
+    json_decref(params);
     assert_int_equal(q_int(st, "SELECT count(*) FROM attribution_scores", NULL), 0);
     assert_int_equal(q_int(st, "SELECT count(*) FROM analyses", NULL), 0);
 }
