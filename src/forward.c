@@ -189,3 +189,49 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
     lp_linear_forward(io->mlp_out, io->mlp_post, &w->down, n);
     add(io->resid_out, io->resid_mid, io->mlp_out, nd);
 }
+
+void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io, const lp_block *blocks, int nblocks,
+                            const float *cos_t, const float *sin_t) {
+    const lp_config *c = &m->cfg;
+    const lp_layer *w = &m->layers[layer];
+    int d = c->d_model, qd = c->n_head * c->d_head, kvd = c->n_kv_head * c->d_head, half = c->d_head / 2, N = 0;
+    for (int b = 0; b < nblocks; b++) N += blocks[b].n;
+    size_t nd = (size_t)N * d, nm = (size_t)N * c->d_mlp;
+
+    lp_norm(io->ln1, io->ln1_scale, io->resid_in, w->ln1_w, w->ln1_b, N, d, c->norm, c->norm_eps);
+    lp_linear_forward(io->q, io->ln1, &w->q, N);
+    lp_linear_forward(io->k_new, io->ln1, &w->k, N);
+    lp_linear_forward(io->v_new, io->ln1, &w->v, N);
+    for (int b = 0, row = 0; b < nblocks; row += blocks[b].n, b++) {
+        const lp_block *bl = &blocks[b];
+        float *q = io->q + (size_t)row * qd, *k = io->k_new + (size_t)row * kvd, *v = io->v_new + (size_t)row * kvd;
+        if (c->pos != LP_POS_LEARNED) {
+            const float *cb = cos_t + (size_t)bl->t0 * half, *sb = sin_t + (size_t)bl->t0 * half;
+            rope(q, bl->n, c->n_head, c->d_head, c->pos, cb, sb);
+            rope(k, bl->n, c->n_kv_head, c->d_head, c->pos, cb, sb);
+        }
+        memcpy(bl->k + (size_t)bl->t0 * kvd, k, (size_t)bl->n * kvd * sizeof *k);
+        memcpy(bl->v + (size_t)bl->t0 * kvd, v, (size_t)bl->n * kvd * sizeof *v);
+        lp_layer_io one = {.q = q, .k = bl->k, .v = bl->v, .pattern = io->pattern, .pattern_ld = io->pattern_ld,
+                           .z = io->z + (size_t)row * qd};
+        attention(c, &one, bl->t0, bl->n);
+    }
+    if (io->edit) io->edit(io->ctx, LP_ACT_Z, io->z);
+    lp_linear_forward(io->attn_out, io->z, &w->o, N);
+    if (io->edit) io->edit(io->ctx, LP_ACT_ATTN_OUT, io->attn_out);
+    add(io->resid_mid, io->resid_in, io->attn_out, nd);
+
+    /* From here on rows are independent: the same steps as lp_layer_forward, over N rows. */
+    lp_norm(io->ln2, io->ln2_scale, io->resid_mid, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
+    if (c->mlp == LP_MLP_SWIGLU) {
+        lp_linear_forward(io->mlp_pre, io->ln2, &w->gate, N);
+        lp_linear_forward(io->mlp_up, io->ln2, &w->up, N);
+        for (size_t i = 0; i < nm; i++) io->mlp_post[i] = silu(io->mlp_pre[i]) * io->mlp_up[i];
+    } else {
+        lp_linear_forward(io->mlp_pre, io->ln2, &w->up, N);
+        for (size_t i = 0; i < nm; i++) io->mlp_post[i] = gelu_tanh(io->mlp_pre[i]);
+    }
+    lp_linear_forward(io->mlp_out, io->mlp_post, &w->down, N);
+    if (io->edit) io->edit(io->ctx, LP_ACT_MLP_OUT, io->mlp_out);
+    add(io->resid_out, io->resid_mid, io->mlp_out, nd);
+}

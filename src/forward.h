@@ -4,6 +4,7 @@
 #ifndef LOUPE_FORWARD_H
 #define LOUPE_FORWARD_H
 
+#include "loupe/run.h"
 #include "model_impl.h"
 
 /* Where one layer's activations for the block go (shapes for the block of n rows). */
@@ -32,5 +33,38 @@ void lp_norm(float *y, float *scale, const float *x, const float *w, const float
              float eps);
 /* y (n, out) = x (n, in) W + b. */
 void lp_linear_forward(float *y, const float *x, const lp_linear *lin, int n);
+
+/* ---- several blocks through one layer at once ----
+ * Activation patching re-runs many variants of one sequence, each from some position on.
+ * Block b holds positions [t0, t0 + n) of its own variant, whose key/value cache for the
+ * layer is (k, v); the blocks' rows are stacked (block 0's first) in every array of
+ * lp_batch_io, so that the projections and the MLP run as one matrix product over all rows
+ * while attention runs block by block. */
+typedef struct {
+    int t0, n;
+    float *k, *v;                  /* (t0 + n, Hkv*dh): rows [0, t0) read, [t0, t0 + n) written */
+} lp_block;
+
+typedef struct {
+    const float *resid_in;         /* (N, d), N = the blocks' rows together */
+    float *ln1, *ln1_scale;        /* (N, d), (N) */
+    float *q, *k_new, *v_new;      /* (N, H*dh), (N, Hkv*dh), (N, Hkv*dh) */
+    float *pattern;                /* (H, n_max, pattern_ld): scratch, reused block by block */
+    int pattern_ld;                /* >= every block's t0 + n */
+    float *z;                      /* (N, H*dh) */
+    float *attn_out, *resid_mid;   /* (N, d) */
+    float *ln2, *ln2_scale;        /* (N, d), (N) */
+    float *mlp_pre, *mlp_up, *mlp_post; /* (N, dm) */
+    float *mlp_out, *resid_out;    /* (N, d) */
+    /* When set, called with each of z, attn_out and mlp_out (all N rows) once it is computed
+     * and before it is used, so that a caller can overwrite rows of it. */
+    void (*edit)(void *ctx, lp_act_kind site, float *rows);
+    void *ctx;
+} lp_batch_io;
+
+/* The same computation as lp_layer_forward for every block; cos_t, sin_t: rotary tables
+ * for positions from 0 (block b reads them from row t0). */
+void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io, const lp_block *blocks, int nblocks,
+                            const float *cos_t, const float *sin_t);
 
 #endif
