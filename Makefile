@@ -40,11 +40,13 @@ $(BUILD)/%.o: %.c $(HEADERS)
 
 $(BUILD)/tests/%: tests/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_BASE) -o $@ $< $(LIB_OBJ) $(LDLIBS_BASE) -lcmocka
+	@echo "ld $@"
+	@$(CC) $(CFLAGS_BASE) -o $@ $< $(LIB_OBJ) $(LDLIBS_BASE) -lcmocka
 
 $(BUILD)/tools/%: tests/tools/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_BASE) -o $@ $< $(LIB_OBJ) $(LDLIBS_BASE)
+	@echo "ld $@"
+	@$(CC) $(CFLAGS_BASE) -o $@ $< $(LIB_OBJ) $(LDLIBS_BASE)
 
 tools: $(TOOL_BIN)
 
@@ -82,11 +84,16 @@ sanitize: deps
 	  SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" check
 
 DEFAULT_MODEL = $(firstword $(wildcard models/default) $(wildcard ../shared/models/stories260K/stories260K.bin))
+# make run opens the browser on the default model with this example already run (no
+# terminal: the run's predictions are printed instead).
+RUN_TEXT = Once upon a time, Lily found a ball. Lily liked the ball and played with it.
 run: deps
 	@$(MAKE) --no-print-directory loupe
 	@if [ -z "$(DEFAULT_MODEL)" ]; then \
 	  echo "error: no default model: put one in models/default or run ./loupe PATH (see models/README.md)" >&2; exit 1; fi
-	./loupe $(DEFAULT_MODEL)
+	@if [ -t 0 ] && [ -t 1 ]; then \
+	  echo "./loupe --tui $(DEFAULT_MODEL) -e 'run $(RUN_TEXT)'"; ./loupe --tui $(DEFAULT_MODEL) -e 'run $(RUN_TEXT)'; \
+	else ./loupe $(DEFAULT_MODEL) -e 'run $(RUN_TEXT)' -e 'top 5'; fi
 
 bench: deps
 	@$(MAKE) --no-print-directory loupe $(BUILD)/tools/bench $(BUILD)/tools/mkmodel

@@ -76,8 +76,8 @@ keys "top 3" Enter
 expect "top shows the ',' row" 10 "1  432  ,"
 keys "top 3" Enter "   " Enter
 expect_cursor "prompt after blank line" "loupe> "
-keys "at" Tab
-expect_cursor "command name completes" "loupe> attn "
+keys "tok" Tab
+expect_cursor "command name completes" "loupe> tokens "
 keys C-u "top --p" Tab
 expect_cursor "option completes" "loupe> top --pos "
 keys C-u "mode js" Tab
