@@ -52,7 +52,13 @@ LP_COMMAND_FN(logits);
 LP_COMMAND_FN(attn);
 LP_COMMAND_FN(generate);
 LP_COMMAND_FN(heads);
+LP_COMMAND_FN(attr);
 LP_COMMAND_FN(lens);
+LP_COMMAND_FN(dla);
+LP_COMMAND_FN(neurons);
+LP_COMMAND_FN(acts);
+LP_COMMAND_FN(patch);
+LP_COMMAND_FN(scan);
 LP_COMMAND_FN(session);
 LP_COMMAND_FN(note);
 LP_COMMAND_FN(tag);
@@ -62,5 +68,10 @@ LP_COMMAND_FN(rerun);
 LP_COMMAND_FN(save);
 LP_COMMAND_FN(export);
 LP_COMMAND_FN(sql);
+
+/* The `tui` command opens the full-screen browser, which lives in ui/ (curses) where the
+ * engine does not reach: main registers it. Without it, `tui` says it is not there. */
+typedef int (*lp_tui_fn)(lp_session *s, int *failures);
+void lp_cmd_set_tui(lp_tui_fn fn);
 
 #endif

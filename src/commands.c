@@ -263,6 +263,18 @@ static int cmd_quit(lp_session *s, int argc, char **argv, const char *rest) {
     return LP_OK;
 }
 
+static lp_tui_fn g_tui;
+
+void lp_cmd_set_tui(lp_tui_fn fn) { g_tui = fn; }
+
+static int cmd_tui(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)argv, (void)rest;
+    if (argc > 1) return lp_error(LP_EINVAL, "tui takes no arguments");
+    if (!g_tui) return lp_error(LP_EUNSUPPORTED, "tui: this program has no full-screen browser");
+    int failures;
+    return g_tui(s, &failures);
+}
+
 static const lp_command COMMANDS[] = {
     {"load", "PATH [--tokenizer FILE]", "load a model: a Hugging Face directory or a llama2.c .bin",
      "load ../shared/models/stories260K/stories260K.bin", lp_cmd_load, false},
@@ -285,6 +297,31 @@ static const lp_command COMMANDS[] = {
     {"lens", "[--k K] [--pos P] [--target TOKEN|--target-id ID]",
      "logit lens: each layer's top tokens at each position (with --target: its probability and rank)",
      "lens --k 3 --pos -1", lp_cmd_lens, false},
+    {"attr",
+     "METHOD [--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--objective logit|logprob|logit_diff] [--pos P] "
+     "[--steps N] [--baseline zero|pad|bos|TOKEN] [--baseline-id ID] [--window W] [--layer L]",
+     "input attribution: a score per input position for the prediction at P (METHOD: saliency, gxi, ig, occlusion, "
+     "rollout, attnxnorm; default target: the top prediction; TOKEN: a vocabulary string or text of one token)",
+     "attr ig --target ' Mary' --vs ' John' --steps 64", lp_cmd_attr, false},
+    {"dla", "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P]",
+     "direct logit attribution: each head's, each MLP's and the embeddings' part of the logit (default target: the top "
+     "prediction)",
+     "dla --target ' the' --vs ' a'", lp_cmd_dla, false},
+    {"neurons", "L [K] [--pos P] [--sort act|abs|dla] [--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID]",
+     "the K (default 10) most active MLP neurons of layer L, each with its direct part of the target's logit",
+     "neurons 3 5 --sort dla", lp_cmd_neurons, false},
+    {"acts", "L [--site resid_pre|attn_out|mlp_out|resid_post] [--pos P] [--top K]",
+     "activation summaries per position: norm, mean, std, min, max and the largest dims (default site: resid_post)",
+     "acts 2 --site mlp_out", lp_cmd_acts, false},
+    {"patch",
+     "--corrupt TEXT|--corrupt-ids 1,2,3 [--site resid_pre|attn_out|mlp_out|z] [--target TOKEN|--target-id ID] "
+     "[--vs TOKEN|--vs-id ID] [--denoise]",
+     "activation patching from a corrupted prompt of the same length: logit-difference recovery per layer and "
+     "position (per head for z)",
+     "patch --corrupt \"Lily had a ball. Lily gave the ball to\" --site z", lp_cmd_patch, false},
+    {"scan", "[--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]",
+     "classify heads on repeated random tokens: previous-token, duplicate-token, induction, first-token sink",
+     "scan --labelled", lp_cmd_scan, false},
     {"session", "[new NAME | list | open ID]", "show, start, list or switch sessions (runs and findings belong to one)",
      "session new induction-hunt", lp_cmd_session, false},
     {"note", "TEXT [--layer L] [--head H] [--pos P]", "write down a finding about the current run",
@@ -302,6 +339,7 @@ static const lp_command COMMANDS[] = {
     {"source", "FILE", "run the commands in FILE (nested up to 16 deep)", "source setup.loupe", cmd_source, false},
     {"mode", "[table|box|markdown|csv|json|jsonl]", "show or set the output mode", "mode json", cmd_mode, false},
     {"help", "[COMMAND]", "list the commands, or show one command's usage and an example", "help attn", cmd_help, false},
+    {"tui", "", "open the full-screen browser on the current run (q comes back)", "tui", cmd_tui, false},
     {"quit", "", "leave loupe", "quit", cmd_quit, false},
 };
 #define N_COMMANDS ((int)(sizeof COMMANDS / sizeof *COMMANDS))

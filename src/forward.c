@@ -212,14 +212,21 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
         }
         memcpy(bl->k + (size_t)bl->t0 * kvd, k, (size_t)bl->n * kvd * sizeof *k);
         memcpy(bl->v + (size_t)bl->t0 * kvd, v, (size_t)bl->n * kvd * sizeof *v);
-        lp_layer_io one = {.q = q, .k = bl->k, .v = bl->v, .pattern = io->pattern, .pattern_ld = io->pattern_ld,
-                           .z = io->z + (size_t)row * qd};
-        attention(c, &one, bl->t0, bl->n);
+        int skip = io->last_only ? bl->n - 1 : 0; /* queries that need not be answered */
+        lp_layer_io one = {.q = q + (size_t)skip * qd, .k = bl->k, .v = bl->v, .pattern = io->pattern,
+                           .pattern_ld = io->pattern_ld, .z = io->z + (size_t)(io->last_only ? b : row) * qd};
+        attention(c, &one, bl->t0 + skip, bl->n - skip);
+    }
+    if (io->last_only) { /* from here on, one row per block: its last */
+        for (int b = 0, row = 0; b < nblocks; row += blocks[b].n, b++)
+            memcpy(io->resid_mid + (size_t)b * d, io->resid_in + (size_t)(row + blocks[b].n - 1) * d, (size_t)d * sizeof(float));
+        N = nblocks;
+        nd = (size_t)N * d, nm = (size_t)N * c->d_mlp;
     }
     if (io->edit) io->edit(io->ctx, LP_ACT_Z, io->z);
     lp_linear_forward(io->attn_out, io->z, &w->o, N);
     if (io->edit) io->edit(io->ctx, LP_ACT_ATTN_OUT, io->attn_out);
-    add(io->resid_mid, io->resid_in, io->attn_out, nd);
+    add(io->resid_mid, io->last_only ? io->resid_mid : io->resid_in, io->attn_out, nd);
 
     /* From here on rows are independent: the same steps as lp_layer_forward, over N rows. */
     lp_norm(io->ln2, io->ln2_scale, io->resid_mid, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
@@ -234,4 +241,27 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
     lp_linear_forward(io->mlp_out, io->mlp_post, &w->down, N);
     if (io->edit) io->edit(io->ctx, LP_ACT_MLP_OUT, io->mlp_out);
     add(io->resid_out, io->resid_mid, io->mlp_out, nd);
+}
+
+void lp_attention_seqs(float *pattern, float *z, const lp_config *c, const float *q, const float *k, const float *v,
+                       int B, int T) {
+    size_t qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head, TT = T;
+    for (int b = 0; b < B; b++) {
+        size_t row = (size_t)b * TT;
+        lp_layer_io one = {.q = (float *)q + row * qd, .k = (float *)k + row * kvd, .v = (float *)v + row * kvd,
+                           .pattern = pattern + row * c->n_head * TT, .pattern_ld = T, .z = z + row * qd};
+        attention(c, &one, 0, T);
+    }
+}
+
+void lp_rope_rows(float *x, const lp_config *c, int n, int heads, const float *cos_t, const float *sin_t) {
+    rope(x, n, heads, c->d_head, c->pos, cos_t, sin_t);
+}
+
+void lp_gelu_rows(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = gelu_tanh(x[i]);
+}
+
+void lp_swiglu_rows(float *y, const float *gate, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = silu(gate[i]) * up[i];
 }

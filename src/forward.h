@@ -60,11 +60,29 @@ typedef struct {
      * and before it is used, so that a caller can overwrite rows of it. */
     void (*edit)(void *ctx, lp_act_kind site, float *rows);
     void *ctx;
+    /* When set (for the last layer, when only the last position is read out), only each
+     * block's last row goes on past its keys and values: z, attn_out, resid_mid, ln2, the
+     * MLP and resid_out then hold one row per block, nblocks rows. */
+    int last_only;
 } lp_batch_io;
 
 /* The same computation as lp_layer_forward for every block; cos_t, sin_t: rotary tables
  * for positions from 0 (block b reads them from row t0). */
 void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io, const lp_block *blocks, int nblocks,
                             const float *cos_t, const float *sin_t);
+
+/* ---- B whole sequences of T tokens each (rows b * T .. b * T + T - 1 are sequence b), for
+ * the backward pass and its batches: the same kernels as lp_layer_forward ---- */
+
+/* Causal attention of every sequence from position 0: q (B*T, H*dh), k and v (B*T, Hkv*dh),
+ * after rotary embedding; writes pattern (B, H, T, T) and z (B*T, H*dh). */
+void lp_attention_seqs(float *pattern, float *z, const lp_config *c, const float *q, const float *k, const float *v,
+                       int B, int T);
+/* Rotary embedding of x (n, heads*dh) in place, row i at the angles of row i of the tables
+ * (n, dh/2); with the sines negated it is the inverse rotation (the backward's). */
+void lp_rope_rows(float *x, const lp_config *c, int n, int heads, const float *cos_t, const float *sin_t);
+/* y = GELU-tanh(x), and y = SiLU(gate) * up, over n floats, as lp_layer_forward computes them. */
+void lp_gelu_rows(float *y, const float *x, size_t n);
+void lp_swiglu_rows(float *y, const float *gate, const float *up, size_t n);
 
 #endif

@@ -51,6 +51,10 @@ int lp_lens(const lp_run *r, int k, int target, int *top_ids, float *top_probs, 
     if (!logits) return lp_error(LP_ENOMEM, "out of memory for the lens (%d x %d logits)", T, V);
     int rc = LP_OK;
     for (int row = 0; row <= c->n_layer && !rc; row++) {
+        if (lp_cancelled()) {
+            rc = lp_error(LP_ECANCEL, "cancelled");
+            break;
+        }
         if ((rc = lens_block(m, row_resid(r, row), T, logits))) break;
         for (int t = 0; t < T; t++) {
             const float *lg = logits + (size_t)t * V;

@@ -10,6 +10,8 @@
 #include "loupe/commands.h"
 #include "loupe/error.h"
 #include "../ui/repl.h"
+#include "../ui/tui.h"
+#include "cmd.h"
 
 #define LOUPE_VERSION "0.1.0"
 
@@ -23,7 +25,7 @@ static const char USAGE[] =
     "      --threads N      compute threads (default: all cores)\n"
     "      --tokenizer FILE tokenizer for a llama2.c checkpoint (default: tokenizer.bin beside it)\n"
     "  -d, --db FILE        analysis database (default: $XDG_DATA_HOME/loupe/loupe.db; ':memory:' allowed)\n"
-    "  -t, --tui            full-screen browser (not available yet)\n"
+    "  -t, --tui            open the full-screen browser (after the -e/-f commands)\n"
     "  -h, --help           this help;  -V, --version  the version\n"
     "MODEL is a Hugging Face model directory or a llama2.c checkpoint (.bin).\n"
     "Type 'help' at the prompt, or run loupe -e help, for the commands.\n";
@@ -95,7 +97,7 @@ int main(int argc, char **argv) {
     char **execs = calloc((size_t)argc + 1, sizeof *execs);
     int n_exec = 0;
     const char *file = NULL, *mode = NULL, *tokenizer = NULL, *db = NULL;
-    bool interactive = false;
+    bool interactive = false, tui = false;
     runner r = {0};
     int c, status = 0;
     opterr = 0;
@@ -118,9 +120,7 @@ int main(int argc, char **argv) {
             break;
         }
         case 'd': db = optarg; break;
-        case 't':
-            fprintf(stderr, "error: --tui: the full-screen browser is not available in this version yet\n");
-            goto usage;
+        case 't': tui = true; break;
         case 'h': fputs(USAGE, stdout); free(execs); return 0;
         case 'V': printf("loupe %s\n", LOUPE_VERSION); free(execs); return 0;
         default:
@@ -133,6 +133,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "error: give at most one MODEL (got '%s' and '%s')\n", argv[optind], argv[optind + 1]);
         goto usage;
     }
+    if (tui && (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO))) {
+        fprintf(stderr, "error: --tui: the browser needs a terminal on stdin and stdout\n");
+        goto usage;
+    }
+    lp_cmd_set_tui(lp_tui_run);
     lp_session s;
     lp_session_init(&s, stdout);
     if (mode && lp_mode_from_name(mode, &s.mode)) {
@@ -165,7 +170,14 @@ int main(int argc, char **argv) {
         go = run_stream(&s, &r, in, strcmp(file, "-") == 0 ? "stdin" : file);
         if (in != stdin) fclose(in);
     }
-    if (go && (interactive || (n_exec == 0 && !file))) {
+    if (go && tui) {
+        int fails = 0;
+        if (lp_tui_run(&s, &fails)) {
+            fprintf(stderr, "error: %s\n", lp_errmsg());
+            r.failures++;
+        }
+        r.failures += fails;
+    } else if (go && (interactive || (n_exec == 0 && !file))) {
         if (isatty(STDIN_FILENO)) r.failures += lp_repl_run(&s, r.bail);
         else run_stream(&s, &r, stdin, "stdin");
     }

@@ -402,6 +402,8 @@ static char *history_path_new(void) {
     return NULL;
 }
 
+char *lp_repl_history_path_new(void) { return history_path_new(); }
+
 /* Creates the file and its directories (mkdir -p) so that append_history can open it. */
 static bool history_file_create(const char *path) {
     char *d = strdup(path);

@@ -15,6 +15,10 @@
  * (a cancelled one included). */
 int lp_repl_run(lp_session *s, bool bail);
 
+/* The history file's path (malloc'd), or NULL when there is to be none: the browser's `:`
+ * line reads and appends to the same file. */
+char *lp_repl_history_path_new(void);
+
 /* What Tab offers for the word that starts at byte `start` of line and reads `text` so
  * far, from the command table's usage strings: a NULL-terminated malloc'd array of
  * malloc'd strings, or NULL when there is nothing. *files says the candidates are file

@@ -38,3 +38,10 @@ done
 echo
 echo "== comparison: one thread (core $core; the run above used all cores)"
 OPENBLAS_CORETYPE=$core "$bench" --quick --threads 1 "$model" --compare-logits "$logits"
+
+# The browser: time to draw each view into the screen model for this model's T=128 run
+# (target: under 16 ms, one 60 Hz frame). Built here: make bench names only the engine's tools.
+echo
+echo "== browser: draw time per view (GPT-2-small shape, T=128)"
+make --no-print-directory BUILD="$BUILD" "$BUILD/tools/bench_tui" >/dev/null
+"$BUILD/tools/bench_tui" "$model"

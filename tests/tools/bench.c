@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loupe/attr.h"
+#include "loupe/circuits.h"
 #include "loupe/error.h"
 #include "loupe/generate.h"
 #include "loupe/model.h"
@@ -307,6 +309,84 @@ static void bench_generate(const lp_model *m, int n_prompt, int n_new) {
     free(prompt);
 }
 
+/* Attribution at T=32, each as a multiple of one forward at T=32 measured alongside (all
+ * medians): one backward (lp_grad_new on a captured run), integrated gradients with 32 steps
+ * (32 interpolated inputs forward and backward as a batch, plus the baseline's forward), and
+ * occlusion (32 occluded inputs forward as a batch). Targets: backward < 3, ig-32 < 40. */
+static double median_of(double *t, int n) {
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return t[n / 2];
+}
+
+static void bench_attr(const lp_model *m) {
+    enum { T = 32, REPS = 5 };
+    const lp_config *c = lp_model_config(m);
+    int ids[T];
+    fill_ids(ids, T, c->vocab);
+    double fwd[REPS], bwd[REPS], ig[REPS], occ[REPS];
+    lp_run *r;
+    lp_grad *g;
+    float scores[T];
+    double delta;
+    lp_attr_spec sp = {.objective = {LP_OBJ_LOGIT, T - 1, ids[0], -1}, .steps = 32, .baseline = -1, .layer = -1};
+    if (lp_run_new(&r, m, ids, T)) die("forward");
+    for (int i = 0; i < REPS; i++) {
+        lp_run_free(r);
+        double t = now_s();
+        if (lp_run_new(&r, m, ids, T)) die("forward");
+        fwd[i] = now_s() - t;
+        t = now_s();
+        if (lp_grad_new(&g, r, &sp.objective)) die("backward");
+        bwd[i] = now_s() - t;
+        lp_grad_free(g);
+        sp.method = LP_ATTR_IG;
+        t = now_s();
+        if (lp_attr(scores, &delta, r, &sp)) die("attr ig");
+        ig[i] = now_s() - t;
+        sp.method = LP_ATTR_OCCLUSION;
+        t = now_s();
+        if (lp_attr(scores, &delta, r, &sp)) die("attr occlusion");
+        occ[i] = now_s() - t;
+    }
+    lp_run_free(r);
+    double f = median_of(fwd, REPS), b = median_of(bwd, REPS) / f, i = median_of(ig, REPS) / f;
+    printf("attr T=%d (x one forward of %.1f ms): backward %.2fx (target < 3: %s), ig-32 %.1fx (target < 40: %s), "
+           "occlusion %.1fx\n",
+           T, f * 1e3, b, b < 3 ? "met" : "MISSED", i, i < 40 ? "met" : "MISSED", median_of(occ, REPS) / f);
+}
+
+/* A full residual-stream patching sweep at T=32 (every layer x position: L*T patches, each
+ * from a corrupted run with a different token at every position) as a multiple of one
+ * forward at T=32 measured alongside (medians). Re-running every patch in full would be
+ * L*T forwards; a patch re-runs only the layers and positions from its own on. */
+static void bench_patch(const lp_model *m) {
+    enum { T = 32, REPS = 3 };
+    const lp_config *c = lp_model_config(m);
+    int clean[T], corrupt[T];
+    fill_ids(clean, T, c->vocab);
+    for (int i = 0; i < T; i++) corrupt[i] = (clean[i] + 1 + i) % c->vocab;
+    float *out = malloc((size_t)c->n_layer * T * sizeof *out);
+    double fwd[REPS], sweep[REPS];
+    lp_run *r, *x;
+    if (!out || lp_run_new(&x, m, corrupt, T) || lp_run_new(&r, m, clean, T)) die("forward");
+    for (int i = 0; i < REPS; i++) {
+        lp_run_free(r);
+        double t = now_s();
+        if (lp_run_new(&r, m, clean, T)) die("forward");
+        fwd[i] = now_s() - t;
+        t = now_s();
+        if (lp_patch_sweep(r, x, LP_PATCH_RESID_PRE, clean[1], corrupt[1], out)) die("patch sweep");
+        sweep[i] = now_s() - t;
+    }
+    double f = median_of(fwd, REPS), s = median_of(sweep, REPS);
+    printf("patch T=%d: resid_pre sweep of %d patches %.0f ms = %.1fx one forward of %.1f ms (each patch in full: "
+           "%dx)\n",
+           T, c->n_layer * T, s * 1e3, s / f, f * 1e3, c->n_layer * T);
+    lp_run_free(r);
+    lp_run_free(x);
+    free(out);
+}
+
 static void usage(void) {
     fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL\n"
                     "       bench --check MODEL\n");
@@ -383,6 +463,8 @@ int main(int argc, char **argv) {
     bench_forward(m, 32, 9, peak, &lf);
     bench_forward(m, 128, 7, peak, &lf);
     size_t act512 = bench_forward(m, 512, 3, peak, &lf);
+    bench_attr(m);
+    bench_patch(m);
     bench_generate(m, 16, 128);
 
     struct rusage ru;

@@ -1,0 +1,64 @@
+/* Input attribution: a score per input position for one prediction of a captured run.
+ *
+ * "The input" of the gradient methods is the embedding of each position: the residual
+ * stream entering layer 0 (the token embedding, plus the learned position embedding for
+ * GPT-2). Integrated gradients, gradient x input and occlusion change only the token part:
+ * a position keeps its GPT-2 position embedding, as when a token is replaced by another.
+ *   saliency   ||df/dx_t||_2, the gradient at position t's embedding (the same vector for
+ *              the token embedding and for token + position)
+ *   gxi        sum_k df/dx_t,k * e_t,k with e_t the token embedding of position t
+ *   ig         integrated gradients from a baseline b: (e_t - b) . int_0^1 df/dx(b + a (e - b)) da,
+ *              the integral by Gauss-Legendre quadrature on [0, 1] with `steps` nodes (Captum's
+ *              default rule); delta = sum_t score_t - (f(x) - f(baseline))
+ *   occlusion  f(x) - f(x with the token embeddings of a window of positions replaced by the
+ *              baseline), windows of `window` positions sliding by one; a position scores the
+ *              mean over the windows that cover it (Captum's Occlusion)
+ *   rollout    attention rollout (Abnar & Zuidema 2020): per layer the heads' mean pattern A,
+ *              made 0.5 A + 0.5 I for the residual stream, rows renormalised; the product
+ *              over layers (last on the left); scores = its row pos. Patterns are per query
+ *              head, so grouped-query attention changes nothing here.
+ *   attnxnorm  Kobayashi et al. (2020): in layer `layer`, ||sum_h A_h[pos, j] (v_j W_O^h)||_2 for
+ *              each key j, with v_j the value vector (bias included) of head h's key/value head
+ *              and W_O^h head h's rows of the output projection.
+ * Positions after pos cannot affect its prediction (attention is causal) and score 0. */
+#ifndef LOUPE_ATTR_H
+#define LOUPE_ATTR_H
+
+#include <stdbool.h>
+
+#include "loupe/grad.h"
+#include "loupe/run.h"
+
+typedef enum {
+    LP_ATTR_SALIENCY,
+    LP_ATTR_GXI,
+    LP_ATTR_IG,
+    LP_ATTR_OCCLUSION,
+    LP_ATTR_ROLLOUT,
+    LP_ATTR_ATTNXNORM,
+    LP_ATTR_COUNT
+} lp_attr_method;
+
+const char *lp_attr_method_name(lp_attr_method m);                 /* "saliency", ... */
+int lp_attr_method_from_name(const char *name, lp_attr_method *out); /* LP_EINVAL listing the methods */
+bool lp_attr_has_objective(lp_attr_method m);   /* false for rollout and attnxnorm, which read attention only */
+bool lp_attr_has_delta(lp_attr_method m);       /* ig */
+
+typedef struct {
+    lp_attr_method method;
+    lp_objective objective; /* what is explained; rollout and attnxnorm read only its pos */
+    int steps;              /* ig: quadrature nodes (0: 32) */
+    int baseline;           /* ig, occlusion: the token whose embedding stands in; -1: the zero vector */
+    int window;             /* occlusion: positions replaced at once (0: 1) */
+    int layer;              /* attnxnorm: the layer (-1: the last) */
+} lp_attr_spec;
+
+/* scores (T): one per position of r; *delta: the completeness gap (NAN for methods without
+ * one). LP_EINVAL for an out-of-range position, token, layer, step count or window. */
+int lp_attr(float *scores, double *delta, const lp_run *r, const lp_attr_spec *spec);
+
+/* Gauss-Legendre quadrature on [0, 1]: nodes alpha (n) ascending, weights (n) summing to 1;
+ * exact for polynomials of degree up to 2n - 1. */
+void lp_gauss_legendre(double *alpha, double *weight, int n);
+
+#endif

@@ -1,0 +1,128 @@
+/* Circuits: forward-only analyses that take a run apart into the pieces that write to the
+ * residual stream (as TransformerLens's decompose_resid and stack_head_results do), swap
+ * pieces between two runs (activation patching), and classify heads by what they attend to.
+ *
+ * A logit direction: at position pos, the logit of a target token, or with a contrast the
+ * difference logit(target) - logit(contrast). The residual stream leaving the last layer is
+ * the sum of the embeddings, every head's output (its slice of z times its rows of W_O),
+ * the attention output biases and every MLP's output. With the final norm's scale frozen
+ * at the value the run computed (TransformerLens's apply_ln_to_stack with the cached
+ * scale), the norm is linear, and each piece's direct logit attribution (DLA) is the piece,
+ * mean-centred for LayerNorm, times the scale and the norm's weight, dotted with the
+ * unembedding direction W_U[:, target] - W_U[:, contrast]. The pieces, plus the final
+ * norm's bias and the unembedding's bias dotted with the same direction, add up to the
+ * run's logit (difference). */
+#ifndef LOUPE_CIRCUITS_H
+#define LOUPE_CIRCUITS_H
+
+#include <stdint.h>
+
+#include "loupe/run.h"
+
+/* ---- direct logit attribution ---- */
+
+typedef struct {
+    double logit;        /* the run's logit(target) [- logit(contrast)] at pos */
+    double total;        /* embed + heads + mlp + bias: equals logit up to rounding */
+    double embed;        /* token (and learned position) embeddings */
+    double heads, mlp;   /* sums of the per-head and per-layer parts */
+    double bias;         /* attn_bias + norm_bias + unembed_bias */
+    double attn_bias;    /* the attention output projections' biases, every layer */
+    double norm_bias;    /* the final norm's bias (LayerNorm) */
+    double unembed_bias; /* the unembedding's bias, if it has one */
+} lp_dla_sums;
+
+/* heads (n_layer, n_head) and mlp (n_layer): each head's and each MLP's (bias included)
+ * direct contribution at pos to target (contrast -1: none). */
+int lp_dla(const lp_run *r, int pos, int target, int contrast, float *heads, float *mlp, lp_dla_sums *sums);
+
+/* out (d_mlp): each neuron of layer's MLP at pos, its activation (mlp_post) times its row
+ * of W_down, through the frozen final norm, dotted with the direction. Their sum plus the
+ * MLP's output bias is lp_dla's mlp[layer]. */
+int lp_dla_neurons(const lp_run *r, int layer, int pos, int target, int contrast, float *out);
+
+/* ---- activation summaries ---- */
+
+typedef struct {
+    float norm, mean, std, min, max;  /* std: population (divided by the width) */
+} lp_act_stats;
+
+/* The summary of row `row` of a 2-D view, and its k dims of largest |value|, largest
+ * first, in top_dims (k) (may be NULL when k is 0; k may exceed the width: -1 pads). */
+void lp_act_summary(const lp_view *v, int row, int k, lp_act_stats *st, int *top_dims);
+
+/* ---- activation patching ----
+ * A patch names an activation of the base run to replace with the source run's (two runs
+ * of the same model and length): the rest of the model runs again on the result, and
+ * what comes out at the last position is read. Noising patches a corrupted run's
+ * activations into the clean run (base = clean); denoising the other way round. Only
+ * positions from the patch's on change (attention is causal), so a patch re-runs the
+ * layers from its own on, for the positions from its own on, over the base run's cached
+ * keys and values for the earlier positions; patches that start at the same layer run
+ * together, their rows stacked into one matrix product per weight. */
+
+typedef enum { LP_PATCH_RESID_PRE, LP_PATCH_ATTN_OUT, LP_PATCH_MLP_OUT, LP_PATCH_Z, LP_PATCH_SITE_COUNT } lp_patch_site;
+
+const char *lp_patch_site_name(lp_patch_site s);                 /* "resid_pre", "attn_out", "mlp_out", "z" */
+int lp_patch_site_from_name(const char *name, lp_patch_site *out); /* LP_EINVAL for unknown names */
+
+typedef struct {
+    lp_patch_site site;
+    int layer;
+    int pos;   /* -1: every position */
+    int head;  /* z only: -1 every head */
+} lp_patch;
+
+/* The base run's logits (V) at its last position with patch p applied (always re-run,
+ * even when the patch changes nothing, which lp_patch_metric skips). */
+int lp_patch_logits(const lp_run *base, const lp_run *source, const lp_patch *p, float *logits);
+
+/* out (n): logit(target) [- logit(contrast)] at the last position with each patch applied
+ * on its own. */
+int lp_patch_metric(const lp_run *base, const lp_run *source, const lp_patch *patches, int n, int target, int contrast,
+                    float *out);
+
+/* Every patch of one site, as lp_patch_metric: out (n_layer, T) for resid_pre, attn_out and
+ * mlp_out (one position of one layer each), (n_layer, n_head) for z (one head, every
+ * position). */
+int lp_patch_sweep(const lp_run *base, const lp_run *source, lp_patch_site site, int target, int contrast, float *out);
+
+/* ---- head scan ----
+ * Each head scored on generated sequences: BOS (when the model has one), then N random
+ * distinct tokens, then the same N tokens again (TransformerLens's induction test). Over a
+ * sequence's pattern A, averaged over the sequences:
+ *   prev_token       mean of A[i, i-1] over i >= 1
+ *   duplicate_token  mean of A[i, i-N] over the second copy (the token's earlier copy)
+ *   induction        mean of A[i, i-N+1] over the second copy (the token after the earlier copy)
+ *   first_token      mean of A[i, 0] over i >= 1 (the attention sink)
+ * A head is labelled with every score at or above the threshold. */
+
+typedef enum {
+    LP_SCAN_PREV_TOKEN,
+    LP_SCAN_DUPLICATE_TOKEN,
+    LP_SCAN_INDUCTION,
+    LP_SCAN_FIRST_TOKEN,
+    LP_SCAN_COUNT
+} lp_scan_score;
+
+#define LP_SCAN_THRESHOLD 0.4  /* the default label threshold, for every score */
+
+typedef struct {
+    int seq_len;     /* N; 0: 50, or what the context allows */
+    int n_seqs;      /* 0: 4 */
+    uint64_t seed;
+    int bos;         /* prepended when >= 0 */
+    int avoid[2];    /* ids never drawn (BOS, EOS), -1 for none */
+} lp_scan_options;
+
+const char *lp_scan_score_name(lp_scan_score k);  /* "prev_token", ... */
+
+/* scores (n_layer, n_head, LP_SCAN_COUNT), averaged over the sequences; *seq_len (may be
+ * NULL) gets the N used. */
+int lp_scan_heads(const lp_model *m, const lp_scan_options *o, float *scores, int *seq_len);
+
+/* Sequence `index` (0 ..) of a scan into ids (room for 2 N + 1: 101 with the default N),
+ * its length in *n. */
+int lp_scan_sequence(const lp_model *m, const lp_scan_options *o, int index, int *ids, int *n);
+
+#endif

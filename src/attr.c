@@ -1,0 +1,291 @@
+/* The six input-attribution methods over a captured run (definitions in attr.h). The
+ * gradient methods differentiate through the run's own activations (one backward, no forward); integrated
+ * gradients and occlusion send all their inputs through lp_grad_batch at once. */
+#include "loupe/attr.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward.h"
+#include "loupe/error.h"
+
+static const char *const METHOD_NAMES[LP_ATTR_COUNT] = {"saliency", "gxi", "ig", "occlusion", "rollout", "attnxnorm"};
+
+const char *lp_attr_method_name(lp_attr_method m) { return (unsigned)m < LP_ATTR_COUNT ? METHOD_NAMES[m] : "?"; }
+
+int lp_attr_method_from_name(const char *name, lp_attr_method *out) {
+    for (int i = 0; i < LP_ATTR_COUNT; i++)
+        if (strcmp(name, METHOD_NAMES[i]) == 0) {
+            *out = (lp_attr_method)i;
+            return LP_OK;
+        }
+    return lp_error(LP_EINVAL, "unknown attribution method '%s'; use saliency, gxi, ig, occlusion, rollout or attnxnorm",
+                    name);
+}
+
+bool lp_attr_has_objective(lp_attr_method m) { return m != LP_ATTR_ROLLOUT && m != LP_ATTR_ATTNXNORM; }
+bool lp_attr_has_delta(lp_attr_method m) { return m == LP_ATTR_IG; }
+
+void lp_gauss_legendre(double *alpha, double *weight, int n) {
+    /* Newton's method on the roots of the Legendre polynomial P_n, from Tricomi's estimates. */
+    for (int i = 0; i < (n + 1) / 2; i++) {
+        double z = cos(M_PI * (i + 0.75) / (n + 0.5)), dp = 1.0;
+        for (int it = 0; it < 100; it++) {
+            double p1 = 1.0, p2 = 0.0;
+            for (int j = 1; j <= n; j++) {
+                double p3 = p2;
+                p2 = p1;
+                p1 = ((2.0 * j - 1.0) * z * p2 - (j - 1.0) * p3) / j;
+            }
+            dp = n * (z * p1 - p2) / (z * z - 1.0);
+            double z1 = z;
+            z = z1 - p1 / dp;
+            if (fabs(z - z1) < 1e-15) break;
+        }
+        double w = 1.0 / ((1.0 - z * z) * dp * dp); /* 2 / (...) on [-1, 1], halved for [0, 1] */
+        alpha[i] = 0.5 * (1.0 - z);
+        alpha[n - 1 - i] = 0.5 * (1.0 + z);
+        weight[i] = weight[n - 1 - i] = w;
+    }
+}
+
+/* ---- gradient methods ---- */
+
+static int by_gradient(float *scores, const lp_run *r, const lp_attr_spec *sp) {
+    const lp_model *m = lp_run_model(r);
+    int T = lp_run_len(r), d = m->cfg.d_model;
+    const int *ids = lp_run_ids(r);
+    lp_grad *g;
+    int rc = lp_grad_embed_new(&g, r, &sp->objective);
+    if (rc) return rc;
+    const float *ge = lp_grad_embed(g);
+    for (int t = 0; t < T; t++) {
+        const float *gt = ge + (size_t)t * d, *e = m->tok_emb + (size_t)ids[t] * d;
+        double s = 0.0;
+        for (int k = 0; k < d; k++) s += sp->method == LP_ATTR_SALIENCY ? (double)gt[k] * gt[k] : (double)gt[k] * e[k];
+        scores[t] = (float)(sp->method == LP_ATTR_SALIENCY ? sqrt(s) : s);
+    }
+    lp_grad_free(g);
+    return LP_OK;
+}
+
+/* The inputs of ig and occlusion: the run's embeddings x (T, d) and, per position, the
+ * baseline's b = x - e_t + base, where only the token embedding e_t is replaced. */
+typedef struct {
+    int T, d;
+    const float *x;       /* (T, d) */
+    float *b;             /* (T, d) */
+    const double *alpha;  /* ig: (steps) */
+    int window;           /* occlusion */
+} path;
+
+static void ig_input(float *out, int i, void *ctx) {
+    const path *p = ctx;
+    float a = (float)p->alpha[i];
+    for (size_t j = 0; j < (size_t)p->T * p->d; j++) out[j] = p->b[j] + a * (p->x[j] - p->b[j]);
+}
+
+static void baseline_input(float *out, int i, void *ctx) {
+    (void)i;
+    const path *p = ctx;
+    memcpy(out, p->b, (size_t)p->T * p->d * sizeof *out);
+}
+
+static void occluded_input(float *out, int i, void *ctx) {
+    const path *p = ctx;
+    size_t d = p->d, from = (size_t)i * d, to = (size_t)(i + p->window) * d;
+    memcpy(out, p->x, (size_t)p->T * d * sizeof *out);
+    memcpy(out + from, p->b + from, (to - from) * sizeof *out);
+}
+
+static int make_path(path *p, const lp_run *r, int T, int baseline) {
+    const lp_model *m = lp_run_model(r);
+    int d = m->cfg.d_model;
+    const int *ids = lp_run_ids(r);
+    lp_view v;
+    lp_run_view(r, LP_ACT_RESID_PRE, 0, -1, &v);
+    *p = (path){.T = T, .d = d, .x = v.data, .b = malloc((size_t)T * d * sizeof(float))};
+    if (!p->b) return lp_error(LP_ENOMEM, "out of memory");
+    for (int t = 0; t < T; t++) {
+        const float *e = m->tok_emb + (size_t)ids[t] * d, *base = baseline >= 0 ? m->tok_emb + (size_t)baseline * d : NULL;
+        for (int k = 0; k < d; k++) {
+            size_t j = (size_t)t * d + k;
+            p->b[j] = p->x[j] - e[k] + (base ? base[k] : 0.0f);
+        }
+    }
+    return LP_OK;
+}
+
+static int integrated_gradients(float *scores, double *delta, const lp_run *r, const lp_attr_spec *sp) {
+    const lp_model *m = lp_run_model(r);
+    const lp_objective *o = &sp->objective;
+    int T = o->pos + 1, d = m->cfg.d_model, n = sp->steps ? sp->steps : 32;
+    path p;
+    int rc = make_path(&p, r, T, sp->baseline);
+    if (rc) return rc;
+    double *alpha = malloc((size_t)n * sizeof *alpha), *w = malloc((size_t)n * sizeof *w), fb;
+    float *gsum = malloc((size_t)T * d * sizeof *gsum);
+    if (!alpha || !w || !gsum) {
+        rc = lp_error(LP_ENOMEM, "out of memory");
+        goto done;
+    }
+    lp_gauss_legendre(alpha, w, n);
+    p.alpha = alpha;
+    if ((rc = lp_grad_batch(m, T, n, ig_input, &p, o, w, NULL, gsum)) ||
+        (rc = lp_grad_batch(m, T, 1, baseline_input, &p, o, NULL, &fb, NULL)))
+        goto done;
+    double sum = 0.0;
+    for (int t = 0; t < T; t++) {
+        double s = 0.0;
+        for (int k = 0; k < d; k++) {
+            size_t j = (size_t)t * d + k;
+            s += ((double)p.x[j] - p.b[j]) * gsum[j];
+        }
+        scores[t] = (float)s;
+        sum += s;
+    }
+    double fx = lp_objective_value(o, lp_run_logits(r, o->pos), m->cfg.vocab);
+    *delta = sum - (fx - fb);
+done:
+    free(p.b);
+    free(alpha);
+    free(w);
+    free(gsum);
+    return rc;
+}
+
+static int occlusion(float *scores, const lp_run *r, const lp_attr_spec *sp) {
+    const lp_model *m = lp_run_model(r);
+    const lp_objective *o = &sp->objective;
+    int T = o->pos + 1, W = sp->window ? sp->window : 1;
+    if (W > T) W = T;
+    int n = T - W + 1;
+    path p;
+    int rc = make_path(&p, r, T, sp->baseline);
+    if (rc) return rc;
+    p.window = W;
+    double *f = malloc((size_t)n * sizeof *f);
+    if (!f) {
+        free(p.b);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    if (!(rc = lp_grad_batch(m, T, n, occluded_input, &p, o, NULL, f, NULL))) {
+        double fx = lp_objective_value(o, lp_run_logits(r, o->pos), m->cfg.vocab);
+        for (int t = 0; t < T; t++) {
+            /* Windows [s, s + W) that cover t: s from max(0, t - W + 1) to min(t, n - 1). */
+            int s0 = t - W + 1 > 0 ? t - W + 1 : 0, s1 = t < n - 1 ? t : n - 1;
+            double s = 0.0;
+            for (int k = s0; k <= s1; k++) s += fx - f[k];
+            scores[t] = (float)(s / (s1 - s0 + 1));
+        }
+    }
+    free(f);
+    free(p.b);
+    return rc;
+}
+
+/* ---- attention methods ---- */
+
+static int rollout(float *scores, const lp_run *r, int pos) {
+    const lp_config *c = lp_model_config(lp_run_model(r));
+    int T = pos + 1;
+    double *row = calloc((size_t)T, sizeof *row), *next = malloc((size_t)T * sizeof *next);
+    double *A = malloc((size_t)T * T * sizeof *A);
+    if (!row || !next || !A) {
+        free(row);
+        free(next);
+        free(A);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    /* Row pos of A_{L-1} ... A_0, taken from the left: row <- row A_l, last layer first. */
+    row[pos] = 1.0;
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        lp_view v;
+        lp_run_view(r, LP_ACT_PATTERN, l, -1, &v);
+        for (int i = 0; i < T; i++) {
+            double sum = 0.0;
+            for (int j = 0; j <= i; j++) {
+                double a = 0.0;
+                for (int h = 0; h < c->n_head; h++) a += v.data[h * v.stride[0] + i * v.stride[1] + j];
+                a = 0.5 * a / c->n_head + (i == j ? 0.5 : 0.0);
+                A[(size_t)i * T + j] = a;
+                sum += a;
+            }
+            for (int j = 0; j <= i; j++) A[(size_t)i * T + j] /= sum;
+        }
+        for (int j = 0; j < T; j++) {
+            double s = 0.0;
+            for (int i = j; i < T; i++) s += row[i] * A[(size_t)i * T + j];
+            next[j] = s;
+        }
+        memcpy(row, next, (size_t)T * sizeof *row);
+    }
+    for (int j = 0; j < T; j++) scores[j] = (float)row[j];
+    free(row);
+    free(next);
+    free(A);
+    return LP_OK;
+}
+
+static int attn_x_norm(float *scores, const lp_run *r, int pos, int layer) {
+    const lp_model *m = lp_run_model(r);
+    const lp_config *c = &m->cfg;
+    int T = pos + 1, H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, d = c->d_model;
+    lp_view pat, val;
+    lp_run_view(r, LP_ACT_PATTERN, layer, -1, &pat);
+    lp_run_view(r, LP_ACT_V, layer, -1, &val);
+    float *y = malloc((size_t)T * H * dh * sizeof *y), *s = malloc((size_t)T * d * sizeof *s);
+    if (!y || !s) {
+        free(y);
+        free(s);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    /* y[j] = [A_h[pos, j] v_j of head h's kv head]_h, then s = y W_O: sum_h A_h[pos, j] v_j W_O^h. */
+    for (int j = 0; j < T; j++)
+        for (int h = 0; h < H; h++) {
+            float a = pat.data[h * pat.stride[0] + pos * pat.stride[1] + j];
+            const float *vj = val.data + j * val.stride[0] + (h / G) * val.stride[1];
+            for (int e = 0; e < dh; e++) y[((size_t)j * H + h) * dh + e] = a * vj[e];
+        }
+    lp_linear o = m->layers[layer].o;
+    o.b = NULL; /* the output bias is not any one key's */
+    lp_linear_forward(s, y, &o, T);
+    for (int j = 0; j < T; j++) {
+        double n2 = 0.0;
+        for (int k = 0; k < d; k++) n2 += (double)s[(size_t)j * d + k] * s[(size_t)j * d + k];
+        scores[j] = (float)sqrt(n2);
+    }
+    free(y);
+    free(s);
+    return LP_OK;
+}
+
+int lp_attr(float *scores, double *delta, const lp_run *r, const lp_attr_spec *sp) {
+    const lp_model *m = lp_run_model(r);
+    const lp_config *c = &m->cfg;
+    int T = lp_run_len(r), pos = sp->objective.pos, rc;
+    *delta = NAN;
+    if ((unsigned)sp->method >= LP_ATTR_COUNT) return lp_error(LP_EINVAL, "unknown attribution method %d", (int)sp->method);
+    if (pos < 0 || pos >= T)
+        return lp_error(LP_EINVAL, "position %d is out of range: the run has positions 0..%d", pos, T - 1);
+    if (lp_attr_has_objective(sp->method) && (rc = lp_objective_check(&sp->objective, m, T))) return rc;
+    if (sp->baseline < -1 || sp->baseline >= c->vocab)
+        return lp_error(LP_EINVAL, "baseline token id %d is outside the vocabulary (0..%d)", sp->baseline, c->vocab - 1);
+    if (sp->steps < 0 || sp->steps > 4096) return lp_error(LP_EINVAL, "steps %d is out of range (1..4096)", sp->steps);
+    if (sp->window < 0 || sp->window > T) return lp_error(LP_EINVAL, "window %d is out of range (1..%d)", sp->window, T);
+    int layer = sp->layer < 0 ? c->n_layer - 1 : sp->layer;
+    if (layer >= c->n_layer)
+        return lp_error(LP_EINVAL, "layer %d is out of range: the model has layers 0..%d", sp->layer, c->n_layer - 1);
+    for (int t = 0; t < T; t++) scores[t] = 0.0f;
+    switch (sp->method) {
+    case LP_ATTR_SALIENCY:
+    case LP_ATTR_GXI: return by_gradient(scores, r, sp);
+    case LP_ATTR_IG: return integrated_gradients(scores, delta, r, sp);
+    case LP_ATTR_OCCLUSION: return occlusion(scores, r, sp);
+    case LP_ATTR_ROLLOUT: return rollout(scores, r, pos);
+    case LP_ATTR_ATTNXNORM: return attn_x_norm(scores, r, pos, layer);
+    default: break;
+    }
+    return lp_error(LP_EINVAL, "unknown attribution method %d", (int)sp->method);
+}

@@ -1,0 +1,169 @@
+/* Direct logit attribution of heads, MLPs and neurons, and activation summaries (see
+ * circuits.h). Everything here is a dot product with one direction in the residual stream,
+ * so nothing needs more than a few vectors of d_model. */
+#include "loupe/circuits.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward.h"
+#include "loupe/error.h"
+
+static double dot(const float *a, const float *b, int n) {
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* dx (in) = W dy for y = x W + b: what a direction dy (out) on the output asks of the input. */
+static void pullback(const lp_linear *lin, const float *dy, float *dx) {
+    if (lin->trans) /* (out, in) rows */
+        cblas_sgemv(CblasRowMajor, CblasTrans, lin->out, lin->in, 1.0f, lin->w, lin->ld, dy, 1, 0.0f, dx, 1);
+    else /* (in, out) rows */
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, lin->in, lin->out, 1.0f, lin->w, lin->ld, dy, 1, 0.0f, dx, 1);
+}
+
+/* u (d) += sign * W_U[:, t]. */
+static void add_unembed_column(const lp_model *m, int t, float sign, float *u) {
+    const lp_linear *U = &m->unembed;
+    for (int j = 0; j < U->in; j++)
+        u[j] += sign * (U->trans ? U->w[(size_t)t * U->ld + j] : U->w[(size_t)j * U->ld + t]);
+}
+
+static int check_args(const lp_run *r, int pos, int target, int contrast) {
+    const lp_config *c = lp_model_config(lp_run_model(r));
+    int T = lp_run_len(r);
+    if (pos < 0 || pos >= T) return lp_error(LP_EINVAL, "position %d is out of range (0..%d)", pos, T - 1);
+    if (target < 0 || target >= c->vocab)
+        return lp_error(LP_EINVAL, "target id %d is outside the vocabulary (0..%d)", target, c->vocab - 1);
+    if (contrast < -1 || contrast >= c->vocab)
+        return lp_error(LP_EINVAL, "contrast id %d is outside the vocabulary (0..%d)", contrast, c->vocab - 1);
+    return LP_OK;
+}
+
+/* The direction (d) in the final residual stream at pos whose dot product with a piece is
+ * that piece's contribution: the unembedding direction u = W_U[:, target] - W_U[:, contrast]
+ * scaled by the norm's weight and the run's frozen scale, mean-removed for LayerNorm (the
+ * norm centres each piece, and centring x then dotting with g is dotting x with g centred).
+ * Also the two terms that do not come from the residual stream: the norm's bias and the
+ * unembedding's bias, dotted with u. u (d) is scratch. */
+static void logit_direction(const lp_run *r, int pos, int target, int contrast, float *dir, float *u,
+                            double *norm_bias, double *unembed_bias) {
+    const lp_model *m = lp_run_model(r);
+    const lp_config *c = &m->cfg;
+    int d = c->d_model;
+    memset(u, 0, (size_t)d * sizeof *u);
+    add_unembed_column(m, target, 1.0f, u);
+    if (contrast >= 0) add_unembed_column(m, contrast, -1.0f, u);
+    lp_view sv;
+    lp_run_view(r, LP_ACT_LN_FINAL_SCALE, 0, -1, &sv);
+    float s = sv.data[pos];
+    double mean = 0.0;
+    for (int j = 0; j < d; j++) {
+        dir[j] = s * m->lnf_w[j] * u[j];
+        mean += dir[j];
+    }
+    if (c->norm == LP_NORM_LAYERNORM) {
+        mean /= d;
+        for (int j = 0; j < d; j++) dir[j] = (float)(dir[j] - mean);
+    }
+    *norm_bias = m->lnf_b ? dot(m->lnf_b, u, d) : 0.0;
+    const float *bu = m->unembed.b;
+    *unembed_bias = bu ? (double)bu[target] - (contrast >= 0 ? (double)bu[contrast] : 0.0) : 0.0;
+}
+
+int lp_dla(const lp_run *r, int pos, int target, int contrast, float *heads, float *mlp, lp_dla_sums *sums) {
+    int rc = check_args(r, pos, target, contrast);
+    if (rc) return rc;
+    const lp_model *m = lp_run_model(r);
+    const lp_config *c = &m->cfg;
+    int d = c->d_model, H = c->n_head, dh = c->d_head;
+    float *dir = malloc((size_t)(2 * d + H * dh) * sizeof *dir), *g = dir + 2 * (size_t)d;
+    if (!dir) return lp_error(LP_ENOMEM, "out of memory");
+    lp_dla_sums S = {0};
+    logit_direction(r, pos, target, contrast, dir, dir + d, &S.norm_bias, &S.unembed_bias);
+    lp_view v;
+    lp_run_view(r, LP_ACT_RESID_PRE, 0, -1, &v);
+    S.embed = dot(v.data + (size_t)pos * v.stride[0], dir, d);
+    for (int l = 0; l < c->n_layer; l++) {
+        const lp_layer *w = &m->layers[l];
+        /* A head writes z_h W_O[h] (its rows of W_O): its contribution is z_h . (W_O[h] dir). */
+        pullback(&w->o, dir, g);
+        lp_run_view(r, LP_ACT_Z, l, -1, &v);
+        const float *z = v.data + (size_t)pos * v.stride[0];
+        for (int h = 0; h < H; h++) {
+            double x = dot(z + (size_t)h * dh, g + (size_t)h * dh, dh);
+            heads[(size_t)l * H + h] = (float)x;
+            S.heads += x;
+        }
+        if (w->o.b) S.attn_bias += dot(w->o.b, dir, d);
+        lp_run_view(r, LP_ACT_MLP_OUT, l, -1, &v);
+        double x = dot(v.data + (size_t)pos * v.stride[0], dir, d);
+        mlp[l] = (float)x;
+        S.mlp += x;
+    }
+    S.bias = S.attn_bias + S.norm_bias + S.unembed_bias;
+    S.total = S.embed + S.heads + S.mlp + S.bias;
+    const float *lg = lp_run_logits(r, pos);
+    S.logit = (double)lg[target] - (contrast >= 0 ? (double)lg[contrast] : 0.0);
+    if (sums) *sums = S;
+    free(dir);
+    return LP_OK;
+}
+
+int lp_dla_neurons(const lp_run *r, int layer, int pos, int target, int contrast, float *out) {
+    int rc = check_args(r, pos, target, contrast);
+    if (rc) return rc;
+    const lp_model *m = lp_run_model(r);
+    const lp_config *c = &m->cfg;
+    if (layer < 0 || layer >= c->n_layer)
+        return lp_error(LP_EINVAL, "layer %d is out of range: the model has layers 0..%d", layer, c->n_layer - 1);
+    float *dir = malloc((size_t)2 * c->d_model * sizeof *dir);
+    if (!dir) return lp_error(LP_ENOMEM, "out of memory");
+    double nb, ub;
+    logit_direction(r, pos, target, contrast, dir, dir + c->d_model, &nb, &ub);
+    /* Neuron i writes post_i W_down[i]: its contribution is post_i (W_down dir)_i. */
+    pullback(&m->layers[layer].down, dir, out);
+    lp_view v;
+    lp_run_view(r, LP_ACT_MLP_POST, layer, -1, &v);
+    const float *post = v.data + (size_t)pos * v.stride[0];
+    for (int i = 0; i < c->d_mlp; i++) out[i] *= post[i];
+    free(dir);
+    return LP_OK;
+}
+
+void lp_act_summary(const lp_view *v, int row, int k, lp_act_stats *st, int *top_dims) {
+    int n = v->shape[1];
+    const float *x = v->data + (size_t)row * v->stride[0];
+    long step = v->stride[1];
+    double sum = 0.0, sq = 0.0;
+    float mn = INFINITY, mx = -INFINITY;
+    for (int j = 0; j < n; j++) {
+        float a = x[j * step];
+        sum += a;
+        sq += (double)a * a;
+        mn = a < mn ? a : mn;
+        mx = a > mx ? a : mx;
+    }
+    double mean = sum / n, var = 0.0;
+    for (int j = 0; j < n; j++) {
+        double c = x[j * step] - mean;
+        var += c * c;
+    }
+    *st = (lp_act_stats){(float)sqrt(sq), (float)mean, (float)sqrt(var / n), mn, mx};
+    /* The k largest |x| by insertion into a short sorted list: k is small. */
+    int have = 0;
+    for (int j = 0; j < n && k > 0; j++) {
+        float a = fabsf(x[j * step]);
+        if (have == k && a <= fabsf(x[top_dims[k - 1] * step])) continue;
+        int i = have < k ? have++ : k - 1;
+        while (i > 0 && fabsf(x[top_dims[i - 1] * step]) < a) {
+            top_dims[i] = top_dims[i - 1];
+            i--;
+        }
+        top_dims[i] = j;
+    }
+    for (int i = have; i < k; i++) top_dims[i] = -1;
+}

@@ -1,0 +1,111 @@
+/* The head scan (see circuits.h): attention scores on repeated random sequences. */
+#include "loupe/circuits.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loupe/error.h"
+
+static const char *const NAMES[LP_SCAN_COUNT] = {"prev_token", "duplicate_token", "induction", "first_token"};
+
+const char *lp_scan_score_name(lp_scan_score k) { return (unsigned)k < LP_SCAN_COUNT ? NAMES[k] : "?"; }
+
+/* splitmix64: a small generator whose sequences depend only on the seed. */
+static uint64_t next_u64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The drawable tokens: not BOS and not the avoided ids. */
+static int allowed_count(const lp_scan_options *o, int V) {
+    int n = V - (o->bos >= 0 && o->bos < V);
+    for (int k = 0; k < 2; k++)
+        n -= o->avoid[k] >= 0 && o->avoid[k] < V && o->avoid[k] != o->bos && (k == 0 || o->avoid[1] != o->avoid[0]);
+    return n;
+}
+
+static int sequence_len(const lp_config *c, const lp_scan_options *o) {
+    int off = o->bos >= 0, N = o->seq_len, allowed = allowed_count(o, c->vocab);
+    if (N <= 0) {
+        N = (c->n_ctx - off) / 2;
+        N = N > 50 ? 50 : N;
+        N = N > allowed ? allowed : N;
+    }
+    if (N < 2 || 2 * N + off > c->n_ctx || N > allowed)
+        return lp_error(LP_EINVAL, "scan: %d random tokens repeated need 2..%d distinct tokens and %d positions (the "
+                        "model has %d)", N, allowed, 2 * N + off, c->n_ctx), -1;
+    return N;
+}
+
+int lp_scan_sequence(const lp_model *m, const lp_scan_options *o, int index, int *ids, int *n) {
+    const lp_config *c = lp_model_config(m);
+    int V = c->vocab, N = sequence_len(c, o), at = 0;
+    if (N < 0) return LP_EINVAL;
+    bool *used = calloc((size_t)V, sizeof *used);
+    if (!used) return lp_error(LP_ENOMEM, "out of memory");
+    for (int k = 0; k < 2; k++)
+        if (o->avoid[k] >= 0 && o->avoid[k] < V) used[o->avoid[k]] = true;
+    if (o->bos >= 0) {
+        ids[at++] = o->bos;
+        if (o->bos < V) used[o->bos] = true;
+    }
+    /* Each sequence has its own stream, so that sequence i is the same however many are made. */
+    uint64_t rng = o->seed ^ ((uint64_t)(index + 1) * 0xD1B54A32D192ED03ull);
+    for (int i = 0; i < N; i++) {
+        int t;
+        do t = (int)(next_u64(&rng) % (uint64_t)V);
+        while (used[t]);
+        used[t] = true;
+        ids[at + i] = ids[at + N + i] = t;
+    }
+    *n = at + 2 * N;
+    free(used);
+    return LP_OK;
+}
+
+int lp_scan_heads(const lp_model *m, const lp_scan_options *o, float *scores, int *seq_len) {
+    const lp_config *c = lp_model_config(m);
+    int H = c->n_head, B = o->n_seqs > 0 ? o->n_seqs : 4, off = o->bos >= 0, N = sequence_len(c, o);
+    if (N < 0) return LP_EINVAL;
+    int T = 2 * N + off;
+    int *ids = malloc((size_t)T * sizeof *ids);
+    double *sum = calloc((size_t)c->n_layer * H * LP_SCAN_COUNT, sizeof *sum);
+    int rc = LP_OK;
+    if (!ids || !sum) rc = lp_error(LP_ENOMEM, "out of memory");
+    for (int s = 0; s < B && !rc; s++) {
+        lp_run *r;
+        int n;
+        if ((rc = lp_scan_sequence(m, o, s, ids, &n)) || (rc = lp_run_new(&r, m, ids, T))) break;
+        for (int l = 0; l < c->n_layer; l++)
+            for (int h = 0; h < H; h++) {
+                lp_view v;
+                lp_run_view(r, LP_ACT_PATTERN, l, h, &v);
+                double prev = 0, first = 0, dup = 0, ind = 0;
+                for (int i = 1; i < T; i++) {
+                    const float *row = v.data + (size_t)i * v.stride[0];
+                    prev += row[i - 1];
+                    first += row[0];
+                    if (i >= off + N) { /* the second copy: t_i's earlier copy is at i - N */
+                        dup += row[i - N];
+                        ind += row[i - N + 1];
+                    }
+                }
+                double *o2 = sum + ((size_t)l * H + h) * LP_SCAN_COUNT;
+                o2[LP_SCAN_PREV_TOKEN] += prev / (T - 1);
+                o2[LP_SCAN_FIRST_TOKEN] += first / (T - 1);
+                o2[LP_SCAN_DUPLICATE_TOKEN] += dup / N;
+                o2[LP_SCAN_INDUCTION] += ind / N;
+            }
+        lp_run_free(r);
+    }
+    if (!rc) {
+        for (size_t i = 0; i < (size_t)c->n_layer * H * LP_SCAN_COUNT; i++) scores[i] = (float)(sum[i] / B);
+        if (seq_len) *seq_len = N;
+    }
+    free(ids);
+    free(sum);
+    return rc;
+}

@@ -1,0 +1,543 @@
+/* The circuits commands: dla, neurons, acts, patch, scan (the engine is circuits.h). Each
+ * prints one JSON value and a table; dla, neurons and patch are recorded in the store as
+ * analyses of the current run, scan as a head scan of the model. */
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "loupe/circuits.h"
+#include "loupe/error.h"
+#include "loupe/tokenizer.h"
+
+/* A recovery is undefined when the clean and corrupted metrics are closer than this:
+ * the ratio would be rounding noise over rounding noise. */
+#define RECOVERY_MIN_GAP 1e-4
+
+static int argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+static json_t *token_obj(const lp_session *s, int id) {
+    if (id < 0) return json_null();
+    return json_pack("{s:i,s:o}", "id", id, "token", lp_cmd_token(s, id));
+}
+
+/* --target TOKEN / --target-id ID, else the top prediction in logits (V). */
+static int pick_target(const lp_session *s, const char *token, const char *id, const float *logits, int *out) {
+    int rc = lp_cmd_target(s, token, id, out);
+    if (!rc && *out < 0) *out = argmax(logits, lp_model_config(s->model)->vocab);
+    return rc;
+}
+
+/* --vs TOKEN / --vs-id ID, or -1. */
+static int pick_contrast(const lp_session *s, const char *token, const char *id, int *out) {
+    if (token && id) return lp_error(LP_EINVAL, "give --vs or --vs-id, not both");
+    int rc = lp_cmd_target(s, token, id, out);
+    if (rc) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", lp_errmsg());
+        return lp_error(rc, "%s: %s", id ? "--vs-id" : "--vs", msg);
+    }
+    return LP_OK;
+}
+
+/* Records an analysis of the current run (when there is a store and the run is in it) and
+ * sets "analysis_id" in the printed value. */
+static int record(lp_session *s, const char *kind, json_t *params, json_t *result) {
+    int rc = LP_OK;
+    int64_t id = 0;
+    if (s->store && s->run_id) {
+        char *p = json_dumps(params, JSON_COMPACT), *r = json_dumps(result, JSON_COMPACT | JSON_REAL_PRECISION(9));
+        rc = p && r ? lp_store_put_analysis(s->store, s->run_id, kind, p, r, &id) : lp_error(LP_ENOMEM, "out of memory");
+        free(p);
+        free(r);
+    }
+    json_decref(params);
+    json_object_set_new(result, "analysis_id", id ? json_integer(id) : json_null());
+    return rc;
+}
+
+/* ---- dla ---- */
+
+/* dla [--target ..] [--vs ..] [--pos P]: table: layers down, heads across, then the MLP;
+ * the last rows hold the embeddings, the biases, the sum and the logit (in the mlp column). */
+int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"target", false, NULL}, {"target-id", false, NULL}, {"vs", false, NULL}, {"vs-id", false, NULL},
+                  {"pos", false, NULL}};
+    char *pos[1];
+    int np, p, target, contrast;
+    if ((rc = lp_cmd_opts("dla", argc, argv, o, 5, pos, 0, &np)) || (rc = lp_cmd_pos(s, o[4].value, &p)) ||
+        (rc = pick_target(s, o[0].value, o[1].value, lp_run_logits(s->run, p), &target)) ||
+        (rc = pick_contrast(s, o[2].value, o[3].value, &contrast)))
+        return rc;
+    if (contrast == target) return lp_error(LP_EINVAL, "dla: the target and --vs are the same token");
+    const lp_config *c = lp_model_config(s->model);
+    int L = c->n_layer, H = c->n_head;
+    float *heads = malloc((size_t)L * H * sizeof *heads), *mlp = malloc((size_t)L * sizeof *mlp);
+    lp_dla_sums S;
+    rc = heads && mlp ? lp_dla(s->run, p, target, contrast, heads, mlp, &S) : lp_error(LP_ENOMEM, "out of memory");
+    if (rc) {
+        free(heads), free(mlp);
+        return rc;
+    }
+    json_t *jh = json_array(), *jm = json_array(), *table = lp_table_new();
+    lp_table_column(table, "layer", 0, NULL);
+    char name[32];
+    for (int h = 0; h < H; h++) {
+        snprintf(name, sizeof name, "h%d", h);
+        lp_table_column(table, name, 0, "%.3f");
+    }
+    lp_table_column(table, "mlp", 0, "%.3f");
+    for (int l = 0; l < L; l++) {
+        json_t *row = json_array();
+        snprintf(name, sizeof name, "%d", l);
+        json_array_append_new(row, json_string(name));
+        for (int h = 0; h < H; h++) {
+            double x = heads[(size_t)l * H + h];
+            json_array_append_new(jh, json_pack("{s:i,s:i,s:f}", "layer", l, "head", h, "dla", x));
+            json_array_append_new(row, json_real(x));
+        }
+        json_array_append_new(jm, json_pack("{s:i,s:f}", "layer", l, "dla", (double)mlp[l]));
+        json_array_append_new(row, json_real(mlp[l]));
+        lp_table_row(table, row);
+    }
+    const char *labels[] = {"embed", "bias", "total", "logit"};
+    double values[] = {S.embed, S.bias, S.total, S.logit};
+    for (int k = 0; k < 4; k++) {
+        json_t *row = json_pack("[s]", labels[k]);
+        for (int h = 0; h < H; h++) json_array_append_new(row, json_null());
+        json_array_append_new(row, json_real(values[k]));
+        lp_table_row(table, row);
+    }
+    free(heads);
+    free(mlp);
+    json_t *v = json_pack("{s:o,s:o,s:i,s:f,s:f,s:f,s:f,s:{s:f,s:f,s:f},s:f,s:f,s:o,s:o}", "target", token_obj(s, target),
+                          "contrast", token_obj(s, contrast), "pos", p, "total", S.total, "logit", S.logit, "embed",
+                          S.embed, "bias", S.bias, "bias_parts", "attn_out", S.attn_bias, "ln_final", S.norm_bias,
+                          "unembed", S.unembed_bias, "heads_total", S.heads, "mlp_total", S.mlp, "heads", jh, "mlp", jm);
+    rc = record(s, "dla",
+                json_pack("{s:i,s:i,s:o}", "pos", p, "target", target, "contrast",
+                          contrast >= 0 ? json_integer(contrast) : json_null()),
+                v);
+    lp_cmd_emit(s, v, table);
+    return rc;
+}
+
+/* ---- neurons ---- */
+
+typedef struct {
+    int i;
+    float key;
+} ranked;
+
+static int by_key_desc(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->key != y->key) return x->key < y->key ? 1 : -1;
+    return x->i - y->i;
+}
+
+/* neurons L [--pos P] [K] [--sort act|abs|dla] [--target ..] [--vs ..] */
+int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"pos", false, NULL},    {"target", false, NULL}, {"target-id", false, NULL},
+                  {"vs", false, NULL},     {"vs-id", false, NULL},  {"sort", false, NULL}};
+    char *pos[2];
+    int np, p, target, contrast;
+    if ((rc = lp_cmd_opts("neurons", argc, argv, o, 6, pos, 2, &np))) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    long layer, k = 10;
+    if (np < 1) return lp_error(LP_EINVAL, "neurons: give a layer, e.g. 'neurons 3'");
+    if ((rc = lp_cmd_int(pos[0], "layer", 0, c->n_layer - 1, &layer))) return rc;
+    if (np > 1 && (rc = lp_cmd_int(pos[1], "K", 1, c->d_mlp, &k))) return rc;
+    const char *sort = o[5].value ? o[5].value : "act";
+    if (strcmp(sort, "act") && strcmp(sort, "abs") && strcmp(sort, "dla"))
+        return lp_error(LP_EINVAL, "neurons: --sort act (highest activation), abs (largest |activation|) or dla "
+                        "(largest |contribution|)");
+    if ((rc = lp_cmd_pos(s, o[0].value, &p)) ||
+        (rc = pick_target(s, o[1].value, o[2].value, lp_run_logits(s->run, p), &target)) ||
+        (rc = pick_contrast(s, o[3].value, o[4].value, &contrast)))
+        return rc;
+    int dm = c->d_mlp;
+    float *dla = malloc((size_t)dm * sizeof *dla);
+    ranked *order = malloc((size_t)dm * sizeof *order);
+    rc = dla && order ? lp_dla_neurons(s->run, (int)layer, p, target, contrast, dla) : lp_error(LP_ENOMEM, "out of memory");
+    if (rc) {
+        free(dla), free(order);
+        return rc;
+    }
+    lp_view v;
+    lp_run_view(s->run, LP_ACT_MLP_POST, (int)layer, -1, &v);
+    const float *act = v.data + (size_t)p * v.stride[0];
+    bool by_act = strcmp(sort, "act") == 0, by_abs = strcmp(sort, "abs") == 0;
+    for (int i = 0; i < dm; i++) order[i] = (ranked){i, by_act ? act[i] : by_abs ? fabsf(act[i]) : fabsf(dla[i])};
+    qsort(order, (size_t)dm, sizeof *order, by_key_desc);
+    json_t *arr = json_array();
+    for (int r = 0; r < k; r++) {
+        int i = order[r].i;
+        json_array_append_new(arr, json_pack("{s:i,s:i,s:f,s:f}", "rank", r + 1, "neuron", i, "act", (double)act[i],
+                                             "dla", (double)dla[i]));
+    }
+    free(dla);
+    free(order);
+    json_t *table = lp_table_new();
+    lp_table_column(table, "rank", 0, NULL);
+    lp_table_column(table, "neuron", 0, NULL);
+    lp_table_column(table, "act", 0, "%.4g");
+    lp_table_column(table, "dla", 0, "%.4g");
+    size_t i;
+    json_t *row;
+    json_array_foreach(arr, i, row)
+        lp_table_row(table, json_pack("[O,O,O,O]", json_object_get(row, "rank"), json_object_get(row, "neuron"),
+                                      json_object_get(row, "act"), json_object_get(row, "dla")));
+    json_t *val = json_pack("{s:i,s:i,s:s,s:o,s:o,s:o}", "layer", (int)layer, "pos", p, "sort", sort, "target",
+                            token_obj(s, target), "contrast", token_obj(s, contrast), "neurons", arr);
+    rc = record(s, "neurons",
+                json_pack("{s:i,s:i,s:i,s:s,s:i,s:o}", "layer", (int)layer, "pos", p, "k", (int)k, "sort", sort, "target",
+                          target, "contrast", contrast >= 0 ? json_integer(contrast) : json_null()),
+                val);
+    lp_cmd_emit(s, val, table);
+    return rc;
+}
+
+/* ---- acts ---- */
+
+/* acts L [--site SITE] [--pos P] [--top K]: SITE is any per-layer activation with one row
+ * per position (resid_pre, attn_out, mlp_out, resid_post, resid_mid, ln1, ln2, mlp_pre,
+ * mlp_post, ...); default resid_post, the residual stream the layer leaves. */
+int lp_cmd_acts(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"site", false, NULL}, {"pos", false, NULL}, {"top", false, NULL}};
+    char *pos[1];
+    int np, only = -1;
+    long layer, k = 5;
+    if ((rc = lp_cmd_opts("acts", argc, argv, o, 3, pos, 1, &np))) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    if (np < 1) return lp_error(LP_EINVAL, "acts: give a layer, e.g. 'acts 3 --site mlp_out'");
+    if ((rc = lp_cmd_int(pos[0], "layer", 0, c->n_layer - 1, &layer))) return rc;
+    if (o[1].value && (rc = lp_cmd_pos(s, o[1].value, &only))) return rc;
+    if (o[2].value && (rc = lp_cmd_int(o[2].value, "--top", 0, 64, &k))) return rc;
+    lp_act_kind kind = LP_ACT_RESID_POST;
+    if (o[0].value && (rc = lp_act_from_name(o[0].value, &kind))) return rc;
+    lp_view v;
+    if (kind == LP_ACT_LN_FINAL || kind == LP_ACT_LOGITS || kind == LP_ACT_LN_FINAL_SCALE)
+        return lp_error(LP_EINVAL, "acts: %s is not per layer", lp_act_name(kind));
+    if ((rc = lp_run_view(s->run, kind, (int)layer, -1, &v))) return rc;
+    if (v.ndim != 2)
+        return lp_error(LP_EINVAL, "acts: %s has no one row per position; use resid_pre, attn_out, mlp_out, "
+                        "resid_post, mlp_post, ...", lp_act_name(kind));
+    int T = lp_run_len(s->run), from = only >= 0 ? only : 0, to = only >= 0 ? only + 1 : T;
+    const int *ids = lp_run_ids(s->run);
+    int top[64];
+    json_t *arr = json_array(), *table = lp_table_new();
+    lp_table_column(table, "pos", 0, NULL);
+    lp_table_column(table, "token", 1, NULL);
+    const char *names[] = {"norm", "mean", "std", "min", "max"};
+    for (int i = 0; i < 5; i++) lp_table_column(table, names[i], 0, "%.4g");
+    if (k) lp_table_column(table, "top |value| (dim:value)", 0, NULL);
+    for (int t = from; t < to; t++) {
+        lp_act_stats st;
+        lp_act_summary(&v, t, (int)k, &st, top);
+        const float *row = v.data + (size_t)t * v.stride[0];
+        json_t *jt = json_array();
+        char cell[64 * 24] = "";
+        size_t at = 0;
+        for (int i = 0; i < k && top[i] >= 0; i++) {
+            json_array_append_new(jt, json_pack("{s:i,s:f}", "dim", top[i], "value", (double)row[top[i]]));
+            at += (size_t)snprintf(cell + at, sizeof cell - at, "%s%d:%+.3g", i ? " " : "", top[i], (double)row[top[i]]);
+        }
+        json_array_append_new(arr, json_pack("{s:i,s:o,s:f,s:f,s:f,s:f,s:f,s:o}", "pos", t, "token",
+                                             lp_cmd_token(s, ids[t]), "norm", (double)st.norm, "mean", (double)st.mean,
+                                             "std", (double)st.std, "min", (double)st.min, "max", (double)st.max, "top", jt));
+        json_t *trow = json_pack("[i,o,f,f,f,f,f]", t, lp_cmd_token(s, ids[t]), (double)st.norm, (double)st.mean,
+                                 (double)st.std, (double)st.min, (double)st.max);
+        if (k) json_array_append_new(trow, json_string(cell));
+        lp_table_row(table, trow);
+    }
+    lp_cmd_emit(s, json_pack("{s:i,s:s,s:i,s:o}", "layer", (int)layer, "site", lp_act_name(kind), "width", v.shape[1],
+                             "positions", arr),
+                table);
+    return LP_OK;
+}
+
+/* ---- patch ---- */
+
+static int parse_id_list(const char *list, int vocab, int **ids, int *n) {
+    size_t cap = 1;
+    for (const char *q = list; *q; q++) cap += *q == ',';
+    int *out = malloc(cap * sizeof *out), k = 0;
+    if (!out) return lp_error(LP_ENOMEM, "out of memory");
+    for (const char *q = list; *q;) {
+        char *end;
+        errno = 0;
+        long v = strtol(q, &end, 10);
+        if (end == q || errno || (*end && *end != ',') || v < 0 || v >= vocab) {
+            free(out);
+            return lp_error(LP_EINVAL, "--corrupt-ids: '%s' is not a list of token ids in 0..%d", list, vocab - 1);
+        }
+        out[k++] = (int)v;
+        q = *end ? end + 1 : end;
+    }
+    *ids = out;
+    *n = k;
+    return LP_OK;
+}
+
+/* The corrupted prompt's ids: text tokenized as the run was (BOS if the run starts with it). */
+static int corrupt_ids(const lp_session *s, const char *text, const char *list, int **ids, int *n) {
+    const lp_config *c = lp_model_config(s->model);
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    int rc;
+    if ((text != NULL) == (list != NULL)) return lp_error(LP_EINVAL, "patch: give --corrupt TEXT or --corrupt-ids 1,2,3");
+    if (list) {
+        rc = parse_id_list(list, c->vocab, ids, n);
+    } else {
+        if (!t) return lp_error(LP_EINVAL, "patch: this model has no tokenizer; use --corrupt-ids");
+        int bos = lp_tokenizer_bos(t);
+        size_t len = strlen(text);
+        if (!(*ids = malloc((len + 3) * sizeof **ids))) return lp_error(LP_ENOMEM, "out of memory");
+        rc = lp_tokenizer_encode(t, text, len, bos >= 0 && lp_run_ids(s->run)[0] == bos, *ids, (int)len + 3, n);
+    }
+    if (!rc && *n != lp_run_len(s->run))
+        rc = lp_error(LP_EINVAL, "patch: the corrupted prompt is %d tokens and the run %d; patching needs the same "
+                      "length (see 'tokens')", *n, lp_run_len(s->run));
+    if (rc) {
+        free(*ids);
+        *ids = NULL;
+    }
+    return rc;
+}
+
+/* The best token of logits (V) other than `not`. */
+static int best_other(const float *logits, int V, int not) {
+    int best = not == 0 ? 1 : 0;
+    for (int i = 0; i < V; i++)
+        if (i != not && logits[i] > logits[best]) best = i;
+    return best;
+}
+
+static json_t *matrix(const float *x, int rows, int cols, double clean, double corrupt, bool recovery) {
+    json_t *m = json_array();
+    for (int r = 0; r < rows; r++) {
+        json_t *row = json_array();
+        for (int j = 0; j < cols; j++) {
+            double v = x[(size_t)r * cols + j];
+            json_array_append_new(row, !recovery ? json_real(v) : isnan(clean) ? json_null()
+                                                                : json_real((v - corrupt) / (clean - corrupt)));
+        }
+        json_array_append_new(m, row);
+    }
+    return m;
+}
+
+/* The table of a patch result v: layers down, positions (or, with heads > 0, heads) across,
+ * and `all` where v has layer_all; the recovery, or the raw logit difference when it is
+ * undefined. */
+static json_t *patch_table(json_t *v, int heads) {
+    bool undefined = json_is_true(json_object_get(v, "undefined"));
+    json_t *vals = json_object_get(v, undefined ? "raw" : "values"), *toks = json_object_get(v, "tokens");
+    json_t *all = json_object_get(v, undefined ? "layer_all_raw" : "layer_all"); /* NULL unless attn_out, mlp_out */
+    json_t *table = lp_table_new();
+    lp_table_column(table, undefined ? "layer (logit diff: clean = corrupt)" : "layer", 0, NULL);
+    char head[128];
+    int cols = heads > 0 ? heads : (int)json_array_size(toks);
+    for (int j = 0; j < cols; j++) {
+        const char *txt = json_string_value(json_array_get(toks, (size_t)j));
+        if (heads > 0) snprintf(head, sizeof head, "h%d", j);
+        else snprintf(head, sizeof head, "%d:%.80s", j, txt ? txt : "");
+        lp_table_column(table, head, heads == 0, "%.2f"); /* token headers are escaped when shown */
+    }
+    if (all) lp_table_column(table, "all", 0, "%.2f");
+    for (size_t l = 0; l < json_array_size(vals); l++) {
+        json_t *row = json_pack("[i]", (int)l);
+        json_array_extend(row, json_array_get(vals, l));
+        if (all) json_array_append(row, json_array_get(all, l));
+        lp_table_row(table, row);
+    }
+    return table;
+}
+
+/* patch --corrupt TEXT [--site S] [--target ..] [--vs ..] [--denoise]: a layer x position
+ * (or layer x head for z) table of the logit-difference recovery. */
+int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"corrupt", false, NULL}, {"corrupt-ids", false, NULL}, {"site", false, NULL},
+                  {"target", false, NULL},  {"target-id", false, NULL},   {"vs", false, NULL},
+                  {"vs-id", false, NULL},   {"denoise", true, NULL}};
+    char *pos[1];
+    int np, target, contrast, n, *ids = NULL;
+    if ((rc = lp_cmd_opts("patch", argc, argv, o, 8, pos, 0, &np))) return rc;
+    lp_patch_site site = LP_PATCH_RESID_PRE;
+    if (o[2].value && (rc = lp_patch_site_from_name(o[2].value, &site))) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    int T = lp_run_len(s->run), L = c->n_layer, V = c->vocab;
+    const lp_run *clean = s->run;
+    lp_run *corrupt = NULL;
+    if ((rc = corrupt_ids(s, o[0].value, o[1].value, &ids, &n)) || (rc = lp_run_new(&corrupt, s->model, ids, n)) ||
+        (rc = pick_target(s, o[3].value, o[4].value, lp_run_logits(clean, T - 1), &target)) ||
+        (rc = pick_contrast(s, o[5].value, o[6].value, &contrast)))
+        goto done;
+    /* The contrast by default: what the corrupted run predicts instead (its runner-up if
+     * that is the target too). */
+    if (contrast < 0) contrast = best_other(lp_run_logits(corrupt, T - 1), V, target);
+    if (contrast == target) {
+        rc = lp_error(LP_EINVAL, "patch: the target and --vs are the same token");
+        goto done;
+    }
+    bool denoise = o[7].value != NULL;
+    const lp_run *base = denoise ? corrupt : clean, *source = denoise ? clean : corrupt;
+    int cols = site == LP_PATCH_Z ? c->n_head : T;
+    bool per_layer_too = site == LP_PATCH_ATTN_OUT || site == LP_PATCH_MLP_OUT;
+    float *raw = malloc(((size_t)L * cols + L) * sizeof *raw), *all = raw ? raw + (size_t)L * cols : NULL;
+    lp_patch *whole = malloc((size_t)L * sizeof *whole);
+    if (!raw || !whole) rc = lp_error(LP_ENOMEM, "out of memory");
+    if (!rc) rc = lp_patch_sweep(base, source, site, target, contrast, raw);
+    for (int l = 0; l < L; l++) whole[l] = (lp_patch){site, l, -1, -1};
+    if (!rc && per_layer_too) rc = lp_patch_metric(base, source, whole, L, target, contrast, all);
+    free(whole);
+    if (rc) {
+        free(raw);
+        goto done;
+    }
+    const float *lc = lp_run_logits(clean, T - 1), *lx = lp_run_logits(corrupt, T - 1);
+    double m_clean = (double)lc[target] - lc[contrast], m_corrupt = (double)lx[target] - lx[contrast];
+    bool undefined = fabs(m_clean - m_corrupt) < RECOVERY_MIN_GAP;
+    double rc_clean = undefined ? NAN : m_clean;
+    const int *cids = lp_run_ids(clean);
+    json_t *toks = json_array(), *ctoks = json_array();
+    for (int t = 0; t < T; t++) {
+        json_array_append_new(toks, lp_cmd_token(s, cids[t]));
+        json_array_append_new(ctoks, lp_cmd_token(s, ids[t]));
+    }
+    json_t *v = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:f,s:f,s:b,s:o,s:o,s:i,s:o,s:o}", "site", lp_patch_site_name(site),
+                          "metric", "logit_diff_recovery", "direction", denoise ? "denoising" : "noising", "rows", "layer",
+                          "cols", site == LP_PATCH_Z ? "head" : "position", "values",
+                          matrix(raw, L, cols, rc_clean, m_corrupt, true), "raw", matrix(raw, L, cols, 0, 0, false),
+                          "clean", m_clean, "corrupt", m_corrupt, "undefined", undefined, "target", token_obj(s, target),
+                          "contrast", token_obj(s, contrast), "pos", T - 1, "tokens", toks, "corrupt_tokens", ctoks);
+    if (per_layer_too) { /* every position of a layer at once */
+        json_t *rec = matrix(all, 1, L, rc_clean, m_corrupt, true), *raw_all = matrix(all, 1, L, 0, 0, false);
+        json_object_set(v, "layer_all", json_array_get(rec, 0));
+        json_object_set(v, "layer_all_raw", json_array_get(raw_all, 0));
+        json_decref(rec);
+        json_decref(raw_all);
+    }
+    json_t *table = patch_table(v, site == LP_PATCH_Z ? c->n_head : 0);
+    free(raw);
+    json_t *params = json_pack("{s:s,s:i,s:i,s:s}", "site", lp_patch_site_name(site), "target", target, "contrast",
+                               contrast, "direction", denoise ? "denoising" : "noising");
+    json_t *cid = json_array();
+    for (int t = 0; t < T; t++) json_array_append_new(cid, json_integer(ids[t]));
+    json_object_set_new(params, "corrupt_ids", cid);
+    if (o[0].value) json_object_set_new(params, "corrupt", json_stringn_nocheck(o[0].value, strlen(o[0].value)));
+    rc = record(s, "patch", params, v);
+    lp_cmd_emit(s, v, table);
+done:
+    lp_run_free(corrupt);
+    free(ids);
+    return rc;
+}
+
+/* ---- scan ---- */
+
+/* The loaded model's row in the store (as recording a run makes it). */
+static int model_row(lp_session *s, int64_t *id) {
+    if (!s->model_id) {
+        const lp_config *c = lp_model_config(s->model);
+        char fp[17];
+        lp_model_fingerprint(s->model, fp);
+        lp_store_model m = {lp_model_path(s->model), c->arch, c->n_layer, c->n_head, c->n_kv_head, c->d_model, c->d_mlp,
+                            c->vocab, c->n_ctx, (int64_t)lp_model_param_count(s->model), lp_model_dtype(s->model), fp};
+        int rc = lp_store_put_model(s->store, &m, &s->model_id);
+        if (rc) return rc;
+    }
+    *id = s->model_id;
+    return LP_OK;
+}
+
+/* scan [--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]: every head is stored;
+ * --labelled shows only the heads that got a label. */
+int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_model(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"len", false, NULL},       {"seqs", false, NULL},    {"seed", false, NULL},
+                  {"threshold", false, NULL}, {"labelled", true, NULL}};
+    char *pos[1];
+    int np;
+    if ((rc = lp_cmd_opts("scan", argc, argv, o, 5, pos, 0, &np))) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    long len = 0, seqs = 4, seed = 0;
+    double thr = LP_SCAN_THRESHOLD;
+    if ((o[0].value && (rc = lp_cmd_int(o[0].value, "--len", 2, c->n_ctx / 2, &len))) ||
+        (o[1].value && (rc = lp_cmd_int(o[1].value, "--seqs", 1, 1000, &seqs))) ||
+        (o[2].value && (rc = lp_cmd_int(o[2].value, "--seed", 0, LONG_MAX, &seed))) ||
+        (o[3].value && (rc = lp_cmd_float(o[3].value, "--threshold", &thr))))
+        return rc;
+    lp_scan_options so = {(int)len, (int)seqs, (uint64_t)seed, t ? lp_tokenizer_bos(t) : -1,
+                          {t ? lp_tokenizer_eos(t) : -1, -1}};
+    int L = c->n_layer, H = c->n_head, N;
+    float *sc = malloc((size_t)L * H * LP_SCAN_COUNT * sizeof *sc);
+    lp_store_head_scan *rows = malloc((size_t)L * H * sizeof *rows);
+    char (*labels)[80] = malloc((size_t)L * H * sizeof *labels);
+    if (!sc || !rows || !labels) rc = lp_error(LP_ENOMEM, "out of memory");
+    if (!rc) rc = lp_scan_heads(s->model, &so, sc, &N);
+    if (rc) {
+        free(sc), free(rows), free(labels);
+        return rc;
+    }
+    json_t *arr = json_array(), *table = lp_table_new();
+    lp_table_column(table, "layer", 0, NULL);
+    lp_table_column(table, "head", 0, NULL);
+    for (int k = 0; k < LP_SCAN_COUNT; k++) lp_table_column(table, lp_scan_score_name((lp_scan_score)k), 0, "%.3f");
+    lp_table_column(table, "labels", 0, NULL);
+    for (int i = 0; i < L * H; i++) {
+        const float *x = sc + (size_t)i * LP_SCAN_COUNT;
+        size_t at = 0;
+        labels[i][0] = '\0';
+        for (int k = 0; k < LP_SCAN_COUNT; k++)
+            if (x[k] >= thr)
+                at += (size_t)snprintf(labels[i] + at, sizeof labels[i] - at, "%s%s", at ? " " : "",
+                                       lp_scan_score_name((lp_scan_score)k));
+        rows[i] = (lp_store_head_scan){i / H, i % H, x[LP_SCAN_PREV_TOKEN], x[LP_SCAN_DUPLICATE_TOKEN],
+                                       x[LP_SCAN_INDUCTION], x[LP_SCAN_FIRST_TOKEN], labels[i]};
+        json_t *row = json_pack("{s:i,s:i}", "layer", i / H, "head", i % H), *trow = json_pack("[i,i]", i / H, i % H);
+        for (int k = 0; k < LP_SCAN_COUNT; k++) {
+            json_object_set_new(row, lp_scan_score_name((lp_scan_score)k), json_real(x[k]));
+            json_array_append_new(trow, json_real(x[k]));
+        }
+        json_object_set_new(row, "labels", json_string(labels[i]));
+        json_array_append_new(trow, json_string(labels[i]));
+        if (o[4].value && !labels[i][0]) {
+            json_decref(row);
+            json_decref(trow);
+            continue;
+        }
+        json_array_append_new(arr, row);
+        lp_table_row(table, trow);
+    }
+    int64_t model_id, scan_id = 0;
+    if (s->store && !(rc = model_row(s, &model_id))) rc = lp_store_put_head_scan(s->store, model_id, 0, rows, L * H, &scan_id);
+    free(sc), free(rows), free(labels);
+    lp_cmd_emit(s, json_pack("{s:o,s:i,s:i,s:I,s:i,s:f,s:o}", "scan_id", scan_id ? json_integer(scan_id) : json_null(),
+                             "seq_len", N, "n_seqs", (int)seqs, "seed", (json_int_t)seed, "bos", so.bos, "threshold", thr,
+                             "heads", arr),
+                table);
+    return rc;
+}

@@ -1,0 +1,677 @@
+/* The backward pass: kernels in llm.c's manner (outputs first, then inputs, then sizes; one
+ * job each), a driver over a captured run, and a batched forward that keeps what the
+ * backward reads, for many inputs at once (integrated gradients, occlusion).
+ *
+ * Only input gradients are computed, so each linear layer costs one matrix product backward,
+ * as forward: dx = dy W^T. Rows after the objective's position cannot affect it (attention
+ * is causal), so every pass stops at pos + 1 rows. */
+#include "loupe/grad.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward.h"
+#include "loupe/error.h"
+
+/* ---- objectives ---- */
+
+static const char *const OBJ_NAMES[] = {"logit", "logprob", "logit_diff"};
+
+const char *lp_objective_name(lp_objective_kind kind) {
+    return (unsigned)kind < sizeof OBJ_NAMES / sizeof *OBJ_NAMES ? OBJ_NAMES[kind] : "?";
+}
+
+int lp_objective_from_name(const char *name, lp_objective_kind *out) {
+    for (int i = 0; i < (int)(sizeof OBJ_NAMES / sizeof *OBJ_NAMES); i++)
+        if (strcmp(name, OBJ_NAMES[i]) == 0) {
+            *out = (lp_objective_kind)i;
+            return LP_OK;
+        }
+    return lp_error(LP_EINVAL, "unknown objective '%s'; use logit, logprob or logit_diff", name);
+}
+
+int lp_objective_check(const lp_objective *o, const lp_model *m, int T) {
+    int V = lp_model_config(m)->vocab;
+    if ((unsigned)o->kind > LP_OBJ_LOGIT_DIFF) return lp_error(LP_EINVAL, "unknown objective kind %d", (int)o->kind);
+    if (o->pos < 0 || o->pos >= T)
+        return lp_error(LP_EINVAL, "position %d is out of range: the run has positions 0..%d", o->pos, T - 1);
+    if (o->target < 0 || o->target >= V)
+        return lp_error(LP_EINVAL, "target token id %d is outside the vocabulary (0..%d)", o->target, V - 1);
+    if (o->kind == LP_OBJ_LOGIT_DIFF && (o->contrast < 0 || o->contrast >= V))
+        return lp_error(LP_EINVAL, "contrast token id %d is outside the vocabulary (0..%d)", o->contrast, V - 1);
+    return LP_OK;
+}
+
+static double log_sum_exp(const float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    double s = 0.0;
+    for (int i = 0; i < n; i++) s += exp((double)x[i] - mx);
+    return mx + log(s);
+}
+
+double lp_objective_value(const lp_objective *o, const float *logits, int vocab) {
+    switch (o->kind) {
+    case LP_OBJ_LOGIT: return logits[o->target];
+    case LP_OBJ_LOGPROB: return logits[o->target] - log_sum_exp(logits, vocab);
+    case LP_OBJ_LOGIT_DIFF: return (double)logits[o->target] - logits[o->contrast];
+    }
+    return NAN;
+}
+
+/* ---- backward kernels ---- */
+
+/* dx (n, in) = dy (n, out) W^T + beta dx, for y = x W + b. */
+static void linear_backward(float *dx, const float *dy, const lp_linear *lin, int n, float beta) {
+    if (n == 1) {
+        if (lin->trans) /* W is (out, in): dx = W^T dy */
+            cblas_sgemv(CblasRowMajor, CblasTrans, lin->out, lin->in, 1.0f, lin->w, lin->ld, dy, 1, beta, dx, 1);
+        else
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, lin->in, lin->out, 1.0f, lin->w, lin->ld, dy, 1, beta, dx, 1);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, lin->trans ? CblasNoTrans : CblasTrans, n, lin->in, lin->out, 1.0f, dy,
+                lin->out, lin->w, lin->ld, beta, dx, lin->in);
+}
+
+/* dx (n, d) += the gradient through y = norm(x) given dy (n, d); scale (n) is the forward's
+ * 1/std (LayerNorm) or 1/rms (RMSNorm). With xhat = (x - mean) * scale and g = dy * w:
+ *   LayerNorm  dx = scale * (g - mean(g) - xhat * mean(g * xhat))
+ *   RMSNorm    dx = scale * (g - xhat * mean(g * xhat)) */
+static void norm_backward(float *dx, const float *dy, const float *x, const float *scale, const float *w, int n, int d,
+                          lp_norm_kind kind) {
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d, *dyi = dy + (size_t)i * d;
+        float *dxi = dx + (size_t)i * d;
+        double mean = 0.0, mg = 0.0, mgx = 0.0, s = scale[i];
+        if (kind == LP_NORM_LAYERNORM) {
+            for (int j = 0; j < d; j++) mean += xi[j];
+            mean /= d;
+        }
+        for (int j = 0; j < d; j++) {
+            double g = (double)dyi[j] * w[j];
+            mg += g;
+            mgx += g * (xi[j] - mean) * s;
+        }
+        mg = kind == LP_NORM_LAYERNORM ? mg / d : 0.0;
+        mgx /= d;
+        for (int j = 0; j < d; j++) {
+            double g = (double)dyi[j] * w[j], xhat = (xi[j] - mean) * s;
+            dxi[j] += (float)(s * (g - mg - xhat * mgx));
+        }
+    }
+}
+
+/* d_pre = d_post * GELU'(pre) for the forward's x * sigmoid(2u), u = k (x + a x^3). */
+static void gelu_backward(float *d_pre, const float *d_post, const float *pre, size_t n) {
+    const float k = 0.7978845608028654f, a = 0.044715f;
+    for (size_t i = 0; i < n; i++) {
+        float x = pre[i], s = 1.0f / (1.0f + expf(-2.0f * k * (x + a * x * x * x)));
+        d_pre[i] = d_post[i] * (s + x * s * (1.0f - s) * 2.0f * k * (1.0f + 3.0f * a * x * x));
+    }
+}
+
+/* post = SiLU(gate) * up: d_gate and d_up given d_post. */
+static void swiglu_backward(float *d_gate, float *d_up, const float *d_post, const float *gate, const float *up,
+                            size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i], s = 1.0f / (1.0f + expf(-g));
+        d_up[i] = d_post[i] * g * s;
+        d_gate[i] = d_post[i] * up[i] * s * (1.0f + g * (1.0f - s));
+    }
+}
+
+/* A layer's saved activations as the backward reads them; rows = B * T, sequence-major. */
+typedef struct {
+    const float *resid_in, *ln1_scale;  /* (rows, d), (rows) */
+    const float *q, *k, *v;             /* (rows, H*dh), (rows, Hkv*dh), (rows, Hkv*dh): q, k after rotary */
+    const float *pattern;               /* (B, H, T, .): row stride p_ld, head stride p_hs, sequence stride H * p_hs */
+    long p_ld, p_hs;
+    const float *resid_mid, *ln2_scale; /* (rows, d), (rows) */
+    const float *mlp_pre, *mlp_up;      /* (rows, dm); mlp_up SwiGLU only */
+} tape_layer;
+
+/* Where a layer's gradients go: every one is kept by lp_grad, scratch in batches. */
+typedef struct {
+    float *d_mid;                 /* (rows, d): resid_mid, which is also attn_out's */
+    float *d_ln1, *d_ln2;         /* (rows, d) */
+    float *d_q, *d_z;             /* (rows, H*dh) */
+    float *d_k, *d_v;             /* (rows, Hkv*dh) */
+    float *d_qr, *d_kr;           /* (rows, H*dh), (rows, Hkv*dh): d_q, d_k rotated back (scratch) */
+    float *d_pattern;             /* NULL, or as pattern with strides dp_ld, dp_hs */
+    long dp_ld, dp_hs;
+    float *d_pre, *d_up, *d_post; /* (rows, dm) */
+    float *dP;                    /* (T, T) scratch */
+} grad_layer;
+
+/* For every sequence and head: z = P v with P = softmax(scale q k^T) (causal). Given dz,
+ * writes dq and adds to dk, dv (query heads of a group share theirs). */
+static void attention_backward(const grad_layer *g, const tape_layer *t, const lp_config *c, int B, int T) {
+    int H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, qd = H * dh, kvd = c->n_kv_head * dh;
+    float scale = 1.0f / sqrtf((float)dh);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            size_t row = (size_t)b * T;
+            const float *q = t->q + row * qd + (size_t)h * dh, *k = t->k + row * kvd + (size_t)(h / G) * dh;
+            const float *v = t->v + row * kvd + (size_t)(h / G) * dh;
+            const float *P = t->pattern + ((size_t)b * H + h) * t->p_hs, *dz = g->d_z + row * qd + (size_t)h * dh;
+            float *dq = g->d_q + row * qd + (size_t)h * dh, *dk = g->d_k + row * kvd + (size_t)(h / G) * dh;
+            float *dv = g->d_v + row * kvd + (size_t)(h / G) * dh, *dP = g->dP;
+            /* dP = dz v^T, on the keys each query sees. */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, 1.0f, dz, qd, v, kvd, 0.0f, dP, T);
+            for (int i = 0; i < T; i++) {
+                float *dpi = dP + (size_t)i * T;
+                const float *pi = P + (size_t)i * t->p_ld;
+                for (int j = i + 1; j < T; j++) dpi[j] = 0.0f;
+                if (g->d_pattern) memcpy(g->d_pattern + ((size_t)b * H + h) * g->dp_hs + (size_t)i * g->dp_ld, dpi,
+                                         (size_t)T * sizeof *dpi);
+                /* Softmax backward in place: dS = P * (dP - sum_j P dP). */
+                double r = 0.0;
+                for (int j = 0; j <= i; j++) r += (double)pi[j] * dpi[j];
+                for (int j = 0; j <= i; j++) dpi[j] = pi[j] * (float)(dpi[j] - r);
+            }
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1.0f, P, (int)t->p_ld, dz, qd, 1.0f, dv, kvd);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, scale, dP, T, k, kvd, 0.0f, dq, qd);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, scale, dP, T, q, qd, 1.0f, dk, kvd);
+        }
+}
+
+/* One layer backward: d_in (rows, d) from d_out (rows, d), the gradients with respect to
+ * resid_in and resid_out. d_in may be d_out (it is written last). cos_t, nsin_t: rotary
+ * tables for positions 0 .. T - 1 with the sines negated. */
+static void layer_backward(float *d_in, const grad_layer *g, const float *d_out, const tape_layer *t,
+                           const lp_model *m, int layer, int B, int T, const float *cos_t, const float *nsin_t) {
+    const lp_config *c = &m->cfg;
+    const lp_layer *w = &m->layers[layer];
+    int n = B * T, d = c->d_model, qd = c->n_head * c->d_head, kvd = c->n_kv_head * c->d_head;
+    size_t nm = (size_t)n * c->d_mlp;
+
+    linear_backward(g->d_post, d_out, &w->down, n, 0.0f);
+    if (c->mlp == LP_MLP_SWIGLU) {
+        swiglu_backward(g->d_pre, g->d_up, g->d_post, t->mlp_pre, t->mlp_up, nm);
+        linear_backward(g->d_ln2, g->d_pre, &w->gate, n, 0.0f);
+        linear_backward(g->d_ln2, g->d_up, &w->up, n, 1.0f);
+    } else {
+        gelu_backward(g->d_pre, g->d_post, t->mlp_pre, nm);
+        linear_backward(g->d_ln2, g->d_pre, &w->up, n, 0.0f);
+    }
+    memcpy(g->d_mid, d_out, (size_t)n * d * sizeof *d_out);
+    norm_backward(g->d_mid, g->d_ln2, t->resid_mid, t->ln2_scale, w->ln2_w, n, d, c->norm);
+
+    linear_backward(g->d_z, g->d_mid, &w->o, n, 0.0f);
+    memset(g->d_k, 0, (size_t)n * kvd * sizeof *g->d_k);
+    memset(g->d_v, 0, (size_t)n * kvd * sizeof *g->d_v);
+    attention_backward(g, t, c, B, T);
+    const float *dq = g->d_q, *dk = g->d_k;
+    if (c->pos != LP_POS_LEARNED) {
+        memcpy(g->d_qr, g->d_q, (size_t)n * qd * sizeof *g->d_q);
+        memcpy(g->d_kr, g->d_k, (size_t)n * kvd * sizeof *g->d_k);
+        for (int b = 0; b < B; b++) {
+            lp_rope_rows(g->d_qr + (size_t)b * T * qd, c, T, c->n_head, cos_t, nsin_t);
+            lp_rope_rows(g->d_kr + (size_t)b * T * kvd, c, T, c->n_kv_head, cos_t, nsin_t);
+        }
+        dq = g->d_qr;
+        dk = g->d_kr;
+    }
+    linear_backward(g->d_ln1, dq, &w->q, n, 0.0f);
+    linear_backward(g->d_ln1, dk, &w->k, n, 1.0f);
+    linear_backward(g->d_ln1, g->d_v, &w->v, n, 1.0f);
+    memcpy(d_in, g->d_mid, (size_t)n * d * sizeof *d_in);
+    norm_backward(d_in, g->d_ln1, t->resid_in, t->ln1_scale, w->ln1_w, n, d, c->norm);
+}
+
+/* ---- the objective's end: final norm and unembedding ---- */
+
+/* u (d) += a * column j of the unembedding (y = x U). */
+static void unembed_column_add(float *u, const lp_linear *U, int j, float a) {
+    for (int i = 0; i < U->in; i++) u[i] += a * (U->trans ? U->w[(size_t)j * U->ld + i] : U->w[(size_t)i * U->ld + j]);
+}
+
+/* For n rows of final-norm output lnf (n, d): f (n) and d_lnf (n, d). logits (n, V) are read
+ * when given, else computed into `logits_buf` when the objective needs all of them (logprob);
+ * dlogits (n, V) is scratch for logprob. */
+static void head_backward(double *f, float *d_lnf, const lp_model *m, const lp_objective *o, const float *lnf,
+                          const float *logits, float *logits_buf, float *dlogits, int n) {
+    const lp_linear *U = &m->unembed;
+    int d = m->cfg.d_model, V = m->cfg.vocab;
+    if (o->kind != LP_OBJ_LOGPROB) {
+        /* Only the target's (and contrast's) logits matter: a column of U, not the whole product. */
+        float *u = d_lnf;
+        memset(u, 0, (size_t)d * sizeof *u);
+        unembed_column_add(u, U, o->target, 1.0f);
+        if (o->kind == LP_OBJ_LOGIT_DIFF) unembed_column_add(u, U, o->contrast, -1.0f);
+        double bias = U->b ? (double)U->b[o->target] - (o->kind == LP_OBJ_LOGIT_DIFF ? U->b[o->contrast] : 0.0f) : 0.0;
+        for (int r = 0; r < n; r++) {
+            if (r) memcpy(d_lnf + (size_t)r * d, u, (size_t)d * sizeof *u);
+            if (!f) continue;
+            if (logits) {
+                f[r] = lp_objective_value(o, logits + (size_t)r * V, V);
+            } else {
+                double s = bias;
+                for (int i = 0; i < d; i++) s += (double)lnf[(size_t)r * d + i] * u[i];
+                f[r] = s;
+            }
+        }
+        return;
+    }
+    if (!logits) {
+        lp_linear_forward(logits_buf, lnf, U, n);
+        logits = logits_buf;
+    }
+    for (int r = 0; r < n; r++) {
+        const float *lg = logits + (size_t)r * V;
+        float *dl = dlogits + (size_t)r * V;
+        double lse = log_sum_exp(lg, V);
+        if (f) f[r] = lg[o->target] - lse;
+        for (int j = 0; j < V; j++) dl[j] = (float)-exp(lg[j] - lse);
+        dl[o->target] += 1.0f;
+    }
+    linear_backward(d_lnf, dlogits, U, n, 0.0f);
+}
+
+static void rope_tables_new(float **cos_t, float **sin_t, float **nsin_t, const lp_config *c, int T) {
+    size_t n = (size_t)T * (c->d_head / 2);
+    *cos_t = malloc((n ? n : 1) * sizeof **cos_t);
+    *sin_t = malloc((n ? n : 1) * sizeof **sin_t);
+    *nsin_t = malloc((n ? n : 1) * sizeof **nsin_t);
+    if (!*cos_t || !*sin_t || !*nsin_t || c->pos == LP_POS_LEARNED) return;
+    lp_rope_tables(*cos_t, *sin_t, c, 0, T);
+    for (size_t i = 0; i < n; i++) (*nsin_t)[i] = -(*sin_t)[i];
+}
+
+/* ---- the backward of a captured run ---- */
+
+struct lp_grad {
+    const lp_model *m;
+    int T;
+    bool lean;                /* only the embedding gradient is kept; per-layer slices hold one layer */
+    double value;
+    float *arena;
+    float *resid;             /* (L + 1, T, d): resid[l] enters layer l; lean: (T, d), overwritten down to resid[0] */
+    float *resid_mid;         /* (L, T, d) */
+    float *ln1, *ln2;         /* (L, T, d) */
+    float *q, *z;             /* (L, T, H*dh) */
+    float *k, *v;             /* (L, T, Hkv*dh) */
+    float *pattern;           /* (L, H, T, T); lean: none */
+    float *mlp_pre, *mlp_up, *mlp_post; /* (L, T, dm); mlp_up SwiGLU only */
+    float *lnf;               /* (T, d) */
+    float *logits;            /* (T, V); lean: none */
+};
+
+static size_t grad_layout(lp_grad *g, float *base) {
+    const lp_config *c = &g->m->cfg;
+    size_t L = c->n_layer, T = g->T, d = c->d_model, H = c->n_head, qd = H * c->d_head;
+    size_t kvd = (size_t)c->n_kv_head * c->d_head, dm = c->d_mlp, at = 0, full = !g->lean;
+    if (g->lean) L = 1;
+#define SLICE(field, n) (g->field = base ? base + at : NULL, at += (n))
+    SLICE(resid, (full ? L + 1 : 1) * T * d);
+    SLICE(resid_mid, L * T * d);
+    SLICE(ln1, L * T * d);
+    SLICE(ln2, L * T * d);
+    SLICE(q, L * T * qd);
+    SLICE(z, L * T * qd);
+    SLICE(k, L * T * kvd);
+    SLICE(v, L * T * kvd);
+    SLICE(pattern, full * L * H * T * T);
+    SLICE(mlp_pre, L * T * dm);
+    SLICE(mlp_up, c->mlp == LP_MLP_SWIGLU ? L * T * dm : 0);
+    SLICE(mlp_post, L * T * dm);
+    SLICE(lnf, T * d);
+    SLICE(logits, full * T * (size_t)c->vocab);
+#undef SLICE
+    if (c->mlp != LP_MLP_SWIGLU) g->mlp_up = NULL;
+    return at;
+}
+
+static const float *view_data(const lp_run *r, lp_act_kind kind, int layer) {
+    lp_view v;
+    return lp_run_view(r, kind, layer, -1, &v) == LP_OK ? v.data : NULL;
+}
+
+static int grad_run(lp_grad **out, const lp_run *r, const lp_objective *o, bool lean) {
+    *out = NULL;
+    const lp_model *m = lp_run_model(r);
+    const lp_config *c = &m->cfg;
+    int T = lp_run_len(r), rc = lp_objective_check(o, m, T);
+    if (rc) return rc;
+    lp_grad *g = calloc(1, sizeof *g);
+    if (!g) return lp_error(LP_ENOMEM, "out of memory");
+    g->m = m;
+    g->T = T;
+    g->lean = lean;
+    size_t floats = grad_layout(g, NULL);
+    g->arena = calloc(floats, sizeof *g->arena);
+    /* Rows after pos carry no gradient: the pass runs over n = pos + 1 rows. */
+    int n = o->pos + 1, d = c->d_model, V = c->vocab, qd = c->n_head * c->d_head, kvd = c->n_kv_head * c->d_head;
+    float *d_qr = malloc((size_t)n * qd * sizeof *d_qr), *d_kr = malloc((size_t)n * kvd * sizeof *d_kr);
+    float *dP = malloc((size_t)n * n * sizeof *dP), *dlog = malloc((size_t)V * sizeof *dlog);
+    float *cos_t, *sin_t, *nsin_t;
+    rope_tables_new(&cos_t, &sin_t, &nsin_t, c, n);
+    if (!g->arena || !d_qr || !d_kr || !dP || !dlog || !cos_t || !sin_t || !nsin_t) {
+        rc = lp_error(LP_ENOMEM, "out of memory: the gradients of a run of %d tokens need %.1f MB", T,
+                      (double)floats * sizeof(float) / 1e6);
+        goto done;
+    }
+    grad_layout(g, g->arena);
+    size_t TT = T, L = c->n_layer;
+    /* The objective: logits row pos -> final norm -> resid[L] row pos. */
+    const float *logits = lp_run_logits(r, o->pos), *x_last = view_data(r, LP_ACT_RESID_POST, c->n_layer - 1);
+    const float *lnf_scale = view_data(r, LP_ACT_LN_FINAL_SCALE, 0), *lnf = view_data(r, LP_ACT_LN_FINAL, 0);
+    float *d_lnf = g->lnf + (size_t)o->pos * d;
+    head_backward(&g->value, d_lnf, m, o, lnf + (size_t)o->pos * d, logits, NULL, dlog, 1);
+    float *d_logits = lean ? NULL : g->logits + (size_t)o->pos * V;
+    if (!d_logits) {
+    } else if (o->kind == LP_OBJ_LOGPROB) {
+        memcpy(d_logits, dlog, (size_t)V * sizeof *dlog);
+    } else {
+        d_logits[o->target] += 1.0f;
+        if (o->kind == LP_OBJ_LOGIT_DIFF) d_logits[o->contrast] -= 1.0f;
+    }
+    norm_backward(g->resid + ((lean ? 0 : L) * TT + o->pos) * d, d_lnf, x_last + (size_t)o->pos * d, lnf_scale + o->pos, m->lnf_w, 1,
+                  d, c->norm);
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        if (lp_cancelled()) {
+            rc = lp_error(LP_ECANCEL, "cancelled");
+            goto done;
+        }
+        size_t ll = lean ? 0 : l; /* where this layer's gradients go */
+        tape_layer t = {view_data(r, LP_ACT_RESID_PRE, l), view_data(r, LP_ACT_LN1_SCALE, l), view_data(r, LP_ACT_Q, l),
+                        view_data(r, LP_ACT_K, l), view_data(r, LP_ACT_V, l), view_data(r, LP_ACT_PATTERN, l),
+                        (long)TT, (long)(TT * TT), view_data(r, LP_ACT_RESID_MID, l), view_data(r, LP_ACT_LN2_SCALE, l),
+                        view_data(r, LP_ACT_MLP_PRE, l),
+                        c->mlp == LP_MLP_SWIGLU ? view_data(r, LP_ACT_MLP_UP, l) : NULL};
+        size_t dm = c->d_mlp;
+        grad_layer gl = {
+            .d_mid = g->resid_mid + ll * TT * d,
+            .d_ln1 = g->ln1 + ll * TT * d,
+            .d_ln2 = g->ln2 + ll * TT * d,
+            .d_q = g->q + ll * TT * qd,
+            .d_z = g->z + ll * TT * qd,
+            .d_k = g->k + ll * TT * kvd,
+            .d_v = g->v + ll * TT * kvd,
+            .d_qr = d_qr,
+            .d_kr = d_kr,
+            .d_pattern = lean ? NULL : g->pattern + ll * c->n_head * TT * TT,
+            .dp_ld = (long)TT,
+            .dp_hs = (long)(TT * TT),
+            .d_pre = g->mlp_pre + ll * TT * dm,
+            .d_up = g->mlp_up ? g->mlp_up + ll * TT * dm : NULL,
+            .d_post = g->mlp_post + ll * TT * dm,
+            .dP = dP,
+        };
+        layer_backward(g->resid + ll * TT * d, &gl, g->resid + (lean ? 0 : ll + 1) * TT * d, &t, m, l, 1, n, cos_t,
+                       nsin_t);
+    }
+    *out = g;
+    g = NULL;
+done:
+    lp_grad_free(g);
+    free(d_qr);
+    free(d_kr);
+    free(dP);
+    free(dlog);
+    free(cos_t);
+    free(sin_t);
+    free(nsin_t);
+    return rc;
+}
+
+int lp_grad_new(lp_grad **out, const lp_run *r, const lp_objective *o) { return grad_run(out, r, o, false); }
+int lp_grad_embed_new(lp_grad **out, const lp_run *r, const lp_objective *o) { return grad_run(out, r, o, true); }
+
+void lp_grad_free(lp_grad *g) {
+    if (!g) return;
+    free(g->arena);
+    free(g);
+}
+
+double lp_grad_objective(const lp_grad *g) { return g->value; }
+const float *lp_grad_embed(const lp_grad *g) { return g->resid; }
+
+static void view2(lp_view *v, const float *data, int rows, int cols) {
+    *v = (lp_view){data, 2, {rows, cols}, {cols, 1}};
+}
+
+int lp_grad_view(const lp_grad *g, lp_act_kind kind, int layer, int head, lp_view *out) {
+    const lp_config *c = &g->m->cfg;
+    int T = g->T, d = c->d_model, dh = c->d_head, H = c->n_head, Hkv = c->n_kv_head, dm = c->d_mlp;
+    if ((unsigned)kind >= LP_ACT_COUNT) return lp_error(LP_EINVAL, "unknown activation kind %d", (int)kind);
+    if (kind == LP_ACT_LN1_SCALE || kind == LP_ACT_LN2_SCALE || kind == LP_ACT_LN_FINAL_SCALE)
+        return lp_error(LP_EINVAL, "%s has no gradient of its own: it is a function of the residual stream; "
+                                   "differentiate resid_pre or resid_mid instead", lp_act_name(kind));
+    bool per_layer = kind != LP_ACT_LN_FINAL && kind != LP_ACT_LOGITS;
+    if (per_layer && (layer < 0 || layer >= c->n_layer))
+        return lp_error(LP_EINVAL, "layer %d is out of range: the model has layers 0..%d", layer, c->n_layer - 1);
+    bool per_head = kind == LP_ACT_Q || kind == LP_ACT_K || kind == LP_ACT_V || kind == LP_ACT_Z || kind == LP_ACT_PATTERN;
+    int heads = (kind == LP_ACT_K || kind == LP_ACT_V) ? Hkv : H;
+    if (per_head && (head < -1 || head >= heads))
+        return lp_error(LP_EINVAL, "head %d is out of range: %s has heads 0..%d", head, lp_act_name(kind), heads - 1);
+    if (!per_head && head != -1 && head != 0) return lp_error(LP_EINVAL, "%s is not per head", lp_act_name(kind));
+    if (g->lean && !(kind == LP_ACT_RESID_PRE && layer == 0))
+        return lp_error(LP_EINVAL, "this gradient kept the embeddings' only (lp_grad_embed_new); use lp_grad_new");
+    size_t L = layer, TT = T;
+    switch (kind) {
+    case LP_ACT_RESID_PRE: view2(out, g->resid + L * TT * d, T, d); break;
+    case LP_ACT_RESID_POST: case LP_ACT_MLP_OUT: view2(out, g->resid + (L + 1) * TT * d, T, d); break;
+    case LP_ACT_RESID_MID: case LP_ACT_ATTN_OUT: view2(out, g->resid_mid + L * TT * d, T, d); break;
+    case LP_ACT_LN1: view2(out, g->ln1 + L * TT * d, T, d); break;
+    case LP_ACT_LN2: view2(out, g->ln2 + L * TT * d, T, d); break;
+    case LP_ACT_MLP_PRE: view2(out, g->mlp_pre + L * TT * dm, T, dm); break;
+    case LP_ACT_MLP_POST: view2(out, g->mlp_post + L * TT * dm, T, dm); break;
+    case LP_ACT_MLP_UP:
+        if (!g->mlp_up) return lp_error(LP_EINVAL, "mlp_up exists only for SwiGLU models");
+        view2(out, g->mlp_up + L * TT * dm, T, dm);
+        break;
+    case LP_ACT_LN_FINAL: view2(out, g->lnf, T, d); break;
+    case LP_ACT_LOGITS: view2(out, g->logits, T, c->vocab); break;
+    case LP_ACT_PATTERN:
+        if (head >= 0) view2(out, g->pattern + (L * H + head) * TT * TT, T, T);
+        else *out = (lp_view){g->pattern + L * H * TT * TT, 3, {H, T, T}, {(long)(TT * TT), T, 1}};
+        break;
+    case LP_ACT_Q: case LP_ACT_K: case LP_ACT_V: case LP_ACT_Z: {
+        const float *base = kind == LP_ACT_Q ? g->q : kind == LP_ACT_K ? g->k : kind == LP_ACT_V ? g->v : g->z;
+        long row = (long)heads * dh;
+        base += L * TT * row;
+        if (head >= 0) *out = (lp_view){base + (size_t)head * dh, 2, {T, dh}, {row, 1}};
+        else *out = (lp_view){base, 3, {T, heads, dh}, {row, dh, 1}};
+        break;
+    }
+    default: return lp_error(LP_EINVAL, "unknown activation kind %d", (int)kind);
+    }
+    return LP_OK;
+}
+
+/* ---- batches ---- */
+
+/* What a chunk of B sequences keeps: with `keep`, every layer's tape (the backward reads
+ * it); without, one layer's worth, reused. */
+typedef struct {
+    int Bmax, T, keep;
+    float *resid;                   /* (L + 1, rows, d) kept, else (2, rows, d) */
+    float *ln1_scale, *ln2_scale;   /* (L or 1, rows) */
+    float *q, *k, *v;               /* (L or 1, rows, H*dh / Hkv*dh) */
+    float *pattern;                 /* (L or 1, Bmax, H, T, T) */
+    float *resid_mid;               /* (L or 1, rows, d) */
+    float *mlp_pre, *mlp_up;        /* (L or 1, rows, dm) */
+    float *ln1, *z, *attn_out, *ln2, *mlp_post, *mlp_out; /* one layer: (rows, d / H*dh / dm) */
+    float *xf, *lnf, *lnf_scale;    /* (Bmax, d), (Bmax, d), (Bmax): the rows at pos */
+    float *logits, *dlogits;        /* (Bmax, V): logprob only */
+    float *d_lnf;                   /* (Bmax, d) */
+    float *d_resid;                 /* (rows, d) */
+    grad_layer g;                   /* backward scratch, one layer */
+    double *acc;                    /* (T, d) */
+} batch;
+
+static size_t batch_layout(batch *bt, float *base, const lp_config *c, bool logprob) {
+    size_t rows = (size_t)bt->Bmax * bt->T, d = c->d_model, qd = (size_t)c->n_head * c->d_head;
+    size_t kvd = (size_t)c->n_kv_head * c->d_head, dm = c->d_mlp, D = bt->keep ? c->n_layer : 1, at = 0;
+    size_t V = logprob ? c->vocab : 0, B = bt->Bmax, T = bt->T, swi = c->mlp == LP_MLP_SWIGLU, K = bt->keep;
+#define SLICE(field, n) (bt->field = base ? base + at : NULL, at += (n))
+    SLICE(resid, (K ? c->n_layer + 1 : 2) * rows * d);
+    SLICE(ln1_scale, D * rows);
+    SLICE(ln2_scale, D * rows);
+    SLICE(q, D * rows * qd);
+    SLICE(k, D * rows * kvd);
+    SLICE(v, D * rows * kvd);
+    SLICE(pattern, D * B * c->n_head * T * T);
+    SLICE(resid_mid, D * rows * d);
+    SLICE(mlp_pre, D * rows * dm);
+    SLICE(mlp_up, swi ? D * rows * dm : 0);
+    SLICE(ln1, rows * d);
+    SLICE(z, rows * qd);
+    SLICE(attn_out, rows * d);
+    SLICE(ln2, rows * d);
+    SLICE(mlp_post, rows * dm);
+    SLICE(mlp_out, rows * d);
+    SLICE(xf, B * d);
+    SLICE(lnf, B * d);
+    SLICE(lnf_scale, B);
+    SLICE(logits, B * V);
+    SLICE(dlogits, B * V);
+    SLICE(d_lnf, B * d);
+    SLICE(d_resid, K * rows * d);
+    SLICE(g.d_mid, K * rows * d);
+    SLICE(g.d_ln1, K * rows * d);
+    SLICE(g.d_ln2, K * rows * d);
+    SLICE(g.d_q, K * rows * qd);
+    SLICE(g.d_z, K * rows * qd);
+    SLICE(g.d_k, K * rows * kvd);
+    SLICE(g.d_v, K * rows * kvd);
+    SLICE(g.d_qr, K * rows * qd);
+    SLICE(g.d_kr, K * rows * kvd);
+    SLICE(g.d_pre, K * rows * dm);
+    SLICE(g.d_up, K * swi * rows * dm);
+    SLICE(g.d_post, K * rows * dm);
+    SLICE(g.dP, K * T * T);
+#undef SLICE
+    return at;
+}
+
+/* The chunk's sequences through one layer. */
+static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, const float *cos_t, const float *sin_t) {
+    const lp_config *c = &m->cfg;
+    const lp_layer *w = &m->layers[l];
+    int T = bt->T, n = B * T, d = c->d_model;
+    size_t rows = (size_t)bt->Bmax * T, qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head;
+    size_t dm = c->d_mlp, D = bt->keep ? (size_t)l : 0, nd = (size_t)n * d, nm = (size_t)n * dm;
+    const float *x = bt->resid + (bt->keep ? (size_t)l : (size_t)(l & 1)) * rows * d;
+    float *y = bt->resid + (bt->keep ? (size_t)l + 1 : (size_t)((l + 1) & 1)) * rows * d;
+    float *q = bt->q + D * rows * qd, *k = bt->k + D * rows * kvd, *v = bt->v + D * rows * kvd;
+    float *mid = bt->resid_mid + D * rows * d, *pre = bt->mlp_pre + D * rows * dm;
+    float *up = bt->mlp_up ? bt->mlp_up + D * rows * dm : NULL;
+
+    lp_norm(bt->ln1, bt->ln1_scale + D * rows, x, w->ln1_w, w->ln1_b, n, d, c->norm, c->norm_eps);
+    lp_linear_forward(q, bt->ln1, &w->q, n);
+    lp_linear_forward(k, bt->ln1, &w->k, n);
+    lp_linear_forward(v, bt->ln1, &w->v, n);
+    if (c->pos != LP_POS_LEARNED)
+        for (int b = 0; b < B; b++) {
+            lp_rope_rows(q + (size_t)b * T * qd, c, T, c->n_head, cos_t, sin_t);
+            lp_rope_rows(k + (size_t)b * T * kvd, c, T, c->n_kv_head, cos_t, sin_t);
+        }
+    lp_attention_seqs(bt->pattern + D * bt->Bmax * c->n_head * (size_t)T * T, bt->z, c, q, k, v, B, T);
+    lp_linear_forward(bt->attn_out, bt->z, &w->o, n);
+    for (size_t i = 0; i < nd; i++) mid[i] = x[i] + bt->attn_out[i];
+    lp_norm(bt->ln2, bt->ln2_scale + D * rows, mid, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
+    if (c->mlp == LP_MLP_SWIGLU) {
+        lp_linear_forward(pre, bt->ln2, &w->gate, n);
+        lp_linear_forward(up, bt->ln2, &w->up, n);
+        lp_swiglu_rows(bt->mlp_post, pre, up, nm);
+    } else {
+        lp_linear_forward(pre, bt->ln2, &w->up, n);
+        lp_gelu_rows(bt->mlp_post, pre, nm);
+    }
+    lp_linear_forward(bt->mlp_out, bt->mlp_post, &w->down, n);
+    for (size_t i = 0; i < nd; i++) y[i] = mid[i] + bt->mlp_out[i];
+}
+
+/* Bytes a chunk may take: enough for large matrix products, small beside a model's weights. */
+#define BATCH_BUDGET ((size_t)256 << 20)
+
+int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx, const lp_objective *o,
+                  const double *weight, double *f, float *grad_sum) {
+    const lp_config *c = &m->cfg;
+    int rc = lp_objective_check(o, m, T);
+    if (rc) return rc;
+    if (T < 1 || T > c->n_ctx) return lp_error(LP_ERANGE, "%d tokens: the model takes 1..%d", T, c->n_ctx);
+    if (n < 1) {
+        if (grad_sum) memset(grad_sum, 0, (size_t)T * c->d_model * sizeof *grad_sum);
+        return LP_OK;
+    }
+    bool logprob = o->kind == LP_OBJ_LOGPROB;
+    batch bt = {.Bmax = 1, .T = T, .keep = grad_sum != NULL};
+    size_t per_seq = batch_layout(&bt, NULL, c, logprob);
+    bt.Bmax = (int)(BATCH_BUDGET / (per_seq * sizeof(float)));
+    if (bt.Bmax < 1) bt.Bmax = 1;
+    if (bt.Bmax > n) bt.Bmax = n;
+    int chunks = (n + bt.Bmax - 1) / bt.Bmax;
+    bt.Bmax = (n + chunks - 1) / chunks; /* chunks of even size */
+    size_t floats = batch_layout(&bt, NULL, c, logprob), d = c->d_model;
+    float *arena = malloc(floats * sizeof *arena), *cos_t, *sin_t, *nsin_t;
+    double *fb = malloc((size_t)bt.Bmax * sizeof *fb);
+    bt.acc = calloc((size_t)T * d, sizeof *bt.acc);
+    rope_tables_new(&cos_t, &sin_t, &nsin_t, c, T);
+    if (!arena || !fb || !bt.acc || !cos_t || !sin_t || !nsin_t) {
+        rc = lp_error(LP_ENOMEM, "out of memory: a batch of %d sequences of %d tokens needs %.1f MB", bt.Bmax, T,
+                      (double)floats * sizeof(float) / 1e6);
+        goto done;
+    }
+    batch_layout(&bt, arena, c, logprob);
+    size_t rows = (size_t)bt.Bmax * T, L = c->n_layer;
+    for (int i0 = 0; i0 < n; i0 += bt.Bmax) {
+        int B = n - i0 < bt.Bmax ? n - i0 : bt.Bmax;
+        for (int b = 0; b < B; b++) input(bt.resid + (size_t)b * T * d, i0 + b, ctx);
+        for (int l = 0; l < c->n_layer; l++) {
+            if (lp_cancelled()) {
+                rc = lp_error(LP_ECANCEL, "cancelled");
+                goto done;
+            }
+            batch_layer_forward(&bt, m, l, B, cos_t, sin_t);
+        }
+        /* Each sequence's row pos through the final norm to the objective. */
+        const float *last = bt.resid + (bt.keep ? L : L & 1) * rows * d;
+        for (int b = 0; b < B; b++)
+            memcpy(bt.xf + (size_t)b * d, last + ((size_t)b * T + o->pos) * d, d * sizeof *bt.xf);
+        lp_norm(bt.lnf, bt.lnf_scale, bt.xf, m->lnf_w, m->lnf_b, B, (int)d, c->norm, c->norm_eps);
+        head_backward(fb, bt.d_lnf, m, o, bt.lnf, NULL, bt.logits, bt.dlogits, B);
+        if (f) memcpy(f + i0, fb, (size_t)B * sizeof *fb);
+        if (!bt.keep) continue;
+
+        memset(bt.d_resid, 0, (size_t)B * T * d * sizeof *bt.d_resid);
+        for (int b = 0; b < B; b++)
+            norm_backward(bt.d_resid + ((size_t)b * T + o->pos) * d, bt.d_lnf + (size_t)b * d, bt.xf + (size_t)b * d,
+                          bt.lnf_scale + b, m->lnf_w, 1, (int)d, c->norm);
+        size_t qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head, dm = c->d_mlp;
+        for (int l = c->n_layer - 1; l >= 0; l--) {
+            if (lp_cancelled()) {
+                rc = lp_error(LP_ECANCEL, "cancelled");
+                goto done;
+            }
+            size_t ll = l;
+            tape_layer t = {bt.resid + ll * rows * d, bt.ln1_scale + ll * rows, bt.q + ll * rows * qd,
+                            bt.k + ll * rows * kvd, bt.v + ll * rows * kvd,
+                            bt.pattern + ll * bt.Bmax * c->n_head * (size_t)T * T, T, (long)T * T,
+                            bt.resid_mid + ll * rows * d, bt.ln2_scale + ll * rows, bt.mlp_pre + ll * rows * dm,
+                            bt.mlp_up ? bt.mlp_up + ll * rows * dm : NULL};
+            layer_backward(bt.d_resid, &bt.g, bt.d_resid, &t, m, l, B, T, cos_t, nsin_t);
+        }
+        for (int b = 0; b < B; b++) {
+            double wb = weight ? weight[i0 + b] : 1.0;
+            const float *gb = bt.d_resid + (size_t)b * T * d;
+            for (size_t j = 0; j < (size_t)T * d; j++) bt.acc[j] += wb * gb[j];
+        }
+    }
+    if (grad_sum)
+        for (size_t j = 0; j < (size_t)T * d; j++) grad_sum[j] = (float)bt.acc[j];
+done:
+    free(arena);
+    free(fb);
+    free(bt.acc);
+    free(cos_t);
+    free(sin_t);
+    free(nsin_t);
+    return rc;
+}

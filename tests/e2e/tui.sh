@@ -1,0 +1,194 @@
+#!/bin/sh
+# The browser on a real terminal (tmux, private socket, 120x40) on stories260K: opening with
+# -e, every view, layer/head/token keys, the help, resizing (and a too-small window), a
+# command from `:` with its output, an error, a note seen in the findings view and in the
+# store, cancelling a long command with Esc and Ctrl-C, NO_COLOR shading, `tui` from the
+# REPL and back, the `:` history shared with the REPL's file, and quitting.
+set -u
+BUILD=${BUILD:-build}
+LOUPE=${LOUPE:-./loupe}
+case $LOUPE in /*) ;; *) LOUPE=$(pwd)/$LOUPE ;; esac
+STORIES=$(pwd)/../shared/models/stories260K/stories260K.bin
+TEXT='Once upon a time, Lily found a ball. Lily liked the ball.'
+sock=loupe-tui-$$
+tmp=$(mktemp -d)
+fails=0
+began=$(date +%s)
+cleanup() {
+    tmux -L "$sock" kill-server 2>/dev/null
+    rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$sock"
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM HUP
+
+command -v tmux >/dev/null || { echo "FAIL tmux is not installed"; exit 1; }
+
+ok() { echo "ok   $1"; }
+fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+t() { tmux -L "$sock" "$@" 2>/dev/null; }
+screen() { t capture-pane -p -t tui 2>/dev/null; }
+keys() { t send-keys -t tui "$@"; }
+# poll WHAT SECONDS ARG: until WHAT ARG succeeds, every 0.1 s; gives up past 55 s in all.
+poll() {
+    n=$(($2 * 10))
+    while [ "$n" -gt 0 ] && [ $(($(date +%s) - began)) -lt 55 ]; do
+        "$1" "$3" && return 0
+        sleep 0.1
+        n=$((n - 1))
+    done
+    return 1
+}
+shows() { screen | grep -qF -- "$1"; }
+hides() { ! screen | grep -qF -- "$1"; }
+exists() { [ -e "$1" ]; }
+expect() { if poll shows "$2" "$3"; then ok "$1"; else fail "$1 (no '$3' on screen)"; screen | sed 's/^/  | /'; fi; }
+expect_gone() { if poll hides "$2" "$3"; then ok "$1"; else fail "$1 ('$3' still on screen)"; screen | sed 's/^/  | /'; fi; }
+# start ARGS...: a command in a fresh 120x40 pane; its exit status lands in $tmp/status
+start() {
+    rm -f "$tmp/status"
+    t kill-server
+    tmux -L "$sock" -f /dev/null new-session -d -s tui -x 120 -y 40 -c "$(pwd)" \
+        "env LANG=C.UTF-8 INPUTRC=/dev/null LOUPE_HISTORY='$tmp/hist' XDG_DATA_HOME='$tmp/data' $* ; echo \$? >'$tmp/status'"
+}
+quit_with() {
+    name=$1 want=$2
+    shift 2
+    keys "$@"
+    if poll exists 5 "$tmp/status" && [ "$(cat "$tmp/status")" = "$want" ]; then ok "$name"
+    else fail "$name (exit status '$(cat "$tmp/status" 2>/dev/null)', wanted $want)"; screen | sed 's/^/  | /'; fi
+}
+# the pane's size as tmux reports it
+size_is() { [ "$(t display-message -p -t tui '#{pane_width}x#{pane_height}')" = "$1" ]; }
+
+# 1. Open on a run (as make run does), every view, keys, help, resize, `:`, a note, quit.
+start "'$LOUPE' -d '$tmp/db' --tui '$STORIES' -e 'run $TEXT'"
+expect "opens on the attention view" 10 "1 Attention"
+expect "the status line names the cursor's tokens and value" 5 "query 20 . "
+expect "the strip shows the run's tokens" 5 "·Once ·upon ·a ·time , ·Lily"
+for v in "2 Heads" "3 Activations" "4 Attributions" "5 Logit lens" "6 Findings" "7 Patching"; do
+    keys "${v%% *}"
+    expect "view $v" 5 "$v"
+    [ "$v" = "5 Logit lens" ] && expect "the lens shows its rows" 5 " emb "
+done
+keys 7 Tab
+expect "Tab wraps to the first view" 5 "1 Attention"
+keys ']' '}' '}'
+expect "] and } change layer and head" 5 "L1 H2 "
+keys h h
+expect "h moves the token (the query row)" 5 "query 18 "
+keys Left
+expect "Left moves it too" 5 "query 17 "
+keys 2
+expect "the heads grid" 5 "colour: prev_token"
+keys c Enter
+expect "Enter on a head opens its pattern" 5 "1 Attention"
+keys '?'
+expect "? shows the help from the key table" 5 "Keys (from the key table)"
+expect "the help lists the global keys" 5 "previous layer"
+keys q
+expect_gone "q closes the help" 5 "Keys (from the key table)"
+t resize-window -t tui -x 80 -y 24
+if poll size_is 5 80x24; then ok "window resized to 80x24"; else fail "resize to 80x24"; fi
+expect "redrawn at 80 columns" 5 "L1 H2"
+if [ "$(screen | LC_ALL=C.UTF-8 wc -L)" -le 80 ]; then
+    ok "nothing drawn past 80 columns"; else fail "lines past 80 columns"; fi
+t resize-window -t tui -x 30 -y 8
+expect "a tiny window gets a message" 5 "Terminal too small"
+t resize-window -t tui -x 120 -y 40
+expect "back to full size" 5 "1 Attention"
+expect_gone "the message goes" 5 "Terminal too small"
+keys : "tok" Tab Enter
+expect "a command from : shows its output" 5 "output: 23 lines"
+expect "the output is the command's table" 5 "403  ·Once"
+keys o
+expect_gone "o hides the output" 5 "output: 23 lines"
+if "$LOUPE" -d :memory: -e 'help attr' >/dev/null 2>&1; then # the attribution commands are there
+    keys : "attr ig" Enter 4
+    expect "after :attr ig the attributions view shows it" 10 "[1/1] ig  target"
+    expect "with its completeness delta" 5 "delta "
+    keys 1
+    expect "back to the attention view" 5 "1 Attention"
+fi
+keys : "atn 0 0" Enter
+expect "an error goes to the message line" 5 "error: unknown command 'atn' (did you mean 'attn'?)"
+keys : Up
+expect "Up on the : line recalls the history" 5 ":atn 0 0"
+keys Escape
+keys m
+expect "m asks for the note" 5 "note:"
+keys "induction candidate «日本»" Enter
+expect "the note is written" 5 "finding written"
+keys 6
+expect "the findings view lists it" 5 "induction candidate «日本»"
+expect "with where it points" 5 "L1 H2 @17"
+quit_with "q leaves (status 1: one command failed, as at the prompt)" 1 q
+if "$LOUPE" -d "$tmp/db" -m csv -e 'sql SELECT text, layer, head, pos FROM findings' 2>&1 |
+    grep -qF 'induction candidate «日本»,1,2,17'; then ok "the finding is in the store"
+else fail "the finding is in the store"; "$LOUPE" -d "$tmp/db" -e 'sql SELECT * FROM findings' 2>&1 | sed 's/^/  | /'; fi
+if grep -q '^tokens *$' "$tmp/hist" && grep -qx 'atn 0 0' "$tmp/hist"; then ok ": lines go to the REPL's history file"
+else fail ": lines go to the REPL's history file"; sed 's/^/  | /' "$tmp/hist" 2>/dev/null; fi
+
+# 2. A long command shows progress and Esc or Ctrl-C cancel it; the browser goes on.
+mkmodel="$BUILD/tools/mkmodel"
+[ -x "$mkmodel" ] || make --no-print-directory "$mkmodel" >/dev/null 2>&1
+if "$mkmodel" "$tmp/big" --arch llama --layers 8 --d-model 512 --heads 8 --vocab 512 --ctx 4096 --seed 1 \
+    >"$tmp/mk.log" 2>&1; then
+    start "'$LOUPE' -d :memory: --tui '$tmp/big' -e 'run --ids 1,5,9'"
+    expect "the big model opens" 10 "1 Attention"
+    # generate 1000 takes about 12 s on 2 cores; it must not get to finish.
+    keys : "generate 1000 --no-stop" Enter
+    expect "a progress line while it runs" 5 "Esc or Ctrl-C cancels"
+    keys Escape
+    expect "Esc cancels" 3 "cancelled: generate 1000 --no-stop"
+    keys : "generate 1000 --no-stop" Enter
+    expect "progress again" 5 "Esc or Ctrl-C cancels"
+    keys C-c
+    expect "Ctrl-C cancels" 3 "cancelled: generate 1000 --no-stop"
+    keys l
+    expect "the browser still answers" 5 "query 2 "
+    quit_with "q after cancelling (status 1: two commands did not finish)" 1 q
+else
+    fail "mkmodel"
+    sed 's/^/  | /' "$tmp/mk.log"
+fi
+
+# 3. Colours by what the terminal has: 256, 8 (tmux's default TERM, screen), none.
+colours() { t capture-pane -e -p -t tui 2>/dev/null | grep -c "$1"; }
+start "TERM=xterm-256color '$LOUPE' -d :memory: --tui '$STORIES' -e 'run $TEXT'"
+expect "opens on a 256-colour terminal" 10 "1 Attention"
+if [ "$(colours '48;5;')" -gt 0 ]; then ok "256-colour scales"; else fail "256-colour scales"; fi
+quit_with "q" 0 q
+start "TERM=screen '$LOUPE' -d :memory: --tui '$STORIES' -e 'run $TEXT'"
+expect "opens on an 8-colour terminal" 10 "1 Attention"
+if [ "$(colours '48;5;')" -eq 0 ] && [ "$(colours '\[4[1-7]m')" -gt 0 ]; then ok "8-colour scales"
+else fail "8-colour scales"; fi
+quit_with "q" 0 q
+# NO_COLOR: the heat map is shading characters.
+start "NO_COLOR=1 '$LOUPE' -d :memory: --tui '$STORIES' -e 'run $TEXT'"
+expect "opens without colour" 10 "1 Attention"
+if poll shows 5 "█" || poll shows 2 "▓" || poll shows 2 "▒"; then ok "NO_COLOR draws shading characters"
+else fail "NO_COLOR draws shading characters"; screen | sed 's/^/  | /'; fi
+quit_with "q" 0 q
+
+# 4. `tui` from the REPL, and back to the prompt; `quit` on the : line leaves loupe.
+start "'$LOUPE' -d :memory: '$STORIES'"
+expect "the REPL" 10 "loupe>"
+keys "run $TEXT" Enter "tui" Enter
+expect "tui opens the browser on the REPL's run" 5 "query 20 . "
+keys q
+expect "q comes back to the prompt" 5 "loupe>"
+keys "top 1" Enter
+expect "and the prompt works" 5 "rank"
+keys "tui" Enter
+expect "and again" 5 "1 Attention"
+quit_with ":quit leaves loupe" 0 : "quit" Enter
+
+# 5. Without a terminal --tui refuses at once.
+if "$LOUPE" -d :memory: --tui "$STORIES" </dev/null >"$tmp/out" 2>&1; then fail "--tui without a terminal"
+elif grep -qF "needs a terminal" "$tmp/out"; then ok "--tui without a terminal says so"
+else fail "--tui without a terminal"; sed 's/^/  | /' "$tmp/out"; fi
+
+echo "took $(($(date +%s) - began)) s"
+[ "$fails" -eq 0 ] && echo "all passed"
+[ "$fails" -eq 0 ]

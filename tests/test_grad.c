@@ -1,0 +1,679 @@
+/* The backward pass against central finite differences of an independent double-precision
+ * forward (written here, reading the same float weights), for both architectures and every
+ * captured activation; the batched path against the single-run one; and the gradients and
+ * attributions against a float64 PyTorch autograd reference (tests/fixtures/grad_*.json). */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+
+#include "../src/model_impl.h"
+#include "helpers.h"
+#include "loupe/attr.h"
+#include "loupe/error.h"
+#include "loupe/grad.h"
+#include "loupe/run.h"
+
+#define FD_TOL 1e-3  /* relative error of a gradient against finite differences */
+#define FD_EPS 1e-4  /* central-difference step along a unit direction, in double */
+
+/* ---- the fixture models (tests/fixtures/models.txt) ---- */
+
+typedef struct {
+    char name[64];
+    char args[400];
+    int ids[64];
+    int n;
+} fixture_model;
+
+static int read_models(fixture_model *out, int cap) {
+    FILE *f = fopen("tests/fixtures/models.txt", "r");
+    if (!f) return -1;
+    char line[1024];
+    int n = 0;
+    while (n < cap && fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || line[0] == '\n') continue;
+        char *a = strchr(line, '|'), *b = a ? strchr(a + 1, '|') : NULL;
+        if (!b) continue;
+        *a = *b = '\0';
+        fixture_model *m = &out[n++];
+        sscanf(line, "%63s", m->name);
+        snprintf(m->args, sizeof m->args, "%s", a + 1);
+        m->n = 0;
+        for (char *p = b + 1; *p && m->n < 64;) {
+            m->ids[m->n++] = (int)strtol(p, &p, 10);
+            while (*p == ',' || *p == ' ' || *p == '\n') p++;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
+static lp_model *load_fixture(const fixture_model *fm, char **dir_out) {
+    char *dir = make_temp_dir();
+    char mdir[640];
+    snprintf(mdir, sizeof mdir, "%s/m", dir);
+    assert_int_equal(mkmodel(mdir, fm->args), 0);
+    lp_model *m;
+    if (lp_model_load(&m, mdir, NULL)) fail_msg("%s: %s", fm->name, lp_errmsg());
+    *dir_out = dir;
+    return m;
+}
+
+/* ---- an independent forward pass in double ---- */
+
+/* An additive change eps * dir to one activation (shapes as lp_run_view's, whole layer). */
+typedef struct {
+    lp_act_kind kind;
+    int layer;
+    const double *dir;
+    double eps;
+} edit;
+
+static void apply(const edit *e, lp_act_kind kind, int layer, double *x, size_t n) {
+    if (!e || e->kind != kind || (e->layer != layer && kind != LP_ACT_LN_FINAL)) return;
+    for (size_t i = 0; i < n; i++) x[i] += e->eps * e->dir[i];
+}
+
+static void dlinear(double *y, const double *x, const lp_linear *l, int n) {
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < l->out; j++) {
+            double s = l->b ? l->b[j] : 0.0;
+            for (int k = 0; k < l->in; k++)
+                s += x[(size_t)i * l->in + k] * (l->trans ? l->w[(size_t)j * l->ld + k] : l->w[(size_t)k * l->ld + j]);
+            y[(size_t)i * l->out + j] = s;
+        }
+}
+
+static void dnorm(double *y, const double *x, const float *w, const float *b, int n, int d, lp_norm_kind kind,
+                  double eps) {
+    for (int i = 0; i < n; i++) {
+        const double *xi = x + (size_t)i * d;
+        double mean = 0, var = 0;
+        if (kind == LP_NORM_LAYERNORM) {
+            for (int j = 0; j < d; j++) mean += xi[j];
+            mean /= d;
+        }
+        for (int j = 0; j < d; j++) var += (xi[j] - mean) * (xi[j] - mean);
+        double s = 1.0 / sqrt(var / d + eps);
+        for (int j = 0; j < d; j++) y[(size_t)i * d + j] = (xi[j] - mean) * s * w[j] + (b ? b[j] : 0.0);
+    }
+}
+
+static void drope(double *x, int T, int heads, const lp_config *c) {
+    int dh = c->d_head, half = dh / 2;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < heads; h++)
+            for (int f = 0; f < half; f++) {
+                double ang = t * pow(c->rope_theta, -2.0 * f / dh);
+                int a = c->pos == LP_POS_ROPE_INTERLEAVED ? 2 * f : f, b = c->pos == LP_POS_ROPE_INTERLEAVED ? 2 * f + 1 : f + half;
+                double *v = x + ((size_t)t * heads + h) * dh, va = v[a], vb = v[b];
+                v[a] = va * cos(ang) - vb * sin(ang);
+                v[b] = va * sin(ang) + vb * cos(ang);
+            }
+}
+
+/* The objective at ids[0..T), with an optional edit, all in double. */
+static double ref_objective(const lp_model *m, const int *ids, int T, const lp_objective *o, const edit *e) {
+    const lp_config *c = &m->cfg;
+    int d = c->d_model, H = c->n_head, Hk = c->n_kv_head, dh = c->d_head, dm = c->d_mlp, V = c->vocab;
+    int qd = H * dh, kvd = Hk * dh;
+    size_t Td = (size_t)T * d;
+    double *x = malloc(Td * sizeof *x), *h = malloc(Td * sizeof *h), *q = malloc((size_t)T * qd * sizeof *q);
+    double *k = malloc((size_t)T * kvd * sizeof *k), *v = malloc((size_t)T * kvd * sizeof *v);
+    double *P = calloc((size_t)H * T * T, sizeof *P), *z = malloc((size_t)T * qd * sizeof *z);
+    double *ao = malloc(Td * sizeof *ao), *pre = malloc((size_t)T * dm * sizeof *pre);
+    double *up = malloc((size_t)T * dm * sizeof *up), *post = malloc((size_t)T * dm * sizeof *post);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < d; j++)
+            x[(size_t)t * d + j] = (double)m->tok_emb[(size_t)ids[t] * d + j] + (m->pos_emb ? m->pos_emb[(size_t)t * d + j] : 0.0);
+    for (int l = 0; l < c->n_layer; l++) {
+        const lp_layer *w = &m->layers[l];
+        apply(e, LP_ACT_RESID_PRE, l, x, Td);
+        dnorm(h, x, w->ln1_w, w->ln1_b, T, d, c->norm, c->norm_eps);
+        apply(e, LP_ACT_LN1, l, h, Td);
+        dlinear(q, h, &w->q, T);
+        dlinear(k, h, &w->k, T);
+        dlinear(v, h, &w->v, T);
+        if (c->pos != LP_POS_LEARNED) {
+            drope(q, T, H, c);
+            drope(k, T, Hk, c);
+        }
+        apply(e, LP_ACT_Q, l, q, (size_t)T * qd);
+        apply(e, LP_ACT_K, l, k, (size_t)T * kvd);
+        apply(e, LP_ACT_V, l, v, (size_t)T * kvd);
+        for (int hh = 0; hh < H; hh++) {
+            int g = hh / (H / Hk);
+            for (int i = 0; i < T; i++) {
+                double *p = P + ((size_t)hh * T + i) * T, mx = -INFINITY, sum = 0;
+                for (int j = 0; j <= i; j++) {
+                    double s = 0;
+                    for (int e2 = 0; e2 < dh; e2++) s += q[(size_t)i * qd + hh * dh + e2] * k[(size_t)j * kvd + g * dh + e2];
+                    p[j] = s / sqrt((double)dh);
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (int j = 0; j <= i; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int j = 0; j <= i; j++) p[j] /= sum;
+                for (int j = i + 1; j < T; j++) p[j] = 0;
+            }
+        }
+        apply(e, LP_ACT_PATTERN, l, P, (size_t)H * T * T);
+        for (int hh = 0; hh < H; hh++) {
+            int g = hh / (H / Hk);
+            for (int i = 0; i < T; i++)
+                for (int e2 = 0; e2 < dh; e2++) {
+                    double s = 0;
+                    for (int j = 0; j <= i; j++) s += P[((size_t)hh * T + i) * T + j] * v[(size_t)j * kvd + g * dh + e2];
+                    z[(size_t)i * qd + hh * dh + e2] = s;
+                }
+        }
+        apply(e, LP_ACT_Z, l, z, (size_t)T * qd);
+        dlinear(ao, z, &w->o, T);
+        apply(e, LP_ACT_ATTN_OUT, l, ao, Td);
+        for (size_t i = 0; i < Td; i++) x[i] += ao[i];
+        apply(e, LP_ACT_RESID_MID, l, x, Td);
+        dnorm(h, x, w->ln2_w, w->ln2_b, T, d, c->norm, c->norm_eps);
+        apply(e, LP_ACT_LN2, l, h, Td);
+        size_t nm = (size_t)T * dm;
+        if (c->mlp == LP_MLP_SWIGLU) {
+            dlinear(pre, h, &w->gate, T);
+            dlinear(up, h, &w->up, T);
+            apply(e, LP_ACT_MLP_PRE, l, pre, nm);
+            apply(e, LP_ACT_MLP_UP, l, up, nm);
+            for (size_t i = 0; i < nm; i++) post[i] = pre[i] / (1 + exp(-pre[i])) * up[i];
+        } else {
+            dlinear(pre, h, &w->up, T);
+            apply(e, LP_ACT_MLP_PRE, l, pre, nm);
+            for (size_t i = 0; i < nm; i++)
+                post[i] = 0.5 * pre[i] * (1 + tanh(sqrt(2 / M_PI) * (pre[i] + 0.044715 * pre[i] * pre[i] * pre[i])));
+        }
+        apply(e, LP_ACT_MLP_POST, l, post, nm);
+        dlinear(ao, post, &w->down, T);
+        apply(e, LP_ACT_MLP_OUT, l, ao, Td);
+        for (size_t i = 0; i < Td; i++) x[i] += ao[i];
+        apply(e, LP_ACT_RESID_POST, l, x, Td);
+    }
+    dnorm(h, x, m->lnf_w, m->lnf_b, T, d, c->norm, c->norm_eps);
+    apply(e, LP_ACT_LN_FINAL, 0, h, Td);
+    double *logits = malloc((size_t)V * sizeof *logits);
+    dlinear(logits, h + (size_t)o->pos * d, &m->unembed, 1);
+    double f = logits[o->target];
+    if (o->kind == LP_OBJ_LOGIT_DIFF) f -= logits[o->contrast];
+    if (o->kind == LP_OBJ_LOGPROB) {
+        double mx = logits[0], s = 0;
+        for (int j = 1; j < V; j++) mx = fmax(mx, logits[j]);
+        for (int j = 0; j < V; j++) s += exp(logits[j] - mx);
+        f -= mx + log(s);
+    }
+    free(x), free(h), free(q), free(k), free(v), free(P), free(z), free(ao), free(pre), free(up), free(post);
+    free(logits);
+    return f;
+}
+
+static double fd(const lp_model *m, const int *ids, int T, const lp_objective *o, lp_act_kind kind, int layer,
+                 const double *dir) {
+    edit plus = {kind, layer, dir, FD_EPS}, minus = {kind, layer, dir, -FD_EPS};
+    return (ref_objective(m, ids, T, o, &plus) - ref_objective(m, ids, T, o, &minus)) / (2 * FD_EPS);
+}
+
+/* ---- helpers ---- */
+
+static uint64_t rng_state = 88172645463325252ull;
+static double gauss(void) {
+    double u[2];
+    for (int i = 0; i < 2; i++) {
+        rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+        u[i] = ((rng_state >> 11) + 0.5) / 9007199254740992.0;
+    }
+    return sqrt(-2 * log(u[0])) * cos(2 * M_PI * u[1]);
+}
+
+/* Copies a view into a contiguous double buffer (row-major); returns its size. */
+static size_t gather(const lp_view *v, double **out) {
+    size_t n = 1;
+    for (int i = 0; i < v->ndim; i++) n *= (size_t)v->shape[i];
+    double *o = malloc(n * sizeof *o);
+    int idx[4] = {0};
+    for (size_t e = 0; e < n; e++) {
+        long off = 0;
+        for (int i = 0; i < v->ndim; i++) off += idx[i] * v->stride[i];
+        o[e] = v->data[off];
+        for (int i = v->ndim - 1; i >= 0; i--) {
+            if (++idx[i] < v->shape[i]) break;
+            idx[i] = 0;
+        }
+    }
+    *out = o;
+    return n;
+}
+
+static double norm2(const double *x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += x[i] * x[i];
+    return sqrt(s);
+}
+
+/* Worst error of the gradient g (n) against finite differences along the gradient's own
+ * direction and `dirs` random unit directions, as |g.u - D_u f| / |g|. For the pattern only
+ * entries a query may see (j <= i) are moved. */
+static double check_site(const lp_model *m, const int *ids, int T, const lp_objective *o, lp_act_kind kind, int layer,
+                         const double *g, size_t n, int dirs) {
+    double gn = norm2(g, n), worst = 0;
+    if (gn == 0) return 0;
+    double *u = malloc(n * sizeof *u);
+    for (int r = 0; r <= dirs; r++) {
+        for (size_t i = 0; i < n; i++) u[i] = r == 0 ? g[i] : gauss();
+        if (kind == LP_ACT_PATTERN)
+            for (size_t i = 0; i < n; i++)
+                if ((int)(i % T) > (int)((i / T) % T)) u[i] = 0;
+        double un = norm2(u, n), dot = 0;
+        for (size_t i = 0; i < n; i++) dot += g[i] * (u[i] /= un);
+        double err = fabs(dot - fd(m, ids, T, o, kind, layer, u)) / gn;
+        if (err > worst) worst = err;
+    }
+    free(u);
+    return worst;
+}
+
+static lp_objective objective_for(const lp_model *m, int kind, int pos, int salt) {
+    int V = m->cfg.vocab;
+    return (lp_objective){(lp_objective_kind)kind, pos, (17 + 31 * salt) % V, (5 + 13 * salt) % V};
+}
+
+/* ---- tests ---- */
+
+/* The embedding gradient of every objective, on every fixture model: coordinate by
+ * coordinate for one objective (a different one per model), along random directions for
+ * the others, at the last position and at one in the middle (whose pass stops at pos + 1). */
+static void embedding_gradients_match_finite_differences(void **state) {
+    (void)state;
+    fixture_model fms[16];
+    int nm = read_models(fms, 16);
+    assert_true(nm >= 5);
+    for (int i = 0; i < nm; i++) {
+        char *dir;
+        lp_model *m = load_fixture(&fms[i], &dir);
+        int T = fms[i].n, d = m->cfg.d_model;
+        size_t n = (size_t)T * d;
+        lp_run *r;
+        assert_int_equal(lp_run_new(&r, m, fms[i].ids, T), LP_OK);
+        double worst[3] = {0};
+        for (int kind = 0; kind < 3; kind++)
+            for (int pos = T - 1; pos >= T / 2; pos -= T - 1 - T / 2) {
+                lp_objective o = objective_for(m, kind, pos, i + kind);
+                lp_grad *g;
+                assert_int_equal(lp_grad_new(&g, r, &o), LP_OK);
+                double f = ref_objective(m, fms[i].ids, T, &o, NULL);
+                assert_true(fabs(lp_grad_objective(g) - f) < 1e-4 * fmax(1, fabs(f)));
+                const float *ge = lp_grad_embed(g);
+                double *gd = malloc(n * sizeof *gd), err;
+                for (size_t j = 0; j < n; j++) {
+                    gd[j] = ge[j];
+                    if ((int)(j / d) > pos) assert_true(ge[j] == 0.0f);
+                }
+                if (kind == i % 3 && pos == T - 1) {
+                    /* ||g - g_fd|| / ||g_fd|| over every coordinate */
+                    double *e = calloc(n, sizeof *e), diff = 0, ref = 0;
+                    for (size_t j = 0; j < n; j++) {
+                        e[j] = 1;
+                        double want = fd(m, fms[i].ids, T, &o, LP_ACT_RESID_PRE, 0, e);
+                        e[j] = 0;
+                        diff += (gd[j] - want) * (gd[j] - want);
+                        ref += want * want;
+                    }
+                    err = sqrt(diff / ref);
+                    free(e);
+                } else {
+                    err = check_site(m, fms[i].ids, T, &o, LP_ACT_RESID_PRE, 0, gd, n, 6);
+                }
+                worst[kind] = fmax(worst[kind], err);
+                free(gd);
+                lp_grad_free(g);
+            }
+        print_message("  %-22s embeddings: relative error logit %.1e  logprob %.1e  logit_diff %.1e\n", fms[i].name,
+                      worst[0], worst[1], worst[2]);
+        for (int kind = 0; kind < 3; kind++) assert_true(worst[kind] < FD_TOL);
+        lp_run_free(r);
+        lp_model_free(m);
+        rm_tree(dir);
+    }
+}
+
+/* Gradients with respect to every captured activation, along random directions. */
+static void activation_gradients_match_finite_differences(void **state) {
+    (void)state;
+    static const lp_act_kind kinds[] = {LP_ACT_RESID_PRE, LP_ACT_LN1,      LP_ACT_Q,        LP_ACT_K,
+                                        LP_ACT_V,         LP_ACT_PATTERN,  LP_ACT_Z,        LP_ACT_ATTN_OUT,
+                                        LP_ACT_RESID_MID, LP_ACT_LN2,      LP_ACT_MLP_PRE,  LP_ACT_MLP_UP,
+                                        LP_ACT_MLP_POST,  LP_ACT_MLP_OUT,  LP_ACT_RESID_POST, LP_ACT_LN_FINAL};
+    fixture_model fms[16];
+    int nm = read_models(fms, 16);
+    for (int i = 0; i < nm; i++) {
+        char *dir;
+        lp_model *m = load_fixture(&fms[i], &dir);
+        int T = fms[i].n;
+        lp_run *r;
+        assert_int_equal(lp_run_new(&r, m, fms[i].ids, T), LP_OK);
+        lp_objective o = objective_for(m, i % 3, T - 2, i);
+        lp_grad *g;
+        assert_int_equal(lp_grad_new(&g, r, &o), LP_OK);
+        double worst = 0;
+        const char *worst_at = "";
+        int worst_layer = 0;
+        for (int l = 0; l < m->cfg.n_layer; l++)
+            for (size_t s = 0; s < sizeof kinds / sizeof *kinds; s++) {
+                if (kinds[s] == LP_ACT_MLP_UP && m->cfg.mlp != LP_MLP_SWIGLU) continue;
+                if (kinds[s] == LP_ACT_LN_FINAL && l > 0) continue;
+                lp_view v;
+                assert_int_equal(lp_grad_view(g, kinds[s], l, -1, &v), LP_OK);
+                double *gv;
+                size_t n = gather(&v, &gv);
+                double err = check_site(m, fms[i].ids, T, &o, kinds[s], l, gv, n, 3);
+                if (err > worst) worst = err, worst_at = lp_act_name(kinds[s]), worst_layer = l;
+                free(gv);
+            }
+        print_message("  %-22s %s: worst relative error %.1e (%s, layer %d)\n", fms[i].name,
+                      lp_objective_name(o.kind), worst, worst_at, worst_layer);
+        assert_true(worst < FD_TOL);
+        lp_view v;
+        assert_int_equal(lp_grad_view(g, LP_ACT_LN1_SCALE, 0, -1, &v), LP_EINVAL);
+        lp_grad_free(g);
+        lp_run_free(r);
+        lp_model_free(m);
+        rm_tree(dir);
+    }
+}
+
+/* llama2.c checkpoints rotate interleaved pairs: stories260K (GQA, 5 layers) checks that layout. */
+static void interleaved_rope_gradients_match_finite_differences(void **state) {
+    (void)state;
+    lp_load_options lo = {STORIES_TOK};
+    lp_model *m;
+    if (lp_model_load(&m, STORIES, &lo)) fail_msg("%s", lp_errmsg());
+    assert_int_equal(m->cfg.pos, LP_POS_ROPE_INTERLEAVED);
+    int ids[] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376}, T = 10;
+    lp_run *r;
+    assert_int_equal(lp_run_new(&r, m, ids, T), LP_OK);
+    lp_objective o = {LP_OBJ_LOGPROB, T - 1, 298, -1};
+    lp_grad *g;
+    assert_int_equal(lp_grad_new(&g, r, &o), LP_OK);
+    double worst = 0;
+    lp_act_kind kinds[] = {LP_ACT_RESID_PRE, LP_ACT_Q, LP_ACT_K, LP_ACT_PATTERN, LP_ACT_MLP_UP};
+    for (int s = 0; s < 5; s++) {
+        lp_view v;
+        assert_int_equal(lp_grad_view(g, kinds[s], kinds[s] == LP_ACT_RESID_PRE ? 0 : 2, -1, &v), LP_OK);
+        double *gv;
+        size_t n = gather(&v, &gv);
+        worst = fmax(worst, check_site(m, ids, T, &o, kinds[s], kinds[s] == LP_ACT_RESID_PRE ? 0 : 2, gv, n, 3));
+        free(gv);
+    }
+    print_message("  stories260K (interleaved RoPE) logprob: worst relative error %.1e\n", worst);
+    assert_true(worst < FD_TOL);
+    lp_grad_free(g);
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
+typedef struct {
+    const float *x;
+    int T, d;
+    double scale[4];
+} scaled;
+
+static void scaled_input(float *out, int i, void *ctx) {
+    const scaled *s = ctx;
+    for (size_t j = 0; j < (size_t)s->T * s->d; j++) out[j] = (float)(s->x[j] * s->scale[i]);
+}
+
+/* The batched forward and backward agree with the run and with the run's backward, and
+ * so does the backward that keeps the embeddings' gradient only. */
+static void batches_match_the_run(void **state) {
+    (void)state;
+    fixture_model fms[16];
+    int nm = read_models(fms, 16);
+    for (int i = 0; i < nm; i++) {
+        char *dir;
+        lp_model *m = load_fixture(&fms[i], &dir);
+        int T = fms[i].n, d = m->cfg.d_model;
+        lp_run *r;
+        assert_int_equal(lp_run_new(&r, m, fms[i].ids, T), LP_OK);
+        lp_view x0;
+        lp_run_view(r, LP_ACT_RESID_PRE, 0, -1, &x0);
+        for (int kind = 0; kind < 3; kind++) {
+            lp_objective o = objective_for(m, kind, T - 1 - kind, i);
+            lp_grad *g;
+            assert_int_equal(lp_grad_new(&g, r, &o), LP_OK);
+            /* Inputs x, 0.5 x, x with weights 2, 0, -1: the sum is the run's gradient. */
+            scaled s = {x0.data, T, d, {1.0, 0.5, 1.0, 0}};
+            double w[3] = {2.0, 0.0, -1.0}, f[3];
+            int Tp = o.pos + 1;
+            float *gs = malloc((size_t)Tp * d * sizeof *gs);
+            assert_int_equal(lp_grad_batch(m, Tp, 3, scaled_input, &s, &o, w, f, gs), LP_OK);
+            double want = lp_objective_value(&o, lp_run_logits(r, o.pos), m->cfg.vocab), worst = 0, big = 0;
+            assert_true(fabs(f[0] - want) < 1e-4 * fmax(1, fabs(want)) && f[0] == f[2]);
+            assert_true(fabs(f[1] - want) > 1e-3);
+            const float *ge = lp_grad_embed(g);
+            /* Keeping only the embeddings' gradient gives the same one. */
+            lp_grad *lean;
+            lp_view lv;
+            assert_int_equal(lp_grad_embed_new(&lean, r, &o), LP_OK);
+            assert_memory_equal(lp_grad_embed(lean), ge, (size_t)T * d * sizeof *ge);
+            assert_true(lp_grad_objective(lean) == lp_grad_objective(g));
+            assert_int_equal(lp_grad_view(lean, LP_ACT_RESID_PRE, 0, -1, &lv), LP_OK);
+            assert_int_equal(lp_grad_view(lean, LP_ACT_RESID_MID, 0, -1, &lv), LP_EINVAL);
+            lp_grad_free(lean);
+            for (size_t j = 0; j < (size_t)Tp * d; j++) {
+                worst = fmax(worst, fabs(gs[j] - ge[j]));
+                big = fmax(big, fabs(ge[j]));
+            }
+            assert_true(worst <= 1e-5 * fmax(1, big));
+            /* Forward only gives the same values. */
+            double f2[3];
+            assert_int_equal(lp_grad_batch(m, Tp, 3, scaled_input, &s, &o, NULL, f2, NULL), LP_OK);
+            for (int k = 0; k < 3; k++) assert_true(fabs(f2[k] - f[k]) < 1e-5 * fmax(1, fabs(f[k])));
+            free(gs);
+            lp_grad_free(g);
+        }
+        lp_run_free(r);
+        lp_model_free(m);
+        rm_tree(dir);
+    }
+}
+
+/* Integrated gradients add up: |delta| < 1% of f(x) - f(baseline) at 64 steps, for the
+ * default target (the top prediction) and each objective. The zero baseline is left out for
+ * RMSNorm models: RMSNorm(a x) = RMSNorm(x) once a >> sqrt(eps) / rms(x), which for these
+ * fixtures (embeddings of std 0.3, eps 1e-6) puts all of f's change at a < 1e-2, between the
+ * first quadrature nodes; delta says so (tens of percent), and token baselines are fine. */
+static void integrated_gradients_are_complete(void **state) {
+    (void)state;
+    fixture_model fms[16];
+    int nm = read_models(fms, 16);
+    for (int i = 0; i < nm; i++) {
+        char *dir;
+        lp_model *m = load_fixture(&fms[i], &dir);
+        int T = fms[i].n, V = m->cfg.vocab, top = 0;
+        lp_run *r;
+        assert_int_equal(lp_run_new(&r, m, fms[i].ids, T), LP_OK);
+        const float *lg = lp_run_logits(r, T - 1);
+        for (int j = 1; j < V; j++)
+            if (lg[j] > lg[top]) top = j;
+        double worst = 0;
+        for (int b = m->cfg.norm == LP_NORM_RMSNORM ? 0 : -1; b <= 1; b++)
+            for (int kind = 0; kind < 3; kind++) {
+                lp_attr_spec sp = {LP_ATTR_IG, {(lp_objective_kind)kind, T - 1, top, (top + 1) % V}, 64, b, 0, -1};
+                float scores[64];
+                double delta, sum = 0;
+                assert_int_equal(lp_attr(scores, &delta, r, &sp), LP_OK);
+                for (int t = 0; t < T; t++) sum += scores[t];
+                double gap = sum - delta; /* f(x) - f(baseline) */
+                worst = fmax(worst, fabs(delta / gap));
+            }
+        print_message("  %-22s ig-64: worst |delta| / |f(x) - f(b)| = %.2g%% (baselines %stoken 0, token 1)\n",
+                      fms[i].name, 100 * worst, m->cfg.norm == LP_NORM_RMSNORM ? "" : "zero, ");
+        assert_true(worst < 0.01);
+        lp_run_free(r);
+        lp_model_free(m);
+        rm_tree(dir);
+    }
+}
+
+static void gauss_legendre_integrates_polynomials_exactly(void **state) {
+    (void)state;
+    for (int n = 1; n <= 64; n *= 2) {
+        double a[64], w[64];
+        lp_gauss_legendre(a, w, n);
+        for (int k = 0; k <= 2 * n - 1; k++) {
+            double s = 0;
+            for (int i = 0; i < n; i++) s += w[i] * pow(a[i], k);
+            assert_true(fabs(s - 1.0 / (k + 1)) < 1e-13);
+        }
+        for (int i = 1; i < n; i++) assert_true(a[i] > a[i - 1]);
+    }
+}
+
+/* ---- against PyTorch autograd (tests/fixtures/grad_*.json) ---- */
+
+static double max_err(json_t *expected, const float *got, size_t n, double *scale) {
+    double worst = 0;
+    *scale = 0;
+    assert_int_equal(json_array_size(expected), n);
+    for (size_t i = 0; i < n; i++) {
+        double e = json_number_value(json_array_get(expected, i));
+        worst = fmax(worst, fabs(e - got[i]));
+        *scale = fmax(*scale, fabs(e));
+    }
+    return worst;
+}
+
+static json_t *flatten(json_t *a) {
+    json_t *out = json_array();
+    if (!json_is_array(json_array_get(a, 0))) return json_incref(a), json_decref(out), a;
+    size_t i;
+    json_t *row;
+    json_array_foreach(a, i, row) {
+        json_t *f = flatten(row);
+        json_array_extend(out, f);
+        json_decref(f);
+    }
+    return out;
+}
+
+/* Relative to the largest expected value: gradients and scores are float32 computations
+ * checked against float64 ones. */
+#define REF_TOL 1e-4
+
+static void attributions_match_pytorch_reference(void **state) {
+    (void)state;
+    fixture_model fms[16];
+    int nm = read_models(fms, 16), checked = 0;
+    for (int i = 0; i < nm; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "tests/fixtures/grad_%.60s.json", fms[i].name);
+        json_error_t jerr;
+        json_t *exp = json_load_file(path, 0, &jerr);
+        if (!exp) continue;
+        checked++;
+        char *dir;
+        lp_model *m = load_fixture(&fms[i], &dir);
+        int T = fms[i].n, d = m->cfg.d_model;
+        lp_run *r;
+        assert_int_equal(lp_run_new(&r, m, fms[i].ids, T), LP_OK);
+        int pos = (int)json_integer_value(json_object_get(exp, "pos"));
+        int target = (int)json_integer_value(json_object_get(exp, "target"));
+        int contrast = (int)json_integer_value(json_object_get(exp, "contrast"));
+        double worst = 0, scale;
+        for (int kind = 0; kind < 3; kind++) {
+            lp_objective o = {(lp_objective_kind)kind, pos, target, contrast};
+            lp_grad *g;
+            assert_int_equal(lp_grad_new(&g, r, &o), LP_OK);
+            json_t *want = flatten(json_object_get(json_object_get(exp, "grad"), lp_objective_name(o.kind)));
+            double e = max_err(want, lp_grad_embed(g), (size_t)T * d, &scale) / scale;
+            worst = fmax(worst, e);
+            json_decref(want);
+            lp_grad_free(g);
+        }
+        double worst_attr = 0;
+        json_t *methods = json_object_get(exp, "attr"), *case_;
+        size_t k;
+        json_array_foreach(methods, k, case_) {
+            lp_attr_spec sp = {0};
+            assert_int_equal(lp_attr_method_from_name(json_string_value(json_object_get(case_, "method")), &sp.method),
+                             LP_OK);
+            assert_int_equal(lp_objective_from_name(json_string_value(json_object_get(case_, "objective")),
+                                                    &sp.objective.kind),
+                             LP_OK);
+            sp.objective.pos = pos, sp.objective.target = target, sp.objective.contrast = contrast;
+            sp.steps = (int)json_integer_value(json_object_get(case_, "steps"));
+            sp.baseline = (int)json_integer_value(json_object_get(case_, "baseline"));
+            sp.window = (int)json_integer_value(json_object_get(case_, "window"));
+            sp.layer = (int)json_integer_value(json_object_get(case_, "layer"));
+            float scores[64];
+            double delta;
+            assert_int_equal(lp_attr(scores, &delta, r, &sp), LP_OK);
+            double e = max_err(json_object_get(case_, "scores"), scores, (size_t)T, &scale) / fmax(scale, 1e-3);
+            json_t *dj = json_object_get(case_, "delta");
+            if (json_is_number(dj)) e = fmax(e, fabs(delta - json_number_value(dj)) / fmax(scale, 1e-3));
+            else assert_true(isnan(delta));
+            if (e > worst_attr) worst_attr = e;
+            if (e > REF_TOL)
+                print_message("    %s %s: relative error %.1e\n", lp_attr_method_name(sp.method),
+                              lp_objective_name(sp.objective.kind), e);
+        }
+        print_message("  %-22s vs PyTorch: gradients %.1e, %zu attributions %.1e (relative to the largest value)\n",
+                      fms[i].name, worst, json_array_size(methods), worst_attr);
+        assert_true(worst < REF_TOL);
+        assert_true(worst_attr < REF_TOL);
+        lp_run_free(r);
+        lp_model_free(m);
+        json_decref(exp);
+        rm_tree(dir);
+    }
+    assert_true(checked >= 3);
+}
+
+static void bad_arguments_are_refused(void **state) {
+    (void)state;
+    fixture_model fms[16];
+    read_models(fms, 16);
+    char *dir;
+    lp_model *m = load_fixture(&fms[0], &dir);
+    lp_run *r;
+    assert_int_equal(lp_run_new(&r, m, fms[0].ids, fms[0].n), LP_OK);
+    lp_grad *g = NULL;
+    lp_objective bad[] = {{LP_OBJ_LOGIT, fms[0].n, 1, -1}, {LP_OBJ_LOGIT, 0, m->cfg.vocab, -1},
+                          {LP_OBJ_LOGIT_DIFF, 0, 1, -1}, {(lp_objective_kind)7, 0, 1, 1}};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(lp_grad_new(&g, r, &bad[i]), LP_EINVAL);
+        assert_null(g);
+    }
+    float scores[64];
+    double delta;
+    lp_attr_spec sp = {LP_ATTR_ATTNXNORM, {LP_OBJ_LOGIT, 0, 0, -1}, 0, -1, 0, m->cfg.n_layer};
+    assert_int_equal(lp_attr(scores, &delta, r, &sp), LP_EINVAL);
+    sp = (lp_attr_spec){LP_ATTR_OCCLUSION, {LP_OBJ_LOGIT, 0, 0, -1}, 0, -1, fms[0].n + 1, -1};
+    assert_int_equal(lp_attr(scores, &delta, r, &sp), LP_EINVAL);
+    sp = (lp_attr_spec){LP_ATTR_IG, {LP_OBJ_LOGIT, 0, 0, -1}, 0, m->cfg.vocab, 0, -1};
+    assert_int_equal(lp_attr(scores, &delta, r, &sp), LP_EINVAL);
+    lp_run_free(r);
+    lp_model_free(m);
+    rm_tree(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(embedding_gradients_match_finite_differences),
+        cmocka_unit_test(activation_gradients_match_finite_differences),
+        cmocka_unit_test(interleaved_rope_gradients_match_finite_differences),
+        cmocka_unit_test(batches_match_the_run),
+        cmocka_unit_test(integrated_gradients_are_complete),
+        cmocka_unit_test(gauss_legendre_integrates_polynomials_exactly),
+        cmocka_unit_test(attributions_match_pytorch_reference),
+        cmocka_unit_test(bad_arguments_are_refused),
+    };
+    return cmocka_run_group_tests_name("grad", tests, NULL, NULL);
+}

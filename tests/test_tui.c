@@ -1,0 +1,772 @@
+/* The browser, off-screen: every view drawn into the screen model (no terminal, no curses)
+ * on stories260K and on a tiny GPT-2-shaped model, and what lands in the cells checked:
+ * token labels on the axes, values, the highlighted selection, keys moving layer, head and
+ * token, the help written from the keymap, the small-terminal message, wide CJK tokens
+ * keeping the grid aligned, shading characters without colour, the `:` line and its output
+ * pane, notes and the findings view, and the line editor. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+
+#include "helpers.h"
+#include "loupe/error.h"
+#include "loupe/heads.h"
+#include "loupe/lens.h"
+#include "loupe/tokenizer.h"
+#include "../ui/keymap.h"
+#include "../ui/screen.h"
+#include "../ui/tui_line.h"
+#include "../ui/view.h"
+
+#define TEXT "Once upon a time, Lily found a ball. Lily liked the ball."
+
+#define OK(call)                                                                                                       \
+    do {                                                                                                               \
+        int rc_ = (call);                                                                                              \
+        if (rc_ != LP_OK) fail_msg("%s -> %d: %s", #call, rc_, lp_errmsg());                                            \
+    } while (0)
+
+typedef struct {
+    lp_session s;
+    FILE *sink;
+    lp_browser *b;
+    lp_screen *scr;
+    char *dir;
+} fixture;
+
+static int fixture_open(void **state, const char *model, const char *run, int depth) {
+    setenv("LOUPE_HISTORY", "", 1);
+    fixture *f = calloc(1, sizeof *f);
+    f->sink = fopen("/dev/null", "w");
+    lp_session_init(&f->s, f->sink);
+    if (lp_store_open(&f->s.store, ":memory:")) return fprintf(stderr, "store: %s\n", lp_errmsg()), -1;
+    if (model && lp_session_load(&f->s, model)) return fprintf(stderr, "load: %s\n", lp_errmsg()), -1;
+    if (run && lp_exec(&f->s, run)) return fprintf(stderr, "%s: %s\n", run, lp_errmsg()), -1;
+    f->b = lp_browser_new(&f->s, NULL);
+    f->scr = lp_screen_new(120, 40, depth);
+    *state = f;
+    return f->b && f->scr ? 0 : -1;
+}
+
+static int stories(void **state) { return fixture_open(state, STORIES, "run " TEXT, 256); }
+static int stories_mono(void **state) { return fixture_open(state, STORIES, "run " TEXT, 0); }
+static int no_model(void **state) { return fixture_open(state, NULL, NULL, 256); }
+
+/* A tiny GPT-2 with GPT-2's tokenizer, on text whose tokens are wide characters ("中",
+ * "スト"), ASCII and bytes of split characters. */
+static int tiny_cjk(void **state) {
+    char *dir = make_temp_dir(), model[4200];
+    snprintf(model, sizeof model, "%s/m", dir);
+    if (mkmodel(model, "--arch gpt2 --layers 2 --d-model 32 --heads 4 --vocab 50257 --ctx 64 --seed 3 "
+                       "--gpt2-tokenizer " SHARED "/tokenizers/gpt2 >/dev/null")) return -1;
+    int rc = fixture_open(state, model, "run 中 スト a 日本 中 テスト 中", 256);
+    if (!rc) ((fixture *)*state)->dir = dir;
+    else rm_tree(dir);
+    return rc;
+}
+
+static int fixture_close(void **state) {
+    fixture *f = *state;
+    if (!f) return 0;
+    lp_browser_free(f->b);
+    lp_screen_free(f->scr);
+    lp_store_close(f->s.store);
+    f->s.store = NULL;
+    lp_session_free(&f->s);
+    fclose(f->sink);
+    rm_tree(f->dir);
+    free(f);
+    return 0;
+}
+
+/* ---- driving it ---- */
+
+static void render(fixture *f) {
+    if (lp_browser_stale(f->b)) lp_browser_update(f->b);
+    lp_browser_draw(f->b, f->scr);
+}
+
+static void key(fixture *f, int k) {
+    if (lp_browser_key(f->b, k) == LP_BROWSER_EXEC && f->b->pending) lp_browser_exec(f->b, f->b->pending);
+    render(f);
+}
+
+/* Types UTF-8 text one character at a time, as a terminal would send it. */
+static void type(fixture *f, const char *text) {
+    for (const unsigned char *p = (const unsigned char *)text; *p;) {
+        int cp = *p, n = 1;
+        if (cp >= 0xF0) cp &= 0x07, n = 4;
+        else if (cp >= 0xE0) cp &= 0x0F, n = 3;
+        else if (cp >= 0xC0) cp &= 0x1F, n = 2;
+        for (int i = 1; i < n; i++) cp = cp << 6 | (p[i] & 0x3F);
+        p += n;
+        lp_browser_key(f->b, cp);
+    }
+    render(f);
+}
+
+static const char *row(const fixture *f, int y) {
+    static char buf[4096];
+    return lp_screen_row_text(f->scr, 0, y, f->scr->w, buf, sizeof buf);
+}
+
+static void dump(const fixture *f) {
+    for (int y = 0; y < f->scr->h; y++) fprintf(stderr, "  |%s|\n", row(f, y));
+}
+
+static bool shows(const fixture *f, const char *text) { return lp_screen_find(f->scr, text, NULL, NULL) == 0; }
+
+#define SHOWS(f, text)                                                                                                 \
+    do {                                                                                                               \
+        if (!shows(f, text)) {                                                                                         \
+            dump(f);                                                                                                   \
+            fail_msg("'%s' is not on the screen", text);                                                              \
+        }                                                                                                              \
+    } while (0)
+
+static const lp_cell *cell_of(const fixture *f, const char *text) {
+    int x, y;
+    if (lp_screen_find(f->scr, text, &x, &y)) {
+        dump(f);
+        fail_msg("'%s' is not on the screen", text);
+    }
+    return lp_screen_at(f->scr, x, y);
+}
+
+/* Where text first starts on or below row y0. */
+static const lp_cell *find_below(const fixture *f, const char *text, int y0, int *fx, int *fy) {
+    char buf[4096];
+    for (int y = y0; y < f->scr->h; y++)
+        for (int x = 0; x < f->scr->w; x++) {
+            if (lp_screen_at(f->scr, x, y)->width == 0) continue;
+            lp_screen_row_text(f->scr, x, y, f->scr->w - x, buf, sizeof buf);
+            if (strncmp(buf, text, strlen(text)) == 0) {
+                if (fx) *fx = x;
+                if (fy) *fy = y;
+                return lp_screen_at(f->scr, x, y);
+            }
+        }
+    dump(f);
+    fail_msg("'%s' is not on the screen below row %d", text, y0);
+    return NULL;
+}
+
+/* The row whose label (columns 0-3) is position i, or -1. */
+static int label_row(const fixture *f, int i) {
+    char want[16], buf[64];
+    snprintf(want, sizeof want, "%4d ", i);
+    for (int y = 2; y < f->scr->h; y++)
+        if (strcmp(lp_screen_row_text(f->scr, 0, y, 5, buf, sizeof buf), want) == 0) return y;
+    return -1;
+}
+
+static const char *status(const fixture *f) { return row(f, f->scr->h - 2); }
+
+/* ---- the screen model ---- */
+
+static void wide_characters_take_two_cells_and_stay_aligned(void **state) {
+    (void)state;
+    lp_screen *s = lp_screen_new(8, 2, 256);
+    assert_int_equal(lp_screen_put(s, 0, 0, -1, "a日本b", LP_COLOR_NORMAL, 0), 6);
+    assert_string_equal(lp_screen_at(s, 1, 0)->ch, "日");
+    assert_int_equal(lp_screen_at(s, 1, 0)->width, 2);
+    assert_int_equal(lp_screen_at(s, 2, 0)->width, 0);
+    assert_string_equal(lp_screen_at(s, 5, 0)->ch, "b");
+    /* A wide character that does not fit is a blank, not half a character. */
+    assert_int_equal(lp_screen_put(s, 6, 1, -1, "x日", LP_COLOR_NORMAL, 0), 2);
+    assert_string_equal(lp_screen_at(s, 7, 1)->ch, " ");
+    /* Writing over half of one mends the other half. */
+    lp_screen_put(s, 2, 0, 1, "z", LP_COLOR_NORMAL, 0);
+    assert_string_equal(lp_screen_at(s, 1, 0)->ch, " ");
+    assert_int_equal(lp_screen_at(s, 1, 0)->width, 1);
+    char buf[64];
+    assert_string_equal(lp_screen_row_text(s, 0, 0, 8, buf, sizeof buf), "a z本b  ");
+    /* Clipping keeps the width and marks the cut. */
+    lp_screen_clear(s);
+    assert_int_equal(lp_screen_put_clip(s, 0, 0, 4, "日本語", LP_COLOR_NORMAL, 0), 4);
+    assert_string_equal(lp_screen_row_text(s, 0, 0, 4, buf, sizeof buf), "日 …");
+    lp_screen_free(s);
+}
+
+static void control_characters_are_escaped_and_tokens_made_visible(void **state) {
+    (void)state;
+    lp_screen *s = lp_screen_new(30, 1, 256);
+    char buf[128];
+    lp_screen_put(s, 0, 0, -1, "a\x01" "b\x1b[2J\xff", LP_COLOR_NORMAL, 0);
+    assert_string_equal(lp_screen_row_text(s, 0, 0, 20, buf, sizeof buf), "a\\x01b\\x1B[2J\\xFF   ");
+    assert_string_equal(lp_screen_token_text(" the\n\t", 6, buf, sizeof buf), "·the↵⇥");
+    assert_string_equal(lp_screen_token_text("\xe6\x97", 2, buf, sizeof buf), "\\xE6\\x97");
+    lp_screen_free(s);
+}
+
+static void scales_have_levels_and_shades(void **state) {
+    (void)state;
+    assert_int_equal(lp_heat_level(0), 0);
+    assert_int_equal(lp_heat_level(NAN), 0);
+    assert_int_equal(lp_heat_level(1), LP_HEAT_LEVELS - 1);
+    assert_int_equal(lp_div_level(0), LP_DIV_LEVELS / 2);
+    assert_int_equal(lp_div_level(-1), 0);
+    assert_int_equal(lp_div_level(2), LP_DIV_LEVELS - 1);
+    assert_string_equal(lp_shade(0), " ");
+    assert_string_equal(lp_shade(LP_HEAT_LEVELS - 1), "█");
+    lp_screen *s = lp_screen_new(10, 2, 0);
+    lp_screen_heat(s, 0, 0, 3, LP_HEAT_LEVELS - 1);
+    assert_string_equal(lp_screen_at(s, 1, 0)->ch, "█");
+    lp_screen_div(s, 0, 1, 3, 0);
+    assert_string_equal(lp_screen_at(s, 0, 1)->ch, "-");
+    assert_string_equal(lp_screen_at(s, 1, 1)->ch, "█");
+    lp_screen_free(s);
+    s = lp_screen_new(10, 1, 256);
+    lp_screen_heat(s, 0, 0, 3, 5);
+    assert_string_equal(lp_screen_at(s, 1, 0)->ch, " ");
+    assert_int_equal(lp_screen_at(s, 1, 0)->color, LP_COLOR_HEAT(5));
+    lp_screen_free(s);
+}
+
+/* ---- the frame ---- */
+
+static void title_names_the_view_and_strip_highlights_the_token(void **state) {
+    fixture *f = *state;
+    render(f);
+    assert_non_null(strstr(row(f, 0), "1 Attention"));
+    assert_non_null(strstr(row(f, 0), "stories260K.bin"));
+    int T = lp_run_len(f->s.run);
+    assert_int_equal(f->b->pos, T - 1); /* a new run selects its last token */
+    /* The strip: the selected token in the selection colour, the others not. */
+    int x, y;
+    assert_int_equal(lp_screen_find(f->scr, "·Once", &x, &y), 0);
+    assert_int_equal(y, 1);
+    assert_int_equal(lp_screen_at(f->scr, x, y)->color, LP_COLOR_NORMAL);
+    key(f, LP_KEY_HOME);
+    assert_int_equal(f->b->pos, 0);
+    key(f, 'l');
+    assert_int_equal(f->b->pos, 1);
+    assert_int_equal(lp_screen_find(f->scr, "·Once", &x, &y), 0);
+    assert_int_equal(y, 1);
+    assert_int_equal(lp_screen_at(f->scr, x, y)->color, LP_COLOR_SELECTED);
+    key(f, LP_KEY_LEFT);
+    assert_int_equal(f->b->pos, 0);
+    key(f, LP_KEY_LEFT); /* stays at the first token */
+    assert_int_equal(f->b->pos, 0);
+    for (int v = 0; v < LP_VIEW_COUNT; v++) {
+        key(f, LP_KEY_TAB);
+        char want[64];
+        snprintf(want, sizeof want, "%d %s", (v + 1) % LP_VIEW_COUNT + 1, lp_view_get((v + 1) % LP_VIEW_COUNT)->title);
+        assert_non_null(strstr(row(f, 0), want));
+    }
+}
+
+static void small_terminal_gets_a_message(void **state) {
+    fixture *f = *state;
+    lp_screen_resize(f->scr, 30, 8);
+    render(f);
+    SHOWS(f, "Terminal too small");
+    SHOWS(f, "30x8 is too small");
+    lp_screen_resize(f->scr, LP_BROWSER_MIN_W, LP_BROWSER_MIN_H);
+    for (int v = 0; v < LP_VIEW_COUNT; v++) {
+        key(f, '1' + v);
+        assert_false(shows(f, "too small"));
+        assert_non_null(strstr(row(f, 0), lp_view_get(v)->title));
+    }
+}
+
+static void no_model_says_what_to_do(void **state) {
+    fixture *f = *state;
+    for (int v = 0; v < LP_VIEW_COUNT; v++) {
+        key(f, '1' + v);
+        if (v != LP_VIEW_FINDINGS) SHOWS(f, "No model loaded.");
+    }
+}
+
+/* ---- the views ---- */
+
+static void attention_view_shows_labels_values_and_cursor(void **state) {
+    fixture *f = *state;
+    render(f);
+    int T = lp_run_len(f->s.run), q = T - 1;
+    /* Row labels: position and token, down the left. */
+    int x, y;
+    assert_int_equal(lp_screen_find(f->scr, "   6 ·Lily", &x, &y), 0);
+    assert_int_equal(x, 0);
+    /* Column labels: positions and tokens written downwards ("·Lily" at key 6). */
+    int hx, hy;
+    find_below(f, "  6  7", 2, &hx, &hy);
+    const lp_cell *top = lp_screen_at(f->scr, hx + 1, hy + 1);
+    assert_string_equal(top->ch, "·");
+    assert_string_equal(lp_screen_at(f->scr, hx + 1, hy + 2)->ch, "L");
+    assert_string_equal(lp_screen_at(f->scr, hx + 1, hy + 3)->ch, "i");
+    /* The cursor: [ ] on the query row at the strongest key, its value in the status line. */
+    lp_view v;
+    OK(lp_run_view(f->s.run, LP_ACT_PATTERN, 0, 0, &v));
+    int best = 0;
+    for (int j = 1; j <= q; j++)
+        if (v.data[(size_t)q * v.stride[0] + j] > v.data[(size_t)q * v.stride[0] + best]) best = j;
+    char want[128];
+    snprintf(want, sizeof want, "query %d . → key %d", q, best);
+    assert_non_null(strstr(status(f), want));
+    snprintf(want, sizeof want, "%.4f", (double)v.data[(size_t)q * v.stride[0] + best]);
+    assert_non_null(strstr(status(f), want));
+    find_below(f, "[ ]", 3, &x, &y);
+    assert_int_equal(y, label_row(f, q));
+    assert_int_equal(lp_screen_at(f->scr, x + 1, y)->color, LP_COLOR_HEAT(lp_heat_level(v.data[(size_t)q * v.stride[0] + best])));
+    /* Heat cells carry the value's level; cells past the query are masked. */
+    int lx, ly;
+    assert_int_equal(lp_screen_find(f->scr, "  1 ·Once", &lx, &ly), 0);
+    const lp_cell *c0 = lp_screen_at(f->scr, x - 3 * best + 1, ly);
+    assert_int_equal(c0->color, LP_COLOR_HEAT(lp_heat_level(v.data[1 * v.stride[0] + 0])));
+    assert_string_equal(lp_screen_at(f->scr, x - 3 * best + 3 * 5 + 1, ly)->ch, "·");
+    /* Layer, head and key move. */
+    key(f, ']');
+    key(f, '}');
+    key(f, '}');
+    assert_int_equal(f->b->layer, 1);
+    assert_int_equal(f->b->head, 2);
+    assert_non_null(strstr(row(f, 0), "L1 H2"));
+    assert_non_null(strstr(status(f), "L1 H2"));
+    key(f, 'H');
+    key(f, LP_KEY_HOME);
+    OK(lp_run_view(f->s.run, LP_ACT_PATTERN, 1, 2, &v));
+    assert_non_null(strstr(status(f), "query 0 ↵<s>↵ → key 0"));
+    snprintf(want, sizeof want, "%.4f", (double)v.data[0]);
+    assert_non_null(strstr(status(f), want));
+    key(f, 'j'); /* the next query row is the next token */
+    assert_int_equal(f->b->pos, 1);
+    key(f, 'L');
+    assert_non_null(strstr(status(f), "query 1 ·Once → key 1 ·Once"));
+    key(f, '[');
+    key(f, '{');
+    assert_int_equal(f->b->layer, 0);
+    assert_int_equal(f->b->head, 1);
+}
+
+static void attention_scrolls_to_keep_the_cursor_in_view(void **state) {
+    fixture *f = *state;
+    lp_screen_resize(f->scr, 60, 16);
+    key(f, LP_KEY_END);
+    int T = lp_run_len(f->s.run);
+    char want[32];
+    snprintf(want, sizeof want, "%3d .", T - 1);
+    SHOWS(f, want);
+    assert_false(shows(f, "  1 ·Once"));
+    key(f, LP_KEY_HOME);
+    SHOWS(f, "  1 ·Once");
+}
+
+static void heads_view_colours_the_grid_by_metric(void **state) {
+    fixture *f = *state;
+    key(f, '2');
+    assert_non_null(strstr(row(f, 0), "2 Heads"));
+    const lp_config *c = lp_model_config(f->s.model);
+    float *m = malloc((size_t)c->n_layer * c->n_head * LP_HEAD_METRIC_COUNT * sizeof *m);
+    lp_head_metrics(m, f->s.run);
+    SHOWS(f, "colour: prev_token");
+    SHOWS(f, "H7");
+    SHOWS(f, "L4");
+    /* Layer 2, head 3: its value in its cell, coloured by its level. */
+    key(f, 'j');
+    key(f, 'j');
+    key(f, 'L');
+    key(f, 'L');
+    key(f, 'L');
+    float v = m[((size_t)2 * c->n_head + 3) * LP_HEAD_METRIC_COUNT + LP_HEAD_PREV_TOKEN];
+    char want[64];
+    snprintf(want, sizeof want, "L2 H3  prev_token %.4f", (double)v);
+    assert_non_null(strstr(status(f), want));
+    int x, y;
+    find_below(f, " L2 0.", 3, &x, &y);
+    snprintf(want, sizeof want, "%.2f", (double)v);
+    char cellbuf[16];
+    lp_screen_row_text(f->scr, 5 + 3 * 6, y, 5, cellbuf, sizeof cellbuf);
+    if (!strstr(cellbuf, want)) {
+        dump(f);
+        fail_msg("cell '%s', wanted '%s'", cellbuf, want);
+    }
+    assert_int_equal(lp_screen_at(f->scr, 5 + 3 * 6 + 1, y)->color, LP_COLOR_HEAT(lp_heat_level(v)));
+    /* Another metric; Enter opens the head's pattern. */
+    key(f, 'c');
+    SHOWS(f, "colour: first_token");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->view, LP_VIEW_ATTENTION);
+    assert_non_null(strstr(status(f), "L2 H3"));
+    free(m);
+}
+
+static void activations_view_shows_norms_and_top_neurons(void **state) {
+    fixture *f = *state;
+    key(f, '3');
+    key(f, ']');
+    SHOWS(f, "|resid_post|");
+    SHOWS(f, "top MLP neurons, layer 1");
+    lp_view v;
+    OK(lp_run_view(f->s.run, LP_ACT_RESID_POST, 1, -1, &v));
+    int p = f->b->pos;
+    double s = 0;
+    for (int i = 0; i < v.shape[1]; i++) s += (double)v.data[(size_t)p * v.stride[0] + i] * v.data[(size_t)p * v.stride[0] + i];
+    char want[64];
+    snprintf(want, sizeof want, "|resid_post| %.4g", sqrt(s));
+    assert_non_null(strstr(status(f), want));
+    OK(lp_run_view(f->s.run, LP_ACT_MLP_POST, 1, -1, &v));
+    int best = 0;
+    for (int i = 1; i < v.shape[1]; i++)
+        if (fabsf(v.data[(size_t)p * v.stride[0] + i]) > fabsf(v.data[(size_t)p * v.stride[0] + best])) best = i;
+    snprintf(want, sizeof want, "%6d %+10.4f", best, (double)v.data[(size_t)p * v.stride[0] + best]);
+    SHOWS(f, want);
+}
+
+static void attributions_view_lists_the_store_then_shows_scores(void **state) {
+    fixture *f = *state;
+    key(f, '4');
+    SHOWS(f, "No attribution stored for run 1.");
+    SHOWS(f, "run 1: 21 tokens");
+    int T = lp_run_len(f->s.run);
+    float *scores = calloc((size_t)T, sizeof *scores);
+    scores[6] = 0.5f;
+    scores[14] = -0.25f;
+    lp_store_attribution a = {f->s.run_id, "ig", "logit", T - 1, 432, -1, "{\"steps\":32}", scores, T, 0.0012};
+    int64_t id;
+    OK(lp_store_put_attribution(f->s.store, &a, &id));
+    key(f, ':'); /* any command refreshes what the views read */
+    type(f, "info");
+    key(f, LP_KEY_ENTER);
+    key(f, LP_KEY_ESC);
+    SHOWS(f, "[1/1] ig  target ,");
+    SHOWS(f, "delta 0.0012");
+    SHOWS(f, "+0.5000");
+    SHOWS(f, "-0.2500");
+    /* The tokens as text on the diverging scale: ·Lily (pos 6) strongly positive. */
+    const lp_cell *c = find_below(f, "·Lily", 3, NULL, NULL);
+    assert_int_equal(c->color, LP_COLOR_DIV(LP_DIV_LEVELS - 1));
+    c = find_below(f, "·Once", 3, NULL, NULL);
+    assert_int_equal(c->color, LP_COLOR_DIV(LP_DIV_LEVELS / 2));
+    free(scores);
+}
+
+static void lens_view_shows_top_tokens_per_layer_and_position(void **state) {
+    fixture *f = *state;
+    key(f, '5');
+    assert_non_null(strstr(row(f, 0), "5 Logit lens"));
+    SHOWS(f, "emb");
+    SHOWS(f, "out");
+    const lp_config *c = lp_model_config(f->s.model);
+    int T = lp_run_len(f->s.run), rows = c->n_layer + 1;
+    int *ids = malloc((size_t)rows * T * sizeof *ids);
+    float *pr = malloc((size_t)rows * T * sizeof *pr);
+    OK(lp_lens(f->s.run, 1, -1, ids, pr, NULL, NULL));
+    char tok[64], want[160];
+    lp_browser_id_text(f->b, ids[(size_t)(rows - 1) * T + T - 1], tok, sizeof tok);
+    snprintf(want, sizeof want, "out, token %d .: top %s", T - 1, tok);
+    assert_non_null(strstr(status(f), want));
+    key(f, 'k');
+    lp_browser_id_text(f->b, ids[(size_t)(rows - 2) * T + T - 1], tok, sizeof tok);
+    snprintf(want, sizeof want, "L%d, token %d .: top %s", c->n_layer - 2, T - 1, tok);
+    assert_non_null(strstr(status(f), want));
+    free(ids);
+    free(pr);
+}
+
+static void note_is_written_and_listed_with_its_run(void **state) {
+    fixture *f = *state;
+    key(f, ']');
+    key(f, '}');
+    key(f, LP_KEY_HOME);
+    key(f, 'l');
+    key(f, 'm');
+    SHOWS(f, "note: ");
+    type(f, "looks back «日本»");
+    key(f, LP_KEY_ENTER);
+    assert_false(f->b->message_error);
+    json_t *rows = NULL;
+    OK(lp_store_query(f->s.store, "SELECT text, layer, head, pos FROM findings", NULL, false, &rows, NULL));
+    assert_int_equal(json_array_size(rows), 1);
+    json_t *r = json_array_get(rows, 0);
+    assert_string_equal(json_string_value(json_object_get(r, "text")), "looks back «日本»");
+    assert_int_equal(json_integer_value(json_object_get(r, "layer")), 1);
+    assert_int_equal(json_integer_value(json_object_get(r, "head")), 1);
+    assert_int_equal(json_integer_value(json_object_get(r, "pos")), 1);
+    json_decref(rows);
+    key(f, '6');
+    SHOWS(f, "1 finding in 1 session");
+    SHOWS(f, "L1 H1 @1 ·Once");
+    SHOWS(f, "looks back «日本»");
+    SHOWS(f, "run 1: " TEXT);
+    /* Enter on it goes there. */
+    key(f, '[');
+    key(f, LP_KEY_END);
+    key(f, 'j');
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->view, LP_VIEW_ATTENTION);
+    assert_int_equal(f->b->layer, 1);
+    assert_int_equal(f->b->head, 1);
+    assert_int_equal(f->b->pos, 1);
+}
+
+static void findings_of_another_run_rerun_it(void **state) {
+    fixture *f = *state;
+    OK(lp_exec(&f->s, "note about the first run --layer 2 --pos 3"));
+    OK(lp_exec(&f->s, "run Lily liked the ball."));
+    key(f, '6');
+    key(f, 'j');
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(lp_run_len(f->s.run), 21); /* the first run again (recorded anew) */
+    assert_int_equal(f->b->view, LP_VIEW_ACTIVATIONS);
+    assert_int_equal(f->b->layer, 2);
+    assert_int_equal(f->b->pos, 3);
+}
+
+static void patching_view_shows_a_stored_result(void **state) {
+    fixture *f = *state;
+    key(f, '7');
+    SHOWS(f, "No patching results for this run.");
+    OK(lp_store_put_analysis(f->s.store, f->s.run_id, "patch", "{}",
+                             "{\"site\":\"resid_pre\",\"direction\":\"noising\",\"rows\":\"layer\",\"cols\":\"position\","
+                             "\"values\":[[0.1,0.9,null],[0.25,-0.5,1.0]],\"undefined\":false,"
+                             "\"target\":{\"id\":432,\"token\":\",\"},\"contrast\":{\"id\":383,\"token\":\" there\"},"
+                             "\"tokens\":[\"a\",\"b\",\"c\"]}",
+                             NULL));
+    key(f, ':');
+    type(f, "info");
+    key(f, LP_KEY_ENTER);
+    SHOWS(f, "site resid_pre");
+    SHOWS(f, "0.90");
+    SHOWS(f, "-0.50");
+    SHOWS(f, "·there");
+    const lp_cell *c = cell_of(f, "1.00");
+    assert_int_equal(c->color, LP_COLOR_DIV(LP_DIV_LEVELS - 1));
+}
+
+/* ---- the command line ---- */
+
+static void command_output_goes_to_the_pane_and_errors_to_the_message_line(void **state) {
+    fixture *f = *state;
+    key(f, ':');
+    type(f, "tok");
+    key(f, LP_KEY_TAB);
+    assert_string_equal(lp_line_text(f->b->line), "tokens ");
+    key(f, LP_KEY_ENTER);
+    SHOWS(f, "output: 23 lines");
+    SHOWS(f, "pos   id  text");
+    SHOWS(f, "  1  403  ·Once");
+    SHOWS(f, "tokens: 23 lines of output");
+    key(f, 'o');
+    assert_false(shows(f, "output: 23 lines"));
+    key(f, ':');
+    type(f, "atn 0 0");
+    key(f, LP_KEY_ENTER);
+    const lp_cell *c = cell_of(f, "error: unknown command 'atn' (did you mean 'attn'?)");
+    assert_int_equal(c->color, LP_COLOR_ERROR);
+    /* Esc leaves the line without running it. */
+    key(f, ':');
+    type(f, "run nothing");
+    key(f, LP_KEY_ESC);
+    assert_int_equal(f->b->line_mode, LP_LINE_NONE);
+    assert_int_equal(f->s.run_id, 1);
+    /* A new run from the line is shown at once. */
+    key(f, ':');
+    type(f, "run Lily liked the ball.");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->s.run_id, 2);
+    assert_non_null(strstr(row(f, 0), "run 2"));
+    assert_non_null(strstr(row(f, 1), "·Lily ·li ked ·the"));
+}
+
+static void line_editor_edits_and_walks_history(void **state) {
+    (void)state;
+    char *dir = make_temp_dir(), path[4200];
+    snprintf(path, sizeof path, "%s/sub/history", dir);
+    lp_line *l = lp_line_new(path);
+    lp_line_start(l, ":", true);
+    lp_line_insert(l, "helo");
+    lp_line_act(l, LP_DO_EDIT_LEFT, NULL);
+    lp_line_insert(l, "l");
+    assert_string_equal(lp_line_text(l), "hello");
+    lp_line_act(l, LP_DO_EDIT_END, NULL);
+    lp_line_insert(l, " 日本");
+    lp_line_act(l, LP_DO_EDIT_BACKSPACE, NULL);
+    assert_string_equal(lp_line_text(l), "hello 日");
+    lp_line_act(l, LP_DO_EDIT_KILL_WORD, NULL);
+    assert_string_equal(lp_line_text(l), "hello ");
+    lp_line_act(l, LP_DO_EDIT_HOME, NULL);
+    lp_line_act(l, LP_DO_EDIT_KILL_END, NULL);
+    assert_string_equal(lp_line_text(l), "");
+    lp_line_insert(l, "first");
+    lp_line_remember(l);
+    lp_line_start(l, ":", true);
+    lp_line_insert(l, "second");
+    lp_line_remember(l);
+    lp_line_remember(l); /* a repeat is kept once */
+    lp_line_start(l, ":", true);
+    lp_line_insert(l, "typing");
+    lp_line_act(l, LP_DO_EDIT_HISTORY_PREV, NULL);
+    assert_string_equal(lp_line_text(l), "second");
+    lp_line_act(l, LP_DO_EDIT_HISTORY_PREV, NULL);
+    assert_string_equal(lp_line_text(l), "first");
+    lp_line_act(l, LP_DO_EDIT_HISTORY_NEXT, NULL);
+    lp_line_act(l, LP_DO_EDIT_HISTORY_NEXT, NULL);
+    assert_string_equal(lp_line_text(l), "typing");
+    lp_line_free(l);
+    /* The file has them, and a new editor (a new browser, or the REPL) reads them back. */
+    l = lp_line_new(path);
+    assert_int_equal(lp_line_history_count(l), 2);
+    lp_line_free(l);
+    FILE *fh = fopen(path, "r");
+    char buf[64] = "";
+    assert_non_null(fh);
+    size_t n = fread(buf, 1, sizeof buf - 1, fh);
+    buf[n] = '\0';
+    fclose(fh);
+    assert_string_equal(buf, "first\nsecond\n");
+    rm_tree(dir);
+}
+
+/* ---- keys and help ---- */
+
+static void keymap_has_one_binding_per_key_and_scope(void **state) {
+    (void)state;
+    int n;
+    const lp_binding *k = lp_keymap(&n);
+    for (int i = 0; i < n; i++) {
+        assert_true(k[i].help && k[i].help[0]);
+        assert_true(k[i].key_name && k[i].key_name[0]);
+        for (int j = i + 1; j < n; j++)
+            if (k[i].scope == k[j].scope && k[i].key == k[j].key)
+                fail_msg("key %s bound twice in scope %d", k[i].key_name, k[i].scope);
+    }
+}
+
+static void help_is_written_from_the_keymap(void **state) {
+    fixture *f = *state;
+    key(f, '?');
+    SHOWS(f, "Keys (from the key table)");
+    SHOWS(f, "Everywhere");
+    /* Every binding's description is on some page of the help, beside its key. */
+    int n;
+    const lp_binding *k = lp_keymap(&n);
+    bool *seen = calloc((size_t)n, sizeof *seen);
+    for (int page = 0; page < 20; page++) {
+        for (int y = 3; y < f->scr->h - 2; y++) {
+            const char *line = row(f, y);
+            for (int i = 0; i < n; i++) {
+                char want[200];
+                snprintf(want, sizeof want, "%.40s", k[i].help);
+                const char *h = strstr(line, want);
+                if (!h) continue;
+                /* the key names, before the description */
+                char keys[256];
+                snprintf(keys, sizeof keys, "%.*s", (int)(h - line), line);
+                char name[64];
+                snprintf(name, sizeof name, " %s ", k[i].key_name);
+                seen[i] = seen[i] || strstr(keys, name) != NULL;
+            }
+        }
+        key(f, LP_KEY_PAGE_DOWN);
+    }
+    for (int i = 0; i < n; i++)
+        if (!seen[i]) fail_msg("help lacks '%s' for %s", k[i].help, k[i].key_name);
+    free(seen);
+    key(f, 'q'); /* q closes the help, not the browser */
+    assert_false(f->b->help);
+    assert_false(f->b->quit);
+    assert_int_equal(lp_browser_key(f->b, 'q'), LP_BROWSER_QUIT);
+}
+
+/* ---- terminals ---- */
+
+static void no_color_draws_shading_characters(void **state) {
+    fixture *f = *state;
+    render(f);
+    /* The query row at the end: the heat cells are shading characters, not colour. */
+    int T = lp_run_len(f->s.run), x, y;
+    char want[32];
+    snprintf(want, sizeof want, "%3d .", T - 1);
+    assert_int_equal(lp_screen_find(f->scr, want, &x, &y), 0);
+    int shaded = 0;
+    for (int i = 16; i < f->scr->w; i++) {
+        const char *ch = lp_screen_at(f->scr, i, y)->ch;
+        shaded += !strcmp(ch, "░") || !strcmp(ch, "▒") || !strcmp(ch, "▓") || !strcmp(ch, "█");
+    }
+    assert_true(shaded > 0);
+    /* The heads grid too, with its numbers kept readable beside the shade. */
+    key(f, '2');
+    int hx, hy;
+    assert_int_equal(lp_screen_find(f->scr, "  L1 ", &hx, &hy), 0);
+    char line[512];
+    lp_screen_row_text(f->scr, 0, hy, f->scr->w, line, sizeof line);
+    assert_non_null(strstr(line, "0."));
+}
+
+static void wide_tokens_keep_the_grid_aligned(void **state) {
+    fixture *f = *state;
+    render(f);
+    SHOWS(f, "中");
+    SHOWS(f, "スト");
+    int T = lp_run_len(f->s.run), x0 = -1;
+    /* The cell columns start at the same x on every row, whatever the labels hold. */
+    const int *ids = lp_run_ids(f->s.run);
+    for (int i = 0; i < T; i++) {
+        int y = label_row(f, i);
+        if (y < 0) continue;
+        int first = -1;
+        for (int c = 0; c < f->scr->w; c++) {
+            lp_color col = lp_screen_at(f->scr, c, y)->color;
+            if (col >= LP_COLOR_HEAT_0 && col < LP_COLOR_HEAT_0 + LP_HEAT_LEVELS) {
+                first = c;
+                break;
+            }
+        }
+        if (x0 < 0) x0 = first;
+        assert_int_equal(first, x0);
+        /* and each row has exactly i + 1 heat cells of 3 columns */
+        int heat = 0;
+        for (int c = 0; c < f->scr->w; c++) {
+            lp_color col = lp_screen_at(f->scr, c, y)->color;
+            heat += col >= LP_COLOR_HEAT_0 && col < LP_COLOR_HEAT_0 + LP_HEAT_LEVELS;
+        }
+        assert_int_equal(heat, 3 * (i + 1));
+    }
+    assert_true(x0 > 0);
+    /* A wide character in the key header sits inside its 3-column cell: token 0 is "中". */
+    assert_int_equal(ids[0], lp_tokenizer_piece_to_id(lp_model_tokenizer(f->s.model), "ä¸Ń"));
+    int wx, wy;
+    find_below(f, "中", 3, &wx, &wy);
+    assert_true(wy < label_row(f, 0));
+    assert_int_equal(wx, x0);
+    assert_int_equal(lp_screen_at(f->scr, wx, wy)->width, 2);
+    assert_int_equal(lp_screen_at(f->scr, wx + 1, wy)->width, 0);
+    /* The strip, the lens and the activations take them too. */
+    for (int v = 0; v < LP_VIEW_COUNT; v++) key(f, '1' + v);
+    key(f, '5');
+    SHOWS(f, "中");
+}
+
+#define STORIES_TEST(t) {#t, t, stories, fixture_close, NULL}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(wide_characters_take_two_cells_and_stay_aligned),
+        cmocka_unit_test(control_characters_are_escaped_and_tokens_made_visible),
+        cmocka_unit_test(scales_have_levels_and_shades),
+        cmocka_unit_test(keymap_has_one_binding_per_key_and_scope),
+        cmocka_unit_test(line_editor_edits_and_walks_history),
+        STORIES_TEST(title_names_the_view_and_strip_highlights_the_token),
+        STORIES_TEST(small_terminal_gets_a_message),
+        {"no_model_says_what_to_do", no_model_says_what_to_do, no_model, fixture_close, NULL},
+        STORIES_TEST(attention_view_shows_labels_values_and_cursor),
+        STORIES_TEST(attention_scrolls_to_keep_the_cursor_in_view),
+        STORIES_TEST(heads_view_colours_the_grid_by_metric),
+        STORIES_TEST(activations_view_shows_norms_and_top_neurons),
+        STORIES_TEST(attributions_view_lists_the_store_then_shows_scores),
+        STORIES_TEST(lens_view_shows_top_tokens_per_layer_and_position),
+        STORIES_TEST(note_is_written_and_listed_with_its_run),
+        STORIES_TEST(findings_of_another_run_rerun_it),
+        STORIES_TEST(patching_view_shows_a_stored_result),
+        STORIES_TEST(command_output_goes_to_the_pane_and_errors_to_the_message_line),
+        STORIES_TEST(help_is_written_from_the_keymap),
+        {"no_color_draws_shading_characters", no_color_draws_shading_characters, stories_mono, fixture_close, NULL},
+        {"wide_tokens_keep_the_grid_aligned", wide_tokens_keep_the_grid_aligned, tiny_cjk, fixture_close, NULL},
+    };
+    return cmocka_run_group_tests_name("tui", tests, NULL, NULL);
+}

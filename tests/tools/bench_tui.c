@@ -1,0 +1,131 @@
+/* bench_tui: how long the browser takes to draw each view into the screen model (the
+ * work of a frame: the terminal copy after it is curses' diffing, the same for every view),
+ * for a run of 128 tokens on a GPT-2-small-shaped model (make bench makes one).
+ *   bench_tui [--tokens T] [--frames N] [--size WxH] MODEL
+ * Target: every view under 16 ms a frame (60 Hz); exit status 1 when one is over. Each
+ * view's update (what it computes once per run, such as the logit lens) is shown beside. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "loupe/commands.h"
+#include "loupe/error.h"
+#include "loupe/store.h"
+#include "../../ui/view.h"
+
+#define TARGET_MS 16.0
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static int fail(const char *what) {
+    fprintf(stderr, "bench_tui: %s: %s\n", what, lp_errmsg());
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    int T = 128, frames = 100, W = 200, H = 60;
+    const char *model = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--frames") && i + 1 < argc) frames = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--size") && i + 1 < argc) sscanf(argv[++i], "%dx%d", &W, &H);
+        else if (argv[i][0] != '-') model = argv[i];
+        else {
+            fprintf(stderr, "usage: bench_tui [--tokens T] [--frames N] [--size WxH] MODEL\n");
+            return 2;
+        }
+    }
+    if (!model || T < 2 || frames < 1) {
+        fprintf(stderr, "usage: bench_tui [--tokens T] [--frames N] [--size WxH] MODEL\n");
+        return 2;
+    }
+    setenv("LOUPE_HISTORY", "", 1);
+    FILE *sink = fopen("/dev/null", "w");
+    lp_session s;
+    lp_session_init(&s, sink);
+    if (lp_store_open(&s.store, ":memory:")) return fail("store");
+    if (lp_session_load(&s, model)) return fail(model);
+    const lp_config *c = lp_model_config(s.model);
+
+    /* T tokens of text-like ids (a stride through the vocabulary), run and recorded. */
+    size_t cap = (size_t)T * 12 + 16;
+    char *cmd = malloc(cap);
+    int o = snprintf(cmd, cap, "run --ids ");
+    for (int i = 0; i < T; i++) o += snprintf(cmd + o, cap - (size_t)o, "%s%d", i ? "," : "", (int)((i * 7919L + 13) % c->vocab));
+    double t0 = now_ms();
+    if (lp_exec(&s, cmd)) return fail("run");
+    double t_run = now_ms() - t0;
+    free(cmd);
+
+    /* Something in the store for the attribution and patching views to draw. */
+    float *scores = malloc((size_t)T * sizeof *scores);
+    for (int i = 0; i < T; i++) scores[i] = sinf((float)i * 0.37f);
+    lp_store_attribution a = {s.run_id, "ig", "logit", T - 1, 100, -1, "{\"steps\":32}", scores, T, 0.001};
+    int64_t id;
+    if (lp_store_put_attribution(s.store, &a, &id)) return fail("attribution");
+    free(scores);
+    json_t *vals = json_array(), *toks = json_array();
+    for (int l = 0; l < c->n_layer; l++) {
+        json_t *row = json_array();
+        for (int p = 0; p < T; p++) json_array_append_new(row, json_real(cos(l * 0.5 + p * 0.1)));
+        json_array_append_new(vals, row);
+    }
+    for (int p = 0; p < T; p++) json_array_append_new(toks, json_string("tok"));
+    json_t *res = json_pack("{s:s,s:s,s:s,s:s,s:o,s:b,s:{s:i,s:s},s:{s:i,s:s},s:o}", "site", "resid_pre", "direction",
+                            "noising", "rows", "layer", "cols", "position", "values", vals, "undefined", 0, "target", "id",
+                            100, "token", " the", "contrast", "id", 101, "token", " a", "tokens", toks);
+    char *rj = json_dumps(res, JSON_COMPACT);
+    json_decref(res);
+    if (lp_store_put_analysis(s.store, s.run_id, "patch", "{}", rj, NULL)) return fail("analysis");
+    free(rj);
+    for (int i = 0; i < 20; i++) {
+        char note[128];
+        snprintf(note, sizeof note, "note finding %d --layer %d --head %d --pos %d", i, i % c->n_layer, i % c->n_head, i % T);
+        if (lp_exec(&s, note)) return fail("note");
+    }
+
+    lp_browser *b = lp_browser_new(&s, NULL);
+    lp_screen *scr = lp_screen_new(W, H, 256);
+    if (!b || !scr) return fail("out of memory");
+    b->pos = T / 2;
+    b->layer = c->n_layer / 2;
+    b->head = c->n_head / 2;
+    printf("browser: %s, %d layers, %d heads, d_model %d, vocab %d; T=%d (run %.0f ms); %dx%d cells, %d frames a view\n",
+           lp_model_path(s.model), c->n_layer, c->n_head, c->d_model, c->vocab, T, t_run, W, H, frames);
+    printf("%-14s %10s %12s %12s   %s\n", "view", "update ms", "draw ms", "max ms", "target < 16 ms a frame");
+    int over = 0;
+    for (int v = 0; v < LP_VIEW_COUNT; v++) {
+        b->view = v;
+        t0 = now_ms();
+        if (lp_browser_stale(b) && lp_browser_update(b)) return fail(lp_view_get(v)->name);
+        double t_up = now_ms() - t0;
+        lp_browser_draw(b, scr); /* warm */
+        double sum = 0, mx = 0;
+        for (int f = 0; f < frames; f++) {
+            /* Move the token each frame, as a user holding an arrow key does. */
+            b->pos = (T / 2 + f) % T;
+            double t = now_ms();
+            lp_browser_draw(b, scr);
+            t = now_ms() - t;
+            sum += t;
+            if (t > mx) mx = t;
+        }
+        double mean = sum / frames;
+        bool ok = mx < TARGET_MS;
+        over += !ok;
+        printf("%-14s %10.2f %12.3f %12.3f   %s\n", lp_view_get(v)->name, t_up, mean, mx, ok ? "ok" : "OVER");
+    }
+    lp_screen_free(scr);
+    lp_browser_free(b);
+    lp_store_close(s.store);
+    s.store = NULL;
+    lp_session_free(&s);
+    fclose(sink);
+    return over ? 1 : 0;
+}

@@ -1,0 +1,604 @@
+/* The browser's frame and dispatch: the state every view reads (selected token, layer,
+ * head), the title bar, token strip, status bar, message line, output pane and help, and
+ * keys looked up in the keymap. Commands from the `:` line run through lp_exec on the same
+ * session with their output captured for the pane. */
+#include "view.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loupe/error.h"
+#include "loupe/output.h"
+#include "loupe/tokenizer.h"
+#include "tui_line.h"
+
+static const lp_view_ops *const VIEWS[LP_VIEW_COUNT] = {
+    &lp_view_attention, &lp_view_heads, &lp_view_activations, &lp_view_attributions,
+    &lp_view_lens,      &lp_view_findings, &lp_view_patching,
+};
+
+const lp_view_ops *lp_view_get(int index) { return index >= 0 && index < LP_VIEW_COUNT ? VIEWS[index] : NULL; }
+
+/* ---- the run's tokens ---- */
+
+static void tokens_free(lp_browser *b) {
+    for (int i = 0; i < b->T; i++) free(b->tok[i]);
+    free(b->tok);
+    free(b->tok_w);
+    b->tok = NULL;
+    b->tok_w = NULL;
+    b->T = 0;
+}
+
+const char *lp_browser_id_text(const lp_browser *b, int id, char *buf, size_t cap) {
+    const lp_tokenizer *t = b->s->model ? lp_model_tokenizer(b->s->model) : NULL;
+    size_t len = 0;
+    const char *bytes = t ? lp_tokenizer_token_bytes(t, id, &len) : NULL;
+    if (!bytes) snprintf(buf, cap, "#%d", id);
+    else lp_screen_token_text(bytes, len, buf, cap);
+    return buf;
+}
+
+/* Makes the run's tokens safe for the screen once per command, and keeps the selection on
+ * the run: a new run selects its last token (where the next prediction is made). */
+static void tokens_refresh(lp_browser *b) {
+    if (b->tok_gen == b->gen + 1) return;
+    b->tok_gen = b->gen + 1;
+    tokens_free(b);
+    const lp_run *r = b->s->run;
+    int T = r ? lp_run_len(r) : 0;
+    b->tok = calloc((size_t)T + 1, sizeof *b->tok);
+    b->tok_w = calloc((size_t)T + 1, sizeof *b->tok_w);
+    if (!b->tok || !b->tok_w) T = 0;
+    const int *ids = r ? lp_run_ids(r) : NULL;
+    for (int i = 0; i < T; i++) {
+        char buf[256];
+        b->tok[i] = strdup(lp_browser_id_text(b, ids[i], buf, sizeof buf));
+        if (!b->tok[i]) b->tok[i] = strdup("");
+        b->tok_w[i] = b->tok[i] ? lp_display_width(b->tok[i]) : 0;
+    }
+    b->T = T;
+    if (b->pos >= T) b->pos = T > 0 ? T - 1 : 0;
+    if (b->pos < 0) b->pos = 0;
+    if (b->s->model) {
+        const lp_config *c = lp_model_config(b->s->model);
+        if (b->layer >= c->n_layer) b->layer = c->n_layer - 1;
+        if (b->head >= c->n_head) b->head = c->n_head - 1;
+    }
+}
+
+const char *lp_browser_token(const lp_browser *b, int pos, int *width) {
+    if (pos < 0 || pos >= b->T || !b->tok[pos]) {
+        if (width) *width = 0;
+        return "";
+    }
+    if (width) *width = b->tok_w[pos];
+    return b->tok[pos];
+}
+
+/* ---- making and freeing ---- */
+
+lp_browser *lp_browser_new(lp_session *s, const char *history_path) {
+    lp_browser *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->s = s;
+    b->line = lp_line_new(history_path);
+    if (!b->line) {
+        free(b);
+        return NULL;
+    }
+    for (int v = 0; v < LP_VIEW_COUNT; v++) b->state[v] = VIEWS[v]->open(b);
+    b->pos = s->run ? lp_run_len(s->run) - 1 : 0;
+    tokens_refresh(b);
+    return b;
+}
+
+void lp_browser_free(lp_browser *b) {
+    if (!b) return;
+    for (int v = 0; v < LP_VIEW_COUNT; v++)
+        if (VIEWS[v]->close) VIEWS[v]->close(b->state[v]);
+    tokens_free(b);
+    lp_line_free(b->line);
+    free(b->output);
+    free(b->pending);
+    free(b);
+}
+
+/* ---- running commands ---- */
+
+static int count_lines(const char *t) {
+    if (!t || !*t) return 0;
+    int n = 0;
+    for (const char *p = t; *p; p++) n += *p == '\n';
+    return n + (t[strlen(t) - 1] != '\n');
+}
+
+int lp_browser_exec(lp_browser *b, const char *line) {
+    char *cmd = strdup(line);
+    if (b->pending == line) {
+        free(b->pending);
+        b->pending = NULL;
+    }
+    if (!cmd) return lp_error(LP_ENOMEM, "out of memory");
+    const lp_run *before = b->s->run;
+    int64_t before_id = b->s->run_id;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len), *saved = b->s->out;
+    if (mem) b->s->out = mem;
+    int rc = lp_exec(b->s, cmd);
+    if (mem) {
+        fclose(mem);
+        b->s->out = saved;
+    }
+    /* The command as the message line names it: without the blanks around it. */
+    char *p = cmd;
+    while (*p == ' ') p++;
+    for (size_t n = strlen(p); n > 0 && p[n - 1] == ' ';) p[--n] = '\0';
+    bool note = strncmp(p, "note ", 5) == 0;
+    free(b->output);
+    b->output = text;
+    b->output_lines = count_lines(text);
+    b->output_scroll = 0;
+    b->output_shown = b->output_lines > 0 && !note;
+    b->message_error = rc != LP_OK;
+    if (rc == LP_ECANCEL) snprintf(b->message, sizeof b->message, "cancelled: %s", p);
+    else if (rc) snprintf(b->message, sizeof b->message, "error: %s", lp_errmsg());
+    else if (note) snprintf(b->message, sizeof b->message, "finding written (6 lists them)");
+    else if (b->output_lines)
+        snprintf(b->message, sizeof b->message, "%s: %d line%s of output (o hides it, PgUp/PgDn scroll)", p,
+                 b->output_lines, b->output_lines == 1 ? "" : "s");
+    else snprintf(b->message, sizeof b->message, "%s: done", p);
+    b->gen++;
+    bool new_run = b->s->run != before || b->s->run_id != before_id;
+    tokens_refresh(b);
+    if (new_run && b->T > 0) b->pos = b->T - 1;
+    if (rc == LP_OK && b->after.set) {
+        if (b->after.view >= 0) b->view = b->after.view;
+        if (b->after.layer >= 0) b->layer = b->after.layer;
+        if (b->after.head >= 0) b->head = b->after.head;
+        if (b->after.pos >= 0 && b->after.pos < b->T) b->pos = b->after.pos;
+        tokens_refresh(b);
+    }
+    b->after.set = false;
+    if (b->s->quit) b->quit = true;
+    free(cmd);
+    return rc;
+}
+
+void lp_browser_request(lp_browser *b, const char *command, lp_jump after) {
+    free(b->pending);
+    b->pending = strdup(command);
+    b->after = after;
+    b->after.set = true;
+}
+
+bool lp_browser_stale(const lp_browser *b) {
+    return VIEWS[b->view]->update && b->updated[b->view] != b->gen + 1;
+}
+
+int lp_browser_update(lp_browser *b) {
+    tokens_refresh(b);
+    if (!lp_browser_stale(b)) return LP_OK;
+    lp_cancel_reset();
+    int rc = VIEWS[b->view]->update(b->state[b->view], b);
+    /* A cancelled or failed update counts as done all the same (the view shows it has
+     * nothing), so that it is not started again at once; the next command, or Ctrl-L,
+     * tries again. */
+    b->updated[b->view] = b->gen + 1;
+    b->update_failed[b->view] = rc != LP_OK;
+    if (rc) {
+        b->message_error = true;
+        snprintf(b->message, sizeof b->message, "%s: %s", VIEWS[b->view]->name,
+                 rc == LP_ECANCEL ? "cancelled (: and a command, or Ctrl-L, try again)" : lp_errmsg());
+    }
+    return rc;
+}
+
+/* ---- keys ---- */
+
+static void clamp(int *v, int lo, int hi) {
+    if (*v > hi) *v = hi;
+    if (*v < lo) *v = lo;
+}
+
+static int n_layer(const lp_browser *b) { return b->s->model ? lp_model_config(b->s->model)->n_layer : 1; }
+static int n_head(const lp_browser *b) { return b->s->model ? lp_model_config(b->s->model)->n_head : 1; }
+
+/* A code point as UTF-8 (what a key typed on the line inserts). */
+static void utf8_put(int cp, char out[5]) {
+    static const unsigned char LEAD[] = {0, 0, 0xC0, 0xE0, 0xF0};
+    int n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    for (int i = n - 1; i > 0; i--, cp >>= 6) out[i] = (char)(0x80 | (cp & 0x3F));
+    out[0] = (char)(n == 1 ? cp : LEAD[n] | cp);
+    out[n] = '\0';
+}
+
+/* Enter on the command line: the command, or for `m` a note about the view's cursor. */
+static lp_browser_do accept_line(lp_browser *b) {
+    const char *text = lp_line_text(b->line);
+    const char *p = text;
+    while (*p == ' ' || *p == '\t') p++;
+    lp_line_mode mode = b->line_mode;
+    b->line_mode = LP_LINE_NONE;
+    if (!*p) return LP_BROWSER_DRAW;
+    free(b->pending);
+    b->pending = NULL;
+    if (mode == LP_LINE_COMMAND) {
+        lp_line_remember(b->line);
+        b->pending = strdup(text);
+    } else {
+        int layer = -1, head = -1, pos = -1;
+        const lp_view_ops *v = VIEWS[b->view];
+        if (b->s->run && v->subject) v->subject(b->state[b->view], b, &layer, &head, &pos);
+        size_t n = strlen(text) + 96;
+        b->pending = malloc(n);
+        if (b->pending) {
+            int o = snprintf(b->pending, n, "note %s", text);
+            if (layer >= 0) o += snprintf(b->pending + o, n - (size_t)o, " --layer %d", layer);
+            if (head >= 0) o += snprintf(b->pending + o, n - (size_t)o, " --head %d", head);
+            if (pos >= 0) snprintf(b->pending + o, n - (size_t)o, " --pos %d", pos);
+        }
+    }
+    return b->pending ? LP_BROWSER_EXEC : LP_BROWSER_DRAW;
+}
+
+static lp_browser_do line_key(lp_browser *b, int key) {
+    const lp_binding *k = lp_keymap_find(LP_SCOPE_LINE, key);
+    if (k && k->action == LP_DO_EDIT_ACCEPT) return accept_line(b);
+    if (k && k->action == LP_DO_EDIT_CANCEL) {
+        b->line_mode = LP_LINE_NONE;
+        return LP_BROWSER_DRAW;
+    }
+    if (k) {
+        lp_line_act(b->line, k->action, b->s);
+    } else if (key >= 0x20 && key < 0x110000 && key != 0x7F && !(key >= 0x80 && key < 0xA0)) {
+        char u[5];
+        utf8_put(key, u);
+        lp_line_insert(b->line, u);
+    }
+    return LP_BROWSER_DRAW;
+}
+
+static lp_browser_do help_key(lp_browser *b, int key) {
+    const lp_binding *k = lp_keymap_find(LP_SCOPE_HELP, key);
+    int page = b->page > 2 ? b->page - 2 : 1;
+    switch (k ? k->action : LP_DO_HELP_CLOSE) {
+    case LP_DO_HELP_UP: b->help_scroll--; break;
+    case LP_DO_HELP_DOWN: b->help_scroll++; break;
+    case LP_DO_HELP_PAGE_UP: b->help_scroll -= page; break;
+    case LP_DO_HELP_PAGE_DOWN: b->help_scroll += page; break;
+    default: b->help = false;
+    }
+    if (b->help_scroll < 0) b->help_scroll = 0;
+    return LP_BROWSER_DRAW;
+}
+
+lp_browser_do lp_browser_key(lp_browser *b, int key) {
+    if (key == LP_KEY_RESIZE) return LP_BROWSER_DRAW;
+    if (b->line_mode != LP_LINE_NONE) return line_key(b, key);
+    if (b->help) return help_key(b, key);
+    tokens_refresh(b);
+    const lp_binding *k = lp_keymap_find(b->view, key);
+    if (k) {
+        if (VIEWS[b->view]->act) VIEWS[b->view]->act(b->state[b->view], b, k->action);
+        return b->pending ? LP_BROWSER_EXEC : LP_BROWSER_DRAW;
+    }
+    k = lp_keymap_find(LP_SCOPE_ALL, key);
+    if (!k) return LP_BROWSER_DRAW;
+    int page = b->page > 4 ? b->page / 2 : 2;
+    switch (k->action) {
+    case LP_DO_TOKEN_PREV: b->pos--; break;
+    case LP_DO_TOKEN_NEXT: b->pos++; break;
+    case LP_DO_TOKEN_FIRST: b->pos = 0; break;
+    case LP_DO_TOKEN_LAST: b->pos = b->T - 1; break;
+    case LP_DO_LAYER_PREV: b->layer--; break;
+    case LP_DO_LAYER_NEXT: b->layer++; break;
+    case LP_DO_HEAD_PREV: b->head--; break;
+    case LP_DO_HEAD_NEXT: b->head++; break;
+    case LP_DO_VIEW_NEXT: b->view = (b->view + 1) % LP_VIEW_COUNT; break;
+    case LP_DO_VIEW_PREV: b->view = (b->view + LP_VIEW_COUNT - 1) % LP_VIEW_COUNT; break;
+    case LP_DO_VIEW: b->view = k->arg; break;
+    case LP_DO_COMMAND:
+        b->line_mode = LP_LINE_COMMAND;
+        lp_line_start(b->line, ":", true);
+        break;
+    case LP_DO_NOTE:
+        b->line_mode = LP_LINE_NOTE;
+        lp_line_start(b->line, "note: ", false);
+        break;
+    case LP_DO_OUTPUT:
+        b->output_shown = !b->output_shown && b->output_lines > 0;
+        if (!b->output_lines) {
+            snprintf(b->message, sizeof b->message, "no output yet: : runs a command");
+            b->message_error = false;
+        }
+        break;
+    case LP_DO_OUTPUT_UP: b->output_scroll -= page; break;
+    case LP_DO_OUTPUT_DOWN: b->output_scroll += page; break;
+    case LP_DO_HELP:
+        b->help = true;
+        b->help_scroll = 0;
+        break;
+    case LP_DO_DISMISS:
+        b->output_shown = false;
+        b->message[0] = '\0';
+        break;
+    case LP_DO_REDRAW:
+        if (b->update_failed[b->view]) b->updated[b->view] = 0; /* and a cancelled update gets another go */
+        return LP_BROWSER_REPAINT;
+    case LP_DO_QUIT: b->quit = true; return LP_BROWSER_QUIT;
+    default: break;
+    }
+    clamp(&b->pos, 0, b->T > 0 ? b->T - 1 : 0);
+    clamp(&b->layer, 0, n_layer(b) - 1);
+    clamp(&b->head, 0, n_head(b) - 1);
+    if (b->output_scroll > b->output_lines - 1) b->output_scroll = b->output_lines - 1;
+    if (b->output_scroll < 0) b->output_scroll = 0;
+    return LP_BROWSER_DRAW;
+}
+
+/* ---- helpers for the views ---- */
+
+void lp_browser_set_status(lp_browser *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->status, sizeof b->status, fmt, ap);
+    va_end(ap);
+}
+
+void lp_browser_say(lp_screen *scr, lp_rect a, const char *line1, const char *line2) {
+    int y = a.y + a.h / 2 - 1;
+    if (y < a.y) y = a.y;
+    int w1 = lp_display_width(line1), w2 = line2 ? lp_display_width(line2) : 0;
+    lp_screen_put_clip(scr, a.x + (w1 < a.w ? (a.w - w1) / 2 : 0), y, a.w, line1, LP_COLOR_NORMAL, LP_ATTR_BOLD);
+    if (line2 && y + 1 < a.y + a.h)
+        lp_screen_put_clip(scr, a.x + (w2 < a.w ? (a.w - w2) / 2 : 0), y + 1, a.w, line2, LP_COLOR_DIM, 0);
+}
+
+const lp_run *lp_browser_need_run(lp_browser *b, lp_screen *scr, lp_rect area) {
+    if (!b->s->model) {
+        lp_browser_say(scr, area, "No model loaded.", ":load PATH loads one (a Hugging Face directory or a llama2.c .bin)");
+        lp_browser_set_status(b, "no model");
+        return NULL;
+    }
+    if (!b->s->run || b->T == 0) {
+        lp_browser_say(scr, area, "No run yet.", ":run TEXT runs the model on a text (or :run --ids 1,2,3)");
+        lp_browser_set_status(b, "no run");
+        return NULL;
+    }
+    return b->s->run;
+}
+
+json_t *lp_browser_query(const lp_browser *b, const char *sql, json_t *params) {
+    json_t *rows = NULL;
+    if (!b->s->store) {
+        json_decref(params);
+        return NULL;
+    }
+    int rc = lp_store_query(b->s->store, sql, params, false, &rows, NULL);
+    json_decref(params);
+    if (rc) {
+        lp_error_clear();
+        json_decref(rows);
+        return NULL;
+    }
+    return rows;
+}
+
+long long lp_row_int(json_t *row, const char *col, long long dflt) {
+    json_t *v = json_object_get(row, col);
+    if (json_is_integer(v)) return json_integer_value(v);
+    if (json_is_real(v)) return (long long)json_real_value(v);
+    return dflt;
+}
+
+double lp_row_real(json_t *row, const char *col) {
+    json_t *v = json_object_get(row, col);
+    return json_is_number(v) ? json_number_value(v) : NAN;
+}
+
+const char *lp_row_str(json_t *row, const char *col) {
+    const char *s = json_string_value(json_object_get(row, col));
+    return s ? s : "";
+}
+
+void lp_appendf(char *buf, size_t cap, const char *fmt, ...) {
+    size_t o = strlen(buf);
+    if (o + 1 >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + o, cap - o, fmt, ap);
+    va_end(ap);
+}
+
+int lp_scroll(int *top, int sel, int rows, int total) {
+    if (rows < 1) rows = 1;
+    if (sel < *top) *top = sel;
+    if (sel >= *top + rows) *top = sel - rows + 1;
+    if (*top > total - rows) *top = total - rows;
+    if (*top < 0) *top = 0;
+    return *top;
+}
+
+/* ---- the frame ---- */
+
+static const char *basename_of(const char *path) {
+    const char *s = strrchr(path, '/');
+    if (s && s[1]) return s + 1;
+    if (s && s != path) {
+        /* "dir/": the directory's name */
+        const char *e = s;
+        while (s > path && s[-1] != '/') s--;
+        static char buf[256];
+        snprintf(buf, sizeof buf, "%.*s", (int)(e - s), s);
+        return buf;
+    }
+    return path;
+}
+
+static void draw_title(lp_browser *b, lp_screen *scr) {
+    lp_screen_fill(scr, 0, 0, scr->w, " ", LP_COLOR_TITLE, 0);
+    int x = lp_screen_put(scr, 0, 0, -1, " loupe ", LP_COLOR_TITLE, LP_ATTR_BOLD);
+    /* Tabs: every view's number and name, the current one by its title; shorter when narrow. */
+    char right[256];
+    const lp_config *c = b->s->model ? lp_model_config(b->s->model) : NULL;
+    if (c)
+        snprintf(right, sizeof right, " L%d H%d \xE2\x94\x82 %.60s \xE2\x94\x82 run %lld ", b->layer, b->head,
+                 basename_of(lp_model_path(b->s->model)), (long long)b->s->run_id);
+    else snprintf(right, sizeof right, " no model ");
+    int rw = lp_display_width(right);
+    int full = 0;
+    for (int v = 0; v < LP_VIEW_COUNT; v++) full += 3 + (int)strlen(v == b->view ? VIEWS[v]->title : VIEWS[v]->name);
+    bool names = x + full + rw <= scr->w;
+    for (int v = 0; v < LP_VIEW_COUNT; v++) {
+        char tab[64];
+        if (v == b->view) snprintf(tab, sizeof tab, " %d %s ", v + 1, VIEWS[v]->title);
+        else if (names) snprintf(tab, sizeof tab, " %d %s ", v + 1, VIEWS[v]->name);
+        else snprintf(tab, sizeof tab, " %d ", v + 1);
+        x += lp_screen_put(scr, x, 0, scr->w - x, tab, v == b->view ? LP_COLOR_TAB : LP_COLOR_TITLE,
+                           v == b->view ? LP_ATTR_BOLD : 0);
+    }
+    if (x + rw <= scr->w) lp_screen_put(scr, scr->w - rw, 0, rw, right, LP_COLOR_TITLE, 0);
+}
+
+/* The run's tokens along one row, the selected one highlighted and kept in view. */
+static void draw_strip(lp_browser *b, lp_screen *scr, int y) {
+    if (b->T == 0) {
+        lp_screen_put(scr, 1, y, scr->w - 1, b->s->model ? "(no run: :run TEXT)" : "(no model: :load PATH)",
+                      LP_COLOR_DIM, 0);
+        return;
+    }
+    int w = scr->w - 2;
+    /* Start so that the selection sits about a third of the way in. */
+    int first = b->pos, used = b->tok_w[b->pos] + 1;
+    while (first > 0 && used + b->tok_w[first - 1] + 1 <= w / 3) used += b->tok_w[--first] + 1;
+    /* Near the end of the run, use the room the tokens after it leave. */
+    int total = 0;
+    for (int i = first; i < b->T && total <= w; i++) total += b->tok_w[i] + 1;
+    while (first > 0 && total + b->tok_w[first - 1] + 1 <= w) total += b->tok_w[--first] + 1;
+    int x = 1;
+    if (first > 0) lp_screen_put(scr, 0, y, 1, "\xE2\x80\xB9", LP_COLOR_DIM, 0);
+    for (int i = first; i < b->T && x < scr->w - 1; i++) {
+        int room = scr->w - 1 - x;
+        bool sel = i == b->pos;
+        int n = lp_screen_put_clip(scr, x, y, room, b->tok[i], sel ? LP_COLOR_SELECTED : LP_COLOR_NORMAL,
+                                   sel ? LP_ATTR_BOLD : 0);
+        x += n + 1;
+        if (x >= scr->w - 1 && i + 1 < b->T) lp_screen_put(scr, scr->w - 1, y, 1, "\xE2\x80\xBA", LP_COLOR_DIM, 0);
+    }
+}
+
+static void draw_output(lp_browser *b, lp_screen *scr, lp_rect a) {
+    char rule[160];
+    snprintf(rule, sizeof rule, "\xE2\x94\x80 output: %d line%s (PgUp/PgDn scroll, o hides) ", b->output_lines,
+             b->output_lines == 1 ? "" : "s");
+    lp_screen_fill(scr, a.x, a.y, a.w, "\xE2\x94\x80", LP_COLOR_DIM, 0);
+    lp_screen_put(scr, a.x, a.y, a.w, rule, LP_COLOR_LABEL, 0);
+    const char *p = b->output;
+    for (int i = 0; p && *p && i < b->output_scroll; i++) {
+        const char *nl = strchr(p, '\n');
+        p = nl ? nl + 1 : p + strlen(p);
+    }
+    char line[4096];
+    for (int y = a.y + 1; p && *p && y < a.y + a.h; y++) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        /* Tabs to spaces; anything else unprintable is escaped by the screen. */
+        size_t o = 0;
+        for (size_t i = 0; i < n && o + 9 < sizeof line; i++) {
+            if (p[i] == '\t') do line[o++] = ' '; while (o % 8);
+            else if (p[i] != '\r') line[o++] = p[i];
+        }
+        line[o] = '\0';
+        lp_screen_put(scr, a.x, y, a.w, line, LP_COLOR_NORMAL, 0);
+        p = nl ? nl + 1 : p + n;
+    }
+}
+
+static void draw_help(lp_browser *b, lp_screen *scr, lp_rect a) {
+    int n = lp_keymap_help(NULL, 0);
+    lp_help_line *lines = malloc((size_t)n * sizeof *lines);
+    if (!lines) return;
+    lp_keymap_help(lines, n);
+    lp_screen_put_clip(scr, a.x + 1, a.y, a.w - 1,
+                       "Keys (from the key table) \xE2\x80\x94 \xE2\x86\x91\xE2\x86\x93 PgUp PgDn scroll, any other key "
+                       "closes",
+                       LP_COLOR_LABEL, LP_ATTR_BOLD);
+    int rows = a.h - 1;
+    if (b->help_scroll > n - rows) b->help_scroll = n - rows > 0 ? n - rows : 0;
+    int kw = 0;
+    for (int i = 0; i < n; i++)
+        if (!lines[i].heading && lp_display_width(lines[i].keys) > kw) kw = lp_display_width(lines[i].keys);
+    if (kw > a.w / 3) kw = a.w / 3;
+    for (int r = 0; r < rows && b->help_scroll + r < n; r++) {
+        const lp_help_line *h = &lines[b->help_scroll + r];
+        int y = a.y + 1 + r;
+        if (h->heading) {
+            lp_screen_put_clip(scr, a.x + 1, y, a.w - 1, h->heading, LP_COLOR_LABEL, LP_ATTR_BOLD | LP_ATTR_UNDERLINE);
+        } else {
+            lp_screen_put_clip(scr, a.x + 3, y, kw, h->keys, LP_COLOR_KEY, LP_ATTR_BOLD);
+            lp_screen_put_clip(scr, a.x + 5 + kw, y, a.w - 5 - kw, h->help, LP_COLOR_NORMAL, 0);
+        }
+    }
+    free(lines);
+    lp_browser_set_status(b, "help: %d lines", n);
+}
+
+static void draw_too_small(lp_screen *scr) {
+    char size[64], need[64];
+    snprintf(size, sizeof size, "%dx%d is too small", scr->w, scr->h);
+    snprintf(need, sizeof need, "loupe needs %dx%d", LP_BROWSER_MIN_W, LP_BROWSER_MIN_H);
+    const char *lines[] = {"Terminal too small", size, need, "q quits"};
+    int n = 4, y0 = (scr->h - n) / 2;
+    if (y0 < 0) y0 = 0;
+    for (int i = 0; i < n && y0 + i < scr->h; i++) {
+        int w = lp_display_width(lines[i]);
+        lp_screen_put_clip(scr, w < scr->w ? (scr->w - w) / 2 : 0, y0 + i, scr->w, lines[i],
+                           i == 0 ? LP_COLOR_ERROR : LP_COLOR_NORMAL, i == 0 ? LP_ATTR_BOLD : 0);
+    }
+}
+
+void lp_browser_draw(lp_browser *b, lp_screen *scr) {
+    lp_screen_clear(scr);
+    tokens_refresh(b);
+    if (scr->w < LP_BROWSER_MIN_W || scr->h < LP_BROWSER_MIN_H) {
+        draw_too_small(scr);
+        return;
+    }
+    b->status[0] = '\0';
+    draw_title(b, scr);
+    draw_strip(b, scr, 1);
+    lp_rect area = {0, 2, scr->w, scr->h - 4};
+    if (b->output_shown && !b->help && b->output_lines > 0) {
+        int ph = b->output_lines + 1;
+        if (ph > area.h / 2) ph = area.h / 2;
+        if (ph < 2) ph = 2;
+        area.h -= ph;
+        draw_output(b, scr, (lp_rect){0, area.y + area.h, scr->w, ph});
+    }
+    b->page = area.h;
+    if (b->help) draw_help(b, scr, area);
+    else if (lp_browser_stale(b))
+        lp_browser_say(scr, area, "Working\xE2\x80\xA6", "Esc cancels");
+    else VIEWS[b->view]->draw(b->state[b->view], b, scr, area);
+
+    int ys = scr->h - 2, ym = scr->h - 1;
+    lp_screen_fill(scr, 0, ys, scr->w, " ", LP_COLOR_STATUS, 0);
+    static const char KEYS[] = " ? help  : command  m note  q quit ";
+    int kw = (int)strlen(KEYS);
+    const char *hint = b->line_mode ? lp_line_hint(b->line) : "";
+    lp_screen_put_clip(scr, 1, ys, scr->w - kw - 2, hint[0] ? hint : b->status, LP_COLOR_STATUS, 0);
+    lp_screen_put(scr, scr->w - kw, ys, kw, KEYS, LP_COLOR_STATUS, LP_ATTR_BOLD);
+    if (b->line_mode) lp_line_draw(b->line, scr, 0, ym, scr->w);
+    else if (b->message[0])
+        lp_screen_put_clip(scr, 0, ym, scr->w, b->message, b->message_error ? LP_COLOR_ERROR : LP_COLOR_MESSAGE,
+                           b->message_error ? LP_ATTR_BOLD : 0);
+    else
+        lp_screen_put_clip(scr, 0, ym, scr->w,
+                           "Tab or 1-7: views  \xE2\x86\x90\xE2\x86\x92: token  [ ]: layer  { }: head  m: note  :: command  ?: help",
+                           LP_COLOR_DIM, 0);
+}

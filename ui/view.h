@@ -1,0 +1,152 @@
+/* The browser without the terminal: its state (the session, the selected token, layer and
+ * head, the views), the frame around the views (title bar, token strip, status bar,
+ * message line, output pane, help), and key dispatch through the keymap. It draws into an
+ * lp_screen, so that every view can be rendered and checked off-screen; tui.c is the only
+ * part that knows curses.
+ *
+ * A view is an ops table over its own state: open, update (bring cached data up to date
+ * with the run; may be slow), draw, act (its keys' actions), subject (what a note written
+ * there is about), close. */
+#ifndef LOUPE_UI_VIEW_H
+#define LOUPE_UI_VIEW_H
+
+#include <stdbool.h>
+
+#include "keymap.h"
+#include "loupe/commands.h"
+#include "screen.h"
+
+enum {
+    LP_VIEW_ATTENTION,
+    LP_VIEW_HEADS,
+    LP_VIEW_ACTIVATIONS,
+    LP_VIEW_ATTRIBUTIONS,
+    LP_VIEW_LENS,
+    LP_VIEW_FINDINGS,
+    LP_VIEW_PATCHING,
+    LP_VIEW_COUNT
+};
+
+/* The smallest terminal the browser draws in; below it, a message says so. */
+#define LP_BROWSER_MIN_W 50
+#define LP_BROWSER_MIN_H 12
+
+typedef struct lp_browser lp_browser;
+typedef struct lp_line lp_line;
+
+typedef struct {
+    const char *name;  /* short: "attention" (title bar tabs, help headings) */
+    const char *title; /* "Attention" */
+    void *(*open)(lp_browser *b);
+    void (*close)(void *st);
+    /* Brings what the view caches up to date with b->gen; may take long and return
+     * LP_ECANCEL when cancelled. NULL: the view caches nothing slow. */
+    int (*update)(void *st, lp_browser *b);
+    /* Draws into area (within the frame) and may write a line about the cursor into
+     * b->status. Never slow: the bench holds each view to one 60 Hz frame. */
+    void (*draw)(void *st, lp_browser *b, lp_screen *scr, lp_rect area);
+    /* An action bound in this view's scope; returns true when it changed something. */
+    bool (*act)(void *st, lp_browser *b, lp_action a);
+    /* What a note written in this view is about (-1: not that). */
+    void (*subject)(void *st, const lp_browser *b, int *layer, int *head, int *pos);
+} lp_view_ops;
+
+extern const lp_view_ops lp_view_attention, lp_view_heads, lp_view_activations, lp_view_attributions, lp_view_lens,
+    lp_view_findings, lp_view_patching;
+const lp_view_ops *lp_view_get(int index);
+
+/* State set after a command finishes successfully (a jump from the findings view). */
+typedef struct {
+    bool set;
+    int view, layer, head, pos;
+} lp_jump;
+
+typedef enum { LP_LINE_NONE, LP_LINE_COMMAND, LP_LINE_NOTE } lp_line_mode;
+
+struct lp_browser {
+    lp_session *s;
+    int pos, layer, head;   /* the selected token, and the current layer and head */
+    int view;               /* LP_VIEW_* on screen */
+    unsigned gen;           /* bumped after every command: views refresh what they cached */
+    void *state[LP_VIEW_COUNT];
+    unsigned updated[LP_VIEW_COUNT]; /* gen + 1 at each view's last update; 0 never */
+    bool update_failed[LP_VIEW_COUNT];
+
+    /* The current run's tokens, made safe for the screen once per gen. */
+    int T;
+    char **tok;   /* (T) */
+    int *tok_w;   /* (T) display widths */
+    unsigned tok_gen;
+
+    char status[512];   /* the view's line about its cursor */
+    char message[1024]; /* the last command's result or error */
+    bool message_error;
+    char *output;       /* what the last command printed */
+    int output_lines, output_scroll;
+    bool output_shown;
+    bool help;
+    int help_scroll;
+    lp_line *line;      /* the command line and its history */
+    lp_line_mode line_mode;
+    char *pending;      /* a command line for the caller to run (lp_browser_exec) */
+    lp_jump after;      /* applied when the pending command succeeds */
+    bool quit;
+    int page;           /* rows of the last view area: a page for PgUp/PgDn */
+};
+
+/* Makes a browser over s (which it does not own) with the command line's history in
+ * history_path (NULL: none). NULL when out of memory. */
+lp_browser *lp_browser_new(lp_session *s, const char *history_path);
+void lp_browser_free(lp_browser *b);
+
+/* What the caller must do after a key. */
+typedef enum {
+    LP_BROWSER_DRAW,    /* redraw */
+    LP_BROWSER_EXEC,    /* run b->pending with lp_browser_exec (it may be slow), then redraw */
+    LP_BROWSER_REPAINT, /* redraw everything (Ctrl-L: the terminal may be garbled) */
+    LP_BROWSER_QUIT,
+} lp_browser_do;
+lp_browser_do lp_browser_key(lp_browser *b, int key);
+
+/* Runs one command line on the session with its output captured into the output pane
+ * and its error on the message line; returns its status. Frees b->pending if line is it.
+ * The caller resets the cancel flag (lp_cancel_reset) before: a Ctrl-C that comes
+ * between then and here must not be lost. */
+int lp_browser_exec(lp_browser *b, const char *line);
+/* True when the current view has to update before it can draw what is current. */
+bool lp_browser_stale(const lp_browser *b);
+/* Updates the current view (may be slow; LP_ECANCEL when cancelled). */
+int lp_browser_update(lp_browser *b);
+/* Draws the whole frame into scr (which may be any size: too small gets a message). */
+void lp_browser_draw(lp_browser *b, lp_screen *scr);
+
+/* ---- for the views ---- */
+
+/* The current run's token at pos made safe (""/0 outside the run). */
+const char *lp_browser_token(const lp_browser *b, int pos, int *width);
+/* The run, or NULL (with a line in area saying what to do) when there is none. */
+const lp_run *lp_browser_need_run(lp_browser *b, lp_screen *scr, lp_rect area);
+/* A token id's text made safe, into buf. */
+const char *lp_browser_id_text(const lp_browser *b, int id, char *buf, size_t cap);
+/* Centred message in area (a view with nothing to show). */
+void lp_browser_say(lp_screen *scr, lp_rect area, const char *line1, const char *line2);
+void lp_browser_set_status(lp_browser *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Asks the caller to run a command (e.g. a jump that needs `rerun`), then apply after. */
+void lp_browser_request(lp_browser *b, const char *command, lp_jump after);
+/* The rows of a read-only query on the store, an array of objects; NULL without a store
+ * or when the query fails (a table this database does not have yet). Takes params. */
+json_t *lp_browser_query(const lp_browser *b, const char *sql, json_t *params);
+/* Helpers for the rows: a column as an integer (dflt when null or missing), a double
+ * (NAN when null), a string ("" when null). */
+long long lp_row_int(json_t *row, const char *col, long long dflt);
+double lp_row_real(json_t *row, const char *col);
+const char *lp_row_str(json_t *row, const char *col);
+
+/* snprintf at the end of what buf already holds. */
+void lp_appendf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The first row to show so that row sel stays visible in rows of a window, keeping *top
+ * where it was when it can. */
+int lp_scroll(int *top, int sel, int rows, int total);
+
+#endif

@@ -1,0 +1,293 @@
+/* View 4, attributions: the current run's input tokens coloured by attribution score on a
+ * diverging scale (blue against, red for the target), with the numbers in a side table,
+ * for the attributions stored for the run (newest first; `:attr METHOD` adds one). With
+ * none stored it lists what the store holds for the run. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loupe/error.h"
+#include "loupe/output.h"
+#include "view.h"
+
+#define TABLE_W 40
+
+typedef struct {
+    json_t *list;     /* attributions of the run, newest first */
+    int sel;
+    long long newest; /* id of the newest: a new one is shown at once */
+    float *scores;    /* (n) */
+    int n;
+    double maxabs;
+    json_t *stored;   /* strings: what else the store has for the run */
+    bool no_table;    /* this database has no attributions table (schema before v2) */
+    int top;
+} attr_state;
+
+static void *attr_open(lp_browser *b) {
+    (void)b;
+    return calloc(1, sizeof(attr_state));
+}
+
+static void clear(attr_state *st) {
+    json_decref(st->list);
+    json_decref(st->stored);
+    free(st->scores);
+    st->list = st->stored = NULL;
+    st->scores = NULL;
+    st->n = 0;
+    st->maxabs = 0;
+}
+
+static void attr_close(void *vst) {
+    attr_state *st = vst;
+    if (!st) return;
+    clear(st);
+    free(st);
+}
+
+static void load_scores(attr_state *st, lp_browser *b) {
+    free(st->scores);
+    st->scores = NULL;
+    st->n = 0;
+    st->maxabs = 0;
+    json_t *a = json_array_get(st->list, (size_t)st->sel);
+    if (!a) return;
+    json_t *rows = lp_browser_query(b, "SELECT pos, score FROM attribution_scores WHERE attribution_id = ?1 ORDER BY pos",
+                                    json_pack("[I]", (json_int_t)lp_row_int(a, "id", 0)));
+    size_t i;
+    json_t *row;
+    int n = 0;
+    json_array_foreach(rows, i, row) {
+        long long p = lp_row_int(row, "pos", -1);
+        if (p + 1 > n && p < 1 << 20) n = (int)p + 1;
+    }
+    st->scores = calloc((size_t)n + 1, sizeof *st->scores);
+    if (st->scores) {
+        st->n = n;
+        json_array_foreach(rows, i, row) {
+            long long p = lp_row_int(row, "pos", -1);
+            double v = lp_row_real(row, "score");
+            if (p < 0 || p >= n) continue;
+            st->scores[p] = isnan(v) ? 0 : (float)v;
+            if (fabs(v) > st->maxabs) st->maxabs = fabs(v);
+        }
+    }
+    json_decref(rows);
+}
+
+/* What the store holds for a run, when it has no attribution: a few lines. */
+static json_t *stored_lines(lp_browser *b, json_t *id) {
+    json_t *lines = json_array();
+    json_t *rows = lp_browser_query(b, "SELECT text, n_tokens, session, created_at FROM runs_view WHERE id = ?1",
+                                    json_pack("[O]", id));
+    json_t *r = json_array_get(rows, 0);
+    if (r) {
+        char buf[600];
+        snprintf(buf, sizeof buf, "run %lld: %lld tokens, session %s, %s", (long long)json_integer_value(id),
+                 lp_row_int(r, "n_tokens", 0), lp_row_str(r, "session"), lp_row_str(r, "created_at"));
+        json_array_append_new(lines, json_string(buf));
+    }
+    json_decref(rows);
+    rows = lp_browser_query(b, "SELECT name, layer, head, shape FROM tensors WHERE run_id = ?1 ORDER BY id", json_pack("[O]", id));
+    size_t i;
+    json_array_foreach(rows, i, r) {
+        char buf[300];
+        snprintf(buf, sizeof buf, "tensor %s", lp_row_str(r, "name"));
+        if (lp_row_int(r, "layer", -1) >= 0) lp_appendf(buf, sizeof buf, " layer %lld", lp_row_int(r, "layer", 0));
+        if (lp_row_int(r, "head", -1) >= 0) lp_appendf(buf, sizeof buf, " head %lld", lp_row_int(r, "head", 0));
+        lp_appendf(buf, sizeof buf, " %s", lp_row_str(r, "shape"));
+        json_array_append_new(lines, json_string(buf));
+    }
+    json_decref(rows);
+    rows = lp_browser_query(b, "SELECT kind, count(*) AS n FROM findings WHERE run_id = ?1 GROUP BY kind", json_pack("[O]", id));
+    json_array_foreach(rows, i, r) {
+        char buf[100];
+        snprintf(buf, sizeof buf, "%lld %s%s (view 6)", lp_row_int(r, "n", 0), lp_row_str(r, "kind"),
+                 lp_row_int(r, "n", 0) == 1 ? "" : "s");
+        json_array_append_new(lines, json_string(buf));
+    }
+    json_decref(rows);
+    rows = lp_browser_query(b, "SELECT kind, count(*) AS n FROM analyses WHERE run_id = ?1 GROUP BY kind", json_pack("[O]", id));
+    json_array_foreach(rows, i, r) {
+        char buf[100];
+        snprintf(buf, sizeof buf, "%lld %s analys%s", lp_row_int(r, "n", 0), lp_row_str(r, "kind"),
+                 lp_row_int(r, "n", 0) == 1 ? "is" : "es");
+        json_array_append_new(lines, json_string(buf));
+    }
+    json_decref(rows);
+    return lines;
+}
+
+static int attr_update(void *vst, lp_browser *b) {
+    attr_state *st = vst;
+    clear(st);
+    st->no_table = false;
+    if (!b->s->store || !b->s->run_id) return LP_OK;
+    json_t *id = json_integer(b->s->run_id);
+    st->list = lp_browser_query(b,
+                                "SELECT id, method, objective, pos, target_id, contrast_id, params, delta, created_at"
+                                " FROM attributions WHERE run_id = ?1 ORDER BY id DESC",
+                                json_pack("[O]", id));
+    st->no_table = st->list == NULL;
+    long long newest = lp_row_int(json_array_get(st->list, 0), "id", 0);
+    if (newest != st->newest) st->sel = 0;
+    st->newest = newest;
+    if (st->sel >= (int)json_array_size(st->list)) st->sel = 0;
+    if (json_array_size(st->list)) load_scores(st, b);
+    else st->stored = stored_lines(b, id);
+    json_decref(id);
+    return LP_OK;
+}
+
+static double score_of(const attr_state *st, int p) { return p >= 0 && p < st->n ? st->scores[p] : NAN; }
+
+static int level_of(const attr_state *st, int p) {
+    double v = score_of(st, p);
+    return lp_div_level(st->maxabs > 0 && !isnan(v) ? v / st->maxabs : 0);
+}
+
+/* The tokens as running text, each on its score's colour; two rows a line: the tokens,
+ * and under them the shade of their score on a monochrome screen. */
+static void draw_flow(attr_state *st, lp_browser *b, lp_screen *scr, lp_rect a) {
+    int x = a.x, y = a.y;
+    for (int p = 0; p < st->n && p < b->T; p++) {
+        int w;
+        const char *t = lp_browser_token(b, p, &w);
+        if (w > a.w) w = a.w;
+        if (x + w > a.x + a.w) {
+            x = a.x;
+            y += 2;
+        }
+        if (y >= a.y + a.h) break;
+        int level = level_of(st, p);
+        int attr = p == b->pos ? LP_ATTR_BOLD | LP_ATTR_UNDERLINE : 0;
+        if (scr->depth) {
+            lp_screen_fill(scr, x, y, w, " ", LP_COLOR_DIV(level), 0);
+            lp_screen_put_clip(scr, x, y, w, t, LP_COLOR_DIV(level), attr);
+        } else {
+            lp_screen_put_clip(scr, x, y, w, t, LP_COLOR_NORMAL, attr);
+            if (y + 1 < a.y + a.h) lp_screen_div(scr, x, y + 1, w, level);
+        }
+        if (p == b->pos && y + 1 < a.y + a.h && scr->depth)
+            lp_screen_put(scr, x, y + 1, 1, "\xE2\x96\xB2", LP_COLOR_SELECTED, LP_ATTR_BOLD); /* ▲ */
+        x += w + 1;
+    }
+}
+
+static void draw_table(attr_state *st, lp_browser *b, lp_screen *scr, lp_rect a) {
+    lp_screen_put(scr, a.x, a.y, a.w, " pos token           score", LP_COLOR_LABEL, LP_ATTR_BOLD);
+    int rows = a.h - 1, top = lp_scroll(&st->top, b->pos < st->n ? b->pos : 0, rows, st->n);
+    for (int r = 0; r < rows && top + r < st->n; r++) {
+        int p = top + r, y = a.y + 1 + r;
+        bool sel = p == b->pos;
+        lp_color c = sel ? LP_COLOR_SELECTED : LP_COLOR_NORMAL;
+        char num[32];
+        lp_screen_fill(scr, a.x, y, 21, " ", c, 0);
+        snprintf(num, sizeof num, "%d", p);
+        lp_screen_put_right(scr, a.x, y, 4, num, c, 0);
+        lp_screen_put_clip(scr, a.x + 5, y, 15, lp_browser_token(b, p, NULL), c, sel ? LP_ATTR_BOLD : 0);
+        snprintf(num, sizeof num, "%+.4f", score_of(st, p));
+        lp_screen_div_text(scr, a.x + 21, y, 10, level_of(st, p), num, sel ? LP_ATTR_BOLD : 0);
+        double v = score_of(st, p);
+        if (a.w > 33) lp_screen_bar(scr, a.x + 32, y, a.w - 32, st->maxabs > 0 ? fabs(v) / st->maxabs : 0,
+                                    v < 0 ? LP_COLOR_BAR_ATTN : LP_COLOR_BAR_MLP);
+    }
+}
+
+static void attr_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
+    attr_state *st = vst;
+    if (!lp_browser_need_run(b, scr, a)) return;
+    if (!b->s->store || !b->s->run_id) {
+        lp_browser_say(scr, a, "Attributions are kept in the store, and this run is not in one.",
+                       "start loupe with a database (the default, or -d FILE) to keep them");
+        lp_browser_set_status(b, "no store");
+        return;
+    }
+    size_t n = json_array_size(st->list);
+    if (!n) {
+        int y = a.y + 1;
+        lp_screen_printf(scr, a.x + 1, y++, a.w - 1, LP_COLOR_NORMAL, LP_ATTR_BOLD, "No attribution stored for run %lld.",
+                         (long long)b->s->run_id);
+        lp_screen_put_clip(scr, a.x + 1, y++, a.w - 1,
+                           st->no_table ? "This database predates attributions; the attribution commands add them "
+                                          "(:attr METHOD, methods saliency gxi ig occlusion rollout attnxnorm)."
+                                        : ":attr METHOD computes one (saliency, gxi, ig, occlusion, rollout, attnxnorm); "
+                                          "it shows here.",
+                           LP_COLOR_DIM, 0);
+        y++;
+        lp_screen_put(scr, a.x + 1, y++, a.w - 1, "Stored for this run:", LP_COLOR_LABEL, LP_ATTR_BOLD);
+        size_t i;
+        json_t *line;
+        json_array_foreach(st->stored, i, line) {
+            if (y >= a.y + a.h) break;
+            lp_screen_put_clip(scr, a.x + 3, y++, a.w - 3, json_string_value(line), LP_COLOR_NORMAL, 0);
+        }
+        lp_browser_set_status(b, "run %lld: no attributions", (long long)b->s->run_id);
+        return;
+    }
+    json_t *at = json_array_get(st->list, (size_t)st->sel);
+    char target[256] = "", contrast[256] = "", delta[64];
+    long long tid = lp_row_int(at, "target_id", -1), cid = lp_row_int(at, "contrast_id", -1);
+    if (tid >= 0) {
+        char t[200];
+        snprintf(target, sizeof target, "  target %s (%lld)", lp_browser_id_text(b, (int)tid, t, sizeof t), tid);
+    }
+    if (cid >= 0) {
+        char t[200];
+        snprintf(contrast, sizeof contrast, " vs %s", lp_browser_id_text(b, (int)cid, t, sizeof t));
+    }
+    double d = lp_row_real(at, "delta");
+    if (isnan(d)) snprintf(delta, sizeof delta, "no completeness delta");
+    else snprintf(delta, sizeof delta, "delta %.4g", d);
+    lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, LP_ATTR_BOLD, "[%d/%zu] %s%s%s  at pos %lld  %s  %s",
+                     st->sel + 1, n, lp_row_str(at, "method"), target, contrast, lp_row_int(at, "pos", -1),
+                     lp_row_str(at, "objective"), delta);
+    lp_screen_printf(scr, a.x + 1, a.y + 1, a.w - 1, LP_COLOR_DIM, 0, "params %s  %s   \xE2\x86\x91\xE2\x86\x93 other attributions",
+                     lp_row_str(at, "params"), lp_row_str(at, "created_at"));
+    lp_rect body = {a.x + 1, a.y + 3, a.w - 2, a.h - 3};
+    if (body.w >= 60 + TABLE_W) {
+        lp_rect flow = {body.x, body.y, body.w - TABLE_W - 2, body.h};
+        lp_rect table = {body.x + body.w - TABLE_W, body.y, TABLE_W, body.h};
+        draw_flow(st, b, scr, flow);
+        draw_table(st, b, scr, table);
+    } else {
+        lp_rect flow = {body.x, body.y, body.w, body.h / 2};
+        lp_rect table = {body.x, body.y + body.h / 2 + 1, body.w, body.h - body.h / 2 - 1};
+        draw_flow(st, b, scr, flow);
+        draw_table(st, b, scr, table);
+    }
+    lp_browser_set_status(b, "%s: token %d %s  score %+.5f", lp_row_str(at, "method"), b->pos,
+                          lp_browser_token(b, b->pos, NULL), score_of(st, b->pos));
+}
+
+static bool attr_act(void *vst, lp_browser *b, lp_action a) {
+    attr_state *st = vst;
+    int n = (int)json_array_size(st->list);
+    switch (a) {
+    case LP_DO_UP: if (st->sel > 0) st->sel--; break;
+    case LP_DO_DOWN: if (st->sel + 1 < n) st->sel++; break;
+    default: return false;
+    }
+    load_scores(st, b);
+    return true;
+}
+
+static void attr_subject(void *st, const lp_browser *b, int *layer, int *head, int *pos) {
+    (void)st;
+    *layer = -1;
+    *head = -1;
+    *pos = b->pos;
+}
+
+const lp_view_ops lp_view_attributions = {
+    .name = "attr",
+    .title = "Attributions",
+    .open = attr_open,
+    .close = attr_close,
+    .update = attr_update,
+    .draw = attr_draw,
+    .act = attr_act,
+    .subject = attr_subject,
+};

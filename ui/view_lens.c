@@ -1,0 +1,163 @@
+/* View 5, logit lens: layers x positions, each cell the token the residual stream there
+ * would predict if the model stopped (lp_lens) and its probability, on the heat scale.
+ * Underlined where it is the token that actually comes next. The lens is computed once per
+ * run, in update (one unembedding per layer: the slow part, under the progress line). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loupe/error.h"
+#include "loupe/lens.h"
+#include "view.h"
+
+#define LABEL_W 6
+
+typedef struct {
+    int *ids;      /* (rows, T) top token */
+    float *probs;  /* (rows, T) its probability */
+    int rows, T;
+    int row;       /* the row under the cursor: 0 embeddings, l + 1 after layer l */
+    int top, left;
+    bool failed;
+} lens_state;
+
+static void *lens_open(lp_browser *b) {
+    lens_state *st = calloc(1, sizeof *st);
+    if (st && b->s->model) st->row = lp_model_config(b->s->model)->n_layer;
+    return st;
+}
+
+static void lens_clear(lens_state *st) {
+    free(st->ids);
+    free(st->probs);
+    st->ids = NULL;
+    st->probs = NULL;
+    st->rows = st->T = 0;
+}
+
+static void lens_close(void *vst) {
+    lens_state *st = vst;
+    if (!st) return;
+    lens_clear(st);
+    free(st);
+}
+
+static int lens_update(void *vst, lp_browser *b) {
+    lens_state *st = vst;
+    lens_clear(st);
+    st->failed = false;
+    const lp_run *r = b->s->run;
+    if (!r) return LP_OK;
+    int rows = lp_model_config(lp_run_model(r))->n_layer + 1, T = lp_run_len(r);
+    st->ids = malloc((size_t)rows * T * sizeof *st->ids);
+    st->probs = malloc((size_t)rows * T * sizeof *st->probs);
+    if (!st->ids || !st->probs) {
+        lens_clear(st);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    int rc = lp_lens(r, 1, -1, st->ids, st->probs, NULL, NULL);
+    if (rc) {
+        lens_clear(st);
+        st->failed = true;
+        return rc;
+    }
+    st->rows = rows;
+    st->T = T;
+    if (st->row >= rows || st->row < 0) st->row = rows - 1;
+    return LP_OK;
+}
+
+static void row_label(char *buf, size_t cap, int row, int rows) {
+    if (row == 0) snprintf(buf, cap, "emb");
+    else if (row == rows - 1) snprintf(buf, cap, "out");
+    else snprintf(buf, cap, "L%d", row - 1);
+}
+
+static void lens_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
+    lens_state *st = vst;
+    if (!lp_browser_need_run(b, scr, a)) return;
+    if (!st->ids) {
+        lp_browser_say(scr, a, st->failed ? "The logit lens was not computed." : "No logit lens yet.",
+                       "Ctrl-L tries again");
+        return;
+    }
+    lp_screen_put_clip(scr, a.x + 1, a.y, a.w - 1,
+                       "rows: the residual stream after each layer (emb: before any), read through the unembedding; "
+                       "underlined: the token that comes next",
+                       LP_COLOR_LABEL, 0);
+    int cw = a.w - LABEL_W >= 12 * 6 ? 12 : 10;
+    int cols = (a.w - LABEL_W) / cw, rows = a.h - 2;
+    if (cols < 1 || rows < 1) return;
+    int T = st->T < b->T ? st->T : b->T;
+    int top = lp_scroll(&st->top, st->row, rows, st->rows), left = lp_scroll(&st->left, b->pos, cols, T);
+    const int *ids = lp_run_ids(b->s->run);
+    int x0 = a.x + LABEL_W, y0 = a.y + 2;
+    for (int c = 0; c < cols && left + c < T; c++) {
+        int p = left + c;
+        bool sel = p == b->pos;
+        lp_screen_put_clip(scr, x0 + c * cw + 1, a.y + 1, cw - 1, lp_browser_token(b, p, NULL),
+                           sel ? LP_COLOR_SELECTED : LP_COLOR_LABEL, sel ? LP_ATTR_BOLD : 0);
+    }
+    for (int rr = 0; rr < rows && top + rr < st->rows; rr++) {
+        int row = top + rr, y = y0 + rr;
+        char lab[16];
+        row_label(lab, sizeof lab, row, st->rows);
+        bool rsel = row == st->row;
+        lp_screen_put_right(scr, a.x, y, LABEL_W - 1, lab, rsel ? LP_COLOR_SELECTED : LP_COLOR_LABEL,
+                            rsel ? LP_ATTR_BOLD : 0);
+        for (int c = 0; c < cols && left + c < T; c++) {
+            int p = left + c, x = x0 + c * cw;
+            int id = st->ids[(size_t)row * st->T + p];
+            float pr = st->probs[(size_t)row * st->T + p];
+            int level = lp_heat_level(pr);
+            bool next = p + 1 < T && ids[p + 1] == id;
+            bool cur = rsel && p == b->pos;
+            int attr = (next ? LP_ATTR_UNDERLINE : 0) | (cur ? LP_ATTR_BOLD : 0);
+            char tok[200], num[16];
+            lp_browser_id_text(b, id, tok, sizeof tok);
+            snprintf(num, sizeof num, pr >= 0.995f ? "1.0" : ".%02.0f", (double)pr * 100);
+            lp_color color = scr->depth ? LP_COLOR_HEAT(level) : LP_COLOR_NORMAL;
+            if (scr->depth) lp_screen_fill(scr, x, y, cw - 1, " ", color, 0);
+            else lp_screen_put(scr, x, y, 1, lp_shade(level), LP_COLOR_HEAT(level), 0);
+            lp_screen_put_clip(scr, x + 1, y, cw - 7, tok, color, attr);
+            lp_screen_put_right(scr, x + cw - 5, y, 3, num, color, cur ? LP_ATTR_BOLD : 0);
+            if (cur) lp_screen_put(scr, x + cw - 2, y, 1, "\xE2\x97\x82", LP_COLOR_SELECTED, LP_ATTR_BOLD); /* ◂ */
+        }
+    }
+    char lab[16], tok[200];
+    row_label(lab, sizeof lab, st->row, st->rows);
+    int id = st->ids[(size_t)st->row * st->T + b->pos];
+    lp_browser_set_status(b, "%s, token %d %s: top %s (%d) p %.4f", lab, b->pos, lp_browser_token(b, b->pos, NULL),
+                          lp_browser_id_text(b, id, tok, sizeof tok), id,
+                          (double)st->probs[(size_t)st->row * st->T + b->pos]);
+}
+
+static bool lens_act(void *vst, lp_browser *b, lp_action a) {
+    lens_state *st = vst;
+    (void)b;
+    switch (a) {
+    case LP_DO_UP: if (st->row > 0) st->row--; break;
+    case LP_DO_DOWN: if (st->row + 1 < st->rows) st->row++; break;
+    default: return false;
+    }
+    return true;
+}
+
+static void lens_subject(void *vst, const lp_browser *b, int *layer, int *head, int *pos) {
+    lens_state *st = vst;
+    *layer = st->row > 0 ? st->row - 1 : -1;
+    *head = -1;
+    *pos = b->pos;
+}
+
+const lp_view_ops lp_view_lens = {
+    .name = "lens",
+    .title = "Logit lens",
+    .open = lens_open,
+    .close = lens_close,
+    .update = lens_update,
+    .draw = lens_draw,
+    .act = lens_act,
+    .subject = lens_subject,
+};

@@ -1,0 +1,164 @@
+/* View 7, patching: the activation-patching results stored for the current run (`patch`)
+ * as a heat map, layers down and positions (or heads) across, on the diverging scale:
+ * how much of the clean logit difference patching each site restores. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loupe/error.h"
+#include "view.h"
+
+#define LABEL_W 5
+#define CELL_W 6
+
+typedef struct {
+    json_t *list;    /* the run's patch analyses, newest first: id, params, result (parsed), created_at */
+    int sel;
+    long long newest;
+    int row, top, left;
+} patch_state;
+
+static void *patch_open(lp_browser *b) {
+    (void)b;
+    return calloc(1, sizeof(patch_state));
+}
+
+static void patch_close(void *vst) {
+    patch_state *st = vst;
+    if (!st) return;
+    json_decref(st->list);
+    free(st);
+}
+
+static int patch_update(void *vst, lp_browser *b) {
+    patch_state *st = vst;
+    json_decref(st->list);
+    st->list = NULL;
+    if (!b->s->store || !b->s->run_id) return LP_OK;
+    st->list = lp_browser_query(b,
+                                "SELECT id, params, result, created_at FROM analyses WHERE run_id = ?1 AND kind = 'patch'"
+                                " ORDER BY id DESC",
+                                json_pack("[I]", (json_int_t)b->s->run_id));
+    size_t i;
+    json_t *row;
+    json_array_foreach(st->list, i, row) {
+        json_t *res = json_loads(lp_row_str(row, "result"), 0, NULL);
+        json_object_set_new(row, "parsed", res ? res : json_object());
+    }
+    long long newest = lp_row_int(json_array_get(st->list, 0), "id", 0);
+    if (newest != st->newest) st->sel = 0;
+    st->newest = newest;
+    if (st->sel >= (int)json_array_size(st->list)) st->sel = 0;
+    return LP_OK;
+}
+
+static void patch_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
+    patch_state *st = vst;
+    if (!lp_browser_need_run(b, scr, a)) return;
+    json_t *it = json_array_get(st->list, (size_t)st->sel);
+    if (!it) {
+        lp_browser_say(scr, a, "No patching results for this run.",
+                       ":patch --corrupt TEXT (a corrupted prompt of the same length) makes one");
+        lp_browser_set_status(b, "no patching results");
+        return;
+    }
+    json_t *res = json_object_get(it, "parsed");
+    bool undefined = json_is_true(json_object_get(res, "undefined"));
+    json_t *vals = json_object_get(res, undefined ? "raw" : "values");
+    bool by_head = strcmp(lp_row_str(res, "cols"), "head") == 0;
+    int L = (int)json_array_size(vals), C = (int)json_array_size(json_array_get(vals, 0));
+    if (L == 0 || C == 0) {
+        lp_browser_say(scr, a, "This patching result has no values.", NULL);
+        return;
+    }
+    double mx = 0;
+    for (int l = 0; l < L; l++)
+        for (int c = 0; c < C; c++) {
+            json_t *x = json_array_get(json_array_get(vals, (size_t)l), (size_t)c);
+            double v = json_is_number(x) ? json_number_value(x) : NAN;
+            if (fabs(v) > mx) mx = fabs(v);
+        }
+    if (mx < 1 && !undefined) mx = 1; /* recovery: 1 is all of it */
+    json_t *target = json_object_get(res, "target"), *contrast = json_object_get(res, "contrast");
+    char tt[128], ct[128];
+    const char *ts = lp_row_str(target, "token"), *cs = lp_row_str(contrast, "token");
+    lp_screen_token_text(ts, strlen(ts), tt, sizeof tt);
+    lp_screen_token_text(cs, strlen(cs), ct, sizeof ct);
+    lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, LP_ATTR_BOLD, "[%d/%zu] site %s  %s  %s vs %s  %s",
+                     st->sel + 1, json_array_size(st->list), lp_row_str(res, "site"), lp_row_str(res, "direction"), tt,
+                     ct, undefined ? "raw logit difference (clean = corrupt)" : "logit-difference recovery");
+    int cols = (a.w - LABEL_W) / CELL_W, rows = a.h - 3;
+    if (cols < 1 || rows < 1) return;
+    if (st->row >= L) st->row = L - 1;
+    int col_sel = by_head ? b->head : b->pos;
+    if (col_sel >= C) col_sel = C - 1;
+    int top = lp_scroll(&st->top, st->row, rows, L), left = lp_scroll(&st->left, col_sel, cols, C);
+    json_t *toks = json_object_get(res, "tokens");
+    for (int c = 0; c < cols && left + c < C; c++) {
+        int j = left + c;
+        char lab[128];
+        if (by_head) snprintf(lab, sizeof lab, "H%d", j);
+        else {
+            const char *t = json_string_value(json_array_get(toks, (size_t)j));
+            if (t) lp_screen_token_text(t, strlen(t), lab, sizeof lab);
+            else snprintf(lab, sizeof lab, "%d", j);
+        }
+        bool sel = j == col_sel;
+        lp_screen_put_clip(scr, a.x + LABEL_W + c * CELL_W, a.y + 2, CELL_W - 1, lab,
+                           sel ? LP_COLOR_SELECTED : LP_COLOR_LABEL, sel ? LP_ATTR_BOLD : 0);
+    }
+    for (int r = 0; r < rows && top + r < L; r++) {
+        int l = top + r, y = a.y + 3 + r;
+        char lab[16];
+        snprintf(lab, sizeof lab, "L%d", l);
+        lp_screen_put_right(scr, a.x, y, LABEL_W - 1, lab, l == st->row ? LP_COLOR_SELECTED : LP_COLOR_LABEL,
+                            l == st->row ? LP_ATTR_BOLD : 0);
+        json_t *rowv = json_array_get(vals, (size_t)l);
+        for (int c = 0; c < cols && left + c < C; c++) {
+            int j = left + c;
+            json_t *x = json_array_get(rowv, (size_t)j);
+            double v = json_is_number(x) ? json_number_value(x) : NAN;
+            char num[16];
+            if (isnan(v)) snprintf(num, sizeof num, "-");
+            else snprintf(num, sizeof num, "%.2f", v);
+            bool cur = l == st->row && j == col_sel;
+            lp_screen_div_text(scr, a.x + LABEL_W + c * CELL_W, y, CELL_W - 1, lp_div_level(isnan(v) ? 0 : v / mx), num,
+                               cur ? LP_ATTR_BOLD | LP_ATTR_UNDERLINE : 0);
+        }
+    }
+    json_t *x = json_array_get(json_array_get(vals, (size_t)st->row), (size_t)col_sel);
+    lp_browser_set_status(b, "L%d %s %d: %.4f   (%s moves the column)", st->row, by_head ? "head" : "position",
+                          col_sel, json_is_number(x) ? json_number_value(x) : NAN, by_head ? "{ }" : "\xE2\x86\x90\xE2\x86\x92");
+}
+
+static bool patch_act(void *vst, lp_browser *b, lp_action a) {
+    patch_state *st = vst;
+    (void)b;
+    int n = (int)json_array_size(st->list);
+    switch (a) {
+    case LP_DO_UP: if (st->row > 0) st->row--; break;
+    case LP_DO_DOWN: st->row++; break; /* clamped when drawn */
+    case LP_DO_METRIC_NEXT: if (n) st->sel = (st->sel + 1) % n; break;
+    default: return false;
+    }
+    return true;
+}
+
+static void patch_subject(void *vst, const lp_browser *b, int *layer, int *head, int *pos) {
+    patch_state *st = vst;
+    *layer = st->row;
+    *head = -1;
+    *pos = b->pos;
+}
+
+const lp_view_ops lp_view_patching = {
+    .name = "patch",
+    .title = "Patching",
+    .open = patch_open,
+    .close = patch_close,
+    .update = patch_update,
+    .draw = patch_draw,
+    .act = patch_act,
+    .subject = patch_subject,
+};
