@@ -37,6 +37,8 @@ void lp_cmd_emit(lp_session *s, json_t *value, json_t *table);
 
 /* Makes ids[0..n) the current run, records it in the store (if any) and prints it. */
 int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text);
+/* The loaded model's row in the store, recording the model on first use (s->store set). */
+int lp_cmd_model_row(lp_session *s, int64_t *id);
 /* Records the current run (tokens, top predictions, head metrics) in the store, setting
  * s->run_id; does nothing without a store. */
 int lp_cmd_record_run(lp_session *s, const char *text);

@@ -455,21 +455,6 @@ done:
 
 /* ---- scan ---- */
 
-/* The loaded model's row in the store (as recording a run makes it). */
-static int model_row(lp_session *s, int64_t *id) {
-    if (!s->model_id) {
-        const lp_config *c = lp_model_config(s->model);
-        char fp[17];
-        lp_model_fingerprint(s->model, fp);
-        lp_store_model m = {lp_model_path(s->model), c->arch, c->n_layer, c->n_head, c->n_kv_head, c->d_model, c->d_mlp,
-                            c->vocab, c->n_ctx, (int64_t)lp_model_param_count(s->model), lp_model_dtype(s->model), fp};
-        int rc = lp_store_put_model(s->store, &m, &s->model_id);
-        if (rc) return rc;
-    }
-    *id = s->model_id;
-    return LP_OK;
-}
-
 /* scan [--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]: every head is stored;
  * --labelled shows only the heads that got a label. */
 int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
@@ -533,7 +518,8 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
         lp_table_row(table, trow);
     }
     int64_t model_id, scan_id = 0;
-    if (s->store && !(rc = model_row(s, &model_id))) rc = lp_store_put_head_scan(s->store, model_id, 0, rows, L * H, &scan_id);
+    if (s->store && !(rc = lp_cmd_model_row(s, &model_id)))
+        rc = lp_store_put_head_scan(s->store, model_id, 0, rows, L * H, &scan_id);
     free(sc), free(rows), free(labels);
     lp_cmd_emit(s, json_pack("{s:o,s:i,s:i,s:I,s:i,s:f,s:o}", "scan_id", scan_id ? json_integer(scan_id) : json_null(),
                              "seq_len", N, "n_seqs", (int)seqs, "seed", (json_int_t)seed, "bos", so.bos, "threshold", thr,

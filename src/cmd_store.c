@@ -27,7 +27,7 @@ static int current_session(lp_session *s, int64_t *id) {
     return LP_OK;
 }
 
-static int current_model(lp_session *s, int64_t *id) {
+int lp_cmd_model_row(lp_session *s, int64_t *id) {
     if (!s->model_id) {
         const lp_config *c = lp_model_config(s->model);
         char fp[17];
@@ -45,7 +45,7 @@ int lp_cmd_record_run(lp_session *s, const char *text) {
     if (!s->store) return LP_OK;
     lp_store_run rec = {0};
     int rc;
-    if ((rc = current_session(s, &rec.session_id)) || (rc = current_model(s, &rec.model_id))) return rc;
+    if ((rc = current_session(s, &rec.session_id)) || (rc = lp_cmd_model_row(s, &rec.model_id))) return rc;
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     int T = lp_run_len(s->run), V = c->vocab, k = V < TOP_PER_POSITION ? V : TOP_PER_POSITION;
@@ -266,7 +266,7 @@ int lp_cmd_rerun(lp_session *s, int argc, char **argv, const char *rest) {
     int *ids, n;
     char *text;
     if ((rc = lp_store_get_run(s->store, id, &model_id, &ids, &n, &text))) return rc;
-    if ((rc = current_model(s, &current)) == LP_OK && model_id != current)
+    if ((rc = lp_cmd_model_row(s, &current)) == LP_OK && model_id != current)
         rc = lp_error(LP_EINVAL, "rerun: run %ld was made with another model (model %lld in the store); load that "
                       "model first", id, (long long)model_id);
     if (!rc) rc = lp_cmd_start_run(s, ids, n, text);

@@ -38,6 +38,38 @@ static inline int mkmodel(const char *dir, const char *args) {
     return system(cmd);
 }
 
+/* A tiny random checkpoint of the forward-pass fixtures. */
+typedef struct {
+    char name[64];
+    char args[400];
+    int ids[64];
+    int n;
+} fixture_model;
+
+/* The lines of tests/fixtures/models.txt: NAME | mkmodel arguments | token ids. */
+static inline int read_models(fixture_model *out, int cap) {
+    FILE *f = fopen("tests/fixtures/models.txt", "r");
+    if (!f) return -1;
+    char line[1024];
+    int n = 0;
+    while (n < cap && fgets(line, sizeof line, f)) {
+        if (line[0] == '#' || line[0] == '\n') continue;
+        char *a = strchr(line, '|'), *b = a ? strchr(a + 1, '|') : NULL;
+        if (!b) continue;
+        *a = *b = '\0';
+        fixture_model *m = &out[n++];
+        sscanf(line, "%63s", m->name);
+        snprintf(m->args, sizeof m->args, "%s", a + 1);
+        m->n = 0;
+        for (char *p = b + 1; *p && m->n < 64;) {
+            m->ids[m->n++] = (int)strtol(p, &p, 10);
+            while (*p == ',' || *p == ' ' || *p == '\n') p++;
+        }
+    }
+    fclose(f);
+    return n;
+}
+
 #define SHARED "../shared"
 #define STORIES SHARED "/models/stories260K/stories260K.bin"
 #define STORIES_TOK SHARED "/models/stories260K/tok512.bin"

@@ -23,36 +23,6 @@
 
 /* ---- the fixture models (tests/fixtures/models.txt) ---- */
 
-typedef struct {
-    char name[64];
-    char args[400];
-    int ids[64];
-    int n;
-} fixture_model;
-
-static int read_models(fixture_model *out, int cap) {
-    FILE *f = fopen("tests/fixtures/models.txt", "r");
-    if (!f) return -1;
-    char line[1024];
-    int n = 0;
-    while (n < cap && fgets(line, sizeof line, f)) {
-        if (line[0] == '#' || line[0] == '\n') continue;
-        char *a = strchr(line, '|'), *b = a ? strchr(a + 1, '|') : NULL;
-        if (!b) continue;
-        *a = *b = '\0';
-        fixture_model *m = &out[n++];
-        sscanf(line, "%63s", m->name);
-        snprintf(m->args, sizeof m->args, "%s", a + 1);
-        m->n = 0;
-        for (char *p = b + 1; *p && m->n < 64;) {
-            m->ids[m->n++] = (int)strtol(p, &p, 10);
-            while (*p == ',' || *p == ' ' || *p == '\n') p++;
-        }
-    }
-    fclose(f);
-    return n;
-}
-
 static lp_model *load_fixture(const fixture_model *fm, char **dir_out) {
     char *dir = make_temp_dir();
     char mdir[640];

@@ -7,47 +7,15 @@ BUILD=${BUILD:-build}
 LOUPE=${LOUPE:-./loupe}
 case $LOUPE in /*) ;; *) LOUPE=$(pwd)/$LOUPE ;; esac
 STORIES=$(pwd)/../shared/models/stories260K/stories260K.bin
-sock=loupe-test-$$
-tmp=$(mktemp -d)
-fails=0
-began=$(date +%s)
-cleanup() {
-    tmux -L "$sock" kill-server 2>/dev/null
-    rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$sock" # a server that ended by itself leaves it
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
-
-command -v tmux >/dev/null || { echo "FAIL tmux is not installed"; exit 1; }
-
-ok() { echo "ok   $1"; }
-fail() { echo "FAIL $1"; fails=$((fails + 1)); }
-t() { tmux -L "$sock" "$@" 2>/dev/null; }
-screen() { t capture-pane -p -t repl 2>/dev/null; }
-keys() { t send-keys -t repl "$@"; }
+PANE=repl LIMIT=50
+. tests/e2e/lib/tmux.sh
 # The cursor's line up to the cursor (trailing blanks kept: "attn " is not "attn").
 at_cursor() {
     x=$(t display-message -p -t repl '#{cursor_x}' 2>/dev/null) || return
     y=$(t display-message -p -t repl '#{cursor_y}')
     [ "$x" -gt 0 ] && t capture-pane -p -N -t repl -S "$y" -E "$y" | cut -c "1-$x"
 }
-# poll WHAT SECONDS ARG: until WHAT ARG succeeds, every 0.1 s; gives up at once past 50 s
-# in all, so that a broken build fails the script in under a minute.
-poll() {
-    n=$(($2 * 10))
-    while [ "$n" -gt 0 ] && [ $(($(date +%s) - began)) -lt 50 ]; do
-        "$1" "$3" && return 0
-        sleep 0.1
-        n=$((n - 1))
-    done
-    return 1
-}
-shows() { screen | grep -qF -- "$1"; }
 cursor_is() { [ "$(at_cursor)" = "$1" ]; }
-exists() { [ -e "$1" ]; }
-# expect NAME SECONDS TEXT: the pane shows TEXT within SECONDS
-expect() { if poll shows "$2" "$3"; then ok "$1"; else fail "$1 (no '$3' on screen)"; screen | sed 's/^/  | /'; fi; }
 # expect_cursor NAME TEXT: the cursor's line reads TEXT (up to the cursor) within 5 s
 expect_cursor() {
     if poll cursor_is 5 "$2"; then ok "$1"; else fail "$1 (cursor line '$(at_cursor)', wanted '$2')"; fi

@@ -10,40 +10,8 @@ LOUPE=${LOUPE:-./loupe}
 case $LOUPE in /*) ;; *) LOUPE=$(pwd)/$LOUPE ;; esac
 STORIES=$(pwd)/../shared/models/stories260K/stories260K.bin
 TEXT='Once upon a time, Lily found a ball. Lily liked the ball.'
-sock=loupe-tui-$$
-tmp=$(mktemp -d)
-fails=0
-began=$(date +%s)
-cleanup() {
-    tmux -L "$sock" kill-server 2>/dev/null
-    rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$sock"
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
-
-command -v tmux >/dev/null || { echo "FAIL tmux is not installed"; exit 1; }
-
-ok() { echo "ok   $1"; }
-fail() { echo "FAIL $1"; fails=$((fails + 1)); }
-t() { tmux -L "$sock" "$@" 2>/dev/null; }
-screen() { t capture-pane -p -t tui 2>/dev/null; }
-keys() { t send-keys -t tui "$@"; }
-# poll WHAT SECONDS ARG: until WHAT ARG succeeds, every 0.1 s; gives up past 55 s in all.
-poll() {
-    n=$(($2 * 10))
-    while [ "$n" -gt 0 ] && [ $(($(date +%s) - began)) -lt 55 ]; do
-        "$1" "$3" && return 0
-        sleep 0.1
-        n=$((n - 1))
-    done
-    return 1
-}
-shows() { screen | grep -qF -- "$1"; }
-hides() { ! screen | grep -qF -- "$1"; }
-exists() { [ -e "$1" ]; }
-expect() { if poll shows "$2" "$3"; then ok "$1"; else fail "$1 (no '$3' on screen)"; screen | sed 's/^/  | /'; fi; }
-expect_gone() { if poll hides "$2" "$3"; then ok "$1"; else fail "$1 ('$3' still on screen)"; screen | sed 's/^/  | /'; fi; }
+PANE=tui LIMIT=55
+. tests/e2e/lib/tmux.sh
 # start ARGS...: a command in a fresh 120x40 pane; its exit status lands in $tmp/status
 start() {
     rm -f "$tmp/status"

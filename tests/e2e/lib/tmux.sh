@@ -1,0 +1,40 @@
+# Shared by the end-to-end scripts that drive loupe on a real terminal (repl.sh, tui.sh):
+# a private tmux server, polling with an overall time limit, and pass/fail bookkeeping.
+# The sourcing script sets PANE (the session's name) and LIMIT (seconds for the whole
+# script) first; it gets $sock, $tmp, $fails and these functions. Sourced, not run.
+sock=loupe-$PANE-$$
+tmp=$(mktemp -d)
+fails=0
+began=$(date +%s)
+cleanup() {
+    tmux -L "$sock" kill-server 2>/dev/null
+    rm -f "${TMUX_TMPDIR:-/tmp}/tmux-$(id -u)/$sock" # a server that ended by itself leaves it
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM HUP
+
+command -v tmux >/dev/null || { echo "FAIL tmux is not installed"; exit 1; }
+
+ok() { echo "ok   $1"; }
+fail() { echo "FAIL $1"; fails=$((fails + 1)); }
+t() { tmux -L "$sock" "$@" 2>/dev/null; }
+screen() { t capture-pane -p -t "$PANE" 2>/dev/null; }
+keys() { t send-keys -t "$PANE" "$@"; }
+# poll WHAT SECONDS ARG: until WHAT ARG succeeds, every 0.1 s; gives up at once past LIMIT
+# seconds in all, so that a broken build fails the script in under a minute.
+poll() {
+    n=$(($2 * 10))
+    while [ "$n" -gt 0 ] && [ $(($(date +%s) - began)) -lt "$LIMIT" ]; do
+        "$1" "$3" && return 0
+        sleep 0.1
+        n=$((n - 1))
+    done
+    return 1
+}
+shows() { screen | grep -qF -- "$1"; }
+hides() { ! screen | grep -qF -- "$1"; }
+exists() { [ -e "$1" ]; }
+# expect NAME SECONDS TEXT: the pane shows TEXT within SECONDS
+expect() { if poll shows "$2" "$3"; then ok "$1"; else fail "$1 (no '$3' on screen)"; screen | sed 's/^/  | /'; fi; }
+expect_gone() { if poll hides "$2" "$3"; then ok "$1"; else fail "$1 ('$3' still on screen)"; screen | sed 's/^/  | /'; fi; }
