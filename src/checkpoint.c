@@ -104,9 +104,8 @@ static int llama_tensors(spec_list *l, const lp_config *c, float s) {
     return rc ? LP_ENOMEM : LP_OK;
 }
 
-static json_t *config_json(const lp_random_spec *sp) {
-    const lp_config *c = &sp->cfg;
-    const char *dt = sp->dtype == LP_DT_F16 ? "float16" : sp->dtype == LP_DT_BF16 ? "bfloat16" : "float32";
+static json_t *config_json(const lp_config *c, lp_dtype dtype) {
+    const char *dt = dtype == LP_DT_F16 ? "float16" : dtype == LP_DT_BF16 ? "bfloat16" : "float32";
     if (strcmp(c->arch, "GPT2LMHeadModel") == 0)
         return json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:s,s:b,s:s}", "architectures", c->arch, "model_type",
                          "gpt2", "n_embd", c->d_model, "n_layer", c->n_layer, "n_head", c->n_head, "n_positions",
@@ -124,6 +123,17 @@ static json_t *config_json(const lp_random_spec *sp) {
                           "hidden_act", "silu", "tie_word_embeddings", c->tied_unembed, "torch_dtype", dt);
     if (strcmp(type, "mistral") == 0) json_object_set_new(j, "sliding_window", json_null());
     return j;
+}
+
+int lp_checkpoint_write_config(const char *dir, const lp_config *c, lp_dtype dtype) {
+    char path[4096];
+    int rc = lp_path_join(path, sizeof path, dir, "config.json");
+    if (rc) return rc;
+    json_t *cj = config_json(c, dtype);
+    if (!cj) return lp_error(LP_ENOMEM, "out of memory");
+    if (json_dump_file(cj, path, JSON_INDENT(2)) != 0) rc = lp_error(LP_EIO, "%s: cannot write", path);
+    json_decref(cj);
+    return rc;
 }
 
 /* N(0, 1) by Box-Muller from the same generator sampling uses. */
@@ -202,12 +212,7 @@ int lp_checkpoint_random(const char *dir, const lp_random_spec *sp) {
             rc = lp_error(LP_EIO, "%s: cannot write", path);
         json_decref(index);
     }
-    if (!rc) {
-        json_t *cj = config_json(sp);
-        if (!(rc = lp_path_join(path, sizeof path, dir, "config.json")) && json_dump_file(cj, path, JSON_INDENT(2)) != 0)
-            rc = lp_error(LP_EIO, "%s: cannot write", path);
-        json_decref(cj);
-    }
+    if (!rc) rc = lp_checkpoint_write_config(dir, &sp->cfg, sp->dtype);
     free(data);
     free(ts);
 done:

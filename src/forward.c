@@ -157,6 +157,19 @@ static void add(float *y, const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
+/* An attention-only model's layer has no MLP: what a run captures of it is zeros (so that
+ * views stay defined) and the residual stream passes through, resid_out = resid_mid. */
+static void skip_mlp(float *ln2, float *ln2_scale, float *pre, float *post, float *out, float *resid_out,
+                     const float *resid_mid, int n, const lp_config *c) {
+    size_t nd = (size_t)n * c->d_model, nm = (size_t)n * c->d_mlp;
+    memset(ln2, 0, nd * sizeof *ln2);
+    memset(ln2_scale, 0, (size_t)n * sizeof *ln2_scale);
+    memset(pre, 0, nm * sizeof *pre);
+    memset(post, 0, nm * sizeof *post);
+    memset(out, 0, nd * sizeof *out);
+    memcpy(resid_out, resid_mid, nd * sizeof *resid_out);
+}
+
 void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,
                       int t0, int n) {
     const lp_config *c = &m->cfg;
@@ -176,6 +189,10 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
     attention(c, io, t0, n);
     lp_linear_forward(io->attn_out, io->z, &w->o, n);
     add(io->resid_mid, io->resid_in, io->attn_out, nd);
+    if (c->attn_only) {
+        skip_mlp(io->ln2, io->ln2_scale, io->mlp_pre, io->mlp_post, io->mlp_out, io->resid_out, io->resid_mid, n, c);
+        return;
+    }
 
     lp_norm(io->ln2, io->ln2_scale, io->resid_mid, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
     if (c->mlp == LP_MLP_SWIGLU) {
@@ -227,6 +244,12 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
     lp_linear_forward(io->attn_out, io->z, &w->o, N);
     if (io->edit) io->edit(io->ctx, LP_ACT_ATTN_OUT, io->attn_out);
     add(io->resid_mid, io->last_only ? io->resid_mid : io->resid_in, io->attn_out, nd);
+    if (c->attn_only) {
+        skip_mlp(io->ln2, io->ln2_scale, io->mlp_pre, io->mlp_post, io->mlp_out, io->resid_out, io->resid_mid, N, c);
+        if (io->edit) io->edit(io->ctx, LP_ACT_MLP_OUT, io->mlp_out);
+        add(io->resid_out, io->resid_mid, io->mlp_out, nd);
+        return;
+    }
 
     /* From here on rows are independent: the same steps as lp_layer_forward, over N rows. */
     lp_norm(io->ln2, io->ln2_scale, io->resid_mid, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);

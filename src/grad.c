@@ -65,7 +65,7 @@ double lp_objective_value(const lp_objective *o, const float *logits, int vocab)
 /* ---- backward kernels ---- */
 
 /* dx (n, in) = dy (n, out) W^T + beta dx, for y = x W + b. */
-static void linear_backward(float *dx, const float *dy, const lp_linear *lin, int n, float beta) {
+void linear_backward(float *dx, const float *dy, const lp_linear *lin, int n, float beta) {
     if (n == 1) {
         if (lin->trans) /* W is (out, in): dx = W^T dy */
             cblas_sgemv(CblasRowMajor, CblasTrans, lin->out, lin->in, 1.0f, lin->w, lin->ld, dy, 1, beta, dx, 1);
@@ -81,7 +81,7 @@ static void linear_backward(float *dx, const float *dy, const lp_linear *lin, in
  * 1/std (LayerNorm) or 1/rms (RMSNorm). With xhat = (x - mean) * scale and g = dy * w:
  *   LayerNorm  dx = scale * (g - mean(g) - xhat * mean(g * xhat))
  *   RMSNorm    dx = scale * (g - xhat * mean(g * xhat)) */
-static void norm_backward(float *dx, const float *dy, const float *x, const float *scale, const float *w, int n, int d,
+void norm_backward(float *dx, const float *dy, const float *x, const float *scale, const float *w, int n, int d,
                           lp_norm_kind kind) {
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d, *dyi = dy + (size_t)i * d;
@@ -106,7 +106,7 @@ static void norm_backward(float *dx, const float *dy, const float *x, const floa
 }
 
 /* d_pre = d_post * GELU'(pre) for the forward's x * sigmoid(2u), u = k (x + a x^3). */
-static void gelu_backward(float *d_pre, const float *d_post, const float *pre, size_t n) {
+void gelu_backward(float *d_pre, const float *d_post, const float *pre, size_t n) {
     const float k = 0.7978845608028654f, a = 0.044715f;
     for (size_t i = 0; i < n; i++) {
         float x = pre[i], s = 1.0f / (1.0f + expf(-2.0f * k * (x + a * x * x * x)));

@@ -47,6 +47,7 @@ struct lp_model {
     lp_safetensors *st;
     lp_mapping file;             /* llama2.c checkpoints */
     float **owned;               /* converted tensors */
+    float *trainable;            /* the parameter block of a model made for training (train.c), else NULL */
     int n_owned, cap_owned;
 };
 

@@ -601,6 +601,8 @@ typedef struct {
     const char *scan;     /* what the regexes see: orig, or a copy with U+FFFD for invalid bytes */
     const size_t *orig_at; /* scan offset -> orig offset, NULL when scan == orig */
     pcre2_match_data *md[LP_TOK_MAX_RES];
+    lp_tok_piece_fn fn; /* lp_tok_presplit: pieces go here instead of to BPE */
+    void *fn_ctx;
 } split_ctx;
 
 /* Splits scan[a..b) with regex k (matches and the text between them are pieces, as in
@@ -610,6 +612,7 @@ static int split_and_encode(const lp_tokenizer *t, split_ctx *cx, int k, size_t 
     if (a >= b) return LP_OK;
     if (k == t->n_re) {
         size_t oa = cx->orig_at ? cx->orig_at[a] : a, ob = cx->orig_at ? cx->orig_at[b] : b;
+        if (cx->fn) return cx->fn(cx->fn_ctx, cx->orig + oa, ob - oa);
         return encode_bytes_piece(t, (const unsigned char *)cx->orig + oa, ob - oa, w, out);
     }
     size_t at = a, last = a;
@@ -631,10 +634,12 @@ static int split_and_encode(const lp_tokenizer *t, split_ctx *cx, int k, size_t 
     return split_and_encode(t, cx, k + 1, last, b, w, out);
 }
 
-static int encode_byte_level(const lp_tokenizer *t, const char *s, size_t n, bpe_work *w, ivec *out) {
+/* Pre-splits s and byte-level BPEs each piece into out, or hands each piece to fn. */
+static int byte_level_split(const lp_tokenizer *t, const char *s, size_t n, bpe_work *w, ivec *out,
+                            lp_tok_piece_fn fn, void *fn_ctx) {
     sbuf pre = {0}, scan = {0};
     size_t *orig_at = NULL;
-    split_ctx cx = {0};
+    split_ctx cx = {.fn = fn, .fn_ctx = fn_ctx};
     int rc = LP_OK;
     if (n == 0) return LP_OK;
     if (t->add_prefix_space && s[0] != ' ') {
@@ -676,6 +681,24 @@ done:
     free(pre.s);
     free(scan.s);
     return rc;
+}
+
+static int encode_byte_level(const lp_tokenizer *t, const char *s, size_t n, bpe_work *w, ivec *out) {
+    return byte_level_split(t, s, n, w, out, NULL, NULL);
+}
+
+int lp_tok_presplit(const lp_tokenizer *t, const char *text, size_t len, lp_tok_piece_fn fn, void *ctx) {
+    assert(t && fn && (text || len == 0));
+    return byte_level_split(t, text, len, NULL, NULL, fn, ctx);
+}
+
+int lp_tok_byte_piece(unsigned char byte, char out[2]) {
+    unsigned cp_of_byte[256];
+    gpt2_byte_map(cp_of_byte);
+    char buf[4];
+    int k = put_utf8(cp_of_byte[byte], buf); /* code points below 324: at most 2 bytes */
+    memcpy(out, buf, (size_t)k);
+    return k;
 }
 
 /* Pushes the initial symbols of one character (or invalid byte) of a SentencePiece-style

@@ -125,10 +125,25 @@ int lp_tok_merge_add(lp_tokenizer *t, const char *a, size_t na, const char *b, s
 /* Records an added token: its piece, that it decodes to its content, and (if it is not
  * empty) that it is matched literally in input text. */
 int lp_tok_add_added(lp_tokenizer *t, int id, const char *s, size_t n);
+/* GPT-2's pre-split pattern (tokenizer_load.c compiles it for GPT-2's files, bpe_train.c
+ * learns merges on the pieces it cuts). */
+#define LP_TOK_GPT2_PATTERN \
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 /* Compiles a pre-split regex (UTF, Unicode properties) and appends it to t->re. */
 int lp_tok_compile_regex(lp_tokenizer *t, const char *pattern);
 /* Works out each token's bytes, the initial symbol of each byte, and the added-token index.
  * Call last, once kind and the vocabulary are final. */
 int lp_tok_finish(lp_tokenizer *t);
+
+/* Pre-splitting without encoding, for code that learns from text the way encode will cut
+ * it (bpe_train.c). fn gets each piece's original bytes; a nonzero return stops the split
+ * and is returned. */
+typedef int (*lp_tok_piece_fn)(void *ctx, const char *piece, size_t len);
+/* Cuts text[0..len) with t's pre-split regexes exactly as byte-level encode does (invalid
+ * UTF-8 included; added tokens are not looked for), calling fn for each piece in order. */
+int lp_tok_presplit(const lp_tokenizer *t, const char *text, size_t len, lp_tok_piece_fn fn, void *ctx);
+/* The vocabulary string of one byte under GPT-2's byte-to-unicode map, as UTF-8 (1 or 2
+ * bytes, returned), written to out (not NUL-terminated). */
+int lp_tok_byte_piece(unsigned char byte, char out[2]);
 
 #endif

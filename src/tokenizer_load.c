@@ -16,8 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char GPT2_PATTERN[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+static const char GPT2_PATTERN[] = LP_TOK_GPT2_PATTERN;
 
 static const char *base_name(const char *path) {
     const char *s = strrchr(path, '/');

@@ -55,6 +55,7 @@ static int fixture_open(void **state, const char *model, const char *run, int de
 static int stories(void **state) { return fixture_open(state, STORIES, "run " TEXT, 256); }
 static int stories_mono(void **state) { return fixture_open(state, STORIES, "run " TEXT, 0); }
 static int no_model(void **state) { return fixture_open(state, NULL, NULL, 256); }
+static int stories_no_run(void **state) { return fixture_open(state, STORIES, NULL, 256); }
 
 /* A tiny GPT-2 with GPT-2's tokenizer, on text whose tokens are wide characters ("中",
  * "スト"), ASCII and bytes of split characters. */
@@ -393,6 +394,144 @@ static void heads_view_colours_the_grid_by_metric(void **state) {
     assert_int_equal(f->b->view, LP_VIEW_ATTENTION);
     assert_non_null(strstr(status(f), "L2 H3"));
     free(m);
+}
+
+/* The text of the grid cell of layer l, head h (120 columns: cells 6 wide from column 5). */
+static const char *grid_cell(const fixture *f, int l, int h) {
+    static char buf[32];
+    char want[16], lab[16];
+    snprintf(want, sizeof want, "  L%d", l);
+    for (int y = 3; y < f->scr->h; y++)
+        if (strcmp(lp_screen_row_text(f->scr, 0, y, 4, lab, sizeof lab), want) == 0)
+            return lp_screen_row_text(f->scr, 5 + h * 6, y, 5, buf, sizeof buf);
+    dump(f);
+    fail_msg("no grid row for layer %d", l);
+    return NULL;
+}
+
+/* Presses c until the title names the colouring (at most a whole cycle). */
+static void colour_by(fixture *f, const char *name) {
+    char want[64];
+    snprintf(want, sizeof want, "colour: %s ", name);
+    for (int i = 0; i < 12 && !shows(f, want); i++) key(f, 'c');
+    SHOWS(f, want);
+}
+
+static void heads_view_colours_by_the_newest_scan(void **state) {
+    fixture *f = *state;
+    key(f, '2');
+    SHOWS(f, "colour: prev_token");
+    assert_false(shows(f, "scan #"));
+    /* `:scan` stores a scan of the model; the view picks it up at once. */
+    key(f, ':');
+    type(f, "scan --seqs 1 --len 8 --threshold 0.3");
+    key(f, LP_KEY_ENTER);
+    key(f, LP_KEY_ESC);
+    SHOWS(f, "scan #1 of generated sequences");
+    json_t *rows = NULL;
+    OK(lp_store_query(f->s.store,
+                      "SELECT layer, head, induction, labels FROM head_scan_scores WHERE scan_id = 1 ORDER BY layer, head",
+                      NULL, false, &rows, NULL));
+    const lp_config *c = lp_model_config(f->s.model);
+    assert_int_equal(json_array_size(rows), (size_t)c->n_layer * c->n_head);
+    json_t *lab = NULL, *unlab = NULL, *r;
+    size_t i;
+    json_array_foreach(rows, i, r) {
+        if (*lp_row_str(r, "labels")) {
+            if (!lab) lab = r;
+        } else if (!unlab) unlab = r;
+    }
+    assert_non_null(lab);
+    colour_by(f, "scan: induction");
+    /* The labelled head: its induction score and the marker in its cell, its labels below. */
+    int l = (int)lp_row_int(lab, "layer", 0), h = (int)lp_row_int(lab, "head", 0);
+    f->b->layer = l, f->b->head = h;
+    render(f);
+    char want[160];
+    snprintf(want, sizeof want, "%.2f*", (double)(float)lp_row_real(lab, "induction"));
+    const char *cell = grid_cell(f, l, h);
+    if (!strstr(cell, want)) {
+        dump(f);
+        fail_msg("cell '%s', wanted '%s'", cell, want);
+    }
+    snprintf(want, sizeof want, "L%d H%d  scan: induction %.4f  labels: %s", l, h,
+             (double)(float)lp_row_real(lab, "induction"), lp_row_str(lab, "labels"));
+    if (!strstr(status(f), want)) {
+        dump(f);
+        fail_msg("status '%s', wanted '%s'", status(f), want);
+    }
+    SHOWS(f, "scan #1");
+    SHOWS(f, "  labels: ");
+    if (unlab) {
+        l = (int)lp_row_int(unlab, "layer", 0), h = (int)lp_row_int(unlab, "head", 0);
+        snprintf(want, sizeof want, "%.2f", (double)(float)lp_row_real(unlab, "induction"));
+        cell = grid_cell(f, l, h);
+        assert_non_null(strstr(cell, want));
+        assert_null(strchr(cell, '*'));
+    }
+    json_decref(rows);
+    /* A newer scan, of a run, found by the model's path and fingerprint when the session
+     * has no row for the model: the view shows it after the next command. */
+    int n = c->n_layer * c->n_head;
+    lp_store_head_scan *sc = calloc((size_t)n, sizeof *sc);
+    for (int k = 0; k < n; k++)
+        sc[k] = (lp_store_head_scan){k / c->n_head, k % c->n_head, 0.1, 0.2, 0.01 * k, 0.3, k == 10 ? "induction" : ""};
+    int64_t id;
+    OK(lp_store_put_head_scan(f->s.store, f->s.model_id, f->s.run_id, sc, n, &id));
+    f->s.model_id = 0;
+    key(f, ':');
+    type(f, "info");
+    key(f, LP_KEY_ENTER);
+    key(f, LP_KEY_ESC);
+    snprintf(want, sizeof want, "scan #%lld of run %lld", (long long)id, (long long)f->s.run_id);
+    SHOWS(f, want);
+    SHOWS(f, "colour: scan: induction");
+    assert_string_equal(grid_cell(f, 10 / c->n_head, 10 % c->n_head), "0.10*");
+    const char *other = grid_cell(f, 11 / c->n_head, 11 % c->n_head);
+    assert_non_null(strstr(other, "0.11"));
+    assert_null(strchr(other, '*'));
+    /* The cycle goes on through the scan's scores and back to the run's metrics. */
+    key(f, 'c');
+    SHOWS(f, "colour: scan: first_token");
+    key(f, 'c');
+    SHOWS(f, "colour: entropy");
+    key(f, 'C');
+    SHOWS(f, "colour: scan: first_token");
+    free(sc);
+}
+
+static void heads_view_without_a_scan_cycles_the_six_metrics(void **state) {
+    fixture *f = *state;
+    key(f, '2');
+    SHOWS(f, "colour: prev_token");
+    for (int k = 1; k <= LP_HEAD_METRIC_COUNT; k++) {
+        key(f, 'c');
+        char want[64];
+        snprintf(want, sizeof want, "colour: %s ", lp_head_metric_name((lp_head_metric)((LP_HEAD_PREV_TOKEN + k) % LP_HEAD_METRIC_COUNT)));
+        SHOWS(f, want);
+        assert_false(shows(f, "scan"));
+        assert_false(shows(f, "labels:"));
+        assert_null(strchr(row(f, 4), '*'));
+    }
+    key(f, 'C');
+    SHOWS(f, "colour: entropy ");
+}
+
+/* A scan with no run: the grid shows the scan's scores alone. */
+static void heads_view_shows_a_scan_without_a_run(void **state) {
+    fixture *f = *state;
+    key(f, '2');
+    SHOWS(f, "No run yet.");
+    key(f, ':');
+    type(f, "scan --seqs 1 --len 8");
+    key(f, LP_KEY_ENTER);
+    key(f, LP_KEY_ESC);
+    SHOWS(f, "colour: scan: prev_token ");
+    SHOWS(f, "scan #1 of generated sequences");
+    key(f, 'c');
+    SHOWS(f, "colour: scan: duplicate_token ");
+    for (int k = 0; k < 3; k++) key(f, 'c');
+    SHOWS(f, "colour: scan: prev_token ");
 }
 
 static void activations_view_shows_norms_and_top_neurons(void **state) {
@@ -757,6 +896,10 @@ int main(void) {
         STORIES_TEST(attention_view_shows_labels_values_and_cursor),
         STORIES_TEST(attention_scrolls_to_keep_the_cursor_in_view),
         STORIES_TEST(heads_view_colours_the_grid_by_metric),
+        STORIES_TEST(heads_view_colours_by_the_newest_scan),
+        STORIES_TEST(heads_view_without_a_scan_cycles_the_six_metrics),
+        {"heads_view_shows_a_scan_without_a_run", heads_view_shows_a_scan_without_a_run, stories_no_run, fixture_close,
+         NULL},
         STORIES_TEST(activations_view_shows_norms_and_top_neurons),
         STORIES_TEST(attributions_view_lists_the_store_then_shows_scores),
         STORIES_TEST(lens_view_shows_top_tokens_per_layer_and_position),

@@ -1,6 +1,12 @@
 /* View 2, heads: the whole model at a glance, an L x H grid coloured by one per-head
  * metric (lp_head_metrics), with the current head's metrics and the strongest heads by
- * the chosen metric beside it. Enter opens the head in the attention view. */
+ * the chosen metric beside it. Enter opens the head in the attention view.
+ *
+ * When the store holds a head scan (`scan`) of the loaded model, the newest one adds four
+ * colourings ("scan: prev_token", ...) to the c/C cycle, marks the heads it labelled with
+ * a '*' in those colourings, and lists the head's scan scores and labels beside the grid.
+ * The scan is read in update (after every command) and again when c/C cycles, never in
+ * draw; with no run it is shown on its own. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,12 +19,23 @@
 #define LABEL_W 5
 #define PANEL_W 30
 
+/* The colourings: the run's metrics (lp_head_metric), then the scan's scores. */
+enum { SCAN0 = LP_HEAD_METRIC_COUNT, SCAN_COUNT = 4, N_COLOURINGS = SCAN0 + SCAN_COUNT };
+/* The scan's scores, in head_scan_scores' column order. */
+static const char *const SCAN_COLS[SCAN_COUNT] = {"prev_token", "duplicate_token", "induction", "first_token"};
+static const char *const SCAN_NAMES[SCAN_COUNT] = {"scan: prev_token", "scan: duplicate_token", "scan: induction",
+                                                   "scan: first_token"};
+
 typedef struct {
-    float *m;          /* (n_layer, n_head, LP_HEAD_METRIC_COUNT) */
+    float *m;          /* (n_layer, n_head, LP_HEAD_METRIC_COUNT); NULL without a run */
     int L, H;
-    float max[LP_HEAD_METRIC_COUNT]; /* largest value of each metric: the top of its scale */
-    lp_head_metric metric;
+    float max[N_COLOURINGS]; /* largest value of each colouring: the top of its scale */
+    int metric;        /* 0 .. N_COLOURINGS - 1 */
     int top, left;
+    /* The newest scan of the loaded model (scan_id 0: none). */
+    long long scan_id, scan_run; /* scan_run 0: generated sequences */
+    float *scan;       /* (n_layer, n_head, SCAN_COUNT) */
+    char **labels;     /* (n_layer * n_head) NULL or a non-empty label list */
 } heads_state;
 
 static void *heads_open(lp_browser *b) {
@@ -28,26 +45,134 @@ static void *heads_open(lp_browser *b) {
     return st;
 }
 
+static void scan_clear(heads_state *st) {
+    if (st->labels)
+        for (int i = 0; i < st->L * st->H; i++) free(st->labels[i]);
+    free(st->labels);
+    free(st->scan);
+    st->labels = NULL;
+    st->scan = NULL;
+    st->scan_id = st->scan_run = 0;
+}
+
 static void heads_close(void *vst) {
     heads_state *st = vst;
     if (!st) return;
+    scan_clear(st);
     free(st->m);
     free(st);
 }
 
+static bool available(const heads_state *st, int k) { return k < SCAN0 ? st->m != NULL : st->scan != NULL; }
+
+static const char *colouring_name(int k) {
+    return k < SCAN0 ? lp_head_metric_name((lp_head_metric)k) : SCAN_NAMES[k - SCAN0];
+}
+
+/* The next available colouring in direction dir (+1, -1); the same one when none is. */
+static void cycle(heads_state *st, int dir) {
+    for (int i = 1; i <= N_COLOURINGS; i++) {
+        int k = ((st->metric + dir * i) % N_COLOURINGS + N_COLOURINGS) % N_COLOURINGS;
+        if (available(st, k)) {
+            st->metric = k;
+            return;
+        }
+    }
+}
+
+/* Reads the newest scan of the loaded model: by its row (s->model_id), or by path and
+ * fingerprint when the session has not recorded the model (yet). Keeps what it has when
+ * the newest is the one already read. */
+static void load_scan(heads_state *st, lp_browser *b) {
+    const lp_model *mo = b->s->model;
+    if (!b->s->store || !mo || st->L <= 0 || st->H <= 0) {
+        scan_clear(st);
+        return;
+    }
+    char fp[17];
+    lp_model_fingerprint(mo, fp);
+    const char *path = lp_model_path(mo);
+    json_t *rows = lp_browser_query(b,
+                                    "SELECT h.id, h.run_id FROM head_scans h LEFT JOIN models m ON m.id = h.model_id"
+                                    " WHERE h.model_id = ?1 OR (m.path = ?2 AND m.fingerprint = ?3)"
+                                    " ORDER BY h.id DESC LIMIT 1",
+                                    json_pack("[Iss]", (json_int_t)b->s->model_id, path ? path : "", fp));
+    json_t *r = json_array_get(rows, 0);
+    long long id = r ? lp_row_int(r, "id", 0) : 0, run = r ? lp_row_int(r, "run_id", 0) : 0;
+    json_decref(rows);
+    if (!id) {
+        scan_clear(st);
+        return;
+    }
+    if (id == st->scan_id && st->scan) return;
+    scan_clear(st);
+    size_t n = (size_t)st->L * st->H;
+    st->scan = malloc(n * SCAN_COUNT * sizeof *st->scan);
+    st->labels = calloc(n, sizeof *st->labels);
+    if (!st->scan || !st->labels) {
+        free(st->scan);
+        free(st->labels);
+        st->scan = NULL;
+        st->labels = NULL;
+        return;
+    }
+    for (size_t i = 0; i < n * SCAN_COUNT; i++) st->scan[i] = NAN;
+    rows = lp_browser_query(b,
+                            "SELECT layer, head, prev_token, duplicate_token, induction, first_token, labels"
+                            " FROM head_scan_scores WHERE scan_id = ?1",
+                            json_pack("[I]", (json_int_t)id));
+    size_t i;
+    json_array_foreach(rows, i, r) {
+        long long l = lp_row_int(r, "layer", -1), h = lp_row_int(r, "head", -1);
+        if (l < 0 || l >= st->L || h < 0 || h >= st->H) continue;
+        size_t at = (size_t)l * st->H + (size_t)h;
+        for (int k = 0; k < SCAN_COUNT; k++) st->scan[at * SCAN_COUNT + k] = (float)lp_row_real(r, SCAN_COLS[k]);
+        const char *lab = lp_row_str(r, "labels");
+        if (*lab && !st->labels[at]) st->labels[at] = strdup(lab);
+    }
+    json_decref(rows);
+    st->scan_id = id;
+    st->scan_run = run;
+    for (int k = 0; k < SCAN_COUNT; k++) {
+        float mx = 1; /* attention probabilities: their own scale */
+        for (size_t j = 0; j < n; j++) {
+            float v = st->scan[j * SCAN_COUNT + k];
+            if (v > mx) mx = v;
+        }
+        st->max[SCAN0 + k] = mx;
+    }
+}
+
+/* After the scan or the run came or went: a colouring that is there. */
+static void settle_metric(heads_state *st) {
+    if (available(st, st->metric) || (!st->m && !st->scan)) return;
+    st->metric = st->m ? LP_HEAD_PREV_TOKEN : SCAN0;
+}
+
 static int heads_update(void *vst, lp_browser *b) {
     heads_state *st = vst;
+    scan_clear(st); /* the model may have changed: read again */
     free(st->m);
     st->m = NULL;
     st->L = st->H = 0;
     const lp_run *r = b->s->run;
-    if (!r) return LP_OK;
-    const lp_config *c = lp_model_config(lp_run_model(r));
-    st->m = malloc((size_t)c->n_layer * c->n_head * LP_HEAD_METRIC_COUNT * sizeof *st->m);
-    if (!st->m) return lp_error(LP_ENOMEM, "out of memory");
-    lp_head_metrics(st->m, r);
+    const lp_model *mo = r ? lp_run_model(r) : b->s->model;
+    if (!mo) return LP_OK;
+    const lp_config *c = lp_model_config(mo);
     st->L = c->n_layer;
     st->H = c->n_head;
+    load_scan(st, b);
+    if (!r) {
+        settle_metric(st);
+        return LP_OK;
+    }
+    st->m = malloc((size_t)c->n_layer * c->n_head * LP_HEAD_METRIC_COUNT * sizeof *st->m);
+    if (!st->m) {
+        settle_metric(st);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    lp_head_metrics(st->m, r);
+    settle_metric(st);
     for (int k = 0; k < LP_HEAD_METRIC_COUNT; k++) {
         float mx = 0;
         for (int i = 0; i < st->L * st->H; i++) {
@@ -61,10 +186,17 @@ static int heads_update(void *vst, lp_browser *b) {
 }
 
 static float metric(const heads_state *st, int l, int h, int k) {
+    if (l < 0 || l >= st->L || h < 0 || h >= st->H || !available(st, k)) return NAN;
+    if (k >= SCAN0) return st->scan[((size_t)l * st->H + h) * SCAN_COUNT + (k - SCAN0)];
     return st->m[((size_t)l * st->H + h) * LP_HEAD_METRIC_COUNT + k];
 }
 
-static void cell_text(char *buf, size_t cap, float v, int w, lp_head_metric k) {
+static const char *labels_of(const heads_state *st, int l, int h) {
+    if (!st->labels || l < 0 || l >= st->L || h < 0 || h >= st->H) return NULL;
+    return st->labels[(size_t)l * st->H + h];
+}
+
+static void cell_text(char *buf, size_t cap, float v, int w, int k) {
     if (isnan(v)) snprintf(buf, cap, "-");
     else if (w >= 5) snprintf(buf, cap, "%.2f", (double)v);
     else if (k == LP_HEAD_ENTROPY || v >= 0.995f) snprintf(buf, cap, "%.1f", (double)v);
@@ -73,11 +205,21 @@ static void cell_text(char *buf, size_t cap, float v, int w, lp_head_metric k) {
 
 static void heads_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     heads_state *st = vst;
-    if (!lp_browser_need_run(b, scr, a) || !st->m) return;
-    int k = (int)st->metric;
-    lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, 0,
-                     "colour: %s (c C change)   rows: layers, columns: heads   Enter: the head's pattern",
-                     lp_head_metric_name(st->metric));
+    if (!st->scan && (!lp_browser_need_run(b, scr, a) || !st->m)) return;
+    int k = st->metric;
+    bool scan_colour = k >= SCAN0;
+    if (!st->scan)
+        lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, 0,
+                         "colour: %s (c C change)   rows: layers, columns: heads   Enter: the head's pattern",
+                         colouring_name(k));
+    else {
+        char from[48];
+        if (st->scan_run) snprintf(from, sizeof from, "run %lld", st->scan_run);
+        else snprintf(from, sizeof from, "generated sequences");
+        lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, 0,
+                         "colour: %s (c C change)   scan #%lld of %s (* labelled)   Enter: the head's pattern",
+                         colouring_name(k), st->scan_id, from);
+    }
     bool panel = a.w >= LABEL_W + st->H * 3 + PANEL_W + 2;
     int grid_w = a.w - LABEL_W - (panel ? PANEL_W + 2 : 0);
     int cw = grid_w / st->H;
@@ -104,8 +246,17 @@ static void heads_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
             int h = left + c, x = x0 + c * cw;
             float v = metric(st, l, h, k);
             char txt[16];
-            cell_text(txt, sizeof txt, v, cw - 1, st->metric);
+            cell_text(txt, sizeof txt, v, cw - 1, k);
             bool sel = l == b->layer && h == b->head;
+            /* A labelled head in a scan colouring: a trailing '*', or one before the cell
+             * when the cell has no room for it. */
+            bool mark = scan_colour && labels_of(st, l, h), mark_before = false;
+            if (mark) {
+                size_t n = strlen(txt);
+                if ((int)n < cw - 1 && n + 1 < sizeof txt) txt[n] = '*', txt[n + 1] = '\0';
+                else mark_before = !sel;
+            }
+            if (mark_before) lp_screen_put(scr, x - 1, y, 1, "*", LP_COLOR_LABEL, LP_ATTR_BOLD);
             if (isnan(v)) {
                 lp_screen_put_right(scr, x, y, cw - 1, txt, LP_COLOR_DIM, 0);
                 continue;
@@ -118,17 +269,29 @@ static void heads_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     if (panel) {
         int px = a.x + a.w - PANEL_W, y = a.y + 1;
         lp_screen_printf(scr, px, y++, PANEL_W, LP_COLOR_LABEL, LP_ATTR_BOLD, "layer %d head %d", b->layer, b->head);
-        for (int m = 0; m < LP_HEAD_METRIC_COUNT && y < a.y + a.h; m++, y++) {
+        for (int m = 0; m < N_COLOURINGS && y < a.y + a.h; m++) {
+            if (!available(st, m)) continue;
+            if (m == SCAN0) {
+                lp_screen_printf(scr, px, y++, PANEL_W, LP_COLOR_LABEL, LP_ATTR_BOLD, "scan #%lld", st->scan_id);
+                if (y >= a.y + a.h) break;
+            }
             float v = metric(st, b->layer, b->head, m);
             lp_screen_printf(scr, px, y, PANEL_W, m == k ? LP_COLOR_SELECTED : LP_COLOR_NORMAL, m == k ? LP_ATTR_BOLD : 0,
-                             "%s %-16s %s", m == k ? "\xE2\x96\xB8" : " ", lp_head_metric_name((lp_head_metric)m), "");
+                             "%s %-16s %s", m == k ? "\xE2\x96\xB8" : " ",
+                             m < SCAN0 ? lp_head_metric_name((lp_head_metric)m) : SCAN_COLS[m - SCAN0], "");
             char num[16];
-            cell_text(num, sizeof num, v, 6, (lp_head_metric)m);
+            cell_text(num, sizeof num, v, 6, m);
             lp_screen_put_right(scr, px + 19, y, 7, num, m == k ? LP_COLOR_SELECTED : LP_COLOR_NORMAL, 0);
+            y++;
+        }
+        if (st->scan && y < a.y + a.h) {
+            const char *lab = labels_of(st, b->layer, b->head);
+            lp_screen_printf(scr, px, y++, PANEL_W, lab ? LP_COLOR_NORMAL : LP_COLOR_DIM, lab ? LP_ATTR_BOLD : 0,
+                             "  labels: %s", lab ? lab : "none");
         }
         y++;
         if (y < a.y + a.h)
-            lp_screen_printf(scr, px, y++, PANEL_W, LP_COLOR_LABEL, LP_ATTR_BOLD, "highest %s", lp_head_metric_name(st->metric));
+            lp_screen_printf(scr, px, y++, PANEL_W, LP_COLOR_LABEL, LP_ATTR_BOLD, "highest %s", colouring_name(k));
         /* The strongest heads: a few passes of selection over the grid. */
         int n = st->L * st->H, shown = 0;
         float last = INFINITY;
@@ -137,7 +300,7 @@ static void heads_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
             int best = -1;
             float bv = -INFINITY;
             for (int i = 0; i < n; i++) {
-                float v = st->m[(size_t)i * LP_HEAD_METRIC_COUNT + k];
+                float v = metric(st, i / st->H, i % st->H, k);
                 if (isnan(v)) continue;
                 bool after = v < last || (v == last && i > last_i);
                 if (after && v > bv) bv = v, best = i;
@@ -151,8 +314,9 @@ static void heads_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
         }
     }
     float v = metric(st, b->layer, b->head, k);
-    lp_browser_set_status(b, "L%d H%d  %s %.4f  (Enter: its pattern)", b->layer, b->head,
-                          lp_head_metric_name(st->metric), (double)v);
+    const char *lab = st->scan ? labels_of(st, b->layer, b->head) : NULL;
+    lp_browser_set_status(b, "L%d H%d  %s %.4f%s%s  (Enter: its pattern)", b->layer, b->head, colouring_name(k),
+                          (double)v, lab ? "  labels: " : "", lab ? lab : "");
 }
 
 static bool heads_act(void *vst, lp_browser *b, lp_action a) {
@@ -162,9 +326,11 @@ static bool heads_act(void *vst, lp_browser *b, lp_action a) {
     case LP_DO_DOWN: if (b->layer + 1 < st->L) b->layer++; break;
     case LP_DO_LEFT: if (b->head > 0) b->head--; break;
     case LP_DO_RIGHT: if (b->head + 1 < st->H) b->head++; break;
-    case LP_DO_METRIC_NEXT: st->metric = (lp_head_metric)((st->metric + 1) % LP_HEAD_METRIC_COUNT); break;
+    case LP_DO_METRIC_NEXT:
     case LP_DO_METRIC_PREV:
-        st->metric = (lp_head_metric)((st->metric + LP_HEAD_METRIC_COUNT - 1) % LP_HEAD_METRIC_COUNT);
+        load_scan(st, b); /* a scan written since the last update (another loupe) joins the cycle */
+        settle_metric(st);
+        cycle(st, a == LP_DO_METRIC_NEXT ? 1 : -1);
         break;
     case LP_DO_ENTER: b->view = LP_VIEW_ATTENTION; break;
     default: return false;

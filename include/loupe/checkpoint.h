@@ -24,4 +24,8 @@ typedef struct {
  * near 1 and biases small, so that every parameter matters to the output. */
 int lp_checkpoint_random(const char *dir, const lp_random_spec *spec);
 
+/* Writes dir/config.json for a model of shape c (c->arch as in lp_random_spec) whose weights
+ * are stored as dtype; dir must exist. */
+int lp_checkpoint_write_config(const char *dir, const lp_config *c, lp_dtype dtype);
+
 #endif

@@ -39,6 +39,8 @@ typedef struct {
     bool tied_unembed;   /* the unembedding is the token embedding */
     bool qkv_bias;       /* attention q/k/v projections have biases */
     bool mlp_bias;
+    bool attn_only;      /* no MLP blocks (transformer-circuits toy models): resid_post = resid_mid;
+                            only models made for training (train.h) set it, no loader does */
 } lp_config;
 
 typedef struct lp_model lp_model;

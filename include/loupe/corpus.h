@@ -1,0 +1,78 @@
+/* A synthetic training corpus with known circuits in it, deterministic for a seed.
+ *
+ * The mixture (each document's kind is drawn with the spec's proportions):
+ *  - IOI: a name story in the indirect-object form, from 10 templates such as
+ *      "When Mary and John went to the store, John gave a drink to Mary."
+ *    The intro names the indirect object (IO) and the subject (S) in either order (ABBA:
+ *    "IO and S ... S ... to IO"; BABA: "S and IO ... S ... to IO", equally likely), the
+ *    subject acts, and the sentence ends with the IO. 100 first names, 50 places and 50
+ *    objects (all objects start with a consonant, so "a OBJECT" reads right). Up to two
+ *    filler sentences come before the story and up to one after it.
+ *  - Repeated span: up to two filler sentences, a span of span_min..span_max random words,
+ *    then the same span again, either at once or after ". " and a filler sentence, and ".":
+ *      "Tom sat down and smiled. kqe zzt wod kqe zzt wod."
+ *    A span is words from a fixed list of about 100 common words, or (with probability
+ *    letter_words) made-up words of 2-7 random lowercase letters, so that only copying
+ *    from the first occurrence predicts the second.
+ *  - Filler: 3-8 plain narrative sentences from a small grammar ("The dog ran to the
+ *    park. It was a sunny day."), using the same names, places and objects.
+ * Every document is followed by "<|endoftext|>" (GPT-2's convention), so the text is
+ * doc<|endoftext|>doc<|endoftext|>... and contains nothing else. All randomness comes from
+ * lp_rng, so the text is byte-identical on every machine for the same spec. */
+#ifndef LOUPE_CORPUS_H
+#define LOUPE_CORPUS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LP_CORPUS_EOT "<|endoftext|>"
+
+typedef enum { LP_CORPUS_IOI, LP_CORPUS_REPEAT, LP_CORPUS_FILLER, LP_CORPUS_N_KINDS } lp_corpus_kind;
+
+typedef struct {
+    uint64_t seed;
+    double proportion[LP_CORPUS_N_KINDS]; /* of documents, by kind; >= 0, normalised by their sum */
+    size_t n_docs;  /* this many documents, or when 0: */
+    size_t n_bytes; /* documents until the text reaches this many bytes (the last one may pass it) */
+    int span_min, span_max; /* words in a repeated span, 1 <= span_min <= span_max <= 64 */
+    double letter_words;    /* share of spans made of random-letter words */
+} lp_corpus_spec;
+
+/* seed 0; proportions 0.4 IOI, 0.3 repeat, 0.3 filler; 1 MiB; spans of 4-12 words, half of
+ * them random letters. */
+void lp_corpus_spec_default(lp_corpus_spec *spec);
+
+/* Where one document sits in the text, and the parts of it an evaluation looks at.
+ * Offsets are into the whole text; the separator after the document is not included. */
+typedef struct {
+    lp_corpus_kind kind;
+    size_t off, len;
+    size_t story_off;              /* IOI: where the story starts (filler may come before) */
+    size_t answer_off, answer_len; /* IOI: the final " Mary" (the IO, with its space) */
+    size_t span_off, span_len;     /* repeat: the first occurrence of the span */
+    size_t repeat_off;             /* repeat: the second occurrence (span_len bytes) */
+} lp_corpus_doc;
+
+/* Generates the corpus into *text (NUL-terminated, *len excludes the NUL). With docs
+ * non-NULL, *docs gets the index of the *n_docs documents in order. The caller frees
+ * *text and *docs. LP_EINVAL for a spec out of range, LP_ENOMEM. */
+int lp_corpus_new(const lp_corpus_spec *spec, char **text, size_t *len, lp_corpus_doc **docs, size_t *n_docs);
+
+/* An IOI prompt for evaluation: the story cut just before the answer. */
+typedef struct {
+    char prompt[256];  /* "When Mary and John went to the store, John gave a drink to" */
+    char io[32];       /* the answer, the indirect object: " Mary" */
+    char subject[32];  /* the other name, the subject: " John" */
+    int template_id;   /* which of the templates */
+    bool abba;         /* intro names the IO first ("Mary and John"), else the subject first */
+} lp_ioi_prompt;
+
+/* n held-out IOI prompts: drawn from a random stream that lp_corpus_new never uses, with
+ * the templates and name lists of the training mix; ABBA and BABA alternate (even i is
+ * ABBA). Deterministic for seed. */
+void lp_corpus_ioi_prompts(uint64_t seed, int n, lp_ioi_prompt *out);
+
+int lp_corpus_n_templates(void); /* IOI templates */
+
+#endif

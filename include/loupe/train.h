@@ -1,0 +1,102 @@
+/* Training GPT-2 models from scratch: a trainable model (its parameters one writable float
+ * block the model points into), the next-token loss and its gradient with respect to every
+ * parameter, AdamW with warm-up and a cosine schedule and global-norm clipping, and saving
+ * in Hugging Face layout (config.json + model.safetensors, F32), which lp_model_load and
+ * transformers' GPT2LMHeadModel both read.
+ *
+ * The loss of a batch of B sequences of T + 1 tokens (tokens (B, T + 1), row-major) is the
+ * mean over the B * T positions of -log p(tokens[b][t + 1] | tokens[b][0..t]).
+ *
+ * The parameter block holds the Hugging Face tensors in their order (lp_train_tensors):
+ * wte, wpe, then per layer ln_1, attn.c_attn, attn.c_proj, ln_2, mlp.c_fc, mlp.c_proj
+ * (weights then biases; Conv1D weights (in, out)), then ln_f. The unembedding is wte
+ * (tied), so both of its uses add to wte's gradient. An attention-only model
+ * (cfg->attn_only) has no ln_2 and no MLP tensors.
+ *
+ * Reproducible: the same seed, data and options give the same parameters, step for step,
+ * when BLAS runs on one thread (OPENBLAS_NUM_THREADS=1). */
+#ifndef LOUPE_TRAIN_H
+#define LOUPE_TRAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loupe/model.h"
+
+/* One parameter tensor: where it sits in the block and whether AdamW decays it. */
+typedef struct {
+    char name[64];   /* Hugging Face name, e.g. "h.0.attn.c_attn.weight" */
+    size_t offset;   /* floats from the start of the block */
+    size_t size;     /* floats */
+    int ndim;
+    long shape[2];
+    bool decay;      /* weight decay: matrices and embeddings yes, biases and norms no (as nanoGPT) */
+} lp_param_tensor;
+
+/* The tensors of a trainable model of shape c: writes up to cap of them to out (out may be
+ * NULL) and returns how many there are. */
+int lp_train_tensors(const lp_config *c, lp_param_tensor *out, int cap);
+
+/* A trainable GPT-2 of shape cfg (cfg->family/norm/pos/mlp are set to GPT-2's; d_head is
+ * d_model / n_head; the unembedding is tied), initialised as GPT-2 is: weights N(0, 0.02),
+ * the residual projections (attn.c_proj, mlp.c_proj) N(0, 0.02 / sqrt(2 n_layer)), norm
+ * weights 1, biases 0. Free with lp_model_free. */
+int lp_train_model_new(lp_model **out, const lp_config *cfg, uint64_t seed);
+/* The writable parameter block (n floats) of a model from lp_train_model_new; NULL for a
+ * model that was loaded. The model reads it on every forward. */
+float *lp_train_params(lp_model *m, size_t *n);
+
+/* loss = the batch's mean next-token loss; when grad is not NULL, grad (n params) = its
+ * gradient. tokens (B, T + 1), T <= n_ctx, every id in the vocabulary. */
+int lp_train_loss(const lp_model *m, const int *tokens, int B, int T, double *loss, float *grad);
+
+typedef struct {
+    int B, T;              /* batches of B sequences of T tokens (and T + 1 for their targets) */
+    int steps;             /* optimiser steps */
+    int warmup;            /* steps of linear warm-up to lr */
+    float lr, min_lr;      /* peak learning rate; the cosine decays it to min_lr at the last step */
+    float beta1, beta2, eps;
+    float weight_decay;    /* decoupled (AdamW), on tensors with decay set */
+    float grad_clip;       /* clip the gradient's global L2 norm to this; 0: no clipping */
+    int eval_every;        /* held-out loss every this many steps (and at the last); 0: never */
+    int eval_batches;      /* batches of the held-out loss */
+    uint64_t seed;         /* which windows of the data each batch takes */
+} lp_train_options;
+
+/* Sensible defaults for a small model: B 8, T 64, lr 1e-3 to 1e-4, warm-up 10% of steps,
+ * betas (0.9, 0.95), eps 1e-8, weight decay 0.1, clip 1.0, eval every 100 steps over 8 batches. */
+lp_train_options lp_train_defaults(int steps);
+/* The learning rate at step (0-based) of o's schedule. */
+float lp_train_lr(const lp_train_options *o, int step);
+
+typedef struct {
+    int step, steps;       /* this step (1-based) of steps */
+    double loss;           /* training loss of this step's batch, before the update */
+    double grad_norm;      /* global L2 norm of its gradient, before clipping */
+    float lr;
+    double tokens_per_s;   /* training tokens per second so far */
+    double elapsed_s;
+    double eval_loss;      /* held-out loss after this step's update, or NAN when not evaluated */
+} lp_train_progress;
+
+/* Called after every step; non-zero stops training (lp_train then returns LP_ECANCEL). */
+typedef int (*lp_train_fn)(const lp_train_progress *p, void *ctx);
+
+/* Trains m (from lp_train_model_new) on windows of T + 1 tokens drawn from data (n ids),
+ * evaluating on windows of heldout (n_heldout ids; may be NULL when eval_every is 0). cb may
+ * be NULL. LP_EINVAL for a model that is not trainable, options out of range or data shorter
+ * than a window; LP_ECANCEL when cb or lp_cancel_request stops it. */
+int lp_train(lp_model *m, const int *data, size_t n, const int *heldout, size_t n_heldout,
+             const lp_train_options *o, lp_train_fn cb, void *ctx);
+
+/* The mean loss of `batches` batches of B windows of T + 1 tokens from data, drawn by seed. */
+int lp_train_eval(const lp_model *m, const int *data, size_t n, int B, int T, int batches, uint64_t seed,
+                  double *loss);
+
+/* Saves a trainable model into dir (created if missing): config.json and model.safetensors,
+ * F32. An attention-only model is saved as the GPT-2 it equals (MLP of width 1, all zeros),
+ * so that any GPT-2 reader computes the same function. */
+int lp_train_save(const lp_model *m, const char *dir);
+
+#endif

@@ -1,0 +1,349 @@
+/* The synthetic corpus (corpus.h has the mixture). Word lists and templates are data at the
+ * top; each document kind is one function writing into a growing buffer. Randomness is
+ * drawn only through lp_rng_uniform, so the text depends on nothing but the spec. */
+#include "loupe/corpus.h"
+
+#include "loupe/error.h"
+#include "loupe/generate.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+static const char *const NAMES[] = {
+    "Mary",    "John",   "Tom",     "James",  "Michael", "David",  "Robert",  "William", "Richard", "Joseph",
+    "Thomas",  "Charles", "Daniel", "Matthew", "Anthony", "Mark",  "Paul",    "Steven",  "Andrew",  "Kevin",
+    "Brian",   "George", "Edward",  "Ryan",   "Jason",   "Jacob",  "Gary",    "Eric",    "Adam",    "Peter",
+    "Kyle",    "Sam",    "Ben",     "Alex",   "Max",     "Jack",   "Henry",   "Luke",    "Scott",   "Frank",
+    "Jeff",    "Mike",   "Dan",     "Tim",    "Joe",     "Bill",   "Bob",     "Jim",     "Ray",     "Carl",
+    "Roger",   "Martin", "Jerry",   "Dean",   "Sean",    "Tony",   "Greg",    "Victor",  "Patrick", "Jesse",
+    "Sarah",   "Lisa",   "Anna",    "Emma",   "Kate",    "Laura",  "Amy",     "Linda",   "Susan",   "Karen",
+    "Nancy",   "Betty",  "Helen",   "Sandra", "Donna",   "Ruth",   "Sharon",  "Michelle", "Rachel", "Alice",
+    "Jane",    "Julie",  "Grace",   "Rose",   "Lucy",    "Sophie", "Claire",  "Diana",   "Kelly",   "Emily",
+    "Jessica", "Jennifer", "Elizabeth", "Maria", "Nicole", "Amanda", "Melissa", "Rebecca", "Hannah", "Olivia",
+};
+
+static const char *const PLACES[] = {
+    "store",   "park",     "school",  "station", "hospital", "restaurant", "garden", "house",   "office",
+    "beach",   "library",  "market",  "museum",  "river",    "lake",       "forest", "farm",    "church",
+    "zoo",     "hotel",    "airport", "bank",    "cafe",     "gym",        "theater", "mall",   "bakery",
+    "kitchen", "street",   "village", "city",    "mountain", "field",      "bridge", "castle",  "island",
+    "harbor",  "shop",     "playground", "pool", "stadium",  "cinema",     "university", "factory", "camp",
+    "palace",  "square",   "hill",    "valley",  "temple",
+};
+
+/* all start with a consonant: the templates say "a OBJECT" */
+static const char *const OBJECTS[] = {
+    "drink",  "book",     "ball",   "cake",    "bottle", "kiss",     "ring",   "letter",  "pen",    "hat",
+    "box",    "cup",      "toy",    "flower",  "basket", "bag",      "key",    "coin",    "snack",  "gift",
+    "phone",  "computer", "lamp",   "candle",  "clock",  "chair",    "shirt",  "necklace", "watch", "map",
+    "ticket", "note",     "cookie", "sandwich", "pencil", "brush",   "hammer", "kite",    "doll",   "guitar",
+    "picture", "card",    "plate",  "spoon",   "towel",  "blanket",  "scarf",  "bicycle", "camera", "bowl",
+};
+
+/* Templates: {1} and {2} are the intro's names, {S} the subject, {P} a place, {O} an
+ * object. Each ends just before the answer " IO". */
+static const char *const IOI_TEMPLATES[] = {
+    "When {1} and {2} went to the {P}, {S} gave a {O} to",
+    "Then, {1} and {2} had a long talk at the {P}. {S} gave the {O} to",
+    "After {1} and {2} went to the {P}, {S} gave a {O} to",
+    "While {1} and {2} were working at the {P}, {S} gave a {O} to",
+    "When {1} and {2} got a {O} at the {P}, {S} decided to give it to",
+    "Then, {1} and {2} were thinking about going to the {P}. {S} wanted to give a {O} to",
+    "Friends {1} and {2} found a {O} at the {P}. {S} gave it to",
+    "Afterwards, {1} and {2} went to the {P}. {S} handed a {O} to",
+    "Then, {1} and {2} had a lot of fun at the {P}. {S} gave a {O} to",
+    "The {P} was busy when {1} and {2} arrived. {S} passed the {O} to",
+};
+
+static const char *const SPAN_WORDS[] = {
+    "apple",  "river",  "green",  "stone",  "quick",  "light",  "music",  "paper",  "window", "silver",
+    "yellow", "bread",  "cloud",  "dream",  "earth",  "family", "glass",  "heart",  "island", "jacket",
+    "lemon",  "money",  "night",  "ocean",  "pencil", "queen",  "rain",   "summer", "table",  "uncle",
+    "voice",  "water",  "young",  "zebra",  "anchor", "butter", "corner", "desert", "engine", "forest",
+    "garden", "hollow", "iron",   "jungle", "kettle", "ladder", "mirror", "needle", "orange", "pepper",
+    "rabbit", "saddle", "tiger",  "velvet", "wagon",  "winter", "yard",   "copper", "candle", "dinner",
+    "feather", "ginger", "hammer", "insect", "jelly", "kitten", "lizard", "marble", "nickel", "oyster",
+    "puzzle", "rocket", "sugar",  "thunder", "violet", "walnut", "basket", "cactus", "dragon", "falcon",
+    "blue",   "red",    "small",  "large",  "old",    "new",    "happy",  "cold",   "warm",   "dark",
+    "run",    "jump",   "sing",   "read",   "write",  "swim",   "climb",  "build",  "paint",  "count",
+};
+
+static const char *const SUBJECT_NOUNS[] = {
+    "dog", "cat", "little girl", "small boy", "old man", "old woman", "teacher", "farmer", "bird", "baby",
+    "king", "doctor", "rabbit", "fox", "girl", "boy",
+};
+static const char *const DAY_ADJS[] = {"sunny", "rainy", "cold", "warm", "bright", "quiet", "windy", "long", "busy"};
+static const char *const FEELINGS[] = {"happy", "sad", "tired", "hungry", "excited", "sleepy", "scared", "proud",
+                                       "calm", "curious"};
+static const char *const TIMES[] = {"One day", "In the morning", "After lunch", "Later", "At night",
+                                    "That evening", "Soon"};
+
+/* Filler sentences: {S}/{s} a subject (capitalised / not), {N} a name, {P} {O} as above,
+ * {A} a day adjective, {F} a feeling, {T} a time phrase. */
+static const char *const FILLER[] = {
+    "{S} ran to the {P}.",
+    "{S} walked to the {P} with {N}.",
+    "{S} found a {O} near the {P}.",
+    "It was a {A} day.",
+    "{N} liked the {O} very much.",
+    "{S} was very {F}.",
+    "{S} and {N} played at the {P}.",
+    "Then everyone went home.",
+    "The {P} was {A} and quiet.",
+    "{N} said, \"I want a {O}.\"",
+    "{T}, {s} looked at the {O}.",
+    "{S} saw a {O} at the {P}.",
+    "Later, {s} gave the {O} to {N}.",
+    "{S} sat down and smiled.",
+    "{T}, {N} felt {F}.",
+    "There was a big {O} in the {P}.",
+};
+
+/* ---------------------------------------------------------------- output buffer */
+
+typedef struct {
+    char *s;
+    size_t n, cap;
+    bool fixed; /* s is the caller's array of cap bytes: running out is an error, not a realloc */
+    bool oom;
+} obuf;
+
+/* Appends s[0..n), which may lie inside b itself. */
+static void put(obuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        if (b->fixed) { b->oom = true; return; }
+        bool inside = b->s && s >= b->s && s < b->s + b->n;
+        size_t at = inside ? (size_t)(s - b->s) : 0;
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->s, cap);
+        if (!p) { b->oom = true; return; }
+        b->s = p, b->cap = cap;
+        if (inside) s = p + at;
+    }
+    memcpy(b->s + b->n, s, n);
+    b->n += n;
+    b->s[b->n] = '\0';
+}
+
+static void puts_(obuf *b, const char *s) { put(b, s, strlen(s)); }
+
+/* ---------------------------------------------------------------- drawing */
+
+static size_t pick(lp_rng *r, size_t n) {
+    size_t i = (size_t)(lp_rng_uniform(r) * (double)n);
+    return i < n ? i : n - 1;
+}
+
+#define PICK(r, list) ((list)[pick((r), N_OF(list))])
+
+static bool chance(lp_rng *r, double p) { return lp_rng_uniform(r) < p; }
+
+static void filler_sentence(lp_rng *r, obuf *b) {
+    const char *t = PICK(r, FILLER);
+    for (; *t; t++) {
+        if (t[0] != '{' || !t[1] || t[2] != '}') { put(b, t, 1); continue; }
+        char c = t[1];
+        t += 2;
+        switch (c) {
+        case 'S':
+        case 's':
+            if (chance(r, 0.5)) {
+                puts_(b, PICK(r, NAMES));
+            } else {
+                puts_(b, c == 'S' ? "The " : "the ");
+                puts_(b, PICK(r, SUBJECT_NOUNS));
+            }
+            break;
+        case 'N': puts_(b, PICK(r, NAMES)); break;
+        case 'P': puts_(b, PICK(r, PLACES)); break;
+        case 'O': puts_(b, PICK(r, OBJECTS)); break;
+        case 'A': puts_(b, PICK(r, DAY_ADJS)); break;
+        case 'F': puts_(b, PICK(r, FEELINGS)); break;
+        case 'T': puts_(b, PICK(r, TIMES)); break;
+        default: assert(!"unknown filler slot");
+        }
+    }
+}
+
+/* Up to max sentences, each with probability p, each followed by a space. */
+static void filler_prefix(lp_rng *r, obuf *b, int max, double p) {
+    for (int i = 0; i < max; i++)
+        if (chance(r, p)) {
+            filler_sentence(r, b);
+            put(b, " ", 1);
+        }
+}
+
+/* Writes one IOI story up to (not including) the answer; io and s get the names. */
+static int ioi_story(lp_rng *r, obuf *b, bool abba, const char **io, const char **s) {
+    int tpl = (int)pick(r, N_OF(IOI_TEMPLATES));
+    size_t i = pick(r, N_OF(NAMES)), j = pick(r, N_OF(NAMES) - 1);
+    if (j >= i) j++; /* two different names */
+    *io = NAMES[i], *s = NAMES[j];
+    const char *place = PICK(r, PLACES), *object = PICK(r, OBJECTS);
+    for (const char *t = IOI_TEMPLATES[tpl]; *t; t++) {
+        if (t[0] != '{' || !t[1] || t[2] != '}') { put(b, t, 1); continue; }
+        char c = t[1];
+        t += 2;
+        switch (c) {
+        case '1': puts_(b, abba ? *io : *s); break;
+        case '2': puts_(b, abba ? *s : *io); break;
+        case 'S': puts_(b, *s); break;
+        case 'P': puts_(b, place); break;
+        case 'O': puts_(b, object); break;
+        default: assert(!"unknown IOI slot");
+        }
+    }
+    return tpl;
+}
+
+static void doc_ioi(lp_rng *r, obuf *b, lp_corpus_doc *d) {
+    filler_prefix(r, b, 2, 0.3);
+    d->story_off = b->n;
+    const char *io, *s;
+    ioi_story(r, b, chance(r, 0.5), &io, &s);
+    d->answer_off = b->n;
+    put(b, " ", 1);
+    puts_(b, io);
+    d->answer_len = b->n - d->answer_off;
+    put(b, ".", 1);
+    if (chance(r, 0.3)) {
+        put(b, " ", 1);
+        filler_sentence(r, b);
+    }
+}
+
+static void doc_repeat(lp_rng *r, obuf *b, const lp_corpus_spec *sp, lp_corpus_doc *d) {
+    filler_prefix(r, b, 2, 0.5);
+    int n = sp->span_min + (int)pick(r, (size_t)(sp->span_max - sp->span_min + 1));
+    bool letters = chance(r, sp->letter_words);
+    d->span_off = b->n;
+    for (int i = 0; i < n; i++) {
+        if (i) put(b, " ", 1);
+        if (letters) {
+            int k = 2 + (int)pick(r, 6);
+            for (int c = 0; c < k; c++) {
+                char ch = (char)('a' + pick(r, 26));
+                put(b, &ch, 1);
+            }
+        } else {
+            puts_(b, PICK(r, SPAN_WORDS));
+        }
+    }
+    d->span_len = b->n - d->span_off;
+    if (chance(r, 0.5)) {
+        put(b, ". ", 2);
+        filler_sentence(r, b);
+    }
+    put(b, " ", 1);
+    d->repeat_off = b->n;
+    if (!b->oom) put(b, b->s + d->span_off, d->span_len);
+    put(b, ".", 1);
+}
+
+static void doc_filler(lp_rng *r, obuf *b) {
+    int n = 3 + (int)pick(r, 6);
+    for (int i = 0; i < n; i++) {
+        if (i) put(b, " ", 1);
+        filler_sentence(r, b);
+    }
+}
+
+/* ---------------------------------------------------------------- public */
+
+void lp_corpus_spec_default(lp_corpus_spec *spec) {
+    *spec = (lp_corpus_spec){
+        .seed = 0,
+        .proportion = {0.4, 0.3, 0.3},
+        .n_bytes = 1 << 20,
+        .span_min = 4,
+        .span_max = 12,
+        .letter_words = 0.5,
+    };
+}
+
+int lp_corpus_n_templates(void) { return (int)N_OF(IOI_TEMPLATES); }
+
+int lp_corpus_new(const lp_corpus_spec *sp, char **text, size_t *len, lp_corpus_doc **docs, size_t *n_docs) {
+    assert(sp && text && len && (!docs || n_docs));
+    *text = NULL, *len = 0;
+    if (docs) *docs = NULL, *n_docs = 0;
+    double total = 0;
+    for (int k = 0; k < LP_CORPUS_N_KINDS; k++) {
+        if (!(sp->proportion[k] >= 0))
+            return lp_error(LP_EINVAL, "corpus: proportion %d is %g; proportions must be >= 0", k, sp->proportion[k]);
+        total += sp->proportion[k];
+    }
+    if (!(total > 0)) return lp_error(LP_EINVAL, "corpus: the proportions add up to 0");
+    if (sp->n_docs == 0 && sp->n_bytes == 0) return lp_error(LP_EINVAL, "corpus: give a number of documents or bytes");
+    if (sp->span_min < 1 || sp->span_max < sp->span_min || sp->span_max > 64)
+        return lp_error(LP_EINVAL, "corpus: span of %d..%d words; need 1 <= min <= max <= 64", sp->span_min,
+                        sp->span_max);
+    if (!(sp->letter_words >= 0 && sp->letter_words <= 1))
+        return lp_error(LP_EINVAL, "corpus: letter_words %g is not in [0, 1]", sp->letter_words);
+
+    lp_rng rng;
+    lp_rng_seed(&rng, sp->seed);
+    obuf b = {0};
+    lp_corpus_doc *index = NULL;
+    size_t n = 0, cap = 0;
+    while (sp->n_docs ? n < sp->n_docs : b.n < sp->n_bytes) {
+        double u = lp_rng_uniform(&rng) * total, acc = 0;
+        lp_corpus_kind kind = LP_CORPUS_FILLER;
+        for (int k = 0; k < LP_CORPUS_N_KINDS; k++) {
+            acc += sp->proportion[k];
+            if (u < acc && sp->proportion[k] > 0) { kind = (lp_corpus_kind)k; break; }
+        }
+        lp_corpus_doc d = {.kind = kind, .off = b.n};
+        switch (kind) {
+        case LP_CORPUS_IOI: doc_ioi(&rng, &b, &d); break;
+        case LP_CORPUS_REPEAT: doc_repeat(&rng, &b, sp, &d); break;
+        default: doc_filler(&rng, &b); break;
+        }
+        d.len = b.n - d.off;
+        puts_(&b, LP_CORPUS_EOT);
+        if (docs && !b.oom) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 1024;
+                lp_corpus_doc *p = realloc(index, cap * sizeof *p);
+                if (!p) b.oom = true;
+                else index = p;
+            }
+            if (!b.oom) index[n] = d;
+        }
+        if (b.oom) break;
+        n++;
+    }
+    if (b.oom) {
+        free(b.s);
+        free(index);
+        return lp_error(LP_ENOMEM, "corpus: out of memory after %zu documents", n);
+    }
+    *text = b.s, *len = b.n;
+    if (docs) *docs = index, *n_docs = n;
+    return LP_OK;
+}
+
+static void copy_name(char *dst, size_t cap, const char *name) { snprintf(dst, cap, " %s", name); }
+
+void lp_corpus_ioi_prompts(uint64_t seed, int n, lp_ioi_prompt *out) {
+    assert(n >= 0 && (out || n == 0));
+    lp_rng rng;
+    lp_rng_seed(&rng, seed ^ 0x10157E57D0C5ull); /* a stream of its own: not the corpus's for this seed */
+    for (int i = 0; i < n; i++) {
+        lp_ioi_prompt *p = &out[i];
+        obuf b = {.s = p->prompt, .cap = sizeof p->prompt, .fixed = true};
+        const char *io, *s;
+        p->abba = i % 2 == 0;
+        p->template_id = ioi_story(&rng, &b, p->abba, &io, &s);
+        assert(!b.oom); /* the longest story fits with room to spare */
+        copy_name(p->io, sizeof p->io, io);
+        copy_name(p->subject, sizeof p->subject, s);
+    }
+}

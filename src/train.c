@@ -1,0 +1,662 @@
+/* Training GPT-2: the parameter block and its tensors, the loss with its gradient with
+ * respect to every parameter (llm.c's manner: backward kernels outputs first, one job each),
+ * AdamW, and saving. The forward is the inference one (lp_layer_forward, sequence by
+ * sequence), so a model trains on exactly the function loupe later inspects. */
+#include "loupe/train.h"
+
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "forward.h"
+#include "grad_impl.h"
+#include "loupe/checkpoint.h"
+#include "loupe/error.h"
+#include "loupe/generate.h"
+#include "loupe/run.h"
+#include "loupe/safetensors.h"
+
+/* The path such a model reports (it has no file). */
+static const char TRAINABLE_PATH[] = "(trainable model in memory)";
+
+/* ---- the parameter block ---- */
+
+/* Tensors of a layer in block order; an attention-only layer has the first LAYER_ATTN. */
+enum { P_LN1_W, P_LN1_B, P_ATTN_W, P_ATTN_B, P_PROJ_W, P_PROJ_B, LAYER_ATTN,
+       P_LN2_W = LAYER_ATTN, P_LN2_B, P_FC_W, P_FC_B, P_FCPROJ_W, P_FCPROJ_B, LAYER_FULL };
+enum { T_WTE, T_WPE, T_LAYERS };
+
+static int per_layer(const lp_config *c) { return c->attn_only ? LAYER_ATTN : LAYER_FULL; }
+static int layer_tensor(const lp_config *c, int l, int k) { return T_LAYERS + l * per_layer(c) + k; }
+static int lnf_tensor(const lp_config *c) { return T_LAYERS + c->n_layer * per_layer(c); }
+
+static void put(lp_param_tensor *out, int cap, int *n, size_t *at, bool decay, int ndim, long d0, long d1,
+                const char *name, int layer) {
+    if (*n < cap && out) {
+        lp_param_tensor *t = &out[*n];
+        if (layer >= 0) snprintf(t->name, sizeof t->name, "h.%d.%s", layer, name);
+        else snprintf(t->name, sizeof t->name, "%s", name);
+        t->offset = *at;
+        t->size = (size_t)d0 * (ndim == 2 ? (size_t)d1 : 1);
+        t->ndim = ndim;
+        t->shape[0] = d0;
+        t->shape[1] = ndim == 2 ? d1 : 0;
+        t->decay = decay;
+    }
+    *at += (size_t)d0 * (ndim == 2 ? (size_t)d1 : 1);
+    (*n)++;
+}
+
+int lp_train_tensors(const lp_config *c, lp_param_tensor *out, int cap) {
+    long d = c->d_model, dm = c->d_mlp;
+    int n = 0;
+    size_t at = 0;
+    put(out, cap, &n, &at, true, 2, c->vocab, d, "wte.weight", -1);
+    put(out, cap, &n, &at, true, 2, c->n_ctx, d, "wpe.weight", -1);
+    for (int l = 0; l < c->n_layer; l++) {
+        put(out, cap, &n, &at, false, 1, d, 0, "ln_1.weight", l);
+        put(out, cap, &n, &at, false, 1, d, 0, "ln_1.bias", l);
+        put(out, cap, &n, &at, true, 2, d, 3 * d, "attn.c_attn.weight", l);
+        put(out, cap, &n, &at, false, 1, 3 * d, 0, "attn.c_attn.bias", l);
+        put(out, cap, &n, &at, true, 2, d, d, "attn.c_proj.weight", l);
+        put(out, cap, &n, &at, false, 1, d, 0, "attn.c_proj.bias", l);
+        if (c->attn_only) continue;
+        put(out, cap, &n, &at, false, 1, d, 0, "ln_2.weight", l);
+        put(out, cap, &n, &at, false, 1, d, 0, "ln_2.bias", l);
+        put(out, cap, &n, &at, true, 2, d, dm, "mlp.c_fc.weight", l);
+        put(out, cap, &n, &at, false, 1, dm, 0, "mlp.c_fc.bias", l);
+        put(out, cap, &n, &at, true, 2, dm, d, "mlp.c_proj.weight", l);
+        put(out, cap, &n, &at, false, 1, d, 0, "mlp.c_proj.bias", l);
+    }
+    put(out, cap, &n, &at, false, 1, d, 0, "ln_f.weight", -1);
+    put(out, cap, &n, &at, false, 1, d, 0, "ln_f.bias", -1);
+    return n;
+}
+
+/* The tensor table of c, malloc'd; *n its length, *total the block's floats. */
+static lp_param_tensor *tensors_new(const lp_config *c, int *n, size_t *total) {
+    *n = lp_train_tensors(c, NULL, 0);
+    lp_param_tensor *t = malloc((size_t)*n * sizeof *t);
+    if (!t) return NULL;
+    lp_train_tensors(c, t, *n);
+    *total = t[*n - 1].offset + t[*n - 1].size;
+    return t;
+}
+
+/* The weights of a layer as GPT-2's loader sets them (arch_gpt2.c): q, k, v column blocks
+ * of the fused (d, 3d) c_attn. */
+static void point_layer(lp_layer *L, float *p, const lp_param_tensor *t, const lp_config *c, int l) {
+    int d = c->d_model, dm = c->d_mlp;
+#define AT(k) (p + t[layer_tensor(c, l, (k))].offset)
+    L->ln1_w = AT(P_LN1_W);
+    L->ln1_b = AT(P_LN1_B);
+    const float *qkv_w = AT(P_ATTN_W), *qkv_b = AT(P_ATTN_B);
+    L->q = (lp_linear){qkv_w, qkv_b, d, d, 3 * d, false};
+    L->k = (lp_linear){qkv_w + d, qkv_b + d, d, d, 3 * d, false};
+    L->v = (lp_linear){qkv_w + 2 * d, qkv_b + 2 * d, d, d, 3 * d, false};
+    L->o = (lp_linear){AT(P_PROJ_W), AT(P_PROJ_B), d, d, d, false};
+    if (c->attn_only) return;
+    L->ln2_w = AT(P_LN2_W);
+    L->ln2_b = AT(P_LN2_B);
+    L->up = (lp_linear){AT(P_FC_W), AT(P_FC_B), d, dm, dm, false};
+    L->down = (lp_linear){AT(P_FCPROJ_W), AT(P_FCPROJ_B), dm, d, d, false};
+#undef AT
+}
+
+/* N(0, 1) by Box-Muller. */
+static float normal(lp_rng *rng) {
+    double u1 = lp_rng_uniform(rng), u2 = lp_rng_uniform(rng);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+int lp_train_model_new(lp_model **out, const lp_config *cfg, uint64_t seed) {
+    *out = NULL;
+    const lp_config *c0 = cfg;
+    if (c0->n_layer < 1 || c0->n_head < 1 || c0->d_model < 1 || c0->vocab < 1 || c0->n_ctx < 1 ||
+        (!c0->attn_only && c0->d_mlp < 1))
+        return lp_error(LP_EINVAL, "a trainable model needs positive n_layer, n_head, d_model, vocab, n_ctx and "
+                                   "d_mlp (unless attention-only)");
+    if (c0->d_model % c0->n_head)
+        return lp_error(LP_EINVAL, "d_model %d is not a multiple of n_head %d", c0->d_model, c0->n_head);
+    lp_model *m = calloc(1, sizeof *m);
+    if (!m) return lp_error(LP_ENOMEM, "out of memory");
+    lp_config *c = &m->cfg;
+    *c = *c0;
+    snprintf(c->arch, sizeof c->arch, "GPT2LMHeadModel");
+    snprintf(c->family, sizeof c->family, "gpt2");
+    c->n_kv_head = c->n_head;
+    c->d_head = c->d_model / c->n_head;
+    if (c->attn_only) c->d_mlp = 0;
+    if (!(c->norm_eps > 0.0f)) c->norm_eps = 1e-5f;
+    c->norm = LP_NORM_LAYERNORM;
+    c->pos = LP_POS_LEARNED;
+    c->mlp = LP_MLP_GELU_TANH;
+    c->tied_unembed = c->qkv_bias = c->mlp_bias = true;
+
+    int nt;
+    size_t total;
+    lp_param_tensor *t = tensors_new(c, &nt, &total);
+    float *p = t ? calloc(total, sizeof *p) : NULL;
+    int rc = LP_OK;
+    if (!t || !p || (rc = lp_model_own(m, p))) {
+        if (!rc) free(p);
+        rc = lp_error(LP_ENOMEM, "out of memory for %zu parameters", total);
+        goto fail;
+    }
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    m->path = strdup(TRAINABLE_PATH);
+    if (!m->layers || !m->path) {
+        rc = lp_error(LP_ENOMEM, "out of memory");
+        goto fail;
+    }
+    snprintf(m->dtype, sizeof m->dtype, "F32");
+    m->trainable = p;
+    m->n_params = total;
+
+    lp_rng rng;
+    lp_rng_seed(&rng, seed);
+    float resid_std = 0.02f / sqrtf(2.0f * c->n_layer);
+    for (int i = 0; i < nt; i++) {
+        float *x = p + t[i].offset;
+        bool resid_proj = strstr(t[i].name, "c_proj.weight") != NULL;
+        if (strstr(t[i].name, "ln_") && strstr(t[i].name, ".weight"))
+            for (size_t j = 0; j < t[i].size; j++) x[j] = 1.0f;
+        else if (t[i].ndim == 2)
+            for (size_t j = 0; j < t[i].size; j++) x[j] = (resid_proj ? resid_std : 0.02f) * normal(&rng);
+    }
+    m->tok_emb = p + t[T_WTE].offset;
+    m->pos_emb = p + t[T_WPE].offset;
+    for (int l = 0; l < c->n_layer; l++) point_layer(&m->layers[l], p, t, c, l);
+    m->lnf_w = p + t[lnf_tensor(c)].offset;
+    m->lnf_b = p + t[lnf_tensor(c) + 1].offset;
+    m->unembed = (lp_linear){m->tok_emb, NULL, c->d_model, c->vocab, c->d_model, true};
+    free(t);
+    *out = m;
+    return LP_OK;
+fail:
+    free(t);
+    lp_model_free(m);
+    return rc;
+}
+
+float *lp_train_params(lp_model *m, size_t *n) {
+    if (!m->trainable) return NULL;
+    if (n) *n = m->n_params;
+    return m->trainable;
+}
+
+/* ---- forward and backward over a batch ---- */
+
+/* Activations of B sequences of T tokens (N = B * T rows, sequence-major) for every layer,
+ * and one layer's backward scratch. */
+typedef struct {
+    int B, T;
+    float *arena;
+    float *resid;                   /* (L + 1, N, d): resid[l] enters layer l */
+    float *ln1, *ln1_scale;         /* (L, N, d), (L, N) */
+    float *q, *k, *v, *z;           /* (L, N, d) */
+    float *pattern;                 /* (L, B, H, T, T) */
+    float *resid_mid;               /* (L, N, d) */
+    float *ln2, *ln2_scale;         /* (L, N, d), (L, N) */
+    float *mlp_pre, *mlp_post;      /* (L, N, dm) */
+    float *attn_out, *mlp_out;      /* (N, d): one layer's, not kept */
+    float *lnf, *lnf_scale;         /* (N, d), (N) */
+    float *probs;                   /* (N, V): softmax, then the logits' gradient */
+    float *d_resid, *d_mid, *d_ln;  /* (N, d) */
+    float *d_q, *d_k, *d_v, *d_z;   /* (N, d) */
+    float *d_pre, *d_post;          /* (N, dm) */
+    float *dP;                      /* (T, T) */
+} work;
+
+static size_t work_layout(work *w, float *base, const lp_config *c) {
+    size_t L = c->n_layer, N = (size_t)w->B * w->T, d = c->d_model, dm = c->attn_only ? 0 : c->d_mlp, at = 0;
+    size_t T = w->T;
+#define SLICE(field, n) (w->field = base ? base + at : NULL, at += (n))
+    SLICE(resid, (L + 1) * N * d);
+    SLICE(ln1, L * N * d);
+    SLICE(ln1_scale, L * N);
+    SLICE(q, L * N * d);
+    SLICE(k, L * N * d);
+    SLICE(v, L * N * d);
+    SLICE(z, L * N * d);
+    SLICE(pattern, L * N * c->n_head * T);
+    SLICE(resid_mid, L * N * d);
+    SLICE(ln2, L * N * d);
+    SLICE(ln2_scale, L * N);
+    SLICE(mlp_pre, L * N * dm);
+    SLICE(mlp_post, L * N * dm);
+    SLICE(attn_out, N * d);
+    SLICE(mlp_out, N * d);
+    SLICE(lnf, N * d);
+    SLICE(lnf_scale, N);
+    SLICE(probs, N * c->vocab);
+    SLICE(d_resid, N * d);
+    SLICE(d_mid, N * d);
+    SLICE(d_ln, N * d);
+    SLICE(d_q, N * d);
+    SLICE(d_k, N * d);
+    SLICE(d_v, N * d);
+    SLICE(d_z, N * d);
+    SLICE(d_pre, N * dm);
+    SLICE(d_post, N * dm);
+    SLICE(dP, T * T);
+#undef SLICE
+    return at;
+}
+
+static int work_init(work *w, const lp_config *c, int B, int T) {
+    *w = (work){.B = B, .T = T};
+    size_t n = work_layout(w, NULL, c);
+    w->arena = malloc(n * sizeof *w->arena);
+    if (!w->arena)
+        return lp_error(LP_ENOMEM, "out of memory: a batch of %d x %d tokens needs %.1f MB", B, T,
+                        (double)n * sizeof(float) / 1e6);
+    work_layout(w, w->arena, c);
+    return LP_OK;
+}
+
+static void work_free(work *w) { free(w->arena); }
+
+/* Every layer over every sequence, then the final norm and the softmax; returns the mean
+ * next-token loss. ids (B, T + 1). */
+static double forward(work *w, const lp_model *m, const int *ids) {
+    const lp_config *c = &m->cfg;
+    int B = w->B, T = w->T, d = c->d_model, V = c->vocab, H = c->n_head;
+    size_t N = (size_t)B * T, Nd = N * d, dm = c->attn_only ? 0 : c->d_mlp;
+    for (int b = 0; b < B; b++) lp_embed(w->resid + (size_t)b * T * d, m, ids + (size_t)b * (T + 1), 0, T);
+    for (int l = 0; l < c->n_layer; l++) {
+        size_t L = l;
+        for (int b = 0; b < B; b++) {
+            size_t r = (size_t)b * T, rd = r * d, rm = r * dm;
+            lp_layer_io io = {
+                .resid_in = w->resid + L * Nd + rd,
+                .ln1 = w->ln1 + L * Nd + rd, .ln1_scale = w->ln1_scale + L * N + r,
+                .q = w->q + L * Nd + rd, .k = w->k + L * Nd + rd, .v = w->v + L * Nd + rd,
+                .pattern = w->pattern + (L * N + r) * H * T, .pattern_ld = T,
+                .z = w->z + L * Nd + rd,
+                .attn_out = w->attn_out + rd, .resid_mid = w->resid_mid + L * Nd + rd,
+                .ln2 = w->ln2 + L * Nd + rd, .ln2_scale = w->ln2_scale + L * N + r,
+                .mlp_pre = w->mlp_pre + L * N * dm + rm, .mlp_post = w->mlp_post + L * N * dm + rm,
+                .mlp_out = w->mlp_out + rd, .resid_out = w->resid + (L + 1) * Nd + rd,
+            };
+            lp_layer_forward(m, l, &io, NULL, NULL, 0, T);
+        }
+    }
+    const float *x = w->resid + (size_t)c->n_layer * Nd;
+    lp_norm(w->lnf, w->lnf_scale, x, m->lnf_w, m->lnf_b, (int)N, d, c->norm, c->norm_eps);
+    lp_linear_forward(w->probs, w->lnf, &m->unembed, (int)N);
+    double loss = 0.0;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *row = w->probs + ((size_t)b * T + t) * V;
+            int target = ids[(size_t)b * (T + 1) + t + 1];
+            float mx = row[0];
+            for (int j = 1; j < V; j++)
+                if (row[j] > mx) mx = row[j];
+            double sum = 0.0;
+            for (int j = 0; j < V; j++) sum += exp((double)row[j] - mx);
+            loss += log(sum) + mx - row[target];
+            for (int j = 0; j < V; j++) row[j] = (float)(exp((double)row[j] - mx) / sum);
+        }
+    return loss / (double)N;
+}
+
+/* dw (in, out; row stride ldw) += x (n, in)^T dy (n, out); db (out) += the column sums of dy. */
+static void linear_weight_backward(float *dw, int ldw, float *db, const float *x, const float *dy, int n, int in,
+                                   int out) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, out, n, 1.0f, x, in, dy, out, 1.0f, dw, ldw);
+    for (int j = 0; j < out; j++) {
+        double s = 0.0;
+        for (int i = 0; i < n; i++) s += dy[(size_t)i * out + j];
+        db[j] += (float)s;
+    }
+}
+
+/* dw, db (d) += the LayerNorm weight and bias gradients given dy (n, d) for y = xhat w + b,
+ * xhat recomputed from x (n, d) and the forward's scale (n). */
+static void norm_weight_backward(float *dw, float *db, const float *dy, const float *x, const float *scale, int n,
+                                 int d) {
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d, *dyi = dy + (size_t)i * d;
+        double mean = 0.0;
+        for (int j = 0; j < d; j++) mean += xi[j];
+        mean /= d;
+        for (int j = 0; j < d; j++) {
+            dw[j] += (float)(dyi[j] * (xi[j] - mean) * scale[i]);
+            db[j] += dyi[j];
+        }
+    }
+}
+
+/* For every sequence and head, z = P v with P = softmax(q k^T / sqrt(dh)) (causal, saved
+ * in pattern (B, H, T, T)): dq, dk, dv (N, H*dh) given dz. dP (T, T) is scratch. */
+static void attention_backward(float *dq, float *dk, float *dv, float *dP, const float *dz, const float *q,
+                               const float *k, const float *v, const float *pattern, int B, int T, int H, int dh) {
+    int d = H * dh;
+    float scale = 1.0f / sqrtf((float)dh);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            size_t o = (size_t)b * T * d + (size_t)h * dh;
+            const float *P = pattern + ((size_t)b * H + h) * T * T;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, 1.0f, dz + o, d, v + o, d, 0.0f, dP, T);
+            for (int i = 0; i < T; i++) {
+                float *dpi = dP + (size_t)i * T;
+                const float *pi = P + (size_t)i * T;
+                double r = 0.0;
+                for (int j = 0; j <= i; j++) r += (double)pi[j] * dpi[j];
+                for (int j = 0; j <= i; j++) dpi[j] = pi[j] * (float)(dpi[j] - r);
+                for (int j = i + 1; j < T; j++) dpi[j] = 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1.0f, P, T, dz + o, d, 0.0f, dv + o, d);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, scale, dP, T, k + o, d, 0.0f, dq + o, d);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, scale, dP, T, q + o, d, 0.0f, dk + o, d);
+        }
+}
+
+/* grad (the block's layout) = the gradient of forward's loss; forward must have just run. */
+static void backward(work *w, const lp_model *m, const int *ids, float *grad, const lp_param_tensor *t) {
+    const lp_config *c = &m->cfg;
+    int B = w->B, T = w->T, d = c->d_model, V = c->vocab, n = B * T, dm = c->attn_only ? 0 : c->d_mlp;
+    size_t N = n, Nd = N * d;
+    memset(grad, 0, m->n_params * sizeof *grad);
+    /* Softmax cross-entropy: dlogits = (p - onehot(target)) / N. */
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++) {
+            float *row = w->probs + ((size_t)b * T + i) * V;
+            row[ids[(size_t)b * (T + 1) + i + 1]] -= 1.0f;
+            for (int j = 0; j < V; j++) row[j] /= (float)N;
+        }
+    float *g_wte = grad + t[T_WTE].offset, *g_wpe = grad + t[T_WPE].offset;
+    const float *x = w->resid + (size_t)c->n_layer * Nd;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, n, 1.0f, w->probs, V, w->lnf, d, 1.0f, g_wte, d);
+    linear_backward(w->d_ln, w->probs, &m->unembed, n, 0.0f);
+    norm_weight_backward(grad + t[lnf_tensor(c)].offset, grad + t[lnf_tensor(c) + 1].offset, w->d_ln, x,
+                         w->lnf_scale, n, d);
+    memset(w->d_resid, 0, Nd * sizeof *w->d_resid);
+    norm_backward(w->d_resid, w->d_ln, x, w->lnf_scale, m->lnf_w, n, d, c->norm);
+
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        const lp_layer *L = &m->layers[l];
+        size_t ll = l;
+#define G(k) (grad + t[layer_tensor(c, l, (k))].offset)
+        const float *mid = w->resid_mid + ll * Nd, *in = w->resid + ll * Nd;
+        float *d_mid = w->d_resid; /* attention-only: resid_out is resid_mid */
+        if (!c->attn_only) {
+            const float *pre = w->mlp_pre + ll * N * dm, *post = w->mlp_post + ll * N * dm;
+            const float *ln2 = w->ln2 + ll * Nd, *s2 = w->ln2_scale + ll * N;
+            linear_weight_backward(G(P_FCPROJ_W), d, G(P_FCPROJ_B), post, w->d_resid, n, dm, d);
+            linear_backward(w->d_post, w->d_resid, &L->down, n, 0.0f);
+            gelu_backward(w->d_pre, w->d_post, pre, N * dm);
+            linear_weight_backward(G(P_FC_W), dm, G(P_FC_B), ln2, w->d_pre, n, d, dm);
+            linear_backward(w->d_ln, w->d_pre, &L->up, n, 0.0f);
+            norm_weight_backward(G(P_LN2_W), G(P_LN2_B), w->d_ln, mid, s2, n, d);
+            d_mid = w->d_mid;
+            memcpy(d_mid, w->d_resid, Nd * sizeof *d_mid);
+            norm_backward(d_mid, w->d_ln, mid, s2, L->ln2_w, n, d, c->norm);
+        }
+        const float *z = w->z + ll * Nd, *ln1 = w->ln1 + ll * Nd, *s1 = w->ln1_scale + ll * N;
+        linear_weight_backward(G(P_PROJ_W), d, G(P_PROJ_B), z, d_mid, n, d, d);
+        linear_backward(w->d_z, d_mid, &L->o, n, 0.0f);
+        attention_backward(w->d_q, w->d_k, w->d_v, w->dP, w->d_z, w->q + ll * Nd, w->k + ll * Nd, w->v + ll * Nd,
+                           w->pattern + ll * N * c->n_head * T, B, T, c->n_head, c->d_head);
+        float *g_qkv = G(P_ATTN_W), *g_qkv_b = G(P_ATTN_B);
+        linear_weight_backward(g_qkv, 3 * d, g_qkv_b, ln1, w->d_q, n, d, d);
+        linear_weight_backward(g_qkv + d, 3 * d, g_qkv_b + d, ln1, w->d_k, n, d, d);
+        linear_weight_backward(g_qkv + 2 * d, 3 * d, g_qkv_b + 2 * d, ln1, w->d_v, n, d, d);
+        linear_backward(w->d_ln, w->d_q, &L->q, n, 0.0f);
+        linear_backward(w->d_ln, w->d_k, &L->k, n, 1.0f);
+        linear_backward(w->d_ln, w->d_v, &L->v, n, 1.0f);
+        norm_weight_backward(G(P_LN1_W), G(P_LN1_B), w->d_ln, in, s1, n, d);
+        if (d_mid != w->d_resid) memcpy(w->d_resid, d_mid, Nd * sizeof *d_mid);
+        norm_backward(w->d_resid, w->d_ln, in, s1, L->ln1_w, n, d, c->norm);
+#undef G
+    }
+    /* The embeddings: x = wte[id] + wpe[position]. */
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < T; i++) {
+            const float *dr = w->d_resid + ((size_t)b * T + i) * d;
+            float *gt = g_wte + (size_t)ids[(size_t)b * (T + 1) + i] * d, *gp = g_wpe + (size_t)i * d;
+            for (int j = 0; j < d; j++) {
+                gt[j] += dr[j];
+                gp[j] += dr[j];
+            }
+        }
+}
+
+static int check_batch(const lp_model *m, const int *ids, int B, int T) {
+    const lp_config *c = &m->cfg;
+    if (B < 1 || T < 1 || T > c->n_ctx)
+        return lp_error(LP_EINVAL, "a batch of %d x %d tokens: the model takes 1..%d tokens", B, T, c->n_ctx);
+    if (ids)
+        for (size_t i = 0; i < (size_t)B * (T + 1); i++)
+            if (ids[i] < 0 || ids[i] >= c->vocab)
+                return lp_error(LP_EINVAL, "token id %d is outside the vocabulary (0..%d)", ids[i], c->vocab - 1);
+    return LP_OK;
+}
+
+int lp_train_loss(const lp_model *m, const int *tokens, int B, int T, double *loss, float *grad) {
+    int rc = check_batch(m, tokens, B, T);
+    if (rc) return rc;
+    if (grad && !lp_train_params((lp_model *)m, NULL))
+        return lp_error(LP_EINVAL, "parameter gradients need a trainable model (lp_train_model_new)");
+    int nt;
+    size_t total;
+    lp_param_tensor *t = tensors_new(&m->cfg, &nt, &total);
+    work w;
+    if (!t) return lp_error(LP_ENOMEM, "out of memory");
+    if ((rc = work_init(&w, &m->cfg, B, T))) {
+        free(t);
+        return rc;
+    }
+    double l = forward(&w, m, tokens);
+    if (loss) *loss = l;
+    if (grad) backward(&w, m, tokens, grad, t);
+    work_free(&w);
+    free(t);
+    return LP_OK;
+}
+
+/* ---- the optimiser and the loop ---- */
+
+lp_train_options lp_train_defaults(int steps) {
+    return (lp_train_options){.B = 8, .T = 64, .steps = steps, .warmup = steps / 10, .lr = 1e-3f, .min_lr = 1e-4f,
+                              .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f,
+                              .eval_every = 100, .eval_batches = 8, .seed = 1};
+}
+
+float lp_train_lr(const lp_train_options *o, int step) {
+    if (step < o->warmup) return o->lr * (float)(step + 1) / (float)o->warmup;
+    int span = o->steps - o->warmup;
+    if (span <= 1) return o->lr;
+    double ratio = (double)(step - o->warmup) / (span - 1);
+    if (ratio > 1.0) ratio = 1.0;
+    return (float)(o->min_lr + 0.5 * (1.0 + cos(M_PI * ratio)) * (o->lr - o->min_lr));
+}
+
+/* B windows of T + 1 tokens at offsets drawn from rng. */
+static void draw_batch(int *ids, const int *data, size_t n, int B, int T, lp_rng *rng) {
+    size_t span = n - (size_t)T; /* window starts 0 .. n - T - 1 */
+    for (int b = 0; b < B; b++) {
+        size_t at = (size_t)(lp_rng_uniform(rng) * (double)span);
+        if (at >= span) at = span - 1;
+        memcpy(ids + (size_t)b * (T + 1), data + at, (size_t)(T + 1) * sizeof *ids);
+    }
+}
+
+static int check_data(const lp_model *m, const int *data, size_t n, int T, const char *what) {
+    if (!data || n < (size_t)T + 1)
+        return lp_error(LP_EINVAL, "the %s data has %zu tokens: a window needs %d", what, data ? n : 0, T + 1);
+    for (size_t i = 0; i < n; i++)
+        if (data[i] < 0 || data[i] >= m->cfg.vocab)
+            return lp_error(LP_EINVAL, "the %s data's token %zu (id %d) is outside the vocabulary (0..%d)", what, i,
+                            data[i], m->cfg.vocab - 1);
+    return LP_OK;
+}
+
+static double eval_loss(work *w, int *ids, const lp_model *m, const int *data, size_t n, int batches, uint64_t seed) {
+    lp_rng rng;
+    lp_rng_seed(&rng, seed);
+    double sum = 0.0;
+    for (int i = 0; i < batches; i++) {
+        draw_batch(ids, data, n, w->B, w->T, &rng);
+        sum += forward(w, m, ids);
+    }
+    return sum / batches;
+}
+
+int lp_train_eval(const lp_model *m, const int *data, size_t n, int B, int T, int batches, uint64_t seed,
+                  double *loss) {
+    int rc = check_batch(m, NULL, B, T);
+    if (rc || (rc = check_data(m, data, n, T, "evaluation"))) return rc;
+    if (batches < 1) return lp_error(LP_EINVAL, "evaluation needs at least one batch");
+    work w;
+    int *ids = malloc((size_t)B * (T + 1) * sizeof *ids);
+    if (!ids) return lp_error(LP_ENOMEM, "out of memory");
+    if ((rc = work_init(&w, &m->cfg, B, T))) {
+        free(ids);
+        return rc;
+    }
+    *loss = eval_loss(&w, ids, m, data, n, batches, seed);
+    work_free(&w);
+    free(ids);
+    return LP_OK;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Held-out batches are the same at every evaluation, so that their losses compare. */
+#define EVAL_SEED_MIX 0x5eed0e7a1ull
+
+int lp_train(lp_model *m, const int *data, size_t n, const int *heldout, size_t n_heldout,
+             const lp_train_options *o, lp_train_fn cb, void *ctx) {
+    size_t np;
+    float *p = lp_train_params(m, &np);
+    if (!p) return lp_error(LP_EINVAL, "this model was loaded, not made for training (lp_train_model_new)");
+    int rc = check_batch(m, NULL, o->B, o->T);
+    if (rc) return rc;
+    if (o->steps < 1 || o->warmup < 0 || !(o->lr > 0.0f) || o->min_lr < 0.0f || o->beta1 < 0.0f ||
+        o->beta1 >= 1.0f || o->beta2 < 0.0f || o->beta2 >= 1.0f || !(o->eps > 0.0f) || o->weight_decay < 0.0f ||
+        o->grad_clip < 0.0f || o->eval_every < 0 || (o->eval_every > 0 && o->eval_batches < 1))
+        return lp_error(LP_EINVAL, "training options out of range (steps >= 1, lr > 0, betas in [0, 1), eps > 0, "
+                                   "weight decay and clip >= 0, eval batches >= 1)");
+    if ((rc = check_data(m, data, n, o->T, "training"))) return rc;
+    if (o->eval_every > 0 && (rc = check_data(m, heldout, n_heldout, o->T, "held-out"))) return rc;
+
+    int nt;
+    size_t total;
+    lp_param_tensor *t = tensors_new(&m->cfg, &nt, &total);
+    float *grad = malloc(np * sizeof *grad), *mom = calloc(np, sizeof *mom), *vel = calloc(np, sizeof *vel);
+    int *ids = malloc((size_t)o->B * (o->T + 1) * sizeof *ids);
+    work w = {0};
+    if (!t || !grad || !mom || !vel || !ids) rc = lp_error(LP_ENOMEM, "out of memory for training");
+    else rc = work_init(&w, &m->cfg, o->B, o->T);
+    lp_rng rng;
+    lp_rng_seed(&rng, o->seed);
+    double t0 = now_s();
+    for (int step = 0; step < o->steps && !rc; step++) {
+        draw_batch(ids, data, n, o->B, o->T, &rng);
+        double loss = forward(&w, m, ids);
+        backward(&w, m, ids, grad, t);
+
+        double sq = 0.0;
+        for (size_t i = 0; i < np; i++) sq += (double)grad[i] * grad[i];
+        double norm = sqrt(sq);
+        float clip = o->grad_clip > 0.0f && norm > o->grad_clip ? (float)(o->grad_clip / norm) : 1.0f;
+        float lr = lp_train_lr(o, step);
+        /* AdamW (Loshchilov & Hutter): the decay is applied to the weights, not through the moments. */
+        double bc1 = 1.0 - pow(o->beta1, step + 1), bc2 = 1.0 - pow(o->beta2, step + 1);
+        for (int i = 0; i < nt; i++) {
+            float wd = t[i].decay ? o->weight_decay : 0.0f;
+            for (size_t j = t[i].offset; j < t[i].offset + t[i].size; j++) {
+                float g = grad[j] * clip;
+                mom[j] = o->beta1 * mom[j] + (1.0f - o->beta1) * g;
+                vel[j] = o->beta2 * vel[j] + (1.0f - o->beta2) * g * g;
+                float mh = (float)(mom[j] / bc1), vh = (float)(vel[j] / bc2);
+                p[j] -= lr * (mh / (sqrtf(vh) + o->eps) + wd * p[j]);
+            }
+        }
+
+        double el = now_s() - t0;
+        lp_train_progress pr = {.step = step + 1, .steps = o->steps, .loss = loss, .grad_norm = norm, .lr = lr,
+                                .tokens_per_s = el > 0 ? (double)(step + 1) * o->B * o->T / el : 0.0,
+                                .elapsed_s = el, .eval_loss = NAN};
+        if (o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps))
+            pr.eval_loss = eval_loss(&w, ids, m, heldout, n_heldout, o->eval_batches, o->seed ^ EVAL_SEED_MIX);
+        if ((cb && cb(&pr, ctx)) || lp_cancelled()) rc = lp_error(LP_ECANCEL, "training stopped at step %d", step + 1);
+    }
+    work_free(&w);
+    free(t);
+    free(grad);
+    free(mom);
+    free(vel);
+    free(ids);
+    return rc;
+}
+
+/* ---- saving ---- */
+
+int lp_train_save(const lp_model *m, const char *dir) {
+    size_t np;
+    const float *p = lp_train_params((lp_model *)m, &np);
+    if (!p) return lp_error(LP_EINVAL, "only a trainable model (lp_train_model_new) can be saved");
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return lp_error(LP_EIO, "%s: cannot create: %s", dir, strerror(errno));
+    lp_config c = m->cfg;
+    int nt, rc;
+    size_t total;
+    lp_param_tensor *t = tensors_new(&c, &nt, &total);
+    int extra = c.attn_only ? c.n_layer * (LAYER_FULL - LAYER_ATTN) : 0, n = 0;
+    lp_st_tensor *ts = t ? calloc((size_t)(nt + extra), sizeof *ts) : NULL;
+    /* An attention-only layer as GPT-2: ln_2 the identity, an MLP of width 1 that outputs 0. */
+    float *ones = calloc((size_t)c.d_model, sizeof *ones), *zeros = calloc((size_t)c.d_model, sizeof *zeros);
+    char(*names)[64] = calloc((size_t)extra + 1, sizeof *names);
+    if (!ts || !ones || !zeros || !names) {
+        rc = lp_error(LP_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (int j = 0; j < c.d_model; j++) ones[j] = 1.0f;
+    for (int i = 0; i < nt; i++) {
+        ts[n++] = (lp_st_tensor){.name = t[i].name, .dtype = LP_DT_F32, .ndim = t[i].ndim,
+                                 .shape = {t[i].shape[0], t[i].shape[1]}, .data = p + t[i].offset,
+                                 .nbytes = t[i].size * sizeof(float)};
+        if (!c.attn_only || i < T_LAYERS || i >= lnf_tensor(&c) || (i - T_LAYERS) % LAYER_ATTN != LAYER_ATTN - 1)
+            continue;
+        int l = (i - T_LAYERS) / LAYER_ATTN;
+        static const char *const part[] = {"ln_2.weight", "ln_2.bias", "mlp.c_fc.weight", "mlp.c_fc.bias",
+                                           "mlp.c_proj.weight", "mlp.c_proj.bias"};
+        long shape[][2] = {{c.d_model, 0}, {c.d_model, 0}, {c.d_model, 1}, {1, 0}, {1, c.d_model}, {c.d_model, 0}};
+        for (int k = 0; k < LAYER_FULL - LAYER_ATTN; k++) {
+            char *name = names[l * (LAYER_FULL - LAYER_ATTN) + k];
+            snprintf(name, 64, "h.%d.%s", l, part[k]);
+            int nd = shape[k][1] ? 2 : 1;
+            size_t size = (size_t)shape[k][0] * (nd == 2 ? (size_t)shape[k][1] : 1);
+            ts[n++] = (lp_st_tensor){.name = name, .dtype = LP_DT_F32, .ndim = nd, .shape = {shape[k][0], shape[k][1]},
+                                     .data = k == 0 ? ones : zeros, .nbytes = size * sizeof(float)};
+        }
+    }
+    if (c.attn_only) {
+        c.attn_only = false;
+        c.d_mlp = 1;
+    }
+    char path[4096];
+    const char *keys[] = {"format"}, *vals[] = {"pt"};
+    if (!(rc = lp_path_join(path, sizeof path, dir, "model.safetensors")) &&
+        !(rc = lp_st_write(path, ts, n, keys, vals, 1)))
+        rc = lp_checkpoint_write_config(dir, &c, LP_DT_F32);
+done:
+    free(t);
+    free(ts);
+    free(ones);
+    free(zeros);
+    free(names);
+    return rc;
+}

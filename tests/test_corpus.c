@@ -1,0 +1,241 @@
+/* Corpus generator tests: determinism for a seed, the mixture's proportions, the document
+ * index, the IOI form (the answer is the indirect object, both name orders) and repeated
+ * spans that really repeat. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "loupe/corpus.h"
+#include "loupe/error.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void generate(uint64_t seed, size_t n_bytes, char **text, size_t *len) {
+    lp_corpus_spec sp;
+    lp_corpus_spec_default(&sp);
+    sp.seed = seed;
+    sp.n_bytes = n_bytes;
+    assert_int_equal(lp_corpus_new(&sp, text, len, NULL, NULL), LP_OK);
+}
+
+static void same_seed_gives_identical_text_other_seed_differs(void **state) {
+    (void)state;
+    char *a, *b, *c;
+    size_t na, nb, nc;
+    generate(42, 100000, &a, &na);
+    generate(42, 100000, &b, &nb);
+    generate(43, 100000, &c, &nc);
+    assert_true(na >= 100000);
+    assert_int_equal(na, nb);
+    assert_memory_equal(a, b, na);
+    assert_true(na != nc || memcmp(a, c, na) != 0);
+    assert_int_equal(strlen(a), na); /* NUL-terminated, no NUL inside */
+    free(a), free(b), free(c);
+}
+
+static size_t count_eot(const char *s, size_t n) {
+    size_t k = 0;
+    const size_t e = strlen(LP_CORPUS_EOT);
+    for (const char *p = s; (p = memmem(p, n - (size_t)(p - s), LP_CORPUS_EOT, e)); p += e) k++;
+    return k;
+}
+
+static bool is_name_token(const char *s, size_t n) {
+    if (n < 3 || s[0] != ' ' || !isupper((unsigned char)s[1])) return false;
+    for (size_t i = 2; i < n; i++)
+        if (!islower((unsigned char)s[i])) return false;
+    return true;
+}
+
+static void proportions_and_document_index_hold(void **state) {
+    (void)state;
+    lp_corpus_spec sp;
+    lp_corpus_spec_default(&sp);
+    sp.seed = 7;
+    sp.n_docs = 3000;
+    sp.proportion[LP_CORPUS_IOI] = 0.5;
+    sp.proportion[LP_CORPUS_REPEAT] = 0.2;
+    sp.proportion[LP_CORPUS_FILLER] = 0.3;
+    char *text;
+    size_t len, n;
+    lp_corpus_doc *docs;
+    assert_int_equal(lp_corpus_new(&sp, &text, &len, &docs, &n), LP_OK);
+    assert_int_equal(n, 3000);
+    assert_int_equal(count_eot(text, len), n);
+    size_t kinds[LP_CORPUS_N_KINDS] = {0}, at = 0;
+    const size_t e = strlen(LP_CORPUS_EOT);
+    for (size_t i = 0; i < n; i++) {
+        const lp_corpus_doc *d = &docs[i];
+        assert_int_equal(d->off, at); /* documents tile the text, each followed by the separator */
+        assert_memory_equal(text + d->off + d->len, LP_CORPUS_EOT, e);
+        at = d->off + d->len + e;
+        kinds[d->kind]++;
+        if (d->kind == LP_CORPUS_IOI) {
+            assert_true(is_name_token(text + d->answer_off, d->answer_len));
+            assert_memory_equal(text + d->answer_off - 3, " to", 3);
+            assert_int_equal(text[d->answer_off + d->answer_len], '.');
+        } else if (d->kind == LP_CORPUS_REPEAT) {
+            assert_true(d->span_len > 0 && d->repeat_off >= d->span_off + d->span_len);
+            assert_true(d->repeat_off + d->span_len < d->off + d->len);
+            assert_memory_equal(text + d->span_off, text + d->repeat_off, d->span_len);
+        }
+    }
+    assert_int_equal(at, len);
+    const double want[] = {0.5, 0.2, 0.3};
+    for (int k = 0; k < LP_CORPUS_N_KINDS; k++) {
+        double got = (double)kinds[k] / (double)n;
+        if (fabs(got - want[k]) > 0.04) fail_msg("kind %d: %.3f of documents, expected about %.2f", k, got, want[k]);
+    }
+    free(text);
+    free(docs);
+}
+
+static void repeated_spans_have_the_asked_length(void **state) {
+    (void)state;
+    lp_corpus_spec sp;
+    lp_corpus_spec_default(&sp);
+    sp.seed = 3;
+    sp.n_docs = 400;
+    sp.proportion[LP_CORPUS_IOI] = sp.proportion[LP_CORPUS_FILLER] = 0;
+    sp.span_min = 3, sp.span_max = 5;
+    char *text;
+    size_t len, n;
+    lp_corpus_doc *docs;
+    assert_int_equal(lp_corpus_new(&sp, &text, &len, &docs, &n), LP_OK);
+    int seen_words[6] = {0};
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(docs[i].kind, LP_CORPUS_REPEAT);
+        int words = 1;
+        for (size_t j = 0; j < docs[i].span_len; j++) words += text[docs[i].span_off + j] == ' ';
+        assert_true(words >= 3 && words <= 5);
+        seen_words[words] = 1;
+    }
+    assert_true(seen_words[3] && seen_words[4] && seen_words[5]);
+    free(text);
+    free(docs);
+}
+
+static void bad_specs_are_refused(void **state) {
+    (void)state;
+    lp_corpus_spec sp;
+    char *text;
+    size_t len;
+    lp_corpus_spec_default(&sp);
+    sp.proportion[0] = sp.proportion[1] = sp.proportion[2] = 0;
+    assert_int_equal(lp_corpus_new(&sp, &text, &len, NULL, NULL), LP_EINVAL);
+    lp_corpus_spec_default(&sp);
+    sp.proportion[1] = -1;
+    assert_int_equal(lp_corpus_new(&sp, &text, &len, NULL, NULL), LP_EINVAL);
+    lp_corpus_spec_default(&sp);
+    sp.span_min = 5, sp.span_max = 4;
+    assert_int_equal(lp_corpus_new(&sp, &text, &len, NULL, NULL), LP_EINVAL);
+    lp_corpus_spec_default(&sp);
+    sp.n_bytes = 0;
+    assert_int_equal(lp_corpus_new(&sp, &text, &len, NULL, NULL), LP_EINVAL);
+    assert_null(text);
+}
+
+/* Occurrences of the word w (" Mary") in s, not as the start of a longer word. */
+static int count_word(const char *s, const char *w, const char **first) {
+    int k = 0;
+    size_t n = strlen(w);
+    *first = NULL;
+    for (const char *p = s; (p = strstr(p, w)); p += n)
+        if (!isalpha((unsigned char)p[n])) {
+            if (!k) *first = p;
+            k++;
+        }
+    return k;
+}
+
+static void ioi_prompts_end_before_the_indirect_object(void **state) {
+    (void)state;
+    enum { N = 400 };
+    static lp_ioi_prompt p[N], q[N];
+    lp_corpus_ioi_prompts(5, N, p);
+    lp_corpus_ioi_prompts(5, N, q);
+    assert_memory_equal(p, q, sizeof p);
+    int abba = 0, baba = 0, templates[64] = {0}, n_templates = 0;
+    for (int i = 0; i < N; i++) {
+        size_t n = strlen(p[i].prompt);
+        assert_true(n > 20);
+        assert_string_equal(p[i].prompt + n - 3, " to");
+        assert_true(is_name_token(p[i].io, strlen(p[i].io)));
+        assert_true(is_name_token(p[i].subject, strlen(p[i].subject)));
+        assert_string_not_equal(p[i].io, p[i].subject);
+        const char *io_at, *s_at;
+        if (count_word(p[i].prompt, p[i].io, &io_at) != 1 || count_word(p[i].prompt, p[i].subject, &s_at) != 2)
+            fail_msg("prompt %d: \"%s\" should name%s once and%s twice", i, p[i].prompt, p[i].io, p[i].subject);
+        assert_int_equal(p[i].abba, io_at < s_at); /* ABBA: the IO is named first */
+        abba += p[i].abba, baba += !p[i].abba;
+        assert_true(p[i].template_id >= 0 && p[i].template_id < lp_corpus_n_templates());
+        if (!templates[p[i].template_id]++) n_templates++;
+    }
+    assert_int_equal(abba, N / 2);
+    assert_int_equal(baba, N / 2);
+    assert_true(lp_corpus_n_templates() >= 6);
+    assert_int_equal(n_templates, lp_corpus_n_templates());
+    lp_corpus_ioi_prompts(6, N, q);
+    assert_true(memcmp(p, q, sizeof p) != 0);
+}
+
+/* The corpus's IOI stories have the prompts' form: the story before the answer names the
+ * answer once and the subject twice, in both orders. */
+static void ioi_documents_answer_with_the_indirect_object(void **state) {
+    (void)state;
+    lp_corpus_spec sp;
+    lp_corpus_spec_default(&sp);
+    sp.seed = 11;
+    sp.n_docs = 300;
+    sp.proportion[LP_CORPUS_REPEAT] = sp.proportion[LP_CORPUS_FILLER] = 0;
+    char *text;
+    size_t len, n;
+    lp_corpus_doc *docs;
+    assert_int_equal(lp_corpus_new(&sp, &text, &len, &docs, &n), LP_OK);
+    int io_first = 0, s_first = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lp_corpus_doc *d = &docs[i];
+        char story[512], io[32], first[32], second[32];
+        assert_true(d->story_off >= d->off && d->story_off < d->answer_off);
+        size_t a = d->answer_off - d->story_off;
+        assert_true(a < sizeof story && d->answer_len < sizeof io);
+        memcpy(story, text + d->story_off, a);
+        story[a] = '\0';
+        memcpy(io, text + d->answer_off, d->answer_len);
+        io[d->answer_len] = '\0';
+        /* every template's intro is "... X and Y ..." */
+        const char *and_at = strstr(story, " and ");
+        assert_non_null(and_at);
+        const char *x = and_at;
+        while (x > story && x[-1] != ' ') x--;
+        snprintf(first, sizeof first, " %.*s", (int)(and_at - x), x);
+        snprintf(second, sizeof second, " %.*s", (int)strcspn(and_at + 5, " ,."), and_at + 5);
+        bool abba = strcmp(first, io) == 0;
+        const char *subject = abba ? second : first, *at;
+        if (!abba && strcmp(second, io) != 0) fail_msg("doc %zu: \"%s\" does not introduce%s", i, story, io);
+        if (count_word(story, io, &at) != 1 || count_word(story, subject, &at) != 2)
+            fail_msg("doc %zu: \"%s\" should name%s once and%s twice", i, story, io, subject);
+        io_first += abba, s_first += !abba;
+    }
+    assert_true(io_first > 100 && s_first > 100);
+    free(text);
+    free(docs);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(same_seed_gives_identical_text_other_seed_differs),
+        cmocka_unit_test(proportions_and_document_index_hold),
+        cmocka_unit_test(repeated_spans_have_the_asked_length),
+        cmocka_unit_test(bad_specs_are_refused),
+        cmocka_unit_test(ioi_prompts_end_before_the_indirect_object),
+        cmocka_unit_test(ioi_documents_answer_with_the_indirect_object),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

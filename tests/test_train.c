@@ -1,0 +1,248 @@
+/* Training: the parameter gradients against central finite differences of the loss (GPT-2
+ * and attention-only), a tiny model learning a token pattern, reproducibility for a seed,
+ * the schedule, and a saved checkpoint reloading to bit-identical logits. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "helpers.h"
+#include "loupe/error.h"
+#include "loupe/generate.h"
+#include "loupe/model.h"
+#include "loupe/run.h"
+#include "loupe/train.h"
+
+#define FD_TOL 1e-3  /* |analytic - numeric| / max(|analytic|, |numeric|, 1e-3 * the tensor's largest) */
+#define FD_STEP 2e-2 /* fourth-order central differences: the float forward's rounding needs a wide step */
+
+static lp_config tiny_config(bool attn_only) {
+    return (lp_config){.n_layer = 2, .n_head = 2, .d_model = 16, .d_mlp = 64, .vocab = 32, .n_ctx = 8,
+                       .attn_only = attn_only};
+}
+
+static float normal(lp_rng *rng) {
+    double u1 = lp_rng_uniform(rng), u2 = lp_rng_uniform(rng);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+static double loss_at(const lp_model *m, const int *ids, int B, int T) {
+    double l;
+    assert_int_equal(lp_train_loss(m, ids, B, T, &l, NULL), LP_OK);
+    return l;
+}
+
+/* Every parameter tensor: its largest-gradient coordinate and two drawn ones. */
+static void check_gradients(bool attn_only) {
+    lp_config c = tiny_config(attn_only);
+    lp_model *m;
+    assert_int_equal(lp_train_model_new(&m, &c, 7), LP_OK);
+    size_t np;
+    float *p = lp_train_params(m, &np);
+    assert_non_null(p);
+    /* Larger than GPT-2's initial weights, so that every parameter visibly moves the loss. */
+    lp_rng rng;
+    lp_rng_seed(&rng, 11);
+    for (size_t i = 0; i < np; i++) p[i] += 0.3f * normal(&rng);
+    enum { B = 2, T = 8 };
+    int ids[B * (T + 1)];
+    for (int i = 0; i < B * (T + 1); i++) ids[i] = (int)(lp_rng_uniform(&rng) * c.vocab);
+    float *g = malloc(np * sizeof *g);
+    double loss;
+    assert_int_equal(lp_train_loss(m, ids, B, T, &loss, g), LP_OK);
+
+    int nt = lp_train_tensors(lp_model_config(m), NULL, 0);
+    lp_param_tensor *t = malloc((size_t)nt * sizeof *t);
+    lp_train_tensors(lp_model_config(m), t, nt);
+    double worst = 0.0;
+    const char *worst_name = "";
+    for (int i = 0; i < nt; i++) {
+        size_t big = 0;
+        double scale = 0.0;
+        for (size_t j = 0; j < t[i].size; j++)
+            if (fabs(g[t[i].offset + j]) > scale) scale = fabs(g[t[i].offset + j]), big = j;
+        assert_true(scale > 0.0); /* every tensor reaches the loss */
+        size_t pick[3] = {big, (size_t)(lp_rng_uniform(&rng) * t[i].size), (size_t)(lp_rng_uniform(&rng) * t[i].size)};
+        if (strstr(t[i].name, "c_attn.bias")) {
+            /* The key bias adds q.b to every score of a query's row, which the softmax ignores:
+             * its gradient is 0 (up to rounding), below what differences of a float loss see. */
+            size_t d = (size_t)c.d_model;
+            for (size_t j = d; j < 2 * d; j++) assert_true(fabs(g[t[i].offset + j]) < 1e-6 * scale);
+            for (int s = 0; s < 3; s++)
+                if (pick[s] >= d && pick[s] < 2 * d) pick[s] += d;
+        }
+        for (int s = 0; s < 3; s++) {
+            float *x = p + t[i].offset + pick[s], orig = *x;
+            double f[4], h = FD_STEP;
+            const double off[4] = {-2, -1, 1, 2};
+            for (int k = 0; k < 4; k++) {
+                *x = (float)(orig + off[k] * h);
+                f[k] = loss_at(m, ids, B, T);
+            }
+            *x = orig;
+            double num = (f[0] - 8 * f[1] + 8 * f[2] - f[3]) / (12 * h), ana = g[t[i].offset + pick[s]];
+            double den = fmax(fmax(fabs(ana), fabs(num)), 1e-3 * scale), err = fabs(ana - num) / den;
+            if (err > worst) worst = err, worst_name = t[i].name;
+            if (err > FD_TOL) fail_msg("%s[%zu]: analytic %.8g, numeric %.8g (error %.2e)", t[i].name, pick[s], ana, num, err);
+        }
+    }
+    print_message("%s: worst relative error %.2e (%s) over %d tensors\n", attn_only ? "attention-only" : "gpt-2", worst,
+                  worst_name, nt);
+    free(t);
+    free(g);
+    lp_model_free(m);
+}
+
+static void test_weight_gradients_match_finite_differences(void **state) {
+    (void)state;
+    check_gradients(false);
+}
+
+static void test_attn_only_gradients_match_finite_differences(void **state) {
+    (void)state;
+    check_gradients(true);
+}
+
+/* A cycle of 7 distinct tokens: the next token follows from the current one. */
+static int *pattern_data(size_t n, int shift) {
+    static const int cycle[7] = {3, 9, 1, 14, 6, 11, 2};
+    int *d = malloc(n * sizeof *d);
+    for (size_t i = 0; i < n; i++) d[i] = cycle[(i + (size_t)shift) % 7];
+    return d;
+}
+
+typedef struct {
+    double first, last, eval_last, tokens_per_s;
+    int steps;
+} curve;
+
+static int record(const lp_train_progress *p, void *ctx) {
+    curve *cv = ctx;
+    if (p->step == 1) cv->first = p->loss;
+    cv->last = p->loss;
+    if (!isnan(p->eval_loss)) cv->eval_last = p->eval_loss;
+    cv->tokens_per_s = p->tokens_per_s;
+    cv->steps = p->step;
+    return 0;
+}
+
+static lp_train_options small_options(int steps) {
+    lp_train_options o = lp_train_defaults(steps);
+    o.B = 8;
+    o.T = 16;
+    o.lr = 3e-3f;
+    o.min_lr = 3e-4f;
+    o.warmup = 20;
+    o.eval_every = 100;
+    o.eval_batches = 2;
+    return o;
+}
+
+static void test_tiny_model_learns_a_pattern(void **state) {
+    (void)state;
+    lp_config c = {.n_layer = 2, .n_head = 2, .d_model = 32, .d_mlp = 128, .vocab = 16, .n_ctx = 16};
+    lp_model *m;
+    assert_int_equal(lp_train_model_new(&m, &c, 1), LP_OK);
+    int *train = pattern_data(4096, 0), *held = pattern_data(512, 3);
+    lp_train_options o = small_options(300);
+    curve cv = {0};
+    if (lp_train(m, train, 4096, held, 512, &o, record, &cv)) fail_msg("%s", lp_errmsg());
+    print_message("loss %.4f -> %.4f (held-out %.4f) in %d steps, %.0f tokens/s\n", cv.first, cv.last, cv.eval_last,
+                  cv.steps, cv.tokens_per_s);
+    assert_int_equal(cv.steps, 300);
+    assert_true(cv.last < 0.3 * cv.first);
+    assert_true(cv.eval_last < 0.3 * cv.first);
+    free(train);
+    free(held);
+    lp_model_free(m);
+}
+
+static void test_training_is_reproducible_for_a_seed(void **state) {
+    (void)state;
+    lp_config c = tiny_config(false);
+    c.n_ctx = 16;
+    int *train = pattern_data(1024, 0);
+    lp_train_options o = small_options(20);
+    o.eval_every = 0;
+    float *params[2];
+    size_t np = 0;
+    lp_model *ms[2];
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(lp_train_model_new(&ms[k], &c, 5), LP_OK);
+        assert_int_equal(lp_train(ms[k], train, 1024, NULL, 0, &o, NULL, NULL), LP_OK);
+        params[k] = lp_train_params(ms[k], &np);
+    }
+    assert_memory_equal(params[0], params[1], np * sizeof(float));
+    lp_model_free(ms[0]);
+    lp_model_free(ms[1]);
+    free(train);
+}
+
+static void test_schedule_warms_up_then_decays_to_min(void **state) {
+    (void)state;
+    lp_train_options o = lp_train_defaults(100);
+    o.warmup = 10;
+    o.lr = 1.0f;
+    o.min_lr = 0.1f;
+    assert_float_equal(lp_train_lr(&o, 0), 0.1f, 1e-6);
+    assert_float_equal(lp_train_lr(&o, 9), 1.0f, 1e-6);
+    assert_float_equal(lp_train_lr(&o, 10), 1.0f, 1e-6);
+    assert_float_equal(lp_train_lr(&o, 99), 0.1f, 1e-6);
+    assert_true(lp_train_lr(&o, 50) < 1.0f && lp_train_lr(&o, 50) > 0.1f);
+}
+
+/* The in-memory model and the one loaded back from its checkpoint run to the same bits. */
+static void check_save_reload(bool attn_only) {
+    lp_config c = tiny_config(attn_only);
+    lp_model *m, *back;
+    assert_int_equal(lp_train_model_new(&m, &c, 3), LP_OK);
+    size_t np;
+    float *p = lp_train_params(m, &np);
+    lp_rng rng;
+    lp_rng_seed(&rng, 4);
+    for (size_t i = 0; i < np; i++) p[i] += 0.1f * normal(&rng); /* biases and norms away from 0 and 1 */
+    char *dir = make_temp_dir(), path[600];
+    snprintf(path, sizeof path, "%s/ckpt", dir);
+    if (lp_train_save(m, path)) fail_msg("%s", lp_errmsg());
+    if (lp_model_load(&back, path, NULL)) fail_msg("%s", lp_errmsg());
+    assert_null(lp_train_params(back, NULL));
+    int ids[8] = {1, 5, 9, 31, 0, 7, 7, 2};
+    lp_run *r1, *r2;
+    assert_int_equal(lp_run_new(&r1, m, ids, 8), LP_OK);
+    assert_int_equal(lp_run_new(&r2, back, ids, 8), LP_OK);
+    lp_view v1, v2;
+    assert_int_equal(lp_run_view(r1, LP_ACT_LOGITS, 0, -1, &v1), LP_OK);
+    assert_int_equal(lp_run_view(r2, LP_ACT_LOGITS, 0, -1, &v2), LP_OK);
+    assert_memory_equal(v1.data, v2.data, (size_t)8 * c.vocab * sizeof(float));
+    lp_run_free(r1);
+    lp_run_free(r2);
+    lp_model_free(back);
+    lp_model_free(m);
+    rm_tree(dir);
+}
+
+static void test_saved_checkpoint_reloads_to_identical_logits(void **state) {
+    (void)state;
+    check_save_reload(false);
+}
+
+static void test_saved_attn_only_checkpoint_reloads_to_identical_logits(void **state) {
+    (void)state;
+    check_save_reload(true);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_weight_gradients_match_finite_differences),
+        cmocka_unit_test(test_attn_only_gradients_match_finite_differences),
+        cmocka_unit_test(test_tiny_model_learns_a_pattern),
+        cmocka_unit_test(test_training_is_reproducible_for_a_seed),
+        cmocka_unit_test(test_schedule_warms_up_then_decays_to_min),
+        cmocka_unit_test(test_saved_checkpoint_reloads_to_identical_logits),
+        cmocka_unit_test(test_saved_attn_only_checkpoint_reloads_to_identical_logits),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
