@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "grad_impl.h"
 #include "loupe/error.h"
 
 /* ---- objectives ---- */
@@ -124,32 +125,9 @@ static void swiglu_backward(float *d_gate, float *d_up, const float *d_post, con
     }
 }
 
-/* A layer's saved activations as the backward reads them; rows = B * T, sequence-major. */
-typedef struct {
-    const float *resid_in, *ln1_scale;  /* (rows, d), (rows) */
-    const float *q, *k, *v;             /* (rows, H*dh), (rows, Hkv*dh), (rows, Hkv*dh): q, k after rotary */
-    const float *pattern;               /* (B, H, T, .): row stride p_ld, head stride p_hs, sequence stride H * p_hs */
-    long p_ld, p_hs;
-    const float *resid_mid, *ln2_scale; /* (rows, d), (rows) */
-    const float *mlp_pre, *mlp_up;      /* (rows, dm); mlp_up SwiGLU only */
-} tape_layer;
-
-/* Where a layer's gradients go: every one is kept by lp_grad, scratch in batches. */
-typedef struct {
-    float *d_mid;                 /* (rows, d): resid_mid, which is also attn_out's */
-    float *d_ln1, *d_ln2;         /* (rows, d) */
-    float *d_q, *d_z;             /* (rows, H*dh) */
-    float *d_k, *d_v;             /* (rows, Hkv*dh) */
-    float *d_qr, *d_kr;           /* (rows, H*dh), (rows, Hkv*dh): d_q, d_k rotated back (scratch) */
-    float *d_pattern;             /* NULL, or as pattern with strides dp_ld, dp_hs */
-    long dp_ld, dp_hs;
-    float *d_pre, *d_up, *d_post; /* (rows, dm) */
-    float *dP;                    /* (T, T) scratch */
-} grad_layer;
-
 /* For every sequence and head: z = P v with P = softmax(scale q k^T) (causal). Given dz,
  * writes dq and adds to dk, dv (query heads of a group share theirs). */
-static void attention_backward(const grad_layer *g, const tape_layer *t, const lp_config *c, int B, int T) {
+void attention_backward(const grad_layer *g, const tape_layer *t, const lp_config *c, int B, int T) {
     int H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, qd = H * dh, kvd = c->n_kv_head * dh;
     float scale = 1.0f / sqrtf((float)dh);
     for (int b = 0; b < B; b++)

@@ -1,5 +1,6 @@
 /* Backward kernels of grad.c that training (train.c) shares: the gradients with respect to
- * a kernel's input. Not a public header. */
+ * a kernel's input, and the attention backward with the layer types it reads and writes.
+ * Not a public header. */
 #ifndef LOUPE_GRAD_IMPL_H
 #define LOUPE_GRAD_IMPL_H
 
@@ -14,5 +15,33 @@ void norm_backward(float *dx, const float *dy, const float *x, const float *scal
                    lp_norm_kind kind);
 /* d_pre (n) = d_post * GELU-tanh'(pre). */
 void gelu_backward(float *d_pre, const float *d_post, const float *pre, size_t n);
+
+/* A layer's saved activations as the backward reads them; rows = B * T, sequence-major. */
+typedef struct {
+    const float *resid_in, *ln1_scale;  /* (rows, d), (rows) */
+    const float *q, *k, *v;             /* (rows, H*dh), (rows, Hkv*dh), (rows, Hkv*dh): q, k after rotary */
+    const float *pattern;               /* (B, H, T, .): row stride p_ld, head stride p_hs, sequence stride H * p_hs */
+    long p_ld, p_hs;
+    const float *resid_mid, *ln2_scale; /* (rows, d), (rows) */
+    const float *mlp_pre, *mlp_up;      /* (rows, dm); mlp_up SwiGLU only */
+} tape_layer;
+
+/* Where a layer's gradients go: every one is kept by lp_grad, scratch in batches and training. */
+typedef struct {
+    float *d_mid;                 /* (rows, d): resid_mid, which is also attn_out's */
+    float *d_ln1, *d_ln2;         /* (rows, d) */
+    float *d_q, *d_z;             /* (rows, H*dh) */
+    float *d_k, *d_v;             /* (rows, Hkv*dh) */
+    float *d_qr, *d_kr;           /* (rows, H*dh), (rows, Hkv*dh): d_q, d_k rotated back (scratch) */
+    float *d_pattern;             /* NULL, or as pattern with strides dp_ld, dp_hs */
+    long dp_ld, dp_hs;
+    float *d_pre, *d_up, *d_post; /* (rows, dm) */
+    float *dP;                    /* (T, T) scratch */
+} grad_layer;
+
+/* For every sequence and head: z = P v with P = softmax(scale q k^T) (causal). Given g->d_z,
+ * writes g->d_q and adds to g->d_k, g->d_v (query heads of a group share theirs; zero them
+ * first). Reads t->q, k, v, pattern; g->dP (T, T) is scratch; g->d_pattern, if not NULL, gets dP. */
+void attention_backward(const grad_layer *g, const tape_layer *t, const lp_config *c, int B, int T);
 
 #endif

@@ -334,31 +334,6 @@ static void norm_weight_backward(float *dw, float *db, const float *dy, const fl
     }
 }
 
-/* For every sequence and head, z = P v with P = softmax(q k^T / sqrt(dh)) (causal, saved
- * in pattern (B, H, T, T)): dq, dk, dv (N, H*dh) given dz. dP (T, T) is scratch. */
-static void attention_backward(float *dq, float *dk, float *dv, float *dP, const float *dz, const float *q,
-                               const float *k, const float *v, const float *pattern, int B, int T, int H, int dh) {
-    int d = H * dh;
-    float scale = 1.0f / sqrtf((float)dh);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            size_t o = (size_t)b * T * d + (size_t)h * dh;
-            const float *P = pattern + ((size_t)b * H + h) * T * T;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, 1.0f, dz + o, d, v + o, d, 0.0f, dP, T);
-            for (int i = 0; i < T; i++) {
-                float *dpi = dP + (size_t)i * T;
-                const float *pi = P + (size_t)i * T;
-                double r = 0.0;
-                for (int j = 0; j <= i; j++) r += (double)pi[j] * dpi[j];
-                for (int j = 0; j <= i; j++) dpi[j] = pi[j] * (float)(dpi[j] - r);
-                for (int j = i + 1; j < T; j++) dpi[j] = 0.0f;
-            }
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1.0f, P, T, dz + o, d, 0.0f, dv + o, d);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, scale, dP, T, k + o, d, 0.0f, dq + o, d);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, scale, dP, T, q + o, d, 0.0f, dk + o, d);
-        }
-}
-
 /* grad (the block's layout) = the gradient of forward's loss; forward must have just run. */
 static void backward(work *w, const lp_model *m, const int *ids, float *grad, const lp_param_tensor *t) {
     const lp_config *c = &m->cfg;
@@ -403,8 +378,13 @@ static void backward(work *w, const lp_model *m, const int *ids, float *grad, co
         const float *z = w->z + ll * Nd, *ln1 = w->ln1 + ll * Nd, *s1 = w->ln1_scale + ll * N;
         linear_weight_backward(G(P_PROJ_W), d, G(P_PROJ_B), z, d_mid, n, d, d);
         linear_backward(w->d_z, d_mid, &L->o, n, 0.0f);
-        attention_backward(w->d_q, w->d_k, w->d_v, w->dP, w->d_z, w->q + ll * Nd, w->k + ll * Nd, w->v + ll * Nd,
-                           w->pattern + ll * N * c->n_head * T, B, T, c->n_head, c->d_head);
+        /* Only the attention fields are read: pattern (B, H, T, T) as the forward saved it. */
+        tape_layer ta = {.q = w->q + ll * Nd, .k = w->k + ll * Nd, .v = w->v + ll * Nd,
+                         .pattern = w->pattern + ll * N * c->n_head * T, .p_ld = T, .p_hs = (long)T * T};
+        grad_layer ga = {.d_q = w->d_q, .d_z = w->d_z, .d_k = w->d_k, .d_v = w->d_v, .dP = w->dP};
+        memset(w->d_k, 0, Nd * sizeof *w->d_k);
+        memset(w->d_v, 0, Nd * sizeof *w->d_v);
+        attention_backward(&ga, &ta, c, B, T);
         float *g_qkv = G(P_ATTN_W), *g_qkv_b = G(P_ATTN_B);
         linear_weight_backward(g_qkv, 3 * d, g_qkv_b, ln1, w->d_q, n, d, d);
         linear_weight_backward(g_qkv + d, 3 * d, g_qkv_b + d, ln1, w->d_k, n, d, d);
