@@ -13,6 +13,7 @@
 
 #include "cmd.h"
 #include "loupe/error.h"
+#include "loupe/generate.h"
 #include "loupe/tokenizer.h"
 
 /* ---- words and options ---- */
@@ -145,36 +146,25 @@ void lp_cmd_emit(lp_session *s, json_t *value, json_t *table) {
     json_decref(table);
 }
 
-typedef struct {
-    int id;
-    float logit;
-} id_logit;
-
-static int by_logit_desc(const void *a, const void *b) {
-    const id_logit *x = a, *y = b;
-    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
-    return x->id - y->id;
-}
-
-/* The top k of logits (V) as [{"rank","id","token","prob","logit"}]. */
 json_t *lp_cmd_top_k(const lp_session *s, const float *logits, int V, int k) {
     float mx = logits[0];
     for (int i = 1; i < V; i++)
         if (logits[i] > mx) mx = logits[i];
     double z = 0.0;
     for (int i = 0; i < V; i++) z += exp((double)logits[i] - mx);
-    id_logit *all = malloc((size_t)V * sizeof *all);
     json_t *arr = json_array();
-    if (!all) return arr;
-    for (int i = 0; i < V; i++) all[i] = (id_logit){i, logits[i]};
-    qsort(all, (size_t)V, sizeof *all, by_logit_desc);
     if (k > V) k = V;
-    for (int r = 0; r < k; r++) {
-        double p = exp((double)all[r].logit - mx) / z;
-        json_array_append_new(arr, json_pack("{s:i,s:i,s:o,s:f,s:f}", "rank", r + 1, "id", all[r].id, "token",
-                                             lp_cmd_token(s, all[r].id), "prob", p, "logit", (double)all[r].logit));
+    int *ids = malloc((size_t)k * sizeof *ids);
+    if (!ids || lp_top_k(ids, logits, V, k)) {
+        free(ids);
+        return arr;
     }
-    free(all);
+    for (int r = 0; r < k; r++) {
+        double p = exp((double)logits[ids[r]] - mx) / z;
+        json_array_append_new(arr, json_pack("{s:i,s:i,s:o,s:f,s:f}", "rank", r + 1, "id", ids[r], "token",
+                                             lp_cmd_token(s, ids[r]), "prob", p, "logit", (double)logits[ids[r]]));
+    }
+    free(ids);
     return arr;
 }
 

@@ -142,6 +142,40 @@ static int argmax(const float *v, int n) {
     return best;
 }
 
+#define TOP_K_INSERTION_MAX 64
+
+static int by_logit_desc(const void *a, const void *b, void *logits) {
+    const float *lg = logits;
+    int x = *(const int *)a, y = *(const int *)b;
+    if (lg[x] != lg[y]) return lg[x] < lg[y] ? 1 : -1;
+    return x - y;
+}
+
+int lp_top_k(int *ids, const float *logits, int vocab, int k) {
+    if (k > TOP_K_INSERTION_MAX) {
+        int *all = malloc((size_t)vocab * sizeof *all);
+        if (!all) return lp_error(LP_ENOMEM, "out of memory");
+        for (int i = 0; i < vocab; i++) all[i] = i;
+        qsort_r(all, (size_t)vocab, sizeof *all, by_logit_desc, (void *)logits);
+        memcpy(ids, all, (size_t)k * sizeof *ids);
+        free(all);
+        return LP_OK;
+    }
+    /* Keep the best k seen so far in order; a later id enters only if strictly larger, so
+     * ties keep the smaller id first. */
+    int have = 0;
+    for (int j = 0; j < vocab; j++) {
+        if (have == k && !(logits[j] > logits[ids[k - 1]])) continue;
+        int i = have < k ? have++ : k - 1;
+        while (i > 0 && logits[ids[i - 1]] < logits[j]) {
+            ids[i] = ids[i - 1];
+            i--;
+        }
+        ids[i] = j;
+    }
+    return LP_OK;
+}
+
 int lp_sample(const float *logits, int vocab, const lp_sampling *s, lp_rng *rng) {
     if (!s || s->temperature <= 0.0f || s->top_k == 1) return argmax(logits, vocab);
     prob_id *pi = malloc((size_t)vocab * sizeof *pi);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "loupe/generate.h"
 #include "loupe/error.h"
 
 /* The residual stream of lens row `row`: embeddings for 0, leaving layer row - 1 after. */
@@ -62,20 +63,10 @@ int lp_lens(const lp_run *r, int k, int target, int *top_ids, float *top_probs, 
             for (int j = 1; j < V; j++) mx = lg[j] > mx ? lg[j] : mx;
             double z = 0;
             for (int j = 0; j < V; j++) z += exp((double)lg[j] - mx);
-            /* top k by insertion into a short sorted list: k is small */
             size_t at = ((size_t)row * T + t) * k;
             int *ids = top_ids + at;
             float *probs = top_probs + at;
-            int have = 0;
-            for (int j = 0; j < V; j++) {
-                if (have == k && lg[j] <= lg[ids[k - 1]]) continue;
-                int i = have < k ? have++ : k - 1;
-                while (i > 0 && lg[ids[i - 1]] < lg[j]) {
-                    ids[i] = ids[i - 1];
-                    i--;
-                }
-                ids[i] = j;
-            }
+            if ((rc = lp_top_k(ids, lg, V, k))) break;
             for (int i = 0; i < k; i++) probs[i] = (float)(exp((double)lg[ids[i]] - mx) / z);
             if (target >= 0) {
                 size_t o = (size_t)row * T + t;

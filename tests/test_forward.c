@@ -384,6 +384,27 @@ static void top_k_one_is_greedy(void **state) {
     for (int i = 0; i < 50; i++) assert_int_equal(lp_sample(logits, 5, &s, &rng), 1);
 }
 
+/* lp_top_k gives the same ids, in the same order (ties by smaller id), for small k (the
+ * insertion path) and large k (the sort path) as a plain selection would. */
+static void top_k_orders_by_logit_then_id(void **state) {
+    (void)state;
+    enum { V = 500 };
+    float lg[V];
+    for (int i = 0; i < V; i++) lg[i] = (float)((i * 7919) % 97) / 8.0f; /* many ties */
+    int got[200];
+    for (int k = 1; k <= 200; k += 99) {
+        assert_int_equal(lp_top_k(got, lg, V, k), LP_OK);
+        bool used[V] = {false};
+        for (int r = 0; r < k; r++) {
+            int best = -1;
+            for (int j = 0; j < V; j++)
+                if (!used[j] && (best < 0 || lg[j] > lg[best])) best = j;
+            used[best] = true;
+            assert_int_equal(got[r], best);
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(forward_matches_pytorch_reference),
@@ -395,6 +416,7 @@ int main(void) {
         cmocka_unit_test(stories260k_greedy_gives_known_ids),
         cmocka_unit_test(sampling_is_reproducible_for_a_seed),
         cmocka_unit_test(top_k_one_is_greedy),
+        cmocka_unit_test(top_k_orders_by_logit_then_id),
     };
     return cmocka_run_group_tests_name("forward", tests, NULL, NULL);
 }

@@ -31,6 +31,11 @@ void lp_rng_seed(lp_rng *rng, uint64_t seed);
 double lp_rng_uniform(lp_rng *rng);  /* [0, 1) */
 int lp_sample(const float *logits, int vocab, const lp_sampling *s, lp_rng *rng);
 
+/* The ids of the k largest logits (V), largest first, ties by smaller id: ids (k). A few
+ * passes of insertion for small k (the per-position top-5 every run records), a sort for
+ * large k. k <= V. Returns LP_ENOMEM only for large k. */
+int lp_top_k(int *ids, const float *logits, int vocab, int k);
+
 /* Continues prompt[0..n_prompt) by up to n_new tokens into out (capacity n_new); stops
  * early at the tokenizer's EOS when stop_at_eos. *n_out = tokens generated. */
 int lp_generate(const lp_model *m, const int *prompt, int n_prompt, int n_new, const lp_sampling *s,
