@@ -70,6 +70,7 @@ LP_COMMAND_FN(rerun);
 LP_COMMAND_FN(save);
 LP_COMMAND_FN(export);
 LP_COMMAND_FN(sql);
+LP_COMMAND_FN(train);
 
 /* The `tui` command opens the full-screen browser, which lives in ui/ (curses) where the
  * engine does not reach: main registers it. Without it, `tui` says it is not there. */

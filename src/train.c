@@ -7,6 +7,8 @@
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,6 +293,7 @@ static double forward(work *w, const lp_model *m, const int *ids) {
     const float *x = w->resid + (size_t)c->n_layer * Nd;
     lp_norm(w->lnf, w->lnf_scale, x, m->lnf_w, m->lnf_b, (int)N, d, c->norm, c->norm_eps);
     lp_linear_forward(w->probs, w->lnf, &m->unembed, (int)N);
+    /* The softmax in place, exponentials once in float; the loss's sums in double. */
     double loss = 0.0;
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
@@ -299,10 +302,12 @@ static double forward(work *w, const lp_model *m, const int *ids) {
             float mx = row[0];
             for (int j = 1; j < V; j++)
                 if (row[j] > mx) mx = row[j];
+            loss += mx - row[target];
             double sum = 0.0;
-            for (int j = 0; j < V; j++) sum += exp((double)row[j] - mx);
-            loss += log(sum) + mx - row[target];
-            for (int j = 0; j < V; j++) row[j] = (float)(exp((double)row[j] - mx) / sum);
+            for (int j = 0; j < V; j++) sum += (row[j] = expf(row[j] - mx));
+            loss += log(sum);
+            float inv = (float)(1.0 / sum);
+            for (int j = 0; j < V; j++) row[j] *= inv;
         }
     return loss / (double)N;
 }
@@ -334,18 +339,19 @@ static void norm_weight_backward(float *dw, float *db, const float *dy, const fl
     }
 }
 
-/* grad (the block's layout) = the gradient of forward's loss; forward must have just run. */
-static void backward(work *w, const lp_model *m, const int *ids, float *grad, const lp_param_tensor *t) {
+/* grad (the block's layout) = the gradient of forward's summed loss times inv_n (1 / the
+tokens of the whole batch, of which this work may be a shard); forward must have just run. */
+static void backward(work *w, const lp_model *m, const int *ids, float *grad, const lp_param_tensor *t, float inv_n) {
     const lp_config *c = &m->cfg;
     int B = w->B, T = w->T, d = c->d_model, V = c->vocab, n = B * T, dm = c->attn_only ? 0 : c->d_mlp;
     size_t N = n, Nd = N * d;
     memset(grad, 0, m->n_params * sizeof *grad);
-    /* Softmax cross-entropy: dlogits = (p - onehot(target)) / N. */
+    /* Softmax cross-entropy: dlogits = (p - onehot(target)) * inv_n. */
     for (int b = 0; b < B; b++)
         for (int i = 0; i < T; i++) {
             float *row = w->probs + ((size_t)b * T + i) * V;
             row[ids[(size_t)b * (T + 1) + i + 1]] -= 1.0f;
-            for (int j = 0; j < V; j++) row[j] /= (float)N;
+            for (int j = 0; j < V; j++) row[j] *= inv_n;
         }
     float *g_wte = grad + t[T_WTE].offset, *g_wpe = grad + t[T_WPE].offset;
     const float *x = w->resid + (size_t)c->n_layer * Nd;
@@ -436,7 +442,7 @@ int lp_train_loss(const lp_model *m, const int *tokens, int B, int T, double *lo
     }
     double l = forward(&w, m, tokens);
     if (loss) *loss = l;
-    if (grad) backward(&w, m, tokens, grad, t);
+    if (grad) backward(&w, m, tokens, grad, t, 1.0f / ((float)B * T));
     work_free(&w);
     free(t);
     return LP_OK;
@@ -447,7 +453,7 @@ int lp_train_loss(const lp_model *m, const int *tokens, int B, int T, double *lo
 lp_train_options lp_train_defaults(int steps) {
     return (lp_train_options){.B = 8, .T = 64, .steps = steps, .warmup = steps / 10, .lr = 1e-3f, .min_lr = 1e-4f,
                               .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f,
-                              .eval_every = 100, .eval_batches = 8, .seed = 1};
+                              .eval_every = 100, .eval_batches = 8, .seed = 1, .threads = 1};
 }
 
 float lp_train_lr(const lp_train_options *o, int step) {
@@ -469,6 +475,14 @@ static void draw_batch(int *ids, const int *data, size_t n, int B, int T, lp_rng
     }
 }
 
+/* Step s's batch depends on the seed and s only, so that a resumed run draws what an
+ * uninterrupted one would have. */
+static void draw_step(int *ids, const int *data, size_t n, int B, int T, uint64_t seed, int step) {
+    lp_rng rng;
+    lp_rng_seed(&rng, seed * 0x9e3779b97f4a7c15ull + (uint64_t)step + 1);
+    draw_batch(ids, data, n, B, T, &rng);
+}
+
 static int check_data(const lp_model *m, const int *data, size_t n, int T, const char *what) {
     if (!data || n < (size_t)T + 1)
         return lp_error(LP_EINVAL, "the %s data has %zu tokens: a window needs %d", what, data ? n : 0, T + 1);
@@ -479,15 +493,103 @@ static int check_data(const lp_model *m, const int *data, size_t n, int T, const
     return LP_OK;
 }
 
-static double eval_loss(work *w, int *ids, const lp_model *m, const int *data, size_t n, int batches, uint64_t seed) {
+/* A batch is split into shards of whole sequences, one per thread; each shard has its own
+ * activations and gradient, and the gradients are summed in shard order, so the result
+ * depends on the number of shards but not on which thread ran which. BLAS runs on one
+ * thread inside a shard (small matrices: OpenBLAS's own threads mostly spin). */
+typedef struct {
+    const lp_model *m;
+    const lp_param_tensor *t;
+    work w;
+    const int *ids;  /* (w.B, T + 1): this shard's rows of the batch */
+    float *grad;     /* (n params), or NULL for a forward only */
+    float inv_n;
+    double loss_sum; /* the shard's summed token losses */
+} shard;
+
+typedef struct {
+    int n;
+    shard *s;
+    float **grads; /* n - 1 private gradients; shard 0 writes the caller's */
+} shards;
+
+static void *shard_run(void *arg) {
+    shard *s = arg;
+    s->loss_sum = forward(&s->w, s->m, s->ids) * s->w.B * s->w.T;
+    if (s->grad) backward(&s->w, s->m, s->ids, s->grad, s->t, s->inv_n);
+    return NULL;
+}
+
+static void shards_free(shards *S) {
+    for (int i = 0; i < S->n; i++) {
+        work_free(&S->s[i].w);
+        if (i > 0 && S->grads) free(S->grads[i - 1]);
+    }
+    free(S->s);
+    free(S->grads);
+}
+
+static int shards_init(shards *S, const lp_model *m, const lp_param_tensor *t, int B, int T, int threads,
+                       bool grads) {
+    int n = threads < 1 ? 1 : threads > B ? B : threads, rc = LP_OK;
+    *S = (shards){.n = n, .s = calloc((size_t)n, sizeof *S->s), .grads = calloc((size_t)n, sizeof *S->grads)};
+    if (!S->s || !S->grads) return lp_error(LP_ENOMEM, "out of memory");
+    for (int i = 0; i < n && !rc; i++) {
+        int b = B / n + (i < B % n); /* sequences in shard i */
+        S->s[i] = (shard){.m = m, .t = t, .inv_n = 1.0f / ((float)B * T)};
+        rc = work_init(&S->s[i].w, &m->cfg, b, T);
+        if (!rc && grads && i > 0 && !(S->grads[i - 1] = malloc(m->n_params * sizeof(float))))
+            rc = lp_error(LP_ENOMEM, "out of memory for a gradient");
+    }
+    if (rc) shards_free(S);
+    return rc;
+}
+
+/* The mean loss of the batch ids (B, T + 1); with grad, its gradient too. */
+static double shards_step(shards *S, const int *ids, float *grad, size_t np) {
+    pthread_t th[S->n];
+    bool started[S->n];
+    const int *at = ids;
+    for (int i = 0; i < S->n; i++) {
+        shard *s = &S->s[i];
+        s->ids = at;
+        at += (size_t)s->w.B * (s->w.T + 1);
+        s->grad = grad ? (i == 0 ? grad : S->grads[i - 1]) : NULL;
+        started[i] = i > 0 && pthread_create(&th[i], NULL, shard_run, s) == 0;
+    }
+    shard_run(&S->s[0]);
+    for (int i = 1; i < S->n; i++) {
+        if (started[i]) pthread_join(th[i], NULL);
+        else shard_run(&S->s[i]); /* no thread to be had: run it here */
+    }
+    double loss = 0.0;
+    size_t tokens = 0;
+    for (int i = 0; i < S->n; i++) {
+        loss += S->s[i].loss_sum;
+        tokens += (size_t)S->s[i].w.B * S->s[i].w.T;
+        if (grad && i > 0)
+            for (size_t j = 0; j < np; j++) grad[j] += S->grads[i - 1][j];
+    }
+    return loss / (double)tokens;
+}
+
+static double eval_loss(shards *S, int *ids, const lp_model *m, const int *data, size_t n, int B, int T, int batches,
+                        uint64_t seed) {
     lp_rng rng;
     lp_rng_seed(&rng, seed);
     double sum = 0.0;
     for (int i = 0; i < batches; i++) {
-        draw_batch(ids, data, n, w->B, w->T, &rng);
-        sum += forward(w, m, ids);
+        draw_batch(ids, data, n, B, T, &rng);
+        sum += shards_step(S, ids, NULL, m->n_params);
     }
     return sum / batches;
+}
+
+/* OpenBLAS on one thread while the shards run, as it was afterwards. */
+static int blas_single(void) {
+    int was = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    return was;
 }
 
 int lp_train_eval(const lp_model *m, const int *data, size_t n, int B, int T, int batches, uint64_t seed,
@@ -495,15 +597,15 @@ int lp_train_eval(const lp_model *m, const int *data, size_t n, int B, int T, in
     int rc = check_batch(m, NULL, B, T);
     if (rc || (rc = check_data(m, data, n, T, "evaluation"))) return rc;
     if (batches < 1) return lp_error(LP_EINVAL, "evaluation needs at least one batch");
-    work w;
+    shards S;
     int *ids = malloc((size_t)B * (T + 1) * sizeof *ids);
     if (!ids) return lp_error(LP_ENOMEM, "out of memory");
-    if ((rc = work_init(&w, &m->cfg, B, T))) {
+    if ((rc = shards_init(&S, m, NULL, B, T, 1, false))) {
         free(ids);
         return rc;
     }
-    *loss = eval_loss(&w, ids, m, data, n, batches, seed);
-    work_free(&w);
+    *loss = eval_loss(&S, ids, m, data, n, B, T, batches, seed);
+    shards_free(&S);
     free(ids);
     return LP_OK;
 }
@@ -517,36 +619,62 @@ static double now_s(void) {
 /* Held-out batches are the same at every evaluation, so that their losses compare. */
 #define EVAL_SEED_MIX 0x5eed0e7a1ull
 
-int lp_train(lp_model *m, const int *data, size_t n, const int *heldout, size_t n_heldout,
-             const lp_train_options *o, lp_train_fn cb, void *ctx) {
+int lp_train_state_new(lp_train_state *s, const lp_model *m) {
+    *s = (lp_train_state){0};
+    if (!m->trainable) return lp_error(LP_EINVAL, "this model was loaded, not made for training (lp_train_model_new)");
+    s->n = m->n_params;
+    s->exp_avg = calloc(s->n, sizeof *s->exp_avg);
+    s->exp_avg_sq = calloc(s->n, sizeof *s->exp_avg_sq);
+    if (!s->exp_avg || !s->exp_avg_sq) {
+        lp_train_state_free(s);
+        return lp_error(LP_ENOMEM, "out of memory for the optimiser state");
+    }
+    return LP_OK;
+}
+
+void lp_train_state_free(lp_train_state *s) {
+    free(s->exp_avg);
+    free(s->exp_avg_sq);
+    *s = (lp_train_state){0};
+}
+
+static int check_options(const lp_train_options *o) {
+    if (o->steps < 1 || o->warmup < 0 || !(o->lr > 0.0f) || o->min_lr < 0.0f || o->beta1 < 0.0f ||
+        o->beta1 >= 1.0f || o->beta2 < 0.0f || o->beta2 >= 1.0f || !(o->eps > 0.0f) || o->weight_decay < 0.0f ||
+        o->grad_clip < 0.0f || o->eval_every < 0 || (o->eval_every > 0 && o->eval_batches < 1) || o->threads < 0 ||
+        o->threads > 256)
+        return lp_error(LP_EINVAL, "training options out of range (steps >= 1, lr > 0, betas in [0, 1), eps > 0, "
+                                   "weight decay and clip >= 0, eval batches >= 1, threads 0..256)");
+    return LP_OK;
+}
+
+int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, const int *heldout,
+                    size_t n_heldout, const lp_train_options *o, lp_train_fn cb, void *ctx) {
     size_t np;
     float *p = lp_train_params(m, &np);
     if (!p) return lp_error(LP_EINVAL, "this model was loaded, not made for training (lp_train_model_new)");
     int rc = check_batch(m, NULL, o->B, o->T);
-    if (rc) return rc;
-    if (o->steps < 1 || o->warmup < 0 || !(o->lr > 0.0f) || o->min_lr < 0.0f || o->beta1 < 0.0f ||
-        o->beta1 >= 1.0f || o->beta2 < 0.0f || o->beta2 >= 1.0f || !(o->eps > 0.0f) || o->weight_decay < 0.0f ||
-        o->grad_clip < 0.0f || o->eval_every < 0 || (o->eval_every > 0 && o->eval_batches < 1))
-        return lp_error(LP_EINVAL, "training options out of range (steps >= 1, lr > 0, betas in [0, 1), eps > 0, "
-                                   "weight decay and clip >= 0, eval batches >= 1)");
+    if (rc || (rc = check_options(o))) return rc;
+    if (st->n != np || !st->exp_avg || !st->exp_avg_sq || st->step < 0)
+        return lp_error(LP_EINVAL, "the optimiser state does not belong to this model (%zu values for %zu parameters)",
+                        st->n, np);
     if ((rc = check_data(m, data, n, o->T, "training"))) return rc;
     if (o->eval_every > 0 && (rc = check_data(m, heldout, n_heldout, o->T, "held-out"))) return rc;
 
     int nt;
     size_t total;
     lp_param_tensor *t = tensors_new(&m->cfg, &nt, &total);
-    float *grad = malloc(np * sizeof *grad), *mom = calloc(np, sizeof *mom), *vel = calloc(np, sizeof *vel);
+    float *grad = malloc(np * sizeof *grad), *mom = st->exp_avg, *vel = st->exp_avg_sq;
     int *ids = malloc((size_t)o->B * (o->T + 1) * sizeof *ids);
-    work w = {0};
-    if (!t || !grad || !mom || !vel || !ids) rc = lp_error(LP_ENOMEM, "out of memory for training");
-    else rc = work_init(&w, &m->cfg, o->B, o->T);
-    lp_rng rng;
-    lp_rng_seed(&rng, o->seed);
+    shards S = {0};
+    if (!t || !grad || !ids) rc = lp_error(LP_ENOMEM, "out of memory for training");
+    else rc = shards_init(&S, m, t, o->B, o->T, o->threads ? o->threads : 1, true);
+    int blas_threads = blas_single();
     double t0 = now_s();
-    for (int step = 0; step < o->steps && !rc; step++) {
-        draw_batch(ids, data, n, o->B, o->T, &rng);
-        double loss = forward(&w, m, ids);
-        backward(&w, m, ids, grad, t);
+    int first = st->step;
+    for (int step = st->step; step < o->steps && !rc; step++) {
+        draw_step(ids, data, n, o->B, o->T, o->seed, step);
+        double loss = shards_step(&S, ids, grad, np);
 
         double sq = 0.0;
         for (size_t i = 0; i < np; i++) sq += (double)grad[i] * grad[i];
@@ -565,21 +693,32 @@ int lp_train(lp_model *m, const int *data, size_t n, const int *heldout, size_t 
                 p[j] -= lr * (mh / (sqrtf(vh) + o->eps) + wd * p[j]);
             }
         }
+        st->step = step + 1;
 
         double el = now_s() - t0;
         lp_train_progress pr = {.step = step + 1, .steps = o->steps, .loss = loss, .grad_norm = norm, .lr = lr,
-                                .tokens_per_s = el > 0 ? (double)(step + 1) * o->B * o->T / el : 0.0,
+                                .tokens_per_s = el > 0 ? (double)(step + 1 - first) * o->B * o->T / el : 0.0,
                                 .elapsed_s = el, .eval_loss = NAN};
         if (o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps))
-            pr.eval_loss = eval_loss(&w, ids, m, heldout, n_heldout, o->eval_batches, o->seed ^ EVAL_SEED_MIX);
+            pr.eval_loss = eval_loss(&S, ids, m, heldout, n_heldout, o->B, o->T, o->eval_batches,
+                                     o->seed ^ EVAL_SEED_MIX);
         if ((cb && cb(&pr, ctx)) || lp_cancelled()) rc = lp_error(LP_ECANCEL, "training stopped at step %d", step + 1);
     }
-    work_free(&w);
+    openblas_set_num_threads(blas_threads);
+    if (S.s) shards_free(&S);
     free(t);
     free(grad);
-    free(mom);
-    free(vel);
     free(ids);
+    return rc;
+}
+
+int lp_train(lp_model *m, const int *data, size_t n, const int *heldout, size_t n_heldout,
+             const lp_train_options *o, lp_train_fn cb, void *ctx) {
+    lp_train_state st;
+    int rc = lp_train_state_new(&st, m);
+    if (rc) return rc;
+    rc = lp_train_resume(m, &st, data, n, heldout, n_heldout, o, cb, ctx);
+    lp_train_state_free(&st);
     return rc;
 }
 
@@ -638,5 +777,95 @@ done:
     free(ones);
     free(zeros);
     free(names);
+    return rc;
+}
+
+/* ---- reading back: parameters and the optimiser state ---- */
+
+/* Copies each of m's tensors from st (by name, F32, same shape) into dst (the block's layout). */
+static int read_block(const lp_model *m, const lp_safetensors *st, const char *path, float *dst,
+                      const char *prefix) {
+    int nt;
+    size_t total;
+    lp_param_tensor *t = tensors_new(&m->cfg, &nt, &total);
+    if (!t) return lp_error(LP_ENOMEM, "out of memory");
+    int rc = LP_OK;
+    for (int i = 0; i < nt && !rc; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "%s%s", prefix, t[i].name);
+        const lp_st_tensor *x = lp_st_find(st, name);
+        if (!x) rc = lp_error(LP_EFORMAT, "%s: no tensor %s; was it written by loupe's train for this shape?", path, name);
+        else if (x->dtype != LP_DT_F32 || x->nbytes != t[i].size * sizeof(float))
+            rc = lp_error(LP_EFORMAT, "%s: %s is %s of %zu bytes, expected F32 of %zu", path, name, x->dtype_name,
+                          x->nbytes, t[i].size * sizeof(float));
+        else memcpy(dst + t[i].offset, x->data, x->nbytes);
+    }
+    free(t);
+    return rc;
+}
+
+int lp_train_load_params(lp_model *m, const char *dir) {
+    size_t np;
+    float *p = lp_train_params(m, &np);
+    if (!p) return lp_error(LP_EINVAL, "only a trainable model (lp_train_model_new) can take parameters");
+    char path[4096];
+    lp_safetensors *st;
+    int rc = lp_path_join(path, sizeof path, dir, "model.safetensors");
+    if (rc || (rc = lp_st_open(&st, path))) return rc;
+    /* Read into a copy first, so that a failure leaves the model as it was. */
+    float *tmp = malloc(np * sizeof *tmp);
+    if (!tmp) rc = lp_error(LP_ENOMEM, "out of memory");
+    else if (!(rc = read_block(m, st, path, tmp, ""))) memcpy(p, tmp, np * sizeof *p);
+    free(tmp);
+    lp_st_free(st);
+    return rc;
+}
+
+/* optimizer.safetensors: the moments as "exp_avg.NAME" and "exp_avg_sq.NAME" per tensor
+ * (PyTorch's names for AdamW's state), the step in the metadata. */
+int lp_train_state_save(const lp_train_state *s, const lp_model *m, const char *path) {
+    int nt;
+    size_t total;
+    lp_param_tensor *t = tensors_new(&m->cfg, &nt, &total);
+    lp_st_tensor *ts = t ? calloc((size_t)nt * 2, sizeof *ts) : NULL;
+    char(*names)[96] = ts ? calloc((size_t)nt * 2, sizeof *names) : NULL;
+    int rc = LP_OK;
+    if (!names) rc = lp_error(LP_ENOMEM, "out of memory");
+    else if (total != s->n) rc = lp_error(LP_EINVAL, "the optimiser state does not belong to this model");
+    for (int k = 0; k < 2 && !rc; k++)
+        for (int i = 0; i < nt; i++) {
+            char *name = names[k * nt + i];
+            snprintf(name, 96, "%s.%s", k ? "exp_avg_sq" : "exp_avg", t[i].name);
+            ts[k * nt + i] = (lp_st_tensor){.name = name, .dtype = LP_DT_F32, .ndim = t[i].ndim,
+                                            .shape = {t[i].shape[0], t[i].shape[1]},
+                                            .data = (k ? s->exp_avg_sq : s->exp_avg) + t[i].offset,
+                                            .nbytes = t[i].size * sizeof(float)};
+        }
+    char step[32];
+    snprintf(step, sizeof step, "%d", s->step);
+    const char *keys[] = {"step", "optimizer"}, *vals[] = {step, "AdamW"};
+    if (!rc) rc = lp_st_write(path, ts, 2 * nt, keys, vals, 2);
+    free(t);
+    free(ts);
+    free(names);
+    return rc;
+}
+
+int lp_train_state_load(lp_train_state *s, const lp_model *m, const char *path, int step) {
+    lp_safetensors *st;
+    int rc = lp_st_open(&st, path);
+    if (rc) return rc;
+    lp_train_state fresh;
+    if ((rc = lp_train_state_new(&fresh, m))) {
+        lp_st_free(st);
+        return rc;
+    }
+    if (!(rc = read_block(m, st, path, fresh.exp_avg, "exp_avg.")) &&
+        !(rc = read_block(m, st, path, fresh.exp_avg_sq, "exp_avg_sq."))) {
+        fresh.step = step;
+        lp_train_state_free(s);
+        *s = fresh;
+    } else lp_train_state_free(&fresh);
+    lp_st_free(st);
     return rc;
 }

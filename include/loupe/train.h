@@ -13,8 +13,11 @@
  * (tied), so both of its uses add to wte's gradient. An attention-only model
  * (cfg->attn_only) has no ln_2 and no MLP tensors.
  *
- * Reproducible: the same seed, data and options give the same parameters, step for step,
- * when BLAS runs on one thread (OPENBLAS_NUM_THREADS=1). */
+ * Reproducible: the same seed, data and options (threads included) give the same
+ * parameters, bit for bit, step for step: a batch is split into `threads` shards of whole
+ * sequences whose gradients are summed in shard order, BLAS runs on one thread inside a
+ * shard, and step s's batch depends only on the seed and s (so a resumed run continues
+ * exactly as an uninterrupted one). */
 #ifndef LOUPE_TRAIN_H
 #define LOUPE_TRAIN_H
 
@@ -62,10 +65,12 @@ typedef struct {
     int eval_every;        /* held-out loss every this many steps (and at the last); 0: never */
     int eval_batches;      /* batches of the held-out loss */
     uint64_t seed;         /* which windows of the data each batch takes */
+    int threads;           /* shards of each batch, run in parallel; the result depends on it (1..256) */
 } lp_train_options;
 
 /* Sensible defaults for a small model: B 8, T 64, lr 1e-3 to 1e-4, warm-up 10% of steps,
- * betas (0.9, 0.95), eps 1e-8, weight decay 0.1, clip 1.0, eval every 100 steps over 8 batches. */
+ * betas (0.9, 0.95), eps 1e-8, weight decay 0.1, clip 1.0, eval every 100 steps over 8 batches,
+ * seed 1, one thread. */
 lp_train_options lp_train_defaults(int steps);
 /* The learning rate at step (0-based) of o's schedule. */
 float lp_train_lr(const lp_train_options *o, int step);
@@ -83,6 +88,23 @@ typedef struct {
 /* Called after every step; non-zero stops training (lp_train then returns LP_ECANCEL). */
 typedef int (*lp_train_fn)(const lp_train_progress *p, void *ctx);
 
+/* AdamW's state: the moments of every parameter and the steps taken. */
+typedef struct {
+    int step;          /* steps taken; training continues at this one */
+    size_t n;          /* parameters */
+    float *exp_avg;    /* (n) first moment */
+    float *exp_avg_sq; /* (n) second moment */
+} lp_train_state;
+
+/* A fresh state (step 0, zero moments) for m's parameters; free with lp_train_state_free. */
+int lp_train_state_new(lp_train_state *s, const lp_model *m);
+void lp_train_state_free(lp_train_state *s);
+
+/* Trains m from st->step up to o->steps, updating st; lp_train is the same from a fresh
+ * state. */
+int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, const int *heldout,
+                    size_t n_heldout, const lp_train_options *o, lp_train_fn cb, void *ctx);
+
 /* Trains m (from lp_train_model_new) on windows of T + 1 tokens drawn from data (n ids),
  * evaluating on windows of heldout (n_heldout ids; may be NULL when eval_every is 0). cb may
  * be NULL. LP_EINVAL for a model that is not trainable, options out of range or data shorter
@@ -98,5 +120,15 @@ int lp_train_eval(const lp_model *m, const int *data, size_t n, int B, int T, in
  * F32. An attention-only model is saved as the GPT-2 it equals (MLP of width 1, all zeros),
  * so that any GPT-2 reader computes the same function. */
 int lp_train_save(const lp_model *m, const char *dir);
+
+/* Reads dir/model.safetensors (as lp_train_save writes it, same shape) into the parameters
+ * of a trainable model; on failure the model is unchanged. */
+int lp_train_load_params(lp_model *m, const char *dir);
+
+/* The optimiser state as optimizer.safetensors at path: "exp_avg.NAME" and
+ * "exp_avg_sq.NAME" (F32) for every tensor NAME, the step in the metadata. Loading takes
+ * the step from the caller (the recipe records it) and replaces *s only on success. */
+int lp_train_state_save(const lp_train_state *s, const lp_model *m, const char *path);
+int lp_train_state_load(lp_train_state *s, const lp_model *m, const char *path, int step);
 
 #endif

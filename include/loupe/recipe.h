@@ -1,0 +1,47 @@
+/* A training recipe: everything that decides a trained model — the corpus, the tokenizer's
+ * vocabulary size, the model's shape and initialisation, the optimiser's options — and
+ * the data it makes: the corpus encoded with the learnt tokenizer, split into training
+ * and held-out tokens by document.
+ *
+ * A checkpoint directory keeps its recipe in train.json ({"recipe": {...}, "step": N,
+ * "log": [...]}), so that `train --resume` rebuilds the same data and continues, and so
+ * that anyone can read how a model was made. */
+#ifndef LOUPE_RECIPE_H
+#define LOUPE_RECIPE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loupe/corpus.h"
+#include "loupe/model.h"
+#include "loupe/tokenizer.h"
+#include "loupe/train.h"
+
+typedef struct {
+    lp_corpus_spec corpus;
+    int vocab;               /* BPE vocabulary, "<|endoftext|>" included */
+    double heldout;          /* share of the documents (the last ones) kept for the held-out loss */
+    lp_config model;         /* n_layer, n_head, d_model, d_mlp, n_ctx, attn_only; vocab is set from above */
+    uint64_t init_seed;      /* the initial weights */
+    lp_train_options train;
+} lp_recipe;
+
+/* The recipe of models/default (the Makefile's `make model` runs it). */
+void lp_recipe_default(lp_recipe *r);
+
+/* The recipe as a JSON object, and back. Reading starts from lp_recipe_default, so keys
+ * may be missing; a key of the wrong type is an error naming it. */
+json_t *lp_recipe_to_json(const lp_recipe *r);
+int lp_recipe_from_json(lp_recipe *r, const json_t *j, const char *what);
+
+/* Checks ranges (the model's and the options' own checks come later, with their messages). */
+int lp_recipe_check(const lp_recipe *r);
+
+/* Generates the corpus and encodes it with t: each document's tokens then <|endoftext|>.
+ * The last ceil(heldout * documents) documents make *held; the rest *train. The caller
+ * frees both. */
+int lp_recipe_data(const lp_recipe *r, const lp_tokenizer *t, int **train, size_t *n_train, int **held,
+                   size_t *n_held);
+
+#endif

@@ -1,0 +1,320 @@
+/* The train command: a recipe from options (or a checkpoint's train.json), the corpus and
+ * its tokenizer, the training loop with a progress bar, checkpoints and resuming. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "loupe/bpe_train.h"
+#include "loupe/error.h"
+#include "loupe/fileio.h"
+#include "loupe/recipe.h"
+#include "loupe/run.h"
+
+enum { O_RESUME, O_STEPS, O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_ATTN_ONLY, O_VOCAB, O_CORPUS_MB, O_MIX,
+       O_BATCH, O_SEQ, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP, O_EVAL_EVERY, O_SAVE_EVERY, O_SEED, O_THREADS,
+       O_QUIET, N_OPTS };
+
+/* What may change when resuming: how long, how often to look, how quietly. */
+static const bool RESUMABLE[N_OPTS] = {[O_RESUME] = true, [O_STEPS] = true, [O_EVAL_EVERY] = true,
+                                       [O_SAVE_EVERY] = true, [O_QUIET] = true};
+
+typedef struct {
+    lp_session *s;
+    const char *dir;
+    lp_model *m;
+    lp_train_state *st;
+    const lp_recipe *r;
+    json_t *log;       /* [{step, loss, heldout, lr, tokens_per_s, elapsed_s}] */
+    int save_every;
+    bool bar;          /* a progress bar on stderr (a terminal) rather than a line per evaluation */
+    bool quiet;
+    double elapsed_before; /* seconds of earlier sessions of this checkpoint */
+    double last_loss, last_heldout, tokens_per_s;
+    int save_rc;
+} trainer;
+
+static int int_opt(const lp_opt *o, const char *what, long lo, long hi, int *out) {
+    if (!o->value) return LP_OK;
+    long v;
+    int rc = lp_cmd_int(o->value, what, lo, hi, &v);
+    if (!rc) *out = (int)v;
+    return rc;
+}
+
+static int float_opt(const lp_opt *o, const char *what, double lo, double hi, float *out) {
+    if (!o->value) return LP_OK;
+    double v;
+    int rc = lp_cmd_float(o->value, what, &v);
+    if (rc) return rc;
+    if (!(v >= lo && v <= hi)) return lp_error(LP_EINVAL, "train: %s %s: use %g..%g", what, o->value, lo, hi);
+    *out = (float)v;
+    return LP_OK;
+}
+
+/* The recipe's fields from the options given. */
+static int apply_options(lp_recipe *r, const lp_opt *o, int *save_every) {
+    int rc = LP_OK, seed = -1;
+    float corpus_mb = -1.0f;
+    if (!rc) rc = int_opt(&o[O_STEPS], "--steps", 1, 100000000, &r->train.steps);
+    if (!rc) rc = int_opt(&o[O_LAYERS], "--layers", 1, 64, &r->model.n_layer);
+    if (!rc) rc = int_opt(&o[O_HEADS], "--heads", 1, 1024, &r->model.n_head);
+    if (!rc) rc = int_opt(&o[O_DMODEL], "--d-model", 1, 8192, &r->model.d_model);
+    if (!rc) rc = int_opt(&o[O_DMLP], "--d-mlp", 1, 65536, &r->model.d_mlp);
+    if (!rc) rc = int_opt(&o[O_CTX], "--ctx", 2, 8192, &r->model.n_ctx);
+    if (!rc) rc = int_opt(&o[O_VOCAB], "--vocab", 258, 65536, &r->vocab);
+    if (!rc) rc = float_opt(&o[O_CORPUS_MB], "--corpus-mb", 0.001, 4096, &corpus_mb);
+    if (!rc) rc = int_opt(&o[O_BATCH], "--batch", 1, 4096, &r->train.B);
+    if (!rc) rc = int_opt(&o[O_SEQ], "--seq", 1, 8192, &r->train.T);
+    if (!rc) rc = float_opt(&o[O_LR], "--lr", 1e-9, 10, &r->train.lr);
+    if (!rc) rc = float_opt(&o[O_MIN_LR], "--min-lr", 0, 10, &r->train.min_lr);
+    if (!rc) rc = int_opt(&o[O_WARMUP], "--warmup", 0, 100000000, &r->train.warmup);
+    if (!rc) rc = float_opt(&o[O_WD], "--weight-decay", 0, 10, &r->train.weight_decay);
+    if (!rc) rc = float_opt(&o[O_CLIP], "--clip", 0, 1e9, &r->train.grad_clip);
+    if (!rc) rc = int_opt(&o[O_EVAL_EVERY], "--eval-every", 0, 100000000, &r->train.eval_every);
+    if (!rc) rc = int_opt(&o[O_SAVE_EVERY], "--save-every", 0, 100000000, save_every);
+    if (!rc) rc = int_opt(&o[O_SEED], "--seed", 0, 2147483647, &seed);
+    if (!rc) rc = int_opt(&o[O_THREADS], "--threads", 1, 256, &r->train.threads);
+    if (rc) return rc;
+    if (o[O_ATTN_ONLY].value) r->model.attn_only = true;
+    if (corpus_mb > 0) r->corpus.n_bytes = (size_t)(corpus_mb * 1048576.0), r->corpus.n_docs = 0;
+    if (seed >= 0) r->corpus.seed = r->init_seed = r->train.seed = (uint64_t)seed;
+    if (o[O_MIX].value) {
+        double p[3];
+        char tail;
+        if (sscanf(o[O_MIX].value, "%lf,%lf,%lf%c", &p[0], &p[1], &p[2], &tail) != 3 || p[0] < 0 || p[1] < 0 ||
+            p[2] < 0 || p[0] + p[1] + p[2] <= 0)
+            return lp_error(LP_EINVAL, "train: --mix %s: give three shares IOI,REPEAT,FILLER, e.g. 0.4,0.3,0.3",
+                            o[O_MIX].value);
+        memcpy(r->corpus.proportion, p, sizeof p);
+    }
+    /* The sequence follows the context unless given. */
+    if (o[O_CTX].value && !o[O_SEQ].value) r->train.T = r->model.n_ctx;
+    return lp_recipe_check(r);
+}
+
+static int write_json(const char *dir, const char *name, json_t *j) {
+    char path[4096];
+    int rc = lp_path_join(path, sizeof path, dir, name);
+    char *text = rc ? NULL : json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (!rc && !text) rc = lp_error(LP_ENOMEM, "out of memory");
+    if (!rc) {
+        size_t n = strlen(text);
+        text[n] = '\n'; /* json_dumps leaves room for the NUL, which we write as the line's end */
+        rc = lp_file_write(path, text, n + 1);
+    }
+    free(text);
+    return rc;
+}
+
+/* A checkpoint: weights, optimiser state, then train.json, whose step says what the others hold. */
+static int save_checkpoint(trainer *t, double elapsed) {
+    char path[4096];
+    int rc = lp_train_save(t->m, t->dir);
+    if (!rc) rc = lp_path_join(path, sizeof path, t->dir, "optimizer.safetensors");
+    if (!rc) rc = lp_train_state_save(t->st, t->m, path);
+    if (rc) return rc;
+    json_t *j = json_pack("{s:o,s:i,s:f,s:O}", "recipe", lp_recipe_to_json(t->r), "step", t->st->step, "elapsed_s",
+                          elapsed, "log", t->log);
+    if (!j) return lp_error(LP_ENOMEM, "out of memory");
+    rc = write_json(t->dir, "train.json", j);
+    json_decref(j);
+    return rc;
+}
+
+static void fmt_duration(char *buf, size_t cap, double s) {
+    if (!(s >= 0) || s > 1e7) snprintf(buf, cap, "--:--");
+    else if (s >= 3600) snprintf(buf, cap, "%d:%02d:%02d", (int)s / 3600, (int)s / 60 % 60, (int)s % 60);
+    else snprintf(buf, cap, "%d:%02d", (int)s / 60, (int)s % 60);
+}
+
+static int on_step(const lp_train_progress *p, void *ctx) {
+    trainer *t = ctx;
+    t->last_loss = p->loss;
+    t->tokens_per_s = p->tokens_per_s;
+    if (!isnan(p->eval_loss)) {
+        t->last_heldout = p->eval_loss;
+        json_array_append_new(t->log, json_pack("{s:i,s:f,s:f,s:f,s:f,s:f}", "step", p->step, "loss", p->loss, "heldout",
+                                                p->eval_loss, "lr", (double)p->lr, "tokens_per_s", p->tokens_per_s,
+                                                "elapsed_s", t->elapsed_before + p->elapsed_s));
+    }
+    char eta[32], el[32];
+    double left = p->tokens_per_s > 0 ? (double)(p->steps - p->step) * t->r->train.B * t->r->train.T / p->tokens_per_s
+                                      : -1;
+    fmt_duration(eta, sizeof eta, left);
+    fmt_duration(el, sizeof el, t->elapsed_before + p->elapsed_s);
+    if (t->quiet) {
+    } else if (t->bar) {
+        enum { WIDTH = 24 };
+        int fill = (int)((double)p->step / p->steps * WIDTH);
+        char bar[WIDTH + 1];
+        for (int i = 0; i < WIDTH; i++) bar[i] = i < fill ? '#' : '.';
+        bar[WIDTH] = '\0';
+        fprintf(stderr, "\r\033[Kstep %d/%d [%s] loss %.3f", p->step, p->steps, bar, p->loss);
+        if (!isnan(t->last_heldout)) fprintf(stderr, " held-out %.3f", t->last_heldout);
+        fprintf(stderr, " | %.1fk tok/s | %s, ETA %s", p->tokens_per_s / 1000, el, eta);
+        if (p->step == p->steps) fputc('\n', stderr);
+        fflush(stderr);
+    } else if (!isnan(p->eval_loss)) {
+        fprintf(stderr, "train: step %d/%d loss %.4f held-out %.4f lr %.2e | %.0f tok/s | %s, ETA %s\n", p->step,
+                p->steps, p->loss, p->eval_loss, p->lr, p->tokens_per_s, el, eta);
+    }
+    if (t->save_every > 0 && p->step % t->save_every == 0 && p->step < p->steps) {
+        if ((t->save_rc = save_checkpoint(t, t->elapsed_before + p->elapsed_s))) return 1;
+    }
+    return 0;
+}
+
+/* A fresh checkpoint directory: the tokenizer learnt from the corpus. */
+static int make_tokenizer(const lp_recipe *r, const char *dir) {
+    char *text;
+    size_t len;
+    int rc = lp_corpus_new(&r->corpus, &text, &len, NULL, NULL);
+    if (rc) return rc;
+    lp_bpe *b;
+    if (!(rc = lp_bpe_train_new(&b, text, len, r->vocab))) {
+        rc = lp_bpe_save(b, dir);
+        lp_bpe_free(b);
+    }
+    free(text);
+    return rc;
+}
+
+static int read_checkpoint(const char *dir, lp_recipe *r, int *step, double *elapsed, json_t **log) {
+    char path[4096];
+    int rc = lp_path_join(path, sizeof path, dir, "train.json");
+    if (rc) return rc;
+    json_error_t e;
+    json_t *j = json_load_file(path, 0, &e);
+    if (!j) {
+        if (access(path, F_OK) != 0)
+            return lp_error(LP_EIO, "train: %s: no checkpoint to resume (no train.json); start one without --resume",
+                            dir);
+        return lp_error(LP_EFORMAT, "%s:%d: %s", path, e.line, e.text);
+    }
+    json_t *jr = json_object_get(j, "recipe"), *js = json_object_get(j, "step"), *jl = json_object_get(j, "log");
+    if (!json_is_integer(js) || json_integer_value(js) < 0 || json_integer_value(js) > 100000000)
+        rc = lp_error(LP_EFORMAT, "%s: no valid \"step\"", path);
+    else rc = lp_recipe_from_json(r, jr, path);
+    if (!rc) {
+        *step = (int)json_integer_value(js);
+        *elapsed = json_number_value(json_object_get(j, "elapsed_s"));
+        *log = json_is_array(jl) ? json_incref(jl) : json_array();
+    }
+    json_decref(j);
+    return rc;
+}
+
+int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    lp_opt o[N_OPTS] = {
+        [O_RESUME] = {"resume", true, NULL},      [O_STEPS] = {"steps", false, NULL},
+        [O_LAYERS] = {"layers", false, NULL},     [O_HEADS] = {"heads", false, NULL},
+        [O_DMODEL] = {"d-model", false, NULL},    [O_DMLP] = {"d-mlp", false, NULL},
+        [O_CTX] = {"ctx", false, NULL},           [O_ATTN_ONLY] = {"attn-only", true, NULL},
+        [O_VOCAB] = {"vocab", false, NULL},       [O_CORPUS_MB] = {"corpus-mb", false, NULL},
+        [O_MIX] = {"mix", false, NULL},           [O_BATCH] = {"batch", false, NULL},
+        [O_SEQ] = {"seq", false, NULL},           [O_LR] = {"lr", false, NULL},
+        [O_MIN_LR] = {"min-lr", false, NULL},     [O_WARMUP] = {"warmup", false, NULL},
+        [O_WD] = {"weight-decay", false, NULL},   [O_CLIP] = {"clip", false, NULL},
+        [O_EVAL_EVERY] = {"eval-every", false, NULL}, [O_SAVE_EVERY] = {"save-every", false, NULL},
+        [O_SEED] = {"seed", false, NULL},         [O_THREADS] = {"threads", false, NULL},
+        [O_QUIET] = {"quiet", true, NULL},
+    };
+    char *pos[1];
+    int np, rc = lp_cmd_opts("train", argc, argv, o, N_OPTS, pos, 1, &np);
+    if (rc) return rc;
+    if (np != 1) return lp_error(LP_EINVAL, "train: give the checkpoint directory to write (see 'help train')");
+    const char *dir = pos[0];
+    bool resume = o[O_RESUME].value != NULL;
+    lp_recipe r;
+    int step = 0, save_every = 0;
+    double elapsed = 0.0;
+    json_t *log = NULL;
+    lp_tokenizer *tok = NULL;
+    lp_model *m = NULL;
+    lp_train_state st = {0};
+    int *train = NULL, *held = NULL;
+    size_t n_train = 0, n_held = 0;
+    char path[4096];
+    if ((rc = lp_path_join(path, sizeof path, dir, "train.json"))) return rc;
+    if (resume) {
+        for (int i = 0; i < N_OPTS; i++)
+            if (o[i].value && !RESUMABLE[i])
+                return lp_error(LP_EINVAL, "train: --%s cannot change when resuming (the recipe is in %s)", o[i].name,
+                                path);
+        if ((rc = read_checkpoint(dir, &r, &step, &elapsed, &log))) return rc;
+        if ((rc = apply_options(&r, o, &save_every))) goto out;
+        if (step > r.train.steps) {
+            rc = lp_error(LP_EINVAL, "train: %s is at step %d, past --steps %d", dir, step, r.train.steps);
+            goto out;
+        }
+    } else {
+        lp_recipe_default(&r);
+        if ((rc = apply_options(&r, o, &save_every))) return rc;
+        if (access(path, F_OK) == 0)
+            return lp_error(LP_EINVAL, "train: %s already holds a checkpoint: add --resume to continue it, or choose "
+                                       "another directory", dir);
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+            return lp_error(LP_EIO, "train: %s: cannot create: %s", dir, strerror(errno));
+        if ((rc = make_tokenizer(&r, dir))) return rc;
+        log = json_array();
+    }
+
+    if ((rc = lp_tokenizer_load_dir(&tok, dir))) goto out;
+    if ((rc = lp_recipe_data(&r, tok, &train, &n_train, &held, &n_held))) goto out;
+    r.model.vocab = r.vocab;
+    if ((rc = lp_train_model_new(&m, &r.model, r.init_seed)) || (rc = lp_train_state_new(&st, m))) goto out;
+    if (resume) {
+        char opt_path[4096];
+        if ((rc = lp_train_load_params(m, dir)) ||
+            (rc = lp_path_join(opt_path, sizeof opt_path, dir, "optimizer.safetensors")) ||
+            (rc = lp_train_state_load(&st, m, opt_path, step)))
+            goto out;
+    }
+    size_t n_params;
+    lp_train_params(m, &n_params);
+    trainer t = {.s = s, .dir = dir, .m = m, .st = &st, .r = &r, .log = log, .save_every = save_every,
+                 .bar = isatty(2) && !o[O_QUIET].value, .quiet = o[O_QUIET].value != NULL, .elapsed_before = elapsed,
+                 .last_heldout = NAN, .last_loss = NAN};
+    if (!t.quiet)
+        fprintf(stderr, "train: %s: %d layers, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training tokens, "
+                        "%zu held out; steps %d..%d of %d x %d tokens on %d thread%s\n",
+                dir, r.model.n_layer, r.model.d_model, r.model.n_head, r.model.attn_only ? " (attention-only)" : "",
+                n_params, n_params * 4.0 / 1e6, n_train, n_held, st.step + 1, r.train.steps, r.train.B, r.train.T,
+                r.train.threads, r.train.threads == 1 ? "" : "s");
+    rc = st.step < r.train.steps ? lp_train_resume(m, &st, train, n_train, held, n_held, &r.train, on_step, &t) : LP_OK;
+    if (t.save_rc) {
+        rc = t.save_rc;
+        goto out;
+    }
+    double total_s = elapsed;
+    if (json_array_size(log)) total_s = json_number_value(json_object_get(json_array_get(log, json_array_size(log) - 1), "elapsed_s"));
+    if (rc == LP_ECANCEL) {
+        /* Keep what was learnt: the checkpoint at the step reached, then say how to go on. */
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", lp_errmsg());
+        if (t.bar) fputc('\n', stderr);
+        int src = save_checkpoint(&t, total_s);
+        rc = src ? src : lp_error(LP_ECANCEL, "%s; checkpoint saved: train %s --resume continues it", msg, dir);
+        goto out;
+    }
+    if (rc || (rc = save_checkpoint(&t, total_s))) goto out;
+    if ((rc = lp_session_load(s, dir))) goto out;
+    json_t *v = json_pack("{s:s,s:i,s:I,s:f,s:f,s:f,s:f}", "trained", dir, "steps", st.step, "params",
+                          (json_int_t)n_params, "loss", t.last_loss, "heldout", t.last_heldout, "tokens_per_s",
+                          t.tokens_per_s, "elapsed_s", total_s);
+    lp_cmd_emit(s, v, NULL);
+out:
+    json_decref(log);
+    lp_train_state_free(&st);
+    lp_model_free(m);
+    lp_tokenizer_free(tok);
+    free(train);
+    free(held);
+    return rc;
+}
