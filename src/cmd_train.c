@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,11 +18,11 @@
 
 enum { O_RESUME, O_STEPS, O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_ATTN_ONLY, O_VOCAB, O_CORPUS_MB, O_MIX,
        O_BATCH, O_SEQ, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP, O_EVAL_EVERY, O_SAVE_EVERY, O_SEED, O_THREADS,
-       O_QUIET, N_OPTS };
+       O_QUIET, O_STOP_AT, N_OPTS };
 
 /* What may change when resuming: how long, how often to look, how quietly. */
 static const bool RESUMABLE[N_OPTS] = {[O_RESUME] = true, [O_STEPS] = true, [O_EVAL_EVERY] = true,
-                                       [O_SAVE_EVERY] = true, [O_QUIET] = true};
+                                       [O_SAVE_EVERY] = true, [O_QUIET] = true, [O_STOP_AT] = true};
 
 typedef struct {
     lp_session *s;
@@ -31,6 +32,7 @@ typedef struct {
     const lp_recipe *r;
     json_t *log;       /* [{step, loss, heldout, lr, tokens_per_s, elapsed_s}] */
     int save_every;
+    int stop_at;       /* stop after this step (checkpoint saved); 0: at the end */
     bool bar;          /* a progress bar on stderr (a terminal) rather than a line per evaluation */
     bool quiet;
     double elapsed_before; /* seconds of earlier sessions of this checkpoint */
@@ -57,7 +59,7 @@ static int float_opt(const lp_opt *o, const char *what, double lo, double hi, fl
 }
 
 /* The recipe's fields from the options given. */
-static int apply_options(lp_recipe *r, const lp_opt *o, int *save_every) {
+static int apply_options(lp_recipe *r, const lp_opt *o, int *save_every, int *stop_at) {
     int rc = LP_OK, seed = -1;
     float corpus_mb = -1.0f;
     if (!rc) rc = int_opt(&o[O_STEPS], "--steps", 1, 100000000, &r->train.steps);
@@ -77,6 +79,7 @@ static int apply_options(lp_recipe *r, const lp_opt *o, int *save_every) {
     if (!rc) rc = float_opt(&o[O_CLIP], "--clip", 0, 1e9, &r->train.grad_clip);
     if (!rc) rc = int_opt(&o[O_EVAL_EVERY], "--eval-every", 0, 100000000, &r->train.eval_every);
     if (!rc) rc = int_opt(&o[O_SAVE_EVERY], "--save-every", 0, 100000000, save_every);
+    if (!rc) rc = int_opt(&o[O_STOP_AT], "--stop-at", 1, 100000000, stop_at);
     if (!rc) rc = int_opt(&o[O_SEED], "--seed", 0, 2147483647, &seed);
     if (!rc) rc = int_opt(&o[O_THREADS], "--threads", 1, 256, &r->train.threads);
     if (rc) return rc;
@@ -92,6 +95,9 @@ static int apply_options(lp_recipe *r, const lp_opt *o, int *save_every) {
                             o[O_MIX].value);
         memcpy(r->corpus.proportion, p, sizeof p);
     }
+    /* A shorter run warms up for a tenth of it, unless told. */
+    if (o[O_STEPS].value && !o[O_WARMUP].value && r->train.warmup > r->train.steps / 10)
+        r->train.warmup = r->train.steps / 10;
     /* The sequence follows the context unless given. */
     if (o[O_CTX].value && !o[O_SEQ].value) r->train.T = r->model.n_ctx;
     return lp_recipe_check(r);
@@ -166,7 +172,34 @@ static int on_step(const lp_train_progress *p, void *ctx) {
     if (t->save_every > 0 && p->step % t->save_every == 0 && p->step < p->steps) {
         if ((t->save_rc = save_checkpoint(t, t->elapsed_before + p->elapsed_s))) return 1;
     }
-    return 0;
+    return t->stop_at > 0 && p->step >= t->stop_at && p->step < p->steps;
+}
+
+/* In a script, Ctrl-C or a kill (SIGINT, SIGTERM) would end the process and lose the steps
+ * since the last checkpoint: while training, they stop it with a checkpoint instead. Only
+ * signals left at their default are caught (the prompt and the browser have their own
+ * Ctrl-C; an ignored signal stays ignored). */
+static void on_stop_signal(int sig) {
+    (void)sig;
+    lp_cancel_request();
+}
+
+static void catch_stop_signals(struct sigaction old[2]) {
+    static const int sigs[2] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        sigaction(sigs[i], NULL, &old[i]);
+        if (old[i].sa_handler != SIG_DFL || (old[i].sa_flags & SA_SIGINFO)) continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_stop_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+static void restore_stop_signals(const struct sigaction old[2]) {
+    sigaction(SIGINT, &old[0], NULL);
+    sigaction(SIGTERM, &old[1], NULL);
 }
 
 /* A fresh checkpoint directory: the tokenizer learnt from the corpus. */
@@ -223,7 +256,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         [O_WD] = {"weight-decay", false, NULL},   [O_CLIP] = {"clip", false, NULL},
         [O_EVAL_EVERY] = {"eval-every", false, NULL}, [O_SAVE_EVERY] = {"save-every", false, NULL},
         [O_SEED] = {"seed", false, NULL},         [O_THREADS] = {"threads", false, NULL},
-        [O_QUIET] = {"quiet", true, NULL},
+        [O_QUIET] = {"quiet", true, NULL},        [O_STOP_AT] = {"stop-at", false, NULL},
     };
     char *pos[1];
     int np, rc = lp_cmd_opts("train", argc, argv, o, N_OPTS, pos, 1, &np);
@@ -232,7 +265,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     const char *dir = pos[0];
     bool resume = o[O_RESUME].value != NULL;
     lp_recipe r;
-    int step = 0, save_every = 0;
+    int step = 0, save_every = 0, stop_at = 0;
     double elapsed = 0.0;
     json_t *log = NULL;
     lp_tokenizer *tok = NULL;
@@ -248,14 +281,14 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
                 return lp_error(LP_EINVAL, "train: --%s cannot change when resuming (the recipe is in %s)", o[i].name,
                                 path);
         if ((rc = read_checkpoint(dir, &r, &step, &elapsed, &log))) return rc;
-        if ((rc = apply_options(&r, o, &save_every))) goto out;
+        if ((rc = apply_options(&r, o, &save_every, &stop_at))) goto out;
         if (step > r.train.steps) {
             rc = lp_error(LP_EINVAL, "train: %s is at step %d, past --steps %d", dir, step, r.train.steps);
             goto out;
         }
     } else {
         lp_recipe_default(&r);
-        if ((rc = apply_options(&r, o, &save_every))) return rc;
+        if ((rc = apply_options(&r, o, &save_every, &stop_at))) return rc;
         if (access(path, F_OK) == 0)
             return lp_error(LP_EINVAL, "train: %s already holds a checkpoint: add --resume to continue it, or choose "
                                        "another directory", dir);
@@ -278,7 +311,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     }
     size_t n_params;
     lp_train_params(m, &n_params);
-    trainer t = {.s = s, .dir = dir, .m = m, .st = &st, .r = &r, .log = log, .save_every = save_every,
+    trainer t = {.s = s, .dir = dir, .m = m, .st = &st, .r = &r, .log = log, .save_every = save_every, .stop_at = stop_at,
                  .bar = isatty(2) && !o[O_QUIET].value, .quiet = o[O_QUIET].value != NULL, .elapsed_before = elapsed,
                  .last_heldout = NAN, .last_loss = NAN};
     if (!t.quiet)
@@ -287,13 +320,25 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
                 dir, r.model.n_layer, r.model.d_model, r.model.n_head, r.model.attn_only ? " (attention-only)" : "",
                 n_params, n_params * 4.0 / 1e6, n_train, n_held, st.step + 1, r.train.steps, r.train.B, r.train.T,
                 r.train.threads, r.train.threads == 1 ? "" : "s");
+    struct sigaction old_signals[2];
+    catch_stop_signals(old_signals);
     rc = st.step < r.train.steps ? lp_train_resume(m, &st, train, n_train, held, n_held, &r.train, on_step, &t) : LP_OK;
+    restore_stop_signals(old_signals);
     if (t.save_rc) {
         rc = t.save_rc;
         goto out;
     }
     double total_s = elapsed;
     if (json_array_size(log)) total_s = json_number_value(json_object_get(json_array_get(log, json_array_size(log) - 1), "elapsed_s"));
+    if (rc == LP_ECANCEL && stop_at > 0 && st.step == stop_at && !lp_cancelled()) {
+        /* --stop-at: a checkpoint to resume later; the command succeeds. */
+        if (t.bar) fputc('\n', stderr);
+        if ((rc = save_checkpoint(&t, total_s))) goto out;
+        lp_cmd_emit(s, json_pack("{s:s,s:i,s:i,s:f,s:f}", "stopped", dir, "step", st.step, "steps", r.train.steps,
+                                 "loss", t.last_loss, "tokens_per_s", t.tokens_per_s),
+                    NULL);
+        goto out;
+    }
     if (rc == LP_ECANCEL) {
         /* Keep what was learnt: the checkpoint at the step reached, then say how to go on. */
         char msg[512];

@@ -48,6 +48,26 @@ static int default_db_path(char *buf, size_t cap) {
     return 0;
 }
 
+/* The bundled model for an interactive session without MODEL: $LOUPE_MODEL, else
+ * models/default here, else models/default beside the executable. */
+static const char *default_model_path(char *buf, size_t cap) {
+    const char *env = getenv("LOUPE_MODEL");
+    if (env && *env) return env;
+    struct stat st;
+    if (stat("models/default/config.json", &st) == 0) return "models/default";
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return NULL;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash) return NULL;
+    *slash = '\0';
+    if (snprintf(buf, cap, "%s/models/default", exe) >= (int)cap) return NULL;
+    char cfg[4200];
+    snprintf(cfg, sizeof cfg, "%s/config.json", buf);
+    return stat(cfg, &st) == 0 ? buf : NULL;
+}
+
 typedef struct {
     bool bail;
     int failures;
@@ -153,7 +173,16 @@ int main(int argc, char **argv) {
         status = 1;
         goto out;
     }
-    if (optind < argc && lp_session_load(&s, argv[optind])) {
+    /* Interactive (the prompt or the browser) without MODEL: open the bundled model. */
+    bool at_prompt = interactive || (n_exec == 0 && !file && isatty(STDIN_FILENO));
+    char default_buf[4096];
+    const char *model = optind < argc ? argv[optind] : NULL;
+    if (!model && (tui || at_prompt) && (model = default_model_path(default_buf, sizeof default_buf)) &&
+        at_prompt && !tui)
+        fprintf(stderr, "loupe: opened %s (the bundled model); try: run When Mary and John went to the store, John gave "
+                        "a drink to\n",
+                model);
+    if (model && lp_session_load(&s, model)) {
         fprintf(stderr, "error: %s\n", lp_errmsg());
         status = 1;
         goto out;
