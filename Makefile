@@ -26,7 +26,7 @@ DEB_NEEDS := pc:openblas:libopenblas-dev pc:jansson:libjansson-dev pc:libpcre2-8
              pc:readline:libreadline-dev pc:libutf8proc:libutf8proc-dev cmd:tmux:tmux cmd:jq:jq cmd:pkg-config:pkg-config
 FUZZ_NEEDS := cmd:clang:clang file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 
-.PHONY: all deps deps-fuzz test check run bench sanitize fuzz clean tools
+.PHONY: all deps deps-fuzz test check run bench sanitize fuzz clean tools check-model
 all: $(BIN)
 
 $(BIN): $(LIB_OBJ) $(BUILD)/src/main.o
@@ -94,6 +94,17 @@ run: deps
 	@if [ -t 0 ] && [ -t 1 ]; then \
 	  echo "./loupe --tui $(DEFAULT_MODEL) -e 'run $(RUN_TEXT)'"; ./loupe --tui $(DEFAULT_MODEL) -e 'run $(RUN_TEXT)'; \
 	else ./loupe $(DEFAULT_MODEL) -e 'run $(RUN_TEXT)' -e 'top 5'; fi
+
+# The circuits a trained model should have (IOI, induction, the head scan, patching; see
+# tests/model/test_default_model.c), measured on MODEL: make check-model MODEL=DIR.
+MODEL ?= models/default
+check-model: $(BUILD)/model/test_default_model
+	@LOUPE_DEFAULT_MODEL=$(MODEL) $(BUILD)/model/test_default_model
+
+$(BUILD)/model/%: tests/model/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	@echo "ld $@"
+	@$(CC) $(CFLAGS_BASE) -o $@ $< $(LIB_OBJ) $(LDLIBS_BASE) -lcmocka
 
 bench: deps
 	@$(MAKE) --no-print-directory loupe $(BUILD)/tools/bench $(BUILD)/tools/mkmodel

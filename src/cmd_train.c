@@ -18,7 +18,7 @@
 
 enum { O_RESUME, O_STEPS, O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_ATTN_ONLY, O_VOCAB, O_CORPUS_MB, O_MIX,
        O_BATCH, O_SEQ, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP, O_EVAL_EVERY, O_SAVE_EVERY, O_SEED, O_THREADS,
-       O_QUIET, O_STOP_AT, N_OPTS };
+       O_QUIET, O_STOP_AT, O_SPANS, O_LETTER_WORDS, O_EMBED_STD, N_OPTS };
 
 /* What may change when resuming: how long, how often to look, how quietly. */
 static const bool RESUMABLE[N_OPTS] = {[O_RESUME] = true, [O_STEPS] = true, [O_EVAL_EVERY] = true,
@@ -59,7 +59,7 @@ static int float_opt(const lp_opt *o, const char *what, double lo, double hi, fl
 }
 
 /* The recipe's fields from the options given. */
-static int apply_options(lp_recipe *r, const lp_opt *o, int *save_every, int *stop_at) {
+static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_every, int *stop_at) {
     int rc = LP_OK, seed = -1;
     float corpus_mb = -1.0f;
     if (!rc) rc = int_opt(&o[O_STEPS], "--steps", 1, 100000000, &r->train.steps);
@@ -82,6 +82,7 @@ static int apply_options(lp_recipe *r, const lp_opt *o, int *save_every, int *st
     if (!rc) rc = int_opt(&o[O_STOP_AT], "--stop-at", 1, 100000000, stop_at);
     if (!rc) rc = int_opt(&o[O_SEED], "--seed", 0, 2147483647, &seed);
     if (!rc) rc = int_opt(&o[O_THREADS], "--threads", 1, 256, &r->train.threads);
+    if (!rc) rc = float_opt(&o[O_EMBED_STD], "--embed-std", 1e-6, 100, &r->embed_std);
     if (rc) return rc;
     if (o[O_ATTN_ONLY].value) r->model.attn_only = true;
     if (corpus_mb > 0) r->corpus.n_bytes = (size_t)(corpus_mb * 1048576.0), r->corpus.n_docs = 0;
@@ -95,8 +96,23 @@ static int apply_options(lp_recipe *r, const lp_opt *o, int *save_every, int *st
                             o[O_MIX].value);
         memcpy(r->corpus.proportion, p, sizeof p);
     }
-    /* A shorter run warms up for a tenth of it, unless told. */
-    if (o[O_STEPS].value && !o[O_WARMUP].value && r->train.warmup > r->train.steps / 10)
+    if (o[O_SPANS].value) {
+        int lo, hi;
+        char tail;
+        if (sscanf(o[O_SPANS].value, "%d,%d%c", &lo, &hi, &tail) != 2 || lo < 1 || hi < lo || hi > 64)
+            return lp_error(LP_EINVAL, "train: --spans %s: give MIN,MAX words of a repeated span, 1 <= MIN <= MAX <= 64",
+                            o[O_SPANS].value);
+        r->corpus.span_min = lo, r->corpus.span_max = hi;
+    }
+    if (o[O_LETTER_WORDS].value) {
+        double x;
+        int rc2 = lp_cmd_float(o[O_LETTER_WORDS].value, "--letter-words", &x);
+        if (rc2) return rc2;
+        if (!(x >= 0 && x <= 1)) return lp_error(LP_EINVAL, "train: --letter-words %s: give a share in 0..1", o[O_LETTER_WORDS].value);
+        r->corpus.letter_words = x;
+    }
+    /* A shorter run warms up for a tenth of it, unless told (a resumed one keeps its own). */
+    if (!resume && o[O_STEPS].value && !o[O_WARMUP].value && r->train.warmup > r->train.steps / 10)
         r->train.warmup = r->train.steps / 10;
     /* The sequence follows the context unless given. */
     if (o[O_CTX].value && !o[O_SEQ].value) r->train.T = r->model.n_ctx;
@@ -257,6 +273,8 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         [O_EVAL_EVERY] = {"eval-every", false, NULL}, [O_SAVE_EVERY] = {"save-every", false, NULL},
         [O_SEED] = {"seed", false, NULL},         [O_THREADS] = {"threads", false, NULL},
         [O_QUIET] = {"quiet", true, NULL},        [O_STOP_AT] = {"stop-at", false, NULL},
+        [O_SPANS] = {"spans", false, NULL},       [O_LETTER_WORDS] = {"letter-words", false, NULL},
+        [O_EMBED_STD] = {"embed-std", false, NULL},
     };
     char *pos[1];
     int np, rc = lp_cmd_opts("train", argc, argv, o, N_OPTS, pos, 1, &np);
@@ -281,14 +299,14 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
                 return lp_error(LP_EINVAL, "train: --%s cannot change when resuming (the recipe is in %s)", o[i].name,
                                 path);
         if ((rc = read_checkpoint(dir, &r, &step, &elapsed, &log))) return rc;
-        if ((rc = apply_options(&r, o, &save_every, &stop_at))) goto out;
+        if ((rc = apply_options(&r, o, resume, &save_every, &stop_at))) goto out;
         if (step > r.train.steps) {
             rc = lp_error(LP_EINVAL, "train: %s is at step %d, past --steps %d", dir, step, r.train.steps);
             goto out;
         }
     } else {
         lp_recipe_default(&r);
-        if ((rc = apply_options(&r, o, &save_every, &stop_at))) return rc;
+        if ((rc = apply_options(&r, o, resume, &save_every, &stop_at))) return rc;
         if (access(path, F_OK) == 0)
             return lp_error(LP_EINVAL, "train: %s already holds a checkpoint: add --resume to continue it, or choose "
                                        "another directory", dir);
@@ -302,6 +320,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     if ((rc = lp_recipe_data(&r, tok, &train, &n_train, &held, &n_held))) goto out;
     r.model.vocab = r.vocab;
     if ((rc = lp_train_model_new(&m, &r.model, r.init_seed)) || (rc = lp_train_state_new(&st, m))) goto out;
+    if (!resume) lp_train_set_embed_std(m, r.embed_std);
     if (resume) {
         char opt_path[4096];
         if ((rc = lp_train_load_params(m, dir)) ||

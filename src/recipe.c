@@ -12,15 +12,22 @@ void lp_recipe_default(lp_recipe *r) {
     lp_corpus_spec_default(&r->corpus);
     r->corpus.seed = 1;
     r->corpus.n_bytes = 16u << 20;
+    r->corpus.proportion[LP_CORPUS_IOI] = 0.3;
+    r->corpus.proportion[LP_CORPUS_REPEAT] = 0.5;
+    r->corpus.proportion[LP_CORPUS_FILLER] = 0.2;
+    r->corpus.span_min = 8;
+    r->corpus.span_max = 24;
+    r->corpus.letter_words = 0.2; /* more made-up words spend the vocabulary on letter pairs and split the names */
     r->vocab = 2048;
     r->heldout = 0.02;
     r->model = (lp_config){.n_layer = 2, .n_head = 4, .d_model = 128, .d_mlp = 512, .n_ctx = 128};
     r->init_seed = 1;
-    r->train = lp_train_defaults(4000);
+    r->embed_std = 1.0f;
+    r->train = lp_train_defaults(6000);
     r->train.B = 16;
     r->train.T = 128;
     r->train.warmup = 200;
-    r->train.lr = 2e-3f;
+    r->train.lr = 3e-3f;
     r->train.min_lr = 1e-4f;
     r->train.eval_every = 250;
     r->train.eval_batches = 8;
@@ -33,14 +40,14 @@ json_t *lp_recipe_to_json(const lp_recipe *r) {
     const lp_train_options *o = &r->train;
     return json_pack(
         "{s:{s:I,s:{s:f,s:f,s:f},s:I,s:I,s:i,s:i,s:f},s:i,s:f,"
-        "s:{s:i,s:i,s:i,s:i,s:i,s:b,s:I},"
+        "s:{s:i,s:i,s:i,s:i,s:i,s:b,s:I,s:f},"
         "s:{s:i,s:i,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:I,s:i}}",
         "corpus", "seed", (json_int_t)c->seed, "proportion", "ioi", c->proportion[LP_CORPUS_IOI], "repeat",
         c->proportion[LP_CORPUS_REPEAT], "filler", c->proportion[LP_CORPUS_FILLER], "n_docs", (json_int_t)c->n_docs,
         "n_bytes", (json_int_t)c->n_bytes, "span_min", c->span_min, "span_max", c->span_max, "letter_words",
         c->letter_words, "vocab", r->vocab, "heldout", r->heldout,
         "model", "n_layer", m->n_layer, "n_head", m->n_head, "d_model", m->d_model, "d_mlp", m->d_mlp, "n_ctx",
-        m->n_ctx, "attn_only", m->attn_only, "init_seed", (json_int_t)r->init_seed,
+        m->n_ctx, "attn_only", m->attn_only, "init_seed", (json_int_t)r->init_seed, "embed_std", (double)r->embed_std,
         "train", "batch", o->B, "seq", o->T, "steps", o->steps, "warmup", o->warmup, "lr", (double)o->lr, "min_lr",
         (double)o->min_lr, "beta1", (double)o->beta1, "beta2", (double)o->beta2, "eps", (double)o->eps,
         "weight_decay", (double)o->weight_decay, "grad_clip", (double)o->grad_clip, "eval_every", o->eval_every,
@@ -102,6 +109,7 @@ int lp_recipe_from_json(lp_recipe *r, const json_t *j, const char *what) {
     GET(m, "n_ctx", K_INT, r->model.n_ctx, "model");
     GET(m, "attn_only", K_BOOL, r->model.attn_only, "model");
     GET(m, "init_seed", K_U64, r->init_seed, "model");
+    GET(m, "embed_std", K_FLOAT, r->embed_std, "model");
     GET(o, "batch", K_INT, r->train.B, "train");
     GET(o, "seq", K_INT, r->train.T, "train");
     GET(o, "steps", K_INT, r->train.steps, "train");
@@ -124,6 +132,8 @@ int lp_recipe_from_json(lp_recipe *r, const json_t *j, const char *what) {
 
 int lp_recipe_check(const lp_recipe *r) {
     const lp_config *m = &r->model;
+    if (!(r->embed_std > 0.0f && r->embed_std <= 100.0f))
+        return lp_error(LP_EINVAL, "embed_std %g: use a standard deviation in (0, 100]", (double)r->embed_std);
     if (r->vocab < 258 || r->vocab > 65536) return lp_error(LP_EINVAL, "vocab %d: use 258..65536", r->vocab);
     if (!(r->heldout > 0.0 && r->heldout < 0.5)) return lp_error(LP_EINVAL, "heldout %g: use a share in (0, 0.5)", r->heldout);
     if (m->n_layer < 1 || m->n_layer > 64 || m->n_head < 1 || m->d_model < 1 || m->d_model > 8192 ||

@@ -869,3 +869,10 @@ int lp_train_state_load(lp_train_state *s, const lp_model *m, const char *path, 
     lp_st_free(st);
     return rc;
 }
+
+void lp_train_set_embed_std(lp_model *m, float std) {
+    size_t n = (size_t)m->cfg.vocab * m->cfg.d_model;
+    float k = std / 0.02f;
+    if (!m->trainable || k == 1.0f) return;
+    for (size_t i = 0; i < n; i++) m->trainable[i] *= k; /* wte is the block's first tensor */
+}

@@ -24,10 +24,12 @@ typedef struct {
     double heldout;          /* share of the documents (the last ones) kept for the held-out loss */
     lp_config model;         /* n_layer, n_head, d_model, d_mlp, n_ctx, attn_only; vocab is set from above */
     uint64_t init_seed;      /* the initial weights */
+    float embed_std;         /* std of the initial token embeddings (GPT-2: 0.02; see lp_train_set_embed_std) */
     lp_train_options train;
 } lp_recipe;
 
-/* The recipe of models/default (the Makefile's `make model` runs it). */
+/* The default recipe: where the search for models/default stands (not yet one that gives
+ * it its circuits in 30 minutes; see make check-model). */
 void lp_recipe_default(lp_recipe *r);
 
 /* The recipe as a JSON object, and back. Reading starts from lp_recipe_default, so keys

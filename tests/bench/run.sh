@@ -45,3 +45,9 @@ echo
 echo "== browser: draw time per view (GPT-2-small shape, T=128)"
 make --no-print-directory BUILD="$BUILD" "$BUILD/tools/bench_tui" >/dev/null
 "$BUILD/tools/bench_tui" "$model"
+
+# Training: the default recipe's tokens/s with its threads and with one, and the share of the
+# sgemm roofline those make (bench_train's comment says how FLOPs and the roofline are counted).
+echo; echo "== training: tokens/s for the default recipe and its share of the sgemm roofline"
+make --no-print-directory BUILD="$BUILD" "$BUILD/tools/bench_train" >/dev/null
+"$BUILD/tools/bench_train"

@@ -26,12 +26,8 @@
 #include "loupe/model.h"
 #include "loupe/run.h"
 #include "loupe/tokenizer.h"
+#include "sgemm_rate.h"
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* Where a forward's time goes: this definition of cblas_sgemm takes the engine's calls (an
  * executable's own symbols win over a shared library's) and times them by kind before
@@ -81,39 +77,10 @@ static void prof_start(const lp_config *c) {
 
 /* The best sgemm rate over shapes the forward runs (M = tokens, N = outputs, K = inputs):
  * q/k/v/o, MLP up and down at T = 128 and 512, and the unembedding (B transposed). */
-typedef struct {
-    int M, N, K, transb;
-} shape;
-
-static double sgemm_rate(const shape *s, double min_secs, int min_reps) {
-    size_t a_n = (size_t)s->M * s->K, b_n = (size_t)s->K * s->N, c_n = (size_t)s->M * s->N;
-    float *a = malloc(a_n * sizeof *a), *b = malloc(b_n * sizeof *b), *c = malloc(c_n * sizeof *c);
-    if (!a || !b || !c) {
-        fprintf(stderr, "bench: out of memory for a %dx%dx%d sgemm\n", s->M, s->N, s->K);
-        exit(1);
-    }
-    for (size_t i = 0; i < a_n; i++) a[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
-    for (size_t i = 0; i < b_n; i++) b[i] = (float)((i * 104729) % 1000) * 1e-3f - 0.5f;
-    enum CBLAS_TRANSPOSE tb = s->transb ? CblasTrans : CblasNoTrans;
-    int ldb = s->transb ? s->K : s->N;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, s->M, s->N, s->K, 1.0f, a, s->K, b, ldb, 0.0f, c, s->N); /* warm-up */
-    double best = 1e30, start = now_s();
-    for (int r = 0; r < min_reps || now_s() - start < min_secs; r++) {
-        double t = now_s();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, s->M, s->N, s->K, 1.0f, a, s->K, b, ldb, 0.0f, c, s->N);
-        t = now_s() - t;
-        if (t < best) best = t;
-    }
-    free(a);
-    free(b);
-    free(c);
-    return 2.0 * s->M * s->N * s->K / best / 1e9;
-}
-
 static double roofline(const lp_config *c, int quick) {
     int d = c->d_model, dm = c->d_mlp;
-    const shape all[] = {{128, d, d, 0},  {128, dm, d, 0}, {128, d, dm, 0},
-                         {512, dm, d, 0}, {512, d, dm, 0}, {128, c->vocab, d, 1}};
+    const shape all[] = {{128, d, d, 0, 0},  {128, dm, d, 0, 0}, {128, d, dm, 0, 0},
+                         {512, dm, d, 0, 0}, {512, d, dm, 0, 0}, {128, c->vocab, d, 0, 1}};
     int n = (int)(sizeof all / sizeof all[0]);
     double best = 0.0;
     char detail[512];

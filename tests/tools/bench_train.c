@@ -1,0 +1,142 @@
+/* bench_train: how fast the default recipe trains (make bench), set beside what this
+ * machine's sgemm allows.
+ *   bench_train [SECONDS]    seconds of each timed run (default 10)
+ *
+ * Each thread count gets a short warm-up run, then a timed run sized from it; the rate is
+ * lp_train's own tokens/s at the timed run's last step. The corpus is random ids: the cost of
+ * a step does not depend on the tokens.
+ *
+ * FLOPs are the model's, as MFU counts them: 6 per matmul parameter per token (forward,
+ * then the gradients of inputs and weights) plus attention over the causal half of the
+ * T x T square. The engine does more than that (its backward takes the full square), so
+ * the share of the roofline is of useful work. The roofline is the best one-thread sgemm
+ * rate on the shapes training runs (the forward sequence by sequence, the unembedding and
+ * the weight gradients over a shard's rows), times the shards run in parallel: BLAS runs on
+ * one thread inside each. */
+#include <cblas.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "loupe/error.h"
+#include "loupe/model.h"
+#include "loupe/recipe.h"
+#include "loupe/train.h"
+#include "sgemm_rate.h"
+
+
+static void die(const char *what) {
+    fprintf(stderr, "bench_train: %s: %s\n", what, lp_errmsg());
+    exit(1);
+}
+
+/* ---- the sgemm roofline, measured as bench's: the best time of a few reps ---- */
+
+/* One thread's best rate over the shapes a step runs; rows: a shard's B * T / threads. */
+static double roofline(const lp_config *c, int T, int rows) {
+    int d = c->d_model, dm = c->attn_only ? d : c->d_mlp, V = c->vocab;
+    const shape all[] = {
+        {T, d, d, 0, 0},       /* q, k, v, o of one sequence */
+        {T, dm, d, 0, 0},      /* MLP up */
+        {T, d, dm, 0, 0},      /* MLP down */
+        {rows, V, d, 0, 1},    /* logits of the shard */
+        {rows, d, V, 0, 0},    /* their gradient back to the final norm */
+        {V, d, rows, 1, 0},    /* wte's gradient from the unembedding */
+        {d, dm, rows, 1, 0},   /* a weight gradient (c_fc) */
+    };
+    int n = (int)(sizeof all / sizeof all[0]);
+    double best = 0.0;
+    char detail[512];
+    size_t at = 0;
+    openblas_set_num_threads(1);
+    for (int i = 0; i < n; i++) {
+        double g = sgemm_rate(&all[i], 0.2, 3);
+        if (g > best) best = g;
+        at += (size_t)snprintf(detail + at, sizeof detail - at, "%s%s%dx%dx%d%s %.0f", i ? ", " : "",
+                               all[i].transa ? "T" : "", all[i].M, all[i].N, all[i].K, all[i].transb ? "T" : "", g);
+    }
+    printf("sgemm roofline, one thread: %.1f GFLOP/s (best of %d training shapes, MxNxK GFLOP/s: %s)\n", best, n,
+           detail);
+    return best;
+}
+
+/* ---- training ---- */
+
+/* FLOPs per training token, printed as its formula. */
+static double train_flops(const lp_config *c, int T) {
+    double d = c->d_model, dm = c->d_mlp, L = c->n_layer, t_avg = (T + 1) / 2.0;
+    double per_layer = d * 3 * d + d * d + (c->attn_only ? 0.0 : 2 * d * dm);
+    double matmul = L * per_layer + (double)c->vocab * d;
+    double attention = L * 3 * 2 * 2 * t_avg * d; /* fwd + bwd, QK^T and AV, over the causal half */
+    printf("FLOP/token = 6 x %.0f matmul params (%d x (d*3d + d*d%s) + V*d) + %.0f attention "
+           "(%d layers x 3 fwd+bwd x 2x2 QK,AV x T_avg %.1f x d %d) = %.2f MFLOP\n",
+           matmul, c->n_layer, c->attn_only ? "" : " + 2*d*d_mlp", attention, c->n_layer, t_avg, c->d_model,
+           (6 * matmul + attention) / 1e6);
+    return 6 * matmul + attention;
+}
+
+static int keep_last(const lp_train_progress *p, void *ctx) {
+    *(lp_train_progress *)ctx = *p;
+    return 0;
+}
+
+static lp_train_progress train_run(lp_model *m, const int *data, size_t n, lp_train_options o, int steps) {
+    lp_train_progress last = {0};
+    o.steps = steps;
+    if (lp_train(m, data, n, NULL, 0, &o, keep_last, &last)) die("training");
+    return last;
+}
+
+int main(int argc, char **argv) {
+    double secs = argc > 1 ? atof(argv[1]) : 10.0;
+    if (argc > 2 || !(secs > 0.0)) {
+        fprintf(stderr, "usage: bench_train [SECONDS]\n");
+        return 2;
+    }
+    lp_recipe r;
+    lp_recipe_default(&r);
+    lp_config cfg = r.model;
+    cfg.vocab = r.vocab;
+    lp_model *m;
+    if (lp_train_model_new(&m, &cfg, r.init_seed)) die("making the model");
+    const lp_config *c = lp_model_config(m);
+
+    size_t n = 400000;
+    int *data = malloc(n * sizeof *data);
+    if (!data) {
+        fprintf(stderr, "bench_train: out of memory for the data\n");
+        return 1;
+    }
+    uint64_t x = 12345;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        data[i] = (int)((x >> 33) % (uint64_t)c->vocab);
+    }
+
+    lp_train_options o = r.train;
+    o.eval_every = 0;
+    int B = o.B, T = o.T, threads = o.threads ? o.threads : 1;
+    double flops = train_flops(c, T);
+    double one = roofline(c, T, B * T / threads);
+    double load;
+    if (getloadavg(&load, 1) == 1 && load > 0.5)
+        printf("note: load average %.2f before the runs: other work shares the cores\n", load);
+
+    int counts[] = {threads, 1};
+    for (int i = 0; i < (threads > 1 ? 2 : 1); i++) {
+        o.threads = counts[i];
+        lp_train_progress warm = train_run(m, data, n, o, 3);
+        int steps = (int)(secs * warm.tokens_per_s / (B * T));
+        if (steps < 5) steps = 5;
+        lp_train_progress p = train_run(m, data, n, o, steps);
+        double gflops = p.tokens_per_s * flops / 1e9, roof = one * o.threads;
+        printf("train (default recipe: %d layers, d %d, %d heads, vocab %d, batch %d x %d): %d thread%s %.1fk tok/s "
+               "= %.1f GFLOP/s (%d steps in %.1f s) | roofline %d x %.0f GFLOP/s | %.0f%% of roofline\n",
+               c->n_layer, c->d_model, c->n_head, c->vocab, B, T, o.threads, o.threads == 1 ? "" : "s",
+               p.tokens_per_s / 1e3, gflops, steps, p.elapsed_s, o.threads, one, 100.0 * gflops / roof);
+    }
+    free(data);
+    lp_model_free(m);
+    return 0;
+}
