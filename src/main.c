@@ -179,9 +179,7 @@ int main(int argc, char **argv) {
     const char *model = optind < argc ? argv[optind] : NULL;
     if (!model && (tui || at_prompt) && (model = default_model_path(default_buf, sizeof default_buf)) &&
         at_prompt && !tui)
-        fprintf(stderr, "loupe: opened %s (the bundled model); try: run When Mary and John went to the store, John gave "
-                        "a drink to\n",
-                model);
+        fprintf(stderr, "loupe: no MODEL given: opened %s\n", model);
     if (model && lp_session_load(&s, model)) {
         fprintf(stderr, "error: %s\n", lp_errmsg());
         status = 1;

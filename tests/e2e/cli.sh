@@ -91,5 +91,10 @@ check "seeded sampling reproducible" test "$a" = "$b"
 ids=$(json "$tmp/g" -e 'run Hello world' -e tokens | tail -n 1 | jq -c '[.[].id]')
 check "gpt2 tokenizer via run" test "$ids" = "[15496,995]"
 
+# Without MODEL, an interactive session opens $LOUPE_MODEL (else models/default); a script does not.
+arch=$(LOUPE_MODEL=$STORIES "$LOUPE" -m json -i -e info </dev/null 2>/dev/null | jq -r .arch)
+check "interactive without MODEL opens \$LOUPE_MODEL" test "$arch" = "llama2.c"
+check "a script without MODEL loads none" sh -c "! LOUPE_MODEL=$STORIES $LOUPE -e info 2>/dev/null"
+
 echo "$fails failed"
 [ "$fails" -eq 0 ]
