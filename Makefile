@@ -26,7 +26,7 @@ DEB_NEEDS := pc:openblas:libopenblas-dev pc:jansson:libjansson-dev pc:libpcre2-8
              pc:readline:libreadline-dev pc:libutf8proc:libutf8proc-dev cmd:tmux:tmux cmd:jq:jq cmd:pkg-config:pkg-config
 FUZZ_NEEDS := cmd:clang:clang file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 
-.PHONY: all deps deps-fuzz test check run bench sanitize fuzz clean tools check-model
+.PHONY: all deps deps-fuzz test check run bench sanitize fuzz clean tools check-model model
 all: $(BIN)
 
 $(BIN): $(LIB_OBJ) $(BUILD)/src/main.o
@@ -86,7 +86,8 @@ sanitize: deps
 DEFAULT_MODEL = $(firstword $(wildcard models/default) $(wildcard ../shared/models/stories260K/stories260K.bin))
 # make run opens the browser on the default model with this example already run (no
 # terminal: the run's predictions are printed instead).
-RUN_TEXT = Once upon a time, Lily found a ball. Lily liked the ball and played with it.
+RUN_TEXT = $(if $(filter models/default,$(DEFAULT_MODEL)),When Mary and John went to the store$(,) John gave a drink to,Once upon a time$(,) Lily found a ball. Lily liked the ball and played with it.)
+, := ,
 run: deps
 	@$(MAKE) --no-print-directory loupe
 	@if [ -z "$(DEFAULT_MODEL)" ]; then \
@@ -95,16 +96,29 @@ run: deps
 	  echo "./loupe --tui $(DEFAULT_MODEL) -e 'run $(RUN_TEXT)'"; ./loupe --tui $(DEFAULT_MODEL) -e 'run $(RUN_TEXT)'; \
 	else ./loupe $(DEFAULT_MODEL) -e 'run $(RUN_TEXT)' -e 'top 5'; fi
 
-# The circuits a trained model should have (IOI, induction, the head scan, patching; see
-# tests/model/test_default_model.c), measured on MODEL: make check-model MODEL=DIR.
-MODEL ?= models/default
-check-model: $(BUILD)/model/test_default_model
-	@LOUPE_DEFAULT_MODEL=$(MODEL) $(BUILD)/model/test_default_model
+# The bundled model: trained by loupe itself from its own corpus. Every setting is spelled
+# out so that this line is the whole recipe; the seed fixes the corpus, the initial weights
+# and the batches, and --threads 2 the shards (the result depends on it). About 27 minutes
+# on two cores. The weights are committed: nobody needs to run this to use loupe, and CI
+# does not.
+MODEL_RECIPE = --layers 2 --heads 4 --d-model 64 --d-mlp 256 --ctx 128 --vocab 2048 --corpus-mb 48 \
+               --mix 0.5,0.4,0.1 --spans 4,12 --letter-words 0.2 --random-tokens 0.25 --embed-std 1.0 \
+               --batch 32 --seq 128 \
+               --steps 16000 --warmup 300 --lr 3e-3 --min-lr 1e-4 --weight-decay 0.1 --clip 1 --eval-every 500 \
+               --threads 2 --seed 1
+model: deps
+	@$(MAKE) --no-print-directory loupe
+	rm -rf models/default.tmp
+	./loupe -e 'train models/default.tmp $(MODEL_RECIPE)'
+	rm -f models/default.tmp/optimizer.safetensors
+	rm -rf models/default && mv models/default.tmp models/default
 
-$(BUILD)/model/%: tests/model/%.c $(LIB_OBJ)
-	@mkdir -p $(dir $@)
-	@echo "ld $@"
-	@$(CC) $(CFLAGS_BASE) -o $@ $< $(LIB_OBJ) $(LDLIBS_BASE) -lcmocka
+# The circuits a trained model should have (IOI, induction, the head scan, patching; see
+# tests/test_default_model.c, which make test runs on models/default), on MODEL:
+# make check-model MODEL=DIR.
+MODEL ?= models/default
+check-model: $(BUILD)/tests/test_default_model
+	@LOUPE_DEFAULT_MODEL=$(MODEL) $(BUILD)/tests/test_default_model
 
 bench: deps
 	@$(MAKE) --no-print-directory loupe $(BUILD)/tools/bench $(BUILD)/tools/mkmodel

@@ -18,7 +18,7 @@
 
 enum { O_RESUME, O_STEPS, O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_ATTN_ONLY, O_VOCAB, O_CORPUS_MB, O_MIX,
        O_BATCH, O_SEQ, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP, O_EVAL_EVERY, O_SAVE_EVERY, O_SEED, O_THREADS,
-       O_QUIET, O_STOP_AT, O_SPANS, O_LETTER_WORDS, O_EMBED_STD, N_OPTS };
+       O_QUIET, O_STOP_AT, O_SPANS, O_LETTER_WORDS, O_EMBED_STD, O_RANDOM_TOKENS, N_OPTS };
 
 /* What may change when resuming: how long, how often to look, how quietly. */
 static const bool RESUMABLE[N_OPTS] = {[O_RESUME] = true, [O_STEPS] = true, [O_EVAL_EVERY] = true,
@@ -103,6 +103,13 @@ static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_e
             return lp_error(LP_EINVAL, "train: --spans %s: give MIN,MAX words of a repeated span, 1 <= MIN <= MAX <= 64",
                             o[O_SPANS].value);
         r->corpus.span_min = lo, r->corpus.span_max = hi;
+    }
+    if (o[O_RANDOM_TOKENS].value) {
+        double x;
+        int rc2 = lp_cmd_float(o[O_RANDOM_TOKENS].value, "--random-tokens", &x);
+        if (rc2) return rc2;
+        if (!(x >= 0 && x <= 1)) return lp_error(LP_EINVAL, "train: --random-tokens %s: give a share in 0..1", o[O_RANDOM_TOKENS].value);
+        r->random_tokens = x;
     }
     if (o[O_LETTER_WORDS].value) {
         double x;
@@ -274,7 +281,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         [O_SEED] = {"seed", false, NULL},         [O_THREADS] = {"threads", false, NULL},
         [O_QUIET] = {"quiet", true, NULL},        [O_STOP_AT] = {"stop-at", false, NULL},
         [O_SPANS] = {"spans", false, NULL},       [O_LETTER_WORDS] = {"letter-words", false, NULL},
-        [O_EMBED_STD] = {"embed-std", false, NULL},
+        [O_EMBED_STD] = {"embed-std", false, NULL}, [O_RANDOM_TOKENS] = {"random-tokens", false, NULL},
     };
     char *pos[1];
     int np, rc = lp_cmd_opts("train", argc, argv, o, N_OPTS, pos, 1, &np);

@@ -311,7 +311,7 @@ static const lp_command COMMANDS[] = {
      "patch --corrupt \"Lily had a ball. Lily gave the ball to\" --site z", lp_cmd_patch, false},
     {"train",
      "DIR [--resume] [--steps N] [--layers N] [--heads N] [--d-model D] [--d-mlp D] [--ctx N] [--attn-only] "
-     "[--vocab V] [--corpus-mb MB] [--mix IOI,REPEAT,FILLER] [--spans MIN,MAX] [--letter-words X] [--embed-std X] [--batch B] [--seq T] [--lr X] [--min-lr X] "
+     "[--vocab V] [--corpus-mb MB] [--mix IOI,REPEAT,FILLER] [--spans MIN,MAX] [--letter-words X] [--random-tokens X] [--embed-std X] [--batch B] [--seq T] [--lr X] [--min-lr X] "
      "[--warmup N] [--weight-decay X] [--clip X] [--eval-every N] [--save-every N] [--stop-at N] [--seed S] [--threads N] [--quiet]",
      "train a GPT-2 from scratch on loupe's generated corpus (defaults: models/default's recipe) and load it; DIR "
      "gets config.json, model.safetensors, vocab.json, merges.txt, optimizer.safetensors, train.json",

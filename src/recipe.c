@@ -6,30 +6,32 @@
 #include <string.h>
 
 #include "loupe/error.h"
+#include "loupe/generate.h"
 
 void lp_recipe_default(lp_recipe *r) {
     *r = (lp_recipe){0};
     lp_corpus_spec_default(&r->corpus);
     r->corpus.seed = 1;
-    r->corpus.n_bytes = 16u << 20;
-    r->corpus.proportion[LP_CORPUS_IOI] = 0.3;
-    r->corpus.proportion[LP_CORPUS_REPEAT] = 0.5;
-    r->corpus.proportion[LP_CORPUS_FILLER] = 0.2;
-    r->corpus.span_min = 8;
-    r->corpus.span_max = 24;
+    r->corpus.n_bytes = 48u << 20;
+    r->corpus.proportion[LP_CORPUS_IOI] = 0.5;
+    r->corpus.proportion[LP_CORPUS_REPEAT] = 0.4;
+    r->corpus.proportion[LP_CORPUS_FILLER] = 0.1;
+    r->corpus.span_min = 4;
+    r->corpus.span_max = 12;
     r->corpus.letter_words = 0.2; /* more made-up words spend the vocabulary on letter pairs and split the names */
+    r->random_tokens = 0.25;      /* repeats of every token, not only the corpus's words: general induction */
     r->vocab = 2048;
     r->heldout = 0.02;
-    r->model = (lp_config){.n_layer = 2, .n_head = 4, .d_model = 128, .d_mlp = 512, .n_ctx = 128};
+    r->model = (lp_config){.n_layer = 2, .n_head = 4, .d_model = 64, .d_mlp = 256, .n_ctx = 128};
     r->init_seed = 1;
     r->embed_std = 1.0f;
-    r->train = lp_train_defaults(6000);
-    r->train.B = 16;
+    r->train = lp_train_defaults(16000);
+    r->train.B = 32;
     r->train.T = 128;
-    r->train.warmup = 200;
+    r->train.warmup = 300;
     r->train.lr = 3e-3f;
     r->train.min_lr = 1e-4f;
-    r->train.eval_every = 250;
+    r->train.eval_every = 500;
     r->train.eval_batches = 8;
     r->train.threads = 2;
 }
@@ -39,13 +41,13 @@ json_t *lp_recipe_to_json(const lp_recipe *r) {
     const lp_config *m = &r->model;
     const lp_train_options *o = &r->train;
     return json_pack(
-        "{s:{s:I,s:{s:f,s:f,s:f},s:I,s:I,s:i,s:i,s:f},s:i,s:f,"
+        "{s:{s:I,s:{s:f,s:f,s:f},s:I,s:I,s:i,s:i,s:f,s:f},s:i,s:f,"
         "s:{s:i,s:i,s:i,s:i,s:i,s:b,s:I,s:f},"
         "s:{s:i,s:i,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:I,s:i}}",
         "corpus", "seed", (json_int_t)c->seed, "proportion", "ioi", c->proportion[LP_CORPUS_IOI], "repeat",
         c->proportion[LP_CORPUS_REPEAT], "filler", c->proportion[LP_CORPUS_FILLER], "n_docs", (json_int_t)c->n_docs,
         "n_bytes", (json_int_t)c->n_bytes, "span_min", c->span_min, "span_max", c->span_max, "letter_words",
-        c->letter_words, "vocab", r->vocab, "heldout", r->heldout,
+        c->letter_words, "random_tokens", r->random_tokens, "vocab", r->vocab, "heldout", r->heldout,
         "model", "n_layer", m->n_layer, "n_head", m->n_head, "d_model", m->d_model, "d_mlp", m->d_mlp, "n_ctx",
         m->n_ctx, "attn_only", m->attn_only, "init_seed", (json_int_t)r->init_seed, "embed_std", (double)r->embed_std,
         "train", "batch", o->B, "seq", o->T, "steps", o->steps, "warmup", o->warmup, "lr", (double)o->lr, "min_lr",
@@ -100,6 +102,7 @@ int lp_recipe_from_json(lp_recipe *r, const json_t *j, const char *what) {
     GET(c, "span_min", K_INT, r->corpus.span_min, "corpus");
     GET(c, "span_max", K_INT, r->corpus.span_max, "corpus");
     GET(c, "letter_words", K_DOUBLE, r->corpus.letter_words, "corpus");
+    GET(c, "random_tokens", K_DOUBLE, r->random_tokens, "corpus");
     GET(j, "vocab", K_INT, r->vocab, "recipe");
     GET(j, "heldout", K_DOUBLE, r->heldout, "recipe");
     GET(m, "n_layer", K_INT, r->model.n_layer, "model");
@@ -135,6 +138,8 @@ int lp_recipe_check(const lp_recipe *r) {
     if (!(r->embed_std > 0.0f && r->embed_std <= 100.0f))
         return lp_error(LP_EINVAL, "embed_std %g: use a standard deviation in (0, 100]", (double)r->embed_std);
     if (r->vocab < 258 || r->vocab > 65536) return lp_error(LP_EINVAL, "vocab %d: use 258..65536", r->vocab);
+    if (!(r->random_tokens >= 0.0 && r->random_tokens <= 1.0))
+        return lp_error(LP_EINVAL, "random_tokens %g: use a share in 0..1", r->random_tokens);
     if (!(r->heldout > 0.0 && r->heldout < 0.5)) return lp_error(LP_EINVAL, "heldout %g: use a share in (0, 0.5)", r->heldout);
     if (m->n_layer < 1 || m->n_layer > 64 || m->n_head < 1 || m->d_model < 1 || m->d_model > 8192 ||
         m->d_model % m->n_head || m->n_ctx < 2 || m->n_ctx > 8192 || (!m->attn_only && (m->d_mlp < 1 || m->d_mlp > 65536)))
@@ -165,6 +170,29 @@ static int encode_doc(const lp_tokenizer *t, const char *text, size_t len, int e
     return LP_OK;
 }
 
+/* N random ids (never <|endoftext|>), the same N again, then <|endoftext|>; N in 8..48. */
+static int random_repeat(lp_rng *rng, int V, int eot, int **ids, size_t *n, size_t *cap) {
+    enum { MIN_N = 8, MAX_N = 48 };
+    if (*cap - *n < 2 * MAX_N + 1) {
+        size_t want = (*cap + 2 * MAX_N + 1) * 2;
+        int *grown = realloc(*ids, want * sizeof *grown);
+        if (!grown) return lp_error(LP_ENOMEM, "out of memory making the random repeats");
+        *ids = grown;
+        *cap = want;
+    }
+    int N = MIN_N + (int)(lp_rng_uniform(rng) * (MAX_N - MIN_N + 1));
+    if (N > MAX_N) N = MAX_N;
+    int *at = *ids + *n;
+    for (int k = 0; k < N; k++) {
+        int id = (int)(lp_rng_uniform(rng) * (V - 1));
+        at[k] = id >= eot ? id + 1 : id; /* skip the separator */
+    }
+    memcpy(at + N, at, (size_t)N * sizeof *at);
+    at[2 * N] = eot;
+    *n += 2 * (size_t)N + 1;
+    return LP_OK;
+}
+
 int lp_recipe_data(const lp_recipe *r, const lp_tokenizer *t, int **train, size_t *n_train, int **held,
                    size_t *n_held) {
     *train = *held = NULL;
@@ -180,9 +208,15 @@ int lp_recipe_data(const lp_recipe *r, const lp_tokenizer *t, int **train, size_
     if (first_held == 0 || first_held >= n_docs) {
         rc = lp_error(LP_EINVAL, "the corpus has %zu documents: too few to hold out %g of them", n_docs, r->heldout);
     }
+    lp_rng rng;
+    lp_rng_seed(&rng, r->corpus.seed ^ 0x7a2d0c5e11ull);
+    int V = lp_tokenizer_vocab_size(t);
     for (size_t i = 0; i < n_docs && !rc; i++) {
         bool h = i >= first_held;
-        rc = encode_doc(t, text + docs[i].off, docs[i].len, eot, h ? held : train, h ? n_held : n_train, &cap[h]);
+        if (r->random_tokens > 0 && lp_rng_uniform(&rng) < r->random_tokens)
+            rc = random_repeat(&rng, V, eot, h ? held : train, h ? n_held : n_train, &cap[h]);
+        if (!rc)
+            rc = encode_doc(t, text + docs[i].off, docs[i].len, eot, h ? held : train, h ? n_held : n_train, &cap[h]);
     }
     free(text);
     free(docs);

@@ -22,14 +22,17 @@ typedef struct {
     lp_corpus_spec corpus;
     int vocab;               /* BPE vocabulary, "<|endoftext|>" included */
     double heldout;          /* share of the documents (the last ones) kept for the held-out loss */
+    double random_tokens;    /* per corpus document, the chance that a document of random token ids
+                              * repeated (N ids, the same N again, N in 8..48) comes before it: made
+                              * at the token level, after the tokenizer, so that every token of the
+                              * vocabulary appears in a repeat (see lp_recipe_data) */
     lp_config model;         /* n_layer, n_head, d_model, d_mlp, n_ctx, attn_only; vocab is set from above */
     uint64_t init_seed;      /* the initial weights */
     float embed_std;         /* std of the initial token embeddings (GPT-2: 0.02; see lp_train_set_embed_std) */
     lp_train_options train;
 } lp_recipe;
 
-/* The default recipe: where the search for models/default stands (not yet one that gives
- * it its circuits in 30 minutes; see make check-model). */
+/* The default recipe: the Makefile's MODEL_RECIPE for models/default (make model). */
 void lp_recipe_default(lp_recipe *r);
 
 /* The recipe as a JSON object, and back. Reading starts from lp_recipe_default, so keys
@@ -40,7 +43,8 @@ int lp_recipe_from_json(lp_recipe *r, const json_t *j, const char *what);
 /* Checks ranges (the model's and the options' own checks come later, with their messages). */
 int lp_recipe_check(const lp_recipe *r);
 
-/* Generates the corpus and encodes it with t: each document's tokens then <|endoftext|>.
+/* Generates the corpus and encodes it with t: each document's tokens then <|endoftext|>,
+ * with random-token repeats (r->random_tokens) mixed in, drawn from the corpus seed.
  * The last ceil(heldout * documents) documents make *held; the rest *train. The caller
  * frees both. */
 int lp_recipe_data(const lp_recipe *r, const lp_tokenizer *t, int **train, size_t *n_train, int **held,

@@ -120,10 +120,10 @@ t kill-server
 rm -f "$tmp/status"
 tmux -L "$sock" -f /dev/null new-session -d -s repl -x 120 -y 40 -c "$(pwd)" \
     "env -u LOUPE_HISTORY INPUTRC=/dev/null XDG_DATA_HOME='$tmp/data' XDG_STATE_HOME='$tmp/state' '$LOUPE' ; echo \$? >'$tmp/status'"
-expect_cursor "prompt without a model" "loupe> "
+expect_cursor "prompt without MODEL" "loupe> "
 keys "info" Enter
-expect "info needs a model" 5 "error: no model loaded"
-quit_with "quit" 1 "quit" Enter
+expect "without MODEL the prompt opens the bundled model" 5 "models/default"
+quit_with "quit" 0 "quit" Enter
 if [ "$(cat "$tmp/state/loupe/history" 2>/dev/null)" = "$(printf 'info\nquit')" ]; then
     ok "history at \$XDG_STATE_HOME/loupe/history, directory created"
 else fail "history at \$XDG_STATE_HOME/loupe/history"; fi

@@ -23,7 +23,7 @@ fails_with() {
     if [ "$(grep -c '^error: ' "$tmp/err")" -eq 1 ] && grep -q -e "$pat" "$tmp/err"; then ok "$name"; else bad "$name"; fi
 }
 
-TINY="--layers 1 --heads 2 --d-model 32 --d-mlp 64 --ctx 32 --vocab 300 --corpus-mb 0.25 --batch 8 --lr 3e-3 --eval-every 50 --seed 3"
+TINY="--layers 1 --heads 2 --d-model 32 --d-mlp 64 --ctx 32 --vocab 300 --corpus-mb 0.25 --mix 0.4,0.3,0.3 --random-tokens 0 --batch 8 --lr 3e-3 --eval-every 50 --seed 3"
 
 "$LOUPE" -m json -e "train $tmp/a $TINY --steps 300" >"$tmp/out" 2>"$tmp/err"
 check "train: a tiny model trains" test $? -eq 0
