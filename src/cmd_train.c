@@ -25,7 +25,6 @@ static const bool RESUMABLE[N_OPTS] = {[O_RESUME] = true, [O_STEPS] = true, [O_E
                                        [O_SAVE_EVERY] = true, [O_QUIET] = true, [O_STOP_AT] = true};
 
 typedef struct {
-    lp_session *s;
     const char *dir;
     lp_model *m;
     lp_train_state *st;
@@ -36,6 +35,7 @@ typedef struct {
     bool bar;          /* a progress bar on stderr (a terminal) rather than a line per evaluation */
     bool quiet;
     double elapsed_before; /* seconds of earlier sessions of this checkpoint */
+    double elapsed;        /* seconds of training in all, up to the last step */
     double last_loss, last_heldout, tokens_per_s;
     int save_rc;
 } trainer;
@@ -48,14 +48,21 @@ static int int_opt(const lp_opt *o, const char *what, long lo, long hi, int *out
     return rc;
 }
 
-static int float_opt(const lp_opt *o, const char *what, double lo, double hi, float *out) {
+static int double_opt(const lp_opt *o, const char *what, double lo, double hi, double *out) {
     if (!o->value) return LP_OK;
     double v;
     int rc = lp_cmd_float(o->value, what, &v);
     if (rc) return rc;
     if (!(v >= lo && v <= hi)) return lp_error(LP_EINVAL, "train: %s %s: use %g..%g", what, o->value, lo, hi);
-    *out = (float)v;
+    *out = v;
     return LP_OK;
+}
+
+static int float_opt(const lp_opt *o, const char *what, double lo, double hi, float *out) {
+    double v = *out;
+    int rc = double_opt(o, what, lo, hi, &v);
+    if (!rc) *out = (float)v;
+    return rc;
 }
 
 /* The recipe's fields from the options given. */
@@ -104,20 +111,9 @@ static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_e
                             o[O_SPANS].value);
         r->corpus.span_min = lo, r->corpus.span_max = hi;
     }
-    if (o[O_RANDOM_TOKENS].value) {
-        double x;
-        int rc2 = lp_cmd_float(o[O_RANDOM_TOKENS].value, "--random-tokens", &x);
-        if (rc2) return rc2;
-        if (!(x >= 0 && x <= 1)) return lp_error(LP_EINVAL, "train: --random-tokens %s: give a share in 0..1", o[O_RANDOM_TOKENS].value);
-        r->random_tokens = x;
-    }
-    if (o[O_LETTER_WORDS].value) {
-        double x;
-        int rc2 = lp_cmd_float(o[O_LETTER_WORDS].value, "--letter-words", &x);
-        if (rc2) return rc2;
-        if (!(x >= 0 && x <= 1)) return lp_error(LP_EINVAL, "train: --letter-words %s: give a share in 0..1", o[O_LETTER_WORDS].value);
-        r->corpus.letter_words = x;
-    }
+    if ((rc = double_opt(&o[O_RANDOM_TOKENS], "--random-tokens", 0, 1, &r->random_tokens)) ||
+        (rc = double_opt(&o[O_LETTER_WORDS], "--letter-words", 0, 1, &r->corpus.letter_words)))
+        return rc;
     /* A shorter run warms up for a tenth of it, unless told (a resumed one keeps its own). */
     if (!resume && o[O_STEPS].value && !o[O_WARMUP].value && r->train.warmup > r->train.steps / 10)
         r->train.warmup = r->train.steps / 10;
@@ -165,19 +161,19 @@ static int on_step(const lp_train_progress *p, void *ctx) {
     trainer *t = ctx;
     t->last_loss = p->loss;
     t->tokens_per_s = p->tokens_per_s;
+    t->elapsed = t->elapsed_before + p->elapsed_s;
     if (!isnan(p->eval_loss)) {
         t->last_heldout = p->eval_loss;
         json_array_append_new(t->log, json_pack("{s:i,s:f,s:f,s:f,s:f,s:f}", "step", p->step, "loss", p->loss, "heldout",
                                                 p->eval_loss, "lr", (double)p->lr, "tokens_per_s", p->tokens_per_s,
-                                                "elapsed_s", t->elapsed_before + p->elapsed_s));
+                                                "elapsed_s", t->elapsed));
     }
     char eta[32], el[32];
     double left = p->tokens_per_s > 0 ? (double)(p->steps - p->step) * t->r->train.B * t->r->train.T / p->tokens_per_s
                                       : -1;
     fmt_duration(eta, sizeof eta, left);
-    fmt_duration(el, sizeof el, t->elapsed_before + p->elapsed_s);
-    if (t->quiet) {
-    } else if (t->bar) {
+    fmt_duration(el, sizeof el, t->elapsed);
+    if (t->bar) {
         enum { WIDTH = 24 };
         int fill = (int)((double)p->step / p->steps * WIDTH);
         char bar[WIDTH + 1];
@@ -188,12 +184,12 @@ static int on_step(const lp_train_progress *p, void *ctx) {
         fprintf(stderr, " | %.1fk tok/s | %s, ETA %s", p->tokens_per_s / 1000, el, eta);
         if (p->step == p->steps) fputc('\n', stderr);
         fflush(stderr);
-    } else if (!isnan(p->eval_loss)) {
+    } else if (!t->quiet && !isnan(p->eval_loss)) {
         fprintf(stderr, "train: step %d/%d loss %.4f held-out %.4f lr %.2e | %.0f tok/s | %s, ETA %s\n", p->step,
                 p->steps, p->loss, p->eval_loss, p->lr, p->tokens_per_s, el, eta);
     }
     if (t->save_every > 0 && p->step % t->save_every == 0 && p->step < p->steps) {
-        if ((t->save_rc = save_checkpoint(t, t->elapsed_before + p->elapsed_s))) return 1;
+        if ((t->save_rc = save_checkpoint(t, t->elapsed))) return 1;
     }
     return t->stop_at > 0 && p->step >= t->stop_at && p->step < p->steps;
 }
@@ -337,8 +333,8 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     }
     size_t n_params;
     lp_train_params(m, &n_params);
-    trainer t = {.s = s, .dir = dir, .m = m, .st = &st, .r = &r, .log = log, .save_every = save_every, .stop_at = stop_at,
-                 .bar = isatty(2) && !o[O_QUIET].value, .quiet = o[O_QUIET].value != NULL, .elapsed_before = elapsed,
+    trainer t = {.dir = dir, .m = m, .st = &st, .r = &r, .log = log, .save_every = save_every, .stop_at = stop_at,
+                 .bar = isatty(2) && !o[O_QUIET].value, .quiet = o[O_QUIET].value != NULL, .elapsed_before = elapsed, .elapsed = elapsed,
                  .last_heldout = NAN, .last_loss = NAN};
     if (!t.quiet)
         fprintf(stderr, "train: %s: %d layers, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training tokens, "
@@ -354,8 +350,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         rc = t.save_rc;
         goto out;
     }
-    double total_s = elapsed;
-    if (json_array_size(log)) total_s = json_number_value(json_object_get(json_array_get(log, json_array_size(log) - 1), "elapsed_s"));
+    double total_s = t.elapsed;
     if (rc == LP_ECANCEL && stop_at > 0 && st.step == stop_at && !lp_cancelled()) {
         /* --stop-at: a checkpoint to resume later; the command succeeds. */
         if (t.bar) fputc('\n', stderr);

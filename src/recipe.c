@@ -154,14 +154,20 @@ int lp_recipe_check(const lp_recipe *r) {
 }
 
 /* Appends the tokens of text[0..len) and <|endoftext|> to *ids (cap grows). */
+/* Room for `more` ids after the *n in *ids (capacity *cap), doubling as it grows. */
+static int reserve(int **ids, size_t n, size_t *cap, size_t more) {
+    if (*cap - n >= more) return LP_OK;
+    size_t want = (*cap + more) * 2;
+    int *grown = realloc(*ids, want * sizeof *grown);
+    if (!grown) return lp_error(LP_ENOMEM, "out of memory encoding the corpus");
+    *ids = grown;
+    *cap = want;
+    return LP_OK;
+}
+
 static int encode_doc(const lp_tokenizer *t, const char *text, size_t len, int eot, int **ids, size_t *n, size_t *cap) {
-    if (*cap - *n < len + 2) { /* a byte-level BPE never makes more tokens than bytes */
-        size_t want = (*cap + len + 2) * 2;
-        int *grown = realloc(*ids, want * sizeof *grown);
-        if (!grown) return lp_error(LP_ENOMEM, "out of memory encoding the corpus");
-        *ids = grown;
-        *cap = want;
-    }
+    /* A byte-level BPE never makes more tokens than bytes. */
+    if (reserve(ids, *n, cap, len + 2)) return LP_ENOMEM;
     int got = 0;
     int rc = len ? lp_tokenizer_encode(t, text, len, false, *ids + *n, (int)(*cap - *n), &got) : LP_OK;
     if (rc) return rc;
@@ -173,13 +179,7 @@ static int encode_doc(const lp_tokenizer *t, const char *text, size_t len, int e
 /* N random ids (never <|endoftext|>), the same N again, then <|endoftext|>; N in 8..48. */
 static int random_repeat(lp_rng *rng, int V, int eot, int **ids, size_t *n, size_t *cap) {
     enum { MIN_N = 8, MAX_N = 48 };
-    if (*cap - *n < 2 * MAX_N + 1) {
-        size_t want = (*cap + 2 * MAX_N + 1) * 2;
-        int *grown = realloc(*ids, want * sizeof *grown);
-        if (!grown) return lp_error(LP_ENOMEM, "out of memory making the random repeats");
-        *ids = grown;
-        *cap = want;
-    }
+    if (reserve(ids, *n, cap, 2 * MAX_N + 1)) return LP_ENOMEM;
     int N = MIN_N + (int)(lp_rng_uniform(rng) * (MAX_N - MIN_N + 1));
     if (N > MAX_N) N = MAX_N;
     int *at = *ids + *n;

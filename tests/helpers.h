@@ -2,10 +2,15 @@
 #ifndef LOUPE_TEST_HELPERS_H
 #define LOUPE_TEST_HELPERS_H
 
+#include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "loupe/model.h"
+#include "loupe/run.h"
 
 /* A fresh temporary directory, removed by rm_tree; aborts the suite if none can be made. */
 static inline char *make_temp_dir(void) {
@@ -73,5 +78,37 @@ static inline int read_models(fixture_model *out, int cap) {
 #define SHARED "../shared"
 #define STORIES SHARED "/models/stories260K/stories260K.bin"
 #define STORIES_TOK SHARED "/models/stories260K/tok512.bin"
+
+/* The largest |logit difference| between m and a reference fixture {"ids": [...], "logits":
+ * T x V} (reference.py's output); -1 (with a line on stderr) if the fixture cannot be read
+ * or does not fit the model. */
+static inline double reference_logit_error(const lp_model *m, const char *fixture) {
+    json_error_t e;
+    json_t *j = json_load_file(fixture, 0, &e);
+    if (!j) {
+        fprintf(stderr, "%s: %s (tests/fixtures/make_fixtures.sh makes it)\n", fixture, e.text);
+        return -1;
+    }
+    json_t *jids = json_object_get(j, "ids"), *jlog = json_object_get(j, "logits");
+    int T = (int)json_array_size(jids), V = lp_model_config(m)->vocab;
+    int *ids = malloc((size_t)(T > 0 ? T : 1) * sizeof *ids);
+    lp_run *r = NULL;
+    double worst = -1;
+    for (int i = 0; i < T; i++) ids[i] = (int)json_integer_value(json_array_get(jids, i));
+    if (T > 0 && (int)json_array_size(jlog) == T && lp_run_new(&r, m, ids, T) == 0) {
+        worst = 0;
+        for (int t = 0; t < T && worst >= 0; t++) {
+            json_t *row = json_array_get(jlog, t);
+            if ((int)json_array_size(row) != V) worst = -1;
+            for (int v = 0; v < V && worst >= 0; v++)
+                worst = fmax(worst, fabs(lp_run_logits(r, t)[v] - json_real_value(json_array_get(row, v))));
+        }
+    }
+    if (worst < 0) fprintf(stderr, "%s: does not fit the model (%d ids)\n", fixture, T);
+    lp_run_free(r);
+    free(ids);
+    json_decref(j);
+    return worst;
+}
 
 #endif
