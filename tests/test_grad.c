@@ -405,6 +405,7 @@ static void batches_match_the_run(void **state) {
     (void)state;
     fixture_model fms[16];
     int nm = read_models(fms, 16);
+    double worst_f = 0;
     for (int i = 0; i < nm; i++) {
         char *dir;
         lp_model *m = load_fixture(&fms[i], &dir);
@@ -424,7 +425,14 @@ static void batches_match_the_run(void **state) {
             float *gs = malloc((size_t)Tp * d * sizeof *gs);
             assert_int_equal(lp_grad_batch(m, Tp, 3, scaled_input, &s, &o, w, f, gs), LP_OK);
             double want = lp_objective_value(&o, lp_run_logits(r, o.pos), m->cfg.vocab), worst = 0, big = 0;
-            assert_true(fabs(f[0] - want) < 1e-4 * fmax(1, fabs(want)) && f[0] == f[2]);
+            /* Items 0 and 2 are the same input in different rows of one batch; the sgemm
+             * kernel may round rows differently by where they fall in its tiles (AVX2
+             * kernels do: 3.1e-7 apart, AVX-512: 0), so they agree to float32 rounding of
+             * the objective, not bit for bit. Worst measured (Haswell, SkylakeX, 1 and 2
+             * threads): |f0 - f| 1.6e-6, |f0 - f2| 2.5e-6. */
+            worst_f = fmax(worst_f, fmax(fabs(f[0] - want), fabs(f[0] - f[2])));
+            assert_true(fabs(f[0] - want) < 1e-4 * fmax(1, fabs(want)));
+            assert_true(fabs(f[0] - f[2]) < 1e-5 * fmax(1, fabs(want)));
             assert_true(fabs(f[1] - want) > 1e-3);
             const float *ge = lp_grad_embed(g);
             /* Keeping only the embeddings' gradient gives the same one. */
@@ -452,6 +460,7 @@ static void batches_match_the_run(void **state) {
         lp_model_free(m);
         rm_tree(dir);
     }
+    print_message("  batched objective vs the run, and two copies in one batch: worst %.1e\n", worst_f);
 }
 
 /* Integrated gradients add up: |delta| < 1% of f(x) - f(baseline) at 64 steps, for the
