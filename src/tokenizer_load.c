@@ -124,17 +124,7 @@ static int load_vocab_object(lp_tokenizer *t, json_t *vocab, const char *path, i
 }
 
 static int load_json_file(const char *path, json_t **out) {
-    char *text;
-    size_t len;
-    int rc = lp_file_read_new(path, &text, &len);
-    if (rc) return rc;
-    json_error_t err;
-    *out = json_loadb(text, len, 0, &err);
-    free(text);
-    if (!*out)
-        return lp_error(LP_EFORMAT, "%s: not valid JSON (line %d, column %d): %s", path, err.line, err.column,
-                        err.text);
-    return LP_OK;
+    return lp_json_load_file(path, LP_JSON_MAX_TOKENIZER, 0, out);
 }
 
 int lp_tokenizer_load_gpt2(lp_tokenizer **out, const char *vocab_json_path, const char *merges_txt_path) {

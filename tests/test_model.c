@@ -297,6 +297,72 @@ static void transformer_prefix_and_sharded_checkpoints_load(void **state) {
     rm_tree(dir);
 }
 
+/* Makes a random model of mkmodel's --arch `arch` in dir/m. */
+static void make_arch(const char *dir, char *buf, size_t cap, const char *arch) {
+    snprintf(buf, cap, "%s/m", dir);
+    char args[128];
+    snprintf(args, sizeof args, "--arch %s --seed 5", arch);
+    assert_int_equal(mkmodel(buf, args), 0);
+}
+
+/* Hostile config.json sizes: each is refused at load with a message naming the key, never
+ * truncated to an int, wrapped in a product, or taken as "any shape" (these crashed in sgemm,
+ * or were undefined behaviour under UBSan, before sizes were read through lp_cfg_int). */
+static void config_sizes_out_of_range_are_refused(void **state) {
+    (void)state;
+    static const struct {
+        const char *arch, *key, *json, *needle;
+    } cases[] = {
+        {"gpt2", "n_inner", "-4294867296", "\"n_inner\" is -4294867296"},   /* was (int) 100000: SIGSEGV */
+        {"gpt2", "n_inner", "0", "\"n_inner\" is 0"},
+        {"gpt2", "n_embd", "1073741824", "\"n_embd\" is 1073741824"},       /* 4 * n_embd overflowed */
+        {"gpt2", "n_embd", "4.67e54", "\"n_embd\" is 4.67e+54"},           /* (long) of it was undefined */
+        {"gpt2", "n_embd", "32.5", "\"n_embd\" is 32.5"},
+        {"gpt2", "n_positions", "4294967312", "\"n_positions\" is 4294967312"}, /* 2^32 + 16 became 16 */
+        {"gpt2", "n_layer", "-1", "\"n_layer\" is -1"},
+        {"gpt2", "vocab_size", "null", "\"vocab_size\" is missing"},
+        {"gpt2", "layer_norm_epsilon", "-1", "\"layer_norm_epsilon\" is -1"},
+        {"gpt2", "layer_norm_epsilon", "0", "\"layer_norm_epsilon\" is 0"},
+        {"gpt2", "layer_norm_epsilon", "1e300", "\"layer_norm_epsilon\" is 1e+300"},
+        {"llama", "head_dim", "4611686018427387968", "\"head_dim\" is 4611686018427387968"}, /* 2^62 + 64 */
+        {"llama", "head_dim", "0", "\"head_dim\" is 0"},                   /* said: heads do not divide */
+        {"llama", "max_position_embeddings", "4294967312", "\"max_position_embeddings\" is 4294967312"},
+        {"llama", "num_key_value_heads", "-2147483648", "\"num_key_value_heads\" is -2147483648"},
+        {"llama", "num_key_value_heads", "5", "\"num_key_value_heads\" is 5"}, /* more than the 4 heads */
+        {"llama", "hidden_size", "1e19", "\"hidden_size\" is 1e+19"},
+        {"llama", "sliding_window", "-1", "\"sliding_window\" is -1"},
+        {"llama", "rms_norm_eps", "-0.5", "\"rms_norm_eps\" is -0.5"},
+        {"llama", "rope_theta", "0", "\"rope_theta\" is 0"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *dir = make_temp_dir();
+        char m[512];
+        make_arch(dir, m, sizeof m, cases[i].arch);
+        json_error_t e;
+        json_t *v = json_loads(cases[i].json, JSON_DECODE_ANY, &e);
+        assert_non_null(v);
+        edit_config(m, cases[i].key, v);
+        expect_load_error(m, NULL, LP_EFORMAT, cases[i].needle);
+        assert_non_null(strstr(lp_errmsg(), "config.json"));
+        rm_tree(dir);
+    }
+}
+
+/* The same mechanism for llama2.c headers: vocab_size INT_MIN was negated as an int. */
+static void llama2c_header_int_min_is_refused(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/h.bin", dir);
+    int32_t h[7] = {64, 172, 5, 8, 4, INT32_MIN, 512};
+    write_bytes(path, h, sizeof h);
+    expect_load_error(path, STORIES_TOK, LP_EFORMAT, "\"vocab_size\" is 2147483648");
+    int32_t h2[7] = {64, 172, 5, 8, INT32_MIN, 512, 512};
+    write_bytes(path, h2, sizeof h2);
+    expect_load_error(path, STORIES_TOK, LP_EFORMAT, "\"n_kv_heads\" is -2147483648");
+    rm_tree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(missing_path_is_an_io_error_naming_it),
@@ -311,6 +377,8 @@ int main(void) {
         cmocka_unit_test(unsupported_dtype_is_named),
         cmocka_unit_test(sequence_longer_than_context_is_a_range_error),
         cmocka_unit_test(transformer_prefix_and_sharded_checkpoints_load),
+        cmocka_unit_test(config_sizes_out_of_range_are_refused),
+        cmocka_unit_test(llama2c_header_int_min_is_refused),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }
