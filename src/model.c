@@ -1,12 +1,14 @@
 /* Loading a model: find what the path holds, read config.json, hand over to the
  * architecture's loader, attach the tokenizer, and check that the pieces agree. */
 #include <assert.h>
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "loupe/dtype.h"
 #include "loupe/error.h"
@@ -250,7 +252,11 @@ int lp_model_load(lp_model **out, const char *path, const lp_load_options *opts)
         lp_path_dirname(dir, sizeof dir, path);
     }
     if (!is_hf && !lp_file_exists(path)) {
-        rc = lp_error(LP_EIO, "%s: no such file or directory", path);
+        struct stat st;
+        rc = stat(path, &st) != 0
+                 ? lp_error(LP_EIO, "%s: %s", path, strerror(errno))
+                 : lp_error(LP_EIO, "%s: not a regular file; give a Hugging Face model directory or a llama2.c .bin",
+                            path);
         goto fail;
     }
     rc = is_hf ? load_hf(m, dir) : lp_load_llama2c(m, path);

@@ -35,6 +35,7 @@ static void missing_path_is_an_io_error_naming_it(void **state) {
     char *dir = make_temp_dir();
     expect_load_error(dir, NULL, LP_EIO, "no config.json");
     rm_tree(dir);
+    expect_load_error("/dev/zero", NULL, LP_EIO, "/dev/zero: not a regular file"); /* said "no such file" */
 }
 
 static void truncated_llama2c_checkpoint_is_rejected(void **state) {
@@ -194,6 +195,8 @@ static void config_disagreeing_with_tensors_is_rejected(void **state) {
     make_gpt2(dir, m, sizeof m, "");
     edit_config(m, "n_layer", json_integer(5)); /* tensors for layers 2..4 are missing */
     expect_load_error(m, NULL, LP_EFORMAT, "h.2.ln_1.weight");
+    assert_null(strstr(lp_errmsg(), "(null)")); /* was "(null): tensor ... is missing" */
+    assert_non_null(strstr(lp_errmsg(), "/model.safetensors: tensor 'h.2.ln_1.weight' is missing"));
     rm_tree(dir);
 
     dir = make_temp_dir();
@@ -363,6 +366,101 @@ static void llama2c_header_int_min_is_refused(void **state) {
     rm_tree(dir);
 }
 
+/* Writes value at float index `at` of tensor `name` in the safetensors file st (F32). */
+static void poke_tensor(const char *st, const char *name, size_t at, float value) {
+    char *buf;
+    size_t len;
+    assert_int_equal(lp_file_read_new(st, &buf, &len), LP_OK);
+    uint64_t hl;
+    memcpy(&hl, buf, 8);
+    json_t *hdr = json_loadb(buf + 8, hl, 0, NULL);
+    assert_non_null(hdr);
+    json_t *t = json_object_get(hdr, name);
+    assert_non_null(t);
+    size_t begin = (size_t)json_integer_value(json_array_get(json_object_get(t, "data_offsets"), 0));
+    memcpy(buf + 8 + hl + begin + at * sizeof value, &value, sizeof value);
+    json_decref(hdr);
+    write_bytes(st, buf, len);
+    free(buf);
+}
+
+/* Inf or NaN in the weights made runs print "null" or short arrays; now the load refuses
+ * them, naming the tensor and the index. */
+static void nonfinite_weights_are_refused_at_load(void **state) {
+    (void)state;
+    float bad[] = {NAN, INFINITY, -INFINITY};
+    const char *names[] = {"h.1.mlp.c_fc.weight", "wte.weight", "ln_f.bias"};
+    for (int i = 0; i < 3; i++) {
+        char *dir = make_temp_dir();
+        char m[512], st[600];
+        make_gpt2(dir, m, sizeof m, "");
+        snprintf(st, sizeof st, "%s/model.safetensors", m);
+        poke_tensor(st, names[i], 7, bad[i]);
+        expect_load_error(m, NULL, LP_EFORMAT, names[i]);
+        assert_non_null(strstr(lp_errmsg(), "index 7"));
+        rm_tree(dir);
+    }
+    /* F16 weights are converted first, then scanned */
+    char *dir = make_temp_dir();
+    char m[512], st[600];
+    snprintf(m, sizeof m, "%s/m", dir);
+    assert_int_equal(mkmodel(m, "--arch llama --dtype f16 --seed 2"), 0);
+    snprintf(st, sizeof st, "%s/model.safetensors", m);
+    char *buf;
+    size_t len;
+    assert_int_equal(lp_file_read_new(st, &buf, &len), LP_OK);
+    uint64_t hl;
+    memcpy(&hl, buf, 8);
+    json_t *hdr = json_loadb(buf + 8, hl, 0, NULL);
+    size_t begin = (size_t)json_integer_value(
+        json_array_get(json_object_get(json_object_get(hdr, "model.layers.1.mlp.up_proj.weight"), "data_offsets"), 0));
+    uint16_t f16_nan = 0x7e00;
+    memcpy(buf + 8 + hl + begin + 3 * 2, &f16_nan, 2);
+    json_decref(hdr);
+    write_bytes(st, buf, len);
+    free(buf);
+    expect_load_error(m, NULL, LP_EFORMAT, "'model.layers.1.mlp.up_proj.weight' holds nan at index 3");
+    rm_tree(dir);
+    /* llama2.c: an inf in wq */
+    lp_mapping map;
+    assert_int_equal(lp_file_map(&map, STORIES), LP_OK);
+    unsigned char *copy = malloc(map.size);
+    memcpy(copy, map.data, map.size);
+    int32_t h[7];
+    memcpy(h, copy, sizeof h);
+    size_t at = 28 + 4 * ((size_t)abs(h[5]) * h[0] + (size_t)h[2] * h[0] + 11); /* wq[11] */
+    float inf = INFINITY;
+    memcpy(copy + at, &inf, 4);
+    dir = make_temp_dir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/s.bin", dir);
+    write_bytes(path, copy, map.size);
+    expect_load_error(path, STORIES_TOK, LP_EFORMAT, "wq holds inf at index 11");
+    free(copy);
+    lp_file_unmap(&map);
+    rm_tree(dir);
+}
+
+/* A 1 GB config.json took 100 s to parse; files above the caps are refused unread. */
+static void json_files_above_the_size_caps_are_refused(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char m[512], f[600];
+    make_gpt2(dir, m, sizeof m, "");
+    snprintf(f, sizeof f, "%s/config.json", m);
+    assert_int_equal(truncate(f, (off_t)LP_JSON_MAX_CONFIG + 1), 0); /* sparse */
+    expect_load_error(m, NULL, LP_ERANGE, "16 MB");
+    assert_non_null(strstr(lp_errmsg(), "config.json"));
+    rm_tree(dir);
+    dir = make_temp_dir();
+    snprintf(m, sizeof m, "%s/m", dir);
+    assert_int_equal(mkmodel(m, "--arch gpt2 --shards 2"), 0);
+    snprintf(f, sizeof f, "%s/model.safetensors.index.json", m);
+    assert_int_equal(truncate(f, (off_t)LP_JSON_MAX_INDEX + 1), 0);
+    expect_load_error(m, NULL, LP_ERANGE, "64 MB");
+    rm_tree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(missing_path_is_an_io_error_naming_it),
@@ -379,6 +477,8 @@ int main(void) {
         cmocka_unit_test(transformer_prefix_and_sharded_checkpoints_load),
         cmocka_unit_test(config_sizes_out_of_range_are_refused),
         cmocka_unit_test(llama2c_header_int_min_is_refused),
+        cmocka_unit_test(nonfinite_weights_are_refused_at_load),
+        cmocka_unit_test(json_files_above_the_size_caps_are_refused),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }
