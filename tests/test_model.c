@@ -366,8 +366,8 @@ static void llama2c_header_int_min_is_refused(void **state) {
     rm_tree(dir);
 }
 
-/* Writes value at float index `at` of tensor `name` in the safetensors file st (F32). */
-static void poke_tensor(const char *st, const char *name, size_t at, float value) {
+/* Overwrites element `at` (of `size` bytes) of tensor `name` in the safetensors file st. */
+static void poke_tensor(const char *st, const char *name, size_t at, const void *value, size_t size) {
     char *buf;
     size_t len;
     assert_int_equal(lp_file_read_new(st, &buf, &len), LP_OK);
@@ -378,7 +378,7 @@ static void poke_tensor(const char *st, const char *name, size_t at, float value
     json_t *t = json_object_get(hdr, name);
     assert_non_null(t);
     size_t begin = (size_t)json_integer_value(json_array_get(json_object_get(t, "data_offsets"), 0));
-    memcpy(buf + 8 + hl + begin + at * sizeof value, &value, sizeof value);
+    memcpy(buf + 8 + hl + begin + at * size, value, size);
     json_decref(hdr);
     write_bytes(st, buf, len);
     free(buf);
@@ -395,7 +395,7 @@ static void nonfinite_weights_are_refused_at_load(void **state) {
         char m[512], st[600];
         make_gpt2(dir, m, sizeof m, "");
         snprintf(st, sizeof st, "%s/model.safetensors", m);
-        poke_tensor(st, names[i], 7, bad[i]);
+        poke_tensor(st, names[i], 7, &bad[i], sizeof bad[i]);
         expect_load_error(m, NULL, LP_EFORMAT, names[i]);
         assert_non_null(strstr(lp_errmsg(), "index 7"));
         rm_tree(dir);
@@ -406,19 +406,8 @@ static void nonfinite_weights_are_refused_at_load(void **state) {
     snprintf(m, sizeof m, "%s/m", dir);
     assert_int_equal(mkmodel(m, "--arch llama --dtype f16 --seed 2"), 0);
     snprintf(st, sizeof st, "%s/model.safetensors", m);
-    char *buf;
-    size_t len;
-    assert_int_equal(lp_file_read_new(st, &buf, &len), LP_OK);
-    uint64_t hl;
-    memcpy(&hl, buf, 8);
-    json_t *hdr = json_loadb(buf + 8, hl, 0, NULL);
-    size_t begin = (size_t)json_integer_value(
-        json_array_get(json_object_get(json_object_get(hdr, "model.layers.1.mlp.up_proj.weight"), "data_offsets"), 0));
     uint16_t f16_nan = 0x7e00;
-    memcpy(buf + 8 + hl + begin + 3 * 2, &f16_nan, 2);
-    json_decref(hdr);
-    write_bytes(st, buf, len);
-    free(buf);
+    poke_tensor(st, "model.layers.1.mlp.up_proj.weight", 3, &f16_nan, sizeof f16_nan);
     expect_load_error(m, NULL, LP_EFORMAT, "'model.layers.1.mlp.up_proj.weight' holds nan at index 3");
     rm_tree(dir);
     /* llama2.c: an inf in wq */
