@@ -7,8 +7,10 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <dirent.h>
 #include <math.h>
 
+#include "fuzz/config_model.h"
 #include "helpers.h"
 #include "loupe/error.h"
 #include "loupe/fileio.h"
@@ -450,6 +452,55 @@ static void json_files_above_the_size_caps_are_refused(void **state) {
     rm_tree(dir);
 }
 
+/* Finite weights large enough to overflow float32 in the forward pass: the run is refused
+ * with the layer where it happened, instead of logits of NaN printed as null or dropped. */
+static void forward_overflow_is_a_clear_error(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char m[512];
+    make_gpt2(dir, m, sizeof m, "--std 1e30");
+    lp_model *model;
+    if (lp_model_load(&model, m, NULL)) fail_msg("%s", lp_errmsg());
+    int ids[] = {1, 2, 3};
+    lp_run *r = (lp_run *)1;
+    assert_int_equal(lp_run_new(&r, model, ids, 3), LP_ERANGE);
+    assert_null(r);
+    if (!strstr(lp_errmsg(), "overflowed float32")) fail_msg("%s", lp_errmsg());
+    lp_model_free(model);
+    rm_tree(dir);
+}
+
+/* The config.json fuzzer's corpus, replayed through the loader and a forward pass on its
+ * model: the seeds load and run, and every crash-* input (the issue's and the fuzzer's
+ * finds) is refused with a message. */
+static void config_fuzz_corpus_replays(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    if (config_model_make(dir)) fail_msg("%s", lp_errmsg());
+    DIR *d = opendir("tests/fuzz/corpus/config");
+    assert_non_null(d);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[600], *buf;
+        size_t len;
+        snprintf(path, sizeof path, "tests/fuzz/corpus/config/%s", e->d_name);
+        assert_int_equal(lp_file_read_new(path, &buf, &len), LP_OK);
+        if (config_model_try(dir, buf, len)) fail_msg("%s: an error without a message", path);
+        lp_model *m = NULL;
+        int rc = lp_model_load(&m, dir, NULL);
+        if (strncmp(e->d_name, "crash-", 6) == 0 ? rc == LP_OK : rc != LP_OK)
+            fail_msg("%s: load gave %d (%s)", path, rc, lp_errmsg());
+        lp_model_free(m);
+        free(buf);
+        n++;
+    }
+    closedir(d);
+    assert_true(n >= 3);
+    rm_tree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(missing_path_is_an_io_error_naming_it),
@@ -468,6 +519,8 @@ int main(void) {
         cmocka_unit_test(llama2c_header_int_min_is_refused),
         cmocka_unit_test(nonfinite_weights_are_refused_at_load),
         cmocka_unit_test(json_files_above_the_size_caps_are_refused),
+        cmocka_unit_test(forward_overflow_is_a_clear_error),
+        cmocka_unit_test(config_fuzz_corpus_replays),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }
