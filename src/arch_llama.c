@@ -38,8 +38,13 @@ int lp_arch_llama_load(lp_model *m, json_t *config, const char *path) {
         (rc = lp_cfg_int(config, "num_attention_heads", LP_CFG_REQUIRED, 1, LP_MAX_HEADS, &n_head, path)) ||
         (rc = lp_cfg_int(config, "vocab_size", LP_CFG_REQUIRED, 1, LP_MAX_VOCAB, &vocab, path)) ||
         (rc = lp_cfg_int(config, "max_position_embeddings", 2048, 1, LP_MAX_CTX, &n_ctx, path)) ||
-        (rc = lp_cfg_int(config, "num_key_value_heads", n_head, 1, n_head, &n_kv, path)) ||
-        (rc = lp_cfg_int(config, "head_dim", d / n_head, 1, LP_MAX_D_HEAD, &d_head, path)) ||
+        (rc = lp_cfg_int(config, "num_key_value_heads", n_head, 1, n_head, &n_kv, path)))
+        return rc;
+    json_t *hd = json_object_get(config, "head_dim");
+    if ((!hd || json_is_null(hd)) && d < n_head) /* the default head_dim, d / n_head, would be 0 */
+        return lp_error(LP_EFORMAT, "%s: hidden_size %d is smaller than num_attention_heads %d; give head_dim", path,
+                        d, n_head);
+    if ((rc = lp_cfg_int(config, "head_dim", d / n_head, 1, LP_MAX_D_HEAD, &d_head, path)) ||
         (rc = lp_cfg_mul(n_head, d_head, "the query width num_attention_heads * head_dim", &q, path)) ||
         (rc = lp_cfg_mul(n_kv, d_head, "the key/value width num_key_value_heads * head_dim", &kv, path)) ||
         (rc = lp_cfg_int(config, "sliding_window", 0, 0, INT_MAX, &window, path)) ||

@@ -351,6 +351,14 @@ static void config_sizes_out_of_range_are_refused(void **state) {
         assert_non_null(strstr(lp_errmsg(), "config.json"));
         rm_tree(dir);
     }
+    /* without head_dim, d_model / n_head must not be 0 */
+    char *dir = make_temp_dir();
+    char m[512];
+    make_arch(dir, m, sizeof m, "llama");
+    edit_config(m, "head_dim", json_null());
+    edit_config(m, "num_attention_heads", json_integer(64));
+    expect_load_error(m, NULL, LP_EFORMAT, "hidden_size 32 is smaller than num_attention_heads 64; give head_dim");
+    rm_tree(dir);
 }
 
 /* The same mechanism for llama2.c headers: vocab_size INT_MIN was negated as an int. */
