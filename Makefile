@@ -141,7 +141,7 @@ FUZZ_SECONDS ?= 20
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(HEADERS)
 	@mkdir -p $(dir $@)
 	clang -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) $(UI_PKGS) 2>/dev/null) \
-	  -fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRC) $(shell pkg-config --libs $(PKGS) $(UI_PKGS) 2>/dev/null) -lm
+	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $< $(LIB_SRC) $(shell pkg-config --libs $(PKGS) $(UI_PKGS) 2>/dev/null) -lm
 
 fuzz: deps-fuzz
 	@$(MAKE) --no-print-directory $(FUZZ_BIN)

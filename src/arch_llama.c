@@ -2,6 +2,7 @@
  * Qwen2ForCausalLM): RMSNorm, rotary embeddings in the rotate-half layout, SwiGLU MLP,
  * grouped-query attention, nn.Linear weights stored (out, in), optional q/k/v biases
  * (Qwen2), tied or untied lm_head. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,50 +10,55 @@
 #include "loupe/error.h"
 #include "model_impl.h"
 
-static int linear(lp_model *m, const char *name, long in, long out, bool bias, lp_linear *lin) {
+static int linear(lp_model *m, const char *name, int in, int out, bool bias, lp_linear *lin) {
     char full[160];
-    long wshape[2] = {out, in}, bshape[1] = {out};
+    int wshape[2] = {out, in}, bshape[1] = {out};
     int rc;
     snprintf(full, sizeof full, "%s.weight", name);
-    *lin = (lp_linear){NULL, NULL, (int)in, (int)out, (int)in, true};
+    *lin = (lp_linear){NULL, NULL, in, out, in, true};
     if ((rc = lp_model_tensor(m, full, 2, wshape, &lin->w))) return rc;
     snprintf(full, sizeof full, "%s.bias", name);
     if (bias && (rc = lp_model_tensor(m, full, 1, bshape, &lin->b))) return rc;
     return LP_OK;
 }
 
-static int vector(lp_model *m, const char *name, long n, const float **out) {
-    long shape[1] = {n};
+static int vector(lp_model *m, const char *name, int n, const float **out) {
+    int shape[1] = {n};
     return lp_model_tensor(m, name, 1, shape, out);
 }
 
 int lp_arch_llama_load(lp_model *m, json_t *config, const char *path) {
     lp_config *c = &m->cfg;
-    long d, d_mlp, n_layer, n_head, n_kv, d_head, vocab, n_ctx;
+    int d, d_mlp, n_layer, n_head, n_kv, d_head, vocab, n_ctx, window, q, kv;
     double eps, theta;
     int rc;
-    if ((rc = lp_json_int(config, "hidden_size", -1, &d, path)) ||
-        (rc = lp_json_int(config, "intermediate_size", -1, &d_mlp, path)) ||
-        (rc = lp_json_int(config, "num_hidden_layers", -1, &n_layer, path)) ||
-        (rc = lp_json_int(config, "num_attention_heads", -1, &n_head, path)) ||
-        (rc = lp_json_int(config, "vocab_size", -1, &vocab, path)) ||
-        (rc = lp_json_int(config, "max_position_embeddings", 2048, &n_ctx, path)) ||
-        (rc = lp_json_float(config, "rms_norm_eps", 1e-6, &eps, path)) ||
-        (rc = lp_json_float(config, "rope_theta", 10000.0, &theta, path)))
+    if ((rc = lp_cfg_int(config, "hidden_size", LP_CFG_REQUIRED, 1, LP_MAX_D_MODEL, &d, path)) ||
+        (rc = lp_cfg_int(config, "intermediate_size", LP_CFG_REQUIRED, 1, LP_MAX_D_MLP, &d_mlp, path)) ||
+        (rc = lp_cfg_int(config, "num_hidden_layers", LP_CFG_REQUIRED, 1, LP_MAX_LAYERS, &n_layer, path)) ||
+        (rc = lp_cfg_int(config, "num_attention_heads", LP_CFG_REQUIRED, 1, LP_MAX_HEADS, &n_head, path)) ||
+        (rc = lp_cfg_int(config, "vocab_size", LP_CFG_REQUIRED, 1, LP_MAX_VOCAB, &vocab, path)) ||
+        (rc = lp_cfg_int(config, "max_position_embeddings", 2048, 1, LP_MAX_CTX, &n_ctx, path)) ||
+        (rc = lp_cfg_int(config, "num_key_value_heads", n_head, 1, n_head, &n_kv, path)))
         return rc;
-    if (d <= 0 || d_mlp <= 0 || n_layer <= 0 || n_head <= 0 || vocab <= 0 || n_ctx <= 0)
-        return lp_error(LP_EFORMAT, "%s: needs positive hidden_size, intermediate_size, num_hidden_layers, "
-                        "num_attention_heads and vocab_size", path);
-    if ((rc = lp_json_int(config, "num_key_value_heads", n_head, &n_kv, path)) ||
-        (rc = lp_json_int(config, "head_dim", d / n_head, &d_head, path)))
+    json_t *hd = json_object_get(config, "head_dim");
+    if ((!hd || json_is_null(hd)) && d < n_head) /* the default head_dim, d / n_head, would be 0 */
+        return lp_error(LP_EFORMAT, "%s: hidden_size %d is smaller than num_attention_heads %d; give head_dim", path,
+                        d, n_head);
+    if ((rc = lp_cfg_int(config, "head_dim", d / n_head, 1, LP_MAX_D_HEAD, &d_head, path)) ||
+        (rc = lp_cfg_mul(n_head, d_head, "the query width num_attention_heads * head_dim", &q, path)) ||
+        (rc = lp_cfg_mul(n_kv, d_head, "the key/value width num_key_value_heads * head_dim", &kv, path)) ||
+        (rc = lp_cfg_int(config, "sliding_window", 0, 0, INT_MAX, &window, path)) ||
+        (rc = lp_cfg_positive(config, "rms_norm_eps", 1e-6, 1.0, &eps, path)) ||
+        (rc = lp_cfg_positive(config, "rope_theta", 10000.0, 1e30, &theta, path)))
         return rc;
+    if (n_head % n_kv)
+        return lp_error(LP_EFORMAT, "%s: %d attention heads do not divide into %d key/value heads", path, n_head, n_kv);
     const char *act = json_string_value(json_object_get(config, "hidden_act"));
     if (act && strcmp(act, "silu") != 0)
         return lp_error(LP_EUNSUPPORTED, "%s: hidden_act '%s' is not supported (loupe has silu)", path, act);
     json_t *scaling = json_object_get(config, "rope_scaling");
     if (scaling && !json_is_null(scaling))
         return lp_error(LP_EUNSUPPORTED, "%s: rope_scaling is not supported yet", path);
-    if (n_layer > 1024) return lp_error(LP_EFORMAT, "%s: implausible num_hidden_layers %ld", path, n_layer);
     /* Qwen2 always has q/k/v biases; Llama may say so with attention_bias. */
     json_t *ab = json_object_get(config, "attention_bias");
     bool qkv_bias = strcmp(c->arch, "Qwen2ForCausalLM") == 0 || (ab && json_is_true(ab));
@@ -61,20 +67,18 @@ int lp_arch_llama_load(lp_model *m, json_t *config, const char *path) {
     bool mlp_bias = mb && json_is_true(mb);
     /* Mistral's sliding window only matters past its length; the forward pass does not
      * apply one, so refuse sequences longer than the window instead of computing wrongly. */
-    long window;
-    if ((rc = lp_json_int(config, "sliding_window", 0, &window, path))) return rc;
     json_t *use_sw = json_object_get(config, "use_sliding_window");
     if (window > 0 && window < n_ctx && !(use_sw && json_is_false(use_sw))) n_ctx = window;
 
     snprintf(c->family, sizeof c->family, "llama");
-    c->n_layer = (int)n_layer;
-    c->n_head = (int)n_head;
-    c->n_kv_head = (int)n_kv;
-    c->d_model = (int)d;
-    c->d_head = (int)d_head;
-    c->d_mlp = (int)d_mlp;
-    c->vocab = (int)vocab;
-    c->n_ctx = (int)n_ctx;
+    c->n_layer = n_layer;
+    c->n_head = n_head;
+    c->n_kv_head = n_kv;
+    c->d_model = d;
+    c->d_head = d_head;
+    c->d_mlp = d_mlp;
+    c->vocab = vocab;
+    c->n_ctx = n_ctx;
     c->norm_eps = (float)eps;
     c->rope_theta = (float)theta;
     c->norm = LP_NORM_RMSNORM;
@@ -82,12 +86,9 @@ int lp_arch_llama_load(lp_model *m, json_t *config, const char *path) {
     c->mlp = LP_MLP_SWIGLU;
     c->qkv_bias = qkv_bias;
     c->mlp_bias = mlp_bias;
-    if (n_head <= 0 || n_kv <= 0 || d_head <= 0 || n_head % n_kv)
-        return lp_error(LP_EFORMAT, "%s: %ld attention heads do not divide into %ld key/value heads", path, n_head, n_kv);
 
-    long q = n_head * d_head, kv = n_kv * d_head;
     if ((rc = vector(m, "model.norm.weight", d, &m->lnf_w))) return rc;
-    long eshape[2] = {vocab, d};
+    int eshape[2] = {vocab, d};
     if ((rc = lp_model_tensor(m, "model.embed_tokens.weight", 2, eshape, &m->tok_emb))) return rc;
     m->layers = calloc((size_t)n_layer, sizeof *m->layers);
     if (!m->layers) return lp_error(LP_ENOMEM, "out of memory");
@@ -110,7 +111,7 @@ int lp_arch_llama_load(lp_model *m, json_t *config, const char *path) {
     bool has_head = lp_st_find(m->st, "lm_head.weight") != NULL;
     c->tied_unembed = tie ? json_is_true(tie) : !has_head;
     if (c->tied_unembed) {
-        m->unembed = (lp_linear){m->tok_emb, NULL, (int)d, (int)vocab, (int)d, true};
+        m->unembed = (lp_linear){m->tok_emb, NULL, d, vocab, d, true};
     } else if ((rc = linear(m, "lm_head", d, vocab, false, &m->unembed))) {
         return rc;
     }

@@ -174,12 +174,12 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     }
     lp_table_column(table, head, 0, "%.4g");
     for (int t = 0; t < T; t++) {
-        json_array_append_new(arr, json_real(scores[t]));
-        lp_table_row(table, json_pack("[i,o,f]", t, lp_cmd_token(s, ids[t]), (double)scores[t]));
+        json_array_append_new(arr, lp_json_number(scores[t]));
+        lp_table_row(table, json_pack("[i,o,o]", t, lp_cmd_token(s, ids[t]), lp_json_number(scores[t])));
     }
     json_t *val = json_pack("{s:s,s:o,s:i,s:o,s:o,s:o,s:o,s:o}", "method", lp_attr_method_name(sp.method), "target",
                             token_obj(s, needs_obj ? target : -1), "pos", sp.objective.pos, "scores", arr, "delta",
-                            isnan(delta) ? json_null() : json_real(delta), "objective",
+                            lp_json_number(delta), "objective",
                             needs_obj ? json_string(lp_objective_name(kind)) : json_null(), "contrast",
                             token_obj(s, contrast), "params", params);
     if (attr_id) json_object_set_new(val, "attribution_id", json_integer(attr_id));

@@ -104,11 +104,11 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
         json_array_append_new(row, json_string(name));
         for (int h = 0; h < H; h++) {
             double x = heads[(size_t)l * H + h];
-            json_array_append_new(jh, json_pack("{s:i,s:i,s:f}", "layer", l, "head", h, "dla", x));
-            json_array_append_new(row, json_real(x));
+            json_array_append_new(jh, json_pack("{s:i,s:i,s:o}", "layer", l, "head", h, "dla", lp_json_number(x)));
+            json_array_append_new(row, lp_json_number(x));
         }
-        json_array_append_new(jm, json_pack("{s:i,s:f}", "layer", l, "dla", (double)mlp[l]));
-        json_array_append_new(row, json_real(mlp[l]));
+        json_array_append_new(jm, json_pack("{s:i,s:o}", "layer", l, "dla", lp_json_number(mlp[l])));
+        json_array_append_new(row, lp_json_number(mlp[l]));
         lp_table_row(table, row);
     }
     const char *labels[] = {"embed", "bias", "total", "logit"};
@@ -116,15 +116,17 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
     for (int k = 0; k < 4; k++) {
         json_t *row = json_pack("[s]", labels[k]);
         for (int h = 0; h < H; h++) json_array_append_new(row, json_null());
-        json_array_append_new(row, json_real(values[k]));
+        json_array_append_new(row, lp_json_number(values[k]));
         lp_table_row(table, row);
     }
     free(heads);
     free(mlp);
-    json_t *v = json_pack("{s:o,s:o,s:i,s:f,s:f,s:f,s:f,s:{s:f,s:f,s:f},s:f,s:f,s:o,s:o}", "target", token_obj(s, target),
-                          "contrast", token_obj(s, contrast), "pos", p, "total", S.total, "logit", S.logit, "embed",
-                          S.embed, "bias", S.bias, "bias_parts", "attn_out", S.attn_bias, "ln_final", S.norm_bias,
-                          "unembed", S.unembed_bias, "heads_total", S.heads, "mlp_total", S.mlp, "heads", jh, "mlp", jm);
+    json_t *v = json_pack("{s:o,s:o,s:i,s:o,s:o,s:o,s:o,s:{s:o,s:o,s:o},s:o,s:o,s:o,s:o}", "target", token_obj(s, target),
+                          "contrast", token_obj(s, contrast), "pos", p, "total", lp_json_number(S.total), "logit",
+                          lp_json_number(S.logit), "embed", lp_json_number(S.embed), "bias", lp_json_number(S.bias),
+                          "bias_parts", "attn_out", lp_json_number(S.attn_bias), "ln_final", lp_json_number(S.norm_bias),
+                          "unembed", lp_json_number(S.unembed_bias), "heads_total", lp_json_number(S.heads), "mlp_total",
+                          lp_json_number(S.mlp), "heads", jh, "mlp", jm);
     rc = record(s, "dla",
                 json_pack("{s:i,s:i,s:o}", "pos", p, "target", target, "contrast",
                           contrast >= 0 ? json_integer(contrast) : json_null()),
@@ -186,8 +188,8 @@ int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     json_t *arr = json_array();
     for (int r = 0; r < k; r++) {
         int i = order[r].i;
-        json_array_append_new(arr, json_pack("{s:i,s:i,s:f,s:f}", "rank", r + 1, "neuron", i, "act", (double)act[i],
-                                             "dla", (double)dla[i]));
+        json_array_append_new(arr, json_pack("{s:i,s:i,s:o,s:o}", "rank", r + 1, "neuron", i, "act",
+                                             lp_json_number(act[i]), "dla", lp_json_number(dla[i])));
     }
     free(dla);
     free(order);
@@ -256,14 +258,16 @@ int lp_cmd_acts(lp_session *s, int argc, char **argv, const char *rest) {
         char cell[64 * 24] = "";
         size_t at = 0;
         for (int i = 0; i < k && top[i] >= 0; i++) {
-            json_array_append_new(jt, json_pack("{s:i,s:f}", "dim", top[i], "value", (double)row[top[i]]));
+            json_array_append_new(jt, json_pack("{s:i,s:o}", "dim", top[i], "value", lp_json_number(row[top[i]])));
             at += (size_t)snprintf(cell + at, sizeof cell - at, "%s%d:%+.3g", i ? " " : "", top[i], (double)row[top[i]]);
         }
-        json_array_append_new(arr, json_pack("{s:i,s:o,s:f,s:f,s:f,s:f,s:f,s:o}", "pos", t, "token",
-                                             lp_cmd_token(s, ids[t]), "norm", (double)st.norm, "mean", (double)st.mean,
-                                             "std", (double)st.std, "min", (double)st.min, "max", (double)st.max, "top", jt));
-        json_t *trow = json_pack("[i,o,f,f,f,f,f]", t, lp_cmd_token(s, ids[t]), (double)st.norm, (double)st.mean,
-                                 (double)st.std, (double)st.min, (double)st.max);
+        json_array_append_new(arr, json_pack("{s:i,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "pos", t, "token",
+                                             lp_cmd_token(s, ids[t]), "norm", lp_json_number(st.norm), "mean",
+                                             lp_json_number(st.mean), "std", lp_json_number(st.std), "min",
+                                             lp_json_number(st.min), "max", lp_json_number(st.max), "top", jt));
+        json_t *trow = json_pack("[i,o,o,o,o,o,o]", t, lp_cmd_token(s, ids[t]), lp_json_number(st.norm),
+                                 lp_json_number(st.mean), lp_json_number(st.std), lp_json_number(st.min),
+                                 lp_json_number(st.max));
         if (k) json_array_append_new(trow, json_string(cell));
         lp_table_row(table, trow);
     }
@@ -335,8 +339,8 @@ static json_t *matrix(const float *x, int rows, int cols, double clean, double c
         json_t *row = json_array();
         for (int j = 0; j < cols; j++) {
             double v = x[(size_t)r * cols + j];
-            json_array_append_new(row, !recovery ? json_real(v) : isnan(clean) ? json_null()
-                                                                : json_real((v - corrupt) / (clean - corrupt)));
+            json_array_append_new(row, !recovery ? lp_json_number(v) : isnan(clean) ? json_null()
+                                                                : lp_json_number((v - corrupt) / (clean - corrupt)));
         }
         json_array_append_new(m, row);
     }
@@ -424,11 +428,12 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
         json_array_append_new(toks, lp_cmd_token(s, cids[t]));
         json_array_append_new(ctoks, lp_cmd_token(s, ids[t]));
     }
-    json_t *v = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:f,s:f,s:b,s:o,s:o,s:i,s:o,s:o}", "site", lp_patch_site_name(site),
+    json_t *v = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:i,s:o,s:o}", "site", lp_patch_site_name(site),
                           "metric", "logit_diff_recovery", "direction", denoise ? "denoising" : "noising", "rows", "layer",
                           "cols", site == LP_PATCH_Z ? "head" : "position", "values",
                           matrix(raw, L, cols, rc_clean, m_corrupt, true), "raw", matrix(raw, L, cols, 0, 0, false),
-                          "clean", m_clean, "corrupt", m_corrupt, "undefined", undefined, "target", token_obj(s, target),
+                          "clean", lp_json_number(m_clean), "corrupt", lp_json_number(m_corrupt), "undefined", undefined,
+                          "target", token_obj(s, target),
                           "contrast", token_obj(s, contrast), "pos", T - 1, "tokens", toks, "corrupt_tokens", ctoks);
     if (per_layer_too) { /* every position of a layer at once */
         json_t *rec = matrix(all, 1, L, rc_clean, m_corrupt, true), *raw_all = matrix(all, 1, L, 0, 0, false);
@@ -504,8 +509,8 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
                                        x[LP_SCAN_INDUCTION], x[LP_SCAN_FIRST_TOKEN], labels[i]};
         json_t *row = json_pack("{s:i,s:i}", "layer", i / H, "head", i % H), *trow = json_pack("[i,i]", i / H, i % H);
         for (int k = 0; k < LP_SCAN_COUNT; k++) {
-            json_object_set_new(row, lp_scan_score_name((lp_scan_score)k), json_real(x[k]));
-            json_array_append_new(trow, json_real(x[k]));
+            json_object_set_new(row, lp_scan_score_name((lp_scan_score)k), lp_json_number(x[k]));
+            json_array_append_new(trow, lp_json_number(x[k]));
         }
         json_object_set_new(row, "labels", json_string(labels[i]));
         json_array_append_new(trow, json_string(labels[i]));
@@ -521,9 +526,9 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     if (s->store && !(rc = lp_cmd_model_row(s, &model_id)))
         rc = lp_store_put_head_scan(s->store, model_id, 0, rows, L * H, &scan_id);
     free(sc), free(rows), free(labels);
-    lp_cmd_emit(s, json_pack("{s:o,s:i,s:i,s:I,s:i,s:f,s:o}", "scan_id", scan_id ? json_integer(scan_id) : json_null(),
-                             "seq_len", N, "n_seqs", (int)seqs, "seed", (json_int_t)seed, "bos", so.bos, "threshold", thr,
-                             "heads", arr),
+    lp_cmd_emit(s, json_pack("{s:o,s:i,s:i,s:I,s:i,s:o,s:o}", "scan_id", scan_id ? json_integer(scan_id) : json_null(),
+                             "seq_len", N, "n_seqs", (int)seqs, "seed", (json_int_t)seed, "bos", so.bos, "threshold",
+                             lp_json_number(thr), "heads", arr),
                 table);
     return rc;
 }

@@ -54,15 +54,15 @@ int lp_cmd_info(lp_session *s, int argc, char **argv, const char *rest) {
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     static const char *const pos_names[] = {"learned", "rope (rotate-half)", "rope (interleaved)"};
-    json_t *v = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:s,s:s,s:s,s:s,s:s,s:b,s:f}", "arch",
+    json_t *v = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:s,s:s,s:s,s:s,s:s,s:b,s:o}", "arch",
                           c->arch, "family", c->family, "layers", c->n_layer, "heads", c->n_head, "kv_heads",
                           c->n_kv_head, "d_model", c->d_model, "d_head", c->d_head, "d_mlp", c->d_mlp, "vocab",
                           c->vocab, "context", c->n_ctx, "params", (json_int_t)lp_model_param_count(s->model),
                           "dtype", lp_model_dtype(s->model), "path", lp_model_path(s->model), "norm",
                           c->norm == LP_NORM_LAYERNORM ? "layernorm" : "rmsnorm", "positions", pos_names[c->pos],
                           "mlp", c->mlp == LP_MLP_SWIGLU ? "swiglu" : "gelu", "tied_unembed", c->tied_unembed,
-                          "norm_eps", (double)c->norm_eps);
-    if (c->pos != LP_POS_LEARNED) json_object_set_new(v, "rope_theta", json_real(c->rope_theta));
+                          "norm_eps", lp_json_number(c->norm_eps));
+    if (c->pos != LP_POS_LEARNED) json_object_set_new(v, "rope_theta", lp_json_number(c->rope_theta));
     json_object_set_new(v, "tokenizer", t ? json_string(lp_tokenizer_kind_name(t)) : json_null());
     lp_cmd_emit(s, v, NULL);
     return LP_OK;
@@ -251,8 +251,8 @@ int lp_cmd_logits(lp_session *s, int argc, char **argv, const char *rest) {
     lp_table_column(table, "token", 1, NULL);
     lp_table_column(table, "logit", 0, "%.6g");
     for (int i = 0; i < c->vocab; i++) {
-        json_array_append_new(arr, json_real(lg[i]));
-        lp_table_row(table, json_pack("[i,o,f]", i, lp_cmd_token(s, i), (double)lg[i]));
+        json_array_append_new(arr, lp_json_number(lg[i]));
+        lp_table_row(table, json_pack("[i,o,o]", i, lp_cmd_token(s, i), lp_json_number(lg[i])));
     }
     lp_cmd_emit(s, json_pack("{s:i,s:o}", "pos", p, "logits", arr), table);
     return LP_OK;
@@ -291,8 +291,8 @@ int lp_cmd_attn(lp_session *s, int argc, char **argv, const char *rest) {
         json_t *row = json_array(), *trow = json_pack("[i,O]", i, json_array_get(toks, i));
         for (int j = 0; j < T; j++) {
             double x = v.data[(size_t)i * v.stride[0] + j];
-            json_array_append_new(row, json_real(x));
-            json_array_append_new(trow, json_real(x));
+            json_array_append_new(row, lp_json_number(x));
+            json_array_append_new(trow, lp_json_number(x));
         }
         json_array_append_new(pattern, row);
         lp_table_row(table, trow);
@@ -411,7 +411,7 @@ int lp_cmd_heads(lp_session *s, int argc, char **argv, const char *rest) {
         json_t *row = json_pack("{s:i,s:i}", "layer", i / c->n_head, "head", i % c->n_head);
         for (int q = 0; q < LP_HEAD_METRIC_COUNT; q++) {
             float v = m[(size_t)i * LP_HEAD_METRIC_COUNT + q];
-            json_object_set_new(row, lp_head_metric_name((lp_head_metric)q), isnan(v) ? json_null() : json_real(v));
+            json_object_set_new(row, lp_head_metric_name((lp_head_metric)q), lp_json_number(v));
         }
         json_array_append_new(arr, row);
     }
@@ -482,22 +482,22 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
             size_t cell = (size_t)row * T + t;
             json_t *top = json_array();
             for (int i = 0; i < k; i++)
-                json_array_append_new(top, json_pack("{s:i,s:o,s:f}", "id", ids[cell * k + i], "token",
+                json_array_append_new(top, json_pack("{s:i,s:o,s:o}", "id", ids[cell * k + i], "token",
                                                      lp_cmd_token(s, ids[cell * k + i]), "prob",
-                                                     (double)probs[cell * k + i]));
+                                                     lp_json_number(probs[cell * k + i])));
             json_t *o2 = json_pack("{s:o,s:i,s:o}", "layer", row == 0 ? json_string("embed") : json_integer(row - 1),
                                    "pos", t, "top", top);
             if (target >= 0) {
-                json_object_set_new(o2, "target_prob", json_real(tprob[cell]));
+                json_object_set_new(o2, "target_prob", lp_json_number(tprob[cell]));
                 json_object_set_new(o2, "target_rank", json_integer(rank[cell]));
             }
             json_array_append_new(arr, o2);
             if (only >= 0) {
                 for (int i = 0; i < k; i++) {
                     json_array_append_new(trow, lp_cmd_token(s, ids[cell * k + i]));
-                    json_array_append_new(trow, json_real(probs[cell * k + i]));
+                    json_array_append_new(trow, lp_json_number(probs[cell * k + i]));
                 }
-                if (target >= 0) json_array_append_new(trow, json_real(tprob[cell]));
+                if (target >= 0) json_array_append_new(trow, lp_json_number(tprob[cell]));
             } else {
                 /* "token 0.42": the top token and its probability in one cell */
                 json_t *tok = lp_cmd_token(s, ids[cell * k]);

@@ -240,14 +240,10 @@ static int read_checkpoint(const char *dir, lp_recipe *r, int *step, double *ela
     char path[4096];
     int rc = lp_path_join(path, sizeof path, dir, "train.json");
     if (rc) return rc;
-    json_error_t e;
-    json_t *j = json_load_file(path, 0, &e);
-    if (!j) {
-        if (access(path, F_OK) != 0)
-            return lp_error(LP_EIO, "train: %s: no checkpoint to resume (no train.json); start one without --resume",
-                            dir);
-        return lp_error(LP_EFORMAT, "%s:%d: %s", path, e.line, e.text);
-    }
+    if (access(path, F_OK) != 0)
+        return lp_error(LP_EIO, "train: %s: no checkpoint to resume (no train.json); start one without --resume", dir);
+    json_t *j;
+    if ((rc = lp_json_load_file(path, LP_JSON_MAX_CONFIG, 0, &j))) return rc;
     json_t *jr = json_object_get(j, "recipe"), *js = json_object_get(j, "step"), *jl = json_object_get(j, "log");
     if (!json_is_integer(js) || json_integer_value(js) < 0 || json_integer_value(js) > 100000000)
         rc = lp_error(LP_EFORMAT, "%s: no valid \"step\"", path);

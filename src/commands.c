@@ -161,8 +161,9 @@ json_t *lp_cmd_top_k(const lp_session *s, const float *logits, int V, int k) {
     }
     for (int r = 0; r < k; r++) {
         double p = exp((double)logits[ids[r]] - mx) / z;
-        json_array_append_new(arr, json_pack("{s:i,s:i,s:o,s:f,s:f}", "rank", r + 1, "id", ids[r], "token",
-                                             lp_cmd_token(s, ids[r]), "prob", p, "logit", (double)logits[ids[r]]));
+        json_array_append_new(arr, json_pack("{s:i,s:i,s:o,s:o,s:o}", "rank", r + 1, "id", ids[r], "token",
+                                             lp_cmd_token(s, ids[r]), "prob", lp_json_number(p), "logit",
+                                             lp_json_number(logits[ids[r]])));
     }
     free(ids);
     return arr;

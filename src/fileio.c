@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,12 +49,23 @@ void lp_file_unmap(lp_mapping *m) {
     m->size = 0;
 }
 
-int lp_file_read_new(const char *path, char **out, size_t *len) {
+/* Reads at most max bytes; more is LP_ERANGE. Sized from fstat when the file has one, and
+ * read until EOF regardless (the size may change, and pipes have none). */
+static int read_capped(const char *path, size_t max, const char *limit_note, char **out, size_t *len) {
     *out = NULL;
     if (len) *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return lp_error(LP_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
     size_t cap = 4096, n = 0;
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode)) {
+        if ((unsigned long long)st.st_size > max) {
+            fclose(f);
+            return lp_error(LP_ERANGE, "%s: %lld bytes is more than the %s loupe reads from such a file; is it the "
+                            "right file?", path, (long long)st.st_size, limit_note);
+        }
+        cap = (size_t)st.st_size + 1;
+    }
     char *buf = malloc(cap);
     if (!buf) {
         fclose(f);
@@ -60,11 +73,13 @@ int lp_file_read_new(const char *path, char **out, size_t *len) {
     }
     for (;;) {
         if (n + 1 >= cap) {
-            char *nb = realloc(buf, cap * 2);
+            char *nb = n > max ? NULL : realloc(buf, cap * 2);
             if (!nb) {
                 free(buf);
                 fclose(f);
-                return lp_error(LP_ENOMEM, "%s: out of memory", path);
+                return n > max ? lp_error(LP_ERANGE, "%s: more than the %s loupe reads from such a file; is it the "
+                                          "right file?", path, limit_note)
+                               : lp_error(LP_ENOMEM, "%s: out of memory", path);
             }
             buf = nb;
             cap *= 2;
@@ -75,13 +90,35 @@ int lp_file_read_new(const char *path, char **out, size_t *len) {
     }
     int bad = ferror(f);
     fclose(f);
-    if (bad) {
+    if (bad || n > max) {
         free(buf);
-        return lp_error(LP_EIO, "%s: read error", path);
+        return bad ? lp_error(LP_EIO, "%s: read error", path)
+                   : lp_error(LP_ERANGE, "%s: more than the %s loupe reads from such a file; is it the right file?",
+                              path, limit_note);
     }
     buf[n] = '\0';
     *out = buf;
     if (len) *len = n;
+    return LP_OK;
+}
+
+int lp_file_read_new(const char *path, char **out, size_t *len) {
+    return read_capped(path, SIZE_MAX - 1, "", out, len);
+}
+
+int lp_json_load_file(const char *path, size_t max_bytes, size_t flags, json_t **out) {
+    *out = NULL;
+    char *text, note[32];
+    size_t len;
+    snprintf(note, sizeof note, "%zu MB", max_bytes >> 20);
+    int rc = read_capped(path, max_bytes, note, &text, &len);
+    if (rc) return rc;
+    json_error_t err;
+    *out = json_loadb(text, len, flags, &err);
+    free(text);
+    if (!*out)
+        return lp_error(LP_EFORMAT, "%s: not valid JSON (line %d, column %d): %s", path, err.line, err.column,
+                        err.text);
     return LP_OK;
 }
 

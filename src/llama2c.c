@@ -11,6 +11,7 @@
  * token_embedding, wq, wk, wv, wo, w1, w2, w3, and wcls if not shared.
  * Rotary embeddings use interleaved pairs; norms are RMSNorm with eps 1e-5. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,10 @@ static int take(cursor *c, size_t n, const char *what, const float **out) {
     if (n > c->left)
         return lp_error(LP_EFORMAT, "%s: file ends inside %s (needs %zu more floats, %zu left); truncated checkpoint?",
                         c->path, what, n, c->left);
+    long bad = lp_first_nonfinite(c->p, n);
+    if (bad >= 0)
+        return lp_error(LP_EFORMAT, "%s: %s holds %g at index %ld; weights must be finite (a corrupt checkpoint?)",
+                        c->path, what, (double)c->p[bad], bad);
     *out = c->p;
     c->p += n;
     c->left -= n;
@@ -64,16 +69,29 @@ int lp_llama2c_parse(lp_model *m, const unsigned char *data, size_t size, const 
             return lp_error(LP_EFORMAT, "%s: too short for a llama2.c header (%zu bytes); not a checkpoint?", path, size);
         memcpy(h, data, sizeof h);
         shared = h[5] > 0;
-        if (h[5] < 0) h[5] = -h[5];
         header = sizeof h;
     }
-    int dim = h[0], hidden = h[1], n_layers = h[2], n_heads = h[3], n_kv = h[4], vocab = h[5], seq_len = h[6];
-    if (dim <= 0 || hidden <= 0 || n_layers <= 0 || n_heads <= 0 || n_kv <= 0 || vocab <= 0 || seq_len <= 0 ||
-        dim > (1 << 16) || hidden > (1 << 18) || n_layers > 1024 || n_heads > dim || vocab > (1 << 22) ||
-        seq_len > (1 << 20) || dim % n_heads || n_heads % n_kv || (dim / n_heads) % 2)
+    /* The header's sizes go through the same checks as config.json's; the sign of vocab_size
+     * flags the classifier, so its magnitude is taken in 64 bits (-INT_MIN overflows an int). */
+    int dim, hidden, n_layers, n_heads, n_kv, vocab, seq_len, kv_dim;
+    if ((rc = lp_cfg_range(h[0], "dim", 1, LP_MAX_D_MODEL, &dim, path)) ||
+        (rc = lp_cfg_range(h[1], "hidden_dim", 1, LP_MAX_D_MLP, &hidden, path)) ||
+        (rc = lp_cfg_range(h[2], "n_layers", 1, LP_MAX_LAYERS, &n_layers, path)) ||
+        (rc = lp_cfg_range(h[3], "n_heads", 1, dim < LP_MAX_HEADS ? dim : LP_MAX_HEADS, &n_heads, path)) ||
+        (rc = lp_cfg_range(h[4], "n_kv_heads", 1, n_heads, &n_kv, path)) ||
+        (rc = lp_cfg_range(version == 0 && h[5] < 0 ? -(long long)h[5] : h[5], "vocab_size", 1, LP_MAX_VOCAB, &vocab,
+                           path)) ||
+        (rc = lp_cfg_range(h[6], "seq_len", 1, LP_MAX_CTX, &seq_len, path)))
+    {
+        char why[512];
+        snprintf(why, sizeof why, "%s", lp_errmsg());
+        return lp_error(rc, "%s; not a valid llama2.c checkpoint header", why);
+    }
+    if (dim % n_heads || n_heads % n_kv || (dim / n_heads) % 2)
         return lp_error(LP_EFORMAT, "%s: header (dim %d, hidden %d, layers %d, heads %d, kv heads %d, vocab %d, "
                         "seq_len %d) is not a valid llama2.c checkpoint", path, dim, hidden, n_layers, n_heads,
                         n_kv, vocab, seq_len);
+    if ((rc = lp_cfg_mul(n_kv, dim / n_heads, "kv_dim", &kv_dim, path))) return rc;
 
     lp_config *c = &m->cfg;
     snprintf(c->arch, sizeof c->arch, "llama2.c");
@@ -129,8 +147,8 @@ int lp_llama2c_parse(lp_model *m, const unsigned char *data, size_t size, const 
         y->ln1_w = rms_att + l * d;
         y->ln2_w = rms_ffn + l * d;
         y->q = (lp_linear){wq + l * d * d, NULL, dim, dim, dim, true};
-        y->k = (lp_linear){wk + l * kvd * d, NULL, dim, (int)kvd, dim, true};
-        y->v = (lp_linear){wv + l * kvd * d, NULL, dim, (int)kvd, dim, true};
+        y->k = (lp_linear){wk + l * kvd * d, NULL, dim, kv_dim, dim, true};
+        y->v = (lp_linear){wv + l * kvd * d, NULL, dim, kv_dim, dim, true};
         y->o = (lp_linear){wo + l * d * d, NULL, dim, dim, dim, true};
         y->gate = (lp_linear){w1 + l * hd * d, NULL, dim, hidden, dim, true};
         y->down = (lp_linear){w2 + l * d * hd, NULL, hidden, dim, hidden, true};

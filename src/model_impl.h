@@ -40,6 +40,7 @@ struct lp_model {
 
     lp_tokenizer *tok;
     char *path;
+    char weights[4096];          /* the safetensors file or index a Hugging Face model came from */
     char dtype[8];
     size_t n_params;
 
@@ -59,15 +60,38 @@ int lp_llama2c_parse(lp_model *m, const unsigned char *data, size_t size, const 
 int lp_arch_gpt2_load(lp_model *m, json_t *config, const char *config_path);
 int lp_arch_llama_load(lp_model *m, json_t *config, const char *config_path);
 
-/* Fetches tensor `name` from m->st as float32 with exactly the given shape (ndim dims,
- * -1 = any), converting if needed. On failure, an LP_EFORMAT message naming the file. */
-int lp_model_tensor(lp_model *m, const char *name, int ndim, const long *shape, const float **out);
+/* Fetches tensor `name` from m->st as float32 with exactly the given shape (ndim dims, each
+ * a validated config size >= 1: there is no "any" size), converting if needed, and checks
+ * that every value is finite. On failure, an LP_EFORMAT message naming the file. */
+int lp_model_tensor(lp_model *m, const char *name, int ndim, const int *shape, const float **out);
 /* Takes ownership of a malloc'd buffer. */
 int lp_model_own(lp_model *m, float *buf);
+/* The first non-finite value among n floats, or -1: the load-time weight scan. */
+long lp_first_nonfinite(const float *x, size_t n);
 
-/* config.json helpers: integer / float field or default (when absent or null); a present
- * field of the wrong type is an error naming path and key. */
-int lp_json_int(json_t *obj, const char *key, long def, long *out, const char *path);
-int lp_json_float(json_t *obj, const char *key, double def, double *out, const char *path);
+/* The sizes loupe accepts from any checkpoint (config.json or a llama2.c header): far above
+ * any released model (Llama 3 405B: d_model 16384, d_mlp 53248, 126 layers, 128 heads;
+ * Gemma: vocab 256000, d_head 256; Qwen2.5-1M: context 1010000), and small enough that
+ * every product of two of them the forward pass forms fits in an int. */
+#define LP_MAX_LAYERS 1024
+#define LP_MAX_HEADS 1024
+#define LP_MAX_D_MODEL (1 << 16)
+#define LP_MAX_D_HEAD (1 << 14)
+#define LP_MAX_D_MLP (1 << 18)
+#define LP_MAX_VOCAB (1 << 22)
+#define LP_MAX_CTX (1 << 20)
+
+/* Config integers, one mechanism for every loader: each size is read once, as an int in
+ * [lo, hi], before anything uses it. lp_cfg_int reads obj[key] (absent or null: def, or an
+ * error if def is LP_CFG_REQUIRED); lp_cfg_range checks a value read elsewhere (a llama2.c
+ * header); lp_cfg_mul forms a product of sizes, refusing one that overflows an int. A value
+ * of the wrong type, with a fraction, or out of range is an LP_EFORMAT error naming the
+ * file, the key, the value and the range. */
+#define LP_CFG_REQUIRED (-1LL - 0x7fffffffffffffffLL)
+int lp_cfg_int(json_t *obj, const char *key, long long def, int lo, int hi, int *out, const char *path);
+int lp_cfg_range(long long v, const char *key, int lo, int hi, int *out, const char *path);
+int lp_cfg_mul(int a, int b, const char *what, int *out, const char *path);
+/* A float in (0, hi], finite (norm epsilons, rope_theta); absent or null: def. */
+int lp_cfg_positive(json_t *obj, const char *key, double def, double hi, double *out, const char *path);
 
 #endif

@@ -22,6 +22,8 @@ int lp_mode_from_name(const char *name, lp_mode *out) {
 
 const char *lp_mode_name(lp_mode mode) { return MODE_NAMES[mode]; }
 
+json_t *lp_json_number(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
 json_t *lp_table_new(void) { return json_pack("{s:[],s:[]}", "columns", "rows"); }
 
 void lp_table_column(json_t *table, const char *name, int is_token, const char *fmt) {

@@ -206,6 +206,18 @@ int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n) {
     lp_norm(r->lnf, r->lnf_scale, r->resid + (size_t)c->n_layer * T * d, m->lnf_w, m->lnf_b, n, (int)d, c->norm,
             c->norm_eps);
     lp_linear_forward(r->logits, r->lnf, &m->unembed, n);
+    /* Finite weights can still overflow float32 on the way; say where rather than hand on
+     * results that every reader would have to doubt. */
+    if (lp_first_nonfinite(r->logits, T * c->vocab) >= 0) {
+        int l = 0;
+        while (l < c->n_layer && lp_first_nonfinite(r->resid + (size_t)(l + 1) * T * d, T * d) < 0) l++;
+        lp_run_free(r);
+        if (l < c->n_layer)
+            return lp_error(LP_ERANGE, "the forward pass overflowed float32: the output of layer %d holds inf or NaN "
+                            "(weights too large for this input?)", l);
+        return lp_error(LP_ERANGE, "the forward pass overflowed float32: the logits hold inf or NaN (weights too "
+                        "large for this input?)");
+    }
     *out = r;
     return LP_OK;
 }

@@ -326,15 +326,9 @@ static int str_cmp(const void *a, const void *b) {
 }
 
 static int open_index(lp_safetensors *st, const char *path) {
-    char *text;
-    size_t len;
-    int rc = lp_file_read_new(path, &text, &len);
+    json_t *root;
+    int rc = lp_json_load_file(path, LP_JSON_MAX_INDEX, JSON_REJECT_DUPLICATES, &root);
     if (rc != LP_OK) return rc;
-    json_error_t jerr;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
-    free(text);
-    if (!root)
-        return lp_error(LP_EFORMAT, "%s: not valid JSON: %s (line %d)", path, jerr.text, jerr.line);
     json_t *wm = json_object_get(root, "weight_map");
     const char **shards = NULL;
     char dir[PATH_CAP], shard_path[PATH_CAP];

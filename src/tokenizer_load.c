@@ -124,17 +124,7 @@ static int load_vocab_object(lp_tokenizer *t, json_t *vocab, const char *path, i
 }
 
 static int load_json_file(const char *path, json_t **out) {
-    char *text;
-    size_t len;
-    int rc = lp_file_read_new(path, &text, &len);
-    if (rc) return rc;
-    json_error_t err;
-    *out = json_loadb(text, len, 0, &err);
-    free(text);
-    if (!*out)
-        return lp_error(LP_EFORMAT, "%s: not valid JSON (line %d, column %d): %s", path, err.line, err.column,
-                        err.text);
-    return LP_OK;
+    return lp_json_load_file(path, LP_JSON_MAX_TOKENIZER, 0, out);
 }
 
 int lp_tokenizer_load_gpt2(lp_tokenizer **out, const char *vocab_json_path, const char *merges_txt_path) {
@@ -225,7 +215,10 @@ static int parse_normalizer(lp_tokenizer *t, json_t *nz, const char *path, int d
     if (json_is_null(nz) || !nz) return LP_OK;
     const char *type = jstr(nz, "type");
     if (!type) return lp_error(LP_EFORMAT, "%s: normalizer has no \"type\"", path);
-    if (strcmp(type, "Sequence") == 0 && depth < 4) {
+    if (strcmp(type, "Sequence") == 0) {
+        if (depth >= 4)
+            return lp_error(LP_EUNSUPPORTED, "%s: normalizer Sequences nested more than 4 deep are not supported; "
+                            "flatten them into one Sequence", path);
         json_t *list = json_object_get(nz, "normalizers");
         size_t i;
         json_t *v;
@@ -263,7 +256,10 @@ static int parse_pretokenizer(lp_tokenizer *t, json_t *pt, pretok_info *pi, cons
     if (json_is_null(pt) || !pt) return LP_OK;
     const char *type = jstr(pt, "type");
     if (!type) return lp_error(LP_EFORMAT, "%s: pre_tokenizer has no \"type\"", path);
-    if (strcmp(type, "Sequence") == 0 && depth < 4) {
+    if (strcmp(type, "Sequence") == 0) {
+        if (depth >= 4)
+            return lp_error(LP_EUNSUPPORTED, "%s: pre_tokenizer Sequences nested more than 4 deep are not supported; "
+                            "flatten them into one Sequence", path);
         json_t *list = json_object_get(pt, "pretokenizers");
         size_t i;
         json_t *v;

@@ -7,8 +7,10 @@
 #include <cmocka.h>
 
 #include <jansson.h>
+#include <dirent.h>
 #include <math.h>
 
+#include "fuzz/config_model.h"
 #include "helpers.h"
 #include "loupe/error.h"
 #include "loupe/fileio.h"
@@ -35,6 +37,7 @@ static void missing_path_is_an_io_error_naming_it(void **state) {
     char *dir = make_temp_dir();
     expect_load_error(dir, NULL, LP_EIO, "no config.json");
     rm_tree(dir);
+    expect_load_error("/dev/zero", NULL, LP_EIO, "/dev/zero: not a regular file"); /* said "no such file" */
 }
 
 static void truncated_llama2c_checkpoint_is_rejected(void **state) {
@@ -194,6 +197,8 @@ static void config_disagreeing_with_tensors_is_rejected(void **state) {
     make_gpt2(dir, m, sizeof m, "");
     edit_config(m, "n_layer", json_integer(5)); /* tensors for layers 2..4 are missing */
     expect_load_error(m, NULL, LP_EFORMAT, "h.2.ln_1.weight");
+    assert_null(strstr(lp_errmsg(), "(null)")); /* was "(null): tensor ... is missing" */
+    assert_non_null(strstr(lp_errmsg(), "/model.safetensors: tensor 'h.2.ln_1.weight' is missing"));
     rm_tree(dir);
 
     dir = make_temp_dir();
@@ -297,6 +302,213 @@ static void transformer_prefix_and_sharded_checkpoints_load(void **state) {
     rm_tree(dir);
 }
 
+/* Makes a random model of mkmodel's --arch `arch` in dir/m. */
+static void make_arch(const char *dir, char *buf, size_t cap, const char *arch) {
+    snprintf(buf, cap, "%s/m", dir);
+    char args[128];
+    snprintf(args, sizeof args, "--arch %s --seed 5", arch);
+    assert_int_equal(mkmodel(buf, args), 0);
+}
+
+/* Hostile config.json sizes: each is refused at load with a message naming the key, never
+ * truncated to an int, wrapped in a product, or taken as "any shape" (these crashed in sgemm,
+ * or were undefined behaviour under UBSan, before sizes were read through lp_cfg_int). */
+static void config_sizes_out_of_range_are_refused(void **state) {
+    (void)state;
+    static const struct {
+        const char *arch, *key, *json, *needle;
+    } cases[] = {
+        {"gpt2", "n_inner", "-4294867296", "\"n_inner\" is -4294867296"},   /* was (int) 100000: SIGSEGV */
+        {"gpt2", "n_inner", "0", "\"n_inner\" is 0"},
+        {"gpt2", "n_embd", "1073741824", "\"n_embd\" is 1073741824"},       /* 4 * n_embd overflowed */
+        {"gpt2", "n_embd", "4.67e54", "\"n_embd\" is 4.67e+54"},           /* (long) of it was undefined */
+        {"gpt2", "n_embd", "32.5", "\"n_embd\" is 32.5"},
+        {"gpt2", "n_positions", "4294967312", "\"n_positions\" is 4294967312"}, /* 2^32 + 16 became 16 */
+        {"gpt2", "n_layer", "-1", "\"n_layer\" is -1"},
+        {"gpt2", "vocab_size", "null", "\"vocab_size\" is missing"},
+        {"gpt2", "layer_norm_epsilon", "-1", "\"layer_norm_epsilon\" is -1"},
+        {"gpt2", "layer_norm_epsilon", "0", "\"layer_norm_epsilon\" is 0"},
+        {"gpt2", "layer_norm_epsilon", "1e300", "\"layer_norm_epsilon\" is 1e+300"},
+        {"llama", "head_dim", "4611686018427387968", "\"head_dim\" is 4611686018427387968"}, /* 2^62 + 64 */
+        {"llama", "head_dim", "0", "\"head_dim\" is 0"},                   /* said: heads do not divide */
+        {"llama", "max_position_embeddings", "4294967312", "\"max_position_embeddings\" is 4294967312"},
+        {"llama", "num_key_value_heads", "-2147483648", "\"num_key_value_heads\" is -2147483648"},
+        {"llama", "num_key_value_heads", "5", "\"num_key_value_heads\" is 5"}, /* more than the 4 heads */
+        {"llama", "hidden_size", "1e19", "\"hidden_size\" is 1e+19"},
+        {"llama", "sliding_window", "-1", "\"sliding_window\" is -1"},
+        {"llama", "rms_norm_eps", "-0.5", "\"rms_norm_eps\" is -0.5"},
+        {"llama", "rope_theta", "0", "\"rope_theta\" is 0"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *dir = make_temp_dir();
+        char m[512];
+        make_arch(dir, m, sizeof m, cases[i].arch);
+        json_error_t e;
+        json_t *v = json_loads(cases[i].json, JSON_DECODE_ANY, &e);
+        assert_non_null(v);
+        edit_config(m, cases[i].key, v);
+        expect_load_error(m, NULL, LP_EFORMAT, cases[i].needle);
+        assert_non_null(strstr(lp_errmsg(), "config.json"));
+        rm_tree(dir);
+    }
+    /* without head_dim, d_model / n_head must not be 0 */
+    char *dir = make_temp_dir();
+    char m[512];
+    make_arch(dir, m, sizeof m, "llama");
+    edit_config(m, "head_dim", json_null());
+    edit_config(m, "num_attention_heads", json_integer(64));
+    expect_load_error(m, NULL, LP_EFORMAT, "hidden_size 32 is smaller than num_attention_heads 64; give head_dim");
+    rm_tree(dir);
+}
+
+/* The same mechanism for llama2.c headers: vocab_size INT_MIN was negated as an int. */
+static void llama2c_header_int_min_is_refused(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/h.bin", dir);
+    int32_t h[7] = {64, 172, 5, 8, 4, INT32_MIN, 512};
+    write_bytes(path, h, sizeof h);
+    expect_load_error(path, STORIES_TOK, LP_EFORMAT, "\"vocab_size\" is 2147483648");
+    int32_t h2[7] = {64, 172, 5, 8, INT32_MIN, 512, 512};
+    write_bytes(path, h2, sizeof h2);
+    expect_load_error(path, STORIES_TOK, LP_EFORMAT, "\"n_kv_heads\" is -2147483648");
+    rm_tree(dir);
+}
+
+/* Overwrites element `at` (of `size` bytes) of tensor `name` in the safetensors file st. */
+static void poke_tensor(const char *st, const char *name, size_t at, const void *value, size_t size) {
+    char *buf;
+    size_t len;
+    assert_int_equal(lp_file_read_new(st, &buf, &len), LP_OK);
+    uint64_t hl;
+    memcpy(&hl, buf, 8);
+    json_t *hdr = json_loadb(buf + 8, hl, 0, NULL);
+    assert_non_null(hdr);
+    json_t *t = json_object_get(hdr, name);
+    assert_non_null(t);
+    size_t begin = (size_t)json_integer_value(json_array_get(json_object_get(t, "data_offsets"), 0));
+    memcpy(buf + 8 + hl + begin + at * size, value, size);
+    json_decref(hdr);
+    write_bytes(st, buf, len);
+    free(buf);
+}
+
+/* Inf or NaN in the weights made runs print "null" or short arrays; now the load refuses
+ * them, naming the tensor and the index. */
+static void nonfinite_weights_are_refused_at_load(void **state) {
+    (void)state;
+    float bad[] = {NAN, INFINITY, -INFINITY};
+    const char *names[] = {"h.1.mlp.c_fc.weight", "wte.weight", "ln_f.bias"};
+    for (int i = 0; i < 3; i++) {
+        char *dir = make_temp_dir();
+        char m[512], st[600];
+        make_gpt2(dir, m, sizeof m, "");
+        snprintf(st, sizeof st, "%s/model.safetensors", m);
+        poke_tensor(st, names[i], 7, &bad[i], sizeof bad[i]);
+        expect_load_error(m, NULL, LP_EFORMAT, names[i]);
+        assert_non_null(strstr(lp_errmsg(), "index 7"));
+        rm_tree(dir);
+    }
+    /* F16 weights are converted first, then scanned */
+    char *dir = make_temp_dir();
+    char m[512], st[600];
+    snprintf(m, sizeof m, "%s/m", dir);
+    assert_int_equal(mkmodel(m, "--arch llama --dtype f16 --seed 2"), 0);
+    snprintf(st, sizeof st, "%s/model.safetensors", m);
+    uint16_t f16_nan = 0x7e00;
+    poke_tensor(st, "model.layers.1.mlp.up_proj.weight", 3, &f16_nan, sizeof f16_nan);
+    expect_load_error(m, NULL, LP_EFORMAT, "'model.layers.1.mlp.up_proj.weight' holds nan at index 3");
+    rm_tree(dir);
+    /* llama2.c: an inf in wq */
+    lp_mapping map;
+    assert_int_equal(lp_file_map(&map, STORIES), LP_OK);
+    unsigned char *copy = malloc(map.size);
+    memcpy(copy, map.data, map.size);
+    int32_t h[7];
+    memcpy(h, copy, sizeof h);
+    size_t at = 28 + 4 * ((size_t)abs(h[5]) * h[0] + (size_t)h[2] * h[0] + 11); /* wq[11] */
+    float inf = INFINITY;
+    memcpy(copy + at, &inf, 4);
+    dir = make_temp_dir();
+    char path[512];
+    snprintf(path, sizeof path, "%s/s.bin", dir);
+    write_bytes(path, copy, map.size);
+    expect_load_error(path, STORIES_TOK, LP_EFORMAT, "wq holds inf at index 11");
+    free(copy);
+    lp_file_unmap(&map);
+    rm_tree(dir);
+}
+
+/* A 1 GB config.json took 100 s to parse; files above the caps are refused unread. */
+static void json_files_above_the_size_caps_are_refused(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char m[512], f[600];
+    make_gpt2(dir, m, sizeof m, "");
+    snprintf(f, sizeof f, "%s/config.json", m);
+    assert_int_equal(truncate(f, (off_t)LP_JSON_MAX_CONFIG + 1), 0); /* sparse */
+    expect_load_error(m, NULL, LP_ERANGE, "16 MB");
+    assert_non_null(strstr(lp_errmsg(), "config.json"));
+    rm_tree(dir);
+    dir = make_temp_dir();
+    snprintf(m, sizeof m, "%s/m", dir);
+    assert_int_equal(mkmodel(m, "--arch gpt2 --shards 2"), 0);
+    snprintf(f, sizeof f, "%s/model.safetensors.index.json", m);
+    assert_int_equal(truncate(f, (off_t)LP_JSON_MAX_INDEX + 1), 0);
+    expect_load_error(m, NULL, LP_ERANGE, "64 MB");
+    rm_tree(dir);
+}
+
+/* Finite weights large enough to overflow float32 in the forward pass: the run is refused
+ * with the layer where it happened, instead of logits of NaN printed as null or dropped. */
+static void forward_overflow_is_a_clear_error(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char m[512];
+    make_gpt2(dir, m, sizeof m, "--std 1e30");
+    lp_model *model;
+    if (lp_model_load(&model, m, NULL)) fail_msg("%s", lp_errmsg());
+    int ids[] = {1, 2, 3};
+    lp_run *r = (lp_run *)1;
+    assert_int_equal(lp_run_new(&r, model, ids, 3), LP_ERANGE);
+    assert_null(r);
+    if (!strstr(lp_errmsg(), "overflowed float32")) fail_msg("%s", lp_errmsg());
+    lp_model_free(model);
+    rm_tree(dir);
+}
+
+/* The config.json fuzzer's corpus, replayed through the loader and a forward pass on its
+ * model: the seeds load and run, and every crash-* input (the issue's and the fuzzer's
+ * finds) is refused with a message. */
+static void config_fuzz_corpus_replays(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    if (config_model_make(dir)) fail_msg("%s", lp_errmsg());
+    DIR *d = opendir("tests/fuzz/corpus/config");
+    assert_non_null(d);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[600], *buf;
+        size_t len;
+        snprintf(path, sizeof path, "tests/fuzz/corpus/config/%s", e->d_name);
+        assert_int_equal(lp_file_read_new(path, &buf, &len), LP_OK);
+        if (config_model_try(dir, buf, len)) fail_msg("%s: an error without a message", path);
+        lp_model *m = NULL;
+        int rc = lp_model_load(&m, dir, NULL);
+        if (strncmp(e->d_name, "crash-", 6) == 0 ? rc == LP_OK : rc != LP_OK)
+            fail_msg("%s: load gave %d (%s)", path, rc, lp_errmsg());
+        lp_model_free(m);
+        free(buf);
+        n++;
+    }
+    closedir(d);
+    assert_true(n >= 3);
+    rm_tree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(missing_path_is_an_io_error_naming_it),
@@ -311,6 +523,12 @@ int main(void) {
         cmocka_unit_test(unsupported_dtype_is_named),
         cmocka_unit_test(sequence_longer_than_context_is_a_range_error),
         cmocka_unit_test(transformer_prefix_and_sharded_checkpoints_load),
+        cmocka_unit_test(config_sizes_out_of_range_are_refused),
+        cmocka_unit_test(llama2c_header_int_min_is_refused),
+        cmocka_unit_test(nonfinite_weights_are_refused_at_load),
+        cmocka_unit_test(json_files_above_the_size_caps_are_refused),
+        cmocka_unit_test(forward_overflow_is_a_clear_error),
+        cmocka_unit_test(config_fuzz_corpus_replays),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }

@@ -665,6 +665,31 @@ static void test_malformed_tokenizer_json_is_rejected_with_a_message(void **stat
                       LP_EUNSUPPORTED, "regex");
 }
 
+/* Sequences nested past loupe's depth of 4 said `"Sequence" is not supported`; a file above
+ * the tokenizer size cap is refused before it is read, naming the cap. */
+static void test_deep_sequences_and_huge_files_are_named(void **state) {
+    (void)state;
+    char json[2048];
+    const char *kinds[2][2] = {{"normalizer", "normalizers"}, {"pre_tokenizer", "pretokenizers"}};
+    for (int k = 0; k < 2; k++) {
+        int n = snprintf(json, sizeof json, "{\"%s\": ", kinds[k][0]);
+        for (int i = 0; i < 6; i++)
+            n += snprintf(json + n, sizeof json - n, "{\"type\": \"Sequence\", \"%s\": [", kinds[k][1]);
+        n += snprintf(json + n, sizeof json - n, "%s", k ? "{\"type\": \"ByteLevel\"}" : "{\"type\": \"NFC\"}");
+        for (int i = 0; i < 6; i++) n += snprintf(json + n, sizeof json - n, "]}");
+        snprintf(json + n, sizeof json - n, ", \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}");
+        expect_json_error("deep.json", json, LP_EUNSUPPORTED, "nested more than 4 deep");
+    }
+    char path[256];
+    write_text("huge.json", "", path, sizeof path);
+    assert_int_equal(truncate(path, (off_t)LP_JSON_MAX_TOKENIZER + 1), 0); /* sparse: no disk used */
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_json(&t, path), LP_ERANGE);
+    assert_non_null(strstr(lp_errmsg(), path));
+    assert_non_null(strstr(lp_errmsg(), "128 MB"));
+    unlink(path);
+}
+
 static void test_malformed_merges_txt_is_rejected_with_line_number(void **state) {
     (void)state;
     char vocab[256], merges[256];
@@ -716,6 +741,7 @@ int main(void) {
         cmocka_unit_test(test_llama2c_rejects_truncated_file),
         cmocka_unit_test(test_missing_files_report_eio_naming_them),
         cmocka_unit_test(test_malformed_tokenizer_json_is_rejected_with_a_message),
+        cmocka_unit_test(test_deep_sequences_and_huge_files_are_named),
         cmocka_unit_test(test_malformed_merges_txt_is_rejected_with_line_number),
     };
     int failed = cmocka_run_group_tests_name("tokenizer_gpt2", gpt2_tests, gpt2_setup, gpt2_teardown);

@@ -18,6 +18,21 @@ void lp_file_unmap(lp_mapping *m); /* NULL-safe; leaves *m zeroed */
 /* Reads a whole file into a new NUL-terminated buffer the caller frees. */
 int lp_file_read_new(const char *path, char **out, size_t *len);
 
+/* Caps on the JSON files loupe reads, checked before parsing (jansson takes ~0.1 s a MB, and
+ * the whole tree stays in memory): each is many times the largest real file of its kind, so
+ * that only a wrong or hostile file reaches it. */
+#define LP_JSON_MAX_CONFIG (16u << 20)     /* config.json, train.json: real ones are a few KB */
+#define LP_JSON_MAX_INDEX (64u << 20)      /* model.safetensors.index.json: ~60 bytes a tensor, so
+                                              a 1 MB index already maps 15000 tensors */
+#define LP_JSON_MAX_TOKENIZER (128u << 20) /* tokenizer.json, vocab.json: Gemma 3's 262k-token
+                                              tokenizer.json, among the largest, is 33 MB */
+
+/* Reads and parses the JSON file at path (jansson flags), refusing one above max_bytes with
+ * an LP_ERANGE message naming the file and the limit; a parse error is LP_EFORMAT naming the
+ * line and column. *out is a new reference (a struct json_t *, from jansson). */
+struct json_t;
+int lp_json_load_file(const char *path, size_t max_bytes, size_t flags, struct json_t **out);
+
 /* Writes len bytes to path atomically (a temporary file renamed into place). */
 int lp_file_write(const char *path, const void *data, size_t len);
 

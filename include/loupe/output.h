@@ -21,6 +21,11 @@ const char *lp_mode_name(lp_mode mode);
 /* Writes value (and table, which may be NULL) to f in mode. Takes no references. */
 void lp_output(FILE *f, lp_mode mode, json_t *value, json_t *table);
 
+/* A number for a result: a JSON real, or JSON null when x is NaN or infinite (JSON has
+ * neither; jansson's json_real would return NULL and the value would silently go missing).
+ * Tabular modes show null as an empty cell. Every real in a command's result goes through here. */
+json_t *lp_json_number(double x);
+
 /* Table building helpers. */
 json_t *lp_table_new(void);
 /* is_token for a column whose text (and header) the command has already made safe with
