@@ -99,26 +99,6 @@ static int parse_ids(const char *list, int vocab, int **ids, int *n) {
     return LP_OK;
 }
 
-/* The text of `run TEXT`: the rest of the line, unquoted if it is one quoted word. */
-static char *run_text(const char *rest) {
-    while (*rest == ' ' || *rest == '\t') rest++;
-    size_t n = strlen(rest);
-    while (n > 0 && (rest[n - 1] == '\n' || rest[n - 1] == '\r')) n--;
-    if (n >= 2 && (rest[0] == '"' || rest[0] == '\'') && rest[n - 1] == rest[0]) {
-        char **w;
-        char *line = strndup(rest, n);
-        int k = line ? lp_split_words(line, &w) : -1;
-        free(line);
-        if (k == 1) {
-            char *t = strdup(w[0]);
-            free(w);
-            return t;
-        }
-        if (k >= 0) free(w);
-    }
-    return strndup(rest, n);
-}
-
 int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text) {
     const lp_config *c = lp_model_config(s->model);
     lp_run *r;
@@ -149,59 +129,53 @@ int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text) {
     return rec;
 }
 
+/* run [--bos|--no-bos] [--] TEXT | run --ids 1,2,3 [--bos|--no-bos] (the free-text rule of
+ * lp_cmd_text). --bos/--no-bos add or leave out BOS before the text's tokens. */
 int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)argc, (void)argv;
     int rc = lp_cmd_need_model(s);
     if (rc) return rc;
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     int *ids = NULL, n = 0;
-    char *text = NULL;
-    bool option_form = argc > 1 && strncmp(argv[1], "--", 2) == 0 && argv[1][2] != '\0';
-    if (option_form) {
-        lp_opt o[] = {{"ids", false, NULL}, {"bos", true, NULL}, {"no-bos", true, NULL}, {"text", false, NULL}};
-        char *pos[1];
-        int np;
-        if ((rc = lp_cmd_opts("run", argc, argv, o, 4, pos, 1, &np))) return rc;
-        if (o[0].value) {
-            if (np || o[3].value) return lp_error(LP_EINVAL, "run: give either --ids or text, not both");
-            if ((rc = parse_ids(o[0].value, c->vocab, &ids, &n))) return rc;
-        } else {
-            const char *src = o[3].value ? o[3].value : np ? pos[0] : NULL;
-            if (!src) return lp_error(LP_EINVAL, "run: give the text to run, or --ids 1,2,3");
-            text = strdup(src);
+    char *buf;
+    lp_opt o[] = {{"ids", false, NULL}, {"bos", true, NULL}, {"no-bos", true, NULL}, {"text", false, NULL}};
+    if ((rc = lp_cmd_text("run", rest, o, 4, &buf))) return rc;
+    const char *text = o[3].value ? o[3].value : buf[0] ? buf : NULL;
+    if (o[3].value && buf[0]) rc = lp_error(LP_EINVAL, "run: give the text once: after the options or with --text");
+    else if (o[1].value && o[2].value) rc = lp_error(LP_EINVAL, "run: give --bos or --no-bos, not both");
+    else if (o[0].value && text) rc = lp_error(LP_EINVAL, "run: give either --ids or text, not both");
+    else if (o[0].value) rc = parse_ids(o[0].value, c->vocab, &ids, &n);
+    else if (!text) rc = lp_error(LP_EINVAL, "run: give the text to run, or --ids 1,2,3");
+    else if (!t) rc = lp_error(LP_EINVAL, "run: this model has no tokenizer; use run --ids 1,2,3");
+    if (!rc && (o[1].value || o[2].value) && o[0].value) {
+        /* --bos/--no-bos on ids: make the first id BOS, or drop it. */
+        int bos = t ? lp_tokenizer_bos(t) : -1;
+        if (bos < 0) rc = lp_error(LP_EINVAL, "run: this model has no BOS token; give the ids as they are");
+        else if (o[1].value && ids[0] != bos) {
+            int *more = realloc(ids, (size_t)(n + 1) * sizeof *ids);
+            if (!more) rc = lp_error(LP_ENOMEM, "out of memory");
+            else {
+                ids = more;
+                memmove(ids + 1, ids, (size_t)n * sizeof *ids);
+                ids[0] = bos, n++;
+            }
+        } else if (o[2].value && ids[0] == bos) {
+            memmove(ids, ids + 1, (size_t)--n * sizeof *ids);
         }
-        if (text && !t) return lp_error(LP_EINVAL, "run: this model has no tokenizer; use run --ids");
-        if (text) {
-            bool bos = o[1].value ? true : o[2].value ? false : lp_tokenizer_adds_bos(t);
-            size_t len = strlen(text);
-            ids = malloc((len + 3) * sizeof *ids);
-            if (!ids) return free(text), lp_error(LP_ENOMEM, "out of memory");
-            if ((rc = lp_tokenizer_encode(t, text, len, bos, ids, (int)len + 3, &n))) goto done;
-        }
-    } else {
-        if (!t) return lp_error(LP_EINVAL, "run: this model has no tokenizer; use run --ids 1,2,3");
-        text = run_text(rest);
-        if (!text) return lp_error(LP_ENOMEM, "out of memory");
+    } else if (!rc && !o[0].value) {
+        bool bos = o[1].value ? true : o[2].value ? false : lp_tokenizer_adds_bos(t);
         size_t len = strlen(text);
         ids = malloc((len + 3) * sizeof *ids);
-        if (!ids) {
-            free(text);
-            return lp_error(LP_ENOMEM, "out of memory");
-        }
-        if ((rc = lp_tokenizer_encode(t, text, len, lp_tokenizer_adds_bos(t), ids, (int)len + 3, &n))) goto done;
+        if (!ids) rc = lp_error(LP_ENOMEM, "out of memory");
+        else rc = lp_tokenizer_encode(t, text, len, bos, ids, (int)len + 3, &n);
     }
-    if (n == 0) {
-        rc = lp_error(LP_EINVAL, "run: the text gives no tokens; give some text or --ids");
-        goto done;
-    }
-    if (n > c->n_ctx) {
+    if (!rc && n == 0) rc = lp_error(LP_EINVAL, "run: the text gives no tokens; give some text or --ids");
+    if (!rc && n > c->n_ctx)
         rc = lp_error(LP_ERANGE, "run: %d tokens exceed the model's context of %d; shorten the text", n, c->n_ctx);
-        goto done;
-    }
-    rc = lp_cmd_start_run(s, ids, n, text);
-done:
+    if (!rc) rc = lp_cmd_start_run(s, ids, n, o[0].value ? NULL : text);
     free(ids);
-    free(text);
+    free(buf);
     return rc;
 }
 

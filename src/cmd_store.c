@@ -141,53 +141,6 @@ int lp_cmd_session(lp_session *s, int argc, char **argv, const char *rest) {
     return show_query(s, "SELECT id, name, created_at FROM sessions WHERE id = ?1", json_pack("[I]", (json_int_t)id));
 }
 
-/* A note's text is taken verbatim, quotes and all (a note about "it's" must not be a quoting
- * error): the rest of the line minus the options, which are plain "--name VALUE" words.
- * Text wrapped whole in one pair of quotes loses them. Fills opts[i].value (pointers into
- * the returned buffer, which the caller frees). */
-static char *note_text(const char *rest, lp_opt *opts, int nopts) {
-    size_t len = strlen(rest);
-    char *buf = malloc(len + 1), *text = malloc(len + 1);
-    if (!buf || !text) {
-        free(buf);
-        free(text);
-        return NULL;
-    }
-    memcpy(buf, rest, len + 1);
-    size_t out = 0;
-    char *save = NULL;
-    for (char *w = strtok_r(buf, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
-        int k = -1;
-        for (int i = 0; w[0] == '-' && w[1] == '-' && i < nopts; i++)
-            if (strcmp(w + 2, opts[i].name) == 0) k = i;
-        char *value = k >= 0 ? strtok_r(NULL, " \t", &save) : NULL;
-        if (k >= 0 && value) {
-            opts[k].value = value;
-            continue;
-        }
-        out += (size_t)sprintf(text + out, "%s%s", out ? " " : "", w);
-    }
-    text[out] = '\0';
-    if (out >= 2 && (text[0] == '"' || text[0] == '\'') && text[out - 1] == text[0] && !memchr(text + 1, text[0], out - 2)) {
-        memmove(text, text + 1, out - 2);
-        text[out - 2] = '\0';
-    }
-    /* The option values point into buf: keep it alive by appending it after the text. */
-    char *both = malloc(len + 1 + (out + 1));
-    if (!both) {
-        free(buf);
-        free(text);
-        return NULL;
-    }
-    strcpy(both, text);
-    memcpy(both + strlen(text) + 1, buf, len + 1);
-    for (int i = 0; i < nopts; i++)
-        if (opts[i].value) opts[i].value = both + strlen(text) + 1 + (opts[i].value - buf);
-    free(buf);
-    free(text);
-    return both;
-}
-
 static int put_finding(lp_session *s, const char *kind, const char *text, int layer, int head, int pos) {
     int64_t session, id;
     int rc = current_session(s, &session);
@@ -197,14 +150,16 @@ static int put_finding(lp_session *s, const char *kind, const char *text, int la
                       json_pack("[I]", (json_int_t)id));
 }
 
+/* note [--layer L] [--head H] [--pos P] [--] TEXT: the text as typed (lp_cmd_text), quotes
+ * and all (a note about "it's" must not be a quoting error). */
 int lp_cmd_note(lp_session *s, int argc, char **argv, const char *rest) {
     (void)argc, (void)argv;
     lp_opt o[] = {{"layer", false, NULL}, {"head", false, NULL}, {"pos", false, NULL}};
-    char *text = note_text(rest, o, 3);
-    if (!text) return lp_error(LP_ENOMEM, "out of memory");
+    char *text;
+    int rc = lp_cmd_text("note", rest, o, 3, &text);
+    if (rc) return rc;
     long layer = -1, head = -1, p = -1;
     const lp_config *c = s->model ? lp_model_config(s->model) : NULL;
-    int rc = LP_OK;
     if (!text[0]) rc = lp_error(LP_EINVAL, "note: write the note's text, e.g. note head 1.2 copies the previous token");
     if (!rc && (o[0].value || o[1].value || o[2].value) && !s->run)
         rc = lp_error(LP_EINVAL, "note: --layer, --head and --pos refer to the current run; run something first");
@@ -410,17 +365,19 @@ int lp_cmd_export(lp_session *s, int argc, char **argv, const char *rest) {
     return rc;
 }
 
+/* sql [--write] [--] QUERY (the free-text rule of lp_cmd_text). */
 int lp_cmd_sql(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)argc, (void)argv;
     int rc = need_store(s);
     if (rc) return rc;
-    bool write = argc > 1 && strcmp(argv[1], "--write") == 0;
-    const char *q = rest;
-    while (*q == ' ' || *q == '\t') q++;
-    if (write) q += strlen("--write");
-    while (*q == ' ' || *q == '\t') q++;
-    if (!*q) return lp_error(LP_EINVAL, "sql: give a query, e.g. sql SELECT * FROM runs_view");
+    lp_opt o[] = {{"write", true, NULL}};
+    char *q;
+    if ((rc = lp_cmd_text("sql", rest, o, 1, &q))) return rc;
     json_t *rows = NULL, *table = NULL;
-    if ((rc = lp_store_query(s->store, q, NULL, write, &rows, &table))) return rc;
+    if (!q[0]) rc = lp_error(LP_EINVAL, "sql: give a query, e.g. sql SELECT * FROM runs_view");
+    if (!rc) rc = lp_store_query(s->store, q, NULL, o[0].value != NULL, &rows, &table);
+    free(q);
+    if (rc) return rc;
     if (rows) lp_cmd_emit(s, rows, table);
     else json_decref(table);
     return LP_OK;

@@ -18,6 +18,34 @@
 
 /* ---- words and options ---- */
 
+/* Reads the word at *pp (quotes and escapes as lp_split_words says) into *outp, advancing
+ * both; the word is not terminated. -1 (with a message) for an unterminated quote. */
+static int read_word(const char **pp, char **outp) {
+    const char *p = *pp;
+    char *out = *outp;
+    while (*p && !isspace((unsigned char)*p)) {
+        if (*p == '"' || *p == '\'') {
+            char q = *p++;
+            while (*p && *p != q) {
+                if (q == '"' && *p == '\\' && p[1]) {
+                    p++;
+                    *out++ = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p == 'r' ? '\r' : *p;
+                    p++;
+                } else {
+                    *out++ = *p++;
+                }
+            }
+            if (*p != q) return lp_error(LP_EINVAL, "unterminated %c quote", q), -1;
+            p++;
+        } else {
+            *out++ = *p++;
+        }
+    }
+    *pp = p;
+    *outp = out;
+    return 0;
+}
+
 int lp_split_words(const char *line, char ***words) {
     size_t len = strlen(line);
     /* Worst case: every other byte starts a word. Pointers first, then the text. */
@@ -31,33 +59,95 @@ int lp_split_words(const char *line, char ***words) {
         while (*p && isspace((unsigned char)*p)) p++;
         if (!*p) break;
         w[n++] = out;
-        while (*p && !isspace((unsigned char)*p)) {
-            if (*p == '"' || *p == '\'') {
-                char q = *p++;
-                while (*p && *p != q) {
-                    if (q == '"' && *p == '\\' && p[1]) {
-                        p++;
-                        *out++ = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p == 'r' ? '\r' : *p;
-                        p++;
-                    } else {
-                        *out++ = *p++;
-                    }
-                }
-                if (*p != q) {
-                    free(w);
-                    *words = NULL;
-                    return lp_error(LP_EINVAL, "unterminated %c quote", q), -1;
-                }
-                p++;
-            } else {
-                *out++ = *p++;
-            }
+        if (read_word(&p, &out) < 0) {
+            free(w);
+            *words = NULL;
+            return -1;
         }
         *out++ = '\0';
     }
     w[n] = NULL;
     *words = w;
     return n;
+}
+
+static bool blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+/* CMD [OPTIONS] [--] TEXT: see cmd.h. One allocation: the text, then the option values. */
+int lp_cmd_text(const char *cmd, const char *rest, lp_opt *spec, int nspec, char **text) {
+    size_t len = strlen(rest);
+    char *buf = malloc(2 * len + 2), *vals = buf + len + 1;
+    *text = NULL;
+    if (!buf) return lp_error(LP_ENOMEM, "out of memory");
+    const char *p = rest;
+    bool ended = false;
+    for (;;) {
+        while (blank(*p)) p++;
+        if (p[0] != '-' || p[1] != '-') break;
+        const char *w = p;
+        while (*p && !blank(*p)) p++;
+        size_t wl = (size_t)(p - w);
+        if (wl == 2) { /* "--": the text follows, as it is */
+            ended = true;
+            break;
+        }
+        int k = 0;
+        while (k < nspec && (strlen(spec[k].name) != wl - 2 || strncmp(w + 2, spec[k].name, wl - 2) != 0)) k++;
+        if (k == nspec) {
+            free(buf);
+            return lp_error(LP_EINVAL, "%s: unknown option %.*s (options come before the text; put -- before a text "
+                            "that starts with --; see 'help %s')", cmd, (int)wl, w, cmd);
+        }
+        if (spec[k].flag) {
+            spec[k].value = "";
+            continue;
+        }
+        while (blank(*p)) p++;
+        if (!*p) {
+            free(buf);
+            return lp_error(LP_EINVAL, "%s: option --%s needs a value", cmd, spec[k].name);
+        }
+        spec[k].value = vals;
+        if (read_word(&p, &vals) < 0) {
+            free(buf);
+            return LP_EINVAL;
+        }
+        *vals++ = '\0';
+    }
+    while (blank(*p)) p++;
+    size_t n = strlen(p);
+    while (n > 0 && blank(p[n - 1])) n--;
+    /* An option written after the text would silently become part of it. */
+    for (size_t i = 0; !ended && i < n; i++) {
+        if ((i > 0 && !blank(p[i - 1])) || p[i] != '-' || p[i + 1] != '-') continue;
+        size_t wl = 2;
+        while (i + wl < n && !blank(p[i + wl])) wl++;
+        for (int k = 0; k < nspec; k++)
+            if (strlen(spec[k].name) == wl - 2 && strncmp(p + i + 2, spec[k].name, wl - 2) == 0) {
+                free(buf);
+                return lp_error(LP_EINVAL, "%s: --%s must come before the text ('%s --%s ... TEXT'); to keep it in "
+                                "the text, put -- before the text", cmd, spec[k].name, cmd, spec[k].name);
+            }
+    }
+    /* A text that is one quoted word is read as an option value is: "..." or '...' removed,
+     * escapes in "..." applied. Anything else is taken as it is, quotes and all. */
+    const char *q = p;
+    char *out = buf;
+    if (n >= 2 && (p[0] == '"' || p[0] == '\'') && p[n - 1] == p[0]) {
+        const char *save_q = q;
+        char *save_out = out;
+        if (read_word(&q, &out) < 0 || (size_t)(q - p) != n) {
+            lp_error_clear();
+            q = save_q, out = save_out;
+        }
+    }
+    if (q == p) {
+        memcpy(buf, p, n);
+        out = buf + n;
+    }
+    *out = '\0';
+    *text = buf;
+    return LP_OK;
 }
 
 int lp_cmd_int(const char *s, const char *what, long lo, long hi, long *out) {
@@ -269,7 +359,7 @@ static const lp_command COMMANDS[] = {
     {"load", "PATH [--tokenizer FILE]", "load a model: a Hugging Face directory or a llama2.c .bin",
      "load ../shared/models/stories260K/stories260K.bin", lp_cmd_load, false},
     {"info", "", "describe the model: architecture, sizes, parameters, dtype, path", "info", lp_cmd_info, false},
-    {"run", "TEXT | --ids 1,2,3 [--bos|--no-bos]",
+    {"run", "[--bos|--no-bos] [--] TEXT | --ids 1,2,3 [--bos|--no-bos]",
      "tokenize (or take ids), run the model, capture every activation; becomes the current run",
      "run Once upon a time", lp_cmd_run, true},
     {"tokens", "", "position, id and text of each token of the current run", "tokens", lp_cmd_tokens, false},
@@ -321,8 +411,8 @@ static const lp_command COMMANDS[] = {
      "scan --labelled", lp_cmd_scan, false},
     {"session", "[new NAME | list | open ID]", "show, start, list or switch sessions (runs and findings belong to one)",
      "session new induction-hunt", lp_cmd_session, false},
-    {"note", "TEXT [--layer L] [--head H] [--pos P]", "write down a finding about the current run",
-     "note head 1.4 copies the previous token --layer 1 --head 4", lp_cmd_note, true},
+    {"note", "[--layer L] [--head H] [--pos P] [--] TEXT", "write down a finding about the current run",
+     "note --layer 1 --head 4 head 1.4 copies the previous token", lp_cmd_note, true},
     {"tag", "NAME", "tag the current run", "tag induction", lp_cmd_tag, false},
     {"findings", "[--all]", "notes and tags of this session (or of all)", "findings", lp_cmd_findings, false},
     {"runs", "[--all]", "past runs of this session (or of all)", "runs --all", lp_cmd_runs, false},
@@ -331,7 +421,7 @@ static const lp_command COMMANDS[] = {
      "save acts 2", lp_cmd_save, false},
     {"export", "TENSOR FILE", "write a tensor as .npy or .csv; TENSOR: attn L [H], logits, resid_post L, mlp_post L, ...",
      "export attn 0 1 pattern.npy", lp_cmd_export, false},
-    {"sql", "[--write] QUERY", "run SQL on the database (read-only unless --write)",
+    {"sql", "[--write] [--] QUERY", "run SQL on the database (read-only unless --write)",
      "sql SELECT * FROM runs_view ORDER BY id DESC LIMIT 5", lp_cmd_sql, true},
     {"source", "FILE", "run the commands in FILE (nested up to 16 deep)", "source setup.loupe", cmd_source, false},
     {"mode", "[table|box|markdown|csv|json|jsonl]", "show or set the output mode", "mode json", cmd_mode, false},

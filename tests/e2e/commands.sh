@@ -1,0 +1,51 @@
+#!/bin/sh
+# What a new user tripped over: the free-text rule, help at 80 columns, lens options, scan's
+# range, why generation stopped, sql for sqlite3-shell users, number formats, TransformerLens
+# hook names. Each check names the behaviour it protects.
+set -u
+LOUPE=${LOUPE:-./loupe}
+MODEL=models/default
+STORIES=../shared/models/stories260K/stories260K.bin
+fails=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export XDG_DATA_HOME="$tmp/data"
+
+check() { # check NAME COMMAND...: the command must succeed
+    name=$1; shift
+    if "$@" >/dev/null 2>"$tmp/err"; then echo "ok   $name"; else echo "FAIL $name"; cat "$tmp/err"; fails=$((fails + 1)); fi
+}
+json() { "$LOUPE" -d :memory: -m json "$@"; }
+# refused NAME PATTERN ARGS...: loupe exits 1 with one error line matching PATTERN
+refused() {
+    name=$1 pat=$2; shift 2
+    "$LOUPE" -d :memory: "$@" >"$tmp/ro" 2>"$tmp/re"; rc=$?
+    if [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/re")" -eq 1 ] && grep -q -- "$pat" "$tmp/re"; then
+        echo "ok   $name"
+    else
+        echo "FAIL $name (exit $rc)"; cat "$tmp/ro" "$tmp/re"; fails=$((fails + 1))
+    fi
+}
+
+# ---- free text: options first, -- ends them, the rest is the text ----
+n0=$(json $MODEL -e 'run When Mary' | jq .n_tokens)
+n1=$(json $MODEL -e 'run --bos When Mary' | jq .n_tokens)
+check "run --bos TEXT adds BOS" test "$n1" -eq $((n0 + 1))
+refused "run TEXT --bos: the option must come first" "error: run: --bos must come before the text" $MODEL -e 'run When Mary --bos'
+refused "run --bogus TEXT: unknown option refused" "error: run: unknown option --bogus" $MODEL -e 'run --bogus When Mary'
+t=$(json $MODEL -e 'run -- When Mary --bos' | jq -r .text)
+check "run -- TEXT keeps --bos in the text" test "$t" = "When Mary --bos"
+t=$(json $MODEL -e 'run "When Mary"' | jq -r .text)
+check "run \"TEXT\": a wholly quoted text loses its quotes" test "$t" = "When Mary"
+t=$(json $MODEL -e 'run a "b"' | jq -r .text)
+check "run a \"b\": other quotes are text" test "$t" = 'a "b"'
+t=$(json $MODEL -e "run ' Mary'" | jq -r .text)
+check "run ' Mary': quotes keep a leading space" test "$t" = " Mary"
+refused "note TEXT --layer: the option must come first" "error: note: --layer must come before the text" \
+    $MODEL -e 'run When Mary' -e 'note head 1.1 moves names --layer 1'
+note=$(json $MODEL -e 'run When Mary' -e 'note --layer 1 --head 1 head 1.1 moves names' | tail -n 1 | jq -r '.[0] | "\(.layer) \(.head) \(.text)"')
+check "note --layer L --head H TEXT" test "$note" = "1 1 head 1.1 moves names"
+refused "sql --bogus refused" "error: sql: unknown option --bogus" -e 'sql --bogus SELECT 1'
+
+echo "$fails failed"
+[ "$fails" -eq 0 ]
