@@ -47,5 +47,16 @@ note=$(json $MODEL -e 'run When Mary' -e 'note --layer 1 --head 1 head 1.1 moves
 check "note --layer L --head H TEXT" test "$note" = "1 1 head 1.1 moves names"
 refused "sql --bogus refused" "error: sql: unknown option --bogus" -e 'sql --bogus SELECT 1'
 
+# ---- help fits 80 columns: one line per command; help CMD gives the whole usage ----
+widest() { awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$1"; }
+"$LOUPE" -e help >"$tmp/help"
+ncmd=$("$LOUPE" -m json -e help | jq length)
+check "help: one line per command" test "$(wc -l <"$tmp/help")" -eq $((ncmd + 2))
+check "help fits 80 columns" test "$(widest "$tmp/help")" -le 80
+"$LOUPE" -e 'help train' >"$tmp/help"
+check "help train fits 80 columns" test "$(widest "$tmp/help")" -le 80
+check "help train gives the whole usage" grep -q -- '--threads N\] \[--quiet\]' "$tmp/help"
+check "help train in json: the usage whole" sh -c "'$LOUPE' -m json -e 'help train' | jq -e '.usage | endswith(\"[--quiet]\")'"
+
 echo "$fails failed"
 [ "$fails" -eq 0 ]
