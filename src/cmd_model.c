@@ -402,7 +402,10 @@ static const char *safe_token(json_t *tok, char *buf, size_t cap) {
 }
 
 /* lens [--k K] [--pos P] [--target ...]: rows "embed", 0 .. L-1 (the residual stream after
- * each layer); the last row is the model's output. */
+ * each layer); the last row is the model's output. JSON: one object per (row, position),
+ * "layer" -1 for embed (with "site" naming the row). Tables: without --pos, layers down and
+ * positions across, each cell the top k tokens with their probabilities, or with a target
+ * its probability and rank; with --pos, layers down and the top k across, then the target. */
 int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
@@ -416,6 +419,9 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
     if (o[0].value && (rc = lp_cmd_int(o[0].value, "--k", 1, 50, &k))) return rc;
     if (o[1].value && (rc = lp_cmd_pos(s, o[1].value, &only))) return rc;
     if ((rc = lp_cmd_target(s, o[2].value, o[3].value, &target))) return rc;
+    if (only < 0 && target >= 0 && o[0].value)
+        return lp_error(LP_EINVAL, "lens: across positions a cell shows either the top --k tokens or the target's "
+                        "probability and rank; add --pos P for one table with both");
     int T = lp_run_len(s->run), R = c->n_layer + 1;
     size_t cells = (size_t)R * T;
     int *ids = malloc(cells * k * sizeof *ids), *rank = malloc(cells * sizeof *rank);
@@ -426,8 +432,6 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
         free(ids), free(rank), free(probs), free(tprob);
         return rc;
     }
-    /* JSON: one object per (layer, position); table: layers down, positions across (top-1),
-     * or with --pos, layers down and the top k across. */
     json_t *arr = json_array(), *table = lp_table_new();
     lp_table_column(table, "layer", 0, NULL);
     int from = only >= 0 ? only : 0, to = only >= 0 ? only + 1 : T;
@@ -435,9 +439,17 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
     const int *run_ids = lp_run_ids(s->run);
     if (only >= 0) {
         for (int i = 0; i < k; i++) {
-            snprintf(head, sizeof head, "top %d", i + 1);
+            snprintf(head, sizeof head, "top%d", i + 1);
             lp_table_column(table, head, 1, NULL);
             lp_table_column(table, "prob", 0, "%.3f");
+        }
+        if (target >= 0) {
+            json_t *tok = lp_cmd_token(s, target);
+            char shown[96];
+            snprintf(head, sizeof head, "p(%s)", safe_token(tok, shown, sizeof shown));
+            json_decref(tok);
+            lp_table_column(table, head, LP_COL_SAFE, "%.3g");
+            lp_table_column(table, "rank", 0, NULL);
         }
     } else {
         for (int t = 0; t < T; t++) {
@@ -448,7 +460,6 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
             lp_table_column(table, head, LP_COL_SAFE, NULL);
         }
     }
-    if (target >= 0) lp_table_column(table, only >= 0 ? "target prob" : "", 0, "%.3g");
     for (int row = 0; row < R; row++) {
         json_t *trow = json_array();
         json_array_append_new(trow, row == 0 ? json_string("embed") : json_integer(row - 1));
@@ -459,7 +470,7 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
                 json_array_append_new(top, json_pack("{s:i,s:o,s:f}", "id", ids[cell * k + i], "token",
                                                      lp_cmd_token(s, ids[cell * k + i]), "prob",
                                                      (double)probs[cell * k + i]));
-            json_t *o2 = json_pack("{s:o,s:i,s:o}", "layer", row == 0 ? json_string("embed") : json_integer(row - 1),
+            json_t *o2 = json_pack("{s:i,s:s,s:i,s:o}", "layer", row - 1, "site", row == 0 ? "embed" : "resid_post",
                                    "pos", t, "top", top);
             if (target >= 0) {
                 json_object_set_new(o2, "target_prob", json_real(tprob[cell]));
@@ -471,18 +482,26 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
                     json_array_append_new(trow, lp_cmd_token(s, ids[cell * k + i]));
                     json_array_append_new(trow, json_real(probs[cell * k + i]));
                 }
-                if (target >= 0) json_array_append_new(trow, json_real(tprob[cell]));
-            } else {
-                /* "token 0.42": the top token and its probability in one cell */
-                json_t *tok = lp_cmd_token(s, ids[cell * k]);
-                char cellbuf[160], shown[120];
-                snprintf(cellbuf, sizeof cellbuf, "%s %.2f", safe_token(tok, shown, sizeof shown),
-                         (double)probs[cell * k]);
-                json_decref(tok);
-                json_array_append_new(trow, json_stringn_nocheck(cellbuf, strlen(cellbuf)));
+                if (target >= 0) {
+                    json_array_append_new(trow, json_real(tprob[cell]));
+                    json_array_append_new(trow, json_integer(rank[cell]));
+                }
+                continue;
             }
+            /* "·Mary 0.42 ·John 0.13": the top k and their probabilities in one cell, or
+             * the target's probability and rank: "0.013 #4" */
+            char cellbuf[2048], shown[120];
+            size_t at = 0;
+            if (target >= 0)
+                at += (size_t)snprintf(cellbuf, sizeof cellbuf, "%.2g #%d", (double)tprob[cell], rank[cell]);
+            for (int i = 0; target < 0 && i < k && at < sizeof cellbuf - 160; i++) {
+                json_t *tok = lp_cmd_token(s, ids[cell * k + i]);
+                at += (size_t)snprintf(cellbuf + at, sizeof cellbuf - at, "%s%s %.2f", i ? "  " : "",
+                                       safe_token(tok, shown, sizeof shown), (double)probs[cell * k + i]);
+                json_decref(tok);
+            }
+            json_array_append_new(trow, json_stringn_nocheck(cellbuf, at));
         }
-        if (only < 0 && target >= 0) json_array_append_new(trow, json_null());
         lp_table_row(table, trow);
     }
     free(ids), free(rank), free(probs), free(tprob);

@@ -47,6 +47,19 @@ note=$(json $MODEL -e 'run When Mary' -e 'note --layer 1 --head 1 head 1.1 moves
 check "note --layer L --head H TEXT" test "$note" = "1 1 head 1.1 moves names"
 refused "sql --bogus refused" "error: sql: unknown option --bogus" -e 'sql --bogus SELECT 1'
 
+# ---- lens: options apply to the whole table, ranks count from 1, layer has one type ----
+IOI='run When Mary and John went to the store, John gave a drink to'
+"$LOUPE" -d :memory: $MODEL -e "$IOI" -e 'lens --k 2' | sed -n '/^layer/,$p' >"$tmp/lens"
+check "lens --k 2 without --pos: two tokens per cell" sh -c "sed -n 3p '$tmp/lens' | grep -q 'When 0\.[0-9][0-9]  [^ ]* 0\.[0-9][0-9]'"
+"$LOUPE" -d :memory: $MODEL -e "$IOI" -e 'lens --target " Mary"' | sed -n '/^layer/,$p' >"$tmp/lens"
+check "lens --target without --pos: probability and rank per cell" grep -q ' #1 ' "$tmp/lens"
+"$LOUPE" -d :memory: $MODEL -e "$IOI" -e 'lens --pos -1 --target " Mary"' | sed -n '/^layer/,$p' >"$tmp/lens"
+check "lens --pos --target: a rank column" sh -c "head -n 1 '$tmp/lens' | grep -q 'rank\$' && tail -n 1 '$tmp/lens' | grep -q ' 1\$'"
+refused "lens --k with --target across positions refused" "error: lens: .*add --pos P" $MODEL -e "$IOI" -e 'lens --k 2 --target " Mary"'
+json $MODEL -e "$IOI" -e 'lens --target " Mary"' -e 'top 1' | tail -n 2 >"$tmp/lens.json"
+check "lens: the top token has rank 1, as in top" sh -c "jq -s -e '(.[0] | map(select(.layer == 1 and .pos == 13)) | .[0].target_rank) == .[1][0].rank' '$tmp/lens.json'"
+check "lens json: layer is an integer in every row (-1: embed)" sh -c "jq -s -e '.[0] | all(.layer | type == \"number\") and (map(select(.layer == -1)) | all(.site == \"embed\"))' '$tmp/lens.json'"
+
 # ---- help fits 80 columns: one line per command; help CMD gives the whole usage ----
 widest() { awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$1"; }
 "$LOUPE" -e help >"$tmp/help"
