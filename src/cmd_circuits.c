@@ -470,13 +470,19 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     long len = 0, seqs = 4, seed = 0;
     double thr = LP_SCAN_THRESHOLD;
-    if ((o[0].value && (rc = lp_cmd_int(o[0].value, "--len", 2, c->n_ctx / 2, &len))) ||
+    lp_scan_options so = {0, 0, 0, t ? lp_tokenizer_bos(t) : -1, {t ? lp_tokenizer_eos(t) : -1, -1}};
+    /* --len's range is what this model's context (and vocabulary) allows. */
+    int max_len = lp_scan_max_len(s->model, &so);
+    if (o[0].value && (rc = lp_cmd_int(o[0].value, "--len", 2, LONG_MAX, &len))) return rc;
+    if (len > max_len)
+        return lp_error(LP_EINVAL, "scan: --len %ld is out of range (2..%d): the sequence is %s%ld random tokens twice, "
+                        "and the model's context holds %d", len, max_len, so.bos >= 0 ? "BOS and " : "", len, c->n_ctx);
+    if ((o[1].value && (rc = lp_cmd_int(o[1].value, "--seqs", 1, 1000, &seqs))) ||
         (o[1].value && (rc = lp_cmd_int(o[1].value, "--seqs", 1, 1000, &seqs))) ||
         (o[2].value && (rc = lp_cmd_int(o[2].value, "--seed", 0, LONG_MAX, &seed))) ||
         (o[3].value && (rc = lp_cmd_float(o[3].value, "--threshold", &thr))))
         return rc;
-    lp_scan_options so = {(int)len, (int)seqs, (uint64_t)seed, t ? lp_tokenizer_bos(t) : -1,
-                          {t ? lp_tokenizer_eos(t) : -1, -1}};
+    so.seq_len = (int)len, so.n_seqs = (int)seqs, so.seed = (uint64_t)seed;
     int L = c->n_layer, H = c->n_head, N;
     float *sc = malloc((size_t)L * H * LP_SCAN_COUNT * sizeof *sc);
     lp_store_head_scan *rows = malloc((size_t)L * H * sizeof *rows);

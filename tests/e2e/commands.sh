@@ -60,6 +60,13 @@ json $MODEL -e "$IOI" -e 'lens --target " Mary"' -e 'top 1' | tail -n 2 >"$tmp/l
 check "lens: the top token has rank 1, as in top" sh -c "jq -s -e '(.[0] | map(select(.layer == 1 and .pos == 13)) | .[0].target_rank) == .[1][0].rank' '$tmp/lens.json'"
 check "lens json: layer is an integer in every row (-1: embed)" sh -c "jq -s -e '.[0] | all(.layer | type == \"number\") and (map(select(.layer == -1)) | all(.site == \"embed\"))' '$tmp/lens.json'"
 
+# ---- scan: the range --len gives is the range that works ----
+ctx=$(json $MODEL -e info | jq .context)
+max=$("$LOUPE" -d :memory: $MODEL -e "scan --len $ctx" 2>&1 | sed -n 's/.*(2\.\.\([0-9]*\)).*/\1/p')
+check "scan --len past the context: refused with a range" test -n "$max"
+check "scan --len at the top of the range works" sh -c "'$LOUPE' -d :memory: -m json $MODEL -e 'scan --len $max --seqs 1' | jq -e '.seq_len == $max'"
+refused "scan --len one past the range is refused" "error: scan: --len $((max + 1)) is out of range (2..$max)" $MODEL -e "scan --len $((max + 1))"
+
 # ---- help fits 80 columns: one line per command; help CMD gives the whole usage ----
 widest() { awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$1"; }
 "$LOUPE" -e help >"$tmp/help"
