@@ -275,6 +275,48 @@ int lp_cmd_attn(lp_session *s, int argc, char **argv, const char *rest) {
     return LP_OK;
 }
 
+/* The text of out[0..n) after prompt[0..T): the whole sequence decoded, less the prompt's
+ * text (so that a character split across the boundary and SentencePiece's leading space
+ * come out right), with BOS and EOS written as their vocabulary strings where the decoder
+ * leaves them out ("John.<|endoftext|>The old woman"). null when decoding fails. */
+static json_t *generated_text(const lp_tokenizer *t, const int *prompt, int T, const int *out, int n) {
+    int total = T + n, bos = lp_tokenizer_bos(t), eos = lp_tokenizer_eos(t);
+    int *all = malloc((size_t)total * sizeof *all);
+    size_t need = 0, cap = 0;
+    json_t *text = json_null();
+    if (!all) return text;
+    memcpy(all, prompt, (size_t)T * sizeof *all);
+    memcpy(all + T, out, (size_t)n * sizeof *all);
+    /* Asked with no buffer, decode reports the size needed, NUL included. */
+    lp_tokenizer_decode(t, all, total, NULL, 0, &need);
+    for (int i = 0; i < n; i++) {
+        size_t k = 0;
+        if (out[i] == bos || out[i] == eos) lp_tokenizer_token_bytes(t, out[i], &k);
+        cap += k;
+    }
+    char *full = malloc(need), *buf = malloc(need + cap + 1);
+    if (full && buf && lp_tokenizer_decode(t, all, total, full, need, &need) == LP_OK) {
+        /* A prefix decodes to a prefix of the whole: each token's text is the difference. */
+        size_t at = 0, from, to;
+        lp_tokenizer_decode(t, all, T, NULL, 0, &from);
+        from--;
+        for (int i = 0; i < n; i++) {
+            size_t k = 0;
+            lp_tokenizer_decode(t, all, T + i + 1, NULL, 0, &to);
+            to--;
+            const char *b = out[i] == bos || out[i] == eos ? lp_tokenizer_token_bytes(t, out[i], &k) : NULL;
+            if (b) memcpy(buf + at, b, k), at += k;
+            if (to > from) memcpy(buf + at, full + from, to - from), at += to - from;
+            if (to > from) from = to;
+        }
+        text = json_stringn_nocheck(buf, at);
+    }
+    free(full);
+    free(buf);
+    free(all);
+    return text;
+}
+
 int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
@@ -308,33 +350,19 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
         json_array_append_new(ids, json_integer(out[i]));
         json_array_append_new(toks, lp_cmd_token(s, out[i]));
     }
-    json_t *text = json_null();
-    if (t) {
-        /* Decode the whole sequence and cut off the prompt's text, so that a character
-         * split across the boundary and SentencePiece's leading space come out right. */
-        int total = T + got;
-        int *all = malloc((size_t)total * sizeof *all);
-        size_t need = 0, plen = 0;
-        if (all) {
-            memcpy(all, lp_run_ids(s->run), (size_t)T * sizeof *all);
-            memcpy(all + T, out, (size_t)got * sizeof *all);
-            /* Asked with no buffer, decode reports the size needed, NUL included. */
-            lp_tokenizer_decode(t, all, total, NULL, 0, &need);
-            lp_tokenizer_decode(t, all, T, NULL, 0, &plen);
-            char *buf = malloc(need);
-            if (buf && lp_tokenizer_decode(t, all, total, buf, need, &need) == LP_OK) {
-                size_t from = plen - 1 <= need ? plen - 1 : need;
-                text = json_stringn_nocheck(buf + from, need - from);
-            }
-            free(buf);
-            free(all);
-        }
-    }
-    json_t *v = json_pack("{s:i,s:o,s:o,s:o}", "prompt_tokens", T, "ids", ids, "tokens", toks, "text", text);
+    /* Why it stopped: the end-of-text token, the context's end, or N tokens. */
+    int eos = t ? lp_tokenizer_eos(t) : -1;
+    const char *stop = !o[4].value && got > 0 && out[got - 1] == eos ? "eos" : got < n ? "context" : "length";
+    json_t *text = t ? generated_text(t, lp_run_ids(s->run), T, out, got) : json_null();
+    json_t *v = json_pack("{s:i,s:o,s:o,s:o,s:s}", "prompt_tokens", T, "ids", ids, "tokens", toks, "text", text, "stop",
+                          stop);
+    /* The table says why in words. */
+    const char *why = stop[0] == 'e' ? "end-of-text" : stop[0] == 'c' ? "context full" : "N tokens";
     json_t *table = lp_table_new();
     lp_table_column(table, "generated", 0, NULL);
+    lp_table_column(table, "stop", 0, NULL);
     lp_table_column(table, "text", 0, NULL);
-    lp_table_row(table, json_pack("[i,O]", got, json_object_get(v, "text")));
+    lp_table_row(table, json_pack("[i,s,O]", got, why, json_object_get(v, "text")));
     lp_cmd_emit(s, v, table);
     free(out);
     return LP_OK;

@@ -67,6 +67,13 @@ check "scan --len past the context: refused with a range" test -n "$max"
 check "scan --len at the top of the range works" sh -c "'$LOUPE' -d :memory: -m json $MODEL -e 'scan --len $max --seqs 1' | jq -e '.seq_len == $max'"
 refused "scan --len one past the range is refused" "error: scan: --len $((max + 1)) is out of range (2..$max)" $MODEL -e "scan --len $((max + 1))"
 
+# ---- generate says why it stopped and keeps end-of-text visible ----
+json $MODEL -e "$IOI" -e 'generate 20' -e 'generate 20 --no-stop' -e "generate $ctx --no-stop" | tail -n 3 >"$tmp/gen"
+check "generate: stop eos at end-of-text, which stays in the text" sh -c "jq -s -e '.[0] | .stop == \"eos\" and (.text | endswith(\"<|endoftext|>\"))' '$tmp/gen'"
+check "generate --no-stop: stop length, end-of-text kept between texts" sh -c "jq -s -e '.[1] | .stop == \"length\" and (.ids | length) == 20 and (.text | test(\"[.]<[|]endoftext[|]>[A-Z]\"))' '$tmp/gen'"
+check "generate past the context: stop context" sh -c "jq -s -e '.[2] | .stop == \"context\" and .prompt_tokens + (.ids | length) == $ctx' '$tmp/gen'"
+check "generate: the table says why" sh -c "'$LOUPE' -d :memory: $MODEL -e '$IOI' -e 'generate 20' | grep -q 'end-of-text'"
+
 # ---- help fits 80 columns: one line per command; help CMD gives the whole usage ----
 widest() { awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$1"; }
 "$LOUPE" -e help >"$tmp/help"
