@@ -365,7 +365,31 @@ int lp_cmd_export(lp_session *s, int argc, char **argv, const char *rest) {
     return rc;
 }
 
-/* sql [--write] [--] QUERY (the free-text rule of lp_cmd_text). */
+/* The sqlite3 shell's .tables and .schema [NAME], as queries; other dot commands get a hint.
+ * *sql is NULL when q is plain SQL. */
+static int dot_command(const char *q, const char **sql, json_t **params) {
+    *sql = NULL;
+    *params = NULL;
+    if (q[0] != '.') return LP_OK;
+    char name[16] = "", arg[128] = "", extra[2] = "";
+    sscanf(q, ".%15s %127s %1s", name, arg, extra);
+    if (strcmp(name, "tables") == 0 && !arg[0]) {
+        *sql = "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"
+               " ORDER BY type, name";
+        return LP_OK;
+    }
+    if (strcmp(name, "schema") == 0 && !extra[0]) {
+        *sql = "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'"
+               " AND (?1 = '' OR name = ?1) ORDER BY type = 'view', rowid";
+        *params = json_pack("[s]", arg);
+        return LP_OK;
+    }
+    return lp_error(LP_EINVAL, "sql: '.%s' is a sqlite3 shell command; sql takes SQL, and .tables and .schema [NAME] "
+                    "(or open the file in sqlite3)", name);
+}
+
+/* sql [--write] [--] QUERY (the free-text rule of lp_cmd_text): every statement runs, in
+ * order, and each that returns rows prints them, as the sqlite3 shell does. */
 int lp_cmd_sql(lp_session *s, int argc, char **argv, const char *rest) {
     (void)argc, (void)argv;
     int rc = need_store(s);
@@ -373,12 +397,43 @@ int lp_cmd_sql(lp_session *s, int argc, char **argv, const char *rest) {
     lp_opt o[] = {{"write", true, NULL}};
     char *q;
     if ((rc = lp_cmd_text("sql", rest, o, 1, &q))) return rc;
-    json_t *rows = NULL, *table = NULL;
+    const char *dot;
+    json_t *params, *results = NULL;
     if (!q[0]) rc = lp_error(LP_EINVAL, "sql: give a query, e.g. sql SELECT * FROM runs_view");
-    if (!rc) rc = lp_store_query(s->store, q, NULL, o[0].value != NULL, &rows, &table);
+    if (!rc) rc = dot_command(q, &dot, &params);
+    if (!rc && dot) {
+        json_t *rows, *table;
+        if (!(rc = lp_store_query(s->store, dot, params, false, &rows, &table)) && params) {
+            /* .schema: the statements line by line, as the shell prints them (json keeps each whole) */
+            json_decref(table);
+            table = lp_table_new();
+            lp_table_column(table, "sql", 0, NULL);
+            size_t i;
+            json_t *row;
+            json_array_foreach(rows, i, row) {
+                const char *sql = json_string_value(json_object_get(row, "sql"));
+                for (const char *line = sql; line && *line;) {
+                    size_t n = strcspn(line, "\n");
+                    bool last = !line[n];
+                    char *l = malloc(n + 2);
+                    if (l) {
+                        snprintf(l, n + 2, "%.*s%s", (int)n, line, last ? ";" : "");
+                        lp_table_row(table, json_pack("[s]", l));
+                    }
+                    free(l);
+                    line += n + !last;
+                }
+            }
+        }
+        json_decref(params);
+        if (!rc) lp_cmd_emit(s, rows, table);
+    } else if (!rc) {
+        rc = lp_store_query_all(s->store, q, o[0].value != NULL, &results);
+    }
     free(q);
-    if (rc) return rc;
-    if (rows) lp_cmd_emit(s, rows, table);
-    else json_decref(table);
-    return LP_OK;
+    size_t i;
+    json_t *r;
+    json_array_foreach(results, i, r) lp_cmd_emit(s, json_incref(json_object_get(r, "rows")), json_incref(json_object_get(r, "table")));
+    json_decref(results);
+    return rc;
 }

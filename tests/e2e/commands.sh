@@ -74,6 +74,20 @@ check "generate --no-stop: stop length, end-of-text kept between texts" sh -c "j
 check "generate past the context: stop context" sh -c "jq -s -e '.[2] | .stop == \"context\" and .prompt_tokens + (.ids | length) == $ctx' '$tmp/gen'"
 check "generate: the table says why" sh -c "'$LOUPE' -d :memory: $MODEL -e '$IOI' -e 'generate 20' | grep -q 'end-of-text'"
 
+# ---- sql for sqlite3-shell users ----
+"$LOUPE" -d :memory: $MODEL -e 'sql .tables' >"$tmp/sql"
+check "sql .tables lists tables and views" sh -c "grep -q '^runs  *table' '$tmp/sql' && grep -q '^runs_view  *view' '$tmp/sql'"
+check "sql .schema runs: its CREATE TABLE" sh -c "'$LOUPE' -d :memory: $MODEL -e 'sql .schema runs' | grep -q '^CREATE TABLE runs ('"
+refused "sql .dump: a hint, not an SQL syntax error" "error: sql: '.dump' is a sqlite3 shell command" -e 'sql .dump'
+n=$(json -e 'sql SELECT 1 AS a; SELECT 2 AS b' | jq -s -c .)
+check "sql: several statements print in order" test "$n" = '[[{"a":1}],[{"b":2}]]'
+"$LOUPE" -d :memory: $MODEL -e 'run When Mary and' -e "sql SELECT token AS predicted, run_text AS prev_token FROM predictions_view WHERE pos = 2 AND rank = 1" >"$tmp/sql"
+check "sql: a token column keeps · under another name" grep -q '^·Matthew' "$tmp/sql"
+check "sql: a text column named like a token shows spaces" grep -q 'When Mary and$' "$tmp/sql"
+v=$(json -e 'sql PRAGMA user_version' | jq '.[0].user_version')
+check "README gives the schema version the file has" grep -q "schema version $v," README.md
+check "store/README gives the schema version the file has" grep -q "^## Schema (version $v)" store/README.md
+
 # ---- help fits 80 columns: one line per command; help CMD gives the whole usage ----
 widest() { awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$1"; }
 "$LOUPE" -e help >"$tmp/help"
