@@ -9,6 +9,7 @@
 #include "loupe/error.h"
 #include "loupe/heads.h"
 #include "loupe/npy.h"
+#include "loupe/site.h"
 #include "loupe/tokenizer.h"
 
 #define TOP_PER_POSITION 5
@@ -247,11 +248,16 @@ static int take_tensor(lp_session *s, char **w, int n, tensor *t) {
     if (n < 1) return lp_error(LP_EINVAL, "say which tensor: attn L [H], logits, or an activation and a layer (resid_post L)");
     lp_act_kind kind;
     const char *name = strcmp(w[0], "attn") == 0 ? "pattern" : w[0];
-    int rc = lp_act_from_name(name, &kind);
+    int hook_layer, rc = lp_site_parse(name, c, &kind, &hook_layer);
     if (rc) return rc;
     long layer = 0, head = -1;
     bool per_layer = kind != LP_ACT_LOGITS && kind != LP_ACT_LN_FINAL && kind != LP_ACT_LN_FINAL_SCALE;
-    if (per_layer) {
+    if (hook_layer >= 0) { /* blocks.L.NAME [H] */
+        if (hook_layer >= c->n_layer) return lp_error(LP_EINVAL, "%s: layer %d is out of range (0..%d)", w[0], hook_layer, c->n_layer - 1);
+        layer = hook_layer;
+        if (n > 1 && (rc = lp_cmd_int(w[1], "head", 0, c->n_head - 1, &head))) return rc;
+        if (n > 2) return lp_error(LP_EINVAL, "unexpected '%s' after the tensor", w[2]);
+    } else if (per_layer) {
         if (n < 2) return lp_error(LP_EINVAL, "%s needs a layer (0..%d)", w[0], c->n_layer - 1);
         if ((rc = lp_cmd_int(w[1], "layer", 0, c->n_layer - 1, &layer))) return rc;
         if (n > 2 && (rc = lp_cmd_int(w[2], "head", 0, c->n_head - 1, &head))) return rc;

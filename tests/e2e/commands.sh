@@ -88,6 +88,27 @@ v=$(json -e 'sql PRAGMA user_version' | jq '.[0].user_version')
 check "README gives the schema version the file has" grep -q "schema version $v," README.md
 check "store/README gives the schema version the file has" grep -q "^## Schema (version $v)" store/README.md
 
+# ---- TransformerLens hook names are aliases of loupe's sites ----
+"$LOUPE" -d :memory: $MODEL -e "$IOI" -e "export blocks.1.hook_resid_post $tmp/a.npy" -e "export resid_post 1 $tmp/b.npy" \
+    -e "export blocks.0.attn.hook_z 2 $tmp/c.npy" -e "export z 0 2 $tmp/d.npy" -e "export ln_final.hook_normalized $tmp/e.npy" \
+    -e "export ln_final $tmp/f.npy" >/dev/null 2>"$tmp/err"
+check "export blocks.L.hook_resid_post = export resid_post L" cmp "$tmp/a.npy" "$tmp/b.npy"
+check "export blocks.L.attn.hook_z H = export z L H" cmp "$tmp/c.npy" "$tmp/d.npy"
+check "export ln_final.hook_normalized = export ln_final" cmp "$tmp/e.npy" "$tmp/f.npy"
+a=$(json $MODEL -e "$IOI" -e 'acts --site blocks.1.hook_mlp_out --pos -1' | tail -n 1 | jq -c '.positions')
+b=$(json $MODEL -e "$IOI" -e 'acts 1 --site mlp_out --pos -1' | tail -n 1 | jq -c '.positions')
+check "acts --site blocks.L.hook_mlp_out = acts L --site mlp_out" test -n "$a" -a "$a" = "$b"
+check "save blocks.L.mlp.hook_post" sh -c "'$LOUPE' -d :memory: -m json $MODEL -e '$IOI' -e 'save blocks.0.mlp.hook_post' | tail -n 1 | jq -e '.[0].name == \"mlp_post\" and .[0].layer == 0'"
+P='patch --corrupt "When John and Mary went to the store, Mary gave a drink to"'
+a=$(json $MODEL -e "$IOI" -e "$P --site attn.hook_z" | tail -n 1 | jq -c .values)
+b=$(json $MODEL -e "$IOI" -e "$P --site z" | tail -n 1 | jq -c .values)
+check "patch --site attn.hook_z = patch --site z" test -n "$a" -a "$a" = "$b"
+refused "patch --site blocks.0.hook_resid_pre: patch sweeps every layer" "error: patch: --site blocks.0.hook_resid_pre names one layer.*give hook_resid_pre" \
+    $MODEL -e "$IOI" -e "$P --site blocks.0.hook_resid_pre"
+refused "hook_embed: not captured, and what to use" "error: hook_embed is not captured: .*blocks.0.hook_resid_pre" $MODEL -e "$IOI" -e "export hook_embed $tmp/x.npy"
+refused "hook_q on a rotary model: use hook_rot_q" "error: blocks.0.attn.hook_q is not captured: .*hook_rot_q" $STORIES -e 'run Hi' -e "export blocks.0.attn.hook_q $tmp/x.npy"
+refused "blocks.L past the last layer" "error: blocks.9.hook_resid_post: layer 9 is out of range" $MODEL -e "$IOI" -e "export blocks.9.hook_resid_post $tmp/x.npy"
+
 # ---- help fits 80 columns: one line per command; help CMD gives the whole usage ----
 widest() { awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$1"; }
 "$LOUPE" -e help >"$tmp/help"
