@@ -109,6 +109,18 @@ refused "hook_embed: not captured, and what to use" "error: hook_embed is not ca
 refused "hook_q on a rotary model: use hook_rot_q" "error: blocks.0.attn.hook_q is not captured: .*hook_rot_q" $STORIES -e 'run Hi' -e "export blocks.0.attn.hook_q $tmp/x.npy"
 refused "blocks.L past the last layer" "error: blocks.9.hook_resid_post: layer 9 is out of range" $MODEL -e "$IOI" -e "export blocks.9.hook_resid_post $tmp/x.npy"
 
+# ---- numbers: a column's values share their decimals, right-aligned; csv and json keep full precision ----
+"$LOUPE" -d :memory: $STORIES -e 'run Once upon a time' -e 'top 3' | tail -n 3 >"$tmp/top"
+check "top: one number of decimals per column" sh -c "awk '{ print \$4 }' '$tmp/top' | sed 's/.*[.]//' | awk '{ print length }' | sort -u | wc -l | grep -qx 1"
+check "top: a small probability is not in %g's exponent form" sh -c "! grep -q 'e-' '$tmp/top'"
+"$LOUPE" -d :memory: $STORIES -e 'run Tim had a ball. Tim gave the ball to' -e 'neurons 4 5 --sort dla --vs " her"' | tail -n 5 >"$tmp/neu"
+check "neurons: negatives right-aligned (every row ends at one column)" sh -c "awk '{ print length }' '$tmp/neu' | sort -u | wc -l | grep -qx 1"
+check "neurons: act and dla columns keep one number of decimals" sh -c "awk '{ print \$3; print \$4 }' '$tmp/neu' | sed 's/.*[.]//' | awk '{ print length }' | sort -u | wc -l | grep -qx 2"
+"$LOUPE" -d :memory: $MODEL -e "$IOI" -e 'patch --corrupt "When John and Mary went to the store, Mary gave a drink to" --site attn_out' -e dla >"$tmp/zero"
+check "no -0.00 in a table" sh -c "! grep -q -- '-0[.]0*\\( \\|\$\\)' '$tmp/zero'"
+p=$("$LOUPE" -d :memory: -m csv $STORIES -e 'run Once upon a time' -e 'top 3' | tail -n 1 | cut -d, -f4 | tr -d '\r')
+check "csv keeps full precision ($p)" sh -c "echo '$p' | grep -q '^0[.]000[0-9]\\{5,\\}'"
+
 # ---- help fits 80 columns: one line per command; help CMD gives the whole usage ----
 widest() { awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$1"; }
 "$LOUPE" -e help >"$tmp/help"
