@@ -40,6 +40,12 @@ static int sequence_len(const lp_config *c, const lp_scan_options *o) {
     return N;
 }
 
+int lp_scan_max_len(const lp_model *m, const lp_scan_options *o) {
+    const lp_config *c = lp_model_config(m);
+    int N = (c->n_ctx - (o->bos >= 0)) / 2, allowed = allowed_count(o, c->vocab);
+    return N < allowed ? N : allowed;
+}
+
 int lp_scan_sequence(const lp_model *m, const lp_scan_options *o, int index, int *ids, int *n) {
     const lp_config *c = lp_model_config(m);
     int V = c->vocab, N = sequence_len(c, o), at = 0;

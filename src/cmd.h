@@ -17,6 +17,13 @@ typedef struct {
 
 /* Sorts argv[1..argc) into options (spec) and at most max_pos positionals, in order. */
 int lp_cmd_opts(const char *cmd, int argc, char **argv, lp_opt *spec, int nspec, char **pos, int max_pos, int *npos);
+/* The free-text commands (run, note, sql): `CMD [OPTIONS] [--] TEXT`. Options come first,
+ * read from rest (the raw line after the command's name); "--" ends them; the rest of the
+ * line, blanks around it dropped, is the text as typed, except that a text that is one
+ * quoted word loses its quotes ("..." with escapes, as an option value). An unknown option
+ * before the text, or one of spec written inside it (without "--"), is an error. *text is
+ * one allocation the caller frees, holding the option values too. */
+int lp_cmd_text(const char *cmd, const char *rest, lp_opt *spec, int nspec, char **text);
 int lp_cmd_int(const char *s, const char *what, long lo, long hi, long *out);
 int lp_cmd_float(const char *s, const char *what, double *out);
 

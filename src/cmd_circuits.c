@@ -11,6 +11,7 @@
 #include "cmd.h"
 #include "loupe/circuits.h"
 #include "loupe/error.h"
+#include "loupe/site.h"
 #include "loupe/tokenizer.h"
 
 /* A recovery is undefined when the clean and corrupted metrics are closer than this:
@@ -228,12 +229,17 @@ int lp_cmd_acts(lp_session *s, int argc, char **argv, const char *rest) {
     long layer, k = 5;
     if ((rc = lp_cmd_opts("acts", argc, argv, o, 3, pos, 1, &np))) return rc;
     const lp_config *c = lp_model_config(s->model);
-    if (np < 1) return lp_error(LP_EINVAL, "acts: give a layer, e.g. 'acts 3 --site mlp_out'");
-    if ((rc = lp_cmd_int(pos[0], "layer", 0, c->n_layer - 1, &layer))) return rc;
+    lp_act_kind kind = LP_ACT_RESID_POST;
+    int hook_layer = -1;
+    if (o[0].value && (rc = lp_site_parse(o[0].value, c, &kind, &hook_layer))) return rc;
+    layer = hook_layer; /* --site blocks.L.NAME gives the layer */
+    if (np < 1 && hook_layer < 0) return lp_error(LP_EINVAL, "acts: give a layer, e.g. 'acts 3 --site mlp_out'");
+    if (np && (rc = lp_cmd_int(pos[0], "layer", 0, c->n_layer - 1, &layer))) return rc;
+    if (hook_layer >= 0 && layer != hook_layer)
+        return lp_error(LP_EINVAL, "acts: layer %ld and --site %s disagree; give the layer once", layer, o[0].value);
+    if (layer >= c->n_layer) return lp_error(LP_EINVAL, "layer %ld is out of range (0..%d)", layer, c->n_layer - 1);
     if (o[1].value && (rc = lp_cmd_pos(s, o[1].value, &only))) return rc;
     if (o[2].value && (rc = lp_cmd_int(o[2].value, "--top", 0, 64, &k))) return rc;
-    lp_act_kind kind = LP_ACT_RESID_POST;
-    if (o[0].value && (rc = lp_act_from_name(o[0].value, &kind))) return rc;
     lp_view v;
     if (kind == LP_ACT_LN_FINAL || kind == LP_ACT_LOGITS || kind == LP_ACT_LN_FINAL_SCALE)
         return lp_error(LP_EINVAL, "acts: %s is not per layer", lp_act_name(kind));
@@ -374,6 +380,19 @@ static json_t *patch_table(json_t *v, int heads) {
     return table;
 }
 
+/* --site: resid_pre, attn_out, mlp_out, z, or their TransformerLens hooks without a layer
+ * (hook_resid_pre, hook_attn_out, hook_mlp_out, attn.hook_z): patch sweeps every layer. */
+static int patch_site(const lp_session *s, const char *name, lp_patch_site *site) {
+    lp_act_kind kind;
+    int layer;
+    if (lp_site_parse(name, lp_model_config(s->model), &kind, &layer) == LP_OK && layer >= 0)
+        return lp_error(LP_EINVAL, "patch: --site %s names one layer, and patch sweeps them all; give %s", name,
+                        strchr(strchr(name, '.') + 1, '.') + 1);
+    lp_error_clear();
+    return lp_patch_site_from_name(lp_site_parse(name, lp_model_config(s->model), &kind, &layer) == LP_OK ?
+                                   lp_act_name(kind) : name, site);
+}
+
 /* patch --corrupt TEXT [--site S] [--target ..] [--vs ..] [--denoise]: a layer x position
  * (or layer x head for z) table of the logit-difference recovery. */
 int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
@@ -387,7 +406,7 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     int np, target, contrast, n, *ids = NULL;
     if ((rc = lp_cmd_opts("patch", argc, argv, o, 8, pos, 0, &np))) return rc;
     lp_patch_site site = LP_PATCH_RESID_PRE;
-    if (o[2].value && (rc = lp_patch_site_from_name(o[2].value, &site))) return rc;
+    if (o[2].value && (rc = patch_site(s, o[2].value, &site))) return rc;
     const lp_config *c = lp_model_config(s->model);
     int T = lp_run_len(s->run), L = c->n_layer, V = c->vocab;
     const lp_run *clean = s->run;
@@ -475,13 +494,19 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     long len = 0, seqs = 4, seed = 0;
     double thr = LP_SCAN_THRESHOLD;
-    if ((o[0].value && (rc = lp_cmd_int(o[0].value, "--len", 2, c->n_ctx / 2, &len))) ||
+    lp_scan_options so = {0, 0, 0, t ? lp_tokenizer_bos(t) : -1, {t ? lp_tokenizer_eos(t) : -1, -1}};
+    /* --len's range is what this model's context (and vocabulary) allows. */
+    int max_len = lp_scan_max_len(s->model, &so);
+    if (o[0].value && (rc = lp_cmd_int(o[0].value, "--len", 2, LONG_MAX, &len))) return rc;
+    if (len > max_len)
+        return lp_error(LP_EINVAL, "scan: --len %ld is out of range (2..%d): the sequence is %s%ld random tokens twice, "
+                        "and the model's context holds %d", len, max_len, so.bos >= 0 ? "BOS and " : "", len, c->n_ctx);
+    if ((o[1].value && (rc = lp_cmd_int(o[1].value, "--seqs", 1, 1000, &seqs))) ||
         (o[1].value && (rc = lp_cmd_int(o[1].value, "--seqs", 1, 1000, &seqs))) ||
         (o[2].value && (rc = lp_cmd_int(o[2].value, "--seed", 0, LONG_MAX, &seed))) ||
         (o[3].value && (rc = lp_cmd_float(o[3].value, "--threshold", &thr))))
         return rc;
-    lp_scan_options so = {(int)len, (int)seqs, (uint64_t)seed, t ? lp_tokenizer_bos(t) : -1,
-                          {t ? lp_tokenizer_eos(t) : -1, -1}};
+    so.seq_len = (int)len, so.n_seqs = (int)seqs, so.seed = (uint64_t)seed;
     int L = c->n_layer, H = c->n_head, N;
     float *sc = malloc((size_t)L * H * LP_SCAN_COUNT * sizeof *sc);
     lp_store_head_scan *rows = malloc((size_t)L * H * sizeof *rows);

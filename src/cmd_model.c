@@ -99,26 +99,6 @@ static int parse_ids(const char *list, int vocab, int **ids, int *n) {
     return LP_OK;
 }
 
-/* The text of `run TEXT`: the rest of the line, unquoted if it is one quoted word. */
-static char *run_text(const char *rest) {
-    while (*rest == ' ' || *rest == '\t') rest++;
-    size_t n = strlen(rest);
-    while (n > 0 && (rest[n - 1] == '\n' || rest[n - 1] == '\r')) n--;
-    if (n >= 2 && (rest[0] == '"' || rest[0] == '\'') && rest[n - 1] == rest[0]) {
-        char **w;
-        char *line = strndup(rest, n);
-        int k = line ? lp_split_words(line, &w) : -1;
-        free(line);
-        if (k == 1) {
-            char *t = strdup(w[0]);
-            free(w);
-            return t;
-        }
-        if (k >= 0) free(w);
-    }
-    return strndup(rest, n);
-}
-
 int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text) {
     const lp_config *c = lp_model_config(s->model);
     lp_run *r;
@@ -149,59 +129,53 @@ int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text) {
     return rec;
 }
 
+/* run [--bos|--no-bos] [--] TEXT | run --ids 1,2,3 [--bos|--no-bos] (the free-text rule of
+ * lp_cmd_text). --bos/--no-bos add or leave out BOS before the text's tokens. */
 int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)argc, (void)argv;
     int rc = lp_cmd_need_model(s);
     if (rc) return rc;
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     int *ids = NULL, n = 0;
-    char *text = NULL;
-    bool option_form = argc > 1 && strncmp(argv[1], "--", 2) == 0 && argv[1][2] != '\0';
-    if (option_form) {
-        lp_opt o[] = {{"ids", false, NULL}, {"bos", true, NULL}, {"no-bos", true, NULL}, {"text", false, NULL}};
-        char *pos[1];
-        int np;
-        if ((rc = lp_cmd_opts("run", argc, argv, o, 4, pos, 1, &np))) return rc;
-        if (o[0].value) {
-            if (np || o[3].value) return lp_error(LP_EINVAL, "run: give either --ids or text, not both");
-            if ((rc = parse_ids(o[0].value, c->vocab, &ids, &n))) return rc;
-        } else {
-            const char *src = o[3].value ? o[3].value : np ? pos[0] : NULL;
-            if (!src) return lp_error(LP_EINVAL, "run: give the text to run, or --ids 1,2,3");
-            text = strdup(src);
+    char *buf;
+    lp_opt o[] = {{"ids", false, NULL}, {"bos", true, NULL}, {"no-bos", true, NULL}, {"text", false, NULL}};
+    if ((rc = lp_cmd_text("run", rest, o, 4, &buf))) return rc;
+    const char *text = o[3].value ? o[3].value : buf[0] ? buf : NULL;
+    if (o[3].value && buf[0]) rc = lp_error(LP_EINVAL, "run: give the text once: after the options or with --text");
+    else if (o[1].value && o[2].value) rc = lp_error(LP_EINVAL, "run: give --bos or --no-bos, not both");
+    else if (o[0].value && text) rc = lp_error(LP_EINVAL, "run: give either --ids or text, not both");
+    else if (o[0].value) rc = parse_ids(o[0].value, c->vocab, &ids, &n);
+    else if (!text) rc = lp_error(LP_EINVAL, "run: give the text to run, or --ids 1,2,3");
+    else if (!t) rc = lp_error(LP_EINVAL, "run: this model has no tokenizer; use run --ids 1,2,3");
+    if (!rc && (o[1].value || o[2].value) && o[0].value) {
+        /* --bos/--no-bos on ids: make the first id BOS, or drop it. */
+        int bos = t ? lp_tokenizer_bos(t) : -1;
+        if (bos < 0) rc = lp_error(LP_EINVAL, "run: this model has no BOS token; give the ids as they are");
+        else if (o[1].value && ids[0] != bos) {
+            int *more = realloc(ids, (size_t)(n + 1) * sizeof *ids);
+            if (!more) rc = lp_error(LP_ENOMEM, "out of memory");
+            else {
+                ids = more;
+                memmove(ids + 1, ids, (size_t)n * sizeof *ids);
+                ids[0] = bos, n++;
+            }
+        } else if (o[2].value && ids[0] == bos) {
+            memmove(ids, ids + 1, (size_t)--n * sizeof *ids);
         }
-        if (text && !t) return lp_error(LP_EINVAL, "run: this model has no tokenizer; use run --ids");
-        if (text) {
-            bool bos = o[1].value ? true : o[2].value ? false : lp_tokenizer_adds_bos(t);
-            size_t len = strlen(text);
-            ids = malloc((len + 3) * sizeof *ids);
-            if (!ids) return free(text), lp_error(LP_ENOMEM, "out of memory");
-            if ((rc = lp_tokenizer_encode(t, text, len, bos, ids, (int)len + 3, &n))) goto done;
-        }
-    } else {
-        if (!t) return lp_error(LP_EINVAL, "run: this model has no tokenizer; use run --ids 1,2,3");
-        text = run_text(rest);
-        if (!text) return lp_error(LP_ENOMEM, "out of memory");
+    } else if (!rc && !o[0].value) {
+        bool bos = o[1].value ? true : o[2].value ? false : lp_tokenizer_adds_bos(t);
         size_t len = strlen(text);
         ids = malloc((len + 3) * sizeof *ids);
-        if (!ids) {
-            free(text);
-            return lp_error(LP_ENOMEM, "out of memory");
-        }
-        if ((rc = lp_tokenizer_encode(t, text, len, lp_tokenizer_adds_bos(t), ids, (int)len + 3, &n))) goto done;
+        if (!ids) rc = lp_error(LP_ENOMEM, "out of memory");
+        else rc = lp_tokenizer_encode(t, text, len, bos, ids, (int)len + 3, &n);
     }
-    if (n == 0) {
-        rc = lp_error(LP_EINVAL, "run: the text gives no tokens; give some text or --ids");
-        goto done;
-    }
-    if (n > c->n_ctx) {
+    if (!rc && n == 0) rc = lp_error(LP_EINVAL, "run: the text gives no tokens; give some text or --ids");
+    if (!rc && n > c->n_ctx)
         rc = lp_error(LP_ERANGE, "run: %d tokens exceed the model's context of %d; shorten the text", n, c->n_ctx);
-        goto done;
-    }
-    rc = lp_cmd_start_run(s, ids, n, text);
-done:
+    if (!rc) rc = lp_cmd_start_run(s, ids, n, o[0].value ? NULL : text);
     free(ids);
-    free(text);
+    free(buf);
     return rc;
 }
 
@@ -301,6 +275,48 @@ int lp_cmd_attn(lp_session *s, int argc, char **argv, const char *rest) {
     return LP_OK;
 }
 
+/* The text of out[0..n) after prompt[0..T): the whole sequence decoded, less the prompt's
+ * text (so that a character split across the boundary and SentencePiece's leading space
+ * come out right), with BOS and EOS written as their vocabulary strings where the decoder
+ * leaves them out ("John.<|endoftext|>The old woman"). null when decoding fails. */
+static json_t *generated_text(const lp_tokenizer *t, const int *prompt, int T, const int *out, int n) {
+    int total = T + n, bos = lp_tokenizer_bos(t), eos = lp_tokenizer_eos(t);
+    int *all = malloc((size_t)total * sizeof *all);
+    size_t need = 0, cap = 0;
+    json_t *text = json_null();
+    if (!all) return text;
+    memcpy(all, prompt, (size_t)T * sizeof *all);
+    memcpy(all + T, out, (size_t)n * sizeof *all);
+    /* Asked with no buffer, decode reports the size needed, NUL included. */
+    lp_tokenizer_decode(t, all, total, NULL, 0, &need);
+    for (int i = 0; i < n; i++) {
+        size_t k = 0;
+        if (out[i] == bos || out[i] == eos) lp_tokenizer_token_bytes(t, out[i], &k);
+        cap += k;
+    }
+    char *full = malloc(need), *buf = malloc(need + cap + 1);
+    if (full && buf && lp_tokenizer_decode(t, all, total, full, need, &need) == LP_OK) {
+        /* A prefix decodes to a prefix of the whole: each token's text is the difference. */
+        size_t at = 0, from, to;
+        lp_tokenizer_decode(t, all, T, NULL, 0, &from);
+        from--;
+        for (int i = 0; i < n; i++) {
+            size_t k = 0;
+            lp_tokenizer_decode(t, all, T + i + 1, NULL, 0, &to);
+            to--;
+            const char *b = out[i] == bos || out[i] == eos ? lp_tokenizer_token_bytes(t, out[i], &k) : NULL;
+            if (b) memcpy(buf + at, b, k), at += k;
+            if (to > from) memcpy(buf + at, full + from, to - from), at += to - from;
+            if (to > from) from = to;
+        }
+        text = json_stringn_nocheck(buf, at);
+    }
+    free(full);
+    free(buf);
+    free(all);
+    return text;
+}
+
 int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
@@ -334,33 +350,19 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
         json_array_append_new(ids, json_integer(out[i]));
         json_array_append_new(toks, lp_cmd_token(s, out[i]));
     }
-    json_t *text = json_null();
-    if (t) {
-        /* Decode the whole sequence and cut off the prompt's text, so that a character
-         * split across the boundary and SentencePiece's leading space come out right. */
-        int total = T + got;
-        int *all = malloc((size_t)total * sizeof *all);
-        size_t need = 0, plen = 0;
-        if (all) {
-            memcpy(all, lp_run_ids(s->run), (size_t)T * sizeof *all);
-            memcpy(all + T, out, (size_t)got * sizeof *all);
-            /* Asked with no buffer, decode reports the size needed, NUL included. */
-            lp_tokenizer_decode(t, all, total, NULL, 0, &need);
-            lp_tokenizer_decode(t, all, T, NULL, 0, &plen);
-            char *buf = malloc(need);
-            if (buf && lp_tokenizer_decode(t, all, total, buf, need, &need) == LP_OK) {
-                size_t from = plen - 1 <= need ? plen - 1 : need;
-                text = json_stringn_nocheck(buf + from, need - from);
-            }
-            free(buf);
-            free(all);
-        }
-    }
-    json_t *v = json_pack("{s:i,s:o,s:o,s:o}", "prompt_tokens", T, "ids", ids, "tokens", toks, "text", text);
+    /* Why it stopped: the end-of-text token, the context's end, or N tokens. */
+    int eos = t ? lp_tokenizer_eos(t) : -1;
+    const char *stop = !o[4].value && got > 0 && out[got - 1] == eos ? "eos" : got < n ? "context" : "length";
+    json_t *text = t ? generated_text(t, lp_run_ids(s->run), T, out, got) : json_null();
+    json_t *v = json_pack("{s:i,s:o,s:o,s:o,s:s}", "prompt_tokens", T, "ids", ids, "tokens", toks, "text", text, "stop",
+                          stop);
+    /* The table says why in words. */
+    const char *why = stop[0] == 'e' ? "end-of-text" : stop[0] == 'c' ? "context full" : "N tokens";
     json_t *table = lp_table_new();
     lp_table_column(table, "generated", 0, NULL);
+    lp_table_column(table, "stop", 0, NULL);
     lp_table_column(table, "text", 0, NULL);
-    lp_table_row(table, json_pack("[i,O]", got, json_object_get(v, "text")));
+    lp_table_row(table, json_pack("[i,s,O]", got, why, json_object_get(v, "text")));
     lp_cmd_emit(s, v, table);
     free(out);
     return LP_OK;
@@ -428,7 +430,10 @@ static const char *safe_token(json_t *tok, char *buf, size_t cap) {
 }
 
 /* lens [--k K] [--pos P] [--target ...]: rows "embed", 0 .. L-1 (the residual stream after
- * each layer); the last row is the model's output. */
+ * each layer); the last row is the model's output. JSON: one object per (row, position),
+ * "layer" -1 for embed (with "site" naming the row). Tables: without --pos, layers down and
+ * positions across, each cell the top k tokens with their probabilities, or with a target
+ * its probability and rank; with --pos, layers down and the top k across, then the target. */
 int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
@@ -442,6 +447,9 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
     if (o[0].value && (rc = lp_cmd_int(o[0].value, "--k", 1, 50, &k))) return rc;
     if (o[1].value && (rc = lp_cmd_pos(s, o[1].value, &only))) return rc;
     if ((rc = lp_cmd_target(s, o[2].value, o[3].value, &target))) return rc;
+    if (only < 0 && target >= 0 && o[0].value)
+        return lp_error(LP_EINVAL, "lens: across positions a cell shows either the top --k tokens or the target's "
+                        "probability and rank; add --pos P for one table with both");
     int T = lp_run_len(s->run), R = c->n_layer + 1;
     size_t cells = (size_t)R * T;
     int *ids = malloc(cells * k * sizeof *ids), *rank = malloc(cells * sizeof *rank);
@@ -452,8 +460,6 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
         free(ids), free(rank), free(probs), free(tprob);
         return rc;
     }
-    /* JSON: one object per (layer, position); table: layers down, positions across (top-1),
-     * or with --pos, layers down and the top k across. */
     json_t *arr = json_array(), *table = lp_table_new();
     lp_table_column(table, "layer", 0, NULL);
     int from = only >= 0 ? only : 0, to = only >= 0 ? only + 1 : T;
@@ -461,9 +467,17 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
     const int *run_ids = lp_run_ids(s->run);
     if (only >= 0) {
         for (int i = 0; i < k; i++) {
-            snprintf(head, sizeof head, "top %d", i + 1);
+            snprintf(head, sizeof head, "top%d", i + 1);
             lp_table_column(table, head, 1, NULL);
             lp_table_column(table, "prob", 0, "%.3f");
+        }
+        if (target >= 0) {
+            json_t *tok = lp_cmd_token(s, target);
+            char shown[96];
+            snprintf(head, sizeof head, "p(%s)", safe_token(tok, shown, sizeof shown));
+            json_decref(tok);
+            lp_table_column(table, head, LP_COL_SAFE, "%.3g");
+            lp_table_column(table, "rank", 0, NULL);
         }
     } else {
         for (int t = 0; t < T; t++) {
@@ -474,7 +488,6 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
             lp_table_column(table, head, LP_COL_SAFE, NULL);
         }
     }
-    if (target >= 0) lp_table_column(table, only >= 0 ? "target prob" : "", 0, "%.3g");
     for (int row = 0; row < R; row++) {
         json_t *trow = json_array();
         json_array_append_new(trow, row == 0 ? json_string("embed") : json_integer(row - 1));
@@ -485,7 +498,7 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
                 json_array_append_new(top, json_pack("{s:i,s:o,s:o}", "id", ids[cell * k + i], "token",
                                                      lp_cmd_token(s, ids[cell * k + i]), "prob",
                                                      lp_json_number(probs[cell * k + i])));
-            json_t *o2 = json_pack("{s:o,s:i,s:o}", "layer", row == 0 ? json_string("embed") : json_integer(row - 1),
+            json_t *o2 = json_pack("{s:i,s:s,s:i,s:o}", "layer", row - 1, "site", row == 0 ? "embed" : "resid_post",
                                    "pos", t, "top", top);
             if (target >= 0) {
                 json_object_set_new(o2, "target_prob", lp_json_number(tprob[cell]));
@@ -497,18 +510,26 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
                     json_array_append_new(trow, lp_cmd_token(s, ids[cell * k + i]));
                     json_array_append_new(trow, lp_json_number(probs[cell * k + i]));
                 }
-                if (target >= 0) json_array_append_new(trow, lp_json_number(tprob[cell]));
-            } else {
-                /* "token 0.42": the top token and its probability in one cell */
-                json_t *tok = lp_cmd_token(s, ids[cell * k]);
-                char cellbuf[160], shown[120];
-                snprintf(cellbuf, sizeof cellbuf, "%s %.2f", safe_token(tok, shown, sizeof shown),
-                         (double)probs[cell * k]);
-                json_decref(tok);
-                json_array_append_new(trow, json_stringn_nocheck(cellbuf, strlen(cellbuf)));
+                if (target >= 0) {
+                    json_array_append_new(trow, lp_json_number(tprob[cell]));
+                    json_array_append_new(trow, json_integer(rank[cell]));
+                }
+                continue;
             }
+            /* "·Mary 0.42 ·John 0.13": the top k and their probabilities in one cell, or
+             * the target's probability and rank: "0.013 #4" */
+            char cellbuf[2048], shown[120];
+            size_t at = 0;
+            if (target >= 0)
+                at += (size_t)snprintf(cellbuf, sizeof cellbuf, "%.2g #%d", (double)tprob[cell], rank[cell]);
+            for (int i = 0; target < 0 && i < k && at < sizeof cellbuf - 160; i++) {
+                json_t *tok = lp_cmd_token(s, ids[cell * k + i]);
+                at += (size_t)snprintf(cellbuf + at, sizeof cellbuf - at, "%s%s %.2f", i ? "  " : "",
+                                       safe_token(tok, shown, sizeof shown), (double)probs[cell * k + i]);
+                json_decref(tok);
+            }
+            json_array_append_new(trow, json_stringn_nocheck(cellbuf, at));
         }
-        if (only < 0 && target >= 0) json_array_append_new(trow, json_null());
         lp_table_row(table, trow);
     }
     free(ids), free(rank), free(probs), free(tprob);

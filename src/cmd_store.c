@@ -9,6 +9,7 @@
 #include "loupe/error.h"
 #include "loupe/heads.h"
 #include "loupe/npy.h"
+#include "loupe/site.h"
 #include "loupe/tokenizer.h"
 
 #define TOP_PER_POSITION 5
@@ -141,53 +142,6 @@ int lp_cmd_session(lp_session *s, int argc, char **argv, const char *rest) {
     return show_query(s, "SELECT id, name, created_at FROM sessions WHERE id = ?1", json_pack("[I]", (json_int_t)id));
 }
 
-/* A note's text is taken verbatim, quotes and all (a note about "it's" must not be a quoting
- * error): the rest of the line minus the options, which are plain "--name VALUE" words.
- * Text wrapped whole in one pair of quotes loses them. Fills opts[i].value (pointers into
- * the returned buffer, which the caller frees). */
-static char *note_text(const char *rest, lp_opt *opts, int nopts) {
-    size_t len = strlen(rest);
-    char *buf = malloc(len + 1), *text = malloc(len + 1);
-    if (!buf || !text) {
-        free(buf);
-        free(text);
-        return NULL;
-    }
-    memcpy(buf, rest, len + 1);
-    size_t out = 0;
-    char *save = NULL;
-    for (char *w = strtok_r(buf, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
-        int k = -1;
-        for (int i = 0; w[0] == '-' && w[1] == '-' && i < nopts; i++)
-            if (strcmp(w + 2, opts[i].name) == 0) k = i;
-        char *value = k >= 0 ? strtok_r(NULL, " \t", &save) : NULL;
-        if (k >= 0 && value) {
-            opts[k].value = value;
-            continue;
-        }
-        out += (size_t)sprintf(text + out, "%s%s", out ? " " : "", w);
-    }
-    text[out] = '\0';
-    if (out >= 2 && (text[0] == '"' || text[0] == '\'') && text[out - 1] == text[0] && !memchr(text + 1, text[0], out - 2)) {
-        memmove(text, text + 1, out - 2);
-        text[out - 2] = '\0';
-    }
-    /* The option values point into buf: keep it alive by appending it after the text. */
-    char *both = malloc(len + 1 + (out + 1));
-    if (!both) {
-        free(buf);
-        free(text);
-        return NULL;
-    }
-    strcpy(both, text);
-    memcpy(both + strlen(text) + 1, buf, len + 1);
-    for (int i = 0; i < nopts; i++)
-        if (opts[i].value) opts[i].value = both + strlen(text) + 1 + (opts[i].value - buf);
-    free(buf);
-    free(text);
-    return both;
-}
-
 static int put_finding(lp_session *s, const char *kind, const char *text, int layer, int head, int pos) {
     int64_t session, id;
     int rc = current_session(s, &session);
@@ -197,14 +151,16 @@ static int put_finding(lp_session *s, const char *kind, const char *text, int la
                       json_pack("[I]", (json_int_t)id));
 }
 
+/* note [--layer L] [--head H] [--pos P] [--] TEXT: the text as typed (lp_cmd_text), quotes
+ * and all (a note about "it's" must not be a quoting error). */
 int lp_cmd_note(lp_session *s, int argc, char **argv, const char *rest) {
     (void)argc, (void)argv;
     lp_opt o[] = {{"layer", false, NULL}, {"head", false, NULL}, {"pos", false, NULL}};
-    char *text = note_text(rest, o, 3);
-    if (!text) return lp_error(LP_ENOMEM, "out of memory");
+    char *text;
+    int rc = lp_cmd_text("note", rest, o, 3, &text);
+    if (rc) return rc;
     long layer = -1, head = -1, p = -1;
     const lp_config *c = s->model ? lp_model_config(s->model) : NULL;
-    int rc = LP_OK;
     if (!text[0]) rc = lp_error(LP_EINVAL, "note: write the note's text, e.g. note head 1.2 copies the previous token");
     if (!rc && (o[0].value || o[1].value || o[2].value) && !s->run)
         rc = lp_error(LP_EINVAL, "note: --layer, --head and --pos refer to the current run; run something first");
@@ -292,11 +248,16 @@ static int take_tensor(lp_session *s, char **w, int n, tensor *t) {
     if (n < 1) return lp_error(LP_EINVAL, "say which tensor: attn L [H], logits, or an activation and a layer (resid_post L)");
     lp_act_kind kind;
     const char *name = strcmp(w[0], "attn") == 0 ? "pattern" : w[0];
-    int rc = lp_act_from_name(name, &kind);
+    int hook_layer, rc = lp_site_parse(name, c, &kind, &hook_layer);
     if (rc) return rc;
     long layer = 0, head = -1;
     bool per_layer = kind != LP_ACT_LOGITS && kind != LP_ACT_LN_FINAL && kind != LP_ACT_LN_FINAL_SCALE;
-    if (per_layer) {
+    if (hook_layer >= 0) { /* blocks.L.NAME [H] */
+        if (hook_layer >= c->n_layer) return lp_error(LP_EINVAL, "%s: layer %d is out of range (0..%d)", w[0], hook_layer, c->n_layer - 1);
+        layer = hook_layer;
+        if (n > 1 && (rc = lp_cmd_int(w[1], "head", 0, c->n_head - 1, &head))) return rc;
+        if (n > 2) return lp_error(LP_EINVAL, "unexpected '%s' after the tensor", w[2]);
+    } else if (per_layer) {
         if (n < 2) return lp_error(LP_EINVAL, "%s needs a layer (0..%d)", w[0], c->n_layer - 1);
         if ((rc = lp_cmd_int(w[1], "layer", 0, c->n_layer - 1, &layer))) return rc;
         if (n > 2 && (rc = lp_cmd_int(w[2], "head", 0, c->n_head - 1, &head))) return rc;
@@ -410,18 +371,75 @@ int lp_cmd_export(lp_session *s, int argc, char **argv, const char *rest) {
     return rc;
 }
 
+/* The sqlite3 shell's .tables and .schema [NAME], as queries; other dot commands get a hint.
+ * *sql is NULL when q is plain SQL. */
+static int dot_command(const char *q, const char **sql, json_t **params) {
+    *sql = NULL;
+    *params = NULL;
+    if (q[0] != '.') return LP_OK;
+    char name[16] = "", arg[128] = "", extra[2] = "";
+    sscanf(q, ".%15s %127s %1s", name, arg, extra);
+    if (strcmp(name, "tables") == 0 && !arg[0]) {
+        *sql = "SELECT name, type FROM sqlite_schema WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"
+               " ORDER BY type, name";
+        return LP_OK;
+    }
+    if (strcmp(name, "schema") == 0 && !extra[0]) {
+        *sql = "SELECT sql FROM sqlite_schema WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%'"
+               " AND (?1 = '' OR name = ?1) ORDER BY type = 'view', rowid";
+        *params = json_pack("[s]", arg);
+        return LP_OK;
+    }
+    return lp_error(LP_EINVAL, "sql: '.%s' is a sqlite3 shell command; sql takes SQL, and .tables and .schema [NAME] "
+                    "(or open the file in sqlite3)", name);
+}
+
+/* sql [--write] [--] QUERY (the free-text rule of lp_cmd_text): every statement runs, in
+ * order, and each that returns rows prints them, as the sqlite3 shell does. */
 int lp_cmd_sql(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)argc, (void)argv;
     int rc = need_store(s);
     if (rc) return rc;
-    bool write = argc > 1 && strcmp(argv[1], "--write") == 0;
-    const char *q = rest;
-    while (*q == ' ' || *q == '\t') q++;
-    if (write) q += strlen("--write");
-    while (*q == ' ' || *q == '\t') q++;
-    if (!*q) return lp_error(LP_EINVAL, "sql: give a query, e.g. sql SELECT * FROM runs_view");
-    json_t *rows = NULL, *table = NULL;
-    if ((rc = lp_store_query(s->store, q, NULL, write, &rows, &table))) return rc;
-    if (rows) lp_cmd_emit(s, rows, table);
-    else json_decref(table);
-    return LP_OK;
+    lp_opt o[] = {{"write", true, NULL}};
+    char *q;
+    if ((rc = lp_cmd_text("sql", rest, o, 1, &q))) return rc;
+    const char *dot;
+    json_t *params, *results = NULL;
+    if (!q[0]) rc = lp_error(LP_EINVAL, "sql: give a query, e.g. sql SELECT * FROM runs_view");
+    if (!rc) rc = dot_command(q, &dot, &params);
+    if (!rc && dot) {
+        json_t *rows, *table;
+        if (!(rc = lp_store_query(s->store, dot, params, false, &rows, &table)) && params) {
+            /* .schema: the statements line by line, as the shell prints them (json keeps each whole) */
+            json_decref(table);
+            table = lp_table_new();
+            lp_table_column(table, "sql", 0, NULL);
+            size_t i;
+            json_t *row;
+            json_array_foreach(rows, i, row) {
+                const char *sql = json_string_value(json_object_get(row, "sql"));
+                for (const char *line = sql; line && *line;) {
+                    size_t n = strcspn(line, "\n");
+                    bool last = !line[n];
+                    char *l = malloc(n + 2);
+                    if (l) {
+                        snprintf(l, n + 2, "%.*s%s", (int)n, line, last ? ";" : "");
+                        lp_table_row(table, json_pack("[s]", l));
+                    }
+                    free(l);
+                    line += n + !last;
+                }
+            }
+        }
+        json_decref(params);
+        if (!rc) lp_cmd_emit(s, rows, table);
+    } else if (!rc) {
+        rc = lp_store_query_all(s->store, q, o[0].value != NULL, &results);
+    }
+    free(q);
+    size_t i;
+    json_t *r;
+    json_array_foreach(results, i, r) lp_cmd_emit(s, json_incref(json_object_get(r, "rows")), json_incref(json_object_get(r, "table")));
+    json_decref(results);
+    return rc;
 }

@@ -18,6 +18,34 @@
 
 /* ---- words and options ---- */
 
+/* Reads the word at *pp (quotes and escapes as lp_split_words says) into *outp, advancing
+ * both; the word is not terminated. -1 (with a message) for an unterminated quote. */
+static int read_word(const char **pp, char **outp) {
+    const char *p = *pp;
+    char *out = *outp;
+    while (*p && !isspace((unsigned char)*p)) {
+        if (*p == '"' || *p == '\'') {
+            char q = *p++;
+            while (*p && *p != q) {
+                if (q == '"' && *p == '\\' && p[1]) {
+                    p++;
+                    *out++ = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p == 'r' ? '\r' : *p;
+                    p++;
+                } else {
+                    *out++ = *p++;
+                }
+            }
+            if (*p != q) return lp_error(LP_EINVAL, "unterminated %c quote", q), -1;
+            p++;
+        } else {
+            *out++ = *p++;
+        }
+    }
+    *pp = p;
+    *outp = out;
+    return 0;
+}
+
 int lp_split_words(const char *line, char ***words) {
     size_t len = strlen(line);
     /* Worst case: every other byte starts a word. Pointers first, then the text. */
@@ -31,33 +59,95 @@ int lp_split_words(const char *line, char ***words) {
         while (*p && isspace((unsigned char)*p)) p++;
         if (!*p) break;
         w[n++] = out;
-        while (*p && !isspace((unsigned char)*p)) {
-            if (*p == '"' || *p == '\'') {
-                char q = *p++;
-                while (*p && *p != q) {
-                    if (q == '"' && *p == '\\' && p[1]) {
-                        p++;
-                        *out++ = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p == 'r' ? '\r' : *p;
-                        p++;
-                    } else {
-                        *out++ = *p++;
-                    }
-                }
-                if (*p != q) {
-                    free(w);
-                    *words = NULL;
-                    return lp_error(LP_EINVAL, "unterminated %c quote", q), -1;
-                }
-                p++;
-            } else {
-                *out++ = *p++;
-            }
+        if (read_word(&p, &out) < 0) {
+            free(w);
+            *words = NULL;
+            return -1;
         }
         *out++ = '\0';
     }
     w[n] = NULL;
     *words = w;
     return n;
+}
+
+static bool blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+/* CMD [OPTIONS] [--] TEXT: see cmd.h. One allocation: the text, then the option values. */
+int lp_cmd_text(const char *cmd, const char *rest, lp_opt *spec, int nspec, char **text) {
+    size_t len = strlen(rest);
+    char *buf = malloc(2 * len + 2), *vals = buf + len + 1;
+    *text = NULL;
+    if (!buf) return lp_error(LP_ENOMEM, "out of memory");
+    const char *p = rest;
+    bool ended = false;
+    for (;;) {
+        while (blank(*p)) p++;
+        if (p[0] != '-' || p[1] != '-') break;
+        const char *w = p;
+        while (*p && !blank(*p)) p++;
+        size_t wl = (size_t)(p - w);
+        if (wl == 2) { /* "--": the text follows, as it is */
+            ended = true;
+            break;
+        }
+        int k = 0;
+        while (k < nspec && (strlen(spec[k].name) != wl - 2 || strncmp(w + 2, spec[k].name, wl - 2) != 0)) k++;
+        if (k == nspec) {
+            free(buf);
+            return lp_error(LP_EINVAL, "%s: unknown option %.*s (options come before the text; put -- before a text "
+                            "that starts with --; see 'help %s')", cmd, (int)wl, w, cmd);
+        }
+        if (spec[k].flag) {
+            spec[k].value = "";
+            continue;
+        }
+        while (blank(*p)) p++;
+        if (!*p) {
+            free(buf);
+            return lp_error(LP_EINVAL, "%s: option --%s needs a value", cmd, spec[k].name);
+        }
+        spec[k].value = vals;
+        if (read_word(&p, &vals) < 0) {
+            free(buf);
+            return LP_EINVAL;
+        }
+        *vals++ = '\0';
+    }
+    while (blank(*p)) p++;
+    size_t n = strlen(p);
+    while (n > 0 && blank(p[n - 1])) n--;
+    /* An option written after the text would silently become part of it. */
+    for (size_t i = 0; !ended && i < n; i++) {
+        if ((i > 0 && !blank(p[i - 1])) || p[i] != '-' || p[i + 1] != '-') continue;
+        size_t wl = 2;
+        while (i + wl < n && !blank(p[i + wl])) wl++;
+        for (int k = 0; k < nspec; k++)
+            if (strlen(spec[k].name) == wl - 2 && strncmp(p + i + 2, spec[k].name, wl - 2) == 0) {
+                free(buf);
+                return lp_error(LP_EINVAL, "%s: --%s must come before the text ('%s --%s ... TEXT'); to keep it in "
+                                "the text, put -- before the text", cmd, spec[k].name, cmd, spec[k].name);
+            }
+    }
+    /* A text that is one quoted word is read as an option value is: "..." or '...' removed,
+     * escapes in "..." applied. Anything else is taken as it is, quotes and all. */
+    const char *q = p;
+    char *out = buf;
+    if (n >= 2 && (p[0] == '"' || p[0] == '\'') && p[n - 1] == p[0]) {
+        const char *save_q = q;
+        char *save_out = out;
+        if (read_word(&q, &out) < 0 || (size_t)(q - p) != n) {
+            lp_error_clear();
+            q = save_q, out = save_out;
+        }
+    }
+    if (q == p) {
+        memcpy(buf, p, n);
+        out = buf + n;
+    }
+    *out = '\0';
+    *text = buf;
+    return LP_OK;
 }
 
 int lp_cmd_int(const char *s, const char *what, long lo, long hi, long *out) {
@@ -268,77 +358,80 @@ static int cmd_tui(lp_session *s, int argc, char **argv, const char *rest) {
 
 static const lp_command COMMANDS[] = {
     {"load", "PATH [--tokenizer FILE]", "load a model: a Hugging Face directory or a llama2.c .bin",
-     "load ../shared/models/stories260K/stories260K.bin", lp_cmd_load, false},
-    {"info", "", "describe the model: architecture, sizes, parameters, dtype, path", "info", lp_cmd_info, false},
-    {"run", "TEXT | --ids 1,2,3 [--bos|--no-bos]",
-     "tokenize (or take ids), run the model, capture every activation; becomes the current run",
-     "run Once upon a time", lp_cmd_run, true},
-    {"tokens", "", "position, id and text of each token of the current run", "tokens", lp_cmd_tokens, false},
-    {"top", "[K] [--pos P]", "the K (default 10) most likely next tokens at position P (default: last)",
-     "top 5 --pos 2", lp_cmd_top, false},
-    {"logits", "[--pos P]", "the full logit vector at position P (default: last)", "logits --pos -1", lp_cmd_logits, false},
-    {"attn", "L H", "the T x T attention pattern of head H in layer L (rows: queries, columns: keys)", "attn 0 1",
-     lp_cmd_attn, false},
+     "load ../shared/models/stories260K/stories260K.bin", lp_cmd_load, false, NULL},
+    {"info", "", "describe the model: architecture, sizes, parameters, dtype, path", "info", lp_cmd_info, false, NULL},
+    {"run", "[--bos|--no-bos] [--] TEXT | --ids 1,2,3 [--bos|--no-bos]",
+     "tokenize (or take ids), run the model, capture every activation",
+     "run Once upon a time", lp_cmd_run, true, "It becomes the current run. Options come first; -- ends them; the rest of the line is the text."},
+    {"tokens", "", "position, id and text of each token of the current run", "tokens", lp_cmd_tokens, false, NULL},
+    {"top", "[K] [--pos P]", "the K (default 10) most likely next tokens at position P",
+     "top 5 --pos 2", lp_cmd_top, false, NULL},
+    {"logits", "[--pos P]", "the full logit vector at position P (default: last)", "logits --pos -1", lp_cmd_logits, false, NULL},
+    {"attn", "L H", "the T x T attention pattern of head H in layer L", "attn 0 1",
+     lp_cmd_attn, false, "Rows are queries, columns keys."},
     {"generate", "[N] [--temp T] [--top-k K] [--top-p P] [--seed S] [--no-stop]",
-     "continue the current run by N tokens (default 20); greedy unless --temp > 0", "generate 20 --temp 0.8 --seed 1",
-     lp_cmd_generate, false},
+     "continue the current run by N tokens (default 20)", "generate 20 --temp 0.8 --seed 1",
+     lp_cmd_generate, false, "Greedy unless --temp > 0; stops at end-of-text unless --no-stop, and at the context's end."},
     {"heads", "[--sort METRIC] [--layer L]",
-     "per-head attention metrics: entropy, prev_token, first_token, duplicate_token, induction, max_attn",
-     "heads --sort prev_token", lp_cmd_heads, false},
+     "per-head attention metrics of the current run",
+     "heads --sort prev_token", lp_cmd_heads, false, "METRIC: entropy, prev_token, first_token, duplicate_token, induction, max_attn."},
     {"lens", "[--k K] [--pos P] [--target TOKEN|--target-id ID]",
-     "logit lens: each layer's top tokens at each position (with --target: its probability and rank)",
-     "lens --k 3 --pos -1", lp_cmd_lens, false},
+     "logit lens: each layer's top tokens at each position",
+     "lens --k 3 --pos -1", lp_cmd_lens, false, "Rows: embed, then the residual stream after each layer. With --target, its probability and rank (1 = top)."},
     {"attr",
      "METHOD [--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--objective logit|logprob|logit_diff] [--pos P] "
      "[--steps N] [--baseline zero|pad|bos|TOKEN] [--baseline-id ID] [--window W] [--layer L]",
-     "input attribution: a score per input position for the prediction at P (METHOD: saliency, gxi, ig, occlusion, "
-     "rollout, attnxnorm; default target: the top prediction; TOKEN: a vocabulary string or text of one token)",
-     "attr ig --target ' Mary' --vs ' John' --steps 64", lp_cmd_attr, false},
+     "input attribution: a score per input position for one prediction",
+     "attr ig --target ' Mary' --vs ' John' --steps 64", lp_cmd_attr, false,
+     "METHOD: saliency, gxi, ig, occlusion, rollout, attnxnorm. The prediction at P (default: last); default target: "
+     "the top prediction; TOKEN: a vocabulary string or text of one token."},
     {"dla", "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P]",
-     "direct logit attribution: each head's, each MLP's and the embeddings' part of the logit (default target: the top "
-     "prediction)",
-     "dla --target ' the' --vs ' a'", lp_cmd_dla, false},
+     "direct logit attribution: each head's and MLP's part of the logit",
+     "dla --target ' the' --vs ' a'", lp_cmd_dla, false,
+     "Also the embeddings' and the biases' parts; default target: the top prediction."},
     {"neurons", "L [K] [--pos P] [--sort act|abs|dla] [--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID]",
-     "the K (default 10) most active MLP neurons of layer L, each with its direct part of the target's logit",
-     "neurons 3 5 --sort dla", lp_cmd_neurons, false},
+     "the K (default 10) most active MLP neurons of layer L",
+     "neurons 3 5 --sort dla", lp_cmd_neurons, false, "Each with its direct part of the target's logit."},
     {"acts", "L [--site resid_pre|attn_out|mlp_out|resid_post] [--pos P] [--top K]",
-     "activation summaries per position: norm, mean, std, min, max and the largest dims (default site: resid_post)",
-     "acts 2 --site mlp_out", lp_cmd_acts, false},
+     "activation summaries per position (norm, mean, std, min, max, top)",
+     "acts 2 --site mlp_out", lp_cmd_acts, false, "Default site: resid_post; any per-position activation works."},
     {"patch",
      "--corrupt TEXT|--corrupt-ids 1,2,3 [--site resid_pre|attn_out|mlp_out|z] [--target TOKEN|--target-id ID] "
      "[--vs TOKEN|--vs-id ID] [--denoise]",
-     "activation patching from a corrupted prompt of the same length: logit-difference recovery per layer and "
-     "position (per head for z)",
-     "patch --corrupt \"Lily had a ball. Lily gave the ball to\" --site z", lp_cmd_patch, false},
+     "activation patching from a corrupted prompt of the same length",
+     "patch --corrupt \"Lily had a ball. Lily gave the ball to\" --site z", lp_cmd_patch, false,
+     "The logit-difference recovery per layer and position (per layer and head for z)."},
     {"train",
      "DIR [--resume] [--steps N] [--layers N] [--heads N] [--d-model D] [--d-mlp D] [--ctx N] [--attn-only] "
      "[--vocab V] [--corpus-mb MB] [--mix IOI,REPEAT,FILLER] [--spans MIN,MAX] [--letter-words X] [--random-tokens X] [--embed-std X] [--batch B] [--seq T] [--lr X] [--min-lr X] "
      "[--warmup N] [--weight-decay X] [--clip X] [--eval-every N] [--save-every N] [--stop-at N] [--seed S] [--threads N] [--quiet]",
-     "train a GPT-2 from scratch on loupe's generated corpus (defaults: models/default's recipe) and load it; DIR "
-     "gets config.json, model.safetensors, vocab.json, merges.txt, optimizer.safetensors, train.json",
-     "train /tmp/toy --layers 1 --d-model 64 --steps 300 --corpus-mb 1", lp_cmd_train, false},
+     "train a GPT-2 from scratch on loupe's generated corpus and load it",
+     "train /tmp/toy --layers 1 --d-model 64 --steps 300 --corpus-mb 1", lp_cmd_train, false,
+     "Defaults: models/default's recipe. DIR gets config.json, model.safetensors, vocab.json, merges.txt, "
+     "optimizer.safetensors, train.json."},
     {"scan", "[--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]",
-     "classify heads on repeated random tokens: previous-token, duplicate-token, induction, first-token sink",
-     "scan --labelled", lp_cmd_scan, false},
+     "classify heads on repeated random tokens",
+     "scan --labelled", lp_cmd_scan, false, "Scores: previous-token, duplicate-token, induction, first-token (sink)."},
     {"session", "[new NAME | list | open ID]", "show, start, list or switch sessions (runs and findings belong to one)",
-     "session new induction-hunt", lp_cmd_session, false},
-    {"note", "TEXT [--layer L] [--head H] [--pos P]", "write down a finding about the current run",
-     "note head 1.4 copies the previous token --layer 1 --head 4", lp_cmd_note, true},
-    {"tag", "NAME", "tag the current run", "tag induction", lp_cmd_tag, false},
-    {"findings", "[--all]", "notes and tags of this session (or of all)", "findings", lp_cmd_findings, false},
-    {"runs", "[--all]", "past runs of this session (or of all)", "runs --all", lp_cmd_runs, false},
-    {"rerun", "ID", "run a stored run again with the loaded model", "rerun 3", lp_cmd_rerun, false},
+     "session new induction-hunt", lp_cmd_session, false, NULL},
+    {"note", "[--layer L] [--head H] [--pos P] [--] TEXT", "write down a finding about the current run",
+     "note --layer 1 --head 4 head 1.4 copies the previous token", lp_cmd_note, true, NULL},
+    {"tag", "NAME", "tag the current run", "tag induction", lp_cmd_tag, false, NULL},
+    {"findings", "[--all]", "notes and tags of this session (or of all)", "findings", lp_cmd_findings, false, NULL},
+    {"runs", "[--all]", "past runs of this session (or of all)", "runs --all", lp_cmd_runs, false, NULL},
+    {"rerun", "ID", "run a stored run again with the loaded model", "rerun 3", lp_cmd_rerun, false, NULL},
     {"save", "attn | acts L | TENSOR", "store tensors of the current run (float32 BLOBs with their shape)",
-     "save acts 2", lp_cmd_save, false},
-    {"export", "TENSOR FILE", "write a tensor as .npy or .csv; TENSOR: attn L [H], logits, resid_post L, mlp_post L, ...",
-     "export attn 0 1 pattern.npy", lp_cmd_export, false},
-    {"sql", "[--write] QUERY", "run SQL on the database (read-only unless --write)",
-     "sql SELECT * FROM runs_view ORDER BY id DESC LIMIT 5", lp_cmd_sql, true},
-    {"source", "FILE", "run the commands in FILE (nested up to 16 deep)", "source setup.loupe", cmd_source, false},
-    {"mode", "[table|box|markdown|csv|json|jsonl]", "show or set the output mode", "mode json", cmd_mode, false},
-    {"help", "[COMMAND]", "list the commands, or show one command's usage and an example", "help attn", cmd_help, false},
-    {"tui", "", "open the full-screen browser on the current run (q comes back)", "tui", cmd_tui, false},
-    {"quit", "", "leave loupe", "quit", cmd_quit, false},
+     "save acts 2", lp_cmd_save, false, NULL},
+    {"export", "TENSOR FILE", "write a tensor of the current run as .npy or .csv",
+     "export attn 0 1 pattern.npy", lp_cmd_export, false,
+     "TENSOR: attn L [H], logits, resid_post L, mlp_post L, ..., or a TransformerLens hook name."},
+    {"sql", "[--write] [--] QUERY", "run SQL on the database (read-only unless --write)",
+     "sql SELECT * FROM runs_view ORDER BY id DESC LIMIT 5", lp_cmd_sql, true, NULL},
+    {"source", "FILE", "run the commands in FILE (nested up to 16 deep)", "source setup.loupe", cmd_source, false, NULL},
+    {"mode", "[table|box|markdown|csv|json|jsonl]", "show or set the output mode", "mode json", cmd_mode, false, NULL},
+    {"help", "[COMMAND]", "list the commands, or show one command's usage and an example", "help attn", cmd_help, false, NULL},
+    {"tui", "", "open the full-screen browser on the current run (q comes back)", "tui", cmd_tui, false, NULL},
+    {"quit", "", "leave loupe", "quit", cmd_quit, false, NULL},
 };
 #define N_COMMANDS ((int)(sizeof COMMANDS / sizeof *COMMANDS))
 
@@ -391,24 +484,74 @@ const lp_command *lp_command_find(const char *name) {
     return NULL;
 }
 
+/* Width of help's text column: with "example  " before it, a line fits 80 columns. */
+#define HELP_WIDTH 70
+
+/* Appends rows (field, line) to table, text wrapped at HELP_WIDTH: at blanks outside [...]
+ * where it can (an option group stays whole), else at any blank. */
+static void help_rows(json_t *table, const char *field, const char *text) {
+    while (*text) {
+        size_t n = strlen(text), cut = n, any = 0;
+        if (n > HELP_WIDTH) {
+            int depth = 0;
+            cut = 0;
+            for (size_t i = 0; i <= HELP_WIDTH; i++) {
+                if (text[i] == '[') depth++;
+                else if (text[i] == ']') depth--;
+                else if (text[i] == ' ') {
+                    any = i;
+                    if (depth == 0) cut = i;
+                }
+            }
+            if (!cut) cut = any ? any : HELP_WIDTH;
+        }
+        lp_table_row(table, json_pack("[s,s#]", field, text, (int)cut));
+        field = "";
+        text += cut;
+        while (*text == ' ') text++;
+    }
+}
+
+/* help: one line per command (name and summary); help CMD: its whole usage, what it does,
+ * and an example, wrapped to 80 columns in the table modes (json keeps each whole). */
 static int cmd_help(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     if (argc > 2) return lp_error(LP_EINVAL, "help: give at most one command name");
+    json_t *table = lp_table_new();
     if (argc == 2) {
         const lp_command *c = lp_command_find(argv[1]);
-        if (!c) return LP_EINVAL;
-        char usage[256];
-        snprintf(usage, sizeof usage, "%s%s%s", c->name, c->usage[0] ? " " : "", c->usage);
-        lp_cmd_emit(s, json_pack("{s:s,s:s,s:s,s:s}", "command", c->name, "usage", usage, "summary", c->summary, "example",
-                          c->example),
-             NULL);
+        if (!c) {
+            json_decref(table);
+            return LP_EINVAL;
+        }
+        size_t n = strlen(c->name) + strlen(c->usage) + 2;
+        char *usage = malloc(n);
+        if (!usage) {
+            json_decref(table);
+            return lp_error(LP_ENOMEM, "out of memory");
+        }
+        snprintf(usage, n, "%s%s%s", c->name, c->usage[0] ? " " : "", c->usage);
+        json_t *v = json_pack("{s:s,s:s,s:s,s:s,s:s}", "command", c->name, "usage", usage, "summary", c->summary,
+                              "detail", c->detail ? c->detail : "", "example", c->example);
+        lp_table_column(table, "", 0, NULL);
+        lp_table_column(table, c->name, 0, NULL);
+        help_rows(table, "usage", usage);
+        help_rows(table, "does", c->summary);
+        if (c->detail) help_rows(table, "", c->detail);
+        help_rows(table, "example", c->example);
+        free(usage);
+        lp_cmd_emit(s, v, table);
         return LP_OK;
     }
     json_t *arr = json_array();
-    for (int i = 0; i < N_COMMANDS; i++)
+    lp_table_column(table, "command", 0, NULL);
+    lp_table_column(table, "does (help COMMAND: its usage)", 0, NULL);
+    for (int i = 0; i < N_COMMANDS; i++) {
         json_array_append_new(arr, json_pack("{s:s,s:s,s:s}", "command", COMMANDS[i].name, "usage", COMMANDS[i].usage,
                                              "summary", COMMANDS[i].summary));
-    lp_cmd_emit(s, arr, NULL);
+        lp_table_row(table, json_pack("[s,s]", COMMANDS[i].name, COMMANDS[i].summary));
+    }
+    lp_cmd_emit(s, arr, table);
     return LP_OK;
 }
 

@@ -72,7 +72,7 @@ int lp_lens(const lp_run *r, int k, int target, int *top_ids, float *top_probs, 
                 size_t o = (size_t)row * T + t;
                 if (target_prob) target_prob[o] = (float)(exp((double)lg[target] - mx) / z);
                 if (target_rank) {
-                    int rank = 0;
+                    int rank = 1; /* 1 = top, as top's ranks */
                     for (int j = 0; j < V; j++) rank += lg[j] > lg[target] || (lg[j] == lg[target] && j < target);
                     target_rank[o] = rank;
                 }

@@ -3,6 +3,7 @@
 #include "loupe/output.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -159,11 +160,15 @@ static char *cell_text(json_t *cell, json_t *col, int safe) {
     }
     if (json_is_integer(cell)) snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(cell));
     else if (json_is_real(cell)) {
-        const char *fmt = json_string_value(json_object_get(col, "fmt"));
+        const char *fmt = json_string_value(json_object_get(col, "shown"));
         double x = json_real_value(cell);
         if (!isfinite(x)) snprintf(buf, sizeof buf, "%s", isnan(x) ? "nan" : x > 0 ? "inf" : "-inf");
         else if (!safe) snprintf(buf, sizeof buf, "%.9g", x); /* csv is for machines: float32 round-trips */
-        else snprintf(buf, sizeof buf, fmt ? fmt : "%.4g", x);
+        else {
+            snprintf(buf, sizeof buf, fmt ? fmt : "%.4g", x);
+            /* "-0.00": a negative that rounds to zero is zero */
+            if (buf[0] == '-' && strspn(buf + 1, "0.") == strlen(buf + 1)) memmove(buf, buf + 1, strlen(buf));
+        }
     } else if (json_is_true(cell)) snprintf(buf, sizeof buf, "true");
     else if (json_is_false(cell)) snprintf(buf, sizeof buf, "false");
     else if (json_is_null(cell)) buf[0] = '\0';
@@ -211,10 +216,44 @@ static void csv_field(FILE *f, const char *s) {
     fputc('"', f);
 }
 
+/* Significant digits a column's largest value shows. */
+#define COLUMN_DIGITS 4
+
+/* The printf format of a column of reals in the table modes: one number of decimals for the
+ * whole column, so that the points line up, chosen so that its largest |value| shows
+ * COLUMN_DIGITS significant digits (0.9688 0.0287 0.0003; 35930; 17.17 9.365 -> 17.17 9.37);
+ * scientific for the whole column when that would need more than 6 decimals or the values
+ * reach 1e9. A command's fixed "%.Nf" is kept; "%.Ng" (or none) asks for this. */
+static void column_format(json_t *col, json_t *rows, size_t c, char *fmt, size_t cap) {
+    const char *given = json_string_value(json_object_get(col, "fmt"));
+    if (given && !strchr(given, 'g')) {
+        snprintf(fmt, cap, "%s", given);
+        return;
+    }
+    double mx = 0;
+    size_t r;
+    json_t *row;
+    json_array_foreach(rows, r, row) {
+        json_t *cell = json_array_get(row, c);
+        double x = json_is_real(cell) ? fabs(json_real_value(cell)) : 0;
+        if (isfinite(x) && x > mx) mx = x;
+    }
+    int d = mx > 0 ? COLUMN_DIGITS - 1 - (int)floor(log10(mx)) : 0;
+    /* rounding may carry into one more digit (9.9996 -> 10.000): recount from the rounded value */
+    if (mx > 0 && d >= 0 && d <= 6 && fabs(round(mx * pow(10, d))) >= pow(10, COLUMN_DIGITS)) d--;
+    if (mx >= 1e9 || d > 6) snprintf(fmt, cap, "%%.%de", COLUMN_DIGITS - 2);
+    else snprintf(fmt, cap, "%%.%df", d < 0 ? 0 : d);
+}
+
 static void render_table(FILE *f, lp_mode mode, json_t *t) {
     json_t *cols = json_object_get(t, "columns"), *rows = json_object_get(t, "rows");
     size_t nc = json_array_size(cols), nr = json_array_size(rows);
     if (nc == 0) return;
+    for (size_t c = 0; c < nc && mode != LP_MODE_CSV; c++) {
+        char fmt[16];
+        column_format(json_array_get(cols, c), rows, c, fmt, sizeof fmt);
+        json_object_set_new(json_array_get(cols, c), "shown", json_string(fmt));
+    }
     int safe = mode != LP_MODE_CSV;
     char **head = calloc(nc, sizeof *head), **cells = calloc(nc * (nr ? nr : 1), sizeof *cells);
     int *width = calloc(nc, sizeof *width), *right = calloc(nc, sizeof *right);
@@ -291,9 +330,11 @@ static void render_table(FILE *f, lp_mode mode, json_t *t) {
             for (size_t c = 0; c < nc; c++) {
                 const char *s = cells[r * nc + c];
                 int w = lp_display_width(s);
-                if (right[c]) pad(f, width[c] - w);
+                /* numbers line up on the right, also in a column that mixes them with text */
+                bool num = right[c] || json_is_number(json_array_get(json_array_get(rows, r), c));
+                if (num) pad(f, width[c] - w);
                 fputs(s, f);
-                if (!right[c] && (c + 1 < nc || *end)) pad(f, width[c] - w);
+                if (!num && (c + 1 < nc || *end)) pad(f, width[c] - w);
                 fputs(c + 1 < nc ? sep : end, f);
             }
             fputc('\n', f);

@@ -101,20 +101,22 @@ static json_t *cell(sqlite3_stmt *s, int i) {
     }
 }
 
-/* A column shows as a token (spaces made visible) when it is named "token", or "..._token"
- * and holds text: "next_token" is a token, the metric "prev_token" is a number. */
-static int token_column(const char *name, int saw_text, int saw_other) {
-    size_t n = strlen(name);
-    if (strcmp(name, "token") == 0) return 1;
-    return n > 6 && strcmp(name + n - 6, "_token") == 0 && saw_text && !saw_other;
+/* A column shows as a token (spaces made visible) when its values come from a column that
+ * holds tokens: tokens.text or predictions.token, through any view or alias
+ * ("SELECT token AS predicted FROM predictions_view" is a token; the metric prev_token, a
+ * note's text or an expression are not). Its name does not decide. */
+static int token_column(sqlite3_stmt *s, int i) {
+    const char *table = sqlite3_column_table_name(s, i), *col = sqlite3_column_origin_name(s, i);
+    if (!table || !col) return 0;
+    return (strcmp(table, "tokens") == 0 && strcmp(col, "text") == 0) ||
+           (strcmp(table, "predictions") == 0 && strcmp(col, "token") == 0);
 }
 
 /* Steps s to the end; when it has columns, *rows and *table hold its result. */
 static int step_all(lp_store *st, sqlite3_stmt *s, json_t **rows, json_t **table) {
     int ncol = sqlite3_column_count(s), rc;
-    int *seen = ncol ? calloc((size_t)ncol, 2 * sizeof *seen) : NULL; /* per column: saw text, saw other */
     json_t *r = ncol ? json_array() : NULL, *t = ncol ? lp_table_new() : NULL;
-    if (ncol && (!seen || !r || !t)) {
+    if (ncol && (!r || !t)) {
         rc = lp_error(LP_ENOMEM, "sql: out of memory");
         goto out;
     }
@@ -128,9 +130,6 @@ static int step_all(lp_store *st, sqlite3_stmt *s, json_t **rows, json_t **table
             goto out;
         }
         for (int i = 0; i < ncol; i++) {
-            int type = sqlite3_column_type(s, i);
-            if (type == SQLITE_TEXT) seen[2 * i] = 1;
-            else if (type != SQLITE_NULL) seen[2 * i + 1] = 1;
             json_t *v = cell(s, i);
             const char *name = sqlite3_column_name(s, i);
             json_object_set(obj, name ? name : "", v);
@@ -155,27 +154,24 @@ static int step_all(lp_store *st, sqlite3_stmt *s, json_t **rows, json_t **table
     for (int i = 0; i < ncol; i++) {
         const char *name = sqlite3_column_name(s, i);
         name = name ? name : "";
-        lp_table_column(t, name, token_column(name, seen[2 * i], seen[2 * i + 1]), NULL);
+        lp_table_column(t, name, token_column(s, i), NULL);
     }
     *rows = r;
     *table = t;
-    free(seen);
     return LP_OK;
 out:
-    free(seen);
     json_decref(r);
     json_decref(t);
     return rc;
 }
 
-int lp_store_query(lp_store *st, const char *sql, json_t *params, bool write, json_t **rows, json_t **table) {
-    if (rows) *rows = NULL;
-    if (table) *table = NULL;
+/* Runs the statements of sql in order; each that returns columns appends {"rows", "table"}
+ * to results. */
+static int run_all(lp_store *st, const char *sql, json_t *params, bool write, json_t *results) {
     if (!sql) return lp_error(LP_EINVAL, "sql: no query");
     int rc = check_params(params);
     if (rc) return rc;
     int was_autocommit = sqlite3_get_autocommit(st->db);
-    json_t *last_rows = NULL, *last_table = NULL;
     const char *tail = sql;
     st->query_readonly = !write;
     while (!rc && *tail) {
@@ -196,11 +192,7 @@ int lp_store_query(lp_store *st, const char *sql, json_t *params, bool write, js
         json_t *r = NULL, *t = NULL;
         if (!rc) rc = step_all(st, s, &r, &t);
         sqlite3_finalize(s);
-        if (r) {
-            json_decref(last_rows);
-            json_decref(last_table);
-            last_rows = r, last_table = t;
-        }
+        if (r) json_array_append_new(results, json_pack("{s:o,s:o}", "rows", r, "table", t));
         tail = next;
     }
     st->query_readonly = 0;
@@ -211,14 +203,25 @@ int lp_store_query(lp_store *st, const char *sql, json_t *params, bool write, js
             rc = lp_error(LP_EINVAL, "sql: BEGIN without COMMIT: the transaction was rolled back; end it in the same "
                           "command");
     }
-    if (rc) {
-        json_decref(last_rows);
-        json_decref(last_table);
-        return rc;
-    }
-    if (rows) *rows = last_rows;
-    else json_decref(last_rows);
-    if (table) *table = last_table;
-    else json_decref(last_table);
-    return LP_OK;
+    return rc;
+}
+
+int lp_store_query_all(lp_store *st, const char *sql, bool write, json_t **results) {
+    json_t *all = json_array();
+    int rc = all ? run_all(st, sql, NULL, write, all) : lp_error(LP_ENOMEM, "sql: out of memory");
+    if (rc) json_decref(all);
+    *results = rc ? NULL : all;
+    return rc;
+}
+
+int lp_store_query(lp_store *st, const char *sql, json_t *params, bool write, json_t **rows, json_t **table) {
+    if (rows) *rows = NULL;
+    if (table) *table = NULL;
+    json_t *all = json_array();
+    int rc = all ? run_all(st, sql, params, write, all) : lp_error(LP_ENOMEM, "sql: out of memory");
+    json_t *last = rc ? NULL : json_array_get(all, json_array_size(all) - 1);
+    if (last && rows) *rows = json_incref(json_object_get(last, "rows"));
+    if (last && table) *table = json_incref(json_object_get(last, "table"));
+    json_decref(all);
+    return rc;
 }

@@ -273,8 +273,8 @@ static void lens_last_layer_equals_the_logits(void **state) {
                     if (lg[j] > lg[best]) best = j;
                 assert_int_equal(ids[cell * k], best);
                 assert_true(probs[cell * k] >= probs[cell * k + 1] && probs[cell * k + 1] >= probs[cell * k + 2]);
-                if (rank[cell] == 0) assert_int_equal(ids[cell * k], target);
-                if (ids[cell * k] == target) assert_int_equal(rank[cell], 0);
+                if (rank[cell] == 1) assert_int_equal(ids[cell * k], target);
+                if (ids[cell * k] == target) assert_int_equal(rank[cell], 1);
             }
         assert_int_equal(lp_lens_logits(r, R, 0, lg), LP_EINVAL);
         free(ids), free(rank), free(probs), free(tp), free(lg);

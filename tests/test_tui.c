@@ -645,7 +645,7 @@ static void note_is_written_and_listed_with_its_run(void **state) {
 
 static void findings_of_another_run_rerun_it(void **state) {
     fixture *f = *state;
-    OK(lp_exec(&f->s, "note about the first run --layer 2 --pos 3"));
+    OK(lp_exec(&f->s, "note --layer 2 --pos 3 about the first run"));
     OK(lp_exec(&f->s, "run Lily liked the ball."));
     key(f, '6');
     key(f, 'j');

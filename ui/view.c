@@ -237,10 +237,12 @@ static lp_browser_do accept_line(lp_browser *b) {
         size_t n = strlen(text) + 96;
         b->pending = malloc(n);
         if (b->pending) {
-            int o = snprintf(b->pending, n, "note %s", text);
+            /* options first, then "--": the note's text is kept as typed */
+            int o = snprintf(b->pending, n, "note");
             if (layer >= 0) o += snprintf(b->pending + o, n - (size_t)o, " --layer %d", layer);
             if (head >= 0) o += snprintf(b->pending + o, n - (size_t)o, " --head %d", head);
-            if (pos >= 0) snprintf(b->pending + o, n - (size_t)o, " --pos %d", pos);
+            if (pos >= 0) o += snprintf(b->pending + o, n - (size_t)o, " --pos %d", pos);
+            snprintf(b->pending + o, n - (size_t)o, " -- %s", text);
         }
     }
     return b->pending ? LP_BROWSER_EXEC : LP_BROWSER_DRAW;

@@ -116,6 +116,9 @@ typedef struct {
 } lp_scan_options;
 
 const char *lp_scan_score_name(lp_scan_score k);  /* "prev_token", ... */
+/* The largest N that works for m: 2 N (+ 1 for BOS) positions within its context and N
+ * distinct drawable tokens (seq_len is not read). */
+int lp_scan_max_len(const lp_model *m, const lp_scan_options *o);
 
 /* scores (n_layer, n_head, LP_SCAN_COUNT), averaged over the sequences; *seq_len (may be
  * NULL) gets the N used. */

@@ -32,10 +32,11 @@ typedef int (*lp_cmd_fn)(lp_session *s, int argc, char **argv, const char *rest)
 typedef struct {
     const char *name;
     const char *usage;     /* arguments and options, as in DESIGN.md */
-    const char *summary;   /* one line */
+    const char *summary;   /* one line that fits `help` on 80 columns (70 characters at most) */
     const char *example;
     lp_cmd_fn fn;
     bool raw_text;         /* takes the rest of the line as text: unbalanced quotes are not an error */
+    const char *detail;    /* more than the summary says, for `help CMD`; NULL when nothing */
 } lp_command;
 
 void lp_session_init(lp_session *s, FILE *out);

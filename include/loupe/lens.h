@@ -10,7 +10,7 @@
 
 /* For rows 0..n_layer and positions 0..T-1: the top k tokens and their probabilities,
  * top_ids/top_probs (n_layer + 1, T, k); and, when target >= 0, the target's probability
- * and rank (0 = top) in target_prob/target_rank (n_layer + 1, T) (either may be NULL).
+ * and rank (1 = top) in target_prob/target_rank (n_layer + 1, T) (either may be NULL).
  * LP_ECANCEL (checked between layers) if cancelled. */
 int lp_lens(const lp_run *r, int k, int target, int *top_ids, float *top_probs, float *target_prob, int *target_rank);
 

@@ -126,5 +126,8 @@ int lp_store_put_head_scan(lp_store *st, int64_t model_id, int64_t run_id, const
  * params: a JSON array of values bound to ?1, ?2, ... (NULL for none). BLOB columns come
  * back as {"blob_bytes": N}. */
 int lp_store_query(lp_store *st, const char *sql, json_t *params, bool write, json_t **rows, json_t **table);
+/* The same, keeping every result: *results is an array of {"rows", "table"}, one per
+ * statement that returns columns, in order (the sql command prints each). */
+int lp_store_query_all(lp_store *st, const char *sql, bool write, json_t **results);
 
 #endif

@@ -15,7 +15,7 @@ q() { "$LOUPE" -d "$1" -m json -e "sql $2" | jq -r "$3"; } # q DB QUERY JQ-FILTE
 
 db=$tmp/a.db
 "$LOUPE" -d "$db" "$STORIES" -e 'session new demo' -e 'run Once upon a time' \
-    -e "note it's \"quoted\"; DROP TABLE runs; -- --layer 1 --head 2 --pos 3" -e 'tag prev-token' \
+    -e "note --layer 1 --head 2 --pos 3 -- it's \"quoted\"; DROP TABLE runs; --" -e 'tag prev-token' \
     -e 'run --ids 1,403,407' -e 'save attn' >/dev/null 2>"$tmp/err"
 check "record runs and findings" test $? -eq 0
 check "runs recorded" test "$(q "$db" 'SELECT count(*) AS n FROM runs' '.[0].n')" = 2

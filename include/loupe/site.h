@@ -1,0 +1,18 @@
+/* Sites by name: loupe's activation names (resid_post, z, ...) and, as aliases, the
+ * TransformerLens hook names of what loupe captures (blocks.L.hook_resid_post,
+ * blocks.L.attn.hook_z, ln_final.hook_normalized, ...). The alias table is in src/site.c
+ * and README.md lists it. */
+#ifndef LOUPE_SITE_H
+#define LOUPE_SITE_H
+
+#include "loupe/model.h"
+#include "loupe/run.h"
+
+/* The activation `name` names, for model config c: *layer is L for "blocks.L. ..." and -1
+ * for a name without a layer (loupe's names, "hook_resid_pre", "attn.hook_z", ...); the
+ * caller checks the layer's range. LP_EUNSUPPORTED, saying what to use instead, for a
+ * TransformerLens hook loupe does not keep (hook_embed, attn.hook_attn_scores, ...);
+ * LP_EINVAL for a name that is neither. */
+int lp_site_parse(const char *name, const lp_config *c, lp_act_kind *kind, int *layer);
+
+#endif
