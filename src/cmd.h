@@ -34,6 +34,8 @@ json_t *lp_cmd_top_k(const lp_session *s, const float *logits, int V, int k);
 int lp_cmd_target(const lp_session *s, const char *token, const char *id, int *out);
 /* Prints a result in the session's mode and releases it (table may be NULL). */
 void lp_cmd_emit(lp_session *s, json_t *value, json_t *table);
+/* Hands a line of progress to the session's sink (nothing without one). */
+void lp_cmd_progress(lp_session *s, lp_progress_kind kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Makes ids[0..n) the current run, records it in the store (if any) and prints it. */
 int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -409,6 +410,16 @@ static int cmd_help(lp_session *s, int argc, char **argv, const char *rest) {
                                              "summary", COMMANDS[i].summary));
     lp_cmd_emit(s, arr, NULL);
     return LP_OK;
+}
+
+void lp_cmd_progress(lp_session *s, lp_progress_kind kind, const char *fmt, ...) {
+    if (!s->progress) return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    s->progress(s->progress_ctx, kind, line);
 }
 
 void lp_session_init(lp_session *s, FILE *out) {

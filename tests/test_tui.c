@@ -712,6 +712,43 @@ static void command_output_goes_to_the_pane_and_errors_to_the_message_line(void 
     assert_non_null(strstr(row(f, 1), "·Lily ·li ked ·the"));
 }
 
+/* A long command's progress (train's bar and its lines) stays inside the browser: the lines
+ * in the output pane, nothing on the terminal's stderr, where it would scroll the screen
+ * under curses. */
+static void train_reports_progress_in_the_browser_not_on_the_terminal(void **state) {
+    fixture *f = *state;
+    char *dir = make_temp_dir(), cmd[4400];
+    snprintf(cmd, sizeof cmd,
+             "train %s/t --layers 1 --heads 2 --d-model 16 --d-mlp 32 --ctx 16 --vocab 280 --corpus-mb 0.05 --steps 4 "
+             "--eval-every 2 --batch 2 --seq 16 --threads 1",
+             dir);
+    fflush(stderr);
+    FILE *err = tmpfile();
+    int saved = dup(2);
+    dup2(fileno(err), 2);
+    key(f, ':');
+    type(f, cmd);
+    key(f, LP_KEY_ENTER);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    long n = ftell(err) > 0 ? ftell(err) : (fseek(err, 0, SEEK_END), ftell(err));
+    char got[512] = "";
+    rewind(err);
+    got[fread(got, 1, sizeof got - 1, err)] = '\0';
+    fclose(err);
+    if (n != 0) fail_msg("train wrote %ld bytes to stderr: %s", n, got);
+    assert_false(f->b->message_error);
+    assert_non_null(f->b->output);
+    assert_non_null(strstr(f->b->output, "train: "));
+    assert_non_null(strstr(f->b->output, "train: step 4/4 loss"));
+    char live[256];
+    lp_browser_progress(f->b, live, sizeof live);
+    assert_string_equal(live, ""); /* over with the command */
+    assert_non_null(strstr(row(f, 0), " loupe "));
+    rm_tree(dir);
+}
+
 static void line_editor_edits_and_walks_history(void **state) {
     (void)state;
     char *dir = make_temp_dir(), path[4200];
@@ -908,6 +945,7 @@ int main(void) {
         STORIES_TEST(patching_view_shows_a_stored_result),
         STORIES_TEST(command_output_goes_to_the_pane_and_errors_to_the_message_line),
         STORIES_TEST(help_is_written_from_the_keymap),
+        STORIES_TEST(train_reports_progress_in_the_browser_not_on_the_terminal),
         {"no_color_draws_shading_characters", no_color_draws_shading_characters, stories_mono, fixture_close, NULL},
         {"wide_tokens_keep_the_grid_aligned", wide_tokens_keep_the_grid_aligned, tiny_cjk, fixture_close, NULL},
     };

@@ -90,6 +90,7 @@ lp_browser *lp_browser_new(lp_session *s, const char *history_path) {
         free(b);
         return NULL;
     }
+    pthread_mutex_init(&b->progress_lock, NULL);
     for (int v = 0; v < LP_VIEW_COUNT; v++) b->state[v] = VIEWS[v]->open(b);
     b->pos = s->run ? lp_run_len(s->run) - 1 : 0;
     tokens_refresh(b);
@@ -104,6 +105,7 @@ void lp_browser_free(lp_browser *b) {
     lp_line_free(b->line);
     free(b->output);
     free(b->pending);
+    pthread_mutex_destroy(&b->progress_lock);
     free(b);
 }
 
@@ -114,6 +116,26 @@ static int count_lines(const char *t) {
     int n = 0;
     for (const char *p = t; *p; p++) n += *p == '\n';
     return n + (t[strlen(t) - 1] != '\n');
+}
+
+/* The session's progress sink while a command runs here: nothing reaches the terminal
+ * behind curses' back. The live line goes to the spinner, the lines worth keeping to the
+ * output pane (the command's output stream, on the same thread). */
+static void progress_to_browser(void *ctx, lp_progress_kind kind, const char *text) {
+    lp_browser *b = ctx;
+    if (kind == LP_PROGRESS_STATUS || kind == LP_PROGRESS_END) {
+        pthread_mutex_lock(&b->progress_lock);
+        snprintf(b->progress, sizeof b->progress, "%s", kind == LP_PROGRESS_STATUS ? text : "");
+        pthread_mutex_unlock(&b->progress_lock);
+    } else if (b->s->out) {
+        fprintf(b->s->out, "%s\n", text);
+    }
+}
+
+void lp_browser_progress(lp_browser *b, char *buf, size_t cap) {
+    pthread_mutex_lock(&b->progress_lock);
+    snprintf(buf, cap, "%s", b->progress);
+    pthread_mutex_unlock(&b->progress_lock);
 }
 
 int lp_browser_exec(lp_browser *b, const char *line) {
@@ -129,7 +151,14 @@ int lp_browser_exec(lp_browser *b, const char *line) {
     size_t len = 0;
     FILE *mem = open_memstream(&text, &len), *saved = b->s->out;
     if (mem) b->s->out = mem;
+    lp_progress_fn saved_progress = b->s->progress;
+    void *saved_ctx = b->s->progress_ctx;
+    b->s->progress = progress_to_browser;
+    b->s->progress_ctx = b;
     int rc = lp_exec(b->s, cmd);
+    b->s->progress = saved_progress;
+    b->s->progress_ctx = saved_ctx;
+    progress_to_browser(b, LP_PROGRESS_END, "");
     if (mem) {
         fclose(mem);
         b->s->out = saved;

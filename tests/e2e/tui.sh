@@ -10,7 +10,7 @@ LOUPE=${LOUPE:-./loupe}
 case $LOUPE in /*) ;; *) LOUPE=$(pwd)/$LOUPE ;; esac
 STORIES=$(pwd)/../shared/models/stories260K/stories260K.bin
 TEXT='Once upon a time, Lily found a ball. Lily liked the ball.'
-PANE=tui LIMIT=55
+PANE=tui LIMIT=75
 . tests/e2e/lib/tmux.sh
 # start ARGS...: a command in a fresh 120x40 pane; its exit status lands in $tmp/status
 start() {
@@ -120,6 +120,19 @@ else
     fail "mkmodel"
     sed 's/^/  | /' "$tmp/mk.log"
 fi
+
+# 2b. A long command's own progress (train's bar) shows in the spinner line, and nothing it
+# reports reaches the terminal behind the browser: the title bar and token strip stay put.
+start "'$LOUPE' -d :memory: --tui '$STORIES' -e 'run $TEXT'"
+expect "opens for training" 10 "1 Attention"
+keys : "train $tmp/tr --layers 1 --heads 2 --d-model 32 --d-mlp 64 --ctx 32 --vocab 280 --corpus-mb 0.05 --steps 2000 --eval-every 1000 --batch 8 --seq 32 --threads 1" Enter
+expect "train's progress bar in the spinner line" 10 "step "
+expect "train finishes with its lines in the output pane" 30 "train: step 2000/2000"
+if screen | head -1 | grep -q "^ loupe .*1 Attention"; then ok "the title bar stays on the first row"
+else fail "the title bar stays on the first row"; screen | sed 's/^/  | /'; fi
+if screen | sed -n 2p | grep -qF "(no run: :run TEXT)"; then ok "the token strip stays on the second row"
+else fail "the token strip stays on the second row"; screen | sed 's/^/  | /'; fi
+quit_with "q after training" 0 q
 
 # 3. Colours by what the terminal has: 256, 8 (tmux's default TERM, screen), none.
 colours() { t capture-pane -e -p -t tui 2>/dev/null | grep -c "$1"; }
