@@ -677,6 +677,55 @@ static void patching_view_shows_a_stored_result(void **state) {
     assert_int_equal(c->color, LP_COLOR_DIV(LP_DIV_LEVELS - 1));
 }
 
+/* A site-z result (layers x heads) stored for the run: 5 x 8, cell (l, h) = l + h / 10. */
+static void store_z_result(fixture *f, const char *direction) {
+    char res[2048] = "{\"site\":\"z\",\"direction\":\"";
+    lp_appendf(res, sizeof res, "%s\",\"rows\":\"layer\",\"cols\":\"head\",\"values\":[", direction);
+    for (int l = 0; l < 5; l++) {
+        lp_appendf(res, sizeof res, "%s[", l ? "," : "");
+        for (int h = 0; h < 8; h++) lp_appendf(res, sizeof res, "%s%.1f", h ? "," : "", l + h / 10.0);
+        lp_appendf(res, sizeof res, "]");
+    }
+    lp_appendf(res, sizeof res, "],\"undefined\":false,\"target\":{\"id\":432,\"token\":\",\"},"
+                                "\"contrast\":{\"id\":383,\"token\":\" there\"}}");
+    OK(lp_store_put_analysis(f->s.store, f->s.run_id, "patch", "{}", res, NULL));
+    OK(lp_browser_exec(f->b, "info")); /* any command refreshes what the views read */
+    render(f);
+}
+
+/* One selection in the patching view: its row is the title bar's layer ([ ] and j k move
+ * both), its column (site z) the title bar's head, and m records that layer and head. */
+static void patching_view_site_z_cursor_is_the_title_bars_and_the_notes(void **state) {
+    fixture *f = *state;
+    key(f, ']');
+    key(f, '7');
+    store_z_result(f, "noising");
+    SHOWS(f, "site z");
+    key(f, '}');
+    key(f, '}');
+    assert_non_null(strstr(row(f, 0), "L1 H2"));
+    assert_non_null(strstr(status(f), "L1 head 2: 1.2000"));
+    assert_int_equal(find_below(f, "L1 ", 3, NULL, NULL)->color, LP_COLOR_SELECTED);
+    key(f, 'j');
+    assert_non_null(strstr(row(f, 0), "L2 H2"));
+    assert_non_null(strstr(status(f), "L2 head 2: 2.2000"));
+    assert_int_equal(find_below(f, "L2 ", 3, NULL, NULL)->color, LP_COLOR_SELECTED);
+    key(f, 'm');
+    type(f, "name mover?");
+    key(f, LP_KEY_ENTER);
+    json_t *rows = NULL;
+    OK(lp_store_query(f->s.store, "SELECT layer, head, pos FROM findings", NULL, false, &rows, NULL));
+    assert_int_equal(json_array_size(rows), 1);
+    json_t *r = json_array_get(rows, 0);
+    assert_int_equal(lp_row_int(r, "layer", -1), 2);
+    assert_int_equal(lp_row_int(r, "head", -1), 2);
+    assert_int_equal(lp_row_int(r, "pos", -1), -1); /* z patches every position at once */
+    json_decref(rows);
+    /* [ moves the same row back. */
+    key(f, '[');
+    assert_non_null(strstr(status(f), "L1 head 2:"));
+}
+
 /* ---- the command line ---- */
 
 static void command_output_goes_to_the_pane_and_errors_to_the_message_line(void **state) {
@@ -943,6 +992,7 @@ int main(void) {
         STORIES_TEST(note_is_written_and_listed_with_its_run),
         STORIES_TEST(findings_of_another_run_rerun_it),
         STORIES_TEST(patching_view_shows_a_stored_result),
+        STORIES_TEST(patching_view_site_z_cursor_is_the_title_bars_and_the_notes),
         STORIES_TEST(command_output_goes_to_the_pane_and_errors_to_the_message_line),
         STORIES_TEST(help_is_written_from_the_keymap),
         STORIES_TEST(train_reports_progress_in_the_browser_not_on_the_terminal),

@@ -237,6 +237,13 @@ static void clamp(int *v, int lo, int hi) {
 static int n_layer(const lp_browser *b) { return b->s->model ? lp_model_config(b->s->model)->n_layer : 1; }
 static int n_head(const lp_browser *b) { return b->s->model ? lp_model_config(b->s->model)->n_head : 1; }
 
+/* The token, layer and head inside the run and the model, whatever a key did. */
+static void clamp_selection(lp_browser *b) {
+    clamp(&b->pos, 0, b->T > 0 ? b->T - 1 : 0);
+    clamp(&b->layer, 0, n_layer(b) - 1);
+    clamp(&b->head, 0, n_head(b) - 1);
+}
+
 /* A code point as UTF-8 (what a key typed on the line inserts). */
 static void utf8_put(int cp, char out[5]) {
     static const unsigned char LEAD[] = {0, 0, 0xC0, 0xE0, 0xF0};
@@ -314,6 +321,7 @@ lp_browser_do lp_browser_key(lp_browser *b, int key) {
     const lp_binding *k = lp_keymap_find(b->view, key);
     if (k) {
         if (VIEWS[b->view]->act) VIEWS[b->view]->act(b->state[b->view], b, k->action);
+        clamp_selection(b);
         return b->pending ? LP_BROWSER_EXEC : LP_BROWSER_DRAW;
     }
     k = lp_keymap_find(LP_SCOPE_ALL, key);
@@ -362,9 +370,7 @@ lp_browser_do lp_browser_key(lp_browser *b, int key) {
     case LP_DO_QUIT: b->quit = true; return LP_BROWSER_QUIT;
     default: break;
     }
-    clamp(&b->pos, 0, b->T > 0 ? b->T - 1 : 0);
-    clamp(&b->layer, 0, n_layer(b) - 1);
-    clamp(&b->head, 0, n_head(b) - 1);
+    clamp_selection(b);
     if (b->output_scroll > b->output_lines - 1) b->output_scroll = b->output_lines - 1;
     if (b->output_scroll < 0) b->output_scroll = 0;
     return LP_BROWSER_DRAW;
