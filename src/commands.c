@@ -327,7 +327,7 @@ static const lp_command COMMANDS[] = {
     {"tag", "NAME", "tag the current run", "tag induction", lp_cmd_tag, false},
     {"findings", "[--all]", "notes and tags of this session (or of all)", "findings", lp_cmd_findings, false},
     {"runs", "[--all]", "past runs of this session (or of all)", "runs --all", lp_cmd_runs, false},
-    {"rerun", "ID", "run a stored run again with the loaded model", "rerun 3", lp_cmd_rerun, false},
+    {"rerun", "ID [--reuse]", "run a stored run again with the loaded model (--reuse: as that run, in its session, recording no new one)", "rerun 3", lp_cmd_rerun, false},
     {"save", "attn | acts L | TENSOR", "store tensors of the current run (float32 BLOBs with their shape)",
      "save acts 2", lp_cmd_save, false},
     {"export", "TENSOR FILE", "write a tensor as .npy or .csv; TENSOR: attn L [H], logits, resid_post L, mlp_post L, ...",

@@ -650,10 +650,51 @@ static void findings_of_another_run_rerun_it(void **state) {
     key(f, '6');
     key(f, 'j');
     key(f, LP_KEY_ENTER);
-    assert_int_equal(lp_run_len(f->s.run), 21); /* the first run again (recorded anew) */
+    assert_int_equal(lp_run_len(f->s.run), 21); /* the first run again, as run 1 */
+    assert_int_equal(f->s.run_id, 1);
     assert_int_equal(f->b->view, LP_VIEW_ACTIVATIONS);
     assert_int_equal(f->b->layer, 2);
     assert_int_equal(f->b->pos, 3);
+}
+
+static long long count_of(fixture *f, const char *sql) {
+    json_t *rows = NULL;
+    OK(lp_store_query(f->s.store, sql, NULL, false, &rows, NULL));
+    long long n = lp_row_int(json_array_get(rows, 0), "n", -1);
+    json_decref(rows);
+    return n;
+}
+
+/* Going to a finding of another session, again and again, reuses its run in its session:
+ * no new runs (it made runs 2, 3, 4 in the current session). */
+static void going_to_a_finding_reuses_its_run_and_session(void **state) {
+    fixture *f = *state;
+    OK(lp_exec(&f->s, "session new ioi"));
+    OK(lp_exec(&f->s, "run Lily liked the ball."));
+    OK(lp_exec(&f->s, "note the ball --layer 1 --head 2 --pos 3"));
+    int64_t ioi = f->s.session_id, run = f->s.run_id;
+    OK(lp_exec(&f->s, "session open default"));
+    OK(lp_exec(&f->s, "run Once upon a time"));
+    long long runs = count_of(f, "SELECT count(*) AS n FROM runs");
+    key(f, '6');
+    key(f, 'j');
+    key(f, 'j'); /* session default, session ioi, its finding */
+    SHOWS(f, "finding #1 of run");
+    for (int i = 0; i < 3; i++) {
+        key(f, '6');
+        key(f, LP_KEY_ENTER);
+        assert_false(f->b->message_error);
+        assert_int_equal(f->s.run_id, run);
+        assert_int_equal(f->s.session_id, ioi);
+        assert_int_equal(f->b->view, LP_VIEW_ATTENTION);
+        assert_int_equal(f->b->layer, 1);
+        assert_int_equal(f->b->head, 2);
+        assert_int_equal(f->b->pos, 3);
+        assert_int_equal(count_of(f, "SELECT count(*) AS n FROM runs"), runs);
+    }
+    /* A note written there belongs to that session and run. */
+    OK(lp_browser_exec(f->b, "note still the ball"));
+    assert_int_equal(count_of(f, "SELECT count(*) AS n FROM findings WHERE session_id = 2 AND run_id = 2"), 2);
 }
 
 static void patching_view_shows_a_stored_result(void **state) {
@@ -991,6 +1032,7 @@ int main(void) {
         STORIES_TEST(lens_view_shows_top_tokens_per_layer_and_position),
         STORIES_TEST(note_is_written_and_listed_with_its_run),
         STORIES_TEST(findings_of_another_run_rerun_it),
+        STORIES_TEST(going_to_a_finding_reuses_its_run_and_session),
         STORIES_TEST(patching_view_shows_a_stored_result),
         STORIES_TEST(patching_view_site_z_cursor_is_the_title_bars_and_the_notes),
         STORIES_TEST(command_output_goes_to_the_pane_and_errors_to_the_message_line),
