@@ -697,6 +697,8 @@ static void going_to_a_finding_reuses_its_run_and_session(void **state) {
     assert_int_equal(count_of(f, "SELECT count(*) AS n FROM findings WHERE session_id = 2 AND run_id = 2"), 2);
 }
 
+static void store_z_result(fixture *f, const char *direction);
+
 static void patching_view_shows_a_stored_result(void **state) {
     fixture *f = *state;
     key(f, '7');
@@ -714,8 +716,24 @@ static void patching_view_shows_a_stored_result(void **state) {
     SHOWS(f, "0.90");
     SHOWS(f, "-0.50");
     SHOWS(f, "·there");
-    const lp_cell *c = cell_of(f, "1.00");
-    assert_int_equal(c->color, LP_COLOR_DIV(LP_DIV_LEVELS - 1));
+    /* Noising: the colour is the effect, 1 - recovery, and the legend says so. A site whose
+     * corruption leaves the prediction (recovery 1) is blank; the one that takes most of it
+     * away (-0.50: 1.5) is the strongest. */
+    SHOWS(f, "colour: effect = 1 − recovery");
+    assert_int_equal(cell_of(f, "1.00")->color, LP_COLOR_DIV(LP_DIV_LEVELS / 2));
+    assert_int_equal(cell_of(f, "-0.50")->color, LP_COLOR_DIV(LP_DIV_LEVELS - 1));
+    assert_int_equal(cell_of(f, "0.10")->color, LP_COLOR_DIV(lp_div_level(0.9 / 1.5)));
+    assert_true(cell_of(f, "0.10")->color > cell_of(f, "0.90")->color);
+}
+
+/* Denoising: restoring a site brings the recovery back, so the colour is the recovery. */
+static void patching_view_colours_denoising_by_recovery(void **state) {
+    fixture *f = *state;
+    key(f, '7');
+    store_z_result(f, "denoising");
+    SHOWS(f, "colour: effect = recovery");
+    assert_int_equal(find_below(f, "4.70", 3, NULL, NULL)->color, LP_COLOR_DIV(LP_DIV_LEVELS - 1));
+    assert_int_equal(find_below(f, "0.00", 3, NULL, NULL)->color, LP_COLOR_DIV(LP_DIV_LEVELS / 2));
 }
 
 /* A site-z result (layers x heads) stored for the run: 5 x 8, cell (l, h) = l + h / 10. */
@@ -1035,6 +1053,7 @@ int main(void) {
         STORIES_TEST(going_to_a_finding_reuses_its_run_and_session),
         STORIES_TEST(patching_view_shows_a_stored_result),
         STORIES_TEST(patching_view_site_z_cursor_is_the_title_bars_and_the_notes),
+        STORIES_TEST(patching_view_colours_denoising_by_recovery),
         STORIES_TEST(command_output_goes_to_the_pane_and_errors_to_the_message_line),
         STORIES_TEST(help_is_written_from_the_keymap),
         STORIES_TEST(train_reports_progress_in_the_browser_not_on_the_terminal),

@@ -1,6 +1,9 @@
 /* View 7, patching: the activation-patching results stored for the current run (`patch`)
- * as a heat map, layers down and positions (or heads) across, on the diverging scale:
- * how much of the clean logit difference patching each site restores. */
+ * as a heat map, layers down and positions (or heads) across, on the diverging scale. The
+ * numbers are the recovery, as `patch` prints it; the colour is the effect, so that what
+ * matters stands out in both directions: 1 − recovery when noising (the part of the
+ * difference that corrupting the site takes away; recovery 1 means it does not matter),
+ * the recovery itself when denoising (the part that restoring the site brings back). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +48,14 @@ static bool patch_selection(const patch_state *st, const lp_browser *b, patch_ce
     if (c->col < 0) c->col = 0;
     return true;
 }
+
+static double value_at(json_t *vals, int l, int c) {
+    json_t *x = json_array_get(json_array_get(vals, (size_t)l), (size_t)c);
+    return json_is_number(x) ? json_number_value(x) : NAN;
+}
+
+/* What a cell's colour shows: how much the site matters (see the top of the file). */
+static double effect(double recovery, bool noising) { return noising ? 1 - recovery : recovery; }
 
 static void *patch_open(lp_browser *b) {
     (void)b;
@@ -96,13 +107,13 @@ static void patch_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     }
     json_t *res = cur.res, *vals = cur.vals;
     bool undefined = cur.undefined, by_head = cur.by_head;
+    bool noising = !undefined && strcmp(lp_row_str(res, "direction"), "denoising") != 0;
     int L = cur.L, C = cur.C, row_sel = cur.layer, col_sel = cur.col;
     double mx = 0;
     for (int l = 0; l < L; l++)
         for (int c = 0; c < C; c++) {
-            json_t *x = json_array_get(json_array_get(vals, (size_t)l), (size_t)c);
-            double v = json_is_number(x) ? json_number_value(x) : NAN;
-            if (fabs(v) > mx) mx = fabs(v);
+            double e = effect(value_at(vals, l, c), noising);
+            if (fabs(e) > mx) mx = fabs(e);
         }
     if (mx < 1 && !undefined) mx = 1; /* recovery: 1 is all of it */
     json_t *target = json_object_get(res, "target"), *contrast = json_object_get(res, "contrast");
@@ -113,6 +124,12 @@ static void patch_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, LP_ATTR_BOLD, "[%d/%zu] site %s  %s  %s vs %s  %s",
                      st->sel + 1, json_array_size(st->list), lp_row_str(res, "site"), lp_row_str(res, "direction"), tt,
                      ct, undefined ? "raw logit difference (clean = corrupt)" : "logit-difference recovery");
+    lp_screen_put_clip(scr, a.x + 1, a.y + 1, a.w - 1,
+                       undefined ? "colour and numbers: the patched logit difference"
+                       : noising ? "colour: effect = 1 \xE2\x88\x92 recovery (blank: corrupting it changes nothing); "
+                                   "numbers: recovery"
+                                 : "colour: effect = recovery (blank: restoring it brings nothing back); numbers: recovery",
+                       LP_COLOR_DIM, 0);
     int cols = (a.w - LABEL_W) / CELL_W, rows = a.h - 3;
     if (cols < 1 || rows < 1) return;
     int top = lp_scroll(&st->top, row_sel, rows, L), left = lp_scroll(&st->left, col_sel, cols, C);
@@ -145,13 +162,16 @@ static void patch_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
             if (isnan(v)) snprintf(num, sizeof num, "-");
             else snprintf(num, sizeof num, "%.2f", v);
             bool here = l == row_sel && j == col_sel;
-            lp_screen_div_text(scr, a.x + LABEL_W + c * CELL_W, y, CELL_W - 1, lp_div_level(isnan(v) ? 0 : v / mx), num,
+            double e = effect(v, noising);
+            lp_screen_div_text(scr, a.x + LABEL_W + c * CELL_W, y, CELL_W - 1, lp_div_level(isnan(e) ? 0 : e / mx), num,
                                here ? LP_ATTR_BOLD | LP_ATTR_UNDERLINE : 0);
         }
     }
-    json_t *x = json_array_get(json_array_get(vals, (size_t)row_sel), (size_t)col_sel);
-    lp_browser_set_status(b, "L%d %s %d: %.4f   (%s moves the column)", row_sel, by_head ? "head" : "position",
-                          col_sel, json_is_number(x) ? json_number_value(x) : NAN, by_head ? "{ }" : "\xE2\x86\x90\xE2\x86\x92");
+    double v = value_at(vals, row_sel, col_sel);
+    char eff[48] = "";
+    if (!undefined) snprintf(eff, sizeof eff, "  (effect %.4f)", effect(v, noising));
+    lp_browser_set_status(b, "L%d %s %d: %.4f%s   (%s moves the column)", row_sel, by_head ? "head" : "position",
+                          col_sel, v, eff, by_head ? "{ }" : "\xE2\x86\x90\xE2\x86\x92");
 }
 
 static bool patch_act(void *vst, lp_browser *b, lp_action a) {
