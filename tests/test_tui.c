@@ -261,6 +261,31 @@ static void title_names_the_view_and_strip_highlights_the_token(void **state) {
     }
 }
 
+/* At 80 columns the title bar still names every view beside its key, and the layer and
+ * head; the model's name and the run give way first. */
+static void title_bar_names_every_view_at_80_columns(void **state) {
+    fixture *f = *state;
+    lp_screen_resize(f->scr, 80, 24);
+    for (int v = 0; v < LP_VIEW_COUNT; v++) {
+        key(f, '1' + v);
+        for (int w = 0; w < LP_VIEW_COUNT; w++) {
+            char want[64];
+            snprintf(want, sizeof want, " %d %s", w + 1, w == v ? lp_view_get(w)->title : lp_view_get(w)->name);
+            if (!strstr(row(f, 0), want)) fail_msg("view %d: no '%s' in the title bar '%s'", v + 1, want, row(f, 0));
+        }
+        assert_non_null(strstr(row(f, 0), " L0 H0 "));
+    }
+}
+
+/* An empty patching view says how to fill it, readable at 80 columns. */
+static void empty_patching_view_says_how_to_fill_it(void **state) {
+    fixture *f = *state;
+    lp_screen_resize(f->scr, 80, 24);
+    key(f, '7');
+    SHOWS(f, "No patching results for this run.");
+    SHOWS(f, ":patch --corrupt TEXT");
+}
+
 static void small_terminal_gets_a_message(void **state) {
     fixture *f = *state;
     lp_screen_resize(f->scr, 30, 8);
@@ -387,6 +412,12 @@ static void heads_view_colours_the_grid_by_metric(void **state) {
         fail_msg("cell '%s', wanted '%s'", cellbuf, want);
     }
     assert_int_equal(lp_screen_at(f->scr, 5 + 3 * 6 + 1, y)->color, LP_COLOR_HEAT(lp_heat_level(v)));
+    /* The head's panel sits beside the grid (its last column ends at 5 + 8 * 6), not at the
+     * far edge of the terminal. */
+    int px, py;
+    find_below(f, "layer 2 head 3", 2, &px, &py);
+    assert_int_equal(py, 3);
+    if (px > 5 + 8 * 6 + 4) fail_msg("the panel starts at column %d, the grid ends at %d", px, 5 + 8 * 6);
     /* Another metric; Enter opens the head's pattern. */
     key(f, 'c');
     SHOWS(f, "colour: first_token");
@@ -1037,6 +1068,8 @@ int main(void) {
         cmocka_unit_test(line_editor_edits_and_walks_history),
         STORIES_TEST(title_names_the_view_and_strip_highlights_the_token),
         STORIES_TEST(small_terminal_gets_a_message),
+        STORIES_TEST(title_bar_names_every_view_at_80_columns),
+        STORIES_TEST(empty_patching_view_says_how_to_fill_it),
         {"no_model_says_what_to_do", no_model_says_what_to_do, no_model, fixture_close, NULL},
         STORIES_TEST(attention_view_shows_labels_values_and_cursor),
         STORIES_TEST(attention_scrolls_to_keep_the_cursor_in_view),

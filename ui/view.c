@@ -475,28 +475,55 @@ static const char *basename_of(const char *path) {
     return path;
 }
 
+/* A view's tab: " 3 acts", or " 3 " when narrow; the current one " 3 Activations ". */
+static int tab_text(const lp_browser *b, int v, bool names, char *buf, size_t cap) {
+    if (v == b->view) return snprintf(buf, cap, " %d %s ", v + 1, VIEWS[v]->title);
+    if (names) return snprintf(buf, cap, " %d %s", v + 1, VIEWS[v]->name);
+    return snprintf(buf, cap, " %d ", v + 1);
+}
+
+static int tabs_width(const lp_browser *b, bool names) {
+    int w = 0;
+    char tab[64];
+    for (int v = 0; v < LP_VIEW_COUNT; v++) w += tab_text(b, v, names, tab, sizeof tab);
+    return w;
+}
+
+/* The title bar: every view's key and name (the current one by its title), then the layer
+ * and head, the model and the run. What does not fit goes first: the model, the run, then
+ * the other views' names, never a view's key or the layer and head. */
 static void draw_title(lp_browser *b, lp_screen *scr) {
     lp_screen_fill(scr, 0, 0, scr->w, " ", LP_COLOR_TITLE, 0);
     int x = lp_screen_put(scr, 0, 0, -1, " loupe ", LP_COLOR_TITLE, LP_ATTR_BOLD);
-    /* Tabs: every view's number and name, the current one by its title; shorter when narrow. */
-    char right[256];
     const lp_config *c = b->s->model ? lp_model_config(b->s->model) : NULL;
-    if (c)
-        snprintf(right, sizeof right, " L%d H%d \xE2\x94\x82 %.60s \xE2\x94\x82 run %lld ", b->layer, b->head,
-                 basename_of(lp_model_path(b->s->model)), (long long)b->s->run_id);
-    else snprintf(right, sizeof right, " no model ");
-    int rw = lp_display_width(right);
-    int full = 0;
-    for (int v = 0; v < LP_VIEW_COUNT; v++) full += 3 + (int)strlen(v == b->view ? VIEWS[v]->title : VIEWS[v]->name);
-    bool names = x + full + rw <= scr->w;
+    char rights[3][256];
+    if (c) {
+        const char *model = basename_of(lp_model_path(b->s->model));
+        long long run = (long long)b->s->run_id;
+        snprintf(rights[0], sizeof rights[0], " L%d H%d \xE2\x94\x82 %.60s \xE2\x94\x82 run %lld ", b->layer, b->head,
+                 model, run);
+        snprintf(rights[1], sizeof rights[1], " L%d H%d \xE2\x94\x82 run %lld ", b->layer, b->head, run);
+        snprintf(rights[2], sizeof rights[2], " L%d H%d ", b->layer, b->head);
+    } else {
+        for (int i = 0; i < 3; i++) snprintf(rights[i], sizeof rights[i], " no model ");
+    }
+    bool names = false;
+    const char *right = rights[2];
+    for (int i = 0; i < 6; i++) { /* names with each right side, then without */
+        bool n = i < 3;
+        if (x + tabs_width(b, n) + lp_display_width(rights[i % 3]) <= scr->w) {
+            names = n;
+            right = rights[i % 3];
+            break;
+        }
+    }
     for (int v = 0; v < LP_VIEW_COUNT; v++) {
         char tab[64];
-        if (v == b->view) snprintf(tab, sizeof tab, " %d %s ", v + 1, VIEWS[v]->title);
-        else if (names) snprintf(tab, sizeof tab, " %d %s ", v + 1, VIEWS[v]->name);
-        else snprintf(tab, sizeof tab, " %d ", v + 1);
+        tab_text(b, v, names, tab, sizeof tab);
         x += lp_screen_put(scr, x, 0, scr->w - x, tab, v == b->view ? LP_COLOR_TAB : LP_COLOR_TITLE,
                            v == b->view ? LP_ATTR_BOLD : 0);
     }
+    int rw = lp_display_width(right);
     if (x + rw <= scr->w) lp_screen_put(scr, scr->w - rw, 0, rw, right, LP_COLOR_TITLE, 0);
 }
 

@@ -96,7 +96,7 @@ static void patch_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     if (!lp_browser_need_run(b, scr, a)) return;
     if (!json_array_size(st->list)) {
         lp_browser_say(scr, a, "No patching results for this run.",
-                       ":patch --corrupt TEXT (a corrupted prompt of the same length) makes one");
+                       ":patch --corrupt TEXT makes one (TEXT: a corrupted prompt with as many tokens)");
         lp_browser_set_status(b, "no patching results");
         return;
     }
