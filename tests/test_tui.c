@@ -937,6 +937,82 @@ static void line_editor_edits_and_walks_history(void **state) {
     rm_tree(dir);
 }
 
+/* / searches the tokens (as shown or as raw text, any case), n and N step through the
+ * matches wrapping round, g and G go to the first and last token; every view follows. */
+static void slash_searches_the_tokens_and_n_steps_through_matches(void **state) {
+    fixture *f = *state;
+    render(f);
+    int T = lp_run_len(f->s.run);
+    assert_int_equal(f->b->pos, T - 1);
+    key(f, '/');
+    assert_non_null(strstr(row(f, f->scr->h - 1), "/"));
+    type(f, "lily");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->pos, 6); /* from the last token, wrapped round to the first ·Lily */
+    SHOWS(f, "/lily: token 6, match 1 of 2 (wrapped)");
+    assert_non_null(strstr(status(f), "query 6 ·Lily"));
+    key(f, 'n');
+    assert_int_equal(f->b->pos, 14);
+    key(f, 'n');
+    assert_int_equal(f->b->pos, 6);
+    key(f, 'N');
+    assert_int_equal(f->b->pos, 14);
+    key(f, 'g');
+    assert_int_equal(f->b->pos, 0);
+    key(f, '/');
+    key(f, LP_KEY_ENTER); /* Enter alone: the same search again */
+    assert_int_equal(f->b->pos, 6);
+    key(f, '/');
+    type(f, " a"); /* the raw text, with its space: ·a, not ·ball's "all" */
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->pos, 10);
+    key(f, '2'); /* other views follow the token too */
+    key(f, '5');
+    assert_non_null(strstr(status(f), "token 10"));
+    key(f, 'G');
+    assert_int_equal(f->b->pos, T - 1);
+    key(f, '/');
+    type(f, "zebra");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->pos, T - 1);
+    assert_int_equal(cell_of(f, "/zebra: no token matches")->color, LP_COLOR_ERROR);
+}
+
+/* `:attn L H` switches the attention view to that head instead of printing its table;
+ * `:heads` and `:lens` open their views; anything else still runs. */
+static void view_commands_switch_the_view(void **state) {
+    fixture *f = *state;
+    key(f, '3');
+    key(f, ':');
+    type(f, "attn 2 3");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->view, LP_VIEW_ATTENTION);
+    assert_int_equal(f->b->layer, 2);
+    assert_int_equal(f->b->head, 3);
+    assert_false(f->b->output_shown);
+    assert_non_null(strstr(row(f, 0), "L2 H3"));
+    SHOWS(f, "attn 2 3: shown in view 1");
+    key(f, ':');
+    type(f, "heads");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->view, LP_VIEW_HEADS);
+    key(f, ':');
+    type(f, "lens");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->view, LP_VIEW_LENS);
+    /* Out of range: the command runs and says why. */
+    key(f, ':');
+    type(f, "attn 9 0");
+    key(f, LP_KEY_ENTER);
+    assert_true(f->b->message_error);
+    assert_int_equal(f->b->view, LP_VIEW_LENS);
+    /* With options, heads still prints its table. */
+    key(f, ':');
+    type(f, "heads --sort induction");
+    key(f, LP_KEY_ENTER);
+    assert_true(f->b->output_shown);
+}
+
 /* ---- keys and help ---- */
 
 static void keymap_has_one_binding_per_key_and_scope(void **state) {
@@ -1089,6 +1165,8 @@ int main(void) {
         STORIES_TEST(patching_view_colours_denoising_by_recovery),
         STORIES_TEST(command_output_goes_to_the_pane_and_errors_to_the_message_line),
         STORIES_TEST(help_is_written_from_the_keymap),
+        STORIES_TEST(slash_searches_the_tokens_and_n_steps_through_matches),
+        STORIES_TEST(view_commands_switch_the_view),
         STORIES_TEST(train_reports_progress_in_the_browser_not_on_the_terminal),
         {"no_color_draws_shading_characters", no_color_draws_shading_characters, stories_mono, fixture_close, NULL},
         {"wide_tokens_keep_the_grid_aligned", wide_tokens_keep_the_grid_aligned, tiny_cjk, fixture_close, NULL},

@@ -253,18 +253,108 @@ static void utf8_put(int cp, char out[5]) {
     out[n] = '\0';
 }
 
-/* Enter on the command line: the command, or for `m` a note about the view's cursor. */
+/* ---- searching the tokens (/, n, N) ---- */
+
+/* Token i matches text, in any case, as shown (·Mary) or as its raw bytes (" Mary"). */
+static bool token_matches(const lp_browser *b, int i, const char *text) {
+    if (strcasestr(b->tok[i], text)) return true;
+    const lp_tokenizer *t = b->s->model ? lp_model_tokenizer(b->s->model) : NULL;
+    size_t len = 0;
+    const char *bytes = t && b->s->run ? lp_tokenizer_token_bytes(t, lp_run_ids(b->s->run)[i], &len) : NULL;
+    char raw[256];
+    if (!bytes || len >= sizeof raw) return false;
+    memcpy(raw, bytes, len);
+    raw[len] = '\0';
+    return strcasestr(raw, text) != NULL;
+}
+
+/* Moves the selected token to the next match of the last search in direction dir (+1, -1),
+ * wrapping round the run as less does, and says where it landed. */
+static void search_tokens(lp_browser *b, int dir) {
+    b->message_error = false;
+    if (!b->search[0]) {
+        snprintf(b->message, sizeof b->message, "no search yet: / searches the run's tokens");
+        return;
+    }
+    int n = 0, nth = 0, found = -1;
+    for (int i = 0; i < b->T; i++) n += token_matches(b, i, b->search);
+    for (int k = 1; k <= b->T && found < 0; k++) {
+        int i = ((b->pos + dir * k) % b->T + b->T) % b->T;
+        if (token_matches(b, i, b->search)) found = i;
+    }
+    if (found < 0) {
+        b->message_error = true;
+        snprintf(b->message, sizeof b->message, "/%s: no token matches", b->search);
+        return;
+    }
+    bool wrapped = dir > 0 ? found <= b->pos : found >= b->pos;
+    b->pos = found;
+    for (int i = 0; i <= found; i++) nth += token_matches(b, i, b->search);
+    snprintf(b->message, sizeof b->message, "/%s: token %d, match %d of %d%s   (n N: next, previous)", b->search, found,
+             nth, n, wrapped ? " (wrapped)" : "");
+}
+
+/* ---- commands that have a view ---- */
+
+/* `attn L H` on the `:` line shows the head in the attention view rather than printing
+ * its T x T table into the pane; `heads` and `lens` (without options) open theirs. Anything
+ * else, or a layer or head out of range, runs as a command (which says what is wrong). */
+static bool show_in_view(lp_browser *b, const char *line) {
+    static const struct {
+        const char *command;
+        int view, args; /* args: 2 for a layer and a head */
+    } VIEW_COMMANDS[] = {{"attn", LP_VIEW_ATTENTION, 2}, {"heads", LP_VIEW_HEADS, 0}, {"lens", LP_VIEW_LENS, 0}};
+    char **w;
+    int n = lp_split_words(line, &w);
+    if (n < 0) {
+        lp_error_clear();
+        return false;
+    }
+    const lp_command *c = n > 0 && b->s->run ? lp_command_find(w[0]) : NULL;
+    lp_error_clear();
+    int view = -1;
+    long layer = -1, head = -1;
+    for (size_t i = 0; c && i < sizeof VIEW_COMMANDS / sizeof *VIEW_COMMANDS; i++) {
+        if (strcmp(c->name, VIEW_COMMANDS[i].command) != 0 || n != 1 + VIEW_COMMANDS[i].args) continue;
+        char *e1 = NULL, *e2 = NULL;
+        if (VIEW_COMMANDS[i].args == 2) {
+            layer = strtol(w[1], &e1, 10);
+            head = strtol(w[2], &e2, 10);
+            if (*e1 || *e2 || e1 == w[1] || e2 == w[2] || layer < 0 || layer >= n_layer(b) || head < 0 ||
+                head >= n_head(b))
+                break;
+        }
+        view = VIEW_COMMANDS[i].view;
+    }
+    free(w);
+    if (view < 0) return false;
+    b->view = view;
+    if (layer >= 0) b->layer = (int)layer;
+    if (head >= 0) b->head = (int)head;
+    b->message_error = false;
+    snprintf(b->message, sizeof b->message, "%s: shown in view %d, %s", line, view + 1, VIEWS[view]->title);
+    return true;
+}
+
+/* Enter on the command line: the command, a search, or for `m` a note about the view's
+ * cursor. */
 static lp_browser_do accept_line(lp_browser *b) {
     const char *text = lp_line_text(b->line);
     const char *p = text;
     while (*p == ' ' || *p == '\t') p++;
     lp_line_mode mode = b->line_mode;
     b->line_mode = LP_LINE_NONE;
+    if (mode == LP_LINE_SEARCH) { /* Enter alone repeats the last search */
+        if (*p) snprintf(b->search, sizeof b->search, "%s", text);
+        search_tokens(b, 1);
+        return LP_BROWSER_DRAW;
+    }
     if (!*p) return LP_BROWSER_DRAW;
     free(b->pending);
     b->pending = NULL;
     if (mode == LP_LINE_COMMAND) {
         lp_line_remember(b->line);
+        if (show_in_view(b, p)) return LP_BROWSER_DRAW;
         b->pending = strdup(text);
     } else {
         int layer = -1, head = -1, pos = -1;
@@ -290,7 +380,8 @@ static lp_browser_do line_key(lp_browser *b, int key) {
         return LP_BROWSER_DRAW;
     }
     if (k) {
-        lp_line_act(b->line, k->action, b->s);
+        /* Completion knows commands: on the note and search lines Tab does nothing. */
+        if (k->action != LP_DO_EDIT_COMPLETE || b->line_mode == LP_LINE_COMMAND) lp_line_act(b->line, k->action, b->s);
     } else if (key >= 0x20 && key < 0x110000 && key != 0x7F && !(key >= 0x80 && key < 0xA0)) {
         char u[5];
         utf8_put(key, u);
@@ -343,6 +434,12 @@ lp_browser_do lp_browser_key(lp_browser *b, int key) {
         b->line_mode = LP_LINE_COMMAND;
         lp_line_start(b->line, ":", true);
         break;
+    case LP_DO_SEARCH:
+        b->line_mode = LP_LINE_SEARCH;
+        lp_line_start(b->line, "/", false);
+        break;
+    case LP_DO_SEARCH_NEXT: search_tokens(b, 1); break;
+    case LP_DO_SEARCH_PREV: search_tokens(b, -1); break;
     case LP_DO_NOTE:
         b->line_mode = LP_LINE_NOTE;
         lp_line_start(b->line, "note: ", false);
@@ -661,6 +758,6 @@ void lp_browser_draw(lp_browser *b, lp_screen *scr) {
                            b->message_error ? LP_ATTR_BOLD : 0);
     else
         lp_screen_put_clip(scr, 0, ym, scr->w,
-                           "Tab or 1-7: views  \xE2\x86\x90\xE2\x86\x92: token  [ ]: layer  { }: head  m: note  :: command  ?: help",
+                           "1-7 Tab: views  \xE2\x86\x90\xE2\x86\x92: token  [ ]: layer  { }: head  /: search  :: command  ?: help",
                            LP_COLOR_DIM, 0);
 }

@@ -62,7 +62,7 @@ typedef struct {
     int view, layer, head, pos;
 } lp_jump;
 
-typedef enum { LP_LINE_NONE, LP_LINE_COMMAND, LP_LINE_NOTE } lp_line_mode;
+typedef enum { LP_LINE_NONE, LP_LINE_COMMAND, LP_LINE_NOTE, LP_LINE_SEARCH } lp_line_mode;
 
 struct lp_browser {
     lp_session *s;
@@ -89,6 +89,7 @@ struct lp_browser {
     int help_scroll;
     lp_line *line;      /* the command line and its history */
     lp_line_mode line_mode;
+    char search[256];   /* the last text searched for in the tokens (/), "" before any */
     char *pending;      /* a command line for the caller to run (lp_browser_exec) */
     lp_jump after;      /* applied when the pending command succeeds */
     bool quit;

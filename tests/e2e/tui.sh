@@ -29,7 +29,8 @@ quit_with() {
 # the pane's size as tmux reports it
 size_is() { [ "$(t display-message -p -t tui '#{pane_width}x#{pane_height}')" = "$1" ]; }
 
-# 1. Open on a run (as make run does), every view, keys, help, resize, `:`, a note, quit.
+# 1. Open on a run (as make run does), every view, keys, help, resize, `:`, a note, the
+# token search (/ n g G), `:attn L H` opening its view, quit.
 start "'$LOUPE' -d '$tmp/db' --tui '$STORIES' -e 'run $TEXT'"
 expect "opens on the attention view" 10 "1 Attention"
 expect "the status line names the cursor's tokens and value" 5 "query 20 . "
@@ -90,6 +91,17 @@ expect "the note is written" 5 "finding written"
 keys 6
 expect "the findings view lists it" 5 "induction candidate «日本»"
 expect "with where it points" 5 "L1 H2 @17"
+keys 1 / "Lily" Enter
+expect "/ finds a token (wrapping round)" 5 "query 6 ·Lily"
+keys n
+expect "n goes to the next match" 5 "query 14 ·Lily"
+keys g
+expect "g goes to the first token" 5 "query 0 "
+keys G
+expect "G goes to the last token" 5 "query 20 "
+keys 2 : "attn 0 3" Enter
+expect ":attn L H shows the head in the attention view" 5 "attn 0 3: shown in view 1"
+expect "on that head" 5 "L0 H3  query 20"
 quit_with "q leaves (status 1: one command failed, as at the prompt)" 1 q
 if "$LOUPE" -d "$tmp/db" -m csv -e 'sql SELECT text, layer, head, pos FROM findings' 2>&1 |
     grep -qF 'induction candidate «日本»,1,2,17'; then ok "the finding is in the store"
