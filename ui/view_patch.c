@@ -94,6 +94,12 @@ static int patch_update(void *vst, lp_browser *b) {
 static void patch_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     patch_state *st = vst;
     if (!lp_browser_need_run(b, scr, a)) return;
+    if (!b->s->store) {
+        lp_browser_say(scr, a, "No database is open: this view shows the patching results stored in one.",
+                       "start loupe with the default database or -d FILE, then :patch --corrupt TEXT");
+        lp_browser_set_status(b, "no store");
+        return;
+    }
     if (!json_array_size(st->list)) {
         lp_browser_say(scr, a, "No patching results for this run.",
                        ":patch --corrupt TEXT makes one (TEXT: a corrupted prompt with as many tokens)");
