@@ -275,15 +275,14 @@ int lp_cmd_rerun(lp_session *s, int argc, char **argv, const char *rest) {
                       "model first", id, (long long)model_id);
     /* --reuse (going back to a finding): the same run again, in its own session, so that
      * going there twice does not make two more runs. */
-    json_t *rows = NULL;
-    if (!rc && o[0].value &&
-        !(rc = lp_store_query(s->store, "SELECT session_id FROM runs WHERE id = ?1", json_pack("[I]", (json_int_t)id),
-                              false, &rows, NULL)))
-    {
+    if (!rc && o[0].value) {
+        json_t *rows = NULL, *params = json_pack("[I]", (json_int_t)id);
+        rc = lp_store_query(s->store, "SELECT session_id FROM runs WHERE id = ?1", params, false, &rows, NULL);
         json_int_t session = json_integer_value(json_object_get(json_array_get(rows, 0), "session_id"));
-        if (session > 0) s->session_id = session;
+        if (!rc && session > 0) s->session_id = session;
+        json_decref(params);
+        json_decref(rows);
     }
-    json_decref(rows);
     if (!rc) rc = lp_cmd_start_run(s, ids, n, text, o[0].value ? id : 0);
     free(ids);
     free(text);
