@@ -41,9 +41,12 @@ json_t *lp_cmd_top_k(const lp_session *s, const float *logits, int V, int k);
 int lp_cmd_target(const lp_session *s, const char *token, const char *id, int *out);
 /* Prints a result in the session's mode and releases it (table may be NULL). */
 void lp_cmd_emit(lp_session *s, json_t *value, json_t *table);
+/* Hands a line of progress to the session's sink (nothing without one). */
+void lp_cmd_progress(lp_session *s, lp_progress_kind kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Makes ids[0..n) the current run, records it in the store (if any) and prints it. */
-int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text);
+/* Makes ids[0..n) the current run, records it in the store (if any) and prints it; with
+ * stored_id, it is that stored run again and nothing new is recorded. */
+int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text, int64_t stored_id);
 /* The loaded model's row in the store, recording the model on first use (s->store set). */
 int lp_cmd_model_row(lp_session *s, int64_t *id);
 /* Records the current run (tokens, top predictions, head metrics) in the store, setting

@@ -99,7 +99,7 @@ static int parse_ids(const char *list, int vocab, int **ids, int *n) {
     return LP_OK;
 }
 
-int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text) {
+int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text, int64_t stored_id) {
     const lp_config *c = lp_model_config(s->model);
     lp_run *r;
     int rc = lp_run_new(&r, s->model, ids, n);
@@ -108,7 +108,9 @@ int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text) {
     s->run = r;
     s->run_id = 0;
     /* The run stays current even if recording fails; the failure is still the command's. */
-    int rec = lp_cmd_record_run(s, text);
+    int rec = LP_OK;
+    if (stored_id) s->run_id = stored_id;
+    else rec = lp_cmd_record_run(s, text);
     json_t *idarr = json_array();
     for (int i = 0; i < n; i++) json_array_append_new(idarr, json_integer(ids[i]));
     json_t *top = lp_cmd_top_k(s, lp_run_logits(r, n - 1), c->vocab, 1);
@@ -173,7 +175,7 @@ int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
     if (!rc && n == 0) rc = lp_error(LP_EINVAL, "run: the text gives no tokens; give some text or --ids");
     if (!rc && n > c->n_ctx)
         rc = lp_error(LP_ERANGE, "run: %d tokens exceed the model's context of %d; shorten the text", n, c->n_ctx);
-    if (!rc) rc = lp_cmd_start_run(s, ids, n, o[0].value ? NULL : text);
+    if (!rc) rc = lp_cmd_start_run(s, ids, n, o[0].value ? NULL : text, 0);
     free(ids);
     free(buf);
     return rc;

@@ -216,8 +216,12 @@ int lp_cmd_rerun(lp_session *s, int argc, char **argv, const char *rest) {
     int rc = need_store(s);
     if (rc || (rc = lp_cmd_need_model(s))) return rc;
     long id;
-    if (argc != 2) return lp_error(LP_EINVAL, "rerun: give a run id (see 'runs')");
-    if ((rc = lp_cmd_int(argv[1], "run id", 1, INT64_MAX, &id))) return rc;
+    lp_opt o[] = {{"reuse", true, NULL}};
+    char *pos[1];
+    int np;
+    if ((rc = lp_cmd_opts("rerun", argc, argv, o, 1, pos, 1, &np))) return rc;
+    if (np != 1) return lp_error(LP_EINVAL, "rerun: give a run id (see 'runs')");
+    if ((rc = lp_cmd_int(pos[0], "run id", 1, INT64_MAX, &id))) return rc;
     int64_t model_id, current;
     int *ids, n;
     char *text;
@@ -225,7 +229,17 @@ int lp_cmd_rerun(lp_session *s, int argc, char **argv, const char *rest) {
     if ((rc = lp_cmd_model_row(s, &current)) == LP_OK && model_id != current)
         rc = lp_error(LP_EINVAL, "rerun: run %ld was made with another model (model %lld in the store); load that "
                       "model first", id, (long long)model_id);
-    if (!rc) rc = lp_cmd_start_run(s, ids, n, text);
+    /* --reuse (going back to a finding): the same run again, in its own session, so that
+     * going there twice does not make two more runs. */
+    if (!rc && o[0].value) {
+        json_t *rows = NULL, *params = json_pack("[I]", (json_int_t)id);
+        rc = lp_store_query(s->store, "SELECT session_id FROM runs WHERE id = ?1", params, false, &rows, NULL);
+        json_int_t session = json_integer_value(json_object_get(json_array_get(rows, 0), "session_id"));
+        if (!rc && session > 0) s->session_id = session;
+        json_decref(params);
+        json_decref(rows);
+    }
+    if (!rc) rc = lp_cmd_start_run(s, ids, n, text, o[0].value ? id : 0);
     free(ids);
     free(text);
     return rc;

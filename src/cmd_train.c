@@ -32,7 +32,7 @@ typedef struct {
     json_t *log;       /* [{step, loss, heldout, lr, tokens_per_s, elapsed_s}] */
     int save_every;
     int stop_at;       /* stop after this step (checkpoint saved); 0: at the end */
-    bool bar;          /* a progress bar on stderr (a terminal) rather than a line per evaluation */
+    lp_session *s;     /* its progress sink gets a bar per step and a line per evaluation */
     bool quiet;
     double elapsed_before; /* seconds of earlier sessions of this checkpoint */
     double elapsed;        /* seconds of training in all, up to the last step */
@@ -173,20 +173,18 @@ static int on_step(const lp_train_progress *p, void *ctx) {
                                       : -1;
     fmt_duration(eta, sizeof eta, left);
     fmt_duration(el, sizeof el, t->elapsed);
-    if (t->bar) {
+    if (!t->quiet) {
         enum { WIDTH = 24 };
         int fill = (int)((double)p->step / p->steps * WIDTH);
-        char bar[WIDTH + 1];
+        char bar[WIDTH + 1], heldout[32] = "";
         for (int i = 0; i < WIDTH; i++) bar[i] = i < fill ? '#' : '.';
         bar[WIDTH] = '\0';
-        fprintf(stderr, "\r\033[Kstep %d/%d [%s] loss %.3f", p->step, p->steps, bar, p->loss);
-        if (!isnan(t->last_heldout)) fprintf(stderr, " held-out %.3f", t->last_heldout);
-        fprintf(stderr, " | %.1fk tok/s | %s, ETA %s", p->tokens_per_s / 1000, el, eta);
-        if (p->step == p->steps) fputc('\n', stderr);
-        fflush(stderr);
-    } else if (!t->quiet && !isnan(p->eval_loss)) {
-        fprintf(stderr, "train: step %d/%d loss %.4f held-out %.4f lr %.2e | %.0f tok/s | %s, ETA %s\n", p->step,
-                p->steps, p->loss, p->eval_loss, p->lr, p->tokens_per_s, el, eta);
+        if (!isnan(t->last_heldout)) snprintf(heldout, sizeof heldout, " held-out %.3f", t->last_heldout);
+        lp_cmd_progress(t->s, LP_PROGRESS_STATUS, "step %d/%d [%s] loss %.3f%s | %.1fk tok/s | %s, ETA %s", p->step,
+                        p->steps, bar, p->loss, heldout, p->tokens_per_s / 1000, el, eta);
+        if (!isnan(p->eval_loss))
+            lp_cmd_progress(t->s, LP_PROGRESS_LOG, "train: step %d/%d loss %.4f held-out %.4f lr %.2e | %.0f tok/s | %s, ETA %s",
+                            p->step, p->steps, p->loss, p->eval_loss, p->lr, p->tokens_per_s, el, eta);
     }
     if (t->save_every > 0 && p->step % t->save_every == 0 && p->step < p->steps) {
         if ((t->save_rc = save_checkpoint(t, t->elapsed))) return 1;
@@ -330,11 +328,12 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     size_t n_params;
     lp_train_params(m, &n_params);
     trainer t = {.dir = dir, .m = m, .st = &st, .r = &r, .log = log, .save_every = save_every, .stop_at = stop_at,
-                 .bar = isatty(2) && !o[O_QUIET].value, .quiet = o[O_QUIET].value != NULL, .elapsed_before = elapsed, .elapsed = elapsed,
+                 .s = s, .quiet = o[O_QUIET].value != NULL, .elapsed_before = elapsed, .elapsed = elapsed,
                  .last_heldout = NAN, .last_loss = NAN};
     if (!t.quiet)
-        fprintf(stderr, "train: %s: %d layers, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training tokens, "
-                        "%zu held out; steps %d..%d of %d x %d tokens on %d thread%s\n",
+        lp_cmd_progress(s, LP_PROGRESS_NOTE,
+                        "train: %s: %d layers, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training tokens, "
+                        "%zu held out; steps %d..%d of %d x %d tokens on %d thread%s",
                 dir, r.model.n_layer, r.model.d_model, r.model.n_head, r.model.attn_only ? " (attention-only)" : "",
                 n_params, n_params * 4.0 / 1e6, n_train, n_held, st.step + 1, r.train.steps, r.train.B, r.train.T,
                 r.train.threads, r.train.threads == 1 ? "" : "s");
@@ -342,6 +341,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     catch_stop_signals(old_signals);
     rc = st.step < r.train.steps ? lp_train_resume(m, &st, train, n_train, held, n_held, &r.train, on_step, &t) : LP_OK;
     restore_stop_signals(old_signals);
+    if (!t.quiet) lp_cmd_progress(s, LP_PROGRESS_END, "%s", "");
     if (t.save_rc) {
         rc = t.save_rc;
         goto out;
@@ -349,7 +349,6 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     double total_s = t.elapsed;
     if (rc == LP_ECANCEL && stop_at > 0 && st.step == stop_at && !lp_cancelled()) {
         /* --stop-at: a checkpoint to resume later; the command succeeds. */
-        if (t.bar) fputc('\n', stderr);
         if ((rc = save_checkpoint(&t, total_s))) goto out;
         lp_cmd_emit(s, json_pack("{s:s,s:i,s:i,s:f,s:f}", "stopped", dir, "step", st.step, "steps", r.train.steps,
                                  "loss", t.last_loss, "tokens_per_s", t.tokens_per_s),
@@ -360,7 +359,6 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         /* Keep what was learnt: the checkpoint at the step reached, then say how to go on. */
         char msg[512];
         snprintf(msg, sizeof msg, "%s", lp_errmsg());
-        if (t.bar) fputc('\n', stderr);
         int src = save_checkpoint(&t, total_s);
         rc = src ? src : lp_error(LP_ECANCEL, "%s; checkpoint saved: train %s --resume continues it", msg, dir);
         goto out;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -419,7 +420,8 @@ static const lp_command COMMANDS[] = {
     {"tag", "NAME", "tag the current run", "tag induction", lp_cmd_tag, false, NULL},
     {"findings", "[--all]", "notes and tags of this session (or of all)", "findings", lp_cmd_findings, false, NULL},
     {"runs", "[--all]", "past runs of this session (or of all)", "runs --all", lp_cmd_runs, false, NULL},
-    {"rerun", "ID", "run a stored run again with the loaded model", "rerun 3", lp_cmd_rerun, false, NULL},
+    {"rerun", "ID [--reuse]", "run a stored run again with the loaded model", "rerun 3", lp_cmd_rerun, false,
+     "--reuse: run it as that run itself, in its session (which becomes current), recording no new run."},
     {"save", "attn | acts L | TENSOR", "store tensors of the current run (float32 BLOBs with their shape)",
      "save acts 2", lp_cmd_save, false, NULL},
     {"export", "TENSOR FILE", "write a tensor of the current run as .npy or .csv",
@@ -553,6 +555,16 @@ static int cmd_help(lp_session *s, int argc, char **argv, const char *rest) {
     }
     lp_cmd_emit(s, arr, table);
     return LP_OK;
+}
+
+void lp_cmd_progress(lp_session *s, lp_progress_kind kind, const char *fmt, ...) {
+    if (!s->progress) return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    s->progress(s->progress_ctx, kind, line);
 }
 
 void lp_session_init(lp_session *s, FILE *out) {

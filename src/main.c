@@ -48,6 +48,30 @@ static int default_db_path(char *buf, size_t cap) {
     return 0;
 }
 
+/* Progress of long commands on stderr: on a terminal a live line (a progress bar) redrawn
+ * in place, elsewhere the lines a log wants. ctx: whether a live line is showing. */
+static void progress_to_stderr(void *ctx, lp_progress_kind kind, const char *text) {
+    bool *live = ctx, tty = isatty(STDERR_FILENO);
+    switch (kind) {
+    case LP_PROGRESS_STATUS:
+        if (!tty) return;
+        fprintf(stderr, "\r\033[K%s", text);
+        *live = true;
+        break;
+    case LP_PROGRESS_END:
+        if (*live) fputc('\n', stderr);
+        *live = false;
+        break;
+    case LP_PROGRESS_LOG:
+        if (tty) return; /* the live line says it */
+        /* fall through */
+    case LP_PROGRESS_NOTE:
+        fprintf(stderr, "%s%s\n", *live ? "\r\033[K" : "", text);
+        break;
+    }
+    fflush(stderr);
+}
+
 /* The bundled model for an interactive session without MODEL: $LOUPE_MODEL, else
  * models/default here, else models/default beside the executable. */
 static const char *default_model_path(char *buf, size_t cap) {
@@ -160,6 +184,9 @@ int main(int argc, char **argv) {
     lp_cmd_set_tui(lp_tui_run);
     lp_session s;
     lp_session_init(&s, stdout);
+    bool progress_live = false;
+    s.progress = progress_to_stderr;
+    s.progress_ctx = &progress_live;
     if (mode && lp_mode_from_name(mode, &s.mode)) {
         fprintf(stderr, "error: --mode: %s\n", lp_errmsg());
         status = 2;

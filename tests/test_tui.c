@@ -261,6 +261,37 @@ static void title_names_the_view_and_strip_highlights_the_token(void **state) {
     }
 }
 
+/* At 80 columns the title bar still names every view beside its key, and the layer and
+ * head; the model's name and the run give way first. */
+static void title_bar_names_every_view_at_80_columns(void **state) {
+    fixture *f = *state;
+    lp_screen_resize(f->scr, 80, 24);
+    for (int v = 0; v < LP_VIEW_COUNT; v++) {
+        key(f, '1' + v);
+        for (int w = 0; w < LP_VIEW_COUNT; w++) {
+            char want[64];
+            snprintf(want, sizeof want, " %d %s", w + 1, w == v ? lp_view_get(w)->title : lp_view_get(w)->name);
+            if (!strstr(row(f, 0), want)) fail_msg("view %d: no '%s' in the title bar '%s'", v + 1, want, row(f, 0));
+        }
+        assert_non_null(strstr(row(f, 0), " L0 H0 "));
+    }
+}
+
+/* An empty patching view says how to fill it, readable at 80 columns. */
+static void empty_patching_view_says_how_to_fill_it(void **state) {
+    fixture *f = *state;
+    lp_screen_resize(f->scr, 80, 24);
+    key(f, '7');
+    SHOWS(f, "No patching results for this run.");
+    SHOWS(f, ":patch --corrupt TEXT");
+    /* Without a database nothing would ever fill it: it says so. */
+    lp_store *store = f->s.store;
+    f->s.store = NULL;
+    render(f);
+    SHOWS(f, "No database is open");
+    f->s.store = store;
+}
+
 static void small_terminal_gets_a_message(void **state) {
     fixture *f = *state;
     lp_screen_resize(f->scr, 30, 8);
@@ -387,6 +418,12 @@ static void heads_view_colours_the_grid_by_metric(void **state) {
         fail_msg("cell '%s', wanted '%s'", cellbuf, want);
     }
     assert_int_equal(lp_screen_at(f->scr, 5 + 3 * 6 + 1, y)->color, LP_COLOR_HEAT(lp_heat_level(v)));
+    /* The head's panel sits beside the grid (its last column ends at 5 + 8 * 6), not at the
+     * far edge of the terminal. */
+    int px, py;
+    find_below(f, "layer 2 head 3", 2, &px, &py);
+    assert_int_equal(py, 3);
+    if (px > 5 + 8 * 6 + 4) fail_msg("the panel starts at column %d, the grid ends at %d", px, 5 + 8 * 6);
     /* Another metric; Enter opens the head's pattern. */
     key(f, 'c');
     SHOWS(f, "colour: first_token");
@@ -650,11 +687,54 @@ static void findings_of_another_run_rerun_it(void **state) {
     key(f, '6');
     key(f, 'j');
     key(f, LP_KEY_ENTER);
-    assert_int_equal(lp_run_len(f->s.run), 21); /* the first run again (recorded anew) */
+    assert_int_equal(lp_run_len(f->s.run), 21); /* the first run again, as run 1 */
+    assert_int_equal(f->s.run_id, 1);
     assert_int_equal(f->b->view, LP_VIEW_ACTIVATIONS);
     assert_int_equal(f->b->layer, 2);
     assert_int_equal(f->b->pos, 3);
 }
+
+static long long count_of(fixture *f, const char *sql) {
+    json_t *rows = NULL;
+    OK(lp_store_query(f->s.store, sql, NULL, false, &rows, NULL));
+    long long n = lp_row_int(json_array_get(rows, 0), "n", -1);
+    json_decref(rows);
+    return n;
+}
+
+/* Going to a finding of another session, again and again, reuses its run in its session:
+ * no new runs (it made runs 2, 3, 4 in the current session). */
+static void going_to_a_finding_reuses_its_run_and_session(void **state) {
+    fixture *f = *state;
+    OK(lp_exec(&f->s, "session new ioi"));
+    OK(lp_exec(&f->s, "run Lily liked the ball."));
+    OK(lp_exec(&f->s, "note the ball --layer 1 --head 2 --pos 3"));
+    int64_t ioi = f->s.session_id, run = f->s.run_id;
+    OK(lp_exec(&f->s, "session open default"));
+    OK(lp_exec(&f->s, "run Once upon a time"));
+    long long runs = count_of(f, "SELECT count(*) AS n FROM runs");
+    key(f, '6');
+    key(f, 'j');
+    key(f, 'j'); /* session default, session ioi, its finding */
+    SHOWS(f, "finding #1 of run");
+    for (int i = 0; i < 3; i++) {
+        key(f, '6');
+        key(f, LP_KEY_ENTER);
+        assert_false(f->b->message_error);
+        assert_int_equal(f->s.run_id, run);
+        assert_int_equal(f->s.session_id, ioi);
+        assert_int_equal(f->b->view, LP_VIEW_ATTENTION);
+        assert_int_equal(f->b->layer, 1);
+        assert_int_equal(f->b->head, 2);
+        assert_int_equal(f->b->pos, 3);
+        assert_int_equal(count_of(f, "SELECT count(*) AS n FROM runs"), runs);
+    }
+    /* A note written there belongs to that session and run. */
+    OK(lp_browser_exec(f->b, "note still the ball"));
+    assert_int_equal(count_of(f, "SELECT count(*) AS n FROM findings WHERE session_id = 2 AND run_id = 2"), 2);
+}
+
+static void store_z_result(fixture *f, const char *direction);
 
 static void patching_view_shows_a_stored_result(void **state) {
     fixture *f = *state;
@@ -673,8 +753,73 @@ static void patching_view_shows_a_stored_result(void **state) {
     SHOWS(f, "0.90");
     SHOWS(f, "-0.50");
     SHOWS(f, "·there");
-    const lp_cell *c = cell_of(f, "1.00");
-    assert_int_equal(c->color, LP_COLOR_DIV(LP_DIV_LEVELS - 1));
+    /* Noising: the colour is the effect, 1 - recovery, and the legend says so. A site whose
+     * corruption leaves the prediction (recovery 1) is blank; the one that takes most of it
+     * away (-0.50: 1.5) is the strongest. */
+    SHOWS(f, "colour: effect = 1 − recovery");
+    assert_int_equal(cell_of(f, "1.00")->color, LP_COLOR_DIV(LP_DIV_LEVELS / 2));
+    assert_int_equal(cell_of(f, "-0.50")->color, LP_COLOR_DIV(LP_DIV_LEVELS - 1));
+    assert_int_equal(cell_of(f, "0.10")->color, LP_COLOR_DIV(lp_div_level(0.9 / 1.5)));
+    assert_true(cell_of(f, "0.10")->color > cell_of(f, "0.90")->color);
+}
+
+/* Denoising: restoring a site brings the recovery back, so the colour is the recovery. */
+static void patching_view_colours_denoising_by_recovery(void **state) {
+    fixture *f = *state;
+    key(f, '7');
+    store_z_result(f, "denoising");
+    SHOWS(f, "colour: effect = recovery");
+    assert_int_equal(find_below(f, "4.70", 3, NULL, NULL)->color, LP_COLOR_DIV(LP_DIV_LEVELS - 1));
+    assert_int_equal(find_below(f, "0.00", 3, NULL, NULL)->color, LP_COLOR_DIV(LP_DIV_LEVELS / 2));
+}
+
+/* A site-z result (layers x heads) stored for the run: 5 x 8, cell (l, h) = l + h / 10. */
+static void store_z_result(fixture *f, const char *direction) {
+    char res[2048] = "{\"site\":\"z\",\"direction\":\"";
+    lp_appendf(res, sizeof res, "%s\",\"rows\":\"layer\",\"cols\":\"head\",\"values\":[", direction);
+    for (int l = 0; l < 5; l++) {
+        lp_appendf(res, sizeof res, "%s[", l ? "," : "");
+        for (int h = 0; h < 8; h++) lp_appendf(res, sizeof res, "%s%.1f", h ? "," : "", l + h / 10.0);
+        lp_appendf(res, sizeof res, "]");
+    }
+    lp_appendf(res, sizeof res, "],\"undefined\":false,\"target\":{\"id\":432,\"token\":\",\"},"
+                                "\"contrast\":{\"id\":383,\"token\":\" there\"}}");
+    OK(lp_store_put_analysis(f->s.store, f->s.run_id, "patch", "{}", res, NULL));
+    OK(lp_browser_exec(f->b, "info")); /* any command refreshes what the views read */
+    render(f);
+}
+
+/* One selection in the patching view: its row is the title bar's layer ([ ] and j k move
+ * both), its column (site z) the title bar's head, and m records that layer and head. */
+static void patching_view_site_z_cursor_is_the_title_bars_and_the_notes(void **state) {
+    fixture *f = *state;
+    key(f, ']');
+    key(f, '7');
+    store_z_result(f, "noising");
+    SHOWS(f, "site z");
+    key(f, '}');
+    key(f, '}');
+    assert_non_null(strstr(row(f, 0), "L1 H2"));
+    assert_non_null(strstr(status(f), "L1 head 2: 1.2000"));
+    assert_int_equal(find_below(f, "L1 ", 3, NULL, NULL)->color, LP_COLOR_SELECTED);
+    key(f, 'j');
+    assert_non_null(strstr(row(f, 0), "L2 H2"));
+    assert_non_null(strstr(status(f), "L2 head 2: 2.2000"));
+    assert_int_equal(find_below(f, "L2 ", 3, NULL, NULL)->color, LP_COLOR_SELECTED);
+    key(f, 'm');
+    type(f, "name mover?");
+    key(f, LP_KEY_ENTER);
+    json_t *rows = NULL;
+    OK(lp_store_query(f->s.store, "SELECT layer, head, pos FROM findings", NULL, false, &rows, NULL));
+    assert_int_equal(json_array_size(rows), 1);
+    json_t *r = json_array_get(rows, 0);
+    assert_int_equal(lp_row_int(r, "layer", -1), 2);
+    assert_int_equal(lp_row_int(r, "head", -1), 2);
+    assert_int_equal(lp_row_int(r, "pos", -1), -1); /* z patches every position at once */
+    json_decref(rows);
+    /* [ moves the same row back. */
+    key(f, '[');
+    assert_non_null(strstr(status(f), "L1 head 2:"));
 }
 
 /* ---- the command line ---- */
@@ -710,6 +855,43 @@ static void command_output_goes_to_the_pane_and_errors_to_the_message_line(void 
     assert_int_equal(f->s.run_id, 2);
     assert_non_null(strstr(row(f, 0), "run 2"));
     assert_non_null(strstr(row(f, 1), "·Lily ·li ked ·the"));
+}
+
+/* A long command's progress (train's bar and its lines) stays inside the browser: the lines
+ * in the output pane, nothing on the terminal's stderr, where it would scroll the screen
+ * under curses. */
+static void train_reports_progress_in_the_browser_not_on_the_terminal(void **state) {
+    fixture *f = *state;
+    char *dir = make_temp_dir(), cmd[4400];
+    snprintf(cmd, sizeof cmd,
+             "train %s/t --layers 1 --heads 2 --d-model 16 --d-mlp 32 --ctx 16 --vocab 280 --corpus-mb 0.05 --steps 4 "
+             "--eval-every 2 --batch 2 --seq 16 --threads 1",
+             dir);
+    fflush(stderr);
+    FILE *err = tmpfile();
+    int saved = dup(2);
+    dup2(fileno(err), 2);
+    key(f, ':');
+    type(f, cmd);
+    key(f, LP_KEY_ENTER);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    long n = ftell(err) > 0 ? ftell(err) : (fseek(err, 0, SEEK_END), ftell(err));
+    char got[512] = "";
+    rewind(err);
+    got[fread(got, 1, sizeof got - 1, err)] = '\0';
+    fclose(err);
+    if (n != 0) fail_msg("train wrote %ld bytes to stderr: %s", n, got);
+    assert_false(f->b->message_error);
+    assert_non_null(f->b->output);
+    assert_non_null(strstr(f->b->output, "train: "));
+    assert_non_null(strstr(f->b->output, "train: step 4/4 loss"));
+    char live[256];
+    lp_browser_progress(f->b, live, sizeof live);
+    assert_string_equal(live, ""); /* over with the command */
+    assert_non_null(strstr(row(f, 0), " loupe "));
+    rm_tree(dir);
 }
 
 static void line_editor_edits_and_walks_history(void **state) {
@@ -759,6 +941,82 @@ static void line_editor_edits_and_walks_history(void **state) {
     fclose(fh);
     assert_string_equal(buf, "first\nsecond\n");
     rm_tree(dir);
+}
+
+/* / searches the tokens (as shown or as raw text, any case), n and N step through the
+ * matches wrapping round, g and G go to the first and last token; every view follows. */
+static void slash_searches_the_tokens_and_n_steps_through_matches(void **state) {
+    fixture *f = *state;
+    render(f);
+    int T = lp_run_len(f->s.run);
+    assert_int_equal(f->b->pos, T - 1);
+    key(f, '/');
+    assert_non_null(strstr(row(f, f->scr->h - 1), "/"));
+    type(f, "lily");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->pos, 6); /* from the last token, wrapped round to the first ·Lily */
+    SHOWS(f, "/lily: token 6, match 1 of 2 (wrapped)");
+    assert_non_null(strstr(status(f), "query 6 ·Lily"));
+    key(f, 'n');
+    assert_int_equal(f->b->pos, 14);
+    key(f, 'n');
+    assert_int_equal(f->b->pos, 6);
+    key(f, 'N');
+    assert_int_equal(f->b->pos, 14);
+    key(f, 'g');
+    assert_int_equal(f->b->pos, 0);
+    key(f, '/');
+    key(f, LP_KEY_ENTER); /* Enter alone: the same search again */
+    assert_int_equal(f->b->pos, 6);
+    key(f, '/');
+    type(f, " a"); /* the raw text, with its space: ·a, not ·ball's "all" */
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->pos, 10);
+    key(f, '2'); /* other views follow the token too */
+    key(f, '5');
+    assert_non_null(strstr(status(f), "token 10"));
+    key(f, 'G');
+    assert_int_equal(f->b->pos, T - 1);
+    key(f, '/');
+    type(f, "zebra");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->pos, T - 1);
+    assert_int_equal(cell_of(f, "/zebra: no token matches")->color, LP_COLOR_ERROR);
+}
+
+/* `:attn L H` switches the attention view to that head instead of printing its table;
+ * `:heads` and `:lens` open their views; anything else still runs. */
+static void view_commands_switch_the_view(void **state) {
+    fixture *f = *state;
+    key(f, '3');
+    key(f, ':');
+    type(f, "attn 2 3");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->view, LP_VIEW_ATTENTION);
+    assert_int_equal(f->b->layer, 2);
+    assert_int_equal(f->b->head, 3);
+    assert_false(f->b->output_shown);
+    assert_non_null(strstr(row(f, 0), "L2 H3"));
+    SHOWS(f, "attn 2 3: shown in view 1");
+    key(f, ':');
+    type(f, "heads");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->view, LP_VIEW_HEADS);
+    key(f, ':');
+    type(f, "lens");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->view, LP_VIEW_LENS);
+    /* Out of range: the command runs and says why. */
+    key(f, ':');
+    type(f, "attn 9 0");
+    key(f, LP_KEY_ENTER);
+    assert_true(f->b->message_error);
+    assert_int_equal(f->b->view, LP_VIEW_LENS);
+    /* With options, heads still prints its table. */
+    key(f, ':');
+    type(f, "heads --sort induction");
+    key(f, LP_KEY_ENTER);
+    assert_true(f->b->output_shown);
 }
 
 /* ---- keys and help ---- */
@@ -892,6 +1150,8 @@ int main(void) {
         cmocka_unit_test(line_editor_edits_and_walks_history),
         STORIES_TEST(title_names_the_view_and_strip_highlights_the_token),
         STORIES_TEST(small_terminal_gets_a_message),
+        STORIES_TEST(title_bar_names_every_view_at_80_columns),
+        STORIES_TEST(empty_patching_view_says_how_to_fill_it),
         {"no_model_says_what_to_do", no_model_says_what_to_do, no_model, fixture_close, NULL},
         STORIES_TEST(attention_view_shows_labels_values_and_cursor),
         STORIES_TEST(attention_scrolls_to_keep_the_cursor_in_view),
@@ -905,9 +1165,15 @@ int main(void) {
         STORIES_TEST(lens_view_shows_top_tokens_per_layer_and_position),
         STORIES_TEST(note_is_written_and_listed_with_its_run),
         STORIES_TEST(findings_of_another_run_rerun_it),
+        STORIES_TEST(going_to_a_finding_reuses_its_run_and_session),
         STORIES_TEST(patching_view_shows_a_stored_result),
+        STORIES_TEST(patching_view_site_z_cursor_is_the_title_bars_and_the_notes),
+        STORIES_TEST(patching_view_colours_denoising_by_recovery),
         STORIES_TEST(command_output_goes_to_the_pane_and_errors_to_the_message_line),
         STORIES_TEST(help_is_written_from_the_keymap),
+        STORIES_TEST(slash_searches_the_tokens_and_n_steps_through_matches),
+        STORIES_TEST(view_commands_switch_the_view),
+        STORIES_TEST(train_reports_progress_in_the_browser_not_on_the_terminal),
         {"no_color_draws_shading_characters", no_color_draws_shading_characters, stories_mono, fixture_close, NULL},
         {"wide_tokens_keep_the_grid_aligned", wide_tokens_keep_the_grid_aligned, tiny_cjk, fixture_close, NULL},
     };

@@ -18,7 +18,12 @@ static const lp_binding KEYMAP[] = {
     {ALL, LP_KEY_RIGHT, "\xE2\x86\x92", LP_DO_TOKEN_NEXT, 0, "next token"},
     {ALL, 'l', "l", LP_DO_TOKEN_NEXT, 0, "next token"},
     {ALL, LP_KEY_HOME, "Home", LP_DO_TOKEN_FIRST, 0, "first token"},
+    {ALL, 'g', "g", LP_DO_TOKEN_FIRST, 0, "first token"},
     {ALL, LP_KEY_END, "End", LP_DO_TOKEN_LAST, 0, "last token"},
+    {ALL, 'G', "G", LP_DO_TOKEN_LAST, 0, "last token"},
+    {ALL, '/', "/", LP_DO_SEARCH, 0, "search the run's tokens for text (any case; Enter alone repeats the last)"},
+    {ALL, 'n', "n", LP_DO_SEARCH_NEXT, 0, "next token that matches the search"},
+    {ALL, 'N', "N", LP_DO_SEARCH_PREV, 0, "previous token that matches the search"},
     {ALL, '[', "[", LP_DO_LAYER_PREV, 0, "previous layer"},
     {ALL, ']', "]", LP_DO_LAYER_NEXT, 0, "next layer"},
     {ALL, '{', "{", LP_DO_HEAD_PREV, 0, "previous head"},
@@ -32,7 +37,8 @@ static const lp_binding KEYMAP[] = {
     {ALL, '5', "5", LP_DO_VIEW, LP_VIEW_LENS, VIEW_N},
     {ALL, '6', "6", LP_DO_VIEW, LP_VIEW_FINDINGS, VIEW_N},
     {ALL, '7', "7", LP_DO_VIEW, LP_VIEW_PATCHING, VIEW_N},
-    {ALL, ':', ":", LP_DO_COMMAND, 0, "command line: any loupe command (run, load, attr, sql, ...)"},
+    {ALL, ':', ":", LP_DO_COMMAND, 0,
+     "command line: any loupe command (run, load, attr, sql, ...); attn L H, heads and lens open their view"},
     {ALL, 'm', "m", LP_DO_NOTE, 0, "write a finding about what is under the cursor"},
     {ALL, 'o', "o", LP_DO_OUTPUT, 0, "show or hide the last command's output"},
     {ALL, LP_KEY_PAGE_UP, "PgUp", LP_DO_OUTPUT_UP, 0, "scroll the output up"},
@@ -145,7 +151,7 @@ const lp_binding *lp_keymap_find(int scope, int key) {
 
 static void heading_of(int scope, char *buf, size_t cap) {
     if (scope == LP_SCOPE_ALL) snprintf(buf, cap, "Everywhere");
-    else if (scope == LP_SCOPE_LINE) snprintf(buf, cap, "On the command line (: and m)");
+    else if (scope == LP_SCOPE_LINE) snprintf(buf, cap, "On the command line (:, / and m)");
     else if (scope == LP_SCOPE_HELP) snprintf(buf, cap, "In this help");
     else snprintf(buf, cap, "%d %s", scope + 1, lp_view_get(scope)->title);
 }

@@ -45,6 +45,9 @@ typedef enum {
     LP_DO_VIEW_PREV,
     LP_DO_VIEW,          /* arg: the view's index */
     LP_DO_COMMAND,
+    LP_DO_SEARCH,
+    LP_DO_SEARCH_NEXT,
+    LP_DO_SEARCH_PREV,
     LP_DO_NOTE,
     LP_DO_OUTPUT,
     LP_DO_OUTPUT_UP,

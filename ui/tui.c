@@ -5,7 +5,9 @@
  * A command (and a view's slow update, the logit lens) runs on a worker thread while this
  * thread keeps the terminal: it shows a spinner with the elapsed time, Esc or Ctrl-C asks
  * the engine to stop (lp_cancel_request), and keys typed meanwhile are kept for after.
- * The browser's state belongs to the worker until it is done: nothing here reads it then. */
+ * The browser's state belongs to the worker until it is done: nothing here reads it then
+ * but the command's live progress (lp_browser_progress, under its lock), which the
+ * spinner line shows. */
 #define NCURSES_WIDECHAR 1
 #include "tui.h"
 
@@ -195,9 +197,13 @@ static int run_job(lp_browser *b, bool exec, const char *what, lp_screen *scr, k
         }
         double t = now_s() - t0;
         if (t >= SPINNER_AFTER_S && !atomic_load(&j.done)) {
-            char line[512];
-            snprintf(line, sizeof line, " %s %s  %.1f s   %s", SPIN[frame++ % 10], label, t,
-                     cancelling ? "cancelling\xE2\x80\xA6" : "Esc or Ctrl-C cancels");
+            char line[768], progress[256];
+            lp_browser_progress(b, progress, sizeof progress);
+            const char *cancel = cancelling ? "cancelling\xE2\x80\xA6" : "Esc or Ctrl-C cancels";
+            if (progress[0]) /* the command's own progress first, named by its first word */
+                snprintf(line, sizeof line, " %s %.*s  %.1f s  %s  (%s)", SPIN[frame++ % 10], (int)strcspn(label, " "),
+                         label, t, progress, cancel);
+            else snprintf(line, sizeof line, " %s %s  %.1f s   %s", SPIN[frame++ % 10], label, t, cancel);
             lp_screen_fill(scr, 0, scr->h - 1, scr->w, " ", LP_COLOR_STATUS, 0);
             lp_screen_put_clip(scr, 0, scr->h - 1, scr->w, line, LP_COLOR_STATUS, LP_ATTR_BOLD);
             scr->cursor_x = -1;

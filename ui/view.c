@@ -90,6 +90,7 @@ lp_browser *lp_browser_new(lp_session *s, const char *history_path) {
         free(b);
         return NULL;
     }
+    pthread_mutex_init(&b->progress_lock, NULL);
     for (int v = 0; v < LP_VIEW_COUNT; v++) b->state[v] = VIEWS[v]->open(b);
     b->pos = s->run ? lp_run_len(s->run) - 1 : 0;
     tokens_refresh(b);
@@ -104,6 +105,7 @@ void lp_browser_free(lp_browser *b) {
     lp_line_free(b->line);
     free(b->output);
     free(b->pending);
+    pthread_mutex_destroy(&b->progress_lock);
     free(b);
 }
 
@@ -114,6 +116,26 @@ static int count_lines(const char *t) {
     int n = 0;
     for (const char *p = t; *p; p++) n += *p == '\n';
     return n + (t[strlen(t) - 1] != '\n');
+}
+
+/* The session's progress sink while a command runs here: nothing reaches the terminal
+ * behind curses' back. The live line goes to the spinner, the lines worth keeping to the
+ * output pane (the command's output stream, on the same thread). */
+static void progress_to_browser(void *ctx, lp_progress_kind kind, const char *text) {
+    lp_browser *b = ctx;
+    if (kind == LP_PROGRESS_STATUS || kind == LP_PROGRESS_END) {
+        pthread_mutex_lock(&b->progress_lock);
+        snprintf(b->progress, sizeof b->progress, "%s", kind == LP_PROGRESS_STATUS ? text : "");
+        pthread_mutex_unlock(&b->progress_lock);
+    } else if (b->s->out) {
+        fprintf(b->s->out, "%s\n", text);
+    }
+}
+
+void lp_browser_progress(lp_browser *b, char *buf, size_t cap) {
+    pthread_mutex_lock(&b->progress_lock);
+    snprintf(buf, cap, "%s", b->progress);
+    pthread_mutex_unlock(&b->progress_lock);
 }
 
 int lp_browser_exec(lp_browser *b, const char *line) {
@@ -129,7 +151,14 @@ int lp_browser_exec(lp_browser *b, const char *line) {
     size_t len = 0;
     FILE *mem = open_memstream(&text, &len), *saved = b->s->out;
     if (mem) b->s->out = mem;
+    lp_progress_fn saved_progress = b->s->progress;
+    void *saved_ctx = b->s->progress_ctx;
+    b->s->progress = progress_to_browser;
+    b->s->progress_ctx = b;
     int rc = lp_exec(b->s, cmd);
+    b->s->progress = saved_progress;
+    b->s->progress_ctx = saved_ctx;
+    progress_to_browser(b, LP_PROGRESS_END, "");
     if (mem) {
         fclose(mem);
         b->s->out = saved;
@@ -208,6 +237,13 @@ static void clamp(int *v, int lo, int hi) {
 static int n_layer(const lp_browser *b) { return b->s->model ? lp_model_config(b->s->model)->n_layer : 1; }
 static int n_head(const lp_browser *b) { return b->s->model ? lp_model_config(b->s->model)->n_head : 1; }
 
+/* The token, layer and head inside the run and the model, whatever a key did. */
+static void clamp_selection(lp_browser *b) {
+    clamp(&b->pos, 0, b->T > 0 ? b->T - 1 : 0);
+    clamp(&b->layer, 0, n_layer(b) - 1);
+    clamp(&b->head, 0, n_head(b) - 1);
+}
+
 /* A code point as UTF-8 (what a key typed on the line inserts). */
 static void utf8_put(int cp, char out[5]) {
     static const unsigned char LEAD[] = {0, 0, 0xC0, 0xE0, 0xF0};
@@ -217,18 +253,108 @@ static void utf8_put(int cp, char out[5]) {
     out[n] = '\0';
 }
 
-/* Enter on the command line: the command, or for `m` a note about the view's cursor. */
+/* ---- searching the tokens (/, n, N) ---- */
+
+/* Token i matches text, in any case, as shown (·Mary) or as its raw bytes (" Mary"). */
+static bool token_matches(const lp_browser *b, int i, const char *text) {
+    if (strcasestr(b->tok[i], text)) return true;
+    const lp_tokenizer *t = b->s->model ? lp_model_tokenizer(b->s->model) : NULL;
+    size_t len = 0;
+    const char *bytes = t && b->s->run ? lp_tokenizer_token_bytes(t, lp_run_ids(b->s->run)[i], &len) : NULL;
+    char raw[256];
+    if (!bytes || len >= sizeof raw) return false;
+    memcpy(raw, bytes, len);
+    raw[len] = '\0';
+    return strcasestr(raw, text) != NULL;
+}
+
+/* Moves the selected token to the next match of the last search in direction dir (+1, -1),
+ * wrapping round the run as less does, and says where it landed. */
+static void search_tokens(lp_browser *b, int dir) {
+    b->message_error = false;
+    if (!b->search[0]) {
+        snprintf(b->message, sizeof b->message, "no search yet: / searches the run's tokens");
+        return;
+    }
+    int n = 0, nth = 0, found = -1;
+    for (int i = 0; i < b->T; i++) n += token_matches(b, i, b->search);
+    for (int k = 1; k <= b->T && found < 0; k++) {
+        int i = ((b->pos + dir * k) % b->T + b->T) % b->T;
+        if (token_matches(b, i, b->search)) found = i;
+    }
+    if (found < 0) {
+        b->message_error = true;
+        snprintf(b->message, sizeof b->message, "/%s: no token matches", b->search);
+        return;
+    }
+    bool wrapped = dir > 0 ? found <= b->pos : found >= b->pos;
+    b->pos = found;
+    for (int i = 0; i <= found; i++) nth += token_matches(b, i, b->search);
+    snprintf(b->message, sizeof b->message, "/%s: token %d, match %d of %d%s   (n N: next, previous)", b->search, found,
+             nth, n, wrapped ? " (wrapped)" : "");
+}
+
+/* ---- commands that have a view ---- */
+
+/* `attn L H` on the `:` line shows the head in the attention view rather than printing
+ * its T x T table into the pane; `heads` and `lens` (without options) open theirs. Anything
+ * else, or a layer or head out of range, runs as a command (which says what is wrong). */
+static bool show_in_view(lp_browser *b, const char *line) {
+    static const struct {
+        const char *command;
+        int view, args; /* args: 2 for a layer and a head */
+    } VIEW_COMMANDS[] = {{"attn", LP_VIEW_ATTENTION, 2}, {"heads", LP_VIEW_HEADS, 0}, {"lens", LP_VIEW_LENS, 0}};
+    char **w;
+    int n = lp_split_words(line, &w);
+    if (n < 0) {
+        lp_error_clear();
+        return false;
+    }
+    const lp_command *c = n > 0 && b->s->run ? lp_command_find(w[0]) : NULL;
+    lp_error_clear();
+    int view = -1;
+    long layer = -1, head = -1;
+    for (size_t i = 0; c && i < sizeof VIEW_COMMANDS / sizeof *VIEW_COMMANDS; i++) {
+        if (strcmp(c->name, VIEW_COMMANDS[i].command) != 0 || n != 1 + VIEW_COMMANDS[i].args) continue;
+        char *e1 = NULL, *e2 = NULL;
+        if (VIEW_COMMANDS[i].args == 2) {
+            layer = strtol(w[1], &e1, 10);
+            head = strtol(w[2], &e2, 10);
+            if (*e1 || *e2 || e1 == w[1] || e2 == w[2] || layer < 0 || layer >= n_layer(b) || head < 0 ||
+                head >= n_head(b))
+                break;
+        }
+        view = VIEW_COMMANDS[i].view;
+    }
+    free(w);
+    if (view < 0) return false;
+    b->view = view;
+    if (layer >= 0) b->layer = (int)layer;
+    if (head >= 0) b->head = (int)head;
+    b->message_error = false;
+    snprintf(b->message, sizeof b->message, "%s: shown in view %d, %s", line, view + 1, VIEWS[view]->title);
+    return true;
+}
+
+/* Enter on the command line: the command, a search, or for `m` a note about the view's
+ * cursor. */
 static lp_browser_do accept_line(lp_browser *b) {
     const char *text = lp_line_text(b->line);
     const char *p = text;
     while (*p == ' ' || *p == '\t') p++;
     lp_line_mode mode = b->line_mode;
     b->line_mode = LP_LINE_NONE;
+    if (mode == LP_LINE_SEARCH) { /* Enter alone repeats the last search */
+        if (*p) snprintf(b->search, sizeof b->search, "%s", text);
+        search_tokens(b, 1);
+        return LP_BROWSER_DRAW;
+    }
     if (!*p) return LP_BROWSER_DRAW;
     free(b->pending);
     b->pending = NULL;
     if (mode == LP_LINE_COMMAND) {
         lp_line_remember(b->line);
+        if (show_in_view(b, p)) return LP_BROWSER_DRAW;
         b->pending = strdup(text);
     } else {
         int layer = -1, head = -1, pos = -1;
@@ -256,7 +382,8 @@ static lp_browser_do line_key(lp_browser *b, int key) {
         return LP_BROWSER_DRAW;
     }
     if (k) {
-        lp_line_act(b->line, k->action, b->s);
+        /* Completion knows commands: on the note and search lines Tab does nothing. */
+        if (k->action != LP_DO_EDIT_COMPLETE || b->line_mode == LP_LINE_COMMAND) lp_line_act(b->line, k->action, b->s);
     } else if (key >= 0x20 && key < 0x110000 && key != 0x7F && !(key >= 0x80 && key < 0xA0)) {
         char u[5];
         utf8_put(key, u);
@@ -287,6 +414,7 @@ lp_browser_do lp_browser_key(lp_browser *b, int key) {
     const lp_binding *k = lp_keymap_find(b->view, key);
     if (k) {
         if (VIEWS[b->view]->act) VIEWS[b->view]->act(b->state[b->view], b, k->action);
+        clamp_selection(b);
         return b->pending ? LP_BROWSER_EXEC : LP_BROWSER_DRAW;
     }
     k = lp_keymap_find(LP_SCOPE_ALL, key);
@@ -308,6 +436,12 @@ lp_browser_do lp_browser_key(lp_browser *b, int key) {
         b->line_mode = LP_LINE_COMMAND;
         lp_line_start(b->line, ":", true);
         break;
+    case LP_DO_SEARCH:
+        b->line_mode = LP_LINE_SEARCH;
+        lp_line_start(b->line, "/", false);
+        break;
+    case LP_DO_SEARCH_NEXT: search_tokens(b, 1); break;
+    case LP_DO_SEARCH_PREV: search_tokens(b, -1); break;
     case LP_DO_NOTE:
         b->line_mode = LP_LINE_NOTE;
         lp_line_start(b->line, "note: ", false);
@@ -335,9 +469,7 @@ lp_browser_do lp_browser_key(lp_browser *b, int key) {
     case LP_DO_QUIT: b->quit = true; return LP_BROWSER_QUIT;
     default: break;
     }
-    clamp(&b->pos, 0, b->T > 0 ? b->T - 1 : 0);
-    clamp(&b->layer, 0, n_layer(b) - 1);
-    clamp(&b->head, 0, n_head(b) - 1);
+    clamp_selection(b);
     if (b->output_scroll > b->output_lines - 1) b->output_scroll = b->output_lines - 1;
     if (b->output_scroll < 0) b->output_scroll = 0;
     return LP_BROWSER_DRAW;
@@ -442,28 +574,55 @@ static const char *basename_of(const char *path) {
     return path;
 }
 
+/* A view's tab: " 3 acts", or " 3 " when narrow; the current one " 3 Activations ". */
+static int tab_text(const lp_browser *b, int v, bool names, char *buf, size_t cap) {
+    if (v == b->view) return snprintf(buf, cap, " %d %s ", v + 1, VIEWS[v]->title);
+    if (names) return snprintf(buf, cap, " %d %s", v + 1, VIEWS[v]->name);
+    return snprintf(buf, cap, " %d ", v + 1);
+}
+
+static int tabs_width(const lp_browser *b, bool names) {
+    int w = 0;
+    char tab[64];
+    for (int v = 0; v < LP_VIEW_COUNT; v++) w += tab_text(b, v, names, tab, sizeof tab);
+    return w;
+}
+
+/* The title bar: every view's key and name (the current one by its title), then the layer
+ * and head, the model and the run. What does not fit goes first: the model, the run, then
+ * the other views' names, never a view's key or the layer and head. */
 static void draw_title(lp_browser *b, lp_screen *scr) {
     lp_screen_fill(scr, 0, 0, scr->w, " ", LP_COLOR_TITLE, 0);
     int x = lp_screen_put(scr, 0, 0, -1, " loupe ", LP_COLOR_TITLE, LP_ATTR_BOLD);
-    /* Tabs: every view's number and name, the current one by its title; shorter when narrow. */
-    char right[256];
     const lp_config *c = b->s->model ? lp_model_config(b->s->model) : NULL;
-    if (c)
-        snprintf(right, sizeof right, " L%d H%d \xE2\x94\x82 %.60s \xE2\x94\x82 run %lld ", b->layer, b->head,
-                 basename_of(lp_model_path(b->s->model)), (long long)b->s->run_id);
-    else snprintf(right, sizeof right, " no model ");
-    int rw = lp_display_width(right);
-    int full = 0;
-    for (int v = 0; v < LP_VIEW_COUNT; v++) full += 3 + (int)strlen(v == b->view ? VIEWS[v]->title : VIEWS[v]->name);
-    bool names = x + full + rw <= scr->w;
+    char rights[3][256];
+    if (c) {
+        const char *model = basename_of(lp_model_path(b->s->model));
+        long long run = (long long)b->s->run_id;
+        snprintf(rights[0], sizeof rights[0], " L%d H%d \xE2\x94\x82 %.60s \xE2\x94\x82 run %lld ", b->layer, b->head,
+                 model, run);
+        snprintf(rights[1], sizeof rights[1], " L%d H%d \xE2\x94\x82 run %lld ", b->layer, b->head, run);
+        snprintf(rights[2], sizeof rights[2], " L%d H%d ", b->layer, b->head);
+    } else {
+        for (int i = 0; i < 3; i++) snprintf(rights[i], sizeof rights[i], " no model ");
+    }
+    bool names = false;
+    const char *right = rights[2];
+    for (int i = 0; i < 6; i++) { /* names with each right side, then without */
+        bool n = i < 3;
+        if (x + tabs_width(b, n) + lp_display_width(rights[i % 3]) <= scr->w) {
+            names = n;
+            right = rights[i % 3];
+            break;
+        }
+    }
     for (int v = 0; v < LP_VIEW_COUNT; v++) {
         char tab[64];
-        if (v == b->view) snprintf(tab, sizeof tab, " %d %s ", v + 1, VIEWS[v]->title);
-        else if (names) snprintf(tab, sizeof tab, " %d %s ", v + 1, VIEWS[v]->name);
-        else snprintf(tab, sizeof tab, " %d ", v + 1);
+        tab_text(b, v, names, tab, sizeof tab);
         x += lp_screen_put(scr, x, 0, scr->w - x, tab, v == b->view ? LP_COLOR_TAB : LP_COLOR_TITLE,
                            v == b->view ? LP_ATTR_BOLD : 0);
     }
+    int rw = lp_display_width(right);
     if (x + rw <= scr->w) lp_screen_put(scr, scr->w - rw, 0, rw, right, LP_COLOR_TITLE, 0);
 }
 
@@ -601,6 +760,6 @@ void lp_browser_draw(lp_browser *b, lp_screen *scr) {
                            b->message_error ? LP_ATTR_BOLD : 0);
     else
         lp_screen_put_clip(scr, 0, ym, scr->w,
-                           "Tab or 1-7: views  \xE2\x86\x90\xE2\x86\x92: token  [ ]: layer  { }: head  m: note  :: command  ?: help",
+                           "1-7 Tab: views  \xE2\x86\x90\xE2\x86\x92: token  [ ]: layer  { }: head  /: search  :: command  ?: help",
                            LP_COLOR_DIM, 0);
 }

@@ -10,6 +10,7 @@
 #ifndef LOUPE_UI_VIEW_H
 #define LOUPE_UI_VIEW_H
 
+#include <pthread.h>
 #include <stdbool.h>
 
 #include "keymap.h"
@@ -61,7 +62,7 @@ typedef struct {
     int view, layer, head, pos;
 } lp_jump;
 
-typedef enum { LP_LINE_NONE, LP_LINE_COMMAND, LP_LINE_NOTE } lp_line_mode;
+typedef enum { LP_LINE_NONE, LP_LINE_COMMAND, LP_LINE_NOTE, LP_LINE_SEARCH } lp_line_mode;
 
 struct lp_browser {
     lp_session *s;
@@ -88,10 +89,15 @@ struct lp_browser {
     int help_scroll;
     lp_line *line;      /* the command line and its history */
     lp_line_mode line_mode;
+    char search[256];   /* the last text searched for in the tokens (/), "" before any */
     char *pending;      /* a command line for the caller to run (lp_browser_exec) */
     lp_jump after;      /* applied when the pending command succeeds */
     bool quit;
     int page;           /* rows of the last view area: a page for PgUp/PgDn */
+    /* A running command's live progress (train's bar), written by the worker and read by
+     * the spinner while the command runs: the one field shared then, under its lock. */
+    pthread_mutex_t progress_lock;
+    char progress[256];
 };
 
 /* Makes a browser over s (which it does not own) with the command line's history in
@@ -113,6 +119,9 @@ lp_browser_do lp_browser_key(lp_browser *b, int key);
  * The caller resets the cancel flag (lp_cancel_reset) before: a Ctrl-C that comes
  * between then and here must not be lost. */
 int lp_browser_exec(lp_browser *b, const char *line);
+/* The running command's live progress line into buf ("" when it has none); safe to call
+ * from another thread while lp_browser_exec runs. */
+void lp_browser_progress(lp_browser *b, char *buf, size_t cap);
 /* True when the current view has to update before it can draw what is current. */
 bool lp_browser_stale(const lp_browser *b);
 /* Updates the current view (may be slow; LP_ECANCEL when cancelled). */

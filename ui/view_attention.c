@@ -146,7 +146,7 @@ static void attn_subject(void *st, const lp_browser *b, int *layer, int *head, i
 }
 
 const lp_view_ops lp_view_attention = {
-    .name = "attention",
+    .name = "attn",
     .title = "Attention",
     .open = attn_open,
     .close = attn_close,

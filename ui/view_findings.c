@@ -1,6 +1,7 @@
 /* View 6, findings and sessions: every session with its notes and tags under it, each with
  * the run it belongs to. Enter on a finding goes there (running the stored run again when
- * it is not the current one: `rerun`); on a session, makes it the current session. */
+ * it is not the current one, as itself and in its session: `rerun --reuse`); on a session,
+ * makes it the current session. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,8 +147,8 @@ static void go(findings_state *st, lp_browser *b) {
         b->message_error = true;
         return;
     }
-    if (run != b->s->run_id) {
-        snprintf(cmd, sizeof cmd, "rerun %lld", run);
+    if (run != b->s->run_id) { /* the stored run again, as itself: no new run each time */
+        snprintf(cmd, sizeof cmd, "rerun %lld --reuse", run);
         lp_browser_request(b, cmd, j);
         return;
     }

@@ -266,8 +266,8 @@ static void heads_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
             if (sel) lp_screen_put(scr, x - 1, y, 1, "\xE2\x96\xB8", LP_COLOR_SELECTED, LP_ATTR_BOLD); /* ▸ */
         }
     }
-    if (panel) {
-        int px = a.x + a.w - PANEL_W, y = a.y + 1;
+    if (panel) { /* beside the grid, not at the far edge of a wide terminal */
+        int px = x0 + (cols < st->H ? cols : st->H) * cw + 2, y = a.y + 1;
         lp_screen_printf(scr, px, y++, PANEL_W, LP_COLOR_LABEL, LP_ATTR_BOLD, "layer %d head %d", b->layer, b->head);
         for (int m = 0; m < N_COLOURINGS && y < a.y + a.h; m++) {
             if (!available(st, m)) continue;

@@ -11,8 +11,19 @@
 #include "loupe/run.h"
 #include "loupe/store.h"
 
-/* What a sequence of commands works on. Results go to out; error lines are the caller's
- * to print (lp_errmsg) so that the engine never writes to the terminal on its own. */
+/* The progress of a long command (train), for whoever shows it: the prompt writes it to
+ * stderr, the browser to its spinner line and output pane. */
+typedef enum {
+    LP_PROGRESS_NOTE,   /* a line to keep: what is about to happen */
+    LP_PROGRESS_STATUS, /* the live state, replacing the one before (a progress bar) */
+    LP_PROGRESS_LOG,    /* a line for a record (each evaluation); a live display may skip it */
+    LP_PROGRESS_END,    /* the live state is over (text "") */
+} lp_progress_kind;
+typedef void (*lp_progress_fn)(void *ctx, lp_progress_kind kind, const char *text);
+
+/* What a sequence of commands works on. Results go to out, progress to the progress sink;
+ * error lines are the caller's to print (lp_errmsg) so that the engine never writes to the
+ * terminal on its own. */
 typedef struct {
     lp_model *model;
     lp_run *run;
@@ -25,6 +36,8 @@ typedef struct {
     int64_t model_id;      /* the loaded model's row in the store (0 if not recorded) */
     int64_t run_id;        /* the current run's row in the store (0 if not recorded) */
     int source_depth;      /* nesting of `source` */
+    lp_progress_fn progress; /* where long commands report progress; NULL: nowhere */
+    void *progress_ctx;
 } lp_session;
 
 typedef int (*lp_cmd_fn)(lp_session *s, int argc, char **argv, const char *rest);

@@ -10,7 +10,7 @@ LOUPE=${LOUPE:-./loupe}
 case $LOUPE in /*) ;; *) LOUPE=$(pwd)/$LOUPE ;; esac
 STORIES=$(pwd)/../shared/models/stories260K/stories260K.bin
 TEXT='Once upon a time, Lily found a ball. Lily liked the ball.'
-PANE=tui LIMIT=55
+PANE=tui LIMIT=75
 . tests/e2e/lib/tmux.sh
 # start ARGS...: a command in a fresh 120x40 pane; its exit status lands in $tmp/status
 start() {
@@ -29,7 +29,8 @@ quit_with() {
 # the pane's size as tmux reports it
 size_is() { [ "$(t display-message -p -t tui '#{pane_width}x#{pane_height}')" = "$1" ]; }
 
-# 1. Open on a run (as make run does), every view, keys, help, resize, `:`, a note, quit.
+# 1. Open on a run (as make run does), every view, keys, help, resize, `:`, a note, the
+# token search (/ n g G), `:attn L H` opening its view, quit.
 start "'$LOUPE' -d '$tmp/db' --tui '$STORIES' -e 'run $TEXT'"
 expect "opens on the attention view" 10 "1 Attention"
 expect "the status line names the cursor's tokens and value" 5 "query 20 . "
@@ -90,6 +91,17 @@ expect "the note is written" 5 "finding written"
 keys 6
 expect "the findings view lists it" 5 "induction candidate «日本»"
 expect "with where it points" 5 "L1 H2 @17"
+keys 1 / "Lily" Enter
+expect "/ finds a token (wrapping round)" 5 "query 6 ·Lily"
+keys n
+expect "n goes to the next match" 5 "query 14 ·Lily"
+keys g
+expect "g goes to the first token" 5 "query 0 "
+keys G
+expect "G goes to the last token" 5 "query 20 "
+keys 2 : "attn 0 3" Enter
+expect ":attn L H shows the head in the attention view" 5 "attn 0 3: shown in view 1"
+expect "on that head" 5 "L0 H3  query 20"
 quit_with "q leaves (status 1: one command failed, as at the prompt)" 1 q
 if "$LOUPE" -d "$tmp/db" -m csv -e 'sql SELECT text, layer, head, pos FROM findings' 2>&1 |
     grep -qF 'induction candidate «日本»,1,2,17'; then ok "the finding is in the store"
@@ -120,6 +132,19 @@ else
     fail "mkmodel"
     sed 's/^/  | /' "$tmp/mk.log"
 fi
+
+# 2b. A long command's own progress (train's bar) shows in the spinner line, and nothing it
+# reports reaches the terminal behind the browser: the title bar and token strip stay put.
+start "'$LOUPE' -d :memory: --tui '$STORIES' -e 'run $TEXT'"
+expect "opens for training" 10 "1 Attention"
+keys : "train $tmp/tr --layers 1 --heads 2 --d-model 32 --d-mlp 64 --ctx 32 --vocab 280 --corpus-mb 0.05 --steps 2000 --eval-every 1000 --batch 8 --seq 32 --threads 1" Enter
+expect "train's progress bar in the spinner line" 10 "step "
+expect "train finishes with its lines in the output pane" 30 "train: step 2000/2000"
+if screen | head -1 | grep -q "^ loupe .*1 Attention"; then ok "the title bar stays on the first row"
+else fail "the title bar stays on the first row"; screen | sed 's/^/  | /'; fi
+if screen | sed -n 2p | grep -qF "(no run: :run TEXT)"; then ok "the token strip stays on the second row"
+else fail "the token strip stays on the second row"; screen | sed 's/^/  | /'; fi
+quit_with "q after training" 0 q
 
 # 3. Colours by what the terminal has: 256, 8 (tmux's default TERM, screen), none.
 colours() { t capture-pane -e -p -t tui 2>/dev/null | grep -c "$1"; }
