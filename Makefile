@@ -16,6 +16,7 @@ LIB_SRC    := $(ENGINE_SRC) $(STORE_SRC) $(UI_SRC)
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC   := $(wildcard tests/test_*.c)
 TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+REPLAY_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(wildcard tests/fuzz/fuzz_*.c))
 TOOL_SRC   := $(wildcard tests/tools/*.c)
 TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 HEADERS    := $(wildcard include/loupe/*.h) $(wildcard src/*.h) $(wildcard ui/*.h) $(wildcard store/*.h)
@@ -50,6 +51,12 @@ $(BUILD)/tools/%: tests/tools/%.c $(LIB_OBJ)
 
 tools: $(TOOL_BIN)
 
+# The fuzz harnesses without libFuzzer, replaying their corpora (tests/e2e/fuzz_corpus.sh).
+$(BUILD)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay.c $(LIB_OBJ) $(wildcard tests/fuzz/*.h)
+	@mkdir -p $(dir $@)
+	@echo "ld $@"
+	@$(CC) $(CFLAGS_BASE) -Isrc -o $@ $< tests/fuzz/replay.c $(LIB_OBJ) $(LDLIBS_BASE)
+
 # Installs what is missing, and only that (needs root or sudo; CI runs as root).
 define install_missing
 	@missing=""; for need in $(1); do kind=$${need%%:*}; rest=$${need#*:}; what=$${rest%:*}; pkg=$${rest##*:}; \
@@ -73,7 +80,7 @@ deps-fuzz: deps
 	$(call install_missing,$(FUZZ_NEEDS))
 
 # The test suites: every cmocka suite, then the end-to-end scripts.
-check: $(BIN) $(TEST_BIN) $(TOOL_BIN)
+check: $(BIN) $(TEST_BIN) $(TOOL_BIN) $(REPLAY_BIN)
 	@BUILD=$(BUILD) LOUPE=./$(BIN) sh tests/run.sh $(TEST_BIN)
 
 test: deps

@@ -229,6 +229,11 @@ int lp_cmd_rerun(lp_session *s, int argc, char **argv, const char *rest) {
     if ((rc = lp_cmd_model_row(s, &current)) == LP_OK && model_id != current)
         rc = lp_error(LP_EINVAL, "rerun: run %ld was made with another model (model %lld in the store); load that "
                       "model first", id, (long long)model_id);
+    int V = lp_model_config(s->model)->vocab;
+    for (int i = 0; !rc && i < n; i++)
+        if (ids[i] >= V)
+            rc = lp_error(LP_EINVAL, "rerun: run %ld has token id %d at position %d, outside this model's vocabulary "
+                          "(0..%d)", id, ids[i], i, V - 1);
     /* --reuse (going back to a finding): the same run again, in its own session, so that
      * going there twice does not make two more runs. */
     if (!rc && o[0].value) {

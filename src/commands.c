@@ -14,6 +14,7 @@
 
 #include "cmd.h"
 #include "loupe/error.h"
+#include "loupe/fileio.h"
 #include "loupe/generate.h"
 #include "loupe/tokenizer.h"
 
@@ -317,14 +318,15 @@ static int cmd_source(lp_session *s, int argc, char **argv, const char *rest) {
     if (s->source_depth >= SOURCE_MAX_DEPTH)
         return lp_error(LP_ERANGE, "source: nested more than %d deep (does %s source itself?)", SOURCE_MAX_DEPTH, argv[1]);
     FILE *f = fopen(argv[1], "r");
-    if (!f) return lp_error(LP_EIO, "source: cannot open '%s'", argv[1]);
+    if (!f) return lp_error(LP_EIO, "source: cannot open '%s': %s", argv[1], strerror(errno));
     char *line = NULL;
     size_t cap = 0;
     int lineno = 0, rc = LP_OK;
+    bool eof = false;
     s->source_depth++;
-    while (!s->quit && getline(&line, &cap, f) >= 0) {
+    while (!s->quit) {
+        if ((rc = lp_line_read(f, argv[1], lineno + 1, &line, &cap, NULL, &eof)) || eof) break;
         lineno++;
-        line[strcspn(line, "\r\n")] = '\0';
         if ((rc = lp_exec(s, line))) {
             /* Say where, keeping the innermost location first. */
             char msg[1024];

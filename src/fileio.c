@@ -122,20 +122,87 @@ int lp_json_load_file(const char *path, size_t max_bytes, size_t flags, json_t *
     return LP_OK;
 }
 
-int lp_file_write(const char *path, const void *data, size_t len) {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+int lp_file_begin(lp_file_tmp *w, const char *path) {
+    w->f = NULL;
+    w->path = path;
+    if (snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof w->tmp)
         return lp_error(LP_ERANGE, "%s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return lp_error(LP_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-    size_t put = len ? fwrite(data, 1, len, f) : 0;
-    int bad = put != len || fflush(f) != 0;
-    if (fclose(f) != 0) bad = 1;
-    if (bad || rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        return lp_error(LP_EIO, "%s: cannot write: %s", path, strerror(e));
+    w->f = fopen(w->tmp, "wb");
+    if (!w->f) return lp_error(LP_EIO, "%s: cannot create: %s", w->tmp, strerror(errno));
+    return LP_OK;
+}
+
+int lp_file_commit(lp_file_tmp *w) {
+    if (!w->f) return lp_error(LP_EIO, "%s: not open for writing", w->path);
+    /* A failed fwrite left its errno (EFBIG, ENOSPC, ...) and the stream's error flag. */
+    int e = errno;
+    bool ok = !ferror(w->f);
+    if (ok && fflush(w->f) != 0) ok = false, e = errno;
+    if (fclose(w->f) != 0 && ok) ok = false, e = errno;
+    w->f = NULL;
+    if (ok && rename(w->tmp, w->path) != 0) ok = false, e = errno;
+    if (ok) return LP_OK;
+    remove(w->tmp);
+    return lp_error(LP_EIO, "%s: cannot write: %s (the file, if there was one, is unchanged)", w->path,
+                    e ? strerror(e) : "write error");
+}
+
+void lp_file_abort(lp_file_tmp *w) {
+    if (!w->f) return;
+    fclose(w->f);
+    w->f = NULL;
+    remove(w->tmp);
+}
+
+int lp_file_write(const char *path, const void *data, size_t len) {
+    lp_file_tmp w;
+    int rc = lp_file_begin(&w, path);
+    if (rc) return rc;
+    if (len) fwrite(data, 1, len, w.f);
+    return lp_file_commit(&w);
+}
+
+int lp_line_read(FILE *f, const char *where, int lineno, char **buf, size_t *cap, size_t *len, bool *eof) {
+    size_t n = 0;
+    *eof = false;
+    int rc = LP_OK, c = 0;
+    flockfile(f);
+    for (;;) {
+        c = getc_unlocked(f);
+        if (c == EOF || c == '\n') break;
+        if (c == '\0') {
+            rc = lp_error(LP_EFORMAT, "%s:%d: a NUL byte at column %zu: commands are text (is this a binary file?)", where,
+                          lineno, n + 1);
+            break;
+        }
+        if (n >= LP_LINE_MAX) {
+            rc = lp_error(LP_ERANGE, "%s:%d: line longer than %d bytes (1 MiB), the limit for one command (is this a "
+                          "text file?)", where, lineno, LP_LINE_MAX);
+            break;
+        }
+        if (n + 2 > *cap) {
+            size_t want = *cap ? *cap * 2 : 256;
+            char *nb = realloc(*buf, want);
+            if (!nb) {
+                rc = lp_error(LP_ENOMEM, "%s:%d: out of memory reading a line", where, lineno);
+                break;
+            }
+            *buf = nb, *cap = want;
+        }
+        (*buf)[n++] = (char)c;
     }
+    if (!rc && c == EOF && ferror(f))
+        rc = lp_error(LP_EIO, "%s:%d: cannot read: %s", where, lineno, strerror(errno));
+    funlockfile(f);
+    if (rc) return rc;
+    if (c == EOF && n == 0) {
+        *eof = true;
+        return LP_OK;
+    }
+    if (!*buf && !(*buf = malloc(*cap = 1))) return lp_error(LP_ENOMEM, "%s:%d: out of memory", where, lineno);
+    if (n > 0 && (*buf)[n - 1] == '\r') n--;
+    (*buf)[n] = '\0';
+    if (len) *len = n;
     return LP_OK;
 }
 

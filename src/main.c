@@ -1,6 +1,8 @@
 /* loupe's command line: options, then commands from -e, -f, stdin or the prompt. */
 #include <cblas.h>
+#include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 
 #include "loupe/commands.h"
 #include "loupe/error.h"
+#include "loupe/fileio.h"
 #include "../ui/repl.h"
 #include "../ui/tui.h"
 #include "cmd.h"
@@ -18,7 +21,7 @@
 static const char USAGE[] =
     "usage: loupe [OPTIONS] [MODEL]\n"
     "  -e, --exec CMD       run one command; repeatable; loupe exits afterwards unless -i\n"
-    "  -f, --file FILE      run the commands in FILE ('-' for stdin)\n"
+    "  -f, --file FILE      run the commands in FILE ('-' for stdin); -e and -f run in the order given\n"
     "  -i, --interactive    stay at the prompt after -e/-f\n"
     "  -m, --mode MODE      output mode: table (default), box, markdown, csv, json, jsonl\n"
     "      --bail           stop at the first failing command\n"
@@ -110,25 +113,34 @@ static bool run_line(lp_session *s, runner *r, const char *line, const char *whe
     return !s->quit;
 }
 
+/* Runs the lines of in. A stream that cannot be read as text (a read error, a NUL byte, a
+ * line over LP_LINE_MAX) counts as one failure and is read no further. */
 static bool run_stream(lp_session *s, runner *r, FILE *in, const char *where) {
     char *line = NULL;
     size_t cap = 0;
     int lineno = 0;
-    bool go = true;
-    for (;;) {
-        ssize_t n = getline(&line, &cap, in);
-        if (n < 0) break;
-        lineno++;
-        if (n > 0 && line[n - 1] == '\n') line[--n] = '\0';
-        if (n > 0 && line[n - 1] == '\r') line[--n] = '\0';
-        if (!run_line(s, r, line, where, lineno)) {
-            go = false;
+    bool go = true, eof = false;
+    while (go) {
+        if (lp_line_read(in, where, lineno + 1, &line, &cap, NULL, &eof)) {
+            r->failures++;
+            fflush(s->out);
+            fprintf(stderr, "error: %s\n", lp_errmsg());
+            go = !r->bail;
             break;
         }
+        if (eof) break;
+        lineno++;
+        go = run_line(s, r, line, where, lineno);
     }
     free(line);
     return go;
 }
+
+/* -e and -f, kept in the order given. */
+typedef struct {
+    char kind; /* 'e' or 'f' */
+    const char *arg;
+} action;
 
 int main(int argc, char **argv) {
     static const struct option longopts[] = {
@@ -138,17 +150,17 @@ int main(int argc, char **argv) {
         {"tokenizer", required_argument, 0, 'k'}, {"db", required_argument, 0, 'd'},
         {"tui", no_argument, 0, 't'},           {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},       {0, 0, 0, 0}};
-    char **execs = calloc((size_t)argc + 1, sizeof *execs);
-    int n_exec = 0;
-    const char *file = NULL, *mode = NULL, *tokenizer = NULL, *db = NULL;
+    action *acts = calloc((size_t)argc + 1, sizeof *acts);
+    int n_act = 0;
+    const char *mode = NULL, *tokenizer = NULL, *db = NULL;
     bool interactive = false, tui = false;
     runner r = {0};
     int c, status = 0;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "e:f:im:d:thV", longopts, NULL)) != -1) {
         switch (c) {
-        case 'e': execs[n_exec++] = optarg; break;
-        case 'f': file = optarg; break;
+        case 'e': acts[n_act++] = (action){'e', optarg}; break;
+        case 'f': acts[n_act++] = (action){'f', optarg}; break;
         case 'i': interactive = true; break;
         case 'm': mode = optarg; break;
         case 'B': r.bail = true; break;
@@ -165,8 +177,8 @@ int main(int argc, char **argv) {
         }
         case 'd': db = optarg; break;
         case 't': tui = true; break;
-        case 'h': fputs(USAGE, stdout); free(execs); return 0;
-        case 'V': printf("loupe %s\n", LOUPE_VERSION); free(execs); return 0;
+        case 'h': fputs(USAGE, stdout); free(acts); return 0;
+        case 'V': printf("loupe %s\n", LOUPE_VERSION); free(acts); return 0;
         default:
             if (optopt) fprintf(stderr, "error: option -%c needs a value or is unknown (see loupe --help)\n", optopt);
             else fprintf(stderr, "error: unknown option '%s' (see loupe --help)\n", argv[optind - 1]);
@@ -181,6 +193,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "error: --tui: the browser needs a terminal on stdin and stdout\n");
         goto usage;
     }
+    /* Past a file size limit (ulimit -f) a write fails with EFBIG and is reported, instead
+     * of the signal killing loupe mid-file. */
+    signal(SIGXFSZ, SIG_IGN);
     lp_cmd_set_tui(lp_tui_run);
     lp_session s;
     lp_session_init(&s, stdout);
@@ -201,7 +216,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     /* Interactive (the prompt or the browser) without MODEL: open the bundled model. */
-    bool at_prompt = interactive || (n_exec == 0 && !file && isatty(STDIN_FILENO));
+    bool at_prompt = interactive || (n_act == 0 && isatty(STDIN_FILENO));
     char default_buf[4096];
     const char *model = optind < argc ? argv[optind] : NULL;
     if (!model && (tui || at_prompt) && (model = default_model_path(default_buf, sizeof default_buf)) &&
@@ -213,16 +228,20 @@ int main(int argc, char **argv) {
         goto out;
     }
     bool go = true;
-    for (int i = 0; go && i < n_exec; i++) go = run_line(&s, &r, execs[i], NULL, 0);
-    if (go && file) {
-        FILE *in = strcmp(file, "-") == 0 ? stdin : fopen(file, "r");
+    for (int i = 0; go && i < n_act; i++) {
+        if (acts[i].kind == 'e') {
+            go = run_line(&s, &r, acts[i].arg, NULL, 0);
+            continue;
+        }
+        bool is_stdin = strcmp(acts[i].arg, "-") == 0;
+        FILE *in = is_stdin ? stdin : fopen(acts[i].arg, "r");
         if (!in) {
-            fprintf(stderr, "error: --file: cannot open '%s'\n", file);
+            fprintf(stderr, "error: --file: cannot open '%s': %s\n", acts[i].arg, strerror(errno));
             status = 2;
             goto out;
         }
-        go = run_stream(&s, &r, in, strcmp(file, "-") == 0 ? "stdin" : file);
-        if (in != stdin) fclose(in);
+        go = run_stream(&s, &r, in, is_stdin ? "stdin" : acts[i].arg);
+        if (!is_stdin) fclose(in);
     }
     if (go && tui) {
         int fails = 0;
@@ -231,7 +250,7 @@ int main(int argc, char **argv) {
             r.failures++;
         }
         r.failures += fails;
-    } else if (go && (interactive || (n_exec == 0 && !file))) {
+    } else if (go && (interactive || n_act == 0)) {
         if (isatty(STDIN_FILENO)) r.failures += lp_repl_run(&s, r.bail);
         else run_stream(&s, &r, stdin, "stdin");
     }
@@ -240,9 +259,9 @@ out:
     lp_store_close(s.store);
     s.store = NULL;
     lp_session_free(&s);
-    free(execs);
+    free(acts);
     return status;
 usage:
-    free(execs);
+    free(acts);
     return 2;
 }

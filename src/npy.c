@@ -1,11 +1,10 @@
 /* .npy and .csv writers (see npy.h). */
 #include "loupe/npy.h"
 
-#include <errno.h>
 #include <stdio.h>
-#include <string.h>
 
 #include "loupe/error.h"
+#include "loupe/fileio.h"
 
 static size_t count(const int *shape, int ndim) {
     size_t n = 1;
@@ -23,8 +22,10 @@ int lp_npy_write(const char *path, const float *data, const int *shape, int ndim
     int total = 10 + at + 1;
     int pad = (64 - total % 64) % 64;
     unsigned short hlen = (unsigned short)(at + pad + 1);
-    FILE *f = fopen(path, "wb");
-    if (!f) return lp_error(LP_EIO, "%s: cannot create: %s", path, strerror(errno));
+    lp_file_tmp w;
+    int rc = lp_file_begin(&w, path);
+    if (rc) return rc;
+    FILE *f = w.f;
     fwrite("\x93NUMPY\x01\x00", 1, 8, f);
     unsigned char le[2] = {(unsigned char)(hlen & 0xff), (unsigned char)(hlen >> 8)};
     fwrite(le, 1, 2, f);
@@ -32,17 +33,16 @@ int lp_npy_write(const char *path, const float *data, const int *shape, int ndim
     for (int i = 0; i < pad; i++) fputc(' ', f);
     fputc('\n', f);
     size_t n = count(shape, ndim);
-    size_t put = fwrite(data, sizeof(float), n, f); /* this machine is little-endian, as '<f4' says */
-    int bad = put != n;
-    if (fclose(f) != 0) bad = 1;
-    if (bad) return lp_error(LP_EIO, "%s: write failed: %s", path, strerror(errno));
-    return LP_OK;
+    fwrite(data, sizeof(float), n, f); /* this machine is little-endian, as '<f4' says */
+    return lp_file_commit(&w); /* a failed write (ferror) leaves any old file in place */
 }
 
 int lp_csv_write(const char *path, const float *data, const int *shape, int ndim, const char *const *dim_names) {
     if (ndim < 1 || ndim > 8) return lp_error(LP_EINVAL, "%s: CSV takes tensors of 1 to 8 dimensions", path);
-    FILE *f = fopen(path, "w");
-    if (!f) return lp_error(LP_EIO, "%s: cannot create: %s", path, strerror(errno));
+    lp_file_tmp w;
+    int rc = lp_file_begin(&w, path);
+    if (rc) return rc;
+    FILE *f = w.f;
     int cols = shape[ndim - 1];
     size_t rows = count(shape, ndim - 1);
     for (int i = 0; i < ndim - 1; i++) fprintf(f, "%s,", dim_names && dim_names[i] ? dim_names[i] : "index");
@@ -57,9 +57,7 @@ int lp_csv_write(const char *path, const float *data, const int *shape, int ndim
         for (int i = 0; i < ndim - 1; i++) fprintf(f, "%d,", idx[i]);
         const float *row = data + r * (size_t)cols;
         for (int j = 0; j < cols; j++) fprintf(f, "%.9g%s", row[j], j + 1 < cols ? "," : "\r\n");
+        if (ferror(f)) break;
     }
-    int bad = ferror(f);
-    if (fclose(f) != 0) bad = 1;
-    if (bad) return lp_error(LP_EIO, "%s: write failed: %s", path, strerror(errno));
-    return LP_OK;
+    return lp_file_commit(&w);
 }

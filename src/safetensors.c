@@ -541,30 +541,18 @@ int lp_st_write(const char *path, const lp_st_tensor *tensors, int n,
     unsigned char lenbuf[8];
     for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)padded >> (8 * i));
 
-    char tmp[PATH_CAP];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
+    lp_file_tmp w;
+    if ((rc = lp_file_begin(&w, path))) {
         free(header);
-        return lp_error(LP_ERANGE, "%s: path too long", path);
+        return rc;
     }
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        int e = errno;
-        free(header);
-        return lp_error(LP_EIO, "%s: cannot create: %s", tmp, strerror(e));
-    }
+    FILE *f = w.f;
     /* Streamed, not assembled in memory: checkpoints run to gigabytes. */
-    bool ok = fwrite(lenbuf, 1, 8, f) == 8 && fwrite(header, 1, hlen, f) == hlen &&
-              fwrite("        ", 1, padded - hlen, f) == padded - hlen;
+    fwrite(lenbuf, 1, 8, f);
+    fwrite(header, 1, hlen, f);
+    fwrite("        ", 1, padded - hlen, f);
     free(header);
-    for (int i = 0; ok && i < n; i++)
-        if (tensors[i].nbytes > 0) ok = fwrite(tensors[i].data, 1, tensors[i].nbytes, f) == tensors[i].nbytes;
-    ok = ok && fflush(f) == 0;
-    int e = errno;
-    if (fclose(f) != 0 && ok) ok = false, e = errno;
-    if (ok && rename(tmp, path) != 0) ok = false, e = errno;
-    if (!ok) {
-        remove(tmp);
-        return lp_error(LP_EIO, "%s: cannot write: %s", path, strerror(e));
-    }
-    return LP_OK;
+    for (int i = 0; i < n && !ferror(f); i++)
+        if (tensors[i].nbytes > 0) fwrite(tensors[i].data, 1, tensors[i].nbytes, f);
+    return lp_file_commit(&w); /* a failed write (ferror) leaves any old file in place */
 }

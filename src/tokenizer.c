@@ -739,9 +739,17 @@ static int encode_spiece_word(const lp_tokenizer *t, const char *s, size_t len, 
     return LP_OK;
 }
 
-/* Applies the normalizer steps (Prepend, Replace) to s into out. */
+static int norm_too_long(const lp_tokenizer *t, size_t n, size_t limit) {
+    return lp_error(LP_ERANGE, "%s: the normalizer makes more than %zu bytes of %zu bytes of text (the limit is %dx + %d); "
+                    "its Replace or Prepend steps expand too much for a real tokenizer", t->what, limit, n,
+                    LP_TOK_NORM_FACTOR, LP_TOK_NORM_SLACK);
+}
+
+/* Applies the normalizer steps (Prepend, Replace) to s into out, up to the size limit. */
 static int spiece_normalize(const lp_tokenizer *t, const char *s, size_t n, sbuf *out, sbuf *tmp) {
     int rc;
+    size_t limit = n > (SIZE_MAX - LP_TOK_NORM_SLACK) / LP_TOK_NORM_FACTOR ? SIZE_MAX
+                                                                          : n * LP_TOK_NORM_FACTOR + LP_TOK_NORM_SLACK;
     out->n = 0;
     if ((rc = sbuf_add(out, s, n))) return rc;
     for (int k = 0; k < t->n_norm; k++) {
@@ -759,8 +767,10 @@ static int spiece_normalize(const lp_tokenizer *t, const char *s, size_t n, sbuf
                     rc = sbuf_add(tmp, out->s + i, 1), i++;
                 }
                 if (rc) return rc;
+                if (tmp->n > limit) return norm_too_long(t, n, limit);
             }
         }
+        if (tmp->n > limit) return norm_too_long(t, n, limit);
         if ((rc = sbuf_add(tmp, "", 0))) return rc; /* tmp->s non-NULL even when empty */
         sbuf swap = *out;
         *out = *tmp, *tmp = swap;

@@ -21,6 +21,14 @@
 
 #define LP_TOK_MAX_RES 2 /* pre-split regexes applied one inside the other */
 #define LP_TOK_MAX_NORM 8
+/* The normalizer's output may be at most LP_TOK_NORM_FACTOR times its input plus
+ * LP_TOK_NORM_SLACK bytes. Real normalizers stay far below: Llama's Replace(" ", "▁")
+ * triples a space and Prepend adds "▁" (3 bytes); Unicode bounds NFC at 3x and NFKC at 11x
+ * in UTF-8 bytes (UAX #15, "Expansion factors"; loupe takes NFC as identity). A chain of
+ * Replaces that multiplies the text (a -> a x 100, four times) is refused before it takes
+ * gigabytes. */
+#define LP_TOK_NORM_FACTOR 16
+#define LP_TOK_NORM_SLACK 1024
 #define LP_TOK_SPIECE_SPACE "\xe2\x96\x81" /* "▁" U+2581 */
 
 typedef struct {

@@ -2,6 +2,7 @@
  * and its migrations are in schema.c, free SQL in query.c. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <math.h>
@@ -453,6 +454,10 @@ int lp_store_get_run(lp_store *st, int64_t run_id, int64_t *model_id, int **ids,
         sqlite3_bind_int64(s, 1, run_id);
         while ((step = sqlite3_step(s)) == SQLITE_ROW) {
             if (*n == cap) {
+                if (cap > INT_MAX / 4) {
+                    rc = lp_error(LP_ERANGE, "run %lld has too many tokens", (long long)run_id);
+                    break;
+                }
                 int *g = realloc(a, (size_t)(cap = cap ? cap * 2 : 64) * sizeof *a);
                 if (!g) {
                     rc = lp_error(LP_ENOMEM, "out of memory reading run %lld", (long long)run_id);
@@ -460,7 +465,16 @@ int lp_store_get_run(lp_store *st, int64_t run_id, int64_t *model_id, int **ids,
                 }
                 a = g;
             }
-            a[(*n)++] = sqlite3_column_int(s, 0);
+            /* Stored ids are read as they are or not at all: 2^32 + 1 is not 1, nor 'abc' 0. */
+            bool integer = sqlite3_column_type(s, 0) == SQLITE_INTEGER; /* asked before any conversion */
+            sqlite3_int64 id = sqlite3_column_int64(s, 0);
+            if (!integer || id < 0 || id > INT_MAX) {
+                const unsigned char *raw = sqlite3_column_text(s, 0);
+                rc = lp_error(LP_EFORMAT, "run %lld: the token id at position %d is '%.40s', not a token id (was the "
+                              "database edited?)", (long long)run_id, *n, raw ? (const char *)raw : "NULL");
+                break;
+            }
+            a[(*n)++] = (int)id;
         }
         if (!rc && step != SQLITE_DONE) rc = store_fail(st, step, "reading the run's tokens");
         sqlite3_reset(s);

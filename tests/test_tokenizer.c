@@ -690,6 +690,35 @@ static void test_deep_sequences_and_huge_files_are_named(void **state) {
     unlink(path);
 }
 
+/* Four chained Replace a -> a x 100 would make 10^9 bytes of ten: refused at the
+ * normalizer's size limit (16x + 1024) without building them; a real normalizer passes. */
+static void test_expanding_normalizer_is_refused_at_the_size_limit(void **state) {
+    (void)state;
+    char hundred[101];
+    memset(hundred, 'a', 100);
+    hundred[100] = '\0';
+    char json[2048];
+    int at = snprintf(json, sizeof json, "{\"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [");
+    for (int i = 0; i < 4; i++)
+        at += snprintf(json + at, sizeof json - (size_t)at,
+                       "%s{\"type\": \"Replace\", \"pattern\": {\"String\": \"a\"}, \"content\": \"%s\"}", i ? ", " : "",
+                       hundred);
+    snprintf(json + at, sizeof json - (size_t)at,
+             "]}, \"model\": {\"type\": \"BPE\", \"byte_fallback\": true, \"unk_token\": \"<unk>\","
+             " \"vocab\": {\"<unk>\": 0, \"a\": 1}, \"merges\": []}}");
+    char path[256];
+    write_text("expanding.json", json, path, sizeof path);
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_json(&t, path), LP_OK);
+    int ids[64], n = 0;
+    assert_int_equal(lp_tokenizer_encode(t, "aaaaaaaaaa", 10, false, ids, 64, &n), LP_ERANGE);
+    assert_non_null(strstr(lp_errmsg(), "normalizer"));
+    assert_non_null(strstr(lp_errmsg(), path));
+    assert_int_equal(lp_tokenizer_encode(t, "b", 1, false, ids, 64, &n), LP_OK); /* nothing to replace */
+    lp_tokenizer_free(t);
+    unlink(path);
+}
+
 static void test_malformed_merges_txt_is_rejected_with_line_number(void **state) {
     (void)state;
     char vocab[256], merges[256];
@@ -743,6 +772,7 @@ int main(void) {
         cmocka_unit_test(test_malformed_tokenizer_json_is_rejected_with_a_message),
         cmocka_unit_test(test_deep_sequences_and_huge_files_are_named),
         cmocka_unit_test(test_malformed_merges_txt_is_rejected_with_line_number),
+        cmocka_unit_test(test_expanding_normalizer_is_refused_at_the_size_limit),
     };
     int failed = cmocka_run_group_tests_name("tokenizer_gpt2", gpt2_tests, gpt2_setup, gpt2_teardown);
     failed += cmocka_run_group_tests_name("tokenizer", other_tests, NULL, NULL);

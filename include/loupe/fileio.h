@@ -4,6 +4,11 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
+
+/* The longest line of commands loupe reads from a file or stdin (1 MiB): far more than any
+ * command needs, and a bound on what a file without newlines (/dev/zero) can make it hold. */
+#define LP_LINE_MAX (1 << 20)
 
 /* A read-only mapping of a whole file. Empty files map to data == NULL, size == 0. */
 typedef struct {
@@ -33,8 +38,29 @@ int lp_file_read_new(const char *path, char **out, size_t *len);
 struct json_t;
 int lp_json_load_file(const char *path, size_t max_bytes, size_t flags, struct json_t **out);
 
-/* Writes len bytes to path atomically (a temporary file renamed into place). */
+/* Writing a file so that a failure midway (a full disk, a file size limit) leaves the old
+ * file, if any, as it was: lp_file_begin opens a temporary file beside path (path.tmp.PID)
+ * to write to w->f; lp_file_commit closes it and renames it over path if every write
+ * succeeded, else removes it and fails naming path; lp_file_abort gives up. */
+typedef struct {
+    FILE *f;
+    const char *path;
+    char tmp[4096];
+} lp_file_tmp;
+int lp_file_begin(lp_file_tmp *w, const char *path);
+int lp_file_commit(lp_file_tmp *w);
+void lp_file_abort(lp_file_tmp *w); /* does nothing after a commit */
+
+/* Writes len bytes to path atomically (through lp_file_begin/commit). */
 int lp_file_write(const char *path, const void *data, size_t len);
+
+/* Reads the next line of a text file of commands into *buf (grown as needed, the caller
+ * frees it; *len, if not NULL, gets its length), without its "\n" or "\r\n". At the end of
+ * the file sets *eof. Errors name where:lineno and are never taken for the end: a read
+ * error (a directory, EIO: LP_EIO), a NUL byte (LP_EFORMAT: the rest of the line would be
+ * lost), a line longer than LP_LINE_MAX (LP_ERANGE). After an error the stream is left
+ * mid-line: stop reading it. */
+int lp_line_read(FILE *f, const char *where, int lineno, char **buf, size_t *cap, size_t *len, bool *eof);
 
 bool lp_file_exists(const char *path);
 bool lp_dir_exists(const char *path);

@@ -10,38 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_tokenizer_common.h"
+
 static lp_tokenizer *gpt2;
 static int gpt2_tried;
-
-static void encode_decode(const lp_tokenizer *t, const char *text, size_t len, bool bos) {
-    int cap = (int)len + 8, n = 0;
-    int *ids = malloc((size_t)cap * sizeof *ids);
-    if (!ids) return;
-    if (lp_tokenizer_encode(t, text, len, bos, ids, cap, &n) == LP_OK) {
-        size_t need = 0;
-        char small[4];
-        if (lp_tokenizer_decode(t, ids, n, small, sizeof small, &need) == LP_ERANGE) {
-            char *buf = malloc(need);
-            if (buf && lp_tokenizer_decode(t, ids, n, buf, need, &need) != LP_OK) abort();
-            free(buf);
-        }
-        for (int i = 0; i < n; i++) {
-            size_t k;
-            if (!lp_tokenizer_token_bytes(t, ids[i], &k) && ids[i] >= 0 && ids[i] < lp_tokenizer_vocab_size(t))
-                (void)lp_tokenizer_token_piece(t, ids[i]);
-        }
-    }
-    free(ids);
-}
 
 static void fuzz_llama2c(const uint8_t *data, size_t size) {
     if (size < 1) return;
     lp_tokenizer *t = NULL;
     int vocab = 1 + data[0] % 300;
     if (lp_tokenizer_load_llama2c_mem(&t, data + 1, size - 1, vocab, "fuzz.bin") != LP_OK) return;
-    static const char text[] = "Hello, w\xc3\xb6rld! \xe2\x80\x99 \xff\x80 \xf0\x9f\x98\x80 end";
-    encode_decode(t, text, sizeof text - 1, true);
-    encode_decode(t, (const char *)data, size < 64 ? size : 64, false);
+    fuzz_encode_decode(t, FUZZ_TEXT, sizeof FUZZ_TEXT - 1, true);
+    fuzz_encode_decode(t, (const char *)data, size < 64 ? size : 64, false);
     lp_tokenizer_free(t);
 }
 
