@@ -708,7 +708,7 @@ static void going_to_a_finding_reuses_its_run_and_session(void **state) {
     fixture *f = *state;
     OK(lp_exec(&f->s, "session new ioi"));
     OK(lp_exec(&f->s, "run Lily liked the ball."));
-    OK(lp_exec(&f->s, "note the ball --layer 1 --head 2 --pos 3"));
+    OK(lp_exec(&f->s, "note --layer 1 --head 2 --pos 3 the ball"));
     int64_t ioi = f->s.session_id, run = f->s.run_id;
     OK(lp_exec(&f->s, "session open default"));
     OK(lp_exec(&f->s, "run Once upon a time"));
