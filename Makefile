@@ -5,11 +5,11 @@ BIN     ?= loupe
 PKGS    := openblas jansson libpcre2-8 libutf8proc sqlite3
 UI_PKGS := ncursesw readline
 OPT     ?= -O2 -march=native
-CFLAGS_BASE = -std=c11 -g $(OPT) -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude \
+CFLAGS_BASE = -std=c11 -g $(OPT) -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -Isrc \
               $(shell pkg-config --cflags $(PKGS) $(UI_PKGS) 2>/dev/null) $(SANFLAGS)
 LDLIBS_BASE = $(shell pkg-config --libs $(PKGS) $(UI_PKGS) 2>/dev/null) -lm -lpthread $(SANFLAGS)
 
-ENGINE_SRC := $(filter-out src/main.c,$(wildcard src/*.c))
+ENGINE_SRC := $(filter-out src/main.c,$(wildcard src/*.c src/*/*.c))
 STORE_SRC  := $(wildcard store/*.c)
 UI_SRC     := $(wildcard ui/*.c)
 LIB_SRC    := $(ENGINE_SRC) $(STORE_SRC) $(UI_SRC)
@@ -19,7 +19,7 @@ TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 REPLAY_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(wildcard tests/fuzz/fuzz_*.c))
 TOOL_SRC   := $(wildcard tests/tools/*.c)
 TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
-HEADERS    := $(wildcard include/loupe/*.h) $(wildcard src/*.h) $(wildcard ui/*.h) $(wildcard store/*.h)
+HEADERS    := $(wildcard include/loupe/*.h) $(wildcard src/*.h src/*/*.h) $(wildcard ui/*.h) $(wildcard store/*.h)
 
 # Debian packages: pkg-config name or command -> package that provides it.
 DEB_NEEDS := pc:openblas:libopenblas-dev pc:jansson:libjansson-dev pc:libpcre2-8:libpcre2-dev \
@@ -55,7 +55,7 @@ tools: $(TOOL_BIN)
 $(BUILD)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay.c $(LIB_OBJ) $(wildcard tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	@echo "ld $@"
-	@$(CC) $(CFLAGS_BASE) -Isrc -o $@ $< tests/fuzz/replay.c $(LIB_OBJ) $(LDLIBS_BASE)
+	@$(CC) $(CFLAGS_BASE) -o $@ $< tests/fuzz/replay.c $(LIB_OBJ) $(LDLIBS_BASE)
 
 # Installs what is missing, and only that (needs root or sudo; CI runs as root).
 define install_missing

@@ -14,7 +14,7 @@
 #include "loupe/fileio.h"
 #include "../ui/repl.h"
 #include "../ui/tui.h"
-#include "cmd.h"
+#include "commands/cmd.h"
 
 #define LOUPE_VERSION "0.1.0"
 

@@ -11,7 +11,7 @@
 
 #include <jansson.h>
 
-#include "../src/model_impl.h"
+#include "arch/model_impl.h"
 #include "helpers.h"
 #include "loupe/attr.h"
 #include "loupe/error.h"

@@ -1,6 +1,6 @@
 /* Sites by name: loupe's activation names (resid_post, z, ...) and, as aliases, the
  * TransformerLens hook names of what loupe captures (blocks.L.hook_resid_post,
- * blocks.L.attn.hook_z, ln_final.hook_normalized, ...). The alias table is in src/site.c
+ * blocks.L.attn.hook_z, ln_final.hook_normalized, ...). The alias table is in src/commands/site.c
  * and README.md lists it. */
 #ifndef LOUPE_SITE_H
 #define LOUPE_SITE_H

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "loupe/run.h"
-#include "model_impl.h"
+#include "arch/model_impl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* The parser needs 4-byte-aligned weights, as a mapping gives them. */

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "forward.h"
+#include "kernels/forward.h"
 #include "loupe/error.h"
 
 static double dot(const float *a, const float *b, int n) {

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "forward.h"
+#include "kernels/forward.h"
 #include "loupe/error.h"
 
 /* The workspace of one chunk of patches: activations of its stacked rows and each block's

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "forward.h"
+#include "kernels/forward.h"
 #include "loupe/error.h"
 #include "loupe/run.h"
 

@@ -15,8 +15,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "forward.h"
-#include "grad_impl.h"
+#include "kernels/forward.h"
+#include "kernels/grad_impl.h"
 #include "loupe/checkpoint.h"
 #include "loupe/error.h"
 #include "loupe/generate.h"

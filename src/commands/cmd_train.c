@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cmd.h"
+#include "commands/cmd.h"
 #include "loupe/bpe_train.h"
 #include "loupe/error.h"
 #include "loupe/fileio.h"

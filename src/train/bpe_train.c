@@ -8,7 +8,7 @@
  * high as its count, and the first fresh entry popped is the true best. */
 #include "loupe/bpe_train.h"
 
-#include "tokenizer_impl.h"
+#include "tokenizers/tokenizer_impl.h"
 
 #include "loupe/corpus.h"
 #include "loupe/error.h"

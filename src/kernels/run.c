@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "forward.h"
+#include "kernels/forward.h"
 #include "loupe/error.h"
 
 static volatile sig_atomic_t cancel_flag;

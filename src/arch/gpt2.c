@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "loupe/error.h"
-#include "model_impl.h"
+#include "arch/model_impl.h"
 
 /* Checkpoints saved from GPT2LMHeadModel prefix names with "transformer."; GPT2Model's don't. */
 static const char *name_prefix(const lp_model *m) {

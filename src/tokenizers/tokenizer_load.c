@@ -2,7 +2,7 @@
  * Hugging Face's tokenizer.json (plus lp_tokenizer_load_dir, which picks between the last
  * two). Each loader validates what it reads, fills an lp_tokenizer through the builders in
  * tokenizer_impl.h and leaves encoding to tokenizer.c. */
-#include "tokenizer_impl.h"
+#include "tokenizers/tokenizer_impl.h"
 
 #include "loupe/error.h"
 #include "loupe/fileio.h"

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "loupe/error.h"
-#include "model_impl.h"
+#include "arch/model_impl.h"
 
 static int linear(lp_model *m, const char *name, int in, int out, bool bias, lp_linear *lin) {
     char full[160];

@@ -12,7 +12,7 @@
 
 #include "loupe/dtype.h"
 #include "loupe/error.h"
-#include "model_impl.h"
+#include "arch/model_impl.h"
 
 typedef int (*arch_loader)(lp_model *, json_t *, const char *);
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd.h"
+#include "commands/cmd.h"
 #include "loupe/error.h"
 #include "loupe/generate.h"
 #include "loupe/heads.h"

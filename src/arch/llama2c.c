@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "loupe/error.h"
-#include "model_impl.h"
+#include "arch/model_impl.h"
 
 #define LLAMA2C_MAGIC 0x616b3432u
 

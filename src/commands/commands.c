@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd.h"
+#include "commands/cmd.h"
 #include "loupe/error.h"
 #include "loupe/fileio.h"
 #include "loupe/generate.h"

@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 
-#include "model_impl.h"
+#include "arch/model_impl.h"
 
 /* dx (n, in) = dy (n, out) W^T + beta dx, for y = x W + b. */
 void linear_backward(float *dx, const float *dy, const lp_linear *lin, int n, float beta);

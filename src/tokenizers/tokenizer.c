@@ -11,7 +11,7 @@
  * encodes the original bytes, so decode(encode(x)) == x for any x. SentencePiece-style
  * and llama2.c encoding see an invalid byte as a one-byte symbol, which byte fallback
  * then emits as <0xNN>. */
-#include "tokenizer_impl.h"
+#include "tokenizers/tokenizer_impl.h"
 
 #include "loupe/error.h"
 

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "forward.h"
-#include "grad_impl.h"
+#include "kernels/forward.h"
+#include "kernels/grad_impl.h"
 #include "loupe/error.h"
 
 /* ---- objectives ---- */

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "forward.h"
+#include "kernels/forward.h"
 #include "loupe/error.h"
 
 static const char *const METHOD_NAMES[LP_ATTR_COUNT] = {"saliency", "gxi", "ig", "occlusion", "rollout", "attnxnorm"};

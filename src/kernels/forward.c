@@ -1,6 +1,6 @@
 /* Forward kernels. Matrix products go to cblas_sgemm; the rest are short loops whose
  * reductions accumulate in double so that results stay within 1e-4 of a float64 reference. */
-#include "forward.h"
+#include "kernels/forward.h"
 
 #include <cblas.h>
 #include <math.h>

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd.h"
+#include "commands/cmd.h"
 #include "loupe/attr.h"
 #include "loupe/error.h"
 #include "loupe/tokenizer.h"

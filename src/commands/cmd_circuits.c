@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd.h"
+#include "commands/cmd.h"
 #include "loupe/circuits.h"
 #include "loupe/error.h"
 #include "loupe/site.h"

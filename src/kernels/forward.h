@@ -5,7 +5,7 @@
 #define LOUPE_FORWARD_H
 
 #include "loupe/run.h"
-#include "model_impl.h"
+#include "arch/model_impl.h"
 
 /* Where one layer's activations for the block go (shapes for the block of n rows). */
 typedef struct {

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd.h"
+#include "commands/cmd.h"
 #include "loupe/error.h"
 #include "loupe/heads.h"
 #include "loupe/npy.h"
