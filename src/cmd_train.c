@@ -290,7 +290,7 @@ static int read_checkpoint(const char *dir, lp_recipe *r, int *step, double *ela
     if (!json_is_integer(js) || json_integer_value(js) < 0 || json_integer_value(js) > 100000000)
         rc = lp_error(LP_EFORMAT, "%s: no valid \"step\"", path);
     else rc = lp_recipe_from_json(r, jr, path);
-    if (!rc && !(json_is_number(je) && json_number_value(je) >= 0 && json_number_value(je) < 1e12))
+    if (!rc && je && !(json_is_number(je) && json_number_value(je) >= 0 && json_number_value(je) < 1e12))
         rc = lp_error(LP_EFORMAT, "%s: no valid \"elapsed_s\"", path);
     /* The pieces must be the ones this train.json was written with: not a model or an
      * optimiser state from another step, another run, or damaged. */

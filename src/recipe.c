@@ -73,9 +73,10 @@ typedef struct {
     double lo, hi;   /* allowed, inclusive */
 } field;
 
+#define SEED_MAX 9e18 /* within JSON's signed 64-bit integers */
 #define F(key, type, member, lo, hi) {key, type, offsetof(lp_recipe, member), lo, hi}
 static const field FIELDS[] = {
-    F("corpus.seed", F_U64, corpus.seed, 0, 18446744073709551615.0),
+    F("corpus.seed", F_U64, corpus.seed, 0, SEED_MAX),
     F("corpus.proportion.ioi", F_DOUBLE, corpus.proportion[LP_CORPUS_IOI], 0, 1e6),
     F("corpus.proportion.repeat", F_DOUBLE, corpus.proportion[LP_CORPUS_REPEAT], 0, 1e6),
     F("corpus.proportion.filler", F_DOUBLE, corpus.proportion[LP_CORPUS_FILLER], 0, 1e6),
@@ -92,7 +93,7 @@ static const field FIELDS[] = {
     F("model.d_model", F_INT, model.d_model, 1, 8192),
     F("model.d_mlp", F_INT, model.d_mlp, 1, 65536),
     F("model.n_ctx", F_INT, model.n_ctx, 2, 8192),
-    F("model.init_seed", F_U64, init_seed, 0, 18446744073709551615.0),
+    F("model.init_seed", F_U64, init_seed, 0, SEED_MAX),
     F("model.embed_std", F_FLOAT, embed_std, 1e-6, 100),
     F("train.batch", F_INT, train.B, 1, 4096),
     F("train.seq", F_INT, train.T, 1, 8192),
@@ -107,7 +108,7 @@ static const field FIELDS[] = {
     F("train.grad_clip", F_FLOAT, train.grad_clip, 0, 1e9),
     F("train.eval_every", F_INT, train.eval_every, 0, 100000000),
     F("train.eval_batches", F_INT, train.eval_batches, 1, 100000),
-    F("train.seed", F_U64, train.seed, 0, 18446744073709551615.0),
+    F("train.seed", F_U64, train.seed, 0, SEED_MAX),
     F("train.threads", F_INT, train.threads, 1, 256),
 };
 #undef F
@@ -145,7 +146,7 @@ static int set_field(lp_recipe *r, const field *f, double v, const char *what) {
     char *at = (char *)r + f->offset;
     switch (f->type) {
     case F_INT: *(int *)at = (int)v; break;
-    case F_U64: *(uint64_t *)at = v >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)v; break;
+    case F_U64: *(uint64_t *)at = (uint64_t)v; break;
     case F_SIZE: *(size_t *)at = (size_t)v; break;
     case F_DOUBLE: *(double *)at = v; break;
     case F_FLOAT: *(float *)at = (float)v; break;

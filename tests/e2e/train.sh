@@ -104,6 +104,17 @@ cp "$tmp/m1/train.json" "$tmp/m2/train.json"
 fails_with "train: --resume refuses a train.json from another step" 'is not the one saved with train.json at step 20' \
     "$LOUPE" -e "train $tmp/m2 --resume --quiet"
 
+# A commit interrupted half-way (the new model moved in, the rest still in .train-commit) is
+# finished by the next train: the pieces then belong together and resume.
+"$LOUPE" -e "train $tmp/c $TINY --steps 300 --stop-at 20 --quiet" >/dev/null 2>&1
+"$LOUPE" -e "train $tmp/c21 $TINY --steps 300 --stop-at 21 --quiet" >/dev/null 2>&1
+mkdir "$tmp/c/.train-commit"
+for f in config.json optimizer.safetensors train.json; do cp "$tmp/c21/$f" "$tmp/c/.train-commit/$f"; done
+cp "$tmp/c21/model.safetensors" "$tmp/c/model.safetensors"
+check "train: an interrupted commit is finished, and the checkpoint resumes" \
+    "$LOUPE" -e "train $tmp/c --resume --stop-at 25 --quiet"
+check "train: ... from the committed step" jq -e '.step == 25 and .log == []' "$tmp/c/train.json"
+
 # A model directory that loupe did not train (no train.json) is never written.
 mkdir "$tmp/hf"
 for f in config.json model.safetensors vocab.json merges.txt; do cp "$tmp/a/$f" "$tmp/hf/$f"; done
