@@ -42,6 +42,19 @@ static void test_a_float_too_large_for_its_type_is_refused(void **state) {
     refused("{\"model\": {\"embed_std\": 1e300}}", "model.embed_std");
 }
 
+/* fuzz_recipe's crash (kept in its corpus): eps 9.9e209, an infinite float, was accepted and
+ * then could not be written back to JSON. */
+static void test_the_fuzzers_crash_is_refused(void **state) {
+    (void)state;
+    json_error_t e;
+    json_t *j = json_load_file("tests/fuzz/corpus/recipe/crash-eps-inf.json", 0, &e);
+    if (!j) fail_msg("tests/fuzz/corpus/recipe/crash-eps-inf.json: %s", e.text);
+    lp_recipe r;
+    assert_int_equal(lp_recipe_from_json(&r, j, "crash"), LP_EINVAL);
+    json_decref(j);
+    refused("{\"train\": {\"eps\": 9.9993922529e209}}", "train.eps");
+}
+
 static void test_the_corpus_size_is_capped(void **state) {
     (void)state;
     refused("{\"corpus\": {\"n_bytes\": 1125899906842624}}", "corpus.n_bytes"); /* 2^50 */
@@ -96,6 +109,7 @@ static void test_the_default_recipe_round_trips(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_float_too_large_for_its_type_is_refused),
+        cmocka_unit_test(test_the_fuzzers_crash_is_refused),
         cmocka_unit_test(test_the_corpus_size_is_capped),
         cmocka_unit_test(test_integers_are_whole_and_in_range),
         cmocka_unit_test(test_options_share_the_recipe_ranges),
