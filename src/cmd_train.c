@@ -40,6 +40,7 @@ typedef struct {
     double last_loss, last_heldout, tokens_per_s;
     int save_rc;
     bool staged;       /* DIR/.train-staging already holds this save's first files (a new run's tokenizer) */
+    int saved_step;    /* of the checkpoint in DIR; -1: none yet */
 } trainer;
 
 /* The files of a checkpoint besides train.json, which records their digests. */
@@ -184,7 +185,7 @@ static int save_checkpoint(trainer *t, double elapsed) {
     rc = write_json(staging, "train.json", j);
     json_decref(j);
     if (!rc) rc = lp_ckptdir_commit(t->dir);
-    if (!rc) t->staged = false;
+    if (!rc) t->staged = false, t->saved_step = t->st->step;
     return rc;
 }
 
@@ -395,7 +396,8 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     lp_train_params(m, &n_params);
     trainer t = {.dir = dir, .m = m, .st = &st, .r = &r, .log = log, .save_every = save_every, .stop_at = stop_at,
                  .bar = isatty(2) && !o[O_QUIET].value, .quiet = o[O_QUIET].value != NULL, .elapsed_before = elapsed, .elapsed = elapsed,
-                 .last_heldout = NAN, .last_loss = NAN, .staged = !resume};
+                 .last_heldout = NAN, .last_loss = NAN, .staged = !resume,
+                 .saved_step = resume ? step : -1};
     if (!t.quiet)
         fprintf(stderr, "train: %s: %d layers, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training tokens, "
                         "%zu held out; steps %d..%d of %d x %d tokens on %d thread%s\n",
@@ -408,6 +410,14 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     restore_stop_signals(old_signals);
     if (t.save_rc) {
         rc = t.save_rc;
+        goto out;
+    }
+    if (rc == LP_ERANGE) { /* diverged: nothing saved of it */
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", lp_errmsg());
+        if (t.bar) fputc('\n', stderr);
+        if (t.saved_step >= 0) rc = lp_error(rc, "train: %s (%s keeps the checkpoint of step %d)", msg, dir, t.saved_step);
+        else rc = lp_error(rc, "train: %s (nothing was saved)", msg);
         goto out;
     }
     double total_s = t.elapsed;
