@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "helpers.h"
@@ -221,6 +222,37 @@ static void test_tiny_model_learns_a_pattern(void **state) {
     lp_model_free(m);
 }
 
+/* An absurd weight decay multiplies the weights by -(lr * wd - 1) per step until they overflow:
+ * training must stop with an error before handing the callback (which saves checkpoints)
+ * a step whose loss or weights are not finite. */
+static int all_finite(const lp_train_progress *p, void *ctx) {
+    lp_model *m = ctx;
+    size_t np;
+    const float *w = lp_train_params(m, &np);
+    for (size_t j = 0; j < np; j++)
+        if (!isfinite(w[j])) fail_msg("step %d reached the callback with a non-finite weight", p->step);
+    if (!isfinite(p->loss)) fail_msg("step %d reached the callback with loss %g", p->step, p->loss);
+    return 0;
+}
+
+static void test_training_stops_when_it_diverges(void **state) {
+    (void)state;
+    lp_config c = tiny_config(false);
+    lp_model *m;
+    assert_int_equal(lp_train_model_new(&m, &c, 1), LP_OK);
+    int *train = pattern_data(512, 0);
+    lp_train_options o = small_options(200);
+    o.eval_every = 0;
+    o.T = 8;
+    o.warmup = 0;
+    o.lr = 10.0f;
+    o.weight_decay = 1e30f;
+    assert_int_equal(lp_train(m, train, 512, NULL, 0, &o, all_finite, m), LP_ERANGE);
+    assert_non_null(strstr(lp_errmsg(), "diverged"));
+    free(train);
+    lp_model_free(m);
+}
+
 static void test_training_is_reproducible_for_a_seed(void **state) {
     (void)state;
     lp_config c = tiny_config(false);
@@ -313,6 +345,7 @@ int main(void) {
         cmocka_unit_test(test_weight_gradients_match_finite_differences),
         cmocka_unit_test(test_attn_only_gradients_match_finite_differences),
         cmocka_unit_test(test_tiny_model_learns_a_pattern),
+        cmocka_unit_test(test_training_stops_when_it_diverges),
         cmocka_unit_test(test_training_is_reproducible_for_a_seed),
         cmocka_unit_test(test_schedule_warms_up_then_decays_to_min),
         cmocka_unit_test(test_saved_checkpoint_reloads_to_identical_logits),

@@ -40,8 +40,19 @@ void lp_recipe_default(lp_recipe *r);
 json_t *lp_recipe_to_json(const lp_recipe *r);
 int lp_recipe_from_json(lp_recipe *r, const json_t *j, const char *what);
 
-/* Checks ranges (the model's and the options' own checks come later, with their messages). */
+/* The largest corpus a recipe may ask for: 4 GiB of text, or this many documents. */
+#define LP_RECIPE_MAX_BYTES 4294967296.0
+#define LP_RECIPE_MAX_DOCS 20000000.0
+
+/* Checks every number against its range (one table, the same for train.json and the
+ * command's options), then the relations between them (d_model a multiple of heads, the
+ * sequence within the context, ...). */
 int lp_recipe_check(const lp_recipe *r);
+
+/* Sets the number at key (its train.json key, e.g. "train.lr") to v, refusing a value
+ * outside the key's range, not whole for an integer, or out of range once converted to the
+ * type it is kept in; the message starts with what (e.g. "train: --lr"). */
+int lp_recipe_set(lp_recipe *r, const char *key, double v, const char *what);
 
 /* Generates the corpus and encodes it with t: each document's tokens then <|endoftext|>,
  * with random-token repeats (r->random_tokens) mixed in, drawn from the corpus seed.

@@ -114,7 +114,9 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
 /* Trains m (from lp_train_model_new) on windows of T + 1 tokens drawn from data (n ids),
  * evaluating on windows of heldout (n_heldout ids; may be NULL when eval_every is 0). cb may
  * be NULL. LP_EINVAL for a model that is not trainable, options out of range or data shorter
- * than a window; LP_ECANCEL when cb or lp_cancel_request stops it. */
+ * than a window; LP_ECANCEL when cb or lp_cancel_request stops it; LP_ERANGE when training
+ * diverges (the loss, the gradient, a weight or the held-out loss infinite or NaN): then it
+ * stops before calling cb on that step, and m holds the diverged weights. */
 int lp_train(lp_model *m, const int *data, size_t n, const int *heldout, size_t n_heldout,
              const lp_train_options *o, lp_train_fn cb, void *ctx);
 

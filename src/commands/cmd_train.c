@@ -11,6 +11,7 @@
 
 #include "commands/cmd.h"
 #include "loupe/bpe_train.h"
+#include "loupe/ckptdir.h"
 #include "loupe/error.h"
 #include "loupe/fileio.h"
 #include "loupe/recipe.h"
@@ -38,7 +39,21 @@ typedef struct {
     double elapsed;        /* seconds of training in all, up to the last step */
     double last_loss, last_heldout, tokens_per_s;
     int save_rc;
+    bool staged;       /* DIR/.train-staging already holds this save's first files (a new run's tokenizer) */
+    int saved_step;    /* of the checkpoint in DIR; -1: none yet */
 } trainer;
+
+/* The files of a checkpoint besides train.json, which records their digests. */
+static const char *const CKPT_FILES[] = {"config.json", "model.safetensors", "optimizer.safetensors", "vocab.json",
+                                         "merges.txt"};
+enum { N_CKPT_FILES = sizeof CKPT_FILES / sizeof CKPT_FILES[0] };
+
+/* The engine's last message, said by the train command. */
+static int train_error(int rc) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", lp_errmsg());
+    return lp_error(rc, "train: %s", msg);
+}
 
 static int int_opt(const lp_opt *o, const char *what, long lo, long hi, int *out) {
     if (!o->value) return LP_OK;
@@ -58,38 +73,38 @@ static int double_opt(const lp_opt *o, const char *what, double lo, double hi, d
     return LP_OK;
 }
 
-static int float_opt(const lp_opt *o, const char *what, double lo, double hi, float *out) {
-    double v = *out;
-    int rc = double_opt(o, what, lo, hi, &v);
-    if (!rc) *out = (float)v;
-    return rc;
-}
+/* The options that set one number of the recipe, by its train.json key: their ranges are the
+ * recipe's own (lp_recipe_set), so that a recipe read back from train.json passes the same
+ * checks as the options that made it. */
+static const struct {
+    int opt;
+    const char *key;
+} RECIPE_OPTS[] = {
+    {O_STEPS, "train.steps"},      {O_LAYERS, "model.n_layer"},   {O_HEADS, "model.n_head"},
+    {O_DMODEL, "model.d_model"},   {O_DMLP, "model.d_mlp"},       {O_CTX, "model.n_ctx"},
+    {O_VOCAB, "vocab"},            {O_BATCH, "train.batch"},      {O_SEQ, "train.seq"},
+    {O_LR, "train.lr"},            {O_MIN_LR, "train.min_lr"},    {O_WARMUP, "train.warmup"},
+    {O_WD, "train.weight_decay"},  {O_CLIP, "train.grad_clip"},   {O_EVAL_EVERY, "train.eval_every"},
+    {O_THREADS, "train.threads"},  {O_EMBED_STD, "model.embed_std"}, {O_RANDOM_TOKENS, "corpus.random_tokens"},
+    {O_LETTER_WORDS, "corpus.letter_words"},
+};
 
 /* The recipe's fields from the options given. */
 static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_every, int *stop_at) {
     int rc = LP_OK, seed = -1;
-    float corpus_mb = -1.0f;
-    if (!rc) rc = int_opt(&o[O_STEPS], "--steps", 1, 100000000, &r->train.steps);
-    if (!rc) rc = int_opt(&o[O_LAYERS], "--layers", 1, 64, &r->model.n_layer);
-    if (!rc) rc = int_opt(&o[O_HEADS], "--heads", 1, 1024, &r->model.n_head);
-    if (!rc) rc = int_opt(&o[O_DMODEL], "--d-model", 1, 8192, &r->model.d_model);
-    if (!rc) rc = int_opt(&o[O_DMLP], "--d-mlp", 1, 65536, &r->model.d_mlp);
-    if (!rc) rc = int_opt(&o[O_CTX], "--ctx", 2, 8192, &r->model.n_ctx);
-    if (!rc) rc = int_opt(&o[O_VOCAB], "--vocab", 258, 65536, &r->vocab);
-    if (!rc) rc = float_opt(&o[O_CORPUS_MB], "--corpus-mb", 0.001, 4096, &corpus_mb);
-    if (!rc) rc = int_opt(&o[O_BATCH], "--batch", 1, 4096, &r->train.B);
-    if (!rc) rc = int_opt(&o[O_SEQ], "--seq", 1, 8192, &r->train.T);
-    if (!rc) rc = float_opt(&o[O_LR], "--lr", 1e-9, 10, &r->train.lr);
-    if (!rc) rc = float_opt(&o[O_MIN_LR], "--min-lr", 0, 10, &r->train.min_lr);
-    if (!rc) rc = int_opt(&o[O_WARMUP], "--warmup", 0, 100000000, &r->train.warmup);
-    if (!rc) rc = float_opt(&o[O_WD], "--weight-decay", 0, 10, &r->train.weight_decay);
-    if (!rc) rc = float_opt(&o[O_CLIP], "--clip", 0, 1e9, &r->train.grad_clip);
-    if (!rc) rc = int_opt(&o[O_EVAL_EVERY], "--eval-every", 0, 100000000, &r->train.eval_every);
+    double corpus_mb = -1.0;
+    for (size_t i = 0; i < sizeof RECIPE_OPTS / sizeof RECIPE_OPTS[0] && !rc; i++) {
+        const lp_opt *opt = &o[RECIPE_OPTS[i].opt];
+        char what[64];
+        double v;
+        if (!opt->value) continue;
+        snprintf(what, sizeof what, "train: --%s", opt->name);
+        if (!(rc = lp_cmd_float(opt->value, what, &v))) rc = lp_recipe_set(r, RECIPE_OPTS[i].key, v, what);
+    }
+    if (!rc) rc = double_opt(&o[O_CORPUS_MB], "--corpus-mb", 0.001, LP_RECIPE_MAX_BYTES / 1048576.0, &corpus_mb);
     if (!rc) rc = int_opt(&o[O_SAVE_EVERY], "--save-every", 0, 100000000, save_every);
     if (!rc) rc = int_opt(&o[O_STOP_AT], "--stop-at", 1, 100000000, stop_at);
     if (!rc) rc = int_opt(&o[O_SEED], "--seed", 0, 2147483647, &seed);
-    if (!rc) rc = int_opt(&o[O_THREADS], "--threads", 1, 256, &r->train.threads);
-    if (!rc) rc = float_opt(&o[O_EMBED_STD], "--embed-std", 1e-6, 100, &r->embed_std);
     if (rc) return rc;
     if (o[O_ATTN_ONLY].value) r->model.attn_only = true;
     if (corpus_mb > 0) r->corpus.n_bytes = (size_t)(corpus_mb * 1048576.0), r->corpus.n_docs = 0;
@@ -97,11 +112,12 @@ static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_e
     if (o[O_MIX].value) {
         double p[3];
         char tail;
-        if (sscanf(o[O_MIX].value, "%lf,%lf,%lf%c", &p[0], &p[1], &p[2], &tail) != 3 || p[0] < 0 || p[1] < 0 ||
-            p[2] < 0 || p[0] + p[1] + p[2] <= 0)
+        if (sscanf(o[O_MIX].value, "%lf,%lf,%lf%c", &p[0], &p[1], &p[2], &tail) != 3 ||
+            lp_recipe_set(r, "corpus.proportion.ioi", p[0], "--mix") ||
+            lp_recipe_set(r, "corpus.proportion.repeat", p[1], "--mix") ||
+            lp_recipe_set(r, "corpus.proportion.filler", p[2], "--mix") || p[0] + p[1] + p[2] <= 0)
             return lp_error(LP_EINVAL, "train: --mix %s: give three shares IOI,REPEAT,FILLER, e.g. 0.4,0.3,0.3",
                             o[O_MIX].value);
-        memcpy(r->corpus.proportion, p, sizeof p);
     }
     if (o[O_SPANS].value) {
         int lo, hi;
@@ -111,15 +127,12 @@ static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_e
                             o[O_SPANS].value);
         r->corpus.span_min = lo, r->corpus.span_max = hi;
     }
-    if ((rc = double_opt(&o[O_RANDOM_TOKENS], "--random-tokens", 0, 1, &r->random_tokens)) ||
-        (rc = double_opt(&o[O_LETTER_WORDS], "--letter-words", 0, 1, &r->corpus.letter_words)))
-        return rc;
     /* A shorter run warms up for a tenth of it, unless told (a resumed one keeps its own). */
     if (!resume && o[O_STEPS].value && !o[O_WARMUP].value && r->train.warmup > r->train.steps / 10)
         r->train.warmup = r->train.steps / 10;
     /* The sequence follows the context unless given. */
     if (o[O_CTX].value && !o[O_SEQ].value) r->train.T = r->model.n_ctx;
-    return lp_recipe_check(r);
+    return (rc = lp_recipe_check(r)) ? train_error(rc) : LP_OK;
 }
 
 static int write_json(const char *dir, const char *name, json_t *j) {
@@ -136,18 +149,43 @@ static int write_json(const char *dir, const char *name, json_t *j) {
     return rc;
 }
 
-/* A checkpoint: weights, optimiser state, then train.json, whose step says what the others hold. */
+/* The digests of the checkpoint's files: the staged copy of each where there is one, else the
+ * one in dir (the tokenizer, staged only by a new run's first save). */
+static int digests(const char *dir, const char *staging, json_t **out) {
+    json_t *files = json_object();
+    int rc = files ? LP_OK : lp_error(LP_ENOMEM, "out of memory");
+    for (int i = 0; i < N_CKPT_FILES && !rc; i++) {
+        char path[4096], d[17];
+        if (!(rc = lp_path_join(path, sizeof path, staging, CKPT_FILES[i])) && !lp_file_exists(path))
+            rc = lp_path_join(path, sizeof path, dir, CKPT_FILES[i]);
+        if (!rc) rc = lp_file_digest(path, d);
+        if (!rc && json_object_set_new(files, CKPT_FILES[i], json_string(d)))
+            rc = lp_error(LP_ENOMEM, "out of memory");
+    }
+    if (rc) json_decref(files), files = NULL;
+    *out = files;
+    return rc;
+}
+
+/* A checkpoint, as one unit (loupe/ckptdir.h): weights, optimiser state and train.json, with the
+ * step and the digests of the others, staged, then committed into the directory. */
 static int save_checkpoint(trainer *t, double elapsed) {
-    char path[4096];
-    int rc = lp_train_save(t->m, t->dir);
-    if (!rc) rc = lp_path_join(path, sizeof path, t->dir, "optimizer.safetensors");
+    char staging[4096], path[4096];
+    int rc = t->staged ? lp_path_join(staging, sizeof staging, t->dir, LP_CKPT_STAGING)
+                       : lp_ckptdir_stage(t->dir, staging, sizeof staging);
+    if (!rc) rc = lp_train_save(t->m, staging);
+    if (!rc) rc = lp_path_join(path, sizeof path, staging, "optimizer.safetensors");
     if (!rc) rc = lp_train_state_save(t->st, t->m, path);
+    json_t *files = NULL;
+    if (!rc) rc = digests(t->dir, staging, &files);
     if (rc) return rc;
-    json_t *j = json_pack("{s:o,s:i,s:f,s:O}", "recipe", lp_recipe_to_json(t->r), "step", t->st->step, "elapsed_s",
-                          elapsed, "log", t->log);
+    json_t *j = json_pack("{s:o,s:i,s:f,s:o,s:O}", "recipe", lp_recipe_to_json(t->r), "step", t->st->step,
+                          "elapsed_s", elapsed, "files", files, "log", t->log);
     if (!j) return lp_error(LP_ENOMEM, "out of memory");
-    rc = write_json(t->dir, "train.json", j);
+    rc = write_json(staging, "train.json", j);
     json_decref(j);
+    if (!rc) rc = lp_ckptdir_commit(t->dir);
+    if (!rc) t->staged = false, t->saved_step = t->st->step;
     return rc;
 }
 
@@ -219,7 +257,7 @@ static void restore_stop_signals(const struct sigaction old[2]) {
     sigaction(SIGTERM, &old[1], NULL);
 }
 
-/* A fresh checkpoint directory: the tokenizer learnt from the corpus. */
+/* A new run's tokenizer, learnt from the corpus, into dir (the staging of its first save). */
 static int make_tokenizer(const lp_recipe *r, const char *dir) {
     char *text;
     size_t len;
@@ -243,12 +281,33 @@ static int read_checkpoint(const char *dir, lp_recipe *r, int *step, double *ela
     json_t *j;
     if ((rc = lp_json_load_file(path, LP_JSON_MAX_CONFIG, 0, &j))) return rc;
     json_t *jr = json_object_get(j, "recipe"), *js = json_object_get(j, "step"), *jl = json_object_get(j, "log");
+    json_t *jf = json_object_get(j, "files"), *je = json_object_get(j, "elapsed_s");
     if (!json_is_integer(js) || json_integer_value(js) < 0 || json_integer_value(js) > 100000000)
         rc = lp_error(LP_EFORMAT, "%s: no valid \"step\"", path);
     else rc = lp_recipe_from_json(r, jr, path);
+    if (!rc && je && !(json_is_number(je) && json_number_value(je) >= 0 && json_number_value(je) < 1e12))
+        rc = lp_error(LP_EFORMAT, "%s: no valid \"elapsed_s\"", path);
+    /* The pieces must be the ones this train.json was written with: not a model or an
+     * optimiser state from another step, another run, or damaged. */
+    for (int i = 0; i < N_CKPT_FILES && !rc; i++) {
+        const char *want = json_string_value(json_object_get(jf, CKPT_FILES[i]));
+        char file[4096], got[17];
+        if (!want) {
+            rc = lp_error(LP_EFORMAT, "%s: no digest of %s (written by an older loupe, or not by loupe): the "
+                                      "checkpoint cannot be checked whole; start a new one", path, CKPT_FILES[i]);
+        } else if ((rc = lp_path_join(file, sizeof file, dir, CKPT_FILES[i]))) {
+        } else if (!lp_file_exists(file)) {
+            rc = lp_error(LP_EFORMAT, "%s: %s is missing: the checkpoint is incomplete and cannot resume", dir,
+                          CKPT_FILES[i]);
+        } else if (!(rc = lp_file_digest(file, got)) && strcmp(want, got) != 0) {
+            rc = lp_error(LP_EFORMAT, "%s: %s is not the one saved with train.json at step %d (replaced or damaged); "
+                                      "the checkpoint's pieces do not belong together and cannot resume",
+                          dir, CKPT_FILES[i], (int)json_integer_value(js));
+        }
+    }
     if (!rc) {
         *step = (int)json_integer_value(js);
-        *elapsed = json_number_value(json_object_get(j, "elapsed_s"));
+        *elapsed = json_number_value(je);
         *log = json_is_array(jl) ? json_incref(jl) : json_array();
     }
     json_decref(j);
@@ -288,14 +347,14 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     lp_train_state st = {0};
     int *train = NULL, *held = NULL;
     size_t n_train = 0, n_held = 0;
-    char path[4096];
+    char path[4096], staging[4096];
     if ((rc = lp_path_join(path, sizeof path, dir, "train.json"))) return rc;
     if (resume) {
         for (int i = 0; i < N_OPTS; i++)
             if (o[i].value && !RESUMABLE[i])
                 return lp_error(LP_EINVAL, "train: --%s cannot change when resuming (the recipe is in %s)", o[i].name,
                                 path);
-        if ((rc = read_checkpoint(dir, &r, &step, &elapsed, &log))) return rc;
+        if ((rc = lp_ckptdir_recover(dir)) || (rc = read_checkpoint(dir, &r, &step, &elapsed, &log))) return rc;
         if ((rc = apply_options(&r, o, resume, &save_every, &stop_at))) goto out;
         if (step > r.train.steps) {
             rc = lp_error(LP_EINVAL, "train: %s is at step %d, past --steps %d", dir, step, r.train.steps);
@@ -304,16 +363,18 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     } else {
         lp_recipe_default(&r);
         if ((rc = apply_options(&r, o, resume, &save_every, &stop_at))) return rc;
+        if (lp_dir_exists(dir) && (rc = lp_ckptdir_recover(dir))) return rc;
         if (access(path, F_OK) == 0)
             return lp_error(LP_EINVAL, "train: %s already holds a checkpoint: add --resume to continue it, or choose "
                                        "another directory", dir);
+        if ((rc = lp_ckptdir_check_new(dir))) return train_error(rc);
         if (mkdir(dir, 0755) != 0 && errno != EEXIST)
             return lp_error(LP_EIO, "train: %s: cannot create: %s", dir, strerror(errno));
-        if ((rc = make_tokenizer(&r, dir))) return rc;
+        if ((rc = lp_ckptdir_stage(dir, staging, sizeof staging)) || (rc = make_tokenizer(&r, staging))) return rc;
         log = json_array();
     }
 
-    if ((rc = lp_tokenizer_load_dir(&tok, dir))) goto out;
+    if ((rc = lp_tokenizer_load_dir(&tok, resume ? dir : staging))) goto out;
     if ((rc = lp_recipe_data(&r, tok, &train, &n_train, &held, &n_held))) goto out;
     r.model.vocab = r.vocab;
     if ((rc = lp_train_model_new(&m, &r.model, r.init_seed)) || (rc = lp_train_state_new(&st, m))) goto out;
@@ -329,7 +390,8 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     lp_train_params(m, &n_params);
     trainer t = {.dir = dir, .m = m, .st = &st, .r = &r, .log = log, .save_every = save_every, .stop_at = stop_at,
                  .s = s, .quiet = o[O_QUIET].value != NULL, .elapsed_before = elapsed, .elapsed = elapsed,
-                 .last_heldout = NAN, .last_loss = NAN};
+                 .last_heldout = NAN, .last_loss = NAN, .staged = !resume,
+                 .saved_step = resume ? step : -1};
     if (!t.quiet)
         lp_cmd_progress(s, LP_PROGRESS_NOTE,
                         "train: %s: %d layers, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training tokens, "
@@ -344,6 +406,13 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     if (!t.quiet) lp_cmd_progress(s, LP_PROGRESS_END, "%s", "");
     if (t.save_rc) {
         rc = t.save_rc;
+        goto out;
+    }
+    if (rc == LP_ERANGE) { /* diverged: nothing saved of it */
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", lp_errmsg());
+        if (t.saved_step >= 0) rc = lp_error(rc, "train: %s (%s keeps the checkpoint of step %d)", msg, dir, t.saved_step);
+        else rc = lp_error(rc, "train: %s (nothing was saved)", msg);
         goto out;
     }
     double total_s = t.elapsed;

@@ -130,9 +130,11 @@ int lp_checkpoint_write_config(const char *dir, const lp_config *c, lp_dtype dty
     int rc = lp_path_join(path, sizeof path, dir, "config.json");
     if (rc) return rc;
     json_t *cj = config_json(c, dtype);
-    if (!cj) return lp_error(LP_ENOMEM, "out of memory");
-    if (json_dump_file(cj, path, JSON_INDENT(2)) != 0) rc = lp_error(LP_EIO, "%s: cannot write", path);
+    char *text = cj ? json_dumps(cj, JSON_INDENT(2)) : NULL;
     json_decref(cj);
+    if (!text) return lp_error(LP_ENOMEM, "out of memory");
+    rc = lp_file_write(path, text, strlen(text)); /* a temporary file renamed into place */
+    free(text);
     return rc;
 }
 

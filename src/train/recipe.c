@@ -2,6 +2,9 @@
 #include "loupe/recipe.h"
 
 #include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,98 +59,175 @@ json_t *lp_recipe_to_json(const lp_recipe *r) {
         "eval_batches", o->eval_batches, "seed", (json_int_t)o->seed, "threads", o->threads);
 }
 
-/* One key of an object: missing leaves *out; the wrong type is an error. */
-typedef enum { K_INT, K_U64, K_SIZE, K_DOUBLE, K_FLOAT, K_BOOL } kind;
+/* Every number of the recipe, with the values it may take: train.json and the command's
+ * options are both checked against this one table, after conversion to the type the number
+ * is stored in (a weight decay of 1e300 is an infinite float, and refused). The bounds keep
+ * what a recipe can ask for finite: a corpus of at most 4 GiB (LP_RECIPE_MAX_BYTES), a model
+ * whose shape the loaders accept, no NaN or infinity anywhere. */
+typedef enum { F_INT, F_U64, F_SIZE, F_DOUBLE, F_FLOAT } ftype;
 
-static int get(const json_t *obj, const char *key, kind k, void *out, const char *what, const char *where) {
-    json_t *v = json_object_get(obj, key);
-    if (!v) return LP_OK;
-    if (k == K_BOOL) {
-        if (!json_is_boolean(v)) goto bad;
-        *(bool *)out = json_is_true(v);
-        return LP_OK;
+typedef struct {
+    const char *key; /* where it sits in train.json's recipe: "train.lr" */
+    ftype type;
+    size_t offset;   /* in lp_recipe */
+    double lo, hi;   /* allowed, inclusive */
+} field;
+
+#define SEED_MAX 9e18 /* within JSON's signed 64-bit integers */
+#define F(key, type, member, lo, hi) {key, type, offsetof(lp_recipe, member), lo, hi}
+static const field FIELDS[] = {
+    F("corpus.seed", F_U64, corpus.seed, 0, SEED_MAX),
+    F("corpus.proportion.ioi", F_DOUBLE, corpus.proportion[LP_CORPUS_IOI], 0, 1e6),
+    F("corpus.proportion.repeat", F_DOUBLE, corpus.proportion[LP_CORPUS_REPEAT], 0, 1e6),
+    F("corpus.proportion.filler", F_DOUBLE, corpus.proportion[LP_CORPUS_FILLER], 0, 1e6),
+    F("corpus.n_docs", F_SIZE, corpus.n_docs, 0, LP_RECIPE_MAX_DOCS),
+    F("corpus.n_bytes", F_SIZE, corpus.n_bytes, 0, LP_RECIPE_MAX_BYTES),
+    F("corpus.span_min", F_INT, corpus.span_min, 1, 64),
+    F("corpus.span_max", F_INT, corpus.span_max, 1, 64),
+    F("corpus.letter_words", F_DOUBLE, corpus.letter_words, 0, 1),
+    F("corpus.random_tokens", F_DOUBLE, random_tokens, 0, 1),
+    F("vocab", F_INT, vocab, 258, 65536),
+    F("heldout", F_DOUBLE, heldout, 1e-6, 0.49),
+    F("model.n_layer", F_INT, model.n_layer, 1, 64),
+    F("model.n_head", F_INT, model.n_head, 1, 1024),
+    F("model.d_model", F_INT, model.d_model, 1, 8192),
+    F("model.d_mlp", F_INT, model.d_mlp, 1, 65536),
+    F("model.n_ctx", F_INT, model.n_ctx, 2, 8192),
+    F("model.init_seed", F_U64, init_seed, 0, SEED_MAX),
+    F("model.embed_std", F_FLOAT, embed_std, 1e-6, 100),
+    F("train.batch", F_INT, train.B, 1, 4096),
+    F("train.seq", F_INT, train.T, 1, 8192),
+    F("train.steps", F_INT, train.steps, 1, 100000000),
+    F("train.warmup", F_INT, train.warmup, 0, 100000000),
+    F("train.lr", F_FLOAT, train.lr, 1e-9, 10),
+    F("train.min_lr", F_FLOAT, train.min_lr, 0, 10),
+    F("train.beta1", F_FLOAT, train.beta1, 0, 0.999999),
+    F("train.beta2", F_FLOAT, train.beta2, 0, 0.999999),
+    F("train.eps", F_FLOAT, train.eps, 1e-30, 1),
+    F("train.weight_decay", F_FLOAT, train.weight_decay, 0, 10),
+    F("train.grad_clip", F_FLOAT, train.grad_clip, 0, 1e9),
+    F("train.eval_every", F_INT, train.eval_every, 0, 100000000),
+    F("train.eval_batches", F_INT, train.eval_batches, 1, 100000),
+    F("train.seed", F_U64, train.seed, 0, SEED_MAX),
+    F("train.threads", F_INT, train.threads, 1, 256),
+};
+#undef F
+enum { N_FIELDS = sizeof FIELDS / sizeof FIELDS[0] };
+
+static const field *find_field(const char *key) {
+    for (int i = 0; i < N_FIELDS; i++)
+        if (strcmp(FIELDS[i].key, key) == 0) return &FIELDS[i];
+    return NULL;
+}
+
+static double field_value(const lp_recipe *r, const field *f) {
+    const char *at = (const char *)r + f->offset;
+    switch (f->type) {
+    case F_INT: return *(const int *)at;
+    case F_U64: return (double)*(const uint64_t *)at;
+    case F_SIZE: return (double)*(const size_t *)at;
+    case F_DOUBLE: return *(const double *)at;
+    case F_FLOAT: return *(const float *)at;
     }
-    if (!json_is_number(v)) goto bad;
-    double x = json_number_value(v);
-    if ((k == K_INT || k == K_U64 || k == K_SIZE) && (!json_is_integer(v) || x < (k == K_INT ? -2147483648.0 : 0.0) ||
-                                                      (k == K_INT && x > 2147483647.0)))
-        goto bad;
-    switch (k) {
-    case K_INT: *(int *)out = (int)json_integer_value(v); break;
-    case K_U64: *(uint64_t *)out = (uint64_t)json_integer_value(v); break;
-    case K_SIZE: *(size_t *)out = (size_t)json_integer_value(v); break;
-    case K_DOUBLE: *(double *)out = x; break;
-    case K_FLOAT: *(float *)out = (float)x; break;
-    case K_BOOL: break;
+    return NAN;
+}
+
+static int out_of_range(const field *f, const char *what, double v) {
+    return lp_error(LP_EINVAL, "%s %.10g: use %s%.10g..%.10g", what, v,
+                    f->type == F_INT || f->type == F_SIZE ? "a whole number in " : "", f->lo, f->hi);
+}
+
+/* Stores v into f's field of r: range-checked before the conversion (which would otherwise
+ * be undefined for a float or integer too large) and again after it. */
+static int set_field(lp_recipe *r, const field *f, double v, const char *what) {
+    if (!(v >= f->lo && v <= f->hi)) return out_of_range(f, what, v);
+    bool whole = f->type == F_INT || f->type == F_U64 || f->type == F_SIZE;
+    if (whole && v != floor(v)) return out_of_range(f, what, v);
+    char *at = (char *)r + f->offset;
+    switch (f->type) {
+    case F_INT: *(int *)at = (int)v; break;
+    case F_U64: *(uint64_t *)at = (uint64_t)v; break;
+    case F_SIZE: *(size_t *)at = (size_t)v; break;
+    case F_DOUBLE: *(double *)at = v; break;
+    case F_FLOAT: *(float *)at = (float)v; break;
     }
+    double back = field_value(r, f);
+    if (!(back >= f->lo && back <= f->hi)) return out_of_range(f, what, back);
     return LP_OK;
-bad:
-    return lp_error(LP_EFORMAT, "%s: recipe key %s.%s has the wrong type or range", what, where, key);
+}
+
+int lp_recipe_set(lp_recipe *r, const char *key, double v, const char *what) {
+    const field *f = find_field(key);
+    if (!f) return lp_error(LP_EINVAL, "%s: no recipe number %s", what, key);
+    return set_field(r, f, v, what);
+}
+
+/* The value at a dotted key of j ("train.lr"), or NULL. */
+static const json_t *lookup(const json_t *j, const char *key) {
+    char part[64];
+    while (j && *key) {
+        size_t n = strcspn(key, ".");
+        if (n >= sizeof part) return NULL;
+        memcpy(part, key, n);
+        part[n] = '\0';
+        j = json_is_object(j) ? json_object_get(j, part) : NULL;
+        key += n + (key[n] == '.');
+    }
+    return j;
 }
 
 int lp_recipe_from_json(lp_recipe *r, const json_t *j, const char *what) {
     lp_recipe_default(r);
     if (!json_is_object(j)) return lp_error(LP_EFORMAT, "%s: the recipe is not a JSON object", what);
-    const json_t *c = json_object_get(j, "corpus"), *m = json_object_get(j, "model"), *o = json_object_get(j, "train");
-    const json_t *p = c ? json_object_get(c, "proportion") : NULL;
-    int rc = LP_OK;
-#define GET(obj, key, k, field, where) \
-    if (!rc && (obj)) rc = get((obj), (key), (k), &(field), what, (where))
-    GET(c, "seed", K_U64, r->corpus.seed, "corpus");
-    GET(p, "ioi", K_DOUBLE, r->corpus.proportion[LP_CORPUS_IOI], "corpus.proportion");
-    GET(p, "repeat", K_DOUBLE, r->corpus.proportion[LP_CORPUS_REPEAT], "corpus.proportion");
-    GET(p, "filler", K_DOUBLE, r->corpus.proportion[LP_CORPUS_FILLER], "corpus.proportion");
-    GET(c, "n_docs", K_SIZE, r->corpus.n_docs, "corpus");
-    GET(c, "n_bytes", K_SIZE, r->corpus.n_bytes, "corpus");
-    GET(c, "span_min", K_INT, r->corpus.span_min, "corpus");
-    GET(c, "span_max", K_INT, r->corpus.span_max, "corpus");
-    GET(c, "letter_words", K_DOUBLE, r->corpus.letter_words, "corpus");
-    GET(c, "random_tokens", K_DOUBLE, r->random_tokens, "corpus");
-    GET(j, "vocab", K_INT, r->vocab, "recipe");
-    GET(j, "heldout", K_DOUBLE, r->heldout, "recipe");
-    GET(m, "n_layer", K_INT, r->model.n_layer, "model");
-    GET(m, "n_head", K_INT, r->model.n_head, "model");
-    GET(m, "d_model", K_INT, r->model.d_model, "model");
-    GET(m, "d_mlp", K_INT, r->model.d_mlp, "model");
-    GET(m, "n_ctx", K_INT, r->model.n_ctx, "model");
-    GET(m, "attn_only", K_BOOL, r->model.attn_only, "model");
-    GET(m, "init_seed", K_U64, r->init_seed, "model");
-    GET(m, "embed_std", K_FLOAT, r->embed_std, "model");
-    GET(o, "batch", K_INT, r->train.B, "train");
-    GET(o, "seq", K_INT, r->train.T, "train");
-    GET(o, "steps", K_INT, r->train.steps, "train");
-    GET(o, "warmup", K_INT, r->train.warmup, "train");
-    GET(o, "lr", K_FLOAT, r->train.lr, "train");
-    GET(o, "min_lr", K_FLOAT, r->train.min_lr, "train");
-    GET(o, "beta1", K_FLOAT, r->train.beta1, "train");
-    GET(o, "beta2", K_FLOAT, r->train.beta2, "train");
-    GET(o, "eps", K_FLOAT, r->train.eps, "train");
-    GET(o, "weight_decay", K_FLOAT, r->train.weight_decay, "train");
-    GET(o, "grad_clip", K_FLOAT, r->train.grad_clip, "train");
-    GET(o, "eval_every", K_INT, r->train.eval_every, "train");
-    GET(o, "eval_batches", K_INT, r->train.eval_batches, "train");
-    GET(o, "seed", K_U64, r->train.seed, "train");
-    GET(o, "threads", K_INT, r->train.threads, "train");
-#undef GET
-    if (!rc) rc = lp_recipe_check(r);
-    return rc;
+    for (int i = 0; i < N_FIELDS; i++) {
+        const field *f = &FIELDS[i];
+        const json_t *v = lookup(j, f->key);
+        if (!v) continue;
+        bool whole = f->type == F_INT || f->type == F_U64 || f->type == F_SIZE;
+        if (!json_is_number(v) || (whole && !json_is_integer(v)))
+            return lp_error(LP_EFORMAT, "%s: recipe key %s has the wrong type (%s)", what, f->key,
+                            whole ? "a whole number" : "a number");
+        char where[160];
+        snprintf(where, sizeof where, "%s: recipe key %s", what, f->key);
+        /* A 64-bit integer as a double rounds, but only past 2^53, far beyond every bound but the seeds'. */
+        if (f->type == F_U64 && json_integer_value(v) >= 0) {
+            *(uint64_t *)((char *)r + f->offset) = (uint64_t)json_integer_value(v);
+            continue;
+        }
+        int rc = set_field(r, f, json_number_value(v), where);
+        if (rc) return rc;
+    }
+    const json_t *ao = lookup(j, "model.attn_only");
+    if (ao) {
+        if (!json_is_boolean(ao))
+            return lp_error(LP_EFORMAT, "%s: recipe key model.attn_only has the wrong type (true or false)", what);
+        r->model.attn_only = json_is_true(ao);
+    }
+    int rc = lp_recipe_check(r);
+    if (rc) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", lp_errmsg());
+        return lp_error(rc, "%s: %s", what, msg);
+    }
+    return LP_OK;
 }
 
 int lp_recipe_check(const lp_recipe *r) {
+    for (int i = 0; i < N_FIELDS; i++) {
+        double v = field_value(r, &FIELDS[i]);
+        if (!(v >= FIELDS[i].lo && v <= FIELDS[i].hi)) return out_of_range(&FIELDS[i], FIELDS[i].key, v);
+    }
     const lp_config *m = &r->model;
-    if (!(r->embed_std > 0.0f && r->embed_std <= 100.0f))
-        return lp_error(LP_EINVAL, "embed_std %g: use a standard deviation in (0, 100]", (double)r->embed_std);
-    if (r->vocab < 258 || r->vocab > 65536) return lp_error(LP_EINVAL, "vocab %d: use 258..65536", r->vocab);
-    if (!(r->random_tokens >= 0.0 && r->random_tokens <= 1.0))
-        return lp_error(LP_EINVAL, "random_tokens %g: use a share in 0..1", r->random_tokens);
-    if (!(r->heldout > 0.0 && r->heldout < 0.5)) return lp_error(LP_EINVAL, "heldout %g: use a share in (0, 0.5)", r->heldout);
-    if (m->n_layer < 1 || m->n_layer > 64 || m->n_head < 1 || m->d_model < 1 || m->d_model > 8192 ||
-        m->d_model % m->n_head || m->n_ctx < 2 || m->n_ctx > 8192 || (!m->attn_only && (m->d_mlp < 1 || m->d_mlp > 65536)))
-        return lp_error(LP_EINVAL, "model shape out of range: layers 1..64, d_model 1..8192 a multiple of heads, "
-                                   "context 2..8192, d_mlp 1..65536");
-    if (r->train.T > m->n_ctx || r->train.T < 1 || r->train.B < 1 || r->train.B > 4096)
-        return lp_error(LP_EINVAL, "batch %d x %d: use 1..4096 sequences of 1..%d (the context) tokens", r->train.B,
-                        r->train.T, m->n_ctx);
+    if (m->d_model % m->n_head)
+        return lp_error(LP_EINVAL, "model shape: d_model %d is not a multiple of heads %d", m->d_model, m->n_head);
+    if (r->train.T > m->n_ctx)
+        return lp_error(LP_EINVAL, "batch %d x %d: use sequences of 1..%d (the context) tokens", r->train.B, r->train.T,
+                        m->n_ctx);
+    if (r->corpus.span_min > r->corpus.span_max)
+        return lp_error(LP_EINVAL, "spans of %d..%d words: the least cannot pass the most", r->corpus.span_min,
+                        r->corpus.span_max);
+    const double *p = r->corpus.proportion;
+    if (!(p[0] + p[1] + p[2] > 0)) return lp_error(LP_EINVAL, "corpus proportions add up to 0: give one a share");
     if (r->corpus.n_bytes == 0 && r->corpus.n_docs == 0)
         return lp_error(LP_EINVAL, "the corpus needs a size (bytes or documents)");
     return LP_OK;

@@ -648,6 +648,15 @@ static int check_options(const lp_train_options *o) {
     return LP_OK;
 }
 
+static int check_finite(const float *p, size_t np, double loss, double grad_norm, int step) {
+    const char *what = !isfinite(loss) ? "the loss" : !isfinite(grad_norm) ? "the gradient" : NULL;
+    for (size_t j = 0; !what && j < np; j++)
+        if (!isfinite(p[j])) what = "the weights";
+    if (!what) return LP_OK;
+    return lp_error(LP_ERANGE, "training diverged at step %d: %s became infinite or NaN; lower the learning rate "
+                               "or the weight decay", step, what);
+}
+
 int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, const int *heldout,
                     size_t n_heldout, const lp_train_options *o, lp_train_fn cb, void *ctx) {
     size_t np;
@@ -693,15 +702,20 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
                 p[j] -= lr * (mh / (sqrtf(vh) + o->eps) + wd * p[j]);
             }
         }
+        /* A step that made the loss, the gradient or a weight infinite or NaN ends training
+         * before the callback, which may save a checkpoint: none may hold such weights. */
+        if ((rc = check_finite(p, np, loss, norm, step + 1))) break;
         st->step = step + 1;
 
         double el = now_s() - t0;
         lp_train_progress pr = {.step = step + 1, .steps = o->steps, .loss = loss, .grad_norm = norm, .lr = lr,
                                 .tokens_per_s = el > 0 ? (double)(step + 1 - first) * o->B * o->T / el : 0.0,
                                 .elapsed_s = el, .eval_loss = NAN};
-        if (o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps))
+        if (o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps)) {
             pr.eval_loss = eval_loss(&S, ids, m, heldout, n_heldout, o->B, o->T, o->eval_batches,
                                      o->seed ^ EVAL_SEED_MIX);
+            if ((rc = check_finite(NULL, 0, pr.eval_loss, 0.0, step + 1))) break;
+        }
         if ((cb && cb(&pr, ctx)) || lp_cancelled()) rc = lp_error(LP_ECANCEL, "training stopped at step %d", step + 1);
     }
     openblas_set_num_threads(blas_threads);

@@ -68,6 +68,91 @@ check "train: a kill saved the step reached ($step)" test "$step" -gt 0 -a "$ste
 "$LOUPE" -e "train $tmp/e --resume --steps $((step + 50)) --quiet" >/dev/null 2>"$tmp/err"
 check "train: resume continues to a new last step" jq -e ".step == $((step + 50))" "$tmp/e/train.json"
 
+# kill -9 at any moment of a run that saves every step leaves a checkpoint that resumes (each
+# save is one unit: staged, then committed) and whose pieces belong together: resumed after
+# every kill, the run ends bit-identical to the uninterrupted one. The delays vary so that
+# the kills land in every phase (corpus, tokenizer, training, writing, committing).
+kills=0 refused=0 starts=0 steps=
+for d in 0.25 0.4 0.6 0.35 0.5 0.3 0.65 0.4 0.45 0.3 0.55 0.45 0.25 0.6 0.4 0.35 0.5 0.4 0.65 0.3; do
+    if [ -f "$tmp/k/train.json" ]; then args="--resume --save-every 1 --quiet"; else args="$TINY --steps 300 --save-every 1 --quiet"; fi
+    "$LOUPE" -e "train $tmp/k $args" >/dev/null 2>"$tmp/kerr" &
+    pid=$!
+    sleep "$d"
+    kill -KILL $pid 2>/dev/null
+    wait $pid 2>/dev/null
+    status=$?
+    starts=$((starts + 1))
+    steps="$steps $(jq .step "$tmp/k/train.json" 2>/dev/null || echo -)"
+    if [ "$status" -eq 137 ]; then kills=$((kills + 1)); elif [ "$status" -ne 0 ]; then refused=$((refused + 1)); cat "$tmp/kerr"; fi
+done
+# (A slow build, e.g. under sanitizers, may have been killed before its first save every time.)
+if [ -f "$tmp/k/train.json" ]; then args="--resume --quiet"; else args="$TINY --steps 300 --quiet"; fi
+"$LOUPE" -e "train $tmp/k $args" >/dev/null 2>"$tmp/err"
+echo "     ($starts runs, $kills killed, $refused refused; the step saved after each:$steps)"
+check "train: $kills kills -9 while saving every step, every checkpoint resumed ($refused refused)" test "$refused" -eq 0 -a "$kills" -ge 10
+check "train: ... and the run ends bit-identical to one never killed (weights)" cmp "$tmp/a/model.safetensors" "$tmp/k/model.safetensors"
+check "train: ... and optimiser state" cmp "$tmp/a/optimizer.safetensors" "$tmp/k/optimizer.safetensors"
+check "train: ... and no staging is left behind" test ! -e "$tmp/k/.train-staging" -a ! -e "$tmp/k/.train-commit"
+
+# Pieces of different checkpoints put together by hand are refused on resume, and left alone.
+"$LOUPE" -e "train $tmp/m1 $TINY --steps 300 --stop-at 20 --quiet" >/dev/null 2>&1
+"$LOUPE" -e "train $tmp/m2 $TINY --steps 300 --stop-at 21 --quiet" >/dev/null 2>&1
+cp "$tmp/m2/optimizer.safetensors" "$tmp/m1/optimizer.safetensors"
+cp "$tmp/m1/model.safetensors" "$tmp/m1.keep"
+fails_with "train: --resume refuses an optimiser state from another step" 'optimizer.safetensors is not the one' \
+    "$LOUPE" -e "train $tmp/m1 --resume --quiet"
+check "train: ... and writes nothing" cmp "$tmp/m1/model.safetensors" "$tmp/m1.keep"
+cp "$tmp/m1/train.json" "$tmp/m2/train.json"
+fails_with "train: --resume refuses a train.json from another step" 'is not the one saved with train.json at step 20' \
+    "$LOUPE" -e "train $tmp/m2 --resume --quiet"
+
+# A commit interrupted half-way (the new model moved in, the rest still in .train-commit) is
+# finished by the next train: the pieces then belong together and resume.
+"$LOUPE" -e "train $tmp/c $TINY --steps 300 --stop-at 20 --quiet" >/dev/null 2>&1
+"$LOUPE" -e "train $tmp/c21 $TINY --steps 300 --stop-at 21 --quiet" >/dev/null 2>&1
+mkdir "$tmp/c/.train-commit"
+for f in config.json optimizer.safetensors train.json; do cp "$tmp/c21/$f" "$tmp/c/.train-commit/$f"; done
+cp "$tmp/c21/model.safetensors" "$tmp/c/model.safetensors"
+check "train: an interrupted commit is finished, and the checkpoint resumes" \
+    "$LOUPE" -e "train $tmp/c --resume --stop-at 25 --quiet"
+check "train: ... from the committed step" jq -e '.step == 25 and .log == []' "$tmp/c/train.json"
+
+# A model directory that loupe did not train (no train.json) is never written.
+mkdir "$tmp/hf"
+for f in config.json model.safetensors vocab.json merges.txt; do cp "$tmp/a/$f" "$tmp/hf/$f"; done
+fails_with "train: a Hugging Face model directory is refused" 'holds a model that loupe did not train' \
+    "$LOUPE" -e "train $tmp/hf $TINY --steps 10"
+for f in config.json model.safetensors vocab.json merges.txt; do
+    check "train: ... and its $f is unchanged" cmp "$tmp/a/$f" "$tmp/hf/$f"
+done
+check "train: ... and nothing is added to it" test "$(ls -A "$tmp/hf" | wc -l)" -eq 4
+mkdir "$tmp/hf2" && echo '{}' >"$tmp/hf2/tokenizer.json"
+fails_with "train: a directory with only a tokenizer.json is refused" 'tokenizer.json' "$LOUPE" -e "train $tmp/hf2 $TINY --steps 10"
+mkdir "$tmp/notes" && echo mine >"$tmp/notes/notes.txt"
+fails_with "train: a non-empty directory of other files is refused" 'is not empty (notes.txt)' \
+    "$LOUPE" -e "train $tmp/notes $TINY --steps 10"
+cp "$tmp/a/train.json" "$tmp/hf/train.json"
+fails_with "train: --resume on a model with a train.json from elsewhere is refused" 'cannot resume' \
+    "$LOUPE" -e "train $tmp/hf --resume --quiet"
+check "train: ... and its weights are unchanged" cmp "$tmp/a/model.safetensors" "$tmp/hf/model.safetensors"
+mkdir "$tmp/empty"
+check "train: an empty directory is fine" "$LOUPE" -e "train $tmp/empty $TINY --steps 10 --quiet"
+
+# Training that diverges (the weights grow 99-fold a step) stops with an error and never
+# writes non-finite weights: the last checkpoint saved holds finite ones.
+fails_with "train: divergence stops training with an error" 'diverged at step' \
+    "$LOUPE" -e "train $tmp/nan $TINY --lr 10 --weight-decay 10 --warmup 0 --steps 200 --save-every 1 --quiet"
+check "train: ... after a checkpoint of an earlier step" jq -e '.step > 0 and .step < 200' "$tmp/nan/train.json"
+check "train: ... whose weights are all finite" \
+    sh -c "od -A n -v -t f4 '$tmp/nan/model.safetensors' | grep -qi 'nan\|inf' && exit 1 || exit 0"
+fails_with "train: train.json's weight decay of 1e300 (inf as a float) is refused" 'train.weight_decay' \
+    sh -c "jq '.recipe.train.weight_decay = 1e300' '$tmp/g/train.json' >'$tmp/wd.json' && mv '$tmp/wd.json' '$tmp/g/train.json' && '$LOUPE' -e 'train $tmp/g --resume --steps 400 --quiet'"
+cp "$tmp/a/train.json" "$tmp/nb.json"
+jq '.recipe.corpus.n_bytes = 1125899906842624' "$tmp/nb.json" >"$tmp/a/train.json"
+fails_with "train: train.json's corpus of 2^50 bytes is refused" 'corpus.n_bytes' "$LOUPE" -e "train $tmp/a --resume --steps 400"
+cp "$tmp/nb.json" "$tmp/a/train.json"
+fails_with "train: --corpus-mb has the same cap" 'corpus-mb' "$LOUPE" -e "train $tmp/x --corpus-mb 5000"
+
 # Bad requests: one error line, nothing lost.
 cp "$tmp/a/model.safetensors" "$tmp/a.keep"
 fails_with "train: an existing checkpoint is not overwritten" 'already holds a checkpoint' \
