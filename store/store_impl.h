@@ -7,7 +7,11 @@
 
 #include "loupe/store.h"
 
-#define STORE_BUSY_MS 5000
+/* How long a writer waits for another's lock. SQLite's busy handler is not fair: a process
+ * recording back-to-back runs can hold off another for seconds (over 5 s under
+ * AddressSanitizer on a loaded 2-core machine, where test_store's two 200-run writers
+ * failed), so the wait is generous; a genuinely stuck lock is still reported. */
+#define STORE_BUSY_MS 30000
 #define STORE_APPLICATION_ID 0x4C6F7570 /* "Loup": marks a file as loupe's (PRAGMA application_id) */
 
 /* The statements that run on every recording, prepared once on first use (store.c). */
