@@ -634,9 +634,9 @@ static void test_malformed_tokenizer_json_is_rejected_with_a_message(void **stat
     expect_json_error("garbage.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {", LP_EFORMAT, "JSON");
     expect_json_error("notjson.json", "\x00\x01\x02 hello", LP_EFORMAT, NULL);
     expect_json_error("nomodel.json", "{\"version\": \"1.0\"}", LP_EFORMAT, "model");
-    expect_json_error("wordpiece.json",
-                      "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}, \"unk_token\": \"[UNK]\"}}",
-                      LP_EUNSUPPORTED, "WordPiece");
+    expect_json_error("unigram.json",
+                      "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]], \"unk_id\": 0}}",
+                      LP_EUNSUPPORTED, "Unigram");
     expect_json_error("badid.json",
                       "{\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": \"BPE\","
                       " \"vocab\": {\"a\": -4}, \"merges\": []}}",
