@@ -1070,7 +1070,7 @@ int lp_tokenizer_special(const lp_tokenizer *t, lp_special which) {
     switch (which) {
     case LP_SPECIAL_BOS: return t->bos;
     case LP_SPECIAL_EOS: return t->eos;
-    case LP_SPECIAL_UNK: return t->unk;
+    case LP_SPECIAL_UNK: return t->special[which] >= 0 ? t->special[which] : t->unk;
     case LP_SPECIAL_CLS: case LP_SPECIAL_SEP: case LP_SPECIAL_MASK: case LP_SPECIAL_PAD: return t->special[which];
     case LP_SPECIAL_COUNT: break;
     }

@@ -115,7 +115,7 @@ struct lp_tokenizer {
     int n_tmpl[2];
     int tmpl_ids[LP_TOK_MAX_TMPL_IDS];
     int n_tmpl_ids;
-    int special[LP_SPECIAL_COUNT]; /* CLS .. UNK (BOS, EOS, UNK are read from bos, eos, unk) */
+    int special[LP_SPECIAL_COUNT]; /* the roles CLS .. UNK (BOS and EOS are bos, eos; UNK falls back to unk) */
 
     /* WordPiece (tokenizer_wordpiece.c) */
     uint32_t wp_prefix_off, wp_prefix_len; /* continuing_subword_prefix, "##" */

@@ -273,13 +273,21 @@ static int keep_last_duplicates(lp_tokenizer *t) {
         if (first >= 0) last[first] = id, dup |= first != id;
     }
     if (dup) {
-        for (int id = 0; id < n; id++) { /* last[first] is the id that wins; mark the others */
+        /* last[first] is the id that wins: the others lose their piece (in a second pass, as
+         * the lookups need every piece in place) */
+        unsigned char *lose = calloc((size_t)n, 1);
+        if (!lose) {
+            free(last);
+            return lp_error(LP_ENOMEM, "%s: out of memory", t->what);
+        }
+        for (int id = 0; id < n; id++) {
             const tok_entry *e = &t->tok[id];
             int first = e->p_off == UINT32_MAX ? -1 : lp_tok_piece_find(t, t->blob + e->p_off, e->p_len);
-            if (first >= 0 && last[first] != id) last[id] = -2;
+            lose[id] = first >= 0 && last[first] != id;
         }
         for (int id = 0; id < n; id++)
-            if (last[id] == -2) t->tok[id].p_off = UINT32_MAX;
+            if (lose[id]) t->tok[id].p_off = UINT32_MAX;
+        free(lose);
         free(t->piece_tab);
         t->piece_tab = NULL;
         rc = lp_tok_index_pieces(t);
@@ -291,7 +299,7 @@ static int keep_last_duplicates(lp_tokenizer *t) {
 /* Finds a special token's id and makes it an added token (matched whole in text). */
 static int add_named_special(lp_tokenizer *t, const char *name, lp_special role) {
     int id = name ? lp_tok_piece_find(t, name, strlen(name)) : -1;
-    if (role < LP_SPECIAL_COUNT && role != LP_SPECIAL_UNK) t->special[role] = id;
+    t->special[role] = id;
     if (id < 0 || t->tok[id].added) return LP_OK;
     return lp_tok_add_added(t, id, name, strlen(name));
 }
@@ -826,9 +834,12 @@ specials:
         t->adds_bos = false;
         for (int p = 0; p < t->n_tmpl[0]; p++) t->adds_bos |= t->tmpl[0][p].seq < 0;
     }
-    static const char *const mask_names[] = {"[MASK]", "<mask>", NULL}, *const pad_names[] = {"[PAD]", "<pad>", NULL};
+    static const char *const mask_names[] = {"[MASK]", "<mask>", NULL}, *const pad_names[] = {"[PAD]", "<pad>", NULL},
+                             *const unk_names[] = {"[UNK]", "<unk>", NULL};
     t->special[LP_SPECIAL_MASK] = first_piece(t, mask_names);
     t->special[LP_SPECIAL_PAD] = first_piece(t, pad_names);
+    /* the role, not the model's fallback: RoBERTa's BPE has unk_token null, yet <unk> is its UNK */
+    t->special[LP_SPECIAL_UNK] = t->unk >= 0 ? t->unk : first_piece(t, unk_names);
     rc = lp_tok_finish(t);
 done:
     json_decref(root);
