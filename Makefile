@@ -145,7 +145,7 @@ bench: deps
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 20
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(HEADERS)
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(HEADERS) $(wildcard tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	clang -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) $(UI_PKGS) 2>/dev/null) \
 	  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -o $@ $< $(LIB_SRC) $(shell pkg-config --libs $(PKGS) $(UI_PKGS) 2>/dev/null) -lm
