@@ -1315,6 +1315,13 @@ static void thumbnails_draw_the_whole_square(void **state) {
     lp_thumbnail_levels(lv, T, T, &tr);
     assert_int_equal(lv[0 * T + 0], lp_heat_level(0.3));
     for (int i = 0; i < T; i++) assert_int_equal(lv[i * T + (T - 1 - i)], LP_HEAT_LEVELS - 1);
+    /* The attention view masks the upper triangle of a causal head only. */
+    assert_false(lp_pattern_causal(&v));
+    assert_false(lp_pattern_causal(&tr));
+    float low[T * T] = {0};
+    for (int i = 0; i < T; i++) low[i * T + (i > 0 ? i - 1 : 0)] = 1.0f;
+    lp_view lo = {.data = low, .ndim = 2, .shape = {T, T}, .stride = {T, 1}};
+    assert_true(lp_pattern_causal(&lo));
     /* A lone strong weight in a large cell keeps the cell bright (a mean would not). */
     float big[64 * 64] = {0};
     big[40 * 64 + 50] = 0.9f;

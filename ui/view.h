@@ -158,6 +158,9 @@ const char *lp_row_str(json_t *row, const char *col);
  * weight among the queries (rows) and keys (columns) it covers. A thumbnail no larger than T
  * gives each token whole cells. */
 void lp_thumbnail_levels(uint8_t *out, int th, int tw, const lp_view *pattern);
+/* True when no query of a T x T pattern has weight on a later key (a causal head); an
+ * encoder's bidirectional head has. */
+bool lp_pattern_causal(const lp_view *pattern);
 
 /* snprintf at the end of what buf already holds. */
 void lp_appendf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
