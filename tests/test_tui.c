@@ -76,6 +76,18 @@ static int tiny_cjk(void **state) {
     return rc;
 }
 
+/* A model with more layers and heads than 80 x 24 has room for: 12 layers, 24 heads. */
+static int wide_model(void **state) {
+    char *dir = make_temp_dir(), model[4200];
+    snprintf(model, sizeof model, "%s/m", dir);
+    if (mkmodel(model, "--arch gpt2 --layers 12 --d-model 48 --heads 24 --vocab 50257 --ctx 64 --seed 4 "
+                       "--gpt2-tokenizer " SHARED "/tokenizers/gpt2 >/dev/null")) return -1;
+    int rc = fixture_open(state, model, "run The quick brown fox jumps over the lazy dog.", 256);
+    if (!rc) ((fixture *)*state)->dir = dir;
+    else rm_tree(dir);
+    return rc;
+}
+
 static int fixture_close(void **state) {
     fixture *f = *state;
     if (!f) return 0;
@@ -1177,6 +1189,48 @@ static void model_view_shows_every_layer_and_head(void **state) {
     assert_int_equal(find_below(f, "H2", 2, NULL, NULL)->color, LP_COLOR_LABEL);
 }
 
+/* More layers and heads than fit: the thumbnails keep their smallest size, the cursor
+ * scrolls them, and arrows in the margins say where the others are. With twice the room
+ * all 12 x 24 fit. */
+static void model_view_scrolls_layers_and_heads_that_do_not_fit(void **state) {
+    fixture *f = *state;
+    lp_screen_resize(f->scr, 80, 24);
+    key(f, '8');
+    thumb t[600];
+    int n, per_row;
+    int bands = find_thumbnails(f, t, 600, &n, &per_row);
+    if (bands >= 12 || bands < 4 || per_row >= 24 || per_row < 12) {
+        dump(f);
+        fail_msg("%d bands of %d thumbnails at 80x24", bands, per_row);
+    }
+    assert_true(t[0].h >= 2 && t[0].w >= 3);
+    SHOWS(f, "▼");
+    SHOWS(f, "▶");
+    assert_false(shows(f, "▲"));
+    assert_false(shows(f, "◀"));
+    for (int i = 0; i < 30; i++) key(f, 'j'), key(f, 'l');
+    assert_int_equal(f->b->layer, 11);
+    assert_int_equal(f->b->head, 23);
+    find_below(f, "L11", 2, NULL, NULL);
+    find_below(f, "H23", 2, NULL, NULL);
+    assert_false(shows(f, " L0 "));
+    SHOWS(f, "▲");
+    SHOWS(f, "◀");
+    assert_false(shows(f, "▼"));
+    assert_false(shows(f, "▶"));
+    /* the cursor's thumbnail is the last one on screen, with its bars */
+    find_thumbnails(f, t, 600, &n, &per_row);
+    const thumb *last = &t[n - 1];
+    assert_int_equal(lp_screen_at(f->scr, last->x - 1, last->y)->color, LP_COLOR_SELECTED);
+    assert_int_equal(lp_screen_at(f->scr, last->x + last->w, last->y)->color, LP_COLOR_SELECTED);
+    lp_screen_resize(f->scr, 160, 48);
+    render(f);
+    assert_int_equal(find_thumbnails(f, t, 600, &n, &per_row), 12);
+    assert_int_equal(per_row, 24);
+    assert_false(shows(f, "▲"));
+    assert_false(shows(f, "▶"));
+}
+
 /* Arrows and hjkl move the cursor over layers and heads (h and l: not the token, here),
  * stopping at the edges; the title bar and the status line follow; Enter zooms into the
  * head in the attention view. */
@@ -1436,6 +1490,8 @@ int main(void) {
         STORIES_TEST(patching_view_colours_denoising_by_recovery),
         STORIES_TEST(model_view_shows_every_layer_and_head),
         STORIES_TEST(model_view_moves_the_cursor_and_enter_zooms_in),
+        {"model_view_scrolls_layers_and_heads_that_do_not_fit", model_view_scrolls_layers_and_heads_that_do_not_fit,
+         wide_model, fixture_close, NULL},
         {"model_view_draws_a_previous_token_head_off_the_diagonal", model_view_draws_a_previous_token_head_off_the_diagonal,
          default_model, fixture_close, NULL},
         cmocka_unit_test(thumbnails_draw_the_whole_square),

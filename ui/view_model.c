@@ -201,6 +201,12 @@ static void model_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
                 }
         }
     }
+    /* More layers or heads than fit: arrows where the others are (the cursor scrolls). */
+    int shown_l = L - top < g.rows ? L - top : g.rows, shown_h = H - left < g.cols ? H - left : g.cols;
+    if (top > 0) lp_screen_put(scr, a.x, a.y + 1, 1, "\xE2\x96\xB2", LP_COLOR_DIM, 0); /* ▲ */
+    if (top + shown_l < L) lp_screen_put(scr, a.x, g.y0 + shown_l * (g.th + 1) - 1, 1, "\xE2\x96\xBC", LP_COLOR_DIM, 0);
+    if (left > 0) lp_screen_put(scr, g.x0 - 1, a.y + 1, 1, "\xE2\x97\x80", LP_COLOR_DIM, 0); /* ◀ */
+    if (left + shown_h < H) lp_screen_put(scr, g.x0 + shown_h * (g.tw + 1) - 1, a.y + 1, 1, "\xE2\x96\xB6", LP_COLOR_DIM, 0);
     draw_legend(scr, a, &g, T);
 
     /* The status line: where the selected token looks in the cursor's head. */
@@ -214,7 +220,7 @@ static void model_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     int best = 0;
     for (int j = 1; j < T; j++)
         if (row[(size_t)j * v.stride[1]] > row[(size_t)best * v.stride[1]]) best = j;
-    lp_browser_set_status(b, "L%d H%d  query %d %s \xE2\x86\x92 key %d %s  %.4f  (strongest key)", b->layer, b->head,
+    lp_browser_set_status(b, "L%d H%d  query %d %s \xE2\x86\x92 strongest key %d %s  %.4f", b->layer, b->head,
                           b->pos, lp_browser_token(b, b->pos, NULL), best, lp_browser_token(b, best, NULL),
                           (double)row[(size_t)best * v.stride[1]]);
 }

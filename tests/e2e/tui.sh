@@ -126,7 +126,7 @@ expect "with its legend" 5 "max-pooled: a cell is the largest of up to "
 if poll layers_heads 5 x; then ok "5 layers x 8 heads labelled"; else fail "5 layers x 8 heads labelled"; screen | sed 's/^/  | /'; fi
 keys j l Right
 expect "j l Right move the cursor (the title bar follows)" 5 "L1 H2 "
-expect "the status line names the head and the token's strongest key" 5 "L1 H2  query 20 . → key"
+expect "the status line names the head and the token's strongest key" 5 "L1 H2  query 20 . → strongest key"
 keys Enter
 expect "Enter zooms into the head" 5 "1 Attention"
 expect "on the same layer and head" 5 "L1 H2  query 20 . → key"
