@@ -63,29 +63,32 @@ static int stories_no_run(void **state) { return fixture_open(state, STORIES, NU
 #define IOI "When Mary and John went to the store, John gave a drink to"
 static int default_model(void **state) { return fixture_open(state, "models/default", "run " IOI, 256); }
 
-/* A tiny GPT-2 with GPT-2's tokenizer, on text whose tokens are wide characters ("中",
- * "スト"), ASCII and bytes of split characters. */
-static int tiny_cjk(void **state) {
-    char *dir = make_temp_dir(), model[4200];
+/* A GPT-2 made here by mkmodel (shape: its options; GPT-2's tokenizer) with run done on it;
+ * the fixture removes it at the end. */
+static int made_model(void **state, const char *shape, const char *run) {
+    char *dir = make_temp_dir(), model[4200], args[512];
     snprintf(model, sizeof model, "%s/m", dir);
-    if (mkmodel(model, "--arch gpt2 --layers 2 --d-model 32 --heads 4 --vocab 50257 --ctx 64 --seed 3 "
-                       "--gpt2-tokenizer " SHARED "/tokenizers/gpt2 >/dev/null")) return -1;
-    int rc = fixture_open(state, model, "run 中 スト a 日本 中 テスト 中", 256);
+    snprintf(args, sizeof args, "--arch gpt2 %s --vocab 50257 --ctx 64 --gpt2-tokenizer " SHARED "/tokenizers/gpt2 >/dev/null",
+             shape);
+    if (mkmodel(model, args)) {
+        rm_tree(dir);
+        return -1;
+    }
+    int rc = fixture_open(state, model, run, 256);
     if (!rc) ((fixture *)*state)->dir = dir;
     else rm_tree(dir);
     return rc;
 }
 
-/* A model with more layers and heads than 80 x 24 has room for: 12 layers, 24 heads. */
+/* A tiny GPT-2 on text whose tokens are wide characters ("中", "スト"), ASCII and bytes of
+ * split characters. */
+static int tiny_cjk(void **state) {
+    return made_model(state, "--layers 2 --d-model 32 --heads 4 --seed 3", "run 中 スト a 日本 中 テスト 中");
+}
+
+/* More layers and heads than 80 x 24 has room for: 12 layers, 24 heads. */
 static int wide_model(void **state) {
-    char *dir = make_temp_dir(), model[4200];
-    snprintf(model, sizeof model, "%s/m", dir);
-    if (mkmodel(model, "--arch gpt2 --layers 12 --d-model 48 --heads 24 --vocab 50257 --ctx 64 --seed 4 "
-                       "--gpt2-tokenizer " SHARED "/tokenizers/gpt2 >/dev/null")) return -1;
-    int rc = fixture_open(state, model, "run The quick brown fox jumps over the lazy dog.", 256);
-    if (!rc) ((fixture *)*state)->dir = dir;
-    else rm_tree(dir);
-    return rc;
+    return made_model(state, "--layers 12 --d-model 48 --heads 24 --seed 4", "run The quick brown fox jumps over the lazy dog.");
 }
 
 static int fixture_close(void **state) {
