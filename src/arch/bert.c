@@ -51,8 +51,12 @@ int lp_arch_labels(lp_model *m, json_t *config, const char *path) {
     if (map && !json_is_null(map) && !json_is_object(map))
         return lp_error(LP_EFORMAT, "%s: \"id2label\" should be an object", path);
     int n, rc;
-    long long def = map && json_is_object(map) && json_object_size(map) ? (long long)json_object_size(map) : 2;
-    if ((rc = lp_cfg_int(config, "num_labels", def, 1, 1 << 16, &n, path))) return rc;
+    /* As Hugging Face's PretrainedConfig: id2label, when given, decides the count (a
+     * num_labels that disagrees is overridden); num_labels otherwise, 2 by default. */
+    size_t given = map && json_is_object(map) ? json_object_size(map) : 0;
+    if (given) rc = lp_cfg_range((long long)given, "id2label's size", 1, 1 << 16, &n, path);
+    else rc = lp_cfg_int(config, "num_labels", 2, 1, 1 << 16, &n, path);
+    if (rc) return rc;
     m->labels = calloc((size_t)n, sizeof *m->labels);
     if (!m->labels) return lp_error(LP_ENOMEM, "out of memory");
     m->cfg.n_labels = n;

@@ -1,0 +1,302 @@
+/* BERT-style encoders (BERT, RoBERTa, DistilBERT; masked-LM, classifier and bare heads)
+ * against the float64 reference of tests/fixtures/encoder_reference.py: every attention
+ * pattern, the residual stream after the embeddings and after each layer, the stream between
+ * attention and MLP, the pooled vector and the logits, within 1e-4 relative to
+ * max(1, |expected|); and the loader's refusals. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+
+#include "helpers.h"
+#include "loupe/error.h"
+#include "loupe/model.h"
+#include "loupe/run.h"
+
+#define TOL 1e-4
+#define ENC "tests/fixtures/encoders/"
+
+static const char *const MODELS[] = {"bert_mlm", "bert_cls", "bert_model", "roberta_mlm", "roberta_cls",
+                                     "distilbert_mlm", "distilbert_cls"};
+#define N_MODELS ((int)(sizeof MODELS / sizeof *MODELS))
+
+/* Worst |got - expected| / max(1, |expected|) over a nested JSON array walked in row-major
+ * order against got[*at ...]. */
+static double rel_err(json_t *expected, const float *got, size_t *at) {
+    if (json_is_array(expected)) {
+        double worst = 0;
+        size_t i;
+        json_t *e;
+        json_array_foreach(expected, i, e) {
+            double w = rel_err(e, got, at);
+            if (w > worst) worst = w;
+        }
+        return worst;
+    }
+    double x = json_number_value(expected), d = fabs(x - got[(*at)++]) / fmax(1.0, fabs(x));
+    return isnan(d) ? INFINITY : d;
+}
+
+static size_t count_numbers(json_t *a) {
+    if (!json_is_array(a)) return 1;
+    size_t n = 0, i;
+    json_t *e;
+    json_array_foreach(a, i, e) n += count_numbers(e);
+    return n;
+}
+
+/* A 2-D view compared with a (rows, cols) JSON array. */
+static double view_err(const lp_view *v, json_t *expected) {
+    assert_int_equal(v->ndim, 2);
+    assert_int_equal(count_numbers(expected), (size_t)v->shape[0] * v->shape[1]);
+    float *flat = malloc((size_t)v->shape[0] * v->shape[1] * sizeof *flat);
+    for (int i = 0; i < v->shape[0]; i++)
+        for (int j = 0; j < v->shape[1]; j++) flat[(size_t)i * v->shape[1] + j] = v->data[i * v->stride[0] + j];
+    size_t at = 0;
+    double w = rel_err(expected, flat, &at);
+    free(flat);
+    return w;
+}
+
+static int *json_ints(json_t *a, int *n) {
+    *n = (int)json_array_size(a);
+    int *out = malloc((size_t)(*n ? *n : 1) * sizeof *out);
+    for (int i = 0; i < *n; i++) out[i] = (int)json_integer_value(json_array_get(a, (size_t)i));
+    return out;
+}
+
+static json_t *load_expected(const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, ENC "%s/expected.json", name);
+    json_error_t err;
+    json_t *e = json_load_file(path, 0, &err);
+    if (!e) fail_msg("%s: %s", path, err.text);
+    return e;
+}
+
+/* Runs one fixture and returns the worst relative error over everything it compares. */
+static double check_model(const char *name) {
+    char dir[512];
+    snprintf(dir, sizeof dir, ENC "%s", name);
+    json_t *e = load_expected(name);
+    lp_model *m;
+    if (lp_model_load(&m, dir, NULL) != LP_OK) fail_msg("%s: %s", name, lp_errmsg());
+    const lp_config *c = lp_model_config(m);
+    assert_string_equal(c->arch, json_string_value(json_object_get(e, "arch")));
+    assert_false(c->causal);
+    assert_true(lp_model_is_encoder(m));
+    int n, nt;
+    int *ids = json_ints(json_object_get(e, "ids"), &n);
+    json_t *jt = json_object_get(e, "token_type_ids"); /* null for DistilBERT */
+    int *types = json_is_array(jt) ? json_ints(jt, &nt) : NULL;
+    if (types) assert_int_equal(n, nt);
+    lp_run *r;
+    if (lp_run_new_typed(&r, m, ids, types, n) != LP_OK) fail_msg("%s: %s", name, lp_errmsg());
+    double worst = 0, w;
+    lp_view v;
+    /* the residual stream after the embeddings' LayerNorm, then after each layer */
+    json_t *resid = json_object_get(e, "resid");
+    assert_int_equal(json_array_size(resid), (size_t)c->n_layer + 1);
+    for (int l = 0; l <= c->n_layer; l++) {
+        assert_int_equal(lp_run_view(r, l < c->n_layer ? LP_ACT_RESID_PRE : LP_ACT_RESID_POST,
+                                     l < c->n_layer ? l : l - 1, -1, &v), LP_OK);
+        if ((w = view_err(&v, json_array_get(resid, (size_t)l))) > worst) worst = w;
+        if (w > TOL) fail_msg("%s: resid[%d] off by %g", name, l, w);
+    }
+    for (int l = 0; l < c->n_layer; l++) {
+        static const struct { lp_act_kind kind; const char *key; } per_layer[] = {
+            {LP_ACT_ATTN_OUT, "attn_out"}, {LP_ACT_RESID_MID, "mid"}, {LP_ACT_MLP_OUT, "mlp_out"}};
+        for (size_t k = 0; k < sizeof per_layer / sizeof *per_layer; k++) {
+            assert_int_equal(lp_run_view(r, per_layer[k].kind, l, -1, &v), LP_OK);
+            if ((w = view_err(&v, json_array_get(json_object_get(e, per_layer[k].key), (size_t)l))) > worst) worst = w;
+            if (w > TOL) fail_msg("%s: %s[%d] off by %g", name, per_layer[k].key, l, w);
+        }
+        /* post-norm: what attention and the MLP read is the stream itself */
+        lp_view a, b;
+        assert_int_equal(lp_run_view(r, LP_ACT_LN1, l, -1, &a), LP_OK);
+        assert_int_equal(lp_run_view(r, LP_ACT_RESID_PRE, l, -1, &b), LP_OK);
+        assert_memory_equal(a.data, b.data, (size_t)n * c->d_model * sizeof(float));
+        for (int h = 0; h < c->n_head; h++) {
+            assert_int_equal(lp_run_view(r, LP_ACT_PATTERN, l, h, &v), LP_OK);
+            json_t *ep = json_array_get(json_array_get(json_array_get(json_object_get(e, "attn"), (size_t)l), (size_t)h), 0);
+            (void)ep;
+            json_t *pat = json_array_get(json_array_get(json_object_get(e, "attn"), (size_t)l), (size_t)h);
+            if ((w = view_err(&v, pat)) > worst) worst = w;
+            if (w > TOL) fail_msg("%s: attention %d.%d off by %g", name, l, h, w);
+            for (int i = 0; i < n; i++) { /* full rows: every key, summing to 1 */
+                double sum = 0;
+                for (int j = 0; j < n; j++) sum += v.data[i * v.stride[0] + j];
+                assert_true(fabs(sum - 1.0) < 1e-5);
+            }
+        }
+    }
+    /* the head */
+    const char *head = json_string_value(json_object_get(e, "head"));
+    json_t *logits = json_object_get(e, "logits"), *pooled = json_object_get(e, "pooled");
+    if (c->head == LP_HEAD_CLASSIFIER) {
+        assert_int_equal(lp_run_out_rows(r), 1);
+        assert_int_equal(lp_run_out_width(r), c->n_labels);
+        assert_int_equal(json_array_size(logits), (size_t)c->n_labels);
+        size_t at = 0;
+        if ((w = rel_err(logits, lp_run_logits(r, 0), &at)) > worst) worst = w;
+        if (w > TOL) fail_msg("%s: classifier logits off by %g", name, w);
+        assert_null(lp_run_logits(r, 1));
+        json_t *labels = json_object_get(e, "labels");
+        for (int i = 0; labels && i < c->n_labels; i++) {
+            json_t *lab = json_is_array(labels) ? json_array_get(labels, (size_t)i) : NULL;
+            if (json_is_string(lab)) assert_string_equal(lp_model_label(m, i), json_string_value(lab));
+        }
+    } else if (c->head == LP_HEAD_MLM) {
+        assert_int_equal(lp_run_out_rows(r), n);
+        assert_int_equal(lp_run_out_width(r), c->vocab);
+        assert_int_equal(lp_run_view(r, LP_ACT_LOGITS, 0, -1, &v), LP_OK);
+        if ((w = view_err(&v, logits)) > worst) worst = w;
+        if (w > TOL) fail_msg("%s: MLM logits off by %g", name, w);
+        json_t *mh = json_object_get(e, "mlm_hidden");
+        if (mh) {
+            assert_int_equal(lp_run_view(r, LP_ACT_HEAD_HIDDEN, 0, -1, &v), LP_OK);
+            if ((w = view_err(&v, mh)) > worst) worst = w;
+            if (w > TOL) fail_msg("%s: MLM hidden off by %g", name, w);
+        }
+    } else {
+        assert_int_equal(lp_run_out_width(r), 0);
+        assert_null(lp_run_logits(r, 0));
+        assert_int_not_equal(lp_run_view(r, LP_ACT_LOGITS, 0, -1, &v), LP_OK);
+    }
+    if (pooled && !json_is_null(pooled)) {
+        assert_int_equal(lp_run_view(r, LP_ACT_HEAD_HIDDEN, 0, -1, &v), LP_OK);
+        size_t at = 0;
+        if ((w = rel_err(pooled, v.data, &at)) > worst) worst = w;
+        if (w > TOL) fail_msg("%s: pooled off by %g", name, w);
+    }
+    print_message("%-15s %-36s head %-10s max rel err %.3g\n", name, c->arch, head ? head : "?", worst);
+    lp_run_free(r);
+    free(ids);
+    free(types);
+    lp_model_free(m);
+    json_decref(e);
+    return worst;
+}
+
+static void encoders_match_float64_reference(void **state) {
+    (void)state;
+    for (int i = 0; i < N_MODELS; i++) assert_true(check_model(MODELS[i]) <= TOL);
+}
+
+/* Token types change the output of a model that has them, and are refused where they do not
+ * exist (RoBERTa has one type, DistilBERT none). */
+static void token_types_are_checked(void **state) {
+    (void)state;
+    lp_model *m;
+    lp_run *r;
+    int ids[4] = {2, 10, 11, 3}, types[4] = {0, 0, 1, 1};
+    assert_int_equal(lp_model_load(&m, ENC "bert_mlm", NULL), LP_OK);
+    assert_int_equal(lp_run_new_typed(&r, m, ids, types, 4), LP_OK);
+    assert_memory_equal(lp_run_types(r), types, sizeof types);
+    float first = lp_run_logits(r, 3)[5];
+    lp_run_free(r);
+    assert_int_equal(lp_run_new(&r, m, ids, 4), LP_OK);
+    assert_true(fabsf(first - lp_run_logits(r, 3)[5]) > 1e-6f);
+    lp_run_free(r);
+    types[2] = 2;
+    assert_int_equal(lp_run_new_typed(&r, m, ids, types, 4), LP_EINVAL);
+    assert_non_null(strstr(lp_errmsg(), "token type 2"));
+    lp_model_free(m);
+    types[2] = 1;
+    assert_int_equal(lp_model_load(&m, ENC "distilbert_mlm", NULL), LP_OK);
+    assert_int_equal(lp_run_new_typed(&r, m, ids, types, 4), LP_EINVAL);
+    assert_non_null(strstr(lp_errmsg(), "no token types"));
+    lp_model_free(m);
+}
+
+/* RoBERTa's context is max_position_embeddings less padding_idx + 1. */
+static void roberta_context_leaves_the_offset(void **state) {
+    (void)state;
+    lp_model *m;
+    assert_int_equal(lp_model_load(&m, ENC "roberta_mlm", NULL), LP_OK);
+    const lp_config *c = lp_model_config(m);
+    assert_int_equal(c->pos_offset, 2);
+    assert_int_equal(c->n_ctx, 64);
+    int ids[65];
+    for (int i = 0; i < 65; i++) ids[i] = 5;
+    lp_run *r;
+    assert_int_equal(lp_run_new(&r, m, ids, 65), LP_ERANGE);
+    assert_int_equal(lp_run_new(&r, m, ids, 64), LP_OK);
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
+/* Copies a fixture into a temporary directory, with config.json's text edited. */
+static char *copy_fixture(const char *name, const char *from, const char *to) {
+    char *dir = make_temp_dir(), cmd[2048];
+    snprintf(cmd, sizeof cmd, "cp " ENC "%s/* '%s'/", name, dir);
+    assert_int_equal(system(cmd), 0);
+    if (from) {
+        char path[600];
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        json_error_t err;
+        json_t *cfg = json_load_file(path, 0, &err);
+        assert_non_null(cfg);
+        char *text = json_dumps(cfg, JSON_SORT_KEYS);
+        json_decref(cfg);
+        char *at = strstr(text, from);
+        if (!at) fail_msg("'%s' not in %s's config", from, name);
+        FILE *f = fopen(path, "w");
+        fprintf(f, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+        fclose(f);
+        free(text);
+    }
+    return dir;
+}
+
+static void expect_refusal(const char *name, const char *from, const char *to, const char *says) {
+    char *dir = copy_fixture(name, from, to);
+    lp_model *m;
+    int rc = lp_model_load(&m, dir, NULL);
+    if (rc == LP_OK) fail_msg("%s with %s loaded", name, to);
+    if (!strstr(lp_errmsg(), says)) fail_msg("%s with %s: '%s' does not say '%s'", name, to, lp_errmsg(), says);
+    rm_tree(dir);
+}
+
+static void bad_configs_are_refused(void **state) {
+    (void)state;
+    expect_refusal("bert_mlm", "\"hidden_size\": 32", "\"hidden_size\": 33", "not a multiple");
+    expect_refusal("bert_mlm", "\"hidden_size\": 32", "\"hidden_size\": 1e9", "hidden_size");
+    expect_refusal("bert_mlm", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 0", "num_hidden_layers");
+    expect_refusal("bert_mlm", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3", "encoder.layer.2");
+    expect_refusal("bert_mlm", "\"type_vocab_size\": 2", "\"type_vocab_size\": -1", "type_vocab_size");
+    expect_refusal("bert_mlm", "\"hidden_act\": \"gelu\"", "\"hidden_act\": \"swish\"", "swish");
+    expect_refusal("bert_mlm", "\"position_embedding_type\": \"absolute\"", "\"position_embedding_type\": \"relative_key\"",
+                   "relative_key");
+    expect_refusal("bert_cls", "\"id2label\": {\"0\"", "\"id2label\": {\"7\": \"x\", \"0\"", "id2label key");
+    expect_refusal("roberta_mlm", "\"pad_token_id\": 1", "\"pad_token_id\": 70", "max_position_embeddings");
+    expect_refusal("distilbert_mlm", "\"n_heads\": 4", "\"n_heads\": 5", "not a multiple");
+    expect_refusal("distilbert_cls", "\"activation\": \"relu\"", "\"activation\": \"tanh\"", "tanh");
+}
+
+/* A missing tensor is named; an untied decoder must be in the file. */
+static void missing_tensors_are_named(void **state) {
+    (void)state;
+    expect_refusal("bert_mlm", "\"vocab_size\": 110", "\"tie_word_embeddings\": false, \"vocab_size\": 110",
+                   "cls.predictions.decoder.weight");
+    expect_refusal("distilbert_mlm", "\"vocab_size\": 110", "\"tie_word_embeddings\": false, \"vocab_size\": 110",
+                   "vocab_projector.weight");
+    expect_refusal("bert_mlm", "\"BertForMaskedLM\"", "\"BertForSequenceClassification\"", "pooler.dense.weight");
+    expect_refusal("roberta_mlm", "\"RobertaForMaskedLM\"", "\"RobertaForSequenceClassification\"",
+                   "classifier.dense.weight");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(encoders_match_float64_reference),
+        cmocka_unit_test(token_types_are_checked),
+        cmocka_unit_test(roberta_context_leaves_the_offset),
+        cmocka_unit_test(bad_configs_are_refused),
+        cmocka_unit_test(missing_tensors_are_named),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
