@@ -97,6 +97,31 @@ int lp_arch_mlm_decoder(lp_model *m, json_t *config, const char *weight, const c
     return LP_OK;
 }
 
+int lp_arch_encoder_layers(lp_model *m, const char *prefix, const char *stack, const char *const parts[8]) {
+    const lp_config *c = &m->cfg;
+    int d = c->d_model, rc;
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) return lp_error(LP_ENOMEM, "out of memory");
+    for (int l = 0; l < c->n_layer; l++) {
+        lp_layer *L = &m->layers[l];
+        char n[8][192], ln[4][208];
+        for (int i = 0; i < 8; i++) snprintf(n[i], sizeof n[i], "%s%s.%d.%s", prefix, stack, l, parts[i]);
+        snprintf(ln[0], sizeof ln[0], "%s.weight", n[4]);
+        snprintf(ln[1], sizeof ln[1], "%s.bias", n[4]);
+        snprintf(ln[2], sizeof ln[2], "%s.weight", n[7]);
+        snprintf(ln[3], sizeof ln[3], "%s.bias", n[7]);
+        /* Post-norm: ln1 is the norm after attention, ln2 the one after the MLP. */
+        if ((rc = lp_model_linear(m, n[0], d, d, true, &L->q)) || (rc = lp_model_linear(m, n[1], d, d, true, &L->k)) ||
+            (rc = lp_model_linear(m, n[2], d, d, true, &L->v)) || (rc = lp_model_linear(m, n[3], d, d, true, &L->o)) ||
+            (rc = lp_model_vector(m, ln[0], d, &L->ln1_w)) || (rc = lp_model_vector(m, ln[1], d, &L->ln1_b)) ||
+            (rc = lp_model_linear(m, n[5], d, c->d_mlp, true, &L->up)) ||
+            (rc = lp_model_linear(m, n[6], c->d_mlp, d, true, &L->down)) ||
+            (rc = lp_model_vector(m, ln[2], d, &L->ln2_w)) || (rc = lp_model_vector(m, ln[3], d, &L->ln2_b)))
+            return rc;
+    }
+    return LP_OK;
+}
+
 /* The head that cfg.head names, from the names of this family. */
 static int load_head(lp_model *m, json_t *config, const bert_names *nm, const char *p, lp_mlp_kind mlm_act,
                      double eps, const char *path) {
@@ -189,28 +214,10 @@ int lp_arch_bert_load(lp_model *m, json_t *config, const char *path) {
         (rc = lp_model_tensor(m, n[2], 2, te, &m->type_emb)) || (rc = lp_model_vector(m, n[3], d, &m->emb_ln_w)) ||
         (rc = lp_model_vector(m, n[4], d, &m->emb_ln_b)))
         return rc;
-    m->layers = calloc((size_t)n_layer, sizeof *m->layers);
-    if (!m->layers) return lp_error(LP_ENOMEM, "out of memory");
-    for (int l = 0; l < n_layer; l++) {
-        lp_layer *L = &m->layers[l];
-        static const char *const parts[8] = {"attention.self.query", "attention.self.key", "attention.self.value",
-                                             "attention.output.dense", "attention.output.LayerNorm",
-                                             "intermediate.dense", "output.dense", "output.LayerNorm"};
-        for (int i = 0; i < 8; i++) snprintf(n[i], sizeof n[i], "%sencoder.layer.%d.%s", p, l, parts[i]);
-        char ln[4][200];
-        snprintf(ln[0], sizeof ln[0], "%s.weight", n[4]);
-        snprintf(ln[1], sizeof ln[1], "%s.bias", n[4]);
-        snprintf(ln[2], sizeof ln[2], "%s.weight", n[7]);
-        snprintf(ln[3], sizeof ln[3], "%s.bias", n[7]);
-        /* Post-norm: ln1 is the norm after attention, ln2 the one after the MLP. */
-        if ((rc = lp_model_linear(m, n[0], d, d, true, &L->q)) || (rc = lp_model_linear(m, n[1], d, d, true, &L->k)) ||
-            (rc = lp_model_linear(m, n[2], d, d, true, &L->v)) || (rc = lp_model_linear(m, n[3], d, d, true, &L->o)) ||
-            (rc = lp_model_vector(m, ln[0], d, &L->ln1_w)) || (rc = lp_model_vector(m, ln[1], d, &L->ln1_b)) ||
-            (rc = lp_model_linear(m, n[5], d, d_mlp, true, &L->up)) ||
-            (rc = lp_model_linear(m, n[6], d_mlp, d, true, &L->down)) ||
-            (rc = lp_model_vector(m, ln[2], d, &L->ln2_w)) || (rc = lp_model_vector(m, ln[3], d, &L->ln2_b)))
-            return rc;
-    }
+    static const char *const parts[8] = {"attention.self.query", "attention.self.key", "attention.self.value",
+                                         "attention.output.dense", "attention.output.LayerNorm",
+                                         "intermediate.dense", "output.dense", "output.LayerNorm"};
+    if ((rc = lp_arch_encoder_layers(m, p, "encoder.layer", parts))) return rc;
     /* RoBERTa's MLM head applies the exact GELU whatever hidden_act says. */
     return load_head(m, config, nm, p, roberta ? LP_MLP_GELU_ERF : act, eps, path);
 }

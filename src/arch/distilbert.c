@@ -53,26 +53,9 @@ int lp_arch_distilbert_load(lp_model *m, json_t *config, const char *path) {
     if ((rc = lp_model_tensor(m, n[0], 2, we, &m->tok_emb)) || (rc = lp_model_tensor(m, n[1], 2, pe, &m->pos_emb)) ||
         (rc = lp_model_vector(m, n[2], d, &m->emb_ln_w)) || (rc = lp_model_vector(m, n[3], d, &m->emb_ln_b)))
         return rc;
-    m->layers = calloc((size_t)n_layer, sizeof *m->layers);
-    if (!m->layers) return lp_error(LP_ENOMEM, "out of memory");
-    for (int l = 0; l < n_layer; l++) {
-        lp_layer *L = &m->layers[l];
-        static const char *const parts[8] = {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin",
-                                             "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm"};
-        for (int i = 0; i < 8; i++) snprintf(n[i], sizeof n[i], "%stransformer.layer.%d.%s", p, l, parts[i]);
-        char ln[4][200];
-        snprintf(ln[0], sizeof ln[0], "%s.weight", n[4]);
-        snprintf(ln[1], sizeof ln[1], "%s.bias", n[4]);
-        snprintf(ln[2], sizeof ln[2], "%s.weight", n[7]);
-        snprintf(ln[3], sizeof ln[3], "%s.bias", n[7]);
-        if ((rc = lp_model_linear(m, n[0], d, d, true, &L->q)) || (rc = lp_model_linear(m, n[1], d, d, true, &L->k)) ||
-            (rc = lp_model_linear(m, n[2], d, d, true, &L->v)) || (rc = lp_model_linear(m, n[3], d, d, true, &L->o)) ||
-            (rc = lp_model_vector(m, ln[0], d, &L->ln1_w)) || (rc = lp_model_vector(m, ln[1], d, &L->ln1_b)) ||
-            (rc = lp_model_linear(m, n[5], d, d_mlp, true, &L->up)) ||
-            (rc = lp_model_linear(m, n[6], d_mlp, d, true, &L->down)) ||
-            (rc = lp_model_vector(m, ln[2], d, &L->ln2_w)) || (rc = lp_model_vector(m, ln[3], d, &L->ln2_b)))
-            return rc;
-    }
+    static const char *const parts[8] = {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin",
+                                         "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm"};
+    if ((rc = lp_arch_encoder_layers(m, p, "transformer.layer", parts))) return rc;
     if (c->head == LP_HEAD_MLM) {
         m->head.act = lp_arch_head_act(act);
         m->head.ln_eps = (float)DISTILBERT_EPS;

@@ -20,6 +20,9 @@ typedef struct {
     bool trans;
 } lp_linear;
 
+/* Pre-norm blocks (GPT-2, Llama) normalise the input of attention (ln1) and of the MLP (ln2);
+ * post-norm blocks (BERT) hold here the norm after attention's sum (ln1) and after the
+ * MLP's (ln2). */
 typedef struct {
     const float *ln1_w, *ln1_b;  /* (d_model); ln*_b NULL for RMSNorm */
     lp_linear q, k, v;           /* d_model -> n_head*d_head, n_kv_head*d_head, n_kv_head*d_head */
@@ -89,6 +92,10 @@ int lp_arch_distilbert_load(lp_model *m, json_t *config, const char *config_path
 int lp_arch_act(json_t *config, const char *key, const char *def, lp_mlp_kind *out, const char *path);
 lp_head_act lp_arch_head_act(lp_mlp_kind k);
 int lp_arch_mlm_decoder(lp_model *m, json_t *config, const char *weight, const char *bias, const char *bias2);
+/* The post-norm layers of an encoder, m->cfg's sizes set: tensors PREFIX STACK.L.PART for
+ * parts q, k, v, attention output, post-attention LayerNorm, MLP in, MLP out, output
+ * LayerNorm (nn.Linear layers with biases; the norms' .weight and .bias). */
+int lp_arch_encoder_layers(lp_model *m, const char *prefix, const char *stack, const char *const parts[8]);
 /* A classifier's labels from config.json's id2label ("LABEL_i" where it names none); sets
  * cfg.n_labels from num_labels or id2label's size. */
 int lp_arch_labels(lp_model *m, json_t *config, const char *config_path);
