@@ -1,5 +1,7 @@
 /* Tokenizer tests: GPT-2 against llama.cpp's 46 reference cases, hand-derived tokenizer.json
- * files of both BPE kinds, llama2.c's stories260K tokenizer, and malformed inputs.
+ * files of both BPE kinds, llama2.c's stories260K tokenizer, WordPiece against a reference
+ * written from Hugging Face's BertTokenizer (tests/fixtures/wordpiece_reference.py), RoBERTa's
+ * specials and templates, and malformed inputs.
  * Run from the project root; the shared data sits at ../shared. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +13,7 @@
 #include "loupe/fileio.h"
 #include "loupe/tokenizer.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -634,9 +637,9 @@ static void test_malformed_tokenizer_json_is_rejected_with_a_message(void **stat
     expect_json_error("garbage.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {", LP_EFORMAT, "JSON");
     expect_json_error("notjson.json", "\x00\x01\x02 hello", LP_EFORMAT, NULL);
     expect_json_error("nomodel.json", "{\"version\": \"1.0\"}", LP_EFORMAT, "model");
-    expect_json_error("wordpiece.json",
-                      "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {\"a\": 0}, \"unk_token\": \"[UNK]\"}}",
-                      LP_EUNSUPPORTED, "WordPiece");
+    expect_json_error("unigram.json",
+                      "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]], \"unk_id\": 0}}",
+                      LP_EUNSUPPORTED, "Unigram");
     expect_json_error("badid.json",
                       "{\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": \"BPE\","
                       " \"vocab\": {\"a\": -4}, \"merges\": []}}",
@@ -735,6 +738,305 @@ static void test_malformed_merges_txt_is_rejected_with_line_number(void **state)
     unlink(merges);
 }
 
+/* ---------------------------------------------------------------- WordPiece (BERT) */
+
+#define WP_DIR "tests/fixtures/wordpiece"
+#define WP_REFERENCE "tests/fixtures/wordpiece.json"
+enum { WP_PAD = 0, WP_UNK = 1, WP_CLS = 2, WP_SEP = 3, WP_MASK = 4 };
+
+static void format_ints(char *out, size_t cap, const int *v, int n) { format_ids(out, cap, v, n); }
+
+/* Checks t against every case of tests/fixtures/wordpiece.json for its casing (made by
+ * wordpiece_reference.py from Hugging Face's BertTokenizer): ids and token types with the
+ * special tokens, the same without them, and lp_tokenizer_encode for single texts. Returns
+ * how many cases it checked. */
+static int check_wordpiece_reference(const lp_tokenizer *t, bool lower) {
+    json_error_t jerr;
+    json_t *root = json_load_file(WP_REFERENCE, JSON_ALLOW_NUL, &jerr);
+    if (!root) print_error("%s: %s\n", WP_REFERENCE, jerr.text);
+    assert_non_null(root);
+    json_t *cases = json_object_get(root, "cases"), *c;
+    size_t i;
+    int checked = 0;
+    json_array_foreach(cases, i, c) {
+        if (json_is_true(json_object_get(c, "lower")) != lower) continue;
+        json_t *ja = json_object_get(c, "a"), *jb = json_object_get(c, "b");
+        json_t *jids = json_object_get(c, "ids"), *jtypes = json_object_get(c, "types");
+        const char *name = json_string_value(json_object_get(c, "name"));
+        int want[512], want_types[512], n_want = (int)json_array_size(jids);
+        assert_true(n_want <= 512);
+        for (int k = 0; k < n_want; k++) {
+            want[k] = (int)json_integer_value(json_array_get(jids, (size_t)k));
+            want_types[k] = (int)json_integer_value(json_array_get(jtypes, (size_t)k));
+        }
+        const char *a = json_string_value(ja), *b = jb ? json_string_value(jb) : NULL;
+        size_t alen = json_string_length(ja), blen = jb ? json_string_length(jb) : 0;
+        int ids[512], types[512], n = -1;
+        assert_int_equal(lp_tokenizer_encode_pair(t, a, alen, b, blen, true, ids, types, 512, &n), LP_OK);
+        bool same = n == n_want && memcmp(ids, want, (size_t)n * sizeof *ids) == 0 &&
+                    memcmp(types, want_types, (size_t)n * sizeof *types) == 0;
+        if (!same) {
+            char got[4096], exp[4096], gt[4096], et[4096];
+            format_ints(got, sizeof got, ids, n);
+            format_ints(exp, sizeof exp, want, n_want);
+            format_ints(gt, sizeof gt, types, n);
+            format_ints(et, sizeof et, want_types, n_want);
+            print_error("%s (%s): ids\n  got     %s\n  expected%s\ntypes\n  got     %s\n  expected%s\n", name,
+                        lower ? "lowercase" : "cased", got, exp, gt, et);
+        }
+        assert_true(same);
+        /* without special tokens: the same ids less the template's [CLS] and [SEP]s (the first
+         * token, the last, and for a pair the last of type 0), types kept */
+        int bare[512], bare_types[512], n_bare = 0, sep_a = n_want - 1;
+        while (b && want_types[sep_a] != 0) sep_a--;
+        for (int k = 1; k < n_want - 1; k++)
+            if (k != sep_a) bare[n_bare] = want[k], bare_types[n_bare++] = want_types[k];
+        assert_int_equal(lp_tokenizer_encode_pair(t, a, alen, b, blen, false, ids, types, 512, &n), LP_OK);
+        assert_int_equal(n, n_bare);
+        assert_memory_equal(ids, bare, (size_t)n * sizeof *ids);
+        assert_memory_equal(types, bare_types, (size_t)n * sizeof *types);
+        if (!b) {
+            assert_int_equal(lp_tokenizer_encode(t, a, alen, true, ids, (int)alen + 3, &n), LP_OK);
+            assert_int_equal(n, n_want);
+            assert_memory_equal(ids, want, (size_t)n * sizeof *ids);
+        }
+        checked++;
+    }
+    json_decref(root);
+    return checked;
+}
+
+static void check_bert_specials(const lp_tokenizer *t) {
+    assert_int_equal(lp_tokenizer_kind_of(t), LP_TOK_WORDPIECE);
+    assert_string_equal(lp_tokenizer_kind_name(t), "wordpiece");
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_CLS), WP_CLS);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_SEP), WP_SEP);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_MASK), WP_MASK);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_PAD), WP_PAD);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_UNK), WP_UNK);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_BOS), -1);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_EOS), -1);
+    assert_true(lp_tokenizer_adds_bos(t));
+}
+
+/* The cased vocab.txt: a directory with vocab.txt and tokenizer_config.json saying
+ * do_lower_case false, read through lp_tokenizer_load_dir. */
+static lp_tokenizer *load_cased_vocab_txt(char *sub, size_t cap) {
+    char vocab[256], config[256];
+    snprintf(sub, cap, "%s/bert_cased", tmpdir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_int_equal(lp_path_join(vocab, sizeof vocab, sub, "vocab.txt"), LP_OK);
+    assert_int_equal(lp_path_join(config, sizeof config, sub, "tokenizer_config.json"), LP_OK);
+    copy_file(WP_DIR "/vocab.txt", vocab);
+    assert_int_equal(lp_file_write(config, "{\"do_lower_case\": false}", 24), LP_OK);
+    assert_true(lp_tokenizer_dir_has(sub));
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_OK);
+    unlink(vocab);
+    unlink(config);
+    rmdir(sub);
+    return t;
+}
+
+static void test_wordpiece_vocab_txt_matches_hf_reference(void **state) {
+    (void)state;
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_vocab_txt(&t, WP_DIR "/vocab.txt", NULL), LP_OK);
+    check_bert_specials(t);
+    assert_true(check_wordpiece_reference(t, true) >= 50);
+    lp_tokenizer_free(t);
+    char sub[128];
+    t = load_cased_vocab_txt(sub, sizeof sub);
+    check_bert_specials(t);
+    assert_true(check_wordpiece_reference(t, false) >= 50);
+    lp_tokenizer_free(t);
+}
+
+static void test_wordpiece_tokenizer_json_matches_hf_reference(void **state) {
+    (void)state;
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_json(&t, WP_DIR "/tokenizer.json"), LP_OK); /* TemplateProcessing */
+    check_bert_specials(t);
+    assert_true(check_wordpiece_reference(t, true) >= 50);
+    lp_tokenizer_free(t);
+    assert_int_equal(lp_tokenizer_load_json(&t, WP_DIR "/tokenizer_cased.json"), LP_OK); /* BertProcessing */
+    check_bert_specials(t);
+    assert_true(check_wordpiece_reference(t, false) >= 50);
+    lp_tokenizer_free(t);
+}
+
+static void check_wp_decode(const lp_tokenizer *t, const char *text, const char *want) {
+    int ids[256], n = 0;
+    assert_int_equal(lp_tokenizer_encode(t, text, strlen(text), true, ids, 256, &n), LP_OK);
+    check_decode(t, ids, n, want);
+}
+
+/* HF's WordPiece decoder: ## pieces glued on, other tokens after a space, " ." -> "." etc.;
+ * loupe drops [CLS] and [SEP] as it drops BOS/EOS. token_bytes shows the piece itself. */
+static void test_wordpiece_decodes_like_hf_and_shows_pieces(void **state) {
+    (void)state;
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_vocab_txt(&t, WP_DIR "/vocab.txt", NULL), LP_OK);
+    check_wp_decode(t, "Unaffable playing!", "unaffable playing!");
+    check_wp_decode(t, "hello , world . don't", "hello, world. don ' t"); /* cleanup sees one token at a time */
+    check_wp_decode(t, "the [MASK] is blue?", "the [MASK] is blue?");
+    check_wp_decode(t, "Señor 中国", "senor 中 国");
+    int id = lp_tokenizer_piece_to_id(t, "##aff");
+    assert_true(id > 0);
+    size_t len;
+    const char *b = lp_tokenizer_token_bytes(t, id, &len);
+    assert_int_equal(len, 5);
+    assert_memory_equal(b, "##aff", 5);
+    assert_string_equal(lp_tokenizer_token_piece(t, WP_MASK), "[MASK]");
+    /* a buffer too small for [CLS] ... [SEP] says how many ids it needs */
+    int ids[3], n = 0;
+    assert_int_equal(lp_tokenizer_encode_pair(t, "hello", 5, "world", 5, true, ids, NULL, 3, &n), LP_ERANGE);
+    assert_int_equal(n, 5);
+    lp_tokenizer_free(t);
+}
+
+static void expect_vocab_txt(const char *text, size_t len, int code, const char *mention, lp_tokenizer **out) {
+    char path[256];
+    write_file("vocab.txt", text, len, path, sizeof path);
+    lp_tokenizer *t = NULL;
+    int rc = lp_tokenizer_load_vocab_txt(&t, path, NULL);
+    if (rc != code) print_error("got %d (%s)\n", rc, lp_errmsg());
+    assert_int_equal(rc, code);
+    if (code) {
+        assert_null(t);
+        assert_non_null(strstr(lp_errmsg(), path));
+        if (mention) assert_non_null(strstr(lp_errmsg(), mention));
+    }
+    unlink(path);
+    if (out) *out = t;
+    else lp_tokenizer_free(t);
+}
+
+/* vocab.txt as tokenizers reads it: trailing whitespace trimmed, a token listed twice keeps
+ * its last line; not UTF-8 or empty is an error naming the file; no [UNK] fails on the
+ * first word nothing matches. */
+static void test_vocab_txt_lines_duplicates_and_errors(void **state) {
+    (void)state;
+    lp_tokenizer *t = NULL;
+    static const char dup[] = "[UNK]\r\n[CLS]\n[SEP]\nab \nab\n##c\n";
+    expect_vocab_txt(dup, sizeof dup - 1, LP_OK, NULL, &t);
+    assert_int_equal(lp_tokenizer_vocab_size(t), 6);
+    assert_int_equal(lp_tokenizer_piece_to_id(t, "ab"), 4);
+    assert_null(lp_tokenizer_token_piece(t, 3)); /* the first "ab" is a gap */
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_UNK), 0);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_MASK), -1);
+    static const int abc[] = {1, 4, 5, 2}, unknown[] = {1, 0, 2};
+    check_encode(t, "ABC", true, abc, 4);
+    check_encode(t, "abd", true, unknown, 3);
+    lp_tokenizer_free(t);
+    expect_vocab_txt("a\n\xff\n", 4, LP_EFORMAT, "line 2", NULL);
+    expect_vocab_txt("", 0, LP_EFORMAT, "empty", NULL);
+    static const char no_unk[] = "a\nb\n";
+    expect_vocab_txt(no_unk, sizeof no_unk - 1, LP_OK, NULL, &t);
+    int ids[8], n;
+    assert_int_equal(lp_tokenizer_encode(t, "a b", 3, true, ids, 8, &n), LP_OK); /* no [CLS]/[SEP]: no template */
+    assert_int_equal(n, 2);
+    assert_int_equal(lp_tokenizer_encode(t, "a c", 3, true, ids, 8, &n), LP_EFORMAT);
+    assert_non_null(strstr(lp_errmsg(), "\"c\""));
+    lp_tokenizer_free(t);
+    char missing[256];
+    assert_int_equal(lp_path_join(missing, sizeof missing, tmpdir, "nothere.txt"), LP_OK);
+    assert_int_equal(lp_tokenizer_load_vocab_txt(&t, missing, NULL), LP_EIO);
+    assert_non_null(strstr(lp_errmsg(), "nothere.txt"));
+}
+
+/* ---------------------------------------------------------------- RoBERTa */
+
+/* A tiny RoBERTa vocabulary in GPT-2's byte-level form (Ġ is the space byte). */
+static const char ROBERTA_VOCAB[] =
+    "{\"<s>\": 0, \"<pad>\": 1, \"</s>\": 2, \"<unk>\": 3, \"h\": 4, \"e\": 5, \"l\": 6, \"o\": 7, \"\\u0120\": 8,"
+    " \"w\": 9, \"r\": 10, \"d\": 11, \"he\": 12, \"ll\": 13, \"hell\": 14, \"hello\": 15, \"\\u0120w\": 16,"
+    " \"or\": 17, \"\\u0120wor\": 18, \"ld\": 19, \"\\u0120world\": 20, \"!\": 21, \"<mask>\": 22}";
+static const char ROBERTA_MERGES[] =
+    "#version: 0.2\nh e\nl l\nhe ll\nhell o\n\xc4\xa0 w\no r\n\xc4\xa0w or\nl d\n\xc4\xa0wor ld\n";
+enum { RB_S = 0, RB_PAD = 1, RB_END = 2, RB_UNK = 3, RB_HELLO = 15, RB_SPACE = 8, RB_WORLD = 20, RB_BANG = 21,
+       RB_MASK = 22 };
+
+static void check_roberta(const lp_tokenizer *t) {
+    assert_int_equal(lp_tokenizer_kind_of(t), LP_TOK_BYTE_BPE);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_CLS), RB_S);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_SEP), RB_END);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_MASK), RB_MASK);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_PAD), RB_PAD);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_UNK), RB_UNK);
+    assert_int_equal(lp_tokenizer_bos(t), RB_S);
+    assert_int_equal(lp_tokenizer_eos(t), RB_END);
+    static const int single[] = {RB_S, RB_HELLO, RB_WORLD, RB_END};
+    check_encode(t, "hello world", true, single, 4);
+    /* <s> A </s></s> B </s>, all type 0; "world" alone has no Ġ: w or ld */
+    int ids[16], types[16], n = 0;
+    static const int pair[] = {RB_S, RB_HELLO, RB_END, RB_END, 9, 17, 19, RB_END}, zeros[8] = {0};
+    assert_int_equal(lp_tokenizer_encode_pair(t, "hello", 5, "world", 5, true, ids, types, 16, &n), LP_OK);
+    assert_int_equal(n, 8);
+    assert_memory_equal(ids, pair, sizeof pair);
+    assert_memory_equal(types, zeros, sizeof zeros);
+    /* <mask> has lstrip: the space before it goes with it; none is eaten after it */
+    static const int mask[] = {RB_S, RB_HELLO, RB_MASK, RB_BANG, RB_END};
+    check_encode(t, "hello <mask>!", true, mask, 5);
+    static const int mask2[] = {RB_HELLO, RB_MASK, RB_SPACE, RB_BANG};
+    check_encode(t, "hello   <mask> !", false, mask2, 4);
+    check_decode(t, single, 4, "hello world");
+}
+
+static void test_roberta_from_vocab_json_merges_and_config(void **state) {
+    (void)state;
+    char sub[128], vocab[256], merges[256], config[256];
+    snprintf(sub, sizeof sub, "%s/roberta", tmpdir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_int_equal(lp_path_join(vocab, sizeof vocab, sub, "vocab.json"), LP_OK);
+    assert_int_equal(lp_path_join(merges, sizeof merges, sub, "merges.txt"), LP_OK);
+    assert_int_equal(lp_path_join(config, sizeof config, sub, "config.json"), LP_OK);
+    assert_int_equal(lp_file_write(vocab, ROBERTA_VOCAB, strlen(ROBERTA_VOCAB)), LP_OK);
+    assert_int_equal(lp_file_write(merges, ROBERTA_MERGES, strlen(ROBERTA_MERGES)), LP_OK);
+    static const char cfg[] = "{\"model_type\": \"roberta\"}";
+    assert_int_equal(lp_file_write(config, cfg, strlen(cfg)), LP_OK);
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_OK);
+    check_roberta(t);
+    lp_tokenizer_free(t);
+    /* the same files without config.json are GPT-2's: no template, <mask> is text */
+    unlink(config);
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_OK);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_CLS), -1);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_MASK), -1);
+    lp_tokenizer_free(t);
+    unlink(vocab);
+    unlink(merges);
+    rmdir(sub);
+}
+
+static void test_roberta_tokenizer_json_with_roberta_processing(void **state) {
+    (void)state;
+    char json[4096], path[256];
+    snprintf(json, sizeof json,
+             "{\"version\": \"1.0\", \"added_tokens\": ["
+             "{\"id\": 0, \"content\": \"<s>\", \"lstrip\": false, \"rstrip\": false, \"special\": true},"
+             "{\"id\": 1, \"content\": \"<pad>\", \"lstrip\": false, \"rstrip\": false, \"special\": true},"
+             "{\"id\": 2, \"content\": \"</s>\", \"lstrip\": false, \"rstrip\": false, \"special\": true},"
+             "{\"id\": 3, \"content\": \"<unk>\", \"lstrip\": false, \"rstrip\": false, \"special\": true},"
+             "{\"id\": 22, \"content\": \"<mask>\", \"lstrip\": true, \"rstrip\": false, \"special\": true}],"
+             " \"normalizer\": null, \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false,"
+             " \"trim_offsets\": true, \"use_regex\": true},"
+             " \"post_processor\": {\"type\": \"RobertaProcessing\", \"sep\": [\"</s>\", 2], \"cls\": [\"<s>\", 0],"
+             " \"trim_offsets\": true, \"add_prefix_space\": false},"
+             " \"decoder\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": \"BPE\", \"unk_token\": null,"
+             " \"continuing_subword_prefix\": \"\", \"end_of_word_suffix\": \"\", \"vocab\": %s, \"merges\": ["
+             "\"h e\", \"l l\", \"he ll\", \"hell o\", \"\\u0120 w\", \"o r\", \"\\u0120w or\", \"l d\","
+             " \"\\u0120wor ld\"]}}",
+             ROBERTA_VOCAB);
+    write_text("roberta.json", json, path, sizeof path);
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_json(&t, path), LP_OK);
+    check_roberta(t);
+    lp_tokenizer_free(t);
+    unlink(path);
+}
+
 /* SentencePiece tokenizer.json vs llama2.c tokenizer.bin: not cross-checked, because the
  * two merge rules differ. llama2.c merges any adjacent pair whose concatenation is a
  * token, best score first, leftmost on ties; Hugging Face's converted merges list ranks
@@ -773,6 +1075,12 @@ int main(void) {
         cmocka_unit_test(test_deep_sequences_and_huge_files_are_named),
         cmocka_unit_test(test_malformed_merges_txt_is_rejected_with_line_number),
         cmocka_unit_test(test_expanding_normalizer_is_refused_at_the_size_limit),
+        cmocka_unit_test(test_wordpiece_vocab_txt_matches_hf_reference),
+        cmocka_unit_test(test_wordpiece_tokenizer_json_matches_hf_reference),
+        cmocka_unit_test(test_wordpiece_decodes_like_hf_and_shows_pieces),
+        cmocka_unit_test(test_vocab_txt_lines_duplicates_and_errors),
+        cmocka_unit_test(test_roberta_from_vocab_json_merges_and_config),
+        cmocka_unit_test(test_roberta_tokenizer_json_with_roberta_processing),
     };
     int failed = cmocka_run_group_tests_name("tokenizer_gpt2", gpt2_tests, gpt2_setup, gpt2_teardown);
     failed += cmocka_run_group_tests_name("tokenizer", other_tests, NULL, NULL);

@@ -313,11 +313,7 @@ int lp_model_load(lp_model **out, const char *path, const lp_load_options *opts)
                                             : lp_tokenizer_load_llama2c(&m->tok, tok_path, m->cfg.vocab);
         if (rc) goto fail;
     } else if (is_hf) {
-        char tj[4096], vj[4096];
-        if (lp_path_join(tj, sizeof tj, dir, "tokenizer.json") == LP_OK &&
-            lp_path_join(vj, sizeof vj, dir, "vocab.json") == LP_OK && (lp_file_exists(tj) || lp_file_exists(vj))) {
-            if ((rc = lp_tokenizer_load_dir(&m->tok, dir))) goto fail;
-        }
+        if (lp_tokenizer_dir_has(dir) && (rc = lp_tokenizer_load_dir(&m->tok, dir))) goto fail;
     } else {
         /* llama2.c's own names: tokenizer.bin, or tok<vocab>.bin for its custom vocabularies. */
         char tb[4096], name[64];

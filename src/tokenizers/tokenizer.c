@@ -90,12 +90,9 @@ static uint32_t table_size_for(size_t n) {
 }
 
 /* A growing int vector for encode's output. */
-typedef struct {
-    int *v;
-    size_t n, cap;
-} ivec;
+typedef lp_ivec ivec;
 
-static int ivec_push(ivec *a, int x) {
+int lp_ivec_push(ivec *a, int x) {
     if (a->n == a->cap) {
         size_t cap = a->cap ? a->cap * 2 : 64;
         int *v = realloc(a->v, cap * sizeof *v);
@@ -106,7 +103,7 @@ static int ivec_push(ivec *a, int x) {
     return LP_OK;
 }
 
-static int sbuf_add(sbuf *b, const void *s, size_t n) {
+int lp_tok_sbuf_add(sbuf *b, const void *s, size_t n) {
     if (n > SIZE_MAX / 2 - b->n) return lp_error(LP_ENOMEM, "tokenizer: text too long");
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
@@ -130,6 +127,8 @@ lp_tokenizer *lp_tok_new(lp_tokenizer_kind kind, const char *what) {
     snprintf(t->what, sizeof t->what, "%s", what ? what : "tokenizer");
     t->bos = t->eos = t->unk = -1;
     for (int b = 0; b < 256; b++) t->byte_sym[b] = -1;
+    for (int k = 0; k < LP_SPECIAL_COUNT; k++) t->special[k] = -1;
+    t->wp_max_chars = 100;
     return t;
 }
 
@@ -244,8 +243,8 @@ int lp_tok_merge_add(lp_tokenizer *t, const char *a, size_t na, const char *b, s
                      sbuf *scratch, const char *where) {
     int ia = lp_tok_piece_find(t, a, na), ib = lp_tok_piece_find(t, b, nb);
     scratch->n = 0;
-    int rc = sbuf_add(scratch, a, na);
-    if (!rc) rc = sbuf_add(scratch, b, nb);
+    int rc = lp_tok_sbuf_add(scratch, a, na);
+    if (!rc) rc = lp_tok_sbuf_add(scratch, b, nb);
     if (rc) return rc;
     int iab = lp_tok_piece_find(t, scratch->s, scratch->n);
     if (ia < 0 || ib < 0 || iab < 0)
@@ -284,8 +283,61 @@ int lp_tok_add_added(lp_tokenizer *t, int id, const char *s, size_t n) {
     t->added = a;
     uint32_t off;
     if ((rc = lp_tok_blob_add(t, s, n, &off))) return rc;
-    t->added[t->n_added++] = (added_tok){id, off, (uint32_t)n};
+    t->added[t->n_added++] = (added_tok){id, off, (uint32_t)n, false, false};
     return LP_OK;
+}
+
+void lp_tok_added_strip(lp_tokenizer *t, int id, bool lstrip, bool rstrip) {
+    for (int k = 0; k < t->n_added; k++)
+        if (t->added[k].id == id) t->added[k].lstrip = lstrip, t->added[k].rstrip = rstrip;
+}
+
+int lp_tok_template_add(lp_tokenizer *t, int which, int seq, int type_id, const int *ids, int n_ids) {
+    assert(which == 0 || which == 1);
+    if (t->n_tmpl[which] == LP_TOK_MAX_TMPL)
+        return lp_error(LP_EUNSUPPORTED, "%s: a post-processing template of more than %d pieces", t->what,
+                        LP_TOK_MAX_TMPL);
+    tmpl_piece *p = &t->tmpl[which][t->n_tmpl[which]];
+    *p = (tmpl_piece){(signed char)seq, type_id, t->n_tmpl_ids, 0};
+    if (seq < 0) {
+        if (n_ids > LP_TOK_MAX_TMPL_IDS - t->n_tmpl_ids)
+            return lp_error(LP_EUNSUPPORTED, "%s: post-processing templates with more than %d special ids", t->what,
+                            LP_TOK_MAX_TMPL_IDS);
+        for (int i = 0; i < n_ids; i++) {
+            if (ids[i] < 0 || ids[i] >= t->n_vocab)
+                return lp_error(LP_EFORMAT, "%s: post-processor special token id %d is outside the vocabulary of %d",
+                                t->what, ids[i], t->n_vocab);
+            t->tmpl_ids[t->n_tmpl_ids++] = ids[i];
+        }
+        p->n_ids = n_ids;
+    }
+    t->n_tmpl[which]++;
+    t->has_template = true;
+    return LP_OK;
+}
+
+static int template_3(lp_tokenizer *t, int which, int a, int seq, int type_id, int b) {
+    int rc = lp_tok_template_add(t, which, -1, type_id, &a, 1);
+    if (!rc) rc = lp_tok_template_add(t, which, seq, type_id, NULL, 0);
+    if (!rc) rc = lp_tok_template_add(t, which, -1, type_id, &b, 1);
+    return rc;
+}
+
+int lp_tok_template_bert(lp_tokenizer *t, int cls, int sep) {
+    int rc = template_3(t, 0, cls, 0, 0, sep);
+    if (!rc) rc = template_3(t, 1, cls, 0, 0, sep);
+    if (!rc) rc = lp_tok_template_add(t, 1, 1, 1, NULL, 0);
+    if (!rc) rc = lp_tok_template_add(t, 1, -1, 1, &sep, 1);
+    t->special[LP_SPECIAL_CLS] = cls, t->special[LP_SPECIAL_SEP] = sep;
+    return rc;
+}
+
+int lp_tok_template_roberta(lp_tokenizer *t, int cls, int sep) {
+    int rc = template_3(t, 0, cls, 0, 0, sep);
+    if (!rc) rc = template_3(t, 1, cls, 0, 0, sep);
+    if (!rc) rc = template_3(t, 1, sep, 1, 0, sep);
+    t->special[LP_SPECIAL_CLS] = cls, t->special[LP_SPECIAL_SEP] = sep;
+    return rc;
 }
 
 static bool parse_byte_piece(const char *s, size_t n, unsigned *byte) {
@@ -322,7 +374,7 @@ int lp_tok_finish(lp_tokenizer *t) {
         size_t n = e->p_len;
         unsigned byte;
         tmp.n = 0;
-        if (e->added) {
+        if (e->added || t->kind == LP_TOK_WORDPIECE) {
             e->b_off = e->p_off, e->b_len = e->p_len;
             continue;
         } else if (t->kind == LP_TOK_BYTE_BPE) {
@@ -333,23 +385,23 @@ int lp_tok_finish(lp_tokenizer *t) {
                 else if (k == 1) cp = (unsigned char)p[i];
                 if (k >= 1 && k <= 2 && cp < 324 && byte_of_cp[cp] >= 0) {
                     char c = (char)byte_of_cp[cp];
-                    rc = sbuf_add(&tmp, &c, 1);
+                    rc = lp_tok_sbuf_add(&tmp, &c, 1);
                 } else { /* not from the byte map: keep the text as it is */
                     if (k == 0) k = 1;
-                    rc = sbuf_add(&tmp, p + i, (size_t)k);
+                    rc = lp_tok_sbuf_add(&tmp, p + i, (size_t)k);
                 }
                 if (rc) goto fail;
                 i += (size_t)k;
             }
         } else if (parse_byte_piece(p, n, &byte)) {
             char c = (char)byte;
-            if ((rc = sbuf_add(&tmp, &c, 1))) goto fail;
+            if ((rc = lp_tok_sbuf_add(&tmp, &c, 1))) goto fail;
         } else {
             for (size_t i = 0; i < n;) {
                 if (n - i >= 3 && memcmp(p + i, LP_TOK_SPIECE_SPACE, 3) == 0) {
-                    rc = sbuf_add(&tmp, " ", 1), i += 3;
+                    rc = lp_tok_sbuf_add(&tmp, " ", 1), i += 3;
                 } else {
-                    rc = sbuf_add(&tmp, p + i, 1), i += 1;
+                    rc = lp_tok_sbuf_add(&tmp, p + i, 1), i += 1;
                 }
                 if (rc) goto fail;
             }
@@ -496,8 +548,8 @@ static bool pair_rank(const lp_tokenizer *t, bpe_work *w, int a, int b, double *
     }
     const tok_entry *ea = &t->tok[a], *eb = &t->tok[b];
     w->scratch.n = 0;
-    if (sbuf_add(&w->scratch, blob_at(t, ea->p_off), ea->p_len) ||
-        sbuf_add(&w->scratch, blob_at(t, eb->p_off), eb->p_len))
+    if (lp_tok_sbuf_add(&w->scratch, blob_at(t, ea->p_off), ea->p_len) ||
+        lp_tok_sbuf_add(&w->scratch, blob_at(t, eb->p_off), eb->p_len))
         return false; /* out of memory: treat as no merge; the text still encodes */
     int m = lp_tok_piece_find(t, w->scratch.s, w->scratch.n);
     if (m < 0 || !(t->tok[m].score > -1e10f)) return false;
@@ -567,14 +619,14 @@ static int encode_bytes_piece(const lp_tokenizer *t, const unsigned char *s, siz
         w->scratch.n = 0;
         for (size_t i = 0; i < n; i++) {
             char u[4];
-            if ((rc = sbuf_add(&w->scratch, u, (size_t)put_utf8(cp_of_byte[s[i]], u)))) return rc;
+            if ((rc = lp_tok_sbuf_add(&w->scratch, u, (size_t)put_utf8(cp_of_byte[s[i]], u)))) return rc;
         }
         int id = lp_tok_piece_find(t, w->scratch.s, w->scratch.n);
-        if (id >= 0) return ivec_push(out, id);
+        if (id >= 0) return lp_ivec_push(out, id);
     }
     size_t m = bpe_merge(t, w, n);
     for (size_t i = 0; i < m; i++)
-        if ((rc = ivec_push(out, w->id[i]))) return rc;
+        if ((rc = lp_ivec_push(out, w->id[i]))) return rc;
     return LP_OK;
 }
 
@@ -643,7 +695,7 @@ static int byte_level_split(const lp_tokenizer *t, const char *s, size_t n, bpe_
     int rc = LP_OK;
     if (n == 0) return LP_OK;
     if (t->add_prefix_space && s[0] != ' ') {
-        if ((rc = sbuf_add(&pre, " ", 1)) || (rc = sbuf_add(&pre, s, n))) goto done;
+        if ((rc = lp_tok_sbuf_add(&pre, " ", 1)) || (rc = lp_tok_sbuf_add(&pre, s, n))) goto done;
         s = pre.s, n = pre.n;
     }
     cx.orig = cx.scan = s;
@@ -663,7 +715,7 @@ static int byte_level_split(const lp_tokenizer *t, const char *s, size_t n, bpe_
                 const char *src = k ? s + i : "\xef\xbf\xbd";
                 size_t len = k ? (size_t)k : 3;
                 for (size_t j = 0; j < len; j++) orig_at[scan.n + j] = i;
-                if ((rc = sbuf_add(&scan, src, len))) goto done;
+                if ((rc = lp_tok_sbuf_add(&scan, src, len))) goto done;
                 i += k ? (size_t)k : 1;
             }
             orig_at[scan.n] = n;
@@ -724,7 +776,7 @@ static int encode_spiece_word(const lp_tokenizer *t, const char *s, size_t len, 
     if (rc) return rc;
     if (t->ignore_merges) {
         int id = lp_tok_piece_find(t, s, len);
-        if (id >= 0) return ivec_push(out, id);
+        if (id >= 0) return lp_ivec_push(out, id);
     }
     size_t n = 0;
     for (size_t i = 0; i < len;) {
@@ -735,7 +787,7 @@ static int encode_spiece_word(const lp_tokenizer *t, const char *s, size_t len, 
     }
     size_t m = bpe_merge(t, w, n);
     for (size_t i = 0; i < m; i++)
-        if ((rc = ivec_push(out, w->id[i]))) return rc;
+        if ((rc = lp_ivec_push(out, w->id[i]))) return rc;
     return LP_OK;
 }
 
@@ -751,27 +803,27 @@ static int spiece_normalize(const lp_tokenizer *t, const char *s, size_t n, sbuf
     size_t limit = n > (SIZE_MAX - LP_TOK_NORM_SLACK) / LP_TOK_NORM_FACTOR ? SIZE_MAX
                                                                           : n * LP_TOK_NORM_FACTOR + LP_TOK_NORM_SLACK;
     out->n = 0;
-    if ((rc = sbuf_add(out, s, n))) return rc;
+    if ((rc = lp_tok_sbuf_add(out, s, n))) return rc;
     for (int k = 0; k < t->n_norm; k++) {
         const norm_step *st = &t->norm[k];
         const char *a = blob_at(t, st->a_off), *b = blob_at(t, st->b_off);
         tmp->n = 0;
         if (st->op == NORM_PREPEND) {
             if (out->n == 0) continue;
-            if ((rc = sbuf_add(tmp, a, st->a_len)) || (rc = sbuf_add(tmp, out->s, out->n))) return rc;
+            if ((rc = lp_tok_sbuf_add(tmp, a, st->a_len)) || (rc = lp_tok_sbuf_add(tmp, out->s, out->n))) return rc;
         } else {
             for (size_t i = 0; i < out->n;) {
                 if (out->n - i >= st->a_len && memcmp(out->s + i, a, st->a_len) == 0) {
-                    rc = sbuf_add(tmp, b, st->b_len), i += st->a_len;
+                    rc = lp_tok_sbuf_add(tmp, b, st->b_len), i += st->a_len;
                 } else {
-                    rc = sbuf_add(tmp, out->s + i, 1), i++;
+                    rc = lp_tok_sbuf_add(tmp, out->s + i, 1), i++;
                 }
                 if (rc) return rc;
                 if (tmp->n > limit) return norm_too_long(t, n, limit);
             }
         }
         if (tmp->n > limit) return norm_too_long(t, n, limit);
-        if ((rc = sbuf_add(tmp, "", 0))) return rc; /* tmp->s non-NULL even when empty */
+        if ((rc = lp_tok_sbuf_add(tmp, "", 0))) return rc; /* tmp->s non-NULL even when empty */
         sbuf swap = *out;
         *out = *tmp, *tmp = swap;
     }
@@ -788,9 +840,9 @@ static int encode_spiece(const lp_tokenizer *t, const char *s, size_t n, bool at
         tmp.n = 0;
         bool starts = norm.n >= ml && memcmp(norm.s, ms, ml) == 0;
         bool prepend = t->metaspace_prepend == PREPEND_ALWAYS || (t->metaspace_prepend == PREPEND_FIRST && at_start);
-        if (prepend && !starts && (rc = sbuf_add(&tmp, ms, ml))) goto done;
+        if (prepend && !starts && (rc = lp_tok_sbuf_add(&tmp, ms, ml))) goto done;
         for (size_t i = 0; i < norm.n; i++) {
-            rc = norm.s[i] == ' ' ? sbuf_add(&tmp, ms, ml) : sbuf_add(&tmp, norm.s + i, 1);
+            rc = norm.s[i] == ' ' ? lp_tok_sbuf_add(&tmp, ms, ml) : lp_tok_sbuf_add(&tmp, norm.s + i, 1);
             if (rc) goto done;
         }
         sbuf swap = norm;
@@ -851,7 +903,7 @@ static int encode_llama2c(const lp_tokenizer *t, const char *s, size_t len, bool
     }
     size_t m = bpe_merge(t, w, n);
     for (size_t i = 0; i < m; i++)
-        if ((rc = ivec_push(out, w->id[i]))) return rc;
+        if ((rc = lp_ivec_push(out, w->id[i]))) return rc;
     return LP_OK;
 }
 
@@ -865,30 +917,101 @@ static int added_at(const lp_tokenizer *t, const char *s, size_t n) {
     return -1;
 }
 
+/* The length of the White_Space character that ends s[0..n), or 0. */
+static size_t space_before(const char *s, size_t n) {
+    size_t k = 1;
+    while (k < n && k < 4 && ((unsigned char)s[n - k] & 0xC0) == 0x80) k++;
+    int len = utf8_len((const unsigned char *)s + n - k, k);
+    if (len != (int)k) return 0;
+    uint32_t c = (unsigned char)s[n - k];
+    if (k > 1) {
+        c &= 0x3Fu >> (k - 1);
+        for (size_t j = 1; j < k; j++) c = (c << 6) | ((unsigned char)s[n - k + j] & 0x3Fu);
+    }
+    return lp_tok_is_white_space(c) ? k : 0;
+}
+
+/* The length of the White_Space character at s[0..n), or 0. */
+static size_t space_at(const char *s, size_t n) {
+    int k = utf8_len((const unsigned char *)s, n);
+    return k > 0 && space_before(s, (size_t)k) == (size_t)k ? (size_t)k : 0;
+}
+
+/* Encodes text without special tokens around it: the added tokens found in it, and each
+ * stretch between them by the tokenizer's own kind. */
+static int encode_text(const lp_tokenizer *t, const char *text, size_t len, bpe_work *w, ivec *out) {
+    int rc = LP_OK;
+    size_t seg = 0;
+    for (size_t i = 0; i <= len && !rc; i++) {
+        int k = i < len ? added_at(t, text + i, len - i) : -1;
+        if (k < 0 && i < len) continue;
+        const char *s = text + seg;
+        size_t end = i, step;
+        if (k >= 0 && t->added[k].lstrip)
+            while (end > seg && (step = space_before(s, end - seg)) > 0) end -= step;
+        if (t->kind == LP_TOK_BYTE_BPE) rc = encode_byte_level(t, s, end - seg, w, out);
+        else if (t->kind == LP_TOK_WORDPIECE) rc = lp_tok_wordpiece_encode(t, s, end - seg, out);
+        else rc = encode_spiece(t, s, end - seg, seg == 0, w, out);
+        if (rc || k < 0) break;
+        rc = lp_ivec_push(out, t->added[k].id);
+        i += t->added[k].len;
+        if (t->added[k].rstrip)
+            while (i < len && (step = space_at(text + i, len - i)) > 0) i += step;
+        seg = i--;
+    }
+    return rc;
+}
+
+/* Puts the ids of seqs[0] (and seqs[1] for a pair) into ids/types as the template (or, with
+ * none, BOS when add_special and the tokenizer adds it, then A, then B with type 1) says. */
+static int assemble(const lp_tokenizer *t, const ivec *seqs, int n_seqs, bool add_special, int *ids, int *types,
+                    int cap, int *n) {
+    size_t need = 0;
+    const int which = n_seqs - 1;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t at = 0;
+#define PUT(id_, type_)                                                                                                \
+    do {                                                                                                               \
+        if (pass == 1) {                                                                                               \
+            ids[at] = (id_);                                                                                           \
+            if (types) types[at] = (type_);                                                                            \
+        }                                                                                                              \
+        at++;                                                                                                          \
+    } while (0)
+        if (t->has_template && t->n_tmpl[which] > 0) {
+            for (int p = 0; p < t->n_tmpl[which]; p++) {
+                const tmpl_piece *pc = &t->tmpl[which][p];
+                if (pc->seq < 0) {
+                    if (add_special)
+                        for (int j = 0; j < pc->n_ids; j++) PUT(t->tmpl_ids[pc->id_at + j], pc->type_id);
+                } else if (pc->seq < n_seqs) {
+                    for (size_t j = 0; j < seqs[pc->seq].n; j++) PUT(seqs[pc->seq].v[j], pc->type_id);
+                }
+            }
+        } else {
+            if (add_special && t->bos >= 0) PUT(t->bos, 0);
+            for (int s = 0; s < n_seqs; s++)
+                for (size_t j = 0; j < seqs[s].n; j++) PUT(seqs[s].v[j], s);
+        }
+#undef PUT
+        need = at;
+        if (pass == 0 && need > (size_t)(cap > 0 ? cap : 0)) {
+            *n = need > INT_MAX ? INT_MAX : (int)need;
+            return lp_error(LP_ERANGE, "%s: encoding needs %zu ids, buffer holds %d", t->what, need, cap);
+        }
+    }
+    *n = (int)need;
+    return LP_OK;
+}
+
 int lp_tokenizer_encode(const lp_tokenizer *t, const char *text, size_t len, bool add_bos, int *ids, int cap,
                         int *n) {
     assert(t && n && (text || len == 0) && (ids || cap <= 0));
+    *n = 0;
+    if (t->kind != LP_TOK_LLAMA2C) return lp_tokenizer_encode_pair(t, text, len, NULL, 0, add_bos, ids, NULL, cap, n);
     ivec out = {0};
     bpe_work w = {0};
-    int rc = LP_OK;
-    *n = 0;
-    if (t->kind == LP_TOK_LLAMA2C) {
-        rc = encode_llama2c(t, text, len, add_bos, &w, &out);
-    } else {
-        if (add_bos && t->bos >= 0) rc = ivec_push(&out, t->bos);
-        size_t seg = 0;
-        for (size_t i = 0; i <= len && !rc; i++) {
-            int k = i < len ? added_at(t, text + i, len - i) : -1;
-            if (k < 0 && i < len) continue;
-            const char *s = text + seg;
-            if (t->kind == LP_TOK_BYTE_BPE) rc = encode_byte_level(t, s, i - seg, &w, &out);
-            else rc = encode_spiece(t, s, i - seg, seg == 0, &w, &out);
-            if (rc || k < 0) break;
-            rc = ivec_push(&out, t->added[k].id);
-            i += t->added[k].len - 1;
-            seg = i + 1;
-        }
-    }
+    int rc = encode_llama2c(t, text, len, add_bos, &w, &out);
     if (!rc) {
         if (out.n > (size_t)(cap > 0 ? cap : 0)) {
             *n = out.n > INT_MAX ? INT_MAX : (int)out.n;
@@ -903,6 +1026,27 @@ int lp_tokenizer_encode(const lp_tokenizer *t, const char *text, size_t len, boo
     return rc;
 }
 
+int lp_tokenizer_encode_pair(const lp_tokenizer *t, const char *a, size_t alen, const char *b, size_t blen,
+                             bool add_special, int *ids, int *types, int cap, int *n) {
+    assert(t && n && (a || alen == 0) && (ids || cap <= 0));
+    ivec seqs[2] = {{0}, {0}};
+    bpe_work w = {0};
+    int n_seqs = b ? 2 : 1, rc = LP_OK;
+    *n = 0;
+    if (t->kind == LP_TOK_LLAMA2C) {
+        for (int s = 0; s < n_seqs && !rc; s++)
+            rc = encode_llama2c(t, s ? b : a, s ? blen : alen, add_special && s == 0, &w, &seqs[s]);
+        add_special = false; /* BOS is in already */
+    } else {
+        for (int s = 0; s < n_seqs && !rc; s++) rc = encode_text(t, s ? b : a, s ? blen : alen, &w, &seqs[s]);
+    }
+    if (!rc) rc = assemble(t, seqs, n_seqs, add_special, ids, types, cap, n);
+    free(seqs[0].v);
+    free(seqs[1].v);
+    bpe_work_free(&w);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- decoding and lookups */
 
 lp_tokenizer_kind lp_tokenizer_kind_of(const lp_tokenizer *t) { return t->kind; }
@@ -912,6 +1056,7 @@ const char *lp_tokenizer_kind_name(const lp_tokenizer *t) {
     case LP_TOK_BYTE_BPE: return "gpt2-bpe";
     case LP_TOK_SPIECE_BPE: return "sentencepiece-bpe";
     case LP_TOK_LLAMA2C: return "llama2c";
+    case LP_TOK_WORDPIECE: return "wordpiece";
     }
     return "?";
 }
@@ -920,6 +1065,25 @@ int lp_tokenizer_vocab_size(const lp_tokenizer *t) { return t->n_vocab; }
 int lp_tokenizer_bos(const lp_tokenizer *t) { return t->bos; }
 int lp_tokenizer_eos(const lp_tokenizer *t) { return t->eos; }
 bool lp_tokenizer_adds_bos(const lp_tokenizer *t) { return t->adds_bos; }
+
+int lp_tokenizer_special(const lp_tokenizer *t, lp_special which) {
+    switch (which) {
+    case LP_SPECIAL_BOS: return t->bos;
+    case LP_SPECIAL_EOS: return t->eos;
+    case LP_SPECIAL_UNK: return t->special[which] >= 0 ? t->special[which] : t->unk;
+    case LP_SPECIAL_CLS: case LP_SPECIAL_SEP: case LP_SPECIAL_MASK: case LP_SPECIAL_PAD: return t->special[which];
+    case LP_SPECIAL_COUNT: break;
+    }
+    return -1;
+}
+
+/* The tokens decode leaves out: BOS and EOS, and for WordPiece the template's [CLS] and
+ * [SEP] and [PAD] too. */
+static bool decode_skips(const lp_tokenizer *t, int id) {
+    if (id == t->bos || id == t->eos) return true;
+    return t->kind == LP_TOK_WORDPIECE && (id == t->special[LP_SPECIAL_CLS] || id == t->special[LP_SPECIAL_SEP] ||
+                                          id == t->special[LP_SPECIAL_PAD]);
+}
 
 const char *lp_tokenizer_token_bytes(const lp_tokenizer *t, int id, size_t *len) {
     if (id < 0 || id >= t->n_vocab || t->tok[id].b_off == NONE) {
@@ -941,6 +1105,24 @@ int lp_tokenizer_piece_to_id(const lp_tokenizer *t, const char *piece) {
 
 int lp_tokenizer_decode(const lp_tokenizer *t, const int *ids, int n, char *buf, size_t cap, size_t *len) {
     assert(t && len && (ids || n <= 0) && (buf || cap == 0));
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= t->n_vocab)
+            return lp_error(LP_EINVAL, "%s: token id %d (at %d) is outside the vocabulary of %d", t->what, ids[i], i,
+                            t->n_vocab);
+    if (t->kind == LP_TOK_WORDPIECE) {
+        sbuf out = {0};
+        int rc = lp_tok_wordpiece_decode(t, ids, n, decode_skips, &out);
+        if (!rc && cap < out.n + 1) {
+            *len = out.n + 1;
+            rc = lp_error(LP_ERANGE, "%s: decoded text needs %zu bytes, buffer holds %zu", t->what, out.n + 1, cap);
+        } else if (!rc) {
+            if (out.n) memcpy(buf, out.s, out.n);
+            buf[out.n] = '\0';
+            *len = out.n;
+        }
+        free(out.s);
+        return rc;
+    }
     size_t need = 0;
     bool first = true, strip = false;
     for (int i = 0; i < n; i++) {

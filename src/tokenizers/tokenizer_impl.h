@@ -41,7 +41,18 @@ typedef struct {
 typedef struct {
     int id;
     uint32_t off, len;
+    bool lstrip, rstrip; /* the match takes the whitespace before / after it along */
 } added_tok;
+
+/* One piece of a post-processing template: a sequence (A or B) or a special token that
+ * stands for n_ids ids at tmpl_ids[id_at..]; every token it gives has type type_id. */
+#define LP_TOK_MAX_TMPL 16
+#define LP_TOK_MAX_TMPL_IDS 64
+typedef struct {
+    signed char seq; /* 0: A, 1: B, -1: a special token */
+    int type_id;
+    int id_at, n_ids;
+} tmpl_piece;
 
 typedef enum { NORM_PREPEND, NORM_REPLACE } norm_op;
 
@@ -97,6 +108,22 @@ struct lp_tokenizer {
     prepend_scheme metaspace_prepend;
     uint32_t ms_off, ms_len; /* the Metaspace replacement character */
     bool strip_leading_space; /* decode drops the space the encoder prepended */
+
+    /* post-processing: [0] single, [1] pair */
+    bool has_template;
+    tmpl_piece tmpl[2][LP_TOK_MAX_TMPL];
+    int n_tmpl[2];
+    int tmpl_ids[LP_TOK_MAX_TMPL_IDS];
+    int n_tmpl_ids;
+    int special[LP_SPECIAL_COUNT]; /* the roles CLS .. UNK (BOS and EOS are bos, eos; UNK falls back to unk) */
+
+    /* WordPiece (tokenizer_wordpiece.c) */
+    uint32_t wp_prefix_off, wp_prefix_len; /* continuing_subword_prefix, "##" */
+    int wp_max_chars;                      /* max_input_chars_per_word */
+    bool wp_cleanup;                       /* the decoder's cleanup */
+    bool bert_norm;                        /* BertNormalizer, with: */
+    bool bn_clean, bn_chinese, bn_strip, bn_lower;
+    bool bert_pretok; /* BertPreTokenizer; without it a segment is one word */
 };
 
 /* A growing byte buffer (NUL-terminated once anything is added); zero-initialise, free s. */
@@ -142,6 +169,32 @@ int lp_tok_compile_regex(lp_tokenizer *t, const char *pattern);
 /* Works out each token's bytes, the initial symbol of each byte, and the added-token index.
  * Call last, once kind and the vocabulary are final. */
 int lp_tok_finish(lp_tokenizer *t);
+
+/* Records that added token id also takes the whitespace before (lstrip) or after (rstrip)
+ * it when matched; call after lp_tok_add_added. */
+void lp_tok_added_strip(lp_tokenizer *t, int id, bool lstrip, bool rstrip);
+/* Appends a template piece to template which (0 single, 1 pair): seq 0/1 for A/B, or -1
+ * and the ids of a special token. */
+int lp_tok_template_add(lp_tokenizer *t, int which, int seq, int type_id, const int *ids, int n_ids);
+/* Sets BERT's templates ([CLS] A [SEP], [CLS] A [SEP] B:1 [SEP]:1) or RoBERTa's (<s> A </s>,
+ * <s> A </s> </s> B </s>, all type 0) from the two ids. */
+int lp_tok_template_bert(lp_tokenizer *t, int cls, int sep);
+int lp_tok_template_roberta(lp_tokenizer *t, int cls, int sep);
+
+/* WordPiece (tokenizer_wordpiece.c): encodes one segment of text (between added tokens):
+ * the BertNormalizer, the BertPreTokenizer, then greedy longest-match-first per word. */
+typedef struct lp_ivec {
+    int *v;
+    size_t n, cap;
+} lp_ivec;
+int lp_ivec_push(lp_ivec *a, int x);
+int lp_tok_wordpiece_encode(const lp_tokenizer *t, const char *s, size_t n, lp_ivec *out);
+/* Decodes ids as Hugging Face's WordPiece decoder into out; skip(id) drops a token. */
+int lp_tok_wordpiece_decode(const lp_tokenizer *t, const int *ids, int n, bool (*skip)(const lp_tokenizer *, int),
+                            sbuf *out);
+int lp_tok_sbuf_add(sbuf *b, const void *s, size_t n);
+/* Unicode White_Space (Rust's char::is_whitespace, which Hugging Face's tokenizers use). */
+bool lp_tok_is_white_space(uint32_t c);
 
 /* Pre-splitting without encoding, for code that learns from text the way encode will cut
  * it (bpe_train.c). fn gets each piece's original bytes; a nonzero return stops the split

@@ -8,6 +8,7 @@
 #include "loupe/fileio.h"
 
 #include <jansson.h>
+#include <utf8proc.h>
 
 #include <assert.h>
 #include <limits.h>
@@ -21,6 +22,13 @@ static const char GPT2_PATTERN[] = LP_TOK_GPT2_PATTERN;
 static const char *base_name(const char *path) {
     const char *s = strrchr(path, '/');
     return s ? s + 1 : path;
+}
+
+static const char *jstr(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
+
+static bool jbool(json_t *o, const char *key, bool dflt) {
+    json_t *v = json_object_get(o, key);
+    return json_is_boolean(v) ? json_is_true(v) : dflt;
 }
 
 /* ---------------------------------------------------------------- llama2.c tokenizer.bin */
@@ -127,7 +135,37 @@ static int load_json_file(const char *path, json_t **out) {
     return lp_json_load_file(path, LP_JSON_MAX_TOKENIZER, 0, out);
 }
 
-int lp_tokenizer_load_gpt2(lp_tokenizer **out, const char *vocab_json_path, const char *merges_txt_path) {
+/* RoBERTa's special tokens (RobertaTokenizer's defaults) and the roles they play. */
+static const struct {
+    const char *name;
+    lp_special role;
+    bool lstrip;
+} ROBERTA_SPECIALS[] = {{"<s>", LP_SPECIAL_CLS, false},   {"<pad>", LP_SPECIAL_PAD, false},
+                        {"</s>", LP_SPECIAL_SEP, false},  {"<unk>", LP_SPECIAL_UNK, false},
+                        {"<mask>", LP_SPECIAL_MASK, true}};
+
+/* RobertaTokenizer on GPT-2's files: its specials (those in the vocabulary) are added tokens,
+ * <s> and </s> are BOS/EOS and CLS/SEP, and the template is RoBERTa's. */
+static int make_roberta(lp_tokenizer *t) {
+    int id[5];
+    for (int k = 0; k < 5; k++) {
+        const char *name = ROBERTA_SPECIALS[k].name;
+        id[k] = lp_tok_piece_find(t, name, strlen(name));
+        if (id[k] < 0) continue;
+        int rc = lp_tok_add_added(t, id[k], name, strlen(name));
+        if (rc) return rc;
+        lp_tok_added_strip(t, id[k], ROBERTA_SPECIALS[k].lstrip, false);
+        t->special[ROBERTA_SPECIALS[k].role] = id[k];
+    }
+    t->unk = id[3];
+    t->bos = id[0], t->eos = id[2];
+    if (id[0] < 0 || id[2] < 0)
+        return lp_error(LP_EFORMAT, "%s: a RoBERTa vocabulary needs <s> and </s>", t->what);
+    t->adds_bos = true;
+    return lp_tok_template_roberta(t, id[0], id[2]);
+}
+
+static int load_gpt2(lp_tokenizer **out, const char *vocab_json_path, const char *merges_txt_path, bool roberta) {
     assert(out && vocab_json_path && merges_txt_path);
     *out = NULL;
     json_t *vocab = NULL;
@@ -178,11 +216,173 @@ int lp_tokenizer_load_gpt2(lp_tokenizer **out, const char *vocab_json_path, cons
         if ((rc = lp_tok_add_added(t, eot, "<|endoftext|>", 13))) goto done;
         t->bos = t->eos = eot;
     }
+    if (roberta && (rc = make_roberta(t))) goto done;
     rc = lp_tok_finish(t);
 done:
     json_decref(vocab);
     free(merges);
     free(scratch.s);
+    if (rc) {
+        lp_tokenizer_free(t);
+        return rc;
+    }
+    *out = t;
+    return LP_OK;
+}
+
+int lp_tokenizer_load_gpt2(lp_tokenizer **out, const char *vocab_json_path, const char *merges_txt_path) {
+    return load_gpt2(out, vocab_json_path, merges_txt_path, false);
+}
+
+int lp_tokenizer_load_roberta(lp_tokenizer **out, const char *vocab_json_path, const char *merges_txt_path) {
+    return load_gpt2(out, vocab_json_path, merges_txt_path, true);
+}
+
+/* ---------------------------------------------------------------- BERT's vocab.txt */
+
+
+/* A special token's name in tokenizer_config.json: a string, or an AddedToken {"content": ..}. */
+static const char *config_token(json_t *cfg, const char *key, const char *dflt) {
+    json_t *v = json_object_get(cfg, key);
+    if (json_is_string(v)) return json_string_value(v);
+    if (json_is_string(json_object_get(v, "content"))) return jstr(v, "content");
+    return dflt;
+}
+
+/* WordPiece with BERT's defaults (100 characters a word, the decoder's cleanup on) and the
+ * given continuing-subword prefix. */
+static int wordpiece_defaults(lp_tokenizer *t, const char *prefix) {
+    t->kind = LP_TOK_WORDPIECE;
+    t->wp_max_chars = 100;
+    t->wp_cleanup = true;
+    t->wp_prefix_len = (uint32_t)strlen(prefix);
+    return lp_tok_blob_add(t, prefix, t->wp_prefix_len, &t->wp_prefix_off);
+}
+
+/* A token listed twice keeps its last id, as the map Hugging Face fills line by line does;
+ * the earlier ids become gaps. lp_tok_index_pieces finds the first, so index again. */
+static int keep_last_duplicates(lp_tokenizer *t) {
+    int n = t->n_vocab, rc = LP_OK;
+    int *last = malloc((size_t)n * sizeof *last);
+    if (!last) return lp_error(LP_ENOMEM, "%s: out of memory", t->what);
+    bool dup = false;
+    for (int id = 0; id < n; id++) {
+        const tok_entry *e = &t->tok[id];
+        int first = e->p_off == UINT32_MAX ? -1 : lp_tok_piece_find(t, t->blob + e->p_off, e->p_len);
+        last[id] = -1;
+        if (first >= 0) last[first] = id, dup |= first != id;
+    }
+    if (dup) {
+        /* last[first] is the id that wins: the others lose their piece (in a second pass, as
+         * the lookups need every piece in place) */
+        unsigned char *lose = calloc((size_t)n, 1);
+        if (!lose) {
+            free(last);
+            return lp_error(LP_ENOMEM, "%s: out of memory", t->what);
+        }
+        for (int id = 0; id < n; id++) {
+            const tok_entry *e = &t->tok[id];
+            int first = e->p_off == UINT32_MAX ? -1 : lp_tok_piece_find(t, t->blob + e->p_off, e->p_len);
+            lose[id] = first >= 0 && last[first] != id;
+        }
+        for (int id = 0; id < n; id++)
+            if (lose[id]) t->tok[id].p_off = UINT32_MAX;
+        free(lose);
+        free(t->piece_tab);
+        t->piece_tab = NULL;
+        rc = lp_tok_index_pieces(t);
+    }
+    free(last);
+    return rc;
+}
+
+/* Finds a special token's id and makes it an added token (matched whole in text). */
+static int add_named_special(lp_tokenizer *t, const char *name, lp_special role) {
+    int id = name ? lp_tok_piece_find(t, name, strlen(name)) : -1;
+    t->special[role] = id;
+    if (id < 0 || t->tok[id].added) return LP_OK;
+    return lp_tok_add_added(t, id, name, strlen(name));
+}
+
+int lp_tokenizer_load_vocab_txt(lp_tokenizer **out, const char *path, const char *config_path) {
+    assert(out && path);
+    *out = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    json_t *cfg = NULL;
+    lp_tokenizer *t = lp_tok_new(LP_TOK_WORDPIECE, path);
+    if (!t) return lp_error(LP_ENOMEM, "%s: out of memory", path);
+    int rc = lp_file_read_new(path, &text, &len);
+    if (!rc && config_path) rc = load_json_file(config_path, &cfg);
+    if (!rc && cfg && !json_is_object(cfg)) rc = lp_error(LP_EFORMAT, "%s: not a JSON object", config_path);
+    if (rc) goto done;
+    /* one token a line (the last needs no newline), its id the line number; trailing
+     * whitespace is not part of it (as tokenizers' WordPiece::read_file) */
+    size_t lines = 0;
+    for (size_t at = 0; at < len; lines++) {
+        const char *nl = memchr(text + at, '\n', len - at);
+        at = nl ? (size_t)(nl - text) + 1 : len;
+    }
+    if (lines == 0) {
+        rc = lp_error(LP_EFORMAT, "%s: the vocabulary is empty", path);
+        goto done;
+    }
+    if (lines > (1u << 24)) {
+        rc = lp_error(LP_EFORMAT, "%s: %zu lines; a vocabulary of more than 2^24 tokens is not supported", path, lines);
+        goto done;
+    }
+    if ((rc = lp_tok_alloc_vocab(t, (int)lines))) goto done;
+    size_t at = 0;
+    for (int id = 0; id < (int)lines; id++) {
+        const char *line = text + at, *nl = memchr(line, '\n', len - at);
+        size_t n = nl ? (size_t)(nl - line) : len - at;
+        at += n + 1;
+        for (size_t i = 0; i < n;) {
+            int k = (int)utf8proc_iterate((const utf8proc_uint8_t *)line + i, (utf8proc_ssize_t)(n - i),
+                                          &(utf8proc_int32_t){0});
+            if (k <= 0) {
+                rc = lp_error(LP_EFORMAT, "%s: line %d: not UTF-8 (byte 0x%02X at column %zu)", path, id + 1,
+                              (unsigned char)line[i], i + 1);
+                goto done;
+            }
+            i += (size_t)k;
+        }
+        while (n > 0) { /* trim_end: White_Space, one character at a time from the end */
+            size_t k = 1;
+            while (k < n && k < 4 && ((unsigned char)line[n - k] & 0xC0) == 0x80) k++;
+            utf8proc_int32_t c;
+            utf8proc_iterate((const utf8proc_uint8_t *)line + n - k, (utf8proc_ssize_t)k, &c);
+            if (!lp_tok_is_white_space((uint32_t)c)) break;
+            n -= k;
+        }
+        if ((rc = lp_tok_set_piece(t, id, line, n))) goto done;
+    }
+    if ((rc = lp_tok_index_pieces(t)) || (rc = keep_last_duplicates(t))) goto done;
+
+    bool lower = jbool(cfg, "do_lower_case", true);
+    json_t *strip = json_object_get(cfg, "strip_accents");
+    if ((rc = wordpiece_defaults(t, "##"))) goto done;
+    t->bert_norm = t->bert_pretok = true;
+    t->bn_clean = true;
+    t->bn_chinese = jbool(cfg, "tokenize_chinese_chars", true);
+    t->bn_lower = lower;
+    t->bn_strip = json_is_boolean(strip) ? json_is_true(strip) : lower;
+    const char *unk = config_token(cfg, "unk_token", "[UNK]");
+    if ((rc = add_named_special(t, config_token(cfg, "pad_token", "[PAD]"), LP_SPECIAL_PAD)) ||
+        (rc = add_named_special(t, unk, LP_SPECIAL_UNK)) ||
+        (rc = add_named_special(t, config_token(cfg, "cls_token", "[CLS]"), LP_SPECIAL_CLS)) ||
+        (rc = add_named_special(t, config_token(cfg, "sep_token", "[SEP]"), LP_SPECIAL_SEP)) ||
+        (rc = add_named_special(t, config_token(cfg, "mask_token", "[MASK]"), LP_SPECIAL_MASK)))
+        goto done;
+    t->unk = lp_tok_piece_find(t, unk, strlen(unk));
+    if (t->special[LP_SPECIAL_CLS] >= 0 && t->special[LP_SPECIAL_SEP] >= 0) {
+        if ((rc = lp_tok_template_bert(t, t->special[LP_SPECIAL_CLS], t->special[LP_SPECIAL_SEP]))) goto done;
+        t->adds_bos = true;
+    }
+    rc = lp_tok_finish(t);
+done:
+    free(text);
+    json_decref(cfg);
     if (rc) {
         lp_tokenizer_free(t);
         return rc;
@@ -199,12 +399,6 @@ typedef struct {
     bool metaspace;
 } pretok_info;
 
-static const char *jstr(json_t *o, const char *key) { return json_string_value(json_object_get(o, key)); }
-
-static bool jbool(json_t *o, const char *key, bool dflt) {
-    json_t *v = json_object_get(o, key);
-    return json_is_boolean(v) ? json_is_true(v) : dflt;
-}
 
 static int add_norm_string(lp_tokenizer *t, const char *s, uint32_t *off, uint32_t *len) {
     *len = (uint32_t)strlen(s);
@@ -362,6 +556,162 @@ static int merge_strings(json_t *m, const char **a, size_t *na, const char **b, 
     return -1;
 }
 
+/* The ids of a special token a TemplateProcessing names: its "ids" in special_tokens, else
+ * the vocabulary's id for the name. */
+static int template_special_ids(lp_tokenizer *t, json_t *pp, const char *name, int *ids, int *n_ids,
+                                const char *path) {
+    json_t *list = json_object_get(json_object_get(json_object_get(pp, "special_tokens"), name), "ids");
+    if (!json_is_array(list)) {
+        ids[0] = lp_tok_piece_find(t, name, strlen(name));
+        if (ids[0] < 0)
+            return lp_error(LP_EFORMAT, "%s: post_processor: special token \"%.60s\" has no ids and is not in the "
+                            "vocabulary", path, name);
+        *n_ids = 1;
+        return LP_OK;
+    }
+    size_t n = json_array_size(list), i;
+    json_t *v;
+    if (n > LP_TOK_MAX_TMPL_IDS)
+        return lp_error(LP_EUNSUPPORTED, "%s: post_processor: special token \"%.60s\" has %zu ids (at most %d)", path,
+                        name, n, LP_TOK_MAX_TMPL_IDS);
+    json_array_foreach(list, i, v) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= t->n_vocab)
+            return lp_error(LP_EFORMAT, "%s: post_processor: special token \"%.60s\" has an id outside the "
+                            "vocabulary of %d", path, name, t->n_vocab);
+        ids[i] = (int)json_integer_value(v);
+    }
+    *n_ids = (int)n;
+    return LP_OK;
+}
+
+/* One of TemplateProcessing's lists ("single" or "pair") into template which. */
+static int parse_template(lp_tokenizer *t, json_t *pp, int which, const char *path) {
+    json_t *list = json_object_get(pp, which ? "pair" : "single"), *v;
+    size_t i;
+    if (!json_is_array(list))
+        return lp_error(LP_EFORMAT, "%s: TemplateProcessing has no \"%s\" list", path, which ? "pair" : "single");
+    json_array_foreach(list, i, v) {
+        json_t *sp = json_object_get(v, "SpecialToken"), *sq = json_object_get(v, "Sequence");
+        json_t *piece = sp ? sp : sq, *type = json_object_get(piece, "type_id");
+        const char *id = jstr(piece, "id");
+        if (!id || !json_is_integer(type) || json_integer_value(type) < 0 || json_integer_value(type) > 1 << 16)
+            return lp_error(LP_EFORMAT, "%s: TemplateProcessing %s[%zu] is neither a SpecialToken nor a Sequence "
+                            "with an \"id\" and a \"type_id\"", path, which ? "pair" : "single", i);
+        int rc, type_id = (int)json_integer_value(type);
+        if (sp) {
+            int ids[LP_TOK_MAX_TMPL_IDS], n = 0;
+            if ((rc = template_special_ids(t, pp, id, ids, &n, path))) return rc;
+            if (n == 0) continue;
+            rc = lp_tok_template_add(t, which, -1, type_id, ids, n);
+        } else {
+            if (strcmp(id, "A") != 0 && strcmp(id, "B") != 0)
+                return lp_error(LP_EFORMAT, "%s: TemplateProcessing sequence \"%.20s\" is neither A nor B", path, id);
+            rc = lp_tok_template_add(t, which, id[0] - 'A', type_id, NULL, 0);
+        }
+        if (rc) return rc;
+    }
+    return LP_OK;
+}
+
+/* BertProcessing's and RobertaProcessing's ["name", id] pairs. */
+static int processing_token(lp_tokenizer *t, json_t *pp, const char *key, const char *path) {
+    json_t *v = json_object_get(pp, key), *id = json_array_get(v, 1);
+    if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= t->n_vocab) {
+        lp_error(LP_EFORMAT, "%s: post_processor \"%s\" is not [\"token\", id] with an id in the vocabulary of %d",
+                 path, key, t->n_vocab);
+        return -1;
+    }
+    return (int)json_integer_value(id);
+}
+
+/* The post_processor: TemplateProcessing, BertProcessing, RobertaProcessing (in a Sequence
+ * too) become the tokenizer's template; ByteLevel changes only offsets; others are not read. */
+static int parse_post_processor(lp_tokenizer *t, json_t *pp, const char *path, int depth) {
+    const char *type = jstr(pp, "type");
+    if (!type) return LP_OK;
+    if (strcmp(type, "Sequence") == 0) {
+        if (depth >= 4)
+            return lp_error(LP_EUNSUPPORTED, "%s: post_processor Sequences nested more than 4 deep", path);
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(pp, "processors"), i, v) {
+            int rc = parse_post_processor(t, v, path, depth + 1);
+            if (rc) return rc;
+        }
+        return LP_OK;
+    }
+    bool tmpl = strcmp(type, "TemplateProcessing") == 0, bert = strcmp(type, "BertProcessing") == 0,
+         roberta = strcmp(type, "RobertaProcessing") == 0;
+    if (!tmpl && !bert && !roberta) return LP_OK;
+    if (t->has_template)
+        return lp_error(LP_EUNSUPPORTED, "%s: more than one post_processor that adds special tokens", path);
+    if (tmpl) {
+        int rc = parse_template(t, pp, 0, path);
+        if (!rc) rc = parse_template(t, pp, 1, path);
+        if (rc) return rc;
+        t->has_template = true;
+        /* [CLS] $A [SEP]: a special token on each side of A gives the CLS and SEP roles */
+        const tmpl_piece *p = t->tmpl[0];
+        if (t->n_tmpl[0] == 3 && p[0].seq < 0 && p[0].n_ids == 1 && p[1].seq == 0 && p[2].seq < 0 && p[2].n_ids == 1) {
+            t->special[LP_SPECIAL_CLS] = t->tmpl_ids[p[0].id_at];
+            t->special[LP_SPECIAL_SEP] = t->tmpl_ids[p[2].id_at];
+        }
+        return LP_OK;
+    }
+    int cls = processing_token(t, pp, "cls", path), sep = cls < 0 ? -1 : processing_token(t, pp, "sep", path);
+    if (cls < 0 || sep < 0) return LP_EFORMAT;
+    return bert ? lp_tok_template_bert(t, cls, sep) : lp_tok_template_roberta(t, cls, sep);
+}
+
+/* The parts of a WordPiece tokenizer.json besides the vocabulary and the added tokens:
+ * model options, BertNormalizer, BertPreTokenizer, the WordPiece decoder. */
+static int load_wordpiece_json(lp_tokenizer *t, json_t *root, json_t *model, const char *path) {
+    const char *prefix = jstr(model, "continuing_subword_prefix");
+    json_t *max = json_object_get(model, "max_input_chars_per_word");
+    int rc = wordpiece_defaults(t, prefix ? prefix : "##");
+    if (rc) return rc;
+    if (json_is_integer(max)) {
+        if (json_integer_value(max) < 0)
+            return lp_error(LP_EFORMAT, "%s: model.max_input_chars_per_word is negative", path);
+        t->wp_max_chars = json_integer_value(max) > INT_MAX ? INT_MAX : (int)json_integer_value(max);
+    }
+    const char *unk = jstr(model, "unk_token");
+    if (!unk) unk = "[UNK]";
+    t->unk = lp_tok_piece_find(t, unk, strlen(unk));
+    t->special[LP_SPECIAL_UNK] = t->unk;
+
+    json_t *nz = json_object_get(root, "normalizer");
+    const char *type = jstr(nz, "type");
+    if (type && strcmp(type, "BertNormalizer") == 0) {
+        t->bert_norm = true;
+        t->bn_clean = jbool(nz, "clean_text", true);
+        t->bn_chinese = jbool(nz, "handle_chinese_chars", true);
+        t->bn_lower = jbool(nz, "lowercase", true);
+        t->bn_strip = jbool(nz, "strip_accents", t->bn_lower); /* null: as lowercase */
+    } else if (nz && !json_is_null(nz)) {
+        return lp_error(LP_EUNSUPPORTED, "%s: normalizer \"%s\" is not supported with WordPiece (only "
+                        "BertNormalizer)", path, type ? type : "(no type)");
+    }
+    json_t *pt = json_object_get(root, "pre_tokenizer");
+    type = jstr(pt, "type");
+    if (type && strcmp(type, "BertPreTokenizer") == 0) {
+        t->bert_pretok = true;
+    } else if (pt && !json_is_null(pt)) {
+        return lp_error(LP_EUNSUPPORTED, "%s: pre_tokenizer \"%s\" is not supported with WordPiece (only "
+                        "BertPreTokenizer)", path, type ? type : "(no type)");
+    }
+    json_t *dec = json_object_get(root, "decoder");
+    if (jstr(dec, "type") && strcmp(jstr(dec, "type"), "WordPiece") == 0) {
+        t->wp_cleanup = jbool(dec, "cleanup", true);
+        const char *dp = jstr(dec, "prefix");
+        if (dp && strcmp(dp, prefix ? prefix : "##") != 0)
+            return lp_error(LP_EUNSUPPORTED, "%s: the WordPiece decoder's prefix \"%.20s\" is not the model's", path,
+                            dp);
+    }
+    t->bos = t->eos = -1;
+    return LP_OK;
+}
+
 int lp_tokenizer_load_json(lp_tokenizer **out, const char *path) {
     assert(out && path);
     *out = NULL;
@@ -378,13 +728,15 @@ int lp_tokenizer_load_json(lp_tokenizer **out, const char *path) {
         goto done;
     }
     const char *type = jstr(model, "type");
-    if (type ? strcmp(type, "BPE") != 0 : !json_object_get(model, "merges")) {
-        rc = lp_error(LP_EUNSUPPORTED, "%s: model type \"%s\" is not supported (only BPE)", path,
+    bool wordpiece = type ? strcmp(type, "WordPiece") == 0
+                          : !json_object_get(model, "merges") && json_object_get(model, "max_input_chars_per_word");
+    if (!wordpiece && (type ? strcmp(type, "BPE") != 0 : !json_object_get(model, "merges"))) {
+        rc = lp_error(LP_EUNSUPPORTED, "%s: model type \"%s\" is not supported (only BPE and WordPiece)", path,
                       type ? type : "(none)");
         goto done;
     }
     const char *cont = jstr(model, "continuing_subword_prefix"), *suffix = jstr(model, "end_of_word_suffix");
-    if ((cont && *cont) || (suffix && *suffix)) {
+    if (!wordpiece && ((cont && *cont) || (suffix && *suffix))) {
         rc = lp_error(LP_EUNSUPPORTED, "%s: BPE with a subword prefix or word suffix is not supported", path);
         goto done;
     }
@@ -406,10 +758,15 @@ int lp_tokenizer_load_json(lp_tokenizer **out, const char *path) {
     if ((rc = load_vocab_object(t, json_object_get(model, "vocab"), path, (int)added_max))) goto done;
     json_array_foreach(added, i, v) {
         const char *content = jstr(v, "content");
-        if ((rc = lp_tok_add_added(t, (int)json_integer_value(json_object_get(v, "id")), content, strlen(content))))
-            goto done;
+        int id = (int)json_integer_value(json_object_get(v, "id"));
+        if ((rc = lp_tok_add_added(t, id, content, strlen(content)))) goto done;
+        lp_tok_added_strip(t, id, jbool(v, "lstrip", false), jbool(v, "rstrip", false));
     }
     if ((rc = lp_tok_index_pieces(t))) goto done;
+    if (wordpiece) {
+        if ((rc = load_wordpiece_json(t, root, model, path))) goto done;
+        goto specials;
+    }
 
     json_t *merges = json_object_get(model, "merges");
     if (!json_is_array(merges)) {
@@ -471,6 +828,18 @@ int lp_tokenizer_load_json(lp_tokenizer **out, const char *path) {
     if (t->bos < 0) t->bos = first_piece(t, bos_names);
     t->adds_bos = t->bos >= 0;
     if (t->bos < 0) t->bos = first_piece(t, start_names); /* GPT-2 style: a start token never added */
+specials:
+    if ((rc = parse_post_processor(t, json_object_get(root, "post_processor"), path, 0))) goto done;
+    if (t->has_template) { /* encode adds what the template says, which may be nothing */
+        t->adds_bos = false;
+        for (int p = 0; p < t->n_tmpl[0]; p++) t->adds_bos |= t->tmpl[0][p].seq < 0;
+    }
+    static const char *const mask_names[] = {"[MASK]", "<mask>", NULL}, *const pad_names[] = {"[PAD]", "<pad>", NULL},
+                             *const unk_names[] = {"[UNK]", "<unk>", NULL};
+    t->special[LP_SPECIAL_MASK] = first_piece(t, mask_names);
+    t->special[LP_SPECIAL_PAD] = first_piece(t, pad_names);
+    /* the role, not the model's fallback: RoBERTa's BPE has unk_token null, yet <unk> is its UNK */
+    t->special[LP_SPECIAL_UNK] = t->unk >= 0 ? t->unk : first_piece(t, unk_names);
     rc = lp_tok_finish(t);
 done:
     json_decref(root);
@@ -484,16 +853,55 @@ done:
     return LP_OK;
 }
 
+/* The files of a model directory that lp_tokenizer_load_dir looks at. */
+typedef struct {
+    char json[4096], vocab[4096], merges[4096], txt[4096], config[4096], tok_config[4096];
+} dir_files;
+
+static int dir_paths(dir_files *f, const char *dir) {
+    if (lp_path_join(f->json, sizeof f->json, dir, "tokenizer.json") ||
+        lp_path_join(f->vocab, sizeof f->vocab, dir, "vocab.json") ||
+        lp_path_join(f->merges, sizeof f->merges, dir, "merges.txt") ||
+        lp_path_join(f->txt, sizeof f->txt, dir, "vocab.txt") ||
+        lp_path_join(f->config, sizeof f->config, dir, "config.json") ||
+        lp_path_join(f->tok_config, sizeof f->tok_config, dir, "tokenizer_config.json"))
+        return lp_error(LP_ERANGE, "%s: path too long", dir);
+    return LP_OK;
+}
+
+bool lp_tokenizer_dir_has(const char *dir) {
+    dir_files f;
+    if (dir_paths(&f, dir)) return false;
+    /* vocab.json without merges.txt counts: loading it says that merges.txt is missing */
+    return lp_file_exists(f.json) || lp_file_exists(f.vocab) || lp_file_exists(f.txt);
+}
+
+/* Does the directory's config.json say model_type "roberta"? (No config.json, or one that does
+ * not read, says no: the model loader reports a bad config.json itself.) */
+static bool config_says_roberta(const char *config) {
+    json_t *cfg = NULL;
+    if (!lp_file_exists(config) || lp_json_load_file(config, LP_JSON_MAX_CONFIG, 0, &cfg) != LP_OK) {
+        lp_error_clear();
+        return false;
+    }
+    const char *type = jstr(cfg, "model_type");
+    bool roberta = type && strcmp(type, "roberta") == 0;
+    json_decref(cfg);
+    return roberta;
+}
+
 int lp_tokenizer_load_dir(lp_tokenizer **out, const char *dir) {
     assert(out && dir);
     *out = NULL;
-    char json[4096], vocab[4096], merges[4096];
-    if (lp_path_join(json, sizeof json, dir, "tokenizer.json") ||
-        lp_path_join(vocab, sizeof vocab, dir, "vocab.json") ||
-        lp_path_join(merges, sizeof merges, dir, "merges.txt"))
-        return lp_error(LP_ERANGE, "%s: path too long", dir);
-    if (lp_file_exists(json)) return lp_tokenizer_load_json(out, json);
-    if (lp_file_exists(vocab) && lp_file_exists(merges)) return lp_tokenizer_load_gpt2(out, vocab, merges);
-    return lp_error(LP_EIO, "%s: no tokenizer: looked for %s, and for %s with %s", dir, base_name(json),
-                    base_name(vocab), base_name(merges));
+    dir_files f;
+    int rc = dir_paths(&f, dir);
+    if (rc) return rc;
+    if (lp_file_exists(f.json)) return lp_tokenizer_load_json(out, f.json);
+    if (lp_file_exists(f.vocab) && lp_file_exists(f.merges))
+        return config_says_roberta(f.config) ? lp_tokenizer_load_roberta(out, f.vocab, f.merges)
+                                             : lp_tokenizer_load_gpt2(out, f.vocab, f.merges);
+    if (lp_file_exists(f.txt))
+        return lp_tokenizer_load_vocab_txt(out, f.txt, lp_file_exists(f.tok_config) ? f.tok_config : NULL);
+    return lp_error(LP_EIO, "%s: no tokenizer: looked for %s, for %s with %s, and for %s", dir, base_name(f.json),
+                    base_name(f.vocab), base_name(f.merges), base_name(f.txt));
 }
