@@ -9,7 +9,7 @@
  * character lower-cased on its own (Σ is always σ; İ is i + U+0307), and CJK Extension C/D
  * from U+2B920 (BasicTokenizer's range starts at U+2B820). Text that is not UTF-8 has no
  * reference: each invalid byte is read as U+FFFD, which clean_text drops. */
-#include "tokenizer_impl.h"
+#include "tokenizers/tokenizer_impl.h"
 
 #include "loupe/error.h"
 
