@@ -92,6 +92,11 @@ int lp_model_n_labels(const lp_model *m);
 /* True for BERT-style encoders (bidirectional attention): the analyses that assume a causal
  * next-token model (attr, lens, dla, patch, generate, scan) refuse them. */
 bool lp_model_is_encoder(const lp_model *m);
+/* LP_OK for a causal decoder; for an encoder, LP_EUNSUPPORTED with the message "WHAT: not yet
+ * available for encoder models (ARCH) ...": the guard of every analysis that assumes a
+ * causal next-token model (logit lens, DLA, gradients and attribution, patching, head scans,
+ * generation), in the engine and in the commands. */
+int lp_model_need_decoder(const lp_model *m, const char *what);
 /* "masked-lm", "classifier", "lm" or "none". */
 const char *lp_head_kind_name(lp_head_kind k);
 /* 16 hex digits identifying the architecture and the weights (sampled, so it is fast for

@@ -262,6 +262,7 @@ static int attn_x_norm(float *scores, const lp_run *r, int pos, int layer) {
 }
 
 int lp_attr(float *scores, double *delta, const lp_run *r, const lp_attr_spec *sp) {
+    if (lp_model_need_decoder(lp_run_model(r), "attr")) return LP_EUNSUPPORTED;
     const lp_model *m = lp_run_model(r);
     const lp_config *c = &m->cfg;
     int T = lp_run_len(r), pos = sp->objective.pos, rc;

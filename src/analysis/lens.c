@@ -35,6 +35,7 @@ static int lens_block(const lp_model *m, const float *x, int n, float *logits) {
 }
 
 int lp_lens_logits(const lp_run *r, int row, int pos, float *logits) {
+    if (lp_model_need_decoder(lp_run_model(r), "lens")) return LP_EUNSUPPORTED;
     const lp_model *m = lp_run_model(r);
     const lp_config *c = lp_model_config(m);
     if (row < 0 || row > c->n_layer) return lp_error(LP_EINVAL, "lens row %d is out of range (0..%d)", row, c->n_layer);
@@ -43,6 +44,7 @@ int lp_lens_logits(const lp_run *r, int row, int pos, float *logits) {
 }
 
 int lp_lens(const lp_run *r, int k, int target, int *top_ids, float *top_probs, float *target_prob, int *target_rank) {
+    if (lp_model_need_decoder(lp_run_model(r), "lens")) return LP_EUNSUPPORTED;
     const lp_model *m = lp_run_model(r);
     const lp_config *c = lp_model_config(m);
     int T = lp_run_len(r), V = c->vocab;

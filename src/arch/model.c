@@ -364,6 +364,12 @@ const char *lp_model_label(const lp_model *m, int id) {
 int lp_model_n_labels(const lp_model *m) { return m->labels ? m->cfg.n_labels : 0; }
 bool lp_model_is_encoder(const lp_model *m) { return !m->cfg.causal; }
 
+int lp_model_need_decoder(const lp_model *m, const char *what) {
+    if (m->cfg.causal) return LP_OK;
+    return lp_error(LP_EUNSUPPORTED, "%s: not yet available for encoder models (%s); it assumes a causal next-token "
+                    "model", what, m->cfg.arch);
+}
+
 const char *lp_head_kind_name(lp_head_kind k) {
     static const char *const names[] = {"lm", "masked-lm", "classifier", "none"};
     return (unsigned)k < sizeof names / sizeof *names ? names[k] : "?";

@@ -49,7 +49,7 @@ static json_t *token_obj(const lp_session *s, int id) {
 int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
-    if (rc) return rc;
+    if (rc || (rc = lp_model_need_decoder(s->model, "attr"))) return rc;
     enum { TARGET, TARGET_ID, VS, VS_ID, OBJECTIVE, POS, STEPS, BASELINE, BASELINE_ID, WINDOW, LAYER, NOPT };
     lp_opt o[NOPT] = {{"target", false, NULL},   {"target-id", false, NULL}, {"vs", false, NULL},
                       {"vs-id", false, NULL},    {"objective", false, NULL}, {"pos", false, NULL},

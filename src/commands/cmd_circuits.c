@@ -72,7 +72,7 @@ static int record(lp_session *s, const char *kind, json_t *params, json_t *resul
 int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
-    if (rc) return rc;
+    if (rc || (rc = lp_model_need_decoder(s->model, "dla"))) return rc;
     lp_opt o[] = {{"target", false, NULL}, {"target-id", false, NULL}, {"vs", false, NULL}, {"vs-id", false, NULL},
                   {"pos", false, NULL}};
     char *pos[1];
@@ -153,7 +153,7 @@ static int by_key_desc(const void *a, const void *b) {
 int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
-    if (rc) return rc;
+    if (rc || (rc = lp_model_need_decoder(s->model, "neurons"))) return rc;
     lp_opt o[] = {{"pos", false, NULL},    {"target", false, NULL}, {"target-id", false, NULL},
                   {"vs", false, NULL},     {"vs-id", false, NULL},  {"sort", false, NULL}};
     char *pos[2];
@@ -241,7 +241,7 @@ int lp_cmd_acts(lp_session *s, int argc, char **argv, const char *rest) {
     if (o[1].value && (rc = lp_cmd_pos(s, o[1].value, &only))) return rc;
     if (o[2].value && (rc = lp_cmd_int(o[2].value, "--top", 0, 64, &k))) return rc;
     lp_view v;
-    if (kind == LP_ACT_LN_FINAL || kind == LP_ACT_LOGITS || kind == LP_ACT_LN_FINAL_SCALE)
+    if (kind == LP_ACT_LN_FINAL || kind == LP_ACT_LOGITS || kind == LP_ACT_LN_FINAL_SCALE || kind == LP_ACT_HEAD_HIDDEN)
         return lp_error(LP_EINVAL, "acts: %s is not per layer", lp_act_name(kind));
     if ((rc = lp_run_view(s->run, kind, (int)layer, -1, &v))) return rc;
     if (v.ndim != 2)
@@ -398,7 +398,7 @@ static int patch_site(const lp_session *s, const char *name, lp_patch_site *site
 int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
-    if (rc) return rc;
+    if (rc || (rc = lp_model_need_decoder(s->model, "patch"))) return rc;
     lp_opt o[] = {{"corrupt", false, NULL}, {"corrupt-ids", false, NULL}, {"site", false, NULL},
                   {"target", false, NULL},  {"target-id", false, NULL},   {"vs", false, NULL},
                   {"vs-id", false, NULL},   {"denoise", true, NULL}};
@@ -484,7 +484,7 @@ done:
 int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_model(s);
-    if (rc) return rc;
+    if (rc || (rc = lp_model_need_decoder(s->model, "scan"))) return rc;
     lp_opt o[] = {{"len", false, NULL},       {"seqs", false, NULL},    {"seed", false, NULL},
                   {"threshold", false, NULL}, {"labelled", true, NULL}};
     char *pos[1];

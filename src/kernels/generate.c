@@ -21,6 +21,7 @@ struct lp_generator {
 
 int lp_generator_new(lp_generator **out, const lp_model *m, int max_len) {
     *out = NULL;
+    if (lp_model_need_decoder(m, "generate")) return LP_EUNSUPPORTED;
     const lp_config *c = &m->cfg;
     if (max_len < 1 || max_len > c->n_ctx) max_len = c->n_ctx;
     lp_generator *g = calloc(1, sizeof *g);

@@ -34,6 +34,7 @@ int lp_objective_from_name(const char *name, lp_objective_kind *out) {
 }
 
 int lp_objective_check(const lp_objective *o, const lp_model *m, int T) {
+    if (lp_model_need_decoder(m, "gradients")) return LP_EUNSUPPORTED;
     int V = lp_model_config(m)->vocab;
     if ((unsigned)o->kind > LP_OBJ_LOGIT_DIFF) return lp_error(LP_EINVAL, "unknown objective kind %d", (int)o->kind);
     if (o->pos < 0 || o->pos >= T)
