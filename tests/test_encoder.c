@@ -14,6 +14,9 @@
 
 #include "helpers.h"
 #include "loupe/error.h"
+#include "loupe/generate.h"
+#include "loupe/heads.h"
+#include "loupe/lens.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
 
@@ -290,6 +293,125 @@ static void missing_tensors_are_named(void **state) {
                    "classifier.dense.weight");
 }
 
+/* F16 and BF16 checkpoints are converted (and still match: see the first test). */
+static void reduced_precision_fixtures_load(void **state) {
+    (void)state;
+    static const struct { const char *name, *dtype; } cases[] = {{"bert_model", "BF16"}, {"roberta_cls", "F16"},
+                                                                 {"bert_mlm", "F32"}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char dir[256];
+        lp_model *m;
+        snprintf(dir, sizeof dir, ENC "%s", cases[i].name);
+        assert_int_equal(lp_model_load(&m, dir, NULL), LP_OK);
+        assert_string_equal(lp_model_dtype(m), cases[i].dtype);
+        lp_model_free(m);
+    }
+}
+
+/* The post-norm captures: ln1 and ln2 are the stream attention and the MLP read, and the
+ * scales are those of the norms after the sums: 1/scale is the std of resid_pre + attn_out
+ * (resp. resid_mid + mlp_out); the final "norm" is the identity. */
+static void post_norm_captures_are_defined(void **state) {
+    (void)state;
+    lp_model *m;
+    lp_run *r;
+    int ids[6] = {2, 65, 4, 72, 81, 3};
+    assert_int_equal(lp_model_load(&m, ENC "distilbert_mlm", NULL), LP_OK);
+    const lp_config *c = lp_model_config(m);
+    assert_int_equal(lp_run_new(&r, m, ids, 6), LP_OK);
+    int d = c->d_model;
+    for (int l = 0; l < c->n_layer; l++) {
+        lp_view pre, attn, mid, mlp, ln2, s1, s2;
+        assert_int_equal(lp_run_view(r, LP_ACT_RESID_PRE, l, -1, &pre), LP_OK);
+        assert_int_equal(lp_run_view(r, LP_ACT_ATTN_OUT, l, -1, &attn), LP_OK);
+        assert_int_equal(lp_run_view(r, LP_ACT_RESID_MID, l, -1, &mid), LP_OK);
+        assert_int_equal(lp_run_view(r, LP_ACT_MLP_OUT, l, -1, &mlp), LP_OK);
+        assert_int_equal(lp_run_view(r, LP_ACT_LN2, l, -1, &ln2), LP_OK);
+        assert_int_equal(lp_run_view(r, LP_ACT_LN1_SCALE, l, -1, &s1), LP_OK);
+        assert_int_equal(lp_run_view(r, LP_ACT_LN2_SCALE, l, -1, &s2), LP_OK);
+        assert_memory_equal(ln2.data, mid.data, (size_t)6 * d * sizeof(float));
+        for (int i = 0; i < 6; i++) {
+            double m1 = 0, v1 = 0, m2 = 0, v2 = 0;
+            for (int j = 0; j < d; j++) {
+                m1 += pre.data[i * d + j] + attn.data[i * d + j];
+                m2 += mid.data[i * d + j] + mlp.data[i * d + j];
+            }
+            m1 /= d, m2 /= d;
+            for (int j = 0; j < d; j++) {
+                double a = pre.data[i * d + j] + attn.data[i * d + j] - m1, b = mid.data[i * d + j] + mlp.data[i * d + j] - m2;
+                v1 += a * a, v2 += b * b;
+            }
+            assert_true(fabs(sqrt(v1 / d + c->norm_eps) * s1.data[i] - 1) < 1e-5);
+            assert_true(fabs(sqrt(v2 / d + c->norm_eps) * s2.data[i] - 1) < 1e-5);
+        }
+    }
+    lp_view fin, last, fs;
+    assert_int_equal(lp_run_view(r, LP_ACT_LN_FINAL, 0, -1, &fin), LP_OK);
+    assert_int_equal(lp_run_view(r, LP_ACT_RESID_POST, c->n_layer - 1, -1, &last), LP_OK);
+    assert_int_equal(lp_run_view(r, LP_ACT_LN_FINAL_SCALE, 0, -1, &fs), LP_OK);
+    assert_memory_equal(fin.data, last.data, (size_t)6 * d * sizeof(float));
+    for (int i = 0; i < 6; i++) assert_true(fs.data[i] == 1.0f);
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
+/* Head metrics read a bidirectional head's whole row: entropy over all T keys. */
+static void head_metrics_read_full_rows(void **state) {
+    (void)state;
+    lp_model *m;
+    lp_run *r;
+    int ids[5] = {2, 65, 4, 65, 3};
+    assert_int_equal(lp_model_load(&m, ENC "bert_mlm", NULL), LP_OK);
+    const lp_config *c = lp_model_config(m);
+    assert_int_equal(lp_run_new(&r, m, ids, 5), LP_OK);
+    float *mt = malloc((size_t)c->n_layer * c->n_head * LP_HEAD_METRIC_COUNT * sizeof *mt);
+    lp_head_metrics(mt, r);
+    for (int l = 0; l < c->n_layer; l++)
+        for (int h = 0; h < c->n_head; h++) {
+            lp_view v;
+            assert_int_equal(lp_run_view(r, LP_ACT_PATTERN, l, h, &v), LP_OK);
+            double ent = 0, mx = 0;
+            for (int i = 0; i < 5; i++) {
+                double best = 0;
+                for (int j = 0; j < 5; j++) {
+                    double p = v.data[i * v.stride[0] + j];
+                    if (p > 0) ent -= p * log(p);
+                    if (p > best) best = p;
+                }
+                mx += best;
+            }
+            const float *o = mt + ((size_t)l * c->n_head + h) * LP_HEAD_METRIC_COUNT;
+            assert_true(fabs(o[LP_HEAD_ENTROPY] - ent / 5) < 1e-5);
+            assert_true(fabs(o[LP_HEAD_MAX_ATTN] - mx / 5) < 1e-6);
+        }
+    free(mt);
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
+/* The analyses that assume a causal next-token model refuse encoders in the engine too. */
+static void engine_refuses_decoder_analyses(void **state) {
+    (void)state;
+    lp_model *m;
+    lp_run *r;
+    int ids[4] = {2, 65, 4, 3}, out[2], got;
+    assert_int_equal(lp_model_load(&m, ENC "bert_mlm", NULL), LP_OK);
+    assert_int_equal(lp_run_new(&r, m, ids, 4), LP_OK);
+    int top[64];
+    float probs[64];
+    assert_int_equal(lp_lens(r, 1, -1, top, probs, NULL, NULL), LP_EUNSUPPORTED);
+    assert_non_null(strstr(lp_errmsg(), "lens: not yet available for encoder models (BertForMaskedLM)"));
+    lp_sampling smp = {0};
+    assert_int_equal(lp_generate(m, ids, 4, 2, &smp, false, out, &got), LP_EUNSUPPORTED);
+    assert_int_equal(lp_model_need_decoder(m, "x"), LP_EUNSUPPORTED);
+    lp_run_free(r);
+    lp_model_free(m);
+    assert_int_equal(lp_model_load(&m, STORIES, NULL), LP_OK);
+    assert_int_equal(lp_model_need_decoder(m, "x"), LP_OK);
+    assert_false(lp_model_is_encoder(m));
+    lp_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(encoders_match_float64_reference),
@@ -297,6 +419,10 @@ int main(void) {
         cmocka_unit_test(roberta_context_leaves_the_offset),
         cmocka_unit_test(bad_configs_are_refused),
         cmocka_unit_test(missing_tensors_are_named),
+        cmocka_unit_test(reduced_precision_fixtures_load),
+        cmocka_unit_test(post_norm_captures_are_defined),
+        cmocka_unit_test(head_metrics_read_full_rows),
+        cmocka_unit_test(engine_refuses_decoder_analyses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
