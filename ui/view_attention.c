@@ -30,14 +30,16 @@ static float at(const lp_view *v, int i, int j) { return v->data[(size_t)i * v->
 
 /* Fixes the key column for the query row: the strongest key when following, and never
  * past the query (a causal head sees nothing there). */
-static int key_of(attn_state *st, const lp_view *v, int q) {
+/* The key under the cursor in query q's row, whose last visible key is `last` (q when
+ * attention is causal, T - 1 in an encoder). */
+static int key_of(attn_state *st, const lp_view *v, int q, int last) {
     if (st->follow) {
         int best = 0;
-        for (int j = 1; j <= q; j++)
+        for (int j = 1; j <= last; j++)
             if (at(v, q, j) > at(v, q, best)) best = j;
         st->key = best;
     }
-    if (st->key > q) st->key = q;
+    if (st->key > last) st->key = last;
     if (st->key < 0) st->key = 0;
     return st->key;
 }
@@ -72,7 +74,8 @@ static void attn_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
         lp_browser_say(scr, a, "This head has no pattern.", lp_errmsg());
         return;
     }
-    int T = b->T, q = b->pos, k = key_of(st, &v, q);
+    bool causal = lp_model_config(lp_run_model(r))->causal;
+    int T = b->T, q = b->pos, k = key_of(st, &v, q, causal ? q : T - 1);
 
     lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, 0,
                      "layer %d  head %d   rows: queries, columns: keys   [ ] layer  { } head  H L key  a follow",
@@ -108,7 +111,7 @@ static void attn_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
         lp_screen_put_clip(scr, a.x + 5, y, label_w - 5, lp_browser_token(b, i, NULL), color, sel ? LP_ATTR_BOLD : 0);
         for (int c = 0; c < cols && left + c < T; c++) {
             int j = left + c, x = x0 + c * CELL_W;
-            if (j > i) { /* masked: the query cannot see this key */
+            if (causal && j > i) { /* masked: the query cannot see this key */
                 lp_screen_put(scr, x + 1, y, 1, "\xC2\xB7", LP_COLOR_DIM, 0);
                 continue;
             }
@@ -131,7 +134,13 @@ static bool attn_act(void *vst, lp_browser *b, lp_action a) {
     case LP_DO_UP: if (b->pos > 0) b->pos--; break;
     case LP_DO_DOWN: if (b->pos + 1 < b->T) b->pos++; break;
     case LP_DO_LEFT: st->follow = false; if (st->key > 0) st->key--; break;
-    case LP_DO_RIGHT: st->follow = false; if (st->key < b->pos) st->key++; break;
+    case LP_DO_RIGHT: {
+        const lp_run *r = b->s->run;
+        int last = r && !lp_model_config(lp_run_model(r))->causal ? b->T - 1 : b->pos;
+        st->follow = false;
+        if (st->key < last) st->key++;
+        break;
+    }
     case LP_DO_FOLLOW: st->follow = true; break;
     default: return false;
     }

@@ -48,7 +48,7 @@ static int lens_update(void *vst, lp_browser *b) {
     lens_clear(st);
     st->failed = false;
     const lp_run *r = b->s->run;
-    if (!r) return LP_OK;
+    if (!r || lp_model_is_encoder(lp_run_model(r))) return LP_OK; /* encoders: the view says why there is none */
     int rows = lp_model_config(lp_run_model(r))->n_layer + 1, T = lp_run_len(r);
     st->ids = malloc((size_t)rows * T * sizeof *st->ids);
     st->probs = malloc((size_t)rows * T * sizeof *st->probs);
@@ -76,7 +76,13 @@ static void row_label(char *buf, size_t cap, int row, int rows) {
 
 static void lens_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     lens_state *st = vst;
-    if (!lp_browser_need_run(b, scr, a)) return;
+    const lp_run *r = lp_browser_need_run(b, scr, a);
+    if (!r) return;
+    if (!st->ids && lp_model_is_encoder(lp_run_model(r))) {
+        lp_browser_say(scr, a, "The logit lens is not yet available for encoder models.",
+                       "it reads a causal next-token model; views 1-3 work on encoders");
+        return;
+    }
     if (!st->ids) {
         lp_browser_say(scr, a, st->failed ? "The logit lens was not computed." : "No logit lens yet.",
                        "Ctrl-L tries again");
