@@ -22,6 +22,7 @@ static void fuzz_llama2c(const uint8_t *data, size_t size) {
     if (lp_tokenizer_load_llama2c_mem(&t, data + 1, size - 1, vocab, "fuzz.bin") != LP_OK) return;
     fuzz_encode_decode(t, FUZZ_TEXT, sizeof FUZZ_TEXT - 1, true);
     fuzz_encode_decode(t, (const char *)data, size < 64 ? size : 64, false);
+    fuzz_encode_pair(t, (const char *)data, size < 64 ? size : 64, FUZZ_TEXT, sizeof FUZZ_TEXT - 1);
     lp_tokenizer_free(t);
 }
 

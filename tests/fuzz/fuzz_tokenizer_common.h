@@ -34,4 +34,25 @@ static void fuzz_encode_decode(const lp_tokenizer *t, const char *text, size_t l
     free(ids);
 }
 
+/* The pair (a, b) with and without special tokens: as many types as ids, and a buffer of
+ * the size ERANGE asked for is enough. */
+static void fuzz_encode_pair(const lp_tokenizer *t, const char *a, size_t alen, const char *b, size_t blen) {
+    for (int special = 0; special < 2; special++) {
+        int n = 0, small[2];
+        int rc = lp_tokenizer_encode_pair(t, a, alen, b, blen, special, small, NULL, 2, &n);
+        if (rc == LP_OK) continue;
+        if (rc != LP_ERANGE || n <= 2) { /* another failure (ERANGE too: the normalizer's limit) */
+            if (!lp_errmsg()[0]) abort();
+            continue;
+        }
+        int need = n;
+        int *ids = malloc((size_t)need * sizeof *ids), *types = malloc((size_t)need * sizeof *types);
+        if (ids && types && (lp_tokenizer_encode_pair(t, a, alen, b, blen, special, ids, types, need, &n) != LP_OK ||
+                             n != need))
+            abort();
+        free(ids);
+        free(types);
+    }
+}
+
 #endif

@@ -1,6 +1,6 @@
-/* libFuzzer harness for tokenizer.json: the input as the file; if it loads, encode a fixed
- * text and a slice of the input (with and without BOS), decode what came out, and look up
- * each token. A load or an encode may fail, with a message; nothing may crash, hang or
+/* libFuzzer harness for tokenizer.json (BPE of both kinds, WordPiece, the post-processors):
+ * the input as the file; if it loads, encode a fixed text and a slice of the input (with and
+ * without BOS) and a pair, decode what came out, and look up each token. A load or an encode may fail, with a message; nothing may crash, hang or
  * allocate without bound. */
 #include "loupe/error.h"
 #include "loupe/tokenizer.h"
@@ -25,6 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t k = size < 64 ? size : 64;
     fuzz_encode_decode(t, (const char *)data, k, false);
     fuzz_encode_decode(t, (const char *)data + size - k, k, true);
+    fuzz_encode_pair(t, (const char *)data, k, FUZZ_TEXT, sizeof FUZZ_TEXT - 1);
     lp_tokenizer_free(t);
     return 0;
 }

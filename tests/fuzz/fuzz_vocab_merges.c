@@ -26,6 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t k = size - vocab_len < 64 ? size - vocab_len : 64;
     fuzz_encode_decode(t, (const char *)data + vocab_len, k, false); /* the start of merges.txt */
     fuzz_encode_decode(t, (const char *)data, vocab_len < 64 ? vocab_len : 64, false);
+    fuzz_encode_pair(t, (const char *)data, vocab_len < 64 ? vocab_len : 64, FUZZ_TEXT, sizeof FUZZ_TEXT - 1);
     lp_tokenizer_free(t);
     return 0;
 }
