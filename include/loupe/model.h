@@ -65,6 +65,8 @@ typedef struct {
                             create_position_ids_from_input_ids; unused when pos_offset is 0 */
     lp_head_kind head;
     int n_labels;        /* classifier: the width of its logits; 0 otherwise */
+    bool multi_label;    /* classifier with problem_type "multi_label_classification": each label's
+                            probability is its own sigmoid, not a softmax over the labels */
 } lp_config;
 
 typedef struct lp_model lp_model;

@@ -60,6 +60,8 @@ int lp_arch_labels(lp_model *m, json_t *config, const char *path) {
     m->labels = calloc((size_t)n, sizeof *m->labels);
     if (!m->labels) return lp_error(LP_ENOMEM, "out of memory");
     m->cfg.n_labels = n;
+    const char *problem = json_string_value(json_object_get(config, "problem_type"));
+    m->cfg.multi_label = problem && strcmp(problem, "multi_label_classification") == 0;
     const char *key;
     json_t *val;
     if (map && json_is_object(map)) json_object_foreach(map, key, val) {

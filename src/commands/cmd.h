@@ -36,7 +36,8 @@ json_t *lp_cmd_token(const lp_session *s, int id);
 /* Encoders. The first position of the run holding the mask token ([MASK], <mask>), or -1. */
 int lp_cmd_first_mask(const lp_session *s);
 /* A classifier's labels for the current run: [{"id","label","prob","logit"}], by id (prob
- * the softmax over the labels; null for a one-label regression head). */
+ * the softmax over the labels, each label's sigmoid for a multi-label classifier, null for
+ * a one-label regression head). */
 json_t *lp_cmd_labels(const lp_session *s);
 /* The current run must have token logits (a decoder or a masked LM): otherwise an error
  * for `what` saying what the model gives instead. */

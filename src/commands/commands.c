@@ -248,10 +248,13 @@ json_t *lp_cmd_labels(const lp_session *s) {
     for (int i = 1; i < n; i++) mx = lg[i] > mx ? lg[i] : mx;
     for (int i = 0; i < n; i++) z += exp(lg[i] - mx);
     json_t *arr = json_array();
-    for (int i = 0; i < n; i++)
+    bool multi = lp_model_config(s->model)->multi_label;
+    for (int i = 0; i < n; i++) {
+        json_t *p = multi ? lp_json_number(1.0 / (1.0 + exp(-(double)lg[i]))) : n > 1 ? lp_json_number(exp(lg[i] - mx) / z)
+                                                                                   : json_null();
         json_array_append_new(arr, json_pack("{s:i,s:s,s:o,s:o}", "id", i, "label", lp_model_label(s->model, i), "prob",
-                                             n > 1 ? lp_json_number(exp(lg[i] - mx) / z) : json_null(), "logit",
-                                             lp_json_number(lg[i])));
+                                             p, "logit", lp_json_number(lg[i])));
+    }
     return arr;
 }
 
