@@ -53,6 +53,12 @@ check "run --types out of range is refused" grep -q "token type 2 at position 1"
 "$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run --ids 2,10,3 --types 0,1' >/dev/null 2>"$tmp/e2"
 check "run --types must match the ids" grep -q "2 types for 3 ids" "$tmp/e2"
 
+# A multi-label classifier: each label's probability is its sigmoid.
+mkdir "$tmp/multi" && cp "$ENC"/bert_cls/* "$tmp/multi"/ &&
+    jq '.problem_type = "multi_label_classification"' "$ENC/bert_cls/config.json" >"$tmp/multi/config.json"
+"$LOUPE" -d :memory: -m json "$tmp/multi" -e 'run the movie was good' -e classify >"$tmp/out" 2>"$tmp/err"
+check "multi-label classify: sigmoid per label" is 1 '[.[] | (.prob - 1 / (1 + ((-.logit) | exp))) | fabs < 1e-6] | all'
+
 # RoBERTa: <s> ... </s>, <mask> taking the space before it, the pair template.
 "$LOUPE" -d :memory: -m json "$ENC/roberta_mlm" -e "run $(expected roberta_mlm '.text' | tr -d '"')" -e tokens -e fill \
     >"$tmp/out" 2>"$tmp/err"
