@@ -19,6 +19,7 @@
 #include "loupe/lens.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
+#include "loupe/safetensors.h"
 
 #define TOL 1e-4
 #define ENC "tests/fixtures/encoders/"
@@ -308,6 +309,32 @@ static void reduced_precision_fixtures_load(void **state) {
     }
 }
 
+/* info's parameter count is every float tensor of the checkpoint (a tied decoder, absent
+ * from the file, counted once; the int64 position_ids buffer is no parameter). */
+static void parameter_counts_are_the_checkpoints(void **state) {
+    (void)state;
+    for (int i = 0; i < N_MODELS; i++) {
+        char dir[256], path[300];
+        lp_model *m;
+        lp_safetensors *st;
+        snprintf(dir, sizeof dir, ENC "%s", MODELS[i]);
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        assert_int_equal(lp_model_load(&m, dir, NULL), LP_OK);
+        assert_int_equal(lp_st_open(&st, path), LP_OK);
+        size_t n = 0;
+        for (int k = 0; k < lp_st_count(st); k++) {
+            const lp_st_tensor *t = lp_st_at(st, k);
+            if (t->dtype != LP_DT_F32 && t->dtype != LP_DT_F16 && t->dtype != LP_DT_BF16) continue;
+            size_t e = 1;
+            for (int j = 0; j < t->ndim; j++) e *= (size_t)t->shape[j];
+            n += e;
+        }
+        if (lp_model_param_count(m) != n) fail_msg("%s: %zu parameters, the file has %zu", MODELS[i], lp_model_param_count(m), n);
+        lp_st_free(st);
+        lp_model_free(m);
+    }
+}
+
 /* The post-norm captures: ln1 and ln2 are the stream attention and the MLP read, and the
  * scales are those of the norms after the sums: 1/scale is the std of resid_pre + attn_out
  * (resp. resid_mid + mlp_out); the final "norm" is the identity. */
@@ -420,6 +447,7 @@ int main(void) {
         cmocka_unit_test(bad_configs_are_refused),
         cmocka_unit_test(missing_tensors_are_named),
         cmocka_unit_test(reduced_precision_fixtures_load),
+        cmocka_unit_test(parameter_counts_are_the_checkpoints),
         cmocka_unit_test(post_norm_captures_are_defined),
         cmocka_unit_test(head_metrics_read_full_rows),
         cmocka_unit_test(engine_refuses_decoder_analyses),
