@@ -131,7 +131,7 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
             /* One query (a generation step): plain loops beat two tiny sgemm calls. */
             const float *q = io->q + (size_t)h * dh;
             float *z = io->z + (size_t)h * dh;
-            int keys = t0 + 1; /* a bidirectional model's one query has as many keys */
+            int keys = t0 + 1; /* also an encoder's: its runs start at t0 = 0, and T = 1 has one key */
             for (int j = 0; j < keys; j++) {
                 const float *kj = k + (size_t)j * kvd;
                 float dot = 0.0f;
