@@ -309,6 +309,48 @@ static void reduced_precision_fixtures_load(void **state) {
     }
 }
 
+/* Checkpoints converted from TensorFlow name LayerNorms' parameters gamma and beta (Hugging
+ * Face renames them on load): the same numbers either way. */
+static void tensorflow_layernorm_names_load(void **state) {
+    (void)state;
+    char *dir = copy_fixture("bert_mlm", NULL, NULL), path[600];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    lp_safetensors *st;
+    assert_int_equal(lp_st_open(&st, path), LP_OK);
+    int n = lp_st_count(st), renamed = 0;
+    lp_st_tensor *ts = calloc((size_t)n, sizeof *ts);
+    char (*names)[200] = calloc((size_t)n, sizeof *names);
+    for (int i = 0; i < n; i++) {
+        ts[i] = *lp_st_at(st, i);
+        snprintf(names[i], sizeof names[i], "%s", ts[i].name);
+        char *ln = strstr(names[i], "LayerNorm.");
+        if (ln && strcmp(ln, "LayerNorm.weight") == 0) strcpy(ln, "LayerNorm.gamma"), renamed++;
+        if (ln && strcmp(ln, "LayerNorm.bias") == 0) strcpy(ln, "LayerNorm.beta"), renamed++;
+        ts[i].name = names[i];
+    }
+    char out[620];
+    snprintf(out, sizeof out, "%s/renamed.safetensors", dir);
+    assert_int_equal(lp_st_write(out, ts, n, NULL, NULL, 0), LP_OK);
+    lp_st_free(st);
+    free(ts);
+    free(names);
+    assert_true(renamed >= 2 * (1 + 2 * 2 + 1)); /* embeddings, two per layer, the MLM transform */
+    assert_int_equal(rename(out, path), 0);
+    lp_model *a, *b;
+    lp_run *ra, *rb;
+    int ids[5] = {2, 65, 4, 72, 3};
+    assert_int_equal(lp_model_load(&a, dir, NULL), LP_OK);
+    assert_int_equal(lp_model_load(&b, ENC "bert_mlm", NULL), LP_OK);
+    assert_int_equal(lp_run_new(&ra, a, ids, 5), LP_OK);
+    assert_int_equal(lp_run_new(&rb, b, ids, 5), LP_OK);
+    assert_memory_equal(lp_run_logits(ra, 0), lp_run_logits(rb, 0), 5 * 110 * sizeof(float));
+    lp_run_free(ra);
+    lp_run_free(rb);
+    lp_model_free(a);
+    lp_model_free(b);
+    rm_tree(dir);
+}
+
 /* info's parameter count is every float tensor of the checkpoint (a tied decoder, absent
  * from the file, counted once; the int64 position_ids buffer is no parameter). */
 static void parameter_counts_are_the_checkpoints(void **state) {
@@ -448,6 +490,7 @@ int main(void) {
         cmocka_unit_test(missing_tensors_are_named),
         cmocka_unit_test(reduced_precision_fixtures_load),
         cmocka_unit_test(parameter_counts_are_the_checkpoints),
+        cmocka_unit_test(tensorflow_layernorm_names_load),
         cmocka_unit_test(post_norm_captures_are_defined),
         cmocka_unit_test(head_metrics_read_full_rows),
         cmocka_unit_test(engine_refuses_decoder_analyses),

@@ -99,6 +99,22 @@ int lp_arch_mlm_decoder(lp_model *m, json_t *config, const char *weight, const c
     return LP_OK;
 }
 
+int lp_arch_norm(lp_model *m, const char *base, int d, const float **w, const float **b) {
+    char wn[256], bn[256];
+    snprintf(wn, sizeof wn, "%s.weight", base);
+    snprintf(bn, sizeof bn, "%s.bias", base);
+    if (!lp_st_find(m->st, wn)) { /* checkpoints converted from TensorFlow keep its names, which HF renames */
+        char gn[256];
+        snprintf(gn, sizeof gn, "%s.gamma", base);
+        if (lp_st_find(m->st, gn)) {
+            snprintf(wn, sizeof wn, "%s", gn);
+            snprintf(bn, sizeof bn, "%s.beta", base);
+        }
+    }
+    int rc = lp_model_vector(m, wn, d, w);
+    return rc ? rc : lp_model_vector(m, bn, d, b);
+}
+
 int lp_arch_encoder_layers(lp_model *m, const char *prefix, const char *stack, const char *const parts[8]) {
     const lp_config *c = &m->cfg;
     int d = c->d_model, rc;
@@ -106,19 +122,15 @@ int lp_arch_encoder_layers(lp_model *m, const char *prefix, const char *stack, c
     if (!m->layers) return lp_error(LP_ENOMEM, "out of memory");
     for (int l = 0; l < c->n_layer; l++) {
         lp_layer *L = &m->layers[l];
-        char n[8][192], ln[4][208];
+        char n[8][192];
         for (int i = 0; i < 8; i++) snprintf(n[i], sizeof n[i], "%s%s.%d.%s", prefix, stack, l, parts[i]);
-        snprintf(ln[0], sizeof ln[0], "%s.weight", n[4]);
-        snprintf(ln[1], sizeof ln[1], "%s.bias", n[4]);
-        snprintf(ln[2], sizeof ln[2], "%s.weight", n[7]);
-        snprintf(ln[3], sizeof ln[3], "%s.bias", n[7]);
         /* Post-norm: ln1 is the norm after attention, ln2 the one after the MLP. */
         if ((rc = lp_model_linear(m, n[0], d, d, true, &L->q)) || (rc = lp_model_linear(m, n[1], d, d, true, &L->k)) ||
             (rc = lp_model_linear(m, n[2], d, d, true, &L->v)) || (rc = lp_model_linear(m, n[3], d, d, true, &L->o)) ||
-            (rc = lp_model_vector(m, ln[0], d, &L->ln1_w)) || (rc = lp_model_vector(m, ln[1], d, &L->ln1_b)) ||
+            (rc = lp_arch_norm(m, n[4], d, &L->ln1_w, &L->ln1_b)) ||
             (rc = lp_model_linear(m, n[5], d, c->d_mlp, true, &L->up)) ||
             (rc = lp_model_linear(m, n[6], c->d_mlp, d, true, &L->down)) ||
-            (rc = lp_model_vector(m, ln[2], d, &L->ln2_w)) || (rc = lp_model_vector(m, ln[3], d, &L->ln2_b)))
+            (rc = lp_arch_norm(m, n[7], d, &L->ln2_w, &L->ln2_b)))
             return rc;
     }
     return LP_OK;
@@ -131,10 +143,8 @@ static int load_head(lp_model *m, json_t *config, const bert_names *nm, const ch
     int d = c->d_model, rc;
     char a[192], b[208];
     if (c->head == LP_HEAD_MLM) {
-        snprintf(b, sizeof b, "%s.weight", nm->mlm_ln);
-        snprintf(a, sizeof a, "%s.bias", nm->mlm_ln);
         if ((rc = lp_model_linear(m, nm->mlm_dense, d, d, true, &m->head.dense)) ||
-            (rc = lp_model_vector(m, b, d, &m->head.ln_w)) || (rc = lp_model_vector(m, a, d, &m->head.ln_b)))
+            (rc = lp_arch_norm(m, nm->mlm_ln, d, &m->head.ln_w, &m->head.ln_b)))
             return rc;
         m->head.act = lp_arch_head_act(mlm_act);
         m->head.ln_eps = (float)eps;
@@ -209,12 +219,10 @@ int lp_arch_bert_load(lp_model *m, json_t *config, const char *path) {
     snprintf(n[0], sizeof n[0], "%sembeddings.word_embeddings.weight", p);
     snprintf(n[1], sizeof n[1], "%sembeddings.position_embeddings.weight", p);
     snprintf(n[2], sizeof n[2], "%sembeddings.token_type_embeddings.weight", p);
-    snprintf(n[3], sizeof n[3], "%sembeddings.LayerNorm.weight", p);
-    snprintf(n[4], sizeof n[4], "%sembeddings.LayerNorm.bias", p);
+    snprintf(n[3], sizeof n[3], "%sembeddings.LayerNorm", p);
     int we[2] = {vocab, d}, pe[2] = {n_pos, d}, te[2] = {n_types, d};
     if ((rc = lp_model_tensor(m, n[0], 2, we, &m->tok_emb)) || (rc = lp_model_tensor(m, n[1], 2, pe, &m->pos_emb)) ||
-        (rc = lp_model_tensor(m, n[2], 2, te, &m->type_emb)) || (rc = lp_model_vector(m, n[3], d, &m->emb_ln_w)) ||
-        (rc = lp_model_vector(m, n[4], d, &m->emb_ln_b)))
+        (rc = lp_model_tensor(m, n[2], 2, te, &m->type_emb)) || (rc = lp_arch_norm(m, n[3], d, &m->emb_ln_w, &m->emb_ln_b)))
         return rc;
     static const char *const parts[8] = {"attention.self.query", "attention.self.key", "attention.self.value",
                                          "attention.output.dense", "attention.output.LayerNorm",

@@ -47,11 +47,10 @@ int lp_arch_distilbert_load(lp_model *m, json_t *config, const char *path) {
     char n[8][192];
     snprintf(n[0], sizeof n[0], "%sembeddings.word_embeddings.weight", p);
     snprintf(n[1], sizeof n[1], "%sembeddings.position_embeddings.weight", p);
-    snprintf(n[2], sizeof n[2], "%sembeddings.LayerNorm.weight", p);
-    snprintf(n[3], sizeof n[3], "%sembeddings.LayerNorm.bias", p);
+    snprintf(n[2], sizeof n[2], "%sembeddings.LayerNorm", p);
     int we[2] = {vocab, d}, pe[2] = {n_pos, d};
     if ((rc = lp_model_tensor(m, n[0], 2, we, &m->tok_emb)) || (rc = lp_model_tensor(m, n[1], 2, pe, &m->pos_emb)) ||
-        (rc = lp_model_vector(m, n[2], d, &m->emb_ln_w)) || (rc = lp_model_vector(m, n[3], d, &m->emb_ln_b)))
+        (rc = lp_arch_norm(m, n[2], d, &m->emb_ln_w, &m->emb_ln_b)))
         return rc;
     static const char *const parts[8] = {"attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin",
                                          "sa_layer_norm", "ffn.lin1", "ffn.lin2", "output_layer_norm"};
@@ -60,8 +59,7 @@ int lp_arch_distilbert_load(lp_model *m, json_t *config, const char *path) {
         m->head.act = lp_arch_head_act(act);
         m->head.ln_eps = (float)DISTILBERT_EPS;
         if ((rc = lp_model_linear(m, "vocab_transform", d, d, true, &m->head.dense)) ||
-            (rc = lp_model_vector(m, "vocab_layer_norm.weight", d, &m->head.ln_w)) ||
-            (rc = lp_model_vector(m, "vocab_layer_norm.bias", d, &m->head.ln_b)))
+            (rc = lp_arch_norm(m, "vocab_layer_norm", d, &m->head.ln_w, &m->head.ln_b)))
             return rc;
         return lp_arch_mlm_decoder(m, config, "vocab_projector.weight", "vocab_projector.bias", "vocab_projector.bias");
     }

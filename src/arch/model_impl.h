@@ -92,6 +92,9 @@ int lp_arch_distilbert_load(lp_model *m, json_t *config, const char *config_path
 int lp_arch_act(json_t *config, const char *key, const char *def, lp_mlp_kind *out, const char *path);
 lp_head_act lp_arch_head_act(lp_mlp_kind k);
 int lp_arch_mlm_decoder(lp_model *m, json_t *config, const char *weight, const char *bias, const char *bias2);
+/* A LayerNorm's weight and bias (d) under BASE.weight and BASE.bias, or BASE.gamma and
+ * BASE.beta, the TensorFlow names of converted checkpoints (Hugging Face renames them). */
+int lp_arch_norm(lp_model *m, const char *base, int d, const float **w, const float **b);
 /* The post-norm layers of an encoder, m->cfg's sizes set: tensors PREFIX STACK.L.PART for
  * parts q, k, v, attention output, post-attention LayerNorm, MLP in, MLP out, output
  * LayerNorm (nn.Linear layers with biases; the norms' .weight and .bias). */
