@@ -351,6 +351,18 @@ static void tensorflow_layernorm_names_load(void **state) {
     rm_tree(dir);
 }
 
+/* BertForPreTraining is read as its masked-LM head (the next-sentence head is left out). */
+static void pretraining_checkpoints_are_masked_lms(void **state) {
+    (void)state;
+    char *dir = copy_fixture("bert_mlm", "\"BertForMaskedLM\"", "\"BertForPreTraining\"");
+    lp_model *m;
+    assert_int_equal(lp_model_load(&m, dir, NULL), LP_OK);
+    assert_int_equal(lp_model_config(m)->head, LP_HEAD_MLM);
+    assert_string_equal(lp_model_config(m)->arch, "BertForPreTraining");
+    lp_model_free(m);
+    rm_tree(dir);
+}
+
 /* info's parameter count is every float tensor of the checkpoint (a tied decoder, absent
  * from the file, counted once; the int64 position_ids buffer is no parameter). */
 static void parameter_counts_are_the_checkpoints(void **state) {
@@ -491,6 +503,7 @@ int main(void) {
         cmocka_unit_test(reduced_precision_fixtures_load),
         cmocka_unit_test(parameter_counts_are_the_checkpoints),
         cmocka_unit_test(tensorflow_layernorm_names_load),
+        cmocka_unit_test(pretraining_checkpoints_are_masked_lms),
         cmocka_unit_test(post_norm_captures_are_defined),
         cmocka_unit_test(head_metrics_read_full_rows),
         cmocka_unit_test(engine_refuses_decoder_analyses),

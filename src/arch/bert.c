@@ -211,7 +211,7 @@ int lp_arch_bert_load(lp_model *m, json_t *config, const char *path) {
     c->type_vocab = n_types;
     c->pos_offset = offset;
     c->pos_pad_id = pad;
-    c->head = strstr(c->arch, "ForMaskedLM") ? LP_HEAD_MLM
+    c->head = strstr(c->arch, "ForMaskedLM") || strstr(c->arch, "ForPreTraining") ? LP_HEAD_MLM
               : strstr(c->arch, "ForSequenceClassification") ? LP_HEAD_CLASSIFIER : LP_HEAD_NONE;
 
     const char *p = lp_st_find(m->st, nm->probe) ? nm->prefix : "";

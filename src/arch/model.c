@@ -30,6 +30,7 @@ static const struct {
     {"BertModel", "bert", lp_arch_bert_load},
     {"BertForMaskedLM", NULL, lp_arch_bert_load},
     {"BertForSequenceClassification", NULL, lp_arch_bert_load},
+    {"BertForPreTraining", NULL, lp_arch_bert_load}, /* its masked-LM head; next-sentence prediction is not read */
     {"RobertaModel", "roberta", lp_arch_bert_load},
     {"RobertaForMaskedLM", NULL, lp_arch_bert_load},
     {"RobertaForSequenceClassification", NULL, lp_arch_bert_load},
