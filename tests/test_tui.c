@@ -3,7 +3,9 @@
  * token labels on the axes, values, the highlighted selection, keys moving layer, head and
  * token, the help written from the keymap, the small-terminal message, wide CJK tokens
  * keeping the grid aligned, shading characters without colour, the `:` line and its output
- * pane, notes and the findings view, and the line editor. */
+ * pane, notes and the findings view, the model view's thumbnails (every layer x head, a
+ * previous-token head's offset diagonal, max-pooling, whole bidirectional squares), and the
+ * line editor. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -60,17 +62,37 @@ static int bert_mlm(void **state) {
     return fixture_open(state, "tests/fixtures/encoders/bert_mlm", "run the [MASK] was good", 256);
 }
 
-/* A tiny GPT-2 with GPT-2's tokenizer, on text whose tokens are wide characters ("中",
- * "スト"), ASCII and bytes of split characters. */
-static int tiny_cjk(void **state) {
-    char *dir = make_temp_dir(), model[4200];
+/* The bundled model (in the tree: its heads are what the test reads, whatever
+ * $LOUPE_DEFAULT_MODEL says) on a sentence of its training distribution. */
+#define IOI "When Mary and John went to the store, John gave a drink to"
+static int default_model(void **state) { return fixture_open(state, "models/default", "run " IOI, 256); }
+
+/* A GPT-2 made here by mkmodel (shape: its options; GPT-2's tokenizer) with run done on it;
+ * the fixture removes it at the end. */
+static int made_model(void **state, const char *shape, const char *run) {
+    char *dir = make_temp_dir(), model[4200], args[512];
     snprintf(model, sizeof model, "%s/m", dir);
-    if (mkmodel(model, "--arch gpt2 --layers 2 --d-model 32 --heads 4 --vocab 50257 --ctx 64 --seed 3 "
-                       "--gpt2-tokenizer " SHARED "/tokenizers/gpt2 >/dev/null")) return -1;
-    int rc = fixture_open(state, model, "run 中 スト a 日本 中 テスト 中", 256);
+    snprintf(args, sizeof args, "--arch gpt2 %s --vocab 50257 --ctx 64 --gpt2-tokenizer " SHARED "/tokenizers/gpt2 >/dev/null",
+             shape);
+    if (mkmodel(model, args)) {
+        rm_tree(dir);
+        return -1;
+    }
+    int rc = fixture_open(state, model, run, 256);
     if (!rc) ((fixture *)*state)->dir = dir;
     else rm_tree(dir);
     return rc;
+}
+
+/* A tiny GPT-2 on text whose tokens are wide characters ("中", "スト"), ASCII and bytes of
+ * split characters. */
+static int tiny_cjk(void **state) {
+    return made_model(state, "--layers 2 --d-model 32 --heads 4 --seed 3", "run 中 スト a 日本 中 テスト 中");
+}
+
+/* More layers and heads than 80 x 24 has room for: 12 layers, 24 heads. */
+static int wide_model(void **state) {
+    return made_model(state, "--layers 12 --d-model 48 --heads 24 --seed 4", "run The quick brown fox jumps over the lazy dog.");
 }
 
 static int fixture_close(void **state) {
@@ -1100,6 +1122,302 @@ static void help_is_written_from_the_keymap(void **state) {
     assert_int_equal(lp_browser_key(f->b, 'q'), LP_BROWSER_QUIT);
 }
 
+/* ---- the model view ---- */
+
+static bool is_heat(const lp_cell *c) { return c && c->color >= LP_COLOR_HEAT_0 && c->color < LP_COLOR_HEAT_0 + LP_HEAT_LEVELS; }
+
+/* The thumbnails on screen, found from the cells alone: runs of heat cells on a row are
+ * thumbnails side by side, rows of them one after another a layer. Fills the top-left
+ * corner of each (up to max) in reading order; returns how many layers (bands of rows)
+ * there are and sets *per_row to the runs on every row of them (-1: rows disagree). The
+ * legend's scale, on the view's last row, is left out. */
+typedef struct {
+    int x, y, w, h;
+} thumb;
+static int find_thumbnails(const fixture *f, thumb *out, int max, int *n_out, int *per_row) {
+    int bands = 0, n = 0, band_first = 0;
+    *per_row = 0;
+    bool in_band = false;
+    for (int y = 2; y < f->scr->h - 3; y++) {
+        int runs = 0;
+        for (int x = 0; x < f->scr->w; x++) {
+            if (!is_heat(lp_screen_at(f->scr, x, y)) || is_heat(lp_screen_at(f->scr, x - 1, y))) continue;
+            int w = 0;
+            while (is_heat(lp_screen_at(f->scr, x + w, y))) w++;
+            if (!in_band && n < max) out[n++] = (thumb){x, y, w, 0};
+            runs++;
+        }
+        if (runs && !in_band) {
+            bands++;
+            band_first = n - runs;
+            if (*per_row == 0) *per_row = runs;
+        }
+        if (runs && *per_row != runs) *per_row = -1;
+        if (in_band && !runs)
+            for (int i = band_first; i < n; i++) out[i].h = y - out[i].y;
+        in_band = runs > 0;
+    }
+    *n_out = n;
+    return bands;
+}
+
+/* bertviz's model view: every layer x head a thumbnail of its pattern, at the smallest
+ * terminal the browser is made for and at twice that, with the layers and heads labelled. */
+static void model_view_shows_every_layer_and_head(void **state) {
+    fixture *f = *state;
+    const lp_config *c = lp_model_config(f->s.model);
+    static const int SIZES[][2] = {{80, 24}, {160, 48}};
+    for (int k = 0; k < 2; k++) {
+        lp_screen_resize(f->scr, SIZES[k][0], SIZES[k][1]);
+        key(f, '8');
+        assert_non_null(strstr(row(f, 0), " 8 Model view "));
+        thumb t[64];
+        int n, per_row, bands = find_thumbnails(f, t, 64, &n, &per_row);
+        if (bands != c->n_layer || per_row != c->n_head) {
+            dump(f);
+            fail_msg("%dx%d: %d bands of %d thumbnails, wanted %d x %d", f->scr->w, f->scr->h, bands, per_row,
+                     c->n_layer, c->n_head);
+        }
+        /* Each is a whole rectangle, all the same size, at least 2 x 3. */
+        for (int i = 0; i < n; i++) {
+            assert_int_equal(t[i].w, t[0].w);
+            assert_int_equal(t[i].h, t[0].h);
+            for (int y = t[i].y; y < t[i].y + t[i].h; y++)
+                for (int x = t[i].x; x < t[i].x + t[i].w; x++) assert_true(is_heat(lp_screen_at(f->scr, x, y)));
+        }
+        assert_true(t[0].h >= 2 && t[0].w >= 3);
+        for (int l = 0; l < c->n_layer; l++) {
+            char lab[16];
+            snprintf(lab, sizeof lab, "L%d ", l);
+            int x, y;
+            find_below(f, lab, 3, &x, &y);
+            assert_int_equal(x, 0);
+            assert_true(y >= t[l * c->n_head].y && y < t[l * c->n_head].y + t[0].h);
+        }
+        for (int h = 0; h < c->n_head; h++) {
+            char lab[16];
+            snprintf(lab, sizeof lab, "H%d", h);
+            int x, y;
+            find_below(f, lab, 2, &x, &y);
+            assert_int_equal(y, t[h].y - 1);
+            assert_true(x >= t[h].x && x < t[h].x + t[h].w);
+        }
+        SHOWS(f, "max-pooled: a cell is the largest of up to ");
+        if (k == 1) assert_true(t[0].h > 2 * 2 && t[0].w > 2 * 3); /* more room, larger thumbnails */
+    }
+    /* At 160 x 48 the thumbnails are 7 rows by 18 columns for 21 tokens: 3 queries, 2 keys. */
+    SHOWS(f, "up to 3 queries × 2 keys");
+    /* The cursor's head has bars either side; its labels are the selection's. */
+    key(f, 'j');
+    key(f, 'l');
+    thumb t[64];
+    int n, per_row;
+    find_thumbnails(f, t, 64, &n, &per_row);
+    const thumb *sel = &t[1 * c->n_head + 1];
+    for (int y = sel->y; y < sel->y + sel->h; y++) {
+        assert_int_equal(lp_screen_at(f->scr, sel->x - 1, y)->color, LP_COLOR_SELECTED);
+        assert_int_equal(lp_screen_at(f->scr, sel->x + sel->w, y)->color, LP_COLOR_SELECTED);
+    }
+    assert_int_equal(lp_screen_at(f->scr, t[0].x - 1, t[0].y)->color, LP_COLOR_NORMAL);
+    assert_int_equal(find_below(f, "H1", 2, NULL, NULL)->color, LP_COLOR_SELECTED);
+    assert_int_equal(find_below(f, "H2", 2, NULL, NULL)->color, LP_COLOR_LABEL);
+}
+
+/* More layers and heads than fit: the thumbnails keep their smallest size, the cursor
+ * scrolls them, and arrows in the margins say where the others are. With twice the room
+ * all 12 x 24 fit. */
+static void model_view_scrolls_layers_and_heads_that_do_not_fit(void **state) {
+    fixture *f = *state;
+    lp_screen_resize(f->scr, 80, 24);
+    key(f, '8');
+    thumb t[600];
+    int n, per_row;
+    int bands = find_thumbnails(f, t, 600, &n, &per_row);
+    if (bands >= 12 || bands < 4 || per_row >= 24 || per_row < 12) {
+        dump(f);
+        fail_msg("%d bands of %d thumbnails at 80x24", bands, per_row);
+    }
+    assert_true(t[0].h >= 2 && t[0].w >= 3);
+    SHOWS(f, "▼");
+    SHOWS(f, "▶");
+    assert_false(shows(f, "▲"));
+    assert_false(shows(f, "◀"));
+    for (int i = 0; i < 30; i++) key(f, 'j'), key(f, 'l');
+    assert_int_equal(f->b->layer, 11);
+    assert_int_equal(f->b->head, 23);
+    find_below(f, "L11", 2, NULL, NULL);
+    find_below(f, "H23", 2, NULL, NULL);
+    assert_false(shows(f, " L0 "));
+    SHOWS(f, "▲");
+    SHOWS(f, "◀");
+    assert_false(shows(f, "▼"));
+    assert_false(shows(f, "▶"));
+    /* the cursor's thumbnail is the last one on screen, with its bars */
+    find_thumbnails(f, t, 600, &n, &per_row);
+    const thumb *last = &t[n - 1];
+    assert_int_equal(lp_screen_at(f->scr, last->x - 1, last->y)->color, LP_COLOR_SELECTED);
+    assert_int_equal(lp_screen_at(f->scr, last->x + last->w, last->y)->color, LP_COLOR_SELECTED);
+    lp_screen_resize(f->scr, 160, 48);
+    render(f);
+    assert_int_equal(find_thumbnails(f, t, 600, &n, &per_row), 12);
+    assert_int_equal(per_row, 24);
+    assert_false(shows(f, "▲"));
+    assert_false(shows(f, "▶"));
+}
+
+/* Arrows and hjkl move the cursor over layers and heads (h and l: not the token, here),
+ * stopping at the edges; the title bar and the status line follow; Enter zooms into the
+ * head in the attention view. */
+static void model_view_moves_the_cursor_and_enter_zooms_in(void **state) {
+    fixture *f = *state;
+    const lp_config *c = lp_model_config(f->s.model);
+    key(f, '8');
+    int pos = f->b->pos;
+    key(f, 'k'); /* already on the first layer */
+    key(f, LP_KEY_LEFT);
+    assert_int_equal(f->b->layer, 0);
+    assert_int_equal(f->b->head, 0);
+    key(f, 'j');
+    key(f, LP_KEY_DOWN);
+    key(f, 'l');
+    key(f, LP_KEY_RIGHT);
+    key(f, LP_KEY_RIGHT);
+    key(f, 'h');
+    key(f, LP_KEY_UP);
+    assert_int_equal(f->b->layer, 1);
+    assert_int_equal(f->b->head, 2);
+    assert_int_equal(f->b->pos, pos);
+    assert_non_null(strstr(row(f, 0), " L1 H2 "));
+    char want[128];
+    snprintf(want, sizeof want, "L1 H2  query %d ", pos);
+    assert_non_null(strstr(status(f), want));
+    for (int i = 0; i < c->n_head + 2; i++) key(f, 'l');
+    for (int i = 0; i < c->n_layer + 2; i++) key(f, 'j');
+    assert_int_equal(f->b->layer, c->n_layer - 1);
+    assert_int_equal(f->b->head, c->n_head - 1);
+    key(f, 'k');
+    key(f, 'h');
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->view, LP_VIEW_ATTENTION);
+    snprintf(want, sizeof want, " L%d H%d ", c->n_layer - 2, c->n_head - 2);
+    assert_non_null(strstr(row(f, 0), want));
+    assert_non_null(strstr(row(f, 0), " 1 Attention "));
+    snprintf(want, sizeof want, "L%d H%d  query %d ", c->n_layer - 2, c->n_head - 2, pos);
+    assert_non_null(strstr(status(f), want));
+    /* and back: the same head under the cursor */
+    key(f, '8');
+    assert_int_equal(f->b->layer, c->n_layer - 2);
+    assert_int_equal(f->b->head, c->n_head - 2);
+}
+
+/* A previous-token head of the bundled model (0.0 when it was trained: found again here
+ * by its score) is drawn as the diagonal one key to the left: at 120 x 40 each query is a
+ * row and each key two columns, so every cell is the weight itself; at 80 x 24 two queries
+ * share a row and the row's strongest cells are still their previous tokens. The rest of
+ * the square is there too, at the bottom of the scale (a causal head's upper triangle). */
+static void model_view_draws_a_previous_token_head_off_the_diagonal(void **state) {
+    fixture *f = *state;
+    const lp_config *c = lp_model_config(f->s.model);
+    int T = lp_run_len(f->s.run), L = c->n_layer, H = c->n_head;
+    float *m = malloc((size_t)L * H * LP_HEAD_METRIC_COUNT * sizeof *m);
+    lp_head_metrics(m, f->s.run);
+    int best = 0;
+    for (int i = 1; i < L * H; i++)
+        if (m[(size_t)i * LP_HEAD_METRIC_COUNT + LP_HEAD_PREV_TOKEN] > m[(size_t)best * LP_HEAD_METRIC_COUNT + LP_HEAD_PREV_TOKEN])
+            best = i;
+    if (m[(size_t)best * LP_HEAD_METRIC_COUNT + LP_HEAD_PREV_TOKEN] < 0.8f) fail_msg("no previous-token head");
+    free(m);
+    lp_view v;
+    OK(lp_run_view(f->s.run, LP_ACT_PATTERN, best / H, best % H, &v));
+#define W(i, j) v.data[(size_t)(i) * v.stride[0] + (size_t)(j) * v.stride[1]]
+    key(f, '8');
+    thumb t[64];
+    int n, per_row;
+    assert_int_equal(find_thumbnails(f, t, 64, &n, &per_row), L);
+    assert_int_equal(per_row, H);
+    const thumb *p = &t[best];
+    assert_int_equal(p->h, T);
+    assert_int_equal(p->w, 2 * T);
+    SHOWS(f, "a cell is one query × one key (2 columns a key)");
+    int on_prev = 0;
+    for (int i = 0; i < T; i++) {
+        int strongest = 0;
+        for (int j = 0; j < 2 * T; j++) {
+            int lv = lp_screen_at(f->scr, p->x + j, p->y + i)->color - LP_COLOR_HEAT_0;
+            assert_int_equal(lv, lp_heat_level(W(i, j / 2)));
+            if (j > 2 * i + 1) assert_int_equal(lv, 0);
+            if (lv > strongest) strongest = lv;
+        }
+        /* the previous token is the brightest (or as bright as any), on nearly every row */
+        int prev = i > 0 ? i - 1 : 0;
+        on_prev += lp_screen_at(f->scr, p->x + 2 * prev, p->y + i)->color - LP_COLOR_HEAT_0 == strongest;
+    }
+    assert_true(on_prev >= T - 2);
+    /* Pooled: rows of two queries, a column a key. */
+    lp_screen_resize(f->scr, 80, 24);
+    render(f);
+    assert_int_equal(find_thumbnails(f, t, 64, &n, &per_row), L);
+    p = &t[best];
+    assert_int_equal(p->w, T);
+    assert_true(p->h < T);
+    SHOWS(f, "max-pooled: a cell is the largest of up to 2 queries × 1 key");
+    int on_diagonal = 0;
+    for (int r = 0; r < p->h; r++) {
+        int q0 = r * T / p->h, q1 = (r + 1) * T / p->h, strongest = 0, where = -1;
+        for (int j = 0; j < T; j++) {
+            int lv = lp_screen_at(f->scr, p->x + j, p->y + r)->color - LP_COLOR_HEAT_0;
+            float mx = 0;
+            for (int i = q0; i < q1; i++) mx = W(i, j) > mx ? W(i, j) : mx;
+            assert_int_equal(lv, lp_heat_level(mx)); /* the largest, not the mean */
+            if (j >= q1) assert_int_equal(lv, 0);
+            if (lv > strongest) strongest = lv, where = j;
+        }
+        on_diagonal += where >= q0 - 1 && where < q1 - 1;
+    }
+    assert_true(on_diagonal >= p->h - 1);
+#undef W
+}
+
+/* Thumbnails of a full bidirectional pattern (an encoder's: weight above the diagonal as
+ * well as below) keep the whole square: here the anti-diagonal, every query on the key
+ * mirrored from it, and a transposed (strided) view of it. Pooling takes the largest
+ * weight a cell covers. */
+static void thumbnails_draw_the_whole_square(void **state) {
+    (void)state;
+    enum { T = 6 };
+    float a[T * T] = {0};
+    for (int i = 0; i < T; i++) a[i * T + (T - 1 - i)] = 1.0f;
+    a[0 * T + 0] = 0.3f; /* a weak second key in the first row */
+    lp_view v = {.data = a, .ndim = 2, .shape = {T, T}, .stride = {T, 1}};
+    uint8_t lv[2 * T * T];
+    lp_thumbnail_levels(lv, T, 2 * T, &v); /* one row a query, two columns a key */
+    for (int i = 0; i < T; i++)
+        for (int j = 0; j < 2 * T; j++) {
+            int want = j / 2 == T - 1 - i ? LP_HEAT_LEVELS - 1 : i == 0 && j / 2 == 0 ? lp_heat_level(0.3) : 0;
+            assert_int_equal(lv[i * 2 * T + j], want);
+        }
+    lp_thumbnail_levels(lv, 3, 3, &v); /* 2 x 2 tokens a cell: the anti-diagonal, at full strength */
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 3; c++) assert_int_equal(lv[r * 3 + c], c == 2 - r ? LP_HEAT_LEVELS - 1 : r == 0 && c == 0 ? lp_heat_level(0.3) : 0);
+    lp_view tr = {.data = a, .ndim = 2, .shape = {T, T}, .stride = {1, T}}; /* transposed */
+    lp_thumbnail_levels(lv, T, T, &tr);
+    assert_int_equal(lv[0 * T + 0], lp_heat_level(0.3));
+    for (int i = 0; i < T; i++) assert_int_equal(lv[i * T + (T - 1 - i)], LP_HEAT_LEVELS - 1);
+    /* The attention view masks the upper triangle of a causal head only. */
+    assert_false(lp_pattern_causal(&v));
+    assert_false(lp_pattern_causal(&tr));
+    float low[T * T] = {0};
+    for (int i = 0; i < T; i++) low[i * T + (i > 0 ? i - 1 : 0)] = 1.0f;
+    lp_view lo = {.data = low, .ndim = 2, .shape = {T, T}, .stride = {T, 1}};
+    assert_true(lp_pattern_causal(&lo));
+    /* A lone strong weight in a large cell keeps the cell bright (a mean would not). */
+    float big[64 * 64] = {0};
+    big[40 * 64 + 50] = 0.9f;
+    lp_view bv = {.data = big, .ndim = 2, .shape = {64, 64}, .stride = {64, 1}};
+    lp_thumbnail_levels(lv, 4, 4, &bv);
+    for (int k = 0; k < 16; k++) assert_int_equal(lv[k], k == 2 * 4 + 3 ? lp_heat_level(0.9) : 0);
+}
+
 /* ---- terminals ---- */
 
 static void no_color_draws_shading_characters(void **state) {
@@ -1123,6 +1441,11 @@ static void no_color_draws_shading_characters(void **state) {
     char line[512];
     lp_screen_row_text(f->scr, 0, hy, f->scr->w, line, sizeof line);
     assert_non_null(strstr(line, "0."));
+    /* The model view's thumbnails: shades on the layers' rows (not only in the legend). */
+    key(f, '8');
+    find_below(f, "L0 ", 2, &hx, &hy);
+    lp_screen_row_text(f->scr, 3, hy, f->scr->w - 3, line, sizeof line);
+    assert_true(strstr(line, "░") || strstr(line, "▒") || strstr(line, "▓") || strstr(line, "█"));
 }
 
 static void wide_tokens_keep_the_grid_aligned(void **state) {
@@ -1200,6 +1523,13 @@ int main(void) {
         STORIES_TEST(patching_view_shows_a_stored_result),
         STORIES_TEST(patching_view_site_z_cursor_is_the_title_bars_and_the_notes),
         STORIES_TEST(patching_view_colours_denoising_by_recovery),
+        STORIES_TEST(model_view_shows_every_layer_and_head),
+        STORIES_TEST(model_view_moves_the_cursor_and_enter_zooms_in),
+        {"model_view_scrolls_layers_and_heads_that_do_not_fit", model_view_scrolls_layers_and_heads_that_do_not_fit,
+         wide_model, fixture_close, NULL},
+        {"model_view_draws_a_previous_token_head_off_the_diagonal", model_view_draws_a_previous_token_head_off_the_diagonal,
+         default_model, fixture_close, NULL},
+        cmocka_unit_test(thumbnails_draw_the_whole_square),
         STORIES_TEST(command_output_goes_to_the_pane_and_errors_to_the_message_line),
         STORIES_TEST(help_is_written_from_the_keymap),
         STORIES_TEST(slash_searches_the_tokens_and_n_steps_through_matches),

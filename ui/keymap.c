@@ -11,6 +11,8 @@
 #define HELP LP_SCOPE_HELP
 
 static const char VIEW_N[] = "go to view N (numbered in the title bar)";
+/* The model view's arrows move over heads, where elsewhere they move the token. */
+static const char HEAD_LEFT[] = "head to the left (here \xE2\x86\x90 \xE2\x86\x92 h l move the head, not the token)";
 
 static const lp_binding KEYMAP[] = {
     {ALL, LP_KEY_LEFT, "\xE2\x86\x90", LP_DO_TOKEN_PREV, 0, "previous token (every view follows the token strip)"},
@@ -37,6 +39,7 @@ static const lp_binding KEYMAP[] = {
     {ALL, '5', "5", LP_DO_VIEW, LP_VIEW_LENS, VIEW_N},
     {ALL, '6', "6", LP_DO_VIEW, LP_VIEW_FINDINGS, VIEW_N},
     {ALL, '7', "7", LP_DO_VIEW, LP_VIEW_PATCHING, VIEW_N},
+    {ALL, '8', "8", LP_DO_VIEW, LP_VIEW_MODEL, VIEW_N},
     {ALL, ':', ":", LP_DO_COMMAND, 0,
      "command line: any loupe command (run, load, attr, sql, ...); attn L H, heads and lens open their view"},
     {ALL, 'm', "m", LP_DO_NOTE, 0, "write a finding about what is under the cursor"},
@@ -99,6 +102,16 @@ static const lp_binding KEYMAP[] = {
     {LP_VIEW_PATCHING, 'j', "j", LP_DO_DOWN, 0, "layer row below"},
     {LP_VIEW_PATCHING, 'c', "c", LP_DO_METRIC_NEXT, 0, "next stored patching result"},
 
+    {LP_VIEW_MODEL, LP_KEY_UP, "\xE2\x86\x91", LP_DO_UP, 0, "layer above (the row of thumbnails)"},
+    {LP_VIEW_MODEL, 'k', "k", LP_DO_UP, 0, "layer above (the row of thumbnails)"},
+    {LP_VIEW_MODEL, LP_KEY_DOWN, "\xE2\x86\x93", LP_DO_DOWN, 0, "layer below"},
+    {LP_VIEW_MODEL, 'j', "j", LP_DO_DOWN, 0, "layer below"},
+    {LP_VIEW_MODEL, LP_KEY_LEFT, "\xE2\x86\x90", LP_DO_LEFT, 0, HEAD_LEFT},
+    {LP_VIEW_MODEL, 'h', "h", LP_DO_LEFT, 0, HEAD_LEFT},
+    {LP_VIEW_MODEL, LP_KEY_RIGHT, "\xE2\x86\x92", LP_DO_RIGHT, 0, "head to the right"},
+    {LP_VIEW_MODEL, 'l', "l", LP_DO_RIGHT, 0, "head to the right"},
+    {LP_VIEW_MODEL, LP_KEY_ENTER, "Enter", LP_DO_ENTER, 0, "zoom in: the head's whole pattern in the attention view"},
+
     {LINE, LP_KEY_ENTER, "Enter", LP_DO_EDIT_ACCEPT, 0, "run the line"},
     {LINE, LP_KEY_ESC, "Esc", LP_DO_EDIT_CANCEL, 0, "leave the line"},
     {LINE, LP_KEY_CTRL('c'), "C-c", LP_DO_EDIT_CANCEL, 0, "leave the line"},
@@ -158,13 +171,15 @@ static void heading_of(int scope, char *buf, size_t cap) {
 
 int lp_keymap_help(lp_help_line *out, int cap) {
     static char headings[LP_VIEW_COUNT + 3][64];
-    static const int SCOPES[] = {LP_SCOPE_ALL,        LP_VIEW_ATTENTION, LP_VIEW_HEADS,
-                                 LP_VIEW_ACTIVATIONS, LP_VIEW_ATTRIBUTIONS, LP_VIEW_LENS,
-                                 LP_VIEW_FINDINGS,    LP_VIEW_PATCHING,  LP_SCOPE_LINE,
-                                 LP_SCOPE_HELP};
+    /* Everywhere, each view in its number's order, the command line, the help. */
+    int scopes[LP_VIEW_COUNT + 3], n_scopes = 0;
+    scopes[n_scopes++] = LP_SCOPE_ALL;
+    for (int v = 0; v < LP_VIEW_COUNT; v++) scopes[n_scopes++] = v;
+    scopes[n_scopes++] = LP_SCOPE_LINE;
+    scopes[n_scopes++] = LP_SCOPE_HELP;
     int n = 0;
-    for (int k = 0; k < (int)(sizeof SCOPES / sizeof *SCOPES); k++) {
-        int scope = SCOPES[k];
+    for (int k = 0; k < n_scopes; k++) {
+        int scope = scopes[k];
         heading_of(scope, headings[k], sizeof headings[k]);
         if (n < cap) out[n] = (lp_help_line){.heading = headings[k]};
         n++;

@@ -17,7 +17,7 @@
 
 static const lp_view_ops *const VIEWS[LP_VIEW_COUNT] = {
     &lp_view_attention, &lp_view_heads, &lp_view_activations, &lp_view_attributions,
-    &lp_view_lens,      &lp_view_findings, &lp_view_patching,
+    &lp_view_lens,      &lp_view_findings, &lp_view_patching, &lp_view_model,
 };
 
 const lp_view_ops *lp_view_get(int index) { return index >= 0 && index < LP_VIEW_COUNT ? VIEWS[index] : NULL; }
@@ -574,26 +574,28 @@ static const char *basename_of(const char *path) {
     return path;
 }
 
-/* A view's tab: " 3 acts", or " 3 " when narrow; the current one " 3 Activations ". */
-static int tab_text(const lp_browser *b, int v, bool names, char *buf, size_t cap) {
-    if (v == b->view) return snprintf(buf, cap, " %d %s ", v + 1, VIEWS[v]->title);
+/* A view's tab: " 3 acts", or " 3 " without names; the current one " 3 Activations ", or
+ * " 3 acts " when its title gives way. */
+static int tab_text(const lp_browser *b, int v, bool names, bool title, char *buf, size_t cap) {
+    if (v == b->view) return snprintf(buf, cap, " %d %s ", v + 1, title ? VIEWS[v]->title : VIEWS[v]->name);
     if (names) return snprintf(buf, cap, " %d %s", v + 1, VIEWS[v]->name);
     return snprintf(buf, cap, " %d ", v + 1);
 }
 
-static int tabs_width(const lp_browser *b, bool names) {
+static int tabs_width(const lp_browser *b, bool names, bool title) {
     int w = 0;
     char tab[64];
-    for (int v = 0; v < LP_VIEW_COUNT; v++) w += tab_text(b, v, names, tab, sizeof tab);
+    for (int v = 0; v < LP_VIEW_COUNT; v++) w += tab_text(b, v, names, title, tab, sizeof tab);
     return w;
 }
 
-/* The title bar: every view's key and name (the current one by its title), then the layer
- * and head, the model and the run. What does not fit goes first: the model, the run, then
- * the other views' names, never a view's key or the layer and head. */
+/* The title bar: loupe, every view's key and name (the current one by its title), then the
+ * layer and head, the model and the run. What does not fit goes first: the model, the run,
+ * loupe's own name, the current view's title (for its name), then the other views' names;
+ * never a view's key or the layer and head. Eight views with names fit 80 columns. */
 static void draw_title(lp_browser *b, lp_screen *scr) {
+    static const char BRAND[] = " loupe ";
     lp_screen_fill(scr, 0, 0, scr->w, " ", LP_COLOR_TITLE, 0);
-    int x = lp_screen_put(scr, 0, 0, -1, " loupe ", LP_COLOR_TITLE, LP_ATTR_BOLD);
     const lp_config *c = b->s->model ? lp_model_config(b->s->model) : NULL;
     char rights[3][256];
     if (c) {
@@ -606,22 +608,26 @@ static void draw_title(lp_browser *b, lp_screen *scr) {
     } else {
         for (int i = 0; i < 3; i++) snprintf(rights[i], sizeof rights[i], " no model ");
     }
-    bool names = false;
-    const char *right = rights[2];
-    for (int i = 0; i < 6; i++) { /* names with each right side, then without */
-        bool n = i < 3;
-        if (x + tabs_width(b, n) + lp_display_width(rights[i % 3]) <= scr->w) {
-            names = n;
-            right = rights[i % 3];
-            break;
-        }
-    }
+    static const struct {
+        bool brand, names, title;
+        int right;
+    } FITS[] = {
+        {true, true, true, 0},  {true, true, true, 1},   {true, true, true, 2},   {false, true, true, 2},
+        {false, true, false, 2}, {false, false, true, 2}, {false, false, false, 2},
+    };
+    int n_fits = (int)(sizeof FITS / sizeof *FITS), f = 0;
+    while (f < n_fits - 1 && (FITS[f].brand ? (int)strlen(BRAND) : 0) + tabs_width(b, FITS[f].names, FITS[f].title) +
+                                     lp_display_width(rights[FITS[f].right]) >
+                                 scr->w)
+        f++;
+    int x = FITS[f].brand ? lp_screen_put(scr, 0, 0, -1, BRAND, LP_COLOR_TITLE, LP_ATTR_BOLD) : 0;
     for (int v = 0; v < LP_VIEW_COUNT; v++) {
         char tab[64];
-        tab_text(b, v, names, tab, sizeof tab);
+        tab_text(b, v, FITS[f].names, FITS[f].title, tab, sizeof tab);
         x += lp_screen_put(scr, x, 0, scr->w - x, tab, v == b->view ? LP_COLOR_TAB : LP_COLOR_TITLE,
                            v == b->view ? LP_ATTR_BOLD : 0);
     }
+    const char *right = rights[FITS[f].right];
     int rw = lp_display_width(right);
     if (x + rw <= scr->w) lp_screen_put(scr, scr->w - rw, 0, rw, right, LP_COLOR_TITLE, 0);
 }
@@ -758,8 +764,11 @@ void lp_browser_draw(lp_browser *b, lp_screen *scr) {
     else if (b->message[0])
         lp_screen_put_clip(scr, 0, ym, scr->w, b->message, b->message_error ? LP_COLOR_ERROR : LP_COLOR_MESSAGE,
                            b->message_error ? LP_ATTR_BOLD : 0);
-    else
-        lp_screen_put_clip(scr, 0, ym, scr->w,
-                           "1-7 Tab: views  \xE2\x86\x90\xE2\x86\x92: token  [ ]: layer  { }: head  /: search  :: command  ?: help",
-                           LP_COLOR_DIM, 0);
+    else {
+        char keys[160];
+        snprintf(keys, sizeof keys,
+                 "1-%d Tab: views  \xE2\x86\x90\xE2\x86\x92: token  [ ]: layer  { }: head  /: search  :: command  ?: help",
+                 LP_VIEW_COUNT);
+        lp_screen_put_clip(scr, 0, ym, scr->w, keys, LP_COLOR_DIM, 0);
+    }
 }

@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "keymap.h"
 #include "loupe/commands.h"
@@ -25,6 +26,7 @@ enum {
     LP_VIEW_LENS,
     LP_VIEW_FINDINGS,
     LP_VIEW_PATCHING,
+    LP_VIEW_MODEL,
     LP_VIEW_COUNT
 };
 
@@ -53,7 +55,7 @@ typedef struct {
 } lp_view_ops;
 
 extern const lp_view_ops lp_view_attention, lp_view_heads, lp_view_activations, lp_view_attributions, lp_view_lens,
-    lp_view_findings, lp_view_patching;
+    lp_view_findings, lp_view_patching, lp_view_model;
 const lp_view_ops *lp_view_get(int index);
 
 /* State set after a command finishes successfully (a jump from the findings view). */
@@ -150,6 +152,15 @@ json_t *lp_browser_query(const lp_browser *b, const char *sql, json_t *params);
 long long lp_row_int(json_t *row, const char *col, long long dflt);
 double lp_row_real(json_t *row, const char *col);
 const char *lp_row_str(json_t *row, const char *col);
+
+/* A T x T attention pattern (a (T, T) view, every weight read: nothing is taken to be
+ * masked) downsampled to th x tw cells of heat levels, out (th, tw): each cell the largest
+ * weight among the queries (rows) and keys (columns) it covers. A thumbnail no larger than T
+ * gives each token whole cells. */
+void lp_thumbnail_levels(uint8_t *out, int th, int tw, const lp_view *pattern);
+/* True when no query of a T x T pattern has weight on a later key (a causal head); an
+ * encoder's bidirectional head has. */
+bool lp_pattern_causal(const lp_view *pattern);
 
 /* snprintf at the end of what buf already holds. */
 void lp_appendf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

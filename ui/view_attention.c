@@ -1,7 +1,9 @@
 /* View 1, attention: one head's T x T pattern as a heat map. Rows are queries (the
  * selected token is the query row), columns are keys; token labels run down the left and,
  * one character a row, across the top, so wide characters keep their columns. The window
- * scrolls to keep the cursor cell in view. */
+ * scrolls to keep the cursor cell in view. A causal head (no weight on any later key) has
+ * its upper triangle masked; a bidirectional one (an encoder's) is drawn whole, and the
+ * key cursor goes past the query. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,12 +17,13 @@ typedef struct {
     int top, left; /* first query row and key column shown */
     int key;       /* the key column under the cursor */
     bool follow;   /* the key follows the query row's strongest key */
+    bool causal;   /* the head last drawn has nothing past the diagonal */
 } attn_state;
 
 static void *attn_open(lp_browser *b) {
     (void)b;
     attn_state *st = calloc(1, sizeof *st);
-    if (st) st->follow = true;
+    if (st) st->follow = st->causal = true;
     return st;
 }
 
@@ -28,11 +31,20 @@ static void attn_close(void *st) { free(st); }
 
 static float at(const lp_view *v, int i, int j) { return v->data[(size_t)i * v->stride[0] + (size_t)j * v->stride[1]]; }
 
+bool lp_pattern_causal(const lp_view *p) {
+    int T = p->shape[0];
+    for (int i = 0; i < T; i++) {
+        const float *row = p->data + (size_t)i * p->stride[0];
+        for (int j = i + 1; j < T; j++)
+            if (row[(size_t)j * p->stride[1]] != 0) return false;
+    }
+    return true;
+}
+
 /* Fixes the key column for the query row: the strongest key when following, and never
- * past the query (a causal head sees nothing there). */
-/* The key under the cursor in query q's row, whose last visible key is `last` (q when
- * attention is causal, T - 1 in an encoder). */
-static int key_of(attn_state *st, const lp_view *v, int q, int last) {
+ * past the query when the head is causal (it sees nothing there). */
+static int key_of(attn_state *st, const lp_view *v, int q, int T) {
+    int last = st->causal ? q : T - 1;
     if (st->follow) {
         int best = 0;
         for (int j = 1; j <= last; j++)
@@ -74,8 +86,9 @@ static void attn_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
         lp_browser_say(scr, a, "This head has no pattern.", lp_errmsg());
         return;
     }
-    bool causal = lp_model_config(lp_run_model(r))->causal;
-    int T = b->T, q = b->pos, k = key_of(st, &v, q, causal ? q : T - 1);
+    int T = b->T, q = b->pos;
+    st->causal = lp_pattern_causal(&v);
+    int k = key_of(st, &v, q, T);
 
     lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, 0,
                      "layer %d  head %d   rows: queries, columns: keys   [ ] layer  { } head  H L key  a follow",
@@ -111,7 +124,7 @@ static void attn_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
         lp_screen_put_clip(scr, a.x + 5, y, label_w - 5, lp_browser_token(b, i, NULL), color, sel ? LP_ATTR_BOLD : 0);
         for (int c = 0; c < cols && left + c < T; c++) {
             int j = left + c, x = x0 + c * CELL_W;
-            if (causal && j > i) { /* masked: the query cannot see this key */
+            if (j > i && st->causal) { /* masked: the query cannot see this key */
                 lp_screen_put(scr, x + 1, y, 1, "\xC2\xB7", LP_COLOR_DIM, 0);
                 continue;
             }
@@ -134,13 +147,7 @@ static bool attn_act(void *vst, lp_browser *b, lp_action a) {
     case LP_DO_UP: if (b->pos > 0) b->pos--; break;
     case LP_DO_DOWN: if (b->pos + 1 < b->T) b->pos++; break;
     case LP_DO_LEFT: st->follow = false; if (st->key > 0) st->key--; break;
-    case LP_DO_RIGHT: {
-        const lp_run *r = b->s->run;
-        int last = r && !lp_model_config(lp_run_model(r))->causal ? b->T - 1 : b->pos;
-        st->follow = false;
-        if (st->key < last) st->key++;
-        break;
-    }
+    case LP_DO_RIGHT: st->follow = false; if (st->key < (st->causal ? b->pos : b->T - 1)) st->key++; break;
     case LP_DO_FOLLOW: st->follow = true; break;
     default: return false;
     }

@@ -1,6 +1,7 @@
 #!/bin/sh
 # The browser on a real terminal (tmux, private socket, 120x40) on stories260K: opening with
-# -e, every view, layer/head/token keys, the help, resizing (and a too-small window), a
+# -e, every view, layer/head/token keys, the help, resizing (and a too-small window), the
+# model view's thumbnails at 80x24 and 160x48 and its Enter into the attention view, a
 # command from `:` with its output, an error, a note seen in the findings view and in the
 # store, cancelling a long command with Esc and Ctrl-C, NO_COLOR shading, `tui` from the
 # REPL and back, the `:` history shared with the REPL's file, and quitting.
@@ -35,12 +36,12 @@ start "'$LOUPE' -d '$tmp/db' --tui '$STORIES' -e 'run $TEXT'"
 expect "opens on the attention view" 10 "1 Attention"
 expect "the status line names the cursor's tokens and value" 5 "query 20 . "
 expect "the strip shows the run's tokens" 5 "·Once ·upon ·a ·time , ·Lily"
-for v in "2 Heads" "3 Activations" "4 Attributions" "5 Logit lens" "6 Findings" "7 Patching"; do
+for v in "2 Heads" "3 Activations" "4 Attributions" "5 Logit lens" "6 Findings" "7 Patching" "8 Model view"; do
     keys "${v%% *}"
     expect "view $v" 5 "$v"
     [ "$v" = "5 Logit lens" ] && expect "the lens shows its rows" 5 " emb "
 done
-keys 7 Tab
+keys 8 Tab
 expect "Tab wraps to the first view" 5 "1 Attention"
 keys ']' '}' '}'
 expect "] and } change layer and head" 5 "L1 H2 "
@@ -109,6 +110,43 @@ else fail "the finding is in the store"; "$LOUPE" -d "$tmp/db" -e 'sql SELECT * 
 if grep -q '^tokens *$' "$tmp/hist" && grep -qx 'atn 0 0' "$tmp/hist"; then ok ": lines go to the REPL's history file"
 else fail ": lines go to the REPL's history file"; sed 's/^/  | /' "$tmp/hist" 2>/dev/null; fi
 
+# 1b. The model view (8): every layer x head a thumbnail, at 120x40, 80x24 and 160x48; the
+# cursor moves with the arrows and hjkl, and Enter zooms into the attention view.
+# layers_heads: every layer's label down the left and every head's along the top.
+layers_heads() {
+    s=$(screen)
+    for l in 0 1 2 3 4; do printf '%s\n' "$s" | grep -Eq "^L$l( |\$)" || return 1; done
+    for h in 0 1 2 3 4 5 6 7; do printf '%s\n' "$s" | sed -n 4p | grep -q "H$h" || return 1; done
+}
+start "'$LOUPE' -d :memory: --tui '$STORIES' -e 'run $TEXT'"
+expect "opens for the model view" 10 "1 Attention"
+keys 8
+expect "8 opens the model view" 5 "8 Model view"
+expect "with its legend" 5 "max-pooled: a cell is the largest of up to "
+if poll layers_heads 5 x; then ok "5 layers x 8 heads labelled"; else fail "5 layers x 8 heads labelled"; screen | sed 's/^/  | /'; fi
+keys j l Right
+expect "j l Right move the cursor (the title bar follows)" 5 "L1 H2 "
+expect "the status line names the head and the token's strongest key" 5 "L1 H2  query 20 . → strongest key"
+keys Enter
+expect "Enter zooms into the head" 5 "1 Attention"
+expect "on the same layer and head" 5 "L1 H2  query 20 . → key"
+keys 8
+t resize-window -t tui -x 80 -y 24
+if poll size_is 5 80x24; then ok "model view at 80x24"; else fail "resize to 80x24"; fi
+if poll layers_heads 5 x; then ok "every thumbnail at 80x24"; else fail "every thumbnail at 80x24"; screen | sed 's/^/  | /'; fi
+if [ "$(screen | LC_ALL=C.UTF-8 wc -L)" -le 80 ]; then ok "the model view stays within 80 columns"
+else fail "the model view stays within 80 columns"; fi
+if screen | head -1 | grep -q " 1 attn 2 heads 3 acts 4 attr 5 lens 6 findings 7 patch 8 Model view .*L1 H2"; then
+    ok "the title bar lists every view at 80 columns"
+else fail "the title bar lists every view at 80 columns"; screen | head -1 | sed 's/^/  | /'; fi
+t resize-window -t tui -x 160 -y 48
+if poll size_is 5 160x48; then ok "model view at 160x48"; else fail "resize to 160x48"; fi
+expect "larger thumbnails pool fewer tokens" 5 "up to 3 queries × 2 keys"
+if poll layers_heads 5 x; then ok "every thumbnail at 160x48"; else fail "every thumbnail at 160x48"; screen | sed 's/^/  | /'; fi
+keys Up h
+expect "Up h move back" 5 "L0 H1 "
+quit_with "q leaves the model view" 0 q
+
 # 2. A long command shows progress and Esc or Ctrl-C cancel it; the browser goes on.
 mkmodel="$BUILD/tools/mkmodel"
 [ -x "$mkmodel" ] || make --no-print-directory "$mkmodel" >/dev/null 2>&1
@@ -162,6 +200,10 @@ start "NO_COLOR=1 '$LOUPE' -d :memory: --tui '$STORIES' -e 'run $TEXT'"
 expect "opens without colour" 10 "1 Attention"
 if poll shows 5 "█" || poll shows 2 "▓" || poll shows 2 "▒"; then ok "NO_COLOR draws shading characters"
 else fail "NO_COLOR draws shading characters"; screen | sed 's/^/  | /'; fi
+keys 8
+expect "the model view without colour" 5 "8 Model view"
+if poll shows 5 "max-pooled" && screen | grep -q '^L0 .*[░▒▓█]'; then ok "NO_COLOR thumbnails are shading characters"
+else fail "NO_COLOR thumbnails are shading characters"; screen | sed 's/^/  | /'; fi
 quit_with "q" 0 q
 
 # 4. `tui` from the REPL, and back to the prompt; `quit` on the : line leaves loupe.

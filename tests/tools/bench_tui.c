@@ -86,7 +86,7 @@ int main(int argc, char **argv) {
     free(rj);
     for (int i = 0; i < 20; i++) {
         char note[128];
-        snprintf(note, sizeof note, "note finding %d --layer %d --head %d --pos %d", i, i % c->n_layer, i % c->n_head, i % T);
+        snprintf(note, sizeof note, "note --layer %d --head %d --pos %d finding %d", i % c->n_layer, i % c->n_head, i % T, i);
         if (lp_exec(&s, note)) return fail("note");
     }
 
