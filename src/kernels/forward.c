@@ -48,6 +48,18 @@ void lp_norm(float *y, float *scale, const float *x, const float *w, const float
 
 void lp_embed(float *x, const lp_model *m, const int *ids, const int *types, int t0, int n) {
     const lp_config *c = &m->cfg;
+    int d = c->d_model;
+    lp_embed_sum(x, m, ids, types, t0, n);
+    if (c->emb_norm)
+        for (int i = 0; i < n; i++) {
+            float scale;
+            lp_norm(x + (size_t)i * d, &scale, x + (size_t)i * d, m->emb_ln_w, m->emb_ln_b, 1, d, LP_NORM_LAYERNORM,
+                    c->norm_eps);
+        }
+}
+
+void lp_embed_sum(float *x, const lp_model *m, const int *ids, const int *types, int t0, int n) {
+    const lp_config *c = &m->cfg;
     int d = c->d_model, counted = 0;
     for (int i = 0; i < n; i++) {
         float *xi = x + (size_t)i * d;
@@ -62,10 +74,6 @@ void lp_embed(float *x, const lp_model *m, const int *ids, const int *types, int
         if (m->type_emb) {
             const float *p = m->type_emb + (size_t)(types ? types[i] : 0) * d;
             for (int j = 0; j < d; j++) xi[j] += p[j];
-        }
-        if (c->emb_norm) {
-            float scale;
-            lp_norm(xi, &scale, xi, m->emb_ln_w, m->emb_ln_b, 1, d, LP_NORM_LAYERNORM, c->norm_eps);
         }
     }
 }

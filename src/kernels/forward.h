@@ -27,6 +27,9 @@ typedef struct {
  * of types (n; NULL: all 0) when the model has them, then the embeddings' LayerNorm when it
  * has one. */
 void lp_embed(float *x, const lp_model *m, const int *ids, const int *types, int t0, int n);
+/* The same before the embeddings' LayerNorm: word + position (+ token type), what an
+ * encoder's input gradient is taken with respect to. */
+void lp_embed_sum(float *x, const lp_model *m, const int *ids, const int *types, int t0, int n);
 /* Rotary tables for positions t0 .. t0 + n - 1: cos, sin (n, d_head / 2). */
 void lp_rope_tables(float *cos_t, float *sin_t, const lp_config *c, int t0, int n);
 void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,
