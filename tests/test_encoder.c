@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "helpers.h"
+#include "loupe/attr.h"
 #include "loupe/error.h"
 #include "loupe/generate.h"
 #include "loupe/grad.h"
@@ -540,7 +541,44 @@ static void input_gradients_match_the_reference(void **state) {
             assert_true(fabs(lp_grad_objective(g) - value) <= 1e-4 * fmax(1.0, fabs(value)));
             lp_grad_free(g);
         }
-        print_message("%-15s gradients: max error %.3g of the largest value\n", with_logits[i], worst);
+        /* saliency and gxi, every objective, against the reference's scores */
+        json_t *a;
+        size_t ai;
+        json_array_foreach(json_object_get(e, "attr"), ai, a) {
+            const char *method = json_string_value(json_object_get(a, "method"));
+            lp_attr_spec sp = {.baseline = -1, .layer = -1};
+            if (strcmp(method, "saliency") != 0 && strcmp(method, "gxi") != 0) {
+                assert_int_equal(lp_attr_method_from_name(method, &sp.method), LP_OK);
+                float sc[64];
+                double delta;
+                sp.objective = (lp_objective){LP_OBJ_LOGIT, (int)json_integer_value(json_object_get(e, "pos")),
+                                              (int)json_integer_value(json_object_get(e, "target")), 0};
+                assert_int_equal(lp_attr(sc, &delta, r, &sp), LP_EUNSUPPORTED); /* not yet for encoders */
+                continue;
+            }
+            assert_int_equal(lp_attr_method_from_name(method, &sp.method), LP_OK);
+            assert_int_equal(lp_objective_from_name(json_string_value(json_object_get(a, "objective")), &sp.objective.kind),
+                             LP_OK);
+            sp.objective.pos = (int)json_integer_value(json_object_get(e, "pos"));
+            sp.objective.target = (int)json_integer_value(json_object_get(e, "target"));
+            sp.objective.contrast = (int)json_integer_value(json_object_get(e, "contrast"));
+            float *scores = malloc((size_t)n * sizeof *scores);
+            double delta;
+            assert_int_equal(lp_attr(scores, &delta, r, &sp), LP_OK);
+            json_t *want = json_object_get(a, "scores");
+            double top = 0, err_max = 0;
+            for (int t = 0; t < n; t++) {
+                double x = json_number_value(json_array_get(want, (size_t)t));
+                top = fmax(top, fabs(x));
+                err_max = fmax(err_max, fabs(x - scores[t]));
+            }
+            if (err_max / fmax(top, 1e-30) > TOL)
+                fail_msg("%s attr %s (%s): off by %g of the largest score", with_logits[i], method,
+                         lp_objective_name(sp.objective.kind), err_max / top);
+            if (err_max / fmax(top, 1e-30) > worst) worst = err_max / fmax(top, 1e-30);
+            free(scores);
+        }
+        print_message("%-15s gradients, saliency, gxi: max error %.3g of the largest value\n", with_logits[i], worst);
         /* the full backward and batches are not there for encoders yet */
         lp_objective o = {LP_OBJ_LOGIT, (int)json_integer_value(json_object_get(e, "pos")),
                           (int)json_integer_value(json_object_get(e, "target")), 0};

@@ -262,9 +262,15 @@ static int attn_x_norm(float *scores, const lp_run *r, int pos, int layer) {
 }
 
 int lp_attr(float *scores, double *delta, const lp_run *r, const lp_attr_spec *sp) {
-    if (lp_model_need_decoder(lp_run_model(r), "attr")) return LP_EUNSUPPORTED;
     const lp_model *m = lp_run_model(r);
     const lp_config *c = &m->cfg;
+    /* Encoders have the input gradient (saliency, gxi); the batched and attention methods
+     * still assume a causal model. */
+    if (!c->causal && sp->method != LP_ATTR_SALIENCY && sp->method != LP_ATTR_GXI) {
+        char what[64];
+        snprintf(what, sizeof what, "attr %s", lp_attr_method_name(sp->method));
+        return lp_model_need_decoder(m, what);
+    }
     int T = lp_run_len(r), pos = sp->objective.pos, rc;
     *delta = NAN;
     if ((unsigned)sp->method >= LP_ATTR_COUNT) return lp_error(LP_EINVAL, "unknown attribution method %d", (int)sp->method);

@@ -82,10 +82,28 @@ check "heads: every head, finite entropy" is 2 'length == 4 and ([.[].entropy | 
 check "export pooled: (1, d)" is 4 '.shape == [1,32]'
 
 # Refusals: one line each, naming the command and the architecture.
-for c in 'attr ig' 'lens' 'dla' 'neurons 0' 'patch --corrupt-ids 2,4,3' 'scan' 'generate 3'; do
-    "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e "$c" >/dev/null 2>"$tmp/e2"
-    check "$c refuses encoders in one line" sh -c "test \$(wc -l < '$tmp/e2') -eq 1 && grep -q '^error: ${c%% *}: not yet available for encoder models (BertForMaskedLM)' '$tmp/e2'"
+for c in 'attr ig|attr ig' 'attr occlusion|attr occlusion' 'attr rollout|attr rollout' 'lens|lens' 'dla|dla' \
+    'neurons 0|neurons' 'patch --corrupt-ids 2,4,3|patch' 'scan|scan' 'generate 3|generate'; do
+    cmd=${c%%|*} name=${c#*|}
+    "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e "$cmd" >/dev/null 2>"$tmp/e2"
+    check "$cmd refuses encoders in one line" sh -c "test \$(wc -l < '$tmp/e2') -eq 1 && grep -q '^error: $name: not yet available for encoder models (BertForMaskedLM)' '$tmp/e2'"
 done
+# The input gradient methods work: saliency and gxi, against the reference's scores.
+for m in bert_mlm roberta_cls distilbert_cls; do
+    g=$ENC/$m/grad.json
+    ids=$(jq -r '.ids | join(",")' "$g")
+    types=$(jq -r 'if .token_type_ids then "--types " + (.token_type_ids | join(",")) else "" end' "$g")
+    "$LOUPE" -d :memory: -m json "$ENC/$m" -e "run --ids $ids $types" \
+        -e "attr saliency --pos $(jq .pos "$g") --target-id $(jq .target "$g")" \
+        -e "attr gxi --pos $(jq .pos "$g") --target-id $(jq .target "$g") --vs-id $(jq .contrast "$g")" >"$tmp/out" 2>"$tmp/err"
+    check "$m: attr saliency and gxi run" test $? -eq 0
+    check "$m: saliency within 1e-4 of the reference" is 1 "[.scores, $(jq -c '[.attr[] | select(.method == "saliency" and .objective == "logit")][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+    check "$m: gxi of the logit difference within 1e-4" is 2 "[.scores, $(jq -c '[.attr[] | select(.method == "gxi" and .objective == "logit_diff")][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+done
+"$LOUPE" -d :memory: -m json "$ENC/bert_cls" -e 'run the movie was good' -e 'attr gxi --target positive' >"$tmp/out" 2>"$tmp/err"
+check "attr on a classifier: the target is a label" is 1 '.target == {"id":2,"label":"positive"} and .pos == 0'
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie was good' -e 'attr gxi --pos 2' >/dev/null 2>"$tmp/e2"
+check "attr on a classifier at another position is refused" grep -q "prediction is at position 0" "$tmp/e2"
 "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e classify >/dev/null 2>"$tmp/e2"
 check "classify on a masked LM is refused" grep -q "classify: BertForMaskedLM is not a sequence classifier" "$tmp/e2"
 "$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie' -e top >/dev/null 2>"$tmp/e2"
