@@ -187,9 +187,11 @@ static int occlusion(float *scores, const lp_run *r, const lp_attr_spec *sp) {
 
 /* ---- attention methods ---- */
 
+/* Rollout and attention x norm read row pos of the patterns: its keys are 0..pos in a causal
+ * model, every position in an encoder. */
 static int rollout(float *scores, const lp_run *r, int pos) {
     const lp_config *c = lp_model_config(lp_run_model(r));
-    int T = pos + 1;
+    int T = c->causal ? pos + 1 : lp_run_len(r);
     double *row = calloc((size_t)T, sizeof *row), *next = malloc((size_t)T * sizeof *next);
     double *A = malloc((size_t)T * T * sizeof *A);
     if (!row || !next || !A) {
@@ -205,18 +207,19 @@ static int rollout(float *scores, const lp_run *r, int pos) {
         lp_run_view(r, LP_ACT_PATTERN, l, -1, &v);
         for (int i = 0; i < T; i++) {
             double sum = 0.0;
-            for (int j = 0; j <= i; j++) {
+            int keys = c->causal ? i + 1 : T;
+            for (int j = 0; j < keys; j++) {
                 double a = 0.0;
                 for (int h = 0; h < c->n_head; h++) a += v.data[h * v.stride[0] + i * v.stride[1] + j];
                 a = 0.5 * a / c->n_head + (i == j ? 0.5 : 0.0);
                 A[(size_t)i * T + j] = a;
                 sum += a;
             }
-            for (int j = 0; j <= i; j++) A[(size_t)i * T + j] /= sum;
+            for (int j = 0; j < keys; j++) A[(size_t)i * T + j] /= sum;
         }
         for (int j = 0; j < T; j++) {
             double s = 0.0;
-            for (int i = j; i < T; i++) s += row[i] * A[(size_t)i * T + j];
+            for (int i = c->causal ? j : 0; i < T; i++) s += row[i] * A[(size_t)i * T + j];
             next[j] = s;
         }
         memcpy(row, next, (size_t)T * sizeof *row);
@@ -231,7 +234,8 @@ static int rollout(float *scores, const lp_run *r, int pos) {
 static int attn_x_norm(float *scores, const lp_run *r, int pos, int layer) {
     const lp_model *m = lp_run_model(r);
     const lp_config *c = &m->cfg;
-    int T = pos + 1, H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, d = c->d_model;
+    int T = c->causal ? pos + 1 : lp_run_len(r), H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head;
+    int d = c->d_model;
     lp_view pat, val;
     lp_run_view(r, LP_ACT_PATTERN, layer, -1, &pat);
     lp_run_view(r, LP_ACT_V, layer, -1, &val);
@@ -266,7 +270,7 @@ int lp_attr(float *scores, double *delta, const lp_run *r, const lp_attr_spec *s
     const lp_config *c = &m->cfg;
     /* Encoders have the input gradient (saliency, gxi); the batched and attention methods
      * still assume a causal model. */
-    if (!c->causal && sp->method != LP_ATTR_SALIENCY && sp->method != LP_ATTR_GXI) {
+    if (!c->causal && (sp->method == LP_ATTR_IG || sp->method == LP_ATTR_OCCLUSION)) {
         char what[64];
         snprintf(what, sizeof what, "attr %s", lp_attr_method_name(sp->method));
         return lp_model_need_decoder(m, what);

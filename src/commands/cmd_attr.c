@@ -84,7 +84,7 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     lp_attr_spec sp = {.baseline = -1, .layer = -1};
     if ((rc = lp_attr_method_from_name(pos[0], &sp.method))) return rc;
     bool labels = c->head == LP_HEAD_CLASSIFIER;
-    if (!c->causal && sp.method != LP_ATTR_SALIENCY && sp.method != LP_ATTR_GXI) {
+    if (!c->causal && (sp.method == LP_ATTR_IG || sp.method == LP_ATTR_OCCLUSION)) {
         char what[64];
         snprintf(what, sizeof what, "attr %s", pos[0]);
         return lp_model_need_decoder(s->model, what);

@@ -82,7 +82,7 @@ check "heads: every head, finite entropy" is 2 'length == 4 and ([.[].entropy | 
 check "export pooled: (1, d)" is 4 '.shape == [1,32]'
 
 # Refusals: one line each, naming the command and the architecture.
-for c in 'attr ig|attr ig' 'attr occlusion|attr occlusion' 'attr rollout|attr rollout' 'lens|lens' 'dla|dla' \
+for c in 'attr ig|attr ig' 'attr occlusion|attr occlusion' 'lens|lens' 'dla|dla' \
     'neurons 0|neurons' 'patch --corrupt-ids 2,4,3|patch' 'scan|scan' 'generate 3|generate'; do
     cmd=${c%%|*} name=${c#*|}
     "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e "$cmd" >/dev/null 2>"$tmp/e2"
@@ -99,6 +99,10 @@ for m in bert_mlm roberta_cls distilbert_cls; do
     check "$m: attr saliency and gxi run" test $? -eq 0
     check "$m: saliency within 1e-4 of the reference" is 1 "[.scores, $(jq -c '[.attr[] | select(.method == "saliency" and .objective == "logit")][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
     check "$m: gxi of the logit difference within 1e-4" is 2 "[.scores, $(jq -c '[.attr[] | select(.method == "gxi" and .objective == "logit_diff")][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+    "$LOUPE" -d :memory: -m json "$ENC/$m" -e "run --ids $ids $types" -e "attr rollout --pos $(jq .pos "$g")" \
+        -e "attr attnxnorm --pos $(jq .pos "$g") --layer 0" >"$tmp/out" 2>"$tmp/err"
+    check "$m: rollout over every key, within 1e-4" is 1 "[.scores, $(jq -c '[.attr[] | select(.method == "rollout")][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+    check "$m: attnxnorm within 1e-4" is 2 "[.scores, $(jq -c '[.attr[] | select(.method == "attnxnorm" and .layer == 0)][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
 done
 "$LOUPE" -d :memory: -m json "$ENC/bert_cls" -e 'run the movie was good' -e 'attr gxi --target positive' >"$tmp/out" 2>"$tmp/err"
 check "attr on a classifier: the target is a label" is 1 '.target == {"id":2,"label":"positive"} and .pos == 0'
