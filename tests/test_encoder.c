@@ -496,8 +496,8 @@ static void engine_refuses_decoder_analyses(void **state) {
 }
 
 /* The input gradient of every objective against the float64 reference's (grad.json: d f /
- * d embed_sum, T x d), and the attributions that read it or the attention (saliency, gxi,
- * rollout, attnxnorm), within 1e-4 of the largest value; ig and occlusion refuse encoders. */
+ * d embed_sum, T x d), and every attribution method (saliency, gxi, ig with its completeness
+ * delta, occlusion, rollout, attnxnorm), within 1e-4 of the largest value. */
 static void input_gradients_match_the_reference(void **state) {
     (void)state;
     static const char *const with_logits[] = {"bert_mlm", "bert_cls", "roberta_mlm", "roberta_cls", "distilbert_mlm",
@@ -548,15 +548,6 @@ static void input_gradients_match_the_reference(void **state) {
         json_array_foreach(json_object_get(e, "attr"), ai, a) {
             const char *method = json_string_value(json_object_get(a, "method"));
             lp_attr_spec sp = {.baseline = -1, .layer = -1};
-            if (strcmp(method, "ig") == 0 || strcmp(method, "occlusion") == 0) {
-                assert_int_equal(lp_attr_method_from_name(method, &sp.method), LP_OK);
-                float sc[64];
-                double delta;
-                sp.objective = (lp_objective){LP_OBJ_LOGIT, (int)json_integer_value(json_object_get(e, "pos")),
-                                              (int)json_integer_value(json_object_get(e, "target")), 0};
-                assert_int_equal(lp_attr(sc, &delta, r, &sp), LP_EUNSUPPORTED); /* not yet for encoders */
-                continue;
-            }
             assert_int_equal(lp_attr_method_from_name(method, &sp.method), LP_OK);
             assert_int_equal(lp_objective_from_name(json_string_value(json_object_get(a, "objective")), &sp.objective.kind),
                              LP_OK);
@@ -564,9 +555,14 @@ static void input_gradients_match_the_reference(void **state) {
             sp.objective.target = (int)json_integer_value(json_object_get(e, "target"));
             sp.objective.contrast = (int)json_integer_value(json_object_get(e, "contrast"));
             sp.layer = (int)json_integer_value(json_object_get(a, "layer"));
+            sp.steps = (int)json_integer_value(json_object_get(a, "steps"));
+            sp.baseline = (int)json_integer_value(json_object_get(a, "baseline"));
+            sp.window = (int)json_integer_value(json_object_get(a, "window"));
             float *scores = malloc((size_t)n * sizeof *scores);
             double delta;
             assert_int_equal(lp_attr(scores, &delta, r, &sp), LP_OK);
+            json_t *jd = json_object_get(a, "delta");
+            if (json_is_number(jd)) assert_true(fabs(delta - json_number_value(jd)) < 1e-4);
             json_t *want = json_object_get(a, "scores");
             double top = 0, err_max = 0;
             for (int t = 0; t < n; t++) {
@@ -580,7 +576,7 @@ static void input_gradients_match_the_reference(void **state) {
             if (err_max / fmax(top, 1e-30) > worst) worst = err_max / fmax(top, 1e-30);
             free(scores);
         }
-        print_message("%-15s gradients, saliency, gxi, rollout, attnxnorm: max error %.3g of the largest value\n", with_logits[i], worst);
+        print_message("%-15s gradients and every attribution method: max error %.3g of the largest value\n", with_logits[i], worst);
         /* the full backward and batches are not there for encoders yet */
         lp_objective o = {LP_OBJ_LOGIT, (int)json_integer_value(json_object_get(e, "pos")),
                           (int)json_integer_value(json_object_get(e, "target")), 0};

@@ -84,11 +84,6 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     lp_attr_spec sp = {.baseline = -1, .layer = -1};
     if ((rc = lp_attr_method_from_name(pos[0], &sp.method))) return rc;
     bool labels = c->head == LP_HEAD_CLASSIFIER;
-    if (!c->causal && (sp.method == LP_ATTR_IG || sp.method == LP_ATTR_OCCLUSION)) {
-        char what[64];
-        snprintf(what, sizeof what, "attr %s", pos[0]);
-        return lp_model_need_decoder(s->model, what);
-    }
     if (c->head == LP_HEAD_NONE)
         return lp_error(LP_EUNSUPPORTED, "attr: %s has no output head to attribute", c->arch);
     /* The prediction explained: the last position's (decoders), the first mask's (masked LMs),
@@ -148,7 +143,8 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     long v;
     if (o[STEPS].value && (rc = lp_cmd_int(o[STEPS].value, "--steps", 1, 4096, &v))) return rc;
     sp.steps = o[STEPS].value ? (int)v : 32;
-    if (o[WINDOW].value && (rc = lp_cmd_int(o[WINDOW].value, "--window", 1, sp.objective.pos + 1, &v))) return rc;
+    int rows = c->causal ? sp.objective.pos + 1 : lp_run_len(s->run); /* what the prediction reads */
+    if (o[WINDOW].value && (rc = lp_cmd_int(o[WINDOW].value, "--window", 1, rows, &v))) return rc;
     sp.window = o[WINDOW].value ? (int)v : 1;
     if (o[LAYER].value && (rc = lp_cmd_int(o[LAYER].value, "--layer", 0, c->n_layer - 1, &v))) return rc;
     sp.layer = o[LAYER].value ? (int)v : c->n_layer - 1;

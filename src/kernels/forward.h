@@ -30,6 +30,11 @@ void lp_embed(float *x, const lp_model *m, const int *ids, const int *types, int
 /* The same before the embeddings' LayerNorm: word + position (+ token type), what an
  * encoder's input gradient is taken with respect to. */
 void lp_embed_sum(float *x, const lp_model *m, const int *ids, const int *types, int t0, int n);
+/* lp_run_new_typed with the input given as embeddings sum (n, d) instead of looked up from
+ * ids: the summed embeddings before their LayerNorm (encoders; lp_embed_sum's), or the
+ * embeddings themselves (decoders). ids still name the tokens (for display; NULL: all 0). For the
+ * attributions that vary the input (integrated gradients, occlusion) one run at a time. */
+int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n);
 /* Rotary tables for positions t0 .. t0 + n - 1: cos, sin (n, d_head / 2). */
 void lp_rope_tables(float *cos_t, float *sin_t, const lp_config *c, int t0, int n);
 void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,

@@ -4,7 +4,8 @@
  *
  * Only input gradients are computed, so each linear layer costs one matrix product backward,
  * as forward: dx = dy W^T. Rows after the objective's position cannot affect it (attention
- * is causal), so every pass stops at pos + 1 rows. */
+ * is causal), so every pass stops at pos + 1 rows. Encoders (bidirectional, post-norm, a head
+ * on top) have their own driver, encoder_grad, over every row, for the input gradient only. */
 #include "loupe/grad.h"
 
 #include <cblas.h>
@@ -334,9 +335,10 @@ static double act_deriv(lp_head_act a, double x) {
 }
 
 /* The input gradient of an encoder's run, with respect to the summed embeddings before their
- * LayerNorm (word + position + token type), into g->resid (T, d); g is laid out lean, and its
- * one-layer slices serve as scratch. Every row carries gradient: attention is not causal. */
-static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o) {
+ * LayerNorm (word + position + token type; e_sum (T, d), or NULL to take the run's), into
+ * g->resid (T, d); g is laid out lean, and its one-layer slices serve as scratch. Every row
+ * carries gradient: attention is not causal. */
+static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o, const float *e_sum) {
     const lp_model *m = g->m;
     const lp_config *c = &m->cfg;
     int T = g->T, d = c->d_model, dm = c->d_mlp, W = lp_run_out_width(r), at = o->pos;
@@ -417,14 +419,64 @@ static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o) {
         (void)qd;
     }
     /* resid_pre[0] = LN(embed_sum). */
-    float *e = g->lnf, *scale = dP, *y = g->ln1;
-    lp_embed_sum(e, m, lp_run_ids(r), lp_run_types(r), 0, T);
+    const float *e = e_sum;
+    float *scale = dP, *y = g->ln1;
+    if (!e) {
+        lp_embed_sum(g->lnf, m, lp_run_ids(r), lp_run_types(r), 0, T);
+        e = g->lnf;
+    }
     lp_norm(y, scale, e, m->emb_ln_w, m->emb_ln_b, T, d, LP_NORM_LAYERNORM, c->norm_eps);
     memcpy(g->ln2, dy, nd * sizeof *dy);
     memset(dy, 0, nd * sizeof *dy);
     norm_backward(dy, g->ln2, e, scale, m->emb_ln_w, T, d, LP_NORM_LAYERNORM);
     free(dP), free(dlog), free(hv);
     return LP_OK;
+}
+
+/* A lean gradient for an encoder's run of T tokens. */
+static int encoder_grad_new(lp_grad **out, const lp_model *m, int T) {
+    lp_grad *g = calloc(1, sizeof *g);
+    if (!g) return lp_error(LP_ENOMEM, "out of memory");
+    g->m = m;
+    g->T = T;
+    g->lean = true;
+    size_t floats = grad_layout(g, NULL);
+    if (!(g->arena = calloc(floats, sizeof *g->arena))) {
+        free(g);
+        return lp_error(LP_ENOMEM, "out of memory: the gradients of a run of %d tokens", T);
+    }
+    grad_layout(g, g->arena);
+    *out = g;
+    return LP_OK;
+}
+
+/* lp_grad_batch for encoders: each input (its summed embeddings) through a run of its own
+ * and the encoder backward; slower than the decoders' stacked batches, and as exact. */
+static int encoder_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx, const lp_objective *o,
+                         const double *weight, double *f, float *grad_sum) {
+    size_t nd = (size_t)T * m->cfg.d_model;
+    float *x = malloc(nd * sizeof *x);
+    double *acc = grad_sum ? calloc(nd, sizeof *acc) : NULL;
+    lp_grad *g = NULL;
+    int rc = !x || (grad_sum && !acc) ? lp_error(LP_ENOMEM, "out of memory") : LP_OK;
+    if (!rc && grad_sum) rc = encoder_grad_new(&g, m, T);
+    for (int i = 0; i < n && !rc; i++) {
+        lp_run *r;
+        input(x, i, ctx);
+        if ((rc = lp_run_new_embedded(&r, m, NULL, NULL, x, T))) break;
+        if (f) f[i] = lp_objective_value(o, lp_run_logits(r, o->pos), lp_run_out_width(r));
+        if (g && !(rc = encoder_grad(g, r, o, x))) {
+            double w = weight ? weight[i] : 1.0;
+            for (size_t j = 0; j < nd; j++) acc[j] += w * g->resid[j];
+        }
+        lp_run_free(r);
+    }
+    if (!rc && grad_sum)
+        for (size_t j = 0; j < nd; j++) grad_sum[j] = (float)acc[j];
+    lp_grad_free(g);
+    free(x);
+    free(acc);
+    return rc;
 }
 
 static int grad_run(lp_grad **out, const lp_run *r, const lp_objective *o, bool lean) {
@@ -435,20 +487,11 @@ static int grad_run(lp_grad **out, const lp_run *r, const lp_objective *o, bool 
     if (rc) return rc;
     if (!c->causal && !lean)
         return lp_error(LP_EUNSUPPORTED, "gradients: for encoder models (%s) only the embeddings' gradient is "
-                        "available yet (lp_grad_embed_new: attr saliency and gxi)", c->arch);
+                        "available yet (lp_grad_embed_new, lp_grad_batch)", c->arch);
     if (!c->causal) {
-        lp_grad *g = calloc(1, sizeof *g);
-        if (!g) return lp_error(LP_ENOMEM, "out of memory");
-        g->m = m;
-        g->T = T;
-        g->lean = true;
-        size_t floats = grad_layout(g, NULL);
-        if (!(g->arena = calloc(floats, sizeof *g->arena))) {
-            free(g);
-            return lp_error(LP_ENOMEM, "out of memory: the gradients of a run of %d tokens", T);
-        }
-        grad_layout(g, g->arena);
-        if ((rc = encoder_grad(g, r, o))) {
+        lp_grad *g;
+        if ((rc = encoder_grad_new(&g, m, T))) return rc;
+        if ((rc = encoder_grad(g, r, o, NULL))) {
             lp_grad_free(g);
             return rc;
         }
@@ -715,12 +758,13 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
                   const double *weight, double *f, float *grad_sum) {
     const lp_config *c = &m->cfg;
     int rc = lp_objective_check(o, m, T);
-    if (rc || (rc = lp_model_need_decoder(m, "ig and occlusion"))) return rc;
+    if (rc) return rc;
     if (T < 1 || T > c->n_ctx) return lp_error(LP_ERANGE, "%d tokens: the model takes 1..%d", T, c->n_ctx);
     if (n < 1) {
         if (grad_sum) memset(grad_sum, 0, (size_t)T * c->d_model * sizeof *grad_sum);
         return LP_OK;
     }
+    if (!c->causal) return encoder_batch(m, T, n, input, ctx, o, weight, f, grad_sum);
     bool logprob = o->kind == LP_OBJ_LOGPROB;
     batch bt = {.Bmax = 1, .T = T, .keep = grad_sum != NULL};
     size_t per_seq = batch_layout(&bt, NULL, c, logprob);

@@ -180,12 +180,16 @@ int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n) {
 }
 
 int lp_run_new_typed(lp_run **out, const lp_model *m, const int *ids, const int *types, int n) {
+    return lp_run_new_embedded(out, m, ids, types, NULL, n);
+}
+
+int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n) {
     *out = NULL;
     const lp_config *c = &m->cfg;
     if (n < 1) return lp_error(LP_EINVAL, "nothing to run: the sequence is empty");
     if (n > c->n_ctx)
         return lp_error(LP_ERANGE, "%d tokens exceed the model's context of %d; shorten the input", n, c->n_ctx);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; ids && i < n; i++)
         if (ids[i] < 0 || ids[i] >= c->vocab)
             return lp_error(LP_EINVAL, "token id %d at position %d is outside the vocabulary (0..%d)", ids[i], i,
                             c->vocab - 1);
@@ -205,6 +209,7 @@ int lp_run_new_typed(lp_run **out, const lp_model *m, const int *ids, const int 
     r->out_w = c->head == LP_HEAD_CLASSIFIER ? c->n_labels : c->head == LP_HEAD_NONE ? 0 : c->vocab;
     r->head_rows = !m->head.dense.w ? 0 : c->head == LP_HEAD_MLM ? n : 1;
     r->arena_floats = layout(r, NULL);
+    if (!ids && !sum) return lp_error(LP_EINVAL, "a run needs ids or embeddings");
     r->ids = malloc((size_t)n * sizeof *r->ids);
     r->types = calloc((size_t)n, sizeof *r->types);
     r->arena = arena_take(r->arena_floats * sizeof(float), &r->arena_bytes);
@@ -214,12 +219,22 @@ int lp_run_new_typed(lp_run **out, const lp_model *m, const int *ids, const int 
         return lp_error(LP_ENOMEM, "out of memory: a run of %d tokens needs %.1f MB of activations", n, mb);
     }
     layout(r, r->arena);
-    memcpy(r->ids, ids, (size_t)n * sizeof *ids);
+    if (ids) memcpy(r->ids, ids, (size_t)n * sizeof *ids);
+    else memset(r->ids, 0, (size_t)n * sizeof *r->ids);
     if (types) memcpy(r->types, types, (size_t)n * sizeof *types);
 
     size_t T = n, d = c->d_model, qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head;
     size_t dm = c->d_mlp, H = c->n_head;
-    lp_embed(r->resid, m, ids, r->types, 0, n);
+    if (!sum) {
+        lp_embed(r->resid, m, ids, r->types, 0, n);
+    } else {
+        memcpy(r->resid, sum, T * d * sizeof *r->resid);
+        for (size_t i = 0; c->emb_norm && i < T; i++) {
+            float scale;
+            lp_norm(r->resid + i * d, &scale, r->resid + i * d, m->emb_ln_w, m->emb_ln_b, 1, (int)d, LP_NORM_LAYERNORM,
+                    c->norm_eps);
+        }
+    }
     if (c->pos != LP_POS_LEARNED) lp_rope_tables(r->rope_cos, r->rope_sin, c, 0, n);
     for (int l = 0; l < c->n_layer; l++) {
         if (lp_cancelled()) {

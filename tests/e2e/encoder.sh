@@ -82,13 +82,13 @@ check "heads: every head, finite entropy" is 2 'length == 4 and ([.[].entropy | 
 check "export pooled: (1, d)" is 4 '.shape == [1,32]'
 
 # Refusals: one line each, naming the command and the architecture.
-for c in 'attr ig|attr ig' 'attr occlusion|attr occlusion' 'lens|lens' 'dla|dla' \
+for c in 'lens|lens' 'dla|dla' \
     'neurons 0|neurons' 'patch --corrupt-ids 2,4,3|patch' 'scan|scan' 'generate 3|generate'; do
     cmd=${c%%|*} name=${c#*|}
     "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e "$cmd" >/dev/null 2>"$tmp/e2"
     check "$cmd refuses encoders in one line" sh -c "test \$(wc -l < '$tmp/e2') -eq 1 && grep -q '^error: $name: not yet available for encoder models (BertForMaskedLM)' '$tmp/e2'"
 done
-# The input gradient methods work: saliency and gxi, against the reference's scores.
+# Attribution works on encoders: every method, against the reference's scores.
 for m in bert_mlm roberta_cls distilbert_cls; do
     g=$ENC/$m/grad.json
     ids=$(jq -r '.ids | join(",")' "$g")
@@ -102,6 +102,11 @@ for m in bert_mlm roberta_cls distilbert_cls; do
     "$LOUPE" -d :memory: -m json "$ENC/$m" -e "run --ids $ids $types" -e "attr rollout --pos $(jq .pos "$g")" \
         -e "attr attnxnorm --pos $(jq .pos "$g") --layer 0" >"$tmp/out" 2>"$tmp/err"
     check "$m: rollout over every key, within 1e-4" is 1 "[.scores, $(jq -c '[.attr[] | select(.method == "rollout")][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+    "$LOUPE" -d :memory: -m json "$ENC/$m" -e "run --ids $ids $types" \
+        -e "attr ig --pos $(jq .pos "$g") --target-id $(jq .target "$g") --steps 16" \
+        -e "attr occlusion --pos $(jq .pos "$g") --target-id $(jq .target "$g") --window 2 --baseline-id $(jq '[.attr[] | select(.method == "occlusion" and .window == 2)][0].baseline' "$g")" >"$tmp/o2" 2>"$tmp/err"
+    check "$m: ig (zero baseline, 16 steps) and its delta within 1e-4" jq -e -s ".[1] | ([.scores, $(jq -c '[.attr[] | select(.method == "ig" and .objective == "logit" and .baseline == -1)][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4) and ((.delta - $(jq '[.attr[] | select(.method == "ig" and .objective == "logit" and .baseline == -1)][0].delta' "$g")) | fabs < 1e-4)" "$tmp/o2"
+    check "$m: occlusion (window 2, the pad baseline) within 1e-4" jq -e -s ".[2] | [.scores, $(jq -c '[.attr[] | select(.method == "occlusion" and .objective == "logit" and .window == 2)][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4" "$tmp/o2"
     check "$m: attnxnorm within 1e-4" is 2 "[.scores, $(jq -c '[.attr[] | select(.method == "attnxnorm" and .layer == 0)][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
 done
 "$LOUPE" -d :memory: -m json "$ENC/bert_cls" -e 'run the movie was good' -e 'attr gxi --target positive' >"$tmp/out" 2>"$tmp/err"
