@@ -472,7 +472,8 @@ static void head_metrics_read_full_rows(void **state) {
     lp_model_free(m);
 }
 
-/* The analyses that assume a causal next-token model refuse encoders in the engine too. */
+/* The analyses that assume a causal next-token model refuse encoders in the engine too; the
+ * logit lens works on masked LMs. */
 static void engine_refuses_decoder_analyses(void **state) {
     (void)state;
     lp_model *m;
@@ -482,11 +483,21 @@ static void engine_refuses_decoder_analyses(void **state) {
     assert_int_equal(lp_run_new(&r, m, ids, 4), LP_OK);
     int top[64];
     float probs[64];
-    assert_int_equal(lp_lens(r, 1, -1, top, probs, NULL, NULL), LP_EUNSUPPORTED);
-    assert_non_null(strstr(lp_errmsg(), "lens: not yet available for encoder models (BertForMaskedLM)"));
+    /* a masked LM's lens reads the layers through its head: the last row is the output */
+    assert_int_equal(lp_lens(r, 1, -1, top, probs, NULL, NULL), LP_OK);
+    float last[110];
+    assert_int_equal(lp_lens_logits(r, lp_model_config(m)->n_layer, 2, last), LP_OK);
+    for (int j = 0; j < 110; j++) /* one row (sgemv) against the run's T rows (sgemm): not bit-equal */
+        assert_true(fabsf(last[j] - lp_run_logits(r, 2)[j]) <= 1e-4f * fmaxf(1.0f, fabsf(last[j])));
     lp_sampling smp = {0};
     assert_int_equal(lp_generate(m, ids, 4, 2, &smp, false, out, &got), LP_EUNSUPPORTED);
     assert_int_equal(lp_model_need_decoder(m, "x"), LP_EUNSUPPORTED);
+    lp_run_free(r);
+    lp_model_free(m);
+    assert_int_equal(lp_model_load(&m, ENC "bert_cls", NULL), LP_OK); /* a classifier has no lens */
+    assert_int_equal(lp_run_new(&r, m, ids, 4), LP_OK);
+    assert_int_equal(lp_lens(r, 1, -1, top, probs, NULL, NULL), LP_EUNSUPPORTED);
+    assert_non_null(strstr(lp_errmsg(), "lens: BertForSequenceClassification has no token predictions"));
     lp_run_free(r);
     lp_model_free(m);
     assert_int_equal(lp_model_load(&m, STORIES, NULL), LP_OK);

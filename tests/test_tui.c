@@ -670,8 +670,8 @@ static void lens_view_shows_top_tokens_per_layer_and_position(void **state) {
 }
 
 /* An encoder's attention is bidirectional: every cell of a row is a value (none masked), the
- * cursor may go past the query and the strongest key may lie after it; the lens view says it
- * is not available rather than showing a lens. */
+ * cursor may go past the query and the strongest key may lie after it; a masked LM has a
+ * logit lens. */
 static void encoder_attention_rows_are_full(void **state) {
     fixture *f = *state;
     render(f);
@@ -692,8 +692,9 @@ static void encoder_attention_rows_are_full(void **state) {
     for (int j = 0; j < T; j++) key(f, 'L'); /* the key cursor walks to the last key */
     snprintf(want, sizeof want, "query 0 [CLS] → key %d [SEP]", T - 1);
     assert_non_null(strstr(status(f), want));
-    key(f, '5');
-    SHOWS(f, "not yet available for encoder models");
+    key(f, '5'); /* a masked LM's lens reads the layers through its head */
+    SHOWS(f, "emb");
+    SHOWS(f, "out");
 }
 
 static void note_is_written_and_listed_with_its_run(void **state) {

@@ -43,12 +43,18 @@ static void lens_close(void *vst) {
     free(st);
 }
 
+/* A lens needs token predictions: a decoder's or a masked LM's. */
+static bool has_tokens(const lp_run *r) {
+    lp_head_kind h = lp_model_config(lp_run_model(r))->head;
+    return h == LP_HEAD_LM || h == LP_HEAD_MLM;
+}
+
 static int lens_update(void *vst, lp_browser *b) {
     lens_state *st = vst;
     lens_clear(st);
     st->failed = false;
     const lp_run *r = b->s->run;
-    if (!r || lp_model_is_encoder(lp_run_model(r))) return LP_OK; /* encoders: the view says why there is none */
+    if (!r || !has_tokens(r)) return LP_OK; /* classifiers, bare encoders: the view says why there is none */
     int rows = lp_model_config(lp_run_model(r))->n_layer + 1, T = lp_run_len(r);
     st->ids = malloc((size_t)rows * T * sizeof *st->ids);
     st->probs = malloc((size_t)rows * T * sizeof *st->probs);
@@ -78,9 +84,9 @@ static void lens_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     lens_state *st = vst;
     const lp_run *r = lp_browser_need_run(b, scr, a);
     if (!r) return;
-    if (!st->ids && lp_model_is_encoder(lp_run_model(r))) {
-        lp_browser_say(scr, a, "The logit lens is not yet available for encoder models.",
-                       "it reads a causal next-token model; views 1-3 work on encoders");
+    if (!st->ids && !has_tokens(r)) {
+        lp_browser_say(scr, a, "No logit lens: this model predicts no tokens.",
+                       "a classifier's or a bare encoder's layers have no vocabulary to be read through");
         return;
     }
     if (!st->ids) {

@@ -583,7 +583,7 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
     char *pos[1];
     int np, only = -1, target;
     long k = 1;
-    if ((rc = lp_cmd_opts("lens", argc, argv, o, 4, pos, 0, &np)) || (rc = lp_model_need_decoder(s->model, "lens")))
+    if ((rc = lp_cmd_opts("lens", argc, argv, o, 4, pos, 0, &np)) || (rc = lp_cmd_need_token_head(s, "lens")))
         return rc;
     const lp_config *c = lp_model_config(s->model);
     if (o[0].value && (rc = lp_cmd_int(o[0].value, "--k", 1, 50, &k))) return rc;

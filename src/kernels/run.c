@@ -153,9 +153,7 @@ static size_t layout(lp_run *r, float *base) {
     return at;
 }
 
-/* The head of an encoder over rows x (rows, d): h (rows, d) = [LN](act(dense(x))), then
- * logits (rows, W) = h W_out + b when there is an output layer. */
-static void run_head(float *h, float *logits, const lp_model *m, const float *x, int rows) {
+void lp_head_forward(float *h, float *logits, const lp_model *m, const float *x, int rows) {
     const lp_head *hd = &m->head;
     int d = m->cfg.d_model;
     size_t n = (size_t)rows * d;
@@ -272,7 +270,7 @@ int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const i
         for (size_t i = 0; i < T; i++) r->lnf_scale[i] = 1.0f;
     }
     if (c->head == LP_HEAD_LM) lp_linear_forward(r->logits, r->lnf, &m->unembed, n);
-    else if (r->head_rows) run_head(r->head_hidden, r->logits, m, r->lnf, r->head_rows);
+    else if (r->head_rows) lp_head_forward(r->head_hidden, r->logits, m, r->lnf, r->head_rows);
     /* Finite weights can still overflow float32 on the way; say where rather than hand on
      * results that every reader would have to doubt. */
     size_t n_out = (size_t)r->out_rows * r->out_w;

@@ -82,7 +82,7 @@ check "heads: every head, finite entropy" is 2 'length == 4 and ([.[].entropy | 
 check "export pooled: (1, d)" is 4 '.shape == [1,32]'
 
 # Refusals: one line each, naming the command and the architecture.
-for c in 'lens|lens' 'dla|dla' \
+for c in 'dla|dla' \
     'neurons 0|neurons' 'patch --corrupt-ids 2,4,3|patch' 'scan|scan' 'generate 3|generate'; do
     cmd=${c%%|*} name=${c#*|}
     "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e "$cmd" >/dev/null 2>"$tmp/e2"
@@ -113,6 +113,10 @@ done
 check "attr on a classifier: the target is a label" is 1 '.target == {"id":2,"label":"positive"} and .pos == 0'
 "$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie was good' -e 'attr gxi --pos 2' >/dev/null 2>"$tmp/e2"
 check "attr on a classifier at another position is refused" grep -q "prediction is at position 0" "$tmp/e2"
+"$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the [MASK] was good' -e 'lens --pos 2' -e 'top 1' >"$tmp/out" 2>"$tmp/err"
+check "lens on a masked LM: the last layer's row is the model's output" is 1 "(length == 3) and (.[2].top[0].id == $(jq -s '.[2][0].id' "$tmp/out"))"
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie' -e lens >/dev/null 2>"$tmp/e2"
+check "lens on a classifier is refused" grep -q "lens: BertForSequenceClassification is a sequence classifier" "$tmp/e2"
 "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e classify >/dev/null 2>"$tmp/e2"
 check "classify on a masked LM is refused" grep -q "classify: BertForMaskedLM is not a sequence classifier" "$tmp/e2"
 "$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie' -e top >/dev/null 2>"$tmp/e2"
