@@ -149,11 +149,13 @@ static int by_key_desc(const void *a, const void *b) {
     return x->i - y->i;
 }
 
-/* neurons L [--pos P] [K] [--sort act|abs|dla] [--target ..] [--vs ..] */
+/* neurons L [--pos P] [K] [--sort act|abs|dla] [--target ..] [--vs ..]. Encoders: the
+ * activations only (--sort act|abs), no direct logit attribution (post-norm blocks put a norm
+ * after every layer, so no layer writes to the logits directly). */
 int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
-    if (rc || (rc = lp_model_need_decoder(s->model, "neurons"))) return rc;
+    if (rc) return rc;
     lp_opt o[] = {{"pos", false, NULL},    {"target", false, NULL}, {"target-id", false, NULL},
                   {"vs", false, NULL},     {"vs-id", false, NULL},  {"sort", false, NULL}};
     char *pos[2];
@@ -168,14 +170,19 @@ int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     if (strcmp(sort, "act") && strcmp(sort, "abs") && strcmp(sort, "dla"))
         return lp_error(LP_EINVAL, "neurons: --sort act (highest activation), abs (largest |activation|) or dla "
                         "(largest |contribution|)");
+    bool with_dla = c->causal;
+    if (!with_dla && (strcmp(sort, "dla") == 0 || o[1].value || o[2].value || o[3].value || o[4].value))
+        return lp_model_need_decoder(s->model, "neurons: direct logit attribution (--sort dla, --target, --vs)");
+    target = contrast = -1;
     if ((rc = lp_cmd_pos(s, o[0].value, &p)) ||
-        (rc = pick_target(s, o[1].value, o[2].value, lp_run_logits(s->run, p), &target)) ||
-        (rc = pick_contrast(s, o[3].value, o[4].value, &contrast)))
+        (with_dla && (rc = pick_target(s, o[1].value, o[2].value, lp_run_logits(s->run, p), &target))) ||
+        (with_dla && (rc = pick_contrast(s, o[3].value, o[4].value, &contrast))))
         return rc;
     int dm = c->d_mlp;
-    float *dla = malloc((size_t)dm * sizeof *dla);
+    float *dla = calloc((size_t)dm, sizeof *dla);
     ranked *order = malloc((size_t)dm * sizeof *order);
-    rc = dla && order ? lp_dla_neurons(s->run, (int)layer, p, target, contrast, dla) : lp_error(LP_ENOMEM, "out of memory");
+    rc = !dla || !order ? lp_error(LP_ENOMEM, "out of memory")
+         : with_dla ? lp_dla_neurons(s->run, (int)layer, p, target, contrast, dla) : LP_OK;
     if (rc) {
         free(dla), free(order);
         return rc;
@@ -190,7 +197,8 @@ int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     for (int r = 0; r < k; r++) {
         int i = order[r].i;
         json_array_append_new(arr, json_pack("{s:i,s:i,s:o,s:o}", "rank", r + 1, "neuron", i, "act",
-                                             lp_json_number(act[i]), "dla", lp_json_number(dla[i])));
+                                             lp_json_number(act[i]), "dla",
+                                             with_dla ? lp_json_number(dla[i]) : json_null()));
     }
     free(dla);
     free(order);
@@ -198,12 +206,15 @@ int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     lp_table_column(table, "rank", 0, NULL);
     lp_table_column(table, "neuron", 0, NULL);
     lp_table_column(table, "act", 0, "%.4g");
-    lp_table_column(table, "dla", 0, "%.4g");
+    if (with_dla) lp_table_column(table, "dla", 0, "%.4g");
     size_t i;
     json_t *row;
-    json_array_foreach(arr, i, row)
-        lp_table_row(table, json_pack("[O,O,O,O]", json_object_get(row, "rank"), json_object_get(row, "neuron"),
-                                      json_object_get(row, "act"), json_object_get(row, "dla")));
+    json_array_foreach(arr, i, row) {
+        json_t *trow = json_pack("[O,O,O]", json_object_get(row, "rank"), json_object_get(row, "neuron"),
+                                 json_object_get(row, "act"));
+        if (with_dla) json_array_append(trow, json_object_get(row, "dla"));
+        lp_table_row(table, trow);
+    }
     json_t *val = json_pack("{s:i,s:i,s:s,s:o,s:o,s:o}", "layer", (int)layer, "pos", p, "sort", sort, "target",
                             token_obj(s, target), "contrast", token_obj(s, contrast), "neurons", arr);
     rc = record(s, "neurons",

@@ -83,10 +83,11 @@ check "export pooled: (1, d)" is 4 '.shape == [1,32]'
 
 # Refusals: one line each, naming the command and the architecture.
 for c in 'dla|dla' \
-    'neurons 0|neurons' 'patch --corrupt-ids 2,4,3|patch' 'scan|scan' 'generate 3|generate'; do
+    'neurons 0 --sort dla|neurons: direct logit attribution' 'patch --corrupt-ids 2,4,3|patch' 'scan|scan' \
+    'generate 3|generate'; do
     cmd=${c%%|*} name=${c#*|}
     "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e "$cmd" >/dev/null 2>"$tmp/e2"
-    check "$cmd refuses encoders in one line" sh -c "test \$(wc -l < '$tmp/e2') -eq 1 && grep -q '^error: $name: not yet available for encoder models (BertForMaskedLM)' '$tmp/e2'"
+    check "$cmd refuses encoders in one line" sh -c "test \$(wc -l < '$tmp/e2') -eq 1 && grep -q '^error: $name.*: not yet available for encoder models (BertForMaskedLM)' '$tmp/e2'"
 done
 # Attribution works on encoders: every method, against the reference's scores.
 for m in bert_mlm roberta_cls distilbert_cls; do
@@ -115,6 +116,8 @@ check "attr on a classifier: the target is a label" is 1 '.target == {"id":2,"la
 check "attr on a classifier at another position is refused" grep -q "prediction is at position 0" "$tmp/e2"
 "$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the [MASK] was good' -e 'lens --pos 2' -e 'top 1' >"$tmp/out" 2>"$tmp/err"
 check "lens on a masked LM: the last layer's row is the model's output" is 1 "(length == 3) and (.[2].top[0].id == $(jq -s '.[2][0].id' "$tmp/out"))"
+"$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the [MASK] was good' -e 'neurons 1 3' >"$tmp/out" 2>"$tmp/err"
+check "neurons on an encoder: activations, no dla" is 1 '(.neurons | length) == 3 and ([.neurons[].dla] | all(. == null)) and ([.neurons[].act] | . == (sort | reverse)) and .target == null'
 "$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie' -e lens >/dev/null 2>"$tmp/e2"
 check "lens on a classifier is refused" grep -q "lens: BertForSequenceClassification is a sequence classifier" "$tmp/e2"
 "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e classify >/dev/null 2>"$tmp/e2"
