@@ -181,6 +181,16 @@ static float gelu_erf(float x) { return (float)(0.5 * x * (1.0 + erf(x * 0.70710
 
 static float relu(float x) { return x > 0.0f ? x : 0.0f; }
 
+double lp_head_act_value(lp_head_act a, double v) {
+    switch (a) {
+    case LP_HEAD_ACT_TANH: return tanh(v);
+    case LP_HEAD_ACT_RELU: return v > 0 ? v : 0;
+    case LP_HEAD_ACT_GELU_ERF: return 0.5 * v * (1.0 + erf(v * 0.70710678118654752440));
+    case LP_HEAD_ACT_GELU_TANH: return 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+    }
+    return NAN;
+}
+
 /* y = act(x) over n floats for the non-gated MLPs. */
 static void act_rows(float *y, const float *x, size_t n, lp_mlp_kind kind) {
     switch (kind) {

@@ -38,6 +38,8 @@ int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const i
 /* The head of an encoder over rows x (rows, d): h (rows, d) = [LN](act(dense(x))), then
  * logits (rows, W) = h W_out + b when there is an output layer. */
 void lp_head_forward(float *h, float *logits, const lp_model *m, const float *x, int rows);
+/* An encoder head's activation of v, in double. */
+double lp_head_act_value(lp_head_act a, double v);
 /* Rotary tables for positions t0 .. t0 + n - 1: cos, sin (n, d_head / 2). */
 void lp_rope_tables(float *cos_t, float *sin_t, const lp_config *c, int t0, int n);
 void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,

@@ -361,12 +361,7 @@ static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o, cons
     dlog[o->target] += 1.0f;
     if (o->kind == LP_OBJ_LOGIT_DIFF) dlog[o->contrast] -= 1.0f;
     lp_linear_forward(a, x, &m->head.dense, 1);
-    for (int j = 0; j < d; j++) {
-        double v = a[j];
-        u[j] = (float)(m->head.act == LP_HEAD_ACT_TANH ? tanh(v) : m->head.act == LP_HEAD_ACT_RELU ? (v > 0 ? v : 0)
-                       : m->head.act == LP_HEAD_ACT_GELU_ERF ? 0.5 * v * (1.0 + erf(v * 0.70710678118654752440))
-                       : 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))));
-    }
+    for (int j = 0; j < d; j++) u[j] = (float)lp_head_act_value(m->head.act, a[j]);
     linear_backward(dh, dlog, &m->unembed, 1, 0.0f);
     if (m->head.ln_w) {
         float *h = g->lnf; /* scratch: the norm's output is not needed, its scale is */
@@ -382,7 +377,7 @@ static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o, cons
     linear_backward(dy + (size_t)at * d, du, &m->head.dense, 1, 0.0f);
 
     lp_head_act mlp_act = lp_arch_head_act(c->mlp);
-    int qd = c->n_head * c->d_head, kvd = c->n_kv_head * c->d_head;
+    int kvd = c->n_kv_head * c->d_head;
     for (int l = c->n_layer - 1; l >= 0; l--) {
         if (lp_cancelled()) {
             free(dP), free(dlog), free(hv);
@@ -416,7 +411,6 @@ static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o, cons
         linear_backward(dy, g->q, &w->q, T, 1.0f);
         linear_backward(dy, g->k, &w->k, T, 1.0f);
         linear_backward(dy, g->v, &w->v, T, 1.0f);
-        (void)qd;
     }
     /* resid_pre[0] = LN(embed_sum). */
     const float *e = e_sum;

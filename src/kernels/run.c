@@ -158,13 +158,7 @@ void lp_head_forward(float *h, float *logits, const lp_model *m, const float *x,
     int d = m->cfg.d_model;
     size_t n = (size_t)rows * d;
     lp_linear_forward(h, x, &hd->dense, rows);
-    for (size_t i = 0; i < n; i++) {
-        double v = h[i];
-        h[i] = (float)(hd->act == LP_HEAD_ACT_TANH ? tanh(v)
-                       : hd->act == LP_HEAD_ACT_RELU ? (v > 0 ? v : 0)
-                       : hd->act == LP_HEAD_ACT_GELU_ERF ? 0.5 * v * (1.0 + erf(v * 0.70710678118654752440))
-                       : 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))));
-    }
+    for (size_t i = 0; i < n; i++) h[i] = (float)lp_head_act_value(hd->act, h[i]);
     if (hd->ln_w)
         for (int i = 0; i < rows; i++) {
             float scale;
