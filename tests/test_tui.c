@@ -58,6 +58,10 @@ static int stories(void **state) { return fixture_open(state, STORIES, "run " TE
 static int stories_mono(void **state) { return fixture_open(state, STORIES, "run " TEXT, 0); }
 static int no_model(void **state) { return fixture_open(state, NULL, NULL, 256); }
 static int stories_no_run(void **state) { return fixture_open(state, STORIES, NULL, 256); }
+static int bert_mlm(void **state) {
+    return fixture_open(state, "tests/fixtures/encoders/bert_mlm", "run the [MASK] was good", 256);
+}
+
 /* The bundled model (in the tree: its heads are what the test reads, whatever
  * $LOUPE_DEFAULT_MODEL says) on a sentence of its training distribution. */
 #define IOI "When Mary and John went to the store, John gave a drink to"
@@ -663,6 +667,34 @@ static void lens_view_shows_top_tokens_per_layer_and_position(void **state) {
     assert_non_null(strstr(status(f), want));
     free(ids);
     free(pr);
+}
+
+/* An encoder's attention is bidirectional: every cell of a row is a value (none masked), the
+ * cursor may go past the query and the strongest key may lie after it; a masked LM has a
+ * logit lens. */
+static void encoder_attention_rows_are_full(void **state) {
+    fixture *f = *state;
+    render(f);
+    int T = lp_run_len(f->s.run);
+    key(f, LP_KEY_HOME); /* query 0, [CLS]: every key is after it */
+    lp_view v;
+    OK(lp_run_view(f->s.run, LP_ACT_PATTERN, 0, 0, &v));
+    int best = 0;
+    for (int j = 1; j < T; j++)
+        if (v.data[j] > v.data[best]) best = j;
+    char want[128];
+    snprintf(want, sizeof want, "query 0 [CLS] → key %d", best);
+    assert_non_null(strstr(status(f), want));
+    int y = label_row(f, 0), x;
+    assert_true(y > 0);
+    assert_int_equal(lp_screen_find(f->scr, "   0 [CLS]", &x, NULL), 0);
+    for (int c = 0; c < 96; c++) assert_string_not_equal(lp_screen_at(f->scr, c, y)->ch, "·");
+    for (int j = 0; j < T; j++) key(f, 'L'); /* the key cursor walks to the last key */
+    snprintf(want, sizeof want, "query 0 [CLS] → key %d [SEP]", T - 1);
+    assert_non_null(strstr(status(f), want));
+    key(f, '5'); /* a masked LM's lens reads the layers through its head */
+    SHOWS(f, "emb");
+    SHOWS(f, "out");
 }
 
 static void note_is_written_and_listed_with_its_run(void **state) {
@@ -1485,6 +1517,7 @@ int main(void) {
         STORIES_TEST(activations_view_shows_norms_and_top_neurons),
         STORIES_TEST(attributions_view_lists_the_store_then_shows_scores),
         STORIES_TEST(lens_view_shows_top_tokens_per_layer_and_position),
+        cmocka_unit_test_setup_teardown(encoder_attention_rows_are_full, bert_mlm, fixture_close),
         STORIES_TEST(note_is_written_and_listed_with_its_run),
         STORIES_TEST(findings_of_another_run_rerun_it),
         STORIES_TEST(going_to_a_finding_reuses_its_run_and_session),

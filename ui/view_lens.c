@@ -43,12 +43,18 @@ static void lens_close(void *vst) {
     free(st);
 }
 
+/* A lens needs token predictions: a decoder's or a masked LM's. */
+static bool has_tokens(const lp_run *r) {
+    lp_head_kind h = lp_model_config(lp_run_model(r))->head;
+    return h == LP_HEAD_LM || h == LP_HEAD_MLM;
+}
+
 static int lens_update(void *vst, lp_browser *b) {
     lens_state *st = vst;
     lens_clear(st);
     st->failed = false;
     const lp_run *r = b->s->run;
-    if (!r) return LP_OK;
+    if (!r || !has_tokens(r)) return LP_OK; /* classifiers, bare encoders: the view says why there is none */
     int rows = lp_model_config(lp_run_model(r))->n_layer + 1, T = lp_run_len(r);
     st->ids = malloc((size_t)rows * T * sizeof *st->ids);
     st->probs = malloc((size_t)rows * T * sizeof *st->probs);
@@ -76,7 +82,13 @@ static void row_label(char *buf, size_t cap, int row, int rows) {
 
 static void lens_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     lens_state *st = vst;
-    if (!lp_browser_need_run(b, scr, a)) return;
+    const lp_run *r = lp_browser_need_run(b, scr, a);
+    if (!r) return;
+    if (!st->ids && !has_tokens(r)) {
+        lp_browser_say(scr, a, "No logit lens: this model predicts no tokens.",
+                       "a classifier's or a bare encoder's layers have no vocabulary to be read through");
+        return;
+    }
     if (!st->ids) {
         lp_browser_say(scr, a, st->failed ? "The logit lens was not computed." : "No logit lens yet.",
                        "Ctrl-L tries again");

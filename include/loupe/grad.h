@@ -45,7 +45,12 @@ int lp_grad_embed_new(lp_grad **out, const lp_run *r, const lp_objective *o);
 void lp_grad_free(lp_grad *g);
 
 double lp_grad_objective(const lp_grad *g);   /* the objective's value on the run */
-/* (T, d): the gradient with respect to the embeddings (resid_pre of layer 0). */
+/* (T, d): the gradient with respect to the embeddings (resid_pre of layer 0); for encoders,
+ * with respect to the summed embeddings before their LayerNorm (word + position + token
+ * type: the same as with respect to the word embeddings), all T rows carrying gradient.
+ * Encoders have lp_grad_embed_new and lp_grad_batch (whose inputs are then the summed
+ * embeddings before the LayerNorm, run one at a time); lp_grad_new refuses them. A
+ * classifier's objective is a label at position 0. */
 const float *lp_grad_embed(const lp_grad *g);
 /* The gradient with respect to captured activation `kind`, with lp_run_view's shapes and
  * arguments: each activation is taken as an input of what follows it (q and k after rotary

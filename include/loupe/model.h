@@ -18,11 +18,23 @@ typedef enum {
     LP_POS_ROPE_HALF,        /* Hugging Face Llama: rotate-half pairs (i, i + d_head/2) */
     LP_POS_ROPE_INTERLEAVED, /* llama2.c / Meta: adjacent pairs (2i, 2i + 1) */
 } lp_pos_kind;
-typedef enum { LP_MLP_GELU_TANH, LP_MLP_SWIGLU } lp_mlp_kind;
+typedef enum {
+    LP_MLP_GELU_TANH,        /* GPT-2 "gelu_new", "gelu_pytorch_tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+    LP_MLP_SWIGLU,           /* Llama: SiLU(gate) * up */
+    LP_MLP_GELU_ERF,         /* BERT "gelu": the exact 0.5 x (1 + erf(x / sqrt 2)) */
+    LP_MLP_RELU,             /* "relu" */
+} lp_mlp_kind;
+/* What sits on top of the last layer. */
+typedef enum {
+    LP_HEAD_LM,              /* decoders: final norm, unembedding; logits (T, vocab) */
+    LP_HEAD_MLM,             /* masked LM: dense -> act -> LayerNorm -> decoder + bias; logits (T, vocab) */
+    LP_HEAD_CLASSIFIER,      /* sequence classification from position 0: dense -> tanh/ReLU -> out; logits (1, n_labels) */
+    LP_HEAD_NONE,            /* a bare encoder (BertModel): no logits; its pooler, if any, gives the pooled vector */
+} lp_head_kind;
 
 typedef struct {
     char arch[64];       /* "GPT2LMHeadModel", "LlamaForCausalLM", "llama2.c", ... */
-    char family[16];     /* "gpt2" or "llama" */
+    char family[16];     /* "gpt2", "llama", "bert", "roberta" or "distilbert" */
     int n_layer;
     int n_head;
     int n_kv_head;       /* == n_head unless grouped-query attention */
@@ -41,6 +53,20 @@ typedef struct {
     bool mlp_bias;
     bool attn_only;      /* no MLP blocks (transformer-circuits toy models): resid_post = resid_mid;
                             only models made for training (train.h) set it, no loader does */
+    /* What varies between decoders and BERT-style encoders, read by the one forward pass: */
+    bool causal;         /* causal attention (decoders); false: every query sees all T keys */
+    bool post_norm;      /* BERT's blocks: resid_mid = LN1(resid_in + attn_out), resid_out = LN2(resid_mid +
+                            mlp_out), attention and MLP reading the un-normalised stream; false: GPT-2's pre-norm */
+    bool emb_norm;       /* a LayerNorm over the summed embeddings (BERT); resid_pre of layer 0 is after it */
+    int type_vocab;      /* token-type (segment) embeddings: 0 none, else ids 0 .. type_vocab - 1 */
+    int pos_offset;      /* learned positions start at this row (RoBERTa: padding_idx + 1); n_ctx leaves room */
+    int pos_pad_id;      /* with pos_offset > 0 (RoBERTa): this token id (padding_idx) takes position row
+                            pos_offset - 1 and does not advance the count, as Hugging Face's
+                            create_position_ids_from_input_ids; unused when pos_offset is 0 */
+    lp_head_kind head;
+    int n_labels;        /* classifier: the width of its logits; 0 otherwise */
+    bool multi_label;    /* classifier with problem_type "multi_label_classification": each label's
+                            probability is its own sigmoid, not a softmax over the labels */
 } lp_config;
 
 typedef struct lp_model lp_model;
@@ -61,6 +87,20 @@ const char *lp_model_path(const lp_model *m);
 const char *lp_model_dtype(const lp_model *m);       /* dtype of the checkpoint's weights: "F32", "F16", "BF16" */
 size_t lp_model_param_count(const lp_model *m);      /* parameters, tied ones counted once */
 size_t lp_model_weight_bytes(const lp_model *m);     /* float32 bytes the forward reads */
+/* A classifier's label names (id2label, "LABEL_i" where config.json names none), n_labels of
+ * them; NULL for other heads. */
+const char *lp_model_label(const lp_model *m, int id);
+int lp_model_n_labels(const lp_model *m);
+/* True for BERT-style encoders (bidirectional attention): the analyses that assume a causal
+ * next-token model (attr, lens, dla, patch, generate, scan) refuse them. */
+bool lp_model_is_encoder(const lp_model *m);
+/* LP_OK for a causal decoder; for an encoder, LP_EUNSUPPORTED with the message "WHAT: not yet
+ * available for encoder models (ARCH) ...": the guard of every analysis that assumes a
+ * causal next-token model (logit lens, DLA, gradients and attribution, patching, head scans,
+ * generation), in the engine and in the commands. */
+int lp_model_need_decoder(const lp_model *m, const char *what);
+/* "masked-lm", "classifier", "lm" or "none". */
+const char *lp_head_kind_name(lp_head_kind k);
 /* 16 hex digits identifying the architecture and the weights (sampled, so it is fast for
  * large checkpoints): the store uses it to tell models apart. */
 void lp_model_fingerprint(const lp_model *m, char out[17]);

@@ -17,7 +17,22 @@
  *   mlp_post    (T, dm)      MLP hidden activation after the nonlinearity (GELU(pre), or SiLU(gate) * up)
  *   mlp_out     (T, d)       MLP block output
  *   resid_post  (T, d)       residual stream leaving layer l (== resid_pre of layer l + 1)
- * and once: ln_final (T, d), ln_final_scale (T), logits (T, V). */
+ * and once: ln_final (T, d), ln_final_scale (T), logits (R, W), head_hidden (R, d).
+ *
+ * The output (lp_run_out_rows, lp_run_out_width): decoders and masked LMs give logits
+ * (T, V), one row per position; a classifier gives one row of n_labels logits, from
+ * position 0 (R = 1, W = n_labels); a bare encoder (BertModel) gives none (W = 0).
+ * head_hidden is an encoder head's hidden vector before its output layer: a classifier's
+ * (and BertModel's pooler's) pooled vector (1, d), a masked LM's transformed stream (T, d)
+ * after its LayerNorm; decoders have none.
+ *
+ * Post-norm blocks (BERT, RoBERTa, DistilBERT), where the norms come after the sums:
+ *   resid_mid = LN1(resid_pre + attn_out), resid_post = LN2(resid_mid + mlp_out).
+ * Every view keeps its meaning as "what the next part reads": ln1 is attention's input
+ * (resid_pre itself), ln2 the MLP's (resid_mid itself), and ln1_scale, ln2_scale are the
+ * 1/std of the post-attention and post-MLP norms. Such a model has no final norm: ln_final
+ * is the last resid_post and ln_final_scale 1. resid_pre of layer 0 is after the
+ * embeddings' LayerNorm (word + position + token type, then LayerNorm). */
 #ifndef LOUPE_RUN_H
 #define LOUPE_RUN_H
 
@@ -46,6 +61,7 @@ typedef enum {
     LP_ACT_LN_FINAL,
     LP_ACT_LN_FINAL_SCALE,
     LP_ACT_LOGITS,
+    LP_ACT_HEAD_HIDDEN,
     LP_ACT_COUNT
 } lp_act_kind;
 
@@ -63,6 +79,9 @@ typedef struct lp_run lp_run;
 /* Runs ids[0..n) through m, capturing everything. Fails with LP_ERANGE if n exceeds the
  * model's context, LP_EINVAL for ids outside the vocabulary, LP_ECANCEL if cancelled. */
 int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n);
+/* The same with token types (segment ids) types[0..n), each below the model's type_vocab;
+ * types NULL: all 0 (what lp_run_new runs). A model without token types accepts only 0s. */
+int lp_run_new_typed(lp_run **out, const lp_model *m, const int *ids, const int *types, int n);
 void lp_run_free(lp_run *r);
 
 /* Freed runs leave their arena for the next run to reuse; this returns it to the system. */
@@ -71,6 +90,7 @@ void lp_run_release_cache(void);
 const lp_model *lp_run_model(const lp_run *r);
 int lp_run_len(const lp_run *r);
 const int *lp_run_ids(const lp_run *r);
+const int *lp_run_types(const lp_run *r);             /* (T) token types; all 0 unless given */
 size_t lp_run_arena_bytes(const lp_run *r);
 
 /* The captured activation `kind` of `layer` (ignored for ln_final*, logits); for the
@@ -79,11 +99,14 @@ size_t lp_run_arena_bytes(const lp_run *r);
  * architecture does not have (mlp_up outside SwiGLU). */
 int lp_run_view(const lp_run *r, lp_act_kind kind, int layer, int head, lp_view *out);
 
-/* Row pos of the logits: (V) floats. */
+/* Row pos of the logits: (W) floats, W = lp_run_out_width; for a classifier only row 0
+ * exists (its n_labels logits); NULL for a row that does not exist (pos >= out_rows). */
 const float *lp_run_logits(const lp_run *r, int pos);
+int lp_run_out_rows(const lp_run *r);   /* T (LM, MLM), 1 (classifier), 0 (no head) */
+int lp_run_out_width(const lp_run *r);  /* vocab (LM, MLM), n_labels (classifier), 0 (no head) */
 
 const char *lp_act_name(lp_act_kind kind);            /* "resid_pre", ... */
-int lp_act_from_name(const char *name, lp_act_kind *out); /* LP_EINVAL for unknown names */
+int lp_act_from_name(const char *name, lp_act_kind *out); /* LP_EINVAL for unknown names; "pooled" is head_hidden */
 
 /* Cooperative cancellation: a signal handler may call lp_cancel_request(); long
  * computations check it between layers and return LP_ECANCEL. lp_cancel_reset() clears it. */

@@ -75,6 +75,7 @@ static int by_gradient(float *scores, const lp_run *r, const lp_attr_spec *sp) {
 typedef struct {
     int T, d;
     const float *x;       /* (T, d) */
+    float *own;           /* x when the path made it (an encoder's summed embeddings), else NULL */
     float *b;             /* (T, d) */
     const double *alpha;  /* ig: (steps) */
     int window;           /* occlusion */
@@ -99,6 +100,17 @@ static void occluded_input(float *out, int i, void *ctx) {
     memcpy(out + from, p->b + from, (to - from) * sizeof *out);
 }
 
+/* The rows of the run that can affect the prediction at pos: 0..pos in a causal model, all of
+ * an encoder's. */
+static int rows_before(const lp_run *r, int pos) {
+    return lp_model_config(lp_run_model(r))->causal ? pos + 1 : lp_run_len(r);
+}
+
+static void free_path(path *p) {
+    free(p->b);
+    free(p->own);
+}
+
 static int make_path(path *p, const lp_run *r, int T, int baseline) {
     const lp_model *m = lp_run_model(r);
     int d = m->cfg.d_model;
@@ -107,6 +119,14 @@ static int make_path(path *p, const lp_run *r, int T, int baseline) {
     lp_run_view(r, LP_ACT_RESID_PRE, 0, -1, &v);
     *p = (path){.T = T, .d = d, .x = v.data, .b = malloc((size_t)T * d * sizeof(float))};
     if (!p->b) return lp_error(LP_ENOMEM, "out of memory");
+    if (!m->cfg.causal) { /* an encoder's input is the sum before the embeddings' LayerNorm */
+        if (!(p->own = malloc((size_t)T * d * sizeof(float)))) {
+            free(p->b);
+            return lp_error(LP_ENOMEM, "out of memory");
+        }
+        lp_embed_sum(p->own, m, ids, lp_run_types(r), 0, T);
+        p->x = p->own;
+    }
     for (int t = 0; t < T; t++) {
         const float *e = m->tok_emb + (size_t)ids[t] * d, *base = baseline >= 0 ? m->tok_emb + (size_t)baseline * d : NULL;
         for (int k = 0; k < d; k++) {
@@ -120,7 +140,7 @@ static int make_path(path *p, const lp_run *r, int T, int baseline) {
 static int integrated_gradients(float *scores, double *delta, const lp_run *r, const lp_attr_spec *sp) {
     const lp_model *m = lp_run_model(r);
     const lp_objective *o = &sp->objective;
-    int T = o->pos + 1, d = m->cfg.d_model, n = sp->steps ? sp->steps : 32;
+    int T = rows_before(r, o->pos), d = m->cfg.d_model, n = sp->steps ? sp->steps : 32;
     path p;
     int rc = make_path(&p, r, T, sp->baseline);
     if (rc) return rc;
@@ -145,10 +165,10 @@ static int integrated_gradients(float *scores, double *delta, const lp_run *r, c
         scores[t] = (float)s;
         sum += s;
     }
-    double fx = lp_objective_value(o, lp_run_logits(r, o->pos), m->cfg.vocab);
+    double fx = lp_objective_value(o, lp_run_logits(r, o->pos), lp_run_out_width(r));
     *delta = sum - (fx - fb);
 done:
-    free(p.b);
+    free_path(&p);
     free(alpha);
     free(w);
     free(gsum);
@@ -158,7 +178,7 @@ done:
 static int occlusion(float *scores, const lp_run *r, const lp_attr_spec *sp) {
     const lp_model *m = lp_run_model(r);
     const lp_objective *o = &sp->objective;
-    int T = o->pos + 1, W = sp->window ? sp->window : 1;
+    int T = rows_before(r, o->pos), W = sp->window ? sp->window : 1;
     if (W > T) W = T;
     int n = T - W + 1;
     path p;
@@ -167,11 +187,11 @@ static int occlusion(float *scores, const lp_run *r, const lp_attr_spec *sp) {
     p.window = W;
     double *f = malloc((size_t)n * sizeof *f);
     if (!f) {
-        free(p.b);
+        free_path(&p);
         return lp_error(LP_ENOMEM, "out of memory");
     }
     if (!(rc = lp_grad_batch(m, T, n, occluded_input, &p, o, NULL, f, NULL))) {
-        double fx = lp_objective_value(o, lp_run_logits(r, o->pos), m->cfg.vocab);
+        double fx = lp_objective_value(o, lp_run_logits(r, o->pos), lp_run_out_width(r));
         for (int t = 0; t < T; t++) {
             /* Windows [s, s + W) that cover t: s from max(0, t - W + 1) to min(t, n - 1). */
             int s0 = t - W + 1 > 0 ? t - W + 1 : 0, s1 = t < n - 1 ? t : n - 1;
@@ -181,15 +201,17 @@ static int occlusion(float *scores, const lp_run *r, const lp_attr_spec *sp) {
         }
     }
     free(f);
-    free(p.b);
+    free_path(&p);
     return rc;
 }
 
 /* ---- attention methods ---- */
 
+/* Rollout and attention x norm read row pos of the patterns: its keys are 0..pos in a causal
+ * model, every position in an encoder. */
 static int rollout(float *scores, const lp_run *r, int pos) {
     const lp_config *c = lp_model_config(lp_run_model(r));
-    int T = pos + 1;
+    int T = c->causal ? pos + 1 : lp_run_len(r);
     double *row = calloc((size_t)T, sizeof *row), *next = malloc((size_t)T * sizeof *next);
     double *A = malloc((size_t)T * T * sizeof *A);
     if (!row || !next || !A) {
@@ -205,18 +227,19 @@ static int rollout(float *scores, const lp_run *r, int pos) {
         lp_run_view(r, LP_ACT_PATTERN, l, -1, &v);
         for (int i = 0; i < T; i++) {
             double sum = 0.0;
-            for (int j = 0; j <= i; j++) {
+            int keys = c->causal ? i + 1 : T;
+            for (int j = 0; j < keys; j++) {
                 double a = 0.0;
                 for (int h = 0; h < c->n_head; h++) a += v.data[h * v.stride[0] + i * v.stride[1] + j];
                 a = 0.5 * a / c->n_head + (i == j ? 0.5 : 0.0);
                 A[(size_t)i * T + j] = a;
                 sum += a;
             }
-            for (int j = 0; j <= i; j++) A[(size_t)i * T + j] /= sum;
+            for (int j = 0; j < keys; j++) A[(size_t)i * T + j] /= sum;
         }
         for (int j = 0; j < T; j++) {
             double s = 0.0;
-            for (int i = j; i < T; i++) s += row[i] * A[(size_t)i * T + j];
+            for (int i = c->causal ? j : 0; i < T; i++) s += row[i] * A[(size_t)i * T + j];
             next[j] = s;
         }
         memcpy(row, next, (size_t)T * sizeof *row);
@@ -231,7 +254,8 @@ static int rollout(float *scores, const lp_run *r, int pos) {
 static int attn_x_norm(float *scores, const lp_run *r, int pos, int layer) {
     const lp_model *m = lp_run_model(r);
     const lp_config *c = &m->cfg;
-    int T = pos + 1, H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, d = c->d_model;
+    int T = c->causal ? pos + 1 : lp_run_len(r), H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head;
+    int d = c->d_model;
     lp_view pat, val;
     lp_run_view(r, LP_ACT_PATTERN, layer, -1, &pat);
     lp_run_view(r, LP_ACT_V, layer, -1, &val);

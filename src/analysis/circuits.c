@@ -75,6 +75,7 @@ static void logit_direction(const lp_run *r, int pos, int target, int contrast, 
 }
 
 int lp_dla(const lp_run *r, int pos, int target, int contrast, float *heads, float *mlp, lp_dla_sums *sums) {
+    if (lp_model_need_decoder(lp_run_model(r), "dla")) return LP_EUNSUPPORTED;
     int rc = check_args(r, pos, target, contrast);
     if (rc) return rc;
     const lp_model *m = lp_run_model(r);
@@ -114,6 +115,7 @@ int lp_dla(const lp_run *r, int pos, int target, int contrast, float *heads, flo
 }
 
 int lp_dla_neurons(const lp_run *r, int layer, int pos, int target, int contrast, float *out) {
+    if (lp_model_need_decoder(lp_run_model(r), "neurons")) return LP_EUNSUPPORTED;
     int rc = check_args(r, pos, target, contrast);
     if (rc) return rc;
     const lp_model *m = lp_run_model(r);

@@ -293,6 +293,7 @@ static int readout_metric(const lp_model *m, const float *x, int n, int target, 
 }
 
 int lp_patch_logits(const lp_run *base, const lp_run *source, const lp_patch *p, float *logits) {
+    if (lp_model_need_decoder(lp_run_model(base), "patch")) return LP_EUNSUPPORTED;
     patcher P;
     int rc = patcher_init(&P, base, source);
     if (!rc) rc = check_patch(&P, p);
@@ -353,6 +354,7 @@ int lp_patch_metric(const lp_run *base, const lp_run *source, const lp_patch *pa
 }
 
 int lp_patch_sweep(const lp_run *base, const lp_run *source, lp_patch_site site, int target, int contrast, float *out) {
+    if (lp_model_need_decoder(lp_run_model(base), "patch")) return LP_EUNSUPPORTED;
     const lp_config *c = lp_model_config(lp_run_model(base));
     if ((unsigned)site >= LP_PATCH_SITE_COUNT) return lp_error(LP_EINVAL, "unknown patching site %d", (int)site);
     int cols = site == LP_PATCH_Z ? c->n_head : lp_run_len(base), n = c->n_layer * cols;

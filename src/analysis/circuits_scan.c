@@ -73,6 +73,7 @@ int lp_scan_sequence(const lp_model *m, const lp_scan_options *o, int index, int
 }
 
 int lp_scan_heads(const lp_model *m, const lp_scan_options *o, float *scores, int *seq_len) {
+    if (lp_model_need_decoder(m, "scan")) return LP_EUNSUPPORTED;
     const lp_config *c = lp_model_config(m);
     int H = c->n_head, B = o->n_seqs > 0 ? o->n_seqs : 4, off = o->bos >= 0, N = sequence_len(c, o);
     if (N < 0) return LP_EINVAL;

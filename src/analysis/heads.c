@@ -37,7 +37,10 @@ void lp_head_metrics(float *out, const lp_run *r) {
                 const float *row = v.data + (size_t)i * v.stride[0];
                 double e = 0, best = 0, d = 0, k = 0;
                 bool has_dup = false, has_ind = false;
-                for (int j = 0; j <= i; j++) {
+                /* a bidirectional head's row spans every key: entropy and the maximum read it
+                 * all; duplicate and induction keep to the earlier keys, as their definitions */
+                int keys = c->causal ? i + 1 : T;
+                for (int j = 0; j < keys; j++) {
                     double p = row[j];
                     if (p > 0) e -= p * log(p);
                     if (p > best) best = p;

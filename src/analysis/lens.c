@@ -18,7 +18,8 @@ static const float *row_resid(const lp_run *r, int row) {
     return v.data;
 }
 
-/* logits (n, V) of the n residual vectors x (n, d). */
+/* logits (n, V) of the n residual vectors x (n, d): through the final norm and the
+ * unembedding, or a masked LM's head (whose last layer ends in its own norm). */
 static int lens_block(const lp_model *m, const float *x, int n, float *logits) {
     const lp_config *c = lp_model_config(m);
     float *y = malloc((size_t)n * c->d_model * sizeof *y), *scale = malloc((size_t)n * sizeof *scale);
@@ -27,14 +28,27 @@ static int lens_block(const lp_model *m, const float *x, int n, float *logits) {
         free(scale);
         return lp_error(LP_ENOMEM, "out of memory");
     }
-    lp_norm(y, scale, x, m->lnf_w, m->lnf_b, n, c->d_model, c->norm, c->norm_eps);
-    lp_linear_forward(logits, y, &m->unembed, n);
+    if (c->head == LP_HEAD_MLM) {
+        lp_head_forward(y, logits, m, x, n);
+    } else {
+        lp_norm(y, scale, x, m->lnf_w, m->lnf_b, n, c->d_model, c->norm, c->norm_eps);
+        lp_linear_forward(logits, y, &m->unembed, n);
+    }
     free(y);
     free(scale);
     return LP_OK;
 }
 
+/* A lens reads every position's tokens: decoders and masked LMs. */
+static int need_token_head(const lp_model *m) {
+    const lp_config *c = lp_model_config(m);
+    if (c->head == LP_HEAD_LM || c->head == LP_HEAD_MLM) return LP_OK;
+    return lp_error(LP_EUNSUPPORTED, "lens: %s has no token predictions to read the layers through (its head: %s)",
+                    c->arch, lp_head_kind_name(c->head));
+}
+
 int lp_lens_logits(const lp_run *r, int row, int pos, float *logits) {
+    if (need_token_head(lp_run_model(r))) return LP_EUNSUPPORTED;
     const lp_model *m = lp_run_model(r);
     const lp_config *c = lp_model_config(m);
     if (row < 0 || row > c->n_layer) return lp_error(LP_EINVAL, "lens row %d is out of range (0..%d)", row, c->n_layer);
@@ -43,6 +57,7 @@ int lp_lens_logits(const lp_run *r, int row, int pos, float *logits) {
 }
 
 int lp_lens(const lp_run *r, int k, int target, int *top_ids, float *top_probs, float *target_prob, int *target_rank) {
+    if (need_token_head(lp_run_model(r))) return LP_EUNSUPPORTED;
     const lp_model *m = lp_run_model(r);
     const lp_config *c = lp_model_config(m);
     int T = lp_run_len(r), V = c->vocab;

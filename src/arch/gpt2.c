@@ -59,6 +59,8 @@ int lp_arch_gpt2_load(lp_model *m, json_t *config, const char *path) {
     c->pos = LP_POS_LEARNED;
     c->mlp = LP_MLP_GELU_TANH;
     c->qkv_bias = c->mlp_bias = true;
+    c->causal = true;
+    c->head = LP_HEAD_LM;
 
     const char *p = name_prefix(m);
     if ((rc = tensor(m, p, "wte.weight", 2, vocab, d, &m->tok_emb)) || (rc = tensor(m, p, "wpe.weight", 2, n_pos, d, &m->pos_emb)) ||

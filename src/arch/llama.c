@@ -10,22 +10,8 @@
 #include "loupe/error.h"
 #include "arch/model_impl.h"
 
-static int linear(lp_model *m, const char *name, int in, int out, bool bias, lp_linear *lin) {
-    char full[160];
-    int wshape[2] = {out, in}, bshape[1] = {out};
-    int rc;
-    snprintf(full, sizeof full, "%s.weight", name);
-    *lin = (lp_linear){NULL, NULL, in, out, in, true};
-    if ((rc = lp_model_tensor(m, full, 2, wshape, &lin->w))) return rc;
-    snprintf(full, sizeof full, "%s.bias", name);
-    if (bias && (rc = lp_model_tensor(m, full, 1, bshape, &lin->b))) return rc;
-    return LP_OK;
-}
-
-static int vector(lp_model *m, const char *name, int n, const float **out) {
-    int shape[1] = {n};
-    return lp_model_tensor(m, name, 1, shape, out);
-}
+#define linear lp_model_linear
+#define vector lp_model_vector
 
 int lp_arch_llama_load(lp_model *m, json_t *config, const char *path) {
     lp_config *c = &m->cfg;
@@ -86,6 +72,8 @@ int lp_arch_llama_load(lp_model *m, json_t *config, const char *path) {
     c->mlp = LP_MLP_SWIGLU;
     c->qkv_bias = qkv_bias;
     c->mlp_bias = mlp_bias;
+    c->causal = true;
+    c->head = LP_HEAD_LM;
 
     if ((rc = vector(m, "model.norm.weight", d, &m->lnf_w))) return rc;
     int eshape[2] = {vocab, d};

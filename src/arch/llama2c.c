@@ -110,6 +110,8 @@ int lp_llama2c_parse(lp_model *m, const unsigned char *data, size_t size, const 
     c->norm = LP_NORM_RMSNORM;
     c->pos = LP_POS_ROPE_INTERLEAVED;
     c->mlp = LP_MLP_SWIGLU;
+    c->causal = true;
+    c->head = LP_HEAD_LM;
     c->tied_unembed = shared != 0;
 
     if ((uintptr_t)(data + header) % _Alignof(float))

@@ -27,6 +27,16 @@ static const struct {
     {"LlamaForCausalLM", "llama", lp_arch_llama_load},
     {"MistralForCausalLM", "mistral", lp_arch_llama_load},
     {"Qwen2ForCausalLM", "qwen2", lp_arch_llama_load},
+    {"BertModel", "bert", lp_arch_bert_load},
+    {"BertForMaskedLM", NULL, lp_arch_bert_load},
+    {"BertForSequenceClassification", NULL, lp_arch_bert_load},
+    {"BertForPreTraining", NULL, lp_arch_bert_load}, /* its masked-LM head; next-sentence prediction is not read */
+    {"RobertaModel", "roberta", lp_arch_bert_load},
+    {"RobertaForMaskedLM", NULL, lp_arch_bert_load},
+    {"RobertaForSequenceClassification", NULL, lp_arch_bert_load},
+    {"DistilBertModel", "distilbert", lp_arch_distilbert_load},
+    {"DistilBertForMaskedLM", NULL, lp_arch_distilbert_load},
+    {"DistilBertForSequenceClassification", NULL, lp_arch_distilbert_load},
 };
 
 int lp_cfg_range(long long v, const char *key, int lo, int hi, int *out, const char *path) {
@@ -149,6 +159,23 @@ int lp_model_tensor(lp_model *m, const char *name, int ndim, const int *shape, c
     return LP_OK;
 }
 
+int lp_model_linear(lp_model *m, const char *name, int in, int out, bool bias, lp_linear *lin) {
+    char full[256];
+    int wshape[2] = {out, in}, bshape[1] = {out};
+    int rc;
+    snprintf(full, sizeof full, "%s.weight", name);
+    *lin = (lp_linear){NULL, NULL, in, out, in, true};
+    if ((rc = lp_model_tensor(m, full, 2, wshape, &lin->w))) return rc;
+    snprintf(full, sizeof full, "%s.bias", name);
+    if (bias && (rc = lp_model_tensor(m, full, 1, bshape, &lin->b))) return rc;
+    return LP_OK;
+}
+
+int lp_model_vector(lp_model *m, const char *name, int n, const float **out) {
+    int shape[1] = {n};
+    return lp_model_tensor(m, name, 1, shape, out);
+}
+
 /* Finds the weights file of a Hugging Face directory. */
 static int find_weights(const char *dir, char *buf, size_t cap) {
     static const char *const names[] = {"model.safetensors", "model.safetensors.index.json"};
@@ -191,7 +218,8 @@ static int load_hf(lp_model *m, const char *dir) {
     if (!load) {
         rc = lp_error(LP_EUNSUPPORTED,
                       "%s: architecture '%s' is not supported; loupe reads GPT2LMHeadModel, LlamaForCausalLM, "
-                      "MistralForCausalLM and Qwen2ForCausalLM",
+                      "MistralForCausalLM, Qwen2ForCausalLM, and Bert, Roberta and DistilBert as Model, ForMaskedLM "
+                      "and ForSequenceClassification",
                       config_path, arch ? arch : model_type ? model_type : "(none given)");
         json_decref(config);
         return rc;
@@ -220,14 +248,26 @@ static int check_config(const lp_config *c, const char *path) {
     return LP_OK;
 }
 
-static size_t count_params(const lp_config *c) {
+static size_t linear_params(const lp_linear *l) {
+    return l->w ? (size_t)l->in * l->out + (l->b ? (size_t)l->out : 0) : 0;
+}
+
+static size_t count_params(const lp_model *m) {
+    const lp_config *c = &m->cfg;
     size_t d = (size_t)c->d_model, q = (size_t)c->n_head * c->d_head, kv = (size_t)c->n_kv_head * c->d_head;
     size_t norm = c->norm == LP_NORM_LAYERNORM ? 2 * d : d;
     size_t attn = d * (q + 2 * kv) + q * d + (c->qkv_bias ? q + 2 * kv : 0) + (c->norm == LP_NORM_LAYERNORM ? d : 0);
     size_t mlp = (c->mlp == LP_MLP_SWIGLU ? 3 : 2) * d * (size_t)c->d_mlp + (c->mlp_bias ? (size_t)c->d_mlp + d : 0);
-    size_t n = (size_t)c->vocab * d + (c->pos == LP_POS_LEARNED ? (size_t)c->n_ctx * d : 0);
-    n += (size_t)c->n_layer * (2 * norm + attn + mlp) + norm;
-    if (!c->tied_unembed) n += (size_t)c->vocab * d;
+    size_t n = (size_t)c->vocab * d + (c->pos == LP_POS_LEARNED ? (size_t)(c->n_ctx + c->pos_offset) * d : 0);
+    n += (size_t)c->n_layer * (2 * norm + attn + mlp) + (m->lnf_w ? norm : 0);
+    n += (size_t)c->type_vocab * d + (c->emb_norm ? 2 * d : 0);
+    n += linear_params(&m->head.dense) + (m->head.ln_w ? 2 * d : 0);
+    if (c->head == LP_HEAD_LM || c->head == LP_HEAD_MLM) {
+        if (!c->tied_unembed) n += (size_t)c->vocab * d;
+        if (m->unembed.b) n += (size_t)c->vocab;
+    } else {
+        n += linear_params(&m->unembed);
+    }
     return n;
 }
 
@@ -265,7 +305,7 @@ int lp_model_load(lp_model **out, const char *path, const lp_load_options *opts)
     rc = is_hf ? load_hf(m, dir) : lp_load_llama2c(m, path);
     if (rc) goto fail;
     if ((rc = check_config(&m->cfg, path))) goto fail;
-    m->n_params = count_params(&m->cfg);
+    m->n_params = count_params(m);
 
     const char *tok_path = opts ? opts->tokenizer_path : NULL;
     if (tok_path) {
@@ -305,6 +345,8 @@ void lp_model_free(lp_model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
+    for (int i = 0; m->labels && i < m->cfg.n_labels; i++) free(m->labels[i]);
+    free(m->labels);
     lp_st_free(m->st);
     lp_file_unmap(&m->file);
     lp_tokenizer_free(m->tok);
@@ -317,6 +359,22 @@ const lp_tokenizer *lp_model_tokenizer(const lp_model *m) { return m->tok; }
 const char *lp_model_path(const lp_model *m) { return m->path; }
 const char *lp_model_dtype(const lp_model *m) { return m->dtype; }
 size_t lp_model_param_count(const lp_model *m) { return m->n_params; }
+const char *lp_model_label(const lp_model *m, int id) {
+    return m->labels && id >= 0 && id < m->cfg.n_labels ? m->labels[id] : NULL;
+}
+int lp_model_n_labels(const lp_model *m) { return m->labels ? m->cfg.n_labels : 0; }
+bool lp_model_is_encoder(const lp_model *m) { return !m->cfg.causal; }
+
+int lp_model_need_decoder(const lp_model *m, const char *what) {
+    if (m->cfg.causal) return LP_OK;
+    return lp_error(LP_EUNSUPPORTED, "%s: not yet available for encoder models (%s); it assumes a causal next-token "
+                    "model", what, m->cfg.arch);
+}
+
+const char *lp_head_kind_name(lp_head_kind k) {
+    static const char *const names[] = {"lm", "masked-lm", "classifier", "none"};
+    return (unsigned)k < sizeof names / sizeof *names ? names[k] : "?";
+}
 
 size_t lp_model_weight_bytes(const lp_model *m) { return m->n_params * sizeof(float); }
 
@@ -361,5 +419,10 @@ void lp_model_fingerprint(const lp_model *m, char out[17]) {
         for (size_t i = 0; i < sizeof lin / sizeof *lin; i++) h = hash_linear(h, lin[i]);
     }
     h = hash_linear(h, &m->unembed);
+    if (!c->causal) { /* encoders only, so that decoders keep the fingerprints stores already hold */
+        int more[] = {(int)c->head, c->n_labels, c->type_vocab, c->pos_offset};
+        h = fnv1a(h, more, sizeof more);
+        h = hash_linear(h, &m->head.dense);
+    }
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }

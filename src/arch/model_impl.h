@@ -20,6 +20,9 @@ typedef struct {
     bool trans;
 } lp_linear;
 
+/* Pre-norm blocks (GPT-2, Llama) normalise the input of attention (ln1) and of the MLP (ln2);
+ * post-norm blocks (BERT) hold here the norm after attention's sum (ln1) and after the
+ * MLP's (ln2). */
 typedef struct {
     const float *ln1_w, *ln1_b;  /* (d_model); ln*_b NULL for RMSNorm */
     lp_linear q, k, v;           /* d_model -> n_head*d_head, n_kv_head*d_head, n_kv_head*d_head */
@@ -30,13 +33,35 @@ typedef struct {
     lp_linear down;              /* d_mlp -> d_model: GPT-2 mlp.c_proj, Llama down_proj */
 } lp_layer;
 
+/* The activation of a head's dense layer. */
+typedef enum { LP_HEAD_ACT_TANH, LP_HEAD_ACT_RELU, LP_HEAD_ACT_GELU_ERF, LP_HEAD_ACT_GELU_TANH } lp_head_act;
+
+/* An encoder's head, one shape for all of them: on every position (MLM) or on position 0
+ * (classifier, pooler), h = act(dense(x)), then h = LayerNorm(h) when ln_w is set (MLM),
+ * then logits = h W_out + b (the model's unembed). BERT MLM: transform.dense, hidden_act,
+ * transform.LayerNorm, decoder + cls.predictions.bias; BERT classifier: pooler.dense, tanh,
+ * classifier; RoBERTa classifier: classifier.dense, tanh, out_proj; DistilBERT MLM:
+ * vocab_transform, activation, vocab_layer_norm, vocab_projector; DistilBERT classifier:
+ * pre_classifier, ReLU, classifier; BertModel: pooler.dense, tanh, no output. */
+typedef struct {
+    lp_linear dense;             /* d_model -> d_model; w NULL: no dense layer (decoders) */
+    lp_head_act act;
+    const float *ln_w, *ln_b;    /* (d_model) or NULL */
+    float ln_eps;
+} lp_head;
+
 struct lp_model {
     lp_config cfg;
     const float *tok_emb;        /* (vocab, d_model) */
-    const float *pos_emb;        /* (n_ctx, d_model) or NULL */
+    const float *pos_emb;        /* (n_ctx + pos_offset, d_model) or NULL */
+    const float *type_emb;       /* (type_vocab, d_model) or NULL */
+    const float *emb_ln_w, *emb_ln_b; /* (d_model): the embeddings' LayerNorm (cfg.emb_norm) */
     lp_layer *layers;            /* (n_layer) */
-    const float *lnf_w, *lnf_b;  /* (d_model) */
-    lp_linear unembed;           /* d_model -> vocab */
+    const float *lnf_w, *lnf_b;  /* (d_model); NULL for post-norm encoders (the last block ends in a norm) */
+    lp_head head;                /* encoders' head; dense.w NULL for decoders */
+    lp_linear unembed;           /* the output layer: d_model -> vocab (LM, MLM decoder), -> n_labels
+                                    (classifier); w NULL for LP_HEAD_NONE */
+    char **labels;               /* (n_labels) classifier label names, owned */
 
     lp_tokenizer *tok;
     char *path;
@@ -59,11 +84,32 @@ int lp_llama2c_parse(lp_model *m, const unsigned char *data, size_t size, const 
 /* Hugging Face architectures: config parsed from config.json, tensors from m->st. */
 int lp_arch_gpt2_load(lp_model *m, json_t *config, const char *config_path);
 int lp_arch_llama_load(lp_model *m, json_t *config, const char *config_path);
+int lp_arch_bert_load(lp_model *m, json_t *config, const char *config_path);       /* BERT and RoBERTa */
+int lp_arch_distilbert_load(lp_model *m, json_t *config, const char *config_path);
+/* Shared by the encoders' loaders (bert.c): an activation name from config key (absent:
+ * def) -> kind; the head's activation for one; a masked-LM decoder (tied to the word
+ * embeddings unless tie_word_embeddings is false) with its bias under bias or bias2. */
+int lp_arch_act(json_t *config, const char *key, const char *def, lp_mlp_kind *out, const char *path);
+lp_head_act lp_arch_head_act(lp_mlp_kind k);
+int lp_arch_mlm_decoder(lp_model *m, json_t *config, const char *weight, const char *bias, const char *bias2);
+/* A LayerNorm's weight and bias (d) under BASE.weight and BASE.bias, or BASE.gamma and
+ * BASE.beta, the TensorFlow names of converted checkpoints (Hugging Face renames them). */
+int lp_arch_norm(lp_model *m, const char *base, int d, const float **w, const float **b);
+/* The post-norm layers of an encoder, m->cfg's sizes set: tensors PREFIX STACK.L.PART for
+ * parts q, k, v, attention output, post-attention LayerNorm, MLP in, MLP out, output
+ * LayerNorm (nn.Linear layers with biases; the norms' .weight and .bias). */
+int lp_arch_encoder_layers(lp_model *m, const char *prefix, const char *stack, const char *const parts[8]);
+/* A classifier's labels from config.json's id2label ("LABEL_i" where it names none); sets
+ * cfg.n_labels from num_labels or id2label's size. */
+int lp_arch_labels(lp_model *m, json_t *config, const char *config_path);
 
 /* Fetches tensor `name` from m->st as float32 with exactly the given shape (ndim dims, each
  * a validated config size >= 1: there is no "any" size), converting if needed, and checks
  * that every value is finite. On failure, an LP_EFORMAT message naming the file. */
 int lp_model_tensor(lp_model *m, const char *name, int ndim, const int *shape, const float **out);
+/* nn.Linear `name`.weight (out, in) and, with bias, `name`.bias (out); a vector (n). */
+int lp_model_linear(lp_model *m, const char *name, int in, int out, bool bias, lp_linear *lin);
+int lp_model_vector(lp_model *m, const char *name, int n, const float **out);
 /* Takes ownership of a malloc'd buffer. */
 int lp_model_own(lp_model *m, float *buf);
 /* The first non-finite value among n floats, or -1: the load-time weight scan. */

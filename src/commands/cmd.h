@@ -33,6 +33,18 @@ int lp_cmd_need_run(lp_session *s);
 int lp_cmd_pos(const lp_session *s, const char *arg, int *pos);
 /* A token as a JSON string of its raw bytes (null without a tokenizer). */
 json_t *lp_cmd_token(const lp_session *s, int id);
+/* Encoders. The first position of the run holding the mask token ([MASK], <mask>), or -1. */
+int lp_cmd_first_mask(const lp_session *s);
+/* A classifier's labels for the current run: [{"id","label","prob","logit"}], by id (prob
+ * the softmax over the labels, each label's sigmoid for a multi-label classifier, null for
+ * a one-label regression head). */
+json_t *lp_cmd_labels(const lp_session *s);
+/* The current run must have token logits (a decoder or a masked LM): otherwise an error
+ * for `what` saying what the model gives instead. */
+int lp_cmd_need_token_head(lp_session *s, const char *what);
+/* --pos for a token prediction: arg as lp_cmd_pos; without it the last position, or a
+ * masked LM's first mask (an error naming the mask token when there is none). */
+int lp_cmd_out_pos(const lp_session *s, const char *what, const char *arg, int *pos);
 /* The top k of logits (V) as [{"rank","id","token","prob","logit"}]. */
 json_t *lp_cmd_top_k(const lp_session *s, const float *logits, int V, int k);
 /* The token a --target TOKEN / --target-id ID names (token: its vocabulary string, e.g.
@@ -44,9 +56,10 @@ void lp_cmd_emit(lp_session *s, json_t *value, json_t *table);
 /* Hands a line of progress to the session's sink (nothing without one). */
 void lp_cmd_progress(lp_session *s, lp_progress_kind kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Makes ids[0..n) the current run, records it in the store (if any) and prints it; with
- * stored_id, it is that stored run again and nothing new is recorded. */
-int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text, int64_t stored_id);
+/* Makes ids[0..n) (with token types, NULL: all 0) the current run, records it in the store
+ * (if any) and prints it; with stored_id, it is that stored run again and nothing new is
+ * recorded. */
+int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, const char *text, int64_t stored_id);
 /* The loaded model's row in the store, recording the model on first use (s->store set). */
 int lp_cmd_model_row(lp_session *s, int64_t *id);
 /* Records the current run (tokens, top predictions, head metrics) in the store, setting
@@ -81,6 +94,8 @@ LP_COMMAND_FN(save);
 LP_COMMAND_FN(export);
 LP_COMMAND_FN(sql);
 LP_COMMAND_FN(train);
+LP_COMMAND_FN(classify);
+LP_COMMAND_FN(fill);
 
 /* The `tui` command opens the full-screen browser, which lives in ui/ (curses) where the
  * engine does not reach: main registers it. Without it, `tui` says it is not there. */

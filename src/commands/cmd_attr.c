@@ -41,9 +41,30 @@ static int baseline_arg(const lp_session *s, const char *name, const char *id, i
     return LP_OK;
 }
 
+/* A target or contrast: a token, or a classifier's label. */
 static json_t *token_obj(const lp_session *s, int id) {
     if (id < 0) return json_null();
+    if (lp_model_config(s->model)->head == LP_HEAD_CLASSIFIER)
+        return json_pack("{s:i,s:s}", "id", id, "label", lp_model_label(s->model, id));
     return json_pack("{s:i,s:o}", "id", id, "token", lp_cmd_token(s, id));
+}
+
+/* A classifier's --target/--vs LABEL (its name in id2label) or --target-id/--vs-id ID; -1 when
+ * neither is given. */
+static int label_arg(const lp_session *s, const char *name, const char *id, int *out) {
+    int n = lp_model_n_labels(s->model);
+    *out = -1;
+    if (name && id) return lp_error(LP_EINVAL, "give the label by name or by id, not both");
+    if (id) {
+        long v;
+        int rc = lp_cmd_int(id, "label id", 0, n - 1, &v);
+        *out = (int)v;
+        return rc;
+    }
+    if (!name) return LP_OK;
+    for (int i = 0; i < n; i++)
+        if (strcmp(name, lp_model_label(s->model, i)) == 0) return *out = i, LP_OK;
+    return lp_error(LP_EINVAL, "'%s' is not one of this classifier's labels (see info or classify)", name);
 }
 
 int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
@@ -61,8 +82,16 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     if (np != 1) return lp_error(LP_EINVAL, "attr: give a method: saliency, gxi, ig, occlusion, rollout or attnxnorm");
     const lp_config *c = lp_model_config(s->model);
     lp_attr_spec sp = {.baseline = -1, .layer = -1};
-    if ((rc = lp_attr_method_from_name(pos[0], &sp.method)) || (rc = lp_cmd_pos(s, o[POS].value, &sp.objective.pos)))
-        return rc;
+    if ((rc = lp_attr_method_from_name(pos[0], &sp.method))) return rc;
+    bool labels = c->head == LP_HEAD_CLASSIFIER;
+    if (c->head == LP_HEAD_NONE)
+        return lp_error(LP_EUNSUPPORTED, "attr: %s has no output head to attribute", c->arch);
+    /* The prediction explained: the last position's (decoders), the first mask's (masked LMs),
+     * the label's at position 0 (classifiers). */
+    if (labels) sp.objective.pos = 0;
+    if (labels && o[POS].value && strcmp(o[POS].value, "0") != 0)
+        return lp_error(LP_EINVAL, "attr: a classifier's prediction is at position 0 (its [CLS]); leave out --pos");
+    if ((!labels || o[POS].value) && (rc = lp_cmd_out_pos(s, "attr", o[POS].value, &sp.objective.pos))) return rc;
     bool needs_obj = lp_attr_has_objective(sp.method);
     /* Options that mean nothing to the method are refused rather than silently ignored. */
     static const struct {
@@ -82,15 +111,19 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     int target = -1, contrast = -1;
     lp_objective_kind kind = LP_OBJ_LOGIT;
     if (needs_obj) {
-        if ((rc = lp_cmd_target(s, o[TARGET].value, o[TARGET_ID].value, &target))) return rc;
+        if ((rc = labels ? label_arg(s, o[TARGET].value, o[TARGET_ID].value, &target)
+                         : lp_cmd_target(s, o[TARGET].value, o[TARGET_ID].value, &target)))
+            return rc;
+        const float *lg = lp_run_logits(s->run, sp.objective.pos);
+        if (target < 0 && !lg) return lp_error(LP_EINVAL, "attr: position %d has no prediction", sp.objective.pos);
         if (target < 0) { /* the model's own top prediction */
-            const float *lg = lp_run_logits(s->run, sp.objective.pos);
             target = 0;
-            for (int j = 1; j < c->vocab; j++)
+            for (int j = 1; j < lp_run_out_width(s->run); j++)
                 if (lg[j] > lg[target]) target = j;
         }
         if (o[VS].value && o[VS_ID].value) return lp_error(LP_EINVAL, "attr: give --vs or --vs-id, not both");
-        if ((rc = lp_cmd_target(s, o[VS].value, o[VS_ID].value, &contrast))) {
+        if ((rc = labels ? label_arg(s, o[VS].value, o[VS_ID].value, &contrast)
+                         : lp_cmd_target(s, o[VS].value, o[VS_ID].value, &contrast))) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s", lp_errmsg());
             return lp_error(rc, "%s: %s", o[VS_ID].value ? "--vs-id" : "--vs", msg);
@@ -110,7 +143,8 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     long v;
     if (o[STEPS].value && (rc = lp_cmd_int(o[STEPS].value, "--steps", 1, 4096, &v))) return rc;
     sp.steps = o[STEPS].value ? (int)v : 32;
-    if (o[WINDOW].value && (rc = lp_cmd_int(o[WINDOW].value, "--window", 1, sp.objective.pos + 1, &v))) return rc;
+    int rows = c->causal ? sp.objective.pos + 1 : lp_run_len(s->run); /* what the prediction reads */
+    if (o[WINDOW].value && (rc = lp_cmd_int(o[WINDOW].value, "--window", 1, rows, &v))) return rc;
     sp.window = o[WINDOW].value ? (int)v : 1;
     if (o[LAYER].value && (rc = lp_cmd_int(o[LAYER].value, "--layer", 0, c->n_layer - 1, &v))) return rc;
     sp.layer = o[LAYER].value ? (int)v : c->n_layer - 1;
@@ -158,7 +192,8 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
         if (needs_obj) {
             char tok[2][96];
             for (int k = 0; k < 2; k++) {
-                json_t *j = lp_cmd_token(s, k ? contrast : target);
+                json_t *j = labels ? json_string(lp_model_label(s->model, k ? contrast : target))
+                                   : lp_cmd_token(s, k ? contrast : target);
                 const char *b = json_string_value(j);
                 if (b) lp_token_display(b, json_string_length(j), tok[k], sizeof tok[k]);
                 else snprintf(tok[k], sizeof tok[k], "#%d", k ? contrast : target);

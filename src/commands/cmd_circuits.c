@@ -72,7 +72,7 @@ static int record(lp_session *s, const char *kind, json_t *params, json_t *resul
 int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
-    if (rc) return rc;
+    if (rc || (rc = lp_model_need_decoder(s->model, "dla"))) return rc;
     lp_opt o[] = {{"target", false, NULL}, {"target-id", false, NULL}, {"vs", false, NULL}, {"vs-id", false, NULL},
                   {"pos", false, NULL}};
     char *pos[1];
@@ -149,7 +149,9 @@ static int by_key_desc(const void *a, const void *b) {
     return x->i - y->i;
 }
 
-/* neurons L [--pos P] [K] [--sort act|abs|dla] [--target ..] [--vs ..] */
+/* neurons L [--pos P] [K] [--sort act|abs|dla] [--target ..] [--vs ..]. Encoders: the
+ * activations only (--sort act|abs), no direct logit attribution (post-norm blocks put a norm
+ * after every layer, so no layer writes to the logits directly). */
 int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
@@ -168,14 +170,19 @@ int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     if (strcmp(sort, "act") && strcmp(sort, "abs") && strcmp(sort, "dla"))
         return lp_error(LP_EINVAL, "neurons: --sort act (highest activation), abs (largest |activation|) or dla "
                         "(largest |contribution|)");
+    bool with_dla = c->causal;
+    if (!with_dla && (strcmp(sort, "dla") == 0 || o[1].value || o[2].value || o[3].value || o[4].value))
+        return lp_model_need_decoder(s->model, "neurons: direct logit attribution (--sort dla, --target, --vs)");
+    target = contrast = -1;
     if ((rc = lp_cmd_pos(s, o[0].value, &p)) ||
-        (rc = pick_target(s, o[1].value, o[2].value, lp_run_logits(s->run, p), &target)) ||
-        (rc = pick_contrast(s, o[3].value, o[4].value, &contrast)))
+        (with_dla && (rc = pick_target(s, o[1].value, o[2].value, lp_run_logits(s->run, p), &target))) ||
+        (with_dla && (rc = pick_contrast(s, o[3].value, o[4].value, &contrast))))
         return rc;
     int dm = c->d_mlp;
-    float *dla = malloc((size_t)dm * sizeof *dla);
+    float *dla = calloc((size_t)dm, sizeof *dla);
     ranked *order = malloc((size_t)dm * sizeof *order);
-    rc = dla && order ? lp_dla_neurons(s->run, (int)layer, p, target, contrast, dla) : lp_error(LP_ENOMEM, "out of memory");
+    rc = !dla || !order ? lp_error(LP_ENOMEM, "out of memory")
+         : with_dla ? lp_dla_neurons(s->run, (int)layer, p, target, contrast, dla) : LP_OK;
     if (rc) {
         free(dla), free(order);
         return rc;
@@ -190,7 +197,8 @@ int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     for (int r = 0; r < k; r++) {
         int i = order[r].i;
         json_array_append_new(arr, json_pack("{s:i,s:i,s:o,s:o}", "rank", r + 1, "neuron", i, "act",
-                                             lp_json_number(act[i]), "dla", lp_json_number(dla[i])));
+                                             lp_json_number(act[i]), "dla",
+                                             with_dla ? lp_json_number(dla[i]) : json_null()));
     }
     free(dla);
     free(order);
@@ -198,12 +206,15 @@ int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     lp_table_column(table, "rank", 0, NULL);
     lp_table_column(table, "neuron", 0, NULL);
     lp_table_column(table, "act", 0, "%.4g");
-    lp_table_column(table, "dla", 0, "%.4g");
+    if (with_dla) lp_table_column(table, "dla", 0, "%.4g");
     size_t i;
     json_t *row;
-    json_array_foreach(arr, i, row)
-        lp_table_row(table, json_pack("[O,O,O,O]", json_object_get(row, "rank"), json_object_get(row, "neuron"),
-                                      json_object_get(row, "act"), json_object_get(row, "dla")));
+    json_array_foreach(arr, i, row) {
+        json_t *trow = json_pack("[O,O,O]", json_object_get(row, "rank"), json_object_get(row, "neuron"),
+                                 json_object_get(row, "act"));
+        if (with_dla) json_array_append(trow, json_object_get(row, "dla"));
+        lp_table_row(table, trow);
+    }
     json_t *val = json_pack("{s:i,s:i,s:s,s:o,s:o,s:o}", "layer", (int)layer, "pos", p, "sort", sort, "target",
                             token_obj(s, target), "contrast", token_obj(s, contrast), "neurons", arr);
     rc = record(s, "neurons",
@@ -241,7 +252,7 @@ int lp_cmd_acts(lp_session *s, int argc, char **argv, const char *rest) {
     if (o[1].value && (rc = lp_cmd_pos(s, o[1].value, &only))) return rc;
     if (o[2].value && (rc = lp_cmd_int(o[2].value, "--top", 0, 64, &k))) return rc;
     lp_view v;
-    if (kind == LP_ACT_LN_FINAL || kind == LP_ACT_LOGITS || kind == LP_ACT_LN_FINAL_SCALE)
+    if (kind == LP_ACT_LN_FINAL || kind == LP_ACT_LOGITS || kind == LP_ACT_LN_FINAL_SCALE || kind == LP_ACT_HEAD_HIDDEN)
         return lp_error(LP_EINVAL, "acts: %s is not per layer", lp_act_name(kind));
     if ((rc = lp_run_view(s->run, kind, (int)layer, -1, &v))) return rc;
     if (v.ndim != 2)
@@ -398,7 +409,7 @@ static int patch_site(const lp_session *s, const char *name, lp_patch_site *site
 int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
-    if (rc) return rc;
+    if (rc || (rc = lp_model_need_decoder(s->model, "patch"))) return rc;
     lp_opt o[] = {{"corrupt", false, NULL}, {"corrupt-ids", false, NULL}, {"site", false, NULL},
                   {"target", false, NULL},  {"target-id", false, NULL},   {"vs", false, NULL},
                   {"vs-id", false, NULL},   {"denoise", true, NULL}};
@@ -484,7 +495,7 @@ done:
 int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_model(s);
-    if (rc) return rc;
+    if (rc || (rc = lp_model_need_decoder(s->model, "scan"))) return rc;
     lp_opt o[] = {{"len", false, NULL},       {"seqs", false, NULL},    {"seed", false, NULL},
                   {"threshold", false, NULL}, {"labelled", true, NULL}};
     char *pos[1];

@@ -54,15 +54,29 @@ int lp_cmd_info(lp_session *s, int argc, char **argv, const char *rest) {
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     static const char *const pos_names[] = {"learned", "rope (rotate-half)", "rope (interleaved)"};
+    static const char *const MLP_NAMES[] = {"gelu", "swiglu", "gelu (erf)", "relu"};
     json_t *v = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:s,s:s,s:s,s:s,s:s,s:b,s:o}", "arch",
                           c->arch, "family", c->family, "layers", c->n_layer, "heads", c->n_head, "kv_heads",
                           c->n_kv_head, "d_model", c->d_model, "d_head", c->d_head, "d_mlp", c->d_mlp, "vocab",
                           c->vocab, "context", c->n_ctx, "params", (json_int_t)lp_model_param_count(s->model),
                           "dtype", lp_model_dtype(s->model), "path", lp_model_path(s->model), "norm",
                           c->norm == LP_NORM_LAYERNORM ? "layernorm" : "rmsnorm", "positions", pos_names[c->pos],
-                          "mlp", c->mlp == LP_MLP_SWIGLU ? "swiglu" : "gelu", "tied_unembed", c->tied_unembed,
+                          "mlp", MLP_NAMES[c->mlp], "tied_unembed", c->tied_unembed,
                           "norm_eps", lp_json_number(c->norm_eps));
     if (c->pos != LP_POS_LEARNED) json_object_set_new(v, "rope_theta", lp_json_number(c->rope_theta));
+    json_object_set_new(v, "attention", json_string(c->causal ? "causal" : "bidirectional"));
+    json_object_set_new(v, "blocks", json_string(c->post_norm ? "post-norm" : "pre-norm"));
+    json_object_set_new(v, "head", json_string(lp_head_kind_name(c->head)));
+    if (!c->causal) {
+        json_object_set_new(v, "token_types", json_integer(c->type_vocab));
+        json_object_set_new(v, "position_offset", json_integer(c->pos_offset));
+    }
+    if (c->head == LP_HEAD_CLASSIFIER) {
+        json_t *labels = json_array();
+        for (int i = 0; i < lp_model_n_labels(s->model); i++)
+            json_array_append_new(labels, json_string(lp_model_label(s->model, i)));
+        json_object_set_new(v, "labels", labels);
+    }
     json_object_set_new(v, "tokenizer", t ? json_string(lp_tokenizer_kind_name(t)) : json_null());
     lp_cmd_emit(s, v, NULL);
     return LP_OK;
@@ -99,10 +113,39 @@ static int parse_ids(const char *list, int vocab, int **ids, int *n) {
     return LP_OK;
 }
 
-int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text, int64_t stored_id) {
+static json_t *or_null(json_t *v) { return v ? v : json_null(); }
+
+/* What a run's table and JSON say the model predicts: the next token (decoders), the top
+ * candidate at the first mask (masked LMs; null without a mask), the top label
+ * (classifiers), nothing (bare encoders). */
+static json_t *run_prediction(lp_session *s, const lp_run *r, const char **column) {
     const lp_config *c = lp_model_config(s->model);
+    int n = lp_run_len(r), pos = c->head == LP_HEAD_MLM ? lp_cmd_first_mask(s) : n - 1;
+    *column = c->head == LP_HEAD_MLM ? "mask" : c->head == LP_HEAD_CLASSIFIER ? "label" : c->head == LP_HEAD_NONE ? NULL
+                                                                                                      : "next";
+    if (c->head == LP_HEAD_CLASSIFIER) {
+        json_t *all = lp_cmd_labels(s), *best = NULL;
+        size_t i;
+        json_t *row;
+        json_array_foreach(all, i, row)
+            if (!best || json_real_value(json_object_get(row, "prob")) > json_real_value(json_object_get(best, "prob")))
+                best = row;
+        json_incref(best);
+        json_decref(all);
+        return best ? best : json_null();
+    }
+    if (c->head == LP_HEAD_NONE || pos < 0) return json_null();
+    json_t *top = lp_cmd_top_k(s, lp_run_logits(r, pos), lp_run_out_width(r), 1);
+    json_t *next = json_incref(json_array_get(top, 0));
+    json_decref(top);
+    json_object_del(next, "rank");
+    if (c->head == LP_HEAD_MLM) json_object_set_new(next, "pos", json_integer(pos));
+    return next;
+}
+
+int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, const char *text, int64_t stored_id) {
     lp_run *r;
-    int rc = lp_run_new(&r, s->model, ids, n);
+    int rc = lp_run_new_typed(&r, s->model, ids, types, n);
     if (rc) return rc;
     lp_run_free(s->run);
     s->run = r;
@@ -113,43 +156,118 @@ int lp_cmd_start_run(lp_session *s, const int *ids, int n, const char *text, int
     else rec = lp_cmd_record_run(s, text);
     json_t *idarr = json_array();
     for (int i = 0; i < n; i++) json_array_append_new(idarr, json_integer(ids[i]));
-    json_t *top = lp_cmd_top_k(s, lp_run_logits(r, n - 1), c->vocab, 1);
-    json_t *next = json_incref(json_array_get(top, 0));
-    json_decref(top);
-    json_object_del(next, "rank");
+    const char *column;
+    json_t *next = run_prediction(s, r, &column);
+    bool enc = lp_model_is_encoder(s->model);
     json_t *v = json_pack("{s:o,s:i,s:o,s:o,s:o}", "run_id", s->run_id ? json_integer(s->run_id) : json_null(),
                           "n_tokens", n, "ids", idarr, "text", text ? json_stringn_nocheck(text, strlen(text)) : json_null(),
-                          "next", next);
+                          enc ? "prediction" : "next", next);
+    if (enc) {
+        json_t *tarr = json_array();
+        for (int i = 0; i < n; i++) json_array_append_new(tarr, json_integer(lp_run_types(r)[i]));
+        json_object_set_new(v, "types", tarr);
+    }
     json_t *table = lp_table_new();
     lp_table_column(table, "run", 0, NULL);
     lp_table_column(table, "tokens", 0, NULL);
-    lp_table_column(table, "next", 1, NULL);
-    lp_table_column(table, "prob", 0, NULL);
-    lp_table_row(table, json_pack("[o,i,O,O]", s->run_id ? json_integer(s->run_id) : json_null(), n,
-                                  json_object_get(next, "token"), json_object_get(next, "prob")));
+    json_t *row = json_pack("[o,i]", s->run_id ? json_integer(s->run_id) : json_null(), n);
+    if (column) { /* a bare encoder predicts nothing */
+        if (strcmp(column, "mask") == 0) lp_table_column(table, "pos", 0, NULL);
+        lp_table_column(table, column, 1, NULL);
+        lp_table_column(table, "prob", 0, NULL);
+        if (strcmp(column, "mask") == 0) json_array_append(row, or_null(json_object_get(next, "pos")));
+        json_array_append(row, or_null(json_object_get(next, strcmp(column, "label") == 0 ? "label" : "token")));
+        json_array_append(row, or_null(json_object_get(next, "prob")));
+    }
+    lp_table_row(table, row);
     lp_cmd_emit(s, v, table);
     return rec;
 }
 
-/* run [--bos|--no-bos] [--] TEXT | run --ids 1,2,3 [--bos|--no-bos] (the free-text rule of
- * lp_cmd_text). --bos/--no-bos add or leave out BOS before the text's tokens. */
+/* "run A --pair B": where the word --pair starts when it follows the text (and no "--" came
+ * before it, which would make it text), else NULL; the options-first "run --pair B A" is
+ * left to lp_cmd_text. */
+static const char *pair_after_text(const char *rest) {
+    bool text_seen = false;
+    for (const char *p = rest;;) {
+        while (*p == ' ' || *p == '\t') p++;
+        if (!*p) return NULL;
+        const char *w = p;
+        while (*p && *p != ' ' && *p != '\t') p++;
+        size_t wl = (size_t)(p - w);
+        if (wl == 2 && w[0] == '-' && w[1] == '-') return NULL;
+        if (wl == 6 && strncmp(w, "--pair", 6) == 0) return text_seen ? w : NULL;
+        if (w[0] != '-' || w[1] != '-') text_seen = true;
+    }
+}
+
+/* A comma-separated list of exactly n token types (each checked against the model by the run). */
+static int parse_types(const char *list, int n, int **out) {
+    int *t = malloc((size_t)n * sizeof *t), k = 0;
+    if (!t) return lp_error(LP_ENOMEM, "out of memory");
+    for (const char *p = list; *p && k <= n;) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT_MAX || (*end && *end != ',') || k == n) {
+            free(t);
+            if (k == n && end != p) return lp_error(LP_EINVAL, "--types: more types than the %d ids", n);
+            return lp_error(LP_EINVAL, "--types: '%s' is not a comma-separated list of token types (0, 1, ...)", list);
+        }
+        t[k++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (k != n) {
+        free(t);
+        return lp_error(LP_EINVAL, "--types: %d types for %d ids; give one per id", k, n);
+    }
+    *out = t;
+    return LP_OK;
+}
+
+/* run [--bos|--no-bos] [--] TEXT [--pair TEXT2] | run --ids 1,2,3 [--types 0,0,1] [--bos|--no-bos]
+ * (the free-text rule of lp_cmd_text, plus "A --pair B" for sentence pairs). --bos/--no-bos
+ * add or leave out BOS before the text's tokens (with a template, such as BERT's, the
+ * special tokens around it). */
 int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
     (void)argc, (void)argv;
     int rc = lp_cmd_need_model(s);
     if (rc) return rc;
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
-    int *ids = NULL, n = 0;
-    char *buf;
-    lp_opt o[] = {{"ids", false, NULL}, {"bos", true, NULL}, {"no-bos", true, NULL}, {"text", false, NULL}};
-    if ((rc = lp_cmd_text("run", rest, o, 4, &buf))) return rc;
-    const char *text = o[3].value ? o[3].value : buf[0] ? buf : NULL;
+    int *ids = NULL, *types = NULL, n = 0;
+    char *buf = NULL, *head = NULL, *pairbuf = NULL;
+    const char *pair_at = pair_after_text(rest);
+    if (pair_at) {
+        if (!(head = strndup(rest, (size_t)(pair_at - rest)))) return lp_error(LP_ENOMEM, "out of memory");
+        if ((rc = lp_cmd_text("run", pair_at + 6, NULL, 0, &pairbuf))) {
+            free(head);
+            return rc;
+        }
+    }
+    lp_opt o[] = {{"ids", false, NULL}, {"bos", true, NULL}, {"no-bos", true, NULL}, {"text", false, NULL},
+                  {"types", false, NULL}, {"pair", false, NULL}};
+    if ((rc = lp_cmd_text("run", head ? head : rest, o, 6, &buf))) {
+        free(head);
+        free(pairbuf);
+        return rc;
+    }
+    const char *text = o[3].value ? o[3].value : buf[0] ? buf : NULL, *pair = pairbuf ? pairbuf : o[5].value;
     if (o[3].value && buf[0]) rc = lp_error(LP_EINVAL, "run: give the text once: after the options or with --text");
+    else if (pairbuf && o[5].value) rc = lp_error(LP_EINVAL, "run: give --pair once");
+    else if (pair && !pair[0]) rc = lp_error(LP_EINVAL, "run: --pair needs the second text");
     else if (o[1].value && o[2].value) rc = lp_error(LP_EINVAL, "run: give --bos or --no-bos, not both");
     else if (o[0].value && text) rc = lp_error(LP_EINVAL, "run: give either --ids or text, not both");
+    else if (o[0].value && pair)
+        rc = lp_error(LP_EINVAL, "run: --pair goes with text; with --ids, give the whole sequence and its --types");
+    else if (o[4].value && !o[0].value)
+        rc = lp_error(LP_EINVAL, "run: --types goes with --ids (text takes its types from the tokenizer)");
+    else if (o[4].value && (o[1].value || o[2].value))
+        rc = lp_error(LP_EINVAL, "run: with --types, give the ids as they are (no --bos/--no-bos)");
     else if (o[0].value) rc = parse_ids(o[0].value, c->vocab, &ids, &n);
     else if (!text) rc = lp_error(LP_EINVAL, "run: give the text to run, or --ids 1,2,3");
     else if (!t) rc = lp_error(LP_EINVAL, "run: this model has no tokenizer; use run --ids 1,2,3");
+    if (!rc && o[4].value) rc = parse_types(o[4].value, n, &types);
     if (!rc && (o[1].value || o[2].value) && o[0].value) {
         /* --bos/--no-bos on ids: make the first id BOS, or drop it. */
         int bos = t ? lp_tokenizer_bos(t) : -1;
@@ -167,17 +285,25 @@ int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
         }
     } else if (!rc && !o[0].value) {
         bool bos = o[1].value ? true : o[2].value ? false : lp_tokenizer_adds_bos(t);
-        size_t len = strlen(text);
-        ids = malloc((len + 3) * sizeof *ids);
-        if (!ids) rc = lp_error(LP_ENOMEM, "out of memory");
+        size_t len = strlen(text), plen = pair ? strlen(pair) : 0, cap = len + plen + 8;
+        ids = malloc(cap * sizeof *ids);
+        types = pair ? malloc(cap * sizeof *types) : NULL;
+        if (!ids || (pair && !types)) rc = lp_error(LP_ENOMEM, "out of memory");
+        else if (pair) rc = lp_tokenizer_encode_pair(t, text, len, pair, plen, bos, ids, types, (int)cap, &n);
         else rc = lp_tokenizer_encode(t, text, len, bos, ids, (int)len + 3, &n);
     }
     if (!rc && n == 0) rc = lp_error(LP_EINVAL, "run: the text gives no tokens; give some text or --ids");
     if (!rc && n > c->n_ctx)
         rc = lp_error(LP_ERANGE, "run: %d tokens exceed the model's context of %d; shorten the text", n, c->n_ctx);
-    if (!rc) rc = lp_cmd_start_run(s, ids, n, o[0].value ? NULL : text, 0);
+    char *shown = NULL; /* a pair is recorded as it could be typed again */
+    if (!rc && pair && asprintf(&shown, "%s --pair %s", text, pair) < 0) shown = NULL;
+    if (!rc) rc = lp_cmd_start_run(s, ids, types, n, o[0].value ? NULL : shown ? shown : text, 0);
+    free(shown);
     free(ids);
+    free(types);
     free(buf);
+    free(head);
+    free(pairbuf);
     return rc;
 }
 
@@ -187,9 +313,13 @@ int lp_cmd_tokens(lp_session *s, int argc, char **argv, const char *rest) {
     if (rc) return rc;
     if (argc > 1) return lp_error(LP_EINVAL, "tokens takes no arguments");
     json_t *arr = json_array();
-    const int *ids = lp_run_ids(s->run);
-    for (int i = 0; i < lp_run_len(s->run); i++)
-        json_array_append_new(arr, json_pack("{s:i,s:i,s:o}", "pos", i, "id", ids[i], "text", lp_cmd_token(s, ids[i])));
+    const int *ids = lp_run_ids(s->run), *types = lp_run_types(s->run);
+    bool typed = lp_model_config(s->model)->type_vocab > 0; /* BERT's segments: a "type" column */
+    for (int i = 0; i < lp_run_len(s->run); i++) {
+        json_t *row = json_pack("{s:i,s:i,s:o}", "pos", i, "id", ids[i], "text", lp_cmd_token(s, ids[i]));
+        if (typed) json_object_set_new(row, "type", json_integer(types[i]));
+        json_array_append_new(arr, row);
+    }
     lp_cmd_emit(s, arr, NULL);
     return LP_OK;
 }
@@ -202,10 +332,10 @@ int lp_cmd_top(lp_session *s, int argc, char **argv, const char *rest) {
     char *pos[1];
     int np, p;
     long k = 10;
-    if ((rc = lp_cmd_opts("top", argc, argv, o, 1, pos, 1, &np))) return rc;
+    if ((rc = lp_cmd_opts("top", argc, argv, o, 1, pos, 1, &np)) || (rc = lp_cmd_need_token_head(s, "top"))) return rc;
     const lp_config *c = lp_model_config(s->model);
     if (np && (rc = lp_cmd_int(pos[0], "K", 1, c->vocab, &k))) return rc;
-    if ((rc = lp_cmd_pos(s, o[0].value, &p))) return rc;
+    if ((rc = lp_cmd_out_pos(s, "top", o[0].value, &p))) return rc;
     lp_cmd_emit(s, lp_cmd_top_k(s, lp_run_logits(s->run, p), c->vocab, (int)k), NULL);
     return LP_OK;
 }
@@ -218,17 +348,24 @@ int lp_cmd_logits(lp_session *s, int argc, char **argv, const char *rest) {
     char *pos[1];
     int np, p;
     if ((rc = lp_cmd_opts("logits", argc, argv, o, 1, pos, 0, &np))) return rc;
-    if ((rc = lp_cmd_pos(s, o[0].value, &p))) return rc;
     const lp_config *c = lp_model_config(s->model);
+    bool labels = c->head == LP_HEAD_CLASSIFIER; /* one row: the labels' logits */
+    if (c->head == LP_HEAD_NONE) return lp_cmd_need_token_head(s, "logits");
+    if (labels && o[0].value && strcmp(o[0].value, "0") != 0)
+        return lp_error(LP_EINVAL, "logits: a classifier has one row of label logits, at position 0 (its [CLS])");
+    if (labels) p = 0;
+    else if ((rc = lp_cmd_out_pos(s, "logits", o[0].value, &p))) return rc;
     const float *lg = lp_run_logits(s->run, p);
+    int W = lp_run_out_width(s->run);
     json_t *arr = json_array();
     json_t *table = lp_table_new();
     lp_table_column(table, "id", 0, NULL);
-    lp_table_column(table, "token", 1, NULL);
+    lp_table_column(table, labels ? "label" : "token", 1, NULL);
     lp_table_column(table, "logit", 0, "%.6g");
-    for (int i = 0; i < c->vocab; i++) {
+    for (int i = 0; i < W; i++) {
         json_array_append_new(arr, lp_json_number(lg[i]));
-        lp_table_row(table, json_pack("[i,o,o]", i, lp_cmd_token(s, i), lp_json_number(lg[i])));
+        json_t *name = labels ? json_string(lp_model_label(s->model, i)) : lp_cmd_token(s, i);
+        lp_table_row(table, json_pack("[i,o,o]", i, name, lp_json_number(lg[i])));
     }
     lp_cmd_emit(s, json_pack("{s:i,s:o}", "pos", p, "logits", arr), table);
     return LP_OK;
@@ -327,7 +464,9 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
                {"no-stop", true, NULL}};
     char *pos[1];
     int np;
-    if ((rc = lp_cmd_opts("generate", argc, argv, o, 5, pos, 1, &np))) return rc;
+    if ((rc = lp_cmd_opts("generate", argc, argv, o, 5, pos, 1, &np)) ||
+        (rc = lp_model_need_decoder(s->model, "generate")))
+        return rc;
     const lp_config *c = lp_model_config(s->model);
     long n = 20, k = 0, seed = 0;
     double temp = 0.0, top_p = 1.0;
@@ -444,7 +583,8 @@ int lp_cmd_lens(lp_session *s, int argc, char **argv, const char *rest) {
     char *pos[1];
     int np, only = -1, target;
     long k = 1;
-    if ((rc = lp_cmd_opts("lens", argc, argv, o, 4, pos, 0, &np))) return rc;
+    if ((rc = lp_cmd_opts("lens", argc, argv, o, 4, pos, 0, &np)) || (rc = lp_cmd_need_token_head(s, "lens")))
+        return rc;
     const lp_config *c = lp_model_config(s->model);
     if (o[0].value && (rc = lp_cmd_int(o[0].value, "--k", 1, 50, &k))) return rc;
     if (o[1].value && (rc = lp_cmd_pos(s, o[1].value, &only))) return rc;

@@ -49,12 +49,16 @@ int lp_cmd_record_run(lp_session *s, const char *text) {
     if ((rc = current_session(s, &rec.session_id)) || (rc = lp_cmd_model_row(s, &rec.model_id))) return rc;
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
-    int T = lp_run_len(s->run), V = c->vocab, k = V < TOP_PER_POSITION ? V : TOP_PER_POSITION;
+    /* Predictions: the top tokens at every position (decoders, masked LMs), or a classifier's
+     * labels as the predictions of position 0 (id = label id, token = label name). */
+    int T = lp_run_len(s->run), V = lp_run_out_width(s->run), k = V < TOP_PER_POSITION ? V : TOP_PER_POSITION;
+    int rows = lp_run_out_rows(s->run);
+    bool labels = c->head == LP_HEAD_CLASSIFIER;
     const int *ids = lp_run_ids(s->run);
     size_t nh = (size_t)c->n_layer * c->n_head;
     const char **tok = calloc((size_t)T, sizeof *tok);
     size_t *tok_len = calloc((size_t)T, sizeof *tok_len);
-    lp_store_prediction *preds = calloc((size_t)T * k, sizeof *preds);
+    lp_store_prediction *preds = calloc((size_t)T * k + 1, sizeof *preds);
     lp_store_head_metric *heads = calloc(nh, sizeof *heads);
     float *m = malloc(nh * LP_HEAD_METRIC_COUNT * sizeof *m);
     if (!tok || !tok_len || !preds || !heads || !m) {
@@ -65,7 +69,7 @@ int lp_cmd_record_run(lp_session *s, const char *text) {
         if (t) tok[i] = lp_tokenizer_token_bytes(t, ids[i], &tok_len[i]);
     /* The top predictions at every position: what the model expected next, token by token. */
     int np = 0;
-    for (int pos = 0; pos < T; pos++) {
+    for (int pos = 0; pos < rows; pos++) {
         json_t *top = lp_cmd_top_k(s, lp_run_logits(s->run, pos), V, k);
         size_t i;
         json_t *row;
@@ -75,7 +79,8 @@ int lp_cmd_record_run(lp_session *s, const char *text) {
             p->pos = pos;
             p->rank = (int)i + 1;
             p->id = id;
-            p->token = t ? lp_tokenizer_token_bytes(t, id, &p->token_len) : NULL;
+            if (labels) p->token = lp_model_label(s->model, id), p->token_len = strlen(p->token);
+            else p->token = t ? lp_tokenizer_token_bytes(t, id, &p->token_len) : NULL;
             p->prob = json_real_value(json_object_get(row, "prob"));
             p->logit = json_real_value(json_object_get(row, "logit"));
         }
@@ -244,7 +249,8 @@ int lp_cmd_rerun(lp_session *s, int argc, char **argv, const char *rest) {
         json_decref(params);
         json_decref(rows);
     }
-    if (!rc) rc = lp_cmd_start_run(s, ids, n, text, o[0].value ? id : 0);
+    /* The store keeps ids, not token types yet: a sentence pair is run again with types 0. */
+    if (!rc) rc = lp_cmd_start_run(s, ids, NULL, n, text, o[0].value ? id : 0);
     free(ids);
     free(text);
     return rc;
@@ -270,7 +276,8 @@ static int take_tensor(lp_session *s, char **w, int n, tensor *t) {
     int hook_layer, rc = lp_site_parse(name, c, &kind, &hook_layer);
     if (rc) return rc;
     long layer = 0, head = -1;
-    bool per_layer = kind != LP_ACT_LOGITS && kind != LP_ACT_LN_FINAL && kind != LP_ACT_LN_FINAL_SCALE;
+    bool per_layer = kind != LP_ACT_LOGITS && kind != LP_ACT_LN_FINAL && kind != LP_ACT_LN_FINAL_SCALE &&
+                     kind != LP_ACT_HEAD_HIDDEN;
     if (hook_layer >= 0) { /* blocks.L.NAME [H] */
         if (hook_layer >= c->n_layer) return lp_error(LP_EINVAL, "%s: layer %d is out of range (0..%d)", w[0], hook_layer, c->n_layer - 1);
         layer = hook_layer;

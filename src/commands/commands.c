@@ -232,6 +232,56 @@ int lp_cmd_pos(const lp_session *s, const char *arg, int *pos) {
     return LP_OK;
 }
 
+int lp_cmd_first_mask(const lp_session *s) {
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    int mask = t ? lp_tokenizer_special(t, LP_SPECIAL_MASK) : -1;
+    const int *ids = lp_run_ids(s->run);
+    for (int i = 0; mask >= 0 && i < lp_run_len(s->run); i++)
+        if (ids[i] == mask) return i;
+    return -1;
+}
+
+json_t *lp_cmd_labels(const lp_session *s) {
+    const float *lg = lp_run_logits(s->run, 0);
+    int n = lp_run_out_width(s->run);
+    double mx = lg[0], z = 0;
+    for (int i = 1; i < n; i++) mx = lg[i] > mx ? lg[i] : mx;
+    for (int i = 0; i < n; i++) z += exp(lg[i] - mx);
+    json_t *arr = json_array();
+    bool multi = lp_model_config(s->model)->multi_label;
+    for (int i = 0; i < n; i++) {
+        json_t *p = multi ? lp_json_number(1.0 / (1.0 + exp(-(double)lg[i]))) : n > 1 ? lp_json_number(exp(lg[i] - mx) / z)
+                                                                                   : json_null();
+        json_array_append_new(arr, json_pack("{s:i,s:s,s:o,s:o}", "id", i, "label", lp_model_label(s->model, i), "prob",
+                                             p, "logit", lp_json_number(lg[i])));
+    }
+    return arr;
+}
+
+int lp_cmd_need_token_head(lp_session *s, const char *what) {
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    const lp_config *c = lp_model_config(s->model);
+    if (c->head == LP_HEAD_CLASSIFIER)
+        return lp_error(LP_EUNSUPPORTED, "%s: %s is a sequence classifier: it predicts labels, not tokens; use classify",
+                        what, c->arch);
+    if (c->head == LP_HEAD_NONE)
+        return lp_error(LP_EUNSUPPORTED, "%s: %s has no output head (no logits); attn, heads, acts and export show what "
+                        "it computes", what, c->arch);
+    return LP_OK;
+}
+
+int lp_cmd_out_pos(const lp_session *s, const char *what, const char *arg, int *pos) {
+    if (arg || lp_model_config(s->model)->head != LP_HEAD_MLM) return lp_cmd_pos(s, arg, pos);
+    if ((*pos = lp_cmd_first_mask(s)) >= 0) return LP_OK;
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    int mask = t ? lp_tokenizer_special(t, LP_SPECIAL_MASK) : -1;
+    size_t len = 0;
+    const char *name = mask >= 0 ? lp_tokenizer_token_bytes(t, mask, &len) : NULL;
+    return lp_error(LP_EINVAL, "%s: the run has no mask token%s%.*s%s; give --pos P", what, name ? " (" : "",
+                    (int)len, name ? name : "", name ? ")" : "");
+}
+
 void lp_cmd_emit(lp_session *s, json_t *value, json_t *table) {
     lp_output(s->out, s->mode, value, table);
     json_decref(value);
@@ -363,12 +413,16 @@ static const lp_command COMMANDS[] = {
     {"load", "PATH [--tokenizer FILE]", "load a model: a Hugging Face directory or a llama2.c .bin",
      "load ../shared/models/stories260K/stories260K.bin", lp_cmd_load, false, NULL},
     {"info", "", "describe the model: architecture, sizes, parameters, dtype, path", "info", lp_cmd_info, false, NULL},
-    {"run", "[--bos|--no-bos] [--] TEXT | --ids 1,2,3 [--bos|--no-bos]",
+    {"run", "[--bos|--no-bos] [--] TEXT [--pair TEXT2] | --ids 1,2,3 [--types 0,0,1] [--bos|--no-bos]",
      "tokenize (or take ids), run the model, capture every activation",
-     "run Once upon a time", lp_cmd_run, true, "It becomes the current run. Options come first; -- ends them; the rest of the line is the text."},
+     "run Once upon a time", lp_cmd_run, true, "It becomes the current run. Options come first; -- ends them; the rest of the line is the text. Encoders: --pair adds a second sentence (token types 0 then 1 for BERT), [MASK] or <mask> in the text is the mask token, --types gives ids their token types."},
     {"tokens", "", "position, id and text of each token of the current run", "tokens", lp_cmd_tokens, false, NULL},
     {"top", "[K] [--pos P]", "the K (default 10) most likely next tokens at position P",
-     "top 5 --pos 2", lp_cmd_top, false, NULL},
+     "top 5 --pos 2", lp_cmd_top, false, "Default P: the last position; on a masked LM, the first mask."},
+    {"fill", "[K]", "a masked LM's top K (default 5) candidates for every mask of the run", "fill 3", lp_cmd_fill,
+     false, "For BERT-style masked LMs: run a text with [MASK] (or <mask>) first."},
+    {"classify", "", "a sequence classifier's labels with probability and logit", "classify", lp_cmd_classify, false,
+     "For ...ForSequenceClassification models; the probabilities are the softmax over the labels."},
     {"logits", "[--pos P]", "the full logit vector at position P (default: last)", "logits --pos -1", lp_cmd_logits, false, NULL},
     {"attn", "L H", "the T x T attention pattern of head H in layer L", "attn 0 1",
      lp_cmd_attn, false, "Rows are queries, columns keys."},

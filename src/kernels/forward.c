@@ -2,6 +2,7 @@
  * reductions accumulate in double so that results stay within 1e-4 of a float64 reference. */
 #include "kernels/forward.h"
 
+#include <assert.h>
 #include <cblas.h>
 #include <math.h>
 #include <string.h>
@@ -45,13 +46,33 @@ void lp_norm(float *y, float *scale, const float *x, const float *w, const float
     }
 }
 
-void lp_embed(float *x, const lp_model *m, const int *ids, int t0, int n) {
-    int d = m->cfg.d_model;
+void lp_embed(float *x, const lp_model *m, const int *ids, const int *types, int t0, int n) {
+    const lp_config *c = &m->cfg;
+    int d = c->d_model;
+    lp_embed_sum(x, m, ids, types, t0, n);
+    if (c->emb_norm)
+        for (int i = 0; i < n; i++) {
+            float scale;
+            lp_norm(x + (size_t)i * d, &scale, x + (size_t)i * d, m->emb_ln_w, m->emb_ln_b, 1, d, LP_NORM_LAYERNORM,
+                    c->norm_eps);
+        }
+}
+
+void lp_embed_sum(float *x, const lp_model *m, const int *ids, const int *types, int t0, int n) {
+    const lp_config *c = &m->cfg;
+    int d = c->d_model, counted = 0;
     for (int i = 0; i < n; i++) {
         float *xi = x + (size_t)i * d;
         memcpy(xi, m->tok_emb + (size_t)ids[i] * d, (size_t)d * sizeof *xi);
         if (m->pos_emb) {
-            const float *p = m->pos_emb + (size_t)(t0 + i) * d;
+            /* RoBERTa: non-padding tokens count from padding_idx + 1, padding sits at padding_idx. */
+            int row = t0 + i;
+            if (c->pos_offset > 0) row = ids[i] == c->pos_pad_id ? c->pos_offset - 1 : c->pos_offset + counted++;
+            const float *p = m->pos_emb + (size_t)row * d;
+            for (int j = 0; j < d; j++) xi[j] += p[j];
+        }
+        if (m->type_emb) {
+            const float *p = m->type_emb + (size_t)(types ? types[i] : 0) * d;
             for (int j = 0; j < d; j++) xi[j] += p[j];
         }
     }
@@ -102,7 +123,8 @@ static void softmax_causal(float *row, int len, int ld) {
 }
 
 /* Rows of queries are taken in blocks so that each block's scores cover only the keys it
- * may see: causal attention then costs about half of the full T x T square. */
+ * may see: causal attention then costs about half of the full T x T square. Bidirectional
+ * attention (encoders) gives every block all t0 + n keys. */
 #define ATTN_BLOCK 64
 
 static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) {
@@ -117,7 +139,7 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
             /* One query (a generation step): plain loops beat two tiny sgemm calls. */
             const float *q = io->q + (size_t)h * dh;
             float *z = io->z + (size_t)h * dh;
-            int keys = t0 + 1;
+            int keys = t0 + 1; /* also an encoder's: its runs start at t0 = 0, and T = 1 has one key */
             for (int j = 0; j < keys; j++) {
                 const float *kj = k + (size_t)j * kvd;
                 float dot = 0.0f;
@@ -133,11 +155,11 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
             continue;
         }
         for (int i0 = 0; i0 < n; i0 += ATTN_BLOCK) {
-            int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = t0 + i0 + rows;
+            int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = c->causal ? t0 + i0 + rows : t0 + n;
             float *pb = p + (size_t)i0 * ld;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale, io->q + (size_t)i0 * qd + h * dh,
                         qd, k, kvd, 0.0f, pb, ld);
-            for (int i = 0; i < rows; i++) softmax_causal(pb + (size_t)i * ld, t0 + i0 + i + 1, ld);
+            for (int i = 0; i < rows; i++) softmax_causal(pb + (size_t)i * ld, c->causal ? t0 + i0 + i + 1 : keys, ld);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, keys, 1.0f, pb, ld, v, kvd, 0.0f,
                         io->z + (size_t)i0 * qd + h * dh, qd);
         }
@@ -152,6 +174,31 @@ static float gelu_tanh(float x) {
 }
 
 static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* BERT's "gelu": the exact GELU, x * Phi(x), computed in double (erff is not guaranteed to
+ * be correctly rounded, and this keeps the result within float rounding of the reference). */
+static float gelu_erf(float x) { return (float)(0.5 * x * (1.0 + erf(x * 0.70710678118654752440))); }
+
+static float relu(float x) { return x > 0.0f ? x : 0.0f; }
+
+double lp_head_act_value(lp_head_act a, double v) {
+    switch (a) {
+    case LP_HEAD_ACT_TANH: return tanh(v);
+    case LP_HEAD_ACT_RELU: return v > 0 ? v : 0;
+    case LP_HEAD_ACT_GELU_ERF: return 0.5 * v * (1.0 + erf(v * 0.70710678118654752440));
+    case LP_HEAD_ACT_GELU_TANH: return 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+    }
+    return NAN;
+}
+
+/* y = act(x) over n floats for the non-gated MLPs. */
+static void act_rows(float *y, const float *x, size_t n, lp_mlp_kind kind) {
+    switch (kind) {
+    case LP_MLP_GELU_ERF: for (size_t i = 0; i < n; i++) y[i] = gelu_erf(x[i]); break;
+    case LP_MLP_RELU: for (size_t i = 0; i < n; i++) y[i] = relu(x[i]); break;
+    default: for (size_t i = 0; i < n; i++) y[i] = gelu_tanh(x[i]); break;
+    }
+}
 
 static void add(float *y, const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
@@ -177,7 +224,10 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
     int d = c->d_model, kvd = c->n_kv_head * c->d_head;
     size_t nd = (size_t)n * d, nm = (size_t)n * c->d_mlp;
 
-    lp_norm(io->ln1, io->ln1_scale, io->resid_in, w->ln1_w, w->ln1_b, n, d, c->norm, c->norm_eps);
+    /* ln1 is what attention reads: the normalised stream (pre-norm), or the stream itself
+     * (post-norm, whose norms come after the sums: their scales go to ln1_scale, ln2_scale). */
+    if (c->post_norm) memcpy(io->ln1, io->resid_in, nd * sizeof *io->ln1);
+    else lp_norm(io->ln1, io->ln1_scale, io->resid_in, w->ln1_w, w->ln1_b, n, d, c->norm, c->norm_eps);
     float *k_new = io->k + (size_t)t0 * kvd, *v_new = io->v + (size_t)t0 * kvd;
     lp_linear_forward(io->q, io->ln1, &w->q, n);
     lp_linear_forward(k_new, io->ln1, &w->k, n);
@@ -189,27 +239,33 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
     attention(c, io, t0, n);
     lp_linear_forward(io->attn_out, io->z, &w->o, n);
     add(io->resid_mid, io->resid_in, io->attn_out, nd);
+    if (c->post_norm)
+        lp_norm(io->resid_mid, io->ln1_scale, io->resid_mid, w->ln1_w, w->ln1_b, n, d, c->norm, c->norm_eps);
     if (c->attn_only) {
         skip_mlp(io->ln2, io->ln2_scale, io->mlp_pre, io->mlp_post, io->mlp_out, io->resid_out, io->resid_mid, n, c);
         return;
     }
 
-    lp_norm(io->ln2, io->ln2_scale, io->resid_mid, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
+    if (c->post_norm) memcpy(io->ln2, io->resid_mid, nd * sizeof *io->ln2);
+    else lp_norm(io->ln2, io->ln2_scale, io->resid_mid, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
     if (c->mlp == LP_MLP_SWIGLU) {
         lp_linear_forward(io->mlp_pre, io->ln2, &w->gate, n);
         lp_linear_forward(io->mlp_up, io->ln2, &w->up, n);
         for (size_t i = 0; i < nm; i++) io->mlp_post[i] = silu(io->mlp_pre[i]) * io->mlp_up[i];
     } else {
         lp_linear_forward(io->mlp_pre, io->ln2, &w->up, n);
-        for (size_t i = 0; i < nm; i++) io->mlp_post[i] = gelu_tanh(io->mlp_pre[i]);
+        act_rows(io->mlp_post, io->mlp_pre, nm, c->mlp);
     }
     lp_linear_forward(io->mlp_out, io->mlp_post, &w->down, n);
     add(io->resid_out, io->resid_mid, io->mlp_out, nd);
+    if (c->post_norm)
+        lp_norm(io->resid_out, io->ln2_scale, io->resid_out, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
 }
 
 void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io, const lp_block *blocks, int nblocks,
                             const float *cos_t, const float *sin_t) {
     const lp_config *c = &m->cfg;
+    assert(c->causal && !c->post_norm); /* patching refuses encoders (cmd_circuits.c) */
     const lp_layer *w = &m->layers[layer];
     int d = c->d_model, qd = c->n_head * c->d_head, kvd = c->n_kv_head * c->d_head, half = c->d_head / 2, N = 0;
     for (int b = 0; b < nblocks; b++) N += blocks[b].n;

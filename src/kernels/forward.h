@@ -22,8 +22,24 @@ typedef struct {
     float *mlp_out, *resid_out;    /* (n, d) */
 } lp_layer_io;
 
-/* x (n, d): token embeddings of ids (plus learned positions from t0). */
-void lp_embed(float *x, const lp_model *m, const int *ids, int t0, int n);
+/* x (n, d): token embeddings of ids, plus learned positions from t0 (RoBERTa: counted from
+ * pos_offset over this block's non-padding ids, so t0 must be 0), plus token-type embeddings
+ * of types (n; NULL: all 0) when the model has them, then the embeddings' LayerNorm when it
+ * has one. */
+void lp_embed(float *x, const lp_model *m, const int *ids, const int *types, int t0, int n);
+/* The same before the embeddings' LayerNorm: word + position (+ token type), what an
+ * encoder's input gradient is taken with respect to. */
+void lp_embed_sum(float *x, const lp_model *m, const int *ids, const int *types, int t0, int n);
+/* lp_run_new_typed with the input given as embeddings sum (n, d) instead of looked up from
+ * ids: the summed embeddings before their LayerNorm (encoders; lp_embed_sum's), or the
+ * embeddings themselves (decoders). ids still name the tokens (for display; NULL: all 0). For the
+ * attributions that vary the input (integrated gradients, occlusion) one run at a time. */
+int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n);
+/* The head of an encoder over rows x (rows, d): h (rows, d) = [LN](act(dense(x))), then
+ * logits (rows, W) = h W_out + b when there is an output layer. */
+void lp_head_forward(float *h, float *logits, const lp_model *m, const float *x, int rows);
+/* An encoder head's activation of v, in double. */
+double lp_head_act_value(lp_head_act a, double v);
 /* Rotary tables for positions t0 .. t0 + n - 1: cos, sin (n, d_head / 2). */
 void lp_rope_tables(float *cos_t, float *sin_t, const lp_config *c, int t0, int n);
 void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,
@@ -81,7 +97,8 @@ void lp_attention_seqs(float *pattern, float *z, const lp_config *c, const float
 /* Rotary embedding of x (n, heads*dh) in place, row i at the angles of row i of the tables
  * (n, dh/2); with the sines negated it is the inverse rotation (the backward's). */
 void lp_rope_rows(float *x, const lp_config *c, int n, int heads, const float *cos_t, const float *sin_t);
-/* y = GELU-tanh(x), and y = SiLU(gate) * up, over n floats, as lp_layer_forward computes them. */
+/* y = GELU-tanh(x), and y = SiLU(gate) * up, over n floats, as lp_layer_forward computes them
+ * for decoders (the backward pass knows no other activation yet). */
 void lp_gelu_rows(float *y, const float *x, size_t n);
 void lp_swiglu_rows(float *y, const float *gate, const float *up, size_t n);
 

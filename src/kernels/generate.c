@@ -21,6 +21,7 @@ struct lp_generator {
 
 int lp_generator_new(lp_generator **out, const lp_model *m, int max_len) {
     *out = NULL;
+    if (lp_model_need_decoder(m, "generate")) return LP_EUNSUPPORTED;
     const lp_config *c = &m->cfg;
     if (max_len < 1 || max_len > c->n_ctx) max_len = c->n_ctx;
     lp_generator *g = calloc(1, sizeof *g);
@@ -89,7 +90,7 @@ int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logi
     float *pattern = p;
 
     int t0 = g->len;
-    lp_embed(x, m, ids, t0, n);
+    lp_embed(x, m, ids, NULL, t0, n);
     if (c->pos != LP_POS_LEARNED) lp_rope_tables(cos_t, sin_t, c, t0, n);
     size_t layer_cache = (size_t)g->max_len * c->n_kv_head * c->d_head;
     for (int l = 0; l < c->n_layer; l++) {

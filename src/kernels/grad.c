@@ -4,7 +4,8 @@
  *
  * Only input gradients are computed, so each linear layer costs one matrix product backward,
  * as forward: dx = dy W^T. Rows after the objective's position cannot affect it (attention
- * is causal), so every pass stops at pos + 1 rows. */
+ * is causal), so every pass stops at pos + 1 rows. Encoders (bidirectional, post-norm, a head
+ * on top) have their own driver, encoder_grad, over every row, for the input gradient only. */
 #include "loupe/grad.h"
 
 #include <cblas.h>
@@ -34,14 +35,21 @@ int lp_objective_from_name(const char *name, lp_objective_kind *out) {
 }
 
 int lp_objective_check(const lp_objective *o, const lp_model *m, int T) {
-    int V = lp_model_config(m)->vocab;
+    const lp_config *c = lp_model_config(m);
+    /* A classifier's objective is one of its labels, at position 0 (where it reads). */
+    bool labels = c->head == LP_HEAD_CLASSIFIER;
+    int V = labels ? c->n_labels : c->vocab;
+    const char *what = labels ? "label id" : "token id", *range = labels ? "the labels" : "the vocabulary";
+    if (c->head == LP_HEAD_NONE) return lp_error(LP_EUNSUPPORTED, "%s has no output head to differentiate", c->arch);
     if ((unsigned)o->kind > LP_OBJ_LOGIT_DIFF) return lp_error(LP_EINVAL, "unknown objective kind %d", (int)o->kind);
     if (o->pos < 0 || o->pos >= T)
         return lp_error(LP_EINVAL, "position %d is out of range: the run has positions 0..%d", o->pos, T - 1);
+    if (labels && o->pos != 0)
+        return lp_error(LP_EINVAL, "a classifier's output is at position 0 (its [CLS]), not %d", o->pos);
     if (o->target < 0 || o->target >= V)
-        return lp_error(LP_EINVAL, "target token id %d is outside the vocabulary (0..%d)", o->target, V - 1);
+        return lp_error(LP_EINVAL, "target %s %d is outside %s (0..%d)", what, o->target, range, V - 1);
     if (o->kind == LP_OBJ_LOGIT_DIFF && (o->contrast < 0 || o->contrast >= V))
-        return lp_error(LP_EINVAL, "contrast token id %d is outside the vocabulary (0..%d)", o->contrast, V - 1);
+        return lp_error(LP_EINVAL, "contrast %s %d is outside %s (0..%d)", what, o->contrast, range, V - 1);
     return LP_OK;
 }
 
@@ -138,18 +146,19 @@ void attention_backward(const grad_layer *g, const tape_layer *t, const lp_confi
             const float *P = t->pattern + ((size_t)b * H + h) * t->p_hs, *dz = g->d_z + row * qd + (size_t)h * dh;
             float *dq = g->d_q + row * qd + (size_t)h * dh, *dk = g->d_k + row * kvd + (size_t)(h / G) * dh;
             float *dv = g->d_v + row * kvd + (size_t)(h / G) * dh, *dP = g->dP;
-            /* dP = dz v^T, on the keys each query sees. */
+            /* dP = dz v^T, on the keys each query sees (all of them in an encoder). */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, 1.0f, dz, qd, v, kvd, 0.0f, dP, T);
             for (int i = 0; i < T; i++) {
                 float *dpi = dP + (size_t)i * T;
                 const float *pi = P + (size_t)i * t->p_ld;
-                for (int j = i + 1; j < T; j++) dpi[j] = 0.0f;
+                int keys = c->causal ? i + 1 : T;
+                for (int j = keys; j < T; j++) dpi[j] = 0.0f;
                 if (g->d_pattern) memcpy(g->d_pattern + ((size_t)b * H + h) * g->dp_hs + (size_t)i * g->dp_ld, dpi,
                                          (size_t)T * sizeof *dpi);
                 /* Softmax backward in place: dS = P * (dP - sum_j P dP). */
                 double r = 0.0;
-                for (int j = 0; j <= i; j++) r += (double)pi[j] * dpi[j];
-                for (int j = 0; j <= i; j++) dpi[j] = pi[j] * (float)(dpi[j] - r);
+                for (int j = 0; j < keys; j++) r += (double)pi[j] * dpi[j];
+                for (int j = 0; j < keys; j++) dpi[j] = pi[j] * (float)(dpi[j] - r);
             }
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1.0f, P, (int)t->p_ld, dz, qd, 1.0f, dv, kvd);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, scale, dP, T, k, kvd, 0.0f, dq, qd);
@@ -309,12 +318,180 @@ static const float *view_data(const lp_run *r, lp_act_kind kind, int layer) {
     return lp_run_view(r, kind, layer, -1, &v) == LP_OK ? v.data : NULL;
 }
 
+/* ---- encoders: a head on top, post-norm blocks, full attention, the embeddings' norm ---- */
+
+/* act'(x) for the activations of encoders' MLPs and heads. */
+static double act_deriv(lp_head_act a, double x) {
+    switch (a) {
+    case LP_HEAD_ACT_TANH: { double t = tanh(x); return 1.0 - t * t; }
+    case LP_HEAD_ACT_RELU: return x > 0 ? 1.0 : 0.0;
+    case LP_HEAD_ACT_GELU_ERF: return 0.5 * (1.0 + erf(x * 0.70710678118654752440)) + x * exp(-0.5 * x * x) * 0.3989422804014327;
+    case LP_HEAD_ACT_GELU_TANH: {
+        const double k = 0.7978845608028654, b = 0.044715, u = k * (x + b * x * x * x), t = tanh(u);
+        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * b * x * x);
+    }
+    }
+    return NAN;
+}
+
+/* The input gradient of an encoder's run, with respect to the summed embeddings before their
+ * LayerNorm (word + position + token type; e_sum (T, d), or NULL to take the run's), into
+ * g->resid (T, d); g is laid out lean, and its one-layer slices serve as scratch. Every row
+ * carries gradient: attention is not causal. */
+static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o, const float *e_sum) {
+    const lp_model *m = g->m;
+    const lp_config *c = &m->cfg;
+    int T = g->T, d = c->d_model, dm = c->d_mlp, W = lp_run_out_width(r), at = o->pos;
+    size_t TT = T, nd = TT * d;
+    float *dP = malloc(TT * T * sizeof *dP), *dlog = malloc((size_t)W * sizeof *dlog);
+    float *hv = malloc((size_t)4 * d * sizeof *hv);
+    if (!dP || !dlog || !hv) {
+        free(dP), free(dlog), free(hv);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    /* The head at row `at`: a = dense(x), u = act(a), h = LN(u) (masked LM), logits = h U + b. */
+    const float *logits = lp_run_logits(r, at), *x = view_data(r, LP_ACT_LN_FINAL, 0) + (size_t)at * d;
+    float *a = hv, *u = hv + d, *dh = hv + 2 * d, *du = hv + 3 * d, su = 1.0f;
+    g->value = lp_objective_value(o, logits, W);
+    for (int j = 0; j < W; j++) dlog[j] = 0.0f;
+    if (o->kind == LP_OBJ_LOGPROB) {
+        double lse = log_sum_exp(logits, W);
+        for (int j = 0; j < W; j++) dlog[j] = (float)-exp(logits[j] - lse);
+    }
+    dlog[o->target] += 1.0f;
+    if (o->kind == LP_OBJ_LOGIT_DIFF) dlog[o->contrast] -= 1.0f;
+    lp_linear_forward(a, x, &m->head.dense, 1);
+    for (int j = 0; j < d; j++) u[j] = (float)lp_head_act_value(m->head.act, a[j]);
+    linear_backward(dh, dlog, &m->unembed, 1, 0.0f);
+    if (m->head.ln_w) {
+        float *h = g->lnf; /* scratch: the norm's output is not needed, its scale is */
+        lp_norm(h, &su, u, m->head.ln_w, m->head.ln_b, 1, d, LP_NORM_LAYERNORM, m->head.ln_eps);
+        memset(du, 0, (size_t)d * sizeof *du);
+        norm_backward(du, dh, u, &su, m->head.ln_w, 1, d, LP_NORM_LAYERNORM);
+    } else {
+        memcpy(du, dh, (size_t)d * sizeof *du);
+    }
+    for (int j = 0; j < d; j++) du[j] = (float)(du[j] * act_deriv(m->head.act, a[j]));
+    float *dy = g->resid;
+    memset(dy, 0, nd * sizeof *dy);
+    linear_backward(dy + (size_t)at * d, du, &m->head.dense, 1, 0.0f);
+
+    lp_head_act mlp_act = lp_arch_head_act(c->mlp);
+    int kvd = c->n_kv_head * c->d_head;
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        if (lp_cancelled()) {
+            free(dP), free(dlog), free(hv);
+            return lp_error(LP_ECANCEL, "cancelled");
+        }
+        const lp_layer *w = &m->layers[l];
+        const float *x_in = view_data(r, LP_ACT_RESID_PRE, l), *attn = view_data(r, LP_ACT_ATTN_OUT, l);
+        const float *mid = view_data(r, LP_ACT_RESID_MID, l), *mlp = view_data(r, LP_ACT_MLP_OUT, l);
+        const float *pre = view_data(r, LP_ACT_MLP_PRE, l);
+        float *s = g->lnf, *d_s2 = g->ln2, *d_mid = g->resid_mid, *d_s1 = g->ln1;
+        /* resid_out = LN2(mid + mlp_out): back to mid, directly and through the MLP. */
+        for (size_t i = 0; i < nd; i++) s[i] = mid[i] + mlp[i];
+        memset(d_s2, 0, nd * sizeof *d_s2);
+        norm_backward(d_s2, dy, s, view_data(r, LP_ACT_LN2_SCALE, l), w->ln2_w, T, d, LP_NORM_LAYERNORM);
+        linear_backward(g->mlp_post, d_s2, &w->down, T, 0.0f);
+        for (size_t i = 0; i < TT * dm; i++) g->mlp_pre[i] = (float)(g->mlp_post[i] * act_deriv(mlp_act, pre[i]));
+        memcpy(d_mid, d_s2, nd * sizeof *d_mid);
+        linear_backward(d_mid, g->mlp_pre, &w->up, T, 1.0f);
+        /* mid = LN1(x + attn_out): back to x, directly and through attention. */
+        for (size_t i = 0; i < nd; i++) s[i] = x_in[i] + attn[i];
+        memset(d_s1, 0, nd * sizeof *d_s1);
+        norm_backward(d_s1, d_mid, s, view_data(r, LP_ACT_LN1_SCALE, l), w->ln1_w, T, d, LP_NORM_LAYERNORM);
+        linear_backward(g->z, d_s1, &w->o, T, 0.0f);
+        memset(g->k, 0, TT * kvd * sizeof *g->k);
+        memset(g->v, 0, TT * kvd * sizeof *g->v);
+        tape_layer t = {.q = view_data(r, LP_ACT_Q, l), .k = view_data(r, LP_ACT_K, l), .v = view_data(r, LP_ACT_V, l),
+                        .pattern = view_data(r, LP_ACT_PATTERN, l), .p_ld = (long)TT, .p_hs = (long)(TT * TT)};
+        grad_layer gl = {.d_z = g->z, .d_q = g->q, .d_k = g->k, .d_v = g->v, .dP = dP};
+        attention_backward(&gl, &t, c, 1, T);
+        memcpy(dy, d_s1, nd * sizeof *dy);
+        linear_backward(dy, g->q, &w->q, T, 1.0f);
+        linear_backward(dy, g->k, &w->k, T, 1.0f);
+        linear_backward(dy, g->v, &w->v, T, 1.0f);
+    }
+    /* resid_pre[0] = LN(embed_sum). */
+    const float *e = e_sum;
+    float *scale = dP, *y = g->ln1;
+    if (!e) {
+        lp_embed_sum(g->lnf, m, lp_run_ids(r), lp_run_types(r), 0, T);
+        e = g->lnf;
+    }
+    lp_norm(y, scale, e, m->emb_ln_w, m->emb_ln_b, T, d, LP_NORM_LAYERNORM, c->norm_eps);
+    memcpy(g->ln2, dy, nd * sizeof *dy);
+    memset(dy, 0, nd * sizeof *dy);
+    norm_backward(dy, g->ln2, e, scale, m->emb_ln_w, T, d, LP_NORM_LAYERNORM);
+    free(dP), free(dlog), free(hv);
+    return LP_OK;
+}
+
+/* A lean gradient for an encoder's run of T tokens. */
+static int encoder_grad_new(lp_grad **out, const lp_model *m, int T) {
+    lp_grad *g = calloc(1, sizeof *g);
+    if (!g) return lp_error(LP_ENOMEM, "out of memory");
+    g->m = m;
+    g->T = T;
+    g->lean = true;
+    size_t floats = grad_layout(g, NULL);
+    if (!(g->arena = calloc(floats, sizeof *g->arena))) {
+        free(g);
+        return lp_error(LP_ENOMEM, "out of memory: the gradients of a run of %d tokens", T);
+    }
+    grad_layout(g, g->arena);
+    *out = g;
+    return LP_OK;
+}
+
+/* lp_grad_batch for encoders: each input (its summed embeddings) through a run of its own
+ * and the encoder backward; slower than the decoders' stacked batches, and as exact. */
+static int encoder_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx, const lp_objective *o,
+                         const double *weight, double *f, float *grad_sum) {
+    size_t nd = (size_t)T * m->cfg.d_model;
+    float *x = malloc(nd * sizeof *x);
+    double *acc = grad_sum ? calloc(nd, sizeof *acc) : NULL;
+    lp_grad *g = NULL;
+    int rc = !x || (grad_sum && !acc) ? lp_error(LP_ENOMEM, "out of memory") : LP_OK;
+    if (!rc && grad_sum) rc = encoder_grad_new(&g, m, T);
+    for (int i = 0; i < n && !rc; i++) {
+        lp_run *r;
+        input(x, i, ctx);
+        if ((rc = lp_run_new_embedded(&r, m, NULL, NULL, x, T))) break;
+        if (f) f[i] = lp_objective_value(o, lp_run_logits(r, o->pos), lp_run_out_width(r));
+        if (g && !(rc = encoder_grad(g, r, o, x))) {
+            double w = weight ? weight[i] : 1.0;
+            for (size_t j = 0; j < nd; j++) acc[j] += w * g->resid[j];
+        }
+        lp_run_free(r);
+    }
+    if (!rc && grad_sum)
+        for (size_t j = 0; j < nd; j++) grad_sum[j] = (float)acc[j];
+    lp_grad_free(g);
+    free(x);
+    free(acc);
+    return rc;
+}
+
 static int grad_run(lp_grad **out, const lp_run *r, const lp_objective *o, bool lean) {
     *out = NULL;
     const lp_model *m = lp_run_model(r);
     const lp_config *c = &m->cfg;
     int T = lp_run_len(r), rc = lp_objective_check(o, m, T);
     if (rc) return rc;
+    if (!c->causal && !lean)
+        return lp_error(LP_EUNSUPPORTED, "gradients: for encoder models (%s) only the embeddings' gradient is "
+                        "available yet (lp_grad_embed_new, lp_grad_batch)", c->arch);
+    if (!c->causal) {
+        lp_grad *g;
+        if ((rc = encoder_grad_new(&g, m, T))) return rc;
+        if ((rc = encoder_grad(g, r, o, NULL))) {
+            lp_grad_free(g);
+            return rc;
+        }
+        *out = g;
+        return LP_OK;
+    }
     lp_grad *g = calloc(1, sizeof *g);
     if (!g) return lp_error(LP_ENOMEM, "out of memory");
     g->m = m;
@@ -428,6 +605,8 @@ int lp_grad_view(const lp_grad *g, lp_act_kind kind, int layer, int head, lp_vie
     if (per_head && (head < -1 || head >= heads))
         return lp_error(LP_EINVAL, "head %d is out of range: %s has heads 0..%d", head, lp_act_name(kind), heads - 1);
     if (!per_head && head != -1 && head != 0) return lp_error(LP_EINVAL, "%s is not per head", lp_act_name(kind));
+    if (!c->causal)
+        return lp_error(LP_EINVAL, "an encoder's gradient is kept for its summed embeddings only (lp_grad_embed)");
     if (g->lean && !(kind == LP_ACT_RESID_PRE && layer == 0))
         return lp_error(LP_EINVAL, "this gradient kept the embeddings' only (lp_grad_embed_new); use lp_grad_new");
     size_t L = layer, TT = T;
@@ -579,6 +758,7 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
         if (grad_sum) memset(grad_sum, 0, (size_t)T * c->d_model * sizeof *grad_sum);
         return LP_OK;
     }
+    if (!c->causal) return encoder_batch(m, T, n, input, ctx, o, weight, f, grad_sum);
     bool logprob = o->kind == LP_OBJ_LOGPROB;
     batch bt = {.Bmax = 1, .T = T, .keep = grad_sum != NULL};
     size_t per_seq = batch_layout(&bt, NULL, c, logprob);

@@ -1,6 +1,7 @@
 /* A captured run: the arena of every activation for one sequence, filled layer by layer. */
 #include "loupe/run.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -76,6 +77,9 @@ struct lp_run {
     const lp_model *m;
     int T;
     int *ids;              /* (T) */
+    int *types;            /* (T) token types */
+    int out_rows, out_w;   /* logits (out_rows, out_w); head_rows rows of head_hidden */
+    int head_rows;
     float *arena;
     size_t arena_floats;   /* used */
     size_t arena_bytes;    /* mapped */
@@ -93,17 +97,19 @@ struct lp_run {
     float *mlp_post;       /* (L, T, dm) */
     float *mlp_out;        /* (L, T, d) */
     float *lnf, *lnf_scale;/* (T, d), (T) */
-    float *logits;         /* (T, V) */
+    float *logits;         /* (out_rows, out_w): (T, V), (1, n_labels) or nothing */
+    float *head_hidden;    /* (head_rows, d): the head's vector before its output layer */
     float *rope_cos, *rope_sin; /* (T, dh / 2) */
 };
 
 static const char *const ACT_NAMES[LP_ACT_COUNT] = {
     "resid_pre", "ln1", "ln1_scale", "q", "k", "v", "pattern", "z", "attn_out", "resid_mid", "ln2", "ln2_scale",
-    "mlp_pre", "mlp_up", "mlp_post", "mlp_out", "resid_post", "ln_final", "ln_final_scale", "logits"};
+    "mlp_pre", "mlp_up", "mlp_post", "mlp_out", "resid_post", "ln_final", "ln_final_scale", "logits", "head_hidden"};
 
 const char *lp_act_name(lp_act_kind kind) { return kind < LP_ACT_COUNT ? ACT_NAMES[kind] : "?"; }
 
 int lp_act_from_name(const char *name, lp_act_kind *out) {
+    if (strcmp(name, "pooled") == 0) name = "head_hidden";
     for (int i = 0; i < LP_ACT_COUNT; i++)
         if (strcmp(name, ACT_NAMES[i]) == 0) {
             *out = (lp_act_kind)i;
@@ -117,7 +123,7 @@ int lp_act_from_name(const char *name, lp_act_kind *out) {
 static size_t layout(lp_run *r, float *base) {
     const lp_config *c = &r->m->cfg;
     size_t L = c->n_layer, T = r->T, d = c->d_model, H = c->n_head, dh = c->d_head;
-    size_t qd = H * dh, kvd = (size_t)c->n_kv_head * dh, dm = c->d_mlp, V = c->vocab;
+    size_t qd = H * dh, kvd = (size_t)c->n_kv_head * dh, dm = c->d_mlp;
     size_t at = 0;
 #define SLICE(field, n) (r->field = base ? base + at : NULL, at += (n))
     SLICE(resid, (L + 1) * T * d);
@@ -138,7 +144,8 @@ static size_t layout(lp_run *r, float *base) {
     SLICE(mlp_out, L * T * d);
     SLICE(lnf, T * d);
     SLICE(lnf_scale, T);
-    SLICE(logits, T * V);
+    SLICE(logits, (size_t)r->out_rows * r->out_w);
+    SLICE(head_hidden, (size_t)r->head_rows * d);
     SLICE(rope_cos, T * (dh / 2));
     SLICE(rope_sin, T * (dh / 2));
 #undef SLICE
@@ -146,34 +153,80 @@ static size_t layout(lp_run *r, float *base) {
     return at;
 }
 
+void lp_head_forward(float *h, float *logits, const lp_model *m, const float *x, int rows) {
+    const lp_head *hd = &m->head;
+    int d = m->cfg.d_model;
+    size_t n = (size_t)rows * d;
+    lp_linear_forward(h, x, &hd->dense, rows);
+    for (size_t i = 0; i < n; i++) h[i] = (float)lp_head_act_value(hd->act, h[i]);
+    if (hd->ln_w)
+        for (int i = 0; i < rows; i++) {
+            float scale;
+            lp_norm(h + (size_t)i * d, &scale, h + (size_t)i * d, hd->ln_w, hd->ln_b, 1, d, LP_NORM_LAYERNORM, hd->ln_eps);
+        }
+    if (m->unembed.w) lp_linear_forward(logits, h, &m->unembed, rows);
+}
+
 int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n) {
+    return lp_run_new_typed(out, m, ids, NULL, n);
+}
+
+int lp_run_new_typed(lp_run **out, const lp_model *m, const int *ids, const int *types, int n) {
+    return lp_run_new_embedded(out, m, ids, types, NULL, n);
+}
+
+int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n) {
     *out = NULL;
     const lp_config *c = &m->cfg;
     if (n < 1) return lp_error(LP_EINVAL, "nothing to run: the sequence is empty");
     if (n > c->n_ctx)
         return lp_error(LP_ERANGE, "%d tokens exceed the model's context of %d; shorten the input", n, c->n_ctx);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; ids && i < n; i++)
         if (ids[i] < 0 || ids[i] >= c->vocab)
             return lp_error(LP_EINVAL, "token id %d at position %d is outside the vocabulary (0..%d)", ids[i], i,
                             c->vocab - 1);
+    for (int i = 0; types && i < n; i++)
+        if (types[i] < 0 || types[i] >= (c->type_vocab ? c->type_vocab : 1)) {
+            if (!c->type_vocab)
+                return lp_error(LP_EINVAL, "token type %d at position %d: this model has no token types (all must be 0)",
+                                types[i], i);
+            return lp_error(LP_EINVAL, "token type %d at position %d is outside the model's types (0..%d)", types[i], i,
+                            c->type_vocab - 1);
+        }
     lp_run *r = calloc(1, sizeof *r);
     if (!r) return lp_error(LP_ENOMEM, "out of memory");
     r->m = m;
     r->T = n;
+    r->out_rows = c->head == LP_HEAD_CLASSIFIER ? 1 : c->head == LP_HEAD_NONE ? 0 : n;
+    r->out_w = c->head == LP_HEAD_CLASSIFIER ? c->n_labels : c->head == LP_HEAD_NONE ? 0 : c->vocab;
+    r->head_rows = !m->head.dense.w ? 0 : c->head == LP_HEAD_MLM ? n : 1;
     r->arena_floats = layout(r, NULL);
+    if (!ids && !sum) return lp_error(LP_EINVAL, "a run needs ids or embeddings");
     r->ids = malloc((size_t)n * sizeof *r->ids);
+    r->types = calloc((size_t)n, sizeof *r->types);
     r->arena = arena_take(r->arena_floats * sizeof(float), &r->arena_bytes);
-    if (!r->ids || !r->arena) {
+    if (!r->ids || !r->types || !r->arena) {
         double mb = (double)r->arena_floats * sizeof(float) / 1e6;
         lp_run_free(r);
         return lp_error(LP_ENOMEM, "out of memory: a run of %d tokens needs %.1f MB of activations", n, mb);
     }
     layout(r, r->arena);
-    memcpy(r->ids, ids, (size_t)n * sizeof *ids);
+    if (ids) memcpy(r->ids, ids, (size_t)n * sizeof *ids);
+    else memset(r->ids, 0, (size_t)n * sizeof *r->ids);
+    if (types) memcpy(r->types, types, (size_t)n * sizeof *types);
 
     size_t T = n, d = c->d_model, qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head;
     size_t dm = c->d_mlp, H = c->n_head;
-    lp_embed(r->resid, m, ids, 0, n);
+    if (!sum) {
+        lp_embed(r->resid, m, ids, r->types, 0, n);
+    } else {
+        memcpy(r->resid, sum, T * d * sizeof *r->resid);
+        for (size_t i = 0; c->emb_norm && i < T; i++) {
+            float scale;
+            lp_norm(r->resid + i * d, &scale, r->resid + i * d, m->emb_ln_w, m->emb_ln_b, 1, (int)d, LP_NORM_LAYERNORM,
+                    c->norm_eps);
+        }
+    }
     if (c->pos != LP_POS_LEARNED) lp_rope_tables(r->rope_cos, r->rope_sin, c, 0, n);
     for (int l = 0; l < c->n_layer; l++) {
         if (lp_cancelled()) {
@@ -203,12 +256,19 @@ int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n) {
         };
         lp_layer_forward(m, l, &io, r->rope_cos, r->rope_sin, 0, n);
     }
-    lp_norm(r->lnf, r->lnf_scale, r->resid + (size_t)c->n_layer * T * d, m->lnf_w, m->lnf_b, n, (int)d, c->norm,
-            c->norm_eps);
-    lp_linear_forward(r->logits, r->lnf, &m->unembed, n);
+    const float *last = r->resid + (size_t)c->n_layer * T * d;
+    if (m->lnf_w) {
+        lp_norm(r->lnf, r->lnf_scale, last, m->lnf_w, m->lnf_b, n, (int)d, c->norm, c->norm_eps);
+    } else { /* post-norm: the last block's norm was the final one */
+        memcpy(r->lnf, last, T * d * sizeof *r->lnf);
+        for (size_t i = 0; i < T; i++) r->lnf_scale[i] = 1.0f;
+    }
+    if (c->head == LP_HEAD_LM) lp_linear_forward(r->logits, r->lnf, &m->unembed, n);
+    else if (r->head_rows) lp_head_forward(r->head_hidden, r->logits, m, r->lnf, r->head_rows);
     /* Finite weights can still overflow float32 on the way; say where rather than hand on
      * results that every reader would have to doubt. */
-    if (lp_first_nonfinite(r->logits, T * c->vocab) >= 0) {
+    size_t n_out = (size_t)r->out_rows * r->out_w;
+    if (lp_first_nonfinite(r->logits, n_out) >= 0 || lp_first_nonfinite(r->lnf, T * d) >= 0) {
         int l = 0;
         while (l < c->n_layer && lp_first_nonfinite(r->resid + (size_t)(l + 1) * T * d, T * d) < 0) l++;
         lp_run_free(r);
@@ -225,6 +285,7 @@ int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n) {
 void lp_run_free(lp_run *r) {
     if (!r) return;
     free(r->ids);
+    free(r->types);
     arena_give(r->arena, r->arena_bytes);
     free(r);
 }
@@ -233,7 +294,12 @@ const lp_model *lp_run_model(const lp_run *r) { return r->m; }
 int lp_run_len(const lp_run *r) { return r->T; }
 const int *lp_run_ids(const lp_run *r) { return r->ids; }
 size_t lp_run_arena_bytes(const lp_run *r) { return r->arena_floats * sizeof(float); }
-const float *lp_run_logits(const lp_run *r, int pos) { return r->logits + (size_t)pos * r->m->cfg.vocab; }
+const int *lp_run_types(const lp_run *r) { return r->types; }
+int lp_run_out_rows(const lp_run *r) { return r->out_rows; }
+int lp_run_out_width(const lp_run *r) { return r->out_w; }
+const float *lp_run_logits(const lp_run *r, int pos) {
+    return pos >= 0 && pos < r->out_rows ? r->logits + (size_t)pos * r->out_w : NULL;
+}
 
 static void view2(lp_view *v, const float *data, int rows, int cols, long row_stride) {
     *v = (lp_view){data, 2, {rows, cols}, {row_stride, 1}};
@@ -242,7 +308,8 @@ static void view2(lp_view *v, const float *data, int rows, int cols, long row_st
 int lp_run_view(const lp_run *r, lp_act_kind kind, int layer, int head, lp_view *out) {
     const lp_config *c = &r->m->cfg;
     int T = r->T, d = c->d_model, dh = c->d_head, H = c->n_head, Hkv = c->n_kv_head, dm = c->d_mlp;
-    bool per_layer = kind != LP_ACT_LN_FINAL && kind != LP_ACT_LN_FINAL_SCALE && kind != LP_ACT_LOGITS;
+    bool per_layer = kind != LP_ACT_LN_FINAL && kind != LP_ACT_LN_FINAL_SCALE && kind != LP_ACT_LOGITS &&
+                     kind != LP_ACT_HEAD_HIDDEN;
     if ((unsigned)kind >= LP_ACT_COUNT) return lp_error(LP_EINVAL, "unknown activation kind %d", (int)kind);
     if (per_layer && (layer < 0 || layer >= c->n_layer))
         return lp_error(LP_EINVAL, "layer %d is out of range: the model has layers 0..%d", layer, c->n_layer - 1);
@@ -271,7 +338,14 @@ int lp_run_view(const lp_run *r, lp_act_kind kind, int layer, int head, lp_view 
     case LP_ACT_LN2_SCALE: *out = (lp_view){r->ln2_scale + L * TT, 1, {T}, {1}}; break;
     case LP_ACT_LN_FINAL: view2(out, r->lnf, T, d, d); break;
     case LP_ACT_LN_FINAL_SCALE: *out = (lp_view){r->lnf_scale, 1, {T}, {1}}; break;
-    case LP_ACT_LOGITS: view2(out, r->logits, T, c->vocab, c->vocab); break;
+    case LP_ACT_LOGITS:
+        if (!r->out_w) return lp_error(LP_EINVAL, "logits: %s has no output head", c->arch);
+        view2(out, r->logits, r->out_rows, r->out_w, r->out_w);
+        break;
+    case LP_ACT_HEAD_HIDDEN:
+        if (!r->head_rows) return lp_error(LP_EINVAL, "head_hidden: %s has no pooler or head layer", c->arch);
+        view2(out, r->head_hidden, r->head_rows, d, d);
+        break;
     case LP_ACT_PATTERN:
         if (head >= 0) view2(out, r->pattern + ((L * H + head) * TT) * TT, T, T, T);
         else *out = (lp_view){r->pattern + L * H * TT * TT, 3, {H, T, T}, {(long)TT * TT, T, 1}};

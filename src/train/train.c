@@ -140,6 +140,10 @@ int lp_train_model_new(lp_model **out, const lp_config *cfg, uint64_t seed) {
     c->pos = LP_POS_LEARNED;
     c->mlp = LP_MLP_GELU_TANH;
     c->tied_unembed = c->qkv_bias = c->mlp_bias = true;
+    c->causal = true;
+    c->head = LP_HEAD_LM;
+    c->post_norm = c->emb_norm = false;
+    c->type_vocab = c->pos_offset = c->pos_pad_id = c->n_labels = 0;
 
     int nt;
     size_t total;
@@ -271,7 +275,7 @@ static double forward(work *w, const lp_model *m, const int *ids) {
     const lp_config *c = &m->cfg;
     int B = w->B, T = w->T, d = c->d_model, V = c->vocab, H = c->n_head;
     size_t N = (size_t)B * T, Nd = N * d, dm = c->attn_only ? 0 : c->d_mlp;
-    for (int b = 0; b < B; b++) lp_embed(w->resid + (size_t)b * T * d, m, ids + (size_t)b * (T + 1), 0, T);
+    for (int b = 0; b < B; b++) lp_embed(w->resid + (size_t)b * T * d, m, ids + (size_t)b * (T + 1), NULL, 0, T);
     for (int l = 0; l < c->n_layer; l++) {
         size_t L = l;
         for (int b = 0; b < B; b++) {

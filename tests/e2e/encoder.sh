@@ -1,0 +1,138 @@
+#!/bin/sh
+# BERT-style encoders through the real binary on the fixture checkpoints
+# (tests/fixtures/encoders): run adds [CLS]/[SEP] (or <s> </s>), --pair gives token types,
+# --ids/--types, classify, top and fill at the masks, the tables and JSON shapes, the
+# numbers against the fixtures' expected.json, and the analyses that refuse encoders.
+set -u
+LOUPE=${LOUPE:-./loupe}
+ENC=tests/fixtures/encoders
+fails=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export XDG_DATA_HOME="$tmp/data"
+
+check() { # check NAME COMMAND...: the command must succeed
+    name=$1; shift
+    if "$@" >/dev/null 2>"$tmp/err"; then echo "ok   $name"; else echo "FAIL $name"; cat "$tmp/err"; fails=$((fails + 1)); fi
+}
+# is N JQ: the N-th JSON value (from 0) of $tmp/out satisfies JQ
+is() { jq -e -s ".[$1] | $2" "$tmp/out" >/dev/null; }
+# expected MODEL JQ: a value of the model's expected.json
+expected() { jq -c "$2" "$ENC/$1/expected.json"; }
+
+# A BERT sentence pair with a mask: the template, the token types, the fixture's ids and logits.
+"$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e "run $(expected bert_mlm '.text[0]' | tr -d '"') --pair $(expected bert_mlm '.text[1]' | tr -d '"')" \
+    -e tokens -e 'top 3' -e 'fill 2' -e 'logits' -e info >"$tmp/out" 2>"$tmp/err"
+check "bert_mlm: run --pair, tokens, top, fill, logits, info" test $? -eq 0
+check "run --pair: the fixture's ids and token types" is 0 ".ids == $(expected bert_mlm .ids) and .types == $(expected bert_mlm .token_type_ids)"
+check "run: [CLS] first, [SEP] after each sentence" is 1 '.[0].text == "[CLS]" and .[-1].text == "[SEP]" and ([.[] | select(.text == "[SEP]")] | length) == 2'
+check "run: the prediction is at the first mask" is 0 ".prediction.pos == $(expected bert_mlm '.mask_pos[0]')"
+check "top: defaults to the first mask, the fixture's argmax" is 2 ".[0].id == $(expected bert_mlm "[.logits[$(expected bert_mlm '.mask_pos[0]')] | to_entries | max_by(.value) | .key][0]")"
+check "fill: every mask, 2 candidates each" is 3 "([.[].pos] == $(expected bert_mlm .mask_pos)) and ([.[].candidates | length == 2] | all)"
+check "logits: within 1e-4 of the reference at the mask" is 4 "[.logits, $(expected bert_mlm ".logits[$(expected bert_mlm '.mask_pos[0]')]")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+check "info: bidirectional, post-norm, masked-lm" is 5 '.attention == "bidirectional" and .blocks == "post-norm" and .head == "masked-lm" and .token_types == 2'
+
+# Classifiers: classify's rows, by id, probabilities summing to 1, the fixture's logits.
+for m in bert_cls roberta_cls distilbert_cls; do
+    types=$(expected $m 'if .token_type_ids then "--types " + (.token_type_ids | join(",")) else "" end' | tr -d '"')
+    "$LOUPE" -d :memory: -m json "$ENC/$m" -e "run --ids $(expected $m '.ids | join(",")') $types" -e classify -e info \
+        >"$tmp/out" 2>"$tmp/err"
+    check "$m: run --ids, classify, info" test $? -eq 0
+    check "$m: classify rows are id, label, prob, logit" is 1 '(.[0] | keys) == ["id","label","logit","prob"] and ([.[].id] == [range(length)]) and (([.[].prob] | add) - 1 | fabs < 1e-5)'
+    check "$m: labels as in config.json" is 1 "[.[].label] == $(expected $m .labels)"
+    check "$m: logits within 1e-4 of the reference" is 1 "[[.[].logit], $(expected $m .logits)] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+    check "$m: info lists the labels" is 2 ".head == \"classifier\" and .labels == $(expected $m .labels)"
+done
+# --types reaches the model (the pair's segments), and is checked.
+ids=$(expected bert_cls '.ids | join(",")'); types=$(expected bert_cls '.token_type_ids | join(",")')
+"$LOUPE" -d :memory: -m json "$ENC/bert_cls" -e "run --ids $ids --types $types" -e classify >"$tmp/out" 2>"$tmp/err"
+check "run --ids --types: the fixture's pair logits" is 1 "[[.[].logit], $(expected bert_cls .logits)] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+check "run --types: kept with the run" is 0 ".types == $(expected bert_cls .token_type_ids)"
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run --ids 2,10,3 --types 0,2,0' >/dev/null 2>"$tmp/e2"
+check "run --types out of range is refused" grep -q "token type 2 at position 1" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run --ids 2,10,3 --types 0,1' >/dev/null 2>"$tmp/e2"
+check "run --types must match the ids" grep -q "2 types for 3 ids" "$tmp/e2"
+
+# A multi-label classifier: each label's probability is its sigmoid.
+mkdir "$tmp/multi" && cp "$ENC"/bert_cls/* "$tmp/multi"/ &&
+    jq '.problem_type = "multi_label_classification"' "$ENC/bert_cls/config.json" >"$tmp/multi/config.json"
+"$LOUPE" -d :memory: -m json "$tmp/multi" -e 'run the movie was good' -e classify >"$tmp/out" 2>"$tmp/err"
+check "multi-label classify: sigmoid per label" is 1 '[.[] | (.prob - 1 / (1 + ((-.logit) | exp))) | fabs < 1e-6] | all'
+
+# RoBERTa: <s> ... </s>, <mask> taking the space before it, the pair template.
+"$LOUPE" -d :memory: -m json "$ENC/roberta_mlm" -e "run $(expected roberta_mlm '.text' | tr -d '"')" -e tokens -e fill \
+    >"$tmp/out" 2>"$tmp/err"
+check "roberta_mlm: run, tokens, fill" test $? -eq 0
+check "roberta: the fixture's ids (<s> ... </s>, <mask>)" is 0 ".ids == $(expected roberta_mlm .ids)"
+check "roberta: fill at <mask>" is 2 ".[0].pos == $(expected roberta_mlm '.mask_pos[0]')"
+"$LOUPE" -d :memory: -m json "$ENC/roberta_cls" -e "run $(expected roberta_cls '.text[0]' | tr -d '"') --pair $(expected roberta_cls '.text[1]' | tr -d '"')" \
+    >"$tmp/out" 2>"$tmp/err"
+check "roberta --pair: <s> A </s></s> B </s>, types 0" is 0 ".ids == $(expected roberta_cls .ids) and (.types | all(. == 0))"
+
+# Tables: a masked LM's run names the mask, a classifier's the label; BertModel predicts nothing.
+"$LOUPE" -d :memory: "$ENC/distilbert_mlm" -e 'run the [MASK] was good' -e fill >"$tmp/out" 2>"$tmp/err"
+check "distilbert_mlm table: run shows the mask's prediction" grep -q "^run  tokens  pos  mask" "$tmp/out"
+"$LOUPE" -d :memory: "$ENC/distilbert_cls" -e 'run the movie was good' -e classify >"$tmp/out" 2>"$tmp/err"
+check "distilbert_cls table: classify has id, label, prob, logit" grep -q "^id  label" "$tmp/out"
+"$LOUPE" -d :memory: -m json "$ENC/bert_model" -e 'run the movie' -e 'attn 1 1' -e heads -e 'acts 0' \
+    -e "export pooled $tmp/pooled.npy" -e 'save attn' >"$tmp/out" 2>"$tmp/err"
+check "bert_model: attn, heads, acts, export, save" test $? -eq 0
+check "attn: full rows (no causal mask), each summing to 1" is 1 '(.pattern | length) == 4 and ([.pattern[] | (add - 1 | fabs) < 1e-5] | all) and .pattern[0][3] > 0'
+check "heads: every head, finite entropy" is 2 'length == 4 and ([.[].entropy | . > 0] | all)'
+check "export pooled: (1, d)" is 4 '.shape == [1,32]'
+
+# Refusals: one line each, naming the command and the architecture.
+for c in 'dla|dla' \
+    'neurons 0 --sort dla|neurons: direct logit attribution' 'patch --corrupt-ids 2,4,3|patch' 'scan|scan' \
+    'generate 3|generate'; do
+    cmd=${c%%|*} name=${c#*|}
+    "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e "$cmd" >/dev/null 2>"$tmp/e2"
+    check "$cmd refuses encoders in one line" sh -c "test \$(wc -l < '$tmp/e2') -eq 1 && grep -q '^error: $name.*: not yet available for encoder models (BertForMaskedLM)' '$tmp/e2'"
+done
+# Attribution works on encoders: every method, against the reference's scores.
+for m in bert_mlm roberta_cls distilbert_cls; do
+    g=$ENC/$m/grad.json
+    ids=$(jq -r '.ids | join(",")' "$g")
+    types=$(jq -r 'if .token_type_ids then "--types " + (.token_type_ids | join(",")) else "" end' "$g")
+    "$LOUPE" -d :memory: -m json "$ENC/$m" -e "run --ids $ids $types" \
+        -e "attr saliency --pos $(jq .pos "$g") --target-id $(jq .target "$g")" \
+        -e "attr gxi --pos $(jq .pos "$g") --target-id $(jq .target "$g") --vs-id $(jq .contrast "$g")" >"$tmp/out" 2>"$tmp/err"
+    check "$m: attr saliency and gxi run" test $? -eq 0
+    check "$m: saliency within 1e-4 of the reference" is 1 "[.scores, $(jq -c '[.attr[] | select(.method == "saliency" and .objective == "logit")][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+    check "$m: gxi of the logit difference within 1e-4" is 2 "[.scores, $(jq -c '[.attr[] | select(.method == "gxi" and .objective == "logit_diff")][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+    "$LOUPE" -d :memory: -m json "$ENC/$m" -e "run --ids $ids $types" -e "attr rollout --pos $(jq .pos "$g")" \
+        -e "attr attnxnorm --pos $(jq .pos "$g") --layer 0" >"$tmp/out" 2>"$tmp/err"
+    check "$m: rollout over every key, within 1e-4" is 1 "[.scores, $(jq -c '[.attr[] | select(.method == "rollout")][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+    "$LOUPE" -d :memory: -m json "$ENC/$m" -e "run --ids $ids $types" \
+        -e "attr ig --pos $(jq .pos "$g") --target-id $(jq .target "$g") --steps 16" \
+        -e "attr occlusion --pos $(jq .pos "$g") --target-id $(jq .target "$g") --window 2 --baseline-id $(jq '[.attr[] | select(.method == "occlusion" and .window == 2)][0].baseline' "$g")" >"$tmp/o2" 2>"$tmp/err"
+    check "$m: ig (zero baseline, 16 steps) and its delta within 1e-4" jq -e -s ".[1] | ([.scores, $(jq -c '[.attr[] | select(.method == "ig" and .objective == "logit" and .baseline == -1)][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4) and ((.delta - $(jq '[.attr[] | select(.method == "ig" and .objective == "logit" and .baseline == -1)][0].delta' "$g")) | fabs < 1e-4)" "$tmp/o2"
+    check "$m: occlusion (window 2, the pad baseline) within 1e-4" jq -e -s ".[2] | [.scores, $(jq -c '[.attr[] | select(.method == "occlusion" and .objective == "logit" and .window == 2)][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4" "$tmp/o2"
+    check "$m: attnxnorm within 1e-4" is 2 "[.scores, $(jq -c '[.attr[] | select(.method == "attnxnorm" and .layer == 0)][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+done
+"$LOUPE" -d :memory: -m json "$ENC/bert_cls" -e 'run the movie was good' -e 'attr gxi --target positive' >"$tmp/out" 2>"$tmp/err"
+check "attr on a classifier: the target is a label" is 1 '.target == {"id":2,"label":"positive"} and .pos == 0'
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie was good' -e 'attr gxi --pos 2' >/dev/null 2>"$tmp/e2"
+check "attr on a classifier at another position is refused" grep -q "prediction is at position 0" "$tmp/e2"
+"$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the [MASK] was good' -e 'lens --pos 2' -e 'top 1' >"$tmp/out" 2>"$tmp/err"
+check "lens on a masked LM: the last layer's row is the model's output" is 1 "(length == 3) and (.[2].top[0].id == $(jq -s '.[2][0].id' "$tmp/out"))"
+"$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the [MASK] was good' -e 'neurons 1 3' >"$tmp/out" 2>"$tmp/err"
+check "neurons on an encoder: activations, no dla" is 1 '(.neurons | length) == 3 and ([.neurons[].dla] | all(. == null)) and ([.neurons[].act] | . == (sort | reverse)) and .target == null'
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie' -e lens >/dev/null 2>"$tmp/e2"
+check "lens on a classifier is refused" grep -q "lens: BertForSequenceClassification is a sequence classifier" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e classify >/dev/null 2>"$tmp/e2"
+check "classify on a masked LM is refused" grep -q "classify: BertForMaskedLM is not a sequence classifier" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie' -e top >/dev/null 2>"$tmp/e2"
+check "top on a classifier is refused" grep -q "top: BertForSequenceClassification is a sequence classifier" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie' -e fill >/dev/null 2>"$tmp/e2"
+check "fill on a classifier is refused" grep -q "fill: BertForSequenceClassification is not a masked language model" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the movie' -e top >/dev/null 2>"$tmp/e2"
+check "top without a mask asks for --pos" grep -q "no mask token (\[MASK\]); give --pos P" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_model" -e 'run the movie' -e logits >/dev/null 2>"$tmp/e2"
+check "logits on BertModel is refused" grep -q "BertModel has no output head" "$tmp/e2"
+
+# The store records encoder runs (predictions: a masked LM's tokens, a classifier's labels).
+"$LOUPE" -d "$tmp/s.db" "$ENC/bert_cls" -e 'run the movie was good' >/dev/null 2>"$tmp/err"
+check "a classifier's run is stored" test "$(sqlite3 "$tmp/s.db" "SELECT count(*) FROM predictions")" -eq 3
+
+[ "$fails" -eq 0 ] || { echo "$fails failed"; exit 1; }
