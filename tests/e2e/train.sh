@@ -72,8 +72,13 @@ check "train: resume continues to a new last step" jq -e ".step == $((step + 50)
 # save is one unit: staged, then committed) and whose pieces belong together: resumed after
 # every kill, the run ends bit-identical to the uninterrupted one. The delays vary so that
 # the kills land in every phase (corpus, tokenizer, training, writing, committing).
+# Restarts go on until 12 kills have landed (at most 60 starts, or until the run is done):
+# how many steps a start reaches depends on the machine's load, so a fixed number of starts
+# would sometimes finish the run with too few kills.
 kills=0 refused=0 starts=0 steps=
-for d in 0.25 0.4 0.6 0.35 0.5 0.3 0.65 0.4 0.45 0.3 0.55 0.45 0.25 0.6 0.4 0.35 0.5 0.4 0.65 0.3; do
+delays="0.1 0.25 0.4 0.2 0.3 0.15 0.45 0.25 0.3 0.15 0.35 0.3 0.1 0.4 0.25 0.2 0.35 0.25 0.45 0.15"
+while [ "$kills" -lt 12 ] && [ "$starts" -lt 60 ] && [ "$(jq .step "$tmp/k/train.json" 2>/dev/null)" != 300 ]; do
+    d=$(echo $delays | cut -d' ' -f$((starts % 20 + 1)))
     if [ -f "$tmp/k/train.json" ]; then args="--resume --save-every 1 --quiet"; else args="$TINY --steps 300 --save-every 1 --quiet"; fi
     "$LOUPE" -e "train $tmp/k $args" >/dev/null 2>"$tmp/kerr" &
     pid=$!
