@@ -59,6 +59,69 @@ static const char *const IOI_TEMPLATES[] = {
     "The {P} was busy when {1} and {2} arrived. {S} passed the {O} to",
 };
 
+/* ---------------------------------------------------------------- held-out frames
+ *
+ * IOI stories that training never sees, to measure whether the circuit generalises beyond
+ * the frames it was trained on. A frame is a form (the clause order, with its slots) filled
+ * from the lists below; every form has at least one slot filled from held-out words, and
+ * every action uses a verb training never generates. The places, objects and verbs of
+ * giving here appear nowhere in the training corpus (tests/test_corpus.c checks). Slots: {1}
+ * and {2} the intro's names, {S} the subject; any other letter draws from the grammar's
+ * list of that letter, and what it draws may hold slots itself. */
+static const char *const HO_FORMS[] = {
+    "{b}{1} and {2} {a}. {S} {g}",                /* the training order, with new words */
+    "{1} and {2} {a}, and then {S} {g}",          /* coordinated clauses */
+    "Before {1} and {2} {a}, {S} {g}",            /* a new subordinator */
+    "At the {P} {t}, {1} and {2} {z}. {m}{S} {g}", /* the place first */
+    "{1} and {2} {a}. {m}{l} {S} {g}",            /* new sentences in between */
+    "Because {1} and {2} {a}, {S} {g}",
+    "It was {d} when {1} and {2} {a}. {S} {g}",
+    "{b}{1} and {2} {a}. {S} {e} and {g}",        /* the subject does something first */
+};
+static const char *const HO_OPENERS[] = {"", "Yesterday ", "On Sunday, ", "Last night ", "This morning, ",
+                                         "Early one day, "};
+static const char *const HO_ACTS[] = {
+    "had a long day at the {P}", "drove to the {P}",        "danced at the {P}", "ate dinner at the {P}",
+    "looked around the {P}",     "shopped at the {P}",      "rested near the {P}", "came home from the {P}",
+};
+static const char *const HO_ACTS_HERE[] = {"ate dinner", "danced all night", "rested for an hour", "looked around"};
+static const char *const HO_WHEN[] = {"yesterday", "last week", "on Sunday"};
+static const char *const HO_MIDDLE[] = {"", "Nobody else was there. ", "The music was loud. ",
+                                        "The weather was nice. Nobody else was there. "};
+static const char *const HO_LATER[] = {"Eventually,", "Before long,", "After dinner,", "Finally"};
+static const char *const HO_DARK[] = {"late", "early", "dark outside", "almost noon"};
+static const char *const HO_FIRST[] = {"stood up", "laughed", "opened a window", "looked outside"};
+static const char *const HO_GIVE[] = {"{v} {o} to", "{v} {o} to", "chose to {w} {o} to", "was about to {w} {o} to",
+                                      "told a joke to", "whispered a secret to", "read a poem to"};
+static const char *const HO_VERBS[] = {"threw", "sold", "lent", "mailed", "returned", "delivered", "slid"};
+static const char *const HO_VERBS_BASE[] = {"throw", "sell", "lend", "mail", "return", "deliver"};
+static const char *const HO_OBJECT_PHRASES[] = {"a {O}", "the {O}", "a heavy {O}"};
+static const char *const HO_PLACES[] = {"party", "concert", "fair", "festival", "wedding", "parade", "picnic"};
+static const char *const HO_OBJECTS[] = {"present", "jar", "rope", "shoe", "pie", "sweater", "vase", "parcel", "pillow"};
+
+typedef struct {
+    const char *const *w;
+    size_t n;
+} wlist;
+#define WL(list) {(list), N_OF(list)}
+
+/* A grammar of IOI stories: its forms, and a list of words for each slot letter. */
+typedef struct {
+    wlist forms;
+    wlist slot[128];
+} ioi_grammar;
+
+static const ioi_grammar HELDOUT = {
+    .forms = WL(HO_FORMS),
+    .slot =
+        {
+            ['b'] = WL(HO_OPENERS), ['a'] = WL(HO_ACTS),     ['z'] = WL(HO_ACTS_HERE), ['t'] = WL(HO_WHEN),
+            ['m'] = WL(HO_MIDDLE),  ['l'] = WL(HO_LATER),    ['d'] = WL(HO_DARK),      ['e'] = WL(HO_FIRST),
+            ['g'] = WL(HO_GIVE),    ['v'] = WL(HO_VERBS),    ['w'] = WL(HO_VERBS_BASE), ['o'] = WL(HO_OBJECT_PHRASES),
+            ['P'] = WL(HO_PLACES),  ['O'] = WL(HO_OBJECTS),
+        },
+};
+
 static const char *const SPAN_WORDS[] = {
     "apple",  "river",  "green",  "stone",  "quick",  "light",  "music",  "paper",  "window", "silver",
     "yellow", "bread",  "cloud",  "dream",  "earth",  "family", "glass",  "heart",  "island", "jacket",
@@ -143,6 +206,48 @@ static size_t pick(lp_rng *r, size_t n) {
 #define PICK(r, list) ((list)[pick((r), N_OF(list))])
 
 static bool chance(lp_rng *r, double p) { return lp_rng_uniform(r) < p; }
+
+typedef struct {
+    const char *io, *s;
+    bool abba; /* the intro names the IO first */
+} ioi_names;
+
+/* Writes t with its slots filled from g (recursively: a drawn phrase may have slots). */
+static void expand(lp_rng *r, obuf *b, const ioi_grammar *g, const char *t, const ioi_names *nm, int depth) {
+    assert(depth < 8);
+    for (; *t; t++) {
+        if (t[0] != '{' || !t[1] || t[2] != '}') { put(b, t, 1); continue; }
+        char c = t[1];
+        t += 2;
+        switch (c) {
+        case '1': puts_(b, nm->abba ? nm->io : nm->s); break;
+        case '2': puts_(b, nm->abba ? nm->s : nm->io); break;
+        case 'S': puts_(b, nm->s); break;
+        default: {
+            const wlist *l = &g->slot[(unsigned char)c];
+            assert(l->n && "a slot with no list");
+            expand(r, b, g, l->w[pick(r, l->n)], nm, depth + 1);
+        }
+        }
+    }
+}
+
+/* Two different names: the indirect object and the subject. */
+static void pick_names(lp_rng *r, const char **io, const char **s) {
+    size_t i = pick(r, N_OF(NAMES)), j = pick(r, N_OF(NAMES) - 1);
+    if (j >= i) j++;
+    *io = NAMES[i], *s = NAMES[j];
+}
+
+/* Writes one story of g up to (not including) the answer; returns its form. */
+static int grammar_story(lp_rng *r, obuf *b, const ioi_grammar *g, bool abba, const char **io, const char **s) {
+    int form = (int)pick(r, g->forms.n);
+    ioi_names nm = {.abba = abba};
+    pick_names(r, &nm.io, &nm.s);
+    expand(r, b, g, g->forms.w[form], &nm, 0);
+    *io = nm.io, *s = nm.s;
+    return form;
+}
 
 static void filler_sentence(lp_rng *r, obuf *b) {
     const char *t = PICK(r, FILLER);
@@ -268,7 +373,9 @@ void lp_corpus_spec_default(lp_corpus_spec *spec) {
     };
 }
 
-int lp_corpus_n_templates(void) { return (int)N_OF(IOI_TEMPLATES); }
+int lp_corpus_n_forms(lp_ioi_frames frames) {
+    return frames == LP_IOI_HELDOUT ? (int)HELDOUT.forms.n : (int)N_OF(IOI_TEMPLATES);
+}
 
 int lp_corpus_new(const lp_corpus_spec *sp, char **text, size_t *len, lp_corpus_doc **docs, size_t *n_docs) {
     assert(sp && text && len && (!docs || n_docs));
@@ -332,16 +439,18 @@ int lp_corpus_new(const lp_corpus_spec *sp, char **text, size_t *len, lp_corpus_
 
 static void copy_name(char *dst, size_t cap, const char *name) { snprintf(dst, cap, " %s", name); }
 
-void lp_corpus_ioi_prompts(uint64_t seed, int n, lp_ioi_prompt *out) {
+void lp_corpus_ioi_prompts(uint64_t seed, lp_ioi_frames frames, int n, lp_ioi_prompt *out) {
     assert(n >= 0 && (out || n == 0));
-    lp_rng rng;
-    lp_rng_seed(&rng, seed ^ 0x10157E57D0C5ull); /* a stream of its own: not the corpus's for this seed */
+    lp_rng rng; /* a stream of its own: not the corpus's for this seed */
+    lp_rng_seed(&rng, seed ^ (frames == LP_IOI_HELDOUT ? 0x4E1D057ull : 0x10157E57D0C5ull));
     for (int i = 0; i < n; i++) {
         lp_ioi_prompt *p = &out[i];
+        *p = (lp_ioi_prompt){0}; /* whole structs compare equal for equal seeds */
         obuf b = {.s = p->prompt, .cap = sizeof p->prompt, .fixed = true};
         const char *io, *s;
         p->abba = i % 2 == 0;
-        p->template_id = ioi_story(&rng, &b, p->abba, &io, &s);
+        p->form = frames == LP_IOI_HELDOUT ? grammar_story(&rng, &b, &HELDOUT, p->abba, &io, &s)
+                                           : ioi_story(&rng, &b, p->abba, &io, &s);
         assert(!b.oom); /* the longest story fits with room to spare */
         copy_name(p->io, sizeof p->io, io);
         copy_name(p->subject, sizeof p->subject, s);

@@ -61,18 +61,22 @@ int lp_corpus_new(const lp_corpus_spec *spec, char **text, size_t *len, lp_corpu
 
 /* An IOI prompt for evaluation: the story cut just before the answer. */
 typedef struct {
-    char prompt[256];  /* "When Mary and John went to the store, John gave a drink to" */
-    char io[32];       /* the answer, the indirect object: " Mary" */
-    char subject[32];  /* the other name, the subject: " John" */
-    int template_id;   /* which of the templates */
-    bool abba;         /* intro names the IO first ("Mary and John"), else the subject first */
+    char prompt[320]; /* "When Mary and John went to the store, John gave a drink to" */
+    char io[32];      /* the answer, the indirect object: " Mary" */
+    char subject[32]; /* the other name, the subject: " John" */
+    int form;         /* which of the grammar's forms (clause orders) */
+    bool abba;        /* intro names the IO first ("Mary and John"), else the subject first */
 } lp_ioi_prompt;
 
-/* n held-out IOI prompts: drawn from a random stream that lp_corpus_new never uses, with
- * the templates and name lists of the training mix; ABBA and BABA alternate (even i is
- * ABBA). Deterministic for seed. */
-void lp_corpus_ioi_prompts(uint64_t seed, int n, lp_ioi_prompt *out);
+/* Which stories: those training generates, or held-out frames it never generates (new
+ * clause orders, openings, verbs of giving, places and objects: none of these places,
+ * objects and verbs appear anywhere in the training corpus). */
+typedef enum { LP_IOI_TRAINING, LP_IOI_HELDOUT } lp_ioi_frames;
 
-int lp_corpus_n_templates(void); /* IOI templates */
+/* n IOI prompts from frames, drawn from a random stream that lp_corpus_new never uses;
+ * ABBA and BABA alternate (even i is ABBA). Deterministic for seed. */
+void lp_corpus_ioi_prompts(uint64_t seed, lp_ioi_frames frames, int n, lp_ioi_prompt *out);
+
+int lp_corpus_n_forms(lp_ioi_frames frames); /* forms (clause orders) of the frames */
 
 #endif
