@@ -44,20 +44,59 @@ static const char *const OBJECTS[] = {
     "picture", "card",    "plate",  "spoon",   "towel",  "blanket",  "scarf",  "bicycle", "camera", "bowl",
 };
 
-/* Templates: {1} and {2} are the intro's names, {S} the subject, {P} a place, {O} an
- * object. Each ends just before the answer " IO". */
-static const char *const IOI_TEMPLATES[] = {
-    "When {1} and {2} went to the {P}, {S} gave a {O} to",
-    "Then, {1} and {2} had a long talk at the {P}. {S} gave the {O} to",
-    "After {1} and {2} went to the {P}, {S} gave a {O} to",
-    "While {1} and {2} were working at the {P}, {S} gave a {O} to",
-    "When {1} and {2} got a {O} at the {P}, {S} decided to give it to",
-    "Then, {1} and {2} were thinking about going to the {P}. {S} wanted to give a {O} to",
-    "Friends {1} and {2} found a {O} at the {P}. {S} gave it to",
-    "Afterwards, {1} and {2} went to the {P}. {S} handed a {O} to",
-    "Then, {1} and {2} had a lot of fun at the {P}. {S} gave a {O} to",
-    "The {P} was busy when {1} and {2} arrived. {S} passed the {O} to",
+/* IOI stories for training, built from parts: a form (the clause order) whose slots draw
+ * from the lists below ({1} and {2} are the intro's names, {S} the subject; any other
+ * letter draws from the grammar's list of that letter, TRAINING below, and what it draws
+ * may hold slots itself). Varied so that nothing but the names' roles predicts the answer:
+ * openings, activities, sentences in between, verbs and objects change from story to story. */
+static const char *const TR_FORMS[] = {
+    "{W} {1} and {2} {a}, {c}",                 /* "When Mary and John went to the store, John gave a drink to" */
+    "{b}{1} and {2} {a}. {m}{t}",               /* two sentences, maybe more in between */
+    "While {1} and {2} were {p}, {c}",
+    "The {P} was {D} when {1} and {2} {r}. {m}{t}",
+    "{f}{1} and {2} {o}. {m}{S} {i}",           /* "Friends Mary and John found a cake at the park. John gave it to" */
+    "{W} {1} and {2} {o}, {S} {i}",
 };
+static const char *const TR_SUBORDINATORS[] = {"When", "After", "As", "Once", "As soon as", "Right after", "Since"};
+static const char *const TR_OPENERS[] = {"",          "",       "Then, ",         "Then ",        "One day, ",
+                                         "Afterwards, ", "Later, ", "In the morning, ", "That day, ", "Today "};
+static const char *const TR_ACTS[] = {
+    "went to the {P}",           "walked to the {P}",       "arrived at the {P}",
+    "met at the {P}",            "were at the {P}",         "had lunch at the {P}",
+    "played at the {P}",         "had a long talk at the {P}", "spent the day at the {P}",
+    "waited at the {P}",         "ran to the {P}",          "stayed at the {P}",
+    "had a lot of fun at the {P}", "were thinking about going to the {P}", "got back from the {P}",
+    "visited the {P}",           "left the {P}",            "were working at the {P}",
+    "worked at the {P}",         "went for a walk in the {P}",
+};
+static const char *const TR_DOING[] = {"working at the {P}", "walking to the {P}", "sitting in the {P}",
+                                       "waiting at the {P}", "playing near the {P}", "talking at the {P}"};
+static const char *const TR_PLACE_ADJS[] = {"busy", "quiet", "empty", "crowded", "cold", "warm", "noisy"};
+static const char *const TR_ARRIVED[] = {"arrived", "got there", "walked in", "came in"};
+static const char *const TR_FOUND_OPENERS[] = {"", "Friends ", "Then, ", "One day, "};
+static const char *const TR_FOUND[] = {"found a {O} at the {P}", "got a {O} at the {P}", "bought a {O} at the {P}",
+                                       "saw a {O} near the {P}", "made a {O} at the {P}"};
+static const char *const TR_GIVE_IT[] = {"gave it to",    "handed it to",           "decided to give it to",
+                                         "passed it to",  "wanted to show it to",   "brought it to", "sent it to"};
+/* sentences between the intro and the action: none, one or two, never naming anyone */
+static const char *const TR_MIDDLE[] = {"", "", "", "It was a {y} day. ", "They talked for a while. ",
+                                        "The {P} was {D}. ", "They were {F}. ", "It was a {y} day. They were {F}. ",
+                                        "Everyone was {F}. ", "They looked at the {O} together. ",
+                                        "They sat down. The {P} was {D}. "};
+static const char *const TR_CLAUSE_ACTIONS[] = {"{S} {g}", "{S} {g}", "then {S} {g}", "{S} soon {g}", "{S} quickly {g}"};
+static const char *const TR_ACTIONS[] = {"{S} {g}",       "{S} {g}",           "Then {S} {g}",  "Later, {S} {g}",
+                                         "After a while, {S} {g}", "Soon {S} {g}", "In the end, {S} {g}",
+                                         "At last, {S} {g}", "Then, {S} {g}",   "Afterwards, {S} {g}"};
+static const char *const TR_GIVE[] = {"{V} {q} to", "{V} {q} to", "{V} {q} to", "{M} {v} {q} to", "{T} to"};
+static const char *const TR_VERBS[] = {"gave", "gave", "handed", "passed", "brought", "sent", "showed", "offered", "tossed"};
+static const char *const TR_MODALS[] = {"wanted to", "decided to", "tried to",   "had to",
+                                        "was going to", "agreed to", "promised to", "needed to"};
+static const char *const TR_VERBS_BASE[] = {"give", "hand", "pass", "bring", "send", "show", "offer", "toss"};
+static const char *const TR_OBJECT_PHRASES[] = {"a {O}", "the {O}", "a {J} {O}", "the {J} {O}"};
+static const char *const TR_OBJECT_ADJS[] = {"small", "big", "red", "new", "old", "nice", "little", "blue"};
+static const char *const TR_TALK[] = {"said goodbye", "said hello",      "waved",       "talked",
+                                      "wrote a letter", "read a story",  "sang a song", "explained the plan",
+                                      "sent a message", "gave a speech"};
 
 /* ---------------------------------------------------------------- held-out frames
  *
@@ -65,9 +104,8 @@ static const char *const IOI_TEMPLATES[] = {
  * the frames it was trained on. A frame is a form (the clause order, with its slots) filled
  * from the lists below; every form has at least one slot filled from held-out words, and
  * every action uses a verb training never generates. The places, objects and verbs of
- * giving here appear nowhere in the training corpus (tests/test_corpus.c checks). Slots: {1}
- * and {2} the intro's names, {S} the subject; any other letter draws from the grammar's
- * list of that letter, and what it draws may hold slots itself. */
+ * giving here appear nowhere in the training corpus (tests/test_corpus.c checks). Slots as
+ * in training's forms above. */
 static const char *const HO_FORMS[] = {
     "{b}{1} and {2} {a}. {S} {g}",                /* the training order, with new words */
     "{1} and {2} {a}, and then {S} {g}",          /* coordinated clauses */
@@ -144,6 +182,21 @@ static const char *const FEELINGS[] = {"happy", "sad", "tired", "hungry", "excit
                                        "calm", "curious"};
 static const char *const TIMES[] = {"One day", "In the morning", "After lunch", "Later", "At night",
                                     "That evening", "Soon"};
+
+static const ioi_grammar TRAINING = {
+    .forms = WL(TR_FORMS),
+    .slot =
+        {
+            ['W'] = WL(TR_SUBORDINATORS), ['b'] = WL(TR_OPENERS),      ['a'] = WL(TR_ACTS),
+            ['p'] = WL(TR_DOING),         ['D'] = WL(TR_PLACE_ADJS),   ['r'] = WL(TR_ARRIVED),
+            ['f'] = WL(TR_FOUND_OPENERS), ['o'] = WL(TR_FOUND),        ['i'] = WL(TR_GIVE_IT),
+            ['m'] = WL(TR_MIDDLE),        ['c'] = WL(TR_CLAUSE_ACTIONS), ['t'] = WL(TR_ACTIONS),
+            ['g'] = WL(TR_GIVE),          ['V'] = WL(TR_VERBS),        ['M'] = WL(TR_MODALS),
+            ['v'] = WL(TR_VERBS_BASE),    ['q'] = WL(TR_OBJECT_PHRASES), ['J'] = WL(TR_OBJECT_ADJS),
+            ['T'] = WL(TR_TALK),          ['y'] = WL(DAY_ADJS),        ['F'] = WL(FEELINGS),
+            ['P'] = WL(PLACES),           ['O'] = WL(OBJECTS),
+        },
+};
 
 /* Filler sentences: {S}/{s} a subject (capitalised / not), {N} a name, {P} {O} as above,
  * {A} a day adjective, {F} a feeling, {T} a time phrase. */
@@ -285,34 +338,11 @@ static void filler_prefix(lp_rng *r, obuf *b, int max, double p) {
         }
 }
 
-/* Writes one IOI story up to (not including) the answer; io and s get the names. */
-static int ioi_story(lp_rng *r, obuf *b, bool abba, const char **io, const char **s) {
-    int tpl = (int)pick(r, N_OF(IOI_TEMPLATES));
-    size_t i = pick(r, N_OF(NAMES)), j = pick(r, N_OF(NAMES) - 1);
-    if (j >= i) j++; /* two different names */
-    *io = NAMES[i], *s = NAMES[j];
-    const char *place = PICK(r, PLACES), *object = PICK(r, OBJECTS);
-    for (const char *t = IOI_TEMPLATES[tpl]; *t; t++) {
-        if (t[0] != '{' || !t[1] || t[2] != '}') { put(b, t, 1); continue; }
-        char c = t[1];
-        t += 2;
-        switch (c) {
-        case '1': puts_(b, abba ? *io : *s); break;
-        case '2': puts_(b, abba ? *s : *io); break;
-        case 'S': puts_(b, *s); break;
-        case 'P': puts_(b, place); break;
-        case 'O': puts_(b, object); break;
-        default: assert(!"unknown IOI slot");
-        }
-    }
-    return tpl;
-}
-
 static void doc_ioi(lp_rng *r, obuf *b, lp_corpus_doc *d) {
     filler_prefix(r, b, 2, 0.3);
     d->story_off = b->n;
     const char *io, *s;
-    ioi_story(r, b, chance(r, 0.5), &io, &s);
+    grammar_story(r, b, &TRAINING, chance(r, 0.5), &io, &s);
     d->answer_off = b->n;
     put(b, " ", 1);
     puts_(b, io);
@@ -374,7 +404,7 @@ void lp_corpus_spec_default(lp_corpus_spec *spec) {
 }
 
 int lp_corpus_n_forms(lp_ioi_frames frames) {
-    return frames == LP_IOI_HELDOUT ? (int)HELDOUT.forms.n : (int)N_OF(IOI_TEMPLATES);
+    return (int)(frames == LP_IOI_HELDOUT ? HELDOUT : TRAINING).forms.n;
 }
 
 int lp_corpus_new(const lp_corpus_spec *sp, char **text, size_t *len, lp_corpus_doc **docs, size_t *n_docs) {
@@ -449,8 +479,7 @@ void lp_corpus_ioi_prompts(uint64_t seed, lp_ioi_frames frames, int n, lp_ioi_pr
         obuf b = {.s = p->prompt, .cap = sizeof p->prompt, .fixed = true};
         const char *io, *s;
         p->abba = i % 2 == 0;
-        p->form = frames == LP_IOI_HELDOUT ? grammar_story(&rng, &b, &HELDOUT, p->abba, &io, &s)
-                                           : ioi_story(&rng, &b, p->abba, &io, &s);
+        p->form = grammar_story(&rng, &b, frames == LP_IOI_HELDOUT ? &HELDOUT : &TRAINING, p->abba, &io, &s);
         assert(!b.oom); /* the longest story fits with room to spare */
         copy_name(p->io, sizeof p->io, io);
         copy_name(p->subject, sizeof p->subject, s);

@@ -1,13 +1,16 @@
 /* A synthetic training corpus with known circuits in it, deterministic for a seed.
  *
  * The mixture (each document's kind is drawn with the spec's proportions):
- *  - IOI: a name story in the indirect-object form, from 10 templates such as
+ *  - IOI: a name story in the indirect-object form, built from parts: a form (6 clause
+ *    orders) whose slots are filled from lists of openings, activities, places (50),
+ *    sentences in between (none, one or two), verbs of giving and objects (50), e.g.
  *      "When Mary and John went to the store, John gave a drink to Mary."
+ *      "Then, Ruth and Dan bought a box at the camp. It was a windy day. Ruth passed it to Dan."
  *    The intro names the indirect object (IO) and the subject (S) in either order (ABBA:
  *    "IO and S ... S ... to IO"; BABA: "S and IO ... S ... to IO", equally likely), the
- *    subject acts, and the sentence ends with the IO. 100 first names, 50 places and 50
- *    objects (all objects start with a consonant, so "a OBJECT" reads right). Up to two
- *    filler sentences come before the story and up to one after it.
+ *    subject acts, and the sentence ends with the IO; 100 first names. Up to two filler
+ *    sentences (which may name others) come before the story and up to one after it.
+ *    Held-out frames (lp_corpus_ioi_prompts with LP_IOI_HELDOUT) are never generated.
  *  - Repeated span: up to two filler sentences, a span of span_min..span_max random words,
  *    then the same span again, either at once or after ". " and a filler sentence, and ".":
  *      "Tom sat down and smiled. kqe zzt wod kqe zzt wod."
