@@ -92,7 +92,11 @@ static const char *const TR_VERBS[] = {"gave", "gave", "handed", "passed", "brou
 static const char *const TR_MODALS[] = {"wanted to", "decided to", "tried to",   "had to",
                                         "was going to", "agreed to", "promised to", "needed to"};
 static const char *const TR_VERBS_BASE[] = {"give", "hand", "pass", "bring", "send", "show", "offer", "toss"};
-static const char *const TR_OBJECT_PHRASES[] = {"a {O}", "the {O}", "a {J} {O}", "the {J} {O}"};
+static const char *const TR_OBJECT_PHRASES[] = {"a {O}", "the {O}", "a {J} {O}", "the {J} {O}", "a {K}", "the {K}"};
+/* more things to give, from the span words: the object should not matter */
+static const char *const TR_MORE_OBJECTS[] = {"paper", "window", "bread", "stone", "lemon", "jacket", "mirror",
+                                              "kettle", "ladder", "needle", "pepper", "rabbit", "saddle", "wagon",
+                                              "marble", "puzzle", "rocket", "feather", "kitten", "walnut"};
 static const char *const TR_OBJECT_ADJS[] = {"small", "big", "red", "new", "old", "nice", "little", "blue"};
 static const char *const TR_TALK[] = {"said goodbye", "said hello",      "waved",       "talked",
                                       "wrote a letter", "read a story",  "sang a song", "explained the plan",
@@ -103,9 +107,10 @@ static const char *const TR_TALK[] = {"said goodbye", "said hello",      "waved"
  * IOI stories that training never sees, to measure whether the circuit generalises beyond
  * the frames it was trained on. A frame is a form (the clause order, with its slots) filled
  * from the lists below; every form has at least one slot filled from held-out words, and
- * every action uses a verb training never generates. The places, objects and verbs of
- * giving here appear nowhere in the training corpus (tests/test_corpus.c checks). Slots as
- * in training's forms above. */
+ * every action uses a verb training never generates. Their words are the model's: filler
+ * sentences use them ("Tom threw the vase yesterday."), but no training story does, and no
+ * held-out action occurs in the training corpus (tests/test_corpus.c checks). Slots as in
+ * training's forms above. */
 static const char *const HO_FORMS[] = {
     "{b}{1} and {2} {a}. {S} {g}",                /* the training order, with new words */
     "{1} and {2} {a}, and then {S} {g}",          /* coordinated clauses */
@@ -194,12 +199,14 @@ static const ioi_grammar TRAINING = {
             ['g'] = WL(TR_GIVE),          ['V'] = WL(TR_VERBS),        ['M'] = WL(TR_MODALS),
             ['v'] = WL(TR_VERBS_BASE),    ['q'] = WL(TR_OBJECT_PHRASES), ['J'] = WL(TR_OBJECT_ADJS),
             ['T'] = WL(TR_TALK),          ['y'] = WL(DAY_ADJS),        ['F'] = WL(FEELINGS),
+            ['K'] = WL(TR_MORE_OBJECTS),
             ['P'] = WL(PLACES),           ['O'] = WL(OBJECTS),
         },
 };
 
 /* Filler sentences: {S}/{s} a subject (capitalised / not), {N} a name, {P} {O} as above,
- * {A} a day adjective, {F} a feeling, {T} a time phrase. */
+ * {A} a day adjective, {F} a feeling, {T} a time phrase; {h} {j} {v} {w} a held-out place,
+ * object, verb and its base form. */
 static const char *const FILLER[] = {
     "{S} ran to the {P}.",
     "{S} walked to the {P} with {N}.",
@@ -217,6 +224,36 @@ static const char *const FILLER[] = {
     "{S} sat down and smiled.",
     "{T}, {N} felt {F}.",
     "There was a big {O} in the {P}.",
+    /* the held-out frames' words, never in a story: the model knows them, not those frames */
+    "{S} {v} the {j} yesterday.",
+    "{N} {v} a heavy {j}.",
+    "Finally {s} {v} the old {j}.",
+    "{S} chose to {w} the {j}.",
+    "{N} was about to {w} a {j}.",
+    "There was a {h} at the {P}.",
+    "{S} went to the {h} last week.",
+    "The {h} was fun on Sunday.",
+    "{S} had a long day at the {h}.",
+    "{N} drove to the {h}.",
+    "Yesterday {s} danced all night.",
+    "This morning, {s} ate dinner early.",
+    "Last night {s} shopped at the {P}.",
+    "{N} rested near the {P} for an hour.",
+    "Early one day, {s} looked around the {h}.",
+    "Eventually, {s} came home from the {h}.",
+    "Nobody else was there.",
+    "The music was loud.",
+    "The weather was nice.",
+    "Before long, {s} stood up and laughed.",
+    "After dinner, {s} opened a window.",
+    "It was almost noon when {s} looked outside.",
+    "It was late and dark outside.",
+    "{N} told a joke.",
+    "{N} whispered a secret.",
+    "{N} read a poem.",
+    "Because it was early, {s} was {F}.",
+    "Before {s} went home, it was dark outside.",
+    "{S} stood up, and then {s} laughed.",
 };
 
 /* ---------------------------------------------------------------- output buffer */
@@ -324,6 +361,10 @@ static void filler_sentence(lp_rng *r, obuf *b) {
         case 'A': puts_(b, PICK(r, DAY_ADJS)); break;
         case 'F': puts_(b, PICK(r, FEELINGS)); break;
         case 'T': puts_(b, PICK(r, TIMES)); break;
+        case 'h': puts_(b, PICK(r, HO_PLACES)); break;
+        case 'j': puts_(b, PICK(r, HO_OBJECTS)); break;
+        case 'v': puts_(b, PICK(r, HO_VERBS)); break;
+        case 'w': puts_(b, PICK(r, HO_VERBS_BASE)); break;
         default: assert(!"unknown filler slot");
         }
     }
