@@ -18,7 +18,8 @@
  *    letter_words) made-up words of 2-7 random lowercase letters, so that only copying
  *    from the first occurrence predicts the second.
  *  - Filler: 3-8 plain narrative sentences from a small grammar ("The dog ran to the
- *    park. It was a sunny day."), using the same names, places and objects.
+ *    park. It was a sunny day."), using the same names, places and objects, and the
+ *    words of the held-out frames ("Tom threw the vase yesterday.").
  * Every document is followed by "<|endoftext|>" (GPT-2's convention), so the text is
  * doc<|endoftext|>doc<|endoftext|>... and contains nothing else. All randomness comes from
  * lp_rng, so the text is byte-identical on every machine for the same spec. */
@@ -72,8 +73,8 @@ typedef struct {
 } lp_ioi_prompt;
 
 /* Which stories: those training generates, or held-out frames it never generates (new
- * clause orders, openings, verbs of giving, places and objects: none of these places,
- * objects and verbs appear anywhere in the training corpus). */
+ * clause orders, openings, verbs of giving, places and objects: filler sentences use these
+ * words, so the model knows them, but no training story does). */
 typedef enum { LP_IOI_TRAINING, LP_IOI_HELDOUT } lp_ioi_frames;
 
 /* n IOI prompts from frames, drawn from a random stream that lp_corpus_new never uses;
