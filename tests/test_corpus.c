@@ -141,27 +141,30 @@ static void bad_specs_are_refused(void **state) {
     assert_null(text);
 }
 
-/* Occurrences of the word w (" Mary") in s, not as the start of a longer word. */
+/* Occurrences of the word w (" Mary": its leading space stands for any word boundary,
+ * the start of s included) in s, not as part of a longer word. */
 static int count_word(const char *s, const char *w, const char **first) {
     int k = 0;
+    if (*w == ' ') w++;
     size_t n = strlen(w);
     *first = NULL;
     for (const char *p = s; (p = strstr(p, w)); p += n)
-        if (!isalpha((unsigned char)p[n])) {
+        if ((p == s || !isalpha((unsigned char)p[-1])) && !isalpha((unsigned char)p[n])) {
             if (!k) *first = p;
             k++;
         }
     return k;
 }
 
-static void ioi_prompts_end_before_the_indirect_object(void **state) {
-    (void)state;
+/* Prompts of either kind end before the IO, name it once and the subject twice, in both
+ * orders, over every form; they are deterministic for a seed. */
+static void check_prompts(lp_ioi_frames frames) {
     enum { N = 400 };
     static lp_ioi_prompt p[N], q[N];
-    lp_corpus_ioi_prompts(5, N, p);
-    lp_corpus_ioi_prompts(5, N, q);
+    lp_corpus_ioi_prompts(5, frames, N, p);
+    lp_corpus_ioi_prompts(5, frames, N, q);
     assert_memory_equal(p, q, sizeof p);
-    int abba = 0, baba = 0, templates[64] = {0}, n_templates = 0;
+    int abba = 0, baba = 0, forms[64] = {0}, n_forms = 0;
     for (int i = 0; i < N; i++) {
         size_t n = strlen(p[i].prompt);
         assert_true(n > 20);
@@ -174,15 +177,72 @@ static void ioi_prompts_end_before_the_indirect_object(void **state) {
             fail_msg("prompt %d: \"%s\" should name%s once and%s twice", i, p[i].prompt, p[i].io, p[i].subject);
         assert_int_equal(p[i].abba, io_at < s_at); /* ABBA: the IO is named first */
         abba += p[i].abba, baba += !p[i].abba;
-        assert_true(p[i].template_id >= 0 && p[i].template_id < lp_corpus_n_templates());
-        if (!templates[p[i].template_id]++) n_templates++;
+        assert_true(p[i].form >= 0 && p[i].form < lp_corpus_n_forms(frames) && p[i].form < 64);
+        if (!forms[p[i].form]++) n_forms++;
     }
     assert_int_equal(abba, N / 2);
     assert_int_equal(baba, N / 2);
-    assert_true(lp_corpus_n_templates() >= 6);
-    assert_int_equal(n_templates, lp_corpus_n_templates());
-    lp_corpus_ioi_prompts(6, N, q);
+    assert_true(lp_corpus_n_forms(frames) >= 6);
+    assert_int_equal(n_forms, lp_corpus_n_forms(frames));
+    lp_corpus_ioi_prompts(6, frames, N, q);
     assert_true(memcmp(p, q, sizeof p) != 0);
+}
+
+static void ioi_prompts_end_before_the_indirect_object(void **state) {
+    (void)state;
+    check_prompts(LP_IOI_TRAINING);
+    check_prompts(LP_IOI_HELDOUT);
+}
+
+/* Whole-word occurrences of w (" vase") in s[0..n). */
+static int count_in(const char *s, size_t n, const char *w) {
+    int k = 0;
+    size_t m = strlen(w);
+    for (const char *q = s; (q = memmem(q, n - (size_t)(q - s), w, m)); q++) k += !isalpha((unsigned char)q[m]);
+    return k;
+}
+
+/* Held-out frames are never generated for training: no held-out prompt's action (from the
+ * subject's second mention to " to") occurs anywhere in a training corpus of every kind of
+ * document, and the held-out verbs, places and objects occur in no training story, while
+ * filler sentences use them (spans of real words only: a made-up word could be anything). */
+static void held_out_frames_never_appear_in_training(void **state) {
+    (void)state;
+    lp_corpus_spec sp;
+    lp_corpus_spec_default(&sp);
+    sp.seed = 13;
+    sp.n_bytes = 4 << 20;
+    sp.letter_words = 0;
+    char *text;
+    size_t len, n_docs;
+    lp_corpus_doc *docs;
+    assert_int_equal(lp_corpus_new(&sp, &text, &len, &docs, &n_docs), LP_OK);
+    enum { N = 400 };
+    static lp_ioi_prompt p[N];
+    lp_corpus_ioi_prompts(9, LP_IOI_HELDOUT, N, p);
+    for (int i = 0; i < N; i++) {
+        const char *second = strstr(p[i].prompt + 1, p[i].subject);
+        while (second && strstr(second + 1, p[i].subject)) second = strstr(second + 1, p[i].subject);
+        assert_non_null(second);
+        if (memmem(text, len, second, strlen(second)))
+            fail_msg("held-out prompt %d: \"%s\" occurs in the training corpus", i, second);
+    }
+    const char *const words[] = {"threw", "sold", "lent", "mailed", "returned", "delivered", "slid", "throw", "sell",
+                                 "lend", "mail", "return", "deliver", "party", "concert", "fair", "festival", "wedding",
+                                 "parade", "picnic", "present", "jar", "rope", "shoe", "pie", "sweater", "vase",
+                                 "parcel", "pillow"};
+    for (size_t w = 0; w < sizeof words / sizeof *words; w++) {
+        char word[32];
+        snprintf(word, sizeof word, " %s", words[w]);
+        int in_stories = 0;
+        for (size_t d = 0; d < n_docs; d++)
+            if (docs[d].kind == LP_CORPUS_IOI)
+                in_stories += count_in(text + docs[d].story_off, docs[d].answer_off - docs[d].story_off, word);
+        if (in_stories) fail_msg("held-out word \"%s\" in %d training stories", words[w], in_stories);
+        if (count_in(text, len, word) < 10) fail_msg("held-out word \"%s\" is (almost) never in the corpus", words[w]);
+    }
+    free(text);
+    free(docs);
 }
 
 /* The corpus's IOI stories have the prompts' form: the story before the answer names the
@@ -235,6 +295,7 @@ int main(void) {
         cmocka_unit_test(repeated_spans_have_the_asked_length),
         cmocka_unit_test(bad_specs_are_refused),
         cmocka_unit_test(ioi_prompts_end_before_the_indirect_object),
+        cmocka_unit_test(held_out_frames_never_appear_in_training),
         cmocka_unit_test(ioi_documents_answer_with_the_indirect_object),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

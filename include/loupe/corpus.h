@@ -1,13 +1,16 @@
 /* A synthetic training corpus with known circuits in it, deterministic for a seed.
  *
  * The mixture (each document's kind is drawn with the spec's proportions):
- *  - IOI: a name story in the indirect-object form, from 10 templates such as
+ *  - IOI: a name story in the indirect-object form, built from parts: a form (6 clause
+ *    orders) whose slots are filled from lists of openings, activities, places (50),
+ *    sentences in between (none, one or two), verbs of giving and objects (50), e.g.
  *      "When Mary and John went to the store, John gave a drink to Mary."
+ *      "Then, Ruth and Dan bought a box at the camp. It was a windy day. Ruth passed it to Dan."
  *    The intro names the indirect object (IO) and the subject (S) in either order (ABBA:
  *    "IO and S ... S ... to IO"; BABA: "S and IO ... S ... to IO", equally likely), the
- *    subject acts, and the sentence ends with the IO. 100 first names, 50 places and 50
- *    objects (all objects start with a consonant, so "a OBJECT" reads right). Up to two
- *    filler sentences come before the story and up to one after it.
+ *    subject acts, and the sentence ends with the IO; 100 first names. Up to two filler
+ *    sentences (which may name others) come before the story and up to one after it.
+ *    Held-out frames (lp_corpus_ioi_prompts with LP_IOI_HELDOUT) are never generated.
  *  - Repeated span: up to two filler sentences, a span of span_min..span_max random words,
  *    then the same span again, either at once or after ". " and a filler sentence, and ".":
  *      "Tom sat down and smiled. kqe zzt wod kqe zzt wod."
@@ -15,7 +18,8 @@
  *    letter_words) made-up words of 2-7 random lowercase letters, so that only copying
  *    from the first occurrence predicts the second.
  *  - Filler: 3-8 plain narrative sentences from a small grammar ("The dog ran to the
- *    park. It was a sunny day."), using the same names, places and objects.
+ *    park. It was a sunny day."), using the same names, places and objects, and the
+ *    words of the held-out frames ("Tom threw the vase yesterday.").
  * Every document is followed by "<|endoftext|>" (GPT-2's convention), so the text is
  * doc<|endoftext|>doc<|endoftext|>... and contains nothing else. All randomness comes from
  * lp_rng, so the text is byte-identical on every machine for the same spec. */
@@ -61,18 +65,22 @@ int lp_corpus_new(const lp_corpus_spec *spec, char **text, size_t *len, lp_corpu
 
 /* An IOI prompt for evaluation: the story cut just before the answer. */
 typedef struct {
-    char prompt[256];  /* "When Mary and John went to the store, John gave a drink to" */
-    char io[32];       /* the answer, the indirect object: " Mary" */
-    char subject[32];  /* the other name, the subject: " John" */
-    int template_id;   /* which of the templates */
-    bool abba;         /* intro names the IO first ("Mary and John"), else the subject first */
+    char prompt[320]; /* "When Mary and John went to the store, John gave a drink to" */
+    char io[32];      /* the answer, the indirect object: " Mary" */
+    char subject[32]; /* the other name, the subject: " John" */
+    int form;         /* which of the grammar's forms (clause orders) */
+    bool abba;        /* intro names the IO first ("Mary and John"), else the subject first */
 } lp_ioi_prompt;
 
-/* n held-out IOI prompts: drawn from a random stream that lp_corpus_new never uses, with
- * the templates and name lists of the training mix; ABBA and BABA alternate (even i is
- * ABBA). Deterministic for seed. */
-void lp_corpus_ioi_prompts(uint64_t seed, int n, lp_ioi_prompt *out);
+/* Which stories: those training generates, or held-out frames it never generates (new
+ * clause orders, openings, verbs of giving, places and objects: filler sentences use these
+ * words, so the model knows them, but no training story does). */
+typedef enum { LP_IOI_TRAINING, LP_IOI_HELDOUT } lp_ioi_frames;
 
-int lp_corpus_n_templates(void); /* IOI templates */
+/* n IOI prompts from frames, drawn from a random stream that lp_corpus_new never uses;
+ * ABBA and BABA alternate (even i is ABBA). Deterministic for seed. */
+void lp_corpus_ioi_prompts(uint64_t seed, lp_ioi_frames frames, int n, lp_ioi_prompt *out);
+
+int lp_corpus_n_forms(lp_ioi_frames frames); /* forms (clause orders) of the frames */
 
 #endif

@@ -44,19 +44,125 @@ static const char *const OBJECTS[] = {
     "picture", "card",    "plate",  "spoon",   "towel",  "blanket",  "scarf",  "bicycle", "camera", "bowl",
 };
 
-/* Templates: {1} and {2} are the intro's names, {S} the subject, {P} a place, {O} an
- * object. Each ends just before the answer " IO". */
-static const char *const IOI_TEMPLATES[] = {
-    "When {1} and {2} went to the {P}, {S} gave a {O} to",
-    "Then, {1} and {2} had a long talk at the {P}. {S} gave the {O} to",
-    "After {1} and {2} went to the {P}, {S} gave a {O} to",
-    "While {1} and {2} were working at the {P}, {S} gave a {O} to",
-    "When {1} and {2} got a {O} at the {P}, {S} decided to give it to",
-    "Then, {1} and {2} were thinking about going to the {P}. {S} wanted to give a {O} to",
-    "Friends {1} and {2} found a {O} at the {P}. {S} gave it to",
-    "Afterwards, {1} and {2} went to the {P}. {S} handed a {O} to",
-    "Then, {1} and {2} had a lot of fun at the {P}. {S} gave a {O} to",
-    "The {P} was busy when {1} and {2} arrived. {S} passed the {O} to",
+/* IOI stories for training, built from parts: a form (the clause order) whose slots draw
+ * from the lists below ({1} and {2} are the intro's names, {S} the subject; any other
+ * letter draws from the grammar's list of that letter, TRAINING below, and what it draws
+ * may hold slots itself). Varied so that nothing but the names' roles predicts the answer:
+ * openings, activities, sentences in between, verbs and objects change from story to story. */
+static const char *const TR_FORMS[] = {
+    "{W} {1} and {2} {a}, {c}",                 /* "When Mary and John went to the store, John gave a drink to" */
+    "{b}{1} and {2} {a}. {m}{t}",               /* two sentences, maybe more in between */
+    "While {1} and {2} were {p}, {c}",
+    "The {P} was {D} when {1} and {2} {r}. {m}{t}",
+    "{f}{1} and {2} {o}. {m}{S} {i}",           /* "Friends Mary and John found a cake at the park. John gave it to" */
+    "{W} {1} and {2} {o}, {S} {i}",
+};
+static const char *const TR_SUBORDINATORS[] = {"When", "After", "As", "Once", "As soon as", "Right after", "Since"};
+static const char *const TR_OPENERS[] = {"",          "",       "Then, ",         "Then ",        "One day, ",
+                                         "Afterwards, ", "Later, ", "In the morning, ", "That day, ", "Today "};
+static const char *const TR_ACTS[] = {
+    "went to the {P}",           "walked to the {P}",       "arrived at the {P}",
+    "met at the {P}",            "were at the {P}",         "had lunch at the {P}",
+    "played at the {P}",         "had a long talk at the {P}", "spent the day at the {P}",
+    "waited at the {P}",         "ran to the {P}",          "stayed at the {P}",
+    "had a lot of fun at the {P}", "were thinking about going to the {P}", "got back from the {P}",
+    "visited the {P}",           "left the {P}",            "were working at the {P}",
+    "worked at the {P}",         "went for a walk in the {P}",
+};
+static const char *const TR_DOING[] = {"working at the {P}", "walking to the {P}", "sitting in the {P}",
+                                       "waiting at the {P}", "playing near the {P}", "talking at the {P}"};
+static const char *const TR_PLACE_ADJS[] = {"busy", "quiet", "empty", "crowded", "cold", "warm", "noisy"};
+static const char *const TR_ARRIVED[] = {"arrived", "got there", "walked in", "came in"};
+static const char *const TR_FOUND_OPENERS[] = {"", "Friends ", "Then, ", "One day, "};
+static const char *const TR_FOUND[] = {"found a {O} at the {P}", "got a {O} at the {P}", "bought a {O} at the {P}",
+                                       "saw a {O} near the {P}", "made a {O} at the {P}"};
+static const char *const TR_GIVE_IT[] = {"gave it to",    "handed it to",           "decided to give it to",
+                                         "passed it to",  "wanted to show it to",   "brought it to", "sent it to"};
+/* sentences between the intro and the action: none, one or two, never naming anyone */
+static const char *const TR_MIDDLE[] = {"", "", "", "It was a {y} day. ", "They talked for a while. ",
+                                        "The {P} was {D}. ", "They were {F}. ", "It was a {y} day. They were {F}. ",
+                                        "Everyone was {F}. ", "They looked at the {O} together. ",
+                                        "They sat down. The {P} was {D}. "};
+static const char *const TR_CLAUSE_ACTIONS[] = {"{S} {g}", "{S} {g}", "then {S} {g}", "{S} soon {g}", "{S} quickly {g}"};
+static const char *const TR_ACTIONS[] = {"{S} {g}",       "{S} {g}",           "Then {S} {g}",  "Later, {S} {g}",
+                                         "After a while, {S} {g}", "Soon {S} {g}", "In the end, {S} {g}",
+                                         "At last, {S} {g}", "Then, {S} {g}",   "Afterwards, {S} {g}"};
+static const char *const TR_GIVE[] = {"{V} {q} to", "{V} {q} to", "{V} {q} to", "{M} {v} {q} to", "{T} to"};
+static const char *const TR_VERBS[] = {"gave", "gave", "handed", "passed", "brought", "sent", "showed", "offered", "tossed"};
+static const char *const TR_MODALS[] = {"wanted to", "decided to", "tried to",   "had to",
+                                        "was going to", "agreed to", "promised to", "needed to"};
+static const char *const TR_VERBS_BASE[] = {"give", "hand", "pass", "bring", "send", "show", "offer", "toss"};
+static const char *const TR_OBJECT_PHRASES[] = {"a {O}", "the {O}", "a {J} {O}", "the {J} {O}", "a {K}", "the {K}"};
+/* more things to give, from the span words: the object should not matter */
+static const char *const TR_MORE_OBJECTS[] = {"paper", "window", "bread", "stone", "lemon", "jacket", "mirror",
+                                              "kettle", "ladder", "needle", "pepper", "rabbit", "saddle", "wagon",
+                                              "marble", "puzzle", "rocket", "feather", "kitten", "walnut"};
+static const char *const TR_OBJECT_ADJS[] = {"small", "big", "red", "new", "old", "nice", "little", "blue"};
+static const char *const TR_TALK[] = {"said goodbye", "said hello",      "waved",       "talked",
+                                      "wrote a letter", "read a story",  "sang a song", "explained the plan",
+                                      "sent a message", "gave a speech"};
+
+/* ---------------------------------------------------------------- held-out frames
+ *
+ * IOI stories that training never sees, to measure whether the circuit generalises beyond
+ * the frames it was trained on. A frame is a form (the clause order, with its slots) filled
+ * from the lists below; every form has at least one slot filled from held-out words, and
+ * every action uses a verb training never generates. Their words are the model's: filler
+ * sentences use them ("Tom threw the vase yesterday."), but no training story does, and no
+ * held-out action occurs in the training corpus (tests/test_corpus.c checks). Slots as in
+ * training's forms above. */
+static const char *const HO_FORMS[] = {
+    "{b}{1} and {2} {a}. {S} {g}",                /* the training order, with new words */
+    "{1} and {2} {a}, and then {S} {g}",          /* coordinated clauses */
+    "Before {1} and {2} {a}, {S} {g}",            /* a new subordinator */
+    "At the {P} {t}, {1} and {2} {z}. {m}{S} {g}", /* the place first */
+    "{1} and {2} {a}. {m}{l} {S} {g}",            /* new sentences in between */
+    "Because {1} and {2} {a}, {S} {g}",
+    "It was {d} when {1} and {2} {a}. {S} {g}",
+    "{b}{1} and {2} {a}. {S} {e} and {g}",        /* the subject does something first */
+};
+static const char *const HO_OPENERS[] = {"", "Yesterday ", "On Sunday, ", "Last night ", "This morning, ",
+                                         "Early one day, "};
+static const char *const HO_ACTS[] = {
+    "had a long day at the {P}", "drove to the {P}",        "danced at the {P}", "ate dinner at the {P}",
+    "looked around the {P}",     "shopped at the {P}",      "rested near the {P}", "came home from the {P}",
+};
+static const char *const HO_ACTS_HERE[] = {"ate dinner", "danced all night", "rested for an hour", "looked around"};
+static const char *const HO_WHEN[] = {"yesterday", "last week", "on Sunday"};
+static const char *const HO_MIDDLE[] = {"", "Nobody else was there. ", "The music was loud. ",
+                                        "The weather was nice. Nobody else was there. "};
+static const char *const HO_LATER[] = {"Eventually,", "Before long,", "After dinner,", "Finally"};
+static const char *const HO_DARK[] = {"late", "early", "dark outside", "almost noon"};
+static const char *const HO_FIRST[] = {"stood up", "laughed", "opened a window", "looked outside"};
+static const char *const HO_GIVE[] = {"{v} {o} to", "{v} {o} to", "chose to {w} {o} to", "was about to {w} {o} to",
+                                      "told a joke to", "whispered a secret to", "read a poem to"};
+static const char *const HO_VERBS[] = {"threw", "sold", "lent", "mailed", "returned", "delivered", "slid"};
+static const char *const HO_VERBS_BASE[] = {"throw", "sell", "lend", "mail", "return", "deliver"};
+static const char *const HO_OBJECT_PHRASES[] = {"a {O}", "the {O}", "a heavy {O}"};
+static const char *const HO_PLACES[] = {"party", "concert", "fair", "festival", "wedding", "parade", "picnic"};
+static const char *const HO_OBJECTS[] = {"present", "jar", "rope", "shoe", "pie", "sweater", "vase", "parcel", "pillow"};
+
+typedef struct {
+    const char *const *w;
+    size_t n;
+} wlist;
+#define WL(list) {(list), N_OF(list)}
+
+/* A grammar of IOI stories: its forms, and a list of words for each slot letter. */
+typedef struct {
+    wlist forms;
+    wlist slot[128];
+} ioi_grammar;
+
+static const ioi_grammar HELDOUT = {
+    .forms = WL(HO_FORMS),
+    .slot =
+        {
+            ['b'] = WL(HO_OPENERS), ['a'] = WL(HO_ACTS),     ['z'] = WL(HO_ACTS_HERE), ['t'] = WL(HO_WHEN),
+            ['m'] = WL(HO_MIDDLE),  ['l'] = WL(HO_LATER),    ['d'] = WL(HO_DARK),      ['e'] = WL(HO_FIRST),
+            ['g'] = WL(HO_GIVE),    ['v'] = WL(HO_VERBS),    ['w'] = WL(HO_VERBS_BASE), ['o'] = WL(HO_OBJECT_PHRASES),
+            ['P'] = WL(HO_PLACES),  ['O'] = WL(HO_OBJECTS),
+        },
 };
 
 static const char *const SPAN_WORDS[] = {
@@ -82,8 +188,25 @@ static const char *const FEELINGS[] = {"happy", "sad", "tired", "hungry", "excit
 static const char *const TIMES[] = {"One day", "In the morning", "After lunch", "Later", "At night",
                                     "That evening", "Soon"};
 
+static const ioi_grammar TRAINING = {
+    .forms = WL(TR_FORMS),
+    .slot =
+        {
+            ['W'] = WL(TR_SUBORDINATORS), ['b'] = WL(TR_OPENERS),      ['a'] = WL(TR_ACTS),
+            ['p'] = WL(TR_DOING),         ['D'] = WL(TR_PLACE_ADJS),   ['r'] = WL(TR_ARRIVED),
+            ['f'] = WL(TR_FOUND_OPENERS), ['o'] = WL(TR_FOUND),        ['i'] = WL(TR_GIVE_IT),
+            ['m'] = WL(TR_MIDDLE),        ['c'] = WL(TR_CLAUSE_ACTIONS), ['t'] = WL(TR_ACTIONS),
+            ['g'] = WL(TR_GIVE),          ['V'] = WL(TR_VERBS),        ['M'] = WL(TR_MODALS),
+            ['v'] = WL(TR_VERBS_BASE),    ['q'] = WL(TR_OBJECT_PHRASES), ['J'] = WL(TR_OBJECT_ADJS),
+            ['T'] = WL(TR_TALK),          ['y'] = WL(DAY_ADJS),        ['F'] = WL(FEELINGS),
+            ['K'] = WL(TR_MORE_OBJECTS),
+            ['P'] = WL(PLACES),           ['O'] = WL(OBJECTS),
+        },
+};
+
 /* Filler sentences: {S}/{s} a subject (capitalised / not), {N} a name, {P} {O} as above,
- * {A} a day adjective, {F} a feeling, {T} a time phrase. */
+ * {A} a day adjective, {F} a feeling, {T} a time phrase; {h} {j} {v} {w} a held-out place,
+ * object, verb and its base form. */
 static const char *const FILLER[] = {
     "{S} ran to the {P}.",
     "{S} walked to the {P} with {N}.",
@@ -101,6 +224,36 @@ static const char *const FILLER[] = {
     "{S} sat down and smiled.",
     "{T}, {N} felt {F}.",
     "There was a big {O} in the {P}.",
+    /* the held-out frames' words, never in a story: the model knows them, not those frames */
+    "{S} {v} the {j} yesterday.",
+    "{N} {v} a heavy {j}.",
+    "Finally {s} {v} the old {j}.",
+    "{S} chose to {w} the {j}.",
+    "{N} was about to {w} a {j}.",
+    "There was a {h} at the {P}.",
+    "{S} went to the {h} last week.",
+    "The {h} was fun on Sunday.",
+    "{S} had a long day at the {h}.",
+    "{N} drove to the {h}.",
+    "Yesterday {s} danced all night.",
+    "This morning, {s} ate dinner early.",
+    "Last night {s} shopped at the {P}.",
+    "{N} rested near the {P} for an hour.",
+    "Early one day, {s} looked around the {h}.",
+    "Eventually, {s} came home from the {h}.",
+    "Nobody else was there.",
+    "The music was loud.",
+    "The weather was nice.",
+    "Before long, {s} stood up and laughed.",
+    "After dinner, {s} opened a window.",
+    "It was almost noon when {s} looked outside.",
+    "It was late and dark outside.",
+    "{N} told a joke.",
+    "{N} whispered a secret.",
+    "{N} read a poem.",
+    "Because it was early, {s} was {F}.",
+    "Before {s} went home, it was dark outside.",
+    "{S} stood up, and then {s} laughed.",
 };
 
 /* ---------------------------------------------------------------- output buffer */
@@ -144,6 +297,48 @@ static size_t pick(lp_rng *r, size_t n) {
 
 static bool chance(lp_rng *r, double p) { return lp_rng_uniform(r) < p; }
 
+typedef struct {
+    const char *io, *s;
+    bool abba; /* the intro names the IO first */
+} ioi_names;
+
+/* Writes t with its slots filled from g (recursively: a drawn phrase may have slots). */
+static void expand(lp_rng *r, obuf *b, const ioi_grammar *g, const char *t, const ioi_names *nm, int depth) {
+    assert(depth < 8);
+    for (; *t; t++) {
+        if (t[0] != '{' || !t[1] || t[2] != '}') { put(b, t, 1); continue; }
+        char c = t[1];
+        t += 2;
+        switch (c) {
+        case '1': puts_(b, nm->abba ? nm->io : nm->s); break;
+        case '2': puts_(b, nm->abba ? nm->s : nm->io); break;
+        case 'S': puts_(b, nm->s); break;
+        default: {
+            const wlist *l = &g->slot[(unsigned char)c];
+            assert(l->n && "a slot with no list");
+            expand(r, b, g, l->w[pick(r, l->n)], nm, depth + 1);
+        }
+        }
+    }
+}
+
+/* Two different names: the indirect object and the subject. */
+static void pick_names(lp_rng *r, const char **io, const char **s) {
+    size_t i = pick(r, N_OF(NAMES)), j = pick(r, N_OF(NAMES) - 1);
+    if (j >= i) j++;
+    *io = NAMES[i], *s = NAMES[j];
+}
+
+/* Writes one story of g up to (not including) the answer; returns its form. */
+static int grammar_story(lp_rng *r, obuf *b, const ioi_grammar *g, bool abba, const char **io, const char **s) {
+    int form = (int)pick(r, g->forms.n);
+    ioi_names nm = {.abba = abba};
+    pick_names(r, &nm.io, &nm.s);
+    expand(r, b, g, g->forms.w[form], &nm, 0);
+    *io = nm.io, *s = nm.s;
+    return form;
+}
+
 static void filler_sentence(lp_rng *r, obuf *b) {
     const char *t = PICK(r, FILLER);
     for (; *t; t++) {
@@ -166,6 +361,10 @@ static void filler_sentence(lp_rng *r, obuf *b) {
         case 'A': puts_(b, PICK(r, DAY_ADJS)); break;
         case 'F': puts_(b, PICK(r, FEELINGS)); break;
         case 'T': puts_(b, PICK(r, TIMES)); break;
+        case 'h': puts_(b, PICK(r, HO_PLACES)); break;
+        case 'j': puts_(b, PICK(r, HO_OBJECTS)); break;
+        case 'v': puts_(b, PICK(r, HO_VERBS)); break;
+        case 'w': puts_(b, PICK(r, HO_VERBS_BASE)); break;
         default: assert(!"unknown filler slot");
         }
     }
@@ -180,34 +379,11 @@ static void filler_prefix(lp_rng *r, obuf *b, int max, double p) {
         }
 }
 
-/* Writes one IOI story up to (not including) the answer; io and s get the names. */
-static int ioi_story(lp_rng *r, obuf *b, bool abba, const char **io, const char **s) {
-    int tpl = (int)pick(r, N_OF(IOI_TEMPLATES));
-    size_t i = pick(r, N_OF(NAMES)), j = pick(r, N_OF(NAMES) - 1);
-    if (j >= i) j++; /* two different names */
-    *io = NAMES[i], *s = NAMES[j];
-    const char *place = PICK(r, PLACES), *object = PICK(r, OBJECTS);
-    for (const char *t = IOI_TEMPLATES[tpl]; *t; t++) {
-        if (t[0] != '{' || !t[1] || t[2] != '}') { put(b, t, 1); continue; }
-        char c = t[1];
-        t += 2;
-        switch (c) {
-        case '1': puts_(b, abba ? *io : *s); break;
-        case '2': puts_(b, abba ? *s : *io); break;
-        case 'S': puts_(b, *s); break;
-        case 'P': puts_(b, place); break;
-        case 'O': puts_(b, object); break;
-        default: assert(!"unknown IOI slot");
-        }
-    }
-    return tpl;
-}
-
 static void doc_ioi(lp_rng *r, obuf *b, lp_corpus_doc *d) {
     filler_prefix(r, b, 2, 0.3);
     d->story_off = b->n;
     const char *io, *s;
-    ioi_story(r, b, chance(r, 0.5), &io, &s);
+    grammar_story(r, b, &TRAINING, chance(r, 0.5), &io, &s);
     d->answer_off = b->n;
     put(b, " ", 1);
     puts_(b, io);
@@ -268,7 +444,9 @@ void lp_corpus_spec_default(lp_corpus_spec *spec) {
     };
 }
 
-int lp_corpus_n_templates(void) { return (int)N_OF(IOI_TEMPLATES); }
+int lp_corpus_n_forms(lp_ioi_frames frames) {
+    return (int)(frames == LP_IOI_HELDOUT ? HELDOUT : TRAINING).forms.n;
+}
 
 int lp_corpus_new(const lp_corpus_spec *sp, char **text, size_t *len, lp_corpus_doc **docs, size_t *n_docs) {
     assert(sp && text && len && (!docs || n_docs));
@@ -332,16 +510,17 @@ int lp_corpus_new(const lp_corpus_spec *sp, char **text, size_t *len, lp_corpus_
 
 static void copy_name(char *dst, size_t cap, const char *name) { snprintf(dst, cap, " %s", name); }
 
-void lp_corpus_ioi_prompts(uint64_t seed, int n, lp_ioi_prompt *out) {
+void lp_corpus_ioi_prompts(uint64_t seed, lp_ioi_frames frames, int n, lp_ioi_prompt *out) {
     assert(n >= 0 && (out || n == 0));
-    lp_rng rng;
-    lp_rng_seed(&rng, seed ^ 0x10157E57D0C5ull); /* a stream of its own: not the corpus's for this seed */
+    lp_rng rng; /* a stream of its own: not the corpus's for this seed */
+    lp_rng_seed(&rng, seed ^ (frames == LP_IOI_HELDOUT ? 0x4E1D057ull : 0x10157E57D0C5ull));
     for (int i = 0; i < n; i++) {
         lp_ioi_prompt *p = &out[i];
+        *p = (lp_ioi_prompt){0}; /* whole structs compare equal for equal seeds */
         obuf b = {.s = p->prompt, .cap = sizeof p->prompt, .fixed = true};
         const char *io, *s;
         p->abba = i % 2 == 0;
-        p->template_id = ioi_story(&rng, &b, p->abba, &io, &s);
+        p->form = grammar_story(&rng, &b, frames == LP_IOI_HELDOUT ? &HELDOUT : &TRAINING, p->abba, &io, &s);
         assert(!b.oom); /* the longest story fits with room to spare */
         copy_name(p->io, sizeof p->io, io);
         copy_name(p->subject, sizeof p->subject, s);

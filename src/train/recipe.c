@@ -16,8 +16,8 @@ void lp_recipe_default(lp_recipe *r) {
     lp_corpus_spec_default(&r->corpus);
     r->corpus.seed = 1;
     r->corpus.n_bytes = 48u << 20;
-    r->corpus.proportion[LP_CORPUS_IOI] = 0.5;
-    r->corpus.proportion[LP_CORPUS_REPEAT] = 0.4;
+    r->corpus.proportion[LP_CORPUS_IOI] = 0.65;
+    r->corpus.proportion[LP_CORPUS_REPEAT] = 0.25;
     r->corpus.proportion[LP_CORPUS_FILLER] = 0.1;
     r->corpus.span_min = 4;
     r->corpus.span_max = 12;
