@@ -70,19 +70,26 @@ check "train: resume continues to a new last step" jq -e ".step == $((step + 50)
 
 # kill -9 at any moment of a run that saves every step leaves a checkpoint that resumes (each
 # save is one unit: staged, then committed) and whose pieces belong together: resumed after
-# every kill, the run ends bit-identical to the uninterrupted one. The delays vary so that
-# the kills land in every phase (corpus, tokenizer, training, writing, committing).
-# Restarts go on until 12 kills have landed (at most 60 starts, or until the run is done):
-# how many steps a start reaches depends on the machine's load, so a fixed number of starts
-# would sometimes finish the run with too few kills.
+# every kill, the run ends bit-identical to the uninterrupted one. Restarts go on until 12 kills have landed (at most 60 starts, or until the run is done).
+# Before the first save a start is killed after a delay (corpus, tokenizer, first steps);
+# after it, once the start has saved a new step and then a moment later (0-30 ms: in the
+# next step, or in the middle of writing or committing a save), so that the number of
+# kills does not depend on how fast the machine is.
 kills=0 refused=0 starts=0 steps=
-delays="0.1 0.25 0.4 0.2 0.3 0.15 0.45 0.25 0.3 0.15 0.35 0.3 0.1 0.4 0.25 0.2 0.35 0.25 0.45 0.15"
-while [ "$kills" -lt 12 ] && [ "$starts" -lt 60 ] && [ "$(jq .step "$tmp/k/train.json" 2>/dev/null)" != 300 ]; do
-    d=$(echo $delays | cut -d' ' -f$((starts % 20 + 1)))
+delays="0.1 0.25 0.4 0.2 0.3 0.15 0.45 0.25 0.3 0.15"
+after="0 0.005 0.01 0.02 0.03 0.015 0.0 0.025"
+step_k() { jq .step "$tmp/k/train.json" 2>/dev/null || echo -1; }
+while [ "$kills" -lt 12 ] && [ "$starts" -lt 60 ] && [ "$(step_k)" != 300 ]; do
+    before=$(step_k)
     if [ -f "$tmp/k/train.json" ]; then args="--resume --save-every 1 --quiet"; else args="$TINY --steps 300 --save-every 1 --quiet"; fi
     "$LOUPE" -e "train $tmp/k $args" >/dev/null 2>"$tmp/kerr" &
     pid=$!
-    sleep "$d"
+    if [ "$before" = -1 ]; then sleep "$(echo $delays | cut -d' ' -f$((starts % 10 + 1)))"
+    else
+        n=0
+        while [ "$(step_k)" = "$before" ] && [ $n -lt 500 ] && kill -0 $pid 2>/dev/null; do sleep 0.01; n=$((n + 1)); done
+        sleep "$(echo $after | cut -d' ' -f$((starts % 8 + 1)))"
+    fi
     kill -KILL $pid 2>/dev/null
     wait $pid 2>/dev/null
     status=$?
