@@ -16,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "loupe/error.h"
+#include "loupe/fileio.h"
+
 typedef struct {
     const char *s, *end;
     int line;
@@ -60,30 +63,11 @@ static bool is_integer(const char *s, size_t n) {
     return true;
 }
 
-/* Skips a run of c at the cursor (counting newlines); gives the run's length. */
+/* Skips a run of ch at the cursor (never a newline); gives the run's length. */
 static size_t skip_run(cursor *c, char ch) {
     size_t n = 0;
     while (c->s < c->end && *c->s == ch) c->s++, n++;
     return n;
-}
-
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (size_t got; buf && (got = fread(buf + n, 1, cap - n, f)) > 0;) {
-        n += got;
-        if (n == cap) {
-            char *b = realloc(buf, cap *= 2);
-            if (!b) free(buf);
-            buf = b;
-        }
-    }
-    if (ferror(f)) free(buf), buf = NULL;
-    fclose(f);
-    *len = n;
-    return buf;
 }
 
 int main(int argc, char **argv) {
@@ -99,9 +83,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     size_t la, lb;
-    char *a = slurp(argv[i], &la), *b = slurp(argv[i + 1], &lb);
-    if (!a || !b) {
-        fprintf(stderr, "error: numdiff: cannot read %s\n", !a ? argv[i] : argv[i + 1]);
+    char *a = NULL, *b = NULL;
+    if (lp_file_read_new(argv[i], &a, &la) || lp_file_read_new(argv[i + 1], &b, &lb)) {
+        fprintf(stderr, "error: numdiff: %s\n", lp_errmsg());
+        free(a);
         return 2;
     }
     cursor x = {a, a + la, 1}, y = {b, b + lb, 1};
