@@ -55,11 +55,12 @@ void lp_act_summary(const lp_view *v, int row, int k, lp_act_stats *st, int *top
  * A patch names an activation of the base run to replace with the source run's (two runs
  * of the same model and length): the rest of the model runs again on the result, and
  * what comes out at the last position is read. Noising patches a corrupted run's
- * activations into the clean run (base = clean); denoising the other way round. Only
- * positions from the patch's on change (attention is causal), so a patch re-runs the
- * layers from its own on, for the positions from its own on, over the base run's cached
- * keys and values for the earlier positions; patches that start at the same layer run
- * together, their rows stacked into one matrix product per weight. */
+ * activations into the clean run (base = clean); denoising the other way round. In a
+ * decoder only positions from the patch's on change (attention is causal), so a patch
+ * re-runs the layers from its own on, for the positions from its own on, over the base
+ * run's cached keys and values for the earlier positions; in an encoder every position
+ * from the patch's layer on. Patches that start at the same layer run together, their rows
+ * stacked into one matrix product per weight. */
 
 typedef enum { LP_PATCH_RESID_PRE, LP_PATCH_ATTN_OUT, LP_PATCH_MLP_OUT, LP_PATCH_Z, LP_PATCH_SITE_COUNT } lp_patch_site;
 
@@ -86,6 +87,18 @@ int lp_patch_metric(const lp_run *base, const lp_run *source, const lp_patch *pa
  * mlp_out (one position of one layer each), (n_layer, n_head) for z (one head, every
  * position). */
 int lp_patch_sweep(const lp_run *base, const lp_run *source, lp_patch_site site, int target, int contrast, float *out);
+
+/* The same three reading the output row at pos (-1: the model's own: a decoder's and a
+ * masked LM's last position, a classifier's 0). Encoders: a masked LM reads the logits of
+ * any position (its mask), through the MLM head; a classifier its labels at position 0
+ * (target and contrast are label ids, logits has n_labels); attention is bidirectional, so
+ * a patch re-runs every position from its layer on; a model without a head is refused.
+ * Decoders read only their last position. */
+int lp_patch_logits_at(const lp_run *base, const lp_run *source, const lp_patch *p, int pos, float *logits);
+int lp_patch_metric_at(const lp_run *base, const lp_run *source, const lp_patch *patches, int n, int pos, int target,
+                       int contrast, float *out);
+int lp_patch_sweep_at(const lp_run *base, const lp_run *source, lp_patch_site site, int pos, int target, int contrast,
+                      float *out);
 
 /* ---- head scan ----
  * Each head scored on generated sequences: BOS (when the model has one), then N random

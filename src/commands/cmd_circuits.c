@@ -25,22 +25,34 @@ static int argmax(const float *x, int n) {
     return best;
 }
 
-static json_t *token_obj(const lp_session *s, int id) {
-    if (id < 0) return json_null();
-    return json_pack("{s:i,s:o}", "id", id, "token", lp_cmd_token(s, id));
+static json_t *token_obj(const lp_session *s, int id) { return lp_cmd_output_obj(s, id); }
+
+static bool is_classifier(const lp_session *s) { return lp_model_config(s->model)->head == LP_HEAD_CLASSIFIER; }
+
+/* The position whose prediction is explained: --pos (default: a decoder's last, a masked
+ * LM's first mask), or a classifier's 0. */
+static int output_pos(const lp_session *s, const char *what, const char *arg, int *pos) {
+    const lp_config *c = lp_model_config(s->model);
+    if (c->head == LP_HEAD_NONE)
+        return lp_error(LP_EUNSUPPORTED, "%s: %s has no output head, so no prediction to read", what, c->arch);
+    if (c->head != LP_HEAD_CLASSIFIER) return lp_cmd_out_pos(s, what, arg, pos);
+    *pos = 0;
+    if (arg && strcmp(arg, "0") != 0)
+        return lp_error(LP_EINVAL, "%s: a classifier's prediction is at position 0 (its [CLS]); leave out --pos", what);
+    return LP_OK;
 }
 
-/* --target TOKEN / --target-id ID, else the top prediction in logits (V). */
+/* --target TOKEN / --target-id ID (a classifier's: LABEL / ID), else the top of logits. */
 static int pick_target(const lp_session *s, const char *token, const char *id, const float *logits, int *out) {
-    int rc = lp_cmd_target(s, token, id, out);
-    if (!rc && *out < 0) *out = argmax(logits, lp_model_config(s->model)->vocab);
+    int rc = is_classifier(s) ? lp_cmd_label(s, token, id, out) : lp_cmd_target(s, token, id, out);
+    if (!rc && *out < 0) *out = argmax(logits, lp_run_out_width(s->run));
     return rc;
 }
 
-/* --vs TOKEN / --vs-id ID, or -1. */
+/* --vs TOKEN / --vs-id ID (a classifier's: LABEL / ID), or -1. */
 static int pick_contrast(const lp_session *s, const char *token, const char *id, int *out) {
     if (token && id) return lp_error(LP_EINVAL, "give --vs or --vs-id, not both");
-    int rc = lp_cmd_target(s, token, id, out);
+    int rc = is_classifier(s) ? lp_cmd_label(s, token, id, out) : lp_cmd_target(s, token, id, out);
     if (rc) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", lp_errmsg());
@@ -317,27 +329,65 @@ static int parse_id_list(const char *list, int vocab, int **ids, int *n) {
     return LP_OK;
 }
 
-/* The corrupted prompt's ids: text tokenized as the run was (BOS if the run starts with it). */
-static int corrupt_ids(const lp_session *s, const char *text, const char *list, int **ids, int *n) {
+/* An encoder's corrupted text in place of the run's first segment (through its first
+ * [SEP] or </s>): the rest of the run, a pair's second text, follows it with its types. */
+static int keep_second_segment(const lp_session *s, int **ids, int **types, int *n) {
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    int sep = lp_tokenizer_special(t, LP_SPECIAL_SEP), T = lp_run_len(s->run), from = 0;
+    const int *cids = lp_run_ids(s->run), *ctypes = lp_run_types(s->run);
+    while (from < T && cids[from] != sep) from++;
+    if (sep < 0 || ++from >= T) return LP_OK; /* one segment */
+    int *more = realloc(*ids, (size_t)(*n + T - from) * sizeof *more), *moret = NULL;
+    if (more) *ids = more;
+    if (more && (moret = realloc(*types, (size_t)(*n + T - from) * sizeof *moret))) *types = moret;
+    if (!more || !moret) return lp_error(LP_ENOMEM, "out of memory");
+    memcpy(*ids + *n, cids + from, (size_t)(T - from) * sizeof **ids);
+    memcpy(*types + *n, ctypes + from, (size_t)(T - from) * sizeof **types);
+    *n += T - from;
+    return LP_OK;
+}
+
+/* The corrupted prompt's ids and token types: text tokenized as the run was (BOS, or an
+ * encoder's [CLS] ... [SEP], if the run starts with it); in an encoder it replaces the
+ * run's first segment, and a pair's second text is the run's unless pair gives its own.
+ * --corrupt-ids take the run's types. Length and types must be the run's. */
+static int corrupt_ids(const lp_session *s, const char *text, const char *list, const char *pair, int **ids,
+                       int **types, int *n) {
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
-    int rc;
+    int rc, T = lp_run_len(s->run);
+    *types = NULL;
     if ((text != NULL) == (list != NULL)) return lp_error(LP_EINVAL, "patch: give --corrupt TEXT or --corrupt-ids 1,2,3");
+    if (pair && c->type_vocab == 0 && c->causal)
+        return lp_error(LP_EINVAL, "patch: --pair is for encoders' sentence pairs (BERT, RoBERTa)");
+    if (pair && list) return lp_error(LP_EINVAL, "patch: --pair goes with --corrupt TEXT; --corrupt-ids are the whole sequence");
     if (list) {
         rc = parse_id_list(list, c->vocab, ids, n);
+        if (!rc && !(*types = malloc((size_t)(*n > T ? *n : T) * sizeof **types))) rc = lp_error(LP_ENOMEM, "out of memory");
+        if (!rc) memcpy(*types, lp_run_types(s->run), (size_t)T * sizeof **types);
     } else {
         if (!t) return lp_error(LP_EINVAL, "patch: this model has no tokenizer; use --corrupt-ids");
-        int bos = lp_tokenizer_bos(t);
-        size_t len = strlen(text);
-        if (!(*ids = malloc((len + 3) * sizeof **ids))) return lp_error(LP_ENOMEM, "out of memory");
-        rc = lp_tokenizer_encode(t, text, len, bos >= 0 && lp_run_ids(s->run)[0] == bos, *ids, (int)len + 3, n);
+        int bos = c->causal ? lp_tokenizer_bos(t) : lp_tokenizer_special(t, LP_SPECIAL_CLS);
+        size_t len = strlen(text), plen = pair ? strlen(pair) : 0, cap = len + plen + 8;
+        bool with_bos = bos >= 0 && lp_run_ids(s->run)[0] == bos;
+        *ids = malloc(cap * sizeof **ids);
+        *types = calloc(cap, sizeof **types);
+        if (!*ids || !*types) rc = lp_error(LP_ENOMEM, "out of memory");
+        else if (pair) rc = lp_tokenizer_encode_pair(t, text, len, pair, plen, with_bos, *ids, *types, (int)cap, n);
+        else rc = lp_tokenizer_encode(t, text, len, with_bos, *ids, (int)cap, n);
+        if (!rc && !pair && !c->causal) rc = keep_second_segment(s, ids, types, n);
     }
-    if (!rc && *n != lp_run_len(s->run))
+    if (!rc && *n != T)
         rc = lp_error(LP_EINVAL, "patch: the corrupted prompt is %d tokens and the run %d; patching needs the same "
-                      "length (see 'tokens')", *n, lp_run_len(s->run));
+                      "length (see 'tokens')", *n, T);
+    for (int i = 0; !rc && i < T; i++)
+        if ((*types)[i] != lp_run_types(s->run)[i])
+            rc = lp_error(LP_EINVAL, "patch: the corrupted prompt's token type at position %d is %d, the run's %d; "
+                          "give segments as long as the run's (see 'tokens')", i, (*types)[i], lp_run_types(s->run)[i]);
     if (rc) {
         free(*ids);
-        *ids = NULL;
+        free(*types);
+        *ids = *types = NULL;
     }
     return rc;
 }
@@ -404,31 +454,39 @@ static int patch_site(const lp_session *s, const char *name, lp_patch_site *site
                                    lp_act_name(kind) : name, site);
 }
 
-/* patch --corrupt TEXT [--site S] [--target ..] [--vs ..] [--denoise]: a layer x position
- * (or layer x head for z) table of the logit-difference recovery. */
+/* patch --corrupt TEXT [--pair TEXT2] [--site S] [--target ..] [--vs ..] [--pos P] [--denoise]:
+ * a layer x position (or layer x head for z) table of the logit-difference recovery. */
 int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
-    if (rc || (rc = lp_model_need_decoder(s->model, "patch"))) return rc;
+    if (rc) return rc;
     lp_opt o[] = {{"corrupt", false, NULL}, {"corrupt-ids", false, NULL}, {"site", false, NULL},
                   {"target", false, NULL},  {"target-id", false, NULL},   {"vs", false, NULL},
-                  {"vs-id", false, NULL},   {"denoise", true, NULL}};
+                  {"vs-id", false, NULL},   {"denoise", true, NULL},      {"pos", false, NULL},
+                  {"pair", false, NULL}};
     char *pos[1];
-    int np, target, contrast, n, *ids = NULL;
-    if ((rc = lp_cmd_opts("patch", argc, argv, o, 8, pos, 0, &np))) return rc;
+    int np, target, contrast, n, at, *ids = NULL, *types = NULL;
+    if ((rc = lp_cmd_opts("patch", argc, argv, o, 10, pos, 0, &np))) return rc;
     lp_patch_site site = LP_PATCH_RESID_PRE;
     if (o[2].value && (rc = patch_site(s, o[2].value, &site))) return rc;
     const lp_config *c = lp_model_config(s->model);
-    int T = lp_run_len(s->run), L = c->n_layer, V = c->vocab;
+    int T = lp_run_len(s->run), L = c->n_layer, V = lp_run_out_width(s->run);
+    if (c->causal && o[8].value) {
+        if ((rc = lp_cmd_pos(s, o[8].value, &at))) return rc;
+        if (at != T - 1)
+            return lp_error(LP_EINVAL, "patch: a decoder's patching reads its last position (%d); leave out --pos", T - 1);
+    }
     const lp_run *clean = s->run;
     lp_run *corrupt = NULL;
-    if ((rc = corrupt_ids(s, o[0].value, o[1].value, &ids, &n)) || (rc = lp_run_new(&corrupt, s->model, ids, n)) ||
-        (rc = pick_target(s, o[3].value, o[4].value, lp_run_logits(clean, T - 1), &target)) ||
+    if ((rc = output_pos(s, "patch", c->causal ? NULL : o[8].value, &at)) ||
+        (rc = corrupt_ids(s, o[0].value, o[1].value, o[9].value, &ids, &types, &n)) ||
+        (rc = lp_run_new_typed(&corrupt, s->model, ids, types, n)) ||
+        (rc = pick_target(s, o[3].value, o[4].value, lp_run_logits(clean, at), &target)) ||
         (rc = pick_contrast(s, o[5].value, o[6].value, &contrast)))
         goto done;
     /* The contrast by default: what the corrupted run predicts instead (its runner-up if
      * that is the target too). */
-    if (contrast < 0) contrast = best_other(lp_run_logits(corrupt, T - 1), V, target);
+    if (contrast < 0) contrast = best_other(lp_run_logits(corrupt, at), V, target);
     if (contrast == target) {
         rc = lp_error(LP_EINVAL, "patch: the target and --vs are the same token");
         goto done;
@@ -440,15 +498,15 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     float *raw = malloc(((size_t)L * cols + L) * sizeof *raw), *all = raw ? raw + (size_t)L * cols : NULL;
     lp_patch *whole = malloc((size_t)L * sizeof *whole);
     if (!raw || !whole) rc = lp_error(LP_ENOMEM, "out of memory");
-    if (!rc) rc = lp_patch_sweep(base, source, site, target, contrast, raw);
+    if (!rc) rc = lp_patch_sweep_at(base, source, site, at, target, contrast, raw);
     for (int l = 0; l < L; l++) whole[l] = (lp_patch){site, l, -1, -1};
-    if (!rc && per_layer_too) rc = lp_patch_metric(base, source, whole, L, target, contrast, all);
+    if (!rc && per_layer_too) rc = lp_patch_metric_at(base, source, whole, L, at, target, contrast, all);
     free(whole);
     if (rc) {
         free(raw);
         goto done;
     }
-    const float *lc = lp_run_logits(clean, T - 1), *lx = lp_run_logits(corrupt, T - 1);
+    const float *lc = lp_run_logits(clean, at), *lx = lp_run_logits(corrupt, at);
     double m_clean = (double)lc[target] - lc[contrast], m_corrupt = (double)lx[target] - lx[contrast];
     bool undefined = fabs(m_clean - m_corrupt) < RECOVERY_MIN_GAP;
     double rc_clean = undefined ? NAN : m_clean;
@@ -464,7 +522,7 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
                           matrix(raw, L, cols, rc_clean, m_corrupt, true), "raw", matrix(raw, L, cols, 0, 0, false),
                           "clean", lp_json_number(m_clean), "corrupt", lp_json_number(m_corrupt), "undefined", undefined,
                           "target", token_obj(s, target),
-                          "contrast", token_obj(s, contrast), "pos", T - 1, "tokens", toks, "corrupt_tokens", ctoks);
+                          "contrast", token_obj(s, contrast), "pos", at, "tokens", toks, "corrupt_tokens", ctoks);
     if (per_layer_too) { /* every position of a layer at once */
         json_t *rec = matrix(all, 1, L, rc_clean, m_corrupt, true), *raw_all = matrix(all, 1, L, 0, 0, false);
         json_object_set(v, "layer_all", json_array_get(rec, 0));
@@ -480,11 +538,14 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     for (int t = 0; t < T; t++) json_array_append_new(cid, json_integer(ids[t]));
     json_object_set_new(params, "corrupt_ids", cid);
     if (o[0].value) json_object_set_new(params, "corrupt", json_stringn_nocheck(o[0].value, strlen(o[0].value)));
+    if (o[9].value) json_object_set_new(params, "pair", json_stringn_nocheck(o[9].value, strlen(o[9].value)));
+    if (!c->causal) json_object_set_new(params, "pos", json_integer(at));
     rc = record(s, "patch", params, v);
     lp_cmd_emit(s, v, table);
 done:
     lp_run_free(corrupt);
     free(ids);
+    free(types);
     return rc;
 }
 

@@ -83,7 +83,7 @@ check "export pooled: (1, d)" is 4 '.shape == [1,32]'
 
 # Refusals: one line each, naming the command and the architecture.
 for c in 'dla|dla' \
-    'neurons 0 --sort dla|neurons: direct logit attribution' 'patch --corrupt-ids 2,4,3|patch' 'scan|scan' \
+    'neurons 0 --sort dla|neurons: direct logit attribution' 'scan|scan' \
     'generate 3|generate'; do
     cmd=${c%%|*} name=${c#*|}
     "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e "$cmd" >/dev/null 2>"$tmp/e2"
@@ -134,5 +134,31 @@ check "logits on BertModel is refused" grep -q "BertModel has no output head" "$
 # The store records encoder runs (predictions: a masked LM's tokens, a classifier's labels).
 "$LOUPE" -d "$tmp/s.db" "$ENC/bert_cls" -e 'run the movie was good' >/dev/null 2>"$tmp/err"
 check "a classifier's run is stored" test "$(sqlite3 "$tmp/s.db" "SELECT count(*) FROM predictions")" -eq 3
+
+# patch on encoders: a masked LM's mask logit, a classifier's label, sentence pairs.
+"$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the quick [MASK] jumped .' -e 'patch --corrupt "the lazy [MASK] jumped ."' \
+    -e 'patch --corrupt "the lazy [MASK] jumped ." --site z --denoise' >"$tmp/out" 2>"$tmp/err"
+check "patch on a masked LM runs (resid_pre, z --denoise)" test $? -eq 0
+check "patch: reads the first mask, layers x positions" is 1 '.pos == 3 and (.values | length) == 2 and ([.values[] | length == 8] | all)'
+check "patch: the one changed token at layer 0 gives the corrupted run (0), the others change nothing (1)" \
+    is 1 '(.values[0][2] | fabs) < 1e-4 and ([.values[0][0,1,3,4,5,6,7]] | all(. == 1))'
+check "patch: the changed token reaches every position at layer 1 (attention is bidirectional)" is 1 '.values[1][0] != 1 and .values[1][7] != 1'
+check "patch --site z --denoise: layers x heads" is 2 '.direction == "denoising" and .cols == "head" and ([.values[] | length == 4] | all)'
+"$LOUPE" -d :memory: -m json "$ENC/bert_cls" -e 'run this movie was not good. --pair i liked the film.' \
+    -e 'patch --corrupt "this film was very good." --target negative --vs positive --site attn_out' \
+    -e 'patch --corrupt "this movie was very good." --pair "i liked the film ." --site mlp_out' >"$tmp/out" 2>"$tmp/err"
+check "patch on a classifier's sentence pair runs" test $? -eq 0
+check "patch: the label objective at position 0" is 1 '.pos == 0 and .target == {"id":0,"label":"negative"} and .contrast == {"id":2,"label":"positive"} and (.layer_all | length) == 2'
+check "patch: the corrupted text replaces the first segment, the pair's second is kept" is 1 '.corrupt_tokens[1:3] == ["this","film"] and .corrupt_tokens[7:] == .tokens[7:]'
+check "patch --pair: the corrupted prompt's own second text" is 2 '.corrupt_tokens[4] == "very" and .corrupt_tokens[8:] == .tokens[8:]'
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run this movie was not good. --pair i liked the film.' \
+    -e 'patch --corrupt "this movie was good." --pair "i liked the film very."' >/dev/null 2>"$tmp/e2"
+check "patch: segments of other lengths (token types differ) are refused" grep -q "^error: patch: the corrupted prompt's token type at position 7 is 1, the run's 0" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run this movie was not good.' -e 'patch --corrupt "this movie was very good." --pos 3' >/dev/null 2>"$tmp/e2"
+check "patch: a classifier reads position 0 only" grep -q "^error: patch: a classifier's prediction is at position 0" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_model" -e 'run the movie' -e 'patch --corrupt "the film"' >/dev/null 2>"$tmp/e2"
+check "patch: BertModel has nothing to read" grep -q "^error: patch: BertModel has no output head" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/roberta_mlm" -e 'run the cat <mask> on the mat' -e 'patch --corrupt "the dog <mask> on the mat" --site mlp_out' >"$tmp/out" 2>"$tmp/err"
+check "patch on RoBERTa's masked LM" grep -q "^layer  0:<s>" "$tmp/out"
 
 [ "$fails" -eq 0 ] || { echo "$fails failed"; exit 1; }
