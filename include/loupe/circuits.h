@@ -28,16 +28,33 @@ typedef struct {
     double heads, mlp;   /* sums of the per-head and per-layer parts */
     double bias;         /* attn_bias + norm_bias + unembed_bias */
     double attn_bias;    /* the attention output projections' biases, every layer */
-    double norm_bias;    /* the final norm's bias (LayerNorm) */
+    double norm_bias;    /* the final norm's bias (LayerNorm); encoders: every post-norm's bias */
     double unembed_bias; /* the unembedding's bias, if it has one */
+    int linearised;      /* 1 for encoders: first order in the head (below); 0: exact */
+    double remainder;    /* logit - total: what the linear parts leave to the head (rounding when exact) */
 } lp_dla_sums;
 
 /* heads (n_layer, n_head) and mlp (n_layer): each head's and each MLP's (bias included)
- * direct contribution at pos to target (contrast -1: none). */
+ * direct contribution at pos to target (contrast -1: none).
+ *
+ * Encoders (post-norm blocks, a non-linear head): a LayerNorm follows every attention and
+ * every MLP. With each one's 1/std frozen at the run's value, each is linear (affine), so the
+ * last layer's output at pos is exactly the sum of the embeddings' output (resid_pre of
+ * layer 0), every head's and MLP's output and every attention output bias, each carried
+ * through the norms after it (centred, scaled, times the norm's weight), plus the norms'
+ * biases carried the same way. The head (MLM: dense, activation, LayerNorm, decoder;
+ * classifier: dense, tanh or ReLU, output layer) is not linear: the parts are dotted with
+ * its gradient at the run, d logit / d x at x = the last layer's output, so each is the
+ * first-order change of the logit if that part were scaled (a finite difference agrees as
+ * the step goes to 0). total = embed + heads + mlp + bias is then gradient . x, not the
+ * logit: remainder = logit - total is what the linearisation leaves, and linearised = 1.
+ * Target and contrast are a classifier's label ids, at pos 0. Models without a head are
+ * refused. */
 int lp_dla(const lp_run *r, int pos, int target, int contrast, float *heads, float *mlp, lp_dla_sums *sums);
 
 /* out (d_mlp): each neuron of layer's MLP at pos, its activation (mlp_post) times its row
- * of W_down, through the frozen final norm, dotted with the direction. Their sum plus the
+ * of W_down, through the frozen final norm, dotted with the direction (encoders: through the
+ * frozen norms after it, dotted with the head's gradient, as lp_dla). Their sum plus the
  * MLP's output bias is lp_dla's mlp[layer]. */
 int lp_dla_neurons(const lp_run *r, int layer, int pos, int target, int contrast, float *out);
 

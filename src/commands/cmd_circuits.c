@@ -80,20 +80,22 @@ static int record(lp_session *s, const char *kind, json_t *params, json_t *resul
 /* ---- dla ---- */
 
 /* dla [--target ..] [--vs ..] [--pos P]: table: layers down, heads across, then the MLP;
- * the last rows hold the embeddings, the biases, the sum and the logit (in the mlp column). */
+ * the last rows hold the embeddings, the biases, the sum and the logit (in the mlp column);
+ * encoders' (linearised in the head, circuits.h) also the remainder. */
 int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
-    if (rc || (rc = lp_model_need_decoder(s->model, "dla"))) return rc;
+    if (rc) return rc;
     lp_opt o[] = {{"target", false, NULL}, {"target-id", false, NULL}, {"vs", false, NULL}, {"vs-id", false, NULL},
                   {"pos", false, NULL}};
     char *pos[1];
     int np, p, target, contrast;
-    if ((rc = lp_cmd_opts("dla", argc, argv, o, 5, pos, 0, &np)) || (rc = lp_cmd_pos(s, o[4].value, &p)) ||
+    if ((rc = lp_cmd_opts("dla", argc, argv, o, 5, pos, 0, &np)) || (rc = output_pos(s, "dla", o[4].value, &p)) ||
         (rc = pick_target(s, o[0].value, o[1].value, lp_run_logits(s->run, p), &target)) ||
         (rc = pick_contrast(s, o[2].value, o[3].value, &contrast)))
         return rc;
-    if (contrast == target) return lp_error(LP_EINVAL, "dla: the target and --vs are the same token");
+    if (contrast == target)
+        return lp_error(LP_EINVAL, "dla: the target and --vs are the same %s", is_classifier(s) ? "label" : "token");
     const lp_config *c = lp_model_config(s->model);
     int L = c->n_layer, H = c->n_head;
     float *heads = malloc((size_t)L * H * sizeof *heads), *mlp = malloc((size_t)L * sizeof *mlp);
@@ -104,7 +106,7 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
         return rc;
     }
     json_t *jh = json_array(), *jm = json_array(), *table = lp_table_new();
-    lp_table_column(table, "layer", 0, NULL);
+    lp_table_column(table, S.linearised ? "layer (linearised at the run)" : "layer", 0, NULL);
     char name[32];
     for (int h = 0; h < H; h++) {
         snprintf(name, sizeof name, "h%d", h);
@@ -124,9 +126,9 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
         json_array_append_new(row, lp_json_number(mlp[l]));
         lp_table_row(table, row);
     }
-    const char *labels[] = {"embed", "bias", "total", "logit"};
-    double values[] = {S.embed, S.bias, S.total, S.logit};
-    for (int k = 0; k < 4; k++) {
+    const char *labels[] = {"embed", "bias", "total", "logit", "remainder"};
+    double values[] = {S.embed, S.bias, S.total, S.logit, S.remainder};
+    for (int k = 0; k < (S.linearised ? 5 : 4); k++) {
         json_t *row = json_pack("[s]", labels[k]);
         for (int h = 0; h < H; h++) json_array_append_new(row, json_null());
         json_array_append_new(row, lp_json_number(values[k]));
@@ -140,6 +142,11 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
                           "bias_parts", "attn_out", lp_json_number(S.attn_bias), "ln_final", lp_json_number(S.norm_bias),
                           "unembed", lp_json_number(S.unembed_bias), "heads_total", lp_json_number(S.heads), "mlp_total",
                           lp_json_number(S.mlp), "heads", jh, "mlp", jm);
+    json_object_set_new(v, "linearised", json_boolean(S.linearised));
+    json_object_set_new(v, "remainder", lp_json_number(S.remainder));
+    if (S.linearised) /* an encoder's biases: attention outputs and every post-norm */
+        json_object_set_new(v, "bias_parts", json_pack("{s:o,s:o}", "attn_out", lp_json_number(S.attn_bias), "norms",
+                                                       lp_json_number(S.norm_bias)));
     rc = record(s, "dla",
                 json_pack("{s:i,s:i,s:o}", "pos", p, "target", target, "contrast",
                           contrast >= 0 ? json_integer(contrast) : json_null()),
@@ -161,9 +168,9 @@ static int by_key_desc(const void *a, const void *b) {
     return x->i - y->i;
 }
 
-/* neurons L [--pos P] [K] [--sort act|abs|dla] [--target ..] [--vs ..]. Encoders: the
- * activations only (--sort act|abs), no direct logit attribution (post-norm blocks put a norm
- * after every layer, so no layer writes to the logits directly). */
+/* neurons L [--pos P] [K] [--sort act|abs|dla] [--target ..] [--vs ..]. Encoders: dla as
+ * lp_dla's (linearised in the head) where the head reads the position (a masked LM's any,
+ * default the first mask; a classifier's 0); a bare encoder has activations only. */
 int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
@@ -182,11 +189,21 @@ int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     if (strcmp(sort, "act") && strcmp(sort, "abs") && strcmp(sort, "dla"))
         return lp_error(LP_EINVAL, "neurons: --sort act (highest activation), abs (largest |activation|) or dla "
                         "(largest |contribution|)");
-    bool with_dla = c->causal;
-    if (!with_dla && (strcmp(sort, "dla") == 0 || o[1].value || o[2].value || o[3].value || o[4].value))
-        return lp_model_need_decoder(s->model, "neurons: direct logit attribution (--sort dla, --target, --vs)");
+    bool wants_dla = strcmp(sort, "dla") == 0 || o[1].value || o[2].value || o[3].value || o[4].value;
+    bool with_dla = c->head != LP_HEAD_NONE;
+    if (!with_dla && wants_dla)
+        return lp_error(LP_EUNSUPPORTED, "neurons: %s has no output head, so no logit to attribute (--sort dla, "
+                        "--target, --vs); use --sort act or abs", c->arch);
     target = contrast = -1;
-    if ((rc = lp_cmd_pos(s, o[0].value, &p)) ||
+    if (c->head == LP_HEAD_CLASSIFIER && !wants_dla && o[0].value) {
+        if ((rc = lp_cmd_pos(s, o[0].value, &p))) return rc;
+        with_dla = p == 0; /* activations elsewhere; the label is read at 0 */
+    } else if (c->head == LP_HEAD_MLM && !o[0].value && lp_cmd_first_mask(s) < 0) {
+        rc = lp_cmd_pos(s, NULL, &p); /* no mask: the last position, as for activations */
+    } else {
+        rc = with_dla ? output_pos(s, "neurons", o[0].value, &p) : lp_cmd_pos(s, o[0].value, &p);
+    }
+    if (rc ||
         (with_dla && (rc = pick_target(s, o[1].value, o[2].value, lp_run_logits(s->run, p), &target))) ||
         (with_dla && (rc = pick_contrast(s, o[3].value, o[4].value, &contrast))))
         return rc;

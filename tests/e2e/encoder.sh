@@ -82,9 +82,7 @@ check "heads: every head, finite entropy" is 2 'length == 4 and ([.[].entropy | 
 check "export pooled: (1, d)" is 4 '.shape == [1,32]'
 
 # Refusals: one line each, naming the command and the architecture.
-for c in 'dla|dla' \
-    'neurons 0 --sort dla|neurons: direct logit attribution' 'scan|scan' \
-    'generate 3|generate'; do
+for c in 'scan|scan' 'generate 3|generate'; do
     cmd=${c%%|*} name=${c#*|}
     "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e "$cmd" >/dev/null 2>"$tmp/e2"
     check "$cmd refuses encoders in one line" sh -c "test \$(wc -l < '$tmp/e2') -eq 1 && grep -q '^error: $name.*: not yet available for encoder models (BertForMaskedLM)' '$tmp/e2'"
@@ -117,7 +115,7 @@ check "attr on a classifier at another position is refused" grep -q "prediction 
 "$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the [MASK] was good' -e 'lens --pos 2' -e 'top 1' >"$tmp/out" 2>"$tmp/err"
 check "lens on a masked LM: the last layer's row is the model's output" is 1 "(length == 3) and (.[2].top[0].id == $(jq -s '.[2][0].id' "$tmp/out"))"
 "$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the [MASK] was good' -e 'neurons 1 3' >"$tmp/out" 2>"$tmp/err"
-check "neurons on an encoder: activations, no dla" is 1 '(.neurons | length) == 3 and ([.neurons[].dla] | all(. == null)) and ([.neurons[].act] | . == (sort | reverse)) and .target == null'
+check "neurons on a masked LM: activations and dla at the mask" is 1 '(.neurons | length) == 3 and ([.neurons[].dla] | all(type == "number")) and ([.neurons[].act] | . == (sort | reverse)) and .pos == 2 and .target.id >= 0'
 "$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie' -e lens >/dev/null 2>"$tmp/e2"
 check "lens on a classifier is refused" grep -q "lens: BertForSequenceClassification is a sequence classifier" "$tmp/e2"
 "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e classify >/dev/null 2>"$tmp/e2"
@@ -160,5 +158,29 @@ check "patch: a classifier reads position 0 only" grep -q "^error: patch: a clas
 check "patch: BertModel has nothing to read" grep -q "^error: patch: BertModel has no output head" "$tmp/e2"
 "$LOUPE" -d :memory: "$ENC/roberta_mlm" -e 'run the cat <mask> on the mat' -e 'patch --corrupt "the dog <mask> on the mat" --site mlp_out' >"$tmp/out" 2>"$tmp/err"
 check "patch on RoBERTa's masked LM" grep -q "^layer  0:<s>" "$tmp/out"
+
+# dla on encoders: linearised in the head, the closure rows, labels as targets.
+"$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the quick [MASK] jumped .' -e 'dla' -e 'dla --pos 2 --target-id 65 --vs-id 66' \
+    -e 'neurons 1 4 --sort dla' >"$tmp/out" 2>"$tmp/err"
+check "dla on a masked LM runs (first mask, --pos)" test $? -eq 0
+check "dla: linearised, at the first mask, parts adding up to total, remainder = logit - total" \
+    is 1 '.linearised == true and .pos == 3 and (((.embed + .bias + .heads_total + .mlp_total) - .total) | fabs) < 1e-4 and (((.logit - .total) - .remainder) | fabs) < 1e-6 and (.bias_parts | keys) == ["attn_out","norms"]'
+check "dla --pos --target-id --vs-id" is 2 '.pos == 2 and .target.id == 65 and .contrast.id == 66'
+check "neurons --sort dla on an encoder: by |dla|" is 3 '[.neurons[].dla | fabs] | . == (sort | reverse)'
+"$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the quick [MASK] jumped .' -e 'dla' >"$tmp/out" 2>"$tmp/err"
+check "dla table: says it is linearised and shows the remainder" sh -c "grep -q '^layer (linearised at the run)' '$tmp/out' && grep -q '^remainder' '$tmp/out'"
+"$LOUPE" -d :memory: -m json "$ENC/distilbert_cls" -e 'run this movie was not good.' -e 'dla --target negative --vs positive' \
+    -e 'neurons 0 2 --pos 3' -e 'classify' >"$tmp/out" 2>"$tmp/err"
+check "dla on a classifier: labels, position 0" is 1 '.pos == 0 and .target.label == "negative" and .contrast.label == "positive"'
+check "dla's logit is the label logit difference" jq -e -s '(.[1].logit - (.[3][0].logit - .[3][2].logit)) | fabs < 1e-5' "$tmp/out"
+check "neurons on a classifier away from 0: activations only" is 2 '.pos == 3 and ([.neurons[].dla] | all(. == null))'
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie' -e 'dla --pos 2' >/dev/null 2>"$tmp/e2"
+check "dla on a classifier away from 0 is refused" grep -q "^error: dla: a classifier's prediction is at position 0" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie' -e 'dla --target happy' >/dev/null 2>"$tmp/e2"
+check "dla --target with an unknown label is refused" grep -q "'happy' is not one of this classifier's labels" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_model" -e 'run the movie' -e 'dla' >/dev/null 2>"$tmp/e2"
+check "dla on BertModel is refused" grep -q "^error: dla: BertModel has no output head" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_model" -e 'run the movie' -e 'neurons 0 --sort dla' >/dev/null 2>"$tmp/e2"
+check "neurons --sort dla on BertModel is refused" grep -q "^error: neurons: BertModel has no output head" "$tmp/e2"
 
 [ "$fails" -eq 0 ] || { echo "$fails failed"; exit 1; }
