@@ -719,6 +719,125 @@ static void encoder_dla_refusals(void **state) {
     lp_model_free(m);
 }
 
+/* ---- encoders' head metrics and scan (Clark et al. 2019) ---- */
+
+/* The four metrics of heads.h recomputed by hand from each head's pattern, on a BERT
+ * sentence pair (two [SEP]s), a RoBERTa pair (<s> A </s></s> B </s>), a two-token run
+ * ([CLS] [SEP]: the sinks add up to 1, next_token is A[0, 1], broad the entropy over ln 2)
+ * and a run without special tokens (sinks undefined). Bound 1e-6 (float patterns summed in
+ * double both ways). */
+static void encoder_head_metrics_by_hand(void **state) {
+    (void)state;
+    static const struct {
+        const char *model;
+        int ids[16], n;
+    } runs[] = {
+        {"bert_mlm", {2, 65, 100, 4, 99, 106, 5, 3, 94, 83, 72, 3}, 12},
+        {"roberta_mlm", {0, 65, 100, 4, 99, 2, 2, 94, 83, 72, 2}, 11},
+        {"bert_cls", {2, 3}, 2},
+        {"distilbert_mlm", {65, 100, 99}, 3},
+    };
+    for (size_t k = 0; k < sizeof runs / sizeof *runs; k++) {
+        char dir[256];
+        snprintf(dir, sizeof dir, ENC "%s", runs[k].model);
+        lp_model *m;
+        lp_run *r;
+        assert_int_equal(lp_model_load(&m, dir, NULL), LP_OK);
+        const lp_config *c = lp_model_config(m);
+        int T = runs[k].n, cls = runs[k].model[0] == 'r' ? 0 : 2, sep = runs[k].model[0] == 'r' ? 2 : 3;
+        assert_int_equal(lp_run_new(&r, m, runs[k].ids, T), LP_OK);
+        float *em = malloc((size_t)c->n_layer * c->n_head * LP_HEAD_ENCODER_METRIC_COUNT * sizeof *em);
+        lp_head_metrics_encoder(em, r);
+        bool specials = false;
+        for (int j = 0; j < T; j++) specials |= runs[k].ids[j] == cls || runs[k].ids[j] == sep;
+        for (int l = 0; l < c->n_layer; l++)
+            for (int h = 0; h < c->n_head; h++) {
+                lp_view v;
+                assert_int_equal(lp_run_view(r, LP_ACT_PATTERN, l, h, &v), LP_OK);
+                double next = 0, to_cls = 0, to_sep = 0, ent = 0;
+                for (int i = 0; i < T; i++) {
+                    const float *row = v.data + (size_t)i * v.stride[0];
+                    if (i + 1 < T) next += row[i + 1];
+                    for (int j = 0; j < T; j++) {
+                        if (row[j] > 0) ent -= row[j] * log(row[j]);
+                        if (runs[k].ids[j] == cls) to_cls += row[j];
+                        if (runs[k].ids[j] == sep) to_sep += row[j];
+                    }
+                }
+                const float *o = em + ((size_t)l * c->n_head + h) * LP_HEAD_ENCODER_METRIC_COUNT;
+                assert_true(fabs(o[LP_HEAD_NEXT_TOKEN - LP_HEAD_METRIC_COUNT] - next / (T - 1)) < 1e-6);
+                assert_true(fabs(o[LP_HEAD_BROAD - LP_HEAD_METRIC_COUNT] - ent / T / log(T)) < 1e-6);
+                if (!specials) {
+                    assert_true(isnan(o[LP_HEAD_CLS_SINK - LP_HEAD_METRIC_COUNT]));
+                    assert_true(isnan(o[LP_HEAD_SEP_SINK - LP_HEAD_METRIC_COUNT]));
+                    continue;
+                }
+                assert_true(fabs(o[LP_HEAD_CLS_SINK - LP_HEAD_METRIC_COUNT] - to_cls / T) < 1e-6);
+                assert_true(fabs(o[LP_HEAD_SEP_SINK - LP_HEAD_METRIC_COUNT] - to_sep / T) < 1e-6);
+                if (T == 2) { /* every key is [CLS] or [SEP] */
+                    assert_true(fabs(o[LP_HEAD_CLS_SINK - LP_HEAD_METRIC_COUNT] + o[LP_HEAD_SEP_SINK - LP_HEAD_METRIC_COUNT] - 1) < 1e-6);
+                    assert_true(fabs(o[LP_HEAD_NEXT_TOKEN - LP_HEAD_METRIC_COUNT] - v.data[1]) < 1e-7);
+                }
+            }
+        free(em);
+        lp_run_free(r);
+        lp_model_free(m);
+    }
+}
+
+/* An encoder's scan on one sequence is the head metrics of a run of it, and on two their
+ * mean; its sequences are [CLS], distinct non-special tokens, [SEP]. Bound 1e-6. */
+static void encoder_scan_is_the_metrics_of_its_sequences(void **state) {
+    (void)state;
+    for (int k = 0; k < 2; k++) {
+        lp_model *m;
+        assert_int_equal(lp_model_load(&m, k ? ENC "roberta_cls" : ENC "bert_mlm", NULL), LP_OK);
+        const lp_config *c = lp_model_config(m);
+        int cls = k ? 0 : 2, sep = k ? 2 : 3, nh = c->n_layer * c->n_head, ids[64], n;
+        lp_scan_options o = {.seq_len = 12, .n_seqs = 2, .seed = 5, .bos = -1, .avoid = {-1, -1}};
+        float *sc = malloc((size_t)nh * LP_ESCAN_COUNT * sizeof *sc), *want = calloc((size_t)nh * LP_ESCAN_COUNT, sizeof *want);
+        float *hm = malloc((size_t)nh * LP_HEAD_METRIC_COUNT * sizeof *hm);
+        float *em = malloc((size_t)nh * LP_HEAD_ENCODER_METRIC_COUNT * sizeof *em);
+        int N;
+        assert_int_equal(lp_scan_heads_encoder(m, &o, sc, &N), LP_OK);
+        assert_int_equal(N, 12);
+        for (int b = 0; b < 2; b++) {
+            assert_int_equal(lp_scan_sequence(m, &o, b, ids, &n), LP_OK);
+            assert_int_equal(n, 14);
+            assert_int_equal(ids[0], cls);
+            assert_int_equal(ids[13], sep);
+            for (int i = 1; i < 13; i++) {
+                assert_true(ids[i] > 4); /* the fixtures' specials are 0..4 */
+                for (int j = 1; j < i; j++) assert_int_not_equal(ids[i], ids[j]);
+            }
+            lp_run *r;
+            assert_int_equal(lp_run_new(&r, m, ids, n), LP_OK);
+            lp_head_metrics(hm, r);
+            lp_head_metrics_encoder(em, r);
+            for (int i = 0; i < nh; i++) {
+                float *w = want + (size_t)i * LP_ESCAN_COUNT;
+                w[LP_ESCAN_PREV_TOKEN] += hm[i * LP_HEAD_METRIC_COUNT + LP_HEAD_PREV_TOKEN] / 2;
+                for (int q = 0; q < 4; q++) w[LP_ESCAN_NEXT_TOKEN + q] += em[i * LP_HEAD_ENCODER_METRIC_COUNT + q] / 2;
+            }
+            lp_run_free(r);
+        }
+        for (int i = 0; i < nh * LP_ESCAN_COUNT; i++) assert_true(fabs(sc[i] - want[i]) < 1e-6);
+        /* refusals: too long, and each scan for its kind of model */
+        o.seq_len = c->n_ctx;
+        assert_int_equal(lp_scan_heads_encoder(m, &o, sc, NULL), LP_EINVAL);
+        assert_non_null(strstr(lp_errmsg(), "between [CLS] and [SEP]"));
+        assert_int_equal(lp_scan_max_len(m, &o), c->n_ctx - 2);
+        assert_int_equal(lp_scan_heads(m, &o, sc, NULL), LP_EUNSUPPORTED);
+        free(sc), free(want), free(hm), free(em);
+        lp_model_free(m);
+    }
+    test_model tm = load(0);
+    lp_scan_options o = {.bos = -1, .avoid = {-1, -1}};
+    float sc[4096];
+    assert_int_equal(lp_scan_heads_encoder(tm.m, &o, sc, NULL), LP_EINVAL);
+    unload(&tm);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(dla_parts_add_up_to_the_logit),
@@ -735,6 +854,8 @@ int main(void) {
         cmocka_unit_test(encoder_patching_refusals),
         cmocka_unit_test(encoder_dla_is_first_order_in_the_head),
         cmocka_unit_test(encoder_dla_refusals),
+        cmocka_unit_test(encoder_head_metrics_by_hand),
+        cmocka_unit_test(encoder_scan_is_the_metrics_of_its_sequences),
     };
     return cmocka_run_group_tests_name("circuits", tests, NULL, NULL);
 }

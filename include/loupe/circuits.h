@@ -158,4 +158,28 @@ int lp_scan_heads(const lp_model *m, const lp_scan_options *o, float *scores, in
  * its length in *n. */
 int lp_scan_sequence(const lp_model *m, const lp_scan_options *o, int index, int *ids, int *n);
 
+/* ---- head scan of an encoder ----
+ * Induction and duplicate-token scores assume a model that reads left to right; an encoder's
+ * heads are scored instead with Clark et al. 2019's metrics (heads.h: prev_token, next_token,
+ * cls_sink, sep_sink, broad) on generated sequences [CLS] t_1 .. t_N [SEP] (RoBERTa: <s> ..
+ * </s>) of N distinct random tokens that are none of the tokenizer's special tokens (its
+ * [CLS], [SEP], [MASK], [PAD], [UNK], BOS, EOS): what a head does on text with no meaning is
+ * what its position and the special tokens make it do. lp_scan_sequence and lp_scan_max_len
+ * give these sequences and their largest N (the context less 2) for encoders; o->bos and
+ * o->avoid are not read. The model needs its tokenizer (for [CLS] and [SEP]). */
+
+typedef enum {
+    LP_ESCAN_PREV_TOKEN,
+    LP_ESCAN_NEXT_TOKEN,
+    LP_ESCAN_CLS_SINK,
+    LP_ESCAN_SEP_SINK,
+    LP_ESCAN_BROAD,
+    LP_ESCAN_COUNT
+} lp_encoder_scan_score;
+
+const char *lp_encoder_scan_score_name(lp_encoder_scan_score k); /* "prev_token", "next_token", ... */
+/* scores (n_layer, n_head, LP_ESCAN_COUNT), averaged over the sequences (each the run's
+ * lp_head_metrics / lp_head_metrics_encoder value); *seq_len (may be NULL) gets N. */
+int lp_scan_heads_encoder(const lp_model *m, const lp_scan_options *o, float *scores, int *seq_len);
+
 #endif

@@ -568,12 +568,19 @@ done:
 
 /* ---- scan ---- */
 
+/* A score's name: a decoder's (lp_scan_score) or an encoder's (lp_encoder_scan_score). */
+static const char *scan_name(bool enc, int k) {
+    return enc ? lp_encoder_scan_score_name((lp_encoder_scan_score)k) : lp_scan_score_name((lp_scan_score)k);
+}
+
 /* scan [--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]: every head is stored;
- * --labelled shows only the heads that got a label. */
+ * --labelled shows only the heads that got a label. Encoders: Clark et al.'s scores on
+ * [CLS] + random tokens + [SEP] (circuits.h), not stored yet (the store's head scans have a
+ * decoder's four columns). */
 int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_model(s);
-    if (rc || (rc = lp_model_need_decoder(s->model, "scan"))) return rc;
+    if (rc) return rc;
     lp_opt o[] = {{"len", false, NULL},       {"seqs", false, NULL},    {"seed", false, NULL},
                   {"threshold", false, NULL}, {"labelled", true, NULL}};
     char *pos[1];
@@ -587,6 +594,11 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     /* --len's range is what this model's context (and vocabulary) allows. */
     int max_len = lp_scan_max_len(s->model, &so);
     if (o[0].value && (rc = lp_cmd_int(o[0].value, "--len", 2, LONG_MAX, &len))) return rc;
+    bool enc = !c->causal;
+    if (enc && !t) return lp_error(LP_EINVAL, "scan: an encoder's scan needs its tokenizer (for [CLS] and [SEP])");
+    if (len > max_len && enc)
+        return lp_error(LP_EINVAL, "scan: --len %ld is out of range (2..%d): the sequence is [CLS], %ld distinct random "
+                        "tokens and [SEP], and the model's context holds %d", len, max_len, len, c->n_ctx);
     if (len > max_len)
         return lp_error(LP_EINVAL, "scan: --len %ld is out of range (2..%d): the sequence is %s%ld random tokens twice, "
                         "and the model's context holds %d", len, max_len, so.bos >= 0 ? "BOS and " : "", len, c->n_ctx);
@@ -596,12 +608,12 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
         (o[3].value && (rc = lp_cmd_float(o[3].value, "--threshold", &thr))))
         return rc;
     so.seq_len = (int)len, so.n_seqs = (int)seqs, so.seed = (uint64_t)seed;
-    int L = c->n_layer, H = c->n_head, N;
-    float *sc = malloc((size_t)L * H * LP_SCAN_COUNT * sizeof *sc);
+    int L = c->n_layer, H = c->n_head, N, K = enc ? LP_ESCAN_COUNT : LP_SCAN_COUNT;
+    float *sc = malloc((size_t)L * H * K * sizeof *sc);
     lp_store_head_scan *rows = malloc((size_t)L * H * sizeof *rows);
     char (*labels)[80] = malloc((size_t)L * H * sizeof *labels);
     if (!sc || !rows || !labels) rc = lp_error(LP_ENOMEM, "out of memory");
-    if (!rc) rc = lp_scan_heads(s->model, &so, sc, &N);
+    if (!rc) rc = enc ? lp_scan_heads_encoder(s->model, &so, sc, &N) : lp_scan_heads(s->model, &so, sc, &N);
     if (rc) {
         free(sc), free(rows), free(labels);
         return rc;
@@ -609,21 +621,21 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     json_t *arr = json_array(), *table = lp_table_new();
     lp_table_column(table, "layer", 0, NULL);
     lp_table_column(table, "head", 0, NULL);
-    for (int k = 0; k < LP_SCAN_COUNT; k++) lp_table_column(table, lp_scan_score_name((lp_scan_score)k), 0, "%.3f");
+    for (int k = 0; k < K; k++) lp_table_column(table, scan_name(enc, k), 0, "%.3f");
     lp_table_column(table, "labels", 0, NULL);
     for (int i = 0; i < L * H; i++) {
-        const float *x = sc + (size_t)i * LP_SCAN_COUNT;
+        const float *x = sc + (size_t)i * K;
         size_t at = 0;
         labels[i][0] = '\0';
-        for (int k = 0; k < LP_SCAN_COUNT; k++)
+        for (int k = 0; k < K; k++)
             if (x[k] >= thr)
-                at += (size_t)snprintf(labels[i] + at, sizeof labels[i] - at, "%s%s", at ? " " : "",
-                                       lp_scan_score_name((lp_scan_score)k));
-        rows[i] = (lp_store_head_scan){i / H, i % H, x[LP_SCAN_PREV_TOKEN], x[LP_SCAN_DUPLICATE_TOKEN],
-                                       x[LP_SCAN_INDUCTION], x[LP_SCAN_FIRST_TOKEN], labels[i]};
+                at += (size_t)snprintf(labels[i] + at, sizeof labels[i] - at, "%s%s", at ? " " : "", scan_name(enc, k));
+        if (!enc)
+            rows[i] = (lp_store_head_scan){i / H, i % H, x[LP_SCAN_PREV_TOKEN], x[LP_SCAN_DUPLICATE_TOKEN],
+                                           x[LP_SCAN_INDUCTION], x[LP_SCAN_FIRST_TOKEN], labels[i]};
         json_t *row = json_pack("{s:i,s:i}", "layer", i / H, "head", i % H), *trow = json_pack("[i,i]", i / H, i % H);
-        for (int k = 0; k < LP_SCAN_COUNT; k++) {
-            json_object_set_new(row, lp_scan_score_name((lp_scan_score)k), lp_json_number(x[k]));
+        for (int k = 0; k < K; k++) {
+            json_object_set_new(row, scan_name(enc, k), lp_json_number(x[k]));
             json_array_append_new(trow, lp_json_number(x[k]));
         }
         json_object_set_new(row, "labels", json_string(labels[i]));
@@ -637,12 +649,16 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
         lp_table_row(table, trow);
     }
     int64_t model_id, scan_id = 0;
-    if (s->store && !(rc = lp_cmd_model_row(s, &model_id)))
+    if (s->store && !enc && !(rc = lp_cmd_model_row(s, &model_id)))
         rc = lp_store_put_head_scan(s->store, model_id, 0, rows, L * H, &scan_id);
     free(sc), free(rows), free(labels);
-    lp_cmd_emit(s, json_pack("{s:o,s:i,s:i,s:I,s:i,s:o,s:o}", "scan_id", scan_id ? json_integer(scan_id) : json_null(),
-                             "seq_len", N, "n_seqs", (int)seqs, "seed", (json_int_t)seed, "bos", so.bos, "threshold",
-                             lp_json_number(thr), "heads", arr),
-                table);
+    json_t *v = json_pack("{s:o,s:i,s:i,s:I,s:i,s:o,s:o}", "scan_id", scan_id ? json_integer(scan_id) : json_null(),
+                          "seq_len", N, "n_seqs", (int)seqs, "seed", (json_int_t)seed, "bos", so.bos, "threshold",
+                          lp_json_number(thr), "heads", arr);
+    if (enc) { /* what was scanned: [CLS] (or <s>), N random tokens, [SEP] (or </s>) */
+        json_object_set_new(v, "bos", json_integer(lp_tokenizer_special(t, LP_SPECIAL_CLS)));
+        json_object_set_new(v, "sequence", json_string("cls_random_sep"));
+    }
+    lp_cmd_emit(s, v, table);
     return rc;
 }

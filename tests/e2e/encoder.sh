@@ -82,7 +82,7 @@ check "heads: every head, finite entropy" is 2 'length == 4 and ([.[].entropy | 
 check "export pooled: (1, d)" is 4 '.shape == [1,32]'
 
 # Refusals: one line each, naming the command and the architecture.
-for c in 'scan|scan' 'generate 3|generate'; do
+for c in 'generate 3|generate'; do
     cmd=${c%%|*} name=${c#*|}
     "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e "$cmd" >/dev/null 2>"$tmp/e2"
     check "$cmd refuses encoders in one line" sh -c "test \$(wc -l < '$tmp/e2') -eq 1 && grep -q '^error: $name.*: not yet available for encoder models (BertForMaskedLM)' '$tmp/e2'"
@@ -182,5 +182,20 @@ check "dla --target with an unknown label is refused" grep -q "'happy' is not on
 check "dla on BertModel is refused" grep -q "^error: dla: BertModel has no output head" "$tmp/e2"
 "$LOUPE" -d :memory: "$ENC/bert_model" -e 'run the movie' -e 'neurons 0 --sort dla' >/dev/null 2>"$tmp/e2"
 check "neurons --sort dla on BertModel is refused" grep -q "^error: neurons: BertModel has no output head" "$tmp/e2"
+
+# heads and scan on encoders: Clark et al.'s metrics (next token, [CLS] and [SEP] sinks, broad).
+"$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the quick [MASK] jumped . --pair the dog' -e 'heads --sort sep_sink' \
+    -e 'scan --len 10 --seqs 2' -e 'scan --len 10 --seqs 2 --threshold 0.5 --labelled' >"$tmp/out" 2>"$tmp/err"
+check "heads and scan on an encoder run" test $? -eq 0
+check "heads: the encoder metrics, sorted by sep_sink" is 1 '(.[0] | has("next_token") and has("cls_sink") and has("sep_sink") and has("broad")) and ([.[].sep_sink] | . == (sort | reverse)) and ([.[] | .broad > 0 and .broad <= 1] | all)'
+check "scan: [CLS] + random tokens + [SEP], the encoder scores, not stored" is 2 '.sequence == "cls_random_sep" and .seq_len == 10 and .scan_id == null and (.heads | length) == 8 and (.heads[0] | keys) == ["broad","cls_sink","head","labels","layer","next_token","prev_token","sep_sink"]'
+check "scan: labels are the scores at or above the threshold" is 2 '[.heads[] | (.labels | split(" ") | map(select(. != ""))) as $l | [("prev_token","next_token","cls_sink","sep_sink","broad") as $k | select(.[$k] >= 0.4) | $k] == $l] | all'
+check "scan --labelled: only labelled heads" is 3 '[.heads[].labels != ""] | all'
+"$LOUPE" -d :memory: "$ENC/roberta_cls" -e 'scan --len 8' >"$tmp/out" 2>"$tmp/err"
+check "scan table on RoBERTa" grep -q "^layer  head  prev_token  next_token  cls_sink  sep_sink  broad  labels" "$tmp/out"
+"$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'scan --len 63' >/dev/null 2>"$tmp/e2"
+check "scan --len past the context is refused" grep -q "^error: scan: --len 63 is out of range (2..62): the sequence is \[CLS\], 63 distinct random tokens and \[SEP\]" "$tmp/e2"
+"$LOUPE" -d :memory: ../shared/models/stories260K/stories260K.bin -e 'run hi there' -e 'heads --sort broad' >/dev/null 2>"$tmp/e2"
+check "heads --sort with an encoder metric on a decoder is refused" grep -q "^error: heads: --sort broad is an encoder's metric" "$tmp/e2"
 
 [ "$fails" -eq 0 ] || { echo "$fails failed"; exit 1; }
