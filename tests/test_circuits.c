@@ -543,8 +543,8 @@ static void encoder_sweeps_match_single_patches(void **state) {
     }
 }
 
-/* What encoder patching refuses: a model without a head, a classifier read anywhere but 0,
- * labels past the classifier's, a decoder read before its last position. */
+/* What encoder patching refuses: a classifier read anywhere but 0, labels past the
+ * classifier's, a decoder read before its last position (a bare encoder: below). */
 static void encoder_patching_refusals(void **state) {
     (void)state;
     enc_pair e = enc_load("bert_cls");
@@ -555,15 +555,8 @@ static void encoder_patching_refusals(void **state) {
     assert_int_equal(lp_patch_metric_at(e.clean, e.corrupt, &p, 1, 0, 3, 1, out), LP_EINVAL);
     assert_non_null(strstr(lp_errmsg(), "labels (0..2)"));
     enc_free(&e);
-    lp_model *m;
     lp_run *r;
     int ids[4] = {2, 65, 66, 3};
-    assert_int_equal(lp_model_load(&m, ENC "bert_model", NULL), LP_OK);
-    assert_int_equal(lp_run_new(&r, m, ids, 4), LP_OK);
-    assert_int_equal(lp_patch_metric_at(r, r, &p, 1, 0, 0, -1, out), LP_EUNSUPPORTED);
-    assert_non_null(strstr(lp_errmsg(), "no output head"));
-    lp_run_free(r);
-    lp_model_free(m);
     test_model tm = load(0);
     assert_int_equal(lp_run_new(&r, tm.m, ids, 4), LP_OK);
     assert_int_equal(lp_patch_metric_at(r, r, &p, 1, 2, 0, -1, out), LP_EINVAL);
@@ -696,8 +689,8 @@ static void encoder_dla_is_first_order_in_the_head(void **state) {
     }
 }
 
-/* dla on encoders refuses what has no logit: a bare encoder, a classifier away from 0,
- * labels past the classifier's. */
+/* dla on encoders refuses what has no logit: a classifier away from 0, labels past the
+ * classifier's, and (with patch) a bare encoder. */
 static void encoder_dla_refusals(void **state) {
     (void)state;
     enc_pair e = enc_load("bert_cls");
@@ -708,13 +701,19 @@ static void encoder_dla_refusals(void **state) {
     assert_non_null(strstr(lp_errmsg(), "the labels (0..2)"));
     assert_int_equal(lp_dla_neurons(e.clean, 2, 0, 0, -1, neur), LP_EINVAL);
     enc_free(&e);
+    /* a bare encoder has no logit: patch, dla and neurons' dla refuse it */
     lp_model *m;
     lp_run *r;
     int ids[4] = {2, 65, 66, 3};
+    lp_patch p = {LP_PATCH_RESID_PRE, 0, 1, -1};
+    float out[1];
     assert_int_equal(lp_model_load(&m, ENC "bert_model", NULL), LP_OK);
     assert_int_equal(lp_run_new(&r, m, ids, 4), LP_OK);
+    assert_int_equal(lp_patch_metric_at(r, r, &p, 1, 0, 0, -1, out), LP_EUNSUPPORTED);
+    assert_non_null(strstr(lp_errmsg(), "no output head"));
     assert_int_equal(lp_dla(r, 0, 0, -1, heads, mlp, NULL), LP_EUNSUPPORTED);
     assert_non_null(strstr(lp_errmsg(), "no output head"));
+    assert_int_equal(lp_dla_neurons(r, 0, 0, 0, -1, neur), LP_EUNSUPPORTED);
     lp_run_free(r);
     lp_model_free(m);
 }
