@@ -159,6 +159,15 @@ check "patch: BertModel has nothing to read" grep -q "^error: patch: BertModel h
 "$LOUPE" -d :memory: "$ENC/roberta_mlm" -e 'run the cat <mask> on the mat' -e 'patch --corrupt "the dog <mask> on the mat" --site mlp_out' >"$tmp/out" 2>"$tmp/err"
 check "patch on RoBERTa's masked LM" grep -q "^layer  0:<s>" "$tmp/out"
 
+"$LOUPE" -d :memory: -m json "$ENC/bert_cls" -e 'run this movie was not good. --pair i liked the film.' \
+    -e 'patch --corrupt-ids 2,94,83,72,80,81,5,3,14,99,106,65,84,5,3 --site mlp_out' >"$tmp/out" 2>"$tmp/err"
+check "patch --corrupt-ids on a pair: the run's token types" is 1 '.corrupt_tokens[4] == "very" and .corrupt_tokens[12] == "film"'
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run this movie was not good. --pair i liked the film.' \
+    -e 'patch --corrupt-ids 2,94,83,72,80,81,5,3,14,99,106,65,84,5,3 --pair "i hated it"' >/dev/null 2>"$tmp/e2"
+check "patch --pair with --corrupt-ids is refused" grep -q "^error: patch: --pair goes with --corrupt TEXT" "$tmp/e2"
+"$LOUPE" -d :memory: ../shared/models/stories260K/stories260K.bin -e 'run Tim had a ball.' -e 'patch --corrupt "Sam had a ball." --pair "x"' >/dev/null 2>"$tmp/e2"
+check "patch --pair on a decoder is refused" grep -q "^error: patch: --pair is for encoders' sentence pairs" "$tmp/e2"
+
 # dla on encoders: linearised in the head, the closure rows, labels as targets.
 "$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the quick [MASK] jumped .' -e 'dla' -e 'dla --pos 2 --target-id 65 --vs-id 66' \
     -e 'neurons 1 4 --sort dla' >"$tmp/out" 2>"$tmp/err"
