@@ -28,16 +28,33 @@ typedef struct {
     double heads, mlp;   /* sums of the per-head and per-layer parts */
     double bias;         /* attn_bias + norm_bias + unembed_bias */
     double attn_bias;    /* the attention output projections' biases, every layer */
-    double norm_bias;    /* the final norm's bias (LayerNorm) */
+    double norm_bias;    /* the final norm's bias (LayerNorm); encoders: every post-norm's bias */
     double unembed_bias; /* the unembedding's bias, if it has one */
+    int linearised;      /* 1 for encoders: first order in the head (below); 0: exact */
+    double remainder;    /* logit - total: what the linear parts leave to the head (rounding when exact) */
 } lp_dla_sums;
 
 /* heads (n_layer, n_head) and mlp (n_layer): each head's and each MLP's (bias included)
- * direct contribution at pos to target (contrast -1: none). */
+ * direct contribution at pos to target (contrast -1: none).
+ *
+ * Encoders (post-norm blocks, a non-linear head): a LayerNorm follows every attention and
+ * every MLP. With each one's 1/std frozen at the run's value, each is linear (affine), so the
+ * last layer's output at pos is exactly the sum of the embeddings' output (resid_pre of
+ * layer 0), every head's and MLP's output and every attention output bias, each carried
+ * through the norms after it (centred, scaled, times the norm's weight), plus the norms'
+ * biases carried the same way. The head (MLM: dense, activation, LayerNorm, decoder;
+ * classifier: dense, tanh or ReLU, output layer) is not linear: the parts are dotted with
+ * its gradient at the run, d logit / d x at x = the last layer's output, so each is the
+ * first-order change of the logit if that part were scaled (a finite difference agrees as
+ * the step goes to 0). total = embed + heads + mlp + bias is then gradient . x, not the
+ * logit: remainder = logit - total is what the linearisation leaves, and linearised = 1.
+ * Target and contrast are a classifier's label ids, at pos 0. Models without a head are
+ * refused. */
 int lp_dla(const lp_run *r, int pos, int target, int contrast, float *heads, float *mlp, lp_dla_sums *sums);
 
 /* out (d_mlp): each neuron of layer's MLP at pos, its activation (mlp_post) times its row
- * of W_down, through the frozen final norm, dotted with the direction. Their sum plus the
+ * of W_down, through the frozen final norm, dotted with the direction (encoders: through the
+ * frozen norms after it, dotted with the head's gradient, as lp_dla). Their sum plus the
  * MLP's output bias is lp_dla's mlp[layer]. */
 int lp_dla_neurons(const lp_run *r, int layer, int pos, int target, int contrast, float *out);
 
@@ -55,11 +72,12 @@ void lp_act_summary(const lp_view *v, int row, int k, lp_act_stats *st, int *top
  * A patch names an activation of the base run to replace with the source run's (two runs
  * of the same model and length): the rest of the model runs again on the result, and
  * what comes out at the last position is read. Noising patches a corrupted run's
- * activations into the clean run (base = clean); denoising the other way round. Only
- * positions from the patch's on change (attention is causal), so a patch re-runs the
- * layers from its own on, for the positions from its own on, over the base run's cached
- * keys and values for the earlier positions; patches that start at the same layer run
- * together, their rows stacked into one matrix product per weight. */
+ * activations into the clean run (base = clean); denoising the other way round. In a
+ * decoder only positions from the patch's on change (attention is causal), so a patch
+ * re-runs the layers from its own on, for the positions from its own on, over the base
+ * run's cached keys and values for the earlier positions; in an encoder every position
+ * from the patch's layer on. Patches that start at the same layer run together, their rows
+ * stacked into one matrix product per weight. */
 
 typedef enum { LP_PATCH_RESID_PRE, LP_PATCH_ATTN_OUT, LP_PATCH_MLP_OUT, LP_PATCH_Z, LP_PATCH_SITE_COUNT } lp_patch_site;
 
@@ -86,6 +104,18 @@ int lp_patch_metric(const lp_run *base, const lp_run *source, const lp_patch *pa
  * mlp_out (one position of one layer each), (n_layer, n_head) for z (one head, every
  * position). */
 int lp_patch_sweep(const lp_run *base, const lp_run *source, lp_patch_site site, int target, int contrast, float *out);
+
+/* The same three reading the output row at pos (-1: the model's own: a decoder's and a
+ * masked LM's last position, a classifier's 0). Encoders: a masked LM reads the logits of
+ * any position (its mask), through the MLM head; a classifier its labels at position 0
+ * (target and contrast are label ids, logits has n_labels); attention is bidirectional, so
+ * a patch re-runs every position from its layer on; a model without a head is refused.
+ * Decoders read only their last position. */
+int lp_patch_logits_at(const lp_run *base, const lp_run *source, const lp_patch *p, int pos, float *logits);
+int lp_patch_metric_at(const lp_run *base, const lp_run *source, const lp_patch *patches, int n, int pos, int target,
+                       int contrast, float *out);
+int lp_patch_sweep_at(const lp_run *base, const lp_run *source, lp_patch_site site, int pos, int target, int contrast,
+                      float *out);
 
 /* ---- head scan ----
  * Each head scored on generated sequences: BOS (when the model has one), then N random
@@ -127,5 +157,29 @@ int lp_scan_heads(const lp_model *m, const lp_scan_options *o, float *scores, in
 /* Sequence `index` (0 ..) of a scan into ids (room for 2 N + 1: 101 with the default N),
  * its length in *n. */
 int lp_scan_sequence(const lp_model *m, const lp_scan_options *o, int index, int *ids, int *n);
+
+/* ---- head scan of an encoder ----
+ * Induction and duplicate-token scores assume a model that reads left to right; an encoder's
+ * heads are scored instead with Clark et al. 2019's metrics (heads.h: prev_token, next_token,
+ * cls_sink, sep_sink, broad) on generated sequences [CLS] t_1 .. t_N [SEP] (RoBERTa: <s> ..
+ * </s>) of N distinct random tokens that are none of the tokenizer's special tokens (its
+ * [CLS], [SEP], [MASK], [PAD], [UNK], BOS, EOS): what a head does on text with no meaning is
+ * what its position and the special tokens make it do. lp_scan_sequence and lp_scan_max_len
+ * give these sequences and their largest N (the context less 2) for encoders; o->bos and
+ * o->avoid are not read. The model needs its tokenizer (for [CLS] and [SEP]). */
+
+typedef enum {
+    LP_ESCAN_PREV_TOKEN,
+    LP_ESCAN_NEXT_TOKEN,
+    LP_ESCAN_CLS_SINK,
+    LP_ESCAN_SEP_SINK,
+    LP_ESCAN_BROAD,
+    LP_ESCAN_COUNT
+} lp_encoder_scan_score;
+
+const char *lp_encoder_scan_score_name(lp_encoder_scan_score k); /* "prev_token", "next_token", ... */
+/* scores (n_layer, n_head, LP_ESCAN_COUNT), averaged over the sequences (each the run's
+ * lp_head_metrics / lp_head_metrics_encoder value); *seq_len (may be NULL) gets N. */
+int lp_scan_heads_encoder(const lp_model *m, const lp_scan_options *o, float *scores, int *seq_len);
 
 #endif

@@ -8,7 +8,15 @@
  *   induction        the attention i pays to tokens that followed an earlier copy of its
  *                    own token (j <= i-1 with ids[j-1] == ids[i]), over the positions that have one
  *   max_attn         max_j A[i,j]
- * A metric with no position to average over (e.g. no repeated token) is NAN. */
+ * A metric with no position to average over (e.g. no repeated token) is NAN.
+ *
+ * Encoders' heads also get the metrics of Clark et al. 2019, "What does BERT look at?"
+ * (lp_head_metrics_encoder), over every query position i of the bidirectional pattern:
+ *   next_token       A[i, i+1] over i <= T-2
+ *   cls_sink         the attention i pays to the [CLS] (<s>) tokens of the run
+ *   sep_sink         the attention i pays to the [SEP] (</s>) tokens of the run
+ *   broad            the mean row entropy over ln T, the entropy of uniform attention: 1 when
+ *                    every row is spread evenly over all T keys, 0 when each is on one key */
 #ifndef LOUPE_HEADS_H
 #define LOUPE_HEADS_H
 
@@ -21,13 +29,25 @@ typedef enum {
     LP_HEAD_DUPLICATE_TOKEN,
     LP_HEAD_INDUCTION,
     LP_HEAD_MAX_ATTN,
-    LP_HEAD_METRIC_COUNT
+    LP_HEAD_METRIC_COUNT,
+    /* encoders' (lp_head_metrics_encoder, indexed from LP_HEAD_METRIC_COUNT) */
+    LP_HEAD_NEXT_TOKEN = LP_HEAD_METRIC_COUNT,
+    LP_HEAD_CLS_SINK,
+    LP_HEAD_SEP_SINK,
+    LP_HEAD_BROAD,
+    LP_HEAD_ALL_METRIC_COUNT
 } lp_head_metric;
 
-const char *lp_head_metric_name(lp_head_metric k);           /* "entropy", "prev_token", ... */
-int lp_head_metric_from_name(const char *name, lp_head_metric *out);
+#define LP_HEAD_ENCODER_METRIC_COUNT (LP_HEAD_ALL_METRIC_COUNT - LP_HEAD_METRIC_COUNT)
+
+const char *lp_head_metric_name(lp_head_metric k);           /* "entropy", "prev_token", ..., "broad" */
+int lp_head_metric_from_name(const char *name, lp_head_metric *out); /* any of the ten */
 
 /* out (n_layer, n_head, LP_HEAD_METRIC_COUNT). */
 void lp_head_metrics(float *out, const lp_run *r);
+/* out (n_layer, n_head, LP_HEAD_ENCODER_METRIC_COUNT): next_token, cls_sink, sep_sink, broad
+ * of any run (the sinks are NAN when the run has no such token or the model's tokenizer
+ * names none; next_token and broad are NAN for one token). */
+void lp_head_metrics_encoder(float *out, const lp_run *r);
 
 #endif

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kernels/forward.h"
+#include "kernels/grad_impl.h"
 #include "loupe/error.h"
 
 static double dot(const float *a, const float *b, int n) {
@@ -34,12 +35,89 @@ static void add_unembed_column(const lp_model *m, int t, float sign, float *u) {
 
 static int check_args(const lp_run *r, int pos, int target, int contrast) {
     const lp_config *c = lp_model_config(lp_run_model(r));
-    int T = lp_run_len(r);
+    int T = lp_run_len(r), W = lp_run_out_width(r);
+    const char *range = c->head == LP_HEAD_CLASSIFIER ? "the labels" : "the vocabulary";
+    if (c->head == LP_HEAD_NONE)
+        return lp_error(LP_EUNSUPPORTED, "%s has no output head: there is no logit to attribute", c->arch);
     if (pos < 0 || pos >= T) return lp_error(LP_EINVAL, "position %d is out of range (0..%d)", pos, T - 1);
-    if (target < 0 || target >= c->vocab)
-        return lp_error(LP_EINVAL, "target id %d is outside the vocabulary (0..%d)", target, c->vocab - 1);
-    if (contrast < -1 || contrast >= c->vocab)
-        return lp_error(LP_EINVAL, "contrast id %d is outside the vocabulary (0..%d)", contrast, c->vocab - 1);
+    if (c->head == LP_HEAD_CLASSIFIER && pos != 0)
+        return lp_error(LP_EINVAL, "a classifier's output is at position 0 (its [CLS]), not %d", pos);
+    if (target < 0 || target >= W) return lp_error(LP_EINVAL, "target id %d is outside %s (0..%d)", target, range, W - 1);
+    if (contrast < -1 || contrast >= W)
+        return lp_error(LP_EINVAL, "contrast id %d is outside %s (0..%d)", contrast, range, W - 1);
+    return LP_OK;
+}
+
+/* ---- encoders: frozen post-norms, the head's gradient at the run ---- */
+
+/* g (d) in place: a direction after a LayerNorm with frozen scale s and weight w, carried
+ * to before it. The norm maps v to s w (v - mean v) + b, so g . norm(v) = g' . v + g . b
+ * with g' = s w g, centred. */
+static void through_frozen_norm(float *g, const float *w, float s, int d) {
+    double mean = 0.0;
+    for (int j = 0; j < d; j++) {
+        g[j] = s * w[j] * g[j];
+        mean += g[j];
+    }
+    mean /= d;
+    for (int j = 0; j < d; j++) g[j] = (float)(g[j] - mean);
+}
+
+static float scale_at(const lp_run *r, lp_act_kind kind, int layer, int pos) {
+    lp_view v;
+    lp_run_view(r, kind, layer, -1, &v);
+    return v.data[pos];
+}
+
+/* lp_dla for encoders (see circuits.h); heads and mlp may be NULL; when neurons is not
+ * NULL, each neuron's part in layer neuron_layer goes there. */
+static int encoder_dla(const lp_run *r, int pos, int target, int contrast, float *heads, float *mlp, lp_dla_sums *sums,
+                       int neuron_layer, float *neurons) {
+    const lp_model *m = lp_run_model(r);
+    const lp_config *c = &m->cfg;
+    int d = c->d_model, H = c->n_head, dh = c->d_head, W = lp_run_out_width(r);
+    float *g = malloc(((size_t)7 * d + W + (size_t)H * dh) * sizeof *g), *gz = g + d, *scratch = gz + (size_t)H * dh;
+    if (!g) return lp_error(LP_ENOMEM, "out of memory");
+    lp_dla_sums S = {.linearised = 1};
+    lp_objective o = {contrast >= 0 ? LP_OBJ_LOGIT_DIFF : LP_OBJ_LOGIT, pos, target, contrast};
+    lp_view v;
+    lp_run_view(r, LP_ACT_LN_FINAL, 0, -1, &v);
+    encoder_head_backward(g, &S.logit, m, v.data + (size_t)pos * v.stride[0], lp_run_logits(r, pos), &o, scratch,
+                          scratch + 5 * d);
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        const lp_layer *w = &m->layers[l];
+        /* resid_post = LN2(resid_mid + mlp_out) */
+        S.norm_bias += dot(w->ln2_b, g, d);
+        through_frozen_norm(g, w->ln2_w, scale_at(r, LP_ACT_LN2_SCALE, l, pos), d);
+        lp_run_view(r, LP_ACT_MLP_OUT, l, -1, &v);
+        double x = dot(v.data + (size_t)pos * v.stride[0], g, d);
+        if (mlp) mlp[l] = (float)x;
+        S.mlp += x;
+        if (neurons && l == neuron_layer) {
+            pullback(&w->down, g, neurons);
+            lp_run_view(r, LP_ACT_MLP_POST, l, -1, &v);
+            for (int i = 0; i < c->d_mlp; i++) neurons[i] *= v.data[(size_t)pos * v.stride[0] + i];
+        }
+        /* resid_mid = LN1(resid_pre + attn_out) */
+        S.norm_bias += dot(w->ln1_b, g, d);
+        through_frozen_norm(g, w->ln1_w, scale_at(r, LP_ACT_LN1_SCALE, l, pos), d);
+        pullback(&w->o, g, gz);
+        lp_run_view(r, LP_ACT_Z, l, -1, &v);
+        const float *z = v.data + (size_t)pos * v.stride[0];
+        for (int h = 0; h < H; h++) {
+            x = dot(z + (size_t)h * dh, gz + (size_t)h * dh, dh);
+            if (heads) heads[(size_t)l * H + h] = (float)x;
+            S.heads += x;
+        }
+        if (w->o.b) S.attn_bias += dot(w->o.b, g, d);
+    }
+    lp_run_view(r, LP_ACT_RESID_PRE, 0, -1, &v);
+    S.embed = dot(v.data + (size_t)pos * v.stride[0], g, d);
+    S.bias = S.attn_bias + S.norm_bias;
+    S.total = S.embed + S.heads + S.mlp + S.bias;
+    S.remainder = S.logit - S.total;
+    if (sums) *sums = S;
+    free(g);
     return LP_OK;
 }
 
@@ -75,9 +153,9 @@ static void logit_direction(const lp_run *r, int pos, int target, int contrast, 
 }
 
 int lp_dla(const lp_run *r, int pos, int target, int contrast, float *heads, float *mlp, lp_dla_sums *sums) {
-    if (lp_model_need_decoder(lp_run_model(r), "dla")) return LP_EUNSUPPORTED;
     int rc = check_args(r, pos, target, contrast);
     if (rc) return rc;
+    if (!lp_model_config(lp_run_model(r))->causal) return encoder_dla(r, pos, target, contrast, heads, mlp, sums, -1, NULL);
     const lp_model *m = lp_run_model(r);
     const lp_config *c = &m->cfg;
     int d = c->d_model, H = c->n_head, dh = c->d_head;
@@ -109,19 +187,20 @@ int lp_dla(const lp_run *r, int pos, int target, int contrast, float *heads, flo
     S.total = S.embed + S.heads + S.mlp + S.bias;
     const float *lg = lp_run_logits(r, pos);
     S.logit = (double)lg[target] - (contrast >= 0 ? (double)lg[contrast] : 0.0);
+    S.remainder = S.logit - S.total;
     if (sums) *sums = S;
     free(dir);
     return LP_OK;
 }
 
 int lp_dla_neurons(const lp_run *r, int layer, int pos, int target, int contrast, float *out) {
-    if (lp_model_need_decoder(lp_run_model(r), "neurons")) return LP_EUNSUPPORTED;
     int rc = check_args(r, pos, target, contrast);
     if (rc) return rc;
     const lp_model *m = lp_run_model(r);
     const lp_config *c = &m->cfg;
     if (layer < 0 || layer >= c->n_layer)
         return lp_error(LP_EINVAL, "layer %d is out of range: the model has layers 0..%d", layer, c->n_layer - 1);
+    if (!c->causal) return encoder_dla(r, pos, target, contrast, NULL, NULL, NULL, layer, out);
     float *dir = malloc((size_t)2 * c->d_model * sizeof *dir);
     if (!dir) return lp_error(LP_ENOMEM, "out of memory");
     double nb, ub;

@@ -1,8 +1,10 @@
-/* Activation patching (see circuits.h). A patch of layer l at position p changes nothing
- * before p, so it re-runs layers l.. for positions p.. only, attending to the base run's
- * cached keys and values for the positions before p. Patches that start at the same layer
- * run together: their rows are stacked, so each weight matrix is one sgemm over all of
- * them (lp_layer_forward_batch), in chunks that keep the workspace under a budget. */
+/* Activation patching (see circuits.h). In a decoder a patch of layer l at position p
+ * changes nothing before p, so it re-runs layers l.. for positions p.. only, attending to
+ * the base run's cached keys and values for the positions before p; in an encoder
+ * (bidirectional attention) it re-runs layers l.. for every position. Patches that start at
+ * the same layer run together: their rows are stacked, so each weight matrix is one sgemm
+ * over all of them (lp_layer_forward_batch), in chunks that keep the workspace under a
+ * budget. */
 #include "loupe/circuits.h"
 
 #include <stdbool.h>
@@ -38,6 +40,8 @@ typedef struct {
     const lp_run *base, *source;
     const lp_model *m;
     int T, L, d, qd, kvd, dh;
+    int pos;                     /* the position read out */
+    bool causal;
     float *rope;                 /* cos (T, dh/2), then sin (T, dh/2); NULL for learned positions */
     /* the workspace, for up to cap_rows stacked rows and cap_blocks blocks */
     int cap_rows, cap_blocks;
@@ -60,7 +64,7 @@ static size_t row_floats(const lp_config *c) {
 
 static size_t block_floats(const patcher *P) { return 2 * (size_t)P->T * P->kvd; }
 
-static int patcher_init(patcher *P, const lp_run *base, const lp_run *source) {
+static int patcher_init(patcher *P, const lp_run *base, const lp_run *source, int pos) {
     memset(P, 0, sizeof *P);
     const lp_model *m = lp_run_model(base);
     const lp_config *c = &m->cfg;
@@ -68,8 +72,17 @@ static int patcher_init(patcher *P, const lp_run *base, const lp_run *source) {
     if (lp_run_len(source) != lp_run_len(base))
         return lp_error(LP_EINVAL, "patching needs two runs of the same length (%d and %d tokens)", lp_run_len(base),
                         lp_run_len(source));
-    P->base = base, P->source = source, P->m = m;
-    P->T = lp_run_len(base), P->L = c->n_layer, P->d = c->d_model, P->dh = c->d_head;
+    if (c->head == LP_HEAD_NONE)
+        return lp_error(LP_EUNSUPPORTED, "patching reads a prediction, and %s has no output head", c->arch);
+    int T = lp_run_len(base);
+    if (pos < -1 || pos >= T) return lp_error(LP_EINVAL, "position %d is out of range (0..%d)", pos, T - 1);
+    if (pos < 0) pos = c->head == LP_HEAD_CLASSIFIER ? 0 : T - 1;
+    if (c->causal && pos != T - 1)
+        return lp_error(LP_EINVAL, "patching a decoder reads its last position (%d), not %d", T - 1, pos);
+    if (c->head == LP_HEAD_CLASSIFIER && pos != 0)
+        return lp_error(LP_EINVAL, "a classifier's prediction is at position 0 (its [CLS]), not %d", pos);
+    P->base = base, P->source = source, P->m = m, P->pos = pos, P->causal = c->causal;
+    P->T = T, P->L = c->n_layer, P->d = c->d_model, P->dh = c->d_head;
     P->qd = c->n_head * c->d_head, P->kvd = c->n_kv_head * c->d_head;
     if (c->pos != LP_POS_LEARNED) {
         size_t half = (size_t)P->T * (c->d_head / 2);
@@ -131,8 +144,11 @@ static int check_patch(const patcher *P, const lp_patch *p) {
     return LP_OK;
 }
 
-/* The first position a patch changes: its block starts there. */
+/* The first position a patch changes. */
 static int first_pos(const lp_patch *p) { return p->pos >= 0 ? p->pos : 0; }
+
+/* Where its block starts: there in a decoder, at 0 in an encoder (every position attends to it). */
+static int block_start(const patcher *P, const lp_patch *p) { return P->causal ? first_pos(p) : 0; }
 
 /* Where, in the source run's capture of p's site and layer, the patched values lie:
  * positions [t0, t1), and columns [col, col + width) of each row. */
@@ -162,7 +178,7 @@ static void copy_patch(const patcher *P, const lp_patch *p, int row0, int stride
     lp_view s;
     int t0, t1, col, width;
     patch_span(P, p, &s, &t0, &t1, &col, &width);
-    int block_t0 = first_pos(p);
+    int block_t0 = block_start(P, p);
     for (int t = t0; t < t1; t++)
         memcpy(rows + (size_t)(row0 + t - block_t0) * stride + col, s.data + t * s.stride[0] + col,
                (size_t)width * sizeof *rows);
@@ -178,7 +194,7 @@ static void edit(void *ctx, lp_act_kind site, float *rows) {
         if (p->layer != P->layer || site_act(p->site) != site) continue;
         if (!P->io.last_only) {
             copy_patch(P, p, row0, stride, rows);
-        } else if (p->pos < 0 || p->pos == P->T - 1) {
+        } else if (p->pos < 0 || p->pos == P->T - 1) { /* (decoders only) */
             lp_view s;
             int t0, t1, col, width;
             patch_span(P, p, &s, &t0, &t1, &col, &width);
@@ -188,13 +204,13 @@ static void edit(void *ctx, lp_act_kind site, float *rows) {
 }
 
 /* Runs n patches that start at layer `layer` and leaves each one's residual stream at the
- * last position, after the last layer, in final (n, d). */
+ * position read out, after the last layer, in final (n, d). */
 static int run_chunk(patcher *P, int layer, const lp_patch *const *chunk, int n, float *final) {
     int d = P->d, kvd = P->kvd, rows = 0;
     lp_view in;
     lp_run_view(P->base, LP_ACT_RESID_PRE, layer, -1, &in);
     for (int b = 0; b < n; b++) {
-        int t0 = first_pos(chunk[b]);
+        int t0 = block_start(P, chunk[b]);
         float *kv = P->kv + (size_t)b * block_floats(P);
         P->blocks[b] = (lp_block){t0, P->T - t0, kv, kv + (size_t)P->T * kvd};
         memcpy(P->x + (size_t)rows * d, in.data + (size_t)t0 * d, (size_t)(P->T - t0) * d * sizeof *P->x);
@@ -218,13 +234,18 @@ static int run_chunk(patcher *P, int layer, const lp_patch *const *chunk, int n,
         P->layer = l;
         P->io.resid_in = P->x;
         P->io.resid_out = P->y;
-        P->io.last_only = l == P->L - 1; /* only the last position is read out */
+        P->io.last_only = P->causal && l == P->L - 1; /* only the last position is read out */
         lp_layer_forward_batch(P->m, l, &P->io, P->blocks, n, cos_t, sin_t);
         float *t = P->x;
         P->x = P->y;
         P->y = t;
     }
-    memcpy(final, P->x, (size_t)n * d * sizeof *final); /* one row per block */
+    if (P->causal) {
+        memcpy(final, P->x, (size_t)n * d * sizeof *final); /* one row per block */
+    } else {
+        for (int b = 0; b < n; b++) /* every block holds all T positions */
+            memcpy(final + (size_t)b * d, P->x + ((size_t)b * P->T + P->pos) * d, (size_t)d * sizeof *final);
+    }
     return LP_OK;
 }
 
@@ -243,7 +264,7 @@ static int run_all(patcher *P, const lp_patch **todo, int n, float *final) {
     for (int i = 0; i < n;) {
         int rows = 0, j = i;
         while (j < n && todo[j]->layer == todo[i]->layer) {
-            int r = P->T - first_pos(todo[j]);
+            int r = P->T - block_start(P, todo[j]);
             if (j > i && (size_t)(rows + r) * row_bytes + (size_t)(j - i + 1) * block_bytes > WORKSPACE_BYTES) break;
             rows += r;
             j++;
@@ -256,7 +277,7 @@ static int run_all(patcher *P, const lp_patch **todo, int n, float *final) {
     for (int i = 0; i < n && !rc;) {
         int rows = 0, j = i;
         while (j < n && todo[j]->layer == todo[i]->layer) {
-            int r = P->T - first_pos(todo[j]);
+            int r = P->T - block_start(P, todo[j]);
             if (j > i && (rows + r > P->cap_rows || j - i + 1 > P->cap_blocks)) break;
             rows += r;
             j++;
@@ -267,12 +288,26 @@ static int run_all(patcher *P, const lp_patch **todo, int n, float *final) {
     return rc;
 }
 
+/* An encoder's metric on final residual rows x (n, d): its head, row by row. */
+static int head_metric(const lp_model *m, const float *x, int n, int target, int contrast, float *out) {
+    int d = m->cfg.d_model, W = m->unembed.out;
+    float *h = malloc(((size_t)d + W) * sizeof *h), *lg = h + d;
+    if (!h) return lp_error(LP_ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        lp_head_forward(h, lg, m, x + (size_t)i * d, 1);
+        out[i] = (float)((double)lg[target] - (contrast >= 0 ? (double)lg[contrast] : 0.0));
+    }
+    free(h);
+    return LP_OK;
+}
+
 /* The metric on final residual rows x (n, d): the final norm, then the unembedding's two
- * columns. */
+ * columns (decoders); the head (encoders). */
 static int readout_metric(const lp_model *m, const float *x, int n, int target, int contrast, float *out) {
     const lp_config *c = &m->cfg;
     const lp_linear *U = &m->unembed;
     int d = c->d_model;
+    if (m->head.dense.w) return head_metric(m, x, n, target, contrast, out);
     float *y = malloc(((size_t)n * d + n) * sizeof *y);
     if (!y) return lp_error(LP_ENOMEM, "out of memory");
     lp_norm(y, y + (size_t)n * d, x, m->lnf_w, m->lnf_b, n, d, c->norm, c->norm_eps);
@@ -293,9 +328,12 @@ static int readout_metric(const lp_model *m, const float *x, int n, int target, 
 }
 
 int lp_patch_logits(const lp_run *base, const lp_run *source, const lp_patch *p, float *logits) {
-    if (lp_model_need_decoder(lp_run_model(base), "patch")) return LP_EUNSUPPORTED;
+    return lp_patch_logits_at(base, source, p, -1, logits);
+}
+
+int lp_patch_logits_at(const lp_run *base, const lp_run *source, const lp_patch *p, int pos, float *logits) {
     patcher P;
-    int rc = patcher_init(&P, base, source);
+    int rc = patcher_init(&P, base, source, pos);
     if (!rc) rc = check_patch(&P, p);
     float *x = NULL, *y = NULL;
     if (!rc && (!(x = malloc((size_t)P.d * sizeof *x)) || !(y = malloc(((size_t)P.d + 1) * sizeof *y))))
@@ -304,8 +342,12 @@ int lp_patch_logits(const lp_run *base, const lp_run *source, const lp_patch *p,
     if (!rc) rc = run_all(&P, &one, 1, x);
     if (!rc) {
         const lp_model *m = P.m;
-        lp_norm(y, y + P.d, x, m->lnf_w, m->lnf_b, 1, P.d, m->cfg.norm, m->cfg.norm_eps);
-        lp_linear_forward(logits, y, &m->unembed, 1);
+        if (m->head.dense.w) {
+            lp_head_forward(y, logits, m, x, 1);
+        } else {
+            lp_norm(y, y + P.d, x, m->lnf_w, m->lnf_b, 1, P.d, m->cfg.norm, m->cfg.norm_eps);
+            lp_linear_forward(logits, y, &m->unembed, 1);
+        }
     }
     free(x);
     free(y);
@@ -315,12 +357,18 @@ int lp_patch_logits(const lp_run *base, const lp_run *source, const lp_patch *p,
 
 int lp_patch_metric(const lp_run *base, const lp_run *source, const lp_patch *patches, int n, int target, int contrast,
                     float *out) {
+    return lp_patch_metric_at(base, source, patches, n, -1, target, contrast, out);
+}
+
+int lp_patch_metric_at(const lp_run *base, const lp_run *source, const lp_patch *patches, int n, int pos, int target,
+                       int contrast, float *out) {
     patcher P;
-    int rc = patcher_init(&P, base, source);
+    int rc = patcher_init(&P, base, source, pos);
     if (rc) return rc;
-    int V = P.m->cfg.vocab;
+    int V = lp_run_out_width(base);
     if (target < 0 || target >= V || contrast < -1 || contrast >= V)
-        rc = lp_error(LP_EINVAL, "target and contrast ids must be in the vocabulary (0..%d)", V - 1);
+        rc = lp_error(LP_EINVAL, "target and contrast ids must be in the %s (0..%d)",
+                      P.m->cfg.head == LP_HEAD_CLASSIFIER ? "labels" : "vocabulary", V - 1);
     for (int i = 0; i < n && !rc; i++) rc = check_patch(&P, &patches[i]);
     const lp_patch **todo = malloc((size_t)(n ? n : 1) * sizeof *todo);
     int *where = malloc((size_t)(n ? n : 1) * sizeof *where);
@@ -330,7 +378,7 @@ int lp_patch_metric(const lp_run *base, const lp_run *source, const lp_patch *pa
     float base_value = 0.0f;
     int m = 0;
     if (!rc) {
-        const float *lg = lp_run_logits(base, P.T - 1);
+        const float *lg = lp_run_logits(base, P.pos);
         base_value = (float)((double)lg[target] - (contrast >= 0 ? (double)lg[contrast] : 0.0));
         for (int i = 0; i < n; i++)
             if (patch_is_noop(&P, &patches[i])) out[i] = base_value;
@@ -354,7 +402,11 @@ int lp_patch_metric(const lp_run *base, const lp_run *source, const lp_patch *pa
 }
 
 int lp_patch_sweep(const lp_run *base, const lp_run *source, lp_patch_site site, int target, int contrast, float *out) {
-    if (lp_model_need_decoder(lp_run_model(base), "patch")) return LP_EUNSUPPORTED;
+    return lp_patch_sweep_at(base, source, site, -1, target, contrast, out);
+}
+
+int lp_patch_sweep_at(const lp_run *base, const lp_run *source, lp_patch_site site, int pos, int target, int contrast,
+                      float *out) {
     const lp_config *c = lp_model_config(lp_run_model(base));
     if ((unsigned)site >= LP_PATCH_SITE_COUNT) return lp_error(LP_EINVAL, "unknown patching site %d", (int)site);
     int cols = site == LP_PATCH_Z ? c->n_head : lp_run_len(base), n = c->n_layer * cols;
@@ -363,7 +415,7 @@ int lp_patch_sweep(const lp_run *base, const lp_run *source, lp_patch_site site,
     for (int l = 0; l < c->n_layer; l++)
         for (int j = 0; j < cols; j++)
             p[l * cols + j] = site == LP_PATCH_Z ? (lp_patch){site, l, -1, j} : (lp_patch){site, l, j, -1};
-    int rc = lp_patch_metric(base, source, p, n, target, contrast, out);
+    int rc = lp_patch_metric_at(base, source, p, n, pos, target, contrast, out);
     free(p);
     return rc;
 }

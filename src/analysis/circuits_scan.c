@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "loupe/error.h"
+#include "loupe/heads.h"
+#include "loupe/tokenizer.h"
 
 static const char *const NAMES[LP_SCAN_COUNT] = {"prev_token", "duplicate_token", "induction", "first_token"};
 
@@ -17,6 +19,26 @@ static uint64_t next_u64(uint64_t *s) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
+}
+
+/* An encoder's drawable tokens: used[id] marks the tokenizer's special tokens; their count
+ * less V, or -1 without a tokenizer. */
+static int encoder_specials(const lp_model *m, bool *used) {
+    const lp_tokenizer *t = lp_model_tokenizer(m);
+    int V = lp_model_config(m)->vocab, allowed = V;
+    if (!t) return -1;
+    for (int k = 0; k < LP_SPECIAL_COUNT; k++) {
+        int id = lp_tokenizer_special(t, (lp_special)k);
+        if (id >= 0 && id < V && !used[id]) used[id] = true, allowed--;
+    }
+    return allowed;
+}
+
+static int encoder_allowed(const lp_model *m) {
+    bool *used = calloc((size_t)lp_model_config(m)->vocab, sizeof *used);
+    int n = used ? encoder_specials(m, used) : -1;
+    free(used);
+    return n;
 }
 
 /* The drawable tokens: not BOS and not the avoided ids. */
@@ -42,12 +64,57 @@ static int sequence_len(const lp_config *c, const lp_scan_options *o) {
 
 int lp_scan_max_len(const lp_model *m, const lp_scan_options *o) {
     const lp_config *c = lp_model_config(m);
+    if (!c->causal) {
+        int allowed = encoder_allowed(m), N = c->n_ctx - 2;
+        return N < allowed ? N : allowed;
+    }
     int N = (c->n_ctx - (o->bos >= 0)) / 2, allowed = allowed_count(o, c->vocab);
     return N < allowed ? N : allowed;
 }
 
+/* An encoder's N: o->seq_len, or 50 or what the context and vocabulary allow; -1 (with an
+ * error) when it does not fit. */
+static int encoder_sequence_len(const lp_model *m, const lp_scan_options *o) {
+    const lp_config *c = lp_model_config(m);
+    int allowed = encoder_allowed(m), N = o->seq_len;
+    if (allowed < 0)
+        return lp_error(LP_EINVAL, "scan: an encoder's scan needs its tokenizer (for [CLS] and [SEP])"), -1;
+    if (N <= 0) {
+        N = c->n_ctx - 2 < 50 ? c->n_ctx - 2 : 50;
+        N = N > allowed ? allowed : N;
+    }
+    if (N < 2 || N + 2 > c->n_ctx || N > allowed)
+        return lp_error(LP_EINVAL, "scan: %d random tokens between [CLS] and [SEP] need 2..%d distinct tokens and %d "
+                        "positions (the model has %d)", N, allowed, N + 2, c->n_ctx), -1;
+    return N;
+}
+
+/* [CLS] t_1 .. t_N [SEP], N distinct non-special tokens from sequence index's stream. */
+static int encoder_sequence(const lp_model *m, const lp_scan_options *o, int index, int *ids, int *n) {
+    int V = lp_model_config(m)->vocab, N = encoder_sequence_len(m, o);
+    if (N < 0) return LP_EINVAL;
+    bool *used = calloc((size_t)V, sizeof *used);
+    if (!used) return lp_error(LP_ENOMEM, "out of memory");
+    encoder_specials(m, used);
+    const lp_tokenizer *t = lp_model_tokenizer(m);
+    uint64_t rng = o->seed ^ ((uint64_t)(index + 1) * 0xD1B54A32D192ED03ull);
+    ids[0] = lp_tokenizer_special(t, LP_SPECIAL_CLS);
+    for (int i = 1; i <= N; i++) {
+        int x;
+        do x = (int)(next_u64(&rng) % (uint64_t)V);
+        while (used[x]);
+        used[x] = true;
+        ids[i] = x;
+    }
+    ids[N + 1] = lp_tokenizer_special(t, LP_SPECIAL_SEP);
+    *n = N + 2;
+    free(used);
+    return LP_OK;
+}
+
 int lp_scan_sequence(const lp_model *m, const lp_scan_options *o, int index, int *ids, int *n) {
     const lp_config *c = lp_model_config(m);
+    if (!c->causal) return encoder_sequence(m, o, index, ids, n);
     int V = c->vocab, N = sequence_len(c, o), at = 0;
     if (N < 0) return LP_EINVAL;
     bool *used = calloc((size_t)V, sizeof *used);
@@ -73,8 +140,9 @@ int lp_scan_sequence(const lp_model *m, const lp_scan_options *o, int index, int
 }
 
 int lp_scan_heads(const lp_model *m, const lp_scan_options *o, float *scores, int *seq_len) {
-    if (lp_model_need_decoder(m, "scan")) return LP_EUNSUPPORTED;
     const lp_config *c = lp_model_config(m);
+    if (!c->causal)
+        return lp_error(LP_EUNSUPPORTED, "scan: %s is an encoder; its heads are scored by lp_scan_heads_encoder", c->arch);
     int H = c->n_head, B = o->n_seqs > 0 ? o->n_seqs : 4, off = o->bos >= 0, N = sequence_len(c, o);
     if (N < 0) return LP_EINVAL;
     int T = 2 * N + off;
@@ -113,6 +181,49 @@ int lp_scan_heads(const lp_model *m, const lp_scan_options *o, float *scores, in
         if (seq_len) *seq_len = N;
     }
     free(ids);
+    free(sum);
+    return rc;
+}
+
+static const char *const ENC_NAMES[LP_ESCAN_COUNT] = {"prev_token", "next_token", "cls_sink", "sep_sink", "broad"};
+
+const char *lp_encoder_scan_score_name(lp_encoder_scan_score k) {
+    return (unsigned)k < LP_ESCAN_COUNT ? ENC_NAMES[k] : "?";
+}
+
+int lp_scan_heads_encoder(const lp_model *m, const lp_scan_options *o, float *scores, int *seq_len) {
+    const lp_config *c = lp_model_config(m);
+    if (c->causal) return lp_error(LP_EINVAL, "lp_scan_heads_encoder: %s is a decoder; use lp_scan_heads", c->arch);
+    int N = encoder_sequence_len(m, o), B = o->n_seqs > 0 ? o->n_seqs : 4;
+    if (N < 0) return LP_EINVAL;
+    size_t nh = (size_t)c->n_layer * c->n_head;
+    int *ids = malloc((size_t)(N + 2) * sizeof *ids), rc = LP_OK;
+    float *hm = malloc(nh * LP_HEAD_ALL_METRIC_COUNT * sizeof *hm), *em = hm ? hm + nh * LP_HEAD_METRIC_COUNT : NULL;
+    double *sum = calloc(nh * LP_ESCAN_COUNT, sizeof *sum);
+    if (!ids || !hm || !sum) rc = lp_error(LP_ENOMEM, "out of memory");
+    for (int b = 0; b < B && !rc; b++) {
+        lp_run *r;
+        int n;
+        if ((rc = encoder_sequence(m, o, b, ids, &n)) || (rc = lp_run_new(&r, m, ids, n))) break;
+        lp_head_metrics(hm, r);
+        lp_head_metrics_encoder(em, r);
+        for (size_t i = 0; i < nh; i++) {
+            const float *e = em + i * LP_HEAD_ENCODER_METRIC_COUNT;
+            double *x = sum + i * LP_ESCAN_COUNT;
+            x[LP_ESCAN_PREV_TOKEN] += hm[i * LP_HEAD_METRIC_COUNT + LP_HEAD_PREV_TOKEN];
+            x[LP_ESCAN_NEXT_TOKEN] += e[LP_HEAD_NEXT_TOKEN - LP_HEAD_METRIC_COUNT];
+            x[LP_ESCAN_CLS_SINK] += e[LP_HEAD_CLS_SINK - LP_HEAD_METRIC_COUNT];
+            x[LP_ESCAN_SEP_SINK] += e[LP_HEAD_SEP_SINK - LP_HEAD_METRIC_COUNT];
+            x[LP_ESCAN_BROAD] += e[LP_HEAD_BROAD - LP_HEAD_METRIC_COUNT];
+        }
+        lp_run_free(r);
+    }
+    if (!rc) {
+        for (size_t i = 0; i < nh * LP_ESCAN_COUNT; i++) scores[i] = (float)(sum[i] / B);
+        if (seq_len) *seq_len = N;
+    }
+    free(ids);
+    free(hm);
     free(sum);
     return rc;
 }

@@ -5,20 +5,22 @@
 #include <string.h>
 
 #include "loupe/error.h"
+#include "loupe/tokenizer.h"
 
-static const char *const NAMES[LP_HEAD_METRIC_COUNT] = {"entropy",         "prev_token", "first_token",
-                                                        "duplicate_token", "induction",  "max_attn"};
+static const char *const NAMES[LP_HEAD_ALL_METRIC_COUNT] = {
+    "entropy", "prev_token", "first_token", "duplicate_token", "induction", "max_attn",
+    "next_token", "cls_sink", "sep_sink", "broad"};
 
-const char *lp_head_metric_name(lp_head_metric k) { return k < LP_HEAD_METRIC_COUNT ? NAMES[k] : "?"; }
+const char *lp_head_metric_name(lp_head_metric k) { return k < LP_HEAD_ALL_METRIC_COUNT ? NAMES[k] : "?"; }
 
 int lp_head_metric_from_name(const char *name, lp_head_metric *out) {
-    for (int i = 0; i < LP_HEAD_METRIC_COUNT; i++)
+    for (int i = 0; i < LP_HEAD_ALL_METRIC_COUNT; i++)
         if (strcmp(name, NAMES[i]) == 0) {
             *out = (lp_head_metric)i;
             return LP_OK;
         }
     return lp_error(LP_EINVAL, "unknown head metric '%s' (entropy, prev_token, first_token, duplicate_token, "
-                    "induction, max_attn)", name);
+                    "induction, max_attn; encoders also next_token, cls_sink, sep_sink, broad)", name);
 }
 
 static float mean_or_nan(double sum, int n) { return n ? (float)(sum / n) : NAN; }
@@ -60,5 +62,37 @@ void lp_head_metrics(float *out, const lp_run *r) {
             o[LP_HEAD_DUPLICATE_TOKEN] = mean_or_nan(dup, n_dup);
             o[LP_HEAD_INDUCTION] = mean_or_nan(ind, n_ind);
             o[LP_HEAD_MAX_ATTN] = (float)(mx / T);
+        }
+}
+
+void lp_head_metrics_encoder(float *out, const lp_run *r) {
+    const lp_model *m = lp_run_model(r);
+    const lp_config *c = lp_model_config(m);
+    const lp_tokenizer *t = lp_model_tokenizer(m);
+    const int *ids = lp_run_ids(r);
+    int T = lp_run_len(r), cls = t ? lp_tokenizer_special(t, LP_SPECIAL_CLS) : -1;
+    int sep = t ? lp_tokenizer_special(t, LP_SPECIAL_SEP) : -1, n_cls = 0, n_sep = 0;
+    for (int j = 0; j < T; j++) n_cls += cls >= 0 && ids[j] == cls, n_sep += sep >= 0 && ids[j] == sep;
+    for (int l = 0; l < c->n_layer; l++)
+        for (int h = 0; h < c->n_head; h++) {
+            lp_view v;
+            lp_run_view(r, LP_ACT_PATTERN, l, h, &v);
+            double next = 0, to_cls = 0, to_sep = 0, ent = 0;
+            for (int i = 0; i < T; i++) {
+                const float *row = v.data + (size_t)i * v.stride[0];
+                int keys = c->causal ? i + 1 : T;
+                for (int j = 0; j < keys; j++) {
+                    double p = row[j];
+                    if (p > 0) ent -= p * log(p);
+                    if (ids[j] == cls) to_cls += p;
+                    if (ids[j] == sep) to_sep += p;
+                }
+                if (i + 1 < keys) next += row[i + 1];
+            }
+            float *o = out + ((size_t)l * c->n_head + h) * LP_HEAD_ENCODER_METRIC_COUNT;
+            o[LP_HEAD_NEXT_TOKEN - LP_HEAD_METRIC_COUNT] = mean_or_nan(next, T - 1);
+            o[LP_HEAD_CLS_SINK - LP_HEAD_METRIC_COUNT] = n_cls ? mean_or_nan(to_cls, T) : NAN;
+            o[LP_HEAD_SEP_SINK - LP_HEAD_METRIC_COUNT] = n_sep ? mean_or_nan(to_sep, T) : NAN;
+            o[LP_HEAD_BROAD - LP_HEAD_METRIC_COUNT] = T > 1 ? (float)(ent / T / log(T)) : NAN;
         }
 }

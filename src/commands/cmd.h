@@ -39,6 +39,11 @@ int lp_cmd_first_mask(const lp_session *s);
  * the softmax over the labels, each label's sigmoid for a multi-label classifier, null for
  * a one-label regression head). */
 json_t *lp_cmd_labels(const lp_session *s);
+/* A target or contrast as JSON: {"id","token"}, or a classifier's {"id","label"}; null for -1. */
+json_t *lp_cmd_output_obj(const lp_session *s, int id);
+/* A classifier's --target/--vs LABEL (its name in id2label) or --target-id/--vs-id ID; -1 when
+ * neither is given. */
+int lp_cmd_label(const lp_session *s, const char *name, const char *id, int *out);
 /* The current run must have token logits (a decoder or a masked LM): otherwise an error
  * for `what` saying what the model gives instead. */
 int lp_cmd_need_token_head(lp_session *s, const char *what);

@@ -41,32 +41,6 @@ static int baseline_arg(const lp_session *s, const char *name, const char *id, i
     return LP_OK;
 }
 
-/* A target or contrast: a token, or a classifier's label. */
-static json_t *token_obj(const lp_session *s, int id) {
-    if (id < 0) return json_null();
-    if (lp_model_config(s->model)->head == LP_HEAD_CLASSIFIER)
-        return json_pack("{s:i,s:s}", "id", id, "label", lp_model_label(s->model, id));
-    return json_pack("{s:i,s:o}", "id", id, "token", lp_cmd_token(s, id));
-}
-
-/* A classifier's --target/--vs LABEL (its name in id2label) or --target-id/--vs-id ID; -1 when
- * neither is given. */
-static int label_arg(const lp_session *s, const char *name, const char *id, int *out) {
-    int n = lp_model_n_labels(s->model);
-    *out = -1;
-    if (name && id) return lp_error(LP_EINVAL, "give the label by name or by id, not both");
-    if (id) {
-        long v;
-        int rc = lp_cmd_int(id, "label id", 0, n - 1, &v);
-        *out = (int)v;
-        return rc;
-    }
-    if (!name) return LP_OK;
-    for (int i = 0; i < n; i++)
-        if (strcmp(name, lp_model_label(s->model, i)) == 0) return *out = i, LP_OK;
-    return lp_error(LP_EINVAL, "'%s' is not one of this classifier's labels (see info or classify)", name);
-}
-
 int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
@@ -111,7 +85,7 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     int target = -1, contrast = -1;
     lp_objective_kind kind = LP_OBJ_LOGIT;
     if (needs_obj) {
-        if ((rc = labels ? label_arg(s, o[TARGET].value, o[TARGET_ID].value, &target)
+        if ((rc = labels ? lp_cmd_label(s, o[TARGET].value, o[TARGET_ID].value, &target)
                          : lp_cmd_target(s, o[TARGET].value, o[TARGET_ID].value, &target)))
             return rc;
         const float *lg = lp_run_logits(s->run, sp.objective.pos);
@@ -122,7 +96,7 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
                 if (lg[j] > lg[target]) target = j;
         }
         if (o[VS].value && o[VS_ID].value) return lp_error(LP_EINVAL, "attr: give --vs or --vs-id, not both");
-        if ((rc = labels ? label_arg(s, o[VS].value, o[VS_ID].value, &contrast)
+        if ((rc = labels ? lp_cmd_label(s, o[VS].value, o[VS_ID].value, &contrast)
                          : lp_cmd_target(s, o[VS].value, o[VS_ID].value, &contrast))) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s", lp_errmsg());
@@ -213,10 +187,10 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
         lp_table_row(table, json_pack("[i,o,o]", t, lp_cmd_token(s, ids[t]), lp_json_number(scores[t])));
     }
     json_t *val = json_pack("{s:s,s:o,s:i,s:o,s:o,s:o,s:o,s:o}", "method", lp_attr_method_name(sp.method), "target",
-                            token_obj(s, needs_obj ? target : -1), "pos", sp.objective.pos, "scores", arr, "delta",
+                            lp_cmd_output_obj(s, needs_obj ? target : -1), "pos", sp.objective.pos, "scores", arr, "delta",
                             lp_json_number(delta), "objective",
                             needs_obj ? json_string(lp_objective_name(kind)) : json_null(), "contrast",
-                            token_obj(s, contrast), "params", params);
+                            lp_cmd_output_obj(s, contrast), "params", params);
     if (attr_id) json_object_set_new(val, "attribution_id", json_integer(attr_id));
     lp_cmd_emit(s, val, table);
     free(scores);

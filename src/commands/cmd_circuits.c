@@ -25,22 +25,34 @@ static int argmax(const float *x, int n) {
     return best;
 }
 
-static json_t *token_obj(const lp_session *s, int id) {
-    if (id < 0) return json_null();
-    return json_pack("{s:i,s:o}", "id", id, "token", lp_cmd_token(s, id));
+static json_t *token_obj(const lp_session *s, int id) { return lp_cmd_output_obj(s, id); }
+
+static bool is_classifier(const lp_session *s) { return lp_model_config(s->model)->head == LP_HEAD_CLASSIFIER; }
+
+/* The position whose prediction is explained: --pos (default: a decoder's last, a masked
+ * LM's first mask), or a classifier's 0. */
+static int output_pos(const lp_session *s, const char *what, const char *arg, int *pos) {
+    const lp_config *c = lp_model_config(s->model);
+    if (c->head == LP_HEAD_NONE)
+        return lp_error(LP_EUNSUPPORTED, "%s: %s has no output head, so no prediction to read", what, c->arch);
+    if (c->head != LP_HEAD_CLASSIFIER) return lp_cmd_out_pos(s, what, arg, pos);
+    *pos = 0;
+    if (arg && strcmp(arg, "0") != 0)
+        return lp_error(LP_EINVAL, "%s: a classifier's prediction is at position 0 (its [CLS]); leave out --pos", what);
+    return LP_OK;
 }
 
-/* --target TOKEN / --target-id ID, else the top prediction in logits (V). */
+/* --target TOKEN / --target-id ID (a classifier's: LABEL / ID), else the top of logits. */
 static int pick_target(const lp_session *s, const char *token, const char *id, const float *logits, int *out) {
-    int rc = lp_cmd_target(s, token, id, out);
-    if (!rc && *out < 0) *out = argmax(logits, lp_model_config(s->model)->vocab);
+    int rc = is_classifier(s) ? lp_cmd_label(s, token, id, out) : lp_cmd_target(s, token, id, out);
+    if (!rc && *out < 0) *out = argmax(logits, lp_run_out_width(s->run));
     return rc;
 }
 
-/* --vs TOKEN / --vs-id ID, or -1. */
+/* --vs TOKEN / --vs-id ID (a classifier's: LABEL / ID), or -1. */
 static int pick_contrast(const lp_session *s, const char *token, const char *id, int *out) {
     if (token && id) return lp_error(LP_EINVAL, "give --vs or --vs-id, not both");
-    int rc = lp_cmd_target(s, token, id, out);
+    int rc = is_classifier(s) ? lp_cmd_label(s, token, id, out) : lp_cmd_target(s, token, id, out);
     if (rc) {
         char msg[512];
         snprintf(msg, sizeof msg, "%s", lp_errmsg());
@@ -68,20 +80,22 @@ static int record(lp_session *s, const char *kind, json_t *params, json_t *resul
 /* ---- dla ---- */
 
 /* dla [--target ..] [--vs ..] [--pos P]: table: layers down, heads across, then the MLP;
- * the last rows hold the embeddings, the biases, the sum and the logit (in the mlp column). */
+ * the last rows hold the embeddings, the biases, the sum and the logit (in the mlp column);
+ * encoders' (linearised in the head, circuits.h) also the remainder. */
 int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
-    if (rc || (rc = lp_model_need_decoder(s->model, "dla"))) return rc;
+    if (rc) return rc;
     lp_opt o[] = {{"target", false, NULL}, {"target-id", false, NULL}, {"vs", false, NULL}, {"vs-id", false, NULL},
                   {"pos", false, NULL}};
     char *pos[1];
     int np, p, target, contrast;
-    if ((rc = lp_cmd_opts("dla", argc, argv, o, 5, pos, 0, &np)) || (rc = lp_cmd_pos(s, o[4].value, &p)) ||
+    if ((rc = lp_cmd_opts("dla", argc, argv, o, 5, pos, 0, &np)) || (rc = output_pos(s, "dla", o[4].value, &p)) ||
         (rc = pick_target(s, o[0].value, o[1].value, lp_run_logits(s->run, p), &target)) ||
         (rc = pick_contrast(s, o[2].value, o[3].value, &contrast)))
         return rc;
-    if (contrast == target) return lp_error(LP_EINVAL, "dla: the target and --vs are the same token");
+    if (contrast == target)
+        return lp_error(LP_EINVAL, "dla: the target and --vs are the same %s", is_classifier(s) ? "label" : "token");
     const lp_config *c = lp_model_config(s->model);
     int L = c->n_layer, H = c->n_head;
     float *heads = malloc((size_t)L * H * sizeof *heads), *mlp = malloc((size_t)L * sizeof *mlp);
@@ -92,7 +106,7 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
         return rc;
     }
     json_t *jh = json_array(), *jm = json_array(), *table = lp_table_new();
-    lp_table_column(table, "layer", 0, NULL);
+    lp_table_column(table, S.linearised ? "layer (linearised at the run)" : "layer", 0, NULL);
     char name[32];
     for (int h = 0; h < H; h++) {
         snprintf(name, sizeof name, "h%d", h);
@@ -112,9 +126,9 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
         json_array_append_new(row, lp_json_number(mlp[l]));
         lp_table_row(table, row);
     }
-    const char *labels[] = {"embed", "bias", "total", "logit"};
-    double values[] = {S.embed, S.bias, S.total, S.logit};
-    for (int k = 0; k < 4; k++) {
+    const char *labels[] = {"embed", "bias", "total", "logit", "remainder"};
+    double values[] = {S.embed, S.bias, S.total, S.logit, S.remainder};
+    for (int k = 0; k < (S.linearised ? 5 : 4); k++) {
         json_t *row = json_pack("[s]", labels[k]);
         for (int h = 0; h < H; h++) json_array_append_new(row, json_null());
         json_array_append_new(row, lp_json_number(values[k]));
@@ -128,6 +142,11 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
                           "bias_parts", "attn_out", lp_json_number(S.attn_bias), "ln_final", lp_json_number(S.norm_bias),
                           "unembed", lp_json_number(S.unembed_bias), "heads_total", lp_json_number(S.heads), "mlp_total",
                           lp_json_number(S.mlp), "heads", jh, "mlp", jm);
+    json_object_set_new(v, "linearised", json_boolean(S.linearised));
+    json_object_set_new(v, "remainder", lp_json_number(S.remainder));
+    if (S.linearised) /* an encoder's biases: attention outputs and every post-norm */
+        json_object_set_new(v, "bias_parts", json_pack("{s:o,s:o}", "attn_out", lp_json_number(S.attn_bias), "norms",
+                                                       lp_json_number(S.norm_bias)));
     rc = record(s, "dla",
                 json_pack("{s:i,s:i,s:o}", "pos", p, "target", target, "contrast",
                           contrast >= 0 ? json_integer(contrast) : json_null()),
@@ -149,9 +168,9 @@ static int by_key_desc(const void *a, const void *b) {
     return x->i - y->i;
 }
 
-/* neurons L [--pos P] [K] [--sort act|abs|dla] [--target ..] [--vs ..]. Encoders: the
- * activations only (--sort act|abs), no direct logit attribution (post-norm blocks put a norm
- * after every layer, so no layer writes to the logits directly). */
+/* neurons L [--pos P] [K] [--sort act|abs|dla] [--target ..] [--vs ..]. Encoders: dla as
+ * lp_dla's (linearised in the head) where the head reads the position (a masked LM's any,
+ * default the first mask; a classifier's 0); a bare encoder has activations only. */
 int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
@@ -170,11 +189,21 @@ int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     if (strcmp(sort, "act") && strcmp(sort, "abs") && strcmp(sort, "dla"))
         return lp_error(LP_EINVAL, "neurons: --sort act (highest activation), abs (largest |activation|) or dla "
                         "(largest |contribution|)");
-    bool with_dla = c->causal;
-    if (!with_dla && (strcmp(sort, "dla") == 0 || o[1].value || o[2].value || o[3].value || o[4].value))
-        return lp_model_need_decoder(s->model, "neurons: direct logit attribution (--sort dla, --target, --vs)");
+    bool wants_dla = strcmp(sort, "dla") == 0 || o[1].value || o[2].value || o[3].value || o[4].value;
+    bool with_dla = c->head != LP_HEAD_NONE;
+    if (!with_dla && wants_dla)
+        return lp_error(LP_EUNSUPPORTED, "neurons: %s has no output head, so no logit to attribute (--sort dla, "
+                        "--target, --vs); use --sort act or abs", c->arch);
     target = contrast = -1;
-    if ((rc = lp_cmd_pos(s, o[0].value, &p)) ||
+    if (c->head == LP_HEAD_CLASSIFIER && !wants_dla && o[0].value) {
+        if ((rc = lp_cmd_pos(s, o[0].value, &p))) return rc;
+        with_dla = p == 0; /* activations elsewhere; the label is read at 0 */
+    } else if (c->head == LP_HEAD_MLM && !o[0].value && lp_cmd_first_mask(s) < 0) {
+        rc = lp_cmd_pos(s, NULL, &p); /* no mask: the last position, as for activations */
+    } else {
+        rc = with_dla ? output_pos(s, "neurons", o[0].value, &p) : lp_cmd_pos(s, o[0].value, &p);
+    }
+    if (rc ||
         (with_dla && (rc = pick_target(s, o[1].value, o[2].value, lp_run_logits(s->run, p), &target))) ||
         (with_dla && (rc = pick_contrast(s, o[3].value, o[4].value, &contrast))))
         return rc;
@@ -317,27 +346,65 @@ static int parse_id_list(const char *list, int vocab, int **ids, int *n) {
     return LP_OK;
 }
 
-/* The corrupted prompt's ids: text tokenized as the run was (BOS if the run starts with it). */
-static int corrupt_ids(const lp_session *s, const char *text, const char *list, int **ids, int *n) {
+/* An encoder's corrupted text in place of the run's first segment (through its first
+ * [SEP] or </s>): the rest of the run, a pair's second text, follows it with its types. */
+static int keep_second_segment(const lp_session *s, int **ids, int **types, int *n) {
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    int sep = lp_tokenizer_special(t, LP_SPECIAL_SEP), T = lp_run_len(s->run), from = 0;
+    const int *cids = lp_run_ids(s->run), *ctypes = lp_run_types(s->run);
+    while (from < T && cids[from] != sep) from++;
+    if (sep < 0 || ++from >= T) return LP_OK; /* one segment */
+    int *more = realloc(*ids, (size_t)(*n + T - from) * sizeof *more), *moret = NULL;
+    if (more) *ids = more;
+    if (more && (moret = realloc(*types, (size_t)(*n + T - from) * sizeof *moret))) *types = moret;
+    if (!more || !moret) return lp_error(LP_ENOMEM, "out of memory");
+    memcpy(*ids + *n, cids + from, (size_t)(T - from) * sizeof **ids);
+    memcpy(*types + *n, ctypes + from, (size_t)(T - from) * sizeof **types);
+    *n += T - from;
+    return LP_OK;
+}
+
+/* The corrupted prompt's ids and token types: text tokenized as the run was (BOS, or an
+ * encoder's [CLS] ... [SEP], if the run starts with it); in an encoder it replaces the
+ * run's first segment, and a pair's second text is the run's unless pair gives its own.
+ * --corrupt-ids take the run's types. Length and types must be the run's. */
+static int corrupt_ids(const lp_session *s, const char *text, const char *list, const char *pair, int **ids,
+                       int **types, int *n) {
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
-    int rc;
+    int rc, T = lp_run_len(s->run);
+    *types = NULL;
     if ((text != NULL) == (list != NULL)) return lp_error(LP_EINVAL, "patch: give --corrupt TEXT or --corrupt-ids 1,2,3");
+    if (pair && c->type_vocab == 0 && c->causal)
+        return lp_error(LP_EINVAL, "patch: --pair is for encoders' sentence pairs (BERT, RoBERTa)");
+    if (pair && list) return lp_error(LP_EINVAL, "patch: --pair goes with --corrupt TEXT; --corrupt-ids are the whole sequence");
     if (list) {
         rc = parse_id_list(list, c->vocab, ids, n);
+        if (!rc && !(*types = malloc((size_t)(*n > T ? *n : T) * sizeof **types))) rc = lp_error(LP_ENOMEM, "out of memory");
+        if (!rc) memcpy(*types, lp_run_types(s->run), (size_t)T * sizeof **types);
     } else {
         if (!t) return lp_error(LP_EINVAL, "patch: this model has no tokenizer; use --corrupt-ids");
-        int bos = lp_tokenizer_bos(t);
-        size_t len = strlen(text);
-        if (!(*ids = malloc((len + 3) * sizeof **ids))) return lp_error(LP_ENOMEM, "out of memory");
-        rc = lp_tokenizer_encode(t, text, len, bos >= 0 && lp_run_ids(s->run)[0] == bos, *ids, (int)len + 3, n);
+        int bos = c->causal ? lp_tokenizer_bos(t) : lp_tokenizer_special(t, LP_SPECIAL_CLS);
+        size_t len = strlen(text), plen = pair ? strlen(pair) : 0, cap = len + plen + 8;
+        bool with_bos = bos >= 0 && lp_run_ids(s->run)[0] == bos;
+        *ids = malloc(cap * sizeof **ids);
+        *types = calloc(cap, sizeof **types);
+        if (!*ids || !*types) rc = lp_error(LP_ENOMEM, "out of memory");
+        else if (pair) rc = lp_tokenizer_encode_pair(t, text, len, pair, plen, with_bos, *ids, *types, (int)cap, n);
+        else rc = lp_tokenizer_encode(t, text, len, with_bos, *ids, (int)cap, n);
+        if (!rc && !pair && !c->causal) rc = keep_second_segment(s, ids, types, n);
     }
-    if (!rc && *n != lp_run_len(s->run))
+    if (!rc && *n != T)
         rc = lp_error(LP_EINVAL, "patch: the corrupted prompt is %d tokens and the run %d; patching needs the same "
-                      "length (see 'tokens')", *n, lp_run_len(s->run));
+                      "length (see 'tokens')", *n, T);
+    for (int i = 0; !rc && i < T; i++)
+        if ((*types)[i] != lp_run_types(s->run)[i])
+            rc = lp_error(LP_EINVAL, "patch: the corrupted prompt's token type at position %d is %d, the run's %d; "
+                          "give segments as long as the run's (see 'tokens')", i, (*types)[i], lp_run_types(s->run)[i]);
     if (rc) {
         free(*ids);
-        *ids = NULL;
+        free(*types);
+        *ids = *types = NULL;
     }
     return rc;
 }
@@ -404,31 +471,39 @@ static int patch_site(const lp_session *s, const char *name, lp_patch_site *site
                                    lp_act_name(kind) : name, site);
 }
 
-/* patch --corrupt TEXT [--site S] [--target ..] [--vs ..] [--denoise]: a layer x position
- * (or layer x head for z) table of the logit-difference recovery. */
+/* patch --corrupt TEXT [--pair TEXT2] [--site S] [--target ..] [--vs ..] [--pos P] [--denoise]:
+ * a layer x position (or layer x head for z) table of the logit-difference recovery. */
 int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
-    if (rc || (rc = lp_model_need_decoder(s->model, "patch"))) return rc;
+    if (rc) return rc;
     lp_opt o[] = {{"corrupt", false, NULL}, {"corrupt-ids", false, NULL}, {"site", false, NULL},
                   {"target", false, NULL},  {"target-id", false, NULL},   {"vs", false, NULL},
-                  {"vs-id", false, NULL},   {"denoise", true, NULL}};
+                  {"vs-id", false, NULL},   {"denoise", true, NULL},      {"pos", false, NULL},
+                  {"pair", false, NULL}};
     char *pos[1];
-    int np, target, contrast, n, *ids = NULL;
-    if ((rc = lp_cmd_opts("patch", argc, argv, o, 8, pos, 0, &np))) return rc;
+    int np, target, contrast, n, at, *ids = NULL, *types = NULL;
+    if ((rc = lp_cmd_opts("patch", argc, argv, o, 10, pos, 0, &np))) return rc;
     lp_patch_site site = LP_PATCH_RESID_PRE;
     if (o[2].value && (rc = patch_site(s, o[2].value, &site))) return rc;
     const lp_config *c = lp_model_config(s->model);
-    int T = lp_run_len(s->run), L = c->n_layer, V = c->vocab;
+    int T = lp_run_len(s->run), L = c->n_layer, V = lp_run_out_width(s->run);
+    if (c->causal && o[8].value) {
+        if ((rc = lp_cmd_pos(s, o[8].value, &at))) return rc;
+        if (at != T - 1)
+            return lp_error(LP_EINVAL, "patch: a decoder's patching reads its last position (%d); leave out --pos", T - 1);
+    }
     const lp_run *clean = s->run;
     lp_run *corrupt = NULL;
-    if ((rc = corrupt_ids(s, o[0].value, o[1].value, &ids, &n)) || (rc = lp_run_new(&corrupt, s->model, ids, n)) ||
-        (rc = pick_target(s, o[3].value, o[4].value, lp_run_logits(clean, T - 1), &target)) ||
+    if ((rc = output_pos(s, "patch", c->causal ? NULL : o[8].value, &at)) ||
+        (rc = corrupt_ids(s, o[0].value, o[1].value, o[9].value, &ids, &types, &n)) ||
+        (rc = lp_run_new_typed(&corrupt, s->model, ids, types, n)) ||
+        (rc = pick_target(s, o[3].value, o[4].value, lp_run_logits(clean, at), &target)) ||
         (rc = pick_contrast(s, o[5].value, o[6].value, &contrast)))
         goto done;
     /* The contrast by default: what the corrupted run predicts instead (its runner-up if
      * that is the target too). */
-    if (contrast < 0) contrast = best_other(lp_run_logits(corrupt, T - 1), V, target);
+    if (contrast < 0) contrast = best_other(lp_run_logits(corrupt, at), V, target);
     if (contrast == target) {
         rc = lp_error(LP_EINVAL, "patch: the target and --vs are the same token");
         goto done;
@@ -440,15 +515,15 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     float *raw = malloc(((size_t)L * cols + L) * sizeof *raw), *all = raw ? raw + (size_t)L * cols : NULL;
     lp_patch *whole = malloc((size_t)L * sizeof *whole);
     if (!raw || !whole) rc = lp_error(LP_ENOMEM, "out of memory");
-    if (!rc) rc = lp_patch_sweep(base, source, site, target, contrast, raw);
+    if (!rc) rc = lp_patch_sweep_at(base, source, site, at, target, contrast, raw);
     for (int l = 0; l < L; l++) whole[l] = (lp_patch){site, l, -1, -1};
-    if (!rc && per_layer_too) rc = lp_patch_metric(base, source, whole, L, target, contrast, all);
+    if (!rc && per_layer_too) rc = lp_patch_metric_at(base, source, whole, L, at, target, contrast, all);
     free(whole);
     if (rc) {
         free(raw);
         goto done;
     }
-    const float *lc = lp_run_logits(clean, T - 1), *lx = lp_run_logits(corrupt, T - 1);
+    const float *lc = lp_run_logits(clean, at), *lx = lp_run_logits(corrupt, at);
     double m_clean = (double)lc[target] - lc[contrast], m_corrupt = (double)lx[target] - lx[contrast];
     bool undefined = fabs(m_clean - m_corrupt) < RECOVERY_MIN_GAP;
     double rc_clean = undefined ? NAN : m_clean;
@@ -464,7 +539,7 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
                           matrix(raw, L, cols, rc_clean, m_corrupt, true), "raw", matrix(raw, L, cols, 0, 0, false),
                           "clean", lp_json_number(m_clean), "corrupt", lp_json_number(m_corrupt), "undefined", undefined,
                           "target", token_obj(s, target),
-                          "contrast", token_obj(s, contrast), "pos", T - 1, "tokens", toks, "corrupt_tokens", ctoks);
+                          "contrast", token_obj(s, contrast), "pos", at, "tokens", toks, "corrupt_tokens", ctoks);
     if (per_layer_too) { /* every position of a layer at once */
         json_t *rec = matrix(all, 1, L, rc_clean, m_corrupt, true), *raw_all = matrix(all, 1, L, 0, 0, false);
         json_object_set(v, "layer_all", json_array_get(rec, 0));
@@ -480,22 +555,32 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     for (int t = 0; t < T; t++) json_array_append_new(cid, json_integer(ids[t]));
     json_object_set_new(params, "corrupt_ids", cid);
     if (o[0].value) json_object_set_new(params, "corrupt", json_stringn_nocheck(o[0].value, strlen(o[0].value)));
+    if (o[9].value) json_object_set_new(params, "pair", json_stringn_nocheck(o[9].value, strlen(o[9].value)));
+    if (!c->causal) json_object_set_new(params, "pos", json_integer(at));
     rc = record(s, "patch", params, v);
     lp_cmd_emit(s, v, table);
 done:
     lp_run_free(corrupt);
     free(ids);
+    free(types);
     return rc;
 }
 
 /* ---- scan ---- */
 
+/* A score's name: a decoder's (lp_scan_score) or an encoder's (lp_encoder_scan_score). */
+static const char *scan_name(bool enc, int k) {
+    return enc ? lp_encoder_scan_score_name((lp_encoder_scan_score)k) : lp_scan_score_name((lp_scan_score)k);
+}
+
 /* scan [--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]: every head is stored;
- * --labelled shows only the heads that got a label. */
+ * --labelled shows only the heads that got a label. Encoders: Clark et al.'s scores on
+ * [CLS] + random tokens + [SEP] (circuits.h), not stored yet (the store's head scans have a
+ * decoder's four columns). */
 int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_model(s);
-    if (rc || (rc = lp_model_need_decoder(s->model, "scan"))) return rc;
+    if (rc) return rc;
     lp_opt o[] = {{"len", false, NULL},       {"seqs", false, NULL},    {"seed", false, NULL},
                   {"threshold", false, NULL}, {"labelled", true, NULL}};
     char *pos[1];
@@ -509,6 +594,11 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     /* --len's range is what this model's context (and vocabulary) allows. */
     int max_len = lp_scan_max_len(s->model, &so);
     if (o[0].value && (rc = lp_cmd_int(o[0].value, "--len", 2, LONG_MAX, &len))) return rc;
+    bool enc = !c->causal;
+    if (enc && !t) return lp_error(LP_EINVAL, "scan: an encoder's scan needs its tokenizer (for [CLS] and [SEP])");
+    if (len > max_len && enc)
+        return lp_error(LP_EINVAL, "scan: --len %ld is out of range (2..%d): the sequence is [CLS], %ld distinct random "
+                        "tokens and [SEP], and the model's context holds %d", len, max_len, len, c->n_ctx);
     if (len > max_len)
         return lp_error(LP_EINVAL, "scan: --len %ld is out of range (2..%d): the sequence is %s%ld random tokens twice, "
                         "and the model's context holds %d", len, max_len, so.bos >= 0 ? "BOS and " : "", len, c->n_ctx);
@@ -518,12 +608,12 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
         (o[3].value && (rc = lp_cmd_float(o[3].value, "--threshold", &thr))))
         return rc;
     so.seq_len = (int)len, so.n_seqs = (int)seqs, so.seed = (uint64_t)seed;
-    int L = c->n_layer, H = c->n_head, N;
-    float *sc = malloc((size_t)L * H * LP_SCAN_COUNT * sizeof *sc);
+    int L = c->n_layer, H = c->n_head, N, K = enc ? LP_ESCAN_COUNT : LP_SCAN_COUNT;
+    float *sc = malloc((size_t)L * H * K * sizeof *sc);
     lp_store_head_scan *rows = malloc((size_t)L * H * sizeof *rows);
     char (*labels)[80] = malloc((size_t)L * H * sizeof *labels);
     if (!sc || !rows || !labels) rc = lp_error(LP_ENOMEM, "out of memory");
-    if (!rc) rc = lp_scan_heads(s->model, &so, sc, &N);
+    if (!rc) rc = enc ? lp_scan_heads_encoder(s->model, &so, sc, &N) : lp_scan_heads(s->model, &so, sc, &N);
     if (rc) {
         free(sc), free(rows), free(labels);
         return rc;
@@ -531,21 +621,21 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     json_t *arr = json_array(), *table = lp_table_new();
     lp_table_column(table, "layer", 0, NULL);
     lp_table_column(table, "head", 0, NULL);
-    for (int k = 0; k < LP_SCAN_COUNT; k++) lp_table_column(table, lp_scan_score_name((lp_scan_score)k), 0, "%.3f");
+    for (int k = 0; k < K; k++) lp_table_column(table, scan_name(enc, k), 0, "%.3f");
     lp_table_column(table, "labels", 0, NULL);
     for (int i = 0; i < L * H; i++) {
-        const float *x = sc + (size_t)i * LP_SCAN_COUNT;
+        const float *x = sc + (size_t)i * K;
         size_t at = 0;
         labels[i][0] = '\0';
-        for (int k = 0; k < LP_SCAN_COUNT; k++)
+        for (int k = 0; k < K; k++)
             if (x[k] >= thr)
-                at += (size_t)snprintf(labels[i] + at, sizeof labels[i] - at, "%s%s", at ? " " : "",
-                                       lp_scan_score_name((lp_scan_score)k));
-        rows[i] = (lp_store_head_scan){i / H, i % H, x[LP_SCAN_PREV_TOKEN], x[LP_SCAN_DUPLICATE_TOKEN],
-                                       x[LP_SCAN_INDUCTION], x[LP_SCAN_FIRST_TOKEN], labels[i]};
+                at += (size_t)snprintf(labels[i] + at, sizeof labels[i] - at, "%s%s", at ? " " : "", scan_name(enc, k));
+        if (!enc)
+            rows[i] = (lp_store_head_scan){i / H, i % H, x[LP_SCAN_PREV_TOKEN], x[LP_SCAN_DUPLICATE_TOKEN],
+                                           x[LP_SCAN_INDUCTION], x[LP_SCAN_FIRST_TOKEN], labels[i]};
         json_t *row = json_pack("{s:i,s:i}", "layer", i / H, "head", i % H), *trow = json_pack("[i,i]", i / H, i % H);
-        for (int k = 0; k < LP_SCAN_COUNT; k++) {
-            json_object_set_new(row, lp_scan_score_name((lp_scan_score)k), lp_json_number(x[k]));
+        for (int k = 0; k < K; k++) {
+            json_object_set_new(row, scan_name(enc, k), lp_json_number(x[k]));
             json_array_append_new(trow, lp_json_number(x[k]));
         }
         json_object_set_new(row, "labels", json_string(labels[i]));
@@ -559,12 +649,16 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
         lp_table_row(table, trow);
     }
     int64_t model_id, scan_id = 0;
-    if (s->store && !(rc = lp_cmd_model_row(s, &model_id)))
+    if (s->store && !enc && !(rc = lp_cmd_model_row(s, &model_id)))
         rc = lp_store_put_head_scan(s->store, model_id, 0, rows, L * H, &scan_id);
     free(sc), free(rows), free(labels);
-    lp_cmd_emit(s, json_pack("{s:o,s:i,s:i,s:I,s:i,s:o,s:o}", "scan_id", scan_id ? json_integer(scan_id) : json_null(),
-                             "seq_len", N, "n_seqs", (int)seqs, "seed", (json_int_t)seed, "bos", so.bos, "threshold",
-                             lp_json_number(thr), "heads", arr),
-                table);
+    json_t *v = json_pack("{s:o,s:i,s:i,s:I,s:i,s:o,s:o}", "scan_id", scan_id ? json_integer(scan_id) : json_null(),
+                          "seq_len", N, "n_seqs", (int)seqs, "seed", (json_int_t)seed, "bos", so.bos, "threshold",
+                          lp_json_number(thr), "heads", arr);
+    if (enc) { /* what was scanned: [CLS] (or <s>), N random tokens, [SEP] (or </s>) */
+        json_object_set_new(v, "bos", json_integer(lp_tokenizer_special(t, LP_SPECIAL_CLS)));
+        json_object_set_new(v, "sequence", json_string("cls_random_sep"));
+    }
+    lp_cmd_emit(s, v, table);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* The commands of encoders' heads: classify (a sequence classifier's labels) and fill (a
  * masked LM's candidates for every mask of the run). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "commands/cmd.h"
 #include "loupe/error.h"
@@ -61,4 +62,27 @@ int lp_cmd_fill(lp_session *s, int argc, char **argv, const char *rest) {
     }
     lp_cmd_emit(s, arr, table);
     return LP_OK;
+}
+
+json_t *lp_cmd_output_obj(const lp_session *s, int id) {
+    if (id < 0) return json_null();
+    if (lp_model_config(s->model)->head == LP_HEAD_CLASSIFIER)
+        return json_pack("{s:i,s:s}", "id", id, "label", lp_model_label(s->model, id));
+    return json_pack("{s:i,s:o}", "id", id, "token", lp_cmd_token(s, id));
+}
+
+int lp_cmd_label(const lp_session *s, const char *name, const char *id, int *out) {
+    int n = lp_model_n_labels(s->model);
+    *out = -1;
+    if (name && id) return lp_error(LP_EINVAL, "give the label by name or by id, not both");
+    if (id) {
+        long v;
+        int rc = lp_cmd_int(id, "label id", 0, n - 1, &v);
+        *out = (int)v;
+        return rc;
+    }
+    if (!name) return LP_OK;
+    for (int i = 0; i < n; i++)
+        if (strcmp(name, lp_model_label(s->model, i)) == 0) return *out = i, LP_OK;
+    return lp_error(LP_EINVAL, "'%s' is not one of this classifier's labels (see info or classify)", name);
 }

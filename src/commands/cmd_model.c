@@ -518,29 +518,39 @@ int lp_cmd_heads(lp_session *s, int argc, char **argv, const char *rest) {
     int np;
     if ((rc = lp_cmd_opts("heads", argc, argv, o, 2, pos, 0, &np))) return rc;
     const lp_config *c = lp_model_config(s->model);
-    lp_head_metric sort = LP_HEAD_METRIC_COUNT;
+    /* Encoders add Clark et al.'s metrics (next_token, cls_sink, sep_sink, broad) after the six. */
+    const int NM = c->causal ? LP_HEAD_METRIC_COUNT : LP_HEAD_ALL_METRIC_COUNT;
+    lp_head_metric sort = LP_HEAD_ALL_METRIC_COUNT;
     long only = -1;
     if (o[0].value && (rc = lp_head_metric_from_name(o[0].value, &sort))) return rc;
+    if (o[0].value && (int)sort >= NM)
+        return lp_error(LP_EINVAL, "heads: --sort %s is an encoder's metric; a decoder has entropy, prev_token, "
+                        "first_token, duplicate_token, induction, max_attn", o[0].value);
     if (o[1].value && (rc = lp_cmd_int(o[1].value, "--layer", 0, c->n_layer - 1, &only))) return rc;
     size_t nh = (size_t)c->n_layer * c->n_head;
-    float *m = malloc(nh * LP_HEAD_METRIC_COUNT * sizeof *m);
+    float *m = malloc(nh * (NM + LP_HEAD_ALL_METRIC_COUNT) * sizeof *m), *part = m + nh * NM;
     int *order = malloc(nh * sizeof *order);
     if (!m || !order) {
         free(m);
         free(order);
         return lp_error(LP_ENOMEM, "out of memory");
     }
-    lp_head_metrics(m, s->run);
+    lp_head_metrics(part, s->run);
+    if (NM > LP_HEAD_METRIC_COUNT) lp_head_metrics_encoder(part + nh * LP_HEAD_METRIC_COUNT, s->run);
+    for (size_t i = 0; i < nh; i++)
+        for (int q = 0; q < NM; q++)
+            m[i * NM + q] = q < LP_HEAD_METRIC_COUNT ? part[i * LP_HEAD_METRIC_COUNT + q]
+                          : part[nh * LP_HEAD_METRIC_COUNT + i * LP_HEAD_ENCODER_METRIC_COUNT + q - LP_HEAD_METRIC_COUNT];
     int n = 0;
     for (size_t i = 0; i < nh; i++)
         if (only < 0 || (long)(i / c->n_head) == only) order[n++] = (int)i;
-    if (sort < LP_HEAD_METRIC_COUNT) {
+    if ((int)sort < NM) {
         /* Highest first, heads without a value last; insertion sort keeps ties in model order. */
         for (int i = 1; i < n; i++) {
             int x = order[i], j = i;
-            float vx = m[(size_t)x * LP_HEAD_METRIC_COUNT + sort];
+            float vx = m[(size_t)x * NM + sort];
             while (j > 0) {
-                float vy = m[(size_t)order[j - 1] * LP_HEAD_METRIC_COUNT + sort];
+                float vy = m[(size_t)order[j - 1] * NM + sort];
                 if (!(isnan(vy) && !isnan(vx)) && !(vx > vy)) break;
                 order[j] = order[j - 1];
                 j--;
@@ -552,8 +562,8 @@ int lp_cmd_heads(lp_session *s, int argc, char **argv, const char *rest) {
     for (int k = 0; k < n; k++) {
         int i = order[k];
         json_t *row = json_pack("{s:i,s:i}", "layer", i / c->n_head, "head", i % c->n_head);
-        for (int q = 0; q < LP_HEAD_METRIC_COUNT; q++) {
-            float v = m[(size_t)i * LP_HEAD_METRIC_COUNT + q];
+        for (int q = 0; q < NM; q++) {
+            float v = m[(size_t)i * NM + q];
             json_object_set_new(row, lp_head_metric_name((lp_head_metric)q), lp_json_number(v));
         }
         json_array_append_new(arr, row);

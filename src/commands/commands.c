@@ -431,7 +431,8 @@ static const lp_command COMMANDS[] = {
      lp_cmd_generate, false, "Greedy unless --temp > 0; stops at end-of-text unless --no-stop, and at the context's end."},
     {"heads", "[--sort METRIC] [--layer L]",
      "per-head attention metrics of the current run",
-     "heads --sort prev_token", lp_cmd_heads, false, "METRIC: entropy, prev_token, first_token, duplicate_token, induction, max_attn."},
+     "heads --sort prev_token", lp_cmd_heads, false, "METRIC: entropy, prev_token, first_token, duplicate_token, induction, max_attn; "
+     "encoders also next_token, cls_sink, sep_sink, broad (Clark et al. 2019)."},
     {"lens", "[--k K] [--pos P] [--target TOKEN|--target-id ID]",
      "logit lens: each layer's top tokens at each position",
      "lens --k 3 --pos -1", lp_cmd_lens, false, "Rows: embed, then the residual stream after each layer. With --target, its probability and rank (1 = top)."},
@@ -445,7 +446,8 @@ static const lp_command COMMANDS[] = {
     {"dla", "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P]",
      "direct logit attribution: each head's and MLP's part of the logit",
      "dla --target ' the' --vs ' a'", lp_cmd_dla, false,
-     "Also the embeddings' and the biases' parts; default target: the top prediction."},
+     "Also the embeddings' and the biases' parts; default target: the top prediction. Encoders: a masked LM's token "
+     "(default P: the first mask) or a classifier's label (--target LABEL); linearised in the head, with its remainder."},
     {"neurons", "L [K] [--pos P] [--sort act|abs|dla] [--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID]",
      "the K (default 10) most active MLP neurons of layer L",
      "neurons 3 5 --sort dla", lp_cmd_neurons, false, "Each with its direct part of the target's logit."},
@@ -454,10 +456,11 @@ static const lp_command COMMANDS[] = {
      "acts 2 --site mlp_out", lp_cmd_acts, false, "Default site: resid_post; any per-position activation works."},
     {"patch",
      "--corrupt TEXT|--corrupt-ids 1,2,3 [--site resid_pre|attn_out|mlp_out|z] [--target TOKEN|--target-id ID] "
-     "[--vs TOKEN|--vs-id ID] [--denoise]",
+     "[--vs TOKEN|--vs-id ID] [--pos P] [--pair TEXT2] [--denoise]",
      "activation patching from a corrupted prompt of the same length",
      "patch --corrupt \"Lily had a ball. Lily gave the ball to\" --site z", lp_cmd_patch, false,
-     "The logit-difference recovery per layer and position (per layer and head for z)."},
+     "The logit-difference recovery per layer and position (per layer and head for z). Encoders: read at --pos (a "
+     "masked LM's, default the first mask) or a classifier's label; --pair: the corrupted prompt's own second text."},
     {"train",
      "DIR [--resume] [--steps N] [--layers N] [--heads N] [--d-model D] [--d-mlp D] [--ctx N] [--attn-only] "
      "[--vocab V] [--corpus-mb MB] [--mix IOI,REPEAT,FILLER] [--spans MIN,MAX] [--letter-words X] [--random-tokens X] [--embed-std X] [--batch B] [--seq T] [--lr X] [--min-lr X] "
@@ -468,7 +471,8 @@ static const lp_command COMMANDS[] = {
      "optimizer.safetensors, train.json."},
     {"scan", "[--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]",
      "classify heads on repeated random tokens",
-     "scan --labelled", lp_cmd_scan, false, "Scores: previous-token, duplicate-token, induction, first-token (sink)."},
+     "scan --labelled", lp_cmd_scan, false, "Scores: previous-token, duplicate-token, induction, first-token (sink). "
+     "Encoders: previous and next token, [CLS] and [SEP] sinks, broad, on [CLS] + random tokens + [SEP]."},
     {"session", "[new NAME | list | open ID]", "show, start, list or switch sessions (runs and findings belong to one)",
      "session new induction-hunt", lp_cmd_session, false, NULL},
     {"note", "[--layer L] [--head H] [--pos P] [--] TEXT", "write down a finding about the current run",

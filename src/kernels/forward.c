@@ -265,13 +265,17 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
 void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io, const lp_block *blocks, int nblocks,
                             const float *cos_t, const float *sin_t) {
     const lp_config *c = &m->cfg;
-    assert(c->causal && !c->post_norm); /* patching refuses encoders (cmd_circuits.c) */
+    /* Encoders' blocks start at position 0 (a patch anywhere changes every position), and
+     * every row is read out, not only the last. */
+    assert(c->causal || !io->last_only);
     const lp_layer *w = &m->layers[layer];
     int d = c->d_model, qd = c->n_head * c->d_head, kvd = c->n_kv_head * c->d_head, half = c->d_head / 2, N = 0;
     for (int b = 0; b < nblocks; b++) N += blocks[b].n;
     size_t nd = (size_t)N * d, nm = (size_t)N * c->d_mlp;
 
-    lp_norm(io->ln1, io->ln1_scale, io->resid_in, w->ln1_w, w->ln1_b, N, d, c->norm, c->norm_eps);
+    /* Post-norm blocks: attention reads the stream itself, as lp_layer_forward. */
+    if (c->post_norm) memcpy(io->ln1, io->resid_in, nd * sizeof *io->ln1);
+    else lp_norm(io->ln1, io->ln1_scale, io->resid_in, w->ln1_w, w->ln1_b, N, d, c->norm, c->norm_eps);
     lp_linear_forward(io->q, io->ln1, &w->q, N);
     lp_linear_forward(io->k_new, io->ln1, &w->k, N);
     lp_linear_forward(io->v_new, io->ln1, &w->v, N);
@@ -300,6 +304,8 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
     lp_linear_forward(io->attn_out, io->z, &w->o, N);
     if (io->edit) io->edit(io->ctx, LP_ACT_ATTN_OUT, io->attn_out);
     add(io->resid_mid, io->last_only ? io->resid_mid : io->resid_in, io->attn_out, nd);
+    if (c->post_norm)
+        lp_norm(io->resid_mid, io->ln1_scale, io->resid_mid, w->ln1_w, w->ln1_b, N, d, c->norm, c->norm_eps);
     if (c->attn_only) {
         skip_mlp(io->ln2, io->ln2_scale, io->mlp_pre, io->mlp_post, io->mlp_out, io->resid_out, io->resid_mid, N, c);
         if (io->edit) io->edit(io->ctx, LP_ACT_MLP_OUT, io->mlp_out);
@@ -308,18 +314,21 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
     }
 
     /* From here on rows are independent: the same steps as lp_layer_forward, over N rows. */
-    lp_norm(io->ln2, io->ln2_scale, io->resid_mid, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
+    if (c->post_norm) memcpy(io->ln2, io->resid_mid, nd * sizeof *io->ln2);
+    else lp_norm(io->ln2, io->ln2_scale, io->resid_mid, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
     if (c->mlp == LP_MLP_SWIGLU) {
         lp_linear_forward(io->mlp_pre, io->ln2, &w->gate, N);
         lp_linear_forward(io->mlp_up, io->ln2, &w->up, N);
         for (size_t i = 0; i < nm; i++) io->mlp_post[i] = silu(io->mlp_pre[i]) * io->mlp_up[i];
     } else {
         lp_linear_forward(io->mlp_pre, io->ln2, &w->up, N);
-        for (size_t i = 0; i < nm; i++) io->mlp_post[i] = gelu_tanh(io->mlp_pre[i]);
+        act_rows(io->mlp_post, io->mlp_pre, nm, c->mlp);
     }
     lp_linear_forward(io->mlp_out, io->mlp_post, &w->down, N);
     if (io->edit) io->edit(io->ctx, LP_ACT_MLP_OUT, io->mlp_out);
     add(io->resid_out, io->resid_mid, io->mlp_out, nd);
+    if (c->post_norm)
+        lp_norm(io->resid_out, io->ln2_scale, io->resid_out, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
 }
 
 void lp_attention_seqs(float *pattern, float *z, const lp_config *c, const float *q, const float *k, const float *v,

@@ -334,25 +334,12 @@ static double act_deriv(lp_head_act a, double x) {
     return NAN;
 }
 
-/* The input gradient of an encoder's run, with respect to the summed embeddings before their
- * LayerNorm (word + position + token type; e_sum (T, d), or NULL to take the run's), into
- * g->resid (T, d); g is laid out lean, and its one-layer slices serve as scratch. Every row
- * carries gradient: attention is not causal. */
-static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o, const float *e_sum) {
-    const lp_model *m = g->m;
-    const lp_config *c = &m->cfg;
-    int T = g->T, d = c->d_model, dm = c->d_mlp, W = lp_run_out_width(r), at = o->pos;
-    size_t TT = T, nd = TT * d;
-    float *dP = malloc(TT * T * sizeof *dP), *dlog = malloc((size_t)W * sizeof *dlog);
-    float *hv = malloc((size_t)4 * d * sizeof *hv);
-    if (!dP || !dlog || !hv) {
-        free(dP), free(dlog), free(hv);
-        return lp_error(LP_ENOMEM, "out of memory");
-    }
-    /* The head at row `at`: a = dense(x), u = act(a), h = LN(u) (masked LM), logits = h U + b. */
-    const float *logits = lp_run_logits(r, at), *x = view_data(r, LP_ACT_LN_FINAL, 0) + (size_t)at * d;
-    float *a = hv, *u = hv + d, *dh = hv + 2 * d, *du = hv + 3 * d, su = 1.0f;
-    g->value = lp_objective_value(o, logits, W);
+void encoder_head_backward(float *dx, double *value, const lp_model *m, const float *x, const float *logits,
+                           const lp_objective *o, float *scratch, float *dlog) {
+    int d = m->cfg.d_model, W = m->unembed.out;
+    /* The head: a = dense(x), u = act(a), h = LN(u) (masked LM), logits = h U + b. */
+    float *a = scratch, *u = scratch + d, *dh = scratch + 2 * d, *du = scratch + 3 * d, *h = scratch + 4 * d, su = 1.0f;
+    *value = lp_objective_value(o, logits, W);
     for (int j = 0; j < W; j++) dlog[j] = 0.0f;
     if (o->kind == LP_OBJ_LOGPROB) {
         double lse = log_sum_exp(logits, W);
@@ -364,7 +351,6 @@ static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o, cons
     for (int j = 0; j < d; j++) u[j] = (float)lp_head_act_value(m->head.act, a[j]);
     linear_backward(dh, dlog, &m->unembed, 1, 0.0f);
     if (m->head.ln_w) {
-        float *h = g->lnf; /* scratch: the norm's output is not needed, its scale is */
         lp_norm(h, &su, u, m->head.ln_w, m->head.ln_b, 1, d, LP_NORM_LAYERNORM, m->head.ln_eps);
         memset(du, 0, (size_t)d * sizeof *du);
         norm_backward(du, dh, u, &su, m->head.ln_w, 1, d, LP_NORM_LAYERNORM);
@@ -372,9 +358,28 @@ static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o, cons
         memcpy(du, dh, (size_t)d * sizeof *du);
     }
     for (int j = 0; j < d; j++) du[j] = (float)(du[j] * act_deriv(m->head.act, a[j]));
+    linear_backward(dx, du, &m->head.dense, 1, 0.0f);
+}
+
+/* The input gradient of an encoder's run, with respect to the summed embeddings before their
+ * LayerNorm (word + position + token type; e_sum (T, d), or NULL to take the run's), into
+ * g->resid (T, d); g is laid out lean, and its one-layer slices serve as scratch. Every row
+ * carries gradient: attention is not causal. */
+static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o, const float *e_sum) {
+    const lp_model *m = g->m;
+    const lp_config *c = &m->cfg;
+    int T = g->T, d = c->d_model, dm = c->d_mlp, W = lp_run_out_width(r), at = o->pos;
+    size_t TT = T, nd = TT * d;
+    float *dP = malloc(TT * T * sizeof *dP), *dlog = malloc((size_t)W * sizeof *dlog);
+    float *hv = malloc((size_t)5 * d * sizeof *hv);
+    if (!dP || !dlog || !hv) {
+        free(dP), free(dlog), free(hv);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    const float *logits = lp_run_logits(r, at), *x = view_data(r, LP_ACT_LN_FINAL, 0) + (size_t)at * d;
     float *dy = g->resid;
     memset(dy, 0, nd * sizeof *dy);
-    linear_backward(dy + (size_t)at * d, du, &m->head.dense, 1, 0.0f);
+    encoder_head_backward(dy + (size_t)at * d, &g->value, m, x, logits, o, hv, dlog);
 
     lp_head_act mlp_act = lp_arch_head_act(c->mlp);
     int kvd = c->n_kv_head * c->d_head;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "arch/model_impl.h"
+#include "loupe/grad.h"
 
 /* dx (n, in) = dy (n, out) W^T + beta dx, for y = x W + b. */
 void linear_backward(float *dx, const float *dy, const lp_linear *lin, int n, float beta);
@@ -15,6 +16,12 @@ void norm_backward(float *dx, const float *dy, const float *x, const float *scal
                    lp_norm_kind kind);
 /* d_pre (n) = d_post * GELU-tanh'(pre). */
 void gelu_backward(float *d_pre, const float *d_post, const float *pre, size_t n);
+
+/* An encoder's head backward: dx (d) = d o / d x for x (d), the last layer's output at
+ * o->pos, whose head gave logits (W = the output width); *value = o on logits. scratch
+ * (5 d) and dlog (W) are scratch. */
+void encoder_head_backward(float *dx, double *value, const lp_model *m, const float *x, const float *logits,
+                           const lp_objective *o, float *scratch, float *dlog);
 
 /* A layer's saved activations as the backward reads them; rows = B * T, sequence-major. */
 typedef struct {

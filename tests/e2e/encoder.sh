@@ -82,9 +82,7 @@ check "heads: every head, finite entropy" is 2 'length == 4 and ([.[].entropy | 
 check "export pooled: (1, d)" is 4 '.shape == [1,32]'
 
 # Refusals: one line each, naming the command and the architecture.
-for c in 'dla|dla' \
-    'neurons 0 --sort dla|neurons: direct logit attribution' 'patch --corrupt-ids 2,4,3|patch' 'scan|scan' \
-    'generate 3|generate'; do
+for c in 'generate 3|generate'; do
     cmd=${c%%|*} name=${c#*|}
     "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e "$cmd" >/dev/null 2>"$tmp/e2"
     check "$cmd refuses encoders in one line" sh -c "test \$(wc -l < '$tmp/e2') -eq 1 && grep -q '^error: $name.*: not yet available for encoder models (BertForMaskedLM)' '$tmp/e2'"
@@ -117,7 +115,7 @@ check "attr on a classifier at another position is refused" grep -q "prediction 
 "$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the [MASK] was good' -e 'lens --pos 2' -e 'top 1' >"$tmp/out" 2>"$tmp/err"
 check "lens on a masked LM: the last layer's row is the model's output" is 1 "(length == 3) and (.[2].top[0].id == $(jq -s '.[2][0].id' "$tmp/out"))"
 "$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the [MASK] was good' -e 'neurons 1 3' >"$tmp/out" 2>"$tmp/err"
-check "neurons on an encoder: activations, no dla" is 1 '(.neurons | length) == 3 and ([.neurons[].dla] | all(. == null)) and ([.neurons[].act] | . == (sort | reverse)) and .target == null'
+check "neurons on a masked LM: activations and dla at the mask" is 1 '(.neurons | length) == 3 and ([.neurons[].dla] | all(type == "number")) and ([.neurons[].act] | . == (sort | reverse)) and .pos == 2 and .target.id >= 0'
 "$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie' -e lens >/dev/null 2>"$tmp/e2"
 check "lens on a classifier is refused" grep -q "lens: BertForSequenceClassification is a sequence classifier" "$tmp/e2"
 "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the [MASK] was good' -e classify >/dev/null 2>"$tmp/e2"
@@ -134,5 +132,79 @@ check "logits on BertModel is refused" grep -q "BertModel has no output head" "$
 # The store records encoder runs (predictions: a masked LM's tokens, a classifier's labels).
 "$LOUPE" -d "$tmp/s.db" "$ENC/bert_cls" -e 'run the movie was good' >/dev/null 2>"$tmp/err"
 check "a classifier's run is stored" test "$(sqlite3 "$tmp/s.db" "SELECT count(*) FROM predictions")" -eq 3
+
+# patch on encoders: a masked LM's mask logit, a classifier's label, sentence pairs.
+"$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the quick [MASK] jumped .' -e 'patch --corrupt "the lazy [MASK] jumped ."' \
+    -e 'patch --corrupt "the lazy [MASK] jumped ." --site z --denoise' >"$tmp/out" 2>"$tmp/err"
+check "patch on a masked LM runs (resid_pre, z --denoise)" test $? -eq 0
+check "patch: reads the first mask, layers x positions" is 1 '.pos == 3 and (.values | length) == 2 and ([.values[] | length == 8] | all)'
+check "patch: the one changed token at layer 0 gives the corrupted run (0), the others change nothing (1)" \
+    is 1 '(.values[0][2] | fabs) < 1e-4 and ([.values[0][0,1,3,4,5,6,7]] | all(. == 1))'
+check "patch: the changed token reaches every position at layer 1 (attention is bidirectional)" is 1 '.values[1][0] != 1 and .values[1][7] != 1'
+check "patch --site z --denoise: layers x heads" is 2 '.direction == "denoising" and .cols == "head" and ([.values[] | length == 4] | all)'
+"$LOUPE" -d :memory: -m json "$ENC/bert_cls" -e 'run this movie was not good. --pair i liked the film.' \
+    -e 'patch --corrupt "this film was very good." --target negative --vs positive --site attn_out' \
+    -e 'patch --corrupt "this movie was very good." --pair "i liked the film ." --site mlp_out' >"$tmp/out" 2>"$tmp/err"
+check "patch on a classifier's sentence pair runs" test $? -eq 0
+check "patch: the label objective at position 0" is 1 '.pos == 0 and .target == {"id":0,"label":"negative"} and .contrast == {"id":2,"label":"positive"} and (.layer_all | length) == 2'
+check "patch: the corrupted text replaces the first segment, the pair's second is kept" is 1 '.corrupt_tokens[1:3] == ["this","film"] and .corrupt_tokens[7:] == .tokens[7:]'
+check "patch --pair: the corrupted prompt's own second text" is 2 '.corrupt_tokens[4] == "very" and .corrupt_tokens[8:] == .tokens[8:]'
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run this movie was not good. --pair i liked the film.' \
+    -e 'patch --corrupt "this movie was good." --pair "i liked the film very."' >/dev/null 2>"$tmp/e2"
+check "patch: segments of other lengths (token types differ) are refused" grep -q "^error: patch: the corrupted prompt's token type at position 7 is 1, the run's 0" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run this movie was not good.' -e 'patch --corrupt "this movie was very good." --pos 3' >/dev/null 2>"$tmp/e2"
+check "patch: a classifier reads position 0 only" grep -q "^error: patch: a classifier's prediction is at position 0" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_model" -e 'run the movie' -e 'patch --corrupt "the film"' >/dev/null 2>"$tmp/e2"
+check "patch: BertModel has nothing to read" grep -q "^error: patch: BertModel has no output head" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/roberta_mlm" -e 'run the cat <mask> on the mat' -e 'patch --corrupt "the dog <mask> on the mat" --site mlp_out' >"$tmp/out" 2>"$tmp/err"
+check "patch on RoBERTa's masked LM" grep -q "^layer  0:<s>" "$tmp/out"
+
+"$LOUPE" -d :memory: -m json "$ENC/bert_cls" -e 'run this movie was not good. --pair i liked the film.' \
+    -e 'patch --corrupt-ids 2,94,83,72,80,81,5,3,14,99,106,65,84,5,3 --site mlp_out' >"$tmp/out" 2>"$tmp/err"
+check "patch --corrupt-ids on a pair: the run's token types" is 1 '.corrupt_tokens[4] == "very" and .corrupt_tokens[12] == "film"'
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run this movie was not good. --pair i liked the film.' \
+    -e 'patch --corrupt-ids 2,94,83,72,80,81,5,3,14,99,106,65,84,5,3 --pair "i hated it"' >/dev/null 2>"$tmp/e2"
+check "patch --pair with --corrupt-ids is refused" grep -q "^error: patch: --pair goes with --corrupt TEXT" "$tmp/e2"
+"$LOUPE" -d :memory: ../shared/models/stories260K/stories260K.bin -e 'run Tim had a ball.' -e 'patch --corrupt "Sam had a ball." --pair "x"' >/dev/null 2>"$tmp/e2"
+check "patch --pair on a decoder is refused" grep -q "^error: patch: --pair is for encoders' sentence pairs" "$tmp/e2"
+
+# dla on encoders: linearised in the head, the closure rows, labels as targets.
+"$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the quick [MASK] jumped .' -e 'dla' -e 'dla --pos 2 --target-id 65 --vs-id 66' \
+    -e 'neurons 1 4 --sort dla' >"$tmp/out" 2>"$tmp/err"
+check "dla on a masked LM runs (first mask, --pos)" test $? -eq 0
+check "dla: linearised, at the first mask, parts adding up to total, remainder = logit - total" \
+    is 1 '.linearised == true and .pos == 3 and (((.embed + .bias + .heads_total + .mlp_total) - .total) | fabs) < 1e-4 and (((.logit - .total) - .remainder) | fabs) < 1e-6 and (.bias_parts | keys) == ["attn_out","norms"]'
+check "dla --pos --target-id --vs-id" is 2 '.pos == 2 and .target.id == 65 and .contrast.id == 66'
+check "neurons --sort dla on an encoder: by |dla|" is 3 '[.neurons[].dla | fabs] | . == (sort | reverse)'
+"$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'run the quick [MASK] jumped .' -e 'dla' >"$tmp/out" 2>"$tmp/err"
+check "dla table: says it is linearised and shows the remainder" sh -c "grep -q '^layer (linearised at the run)' '$tmp/out' && grep -q '^remainder' '$tmp/out'"
+"$LOUPE" -d :memory: -m json "$ENC/distilbert_cls" -e 'run this movie was not good.' -e 'dla --target negative --vs positive' \
+    -e 'neurons 0 2 --pos 3' -e 'classify' >"$tmp/out" 2>"$tmp/err"
+check "dla on a classifier: labels, position 0" is 1 '.pos == 0 and .target.label == "negative" and .contrast.label == "positive"'
+check "dla's logit is the label logit difference" jq -e -s '(.[1].logit - (.[3][0].logit - .[3][2].logit)) | fabs < 1e-5' "$tmp/out"
+check "neurons on a classifier away from 0: activations only" is 2 '.pos == 3 and ([.neurons[].dla] | all(. == null))'
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie' -e 'dla --pos 2' >/dev/null 2>"$tmp/e2"
+check "dla on a classifier away from 0 is refused" grep -q "^error: dla: a classifier's prediction is at position 0" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_cls" -e 'run the movie' -e 'dla --target happy' >/dev/null 2>"$tmp/e2"
+check "dla --target with an unknown label is refused" grep -q "'happy' is not one of this classifier's labels" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_model" -e 'run the movie' -e 'dla' >/dev/null 2>"$tmp/e2"
+check "dla on BertModel is refused" grep -q "^error: dla: BertModel has no output head" "$tmp/e2"
+"$LOUPE" -d :memory: "$ENC/bert_model" -e 'run the movie' -e 'neurons 0 --sort dla' >/dev/null 2>"$tmp/e2"
+check "neurons --sort dla on BertModel is refused" grep -q "^error: neurons: BertModel has no output head" "$tmp/e2"
+
+# heads and scan on encoders: Clark et al.'s metrics (next token, [CLS] and [SEP] sinks, broad).
+"$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the quick [MASK] jumped . --pair the dog' -e 'heads --sort sep_sink' \
+    -e 'scan --len 10 --seqs 2' -e 'scan --len 10 --seqs 2 --threshold 0.5 --labelled' >"$tmp/out" 2>"$tmp/err"
+check "heads and scan on an encoder run" test $? -eq 0
+check "heads: the encoder metrics, sorted by sep_sink" is 1 '(.[0] | has("next_token") and has("cls_sink") and has("sep_sink") and has("broad")) and ([.[].sep_sink] | . == (sort | reverse)) and ([.[] | .broad > 0 and .broad <= 1] | all)'
+check "scan: [CLS] + random tokens + [SEP], the encoder scores, not stored" is 2 '.sequence == "cls_random_sep" and .seq_len == 10 and .scan_id == null and (.heads | length) == 8 and (.heads[0] | keys) == ["broad","cls_sink","head","labels","layer","next_token","prev_token","sep_sink"]'
+check "scan: labels are the scores at or above the threshold" is 2 '[.heads[] | (.labels | split(" ") | map(select(. != ""))) as $l | [("prev_token","next_token","cls_sink","sep_sink","broad") as $k | select(.[$k] >= 0.4) | $k] == $l] | all'
+check "scan --labelled: only labelled heads" is 3 '[.heads[].labels != ""] | all'
+"$LOUPE" -d :memory: "$ENC/roberta_cls" -e 'scan --len 8' >"$tmp/out" 2>"$tmp/err"
+check "scan table on RoBERTa" grep -q "^layer  head  prev_token  next_token  cls_sink  sep_sink  broad  labels" "$tmp/out"
+"$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'scan --len 63' >/dev/null 2>"$tmp/e2"
+check "scan --len past the context is refused" grep -q "^error: scan: --len 63 is out of range (2..62): the sequence is \[CLS\], 63 distinct random tokens and \[SEP\]" "$tmp/e2"
+"$LOUPE" -d :memory: ../shared/models/stories260K/stories260K.bin -e 'run hi there' -e 'heads --sort broad' >/dev/null 2>"$tmp/e2"
+check "heads --sort with an encoder metric on a decoder is refused" grep -q "^error: heads: --sort broad is an encoder's metric" "$tmp/e2"
 
 [ "$fails" -eq 0 ] || { echo "$fails failed"; exit 1; }
