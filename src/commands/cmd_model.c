@@ -53,8 +53,10 @@ int lp_cmd_info(lp_session *s, int argc, char **argv, const char *rest) {
     if (argc > 1) return lp_error(LP_EINVAL, "info takes no arguments");
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
-    static const char *const pos_names[] = {"learned", "rope (rotate-half)", "rope (interleaved)"};
-    static const char *const MLP_NAMES[] = {"gelu", "swiglu", "gelu (erf)", "relu"};
+    static const char *const pos_names[] = {"learned", "rope (rotate-half)", "rope (interleaved)", "relative buckets"};
+    static const char *const MLP_NAMES[] = {"gelu", "swiglu", "gelu (erf)", "relu", "geglu"};
+    _Static_assert(sizeof pos_names / sizeof *pos_names == LP_POS_RELATIVE + 1, "a name for every position kind");
+    _Static_assert(sizeof MLP_NAMES / sizeof *MLP_NAMES == LP_MLP_GEGLU + 1, "a name for every MLP kind");
     json_t *v = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:s,s:s,s:s,s:s,s:s,s:b,s:o}", "arch",
                           c->arch, "family", c->family, "layers", c->n_layer, "heads", c->n_head, "kv_heads",
                           c->n_kv_head, "d_model", c->d_model, "d_head", c->d_head, "d_mlp", c->d_mlp, "vocab",
@@ -63,7 +65,17 @@ int lp_cmd_info(lp_session *s, int argc, char **argv, const char *rest) {
                           c->norm == LP_NORM_LAYERNORM ? "layernorm" : "rmsnorm", "positions", pos_names[c->pos],
                           "mlp", MLP_NAMES[c->mlp], "tied_unembed", c->tied_unembed,
                           "norm_eps", lp_json_number(c->norm_eps));
-    if (c->pos != LP_POS_LEARNED) json_object_set_new(v, "rope_theta", lp_json_number(c->rope_theta));
+    if (lp_pos_rotary(c)) json_object_set_new(v, "rope_theta", lp_json_number(c->rope_theta));
+    if (c->pos == LP_POS_RELATIVE) {
+        json_object_set_new(v, "relative_buckets", json_integer(c->rel_buckets));
+        json_object_set_new(v, "relative_max_distance", json_integer(c->rel_max_distance));
+    }
+    const lp_model *enc = lp_model_encoder(s->model);
+    if (enc) {
+        json_object_set_new(v, "encoder_layers", json_integer(lp_model_config(enc)->n_layer));
+        json_object_set_new(v, "decoder_start_id", json_integer(c->start_id));
+        json_object_set_new(v, "eos_id", json_integer(c->eos_id));
+    }
     json_object_set_new(v, "attention", json_string(c->causal ? "causal" : "bidirectional"));
     json_object_set_new(v, "blocks", json_string(c->post_norm ? "post-norm" : "pre-norm"));
     json_object_set_new(v, "head", json_string(lp_head_kind_name(c->head)));

@@ -91,7 +91,7 @@ int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logi
 
     int t0 = g->len;
     lp_embed(x, m, ids, NULL, t0, n);
-    if (c->pos != LP_POS_LEARNED) lp_rope_tables(cos_t, sin_t, c, t0, n);
+    if (lp_pos_rotary(c)) lp_rope_tables(cos_t, sin_t, c, t0, n);
     size_t layer_cache = (size_t)g->max_len * c->n_kv_head * c->d_head;
     for (int l = 0; l < c->n_layer; l++) {
         if (lp_cancelled()) return lp_error(LP_ECANCEL, "cancelled");

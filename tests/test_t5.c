@@ -1,0 +1,186 @@
+/* T5 / mT5 encoder-decoders and T5EncoderModel against the float64 reference of
+ * tests/fixtures/t5_reference.py (random checkpoints: ReLU and tied, gated-GELU and untied in
+ * BF16, mT5 in F16, a bare encoder; heads x d_kv != d_model in each): both stacks' residual
+ * streams, attention, cross-attention, every block's output and the logits within 1e-4
+ * relative to max(1, |expected|); the relative position buckets exactly, against the
+ * reference's float32 replay of Hugging Face's bucket function. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+
+#include "helpers.h"
+#include "kernels/forward.h"
+#include "loupe/error.h"
+#include "loupe/model.h"
+#include "loupe/run.h"
+
+#define TOL 1e-4
+#define DIR "tests/fixtures/t5/"
+
+static json_t *load_json(const char *path) {
+    json_error_t err;
+    json_t *e = json_load_file(path, 0, &err);
+    if (!e) fail_msg("%s: %s", path, err.text);
+    return e;
+}
+
+static int *json_ints(json_t *a, int *n) {
+    *n = (int)json_array_size(a);
+    int *out = malloc((size_t)(*n ? *n : 1) * sizeof *out);
+    for (int i = 0; i < *n; i++) out[i] = (int)json_integer_value(json_array_get(a, (size_t)i));
+    return out;
+}
+
+/* Worst |got - expected| / max(1, |expected|) of view v (any rank) against a nested JSON
+ * array of the same shape, times scale (got * scale is compared). */
+static double err_rec(json_t *e, const lp_view *v, int dim, const float *base, double scale, size_t *count) {
+    if (dim == v->ndim) {
+        (*count)++;
+        double x = json_number_value(e), d = fabs(x - *base * scale) / fmax(1.0, fabs(x));
+        return isnan(d) ? INFINITY : d;
+    }
+    if (!json_is_array(e) || json_array_size(e) != (size_t)v->shape[dim]) fail_msg("shape differs at dim %d", dim);
+    double worst = 0;
+    for (int i = 0; i < v->shape[dim]; i++) {
+        double w = err_rec(json_array_get(e, (size_t)i), v, dim + 1, base + i * v->stride[dim], scale, count);
+        if (w > worst) worst = w;
+    }
+    return worst;
+}
+
+static double view_err(const lp_run *r, lp_act_kind kind, int layer, json_t *expected, double scale) {
+    lp_view v;
+    if (lp_run_view(r, kind, layer, -1, &v) != LP_OK) fail_msg("%s: %s", lp_act_name(kind), lp_errmsg());
+    size_t n = 0;
+    return err_rec(expected, &v, 0, v.data, scale, &n);
+}
+
+/* One stack's captures against the reference's {"resid", "attn", "attn_out", ...}. */
+static double check_stack(const char *name, const char *stack, const lp_run *r, json_t *s, double out_scale) {
+    const lp_config *c = lp_model_config(lp_run_model(r));
+    double worst = 0, w;
+    json_t *resid = json_object_get(s, "resid");
+    assert_int_equal(json_array_size(resid), (size_t)c->n_layer + 1);
+#define CHECK(kind, layer, exp, scale, what)                                                                 \
+    do {                                                                                                     \
+        if ((w = view_err(r, kind, layer, exp, scale)) > worst) worst = w;                                   \
+        if (w > TOL) fail_msg("%s %s: %s of layer %d off by %g", name, stack, what, layer, w);               \
+    } while (0)
+    for (int l = 0; l < c->n_layer; l++) {
+        CHECK(LP_ACT_RESID_PRE, l, json_array_get(resid, (size_t)l), 1.0, "resid_pre");
+        CHECK(LP_ACT_PATTERN, l, json_array_get(json_object_get(s, "attn"), (size_t)l), 1.0, "pattern");
+        CHECK(LP_ACT_ATTN_OUT, l, json_array_get(json_object_get(s, "attn_out"), (size_t)l), 1.0, "attn_out");
+        CHECK(LP_ACT_MLP_OUT, l, json_array_get(json_object_get(s, "mlp_out"), (size_t)l), 1.0, "mlp_out");
+        if (c->cross_attn) {
+            CHECK(LP_ACT_CROSS_PATTERN, l, json_array_get(json_object_get(s, "cross"), (size_t)l), 1.0, "cross_pattern");
+            CHECK(LP_ACT_CROSS_OUT, l, json_array_get(json_object_get(s, "cross_out"), (size_t)l), 1.0, "cross_out");
+        }
+    }
+    CHECK(LP_ACT_RESID_POST, c->n_layer - 1, json_array_get(resid, (size_t)c->n_layer), 1.0, "resid_post");
+    CHECK(LP_ACT_LN_FINAL, -1, json_object_get(s, "out"), out_scale, "the final norm");
+#undef CHECK
+    return worst;
+}
+
+static void test_forward_matches_reference(void **state) {
+    (void)state;
+    static const char *const models[] = {"t5_relu_tied", "flan_gated_untied", "mt5_gated", "t5_encoder"};
+    for (size_t k = 0; k < sizeof models / sizeof *models; k++) {
+        char dir[256], path[300];
+        snprintf(dir, sizeof dir, DIR "%s", models[k]);
+        snprintf(path, sizeof path, "%s/expected.json", dir);
+        json_t *e = load_json(path);
+        lp_model *m;
+        if (lp_model_load(&m, dir, NULL) != LP_OK) fail_msg("%s: %s", models[k], lp_errmsg());
+        assert_string_equal(lp_model_config(m)->arch, json_string_value(json_object_get(e, "arch")));
+        int S, T;
+        int *src = json_ints(json_object_get(e, "ids"), &S);
+        lp_run *r;
+        double worst;
+        if (!json_object_get(e, "dec")) { /* T5EncoderModel: the model is the encoder */
+            assert_null(lp_model_encoder(m));
+            assert_int_equal(lp_run_new(&r, m, src, S), LP_OK);
+            worst = check_stack(models[k], "encoder", r, json_object_get(e, "enc"), 1.0);
+        } else {
+            int *dec_in = json_ints(json_object_get(e, "decoder_input_ids"), &T);
+            if (lp_run_new_seq2seq(&r, m, src, S, dec_in, T) != LP_OK) fail_msg("%s: %s", models[k], lp_errmsg());
+            const lp_config *c = lp_model_config(m);
+            worst = check_stack(models[k], "encoder", lp_run_source(r), json_object_get(e, "enc"), 1.0);
+            /* ln_final holds the tied models' d_model^-0.5 rescale (folded into the norm) */
+            double w = check_stack(models[k], "decoder", r, json_object_get(e, "dec"),
+                                   c->tied_unembed ? sqrt((double)c->d_model) : 1.0);
+            if (w > worst) worst = w;
+            w = view_err(r, LP_ACT_LOGITS, -1, json_object_get(e, "logits"), 1.0);
+            if (w > TOL) fail_msg("%s: logits off by %g", models[k], w);
+            if (w > worst) worst = w;
+            free(dec_in);
+        }
+        print_message("%-18s worst relative error %.2g\n", models[k], worst);
+        lp_run_free(r);
+        lp_model_free(m);
+        free(src);
+        json_decref(e);
+    }
+}
+
+/* Every offset -300..300 for T5's defaults and the fixtures' small table, both directions:
+ * the edges come from float32 logs, so a double computation would move some of them. */
+static void test_relative_buckets_match_hugging_face(void **state) {
+    (void)state;
+    json_t *t = load_json(DIR "buckets.json");
+    json_t *rel = json_object_get(t, "relative_positions");
+    static const struct { const char *key; bool bidir; int nb, md; } tables[] = {
+        {"bidirectional_32_128", true, 32, 128}, {"causal_32_128", false, 32, 128},
+        {"bidirectional_8_20", true, 8, 20}, {"causal_8_20", false, 8, 20}};
+    for (size_t k = 0; k < sizeof tables / sizeof *tables; k++) {
+        json_t *want = json_object_get(t, tables[k].key);
+        assert_int_equal(json_array_size(want), json_array_size(rel));
+        for (size_t i = 0; i < json_array_size(rel); i++) {
+            int r = (int)json_integer_value(json_array_get(rel, i));
+            int b = lp_rel_bucket(r, tables[k].bidir, tables[k].nb, tables[k].md);
+            if (b != json_integer_value(json_array_get(want, i)))
+                fail_msg("%s: offset %d gives bucket %d, Hugging Face %lld", tables[k].key, r, b,
+                         (long long)json_integer_value(json_array_get(want, i)));
+        }
+    }
+    json_decref(t);
+}
+
+/* The decoder of an encoder-decoder cannot run alone, and a one-sequence model takes no
+ * source: both say so instead of running something else. */
+static void test_runs_need_the_right_inputs(void **state) {
+    (void)state;
+    lp_model *m, *e;
+    assert_int_equal(lp_model_load(&m, DIR "t5_relu_tied", NULL), LP_OK);
+    assert_int_equal(lp_model_load(&e, DIR "t5_encoder", NULL), LP_OK);
+    int ids[] = {5, 6, 1};
+    lp_run *r;
+    assert_int_equal(lp_run_new(&r, m, ids, 3), LP_EINVAL);
+    assert_non_null(strstr(lp_errmsg(), "encoder-decoder"));
+    assert_int_equal(lp_run_new_seq2seq(&r, e, ids, 3, ids, 3), LP_EINVAL);
+    int bad[] = {5, 600};
+    assert_int_equal(lp_run_new_seq2seq(&r, m, bad, 2, ids, 3), LP_EINVAL);
+    assert_int_equal(lp_run_new_seq2seq(&r, m, ids, 3, bad, 2), LP_EINVAL);
+    assert_int_equal(lp_model_need_decoder(m, "dla"), LP_EUNSUPPORTED);
+    /* a run of the encoder alone has no cross-attention to show */
+    assert_int_equal(lp_run_new(&r, e, ids, 3), LP_OK);
+    lp_view v;
+    assert_int_equal(lp_run_view(r, LP_ACT_CROSS_PATTERN, 0, 0, &v), LP_EINVAL);
+    lp_run_free(r);
+    lp_model_free(e);
+    lp_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_forward_matches_reference),
+        cmocka_unit_test(test_relative_buckets_match_hugging_face),
+        cmocka_unit_test(test_runs_need_the_right_inputs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
