@@ -245,6 +245,7 @@ int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
     (void)argc, (void)argv;
     int rc = lp_cmd_need_model(s);
     if (rc) return rc;
+    if (lp_model_encoder(s->model)) return lp_cmd_run_seq2seq(s, rest);
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     int *ids = NULL, *types = NULL, n = 0;
@@ -319,15 +320,23 @@ int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
     return rc;
 }
 
+static int stack_run(const lp_session *s, const char *cmd, const char *stack, bool dec_default, const lp_run **out);
+
 int lp_cmd_tokens(lp_session *s, int argc, char **argv, const char *rest) {
-    (void)argv, (void)rest;
+    (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    if (argc > 1) return lp_error(LP_EINVAL, "tokens takes no arguments");
+    lp_opt o[] = {{"stack", false, NULL}};
+    char *pos[1];
+    int np;
+    const lp_run *r;
+    if ((rc = lp_cmd_opts("tokens", argc, argv, o, 1, pos, 0, &np)) ||
+        (rc = stack_run(s, "tokens", o[0].value, true, &r)))
+        return rc;
     json_t *arr = json_array();
-    const int *ids = lp_run_ids(s->run), *types = lp_run_types(s->run);
+    const int *ids = lp_run_ids(r), *types = lp_run_types(r);
     bool typed = lp_model_config(s->model)->type_vocab > 0; /* BERT's segments: a "type" column */
-    for (int i = 0; i < lp_run_len(s->run); i++) {
+    for (int i = 0; i < lp_run_len(r); i++) {
         json_t *row = json_pack("{s:i,s:i,s:o}", "pos", i, "id", ids[i], "text", lp_cmd_token(s, ids[i]));
         if (typed) json_object_set_new(row, "type", json_integer(types[i]));
         json_array_append_new(arr, row);
@@ -383,38 +392,65 @@ int lp_cmd_logits(lp_session *s, int argc, char **argv, const char *rest) {
     return LP_OK;
 }
 
+/* --stack enc|dec of an encoder-decoder's run: the encoder's run (the default, as `attn`
+ * shows) or the decoder's; other models have one stack, the run itself. */
+static int stack_run(const lp_session *s, const char *cmd, const char *stack, bool dec_default, const lp_run **out) {
+    const lp_run *src = lp_run_source(s->run);
+    if (!stack) {
+        *out = src && !dec_default ? src : s->run;
+        return LP_OK;
+    }
+    if (!src) return lp_error(LP_EINVAL, "%s: --stack is for encoder-decoder models; this one has one stack", cmd);
+    if (strcmp(stack, "enc") != 0 && strcmp(stack, "dec") != 0)
+        return lp_error(LP_EINVAL, "%s: --stack is enc or dec, not '%s'", cmd, stack);
+    *out = stack[0] == 'e' ? src : s->run;
+    return LP_OK;
+}
+
+/* attn L H [--stack enc|dec] [--cross]: a head's pattern, query rows by key columns; for an
+ * encoder-decoder the encoder's by default, the decoder's self-attention with --stack dec,
+ * its attention over the source with --cross (decoder rows, source columns). */
 int lp_cmd_attn(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    const lp_config *c = lp_model_config(s->model);
+    lp_opt o[] = {{"stack", false, NULL}, {"cross", true, NULL}};
     char *pos[2];
     int np;
-    if ((rc = lp_cmd_opts("attn", argc, argv, NULL, 0, pos, 2, &np))) return rc;
+    if ((rc = lp_cmd_opts("attn", argc, argv, o, 2, pos, 2, &np))) return rc;
     if (np != 2) return lp_error(LP_EINVAL, "attn: give a layer and a head, e.g. 'attn 0 3'");
+    bool cross = o[1].value != NULL;
+    if (cross && !lp_run_source(s->run))
+        return lp_error(LP_EINVAL, "attn: --cross is for encoder-decoder models (their decoder attends to the source)");
+    if (cross && o[0].value && strcmp(o[0].value, "dec") != 0)
+        return lp_error(LP_EINVAL, "attn: cross-attention is the decoder's: --cross goes with --stack dec or alone");
+    const lp_run *r, *keys_run;
+    if ((rc = stack_run(s, "attn", o[0].value, cross, &r))) return rc;
+    keys_run = cross ? lp_run_source(s->run) : r;
+    const lp_config *c = lp_model_config(lp_run_model(r));
     long L, H;
     if ((rc = lp_cmd_int(pos[0], "layer", 0, c->n_layer - 1, &L)) || (rc = lp_cmd_int(pos[1], "head", 0, c->n_head - 1, &H)))
         return rc;
     lp_view v;
-    if ((rc = lp_run_view(s->run, LP_ACT_PATTERN, (int)L, (int)H, &v))) return rc;
-    int T = lp_run_len(s->run);
-    const int *ids = lp_run_ids(s->run);
-    json_t *toks = json_array(), *pattern = json_array(), *table = lp_table_new();
+    if ((rc = lp_run_view(r, cross ? LP_ACT_CROSS_PATTERN : LP_ACT_PATTERN, (int)L, (int)H, &v))) return rc;
+    int T = lp_run_len(r), K = lp_run_len(keys_run);
+    const int *ids = lp_run_ids(r), *kids = lp_run_ids(keys_run);
+    json_t *toks = json_array(), *ktoks = json_array(), *pattern = json_array(), *table = lp_table_new();
     lp_table_column(table, "pos", 0, NULL);
     lp_table_column(table, "query", 1, NULL);
-    for (int j = 0; j < T; j++) {
-        json_t *tok = lp_cmd_token(s, ids[j]);
-        json_array_append(toks, tok);
+    for (int i = 0; i < T; i++) json_array_append_new(toks, lp_cmd_token(s, ids[i]));
+    for (int j = 0; j < K; j++) {
+        json_t *tok = lp_cmd_token(s, kids[j]);
+        json_array_append_new(ktoks, tok);
         /* Headers name the key: "position:token", escaped by the renderer like any token. */
         char head[96];
         const char *txt = json_string_value(tok);
         snprintf(head, sizeof head, "%d:%.80s", j, txt ? txt : "");
         lp_table_column(table, head, 1, "%.3f");
-        json_decref(tok);
     }
     for (int i = 0; i < T; i++) {
         json_t *row = json_array(), *trow = json_pack("[i,O]", i, json_array_get(toks, i));
-        for (int j = 0; j < T; j++) {
+        for (int j = 0; j < K; j++) {
             double x = v.data[(size_t)i * v.stride[0] + j];
             json_array_append_new(row, lp_json_number(x));
             json_array_append_new(trow, lp_json_number(x));
@@ -422,7 +458,16 @@ int lp_cmd_attn(lp_session *s, int argc, char **argv, const char *rest) {
         json_array_append_new(pattern, row);
         lp_table_row(table, trow);
     }
-    lp_cmd_emit(s, json_pack("{s:i,s:i,s:o,s:o}", "layer", (int)L, "head", (int)H, "tokens", toks, "pattern", pattern), table);
+    json_t *out = json_pack("{s:i,s:i,s:o,s:o}", "layer", (int)L, "head", (int)H, "tokens", toks, "pattern", pattern);
+    if (lp_run_source(s->run)) {
+        json_object_set_new(out, "stack", json_string(r == s->run ? "dec" : "enc"));
+        json_object_set_new(out, "kind", json_string(cross ? "cross" : "self"));
+        if (cross) json_object_set_new(out, "key_tokens", ktoks);
+        else json_decref(ktoks);
+    } else {
+        json_decref(ktoks);
+    }
+    lp_cmd_emit(s, out, table);
     return LP_OK;
 }
 

@@ -1,0 +1,64 @@
+#!/bin/sh
+# Encoder-decoders (T5) through the real binary on the fixture checkpoints (tests/fixtures/t5):
+# run with a source and a target (teacher forcing) and without one (greedy decoding), the
+# decoder's logits and greedy output against the reference's expected.json, attn over the
+# encoder, the decoder and the source (--cross), tokens of either stack, and the refusals.
+set -u
+LOUPE=${LOUPE:-./loupe}
+DIR=tests/fixtures/t5
+fails=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export XDG_DATA_HOME="$tmp/data"
+
+check() { # check NAME COMMAND...: the command must succeed
+    name=$1; shift
+    if "$@" >/dev/null 2>"$tmp/err"; then echo "ok   $name"; else echo "FAIL $name"; cat "$tmp/err"; fails=$((fails + 1)); fi
+}
+is() { jq -e -s ".[$1] | $2" "$tmp/out" >/dev/null; }
+expected() { jq -c "$2" "$DIR/$1/expected.json"; }
+refused() { # refused NAME PATTERN ARGS...: fails with one error line matching PATTERN
+    name=$1; pat=$2; shift 2
+    if "$LOUPE" -d :memory: "$@" >/dev/null 2>"$tmp/err"; then echo "FAIL $name (succeeded)"; fails=$((fails + 1))
+    elif [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q -- "$pat" "$tmp/err"; then echo "ok   $name"
+    else echo "FAIL $name"; cat "$tmp/err"; fails=$((fails + 1)); fi
+}
+
+for m in t5_relu_tied flan_gated_untied mt5_gated; do
+    src=$(expected $m '.ids | join(",")' | tr -d '"')
+    tgt=$(expected $m '.target_ids | join(",")' | tr -d '"')
+    last=$(expected $m '.target_ids | length - 1')
+    "$LOUPE" -d :memory: -m json "$DIR/$m" -e "run --ids $src --target-ids $tgt" -e "logits --pos $last" \
+        -e 'attn 0 2' -e 'attn 0 2 --cross' -e 'attn 0 3 --stack dec' -e 'tokens --stack enc' -e tokens \
+        -e "run --ids $src --max 8" -e info >"$tmp/out" 2>"$tmp/err"
+    check "$m: run (teacher-forced and greedy), logits, attn, tokens, info" test $? -eq 0
+    check "$m: the decoder's input is the start id, then the target shifted right" \
+        is 0 ".ids == ([0] + $(expected $m '.target_ids[:-1]')) and .n_source == $(expected $m '.ids | length')"
+    check "$m: logits within 1e-4 of the reference" \
+        is 1 "[.logits, $(expected $m ".logits[$last]")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+    check "$m: attn is the encoder's by default (source x source)" \
+        is 2 ".stack == \"enc\" and .kind == \"self\" and ([.pattern, $(expected $m '.enc.attn[0][2]')] | transpose | map([.[0], .[1]] | transpose | map(.[0] - .[1] | fabs) | max) | max < 1e-4)"
+    check "$m: attn --cross is target x source, the reference's" \
+        is 3 ".kind == \"cross\" and (.pattern | length) == $(expected $m '.target_ids | length') and (.pattern[0] | length) == $(expected $m '.ids | length') and ([.pattern, $(expected $m '.dec.cross[0][2]')] | transpose | map([.[0], .[1]] | transpose | map(.[0] - .[1] | fabs) | max) | max < 1e-4)"
+    check "$m: attn --stack dec is causal" is 4 '.stack == "dec" and ([.pattern | to_entries[] | .key as $i | .value[$i + 1:] | .[]] | all(. == 0))'
+    check "$m: tokens --stack enc is the source, tokens the decoder's input" \
+        is 5 "[.[].id] == $(expected $m .ids)" 
+    check "$m: greedy decoding gives the reference's output" is 7 ".target == \"greedy\" and .target_ids == $(expected $m .greedy)"
+    check "$m: info names the encoder-decoder" is 8 '.encoder_layers >= 1 and .positions == "relative buckets" and .attention == "causal"'
+done
+
+refused "run without a target needs ids here (no tokenizer)" "no tokenizer" "$DIR/t5_relu_tied" -e 'run hello'
+refused "--target-ids with --target" "either --target-ids or --target" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1 --target x'
+refused "--max with a target" "--max limits greedy decoding" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --max 3 --target-ids 4,1'
+refused "target ids outside the vocabulary" "--target-ids" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,600'
+refused "--stack on a one-stack model" "encoder-decoder" tests/fixtures/encoders/bert_mlm -e 'run --ids 2,5,3' -e 'attn 0 0 --stack dec'
+refused "--cross on a one-stack model" "encoder-decoder" tests/fixtures/encoders/bert_mlm -e 'run --ids 2,5,3' -e 'attn 0 0 --cross'
+refused "cross-attention is the decoder's" "decoder's" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1' -e 'attn 0 0 --cross --stack enc'
+refused "--stack takes enc or dec" "enc or dec" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1' -e 'attn 0 0 --stack middle'
+refused "analyses not yet on encoder-decoders say so" "encoder-decoder" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1' -e 'dla'
+# T5EncoderModel is an encoder: run takes one sequence
+"$LOUPE" -d :memory: -m json "$DIR/t5_encoder" -e "run --ids $(expected t5_encoder '.ids | join(",")')" -e 'attn 1 0' >"$tmp/out" 2>"$tmp/err"
+check "t5_encoder: run, attn (bidirectional)" test $? -eq 0
+check "t5_encoder: attn is the reference's" is 1 "[.pattern, $(expected t5_encoder '.enc.attn[1][0]')] | transpose | map([.[0], .[1]] | transpose | map(.[0] - .[1] | fabs) | max) | max < 1e-4"
+
+[ "$fails" -eq 0 ]
