@@ -120,6 +120,9 @@ int lp_model_need_decoder(const lp_model *m, const char *what);
 /* The encoder of an encoder-decoder (T5): a model of its own (bidirectional, no head) whose
  * output the decoder's cross-attention reads; NULL for every other model. */
 const lp_model *lp_model_encoder(const lp_model *m);
+/* LP_POS_RELATIVE: the (rel_buckets, n_head) bias table every layer of the model's stack
+ * reuses; NULL for other models. */
+const float *lp_model_rel_bias(const lp_model *m);
 /* "masked-lm", "classifier", "lm" or "none". */
 const char *lp_head_kind_name(lp_head_kind k);
 /* 16 hex digits identifying the architecture and the weights (sampled, so it is fast for

@@ -373,6 +373,7 @@ const char *lp_model_label(const lp_model *m, int id) {
 int lp_model_n_labels(const lp_model *m) { return m->labels ? m->cfg.n_labels : 0; }
 bool lp_model_is_encoder(const lp_model *m) { return !m->cfg.causal; }
 const lp_model *lp_model_encoder(const lp_model *m) { return m->encoder; }
+const float *lp_model_rel_bias(const lp_model *m) { return m->rel_bias; }
 
 int lp_model_need_decoder(const lp_model *m, const char *what) {
     if (m->cfg.cross_attn)

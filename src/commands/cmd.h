@@ -98,6 +98,7 @@ LP_COMMAND_FN(sql);
 LP_COMMAND_FN(train);
 LP_COMMAND_FN(classify);
 LP_COMMAND_FN(fill);
+LP_COMMAND_FN(relbias);
 
 /* The `tui` command opens the full-screen browser, which lives in ui/ (curses) where the
  * engine does not reach: main registers it. Without it, `tui` says it is not there. */

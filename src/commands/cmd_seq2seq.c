@@ -10,6 +10,7 @@
 #include "loupe/output.h"
 #include "loupe/run.h"
 #include "loupe/tokenizer.h"
+#include "kernels/forward.h"
 
 #define GREEDY_DEFAULT 32
 
@@ -196,4 +197,57 @@ done:
     free(src);
     free(tgt);
     return rc;
+}
+
+/* relbias [--stack enc|dec] [--range R]: T5's relative position bias per head, by offset
+ * (key - query): what the stack adds to every score before the softmax, the same in every
+ * layer (layer 0 holds the table). */
+int lp_cmd_relbias(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_model(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"stack", false, NULL}, {"range", false, NULL}};
+    char *pos[1];
+    int np;
+    if ((rc = lp_cmd_opts("relbias", argc, argv, o, 2, pos, 0, &np))) return rc;
+    const lp_model *m = s->model, *enc = lp_model_encoder(m);
+    if (o[0].value && !enc)
+        return lp_error(LP_EINVAL, "relbias: --stack is for encoder-decoder models; this one has one stack");
+    if (o[0].value && strcmp(o[0].value, "enc") != 0 && strcmp(o[0].value, "dec") != 0)
+        return lp_error(LP_EINVAL, "relbias: --stack is enc or dec, not '%s'", o[0].value);
+    if (enc && (!o[0].value || o[0].value[0] == 'e')) m = enc;
+    const lp_config *c = lp_model_config(m);
+    const float *table = lp_model_rel_bias(m);
+    if (c->pos != LP_POS_RELATIVE || !table)
+        return lp_error(LP_EINVAL, "relbias: %s has no relative position bias (it is T5's)", c->arch);
+    long R = c->rel_max_distance + 2;
+    if (o[1].value && (rc = lp_cmd_int(o[1].value, "--range", 1, 4096, &R))) return rc;
+    json_t *offsets = json_array(), *bias = json_array(), *buckets = json_array(), *table_out = lp_table_new();
+    lp_table_column(table_out, "offset", 0, NULL);
+    lp_table_column(table_out, "bucket", 0, NULL);
+    for (int h = 0; h < c->n_head; h++) {
+        char name[16];
+        snprintf(name, sizeof name, "h%d", h);
+        lp_table_column(table_out, name, 0, "%.3f");
+        json_array_append_new(bias, json_array());
+    }
+    for (int rel = -(int)R; rel <= (int)R; rel++) {
+        if (c->causal && rel > 0) break; /* a decoder's queries never see later keys */
+        int b = lp_rel_bucket(rel, !c->causal, c->rel_buckets, c->rel_max_distance);
+        json_array_append_new(offsets, json_integer(rel));
+        json_array_append_new(buckets, json_integer(b));
+        json_t *row = json_pack("[i,i]", rel, b);
+        for (int h = 0; h < c->n_head; h++) {
+            double x = table[(size_t)b * c->n_head + h];
+            json_array_append_new(json_array_get(bias, (size_t)h), lp_json_number(x));
+            json_array_append_new(row, lp_json_number(x));
+        }
+        lp_table_row(table_out, row);
+    }
+    json_t *v = json_pack("{s:s,s:b,s:i,s:i,s:o,s:o,s:o}", "stack", m == s->model ? "dec" : "enc", "bidirectional",
+                          !c->causal, "buckets", c->rel_buckets, "max_distance", c->rel_max_distance, "offsets",
+                          offsets, "bucket", buckets, "bias", bias);
+    if (!enc) json_object_del(v, "stack");
+    lp_cmd_emit(s, v, table_out);
+    return LP_OK;
 }

@@ -47,6 +47,23 @@ for m in t5_relu_tied flan_gated_untied mt5_gated; do
     check "$m: info names the encoder-decoder" is 8 '.encoder_layers >= 1 and .positions == "relative buckets" and .attention == "causal"'
 done
 
+# relbias: the table each stack adds to its scores, by offset, against the reference's bias
+# of query 0 (offsets 0..S-1) and of the last query (offsets -(S-1)..0)
+m=t5_relu_tied
+"$LOUPE" -d :memory: -m json "$DIR/$m" -e 'relbias --range 30' -e 'relbias --stack dec --range 30' >"$tmp/out" 2>"$tmp/err"
+check "relbias: both stacks" test $? -eq 0
+S=$(expected $m '.ids | length')
+check "relbias: the encoder's bias at offsets 0..S-1 (query 0) and 1-S..0 (the last query)" \
+    jq -e -s --argjson E "$(expected $m .enc.bias)" --argjson S "$S" \
+    '.[0] | (-.offsets[0]) as $R | . as $r | all(range(0; 4) as $h | range(0; $S) as $j |
+        (($r.bias[$h][$j + $R] - $E[$h][0][$j]) | fabs) < 1e-5 and
+        (($r.bias[$h][$j - ($S - 1) + $R] - $E[$h][$S - 1][$j]) | fabs) < 1e-5)' "$tmp/out"
+check "relbias: the decoder's bias at offsets 1-T..0 (the last query)" \
+    jq -e -s --argjson E "$(expected $m .dec.bias)" --argjson T "$(expected $m '.target_ids | length')" \
+    '.[1] | (-.offsets[0]) as $R | . as $r | all(range(0; 4) as $h | range(0; $T) as $j |
+        (($r.bias[$h][$j - ($T - 1) + $R] - $E[$h][$T - 1][$j]) | fabs) < 1e-5)' "$tmp/out"
+check "relbias: a decoder sees no later keys" is 1 '.stack == "dec" and (.offsets | max) == 0 and .bidirectional == false'
+refused "relbias on a model without one" "no relative position bias" tests/fixtures/encoders/bert_mlm -e relbias
 refused "run without a target needs ids here (no tokenizer)" "no tokenizer" "$DIR/t5_relu_tied" -e 'run hello'
 refused "--target-ids with --target" "either --target-ids or --target" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1 --target x'
 refused "--max with a target" "--max limits greedy decoding" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --max 3 --target-ids 4,1'
