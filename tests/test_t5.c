@@ -16,6 +16,7 @@
 #include "helpers.h"
 #include "kernels/forward.h"
 #include "loupe/error.h"
+#include "loupe/generate.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
 
@@ -176,11 +177,69 @@ static void test_runs_need_the_right_inputs(void **state) {
     lp_model_free(m);
 }
 
+/* Decoding step by step through the key/value cache (cross keys and values computed once,
+ * one new position per step) gives the teacher-forced run's logits at every position, and
+ * greedy decoding the reference's output. Worst difference measured: 5.9e-7 of the largest
+ * logit (Haswell), 5.1e-7 (default kernel); bound 1e-5. */
+static void test_cached_decoding_equals_the_teacher_forced_run(void **state) {
+    (void)state;
+    static const char *const models[] = {"t5_relu_tied", "flan_gated_untied", "mt5_gated"};
+    for (size_t k = 0; k < sizeof models / sizeof *models; k++) {
+        char dir[256], path[300];
+        snprintf(dir, sizeof dir, DIR "%s", models[k]);
+        snprintf(path, sizeof path, "%s/expected.json", dir);
+        json_t *e = load_json(path);
+        lp_model *m;
+        assert_int_equal(lp_model_load(&m, dir, NULL), LP_OK);
+        const lp_config *c = lp_model_config(m);
+        int S, T;
+        int *src = json_ints(json_object_get(e, "ids"), &S), *tgt = json_ints(json_object_get(e, "target_ids"), &T);
+        int *dec = malloc((size_t)(T + 1) * sizeof *dec);
+        dec[0] = c->start_id;
+        memcpy(dec + 1, tgt, (size_t)T * sizeof *dec);
+        lp_run *r;
+        assert_int_equal(lp_run_new_seq2seq(&r, m, src, S, dec, T + 1), LP_OK);
+        lp_generator *g;
+        assert_int_equal(lp_generator_new_seq2seq(&g, m, T + 1, lp_run_source(r)), LP_OK);
+        double worst = 0;
+        for (int i = 0; i <= T; i++) {
+            const float *lg, *want = lp_run_logits(r, i);
+            assert_int_equal(lp_generator_feed(g, &dec[i], 1, &lg), LP_OK);
+            double scale = 0, diff = 0;
+            for (int j = 0; j < c->vocab; j++) {
+                scale = fmax(scale, fabs(want[j]));
+                diff = fmax(diff, fabs(lg[j] - want[j]));
+            }
+            worst = fmax(worst, diff / fmax(1.0, scale));
+        }
+        if (worst > 1e-5) fail_msg("%s: cached decoding differs from the run by %g", models[k], worst);
+        print_message("%-18s cached vs teacher-forced %.2g\n", models[k], worst);
+        lp_generator_free(g);
+        /* greedy through the cache: the reference's greedy ids */
+        int ng, out[16], start_id = c->start_id;
+        json_t *greedy = json_object_get(e, "greedy");
+        assert_int_equal(lp_generate_seq2seq(m, lp_run_source(r), &start_id, 1, (int)json_array_size(greedy), NULL, 1,
+                                             out, &ng), LP_OK);
+        assert_int_equal(ng, (int)json_array_size(greedy));
+        for (int i = 0; i < ng; i++) assert_int_equal(out[i], json_integer_value(json_array_get(greedy, (size_t)i)));
+        /* a decoder-only generator refuses an encoder-decoder, and a source must be its encoder's */
+        assert_int_equal(lp_generator_new(&g, m, 8), LP_EUNSUPPORTED);
+        assert_int_equal(lp_generator_new_seq2seq(&g, m, 8, r), LP_EINVAL);
+        lp_run_free(r);
+        lp_model_free(m);
+        free(src);
+        free(tgt);
+        free(dec);
+        json_decref(e);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_matches_reference),
         cmocka_unit_test(test_relative_buckets_match_hugging_face),
         cmocka_unit_test(test_runs_need_the_right_inputs),
+        cmocka_unit_test(test_cached_decoding_equals_the_teacher_forced_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -521,8 +521,9 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
                {"no-stop", true, NULL}};
     char *pos[1];
     int np;
+    const lp_run *source = lp_run_source(s->run); /* an encoder-decoder's decoder continues over it */
     if ((rc = lp_cmd_opts("generate", argc, argv, o, 5, pos, 1, &np)) ||
-        (rc = lp_model_need_decoder(s->model, "generate")))
+        (!source && (rc = lp_model_need_decoder(s->model, "generate"))))
         return rc;
     const lp_config *c = lp_model_config(s->model);
     long n = 20, k = 0, seed = 0;
@@ -538,7 +539,8 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
     int T = lp_run_len(s->run);
     int *out = malloc((size_t)n * sizeof *out), got = 0;
     if (!out) return lp_error(LP_ENOMEM, "out of memory");
-    if ((rc = lp_generate(s->model, lp_run_ids(s->run), T, (int)n, &smp, !o[4].value, out, &got))) {
+    if ((rc = source ? lp_generate_seq2seq(s->model, source, lp_run_ids(s->run), T, (int)n, &smp, !o[4].value, out, &got)
+                     : lp_generate(s->model, lp_run_ids(s->run), T, (int)n, &smp, !o[4].value, out, &got))) {
         free(out);
         return rc;
     }
@@ -549,7 +551,7 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
         json_array_append_new(toks, lp_cmd_token(s, out[i]));
     }
     /* Why it stopped: the end-of-text token, the context's end, or N tokens. */
-    int eos = t ? lp_tokenizer_eos(t) : -1;
+    int eos = source ? c->eos_id : t ? lp_tokenizer_eos(t) : -1;
     const char *stop = !o[4].value && got > 0 && out[got - 1] == eos ? "eos" : got < n ? "context" : "length";
     json_t *text = t ? generated_text(t, lp_run_ids(s->run), T, out, got) : json_null();
     json_t *v = json_pack("{s:i,s:o,s:o,s:o,s:s}", "prompt_tokens", T, "ids", ids, "tokens", toks, "text", text, "stop",

@@ -7,6 +7,7 @@
 
 #include "commands/cmd.h"
 #include "loupe/error.h"
+#include "loupe/generate.h"
 #include "loupe/output.h"
 #include "loupe/run.h"
 #include "loupe/tokenizer.h"
@@ -56,12 +57,13 @@ static int parse_id_list(const char *opt, const char *list, int vocab, int **ids
     return LP_OK;
 }
 
-/* Text through the tokenizer with its template (T5's appends </s>). */
-static int encode(const lp_tokenizer *t, const char *opt, const char *text, int **ids, int *n) {
+/* Text through the tokenizer: a source with its template (T5's appends </s>), a target
+ * without (it is the decoder's prefix; write </s> to end it). */
+static int encode(const lp_tokenizer *t, const char *opt, const char *text, bool templ, int **ids, int *n) {
     size_t len = strlen(text);
     int *out = malloc((len + 8) * sizeof *out);
     if (!out) return lp_error(LP_ENOMEM, "out of memory");
-    int rc = lp_tokenizer_encode(t, text, len, lp_tokenizer_adds_bos(t), out, (int)len + 8, n);
+    int rc = lp_tokenizer_encode(t, text, len, templ && lp_tokenizer_adds_bos(t), out, (int)len + 8, n);
     if (!rc && *n == 0) rc = lp_error(LP_EINVAL, "%s: the text gives no tokens", opt);
     if (rc) {
         free(out);
@@ -71,32 +73,22 @@ static int encode(const lp_tokenizer *t, const char *opt, const char *text, int 
     return LP_OK;
 }
 
-/* The decoder's greedy output for src: from the start id, the most likely next token until
- * the end-of-sequence id or max tokens (each step runs the whole prefix again: the same
- * numbers as a cache would give, and it is the captured run of the last step that stays). */
+/* The decoder's greedy output for src, through the key/value cache: from the start id, the
+ * most likely next token until the end-of-sequence id or max tokens. */
 static int greedy(const lp_model *m, const int *src, int S, int max, int **out, int *n) {
     const lp_config *c = lp_model_config(m);
-    int *tgt = malloc((size_t)(max + 1) * sizeof *tgt), k = 0, rc = LP_OK;
-    if (!tgt) return lp_error(LP_ENOMEM, "out of memory");
-    tgt[0] = c->start_id;
-    while (k < max) {
-        lp_run *r;
-        if ((rc = lp_run_new_seq2seq(&r, m, src, S, tgt, k + 1))) break;
-        const float *lg = lp_run_logits(r, k);
-        int best = 0;
-        for (int j = 1; j < c->vocab; j++)
-            if (lg[j] > lg[best]) best = j;
-        lp_run_free(r);
-        tgt[++k] = best;
-        if (best == c->eos_id) break;
-    }
+    lp_run *enc;
+    int rc = lp_run_new(&enc, lp_model_encoder(m), src, S);
+    if (rc) return rc;
+    int *tgt = malloc((size_t)max * sizeof *tgt), start = c->start_id;
+    if (!tgt) rc = lp_error(LP_ENOMEM, "out of memory");
+    else rc = lp_generate_seq2seq(m, enc, &start, 1, max, NULL, 1, tgt, n);
+    lp_run_free(enc);
     if (rc) {
         free(tgt);
         return rc;
     }
-    memmove(tgt, tgt + 1, (size_t)k * sizeof *tgt);
     *out = tgt;
-    *n = k;
     return LP_OK;
 }
 
@@ -106,16 +98,16 @@ static json_t *id_array(const int *ids, int n) {
     return a;
 }
 
-/* Makes the run current and prints it: what each decoder position predicts is the next
- * target token. */
+/* Makes the run current and prints it: the decoder reads the start id and then the target,
+ * so that position i predicts target token i and the last position what would follow. */
 static int start(lp_session *s, const int *src, int S, const int *tgt, int T, const char *text, bool greedy_out) {
     const lp_config *c = lp_model_config(s->model);
-    int *dec = malloc((size_t)T * sizeof *dec);
+    int *dec = malloc((size_t)(T + 1) * sizeof *dec);
     if (!dec) return lp_error(LP_ENOMEM, "out of memory");
     dec[0] = c->start_id; /* T5PreTrainedModel._shift_right */
-    memcpy(dec + 1, tgt, (size_t)(T - 1) * sizeof *dec);
+    memcpy(dec + 1, tgt, (size_t)T * sizeof *dec);
     lp_run *r;
-    int rc = lp_run_new_seq2seq(&r, s->model, src, S, dec, T);
+    int rc = lp_run_new_seq2seq(&r, s->model, src, S, dec, T + 1);
     free(dec);
     if (rc) return rc;
     lp_run_free(s->run);
@@ -131,8 +123,8 @@ static int start(lp_session *s, const int *src, int S, const int *tgt, int T, co
         correct += best == tgt[i];
     }
     json_t *v = json_pack("{s:o,s:i,s:i,s:o,s:o,s:o,s:s,s:i}", "run_id",
-                          s->run_id ? json_integer(s->run_id) : json_null(), "n_source", S, "n_tokens", T,
-                          "source_ids", id_array(src, S), "ids", id_array(lp_run_ids(r), T), "target_ids",
+                          s->run_id ? json_integer(s->run_id) : json_null(), "n_source", S, "n_tokens", T + 1,
+                          "source_ids", id_array(src, S), "ids", id_array(lp_run_ids(r), T + 1), "target_ids",
                           id_array(tgt, T), "target", greedy_out ? "greedy" : "given", "target_top1", correct);
     char tgt_col[32], top1[32];
     snprintf(tgt_col, sizeof tgt_col, "%d (%s)", T, greedy_out ? "greedy" : "given");
@@ -177,15 +169,16 @@ int lp_cmd_run_seq2seq(lp_session *s, const char *rest) {
     else if (!text) rc = lp_error(LP_EINVAL, "run: give the source text, or --ids 1,2,3 (and a --target, or none "
                                   "to decode greedily)");
     else if (!t) rc = lp_error(LP_EINVAL, "run: this model has no tokenizer; use run --ids 1,2,3 --target-ids 4,5");
-    else rc = encode(t, "run", text, &src, &S);
+    else rc = encode(t, "run", text, true, &src, &S);
     if (rc) goto done;
     if (o[1].value) rc = parse_id_list("--target-ids", o[1].value, c->vocab, &tgt, &T);
     else if (target && !t) rc = lp_error(LP_EINVAL, "run: this model has no tokenizer; use --target-ids 4,5");
-    else if (target) rc = encode(t, "--target", target, &tgt, &T);
+    else if (target) rc = encode(t, "--target", target, false, &tgt, &T);
     else rc = greedy(s->model, src, S, (int)max, &tgt, &T);
     if (!rc && T == 0) rc = lp_error(LP_EINVAL, "run: the decoder produced nothing");
-    if (!rc && T > c->n_ctx)
-        rc = lp_error(LP_ERANGE, "run: a target of %d tokens exceeds the decoder's context of %d", T, c->n_ctx);
+    if (!rc && T + 1 > c->n_ctx)
+        rc = lp_error(LP_ERANGE, "run: a target of %d tokens exceeds the decoder's context of %d (with its start)", T,
+                      c->n_ctx);
     if (rc) goto done;
     if (text && target && asprintf(&shown, "%s --target %s", text, target) < 0) shown = NULL;
     rc = start(s, src, S, tgt, T, shown ? shown : text, !o[1].value && !target);

@@ -30,20 +30,22 @@ for m in t5_relu_tied flan_gated_untied mt5_gated; do
     last=$(expected $m '.target_ids | length - 1')
     "$LOUPE" -d :memory: -m json "$DIR/$m" -e "run --ids $src --target-ids $tgt" -e "logits --pos $last" \
         -e 'attn 0 2' -e 'attn 0 2 --cross' -e 'attn 0 3 --stack dec' -e 'tokens --stack enc' -e tokens \
-        -e "run --ids $src --max 8" -e info >"$tmp/out" 2>"$tmp/err"
+        -e "run --ids $src --max 8" -e info -e "run --ids $src --max 2" -e 'generate 3' >"$tmp/out" 2>"$tmp/err"
     check "$m: run (teacher-forced and greedy), logits, attn, tokens, info" test $? -eq 0
-    check "$m: the decoder's input is the start id, then the target shifted right" \
-        is 0 ".ids == ([0] + $(expected $m '.target_ids[:-1]')) and .n_source == $(expected $m '.ids | length')"
+    check "$m: the decoder's input is the start id, then the target" \
+        is 0 ".ids == ([0] + $(expected $m '.target_ids')) and .n_source == $(expected $m '.ids | length')"
     check "$m: logits within 1e-4 of the reference" \
         is 1 "[.logits, $(expected $m ".logits[$last]")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
     check "$m: attn is the encoder's by default (source x source)" \
         is 2 ".stack == \"enc\" and .kind == \"self\" and ([.pattern, $(expected $m '.enc.attn[0][2]')] | transpose | map([.[0], .[1]] | transpose | map(.[0] - .[1] | fabs) | max) | max < 1e-4)"
     check "$m: attn --cross is target x source, the reference's" \
-        is 3 ".kind == \"cross\" and (.pattern | length) == $(expected $m '.target_ids | length') and (.pattern[0] | length) == $(expected $m '.ids | length') and ([.pattern, $(expected $m '.dec.cross[0][2]')] | transpose | map([.[0], .[1]] | transpose | map(.[0] - .[1] | fabs) | max) | max < 1e-4)"
+        is 3 ".kind == \"cross\" and (.pattern | length) == $(expected $m '.target_ids | length + 1') and (.pattern[0] | length) == $(expected $m '.ids | length') and ([.pattern[:-1], $(expected $m '.dec.cross[0][2]')] | transpose | map([.[0], .[1]] | transpose | map(.[0] - .[1] | fabs) | max) | max < 1e-4)"
     check "$m: attn --stack dec is causal" is 4 '.stack == "dec" and ([.pattern | to_entries[] | .key as $i | .value[$i + 1:] | .[]] | all(. == 0))'
     check "$m: tokens --stack enc is the source, tokens the decoder's input" \
         is 5 "[.[].id] == $(expected $m .ids)" 
     check "$m: greedy decoding gives the reference's output" is 7 ".target == \"greedy\" and .target_ids == $(expected $m .greedy)"
+    check "$m: generate continues the decoder through the cache (the greedy run's next tokens)" \
+        is 10 ".prompt_tokens == 3 and .ids == $(expected $m '.greedy[2:5]') and .stop == \"length\""
     check "$m: info names the encoder-decoder" is 8 '.encoder_layers >= 1 and .positions == "relative buckets" and .attention == "causal"'
 done
 
