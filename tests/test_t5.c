@@ -17,6 +17,7 @@
 #include "kernels/forward.h"
 #include "loupe/error.h"
 #include "loupe/generate.h"
+#include "loupe/heads.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
 
@@ -234,12 +235,76 @@ static void test_cached_decoding_equals_the_teacher_forced_run(void **state) {
     }
 }
 
+/* Cross-attention metrics against the definitions (heads.h) computed here from the reference's
+ * own cross patterns (expected.json), for every decoder layer and head of one fixture. */
+static void test_cross_metrics_follow_their_definitions(void **state) {
+    (void)state;
+    json_t *e = load_json(DIR "t5_relu_tied/expected.json");
+    lp_model *m;
+    assert_int_equal(lp_model_load(&m, DIR "t5_relu_tied", NULL), LP_OK);
+    const lp_config *c = lp_model_config(m);
+    int S, T;
+    int *src = json_ints(json_object_get(e, "ids"), &S), *dec = json_ints(json_object_get(e, "decoder_input_ids"), &T);
+    lp_run *r;
+    assert_int_equal(lp_run_new_seq2seq(&r, m, src, S, dec, T), LP_OK);
+    float *got = malloc((size_t)c->n_layer * c->n_head * LP_CROSS_METRIC_COUNT * sizeof *got);
+    assert_int_equal(lp_cross_metrics(got, r), LP_OK);
+    json_t *cross = json_object_get(json_object_get(e, "dec"), "cross");
+    for (int l = 0; l < c->n_layer; l++)
+        for (int h = 0; h < c->n_head; h++) {
+            json_t *A = json_array_get(json_array_get(cross, (size_t)l), (size_t)h);
+            double ent = 0, mx = 0, eos = 0, off = 0, rising = 0;
+            int prev = -1, hit[64] = {0};
+            for (int i = 0; i < T; i++) {
+                json_t *row = json_array_get(A, (size_t)i);
+                double cen = 0;
+                int arg = 0;
+                for (int j = 0; j < S; j++) {
+                    double p = json_number_value(json_array_get(row, (size_t)j));
+                    ent -= p > 0 ? p * log(p) : 0;
+                    cen += p * j;
+                    if (p > json_number_value(json_array_get(row, (size_t)arg))) arg = j;
+                }
+                mx += json_number_value(json_array_get(row, (size_t)arg));
+                eos += json_number_value(json_array_get(row, (size_t)S - 1));
+                off += fabs(cen / (S - 1) - (double)i / (T - 1));
+                if (prev >= 0) rising += arg >= prev;
+                prev = arg;
+                hit[arg] = 1;
+            }
+            int covered = 0;
+            for (int j = 0; j < S; j++) covered += hit[j];
+            double want[LP_CROSS_METRIC_COUNT] = {ent / T, mx / T, eos / T, 1 - off / T, rising / (T - 1),
+                                                  (double)covered / S};
+            const float *g = got + ((size_t)l * c->n_head + h) * LP_CROSS_METRIC_COUNT;
+            for (int k = 0; k < LP_CROSS_METRIC_COUNT; k++)
+                if (fabs(g[k] - want[k]) > 1e-4)
+                    fail_msg("layer %d head %d: %s %g, by definition %g", l, h,
+                             lp_cross_metric_name((lp_cross_metric)k), g[k], want[k]);
+        }
+    /* a run without a source has no cross-attention to measure */
+    lp_model *enc;
+    assert_int_equal(lp_model_load(&enc, DIR "t5_encoder", NULL), LP_OK);
+    lp_run *er;
+    assert_int_equal(lp_run_new(&er, enc, src, S), LP_OK);
+    assert_int_equal(lp_cross_metrics(got, er), LP_EINVAL);
+    lp_run_free(er);
+    lp_model_free(enc);
+    free(got);
+    free(src);
+    free(dec);
+    lp_run_free(r);
+    lp_model_free(m);
+    json_decref(e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_matches_reference),
         cmocka_unit_test(test_relative_buckets_match_hugging_face),
         cmocka_unit_test(test_runs_need_the_right_inputs),
         cmocka_unit_test(test_cached_decoding_equals_the_teacher_forced_run),
+        cmocka_unit_test(test_cross_metrics_follow_their_definitions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

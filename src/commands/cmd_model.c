@@ -568,38 +568,64 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
     return LP_OK;
 }
 
+/* heads [--sort METRIC] [--layer L] [--stack enc|dec] [--kind self|cross]: every head's
+ * metrics (heads.h); an encoder-decoder's encoder by default, as attn, its decoder's
+ * self-attention with --stack dec, its cross-attention with --kind cross. */
 int lp_cmd_heads(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    lp_opt o[] = {{"sort", false, NULL}, {"layer", false, NULL}};
+    lp_opt o[] = {{"sort", false, NULL}, {"layer", false, NULL}, {"stack", false, NULL}, {"kind", false, NULL}};
     char *pos[1];
     int np;
-    if ((rc = lp_cmd_opts("heads", argc, argv, o, 2, pos, 0, &np))) return rc;
-    const lp_config *c = lp_model_config(s->model);
-    lp_head_metric sort = LP_HEAD_METRIC_COUNT;
+    if ((rc = lp_cmd_opts("heads", argc, argv, o, 4, pos, 0, &np))) return rc;
+    const char *kind = o[3].value ? o[3].value : "self";
+    if (strcmp(kind, "self") != 0 && strcmp(kind, "cross") != 0)
+        return lp_error(LP_EINVAL, "heads: --kind is self or cross, not '%s'", kind);
+    bool cross = kind[0] == 'c';
+    if (cross && !lp_run_source(s->run))
+        return lp_error(LP_EINVAL, "heads: --kind cross is for encoder-decoder models (their decoder attends to the "
+                        "source)");
+    if (cross && o[2].value && strcmp(o[2].value, "dec") != 0)
+        return lp_error(LP_EINVAL, "heads: cross-attention is the decoder's: --kind cross goes with --stack dec or "
+                        "alone");
+    const lp_run *r;
+    if ((rc = stack_run(s, "heads", o[2].value, cross, &r))) return rc;
+    const lp_config *c = lp_model_config(lp_run_model(r));
+    int n_metrics = cross ? LP_CROSS_METRIC_COUNT : LP_HEAD_METRIC_COUNT, sort = n_metrics;
     long only = -1;
-    if (o[0].value && (rc = lp_head_metric_from_name(o[0].value, &sort))) return rc;
+    if (o[0].value) {
+        if (cross) {
+            lp_cross_metric k;
+            if ((rc = lp_cross_metric_from_name(o[0].value, &k))) return rc;
+            sort = (int)k;
+        } else {
+            lp_head_metric k;
+            if ((rc = lp_head_metric_from_name(o[0].value, &k))) return rc;
+            sort = (int)k;
+        }
+    }
     if (o[1].value && (rc = lp_cmd_int(o[1].value, "--layer", 0, c->n_layer - 1, &only))) return rc;
     size_t nh = (size_t)c->n_layer * c->n_head;
-    float *m = malloc(nh * LP_HEAD_METRIC_COUNT * sizeof *m);
+    float *m = malloc(nh * (size_t)n_metrics * sizeof *m);
     int *order = malloc(nh * sizeof *order);
     if (!m || !order) {
         free(m);
         free(order);
         return lp_error(LP_ENOMEM, "out of memory");
     }
-    lp_head_metrics(m, s->run);
+    if (cross) rc = lp_cross_metrics(m, r);
+    else lp_head_metrics(m, r);
     int n = 0;
-    for (size_t i = 0; i < nh; i++)
+    for (size_t i = 0; !rc && i < nh; i++)
         if (only < 0 || (long)(i / c->n_head) == only) order[n++] = (int)i;
-    if (sort < LP_HEAD_METRIC_COUNT) {
+    if (sort < n_metrics) {
         /* Highest first, heads without a value last; insertion sort keeps ties in model order. */
         for (int i = 1; i < n; i++) {
             int x = order[i], j = i;
-            float vx = m[(size_t)x * LP_HEAD_METRIC_COUNT + sort];
+            float vx = m[(size_t)x * n_metrics + sort];
             while (j > 0) {
-                float vy = m[(size_t)order[j - 1] * LP_HEAD_METRIC_COUNT + sort];
+                float vy = m[(size_t)order[j - 1] * n_metrics + sort];
                 if (!(isnan(vy) && !isnan(vx)) && !(vx > vy)) break;
                 order[j] = order[j - 1];
                 j--;
@@ -611,14 +637,19 @@ int lp_cmd_heads(lp_session *s, int argc, char **argv, const char *rest) {
     for (int k = 0; k < n; k++) {
         int i = order[k];
         json_t *row = json_pack("{s:i,s:i}", "layer", i / c->n_head, "head", i % c->n_head);
-        for (int q = 0; q < LP_HEAD_METRIC_COUNT; q++) {
-            float v = m[(size_t)i * LP_HEAD_METRIC_COUNT + q];
-            json_object_set_new(row, lp_head_metric_name((lp_head_metric)q), lp_json_number(v));
+        for (int q = 0; q < n_metrics; q++) {
+            float v = m[(size_t)i * n_metrics + q];
+            const char *name = cross ? lp_cross_metric_name((lp_cross_metric)q) : lp_head_metric_name((lp_head_metric)q);
+            json_object_set_new(row, name, lp_json_number(v));
         }
         json_array_append_new(arr, row);
     }
     free(m);
     free(order);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
     lp_cmd_emit(s, arr, NULL);
     return LP_OK;
 }

@@ -435,9 +435,11 @@ static const lp_command COMMANDS[] = {
     {"generate", "[N] [--temp T] [--top-k K] [--top-p P] [--seed S] [--no-stop]",
      "continue the current run by N tokens (default 20)", "generate 20 --temp 0.8 --seed 1",
      lp_cmd_generate, false, "Greedy unless --temp > 0; stops at end-of-text unless --no-stop, and at the context's end."},
-    {"heads", "[--sort METRIC] [--layer L]",
+    {"heads", "[--sort METRIC] [--layer L] [--stack enc|dec] [--kind self|cross]",
      "per-head attention metrics of the current run",
-     "heads --sort prev_token", lp_cmd_heads, false, "METRIC: entropy, prev_token, first_token, duplicate_token, induction, max_attn."},
+     "heads --sort prev_token", lp_cmd_heads, false, "METRIC: entropy, prev_token, first_token, duplicate_token, induction, max_attn. "
+     "Encoder-decoders: the encoder's by default; --stack dec the decoder's; --kind cross its cross-attention "
+     "(entropy, max_attn, source_eos, diagonal, monotonic, coverage)."},
     {"lens", "[--k K] [--pos P] [--target TOKEN|--target-id ID]",
      "logit lens: each layer's top tokens at each position",
      "lens --k 3 --pos -1", lp_cmd_lens, false, "Rows: embed, then the residual stream after each layer. With --target, its probability and rank (1 = top)."},

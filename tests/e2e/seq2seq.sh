@@ -66,6 +66,15 @@ check "relbias: the decoder's bias at offsets 1-T..0 (the last query)" \
         (($r.bias[$h][$j - ($T - 1) + $R] - $E[$h][$T - 1][$j]) | fabs) < 1e-5)' "$tmp/out"
 check "relbias: a decoder sees no later keys" is 1 '.stack == "dec" and (.offsets | max) == 0 and .bidirectional == false'
 refused "relbias on a model without one" "no relative position bias" tests/fixtures/encoders/bert_mlm -e relbias
+"$LOUPE" -d :memory: -m json "$DIR/t5_relu_tied" -e "run --ids $(expected t5_relu_tied '.ids | join(",")') --target-ids 44,310,9,1" \
+    -e 'heads --kind cross --sort diagonal' -e 'heads' -e 'heads --stack dec' >"$tmp/out" 2>"$tmp/err"
+check "heads: cross, encoder, decoder" test $? -eq 0
+check "heads --kind cross: every decoder head, its metrics, sorted by diagonal" \
+    is 1 'length == 12 and (.[0] | keys) == ["coverage","diagonal","entropy","head","layer","max_attn","monotonic","source_eos"] and ([.[].diagonal] | . == (sort | reverse))'
+check "heads: the encoder's by default (2 layers), the decoder's with --stack dec (3)" \
+    is 2 'length == 8' && check "heads --stack dec: 3 layers" is 3 'length == 12 and ([.[].layer] | max) == 2'
+refused "heads --kind cross on a one-stack model" "encoder-decoder" tests/fixtures/encoders/bert_mlm -e 'run --ids 2,5,3' -e 'heads --kind cross'
+refused "heads --kind takes self or cross" "self or cross" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1' -e 'heads --kind both'
 refused "run without a target needs ids here (no tokenizer)" "no tokenizer" "$DIR/t5_relu_tied" -e 'run hello'
 refused "--target-ids with --target" "either --target-ids or --target" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1 --target x'
 refused "--max with a target" "--max limits greedy decoding" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --max 3 --target-ids 4,1'
