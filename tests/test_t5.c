@@ -18,6 +18,7 @@
 #include "loupe/error.h"
 #include "loupe/generate.h"
 #include "loupe/heads.h"
+#include "loupe/lens.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
 
@@ -298,6 +299,34 @@ static void test_cross_metrics_follow_their_definitions(void **state) {
     json_decref(e);
 }
 
+/* The logit lens on the decoder: the last row is the model's own output (the final norm, with
+ * the tied models' rescale in its weight, then the unembedding), at every position. */
+static void test_lens_last_row_is_the_decoders_logits(void **state) {
+    (void)state;
+    static const char *const models[] = {"t5_relu_tied", "flan_gated_untied"};
+    for (size_t k = 0; k < 2; k++) {
+        char dir[256];
+        snprintf(dir, sizeof dir, DIR "%s", models[k]);
+        lp_model *m;
+        assert_int_equal(lp_model_load(&m, dir, NULL), LP_OK);
+        const lp_config *c = lp_model_config(m);
+        int src[] = {37, 5, 212, 90, 1}, dec[] = {0, 44, 310, 9};
+        lp_run *r;
+        assert_int_equal(lp_run_new_seq2seq(&r, m, src, 5, dec, 4), LP_OK);
+        float *lg = malloc((size_t)c->vocab * sizeof *lg);
+        for (int pos = 0; pos < 4; pos++) {
+            assert_int_equal(lp_lens_logits(r, c->n_layer, pos, lg), LP_OK);
+            const float *want = lp_run_logits(r, pos);
+            for (int j = 0; j < c->vocab; j++)
+                if (fabsf(lg[j] - want[j]) > 1e-5f * fmaxf(1.0f, fabsf(want[j])))
+                    fail_msg("%s: lens %g, logits %g at pos %d id %d", models[k], lg[j], want[j], pos, j);
+        }
+        free(lg);
+        lp_run_free(r);
+        lp_model_free(m);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_matches_reference),
@@ -305,6 +334,7 @@ int main(void) {
         cmocka_unit_test(test_runs_need_the_right_inputs),
         cmocka_unit_test(test_cached_decoding_equals_the_teacher_forced_run),
         cmocka_unit_test(test_cross_metrics_follow_their_definitions),
+        cmocka_unit_test(test_lens_last_row_is_the_decoders_logits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
