@@ -213,8 +213,8 @@ static void unknown_architecture_is_unsupported(void **state) {
     char *dir = make_temp_dir();
     char m[512];
     make_gpt2(dir, m, sizeof m, "");
-    edit_config(m, "architectures", json_pack("[s]", "T5ForConditionalGeneration"));
-    expect_load_error(m, NULL, LP_EUNSUPPORTED, "T5ForConditionalGeneration");
+    edit_config(m, "architectures", json_pack("[s]", "BartForConditionalGeneration"));
+    expect_load_error(m, NULL, LP_EUNSUPPORTED, "BartForConditionalGeneration");
     rm_tree(dir);
 }
 

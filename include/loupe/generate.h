@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "loupe/model.h"
+#include "loupe/run.h"
 
 typedef struct {
     float temperature;  /* 0 = greedy (argmax) */
@@ -17,6 +18,9 @@ typedef struct lp_generator lp_generator;
 
 /* A cache for sequences of up to max_len tokens (<= the model's context). */
 int lp_generator_new(lp_generator **out, const lp_model *m, int max_len);
+/* The decoder of an encoder-decoder (T5) attending to source, its encoder's run: the cross
+ * keys and values are computed here, once. */
+int lp_generator_new_seq2seq(lp_generator **out, const lp_model *m, int max_len, const lp_run *source);
 void lp_generator_free(lp_generator *g);
 /* Appends ids[0..n) to the cached sequence in one block (so a prompt costs a few large
  * matrix products); *logits (optional) receives the last position's logits (V), borrowed
@@ -40,5 +44,9 @@ int lp_top_k(int *ids, const float *logits, int vocab, int k);
  * early at the tokenizer's EOS when stop_at_eos. *n_out = tokens generated. */
 int lp_generate(const lp_model *m, const int *prompt, int n_prompt, int n_new, const lp_sampling *s,
                 int stop_at_eos, int *out, int *n_out);
+/* The same for an encoder-decoder's decoder over source (its encoder's run); prompt starts
+ * with the decoder start id; stops at the model's eos_token_id when stop_at_eos. */
+int lp_generate_seq2seq(const lp_model *m, const lp_run *source, const int *prompt, int n_prompt, int n_new,
+                        const lp_sampling *s, int stop_at_eos, int *out, int *n_out);
 
 #endif

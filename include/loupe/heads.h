@@ -50,4 +50,30 @@ void lp_head_metrics(float *out, const lp_run *r);
  * names none; next_token and broad are NAN for one token). */
 void lp_head_metrics_encoder(float *out, const lp_run *r);
 
+/* An encoder-decoder's cross-attention (decoder query i over source key j, A (T x S)), per
+ * decoder layer and head, averaged over the decoder's positions:
+ *   entropy     -sum_j A[i,j] ln A[i,j] (nats)
+ *   max_attn    max_j A[i,j]
+ *   source_eos  A[i, S-1]: the source's last token (T5's </s>), where idle heads rest
+ *   diagonal    1 - mean_i |c_i / (S-1) - i / (T-1)|, c_i = sum_j j A[i,j] the attended
+ *               position: 1 when the attention moves through the source as the target does
+ *               (a monotonic alignment); NAN when T or S is 1
+ *   monotonic   the share of consecutive positions whose most-attended source position does
+ *               not move back (NAN for T = 1)
+ *   coverage    the share of source positions that some decoder position attends to most */
+typedef enum {
+    LP_CROSS_ENTROPY,
+    LP_CROSS_MAX_ATTN,
+    LP_CROSS_SOURCE_EOS,
+    LP_CROSS_DIAGONAL,
+    LP_CROSS_MONOTONIC,
+    LP_CROSS_COVERAGE,
+    LP_CROSS_METRIC_COUNT
+} lp_cross_metric;
+
+const char *lp_cross_metric_name(lp_cross_metric k);
+int lp_cross_metric_from_name(const char *name, lp_cross_metric *out);
+/* out (n_layer, n_head, LP_CROSS_METRIC_COUNT) for r, a run with a source (lp_run_source). */
+int lp_cross_metrics(float *out, const lp_run *r);
+
 #endif

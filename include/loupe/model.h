@@ -17,12 +17,15 @@ typedef enum {
     LP_POS_LEARNED,          /* GPT-2: a learned position embedding added to the input */
     LP_POS_ROPE_HALF,        /* Hugging Face Llama: rotate-half pairs (i, i + d_head/2) */
     LP_POS_ROPE_INTERLEAVED, /* llama2.c / Meta: adjacent pairs (2i, 2i + 1) */
+    LP_POS_RELATIVE,         /* T5: a learned bias per head added to each attention score, by the bucket of
+                                the key's offset from the query (rel_buckets, rel_max_distance) */
 } lp_pos_kind;
 typedef enum {
     LP_MLP_GELU_TANH,        /* GPT-2 "gelu_new", "gelu_pytorch_tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
     LP_MLP_SWIGLU,           /* Llama: SiLU(gate) * up */
     LP_MLP_GELU_ERF,         /* BERT "gelu": the exact 0.5 x (1 + erf(x / sqrt 2)) */
     LP_MLP_RELU,             /* "relu" */
+    LP_MLP_GEGLU,            /* T5 v1.1 "gated-gelu": GELU-tanh(gate) * up */
 } lp_mlp_kind;
 /* What sits on top of the last layer. */
 typedef enum {
@@ -67,7 +70,22 @@ typedef struct {
     int n_labels;        /* classifier: the width of its logits; 0 otherwise */
     bool multi_label;    /* classifier with problem_type "multi_label_classification": each label's
                             probability is its own sigmoid, not a softmax over the labels */
+    /* T5: */
+    bool unscaled_attn;  /* scores are q.k, without the 1/sqrt(d_head) (Mesh TensorFlow folds it into q) */
+    int rel_buckets;     /* LP_POS_RELATIVE: relative_attention_num_buckets */
+    int rel_max_distance;/* LP_POS_RELATIVE: relative_attention_max_distance */
+    bool cross_attn;     /* the decoder of an encoder-decoder: every layer attends to the encoder's output
+                            after its self-attention (lp_model_encoder gives the encoder) */
+    int start_id;        /* encoder-decoders: the decoder's first input id (decoder_start_token_id) */
+    int eos_id;          /* encoder-decoders: the id that ends generation (eos_token_id) */
 } lp_config;
+
+/* Rotary position embeddings (Llama, llama2.c): q and k are rotated by position. */
+static inline bool lp_pos_rotary(const lp_config *c) {
+    return c->pos == LP_POS_ROPE_HALF || c->pos == LP_POS_ROPE_INTERLEAVED;
+}
+/* A gated MLP: act(gate) * up, with both captured (mlp_pre is the gate, mlp_up the up). */
+static inline bool lp_mlp_gated(const lp_config *c) { return c->mlp == LP_MLP_SWIGLU || c->mlp == LP_MLP_GEGLU; }
 
 typedef struct lp_model lp_model;
 
@@ -99,6 +117,17 @@ bool lp_model_is_encoder(const lp_model *m);
  * causal next-token model (logit lens, DLA, gradients and attribution, patching, head scans,
  * generation), in the engine and in the commands. */
 int lp_model_need_decoder(const lp_model *m, const char *what);
+/* The encoder of an encoder-decoder (T5): a model of its own (bidirectional, no head) whose
+ * output the decoder's cross-attention reads; NULL for every other model. */
+const lp_model *lp_model_encoder(const lp_model *m);
+/* LP_POS_RELATIVE: the (rel_buckets, n_head) bias table every layer of the model's stack
+ * reuses; NULL for other models. */
+const float *lp_model_rel_bias(const lp_model *m);
+/* LP_OK for a model of one stack; for an encoder-decoder (T5), LP_EUNSUPPORTED with "WHAT:
+ * not yet available for encoder-decoder models (ARCH)": the guard of the analyses that do
+ * not yet follow the decoder's cross-attention (attribution and gradients, DLA, neurons'
+ * DLA, patching, head scans), in the engine and in the commands. */
+int lp_model_need_one_stack(const lp_model *m, const char *what);
 /* "masked-lm", "classifier", "lm" or "none". */
 const char *lp_head_kind_name(lp_head_kind k);
 /* 16 hex digits identifying the architecture and the weights (sampled, so it is fast for

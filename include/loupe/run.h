@@ -62,6 +62,12 @@ typedef enum {
     LP_ACT_LN_FINAL_SCALE,
     LP_ACT_LOGITS,
     LP_ACT_HEAD_HIDDEN,
+    /* the decoder of an encoder-decoder: cross-attention over the encoder's S output rows */
+    LP_ACT_LN_CROSS,        /* (T, d): the normalised stream cross-attention reads */
+    LP_ACT_CROSS_PATTERN,   /* (H, T, S) */
+    LP_ACT_CROSS_Z,         /* (T, H, dh) */
+    LP_ACT_CROSS_OUT,       /* (T, d) */
+    LP_ACT_RESID_MID_CROSS, /* (T, d): resid_mid + cross_out, what the MLP reads */
     LP_ACT_COUNT
 } lp_act_kind;
 
@@ -82,6 +88,12 @@ int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n);
 /* The same with token types (segment ids) types[0..n), each below the model's type_vocab;
  * types NULL: all 0 (what lp_run_new runs). A model without token types accepts only 0s. */
 int lp_run_new_typed(lp_run **out, const lp_model *m, const int *ids, const int *types, int n);
+/* An encoder-decoder's run (lp_model_encoder(m) != NULL): the encoder over src (S ids), then
+ * the decoder over its n input ids (teacher forcing: the decoder start id, then the target
+ * but its last token), each decoder layer attending to the encoder's output. The decoder's
+ * captures are the run's; lp_run_source gives the encoder's. */
+int lp_run_new_seq2seq(lp_run **out, const lp_model *m, const int *src, int S, const int *ids, int n);
+const lp_run *lp_run_source(const lp_run *r);          /* the encoder's run, or NULL */
 void lp_run_free(lp_run *r);
 
 /* Freed runs leave their arena for the next run to reuse; this returns it to the system. */

@@ -290,6 +290,7 @@ int lp_attr(float *scores, double *delta, const lp_run *r, const lp_attr_spec *s
     const lp_config *c = &m->cfg;
     int T = lp_run_len(r), pos = sp->objective.pos, rc;
     *delta = NAN;
+    if ((rc = lp_model_need_one_stack(m, "attr"))) return rc;
     if ((unsigned)sp->method >= LP_ATTR_COUNT) return lp_error(LP_EINVAL, "unknown attribution method %d", (int)sp->method);
     if (pos < 0 || pos >= T)
         return lp_error(LP_EINVAL, "position %d is out of range: the run has positions 0..%d", pos, T - 1);

@@ -35,6 +35,8 @@ static void add_unembed_column(const lp_model *m, int t, float sign, float *u) {
 
 static int check_args(const lp_run *r, int pos, int target, int contrast) {
     const lp_config *c = lp_model_config(lp_run_model(r));
+    int rc = lp_model_need_one_stack(lp_run_model(r), "dla");
+    if (rc) return rc;
     int T = lp_run_len(r), W = lp_run_out_width(r);
     const char *range = c->head == LP_HEAD_CLASSIFIER ? "the labels" : "the vocabulary";
     if (c->head == LP_HEAD_NONE)

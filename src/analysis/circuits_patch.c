@@ -68,6 +68,8 @@ static int patcher_init(patcher *P, const lp_run *base, const lp_run *source, in
     memset(P, 0, sizeof *P);
     const lp_model *m = lp_run_model(base);
     const lp_config *c = &m->cfg;
+    int rc = lp_model_need_one_stack(m, "patch");
+    if (rc) return rc;
     if (lp_run_model(source) != m) return lp_error(LP_EINVAL, "patching needs two runs of the same model");
     if (lp_run_len(source) != lp_run_len(base))
         return lp_error(LP_EINVAL, "patching needs two runs of the same length (%d and %d tokens)", lp_run_len(base),

@@ -64,6 +64,7 @@ static int sequence_len(const lp_config *c, const lp_scan_options *o) {
 
 int lp_scan_max_len(const lp_model *m, const lp_scan_options *o) {
     const lp_config *c = lp_model_config(m);
+    if (lp_model_need_one_stack(m, "scan")) return -1;
     if (!c->causal) {
         int allowed = encoder_allowed(m), N = c->n_ctx - 2;
         return N < allowed ? N : allowed;
@@ -141,6 +142,7 @@ int lp_scan_sequence(const lp_model *m, const lp_scan_options *o, int index, int
 
 int lp_scan_heads(const lp_model *m, const lp_scan_options *o, float *scores, int *seq_len) {
     const lp_config *c = lp_model_config(m);
+    if (lp_model_need_one_stack(m, "scan")) return LP_EUNSUPPORTED;
     if (!c->causal)
         return lp_error(LP_EUNSUPPORTED, "scan: %s is an encoder; its heads are scored by lp_scan_heads_encoder", c->arch);
     int H = c->n_head, B = o->n_seqs > 0 ? o->n_seqs : 4, off = o->bos >= 0, N = sequence_len(c, o);

@@ -2,6 +2,8 @@
 #include "loupe/heads.h"
 
 #include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "loupe/error.h"
@@ -95,4 +97,73 @@ void lp_head_metrics_encoder(float *out, const lp_run *r) {
             o[LP_HEAD_SEP_SINK - LP_HEAD_METRIC_COUNT] = n_sep ? mean_or_nan(to_sep, T) : NAN;
             o[LP_HEAD_BROAD - LP_HEAD_METRIC_COUNT] = T > 1 ? (float)(ent / T / log(T)) : NAN;
         }
+}
+
+/* ---- cross-attention (an encoder-decoder's decoder over the source) ---- */
+
+static const char *const CROSS_NAMES[LP_CROSS_METRIC_COUNT] = {"entropy",  "max_attn",  "source_eos",
+                                                               "diagonal", "monotonic", "coverage"};
+
+const char *lp_cross_metric_name(lp_cross_metric k) { return k < LP_CROSS_METRIC_COUNT ? CROSS_NAMES[k] : "?"; }
+
+int lp_cross_metric_from_name(const char *name, lp_cross_metric *out) {
+    for (int i = 0; i < LP_CROSS_METRIC_COUNT; i++)
+        if (strcmp(name, CROSS_NAMES[i]) == 0) {
+            *out = (lp_cross_metric)i;
+            return LP_OK;
+        }
+    return lp_error(LP_EINVAL, "unknown cross-attention metric '%s' (entropy, max_attn, source_eos, diagonal, "
+                    "monotonic, coverage)", name);
+}
+
+static int row_argmax(const float *row, int n) {
+    int best = 0;
+    for (int j = 1; j < n; j++)
+        if (row[j] > row[best]) best = j;
+    return best;
+}
+
+int lp_cross_metrics(float *out, const lp_run *r) {
+    const lp_run *src = lp_run_source(r);
+    if (!src) return lp_error(LP_EINVAL, "cross-attention metrics need an encoder-decoder's run");
+    const lp_config *c = lp_model_config(lp_run_model(r));
+    int T = lp_run_len(r), S = lp_run_len(src);
+    bool *hit = calloc((size_t)S, sizeof *hit);
+    if (!hit) return lp_error(LP_ENOMEM, "out of memory");
+    for (int l = 0; l < c->n_layer; l++)
+        for (int h = 0; h < c->n_head; h++) {
+            lp_view v;
+            lp_run_view(r, LP_ACT_CROSS_PATTERN, l, h, &v);
+            double ent = 0, mx = 0, eos = 0, off = 0;
+            int rising = 0, prev_arg = -1;
+            memset(hit, 0, (size_t)S * sizeof *hit);
+            for (int i = 0; i < T; i++) {
+                const float *row = v.data + (size_t)i * v.stride[0];
+                double e = 0, centroid = 0;
+                for (int j = 0; j < S; j++) {
+                    double p = row[j];
+                    if (p > 0) e -= p * log(p);
+                    centroid += p * j;
+                }
+                int arg = row_argmax(row, S);
+                ent += e;
+                mx += row[arg];
+                eos += row[S - 1];
+                hit[arg] = true;
+                if (T > 1 && S > 1) off += fabs(centroid / (S - 1) - (double)i / (T - 1));
+                if (prev_arg >= 0) rising += arg >= prev_arg;
+                prev_arg = arg;
+            }
+            int covered = 0;
+            for (int j = 0; j < S; j++) covered += hit[j];
+            float *o = out + ((size_t)l * c->n_head + h) * LP_CROSS_METRIC_COUNT;
+            o[LP_CROSS_ENTROPY] = (float)(ent / T);
+            o[LP_CROSS_MAX_ATTN] = (float)(mx / T);
+            o[LP_CROSS_SOURCE_EOS] = (float)(eos / T);
+            o[LP_CROSS_DIAGONAL] = T > 1 && S > 1 ? (float)(1.0 - off / T) : NAN;
+            o[LP_CROSS_MONOTONIC] = mean_or_nan(rising, T - 1);
+            o[LP_CROSS_COVERAGE] = (float)covered / (float)S;
+        }
+    free(hit);
+    return LP_OK;
 }

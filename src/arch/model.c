@@ -37,6 +37,10 @@ static const struct {
     {"DistilBertModel", "distilbert", lp_arch_distilbert_load},
     {"DistilBertForMaskedLM", NULL, lp_arch_distilbert_load},
     {"DistilBertForSequenceClassification", NULL, lp_arch_distilbert_load},
+    {"T5ForConditionalGeneration", "t5", lp_arch_t5_load},
+    {"MT5ForConditionalGeneration", "mt5", lp_arch_t5_load},
+    {"T5EncoderModel", NULL, lp_arch_t5_load},
+    {"MT5EncoderModel", NULL, lp_arch_t5_load},
 };
 
 int lp_cfg_range(long long v, const char *key, int lo, int hi, int *out, const char *path) {
@@ -218,8 +222,8 @@ static int load_hf(lp_model *m, const char *dir) {
     if (!load) {
         rc = lp_error(LP_EUNSUPPORTED,
                       "%s: architecture '%s' is not supported; loupe reads GPT2LMHeadModel, LlamaForCausalLM, "
-                      "MistralForCausalLM, Qwen2ForCausalLM, and Bert, Roberta and DistilBert as Model, ForMaskedLM "
-                      "and ForSequenceClassification",
+                      "MistralForCausalLM, Qwen2ForCausalLM, Bert, Roberta and DistilBert as Model, ForMaskedLM "
+                      "and ForSequenceClassification, and T5/MT5 as ForConditionalGeneration and EncoderModel",
                       config_path, arch ? arch : model_type ? model_type : "(none given)");
         json_decref(config);
         return rc;
@@ -240,7 +244,7 @@ static int check_config(const lp_config *c, const char *path) {
     if (c->n_head % c->n_kv_head != 0)
         return lp_error(LP_EFORMAT, "%s: %d attention heads do not divide into %d key/value heads", path, c->n_head,
                         c->n_kv_head);
-    if (c->pos != LP_POS_LEARNED && c->d_head % 2 != 0)
+    if (lp_pos_rotary(c) && c->d_head % 2 != 0)
         return lp_error(LP_EFORMAT, "%s: rotary embeddings need an even head size, not %d", path, c->d_head);
     if (c->n_layer > LP_MAX_LAYERS || c->n_head > LP_MAX_HEADS || c->n_ctx > LP_MAX_CTX || c->vocab > LP_MAX_VOCAB ||
         c->d_model > LP_MAX_D_MODEL || c->d_head > LP_MAX_D_HEAD || c->d_mlp > LP_MAX_D_MLP)
@@ -257,11 +261,14 @@ static size_t count_params(const lp_model *m) {
     size_t d = (size_t)c->d_model, q = (size_t)c->n_head * c->d_head, kv = (size_t)c->n_kv_head * c->d_head;
     size_t norm = c->norm == LP_NORM_LAYERNORM ? 2 * d : d;
     size_t attn = d * (q + 2 * kv) + q * d + (c->qkv_bias ? q + 2 * kv : 0) + (c->norm == LP_NORM_LAYERNORM ? d : 0);
-    size_t mlp = (c->mlp == LP_MLP_SWIGLU ? 3 : 2) * d * (size_t)c->d_mlp + (c->mlp_bias ? (size_t)c->d_mlp + d : 0);
-    size_t n = (size_t)c->vocab * d + (c->pos == LP_POS_LEARNED ? (size_t)(c->n_ctx + c->pos_offset) * d : 0);
+    size_t mlp = (lp_mlp_gated(c) ? 3 : 2) * d * (size_t)c->d_mlp + (c->mlp_bias ? (size_t)c->d_mlp + d : 0);
+    size_t n = (size_t)c->vocab * d + (!lp_pos_rotary(c) && c->pos != LP_POS_RELATIVE ? (size_t)(c->n_ctx + c->pos_offset) * d : 0);
     n += (size_t)c->n_layer * (2 * norm + attn + mlp) + (m->lnf_w ? norm : 0);
     n += (size_t)c->type_vocab * d + (c->emb_norm ? 2 * d : 0);
     n += linear_params(&m->head.dense) + (m->head.ln_w ? 2 * d : 0);
+    if (c->pos == LP_POS_RELATIVE) n += (size_t)c->rel_buckets * c->n_head;
+    if (c->cross_attn) n += (size_t)c->n_layer * (d * q + 2 * d * q + q * d + norm);
+    if (m->encoder) n += count_params(m->encoder) - (size_t)c->vocab * d; /* the embedding is shared */
     if (c->head == LP_HEAD_LM || c->head == LP_HEAD_MLM) {
         if (!c->tied_unembed) n += (size_t)c->vocab * d;
         if (m->unembed.b) n += (size_t)c->vocab;
@@ -304,7 +311,7 @@ int lp_model_load(lp_model **out, const char *path, const lp_load_options *opts)
     }
     rc = is_hf ? load_hf(m, dir) : lp_load_llama2c(m, path);
     if (rc) goto fail;
-    if ((rc = check_config(&m->cfg, path))) goto fail;
+    if ((rc = check_config(&m->cfg, path)) || (m->encoder && (rc = check_config(&m->encoder->cfg, path)))) goto fail;
     m->n_params = count_params(m);
 
     const char *tok_path = opts ? opts->tokenizer_path : NULL;
@@ -342,6 +349,7 @@ fail:
 
 void lp_model_free(lp_model *m) {
     if (!m) return;
+    lp_model_free(m->encoder);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->layers);
@@ -364,8 +372,17 @@ const char *lp_model_label(const lp_model *m, int id) {
 }
 int lp_model_n_labels(const lp_model *m) { return m->labels ? m->cfg.n_labels : 0; }
 bool lp_model_is_encoder(const lp_model *m) { return !m->cfg.causal; }
+const lp_model *lp_model_encoder(const lp_model *m) { return m->encoder; }
+const float *lp_model_rel_bias(const lp_model *m) { return m->rel_bias; }
+
+int lp_model_need_one_stack(const lp_model *m, const char *what) {
+    if (!m->cfg.cross_attn) return LP_OK;
+    return lp_error(LP_EUNSUPPORTED, "%s: not yet available for encoder-decoder models (%s)", what, m->cfg.arch);
+}
 
 int lp_model_need_decoder(const lp_model *m, const char *what) {
+    if (m->cfg.cross_attn)
+        return lp_error(LP_EUNSUPPORTED, "%s: not yet available for encoder-decoder models (%s)", what, m->cfg.arch);
     if (m->cfg.causal) return LP_OK;
     return lp_error(LP_EUNSUPPORTED, "%s: not yet available for encoder models (%s); it assumes a causal next-token "
                     "model", what, m->cfg.arch);

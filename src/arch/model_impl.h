@@ -31,6 +31,11 @@ typedef struct {
     lp_linear up;                /* d_model -> d_mlp: GPT-2 c_fc, Llama up_proj */
     lp_linear gate;              /* d_model -> d_mlp: Llama gate_proj (w == NULL for GPT-2) */
     lp_linear down;              /* d_mlp -> d_model: GPT-2 mlp.c_proj, Llama down_proj */
+    /* The decoder of an encoder-decoder (cfg.cross_attn): attention over the encoder's output
+     * between self-attention and the MLP, pre-norm (T5: layer.1.layer_norm, EncDecAttention). */
+    const float *lnx_w, *lnx_b;  /* (d_model) */
+    lp_linear xq, xk, xv;        /* d_model -> n_head*d_head (xk, xv read the encoder's output) */
+    lp_linear xo;                /* n_head*d_head -> d_model */
 } lp_layer;
 
 /* The activation of a head's dense layer. */
@@ -57,6 +62,9 @@ struct lp_model {
     const float *type_emb;       /* (type_vocab, d_model) or NULL */
     const float *emb_ln_w, *emb_ln_b; /* (d_model): the embeddings' LayerNorm (cfg.emb_norm) */
     lp_layer *layers;            /* (n_layer) */
+    const float *rel_bias;       /* LP_POS_RELATIVE: (rel_buckets, n_head), one table every layer reuses */
+    struct lp_model *encoder;    /* an encoder-decoder's encoder (owned; its tensors point into this model's
+                                    file, its st and tok are NULL) */
     const float *lnf_w, *lnf_b;  /* (d_model); NULL for post-norm encoders (the last block ends in a norm) */
     lp_head head;                /* encoders' head; dense.w NULL for decoders */
     lp_linear unembed;           /* the output layer: d_model -> vocab (LM, MLM decoder), -> n_labels
@@ -86,6 +94,7 @@ int lp_arch_gpt2_load(lp_model *m, json_t *config, const char *config_path);
 int lp_arch_llama_load(lp_model *m, json_t *config, const char *config_path);
 int lp_arch_bert_load(lp_model *m, json_t *config, const char *config_path);       /* BERT and RoBERTa */
 int lp_arch_distilbert_load(lp_model *m, json_t *config, const char *config_path);
+int lp_arch_t5_load(lp_model *m, json_t *config, const char *config_path);         /* T5, mT5, T5EncoderModel */
 /* Shared by the encoders' loaders (bert.c): an activation name from config key (absent:
  * def) -> kind; the head's activation for one; a masked-LM decoder (tied to the word
  * embeddings unless tie_word_embeddings is false) with its bias under bias or bias2. */

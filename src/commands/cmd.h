@@ -65,6 +65,8 @@ void lp_cmd_progress(lp_session *s, lp_progress_kind kind, const char *fmt, ...)
  * (if any) and prints it; with stored_id, it is that stored run again and nothing new is
  * recorded. */
 int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, const char *text, int64_t stored_id);
+/* `run` for an encoder-decoder (lp_model_encoder set): the raw text after "run". */
+int lp_cmd_run_seq2seq(lp_session *s, const char *rest);
 /* The loaded model's row in the store, recording the model on first use (s->store set). */
 int lp_cmd_model_row(lp_session *s, int64_t *id);
 /* Records the current run (tokens, top predictions, head metrics) in the store, setting
@@ -101,6 +103,7 @@ LP_COMMAND_FN(sql);
 LP_COMMAND_FN(train);
 LP_COMMAND_FN(classify);
 LP_COMMAND_FN(fill);
+LP_COMMAND_FN(relbias);
 
 /* The `tui` command opens the full-screen browser, which lives in ui/ (curses) where the
  * engine does not reach: main registers it. Without it, `tui` says it is not there. */

@@ -33,6 +33,8 @@ static bool is_classifier(const lp_session *s) { return lp_model_config(s->model
  * LM's first mask), or a classifier's 0. */
 static int output_pos(const lp_session *s, const char *what, const char *arg, int *pos) {
     const lp_config *c = lp_model_config(s->model);
+    int rc = lp_model_need_one_stack(s->model, what);
+    if (rc) return rc;
     if (c->head == LP_HEAD_NONE)
         return lp_error(LP_EUNSUPPORTED, "%s: %s has no output head, so no prediction to read", what, c->arch);
     if (c->head != LP_HEAD_CLASSIFIER) return lp_cmd_out_pos(s, what, arg, pos);
@@ -190,7 +192,8 @@ int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
         return lp_error(LP_EINVAL, "neurons: --sort act (highest activation), abs (largest |activation|) or dla "
                         "(largest |contribution|)");
     bool wants_dla = strcmp(sort, "dla") == 0 || o[1].value || o[2].value || o[3].value || o[4].value;
-    bool with_dla = c->head != LP_HEAD_NONE;
+    bool with_dla = c->head != LP_HEAD_NONE && !c->cross_attn; /* an encoder-decoder: activations only, for now */
+    if (c->cross_attn && wants_dla) return lp_model_need_one_stack(s->model, "neurons: --sort dla, --target, --vs");
     if (!with_dla && wants_dla)
         return lp_error(LP_EUNSUPPORTED, "neurons: %s has no output head, so no logit to attribute (--sort dla, "
                         "--target, --vs); use --sort act or abs", c->arch);
@@ -585,7 +588,8 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
                   {"threshold", false, NULL}, {"labelled", true, NULL}};
     char *pos[1];
     int np;
-    if ((rc = lp_cmd_opts("scan", argc, argv, o, 5, pos, 0, &np))) return rc;
+    if ((rc = lp_cmd_opts("scan", argc, argv, o, 5, pos, 0, &np)) || (rc = lp_model_need_one_stack(s->model, "scan")))
+        return rc;
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     long len = 0, seqs = 4, seed = 0;

@@ -53,8 +53,10 @@ int lp_cmd_info(lp_session *s, int argc, char **argv, const char *rest) {
     if (argc > 1) return lp_error(LP_EINVAL, "info takes no arguments");
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
-    static const char *const pos_names[] = {"learned", "rope (rotate-half)", "rope (interleaved)"};
-    static const char *const MLP_NAMES[] = {"gelu", "swiglu", "gelu (erf)", "relu"};
+    static const char *const pos_names[] = {"learned", "rope (rotate-half)", "rope (interleaved)", "relative buckets"};
+    static const char *const MLP_NAMES[] = {"gelu", "swiglu", "gelu (erf)", "relu", "geglu"};
+    _Static_assert(sizeof pos_names / sizeof *pos_names == LP_POS_RELATIVE + 1, "a name for every position kind");
+    _Static_assert(sizeof MLP_NAMES / sizeof *MLP_NAMES == LP_MLP_GEGLU + 1, "a name for every MLP kind");
     json_t *v = json_pack("{s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:s,s:s,s:s,s:s,s:s,s:b,s:o}", "arch",
                           c->arch, "family", c->family, "layers", c->n_layer, "heads", c->n_head, "kv_heads",
                           c->n_kv_head, "d_model", c->d_model, "d_head", c->d_head, "d_mlp", c->d_mlp, "vocab",
@@ -63,7 +65,17 @@ int lp_cmd_info(lp_session *s, int argc, char **argv, const char *rest) {
                           c->norm == LP_NORM_LAYERNORM ? "layernorm" : "rmsnorm", "positions", pos_names[c->pos],
                           "mlp", MLP_NAMES[c->mlp], "tied_unembed", c->tied_unembed,
                           "norm_eps", lp_json_number(c->norm_eps));
-    if (c->pos != LP_POS_LEARNED) json_object_set_new(v, "rope_theta", lp_json_number(c->rope_theta));
+    if (lp_pos_rotary(c)) json_object_set_new(v, "rope_theta", lp_json_number(c->rope_theta));
+    if (c->pos == LP_POS_RELATIVE) {
+        json_object_set_new(v, "relative_buckets", json_integer(c->rel_buckets));
+        json_object_set_new(v, "relative_max_distance", json_integer(c->rel_max_distance));
+    }
+    const lp_model *enc = lp_model_encoder(s->model);
+    if (enc) {
+        json_object_set_new(v, "encoder_layers", json_integer(lp_model_config(enc)->n_layer));
+        json_object_set_new(v, "decoder_start_id", json_integer(c->start_id));
+        json_object_set_new(v, "eos_id", json_integer(c->eos_id));
+    }
     json_object_set_new(v, "attention", json_string(c->causal ? "causal" : "bidirectional"));
     json_object_set_new(v, "blocks", json_string(c->post_norm ? "post-norm" : "pre-norm"));
     json_object_set_new(v, "head", json_string(lp_head_kind_name(c->head)));
@@ -233,6 +245,7 @@ int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
     (void)argc, (void)argv;
     int rc = lp_cmd_need_model(s);
     if (rc) return rc;
+    if (lp_model_encoder(s->model)) return lp_cmd_run_seq2seq(s, rest);
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     int *ids = NULL, *types = NULL, n = 0;
@@ -307,15 +320,23 @@ int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
     return rc;
 }
 
+static int stack_run(const lp_session *s, const char *cmd, const char *stack, bool dec_default, const lp_run **out);
+
 int lp_cmd_tokens(lp_session *s, int argc, char **argv, const char *rest) {
-    (void)argv, (void)rest;
+    (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    if (argc > 1) return lp_error(LP_EINVAL, "tokens takes no arguments");
+    lp_opt o[] = {{"stack", false, NULL}};
+    char *pos[1];
+    int np;
+    const lp_run *r;
+    if ((rc = lp_cmd_opts("tokens", argc, argv, o, 1, pos, 0, &np)) ||
+        (rc = stack_run(s, "tokens", o[0].value, true, &r)))
+        return rc;
     json_t *arr = json_array();
-    const int *ids = lp_run_ids(s->run), *types = lp_run_types(s->run);
+    const int *ids = lp_run_ids(r), *types = lp_run_types(r);
     bool typed = lp_model_config(s->model)->type_vocab > 0; /* BERT's segments: a "type" column */
-    for (int i = 0; i < lp_run_len(s->run); i++) {
+    for (int i = 0; i < lp_run_len(r); i++) {
         json_t *row = json_pack("{s:i,s:i,s:o}", "pos", i, "id", ids[i], "text", lp_cmd_token(s, ids[i]));
         if (typed) json_object_set_new(row, "type", json_integer(types[i]));
         json_array_append_new(arr, row);
@@ -371,38 +392,65 @@ int lp_cmd_logits(lp_session *s, int argc, char **argv, const char *rest) {
     return LP_OK;
 }
 
+/* --stack enc|dec of an encoder-decoder's run: the encoder's run (the default, as `attn`
+ * shows) or the decoder's; other models have one stack, the run itself. */
+static int stack_run(const lp_session *s, const char *cmd, const char *stack, bool dec_default, const lp_run **out) {
+    const lp_run *src = lp_run_source(s->run);
+    if (!stack) {
+        *out = src && !dec_default ? src : s->run;
+        return LP_OK;
+    }
+    if (!src) return lp_error(LP_EINVAL, "%s: --stack is for encoder-decoder models; this one has one stack", cmd);
+    if (strcmp(stack, "enc") != 0 && strcmp(stack, "dec") != 0)
+        return lp_error(LP_EINVAL, "%s: --stack is enc or dec, not '%s'", cmd, stack);
+    *out = stack[0] == 'e' ? src : s->run;
+    return LP_OK;
+}
+
+/* attn L H [--stack enc|dec] [--cross]: a head's pattern, query rows by key columns; for an
+ * encoder-decoder the encoder's by default, the decoder's self-attention with --stack dec,
+ * its attention over the source with --cross (decoder rows, source columns). */
 int lp_cmd_attn(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    const lp_config *c = lp_model_config(s->model);
+    lp_opt o[] = {{"stack", false, NULL}, {"cross", true, NULL}};
     char *pos[2];
     int np;
-    if ((rc = lp_cmd_opts("attn", argc, argv, NULL, 0, pos, 2, &np))) return rc;
+    if ((rc = lp_cmd_opts("attn", argc, argv, o, 2, pos, 2, &np))) return rc;
     if (np != 2) return lp_error(LP_EINVAL, "attn: give a layer and a head, e.g. 'attn 0 3'");
+    bool cross = o[1].value != NULL;
+    if (cross && !lp_run_source(s->run))
+        return lp_error(LP_EINVAL, "attn: --cross is for encoder-decoder models (their decoder attends to the source)");
+    if (cross && o[0].value && strcmp(o[0].value, "dec") != 0)
+        return lp_error(LP_EINVAL, "attn: cross-attention is the decoder's: --cross goes with --stack dec or alone");
+    const lp_run *r, *keys_run;
+    if ((rc = stack_run(s, "attn", o[0].value, cross, &r))) return rc;
+    keys_run = cross ? lp_run_source(s->run) : r;
+    const lp_config *c = lp_model_config(lp_run_model(r));
     long L, H;
     if ((rc = lp_cmd_int(pos[0], "layer", 0, c->n_layer - 1, &L)) || (rc = lp_cmd_int(pos[1], "head", 0, c->n_head - 1, &H)))
         return rc;
     lp_view v;
-    if ((rc = lp_run_view(s->run, LP_ACT_PATTERN, (int)L, (int)H, &v))) return rc;
-    int T = lp_run_len(s->run);
-    const int *ids = lp_run_ids(s->run);
-    json_t *toks = json_array(), *pattern = json_array(), *table = lp_table_new();
+    if ((rc = lp_run_view(r, cross ? LP_ACT_CROSS_PATTERN : LP_ACT_PATTERN, (int)L, (int)H, &v))) return rc;
+    int T = lp_run_len(r), K = lp_run_len(keys_run);
+    const int *ids = lp_run_ids(r), *kids = lp_run_ids(keys_run);
+    json_t *toks = json_array(), *ktoks = json_array(), *pattern = json_array(), *table = lp_table_new();
     lp_table_column(table, "pos", 0, NULL);
     lp_table_column(table, "query", 1, NULL);
-    for (int j = 0; j < T; j++) {
-        json_t *tok = lp_cmd_token(s, ids[j]);
-        json_array_append(toks, tok);
+    for (int i = 0; i < T; i++) json_array_append_new(toks, lp_cmd_token(s, ids[i]));
+    for (int j = 0; j < K; j++) {
+        json_t *tok = lp_cmd_token(s, kids[j]);
+        json_array_append_new(ktoks, tok);
         /* Headers name the key: "position:token", escaped by the renderer like any token. */
         char head[96];
         const char *txt = json_string_value(tok);
         snprintf(head, sizeof head, "%d:%.80s", j, txt ? txt : "");
         lp_table_column(table, head, 1, "%.3f");
-        json_decref(tok);
     }
     for (int i = 0; i < T; i++) {
         json_t *row = json_array(), *trow = json_pack("[i,O]", i, json_array_get(toks, i));
-        for (int j = 0; j < T; j++) {
+        for (int j = 0; j < K; j++) {
             double x = v.data[(size_t)i * v.stride[0] + j];
             json_array_append_new(row, lp_json_number(x));
             json_array_append_new(trow, lp_json_number(x));
@@ -410,7 +458,16 @@ int lp_cmd_attn(lp_session *s, int argc, char **argv, const char *rest) {
         json_array_append_new(pattern, row);
         lp_table_row(table, trow);
     }
-    lp_cmd_emit(s, json_pack("{s:i,s:i,s:o,s:o}", "layer", (int)L, "head", (int)H, "tokens", toks, "pattern", pattern), table);
+    json_t *out = json_pack("{s:i,s:i,s:o,s:o}", "layer", (int)L, "head", (int)H, "tokens", toks, "pattern", pattern);
+    if (lp_run_source(s->run)) {
+        json_object_set_new(out, "stack", json_string(r == s->run ? "dec" : "enc"));
+        json_object_set_new(out, "kind", json_string(cross ? "cross" : "self"));
+        if (cross) json_object_set_new(out, "key_tokens", ktoks);
+        else json_decref(ktoks);
+    } else {
+        json_decref(ktoks);
+    }
+    lp_cmd_emit(s, out, table);
     return LP_OK;
 }
 
@@ -464,8 +521,9 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
                {"no-stop", true, NULL}};
     char *pos[1];
     int np;
+    const lp_run *source = lp_run_source(s->run); /* an encoder-decoder's decoder continues over it */
     if ((rc = lp_cmd_opts("generate", argc, argv, o, 5, pos, 1, &np)) ||
-        (rc = lp_model_need_decoder(s->model, "generate")))
+        (!source && (rc = lp_model_need_decoder(s->model, "generate"))))
         return rc;
     const lp_config *c = lp_model_config(s->model);
     long n = 20, k = 0, seed = 0;
@@ -481,7 +539,8 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
     int T = lp_run_len(s->run);
     int *out = malloc((size_t)n * sizeof *out), got = 0;
     if (!out) return lp_error(LP_ENOMEM, "out of memory");
-    if ((rc = lp_generate(s->model, lp_run_ids(s->run), T, (int)n, &smp, !o[4].value, out, &got))) {
+    if ((rc = source ? lp_generate_seq2seq(s->model, source, lp_run_ids(s->run), T, (int)n, &smp, !o[4].value, out, &got)
+                     : lp_generate(s->model, lp_run_ids(s->run), T, (int)n, &smp, !o[4].value, out, &got))) {
         free(out);
         return rc;
     }
@@ -492,7 +551,7 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
         json_array_append_new(toks, lp_cmd_token(s, out[i]));
     }
     /* Why it stopped: the end-of-text token, the context's end, or N tokens. */
-    int eos = t ? lp_tokenizer_eos(t) : -1;
+    int eos = source ? c->eos_id : t ? lp_tokenizer_eos(t) : -1;
     const char *stop = !o[4].value && got > 0 && out[got - 1] == eos ? "eos" : got < n ? "context" : "length";
     json_t *text = t ? generated_text(t, lp_run_ids(s->run), T, out, got) : json_null();
     json_t *v = json_pack("{s:i,s:o,s:o,s:o,s:s}", "prompt_tokens", T, "ids", ids, "tokens", toks, "text", text, "stop",
@@ -509,23 +568,47 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
     return LP_OK;
 }
 
+/* heads [--sort METRIC] [--layer L] [--stack enc|dec] [--kind self|cross]: every head's
+ * metrics (heads.h); an encoder-decoder's encoder by default, as attn, its decoder's
+ * self-attention with --stack dec, its cross-attention with --kind cross. */
 int lp_cmd_heads(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    lp_opt o[] = {{"sort", false, NULL}, {"layer", false, NULL}};
+    lp_opt o[] = {{"sort", false, NULL}, {"layer", false, NULL}, {"stack", false, NULL}, {"kind", false, NULL}};
     char *pos[1];
     int np;
-    if ((rc = lp_cmd_opts("heads", argc, argv, o, 2, pos, 0, &np))) return rc;
-    const lp_config *c = lp_model_config(s->model);
-    /* Encoders add Clark et al.'s metrics (next_token, cls_sink, sep_sink, broad) after the six. */
-    const int NM = c->causal ? LP_HEAD_METRIC_COUNT : LP_HEAD_ALL_METRIC_COUNT;
-    lp_head_metric sort = LP_HEAD_ALL_METRIC_COUNT;
+    if ((rc = lp_cmd_opts("heads", argc, argv, o, 4, pos, 0, &np))) return rc;
+    const char *kind = o[3].value ? o[3].value : "self";
+    if (strcmp(kind, "self") != 0 && strcmp(kind, "cross") != 0)
+        return lp_error(LP_EINVAL, "heads: --kind is self or cross, not '%s'", kind);
+    bool cross = kind[0] == 'c';
+    if (cross && !lp_run_source(s->run))
+        return lp_error(LP_EINVAL, "heads: --kind cross is for encoder-decoder models (their decoder attends to the "
+                        "source)");
+    if (cross && o[2].value && strcmp(o[2].value, "dec") != 0)
+        return lp_error(LP_EINVAL, "heads: cross-attention is the decoder's: --kind cross goes with --stack dec or "
+                        "alone");
+    const lp_run *r;
+    if ((rc = stack_run(s, "heads", o[2].value, cross, &r))) return rc;
+    const lp_config *c = lp_model_config(lp_run_model(r));
+    /* Self-attention: the six metrics, and for a bidirectional stack Clark et al.'s four
+     * (next_token, cls_sink, sep_sink, broad) after them; cross-attention: its own six. */
+    const int NM = cross ? LP_CROSS_METRIC_COUNT : c->causal ? LP_HEAD_METRIC_COUNT : LP_HEAD_ALL_METRIC_COUNT;
+    int sort = NM;
     long only = -1;
-    if (o[0].value && (rc = lp_head_metric_from_name(o[0].value, &sort))) return rc;
-    if (o[0].value && (int)sort >= NM)
-        return lp_error(LP_EINVAL, "heads: --sort %s is an encoder's metric; a decoder has entropy, prev_token, "
-                        "first_token, duplicate_token, induction, max_attn", o[0].value);
+    if (o[0].value && cross) {
+        lp_cross_metric k;
+        if ((rc = lp_cross_metric_from_name(o[0].value, &k))) return rc;
+        sort = (int)k;
+    } else if (o[0].value) {
+        lp_head_metric k;
+        if ((rc = lp_head_metric_from_name(o[0].value, &k))) return rc;
+        if ((int)k >= NM)
+            return lp_error(LP_EINVAL, "heads: --sort %s is an encoder's metric; a decoder has entropy, prev_token, "
+                            "first_token, duplicate_token, induction, max_attn", o[0].value);
+        sort = (int)k;
+    }
     if (o[1].value && (rc = lp_cmd_int(o[1].value, "--layer", 0, c->n_layer - 1, &only))) return rc;
     size_t nh = (size_t)c->n_layer * c->n_head;
     float *m = malloc(nh * (NM + LP_HEAD_ALL_METRIC_COUNT) * sizeof *m), *part = m + nh * NM;
@@ -535,16 +618,20 @@ int lp_cmd_heads(lp_session *s, int argc, char **argv, const char *rest) {
         free(order);
         return lp_error(LP_ENOMEM, "out of memory");
     }
-    lp_head_metrics(part, s->run);
-    if (NM > LP_HEAD_METRIC_COUNT) lp_head_metrics_encoder(part + nh * LP_HEAD_METRIC_COUNT, s->run);
-    for (size_t i = 0; i < nh; i++)
-        for (int q = 0; q < NM; q++)
-            m[i * NM + q] = q < LP_HEAD_METRIC_COUNT ? part[i * LP_HEAD_METRIC_COUNT + q]
-                          : part[nh * LP_HEAD_METRIC_COUNT + i * LP_HEAD_ENCODER_METRIC_COUNT + q - LP_HEAD_METRIC_COUNT];
+    if (cross) {
+        rc = lp_cross_metrics(m, r);
+    } else {
+        lp_head_metrics(part, r);
+        if (NM > LP_HEAD_METRIC_COUNT) lp_head_metrics_encoder(part + nh * LP_HEAD_METRIC_COUNT, r);
+        for (size_t i = 0; i < nh; i++)
+            for (int q = 0; q < NM; q++)
+                m[i * NM + q] = q < LP_HEAD_METRIC_COUNT ? part[i * LP_HEAD_METRIC_COUNT + q]
+                              : part[nh * LP_HEAD_METRIC_COUNT + i * LP_HEAD_ENCODER_METRIC_COUNT + q - LP_HEAD_METRIC_COUNT];
+    }
     int n = 0;
-    for (size_t i = 0; i < nh; i++)
+    for (size_t i = 0; !rc && i < nh; i++)
         if (only < 0 || (long)(i / c->n_head) == only) order[n++] = (int)i;
-    if ((int)sort < NM) {
+    if (sort < NM) {
         /* Highest first, heads without a value last; insertion sort keeps ties in model order. */
         for (int i = 1; i < n; i++) {
             int x = order[i], j = i;
@@ -564,12 +651,17 @@ int lp_cmd_heads(lp_session *s, int argc, char **argv, const char *rest) {
         json_t *row = json_pack("{s:i,s:i}", "layer", i / c->n_head, "head", i % c->n_head);
         for (int q = 0; q < NM; q++) {
             float v = m[(size_t)i * NM + q];
-            json_object_set_new(row, lp_head_metric_name((lp_head_metric)q), lp_json_number(v));
+            const char *name = cross ? lp_cross_metric_name((lp_cross_metric)q) : lp_head_metric_name((lp_head_metric)q);
+            json_object_set_new(row, name, lp_json_number(v));
         }
         json_array_append_new(arr, row);
     }
     free(m);
     free(order);
+    if (rc) {
+        json_decref(arr);
+        return rc;
+    }
     lp_cmd_emit(s, arr, NULL);
     return LP_OK;
 }

@@ -413,10 +413,12 @@ static const lp_command COMMANDS[] = {
     {"load", "PATH [--tokenizer FILE]", "load a model: a Hugging Face directory or a llama2.c .bin",
      "load ../shared/models/stories260K/stories260K.bin", lp_cmd_load, false, NULL},
     {"info", "", "describe the model: architecture, sizes, parameters, dtype, path", "info", lp_cmd_info, false, NULL},
-    {"run", "[--bos|--no-bos] [--] TEXT [--pair TEXT2] | --ids 1,2,3 [--types 0,0,1] [--bos|--no-bos]",
+    {"run", "[--bos|--no-bos] [--] TEXT [--pair TEXT2 | --target TEXT2] | --ids 1,2,3 [--types 0,0,1 | --target-ids 4,5] [--max N]",
      "tokenize (or take ids), run the model, capture every activation",
-     "run Once upon a time", lp_cmd_run, true, "It becomes the current run. Options come first; -- ends them; the rest of the line is the text. Encoders: --pair adds a second sentence (token types 0 then 1 for BERT), [MASK] or <mask> in the text is the mask token, --types gives ids their token types."},
-    {"tokens", "", "position, id and text of each token of the current run", "tokens", lp_cmd_tokens, false, NULL},
+     "run Once upon a time", lp_cmd_run, true, "It becomes the current run. Options come first; -- ends them; the rest of the line is the text. Encoders: --pair adds a second sentence (token types 0 then 1 for BERT), [MASK] or <mask> in the text is the mask token, --types gives ids their token types. Encoder-decoders (T5): TEXT is the source, --target the decoder's "
+     "text (teacher-forced); without one the decoder's greedy output (at most --max tokens, default 32)."},
+    {"tokens", "[--stack enc|dec]", "position, id and text of each token of the current run", "tokens", lp_cmd_tokens,
+     false, "Encoder-decoders: the decoder's input by default, --stack enc the source."},
     {"top", "[K] [--pos P]", "the K (default 10) most likely next tokens at position P",
      "top 5 --pos 2", lp_cmd_top, false, "Default P: the last position; on a masked LM, the first mask."},
     {"fill", "[K]", "a masked LM's top K (default 5) candidates for every mask of the run", "fill 3", lp_cmd_fill,
@@ -424,15 +426,21 @@ static const lp_command COMMANDS[] = {
     {"classify", "", "a sequence classifier's labels with probability and logit", "classify", lp_cmd_classify, false,
      "For ...ForSequenceClassification models; the probabilities are the softmax over the labels."},
     {"logits", "[--pos P]", "the full logit vector at position P (default: last)", "logits --pos -1", lp_cmd_logits, false, NULL},
-    {"attn", "L H", "the T x T attention pattern of head H in layer L", "attn 0 1",
-     lp_cmd_attn, false, "Rows are queries, columns keys."},
+    {"attn", "L H [--stack enc|dec] [--cross]", "the T x T attention pattern of head H in layer L", "attn 0 1",
+     lp_cmd_attn, false, "Rows are queries, columns keys. Encoder-decoders: the encoder's by default; --stack dec the "
+     "decoder's self-attention; --cross its attention over the source (target rows, source columns)."},
+    {"relbias", "[--stack enc|dec] [--range R]", "a relative-position model's bias per head against key offset",
+     "relbias --stack dec", lp_cmd_relbias, false, "T5: the learned bias each head adds to a score, by the offset of "
+     "the key from the query (negative: earlier), offsets -R..R (default: the model's max distance + 2)."},
     {"generate", "[N] [--temp T] [--top-k K] [--top-p P] [--seed S] [--no-stop]",
      "continue the current run by N tokens (default 20)", "generate 20 --temp 0.8 --seed 1",
      lp_cmd_generate, false, "Greedy unless --temp > 0; stops at end-of-text unless --no-stop, and at the context's end."},
-    {"heads", "[--sort METRIC] [--layer L]",
+    {"heads", "[--sort METRIC] [--layer L] [--stack enc|dec] [--kind self|cross]",
      "per-head attention metrics of the current run",
      "heads --sort prev_token", lp_cmd_heads, false, "METRIC: entropy, prev_token, first_token, duplicate_token, induction, max_attn; "
-     "encoders also next_token, cls_sink, sep_sink, broad (Clark et al. 2019)."},
+     "encoders also next_token, cls_sink, sep_sink, broad (Clark et al. 2019). Encoder-decoders: the encoder's by "
+     "default; --stack dec the decoder's; --kind cross its cross-attention (entropy, max_attn, source_eos, diagonal, "
+     "monotonic, coverage)."},
     {"lens", "[--k K] [--pos P] [--target TOKEN|--target-id ID]",
      "logit lens: each layer's top tokens at each position",
      "lens --k 3 --pos -1", lp_cmd_lens, false, "Rows: embed, then the residual stream after each layer. With --target, its probability and rank (1 = top)."},

@@ -75,7 +75,7 @@ int lp_site_parse(const char *name, const lp_config *c, lp_act_kind *kind, int *
     }
     int rc = unsupported_hook(name, hook);
     if (rc) return rc;
-    bool rope = c->pos != LP_POS_LEARNED;
+    bool rope = lp_pos_rotary(c);
     for (size_t i = 0; i < sizeof BLOCK_HOOKS / sizeof *BLOCK_HOOKS; i++) {
         if (strcmp(hook, BLOCK_HOOKS[i].hook) != 0) continue;
         if (BLOCK_HOOKS[i].when == LEARNED_POS && rope)
@@ -83,7 +83,7 @@ int lp_site_parse(const char *name, const lp_config *c, lp_act_kind *kind, int *
                             "them after the rotation: attn.hook_rot_q, attn.hook_rot_k", name);
         if (BLOCK_HOOKS[i].when == ROPE_POS && !rope)
             return lp_error(LP_EINVAL, "%s: this model has no rotary embedding; use attn.hook_q, attn.hook_k", name);
-        if (BLOCK_HOOKS[i].kind == LP_ACT_MLP_UP && c->mlp != LP_MLP_SWIGLU)
+        if (BLOCK_HOOKS[i].kind == LP_ACT_MLP_UP && !lp_mlp_gated(c))
             return lp_error(LP_EINVAL, "%s: this model's MLP is not gated; its input is mlp.hook_pre", name);
         *kind = BLOCK_HOOKS[i].kind;
         return LP_OK;

@@ -127,10 +127,41 @@ static void softmax_causal(float *row, int len, int ld) {
  * attention (encoders) gives every block all t0 + n keys. */
 #define ATTN_BLOCK 64
 
+int lp_rel_bucket(int rel, bool bidirectional, int num_buckets, int max_distance) {
+    int bucket = 0, dist;
+    if (bidirectional) {
+        num_buckets /= 2;
+        if (rel > 0) bucket = num_buckets;
+        dist = rel < 0 ? -rel : rel;
+    } else {
+        dist = rel < 0 ? -rel : 0;
+    }
+    int max_exact = num_buckets / 2;
+    if (dist < max_exact) return bucket + dist;
+    /* max_exact + (log(float(dist) / max_exact) / log(max_distance / max_exact) * (num_buckets -
+     * max_exact)).to(long): each step rounded to float32 as torch does */
+    float v = logf((float)dist / (float)max_exact);
+    v = v / (float)log((double)max_distance / max_exact);
+    v = v * (float)(num_buckets - max_exact);
+    int large = max_exact + (int)v;
+    return bucket + (large < num_buckets - 1 ? large : num_buckets - 1);
+}
+
+/* Adds the relative position bias of head h to rows [i0, i0 + rows) of a block of scores
+ * (query row i is at position t0 + i), over keys [0, keys). */
+static void add_rel_bias(float *scores, int ld, const lp_layer_io *io, int H, int h, int t0, int i0, int rows,
+                         int keys) {
+    for (int i = 0; i < rows; i++) {
+        float *row = scores + (size_t)i * ld;
+        const int *bucket = io->rel_bucket + io->rel_off - (t0 + i0 + i);
+        for (int j = 0; j < keys; j++) row[j] += io->rel_bias[bucket[j] * H + h];
+    }
+}
+
 static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) {
     int H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, ld = io->pattern_ld;
     int qd = H * dh, kvd = c->n_kv_head * dh;
-    float scale = 1.0f / sqrtf((float)dh);
+    float scale = c->unscaled_attn ? 1.0f : 1.0f / sqrtf((float)dh);
     for (int h = 0; h < H; h++) {
         int g = h / G; /* grouped-query attention: G query heads share one key/value head */
         const float *k = io->k + (size_t)g * dh, *v = io->v + (size_t)g * dh;
@@ -146,6 +177,7 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
                 for (int e = 0; e < dh; e++) dot += q[e] * kj[e];
                 p[j] = dot * scale;
             }
+            if (io->rel_bias) add_rel_bias(p, ld, io, H, h, t0, 0, 1, keys);
             softmax_causal(p, keys, ld);
             for (int e = 0; e < dh; e++) z[e] = 0.0f;
             for (int j = 0; j < keys; j++) {
@@ -159,6 +191,7 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
             float *pb = p + (size_t)i0 * ld;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale, io->q + (size_t)i0 * qd + h * dh,
                         qd, k, kvd, 0.0f, pb, ld);
+            if (io->rel_bias) add_rel_bias(pb, ld, io, H, h, t0, i0, rows, keys);
             for (int i = 0; i < rows; i++) softmax_causal(pb + (size_t)i * ld, c->causal ? t0 + i0 + i + 1 : keys, ld);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, keys, 1.0f, pb, ld, v, kvd, 0.0f,
                         io->z + (size_t)i0 * qd + h * dh, qd);
@@ -217,6 +250,26 @@ static void skip_mlp(float *ln2, float *ln2_scale, float *pre, float *post, floa
     memcpy(resid_out, resid_mid, nd * sizeof *resid_out);
 }
 
+/* T5LayerCrossAttention: lnx = norm(resid_mid), every query row attends to all S rows of
+ * the encoder's output (no mask, no position bias), resid_cross = resid_mid + its output. */
+static void cross_attention(const lp_model *m, const lp_layer *w, const lp_layer_io *io, int n) {
+    const lp_config *c = &m->cfg;
+    int H = c->n_head, dh = c->d_head, qd = H * dh, S = io->S, d = c->d_model;
+    float scale = c->unscaled_attn ? 1.0f : 1.0f / sqrtf((float)dh);
+    lp_norm(io->lnx, io->lnx_scale, io->resid_mid, w->lnx_w, w->lnx_b, n, d, c->norm, c->norm_eps);
+    lp_linear_forward(io->xq, io->lnx, &w->xq, n);
+    for (int h = 0; h < H; h++) {
+        float *p = io->xpattern + (size_t)h * n * S;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, S, dh, scale, io->xq + h * dh, qd, io->xk + h * dh, qd,
+                    0.0f, p, S);
+        for (int i = 0; i < n; i++) softmax_causal(p + (size_t)i * S, S, S);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dh, S, 1.0f, p, S, io->xv + h * dh, qd, 0.0f,
+                    io->xz + h * dh, qd);
+    }
+    lp_linear_forward(io->xattn_out, io->xz, &w->xo, n);
+    add(io->resid_cross, io->resid_mid, io->xattn_out, (size_t)n * d);
+}
+
 void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,
                       int t0, int n) {
     const lp_config *c = &m->cfg;
@@ -232,7 +285,7 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
     lp_linear_forward(io->q, io->ln1, &w->q, n);
     lp_linear_forward(k_new, io->ln1, &w->k, n);
     lp_linear_forward(v_new, io->ln1, &w->v, n);
-    if (c->pos != LP_POS_LEARNED) {
+    if (lp_pos_rotary(c)) {
         rope(io->q, n, c->n_head, c->d_head, c->pos, cos_t, sin_t);
         rope(k_new, n, c->n_kv_head, c->d_head, c->pos, cos_t, sin_t);
     }
@@ -241,23 +294,32 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
     add(io->resid_mid, io->resid_in, io->attn_out, nd);
     if (c->post_norm)
         lp_norm(io->resid_mid, io->ln1_scale, io->resid_mid, w->ln1_w, w->ln1_b, n, d, c->norm, c->norm_eps);
+    const float *mlp_in = io->resid_mid; /* what the MLP block reads and adds to */
+    if (c->cross_attn) {
+        cross_attention(m, w, io, n);
+        mlp_in = io->resid_cross;
+    }
     if (c->attn_only) {
-        skip_mlp(io->ln2, io->ln2_scale, io->mlp_pre, io->mlp_post, io->mlp_out, io->resid_out, io->resid_mid, n, c);
+        skip_mlp(io->ln2, io->ln2_scale, io->mlp_pre, io->mlp_post, io->mlp_out, io->resid_out, mlp_in, n, c);
         return;
     }
 
     if (c->post_norm) memcpy(io->ln2, io->resid_mid, nd * sizeof *io->ln2);
-    else lp_norm(io->ln2, io->ln2_scale, io->resid_mid, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
+    else lp_norm(io->ln2, io->ln2_scale, mlp_in, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
     if (c->mlp == LP_MLP_SWIGLU) {
         lp_linear_forward(io->mlp_pre, io->ln2, &w->gate, n);
         lp_linear_forward(io->mlp_up, io->ln2, &w->up, n);
         for (size_t i = 0; i < nm; i++) io->mlp_post[i] = silu(io->mlp_pre[i]) * io->mlp_up[i];
+    } else if (c->mlp == LP_MLP_GEGLU) {
+        lp_linear_forward(io->mlp_pre, io->ln2, &w->gate, n);
+        lp_linear_forward(io->mlp_up, io->ln2, &w->up, n);
+        for (size_t i = 0; i < nm; i++) io->mlp_post[i] = gelu_tanh(io->mlp_pre[i]) * io->mlp_up[i];
     } else {
         lp_linear_forward(io->mlp_pre, io->ln2, &w->up, n);
         act_rows(io->mlp_post, io->mlp_pre, nm, c->mlp);
     }
     lp_linear_forward(io->mlp_out, io->mlp_post, &w->down, n);
-    add(io->resid_out, io->resid_mid, io->mlp_out, nd);
+    add(io->resid_out, mlp_in, io->mlp_out, nd);
     if (c->post_norm)
         lp_norm(io->resid_out, io->ln2_scale, io->resid_out, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
 }
@@ -282,7 +344,7 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
     for (int b = 0, row = 0; b < nblocks; row += blocks[b].n, b++) {
         const lp_block *bl = &blocks[b];
         float *q = io->q + (size_t)row * qd, *k = io->k_new + (size_t)row * kvd, *v = io->v_new + (size_t)row * kvd;
-        if (c->pos != LP_POS_LEARNED) {
+        if (lp_pos_rotary(c)) {
             const float *cb = cos_t + (size_t)bl->t0 * half, *sb = sin_t + (size_t)bl->t0 * half;
             rope(q, bl->n, c->n_head, c->d_head, c->pos, cb, sb);
             rope(k, bl->n, c->n_kv_head, c->d_head, c->pos, cb, sb);

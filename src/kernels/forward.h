@@ -20,7 +20,25 @@ typedef struct {
     float *ln2, *ln2_scale;        /* (n, d), (n) */
     float *mlp_pre, *mlp_up, *mlp_post; /* (n, dm); mlp_up unused unless SwiGLU */
     float *mlp_out, *resid_out;    /* (n, d) */
+    /* LP_POS_RELATIVE: the bias of head h for a key at offset rel = key - query is
+     * rel_bias[rel_bucket[rel + rel_off] * H + h] */
+    const float *rel_bias;
+    const int *rel_bucket;
+    int rel_off;
+    /* cfg.cross_attn: attention over the S rows of the encoder's output, between
+     * self-attention (resid_mid) and the MLP, which then reads resid_cross */
+    int S;
+    const float *xk, *xv;          /* (S, H*dh): the encoder's output through xk, xv */
+    float *lnx, *lnx_scale;        /* (n, d), (n) */
+    float *xq;                     /* (n, H*dh) */
+    float *xpattern;               /* (H, n, S) */
+    float *xz;                     /* (n, H*dh) */
+    float *xattn_out, *resid_cross;/* (n, d) */
 } lp_layer_io;
+
+/* T5Attention._relative_position_bucket for rel = key position - query position, in the
+ * float32 arithmetic Hugging Face uses (its bucket edges are float32's). */
+int lp_rel_bucket(int rel, bool bidirectional, int num_buckets, int max_distance);
 
 /* x (n, d): token embeddings of ids, plus learned positions from t0 (RoBERTa: counted from
  * pos_offset over this block's non-padding ids, so t0 must be 0), plus token-type embeddings

@@ -14,14 +14,16 @@ struct lp_generator {
     const lp_model *m;
     int max_len, len;
     float *k, *v;        /* (L, max_len, Hkv * dh) */
+    int S;               /* an encoder-decoder's source length; 0 otherwise */
+    float *xk, *xv;      /* (L, S, H * dh): the encoder's output through each layer's cross keys, values */
+    int *rel_bucket;     /* LP_POS_RELATIVE: buckets of offsets -(max_len - 1) .. max_len - 1 */
     int cap;             /* rows the scratch below holds */
     float *scratch;      /* one block's activations, reused by every layer */
     float *logits;       /* (V) */
 };
 
-int lp_generator_new(lp_generator **out, const lp_model *m, int max_len) {
+static int generator_new(lp_generator **out, const lp_model *m, int max_len, const lp_run *source) {
     *out = NULL;
-    if (lp_model_need_decoder(m, "generate")) return LP_EUNSUPPORTED;
     const lp_config *c = &m->cfg;
     if (max_len < 1 || max_len > c->n_ctx) max_len = c->n_ctx;
     lp_generator *g = calloc(1, sizeof *g);
@@ -32,12 +34,43 @@ int lp_generator_new(lp_generator **out, const lp_model *m, int max_len) {
     g->k = malloc(cache * sizeof(float));
     g->v = malloc(cache * sizeof(float));
     g->logits = malloc((size_t)c->vocab * sizeof(float));
-    if (!g->k || !g->v || !g->logits) {
+    bool ok = g->k && g->v && g->logits;
+    if (ok && c->pos == LP_POS_RELATIVE) {
+        ok = (g->rel_bucket = malloc((size_t)(2 * max_len - 1) * sizeof *g->rel_bucket)) != NULL;
+        for (int rel = -(max_len - 1); ok && rel < max_len; rel++)
+            g->rel_bucket[rel + max_len - 1] = lp_rel_bucket(rel, !c->causal, c->rel_buckets, c->rel_max_distance);
+    }
+    if (ok && source) {
+        /* the cross keys and values, once: what every new token's cross-attention reads */
+        lp_view enc;
+        g->S = lp_run_len(source);
+        size_t qd = (size_t)c->n_head * c->d_head, n = (size_t)c->n_layer * g->S * qd;
+        ok = lp_run_view(source, LP_ACT_LN_FINAL, -1, -1, &enc) == LP_OK && (g->xk = malloc(n * sizeof(float))) &&
+             (g->xv = malloc(n * sizeof(float)));
+        for (int l = 0; ok && l < c->n_layer; l++) {
+            lp_linear_forward(g->xk + (size_t)l * g->S * qd, enc.data, &m->layers[l].xk, g->S);
+            lp_linear_forward(g->xv + (size_t)l * g->S * qd, enc.data, &m->layers[l].xv, g->S);
+        }
+    }
+    if (!ok) {
         lp_generator_free(g);
         return lp_error(LP_ENOMEM, "out of memory for a key/value cache of %d positions", max_len);
     }
     *out = g;
     return LP_OK;
+}
+
+int lp_generator_new(lp_generator **out, const lp_model *m, int max_len) {
+    *out = NULL;
+    if (lp_model_need_decoder(m, "generate")) return LP_EUNSUPPORTED;
+    return generator_new(out, m, max_len, NULL);
+}
+
+int lp_generator_new_seq2seq(lp_generator **out, const lp_model *m, int max_len, const lp_run *source) {
+    *out = NULL;
+    if (!m->cfg.cross_attn || !source || lp_run_model(source) != m->encoder)
+        return lp_error(LP_EINVAL, "a decoder with a source needs an encoder-decoder and its encoder's run");
+    return generator_new(out, m, max_len, source);
 }
 
 void lp_generator_free(lp_generator *g) {
@@ -46,6 +79,9 @@ void lp_generator_free(lp_generator *g) {
     free(g->v);
     free(g->scratch);
     free(g->logits);
+    free(g->xk);
+    free(g->xv);
+    free(g->rel_bucket);
     free(g);
 }
 
@@ -62,7 +98,9 @@ int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logi
         if (ids[i] < 0 || ids[i] >= c->vocab)
             return lp_error(LP_EINVAL, "token id %d is outside the vocabulary (0..%d)", ids[i], c->vocab - 1);
     size_t d = c->d_model, qd = (size_t)c->n_head * c->d_head, dm = c->d_mlp, half = c->d_head / 2;
-    size_t per_row = 7 * d + 2 * qd + 3 * dm + 2 + 2 * half + (size_t)c->n_head * g->max_len;
+    size_t S = g->S;
+    size_t per_row = 7 * d + 2 * qd + 3 * dm + 2 + 2 * half + (size_t)c->n_head * g->max_len +
+                     (S ? 3 * d + 2 * qd + 1 + (size_t)c->n_head * S : 0);
     if (n > g->cap) {
         float *s = realloc(g->scratch, per_row * n * sizeof(float));
         if (!s) return lp_error(LP_ENOMEM, "out of memory");
@@ -87,11 +125,18 @@ int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logi
     float *s2 = p; p += N;
     float *cos_t = p; p += N * half;
     float *sin_t = p; p += N * half;
-    float *pattern = p;
+    float *pattern = p; p += N * c->n_head * g->max_len;
+    float *lnx = p; p += N * d * !!S; /* cross-attention's, when there is a source */
+    float *xq = p; p += N * qd * !!S;
+    float *xz = p; p += N * qd * !!S;
+    float *xattn = p; p += N * d * !!S;
+    float *xresid = p; p += N * d * !!S;
+    float *sx = p; p += N * !!S;
+    float *xpattern = p;
 
     int t0 = g->len;
     lp_embed(x, m, ids, NULL, t0, n);
-    if (c->pos != LP_POS_LEARNED) lp_rope_tables(cos_t, sin_t, c, t0, n);
+    if (lp_pos_rotary(c)) lp_rope_tables(cos_t, sin_t, c, t0, n);
     size_t layer_cache = (size_t)g->max_len * c->n_kv_head * c->d_head;
     for (int l = 0; l < c->n_layer; l++) {
         if (lp_cancelled()) return lp_error(LP_ECANCEL, "cancelled");
@@ -101,7 +146,13 @@ int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logi
             .pattern = pattern, .pattern_ld = t0 + n, .z = z, .attn_out = attn_out, .resid_mid = mid,
             .ln2 = ln2, .ln2_scale = s2, .mlp_pre = pre, .mlp_up = up, .mlp_post = post,
             .mlp_out = mlp_out, .resid_out = x, /* safe: read only through resid_mid before written */
+            .rel_bias = m->rel_bias, .rel_bucket = g->rel_bucket, .rel_off = g->max_len - 1,
         };
+        if (S) {
+            size_t at = (size_t)l * S * qd;
+            io.S = (int)S, io.xk = g->xk + at, io.xv = g->xv + at, io.lnx = lnx, io.lnx_scale = sx, io.xq = xq;
+            io.xpattern = xpattern, io.xz = xz, io.xattn_out = xattn, io.resid_cross = xresid;
+        }
         lp_layer_forward(m, l, &io, cos_t, sin_t, t0, n);
     }
     g->len += n;
@@ -222,30 +273,55 @@ int lp_sample(const float *logits, int vocab, const lp_sampling *s, lp_rng *rng)
     return pick;
 }
 
-int lp_generate(const lp_model *m, const int *prompt, int n_prompt, int n_new, const lp_sampling *s,
-                int stop_at_eos, int *out, int *n_out) {
-    *n_out = 0;
-    const lp_config *c = &m->cfg;
-    if (n_prompt < 1) return lp_error(LP_EINVAL, "generation needs at least one prompt token");
-    if (n_prompt + n_new > c->n_ctx) {
-        if (n_prompt >= c->n_ctx)
-            return lp_error(LP_ERANGE, "the prompt already fills the context of %d tokens", c->n_ctx);
-        n_new = c->n_ctx - n_prompt;  /* stop at the context's end, as the model must */
-    }
-    lp_generator *g;
-    int rc = lp_generator_new(&g, m, n_prompt + n_new);
-    if (rc) return rc;
+/* Feeds the prompt, then samples up to n_new tokens into out, stopping after eos (>= 0). */
+static int generate_with(lp_generator *g, const int *prompt, int n_prompt, int n_new, const lp_sampling *s, int eos,
+                         int *out, int *n_out) {
+    const lp_config *c = &g->m->cfg;
     lp_rng rng;
     lp_rng_seed(&rng, s ? s->seed : 0);
     const float *logits;
-    int eos = m->tok && stop_at_eos ? lp_tokenizer_eos(m->tok) : -1;
-    rc = lp_generator_feed(g, prompt, n_prompt, &logits);
+    int rc = lp_generator_feed(g, prompt, n_prompt, &logits);
     for (int i = 0; rc == LP_OK && i < n_new; i++) {
         int next = lp_sample(logits, c->vocab, s, &rng);
         out[(*n_out)++] = next;
         if (next == eos || i + 1 == n_new) break;
         rc = lp_generator_feed(g, &next, 1, &logits);
     }
+    return rc;
+}
+
+/* Shortens n_new so that the sequence stays within the context (the model must stop there). */
+static int fit_context(const lp_config *c, int n_prompt, int *n_new) {
+    if (n_prompt < 1) return lp_error(LP_EINVAL, "generation needs at least one prompt token");
+    if (n_prompt + *n_new > c->n_ctx) {
+        if (n_prompt >= c->n_ctx)
+            return lp_error(LP_ERANGE, "the prompt already fills the context of %d tokens", c->n_ctx);
+        *n_new = c->n_ctx - n_prompt;
+    }
+    return LP_OK;
+}
+
+int lp_generate(const lp_model *m, const int *prompt, int n_prompt, int n_new, const lp_sampling *s,
+                int stop_at_eos, int *out, int *n_out) {
+    *n_out = 0;
+    int rc = fit_context(&m->cfg, n_prompt, &n_new);
+    if (rc) return rc;
+    lp_generator *g;
+    if ((rc = lp_generator_new(&g, m, n_prompt + n_new))) return rc;
+    rc = generate_with(g, prompt, n_prompt, n_new, s, m->tok && stop_at_eos ? lp_tokenizer_eos(m->tok) : -1, out,
+                       n_out);
+    lp_generator_free(g);
+    return rc;
+}
+
+int lp_generate_seq2seq(const lp_model *m, const lp_run *source, const int *prompt, int n_prompt, int n_new,
+                        const lp_sampling *s, int stop_at_eos, int *out, int *n_out) {
+    *n_out = 0;
+    int rc = fit_context(&m->cfg, n_prompt, &n_new);
+    if (rc) return rc;
+    lp_generator *g;
+    if ((rc = lp_generator_new_seq2seq(&g, m, n_prompt + n_new, source))) return rc;
+    rc = generate_with(g, prompt, n_prompt, n_new, s, stop_at_eos ? m->cfg.eos_id : -1, out, n_out);
     lp_generator_free(g);
     return rc;
 }

@@ -36,6 +36,7 @@ int lp_objective_from_name(const char *name, lp_objective_kind *out) {
 
 int lp_objective_check(const lp_objective *o, const lp_model *m, int T) {
     const lp_config *c = lp_model_config(m);
+    if (lp_model_need_one_stack(m, "gradients and attribution")) return LP_EUNSUPPORTED;
     /* A classifier's objective is one of its labels, at position 0 (where it reads). */
     bool labels = c->head == LP_HEAD_CLASSIFIER;
     int V = labels ? c->n_labels : c->vocab;

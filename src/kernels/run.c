@@ -100,11 +100,21 @@ struct lp_run {
     float *logits;         /* (out_rows, out_w): (T, V), (1, n_labels) or nothing */
     float *head_hidden;    /* (head_rows, d): the head's vector before its output layer */
     float *rope_cos, *rope_sin; /* (T, dh / 2) */
+    /* an encoder-decoder's decoder (cfg.cross_attn): the encoder's run and the cross-attention */
+    lp_run *src;           /* owned */
+    int S;                 /* source length; 0 for other runs */
+    float *lnx, *lnx_scale;/* (L, T, d), (L, T) */
+    float *xq, *xk, *xv;   /* (L, T, H * dh), (L, S, H * dh) x 2 */
+    float *xpattern;       /* (L, H, T, S) */
+    float *xz;             /* (L, T, H * dh) */
+    float *xattn_out, *resid_cross; /* (L, T, d) */
+    int *rel_bucket;       /* LP_POS_RELATIVE: (2T - 1) buckets of offsets -(T - 1) .. T - 1 */
 };
 
 static const char *const ACT_NAMES[LP_ACT_COUNT] = {
     "resid_pre", "ln1", "ln1_scale", "q", "k", "v", "pattern", "z", "attn_out", "resid_mid", "ln2", "ln2_scale",
-    "mlp_pre", "mlp_up", "mlp_post", "mlp_out", "resid_post", "ln_final", "ln_final_scale", "logits", "head_hidden"};
+    "mlp_pre", "mlp_up", "mlp_post", "mlp_out", "resid_post", "ln_final", "ln_final_scale", "logits", "head_hidden",
+    "ln_cross", "cross_pattern", "cross_z", "cross_out", "resid_mid_cross"};
 
 const char *lp_act_name(lp_act_kind kind) { return kind < LP_ACT_COUNT ? ACT_NAMES[kind] : "?"; }
 
@@ -139,7 +149,7 @@ static size_t layout(lp_run *r, float *base) {
     SLICE(ln2, L * T * d);
     SLICE(ln2_scale, L * T);
     SLICE(mlp_pre, L * T * dm);
-    SLICE(mlp_up, c->mlp == LP_MLP_SWIGLU ? L * T * dm : 0);
+    SLICE(mlp_up, lp_mlp_gated(c) ? L * T * dm : 0);
     SLICE(mlp_post, L * T * dm);
     SLICE(mlp_out, L * T * d);
     SLICE(lnf, T * d);
@@ -148,8 +158,18 @@ static size_t layout(lp_run *r, float *base) {
     SLICE(head_hidden, (size_t)r->head_rows * d);
     SLICE(rope_cos, T * (dh / 2));
     SLICE(rope_sin, T * (dh / 2));
+    size_t S = r->S; /* 0 unless cross-attention: the slices below are then empty */
+    SLICE(lnx, L * T * d * !!S);
+    SLICE(lnx_scale, L * T * !!S);
+    SLICE(xq, L * T * qd * !!S);
+    SLICE(xk, L * S * qd);
+    SLICE(xv, L * S * qd);
+    SLICE(xpattern, L * H * T * S);
+    SLICE(xz, L * T * qd * !!S);
+    SLICE(xattn_out, L * T * d * !!S);
+    SLICE(resid_cross, L * T * d * !!S);
 #undef SLICE
-    if (c->mlp != LP_MLP_SWIGLU) r->mlp_up = NULL;
+    if (!lp_mlp_gated(c)) r->mlp_up = NULL;
     return at;
 }
 
@@ -175,18 +195,32 @@ int lp_run_new_typed(lp_run **out, const lp_model *m, const int *ids, const int 
     return lp_run_new_embedded(out, m, ids, types, NULL, n);
 }
 
-int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n) {
+/* The run of ids (or of the embeddings sum) through m; src: the encoder's run when m is an
+ * encoder-decoder's decoder (taken over: freed with the run, or here on failure). */
+static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n,
+                   lp_run *src) {
     *out = NULL;
     const lp_config *c = &m->cfg;
-    if (n < 1) return lp_error(LP_EINVAL, "nothing to run: the sequence is empty");
-    if (n > c->n_ctx)
+    if (c->cross_attn && !src)
+        return lp_error(LP_EINVAL, "%s is an encoder-decoder: a run needs a source for the encoder and the decoder's "
+                        "input (run SOURCE --target TEXT)", c->arch);
+    if (n < 1) {
+        lp_run_free(src);
+        return lp_error(LP_EINVAL, "nothing to run: the sequence is empty");
+    }
+    if (n > c->n_ctx) {
+        lp_run_free(src);
         return lp_error(LP_ERANGE, "%d tokens exceed the model's context of %d; shorten the input", n, c->n_ctx);
+    }
     for (int i = 0; ids && i < n; i++)
-        if (ids[i] < 0 || ids[i] >= c->vocab)
+        if (ids[i] < 0 || ids[i] >= c->vocab) {
+            lp_run_free(src);
             return lp_error(LP_EINVAL, "token id %d at position %d is outside the vocabulary (0..%d)", ids[i], i,
                             c->vocab - 1);
+        }
     for (int i = 0; types && i < n; i++)
         if (types[i] < 0 || types[i] >= (c->type_vocab ? c->type_vocab : 1)) {
+            lp_run_free(src);
             if (!c->type_vocab)
                 return lp_error(LP_EINVAL, "token type %d at position %d: this model has no token types (all must be 0)",
                                 types[i], i);
@@ -194,9 +228,14 @@ int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const i
                             c->type_vocab - 1);
         }
     lp_run *r = calloc(1, sizeof *r);
-    if (!r) return lp_error(LP_ENOMEM, "out of memory");
+    if (!r) {
+        lp_run_free(src);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
     r->m = m;
     r->T = n;
+    r->src = src;
+    r->S = src ? src->T : 0;
     r->out_rows = c->head == LP_HEAD_CLASSIFIER ? 1 : c->head == LP_HEAD_NONE ? 0 : n;
     r->out_w = c->head == LP_HEAD_CLASSIFIER ? c->n_labels : c->head == LP_HEAD_NONE ? 0 : c->vocab;
     r->head_rows = !m->head.dense.w ? 0 : c->head == LP_HEAD_MLM ? n : 1;
@@ -205,7 +244,8 @@ int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const i
     r->ids = malloc((size_t)n * sizeof *r->ids);
     r->types = calloc((size_t)n, sizeof *r->types);
     r->arena = arena_take(r->arena_floats * sizeof(float), &r->arena_bytes);
-    if (!r->ids || !r->types || !r->arena) {
+    if (c->pos == LP_POS_RELATIVE) r->rel_bucket = malloc((size_t)(2 * n - 1) * sizeof *r->rel_bucket);
+    if (!r->ids || !r->types || !r->arena || (c->pos == LP_POS_RELATIVE && !r->rel_bucket)) {
         double mb = (double)r->arena_floats * sizeof(float) / 1e6;
         lp_run_free(r);
         return lp_error(LP_ENOMEM, "out of memory: a run of %d tokens needs %.1f MB of activations", n, mb);
@@ -227,7 +267,10 @@ int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const i
                     c->norm_eps);
         }
     }
-    if (c->pos != LP_POS_LEARNED) lp_rope_tables(r->rope_cos, r->rope_sin, c, 0, n);
+    if (lp_pos_rotary(c)) lp_rope_tables(r->rope_cos, r->rope_sin, c, 0, n);
+    for (int rel = -(n - 1); r->rel_bucket && rel <= n - 1; rel++)
+        r->rel_bucket[rel + n - 1] = lp_rel_bucket(rel, !c->causal, c->rel_buckets, c->rel_max_distance);
+    size_t S = r->S;
     for (int l = 0; l < c->n_layer; l++) {
         if (lp_cancelled()) {
             lp_run_free(r);
@@ -253,7 +296,26 @@ int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const i
             .mlp_post = r->mlp_post + L * T * dm,
             .mlp_out = r->mlp_out + L * T * d,
             .resid_out = r->resid + (L + 1) * T * d,
+            .rel_bias = m->rel_bias,
+            .rel_bucket = r->rel_bucket,
+            .rel_off = n - 1,
         };
+        if (S) {
+            /* the encoder's output through this layer's cross keys and values, once */
+            float *xk = r->xk + L * S * qd, *xv = r->xv + L * S * qd;
+            lp_linear_forward(xk, src->lnf, &m->layers[l].xk, (int)S);
+            lp_linear_forward(xv, src->lnf, &m->layers[l].xv, (int)S);
+            io.S = (int)S;
+            io.xk = xk;
+            io.xv = xv;
+            io.lnx = r->lnx + L * T * d;
+            io.lnx_scale = r->lnx_scale + L * T;
+            io.xq = r->xq + L * T * qd;
+            io.xpattern = r->xpattern + L * H * T * S;
+            io.xz = r->xz + L * T * qd;
+            io.xattn_out = r->xattn_out + L * T * d;
+            io.resid_cross = r->resid_cross + L * T * d;
+        }
         lp_layer_forward(m, l, &io, r->rope_cos, r->rope_sin, 0, n);
     }
     const float *last = r->resid + (size_t)c->n_layer * T * d;
@@ -282,8 +344,27 @@ int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const i
     return LP_OK;
 }
 
+int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n) {
+    return run_new(out, m, ids, types, sum, n, NULL);
+}
+
+int lp_run_new_seq2seq(lp_run **out, const lp_model *m, const int *src, int S, const int *ids, int n) {
+    *out = NULL;
+    if (!m->encoder)
+        return lp_error(LP_EINVAL, "%s is not an encoder-decoder: it takes one sequence, not a source and a target",
+                        m->cfg.arch);
+    lp_run *enc;
+    int rc = lp_run_new(&enc, m->encoder, src, S);
+    if (rc) return rc;
+    return run_new(out, m, ids, NULL, NULL, n, enc);
+}
+
+const lp_run *lp_run_source(const lp_run *r) { return r->src; }
+
 void lp_run_free(lp_run *r) {
     if (!r) return;
+    lp_run_free(r->src);
+    free(r->rel_bucket);
     free(r->ids);
     free(r->types);
     arena_give(r->arena, r->arena_bytes);
@@ -311,9 +392,13 @@ int lp_run_view(const lp_run *r, lp_act_kind kind, int layer, int head, lp_view 
     bool per_layer = kind != LP_ACT_LN_FINAL && kind != LP_ACT_LN_FINAL_SCALE && kind != LP_ACT_LOGITS &&
                      kind != LP_ACT_HEAD_HIDDEN;
     if ((unsigned)kind >= LP_ACT_COUNT) return lp_error(LP_EINVAL, "unknown activation kind %d", (int)kind);
+    bool cross = kind >= LP_ACT_LN_CROSS && kind <= LP_ACT_RESID_MID_CROSS;
+    if (cross && !r->S)
+        return lp_error(LP_EINVAL, "%s: only the decoder of an encoder-decoder has cross-attention", lp_act_name(kind));
     if (per_layer && (layer < 0 || layer >= c->n_layer))
         return lp_error(LP_EINVAL, "layer %d is out of range: the model has layers 0..%d", layer, c->n_layer - 1);
-    bool per_head = kind == LP_ACT_Q || kind == LP_ACT_K || kind == LP_ACT_V || kind == LP_ACT_Z || kind == LP_ACT_PATTERN;
+    bool per_head = kind == LP_ACT_Q || kind == LP_ACT_K || kind == LP_ACT_V || kind == LP_ACT_Z ||
+                    kind == LP_ACT_PATTERN || kind == LP_ACT_CROSS_PATTERN || kind == LP_ACT_CROSS_Z;
     int heads = (kind == LP_ACT_K || kind == LP_ACT_V) ? Hkv : H;
     if (per_head && (head < -1 || head >= heads))
         return lp_error(LP_EINVAL, "head %d is out of range: %s has heads 0..%d", head, lp_act_name(kind), heads - 1);
@@ -356,6 +441,22 @@ int lp_run_view(const lp_run *r, lp_act_kind kind, int layer, int head, lp_view 
         base += L * TT * row;
         if (head >= 0) view2(out, base + (size_t)head * dh, T, dh, row);
         else *out = (lp_view){base, 3, {T, heads, dh}, {row, dh, 1}};
+        break;
+    }
+    case LP_ACT_LN_CROSS: view2(out, r->lnx + L * TT * d, T, d, d); break;
+    case LP_ACT_CROSS_OUT: view2(out, r->xattn_out + L * TT * d, T, d, d); break;
+    case LP_ACT_RESID_MID_CROSS: view2(out, r->resid_cross + L * TT * d, T, d, d); break;
+    case LP_ACT_CROSS_PATTERN: {
+        int S = r->S;
+        if (head >= 0) view2(out, r->xpattern + ((L * H + head) * TT) * S, T, S, S);
+        else *out = (lp_view){r->xpattern + L * H * TT * S, 3, {H, T, S}, {(long)TT * S, S, 1}};
+        break;
+    }
+    case LP_ACT_CROSS_Z: {
+        long row = (long)H * dh;
+        const float *base = r->xz + L * TT * row;
+        if (head >= 0) view2(out, base + (size_t)head * dh, T, dh, row);
+        else *out = (lp_view){base, 3, {T, H, dh}, {row, dh, 1}};
         break;
     }
     default: return lp_error(LP_EINVAL, "unknown activation kind %d", (int)kind);

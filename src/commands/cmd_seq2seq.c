@@ -1,0 +1,246 @@
+/* `run` for encoder-decoders (T5): a source for the encoder and a target the decoder is
+ * teacher-forced on, or, without a target, the decoder's own greedy output. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands/cmd.h"
+#include "loupe/error.h"
+#include "loupe/generate.h"
+#include "loupe/output.h"
+#include "loupe/run.h"
+#include "loupe/tokenizer.h"
+#include "kernels/forward.h"
+
+#define GREEDY_DEFAULT 32
+
+/* "SOURCE --target TARGET": where the word --target starts when it follows the source text
+ * (no "--" before it, which would make it text), else NULL. */
+static const char *target_after_text(const char *rest) {
+    bool text_seen = false;
+    for (const char *p = rest;;) {
+        while (*p == ' ' || *p == '\t') p++;
+        if (!*p) return NULL;
+        const char *w = p;
+        while (*p && *p != ' ' && *p != '\t') p++;
+        size_t wl = (size_t)(p - w);
+        if (wl == 2 && w[0] == '-' && w[1] == '-') return NULL;
+        if (wl == 8 && strncmp(w, "--target", 8) == 0) return text_seen ? w : NULL;
+        if (w[0] != '-' || w[1] != '-') text_seen = true;
+    }
+}
+
+static int parse_id_list(const char *opt, const char *list, int vocab, int **ids, int *n) {
+    size_t cap = 1;
+    for (const char *p = list; *p; p++) cap += *p == ',';
+    int *out = malloc(cap * sizeof *out), k = 0;
+    if (!out) return lp_error(LP_ENOMEM, "out of memory");
+    for (const char *p = list; *p;) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (end == p || errno || (*end && *end != ',') || v < 0 || v >= vocab) {
+            free(out);
+            return lp_error(LP_EINVAL, "%s: '%s' is not a comma-separated list of token ids in 0..%d", opt, list,
+                            vocab - 1);
+        }
+        out[k++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (!k) {
+        free(out);
+        return lp_error(LP_EINVAL, "%s: the list is empty", opt);
+    }
+    *ids = out;
+    *n = k;
+    return LP_OK;
+}
+
+/* Text through the tokenizer: a source with its template (T5's appends </s>), a target
+ * without (it is the decoder's prefix; write </s> to end it). */
+static int encode(const lp_tokenizer *t, const char *opt, const char *text, bool templ, int **ids, int *n) {
+    size_t len = strlen(text);
+    int *out = malloc((len + 8) * sizeof *out);
+    if (!out) return lp_error(LP_ENOMEM, "out of memory");
+    int rc = lp_tokenizer_encode(t, text, len, templ && lp_tokenizer_adds_bos(t), out, (int)len + 8, n);
+    if (!rc && *n == 0) rc = lp_error(LP_EINVAL, "%s: the text gives no tokens", opt);
+    if (rc) {
+        free(out);
+        return rc;
+    }
+    *ids = out;
+    return LP_OK;
+}
+
+/* The decoder's greedy output for src, through the key/value cache: from the start id, the
+ * most likely next token until the end-of-sequence id or max tokens. */
+static int greedy(const lp_model *m, const int *src, int S, int max, int **out, int *n) {
+    const lp_config *c = lp_model_config(m);
+    lp_run *enc;
+    int rc = lp_run_new(&enc, lp_model_encoder(m), src, S);
+    if (rc) return rc;
+    int *tgt = malloc((size_t)max * sizeof *tgt), start = c->start_id;
+    if (!tgt) rc = lp_error(LP_ENOMEM, "out of memory");
+    else rc = lp_generate_seq2seq(m, enc, &start, 1, max, NULL, 1, tgt, n);
+    lp_run_free(enc);
+    if (rc) {
+        free(tgt);
+        return rc;
+    }
+    *out = tgt;
+    return LP_OK;
+}
+
+static json_t *id_array(const int *ids, int n) {
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_integer(ids[i]));
+    return a;
+}
+
+/* Makes the run current and prints it: the decoder reads the start id and then the target,
+ * so that position i predicts target token i and the last position what would follow. */
+static int start(lp_session *s, const int *src, int S, const int *tgt, int T, const char *text, bool greedy_out) {
+    const lp_config *c = lp_model_config(s->model);
+    int *dec = malloc((size_t)(T + 1) * sizeof *dec);
+    if (!dec) return lp_error(LP_ENOMEM, "out of memory");
+    dec[0] = c->start_id; /* T5PreTrainedModel._shift_right */
+    memcpy(dec + 1, tgt, (size_t)T * sizeof *dec);
+    lp_run *r;
+    int rc = lp_run_new_seq2seq(&r, s->model, src, S, dec, T + 1);
+    free(dec);
+    if (rc) return rc;
+    lp_run_free(s->run);
+    s->run = r;
+    s->run_id = 0;
+    int rec = lp_cmd_record_run(s, text);
+    int correct = 0;
+    for (int i = 0; i < T; i++) {
+        const float *lg = lp_run_logits(r, i);
+        int best = 0;
+        for (int j = 1; j < c->vocab; j++)
+            if (lg[j] > lg[best]) best = j;
+        correct += best == tgt[i];
+    }
+    json_t *v = json_pack("{s:o,s:i,s:i,s:o,s:o,s:o,s:s,s:i}", "run_id",
+                          s->run_id ? json_integer(s->run_id) : json_null(), "n_source", S, "n_tokens", T + 1,
+                          "source_ids", id_array(src, S), "ids", id_array(lp_run_ids(r), T + 1), "target_ids",
+                          id_array(tgt, T), "target", greedy_out ? "greedy" : "given", "target_top1", correct);
+    char tgt_col[32], top1[32];
+    snprintf(tgt_col, sizeof tgt_col, "%d (%s)", T, greedy_out ? "greedy" : "given");
+    snprintf(top1, sizeof top1, "%d/%d", correct, T);
+    json_t *table = lp_table_new();
+    lp_table_column(table, "run", 0, NULL);
+    lp_table_column(table, "source", 0, NULL);
+    lp_table_column(table, "target", 0, NULL);
+    lp_table_column(table, "top1", 0, NULL);
+    lp_table_row(table, json_pack("[o,i,s,s]", s->run_id ? json_integer(s->run_id) : json_null(), S, tgt_col, top1));
+    lp_cmd_emit(s, v, table);
+    return rec;
+}
+
+/* run [--max N] [--] SOURCE [--target TARGET] | run --ids SRC [--target-ids TGT] [--max N] */
+int lp_cmd_run_seq2seq(lp_session *s, const char *rest) {
+    const lp_config *c = lp_model_config(s->model);
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    char *head = NULL, *buf = NULL, *tgtbuf = NULL, *shown = NULL;
+    int *src = NULL, *tgt = NULL, S = 0, T = 0, rc;
+    const char *target_at = target_after_text(rest);
+    if (target_at) {
+        if (!(head = strndup(rest, (size_t)(target_at - rest)))) return lp_error(LP_ENOMEM, "out of memory");
+        if ((rc = lp_cmd_text("run", target_at + 8, NULL, 0, &tgtbuf))) goto done;
+    }
+    lp_opt o[] = {{"ids", false, NULL}, {"target-ids", false, NULL}, {"target", false, NULL}, {"max", false, NULL},
+                  {"text", false, NULL}};
+    if ((rc = lp_cmd_text("run", head ? head : rest, o, 5, &buf))) goto done;
+    const char *text = o[4].value ? o[4].value : buf[0] ? buf : NULL;
+    const char *target = tgtbuf ? tgtbuf : o[2].value;
+    long max = GREEDY_DEFAULT;
+    if (o[4].value && buf[0]) rc = lp_error(LP_EINVAL, "run: give the source once: after the options or with --text");
+    else if (tgtbuf && o[2].value) rc = lp_error(LP_EINVAL, "run: give --target once");
+    else if (o[0].value && text) rc = lp_error(LP_EINVAL, "run: give either --ids or the source text, not both");
+    else if (o[1].value && target) rc = lp_error(LP_EINVAL, "run: give either --target-ids or --target, not both");
+    else if (target && !target[0]) rc = lp_error(LP_EINVAL, "run: --target needs the target text");
+    else if (o[3].value && (o[1].value || target))
+        rc = lp_error(LP_EINVAL, "run: --max limits greedy decoding; with a target there is none");
+    else if (o[3].value) rc = lp_cmd_int(o[3].value, "--max", 1, c->n_ctx, &max);
+    if (rc) goto done;
+    if (o[0].value) rc = parse_id_list("--ids", o[0].value, c->vocab, &src, &S);
+    else if (!text) rc = lp_error(LP_EINVAL, "run: give the source text, or --ids 1,2,3 (and a --target, or none "
+                                  "to decode greedily)");
+    else if (!t) rc = lp_error(LP_EINVAL, "run: this model has no tokenizer; use run --ids 1,2,3 --target-ids 4,5");
+    else rc = encode(t, "run", text, true, &src, &S);
+    if (rc) goto done;
+    if (o[1].value) rc = parse_id_list("--target-ids", o[1].value, c->vocab, &tgt, &T);
+    else if (target && !t) rc = lp_error(LP_EINVAL, "run: this model has no tokenizer; use --target-ids 4,5");
+    else if (target) rc = encode(t, "--target", target, false, &tgt, &T);
+    else rc = greedy(s->model, src, S, (int)max, &tgt, &T);
+    if (!rc && T == 0) rc = lp_error(LP_EINVAL, "run: the decoder produced nothing");
+    if (!rc && T + 1 > c->n_ctx)
+        rc = lp_error(LP_ERANGE, "run: a target of %d tokens exceeds the decoder's context of %d (with its start)", T,
+                      c->n_ctx);
+    if (rc) goto done;
+    if (text && target && asprintf(&shown, "%s --target %s", text, target) < 0) shown = NULL;
+    rc = start(s, src, S, tgt, T, shown ? shown : text, !o[1].value && !target);
+done:
+    free(head);
+    free(buf);
+    free(tgtbuf);
+    free(shown);
+    free(src);
+    free(tgt);
+    return rc;
+}
+
+/* relbias [--stack enc|dec] [--range R]: T5's relative position bias per head, by offset
+ * (key - query): what the stack adds to every score before the softmax, the same in every
+ * layer (layer 0 holds the table). */
+int lp_cmd_relbias(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_model(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"stack", false, NULL}, {"range", false, NULL}};
+    char *pos[1];
+    int np;
+    if ((rc = lp_cmd_opts("relbias", argc, argv, o, 2, pos, 0, &np))) return rc;
+    const lp_model *m = s->model, *enc = lp_model_encoder(m);
+    if (o[0].value && !enc)
+        return lp_error(LP_EINVAL, "relbias: --stack is for encoder-decoder models; this one has one stack");
+    if (o[0].value && strcmp(o[0].value, "enc") != 0 && strcmp(o[0].value, "dec") != 0)
+        return lp_error(LP_EINVAL, "relbias: --stack is enc or dec, not '%s'", o[0].value);
+    if (enc && (!o[0].value || o[0].value[0] == 'e')) m = enc;
+    const lp_config *c = lp_model_config(m);
+    const float *table = lp_model_rel_bias(m);
+    if (c->pos != LP_POS_RELATIVE || !table)
+        return lp_error(LP_EINVAL, "relbias: %s has no relative position bias (it is T5's)", c->arch);
+    long R = c->rel_max_distance + 2;
+    if (o[1].value && (rc = lp_cmd_int(o[1].value, "--range", 1, 4096, &R))) return rc;
+    json_t *offsets = json_array(), *bias = json_array(), *buckets = json_array(), *table_out = lp_table_new();
+    lp_table_column(table_out, "offset", 0, NULL);
+    lp_table_column(table_out, "bucket", 0, NULL);
+    for (int h = 0; h < c->n_head; h++) {
+        char name[16];
+        snprintf(name, sizeof name, "h%d", h);
+        lp_table_column(table_out, name, 0, "%.3f");
+        json_array_append_new(bias, json_array());
+    }
+    for (int rel = -(int)R; rel <= (int)R; rel++) {
+        if (c->causal && rel > 0) break; /* a decoder's queries never see later keys */
+        int b = lp_rel_bucket(rel, !c->causal, c->rel_buckets, c->rel_max_distance);
+        json_array_append_new(offsets, json_integer(rel));
+        json_array_append_new(buckets, json_integer(b));
+        json_t *row = json_pack("[i,i]", rel, b);
+        for (int h = 0; h < c->n_head; h++) {
+            double x = table[(size_t)b * c->n_head + h];
+            json_array_append_new(json_array_get(bias, (size_t)h), lp_json_number(x));
+            json_array_append_new(row, lp_json_number(x));
+        }
+        lp_table_row(table_out, row);
+    }
+    json_t *v = json_pack("{s:s,s:b,s:i,s:i,s:o,s:o,s:o}", "stack", m == s->model ? "dec" : "enc", "bidirectional",
+                          !c->causal, "buckets", c->rel_buckets, "max_distance", c->rel_max_distance, "offsets",
+                          offsets, "bucket", buckets, "bias", bias);
+    if (!enc) json_object_del(v, "stack");
+    lp_cmd_emit(s, v, table_out);
+    return LP_OK;
+}

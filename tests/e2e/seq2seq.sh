@@ -1,0 +1,97 @@
+#!/bin/sh
+# Encoder-decoders (T5) through the real binary on the fixture checkpoints (tests/fixtures/t5):
+# run with a source and a target (teacher forcing) and without one (greedy decoding), the
+# decoder's logits and greedy output against the reference's expected.json, attn over the
+# encoder, the decoder and the source (--cross), tokens of either stack, and the refusals.
+set -u
+LOUPE=${LOUPE:-./loupe}
+DIR=tests/fixtures/t5
+fails=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export XDG_DATA_HOME="$tmp/data"
+
+check() { # check NAME COMMAND...: the command must succeed
+    name=$1; shift
+    if "$@" >/dev/null 2>"$tmp/err"; then echo "ok   $name"; else echo "FAIL $name"; cat "$tmp/err"; fails=$((fails + 1)); fi
+}
+is() { jq -e -s ".[$1] | $2" "$tmp/out" >/dev/null; }
+expected() { jq -c "$2" "$DIR/$1/expected.json"; }
+refused() { # refused NAME PATTERN ARGS...: fails with one error line matching PATTERN
+    name=$1; pat=$2; shift 2
+    if "$LOUPE" -d :memory: "$@" >/dev/null 2>"$tmp/err"; then echo "FAIL $name (succeeded)"; fails=$((fails + 1))
+    elif [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q -- "$pat" "$tmp/err"; then echo "ok   $name"
+    else echo "FAIL $name"; cat "$tmp/err"; fails=$((fails + 1)); fi
+}
+
+for m in t5_relu_tied flan_gated_untied mt5_gated; do
+    src=$(expected $m '.ids | join(",")' | tr -d '"')
+    tgt=$(expected $m '.target_ids | join(",")' | tr -d '"')
+    last=$(expected $m '.target_ids | length - 1')
+    "$LOUPE" -d :memory: -m json "$DIR/$m" -e "run --ids $src --target-ids $tgt" -e "logits --pos $last" \
+        -e 'attn 0 2' -e 'attn 0 2 --cross' -e 'attn 0 3 --stack dec' -e 'tokens --stack enc' -e tokens \
+        -e "run --ids $src --max 8" -e info -e "run --ids $src --max 2" -e 'generate 3' >"$tmp/out" 2>"$tmp/err"
+    check "$m: run (teacher-forced and greedy), logits, attn, tokens, info" test $? -eq 0
+    check "$m: the decoder's input is the start id, then the target" \
+        is 0 ".ids == ([0] + $(expected $m '.target_ids')) and .n_source == $(expected $m '.ids | length')"
+    check "$m: logits within 1e-4 of the reference" \
+        is 1 "[.logits, $(expected $m ".logits[$last]")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
+    check "$m: attn is the encoder's by default (source x source)" \
+        is 2 ".stack == \"enc\" and .kind == \"self\" and ([.pattern, $(expected $m '.enc.attn[0][2]')] | transpose | map([.[0], .[1]] | transpose | map(.[0] - .[1] | fabs) | max) | max < 1e-4)"
+    check "$m: attn --cross is target x source, the reference's" \
+        is 3 ".kind == \"cross\" and (.pattern | length) == $(expected $m '.target_ids | length + 1') and (.pattern[0] | length) == $(expected $m '.ids | length') and ([.pattern[:-1], $(expected $m '.dec.cross[0][2]')] | transpose | map([.[0], .[1]] | transpose | map(.[0] - .[1] | fabs) | max) | max < 1e-4)"
+    check "$m: attn --stack dec is causal" is 4 '.stack == "dec" and ([.pattern | to_entries[] | .key as $i | .value[$i + 1:] | .[]] | all(. == 0))'
+    check "$m: tokens --stack enc is the source, tokens the decoder's input" \
+        is 5 "[.[].id] == $(expected $m .ids)" 
+    check "$m: greedy decoding gives the reference's output" is 7 ".target == \"greedy\" and .target_ids == $(expected $m .greedy)"
+    check "$m: generate continues the decoder through the cache (the greedy run's next tokens)" \
+        is 10 ".prompt_tokens == 3 and .ids == $(expected $m '.greedy[2:5]') and .stop == \"length\""
+    check "$m: info names the encoder-decoder" is 8 '.encoder_layers >= 1 and .positions == "relative buckets" and .attention == "causal"'
+done
+
+# relbias: the table each stack adds to its scores, by offset, against the reference's bias
+# of query 0 (offsets 0..S-1) and of the last query (offsets -(S-1)..0)
+m=t5_relu_tied
+"$LOUPE" -d :memory: -m json "$DIR/$m" -e 'relbias --range 30' -e 'relbias --stack dec --range 30' >"$tmp/out" 2>"$tmp/err"
+check "relbias: both stacks" test $? -eq 0
+S=$(expected $m '.ids | length')
+check "relbias: the encoder's bias at offsets 0..S-1 (query 0) and 1-S..0 (the last query)" \
+    jq -e -s --argjson E "$(expected $m .enc.bias)" --argjson S "$S" \
+    '.[0] | (-.offsets[0]) as $R | . as $r | all(range(0; 4) as $h | range(0; $S) as $j |
+        (($r.bias[$h][$j + $R] - $E[$h][0][$j]) | fabs) < 1e-5 and
+        (($r.bias[$h][$j - ($S - 1) + $R] - $E[$h][$S - 1][$j]) | fabs) < 1e-5)' "$tmp/out"
+check "relbias: the decoder's bias at offsets 1-T..0 (the last query)" \
+    jq -e -s --argjson E "$(expected $m .dec.bias)" --argjson T "$(expected $m '.target_ids | length')" \
+    '.[1] | (-.offsets[0]) as $R | . as $r | all(range(0; 4) as $h | range(0; $T) as $j |
+        (($r.bias[$h][$j - ($T - 1) + $R] - $E[$h][$T - 1][$j]) | fabs) < 1e-5)' "$tmp/out"
+check "relbias: a decoder sees no later keys" is 1 '.stack == "dec" and (.offsets | max) == 0 and .bidirectional == false'
+refused "relbias on a model without one" "no relative position bias" tests/fixtures/encoders/bert_mlm -e relbias
+"$LOUPE" -d :memory: -m json "$DIR/t5_relu_tied" -e "run --ids $(expected t5_relu_tied '.ids | join(",")') --target-ids 44,310,9,1" \
+    -e 'heads --kind cross --sort diagonal' -e 'heads' -e 'heads --stack dec' >"$tmp/out" 2>"$tmp/err"
+check "heads: cross, encoder, decoder" test $? -eq 0
+check "heads --kind cross: every decoder head, its metrics, sorted by diagonal" \
+    is 1 'length == 12 and (.[0] | keys) == ["coverage","diagonal","entropy","head","layer","max_attn","monotonic","source_eos"] and ([.[].diagonal] | . == (sort | reverse))'
+check "heads: the encoder's by default (2 layers), the decoder's with --stack dec (3)" \
+    is 2 'length == 8' && check "heads --stack dec: 3 layers" is 3 'length == 12 and ([.[].layer] | max) == 2'
+refused "heads --kind cross on a one-stack model" "encoder-decoder" tests/fixtures/encoders/bert_mlm -e 'run --ids 2,5,3' -e 'heads --kind cross'
+refused "heads --kind takes self or cross" "self or cross" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1' -e 'heads --kind both'
+refused "run without a target needs ids here (no tokenizer)" "no tokenizer" "$DIR/t5_relu_tied" -e 'run hello'
+refused "--target-ids with --target" "either --target-ids or --target" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1 --target x'
+refused "--max with a target" "--max limits greedy decoding" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --max 3 --target-ids 4,1'
+refused "target ids outside the vocabulary" "--target-ids" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,600'
+refused "--stack on a one-stack model" "encoder-decoder" tests/fixtures/encoders/bert_mlm -e 'run --ids 2,5,3' -e 'attn 0 0 --stack dec'
+refused "--cross on a one-stack model" "encoder-decoder" tests/fixtures/encoders/bert_mlm -e 'run --ids 2,5,3' -e 'attn 0 0 --cross'
+refused "cross-attention is the decoder's" "decoder's" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1' -e 'attn 0 0 --cross --stack enc'
+refused "--stack takes enc or dec" "enc or dec" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1' -e 'attn 0 0 --stack middle'
+for a in dla 'attr ig' 'attr rollout' 'patch --corrupt-ids 6,7,1' scan 'neurons 0 --sort dla'; do
+    refused "$a: not yet on encoder-decoders, says so" "not yet available for encoder-decoder" "$DIR/t5_relu_tied" \
+        -e 'run --ids 5,1 --target-ids 4,1' -e "$a"
+done
+"$LOUPE" -d :memory: -m json "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1' -e 'neurons 2 3' >"$tmp/out" 2>"$tmp/err"
+check "neurons by activation: the decoder's MLP" is 1 'length == 3 and (.[0] | has("act"))'
+# T5EncoderModel is an encoder: run takes one sequence
+"$LOUPE" -d :memory: -m json "$DIR/t5_encoder" -e "run --ids $(expected t5_encoder '.ids | join(",")')" -e 'attn 1 0' >"$tmp/out" 2>"$tmp/err"
+check "t5_encoder: run, attn (bidirectional)" test $? -eq 0
+check "t5_encoder: attn is the reference's" is 1 "[.pattern, $(expected t5_encoder '.enc.attn[1][0]')] | transpose | map([.[0], .[1]] | transpose | map(.[0] - .[1] | fabs) | max) | max < 1e-4"
+
+[ "$fails" -eq 0 ]
