@@ -637,9 +637,28 @@ static void test_malformed_tokenizer_json_is_rejected_with_a_message(void **stat
     expect_json_error("garbage.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {", LP_EFORMAT, "JSON");
     expect_json_error("notjson.json", "\x00\x01\x02 hello", LP_EFORMAT, NULL);
     expect_json_error("nomodel.json", "{\"version\": \"1.0\"}", LP_EFORMAT, "model");
-    expect_json_error("unigram.json",
-                      "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]], \"unk_id\": 0}}",
-                      LP_EUNSUPPORTED, "Unigram");
+    expect_json_error("wordlevel.json", "{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"a\": 0}}}",
+                      LP_EUNSUPPORTED, "WordLevel");
+    /* Unigram: each part checked */
+    expect_json_error("ug_vocab.json", "{\"model\": {\"type\": \"Unigram\", \"vocab\": {\"a\": 0}}}", LP_EFORMAT,
+                      "not a list");
+    expect_json_error("ug_entry.json", "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0], [\"b\"]]}}",
+                      LP_EFORMAT, "model.vocab[1]");
+    expect_json_error("ug_unk.json", "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]], \"unk_id\": 1}}",
+                      LP_EFORMAT, "unk_id 1");
+    expect_json_error("ug_b64.json",
+                      "{\"normalizer\": {\"type\": \"Precompiled\", \"precompiled_charsmap\": \"AAA*\"}, "
+                      "\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]], \"unk_id\": 0}}",
+                      LP_EFORMAT, "base64");
+    /* a trie of 16 bytes in a blob of 8 ("EAAAAAAAAAA=" is 10 00 00 00 and four zeros) */
+    expect_json_error("ug_trie.json",
+                      "{\"normalizer\": {\"type\": \"Precompiled\", \"precompiled_charsmap\": \"EAAAAAAAAAA=\"}, "
+                      "\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]], \"unk_id\": 0}}",
+                      LP_EFORMAT, "trie of 16 bytes");
+    expect_json_error("ug_regex.json",
+                      "{\"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \"(\"}, \"content\": \"x\"}, "
+                      "\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]], \"unk_id\": 0}}",
+                      LP_EUNSUPPORTED, "regex");
     expect_json_error("badid.json",
                       "{\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": \"BPE\","
                       " \"vocab\": {\"a\": -4}, \"merges\": []}}",
@@ -1037,6 +1056,100 @@ static void test_roberta_tokenizer_json_with_roberta_processing(void **state) {
     unlink(path);
 }
 
+
+/* ---------------------------------------------------------------- SentencePiece Unigram (T5) */
+
+#define UG_DIR "tests/fixtures/unigram"
+#define UG_REFERENCE "tests/fixtures/unigram.json"
+
+/* Checks t against every case of tests/fixtures/unigram.json (sentencepiece's own ids, made
+ * by unigram_reference.py): hf selects the ids tokenizers gives where the two differ. Each
+ * text is encoded with </s> and without it, and with a buffer one id too small. Returns
+ * the number of cases checked; prints each mismatch (up to 10) before failing. */
+static int check_unigram_reference(const lp_tokenizer *t, bool hf) {
+    json_error_t jerr;
+    json_t *root = json_load_file(UG_REFERENCE, 0, &jerr);
+    if (!root) print_error("%s: %s\n", UG_REFERENCE, jerr.text);
+    assert_non_null(root);
+    json_t *cases = json_object_get(root, "cases"), *c;
+    size_t i;
+    int checked = 0, bad = 0;
+    json_array_foreach(cases, i, c) {
+        json_t *jt = json_object_get(c, "text"), *jids = json_object_get(c, "ids");
+        if (hf && json_object_get(c, "hf_ids")) jids = json_object_get(c, "hf_ids");
+        const char *text = json_string_value(jt);
+        size_t len = json_string_length(jt);
+        int want[1024], n_want = (int)json_array_size(jids), ids[1024], n = -1;
+        assert_true(n_want <= 1024);
+        for (int k = 0; k < n_want; k++) want[k] = (int)json_integer_value(json_array_get(jids, (size_t)k));
+        assert_int_equal(lp_tokenizer_encode(t, text, len, true, ids, 1024, &n), LP_OK);
+        if (n != n_want || memcmp(ids, want, (size_t)n * sizeof *ids) != 0) {
+            char got[8192], exp[8192];
+            format_ids(got, sizeof got, ids, n);
+            format_ids(exp, sizeof exp, want, n_want);
+            if (bad++ < 10) print_error("case %zu \"%s\":\n  got      %s\n  expected %s\n", i, text, got, exp);
+            continue;
+        }
+        assert_int_equal(lp_tokenizer_encode(t, text, len, false, ids, 1024, &n), LP_OK);
+        assert_int_equal(n, n_want - 1);
+        assert_memory_equal(ids, want, (size_t)n * sizeof *ids);
+        assert_int_equal(lp_tokenizer_encode(t, text, len, true, ids, n_want - 1, &n), LP_ERANGE);
+        assert_int_equal(n, n_want);
+        checked++;
+    }
+    json_decref(root);
+    if (bad) print_error("%d of %zu cases differ\n", bad, json_array_size(cases));
+    assert_int_equal(bad, 0);
+    return checked;
+}
+
+/* T5's roles: </s> ends each sequence (the template), <pad> and <unk>, no <s>. */
+static void check_t5_specials(const lp_tokenizer *t, int n_vocab) {
+    assert_int_equal(lp_tokenizer_kind_of(t), LP_TOK_UNIGRAM);
+    assert_string_equal(lp_tokenizer_kind_name(t), "unigram");
+    assert_int_equal(lp_tokenizer_vocab_size(t), n_vocab);
+    assert_int_equal(lp_tokenizer_eos(t), 1);
+    assert_int_equal(lp_tokenizer_bos(t), -1);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_PAD), 0);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_UNK), 2);
+    assert_true(lp_tokenizer_adds_bos(t)); /* encode adds what the template says: </s> */
+    assert_int_equal(lp_tokenizer_piece_to_id(t, "<extra_id_0>"), n_vocab - 1);
+    assert_int_equal(lp_tokenizer_piece_to_id(t, "<extra_id_9>"), n_vocab - 10);
+    /* a pair is A </s> B </s> */
+    int ids[16], types[16], n = 0;
+    assert_int_equal(lp_tokenizer_encode_pair(t, "<extra_id_0>", 12, "<extra_id_1>", 12, true, ids, types, 16, &n), LP_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(ids[0], n_vocab - 1);
+    assert_int_equal(ids[1], 1);
+    assert_int_equal(ids[2], n_vocab - 2);
+    assert_int_equal(ids[3], 1);
+}
+
+static void check_unigram_decode(const lp_tokenizer *t, const char *text, const char *want) {
+    int ids[256], n = 0;
+    char buf[512];
+    size_t len = 0;
+    assert_int_equal(lp_tokenizer_encode(t, text, strlen(text), true, ids, 256, &n), LP_OK);
+    assert_int_equal(lp_tokenizer_decode(t, ids, n, buf, sizeof buf, &len), LP_OK);
+    assert_string_equal(buf, want);
+}
+
+static void test_unigram_tokenizer_json_matches_sentencepiece(void **state) {
+    (void)state;
+    static const char *const files[] = {UG_DIR "/tokenizer.json", UG_DIR "/tokenizer_old.json"};
+    for (int f = 0; f < 2; f++) {
+        lp_tokenizer *t = NULL;
+        int rc = lp_tokenizer_load_json(&t, files[f]);
+        if (rc) print_error("%s\n", lp_errmsg());
+        assert_int_equal(rc, LP_OK);
+        check_t5_specials(t, 330);
+        assert_true(check_unigram_reference(t, true) >= 2000);
+        check_unigram_decode(t, "  the   quick <extra_id_3> fox ", "the quick<extra_id_3> fox");
+        check_unigram_decode(t, "ﬁne ＡＢＣ", "fine ABC");
+        lp_tokenizer_free(t);
+    }
+}
+
 /* SentencePiece tokenizer.json vs llama2.c tokenizer.bin: not cross-checked, because the
  * two merge rules differ. llama2.c merges any adjacent pair whose concatenation is a
  * token, best score first, leftmost on ties; Hugging Face's converted merges list ranks
@@ -1081,6 +1194,7 @@ int main(void) {
         cmocka_unit_test(test_vocab_txt_lines_duplicates_and_errors),
         cmocka_unit_test(test_roberta_from_vocab_json_merges_and_config),
         cmocka_unit_test(test_roberta_tokenizer_json_with_roberta_processing),
+        cmocka_unit_test(test_unigram_tokenizer_json_matches_sentencepiece),
     };
     int failed = cmocka_run_group_tests_name("tokenizer_gpt2", gpt2_tests, gpt2_setup, gpt2_teardown);
     failed += cmocka_run_group_tests_name("tokenizer", other_tests, NULL, NULL);
