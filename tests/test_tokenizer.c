@@ -1097,8 +1097,8 @@ static int check_unigram_reference(const lp_tokenizer *t, bool hf) {
         assert_int_equal(n, n_want);
         checked++;
     }
-    json_decref(root);
     if (bad) print_error("%d of %zu cases differ\n", bad, json_array_size(cases));
+    json_decref(root);
     assert_int_equal(bad, 0);
     return checked;
 }
@@ -1150,6 +1150,129 @@ static void test_unigram_tokenizer_json_matches_sentencepiece(void **state) {
     }
 }
 
+/* Writes a Unigram tokenizer.json with the given "vocab" list and model options, and no
+ * normalizer or pre-tokenizer, and loads it. */
+static lp_tokenizer *unigram_json(const char *vocab, const char *options) {
+    char json[2048], path[256];
+    snprintf(json, sizeof json, "{\"model\": {\"type\": \"Unigram\", \"vocab\": %s%s}}", vocab, options);
+    write_text("unigram.json", json, path, sizeof path);
+    lp_tokenizer *t = NULL;
+    int rc = lp_tokenizer_load_json(&t, path);
+    if (rc) print_error("%s\n", lp_errmsg());
+    assert_int_equal(rc, LP_OK);
+    return t;
+}
+
+static void expect_ids(const lp_tokenizer *t, const char *text, const int *want, int n_want) {
+    int ids[64], n = 0;
+    assert_int_equal(lp_tokenizer_encode(t, text, strlen(text), false, ids, 64, &n), LP_OK);
+    char got[512], exp[512];
+    format_ids(got, sizeof got, ids, n);
+    format_ids(exp, sizeof exp, want, n_want);
+    assert_string_equal(got, exp);
+}
+
+/* The search itself, on vocabularies built to decide: tokenizers' own example
+ * (models/unigram/model.rs: "abcdacdxx" -> abcd a cd xx, the unknown x's fused), a tie kept
+ * by the path found first, an unknown character scored 10 below the lowest piece (with
+ * "b" at +1, unk + b beats "ab" at -20 only if the penalty were 0), byte fallback for the
+ * fused unknown run, and no unk_id at all. */
+static void test_unigram_viterbi_ties_unknowns_and_byte_fallback(void **state) {
+    (void)state;
+    lp_tokenizer *t = unigram_json("[[\"<unk>\", 0.0], [\"a\", 0.0], [\"b\", 0.0], [\"c\", 0.0], [\"d\", 0.0], "
+                                   "[\"cd\", 1.0], [\"ab\", 2.0], [\"abc\", 5.0], [\"abcd\", 10.0]]",
+                                   ", \"unk_id\": 0");
+    expect_ids(t, "abcdacdxx", (const int[]){8, 1, 5, 0}, 4);
+    lp_tokenizer_free(t);
+    t = unigram_json("[[\"<unk>\", 0.0], [\"a\", -1.0], [\"b\", -1.0], [\"ab\", -2.0]]", ", \"unk_id\": 0");
+    expect_ids(t, "ab", (const int[]){3}, 1); /* ties: "ab" ends at 2 first */
+    expect_ids(t, "ba", (const int[]){2, 1}, 2);
+    lp_tokenizer_free(t);
+    t = unigram_json("[[\"<unk>\", 0.0], [\"b\", 1.0], [\"ab\", -20.0]]", ", \"unk_id\": 0");
+    expect_ids(t, "ab", (const int[]){2}, 1);
+    expect_ids(t, "xb", (const int[]){0, 1}, 2);
+    lp_tokenizer_free(t);
+    t = unigram_json("[[\"<unk>\", 0.0], [\"a\", -1.0], [\"<0x78>\", 0.0], [\"<0xC3>\", 0.0], [\"<0xA9>\", 0.0]]",
+                     ", \"unk_id\": 0, \"byte_fallback\": true");
+    expect_ids(t, "ax\xc3\xa9" "a", (const int[]){1, 2, 3, 4, 1}, 5);
+    expect_ids(t, "ay", (const int[]){1, 0}, 2); /* no <0x79>: the run stays <unk> */
+    lp_tokenizer_free(t);
+    t = unigram_json("[[\"a\", -1.0]]", ", \"unk_id\": null");
+    int ids[8], n;
+    assert_int_equal(lp_tokenizer_encode(t, "ab", 2, false, ids, 8, &n), LP_EFORMAT);
+    assert_non_null(strstr(lp_errmsg(), "unk_id"));
+    lp_tokenizer_free(t);
+}
+
+static void test_unigram_spiece_model_matches_sentencepiece(void **state) {
+    (void)state;
+    lp_tokenizer *t = NULL;
+    int rc = lp_tokenizer_load_spiece(&t, UG_DIR "/spiece.model", 10);
+    if (rc) print_error("%s\n", lp_errmsg());
+    assert_int_equal(rc, LP_OK);
+    check_t5_specials(t, 330);
+    assert_true(check_unigram_reference(t, false) >= 2000);
+    check_unigram_decode(t, "  the   quick <extra_id_3> fox ", "the quick<extra_id_3> fox");
+    lp_tokenizer_free(t);
+}
+
+/* A directory with spiece.model alone: extra_ids from tokenizer_config.json, else 100 for
+ * config.json's model_type t5, else none; tokenizer.json, when there, comes first. */
+static void test_unigram_load_dir_reads_spiece_model_as_t5tokenizer(void **state) {
+    (void)state;
+    char sub[128], model[256], config[256], tok_config[256], json[256];
+    snprintf(sub, sizeof sub, "%s/t5", tmpdir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_int_equal(lp_path_join(model, sizeof model, sub, "spiece.model"), LP_OK);
+    assert_int_equal(lp_path_join(config, sizeof config, sub, "config.json"), LP_OK);
+    assert_int_equal(lp_path_join(tok_config, sizeof tok_config, sub, "tokenizer_config.json"), LP_OK);
+    assert_int_equal(lp_path_join(json, sizeof json, sub, "tokenizer.json"), LP_OK);
+    copy_file(UG_DIR "/spiece.model", model);
+    assert_true(lp_tokenizer_dir_has(sub));
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_OK);
+    assert_int_equal(lp_tokenizer_vocab_size(t), 320);
+    lp_tokenizer_free(t);
+    assert_int_equal(lp_file_write(config, "{\"model_type\": \"t5\"}", 20), LP_OK);
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_OK);
+    assert_int_equal(lp_tokenizer_vocab_size(t), 420);
+    assert_int_equal(lp_tokenizer_piece_to_id(t, "<extra_id_0>"), 419);
+    lp_tokenizer_free(t);
+    assert_int_equal(lp_file_write(tok_config, "{\"extra_ids\": 10}", 17), LP_OK);
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_OK);
+    check_t5_specials(t, 330);
+    lp_tokenizer_free(t);
+    assert_int_equal(lp_file_write(tok_config, "{\"extra_ids\": -1}", 17), LP_OK);
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_EFORMAT);
+    assert_non_null(strstr(lp_errmsg(), "extra_ids"));
+    copy_file(UG_DIR "/tokenizer.json", json);
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_OK);
+    check_t5_specials(t, 330);
+    lp_tokenizer_free(t);
+    unlink(model), unlink(config), unlink(tok_config), unlink(json);
+    rmdir(sub);
+}
+
+/* The texts where tokenizers and sentencepiece part ways give each its own ids: a full-width
+ * letter with a combining accent (one grapheme: tokenizers maps the letter and drops the
+ * accent, sentencepiece's longest rule composes them) and trailing U+0085 (Strip removes
+ * it). The fixture's hf_ids differ from its ids there, so each path is told apart. */
+static void test_unigram_paths_differ_where_tokenizers_and_sentencepiece_do(void **state) {
+    (void)state;
+    lp_tokenizer *hf = NULL, *spm = NULL;
+    assert_int_equal(lp_tokenizer_load_json(&hf, UG_DIR "/tokenizer.json"), LP_OK);
+    assert_int_equal(lp_tokenizer_load_spiece(&spm, UG_DIR "/spiece.model", 10), LP_OK);
+    static const char *const texts[] = {"\xef\xbc\xa1\xcc\x81 x", "end\xc2\x85"};
+    for (int k = 0; k < 2; k++) {
+        int a[64], b[64], na = 0, nb = 0;
+        assert_int_equal(lp_tokenizer_encode(hf, texts[k], strlen(texts[k]), false, a, 64, &na), LP_OK);
+        assert_int_equal(lp_tokenizer_encode(spm, texts[k], strlen(texts[k]), false, b, 64, &nb), LP_OK);
+        assert_false(na == nb && memcmp(a, b, (size_t)na * sizeof *a) == 0);
+    }
+    lp_tokenizer_free(hf);
+    lp_tokenizer_free(spm);
+}
+
 /* SentencePiece tokenizer.json vs llama2.c tokenizer.bin: not cross-checked, because the
  * two merge rules differ. llama2.c merges any adjacent pair whose concatenation is a
  * token, best score first, leftmost on ties; Hugging Face's converted merges list ranks
@@ -1195,6 +1318,10 @@ int main(void) {
         cmocka_unit_test(test_roberta_from_vocab_json_merges_and_config),
         cmocka_unit_test(test_roberta_tokenizer_json_with_roberta_processing),
         cmocka_unit_test(test_unigram_tokenizer_json_matches_sentencepiece),
+        cmocka_unit_test(test_unigram_viterbi_ties_unknowns_and_byte_fallback),
+        cmocka_unit_test(test_unigram_spiece_model_matches_sentencepiece),
+        cmocka_unit_test(test_unigram_load_dir_reads_spiece_model_as_t5tokenizer),
+        cmocka_unit_test(test_unigram_paths_differ_where_tokenizers_and_sentencepiece_do),
     };
     int failed = cmocka_run_group_tests_name("tokenizer_gpt2", gpt2_tests, gpt2_setup, gpt2_teardown);
     failed += cmocka_run_group_tests_name("tokenizer", other_tests, NULL, NULL);

@@ -1,7 +1,8 @@
-/* Reading tokenizer files: llama2.c's tokenizer.bin, GPT-2's vocab.json + merges.txt, and
- * Hugging Face's tokenizer.json (plus lp_tokenizer_load_dir, which picks between the last
- * two). Each loader validates what it reads, fills an lp_tokenizer through the builders in
- * tokenizer_impl.h and leaves encoding to tokenizer.c. */
+/* Reading tokenizer files: llama2.c's tokenizer.bin, GPT-2's vocab.json + merges.txt, BERT's
+ * vocab.txt and Hugging Face's tokenizer.json (plus lp_tokenizer_load_dir, which picks
+ * between them and spiece.model, read in spiece_model.c). Each loader validates what it
+ * reads, fills an lp_tokenizer through the builders in tokenizer_impl.h and leaves encoding
+ * to tokenizer.c. */
 #include "tokenizers/tokenizer_impl.h"
 
 #include "loupe/error.h"
@@ -969,7 +970,7 @@ done:
 
 /* The files of a model directory that lp_tokenizer_load_dir looks at. */
 typedef struct {
-    char json[4096], vocab[4096], merges[4096], txt[4096], config[4096], tok_config[4096];
+    char json[4096], vocab[4096], merges[4096], txt[4096], config[4096], tok_config[4096], spiece[4096];
 } dir_files;
 
 static int dir_paths(dir_files *f, const char *dir) {
@@ -978,7 +979,8 @@ static int dir_paths(dir_files *f, const char *dir) {
         lp_path_join(f->merges, sizeof f->merges, dir, "merges.txt") ||
         lp_path_join(f->txt, sizeof f->txt, dir, "vocab.txt") ||
         lp_path_join(f->config, sizeof f->config, dir, "config.json") ||
-        lp_path_join(f->tok_config, sizeof f->tok_config, dir, "tokenizer_config.json"))
+        lp_path_join(f->tok_config, sizeof f->tok_config, dir, "tokenizer_config.json") ||
+        lp_path_join(f->spiece, sizeof f->spiece, dir, "spiece.model"))
         return lp_error(LP_ERANGE, "%s: path too long", dir);
     return LP_OK;
 }
@@ -987,21 +989,45 @@ bool lp_tokenizer_dir_has(const char *dir) {
     dir_files f;
     if (dir_paths(&f, dir)) return false;
     /* vocab.json without merges.txt counts: loading it says that merges.txt is missing */
-    return lp_file_exists(f.json) || lp_file_exists(f.vocab) || lp_file_exists(f.txt);
+    return lp_file_exists(f.json) || lp_file_exists(f.vocab) || lp_file_exists(f.txt) || lp_file_exists(f.spiece);
 }
 
-/* Does the directory's config.json say model_type "roberta"? (No config.json, or one that does
- * not read, says no: the model loader reports a bad config.json itself.) */
-static bool config_says_roberta(const char *config) {
+/* The directory's config.json model_type, copied to type ("" when there is none, or no
+ * config.json, or one that does not read: the model loader reports a bad one itself). */
+static void config_model_type(const char *config, char *type, size_t cap) {
     json_t *cfg = NULL;
+    type[0] = '\0';
     if (!lp_file_exists(config) || lp_json_load_file(config, LP_JSON_MAX_CONFIG, 0, &cfg) != LP_OK) {
         lp_error_clear();
-        return false;
+        return;
     }
-    const char *type = jstr(cfg, "model_type");
-    bool roberta = type && strcmp(type, "roberta") == 0;
+    if (jstr(cfg, "model_type")) snprintf(type, cap, "%s", jstr(cfg, "model_type"));
     json_decref(cfg);
-    return roberta;
+}
+
+static bool config_says_roberta(const char *config) {
+    char type[64];
+    config_model_type(config, type, sizeof type);
+    return strcmp(type, "roberta") == 0;
+}
+
+/* T5Tokenizer's extra_ids: tokenizer_config.json's, else 100 for the T5 family (its
+ * default), else 0. */
+static int spiece_extra_ids(const dir_files *f, int *extra_ids) {
+    char type[64];
+    config_model_type(f->config, type, sizeof type);
+    *extra_ids = strcmp(type, "t5") == 0 || strcmp(type, "mt5") == 0 || strcmp(type, "umt5") == 0 ? 100 : 0;
+    if (!lp_file_exists(f->tok_config)) return LP_OK;
+    json_t *cfg = NULL;
+    int rc = load_json_file(f->tok_config, &cfg);
+    if (rc) return rc;
+    json_t *v = json_object_get(cfg, "extra_ids");
+    if (json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= 100000)
+        *extra_ids = (int)json_integer_value(v);
+    else if (v && !json_is_null(v))
+        rc = lp_error(LP_EFORMAT, "%s: extra_ids is not an integer in [0, 100000]", f->tok_config);
+    json_decref(cfg);
+    return rc;
 }
 
 int lp_tokenizer_load_dir(lp_tokenizer **out, const char *dir) {
@@ -1016,6 +1042,11 @@ int lp_tokenizer_load_dir(lp_tokenizer **out, const char *dir) {
                                              : lp_tokenizer_load_gpt2(out, f.vocab, f.merges);
     if (lp_file_exists(f.txt))
         return lp_tokenizer_load_vocab_txt(out, f.txt, lp_file_exists(f.tok_config) ? f.tok_config : NULL);
-    return lp_error(LP_EIO, "%s: no tokenizer: looked for %s, for %s with %s, and for %s", dir, base_name(f.json),
-                    base_name(f.vocab), base_name(f.merges), base_name(f.txt));
+    if (lp_file_exists(f.spiece)) {
+        int extra_ids;
+        if ((rc = spiece_extra_ids(&f, &extra_ids))) return rc;
+        return lp_tokenizer_load_spiece(out, f.spiece, extra_ids);
+    }
+    return lp_error(LP_EIO, "%s: no tokenizer: looked for %s, for %s with %s, for %s, and for %s", dir,
+                    base_name(f.json), base_name(f.vocab), base_name(f.merges), base_name(f.txt), base_name(f.spiece));
 }
