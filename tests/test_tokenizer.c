@@ -1216,6 +1216,61 @@ static void test_unigram_spiece_model_matches_sentencepiece(void **state) {
     lp_tokenizer_free(t);
 }
 
+static void expect_spiece_error(const char *bytes, size_t len, int code, const char *mention) {
+    lp_tokenizer *t = NULL;
+    int rc = lp_tokenizer_load_spiece_mem(&t, bytes, len, 0, "bad.model");
+    if (rc != code || !strstr(lp_errmsg(), mention)) print_error("got %d (%s), wanted \"%s\"\n", rc, lp_errmsg(), mention);
+    assert_int_equal(rc, code);
+    assert_null(t);
+    assert_non_null(strstr(lp_errmsg(), "bad.model"));
+    assert_non_null(strstr(lp_errmsg(), mention));
+}
+
+/* Hand-written ModelProtos: the smallest that loads (defaults: Unigram, dummy prefix, no
+ * charsmap, no </s> so no template), and each way a file can be wrong, refused in one line
+ * naming it; the fixture cut short loads (between fields) or is refused, never crashes. */
+static void test_spiece_model_reader_is_strict(void **state) {
+    (void)state;
+    /* pieces <unk> (type 2), "a" -1.0, "b" -2.0 (score fixed32 0xBF800000, 0xC0000000) */
+    static const char ok[] = "\x0a\x09\x0a\x05<unk>\x18\x02"
+                             "\x0a\x08\x0a\x01" "a\x15\x00\x00\x80\xbf"
+                             "\x0a\x08\x0a\x01" "b\x15\x00\x00\x00\xc0";
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_spiece_mem(&t, ok, sizeof ok - 1, 0, "ok.model"), LP_OK);
+    expect_ids(t, "ab  a", (const int[]){0, 1, 2, 0, 1}, 5); /* "▁" is unknown: <unk> a b <unk> a */
+    assert_false(lp_tokenizer_adds_bos(t));
+    lp_tokenizer_free(t);
+    expect_spiece_error("", 0, LP_EFORMAT, "no pieces");
+    expect_spiece_error("\x0b", 1, LP_EFORMAT, "wire type 3");
+    expect_spiece_error("\x08\x01", 2, LP_EFORMAT, "ModelProto.pieces (field 1) has wire type 0");
+    expect_spiece_error("\x0a\x7f\x0a", 3, LP_EFORMAT, "says 127 bytes, 1 left");
+    expect_spiece_error("\x0a\xff\xff", 3, LP_EFORMAT, "truncated varint");
+    expect_spiece_error("\x0a\x03\x0a\x01" "a", 5, LP_EFORMAT, "no unknown piece");
+    expect_spiece_error("\x0a\x03\x0a\x01" "a\x0a\x03\x0a\x01" "a\x0a\x02\x18\x02", 14, LP_EFORMAT, "piece 2 is empty");
+    expect_spiece_error("\x0a\x05\x0a\x01" "a\x18\x02\x0a\x03\x0a\x01" "a", 12, LP_EFORMAT, "is already piece 0");
+    expect_spiece_error("\x0a\x05\x0a\x01" "a\x18\x09", 7, LP_EFORMAT, "type 9");
+    expect_spiece_error("\x0a\x05\x0a\x01" "a\x18\x02\x12\x02\x18\x02", 11, LP_EUNSUPPORTED, "model_type 2");
+    /* a charsmap whose trie is longer than itself */
+    expect_spiece_error("\x0a\x05\x0a\x01" "a\x18\x02\x1a\x06\x12\x04\x08\x00\x00\x00", 15, LP_EFORMAT, "trie of 8 bytes");
+    char *model;
+    size_t len;
+    assert_int_equal(lp_file_read_new(UG_DIR "/spiece.model", &model, &len), LP_OK);
+    int loaded = 0, refused = 0;
+    for (size_t cut = 1; cut < len; cut += cut < 64 ? 1 : 4999) {
+        /* a cut between two fields is a shorter valid message; inside one, an error */
+        if (lp_tokenizer_load_spiece_mem(&t, model, cut, 10, "cut.model") == LP_OK) {
+            lp_tokenizer_free(t);
+            loaded++;
+        } else {
+            assert_null(t);
+            assert_non_null(strstr(lp_errmsg(), "cut.model"));
+            refused++;
+        }
+    }
+    assert_true(refused > 50 && loaded < refused);
+    free(model);
+}
+
 /* A directory with spiece.model alone: extra_ids from tokenizer_config.json, else 100 for
  * config.json's model_type t5, else none; tokenizer.json, when there, comes first. */
 static void test_unigram_load_dir_reads_spiece_model_as_t5tokenizer(void **state) {
@@ -1321,6 +1376,7 @@ int main(void) {
         cmocka_unit_test(test_unigram_viterbi_ties_unknowns_and_byte_fallback),
         cmocka_unit_test(test_unigram_spiece_model_matches_sentencepiece),
         cmocka_unit_test(test_unigram_load_dir_reads_spiece_model_as_t5tokenizer),
+        cmocka_unit_test(test_spiece_model_reader_is_strict),
         cmocka_unit_test(test_unigram_paths_differ_where_tokenizers_and_sentencepiece_do),
     };
     int failed = cmocka_run_group_tests_name("tokenizer_gpt2", gpt2_tests, gpt2_setup, gpt2_teardown);
