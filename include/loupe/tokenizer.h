@@ -106,8 +106,9 @@ int lp_tokenizer_special(const lp_tokenizer *t, lp_special which);
 
 /* Encodes len bytes of text (any bytes; invalid UTF-8 is handled the way the reference
  * tokenizer handles it) into ids[0..*n). With add_bos, BOS is put first when the tokenizer
- * has one. cap >= len + 3 is enough unless the vocabulary lacks "▁" or an added token is a
- * single byte. Returns LP_ERANGE (with *n = the count needed) if cap is too small.
+ * has one. cap >= len + 3 is enough unless the vocabulary lacks "▁", an added token is a
+ * single byte or a charsmap expands the text (NFKC: U+FDFA is 18 characters). Returns
+ * LP_ERANGE (with *n = the count needed) if cap is too small.
  * Invalid UTF-8 is not an error: for the pre-split regex each invalid byte counts as one
  * character that is not a letter, number or space (as Python's regex on a string decoded
  * with errors="surrogateescape"), and byte-level/byte-fallback tokens keep its value. */
