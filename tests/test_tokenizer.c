@@ -1271,6 +1271,35 @@ static void test_spiece_model_reader_is_strict(void **state) {
     free(model);
 }
 
+/* sentencepiece's byte fallback: a character no piece covers is its UTF-8 bytes as <0xNN>
+ * pieces; the model is the fuzzing seed (byte_fallback on, a charsmap of five rules), its
+ * ids in unigram.json's byte_fallback_cases. */
+static void test_spiece_model_byte_fallback_matches_sentencepiece(void **state) {
+    (void)state;
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_spiece(&t, "tests/fuzz/corpus/spiece/tiny.model", 0), LP_OK);
+    json_t *root = json_load_file(UG_REFERENCE, 0, NULL);
+    assert_non_null(root);
+    json_t *cases = json_object_get(root, "byte_fallback_cases"), *c;
+    size_t i;
+    assert_true(json_array_size(cases) >= 8);
+    json_array_foreach(cases, i, c) {
+        json_t *jids = json_object_get(c, "ids");
+        int want[64], n_want = (int)json_array_size(jids);
+        assert_true(n_want <= 64);
+        for (int k = 0; k < n_want; k++) want[k] = (int)json_integer_value(json_array_get(jids, (size_t)k));
+        int ids[64], n = 0;
+        const char *text = json_string_value(json_object_get(c, "text"));
+        assert_int_equal(lp_tokenizer_encode(t, text, strlen(text), true, ids, 64, &n), LP_OK);
+        char got[512], exp[512];
+        format_ids(got, sizeof got, ids, n);
+        format_ids(exp, sizeof exp, want, n_want);
+        assert_string_equal(got, exp);
+    }
+    json_decref(root);
+    lp_tokenizer_free(t);
+}
+
 /* A directory with spiece.model alone: extra_ids from tokenizer_config.json, else 100 for
  * config.json's model_type t5, else none; tokenizer.json, when there, comes first. */
 static void test_unigram_load_dir_reads_spiece_model_as_t5tokenizer(void **state) {
@@ -1377,6 +1406,7 @@ int main(void) {
         cmocka_unit_test(test_unigram_spiece_model_matches_sentencepiece),
         cmocka_unit_test(test_unigram_load_dir_reads_spiece_model_as_t5tokenizer),
         cmocka_unit_test(test_spiece_model_reader_is_strict),
+        cmocka_unit_test(test_spiece_model_byte_fallback_matches_sentencepiece),
         cmocka_unit_test(test_unigram_paths_differ_where_tokenizers_and_sentencepiece_do),
     };
     int failed = cmocka_run_group_tests_name("tokenizer_gpt2", gpt2_tests, gpt2_setup, gpt2_teardown);
