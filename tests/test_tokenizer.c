@@ -637,9 +637,28 @@ static void test_malformed_tokenizer_json_is_rejected_with_a_message(void **stat
     expect_json_error("garbage.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": {", LP_EFORMAT, "JSON");
     expect_json_error("notjson.json", "\x00\x01\x02 hello", LP_EFORMAT, NULL);
     expect_json_error("nomodel.json", "{\"version\": \"1.0\"}", LP_EFORMAT, "model");
-    expect_json_error("unigram.json",
-                      "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]], \"unk_id\": 0}}",
-                      LP_EUNSUPPORTED, "Unigram");
+    expect_json_error("wordlevel.json", "{\"model\": {\"type\": \"WordLevel\", \"vocab\": {\"a\": 0}}}",
+                      LP_EUNSUPPORTED, "WordLevel");
+    /* Unigram: each part checked */
+    expect_json_error("ug_vocab.json", "{\"model\": {\"type\": \"Unigram\", \"vocab\": {\"a\": 0}}}", LP_EFORMAT,
+                      "not a list");
+    expect_json_error("ug_entry.json", "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0], [\"b\"]]}}",
+                      LP_EFORMAT, "model.vocab[1]");
+    expect_json_error("ug_unk.json", "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]], \"unk_id\": 1}}",
+                      LP_EFORMAT, "unk_id 1");
+    expect_json_error("ug_b64.json",
+                      "{\"normalizer\": {\"type\": \"Precompiled\", \"precompiled_charsmap\": \"AAA*\"}, "
+                      "\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]], \"unk_id\": 0}}",
+                      LP_EFORMAT, "base64");
+    /* a trie of 16 bytes in a blob of 8 ("EAAAAAAAAAA=" is 10 00 00 00 and four zeros) */
+    expect_json_error("ug_trie.json",
+                      "{\"normalizer\": {\"type\": \"Precompiled\", \"precompiled_charsmap\": \"EAAAAAAAAAA=\"}, "
+                      "\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]], \"unk_id\": 0}}",
+                      LP_EFORMAT, "trie of 16 bytes");
+    expect_json_error("ug_regex.json",
+                      "{\"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"Regex\": \"(\"}, \"content\": \"x\"}, "
+                      "\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", 0.0]], \"unk_id\": 0}}",
+                      LP_EUNSUPPORTED, "regex");
     expect_json_error("badid.json",
                       "{\"pre_tokenizer\": {\"type\": \"ByteLevel\"}, \"model\": {\"type\": \"BPE\","
                       " \"vocab\": {\"a\": -4}, \"merges\": []}}",
@@ -1037,6 +1056,307 @@ static void test_roberta_tokenizer_json_with_roberta_processing(void **state) {
     unlink(path);
 }
 
+
+/* ---------------------------------------------------------------- SentencePiece Unigram (T5) */
+
+#define UG_DIR "tests/fixtures/unigram"
+#define UG_REFERENCE "tests/fixtures/unigram.json"
+
+/* Checks t against every case of tests/fixtures/unigram.json (sentencepiece's own ids, made
+ * by unigram_reference.py): hf selects the ids tokenizers gives where the two differ. Each
+ * text is encoded with </s> and without it, and with a buffer one id too small. Returns
+ * the number of cases checked; prints each mismatch (up to 10) before failing. */
+static int check_unigram_reference(const lp_tokenizer *t, bool hf) {
+    json_error_t jerr;
+    json_t *root = json_load_file(UG_REFERENCE, 0, &jerr);
+    if (!root) print_error("%s: %s\n", UG_REFERENCE, jerr.text);
+    assert_non_null(root);
+    json_t *cases = json_object_get(root, "cases"), *c;
+    size_t i;
+    int checked = 0, bad = 0;
+    json_array_foreach(cases, i, c) {
+        json_t *jt = json_object_get(c, "text"), *jids = json_object_get(c, "ids");
+        if (hf && json_object_get(c, "hf_ids")) jids = json_object_get(c, "hf_ids");
+        const char *text = json_string_value(jt);
+        size_t len = json_string_length(jt);
+        int want[1024], n_want = (int)json_array_size(jids), ids[1024], n = -1;
+        assert_true(n_want <= 1024);
+        for (int k = 0; k < n_want; k++) want[k] = (int)json_integer_value(json_array_get(jids, (size_t)k));
+        assert_int_equal(lp_tokenizer_encode(t, text, len, true, ids, 1024, &n), LP_OK);
+        if (n != n_want || memcmp(ids, want, (size_t)n * sizeof *ids) != 0) {
+            char got[8192], exp[8192];
+            format_ids(got, sizeof got, ids, n);
+            format_ids(exp, sizeof exp, want, n_want);
+            if (bad++ < 10) print_error("case %zu \"%s\":\n  got      %s\n  expected %s\n", i, text, got, exp);
+            continue;
+        }
+        assert_int_equal(lp_tokenizer_encode(t, text, len, false, ids, 1024, &n), LP_OK);
+        assert_int_equal(n, n_want - 1);
+        assert_memory_equal(ids, want, (size_t)n * sizeof *ids);
+        assert_int_equal(lp_tokenizer_encode(t, text, len, true, ids, n_want - 1, &n), LP_ERANGE);
+        assert_int_equal(n, n_want);
+        checked++;
+    }
+    if (bad) print_error("%d of %zu cases differ\n", bad, json_array_size(cases));
+    json_decref(root);
+    assert_int_equal(bad, 0);
+    return checked;
+}
+
+/* T5's roles: </s> ends each sequence (the template), <pad> and <unk>, no <s>. */
+static void check_t5_specials(const lp_tokenizer *t, int n_vocab) {
+    assert_int_equal(lp_tokenizer_kind_of(t), LP_TOK_UNIGRAM);
+    assert_string_equal(lp_tokenizer_kind_name(t), "unigram");
+    assert_int_equal(lp_tokenizer_vocab_size(t), n_vocab);
+    assert_int_equal(lp_tokenizer_eos(t), 1);
+    assert_int_equal(lp_tokenizer_bos(t), -1);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_PAD), 0);
+    assert_int_equal(lp_tokenizer_special(t, LP_SPECIAL_UNK), 2);
+    assert_true(lp_tokenizer_adds_bos(t)); /* encode adds what the template says: </s> */
+    assert_int_equal(lp_tokenizer_piece_to_id(t, "<extra_id_0>"), n_vocab - 1);
+    assert_int_equal(lp_tokenizer_piece_to_id(t, "<extra_id_9>"), n_vocab - 10);
+    /* a pair is A </s> B </s> */
+    int ids[16], types[16], n = 0;
+    assert_int_equal(lp_tokenizer_encode_pair(t, "<extra_id_0>", 12, "<extra_id_1>", 12, true, ids, types, 16, &n), LP_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(ids[0], n_vocab - 1);
+    assert_int_equal(ids[1], 1);
+    assert_int_equal(ids[2], n_vocab - 2);
+    assert_int_equal(ids[3], 1);
+}
+
+static void check_unigram_decode(const lp_tokenizer *t, const char *text, const char *want) {
+    int ids[256], n = 0;
+    char buf[512];
+    size_t len = 0;
+    assert_int_equal(lp_tokenizer_encode(t, text, strlen(text), true, ids, 256, &n), LP_OK);
+    assert_int_equal(lp_tokenizer_decode(t, ids, n, buf, sizeof buf, &len), LP_OK);
+    assert_string_equal(buf, want);
+}
+
+static void test_unigram_tokenizer_json_matches_sentencepiece(void **state) {
+    (void)state;
+    static const char *const files[] = {UG_DIR "/tokenizer.json", UG_DIR "/tokenizer_old.json"};
+    for (int f = 0; f < 2; f++) {
+        lp_tokenizer *t = NULL;
+        int rc = lp_tokenizer_load_json(&t, files[f]);
+        if (rc) print_error("%s\n", lp_errmsg());
+        assert_int_equal(rc, LP_OK);
+        check_t5_specials(t, 330);
+        assert_true(check_unigram_reference(t, true) >= 2000);
+        check_unigram_decode(t, "  the   quick <extra_id_3> fox ", "the quick<extra_id_3> fox");
+        check_unigram_decode(t, "ﬁne ＡＢＣ", "fine ABC");
+        lp_tokenizer_free(t);
+    }
+}
+
+/* Writes a Unigram tokenizer.json with the given "vocab" list and model options, and no
+ * normalizer or pre-tokenizer, and loads it. */
+static lp_tokenizer *unigram_json(const char *vocab, const char *options) {
+    char json[2048], path[256];
+    snprintf(json, sizeof json, "{\"model\": {\"type\": \"Unigram\", \"vocab\": %s%s}}", vocab, options);
+    write_text("unigram.json", json, path, sizeof path);
+    lp_tokenizer *t = NULL;
+    int rc = lp_tokenizer_load_json(&t, path);
+    if (rc) print_error("%s\n", lp_errmsg());
+    assert_int_equal(rc, LP_OK);
+    return t;
+}
+
+static void expect_ids(const lp_tokenizer *t, const char *text, const int *want, int n_want) {
+    int ids[64], n = 0;
+    assert_int_equal(lp_tokenizer_encode(t, text, strlen(text), false, ids, 64, &n), LP_OK);
+    char got[512], exp[512];
+    format_ids(got, sizeof got, ids, n);
+    format_ids(exp, sizeof exp, want, n_want);
+    assert_string_equal(got, exp);
+}
+
+/* The search itself, on vocabularies built to decide: tokenizers' own example
+ * (models/unigram/model.rs: "abcdacdxx" -> abcd a cd xx, the unknown x's fused), a tie kept
+ * by the path found first, an unknown character scored 10 below the lowest piece (with
+ * "b" at +1, unk + b beats "ab" at -20 only if the penalty were 0), byte fallback for the
+ * fused unknown run, and no unk_id at all. */
+static void test_unigram_viterbi_ties_unknowns_and_byte_fallback(void **state) {
+    (void)state;
+    lp_tokenizer *t = unigram_json("[[\"<unk>\", 0.0], [\"a\", 0.0], [\"b\", 0.0], [\"c\", 0.0], [\"d\", 0.0], "
+                                   "[\"cd\", 1.0], [\"ab\", 2.0], [\"abc\", 5.0], [\"abcd\", 10.0]]",
+                                   ", \"unk_id\": 0");
+    expect_ids(t, "abcdacdxx", (const int[]){8, 1, 5, 0}, 4);
+    lp_tokenizer_free(t);
+    t = unigram_json("[[\"<unk>\", 0.0], [\"a\", -1.0], [\"b\", -1.0], [\"ab\", -2.0]]", ", \"unk_id\": 0");
+    expect_ids(t, "ab", (const int[]){3}, 1); /* ties: "ab" ends at 2 first */
+    expect_ids(t, "ba", (const int[]){2, 1}, 2);
+    lp_tokenizer_free(t);
+    t = unigram_json("[[\"<unk>\", 0.0], [\"b\", 1.0], [\"ab\", -20.0]]", ", \"unk_id\": 0");
+    expect_ids(t, "ab", (const int[]){2}, 1);
+    expect_ids(t, "xb", (const int[]){0, 1}, 2);
+    lp_tokenizer_free(t);
+    t = unigram_json("[[\"<unk>\", 0.0], [\"a\", -1.0], [\"<0x78>\", 0.0], [\"<0xC3>\", 0.0], [\"<0xA9>\", 0.0]]",
+                     ", \"unk_id\": 0, \"byte_fallback\": true");
+    expect_ids(t, "ax\xc3\xa9" "a", (const int[]){1, 2, 3, 4, 1}, 5);
+    expect_ids(t, "ay", (const int[]){1, 0}, 2); /* no <0x79>: the run stays <unk> */
+    lp_tokenizer_free(t);
+    t = unigram_json("[[\"a\", -1.0]]", ", \"unk_id\": null");
+    int ids[8], n;
+    assert_int_equal(lp_tokenizer_encode(t, "ab", 2, false, ids, 8, &n), LP_EFORMAT);
+    assert_non_null(strstr(lp_errmsg(), "unk_id"));
+    lp_tokenizer_free(t);
+}
+
+static void test_unigram_spiece_model_matches_sentencepiece(void **state) {
+    (void)state;
+    lp_tokenizer *t = NULL;
+    int rc = lp_tokenizer_load_spiece(&t, UG_DIR "/spiece.model", 10);
+    if (rc) print_error("%s\n", lp_errmsg());
+    assert_int_equal(rc, LP_OK);
+    check_t5_specials(t, 330);
+    assert_true(check_unigram_reference(t, false) >= 2000);
+    check_unigram_decode(t, "  the   quick <extra_id_3> fox ", "the quick<extra_id_3> fox");
+    lp_tokenizer_free(t);
+}
+
+static void expect_spiece_error(const char *bytes, size_t len, int code, const char *mention) {
+    lp_tokenizer *t = NULL;
+    int rc = lp_tokenizer_load_spiece_mem(&t, bytes, len, 0, "bad.model");
+    if (rc != code || !strstr(lp_errmsg(), mention)) print_error("got %d (%s), wanted \"%s\"\n", rc, lp_errmsg(), mention);
+    assert_int_equal(rc, code);
+    assert_null(t);
+    assert_non_null(strstr(lp_errmsg(), "bad.model"));
+    assert_non_null(strstr(lp_errmsg(), mention));
+}
+
+/* Hand-written ModelProtos: the smallest that loads (defaults: Unigram, dummy prefix, no
+ * charsmap, no </s> so no template), and each way a file can be wrong, refused in one line
+ * naming it; the fixture cut short loads (between fields) or is refused, never crashes. */
+static void test_spiece_model_reader_is_strict(void **state) {
+    (void)state;
+    /* pieces <unk> (type 2), "a" -1.0, "b" -2.0 (score fixed32 0xBF800000, 0xC0000000) */
+    static const char ok[] = "\x0a\x09\x0a\x05<unk>\x18\x02"
+                             "\x0a\x08\x0a\x01" "a\x15\x00\x00\x80\xbf"
+                             "\x0a\x08\x0a\x01" "b\x15\x00\x00\x00\xc0";
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_spiece_mem(&t, ok, sizeof ok - 1, 0, "ok.model"), LP_OK);
+    expect_ids(t, "ab  a", (const int[]){0, 1, 2, 0, 1}, 5); /* "▁" is unknown: <unk> a b <unk> a */
+    assert_false(lp_tokenizer_adds_bos(t));
+    lp_tokenizer_free(t);
+    expect_spiece_error("", 0, LP_EFORMAT, "no pieces");
+    expect_spiece_error("\x0b", 1, LP_EFORMAT, "wire type 3");
+    expect_spiece_error("\x08\x01", 2, LP_EFORMAT, "ModelProto.pieces (field 1) has wire type 0");
+    expect_spiece_error("\x0a\x7f\x0a", 3, LP_EFORMAT, "says 127 bytes, 1 left");
+    expect_spiece_error("\x0a\xff\xff", 3, LP_EFORMAT, "truncated varint");
+    expect_spiece_error("\x0a\x03\x0a\x01" "a", 5, LP_EFORMAT, "no unknown piece");
+    expect_spiece_error("\x0a\x03\x0a\x01" "a\x0a\x03\x0a\x01" "a\x0a\x02\x18\x02", 14, LP_EFORMAT, "piece 2 is empty");
+    expect_spiece_error("\x0a\x05\x0a\x01" "a\x18\x02\x0a\x03\x0a\x01" "a", 12, LP_EFORMAT, "is already piece 0");
+    expect_spiece_error("\x0a\x05\x0a\x01" "a\x18\x09", 7, LP_EFORMAT, "type 9");
+    expect_spiece_error("\x0a\x05\x0a\x01" "a\x18\x02\x12\x02\x18\x02", 11, LP_EUNSUPPORTED, "model_type 2");
+    /* a charsmap whose trie is longer than itself */
+    expect_spiece_error("\x0a\x05\x0a\x01" "a\x18\x02\x1a\x06\x12\x04\x08\x00\x00\x00", 15, LP_EFORMAT, "trie of 8 bytes");
+    char *model;
+    size_t len;
+    assert_int_equal(lp_file_read_new(UG_DIR "/spiece.model", &model, &len), LP_OK);
+    int loaded = 0, refused = 0;
+    for (size_t cut = 1; cut < len; cut += cut < 64 ? 1 : 4999) {
+        /* a cut between two fields is a shorter valid message; inside one, an error */
+        if (lp_tokenizer_load_spiece_mem(&t, model, cut, 10, "cut.model") == LP_OK) {
+            lp_tokenizer_free(t);
+            loaded++;
+        } else {
+            assert_null(t);
+            assert_non_null(strstr(lp_errmsg(), "cut.model"));
+            refused++;
+        }
+    }
+    assert_true(refused > 50 && loaded < refused);
+    free(model);
+}
+
+/* sentencepiece's byte fallback: a character no piece covers is its UTF-8 bytes as <0xNN>
+ * pieces; the model is the fuzzing seed (byte_fallback on, a charsmap of five rules), its
+ * ids in unigram.json's byte_fallback_cases. */
+static void test_spiece_model_byte_fallback_matches_sentencepiece(void **state) {
+    (void)state;
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_spiece(&t, "tests/fuzz/corpus/spiece/tiny.model", 0), LP_OK);
+    json_t *root = json_load_file(UG_REFERENCE, 0, NULL);
+    assert_non_null(root);
+    json_t *cases = json_object_get(root, "byte_fallback_cases"), *c;
+    size_t i;
+    assert_true(json_array_size(cases) >= 8);
+    json_array_foreach(cases, i, c) {
+        json_t *jids = json_object_get(c, "ids");
+        int want[64], n_want = (int)json_array_size(jids);
+        assert_true(n_want <= 64);
+        for (int k = 0; k < n_want; k++) want[k] = (int)json_integer_value(json_array_get(jids, (size_t)k));
+        int ids[64], n = 0;
+        const char *text = json_string_value(json_object_get(c, "text"));
+        assert_int_equal(lp_tokenizer_encode(t, text, strlen(text), true, ids, 64, &n), LP_OK);
+        char got[512], exp[512];
+        format_ids(got, sizeof got, ids, n);
+        format_ids(exp, sizeof exp, want, n_want);
+        assert_string_equal(got, exp);
+    }
+    json_decref(root);
+    lp_tokenizer_free(t);
+}
+
+/* A directory with spiece.model alone: extra_ids from tokenizer_config.json, else 100 for
+ * config.json's model_type t5, else none; tokenizer.json, when there, comes first. */
+static void test_unigram_load_dir_reads_spiece_model_as_t5tokenizer(void **state) {
+    (void)state;
+    char sub[128], model[256], config[256], tok_config[256], json[256];
+    snprintf(sub, sizeof sub, "%s/t5", tmpdir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_int_equal(lp_path_join(model, sizeof model, sub, "spiece.model"), LP_OK);
+    assert_int_equal(lp_path_join(config, sizeof config, sub, "config.json"), LP_OK);
+    assert_int_equal(lp_path_join(tok_config, sizeof tok_config, sub, "tokenizer_config.json"), LP_OK);
+    assert_int_equal(lp_path_join(json, sizeof json, sub, "tokenizer.json"), LP_OK);
+    copy_file(UG_DIR "/spiece.model", model);
+    assert_true(lp_tokenizer_dir_has(sub));
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_OK);
+    assert_int_equal(lp_tokenizer_vocab_size(t), 320);
+    lp_tokenizer_free(t);
+    assert_int_equal(lp_file_write(config, "{\"model_type\": \"t5\"}", 20), LP_OK);
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_OK);
+    assert_int_equal(lp_tokenizer_vocab_size(t), 420);
+    assert_int_equal(lp_tokenizer_piece_to_id(t, "<extra_id_0>"), 419);
+    lp_tokenizer_free(t);
+    assert_int_equal(lp_file_write(tok_config, "{\"extra_ids\": 10}", 17), LP_OK);
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_OK);
+    check_t5_specials(t, 330);
+    lp_tokenizer_free(t);
+    assert_int_equal(lp_file_write(tok_config, "{\"extra_ids\": -1}", 17), LP_OK);
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_EFORMAT);
+    assert_non_null(strstr(lp_errmsg(), "extra_ids"));
+    copy_file(UG_DIR "/tokenizer.json", json);
+    assert_int_equal(lp_tokenizer_load_dir(&t, sub), LP_OK);
+    check_t5_specials(t, 330);
+    lp_tokenizer_free(t);
+    unlink(model), unlink(config), unlink(tok_config), unlink(json);
+    rmdir(sub);
+}
+
+/* The texts where tokenizers and sentencepiece part ways give each its own ids: a full-width
+ * letter with a combining accent (one grapheme: tokenizers maps the letter and drops the
+ * accent, sentencepiece's longest rule composes them) and trailing U+0085 (Strip removes
+ * it). The fixture's hf_ids differ from its ids there, so each path is told apart. */
+static void test_unigram_paths_differ_where_tokenizers_and_sentencepiece_do(void **state) {
+    (void)state;
+    lp_tokenizer *hf = NULL, *spm = NULL;
+    assert_int_equal(lp_tokenizer_load_json(&hf, UG_DIR "/tokenizer.json"), LP_OK);
+    assert_int_equal(lp_tokenizer_load_spiece(&spm, UG_DIR "/spiece.model", 10), LP_OK);
+    static const char *const texts[] = {"\xef\xbc\xa1\xcc\x81 x", "end\xc2\x85"};
+    for (int k = 0; k < 2; k++) {
+        int a[64], b[64], na = 0, nb = 0;
+        assert_int_equal(lp_tokenizer_encode(hf, texts[k], strlen(texts[k]), false, a, 64, &na), LP_OK);
+        assert_int_equal(lp_tokenizer_encode(spm, texts[k], strlen(texts[k]), false, b, 64, &nb), LP_OK);
+        assert_false(na == nb && memcmp(a, b, (size_t)na * sizeof *a) == 0);
+    }
+    lp_tokenizer_free(hf);
+    lp_tokenizer_free(spm);
+}
+
 /* SentencePiece tokenizer.json vs llama2.c tokenizer.bin: not cross-checked, because the
  * two merge rules differ. llama2.c merges any adjacent pair whose concatenation is a
  * token, best score first, leftmost on ties; Hugging Face's converted merges list ranks
@@ -1081,6 +1401,13 @@ int main(void) {
         cmocka_unit_test(test_vocab_txt_lines_duplicates_and_errors),
         cmocka_unit_test(test_roberta_from_vocab_json_merges_and_config),
         cmocka_unit_test(test_roberta_tokenizer_json_with_roberta_processing),
+        cmocka_unit_test(test_unigram_tokenizer_json_matches_sentencepiece),
+        cmocka_unit_test(test_unigram_viterbi_ties_unknowns_and_byte_fallback),
+        cmocka_unit_test(test_unigram_spiece_model_matches_sentencepiece),
+        cmocka_unit_test(test_unigram_load_dir_reads_spiece_model_as_t5tokenizer),
+        cmocka_unit_test(test_spiece_model_reader_is_strict),
+        cmocka_unit_test(test_spiece_model_byte_fallback_matches_sentencepiece),
+        cmocka_unit_test(test_unigram_paths_differ_where_tokenizers_and_sentencepiece_do),
     };
     int failed = cmocka_run_group_tests_name("tokenizer_gpt2", gpt2_tests, gpt2_setup, gpt2_teardown);
     failed += cmocka_run_group_tests_name("tokenizer", other_tests, NULL, NULL);

@@ -16,6 +16,12 @@
  *    longest-match-first with "##" continuations, [UNK] for a word with no match or over
  *    max_input_chars_per_word (100) characters. As Hugging Face's tokenizers (and so
  *    BertTokenizerFast): no NFC, accents stripped before lower-casing.
+ *  - SentencePiece Unigram (T5, Flan-T5, mT5): tokenizer.json with a Unigram model, or
+ *    spiece.model (sentencepiece's ModelProto) alone. Viterbi segmentation over the piece
+ *    scores, an unknown character scored 10 below the lowest piece (runs of them fused into
+ *    one <unk>), the precompiled charsmap normaliser, "▁" for spaces, "</s>" appended, the
+ *    <extra_id_N> sentinels matched whole. tokenizer.json runs as Hugging Face's tokenizers
+ *    runs it; spiece.model as sentencepiece does (they differ in corner cases, see README).
  * Added/special tokens listed in tokenizer.json (e.g. "<|endoftext|>", "[MASK]") are matched
  * literally in the input, before normalisation, and the rest is split around them; one with
  * lstrip (RoBERTa's "<mask>") takes the whitespace before it along.
@@ -41,6 +47,7 @@ typedef enum {
     LP_TOK_SPIECE_BPE,    /* SentencePiece-style BPE from tokenizer.json */
     LP_TOK_LLAMA2C,       /* llama2.c tokenizer.bin */
     LP_TOK_WORDPIECE,     /* BERT's WordPiece (vocab.txt or tokenizer.json) */
+    LP_TOK_UNIGRAM,       /* SentencePiece Unigram (tokenizer.json or spiece.model) */
 } lp_tokenizer_kind;
 
 /* The tokens a model gives roles; lp_tokenizer_special says which id plays each. */
@@ -59,7 +66,10 @@ typedef enum {
  *  1. tokenizer.json;
  *  2. vocab.json + merges.txt (RoBERTa's specials and template when config.json says
  *     model_type "roberta", GPT-2's otherwise);
- *  3. vocab.txt (WordPiece, options from tokenizer_config.json when there is one).
+ *  3. vocab.txt (WordPiece, options from tokenizer_config.json when there is one);
+ *  4. spiece.model (Unigram, read as T5Tokenizer does: extra_ids from
+ *     tokenizer_config.json, else 100 when config.json says model_type t5, mt5 or umt5,
+ *     else 0).
  * Returns LP_EIO if the directory holds none (message says which files were looked for). */
 int lp_tokenizer_load_dir(lp_tokenizer **out, const char *dir);
 /* Does dir hold the files of one of the tokenizers lp_tokenizer_load_dir reads? */
@@ -77,10 +87,16 @@ int lp_tokenizer_load_vocab_txt(lp_tokenizer **out, const char *vocab_txt_path, 
 int lp_tokenizer_load_llama2c(lp_tokenizer **out, const char *path, int vocab_size);
 /* The same from memory, for fuzzing: buf holds the whole tokenizer.bin. */
 int lp_tokenizer_load_llama2c_mem(lp_tokenizer **out, const void *buf, size_t len, int vocab_size, const char *what);
+/* sentencepiece's spiece.model (a serialized ModelProto) as T5Tokenizer reads it: its
+ * control and unknown pieces and extra_ids sentinels <extra_id_0> .. (ids from the end,
+ * <extra_id_0> last) are special tokens, "</s>" ends each sequence. Unigram models only. */
+int lp_tokenizer_load_spiece(lp_tokenizer **out, const char *path, int extra_ids);
+/* The same from memory, for fuzzing. */
+int lp_tokenizer_load_spiece_mem(lp_tokenizer **out, const void *buf, size_t len, int extra_ids, const char *what);
 void lp_tokenizer_free(lp_tokenizer *t);
 
 lp_tokenizer_kind lp_tokenizer_kind_of(const lp_tokenizer *t);
-const char *lp_tokenizer_kind_name(const lp_tokenizer *t); /* "gpt2-bpe", "sentencepiece-bpe", "llama2c", "wordpiece" */
+const char *lp_tokenizer_kind_name(const lp_tokenizer *t); /* "gpt2-bpe", "sentencepiece-bpe", "llama2c", "wordpiece", "unigram" */
 int lp_tokenizer_vocab_size(const lp_tokenizer *t);          /* 1 + the largest id it knows */
 int lp_tokenizer_bos(const lp_tokenizer *t);                 /* -1 if none */
 int lp_tokenizer_eos(const lp_tokenizer *t);                 /* -1 if none */
@@ -90,8 +106,9 @@ int lp_tokenizer_special(const lp_tokenizer *t, lp_special which);
 
 /* Encodes len bytes of text (any bytes; invalid UTF-8 is handled the way the reference
  * tokenizer handles it) into ids[0..*n). With add_bos, BOS is put first when the tokenizer
- * has one. cap >= len + 3 is enough unless the vocabulary lacks "▁" or an added token is a
- * single byte. Returns LP_ERANGE (with *n = the count needed) if cap is too small.
+ * has one. cap >= len + 3 is enough unless the vocabulary lacks "▁", an added token is a
+ * single byte or a charsmap expands the text (NFKC: U+FDFA is 18 characters). Returns
+ * LP_ERANGE (with *n = the count needed) if cap is too small.
  * Invalid UTF-8 is not an error: for the pre-split regex each invalid byte counts as one
  * character that is not a letter, number or space (as Python's regex on a string decoded
  * with errors="surrogateescape"), and byte-level/byte-fallback tokens keep its value. */

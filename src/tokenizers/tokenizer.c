@@ -49,6 +49,8 @@ static int utf8_len(const unsigned char *s, size_t n) {
     return len;
 }
 
+int lp_tok_utf8_len(const unsigned char *s, size_t n) { return utf8_len(s, n); }
+
 static int put_utf8(unsigned cp, char *out) {
     if (cp < 0x80) { out[0] = (char)cp; return 1; }
     if (cp < 0x800) {
@@ -142,6 +144,12 @@ void lp_tokenizer_free(lp_tokenizer *t) {
     free(t->merge_rank);
     free(t->merge_id);
     free(t->added);
+    for (int k = 0; k < t->n_norm; k++) pcre2_code_free(t->norm[k].re);
+    free(t->ug_score);
+    free(t->ug_key);
+    free(t->ug_child);
+    free(t->ug_term);
+    free(t->cm_units);
     free(t);
 }
 
@@ -797,6 +805,41 @@ static int norm_too_long(const lp_tokenizer *t, size_t n, size_t limit) {
                     LP_TOK_NORM_FACTOR, LP_TOK_NORM_SLACK);
 }
 
+static size_t space_before(const char *s, size_t n);
+static size_t space_at(const char *s, size_t n);
+
+/* Replace with a Regex pattern: every match (non-overlapping, left to right) becomes the
+ * replacement; an empty match replaces nothing (tokenizers' patterns for it, " {2,}", never
+ * match empty). The pattern is compiled to match in text that is not UTF-8 too. */
+static int replace_regex(const lp_tokenizer *t, const norm_step *st, sbuf *in, sbuf *out, size_t n, size_t limit) {
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(st->re, NULL);
+    if (!md) return lp_error(LP_ENOMEM, "tokenizer: out of memory for regex match data");
+    int rc = LP_OK;
+    size_t at = 0, last = 0;
+    while (at <= in->n && !rc) {
+        int m = pcre2_match(st->re, (PCRE2_SPTR)in->s, in->n, at, 0, md, NULL);
+        if (m == PCRE2_ERROR_NOMATCH) break;
+        if (m < 0) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(m, msg, sizeof msg);
+            rc = lp_error(LP_ERANGE, "%s: Replace regex failed at byte %zu: %s", t->what, at, (const char *)msg);
+            break;
+        }
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+        if (ov[1] == ov[0]) {
+            at = ov[0] + 1;
+            continue;
+        }
+        if (!(rc = lp_tok_sbuf_add(out, in->s + last, ov[0] - last)))
+            rc = lp_tok_sbuf_add(out, blob_at(t, st->b_off), st->b_len);
+        last = at = ov[1];
+        if (!rc && out->n > limit) rc = norm_too_long(t, n, limit);
+    }
+    if (!rc) rc = lp_tok_sbuf_add(out, in->s + last, in->n - last);
+    pcre2_match_data_free(md);
+    return rc;
+}
+
 /* Applies the normalizer steps (Prepend, Replace) to s into out, up to the size limit. */
 static int spiece_normalize(const lp_tokenizer *t, const char *s, size_t n, sbuf *out, sbuf *tmp) {
     int rc;
@@ -811,6 +854,15 @@ static int spiece_normalize(const lp_tokenizer *t, const char *s, size_t n, sbuf
         if (st->op == NORM_PREPEND) {
             if (out->n == 0) continue;
             if ((rc = lp_tok_sbuf_add(tmp, a, st->a_len)) || (rc = lp_tok_sbuf_add(tmp, out->s, out->n))) return rc;
+        } else if (st->op == NORM_PRECOMPILED) {
+            if ((rc = lp_tok_precompiled_apply(t, out->s, out->n, tmp))) return rc;
+        } else if (st->op == NORM_STRIP) {
+            size_t a0 = 0, b0 = out->n, k;
+            while (st->left && a0 < b0 && (k = space_at(out->s + a0, b0 - a0)) > 0) a0 += k;
+            while (st->right && b0 > a0 && (k = space_before(out->s + a0, b0 - a0)) > 0) b0 -= k;
+            if ((rc = lp_tok_sbuf_add(tmp, out->s + a0, b0 - a0))) return rc;
+        } else if (st->op == NORM_REPLACE_RE) {
+            if ((rc = replace_regex(t, st, out, tmp, n, limit))) return rc;
         } else {
             for (size_t i = 0; i < out->n;) {
                 if (out->n - i >= st->a_len && memcmp(out->s + i, a, st->a_len) == 0) {
@@ -830,35 +882,55 @@ static int spiece_normalize(const lp_tokenizer *t, const char *s, size_t n, sbuf
     return LP_OK;
 }
 
+/* One word of a SentencePiece-style tokenizer: Unigram's Viterbi search or BPE merges. */
+static int encode_spiece_piece(const lp_tokenizer *t, const char *s, size_t n, bpe_work *w, ivec *out) {
+    return t->kind == LP_TOK_UNIGRAM ? lp_tok_unigram_encode_word(t, s, n, out) : encode_spiece_word(t, s, n, w, out);
+}
+
+/* Metaspace (pre_tokenizers/metaspace.rs) on one piece: spaces become the replacement, which
+ * is prepended (scheme permitting) unless the piece then starts with it; with split, each
+ * word starts at a replacement character. */
+static int metaspace_encode(const lp_tokenizer *t, const char *s, size_t n, bool at_start, bpe_work *w, ivec *out,
+                            sbuf *tmp) {
+    const char *ms = blob_at(t, t->ms_off);
+    size_t ml = t->ms_len;
+    int rc = LP_OK;
+    tmp->n = 0;
+    bool starts = n > 0 && (s[0] == ' ' || (n >= ml && memcmp(s, ms, ml) == 0));
+    bool prepend = t->metaspace_prepend == PREPEND_ALWAYS || (t->metaspace_prepend == PREPEND_FIRST && at_start);
+    if (prepend && !starts && (rc = lp_tok_sbuf_add(tmp, ms, ml))) return rc;
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = s[i] == ' ' ? lp_tok_sbuf_add(tmp, ms, ml) : lp_tok_sbuf_add(tmp, s + i, 1);
+    if (rc || tmp->n == 0) return rc;
+    if (!t->metaspace_split || ml == 0) return encode_spiece_piece(t, tmp->s, tmp->n, w, out);
+    size_t start = 0;
+    for (size_t i = 1; i <= tmp->n && !rc; i++) {
+        if (i < tmp->n && !(tmp->n - i >= ml && memcmp(tmp->s + i, ms, ml) == 0)) continue;
+        rc = encode_spiece_piece(t, tmp->s + start, i - start, w, out);
+        start = i;
+    }
+    return rc;
+}
+
 static int encode_spiece(const lp_tokenizer *t, const char *s, size_t n, bool at_start, bpe_work *w, ivec *out) {
     sbuf norm = {0}, tmp = {0};
     int rc = spiece_normalize(t, s, n, &norm, &tmp);
     if (rc || norm.n == 0) goto done;
-    if (t->metaspace) {
-        const char *ms = blob_at(t, t->ms_off);
-        size_t ml = t->ms_len;
-        tmp.n = 0;
-        bool starts = norm.n >= ml && memcmp(norm.s, ms, ml) == 0;
-        bool prepend = t->metaspace_prepend == PREPEND_ALWAYS || (t->metaspace_prepend == PREPEND_FIRST && at_start);
-        if (prepend && !starts && (rc = lp_tok_sbuf_add(&tmp, ms, ml))) goto done;
-        for (size_t i = 0; i < norm.n; i++) {
-            rc = norm.s[i] == ' ' ? lp_tok_sbuf_add(&tmp, ms, ml) : lp_tok_sbuf_add(&tmp, norm.s + i, 1);
-            if (rc) goto done;
+    if (t->whitespace_split) { /* WhitespaceSplit: words between White_Space, each on its own */
+        size_t i = 0, k;
+        while (i < norm.n && !rc) {
+            while (i < norm.n && (k = space_at(norm.s + i, norm.n - i)) > 0) i += k;
+            size_t a = i;
+            while (i < norm.n && space_at(norm.s + i, norm.n - i) == 0) i++;
+            if (i == a) break;
+            /* a word after the first no longer starts the text (PrependScheme::First) */
+            rc = t->metaspace ? metaspace_encode(t, norm.s + a, i - a, at_start && a == 0, w, out, &tmp)
+                              : encode_spiece_piece(t, norm.s + a, i - a, w, out);
         }
-        sbuf swap = norm;
-        norm = tmp, tmp = swap;
-    }
-    if (t->metaspace && t->metaspace_split && t->ms_len > 0) {
-        /* each word starts at a replacement character (it merges with what follows) */
-        const char *ms = blob_at(t, t->ms_off);
-        size_t start = 0;
-        for (size_t i = 1; i <= norm.n; i++) {
-            if (i < norm.n && !(norm.n - i >= t->ms_len && memcmp(norm.s + i, ms, t->ms_len) == 0)) continue;
-            if ((rc = encode_spiece_word(t, norm.s + start, i - start, w, out))) goto done;
-            start = i;
-        }
+    } else if (t->metaspace) {
+        rc = metaspace_encode(t, norm.s, norm.n, at_start, w, out, &tmp);
     } else {
-        rc = encode_spiece_word(t, norm.s, norm.n, w, out);
+        rc = encode_spiece_piece(t, norm.s, norm.n, w, out);
     }
 done:
     free(norm.s);
@@ -951,6 +1023,7 @@ static int encode_text(const lp_tokenizer *t, const char *text, size_t len, bpe_
             while (end > seg && (step = space_before(s, end - seg)) > 0) end -= step;
         if (t->kind == LP_TOK_BYTE_BPE) rc = encode_byte_level(t, s, end - seg, w, out);
         else if (t->kind == LP_TOK_WORDPIECE) rc = lp_tok_wordpiece_encode(t, s, end - seg, out);
+        else if (t->spm_norm) rc = lp_tok_unigram_encode_spm(t, s, end - seg, out);
         else rc = encode_spiece(t, s, end - seg, seg == 0, w, out);
         if (rc || k < 0) break;
         rc = lp_ivec_push(out, t->added[k].id);
@@ -1057,6 +1130,7 @@ const char *lp_tokenizer_kind_name(const lp_tokenizer *t) {
     case LP_TOK_SPIECE_BPE: return "sentencepiece-bpe";
     case LP_TOK_LLAMA2C: return "llama2c";
     case LP_TOK_WORDPIECE: return "wordpiece";
+    case LP_TOK_UNIGRAM: return "unigram";
     }
     return "?";
 }

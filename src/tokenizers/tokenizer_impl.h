@@ -54,12 +54,14 @@ typedef struct {
     int id_at, n_ids;
 } tmpl_piece;
 
-typedef enum { NORM_PREPEND, NORM_REPLACE } norm_op;
+typedef enum { NORM_PREPEND, NORM_REPLACE, NORM_REPLACE_RE, NORM_STRIP, NORM_PRECOMPILED } norm_op;
 
 typedef struct {
     norm_op op;
     uint32_t a_off, a_len; /* prepend: the text; replace: the pattern */
-    uint32_t b_off, b_len; /* replace: the replacement */
+    uint32_t b_off, b_len; /* replace (and replace_re): the replacement */
+    pcre2_code *re;        /* replace_re: the pattern */
+    bool left, right;      /* strip: which ends */
 } norm_step;
 
 typedef enum { PREPEND_NEVER, PREPEND_ALWAYS, PREPEND_FIRST } prepend_scheme;
@@ -124,6 +126,20 @@ struct lp_tokenizer {
     bool bert_norm;                        /* BertNormalizer, with: */
     bool bn_clean, bn_chinese, bn_strip, bn_lower;
     bool bert_pretok; /* BertPreTokenizer; without it a segment is one word */
+
+    /* Unigram (unigram.c) */
+    bool whitespace_split; /* WhitespaceSplit pre-tokenizer (before Metaspace) */
+    double *ug_score;      /* (n_vocab) piece scores */
+    double ug_unk_score;   /* the score of an unknown character: the lowest score - 10 */
+    uint64_t *ug_key;      /* the lattice's trie: (node << 8 | byte) -> child, open addressing */
+    int32_t *ug_child;
+    uint32_t ug_mask;
+    int32_t *ug_term; /* (node) the id of the piece that ends there, or -1 */
+    uint32_t *cm_units;    /* the precompiled charsmap's double-array trie (cm_n units) */
+    size_t cm_n;
+    uint32_t cm_str_off, cm_str_len; /* its normalised strings, in the blob */
+    /* spiece.model: sentencepiece's own normaliser (normalizer.cc) instead of the steps */
+    bool spm_norm, spm_dummy_prefix, spm_remove_ws, spm_escape_ws;
 };
 
 /* A growing byte buffer (NUL-terminated once anything is added); zero-initialise, free s. */
@@ -193,6 +209,28 @@ int lp_tok_wordpiece_encode(const lp_tokenizer *t, const char *s, size_t n, lp_i
 int lp_tok_wordpiece_decode(const lp_tokenizer *t, const int *ids, int n, bool (*skip)(const lp_tokenizer *, int),
                             sbuf *out);
 int lp_tok_sbuf_add(sbuf *b, const void *s, size_t n);
+
+/* Unigram (unigram.c). A loader sets the scores (lp_tok_unigram_alloc, then ug_score[id]),
+ * the unknown id (t->unk) and, when it has one, the charsmap, then calls
+ * lp_tok_unigram_index once the pieces are final; in_lattice(id) says which pieces the
+ * Viterbi search may use (NULL: every piece). */
+int lp_tok_unigram_alloc(lp_tokenizer *t);
+int lp_tok_unigram_index(lp_tokenizer *t, bool (*in_lattice)(const lp_tokenizer *, int, void *), void *ctx);
+/* Checks and keeps a precompiled_charsmap (a little-endian u32 trie size, the Darts double
+ * array, then NUL-separated normalised strings). */
+int lp_tok_charsmap_set(lp_tokenizer *t, const void *blob, size_t n);
+/* Decodes standard base64 (padding required, nothing else allowed) into a new buffer. */
+int lp_tok_base64_decode_new(const char *s, size_t n, unsigned char **out, size_t *out_len);
+/* tokenizers' Precompiled normalizer on s[0..n) into out (appended). */
+int lp_tok_precompiled_apply(const lp_tokenizer *t, const char *s, size_t n, sbuf *out);
+/* Viterbi segmentation of one word (already normalised) into ids. */
+int lp_tok_unigram_encode_word(const lp_tokenizer *t, const char *s, size_t n, lp_ivec *out);
+/* A stretch of text between added tokens, normalised the way sentencepiece does
+ * (spm_norm), then segmented. */
+int lp_tok_unigram_encode_spm(const lp_tokenizer *t, const char *s, size_t n, lp_ivec *out);
+/* The length of the valid UTF-8 sequence at s (1..4), or 0 if the bytes there are not one. */
+int lp_tok_utf8_len(const unsigned char *s, size_t n);
+
 /* Unicode White_Space (Rust's char::is_whitespace, which Hugging Face's tokenizers use). */
 bool lp_tok_is_white_space(uint32_t c);
 

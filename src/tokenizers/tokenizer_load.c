@@ -1,7 +1,8 @@
-/* Reading tokenizer files: llama2.c's tokenizer.bin, GPT-2's vocab.json + merges.txt, and
- * Hugging Face's tokenizer.json (plus lp_tokenizer_load_dir, which picks between the last
- * two). Each loader validates what it reads, fills an lp_tokenizer through the builders in
- * tokenizer_impl.h and leaves encoding to tokenizer.c. */
+/* Reading tokenizer files: llama2.c's tokenizer.bin, GPT-2's vocab.json + merges.txt, BERT's
+ * vocab.txt and Hugging Face's tokenizer.json (plus lp_tokenizer_load_dir, which picks
+ * between them and spiece.model, read in spiece_model.c). Each loader validates what it
+ * reads, fills an lp_tokenizer through the builders in tokenizer_impl.h and leaves encoding
+ * to tokenizer.c. */
 #include "tokenizers/tokenizer_impl.h"
 
 #include "loupe/error.h"
@@ -396,7 +397,7 @@ done:
 typedef struct {
     bool byte_level, bl_use_regex, bl_add_prefix_space;
     const char *split_regex;
-    bool metaspace;
+    bool metaspace, whitespace_split;
 } pretok_info;
 
 
@@ -438,9 +439,43 @@ static int parse_normalizer(lp_tokenizer *t, json_t *nz, const char *path, int d
         if (!rc) rc = add_norm_string(t, jstr(nz, "content"), &st->b_off, &st->b_len);
         if (rc) return rc;
         if (st->a_len == 0) return lp_error(LP_EFORMAT, "%s: Replace normalizer with an empty pattern", path);
+    } else if (strcmp(type, "Replace") == 0 && jstr(json_object_get(nz, "pattern"), "Regex") && jstr(nz, "content")) {
+        const char *re = jstr(json_object_get(nz, "pattern"), "Regex");
+        int err;
+        PCRE2_SIZE erroff;
+        st->op = NORM_REPLACE_RE;
+        st->re = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF,
+                               &err, &erroff, NULL);
+        if (!st->re) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(err, msg, sizeof msg);
+            return lp_error(LP_EUNSUPPORTED, "%s: Replace normalizer regex does not compile at offset %zu: %s", path,
+                            (size_t)erroff, (const char *)msg);
+        }
+        t->n_norm++; /* counted now, so lp_tokenizer_free frees the pattern whatever comes next */
+        int rc = add_norm_string(t, jstr(nz, "content"), &st->b_off, &st->b_len);
+        return rc;
+    } else if (strcmp(type, "Strip") == 0) {
+        st->op = NORM_STRIP;
+        st->left = jbool(nz, "strip_left", true);
+        st->right = jbool(nz, "strip_right", true);
+    } else if (strcmp(type, "Precompiled") == 0) {
+        const char *b64 = jstr(nz, "precompiled_charsmap");
+        unsigned char *cm = NULL;
+        size_t cm_len = 0;
+        if (!b64 || lp_tok_base64_decode_new(b64, strlen(b64), &cm, &cm_len) != 0)
+            return lp_error(LP_EFORMAT, "%s: Precompiled normalizer: precompiled_charsmap is not a base64 string", path);
+        if (t->cm_units || t->cm_str_len) {
+            free(cm);
+            return lp_error(LP_EUNSUPPORTED, "%s: more than one Precompiled normalizer", path);
+        }
+        int rc = lp_tok_charsmap_set(t, cm, cm_len);
+        free(cm);
+        if (rc) return rc;
+        st->op = NORM_PRECOMPILED;
     } else {
-        return lp_error(LP_EUNSUPPORTED, "%s: normalizer \"%s\" is not supported (only Prepend, Replace of a "
-                                         "string, NFC)", path, type);
+        return lp_error(LP_EUNSUPPORTED, "%s: normalizer \"%s\" is not supported (only Prepend, Replace, Strip, "
+                                         "Precompiled, NFC)", path, type);
     }
     t->n_norm++;
     return LP_OK;
@@ -479,6 +514,13 @@ static int parse_pretokenizer(lp_tokenizer *t, json_t *pt, pretok_info *pi, cons
         pi->split_regex = re;
         return LP_OK;
     }
+    if (strcmp(type, "WhitespaceSplit") == 0) {
+        if (pi->metaspace)
+            return lp_error(LP_EUNSUPPORTED, "%s: WhitespaceSplit after Metaspace is not supported (T5's files put it "
+                            "first)", path);
+        pi->whitespace_split = true;
+        return LP_OK;
+    }
     if (strcmp(type, "Metaspace") == 0) {
         const char *repl = jstr(pt, "replacement");
         const char *scheme = jstr(pt, "prepend_scheme");
@@ -496,7 +538,7 @@ static int parse_pretokenizer(lp_tokenizer *t, json_t *pt, pretok_info *pi, cons
         return LP_OK;
     }
     return lp_error(LP_EUNSUPPORTED, "%s: pre_tokenizer \"%s\" is not supported (only ByteLevel, Split, Metaspace, "
-                                     "Sequence)", path, type);
+                                     "WhitespaceSplit, Sequence)", path, type);
 }
 
 /* The id of a special token named in a post-processor, from its own table or the vocabulary. */
@@ -712,6 +754,71 @@ static int load_wordpiece_json(lp_tokenizer *t, json_t *root, json_t *model, con
     return LP_OK;
 }
 
+/* A Unigram model's "vocab": [[piece, score], ...], the id a piece's index. Sized for the
+ * added tokens too (which may lie beyond it); *n_model gets its length. */
+static int load_unigram_vocab(lp_tokenizer *t, json_t *vocab, const char *path, int extra_max, int *n_model) {
+    if (!json_is_array(vocab)) return lp_error(LP_EFORMAT, "%s: model.vocab of a Unigram model is not a list", path);
+    size_t n = json_array_size(vocab), i;
+    if (n == 0) return lp_error(LP_EFORMAT, "%s: the vocabulary is empty", path);
+    if (n >= (1 << 24)) return lp_error(LP_EFORMAT, "%s: %zu pieces; more than 2^24 is not supported", path, n);
+    if (extra_max >= 0 && (size_t)extra_max > 2 * n + 4096)
+        return lp_error(LP_EFORMAT, "%s: added token ids reach %d but there are only %zu pieces", path, extra_max, n);
+    int rc = lp_tok_alloc_vocab(t, (int)n > extra_max + 1 ? (int)n : extra_max + 1);
+    if (!rc) rc = lp_tok_unigram_alloc(t);
+    if (rc) return rc;
+    json_t *v;
+    json_array_foreach(vocab, i, v) {
+        json_t *p = json_array_get(v, 0), *sc = json_array_get(v, 1);
+        if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_string(p) || !json_is_number(sc))
+            return lp_error(LP_EFORMAT, "%s: model.vocab[%zu] is not [\"piece\", score]", path, i);
+        double score = json_number_value(sc);
+        if (!(score > -1e30 && score < 1e30))
+            return lp_error(LP_EFORMAT, "%s: model.vocab[%zu] has score %g; scores must be finite", path, i, score);
+        if ((rc = lp_tok_set_piece(t, (int)i, json_string_value(p), json_string_length(p)))) return rc;
+        t->ug_score[i] = score;
+    }
+    *n_model = (int)n;
+    return LP_OK;
+}
+
+static bool in_model(const lp_tokenizer *t, int id, void *n_model) {
+    (void)t;
+    return id < *(int *)n_model;
+}
+
+/* The parts of a Unigram tokenizer.json besides the vocabulary and the added tokens: unk_id,
+ * byte_fallback, the normalizer (Precompiled, Strip, Replace, ...), the pre-tokenizer
+ * (Metaspace, WhitespaceSplit), the lattice. */
+static int load_unigram_json(lp_tokenizer *t, json_t *root, json_t *model, int n_model, const char *path) {
+    t->kind = LP_TOK_UNIGRAM;
+    json_t *unk = json_object_get(model, "unk_id");
+    t->unk = -1;
+    if (json_is_integer(unk)) {
+        if (json_integer_value(unk) < 0 || json_integer_value(unk) >= n_model)
+            return lp_error(LP_EFORMAT, "%s: model.unk_id %lld is outside the vocabulary of %d", path,
+                            (long long)json_integer_value(unk), n_model);
+        t->unk = (int)json_integer_value(unk);
+    } else if (unk && !json_is_null(unk)) {
+        return lp_error(LP_EFORMAT, "%s: model.unk_id is neither an integer nor null", path);
+    }
+    t->byte_fallback = jbool(model, "byte_fallback", false);
+    int rc = parse_normalizer(t, json_object_get(root, "normalizer"), path, 0);
+    pretok_info pi = {0};
+    if (!rc) rc = parse_pretokenizer(t, json_object_get(root, "pre_tokenizer"), &pi, path, 0);
+    if (rc) return rc;
+    if (pi.byte_level || pi.split_regex)
+        return lp_error(LP_EUNSUPPORTED, "%s: a Unigram model with a ByteLevel or Split pre_tokenizer is not supported",
+                        path);
+    t->whitespace_split = pi.whitespace_split;
+    t->strip_leading_space = t->metaspace && t->metaspace_prepend != PREPEND_NEVER;
+    for (int k = 0; k < t->n_norm; k++)
+        if (t->norm[k].op == NORM_PREPEND) t->strip_leading_space = true;
+    static const char *const eos_names[] = {"</s>", NULL}, *const bos_names[] = {"<s>", NULL};
+    t->eos = first_piece(t, eos_names);
+    t->bos = first_piece(t, bos_names);
+    return lp_tok_unigram_index(t, in_model, &n_model);
+}
+
 int lp_tokenizer_load_json(lp_tokenizer **out, const char *path) {
     assert(out && path);
     *out = NULL;
@@ -730,9 +837,10 @@ int lp_tokenizer_load_json(lp_tokenizer **out, const char *path) {
     const char *type = jstr(model, "type");
     bool wordpiece = type ? strcmp(type, "WordPiece") == 0
                           : !json_object_get(model, "merges") && json_object_get(model, "max_input_chars_per_word");
-    if (!wordpiece && (type ? strcmp(type, "BPE") != 0 : !json_object_get(model, "merges"))) {
-        rc = lp_error(LP_EUNSUPPORTED, "%s: model type \"%s\" is not supported (only BPE and WordPiece)", path,
-                      type ? type : "(none)");
+    bool unigram = type && strcmp(type, "Unigram") == 0;
+    if (!wordpiece && !unigram && (type ? strcmp(type, "BPE") != 0 : !json_object_get(model, "merges"))) {
+        rc = lp_error(LP_EUNSUPPORTED, "%s: model type \"%s\" is not supported (only BPE, WordPiece and Unigram)",
+                      path, type ? type : "(none)");
         goto done;
     }
     const char *cont = jstr(model, "continuing_subword_prefix"), *suffix = jstr(model, "end_of_word_suffix");
@@ -755,7 +863,10 @@ int lp_tokenizer_load_json(lp_tokenizer **out, const char *path) {
         }
         if (json_integer_value(id) > added_max) added_max = json_integer_value(id);
     }
-    if ((rc = load_vocab_object(t, json_object_get(model, "vocab"), path, (int)added_max))) goto done;
+    int n_model = 0; /* Unigram: the model's own pieces, which its lattice holds */
+    if (unigram) rc = load_unigram_vocab(t, json_object_get(model, "vocab"), path, (int)added_max, &n_model);
+    else rc = load_vocab_object(t, json_object_get(model, "vocab"), path, (int)added_max);
+    if (rc) goto done;
     json_array_foreach(added, i, v) {
         const char *content = jstr(v, "content");
         int id = (int)json_integer_value(json_object_get(v, "id"));
@@ -765,6 +876,10 @@ int lp_tokenizer_load_json(lp_tokenizer **out, const char *path) {
     if ((rc = lp_tok_index_pieces(t))) goto done;
     if (wordpiece) {
         if ((rc = load_wordpiece_json(t, root, model, path))) goto done;
+        goto specials;
+    }
+    if (unigram) {
+        if ((rc = load_unigram_json(t, root, model, n_model, path))) goto done;
         goto specials;
     }
 
@@ -855,7 +970,7 @@ done:
 
 /* The files of a model directory that lp_tokenizer_load_dir looks at. */
 typedef struct {
-    char json[4096], vocab[4096], merges[4096], txt[4096], config[4096], tok_config[4096];
+    char json[4096], vocab[4096], merges[4096], txt[4096], config[4096], tok_config[4096], spiece[4096];
 } dir_files;
 
 static int dir_paths(dir_files *f, const char *dir) {
@@ -864,7 +979,8 @@ static int dir_paths(dir_files *f, const char *dir) {
         lp_path_join(f->merges, sizeof f->merges, dir, "merges.txt") ||
         lp_path_join(f->txt, sizeof f->txt, dir, "vocab.txt") ||
         lp_path_join(f->config, sizeof f->config, dir, "config.json") ||
-        lp_path_join(f->tok_config, sizeof f->tok_config, dir, "tokenizer_config.json"))
+        lp_path_join(f->tok_config, sizeof f->tok_config, dir, "tokenizer_config.json") ||
+        lp_path_join(f->spiece, sizeof f->spiece, dir, "spiece.model"))
         return lp_error(LP_ERANGE, "%s: path too long", dir);
     return LP_OK;
 }
@@ -873,21 +989,45 @@ bool lp_tokenizer_dir_has(const char *dir) {
     dir_files f;
     if (dir_paths(&f, dir)) return false;
     /* vocab.json without merges.txt counts: loading it says that merges.txt is missing */
-    return lp_file_exists(f.json) || lp_file_exists(f.vocab) || lp_file_exists(f.txt);
+    return lp_file_exists(f.json) || lp_file_exists(f.vocab) || lp_file_exists(f.txt) || lp_file_exists(f.spiece);
 }
 
-/* Does the directory's config.json say model_type "roberta"? (No config.json, or one that does
- * not read, says no: the model loader reports a bad config.json itself.) */
-static bool config_says_roberta(const char *config) {
+/* The directory's config.json model_type, copied to type ("" when there is none, or no
+ * config.json, or one that does not read: the model loader reports a bad one itself). */
+static void config_model_type(const char *config, char *type, size_t cap) {
     json_t *cfg = NULL;
+    type[0] = '\0';
     if (!lp_file_exists(config) || lp_json_load_file(config, LP_JSON_MAX_CONFIG, 0, &cfg) != LP_OK) {
         lp_error_clear();
-        return false;
+        return;
     }
-    const char *type = jstr(cfg, "model_type");
-    bool roberta = type && strcmp(type, "roberta") == 0;
+    if (jstr(cfg, "model_type")) snprintf(type, cap, "%s", jstr(cfg, "model_type"));
     json_decref(cfg);
-    return roberta;
+}
+
+static bool config_says_roberta(const char *config) {
+    char type[64];
+    config_model_type(config, type, sizeof type);
+    return strcmp(type, "roberta") == 0;
+}
+
+/* T5Tokenizer's extra_ids: tokenizer_config.json's, else 100 for the T5 family (its
+ * default), else 0. */
+static int spiece_extra_ids(const dir_files *f, int *extra_ids) {
+    char type[64];
+    config_model_type(f->config, type, sizeof type);
+    *extra_ids = strcmp(type, "t5") == 0 || strcmp(type, "mt5") == 0 || strcmp(type, "umt5") == 0 ? 100 : 0;
+    if (!lp_file_exists(f->tok_config)) return LP_OK;
+    json_t *cfg = NULL;
+    int rc = load_json_file(f->tok_config, &cfg);
+    if (rc) return rc;
+    json_t *v = json_object_get(cfg, "extra_ids");
+    if (json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= 100000)
+        *extra_ids = (int)json_integer_value(v);
+    else if (v && !json_is_null(v))
+        rc = lp_error(LP_EFORMAT, "%s: extra_ids is not an integer in [0, 100000]", f->tok_config);
+    json_decref(cfg);
+    return rc;
 }
 
 int lp_tokenizer_load_dir(lp_tokenizer **out, const char *dir) {
@@ -902,6 +1042,11 @@ int lp_tokenizer_load_dir(lp_tokenizer **out, const char *dir) {
                                              : lp_tokenizer_load_gpt2(out, f.vocab, f.merges);
     if (lp_file_exists(f.txt))
         return lp_tokenizer_load_vocab_txt(out, f.txt, lp_file_exists(f.tok_config) ? f.tok_config : NULL);
-    return lp_error(LP_EIO, "%s: no tokenizer: looked for %s, for %s with %s, and for %s", dir, base_name(f.json),
-                    base_name(f.vocab), base_name(f.merges), base_name(f.txt));
+    if (lp_file_exists(f.spiece)) {
+        int extra_ids;
+        if ((rc = spiece_extra_ids(&f, &extra_ids))) return rc;
+        return lp_tokenizer_load_spiece(out, f.spiece, extra_ids);
+    }
+    return lp_error(LP_EIO, "%s: no tokenizer: looked for %s, for %s with %s, for %s, and for %s", dir,
+                    base_name(f.json), base_name(f.vocab), base_name(f.merges), base_name(f.txt), base_name(f.spiece));
 }
