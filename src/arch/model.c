@@ -318,7 +318,9 @@ int lp_model_load(lp_model **out, const char *path, const lp_load_options *opts)
     if (tok_path) {
         rc = lp_dir_exists(tok_path) ? lp_tokenizer_load_dir(&m->tok, tok_path)
              : ends_with(tok_path, ".json") ? lp_tokenizer_load_json(&m->tok, tok_path)
-                                            : lp_tokenizer_load_llama2c(&m->tok, tok_path, m->cfg.vocab);
+             /* a SentencePiece model; T5's 100 sentinels when the model is a T5 */
+             : ends_with(tok_path, ".model") ? lp_tokenizer_load_spiece(&m->tok, tok_path, m->encoder ? 100 : 0)
+                                             : lp_tokenizer_load_llama2c(&m->tok, tok_path, m->cfg.vocab);
         if (rc) goto fail;
     } else if (is_hf) {
         if (lp_tokenizer_dir_has(dir) && (rc = lp_tokenizer_load_dir(&m->tok, dir))) goto fail;

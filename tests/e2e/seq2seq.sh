@@ -83,6 +83,20 @@ refused "--stack on a one-stack model" "encoder-decoder" tests/fixtures/encoders
 refused "--cross on a one-stack model" "encoder-decoder" tests/fixtures/encoders/bert_mlm -e 'run --ids 2,5,3' -e 'attn 0 0 --cross'
 refused "cross-attention is the decoder's" "decoder's" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1' -e 'attn 0 0 --cross --stack enc'
 refused "--stack takes enc or dec" "enc or dec" "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1' -e 'attn 0 0 --stack middle'
+# Text through T5's Unigram tokenizer (tests/fixtures/unigram, sentencepiece's ids): the
+# source takes the template (</s> appended), the target is the decoder's prefix (no </s>).
+uni=tests/fixtures/unigram.json
+want() { jq -c ".cases[] | select(.text == \"$1\") | .ids" "$uni"; }
+"$LOUPE" -d :memory: -m json --tokenizer tests/fixtures/unigram/tokenizer.json "$DIR/t5_relu_tied" \
+    -e 'run hello world --target water is' -e 'run --max 3 -- bypark house' >"$tmp/out" 2>"$tmp/err"
+check "text runs through the Unigram tokenizer" test $? -eq 0
+check "run SOURCE --target TEXT: the source with </s>, the target without" \
+    is 0 ".source_ids == $(want 'hello world') and .target_ids == ($(want 'water is') | .[:-1]) and .ids[0] == 0"
+check "run SOURCE alone decodes greedily from the tokenized source" is 1 ".source_ids == $(want 'bypark house') and .target == \"greedy\""
+printf 'not a protobuf' >"$tmp/garbage.model"
+refused "--tokenizer with a .model file that is not sentencepiece's" "garbage.model" \
+    --tokenizer "$tmp/garbage.model" "$DIR/t5_relu_tied" -e info
+
 for a in dla 'attr ig' 'attr rollout' 'patch --corrupt-ids 6,7,1' scan 'neurons 0 --sort dla'; do
     refused "$a: not yet on encoder-decoders, says so" "not yet available for encoder-decoder" "$DIR/t5_relu_tied" \
         -e 'run --ids 5,1 --target-ids 4,1' -e "$a"
