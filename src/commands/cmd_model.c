@@ -143,7 +143,8 @@ static json_t *run_prediction(lp_session *s, const lp_run *r, const char **colum
     return next;
 }
 
-int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, const char *text, int64_t stored_id) {
+int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, const char *text, const char *pair,
+                     int64_t stored_id) {
     lp_run *r;
     int rc = lp_run_new_typed(&r, s->model, ids, types, n);
     if (rc) return rc;
@@ -153,7 +154,10 @@ int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, con
     /* The run stays current even if recording fails; the failure is still the command's. */
     int rec = LP_OK;
     if (stored_id) s->run_id = stored_id;
-    else rec = lp_cmd_record_run(s, text);
+    else rec = lp_cmd_record_run(s, text, pair);
+    char *shown = NULL; /* a pair is shown as it could be typed again */
+    if (text && pair && asprintf(&shown, "%s --pair %s", text, pair) < 0) shown = NULL;
+    if (shown) text = shown;
     json_t *idarr = json_array();
     for (int i = 0; i < n; i++) json_array_append_new(idarr, json_integer(ids[i]));
     const char *column;
@@ -181,6 +185,7 @@ int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, con
     }
     lp_table_row(table, row);
     lp_cmd_emit(s, v, table);
+    free(shown);
     return rec;
 }
 
@@ -295,10 +300,7 @@ int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
     if (!rc && n == 0) rc = lp_error(LP_EINVAL, "run: the text gives no tokens; give some text or --ids");
     if (!rc && n > c->n_ctx)
         rc = lp_error(LP_ERANGE, "run: %d tokens exceed the model's context of %d; shorten the text", n, c->n_ctx);
-    char *shown = NULL; /* a pair is recorded as it could be typed again */
-    if (!rc && pair && asprintf(&shown, "%s --pair %s", text, pair) < 0) shown = NULL;
-    if (!rc) rc = lp_cmd_start_run(s, ids, types, n, o[0].value ? NULL : shown ? shown : text, 0);
-    free(shown);
+    if (!rc) rc = lp_cmd_start_run(s, ids, types, n, o[0].value ? NULL : text, pair, 0);
     free(ids);
     free(types);
     free(buf);
