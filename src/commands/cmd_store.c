@@ -224,7 +224,8 @@ int lp_cmd_findings(lp_session *s, int argc, char **argv, const char *rest) {
 int lp_cmd_runs(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     return list_view(s, "runs", argc, argv,
-                     "SELECT id, session, text, n_tokens, next_token, next_prob, model, created_at FROM runs_view"
+                     "SELECT id, session, CASE WHEN pair IS NULL THEN text ELSE text || ' --pair ' || pair END AS text,"
+                     " n_tokens, next_token, next_prob, model, created_at FROM runs_view"
                      " WHERE ?1 = 0 OR session_id = ?1 ORDER BY id");
 }
 
