@@ -45,21 +45,6 @@ const char *lp_browser_id_text(const lp_browser *b, int id, char *buf, size_t ca
     return buf;
 }
 
-/* Which text of a sentence pair each token belongs to. A model with token types (BERT)
- * says it: type 1 is the second. Without them (RoBERTa's <s> A </s></s> B </s>), the
- * second begins after the first run of SEP tokens that has tokens after it. */
-static void segments(unsigned char *seg, const int *ids, const int *types, int T, int sep, bool typed) {
-    int i = 0;
-    memset(seg, 0, (size_t)T);
-    if (typed) {
-        for (i = 0; i < T; i++) seg[i] = types[i] != 0;
-        return;
-    }
-    while (i < T && (sep < 0 || ids[i] != sep)) i++;
-    while (i < T && ids[i] == sep) i++;
-    for (; i < T; i++) seg[i] = 1;
-}
-
 /* Makes the run's tokens safe for the screen once per command, and keeps the selection on
  * the run: a new run selects its last token (where the next prediction is made). */
 static void tokens_refresh(lp_browser *b) {
@@ -76,9 +61,8 @@ static void tokens_refresh(lp_browser *b) {
     const int *ids = r ? lp_run_ids(r) : NULL;
     const lp_tokenizer *t = b->s->model ? lp_model_tokenizer(b->s->model) : NULL;
     for (int i = 0; i < T; i++) b->tok_role[i] = (unsigned char)(t ? lp_tokenizer_role(t, ids[i]) : LP_SPECIAL_COUNT);
-    if (T > 0)
-        segments(b->tok_seg, ids, lp_run_types(r), T, t ? lp_tokenizer_special(t, LP_SPECIAL_SEP) : -1,
-                 lp_model_config(b->s->model)->type_vocab > 1);
+    if (T > 0 && t) /* the second text of a pair: by token type where the model has two (BERT) */
+        lp_tokenizer_segments(t, ids, lp_model_config(b->s->model)->type_vocab > 1 ? lp_run_types(r) : NULL, T, b->tok_seg);
     for (int i = 0; i < T; i++) {
         char buf[256];
         b->tok[i] = strdup(lp_browser_id_text(b, ids[i], buf, sizeof buf));

@@ -316,12 +316,24 @@ int lp_cmd_tokens(lp_session *s, int argc, char **argv, const char *rest) {
     if (argc > 1) return lp_error(LP_EINVAL, "tokens takes no arguments");
     json_t *arr = json_array();
     const int *ids = lp_run_ids(s->run), *types = lp_run_types(s->run);
-    bool typed = lp_model_config(s->model)->type_vocab > 0; /* BERT's segments: a "type" column */
-    for (int i = 0; i < lp_run_len(s->run); i++) {
+    const lp_config *c = lp_model_config(s->model);
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    int T = lp_run_len(s->run);
+    bool typed = c->type_vocab > 0; /* BERT's segments: a "type" column */
+    /* Encoders: each token's role and which text of a pair it is in, as the browser marks them. */
+    unsigned char *seg = lp_model_is_encoder(s->model) && t ? calloc((size_t)T + 1, 1) : NULL;
+    if (seg) lp_tokenizer_segments(t, ids, c->type_vocab > 1 ? types : NULL, T, seg);
+    for (int i = 0; i < T; i++) {
         json_t *row = json_pack("{s:i,s:i,s:o}", "pos", i, "id", ids[i], "text", lp_cmd_token(s, ids[i]));
         if (typed) json_object_set_new(row, "type", json_integer(types[i]));
+        if (seg) {
+            const char *role = lp_special_name(lp_tokenizer_role(t, ids[i]));
+            json_object_set_new(row, "special", role ? json_string(role) : json_null());
+            json_object_set_new(row, "segment", json_string(seg[i] ? "B" : "A"));
+        }
         json_array_append_new(arr, row);
     }
+    free(seg);
     lp_cmd_emit(s, arr, NULL);
     return LP_OK;
 }
