@@ -779,6 +779,28 @@ static void attributions_view_names_the_label_and_t_steps_through_labels(void **
     SHOWS(f, "gxi  label positive vs negative");
 }
 
+/* Going to a finding on a sentence pair runs the pair again as it was, its second text's
+ * token types included (the label's probability is the pair's, not the types-0 one's). */
+static void going_to_a_finding_on_a_pair_restores_its_token_types(void **state) {
+    fixture *f = *state;
+    int T = lp_run_len(f->s.run);
+    float p0 = lp_run_logits(f->s.run, 0)[0];
+    OK(lp_exec(&f->s, "note --pos 9 the second text"));
+    OK(lp_exec(&f->s, "run the film"));
+    key(f, '6');
+    key(f, 'j'); /* session default, its finding */
+    SHOWS(f, "finding #1 of run");
+    key(f, LP_KEY_ENTER);
+    assert_false(f->b->message_error);
+    assert_int_equal(f->s.run_id, 1);
+    assert_int_equal(lp_run_len(f->s.run), T);
+    int ones = 0;
+    for (int i = 0; i < T; i++) ones += lp_run_types(f->s.run)[i];
+    assert_int_equal(ones, 7); /* i like ##d the film . [SEP] */
+    assert_float_equal(lp_run_logits(f->s.run, 0)[0], p0, 1e-6);
+    assert_true(strip_cell(f, T - 2)->attr & LP_ATTR_UNDERLINE);
+}
+
 /* A masked LM's attribution names the mask and its candidate; t goes to the next mask. */
 static void attributions_view_names_the_mask_and_t_steps_through_masks(void **state) {
     fixture *f = *state;
@@ -1621,6 +1643,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(attributions_view_names_the_label_and_t_steps_through_labels, bert_cls_pair,
                                         fixture_close),
         cmocka_unit_test_setup_teardown(attributions_view_names_the_mask_and_t_steps_through_masks, bert_mlm_pair,
+                                        fixture_close),
+        cmocka_unit_test_setup_teardown(going_to_a_finding_on_a_pair_restores_its_token_types, bert_cls_pair,
                                         fixture_close),
         STORIES_TEST(note_is_written_and_listed_with_its_run),
         STORIES_TEST(findings_of_another_run_rerun_it),
