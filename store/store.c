@@ -30,7 +30,7 @@ static const char *const QUERIES[Q_COUNT] = {
                    " induction, max_attn) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [Q_MODEL_ADD] = "INSERT INTO models (path, arch, n_layer, n_head, n_kv_head, d_model, d_mlp, vocab, n_ctx, n_params,"
                     " dtype, fingerprint, head) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-                    " ON CONFLICT (fingerprint, path) DO UPDATE SET head = coalesce(head, excluded.head)",
+                    " ON CONFLICT (fingerprint, path) DO NOTHING",
     [Q_MODEL_ID] = "SELECT id FROM models WHERE fingerprint = ?1 AND path = ?2",
     [Q_SESSION_ADD] = "INSERT INTO sessions (name) VALUES (?1)",
     [Q_SESSION_ENSURE] = "INSERT INTO sessions (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",

@@ -314,13 +314,12 @@ static void attr_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     }
     json_t *at = json_array_get(st->list, (size_t)st->sel);
     char target[256] = "", contrast[256] = "", delta[64];
-    long long tid = lp_row_int(at, "target_id", -1), cid = lp_row_int(at, "contrast_id", -1);
+    long long cid = lp_row_int(at, "contrast_id", -1);
     describe_target(b, at, target, sizeof target);
     if (cid >= 0) {
         char t[200];
         snprintf(contrast, sizeof contrast, " vs %s", target_name(b, (int)cid, t, sizeof t));
     }
-    (void)tid;
     double d = lp_row_real(at, "delta");
     if (isnan(d)) snprintf(delta, sizeof delta, "no completeness delta");
     else snprintf(delta, sizeof delta, "delta %.4g", d);
