@@ -246,11 +246,16 @@ int lp_cmd_rerun(lp_session *s, int argc, char **argv, const char *rest) {
     if ((rc = lp_cmd_model_row(s, &current)) == LP_OK && r.model_id != current)
         rc = lp_error(LP_EINVAL, "rerun: run %ld was made with another model (model %lld in the store); load that "
                       "model first", id, (long long)r.model_id);
-    int V = lp_model_config(s->model)->vocab;
+    int V = lp_model_config(s->model)->vocab, types = lp_model_config(s->model)->type_vocab;
     for (int i = 0; !rc && i < r.n; i++)
         if (r.ids[i] >= V)
             rc = lp_error(LP_EINVAL, "rerun: run %ld has token id %d at position %d, outside this model's vocabulary "
                           "(0..%d)", id, r.ids[i], i, V - 1);
+        else if (r.types[i] > 0 && r.types[i] >= types)
+            rc = types > 1 ? lp_error(LP_EINVAL, "rerun: run %ld has token type %d at position %d, and this model's "
+                                      "types are 0..%d (was the database edited?)", id, r.types[i], i, types - 1)
+                           : lp_error(LP_EINVAL, "rerun: run %ld has token type %d at position %d, and this model has "
+                                      "no second token type (was the database edited?)", id, r.types[i], i);
     /* --reuse (going back to a finding): the same run again, in its own session, so that
      * going there twice does not make two more runs. */
     if (!rc && o[0].value) {

@@ -108,6 +108,8 @@ check "fills: the candidates at both masks" test "$(q "$enc" 'SELECT group_conca
 check "masked LM: masks by SQL" test "$(q "$enc" "SELECT count(*) AS n FROM tokens WHERE special = 'mask'" '.[0].n')" = 2
 "$LOUPE" -d "$enc" $ENC/bert_mlm -e 'rerun 1' >/dev/null 2>"$tmp/e"; rc=$?
 check "rerun with another model: refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: rerun: run 1 was made with another model' '$tmp/e'"
+"$LOUPE" -d "$enc" $ENC/bert_cls -e 'sql --write UPDATE tokens SET type = 2 WHERE run_id = 1 AND pos = 9' -e 'rerun 1' >/dev/null 2>"$tmp/e"; rc=$?
+check "rerun of a type the model lacks: refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: rerun: run 1 has token type 2 at position 9, and this model.s types are 0..1' '$tmp/e'"
 cp tests/fixtures/store_v2.db "$tmp/v2.db"
 "$LOUPE" -d "$tmp/v2.db" -m json $ENC/bert_cls -e 'rerun 1' -e classify >"$tmp/out" 2>"$tmp/err"
 check "schema 2 file: migrated and its pair rerun" test $? -eq 0
