@@ -213,7 +213,113 @@ static const char V2[] =
     "JOIN head_scan_scores s ON s.scan_id = h.id\n"
     "LEFT JOIN models m ON m.id = h.model_id;\n";
 
-static const char *const MIGRATIONS[] = {V1, V2};
+/* v3: encoders (BERT, RoBERTa, DistilBERT). A model's head kind; a sentence pair's second
+ * text; each token's type (segment id) and role ('cls', 'sep', 'mask', 'pad', 'unk', 'bos',
+ * 'eos' or NULL), so that a stored run can be run again exactly and masks found by SQL.
+ * Version 2 kept a pair as its text "A --pair B" and no types: what the files it wrote can
+ * tell is filled in. Roles come from the token text for encoders (their specials have fixed
+ * names); a run whose text has " --pair " and two SEPs or more was a pair (one SEP: a text
+ * that held the words, `run -- a --pair b`), and on BERT (the one family with segment
+ * embeddings) its tokens after the first [SEP] were type 1. Types given with `run --ids
+ * --types` were not kept by version 2 and stay 0. Views for classifiers and masked LMs. */
+static const char V3[] =
+    "ALTER TABLE models ADD COLUMN head TEXT;  -- 'lm', 'masked-lm', 'classifier', 'none'\n"
+    "UPDATE models SET head = CASE\n"
+    "  WHEN arch LIKE '%ForMaskedLM' OR arch LIKE '%ForPreTraining' THEN 'masked-lm'\n"
+    "  WHEN arch LIKE '%ForSequenceClassification' THEN 'classifier'\n"
+    "  WHEN arch IN ('BertModel', 'RobertaModel', 'DistilBertModel') THEN 'none'\n"
+    "  ELSE 'lm' END;\n"
+    "ALTER TABLE runs ADD COLUMN pair TEXT;  -- a sentence pair's second text (run A --pair B)\n"
+    "ALTER TABLE tokens ADD COLUMN type INTEGER NOT NULL DEFAULT 0;  -- token type (segment) id\n"
+    "ALTER TABLE tokens ADD COLUMN special TEXT;  -- the token's role: cls, sep, mask, pad, unk, bos, eos; NULL: a word\n"
+
+    "UPDATE tokens SET special = CASE text\n"
+    "  WHEN '[CLS]' THEN 'cls' WHEN '<s>' THEN 'cls' WHEN '[SEP]' THEN 'sep' WHEN '</s>' THEN 'sep'\n"
+    "  WHEN '[MASK]' THEN 'mask' WHEN '<mask>' THEN 'mask' WHEN '[PAD]' THEN 'pad' WHEN '<pad>' THEN 'pad'\n"
+    "  WHEN '[UNK]' THEN 'unk' WHEN '<unk>' THEN 'unk' END\n"
+    "WHERE run_id IN (SELECT r.id FROM runs r JOIN models m ON m.id = r.model_id WHERE m.head <> 'lm');\n"
+    "UPDATE runs SET pair = substr(text, instr(text, ' --pair ') + 8), text = substr(text, 1, instr(text, ' --pair ') - 1)\n"
+    "WHERE instr(text, ' --pair ') > 0\n"
+    "  AND (SELECT count(*) FROM tokens t WHERE t.run_id = runs.id AND t.special = 'sep') >= 2;\n"
+    "UPDATE tokens SET type = 1\n"
+    "WHERE pos > (SELECT min(s.pos) FROM tokens s WHERE s.run_id = tokens.run_id AND s.special = 'sep')\n"
+    "  AND run_id IN (SELECT r.id FROM runs r JOIN models m ON m.id = r.model_id\n"
+    "                 WHERE r.pair IS NOT NULL AND m.arch LIKE 'Bert%');\n"
+    "CREATE INDEX tokens_by_special ON tokens(special) WHERE special IS NOT NULL;\n"
+
+    /* runs_view gains the pair, the head, and what the run's table calls the prediction. */
+    "DROP VIEW runs_view;\n"
+    "CREATE VIEW runs_view AS\n"
+    "SELECT r.id, r.session_id, s.name AS session, r.model_id, m.path AS model, m.head, r.text, r.pair, r.n_tokens,\n"
+    "       p.token AS next_token, p.token_id AS next_token_id, p.prob AS next_prob, r.created_at\n"
+    "FROM runs r\n"
+    "JOIN sessions s ON s.id = r.session_id\n"
+    "LEFT JOIN models m ON m.id = r.model_id\n"
+    "LEFT JOIN predictions p ON p.run_id = r.id AND p.rank = 1 AND p.pos = CASE m.head\n"
+    "  WHEN 'classifier' THEN 0\n"
+    "  WHEN 'masked-lm' THEN (SELECT min(t.pos) FROM tokens t WHERE t.run_id = r.id AND t.special = 'mask')\n"
+    "  ELSE r.n_tokens - 1 END;\n"
+
+    /* A label's name is the prediction's token of a classifier run; other targets are
+     * tokens, named by any prediction of the same model (the target may be outside the
+     * run's top few). Version 2 looked them up across all models. */
+    "DROP VIEW attributions_view;\n"
+    "CREATE VIEW attributions_view AS\n"
+    "SELECT a.id, a.run_id, r.text AS run_text, r.pair AS run_pair, a.method, a.objective, a.pos AS target_pos,\n"
+    "       a.target_id, coalesce((SELECT p.token FROM predictions p WHERE p.run_id = a.run_id AND p.token_id = a.target_id\n"
+    "                              LIMIT 1),\n"
+    "                             (SELECT p.token FROM predictions p JOIN runs q ON q.id = p.run_id\n"
+    "                              WHERE p.token_id = a.target_id AND q.model_id IS r.model_id LIMIT 1)) AS target_token,\n"
+    "       a.contrast_id, s.pos, t.text AS token, t.type, t.special, s.score, a.delta, a.params, a.created_at\n"
+    "FROM attributions a\n"
+    "JOIN runs r ON r.id = a.run_id\n"
+    "JOIN attribution_scores s ON s.attribution_id = a.id\n"
+    "LEFT JOIN tokens t ON t.run_id = a.run_id AND t.pos = s.pos;\n"
+
+    /* Every label of every classifier run, and the one that won (rank 1) per run. */
+    "CREATE VIEW labels_view AS\n"
+    "SELECT p.run_id, r.session_id, m.path AS model, r.text, r.pair, p.token_id AS label_id, p.token AS label,\n"
+    "       p.prob, p.logit, p.rank, r.created_at\n"
+    "FROM predictions p\n"
+    "JOIN runs r ON r.id = p.run_id\n"
+    "JOIN models m ON m.id = r.model_id AND m.head = 'classifier';\n"
+    "CREATE VIEW classifications AS\n"
+    "SELECT run_id, session_id, model, text, pair, label_id, label, prob, logit, created_at\n"
+    "FROM labels_view WHERE rank = 1;\n"
+
+    /* Each classifier attribution with the word it credits most: the highest score among
+     * the input's non-special tokens ([CLS] and [SEP] collect attention and gradient alike). */
+    "CREATE VIEW classification_attributions AS\n"
+    "SELECT c.run_id, c.session_id, c.model, c.text, c.pair, c.label AS predicted, c.prob, a.id AS attribution_id,\n"
+    "       a.method, a.objective, a.target_id AS explained_id, e.label AS explained,\n"
+    "       top.pos AS top_pos, top.text AS top_token, top.score AS top_score, a.created_at\n"
+    "FROM classifications c\n"
+    "JOIN attributions a ON a.run_id = c.run_id\n"
+    "LEFT JOIN labels_view e ON e.run_id = a.run_id AND e.label_id = a.target_id\n"
+    "LEFT JOIN (SELECT s.attribution_id, s.pos, t.text, max(s.score) AS score\n"
+    "           FROM attribution_scores s JOIN attributions b ON b.id = s.attribution_id\n"
+    "           JOIN tokens t ON t.run_id = b.run_id AND t.pos = s.pos\n"
+    "           WHERE t.special IS NULL OR t.special = 'unk'\n"
+    "           GROUP BY s.attribution_id) top ON top.attribution_id = a.id;\n"
+
+    /* A masked LM's candidates at each mask. */
+    "CREATE VIEW fills AS\n"
+    "SELECT p.run_id, r.session_id, m.path AS model, r.text, r.pair, p.pos, p.rank, p.token_id, p.token, p.prob,\n"
+    "       p.logit, r.created_at\n"
+    "FROM predictions p\n"
+    "JOIN runs r ON r.id = p.run_id\n"
+    "JOIN models m ON m.id = r.model_id AND m.head = 'masked-lm'\n"
+    "JOIN tokens t ON t.run_id = p.run_id AND t.pos = p.pos AND t.special = 'mask';\n"
+
+    "DROP VIEW predictions_view;\n"
+    "CREATE VIEW predictions_view AS\n"
+    "SELECT p.run_id, r.text AS run_text, r.pair AS run_pair, p.pos, t.text AS input_token, t.special AS input_special,\n"
+    "       p.rank, p.token_id, p.token, p.prob, p.logit\n"
+    "FROM predictions p\n"
+    "JOIN runs r ON r.id = p.run_id\n"
+    "LEFT JOIN tokens t ON t.run_id = p.run_id AND t.pos = p.pos;\n";
+
+static const char *const MIGRATIONS[] = {V1, V2, V3};
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
 int store_schema_latest(void) { return N_MIGRATIONS; }

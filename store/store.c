@@ -22,14 +22,14 @@ static const char *const QUERIES[Q_COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE", /* take the write lock up front: waits (busy timeout) instead of failing later */
     [Q_COMMIT] = "COMMIT",
     [Q_ROLLBACK] = "ROLLBACK",
-    [Q_RUN_ADD] = "INSERT INTO runs (session_id, model_id, text, n_tokens) VALUES (?1, ?2, ?3, ?4)",
-    [Q_TOKEN_ADD] = "INSERT INTO tokens (run_id, pos, token_id, text) VALUES (?1, ?2, ?3, ?4)",
+    [Q_RUN_ADD] = "INSERT INTO runs (session_id, model_id, text, n_tokens, pair) VALUES (?1, ?2, ?3, ?4, ?5)",
+    [Q_TOKEN_ADD] = "INSERT INTO tokens (run_id, pos, token_id, text, type, special) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [Q_PRED_ADD] = "INSERT INTO predictions (run_id, pos, rank, token_id, token, prob, logit)"
                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [Q_HEAD_ADD] = "INSERT INTO head_metrics (run_id, layer, head, entropy, prev_token, first_token, duplicate_token,"
                    " induction, max_attn) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [Q_MODEL_ADD] = "INSERT INTO models (path, arch, n_layer, n_head, n_kv_head, d_model, d_mlp, vocab, n_ctx, n_params,"
-                    " dtype, fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                    " dtype, fingerprint, head) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                     " ON CONFLICT (fingerprint, path) DO NOTHING",
     [Q_MODEL_ID] = "SELECT id FROM models WHERE fingerprint = ?1 AND path = ?2",
     [Q_SESSION_ADD] = "INSERT INTO sessions (name) VALUES (?1)",
@@ -39,8 +39,8 @@ static const char *const QUERIES[Q_COUNT] = {
     [Q_FINDING_ADD] = "INSERT INTO findings (session_id, run_id, kind, text, layer, head, pos, token_id)"
                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT token_id FROM tokens WHERE run_id = ?2 AND pos = ?7))",
     [Q_TENSOR_ADD] = "INSERT INTO tensors (run_id, name, layer, head, shape, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    [Q_RUN_GET] = "SELECT model_id, text FROM runs WHERE id = ?1",
-    [Q_RUN_TOKENS] = "SELECT token_id FROM tokens WHERE run_id = ?1 ORDER BY pos",
+    [Q_RUN_GET] = "SELECT model_id, text, pair FROM runs WHERE id = ?1",
+    [Q_RUN_TOKENS] = "SELECT token_id, type FROM tokens WHERE run_id = ?1 ORDER BY pos",
     [Q_ATTR_ADD] = "INSERT INTO attributions (run_id, method, objective, pos, target_id, contrast_id, params, delta)"
                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, coalesce(?7, '{}'), ?8)",
     [Q_ATTR_SCORE_ADD] = "INSERT INTO attribution_scores (attribution_id, pos, score) VALUES (?1, ?2, ?3)",
@@ -310,6 +310,7 @@ int lp_store_put_model(lp_store *st, const lp_store_model *m, int64_t *id) {
     sqlite3_bind_int64(s, 10, m->n_params);
     bind_text(s, 11, m->dtype, m->dtype ? strlen(m->dtype) : 0);
     bind_text(s, 12, fp, strlen(fp));
+    bind_text(s, 13, m->head, m->head ? strlen(m->head) : 0);
     if ((rc = done(st, s, "recording the model")) || (rc = prep(st, Q_MODEL_ID, &s))) return rc;
     bind_text(s, 1, fp, strlen(fp));
     bind_text(s, 2, m->path, strlen(m->path));
@@ -384,6 +385,9 @@ static int put_run_rows(lp_store *st, const lp_store_run *r, int64_t run) {
         sqlite3_bind_int(s, 2, i);
         sqlite3_bind_int(s, 3, r->ids[i]);
         bind_text(s, 4, t, t ? (r->token_len ? r->token_len[i] : strlen(t)) : 0);
+        sqlite3_bind_int(s, 5, r->types ? r->types[i] : 0);
+        const char *role = r->special ? r->special[i] : NULL;
+        bind_text(s, 6, role, role ? strlen(role) : 0);
         if ((rc = done(st, s, "recording the run's tokens"))) return rc;
     }
     for (int i = 0; i < r->n_preds; i++) {
@@ -423,6 +427,7 @@ int lp_store_put_run(lp_store *st, const lp_store_run *r, int64_t *run_id) {
     bind_id(s, 2, r->model_id);
     bind_text(s, 3, r->text, r->text ? strlen(r->text) : 0);
     sqlite3_bind_int(s, 4, r->n);
+    bind_text(s, 5, r->pair, r->pair ? strlen(r->pair) : 0);
     if ((rc = done(st, s, "recording the run"))) return rollback(st, rc);
     int64_t run = sqlite3_last_insert_rowid(st->db);
     if ((rc = put_run_rows(st, r, run)) || (rc = run_q(st, Q_COMMIT, "committing the run"))) return rollback(st, rc);
@@ -430,66 +435,87 @@ int lp_store_put_run(lp_store *st, const lp_store_run *r, int64_t *run_id) {
     return LP_OK;
 }
 
-int lp_store_get_run(lp_store *st, int64_t run_id, int64_t *model_id, int **ids, int *n, char **text) {
-    *ids = NULL;
-    *n = 0;
-    if (text) *text = NULL;
+void lp_store_saved_run_free(lp_store_saved_run *r) {
+    if (!r) return;
+    free(r->ids);
+    free(r->types);
+    free(r->text);
+    free(r->pair);
+    *r = (lp_store_saved_run){0};
+}
+
+/* A column of the run's row as a malloc'd string (NULL when NULL). */
+static int column_dup(sqlite3_stmt *s, int col, char **out) {
+    const unsigned char *t = sqlite3_column_text(s, col);
+    *out = NULL;
+    if (t && !(*out = strndup((const char *)t, (size_t)sqlite3_column_bytes(s, col))))
+        return lp_error(LP_ENOMEM, "out of memory reading a run");
+    return LP_OK;
+}
+
+/* Stored ids and types are read as they are or not at all: 2^32 + 1 is not 1, nor 'abc' 0. */
+static int column_index(sqlite3_stmt *s, int col, int64_t run_id, int pos, const char *what, int *out) {
+    bool integer = sqlite3_column_type(s, col) == SQLITE_INTEGER; /* asked before any conversion */
+    sqlite3_int64 v = sqlite3_column_int64(s, col);
+    if (!integer || v < 0 || v > INT_MAX) {
+        const unsigned char *raw = sqlite3_column_text(s, col);
+        return lp_error(LP_EFORMAT, "run %lld: the %s at position %d is '%.40s', not a %s (was the database edited?)",
+                        (long long)run_id, what, pos, raw ? (const char *)raw : "NULL", what);
+    }
+    *out = (int)v;
+    return LP_OK;
+}
+
+static int read_tokens(lp_store *st, int64_t run_id, lp_store_saved_run *r) {
+    sqlite3_stmt *s;
+    int rc = prep(st, Q_RUN_TOKENS, &s), step, cap = 0;
+    if (rc) return rc;
+    sqlite3_bind_int64(s, 1, run_id);
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        if (r->n == cap) {
+            if (cap > INT_MAX / 4) {
+                rc = lp_error(LP_ERANGE, "run %lld has too many tokens", (long long)run_id);
+                break;
+            }
+            cap = cap ? cap * 2 : 64;
+            int *g = realloc(r->ids, (size_t)cap * sizeof *g), *h = g ? realloc(r->types, (size_t)cap * sizeof *h) : NULL;
+            if (g) r->ids = g;
+            if (h) r->types = h;
+            if (!g || !h) {
+                rc = lp_error(LP_ENOMEM, "out of memory reading run %lld", (long long)run_id);
+                break;
+            }
+        }
+        if ((rc = column_index(s, 0, run_id, r->n, "token id", &r->ids[r->n])) ||
+            (rc = column_index(s, 1, run_id, r->n, "token type", &r->types[r->n])))
+            break;
+        r->n++;
+    }
+    if (!rc && step != SQLITE_DONE) rc = store_fail(st, step, "reading the run's tokens");
+    sqlite3_reset(s);
+    /* malloc'd even when the run has no tokens */
+    if (!rc && !r->ids && (!(r->ids = malloc(sizeof *r->ids)) || !(r->types = malloc(sizeof *r->types))))
+        rc = lp_error(LP_ENOMEM, "out of memory");
+    return rc;
+}
+
+int lp_store_get_run(lp_store *st, int64_t run_id, lp_store_saved_run *out) {
+    *out = (lp_store_saved_run){0};
     sqlite3_stmt *s;
     int rc = prep(st, Q_RUN_GET, &s);
     if (rc) return rc;
     sqlite3_bind_int64(s, 1, run_id);
     int step = sqlite3_step(s);
     if (step == SQLITE_ROW) {
-        if (model_id) *model_id = sqlite3_column_int64(s, 0); /* 0 when NULL */
-        const unsigned char *t = sqlite3_column_text(s, 1);
-        if (text && t && !(*text = strndup((const char *)t, (size_t)sqlite3_column_bytes(s, 1))))
-            rc = lp_error(LP_ENOMEM, "out of memory reading run %lld", (long long)run_id);
+        out->model_id = sqlite3_column_int64(s, 0); /* 0 when NULL */
+        if (!(rc = column_dup(s, 1, &out->text))) rc = column_dup(s, 2, &out->pair);
     } else {
         rc = step == SQLITE_DONE ? lp_error(LP_EINVAL, "no run %lld; 'runs' lists them", (long long)run_id)
                                  : store_fail(st, step, "reading the run");
     }
     sqlite3_reset(s);
-    if (!rc && !(rc = prep(st, Q_RUN_TOKENS, &s))) {
-        int cap = 0, *a = NULL;
-        sqlite3_bind_int64(s, 1, run_id);
-        while ((step = sqlite3_step(s)) == SQLITE_ROW) {
-            if (*n == cap) {
-                if (cap > INT_MAX / 4) {
-                    rc = lp_error(LP_ERANGE, "run %lld has too many tokens", (long long)run_id);
-                    break;
-                }
-                int *g = realloc(a, (size_t)(cap = cap ? cap * 2 : 64) * sizeof *a);
-                if (!g) {
-                    rc = lp_error(LP_ENOMEM, "out of memory reading run %lld", (long long)run_id);
-                    break;
-                }
-                a = g;
-            }
-            /* Stored ids are read as they are or not at all: 2^32 + 1 is not 1, nor 'abc' 0. */
-            bool integer = sqlite3_column_type(s, 0) == SQLITE_INTEGER; /* asked before any conversion */
-            sqlite3_int64 id = sqlite3_column_int64(s, 0);
-            if (!integer || id < 0 || id > INT_MAX) {
-                const unsigned char *raw = sqlite3_column_text(s, 0);
-                rc = lp_error(LP_EFORMAT, "run %lld: the token id at position %d is '%.40s', not a token id (was the "
-                              "database edited?)", (long long)run_id, *n, raw ? (const char *)raw : "NULL");
-                break;
-            }
-            a[(*n)++] = (int)id;
-        }
-        if (!rc && step != SQLITE_DONE) rc = store_fail(st, step, "reading the run's tokens");
-        sqlite3_reset(s);
-        *ids = a ? a : malloc(sizeof *a); /* malloc'd even when the run has no tokens */
-        if (!rc && !*ids) rc = lp_error(LP_ENOMEM, "out of memory");
-    }
-    if (rc) {
-        free(*ids);
-        *ids = NULL;
-        *n = 0;
-        if (text) {
-            free(*text);
-            *text = NULL;
-        }
-    }
+    if (!rc) rc = read_tokens(st, run_id, out);
+    if (rc) lp_store_saved_run_free(out);
     return rc;
 }
 

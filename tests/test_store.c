@@ -20,7 +20,7 @@
 #include "loupe/error.h"
 #include "loupe/store.h"
 
-#define SCHEMA_LATEST 2 /* the schema version this loupe writes */
+#define SCHEMA_LATEST 3 /* the schema version this loupe writes */
 
 #define OK(call)                                                                                                       \
     do {                                                                                                               \
@@ -121,7 +121,7 @@ static fake_run fake(int64_t session, int64_t model, const char *text, int n, in
     for (int l = 0; l < nl; l++)
         for (int h = 0; h < nh; h++)
             f.h[l * nh + h] = (lp_store_head_metric){l, h, l + h / 10.0, 0.1, 0.2, 0.3, 0.4, 0.5};
-    f.r = (lp_store_run){session, model, text, f.ids, f.tok, f.len, n, f.p, n * k, f.h, nl * nh};
+    f.r = (lp_store_run){session, model, text, f.ids, f.tok, f.len, n, f.p, n * k, f.h, nl * nh, NULL, NULL, NULL};
     return f;
 }
 
@@ -142,7 +142,7 @@ static int64_t put_fake_run(lp_store *st, int64_t session, int64_t model, const 
 }
 
 static int64_t put_test_model(lp_store *st, const char *path) {
-    lp_store_model m = {path, "gpt2", 2, 3, 3, 48, 192, 512, 64, 123456, "float32", "abcdef0123456789"};
+    lp_store_model m = {path, "gpt2", 2, 3, 3, 48, 192, 512, 64, 123456, "float32", "abcdef0123456789", "lm"};
     int64_t id = 0;
     OK(lp_store_put_model(st, &m, &id));
     return id;
@@ -309,7 +309,7 @@ static void newer_schema_is_refused_and_file_untouched(void **state) {
     snapshot before = snap(f->path);
     lp_store *st = (lp_store *)1;
     EXPECT_ERROR(lp_store_open(&st, f->path), LP_EUNSUPPORTED, f->path,
-                 "has schema version 99; this loupe knows up to 2: use a newer loupe");
+                 "has schema version 99; this loupe knows up to 3: use a newer loupe");
     assert_null(st);
     assert_untouched(&before, f->path);
 }
@@ -498,28 +498,67 @@ static void two_processes_recording_at_once_both_succeed(void **state) {
 
 static void run_round_trips_through_get_run(void **state) {
     lp_store *st = ((fixture *)*state)->st;
-    int64_t session, model = put_test_model(st, "/models/gpt2"), model_back = -1;
+    int64_t session, model = put_test_model(st, "/models/gpt2");
     OK(lp_store_session_default(st, &session));
     int64_t id = put_fake_run(st, session, model, "The cat sat", 5);
-    int *ids, n;
-    char *text;
-    OK(lp_store_get_run(st, id, &model_back, &ids, &n, &text));
-    assert_int_equal(model_back, model);
-    assert_int_equal(n, 5);
-    for (int i = 0; i < n; i++) assert_int_equal(ids[i], 100 + i);
-    assert_string_equal(text, "The cat sat");
-    free(ids);
-    free(text);
+    lp_store_saved_run r;
+    OK(lp_store_get_run(st, id, &r));
+    assert_int_equal(r.model_id, model);
+    assert_int_equal(r.n, 5);
+    for (int i = 0; i < r.n; i++) assert_int_equal(r.ids[i], 100 + i), assert_int_equal(r.types[i], 0);
+    assert_string_equal(r.text, "The cat sat");
+    assert_null(r.pair);
+    lp_store_saved_run_free(&r);
 
     int64_t by_ids = put_fake_run(st, session, model, NULL, 3); /* `run --ids`: no text */
-    OK(lp_store_get_run(st, by_ids, NULL, &ids, &n, &text));
-    assert_int_equal(n, 3);
-    assert_null(text);
-    free(ids);
+    OK(lp_store_get_run(st, by_ids, &r));
+    assert_int_equal(r.n, 3);
+    assert_null(r.text);
+    lp_store_saved_run_free(&r);
     assert_int_equal(q_int(st, "SELECT text IS NULL FROM runs WHERE id = ?1", json_pack("[I]", (json_int_t)by_ids)), 1);
 
-    EXPECT_ERROR(lp_store_get_run(st, 999, NULL, &ids, &n, &text), LP_EINVAL, "no run 999");
-    assert_null(ids);
+    EXPECT_ERROR(lp_store_get_run(st, 999, &r), LP_EINVAL, "no run 999");
+    assert_null(r.ids);
+}
+
+/* Schema v3: an encoder's sentence pair comes back as it was run, its second text and token
+ * types included (rerun runs it from these), and each token's role is kept. */
+static void pair_types_and_roles_round_trip(void **state) {
+    lp_store *st = ((fixture *)*state)->st;
+    int64_t session;
+    OK(lp_store_session_default(st, &session));
+    lp_store_model m = {"/models/bert", "BertForSequenceClassification", 2, 4, 4, 32, 64, 110, 64, 1, "F32", "0123",
+                        "classifier"};
+    int64_t model;
+    OK(lp_store_put_model(st, &m, &model));
+    int ids[7] = {2, 94, 4, 3, 21, 98, 3}, types[7] = {0, 0, 0, 0, 1, 1, 1};
+    const char *tok[7] = {"[CLS]", "this", "[MASK]", "[SEP]", "i", "like", "[SEP]"};
+    const char *role[7] = {"cls", NULL, "mask", "sep", NULL, NULL, "sep"};
+    lp_store_run run = {session, model, "this [MASK]", ids, tok, NULL, 7, NULL, 0, NULL, 0, "i like", types, role};
+    int64_t id;
+    OK(lp_store_put_run(st, &run, &id));
+    lp_store_saved_run r;
+    OK(lp_store_get_run(st, id, &r));
+    assert_int_equal(r.n, 7);
+    assert_memory_equal(r.ids, ids, sizeof ids);
+    assert_memory_equal(r.types, types, sizeof types);
+    assert_string_equal(r.text, "this [MASK]");
+    assert_string_equal(r.pair, "i like");
+    lp_store_saved_run_free(&r);
+    assert_int_equal(q_int(st, "SELECT group_concat(coalesce(special, '-'), ' ') IS 'cls - mask sep - - sep' FROM"
+                               " (SELECT special FROM tokens WHERE run_id = ?1 ORDER BY pos)",
+                           json_pack("[I]", (json_int_t)id)), 1);
+    assert_int_equal(q_int(st, "SELECT pos FROM tokens WHERE run_id = ?1 AND special = 'mask'",
+                           json_pack("[I]", (json_int_t)id)), 2);
+    json_t *o = q_obj(st, "SELECT * FROM runs_view WHERE id = ?1", json_pack("[I]", (json_int_t)id));
+    assert_str_field(o, "pair", "i like");
+    assert_str_field(o, "head", "classifier");
+    json_decref(o);
+    /* A type that is not a type is reported, not read as 0. */
+    json_t *params = json_pack("[I]", (json_int_t)id), *rows = NULL, *table = NULL;
+    OK(lp_store_query(st, "UPDATE tokens SET type = 'x' WHERE run_id = ?1 AND pos = 4", params, true, &rows, &table));
+    json_decref(params);
+    EXPECT_ERROR(lp_store_get_run(st, id, &r), LP_EFORMAT, "token type at position 4 is 'x'");
 }
 
 static void run_is_recorded_all_or_nothing(void **state) {
@@ -547,7 +586,7 @@ static void quotes_and_sql_text_are_stored_verbatim(void **state) {
     const char *tok[3] = {"a\0b", "\xff\xfe\x80", evil};
     size_t len[3] = {3, 3, strlen(evil)};
     lp_store_prediction p = {2, 1, 7, "\"x\0y", 4, 0.25, -1.5};
-    lp_store_run r = {session, 0, evil, ids, tok, len, 3, &p, 1, NULL, 0};
+    lp_store_run r = {session, 0, evil, ids, tok, len, 3, &p, 1, NULL, 0, NULL, NULL, NULL};
     OK(lp_store_put_run(st, &r, &run));
     OK(lp_store_put_finding(st, session, run, "note", quoted, -1, -1, 1, &note));
     assert_int_equal(q_int(st, "SELECT count(*) FROM sqlite_schema WHERE name = 'runs'", NULL), 1);
@@ -584,7 +623,7 @@ static void model_is_recorded_once_per_fingerprint_and_path(void **state) {
     int64_t b = put_test_model(st, "/models/b");
     assert_int_equal(a, again);
     assert_int_not_equal(a, b);
-    lp_store_model other = {"/models/a", "gpt2", 2, 3, 3, 48, 192, 512, 64, 123456, "float32", "ffffffffffffffff"};
+    lp_store_model other = {"/models/a", "gpt2", 2, 3, 3, 48, 192, 512, 64, 123456, "float32", "ffffffffffffffff", "lm"};
     int64_t c;
     OK(lp_store_put_model(st, &other, &c)); /* retrained weights at the same path */
     assert_int_not_equal(c, a);
@@ -959,21 +998,134 @@ static void analyses_are_recorded_and_viewed(void **state) {
 
 /* A file made by the previous version (schema 1) is migrated to the latest on open, its
  * data kept. */
+static void copy_v2_fixture(const char *to) {
+    FILE *src = fopen("tests/fixtures/store_v2.db", "rb"), *dst = fopen(to, "wb");
+    assert_non_null(src);
+    assert_non_null(dst);
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, src)) > 0) assert_int_equal(fwrite(buf, 1, n, dst), n);
+    fclose(src);
+    assert_int_equal(fclose(dst), 0);
+}
+
+/* A file made by an older version (schema 1: loupe's version-2 file without what version 2
+ * added) is migrated to the latest on open, step by step, its data kept. */
 static void version_1_file_is_migrated(void **state) {
     fixture *f = *state;
-    lp_store *st;
-    OK(lp_store_open(&st, f->path));
-    int64_t session;
-    OK(lp_store_session_new(st, "old", &session));
-    lp_store_close(st);
+    copy_v2_fixture(f->path);
     make_sqlite_file(f->path, "DROP VIEW attributions_view; DROP VIEW head_scans_view; DROP TABLE attribution_scores;"
                               " DROP TABLE attributions; DROP TABLE analyses; DROP TABLE head_scan_scores;"
                               " DROP TABLE head_scans; PRAGMA user_version = 1;");
+    lp_store *st;
     OK(lp_store_open(&st, f->path));
     assert_int_equal(lp_store_schema_version(st), SCHEMA_LATEST);
-    assert_int_equal(q_int(st, "SELECT count(*) FROM sessions WHERE name = 'old'", NULL), 1);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM sessions WHERE name = 'enc'", NULL), 1);
     assert_int_equal(q_int(st, "SELECT count(*) FROM sqlite_schema WHERE name = 'attributions_view'", NULL), 1);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM classifications", NULL), 4);
     lp_store_close(st);
+}
+
+/* tests/fixtures/store_v2.db was written by loupe's schema-2 binary (make_store_v2.sh): a
+ * BERT classifier's pair with an attribution, a run given as ids with types (which version 2
+ * dropped), a BERT masked LM's pair with two masks, a text that holds the words " --pair "
+ * (one [SEP]: not a pair), a RoBERTa pair (types all 0) and a decoder's run. Opening it
+ * migrates it to the latest; what version 2 kept in other forms is filled in. */
+static void version_2_file_made_by_loupe_is_migrated(void **state) {
+    fixture *f = *state;
+    copy_v2_fixture(f->path);
+    lp_store *st;
+    OK(lp_store_open(&st, f->path));
+    assert_int_equal(lp_store_schema_version(st), SCHEMA_LATEST);
+    json_t *rows = q_rows(st, "SELECT id, head FROM models ORDER BY id", NULL);
+    const char *heads[4] = {"classifier", "masked-lm", "classifier", "lm"};
+    for (int i = 0; i < 4; i++)
+        assert_string_equal(json_string_value(json_array_get(json_array_get(rows, (size_t)i), 1)), heads[i]);
+    json_decref(rows);
+    /* Pairs split into their two texts; the text that only held the words is left whole. */
+    json_t *o = q_obj(st, "SELECT text, pair FROM runs WHERE id = 1", NULL);
+    assert_str_field(o, "text", "this movie was not good.");
+    assert_str_field(o, "pair", "i liked the film.");
+    json_decref(o);
+    o = q_obj(st, "SELECT text, pair FROM runs WHERE id = 4", NULL);
+    assert_str_field(o, "text", "the quick [MASK] jumped .");
+    assert_str_field(o, "pair", "the [MASK] was good");
+    json_decref(o);
+    assert_int_equal(q_int(st, "SELECT text = 'a --pair b' AND pair IS NULL FROM runs WHERE id = 5", NULL), 1);
+    assert_int_equal(q_int(st, "SELECT text = 'good' AND pair = 'bad' FROM runs WHERE id = 6", NULL), 1);
+    /* Token types: BERT pairs 0 through the first [SEP], then 1; RoBERTa's stay 0. */
+    const char *types_sql = "SELECT group_concat(type, '') FROM (SELECT type FROM tokens WHERE run_id = ?1 ORDER BY pos)";
+    o = q_obj(st, types_sql, json_pack("[i]", 1));
+    json_t *v = json_object_get(o, "group_concat(type, '')");
+    assert_string_equal(json_string_value(v), "000000001111111");
+    json_decref(o);
+    o = q_obj(st, types_sql, json_pack("[i]", 6));
+    assert_string_equal(json_string_value(json_object_get(o, "group_concat(type, '')")), "00000000000");
+    json_decref(o);
+    /* Roles from the encoders' token names; masks found by SQL. */
+    assert_int_equal(q_int(st, "SELECT group_concat(pos) = '3,9' FROM tokens WHERE run_id = 4 AND special = 'mask'", NULL), 1);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM tokens WHERE run_id = 6 AND special = 'sep'", NULL), 3);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM tokens WHERE run_id = 7 AND special IS NOT NULL", NULL), 0);
+    /* rerun reads the pair back exactly. */
+    lp_store_saved_run r;
+    OK(lp_store_get_run(st, 1, &r));
+    assert_string_equal(r.pair, "i liked the film.");
+    assert_int_equal(r.types[7], 0);
+    assert_int_equal(r.types[8], 1);
+    lp_store_saved_run_free(&r);
+    /* The views over the migrated rows. */
+    o = q_obj(st, "SELECT * FROM classifications WHERE run_id = 1", NULL);
+    assert_str_field(o, "label", "negative");
+    assert_str_field(o, "pair", "i liked the film.");
+    assert_real_field(o, "prob", 0.726186215475241);
+    json_decref(o);
+    o = q_obj(st, "SELECT * FROM classification_attributions WHERE run_id = 1", NULL);
+    assert_str_field(o, "method", "ig");
+    assert_str_field(o, "explained", "negative");
+    assert_str_field(o, "top_token", "good");
+    assert_int_field(o, "top_pos", 5);
+    json_decref(o);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM fills WHERE run_id = 4", NULL), 10); /* 2 masks x top 5 */
+    o = q_obj(st, "SELECT * FROM runs_view WHERE id = 4", NULL);
+    assert_int_field(o, "next_token_id", 73); /* the first mask's top candidate, not the [SEP]'s */
+    json_decref(o);
+    lp_store_close(st);
+}
+
+/* A classifier's label ids are not token ids: an attribution's target is named from the
+ * run's own model (version 2's attributions_view took any prediction with that id, from any
+ * model, and gave a row for each). */
+static void classifier_views_name_labels_not_tokens(void **state) {
+    lp_store *st = ((fixture *)*state)->st;
+    int64_t session, gpt = put_test_model(st, "/models/gpt2"), cls, run, attr;
+    OK(lp_store_session_default(st, &session));
+    put_fake_run(st, session, gpt, "tokens with small ids", 3);
+    OK(lp_store_query(st, "UPDATE predictions SET token_id = 1 WHERE pos = 0", NULL, true, NULL, NULL));
+    lp_store_model m = {"/models/cls", "BertForSequenceClassification", 2, 4, 4, 32, 64, 110, 64, 1, "F32", "c1",
+                        "classifier"};
+    OK(lp_store_put_model(st, &m, &cls));
+    int ids[4] = {2, 50, 60, 3};
+    const char *tok[4] = {"[CLS]", "so", "good", "[SEP]"}, *role[4] = {"cls", NULL, NULL, "sep"};
+    lp_store_prediction labels[3] = {{0, 1, 2, "positive", 8, 0.7, 2.0}, {0, 2, 1, "neutral", 7, 0.2, 0.7},
+                                     {0, 3, 0, "negative", 8, 0.1, 0.1}};
+    lp_store_run r = {session, cls, "so good", ids, tok, NULL, 4, labels, 3, NULL, 0, NULL, NULL, role};
+    OK(lp_store_put_run(st, &r, &run));
+    float scores[4] = {5.0f, 0.5f, 2.0f, 4.0f}; /* the specials score highest */
+    lp_store_attribution a = {run, "saliency", "logit", 0, 1, -1, NULL, scores, 4, NAN};
+    OK(lp_store_put_attribution(st, &a, &attr));
+    json_t *p = json_pack("[I]", (json_int_t)attr);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM attributions_view WHERE id = ?1", json_incref(p)), 4);
+    json_t *o = q_obj(st, "SELECT * FROM attributions_view WHERE id = ?1 AND pos = 2", json_incref(p));
+    assert_str_field(o, "target_token", "neutral");
+    json_decref(o);
+    o = q_obj(st, "SELECT * FROM classification_attributions WHERE attribution_id = ?1", p);
+    assert_str_field(o, "predicted", "positive");
+    assert_str_field(o, "explained", "neutral");
+    assert_str_field(o, "top_token", "good");
+    assert_real_field(o, "top_score", 2.0);
+    json_decref(o);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM labels_view WHERE run_id = ?1", json_pack("[I]", (json_int_t)run)), 3);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM classifications", NULL), 1); /* the decoder's run is not one */
 }
 
 #define ON_FILE(t) {#t " (file)", t, on_file, fixture_free, NULL}
@@ -996,6 +1148,7 @@ int main(void) {
         IN_DIR(sigkill_while_recording_keeps_every_committed_run),
         IN_DIR(two_processes_recording_at_once_both_succeed),
         BOTH(run_round_trips_through_get_run),
+        BOTH(pair_types_and_roles_round_trip),
         BOTH(run_is_recorded_all_or_nothing),
         BOTH(quotes_and_sql_text_are_stored_verbatim),
         BOTH(model_is_recorded_once_per_fingerprint_and_path),
@@ -1013,6 +1166,8 @@ int main(void) {
         BOTH(views_answer_the_common_questions),
         BOTH(analyses_are_recorded_and_viewed),
         IN_DIR(version_1_file_is_migrated),
+        IN_DIR(version_2_file_made_by_loupe_is_migrated),
+        BOTH(classifier_views_name_labels_not_tokens),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

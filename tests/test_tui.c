@@ -16,6 +16,7 @@
 
 #include "helpers.h"
 #include "loupe/error.h"
+#include "loupe/generate.h"
 #include "loupe/heads.h"
 #include "loupe/lens.h"
 #include "loupe/tokenizer.h"
@@ -60,6 +61,17 @@ static int no_model(void **state) { return fixture_open(state, NULL, NULL, 256);
 static int stories_no_run(void **state) { return fixture_open(state, STORIES, NULL, 256); }
 static int bert_mlm(void **state) {
     return fixture_open(state, "tests/fixtures/encoders/bert_mlm", "run the [MASK] was good", 256);
+}
+
+static int bert_mlm_pair(void **state) {
+    return fixture_open(state, "tests/fixtures/encoders/bert_mlm", "run the [MASK] was good --pair a [MASK] film", 256);
+}
+static int roberta_pair(void **state) {
+    return fixture_open(state, "tests/fixtures/encoders/roberta_mlm", "run good --pair bad", 256);
+}
+static int bert_cls_pair(void **state) {
+    return fixture_open(state, "tests/fixtures/encoders/bert_cls", "run this movie was not good. --pair i liked the film.",
+                        256);
 }
 
 /* The bundled model (in the tree: its heads are what the test reads, whatever
@@ -695,6 +707,114 @@ static void encoder_attention_rows_are_full(void **state) {
     key(f, '5'); /* a masked LM's lens reads the layers through its head */
     SHOWS(f, "emb");
     SHOWS(f, "out");
+}
+
+/* The strip cell where the token at pos starts (the strip is row 1; every token of these
+ * short runs fits), found by walking the tokens as the strip lays them out. */
+static const lp_cell *strip_cell(const fixture *f, int pos) {
+    int x = 1;
+    for (int i = 0; i < pos; i++) x += f->b->tok_w[i] + 1;
+    return lp_screen_at(f->scr, x, 1);
+}
+
+/* An encoder's strip: the template's [CLS] and [SEP] in the specials' colour, masks in
+ * theirs, the second text of a pair underlined in its own colour, the first text plain. */
+static void strip_marks_specials_masks_and_the_second_text(void **state) {
+    fixture *f = *state;
+    render(f);
+    int T = lp_run_len(f->s.run);
+    assert_int_equal(lp_run_types(f->s.run)[T - 1], 1); /* [CLS] the [MASK] was good [SEP] a [MASK] film [SEP] */
+    assert_string_equal(lp_browser_token(f->b, 2, NULL), "[MASK]");
+    const int want_color[] = {LP_COLOR_SPECIAL, LP_COLOR_NORMAL, LP_COLOR_MASK, LP_COLOR_NORMAL, LP_COLOR_NORMAL,
+                              LP_COLOR_SPECIAL, LP_COLOR_SEGMENT_B, LP_COLOR_MASK, LP_COLOR_SEGMENT_B};
+    for (int i = 0; i < T - 1; i++) { /* the last is selected */
+        const lp_cell *c = strip_cell(f, i);
+        if (c->color != want_color[i]) fail_msg("token %d (%s): colour %d, want %d", i, lp_browser_token(f->b, i, NULL),
+                                                c->color, want_color[i]);
+        assert_int_equal(!!(c->attr & LP_ATTR_UNDERLINE), i > 5); /* B: after the first [SEP] */
+    }
+    const lp_cell *last = strip_cell(f, T - 1); /* the selection keeps the underline of its text */
+    assert_int_equal(last->color, LP_COLOR_SELECTED);
+    assert_true(last->attr & LP_ATTR_UNDERLINE);
+    key(f, LP_KEY_HOME);
+    assert_int_equal(strip_cell(f, T - 1)->color, LP_COLOR_SPECIAL);
+}
+
+/* RoBERTa gives a pair no token types: its second text begins after the </s></s>. */
+static void strip_marks_a_roberta_pair_by_its_separators(void **state) {
+    fixture *f = *state;
+    key(f, LP_KEY_HOME);
+    int T = lp_run_len(f->s.run), seps = 0;
+    for (int i = 0; i < T; i++) {
+        const lp_cell *c = strip_cell(f, i);
+        bool sep = strcmp(lp_browser_token(f->b, i, NULL), "</s>") == 0;
+        seps += sep;
+        if (i > 0) assert_int_equal(c->color, sep ? LP_COLOR_SPECIAL : seps >= 2 ? LP_COLOR_SEGMENT_B : LP_COLOR_NORMAL);
+        assert_int_equal(!!(c->attr & LP_ATTR_UNDERLINE), seps >= 2 && !(sep && seps == 2));
+    }
+    assert_int_equal(seps, 3);
+}
+
+/* A classifier's attribution names its label, and t steps through the labels: computing the
+ * ones the store lacks with the same method, going back to the stored ones. */
+static void attributions_view_names_the_label_and_t_steps_through_labels(void **state) {
+    fixture *f = *state;
+    key(f, '4');
+    SHOWS(f, "No attribution stored for run 1.");
+    key(f, 't'); /* saliency for the top label */
+    SHOWS(f, "[1/1] saliency  label negative  logit");
+    assert_non_null(strstr(status(f), "saliency  label negative: token"));
+    key(f, 't');
+    SHOWS(f, "[1/2] saliency  label neutral");
+    key(f, 't');
+    key(f, 't'); /* positive, then negative again: the stored one */
+    SHOWS(f, "saliency  label negative");
+    json_t *n = lp_browser_query(f->b, "SELECT count(*) AS n FROM attributions", NULL);
+    assert_int_equal(lp_row_int(json_array_get(n, 0), "n", 0), 3);
+    json_decref(n);
+    key(f, ':');
+    type(f, "attr gxi --target positive --vs negative");
+    key(f, LP_KEY_ENTER);
+    key(f, LP_KEY_ESC);
+    SHOWS(f, "gxi  label positive vs negative");
+}
+
+/* Going to a finding on a sentence pair runs the pair again as it was, its second text's
+ * token types included (the label's probability is the pair's, not the types-0 one's). */
+static void going_to_a_finding_on_a_pair_restores_its_token_types(void **state) {
+    fixture *f = *state;
+    int T = lp_run_len(f->s.run);
+    float p0 = lp_run_logits(f->s.run, 0)[0];
+    OK(lp_exec(&f->s, "note --pos 9 the second text"));
+    OK(lp_exec(&f->s, "run the film"));
+    key(f, '6');
+    key(f, 'j'); /* session default, its finding */
+    SHOWS(f, "finding #1 of run");
+    key(f, LP_KEY_ENTER);
+    assert_false(f->b->message_error);
+    assert_int_equal(f->s.run_id, 1);
+    assert_int_equal(lp_run_len(f->s.run), T);
+    int ones = 0;
+    for (int i = 0; i < T; i++) ones += lp_run_types(f->s.run)[i];
+    assert_int_equal(ones, 7); /* i like ##d the film . [SEP] */
+    assert_float_equal(lp_run_logits(f->s.run, 0)[0], p0, 1e-6);
+    assert_true(strip_cell(f, T - 2)->attr & LP_ATTR_UNDERLINE);
+}
+
+/* A masked LM's attribution names the mask and its candidate; t goes to the next mask. */
+static void attributions_view_names_the_mask_and_t_steps_through_masks(void **state) {
+    fixture *f = *state;
+    key(f, '4');
+    key(f, 't');
+    char want[128];
+    char tok[64];
+    int top;
+    OK(lp_top_k(&top, lp_run_logits(f->s.run, 2), lp_run_out_width(f->s.run), 1));
+    snprintf(want, sizeof want, "saliency  mask 2 \xE2\x86\x92 %s", lp_browser_id_text(f->b, top, tok, sizeof tok));
+    SHOWS(f, want);
+    key(f, 't');
+    SHOWS(f, "saliency  mask 7 ");
+    assert_int_equal(f->b->pos, 7);
 }
 
 static void note_is_written_and_listed_with_its_run(void **state) {
@@ -1518,6 +1638,14 @@ int main(void) {
         STORIES_TEST(attributions_view_lists_the_store_then_shows_scores),
         STORIES_TEST(lens_view_shows_top_tokens_per_layer_and_position),
         cmocka_unit_test_setup_teardown(encoder_attention_rows_are_full, bert_mlm, fixture_close),
+        cmocka_unit_test_setup_teardown(strip_marks_specials_masks_and_the_second_text, bert_mlm_pair, fixture_close),
+        cmocka_unit_test_setup_teardown(strip_marks_a_roberta_pair_by_its_separators, roberta_pair, fixture_close),
+        cmocka_unit_test_setup_teardown(attributions_view_names_the_label_and_t_steps_through_labels, bert_cls_pair,
+                                        fixture_close),
+        cmocka_unit_test_setup_teardown(attributions_view_names_the_mask_and_t_steps_through_masks, bert_mlm_pair,
+                                        fixture_close),
+        cmocka_unit_test_setup_teardown(going_to_a_finding_on_a_pair_restores_its_token_types, bert_cls_pair,
+                                        fixture_close),
         STORIES_TEST(note_is_written_and_listed_with_its_run),
         STORIES_TEST(findings_of_another_run_rerun_it),
         STORIES_TEST(going_to_a_finding_reuses_its_run_and_session),

@@ -65,6 +65,7 @@ typedef enum {
     LP_DO_METRIC_NEXT,
     LP_DO_METRIC_PREV,
     LP_DO_FOLLOW,
+    LP_DO_TARGET_NEXT,
     /* the command line */
     LP_DO_EDIT_LEFT,
     LP_DO_EDIT_RIGHT,

@@ -37,6 +37,9 @@ typedef enum {
     LP_COLOR_BAR_RESID,  /* activation bars: residual stream, attention, MLP */
     LP_COLOR_BAR_ATTN,
     LP_COLOR_BAR_MLP,
+    LP_COLOR_SPECIAL,    /* a template's token in the strip: [CLS] [SEP] <s> </s> [PAD], a decoder's BOS/EOS */
+    LP_COLOR_MASK,       /* a mask token ([MASK], <mask>): what a masked LM fills in */
+    LP_COLOR_SEGMENT_B,  /* the second text of a sentence pair (drawn underlined too) */
     LP_COLOR_HEAT_0,     /* LP_COLOR_HEAT(k), k < LP_HEAT_LEVELS */
     LP_COLOR_DIV_0 = LP_COLOR_HEAT_0 + LP_HEAT_LEVELS, /* LP_COLOR_DIV(k), k < LP_DIV_LEVELS */
     LP_COLOR_COUNT = LP_COLOR_DIV_0 + LP_DIV_LEVELS

@@ -58,6 +58,9 @@ static style style_of(int c, int depth) {
     case LP_COLOR_BAR_RESID: return d256 ? (style){75, -1, 0} : (style){COLOR_BLUE, -1, 0};
     case LP_COLOR_BAR_ATTN: return d256 ? (style){209, -1, 0} : (style){COLOR_RED, -1, 0};
     case LP_COLOR_BAR_MLP: return d256 ? (style){114, -1, 0} : (style){COLOR_GREEN, -1, 0};
+    case LP_COLOR_SPECIAL: return d256 ? (style){246, -1, 0} : (style){-1, -1, A_DIM};
+    case LP_COLOR_MASK: return d256 ? (style){16, 177, A_BOLD} : (style){COLOR_BLACK, COLOR_MAGENTA, A_BOLD};
+    case LP_COLOR_SEGMENT_B: return d256 ? (style){117, -1, 0} : (style){COLOR_CYAN, -1, 0};
     default: return (style){-1, -1, 0};
     }
 }
@@ -73,6 +76,8 @@ static attr_t mono_attr(int c) {
     case LP_COLOR_SELECTED: return A_REVERSE | A_BOLD;
     case LP_COLOR_CURSOR: return A_REVERSE;
     case LP_COLOR_KEY: return A_BOLD;
+    case LP_COLOR_SPECIAL: return A_DIM;
+    case LP_COLOR_MASK: return A_BOLD;
     default: return 0;
     }
 }

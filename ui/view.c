@@ -28,8 +28,11 @@ static void tokens_free(lp_browser *b) {
     for (int i = 0; i < b->T; i++) free(b->tok[i]);
     free(b->tok);
     free(b->tok_w);
+    free(b->tok_role);
+    free(b->tok_seg);
     b->tok = NULL;
     b->tok_w = NULL;
+    b->tok_role = b->tok_seg = NULL;
     b->T = 0;
 }
 
@@ -52,8 +55,14 @@ static void tokens_refresh(lp_browser *b) {
     int T = r ? lp_run_len(r) : 0;
     b->tok = calloc((size_t)T + 1, sizeof *b->tok);
     b->tok_w = calloc((size_t)T + 1, sizeof *b->tok_w);
-    if (!b->tok || !b->tok_w) T = 0;
+    b->tok_role = calloc((size_t)T + 1, 1);
+    b->tok_seg = calloc((size_t)T + 1, 1);
+    if (!b->tok || !b->tok_w || !b->tok_role || !b->tok_seg) T = 0;
     const int *ids = r ? lp_run_ids(r) : NULL;
+    const lp_tokenizer *t = b->s->model ? lp_model_tokenizer(b->s->model) : NULL;
+    for (int i = 0; i < T; i++) b->tok_role[i] = (unsigned char)(t ? lp_tokenizer_role(t, ids[i]) : LP_SPECIAL_COUNT);
+    if (T > 0 && t) /* the second text of a pair: by token type where the model has two (BERT) */
+        lp_tokenizer_segments(t, ids, lp_model_config(b->s->model)->type_vocab > 1 ? lp_run_types(r) : NULL, T, b->tok_seg);
     for (int i = 0; i < T; i++) {
         char buf[256];
         b->tok[i] = strdup(lp_browser_id_text(b, ids[i], buf, sizeof buf));
@@ -68,6 +77,20 @@ static void tokens_refresh(lp_browser *b) {
         if (b->layer >= c->n_layer) b->layer = c->n_layer - 1;
         if (b->head >= c->n_head) b->head = c->n_head - 1;
     }
+}
+
+void lp_browser_token_style(const lp_browser *b, int pos, lp_color *color, int *attr) {
+    *color = LP_COLOR_NORMAL;
+    *attr = 0;
+    if (pos < 0 || pos >= b->T) return;
+    switch (b->tok_role[pos]) {
+    case LP_SPECIAL_MASK: *color = LP_COLOR_MASK; break;
+    case LP_SPECIAL_CLS: case LP_SPECIAL_SEP: case LP_SPECIAL_PAD: case LP_SPECIAL_BOS: case LP_SPECIAL_EOS:
+        *color = LP_COLOR_SPECIAL;
+        break;
+    default: *color = b->tok_seg[pos] ? LP_COLOR_SEGMENT_B : LP_COLOR_NORMAL;
+    }
+    if (b->tok_seg[pos]) *attr |= LP_ATTR_UNDERLINE;
 }
 
 const char *lp_browser_token(const lp_browser *b, int pos, int *width) {
@@ -652,8 +675,11 @@ static void draw_strip(lp_browser *b, lp_screen *scr, int y) {
     for (int i = first; i < b->T && x < scr->w - 1; i++) {
         int room = scr->w - 1 - x;
         bool sel = i == b->pos;
-        int n = lp_screen_put_clip(scr, x, y, room, b->tok[i], sel ? LP_COLOR_SELECTED : LP_COLOR_NORMAL,
-                                   sel ? LP_ATTR_BOLD : 0);
+        lp_color color;
+        int attr;
+        lp_browser_token_style(b, i, &color, &attr);
+        int n = lp_screen_put_clip(scr, x, y, room, b->tok[i], sel ? LP_COLOR_SELECTED : color,
+                                   attr | (sel ? LP_ATTR_BOLD : 0));
         x += n + 1;
         if (x >= scr->w - 1 && i + 1 < b->T) lp_screen_put(scr, scr->w - 1, y, 1, "\xE2\x80\xBA", LP_COLOR_DIM, 0);
     }

@@ -79,6 +79,8 @@ struct lp_browser {
     int T;
     char **tok;   /* (T) */
     int *tok_w;   /* (T) display widths */
+    unsigned char *tok_role; /* (T) lp_special of each token, LP_SPECIAL_COUNT for a word */
+    unsigned char *tok_seg;  /* (T) 1 for the second text of a sentence pair, else 0 */
     unsigned tok_gen;
 
     char status[512];   /* the view's line about its cursor */
@@ -135,6 +137,9 @@ void lp_browser_draw(lp_browser *b, lp_screen *scr);
 
 /* The current run's token at pos made safe (""/0 outside the run). */
 const char *lp_browser_token(const lp_browser *b, int pos, int *width);
+/* How the token strip draws the token at pos: its colour and attributes (a template's
+ * specials, masks, the second text of a pair), so that views showing the tokens agree. */
+void lp_browser_token_style(const lp_browser *b, int pos, lp_color *color, int *attr);
 /* The run, or NULL (with a line in area saying what to do) when there is none. */
 const lp_run *lp_browser_need_run(lp_browser *b, lp_screen *scr, lp_rect area);
 /* A token id's text made safe, into buf. */

@@ -1,7 +1,9 @@
 /* View 4, attributions: the current run's input tokens coloured by attribution score on a
  * diverging scale (blue against, red for the target), with the numbers in a side table,
  * for the attributions stored for the run (newest first; `:attr METHOD` adds one). With
- * none stored it lists what the store holds for the run. */
+ * none stored it lists what the store holds for the run. On an encoder the header names
+ * what is explained, a classifier's label or a masked LM's mask, and `t` goes to the next
+ * label or mask (computing its attribution when the store has none). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +11,7 @@
 
 #include "loupe/error.h"
 #include "loupe/output.h"
+#include "loupe/tokenizer.h"
 #include "view.h"
 
 #define TABLE_W 40
@@ -141,6 +144,88 @@ static int attr_update(void *vst, lp_browser *b) {
     return LP_OK;
 }
 
+/* A target's name: a classifier's label, or a token. */
+static const char *target_name(const lp_browser *b, int id, char *buf, size_t cap) {
+    const lp_model *m = b->s->model;
+    if (lp_model_config(m)->head == LP_HEAD_CLASSIFIER) {
+        const char *label = id >= 0 && id < lp_model_n_labels(m) ? lp_model_label(m, id) : NULL;
+        if (label) snprintf(buf, cap, "%s", label);
+        else snprintf(buf, cap, "#%d", id);
+        return buf;
+    }
+    return lp_browser_id_text(b, id, buf, cap);
+}
+
+/* What an attribution explains, for its header and the status line: "  label negative",
+ * "  mask 3 → it", "  target ,". */
+static void describe_target(const lp_browser *b, json_t *at, char *buf, size_t cap) {
+    long long tid = lp_row_int(at, "target_id", -1), pos = lp_row_int(at, "pos", -1);
+    const lp_config *c = lp_model_config(b->s->model);
+    char t[200];
+    buf[0] = '\0';
+    if (c->head == LP_HEAD_CLASSIFIER) {
+        if (tid >= 0) snprintf(buf, cap, "  label %s", target_name(b, (int)tid, t, sizeof t));
+    } else if (c->head == LP_HEAD_MLM) {
+        snprintf(buf, cap, "  mask %lld", pos);
+        if (pos >= 0 && pos < b->T && b->tok_role[pos] != LP_SPECIAL_MASK)
+            lp_appendf(buf, cap, " (%s, not a mask)", lp_browser_token(b, (int)pos, NULL));
+        if (tid >= 0) lp_appendf(buf, cap, " \xE2\x86\x92 %s", target_name(b, (int)tid, t, sizeof t));
+    } else if (tid >= 0) {
+        snprintf(buf, cap, "  target %s (%lld)", target_name(b, (int)tid, t, sizeof t), tid);
+    }
+}
+
+/* t: the next label after the shown attribution's (classifier) or the next mask after its
+ * position (masked LM), explained by the same method: the newest stored attribution that
+ * explains it, or `attr` computes one (its default objective; saliency when none is shown). */
+static bool next_target(attr_state *st, lp_browser *b) {
+    const lp_config *c = lp_model_config(b->s->model);
+    json_t *at = json_array_get(st->list, (size_t)st->sel);
+    const char *method = at ? lp_row_str(at, "method") : "saliency";
+    char cmd[160];
+    int want = -1;
+    if (!at && (c->head == LP_HEAD_CLASSIFIER || c->head == LP_HEAD_MLM)) { /* the top label, the first mask */
+        lp_browser_request(b, "attr saliency", (lp_jump){true, LP_VIEW_ATTRIBUTIONS, -1, -1, -1});
+        return true;
+    }
+    if (c->head == LP_HEAD_CLASSIFIER) {
+        int n = lp_model_n_labels(b->s->model);
+        if (n < 2) return false;
+        want = at ? (int)((lp_row_int(at, "target_id", -1) + 1) % n) : 0;
+        snprintf(cmd, sizeof cmd, "attr %s --target-id %d", method, want);
+    } else if (c->head == LP_HEAD_MLM) {
+        int from = at ? (int)lp_row_int(at, "pos", -1) : -1;
+        for (int k = 1; k <= b->T && want < 0; k++) {
+            int p = ((from < 0 ? -1 : from) + k + b->T) % b->T;
+            if (b->tok_role[p] == LP_SPECIAL_MASK) want = p;
+        }
+        if (want < 0) {
+            snprintf(b->message, sizeof b->message, "the run has no mask token to explain");
+            b->message_error = true;
+            return true;
+        }
+        snprintf(cmd, sizeof cmd, "attr %s --pos %d", method, want);
+    } else {
+        snprintf(b->message, sizeof b->message, "t steps through a classifier's labels or a masked LM's masks; "
+                 ":attr METHOD --target TOKEN explains another token");
+        b->message_error = true;
+        return true;
+    }
+    size_t i;
+    json_t *row;
+    json_array_foreach(st->list, i, row) {
+        bool same = strcmp(lp_row_str(row, "method"), method) == 0;
+        if (same && (c->head == LP_HEAD_CLASSIFIER ? lp_row_int(row, "target_id", -1) == want
+                                                   : lp_row_int(row, "pos", -1) == want)) {
+            st->sel = (int)i;
+            load_scores(st, b);
+            return true;
+        }
+    }
+    lp_browser_request(b, cmd, (lp_jump){true, LP_VIEW_ATTRIBUTIONS, -1, -1, c->head == LP_HEAD_MLM ? want : -1});
+    return true;
+}
+
 static double score_of(const attr_state *st, int p) { return p >= 0 && p < st->n ? st->scores[p] : NAN; }
 
 static int level_of(const attr_state *st, int p) {
@@ -229,21 +314,24 @@ static void attr_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     }
     json_t *at = json_array_get(st->list, (size_t)st->sel);
     char target[256] = "", contrast[256] = "", delta[64];
-    long long tid = lp_row_int(at, "target_id", -1), cid = lp_row_int(at, "contrast_id", -1);
-    if (tid >= 0) {
-        char t[200];
-        snprintf(target, sizeof target, "  target %s (%lld)", lp_browser_id_text(b, (int)tid, t, sizeof t), tid);
-    }
+    long long cid = lp_row_int(at, "contrast_id", -1);
+    describe_target(b, at, target, sizeof target);
     if (cid >= 0) {
         char t[200];
-        snprintf(contrast, sizeof contrast, " vs %s", lp_browser_id_text(b, (int)cid, t, sizeof t));
+        snprintf(contrast, sizeof contrast, " vs %s", target_name(b, (int)cid, t, sizeof t));
     }
     double d = lp_row_real(at, "delta");
     if (isnan(d)) snprintf(delta, sizeof delta, "no completeness delta");
     else snprintf(delta, sizeof delta, "delta %.4g", d);
-    lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, LP_ATTR_BOLD, "[%d/%zu] %s%s%s  at pos %lld  %s  %s",
-                     st->sel + 1, n, lp_row_str(at, "method"), target, contrast, lp_row_int(at, "pos", -1),
-                     lp_row_str(at, "objective"), delta);
+    const lp_config *c = lp_model_config(b->s->model);
+    if (c->head == LP_HEAD_CLASSIFIER || c->head == LP_HEAD_MLM) /* pos 0 / the mask is said by the target */
+        lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, LP_ATTR_BOLD, "[%d/%zu] %s%s%s  %s  %s  (t: next %s)",
+                         st->sel + 1, n, lp_row_str(at, "method"), target, contrast, lp_row_str(at, "objective"), delta,
+                         c->head == LP_HEAD_CLASSIFIER ? "label" : "mask");
+    else
+        lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, LP_ATTR_BOLD, "[%d/%zu] %s%s%s  at pos %lld  %s  %s",
+                         st->sel + 1, n, lp_row_str(at, "method"), target, contrast, lp_row_int(at, "pos", -1),
+                         lp_row_str(at, "objective"), delta);
     lp_screen_printf(scr, a.x + 1, a.y + 1, a.w - 1, LP_COLOR_DIM, 0, "params %s  %s   \xE2\x86\x91\xE2\x86\x93 other attributions",
                      lp_row_str(at, "params"), lp_row_str(at, "created_at"));
     lp_rect body = {a.x + 1, a.y + 3, a.w - 2, a.h - 3};
@@ -258,7 +346,7 @@ static void attr_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
         draw_flow(st, b, scr, flow);
         draw_table(st, b, scr, table);
     }
-    lp_browser_set_status(b, "%s: token %d %s  score %+.5f", lp_row_str(at, "method"), b->pos,
+    lp_browser_set_status(b, "%s%s: token %d %s  score %+.5f", lp_row_str(at, "method"), target, b->pos,
                           lp_browser_token(b, b->pos, NULL), score_of(st, b->pos));
 }
 
@@ -268,6 +356,7 @@ static bool attr_act(void *vst, lp_browser *b, lp_action a) {
     switch (a) {
     case LP_DO_UP: if (st->sel > 0) st->sel--; break;
     case LP_DO_DOWN: if (st->sel + 1 < n) st->sel++; break;
+    case LP_DO_TARGET_NEXT: return b->s->run && b->s->store && b->s->run_id ? next_target(st, b) : false;
     default: return false;
     }
     load_scores(st, b);

@@ -34,6 +34,7 @@ typedef struct {
     int64_t n_params;
     const char *dtype;
     const char *fingerprint;  /* identifies the weights: same fingerprint + path = same model row */
+    const char *head;         /* "lm", "masked-lm", "classifier", "none" (lp_head_kind_name); NULL unknown */
 } lp_store_model;
 
 /* The model's row id, inserting it if new. */
@@ -67,12 +68,25 @@ typedef struct {
     int n_preds;
     const lp_store_head_metric *heads;  /* (n_heads) */
     int n_heads;
+    /* schema v3 */
+    const char *pair;               /* a sentence pair's second text, or NULL */
+    const int *types;               /* (n) token types, or NULL: all 0 */
+    const char *const *special;     /* (n) each token's role ("cls", "sep", "mask", ...; NULL a word), or NULL */
 } lp_store_run;
 
 /* Records a run with its tokens, predictions and head metrics in one transaction. */
 int lp_store_put_run(lp_store *st, const lp_store_run *run, int64_t *run_id);
-/* The token ids and text of a stored run (for `rerun`); *ids is malloc'd, *text malloc'd or NULL. */
-int lp_store_get_run(lp_store *st, int64_t run_id, int64_t *model_id, int **ids, int *n, char **text);
+
+/* A stored run as `rerun` needs it to run it again exactly. */
+typedef struct {
+    int64_t model_id;  /* 0 when NULL */
+    int *ids, *types;  /* (n) */
+    int n;
+    char *text, *pair; /* NULL when the run had none */
+} lp_store_saved_run;
+/* Reads a stored run into *out (its arrays and strings malloc'd: lp_store_saved_run_free). */
+int lp_store_get_run(lp_store *st, int64_t run_id, lp_store_saved_run *out);
+void lp_store_saved_run_free(lp_store_saved_run *r); /* frees the members, NULL-safe */
 
 /* A float32 tensor of a run (e.g. name "pattern", layer 3, head -1 = all heads), stored as
  * a little-endian BLOB with dtype 'float32' and its shape as a JSON array. */

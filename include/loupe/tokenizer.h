@@ -103,6 +103,17 @@ int lp_tokenizer_eos(const lp_tokenizer *t);                 /* -1 if none */
 bool lp_tokenizer_adds_bos(const lp_tokenizer *t);           /* does encode add special tokens by default */
 /* The id that plays the role which, or -1 if the tokenizer has none. */
 int lp_tokenizer_special(const lp_tokenizer *t, lp_special which);
+/* The role token id plays: the first in lp_special's order whose id it is (RoBERTa's <s> is
+ * CLS before BOS), or LP_SPECIAL_COUNT for an ordinary token. */
+lp_special lp_tokenizer_role(const lp_tokenizer *t, int id);
+/* A role's short name as the store and the displays write it: "cls", "sep", "mask", "pad",
+ * "unk", "bos", "eos"; NULL for LP_SPECIAL_COUNT. */
+const char *lp_special_name(lp_special which);
+/* Which text of a sentence pair each of ids[0..n) belongs to, into seg (0, or 1 for the
+ * second): with types (a model with token types, BERT), type 1 is the second; without
+ * (NULL: RoBERTa's <s> A </s></s> B </s>), the second begins after the first run of SEP
+ * tokens that has tokens after it. A single text is all 0. */
+void lp_tokenizer_segments(const lp_tokenizer *t, const int *ids, const int *types, int n, unsigned char *seg);
 
 /* Encodes len bytes of text (any bytes; invalid UTF-8 is handled the way the reference
  * tokenizer handles it) into ids[0..*n). With add_bos, BOS is put first when the tokenizer

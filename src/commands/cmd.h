@@ -62,16 +62,18 @@ void lp_cmd_emit(lp_session *s, json_t *value, json_t *table);
 void lp_cmd_progress(lp_session *s, lp_progress_kind kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Makes ids[0..n) (with token types, NULL: all 0) the current run, records it in the store
- * (if any) and prints it; with stored_id, it is that stored run again and nothing new is
- * recorded. */
-int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, const char *text, int64_t stored_id);
+ * (if any, with its text and a pair's second text, pair NULL otherwise) and prints it (a
+ * pair's text as "A --pair B", as it could be typed again); with stored_id, it is that
+ * stored run again and nothing new is recorded. */
+int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, const char *text, const char *pair,
+                     int64_t stored_id);
 /* `run` for an encoder-decoder (lp_model_encoder set): the raw text after "run". */
 int lp_cmd_run_seq2seq(lp_session *s, const char *rest);
 /* The loaded model's row in the store, recording the model on first use (s->store set). */
 int lp_cmd_model_row(lp_session *s, int64_t *id);
 /* Records the current run (tokens, top predictions, head metrics) in the store, setting
  * s->run_id; does nothing without a store. */
-int lp_cmd_record_run(lp_session *s, const char *text);
+int lp_cmd_record_run(lp_session *s, const char *text, const char *pair);
 
 /* The commands, one function each: (session, words, raw text after the command's name). */
 #define LP_COMMAND_FN(name) int lp_cmd_##name(lp_session *s, int argc, char **argv, const char *rest)

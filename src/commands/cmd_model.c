@@ -155,7 +155,8 @@ static json_t *run_prediction(lp_session *s, const lp_run *r, const char **colum
     return next;
 }
 
-int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, const char *text, int64_t stored_id) {
+int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, const char *text, const char *pair,
+                     int64_t stored_id) {
     lp_run *r;
     int rc = lp_run_new_typed(&r, s->model, ids, types, n);
     if (rc) return rc;
@@ -165,7 +166,10 @@ int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, con
     /* The run stays current even if recording fails; the failure is still the command's. */
     int rec = LP_OK;
     if (stored_id) s->run_id = stored_id;
-    else rec = lp_cmd_record_run(s, text);
+    else rec = lp_cmd_record_run(s, text, pair);
+    char *shown = NULL; /* a pair is shown as it could be typed again */
+    if (text && pair && asprintf(&shown, "%s --pair %s", text, pair) < 0) shown = NULL;
+    if (shown) text = shown;
     json_t *idarr = json_array();
     for (int i = 0; i < n; i++) json_array_append_new(idarr, json_integer(ids[i]));
     const char *column;
@@ -193,6 +197,7 @@ int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, con
     }
     lp_table_row(table, row);
     lp_cmd_emit(s, v, table);
+    free(shown);
     return rec;
 }
 
@@ -308,10 +313,7 @@ int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
     if (!rc && n == 0) rc = lp_error(LP_EINVAL, "run: the text gives no tokens; give some text or --ids");
     if (!rc && n > c->n_ctx)
         rc = lp_error(LP_ERANGE, "run: %d tokens exceed the model's context of %d; shorten the text", n, c->n_ctx);
-    char *shown = NULL; /* a pair is recorded as it could be typed again */
-    if (!rc && pair && asprintf(&shown, "%s --pair %s", text, pair) < 0) shown = NULL;
-    if (!rc) rc = lp_cmd_start_run(s, ids, types, n, o[0].value ? NULL : shown ? shown : text, 0);
-    free(shown);
+    if (!rc) rc = lp_cmd_start_run(s, ids, types, n, o[0].value ? NULL : text, pair, 0);
     free(ids);
     free(types);
     free(buf);
@@ -335,12 +337,25 @@ int lp_cmd_tokens(lp_session *s, int argc, char **argv, const char *rest) {
         return rc;
     json_t *arr = json_array();
     const int *ids = lp_run_ids(r), *types = lp_run_types(r);
-    bool typed = lp_model_config(s->model)->type_vocab > 0; /* BERT's segments: a "type" column */
-    for (int i = 0; i < lp_run_len(r); i++) {
+    const lp_model *rm = lp_run_model(r);
+    const lp_config *c = lp_model_config(rm);
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    int T = lp_run_len(r);
+    bool typed = c->type_vocab > 0; /* BERT's segments: a "type" column */
+    /* Encoders: each token's role and which text of a pair it is in, as the browser marks them. */
+    unsigned char *seg = lp_model_is_encoder(rm) && t ? calloc((size_t)T + 1, 1) : NULL;
+    if (seg) lp_tokenizer_segments(t, ids, c->type_vocab > 1 ? types : NULL, T, seg);
+    for (int i = 0; i < T; i++) {
         json_t *row = json_pack("{s:i,s:i,s:o}", "pos", i, "id", ids[i], "text", lp_cmd_token(s, ids[i]));
         if (typed) json_object_set_new(row, "type", json_integer(types[i]));
+        if (seg) {
+            const char *role = lp_special_name(lp_tokenizer_role(t, ids[i]));
+            json_object_set_new(row, "special", role ? json_string(role) : json_null());
+            json_object_set_new(row, "segment", json_string(seg[i] ? "B" : "A"));
+        }
         json_array_append_new(arr, row);
     }
+    free(seg);
     lp_cmd_emit(s, arr, NULL);
     return LP_OK;
 }

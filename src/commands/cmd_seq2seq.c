@@ -113,7 +113,7 @@ static int start(lp_session *s, const int *src, int S, const int *tgt, int T, co
     lp_run_free(s->run);
     s->run = r;
     s->run_id = 0;
-    int rec = lp_cmd_record_run(s, text);
+    int rec = lp_cmd_record_run(s, text, NULL);
     int correct = 0;
     for (int i = 0; i < T; i++) {
         const float *lg = lp_run_logits(r, i);

@@ -34,7 +34,8 @@ int lp_cmd_model_row(lp_session *s, int64_t *id) {
         char fp[17];
         lp_model_fingerprint(s->model, fp);
         lp_store_model m = {lp_model_path(s->model), c->arch, c->n_layer, c->n_head, c->n_kv_head, c->d_model, c->d_mlp,
-                            c->vocab, c->n_ctx, (int64_t)lp_model_param_count(s->model), lp_model_dtype(s->model), fp};
+                            c->vocab, c->n_ctx, (int64_t)lp_model_param_count(s->model), lp_model_dtype(s->model), fp,
+                            lp_head_kind_name(c->head)};
         int rc = lp_store_put_model(s->store, &m, &s->model_id);
         if (rc) return rc;
     }
@@ -42,31 +43,35 @@ int lp_cmd_model_row(lp_session *s, int64_t *id) {
     return LP_OK;
 }
 
-int lp_cmd_record_run(lp_session *s, const char *text) {
+int lp_cmd_record_run(lp_session *s, const char *text, const char *pair) {
     if (!s->store) return LP_OK;
     lp_store_run rec = {0};
     int rc;
     if ((rc = current_session(s, &rec.session_id)) || (rc = lp_cmd_model_row(s, &rec.model_id))) return rc;
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
-    /* Predictions: the top tokens at every position (decoders, masked LMs), or a classifier's
-     * labels as the predictions of position 0 (id = label id, token = label name). */
-    int T = lp_run_len(s->run), V = lp_run_out_width(s->run), k = V < TOP_PER_POSITION ? V : TOP_PER_POSITION;
-    int rows = lp_run_out_rows(s->run);
+    /* Predictions: the top tokens at every position (decoders, masked LMs), or all of a
+     * classifier's labels as the predictions of position 0 (id = label id, token = label
+     * name, prob as classify gives it: a multi-label head's sigmoids, none for regression). */
     bool labels = c->head == LP_HEAD_CLASSIFIER;
+    int T = lp_run_len(s->run), V = lp_run_out_width(s->run), k = V < TOP_PER_POSITION || labels ? V : TOP_PER_POSITION;
+    int rows = lp_run_out_rows(s->run);
     const int *ids = lp_run_ids(s->run);
     size_t nh = (size_t)c->n_layer * c->n_head;
-    const char **tok = calloc((size_t)T, sizeof *tok);
+    const char **tok = calloc((size_t)T, sizeof *tok), **role = calloc((size_t)T, sizeof *role);
     size_t *tok_len = calloc((size_t)T, sizeof *tok_len);
     lp_store_prediction *preds = calloc((size_t)T * k + 1, sizeof *preds);
     lp_store_head_metric *heads = calloc(nh, sizeof *heads);
     float *m = malloc(nh * LP_HEAD_METRIC_COUNT * sizeof *m);
-    if (!tok || !tok_len || !preds || !heads || !m) {
+    json_t *label_probs = labels ? lp_cmd_labels(s) : NULL;
+    if (!tok || !role || !tok_len || !preds || !heads || !m || (labels && !label_probs)) {
         rc = lp_error(LP_ENOMEM, "out of memory recording the run");
         goto done;
     }
-    for (int i = 0; i < T; i++)
-        if (t) tok[i] = lp_tokenizer_token_bytes(t, ids[i], &tok_len[i]);
+    for (int i = 0; i < T && t; i++) {
+        tok[i] = lp_tokenizer_token_bytes(t, ids[i], &tok_len[i]);
+        role[i] = lp_special_name(lp_tokenizer_role(t, ids[i]));
+    }
     /* The top predictions at every position: what the model expected next, token by token. */
     int np = 0;
     for (int pos = 0; pos < rows; pos++) {
@@ -81,7 +86,9 @@ int lp_cmd_record_run(lp_session *s, const char *text) {
             p->id = id;
             if (labels) p->token = lp_model_label(s->model, id), p->token_len = strlen(p->token);
             else p->token = t ? lp_tokenizer_token_bytes(t, id, &p->token_len) : NULL;
-            p->prob = json_real_value(json_object_get(row, "prob"));
+            json_t *prob = labels ? json_object_get(json_array_get(label_probs, (size_t)id), "prob")
+                                  : json_object_get(row, "prob");
+            p->prob = json_is_number(prob) ? json_number_value(prob) : NAN; /* NaN is stored as NULL */
             p->logit = json_real_value(json_object_get(row, "logit"));
         }
         json_decref(top);
@@ -102,8 +109,13 @@ int lp_cmd_record_run(lp_session *s, const char *text) {
     rec.n_preds = np;
     rec.heads = heads;
     rec.n_heads = (int)nh;
+    rec.pair = pair;
+    rec.types = lp_run_types(s->run);
+    rec.special = role;
     rc = lp_store_put_run(s->store, &rec, &s->run_id);
 done:
+    json_decref(label_probs);
+    free(role);
     free(tok);
     free(tok_len);
     free(preds);
@@ -212,7 +224,8 @@ int lp_cmd_findings(lp_session *s, int argc, char **argv, const char *rest) {
 int lp_cmd_runs(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     return list_view(s, "runs", argc, argv,
-                     "SELECT id, session, text, n_tokens, next_token, next_prob, model, created_at FROM runs_view"
+                     "SELECT id, session, CASE WHEN pair IS NULL THEN text ELSE text || ' --pair ' || pair END AS text,"
+                     " n_tokens, next_token, next_prob, model, created_at FROM runs_view"
                      " WHERE ?1 = 0 OR session_id = ?1 ORDER BY id");
 }
 
@@ -227,18 +240,22 @@ int lp_cmd_rerun(lp_session *s, int argc, char **argv, const char *rest) {
     if ((rc = lp_cmd_opts("rerun", argc, argv, o, 1, pos, 1, &np))) return rc;
     if (np != 1) return lp_error(LP_EINVAL, "rerun: give a run id (see 'runs')");
     if ((rc = lp_cmd_int(pos[0], "run id", 1, INT64_MAX, &id))) return rc;
-    int64_t model_id, current;
-    int *ids, n;
-    char *text;
-    if ((rc = lp_store_get_run(s->store, id, &model_id, &ids, &n, &text))) return rc;
-    if ((rc = lp_cmd_model_row(s, &current)) == LP_OK && model_id != current)
+    int64_t current;
+    lp_store_saved_run r;
+    if ((rc = lp_store_get_run(s->store, id, &r))) return rc;
+    if ((rc = lp_cmd_model_row(s, &current)) == LP_OK && r.model_id != current)
         rc = lp_error(LP_EINVAL, "rerun: run %ld was made with another model (model %lld in the store); load that "
-                      "model first", id, (long long)model_id);
-    int V = lp_model_config(s->model)->vocab;
-    for (int i = 0; !rc && i < n; i++)
-        if (ids[i] >= V)
+                      "model first", id, (long long)r.model_id);
+    int V = lp_model_config(s->model)->vocab, types = lp_model_config(s->model)->type_vocab;
+    for (int i = 0; !rc && i < r.n; i++)
+        if (r.ids[i] >= V)
             rc = lp_error(LP_EINVAL, "rerun: run %ld has token id %d at position %d, outside this model's vocabulary "
-                          "(0..%d)", id, ids[i], i, V - 1);
+                          "(0..%d)", id, r.ids[i], i, V - 1);
+        else if (r.types[i] > 0 && r.types[i] >= types)
+            rc = types > 1 ? lp_error(LP_EINVAL, "rerun: run %ld has token type %d at position %d, and this model's "
+                                      "types are 0..%d (was the database edited?)", id, r.types[i], i, types - 1)
+                           : lp_error(LP_EINVAL, "rerun: run %ld has token type %d at position %d, and this model has "
+                                      "no second token type (was the database edited?)", id, r.types[i], i);
     /* --reuse (going back to a finding): the same run again, in its own session, so that
      * going there twice does not make two more runs. */
     if (!rc && o[0].value) {
@@ -249,10 +266,9 @@ int lp_cmd_rerun(lp_session *s, int argc, char **argv, const char *rest) {
         json_decref(params);
         json_decref(rows);
     }
-    /* The store keeps ids, not token types yet: a sentence pair is run again with types 0. */
-    if (!rc) rc = lp_cmd_start_run(s, ids, NULL, n, text, o[0].value ? id : 0);
-    free(ids);
-    free(text);
+    /* With its token types: a sentence pair runs again as the pair it was. */
+    if (!rc) rc = lp_cmd_start_run(s, r.ids, r.types, r.n, r.text, r.pair, o[0].value ? id : 0);
+    lp_store_saved_run_free(&r);
     return rc;
 }
 

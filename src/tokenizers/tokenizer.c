@@ -1151,6 +1151,29 @@ int lp_tokenizer_special(const lp_tokenizer *t, lp_special which) {
     return -1;
 }
 
+lp_special lp_tokenizer_role(const lp_tokenizer *t, int id) {
+    for (int k = 0; id >= 0 && k < LP_SPECIAL_COUNT; k++)
+        if (lp_tokenizer_special(t, (lp_special)k) == id) return (lp_special)k;
+    return LP_SPECIAL_COUNT;
+}
+
+void lp_tokenizer_segments(const lp_tokenizer *t, const int *ids, const int *types, int n, unsigned char *seg) {
+    int i = 0, sep = lp_tokenizer_special(t, LP_SPECIAL_SEP);
+    if (types) {
+        for (i = 0; i < n; i++) seg[i] = types[i] != 0;
+        return;
+    }
+    for (int k = 0; k < n; k++) seg[k] = 0;
+    while (i < n && (sep < 0 || ids[i] != sep)) i++;
+    while (i < n && ids[i] == sep) i++;
+    for (; i < n; i++) seg[i] = 1;
+}
+
+const char *lp_special_name(lp_special which) {
+    static const char *const names[LP_SPECIAL_COUNT] = {"cls", "sep", "mask", "pad", "unk", "bos", "eos"};
+    return (unsigned)which < LP_SPECIAL_COUNT ? names[which] : NULL;
+}
+
 /* The tokens decode leaves out: BOS and EOS, and for WordPiece the template's [CLS] and
  * [SEP] and [PAD] too. */
 static bool decode_skips(const lp_tokenizer *t, int id) {

@@ -207,4 +207,13 @@ check "scan --len past the context is refused" grep -q "^error: scan: --len 63 i
 "$LOUPE" -d :memory: ../shared/models/stories260K/stories260K.bin -e 'run hi there' -e 'heads --sort broad' >/dev/null 2>"$tmp/e2"
 check "heads --sort with an encoder metric on a decoder is refused" grep -q "^error: heads: --sort broad is an encoder's metric" "$tmp/e2"
 
+# tokens marks each token's role and the text of a pair it is in, as the browser's strip does:
+# BERT by token type, RoBERTa (no second type) after </s></s>; decoders' rows are as before.
+"$LOUPE" -d :memory: -m json "$ENC/bert_mlm" -e 'run the [MASK] --pair a film' -e tokens >"$tmp/out" 2>"$tmp/err"
+check "tokens: roles and segments of a BERT pair" is 1 '[.[] | "\(.special // "-")\(.segment)"] | join(" ") == "clsA -A maskA sepA -B -B sepB"'
+"$LOUPE" -d :memory: -m json "$ENC/roberta_mlm" -e 'run go --pair no' -e tokens >"$tmp/out" 2>"$tmp/err"
+check "tokens: a RoBERTa pair's second text after </s></s>" is 1 '([.[] | .segment] | join("")) == "AAAAABBB" and ([.[] | select(.special == "sep")] | length) == 3'
+"$LOUPE" -d :memory: -m json "$(pwd)/../shared/models/stories260K/stories260K.bin" -e 'run Once' -e tokens >"$tmp/out" 2>"$tmp/err"
+check "tokens: a decoder's rows keep their columns" is 1 '[.[0] | keys] == [["id","pos","text"]]'
+
 [ "$fails" -eq 0 ] || { echo "$fails failed"; exit 1; }

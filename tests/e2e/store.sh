@@ -87,5 +87,35 @@ cp "$db" "$tmp/ro.db"; chmod 0444 "$tmp/ro.db"; sum=$(md5sum <"$tmp/ro.db")
 check "read-only file: refused" sh -c "test $rc -eq 1 && grep -q '^error: .*read-only' '$tmp/e'"
 check "read-only file: untouched" test "$(md5sum <"$tmp/ro.db")" = "$sum"
 
+# Encoders (schema 3): a pair's two texts, token types and roles, a classifier's labels and a
+# masked LM's fills are recorded; rerun runs the pair again with its types (the same label
+# probabilities), also from a file written by schema 2 (tests/fixtures/store_v2.db).
+ENC=tests/fixtures/encoders
+enc=$tmp/enc.db
+"$LOUPE" -d "$enc" -m json $ENC/bert_cls -e 'run this movie was not good. --pair i liked the film.' -e classify \
+    -e 'attr saliency --target positive' -e 'rerun 1' -e classify -e tokens >"$tmp/out" 2>"$tmp/err"
+check "encoder pair recorded and rerun" test $? -eq 0
+check "rerun: the pair's token types" jq -e -s '.[0].types == .[3].types and (.[3].types | add) == 7' "$tmp/out"
+check "rerun: the same labels as the pair run" jq -e -s '.[1] == .[4]' "$tmp/out"
+check "rerun: printed as it was typed" jq -e -s '.[3].text == "this movie was not good. --pair i liked the film."' "$tmp/out"
+check "runs: text and pair apart" test "$(q "$enc" 'SELECT text, pair FROM runs WHERE id = 1' '.[0] | "\(.text)|\(.pair)"')" = "this movie was not good.|i liked the film."
+check "tokens: types and roles" test "$(q "$enc" "SELECT group_concat(type, '') AS t, group_concat(coalesce(special, '-'), '') AS s FROM (SELECT * FROM tokens WHERE run_id = 2 ORDER BY pos)" '.[0] | "\(.t) \(.s)"')" = "000000001111111 cls------sep------sep"
+check "models: head kind" test "$(q "$enc" 'SELECT head FROM models' '.[0].head')" = classifier
+check "classifications: every label of the run, one winner" test "$(q "$enc" 'SELECT count(*) AS n FROM labels_view WHERE run_id = 1' '.[0].n') $(q "$enc" 'SELECT label FROM classifications WHERE run_id = 1' '.[0].label')" = "3 negative"
+check "classification_attributions: the explained label and its top word" test "$(q "$enc" 'SELECT explained, predicted, top_token FROM classification_attributions' '.[0] | "\(.explained) \(.predicted) \(.top_token != null)"')" = "positive negative true"
+"$LOUPE" -d "$enc" $ENC/bert_mlm -e 'run the quick [MASK] jumped . --pair the [MASK] was good' >/dev/null 2>"$tmp/err"
+check "fills: the candidates at both masks" test "$(q "$enc" 'SELECT group_concat(DISTINCT pos) AS p FROM fills' '.[0].p')" = "3,9"
+check "masked LM: masks by SQL" test "$(q "$enc" "SELECT count(*) AS n FROM tokens WHERE special = 'mask'" '.[0].n')" = 2
+"$LOUPE" -d "$enc" $ENC/bert_mlm -e 'rerun 1' >/dev/null 2>"$tmp/e"; rc=$?
+check "rerun with another model: refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: rerun: run 1 was made with another model' '$tmp/e'"
+"$LOUPE" -d "$enc" $ENC/bert_cls -e 'sql --write UPDATE tokens SET type = 2 WHERE run_id = 1 AND pos = 9' -e 'rerun 1' >/dev/null 2>"$tmp/e"; rc=$?
+check "rerun of a type the model lacks: refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: rerun: run 1 has token type 2 at position 9, and this model.s types are 0..1' '$tmp/e'"
+cp tests/fixtures/store_v2.db "$tmp/v2.db"
+"$LOUPE" -d "$tmp/v2.db" -m json $ENC/bert_cls -e 'rerun 1' -e classify >"$tmp/out" 2>"$tmp/err"
+check "schema 2 file: migrated and its pair rerun" test $? -eq 0
+check "schema 2 file: the pair's types restored" jq -e -s '(.[0].types | add) == 7 and .[0].types[8] == 1' "$tmp/out"
+check "schema 2 file: the label probability recorded then" test "$(jq -s '.[1][0].prob * 10000 | round' "$tmp/out")" = "$(q "$tmp/v2.db" 'SELECT prob FROM predictions WHERE run_id = 1 AND token_id = 0' '.[0].prob * 10000 | round')"
+check "schema 2 file: version 3" test "$(q "$tmp/v2.db" 'PRAGMA user_version' '.[0].user_version')" = 3
+
 echo "$fails failed"
 [ "$fails" -eq 0 ]

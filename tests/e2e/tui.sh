@@ -11,7 +11,7 @@ LOUPE=${LOUPE:-./loupe}
 case $LOUPE in /*) ;; *) LOUPE=$(pwd)/$LOUPE ;; esac
 STORIES=$(pwd)/../shared/models/stories260K/stories260K.bin
 TEXT='Once upon a time, Lily found a ball. Lily liked the ball.'
-PANE=tui LIMIT=75
+PANE=tui LIMIT=100
 . tests/e2e/lib/tmux.sh
 # start ARGS...: a command in a fresh 120x40 pane; its exit status lands in $tmp/status
 start() {
@@ -219,7 +219,32 @@ keys "tui" Enter
 expect "and again" 5 "1 Attention"
 quit_with ":quit leaves loupe" 0 : "quit" Enter
 
-# 5. Without a terminal --tui refuses at once.
+# 5. Encoders: the strip marks [CLS]/[SEP] and masks and underlines the pair's second text
+# (in colour and without), and the attribution view names the label it explains; t steps on.
+ENC=$(pwd)/tests/fixtures/encoders
+strip() { t capture-pane -e -p -t tui 2>/dev/null | sed -n 2p; } # the strip's row, with its escapes
+start "TERM=xterm-256color '$LOUPE' -d :memory: --tui '$ENC/bert_mlm' -e 'run the [MASK] was good --pair a [MASK] film'"
+expect "an encoder pair in the strip" 10 "[CLS] the [MASK] was good [SEP] a [MASK] film [SEP]"
+if strip | grep -q '38;5;246m\[CLS\]'; then ok "[CLS] in the specials' colour"; else fail "[CLS] in the specials' colour"; strip | od -c | head; fi
+if strip | grep -q '48;5;177m\[MASK\]'; then ok "masks in the mask colour"; else fail "masks in the mask colour"; strip | od -c | head; fi
+if strip | grep -q '4;38;5;117m\?a\|\[4m[^ ]*a'; then ok "the second text underlined in its colour"; else fail "the second text underlined"; strip | od -c | head -20; fi
+if strip | sed 's/\[SEP\].*//' | grep -q '4m'; then fail "the first text is not underlined"; else ok "the first text is not underlined"; fi
+quit_with "q" 0 q
+start "NO_COLOR=1 '$LOUPE' -d :memory: --tui '$ENC/bert_mlm' -e 'run the [MASK] was good --pair a [MASK] film'"
+expect "an encoder pair without colour" 10 "[CLS] the [MASK]"
+if strip | grep -q '\[4ma' && strip | grep -q '\[4mfilm' && ! strip | sed 's/\[SEP\].*//' | grep -q '4m'; then
+    ok "without colour the second text is still underlined"; else fail "underline without colour"; strip | od -c | head -20; fi
+quit_with "q" 0 q
+start "'$LOUPE' -d '$tmp/enc.db' --tui '$ENC/bert_cls' -e 'run this movie was not good. --pair i liked the film.'"
+expect "a classifier's pair" 10 "[CLS] this movie"
+keys 4 t
+expect "t explains the top label" 10 "saliency  label negative"
+expect "the status names it too" 5 "saliency  label negative: token"
+keys t
+expect "t again: the next label" 10 "[1/2] saliency  label neutral"
+quit_with "q" 0 q
+
+# 6. Without a terminal --tui refuses at once.
 if "$LOUPE" -d :memory: --tui "$STORIES" </dev/null >"$tmp/out" 2>&1; then fail "--tui without a terminal"
 elif grep -qF "needs a terminal" "$tmp/out"; then ok "--tui without a terminal says so"
 else fail "--tui without a terminal"; sed 's/^/  | /' "$tmp/out"; fi
