@@ -71,6 +71,10 @@ void lp_train_set_embed_std(lp_model *m, float std);
 /* The writable parameter block (n floats) of a model from lp_train_model_new; NULL for a
  * model that was loaded. The model reads it on every forward. */
 float *lp_train_params(lp_model *m, size_t *n);
+/* Starts a trainable BERT from dir/model.safetensors (a BERT loupe trained, of the same
+ * shape): its embeddings and layers, and its head when it has this one (a classifier from a
+ * masked LM keeps its new pooler and output layer). On failure the model is unchanged. */
+int lp_train_start_from(lp_model *m, const char *dir);
 /* Names the n labels of a trainable classifier (n must be its n_labels). */
 int lp_train_set_labels(lp_model *m, const char *const *names, int n);
 /* A trainable BERT's loss on B sequences of T tokens ids (B, T): a masked LM's mean over the

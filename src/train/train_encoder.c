@@ -646,3 +646,42 @@ int enc_save(const lp_model *m, const char *dir) {
     free(ts);
     return rc;
 }
+
+int lp_train_start_from(lp_model *m, const char *dir) {
+    const lp_config *c = &m->cfg;
+    if (!m->trainable || c->head == LP_HEAD_LM)
+        return lp_error(LP_EINVAL, "only a trainable BERT starts from another's weights");
+    char path[4096];
+    lp_safetensors *st;
+    int rc = lp_path_join(path, sizeof path, dir, "model.safetensors");
+    if (rc || (rc = lp_st_open(&st, path))) return rc;
+    int nt = enc_tensors(c, NULL, 0), taken = 0;
+    lp_param_tensor *t = malloc((size_t)nt * sizeof *t);
+    float *tmp = malloc(m->n_params * sizeof *tmp);
+    if (!t || !tmp) rc = lp_error(LP_ENOMEM, "out of memory");
+    else {
+        enc_tensors(c, t, nt);
+        memcpy(tmp, m->trainable, m->n_params * sizeof *tmp);
+    }
+    /* The encoder (bert.embeddings, bert.encoder) must all be there, as this model has them;
+     * a head is taken when the other model has the same one, else it keeps its initial values. */
+    for (int i = 0; i < nt && !rc; i++) {
+        const lp_st_tensor *x = lp_st_find(st, t[i].name);
+        bool encoder = strncmp(t[i].name, "bert.embeddings.", 16) == 0 || strncmp(t[i].name, "bert.encoder.", 13) == 0;
+        bool fits = x && x->dtype == LP_DT_F32 && x->nbytes == t[i].size * sizeof(float) && x->ndim == t[i].ndim &&
+                    x->shape[0] == t[i].shape[0];
+        if (encoder && !fits)
+            rc = lp_error(LP_EFORMAT, "%s: %s %s: --from needs a BERT that loupe trained, of this shape (F32 %ld x %ld)",
+                          path, t[i].name, x ? "has another shape or type" : "is missing", t[i].shape[0],
+                          t[i].shape[1] ? t[i].shape[1] : 1);
+        else if (fits) {
+            memcpy(tmp + t[i].offset, x->data, x->nbytes);
+            taken++;
+        }
+    }
+    if (!rc) memcpy(m->trainable, tmp, m->n_params * sizeof *tmp);
+    free(t);
+    free(tmp);
+    lp_st_free(st);
+    return rc;
+}
