@@ -15,6 +15,9 @@
 #include "loupe/model.h"
 #include "loupe/run.h"
 #include "loupe/train.h"
+#include "loupe/corpus.h"
+#include "loupe/fileio.h"
+#include <jansson.h>
 
 
 static lp_config tiny_config(bool attn_only) {
@@ -400,6 +403,232 @@ static void test_trained_checkpoint_matches_the_gpt2_reference(void **state) {
     lp_model_free(m);
 }
 
+/* ---- BERT ---- */
+
+/* What the committed encoders must reach (measured: see the README's "The bundled encoders"). */
+#define ENCODER_MLM_MIN 0.5
+#define ENCODER_IOI_MIN 0.9
+
+/* Examples LENGTH, LABEL, ids of a masked LM: [CLS] (2), n tokens of the 7-cycle, [SEP] (3). */
+static int *cycle_examples(int count, int n, uint64_t seed, size_t *len) {
+    static const int cycle[7] = {5, 9, 11, 14, 6, 17, 20};
+    int *d = malloc((size_t)count * (n + 4) * sizeof *d);
+    lp_rng rng;
+    lp_rng_seed(&rng, seed);
+    size_t at = 0;
+    for (int e = 0; e < count; e++) {
+        int shift = (int)(lp_rng_uniform(&rng) * 7);
+        d[at++] = n + 2, d[at++] = -1, d[at++] = 2;
+        for (int i = 0; i < n; i++) d[at++] = cycle[(i + shift) % 7];
+        d[at++] = 3;
+    }
+    *len = at;
+    return d;
+}
+
+static lp_config bert_config(lp_head_kind head) {
+    lp_config c = tiny_config(false);
+    c.n_ctx = 16;
+    c.head = head;
+    c.n_labels = head == LP_HEAD_CLASSIFIER ? 2 : 0;
+    return c;
+}
+
+static lp_train_options bert_options(int steps) {
+    lp_train_options o = small_options(steps);
+    o.T = 10;
+    o.mask_id = 4;
+    o.n_special = 5;
+    return o;
+}
+
+/* A masked token of a cycle follows from its neighbours: the held-out loss falls from
+ * ln 32 = 3.5 past ln 7 = 1.95, where a model that knows the cycle's tokens but not their
+ * order stops (it sits there for the first few hundred steps; measured 0.90 at step 1500). */
+static void test_bert_masked_lm_learns_a_pattern(void **state) {
+    (void)state;
+    lp_config c = bert_config(LP_HEAD_MLM);
+    lp_model *m;
+    assert_int_equal(lp_train_model_new(&m, &c, 3), LP_OK);
+    size_t n, nh;
+    int *train = cycle_examples(256, 8, 1, &n), *held = cycle_examples(32, 8, 2, &nh);
+    lp_train_options o = bert_options(1500);
+    curve cv = {0};
+    if (lp_train(m, train, n, held, nh, &o, record, &cv)) fail_msg("%s", lp_errmsg());
+    print_message("bert masked LM: loss %.4f -> %.4f (held-out %.4f) in %d steps\n", cv.first, cv.last, cv.eval_last,
+                  cv.steps);
+    assert_true(cv.first > 2.5);
+    assert_true(cv.eval_last < 1.3);
+    free(train);
+    free(held);
+    lp_model_free(m);
+}
+
+/* Refused: an example whose label does not fit the head, data that ends inside an example,
+ * a batch without a target, masking options outside the vocabulary. */
+static void test_bert_refuses_bad_examples(void **state) {
+    (void)state;
+    lp_config c = bert_config(LP_HEAD_CLASSIFIER);
+    lp_model *m;
+    assert_int_equal(lp_train_model_new(&m, &c, 3), LP_OK);
+    lp_train_options o = bert_options(5);
+    o.eval_every = 0;
+    int bad_label[] = {3, 2, 2, 7, 3}, truncated[] = {3, 1, 2, 7, 3, 4, 0, 2}, ok[] = {3, 1, 2, 7, 3};
+    assert_int_equal(lp_train(m, bad_label, 5, NULL, 0, &o, NULL, NULL), LP_EINVAL);
+    assert_non_null(strstr(lp_errmsg(), "label 2"));
+    assert_int_equal(lp_train(m, truncated, 8, NULL, 0, &o, NULL, NULL), LP_EINVAL);
+    int tgt[3] = {-1, -1, -1};
+    double loss;
+    assert_int_equal(lp_train_encoder_loss(m, ok + 2, tgt, 1, 3, &loss, NULL), LP_EINVAL);
+    assert_non_null(strstr(lp_errmsg(), "no target"));
+    assert_int_equal(lp_train(m, ok, 5, NULL, 0, &o, NULL, NULL), LP_OK);
+    lp_model_free(m);
+    c = bert_config(LP_HEAD_MLM);
+    assert_int_equal(lp_train_model_new(&m, &c, 3), LP_OK);
+    int mlm[] = {3, -1, 2, 7, 3};
+    o.mask_id = c.vocab;
+    assert_int_equal(lp_train(m, mlm, 5, NULL, 0, &o, NULL, NULL), LP_EINVAL);
+    assert_non_null(strstr(lp_errmsg(), "mask_id"));
+    lp_model_free(m);
+}
+
+/* Saved as BertForMaskedLM / BertForSequenceClassification and loaded by loupe's BERT
+ * loader: the same function, bit for bit, and the classifier's labels. */
+static void test_saved_bert_reloads_to_identical_logits(void **state) {
+    (void)state;
+    for (int k = 0; k < 2; k++) {
+        lp_config c = bert_config(k ? LP_HEAD_CLASSIFIER : LP_HEAD_MLM);
+        lp_model *m, *back;
+        assert_int_equal(lp_train_model_new(&m, &c, 9), LP_OK);
+        size_t np;
+        float *p = lp_train_params(m, &np);
+        lp_rng rng;
+        lp_rng_seed(&rng, 4);
+        for (size_t i = 0; i < np; i++) p[i] += 0.1f * normal(&rng);
+        static const char *const labels[] = {"no", "yes"};
+        if (k) assert_int_equal(lp_train_set_labels(m, labels, 2), LP_OK);
+        char *dir = make_temp_dir(), path[600];
+        snprintf(path, sizeof path, "%s/ckpt", dir);
+        if (lp_train_save(m, path)) fail_msg("%s", lp_errmsg());
+        if (lp_model_load(&back, path, NULL)) fail_msg("%s", lp_errmsg());
+        assert_string_equal(lp_model_config(back)->arch, k ? "BertForSequenceClassification" : "BertForMaskedLM");
+        if (k) assert_string_equal(lp_model_label(back, 1), "yes");
+        int ids[8] = {2, 5, 9, 31, 4, 7, 7, 3};
+        lp_run *r1, *r2;
+        assert_int_equal(lp_run_new(&r1, m, ids, 8), LP_OK);
+        assert_int_equal(lp_run_new(&r2, back, ids, 8), LP_OK);
+        int rows = k ? 1 : 8, width = k ? 2 : c.vocab;
+        assert_memory_equal(lp_run_logits(r1, 0), lp_run_logits(r2, 0), (size_t)rows * width * sizeof(float));
+        lp_run_free(r1);
+        lp_run_free(r2);
+        lp_model_free(back);
+        lp_model_free(m);
+        rm_tree(dir);
+    }
+}
+
+static int argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+static int encode_text(const lp_model *m, const char *text, int *ids, int cap) {
+    int n = 0;
+    if (lp_tokenizer_encode(lp_model_tokenizer(m), text, strlen(text), true, ids, cap, &n)) fail_msg("%s", lp_errmsg());
+    return n;
+}
+
+/* The committed encoders (models/encoder, `make encoder-model`): the float64 reference
+ * (tests/fixtures/encoder_model_reference.py: BertTokenizer's WordPiece and the Hugging Face
+ * BERT modules) gives loupe's tokens and logits; the masked LM fills held-out sentences of the
+ * corpus's kind; the classifier tells an IOI sentence ending on the indirect object from one
+ * ending on the subject. */
+static void test_committed_encoders_do_their_tasks(void **state) {
+    (void)state;
+    if (!lp_dir_exists("models/encoder/mlm") || !lp_dir_exists("models/encoder/ioi")) skip();
+    lp_model *mlm, *cls;
+    if (lp_model_load(&mlm, "models/encoder/mlm", NULL) || lp_model_load(&cls, "models/encoder/ioi", NULL))
+        fail_msg("%s", lp_errmsg());
+    json_error_t err;
+    json_t *cases = json_load_file("tests/fixtures/encoder_model.json", 0, &err);
+    assert_non_null(cases);
+    double worst = 0.0;
+    size_t i;
+    json_t *cs;
+    json_array_foreach(cases, i, cs) {
+        const char *dir = json_string_value(json_object_get(cs, "model"));
+        const lp_model *m = strstr(dir, "mlm") ? mlm : cls;
+        int ids[128], n = encode_text(m, json_string_value(json_object_get(cs, "text")), ids, 128);
+        json_t *want = json_object_get(cs, "ids"), *logits = json_object_get(cs, "logits");
+        assert_int_equal(n, (int)json_array_size(want));
+        for (int j = 0; j < n; j++) assert_int_equal(ids[j], (int)json_integer_value(json_array_get(want, (size_t)j)));
+        lp_run *r;
+        assert_int_equal(lp_run_new(&r, m, ids, n), LP_OK);
+        int rows = json_is_array(json_array_get(logits, 0)) ? (int)json_array_size(logits) : 1;
+        for (int row = 0; row < rows; row++) {
+            json_t *jr = rows > 1 || json_is_array(json_array_get(logits, 0)) ? json_array_get(logits, (size_t)row) : logits;
+            const float *got = lp_run_logits(r, row);
+            for (size_t j = 0; j < json_array_size(jr); j++) {
+                double x = json_number_value(json_array_get(jr, j));
+                worst = fmax(worst, fabs(got[j] - x) / fmax(1.0, fabs(x)));
+            }
+        }
+        lp_run_free(r);
+    }
+    json_decref(cases);
+    print_message("committed encoders vs the float64 reference: tokens exact, logits within %.2e\n", worst);
+    assert_true(worst < 1e-4);
+
+    /* Prompts of the training frames from a stream the data never drew (its seeds are the
+     * corpus seed 1 xor two constants), and of the held-out frames. */
+    enum { N = 200 };
+    lp_ioi_prompt *p = malloc(N * sizeof *p);
+    lp_corpus_ioi_prompts(424242, LP_IOI_TRAINING, N, p);
+    int V = lp_model_config(mlm)->vocab, mask = lp_tokenizer_piece_to_id(lp_model_tokenizer(mlm), "[MASK]");
+    int right = 0, total = 0, io_right = 0;
+    for (int k = 0; k < N; k++) {
+        char text[400];
+        snprintf(text, sizeof text, "%s%s.", p[k].prompt, p[k].io);
+        int ids[128], n = encode_text(mlm, text, ids, 128);
+        for (int pos = 1; pos < n - 1; pos++) {
+            int keep = ids[pos];
+            ids[pos] = mask;
+            lp_run *r;
+            assert_int_equal(lp_run_new(&r, mlm, ids, n), LP_OK);
+            int top = argmax(lp_run_logits(r, pos), V);
+            right += top == keep;
+            total++;
+            if (pos == n - 3) io_right += top == keep; /* the final name: ... to [MASK] . [SEP] */
+            lp_run_free(r);
+            ids[pos] = keep;
+        }
+    }
+    int correct[2] = {0, 0};
+    for (int f = 0; f < 2; f++) {
+        lp_corpus_ioi_prompts(424242, f ? LP_IOI_HELDOUT : LP_IOI_TRAINING, N, p);
+        for (int k = 0; k < N; k++)
+            for (int label = 0; label < 2; label++) {
+                char text[400];
+                snprintf(text, sizeof text, "%s%s.", p[k].prompt, label ? p[k].io : p[k].subject);
+                int ids[128], n = encode_text(cls, text, ids, 128);
+                lp_run *r;
+                assert_int_equal(lp_run_new(&r, cls, ids, n), LP_OK);
+                correct[f] += argmax(lp_run_logits(r, 0), 2) == label;
+                lp_run_free(r);
+            }
+    }
+    print_message("masked LM: top-1 %d/%d (%.1f%%) of every token of %d held-out IOI sentences, the final name "
+                  "(the IO) %d/%d; classifier: %d/%d in the training frames, %d/%d in the held-out frames\n",
+                  right, total, 100.0 * right / total, N, io_right, N, correct[0], 2 * N, correct[1], 2 * N);
+    assert_true(right >= ENCODER_MLM_MIN * total);
+    assert_true(correct[0] >= ENCODER_IOI_MIN * 2 * N);
+    free(p);
+    lp_model_free(mlm);
+    lp_model_free(cls);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_weight_gradients_match_finite_differences),
@@ -412,6 +641,10 @@ int main(void) {
         cmocka_unit_test(test_saved_checkpoint_reloads_to_identical_logits),
         cmocka_unit_test(test_saved_attn_only_checkpoint_reloads_to_identical_logits),
         cmocka_unit_test(test_trained_checkpoint_matches_the_gpt2_reference),
+        cmocka_unit_test(test_bert_masked_lm_learns_a_pattern),
+        cmocka_unit_test(test_bert_refuses_bad_examples),
+        cmocka_unit_test(test_saved_bert_reloads_to_identical_logits),
+        cmocka_unit_test(test_committed_encoders_do_their_tasks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

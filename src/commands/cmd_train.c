@@ -459,6 +459,18 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     }
 
     if ((rc = lp_tokenizer_load_dir(&tok, resume ? dir : staging))) goto out;
+    if (r.task != LP_TASK_LM) {
+        r.train.mask_id = lp_tokenizer_piece_to_id(tok, LP_WP_MASK);
+        r.train.n_special = LP_WP_N_SPECIAL;
+        /* A corpus of fewer words than --vocab asks for makes a smaller vocabulary: the
+         * recipe (train.json) records the size it has. */
+        if (!resume && lp_tokenizer_vocab_size(tok) < r.vocab) r.vocab = lp_tokenizer_vocab_size(tok);
+        if (lp_tokenizer_vocab_size(tok) != r.vocab) {
+            rc = lp_error(LP_EINVAL, "train: %s: the vocabulary holds %d tokens, the recipe %d", dir,
+                          lp_tokenizer_vocab_size(tok), r.vocab);
+            goto out;
+        }
+    }
     if (r.task == LP_TASK_LM) rc = lp_recipe_data(&r, tok, &train, &n_train, &held, &n_held);
     else rc = lp_recipe_encoder_data(&r, tok, &train, &n_train, &held, &n_held);
     if (rc) goto out;
@@ -467,15 +479,6 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     r.model.n_labels = r.task == LP_TASK_IOI ? LP_IOI_N_LABELS : 0;
     if ((rc = lp_train_model_new(&m, &r.model, r.init_seed)) || (rc = lp_train_state_new(&st, m))) goto out;
     if (r.task == LP_TASK_IOI && (rc = lp_train_set_labels(m, LP_IOI_LABELS, LP_IOI_N_LABELS))) goto out;
-    if (r.task != LP_TASK_LM) {
-        r.train.mask_id = lp_tokenizer_piece_to_id(tok, LP_WP_MASK);
-        r.train.n_special = LP_WP_N_SPECIAL;
-        if (lp_tokenizer_vocab_size(tok) != r.vocab) {
-            rc = lp_error(LP_EINVAL, "train: the vocabulary holds %d tokens, the recipe %d: give --vocab %d",
-                          lp_tokenizer_vocab_size(tok), r.vocab, lp_tokenizer_vocab_size(tok));
-            goto out;
-        }
-    }
     if (!resume) lp_train_set_embed_std(m, r.embed_std);
     if (!resume && r.from[0] && (rc = lp_train_start_from(m, r.from))) goto out;
     if (resume) {
@@ -491,13 +494,22 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
                  .s = s, .quiet = o[O_QUIET].value != NULL, .elapsed_before = elapsed, .elapsed = elapsed,
                  .last_heldout = NAN, .last_loss = NAN, .staged = !resume,
                  .saved_step = resume ? step : -1};
+    /* A BERT's data is examples (LENGTH, LABEL, ids): count those. */
+    size_t counts[2] = {n_train, n_held};
+    for (int k = 0; k < 2 && r.task != LP_TASK_LM; k++) {
+        const int *d = k ? held : train;
+        size_t n = k ? n_held : n_train, at = 0;
+        for (counts[k] = 0; at + 2 <= n; counts[k]++) at += 2 + (size_t)d[at];
+    }
+    const char *what = r.task == LP_TASK_LM ? "tokens" : r.task == LP_TASK_MLM ? "masked-LM examples" : "IOI sentences";
     if (!t.quiet)
         lp_cmd_progress(s, LP_PROGRESS_NOTE,
-                        "train: %s: %d layers, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training tokens, "
+                        "train: %s: %s%d layers, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training %s, "
                         "%zu held out; steps %d..%d of %d x %d tokens on %d thread%s",
-                dir, r.model.n_layer, r.model.d_model, r.model.n_head, r.model.attn_only ? " (attention-only)" : "",
-                n_params, n_params * 4.0 / 1e6, n_train, n_held, st.step + 1, r.train.steps, r.train.B, r.train.T,
-                r.train.threads, r.train.threads == 1 ? "" : "s");
+                dir, r.task == LP_TASK_LM ? "" : r.task == LP_TASK_MLM ? "BERT masked LM, " : "BERT classifier, ",
+                r.model.n_layer, r.model.d_model, r.model.n_head, r.model.attn_only ? " (attention-only)" : "",
+                n_params, n_params * 4.0 / 1e6, counts[0], what, counts[1], st.step + 1, r.train.steps, r.train.B,
+                r.train.T, r.train.threads, r.train.threads == 1 ? "" : "s");
     struct sigaction old_signals[2];
     catch_stop_signals(old_signals);
     rc = st.step < r.train.steps ? lp_train_resume(m, &st, train, n_train, held, n_held, &r.train, on_step, &t) : LP_OK;

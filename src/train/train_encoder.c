@@ -587,6 +587,16 @@ int enc_draw(int *ids, int *tgt, const enc_examples *x, const lp_model *m, const
 
 /* ---- saving ---- */
 
+/* A float as the shortest decimal that reads back to it (1e-12, not 9.99999996e-13). */
+static double short_decimal(float x) {
+    char buf[32];
+    for (int digits = 1; digits < 10; digits++) {
+        snprintf(buf, sizeof buf, "%.*g", digits, (double)x);
+        if ((float)strtod(buf, NULL) == x) break;
+    }
+    return strtod(buf, NULL);
+}
+
 static int write_config(const lp_model *m, const char *dir) {
     const lp_config *c = &m->cfg;
     bool mlm = c->head == LP_HEAD_MLM;
@@ -594,7 +604,7 @@ static int write_config(const lp_model *m, const char *dir) {
                           "architectures", c->arch, "model_type", "bert", "vocab_size", c->vocab, "hidden_size",
                           c->d_model, "num_hidden_layers", c->n_layer, "num_attention_heads", c->n_head,
                           "intermediate_size", c->d_mlp, "max_position_embeddings", c->n_ctx, "type_vocab_size",
-                          c->type_vocab, "hidden_act", "gelu", "layer_norm_eps", (double)c->norm_eps,
+                          c->type_vocab, "hidden_act", "gelu", "layer_norm_eps", short_decimal(c->norm_eps),
                           "initializer_range", 0.02, "hidden_dropout_prob", 0.0, "attention_probs_dropout_prob", 0.0,
                           "pad_token_id", 0, "position_embedding_type", "absolute", "tie_word_embeddings", true,
                           "torch_dtype", "float32");
@@ -655,7 +665,7 @@ int lp_train_start_from(lp_model *m, const char *dir) {
     lp_safetensors *st;
     int rc = lp_path_join(path, sizeof path, dir, "model.safetensors");
     if (rc || (rc = lp_st_open(&st, path))) return rc;
-    int nt = enc_tensors(c, NULL, 0), taken = 0;
+    int nt = enc_tensors(c, NULL, 0);
     lp_param_tensor *t = malloc((size_t)nt * sizeof *t);
     float *tmp = malloc(m->n_params * sizeof *tmp);
     if (!t || !tmp) rc = lp_error(LP_ENOMEM, "out of memory");
@@ -676,7 +686,6 @@ int lp_train_start_from(lp_model *m, const char *dir) {
                           t[i].shape[1] ? t[i].shape[1] : 1);
         else if (fits) {
             memcpy(tmp + t[i].offset, x->data, x->nbytes);
-            taken++;
         }
     }
     if (!rc) memcpy(m->trainable, tmp, m->n_params * sizeof *tmp);
