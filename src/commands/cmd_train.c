@@ -170,9 +170,10 @@ static int choose_recipe(lp_recipe *r, const lp_opt *o) {
     if (rc) return train_error(rc);
     const lp_config *c = lp_model_config(m);
     if (strcmp(c->family, "bert") != 0 || c->type_vocab != 2) {
+        rc = lp_error(LP_EINVAL, "train: --from %s is a %s: give a BERT that loupe trained (train --arch bert)", from,
+                      c->arch);
         lp_model_free(m);
-        return lp_error(LP_EINVAL, "train: --from %s is a %s: give a BERT that loupe trained (train --arch bert)", from,
-                        c->arch);
+        return rc;
     }
     r->model = (lp_config){.n_layer = c->n_layer, .n_head = c->n_head, .d_model = c->d_model, .d_mlp = c->d_mlp,
                            .n_ctx = c->n_ctx};

@@ -213,7 +213,7 @@ check "train --task ioi: the classifier loads and classifies" jq -e -s '[.[1][].
 fails_with "train: --task needs --arch bert" 'add --arch bert' "$LOUPE" -e "train $tmp/x --task ioi"
 fails_with "train: an unknown --arch" 'use gpt2' "$LOUPE" -e "train $tmp/x --arch t5"
 fails_with "train: an unknown --task" 'use mlm' "$LOUPE" -e "train $tmp/x --arch bert --task ner"
-fails_with "train: --from a GPT-2" 'give a BERT' "$LOUPE" -e "train $tmp/x --arch bert --task ioi --from $tmp/b"
+fails_with "train: --from a GPT-2" 'is a GPT2LMHeadModel: give a BERT' "$LOUPE" -e "train $tmp/x --arch bert --task ioi --from $tmp/b"
 fails_with "train: --from fixes the shape" 'shape and vocabulary' "$LOUPE" -e "train $tmp/x --arch bert --task ioi --from $tmp/bm --layers 3"
 fails_with "train: --attn-only is GPT-2's" 'a BERT has MLPs' "$LOUPE" -e "train $tmp/x $BERT --attn-only"
 fails_with "train: the arch cannot change on resume" 'cannot change when resuming' "$LOUPE" -e "train $tmp/bm --resume --arch gpt2"
