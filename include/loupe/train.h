@@ -151,7 +151,8 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
 int lp_train(lp_model *m, const int *data, size_t n, const int *heldout, size_t n_heldout,
              const lp_train_options *o, lp_train_fn cb, void *ctx);
 
-/* The mean loss of `batches` batches of B windows of T + 1 tokens from data, drawn by seed. */
+/* The mean loss of `batches` batches of B windows of T + 1 tokens from data, drawn by seed.
+ * GPT-2 only: a BERT's held-out loss is lp_train's (eval_every), which has its masking. */
 int lp_train_eval(const lp_model *m, const int *data, size_t n, int B, int T, int batches, uint64_t seed,
                   double *loss);
 
