@@ -135,10 +135,10 @@ model: deps
 # then an IOI classifier started from it (--from). A few minutes on two cores; the weights
 # are committed, as models/default's.
 ENCODER_RECIPE = --arch bert --layers 2 --heads 4 --d-model 64 --d-mlp 256 --ctx 64 --vocab 1024 --corpus-mb 4 \
-                 --mix 0.65,0.25,0.1 --batch 32 --seq 64 --steps 3000 --warmup 100 --lr 1e-3 --min-lr 1e-4 \
+                 --mix 0.8,0.1,0.1 --batch 32 --seq 64 --steps 4000 --warmup 200 --lr 2e-3 --min-lr 1e-4 \
                  --weight-decay 0.01 --clip 1 --mask-prob 0.15 --eval-every 250 --threads 2 --seed 1
-ENCODER_IOI_RECIPE = --arch bert --task ioi --examples 20000 --batch 32 --seq 64 --steps 600 --warmup 60 --lr 5e-4 \
-                     --min-lr 5e-5 --weight-decay 0.01 --clip 1 --eval-every 200 --threads 2 --seed 1
+ENCODER_IOI_RECIPE = --arch bert --task ioi --examples 20000 --batch 32 --seq 64 --steps 4000 --warmup 200 --lr 1e-3 \
+                     --min-lr 1e-4 --weight-decay 0.01 --clip 1 --eval-every 500 --threads 2 --seed 1
 encoder-model: deps
 	@$(MAKE) --no-print-directory loupe
 	rm -rf models/encoder.tmp && mkdir -p models/encoder.tmp
