@@ -333,8 +333,7 @@ static void linear_weight_backward(float *dw, int ldw, float *db, const float *x
     }
 }
 
-void norm_weight_backward(float *dw, float *db, const float *dy, const float *x, const float *scale, int n,
-                                 int d) {
+void norm_weight_backward(float *dw, float *db, const float *dy, const float *x, const float *scale, int n, int d) {
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d, *dyi = dy + (size_t)i * d;
         double mean = 0.0;
