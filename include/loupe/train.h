@@ -1,4 +1,4 @@
-/* Training GPT-2 models from scratch: a trainable model (its parameters one writable float
+/* Training GPT-2 models, and BERT encoders (below), from scratch: a trainable model (its parameters one writable float
  * block the model points into), the next-token loss and its gradient with respect to every
  * parameter, AdamW with warm-up and a cosine schedule and global-norm clipping, and saving
  * in Hugging Face layout (config.json + model.safetensors, F32), which lp_model_load and
@@ -17,7 +17,21 @@
  * parameters, bit for bit, step for step: a batch is split into `threads` shards of whole
  * sequences whose gradients are summed in shard order, BLAS runs on one thread inside a
  * shard, and step s's batch depends only on the seed and s (so a resumed run continues
- * exactly as an uninterrupted one). */
+ * exactly as an uninterrupted one).
+ *
+ * BERT (cfg->head LP_HEAD_MLM or LP_HEAD_CLASSIFIER: src/train/train_encoder.c): post-norm
+ * blocks, bidirectional attention, learned positions, token types, the embeddings'
+ * LayerNorm, the exact (erf) GELU, in Hugging Face's tensor names (bert.embeddings...,
+ * bert.encoder.layer.L..., then cls.predictions.* for a masked LM, whose decoder is the
+ * word embeddings, or bert.pooler.dense and classifier for a classifier), saved as
+ * BertForMaskedLM or BertForSequenceClassification. Its data is a list of examples, each
+ * LENGTH, LABEL, then LENGTH token ids (LABEL -1 for a masked LM; the ids include [CLS] and
+ * [SEP]); a batch is B examples of one length (drawn like the rest from the seed and the
+ * step), since an encoder's sequences are not padded. A masked LM's batch is masked as BERT's
+ * pre-training does: each token with an id >= n_special is chosen with mask_prob, and a
+ * chosen one becomes mask_id 80% of the time, a random id >= n_special 10%, itself 10%; the
+ * loss is the mean over the chosen tokens of -log p(original token). A classifier's loss is
+ * the mean over the batch of -log p(label | the sequence), read at position 0. */
 #ifndef LOUPE_TRAIN_H
 #define LOUPE_TRAIN_H
 
@@ -41,7 +55,9 @@ typedef struct {
  * NULL) and returns how many there are. */
 int lp_train_tensors(const lp_config *c, lp_param_tensor *out, int cap);
 
-/* A trainable GPT-2 of shape cfg (cfg->family/norm/pos/mlp are set to GPT-2's; d_head is
+/* A trainable GPT-2 of shape cfg (a BERT when cfg->head is LP_HEAD_MLM or
+ * LP_HEAD_CLASSIFIER with cfg->n_labels: initialised as BertPreTrainedModel, N(0, 0.02),
+ * norms 1, biases 0; its labels LABEL_i until lp_train_set_labels) (cfg->family/norm/pos/mlp are set to GPT-2's; d_head is
  * d_model / n_head; the unembedding is tied), initialised as GPT-2 is: weights N(0, 0.02),
  * the residual projections (attn.c_proj, mlp.c_proj) N(0, 0.02 / sqrt(2 n_layer)), norm
  * weights 1, biases 0. Free with lp_model_free. */
@@ -55,6 +71,17 @@ void lp_train_set_embed_std(lp_model *m, float std);
 /* The writable parameter block (n floats) of a model from lp_train_model_new; NULL for a
  * model that was loaded. The model reads it on every forward. */
 float *lp_train_params(lp_model *m, size_t *n);
+/* Starts a trainable BERT from dir/model.safetensors (a BERT loupe trained, of the same
+ * shape): its embeddings and layers, and its head when it has this one (a classifier from a
+ * masked LM keeps its new pooler and output layer). On failure the model is unchanged. */
+int lp_train_start_from(lp_model *m, const char *dir);
+/* Names the n labels of a trainable classifier (n must be its n_labels). */
+int lp_train_set_labels(lp_model *m, const char *const *names, int n);
+/* A trainable BERT's loss on B sequences of T tokens ids (B, T): a masked LM's mean over the
+ * positions whose target tgt (B, T) is >= 0 of -log p(tgt); a classifier's mean over the
+ * sequences of -log p(tgt[b * T] | sequence b) (the rest of tgt is ignored). With grad, its
+ * gradient (n params). */
+int lp_train_encoder_loss(const lp_model *m, const int *ids, const int *tgt, int B, int T, double *loss, float *grad);
 
 /* loss = the batch's mean next-token loss; when grad is not NULL, grad (n params) = its
  * gradient. tokens (B, T + 1), T <= n_ctx, every id in the vocabulary. */
@@ -72,6 +99,10 @@ typedef struct {
     int eval_batches;      /* batches of the held-out loss */
     uint64_t seed;         /* which windows of the data each batch takes */
     int threads;           /* shards of each batch, run in parallel; the result depends on it (1..256) */
+    /* Masked LMs (BERT) only: */
+    float mask_prob;       /* the share of tokens chosen (BERT: 0.15) */
+    int mask_id;           /* the [MASK] token */
+    int n_special;         /* ids below this ([PAD], [UNK], [CLS], [SEP], [MASK]) are never chosen nor drawn */
 } lp_train_options;
 
 /* Sensible defaults for a small model: B 8, T 64, lr 1e-3 to 1e-4, warm-up 10% of steps,
@@ -120,7 +151,8 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
 int lp_train(lp_model *m, const int *data, size_t n, const int *heldout, size_t n_heldout,
              const lp_train_options *o, lp_train_fn cb, void *ctx);
 
-/* The mean loss of `batches` batches of B windows of T + 1 tokens from data, drawn by seed. */
+/* The mean loss of `batches` batches of B windows of T + 1 tokens from data, drawn by seed.
+ * GPT-2 only: a BERT's held-out loss is lp_train's (eval_every), which has its masking. */
 int lp_train_eval(const lp_model *m, const int *data, size_t n, int B, int T, int batches, uint64_t seed,
                   double *loss);
 

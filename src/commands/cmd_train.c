@@ -16,10 +16,12 @@
 #include "loupe/fileio.h"
 #include "loupe/recipe.h"
 #include "loupe/run.h"
+#include "loupe/wordpiece_train.h"
 
 enum { O_RESUME, O_STEPS, O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_ATTN_ONLY, O_VOCAB, O_CORPUS_MB, O_MIX,
        O_BATCH, O_SEQ, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP, O_EVAL_EVERY, O_SAVE_EVERY, O_SEED, O_THREADS,
-       O_QUIET, O_STOP_AT, O_SPANS, O_LETTER_WORDS, O_EMBED_STD, O_RANDOM_TOKENS, N_OPTS };
+       O_QUIET, O_STOP_AT, O_SPANS, O_LETTER_WORDS, O_EMBED_STD, O_RANDOM_TOKENS, O_ARCH, O_TASK, O_FROM, O_MASK_PROB,
+       O_EXAMPLES, N_OPTS };
 
 /* What may change when resuming: how long, how often to look, how quietly. */
 static const bool RESUMABLE[N_OPTS] = {[O_RESUME] = true, [O_STEPS] = true, [O_EVAL_EVERY] = true,
@@ -43,10 +45,14 @@ typedef struct {
     int saved_step;    /* of the checkpoint in DIR; -1: none yet */
 } trainer;
 
-/* The files of a checkpoint besides train.json, which records their digests. */
-static const char *const CKPT_FILES[] = {"config.json", "model.safetensors", "optimizer.safetensors", "vocab.json",
-                                         "merges.txt"};
-enum { N_CKPT_FILES = sizeof CKPT_FILES / sizeof CKPT_FILES[0] };
+/* The files of a checkpoint besides train.json, which records their digests: a GPT-2's, a
+ * BERT's. */
+enum { N_CKPT_FILES = 5 };
+static const char *const CKPT_FILES[2][N_CKPT_FILES] = {
+    {"config.json", "model.safetensors", "optimizer.safetensors", "vocab.json", "merges.txt"},
+    {"config.json", "model.safetensors", "optimizer.safetensors", "vocab.txt", "tokenizer_config.json"}};
+
+static const char *const *ckpt_files(const lp_recipe *r) { return CKPT_FILES[r->task != LP_TASK_LM]; }
 
 /* The engine's last message, said by the train command. */
 static int train_error(int rc) {
@@ -86,7 +92,7 @@ static const struct {
     {O_LR, "train.lr"},            {O_MIN_LR, "train.min_lr"},    {O_WARMUP, "train.warmup"},
     {O_WD, "train.weight_decay"},  {O_CLIP, "train.grad_clip"},   {O_EVAL_EVERY, "train.eval_every"},
     {O_THREADS, "train.threads"},  {O_EMBED_STD, "model.embed_std"}, {O_RANDOM_TOKENS, "corpus.random_tokens"},
-    {O_LETTER_WORDS, "corpus.letter_words"},
+    {O_LETTER_WORDS, "corpus.letter_words"}, {O_MASK_PROB, "train.mask_prob"}, {O_EXAMPLES, "examples"},
 };
 
 /* The recipe's fields from the options given. */
@@ -135,6 +141,50 @@ static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_e
     return (rc = lp_recipe_check(r)) ? train_error(rc) : LP_OK;
 }
 
+/* A new run's recipe: GPT-2's default, or a BERT's (--arch bert, --task mlm|ioi, --from DIR,
+ * whose shape and vocabulary a classifier takes). */
+static int choose_recipe(lp_recipe *r, const lp_opt *o) {
+    const char *arch = o[O_ARCH].value, *task = o[O_TASK].value, *from = o[O_FROM].value;
+    if (arch && strcmp(arch, "gpt2") && strcmp(arch, "bert"))
+        return lp_error(LP_EINVAL, "train: --arch %s: use gpt2 (the default) or bert", arch);
+    bool bert = arch && !strcmp(arch, "bert");
+    if (!bert) {
+        if (task || from || o[O_MASK_PROB].value || o[O_EXAMPLES].value)
+            return lp_error(LP_EINVAL, "train: --%s is for encoders: add --arch bert",
+                            task ? "task" : from ? "from" : o[O_MASK_PROB].value ? "mask-prob" : "examples");
+        lp_recipe_default(r);
+        return LP_OK;
+    }
+    if (task && strcmp(task, "mlm") && strcmp(task, "ioi"))
+        return lp_error(LP_EINVAL, "train: --task %s: use mlm (masked LM, the default) or ioi (a classifier of IOI "
+                                   "sentences)", task);
+    lp_recipe_default_encoder(r, task && !strcmp(task, "ioi") ? LP_TASK_IOI : LP_TASK_MLM);
+    if (!from) return LP_OK;
+    static const int shape[] = {O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_VOCAB};
+    for (size_t i = 0; i < sizeof shape / sizeof *shape; i++)
+        if (o[shape[i]].value)
+            return lp_error(LP_EINVAL, "train: --%s with --from: the shape and vocabulary are --from's model's",
+                            o[shape[i]].name);
+    lp_model *m;
+    int rc = lp_model_load(&m, from, NULL);
+    if (rc) return train_error(rc);
+    const lp_config *c = lp_model_config(m);
+    if (strcmp(c->family, "bert") != 0 || c->type_vocab != 2) {
+        rc = lp_error(LP_EINVAL, "train: --from %s is a %s: give a BERT that loupe trained (train --arch bert)", from,
+                      c->arch);
+        lp_model_free(m);
+        return rc;
+    }
+    r->model = (lp_config){.n_layer = c->n_layer, .n_head = c->n_head, .d_model = c->d_model, .d_mlp = c->d_mlp,
+                           .n_ctx = c->n_ctx};
+    r->vocab = c->vocab;
+    if (r->train.T > c->n_ctx) r->train.T = c->n_ctx;
+    lp_model_free(m);
+    if (strlen(from) >= sizeof r->from) return lp_error(LP_EINVAL, "train: --from: the path is too long");
+    snprintf(r->from, sizeof r->from, "%s", from);
+    return LP_OK;
+}
+
 static int write_json(const char *dir, const char *name, json_t *j) {
     char path[4096];
     int rc = lp_path_join(path, sizeof path, dir, name);
@@ -151,7 +201,7 @@ static int write_json(const char *dir, const char *name, json_t *j) {
 
 /* The digests of the checkpoint's files: the staged copy of each where there is one, else the
  * one in dir (the tokenizer, staged only by a new run's first save). */
-static int digests(const char *dir, const char *staging, json_t **out) {
+static int digests(const char *dir, const char *staging, const char *const *CKPT_FILES, json_t **out) {
     json_t *files = json_object();
     int rc = files ? LP_OK : lp_error(LP_ENOMEM, "out of memory");
     for (int i = 0; i < N_CKPT_FILES && !rc; i++) {
@@ -177,7 +227,7 @@ static int save_checkpoint(trainer *t, double elapsed) {
     if (!rc) rc = lp_path_join(path, sizeof path, staging, "optimizer.safetensors");
     if (!rc) rc = lp_train_state_save(t->st, t->m, path);
     json_t *files = NULL;
-    if (!rc) rc = digests(t->dir, staging, &files);
+    if (!rc) rc = digests(t->dir, staging, ckpt_files(t->r), &files);
     if (rc) return rc;
     json_t *j = json_pack("{s:o,s:i,s:f,s:o,s:O}", "recipe", lp_recipe_to_json(t->r), "step", t->st->step,
                           "elapsed_s", elapsed, "files", files, "log", t->log);
@@ -257,8 +307,39 @@ static void restore_stop_signals(const struct sigaction old[2]) {
     sigaction(SIGTERM, &old[1], NULL);
 }
 
+/* A BERT's WordPiece vocabulary from the corpus, or --from's copied. */
+static int make_wordpiece(const lp_recipe *r, const char *dir) {
+    char path[4096], *buf;
+    size_t n;
+    int rc = LP_OK;
+    if (r->from[0]) {
+        static const char *const files[] = {"vocab.txt", "tokenizer_config.json"};
+        for (int i = 0; i < 2 && !rc; i++) {
+            if ((rc = lp_path_join(path, sizeof path, r->from, files[i])) || (rc = lp_file_read_new(path, &buf, &n)))
+                break;
+            if (!(rc = lp_path_join(path, sizeof path, dir, files[i]))) rc = lp_file_write(path, buf, n);
+            free(buf);
+        }
+        return rc;
+    }
+    char *text;
+    size_t len, n_docs;
+    lp_corpus_doc *docs;
+    if ((rc = lp_corpus_new(&r->corpus, &text, &len, &docs, &n_docs))) return rc;
+    size_t *off = malloc(n_docs * sizeof *off), *lens = malloc(n_docs * sizeof *lens);
+    if (!off || !lens) rc = lp_error(LP_ENOMEM, "out of memory");
+    for (size_t i = 0; !rc && i < n_docs; i++) off[i] = docs[i].off, lens[i] = docs[i].len;
+    if (!rc) rc = lp_wordpiece_train_save(text, off, lens, n_docs, r->vocab, dir);
+    free(off);
+    free(lens);
+    free(text);
+    free(docs);
+    return rc;
+}
+
 /* A new run's tokenizer, learnt from the corpus, into dir (the staging of its first save). */
 static int make_tokenizer(const lp_recipe *r, const char *dir) {
+    if (r->task != LP_TASK_LM) return make_wordpiece(r, dir);
     char *text;
     size_t len;
     int rc = lp_corpus_new(&r->corpus, &text, &len, NULL, NULL);
@@ -289,6 +370,7 @@ static int read_checkpoint(const char *dir, lp_recipe *r, int *step, double *ela
         rc = lp_error(LP_EFORMAT, "%s: no valid \"elapsed_s\"", path);
     /* The pieces must be the ones this train.json was written with: not a model or an
      * optimiser state from another step, another run, or damaged. */
+    const char *const *CKPT_FILES = ckpt_files(r);
     for (int i = 0; i < N_CKPT_FILES && !rc; i++) {
         const char *want = json_string_value(json_object_get(jf, CKPT_FILES[i]));
         char file[4096], got[17];
@@ -331,6 +413,9 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         [O_QUIET] = {"quiet", true, NULL},        [O_STOP_AT] = {"stop-at", false, NULL},
         [O_SPANS] = {"spans", false, NULL},       [O_LETTER_WORDS] = {"letter-words", false, NULL},
         [O_EMBED_STD] = {"embed-std", false, NULL}, [O_RANDOM_TOKENS] = {"random-tokens", false, NULL},
+        [O_ARCH] = {"arch", false, NULL},         [O_TASK] = {"task", false, NULL},
+        [O_FROM] = {"from", false, NULL},         [O_MASK_PROB] = {"mask-prob", false, NULL},
+        [O_EXAMPLES] = {"examples", false, NULL},
     };
     char *pos[1];
     int np, rc = lp_cmd_opts("train", argc, argv, o, N_OPTS, pos, 1, &np);
@@ -361,7 +446,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
             goto out;
         }
     } else {
-        lp_recipe_default(&r);
+        if ((rc = choose_recipe(&r, o))) return rc;
         if ((rc = apply_options(&r, o, resume, &save_every, &stop_at))) return rc;
         if (lp_dir_exists(dir) && (rc = lp_ckptdir_recover(dir))) return rc;
         if (access(path, F_OK) == 0)
@@ -375,10 +460,28 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     }
 
     if ((rc = lp_tokenizer_load_dir(&tok, resume ? dir : staging))) goto out;
-    if ((rc = lp_recipe_data(&r, tok, &train, &n_train, &held, &n_held))) goto out;
+    if (r.task != LP_TASK_LM) {
+        r.train.mask_id = lp_tokenizer_piece_to_id(tok, LP_WP_MASK);
+        r.train.n_special = LP_WP_N_SPECIAL;
+        /* A corpus of fewer words than --vocab asks for makes a smaller vocabulary: the
+         * recipe (train.json) records the size it has. */
+        if (!resume && lp_tokenizer_vocab_size(tok) < r.vocab) r.vocab = lp_tokenizer_vocab_size(tok);
+        if (lp_tokenizer_vocab_size(tok) != r.vocab) {
+            rc = lp_error(LP_EINVAL, "train: %s: the vocabulary holds %d tokens, the recipe %d", dir,
+                          lp_tokenizer_vocab_size(tok), r.vocab);
+            goto out;
+        }
+    }
+    if (r.task == LP_TASK_LM) rc = lp_recipe_data(&r, tok, &train, &n_train, &held, &n_held);
+    else rc = lp_recipe_encoder_data(&r, tok, &train, &n_train, &held, &n_held);
+    if (rc) goto out;
     r.model.vocab = r.vocab;
+    r.model.head = r.task == LP_TASK_MLM ? LP_HEAD_MLM : r.task == LP_TASK_IOI ? LP_HEAD_CLASSIFIER : LP_HEAD_LM;
+    r.model.n_labels = r.task == LP_TASK_IOI ? LP_IOI_N_LABELS : 0;
     if ((rc = lp_train_model_new(&m, &r.model, r.init_seed)) || (rc = lp_train_state_new(&st, m))) goto out;
+    if (r.task == LP_TASK_IOI && (rc = lp_train_set_labels(m, LP_IOI_LABELS, LP_IOI_N_LABELS))) goto out;
     if (!resume) lp_train_set_embed_std(m, r.embed_std);
+    if (!resume && r.from[0] && (rc = lp_train_start_from(m, r.from))) goto out;
     if (resume) {
         char opt_path[4096];
         if ((rc = lp_train_load_params(m, dir)) ||
@@ -392,13 +495,22 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
                  .s = s, .quiet = o[O_QUIET].value != NULL, .elapsed_before = elapsed, .elapsed = elapsed,
                  .last_heldout = NAN, .last_loss = NAN, .staged = !resume,
                  .saved_step = resume ? step : -1};
+    /* A BERT's data is examples (LENGTH, LABEL, ids): count those. */
+    size_t counts[2] = {n_train, n_held};
+    for (int k = 0; k < 2 && r.task != LP_TASK_LM; k++) {
+        const int *d = k ? held : train;
+        size_t n = k ? n_held : n_train, at = 0;
+        for (counts[k] = 0; at + 2 <= n; counts[k]++) at += 2 + (size_t)d[at];
+    }
+    const char *what = r.task == LP_TASK_LM ? "tokens" : r.task == LP_TASK_MLM ? "masked-LM examples" : "IOI sentences";
     if (!t.quiet)
         lp_cmd_progress(s, LP_PROGRESS_NOTE,
-                        "train: %s: %d layers, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training tokens, "
+                        "train: %s: %s%d layers, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training %s, "
                         "%zu held out; steps %d..%d of %d x %d tokens on %d thread%s",
-                dir, r.model.n_layer, r.model.d_model, r.model.n_head, r.model.attn_only ? " (attention-only)" : "",
-                n_params, n_params * 4.0 / 1e6, n_train, n_held, st.step + 1, r.train.steps, r.train.B, r.train.T,
-                r.train.threads, r.train.threads == 1 ? "" : "s");
+                dir, r.task == LP_TASK_LM ? "" : r.task == LP_TASK_MLM ? "BERT masked LM, " : "BERT classifier, ",
+                r.model.n_layer, r.model.d_model, r.model.n_head, r.model.attn_only ? " (attention-only)" : "",
+                n_params, n_params * 4.0 / 1e6, counts[0], what, counts[1], st.step + 1, r.train.steps, r.train.B,
+                r.train.T, r.train.threads, r.train.threads == 1 ? "" : "s");
     struct sigaction old_signals[2];
     catch_stop_signals(old_signals);
     rc = st.step < r.train.steps ? lp_train_resume(m, &st, train, n_train, held, n_held, &r.train, on_step, &t) : LP_OK;

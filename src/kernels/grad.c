@@ -322,7 +322,7 @@ static const float *view_data(const lp_run *r, lp_act_kind kind, int layer) {
 /* ---- encoders: a head on top, post-norm blocks, full attention, the embeddings' norm ---- */
 
 /* act'(x) for the activations of encoders' MLPs and heads. */
-static double act_deriv(lp_head_act a, double x) {
+double lp_head_act_deriv(lp_head_act a, double x) {
     switch (a) {
     case LP_HEAD_ACT_TANH: { double t = tanh(x); return 1.0 - t * t; }
     case LP_HEAD_ACT_RELU: return x > 0 ? 1.0 : 0.0;
@@ -358,7 +358,7 @@ void encoder_head_backward(float *dx, double *value, const lp_model *m, const fl
     } else {
         memcpy(du, dh, (size_t)d * sizeof *du);
     }
-    for (int j = 0; j < d; j++) du[j] = (float)(du[j] * act_deriv(m->head.act, a[j]));
+    for (int j = 0; j < d; j++) du[j] = (float)(du[j] * lp_head_act_deriv(m->head.act, a[j]));
     linear_backward(dx, du, &m->head.dense, 1, 0.0f);
 }
 
@@ -399,7 +399,7 @@ static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o, cons
         memset(d_s2, 0, nd * sizeof *d_s2);
         norm_backward(d_s2, dy, s, view_data(r, LP_ACT_LN2_SCALE, l), w->ln2_w, T, d, LP_NORM_LAYERNORM);
         linear_backward(g->mlp_post, d_s2, &w->down, T, 0.0f);
-        for (size_t i = 0; i < TT * dm; i++) g->mlp_pre[i] = (float)(g->mlp_post[i] * act_deriv(mlp_act, pre[i]));
+        for (size_t i = 0; i < TT * dm; i++) g->mlp_pre[i] = (float)(g->mlp_post[i] * lp_head_act_deriv(mlp_act, pre[i]));
         memcpy(d_mid, d_s2, nd * sizeof *d_mid);
         linear_backward(d_mid, g->mlp_pre, &w->up, T, 1.0f);
         /* mid = LN1(x + attn_out): back to x, directly and through attention. */

@@ -16,6 +16,8 @@ void norm_backward(float *dx, const float *dy, const float *x, const float *scal
                    lp_norm_kind kind);
 /* d_pre (n) = d_post * GELU-tanh'(pre). */
 void gelu_backward(float *d_pre, const float *d_post, const float *pre, size_t n);
+/* act'(x) for the activations of encoders' MLPs and heads. */
+double lp_head_act_deriv(lp_head_act a, double x);
 
 /* An encoder's head backward: dx (d) = d o / d x for x (d), the last layer's output at
  * o->pos, whose head gave logits (W = the output width); *value = o on logits. scratch

@@ -101,7 +101,7 @@ int lp_ckptdir_commit(const char *dir) {
 
 /* The files that make a directory a model (Hugging Face or llama2.c): what loupe would load. */
 static bool model_file(const char *name) {
-    static const char *const names[] = {"config.json", "vocab.json", "merges.txt", "tokenizer.json",
+    static const char *const names[] = {"config.json", "vocab.json", "merges.txt", "tokenizer.json", "vocab.txt",
                                         "tokenizer.bin", "tokenizer_config.json", "generation_config.json"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(name, names[i]) == 0) return true;

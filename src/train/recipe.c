@@ -11,8 +11,13 @@
 #include "loupe/error.h"
 #include "loupe/generate.h"
 
+const char *const LP_IOI_LABELS[LP_IOI_N_LABELS] = {"subject", "io"};
+
+static json_t *recipe_numbers_json(const lp_recipe *r);
+
 void lp_recipe_default(lp_recipe *r) {
     *r = (lp_recipe){0};
+    r->examples = 20000;
     lp_corpus_spec_default(&r->corpus);
     r->corpus.seed = 1;
     r->corpus.n_bytes = 48u << 20;
@@ -39,7 +44,41 @@ void lp_recipe_default(lp_recipe *r) {
     r->train.threads = 2;
 }
 
+void lp_recipe_default_encoder(lp_recipe *r, lp_train_task task) {
+    lp_recipe_default(r);
+    r->task = task;
+    r->corpus.n_bytes = 4u << 20;
+    r->random_tokens = 0.0; /* a GPT-2's induction data: not an encoder's */
+    r->vocab = 1024;
+    r->model = (lp_config){.n_layer = 2, .n_head = 4, .d_model = 64, .d_mlp = 256, .n_ctx = 64};
+    r->embed_std = 0.02f;   /* BERT's own initialisation: the embeddings' LayerNorm spreads them */
+    r->train = lp_train_defaults(3000);
+    r->train.B = 32;
+    r->train.T = 64;
+    r->train.warmup = 100;
+    r->train.lr = 1e-3f;
+    r->train.min_lr = 1e-4f;
+    r->train.weight_decay = 0.01f;
+    r->train.eval_every = 250;
+    r->train.eval_batches = 8;
+    r->train.threads = 2;
+}
+
+const char *lp_train_task_name(lp_train_task t) { return t == LP_TASK_MLM ? "mlm" : t == LP_TASK_IOI ? "ioi" : "lm"; }
+
 json_t *lp_recipe_to_json(const lp_recipe *r) {
+    json_t *j = recipe_numbers_json(r);
+    if (j && r->task != LP_TASK_LM) {
+        json_object_set_new(j, "arch", json_string("bert"));
+        json_object_set_new(j, "task", json_string(lp_train_task_name(r->task)));
+        json_object_set_new(j, "examples", json_integer(r->examples));
+        json_object_set_new(json_object_get(j, "train"), "mask_prob", json_real(r->train.mask_prob));
+        if (r->from[0]) json_object_set_new(j, "from", json_string(r->from));
+    }
+    return j;
+}
+
+static json_t *recipe_numbers_json(const lp_recipe *r) {
     const lp_corpus_spec *c = &r->corpus;
     const lp_config *m = &r->model;
     const lp_train_options *o = &r->train;
@@ -110,6 +149,8 @@ static const field FIELDS[] = {
     F("train.eval_batches", F_INT, train.eval_batches, 1, 100000),
     F("train.seed", F_U64, train.seed, 0, SEED_MAX),
     F("train.threads", F_INT, train.threads, 1, 256),
+    F("train.mask_prob", F_FLOAT, train.mask_prob, 1e-6, 1),
+    F("examples", F_INT, examples, 1, 10000000),
 };
 #undef F
 enum { N_FIELDS = sizeof FIELDS / sizeof FIELDS[0] };
@@ -203,6 +244,18 @@ int lp_recipe_from_json(lp_recipe *r, const json_t *j, const char *what) {
             return lp_error(LP_EFORMAT, "%s: recipe key model.attn_only has the wrong type (true or false)", what);
         r->model.attn_only = json_is_true(ao);
     }
+    const json_t *task = lookup(j, "task"), *from = lookup(j, "from");
+    if (task) {
+        const char *name = json_string_value(task);
+        if (!name || (strcmp(name, "mlm") && strcmp(name, "ioi") && strcmp(name, "lm")))
+            return lp_error(LP_EFORMAT, "%s: recipe key task should be \"lm\", \"mlm\" or \"ioi\"", what);
+        r->task = !strcmp(name, "mlm") ? LP_TASK_MLM : !strcmp(name, "ioi") ? LP_TASK_IOI : LP_TASK_LM;
+    }
+    if (from) {
+        if (!json_is_string(from) || json_string_length(from) >= sizeof r->from)
+            return lp_error(LP_EFORMAT, "%s: recipe key from should be a directory's path", what);
+        snprintf(r->from, sizeof r->from, "%s", json_string_value(from));
+    }
     int rc = lp_recipe_check(r);
     if (rc) {
         char msg[512];
@@ -218,6 +271,8 @@ int lp_recipe_check(const lp_recipe *r) {
         if (!(v >= FIELDS[i].lo && v <= FIELDS[i].hi)) return out_of_range(&FIELDS[i], FIELDS[i].key, v);
     }
     const lp_config *m = &r->model;
+    if (r->task != LP_TASK_LM && m->attn_only)
+        return lp_error(LP_EINVAL, "--attn-only: a BERT has MLPs (attention-only models are GPT-2s)");
     if (m->d_model % m->n_head)
         return lp_error(LP_EINVAL, "model shape: d_model %d is not a multiple of heads %d", m->d_model, m->n_head);
     if (r->train.T > m->n_ctx)

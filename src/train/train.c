@@ -22,6 +22,7 @@
 #include "loupe/generate.h"
 #include "loupe/run.h"
 #include "loupe/safetensors.h"
+#include "train/train_impl.h"
 
 /* The path such a model reports (it has no file). */
 static const char TRAINABLE_PATH[] = "(trainable model in memory)";
@@ -54,7 +55,11 @@ static void put(lp_param_tensor *out, int cap, int *n, size_t *at, bool decay, i
     (*n)++;
 }
 
+/* A BERT is asked for by its head (a GPT-2 has LP_HEAD_LM, lp_config's zero). */
+static bool is_encoder(const lp_config *c) { return c->head == LP_HEAD_MLM || c->head == LP_HEAD_CLASSIFIER; }
+
 int lp_train_tensors(const lp_config *c, lp_param_tensor *out, int cap) {
+    if (is_encoder(c)) return enc_tensors(c, out, cap);
     long d = c->d_model, dm = c->d_mlp;
     int n = 0;
     size_t at = 0;
@@ -126,6 +131,7 @@ int lp_train_model_new(lp_model **out, const lp_config *cfg, uint64_t seed) {
                                    "d_mlp (unless attention-only)");
     if (c0->d_model % c0->n_head)
         return lp_error(LP_EINVAL, "d_model %d is not a multiple of n_head %d", c0->d_model, c0->n_head);
+    if (is_encoder(c0)) return enc_model_new(out, c0, seed);
     lp_model *m = calloc(1, sizeof *m);
     if (!m) return lp_error(LP_ENOMEM, "out of memory");
     lp_config *c = &m->cfg;
@@ -327,10 +333,7 @@ static void linear_weight_backward(float *dw, int ldw, float *db, const float *x
     }
 }
 
-/* dw, db (d) += the LayerNorm weight and bias gradients given dy (n, d) for y = xhat w + b,
- * xhat recomputed from x (n, d) and the forward's scale (n). */
-static void norm_weight_backward(float *dw, float *db, const float *dy, const float *x, const float *scale, int n,
-                                 int d) {
+void norm_weight_backward(float *dw, float *db, const float *dy, const float *x, const float *scale, int n, int d) {
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d, *dyi = dy + (size_t)i * d;
         double mean = 0.0;
@@ -431,6 +434,7 @@ static int check_batch(const lp_model *m, const int *ids, int B, int T) {
 }
 
 int lp_train_loss(const lp_model *m, const int *tokens, int B, int T, double *loss, float *grad) {
+    if (is_encoder(&m->cfg)) return lp_error(LP_EINVAL, "a BERT's loss needs targets: lp_train_encoder_loss");
     int rc = check_batch(m, tokens, B, T);
     if (rc) return rc;
     if (grad && !lp_train_params((lp_model *)m, NULL))
@@ -452,12 +456,42 @@ int lp_train_loss(const lp_model *m, const int *tokens, int B, int T, double *lo
     return LP_OK;
 }
 
+int lp_train_encoder_loss(const lp_model *m, const int *ids, const int *tgt, int B, int T, double *loss, float *grad) {
+    const lp_config *c = &m->cfg;
+    if (!is_encoder(c)) return lp_error(LP_EINVAL, "lp_train_encoder_loss is for a BERT; a GPT-2's is lp_train_loss");
+    if (B < 1 || T < 1 || T > c->n_ctx)
+        return lp_error(LP_EINVAL, "a batch of %d x %d tokens: the model takes 1..%d tokens", B, T, c->n_ctx);
+    int W = c->head == LP_HEAD_MLM ? c->vocab : c->n_labels, targets = 0;
+    for (size_t i = 0; i < (size_t)B * T; i++) {
+        if (ids[i] < 0 || ids[i] >= c->vocab)
+            return lp_error(LP_EINVAL, "token id %d is outside the vocabulary (0..%d)", ids[i], c->vocab - 1);
+        bool read = c->head == LP_HEAD_MLM || i % (size_t)T == 0;
+        if (read && tgt[i] >= W) return lp_error(LP_EINVAL, "target %d is outside 0..%d", tgt[i], W - 1);
+        targets += read && tgt[i] >= 0;
+    }
+    if (!targets) return lp_error(LP_EINVAL, "the batch has no target (every one is -1)");
+    if (grad && !m->trainable) return lp_error(LP_EINVAL, "parameter gradients need a trainable model");
+    int nt;
+    size_t total;
+    lp_param_tensor *t = tensors_new(c, &nt, &total);
+    enc_work *w = NULL;
+    int rc = t ? enc_work_new(&w, c, B, T) : lp_error(LP_ENOMEM, "out of memory");
+    if (!rc) {
+        double l = enc_step(w, m, ids, tgt, B, T, grad, t, 1.0f / (float)targets);
+        if (loss) *loss = l / targets;
+    }
+    enc_work_free(w);
+    free(t);
+    return rc;
+}
+
 /* ---- the optimiser and the loop ---- */
 
 lp_train_options lp_train_defaults(int steps) {
     return (lp_train_options){.B = 8, .T = 64, .steps = steps, .warmup = steps / 10, .lr = 1e-3f, .min_lr = 1e-4f,
                               .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_clip = 1.0f,
-                              .eval_every = 100, .eval_batches = 8, .seed = 1, .threads = 1};
+                              .eval_every = 100, .eval_batches = 8, .seed = 1, .threads = 1, .mask_prob = 0.15f,
+                              .mask_id = -1, .n_special = 0};
 }
 
 float lp_train_lr(const lp_train_options *o, int step) {
@@ -505,7 +539,10 @@ typedef struct {
     const lp_model *m;
     const lp_param_tensor *t;
     work w;
-    const int *ids;  /* (w.B, T + 1): this shard's rows of the batch */
+    enc_work *ew;    /* a BERT's work instead of w */
+    int B, T;        /* this step's: B sequences (a BERT's T varies by step) */
+    const int *ids;  /* (B, T + 1): this shard's rows of the batch; a BERT's (B, T) */
+    const int *tgt;  /* a BERT's targets (B, T) */
     float *grad;     /* (n params), or NULL for a forward only */
     float inv_n;
     double loss_sum; /* the shard's summed token losses */
@@ -519,6 +556,10 @@ typedef struct {
 
 static void *shard_run(void *arg) {
     shard *s = arg;
+    if (s->ew) {
+        s->loss_sum = enc_step(s->ew, s->m, s->ids, s->tgt, s->B, s->T, s->grad, s->t, s->inv_n);
+        return NULL;
+    }
     s->loss_sum = forward(&s->w, s->m, s->ids) * s->w.B * s->w.T;
     if (s->grad) backward(&s->w, s->m, s->ids, s->grad, s->t, s->inv_n);
     return NULL;
@@ -527,6 +568,7 @@ static void *shard_run(void *arg) {
 static void shards_free(shards *S) {
     for (int i = 0; i < S->n; i++) {
         work_free(&S->s[i].w);
+        enc_work_free(S->s[i].ew);
         if (i > 0 && S->grads) free(S->grads[i - 1]);
     }
     free(S->s);
@@ -540,8 +582,8 @@ static int shards_init(shards *S, const lp_model *m, const lp_param_tensor *t, i
     if (!S->s || !S->grads) return lp_error(LP_ENOMEM, "out of memory");
     for (int i = 0; i < n && !rc; i++) {
         int b = B / n + (i < B % n); /* sequences in shard i */
-        S->s[i] = (shard){.m = m, .t = t, .inv_n = 1.0f / ((float)B * T)};
-        rc = work_init(&S->s[i].w, &m->cfg, b, T);
+        S->s[i] = (shard){.m = m, .t = t, .B = b, .T = T, .inv_n = 1.0f / ((float)B * T)};
+        rc = is_encoder(&m->cfg) ? enc_work_new(&S->s[i].ew, &m->cfg, b, T) : work_init(&S->s[i].w, &m->cfg, b, T);
         if (!rc && grads && i > 0 && !(S->grads[i - 1] = malloc(m->n_params * sizeof(float))))
             rc = lp_error(LP_ENOMEM, "out of memory for a gradient");
     }
@@ -549,15 +591,27 @@ static int shards_init(shards *S, const lp_model *m, const lp_param_tensor *t, i
     return rc;
 }
 
-/* The mean loss of the batch ids (B, T + 1); with grad, its gradient too. */
-static double shards_step(shards *S, const int *ids, float *grad, size_t np) {
+/* The mean loss of the batch ids (B, T + 1) (a BERT's: ids (B, T) against tgt (B, T), T of
+ * this step); with grad, its gradient too. */
+static double shards_step(shards *S, const int *ids, const int *tgt, int T, float *grad, size_t np) {
     pthread_t th[S->n];
     bool started[S->n];
-    const int *at = ids;
+    const int *at = ids, *at_tgt = tgt;
+    size_t targets = 0, B = 0;
+    for (int i = 0; i < S->n; i++) B += (size_t)S->s[i].B;
+    for (size_t i = 0; tgt && i < B * (size_t)T; i++) targets += tgt[i] >= 0;
     for (int i = 0; i < S->n; i++) {
         shard *s = &S->s[i];
         s->ids = at;
-        at += (size_t)s->w.B * (s->w.T + 1);
+        if (tgt) {
+            s->T = T;
+            s->tgt = at_tgt;
+            s->inv_n = 1.0f / (float)targets;
+            at += (size_t)s->B * T;
+            at_tgt += (size_t)s->B * T;
+        } else {
+            at += (size_t)s->w.B * (s->w.T + 1);
+        }
         s->grad = grad ? (i == 0 ? grad : S->grads[i - 1]) : NULL;
         started[i] = i > 0 && pthread_create(&th[i], NULL, shard_run, s) == 0;
     }
@@ -574,17 +628,24 @@ static double shards_step(shards *S, const int *ids, float *grad, size_t np) {
         if (grad && i > 0)
             for (size_t j = 0; j < np; j++) grad[j] += S->grads[i - 1][j];
     }
-    return loss / (double)tokens;
+    return loss / (double)(tgt ? targets : tokens);
 }
 
-static double eval_loss(shards *S, int *ids, const lp_model *m, const int *data, size_t n, int B, int T, int batches,
-                        uint64_t seed) {
+/* The mean loss of `batches` batches drawn by seed: windows of data (a GPT-2's) or
+ * examples of x (a BERT's, masked as o says; tgt their targets). */
+static double eval_loss(shards *S, int *ids, int *tgt, const lp_model *m, const int *data, size_t n,
+                        const enc_examples *x, const lp_train_options *o, int B, int T, int batches, uint64_t seed) {
     lp_rng rng;
     lp_rng_seed(&rng, seed);
     double sum = 0.0;
     for (int i = 0; i < batches; i++) {
+        if (x) {
+            int Ti = enc_draw(ids, tgt, x, m, o, seed, i);
+            sum += shards_step(S, ids, tgt, Ti, NULL, m->n_params);
+            continue;
+        }
         draw_batch(ids, data, n, B, T, &rng);
-        sum += shards_step(S, ids, NULL, m->n_params);
+        sum += shards_step(S, ids, NULL, T, NULL, m->n_params);
     }
     return sum / batches;
 }
@@ -598,6 +659,8 @@ static int blas_single(void) {
 
 int lp_train_eval(const lp_model *m, const int *data, size_t n, int B, int T, int batches, uint64_t seed,
                   double *loss) {
+    if (is_encoder(&m->cfg))
+        return lp_error(LP_EINVAL, "a BERT's held-out loss is lp_train's (eval_every): it needs the masking options");
     int rc = check_batch(m, NULL, B, T);
     if (rc || (rc = check_data(m, data, n, T, "evaluation"))) return rc;
     if (batches < 1) return lp_error(LP_EINVAL, "evaluation needs at least one batch");
@@ -608,7 +671,7 @@ int lp_train_eval(const lp_model *m, const int *data, size_t n, int B, int T, in
         free(ids);
         return rc;
     }
-    *loss = eval_loss(&S, ids, m, data, n, B, T, batches, seed);
+    *loss = eval_loss(&S, ids, NULL, m, data, n, NULL, NULL, B, T, batches, seed);
     shards_free(&S);
     free(ids);
     return LP_OK;
@@ -652,6 +715,16 @@ static int check_options(const lp_train_options *o) {
     return LP_OK;
 }
 
+static int check_masking(const lp_model *m, const lp_train_options *o) {
+    int V = m->cfg.vocab;
+    if (m->cfg.head != LP_HEAD_MLM) return LP_OK;
+    if (!(o->mask_prob > 0.0f && o->mask_prob <= 1.0f) || o->mask_id < 0 || o->mask_id >= V || o->n_special < 0 ||
+        o->n_special >= V)
+        return lp_error(LP_EINVAL, "masking options out of range (mask_prob in (0, 1], mask_id and n_special in "
+                                   "0..%d)", V - 1);
+    return LP_OK;
+}
+
 static int check_finite(const float *p, size_t np, double loss, double grad_norm, int step) {
     const char *what = !isfinite(loss) ? "the loss" : !isfinite(grad_norm) ? "the gradient" : NULL;
     for (size_t j = 0; !what && j < np; j++)
@@ -671,23 +744,40 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
     if (st->n != np || !st->exp_avg || !st->exp_avg_sq || st->step < 0)
         return lp_error(LP_EINVAL, "the optimiser state does not belong to this model (%zu values for %zu parameters)",
                         st->n, np);
-    if ((rc = check_data(m, data, n, o->T, "training"))) return rc;
-    if (o->eval_every > 0 && (rc = check_data(m, heldout, n_heldout, o->T, "held-out"))) return rc;
+    bool enc = is_encoder(&m->cfg);
+    enc_examples *xt = NULL, *xh = NULL;
+    if (enc) {
+        if ((rc = check_masking(m, o)) || (rc = enc_examples_new(&xt, m, data, n, o->T, "training")) ||
+            (o->eval_every > 0 && (rc = enc_examples_new(&xh, m, heldout, n_heldout, o->T, "held-out")))) {
+            enc_examples_free(xt);
+            return rc;
+        }
+    } else {
+        if ((rc = check_data(m, data, n, o->T, "training"))) return rc;
+        if (o->eval_every > 0 && (rc = check_data(m, heldout, n_heldout, o->T, "held-out"))) return rc;
+    }
 
     int nt;
     size_t total;
     lp_param_tensor *t = tensors_new(&m->cfg, &nt, &total);
     float *grad = malloc(np * sizeof *grad), *mom = st->exp_avg, *vel = st->exp_avg_sq;
     int *ids = malloc((size_t)o->B * (o->T + 1) * sizeof *ids);
+    int *tgt = enc ? malloc((size_t)o->B * o->T * sizeof *tgt) : NULL;
     shards S = {0};
-    if (!t || !grad || !ids) rc = lp_error(LP_ENOMEM, "out of memory for training");
+    if (!t || !grad || !ids || (enc && !tgt)) rc = lp_error(LP_ENOMEM, "out of memory for training");
     else rc = shards_init(&S, m, t, o->B, o->T, o->threads ? o->threads : 1, true);
     int blas_threads = blas_single();
     double t0 = now_s();
     int first = st->step;
     for (int step = st->step; step < o->steps && !rc; step++) {
-        draw_step(ids, data, n, o->B, o->T, o->seed, step);
-        double loss = shards_step(&S, ids, grad, np);
+        double loss;
+        if (enc) {
+            int T = enc_draw(ids, tgt, xt, m, o, o->seed, step);
+            loss = shards_step(&S, ids, tgt, T, grad, np);
+        } else {
+            draw_step(ids, data, n, o->B, o->T, o->seed, step);
+            loss = shards_step(&S, ids, NULL, o->T, grad, np);
+        }
 
         double sq = 0.0;
         for (size_t i = 0; i < np; i++) sq += (double)grad[i] * grad[i];
@@ -716,7 +806,7 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
                                 .tokens_per_s = el > 0 ? (double)(step + 1 - first) * o->B * o->T / el : 0.0,
                                 .elapsed_s = el, .eval_loss = NAN};
         if (o->eval_every > 0 && ((step + 1) % o->eval_every == 0 || step + 1 == o->steps)) {
-            pr.eval_loss = eval_loss(&S, ids, m, heldout, n_heldout, o->B, o->T, o->eval_batches,
+            pr.eval_loss = eval_loss(&S, ids, tgt, m, heldout, n_heldout, xh, o, o->B, o->T, o->eval_batches,
                                      o->seed ^ EVAL_SEED_MIX);
             if ((rc = check_finite(NULL, 0, pr.eval_loss, 0.0, step + 1))) break;
         }
@@ -727,6 +817,9 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
     free(t);
     free(grad);
     free(ids);
+    free(tgt);
+    enc_examples_free(xt);
+    enc_examples_free(xh);
     return rc;
 }
 
@@ -746,6 +839,7 @@ int lp_train_save(const lp_model *m, const char *dir) {
     size_t np;
     const float *p = lp_train_params((lp_model *)m, &np);
     if (!p) return lp_error(LP_EINVAL, "only a trainable model (lp_train_model_new) can be saved");
+    if (is_encoder(&m->cfg)) return enc_save(m, dir);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return lp_error(LP_EIO, "%s: cannot create: %s", dir, strerror(errno));
     lp_config c = m->cfg;
     int nt, rc;

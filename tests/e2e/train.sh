@@ -179,4 +179,43 @@ fails_with "train: a bad mix" 'IOI,REPEAT,FILLER' "$LOUPE" -e "train $tmp/x --mi
 echo '{"recipe": {"model": {"n_layer": "two"}}, "step": 0}' >"$tmp/a/train.json"
 fails_with "train: a damaged train.json is named" 'n_layer' "$LOUPE" -e "train $tmp/a --resume"
 
+# BERT (--arch bert): a masked LM on the corpus, then an IOI classifier started from it.
+BERT="--arch bert --layers 1 --heads 2 --d-model 32 --d-mlp 64 --ctx 64 --vocab 1000 --corpus-mb 0.25 --batch 8 --seq 32 --lr 2e-3 --eval-every 40 --seed 3"
+"$LOUPE" -m json -e "train $tmp/bm $BERT --steps 120" >"$tmp/out" 2>"$tmp/err"
+check "train --arch bert: a tiny masked LM trains" test $? -eq 0
+check "train --arch bert: the result names the directory and the steps" jq -e ".trained == \"$tmp/bm\" and .steps == 120" "$tmp/out"
+first=$(jq '.log[0].heldout' "$tmp/bm/train.json")
+last=$(jq '.log[-1].heldout' "$tmp/bm/train.json")
+check "train --arch bert: held-out loss falls ($first at step 40 -> $last; uniform: ln 1000 = 6.91)" \
+    awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a && b < log(1000) - 1) }'
+for f in config.json model.safetensors vocab.txt tokenizer_config.json optimizer.safetensors train.json; do
+    check "train --arch bert: checkpoint has $f" test -s "$tmp/bm/$f"
+done
+check "train --arch bert: config.json says BertForMaskedLM" \
+    jq -e '.architectures == ["BertForMaskedLM"] and .model_type == "bert" and .hidden_size == 32 and .vocab_size <= 1000' "$tmp/bm/config.json"
+check "train --arch bert: vocab.txt starts with the special tokens" \
+    sh -c "head -5 '$tmp/bm/vocab.txt' | tr '\n' ' ' | grep -qx '\[PAD\] \[UNK\] \[CLS\] \[SEP\] \[MASK\] '"
+"$LOUPE" -m json "$tmp/bm" -e 'run When Mary and John went to the store, John gave a drink to [MASK].' -e 'fill 3' >"$tmp/out2" 2>"$tmp/err"
+check "train --arch bert: the checkpoint loads and fills a mask" jq -e -s '.[0].ids[.[1][0].pos] == 4 and (.[1][0].candidates | length) == 3' "$tmp/out2"
+"$LOUPE" -e "train $tmp/bm2 $BERT --steps 120 --stop-at 60 --quiet" >/dev/null 2>"$tmp/err"
+"$LOUPE" -e "train $tmp/bm2 --resume --quiet" >/dev/null 2>"$tmp/err"
+check "train --arch bert: 60 + resumed 60 = 120 in one go, bit for bit (weights)" cmp "$tmp/bm/model.safetensors" "$tmp/bm2/model.safetensors"
+check "train --arch bert: ... and optimiser state" cmp "$tmp/bm/optimizer.safetensors" "$tmp/bm2/optimizer.safetensors"
+"$LOUPE" -m json -e "train $tmp/bc --arch bert --task ioi --from $tmp/bm --examples 500 --batch 8 --seq 64 --steps 40 --eval-every 20 --seed 3 --quiet" >"$tmp/out" 2>"$tmp/err"
+check "train --task ioi --from: a classifier trains from the masked LM" test $? -eq 0
+check "train --task ioi --from: the result names the directory" jq -e ".trained == \"$tmp/bc\"" "$tmp/out"
+check "train --task ioi: config.json says BertForSequenceClassification with id2label" \
+    jq -e '.architectures == ["BertForSequenceClassification"] and .id2label == {"0": "subject", "1": "io"} and .hidden_size == 32' "$tmp/bc/config.json"
+check "train --task ioi --from: the vocabulary is --from's" cmp "$tmp/bm/vocab.txt" "$tmp/bc/vocab.txt"
+check "train --task ioi --from: the encoder starts from --from's weights (recorded)" jq -e ".recipe.from == \"$tmp/bm\" and .recipe.task == \"ioi\"" "$tmp/bc/train.json"
+"$LOUPE" -m json "$tmp/bc" -e 'run When Mary and John went to the store, John gave a drink to Mary.' -e classify >"$tmp/out2" 2>"$tmp/err"
+check "train --task ioi: the classifier loads and classifies" jq -e -s '[.[1][].label] == ["subject", "io"]' "$tmp/out2"
+fails_with "train: --task needs --arch bert" 'add --arch bert' "$LOUPE" -e "train $tmp/x --task ioi"
+fails_with "train: an unknown --arch" 'use gpt2' "$LOUPE" -e "train $tmp/x --arch t5"
+fails_with "train: an unknown --task" 'use mlm' "$LOUPE" -e "train $tmp/x --arch bert --task ner"
+fails_with "train: --from a GPT-2" 'is a GPT2LMHeadModel: give a BERT' "$LOUPE" -e "train $tmp/x --arch bert --task ioi --from $tmp/b"
+fails_with "train: --from fixes the shape" 'shape and vocabulary' "$LOUPE" -e "train $tmp/x --arch bert --task ioi --from $tmp/bm --layers 3"
+fails_with "train: --attn-only is GPT-2's" 'a BERT has MLPs' "$LOUPE" -e "train $tmp/x $BERT --attn-only"
+fails_with "train: the arch cannot change on resume" 'cannot change when resuming' "$LOUPE" -e "train $tmp/bm --resume --arch gpt2"
+
 [ $fails -eq 0 ]
