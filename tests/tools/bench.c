@@ -2,6 +2,7 @@
  * weights), set beside what this machine's sgemm allows.
  *   bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL
  *   bench --check MODEL     exit status 0 when MODEL loads (run.sh: no need to remake it)
+ *   bench --attr MODEL      the attribution lines only (to compare builds of the engine)
  * Targets: forward at T=128 within 1.5x of the roofline time; load under 100 ms; peak RSS
  * under the weights plus twice the activations of a T=512 run. An encoder (BERT) gets the
  * forward and attribution (bench_encoder_attr), not generation or patching.
@@ -378,7 +379,7 @@ static void bench_patch(const lp_model *m) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL\n"
-                    "       bench --check MODEL\n");
+                    "       bench --check MODEL | --attr MODEL\n");
     exit(2);
 }
 
@@ -391,13 +392,14 @@ static void print_blas(void) {
 }
 
 int main(int argc, char **argv) {
-    int quick = 0, check = 0;
+    int quick = 0, check = 0, attr_only = 0;
     logit_files lf = {0};
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--quick")) quick = 1;
         else if (!strcmp(a, "--check")) check = 1;
+        else if (!strcmp(a, "--attr")) attr_only = 1;
         else if (!strcmp(a, "--threads") && v && atoi(v) > 0) openblas_set_num_threads(atoi(argv[++i]));
         else if (!strcmp(a, "--save-logits") && v) lf.save = argv[++i];
         else if (!strcmp(a, "--compare-logits") && v) lf.compare = argv[++i];
@@ -413,6 +415,15 @@ int main(int argc, char **argv) {
     }
     double load[3] = {0};
     getloadavg(load, 3);
+    if (attr_only) {
+        if (lp_model_load(&m, path, NULL)) die(path);
+        print_blas();
+        printf("load average %.2f\n", load[0]);
+        bench_attr(m, 32, 3, true);
+        bench_attr(m, 128, 1, false);
+        lp_model_free(m);
+        return 0;
+    }
 
     /* Quick: what depends on the BLAS core and threads, for comparing them. */
     if (quick) {
