@@ -14,6 +14,7 @@
 
 #include "arch/model_impl.h"
 #include "helpers.h"
+#include "ref_double.h"
 #include "kernels/forward.h"
 #include "loupe/attr.h"
 #include "loupe/error.h"
@@ -625,29 +626,6 @@ static double enc_act(lp_head_act a, double x) {
     return NAN;
 }
 
-/* y (n, out) = x (n, in) W + b, in double from the float weights. */
-static void enc_linear(double *y, const double *x, const lp_linear *l, int n) {
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < l->out; j++) {
-            double s = l->b ? l->b[j] : 0.0;
-            for (int k = 0; k < l->in; k++)
-                s += x[(size_t)i * l->in + k] * (l->trans ? l->w[(size_t)j * l->ld + k] : l->w[(size_t)k * l->ld + j]);
-            y[(size_t)i * l->out + j] = s;
-        }
-}
-
-static void enc_layernorm(double *y, const double *x, const float *w, const float *b, int n, int d, double eps) {
-    for (int i = 0; i < n; i++) {
-        const double *xi = x + (size_t)i * d;
-        double mean = 0, var = 0;
-        for (int j = 0; j < d; j++) mean += xi[j];
-        mean /= d;
-        for (int j = 0; j < d; j++) var += (xi[j] - mean) * (xi[j] - mean);
-        double s = 1.0 / sqrt(var / d + eps);
-        for (int j = 0; j < d; j++) y[(size_t)i * d + j] = (xi[j] - mean) * s * w[j] + b[j];
-    }
-}
-
 /* The objective o of an encoder at summed embeddings e (T, d) (before their LayerNorm):
  * post-norm blocks over full attention, then the head at o->pos, all in double. */
 static double enc_objective(const lp_model *m, const double *e, int T, const lp_objective *o) {
@@ -658,13 +636,13 @@ static double enc_objective(const lp_model *m, const double *e, int T, const lp_
     double *k = malloc(Td * sizeof *k), *v = malloc(Td * sizeof *v), *z = malloc(Td * sizeof *z);
     double *pre = malloc((size_t)T * dm * sizeof *pre), *p = malloc((size_t)T * sizeof *p);
     double *a = malloc((size_t)d * sizeof *a), *logits = malloc((size_t)W * sizeof *logits);
-    enc_layernorm(x, e, m->emb_ln_w, m->emb_ln_b, T, d, c->norm_eps);
+    dnorm(x, e, m->emb_ln_w, m->emb_ln_b, T, d, LP_NORM_LAYERNORM, c->norm_eps);
     lp_head_act mlp_act = lp_arch_head_act(c->mlp);
     for (int l = 0; l < c->n_layer; l++) {
         const lp_layer *w = &m->layers[l];
-        enc_linear(q, x, &w->q, T);
-        enc_linear(k, x, &w->k, T);
-        enc_linear(v, x, &w->v, T);
+        dlinear(q, x, &w->q, T);
+        dlinear(k, x, &w->k, T);
+        dlinear(v, x, &w->v, T);
         for (int h = 0; h < H; h++)
             for (int i = 0; i < T; i++) {
                 double mx = -INFINITY, sum = 0;
@@ -681,22 +659,22 @@ static double enc_objective(const lp_model *m, const double *e, int T, const lp_
                     z[(size_t)i * d + h * dh + t] = acc;
                 }
             }
-        enc_linear(s, z, &w->o, T);
+        dlinear(s, z, &w->o, T);
         for (size_t i = 0; i < Td; i++) s[i] += x[i];
-        enc_layernorm(x, s, w->ln1_w, w->ln1_b, T, d, c->norm_eps); /* x = mid */
-        enc_linear(pre, x, &w->up, T);
+        dnorm(x, s, w->ln1_w, w->ln1_b, T, d, LP_NORM_LAYERNORM, c->norm_eps); /* x = mid */
+        dlinear(pre, x, &w->up, T);
         for (size_t i = 0; i < (size_t)T * dm; i++) pre[i] = enc_act(mlp_act, pre[i]);
-        enc_linear(s, pre, &w->down, T);
+        dlinear(s, pre, &w->down, T);
         for (size_t i = 0; i < Td; i++) s[i] += x[i];
-        enc_layernorm(x, s, w->ln2_w, w->ln2_b, T, d, c->norm_eps);
+        dnorm(x, s, w->ln2_w, w->ln2_b, T, d, LP_NORM_LAYERNORM, c->norm_eps);
     }
-    enc_linear(a, x + (size_t)o->pos * d, &m->head.dense, 1);
+    dlinear(a, x + (size_t)o->pos * d, &m->head.dense, 1);
     for (int j = 0; j < d; j++) a[j] = enc_act(m->head.act, a[j]);
     if (m->head.ln_w) {
         memcpy(s, a, (size_t)d * sizeof *a);
-        enc_layernorm(a, s, m->head.ln_w, m->head.ln_b, 1, d, m->head.ln_eps);
+        dnorm(a, s, m->head.ln_w, m->head.ln_b, 1, d, LP_NORM_LAYERNORM, m->head.ln_eps);
     }
-    enc_linear(logits, a, &m->unembed, 1);
+    dlinear(logits, a, &m->unembed, 1);
     double f = logits[o->target], mx = -INFINITY, sum = 0;
     if (o->kind == LP_OBJ_LOGIT_DIFF) f -= logits[o->contrast];
     if (o->kind == LP_OBJ_LOGPROB) {
@@ -770,6 +748,17 @@ static double enc_check(const lp_model *m, const double *e, const float *g, int 
     return worst;
 }
 
+/* Fixture model `name`'s directory (into dir) and its grad.json. */
+static json_t *grad_fixture(char *dir, size_t cap, const char *name) {
+    char path[300];
+    snprintf(dir, cap, ENC "%s", name);
+    snprintf(path, sizeof path, "%s/grad.json", dir);
+    json_error_t err;
+    json_t *e = json_load_file(path, 0, &err);
+    if (!e) fail_msg("%s: %s", path, err.text);
+    return e;
+}
+
 /* lp_grad_batch's inputs: the summed embeddings scaled by alpha[i] (an ig path from zero). */
 typedef struct {
     const float *e;
@@ -794,12 +783,8 @@ static void input_gradients_match_finite_differences(void **state) {
     uint64_t rng = 88172645463325252ull;
     double worst_all = 0;
     for (int i = 0; i < (int)(sizeof with_logits / sizeof *with_logits); i++) {
-        char path[300], dir[256];
-        snprintf(dir, sizeof dir, ENC "%s", with_logits[i]);
-        snprintf(path, sizeof path, "%s/grad.json", dir);
-        json_error_t jerr;
-        json_t *e = json_load_file(path, 0, &jerr);
-        if (!e) fail_msg("%s: %s", path, jerr.text);
+        char dir[256];
+        json_t *e = grad_fixture(dir, sizeof dir, with_logits[i]);
         int T, nt;
         int *ids = json_ints(json_object_get(e, "ids"), &T);
         json_t *jt = json_object_get(e, "token_type_ids");
