@@ -608,7 +608,7 @@ static void input_gradients_match_the_reference(void **state) {
 
 /* |analytic . u - central difference along u| / |analytic|, worst over the directions.
  * Measured (bert/roberta/distilbert, MLM and classifier, every objective, the batch path
- * too), worst 2.7e-6 with OPENBLAS_CORETYPE=Haswell and 3.7e-6 with OpenBLAS's own choice
+ * too), worst 3.0e-6 with OPENBLAS_CORETYPE=Haswell and 3.7e-6 with OpenBLAS's own choice
  * (SkylakeX here): the float32 forward's and backward's rounding. A GELU derivative off in
  * one term gives 5e-2. The difference quotient is in double from a double forward, so
  * its own error (step 1e-4 along a unit direction: truncation ~1e-9, rounding ~1e-12)
