@@ -25,6 +25,7 @@
 #include "loupe/model.h"
 #include "loupe/run.h"
 #include "loupe/safetensors.h"
+#include "loupe/tokenizer.h"
 
 #define TOL 1e-4
 #define ENC "tests/fixtures/encoders/"
@@ -852,6 +853,40 @@ static void input_gradients_match_finite_differences(void **state) {
     print_message("  worst %.2e (bound %.0e)\n", worst_all, ENC_FD_TOL);
 }
 
+/* mkmodel --arch bert (make bench's BERT-base, here small): a BertForSequenceClassification
+ * that loads with its labels and a vocab.txt whose special ids are bert-base-uncased's, and
+ * classifies; a vocabulary too small for those ids is refused. */
+static void mkmodel_writes_bert_classifiers(void **state) {
+    (void)state;
+    char *dir = make_temp_dir(), m_dir[600], small[600];
+    snprintf(m_dir, sizeof m_dir, "%s/bert", dir);
+    snprintf(small, sizeof small, "%s/small", dir);
+    assert_int_equal(mkmodel(m_dir, "--arch bert --layers 2 --d-model 32 --heads 4 --d-mlp 64 --vocab 120 --ctx 16 "
+                                    "--labels 3 --seed 3"), 0);
+    lp_model *m;
+    if (lp_model_load(&m, m_dir, NULL)) fail_msg("%s", lp_errmsg());
+    const lp_config *c = lp_model_config(m);
+    assert_true(lp_model_is_encoder(m));
+    assert_int_equal(c->head, LP_HEAD_CLASSIFIER);
+    assert_int_equal(c->n_labels, 3);
+    assert_int_equal(c->n_layer, 2);
+    assert_int_equal(c->d_mlp, 64);
+    const lp_tokenizer *tok = lp_model_tokenizer(m);
+    assert_non_null(tok);
+    assert_int_equal(lp_tokenizer_special(tok, LP_SPECIAL_CLS), 101);
+    int ids[5] = {101, 110, 111, 103, 102};
+    lp_run *r;
+    assert_int_equal(lp_run_new(&r, m, ids, 5), LP_OK);
+    assert_int_equal(lp_run_out_width(r), 3);
+    double sum = 0;
+    for (int i = 0; i < 3; i++) sum += exp(lp_run_logits(r, 0)[i]);
+    assert_true(isfinite(sum) && sum > 0);
+    lp_run_free(r);
+    lp_model_free(m);
+    assert_true(mkmodel(small, "--arch bert --vocab 50 2>/dev/null") != 0);
+    rm_tree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(encoders_match_float64_reference),
@@ -868,6 +903,7 @@ int main(void) {
         cmocka_unit_test(engine_refuses_decoder_analyses),
         cmocka_unit_test(input_gradients_match_the_reference),
         cmocka_unit_test(input_gradients_match_finite_differences),
+        cmocka_unit_test(mkmodel_writes_bert_classifiers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
