@@ -12,7 +12,10 @@
 
 #include <jansson.h>
 
+#include "arch/model_impl.h"
 #include "helpers.h"
+#include "ref_double.h"
+#include "kernels/forward.h"
 #include "loupe/attr.h"
 #include "loupe/error.h"
 #include "loupe/generate.h"
@@ -22,6 +25,7 @@
 #include "loupe/model.h"
 #include "loupe/run.h"
 #include "loupe/safetensors.h"
+#include "loupe/tokenizer.h"
 
 #define TOL 1e-4
 #define ENC "tests/fixtures/encoders/"
@@ -601,6 +605,288 @@ static void input_gradients_match_the_reference(void **state) {
     }
 }
 
+/* ---- the input gradient against finite differences of an independent float64 forward ---- */
+
+/* |analytic . u - central difference along u| / |analytic|, worst over the directions.
+ * Measured (bert/roberta/distilbert, MLM and classifier, every objective, the batch path
+ * too), worst 3.0e-6 with OPENBLAS_CORETYPE=Haswell and 3.7e-6 with OpenBLAS's own choice
+ * (SkylakeX here): the float32 forward's and backward's rounding. A GELU derivative off in
+ * one term gives 5e-2. The difference quotient is in double from a double forward, so
+ * its own error (step 1e-4 along a unit direction: truncation ~1e-9, rounding ~1e-12)
+ * is far below. */
+#define ENC_FD_TOL 1e-4
+#define ENC_FD_EPS 1e-4
+
+static double enc_act(lp_head_act a, double x) {
+    switch (a) {
+    case LP_HEAD_ACT_TANH: return tanh(x);
+    case LP_HEAD_ACT_RELU: return x > 0 ? x : 0.0;
+    case LP_HEAD_ACT_GELU_ERF: return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    case LP_HEAD_ACT_GELU_TANH: return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    }
+    return NAN;
+}
+
+/* The objective o of an encoder at summed embeddings e (T, d) (before their LayerNorm):
+ * post-norm blocks over full attention, then the head at o->pos, all in double. */
+static double enc_objective(const lp_model *m, const double *e, int T, const lp_objective *o) {
+    const lp_config *c = &m->cfg;
+    int d = c->d_model, H = c->n_head, dh = c->d_head, dm = c->d_mlp, W = m->unembed.out;
+    size_t Td = (size_t)T * d;
+    double *x = malloc(Td * sizeof *x), *s = malloc(Td * sizeof *s), *q = malloc(Td * sizeof *q);
+    double *k = malloc(Td * sizeof *k), *v = malloc(Td * sizeof *v), *z = malloc(Td * sizeof *z);
+    double *pre = malloc((size_t)T * dm * sizeof *pre), *p = malloc((size_t)T * sizeof *p);
+    double *a = malloc((size_t)d * sizeof *a), *logits = malloc((size_t)W * sizeof *logits);
+    dnorm(x, e, m->emb_ln_w, m->emb_ln_b, T, d, LP_NORM_LAYERNORM, c->norm_eps);
+    lp_head_act mlp_act = lp_arch_head_act(c->mlp);
+    for (int l = 0; l < c->n_layer; l++) {
+        const lp_layer *w = &m->layers[l];
+        dlinear(q, x, &w->q, T);
+        dlinear(k, x, &w->k, T);
+        dlinear(v, x, &w->v, T);
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < T; i++) {
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < T; j++) { /* every key: attention is not causal */
+                    double dot = 0;
+                    for (int t = 0; t < dh; t++) dot += q[(size_t)i * d + h * dh + t] * k[(size_t)j * d + h * dh + t];
+                    p[j] = dot / sqrt((double)dh);
+                    mx = fmax(mx, p[j]);
+                }
+                for (int j = 0; j < T; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int t = 0; t < dh; t++) {
+                    double acc = 0;
+                    for (int j = 0; j < T; j++) acc += p[j] / sum * v[(size_t)j * d + h * dh + t];
+                    z[(size_t)i * d + h * dh + t] = acc;
+                }
+            }
+        dlinear(s, z, &w->o, T);
+        for (size_t i = 0; i < Td; i++) s[i] += x[i];
+        dnorm(x, s, w->ln1_w, w->ln1_b, T, d, LP_NORM_LAYERNORM, c->norm_eps); /* x = mid */
+        dlinear(pre, x, &w->up, T);
+        for (size_t i = 0; i < (size_t)T * dm; i++) pre[i] = enc_act(mlp_act, pre[i]);
+        dlinear(s, pre, &w->down, T);
+        for (size_t i = 0; i < Td; i++) s[i] += x[i];
+        dnorm(x, s, w->ln2_w, w->ln2_b, T, d, LP_NORM_LAYERNORM, c->norm_eps);
+    }
+    dlinear(a, x + (size_t)o->pos * d, &m->head.dense, 1);
+    for (int j = 0; j < d; j++) a[j] = enc_act(m->head.act, a[j]);
+    if (m->head.ln_w) {
+        memcpy(s, a, (size_t)d * sizeof *a);
+        dnorm(a, s, m->head.ln_w, m->head.ln_b, 1, d, LP_NORM_LAYERNORM, m->head.ln_eps);
+    }
+    dlinear(logits, a, &m->unembed, 1);
+    double f = logits[o->target], mx = -INFINITY, sum = 0;
+    if (o->kind == LP_OBJ_LOGIT_DIFF) f -= logits[o->contrast];
+    if (o->kind == LP_OBJ_LOGPROB) {
+        for (int j = 0; j < W; j++) mx = fmax(mx, logits[j]);
+        for (int j = 0; j < W; j++) sum += exp(logits[j] - mx);
+        f -= mx + log(sum);
+    }
+    free(x), free(s), free(q), free(k), free(v), free(z), free(pre), free(p), free(a), free(logits);
+    return f;
+}
+
+/* The central difference of the objective at e along u (T * d). */
+static double enc_fd(const lp_model *m, const double *e, const double *u, int T, const lp_objective *o) {
+    size_t n = (size_t)T * m->cfg.d_model;
+    double *x = malloc(n * sizeof *x), f[2];
+    for (int sgn = 0; sgn < 2; sgn++) {
+        for (size_t i = 0; i < n; i++) x[i] = e[i] + (sgn ? -ENC_FD_EPS : ENC_FD_EPS) * u[i];
+        f[sgn] = enc_objective(m, x, T, o);
+    }
+    free(x);
+    return (f[0] - f[1]) / (2 * ENC_FD_EPS);
+}
+
+/* Directions: the gradient's own, then unit Gaussian ones (xorshift, Box-Muller). */
+static void enc_direction(double *u, const float *g, size_t n, int which, uint64_t *rng) {
+    double norm = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (which == 0) {
+            u[i] = g[i];
+        } else {
+            double r[2];
+            for (int t = 0; t < 2; t++) {
+                *rng ^= *rng << 13, *rng ^= *rng >> 7, *rng ^= *rng << 17;
+                r[t] = ((*rng >> 11) + 0.5) / 9007199254740992.0;
+            }
+            u[i] = sqrt(-2 * log(r[0])) * cos(2 * M_PI * r[1]);
+        }
+        norm += u[i] * u[i];
+    }
+    for (size_t i = 0; i < n; i++) u[i] /= sqrt(norm);
+}
+
+/* The worst |g . u - D_u f| / |g| over the gradient's direction and `dirs` random ones;
+ * with `every`, also ||g - g_fd|| / ||g_fd|| coordinate by coordinate. */
+static double enc_check(const lp_model *m, const double *e, const float *g, int T, const lp_objective *o, int dirs,
+                        bool every, uint64_t *rng) {
+    size_t n = (size_t)T * m->cfg.d_model;
+    double *u = malloc(n * sizeof *u), gn = 0, worst = 0;
+    for (size_t i = 0; i < n; i++) gn += (double)g[i] * g[i];
+    gn = sqrt(gn);
+    assert_true(gn > 0);
+    for (int r = 0; r <= dirs; r++) {
+        enc_direction(u, g, n, r, rng);
+        double dot = 0;
+        for (size_t i = 0; i < n; i++) dot += g[i] * u[i];
+        worst = fmax(worst, fabs(dot - enc_fd(m, e, u, T, o)) / gn);
+    }
+    if (every) {
+        double diff = 0, ref = 0;
+        memset(u, 0, n * sizeof *u);
+        for (size_t i = 0; i < n; i++) {
+            u[i] = 1;
+            double want = enc_fd(m, e, u, T, o);
+            u[i] = 0;
+            diff += (g[i] - want) * (g[i] - want);
+            ref += want * want;
+        }
+        worst = fmax(worst, sqrt(diff / ref));
+    }
+    free(u);
+    return worst;
+}
+
+/* Fixture model `name`'s directory (into dir) and its grad.json. */
+static json_t *grad_fixture(char *dir, size_t cap, const char *name) {
+    char path[300];
+    snprintf(dir, cap, ENC "%s", name);
+    snprintf(path, sizeof path, "%s/grad.json", dir);
+    json_error_t err;
+    json_t *e = json_load_file(path, 0, &err);
+    if (!e) fail_msg("%s: %s", path, err.text);
+    return e;
+}
+
+/* lp_grad_batch's inputs: the summed embeddings scaled by alpha[i] (an ig path from zero). */
+typedef struct {
+    const float *e;
+    size_t n;
+    const double *alpha;
+} scaled_inputs;
+
+static void scaled_input(float *x, int i, void *ctx) {
+    const scaled_inputs *s = ctx;
+    for (size_t j = 0; j < s->n; j++) x[j] = (float)(s->alpha[i] * s->e[j]);
+}
+
+/* The gradient attr uses (with respect to the summed embeddings, so to the word
+ * embeddings) of every objective of the six fixture encoders with a head, against central
+ * differences of enc_objective: along the gradient and random directions, coordinate by
+ * coordinate for one objective per model; and lp_grad_batch's weighted sum over three
+ * inputs of an ig path against the same sum of differences. */
+static void input_gradients_match_finite_differences(void **state) {
+    (void)state;
+    static const char *const with_logits[] = {"bert_mlm", "bert_cls", "roberta_mlm", "roberta_cls", "distilbert_mlm",
+                                              "distilbert_cls"};
+    uint64_t rng = 88172645463325252ull;
+    double worst_all = 0;
+    for (int i = 0; i < (int)(sizeof with_logits / sizeof *with_logits); i++) {
+        char dir[256];
+        json_t *e = grad_fixture(dir, sizeof dir, with_logits[i]);
+        int T, nt;
+        int *ids = json_ints(json_object_get(e, "ids"), &T);
+        json_t *jt = json_object_get(e, "token_type_ids");
+        int *types = json_is_array(jt) ? json_ints(jt, &nt) : NULL;
+        lp_model *m;
+        lp_run *r;
+        assert_int_equal(lp_model_load(&m, dir, NULL), LP_OK);
+        assert_int_equal(lp_run_new_typed(&r, m, ids, types, T), LP_OK);
+        const lp_config *c = lp_model_config(m);
+        size_t n = (size_t)T * c->d_model;
+        float *ef = malloc(n * sizeof *ef), *gsum = malloc(n * sizeof *gsum);
+        double *ed = malloc(n * sizeof *ed), worst[4] = {0};
+        lp_embed_sum(ef, m, ids, types, 0, T);
+        for (size_t j = 0; j < n; j++) ed[j] = ef[j];
+        int V = c->head == LP_HEAD_CLASSIFIER ? c->n_labels : c->vocab, pos = c->head == LP_HEAD_CLASSIFIER ? 0 : T / 2;
+        for (int kind = 0; kind < 3; kind++) {
+            lp_objective o = {(lp_objective_kind)kind, pos, (7 + 5 * i + kind) % V, (3 + 2 * i) % V};
+            if (o.contrast == o.target) o.contrast = (o.contrast + 1) % V;
+            lp_grad *g;
+            assert_int_equal(lp_grad_embed_new(&g, r, &o), LP_OK);
+            double f = enc_objective(m, ed, T, &o);
+            if (fabs(lp_grad_objective(g) - f) > 1e-4 * fmax(1, fabs(f)))
+                fail_msg("%s: objective %.8g, float64 forward %.8g", with_logits[i], lp_grad_objective(g), f);
+            worst[kind] = enc_check(m, ed, lp_grad_embed(g), T, &o, 6, kind == i % 3, &rng);
+            lp_grad_free(g);
+            if (kind != LP_OBJ_LOGPROB) continue;
+            /* the batch path: three points of an ig path, weighted */
+            static const double alpha[3] = {1.0, 0.6, 0.25}, w[3] = {0.5, 0.3, 0.2};
+            scaled_inputs si = {ef, n, alpha};
+            double fb[3], *u = malloc(n * sizeof *u), *xs = malloc(n * sizeof *xs);
+            assert_int_equal(lp_grad_batch(m, T, 3, scaled_input, &si, &o, w, fb, gsum), LP_OK);
+            double gn = 0;
+            for (size_t j = 0; j < n; j++) gn += (double)gsum[j] * gsum[j];
+            for (int dirn = 0; dirn < 3; dirn++) {
+                enc_direction(u, gsum, n, dirn, &rng);
+                double dot = 0, want = 0;
+                for (size_t j = 0; j < n; j++) dot += gsum[j] * u[j];
+                for (int b = 0; b < 3; b++) {
+                    for (size_t j = 0; j < n; j++) xs[j] = (double)(float)(alpha[b] * ef[j]);
+                    want += w[b] * enc_fd(m, xs, u, T, &o);
+                    if (dirn == 0) {
+                        double fr = enc_objective(m, xs, T, &o);
+                        if (fabs(fb[b] - fr) > 1e-4 * fmax(1, fabs(fr)))
+                            fail_msg("%s: batch input %d: objective %.8g, float64 forward %.8g", with_logits[i], b, fb[b], fr);
+                    }
+                }
+                worst[3] = fmax(worst[3], fabs(dot - want) / sqrt(gn));
+            }
+            free(u);
+            free(xs);
+        }
+        print_message("  %-15s input gradient vs finite differences: logit %.1e  logprob %.1e  logit_diff %.1e  "
+                      "batch %.1e\n", with_logits[i], worst[0], worst[1], worst[2], worst[3]);
+        for (int k = 0; k < 4; k++) {
+            if (worst[k] > ENC_FD_TOL) fail_msg("%s: relative error %.2e > %.0e", with_logits[i], worst[k], ENC_FD_TOL);
+            worst_all = fmax(worst_all, worst[k]);
+        }
+        free(ef), free(gsum), free(ed);
+        lp_run_free(r);
+        lp_model_free(m);
+        free(ids);
+        free(types);
+        json_decref(e);
+    }
+    print_message("  worst %.2e (bound %.0e)\n", worst_all, ENC_FD_TOL);
+}
+
+/* mkmodel --arch bert (make bench's BERT-base, here small): a BertForSequenceClassification
+ * that loads with its labels and a vocab.txt whose special ids are bert-base-uncased's, and
+ * classifies; a vocabulary too small for those ids is refused. */
+static void mkmodel_writes_bert_classifiers(void **state) {
+    (void)state;
+    char *dir = make_temp_dir(), m_dir[600], small[600];
+    snprintf(m_dir, sizeof m_dir, "%s/bert", dir);
+    snprintf(small, sizeof small, "%s/small", dir);
+    assert_int_equal(mkmodel(m_dir, "--arch bert --layers 2 --d-model 32 --heads 4 --d-mlp 64 --vocab 120 --ctx 16 "
+                                    "--labels 3 --seed 3"), 0);
+    lp_model *m;
+    if (lp_model_load(&m, m_dir, NULL)) fail_msg("%s", lp_errmsg());
+    const lp_config *c = lp_model_config(m);
+    assert_true(lp_model_is_encoder(m));
+    assert_int_equal(c->head, LP_HEAD_CLASSIFIER);
+    assert_int_equal(c->n_labels, 3);
+    assert_int_equal(c->n_layer, 2);
+    assert_int_equal(c->d_mlp, 64);
+    const lp_tokenizer *tok = lp_model_tokenizer(m);
+    assert_non_null(tok);
+    assert_int_equal(lp_tokenizer_special(tok, LP_SPECIAL_CLS), 101);
+    int ids[5] = {101, 110, 111, 103, 102};
+    lp_run *r;
+    assert_int_equal(lp_run_new(&r, m, ids, 5), LP_OK);
+    assert_int_equal(lp_run_out_width(r), 3);
+    double sum = 0;
+    for (int i = 0; i < 3; i++) sum += exp(lp_run_logits(r, 0)[i]);
+    assert_true(isfinite(sum) && sum > 0);
+    lp_run_free(r);
+    lp_model_free(m);
+    assert_true(mkmodel(small, "--arch bert --vocab 50 2>/dev/null") != 0);
+    rm_tree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(encoders_match_float64_reference),
@@ -616,6 +902,8 @@ int main(void) {
         cmocka_unit_test(head_metrics_read_full_rows),
         cmocka_unit_test(engine_refuses_decoder_analyses),
         cmocka_unit_test(input_gradients_match_the_reference),
+        cmocka_unit_test(input_gradients_match_finite_differences),
+        cmocka_unit_test(mkmodel_writes_bert_classifiers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

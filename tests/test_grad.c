@@ -13,6 +13,7 @@
 
 #include "arch/model_impl.h"
 #include "helpers.h"
+#include "ref_double.h"
 #include "loupe/attr.h"
 #include "loupe/error.h"
 #include "loupe/grad.h"
@@ -47,31 +48,6 @@ typedef struct {
 static void apply(const edit *e, lp_act_kind kind, int layer, double *x, size_t n) {
     if (!e || e->kind != kind || (e->layer != layer && kind != LP_ACT_LN_FINAL)) return;
     for (size_t i = 0; i < n; i++) x[i] += e->eps * e->dir[i];
-}
-
-static void dlinear(double *y, const double *x, const lp_linear *l, int n) {
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < l->out; j++) {
-            double s = l->b ? l->b[j] : 0.0;
-            for (int k = 0; k < l->in; k++)
-                s += x[(size_t)i * l->in + k] * (l->trans ? l->w[(size_t)j * l->ld + k] : l->w[(size_t)k * l->ld + j]);
-            y[(size_t)i * l->out + j] = s;
-        }
-}
-
-static void dnorm(double *y, const double *x, const float *w, const float *b, int n, int d, lp_norm_kind kind,
-                  double eps) {
-    for (int i = 0; i < n; i++) {
-        const double *xi = x + (size_t)i * d;
-        double mean = 0, var = 0;
-        if (kind == LP_NORM_LAYERNORM) {
-            for (int j = 0; j < d; j++) mean += xi[j];
-            mean /= d;
-        }
-        for (int j = 0; j < d; j++) var += (xi[j] - mean) * (xi[j] - mean);
-        double s = 1.0 / sqrt(var / d + eps);
-        for (int j = 0; j < d; j++) y[(size_t)i * d + j] = (xi[j] - mean) * s * w[j] + (b ? b[j] : 0.0);
-    }
 }
 
 static void drope(double *x, int T, int heads, const lp_config *c) {

@@ -78,14 +78,17 @@ static int encoder_dla(const lp_run *r, int pos, int target, int contrast, float
     const lp_model *m = lp_run_model(r);
     const lp_config *c = &m->cfg;
     int d = c->d_model, H = c->n_head, dh = c->d_head, W = lp_run_out_width(r);
-    float *g = malloc(((size_t)7 * d + W + (size_t)H * dh) * sizeof *g), *gz = g + d, *scratch = gz + (size_t)H * dh;
+    float *g = malloc(((size_t)7 * d + W + (size_t)H * dh) * sizeof *g), *gz = g + d;
     if (!g) return lp_error(LP_ENOMEM, "out of memory");
     lp_dla_sums S = {.linearised = 1};
     lp_objective o = {contrast >= 0 ? LP_OBJ_LOGIT_DIFF : LP_OBJ_LOGIT, pos, target, contrast};
     lp_view v;
     lp_run_view(r, LP_ACT_LN_FINAL, 0, -1, &v);
-    encoder_head_backward(g, &S.logit, m, v.data + (size_t)pos * v.stride[0], lp_run_logits(r, pos), &o, scratch,
-                          scratch + 5 * d);
+    int rc = encoder_head_backward(g, &S.logit, m, v.data + (size_t)pos * v.stride[0], lp_run_logits(r, pos), &o);
+    if (rc) {
+        free(g);
+        return rc;
+    }
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const lp_layer *w = &m->layers[l];
         /* resid_post = LN2(resid_mid + mlp_out) */

@@ -319,6 +319,10 @@ static const float *view_data(const lp_run *r, lp_act_kind kind, int layer) {
     return lp_run_view(r, kind, layer, -1, &v) == LP_OK ? v.data : NULL;
 }
 
+/* Bytes a chunk of a batch may take: enough for large matrix products, small beside a
+ * model's weights. */
+#define BATCH_BUDGET ((size_t)256 << 20)
+
 /* ---- encoders: a head on top, post-norm blocks, full attention, the embeddings' norm ---- */
 
 /* act'(x) for the activations of encoders' MLPs and heads. */
@@ -335,101 +339,156 @@ double lp_head_act_deriv(lp_head_act a, double x) {
     return NAN;
 }
 
-void encoder_head_backward(float *dx, double *value, const lp_model *m, const float *x, const float *logits,
-                           const lp_objective *o, float *scratch, float *dlog) {
+/* What the encoder backward reads of one layer, for B sequences of T rows stacked (rows =
+ * B * T): post-norm blocks keep the sums before their norms. */
+typedef struct {
+    const float *s1, *scale1;  /* (rows, d), (rows): resid_in + attn_out, LN1's input, and its 1/std */
+    const float *s2, *scale2;  /* (rows, d), (rows): resid_mid + mlp_out, LN2's input, and its 1/std */
+    const float *pre;          /* (rows, dm): the MLP's activation input */
+    const float *q, *k, *v;    /* (rows, H*dh), (rows, Hkv*dh) x 2 */
+    const float *pattern;      /* (B, H, T, T) */
+} enc_tape;
+
+/* The encoder backward's scratch for rows = B * T. */
+typedef struct {
+    float *d_s, *d_mid;        /* (rows, d) */
+    float *d_z, *d_q;          /* (rows, H*dh) */
+    float *d_k, *d_v;          /* (rows, Hkv*dh) */
+    float *d_mlp;              /* (rows, dm) */
+    float *dP;                 /* (T, T) */
+} enc_scratch;
+
+/* One post-norm layer backward: dy (rows, d), the gradient with respect to the layer's
+ * output, becomes the one with respect to its input. Every row carries gradient: attention
+ * is not causal. */
+static void enc_layer_backward(float *dy, const enc_scratch *s, const enc_tape *t, const lp_model *m, int l, int B,
+                               int T) {
+    const lp_config *c = &m->cfg;
+    const lp_layer *w = &m->layers[l];
+    int n = B * T, d = c->d_model;
+    size_t nd = (size_t)n * d, nm = (size_t)n * c->d_mlp, kvd = (size_t)c->n_kv_head * c->d_head;
+    lp_head_act act = lp_arch_head_act(c->mlp);
+    /* resid_out = LN2(mid + mlp_out): back to mid, directly and through the MLP. */
+    memset(s->d_s, 0, nd * sizeof *s->d_s);
+    norm_backward(s->d_s, dy, t->s2, t->scale2, w->ln2_w, n, d, LP_NORM_LAYERNORM);
+    linear_backward(s->d_mlp, s->d_s, &w->down, n, 0.0f);
+    for (size_t i = 0; i < nm; i++) s->d_mlp[i] = (float)(s->d_mlp[i] * lp_head_act_deriv(act, t->pre[i]));
+    memcpy(s->d_mid, s->d_s, nd * sizeof *s->d_mid);
+    linear_backward(s->d_mid, s->d_mlp, &w->up, n, 1.0f);
+    /* mid = LN1(x + attn_out): back to x, directly and through attention. */
+    memset(s->d_s, 0, nd * sizeof *s->d_s);
+    norm_backward(s->d_s, s->d_mid, t->s1, t->scale1, w->ln1_w, n, d, LP_NORM_LAYERNORM);
+    linear_backward(s->d_z, s->d_s, &w->o, n, 0.0f);
+    memset(s->d_k, 0, (size_t)n * kvd * sizeof *s->d_k);
+    memset(s->d_v, 0, (size_t)n * kvd * sizeof *s->d_v);
+    tape_layer tl = {.q = t->q, .k = t->k, .v = t->v, .pattern = t->pattern, .p_ld = T, .p_hs = (long)T * T};
+    grad_layer gl = {.d_z = s->d_z, .d_q = s->d_q, .d_k = s->d_k, .d_v = s->d_v, .dP = s->dP};
+    attention_backward(&gl, &tl, c, B, T);
+    memcpy(dy, s->d_s, nd * sizeof *dy);
+    linear_backward(dy, s->d_q, &w->q, n, 1.0f);
+    linear_backward(dy, s->d_k, &w->k, n, 1.0f);
+    linear_backward(dy, s->d_v, &w->v, n, 1.0f);
+}
+
+/* An encoder's head at B rows x (B, d), one per sequence: a = dense(x), u = act(a), h =
+ * LN(u) (masked LM), logits = h U + b. f (B) = the objective; with d_x (B, d) not NULL, its
+ * gradient with respect to x. logits (B, W) are read when given (a run's), else computed. */
+static int enc_head(double *f, float *d_x, const lp_model *m, const lp_objective *o, const float *x,
+                    const float *logits, int B) {
     int d = m->cfg.d_model, W = m->unembed.out;
-    /* The head: a = dense(x), u = act(a), h = LN(u) (masked LM), logits = h U + b. */
-    float *a = scratch, *u = scratch + d, *dh = scratch + 2 * d, *du = scratch + 3 * d, *h = scratch + 4 * d, su = 1.0f;
-    *value = lp_objective_value(o, logits, W);
-    for (int j = 0; j < W; j++) dlog[j] = 0.0f;
-    if (o->kind == LP_OBJ_LOGPROB) {
-        double lse = log_sum_exp(logits, W);
-        for (int j = 0; j < W; j++) dlog[j] = (float)-exp(logits[j] - lse);
+    size_t Bd = (size_t)B * d, BW = (size_t)B * W;
+    float *a = malloc(5 * Bd * sizeof *a), *lg = logits ? NULL : malloc(BW * sizeof *lg);
+    float *dlog = d_x ? malloc(BW * sizeof *dlog) : NULL, *sc = malloc((size_t)B * sizeof *sc);
+    if (!a || (!logits && !lg) || (d_x && !dlog) || !sc) {
+        free(a), free(lg), free(dlog), free(sc);
+        return lp_error(LP_ENOMEM, "out of memory");
     }
-    dlog[o->target] += 1.0f;
-    if (o->kind == LP_OBJ_LOGIT_DIFF) dlog[o->contrast] -= 1.0f;
-    lp_linear_forward(a, x, &m->head.dense, 1);
-    for (int j = 0; j < d; j++) u[j] = (float)lp_head_act_value(m->head.act, a[j]);
-    linear_backward(dh, dlog, &m->unembed, 1, 0.0f);
-    if (m->head.ln_w) {
-        lp_norm(h, &su, u, m->head.ln_w, m->head.ln_b, 1, d, LP_NORM_LAYERNORM, m->head.ln_eps);
-        memset(du, 0, (size_t)d * sizeof *du);
-        norm_backward(du, dh, u, &su, m->head.ln_w, 1, d, LP_NORM_LAYERNORM);
-    } else {
-        memcpy(du, dh, (size_t)d * sizeof *du);
+    float *u = a + Bd, *h = u + Bd, *dh = h + Bd, *du = dh + Bd;
+    lp_linear_forward(a, x, &m->head.dense, B);
+    for (size_t j = 0; j < Bd; j++) u[j] = (float)lp_head_act_value(m->head.act, a[j]);
+    if (m->head.ln_w) lp_norm(h, sc, u, m->head.ln_w, m->head.ln_b, B, d, LP_NORM_LAYERNORM, m->head.ln_eps);
+    if (!logits) {
+        lp_linear_forward(lg, m->head.ln_w ? h : u, &m->unembed, B);
+        logits = lg;
     }
-    for (int j = 0; j < d; j++) du[j] = (float)(du[j] * lp_head_act_deriv(m->head.act, a[j]));
-    linear_backward(dx, du, &m->head.dense, 1, 0.0f);
+    for (int b = 0; b < B; b++) {
+        const float *lb = logits + (size_t)b * W;
+        f[b] = lp_objective_value(o, lb, W);
+        if (!d_x) continue;
+        float *db = dlog + (size_t)b * W;
+        double lse = o->kind == LP_OBJ_LOGPROB ? log_sum_exp(lb, W) : 0.0;
+        for (int j = 0; j < W; j++) db[j] = o->kind == LP_OBJ_LOGPROB ? (float)-exp(lb[j] - lse) : 0.0f;
+        db[o->target] += 1.0f;
+        if (o->kind == LP_OBJ_LOGIT_DIFF) db[o->contrast] -= 1.0f;
+    }
+    if (d_x) {
+        linear_backward(dh, dlog, &m->unembed, B, 0.0f);
+        if (m->head.ln_w) {
+            memset(du, 0, Bd * sizeof *du);
+            norm_backward(du, dh, u, sc, m->head.ln_w, B, d, LP_NORM_LAYERNORM);
+        } else {
+            memcpy(du, dh, Bd * sizeof *du);
+        }
+        for (size_t j = 0; j < Bd; j++) du[j] = (float)(du[j] * lp_head_act_deriv(m->head.act, a[j]));
+        linear_backward(d_x, du, &m->head.dense, B, 0.0f);
+    }
+    free(a), free(lg), free(dlog), free(sc);
+    return LP_OK;
+}
+
+int encoder_head_backward(float *dx, double *value, const lp_model *m, const float *x, const float *logits,
+                          const lp_objective *o) {
+    return enc_head(value, dx, m, o, x, logits, 1);
+}
+
+/* dy (rows, d) = the gradient through the embeddings' LayerNorm, given dy with respect to
+ * its output; e (rows, d) its input, scale (rows) its 1/std; d_s (rows, d) scratch. */
+static void enc_embed_backward(float *dy, float *d_s, const lp_model *m, const float *e, const float *scale, int n) {
+    size_t nd = (size_t)n * m->cfg.d_model;
+    memcpy(d_s, dy, nd * sizeof *dy);
+    memset(dy, 0, nd * sizeof *dy);
+    norm_backward(dy, d_s, e, scale, m->emb_ln_w, n, m->cfg.d_model, LP_NORM_LAYERNORM);
 }
 
 /* The input gradient of an encoder's run, with respect to the summed embeddings before their
- * LayerNorm (word + position + token type; e_sum (T, d), or NULL to take the run's), into
- * g->resid (T, d); g is laid out lean, and its one-layer slices serve as scratch. Every row
- * carries gradient: attention is not causal. */
-static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o, const float *e_sum) {
+ * LayerNorm (word + position + token type), into g->resid (T, d); g is laid out lean, and
+ * its one-layer slices serve as scratch. */
+static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o) {
     const lp_model *m = g->m;
     const lp_config *c = &m->cfg;
-    int T = g->T, d = c->d_model, dm = c->d_mlp, W = lp_run_out_width(r), at = o->pos;
-    size_t TT = T, nd = TT * d;
-    float *dP = malloc(TT * T * sizeof *dP), *dlog = malloc((size_t)W * sizeof *dlog);
-    float *hv = malloc((size_t)5 * d * sizeof *hv);
-    if (!dP || !dlog || !hv) {
-        free(dP), free(dlog), free(hv);
-        return lp_error(LP_ENOMEM, "out of memory");
-    }
-    const float *logits = lp_run_logits(r, at), *x = view_data(r, LP_ACT_LN_FINAL, 0) + (size_t)at * d;
+    int T = g->T, d = c->d_model, rc;
+    size_t nd = (size_t)T * d;
+    float *dP = malloc((size_t)T * T * sizeof *dP);
+    if (!dP) return lp_error(LP_ENOMEM, "out of memory");
     float *dy = g->resid;
     memset(dy, 0, nd * sizeof *dy);
-    encoder_head_backward(dy + (size_t)at * d, &g->value, m, x, logits, o, hv, dlog);
-
-    lp_head_act mlp_act = lp_arch_head_act(c->mlp);
-    int kvd = c->n_kv_head * c->d_head;
+    const float *x = view_data(r, LP_ACT_LN_FINAL, 0) + (size_t)o->pos * d;
+    if ((rc = enc_head(&g->value, dy + (size_t)o->pos * d, m, o, x, lp_run_logits(r, o->pos), 1))) {
+        free(dP);
+        return rc;
+    }
+    enc_scratch sc = {.d_s = g->ln2, .d_mid = g->resid_mid, .d_z = g->z, .d_q = g->q, .d_k = g->k, .d_v = g->v,
+                      .d_mlp = g->mlp_pre, .dP = dP};
+    float *s1 = g->lnf, *s2 = g->ln1;
     for (int l = c->n_layer - 1; l >= 0; l--) {
         if (lp_cancelled()) {
-            free(dP), free(dlog), free(hv);
+            free(dP);
             return lp_error(LP_ECANCEL, "cancelled");
         }
-        const lp_layer *w = &m->layers[l];
         const float *x_in = view_data(r, LP_ACT_RESID_PRE, l), *attn = view_data(r, LP_ACT_ATTN_OUT, l);
         const float *mid = view_data(r, LP_ACT_RESID_MID, l), *mlp = view_data(r, LP_ACT_MLP_OUT, l);
-        const float *pre = view_data(r, LP_ACT_MLP_PRE, l);
-        float *s = g->lnf, *d_s2 = g->ln2, *d_mid = g->resid_mid, *d_s1 = g->ln1;
-        /* resid_out = LN2(mid + mlp_out): back to mid, directly and through the MLP. */
-        for (size_t i = 0; i < nd; i++) s[i] = mid[i] + mlp[i];
-        memset(d_s2, 0, nd * sizeof *d_s2);
-        norm_backward(d_s2, dy, s, view_data(r, LP_ACT_LN2_SCALE, l), w->ln2_w, T, d, LP_NORM_LAYERNORM);
-        linear_backward(g->mlp_post, d_s2, &w->down, T, 0.0f);
-        for (size_t i = 0; i < TT * dm; i++) g->mlp_pre[i] = (float)(g->mlp_post[i] * lp_head_act_deriv(mlp_act, pre[i]));
-        memcpy(d_mid, d_s2, nd * sizeof *d_mid);
-        linear_backward(d_mid, g->mlp_pre, &w->up, T, 1.0f);
-        /* mid = LN1(x + attn_out): back to x, directly and through attention. */
-        for (size_t i = 0; i < nd; i++) s[i] = x_in[i] + attn[i];
-        memset(d_s1, 0, nd * sizeof *d_s1);
-        norm_backward(d_s1, d_mid, s, view_data(r, LP_ACT_LN1_SCALE, l), w->ln1_w, T, d, LP_NORM_LAYERNORM);
-        linear_backward(g->z, d_s1, &w->o, T, 0.0f);
-        memset(g->k, 0, TT * kvd * sizeof *g->k);
-        memset(g->v, 0, TT * kvd * sizeof *g->v);
-        tape_layer t = {.q = view_data(r, LP_ACT_Q, l), .k = view_data(r, LP_ACT_K, l), .v = view_data(r, LP_ACT_V, l),
-                        .pattern = view_data(r, LP_ACT_PATTERN, l), .p_ld = (long)TT, .p_hs = (long)(TT * TT)};
-        grad_layer gl = {.d_z = g->z, .d_q = g->q, .d_k = g->k, .d_v = g->v, .dP = dP};
-        attention_backward(&gl, &t, c, 1, T);
-        memcpy(dy, d_s1, nd * sizeof *dy);
-        linear_backward(dy, g->q, &w->q, T, 1.0f);
-        linear_backward(dy, g->k, &w->k, T, 1.0f);
-        linear_backward(dy, g->v, &w->v, T, 1.0f);
+        for (size_t i = 0; i < nd; i++) s1[i] = x_in[i] + attn[i], s2[i] = mid[i] + mlp[i];
+        enc_tape t = {s1, view_data(r, LP_ACT_LN1_SCALE, l), s2, view_data(r, LP_ACT_LN2_SCALE, l),
+                      view_data(r, LP_ACT_MLP_PRE, l), view_data(r, LP_ACT_Q, l), view_data(r, LP_ACT_K, l),
+                      view_data(r, LP_ACT_V, l), view_data(r, LP_ACT_PATTERN, l)};
+        enc_layer_backward(dy, &sc, &t, m, l, 1, T);
     }
     /* resid_pre[0] = LN(embed_sum). */
-    const float *e = e_sum;
-    float *scale = dP, *y = g->ln1;
-    if (!e) {
-        lp_embed_sum(g->lnf, m, lp_run_ids(r), lp_run_types(r), 0, T);
-        e = g->lnf;
-    }
-    lp_norm(y, scale, e, m->emb_ln_w, m->emb_ln_b, T, d, LP_NORM_LAYERNORM, c->norm_eps);
-    memcpy(g->ln2, dy, nd * sizeof *dy);
-    memset(dy, 0, nd * sizeof *dy);
-    norm_backward(dy, g->ln2, e, scale, m->emb_ln_w, T, d, LP_NORM_LAYERNORM);
-    free(dP), free(dlog), free(hv);
+    float *e = g->lnf, *scale = dP;
+    lp_embed_sum(e, m, lp_run_ids(r), lp_run_types(r), 0, T);
+    lp_norm(g->ln1, scale, e, m->emb_ln_w, m->emb_ln_b, T, d, LP_NORM_LAYERNORM, c->norm_eps);
+    enc_embed_backward(dy, g->ln2, m, e, scale, T);
+    free(dP);
     return LP_OK;
 }
 
@@ -450,31 +509,161 @@ static int encoder_grad_new(lp_grad **out, const lp_model *m, int T) {
     return LP_OK;
 }
 
-/* lp_grad_batch for encoders: each input (its summed embeddings) through a run of its own
- * and the encoder backward; slower than the decoders' stacked batches, and as exact. */
+/* ---- encoders' batches: B inputs stacked, as the decoders' ---- */
+
+/* A chunk of Bmax sequences of T rows: with `keep`, every layer's tape, else one layer's. */
+typedef struct {
+    int Bmax, T, keep;
+    float *e, *e_scale;        /* (rows, d), (rows): the summed embeddings and their LayerNorm's 1/std */
+    float *x[2];               /* (rows, d): a layer's input and output, in turn */
+    float *q, *k, *v;          /* (L or 1, rows, H*dh / Hkv*dh) */
+    float *pattern;            /* (L or 1, Bmax, H, T, T) */
+    float *s1, *s2;            /* (L or 1, rows, d) */
+    float *scale1, *scale2;    /* (L or 1, rows) */
+    float *pre;                /* (L or 1, rows, dm) */
+    float *z, *mid, *post;     /* one layer: (rows, H*dh), (rows, d), (rows, dm) */
+    float *xh, *d_xh;          /* (Bmax, d): the rows at pos, and their gradient */
+    float *dy;                 /* (rows, d) */
+    enc_scratch g;
+} enc_batch;
+
+static size_t enc_batch_layout(enc_batch *bt, float *base, const lp_config *c) {
+    size_t rows = (size_t)bt->Bmax * bt->T, d = c->d_model, qd = (size_t)c->n_head * c->d_head;
+    size_t kvd = (size_t)c->n_kv_head * c->d_head, dm = c->d_mlp, D = bt->keep ? c->n_layer : 1, at = 0;
+    size_t K = bt->keep, T = bt->T;
+#define SLICE(field, n) (bt->field = base ? base + at : NULL, at += (n))
+    SLICE(e, rows * d);
+    SLICE(e_scale, rows);
+    SLICE(x[0], rows * d);
+    SLICE(x[1], rows * d);
+    SLICE(q, D * rows * qd);
+    SLICE(k, D * rows * kvd);
+    SLICE(v, D * rows * kvd);
+    SLICE(pattern, D * bt->Bmax * c->n_head * T * T);
+    SLICE(s1, D * rows * d);
+    SLICE(s2, D * rows * d);
+    SLICE(scale1, D * rows);
+    SLICE(scale2, D * rows);
+    SLICE(pre, D * rows * dm);
+    SLICE(z, rows * qd);
+    SLICE(mid, rows * d);
+    SLICE(post, rows * dm);
+    SLICE(xh, bt->Bmax * d);
+    SLICE(d_xh, K * bt->Bmax * d);
+    SLICE(dy, K * rows * d);
+    SLICE(g.d_s, K * rows * d);
+    SLICE(g.d_mid, K * rows * d);
+    SLICE(g.d_z, K * rows * qd);
+    SLICE(g.d_q, K * rows * qd);
+    SLICE(g.d_k, K * rows * kvd);
+    SLICE(g.d_v, K * rows * kvd);
+    SLICE(g.d_mlp, K * rows * dm);
+    SLICE(g.dP, K * T * T);
+#undef SLICE
+    return at;
+}
+
+static enc_tape enc_batch_tape(const enc_batch *bt, const lp_config *c, int l) {
+    size_t rows = (size_t)bt->Bmax * bt->T, D = bt->keep ? (size_t)l : 0, d = c->d_model;
+    size_t qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head;
+    return (enc_tape){bt->s1 + D * rows * d, bt->scale1 + D * rows, bt->s2 + D * rows * d, bt->scale2 + D * rows,
+                      bt->pre + D * rows * c->d_mlp, bt->q + D * rows * qd, bt->k + D * rows * kvd,
+                      bt->v + D * rows * kvd, bt->pattern + D * bt->Bmax * c->n_head * (size_t)bt->T * bt->T};
+}
+
+/* The chunk's B sequences through post-norm layer l, from x[l & 1] to x[(l + 1) & 1]: the
+ * computation of lp_layer_forward for an encoder, every linear layer over all B * T rows. */
+static void enc_batch_layer_forward(enc_batch *bt, const lp_model *m, int l, int B) {
+    const lp_config *c = &m->cfg;
+    const lp_layer *w = &m->layers[l];
+    int T = bt->T, n = B * T, d = c->d_model;
+    size_t nd = (size_t)n * d, nm = (size_t)n * c->d_mlp;
+    enc_tape t = enc_batch_tape(bt, c, l);
+    float *s1 = (float *)t.s1, *s2 = (float *)t.s2, *sc1 = (float *)t.scale1, *sc2 = (float *)t.scale2;
+    float *pre = (float *)t.pre, *q = (float *)t.q, *k = (float *)t.k, *v = (float *)t.v;
+    const float *x = bt->x[l & 1];
+    lp_linear_forward(q, x, &w->q, n);
+    lp_linear_forward(k, x, &w->k, n);
+    lp_linear_forward(v, x, &w->v, n);
+    lp_attention_seqs((float *)t.pattern, bt->z, c, q, k, v, B, T);
+    lp_linear_forward(s1, bt->z, &w->o, n);
+    for (size_t i = 0; i < nd; i++) s1[i] += x[i];
+    lp_norm(bt->mid, sc1, s1, w->ln1_w, w->ln1_b, n, d, LP_NORM_LAYERNORM, c->norm_eps);
+    lp_linear_forward(pre, bt->mid, &w->up, n);
+    lp_head_act act = lp_arch_head_act(c->mlp);
+    for (size_t i = 0; i < nm; i++) bt->post[i] = (float)lp_head_act_value(act, pre[i]);
+    lp_linear_forward(s2, bt->post, &w->down, n);
+    for (size_t i = 0; i < nd; i++) s2[i] += bt->mid[i];
+    lp_norm(bt->x[(l + 1) & 1], sc2, s2, w->ln2_w, w->ln2_b, n, d, LP_NORM_LAYERNORM, c->norm_eps);
+}
+
+/* lp_grad_batch for encoders: the inputs are summed embeddings before their LayerNorm;
+ * chunks of them go through the post-norm layers stacked, and back. */
 static int encoder_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx, const lp_objective *o,
                          const double *weight, double *f, float *grad_sum) {
-    size_t nd = (size_t)T * m->cfg.d_model;
-    float *x = malloc(nd * sizeof *x);
-    double *acc = grad_sum ? calloc(nd, sizeof *acc) : NULL;
-    lp_grad *g = NULL;
-    int rc = !x || (grad_sum && !acc) ? lp_error(LP_ENOMEM, "out of memory") : LP_OK;
-    if (!rc && grad_sum) rc = encoder_grad_new(&g, m, T);
-    for (int i = 0; i < n && !rc; i++) {
-        lp_run *r;
-        input(x, i, ctx);
-        if ((rc = lp_run_new_embedded(&r, m, NULL, NULL, x, T))) break;
-        if (f) f[i] = lp_objective_value(o, lp_run_logits(r, o->pos), lp_run_out_width(r));
-        if (g && !(rc = encoder_grad(g, r, o, x))) {
-            double w = weight ? weight[i] : 1.0;
-            for (size_t j = 0; j < nd; j++) acc[j] += w * g->resid[j];
+    const lp_config *c = &m->cfg;
+    enc_batch bt = {.Bmax = 1, .T = T, .keep = grad_sum != NULL};
+    size_t per_seq = enc_batch_layout(&bt, NULL, c);
+    bt.Bmax = (int)(BATCH_BUDGET / (per_seq * sizeof(float)));
+    if (bt.Bmax < 1) bt.Bmax = 1;
+    if (bt.Bmax > n) bt.Bmax = n;
+    int chunks = (n + bt.Bmax - 1) / bt.Bmax, rc = LP_OK;
+    bt.Bmax = (n + chunks - 1) / chunks; /* chunks of even size */
+    size_t floats = enc_batch_layout(&bt, NULL, c), d = c->d_model, nd = (size_t)T * d;
+    float *arena = malloc(floats * sizeof *arena);
+    double *fb = malloc((size_t)bt.Bmax * sizeof *fb), *acc = calloc(nd, sizeof *acc);
+    if (!arena || !fb || !acc) {
+        rc = lp_error(LP_ENOMEM, "out of memory: a batch of %d sequences of %d tokens needs %.1f MB", bt.Bmax, T,
+                      (double)floats * sizeof(float) / 1e6);
+        goto done;
+    }
+    enc_batch_layout(&bt, arena, c);
+    for (int i0 = 0; i0 < n && !rc; i0 += bt.Bmax) {
+        int B = n - i0 < bt.Bmax ? n - i0 : bt.Bmax, rows = B * T;
+        for (int b = 0; b < B; b++) input(bt.e + (size_t)b * nd, i0 + b, ctx);
+        lp_norm(bt.x[0], bt.e_scale, bt.e, m->emb_ln_w, m->emb_ln_b, rows, (int)d, LP_NORM_LAYERNORM, c->norm_eps);
+        for (int l = 0; l < c->n_layer; l++) {
+            if (lp_cancelled()) {
+                rc = lp_error(LP_ECANCEL, "cancelled");
+                goto done;
+            }
+            enc_batch_layer_forward(&bt, m, l, B);
         }
-        lp_run_free(r);
+        const float *last = bt.x[c->n_layer & 1];
+        for (int b = 0; b < B; b++) memcpy(bt.xh + (size_t)b * d, last + ((size_t)b * T + o->pos) * d, d * sizeof *bt.xh);
+        if ((rc = enc_head(fb, bt.keep ? bt.d_xh : NULL, m, o, bt.xh, NULL, B))) goto done;
+        for (int b = 0; b < B; b++)
+            if (!isfinite(fb[b])) {
+                rc = lp_error(LP_ERANGE, "the forward pass overflowed float32: the objective is %g for input %d "
+                              "(weights too large for this input?)", fb[b], i0 + b);
+                goto done;
+            }
+        if (f) memcpy(f + i0, fb, (size_t)B * sizeof *fb);
+        if (!bt.keep) continue;
+
+        memset(bt.dy, 0, (size_t)rows * d * sizeof *bt.dy);
+        for (int b = 0; b < B; b++)
+            memcpy(bt.dy + ((size_t)b * T + o->pos) * d, bt.d_xh + (size_t)b * d, d * sizeof *bt.dy);
+        for (int l = c->n_layer - 1; l >= 0; l--) {
+            if (lp_cancelled()) {
+                rc = lp_error(LP_ECANCEL, "cancelled");
+                goto done;
+            }
+            enc_tape t = enc_batch_tape(&bt, c, l);
+            enc_layer_backward(bt.dy, &bt.g, &t, m, l, B, T);
+        }
+        enc_embed_backward(bt.dy, bt.g.d_s, m, bt.e, bt.e_scale, rows);
+        for (int b = 0; b < B; b++) {
+            double wb = weight ? weight[i0 + b] : 1.0;
+            const float *gb = bt.dy + (size_t)b * nd;
+            for (size_t j = 0; j < nd; j++) acc[j] += wb * gb[j];
+        }
     }
     if (!rc && grad_sum)
         for (size_t j = 0; j < nd; j++) grad_sum[j] = (float)acc[j];
-    lp_grad_free(g);
-    free(x);
+done:
+    free(arena);
+    free(fb);
     free(acc);
     return rc;
 }
@@ -489,9 +678,9 @@ static int grad_run(lp_grad **out, const lp_run *r, const lp_objective *o, bool 
         return lp_error(LP_EUNSUPPORTED, "gradients: for encoder models (%s) only the embeddings' gradient is "
                         "available yet (lp_grad_embed_new, lp_grad_batch)", c->arch);
     if (!c->causal) {
-        lp_grad *g;
+        lp_grad *g = NULL;
         if ((rc = encoder_grad_new(&g, m, T))) return rc;
-        if ((rc = encoder_grad(g, r, o, NULL))) {
+        if ((rc = encoder_grad(g, r, o))) {
             lp_grad_free(g);
             return rc;
         }
@@ -750,9 +939,6 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, cons
     lp_linear_forward(bt->mlp_out, bt->mlp_post, &w->down, n);
     for (size_t i = 0; i < nd; i++) y[i] = mid[i] + bt->mlp_out[i];
 }
-
-/* Bytes a chunk may take: enough for large matrix products, small beside a model's weights. */
-#define BATCH_BUDGET ((size_t)256 << 20)
 
 int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx, const lp_objective *o,
                   const double *weight, double *f, float *grad_sum) {

@@ -20,10 +20,10 @@ void gelu_backward(float *d_pre, const float *d_post, const float *pre, size_t n
 double lp_head_act_deriv(lp_head_act a, double x);
 
 /* An encoder's head backward: dx (d) = d o / d x for x (d), the last layer's output at
- * o->pos, whose head gave logits (W = the output width); *value = o on logits. scratch
- * (5 d) and dlog (W) are scratch. */
-void encoder_head_backward(float *dx, double *value, const lp_model *m, const float *x, const float *logits,
-                           const lp_objective *o, float *scratch, float *dlog);
+ * o->pos, whose head gave logits (W = the output width); *value = o on logits. LP_ENOMEM
+ * if its scratch cannot be had. */
+int encoder_head_backward(float *dx, double *value, const lp_model *m, const float *x, const float *logits,
+                          const lp_objective *o);
 
 /* A layer's saved activations as the backward reads them; rows = B * T, sequence-major. */
 typedef struct {

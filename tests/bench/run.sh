@@ -46,6 +46,30 @@ echo "== browser: draw time per view (GPT-2-small shape, T=128)"
 make --no-print-directory BUILD="$BUILD" "$BUILD/tools/bench_tui" >/dev/null
 "$BUILD/tools/bench_tui" "$model"
 
+# An encoder: BERT-base's shape as a sequence classifier (made once, kept like GPT-2's),
+# the forward and attribution; then the same in PyTorch (float32, Debian's python3-torch,
+# where it is installed), checked against loupe's label logits. OpenMP's threads sleep
+# between calls (OMP_WAIT_POLICY=PASSIVE): spinning, they would take the cores loupe's
+# OpenBLAS threads need on a shared machine.
+bert=$out/bert-base
+echo
+echo "== encoder: BERT-base shape, random weights"
+if [ -f "$bert/config.json" ] && "$bench" --check "$bert" 2>/dev/null; then :; else
+    echo "making $bert (12 layers, d 768, 12 heads, d_mlp 3072, vocab 30522, 2 labels; about 440 MB) ..."
+    rm -rf "$bert" "$bert.tmp"
+    "$BUILD/tools/mkmodel" "$bert.tmp" --arch bert --layers 12 --d-model 768 --heads 12 --d-mlp 3072 \
+        --vocab 30522 --ctx 512 --labels 2 --seed 1
+    mv "$bert.tmp" "$bert"
+fi
+"$bench" "$bert" --save-logits "$out/bert-logits-t128.f32"
+if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+    echo
+    echo "== encoder in PyTorch: the same checkpoint and ids (tests/bench/torch_bert.py)"
+    OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 tests/bench/torch_bert.py "$bert" --compare-logits "$out/bert-logits-t128.f32"
+else
+    echo "(no PyTorch equivalent: /usr/bin/python3 has no torch; apt-get install python3-torch)"
+fi
+
 # Training: the default recipe's tokens/s with its threads and with one, and the share of the
 # sgemm roofline those make (bench_train's comment says how FLOPs and the roofline are counted).
 echo; echo "== training: tokens/s for the default recipe and its share of the sgemm roofline"

@@ -1,9 +1,11 @@
-/* bench: how fast the engine runs a model (make bench: GPT-2 small, random weights), set
- * beside what this machine's sgemm allows.
+/* bench: how fast the engine runs a model (make bench: GPT-2 small and BERT-base, random
+ * weights), set beside what this machine's sgemm allows.
  *   bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL
  *   bench --check MODEL     exit status 0 when MODEL loads (run.sh: no need to remake it)
+ *   bench --attr MODEL      the attribution lines only (to compare builds of the engine)
  * Targets: forward at T=128 within 1.5x of the roofline time; load under 100 ms; peak RSS
- * under the weights plus twice the activations of a T=512 run.
+ * under the weights plus twice the activations of a T=512 run. An encoder (BERT) gets the
+ * forward and attribution (bench_encoder_attr), not generation or patching.
  *
  * The roofline is the best sgemm rate measured here on shapes the forward uses; the forward's
  * FLOPs are counted as the engine computes them (attention over the full T x T square). */
@@ -81,7 +83,7 @@ static double roofline(const lp_config *c, int quick) {
     int d = c->d_model, dm = c->d_mlp;
     const shape all[] = {{128, d, d, 0, 0},  {128, dm, d, 0, 0}, {128, d, dm, 0, 0},
                          {512, dm, d, 0, 0}, {512, d, dm, 0, 0}, {128, c->vocab, d, 0, 1}};
-    int n = (int)(sizeof all / sizeof all[0]);
+    int n = (int)(sizeof all / sizeof all[0]) - (c->head == LP_HEAD_CLASSIFIER); /* a classifier has no unembedding */
     double best = 0.0;
     char detail[512];
     size_t at = 0;
@@ -101,7 +103,10 @@ static double forward_flops(const lp_config *c, int T) {
     double dm = c->d_mlp, mlp_mats = c->mlp == LP_MLP_SWIGLU ? 3 : 2;
     double linear = 2 * t * (d * qd + 2 * d * kvd + qd * d + mlp_mats * d * dm);
     double attention = (double)c->n_head * 2 * (2 * t * t * c->d_head); /* scores, then pattern @ V */
-    return c->n_layer * (linear + attention) + 2 * t * d * c->vocab;
+    double head = c->head == LP_HEAD_CLASSIFIER ? 2 * d * d + 2 * d * c->n_labels  /* pooler, classifier: row 0 */
+                  : c->head == LP_HEAD_MLM      ? 2 * t * d * d + 2 * t * d * c->vocab
+                                                : 2 * t * d * c->vocab;
+    return c->n_layer * (linear + attention) + head;
 }
 
 static void fill_ids(int *ids, int n, int vocab) {
@@ -145,7 +150,7 @@ typedef struct {
 /* Saves the logits, or compares them with a run under another OpenBLAS core or thread count:
  * the kernels differ in summation order, so only rounding may differ. */
 static void check_logits(const lp_run *r, const logit_files *lf) {
-    size_t n = (size_t)lp_run_len(r) * lp_model_config(lp_run_model(r))->vocab;
+    size_t n = (size_t)lp_run_out_rows(r) * lp_run_out_width(r);
     const float *lg = lp_run_logits(r, 0);
     if (lf->save) {
         FILE *f = fopen(lf->save, "wb");
@@ -276,50 +281,77 @@ static void bench_generate(const lp_model *m, int n_prompt, int n_new) {
     free(prompt);
 }
 
-/* Attribution at T=32, each as a multiple of one forward at T=32 measured alongside (all
- * medians): one backward (lp_grad_new on a captured run), integrated gradients with 32 steps
- * (32 interpolated inputs forward and backward as a batch, plus the baseline's forward), and
- * occlusion (32 occluded inputs forward as a batch). Targets: backward < 3, ig-32 < 40. */
+/* Attribution at T tokens, each as a multiple of one forward at T measured alongside (all
+ * medians of reps): one backward (lp_grad_new on a captured run; an encoder's: its input
+ * gradient, lp_grad_embed_new), integrated gradients with 32 steps (32 interpolated inputs
+ * forward and backward, plus the baseline's forward) and occlusion (T occluded inputs
+ * forward: every position for an encoder, whose output reads them all; a decoder's
+ * objective is at T - 1, so it reads them all too). ig's rate is in tokens through forward
+ * and backward per second, 33 T / its time, to set models and lengths side by side. The
+ * objective: a decoder's logit of a token at the last position; a classifier's label 0; a
+ * masked LM's token at the middle position. Targets at T=32: backward < 3, ig-32 < 40.
+ * make bench runs T=32 on GPT-2 and BERT alike, and ig at T=128 once on each (occlusion
+ * there would be 128 more forwards). */
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static double median_of(double *t, int n) {
     qsort(t, (size_t)n, sizeof *t, cmp_double);
     return t[n / 2];
 }
 
-static void bench_attr(const lp_model *m) {
-    enum { T = 32, REPS = 5 };
+static void bench_attr(const lp_model *m, int T, int reps, bool with_occlusion) {
     const lp_config *c = lp_model_config(m);
-    int ids[T];
+    bool enc = lp_model_is_encoder(m);
+    int *ids = malloc((size_t)T * sizeof *ids);
+    double *fwd = malloc(5 * (size_t)reps * sizeof *fwd), *bwd = fwd + reps, *ig = bwd + reps, *occ = ig + reps;
+    double *ig_cpu = occ + reps; /* the process's CPU time: less skewed by other work than the wall clock */
+    float *scores = malloc((size_t)T * sizeof *scores);
+    if (!ids || !fwd || !scores) exit(1);
     fill_ids(ids, T, c->vocab);
-    double fwd[REPS], bwd[REPS], ig[REPS], occ[REPS];
     lp_run *r;
     lp_grad *g;
-    float scores[T];
     double delta;
-    lp_attr_spec sp = {.objective = {LP_OBJ_LOGIT, T - 1, ids[0], -1}, .steps = 32, .baseline = -1, .layer = -1};
+    lp_objective o = {LP_OBJ_LOGIT, T - 1, ids[0], -1};
+    if (c->head == LP_HEAD_CLASSIFIER) o.pos = 0, o.target = 0;
+    else if (enc) o.pos = T / 2;
+    lp_attr_spec sp = {.objective = o, .steps = 32, .baseline = -1, .layer = -1};
     if (lp_run_new(&r, m, ids, T)) die("forward");
-    for (int i = 0; i < REPS; i++) {
+    for (int i = 0; i < reps; i++) {
         lp_run_free(r);
         double t = now_s();
         if (lp_run_new(&r, m, ids, T)) die("forward");
         fwd[i] = now_s() - t;
         t = now_s();
-        if (lp_grad_new(&g, r, &sp.objective)) die("backward");
+        if ((enc ? lp_grad_embed_new : lp_grad_new)(&g, r, &sp.objective)) die("backward");
         bwd[i] = now_s() - t;
         lp_grad_free(g);
         sp.method = LP_ATTR_IG;
         t = now_s();
+        double cpu = cpu_s();
         if (lp_attr(scores, &delta, r, &sp)) die("attr ig");
         ig[i] = now_s() - t;
+        ig_cpu[i] = cpu_s() - cpu;
         sp.method = LP_ATTR_OCCLUSION;
         t = now_s();
-        if (lp_attr(scores, &delta, r, &sp)) die("attr occlusion");
+        if (with_occlusion && lp_attr(scores, &delta, r, &sp)) die("attr occlusion");
         occ[i] = now_s() - t;
     }
     lp_run_free(r);
-    double f = median_of(fwd, REPS), b = median_of(bwd, REPS) / f, i = median_of(ig, REPS) / f;
-    printf("attr T=%d (x one forward of %.1f ms): backward %.2fx (target < 3: %s), ig-32 %.1fx (target < 40: %s), "
-           "occlusion %.1fx\n",
-           T, f * 1e3, b, b < 3 ? "met" : "MISSED", i, i < 40 ? "met" : "MISSED", median_of(occ, REPS) / f);
+    double f = median_of(fwd, reps), b = median_of(bwd, reps) / f, i = median_of(ig, reps);
+    printf("attr T=%d (x one forward of %.1f ms, medians of %d): %s %.2fx", T, f * 1e3, reps,
+           enc ? "input gradient" : "backward", b);
+    if (T == 32) printf(" (target < 3: %s)", b < 3 ? "met" : "MISSED");
+    printf(", ig-32 %.1fx = %.2f s (CPU %.2f s), %.0f tokens/s", i / f, i, median_of(ig_cpu, reps), 33.0 * T / i);
+    if (T == 32) printf(" (target < 40: %s)", i / f < 40 ? "met" : "MISSED");
+    if (with_occlusion) printf(", occlusion %.1fx", median_of(occ, reps) / f);
+    printf("\n");
+    free(ids);
+    free(fwd);
+    free(scores);
 }
 
 /* A full residual-stream patching sweep at T=32 (every layer x position: L*T patches, each
@@ -356,7 +388,7 @@ static void bench_patch(const lp_model *m) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL\n"
-                    "       bench --check MODEL\n");
+                    "       bench --check MODEL | --attr MODEL\n");
     exit(2);
 }
 
@@ -369,13 +401,14 @@ static void print_blas(void) {
 }
 
 int main(int argc, char **argv) {
-    int quick = 0, check = 0;
+    int quick = 0, check = 0, attr_only = 0;
     logit_files lf = {0};
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--quick")) quick = 1;
         else if (!strcmp(a, "--check")) check = 1;
+        else if (!strcmp(a, "--attr")) attr_only = 1;
         else if (!strcmp(a, "--threads") && v && atoi(v) > 0) openblas_set_num_threads(atoi(argv[++i]));
         else if (!strcmp(a, "--save-logits") && v) lf.save = argv[++i];
         else if (!strcmp(a, "--compare-logits") && v) lf.compare = argv[++i];
@@ -391,6 +424,15 @@ int main(int argc, char **argv) {
     }
     double load[3] = {0};
     getloadavg(load, 3);
+    if (attr_only) {
+        if (lp_model_load(&m, path, NULL)) die(path);
+        print_blas();
+        printf("load average %.2f\n", load[0]);
+        bench_attr(m, 32, 3, true);
+        bench_attr(m, 128, 1, false);
+        lp_model_free(m);
+        return 0;
+    }
 
     /* Quick: what depends on the BLAS core and threads, for comparing them. */
     if (quick) {
@@ -398,7 +440,7 @@ int main(int argc, char **argv) {
         print_blas();
         double peak = roofline(lp_model_config(m), 1);
         bench_forward(m, 128, 3, peak, &lf);
-        bench_generate(m, 16, 32);
+        if (!lp_model_is_encoder(m)) bench_generate(m, 16, 32);
         lp_model_free(m);
         return 0;
     }
@@ -417,8 +459,10 @@ int main(int argc, char **argv) {
     double tok_secs = now_s() - t0;
     lp_tokenizer_free(tok);
     const lp_config *c = lp_model_config(m);
-    printf("model: %s (%s, %d layers, d %d, %d heads, vocab %d; %.1f M parameters, %.0f MB)\n", path, c->arch,
-           c->n_layer, c->d_model, c->n_head, c->vocab, lp_model_param_count(m) / 1e6, lp_model_weight_bytes(m) / 1e6);
+    printf("model: %s (%s, %d layers, d %d, %d heads, d_mlp %d, vocab %d", path, c->arch, c->n_layer, c->d_model,
+           c->n_head, c->d_mlp, c->vocab);
+    if (c->head == LP_HEAD_CLASSIFIER) printf(", %d labels", c->n_labels);
+    printf("; %.1f M parameters, %.0f MB)\n", lp_model_param_count(m) / 1e6, lp_model_weight_bytes(m) / 1e6);
     printf("machine: %ld CPUs, load average %.2f as the bench starts%s\n", sysconf(_SC_NPROCESSORS_ONLN), load[0],
            load[0] >= 0.5 ? " (other work is running: it skews every number below)" : "");
     print_blas();
@@ -427,12 +471,16 @@ int main(int argc, char **argv) {
            fmax(first, warm) < 0.1 ? "met" : "MISSED");
     if (tok_rc == LP_OK) printf("; the tokenizer alone %.1f ms", tok_secs * 1e3);
     printf("\n");
+    bool enc = lp_model_is_encoder(m);
     bench_forward(m, 32, 9, peak, &lf);
     bench_forward(m, 128, 7, peak, &lf);
     size_t act512 = bench_forward(m, 512, 3, peak, &lf);
-    bench_attr(m);
-    bench_patch(m);
-    bench_generate(m, 16, 128);
+    bench_attr(m, 32, enc ? 3 : 5, true);
+    bench_attr(m, 128, 1, false);
+    if (!enc) {
+        bench_patch(m);
+        bench_generate(m, 16, 128);
+    }
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
