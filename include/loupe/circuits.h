@@ -26,6 +26,7 @@ typedef struct {
     double total;        /* embed + heads + mlp + bias: equals logit up to rounding */
     double embed;        /* token (and learned position) embeddings */
     double heads, mlp;   /* sums of the per-head and per-layer parts */
+    double cross;        /* an encoder-decoder's decoder: the sum of its cross-attention heads' parts */
     double bias;         /* attn_bias + norm_bias + unembed_bias */
     double attn_bias;    /* the attention output projections' biases, every layer */
     double norm_bias;    /* the final norm's bias (LayerNorm); encoders: every post-norm's bias */
@@ -51,6 +52,14 @@ typedef struct {
  * Target and contrast are a classifier's label ids, at pos 0. Models without a head are
  * refused. */
 int lp_dla(const lp_run *r, int pos, int target, int contrast, float *heads, float *mlp, lp_dla_sums *sums);
+/* The same for an encoder-decoder's decoder (T5): also cross (n_layer, n_head), each
+ * cross-attention head's part (its slice of cross_z times its rows of the cross output
+ * projection), which total counts (sums.cross). The final norm's scale is frozen as for
+ * decoders; T5's d_model^-0.5 rescale of tied models is in that norm's weight, so it is
+ * frozen with it and the parts add up to the logit. cross may be NULL; on a model without
+ * cross-attention this is lp_dla. */
+int lp_dla_seq2seq(const lp_run *r, int pos, int target, int contrast, float *heads, float *cross, float *mlp,
+                   lp_dla_sums *sums);
 
 /* out (d_mlp): each neuron of layer's MLP at pos, its activation (mlp_post) times its row
  * of W_down, through the frozen final norm, dotted with the direction (encoders: through the

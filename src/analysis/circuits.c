@@ -35,8 +35,6 @@ static void add_unembed_column(const lp_model *m, int t, float sign, float *u) {
 
 static int check_args(const lp_run *r, int pos, int target, int contrast) {
     const lp_config *c = lp_model_config(lp_run_model(r));
-    int rc = lp_model_need_one_stack(lp_run_model(r), "dla");
-    if (rc) return rc;
     int T = lp_run_len(r), W = lp_run_out_width(r);
     const char *range = c->head == LP_HEAD_CLASSIFIER ? "the labels" : "the vocabulary";
     if (c->head == LP_HEAD_NONE)
@@ -157,7 +155,26 @@ static void logit_direction(const lp_run *r, int pos, int target, int contrast, 
     *unembed_bias = bu ? (double)bu[target] - (contrast >= 0 ? (double)bu[contrast] : 0.0) : 0.0;
 }
 
-int lp_dla(const lp_run *r, int pos, int target, int contrast, float *heads, float *mlp, lp_dla_sums *sums) {
+/* Each head's part: z_h at pos times its rows of W_O, dotted with dir (g: scratch, H * dh). */
+static double head_parts(const lp_run *r, lp_act_kind z_kind, const lp_linear *o, int l, int pos, const float *dir,
+                         float *g, float *out) {
+    const lp_config *c = lp_model_config(lp_run_model(r));
+    int H = c->n_head, dh = c->d_head;
+    double sum = 0;
+    pullback(o, dir, g);
+    lp_view v;
+    lp_run_view(r, z_kind, l, -1, &v);
+    const float *z = v.data + (size_t)pos * v.stride[0];
+    for (int h = 0; h < H; h++) {
+        double x = dot(z + (size_t)h * dh, g + (size_t)h * dh, dh);
+        if (out) out[(size_t)l * H + h] = (float)x;
+        sum += x;
+    }
+    return sum;
+}
+
+int lp_dla_seq2seq(const lp_run *r, int pos, int target, int contrast, float *heads, float *cross, float *mlp,
+                   lp_dla_sums *sums) {
     int rc = check_args(r, pos, target, contrast);
     if (rc) return rc;
     if (!lp_model_config(lp_run_model(r))->causal) return encoder_dla(r, pos, target, contrast, heads, mlp, sums, -1, NULL);
@@ -174,28 +191,26 @@ int lp_dla(const lp_run *r, int pos, int target, int contrast, float *heads, flo
     for (int l = 0; l < c->n_layer; l++) {
         const lp_layer *w = &m->layers[l];
         /* A head writes z_h W_O[h] (its rows of W_O): its contribution is z_h . (W_O[h] dir). */
-        pullback(&w->o, dir, g);
-        lp_run_view(r, LP_ACT_Z, l, -1, &v);
-        const float *z = v.data + (size_t)pos * v.stride[0];
-        for (int h = 0; h < H; h++) {
-            double x = dot(z + (size_t)h * dh, g + (size_t)h * dh, dh);
-            heads[(size_t)l * H + h] = (float)x;
-            S.heads += x;
-        }
+        S.heads += head_parts(r, LP_ACT_Z, &w->o, l, pos, dir, g, heads);
         if (w->o.b) S.attn_bias += dot(w->o.b, dir, d);
+        if (c->cross_attn) S.cross += head_parts(r, LP_ACT_CROSS_Z, &w->xo, l, pos, dir, g, cross);
         lp_run_view(r, LP_ACT_MLP_OUT, l, -1, &v);
         double x = dot(v.data + (size_t)pos * v.stride[0], dir, d);
         mlp[l] = (float)x;
         S.mlp += x;
     }
     S.bias = S.attn_bias + S.norm_bias + S.unembed_bias;
-    S.total = S.embed + S.heads + S.mlp + S.bias;
+    S.total = S.embed + S.heads + S.cross + S.mlp + S.bias;
     const float *lg = lp_run_logits(r, pos);
     S.logit = (double)lg[target] - (contrast >= 0 ? (double)lg[contrast] : 0.0);
     S.remainder = S.logit - S.total;
     if (sums) *sums = S;
     free(dir);
     return LP_OK;
+}
+
+int lp_dla(const lp_run *r, int pos, int target, int contrast, float *heads, float *mlp, lp_dla_sums *sums) {
+    return lp_dla_seq2seq(r, pos, target, contrast, heads, NULL, mlp, sums);
 }
 
 int lp_dla_neurons(const lp_run *r, int layer, int pos, int target, int contrast, float *out) {

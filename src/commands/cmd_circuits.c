@@ -33,8 +33,6 @@ static bool is_classifier(const lp_session *s) { return lp_model_config(s->model
  * LM's first mask), or a classifier's 0. */
 static int output_pos(const lp_session *s, const char *what, const char *arg, int *pos) {
     const lp_config *c = lp_model_config(s->model);
-    int rc = lp_model_need_one_stack(s->model, what);
-    if (rc) return rc;
     if (c->head == LP_HEAD_NONE)
         return lp_error(LP_EUNSUPPORTED, "%s: %s has no output head, so no prediction to read", what, c->arch);
     if (c->head != LP_HEAD_CLASSIFIER) return lp_cmd_out_pos(s, what, arg, pos);
@@ -100,18 +98,25 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
         return lp_error(LP_EINVAL, "dla: the target and --vs are the same %s", is_classifier(s) ? "label" : "token");
     const lp_config *c = lp_model_config(s->model);
     int L = c->n_layer, H = c->n_head;
+    bool x_on = c->cross_attn; /* an encoder-decoder's decoder: cross-attention heads x0.. beside h0.. */
     float *heads = malloc((size_t)L * H * sizeof *heads), *mlp = malloc((size_t)L * sizeof *mlp);
+    float *cross = x_on ? malloc((size_t)L * H * sizeof *cross) : NULL;
     lp_dla_sums S;
-    rc = heads && mlp ? lp_dla(s->run, p, target, contrast, heads, mlp, &S) : lp_error(LP_ENOMEM, "out of memory");
+    rc = heads && mlp && (!x_on || cross) ? lp_dla_seq2seq(s->run, p, target, contrast, heads, cross, mlp, &S)
+                                          : lp_error(LP_ENOMEM, "out of memory");
     if (rc) {
-        free(heads), free(mlp);
+        free(heads), free(mlp), free(cross);
         return rc;
     }
-    json_t *jh = json_array(), *jm = json_array(), *table = lp_table_new();
+    json_t *jh = json_array(), *jm = json_array(), *jx = json_array(), *table = lp_table_new();
     lp_table_column(table, S.linearised ? "layer (linearised at the run)" : "layer", 0, NULL);
     char name[32];
     for (int h = 0; h < H; h++) {
         snprintf(name, sizeof name, "h%d", h);
+        lp_table_column(table, name, 0, "%.3f");
+    }
+    for (int h = 0; x_on && h < H; h++) {
+        snprintf(name, sizeof name, "x%d", h);
         lp_table_column(table, name, 0, "%.3f");
     }
     lp_table_column(table, "mlp", 0, "%.3f");
@@ -124,6 +129,11 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
             json_array_append_new(jh, json_pack("{s:i,s:i,s:o}", "layer", l, "head", h, "dla", lp_json_number(x)));
             json_array_append_new(row, lp_json_number(x));
         }
+        for (int h = 0; x_on && h < H; h++) {
+            double x = cross[(size_t)l * H + h];
+            json_array_append_new(jx, json_pack("{s:i,s:i,s:o}", "layer", l, "head", h, "dla", lp_json_number(x)));
+            json_array_append_new(row, lp_json_number(x));
+        }
         json_array_append_new(jm, json_pack("{s:i,s:o}", "layer", l, "dla", lp_json_number(mlp[l])));
         json_array_append_new(row, lp_json_number(mlp[l]));
         lp_table_row(table, row);
@@ -132,18 +142,25 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
     double values[] = {S.embed, S.bias, S.total, S.logit, S.remainder};
     for (int k = 0; k < (S.linearised ? 5 : 4); k++) {
         json_t *row = json_pack("[s]", labels[k]);
-        for (int h = 0; h < H; h++) json_array_append_new(row, json_null());
+        for (int h = 0; h < (x_on ? 2 * H : H); h++) json_array_append_new(row, json_null());
         json_array_append_new(row, lp_json_number(values[k]));
         lp_table_row(table, row);
     }
     free(heads);
     free(mlp);
+    free(cross);
     json_t *v = json_pack("{s:o,s:o,s:i,s:o,s:o,s:o,s:o,s:{s:o,s:o,s:o},s:o,s:o,s:o,s:o}", "target", token_obj(s, target),
                           "contrast", token_obj(s, contrast), "pos", p, "total", lp_json_number(S.total), "logit",
                           lp_json_number(S.logit), "embed", lp_json_number(S.embed), "bias", lp_json_number(S.bias),
                           "bias_parts", "attn_out", lp_json_number(S.attn_bias), "ln_final", lp_json_number(S.norm_bias),
                           "unembed", lp_json_number(S.unembed_bias), "heads_total", lp_json_number(S.heads), "mlp_total",
                           lp_json_number(S.mlp), "heads", jh, "mlp", jm);
+    if (x_on) { /* the decoder's cross-attention heads, in the table's x columns */
+        json_object_set_new(v, "cross", jx);
+        json_object_set_new(v, "cross_total", lp_json_number(S.cross));
+    } else {
+        json_decref(jx);
+    }
     json_object_set_new(v, "linearised", json_boolean(S.linearised));
     json_object_set_new(v, "remainder", lp_json_number(S.remainder));
     if (S.linearised) /* an encoder's biases: attention outputs and every post-norm */
@@ -192,8 +209,7 @@ int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
         return lp_error(LP_EINVAL, "neurons: --sort act (highest activation), abs (largest |activation|) or dla "
                         "(largest |contribution|)");
     bool wants_dla = strcmp(sort, "dla") == 0 || o[1].value || o[2].value || o[3].value || o[4].value;
-    bool with_dla = c->head != LP_HEAD_NONE && !c->cross_attn; /* an encoder-decoder: activations only, for now */
-    if (c->cross_attn && wants_dla) return lp_model_need_one_stack(s->model, "neurons: --sort dla, --target, --vs");
+    bool with_dla = c->head != LP_HEAD_NONE;
     if (!with_dla && wants_dla)
         return lp_error(LP_EUNSUPPORTED, "neurons: %s has no output head, so no logit to attribute (--sort dla, "
                         "--target, --vs); use --sort act or abs", c->arch);
@@ -486,7 +502,8 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
                   {"pair", false, NULL}};
     char *pos[1];
     int np, target, contrast, n, at, *ids = NULL, *types = NULL;
-    if ((rc = lp_cmd_opts("patch", argc, argv, o, 10, pos, 0, &np))) return rc;
+    if ((rc = lp_cmd_opts("patch", argc, argv, o, 10, pos, 0, &np)) || (rc = lp_model_need_one_stack(s->model, "patch")))
+        return rc;
     lp_patch_site site = LP_PATCH_RESID_PRE;
     if (o[2].value && (rc = patch_site(s, o[2].value, &site))) return rc;
     const lp_config *c = lp_model_config(s->model);

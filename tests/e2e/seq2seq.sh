@@ -97,7 +97,14 @@ printf 'not a protobuf' >"$tmp/garbage.model"
 refused "--tokenizer with a .model file that is not sentencepiece's" "garbage.model" \
     --tokenizer "$tmp/garbage.model" "$DIR/t5_relu_tied" -e info
 
-for a in dla 'attr ig' 'attr rollout' 'patch --corrupt-ids 6,7,1' scan 'neurons 0 --sort dla'; do
+"$LOUPE" -d :memory: -m json "$DIR/t5_relu_tied" -e 'run --ids 37,5,212,90,1 --target-ids 44,310,9' -e 'dla' \
+    -e 'dla --target-id 44 --vs-id 9 --pos 1' -e 'neurons 2 3 --sort dla' >"$tmp/out" 2>"$tmp/err"
+check "dla and neurons --sort dla on the decoder" test $? -eq 0
+check "dla: self heads, cross heads (3 layers x 4), MLPs add up to the logit" \
+    is 1 '(.heads | length) == 12 and (.cross | length) == 12 and (.mlp | length) == 3 and ((.total - .logit) | fabs) < 1e-4 and .linearised == false and (([.cross[].dla] | add) - .cross_total | fabs) < 1e-4'
+check "dla --vs at a position: a difference that closes" is 2 '.pos == 1 and .contrast.id == 9 and ((.total - .logit) | fabs) < 1e-4'
+check "neurons --sort dla: the decoder's neurons with their parts" is 3 '(.neurons | length) == 3 and (.neurons[0].dla | type) == "number"'
+for a in 'attr ig' 'attr rollout' 'patch --corrupt-ids 6,7,1' scan; do
     refused "$a: not yet on encoder-decoders, says so" "not yet available for encoder-decoder" "$DIR/t5_relu_tied" \
         -e 'run --ids 5,1 --target-ids 4,1' -e "$a"
 done
