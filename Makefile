@@ -27,7 +27,7 @@ DEB_NEEDS := pc:openblas:libopenblas-dev pc:jansson:libjansson-dev pc:libpcre2-8
              pc:readline:libreadline-dev pc:libutf8proc:libutf8proc-dev cmd:tmux:tmux cmd:jq:jq cmd:pkg-config:pkg-config
 FUZZ_NEEDS := cmd:clang:clang file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 
-.PHONY: all deps deps-fuzz test check check-kernels run bench sanitize fuzz clean tools check-model model encoder-model
+.PHONY: all deps deps-fuzz test check check-kernels run bench sanitize fuzz clean tools check-model model encoder-model encoder-polarity-model
 all: $(BIN)
 
 $(BIN): $(LIB_OBJ) $(BUILD)/src/main.o
@@ -132,20 +132,28 @@ model: deps
 	rm -rf models/default && mv models/default.tmp models/default
 
 # The bundled encoders (models/encoder): a BERT masked LM trained by loupe on the same corpus,
-# then an IOI classifier started from it (--from). A few minutes on two cores; the weights
-# are committed, as models/default's.
+# then a polarity classifier started from it (--from). A few minutes on two cores; the weights
+# are committed, as models/default's. `make encoder-polarity-model` retrains only the
+# classifier, from the committed masked LM.
 ENCODER_RECIPE = --arch bert --layers 2 --heads 4 --d-model 64 --d-mlp 256 --ctx 64 --vocab 1024 --corpus-mb 4 \
                  --mix 0.8,0.1,0.1 --batch 32 --seq 64 --steps 4000 --warmup 200 --lr 2e-3 --min-lr 1e-4 \
                  --weight-decay 0.01 --clip 1 --mask-prob 0.15 --eval-every 250 --threads 2 --seed 1
-ENCODER_IOI_RECIPE = --arch bert --task ioi --examples 20000 --batch 32 --seq 64 --steps 4000 --warmup 200 --lr 1e-3 \
-                     --min-lr 1e-4 --weight-decay 0.01 --clip 1 --eval-every 500 --threads 2 --seed 1
+ENCODER_POLARITY_RECIPE = --arch bert --task polarity --examples 20000 --batch 32 --seq 64 --steps 2000 --warmup 100 \
+                          --lr 1e-3 --min-lr 1e-4 --weight-decay 0.01 --clip 1 --eval-every 250 --threads 2 --seed 1
 encoder-model: deps
 	@$(MAKE) --no-print-directory loupe
 	rm -rf models/encoder.tmp && mkdir -p models/encoder.tmp
 	./loupe -e 'train models/encoder.tmp/mlm $(ENCODER_RECIPE)'
-	./loupe -e 'train models/encoder.tmp/ioi --from models/encoder.tmp/mlm $(ENCODER_IOI_RECIPE)'
+	./loupe -e 'train models/encoder.tmp/polarity --from models/encoder.tmp/mlm $(ENCODER_POLARITY_RECIPE)'
 	rm -f models/encoder.tmp/*/optimizer.safetensors
 	rm -rf models/encoder && mv models/encoder.tmp models/encoder
+
+encoder-polarity-model: deps
+	@$(MAKE) --no-print-directory loupe
+	rm -rf models/encoder/polarity.tmp
+	./loupe -e 'train models/encoder/polarity.tmp --from models/encoder/mlm $(ENCODER_POLARITY_RECIPE)'
+	rm -f models/encoder/polarity.tmp/optimizer.safetensors
+	rm -rf models/encoder/polarity && mv models/encoder/polarity.tmp models/encoder/polarity
 
 # The circuits a trained model should have (IOI, induction, the head scan, patching; see
 # tests/test_default_model.c, which make test runs on models/default), on MODEL:

@@ -288,6 +288,44 @@ static void ioi_documents_answer_with_the_indirect_object(void **state) {
     free(docs);
 }
 
+/* Polarity sentences: kinds and labels balanced, deterministic for a seed; the label is what
+ * the last clause says (its adjective's polarity, flipped by "not"), "not" only where the kind
+ * allows it, "but" only in two-clause sentences, whose first clause agrees about half the time. */
+static void polarity_sentences_are_labelled_by_their_last_clause(void **state) {
+    (void)state;
+    enum { N = 600 };
+    static lp_polarity_sentence p[N], q[N];
+    lp_corpus_polarity_sentences(5, N, p);
+    lp_corpus_polarity_sentences(5, N, q);
+    assert_memory_equal(p, q, sizeof p);
+    lp_corpus_polarity_sentences(6, N, q);
+    assert_true(memcmp(p, q, sizeof p) != 0);
+    static const char *const positive[] = {"happy", "nice", "fun", "sunny", "bright", "warm", "calm", "proud",
+                                           "excited"};
+    int labels[LP_POLARITY_N_KINDS][2] = {{0}}, agree = 0;
+    for (int i = 0; i < N; i++) {
+        const char *t = p[i].text, *last = strrchr(t, ' ') + 1;
+        size_t len = strlen(t);
+        assert_int_equal(p[i].kind, i % 3);
+        assert_true(isupper((unsigned char)t[0]) && t[len - 1] == '.');
+        int nots = count_in(t, len, " not"), buts = count_in(t, len, " but");
+        const char *clause = buts ? strstr(t, " but ") : t;
+        bool negated = strstr(clause, " not ") != NULL, pos = false;
+        for (size_t w = 0; w < sizeof positive / sizeof *positive; w++)
+            pos |= !strncmp(last, positive[w], strlen(positive[w])) && last[strlen(positive[w])] == '.';
+        if (p[i].label != (pos != negated)) fail_msg("sentence %d, \"%s\", has label %d", i, t, p[i].label);
+        switch (p[i].kind) {
+        case LP_POLARITY_PLAIN: assert_true(nots == 0 && buts == 0 && p[i].first == -1); break;
+        case LP_POLARITY_NOT: assert_true(nots == 1 && buts == 0 && p[i].first == -1); break;
+        default: assert_true(nots <= 2 && buts == 1 && (p[i].first == 0 || p[i].first == 1)); break;
+        }
+        labels[p[i].kind][p[i].label]++;
+        agree += p[i].kind == LP_POLARITY_BUT && p[i].first == p[i].label;
+    }
+    for (int k = 0; k < LP_POLARITY_N_KINDS; k++) assert_true(labels[k][0] == N / 6 && labels[k][1] == N / 6);
+    assert_true(agree > N / 3 / 3 && agree < 2 * N / 3 / 3);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(same_seed_gives_identical_text_other_seed_differs),
@@ -297,6 +335,7 @@ int main(void) {
         cmocka_unit_test(ioi_prompts_end_before_the_indirect_object),
         cmocka_unit_test(held_out_frames_never_appear_in_training),
         cmocka_unit_test(ioi_documents_answer_with_the_indirect_object),
+        cmocka_unit_test(polarity_sentences_are_labelled_by_their_last_clause),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -83,4 +83,28 @@ void lp_corpus_ioi_prompts(uint64_t seed, lp_ioi_frames frames, int n, lp_ioi_pr
 
 int lp_corpus_n_forms(lp_ioi_frames frames); /* forms (clause orders) of the frames */
 
+/* Labelled sentences for a polarity classifier. The lexicon is two lists of adjectives the
+ * corpus uses (so a tokenizer learnt on it has each as one token): positive ("happy", "nice",
+ * "sunny", ...) and negative ("sad", "cold", "noisy", ...). A sentence says of a subject (a
+ * name, "the park", "the dog", ...) that it was an adjective, maybe after a neutral sentence
+ * ("Mary went to the park."); its label is the polarity of what it finally says:
+ *  - plain:  "the park was nice."                         positive
+ *  - not:    "the park was not nice."                     negative ("not" flips it)
+ *  - but:    "the dog was sad but the park was nice."     positive (the second clause decides;
+ *            the first's polarity is drawn apart from it, each clause may say "not": the first
+ *            clause alone tells nothing, and where the two disagree a bag of words is at chance) */
+typedef enum { LP_POLARITY_PLAIN, LP_POLARITY_NOT, LP_POLARITY_BUT, LP_POLARITY_N_KINDS } lp_polarity_kind;
+
+typedef struct {
+    char text[200];
+    int label; /* 0 negative, 1 positive */
+    lp_polarity_kind kind;
+    int first; /* but: the first clause's polarity (0, 1); else -1 */
+} lp_polarity_sentence;
+
+/* n sentences from seed: kind i % 3, label (i / 3) % 2, so both are balanced. Deterministic
+ * for seed. */
+void lp_corpus_polarity_sentences(uint64_t seed, int n, lp_polarity_sentence *out);
+const char *lp_polarity_kind_name(lp_polarity_kind k); /* "plain", "not", "but" */
+
 #endif

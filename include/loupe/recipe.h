@@ -19,17 +19,20 @@
 #include "loupe/train.h"
 
 /* What a recipe trains: a GPT-2 on next tokens, or a BERT (--arch bert) as a masked LM or as
- * a classifier of IOI sentences: does the sentence end on the indirect object ("When Mary
+ * a classifier: of IOI sentences, does the sentence end on the indirect object ("When Mary
  * and John went to the store, John gave a drink to Mary.": label io) or on the subject
- * repeated ("... to John.": label subject). */
-typedef enum { LP_TASK_LM, LP_TASK_MLM, LP_TASK_IOI } lp_train_task;
+ * repeated ("... to John.": label subject); or of a sentence's polarity ("The park was not
+ * nice.": negative; lp_corpus_polarity_sentences). */
+typedef enum { LP_TASK_LM, LP_TASK_MLM, LP_TASK_IOI, LP_TASK_POLARITY } lp_train_task;
 #define LP_IOI_N_LABELS 2
 extern const char *const LP_IOI_LABELS[LP_IOI_N_LABELS]; /* "subject", "io" */
+#define LP_POLARITY_N_LABELS 2
+extern const char *const LP_POLARITY_LABELS[LP_POLARITY_N_LABELS]; /* "negative", "positive" */
 
 typedef struct {
     lp_train_task task;
     char from[1024];         /* a BERT whose encoder weights start this one (--from), or "" */
-    int examples;            /* ioi: prompts made, each with both endings (two examples) */
+    int examples;            /* ioi: prompts made, each with both endings (two examples); polarity: sentences */
     lp_corpus_spec corpus;
     int vocab;               /* BPE vocabulary, "<|endoftext|>" included */
     double heldout;          /* share of the documents (the last ones) kept for the held-out loss */
@@ -45,10 +48,11 @@ typedef struct {
 
 /* The default recipe: the Makefile's MODEL_RECIPE for models/default (make model). */
 void lp_recipe_default(lp_recipe *r);
-/* A BERT's (task LP_TASK_MLM or LP_TASK_IOI): a smaller corpus, vocabulary and context, a
+/* A BERT's (task LP_TASK_MLM, LP_TASK_IOI or LP_TASK_POLARITY): a smaller corpus, vocabulary and context, a
  * few thousand steps (the Makefile's ENCODER_RECIPE). */
 void lp_recipe_default_encoder(lp_recipe *r, lp_train_task task);
-const char *lp_train_task_name(lp_train_task t); /* "lm", "mlm", "ioi" */
+const char *lp_train_task_name(lp_train_task t); /* "lm", "mlm", "ioi", "polarity" */
+int lp_train_task_from_name(const char *name, lp_train_task *t); /* LP_EINVAL (no message) for another name */
 
 /* The recipe as a JSON object, and back. Reading starts from lp_recipe_default, so keys
  * may be missing; a key of the wrong type is an error naming it. */
@@ -80,7 +84,8 @@ int lp_recipe_data(const lp_recipe *r, const lp_tokenizer *t, int **train, size_
  * [CLS], [SEP]): a masked LM's, the corpus's documents each followed by [SEP], cut into
  * examples [CLS] + train.seq - 2 tokens + [SEP], held out by document as lp_recipe_data;
  * an IOI classifier's, `examples` prompts of the training frames (lp_corpus_ioi_prompts) with
- * both endings, held out: ceil(heldout * examples) prompts from another seed. */
+ * both endings, held out: ceil(heldout * examples) prompts from another seed; a polarity
+ * classifier's, `examples` sentences (lp_corpus_polarity_sentences), held out the same way. */
 int lp_recipe_encoder_data(const lp_recipe *r, const lp_tokenizer *t, int **train, size_t *n_train, int **held,
                            size_t *n_held);
 

@@ -141,7 +141,7 @@ static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_e
     return (rc = lp_recipe_check(r)) ? train_error(rc) : LP_OK;
 }
 
-/* A new run's recipe: GPT-2's default, or a BERT's (--arch bert, --task mlm|ioi, --from DIR,
+/* A new run's recipe: GPT-2's default, or a BERT's (--arch bert, --task mlm|ioi|polarity, --from DIR,
  * whose shape and vocabulary a classifier takes). */
 static int choose_recipe(lp_recipe *r, const lp_opt *o) {
     const char *arch = o[O_ARCH].value, *task = o[O_TASK].value, *from = o[O_FROM].value;
@@ -155,10 +155,11 @@ static int choose_recipe(lp_recipe *r, const lp_opt *o) {
         lp_recipe_default(r);
         return LP_OK;
     }
-    if (task && strcmp(task, "mlm") && strcmp(task, "ioi"))
-        return lp_error(LP_EINVAL, "train: --task %s: use mlm (masked LM, the default) or ioi (a classifier of IOI "
-                                   "sentences)", task);
-    lp_recipe_default_encoder(r, task && !strcmp(task, "ioi") ? LP_TASK_IOI : LP_TASK_MLM);
+    lp_train_task t = LP_TASK_MLM;
+    if (task && (lp_train_task_from_name(task, &t) || t == LP_TASK_LM))
+        return lp_error(LP_EINVAL, "train: --task %s: use mlm (masked LM, the default), ioi (a classifier of IOI "
+                                   "sentences) or polarity (a classifier of sentences' polarity)", task);
+    lp_recipe_default_encoder(r, t);
     if (!from) return LP_OK;
     static const int shape[] = {O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_VOCAB};
     for (size_t i = 0; i < sizeof shape / sizeof *shape; i++)
@@ -476,10 +477,12 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     else rc = lp_recipe_encoder_data(&r, tok, &train, &n_train, &held, &n_held);
     if (rc) goto out;
     r.model.vocab = r.vocab;
-    r.model.head = r.task == LP_TASK_MLM ? LP_HEAD_MLM : r.task == LP_TASK_IOI ? LP_HEAD_CLASSIFIER : LP_HEAD_LM;
-    r.model.n_labels = r.task == LP_TASK_IOI ? LP_IOI_N_LABELS : 0;
+    bool classifier = r.task == LP_TASK_IOI || r.task == LP_TASK_POLARITY;
+    const char *const *labels = r.task == LP_TASK_IOI ? LP_IOI_LABELS : LP_POLARITY_LABELS;
+    r.model.head = r.task == LP_TASK_MLM ? LP_HEAD_MLM : classifier ? LP_HEAD_CLASSIFIER : LP_HEAD_LM;
+    r.model.n_labels = classifier ? 2 : 0;
     if ((rc = lp_train_model_new(&m, &r.model, r.init_seed)) || (rc = lp_train_state_new(&st, m))) goto out;
-    if (r.task == LP_TASK_IOI && (rc = lp_train_set_labels(m, LP_IOI_LABELS, LP_IOI_N_LABELS))) goto out;
+    if (classifier && (rc = lp_train_set_labels(m, labels, r.model.n_labels))) goto out;
     if (!resume) lp_train_set_embed_std(m, r.embed_std);
     if (!resume && r.from[0] && (rc = lp_train_start_from(m, r.from))) goto out;
     if (resume) {
@@ -502,7 +505,8 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         size_t n = k ? n_held : n_train, at = 0;
         for (counts[k] = 0; at + 2 <= n; counts[k]++) at += 2 + (size_t)d[at];
     }
-    const char *what = r.task == LP_TASK_LM ? "tokens" : r.task == LP_TASK_MLM ? "masked-LM examples" : "IOI sentences";
+    const char *what = r.task == LP_TASK_LM ? "tokens" : r.task == LP_TASK_MLM ? "masked-LM examples"
+                       : r.task == LP_TASK_IOI ? "IOI sentences" : "polarity sentences";
     if (!t.quiet)
         lp_cmd_progress(s, LP_PROGRESS_NOTE,
                         "train: %s: %s%d layers, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training %s, "

@@ -472,11 +472,13 @@ static const lp_command COMMANDS[] = {
     {"train",
      "DIR [--resume] [--steps N] [--layers N] [--heads N] [--d-model D] [--d-mlp D] [--ctx N] [--attn-only] "
      "[--vocab V] [--corpus-mb MB] [--mix IOI,REPEAT,FILLER] [--spans MIN,MAX] [--letter-words X] [--random-tokens X] [--embed-std X] [--batch B] [--seq T] [--lr X] [--min-lr X] "
-     "[--warmup N] [--weight-decay X] [--clip X] [--eval-every N] [--save-every N] [--stop-at N] [--seed S] [--threads N] [--quiet]",
-     "train a GPT-2 from scratch on loupe's generated corpus and load it",
+     "[--warmup N] [--weight-decay X] [--clip X] [--eval-every N] [--save-every N] [--stop-at N] [--seed S] "
+     "[--arch gpt2|bert] [--task mlm|ioi|polarity] [--from DIR] [--examples N] [--mask-prob X] [--threads N] [--quiet]",
+     "train a GPT-2 or a BERT on loupe's generated corpus and load it",
      "train /tmp/toy --layers 1 --d-model 64 --steps 300 --corpus-mb 1", lp_cmd_train, false,
      "Defaults: models/default's recipe. DIR gets config.json, model.safetensors, vocab.json, merges.txt, "
-     "optimizer.safetensors, train.json."},
+     "optimizer.safetensors, train.json. --arch bert: a masked LM, or with --task ioi|polarity a classifier, "
+     "started --from a masked LM (vocab.txt instead of vocab.json, merges.txt)."},
     {"scan", "[--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]",
      "classify heads on repeated random tokens",
      "scan --labelled", lp_cmd_scan, false, "Scores: previous-token, duplicate-token, induction, first-token (sink). "

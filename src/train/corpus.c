@@ -7,6 +7,7 @@
 #include "loupe/generate.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -525,4 +526,64 @@ void lp_corpus_ioi_prompts(uint64_t seed, lp_ioi_frames frames, int n, lp_ioi_pr
         copy_name(p->io, sizeof p->io, io);
         copy_name(p->subject, sizeof p->subject, s);
     }
+}
+
+/* ---------------------------------------------------------------- polarity */
+
+/* The lexicon: adjectives of the corpus's lists (DAY_ADJS, FEELINGS, TR_PLACE_ADJS), split by
+ * what they say of a day, a place or a person. */
+static const char *const POSITIVE[] = {"happy", "nice", "fun", "sunny", "bright", "warm", "calm", "proud", "excited"};
+static const char *const NEGATIVE[] = {"sad", "tired", "scared", "hungry", "cold", "rainy", "dark", "noisy", "crowded"};
+static const char *const NEUTRAL[] = {"{N} went to the {P}.", "{N} and {N} met at the {P}.", "It was {T}.",
+                                      "{N} found a {O}.", "Then everyone went home."};
+static const char *const NEUTRAL_TIMES[] = {"late", "early", "almost noon", "sunday"};
+
+/* "the park was not nice": a subject, then the adjective of polarity positive xor negated. */
+static void polarity_clause(lp_rng *r, obuf *b, bool positive, bool negated) {
+    switch (pick(r, 4)) {
+    case 0: puts_(b, PICK(r, NAMES)); break;
+    case 1: puts_(b, "the "), puts_(b, PICK(r, PLACES)); break;
+    case 2: puts_(b, "the "), puts_(b, PICK(r, OBJECTS)); break;
+    default: puts_(b, "the "), puts_(b, PICK(r, SUBJECT_NOUNS)); break;
+    }
+    puts_(b, negated ? " was not " : " was ");
+    if (chance(r, 0.2)) puts_(b, "very ");
+    puts_(b, positive != negated ? PICK(r, POSITIVE) : PICK(r, NEGATIVE));
+}
+
+static void neutral_sentence(lp_rng *r, obuf *b) {
+    for (const char *t = PICK(r, NEUTRAL); *t; t++) {
+        if (t[0] != '{' || !t[1] || t[2] != '}') { put(b, t, 1); continue; }
+        char c = t[1];
+        t += 2;
+        puts_(b, c == 'N' ? PICK(r, NAMES) : c == 'P' ? PICK(r, PLACES) : c == 'O' ? PICK(r, OBJECTS)
+                                                                                  : PICK(r, NEUTRAL_TIMES));
+    }
+}
+
+void lp_corpus_polarity_sentences(uint64_t seed, int n, lp_polarity_sentence *out) {
+    assert(n >= 0 && (out || n == 0));
+    lp_rng rng; /* a stream of its own, as lp_corpus_ioi_prompts' */
+    lp_rng_seed(&rng, seed ^ 0x9013A217ull);
+    for (int i = 0; i < n; i++) {
+        lp_polarity_sentence *p = &out[i];
+        *p = (lp_polarity_sentence){.kind = (lp_polarity_kind)(i % 3), .label = (i / 3) % 2, .first = -1};
+        obuf b = {.s = p->text, .cap = sizeof p->text, .fixed = true};
+        if (chance(&rng, 0.3)) neutral_sentence(&rng, &b), put(&b, " ", 1);
+        if (p->kind == LP_POLARITY_BUT) {
+            p->first = chance(&rng, 0.5);
+            polarity_clause(&rng, &b, p->first, chance(&rng, 0.3));
+            puts_(&b, " but ");
+        }
+        bool negated = p->kind == LP_POLARITY_NOT || (p->kind == LP_POLARITY_BUT && chance(&rng, 0.3));
+        polarity_clause(&rng, &b, p->label, negated);
+        put(&b, ".", 1);
+        assert(!b.oom); /* the longest sentence fits with room to spare */
+        for (size_t k = 0; k < b.n; k++) /* sentences start with a capital */
+            if (k == 0 || (k >= 2 && p->text[k - 2] == '.')) p->text[k] = (char)toupper((unsigned char)p->text[k]);
+    }
+}
+
+const char *lp_polarity_kind_name(lp_polarity_kind k) {
+    return k == LP_POLARITY_PLAIN ? "plain" : k == LP_POLARITY_NOT ? "not" : "but";
 }

@@ -12,6 +12,7 @@
 #include "loupe/generate.h"
 
 const char *const LP_IOI_LABELS[LP_IOI_N_LABELS] = {"subject", "io"};
+const char *const LP_POLARITY_LABELS[LP_POLARITY_N_LABELS] = {"negative", "positive"};
 
 static json_t *recipe_numbers_json(const lp_recipe *r);
 
@@ -64,7 +65,16 @@ void lp_recipe_default_encoder(lp_recipe *r, lp_train_task task) {
     r->train.threads = 2;
 }
 
-const char *lp_train_task_name(lp_train_task t) { return t == LP_TASK_MLM ? "mlm" : t == LP_TASK_IOI ? "ioi" : "lm"; }
+static const char *const TASK_NAMES[] = {[LP_TASK_LM] = "lm", [LP_TASK_MLM] = "mlm", [LP_TASK_IOI] = "ioi",
+                                         [LP_TASK_POLARITY] = "polarity"};
+
+const char *lp_train_task_name(lp_train_task t) { return TASK_NAMES[t]; }
+
+int lp_train_task_from_name(const char *name, lp_train_task *t) {
+    for (size_t i = 0; i < sizeof TASK_NAMES / sizeof *TASK_NAMES; i++)
+        if (!strcmp(name, TASK_NAMES[i])) return *t = (lp_train_task)i, LP_OK;
+    return LP_EINVAL;
+}
 
 json_t *lp_recipe_to_json(const lp_recipe *r) {
     json_t *j = recipe_numbers_json(r);
@@ -247,9 +257,9 @@ int lp_recipe_from_json(lp_recipe *r, const json_t *j, const char *what) {
     const json_t *task = lookup(j, "task"), *from = lookup(j, "from");
     if (task) {
         const char *name = json_string_value(task);
-        if (!name || (strcmp(name, "mlm") && strcmp(name, "ioi") && strcmp(name, "lm")))
-            return lp_error(LP_EFORMAT, "%s: recipe key task should be \"lm\", \"mlm\" or \"ioi\"", what);
-        r->task = !strcmp(name, "mlm") ? LP_TASK_MLM : !strcmp(name, "ioi") ? LP_TASK_IOI : LP_TASK_LM;
+        if (!name || lp_train_task_from_name(name, &r->task))
+            return lp_error(LP_EFORMAT, "%s: recipe key task should be \"lm\", \"mlm\", \"ioi\" or \"polarity\"",
+                            what);
     }
     if (from) {
         if (!json_is_string(from) || json_string_length(from) >= sizeof r->from)

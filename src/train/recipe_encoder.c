@@ -79,6 +79,25 @@ static int ioi_examples(const lp_tokenizer *t, uint64_t seed, int n, int T, ints
     return rc;
 }
 
+/* n labelled sentences from seed: "The park was not nice." (negative). */
+static int polarity_examples(const lp_tokenizer *t, uint64_t seed, int n, int T, ints *out) {
+    lp_polarity_sentence *p = malloc((size_t)n * sizeof *p);
+    if (!p) return lp_error(LP_ENOMEM, "out of memory");
+    lp_corpus_polarity_sentences(seed, n, p);
+    int rc = LP_OK, row[2 + 512];
+    for (int i = 0; i < n && !rc; i++) {
+        int got = 0;
+        if ((rc = lp_tokenizer_encode(t, p[i].text, strlen(p[i].text), true, row + 2, 512, &got))) break;
+        if (got > T)
+            rc = lp_error(LP_EINVAL, "a polarity sentence has %d tokens, more than --seq %d: give a longer --seq and "
+                                     "--ctx", got, T);
+        row[0] = got, row[1] = p[i].label;
+        if (!rc) rc = push(out, row, (size_t)got + 2);
+    }
+    free(p);
+    return rc;
+}
+
 int lp_recipe_encoder_data(const lp_recipe *r, const lp_tokenizer *t, int **train, size_t *n_train, int **held,
                            size_t *n_held) {
     *train = *held = NULL;
@@ -86,10 +105,13 @@ int lp_recipe_encoder_data(const lp_recipe *r, const lp_tokenizer *t, int **trai
     ints tr = {0}, he = {0};
     int rc = LP_OK, T = r->train.T;
     if (T < 3 || T > 8192) return lp_error(LP_EINVAL, "--seq %d: a BERT's examples need 3..8192 tokens", T);
-    if (r->task == LP_TASK_IOI) {
+    if (r->task == LP_TASK_IOI || r->task == LP_TASK_POLARITY) {
         int n_he = (int)ceil(r->heldout * r->examples);
-        if (!(rc = ioi_examples(t, r->corpus.seed ^ 0x10117a5cull, r->examples, T, &tr)))
-            rc = ioi_examples(t, r->corpus.seed ^ 0x4e1d0e7ull, n_he < 64 ? 64 : n_he, T, &he);
+        n_he = n_he < 64 ? 64 : n_he;
+        int (*make)(const lp_tokenizer *, uint64_t, int, int, ints *) =
+            r->task == LP_TASK_IOI ? ioi_examples : polarity_examples;
+        if (!(rc = make(t, r->corpus.seed ^ 0x10117a5cull, r->examples, T, &tr)))
+            rc = make(t, r->corpus.seed ^ 0x4e1d0e7ull, n_he, T, &he);
     } else {
         char *text;
         size_t len, n_docs;

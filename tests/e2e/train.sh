@@ -179,7 +179,7 @@ fails_with "train: a bad mix" 'IOI,REPEAT,FILLER' "$LOUPE" -e "train $tmp/x --mi
 echo '{"recipe": {"model": {"n_layer": "two"}}, "step": 0}' >"$tmp/a/train.json"
 fails_with "train: a damaged train.json is named" 'n_layer' "$LOUPE" -e "train $tmp/a --resume"
 
-# BERT (--arch bert): a masked LM on the corpus, then an IOI classifier started from it.
+# BERT (--arch bert): a masked LM on the corpus, then classifiers (IOI, polarity) started from it.
 BERT="--arch bert --layers 1 --heads 2 --d-model 32 --d-mlp 64 --ctx 64 --vocab 1000 --corpus-mb 0.25 --batch 8 --seq 32 --lr 2e-3 --eval-every 40 --seed 3"
 "$LOUPE" -m json -e "train $tmp/bm $BERT --steps 120" >"$tmp/out" 2>"$tmp/err"
 check "train --arch bert: a tiny masked LM trains" test $? -eq 0
@@ -210,6 +210,14 @@ check "train --task ioi --from: the vocabulary is --from's" cmp "$tmp/bm/vocab.t
 check "train --task ioi --from: the encoder starts from --from's weights (recorded)" jq -e ".recipe.from == \"$tmp/bm\" and .recipe.task == \"ioi\"" "$tmp/bc/train.json"
 "$LOUPE" -m json "$tmp/bc" -e 'run When Mary and John went to the store, John gave a drink to Mary.' -e classify >"$tmp/out2" 2>"$tmp/err"
 check "train --task ioi: the classifier loads and classifies" jq -e -s '[.[1][].label] == ["subject", "io"]' "$tmp/out2"
+"$LOUPE" -m json -e "train $tmp/bp --arch bert --task polarity --from $tmp/bm --examples 300 --batch 8 --seq 32 --steps 30 --eval-every 15 --seed 3 --quiet" >"$tmp/out" 2>"$tmp/err"
+check "train --task polarity --from: a polarity classifier trains from the masked LM" test $? -eq 0
+check "train --task polarity: config.json has id2label negative, positive" \
+    jq -e '.architectures == ["BertForSequenceClassification"] and .id2label == {"0": "negative", "1": "positive"}' "$tmp/bp/config.json"
+check "train --task polarity: train.json records the task" jq -e '.recipe.task == "polarity" and .recipe.examples == 300' "$tmp/bp/train.json"
+"$LOUPE" -m json "$tmp/bp" -e 'run The park was not nice.' -e classify >"$tmp/out2" 2>"$tmp/err"
+check "train --task polarity: the classifier loads and classifies" jq -e -s '[.[1][].label] == ["negative", "positive"]' "$tmp/out2"
+fails_with "train: --task lm is not an encoder's" 'use mlm' "$LOUPE" -e "train $tmp/x --arch bert --task lm"
 fails_with "train: --task needs --arch bert" 'add --arch bert' "$LOUPE" -e "train $tmp/x --task ioi"
 fails_with "train: an unknown --arch" 'use gpt2' "$LOUPE" -e "train $tmp/x --arch t5"
 fails_with "train: an unknown --task" 'use mlm' "$LOUPE" -e "train $tmp/x --arch bert --task ner"
