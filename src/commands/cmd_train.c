@@ -19,7 +19,7 @@
 
 enum { O_RESUME, O_STEPS, O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_ATTN_ONLY, O_VOCAB, O_CORPUS_MB, O_MIX,
        O_BATCH, O_SEQ, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP, O_EVAL_EVERY, O_SAVE_EVERY, O_SEED, O_THREADS,
-       O_QUIET, O_STOP_AT, O_SPANS, O_LETTER_WORDS, O_EMBED_STD, O_RANDOM_TOKENS, N_OPTS };
+       O_QUIET, O_STOP_AT, O_SPANS, O_LETTER_WORDS, O_EMBED_STD, O_RANDOM_TOKENS, O_SCRAMBLED, N_OPTS };
 
 /* What may change when resuming: how long, how often to look, how quietly. */
 static const bool RESUMABLE[N_OPTS] = {[O_RESUME] = true, [O_STEPS] = true, [O_EVAL_EVERY] = true,
@@ -86,7 +86,7 @@ static const struct {
     {O_LR, "train.lr"},            {O_MIN_LR, "train.min_lr"},    {O_WARMUP, "train.warmup"},
     {O_WD, "train.weight_decay"},  {O_CLIP, "train.grad_clip"},   {O_EVAL_EVERY, "train.eval_every"},
     {O_THREADS, "train.threads"},  {O_EMBED_STD, "model.embed_std"}, {O_RANDOM_TOKENS, "corpus.random_tokens"},
-    {O_LETTER_WORDS, "corpus.letter_words"},
+    {O_LETTER_WORDS, "corpus.letter_words"}, {O_SCRAMBLED, "corpus.scrambled"},
 };
 
 /* The recipe's fields from the options given. */
@@ -331,6 +331,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         [O_QUIET] = {"quiet", true, NULL},        [O_STOP_AT] = {"stop-at", false, NULL},
         [O_SPANS] = {"spans", false, NULL},       [O_LETTER_WORDS] = {"letter-words", false, NULL},
         [O_EMBED_STD] = {"embed-std", false, NULL}, [O_RANDOM_TOKENS] = {"random-tokens", false, NULL},
+        [O_SCRAMBLED] = {"scrambled", false, NULL},
     };
     char *pos[1];
     int np, rc = lp_cmd_opts("train", argc, argv, o, N_OPTS, pos, 1, &np);
