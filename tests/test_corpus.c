@@ -139,6 +139,13 @@ static void bad_specs_are_refused(void **state) {
     sp.n_bytes = 0;
     assert_int_equal(lp_corpus_new(&sp, &text, &len, NULL, NULL), LP_EINVAL);
     assert_null(text);
+    const double bad_shares[] = {-0.1, 1.5, NAN};
+    for (int i = 0; i < 3; i++) {
+        lp_corpus_spec_default(&sp);
+        sp.scrambled = bad_shares[i];
+        assert_int_equal(lp_corpus_new(&sp, &text, &len, NULL, NULL), LP_EINVAL);
+        assert_null(text);
+    }
 }
 
 /* Occurrences of the word w (" Mary": its leading space stands for any word boundary,
@@ -206,13 +213,13 @@ static int count_in(const char *s, size_t n, const char *w) {
  * subject's second mention to " to") occurs anywhere in a training corpus of every kind of
  * document, and the held-out verbs, places and objects occur in no training story, while
  * filler sentences use them (spans of real words only: a made-up word could be anything). */
-static void held_out_frames_never_appear_in_training(void **state) {
-    (void)state;
+static void check_held_out_frames(double scrambled) {
     lp_corpus_spec sp;
     lp_corpus_spec_default(&sp);
     sp.seed = 13;
     sp.n_bytes = 4 << 20;
     sp.letter_words = 0;
+    sp.scrambled = scrambled;
     char *text;
     size_t len, n_docs;
     lp_corpus_doc *docs;
@@ -245,20 +252,28 @@ static void held_out_frames_never_appear_in_training(void **state) {
     free(docs);
 }
 
-/* The corpus's IOI stories have the prompts' form: the story before the answer names the
- * answer once and the subject twice, in both orders. */
-static void ioi_documents_answer_with_the_indirect_object(void **state) {
+static void held_out_frames_never_appear_in_training(void **state) {
     (void)state;
+    check_held_out_frames(0);
+    check_held_out_frames(0.5); /* scrambled stories draw none of the held-out words either */
+}
+
+/* The corpus's IOI stories have the prompts' form: the story before the answer names the
+ * answer once and the subject twice, in both orders. Returns how many of them have a word
+ * right before the subject's second mention that no grammar story puts there (scrambled
+ * stories do). */
+static int check_ioi_documents(double scrambled) {
     lp_corpus_spec sp;
     lp_corpus_spec_default(&sp);
     sp.seed = 11;
     sp.n_docs = 300;
+    sp.scrambled = scrambled;
     sp.proportion[LP_CORPUS_REPEAT] = sp.proportion[LP_CORPUS_FILLER] = 0;
     char *text;
     size_t len, n;
     lp_corpus_doc *docs;
     assert_int_equal(lp_corpus_new(&sp, &text, &len, &docs, &n), LP_OK);
-    int io_first = 0, s_first = 0;
+    int io_first = 0, s_first = 0, odd = 0;
     for (size_t i = 0; i < n; i++) {
         const lp_corpus_doc *d = &docs[i];
         char story[512], io[32], first[32], second[32];
@@ -282,10 +297,27 @@ static void ioi_documents_answer_with_the_indirect_object(void **state) {
         if (count_word(story, io, &at) != 1 || count_word(story, subject, &at) != 2)
             fail_msg("doc %zu: \"%s\" should name%s once and%s twice", i, story, io, subject);
         io_first += abba, s_first += !abba;
+        /* the word before the second subject: the grammar has punctuation or one of these */
+        const char *s2 = strstr(strstr(story, subject) + 1, subject), *w = s2;
+        while (w > story && isalpha((unsigned char)w[-1])) w--;
+        static const char *const usual[] = {"then", "Then", "Soon", "soon"};
+        bool known = w == s2;
+        for (int k = 0; k < 4; k++) known |= (size_t)(s2 - w) == strlen(usual[k]) && !memcmp(w, usual[k], strlen(usual[k]));
+        odd += !known;
     }
     assert_true(io_first > 100 && s_first > 100);
     free(text);
     free(docs);
+    return odd;
+}
+
+static void ioi_documents_answer_with_the_indirect_object(void **state) {
+    (void)state;
+    int odd = check_ioi_documents(0);
+    assert_int_equal(odd, 0);
+    odd = check_ioi_documents(1);
+    print_message("scrambled stories: %d of 300 have a new word before the second subject\n", odd);
+    assert_true(odd >= 100);
 }
 
 /* Polarity sentences: kinds and labels balanced, deterministic for a seed; the label is what

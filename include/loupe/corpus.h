@@ -11,6 +11,10 @@
  *    subject acts, and the sentence ends with the IO; 100 first names. Up to two filler
  *    sentences (which may name others) come before the story and up to one after it.
  *    Held-out frames (lp_corpus_ioi_prompts with LP_IOI_HELDOUT) are never generated.
+ *    A share of the stories (spec.scrambled) is scrambled: the same roles, but the words
+ *    around and between the names are random words or random training parts, in random
+ *    numbers, with or without punctuation, so that the frame says nothing:
+ *      "oyster orange Emma and Matthew got back from the pool. Matthew lizard of money of to Emma."
  *  - Repeated span: up to two filler sentences, a span of span_min..span_max random words,
  *    then the same span again, either at once or after ". " and a filler sentence, and ".":
  *      "Tom sat down and smiled. kqe zzt wod kqe zzt wod."
@@ -41,10 +45,11 @@ typedef struct {
     size_t n_bytes; /* documents until the text reaches this many bytes (the last one may pass it) */
     int span_min, span_max; /* words in a repeated span, 1 <= span_min <= span_max <= 64 */
     double letter_words;    /* share of spans made of random-letter words */
+    double scrambled;       /* share of IOI stories scrambled (corpus.c): names in random words */
 } lp_corpus_spec;
 
 /* seed 0; proportions 0.4 IOI, 0.3 repeat, 0.3 filler; 1 MiB; spans of 4-12 words, half of
- * them random letters. */
+ * them random letters; no scrambled stories. */
 void lp_corpus_spec_default(lp_corpus_spec *spec);
 
 /* Where one document sits in the text, and the parts of it an evaluation looks at.

@@ -21,7 +21,7 @@
 enum { O_RESUME, O_STEPS, O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_ATTN_ONLY, O_VOCAB, O_CORPUS_MB, O_MIX,
        O_BATCH, O_SEQ, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP, O_EVAL_EVERY, O_SAVE_EVERY, O_SEED, O_THREADS,
        O_QUIET, O_STOP_AT, O_SPANS, O_LETTER_WORDS, O_EMBED_STD, O_RANDOM_TOKENS, O_ARCH, O_TASK, O_FROM, O_MASK_PROB,
-       O_EXAMPLES, N_OPTS };
+       O_EXAMPLES, O_SCRAMBLED, N_OPTS };
 
 /* What may change when resuming: how long, how often to look, how quietly. */
 static const bool RESUMABLE[N_OPTS] = {[O_RESUME] = true, [O_STEPS] = true, [O_EVAL_EVERY] = true,
@@ -93,6 +93,7 @@ static const struct {
     {O_WD, "train.weight_decay"},  {O_CLIP, "train.grad_clip"},   {O_EVAL_EVERY, "train.eval_every"},
     {O_THREADS, "train.threads"},  {O_EMBED_STD, "model.embed_std"}, {O_RANDOM_TOKENS, "corpus.random_tokens"},
     {O_LETTER_WORDS, "corpus.letter_words"}, {O_MASK_PROB, "train.mask_prob"}, {O_EXAMPLES, "examples"},
+    {O_SCRAMBLED, "corpus.scrambled"},
 };
 
 /* The recipe's fields from the options given. */
@@ -417,6 +418,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         [O_ARCH] = {"arch", false, NULL},         [O_TASK] = {"task", false, NULL},
         [O_FROM] = {"from", false, NULL},         [O_MASK_PROB] = {"mask-prob", false, NULL},
         [O_EXAMPLES] = {"examples", false, NULL},
+        [O_SCRAMBLED] = {"scrambled", false, NULL},
     };
     char *pos[1];
     int np, rc = lp_cmd_opts("train", argc, argv, o, N_OPTS, pos, 1, &np);

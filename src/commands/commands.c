@@ -471,7 +471,7 @@ static const lp_command COMMANDS[] = {
      "masked LM's, default the first mask) or a classifier's label; --pair: the corrupted prompt's own second text."},
     {"train",
      "DIR [--resume] [--steps N] [--layers N] [--heads N] [--d-model D] [--d-mlp D] [--ctx N] [--attn-only] "
-     "[--vocab V] [--corpus-mb MB] [--mix IOI,REPEAT,FILLER] [--spans MIN,MAX] [--letter-words X] [--random-tokens X] [--embed-std X] [--batch B] [--seq T] [--lr X] [--min-lr X] "
+     "[--vocab V] [--corpus-mb MB] [--mix IOI,REPEAT,FILLER] [--spans MIN,MAX] [--letter-words X] [--scrambled X] [--random-tokens X] [--embed-std X] [--batch B] [--seq T] [--lr X] [--min-lr X] "
      "[--warmup N] [--weight-decay X] [--clip X] [--eval-every N] [--save-every N] [--stop-at N] [--seed S] "
      "[--arch gpt2|bert] [--task mlm|ioi|polarity] [--from DIR] [--examples N] [--mask-prob X] [--threads N] [--quiet]",
      "train a GPT-2 or a BERT on loupe's generated corpus and load it",

@@ -205,6 +205,16 @@ static const ioi_grammar TRAINING = {
         },
 };
 
+/* Scrambled stories: the same roles (two names joined by "and", the subject again, "to",
+ * the other name) in frames that carry no signal: the words around and between the names
+ * are drawn at random from SOUP (the span words and a few small words, none of the held-out
+ * frames') or from the training grammar's parts, in random numbers, with or without
+ * punctuation. Only the names' roles predict the answer, so the circuit cannot lean on the
+ * words next to a name or on where the clauses break. */
+static const char *const SOUP_SMALL[] = {"the", "a", "was", "then", "it", "at", "in", "with", "very", "soon",
+                                         "they", "there", "of", "on", "for", "so", "all", "is", "not", "that"};
+static const char *const SOUP_BREAKS[] = {".", ",", ""};
+
 /* Filler sentences: {S}/{s} a subject (capitalised / not), {N} a name, {P} {O} as above,
  * {A} a day adjective, {F} a feeling, {T} a time phrase; {h} {j} {v} {w} a held-out place,
  * object, verb and its base form. */
@@ -340,6 +350,46 @@ static int grammar_story(lp_rng *r, obuf *b, const ioi_grammar *g, bool abba, co
     return form;
 }
 
+/* lo..hi words of soup, each after a space (the first too when lead). */
+static void soup(lp_rng *r, obuf *b, int lo, int hi, bool lead) {
+    int n = lo + (int)pick(r, (size_t)(hi - lo + 1));
+    for (int i = 0; i < n; i++) {
+        if (i || lead) put(b, " ", 1);
+        puts_(b, chance(r, 0.3) ? PICK(r, SOUP_SMALL) : PICK(r, SPAN_WORDS));
+    }
+}
+
+/* One scrambled story (above) up to the answer: an opening, "{1} and {2}", what they did,
+ * zero to two breaks with words after them, a break, maybe words, the subject, and what the
+ * subject did to someone, ending in " to". */
+static void scrambled_story(lp_rng *r, obuf *b, bool abba, const char **io, const char **s) {
+    ioi_names nm = {.abba = abba};
+    pick_names(r, &nm.io, &nm.s);
+    switch (pick(r, 4)) {
+    case 0: break;
+    case 1: expand(r, b, &TRAINING, "{W} ", &nm, 0); break;
+    case 2: expand(r, b, &TRAINING, "{b}", &nm, 0); break;
+    default: soup(r, b, 1, 3, false), put(b, " ", 1); break;
+    }
+    expand(r, b, &TRAINING, "{1} and {2}", &nm, 0);
+    if (chance(r, 0.5)) expand(r, b, &TRAINING, " {a}", &nm, 0);
+    else soup(r, b, 1, 5, true);
+    for (int k = (int)pick(r, 3); k > 0; k--) {
+        puts_(b, PICK(r, SOUP_BREAKS));
+        soup(r, b, 1, 5, true);
+    }
+    puts_(b, PICK(r, SOUP_BREAKS));
+    soup(r, b, 0, 2, true);
+    put(b, " ", 1);
+    puts_(b, nm.s);
+    switch (pick(r, 3)) {
+    case 0: expand(r, b, &TRAINING, " {g}", &nm, 0); break;
+    case 1: soup(r, b, 1, 4, true), puts_(b, " to"); break;
+    default: soup(r, b, 1, 3, true), expand(r, b, &TRAINING, " and {g}", &nm, 0); break;
+    }
+    *io = nm.io, *s = nm.s;
+}
+
 static void filler_sentence(lp_rng *r, obuf *b) {
     const char *t = PICK(r, FILLER);
     for (; *t; t++) {
@@ -380,11 +430,13 @@ static void filler_prefix(lp_rng *r, obuf *b, int max, double p) {
         }
 }
 
-static void doc_ioi(lp_rng *r, obuf *b, lp_corpus_doc *d) {
+static void doc_ioi(lp_rng *r, obuf *b, const lp_corpus_spec *sp, lp_corpus_doc *d) {
     filler_prefix(r, b, 2, 0.3);
     d->story_off = b->n;
     const char *io, *s;
-    grammar_story(r, b, &TRAINING, chance(r, 0.5), &io, &s);
+    /* no draw when there are none: a spec without scrambled stories gives the text it gave before them */
+    if (sp->scrambled > 0 && chance(r, sp->scrambled)) scrambled_story(r, b, chance(r, 0.5), &io, &s);
+    else grammar_story(r, b, &TRAINING, chance(r, 0.5), &io, &s);
     d->answer_off = b->n;
     put(b, " ", 1);
     puts_(b, io);
@@ -466,6 +518,8 @@ int lp_corpus_new(const lp_corpus_spec *sp, char **text, size_t *len, lp_corpus_
                         sp->span_max);
     if (!(sp->letter_words >= 0 && sp->letter_words <= 1))
         return lp_error(LP_EINVAL, "corpus: letter_words %g is not in [0, 1]", sp->letter_words);
+    if (!(sp->scrambled >= 0 && sp->scrambled <= 1))
+        return lp_error(LP_EINVAL, "corpus: scrambled %g is not in [0, 1]", sp->scrambled);
 
     lp_rng rng;
     lp_rng_seed(&rng, sp->seed);
@@ -481,7 +535,7 @@ int lp_corpus_new(const lp_corpus_spec *sp, char **text, size_t *len, lp_corpus_
         }
         lp_corpus_doc d = {.kind = kind, .off = b.n};
         switch (kind) {
-        case LP_CORPUS_IOI: doc_ioi(&rng, &b, &d); break;
+        case LP_CORPUS_IOI: doc_ioi(&rng, &b, sp, &d); break;
         case LP_CORPUS_REPEAT: doc_repeat(&rng, &b, sp, &d); break;
         default: doc_filler(&rng, &b); break;
         }

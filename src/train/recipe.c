@@ -93,13 +93,13 @@ static json_t *recipe_numbers_json(const lp_recipe *r) {
     const lp_config *m = &r->model;
     const lp_train_options *o = &r->train;
     return json_pack(
-        "{s:{s:I,s:{s:f,s:f,s:f},s:I,s:I,s:i,s:i,s:f,s:f},s:i,s:f,"
+        "{s:{s:I,s:{s:f,s:f,s:f},s:I,s:I,s:i,s:i,s:f,s:f,s:f},s:i,s:f,"
         "s:{s:i,s:i,s:i,s:i,s:i,s:b,s:I,s:f},"
         "s:{s:i,s:i,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:I,s:i}}",
         "corpus", "seed", (json_int_t)c->seed, "proportion", "ioi", c->proportion[LP_CORPUS_IOI], "repeat",
         c->proportion[LP_CORPUS_REPEAT], "filler", c->proportion[LP_CORPUS_FILLER], "n_docs", (json_int_t)c->n_docs,
         "n_bytes", (json_int_t)c->n_bytes, "span_min", c->span_min, "span_max", c->span_max, "letter_words",
-        c->letter_words, "random_tokens", r->random_tokens, "vocab", r->vocab, "heldout", r->heldout,
+        c->letter_words, "scrambled", c->scrambled, "random_tokens", r->random_tokens, "vocab", r->vocab, "heldout", r->heldout,
         "model", "n_layer", m->n_layer, "n_head", m->n_head, "d_model", m->d_model, "d_mlp", m->d_mlp, "n_ctx",
         m->n_ctx, "attn_only", m->attn_only, "init_seed", (json_int_t)r->init_seed, "embed_std", (double)r->embed_std,
         "train", "batch", o->B, "seq", o->T, "steps", o->steps, "warmup", o->warmup, "lr", (double)o->lr, "min_lr",
@@ -134,6 +134,7 @@ static const field FIELDS[] = {
     F("corpus.span_min", F_INT, corpus.span_min, 1, 64),
     F("corpus.span_max", F_INT, corpus.span_max, 1, 64),
     F("corpus.letter_words", F_DOUBLE, corpus.letter_words, 0, 1),
+    F("corpus.scrambled", F_DOUBLE, corpus.scrambled, 0, 1),
     F("corpus.random_tokens", F_DOUBLE, random_tokens, 0, 1),
     F("vocab", F_INT, vocab, 258, 65536),
     F("heldout", F_DOUBLE, heldout, 1e-6, 0.49),

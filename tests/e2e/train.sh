@@ -164,6 +164,8 @@ jq '.recipe.corpus.n_bytes = 1125899906842624' "$tmp/nb.json" >"$tmp/a/train.jso
 fails_with "train: train.json's corpus of 2^50 bytes is refused" 'corpus.n_bytes' "$LOUPE" -e "train $tmp/a --resume --steps 400"
 cp "$tmp/nb.json" "$tmp/a/train.json"
 fails_with "train: --corpus-mb has the same cap" 'corpus-mb' "$LOUPE" -e "train $tmp/x --corpus-mb 5000"
+fails_with "train: --scrambled is a share, 0..1" '--scrambled 2: use 0..1' "$LOUPE" -e "train $tmp/x --scrambled 2"
+check "train: --scrambled goes into the recipe" sh -c "'$LOUPE' -e 'train $tmp/scr $TINY --scrambled 0.5 --steps 2 --quiet' >/dev/null && jq -e '.recipe.corpus.scrambled == 0.5' '$tmp/scr/train.json' >/dev/null"
 
 # Bad requests: one error line, nothing lost.
 cp "$tmp/a/model.safetensors" "$tmp/a.keep"
