@@ -25,6 +25,13 @@ int lp_cmd_opts(const char *cmd, int argc, char **argv, lp_opt *spec, int nspec,
  * one allocation the caller frees, holding the option values too. */
 int lp_cmd_text(const char *cmd, const char *rest, lp_opt *spec, int nspec, char **text);
 int lp_cmd_int(const char *s, const char *what, long lo, long hi, long *out);
+/* A comma-separated list of token ids in 0..vocab-1 given to option opt ("--ids"): *ids
+ * (malloc'd), *n >= 1; otherwise an error naming opt. */
+int lp_cmd_parse_ids(const char *opt, const char *list, int vocab, int **ids, int *n);
+/* "run A --pair B", "run A --target B": where word (an option written after the text) starts
+ * when it follows some text and no "--" came before it (which would make it text), else NULL;
+ * the options-first form ("run --pair B A") is left to lp_cmd_text. */
+const char *lp_cmd_word_after_text(const char *rest, const char *word);
 int lp_cmd_float(const char *s, const char *what, double *out);
 
 int lp_cmd_need_model(lp_session *s);

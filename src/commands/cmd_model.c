@@ -94,7 +94,7 @@ int lp_cmd_info(lp_session *s, int argc, char **argv, const char *rest) {
     return LP_OK;
 }
 
-static int parse_ids(const char *list, int vocab, int **ids, int *n) {
+int lp_cmd_parse_ids(const char *opt, const char *list, int vocab, int **ids, int *n) {
     size_t cap = 1;
     for (const char *p = list; *p; p++) cap += *p == ',';
     int *out = malloc(cap * sizeof *out);
@@ -107,18 +107,18 @@ static int parse_ids(const char *list, int vocab, int **ids, int *n) {
         long v = strtol(p, &end, 10);
         if (end == p || errno || (*end && *end != ',')) {
             free(out);
-            return lp_error(LP_EINVAL, "--ids: '%s' is not a comma-separated list of token ids", list);
+            return lp_error(LP_EINVAL, "%s: '%s' is not a comma-separated list of token ids", opt, list);
         }
         if (v < 0 || v >= vocab) {
             free(out);
-            return lp_error(LP_EINVAL, "--ids: token id %ld is outside the vocabulary (0..%d)", v, vocab - 1);
+            return lp_error(LP_EINVAL, "%s: token id %ld is outside the vocabulary (0..%d)", opt, v, vocab - 1);
         }
         out[k++] = (int)v;
         p = *end ? end + 1 : end;
     }
     if (k == 0) {
         free(out);
-        return lp_error(LP_EINVAL, "--ids: the list is empty");
+        return lp_error(LP_EINVAL, "%s: the list is empty", opt);
     }
     *ids = out;
     *n = k;
@@ -201,11 +201,9 @@ int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, con
     return rec;
 }
 
-/* "run A --pair B": where the word --pair starts when it follows the text (and no "--" came
- * before it, which would make it text), else NULL; the options-first "run --pair B A" is
- * left to lp_cmd_text. */
-static const char *pair_after_text(const char *rest) {
+const char *lp_cmd_word_after_text(const char *rest, const char *word) {
     bool text_seen = false;
+    size_t n = strlen(word);
     for (const char *p = rest;;) {
         while (*p == ' ' || *p == '\t') p++;
         if (!*p) return NULL;
@@ -213,7 +211,7 @@ static const char *pair_after_text(const char *rest) {
         while (*p && *p != ' ' && *p != '\t') p++;
         size_t wl = (size_t)(p - w);
         if (wl == 2 && w[0] == '-' && w[1] == '-') return NULL;
-        if (wl == 6 && strncmp(w, "--pair", 6) == 0) return text_seen ? w : NULL;
+        if (wl == n && strncmp(w, word, n) == 0) return text_seen ? w : NULL;
         if (w[0] != '-' || w[1] != '-') text_seen = true;
     }
 }
@@ -255,7 +253,7 @@ int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     int *ids = NULL, *types = NULL, n = 0;
     char *buf = NULL, *head = NULL, *pairbuf = NULL;
-    const char *pair_at = pair_after_text(rest);
+    const char *pair_at = lp_cmd_word_after_text(rest, "--pair");
     if (pair_at) {
         if (!(head = strndup(rest, (size_t)(pair_at - rest)))) return lp_error(LP_ENOMEM, "out of memory");
         if ((rc = lp_cmd_text("run", pair_at + 6, NULL, 0, &pairbuf))) {
@@ -282,7 +280,7 @@ int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
         rc = lp_error(LP_EINVAL, "run: --types goes with --ids (text takes its types from the tokenizer)");
     else if (o[4].value && (o[1].value || o[2].value))
         rc = lp_error(LP_EINVAL, "run: with --types, give the ids as they are (no --bos/--no-bos)");
-    else if (o[0].value) rc = parse_ids(o[0].value, c->vocab, &ids, &n);
+    else if (o[0].value) rc = lp_cmd_parse_ids("--ids", o[0].value, c->vocab, &ids, &n);
     else if (!text) rc = lp_error(LP_EINVAL, "run: give the text to run, or --ids 1,2,3");
     else if (!t) rc = lp_error(LP_EINVAL, "run: this model has no tokenizer; use run --ids 1,2,3");
     if (!rc && o[4].value) rc = parse_types(o[4].value, n, &types);

@@ -1,6 +1,5 @@
 /* `run` for encoder-decoders (T5): a source for the encoder and a target the decoder is
  * teacher-forced on, or, without a target, the decoder's own greedy output. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,48 +13,6 @@
 #include "kernels/forward.h"
 
 #define GREEDY_DEFAULT 32
-
-/* "SOURCE --target TARGET": where the word --target starts when it follows the source text
- * (no "--" before it, which would make it text), else NULL. */
-static const char *target_after_text(const char *rest) {
-    bool text_seen = false;
-    for (const char *p = rest;;) {
-        while (*p == ' ' || *p == '\t') p++;
-        if (!*p) return NULL;
-        const char *w = p;
-        while (*p && *p != ' ' && *p != '\t') p++;
-        size_t wl = (size_t)(p - w);
-        if (wl == 2 && w[0] == '-' && w[1] == '-') return NULL;
-        if (wl == 8 && strncmp(w, "--target", 8) == 0) return text_seen ? w : NULL;
-        if (w[0] != '-' || w[1] != '-') text_seen = true;
-    }
-}
-
-static int parse_id_list(const char *opt, const char *list, int vocab, int **ids, int *n) {
-    size_t cap = 1;
-    for (const char *p = list; *p; p++) cap += *p == ',';
-    int *out = malloc(cap * sizeof *out), k = 0;
-    if (!out) return lp_error(LP_ENOMEM, "out of memory");
-    for (const char *p = list; *p;) {
-        char *end;
-        errno = 0;
-        long v = strtol(p, &end, 10);
-        if (end == p || errno || (*end && *end != ',') || v < 0 || v >= vocab) {
-            free(out);
-            return lp_error(LP_EINVAL, "%s: '%s' is not a comma-separated list of token ids in 0..%d", opt, list,
-                            vocab - 1);
-        }
-        out[k++] = (int)v;
-        p = *end ? end + 1 : end;
-    }
-    if (!k) {
-        free(out);
-        return lp_error(LP_EINVAL, "%s: the list is empty", opt);
-    }
-    *ids = out;
-    *n = k;
-    return LP_OK;
-}
 
 /* Text through the tokenizer: a source with its template (T5's appends </s>), a target
  * without (it is the decoder's prefix; write </s> to end it). */
@@ -145,7 +102,7 @@ int lp_cmd_run_seq2seq(lp_session *s, const char *rest) {
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     char *head = NULL, *buf = NULL, *tgtbuf = NULL, *shown = NULL;
     int *src = NULL, *tgt = NULL, S = 0, T = 0, rc;
-    const char *target_at = target_after_text(rest);
+    const char *target_at = lp_cmd_word_after_text(rest, "--target");
     if (target_at) {
         if (!(head = strndup(rest, (size_t)(target_at - rest)))) return lp_error(LP_ENOMEM, "out of memory");
         if ((rc = lp_cmd_text("run", target_at + 8, NULL, 0, &tgtbuf))) goto done;
@@ -165,13 +122,13 @@ int lp_cmd_run_seq2seq(lp_session *s, const char *rest) {
         rc = lp_error(LP_EINVAL, "run: --max limits greedy decoding; with a target there is none");
     else if (o[3].value) rc = lp_cmd_int(o[3].value, "--max", 1, c->n_ctx, &max);
     if (rc) goto done;
-    if (o[0].value) rc = parse_id_list("--ids", o[0].value, c->vocab, &src, &S);
+    if (o[0].value) rc = lp_cmd_parse_ids("--ids", o[0].value, c->vocab, &src, &S);
     else if (!text) rc = lp_error(LP_EINVAL, "run: give the source text, or --ids 1,2,3 (and a --target, or none "
                                   "to decode greedily)");
     else if (!t) rc = lp_error(LP_EINVAL, "run: this model has no tokenizer; use run --ids 1,2,3 --target-ids 4,5");
     else rc = encode(t, "run", text, true, &src, &S);
     if (rc) goto done;
-    if (o[1].value) rc = parse_id_list("--target-ids", o[1].value, c->vocab, &tgt, &T);
+    if (o[1].value) rc = lp_cmd_parse_ids("--target-ids", o[1].value, c->vocab, &tgt, &T);
     else if (target && !t) rc = lp_error(LP_EINVAL, "run: this model has no tokenizer; use --target-ids 4,5");
     else if (target) rc = encode(t, "--target", target, false, &tgt, &T);
     else rc = greedy(s->model, src, S, (int)max, &tgt, &T);
