@@ -53,6 +53,11 @@ void lp_embed_sum(float *x, const lp_model *m, const int *ids, const int *types,
  * embeddings themselves (decoders). ids still name the tokens (for display; NULL: all 0). For the
  * attributions that vary the input (integrated gradients, occlusion) one run at a time. */
 int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n);
+/* What an encoder-decoder run's cross-attention captured that lp_run_view does not show,
+ * for the backward (grad_seq2seq.c): layer l's lnx_scale (T), xq (T, H*dh), xk and xv
+ * (S, H*dh), the encoder's output through the layer's cross keys and values. */
+void lp_run_cross_tape(const lp_run *r, int layer, const float **lnx_scale, const float **xq, const float **xk,
+                       const float **xv);
 /* The head of an encoder over rows x (rows, d): h (rows, d) = [LN](act(dense(x))), then
  * logits (rows, W) = h W_out + b when there is an output layer. */
 void lp_head_forward(float *h, float *logits, const lp_model *m, const float *x, int rows);

@@ -36,7 +36,6 @@ int lp_objective_from_name(const char *name, lp_objective_kind *out) {
 
 int lp_objective_check(const lp_objective *o, const lp_model *m, int T) {
     const lp_config *c = lp_model_config(m);
-    if (lp_model_need_one_stack(m, "gradients and attribution")) return LP_EUNSUPPORTED;
     /* A classifier's objective is one of its labels, at position 0 (where it reads). */
     bool labels = c->head == LP_HEAD_CLASSIFIER;
     int V = labels ? c->n_labels : c->vocab;
@@ -312,6 +311,12 @@ static size_t grad_layout(lp_grad *g, float *base) {
 #undef SLICE
     if (c->mlp != LP_MLP_SWIGLU) g->mlp_up = NULL;
     return at;
+}
+
+/* This file's drivers run one stack; grad_seq2seq.c differentiates encoder-decoders. */
+static int seq2seq_elsewhere(const lp_config *c) {
+    return lp_error(LP_EUNSUPPORTED, "%s is an encoder-decoder: its gradients come from lp_grad_seq2seq "
+                    "(grad_seq2seq.h), with respect to the source and the target", c->arch);
 }
 
 static const float *view_data(const lp_run *r, lp_act_kind kind, int layer) {
@@ -673,6 +678,7 @@ static int grad_run(lp_grad **out, const lp_run *r, const lp_objective *o, bool 
     const lp_model *m = lp_run_model(r);
     const lp_config *c = &m->cfg;
     int T = lp_run_len(r), rc = lp_objective_check(o, m, T);
+    if (!rc && c->cross_attn) rc = seq2seq_elsewhere(c);
     if (rc) return rc;
     if (!c->causal && !lean)
         return lp_error(LP_EUNSUPPORTED, "gradients: for encoder models (%s) only the embeddings' gradient is "
@@ -944,6 +950,7 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
                   const double *weight, double *f, float *grad_sum) {
     const lp_config *c = &m->cfg;
     int rc = lp_objective_check(o, m, T);
+    if (!rc && c->cross_attn) rc = seq2seq_elsewhere(c);
     if (rc) return rc;
     if (T < 1 || T > c->n_ctx) return lp_error(LP_ERANGE, "%d tokens: the model takes 1..%d", T, c->n_ctx);
     if (n < 1) {

@@ -361,6 +361,15 @@ int lp_run_new_seq2seq(lp_run **out, const lp_model *m, const int *src, int S, c
 
 const lp_run *lp_run_source(const lp_run *r) { return r->src; }
 
+void lp_run_cross_tape(const lp_run *r, int layer, const float **lnx_scale, const float **xq, const float **xk,
+                       const float **xv) {
+    size_t L = layer, T = r->T, S = r->S, qd = (size_t)r->m->cfg.n_head * r->m->cfg.d_head;
+    *lnx_scale = r->lnx_scale + L * T;
+    *xq = r->xq + L * T * qd;
+    *xk = r->xk + L * S * qd;
+    *xv = r->xv + L * S * qd;
+}
+
 void lp_run_free(lp_run *r) {
     if (!r) return;
     lp_run_free(r->src);
