@@ -20,7 +20,33 @@
  *   attnxnorm  Kobayashi et al. (2020): in layer `layer`, ||sum_h A_h[pos, j] (v_j W_O^h)||_2 for
  *              each key j, with v_j the value vector (bias included) of head h's key/value head
  *              and W_O^h head h's rows of the output projection.
- * Positions after pos cannot affect its prediction (attention is causal) and score 0. */
+ * Positions after pos cannot affect its prediction (attention is causal) and score 0.
+ *
+ * Encoder-decoders (T5; lp_run_source(r) != NULL, S source and T decoder positions): a
+ * decoder token is explained by both of its inputs at once, Inseq's source/target split, in
+ * one score vector of lp_attr_len(r) = S + T entries, the S source positions first, then the
+ * T decoder input positions (the start id and the target prefix; those after pos score 0).
+ * "The input" is the two matrices of token embeddings (T5 adds no position embedding):
+ *   saliency, gxi  as above, from one backward through both stacks (grad_seq2seq.h)
+ *   ig         the baseline replaces every source and every target token embedding, and the
+ *              path scales both together: delta = sum over both vectors - (f(x) - f(baseline)),
+ *              completeness across the source and the target
+ *   occlusion  windows of `window` positions slide within the source and within the target
+ *              prefix 0..pos, never across the boundary (a side shorter than the window is
+ *              occluded whole)
+ *   rollout    over the joint set of source and target tokens, the rollout of ALTI+ (Ferrando
+ *              et al. 2022, "Towards Opening the Black Box of Neural Machine Translation",
+ *              mt-upc/transformer-contributions-nmt) with Abnar & Zuidema's attention weights
+ *              in place of ALTI's contributions: the encoder's rollout gives each encoder
+ *              output row's mix of source tokens; in each decoder layer, self-attention mixes
+ *              the target rows by 0.5 A + 0.5 I and cross-attention gives 0.5 of each target
+ *              row to the encoder's outputs (the heads' mean cross pattern, hence to source
+ *              tokens through the encoder's rollout) and keeps 0.5. Scores over S + T sum to 1.
+ *   attnxnorm  in decoder layer `layer`, Kobayashi et al. (2020)'s norms for each sublayer
+ *              (their NMT analysis applies them to source-target attention): over the source,
+ *              ||sum_h X_h[pos, j] (xv_j W_xO^h)|| for cross-attention's pattern X, values xv
+ *              (of the encoder's output) and output projection W_xO; over the target prefix,
+ *              self-attention's as above. The two sublayers' norms share one scale. */
 #ifndef LOUPE_ATTR_H
 #define LOUPE_ATTR_H
 
@@ -50,10 +76,14 @@ typedef struct {
     int steps;              /* ig: quadrature nodes (0: 32) */
     int baseline;           /* ig, occlusion: the token whose embedding stands in; -1: the zero vector */
     int window;             /* occlusion: positions replaced at once (0: 1) */
-    int layer;              /* attnxnorm: the layer (-1: the last) */
+    int layer;              /* attnxnorm: the layer (-1: the last; the decoder's for encoder-decoders) */
 } lp_attr_spec;
 
-/* scores (T): one per position of r; *delta: the completeness gap (NAN for methods without
+/* The number of scores lp_attr gives for r: S + T for an encoder-decoder's run, else T. */
+int lp_attr_len(const lp_run *r);
+
+/* scores (lp_attr_len(r)): one per position of r (encoder-decoders: the source's, then the
+ * decoder's); *delta: the completeness gap (NAN for methods without
  * one). LP_EINVAL for an out-of-range position, token, layer, step count or window. */
 int lp_attr(float *scores, double *delta, const lp_run *r, const lp_attr_spec *spec);
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/attr_impl.h"
 #include "kernels/forward.h"
 #include "loupe/error.h"
 
@@ -209,19 +210,15 @@ static int occlusion(float *scores, const lp_run *r, const lp_attr_spec *sp) {
 
 /* Rollout and attention x norm read row pos of the patterns: its keys are 0..pos in a causal
  * model, every position in an encoder. */
-static int rollout(float *scores, const lp_run *r, int pos) {
+int attr_rollout_row(double *row, const lp_run *r, int T) {
     const lp_config *c = lp_model_config(lp_run_model(r));
-    int T = c->causal ? pos + 1 : lp_run_len(r);
-    double *row = calloc((size_t)T, sizeof *row), *next = malloc((size_t)T * sizeof *next);
-    double *A = malloc((size_t)T * T * sizeof *A);
-    if (!row || !next || !A) {
-        free(row);
+    double *next = malloc((size_t)T * sizeof *next), *A = malloc((size_t)T * T * sizeof *A);
+    if (!next || !A) {
         free(next);
         free(A);
         return lp_error(LP_ENOMEM, "out of memory");
     }
-    /* Row pos of A_{L-1} ... A_0, taken from the left: row <- row A_l, last layer first. */
-    row[pos] = 1.0;
+    /* row <- row A_l, last layer first: row A_{L-1} ... A_0. */
     for (int l = c->n_layer - 1; l >= 0; l--) {
         lp_view v;
         lp_run_view(r, LP_ACT_PATTERN, l, -1, &v);
@@ -244,38 +241,44 @@ static int rollout(float *scores, const lp_run *r, int pos) {
         }
         memcpy(row, next, (size_t)T * sizeof *row);
     }
-    for (int j = 0; j < T; j++) scores[j] = (float)row[j];
-    free(row);
     free(next);
     free(A);
     return LP_OK;
 }
 
-static int attn_x_norm(float *scores, const lp_run *r, int pos, int layer) {
-    const lp_model *m = lp_run_model(r);
-    const lp_config *c = &m->cfg;
-    int T = c->causal ? pos + 1 : lp_run_len(r), H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head;
-    int d = c->d_model;
-    lp_view pat, val;
-    lp_run_view(r, LP_ACT_PATTERN, layer, -1, &pat);
-    lp_run_view(r, LP_ACT_V, layer, -1, &val);
-    float *y = malloc((size_t)T * H * dh * sizeof *y), *s = malloc((size_t)T * d * sizeof *s);
+static int rollout(float *scores, const lp_run *r, int pos) {
+    const lp_config *c = lp_model_config(lp_run_model(r));
+    int T = c->causal ? pos + 1 : lp_run_len(r);
+    double *row = calloc((size_t)T, sizeof *row);
+    if (!row) return lp_error(LP_ENOMEM, "out of memory");
+    row[pos] = 1.0;
+    int rc = attr_rollout_row(row, r, T);
+    for (int j = 0; !rc && j < T; j++) scores[j] = (float)row[j];
+    free(row);
+    return rc;
+}
+
+int attr_attn_norms(float *scores, const lp_config *c, const float *P, long p_hs, long p_ld, const float *v,
+                    int kv_heads, const lp_linear *out, int pos, int keys) {
+    int H = c->n_head, G = H / kv_heads, dh = c->d_head, d = c->d_model;
+    long v_ld = (long)kv_heads * dh;
+    float *y = calloc((size_t)keys * H * dh, sizeof *y), *s = malloc((size_t)keys * d * sizeof *s);
     if (!y || !s) {
         free(y);
         free(s);
         return lp_error(LP_ENOMEM, "out of memory");
     }
     /* y[j] = [A_h[pos, j] v_j of head h's kv head]_h, then s = y W_O: sum_h A_h[pos, j] v_j W_O^h. */
-    for (int j = 0; j < T; j++)
+    for (int j = 0; j < keys; j++)
         for (int h = 0; h < H; h++) {
-            float a = pat.data[h * pat.stride[0] + pos * pat.stride[1] + j];
-            const float *vj = val.data + j * val.stride[0] + (h / G) * val.stride[1];
+            float a = P[h * p_hs + pos * p_ld + j];
+            const float *vj = v + j * v_ld + (h / G) * dh;
             for (int e = 0; e < dh; e++) y[((size_t)j * H + h) * dh + e] = a * vj[e];
         }
-    lp_linear o = m->layers[layer].o;
+    lp_linear o = *out;
     o.b = NULL; /* the output bias is not any one key's */
-    lp_linear_forward(s, y, &o, T);
-    for (int j = 0; j < T; j++) {
+    lp_linear_forward(s, y, &o, keys);
+    for (int j = 0; j < keys; j++) {
         double n2 = 0.0;
         for (int k = 0; k < d; k++) n2 += (double)s[(size_t)j * d + k] * s[(size_t)j * d + k];
         scores[j] = (float)sqrt(n2);
@@ -285,12 +288,26 @@ static int attn_x_norm(float *scores, const lp_run *r, int pos, int layer) {
     return LP_OK;
 }
 
+static int attn_x_norm(float *scores, const lp_run *r, int pos, int layer) {
+    const lp_model *m = lp_run_model(r);
+    const lp_config *c = &m->cfg;
+    lp_view pat, val;
+    lp_run_view(r, LP_ACT_PATTERN, layer, -1, &pat);
+    lp_run_view(r, LP_ACT_V, layer, -1, &val);
+    return attr_attn_norms(scores, c, pat.data, pat.stride[0], pat.stride[1], val.data, c->n_kv_head,
+                           &m->layers[layer].o, pos, c->causal ? pos + 1 : lp_run_len(r));
+}
+
+int lp_attr_len(const lp_run *r) {
+    const lp_run *src = lp_run_source(r);
+    return lp_run_len(r) + (src ? lp_run_len(src) : 0);
+}
+
 int lp_attr(float *scores, double *delta, const lp_run *r, const lp_attr_spec *sp) {
     const lp_model *m = lp_run_model(r);
     const lp_config *c = &m->cfg;
     int T = lp_run_len(r), pos = sp->objective.pos, rc;
     *delta = NAN;
-    if ((rc = lp_model_need_one_stack(m, "attr"))) return rc;
     if ((unsigned)sp->method >= LP_ATTR_COUNT) return lp_error(LP_EINVAL, "unknown attribution method %d", (int)sp->method);
     if (pos < 0 || pos >= T)
         return lp_error(LP_EINVAL, "position %d is out of range: the run has positions 0..%d", pos, T - 1);
@@ -298,11 +315,15 @@ int lp_attr(float *scores, double *delta, const lp_run *r, const lp_attr_spec *s
     if (sp->baseline < -1 || sp->baseline >= c->vocab)
         return lp_error(LP_EINVAL, "baseline token id %d is outside the vocabulary (0..%d)", sp->baseline, c->vocab - 1);
     if (sp->steps < 0 || sp->steps > 4096) return lp_error(LP_EINVAL, "steps %d is out of range (1..4096)", sp->steps);
-    if (sp->window < 0 || sp->window > T) return lp_error(LP_EINVAL, "window %d is out of range (1..%d)", sp->window, T);
+    const lp_run *src = lp_run_source(r);
+    int span = src && lp_run_len(src) > T ? lp_run_len(src) : T; /* occlusion's windows stay within one side */
+    if (sp->window < 0 || sp->window > span)
+        return lp_error(LP_EINVAL, "window %d is out of range (1..%d)", sp->window, span);
     int layer = sp->layer < 0 ? c->n_layer - 1 : sp->layer;
     if (layer >= c->n_layer)
         return lp_error(LP_EINVAL, "layer %d is out of range: the model has layers 0..%d", sp->layer, c->n_layer - 1);
-    for (int t = 0; t < T; t++) scores[t] = 0.0f;
+    for (int t = 0; t < lp_attr_len(r); t++) scores[t] = 0.0f;
+    if (src) return attr_seq2seq(scores, delta, r, sp, layer);
     switch (sp->method) {
     case LP_ATTR_SALIENCY:
     case LP_ATTR_GXI: return by_gradient(scores, r, sp);

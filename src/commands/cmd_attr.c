@@ -117,15 +117,18 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     long v;
     if (o[STEPS].value && (rc = lp_cmd_int(o[STEPS].value, "--steps", 1, 4096, &v))) return rc;
     sp.steps = o[STEPS].value ? (int)v : 32;
+    const lp_run *src = lp_run_source(s->run);
+    int S = src ? lp_run_len(src) : 0;
     int rows = c->causal ? sp.objective.pos + 1 : lp_run_len(s->run); /* what the prediction reads */
+    if (S > rows) rows = S; /* an encoder-decoder's windows stay within the source or the target prefix */
     if (o[WINDOW].value && (rc = lp_cmd_int(o[WINDOW].value, "--window", 1, rows, &v))) return rc;
     sp.window = o[WINDOW].value ? (int)v : 1;
     if (o[LAYER].value && (rc = lp_cmd_int(o[LAYER].value, "--layer", 0, c->n_layer - 1, &v))) return rc;
     sp.layer = o[LAYER].value ? (int)v : c->n_layer - 1;
     if ((rc = baseline_arg(s, o[BASELINE].value, o[BASELINE_ID].value, &sp.baseline))) return rc;
 
-    int T = lp_run_len(s->run);
-    float *scores = malloc((size_t)T * sizeof *scores);
+    int T = lp_run_len(s->run), N = lp_attr_len(s->run);
+    float *scores = malloc((size_t)N * sizeof *scores);
     if (!scores) return lp_error(LP_ENOMEM, "out of memory");
     double delta;
     if ((rc = lp_attr(scores, &delta, s->run, &sp))) {
@@ -143,10 +146,12 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     if (sp.method == LP_ATTR_OCCLUSION) json_object_set_new(params, "window", json_integer(sp.window));
     if (sp.method == LP_ATTR_ATTNXNORM) json_object_set_new(params, "layer", json_integer(sp.layer));
 
-    /* The store keeps every attribution of a recorded run. */
+    /* The store keeps every attribution of a recorded run; an encoder-decoder's scores wait for
+     * the schema that says each one's side (source or target), so they are shown, not stored. */
     int rec = LP_OK;
     int64_t attr_id = 0;
-    if (s->store && s->run_id) {
+    bool unstored = src && s->store && s->run_id;
+    if (s->store && s->run_id && !src) {
         char *pj = json_dumps(params, JSON_COMPACT);
         lp_store_attribution a = {s->run_id, lp_attr_method_name(sp.method),
                                   needs_obj ? lp_objective_name(kind) : "none", sp.objective.pos, needs_obj ? target : -1,
@@ -155,9 +160,10 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
         free(pj);
     }
 
-    const int *ids = lp_run_ids(s->run);
+    const int *ids = lp_run_ids(s->run), *src_ids = src ? lp_run_ids(src) : NULL;
     json_t *arr = json_array(), *table = lp_table_new();
     lp_table_column(table, "pos", 0, NULL);
+    if (src) lp_table_column(table, "side", 0, NULL);
     lp_table_column(table, "token", 1, NULL);
     /* People reading a table see what was explained in the score column's name; csv keeps "score". */
     char head[400] = "score";
@@ -179,12 +185,21 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
         }
         if (sp.method == LP_ATTR_ATTNXNORM) at += (size_t)snprintf(head + at, sizeof head - at, " in layer %d", sp.layer);
         at += (size_t)snprintf(head + at, sizeof head - at, " at %d", sp.objective.pos);
-        if (!isnan(delta)) snprintf(head + at, sizeof head - at, " (delta %.3g)", delta);
+        if (!isnan(delta)) at += (size_t)snprintf(head + at, sizeof head - at, " (delta %.3g)", delta);
+        if (unstored) snprintf(head + at, sizeof head - at, "; not stored (encoder-decoder)");
     }
     lp_table_column(table, head, 0, "%.4g");
-    for (int t = 0; t < T; t++) {
-        json_array_append_new(arr, lp_json_number(scores[t]));
-        lp_table_row(table, json_pack("[i,o,o]", t, lp_cmd_token(s, ids[t]), lp_json_number(scores[t])));
+    json_t *sides[2] = {json_array(), json_array()}; /* an encoder-decoder's source and target */
+    for (int i = 0; i < N; i++) {
+        bool source = i < S;
+        int t = source ? i : i - S, id = source ? src_ids[t] : ids[t];
+        json_array_append_new(arr, lp_json_number(scores[i]));
+        json_array_append_new(sides[!source], lp_json_number(scores[i]));
+        if (src)
+            lp_table_row(table, json_pack("[i,s,o,o]", t, source ? "source" : "target", lp_cmd_token(s, id),
+                                          lp_json_number(scores[i])));
+        else
+            lp_table_row(table, json_pack("[i,o,o]", t, lp_cmd_token(s, id), lp_json_number(scores[i])));
     }
     json_t *val = json_pack("{s:s,s:o,s:i,s:o,s:o,s:o,s:o,s:o}", "method", lp_attr_method_name(sp.method), "target",
                             lp_cmd_output_obj(s, needs_obj ? target : -1), "pos", sp.objective.pos, "scores", arr, "delta",
@@ -192,6 +207,16 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
                             needs_obj ? json_string(lp_objective_name(kind)) : json_null(), "contrast",
                             lp_cmd_output_obj(s, contrast), "params", params);
     if (attr_id) json_object_set_new(val, "attribution_id", json_integer(attr_id));
+    if (src) { /* "scores" is both sides, the source's first; "sides" splits them ("target" names the token) */
+        json_object_set_new(val, "sides", json_pack("{s:o,s:o}", "source", sides[0], "target", sides[1]));
+        json_object_set_new(val, "n_source", json_integer(S));
+        if (unstored)
+            json_object_set_new(val, "not_stored", json_string("encoder-decoder attributions wait for the store's "
+                                                               "source/target side (schema 4)"));
+    } else {
+        json_decref(sides[0]);
+        json_decref(sides[1]);
+    }
     lp_cmd_emit(s, val, table);
     free(scores);
     return rec;

@@ -450,7 +450,8 @@ static const lp_command COMMANDS[] = {
      "input attribution: a score per input position for one prediction",
      "attr ig --target ' Mary' --vs ' John' --steps 64", lp_cmd_attr, false,
      "METHOD: saliency, gxi, ig, occlusion, rollout, attnxnorm. The prediction at P (default: last); default target: "
-     "the top prediction; TOKEN: a vocabulary string or text of one token."},
+     "the top prediction; TOKEN: a vocabulary string or text of one token. Encoder-decoders: P is a decoder position and "
+     "the scores cover the source, then the target prefix (side column; JSON source and target); not stored yet."},
     {"dla", "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P]",
      "direct logit attribution: each head's and MLP's part of the logit",
      "dla --target ' the' --vs ' a'", lp_cmd_dla, false,

@@ -53,6 +53,11 @@ void lp_embed_sum(float *x, const lp_model *m, const int *ids, const int *types,
  * embeddings themselves (decoders). ids still name the tokens (for display; NULL: all 0). For the
  * attributions that vary the input (integrated gradients, occlusion) one run at a time. */
 int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n);
+/* lp_run_new_seq2seq with either stack's input given as its token embeddings: src_x (S, d)
+ * for the encoder, x (n, d) for the decoder (NULL: looked up from src, ids, which still name
+ * the tokens). For the attributions that vary both inputs (integrated gradients, occlusion). */
+int lp_run_new_seq2seq_embedded(lp_run **out, const lp_model *m, const int *src, const float *src_x, int S,
+                                const int *ids, const float *x, int n);
 /* What an encoder-decoder run's cross-attention captured that lp_run_view does not show,
  * for the backward (grad_seq2seq.c): layer l's lnx_scale (T), xq (T, H*dh), xk and xv
  * (S, H*dh), the encoder's output through the layer's cross keys and values. */

@@ -349,14 +349,19 @@ int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const i
 }
 
 int lp_run_new_seq2seq(lp_run **out, const lp_model *m, const int *src, int S, const int *ids, int n) {
+    return lp_run_new_seq2seq_embedded(out, m, src, NULL, S, ids, NULL, n);
+}
+
+int lp_run_new_seq2seq_embedded(lp_run **out, const lp_model *m, const int *src, const float *src_x, int S,
+                                const int *ids, const float *x, int n) {
     *out = NULL;
     if (!m->encoder)
         return lp_error(LP_EINVAL, "%s is not an encoder-decoder: it takes one sequence, not a source and a target",
                         m->cfg.arch);
     lp_run *enc;
-    int rc = lp_run_new(&enc, m->encoder, src, S);
+    int rc = lp_run_new_embedded(&enc, m->encoder, src, NULL, src_x, S);
     if (rc) return rc;
-    return run_new(out, m, ids, NULL, NULL, n, enc);
+    return run_new(out, m, ids, NULL, x, n, enc);
 }
 
 const lp_run *lp_run_source(const lp_run *r) { return r->src; }

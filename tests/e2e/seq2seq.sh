@@ -104,7 +104,7 @@ check "dla: self heads, cross heads (3 layers x 4), MLPs add up to the logit" \
     is 1 '(.heads | length) == 12 and (.cross | length) == 12 and (.mlp | length) == 3 and ((.total - .logit) | fabs) < 1e-4 and .linearised == false and (([.cross[].dla] | add) - .cross_total | fabs) < 1e-4'
 check "dla --vs at a position: a difference that closes" is 2 '.pos == 1 and .contrast.id == 9 and ((.total - .logit) | fabs) < 1e-4'
 check "neurons --sort dla: the decoder's neurons with their parts" is 3 '(.neurons | length) == 3 and (.neurons[0].dla | type) == "number"'
-for a in 'attr ig' 'attr rollout' 'patch --corrupt-ids 6,7,1' scan; do
+for a in 'patch --corrupt-ids 6,7,1' scan; do
     refused "$a: not yet on encoder-decoders, says so" "not yet available for encoder-decoder" "$DIR/t5_relu_tied" \
         -e 'run --ids 5,1 --target-ids 4,1' -e "$a"
 done
@@ -114,5 +114,36 @@ check "neurons by activation: the decoder's MLP" is 1 '(.neurons | length) == 3 
 "$LOUPE" -d :memory: -m json "$DIR/t5_encoder" -e "run --ids $(expected t5_encoder '.ids | join(",")')" -e 'attn 1 0' >"$tmp/out" 2>"$tmp/err"
 check "t5_encoder: run, attn (bidirectional)" test $? -eq 0
 check "t5_encoder: attn is the reference's" is 1 "[.pattern, $(expected t5_encoder '.enc.attn[1][0]')] | transpose | map([.[0], .[1]] | transpose | map(.[0] - .[1] | fabs) | max) | max < 1e-4"
+
+# attr on a decoder token (the run's decoder: the start id, then the whole target): S + T scores, the source's first (sides.source, sides.target), against
+# the autograd reference's gradients (grad.json), IG complete across both sides, rollout a
+# distribution over both; shown but not stored while the store has no side column
+for m in t5_relu_tied flan_gated_untied; do
+    G="$DIR/$m/grad.json"
+    src=$(jq -r '.ids | join(",")' "$G"); tgt=$(jq -r '.target_ids | join(",")' "$G")
+    p=$(jq .pos "$G"); y=$(jq .target "$G"); S=$(jq '.ids | length' "$G")
+    "$LOUPE" -d :memory: -m json "$DIR/$m" -e "run --ids $src --target-ids $tgt" -e "attr saliency --pos $p --target-id $y" \
+        -e "attr ig --pos $p --target-id $y --objective logprob --baseline-id 0 --steps 64" -e "attr rollout --pos $p" \
+        -e "attr occlusion --pos $p --target-id $y --window 2" -e "attr attnxnorm --pos $p --layer 0" -e 'attr gxi' >"$tmp/out" 2>"$tmp/err"
+    check "$m: attr, six methods on a decoder token" test $? -eq 0
+    check "$m: attr saliency is the norm of the reference's gradient rows, source then target" \
+        jq -e -s --slurpfile G "$G" --argjson S "$S" --argjson p "$p" '.[1] | . as $a |
+            ($G[0].grad_src.logit + $G[0].grad_tgt.logit[:$p + 1] | map(map(. * .) | add | sqrt)) as $want |
+            ($a.scores | length) == $S + ($G[0].target_ids | length) + 1 and ($a.sides.source | length) == $S and
+            $a.n_source == $S and ([$a.scores[:$S] + $a.scores[$S:$S + $p + 1], $want] | transpose |
+            map(.[0] - .[1] | fabs) | max) < 1e-4 * ($want | max) and ($a.sides.target[$p + 1:] | all(. == 0))' "$tmp/out"
+    check "$m: attr ig from pad is complete across source and target (|delta| < 5e-3)" \
+        is 2 '(.delta | fabs) < 5e-3 and ((.sides.source + .sides.target | add) - .delta | isnormal)'
+    check "$m: attr rollout sums to 1 over both sides" is 3 '((.sides.source + .sides.target | add) - 1 | fabs) < 1e-5'
+    check "$m: attr on an encoder-decoder is not stored (no side column yet) and says so" \
+        is 1 '(.not_stored | test("schema 4")) and (has("attribution_id") | not)'
+    check "$m: attr occlusion, attnxnorm, gxi: S + T scores" \
+        is 4 "(.scores | length) == $S + $(jq '.target_ids | length + 1' "$G") and .params.window == 2" && \
+        is 5 ".params.layer == 0 and (.sides.source | length) == $S" && is 6 '.pos == 6 and .method == "gxi"'
+done
+"$LOUPE" -d :memory: "$DIR/t5_relu_tied" -e 'run --ids 37,5,1 --target-ids 44,1' -e 'attr gxi --pos 0' >"$tmp/out" 2>"$tmp/err"
+check "attr's table has a side column" grep -q '^  0  target' "$tmp/out"
+refused "attr --window longer than either side" "--window" "$DIR/t5_relu_tied" -e 'run --ids 37,5,1 --target-ids 44,1' -e 'attr occlusion --window 4'
+refused "attr --layer past the decoder's" "--layer" "$DIR/t5_relu_tied" -e 'run --ids 37,5,1 --target-ids 44,1' -e 'attr attnxnorm --layer 3'
 
 [ "$fails" -eq 0 ]
