@@ -353,7 +353,10 @@ static int need_source(const lp_run *r) {
     return LP_OK;
 }
 
-int lp_grad_seq2seq_seeded(float *d_src, float *d_tgt, lp_t5_grads *pg, const lp_run *r, const float *dlogits) {
+/* The backward from dlogits: (T, V) when pos < 0, else one row (V), that of position pos (an
+ * objective's: the other rows are 0, and a product over all of them would cost as much as
+ * the rest of an integrated-gradients step). */
+static int backward(float *d_src, float *d_tgt, lp_t5_grads *pg, const lp_run *r, const float *dlogits, int pos) {
     int rc = need_source(r);
     if (rc) return rc;
     const lp_model *m = lp_run_model(r), *e = m->encoder;
@@ -370,10 +373,18 @@ int lp_grad_seq2seq_seeded(float *d_src, float *d_tgt, lp_t5_grads *pg, const lp
     /* logits = lnf U: the output layer's gradient (tied: the shared embedding's) and lnf's */
     if (pg) {
         float *dU = c->tied_unembed ? pg->shared : pg->lm_head;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c->vocab, d, T, 1.0f, dlogits, c->vocab, lnf, d, 1.0f, dU,
-                    d);
+        if (pos < 0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c->vocab, d, T, 1.0f, dlogits, c->vocab, lnf, d, 1.0f,
+                        dU, d);
+        else
+            cblas_sger(CblasRowMajor, c->vocab, d, 1.0f, dlogits, 1, lnf + (size_t)pos * d, 1, dU, d);
     }
-    linear_backward(dt, dlogits, &m->unembed, T, 0.0f);
+    if (pos < 0) {
+        linear_backward(dt, dlogits, &m->unembed, T, 0.0f);
+    } else {
+        memset(dt, 0, (size_t)T * d * sizeof *dt);
+        linear_backward(dt + (size_t)pos * d, dlogits, &m->unembed, 1, 0.0f);
+    }
     /* the tied models' d_model^-0.5 sits in the decoder's final norm weight (t5.c) */
     stack_backward(&w, m, r, dt, S, enc, ds, pg ? pg->dec : NULL, pg ? pg->dec_rel : NULL, pg ? pg->dec_lnf : NULL,
                    c->tied_unembed ? 1.0 / sqrt((double)d) : 1.0);
@@ -397,16 +408,19 @@ int lp_grad_seq2seq_seeded(float *d_src, float *d_tgt, lp_t5_grads *pg, const lp
     return LP_OK;
 }
 
+int lp_grad_seq2seq_seeded(float *d_src, float *d_tgt, lp_t5_grads *pg, const lp_run *r, const float *dlogits) {
+    return backward(d_src, d_tgt, pg, r, dlogits, -1);
+}
+
 int lp_grad_seq2seq(float *d_src, float *d_tgt, double *value, const lp_run *r, const lp_objective *o) {
     int rc = need_source(r);
     if (rc) return rc;
     const lp_model *m = lp_run_model(r);
     int T = lp_run_len(r), V = m->cfg.vocab;
     if ((rc = lp_objective_check(o, m, T))) return rc;
-    float *dl = calloc((size_t)T * V, sizeof *dl);
-    if (!dl) return lp_error(LP_ENOMEM, "out of memory");
+    float *row = calloc((size_t)V, sizeof *row); /* dlogits at pos, the only row that is not 0 */
+    if (!row) return lp_error(LP_ENOMEM, "out of memory");
     const float *lg = lp_run_logits(r, o->pos);
-    float *row = dl + (size_t)o->pos * V;
     if (o->kind == LP_OBJ_LOGPROB) { /* d (l_t - logsumexp l) / d l = e_t - softmax(l) */
         double lse = lg[o->target] - lp_objective_value(o, lg, V);
         for (int j = 0; j < V; j++) row[j] = (float)-exp(lg[j] - lse);
@@ -414,7 +428,7 @@ int lp_grad_seq2seq(float *d_src, float *d_tgt, double *value, const lp_run *r, 
     row[o->target] += 1.0f;
     if (o->kind == LP_OBJ_LOGIT_DIFF) row[o->contrast] -= 1.0f;
     if (value) *value = lp_objective_value(o, lg, V);
-    rc = lp_grad_seq2seq_seeded(d_src, d_tgt, NULL, r, dl);
-    free(dl);
+    rc = backward(d_src, d_tgt, NULL, r, row, o->pos);
+    free(row);
     return rc;
 }
