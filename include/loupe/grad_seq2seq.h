@@ -22,7 +22,19 @@
  * the decoder is the file's weight, before the d_model^-0.5 rescale that loupe's loader folds
  * into it for tied models (that factor is applied here); `shared` collects the encoder's
  * and the decoder's input embeddings and, when tied, the output layer; each stack's relative
- * bias table (buckets, H) collects every layer's use of it. */
+ * bias table (buckets, H) collects every layer's use of it (a checkpoint holding only
+ * encoder/decoder.embed_tokens has them tied in Hugging Face: its gradient is still "shared").
+ *
+ * For training (`train --arch t5`), per example or shard:
+ *     lp_t5_grads *g;  lp_t5_grads_new(&g, m);              once; lp_t5_grads_zero per step
+ *     lp_run_new_seq2seq(&r, m, src, S, dec_in, T);         the forward, everything captured
+ *     dlogits[t] = (softmax(logits[t]) - onehot(label[t])) / N_tokens
+ *     lp_grad_seq2seq_seeded(NULL, NULL, g, r, dlogits);    adds this example's gradients
+ * then an optimiser over g->block (g->n floats; lp_t5_grads_tensors names each slice, e.g.
+ * for weight decay by tensor). The backward reads the weights through m (its lp_layer
+ * pointers), so a trainer's model must point into the parameters it updates, and for tied
+ * embeddings refresh the decoder's folded final-norm copy (file weight * d_model^-0.5) after
+ * each update. */
 #ifndef LOUPE_GRAD_SEQ2SEQ_H
 #define LOUPE_GRAD_SEQ2SEQ_H
 
