@@ -536,7 +536,7 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     lp_patch *whole = malloc((size_t)L * sizeof *whole);
     if (!raw || !whole) rc = lp_error(LP_ENOMEM, "out of memory");
     if (!rc) rc = lp_patch_sweep_at(base, source, site, at, target, contrast, raw);
-    for (int l = 0; l < L; l++) whole[l] = (lp_patch){site, l, -1, -1};
+    for (int l = 0; l < L; l++) whole[l] = (lp_patch){site, l, -1, -1, false};
     if (!rc && per_layer_too) rc = lp_patch_metric_at(base, source, whole, L, at, target, contrast, all);
     free(whole);
     if (rc) {
