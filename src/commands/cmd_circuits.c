@@ -478,7 +478,8 @@ static json_t *patch_table(json_t *v, int heads) {
 }
 
 /* --site: resid_pre, attn_out, mlp_out, z, or their TransformerLens hooks without a layer
- * (hook_resid_pre, hook_attn_out, hook_mlp_out, attn.hook_z): patch sweeps every layer. */
+ * (hook_resid_pre, hook_attn_out, hook_mlp_out, attn.hook_z); an encoder-decoder's decoder
+ * also cross_out, cross_z (hook_cross_attn_out, cross_attn.hook_z): patch sweeps every layer. */
 static int patch_site(const lp_session *s, const char *name, lp_patch_site *site) {
     lp_act_kind kind;
     int layer;
@@ -490,35 +491,69 @@ static int patch_site(const lp_session *s, const char *name, lp_patch_site *site
                                    lp_act_name(kind) : name, site);
 }
 
+/* An encoder-decoder's stack to patch: --stack enc|dec; without it the encoder's (as attn
+ * and heads show), the decoder's for the cross-attention sites. */
+static int patch_stack(const lp_session *s, const char *arg, lp_patch_site site, bool *enc) {
+    bool cross = site >= LP_PATCH_SITE_COUNT;
+    *enc = false;
+    if (!lp_model_encoder(s->model)) {
+        if (arg) return lp_error(LP_EINVAL, "patch: --stack is for encoder-decoder models; this one has one stack");
+        return cross ? lp_error(LP_EINVAL, "patch: --site %s: only the decoder of an encoder-decoder has "
+                                "cross-attention", lp_patch_site_name(site)) : LP_OK;
+    }
+    if (arg && strcmp(arg, "enc") != 0 && strcmp(arg, "dec") != 0)
+        return lp_error(LP_EINVAL, "patch: --stack is enc or dec, not '%s'", arg);
+    if (cross && arg && arg[0] == 'e')
+        return lp_error(LP_EINVAL, "patch: %s is the decoder's (cross-attention); use --stack dec or leave it out",
+                        lp_patch_site_name(site));
+    *enc = !cross && (!arg || arg[0] == 'e');
+    return LP_OK;
+}
+
 /* patch --corrupt TEXT [--pair TEXT2] [--site S] [--target ..] [--vs ..] [--pos P] [--denoise]:
- * a layer x position (or layer x head for z) table of the logit-difference recovery. */
+ * a layer x position (or layer x head for z) table of the logit-difference recovery.
+ * Encoder-decoders: --corrupt is the source, --corrupt-target the target (either or both),
+ * --stack picks the stack whose sites are swept; the prediction is the decoder's last. */
 int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    lp_opt o[] = {{"corrupt", false, NULL}, {"corrupt-ids", false, NULL}, {"site", false, NULL},
-                  {"target", false, NULL},  {"target-id", false, NULL},   {"vs", false, NULL},
-                  {"vs-id", false, NULL},   {"denoise", true, NULL},      {"pos", false, NULL},
-                  {"pair", false, NULL}};
+    lp_opt o[] = {{"corrupt", false, NULL},        {"corrupt-ids", false, NULL}, {"site", false, NULL},
+                  {"target", false, NULL},         {"target-id", false, NULL},   {"vs", false, NULL},
+                  {"vs-id", false, NULL},          {"denoise", true, NULL},      {"pos", false, NULL},
+                  {"pair", false, NULL},           {"stack", false, NULL},       {"corrupt-target", false, NULL},
+                  {"corrupt-target-ids", false, NULL}};
     char *pos[1];
     int np, target, contrast, n, at, *ids = NULL, *types = NULL;
-    if ((rc = lp_cmd_opts("patch", argc, argv, o, 10, pos, 0, &np)) || (rc = lp_model_need_one_stack(s->model, "patch")))
-        return rc;
-    lp_patch_site site = LP_PATCH_RESID_PRE;
-    if (o[2].value && (rc = patch_site(s, o[2].value, &site))) return rc;
+    if ((rc = lp_cmd_opts("patch", argc, argv, o, 13, pos, 0, &np))) return rc;
     const lp_config *c = lp_model_config(s->model);
-    int T = lp_run_len(s->run), L = c->n_layer, V = lp_run_out_width(s->run);
+    bool seq2seq = lp_model_encoder(s->model) != NULL, enc;
+    if (!seq2seq && (o[11].value || o[12].value))
+        return lp_error(LP_EINVAL, "patch: --corrupt-target is for encoder-decoder models (the decoder's input)");
+    if (seq2seq && o[9].value) return lp_error(LP_EINVAL, "patch: --pair is for encoders' sentence pairs (BERT, RoBERTa)");
+    lp_patch_site site = LP_PATCH_RESID_PRE;
+    if ((o[2].value && (rc = patch_site(s, o[2].value, &site))) || (rc = patch_stack(s, o[10].value, site, &enc)))
+        return rc;
+    const lp_run *clean = s->run, *stack = enc ? lp_run_source(clean) : clean;
+    const lp_config *sc = enc ? lp_model_config(lp_model_encoder(s->model)) : c;
+    int T = lp_run_len(stack), L = sc->n_layer, V = lp_run_out_width(s->run);
     if (c->causal && o[8].value) {
         if ((rc = lp_cmd_pos(s, o[8].value, &at))) return rc;
-        if (at != T - 1)
-            return lp_error(LP_EINVAL, "patch: a decoder's patching reads its last position (%d); leave out --pos", T - 1);
+        if (at != lp_run_len(clean) - 1)
+            return lp_error(LP_EINVAL, "patch: a decoder's patching reads its last position (%d); leave out --pos",
+                            lp_run_len(clean) - 1);
     }
-    const lp_run *clean = s->run;
     lp_run *corrupt = NULL;
-    if ((rc = output_pos(s, "patch", c->causal ? NULL : o[8].value, &at)) ||
-        (rc = corrupt_ids(s, o[0].value, o[1].value, o[9].value, &ids, &types, &n)) ||
-        (rc = lp_run_new_typed(&corrupt, s->model, ids, types, n)) ||
-        (rc = pick_target(s, o[3].value, o[4].value, lp_run_logits(clean, at), &target)) ||
+    if ((rc = output_pos(s, "patch", c->causal ? NULL : o[8].value, &at)))
+        goto done;
+    if (seq2seq) {
+        rc = lp_cmd_corrupt_seq2seq(s, o[0].value, o[1].value, o[11].value, o[12].value, &corrupt);
+        if (!rc && !(ids = malloc((size_t)T * sizeof *ids))) rc = lp_error(LP_ENOMEM, "out of memory");
+        if (!rc) memcpy(ids, lp_run_ids(enc ? lp_run_source(corrupt) : corrupt), (size_t)T * sizeof *ids);
+    } else if (!(rc = corrupt_ids(s, o[0].value, o[1].value, o[9].value, &ids, &types, &n))) {
+        rc = lp_run_new_typed(&corrupt, s->model, ids, types, n);
+    }
+    if (rc || (rc = pick_target(s, o[3].value, o[4].value, lp_run_logits(clean, at), &target)) ||
         (rc = pick_contrast(s, o[5].value, o[6].value, &contrast)))
         goto done;
     /* The contrast by default: what the corrupted run predicts instead (its runner-up if
@@ -528,15 +563,15 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
         rc = lp_error(LP_EINVAL, "patch: the target and --vs are the same token");
         goto done;
     }
-    bool denoise = o[7].value != NULL;
+    bool denoise = o[7].value != NULL, by_head = site == LP_PATCH_Z || site == LP_PATCH_CROSS_Z;
     const lp_run *base = denoise ? corrupt : clean, *source = denoise ? clean : corrupt;
-    int cols = site == LP_PATCH_Z ? c->n_head : T;
-    bool per_layer_too = site == LP_PATCH_ATTN_OUT || site == LP_PATCH_MLP_OUT;
+    int cols = by_head ? c->n_head : T;
+    bool per_layer_too = site == LP_PATCH_ATTN_OUT || site == LP_PATCH_MLP_OUT || site == LP_PATCH_CROSS_OUT;
     float *raw = malloc(((size_t)L * cols + L) * sizeof *raw), *all = raw ? raw + (size_t)L * cols : NULL;
     lp_patch *whole = malloc((size_t)L * sizeof *whole);
     if (!raw || !whole) rc = lp_error(LP_ENOMEM, "out of memory");
-    if (!rc) rc = lp_patch_sweep_at(base, source, site, at, target, contrast, raw);
-    for (int l = 0; l < L; l++) whole[l] = (lp_patch){site, l, -1, -1, false};
+    if (!rc) rc = lp_patch_sweep_stack(base, source, enc, site, at, target, contrast, raw);
+    for (int l = 0; l < L; l++) whole[l] = (lp_patch){site, l, -1, -1, enc};
     if (!rc && per_layer_too) rc = lp_patch_metric_at(base, source, whole, L, at, target, contrast, all);
     free(whole);
     if (rc) {
@@ -547,7 +582,7 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     double m_clean = (double)lc[target] - lc[contrast], m_corrupt = (double)lx[target] - lx[contrast];
     bool undefined = fabs(m_clean - m_corrupt) < RECOVERY_MIN_GAP;
     double rc_clean = undefined ? NAN : m_clean;
-    const int *cids = lp_run_ids(clean);
+    const int *cids = lp_run_ids(stack);
     json_t *toks = json_array(), *ctoks = json_array();
     for (int t = 0; t < T; t++) {
         json_array_append_new(toks, lp_cmd_token(s, cids[t]));
@@ -555,7 +590,7 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     }
     json_t *v = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:i,s:o,s:o}", "site", lp_patch_site_name(site),
                           "metric", "logit_diff_recovery", "direction", denoise ? "denoising" : "noising", "rows", "layer",
-                          "cols", site == LP_PATCH_Z ? "head" : "position", "values",
+                          "cols", by_head ? "head" : "position", "values",
                           matrix(raw, L, cols, rc_clean, m_corrupt, true), "raw", matrix(raw, L, cols, 0, 0, false),
                           "clean", lp_json_number(m_clean), "corrupt", lp_json_number(m_corrupt), "undefined", undefined,
                           "target", token_obj(s, target),
@@ -567,13 +602,27 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
         json_decref(rec);
         json_decref(raw_all);
     }
-    json_t *table = patch_table(v, site == LP_PATCH_Z ? c->n_head : 0);
-    free(raw);
     json_t *params = json_pack("{s:s,s:i,s:i,s:s}", "site", lp_patch_site_name(site), "target", target, "contrast",
                                contrast, "direction", denoise ? "denoising" : "noising");
-    json_t *cid = json_array();
-    for (int t = 0; t < T; t++) json_array_append_new(cid, json_integer(ids[t]));
-    json_object_set_new(params, "corrupt_ids", cid);
+    if (seq2seq) { /* the stack swept, its tokens in the table; the corrupted run's two inputs */
+        json_object_set_new(v, "stack", json_string(enc ? "enc" : "dec"));
+        json_object_set_new(v, "kind", json_string(site >= LP_PATCH_SITE_COUNT ? "cross" : "self"));
+        json_object_set_new(params, "stack", json_string(enc ? "enc" : "dec"));
+        const lp_run *cs = lp_run_source(corrupt);
+        json_t *src_ids = json_array(), *dec_ids = json_array();
+        for (int t = 0; t < lp_run_len(cs); t++) json_array_append_new(src_ids, json_integer(lp_run_ids(cs)[t]));
+        for (int t = 0; t < lp_run_len(corrupt); t++) json_array_append_new(dec_ids, json_integer(lp_run_ids(corrupt)[t]));
+        json_object_set_new(params, "corrupt_source_ids", src_ids);
+        json_object_set_new(params, "corrupt_ids", dec_ids);
+        if (o[11].value)
+            json_object_set_new(params, "corrupt_target", json_stringn_nocheck(o[11].value, strlen(o[11].value)));
+    } else {
+        json_t *cid = json_array();
+        for (int t = 0; t < T; t++) json_array_append_new(cid, json_integer(ids[t]));
+        json_object_set_new(params, "corrupt_ids", cid);
+    }
+    json_t *table = patch_table(v, by_head ? c->n_head : 0);
+    free(raw);
     if (o[0].value) json_object_set_new(params, "corrupt", json_stringn_nocheck(o[0].value, strlen(o[0].value)));
     if (o[9].value) json_object_set_new(params, "pair", json_stringn_nocheck(o[9].value, strlen(o[9].value)));
     if (!c->causal) json_object_set_new(params, "pos", json_integer(at));
