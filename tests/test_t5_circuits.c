@@ -166,11 +166,120 @@ static void test_patch_refusals(void **state) {
     fixture_close(&f);
 }
 
+/* The mean of A[i, col(i)] over rows i in [from, rows) of a 2-D pattern view; col(i) =
+ * i + off, or the fixed column `fixed` when it is >= 0. */
+static double mean_at(const lp_view *v, int from, int off, int fixed) {
+    double sum = 0;
+    int rows = v->shape[0];
+    for (int i = from; i < rows && (fixed >= 0 || i + off < v->shape[1]); i++)
+        sum += v->data[(size_t)i * v->stride[0] + (fixed >= 0 ? fixed : i + off)];
+    int n = fixed >= 0 ? rows - from : (off > 0 ? v->shape[1] - off : rows) - from;
+    return sum / n;
+}
+
+/* The scan's copy task (t_1 .. t_N </s> copied by the decoder) and its scores: each the
+ * mean over its sequences of what that sequence's run shows, recomputed here from the
+ * patterns (prev/next token, the sinks, the aligned source position) and heads.h's cross
+ * metrics; scores a kind does not have are NAN; refusals. */
+static void test_scan_is_the_metrics_of_its_copy_task(void **state) {
+    (void)state;
+    lp_model *m;
+    assert_int_equal(lp_model_load(&m, DIR "t5_relu_tied", NULL), LP_OK);
+    const lp_config *c = lp_model_config(m), *ce = lp_model_config(lp_model_encoder(m));
+    int H = c->n_head, N = 7, B = 3;
+    lp_scan_options o = {N, B, 5, -1, {-1, -1}};
+    size_t ne = (size_t)ce->n_layer * H, nd = (size_t)c->n_layer * H;
+    float *enc = malloc((ne + 2 * nd) * LP_S2S_COUNT * sizeof *enc), *dec = enc + ne * LP_S2S_COUNT,
+          *cross = dec + nd * LP_S2S_COUNT;
+    int got_n;
+    assert_int_equal(lp_scan_heads_seq2seq(m, &o, enc, dec, cross, &got_n), LP_OK);
+    assert_int_equal(got_n, N);
+    double *want = calloc((ne + 2 * nd) * LP_S2S_COUNT, sizeof *want), *wd = want + ne * LP_S2S_COUNT,
+           *wx = wd + nd * LP_S2S_COUNT;
+    float *xm = malloc(nd * LP_CROSS_METRIC_COUNT * sizeof *xm);
+    for (int b = 0; b < B; b++) {
+        int src[16], tgt[16], n;
+        assert_int_equal(lp_scan_sequence(m, &o, b, src, &n), LP_OK);
+        assert_int_equal(n, N + 1);
+        assert_int_equal(src[N], c->eos_id);
+        for (int i = 0; i < N; i++) {
+            assert_true(src[i] != c->eos_id && src[i] != c->start_id);
+            for (int j = 0; j < i; j++) assert_true(src[i] != src[j]);
+        }
+        tgt[0] = c->start_id;
+        memcpy(tgt + 1, src, (size_t)N * sizeof *tgt);
+        lp_run *r;
+        assert_int_equal(lp_run_new_seq2seq(&r, m, src, n, tgt, n), LP_OK);
+        const lp_run *er = lp_run_source(r);
+        lp_view v;
+        for (size_t i = 0; i < ne; i++) {
+            assert_int_equal(lp_run_view(er, LP_ACT_PATTERN, (int)(i / H), (int)(i % H), &v), LP_OK);
+            double *w = want + i * LP_S2S_COUNT, ent = 0;
+            w[LP_S2S_PREV_TOKEN] += mean_at(&v, 1, -1, -1);
+            w[LP_S2S_NEXT_TOKEN] += mean_at(&v, 0, 1, -1);
+            w[LP_S2S_SOURCE_EOS] += mean_at(&v, 0, 0, N);
+            for (int q = 0; q < n; q++)
+                for (int k = 0; k < n; k++) {
+                    double a = v.data[(size_t)q * v.stride[0] + k];
+                    if (a > 0) ent -= a * log(a);
+                }
+            w[LP_S2S_BROAD] += ent / n / log(n);
+        }
+        assert_int_equal(lp_cross_metrics(xm, r), LP_OK);
+        for (size_t i = 0; i < nd; i++) {
+            assert_int_equal(lp_run_view(r, LP_ACT_PATTERN, (int)(i / H), (int)(i % H), &v), LP_OK);
+            wd[i * LP_S2S_COUNT + LP_S2S_PREV_TOKEN] += mean_at(&v, 1, -1, -1);
+            wd[i * LP_S2S_COUNT + LP_S2S_FIRST_TOKEN] += mean_at(&v, 1, 0, 0);
+            assert_int_equal(lp_run_view(r, LP_ACT_CROSS_PATTERN, (int)(i / H), (int)(i % H), &v), LP_OK);
+            double *w = wx + i * LP_S2S_COUNT;
+            const float *x = xm + i * LP_CROSS_METRIC_COUNT;
+            w[LP_S2S_ALIGNED] += mean_at(&v, 0, 0, -1);
+            w[LP_S2S_SOURCE_EOS] += mean_at(&v, 0, 0, N);
+            assert_true(fabs(x[LP_CROSS_SOURCE_EOS] - mean_at(&v, 0, 0, N)) < 1e-6);
+            w[LP_S2S_DIAGONAL] += x[LP_CROSS_DIAGONAL];
+            w[LP_S2S_MONOTONIC] += x[LP_CROSS_MONOTONIC];
+            w[LP_S2S_COVERAGE] += x[LP_CROSS_COVERAGE];
+        }
+        lp_run_free(r);
+    }
+    static const int has[3][LP_S2S_COUNT] = {{1, 1, 0, 1, 1, 0, 0, 0, 0}, {1, 0, 1, 0, 0, 0, 0, 0, 0},
+                                             {0, 0, 0, 0, 1, 1, 1, 1, 1}};
+    const float *got[3] = {enc, dec, cross};
+    const double *exp_[3] = {want, wd, wx};
+    size_t rows[3] = {ne, nd, nd};
+    double worst = 0;
+    for (int p = 0; p < 3; p++)
+        for (size_t i = 0; i < rows[p] * LP_S2S_COUNT; i++) {
+            int k = (int)(i % LP_S2S_COUNT);
+            if (!has[p][k]) {
+                assert_true(isnan(got[p][i]));
+                continue;
+            }
+            double d = fabs(got[p][i] - exp_[p][i] / B);
+            if (d > 1e-5) fail_msg("kind %d, head %zu, %s: %g, want %g", p, i / LP_S2S_COUNT,
+                                   lp_seq2seq_scan_score_name((lp_seq2seq_scan_score)k), got[p][i], exp_[p][i] / B);
+            worst = fmax(worst, d);
+        }
+    print_message("scan scores vs their runs: worst %.2g\n", worst);
+    /* refusals: the one-stack scan, N too long, an encoder-decoder's scan of another model */
+    float scores[64];
+    assert_int_equal(lp_scan_heads(m, &o, scores, NULL), LP_EUNSUPPORTED);
+    o.seq_len = lp_scan_max_len(m, &o) + 1;
+    assert_int_equal(lp_scan_heads_seq2seq(m, &o, enc, dec, cross, NULL), LP_EINVAL);
+    lp_model *e;
+    assert_int_equal(lp_model_load(&e, DIR "t5_encoder", NULL), LP_OK);
+    assert_int_equal(lp_scan_heads_seq2seq(e, &o, enc, dec, cross, NULL), LP_EINVAL);
+    lp_model_free(e);
+    free(enc), free(want), free(xm);
+    lp_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_patch_matches_reference),
         cmocka_unit_test(test_patch_identities),
         cmocka_unit_test(test_patch_refusals),
+        cmocka_unit_test(test_scan_is_the_metrics_of_its_copy_task),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -215,4 +215,37 @@ const char *lp_encoder_scan_score_name(lp_encoder_scan_score k); /* "prev_token"
  * lp_head_metrics / lp_head_metrics_encoder value); *seq_len (may be NULL) gets N. */
 int lp_scan_heads_encoder(const lp_model *m, const lp_scan_options *o, float *scores, int *seq_len);
 
+/* ---- head scan of an encoder-decoder ----
+ * A copy task whose right alignment is known: the source is N distinct random tokens then
+ * EOS (t_1 .. t_N </s>; none of them the decoder's start id, EOS or a special token of the
+ * tokenizer), the decoder is teacher-forced on the same tokens (its input: the start id, then
+ * t_1 .. t_N; T = S = N + 1), so decoder position i emits t_{i+1} (</s> at N), which is
+ * source position i. Per head, averaged over the sequences (NAN where a kind has no such score):
+ *   encoder self-attention (pattern A, S x S, bidirectional): prev_token, next_token and broad
+ *     as heads.h defines them, source_eos = mean_i A[i, S-1] (the source's </s>)
+ *   decoder self-attention (causal): prev_token, first_token (the start id: the sink)
+ *   cross-attention (T x S): aligned = mean_i A[i, i] (the source token being copied next), and
+ *     heads.h's source_eos, diagonal, monotonic, coverage (lp_cross_metrics)
+ * lp_scan_sequence gives the source (room for N + 1 ids) and lp_scan_max_len the largest N
+ * (each stack's context less 1, the drawable tokens); o->bos and o->avoid are not read. */
+
+typedef enum {
+    LP_S2S_PREV_TOKEN,
+    LP_S2S_NEXT_TOKEN,
+    LP_S2S_FIRST_TOKEN,
+    LP_S2S_BROAD,
+    LP_S2S_SOURCE_EOS,
+    LP_S2S_ALIGNED,
+    LP_S2S_DIAGONAL,
+    LP_S2S_MONOTONIC,
+    LP_S2S_COVERAGE,
+    LP_S2S_COUNT
+} lp_seq2seq_scan_score;
+
+const char *lp_seq2seq_scan_score_name(lp_seq2seq_scan_score k); /* "prev_token", ..., "coverage" */
+/* enc (encoder layers, n_head, LP_S2S_COUNT), dec and cross (decoder layers, n_head,
+ * LP_S2S_COUNT); *seq_len (may be NULL) gets N. */
+int lp_scan_heads_seq2seq(const lp_model *m, const lp_scan_options *o, float *enc, float *dec, float *cross,
+                          int *seq_len);
+
 #endif

@@ -642,6 +642,69 @@ static const char *scan_name(bool enc, int k) {
     return enc ? lp_encoder_scan_score_name((lp_encoder_scan_score)k) : lp_scan_score_name((lp_scan_score)k);
 }
 
+/* The labels of an encoder-decoder's head: the scores of its kind at or above thr, of those
+ * that say what a head does (diagonal, monotonic and coverage are high for heads that
+ * spread evenly too, so they are shown, not labelled). */
+static void seq2seq_labels(const float *x, double thr, char *out, size_t cap) {
+    static const lp_seq2seq_scan_score labelled[] = {LP_S2S_PREV_TOKEN, LP_S2S_NEXT_TOKEN, LP_S2S_FIRST_TOKEN,
+                                                     LP_S2S_BROAD,      LP_S2S_SOURCE_EOS, LP_S2S_ALIGNED};
+    size_t at = 0;
+    out[0] = '\0';
+    for (size_t k = 0; k < sizeof labelled / sizeof *labelled; k++)
+        if (!isnan(x[labelled[k]]) && x[labelled[k]] >= thr)
+            at += (size_t)snprintf(out + at, cap - at, "%s%s", at ? " " : "", lp_seq2seq_scan_score_name(labelled[k]));
+}
+
+/* scan on an encoder-decoder: the copy task (circuits.h), every head of the encoder's
+ * self-attention, the decoder's self-attention and its cross-attention, each row saying its
+ * stack and kind. Not stored: the store's head scans hold one stack's self-attention. */
+static int scan_seq2seq(lp_session *s, lp_scan_options *so, double thr, bool labelled_only) {
+    const lp_config *cd = lp_model_config(s->model), *ce = lp_model_config(lp_model_encoder(s->model));
+    int H = cd->n_head, N, rc;
+    size_t ne = (size_t)ce->n_layer * H, nd = (size_t)cd->n_layer * H;
+    float *sc = malloc((ne + 2 * nd) * LP_S2S_COUNT * sizeof *sc);
+    if (!sc) return lp_error(LP_ENOMEM, "out of memory");
+    float *dec = sc + ne * LP_S2S_COUNT, *cross = dec + nd * LP_S2S_COUNT;
+    if ((rc = lp_scan_heads_seq2seq(s->model, so, sc, dec, cross, &N))) {
+        free(sc);
+        return rc;
+    }
+    json_t *arr = json_array(), *table = lp_table_new();
+    const char *front[] = {"stack", "kind", "layer", "head"};
+    for (int k = 0; k < 4; k++) lp_table_column(table, front[k], 0, NULL);
+    for (int k = 0; k < LP_S2S_COUNT; k++) lp_table_column(table, lp_seq2seq_scan_score_name(k), 0, "%.3f");
+    lp_table_column(table, "labels", 0, NULL);
+    const char *stacks[3] = {"enc", "dec", "dec"}, *kinds[3] = {"self", "self", "cross"};
+    const float *parts[3] = {sc, dec, cross};
+    size_t rows[3] = {ne, nd, nd};
+    for (int p = 0; p < 3; p++)
+        for (size_t i = 0; i < rows[p]; i++) {
+            const float *x = parts[p] + i * LP_S2S_COUNT;
+            char labels[160];
+            seq2seq_labels(x, thr, labels, sizeof labels);
+            if (labelled_only && !labels[0]) continue;
+            int l = (int)(i / H), h = (int)(i % H);
+            json_t *row = json_pack("{s:s,s:s,s:i,s:i}", "stack", stacks[p], "kind", kinds[p], "layer", l, "head", h);
+            json_t *trow = json_pack("[s,s,i,i]", stacks[p], kinds[p], l, h);
+            for (int k = 0; k < LP_S2S_COUNT; k++) {
+                if (!isnan(x[k])) json_object_set_new(row, lp_seq2seq_scan_score_name(k), lp_json_number(x[k]));
+                json_array_append_new(trow, isnan(x[k]) ? json_null() : lp_json_number(x[k]));
+            }
+            json_object_set_new(row, "labels", json_string(labels));
+            json_array_append_new(trow, json_string(labels));
+            json_array_append_new(arr, row);
+            lp_table_row(table, trow);
+        }
+    free(sc);
+    if (s->store)
+        lp_cmd_progress(s, LP_PROGRESS_NOTE, "scan: not stored: the store keeps head scans of one stack's "
+                        "self-attention, and this model has two stacks and cross-attention");
+    json_t *v = json_pack("{s:n,s:i,s:i,s:I,s:o,s:s,s:o}", "scan_id", "seq_len", N, "n_seqs", so->n_seqs, "seed",
+                          (json_int_t)so->seed, "threshold", lp_json_number(thr), "sequence", "copy", "heads", arr);
+    lp_cmd_emit(s, v, table);
+    return LP_OK;
+}
+
 /* scan [--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]: every head is stored;
  * --labelled shows only the heads that got a label. Encoders: Clark et al.'s scores on
  * [CLS] + random tokens + [SEP] (circuits.h), not stored yet (the store's head scans have a
@@ -654,8 +717,7 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
                   {"threshold", false, NULL}, {"labelled", true, NULL}};
     char *pos[1];
     int np;
-    if ((rc = lp_cmd_opts("scan", argc, argv, o, 5, pos, 0, &np)) || (rc = lp_model_need_one_stack(s->model, "scan")))
-        return rc;
+    if ((rc = lp_cmd_opts("scan", argc, argv, o, 5, pos, 0, &np))) return rc;
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     long len = 0, seqs = 4, seed = 0;
@@ -664,8 +726,12 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     /* --len's range is what this model's context (and vocabulary) allows. */
     int max_len = lp_scan_max_len(s->model, &so);
     if (o[0].value && (rc = lp_cmd_int(o[0].value, "--len", 2, LONG_MAX, &len))) return rc;
-    bool enc = !c->causal;
+    bool enc = !c->causal, seq2seq = lp_model_encoder(s->model) != NULL;
     if (enc && !t) return lp_error(LP_EINVAL, "scan: an encoder's scan needs its tokenizer (for [CLS] and [SEP])");
+    if (len > max_len && seq2seq)
+        return lp_error(LP_EINVAL, "scan: --len %ld is out of range (2..%d): the source is %ld distinct random tokens "
+                        "and </s>, the target their copy, and the model's contexts hold %d", len, max_len, len,
+                        max_len + 1);
     if (len > max_len && enc)
         return lp_error(LP_EINVAL, "scan: --len %ld is out of range (2..%d): the sequence is [CLS], %ld distinct random "
                         "tokens and [SEP], and the model's context holds %d", len, max_len, len, c->n_ctx);
@@ -678,6 +744,7 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
         (o[3].value && (rc = lp_cmd_float(o[3].value, "--threshold", &thr))))
         return rc;
     so.seq_len = (int)len, so.n_seqs = (int)seqs, so.seed = (uint64_t)seed;
+    if (seq2seq) return scan_seq2seq(s, &so, thr, o[4].value != NULL);
     int L = c->n_layer, H = c->n_head, N, K = enc ? LP_ESCAN_COUNT : LP_SCAN_COUNT;
     float *sc = malloc((size_t)L * H * K * sizeof *sc);
     lp_store_head_scan *rows = malloc((size_t)L * H * sizeof *rows);
