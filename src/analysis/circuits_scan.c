@@ -23,6 +23,19 @@ static uint64_t next_u64(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
+/* out (N): N distinct tokens below V not marked in used (marking them), from sequence
+ * index's own stream, so that sequence i is the same however many are made. */
+static void draw_distinct(const lp_scan_options *o, int index, int V, bool *used, int *out, int N) {
+    uint64_t rng = o->seed ^ ((uint64_t)(index + 1) * 0xD1B54A32D192ED03ull);
+    for (int i = 0; i < N; i++) {
+        int x;
+        do x = (int)(next_u64(&rng) % (uint64_t)V);
+        while (used[x]);
+        used[x] = true;
+        out[i] = x;
+    }
+}
+
 /* An encoder's drawable tokens: used[id] marks the tokenizer's special tokens; their count
  * less V, or -1 without a tokenizer. */
 static int encoder_specials(const lp_model *m, bool *used) {
@@ -103,14 +116,7 @@ static int seq2seq_sequence(const lp_model *m, const lp_scan_options *o, int ind
     bool *used = calloc((size_t)V, sizeof *used);
     if (!used) return lp_error(LP_ENOMEM, "out of memory");
     seq2seq_specials(m, used);
-    uint64_t rng = o->seed ^ ((uint64_t)(index + 1) * 0xD1B54A32D192ED03ull);
-    for (int i = 0; i < N; i++) {
-        int x;
-        do x = (int)(next_u64(&rng) % (uint64_t)V);
-        while (used[x]);
-        used[x] = true;
-        ids[i] = x;
-    }
+    draw_distinct(o, index, V, used, ids, N);
     ids[N] = c->eos_id;
     *n = N + 1;
     free(used);
@@ -153,15 +159,8 @@ static int encoder_sequence(const lp_model *m, const lp_scan_options *o, int ind
     if (!used) return lp_error(LP_ENOMEM, "out of memory");
     encoder_specials(m, used);
     const lp_tokenizer *t = lp_model_tokenizer(m);
-    uint64_t rng = o->seed ^ ((uint64_t)(index + 1) * 0xD1B54A32D192ED03ull);
     ids[0] = lp_tokenizer_special(t, LP_SPECIAL_CLS);
-    for (int i = 1; i <= N; i++) {
-        int x;
-        do x = (int)(next_u64(&rng) % (uint64_t)V);
-        while (used[x]);
-        used[x] = true;
-        ids[i] = x;
-    }
+    draw_distinct(o, index, V, used, ids + 1, N);
     ids[N + 1] = lp_tokenizer_special(t, LP_SPECIAL_SEP);
     *n = N + 2;
     free(used);
@@ -182,15 +181,8 @@ int lp_scan_sequence(const lp_model *m, const lp_scan_options *o, int index, int
         ids[at++] = o->bos;
         if (o->bos < V) used[o->bos] = true;
     }
-    /* Each sequence has its own stream, so that sequence i is the same however many are made. */
-    uint64_t rng = o->seed ^ ((uint64_t)(index + 1) * 0xD1B54A32D192ED03ull);
-    for (int i = 0; i < N; i++) {
-        int t;
-        do t = (int)(next_u64(&rng) % (uint64_t)V);
-        while (used[t]);
-        used[t] = true;
-        ids[at + i] = ids[at + N + i] = t;
-    }
+    draw_distinct(o, index, V, used, ids + at, N);
+    memcpy(ids + at + N, ids + at, (size_t)N * sizeof *ids); /* the same tokens again */
     *n = at + 2 * N;
     free(used);
     return LP_OK;
