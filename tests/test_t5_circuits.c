@@ -68,7 +68,7 @@ static void fixture_close(fixture *f) {
 
 /* Every sweep of both stacks (encoder: resid_pre, attn_out, mlp_out by position, z by head;
  * decoder: those, cross_out by position and cross_z by head) and six whole patched logit
- * vectors equal the reference's. Worst measured: see the printed line (bound 1e-4). */
+ * vectors equal the reference's. Worst measured: 3.4e-6 (Haswell), 3.6e-6 (default kernel); bound 1e-4. */
 static void test_patch_matches_reference(void **state) {
     (void)state;
     static const char *const models[] = {"t5_relu_tied", "flan_gated_untied"};

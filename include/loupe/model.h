@@ -125,8 +125,8 @@ const lp_model *lp_model_encoder(const lp_model *m);
 const float *lp_model_rel_bias(const lp_model *m);
 /* LP_OK for a model of one stack; for an encoder-decoder (T5), LP_EUNSUPPORTED with "WHAT:
  * not yet available for encoder-decoder models (ARCH)": the guard of the analyses that do
- * not yet follow the decoder's cross-attention (attribution and gradients, DLA, neurons'
- * DLA, patching, head scans), in the engine and in the commands. */
+ * not yet follow the decoder's cross-attention (attribution and gradients), in the engine
+ * and in the commands. */
 int lp_model_need_one_stack(const lp_model *m, const char *what);
 /* "masked-lm", "classifier", "lm" or "none". */
 const char *lp_head_kind_name(lp_head_kind k);
