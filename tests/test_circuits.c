@@ -168,8 +168,8 @@ static void patching_with_the_clean_run_changes_nothing(void **state) {
         double worst = 0;
         for (int s = 0; s < LP_PATCH_SITE_COUNT; s++)
             for (int l = 0; l < c->n_layer; l++) {
-                lp_patch ps[3] = {{(lp_patch_site)s, l, -1, -1}, {(lp_patch_site)s, l, T / 2, -1},
-                                  {(lp_patch_site)s, l, -1, s == LP_PATCH_Z ? 1 : -1}};
+                lp_patch ps[3] = {{(lp_patch_site)s, l, -1, -1, false}, {(lp_patch_site)s, l, T / 2, -1, false},
+                                  {(lp_patch_site)s, l, -1, s == LP_PATCH_Z ? 1 : -1, false}};
                 for (int k = 0; k < 3; k++) {
                     assert_int_equal(lp_patch_logits(clean, again, &ps[k], got), LP_OK);
                     worst = fmax(worst, max_diff(got, want, V));
@@ -210,7 +210,7 @@ static void patching_the_whole_residual_stream_gives_the_corrupt_logits(void **s
         float *got = malloc((size_t)V * sizeof *got);
         double worst = 0, moved = max_diff(lp_run_logits(clean, T - 1), want, V);
         for (int l = 0; l < c->n_layer; l++) {
-            lp_patch p = {LP_PATCH_RESID_PRE, l, -1, -1};
+            lp_patch p = {LP_PATCH_RESID_PRE, l, -1, -1, false};
             assert_int_equal(lp_patch_logits(clean, corrupt, &p, got), LP_OK);
             worst = fmax(worst, max_diff(got, want, V));
         }
@@ -285,7 +285,7 @@ static void batched_sweeps_match_single_patches(void **state) {
             assert_int_equal(lp_patch_sweep(clean, corrupt, (lp_patch_site)s, target, contrast, vals), LP_OK);
             for (int l = 0; l < c->n_layer; l++)
                 for (int j = 0; j < cols; j++) {
-                    lp_patch p = s == LP_PATCH_Z ? (lp_patch){LP_PATCH_Z, l, -1, j} : (lp_patch){(lp_patch_site)s, l, j, -1};
+                    lp_patch p = s == LP_PATCH_Z ? (lp_patch){LP_PATCH_Z, l, -1, j, false} : (lp_patch){(lp_patch_site)s, l, j, -1, false};
                     assert_int_equal(lp_patch_logits(clean, corrupt, &p, lg), LP_OK);
                     worst = fmax(worst, fabs(vals[l * cols + j] - metric_of(lg, target, contrast)));
                 }
@@ -293,7 +293,7 @@ static void batched_sweeps_match_single_patches(void **state) {
         }
         /* z of every head at every position = the attention output at every position. */
         for (int l = 0; l < c->n_layer; l++) {
-            lp_patch pz = {LP_PATCH_Z, l, -1, -1}, pa = {LP_PATCH_ATTN_OUT, l, -1, -1};
+            lp_patch pz = {LP_PATCH_Z, l, -1, -1, false}, pa = {LP_PATCH_ATTN_OUT, l, -1, -1, false};
             float *lz = malloc((size_t)V * sizeof *lz);
             assert_int_equal(lp_patch_logits(clean, corrupt, &pz, lz), LP_OK);
             assert_int_equal(lp_patch_logits(clean, corrupt, &pa, lg), LP_OK);
@@ -318,8 +318,8 @@ static void patching_rejects_mismatched_runs_and_bad_patches(void **state) {
     assert_int_equal(lp_run_new(&r4, tm.m, b, 4), LP_OK);
     float out[64];
     assert_int_equal(lp_patch_sweep(r5, r4, LP_PATCH_RESID_PRE, 1, -1, out), LP_EINVAL);
-    lp_patch bad[] = {{LP_PATCH_RESID_PRE, 2, 0, -1}, {LP_PATCH_RESID_PRE, 0, 5, -1}, {LP_PATCH_ATTN_OUT, 0, 0, 1},
-                      {LP_PATCH_Z, 0, 0, 4}};
+    lp_patch bad[] = {{LP_PATCH_RESID_PRE, 2, 0, -1, false}, {LP_PATCH_RESID_PRE, 0, 5, -1, false}, {LP_PATCH_ATTN_OUT, 0, 0, 1, false},
+                      {LP_PATCH_Z, 0, 0, 4, false}};
     for (int k = 0; k < 4; k++) assert_int_equal(lp_patch_metric(r5, r5, &bad[k], 1, 1, -1, out), LP_EINVAL);
     lp_patch_site s;
     assert_int_equal(lp_patch_site_from_name("mlp_out", &s), LP_OK);
@@ -470,14 +470,14 @@ static void encoder_patching_identities(void **state) {
         double m_clean = enc_metric(&e, e.clean), m_corrupt = enc_metric(&e, e.corrupt), worst = 0;
         assert_true(fabs(m_clean - m_corrupt) > 1e-3); /* the pair makes a difference */
         for (int l = 0; l < c->n_layer; l++) {
-            lp_patch p = {LP_PATCH_RESID_PRE, l, -1, -1};
+            lp_patch p = {LP_PATCH_RESID_PRE, l, -1, -1, false};
             float got[2];
             assert_int_equal(lp_patch_metric_at(e.clean, e.corrupt, &p, 1, e.pos, e.target, e.contrast, got), LP_OK);
             assert_int_equal(lp_patch_metric_at(e.corrupt, e.clean, &p, 1, e.pos, e.target, e.contrast, got + 1), LP_OK);
             worst = fmax(worst, fabs(got[0] - m_corrupt) / fmax(1, fabs(m_corrupt)));
             worst = fmax(worst, fabs(got[1] - m_clean) / fmax(1, fabs(m_clean)));
             for (int s = 0; s < LP_PATCH_SITE_COUNT; s++) { /* the clean run into itself */
-                lp_patch q = {(lp_patch_site)s, l, s == LP_PATCH_Z ? -1 : 5, -1};
+                lp_patch q = {(lp_patch_site)s, l, s == LP_PATCH_Z ? -1 : 5, -1, false};
                 float *lg = malloc((size_t)e.W * sizeof *lg);
                 assert_int_equal(lp_patch_logits_at(e.clean, e.clean, &q, e.pos, lg), LP_OK);
                 for (int j = 0; j < e.W; j++) {
@@ -493,7 +493,7 @@ static void encoder_patching_identities(void **state) {
         ids[2] = lp_run_ids(e.corrupt)[2];
         lp_run *swapped;
         assert_int_equal(lp_run_new_typed(&swapped, e.m, ids, lp_run_types(e.clean), e.T), LP_OK);
-        lp_patch p = {LP_PATCH_RESID_PRE, 0, 2, -1};
+        lp_patch p = {LP_PATCH_RESID_PRE, 0, 2, -1, false};
         float got;
         assert_int_equal(lp_patch_metric_at(e.clean, e.corrupt, &p, 1, e.pos, e.target, e.contrast, &got), LP_OK);
         double want = enc_metric(&e, swapped);
@@ -523,7 +523,7 @@ static void encoder_sweeps_match_single_patches(void **state) {
                              LP_OK);
             for (int l = 0; l < L; l++)
                 for (int j = 0; j < cols; j++) {
-                    lp_patch p = s == LP_PATCH_Z ? (lp_patch){LP_PATCH_Z, l, -1, j} : (lp_patch){(lp_patch_site)s, l, j, -1};
+                    lp_patch p = s == LP_PATCH_Z ? (lp_patch){LP_PATCH_Z, l, -1, j, false} : (lp_patch){(lp_patch_site)s, l, j, -1, false};
                     assert_int_equal(lp_patch_logits_at(e.clean, e.corrupt, &p, e.pos, lg), LP_OK);
                     double want = (double)lg[e.target] - lg[e.contrast];
                     worst = fmax(worst, fabs(vals[l * cols + j] - want) / fmax(1, fabs(want)));
@@ -531,7 +531,7 @@ static void encoder_sweeps_match_single_patches(void **state) {
         }
         float *lz = malloc((size_t)e.W * sizeof *lz);
         for (int l = 0; l < L; l++) {
-            lp_patch pz = {LP_PATCH_Z, l, -1, -1}, pa = {LP_PATCH_ATTN_OUT, l, -1, -1};
+            lp_patch pz = {LP_PATCH_Z, l, -1, -1, false}, pa = {LP_PATCH_ATTN_OUT, l, -1, -1, false};
             assert_int_equal(lp_patch_logits_at(e.clean, e.corrupt, &pz, e.pos, lz), LP_OK);
             assert_int_equal(lp_patch_logits_at(e.clean, e.corrupt, &pa, e.pos, lg), LP_OK);
             for (int j = 0; j < e.W; j++) worst = fmax(worst, fabs(lz[j] - lg[j]) / fmax(1, fabs(lg[j])));
@@ -594,7 +594,7 @@ static void encoder_patching_matches_the_float64_reference(void **state) {
 static void encoder_patching_refusals(void **state) {
     (void)state;
     enc_pair e = enc_load("bert_cls");
-    lp_patch p = {LP_PATCH_RESID_PRE, 0, 1, -1};
+    lp_patch p = {LP_PATCH_RESID_PRE, 0, 1, -1, false};
     float out[4];
     assert_int_equal(lp_patch_metric_at(e.clean, e.corrupt, &p, 1, 2, 0, 1, out), LP_EINVAL);
     assert_non_null(strstr(lp_errmsg(), "position 0"));
@@ -751,7 +751,7 @@ static void encoder_dla_refusals(void **state) {
     lp_model *m;
     lp_run *r;
     int ids[4] = {2, 65, 66, 3};
-    lp_patch p = {LP_PATCH_RESID_PRE, 0, 1, -1};
+    lp_patch p = {LP_PATCH_RESID_PRE, 0, 1, -1, false};
     float out[1];
     assert_int_equal(lp_model_load(&m, ENC "bert_model", NULL), LP_OK);
     assert_int_equal(lp_run_new(&r, m, ids, 4), LP_OK);

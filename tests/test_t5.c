@@ -174,22 +174,19 @@ static void test_runs_need_the_right_inputs(void **state) {
     assert_int_equal(lp_run_new_seq2seq(&r, m, ids, 3, bad, 2), LP_EINVAL);
     assert_int_equal(lp_model_need_decoder(m, "dla"), LP_EUNSUPPORTED);
     /* the analyses that do not yet follow cross-attention refuse in the engine, not only in
-     * the commands: the one-stack gradients (lp_grad_seq2seq has both), patching, scans */
+     * the commands: the one-stack gradients (lp_grad_seq2seq has both) and lp_scan_heads
+     * (lp_scan_heads_seq2seq scans them) */
     int dec[] = {0, 4, 7};
-    lp_run *sr, *sr2;
+    lp_run *sr;
     assert_int_equal(lp_run_new_seq2seq(&sr, m, ids, 3, dec, 3), LP_OK);
-    assert_int_equal(lp_run_new_seq2seq(&sr2, m, ids, 3, dec, 3), LP_OK);
-    float scores[3], heads[64];
+    float heads[64];
     lp_objective obj = {LP_OBJ_LOGIT, 2, 5, -1};
     lp_grad *g;
     assert_int_equal(lp_grad_new(&g, sr, &obj), LP_EUNSUPPORTED);
-    lp_patch p = {LP_PATCH_RESID_PRE, 0, -1, -1};
-    assert_int_equal(lp_patch_metric(sr, sr2, &p, 1, 5, -1, scores), LP_EUNSUPPORTED);
     lp_scan_options so = {0};
     int len;
     assert_int_equal(lp_scan_heads(m, &so, heads, &len), LP_EUNSUPPORTED);
     lp_run_free(sr);
-    lp_run_free(sr2);
     /* a run of the encoder alone has no cross-attention to show */
     assert_int_equal(lp_run_new(&r, e, ids, 3), LP_OK);
     lp_view v;

@@ -15,6 +15,7 @@
 #ifndef LOUPE_CIRCUITS_H
 #define LOUPE_CIRCUITS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "loupe/run.h"
@@ -88,17 +89,36 @@ void lp_act_summary(const lp_view *v, int row, int k, lp_act_stats *st, int *top
  * from the patch's layer on. Patches that start at the same layer run together, their rows
  * stacked into one matrix product per weight. */
 
-typedef enum { LP_PATCH_RESID_PRE, LP_PATCH_ATTN_OUT, LP_PATCH_MLP_OUT, LP_PATCH_Z, LP_PATCH_SITE_COUNT } lp_patch_site;
+typedef enum {
+    LP_PATCH_RESID_PRE,
+    LP_PATCH_ATTN_OUT,
+    LP_PATCH_MLP_OUT,
+    LP_PATCH_Z,
+    LP_PATCH_SITE_COUNT, /* the sites of every stack; an encoder-decoder's decoder also has: */
+    LP_PATCH_CROSS_OUT = LP_PATCH_SITE_COUNT, /* cross-attention's output (cross_out) */
+    LP_PATCH_CROSS_Z,    /* each cross-attention head's output before its projection (cross_z) */
+    LP_PATCH_ALL_SITE_COUNT
+} lp_patch_site;
 
-const char *lp_patch_site_name(lp_patch_site s);                 /* "resid_pre", "attn_out", "mlp_out", "z" */
+/* "resid_pre", "attn_out", "mlp_out", "z", "cross_out", "cross_z" */
+const char *lp_patch_site_name(lp_patch_site s);
 int lp_patch_site_from_name(const char *name, lp_patch_site *out); /* LP_EINVAL for unknown names */
 
 typedef struct {
     lp_patch_site site;
     int layer;
     int pos;   /* -1: every position */
-    int head;  /* z only: -1 every head */
+    int head;  /* z and cross_z only: -1 every head */
+    bool enc;  /* an encoder-decoder's encoder site (layer and pos are the encoder's); false: the decoder's, or
+                  the one stack of other models */
 } lp_patch;
+
+/* Encoder-decoders (T5): base and source are lp_run_new_seq2seq runs whose sources and
+ * decoder inputs have the same lengths (S and T), and the prediction read is the decoder's
+ * last position. A decoder site is patched as in any decoder, with the base run's encoder
+ * output (its cross keys and values) fixed; an encoder site re-runs the encoder from the
+ * patch's layer at every source position, its final norm, and the whole decoder over the
+ * result (every layer's cross keys and values change). */
 
 /* The base run's logits (V) at its last position with patch p applied (always re-run,
  * even when the patch changes nothing, which lp_patch_metric skips). */
@@ -109,9 +129,9 @@ int lp_patch_logits(const lp_run *base, const lp_run *source, const lp_patch *p,
 int lp_patch_metric(const lp_run *base, const lp_run *source, const lp_patch *patches, int n, int target, int contrast,
                     float *out);
 
-/* Every patch of one site, as lp_patch_metric: out (n_layer, T) for resid_pre, attn_out and
- * mlp_out (one position of one layer each), (n_layer, n_head) for z (one head, every
- * position). */
+/* Every patch of one site, as lp_patch_metric: out (n_layer, T) for resid_pre, attn_out,
+ * mlp_out and cross_out (one position of one layer each), (n_layer, n_head) for z and cross_z
+ * (one head, every position). */
 int lp_patch_sweep(const lp_run *base, const lp_run *source, lp_patch_site site, int target, int contrast, float *out);
 
 /* The same three reading the output row at pos (-1: the model's own: a decoder's and a
@@ -125,6 +145,10 @@ int lp_patch_metric_at(const lp_run *base, const lp_run *source, const lp_patch 
                        int contrast, float *out);
 int lp_patch_sweep_at(const lp_run *base, const lp_run *source, lp_patch_site site, int pos, int target, int contrast,
                       float *out);
+/* lp_patch_sweep_at over one stack of an encoder-decoder: enc, the encoder's sites, out
+ * (encoder layers, S) or (encoder layers, n_head); else the decoder's (lp_patch_sweep_at). */
+int lp_patch_sweep_stack(const lp_run *base, const lp_run *source, bool enc, lp_patch_site site, int pos, int target,
+                         int contrast, float *out);
 
 /* ---- head scan ----
  * Each head scored on generated sequences: BOS (when the model has one), then N random
@@ -190,5 +214,38 @@ const char *lp_encoder_scan_score_name(lp_encoder_scan_score k); /* "prev_token"
 /* scores (n_layer, n_head, LP_ESCAN_COUNT), averaged over the sequences (each the run's
  * lp_head_metrics / lp_head_metrics_encoder value); *seq_len (may be NULL) gets N. */
 int lp_scan_heads_encoder(const lp_model *m, const lp_scan_options *o, float *scores, int *seq_len);
+
+/* ---- head scan of an encoder-decoder ----
+ * A copy task whose right alignment is known: the source is N distinct random tokens then
+ * EOS (t_1 .. t_N </s>; none of them the decoder's start id, EOS or a special token of the
+ * tokenizer), the decoder is teacher-forced on the same tokens (its input: the start id, then
+ * t_1 .. t_N; T = S = N + 1), so decoder position i emits t_{i+1} (</s> at N), which is
+ * source position i. Per head, averaged over the sequences (NAN where a kind has no such score):
+ *   encoder self-attention (pattern A, S x S, bidirectional): prev_token, next_token and broad
+ *     as heads.h defines them, source_eos = mean_i A[i, S-1] (the source's </s>)
+ *   decoder self-attention (causal): prev_token, first_token (the start id: the sink)
+ *   cross-attention (T x S): aligned = mean_i A[i, i] (the source token being copied next), and
+ *     heads.h's source_eos, diagonal, monotonic, coverage (lp_cross_metrics)
+ * lp_scan_sequence gives the source (room for N + 1 ids) and lp_scan_max_len the largest N
+ * (each stack's context less 1, the drawable tokens); o->bos and o->avoid are not read. */
+
+typedef enum {
+    LP_S2S_PREV_TOKEN,
+    LP_S2S_NEXT_TOKEN,
+    LP_S2S_FIRST_TOKEN,
+    LP_S2S_BROAD,
+    LP_S2S_SOURCE_EOS,
+    LP_S2S_ALIGNED,
+    LP_S2S_DIAGONAL,
+    LP_S2S_MONOTONIC,
+    LP_S2S_COVERAGE,
+    LP_S2S_COUNT
+} lp_seq2seq_scan_score;
+
+const char *lp_seq2seq_scan_score_name(lp_seq2seq_scan_score k); /* "prev_token", ..., "coverage" */
+/* enc (encoder layers, n_head, LP_S2S_COUNT), dec and cross (decoder layers, n_head,
+ * LP_S2S_COUNT); *seq_len (may be NULL) gets N. */
+int lp_scan_heads_seq2seq(const lp_model *m, const lp_scan_options *o, float *enc, float *dec, float *cross,
+                          int *seq_len);
 
 #endif

@@ -123,12 +123,6 @@ const lp_model *lp_model_encoder(const lp_model *m);
 /* LP_POS_RELATIVE: the (rel_buckets, n_head) bias table every layer of the model's stack
  * reuses; NULL for other models. */
 const float *lp_model_rel_bias(const lp_model *m);
-/* LP_OK for a model of one stack; for an encoder-decoder (T5), LP_EUNSUPPORTED with "WHAT:
- * not yet available for encoder-decoder models (ARCH)": the guard of the analyses that do
- * not yet follow the decoder's cross-attention (patching, head scans), in the engine and in
- * the commands. (Attribution and gradients have their own encoder-decoder paths:
- * attr_seq2seq.c, grad_seq2seq.h.) */
-int lp_model_need_one_stack(const lp_model *m, const char *what);
 /* "masked-lm", "classifier", "lm" or "none". */
 const char *lp_head_kind_name(lp_head_kind k);
 /* 16 hex digits identifying the architecture and the weights (sampled, so it is fast for

@@ -1,6 +1,8 @@
-/* The head scan (see circuits.h): attention scores on repeated random sequences. */
+/* The head scans (see circuits.h): attention scores on repeated random sequences (decoders),
+ * on [CLS] + random tokens + [SEP] (encoders), on a copy task (encoder-decoders). */
 #include "loupe/circuits.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,19 @@ static uint64_t next_u64(uint64_t *s) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
+}
+
+/* out (N): N distinct tokens below V not marked in used (marking them), from sequence
+ * index's own stream, so that sequence i is the same however many are made. */
+static void draw_distinct(const lp_scan_options *o, int index, int V, bool *used, int *out, int N) {
+    uint64_t rng = o->seed ^ ((uint64_t)(index + 1) * 0xD1B54A32D192ED03ull);
+    for (int i = 0; i < N; i++) {
+        int x;
+        do x = (int)(next_u64(&rng) % (uint64_t)V);
+        while (used[x]);
+        used[x] = true;
+        out[i] = x;
+    }
 }
 
 /* An encoder's drawable tokens: used[id] marks the tokenizer's special tokens; their count
@@ -62,9 +77,55 @@ static int sequence_len(const lp_config *c, const lp_scan_options *o) {
     return N;
 }
 
+/* An encoder-decoder's drawable tokens: used[id] marks the decoder's start id, EOS and the
+ * tokenizer's special tokens (when it has one); their count less V. */
+static int seq2seq_specials(const lp_model *m, bool *used) {
+    const lp_config *c = lp_model_config(m);
+    int allowed = lp_model_tokenizer(m) ? encoder_specials(m, used) : c->vocab;
+    int ids[2] = {c->start_id, c->eos_id};
+    for (int k = 0; k < 2; k++)
+        if (ids[k] >= 0 && ids[k] < c->vocab && !used[ids[k]]) used[ids[k]] = true, allowed--;
+    return allowed;
+}
+
+/* An encoder-decoder's largest N: each stack's context holds N + 1 positions. */
+static int seq2seq_max_len(const lp_model *m) {
+    const lp_config *c = lp_model_config(m), *e = lp_model_config(lp_model_encoder(m));
+    bool *used = calloc((size_t)c->vocab, sizeof *used);
+    int allowed = used ? seq2seq_specials(m, used) : 0, N = (c->n_ctx < e->n_ctx ? c->n_ctx : e->n_ctx) - 1;
+    free(used);
+    return N < allowed ? N : allowed;
+}
+
+/* An encoder-decoder's N: o->seq_len, or 50 or what the contexts and vocabulary allow; -1
+ * (with an error) when it does not fit. */
+static int seq2seq_sequence_len(const lp_model *m, const lp_scan_options *o) {
+    int max = seq2seq_max_len(m), N = o->seq_len;
+    if (N <= 0) N = max < 50 ? max : 50;
+    if (N < 2 || N > max)
+        return lp_error(LP_EINVAL, "scan: a copy task of %d random tokens and </s> needs 2..%d distinct tokens within "
+                        "both stacks' contexts", N, max), -1;
+    return N;
+}
+
+/* t_1 .. t_N </s>: N distinct drawable tokens from sequence index's stream. */
+static int seq2seq_sequence(const lp_model *m, const lp_scan_options *o, int index, int *ids, int *n) {
+    const lp_config *c = lp_model_config(m);
+    int V = c->vocab, N = seq2seq_sequence_len(m, o);
+    if (N < 0) return LP_EINVAL;
+    bool *used = calloc((size_t)V, sizeof *used);
+    if (!used) return lp_error(LP_ENOMEM, "out of memory");
+    seq2seq_specials(m, used);
+    draw_distinct(o, index, V, used, ids, N);
+    ids[N] = c->eos_id;
+    *n = N + 1;
+    free(used);
+    return LP_OK;
+}
+
 int lp_scan_max_len(const lp_model *m, const lp_scan_options *o) {
     const lp_config *c = lp_model_config(m);
-    if (lp_model_need_one_stack(m, "scan")) return -1;
+    if (lp_model_encoder(m)) return seq2seq_max_len(m);
     if (!c->causal) {
         int allowed = encoder_allowed(m), N = c->n_ctx - 2;
         return N < allowed ? N : allowed;
@@ -98,15 +159,8 @@ static int encoder_sequence(const lp_model *m, const lp_scan_options *o, int ind
     if (!used) return lp_error(LP_ENOMEM, "out of memory");
     encoder_specials(m, used);
     const lp_tokenizer *t = lp_model_tokenizer(m);
-    uint64_t rng = o->seed ^ ((uint64_t)(index + 1) * 0xD1B54A32D192ED03ull);
     ids[0] = lp_tokenizer_special(t, LP_SPECIAL_CLS);
-    for (int i = 1; i <= N; i++) {
-        int x;
-        do x = (int)(next_u64(&rng) % (uint64_t)V);
-        while (used[x]);
-        used[x] = true;
-        ids[i] = x;
-    }
+    draw_distinct(o, index, V, used, ids + 1, N);
     ids[N + 1] = lp_tokenizer_special(t, LP_SPECIAL_SEP);
     *n = N + 2;
     free(used);
@@ -115,6 +169,7 @@ static int encoder_sequence(const lp_model *m, const lp_scan_options *o, int ind
 
 int lp_scan_sequence(const lp_model *m, const lp_scan_options *o, int index, int *ids, int *n) {
     const lp_config *c = lp_model_config(m);
+    if (lp_model_encoder(m)) return seq2seq_sequence(m, o, index, ids, n);
     if (!c->causal) return encoder_sequence(m, o, index, ids, n);
     int V = c->vocab, N = sequence_len(c, o), at = 0;
     if (N < 0) return LP_EINVAL;
@@ -126,15 +181,8 @@ int lp_scan_sequence(const lp_model *m, const lp_scan_options *o, int index, int
         ids[at++] = o->bos;
         if (o->bos < V) used[o->bos] = true;
     }
-    /* Each sequence has its own stream, so that sequence i is the same however many are made. */
-    uint64_t rng = o->seed ^ ((uint64_t)(index + 1) * 0xD1B54A32D192ED03ull);
-    for (int i = 0; i < N; i++) {
-        int t;
-        do t = (int)(next_u64(&rng) % (uint64_t)V);
-        while (used[t]);
-        used[t] = true;
-        ids[at + i] = ids[at + N + i] = t;
-    }
+    draw_distinct(o, index, V, used, ids + at, N);
+    memcpy(ids + at + N, ids + at, (size_t)N * sizeof *ids); /* the same tokens again */
     *n = at + 2 * N;
     free(used);
     return LP_OK;
@@ -142,7 +190,9 @@ int lp_scan_sequence(const lp_model *m, const lp_scan_options *o, int index, int
 
 int lp_scan_heads(const lp_model *m, const lp_scan_options *o, float *scores, int *seq_len) {
     const lp_config *c = lp_model_config(m);
-    if (lp_model_need_one_stack(m, "scan")) return LP_EUNSUPPORTED;
+    if (lp_model_encoder(m))
+        return lp_error(LP_EUNSUPPORTED, "scan: %s is an encoder-decoder; its heads are scored by "
+                        "lp_scan_heads_seq2seq", c->arch);
     if (!c->causal)
         return lp_error(LP_EUNSUPPORTED, "scan: %s is an encoder; its heads are scored by lp_scan_heads_encoder", c->arch);
     int H = c->n_head, B = o->n_seqs > 0 ? o->n_seqs : 4, off = o->bos >= 0, N = sequence_len(c, o);
@@ -225,6 +275,94 @@ int lp_scan_heads_encoder(const lp_model *m, const lp_scan_options *o, float *sc
         if (seq_len) *seq_len = N;
     }
     free(ids);
+    free(hm);
+    free(sum);
+    return rc;
+}
+
+static const char *const S2S_NAMES[LP_S2S_COUNT] = {"prev_token", "next_token", "first_token", "broad",   "source_eos",
+                                                    "aligned",    "diagonal",   "monotonic",   "coverage"};
+
+const char *lp_seq2seq_scan_score_name(lp_seq2seq_scan_score k) {
+    return (unsigned)k < LP_S2S_COUNT ? S2S_NAMES[k] : "?";
+}
+
+/* Adds one copy-task run's scores to the sums (n_layer * H rows of LP_S2S_COUNT each). hm,
+ * em, xm: scratch for heads.h's metrics. */
+static void seq2seq_add(const lp_run *r, double *enc, double *dec, double *cross, float *hm, float *em, float *xm) {
+    const lp_run *src = lp_run_source(r);
+    const lp_config *ce = lp_model_config(lp_run_model(src)), *cd = lp_model_config(lp_run_model(r));
+    int H = cd->n_head, S = lp_run_len(src), T = lp_run_len(r);
+    lp_head_metrics(hm, src);
+    lp_head_metrics_encoder(em, src);
+    for (int i = 0; i < ce->n_layer * H; i++) {
+        double *x = enc + (size_t)i * LP_S2S_COUNT, eos = 0;
+        lp_view v;
+        lp_run_view(src, LP_ACT_PATTERN, i / H, i % H, &v);
+        for (int q = 0; q < S; q++) eos += v.data[(size_t)q * v.stride[0] + S - 1];
+        x[LP_S2S_PREV_TOKEN] += hm[(size_t)i * LP_HEAD_METRIC_COUNT + LP_HEAD_PREV_TOKEN];
+        x[LP_S2S_NEXT_TOKEN] += em[(size_t)i * LP_HEAD_ENCODER_METRIC_COUNT + LP_HEAD_NEXT_TOKEN - LP_HEAD_METRIC_COUNT];
+        x[LP_S2S_BROAD] += em[(size_t)i * LP_HEAD_ENCODER_METRIC_COUNT + LP_HEAD_BROAD - LP_HEAD_METRIC_COUNT];
+        x[LP_S2S_SOURCE_EOS] += eos / S;
+    }
+    lp_head_metrics(hm, r);
+    lp_cross_metrics(xm, r);
+    for (int i = 0; i < cd->n_layer * H; i++) {
+        double *x = dec + (size_t)i * LP_S2S_COUNT, *y = cross + (size_t)i * LP_S2S_COUNT, aligned = 0;
+        const float *m = xm + (size_t)i * LP_CROSS_METRIC_COUNT;
+        lp_view v;
+        lp_run_view(r, LP_ACT_CROSS_PATTERN, i / H, i % H, &v);
+        for (int q = 0; q < T; q++) aligned += v.data[(size_t)q * v.stride[0] + q];
+        x[LP_S2S_PREV_TOKEN] += hm[(size_t)i * LP_HEAD_METRIC_COUNT + LP_HEAD_PREV_TOKEN];
+        x[LP_S2S_FIRST_TOKEN] += hm[(size_t)i * LP_HEAD_METRIC_COUNT + LP_HEAD_FIRST_TOKEN];
+        y[LP_S2S_ALIGNED] += aligned / T;
+        y[LP_S2S_SOURCE_EOS] += m[LP_CROSS_SOURCE_EOS];
+        y[LP_S2S_DIAGONAL] += m[LP_CROSS_DIAGONAL];
+        y[LP_S2S_MONOTONIC] += m[LP_CROSS_MONOTONIC];
+        y[LP_S2S_COVERAGE] += m[LP_CROSS_COVERAGE];
+    }
+}
+
+/* The scores a kind has: the others are NAN. */
+static const bool S2S_HAS[3][LP_S2S_COUNT] = {
+    [0] = {[LP_S2S_PREV_TOKEN] = 1, [LP_S2S_NEXT_TOKEN] = 1, [LP_S2S_BROAD] = 1, [LP_S2S_SOURCE_EOS] = 1},
+    [1] = {[LP_S2S_PREV_TOKEN] = 1, [LP_S2S_FIRST_TOKEN] = 1},
+    [2] = {[LP_S2S_ALIGNED] = 1, [LP_S2S_SOURCE_EOS] = 1, [LP_S2S_DIAGONAL] = 1, [LP_S2S_MONOTONIC] = 1,
+           [LP_S2S_COVERAGE] = 1},
+};
+
+int lp_scan_heads_seq2seq(const lp_model *m, const lp_scan_options *o, float *enc, float *dec, float *cross,
+                          int *seq_len) {
+    const lp_model *e = lp_model_encoder(m);
+    if (!e) return lp_error(LP_EINVAL, "lp_scan_heads_seq2seq: %s is not an encoder-decoder", lp_model_config(m)->arch);
+    const lp_config *ce = lp_model_config(e), *cd = lp_model_config(m);
+    int N = seq2seq_sequence_len(m, o), B = o->n_seqs > 0 ? o->n_seqs : 4, H = cd->n_head;
+    if (N < 0) return LP_EINVAL;
+    size_t ne = (size_t)ce->n_layer * H, nd = (size_t)cd->n_layer * H, nmax = ne > nd ? ne : nd;
+    int *src = malloc((size_t)(2 * N + 2) * sizeof *src), *tgt = src ? src + N + 1 : NULL, rc = LP_OK;
+    float *hm = malloc(nmax * (LP_HEAD_METRIC_COUNT + LP_HEAD_ENCODER_METRIC_COUNT + LP_CROSS_METRIC_COUNT) * sizeof *hm);
+    float *em = hm ? hm + nmax * LP_HEAD_METRIC_COUNT : NULL, *xm = em ? em + nmax * LP_HEAD_ENCODER_METRIC_COUNT : NULL;
+    double *sum = calloc((ne + 2 * nd) * LP_S2S_COUNT, sizeof *sum);
+    if (!src || !hm || !sum) rc = lp_error(LP_ENOMEM, "out of memory");
+    for (int b = 0; b < B && !rc; b++) {
+        lp_run *r;
+        int n;
+        if ((rc = seq2seq_sequence(m, o, b, src, &n))) break;
+        tgt[0] = cd->start_id; /* the decoder reads the start id, then the copy */
+        memcpy(tgt + 1, src, (size_t)N * sizeof *tgt);
+        if ((rc = lp_run_new_seq2seq(&r, m, src, n, tgt, n))) break;
+        seq2seq_add(r, sum, sum + ne * LP_S2S_COUNT, sum + (ne + nd) * LP_S2S_COUNT, hm, em, xm);
+        lp_run_free(r);
+    }
+    if (!rc) {
+        float *outs[3] = {enc, dec, cross};
+        size_t rows[3] = {ne, nd, nd}, at = 0;
+        for (int k = 0; k < 3; k++)
+            for (size_t i = 0; i < rows[k] * LP_S2S_COUNT; i++, at++)
+                outs[k][i] = S2S_HAS[k][i % LP_S2S_COUNT] ? (float)(sum[at] / B) : NAN;
+        if (seq_len) *seq_len = N;
+    }
+    free(src);
     free(hm);
     free(sum);
     return rc;

@@ -377,11 +377,6 @@ bool lp_model_is_encoder(const lp_model *m) { return !m->cfg.causal; }
 const lp_model *lp_model_encoder(const lp_model *m) { return m->encoder; }
 const float *lp_model_rel_bias(const lp_model *m) { return m->rel_bias; }
 
-int lp_model_need_one_stack(const lp_model *m, const char *what) {
-    if (!m->cfg.cross_attn) return LP_OK;
-    return lp_error(LP_EUNSUPPORTED, "%s: not yet available for encoder-decoder models (%s)", what, m->cfg.arch);
-}
-
 int lp_model_need_decoder(const lp_model *m, const char *what) {
     if (m->cfg.cross_attn)
         return lp_error(LP_EUNSUPPORTED, "%s: not yet available for encoder-decoder models (%s)", what, m->cfg.arch);

@@ -76,6 +76,11 @@ int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, con
                      int64_t stored_id);
 /* `run` for an encoder-decoder (lp_model_encoder set): the raw text after "run". */
 int lp_cmd_run_seq2seq(lp_session *s, const char *rest);
+/* patch's corrupted run of an encoder-decoder: the source from src_text (tokenized with its
+ * template) or src_ids, the target from tgt_text or tgt_ids (NULL: the current run's own),
+ * each as long as the current run's; at least one given. */
+int lp_cmd_corrupt_seq2seq(const lp_session *s, const char *src_text, const char *src_ids, const char *tgt_text,
+                           const char *tgt_ids, lp_run **out);
 /* The loaded model's row in the store, recording the model on first use (s->store set). */
 int lp_cmd_model_row(lp_session *s, int64_t *id);
 /* Records the current run (tokens, top predictions, head metrics) in the store, setting

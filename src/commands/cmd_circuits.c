@@ -478,7 +478,8 @@ static json_t *patch_table(json_t *v, int heads) {
 }
 
 /* --site: resid_pre, attn_out, mlp_out, z, or their TransformerLens hooks without a layer
- * (hook_resid_pre, hook_attn_out, hook_mlp_out, attn.hook_z): patch sweeps every layer. */
+ * (hook_resid_pre, hook_attn_out, hook_mlp_out, attn.hook_z); an encoder-decoder's decoder
+ * also cross_out, cross_z (hook_cross_attn_out, cross_attn.hook_z): patch sweeps every layer. */
 static int patch_site(const lp_session *s, const char *name, lp_patch_site *site) {
     lp_act_kind kind;
     int layer;
@@ -490,35 +491,69 @@ static int patch_site(const lp_session *s, const char *name, lp_patch_site *site
                                    lp_act_name(kind) : name, site);
 }
 
+/* An encoder-decoder's stack to patch: --stack enc|dec; without it the encoder's (as attn
+ * and heads show), the decoder's for the cross-attention sites. */
+static int patch_stack(const lp_session *s, const char *arg, lp_patch_site site, bool *enc) {
+    bool cross = site >= LP_PATCH_SITE_COUNT;
+    *enc = false;
+    if (!lp_model_encoder(s->model)) {
+        if (arg) return lp_error(LP_EINVAL, "patch: --stack is for encoder-decoder models; this one has one stack");
+        return cross ? lp_error(LP_EINVAL, "patch: --site %s: only the decoder of an encoder-decoder has "
+                                "cross-attention", lp_patch_site_name(site)) : LP_OK;
+    }
+    if (arg && strcmp(arg, "enc") != 0 && strcmp(arg, "dec") != 0)
+        return lp_error(LP_EINVAL, "patch: --stack is enc or dec, not '%s'", arg);
+    if (cross && arg && arg[0] == 'e')
+        return lp_error(LP_EINVAL, "patch: %s is the decoder's (cross-attention); use --stack dec or leave it out",
+                        lp_patch_site_name(site));
+    *enc = !cross && (!arg || arg[0] == 'e');
+    return LP_OK;
+}
+
 /* patch --corrupt TEXT [--pair TEXT2] [--site S] [--target ..] [--vs ..] [--pos P] [--denoise]:
- * a layer x position (or layer x head for z) table of the logit-difference recovery. */
+ * a layer x position (or layer x head for z) table of the logit-difference recovery.
+ * Encoder-decoders: --corrupt is the source, --corrupt-target the target (either or both),
+ * --stack picks the stack whose sites are swept; the prediction is the decoder's last. */
 int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    lp_opt o[] = {{"corrupt", false, NULL}, {"corrupt-ids", false, NULL}, {"site", false, NULL},
-                  {"target", false, NULL},  {"target-id", false, NULL},   {"vs", false, NULL},
-                  {"vs-id", false, NULL},   {"denoise", true, NULL},      {"pos", false, NULL},
-                  {"pair", false, NULL}};
+    lp_opt o[] = {{"corrupt", false, NULL},        {"corrupt-ids", false, NULL}, {"site", false, NULL},
+                  {"target", false, NULL},         {"target-id", false, NULL},   {"vs", false, NULL},
+                  {"vs-id", false, NULL},          {"denoise", true, NULL},      {"pos", false, NULL},
+                  {"pair", false, NULL},           {"stack", false, NULL},       {"corrupt-target", false, NULL},
+                  {"corrupt-target-ids", false, NULL}};
     char *pos[1];
     int np, target, contrast, n, at, *ids = NULL, *types = NULL;
-    if ((rc = lp_cmd_opts("patch", argc, argv, o, 10, pos, 0, &np)) || (rc = lp_model_need_one_stack(s->model, "patch")))
-        return rc;
-    lp_patch_site site = LP_PATCH_RESID_PRE;
-    if (o[2].value && (rc = patch_site(s, o[2].value, &site))) return rc;
+    if ((rc = lp_cmd_opts("patch", argc, argv, o, 13, pos, 0, &np))) return rc;
     const lp_config *c = lp_model_config(s->model);
-    int T = lp_run_len(s->run), L = c->n_layer, V = lp_run_out_width(s->run);
+    bool seq2seq = lp_model_encoder(s->model) != NULL, enc;
+    if (!seq2seq && (o[11].value || o[12].value))
+        return lp_error(LP_EINVAL, "patch: --corrupt-target is for encoder-decoder models (the decoder's input)");
+    if (seq2seq && o[9].value) return lp_error(LP_EINVAL, "patch: --pair is for encoders' sentence pairs (BERT, RoBERTa)");
+    lp_patch_site site = LP_PATCH_RESID_PRE;
+    if ((o[2].value && (rc = patch_site(s, o[2].value, &site))) || (rc = patch_stack(s, o[10].value, site, &enc)))
+        return rc;
+    const lp_run *clean = s->run, *stack = enc ? lp_run_source(clean) : clean;
+    const lp_config *sc = enc ? lp_model_config(lp_model_encoder(s->model)) : c;
+    int T = lp_run_len(stack), L = sc->n_layer, V = lp_run_out_width(s->run);
     if (c->causal && o[8].value) {
         if ((rc = lp_cmd_pos(s, o[8].value, &at))) return rc;
-        if (at != T - 1)
-            return lp_error(LP_EINVAL, "patch: a decoder's patching reads its last position (%d); leave out --pos", T - 1);
+        if (at != lp_run_len(clean) - 1)
+            return lp_error(LP_EINVAL, "patch: a decoder's patching reads its last position (%d); leave out --pos",
+                            lp_run_len(clean) - 1);
     }
-    const lp_run *clean = s->run;
     lp_run *corrupt = NULL;
-    if ((rc = output_pos(s, "patch", c->causal ? NULL : o[8].value, &at)) ||
-        (rc = corrupt_ids(s, o[0].value, o[1].value, o[9].value, &ids, &types, &n)) ||
-        (rc = lp_run_new_typed(&corrupt, s->model, ids, types, n)) ||
-        (rc = pick_target(s, o[3].value, o[4].value, lp_run_logits(clean, at), &target)) ||
+    if ((rc = output_pos(s, "patch", c->causal ? NULL : o[8].value, &at)))
+        goto done;
+    if (seq2seq) {
+        rc = lp_cmd_corrupt_seq2seq(s, o[0].value, o[1].value, o[11].value, o[12].value, &corrupt);
+        if (!rc && !(ids = malloc((size_t)T * sizeof *ids))) rc = lp_error(LP_ENOMEM, "out of memory");
+        if (!rc) memcpy(ids, lp_run_ids(enc ? lp_run_source(corrupt) : corrupt), (size_t)T * sizeof *ids);
+    } else if (!(rc = corrupt_ids(s, o[0].value, o[1].value, o[9].value, &ids, &types, &n))) {
+        rc = lp_run_new_typed(&corrupt, s->model, ids, types, n);
+    }
+    if (rc || (rc = pick_target(s, o[3].value, o[4].value, lp_run_logits(clean, at), &target)) ||
         (rc = pick_contrast(s, o[5].value, o[6].value, &contrast)))
         goto done;
     /* The contrast by default: what the corrupted run predicts instead (its runner-up if
@@ -528,15 +563,15 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
         rc = lp_error(LP_EINVAL, "patch: the target and --vs are the same token");
         goto done;
     }
-    bool denoise = o[7].value != NULL;
+    bool denoise = o[7].value != NULL, by_head = site == LP_PATCH_Z || site == LP_PATCH_CROSS_Z;
     const lp_run *base = denoise ? corrupt : clean, *source = denoise ? clean : corrupt;
-    int cols = site == LP_PATCH_Z ? c->n_head : T;
-    bool per_layer_too = site == LP_PATCH_ATTN_OUT || site == LP_PATCH_MLP_OUT;
+    int cols = by_head ? c->n_head : T;
+    bool per_layer_too = site == LP_PATCH_ATTN_OUT || site == LP_PATCH_MLP_OUT || site == LP_PATCH_CROSS_OUT;
     float *raw = malloc(((size_t)L * cols + L) * sizeof *raw), *all = raw ? raw + (size_t)L * cols : NULL;
     lp_patch *whole = malloc((size_t)L * sizeof *whole);
     if (!raw || !whole) rc = lp_error(LP_ENOMEM, "out of memory");
-    if (!rc) rc = lp_patch_sweep_at(base, source, site, at, target, contrast, raw);
-    for (int l = 0; l < L; l++) whole[l] = (lp_patch){site, l, -1, -1};
+    if (!rc) rc = lp_patch_sweep_stack(base, source, enc, site, at, target, contrast, raw);
+    for (int l = 0; l < L; l++) whole[l] = (lp_patch){site, l, -1, -1, enc};
     if (!rc && per_layer_too) rc = lp_patch_metric_at(base, source, whole, L, at, target, contrast, all);
     free(whole);
     if (rc) {
@@ -547,7 +582,7 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     double m_clean = (double)lc[target] - lc[contrast], m_corrupt = (double)lx[target] - lx[contrast];
     bool undefined = fabs(m_clean - m_corrupt) < RECOVERY_MIN_GAP;
     double rc_clean = undefined ? NAN : m_clean;
-    const int *cids = lp_run_ids(clean);
+    const int *cids = lp_run_ids(stack);
     json_t *toks = json_array(), *ctoks = json_array();
     for (int t = 0; t < T; t++) {
         json_array_append_new(toks, lp_cmd_token(s, cids[t]));
@@ -555,7 +590,7 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     }
     json_t *v = json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:o,s:o,s:o,s:b,s:o,s:o,s:i,s:o,s:o}", "site", lp_patch_site_name(site),
                           "metric", "logit_diff_recovery", "direction", denoise ? "denoising" : "noising", "rows", "layer",
-                          "cols", site == LP_PATCH_Z ? "head" : "position", "values",
+                          "cols", by_head ? "head" : "position", "values",
                           matrix(raw, L, cols, rc_clean, m_corrupt, true), "raw", matrix(raw, L, cols, 0, 0, false),
                           "clean", lp_json_number(m_clean), "corrupt", lp_json_number(m_corrupt), "undefined", undefined,
                           "target", token_obj(s, target),
@@ -567,13 +602,27 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
         json_decref(rec);
         json_decref(raw_all);
     }
-    json_t *table = patch_table(v, site == LP_PATCH_Z ? c->n_head : 0);
-    free(raw);
     json_t *params = json_pack("{s:s,s:i,s:i,s:s}", "site", lp_patch_site_name(site), "target", target, "contrast",
                                contrast, "direction", denoise ? "denoising" : "noising");
-    json_t *cid = json_array();
-    for (int t = 0; t < T; t++) json_array_append_new(cid, json_integer(ids[t]));
-    json_object_set_new(params, "corrupt_ids", cid);
+    if (seq2seq) { /* the stack swept, its tokens in the table; the corrupted run's two inputs */
+        json_object_set_new(v, "stack", json_string(enc ? "enc" : "dec"));
+        json_object_set_new(v, "kind", json_string(site >= LP_PATCH_SITE_COUNT ? "cross" : "self"));
+        json_object_set_new(params, "stack", json_string(enc ? "enc" : "dec"));
+        const lp_run *cs = lp_run_source(corrupt);
+        json_t *src_ids = json_array(), *dec_ids = json_array();
+        for (int t = 0; t < lp_run_len(cs); t++) json_array_append_new(src_ids, json_integer(lp_run_ids(cs)[t]));
+        for (int t = 0; t < lp_run_len(corrupt); t++) json_array_append_new(dec_ids, json_integer(lp_run_ids(corrupt)[t]));
+        json_object_set_new(params, "corrupt_source_ids", src_ids);
+        json_object_set_new(params, "corrupt_ids", dec_ids);
+        if (o[11].value)
+            json_object_set_new(params, "corrupt_target", json_stringn_nocheck(o[11].value, strlen(o[11].value)));
+    } else {
+        json_t *cid = json_array();
+        for (int t = 0; t < T; t++) json_array_append_new(cid, json_integer(ids[t]));
+        json_object_set_new(params, "corrupt_ids", cid);
+    }
+    json_t *table = patch_table(v, by_head ? c->n_head : 0);
+    free(raw);
     if (o[0].value) json_object_set_new(params, "corrupt", json_stringn_nocheck(o[0].value, strlen(o[0].value)));
     if (o[9].value) json_object_set_new(params, "pair", json_stringn_nocheck(o[9].value, strlen(o[9].value)));
     if (!c->causal) json_object_set_new(params, "pos", json_integer(at));
@@ -593,6 +642,69 @@ static const char *scan_name(bool enc, int k) {
     return enc ? lp_encoder_scan_score_name((lp_encoder_scan_score)k) : lp_scan_score_name((lp_scan_score)k);
 }
 
+/* The labels of an encoder-decoder's head: the scores of its kind at or above thr, of those
+ * that say what a head does (diagonal, monotonic and coverage are high for heads that
+ * spread evenly too, so they are shown, not labelled). */
+static void seq2seq_labels(const float *x, double thr, char *out, size_t cap) {
+    static const lp_seq2seq_scan_score labelled[] = {LP_S2S_PREV_TOKEN, LP_S2S_NEXT_TOKEN, LP_S2S_FIRST_TOKEN,
+                                                     LP_S2S_BROAD,      LP_S2S_SOURCE_EOS, LP_S2S_ALIGNED};
+    size_t at = 0;
+    out[0] = '\0';
+    for (size_t k = 0; k < sizeof labelled / sizeof *labelled; k++)
+        if (!isnan(x[labelled[k]]) && x[labelled[k]] >= thr)
+            at += (size_t)snprintf(out + at, cap - at, "%s%s", at ? " " : "", lp_seq2seq_scan_score_name(labelled[k]));
+}
+
+/* scan on an encoder-decoder: the copy task (circuits.h), every head of the encoder's
+ * self-attention, the decoder's self-attention and its cross-attention, each row saying its
+ * stack and kind. Not stored: the store's head scans hold one stack's self-attention. */
+static int scan_seq2seq(lp_session *s, lp_scan_options *so, double thr, bool labelled_only) {
+    const lp_config *cd = lp_model_config(s->model), *ce = lp_model_config(lp_model_encoder(s->model));
+    int H = cd->n_head, N, rc;
+    size_t ne = (size_t)ce->n_layer * H, nd = (size_t)cd->n_layer * H;
+    float *sc = malloc((ne + 2 * nd) * LP_S2S_COUNT * sizeof *sc);
+    if (!sc) return lp_error(LP_ENOMEM, "out of memory");
+    float *dec = sc + ne * LP_S2S_COUNT, *cross = dec + nd * LP_S2S_COUNT;
+    if ((rc = lp_scan_heads_seq2seq(s->model, so, sc, dec, cross, &N))) {
+        free(sc);
+        return rc;
+    }
+    json_t *arr = json_array(), *table = lp_table_new();
+    const char *front[] = {"stack", "kind", "layer", "head"};
+    for (int k = 0; k < 4; k++) lp_table_column(table, front[k], 0, NULL);
+    for (int k = 0; k < LP_S2S_COUNT; k++) lp_table_column(table, lp_seq2seq_scan_score_name(k), 0, "%.3f");
+    lp_table_column(table, "labels", 0, NULL);
+    const char *stacks[3] = {"enc", "dec", "dec"}, *kinds[3] = {"self", "self", "cross"};
+    const float *parts[3] = {sc, dec, cross};
+    size_t rows[3] = {ne, nd, nd};
+    for (int p = 0; p < 3; p++)
+        for (size_t i = 0; i < rows[p]; i++) {
+            const float *x = parts[p] + i * LP_S2S_COUNT;
+            char labels[160];
+            seq2seq_labels(x, thr, labels, sizeof labels);
+            if (labelled_only && !labels[0]) continue;
+            int l = (int)(i / H), h = (int)(i % H);
+            json_t *row = json_pack("{s:s,s:s,s:i,s:i}", "stack", stacks[p], "kind", kinds[p], "layer", l, "head", h);
+            json_t *trow = json_pack("[s,s,i,i]", stacks[p], kinds[p], l, h);
+            for (int k = 0; k < LP_S2S_COUNT; k++) {
+                if (!isnan(x[k])) json_object_set_new(row, lp_seq2seq_scan_score_name(k), lp_json_number(x[k]));
+                json_array_append_new(trow, isnan(x[k]) ? json_null() : lp_json_number(x[k]));
+            }
+            json_object_set_new(row, "labels", json_string(labels));
+            json_array_append_new(trow, json_string(labels));
+            json_array_append_new(arr, row);
+            lp_table_row(table, trow);
+        }
+    free(sc);
+    if (s->store)
+        lp_cmd_progress(s, LP_PROGRESS_NOTE, "scan: not stored: the store keeps head scans of one stack's "
+                        "self-attention, and this model has two stacks and cross-attention");
+    json_t *v = json_pack("{s:n,s:i,s:i,s:I,s:o,s:s,s:o}", "scan_id", "seq_len", N, "n_seqs", so->n_seqs, "seed",
+                          (json_int_t)so->seed, "threshold", lp_json_number(thr), "sequence", "copy", "heads", arr);
+    lp_cmd_emit(s, v, table);
+    return LP_OK;
+}
+
 /* scan [--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]: every head is stored;
  * --labelled shows only the heads that got a label. Encoders: Clark et al.'s scores on
  * [CLS] + random tokens + [SEP] (circuits.h), not stored yet (the store's head scans have a
@@ -605,8 +717,7 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
                   {"threshold", false, NULL}, {"labelled", true, NULL}};
     char *pos[1];
     int np;
-    if ((rc = lp_cmd_opts("scan", argc, argv, o, 5, pos, 0, &np)) || (rc = lp_model_need_one_stack(s->model, "scan")))
-        return rc;
+    if ((rc = lp_cmd_opts("scan", argc, argv, o, 5, pos, 0, &np))) return rc;
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     long len = 0, seqs = 4, seed = 0;
@@ -615,8 +726,12 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     /* --len's range is what this model's context (and vocabulary) allows. */
     int max_len = lp_scan_max_len(s->model, &so);
     if (o[0].value && (rc = lp_cmd_int(o[0].value, "--len", 2, LONG_MAX, &len))) return rc;
-    bool enc = !c->causal;
+    bool enc = !c->causal, seq2seq = lp_model_encoder(s->model) != NULL;
     if (enc && !t) return lp_error(LP_EINVAL, "scan: an encoder's scan needs its tokenizer (for [CLS] and [SEP])");
+    if (len > max_len && seq2seq)
+        return lp_error(LP_EINVAL, "scan: --len %ld is out of range (2..%d): the source is %ld distinct random tokens "
+                        "and </s>, the target their copy, and the model's contexts hold %d", len, max_len, len,
+                        max_len + 1);
     if (len > max_len && enc)
         return lp_error(LP_EINVAL, "scan: --len %ld is out of range (2..%d): the sequence is [CLS], %ld distinct random "
                         "tokens and [SEP], and the model's context holds %d", len, max_len, len, c->n_ctx);
@@ -629,6 +744,7 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
         (o[3].value && (rc = lp_cmd_float(o[3].value, "--threshold", &thr))))
         return rc;
     so.seq_len = (int)len, so.n_seqs = (int)seqs, so.seed = (uint64_t)seed;
+    if (seq2seq) return scan_seq2seq(s, &so, thr, o[4].value != NULL);
     int L = c->n_layer, H = c->n_head, N, K = enc ? LP_ESCAN_COUNT : LP_SCAN_COUNT;
     float *sc = malloc((size_t)L * H * K * sizeof *sc);
     lp_store_head_scan *rows = malloc((size_t)L * H * sizeof *rows);

@@ -200,3 +200,58 @@ int lp_cmd_relbias(lp_session *s, int argc, char **argv, const char *rest) {
     lp_cmd_emit(s, v, table_out);
     return LP_OK;
 }
+
+/* One side of patch's corrupted run: text (tokenized as run does: a source with its
+ * template, a target without), ids, or else the clean run's own (from keep, skipping `skip`
+ * leading ids: the decoder's start). Its length must be the clean one's. */
+static int corrupt_side(const lp_session *s, const char *what, const char *opt, const char *text, const char *list,
+                        bool source, const int *keep, int n_keep, int **ids, int *n) {
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    int rc;
+    if (text && list) return lp_error(LP_EINVAL, "patch: give %s or %s-ids, not both", opt, opt);
+    if (list) {
+        char ids_opt[40];
+        snprintf(ids_opt, sizeof ids_opt, "%s-ids", opt);
+        rc = lp_cmd_parse_ids(ids_opt, list, lp_model_config(s->model)->vocab, ids, n);
+    } else if (text) {
+        if (!t) return lp_error(LP_EINVAL, "patch: this model has no tokenizer; use %s-ids", opt);
+        rc = encode(t, opt, text, source, ids, n);
+    } else {
+        if (!(*ids = malloc((size_t)n_keep * sizeof **ids))) return lp_error(LP_ENOMEM, "out of memory");
+        memcpy(*ids, keep, (size_t)n_keep * sizeof **ids);
+        *n = n_keep;
+        return LP_OK;
+    }
+    if (!rc && *n != n_keep) {
+        rc = lp_error(LP_EINVAL, "patch: the corrupted %s is %d tokens and the run's %d; patching needs the same length "
+                      "(see 'tokens%s')", what, *n, n_keep, source ? " --stack enc" : "");
+        free(*ids);
+        *ids = NULL;
+    }
+    return rc;
+}
+
+int lp_cmd_corrupt_seq2seq(const lp_session *s, const char *src_text, const char *src_ids, const char *tgt_text,
+                           const char *tgt_ids, lp_run **out) {
+    *out = NULL;
+    if (!src_text && !src_ids && !tgt_text && !tgt_ids)
+        return lp_error(LP_EINVAL, "patch: give the corrupted source (--corrupt TEXT or --corrupt-ids 1,2,3), the "
+                        "corrupted target (--corrupt-target TEXT or --corrupt-target-ids 4,5), or both");
+    const lp_run *clean = s->run, *csrc = lp_run_source(clean);
+    int *src = NULL, *tgt = NULL, S, n;
+    int rc = corrupt_side(s, "source", "--corrupt", src_text, src_ids, true, lp_run_ids(csrc), lp_run_len(csrc), &src, &S);
+    if (!rc)
+        rc = corrupt_side(s, "target", "--corrupt-target", tgt_text, tgt_ids, false, lp_run_ids(clean) + 1,
+                          lp_run_len(clean) - 1, &tgt, &n);
+    int *dec = rc ? NULL : malloc((size_t)(n + 1) * sizeof *dec);
+    if (!rc && !dec) rc = lp_error(LP_ENOMEM, "out of memory");
+    if (!rc) {
+        dec[0] = lp_run_ids(clean)[0]; /* the decoder's start id */
+        memcpy(dec + 1, tgt, (size_t)n * sizeof *dec);
+        rc = lp_run_new_seq2seq(out, s->model, src, S, dec, n + 1);
+    }
+    free(src);
+    free(tgt);
+    free(dec);
+    return rc;
+}

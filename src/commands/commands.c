@@ -464,12 +464,15 @@ static const lp_command COMMANDS[] = {
      "activation summaries per position (norm, mean, std, min, max, top)",
      "acts 2 --site mlp_out", lp_cmd_acts, false, "Default site: resid_post; any per-position activation works."},
     {"patch",
-     "--corrupt TEXT|--corrupt-ids 1,2,3 [--site resid_pre|attn_out|mlp_out|z] [--target TOKEN|--target-id ID] "
-     "[--vs TOKEN|--vs-id ID] [--pos P] [--pair TEXT2] [--denoise]",
+     "--corrupt TEXT|--corrupt-ids 1,2,3 [--site resid_pre|attn_out|mlp_out|z|cross_out|cross_z] "
+     "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P] [--pair TEXT2] [--denoise] "
+     "[--corrupt-target TEXT|--corrupt-target-ids 4,5] [--stack enc|dec]",
      "activation patching from a corrupted prompt of the same length",
      "patch --corrupt \"Lily had a ball. Lily gave the ball to\" --site z", lp_cmd_patch, false,
      "The logit-difference recovery per layer and position (per layer and head for z). Encoders: read at --pos (a "
-     "masked LM's, default the first mask) or a classifier's label; --pair: the corrupted prompt's own second text."},
+     "masked LM's, default the first mask) or a classifier's label; --pair: the corrupted prompt's own second text. "
+     "Encoder-decoders: --corrupt is the source, --corrupt-target the target (either or both); --stack enc (default) "
+     "or dec sweeps that stack's sites; cross_out, cross_z are the decoder's; read at the decoder's last position."},
     {"train",
      "DIR [--resume] [--steps N] [--layers N] [--heads N] [--d-model D] [--d-mlp D] [--ctx N] [--attn-only] "
      "[--vocab V] [--corpus-mb MB] [--mix IOI,REPEAT,FILLER] [--spans MIN,MAX] [--letter-words X] [--scrambled X] [--random-tokens X] [--embed-std X] [--batch B] [--seq T] [--lr X] [--min-lr X] "
@@ -483,7 +486,9 @@ static const lp_command COMMANDS[] = {
     {"scan", "[--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]",
      "classify heads on repeated random tokens",
      "scan --labelled", lp_cmd_scan, false, "Scores: previous-token, duplicate-token, induction, first-token (sink). "
-     "Encoders: previous and next token, [CLS] and [SEP] sinks, broad, on [CLS] + random tokens + [SEP]."},
+     "Encoders: previous and next token, [CLS] and [SEP] sinks, broad, on [CLS] + random tokens + [SEP]. "
+     "Encoder-decoders: a copy task (random tokens + </s>, the decoder teacher-forced on them): each stack's "
+     "self-attention and the cross-attention (aligned, source_eos, diagonal, monotonic, coverage); not stored."},
     {"session", "[new NAME | list | open ID]", "show, start, list or switch sessions (runs and findings belong to one)",
      "session new induction-hunt", lp_cmd_session, false, NULL},
     {"note", "[--layer L] [--head H] [--pos P] [--] TEXT", "write down a finding about the current run",

@@ -33,6 +33,11 @@ static const struct {
     {"mlp.hook_post", LP_ACT_MLP_POST, ANY_POS},
     {"hook_mlp_out", LP_ACT_MLP_OUT, ANY_POS},
     {"hook_resid_post", LP_ACT_RESID_POST, ANY_POS},
+    /* an encoder-decoder's decoder (HookedEncoderDecoder's T5Block) */
+    {"cross_attn.hook_pattern", LP_ACT_CROSS_PATTERN, ANY_POS},
+    {"cross_attn.hook_z", LP_ACT_CROSS_Z, ANY_POS},
+    {"hook_cross_attn_out", LP_ACT_CROSS_OUT, ANY_POS},
+    {"hook_resid_mid_cross", LP_ACT_RESID_MID_CROSS, ANY_POS},
 };
 
 /* TransformerLens hooks loupe does not keep, and what to use instead. */

@@ -250,24 +250,49 @@ static void skip_mlp(float *ln2, float *ln2_scale, float *pre, float *post, floa
     memcpy(resid_out, resid_mid, nd * sizeof *resid_out);
 }
 
+/* Cross-attention's heads for n query rows xq (n, H*dh) over the S rows of xk, xv (S, H*dh):
+ * no mask, no position bias; pattern (H, n, S), z (n, H*dh). */
+static void cross_heads(const lp_config *c, float *pattern, float *z, const float *xq, const float *xk, const float *xv,
+                        int S, int n) {
+    int H = c->n_head, dh = c->d_head, qd = H * dh;
+    float scale = c->unscaled_attn ? 1.0f : 1.0f / sqrtf((float)dh);
+    for (int h = 0; h < H; h++) {
+        float *p = pattern + (size_t)h * n * S;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, S, dh, scale, xq + h * dh, qd, xk + h * dh, qd, 0.0f, p,
+                    S);
+        for (int i = 0; i < n; i++) softmax_causal(p + (size_t)i * S, S, S);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dh, S, 1.0f, p, S, xv + h * dh, qd, 0.0f, z + h * dh, qd);
+    }
+}
+
 /* T5LayerCrossAttention: lnx = norm(resid_mid), every query row attends to all S rows of
- * the encoder's output (no mask, no position bias), resid_cross = resid_mid + its output. */
+ * the encoder's output, resid_cross = resid_mid + its output. */
 static void cross_attention(const lp_model *m, const lp_layer *w, const lp_layer_io *io, int n) {
     const lp_config *c = &m->cfg;
-    int H = c->n_head, dh = c->d_head, qd = H * dh, S = io->S, d = c->d_model;
-    float scale = c->unscaled_attn ? 1.0f : 1.0f / sqrtf((float)dh);
-    lp_norm(io->lnx, io->lnx_scale, io->resid_mid, w->lnx_w, w->lnx_b, n, d, c->norm, c->norm_eps);
+    lp_norm(io->lnx, io->lnx_scale, io->resid_mid, w->lnx_w, w->lnx_b, n, c->d_model, c->norm, c->norm_eps);
     lp_linear_forward(io->xq, io->lnx, &w->xq, n);
-    for (int h = 0; h < H; h++) {
-        float *p = io->xpattern + (size_t)h * n * S;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, S, dh, scale, io->xq + h * dh, qd, io->xk + h * dh, qd,
-                    0.0f, p, S);
-        for (int i = 0; i < n; i++) softmax_causal(p + (size_t)i * S, S, S);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dh, S, 1.0f, p, S, io->xv + h * dh, qd, 0.0f,
-                    io->xz + h * dh, qd);
-    }
+    cross_heads(c, io->xpattern, io->xz, io->xq, io->xk, io->xv, io->S, n);
     lp_linear_forward(io->xattn_out, io->xz, &w->xo, n);
-    add(io->resid_cross, io->resid_mid, io->xattn_out, (size_t)n * d);
+    add(io->resid_cross, io->resid_mid, io->xattn_out, (size_t)n * c->d_model);
+}
+
+/* The MLP from its normalised input ln2 (n, d) to out (n, d): pre, up (gated only) and post
+ * (n, dm) captured on the way. */
+static void mlp_rows(const lp_config *c, const lp_layer *w, const float *ln2, float *pre, float *up, float *post,
+                     float *out, int n) {
+    size_t nm = (size_t)n * c->d_mlp;
+    if (lp_mlp_gated(c)) {
+        lp_linear_forward(pre, ln2, &w->gate, n);
+        lp_linear_forward(up, ln2, &w->up, n);
+        if (c->mlp == LP_MLP_SWIGLU)
+            for (size_t i = 0; i < nm; i++) post[i] = silu(pre[i]) * up[i];
+        else
+            for (size_t i = 0; i < nm; i++) post[i] = gelu_tanh(pre[i]) * up[i];
+    } else {
+        lp_linear_forward(pre, ln2, &w->up, n);
+        act_rows(post, pre, nm, c->mlp);
+    }
+    lp_linear_forward(out, post, &w->down, n);
 }
 
 void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,
@@ -275,7 +300,7 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
     const lp_config *c = &m->cfg;
     const lp_layer *w = &m->layers[layer];
     int d = c->d_model, kvd = c->n_kv_head * c->d_head;
-    size_t nd = (size_t)n * d, nm = (size_t)n * c->d_mlp;
+    size_t nd = (size_t)n * d;
 
     /* ln1 is what attention reads: the normalised stream (pre-norm), or the stream itself
      * (post-norm, whose norms come after the sums: their scales go to ln1_scale, ln2_scale). */
@@ -306,19 +331,7 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
 
     if (c->post_norm) memcpy(io->ln2, io->resid_mid, nd * sizeof *io->ln2);
     else lp_norm(io->ln2, io->ln2_scale, mlp_in, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
-    if (c->mlp == LP_MLP_SWIGLU) {
-        lp_linear_forward(io->mlp_pre, io->ln2, &w->gate, n);
-        lp_linear_forward(io->mlp_up, io->ln2, &w->up, n);
-        for (size_t i = 0; i < nm; i++) io->mlp_post[i] = silu(io->mlp_pre[i]) * io->mlp_up[i];
-    } else if (c->mlp == LP_MLP_GEGLU) {
-        lp_linear_forward(io->mlp_pre, io->ln2, &w->gate, n);
-        lp_linear_forward(io->mlp_up, io->ln2, &w->up, n);
-        for (size_t i = 0; i < nm; i++) io->mlp_post[i] = gelu_tanh(io->mlp_pre[i]) * io->mlp_up[i];
-    } else {
-        lp_linear_forward(io->mlp_pre, io->ln2, &w->up, n);
-        act_rows(io->mlp_post, io->mlp_pre, nm, c->mlp);
-    }
-    lp_linear_forward(io->mlp_out, io->mlp_post, &w->down, n);
+    mlp_rows(c, w, io->ln2, io->mlp_pre, io->mlp_up, io->mlp_post, io->mlp_out, n);
     add(io->resid_out, mlp_in, io->mlp_out, nd);
     if (c->post_norm)
         lp_norm(io->resid_out, io->ln2_scale, io->resid_out, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
@@ -333,7 +346,7 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
     const lp_layer *w = &m->layers[layer];
     int d = c->d_model, qd = c->n_head * c->d_head, kvd = c->n_kv_head * c->d_head, half = c->d_head / 2, N = 0;
     for (int b = 0; b < nblocks; b++) N += blocks[b].n;
-    size_t nd = (size_t)N * d, nm = (size_t)N * c->d_mlp;
+    size_t nd = (size_t)N * d;
 
     /* Post-norm blocks: attention reads the stream itself, as lp_layer_forward. */
     if (c->post_norm) memcpy(io->ln1, io->resid_in, nd * sizeof *io->ln1);
@@ -353,14 +366,15 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
         memcpy(bl->v + (size_t)bl->t0 * kvd, v, (size_t)bl->n * kvd * sizeof *v);
         int skip = io->last_only ? bl->n - 1 : 0; /* queries that need not be answered */
         lp_layer_io one = {.q = q + (size_t)skip * qd, .k = bl->k, .v = bl->v, .pattern = io->pattern,
-                           .pattern_ld = io->pattern_ld, .z = io->z + (size_t)(io->last_only ? b : row) * qd};
+                           .pattern_ld = io->pattern_ld, .z = io->z + (size_t)(io->last_only ? b : row) * qd,
+                           .rel_bias = io->rel_bias, .rel_bucket = io->rel_bucket, .rel_off = io->rel_off};
         attention(c, &one, bl->t0 + skip, bl->n - skip);
     }
     if (io->last_only) { /* from here on, one row per block: its last */
         for (int b = 0, row = 0; b < nblocks; row += blocks[b].n, b++)
             memcpy(io->resid_mid + (size_t)b * d, io->resid_in + (size_t)(row + blocks[b].n - 1) * d, (size_t)d * sizeof(float));
         N = nblocks;
-        nd = (size_t)N * d, nm = (size_t)N * c->d_mlp;
+        nd = (size_t)N * d;
     }
     if (io->edit) io->edit(io->ctx, LP_ACT_Z, io->z);
     lp_linear_forward(io->attn_out, io->z, &w->o, N);
@@ -368,27 +382,34 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
     add(io->resid_mid, io->last_only ? io->resid_mid : io->resid_in, io->attn_out, nd);
     if (c->post_norm)
         lp_norm(io->resid_mid, io->ln1_scale, io->resid_mid, w->ln1_w, w->ln1_b, N, d, c->norm, c->norm_eps);
+    const float *mlp_in = io->resid_mid; /* what the MLP reads and adds to, as lp_layer_forward */
+    if (c->cross_attn) { /* the norm and projections over all rows, the heads block by block */
+        lp_norm(io->lnx, io->lnx_scale, io->resid_mid, w->lnx_w, w->lnx_b, N, d, c->norm, c->norm_eps);
+        lp_linear_forward(io->xq, io->lnx, &w->xq, N);
+        for (int b = 0, row = 0; b < nblocks; row += blocks[b].n, b++) {
+            int r0 = io->last_only ? b : row, rows = io->last_only ? 1 : blocks[b].n;
+            cross_heads(c, io->xpattern, io->xz + (size_t)r0 * qd, io->xq + (size_t)r0 * qd, blocks[b].xk, blocks[b].xv,
+                        io->S, rows);
+        }
+        if (io->edit) io->edit(io->ctx, LP_ACT_CROSS_Z, io->xz);
+        lp_linear_forward(io->xattn_out, io->xz, &w->xo, N);
+        if (io->edit) io->edit(io->ctx, LP_ACT_CROSS_OUT, io->xattn_out);
+        add(io->resid_cross, io->resid_mid, io->xattn_out, nd);
+        mlp_in = io->resid_cross;
+    }
     if (c->attn_only) {
-        skip_mlp(io->ln2, io->ln2_scale, io->mlp_pre, io->mlp_post, io->mlp_out, io->resid_out, io->resid_mid, N, c);
+        skip_mlp(io->ln2, io->ln2_scale, io->mlp_pre, io->mlp_post, io->mlp_out, io->resid_out, mlp_in, N, c);
         if (io->edit) io->edit(io->ctx, LP_ACT_MLP_OUT, io->mlp_out);
-        add(io->resid_out, io->resid_mid, io->mlp_out, nd);
+        add(io->resid_out, mlp_in, io->mlp_out, nd);
         return;
     }
 
     /* From here on rows are independent: the same steps as lp_layer_forward, over N rows. */
     if (c->post_norm) memcpy(io->ln2, io->resid_mid, nd * sizeof *io->ln2);
-    else lp_norm(io->ln2, io->ln2_scale, io->resid_mid, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
-    if (c->mlp == LP_MLP_SWIGLU) {
-        lp_linear_forward(io->mlp_pre, io->ln2, &w->gate, N);
-        lp_linear_forward(io->mlp_up, io->ln2, &w->up, N);
-        for (size_t i = 0; i < nm; i++) io->mlp_post[i] = silu(io->mlp_pre[i]) * io->mlp_up[i];
-    } else {
-        lp_linear_forward(io->mlp_pre, io->ln2, &w->up, N);
-        act_rows(io->mlp_post, io->mlp_pre, nm, c->mlp);
-    }
-    lp_linear_forward(io->mlp_out, io->mlp_post, &w->down, N);
+    else lp_norm(io->ln2, io->ln2_scale, mlp_in, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
+    mlp_rows(c, w, io->ln2, io->mlp_pre, io->mlp_up, io->mlp_post, io->mlp_out, N);
     if (io->edit) io->edit(io->ctx, LP_ACT_MLP_OUT, io->mlp_out);
-    add(io->resid_out, io->resid_mid, io->mlp_out, nd);
+    add(io->resid_out, mlp_in, io->mlp_out, nd);
     if (c->post_norm)
         lp_norm(io->resid_out, io->ln2_scale, io->resid_out, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
 }

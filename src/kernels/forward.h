@@ -87,6 +87,7 @@ void lp_linear_forward(float *y, const float *x, const lp_linear *lin, int n);
 typedef struct {
     int t0, n;
     float *k, *v;                  /* (t0 + n, Hkv*dh): rows [0, t0) read, [t0, t0 + n) written */
+    const float *xk, *xv;          /* cfg.cross_attn: (S, H*dh), this variant's encoder output through xk, xv */
 } lp_block;
 
 typedef struct {
@@ -100,13 +101,23 @@ typedef struct {
     float *ln2, *ln2_scale;        /* (N, d), (N) */
     float *mlp_pre, *mlp_up, *mlp_post; /* (N, dm) */
     float *mlp_out, *resid_out;    /* (N, d) */
-    /* When set, called with each of z, attn_out and mlp_out (all N rows) once it is computed
-     * and before it is used, so that a caller can overwrite rows of it. */
+    /* LP_POS_RELATIVE: as lp_layer_io's, for positions counted from 0 in every block */
+    const float *rel_bias;
+    const int *rel_bucket;
+    int rel_off;
+    /* cfg.cross_attn: attention over each block's S rows of encoder output (lp_block's xk, xv) */
+    int S;
+    float *lnx, *lnx_scale;        /* (N, d), (N) */
+    float *xq, *xz;                /* (N, H*dh) */
+    float *xpattern;               /* (H, n_max, S): scratch, reused block by block */
+    float *xattn_out, *resid_cross;/* (N, d) */
+    /* When set, called with each of z, attn_out, cross_z, cross_out and mlp_out (all N rows)
+     * once it is computed and before it is used, so that a caller can overwrite rows of it. */
     void (*edit)(void *ctx, lp_act_kind site, float *rows);
     void *ctx;
     /* When set (for the last layer, when only the last position is read out), only each
-     * block's last row goes on past its keys and values: z, attn_out, resid_mid, ln2, the
-     * MLP and resid_out then hold one row per block, nblocks rows. */
+     * block's last row goes on past its keys and values: z, attn_out, resid_mid, the cross
+     * attention, ln2, the MLP and resid_out then hold one row per block, nblocks rows. */
     int last_only;
 } lp_batch_io;
 

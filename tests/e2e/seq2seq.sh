@@ -93,6 +93,13 @@ check "text runs through the Unigram tokenizer" test $? -eq 0
 check "run SOURCE --target TEXT: the source with </s>, the target without" \
     is 0 ".source_ids == $(want 'hello world') and .target_ids == ($(want 'water is') | .[:-1]) and .ids[0] == 0"
 check "run SOURCE alone decodes greedily from the tokenized source" is 1 ".source_ids == $(want 'bypark house') and .target == \"greedy\""
+"$LOUPE" -d :memory: -m json --tokenizer tests/fixtures/unigram/tokenizer.json "$DIR/t5_relu_tied" \
+    -e 'run hello world --target water is' -e 'patch --corrupt "hello wurld" --corrupt-target "water as"' \
+    -e 'patch --corrupt-target "water as" --stack dec --site z' >"$tmp/out" 2>"$tmp/err"
+check "patch --corrupt TEXT --corrupt-target TEXT: tokenized as run does" test $? -eq 0
+check "patch: the source's corrupted token is where the texts differ (</s> kept)" \
+    is 1 '.stack == "enc" and ([.tokens, .corrupt_tokens] | transpose | map(.[0] != .[1]) | index(true)) == 8 and (.tokens | length) == 13'
+check "patch --corrupt-target alone: the source is the run's, the decoder's heads" is 2 '.stack == "dec" and .cols == "head"'
 printf 'not a protobuf' >"$tmp/garbage.model"
 refused "--tokenizer with a .model file that is not sentencepiece's" "garbage.model" \
     --tokenizer "$tmp/garbage.model" "$DIR/t5_relu_tied" -e info
@@ -104,10 +111,65 @@ check "dla: self heads, cross heads (3 layers x 4), MLPs add up to the logit" \
     is 1 '(.heads | length) == 12 and (.cross | length) == 12 and (.mlp | length) == 3 and ((.total - .logit) | fabs) < 1e-4 and .linearised == false and (([.cross[].dla] | add) - .cross_total | fabs) < 1e-4'
 check "dla --vs at a position: a difference that closes" is 2 '.pos == 1 and .contrast.id == 9 and ((.total - .logit) | fabs) < 1e-4'
 check "neurons --sort dla: the decoder's neurons with their parts" is 3 '(.neurons | length) == 3 and (.neurons[0].dla | type) == "number"'
-for a in 'patch --corrupt-ids 6,7,1' scan; do
-    refused "$a: not yet on encoder-decoders, says so" "not yet available for encoder-decoder" "$DIR/t5_relu_tied" \
-        -e 'run --ids 5,1 --target-ids 4,1' -e "$a"
+# patch on both stacks against the float64 reference (tests/fixtures/t5_patch_reference.py's
+# patch.json): the source and the target corrupted, encoder sites re-run the encoder and the
+# whole decoder, decoder sites the decoder over the clean encoder output, cross_z per head
+for m in t5_relu_tied flan_gated_untied; do
+    P="$DIR/$m/patch.json"
+    pj() { jq -c "$1" "$P" | tr -d '"'; }
+    corrupt="--corrupt-ids $(pj '.corrupt_src | join(",")') --corrupt-target-ids $(pj '.corrupt_dec[1:] | join(",")')"
+    tv="--target-id $(pj .target) --vs-id $(pj .contrast)"
+    "$LOUPE" -d :memory: -m json "$DIR/$m" -e "run --ids $(pj '.clean_src | join(",")') --target-ids $(pj '.clean_dec[1:] | join(",")')" \
+        -e "patch $corrupt $tv" -e "patch $corrupt $tv --stack enc --site attn.hook_z" \
+        -e "patch $corrupt $tv --stack dec --site mlp_out" -e "patch $corrupt $tv --site cross_z" \
+        -e "patch $corrupt $tv --site hook_cross_attn_out" -e "patch $corrupt $tv --stack dec --denoise" \
+        >"$tmp/out" 2>"$tmp/err"
+    check "$m: patch on both stacks, cross sites, TransformerLens names, denoising" test $? -eq 0
+    close() { # close INDEX STACK.SITE: the raw sweep within 1e-4 of the reference's
+        is "$1" "[.raw, $(jq -c ".$2" "$P")] | transpose | map(transpose | map(.[0] - .[1] | fabs) | max) | max < 1e-4"
+    }
+    check "$m: patch is the encoder's resid_pre by default, says its stack" \
+        is 1 '.stack == "enc" and .kind == "self" and .site == "resid_pre" and .cols == "position" and (.tokens | length) == 10'
+    check "$m:   ... values" close 1 enc.resid_pre
+    check "$m: encoder z per head (attn.hook_z)" close 2 enc.z
+    check "$m: decoder mlp_out" close 3 dec.mlp_out
+    check "$m: cross_z per head is the decoder's cross-attention" is 4 '.stack == "dec" and .kind == "cross" and .cols == "head"'
+    check "$m:   ... values" close 4 dec.cross_z
+    check "$m: hook_cross_attn_out is cross_out, with every position at once" close 5 dec.cross_out
+    check "$m:   ... layer_all: one value a decoder layer" is 5 "(.layer_all | length) == (.raw | length)"
+    check "$m: the clean and corrupted metrics are the reference's" \
+        is 1 "((.clean - $(pj .clean)) | fabs) < 1e-4 and ((.corrupt - $(pj .corrupt)) | fabs) < 1e-4"
+    check "$m: denoising patches the clean run into the corrupted one" \
+        is 6 '.direction == "denoising" and .stack == "dec" and (.values[0][0] | type) == "number"'
 done
+m=t5_relu_tied
+run_ids="run --ids 37,5,212,90,41,7,300,12,64,1 --target-ids 44,310,9,520"
+refused "patch: a corrupted source of another length" "corrupted source is 3 tokens and the run's 10" \
+    "$DIR/$m" -e "$run_ids" -e 'patch --corrupt-ids 6,7,1'
+refused "patch: a corrupted target of another length" "corrupted target is 2 tokens and the run's 4" \
+    "$DIR/$m" -e "$run_ids" -e 'patch --corrupt-target-ids 6,7'
+refused "patch: nothing corrupted" "give the corrupted source" "$DIR/$m" -e "$run_ids" -e 'patch --site z'
+refused "patch: cross sites are the decoder's" "cross_z is the decoder's" \
+    "$DIR/$m" -e "$run_ids" -e 'patch --corrupt-target-ids 44,311,9,520 --site cross_z --stack enc'
+refused "patch: --corrupt-target on a one-stack model" "encoder-decoder" \
+    tests/fixtures/encoders/bert_mlm -e 'run --ids 2,5,3' -e 'patch --corrupt-target-ids 4'
+refused "patch: --stack on a one-stack model" "one stack" tests/fixtures/encoders/bert_mlm -e 'run --ids 2,4,3' -e 'patch --corrupt-ids 2,5,3 --stack enc'
+refused "patch: cross_out on a one-stack model" "only the decoder of an encoder-decoder" \
+    tests/fixtures/encoders/bert_mlm -e 'run --ids 2,4,3' -e 'patch --corrupt-ids 2,5,3 --site cross_out'
+# scan: the copy task, every head of both stacks and the cross-attention, with stack and kind
+"$LOUPE" -d "$tmp/scan.db" -m json "$DIR/$m" -e 'scan --len 6 --seqs 2' -e 'scan --len 6 --seqs 2 --labelled --threshold 0' \
+    >"$tmp/out" 2>"$tmp/scan.err"
+check "scan on an encoder-decoder" test $? -eq 0
+check "scan: 8 encoder, 12 decoder and 12 cross heads, each with its kind's scores" \
+    is 0 '.sequence == "copy" and .seq_len == 6 and (.heads | length) == 32 and
+          ([.heads[] | select(.stack == "enc" and .kind == "self")] | length) == 8 and
+          ([.heads[] | select(.kind == "cross")] | length) == 12 and
+          (.heads[0] | has("next_token") and has("source_eos") and (has("aligned") | not)) and
+          (.heads[-1] | has("aligned") and has("diagonal") and has("monotonic") and has("coverage") and (has("prev_token") | not))'
+check "scan --threshold 0 labels every head" is 1 '(.heads | length) == 32 and all(.heads[]; .labels != "")'
+check "scan: not stored, said in one line a scan" test "$(grep -c 'not stored' "$tmp/scan.err")" -eq 2
+check "scan: the store has no head scan" test "$(sqlite3 "$tmp/scan.db" 'select count(*) from head_scans')" = 0
+refused "scan --len beyond the vocabulary" "out of range" "$DIR/$m" -e 'scan --len 5000'
 "$LOUPE" -d :memory: -m json "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1' -e 'neurons 2 3' >"$tmp/out" 2>"$tmp/err"
 check "neurons by activation: the decoder's MLP" is 1 '(.neurons | length) == 3 and .dla == null and (.neurons[0].act | type) == "number"'
 # T5EncoderModel is an encoder: run takes one sequence
