@@ -115,7 +115,7 @@ cp tests/fixtures/store_v2.db "$tmp/v2.db"
 check "schema 2 file: migrated and its pair rerun" test $? -eq 0
 check "schema 2 file: the pair's types restored" jq -e -s '(.[0].types | add) == 7 and .[0].types[8] == 1' "$tmp/out"
 check "schema 2 file: the label probability recorded then" test "$(jq -s '.[1][0].prob * 10000 | round' "$tmp/out")" = "$(q "$tmp/v2.db" 'SELECT prob FROM predictions WHERE run_id = 1 AND token_id = 0' '.[0].prob * 10000 | round')"
-check "schema 2 file: version 3" test "$(q "$tmp/v2.db" 'PRAGMA user_version' '.[0].user_version')" = 3
+check "schema 2 file: version 4" test "$(q "$tmp/v2.db" 'PRAGMA user_version' '.[0].user_version')" = 4
 
 echo "$fails failed"
 [ "$fails" -eq 0 ]
