@@ -651,10 +651,14 @@ static void bind_real(sqlite3_stmt *s, int i, double v) {
 static void bind_str(sqlite3_stmt *s, int i, const char *text) { bind_text(s, i, text, text ? strlen(text) : 0); }
 
 int lp_store_put_attribution(lp_store *st, const lp_store_attribution *a, int64_t *id) {
+    return lp_store_put_attribution_split(st, a, 0, id);
+}
+
+int lp_store_put_attribution_split(lp_store *st, const lp_store_attribution *a, int n_source, int64_t *id) {
     if (!a->method || !a->objective) return lp_error(LP_EINVAL, "an attribution needs a method and an objective");
     if (a->n < 0 || (a->n > 0 && !a->scores)) return lp_error(LP_EINVAL, "an attribution needs its scores");
-    if (a->n_source < 0 || a->n_source > a->n)
-        return lp_error(LP_EINVAL, "an attribution of %d scores cannot have %d over the source", a->n, a->n_source);
+    if (n_source < 0 || n_source > a->n)
+        return lp_error(LP_EINVAL, "an attribution of %d scores cannot have %d over the source", a->n, n_source);
     sqlite3_stmt *s;
     int rc;
     if ((rc = run_q(st, Q_BEGIN, "recording the attribution"))) return rc;
@@ -670,10 +674,10 @@ int lp_store_put_attribution(lp_store *st, const lp_store_attribution *a, int64_
     if ((rc = done(st, s, "recording the attribution"))) return rollback(st, rc);
     int64_t aid = sqlite3_last_insert_rowid(st->db);
     for (int i = 0; i < a->n; i++) {
-        bool source = i < a->n_source;
+        bool source = i < n_source;
         if ((rc = prep(st, Q_ATTR_SCORE_ADD, &s))) return rollback(st, rc);
         sqlite3_bind_int64(s, 1, aid);
-        sqlite3_bind_int(s, 2, source ? i : i - a->n_source);
+        sqlite3_bind_int(s, 2, source ? i : i - n_source);
         bind_real(s, 3, a->scores[i]);
         bind_str(s, 4, source ? "source" : "target");
         if ((rc = done(st, s, "recording the attribution's scores"))) return rollback(st, rc);

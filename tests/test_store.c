@@ -960,7 +960,7 @@ static void analyses_are_recorded_and_viewed(void **state) {
     OK(lp_store_session_new(st, "circuits", &session));
     run = put_fake_run(st, session, model, "The cat sat on", 4);
     float scores[4] = {0.5f, -0.25f, 1.0f, 0.125f};
-    lp_store_attribution a = {run, "ig", "logit", 3, 230, -1, "{\"steps\":32}", scores, 4, 0.001, 0};
+    lp_store_attribution a = {run, "ig", "logit", 3, 230, -1, "{\"steps\":32}", scores, 4, 0.001};
     OK(lp_store_put_attribution(st, &a, &attr));
     assert_int_equal(q_int(st, "SELECT count(*) FROM attributions_view WHERE id = ?1", json_pack("[I]", (json_int_t)attr)), 4);
     json_t *o = q_obj(st, "SELECT * FROM attributions_view WHERE id = ?1 AND pos = 1", json_pack("[I]", (json_int_t)attr));
@@ -973,7 +973,7 @@ static void analyses_are_recorded_and_viewed(void **state) {
     assert_true(json_is_null(json_object_get(o, "contrast_id")));
     json_decref(o);
     /* A method without a completeness gap stores NULL, not NaN. */
-    lp_store_attribution r = {run, "rollout", "logit", 3, -1, -1, NULL, scores, 4, NAN, 0};
+    lp_store_attribution r = {run, "rollout", "logit", 3, -1, -1, NULL, scores, 4, NAN};
     OK(lp_store_put_attribution(st, &r, &attr));
     assert_int_equal(q_int(st, "SELECT count(*) FROM attributions WHERE id = ?1 AND delta IS NULL AND params = '{}'",
                            json_pack("[I]", (json_int_t)attr)), 1);
@@ -1243,8 +1243,8 @@ static void seq2seq_attribution_is_split_by_side(void **state) {
     OK(lp_store_session_default(st, &session));
     int64_t run = put_t5_run(st, session, model, "given");
     float scores[7] = {0.1f, 0.2f, 0.3f, 0.4f, 1.5f, 2.5f, 3.5f}; /* S = 4, then T = 3 */
-    lp_store_attribution a = {run, "gxi", "logit", 2, 42, -1, NULL, scores, 7, NAN, 4};
-    OK(lp_store_put_attribution(st, &a, &attr));
+    lp_store_attribution a = {run, "gxi", "logit", 2, 42, -1, NULL, scores, 7, NAN};
+    OK(lp_store_put_attribution_split(st, &a, 4, &attr));
     json_t *params = json_pack("[I]", (json_int_t)attr);
     assert_int_equal(q_int(st, "SELECT count(*) FROM attribution_scores WHERE attribution_id = ?1 AND side = 'source'",
                            json_incref(params)), 4);
@@ -1261,8 +1261,7 @@ static void seq2seq_attribution_is_split_by_side(void **state) {
     json_decref(o);
     assert_int_equal(q_int(st, "SELECT count(*) FROM attributions_view WHERE id = ?1", params), 7);
     /* More source scores than scores: refused. */
-    a.n_source = 8;
-    EXPECT_ERROR(lp_store_put_attribution(st, &a, NULL), LP_EINVAL, "over the source");
+    EXPECT_ERROR(lp_store_put_attribution_split(st, &a, 8, NULL), LP_EINVAL, "over the source");
 }
 
 /* Head scans take a stack and kind; without them, the model's stack and self. */
@@ -1348,7 +1347,7 @@ static void classifier_views_name_labels_not_tokens(void **state) {
                       .preds = labels, .n_preds = 3, .special = role};
     OK(lp_store_put_run(st, &r, &run));
     float scores[4] = {5.0f, 0.5f, 2.0f, 4.0f}; /* the specials score highest */
-    lp_store_attribution a = {run, "saliency", "logit", 0, 1, -1, NULL, scores, 4, NAN, 0};
+    lp_store_attribution a = {run, "saliency", "logit", 0, 1, -1, NULL, scores, 4, NAN};
     OK(lp_store_put_attribution(st, &a, &attr));
     json_t *p = json_pack("[I]", (json_int_t)attr);
     assert_int_equal(q_int(st, "SELECT count(*) FROM attributions_view WHERE id = ?1", json_incref(p)), 4);

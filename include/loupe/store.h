@@ -143,11 +143,12 @@ typedef struct {
     const float *scores;      /* (n) one per input position */
     int n;
     double delta;             /* completeness gap; NAN when the method has none */
-    int n_source;             /* schema v4: an encoder-decoder's: scores[0..n_source) are over the source
-                               * (side 'source', pos 0..), the rest over the decoder's positions
-                               * (side 'target', pos 0..); 0 for one-stack models */
 } lp_store_attribution;
 int lp_store_put_attribution(lp_store *st, const lp_store_attribution *a, int64_t *id);
+/* The same for an encoder-decoder's run (schema v4), whose attribution scores its source and
+ * its decoder's input: scores[0..n_source) are the source's (side 'source', positions from
+ * 0), the other n - n_source the decoder's positions (side 'target', from 0). */
+int lp_store_put_attribution_split(lp_store *st, const lp_store_attribution *a, int n_source, int64_t *id);
 
 /* Any other analysis of a run (kind "dla", "patch", "lens", ...): its parameters and its
  * result as JSON text (analyses table). */

@@ -150,7 +150,7 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
         char *pj = json_dumps(params, JSON_COMPACT);
         lp_store_attribution a = {s->run_id, lp_attr_method_name(sp.method),
                                   needs_obj ? lp_objective_name(kind) : "none", sp.objective.pos, needs_obj ? target : -1,
-                                  contrast, pj, scores, T, delta, 0};
+                                  contrast, pj, scores, T, delta};
         rec = pj ? lp_store_put_attribution(s->store, &a, &attr_id) : lp_error(LP_ENOMEM, "out of memory");
         free(pj);
     }
