@@ -100,10 +100,11 @@ static void tokens_refresh(lp_browser *b) {
     if (b->pos >= T) b->pos = T > 0 ? T - 1 : 0;
     if (b->pos < 0) b->pos = 0;
     if (b->s->model) {
-        int L = 1;
+        const lp_config *c = lp_model_config(b->s->model);
+        int L = c->n_layer;
         lp_browser_attn_run(b, b->attn, NULL, &L, NULL, NULL);
         if (b->layer >= L) b->layer = L - 1;
-        if (b->head >= lp_model_config(b->s->model)->n_head) b->head = lp_model_config(b->s->model)->n_head - 1;
+        if (b->head >= c->n_head) b->head = c->n_head - 1;
     }
 }
 

@@ -55,6 +55,8 @@ static json_t *id_array(const int *ids, int n) {
     return a;
 }
 
+/* The decoder reads the start id and then the target, so that position i predicts target
+ * token i and the last position what would follow. */
 int lp_cmd_start_seq2seq(lp_session *s, const int *src, int S, const int *tgt, int T, const char *source,
                          const char *target, bool greedy_out, int64_t stored_id) {
     const lp_config *c = lp_model_config(s->model);
