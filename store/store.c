@@ -526,7 +526,9 @@ static int read_tokens(lp_store *st, int64_t run_id, const char *side, int **ids
     if (rc) return rc;
     sqlite3_bind_int64(s, 1, run_id);
     bind_text(s, 2, side, strlen(side));
-    lp_store_saved_run got = {0}, *r = &got; /* ids, types, n */
+    struct {
+        int *ids, *types, n;
+    } got = {0}, *r = &got;
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
         if (r->n == cap) {
             if (cap > INT_MAX / 4) {
