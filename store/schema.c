@@ -319,7 +319,222 @@ static const char V3[] =
     "JOIN runs r ON r.id = p.run_id\n"
     "LEFT JOIN tokens t ON t.run_id = p.run_id AND t.pos = p.pos;\n";
 
-static const char *const MIGRATIONS[] = {V1, V2, V3};
+/* v4: encoder-decoders (T5). A run keeps its source and its target: runs.text is the source
+ * (what `run` was given, as for every model), runs.target the decoder's text and
+ * runs.target_kind how it came ('given': teacher-forced on --target; 'greedy': decoded;
+ * NULL: a one-stack model), runs.n_source the source's tokens. tokens, head_metrics,
+ * attribution_scores and head_scan_scores gain the side or stack and kind that tell an
+ * encoder's row from a decoder's, and so their primary keys change: SQLite cannot alter a
+ * key, so each is rebuilt (new table, copy, drop, rename), with the views that read them
+ * dropped first and made again at the end (a rename re-reads the views). The
+ * key's columns come first, in its order: SQLite 3.40's integrity_check reports NOT NULL
+ * columns of a WITHOUT ROWID table as NULL when they sit between or before its key's.
+ * One-stack models: their tokens are side 'target' (the positions the run predicts from, as
+ * an encoder-decoder's decoder), their heads stack 'dec' for an LM and 'enc' otherwise.
+ * cross_maxima keeps where each decoder position looked most in the source, per layer and
+ * head and for the heads' mean, so that the `alignments` view answers "which source token
+ * did each target token attend to most in layer L".
+ * Version 3 kept a T5 run's text as "SOURCE --target TARGET" and its decoder's tokens only:
+ * the texts are split; a run without --target was greedy, and one given as ids was greedy
+ * exactly when every target token is the previous position's top prediction; the source
+ * tokens were never kept (n_source NULL: such a run cannot be run again). */
+static const char V4[] =
+    "DROP VIEW runs_view;\n"
+    "DROP VIEW findings_view;\n"
+    "DROP VIEW head_metrics_view;\n"
+    "DROP VIEW predictions_view;\n"
+    "DROP VIEW attributions_view;\n"
+    "DROP VIEW head_scans_view;\n"
+    "DROP VIEW classification_attributions;\n"
+    "DROP VIEW fills;\n"
+
+    "ALTER TABLE runs ADD COLUMN target TEXT;       -- an encoder-decoder's target text; NULL: none, or given as ids\n"
+    "ALTER TABLE runs ADD COLUMN target_kind TEXT CHECK (target_kind IN ('given', 'greedy'));  -- NULL: one stack\n"
+    "ALTER TABLE runs ADD COLUMN n_source INTEGER;  -- the source's tokens (side 'source'); NULL: one stack\n"
+    "UPDATE runs SET target_kind = 'given', target = substr(text, instr(text, ' --target ') + 10),\n"
+    "  text = substr(text, 1, instr(text, ' --target ') - 1)\n"
+    "WHERE instr(text, ' --target ') > 0\n"
+    "  AND model_id IN (SELECT id FROM models WHERE arch LIKE '%ForConditionalGeneration');\n"
+    "UPDATE runs SET target_kind = CASE WHEN text IS NOT NULL OR NOT EXISTS (\n"
+    "    SELECT 1 FROM tokens t WHERE t.run_id = runs.id AND t.pos >= 1 AND t.token_id IS NOT\n"
+    "      (SELECT p.token_id FROM predictions p WHERE p.run_id = runs.id AND p.pos = t.pos - 1 AND p.rank = 1))\n"
+    "  THEN 'greedy' ELSE 'given' END\n"
+    "WHERE target_kind IS NULL AND model_id IN (SELECT id FROM models WHERE arch LIKE '%ForConditionalGeneration');\n"
+
+    "CREATE TABLE tokens_v4 (\n"
+    "  run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  side        TEXT NOT NULL DEFAULT 'target' CHECK (side IN ('source', 'target')),\n"
+    "                                     -- 'source': an encoder-decoder's encoder input; 'target': the run's positions\n"
+    "  pos         INTEGER NOT NULL,      -- from 0 on each side\n"
+    "  token_id    INTEGER NOT NULL,\n"
+    "  text        TEXT,                  -- the token's raw bytes (may be invalid UTF-8)\n"
+    "  type        INTEGER NOT NULL DEFAULT 0,  -- token type (segment) id\n"
+    "  special     TEXT,                  -- cls, sep, mask, pad, unk, bos, eos; NULL: a word\n"
+    "  PRIMARY KEY (run_id, side, pos)\n"
+    ") WITHOUT ROWID;\n"
+    "INSERT INTO tokens_v4 (run_id, pos, token_id, text, type, special, side)\n"
+    "  SELECT run_id, pos, token_id, text, type, special, 'target' FROM tokens;\n"
+    "DROP TABLE tokens;\n"
+    "ALTER TABLE tokens_v4 RENAME TO tokens;\n"
+    "CREATE INDEX tokens_by_special ON tokens(special) WHERE special IS NOT NULL;\n"
+
+    "CREATE TABLE head_metrics_v4 (\n"
+    "  run_id          INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  stack           TEXT NOT NULL DEFAULT 'dec' CHECK (stack IN ('enc', 'dec')),\n"
+    "  kind            TEXT NOT NULL DEFAULT 'self' CHECK (kind IN ('self', 'cross')),\n"
+    "  layer           INTEGER NOT NULL,\n"
+    "  head            INTEGER NOT NULL,\n"
+    "  entropy         REAL,\n"
+    "  prev_token      REAL,              -- self-attention's metrics: NULL for cross\n"
+    "  first_token     REAL,\n"
+    "  duplicate_token REAL,\n"
+    "  induction       REAL,\n"
+    "  max_attn        REAL,\n"
+    "  source_eos      REAL,              -- cross-attention's metrics (heads.h): NULL for self\n"
+    "  diagonal        REAL,\n"
+    "  monotonic       REAL,\n"
+    "  coverage        REAL,\n"
+    "  PRIMARY KEY (run_id, stack, kind, layer, head)\n"
+    ") WITHOUT ROWID;\n"
+    "INSERT INTO head_metrics_v4 (run_id, layer, head, entropy, prev_token, first_token, duplicate_token, induction,\n"
+    "                             max_attn, stack)\n"
+    "  SELECT h.run_id, h.layer, h.head, h.entropy, h.prev_token, h.first_token, h.duplicate_token, h.induction,\n"
+    "         h.max_attn, CASE WHEN coalesce(m.head, 'lm') = 'lm' THEN 'dec' ELSE 'enc' END\n"
+    "  FROM head_metrics h JOIN runs r ON r.id = h.run_id LEFT JOIN models m ON m.id = r.model_id;\n"
+    "DROP TABLE head_metrics;\n"
+    "ALTER TABLE head_metrics_v4 RENAME TO head_metrics;\n"
+
+    "CREATE TABLE attribution_scores_v4 (\n"
+    "  attribution_id INTEGER NOT NULL REFERENCES attributions(id) ON DELETE CASCADE,\n"
+    "  side        TEXT NOT NULL DEFAULT 'target' CHECK (side IN ('source', 'target')),\n"
+    "  pos         INTEGER NOT NULL,      -- an input position on its side\n"
+    "  score       REAL,\n"
+    "  PRIMARY KEY (attribution_id, side, pos)\n"
+    ") WITHOUT ROWID;\n"
+    "INSERT INTO attribution_scores_v4 (attribution_id, pos, score) SELECT attribution_id, pos, score FROM attribution_scores;\n"
+    "DROP TABLE attribution_scores;\n"
+    "ALTER TABLE attribution_scores_v4 RENAME TO attribution_scores;\n"
+
+    "CREATE TABLE head_scan_scores_v4 (\n"
+    "  scan_id     INTEGER NOT NULL REFERENCES head_scans(id) ON DELETE CASCADE,\n"
+    "  stack       TEXT NOT NULL DEFAULT 'dec' CHECK (stack IN ('enc', 'dec')),\n"
+    "  kind        TEXT NOT NULL DEFAULT 'self' CHECK (kind IN ('self', 'cross')),\n"
+    "  layer       INTEGER NOT NULL,\n"
+    "  head        INTEGER NOT NULL,\n"
+    "  prev_token  REAL,\n"
+    "  duplicate_token REAL,\n"
+    "  induction   REAL,\n"
+    "  first_token REAL,\n"
+    "  labels      TEXT NOT NULL DEFAULT '',  -- space-separated, e.g. 'induction prev_token'\n"
+    "  PRIMARY KEY (scan_id, stack, kind, layer, head)\n"
+    ") WITHOUT ROWID;\n"
+    "INSERT INTO head_scan_scores_v4 (scan_id, layer, head, prev_token, duplicate_token, induction, first_token, labels,\n"
+    "                                 stack)\n"
+    "  SELECT s.scan_id, s.layer, s.head, s.prev_token, s.duplicate_token, s.induction, s.first_token, s.labels,\n"
+    "         CASE WHEN coalesce(m.head, 'lm') = 'lm' THEN 'dec' ELSE 'enc' END\n"
+    "  FROM head_scan_scores s JOIN head_scans h ON h.id = s.scan_id LEFT JOIN models m ON m.id = h.model_id;\n"
+    "DROP TABLE head_scan_scores;\n"
+    "ALTER TABLE head_scan_scores_v4 RENAME TO head_scan_scores;\n"
+
+    "CREATE TABLE cross_maxima (          -- where each decoder position attends most in the source\n"
+    "  run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  layer       INTEGER NOT NULL,      -- a decoder layer\n"
+    "  head        INTEGER,               -- NULL: the mean of the layer's heads\n"
+    "  target_pos  INTEGER NOT NULL,      -- the decoder position (query), tokens side 'target'\n"
+    "  source_pos  INTEGER NOT NULL,      -- its most attended source position, tokens side 'source'\n"
+    "  weight      REAL                   -- the attention there\n"
+    ");\n"
+    "CREATE INDEX cross_maxima_by_run ON cross_maxima(run_id, layer, target_pos);\n"
+
+    /* The views again, reading the new columns; a token is joined on its side. */
+    "CREATE VIEW runs_view AS\n"
+    "SELECT r.id, r.session_id, s.name AS session, r.model_id, m.path AS model, m.head, r.text, r.pair,\n"
+    "       CASE WHEN r.target_kind IS NOT NULL THEN r.text END AS source, r.target, r.target_kind, r.n_source,\n"
+    "       r.n_tokens, p.token AS next_token, p.token_id AS next_token_id, p.prob AS next_prob, r.created_at\n"
+    "FROM runs r\n"
+    "JOIN sessions s ON s.id = r.session_id\n"
+    "LEFT JOIN models m ON m.id = r.model_id\n"
+    "LEFT JOIN predictions p ON p.run_id = r.id AND p.rank = 1 AND p.pos = CASE m.head\n"
+    "  WHEN 'classifier' THEN 0\n"
+    "  WHEN 'masked-lm' THEN (SELECT min(t.pos) FROM tokens t WHERE t.run_id = r.id AND t.side = 'target'\n"
+    "                         AND t.special = 'mask')\n"
+    "  ELSE r.n_tokens - 1 END;\n"
+
+    "CREATE VIEW findings_view AS\n"
+    "SELECT f.id, f.session_id, s.name AS session, f.kind, f.text, f.layer, f.head, f.pos,\n"
+    "       t.text AS token, f.token_id, f.run_id, r.text AS run_text, m.path AS model, f.created_at\n"
+    "FROM findings f\n"
+    "JOIN sessions s ON s.id = f.session_id\n"
+    "LEFT JOIN runs r ON r.id = f.run_id\n"
+    "LEFT JOIN models m ON m.id = r.model_id\n"
+    "LEFT JOIN tokens t ON t.run_id = f.run_id AND t.side = 'target' AND t.pos = f.pos;\n"
+
+    "CREATE VIEW head_metrics_view AS\n"
+    "SELECT h.run_id, r.session_id, s.name AS session, m.path AS model, m.arch, r.text AS run_text,\n"
+    "       h.stack, h.kind, h.layer, h.head, h.entropy, h.prev_token, h.first_token, h.duplicate_token, h.induction,\n"
+    "       h.max_attn, h.source_eos, h.diagonal, h.monotonic, h.coverage, r.created_at\n"
+    "FROM head_metrics h\n"
+    "JOIN runs r ON r.id = h.run_id\n"
+    "JOIN sessions s ON s.id = r.session_id\n"
+    "LEFT JOIN models m ON m.id = r.model_id;\n"
+
+    "CREATE VIEW predictions_view AS\n"
+    "SELECT p.run_id, r.text AS run_text, r.pair AS run_pair, p.pos, t.text AS input_token, t.special AS input_special,\n"
+    "       p.rank, p.token_id, p.token, p.prob, p.logit\n"
+    "FROM predictions p\n"
+    "JOIN runs r ON r.id = p.run_id\n"
+    "LEFT JOIN tokens t ON t.run_id = p.run_id AND t.side = 'target' AND t.pos = p.pos;\n"
+
+    "CREATE VIEW attributions_view AS\n"
+    "SELECT a.id, a.run_id, r.text AS run_text, r.pair AS run_pair, a.method, a.objective, a.pos AS target_pos,\n"
+    "       a.target_id, coalesce((SELECT p.token FROM predictions p WHERE p.run_id = a.run_id AND p.token_id = a.target_id\n"
+    "                              LIMIT 1),\n"
+    "                             (SELECT p.token FROM predictions p JOIN runs q ON q.id = p.run_id\n"
+    "                              WHERE p.token_id = a.target_id AND q.model_id IS r.model_id LIMIT 1)) AS target_token,\n"
+    "       a.contrast_id, s.side, s.pos, t.text AS token, t.type, t.special, s.score, a.delta, a.params, a.created_at\n"
+    "FROM attributions a\n"
+    "JOIN runs r ON r.id = a.run_id\n"
+    "JOIN attribution_scores s ON s.attribution_id = a.id\n"
+    "LEFT JOIN tokens t ON t.run_id = a.run_id AND t.side = s.side AND t.pos = s.pos;\n"
+
+    "CREATE VIEW head_scans_view AS\n"
+    "SELECT h.id AS scan_id, m.path AS model, m.arch, h.run_id, s.stack, s.kind, s.layer, s.head, s.prev_token,\n"
+    "       s.duplicate_token, s.induction, s.first_token, s.labels, h.created_at\n"
+    "FROM head_scans h\n"
+    "JOIN head_scan_scores s ON s.scan_id = h.id\n"
+    "LEFT JOIN models m ON m.id = h.model_id;\n"
+
+    "CREATE VIEW classification_attributions AS\n"
+    "SELECT c.run_id, c.session_id, c.model, c.text, c.pair, c.label AS predicted, c.prob, a.id AS attribution_id,\n"
+    "       a.method, a.objective, a.target_id AS explained_id, e.label AS explained,\n"
+    "       top.pos AS top_pos, top.text AS top_token, top.score AS top_score, a.created_at\n"
+    "FROM classifications c\n"
+    "JOIN attributions a ON a.run_id = c.run_id\n"
+    "LEFT JOIN labels_view e ON e.run_id = a.run_id AND e.label_id = a.target_id\n"
+    "LEFT JOIN (SELECT s.attribution_id, s.pos, t.text, max(s.score) AS score\n"
+    "           FROM attribution_scores s JOIN attributions b ON b.id = s.attribution_id\n"
+    "           JOIN tokens t ON t.run_id = b.run_id AND t.side = s.side AND t.pos = s.pos\n"
+    "           WHERE t.special IS NULL OR t.special = 'unk'\n"
+    "           GROUP BY s.attribution_id) top ON top.attribution_id = a.id;\n"
+
+    "CREATE VIEW fills AS\n"
+    "SELECT p.run_id, r.session_id, m.path AS model, r.text, r.pair, p.pos, p.rank, p.token_id, p.token, p.prob,\n"
+    "       p.logit, r.created_at\n"
+    "FROM predictions p\n"
+    "JOIN runs r ON r.id = p.run_id\n"
+    "JOIN models m ON m.id = r.model_id AND m.head = 'masked-lm'\n"
+    "JOIN tokens t ON t.run_id = p.run_id AND t.side = 'target' AND t.pos = p.pos AND t.special = 'mask';\n"
+
+    /* Which source token each target token attended to most: per layer and head, and for
+     * the layer's heads together (head NULL: the argmax of their mean). */
+    "CREATE VIEW alignments AS\n"
+    "SELECT x.run_id, x.layer, x.head, x.target_pos, tt.text AS target_token, x.source_pos, st.text AS source_token,\n"
+    "       x.weight\n"
+    "FROM cross_maxima x\n"
+    "LEFT JOIN tokens tt ON tt.run_id = x.run_id AND tt.side = 'target' AND tt.pos = x.target_pos\n"
+    "LEFT JOIN tokens st ON st.run_id = x.run_id AND st.side = 'source' AND st.pos = x.source_pos;\n";
+
+static const char *const MIGRATIONS[] = {V1, V2, V3, V4};
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
 int store_schema_latest(void) { return N_MIGRATIONS; }

@@ -22,12 +22,20 @@ static const char *const QUERIES[Q_COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE", /* take the write lock up front: waits (busy timeout) instead of failing later */
     [Q_COMMIT] = "COMMIT",
     [Q_ROLLBACK] = "ROLLBACK",
-    [Q_RUN_ADD] = "INSERT INTO runs (session_id, model_id, text, n_tokens, pair) VALUES (?1, ?2, ?3, ?4, ?5)",
-    [Q_TOKEN_ADD] = "INSERT INTO tokens (run_id, pos, token_id, text, type, special) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [Q_RUN_ADD] = "INSERT INTO runs (session_id, model_id, text, n_tokens, pair, target, target_kind, n_source)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [Q_TOKEN_ADD] = "INSERT INTO tokens (run_id, pos, token_id, text, type, special, side)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [Q_PRED_ADD] = "INSERT INTO predictions (run_id, pos, rank, token_id, token, prob, logit)"
                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    /* A stack not given is the run's model's: an LM's heads are a decoder's. */
     [Q_HEAD_ADD] = "INSERT INTO head_metrics (run_id, layer, head, entropy, prev_token, first_token, duplicate_token,"
-                   " induction, max_attn) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                   " induction, max_attn, stack, kind, source_eos, diagonal, monotonic, coverage)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, coalesce(?10, (SELECT CASE WHEN coalesce(m.head, 'lm')"
+                   " = 'lm' THEN 'dec' ELSE 'enc' END FROM runs r LEFT JOIN models m ON m.id = r.model_id"
+                   " WHERE r.id = ?1)), coalesce(?11, 'self'), ?12, ?13, ?14, ?15)",
+    [Q_CROSS_ADD] = "INSERT INTO cross_maxima (run_id, layer, head, target_pos, source_pos, weight)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [Q_MODEL_ADD] = "INSERT INTO models (path, arch, n_layer, n_head, n_kv_head, d_model, d_mlp, vocab, n_ctx, n_params,"
                     " dtype, fingerprint, head) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                     " ON CONFLICT (fingerprint, path) DO NOTHING",
@@ -37,17 +45,21 @@ static const char *const QUERIES[Q_COUNT] = {
     [Q_SESSION_BY_NAME] = "SELECT id FROM sessions WHERE name = ?1",
     [Q_SESSION_BY_ID] = "SELECT id FROM sessions WHERE id = ?1",
     [Q_FINDING_ADD] = "INSERT INTO findings (session_id, run_id, kind, text, layer, head, pos, token_id)"
-                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, (SELECT token_id FROM tokens WHERE run_id = ?2 AND pos = ?7))",
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
+                      " (SELECT token_id FROM tokens WHERE run_id = ?2 AND side = 'target' AND pos = ?7))",
     [Q_TENSOR_ADD] = "INSERT INTO tensors (run_id, name, layer, head, shape, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    [Q_RUN_GET] = "SELECT model_id, text, pair FROM runs WHERE id = ?1",
-    [Q_RUN_TOKENS] = "SELECT token_id, type FROM tokens WHERE run_id = ?1 ORDER BY pos",
+    [Q_RUN_GET] = "SELECT model_id, text, pair, target, target_kind FROM runs WHERE id = ?1",
+    [Q_RUN_TOKENS] = "SELECT token_id, type FROM tokens WHERE run_id = ?1 AND side = ?2 ORDER BY pos",
     [Q_ATTR_ADD] = "INSERT INTO attributions (run_id, method, objective, pos, target_id, contrast_id, params, delta)"
                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, coalesce(?7, '{}'), ?8)",
-    [Q_ATTR_SCORE_ADD] = "INSERT INTO attribution_scores (attribution_id, pos, score) VALUES (?1, ?2, ?3)",
+    [Q_ATTR_SCORE_ADD] = "INSERT INTO attribution_scores (attribution_id, pos, score, side) VALUES (?1, ?2, ?3, ?4)",
     [Q_ANALYSIS_ADD] = "INSERT INTO analyses (run_id, kind, params, result) VALUES (?1, ?2, coalesce(?3, '{}'), ?4)",
     [Q_SCAN_ADD] = "INSERT INTO head_scans (model_id, run_id) VALUES (?1, ?2)",
     [Q_SCAN_SCORE_ADD] = "INSERT INTO head_scan_scores (scan_id, layer, head, prev_token, duplicate_token, induction,"
-                         " first_token, labels) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, coalesce(?8, ''))",
+                         " first_token, labels, stack, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, coalesce(?8, ''),"
+                         " coalesce(?9, (SELECT CASE WHEN coalesce(m.head, 'lm') = 'lm' THEN 'dec' ELSE 'enc' END"
+                         " FROM head_scans h LEFT JOIN models m ON m.id = h.model_id WHERE h.id = ?1)),"
+                         " coalesce(?10, 'self'))",
 };
 
 int store_fail(lp_store *st, int rc, const char *what) {
@@ -375,21 +387,36 @@ int lp_store_session_default(lp_store *st, int64_t *id) {
     return LP_OK;
 }
 
+/* The tokens of one side of a run: ids (n), with their text, types and roles when given. */
+static int put_tokens(lp_store *st, int64_t run, const char *side, const int *ids, int n, const char *const *text,
+                      const size_t *len, const int *types, const char *const *special) {
+    sqlite3_stmt *s;
+    int rc;
+    for (int i = 0; i < n; i++) {
+        if ((rc = prep(st, Q_TOKEN_ADD, &s))) return rc;
+        const char *t = text ? text[i] : NULL;
+        sqlite3_bind_int64(s, 1, run);
+        sqlite3_bind_int(s, 2, i);
+        sqlite3_bind_int(s, 3, ids[i]);
+        bind_text(s, 4, t, t ? (len ? len[i] : strlen(t)) : 0);
+        sqlite3_bind_int(s, 5, types ? types[i] : 0);
+        const char *role = special ? special[i] : NULL;
+        bind_text(s, 6, role, role ? strlen(role) : 0);
+        bind_text(s, 7, side, strlen(side));
+        if ((rc = done(st, s, "recording the run's tokens"))) return rc;
+    }
+    return LP_OK;
+}
+
+static void bind_real(sqlite3_stmt *s, int i, double v);
+static void bind_str(sqlite3_stmt *s, int i, const char *text);
+
 static int put_run_rows(lp_store *st, const lp_store_run *r, int64_t run) {
     sqlite3_stmt *s;
     int rc;
-    for (int i = 0; i < r->n; i++) {
-        if ((rc = prep(st, Q_TOKEN_ADD, &s))) return rc;
-        const char *t = r->token_text ? r->token_text[i] : NULL;
-        sqlite3_bind_int64(s, 1, run);
-        sqlite3_bind_int(s, 2, i);
-        sqlite3_bind_int(s, 3, r->ids[i]);
-        bind_text(s, 4, t, t ? (r->token_len ? r->token_len[i] : strlen(t)) : 0);
-        sqlite3_bind_int(s, 5, r->types ? r->types[i] : 0);
-        const char *role = r->special ? r->special[i] : NULL;
-        bind_text(s, 6, role, role ? strlen(role) : 0);
-        if ((rc = done(st, s, "recording the run's tokens"))) return rc;
-    }
+    if ((rc = put_tokens(st, run, "target", r->ids, r->n, r->token_text, r->token_len, r->types, r->special)) ||
+        (rc = put_tokens(st, run, "source", r->src_ids, r->n_src, r->src_text, r->src_len, NULL, r->src_special)))
+        return rc;
     for (int i = 0; i < r->n_preds; i++) {
         const lp_store_prediction *p = &r->preds[i];
         if ((rc = prep(st, Q_PRED_ADD, &s))) return rc;
@@ -409,16 +436,36 @@ static int put_run_rows(lp_store *st, const lp_store_run *r, int64_t run) {
         sqlite3_bind_int(s, 2, h->layer);
         sqlite3_bind_int(s, 3, h->head);
         const double v[] = {h->entropy, h->prev_token, h->first_token, h->duplicate_token, h->induction, h->max_attn};
-        for (int k = 0; k < 6; k++) sqlite3_bind_double(s, 4 + k, v[k]); /* NaN becomes NULL */
+        for (int k = 0; k < 6; k++) bind_real(s, 4 + k, v[k]);
+        bind_str(s, 10, h->stack);
+        bind_str(s, 11, h->kind);
+        if (h->kind && strcmp(h->kind, "cross") == 0) { /* zeros of a self row's unset fields are not metrics */
+            const double x[] = {h->source_eos, h->diagonal, h->monotonic, h->coverage};
+            for (int k = 0; k < 4; k++) bind_real(s, 12 + k, x[k]);
+        }
         if ((rc = done(st, s, "recording the run's head metrics"))) return rc;
+    }
+    for (int i = 0; i < r->n_cross; i++) {
+        const lp_store_cross_max *x = &r->cross[i];
+        if ((rc = prep(st, Q_CROSS_ADD, &s))) return rc;
+        sqlite3_bind_int64(s, 1, run);
+        sqlite3_bind_int(s, 2, x->layer);
+        bind_index(s, 3, x->head);
+        sqlite3_bind_int(s, 4, x->target_pos);
+        sqlite3_bind_int(s, 5, x->source_pos);
+        bind_real(s, 6, x->weight);
+        if ((rc = done(st, s, "recording the run's cross-attention maxima"))) return rc;
     }
     return LP_OK;
 }
 
 int lp_store_put_run(lp_store *st, const lp_store_run *r, int64_t *run_id) {
     if (r->n < 0 || (r->n > 0 && !r->ids) || r->n_preds < 0 || (r->n_preds > 0 && !r->preds) || r->n_heads < 0 ||
-        (r->n_heads > 0 && !r->heads))
+        (r->n_heads > 0 && !r->heads) || r->n_src < 0 || (r->n_src > 0 && !r->src_ids) || r->n_cross < 0 ||
+        (r->n_cross > 0 && !r->cross))
         return lp_error(LP_EINVAL, "recording a run: counts and arrays disagree");
+    if (r->n_src > 0 && !r->target_kind)
+        return lp_error(LP_EINVAL, "recording a run: source tokens belong to an encoder-decoder's run (give its target_kind)");
     sqlite3_stmt *s;
     int rc;
     if ((rc = run_q(st, Q_BEGIN, "recording the run"))) return rc;
@@ -428,6 +475,9 @@ int lp_store_put_run(lp_store *st, const lp_store_run *r, int64_t *run_id) {
     bind_text(s, 3, r->text, r->text ? strlen(r->text) : 0);
     sqlite3_bind_int(s, 4, r->n);
     bind_text(s, 5, r->pair, r->pair ? strlen(r->pair) : 0);
+    bind_str(s, 6, r->target);
+    bind_str(s, 7, r->target_kind);
+    if (r->target_kind) sqlite3_bind_int(s, 8, r->n_src);
     if ((rc = done(st, s, "recording the run"))) return rollback(st, rc);
     int64_t run = sqlite3_last_insert_rowid(st->db);
     if ((rc = put_run_rows(st, r, run)) || (rc = run_q(st, Q_COMMIT, "committing the run"))) return rollback(st, rc);
@@ -441,6 +491,9 @@ void lp_store_saved_run_free(lp_store_saved_run *r) {
     free(r->types);
     free(r->text);
     free(r->pair);
+    free(r->target);
+    free(r->target_kind);
+    free(r->src_ids);
     *r = (lp_store_saved_run){0};
 }
 
@@ -466,11 +519,16 @@ static int column_index(sqlite3_stmt *s, int col, int64_t run_id, int pos, const
     return LP_OK;
 }
 
-static int read_tokens(lp_store *st, int64_t run_id, lp_store_saved_run *r) {
+/* The tokens of one side: ids and types (*ids, *types malloc'd, even when there are none). */
+static int read_tokens(lp_store *st, int64_t run_id, const char *side, int **ids, int **types, int *n) {
     sqlite3_stmt *s;
     int rc = prep(st, Q_RUN_TOKENS, &s), step, cap = 0;
     if (rc) return rc;
     sqlite3_bind_int64(s, 1, run_id);
+    bind_text(s, 2, side, strlen(side));
+    struct {
+        int *ids, *types, n;
+    } got = {0}, *r = &got;
     while ((step = sqlite3_step(s)) == SQLITE_ROW) {
         if (r->n == cap) {
             if (cap > INT_MAX / 4) {
@@ -496,7 +554,16 @@ static int read_tokens(lp_store *st, int64_t run_id, lp_store_saved_run *r) {
     /* malloc'd even when the run has no tokens */
     if (!rc && !r->ids && (!(r->ids = malloc(sizeof *r->ids)) || !(r->types = malloc(sizeof *r->types))))
         rc = lp_error(LP_ENOMEM, "out of memory");
-    return rc;
+    if (rc) {
+        free(r->ids);
+        free(r->types);
+        return rc;
+    }
+    *ids = r->ids;
+    *n = r->n;
+    if (types) *types = r->types;
+    else free(r->types);
+    return LP_OK;
 }
 
 int lp_store_get_run(lp_store *st, int64_t run_id, lp_store_saved_run *out) {
@@ -508,13 +575,16 @@ int lp_store_get_run(lp_store *st, int64_t run_id, lp_store_saved_run *out) {
     int step = sqlite3_step(s);
     if (step == SQLITE_ROW) {
         out->model_id = sqlite3_column_int64(s, 0); /* 0 when NULL */
-        if (!(rc = column_dup(s, 1, &out->text))) rc = column_dup(s, 2, &out->pair);
+        if (!(rc = column_dup(s, 1, &out->text)) && !(rc = column_dup(s, 2, &out->pair)) &&
+            !(rc = column_dup(s, 3, &out->target)))
+            rc = column_dup(s, 4, &out->target_kind);
     } else {
         rc = step == SQLITE_DONE ? lp_error(LP_EINVAL, "no run %lld; 'runs' lists them", (long long)run_id)
                                  : store_fail(st, step, "reading the run");
     }
     sqlite3_reset(s);
-    if (!rc) rc = read_tokens(st, run_id, out);
+    if (!rc) rc = read_tokens(st, run_id, "target", &out->ids, &out->types, &out->n);
+    if (!rc) rc = read_tokens(st, run_id, "source", &out->src_ids, NULL, &out->n_src);
     if (rc) lp_store_saved_run_free(out);
     return rc;
 }
@@ -583,8 +653,14 @@ static void bind_real(sqlite3_stmt *s, int i, double v) {
 static void bind_str(sqlite3_stmt *s, int i, const char *text) { bind_text(s, i, text, text ? strlen(text) : 0); }
 
 int lp_store_put_attribution(lp_store *st, const lp_store_attribution *a, int64_t *id) {
+    return lp_store_put_attribution_split(st, a, 0, id);
+}
+
+int lp_store_put_attribution_split(lp_store *st, const lp_store_attribution *a, int n_source, int64_t *id) {
     if (!a->method || !a->objective) return lp_error(LP_EINVAL, "an attribution needs a method and an objective");
     if (a->n < 0 || (a->n > 0 && !a->scores)) return lp_error(LP_EINVAL, "an attribution needs its scores");
+    if (n_source < 0 || n_source > a->n)
+        return lp_error(LP_EINVAL, "an attribution of %d scores cannot have %d over the source", a->n, n_source);
     sqlite3_stmt *s;
     int rc;
     if ((rc = run_q(st, Q_BEGIN, "recording the attribution"))) return rc;
@@ -600,10 +676,12 @@ int lp_store_put_attribution(lp_store *st, const lp_store_attribution *a, int64_
     if ((rc = done(st, s, "recording the attribution"))) return rollback(st, rc);
     int64_t aid = sqlite3_last_insert_rowid(st->db);
     for (int i = 0; i < a->n; i++) {
+        bool source = i < n_source;
         if ((rc = prep(st, Q_ATTR_SCORE_ADD, &s))) return rollback(st, rc);
         sqlite3_bind_int64(s, 1, aid);
-        sqlite3_bind_int(s, 2, i);
+        sqlite3_bind_int(s, 2, source ? i : i - n_source);
         bind_real(s, 3, a->scores[i]);
+        bind_str(s, 4, source ? "source" : "target");
         if ((rc = done(st, s, "recording the attribution's scores"))) return rollback(st, rc);
     }
     if ((rc = run_q(st, Q_COMMIT, "committing the attribution"))) return rollback(st, rc);
@@ -648,6 +726,8 @@ int lp_store_put_head_scan(lp_store *st, int64_t model_id, int64_t run_id, const
         bind_real(s, 6, r->induction);
         bind_real(s, 7, r->first_token);
         bind_str(s, 8, r->labels);
+        bind_str(s, 9, r->stack);
+        bind_str(s, 10, r->kind);
         if ((rc = done(st, s, "recording the head scan's scores"))) return rollback(st, rc);
     }
     if ((rc = run_q(st, Q_COMMIT, "committing the head scan"))) return rollback(st, rc);

@@ -20,7 +20,7 @@
 #include "loupe/error.h"
 #include "loupe/store.h"
 
-#define SCHEMA_LATEST 3 /* the schema version this loupe writes */
+#define SCHEMA_LATEST 4 /* the schema version this loupe writes */
 
 #define OK(call)                                                                                                       \
     do {                                                                                                               \
@@ -120,8 +120,9 @@ static fake_run fake(int64_t session, int64_t model, const char *text, int n, in
     }
     for (int l = 0; l < nl; l++)
         for (int h = 0; h < nh; h++)
-            f.h[l * nh + h] = (lp_store_head_metric){l, h, l + h / 10.0, 0.1, 0.2, 0.3, 0.4, 0.5};
-    f.r = (lp_store_run){session, model, text, f.ids, f.tok, f.len, n, f.p, n * k, f.h, nl * nh, NULL, NULL, NULL};
+            f.h[l * nh + h] = (lp_store_head_metric){l, h, l + h / 10.0, 0.1, 0.2, 0.3, 0.4, 0.5, NULL, NULL, NAN, NAN, NAN, NAN};
+    f.r = (lp_store_run){.session_id = session, .model_id = model, .text = text, .ids = f.ids, .token_text = f.tok,
+                         .token_len = f.len, .n = n, .preds = f.p, .n_preds = n * k, .heads = f.h, .n_heads = nl * nh};
     return f;
 }
 
@@ -309,7 +310,7 @@ static void newer_schema_is_refused_and_file_untouched(void **state) {
     snapshot before = snap(f->path);
     lp_store *st = (lp_store *)1;
     EXPECT_ERROR(lp_store_open(&st, f->path), LP_EUNSUPPORTED, f->path,
-                 "has schema version 99; this loupe knows up to 3: use a newer loupe");
+                 "has schema version 99; this loupe knows up to 4: use a newer loupe");
     assert_null(st);
     assert_untouched(&before, f->path);
 }
@@ -534,7 +535,8 @@ static void pair_types_and_roles_round_trip(void **state) {
     int ids[7] = {2, 94, 4, 3, 21, 98, 3}, types[7] = {0, 0, 0, 0, 1, 1, 1};
     const char *tok[7] = {"[CLS]", "this", "[MASK]", "[SEP]", "i", "like", "[SEP]"};
     const char *role[7] = {"cls", NULL, "mask", "sep", NULL, NULL, "sep"};
-    lp_store_run run = {session, model, "this [MASK]", ids, tok, NULL, 7, NULL, 0, NULL, 0, "i like", types, role};
+    lp_store_run run = {.session_id = session, .model_id = model, .text = "this [MASK]", .ids = ids, .token_text = tok,
+                        .n = 7, .pair = "i like", .types = types, .special = role};
     int64_t id;
     OK(lp_store_put_run(st, &run, &id));
     lp_store_saved_run r;
@@ -586,7 +588,8 @@ static void quotes_and_sql_text_are_stored_verbatim(void **state) {
     const char *tok[3] = {"a\0b", "\xff\xfe\x80", evil};
     size_t len[3] = {3, 3, strlen(evil)};
     lp_store_prediction p = {2, 1, 7, "\"x\0y", 4, 0.25, -1.5};
-    lp_store_run r = {session, 0, evil, ids, tok, len, 3, &p, 1, NULL, 0, NULL, NULL, NULL};
+    lp_store_run r = {.session_id = session, .text = evil, .ids = ids, .token_text = tok, .token_len = len, .n = 3,
+                      .preds = &p, .n_preds = 1};
     OK(lp_store_put_run(st, &r, &run));
     OK(lp_store_put_finding(st, session, run, "note", quoted, -1, -1, 1, &note));
     assert_int_equal(q_int(st, "SELECT count(*) FROM sqlite_schema WHERE name = 'runs'", NULL), 1);
@@ -979,7 +982,8 @@ static void analyses_are_recorded_and_viewed(void **state) {
     assert_int_equal(q_int(st, "SELECT json_extract(result, '$.values[0][0]') FROM analyses WHERE id = ?1",
                            json_pack("[I]", (json_int_t)analysis)), 1);
 
-    lp_store_head_scan rows[2] = {{0, 1, 0.9, 0.1, 0.05, 0.2, "prev_token"}, {1, 0, 0.1, 0.2, 0.7, 0.3, "induction"}};
+    lp_store_head_scan rows[2] = {{0, 1, 0.9, 0.1, 0.05, 0.2, "prev_token", NULL, NULL},
+                                  {1, 0, 0.1, 0.2, 0.7, 0.3, "induction", NULL, NULL}};
     OK(lp_store_put_head_scan(st, model, 0, rows, 2, &scan));
     o = q_obj(st, "SELECT * FROM head_scans_view WHERE scan_id = ?1 AND layer = 1", json_pack("[I]", (json_int_t)scan));
     assert_str_field(o, "labels", "induction");
@@ -998,8 +1002,8 @@ static void analyses_are_recorded_and_viewed(void **state) {
 
 /* A file made by the previous version (schema 1) is migrated to the latest on open, its
  * data kept. */
-static void copy_v2_fixture(const char *to) {
-    FILE *src = fopen("tests/fixtures/store_v2.db", "rb"), *dst = fopen(to, "wb");
+static void copy_fixture(const char *from, const char *to) {
+    FILE *src = fopen(from, "rb"), *dst = fopen(to, "wb");
     assert_non_null(src);
     assert_non_null(dst);
     char buf[8192];
@@ -1013,7 +1017,7 @@ static void copy_v2_fixture(const char *to) {
  * added) is migrated to the latest on open, step by step, its data kept. */
 static void version_1_file_is_migrated(void **state) {
     fixture *f = *state;
-    copy_v2_fixture(f->path);
+    copy_fixture("tests/fixtures/store_v2.db", f->path);
     make_sqlite_file(f->path, "DROP VIEW attributions_view; DROP VIEW head_scans_view; DROP TABLE attribution_scores;"
                               " DROP TABLE attributions; DROP TABLE analyses; DROP TABLE head_scan_scores;"
                               " DROP TABLE head_scans; PRAGMA user_version = 1;");
@@ -1033,7 +1037,7 @@ static void version_1_file_is_migrated(void **state) {
  * migrates it to the latest; what version 2 kept in other forms is filled in. */
 static void version_2_file_made_by_loupe_is_migrated(void **state) {
     fixture *f = *state;
-    copy_v2_fixture(f->path);
+    copy_fixture("tests/fixtures/store_v2.db", f->path);
     lp_store *st;
     OK(lp_store_open(&st, f->path));
     assert_int_equal(lp_store_schema_version(st), SCHEMA_LATEST);
@@ -1092,6 +1096,237 @@ static void version_2_file_made_by_loupe_is_migrated(void **state) {
     lp_store_close(st);
 }
 
+/* ---- encoder-decoders (schema v4) ---- */
+
+static int64_t put_t5_model(lp_store *st) {
+    lp_store_model m = {"/models/t5", "T5ForConditionalGeneration", 3, 4, 4, 32, 48, 600, 512, 1000, "float32",
+                        "0123456789abcdef", "lm"};
+    int64_t id = 0;
+    OK(lp_store_put_model(st, &m, &id));
+    return id;
+}
+
+/* A T5 run as the command layer records it: 4 source tokens, the decoder's start and 2
+ * target tokens, self metrics of both stacks and the decoder's cross metrics, and cross
+ * maxima for one layer (two heads and their mean). */
+static int64_t put_t5_run(lp_store *st, int64_t session, int64_t model, const char *target_kind) {
+    static const int src[] = {47, 62, 5, 1}, dec[] = {0, 47, 42};
+    static const char *const src_tok[] = {" the", " cat", "\xe2\x96\x81", "</s>"}, *const dec_tok[] = {"<pad>", " le",
+                                                                                                       " chat"};
+    static const char *const src_role[] = {NULL, NULL, NULL, "eos"}, *const dec_role[] = {"pad", NULL, NULL};
+    lp_store_head_metric heads[] = {
+        {0, 0, 1.0, 0.5, 0.1, NAN, NAN, 0.7, "enc", "self", 0, 0, 0, 0},
+        {0, 0, 0.9, 0.6, 0.2, NAN, NAN, 0.8, "dec", "self", 0, 0, 0, 0},
+        {0, 0, 0.4, NAN, NAN, NAN, NAN, 0.9, "dec", "cross", 0.05, 0.75, 1.0, 0.5},
+    };
+    lp_store_cross_max cross[] = {
+        {0, 0, 1, 0, 0.9}, {0, 0, 2, 1, 0.8}, {0, 1, 1, 3, 0.6}, {0, 1, 2, 3, 0.7}, {0, -1, 1, 0, 0.5}, {0, -1, 2, 1, 0.45},
+    };
+    lp_store_run r = {.session_id = session, .model_id = model, .text = "the cat", .ids = dec, .token_text = dec_tok,
+                      .n = 3, .special = dec_role, .heads = heads, .n_heads = 3, .target = "le chat",
+                      .target_kind = target_kind, .src_ids = src, .src_text = src_tok, .src_special = src_role,
+                      .n_src = 4, .cross = cross, .n_cross = 6};
+    int64_t id = 0;
+    OK(lp_store_put_run(st, &r, &id));
+    return id;
+}
+
+/* A source and a target: both texts, both sides' tokens, and get_run gives back what
+ * `rerun` needs (the source ids, the decoder's ids, the target and how it came). */
+static void seq2seq_run_keeps_source_and_target(void **state) {
+    lp_store *st = ((fixture *)*state)->st;
+    int64_t session, model = put_t5_model(st);
+    OK(lp_store_session_default(st, &session));
+    int64_t run = put_t5_run(st, session, model, "given");
+    json_t *o = q_obj(st, "SELECT * FROM runs_view WHERE id = ?1", json_pack("[I]", (json_int_t)run));
+    assert_str_field(o, "text", "the cat");
+    assert_str_field(o, "source", "the cat");
+    assert_str_field(o, "target", "le chat");
+    assert_str_field(o, "target_kind", "given");
+    assert_int_field(o, "n_source", 4);
+    assert_int_field(o, "n_tokens", 3);
+    json_decref(o);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM tokens WHERE run_id = ?1 AND side = 'source'",
+                           json_pack("[I]", (json_int_t)run)), 4);
+    assert_int_equal(q_int(st, "SELECT pos FROM tokens WHERE run_id = ?1 AND side = 'source' AND special = 'eos'",
+                           json_pack("[I]", (json_int_t)run)), 3);
+    lp_store_saved_run r;
+    OK(lp_store_get_run(st, run, &r));
+    assert_int_equal(r.n_src, 4);
+    assert_int_equal(r.src_ids[1], 62);
+    assert_int_equal(r.n, 3);
+    assert_int_equal(r.ids[0], 0);
+    assert_int_equal(r.ids[2], 42);
+    assert_string_equal(r.text, "the cat");
+    assert_string_equal(r.target, "le chat");
+    assert_string_equal(r.target_kind, "given");
+    lp_store_saved_run_free(&r);
+    /* A one-stack run has none of it. */
+    int64_t plain = put_fake_run(st, session, put_test_model(st, "/models/gpt2"), "The cat", 2);
+    OK(lp_store_get_run(st, plain, &r));
+    assert_int_equal(r.n_src, 0);
+    assert_null(r.target_kind);
+    lp_store_saved_run_free(&r);
+    o = q_obj(st, "SELECT * FROM runs_view WHERE id = ?1", json_pack("[I]", (json_int_t)plain));
+    assert_true(json_is_null(json_object_get(o, "source")) && json_is_null(json_object_get(o, "n_source")));
+    json_decref(o);
+    assert_int_equal(q_int(st, "SELECT count(DISTINCT side) FROM tokens WHERE run_id = ?1",
+                           json_pack("[I]", (json_int_t)plain)), 1);
+    /* Source tokens without an encoder-decoder's target kind are refused. */
+    int ids[1] = {3};
+    lp_store_run bad = {.session_id = session, .ids = ids, .n = 1, .src_ids = ids, .n_src = 1};
+    EXPECT_ERROR(lp_store_put_run(st, &bad, NULL), LP_EINVAL, "source tokens");
+}
+
+/* Heads say their stack and kind; cross metrics are stored for cross rows only, and the self
+ * metrics of cross rows are NULL. */
+static void seq2seq_heads_say_stack_and_kind(void **state) {
+    lp_store *st = ((fixture *)*state)->st;
+    int64_t session, model = put_t5_model(st);
+    OK(lp_store_session_default(st, &session));
+    int64_t run = put_t5_run(st, session, model, "greedy");
+    assert_int_equal(q_int(st, "SELECT count(*) FROM head_metrics WHERE run_id = ?1 AND layer = 0 AND head = 0",
+                           json_pack("[I]", (json_int_t)run)), 3);
+    json_t *o = q_obj(st, "SELECT * FROM head_metrics_view WHERE run_id = ?1 AND kind = 'cross'",
+                      json_pack("[I]", (json_int_t)run));
+    assert_str_field(o, "stack", "dec");
+    assert_real_field(o, "diagonal", 0.75);
+    assert_real_field(o, "source_eos", 0.05);
+    assert_real_field(o, "coverage", 0.5);
+    assert_true(json_is_null(json_object_get(o, "prev_token")));
+    json_decref(o);
+    o = q_obj(st, "SELECT * FROM head_metrics_view WHERE run_id = ?1 AND stack = 'enc'", json_pack("[I]", (json_int_t)run));
+    assert_str_field(o, "kind", "self");
+    assert_real_field(o, "prev_token", 0.5);
+    assert_true(json_is_null(json_object_get(o, "diagonal")) && json_is_null(json_object_get(o, "monotonic")));
+    json_decref(o);
+    /* A one-stack model's heads, stack not given: its model's (an LM's are a decoder's). */
+    int64_t plain = put_fake_run(st, session, put_test_model(st, "/models/gpt2"), "The cat", 2);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM head_metrics WHERE run_id = ?1 AND stack = 'dec' AND kind = 'self'"
+                               " AND source_eos IS NULL", json_pack("[I]", (json_int_t)plain)), 6);
+}
+
+/* The alignments view: which source token each target token attended to most, per head
+ * and for the heads' mean (head NULL). */
+static void alignments_view_answers_which_source_token(void **state) {
+    lp_store *st = ((fixture *)*state)->st;
+    int64_t session, model = put_t5_model(st);
+    OK(lp_store_session_default(st, &session));
+    int64_t run = put_t5_run(st, session, model, "given");
+    json_t *rows = q_rows(st, "SELECT target_pos, target_token, source_pos, source_token, weight FROM alignments"
+                              " WHERE run_id = ?1 AND layer = 0 AND head IS NULL ORDER BY target_pos",
+                          json_pack("[I]", (json_int_t)run));
+    assert_int_equal(json_array_size(rows), 2);
+    json_t *r0 = json_array_get(rows, 0), *r1 = json_array_get(rows, 1);
+    assert_int_equal(json_integer_value(json_array_get(r0, 0)), 1);
+    assert_string_equal(json_string_value(json_array_get(r0, 1)), " le");
+    assert_string_equal(json_string_value(json_array_get(r0, 3)), " the");
+    assert_string_equal(json_string_value(json_array_get(r1, 1)), " chat");
+    assert_string_equal(json_string_value(json_array_get(r1, 3)), " cat");
+    assert_true(fabs(json_real_value(json_array_get(r1, 4)) - 0.45) < 1e-12);
+    json_decref(rows);
+    json_t *o = q_obj(st, "SELECT * FROM alignments WHERE run_id = ?1 AND head = 1 AND target_pos = 2",
+                      json_pack("[I]", (json_int_t)run));
+    assert_str_field(o, "source_token", "</s>");
+    json_decref(o);
+    /* Deleting the run deletes its alignment. */
+    OK(lp_store_query(st, "DELETE FROM runs", NULL, true, NULL, NULL));
+    assert_int_equal(q_int(st, "SELECT count(*) FROM cross_maxima", NULL), 0);
+}
+
+/* An encoder-decoder's attribution (the attr contract: S source scores, then T decoder
+ * scores) is stored split by side, each side's positions from 0, and attributions_view
+ * names each score's token on its side. */
+static void seq2seq_attribution_is_split_by_side(void **state) {
+    lp_store *st = ((fixture *)*state)->st;
+    int64_t session, model = put_t5_model(st), attr;
+    OK(lp_store_session_default(st, &session));
+    int64_t run = put_t5_run(st, session, model, "given");
+    float scores[7] = {0.1f, 0.2f, 0.3f, 0.4f, 1.5f, 2.5f, 3.5f}; /* S = 4, then T = 3 */
+    lp_store_attribution a = {run, "gxi", "logit", 2, 42, -1, NULL, scores, 7, NAN};
+    OK(lp_store_put_attribution_split(st, &a, 4, &attr));
+    json_t *params = json_pack("[I]", (json_int_t)attr);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM attribution_scores WHERE attribution_id = ?1 AND side = 'source'",
+                           json_incref(params)), 4);
+    assert_int_equal(q_int(st, "SELECT group_concat(pos) = '0,1,2' FROM (SELECT pos FROM attribution_scores"
+                               " WHERE attribution_id = ?1 AND side = 'target' ORDER BY pos)", json_incref(params)), 1);
+    json_t *o = q_obj(st, "SELECT * FROM attributions_view WHERE id = ?1 AND side = 'source' AND pos = 1",
+                      json_incref(params));
+    assert_str_field(o, "token", " cat");
+    assert_real_field(o, "score", 0.2f);
+    json_decref(o);
+    o = q_obj(st, "SELECT * FROM attributions_view WHERE id = ?1 AND side = 'target' AND pos = 1", json_incref(params));
+    assert_str_field(o, "token", " le");
+    assert_real_field(o, "score", 2.5);
+    json_decref(o);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM attributions_view WHERE id = ?1", params), 7);
+    /* More source scores than scores: refused. */
+    EXPECT_ERROR(lp_store_put_attribution_split(st, &a, 8, NULL), LP_EINVAL, "over the source");
+}
+
+/* Head scans take a stack and kind; without them, the model's stack and self. */
+static void head_scan_rows_say_stack_and_kind(void **state) {
+    lp_store *st = ((fixture *)*state)->st;
+    int64_t t5 = put_t5_model(st), scan;
+    lp_store_head_scan rows[3] = {{0, 0, 0.1, 0.2, 0.3, 0.4, "", "enc", "self"}, {0, 0, 0.5, 0.6, 0.7, 0.8, "", "dec", NULL},
+                                  {0, 0, NAN, NAN, NAN, NAN, "", "dec", "cross"}};
+    OK(lp_store_put_head_scan(st, t5, 0, rows, 3, &scan));
+    assert_int_equal(q_int(st, "SELECT count(DISTINCT stack || kind) FROM head_scans_view WHERE scan_id = ?1",
+                           json_pack("[I]", (json_int_t)scan)), 3);
+    lp_store_model bert = {"/models/bert", "BertForMaskedLM", 2, 2, 2, 16, 32, 100, 64, 10, "float32", "b", "masked-lm"};
+    int64_t mid;
+    OK(lp_store_put_model(st, &bert, &mid));
+    lp_store_head_scan one = {1, 1, 0.1, 0.1, 0.1, 0.1, NULL, NULL, NULL};
+    OK(lp_store_put_head_scan(st, mid, 0, &one, 1, &scan));
+    assert_int_equal(q_int(st, "SELECT stack = 'enc' AND kind = 'self' FROM head_scan_scores WHERE scan_id = ?1",
+                           json_pack("[I]", (json_int_t)scan)), 1);
+}
+
+/* tests/fixtures/store_v3.db was written by loupe's schema-3 binary (make_store_v3.sh): a
+ * decoder's run with an attribution, a scan and a note, T5 runs whose text held
+ * "SOURCE --target TARGET", a greedy one and one given as ids, and a BERT pair. Opening it
+ * migrates it: texts split, the T5 runs' target kinds, every token on side 'target', heads
+ * on their model's stack; its T5 runs cannot be run again (their source was not kept). */
+static void version_3_file_made_by_loupe_is_migrated(void **state) {
+    fixture *f = *state;
+    copy_fixture("tests/fixtures/store_v3.db", f->path);
+    lp_store *st;
+    OK(lp_store_open(&st, f->path));
+    assert_int_equal(lp_store_schema_version(st), SCHEMA_LATEST);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM pragma_integrity_check WHERE integrity_check <> 'ok'", NULL), 0);
+    json_t *o = q_obj(st, "SELECT * FROM runs_view WHERE id = 2", NULL);
+    assert_str_field(o, "text", "the cat sat");
+    assert_str_field(o, "source", "the cat sat");
+    assert_str_field(o, "target", "the dog");
+    assert_str_field(o, "target_kind", "given");
+    assert_true(json_is_null(json_object_get(o, "n_source")));
+    json_decref(o);
+    assert_int_equal(q_int(st, "SELECT target_kind = 'greedy' AND text = 'hello world' AND target IS NULL FROM runs"
+                               " WHERE id = 3", NULL), 1);
+    assert_int_equal(q_int(st, "SELECT target_kind = 'given' AND text IS NULL FROM runs WHERE id = 4", NULL), 1);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM runs WHERE target_kind IS NOT NULL", NULL), 3);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM tokens WHERE side <> 'target'", NULL), 0);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM tokens", NULL), 38);
+    assert_int_equal(q_int(st, "SELECT count(DISTINCT run_id) FROM head_metrics WHERE stack = 'enc'", NULL), 1);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM head_metrics WHERE run_id = 5 AND stack = 'dec'", NULL), 0);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM head_scans_view WHERE stack = 'dec' AND kind = 'self'", NULL), 8);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM attributions_view WHERE side = 'target' AND token IS NOT NULL",
+                           NULL), 14);
+    o = q_obj(st, "SELECT * FROM findings_view", NULL);
+    assert_str_field(o, "text", "the IOI prompt");
+    json_decref(o);
+    o = q_obj(st, "SELECT * FROM classifications WHERE run_id = 5", NULL);
+    assert_str_field(o, "pair", "i liked it");
+    json_decref(o);
+    lp_store_saved_run r;
+    OK(lp_store_get_run(st, 2, &r));
+    assert_string_equal(r.target_kind, "given");
+    assert_int_equal(r.n_src, 0);
+    assert_int_equal(r.n, 3);
+    lp_store_saved_run_free(&r);
+    lp_store_close(st);
+}
+
 /* A classifier's label ids are not token ids: an attribution's target is named from the
  * run's own model (version 2's attributions_view took any prediction with that id, from any
  * model, and gave a row for each). */
@@ -1108,7 +1343,8 @@ static void classifier_views_name_labels_not_tokens(void **state) {
     const char *tok[4] = {"[CLS]", "so", "good", "[SEP]"}, *role[4] = {"cls", NULL, NULL, "sep"};
     lp_store_prediction labels[3] = {{0, 1, 2, "positive", 8, 0.7, 2.0}, {0, 2, 1, "neutral", 7, 0.2, 0.7},
                                      {0, 3, 0, "negative", 8, 0.1, 0.1}};
-    lp_store_run r = {session, cls, "so good", ids, tok, NULL, 4, labels, 3, NULL, 0, NULL, NULL, role};
+    lp_store_run r = {.session_id = session, .model_id = cls, .text = "so good", .ids = ids, .token_text = tok, .n = 4,
+                      .preds = labels, .n_preds = 3, .special = role};
     OK(lp_store_put_run(st, &r, &run));
     float scores[4] = {5.0f, 0.5f, 2.0f, 4.0f}; /* the specials score highest */
     lp_store_attribution a = {run, "saliency", "logit", 0, 1, -1, NULL, scores, 4, NAN};
@@ -1168,6 +1404,12 @@ int main(void) {
         IN_DIR(version_1_file_is_migrated),
         IN_DIR(version_2_file_made_by_loupe_is_migrated),
         BOTH(classifier_views_name_labels_not_tokens),
+        BOTH(seq2seq_run_keeps_source_and_target),
+        BOTH(seq2seq_heads_say_stack_and_kind),
+        BOTH(alignments_view_answers_which_source_token),
+        BOTH(seq2seq_attribution_is_split_by_side),
+        BOTH(head_scan_rows_say_stack_and_kind),
+        IN_DIR(version_3_file_made_by_loupe_is_migrated),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }

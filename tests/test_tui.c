@@ -74,6 +74,10 @@ static int bert_cls_pair(void **state) {
                         256);
 }
 
+static int t5_run(void **state) {
+    return fixture_open(state, "tests/fixtures/t5/t5_relu_tok", "run the cat sat on the mat --target le chat", 256);
+}
+
 /* The bundled model (in the tree: its heads are what the test reads, whatever
  * $LOUPE_DEFAULT_MODEL says) on a sentence of its training distribution. */
 #define IOI "When Mary and John went to the store, John gave a drink to"
@@ -549,7 +553,8 @@ static void heads_view_colours_by_the_newest_scan(void **state) {
     int n = c->n_layer * c->n_head;
     lp_store_head_scan *sc = calloc((size_t)n, sizeof *sc);
     for (int k = 0; k < n; k++)
-        sc[k] = (lp_store_head_scan){k / c->n_head, k % c->n_head, 0.1, 0.2, 0.01 * k, 0.3, k == 10 ? "induction" : ""};
+        sc[k] = (lp_store_head_scan){k / c->n_head, k % c->n_head, 0.1, 0.2, 0.01 * k, 0.3, k == 10 ? "induction" : "",
+                                     NULL, NULL};
     int64_t id;
     OK(lp_store_put_head_scan(f->s.store, f->s.model_id, f->s.run_id, sc, n, &id));
     f->s.model_id = 0;
@@ -707,6 +712,59 @@ static void encoder_attention_rows_are_full(void **state) {
     key(f, '5'); /* a masked LM's lens reads the layers through its head */
     SHOWS(f, "emb");
     SHOWS(f, "out");
+}
+
+/* An encoder-decoder's run: the strip's source line above its target line; the cross-
+ * attention first, a target x source rectangle whose cells carry the cross pattern's
+ * levels; x on to the encoder's (source x source, its query the source's selection), s back
+ * to the target line and the decoder's attention; rectangular thumbnails pool each axis. */
+static void cross_attention_is_a_target_by_source_heat_map(void **state) {
+    fixture *f = *state;
+    render(f);
+    const lp_run *r = f->s.run, *src = lp_run_source(r);
+    int T = lp_run_len(r), S = lp_run_len(src);
+    assert_int_equal(f->b->S, S);
+    assert_true(strncmp(row(f, 1), "src  ·the ·cat", 14) == 0);
+    assert_true(strncmp(row(f, 2), "tgt  <pad>", 10) == 0);
+    assert_non_null(strstr(row(f, 0), "L0 H0 cross"));
+    lp_view v;
+    OK(lp_run_view(r, LP_ACT_CROSS_PATTERN, 0, 0, &v));
+    assert_int_equal(v.shape[0], T);
+    assert_int_equal(v.shape[1], S);
+    int q = T - 1, best = 0;
+    for (int j = 1; j < S; j++)
+        if (v.data[(size_t)q * v.stride[0] + j] > v.data[(size_t)q * v.stride[0] + best]) best = j;
+    char want[128];
+    snprintf(want, sizeof want, "cross L0 H0  query %d t → key %d %s  %.4f", q, best,
+             lp_browser_side_token(f->b, LP_SIDE_SOURCE, best, NULL), (double)v.data[(size_t)q * v.stride[0] + best]);
+    assert_non_null(strstr(status(f), want));
+    /* The cells: row i of the target, column j of the source. */
+    int x, y;
+    find_below(f, "[ ]", 3, &x, &y);
+    int x0 = x - 3 * best, y1 = label_row(f, 1);
+    for (int j = 0; j < S; j++)
+        assert_int_equal(lp_screen_at(f->scr, x0 + 3 * j + 1, y1)->color,
+                         LP_COLOR_HEAT(lp_heat_level(v.data[1 * v.stride[0] + (size_t)j * v.stride[1]])));
+    key(f, 'x');
+    assert_int_equal(f->b->attn, LP_ATTN_ENC_SELF);
+    assert_int_equal(f->b->side, LP_SIDE_SOURCE);
+    key(f, 'l');
+    assert_int_equal(f->b->src_pos, 1);
+    assert_non_null(strstr(status(f), "enc self L0 H0  query 1 ·cat → key"));
+    key(f, 's');
+    assert_int_equal(f->b->attn, LP_ATTN_CROSS);
+    assert_int_equal(f->b->side, LP_SIDE_TARGET);
+    key(f, 'h'); /* the token keys move the target's selection again */
+    assert_int_equal(f->b->pos, T - 2);
+    assert_int_equal(f->b->src_pos, 1);
+    /* A 2 x 3 pattern pooled into a 1 x 3 thumbnail: each column the larger of its two rows. */
+    float p[6] = {0.1f, 0.9f, 0.0f, 0.8f, 0.05f, 0.15f};
+    lp_view pv = {p, 2, {2, 3}, {3, 1}};
+    uint8_t lv[3];
+    lp_thumbnail_levels(lv, 1, 3, &pv);
+    assert_int_equal(lv[0], lp_heat_level(0.8f));
+    assert_int_equal(lv[1], lp_heat_level(0.9f));
+    assert_int_equal(lv[2], lp_heat_level(0.15f));
 }
 
 /* The strip cell where the token at pos starts (the strip is row 1; every token of these
@@ -1638,6 +1696,7 @@ int main(void) {
         STORIES_TEST(attributions_view_lists_the_store_then_shows_scores),
         STORIES_TEST(lens_view_shows_top_tokens_per_layer_and_position),
         cmocka_unit_test_setup_teardown(encoder_attention_rows_are_full, bert_mlm, fixture_close),
+        cmocka_unit_test_setup_teardown(cross_attention_is_a_target_by_source_heat_map, t5_run, fixture_close),
         cmocka_unit_test_setup_teardown(strip_marks_specials_masks_and_the_second_text, bert_mlm_pair, fixture_close),
         cmocka_unit_test_setup_teardown(strip_marks_a_roberta_pair_by_its_separators, roberta_pair, fixture_close),
         cmocka_unit_test_setup_teardown(attributions_view_names_the_label_and_t_steps_through_labels, bert_cls_pair,

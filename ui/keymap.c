@@ -26,6 +26,9 @@ static const lp_binding KEYMAP[] = {
     {ALL, '/', "/", LP_DO_SEARCH, 0, "search the run's tokens for text (any case; Enter alone repeats the last)"},
     {ALL, 'n', "n", LP_DO_SEARCH_NEXT, 0, "next token that matches the search"},
     {ALL, 'N', "N", LP_DO_SEARCH_PREV, 0, "previous token that matches the search"},
+    {ALL, 's', "s", LP_DO_SIDE, 0,
+     "encoder-decoders: the selection to the other strip line (source, target); the attention follows (encoder's, "
+     "decoder's)"},
     {ALL, '[', "[", LP_DO_LAYER_PREV, 0, "previous layer"},
     {ALL, ']', "]", LP_DO_LAYER_NEXT, 0, "next layer"},
     {ALL, '{', "{", LP_DO_HEAD_PREV, 0, "previous head"},
@@ -61,6 +64,9 @@ static const lp_binding KEYMAP[] = {
     {LP_VIEW_ATTENTION, LP_KEY_SHIFT_RIGHT, "S-\xE2\x86\x92", LP_DO_RIGHT, 0, "key column right"},
     {LP_VIEW_ATTENTION, 'L', "L", LP_DO_RIGHT, 0, "key column right"},
     {LP_VIEW_ATTENTION, 'a', "a", LP_DO_FOLLOW, 0, "key column follows the row's strongest key"},
+    {LP_VIEW_ATTENTION, 'x', "x", LP_DO_ATTN_KIND, 0,
+     "encoder-decoders: next attention: decoder self \xE2\x86\x92 cross (target \xC3\x97 source) \xE2\x86\x92 "
+     "encoder self"},
 
     {LP_VIEW_HEADS, LP_KEY_UP, "\xE2\x86\x91", LP_DO_UP, 0, "previous layer"},
     {LP_VIEW_HEADS, 'k', "k", LP_DO_UP, 0, "previous layer"},

@@ -56,6 +56,7 @@ typedef enum {
     LP_DO_REDRAW,
     LP_DO_DISMISS,
     LP_DO_QUIT,
+    LP_DO_SIDE,          /* an encoder-decoder's run: the other line of the token strip */
     /* in a view (each view says what they mean there) */
     LP_DO_UP,
     LP_DO_DOWN,
@@ -66,6 +67,7 @@ typedef enum {
     LP_DO_METRIC_PREV,
     LP_DO_FOLLOW,
     LP_DO_TARGET_NEXT,
+    LP_DO_ATTN_KIND,     /* an encoder-decoder's run: the next attention (self, cross, the encoder's) */
     /* the command line */
     LP_DO_EDIT_LEFT,
     LP_DO_EDIT_RIGHT,

@@ -26,14 +26,18 @@ const lp_view_ops *lp_view_get(int index) { return index >= 0 && index < LP_VIEW
 
 static void tokens_free(lp_browser *b) {
     for (int i = 0; i < b->T; i++) free(b->tok[i]);
+    for (int i = 0; i < b->S; i++) free(b->src_tok[i]);
     free(b->tok);
     free(b->tok_w);
     free(b->tok_role);
     free(b->tok_seg);
-    b->tok = NULL;
-    b->tok_w = NULL;
-    b->tok_role = b->tok_seg = NULL;
-    b->T = 0;
+    free(b->src_tok);
+    free(b->src_tok_w);
+    free(b->src_role);
+    b->tok = b->src_tok = NULL;
+    b->tok_w = b->src_tok_w = NULL;
+    b->tok_role = b->tok_seg = b->src_role = NULL;
+    b->T = b->S = 0;
 }
 
 const char *lp_browser_id_text(const lp_browser *b, int id, char *buf, size_t cap) {
@@ -45,38 +49,111 @@ const char *lp_browser_id_text(const lp_browser *b, int id, char *buf, size_t ca
     return buf;
 }
 
+/* ids (n) made safe for the screen into *tok and their widths and roles (each n); false
+ * when out of memory. */
+static bool safe_tokens(const lp_browser *b, const int *ids, int n, char ***tok, int **w, unsigned char **role) {
+    const lp_tokenizer *t = b->s->model ? lp_model_tokenizer(b->s->model) : NULL;
+    *tok = calloc((size_t)n + 1, sizeof **tok);
+    *w = calloc((size_t)n + 1, sizeof **w);
+    *role = calloc((size_t)n + 1, 1);
+    if (!*tok || !*w || !*role) return false;
+    for (int i = 0; i < n; i++) {
+        char buf[256];
+        (*role)[i] = (unsigned char)(t ? lp_tokenizer_role(t, ids[i]) : LP_SPECIAL_COUNT);
+        (*tok)[i] = strdup(lp_browser_id_text(b, ids[i], buf, sizeof buf));
+        if (!(*tok)[i]) (*tok)[i] = strdup("");
+        (*w)[i] = (*tok)[i] ? lp_display_width((*tok)[i]) : 0;
+    }
+    return true;
+}
+
+/* An encoder-decoder's source tokens beside the run's, and what to show of its attention:
+ * the cross-attention when such a run comes after one-stack runs. */
+static void source_refresh(lp_browser *b, bool had_source) {
+    const lp_run *src = b->s->run ? lp_run_source(b->s->run) : NULL;
+    int S = src ? lp_run_len(src) : 0;
+    if (S > 0 && !safe_tokens(b, lp_run_ids(src), S, &b->src_tok, &b->src_tok_w, &b->src_role)) S = 0;
+    if (S > 0 && !had_source && b->attn == LP_ATTN_DEC_SELF) b->attn = b->dec_attn = LP_ATTN_CROSS;
+    if (S == 0) b->attn = b->dec_attn = LP_ATTN_DEC_SELF, b->side = LP_SIDE_TARGET;
+    b->S = S;
+    if (b->src_pos >= S) b->src_pos = S > 0 ? S - 1 : 0;
+    if (b->src_pos < 0) b->src_pos = 0;
+}
+
 /* Makes the run's tokens safe for the screen once per command, and keeps the selection on
  * the run: a new run selects its last token (where the next prediction is made). */
 static void tokens_refresh(lp_browser *b) {
     if (b->tok_gen == b->gen + 1) return;
     b->tok_gen = b->gen + 1;
+    bool had_source = b->S > 0;
     tokens_free(b);
+    source_refresh(b, had_source);
     const lp_run *r = b->s->run;
     int T = r ? lp_run_len(r) : 0;
-    b->tok = calloc((size_t)T + 1, sizeof *b->tok);
-    b->tok_w = calloc((size_t)T + 1, sizeof *b->tok_w);
-    b->tok_role = calloc((size_t)T + 1, 1);
-    b->tok_seg = calloc((size_t)T + 1, 1);
-    if (!b->tok || !b->tok_w || !b->tok_role || !b->tok_seg) T = 0;
     const int *ids = r ? lp_run_ids(r) : NULL;
+    b->tok_seg = calloc((size_t)T + 1, 1);
+    if (!safe_tokens(b, ids, T, &b->tok, &b->tok_w, &b->tok_role) || !b->tok_seg) T = 0;
     const lp_tokenizer *t = b->s->model ? lp_model_tokenizer(b->s->model) : NULL;
-    for (int i = 0; i < T; i++) b->tok_role[i] = (unsigned char)(t ? lp_tokenizer_role(t, ids[i]) : LP_SPECIAL_COUNT);
     if (T > 0 && t) /* the second text of a pair: by token type where the model has two (BERT) */
         lp_tokenizer_segments(t, ids, lp_model_config(b->s->model)->type_vocab > 1 ? lp_run_types(r) : NULL, T, b->tok_seg);
-    for (int i = 0; i < T; i++) {
-        char buf[256];
-        b->tok[i] = strdup(lp_browser_id_text(b, ids[i], buf, sizeof buf));
-        if (!b->tok[i]) b->tok[i] = strdup("");
-        b->tok_w[i] = b->tok[i] ? lp_display_width(b->tok[i]) : 0;
-    }
     b->T = T;
     if (b->pos >= T) b->pos = T > 0 ? T - 1 : 0;
     if (b->pos < 0) b->pos = 0;
     if (b->s->model) {
         const lp_config *c = lp_model_config(b->s->model);
-        if (b->layer >= c->n_layer) b->layer = c->n_layer - 1;
+        int L = c->n_layer;
+        lp_browser_attn_run(b, b->attn, NULL, &L, NULL, NULL);
+        if (b->layer >= L) b->layer = L - 1;
         if (b->head >= c->n_head) b->head = c->n_head - 1;
     }
+}
+
+const lp_run *lp_browser_attn_run(const lp_browser *b, lp_attn_kind kind, lp_act_kind *act, int *n_layer,
+                                  int *query_side, int *key_side) {
+    const lp_run *r = b->s->run, *src = r ? lp_run_source(r) : NULL;
+    if (!r || (kind != LP_ATTN_DEC_SELF && !src)) return NULL;
+    const lp_run *out = kind == LP_ATTN_ENC_SELF ? src : r;
+    if (act) *act = kind == LP_ATTN_CROSS ? LP_ACT_CROSS_PATTERN : LP_ACT_PATTERN;
+    if (n_layer) *n_layer = lp_model_config(lp_run_model(out))->n_layer;
+    if (query_side) *query_side = kind == LP_ATTN_ENC_SELF ? LP_SIDE_SOURCE : LP_SIDE_TARGET;
+    if (key_side) *key_side = kind == LP_ATTN_DEC_SELF ? LP_SIDE_TARGET : LP_SIDE_SOURCE;
+    return out;
+}
+
+const char *lp_browser_attn_name(const lp_browser *b, lp_attn_kind kind) {
+    static const char *const NAMES[LP_ATTN_COUNT] = {"dec self", "cross", "enc self"};
+    return b->S > 0 ? NAMES[kind] : NULL;
+}
+
+void lp_browser_set_attn(lp_browser *b, lp_attn_kind kind) {
+    if (b->S == 0) return;
+    b->attn = kind;
+    if (kind != LP_ATTN_ENC_SELF) b->dec_attn = kind;
+    b->side = kind == LP_ATTN_ENC_SELF ? LP_SIDE_SOURCE : LP_SIDE_TARGET;
+    int L = 1;
+    lp_browser_attn_run(b, kind, NULL, &L, NULL, NULL);
+    if (b->layer >= L) b->layer = L - 1;
+}
+
+const char *lp_browser_side_token(const lp_browser *b, int side, int pos, int *width) {
+    if (side == LP_SIDE_TARGET) return lp_browser_token(b, pos, width);
+    if (pos < 0 || pos >= b->S || !b->src_tok[pos]) {
+        if (width) *width = 0;
+        return "";
+    }
+    if (width) *width = b->src_tok_w[pos];
+    return b->src_tok[pos];
+}
+
+void lp_browser_side_style(const lp_browser *b, int side, int pos, lp_color *color, int *attr) {
+    if (side == LP_SIDE_TARGET) {
+        lp_browser_token_style(b, pos, color, attr);
+        return;
+    }
+    *attr = 0;
+    *color = pos >= 0 && pos < b->S && b->src_role[pos] != LP_SPECIAL_COUNT && b->src_role[pos] != LP_SPECIAL_UNK
+                 ? LP_COLOR_SPECIAL
+                 : LP_COLOR_NORMAL;
 }
 
 void lp_browser_token_style(const lp_browser *b, int pos, lp_color *color, int *attr) {
@@ -257,12 +334,19 @@ static void clamp(int *v, int lo, int hi) {
     if (*v < lo) *v = lo;
 }
 
-static int n_layer(const lp_browser *b) { return b->s->model ? lp_model_config(b->s->model)->n_layer : 1; }
+/* The layers the selection moves over: the attention's stack in the views that show it
+ * (an encoder-decoder's encoder may have more or fewer), else the run's own. */
+static int n_layer(const lp_browser *b) {
+    int L = b->s->model ? lp_model_config(b->s->model)->n_layer : 1;
+    if (b->view == LP_VIEW_ATTENTION || b->view == LP_VIEW_MODEL) lp_browser_attn_run(b, b->attn, NULL, &L, NULL, NULL);
+    return L;
+}
 static int n_head(const lp_browser *b) { return b->s->model ? lp_model_config(b->s->model)->n_head : 1; }
 
 /* The token, layer and head inside the run and the model, whatever a key did. */
 static void clamp_selection(lp_browser *b) {
     clamp(&b->pos, 0, b->T > 0 ? b->T - 1 : 0);
+    clamp(&b->src_pos, 0, b->S > 0 ? b->S - 1 : 0);
     clamp(&b->layer, 0, n_layer(b) - 1);
     clamp(&b->head, 0, n_head(b) - 1);
 }
@@ -443,11 +527,22 @@ lp_browser_do lp_browser_key(lp_browser *b, int key) {
     k = lp_keymap_find(LP_SCOPE_ALL, key);
     if (!k) return LP_BROWSER_DRAW;
     int page = b->page > 4 ? b->page / 2 : 2;
+    /* The token keys move the selection on the strip line they are on. */
+    bool src = b->side == LP_SIDE_SOURCE && b->S > 0;
+    int *sel = src ? &b->src_pos : &b->pos, last = src ? b->S - 1 : b->T - 1;
     switch (k->action) {
-    case LP_DO_TOKEN_PREV: b->pos--; break;
-    case LP_DO_TOKEN_NEXT: b->pos++; break;
-    case LP_DO_TOKEN_FIRST: b->pos = 0; break;
-    case LP_DO_TOKEN_LAST: b->pos = b->T - 1; break;
+    case LP_DO_TOKEN_PREV: (*sel)--; break;
+    case LP_DO_TOKEN_NEXT: (*sel)++; break;
+    case LP_DO_TOKEN_FIRST: *sel = 0; break;
+    case LP_DO_TOKEN_LAST: *sel = last; break;
+    case LP_DO_SIDE:
+        if (b->S == 0) {
+            b->message_error = false;
+            snprintf(b->message, sizeof b->message, "s: only an encoder-decoder's run has a source line");
+        } else {
+            lp_browser_set_attn(b, b->side == LP_SIDE_SOURCE ? b->dec_attn : LP_ATTN_ENC_SELF);
+        }
+        break;
     case LP_DO_LAYER_PREV: b->layer--; break;
     case LP_DO_LAYER_NEXT: b->layer++; break;
     case LP_DO_HEAD_PREV: b->head--; break;
@@ -622,12 +717,13 @@ static void draw_title(lp_browser *b, lp_screen *scr) {
     const lp_config *c = b->s->model ? lp_model_config(b->s->model) : NULL;
     char rights[3][256];
     if (c) {
-        const char *model = basename_of(lp_model_path(b->s->model));
+        const char *model = basename_of(lp_model_path(b->s->model)), *kind = lp_browser_attn_name(b, b->attn);
         long long run = (long long)b->s->run_id;
-        snprintf(rights[0], sizeof rights[0], " L%d H%d \xE2\x94\x82 %.60s \xE2\x94\x82 run %lld ", b->layer, b->head,
-                 model, run);
-        snprintf(rights[1], sizeof rights[1], " L%d H%d \xE2\x94\x82 run %lld ", b->layer, b->head, run);
-        snprintf(rights[2], sizeof rights[2], " L%d H%d ", b->layer, b->head);
+        char lh[48]; /* an encoder-decoder's: which attention the layer and head are in */
+        snprintf(lh, sizeof lh, "L%d H%d%s%s", b->layer, b->head, kind ? " " : "", kind ? kind : "");
+        snprintf(rights[0], sizeof rights[0], " %s \xE2\x94\x82 %.60s \xE2\x94\x82 run %lld ", lh, model, run);
+        snprintf(rights[1], sizeof rights[1], " %s \xE2\x94\x82 run %lld ", lh, run);
+        snprintf(rights[2], sizeof rights[2], " %s ", lh);
     } else {
         for (int i = 0; i < 3; i++) snprintf(rights[i], sizeof rights[i], " no model ");
     }
@@ -655,33 +751,52 @@ static void draw_title(lp_browser *b, lp_screen *scr) {
     if (x + rw <= scr->w) lp_screen_put(scr, scr->w - rw, 0, rw, right, LP_COLOR_TITLE, 0);
 }
 
-/* The run's tokens along one row, the selected one highlighted and kept in view. */
+/* One side's tokens along row y from column x0, its selected one kept in view: highlighted
+ * on the line the token keys move, underlined on the other. */
+static void draw_strip_line(lp_browser *b, lp_screen *scr, int y, int x0, int side) {
+    bool src = side == LP_SIDE_SOURCE;
+    int T = src ? b->S : b->T, pos = src ? b->src_pos : b->pos, w = scr->w - 1 - x0;
+    const int *tw = src ? b->src_tok_w : b->tok_w;
+    bool active = side == b->side;
+    /* Start so that the selection sits about a third of the way in. */
+    int first = pos, used = tw[pos] + 1;
+    while (first > 0 && used + tw[first - 1] + 1 <= w / 3) used += tw[--first] + 1;
+    /* Near the end of the run, use the room the tokens after it leave. */
+    int total = 0;
+    for (int i = first; i < T && total <= w; i++) total += tw[i] + 1;
+    while (first > 0 && total + tw[first - 1] + 1 <= w) total += tw[--first] + 1;
+    int x = x0;
+    if (first > 0) lp_screen_put(scr, x0 - 1, y, 1, "\xE2\x80\xB9", LP_COLOR_DIM, 0);
+    for (int i = first; i < T && x < scr->w - 1; i++) {
+        int room = scr->w - 1 - x;
+        bool sel = i == pos;
+        lp_color color;
+        int attr;
+        lp_browser_side_style(b, side, i, &color, &attr);
+        if (sel) color = active ? LP_COLOR_SELECTED : LP_COLOR_LABEL, attr |= active ? LP_ATTR_BOLD : LP_ATTR_UNDERLINE;
+        int n = lp_screen_put_clip(scr, x, y, room, lp_browser_side_token(b, side, i, NULL), color, attr);
+        x += n + 1;
+        if (x >= scr->w - 1 && i + 1 < T) lp_screen_put(scr, scr->w - 1, y, 1, "\xE2\x80\xBA", LP_COLOR_DIM, 0);
+    }
+}
+
+/* The run's tokens along one row; an encoder-decoder's source on the row above them, each
+ * line named. */
 static void draw_strip(lp_browser *b, lp_screen *scr, int y) {
     if (b->T == 0) {
         lp_screen_put(scr, 1, y, scr->w - 1, b->s->model ? "(no run: :run TEXT)" : "(no model: :load PATH)",
                       LP_COLOR_DIM, 0);
         return;
     }
-    int w = scr->w - 2;
-    /* Start so that the selection sits about a third of the way in. */
-    int first = b->pos, used = b->tok_w[b->pos] + 1;
-    while (first > 0 && used + b->tok_w[first - 1] + 1 <= w / 3) used += b->tok_w[--first] + 1;
-    /* Near the end of the run, use the room the tokens after it leave. */
-    int total = 0;
-    for (int i = first; i < b->T && total <= w; i++) total += b->tok_w[i] + 1;
-    while (first > 0 && total + b->tok_w[first - 1] + 1 <= w) total += b->tok_w[--first] + 1;
-    int x = 1;
-    if (first > 0) lp_screen_put(scr, 0, y, 1, "\xE2\x80\xB9", LP_COLOR_DIM, 0);
-    for (int i = first; i < b->T && x < scr->w - 1; i++) {
-        int room = scr->w - 1 - x;
-        bool sel = i == b->pos;
-        lp_color color;
-        int attr;
-        lp_browser_token_style(b, i, &color, &attr);
-        int n = lp_screen_put_clip(scr, x, y, room, b->tok[i], sel ? LP_COLOR_SELECTED : color,
-                                   attr | (sel ? LP_ATTR_BOLD : 0));
-        x += n + 1;
-        if (x >= scr->w - 1 && i + 1 < b->T) lp_screen_put(scr, scr->w - 1, y, 1, "\xE2\x80\xBA", LP_COLOR_DIM, 0);
+    if (b->S == 0) {
+        draw_strip_line(b, scr, y, 1, LP_SIDE_TARGET);
+        return;
+    }
+    for (int side = LP_SIDE_SOURCE; side >= LP_SIDE_TARGET; side--, y++) {
+        bool active = side == b->side;
+        lp_screen_put(scr, 0, y, 4, side == LP_SIDE_SOURCE ? "src" : "tgt", active ? LP_COLOR_LABEL : LP_COLOR_DIM,
+                      active ? LP_ATTR_BOLD : 0);
+        draw_strip_line(b, scr, y, 5, side);
     }
 }
 
@@ -765,7 +880,8 @@ void lp_browser_draw(lp_browser *b, lp_screen *scr) {
     b->status[0] = '\0';
     draw_title(b, scr);
     draw_strip(b, scr, 1);
-    lp_rect area = {0, 2, scr->w, scr->h - 4};
+    int strip = b->S > 0 && b->T > 0 ? 2 : 1; /* an encoder-decoder's source has a line of its own */
+    lp_rect area = {0, 1 + strip, scr->w, scr->h - 3 - strip};
     if (b->output_shown && !b->help && b->output_lines > 0) {
         int ph = b->output_lines + 1;
         if (ph > area.h / 2) ph = area.h / 2;
@@ -793,8 +909,8 @@ void lp_browser_draw(lp_browser *b, lp_screen *scr) {
     else {
         char keys[160];
         snprintf(keys, sizeof keys,
-                 "1-%d Tab: views  \xE2\x86\x90\xE2\x86\x92: token  [ ]: layer  { }: head  /: search  :: command  ?: help",
-                 LP_VIEW_COUNT);
+                 "1-%d Tab: views  \xE2\x86\x90\xE2\x86\x92: token  %s[ ]: layer  { }: head  /: search  :: command  ?: help",
+                 LP_VIEW_COUNT, b->S > 0 ? "s: src/tgt  " : "");
         lp_screen_put_clip(scr, 0, ym, scr->w, keys, LP_COLOR_DIM, 0);
     }
 }

@@ -66,6 +66,12 @@ typedef struct {
 
 typedef enum { LP_LINE_NONE, LP_LINE_COMMAND, LP_LINE_NOTE, LP_LINE_SEARCH } lp_line_mode;
 
+/* The attention the attention and model views show: a one-stack run has only its own
+ * (LP_ATTN_DEC_SELF, whatever the stack); an encoder-decoder's run all three. */
+typedef enum { LP_ATTN_DEC_SELF, LP_ATTN_CROSS, LP_ATTN_ENC_SELF, LP_ATTN_COUNT } lp_attn_kind;
+/* The token strip's lines: the run's own tokens, and an encoder-decoder's source. */
+enum { LP_SIDE_TARGET, LP_SIDE_SOURCE };
+
 struct lp_browser {
     lp_session *s;
     int pos, layer, head;   /* the selected token, and the current layer and head */
@@ -82,6 +88,15 @@ struct lp_browser {
     unsigned char *tok_role; /* (T) lp_special of each token, LP_SPECIAL_COUNT for a word */
     unsigned char *tok_seg;  /* (T) 1 for the second text of a sentence pair, else 0 */
     unsigned tok_gen;
+    /* An encoder-decoder's run (S > 0): the source's tokens, the strip's first line, and the
+     * selected one; which line the token keys move (LP_SIDE_*); the attention shown, and
+     * the decoder's last, for coming back to it from the source. */
+    int S;
+    char **src_tok;          /* (S) */
+    int *src_tok_w;          /* (S) */
+    unsigned char *src_role; /* (S) */
+    int src_pos, side;
+    lp_attn_kind attn, dec_attn;
 
     char status[512];   /* the view's line about its cursor */
     char message[1024]; /* the last command's result or error */
@@ -137,9 +152,22 @@ void lp_browser_draw(lp_browser *b, lp_screen *scr);
 
 /* The current run's token at pos made safe (""/0 outside the run). */
 const char *lp_browser_token(const lp_browser *b, int pos, int *width);
+/* The same on either side of the strip (LP_SIDE_SOURCE: an encoder-decoder's source). */
+const char *lp_browser_side_token(const lp_browser *b, int side, int pos, int *width);
+/* Of the attention `kind`: the run that captured it (an encoder-decoder's encoder run for
+ * LP_ATTN_ENC_SELF), its activation (pattern or cross pattern), its layers, and the strip
+ * sides of its queries and keys; NULL when the current run has no such attention. */
+const lp_run *lp_browser_attn_run(const lp_browser *b, lp_attn_kind kind, lp_act_kind *act, int *n_layer,
+                                  int *query_side, int *key_side);
+/* "enc self", "dec self", "cross" for an encoder-decoder's run; NULL for a one-stack run. */
+const char *lp_browser_attn_name(const lp_browser *b, lp_attn_kind kind);
+/* Shows attention kind: the selection moves to the strip line of its queries, and the
+ * layer into its stack. */
+void lp_browser_set_attn(lp_browser *b, lp_attn_kind kind);
 /* How the token strip draws the token at pos: its colour and attributes (a template's
  * specials, masks, the second text of a pair), so that views showing the tokens agree. */
 void lp_browser_token_style(const lp_browser *b, int pos, lp_color *color, int *attr);
+void lp_browser_side_style(const lp_browser *b, int side, int pos, lp_color *color, int *attr);
 /* The run, or NULL (with a line in area saying what to do) when there is none. */
 const lp_run *lp_browser_need_run(lp_browser *b, lp_screen *scr, lp_rect area);
 /* A token id's text made safe, into buf. */
@@ -158,10 +186,11 @@ long long lp_row_int(json_t *row, const char *col, long long dflt);
 double lp_row_real(json_t *row, const char *col);
 const char *lp_row_str(json_t *row, const char *col);
 
-/* A T x T attention pattern (a (T, T) view, every weight read: nothing is taken to be
- * masked) downsampled to th x tw cells of heat levels, out (th, tw): each cell the largest
- * weight among the queries (rows) and keys (columns) it covers. A thumbnail no larger than T
- * gives each token whole cells. */
+/* An attention pattern (a (Tq, Tk) view: T x T for self-attention, T x S for
+ * cross-attention; every weight read: nothing is taken to be masked) downsampled to th x tw
+ * cells of heat levels, out (th, tw): each cell the largest weight among the queries (rows)
+ * and keys (columns) it covers. A thumbnail no larger than the pattern gives each token
+ * whole cells. */
 void lp_thumbnail_levels(uint8_t *out, int th, int tw, const lp_view *pattern);
 /* True when no query of a T x T pattern has weight on a later key (a causal head); an
  * encoder's bidirectional head has. */

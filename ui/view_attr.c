@@ -57,7 +57,8 @@ static void load_scores(attr_state *st, lp_browser *b) {
     st->maxabs = 0;
     json_t *a = json_array_get(st->list, (size_t)st->sel);
     if (!a) return;
-    json_t *rows = lp_browser_query(b, "SELECT pos, score FROM attribution_scores WHERE attribution_id = ?1 ORDER BY pos",
+    json_t *rows = lp_browser_query(b, "SELECT pos, score FROM attribution_scores WHERE attribution_id = ?1"
+                                    " AND side = 'target' ORDER BY pos", /* the run's own tokens (schema 4) */
                                     json_pack("[I]", (json_int_t)lp_row_int(a, "id", 0)));
     size_t i;
     json_t *row;

@@ -118,8 +118,11 @@ static void load_scan(heads_state *st, lp_browser *b) {
     }
     for (size_t i = 0; i < n * SCAN_COUNT; i++) st->scan[i] = NAN;
     rows = lp_browser_query(b,
+                            /* the run's own heads: an encoder-decoder's decoder self-attention (schema 4) */
                             "SELECT layer, head, prev_token, duplicate_token, induction, first_token, labels"
-                            " FROM head_scan_scores WHERE scan_id = ?1",
+                            " FROM head_scan_scores WHERE scan_id = ?1 AND kind = 'self' AND stack = (SELECT CASE"
+                            " WHEN count(DISTINCT stack) > 1 THEN 'dec' ELSE min(stack) END FROM head_scan_scores"
+                            " WHERE scan_id = ?1 AND kind = 'self')",
                             json_pack("[I]", (json_int_t)id));
     size_t i;
     json_array_foreach(rows, i, r) {

@@ -11,7 +11,12 @@
  *
  * Pooling reads every weight of a head, so the levels are kept per thumbnail size and run
  * and worked out only for the heads on screen: moving the cursor or the token redraws from
- * them. */
+ * them.
+ *
+ * An encoder-decoder's run has a row per layer and kind: the encoder's layers (E, self-
+ * attention over the source), then each decoder layer's self-attention (D) and its
+ * cross-attention (X: target down, source across). The cursor's row is the attention the
+ * attention view shows. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +45,42 @@ typedef struct {
     int rows, cols; /* layers and heads that fit */
 } layout;
 
+/* The rows: what row r shows (the attention kind and its layer), and how many there are. */
+static int n_rows(const lp_browser *b) {
+    int Le = 0, Ld = 1;
+    lp_browser_attn_run(b, LP_ATTN_DEC_SELF, NULL, &Ld, NULL, NULL);
+    if (!lp_browser_attn_run(b, LP_ATTN_ENC_SELF, NULL, &Le, NULL, NULL)) return Ld;
+    return Le + 2 * Ld;
+}
+
+static lp_attn_kind row_kind(const lp_browser *b, int r, int *layer) {
+    int Le = 0;
+    if (!lp_browser_attn_run(b, LP_ATTN_ENC_SELF, NULL, &Le, NULL, NULL)) {
+        *layer = r;
+        return LP_ATTN_DEC_SELF;
+    }
+    if (r < Le) {
+        *layer = r;
+        return LP_ATTN_ENC_SELF;
+    }
+    *layer = (r - Le) / 2;
+    return (r - Le) % 2 ? LP_ATTN_CROSS : LP_ATTN_DEC_SELF;
+}
+
+static int row_of(const lp_browser *b) {
+    int Le = 0;
+    if (!lp_browser_attn_run(b, LP_ATTN_ENC_SELF, NULL, &Le, NULL, NULL)) return b->layer;
+    if (b->attn == LP_ATTN_ENC_SELF) return b->layer;
+    return Le + 2 * b->layer + (b->attn == LP_ATTN_CROSS);
+}
+
+/* Row r's label: L3 for a one-stack run; E3, D3, X3 for an encoder-decoder's. */
+static void row_label(const lp_browser *b, int r, char *buf, size_t cap) {
+    int l;
+    lp_attn_kind k = row_kind(b, r, &l);
+    snprintf(buf, cap, "%s%d", b->S == 0 ? "L" : k == LP_ATTN_ENC_SELF ? "E" : k == LP_ATTN_CROSS ? "X" : "D", l);
+}
+
 static void *model_open(lp_browser *b) {
     (void)b;
     return calloc(1, sizeof(model_state));
@@ -54,17 +95,17 @@ static void model_close(void *vst) {
 }
 
 void lp_thumbnail_levels(uint8_t *out, int th, int tw, const lp_view *p) {
-    int T = p->shape[0];
+    int Tq = p->shape[0], Tk = p->shape[1];
     for (int r = 0; r < th; r++) {
-        int i0 = r * T / th, i1 = (r + 1) * T / th;
+        int i0 = r * Tq / th, i1 = (r + 1) * Tq / th;
         if (i1 <= i0) i1 = i0 + 1;
         for (int c = 0; c < tw; c++) {
-            int j0 = c * T / tw, j1 = (c + 1) * T / tw;
+            int j0 = c * Tk / tw, j1 = (c + 1) * Tk / tw;
             if (j1 <= j0) j1 = j0 + 1;
             float mx = 0;
-            for (int i = i0; i < i1 && i < T; i++) {
+            for (int i = i0; i < i1 && i < Tq; i++) {
                 const float *row = p->data + (size_t)i * p->stride[0];
-                for (int j = j0; j < j1 && j < T; j++) {
+                for (int j = j0; j < j1 && j < Tk; j++) {
                     float v = row[(size_t)j * p->stride[1]];
                     if (v > mx) mx = v; /* NaN never is */
                 }
@@ -77,10 +118,13 @@ void lp_thumbnail_levels(uint8_t *out, int th, int tw, const lp_view *p) {
 /* Thumbnails as large as the area allows, between twice as wide as tall (in the eye: a
  * column is half a row) and as tall as wide, never finer than a token: a short run gets
  * whole rows and one or two columns a token, so nothing is pooled. */
-static layout layout_of(lp_rect a, int L, int H, int T) {
+static layout layout_of(const lp_browser *b, lp_rect a, int L, int H, int T) {
     layout g = {0};
     char lab[16];
-    g.label_w = snprintf(lab, sizeof lab, "L%d", L - 1) + 1;
+    for (int r = 0; r < L; r++) {
+        row_label(b, r, lab, sizeof lab);
+        if ((int)strlen(lab) + 1 > g.label_w) g.label_w = (int)strlen(lab) + 1;
+    }
     g.x0 = a.x + g.label_w + 1; /* past the first gap column */
     g.y0 = a.y + 2;             /* below the header and the head labels */
     int grid_w = a.w - g.label_w - 1, grid_h = a.h - 3; /* less the right bar; the legend */
@@ -128,7 +172,10 @@ static const uint8_t *levels_of(model_state *st, const lp_browser *b, const lp_r
     uint8_t *out = st->levels + k * n;
     if (!st->ready[k]) {
         lp_view v;
-        if (lp_run_view(r, LP_ACT_PATTERN, l, h, &v) || v.ndim != 2 || v.shape[0] != T || v.shape[1] != T) {
+        int layer;
+        lp_act_kind act;
+        const lp_run *of = lp_browser_attn_run(b, row_kind(b, l, &layer), &act, NULL, NULL, NULL);
+        if (!of || lp_run_view(of, act, layer, h, &v) || v.ndim != 2) {
             lp_error_clear();
             memset(out, NO_PATTERN, n);
         } else {
@@ -161,11 +208,16 @@ static void model_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     const lp_run *r = lp_browser_need_run(b, scr, a);
     if (!r) return;
     const lp_config *c = lp_model_config(lp_run_model(r));
-    int L = c->n_layer, H = c->n_head, T = lp_run_len(r);
-    lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, 0,
-                     "rows: layers, columns: heads; in each, queries \xE2\x86\x93 keys \xE2\x86\x92   Enter: zoom in");
-    layout g = layout_of(a, L, H, T);
-    int top = lp_scroll(&st->top, b->layer, g.rows, L), left = lp_scroll(&st->left, b->head, g.cols, H);
+    /* L rows (layers; an encoder-decoder's layers and kinds), T the longer side. */
+    int L = n_rows(b), H = c->n_head, T = b->S > lp_run_len(r) ? b->S : lp_run_len(r), cur = row_of(b);
+    if (b->S == 0)
+        lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, 0,
+                         "rows: layers, columns: heads; in each, queries \xE2\x86\x93 keys \xE2\x86\x92   Enter: zoom in");
+    else
+        lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, 0,
+                         "E encoder self, D decoder self, X cross (target \xE2\x86\x93 source \xE2\x86\x92)   Enter: zoom in");
+    layout g = layout_of(b, a, L, H, T);
+    int top = lp_scroll(&st->top, cur, g.rows, L), left = lp_scroll(&st->left, b->head, g.cols, H);
     for (int cc = 0; cc < g.cols && left + cc < H; cc++) {
         int h = left + cc, x = g.x0 + cc * (g.tw + 1);
         char t[16];
@@ -177,8 +229,8 @@ static void model_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     for (int rr = 0; rr < g.rows && top + rr < L; rr++) {
         int l = top + rr, y = g.y0 + rr * (g.th + 1);
         char t[16];
-        snprintf(t, sizeof t, "L%d", l);
-        bool lsel = l == b->layer;
+        row_label(b, l, t, sizeof t);
+        bool lsel = l == cur;
         lp_screen_put_right(scr, a.x, y + (g.th - 1) / 2, g.label_w - 1, t, lsel ? LP_COLOR_SELECTED : LP_COLOR_LABEL,
                             lsel ? LP_ATTR_BOLD : 0);
         for (int cc = 0; cc < g.cols && left + cc < H; cc++) {
@@ -211,26 +263,42 @@ static void model_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
 
     /* The status line: where the selected token looks in the cursor's head. */
     lp_view v;
-    if (lp_run_view(r, LP_ACT_PATTERN, b->layer, b->head, &v)) {
+    lp_act_kind act;
+    int qs, ks;
+    const lp_run *of = lp_browser_attn_run(b, b->attn, &act, NULL, &qs, &ks);
+    const char *kind = lp_browser_attn_name(b, b->attn);
+    if (!of || lp_run_view(of, act, b->layer, b->head, &v)) {
         lp_error_clear();
         lp_browser_set_status(b, "L%d H%d  (no pattern)", b->layer, b->head);
         return;
     }
-    const float *row = v.data + (size_t)b->pos * v.stride[0];
+    int q = qs == LP_SIDE_SOURCE ? b->src_pos : b->pos;
+    if (q >= v.shape[0]) q = v.shape[0] - 1;
+    const float *row = v.data + (size_t)q * v.stride[0];
     int best = 0;
-    for (int j = 1; j < T; j++)
+    for (int j = 1; j < v.shape[1]; j++)
         if (row[(size_t)j * v.stride[1]] > row[(size_t)best * v.stride[1]]) best = j;
-    lp_browser_set_status(b, "L%d H%d  query %d %s \xE2\x86\x92 strongest key %d %s  %.4f", b->layer, b->head,
-                          b->pos, lp_browser_token(b, b->pos, NULL), best, lp_browser_token(b, best, NULL),
-                          (double)row[(size_t)best * v.stride[1]]);
+    lp_browser_set_status(b, "%s%sL%d H%d  query %d %s \xE2\x86\x92 strongest key %d %s  %.4f", kind ? kind : "",
+                          kind ? " " : "", b->layer, b->head, q, lp_browser_side_token(b, qs, q, NULL), best,
+                          lp_browser_side_token(b, ks, best, NULL), (double)row[(size_t)best * v.stride[1]]);
+}
+
+/* The cursor to row r (an encoder-decoder's: its attention kind too). */
+static void move_to_row(lp_browser *b, int r) {
+    int L = n_rows(b), layer;
+    if (r < 0) r = 0;
+    if (r >= L) r = L - 1;
+    lp_attn_kind k = row_kind(b, r, &layer);
+    lp_browser_set_attn(b, k);
+    b->layer = layer;
 }
 
 static bool model_act(void *vst, lp_browser *b, lp_action a) {
     (void)vst;
     /* Past the last layer or head: the browser clamps the selection after every key. */
     switch (a) {
-    case LP_DO_UP: b->layer--; break;
-    case LP_DO_DOWN: b->layer++; break;
+    case LP_DO_UP: move_to_row(b, row_of(b) - 1); break;
+    case LP_DO_DOWN: move_to_row(b, row_of(b) + 1); break;
     case LP_DO_LEFT: b->head--; break;
     case LP_DO_RIGHT: b->head++; break;
     case LP_DO_ENTER: b->view = LP_VIEW_ATTENTION; break;

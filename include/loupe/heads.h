@@ -75,5 +75,10 @@ const char *lp_cross_metric_name(lp_cross_metric k);
 int lp_cross_metric_from_name(const char *name, lp_cross_metric *out);
 /* out (n_layer, n_head, LP_CROSS_METRIC_COUNT) for r, a run with a source (lp_run_source). */
 int lp_cross_metrics(float *out, const lp_run *r);
+/* Where each decoder position attends most in the source (an alignment, as the store's
+ * `alignments` view gives it): for decoder layer l, head h and position i, pos[(l, h, i)] the
+ * most attended source position (the first of ties) and weight its weight; h = n_head is the
+ * mean of the layer's heads. pos, weight (n_layer, n_head + 1, T). */
+int lp_cross_alignment(int *pos, float *weight, const lp_run *r);
 
 #endif

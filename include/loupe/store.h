@@ -52,10 +52,23 @@ typedef struct {
     double prob, logit;
 } lp_store_prediction;
 
+/* A head's metrics. Self-attention rows use entropy .. max_attn; cross-attention rows (kind
+ * "cross") entropy, max_attn and source_eos .. coverage (heads.h), the others NAN. */
 typedef struct {
     int layer, head;
     double entropy, prev_token, first_token, duplicate_token, induction, max_attn;
+    /* schema v4 */
+    const char *stack;  /* "enc" or "dec"; NULL: the run's model's ("dec" for an LM, else "enc") */
+    const char *kind;   /* "self" or "cross"; NULL: "self" */
+    double source_eos, diagonal, monotonic, coverage; /* cross only (stored NULL for self) */
 } lp_store_head_metric;
+
+/* Where a decoder position attends most in the source (an encoder-decoder's cross-attention):
+ * per decoder layer and head, head -1 for the argmax of the layer's head-mean. */
+typedef struct {
+    int layer, head, target_pos, source_pos;
+    double weight;
+} lp_store_cross_max;
 
 typedef struct {
     int64_t session_id, model_id;
@@ -72,6 +85,17 @@ typedef struct {
     const char *pair;               /* a sentence pair's second text, or NULL */
     const int *types;               /* (n) token types, or NULL: all 0 */
     const char *const *special;     /* (n) each token's role ("cls", "sep", "mask", ...; NULL a word), or NULL */
+    /* schema v4: an encoder-decoder's run (target_kind set). text is the source, the tokens
+     * above the decoder's positions (side 'target'), these the encoder's (side 'source'). */
+    const char *target;             /* the target text (given, or the greedy output decoded); NULL: none */
+    const char *target_kind;        /* "given" or "greedy"; NULL: a one-stack model */
+    const int *src_ids;             /* (n_src) */
+    const char *const *src_text;    /* (n_src) raw bytes each, or NULL */
+    const size_t *src_len;          /* (n_src) */
+    const char *const *src_special; /* (n_src), or NULL */
+    int n_src;
+    const lp_store_cross_max *cross; /* (n_cross) */
+    int n_cross;
 } lp_store_run;
 
 /* Records a run with its tokens, predictions and head metrics in one transaction. */
@@ -83,6 +107,12 @@ typedef struct {
     int *ids, *types;  /* (n) */
     int n;
     char *text, *pair; /* NULL when the run had none */
+    /* schema v4: an encoder-decoder's run: target_kind "given" or "greedy" (NULL: one stack),
+     * the source's ids (n_src 0 when the file did not keep them: version 3), the target text;
+     * ids above are then the decoder's input (the start id, then the target). */
+    char *target, *target_kind;
+    int *src_ids;      /* (n_src) */
+    int n_src;
 } lp_store_saved_run;
 /* Reads a stored run into *out (its arrays and strings malloc'd: lp_store_saved_run_free). */
 int lp_store_get_run(lp_store *st, int64_t run_id, lp_store_saved_run *out);
@@ -115,6 +145,10 @@ typedef struct {
     double delta;             /* completeness gap; NAN when the method has none */
 } lp_store_attribution;
 int lp_store_put_attribution(lp_store *st, const lp_store_attribution *a, int64_t *id);
+/* The same for an encoder-decoder's run (schema v4), whose attribution scores its source and
+ * its decoder's input: scores[0..n_source) are the source's (side 'source', positions from
+ * 0), the other n - n_source the decoder's positions (side 'target', from 0). */
+int lp_store_put_attribution_split(lp_store *st, const lp_store_attribution *a, int n_source, int64_t *id);
 
 /* Any other analysis of a run (kind "dla", "patch", "lens", ...): its parameters and its
  * result as JSON text (analyses table). */
@@ -128,6 +162,7 @@ typedef struct {
     int layer, head;
     double prev_token, duplicate_token, induction, first_token;
     const char *labels;
+    const char *stack, *kind; /* schema v4: NULL: the model's stack ("dec" for an LM, else "enc"), "self" */
 } lp_store_head_scan;
 int lp_store_put_head_scan(lp_store *st, int64_t model_id, int64_t run_id, const lp_store_head_scan *rows, int n,
                            int64_t *scan_id);

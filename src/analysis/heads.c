@@ -167,3 +167,34 @@ int lp_cross_metrics(float *out, const lp_run *r) {
     free(hit);
     return LP_OK;
 }
+
+int lp_cross_alignment(int *pos, float *weight, const lp_run *r) {
+    const lp_run *src = lp_run_source(r);
+    if (!src) return lp_error(LP_EINVAL, "an alignment needs an encoder-decoder's run");
+    const lp_config *c = lp_model_config(lp_run_model(r));
+    int T = lp_run_len(r), S = lp_run_len(src), H = c->n_head;
+    float *mean = malloc((size_t)S * sizeof *mean);
+    lp_view *v = malloc((size_t)H * sizeof *v);
+    if (!mean || !v) {
+        free(mean);
+        free(v);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    for (int l = 0; l < c->n_layer; l++) {
+        for (int h = 0; h < H; h++) lp_run_view(r, LP_ACT_CROSS_PATTERN, l, h, &v[h]);
+        for (int i = 0; i < T; i++) {
+            memset(mean, 0, (size_t)S * sizeof *mean);
+            for (int h = 0; h <= H; h++) {
+                const float *row = h < H ? v[h].data + (size_t)i * v[h].stride[0] : mean;
+                if (h < H)
+                    for (int j = 0; j < S; j++) mean[j] += row[j] / (float)H;
+                size_t k = ((size_t)l * (H + 1) + h) * T + i;
+                pos[k] = row_argmax(row, S);
+                weight[k] = row[pos[k]];
+            }
+        }
+    }
+    free(mean);
+    free(v);
+    return LP_OK;
+}

@@ -81,11 +81,20 @@ int lp_cmd_run_seq2seq(lp_session *s, const char *rest);
  * each as long as the current run's; at least one given. */
 int lp_cmd_corrupt_seq2seq(const lp_session *s, const char *src_text, const char *src_ids, const char *tgt_text,
                            const char *tgt_ids, lp_run **out);
+/* Makes an encoder-decoder's run current: the encoder over src (S), the decoder over the
+ * start id and tgt (T); records it with its source and target texts (NULL for ids) and
+ * prints it, as lp_cmd_start_run does (greedy: the decoder made tgt). */
+int lp_cmd_start_seq2seq(lp_session *s, const int *src, int S, const int *tgt, int T, const char *source,
+                         const char *target, bool greedy, int64_t stored_id);
 /* The loaded model's row in the store, recording the model on first use (s->store set). */
 int lp_cmd_model_row(lp_session *s, int64_t *id);
 /* Records the current run (tokens, top predictions, head metrics) in the store, setting
  * s->run_id; does nothing without a store. */
 int lp_cmd_record_run(lp_session *s, const char *text, const char *pair);
+/* The same for an encoder-decoder's run (its source, encoder heads, cross-attention metrics
+ * and alignment too): the source text (NULL for ids), the target text (NULL: given as ids,
+ * or greedy, kept as the output decoded), greedy when the decoder made the target. */
+int lp_cmd_record_seq2seq(lp_session *s, const char *source, const char *target, bool greedy);
 
 /* The commands, one function each: (session, words, raw text after the command's name). */
 #define LP_COMMAND_FN(name) int lp_cmd_##name(lp_session *s, int argc, char **argv, const char *rest)

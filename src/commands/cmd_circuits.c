@@ -769,7 +769,7 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
                 at += (size_t)snprintf(labels[i] + at, sizeof labels[i] - at, "%s%s", at ? " " : "", scan_name(enc, k));
         if (!enc)
             rows[i] = (lp_store_head_scan){i / H, i % H, x[LP_SCAN_PREV_TOKEN], x[LP_SCAN_DUPLICATE_TOKEN],
-                                           x[LP_SCAN_INDUCTION], x[LP_SCAN_FIRST_TOKEN], labels[i]};
+                                           x[LP_SCAN_INDUCTION], x[LP_SCAN_FIRST_TOKEN], labels[i], NULL, NULL};
         json_t *row = json_pack("{s:i,s:i}", "layer", i / H, "head", i % H), *trow = json_pack("[i,i]", i / H, i % H);
         for (int k = 0; k < K; k++) {
             json_object_set_new(row, scan_name(enc, k), lp_json_number(x[k]));

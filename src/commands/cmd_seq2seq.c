@@ -55,9 +55,10 @@ static json_t *id_array(const int *ids, int n) {
     return a;
 }
 
-/* Makes the run current and prints it: the decoder reads the start id and then the target,
- * so that position i predicts target token i and the last position what would follow. */
-static int start(lp_session *s, const int *src, int S, const int *tgt, int T, const char *text, bool greedy_out) {
+/* The decoder reads the start id and then the target, so that position i predicts target
+ * token i and the last position what would follow. */
+int lp_cmd_start_seq2seq(lp_session *s, const int *src, int S, const int *tgt, int T, const char *source,
+                         const char *target, bool greedy_out, int64_t stored_id) {
     const lp_config *c = lp_model_config(s->model);
     int *dec = malloc((size_t)(T + 1) * sizeof *dec);
     if (!dec) return lp_error(LP_ENOMEM, "out of memory");
@@ -69,8 +70,9 @@ static int start(lp_session *s, const int *src, int S, const int *tgt, int T, co
     if (rc) return rc;
     lp_run_free(s->run);
     s->run = r;
-    s->run_id = 0;
-    int rec = lp_cmd_record_run(s, text, NULL);
+    s->run_id = stored_id;
+    /* The run stays current even if recording fails; the failure is still the command's. */
+    int rec = stored_id ? LP_OK : lp_cmd_record_seq2seq(s, source, target, greedy_out);
     int correct = 0;
     for (int i = 0; i < T; i++) {
         const float *lg = lp_run_logits(r, i);
@@ -99,7 +101,7 @@ static int start(lp_session *s, const int *src, int S, const int *tgt, int T, co
 int lp_cmd_run_seq2seq(lp_session *s, const char *rest) {
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
-    char *head = NULL, *buf = NULL, *tgtbuf = NULL, *shown = NULL;
+    char *head = NULL, *buf = NULL, *tgtbuf = NULL;
     int *src = NULL, *tgt = NULL, S = 0, T = 0, rc;
     const char *target_at = lp_cmd_word_after_text(rest, "--target");
     if (target_at) {
@@ -136,13 +138,11 @@ int lp_cmd_run_seq2seq(lp_session *s, const char *rest) {
         rc = lp_error(LP_ERANGE, "run: a target of %d tokens exceeds the decoder's context of %d (with its start)", T,
                       c->n_ctx);
     if (rc) goto done;
-    if (text && target && asprintf(&shown, "%s --target %s", text, target) < 0) shown = NULL;
-    rc = start(s, src, S, tgt, T, shown ? shown : text, !o[1].value && !target);
+    rc = lp_cmd_start_seq2seq(s, src, S, tgt, T, text, target, !o[1].value && !target, 0);
 done:
     free(head);
     free(buf);
     free(tgtbuf);
-    free(shown);
     free(src);
     free(tgt);
     return rc;

@@ -43,35 +43,118 @@ int lp_cmd_model_row(lp_session *s, int64_t *id) {
     return LP_OK;
 }
 
-int lp_cmd_record_run(lp_session *s, const char *text, const char *pair) {
+/* A run's tokens as the store keeps them: their bytes and roles (n each; NULL without a
+ * tokenizer). */
+typedef struct {
+    const char **text, **role;
+    size_t *len;
+} token_rows;
+
+static int token_rows_new(token_rows *r, const lp_tokenizer *t, const int *ids, int n) {
+    r->text = calloc((size_t)n + 1, sizeof *r->text);
+    r->role = calloc((size_t)n + 1, sizeof *r->role);
+    r->len = calloc((size_t)n + 1, sizeof *r->len);
+    if (!r->text || !r->role || !r->len) return lp_error(LP_ENOMEM, "out of memory recording the run");
+    for (int i = 0; i < n && t; i++) {
+        r->text[i] = lp_tokenizer_token_bytes(t, ids[i], &r->len[i]);
+        r->role[i] = lp_special_name(lp_tokenizer_role(t, ids[i]));
+    }
+    return LP_OK;
+}
+
+static void token_rows_free(token_rows *r) {
+    free(r->text);
+    free(r->role);
+    free(r->len);
+}
+
+/* Appends a stack's metrics of every head to rec->heads (room made by the caller): self
+ * attention of run (stack "enc" or "dec"), or with cross, the decoder's cross-attention. */
+static int add_head_metrics(lp_store_run *rec, lp_store_head_metric *out, const lp_run *run, const char *stack,
+                            bool cross) {
+    const lp_config *c = lp_model_config(lp_run_model(run));
+    size_t nh = (size_t)c->n_layer * c->n_head, k = cross ? LP_CROSS_METRIC_COUNT : LP_HEAD_METRIC_COUNT;
+    float *m = malloc(nh * k * sizeof *m);
+    if (!m) return lp_error(LP_ENOMEM, "out of memory recording the run");
+    int rc = LP_OK;
+    if (cross) rc = lp_cross_metrics(m, run);
+    else lp_head_metrics(m, run);
+    for (size_t i = 0; i < nh && !rc; i++) {
+        const float *v = m + i * k;
+        lp_store_head_metric *h = &out[rec->n_heads++];
+        *h = (lp_store_head_metric){(int)(i / c->n_head), (int)(i % c->n_head), NAN, NAN, NAN, NAN, NAN, NAN,
+                                    stack, cross ? "cross" : "self", NAN, NAN, NAN, NAN};
+        if (cross) {
+            h->entropy = v[LP_CROSS_ENTROPY], h->max_attn = v[LP_CROSS_MAX_ATTN];
+            h->source_eos = v[LP_CROSS_SOURCE_EOS], h->diagonal = v[LP_CROSS_DIAGONAL];
+            h->monotonic = v[LP_CROSS_MONOTONIC], h->coverage = v[LP_CROSS_COVERAGE];
+        } else {
+            h->entropy = v[LP_HEAD_ENTROPY], h->prev_token = v[LP_HEAD_PREV_TOKEN];
+            h->first_token = v[LP_HEAD_FIRST_TOKEN], h->duplicate_token = v[LP_HEAD_DUPLICATE_TOKEN];
+            h->induction = v[LP_HEAD_INDUCTION], h->max_attn = v[LP_HEAD_MAX_ATTN];
+        }
+    }
+    free(m);
+    return rc;
+}
+
+/* An encoder-decoder's alignment: every decoder layer's cross-attention maxima, per head and
+ * for the heads' mean (head -1). *out malloc'd. */
+static int cross_maxima(const lp_run *run, lp_store_cross_max **out, int *n) {
+    const lp_config *c = lp_model_config(lp_run_model(run));
+    int T = lp_run_len(run), H = c->n_head;
+    size_t count = (size_t)c->n_layer * (H + 1) * T;
+    int *pos = malloc(count * sizeof *pos);
+    float *w = malloc(count * sizeof *w);
+    lp_store_cross_max *x = malloc(count * sizeof *x);
+    int rc = !pos || !w || !x ? lp_error(LP_ENOMEM, "out of memory recording the run") : lp_cross_alignment(pos, w, run);
+    for (size_t k = 0; k < count && !rc; k++) {
+        int i = (int)(k % T), h = (int)(k / T % (H + 1)), l = (int)(k / T / (H + 1));
+        x[k] = (lp_store_cross_max){l, h == H ? -1 : h, i, pos[k], w[k]};
+    }
+    free(pos);
+    free(w);
+    if (rc) {
+        free(x);
+        return rc;
+    }
+    *out = x;
+    *n = (int)count;
+    return LP_OK;
+}
+
+/* Records the current run: text (an encoder-decoder's source), a pair's second text, and an
+ * encoder-decoder's target text and kind ("given", "greedy"; NULL for one-stack models). */
+static int record_run(lp_session *s, const char *text, const char *pair, const char *target, const char *target_kind) {
     if (!s->store) return LP_OK;
     lp_store_run rec = {0};
     int rc;
     if ((rc = current_session(s, &rec.session_id)) || (rc = lp_cmd_model_row(s, &rec.model_id))) return rc;
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    const lp_run *src = lp_run_source(s->run);
     /* Predictions: the top tokens at every position (decoders, masked LMs), or all of a
      * classifier's labels as the predictions of position 0 (id = label id, token = label
      * name, prob as classify gives it: a multi-label head's sigmoids, none for regression). */
     bool labels = c->head == LP_HEAD_CLASSIFIER;
     int T = lp_run_len(s->run), V = lp_run_out_width(s->run), k = V < TOP_PER_POSITION || labels ? V : TOP_PER_POSITION;
-    int rows = lp_run_out_rows(s->run);
+    int rows = lp_run_out_rows(s->run), S = src ? lp_run_len(src) : 0;
     const int *ids = lp_run_ids(s->run);
-    size_t nh = (size_t)c->n_layer * c->n_head;
-    const char **tok = calloc((size_t)T, sizeof *tok), **role = calloc((size_t)T, sizeof *role);
-    size_t *tok_len = calloc((size_t)T, sizeof *tok_len);
+    /* Heads: the run's self-attention; an encoder-decoder's also its encoder's and its cross. */
+    const lp_config *ec = src ? lp_model_config(lp_run_model(src)) : NULL;
+    size_t nh = (size_t)c->n_layer * c->n_head * (src ? 2 : 1) + (ec ? (size_t)ec->n_layer * ec->n_head : 0);
+    token_rows tok = {0}, stok = {0};
     lp_store_prediction *preds = calloc((size_t)T * k + 1, sizeof *preds);
     lp_store_head_metric *heads = calloc(nh, sizeof *heads);
-    float *m = malloc(nh * LP_HEAD_METRIC_COUNT * sizeof *m);
+    lp_store_cross_max *cross = NULL;
     json_t *label_probs = labels ? lp_cmd_labels(s) : NULL;
-    if (!tok || !role || !tok_len || !preds || !heads || !m || (labels && !label_probs)) {
+    char *decoded = NULL;
+    if (!preds || !heads || (labels && !label_probs)) {
         rc = lp_error(LP_ENOMEM, "out of memory recording the run");
         goto done;
     }
-    for (int i = 0; i < T && t; i++) {
-        tok[i] = lp_tokenizer_token_bytes(t, ids[i], &tok_len[i]);
-        role[i] = lp_special_name(lp_tokenizer_role(t, ids[i]));
-    }
+    if ((rc = token_rows_new(&tok, t, ids, T)) || (src && (rc = token_rows_new(&stok, t, lp_run_ids(src), S))))
+        goto done;
     /* The top predictions at every position: what the model expected next, token by token. */
     int np = 0;
     for (int pos = 0; pos < rows; pos++) {
@@ -93,35 +176,59 @@ int lp_cmd_record_run(lp_session *s, const char *text, const char *pair) {
         }
         json_decref(top);
     }
-    lp_head_metrics(m, s->run);
-    for (size_t i = 0; i < nh; i++) {
-        const float *v = m + i * LP_HEAD_METRIC_COUNT;
-        heads[i] = (lp_store_head_metric){(int)(i / c->n_head), (int)(i % c->n_head), v[LP_HEAD_ENTROPY],
-                                          v[LP_HEAD_PREV_TOKEN], v[LP_HEAD_FIRST_TOKEN], v[LP_HEAD_DUPLICATE_TOKEN],
-                                          v[LP_HEAD_INDUCTION], v[LP_HEAD_MAX_ATTN]};
+    if ((rc = add_head_metrics(&rec, heads, s->run, src ? "dec" : NULL, false)) ||
+        (src && ((rc = add_head_metrics(&rec, heads, src, "enc", false)) ||
+                 (rc = add_head_metrics(&rec, heads, s->run, "dec", true)) ||
+                 (rc = cross_maxima(s->run, &cross, &rec.n_cross)))))
+        goto done;
+    /* A greedy target is kept as the text it decodes to (after the start id). */
+    if (src && !target && target_kind && strcmp(target_kind, "greedy") == 0 && t && T > 1) {
+        size_t cap = (size_t)T * 16 + 16, len = 0;
+        int d = (decoded = malloc(cap)) ? lp_tokenizer_decode(t, ids + 1, T - 1, decoded, cap, &len) : LP_ENOMEM;
+        if (d == LP_ERANGE && (free(decoded), decoded = malloc(cap = len)))
+            d = lp_tokenizer_decode(t, ids + 1, T - 1, decoded, cap, &len);
+        if (d == LP_OK) target = decoded;
+        else lp_error_clear(); /* ids the tokenizer does not know: no text, the tokens say it */
     }
     rec.text = text;
     rec.ids = ids;
-    rec.token_text = tok;
-    rec.token_len = tok_len;
+    rec.token_text = tok.text;
+    rec.token_len = tok.len;
     rec.n = T;
     rec.preds = preds;
     rec.n_preds = np;
     rec.heads = heads;
-    rec.n_heads = (int)nh;
     rec.pair = pair;
     rec.types = lp_run_types(s->run);
-    rec.special = role;
+    rec.special = tok.role;
+    if (src) {
+        rec.target = target;
+        rec.target_kind = target_kind;
+        rec.src_ids = lp_run_ids(src);
+        rec.src_text = stok.text;
+        rec.src_len = stok.len;
+        rec.src_special = stok.role;
+        rec.n_src = S;
+        rec.cross = cross;
+    }
     rc = lp_store_put_run(s->store, &rec, &s->run_id);
 done:
     json_decref(label_probs);
-    free(role);
-    free(tok);
-    free(tok_len);
+    token_rows_free(&tok);
+    token_rows_free(&stok);
     free(preds);
     free(heads);
-    free(m);
+    free(cross);
+    free(decoded);
     return rc;
+}
+
+int lp_cmd_record_run(lp_session *s, const char *text, const char *pair) {
+    return record_run(s, text, pair, NULL, NULL);
+}
+
+int lp_cmd_record_seq2seq(lp_session *s, const char *source, const char *target, bool greedy) {
+    return record_run(s, source, NULL, target, greedy ? "greedy" : "given");
 }
 
 /* Runs a query and prints its rows. */
@@ -224,8 +331,10 @@ int lp_cmd_findings(lp_session *s, int argc, char **argv, const char *rest) {
 int lp_cmd_runs(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     return list_view(s, "runs", argc, argv,
-                     "SELECT id, session, CASE WHEN pair IS NULL THEN text ELSE text || ' --pair ' || pair END AS text,"
-                     " n_tokens, next_token, next_prob, model, created_at FROM runs_view"
+                     "SELECT id, session, CASE WHEN pair IS NOT NULL THEN text || ' --pair ' || pair"
+                     " WHEN target_kind = 'given' AND target IS NOT NULL THEN text || ' --target ' || target"
+                     " ELSE text END AS text, CASE target_kind WHEN 'greedy' THEN target END AS greedy,"
+                     " n_source, n_tokens, next_token, next_prob, model, created_at FROM runs_view"
                      " WHERE ?1 = 0 OR session_id = ?1 ORDER BY id");
 }
 
@@ -247,6 +356,15 @@ int lp_cmd_rerun(lp_session *s, int argc, char **argv, const char *rest) {
         rc = lp_error(LP_EINVAL, "rerun: run %ld was made with another model (model %lld in the store); load that "
                       "model first", id, (long long)r.model_id);
     int V = lp_model_config(s->model)->vocab, types = lp_model_config(s->model)->type_vocab;
+    bool seq2seq = lp_model_encoder(s->model) != NULL;
+    if (!rc && seq2seq && (!r.target_kind || r.n_src == 0 || r.n < 1))
+        rc = r.target_kind ? lp_error(LP_EINVAL, "rerun: run %ld was recorded without its source tokens (by a loupe "
+                                      "before schema 4); run it again with run SOURCE --target TEXT", id)
+                           : lp_error(LP_EINVAL, "rerun: run %ld has no source, and this encoder-decoder needs one", id);
+    for (int i = 0; !rc && i < r.n_src; i++)
+        if (r.src_ids[i] < 0 || r.src_ids[i] >= V)
+            rc = lp_error(LP_EINVAL, "rerun: run %ld has source token id %d at position %d, outside this model's "
+                          "vocabulary (0..%d)", id, r.src_ids[i], i, V - 1);
     for (int i = 0; !rc && i < r.n; i++)
         if (r.ids[i] >= V)
             rc = lp_error(LP_EINVAL, "rerun: run %ld has token id %d at position %d, outside this model's vocabulary "
@@ -267,7 +385,12 @@ int lp_cmd_rerun(lp_session *s, int argc, char **argv, const char *rest) {
         json_decref(rows);
     }
     /* With its token types: a sentence pair runs again as the pair it was. */
-    if (!rc) rc = lp_cmd_start_run(s, r.ids, r.types, r.n, r.text, r.pair, o[0].value ? id : 0);
+    /* An encoder-decoder's: the source, and the target after the decoder's start id. */
+    if (!rc && seq2seq)
+        rc = lp_cmd_start_seq2seq(s, r.src_ids, r.n_src, r.ids + 1, r.n - 1, r.text,
+                                  strcmp(r.target_kind, "given") == 0 ? r.target : NULL,
+                                  strcmp(r.target_kind, "greedy") == 0, o[0].value ? id : 0);
+    else if (!rc) rc = lp_cmd_start_run(s, r.ids, r.types, r.n, r.text, r.pair, o[0].value ? id : 0);
     lp_store_saved_run_free(&r);
     return rc;
 }

@@ -115,7 +115,56 @@ cp tests/fixtures/store_v2.db "$tmp/v2.db"
 check "schema 2 file: migrated and its pair rerun" test $? -eq 0
 check "schema 2 file: the pair's types restored" jq -e -s '(.[0].types | add) == 7 and .[0].types[8] == 1' "$tmp/out"
 check "schema 2 file: the label probability recorded then" test "$(jq -s '.[1][0].prob * 10000 | round' "$tmp/out")" = "$(q "$tmp/v2.db" 'SELECT prob FROM predictions WHERE run_id = 1 AND token_id = 0' '.[0].prob * 10000 | round')"
-check "schema 2 file: version 3" test "$(q "$tmp/v2.db" 'PRAGMA user_version' '.[0].user_version')" = 3
+check "schema 2 file: version 4" test "$(q "$tmp/v2.db" 'PRAGMA user_version' '.[0].user_version')" = 4
+
+# Encoder-decoders (schema 4): a T5 run keeps its source and target, both sides' tokens, the
+# heads of both stacks and the cross-attention's, and the alignment; rerun runs it again
+# (the same decoder tokens and logits), greedy runs too; a file written by schema 3
+# (tests/fixtures/store_v3.db) is migrated and its T5 runs, whose source it did not keep,
+# are refused in one line.
+T5=tests/fixtures/t5/t5_relu_tok
+s2s=$tmp/s2s.db
+"$LOUPE" -d "$s2s" -m json $T5 -e 'run the cat sat --target the dog sat' -e 'run --max 4 hello world' -e 'top 3' \
+    -e 'rerun 1' -e 'rerun 2' -e 'top 3' -e 'runs' >"$tmp/out" 2>"$tmp/err"
+check "T5 runs recorded and rerun" test $? -eq 0
+check "rerun: the same source and decoder tokens" jq -e -s '.[0].source_ids == .[3].source_ids and .[0].ids == .[3].ids and .[1].ids == .[4].ids and .[4].target == "greedy"' "$tmp/out"
+check "rerun of the greedy run: the same predictions" jq -e -s '.[2] == .[5]' "$tmp/out"
+check "runs: the source and the target as typed" jq -e -s '.[6][0].text == "the cat sat --target the dog sat" and .[6][1].text == "hello world" and .[6][0].n_source == 7' "$tmp/out"
+check "runs_view: source, target and kind" test "$(q "$s2s" 'SELECT source, target, target_kind, n_source FROM runs_view WHERE id = 1' '.[0] | "\(.source)|\(.target)|\(.target_kind)|\(.n_source)"')" = "the cat sat|the dog sat|given|7"
+check "tokens: the source's and the decoder's" test "$(q "$s2s" "SELECT sum(side = 'source') AS s, sum(side = 'target') AS t FROM tokens WHERE run_id = 1" '.[0] | "\(.s) \(.t)"')" = "7 7"
+check "head metrics: encoder self, decoder self and cross" test "$(q "$s2s" "SELECT group_concat(n, ' ') AS g FROM (SELECT stack || '/' || kind || '=' || count(*) AS n FROM head_metrics WHERE run_id = 1 GROUP BY stack, kind ORDER BY stack, kind)" '.[0].g')" = "dec/cross=12 dec/self=12 enc/self=8"
+check "head metrics: cross metrics on cross rows only" test "$(q "$s2s" "SELECT sum(diagonal IS NOT NULL AND kind = 'cross') AS c, sum(diagonal IS NOT NULL AND kind = 'self') AS s FROM head_metrics WHERE run_id = 1" '.[0] | "\(.c) \(.s)"')" = "12 0"
+check "alignments: every decoder layer, head and the mean, every position" test "$(q "$s2s" 'SELECT count(*) AS n FROM alignments WHERE run_id = 1' '.[0].n')" = $((3 * 5 * 7))
+"$LOUPE" -d "$s2s" -m json $T5 -e 'rerun 1' -e 'attn 2 0 --cross' >"$tmp/out" 2>"$tmp/err"
+check "alignments: the cross-attention's argmax" jq -e -s --argjson a "$(q "$s2s" 'SELECT source_pos FROM alignments WHERE run_id = 1 AND layer = 2 AND head = 0 ORDER BY target_pos' '[.[].source_pos]')" '[.[1].pattern[] | . as $r | index($r | max)] == $a' "$tmp/out"
+# store/README.md's example queries run in SQLite's own shell, and its printed output is what the shell prints.
+sed -n '/^```sql$/,/^```$/p' store/README.md | grep -v '^```' | grep -v '^$' >"$tmp/squeries"
+n=0
+while IFS= read -r query; do
+    n=$((n + 1))
+    for d in "$s2s" "$enc"; do
+        if ! sqlite3 "$d" "$query" >/dev/null 2>"$tmp/e" || [ -s "$tmp/e" ]; then echo "FAIL store/README query on $d: $query"; cat "$tmp/e"; fails=$((fails + 1)); fi
+    done
+done <"$tmp/squeries"
+check "store/README has example queries ($n)" test "$n" -ge 10
+mkdir "$tmp/readme"
+"$LOUPE" -d "$tmp/readme/s2s.db" $T5 -e 'run the cat sat --target the dog sat' -e 'run --max 4 hello world' >/dev/null
+s2s_block() { sed -n '/^```text$/,/^```$/p' store/README.md | sed -n '/^\$ sqlite3 -header -column s2s.db/,/^```$/p' | grep -v '^```'; }
+: >"$tmp/shell"
+s2s_block | grep '^\$ sqlite3' | while IFS= read -r line; do
+    echo "$line" >>"$tmp/shell"
+    (cd "$tmp/readme" && eval "${line#\$ }") >>"$tmp/shell"
+done
+s2s_block >"$tmp/readme_out"
+check "store/README: the T5 example's output ($(wc -l <"$tmp/readme_out") lines)" sh -c "test \$(wc -l <'$tmp/readme_out') -ge 12 && diff '$tmp/readme_out' '$tmp/shell'"
+cp tests/fixtures/store_v3.db "$tmp/v3.db"
+"$LOUPE" -d "$tmp/v3.db" -m json models/default -e 'rerun 1' >"$tmp/out" 2>"$tmp/err"
+check "schema 3 file: migrated and its decoder run rerun" test $? -eq 0
+check "schema 3 file: version 4" test "$(q "$tmp/v3.db" 'PRAGMA user_version' '.[0].user_version')" = 4
+"$LOUPE" -d "$tmp/v3.db" $T5 -e 'rerun 2' >/dev/null 2>"$tmp/e"; rc=$?
+check "schema 3 file: its T5 run is refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: rerun: run 2 was recorded without its source tokens' '$tmp/e'"
+"$LOUPE" -d "$tmp/v3.db" $T5 -e 'rerun 1' >/dev/null 2>"$tmp/e"; rc=$?
+check "rerun of a decoder's run on a T5: refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: rerun: run 1 was made with another model' '$tmp/e'"
 
 echo "$fails failed"
 [ "$fails" -eq 0 ]

@@ -4,7 +4,8 @@
 # model view's thumbnails at 80x24 and 160x48 and its Enter into the attention view, a
 # command from `:` with its output, an error, a note seen in the findings view and in the
 # store, cancelling a long command with Esc and Ctrl-C, NO_COLOR shading, `tui` from the
-# REPL and back, the `:` history shared with the REPL's file, and quitting.
+# REPL and back, the `:` history shared with the REPL's file, an encoder-decoder's run (both
+# token lines, cross-attention, the attention keys), and quitting.
 set -u
 BUILD=${BUILD:-build}
 LOUPE=${LOUPE:-./loupe}
@@ -243,6 +244,59 @@ expect "the status names it too" 5 "saliency  label negative: token"
 keys t
 expect "t again: the next label" 10 "[1/2] saliency  label neutral"
 quit_with "q" 0 q
+
+# 5b. An encoder-decoder's run (the ReLU T5 fixture with a tokenizer): the strip's two lines,
+# the cross-attention as a target x source heat map with both axes' tokens, x through the
+# three attentions, s between the strip's lines (the attention follows), the encoder's fewer
+# layers, the model view's rows by stack and kind, the help, and all of it at 80x24.
+T5=tests/fixtures/t5/t5_relu_tok
+start "'$LOUPE' -d '$tmp/t5.db' --tui '$T5' -e 'run the cat sat on the mat --target le chat'"
+expect "a T5 run opens on its cross-attention" 10 "cross L0 H0   rows: target, columns: source"
+expect "the title bar names the attention" 5 "L0 H0 cross"
+expect "the strip's source line" 5 "src  ·the ·cat · s a t ·on ·the · m a t </s>"
+expect "the strip's target line" 5 "tgt  <pad> · l e · c h a t"
+expect "the heat map's rows are the target's tokens" 5 "   0 <pad>"
+expect "its columns the source's (13 of them)" 5 "  9 10 11 12"
+expect "the source's tokens across the top" 5 "·  ·  ·  s  a  t  ·  ·  ·  m  a  t  <"
+expect "the status names a target query and a source key" 5 "cross L0 H0  query 8 t → key "
+keys k
+expect "k moves the target query" 5 "cross L0 H0  query 7 a → key "
+keys x
+expect "x: the encoder's self-attention" 5 "enc self L0 H0   rows: source, columns: source"
+expect "its query is the source's selection" 5 "enc self L0 H0  query 0 ·the → key "
+keys l l
+expect "the token keys move the source selection" 5 "enc self L0 H0  query 2 · → key "
+keys x
+expect "x: the decoder's self-attention" 5 "dec self L0 H0   rows: target, columns: target"
+expect "back on the target's selection" 5 "dec self L0 H0  query 7 a → key "
+keys s
+expect "s: the source line, and the encoder's attention" 5 "enc self L0 H0  query 2 · → key "
+keys s
+expect "s again: the target line, and the decoder's attention last shown" 5 "dec self L0 H0  query 7 a → key "
+keys x ']' ']'
+expect "the decoder's three layers" 5 "cross L2 H0   rows: target"
+keys x
+expect "the encoder has two: the layer follows" 5 "enc self L1 H0   rows: source"
+keys 8
+expect "the model view names each stack and kind" 5 "E encoder self, D decoder self, X cross"
+if screen | grep -Eq '^E1( |$)' && screen | grep -Eq '^D0( |$)' && screen | grep -Eq '^X2( |$)'; then ok "its rows: E, D and X"
+else fail "its rows: E, D and X"; screen | sed 's/^/  | /'; fi
+keys j j
+expect "j goes down the rows: encoder, then decoder self, then cross" 5 "cross L0 H0  query 7 a → strongest key"
+keys Enter
+expect "Enter zooms into that cross-attention head" 5 "cross L0 H0   rows: target, columns: source"
+t resize-window -t tui -x 80 -y 24
+if poll size_is 5 80x24; then ok "the T5 run at 80x24"; else fail "resize to 80x24"; fi
+expect "80x24: the strip's two lines" 5 "tgt  <pad> · l e · c h a t"
+expect "80x24: the heat map's source columns" 5 "  9 10 11 12"
+expect "80x24: the title bar still names the attention" 5 "L0 H0 cross"
+if [ "$(screen | LC_ALL=C.UTF-8 wc -L)" -le 80 ]; then ok "the T5 views stay within 80 columns"
+else fail "the T5 views stay within 80 columns"; screen | sed 's/^/  | /'; fi
+keys '?'
+expect "the help has s" 5 "encoder-decoders: the selection to the other strip line"
+keys PgDn
+expect "and x" 5 "encoder-decoders: next attention"
+quit_with "q after the T5 run" 0 q q
 
 # 6. Without a terminal --tui refuses at once.
 if "$LOUPE" -d :memory: --tui "$STORIES" </dev/null >"$tmp/out" 2>&1; then fail "--tui without a terminal"
