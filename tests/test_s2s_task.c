@@ -28,6 +28,7 @@ static lp_s2s_spec spec_all_rules(uint64_t seed) {
     sp.rules = 7;
     sp.min_digits = 1;
     sp.max_digits = 12;
+    sp.distinct = false; /* repeats: the alignment must go by position */
     return sp;
 }
 
@@ -88,6 +89,32 @@ static void every_target_word_is_the_number_word_of_its_aligned_source_digit(voi
     for (int r = 0; r < LP_S2S_N_RULES; r++) assert_true(per_rule[r] > N / 4);
     for (int n = 1; n <= 12; n++) assert_true(lengths[n] > 0);
     assert_int_equal(lengths[13] + lengths[0], 0);
+}
+
+static void distinct_strings_never_repeat_a_digit_and_cover_all_ten(void **state) {
+    (void)state;
+    enum { N = 1000 };
+    static lp_s2s_example ex[N];
+    lp_s2s_spec sp;
+    lp_s2s_spec_default(&sp);
+    assert_true(sp.distinct);
+    sp.max_digits = 10;
+    assert_int_equal(lp_s2s_examples(&sp, LP_S2S_TRAIN, N, ex), LP_OK);
+    int first[10] = {0}, tens = 0;
+    for (int i = 0; i < N; i++) {
+        int seen = 0;
+        for (int k = 0; k < ex[i].n; k++) {
+            assert_false(seen & 1 << ex[i].digits[k]);
+            seen |= 1 << ex[i].digits[k];
+        }
+        first[ex[i].digits[0]]++;
+        tens += ex[i].n == 10;
+    }
+    for (int d = 0; d < 10; d++) assert_true(first[d] > N / 20); /* every digit leads some strings */
+    assert_true(tens > 0);
+    sp.max_digits = 11;
+    assert_int_equal(lp_s2s_examples(&sp, LP_S2S_TRAIN, 1, ex), LP_EINVAL);
+    assert_non_null(strstr(lp_errmsg(), "distinct"));
 }
 
 static void hand_examples_align_as_the_rules_say(void **state) {
@@ -297,6 +324,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(same_seed_same_examples_other_seed_differs),
         cmocka_unit_test(every_target_word_is_the_number_word_of_its_aligned_source_digit),
+        cmocka_unit_test(distinct_strings_never_repeat_a_digit_and_cover_all_ten),
         cmocka_unit_test(hand_examples_align_as_the_rules_say),
         cmocka_unit_test(held_out_digit_strings_never_appear_in_training),
         cmocka_unit_test(bad_specs_are_refused),

@@ -7,9 +7,12 @@
  *   swap    4 0 7 2 9  ->  zero four two seven nine (adjacent pairs exchanged: a zigzag)
  * Every target word comes from exactly one source digit, so the alignment is a function
  * target word -> source word, and a heat map of a cross-attention head that learnt it shows
- * the rule's line (diagonal, anti-diagonal, zigzag); a wrong one shows it broken. Digits
- * may repeat ("4 4 7"): the alignment is still by position, which is what a model that
- * learnt the rule must attend to (the same digit elsewhere is the wrong source).
+ * the rule's line (diagonal, anti-diagonal, zigzag); a wrong one shows it broken. By
+ * default the digits of a string are all different (spec.distinct), so that the source
+ * digit a target word spells is found by its content and the alignment is unambiguous
+ * (a PyTorch pilot with repeats allowed learnt far more slowly, tests/tools/s2s_pilot.py);
+ * with repeats ("4 4 7") the alignment is still by position, which is what a model that
+ * learnt the rule must attend to.
  *
  * Words and tokens: the source is "RULE D1 ... Dn" and the target "W1 ... Wn", words split
  * by single spaces. lp_s2s_tokenizer_save writes a word-level tokenizer for the task's
@@ -49,9 +52,10 @@ typedef struct {
     unsigned rules;            /* which rules to draw (uniformly): bits 1u << lp_s2s_rule, at least one */
     int min_digits, max_digits; /* lengths drawn uniformly, 1 <= min <= max <= LP_S2S_MAX_DIGITS */
     int heldout_every;         /* 1 digit string in this many is held out; >= 2 */
+    bool distinct;             /* no digit twice in a string (then max_digits <= 10) */
 } lp_s2s_spec;
 
-/* seed 0; copy and reverse; 3 to 8 digits; 1 in 10 strings held out. */
+/* seed 0; copy and reverse; 3 to 8 distinct digits; 1 in 10 strings held out. */
 void lp_s2s_spec_default(lp_s2s_spec *spec);
 
 typedef struct {

@@ -25,7 +25,8 @@ void lp_s2s_spec_default(lp_s2s_spec *spec) {
                           .rules = 1u << LP_S2S_COPY | 1u << LP_S2S_REVERSE,
                           .min_digits = 3,
                           .max_digits = 8,
-                          .heldout_every = 10};
+                          .heldout_every = 10,
+                          .distinct = true};
 }
 
 const char *lp_s2s_rule_name(lp_s2s_rule rule) { return rule < LP_S2S_N_RULES ? RULES[rule] : "?"; }
@@ -60,6 +61,20 @@ static int source_of(lp_s2s_rule rule, int j, int n) {
     }
 }
 
+static void draw_digits(lp_rng *rng, int *digits, int n, bool distinct) {
+    int pool[10] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    for (int i = 0; i < n; i++) {
+        if (!distinct) {
+            digits[i] = (int)(lp_rng_uniform(rng) * 10);
+            continue;
+        }
+        int k = i + (int)(lp_rng_uniform(rng) * (10 - i)); /* Fisher-Yates, the first n places */
+        int t = pool[i];
+        pool[i] = pool[k], pool[k] = t;
+        digits[i] = pool[i];
+    }
+}
+
 static void fill(lp_s2s_example *e) {
     size_t at = (size_t)snprintf(e->source, sizeof e->source, "%s", RULES[e->rule]);
     for (int i = 0; i < e->n; i++) at += (size_t)snprintf(e->source + at, sizeof e->source - at, " %d", e->digits[i]);
@@ -79,6 +94,8 @@ static int check_spec(const lp_s2s_spec *sp) {
     if (sp->min_digits < 1 || sp->max_digits > LP_S2S_MAX_DIGITS || sp->min_digits > sp->max_digits)
         return lp_error(LP_EINVAL, "s2s task: digits %d..%d: need 1 <= min <= max <= %d", sp->min_digits,
                         sp->max_digits, LP_S2S_MAX_DIGITS);
+    if (sp->distinct && sp->max_digits > 10)
+        return lp_error(LP_EINVAL, "s2s task: %d distinct digits: there are only 10", sp->max_digits);
     if (sp->heldout_every < 2)
         return lp_error(LP_EINVAL, "s2s task: heldout_every %d: need at least 2 (1 string in N held out)",
                         sp->heldout_every);
@@ -105,7 +122,7 @@ int lp_s2s_examples(const lp_s2s_spec *sp, lp_s2s_split split, size_t n, lp_s2s_
                                 "held out): allow longer strings", split == LP_S2S_HELDOUT ? "held-out" : "training",
                                 sp->min_digits, sp->max_digits, sp->heldout_every);
             e->n = sp->min_digits + (int)(lp_rng_uniform(&rng) * span);
-            for (int i = 0; i < e->n; i++) e->digits[i] = (int)(lp_rng_uniform(&rng) * 10);
+            draw_digits(&rng, e->digits, e->n, sp->distinct);
         } while (lp_s2s_is_heldout(e->digits, e->n, sp->heldout_every) != (split == LP_S2S_HELDOUT));
         e->rule = (lp_s2s_rule)rules[(int)(lp_rng_uniform(&rng) * n_rules)];
         fill(e);

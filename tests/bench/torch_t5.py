@@ -12,9 +12,10 @@ not package), doing the same work as bench_seq2seq:
     new query row only).
 The ids are bench_seq2seq's (fill_ids), so --compare-logits FILE (bench_seq2seq
 --save-logits) checks the teacher-forced logits against loupe's and --compare-ids FILE
-(--save-ids) the greedy tokens. Minimum over runs, as bench_seq2seq reports.
+(--save-ids) the greedy tokens. Minimum over runs, as bench_seq2seq reports. Threads: as
+many as CPUs (as loupe's OpenBLAS), or --threads N (bench_seq2seq --threads N's match).
 
-usage: OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 tests/bench/torch_t5.py MODEL_DIR [--compare-logits FILE] [--compare-ids FILE]
+usage: OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 tests/bench/torch_t5.py MODEL_DIR [--compare-logits FILE] [--compare-ids FILE] [--threads N]
 """
 
 import os
@@ -148,10 +149,10 @@ def main():
     if not args or args[0].startswith("-") or len(args) % 2 == 0:
         sys.exit(__doc__.strip().splitlines()[-1])
     model_dir, opts = args[0], dict(zip(args[1::2], args[2::2]))
-    if set(opts) - {"--compare-logits", "--compare-ids"}:
+    if set(opts) - {"--compare-logits", "--compare-ids", "--threads"}:
         sys.exit(__doc__.strip().splitlines()[-1])
     torch.set_grad_enabled(False)
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(int(opts.get("--threads", os.cpu_count())))
     cfg, W = load(model_dir)
     m = T5(cfg, W)
     V = cfg["vocab_size"]
