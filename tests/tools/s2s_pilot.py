@@ -18,15 +18,23 @@ usage: /usr/bin/python3 tests/tools/s2s_pilot.py [--minutes M] [--threads N] [--
 
 import argparse
 import json
-import math
 import os
 import subprocess
+import sys
 import tempfile
 import time
 
 import torch
 
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(here, "..", "fixtures"))
+from t5_reference import relative_position_bucket  # noqa: E402  the fixtures' bucket arithmetic
+
 F = torch.nn.functional
+
+
+def bucket(rel, bidirectional):
+    return relative_position_bucket(rel, bidirectional, 32, 128)
 
 
 def examples(n, seed, heldout, rules, repeats):
@@ -41,19 +49,6 @@ def examples(n, seed, heldout, rules, repeats):
         _, src, tgt, align = line.split("\t")
         rows.append((src.split(), tgt.split(), [int(a) for a in align.split(",")]))
     return rows
-
-
-def bucket(rel, bidirectional, nb=32, md=128):
-    out = torch.zeros_like(rel)
-    if bidirectional:
-        nb //= 2
-        out += (rel > 0).long() * nb
-        rel = rel.abs()
-    else:
-        rel = -torch.min(rel, torch.zeros_like(rel))
-    me = nb // 2
-    large = me + (torch.log(rel.float().clamp(min=1) / me) / math.log(md / me) * (nb - me)).long()
-    return out + torch.where(rel < me, rel, large.clamp(max=nb - 1))
 
 
 class T5(torch.nn.Module):
