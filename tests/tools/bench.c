@@ -3,6 +3,7 @@
  *   bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL
  *   bench --check MODEL     exit status 0 when MODEL loads (run.sh: no need to remake it)
  *   bench --attr MODEL      the attribution lines only (to compare builds of the engine)
+ *   bench --record MODEL    recording's share of a run and the first run of a new length only
  * Targets: forward at T=128 within 1.5x of the roofline time; load under 100 ms; peak RSS
  * under the weights plus twice the activations of a T=512 run. An encoder (BERT) gets the
  * forward and attribution (bench_encoder_attr), not generation or patching.
@@ -28,6 +29,7 @@
 #include "loupe/model.h"
 #include "loupe/run.h"
 #include "loupe/tokenizer.h"
+#include "commands/cmd.h"
 #include "sgemm_rate.h"
 
 
@@ -349,9 +351,87 @@ static void bench_patch(const lp_model *m) {
     free(out);
 }
 
+/* What a `run` costs beyond its forward: recording it (lp_cmd_record_run: top-5 predictions
+ * at every position and the head metrics, into an in-memory store) as a share of the forward
+ * (target: <= 5%), minima of reps at each length. */
+static void bench_record(lp_session *s, int reps) {
+    static const int lens[] = {128, 512, 1024};
+    const lp_config *c = lp_model_config(s->model);
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        int T = lens[k];
+        if (T > c->n_ctx) break;
+        int *ids = malloc((size_t)T * sizeof *ids);
+        if (!ids) exit(1);
+        fill_ids(ids, T, c->vocab);
+        double fwd = 1e30, rec = 1e30;
+        for (int i = 0; i < reps; i++) {
+            lp_run_free(s->run);
+            s->run = NULL;
+            double t = now_s();
+            if (lp_run_new(&s->run, s->model, ids, T)) die("forward");
+            fwd = fmin(fwd, now_s() - t);
+            t = now_s();
+            if (lp_cmd_record_run(s, NULL, NULL)) die("record");
+            rec = fmin(rec, now_s() - t);
+        }
+        printf("record T=%d: %.1f ms beside a forward of %.1f ms (minima of %d): %.1f%% (target <= 5%%: %s)\n", T,
+               rec * 1e3, fwd * 1e3, reps, 100 * rec / fwd, rec <= 0.05 * fwd ? "met" : "MISSED");
+        free(ids);
+    }
+}
+
+/* The first `run` of a length longer than any before in a session, against the same
+ * command again: what the arena's first touch adds (target: nothing). Goes through the
+ * command layer, which decides when the old run's arena is given back. */
+static void bench_new_length(lp_session *s) {
+    static const int lens[] = {128, 512, 1024};
+    const lp_config *c = lp_model_config(s->model);
+    lp_run_free(s->run);
+    s->run = NULL;
+    lp_run_release_cache(); /* as a fresh session: no arena kept from the benches before */
+    printf("first run of a new length (run --ids, recorded; then the same again):");
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        int T = lens[k];
+        if (T > c->n_ctx) break;
+        size_t cap = (size_t)T * 8 + 16;
+        char *cmd = malloc(cap);
+        int *ids = malloc((size_t)T * sizeof *ids);
+        if (!cmd || !ids) exit(1);
+        fill_ids(ids, T, c->vocab);
+        int o = snprintf(cmd, cap, "run --ids ");
+        for (int i = 0; i < T; i++) o += snprintf(cmd + o, cap - (size_t)o, "%s%d", i ? "," : "", ids[i]);
+        double t[2];
+        for (int i = 0; i < 2; i++) {
+            t[i] = now_s();
+            if (lp_exec(s, cmd)) die("run");
+            t[i] = now_s() - t[i];
+        }
+        printf("%s T=%d %.0f ms, again %.0f ms (+%.0f)", k ? ";" : "", T, t[0] * 1e3, t[1] * 1e3, (t[0] - t[1]) * 1e3);
+        free(cmd);
+        free(ids);
+    }
+    printf("\n");
+}
+
+/* A session as the command line makes one, with an in-memory store. */
+static void bench_session(const char *path, int reps) {
+    FILE *sink = fopen("/dev/null", "w");
+    lp_session s;
+    lp_session_init(&s, sink);
+    if (lp_store_open(&s.store, ":memory:") || lp_session_load(&s, path)) die(path);
+    if (!lp_model_is_encoder(s.model)) {
+        bench_new_length(&s);
+        bench_record(&s, reps);
+    }
+    lp_store_close(s.store);
+    s.store = NULL;
+    lp_session_free(&s);
+    fclose(sink);
+}
+
 static void usage(void) {
     fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL\n"
-                    "       bench --check MODEL | --attr MODEL\n");
+                    "       bench --check MODEL | --attr MODEL | --record MODEL\n");
     exit(2);
 }
 
@@ -364,7 +444,7 @@ static void print_blas(void) {
 }
 
 int main(int argc, char **argv) {
-    int quick = 0, check = 0, attr_only = 0;
+    int quick = 0, check = 0, attr_only = 0, record_only = 0;
     logit_files lf = {0};
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
@@ -372,6 +452,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--quick")) quick = 1;
         else if (!strcmp(a, "--check")) check = 1;
         else if (!strcmp(a, "--attr")) attr_only = 1;
+        else if (!strcmp(a, "--record")) record_only = 1;
         else if (!strcmp(a, "--threads") && v && atoi(v) > 0) openblas_set_num_threads(atoi(argv[++i]));
         else if (!strcmp(a, "--save-logits") && v) lf.save = argv[++i];
         else if (!strcmp(a, "--compare-logits") && v) lf.compare = argv[++i];
@@ -387,6 +468,12 @@ int main(int argc, char **argv) {
     }
     double load[3] = {0};
     getloadavg(load, 3);
+    if (record_only) {
+        print_blas();
+        printf("load average %.2f\n", load[0]);
+        bench_session(path, 5);
+        return 0;
+    }
     if (attr_only) {
         if (lp_model_load(&m, path, NULL)) die(path);
         print_blas();
@@ -438,6 +525,7 @@ int main(int argc, char **argv) {
     bench_forward(m, 32, 9, peak, &lf);
     bench_forward(m, 128, 7, peak, &lf);
     size_t act512 = bench_forward(m, 512, 3, peak, &lf);
+    bench_session(path, 3);
     bench_attr(m, 32, enc ? 3 : 5, true);
     bench_attr(m, 128, 1, false);
     if (!enc) {
