@@ -174,8 +174,9 @@ static int heads_update(void *vst, lp_browser *b) {
         settle_metric(st);
         return lp_error(LP_ENOMEM, "out of memory");
     }
-    lp_head_metrics(st->m, r);
+    int rc = lp_head_metrics(st->m, r);
     settle_metric(st);
+    if (rc) return rc;
     for (int k = 0; k < LP_HEAD_METRIC_COUNT; k++) {
         float mx = 0;
         for (int i = 0; i < st->L * st->H; i++) {

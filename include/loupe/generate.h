@@ -39,6 +39,10 @@ int lp_sample(const float *logits, int vocab, const lp_sampling *s, lp_rng *rng)
  * passes of insertion for small k (the per-position top-5 every run records), a sort for
  * large k. k <= V. Returns LP_ENOMEM only for large k. */
 int lp_top_k(int *ids, const float *logits, int vocab, int k);
+/* The softmax of logits (V) as its normaliser: returns z = sum exp(logit - *max), *max the
+ * largest logit, so that a token's probability is exp(logit - *max) / z. Vectorised float
+ * terms summed in double: within 1e-6 relative of the double sum. */
+double lp_softmax_norm(const float *logits, int vocab, float *max);
 
 /* Continues prompt[0..n_prompt) by up to n_new tokens into out (capacity n_new); stops
  * early at the tokenizer's EOS when stop_at_eos. *n_out = tokens generated. */

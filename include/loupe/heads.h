@@ -43,8 +43,8 @@ typedef enum {
 const char *lp_head_metric_name(lp_head_metric k);           /* "entropy", "prev_token", ..., "broad" */
 int lp_head_metric_from_name(const char *name, lp_head_metric *out); /* any of the ten */
 
-/* out (n_layer, n_head, LP_HEAD_METRIC_COUNT). */
-void lp_head_metrics(float *out, const lp_run *r);
+/* out (n_layer, n_head, LP_HEAD_METRIC_COUNT). LP_ENOMEM when out of memory. */
+int lp_head_metrics(float *out, const lp_run *r);
 /* out (n_layer, n_head, LP_HEAD_ENCODER_METRIC_COUNT): next_token, cls_sink, sep_sink, broad
  * of any run (the sinks are NAN when the run has no such token or the model's tokenizer
  * names none; next_token and broad are NAN for one token). */

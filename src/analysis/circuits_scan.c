@@ -257,7 +257,10 @@ int lp_scan_heads_encoder(const lp_model *m, const lp_scan_options *o, float *sc
         lp_run *r;
         int n;
         if ((rc = encoder_sequence(m, o, b, ids, &n)) || (rc = lp_run_new(&r, m, ids, n))) break;
-        lp_head_metrics(hm, r);
+        if ((rc = lp_head_metrics(hm, r))) {
+            lp_run_free(r);
+            break;
+        }
         lp_head_metrics_encoder(em, r);
         for (size_t i = 0; i < nh; i++) {
             const float *e = em + i * LP_HEAD_ENCODER_METRIC_COUNT;
@@ -289,11 +292,12 @@ const char *lp_seq2seq_scan_score_name(lp_seq2seq_scan_score k) {
 
 /* Adds one copy-task run's scores to the sums (n_layer * H rows of LP_S2S_COUNT each). hm,
  * em, xm: scratch for heads.h's metrics. */
-static void seq2seq_add(const lp_run *r, double *enc, double *dec, double *cross, float *hm, float *em, float *xm) {
+static int seq2seq_add(const lp_run *r, double *enc, double *dec, double *cross, float *hm, float *em, float *xm) {
     const lp_run *src = lp_run_source(r);
     const lp_config *ce = lp_model_config(lp_run_model(src)), *cd = lp_model_config(lp_run_model(r));
     int H = cd->n_head, S = lp_run_len(src), T = lp_run_len(r);
-    lp_head_metrics(hm, src);
+    int rc = lp_head_metrics(hm, src);
+    if (rc) return rc;
     lp_head_metrics_encoder(em, src);
     for (int i = 0; i < ce->n_layer * H; i++) {
         double *x = enc + (size_t)i * LP_S2S_COUNT, eos = 0;
@@ -305,8 +309,7 @@ static void seq2seq_add(const lp_run *r, double *enc, double *dec, double *cross
         x[LP_S2S_BROAD] += em[(size_t)i * LP_HEAD_ENCODER_METRIC_COUNT + LP_HEAD_BROAD - LP_HEAD_METRIC_COUNT];
         x[LP_S2S_SOURCE_EOS] += eos / S;
     }
-    lp_head_metrics(hm, r);
-    lp_cross_metrics(xm, r);
+    if ((rc = lp_head_metrics(hm, r)) || (rc = lp_cross_metrics(xm, r))) return rc;
     for (int i = 0; i < cd->n_layer * H; i++) {
         double *x = dec + (size_t)i * LP_S2S_COUNT, *y = cross + (size_t)i * LP_S2S_COUNT, aligned = 0;
         const float *m = xm + (size_t)i * LP_CROSS_METRIC_COUNT;
@@ -321,6 +324,7 @@ static void seq2seq_add(const lp_run *r, double *enc, double *dec, double *cross
         y[LP_S2S_MONOTONIC] += m[LP_CROSS_MONOTONIC];
         y[LP_S2S_COVERAGE] += m[LP_CROSS_COVERAGE];
     }
+    return LP_OK;
 }
 
 /* The scores a kind has: the others are NAN. */
@@ -351,7 +355,7 @@ int lp_scan_heads_seq2seq(const lp_model *m, const lp_scan_options *o, float *en
         tgt[0] = cd->start_id; /* the decoder reads the start id, then the copy */
         memcpy(tgt + 1, src, (size_t)N * sizeof *tgt);
         if ((rc = lp_run_new_seq2seq(&r, m, src, n, tgt, n))) break;
-        seq2seq_add(r, sum, sum + ne * LP_S2S_COUNT, sum + (ne + nd) * LP_S2S_COUNT, hm, em, xm);
+        rc = seq2seq_add(r, sum, sum + ne * LP_S2S_COUNT, sum + (ne + nd) * LP_S2S_COUNT, hm, em, xm);
         lp_run_free(r);
     }
     if (!rc) {

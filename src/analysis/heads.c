@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/vmath.h"
 #include "loupe/error.h"
 #include "loupe/tokenizer.h"
 
@@ -27,10 +28,48 @@ int lp_head_metric_from_name(const char *name, lp_head_metric *out) {
 
 static float mean_or_nan(double sum, int n) { return n ? (float)(sum / n) : NAN; }
 
-void lp_head_metrics(float *out, const lp_run *r) {
+/* sum of p log p over row[0..n) (zeros add nothing): float terms through lp_vlog in lanes
+ * the compiler vectorises, blocks summed in double. A double log() per entry was most of
+ * the time a run took to record. */
+static double row_plogp(const float *row, int n) {
+    double sum = 0.0;
+    float t[LP_VBLOCK];
+    int b = 0;
+    for (; b + LP_VBLOCK <= n; b += LP_VBLOCK) {
+        for (int j = 0; j < LP_VBLOCK; j++) t[j] = row[b + j] * lp_vlog(row[b + j]);
+        sum += lp_vsum_block(t);
+    }
+    for (; b < n; b++) sum += row[b] * lp_vlog(row[b]);
+    return sum;
+}
+
+/* max(0, row[0..n)), in lanes. */
+static float row_max(const float *row, int n) {
+    float lane[16] = {0}, m = 0.0f;
+    int b = 0;
+    for (; b + 16 <= n; b += 16)
+        for (int j = 0; j < 16; j++) lane[j] = row[b + j] > lane[j] ? row[b + j] : lane[j];
+    for (int j = 0; j < 16; j++) m = lane[j] > m ? lane[j] : m;
+    for (; b < n; b++) m = row[b] > m ? row[b] : m;
+    return m;
+}
+
+int lp_head_metrics(float *out, const lp_run *r) {
     const lp_config *c = lp_model_config(lp_run_model(r));
     const int *ids = lp_run_ids(r);
     int T = lp_run_len(r);
+    /* The same token's previous position (-1: none), so that duplicate-token and induction
+     * visit only the keys they sum instead of testing every key of every head. */
+    int *prev_same = malloc((size_t)T * sizeof *prev_same);
+    if (!prev_same) return lp_error(LP_ENOMEM, "out of memory");
+    for (int i = 0; i < T; i++) {
+        prev_same[i] = -1;
+        for (int j = i - 1; j >= 0; j--)
+            if (ids[j] == ids[i]) {
+                prev_same[i] = j;
+                break;
+            }
+    }
     for (int l = 0; l < c->n_layer; l++)
         for (int h = 0; h < c->n_head; h++) {
             lp_view v;
@@ -39,21 +78,20 @@ void lp_head_metrics(float *out, const lp_run *r) {
             int n_dup = 0, n_ind = 0;
             for (int i = 0; i < T; i++) {
                 const float *row = v.data + (size_t)i * v.stride[0];
-                double e = 0, best = 0, d = 0, k = 0;
-                bool has_dup = false, has_ind = false;
                 /* a bidirectional head's row spans every key: entropy and the maximum read it
                  * all; duplicate and induction keep to the earlier keys, as their definitions */
                 int keys = c->causal ? i + 1 : T;
-                for (int j = 0; j < keys; j++) {
-                    double p = row[j];
-                    if (p > 0) e -= p * log(p);
-                    if (p > best) best = p;
-                    if (j < i && ids[j] == ids[i]) d += p, has_dup = true;
-                    if (j >= 1 && j <= i - 1 && ids[j - 1] == ids[i]) k += p, has_ind = true;
-                }
-                ent += e;
-                mx += best;
+                ent -= row_plogp(row, keys);
+                mx += row_max(row, keys);
                 if (i >= 1) prev += row[i - 1], first += row[0];
+                /* earlier copies j of ids[i]: duplicate reads j, induction the token after
+                 * it (j + 1 <= i - 1) */
+                double d = 0, k = 0;
+                bool has_dup = false, has_ind = false;
+                for (int j = prev_same[i]; j >= 0; j = prev_same[j]) {
+                    d += row[j], has_dup = true;
+                    if (j + 1 <= i - 1) k += row[j + 1], has_ind = true;
+                }
                 if (has_dup) dup += d, n_dup++;
                 if (has_ind) ind += k, n_ind++;
             }
@@ -65,6 +103,8 @@ void lp_head_metrics(float *out, const lp_run *r) {
             o[LP_HEAD_INDUCTION] = mean_or_nan(ind, n_ind);
             o[LP_HEAD_MAX_ATTN] = (float)(mx / T);
         }
+    free(prev_same);
+    return LP_OK;
 }
 
 void lp_head_metrics_encoder(float *out, const lp_run *r) {
@@ -139,12 +179,8 @@ int lp_cross_metrics(float *out, const lp_run *r) {
             memset(hit, 0, (size_t)S * sizeof *hit);
             for (int i = 0; i < T; i++) {
                 const float *row = v.data + (size_t)i * v.stride[0];
-                double e = 0, centroid = 0;
-                for (int j = 0; j < S; j++) {
-                    double p = row[j];
-                    if (p > 0) e -= p * log(p);
-                    centroid += p * j;
-                }
+                double e = -row_plogp(row, S), centroid = 0;
+                for (int j = 0; j < S; j++) centroid += (double)row[j] * j;
                 int arg = row_argmax(row, S);
                 ent += e;
                 mx += row[arg];

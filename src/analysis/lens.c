@@ -74,10 +74,8 @@ int lp_lens(const lp_run *r, int k, int target, int *top_ids, float *top_probs, 
         if ((rc = lens_block(m, row_resid(r, row), T, logits))) break;
         for (int t = 0; t < T; t++) {
             const float *lg = logits + (size_t)t * V;
-            float mx = lg[0];
-            for (int j = 1; j < V; j++) mx = lg[j] > mx ? lg[j] : mx;
-            double z = 0;
-            for (int j = 0; j < V; j++) z += exp((double)lg[j] - mx);
+            float mx;
+            double z = lp_softmax_norm(lg, V, &mx);
             size_t at = ((size_t)row * T + t) * k;
             int *ids = top_ids + at;
             float *probs = top_probs + at;

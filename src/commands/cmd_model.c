@@ -634,7 +634,7 @@ int lp_cmd_heads(lp_session *s, int argc, char **argv, const char *rest) {
     if (cross) {
         rc = lp_cross_metrics(m, r);
     } else {
-        lp_head_metrics(part, r);
+        rc = lp_head_metrics(part, r);
         if (NM > LP_HEAD_METRIC_COUNT) lp_head_metrics_encoder(part + nh * LP_HEAD_METRIC_COUNT, r);
         for (size_t i = 0; i < nh; i++)
             for (int q = 0; q < NM; q++)

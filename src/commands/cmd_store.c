@@ -78,7 +78,7 @@ static int add_head_metrics(lp_store_run *rec, lp_store_head_metric *out, const 
     if (!m) return lp_error(LP_ENOMEM, "out of memory recording the run");
     int rc = LP_OK;
     if (cross) rc = lp_cross_metrics(m, run);
-    else lp_head_metrics(m, run);
+    else rc = lp_head_metrics(m, run);
     for (size_t i = 0; i < nh && !rc; i++) {
         const float *v = m + i * k;
         lp_store_head_metric *h = &out[rec->n_heads++];

@@ -289,11 +289,8 @@ void lp_cmd_emit(lp_session *s, json_t *value, json_t *table) {
 }
 
 json_t *lp_cmd_top_k(const lp_session *s, const float *logits, int V, int k) {
-    float mx = logits[0];
-    for (int i = 1; i < V; i++)
-        if (logits[i] > mx) mx = logits[i];
-    double z = 0.0;
-    for (int i = 0; i < V; i++) z += exp((double)logits[i] - mx);
+    float mx;
+    double z = lp_softmax_norm(logits, V, &mx);
     json_t *arr = json_array();
     if (k > V) k = V;
     int *ids = malloc((size_t)k * sizeof *ids);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kernels/forward.h"
+#include "kernels/vmath.h"
 #include "loupe/error.h"
 #include "loupe/run.h"
 
@@ -206,6 +207,17 @@ static int by_logit_desc(const void *a, const void *b, void *logits) {
     return x - y;
 }
 
+/* The largest of x[0..LP_VBLOCK), in lanes the compiler vectorises. */
+static float block_max(const float *x) {
+    float lane[16];
+    for (int i = 0; i < 16; i++) lane[i] = x[i];
+    for (int b = 16; b < LP_VBLOCK; b += 16)
+        for (int i = 0; i < 16; i++) lane[i] = x[b + i] > lane[i] ? x[b + i] : lane[i];
+    float m = lane[0];
+    for (int i = 1; i < 16; i++) m = lane[i] > m ? lane[i] : m;
+    return m;
+}
+
 int lp_top_k(int *ids, const float *logits, int vocab, int k) {
     if (k > TOP_K_INSERTION_MAX) {
         int *all = malloc((size_t)vocab * sizeof *all);
@@ -217,18 +229,44 @@ int lp_top_k(int *ids, const float *logits, int vocab, int k) {
         return LP_OK;
     }
     /* Keep the best k seen so far in order; a later id enters only if strictly larger, so
-     * ties keep the smaller id first. */
+     * ties keep the smaller id first. Once k are kept, a block whose largest does not beat
+     * the k-th can hold nothing that enters: most of a vocabulary is skipped a block at a
+     * time. */
     int have = 0;
-    for (int j = 0; j < vocab; j++) {
-        if (have == k && !(logits[j] > logits[ids[k - 1]])) continue;
-        int i = have < k ? have++ : k - 1;
-        while (i > 0 && logits[ids[i - 1]] < logits[j]) {
-            ids[i] = ids[i - 1];
-            i--;
+    for (int b = 0; b < vocab; b += LP_VBLOCK) {
+        int end = vocab - b < LP_VBLOCK ? vocab : b + LP_VBLOCK;
+        if (have == k && end == b + LP_VBLOCK && !(block_max(logits + b) > logits[ids[k - 1]])) continue;
+        for (int j = b; j < end; j++) {
+            if (have == k && !(logits[j] > logits[ids[k - 1]])) continue;
+            int i = have < k ? have++ : k - 1;
+            while (i > 0 && logits[ids[i - 1]] < logits[j]) {
+                ids[i] = ids[i - 1];
+                i--;
+            }
+            ids[i] = j;
         }
-        ids[i] = j;
     }
     return LP_OK;
+}
+
+double lp_softmax_norm(const float *logits, int vocab, float *max) {
+    float lane[16], mx = logits[0];
+    int b = 0;
+    for (int i = 0; i < 16; i++) lane[i] = logits[0];
+    for (; b + 16 <= vocab; b += 16)
+        for (int i = 0; i < 16; i++) lane[i] = logits[b + i] > lane[i] ? logits[b + i] : lane[i];
+    for (int i = 0; i < 16; i++) mx = lane[i] > mx ? lane[i] : mx;
+    for (; b < vocab; b++) mx = logits[b] > mx ? logits[b] : mx;
+    /* Each block's terms in float (16 lanes, then summed), the blocks in double. */
+    double z = 0.0;
+    float t[LP_VBLOCK];
+    for (b = 0; b + LP_VBLOCK <= vocab; b += LP_VBLOCK) {
+        for (int i = 0; i < LP_VBLOCK; i++) t[i] = lp_vexp(logits[b + i] - mx);
+        z += lp_vsum_block(t);
+    }
+    for (; b < vocab; b++) z += lp_vexp(logits[b] - mx);
+    *max = mx;
+    return z;
 }
 
 int lp_sample(const float *logits, int vocab, const lp_sampling *s, lp_rng *rng) {
