@@ -43,6 +43,10 @@ int lp_top_k(int *ids, const float *logits, int vocab, int k);
  * largest logit, so that a token's probability is exp(logit - *max) / z. Vectorised float
  * terms summed in double: within 1e-6 relative of the double sum. */
 double lp_softmax_norm(const float *logits, int vocab, float *max);
+/* The top k of each of rows logit vectors, logits (rows, vocab): ids (rows, k) as lp_top_k
+ * and probs (rows, k) their softmax probabilities (exp(logit - max) / lp_softmax_norm), the
+ * rows split over the compute threads (lp_parallel_for). LP_ENOMEM only for large k. */
+int lp_top_k_rows(int *ids, double *probs, const float *logits, int rows, int vocab, int k);
 
 /* Continues prompt[0..n_prompt) by up to n_new tokens into out (capacity n_new); stops
  * early at the tokenizer's EOS when stop_at_eos. *n_out = tokens generated. */

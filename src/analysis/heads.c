@@ -8,6 +8,7 @@
 
 #include "kernels/vmath.h"
 #include "loupe/error.h"
+#include "loupe/parallel.h"
 #include "loupe/tokenizer.h"
 
 static const char *const NAMES[LP_HEAD_ALL_METRIC_COUNT] = {
@@ -54,12 +55,57 @@ static float row_max(const float *row, int n) {
     return m;
 }
 
+typedef struct {
+    float *out;
+    const lp_run *r;
+    const int *prev_same; /* the same token's previous position, -1: none */
+} head_work;
+
+/* Heads lo..hi-1 (layer * n_head + head): each reads only its own pattern. */
+static void head_share(void *ctx, int lo, int hi) {
+    const head_work *w = ctx;
+    const lp_config *c = lp_model_config(lp_run_model(w->r));
+    int T = lp_run_len(w->r);
+    for (int lh = lo; lh < hi; lh++) {
+        lp_view v;
+        lp_run_view(w->r, LP_ACT_PATTERN, lh / c->n_head, lh % c->n_head, &v);
+        double ent = 0, prev = 0, first = 0, dup = 0, ind = 0, mx = 0;
+        int n_dup = 0, n_ind = 0;
+        for (int i = 0; i < T; i++) {
+            const float *row = v.data + (size_t)i * v.stride[0];
+            /* a bidirectional head's row spans every key: entropy and the maximum read it
+             * all; duplicate and induction keep to the earlier keys, as their definitions */
+            int keys = c->causal ? i + 1 : T;
+            ent -= row_plogp(row, keys);
+            mx += row_max(row, keys);
+            if (i >= 1) prev += row[i - 1], first += row[0];
+            /* the earlier copies j of ids[i]: duplicate reads j, induction the token after
+             * it (j + 1 <= i - 1) */
+            double d = 0, k = 0;
+            bool has_dup = false, has_ind = false;
+            for (int j = w->prev_same[i]; j >= 0; j = w->prev_same[j]) {
+                d += row[j], has_dup = true;
+                if (j + 1 <= i - 1) k += row[j + 1], has_ind = true;
+            }
+            if (has_dup) dup += d, n_dup++;
+            if (has_ind) ind += k, n_ind++;
+        }
+        float *o = w->out + (size_t)lh * LP_HEAD_METRIC_COUNT;
+        o[LP_HEAD_ENTROPY] = (float)(ent / T);
+        o[LP_HEAD_PREV_TOKEN] = mean_or_nan(prev, T - 1);
+        o[LP_HEAD_FIRST_TOKEN] = mean_or_nan(first, T - 1);
+        o[LP_HEAD_DUPLICATE_TOKEN] = mean_or_nan(dup, n_dup);
+        o[LP_HEAD_INDUCTION] = mean_or_nan(ind, n_ind);
+        o[LP_HEAD_MAX_ATTN] = (float)(mx / T);
+    }
+}
+
 int lp_head_metrics(float *out, const lp_run *r) {
     const lp_config *c = lp_model_config(lp_run_model(r));
     const int *ids = lp_run_ids(r);
     int T = lp_run_len(r);
-    /* The same token's previous position (-1: none), so that duplicate-token and induction
-     * visit only the keys they sum instead of testing every key of every head. */
+    /* duplicate-token and induction then visit only the keys they sum, not every key of
+     * every head */
     int *prev_same = malloc((size_t)T * sizeof *prev_same);
     if (!prev_same) return lp_error(LP_ENOMEM, "out of memory");
     for (int i = 0; i < T; i++) {
@@ -70,39 +116,8 @@ int lp_head_metrics(float *out, const lp_run *r) {
                 break;
             }
     }
-    for (int l = 0; l < c->n_layer; l++)
-        for (int h = 0; h < c->n_head; h++) {
-            lp_view v;
-            lp_run_view(r, LP_ACT_PATTERN, l, h, &v);
-            double ent = 0, prev = 0, first = 0, dup = 0, ind = 0, mx = 0;
-            int n_dup = 0, n_ind = 0;
-            for (int i = 0; i < T; i++) {
-                const float *row = v.data + (size_t)i * v.stride[0];
-                /* a bidirectional head's row spans every key: entropy and the maximum read it
-                 * all; duplicate and induction keep to the earlier keys, as their definitions */
-                int keys = c->causal ? i + 1 : T;
-                ent -= row_plogp(row, keys);
-                mx += row_max(row, keys);
-                if (i >= 1) prev += row[i - 1], first += row[0];
-                /* earlier copies j of ids[i]: duplicate reads j, induction the token after
-                 * it (j + 1 <= i - 1) */
-                double d = 0, k = 0;
-                bool has_dup = false, has_ind = false;
-                for (int j = prev_same[i]; j >= 0; j = prev_same[j]) {
-                    d += row[j], has_dup = true;
-                    if (j + 1 <= i - 1) k += row[j + 1], has_ind = true;
-                }
-                if (has_dup) dup += d, n_dup++;
-                if (has_ind) ind += k, n_ind++;
-            }
-            float *o = out + ((size_t)l * c->n_head + h) * LP_HEAD_METRIC_COUNT;
-            o[LP_HEAD_ENTROPY] = (float)(ent / T);
-            o[LP_HEAD_PREV_TOKEN] = mean_or_nan(prev, T - 1);
-            o[LP_HEAD_FIRST_TOKEN] = mean_or_nan(first, T - 1);
-            o[LP_HEAD_DUPLICATE_TOKEN] = mean_or_nan(dup, n_dup);
-            o[LP_HEAD_INDUCTION] = mean_or_nan(ind, n_ind);
-            o[LP_HEAD_MAX_ATTN] = (float)(mx / T);
-        }
+    head_work w = {out, r, prev_same};
+    lp_parallel_for(c->n_layer * c->n_head, head_share, &w);
     free(prev_same);
     return LP_OK;
 }

@@ -7,6 +7,7 @@
 
 #include "commands/cmd.h"
 #include "loupe/error.h"
+#include "loupe/generate.h"
 #include "loupe/heads.h"
 #include "loupe/npy.h"
 #include "loupe/site.h"
@@ -145,37 +146,39 @@ static int record_run(lp_session *s, const char *text, const char *pair, const c
     size_t nh = (size_t)c->n_layer * c->n_head * (src ? 2 : 1) + (ec ? (size_t)ec->n_layer * ec->n_head : 0);
     token_rows tok = {0}, stok = {0};
     lp_store_prediction *preds = calloc((size_t)T * k + 1, sizeof *preds);
+    int *top_ids = malloc(((size_t)rows * k + 1) * sizeof *top_ids);
+    double *top_probs = malloc(((size_t)rows * k + 1) * sizeof *top_probs);
     lp_store_head_metric *heads = calloc(nh, sizeof *heads);
     lp_store_cross_max *cross = NULL;
     json_t *label_probs = labels ? lp_cmd_labels(s) : NULL;
     char *decoded = NULL;
-    if (!preds || !heads || (labels && !label_probs)) {
+    if (!preds || !heads || !top_ids || !top_probs || (labels && !label_probs)) {
         rc = lp_error(LP_ENOMEM, "out of memory recording the run");
         goto done;
     }
     if ((rc = token_rows_new(&tok, t, ids, T)) || (src && (rc = token_rows_new(&stok, t, lp_run_ids(src), S))))
         goto done;
-    /* The top predictions at every position: what the model expected next, token by token. */
+    /* The top predictions at every position: what the model expected next, token by token
+     * (as top gives them: lp_top_k_rows is what lp_cmd_top_k computes, over all rows at once). */
     int np = 0;
-    for (int pos = 0; pos < rows; pos++) {
-        json_t *top = lp_cmd_top_k(s, lp_run_logits(s->run, pos), V, k);
-        size_t i;
-        json_t *row;
-        json_array_foreach(top, i, row) {
-            int id = (int)json_integer_value(json_object_get(row, "id"));
+    if (rows && (rc = lp_top_k_rows(top_ids, top_probs, lp_run_logits(s->run, 0), rows, V, k))) goto done;
+    for (int pos = 0; pos < rows; pos++)
+        for (int i = 0; i < k; i++) {
+            int id = top_ids[(size_t)pos * k + i];
+            double logit = lp_run_logits(s->run, pos)[id], prob = top_probs[(size_t)pos * k + i];
             lp_store_prediction *p = &preds[np++];
             p->pos = pos;
-            p->rank = (int)i + 1;
+            p->rank = i + 1;
             p->id = id;
             if (labels) p->token = lp_model_label(s->model, id), p->token_len = strlen(p->token);
             else p->token = t ? lp_tokenizer_token_bytes(t, id, &p->token_len) : NULL;
-            json_t *prob = labels ? json_object_get(json_array_get(label_probs, (size_t)id), "prob")
-                                  : json_object_get(row, "prob");
-            p->prob = json_is_number(prob) ? json_number_value(prob) : NAN; /* NaN is stored as NULL */
-            p->logit = json_real_value(json_object_get(row, "logit"));
+            if (labels) {
+                json_t *lp = json_object_get(json_array_get(label_probs, (size_t)id), "prob");
+                prob = json_is_number(lp) ? json_number_value(lp) : NAN;
+            }
+            p->prob = isfinite(prob) ? prob : NAN; /* NaN is stored as NULL */
+            p->logit = isfinite(logit) ? logit : 0.0;
         }
-        json_decref(top);
-    }
     if ((rc = add_head_metrics(&rec, heads, s->run, src ? "dec" : NULL, false)) ||
         (src && ((rc = add_head_metrics(&rec, heads, src, "enc", false)) ||
                  (rc = add_head_metrics(&rec, heads, s->run, "dec", true)) ||
@@ -217,6 +220,8 @@ done:
     token_rows_free(&tok);
     token_rows_free(&stok);
     free(preds);
+    free(top_ids);
+    free(top_probs);
     free(heads);
     free(cross);
     free(decoded);

@@ -289,22 +289,23 @@ void lp_cmd_emit(lp_session *s, json_t *value, json_t *table) {
 }
 
 json_t *lp_cmd_top_k(const lp_session *s, const float *logits, int V, int k) {
-    float mx;
-    double z = lp_softmax_norm(logits, V, &mx);
     json_t *arr = json_array();
     if (k > V) k = V;
     int *ids = malloc((size_t)k * sizeof *ids);
-    if (!ids || lp_top_k(ids, logits, V, k)) {
+    double *probs = malloc((size_t)k * sizeof *probs);
+    if (!ids || !probs || lp_top_k_rows(ids, probs, logits, 1, V, k)) {
         free(ids);
+        free(probs);
         return arr;
     }
     for (int r = 0; r < k; r++) {
-        double p = exp((double)logits[ids[r]] - mx) / z;
+        double p = probs[r];
         json_array_append_new(arr, json_pack("{s:i,s:i,s:o,s:o,s:o}", "rank", r + 1, "id", ids[r], "token",
                                              lp_cmd_token(s, ids[r]), "prob", lp_json_number(p), "logit",
                                              lp_json_number(logits[ids[r]])));
     }
     free(ids);
+    free(probs);
     return arr;
 }
 

@@ -3,12 +3,14 @@
 #include "loupe/generate.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/forward.h"
 #include "kernels/vmath.h"
 #include "loupe/error.h"
+#include "loupe/parallel.h"
 #include "loupe/run.h"
 
 struct lp_generator {
@@ -267,6 +269,35 @@ double lp_softmax_norm(const float *logits, int vocab, float *max) {
     for (; b < vocab; b++) z += lp_vexp(logits[b] - mx);
     *max = mx;
     return z;
+}
+
+typedef struct {
+    int *ids;
+    double *probs;
+    const float *logits;
+    int vocab, k;
+    atomic_int failed;
+} top_rows;
+
+static void top_rows_share(void *ctx, int lo, int hi) {
+    top_rows *w = ctx;
+    for (int r = lo; r < hi; r++) {
+        const float *lg = w->logits + (size_t)r * w->vocab;
+        int *ids = w->ids + (size_t)r * w->k;
+        float mx;
+        double z = lp_softmax_norm(lg, w->vocab, &mx);
+        if (lp_top_k(ids, lg, w->vocab, w->k)) {
+            atomic_store(&w->failed, 1);
+            continue;
+        }
+        for (int i = 0; i < w->k; i++) w->probs[(size_t)r * w->k + i] = exp((double)lg[ids[i]] - mx) / z;
+    }
+}
+
+int lp_top_k_rows(int *ids, double *probs, const float *logits, int rows, int vocab, int k) {
+    top_rows w = {ids, probs, logits, vocab, k, 0};
+    lp_parallel_for(rows, top_rows_share, &w);
+    return atomic_load(&w.failed) ? lp_error(LP_ENOMEM, "out of memory") : LP_OK;
 }
 
 int lp_sample(const float *logits, int vocab, const lp_sampling *s, lp_rng *rng) {
