@@ -11,8 +11,17 @@
 /* For rows 0..n_layer and positions 0..T-1: the top k tokens and their probabilities,
  * top_ids/top_probs (n_layer + 1, T, k); and, when target >= 0, the target's probability
  * and rank (1 = top) in target_prob/target_rank (n_layer + 1, T) (either may be NULL).
- * LP_ECANCEL (checked between layers) if cancelled. */
+ * LP_ECANCEL (checked between chunks) if cancelled. */
 int lp_lens(const lp_run *r, int k, int target, int *top_ids, float *top_probs, float *target_prob, int *target_rank);
+
+/* The lens is computed in chunks of positions (chunk c: c * LP_LENS_CHUNK onwards), every
+ * row of a chunk in one matrix product: a cell's numbers are the chunk's whoever asks (the
+ * browser's lens view computes only the chunks it shows; a product's rows may differ in
+ * their last bits with the rows around them, so cells are never computed another way). */
+#define LP_LENS_CHUNK 8
+/* lp_lens's outputs, same arrays and layout, for the positions of chunk c only. */
+int lp_lens_chunk(const lp_run *r, int c, int k, int target, int *top_ids, float *top_probs, float *target_prob,
+                  int *target_rank);
 
 /* The lens logits of one row and position into logits (V). */
 int lp_lens_logits(const lp_run *r, int row, int pos, float *logits);

@@ -88,6 +88,9 @@ int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n);
 /* The same with token types (segment ids) types[0..n), each below the model's type_vocab;
  * types NULL: all 0 (what lp_run_new runs). A model without token types accepts only 0s. */
 int lp_run_new_typed(lp_run **out, const lp_model *m, const int *ids, const int *types, int n);
+/* What lp_run_new_typed refuses before it computes anything (length, ids, types), with the
+ * same errors: a caller can check before it lets the current run go. */
+int lp_run_check(const lp_model *m, const int *ids, const int *types, int n);
 /* An encoder-decoder's run (lp_model_encoder(m) != NULL): the encoder over src (S ids), then
  * the decoder over its n input ids (teacher forcing: the decoder start id, then the target
  * but its last token), each decoder layer attending to the encoder's output. The decoder's

@@ -1,5 +1,6 @@
 /* Logit lens (see lens.h): every layer's residual stream through the final norm and the
- * unembedding, one layer at a time so memory stays at one (T, V) block. */
+ * unembedding, a chunk of positions at a time (every row of it in one product), so memory
+ * stays at one (rows * LP_LENS_CHUNK, V) block. */
 #include "loupe/lens.h"
 
 #include <math.h>
@@ -56,42 +57,56 @@ int lp_lens_logits(const lp_run *r, int row, int pos, float *logits) {
     return lens_block(m, row_resid(r, row) + (size_t)pos * c->d_model, 1, logits);
 }
 
-int lp_lens(const lp_run *r, int k, int target, int *top_ids, float *top_probs, float *target_prob, int *target_rank) {
+int lp_lens_chunk(const lp_run *r, int chunk, int k, int target, int *top_ids, float *top_probs, float *target_prob,
+                  int *target_rank) {
     if (need_token_head(lp_run_model(r))) return LP_EUNSUPPORTED;
     const lp_model *m = lp_run_model(r);
     const lp_config *c = lp_model_config(m);
-    int T = lp_run_len(r), V = c->vocab;
+    int T = lp_run_len(r), V = c->vocab, d = c->d_model, rows = c->n_layer + 1;
     if (k < 1 || k > V) return lp_error(LP_EINVAL, "k must be 1..%d", V);
     if (target >= V) return lp_error(LP_EINVAL, "target id %d is outside the vocabulary", target);
-    float *logits = malloc((size_t)T * V * sizeof *logits);
-    if (!logits) return lp_error(LP_ENOMEM, "out of memory for the lens (%d x %d logits)", T, V);
-    int rc = LP_OK;
-    for (int row = 0; row <= c->n_layer && !rc; row++) {
-        if (lp_cancelled()) {
-            rc = lp_error(LP_ECANCEL, "cancelled");
-            break;
-        }
-        if ((rc = lens_block(m, row_resid(r, row), T, logits))) break;
-        for (int t = 0; t < T; t++) {
-            const float *lg = logits + (size_t)t * V;
+    int p0 = chunk * LP_LENS_CHUNK, n = T - p0 < LP_LENS_CHUNK ? T - p0 : LP_LENS_CHUNK;
+    if (chunk < 0 || n < 1) return lp_error(LP_EINVAL, "lens chunk %d is out of range", chunk);
+    /* every row's residual vectors at the chunk's positions, as one product (rows * n, V) */
+    float *x = malloc((size_t)rows * n * d * sizeof *x), *logits = malloc((size_t)rows * n * V * sizeof *logits);
+    int *ids = malloc((size_t)rows * n * k * sizeof *ids);
+    double *probs = malloc((size_t)rows * n * k * sizeof *probs);
+    int rc = !x || !logits || !ids || !probs ? lp_error(LP_ENOMEM, "out of memory for the lens (%d x %d logits)", rows * n, V)
+                                             : LP_OK;
+    for (int row = 0; row < rows && !rc; row++)
+        memcpy(x + (size_t)row * n * d, row_resid(r, row) + (size_t)p0 * d, (size_t)n * d * sizeof *x);
+    if (!rc && !(rc = lens_block(m, x, rows * n, logits)))
+        rc = lp_top_k_rows(ids, probs, logits, rows * n, V, k);
+    for (int row = 0; row < rows && !rc; row++)
+        for (int t = 0; t < n; t++) {
+            size_t cell = (size_t)row * n + t, o = (size_t)row * T + p0 + t;
+            const float *lg = logits + cell * V;
+            for (int i = 0; i < k; i++) {
+                top_ids[o * k + i] = ids[cell * k + i];
+                top_probs[o * k + i] = (float)probs[cell * k + i];
+            }
+            if (target < 0) continue;
             float mx;
             double z = lp_softmax_norm(lg, V, &mx);
-            size_t at = ((size_t)row * T + t) * k;
-            int *ids = top_ids + at;
-            float *probs = top_probs + at;
-            if ((rc = lp_top_k(ids, lg, V, k))) break;
-            for (int i = 0; i < k; i++) probs[i] = (float)(exp((double)lg[ids[i]] - mx) / z);
-            if (target >= 0) {
-                size_t o = (size_t)row * T + t;
-                if (target_prob) target_prob[o] = (float)(exp((double)lg[target] - mx) / z);
-                if (target_rank) {
-                    int rank = 1; /* 1 = top, as top's ranks */
-                    for (int j = 0; j < V; j++) rank += lg[j] > lg[target] || (lg[j] == lg[target] && j < target);
-                    target_rank[o] = rank;
-                }
+            if (target_prob) target_prob[o] = (float)(exp((double)lg[target] - mx) / z);
+            if (target_rank) {
+                int rank = 1; /* 1 = top, as top's ranks */
+                for (int j = 0; j < V; j++) rank += lg[j] > lg[target] || (lg[j] == lg[target] && j < target);
+                target_rank[o] = rank;
             }
         }
-    }
+    free(x);
     free(logits);
+    free(ids);
+    free(probs);
+    return rc;
+}
+
+int lp_lens(const lp_run *r, int k, int target, int *top_ids, float *top_probs, float *target_prob, int *target_rank) {
+    int rc = LP_OK, T = lp_run_len(r);
+    for (int chunk = 0; chunk * LP_LENS_CHUNK < T && !rc; chunk++) {
+        if (lp_cancelled()) return lp_error(LP_ECANCEL, "cancelled");
+        rc = lp_lens_chunk(r, chunk, k, target, top_ids, top_probs, target_prob, target_rank);
+    }
     return rc;
 }

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -155,12 +156,39 @@ static json_t *run_prediction(lp_session *s, const lp_run *r, const char **colum
     return next;
 }
 
+/* The new run of ids replacing the current one, made after the current one is freed: its
+ * arena is then the new run's (a fresh arena costs the kernel's first touch of every page,
+ * more than a forward at T=1024 here). Input the run would refuse is refused first; if the
+ * run fails after (cancelled, out of memory), the old run is made again from its ids (the
+ * same numbers: same binary, kernel and threads), so that it stays current. */
+static int make_run(lp_session *s, lp_run **r, const int *ids, const int *types, int n) {
+    int rc = lp_run_check(s->model, ids, types, n);
+    if (rc || !s->run || lp_run_source(s->run)) return rc ? rc : lp_run_new_typed(r, s->model, ids, types, n);
+    const lp_run *old = s->run;
+    int on = lp_run_len(old);
+    int *keep = malloc(2 * (size_t)on * sizeof *keep);
+    if (!keep) return lp_run_new_typed(r, s->model, ids, types, n); /* then as before: both at once */
+    memcpy(keep, lp_run_ids(old), (size_t)on * sizeof *keep);
+    memcpy(keep + on, lp_run_types(old), (size_t)on * sizeof *keep);
+    lp_run_free(s->run);
+    s->run = NULL;
+    if ((rc = lp_run_new_typed(r, s->model, ids, types, n))) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", lp_errmsg());
+        lp_cancel_reset(); /* the cancel was the new run's */
+        if (lp_run_new_typed(&s->run, s->model, keep, keep + on, on)) s->run = NULL, s->run_id = 0;
+        lp_error(rc, "%s", why);
+    }
+    free(keep);
+    return rc;
+}
+
 int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, const char *text, const char *pair,
                      int64_t stored_id) {
     lp_run *r;
-    int rc = lp_run_new_typed(&r, s->model, ids, types, n);
+    int rc = make_run(s, &r, ids, types, n);
     if (rc) return rc;
-    lp_run_free(s->run);
+    lp_run_free(s->run); /* NULL when make_run freed it first */
     s->run = r;
     s->run_id = 0;
     /* The run stays current even if recording fails; the failure is still the command's. */

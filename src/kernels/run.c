@@ -18,8 +18,8 @@ int lp_cancelled(void) { return cancel_flag != 0; }
 
 /* Arenas are large (hundreds of MB for long runs of big models) and a fresh one costs a
  * page fault per 4 KB on first touch, as much as a third of a forward. So they come from
- * mmap with transparent huge pages requested, and the last one freed is kept for the next
- * run to reuse. */
+ * mmap with transparent huge pages requested, and the largest one freed is kept for the
+ * next run to reuse, grown (mremap) when that run is longer. */
 static struct {
     pthread_mutex_t lock;
     float *p;
@@ -37,10 +37,15 @@ static float *arena_take(size_t want, size_t *got) {
         spare.p = NULL;
         spare.bytes = 0;
     }
+    size_t bytes = (want + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    void *m = MAP_FAILED;
+    if (!p && spare.p) { /* too small: grown, its pages already touched stay (only the rest is new) */
+        m = mremap(spare.p, spare.bytes, bytes, MREMAP_MAYMOVE);
+        if (m != MAP_FAILED) spare.p = NULL, spare.bytes = 0;
+    }
     pthread_mutex_unlock(&spare.lock);
     if (p) return p;
-    size_t bytes = (want + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) return NULL;
     madvise(m, bytes, MADV_HUGEPAGE); /* a hint: fine if the kernel says no */
     *got = bytes;
@@ -195,6 +200,26 @@ int lp_run_new_typed(lp_run **out, const lp_model *m, const int *ids, const int 
     return lp_run_new_embedded(out, m, ids, types, NULL, n);
 }
 
+int lp_run_check(const lp_model *m, const int *ids, const int *types, int n) {
+    const lp_config *c = &m->cfg;
+    if (n < 1) return lp_error(LP_EINVAL, "nothing to run: the sequence is empty");
+    if (n > c->n_ctx)
+        return lp_error(LP_ERANGE, "%d tokens exceed the model's context of %d; shorten the input", n, c->n_ctx);
+    for (int i = 0; ids && i < n; i++)
+        if (ids[i] < 0 || ids[i] >= c->vocab)
+            return lp_error(LP_EINVAL, "token id %d at position %d is outside the vocabulary (0..%d)", ids[i], i,
+                            c->vocab - 1);
+    for (int i = 0; types && i < n; i++)
+        if (types[i] < 0 || types[i] >= (c->type_vocab ? c->type_vocab : 1)) {
+            if (!c->type_vocab)
+                return lp_error(LP_EINVAL, "token type %d at position %d: this model has no token types (all must be 0)",
+                                types[i], i);
+            return lp_error(LP_EINVAL, "token type %d at position %d is outside the model's types (0..%d)", types[i], i,
+                            c->type_vocab - 1);
+        }
+    return LP_OK;
+}
+
 /* The run of ids (or of the embeddings sum) through m; src: the encoder's run when m is an
  * encoder-decoder's decoder (taken over: freed with the run, or here on failure). */
 static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n,
@@ -204,29 +229,11 @@ static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *t
     if (c->cross_attn && !src)
         return lp_error(LP_EINVAL, "%s is an encoder-decoder: a run needs a source for the encoder and the decoder's "
                         "input (run SOURCE --target TEXT)", c->arch);
-    if (n < 1) {
+    int rc = lp_run_check(m, ids, types, n);
+    if (rc) {
         lp_run_free(src);
-        return lp_error(LP_EINVAL, "nothing to run: the sequence is empty");
+        return rc;
     }
-    if (n > c->n_ctx) {
-        lp_run_free(src);
-        return lp_error(LP_ERANGE, "%d tokens exceed the model's context of %d; shorten the input", n, c->n_ctx);
-    }
-    for (int i = 0; ids && i < n; i++)
-        if (ids[i] < 0 || ids[i] >= c->vocab) {
-            lp_run_free(src);
-            return lp_error(LP_EINVAL, "token id %d at position %d is outside the vocabulary (0..%d)", ids[i], i,
-                            c->vocab - 1);
-        }
-    for (int i = 0; types && i < n; i++)
-        if (types[i] < 0 || types[i] >= (c->type_vocab ? c->type_vocab : 1)) {
-            lp_run_free(src);
-            if (!c->type_vocab)
-                return lp_error(LP_EINVAL, "token type %d at position %d: this model has no token types (all must be 0)",
-                                types[i], i);
-            return lp_error(LP_EINVAL, "token type %d at position %d is outside the model's types (0..%d)", types[i], i,
-                            c->type_vocab - 1);
-        }
     lp_run *r = calloc(1, sizeof *r);
     if (!r) {
         lp_run_free(src);

@@ -44,6 +44,23 @@ logits=$out/logits-t128.f32
 [ "$(cat "$out/status")" = 0 ] || { echo "bench failed" >&2; exit 1; }
 core=$(sed -n 's/^openblas: [^,]*, core \([A-Za-z0-9]*\).*/\1/p' "$out/report.txt")
 
+# Which kernel ran, and, when OPENBLAS_CORETYPE forces one other than OpenBLAS's own choice
+# for this CPU, the same quick run with that choice and how far apart their sgemm is (on
+# Zen 5, Haswell's AVX2 kernel against Cooperlake's AVX-512: about half the rate).
+roof() { sed -n 's/^sgemm roofline: \([0-9.]*\) GFLOP.*/\1/p' "$1" | head -n 1; }
+own=$(env -u OPENBLAS_CORETYPE "$BUILD/tools/blas_core")
+ran=$("$BUILD/tools/blas_core")
+echo
+if [ -n "${OPENBLAS_CORETYPE:-}" ] && [ "$own" != "$ran" ]; then
+    echo "== OpenBLAS kernel: $ran, forced by OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE; OpenBLAS's own choice here is $own: the same quick run with it"
+    env -u OPENBLAS_CORETYPE "$bench" --quick "$model" --compare-logits "$logits" | tee "$out/own.txt"
+    awk -v f="$(roof "$out/report.txt")" -v o="$(roof "$out/own.txt")" -v ran="$ran" -v own="$own" 'BEGIN {
+        if (f > 0 && o > 0) printf "OPENBLAS_CORETYPE: the forced %s kernel runs sgemm at %.0f GFLOP/s, OpenBLAS'"'"'s own %s at %.0f: the forced one is %.2fx %s\n",
+            ran, f, own, o, (f < o ? o / f : f / o), (f < o ? "slower" : "faster") }'
+else
+    echo "== OpenBLAS kernel: $ran (OpenBLAS's own choice for this CPU${OPENBLAS_CORETYPE:+; OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE picks the same})"
+fi
+
 # The same T=128 forward and generation under the other kernels: Haswell (AVX2) always runs
 # where SkylakeX (AVX-512) does; SkylakeX only with AVX-512 F/BW/DQ/VL.
 others=Haswell
