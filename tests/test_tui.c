@@ -682,6 +682,16 @@ static void lens_view_shows_top_tokens_per_layer_and_position(void **state) {
     lp_browser_id_text(f->b, ids[(size_t)(rows - 2) * T + T - 1], tok, sizeof tok);
     snprintf(want, sizeof want, "L%d, token %d .: top %s", c->n_layer - 2, T - 1, tok);
     assert_non_null(strstr(status(f), want));
+    /* The view computes the chunks it shows, as they come into view, with the lens
+     * command's numbers: the cursor's cell at the start, after Home, in every row. */
+    key(f, LP_KEY_HOME);
+    render(f); /* the loop's update for what the frame showed, then the next frame */
+    for (int row = rows - 2; row >= 0; row--, key(f, 'k')) {
+        size_t o = (size_t)row * T;
+        lp_browser_id_text(f->b, ids[o], tok, sizeof tok);
+        snprintf(want, sizeof want, ": top %s (%d) p %.4f", tok, ids[o], (double)pr[o]);
+        assert_non_null(strstr(status(f), want));
+    }
     free(ids);
     free(pr);
 }

@@ -284,6 +284,11 @@ int lp_tui_run(lp_session *s, int *failures) {
             lp_browser_draw(b, scr);
             blit_rows(scr, 0, scr->h);
             dirty = false;
+            if (lp_browser_stale(b) && !b->quit) { /* the frame showed what the view has yet to compute */
+                update_view(b, scr, &ta);
+                dirty = true;
+                continue;
+            }
         }
         int k;
         if (ta.n > 0) {

@@ -309,6 +309,8 @@ bool lp_browser_stale(const lp_browser *b) {
     return VIEWS[b->view]->update && b->updated[b->view] != b->gen + 1;
 }
 
+void lp_browser_restale(lp_browser *b) { b->updated[b->view] = 0; }
+
 int lp_browser_update(lp_browser *b) {
     tokens_refresh(b);
     if (!lp_browser_stale(b)) return LP_OK;

@@ -143,6 +143,9 @@ int lp_browser_exec(lp_browser *b, const char *line);
 void lp_browser_progress(lp_browser *b, char *buf, size_t cap);
 /* True when the current view has to update before it can draw what is current. */
 bool lp_browser_stale(const lp_browser *b);
+/* From a view's draw: it shows something its update has not computed yet (the lens's
+ * chunks come as they scroll into view), so the loop runs the update again after the frame. */
+void lp_browser_restale(lp_browser *b);
 /* Updates the current view (may be slow; LP_ECANCEL when cancelled). */
 int lp_browser_update(lp_browser *b);
 /* Draws the whole frame into scr (which may be any size: too small gets a message). */

@@ -1,7 +1,9 @@
 /* View 5, logit lens: layers x positions, each cell the token the residual stream there
  * would predict if the model stopped (lp_lens) and its probability, on the heat scale.
- * Underlined where it is the token that actually comes next. The lens is computed once per
- * run, in update (one unembedding per layer: the slow part, under the progress line). */
+ * Underlined where it is the token that actually comes next. The lens is computed in
+ * update, a chunk of positions at a time (lp_lens_chunk: the slow part, under the progress
+ * line), only the chunks on screen: the first update the ones around the cursor, then,
+ * when a frame shows a chunk not computed yet, the view asks for another update. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +18,11 @@
 typedef struct {
     int *ids;      /* (rows, T) top token */
     float *probs;  /* (rows, T) its probability */
+    bool *done;    /* (chunks) computed */
     int rows, T;
+    const lp_run *run; /* what ids and probs are of */
+    unsigned gen;
+    int want_lo, want_hi; /* the positions the last frame showed; hi 0: no frame yet */
     int row;       /* the row under the cursor: 0 embeddings, l + 1 after layer l */
     int top, left;
     bool failed;
@@ -31,8 +37,11 @@ static void *lens_open(lp_browser *b) {
 static void lens_clear(lens_state *st) {
     free(st->ids);
     free(st->probs);
+    free(st->done);
     st->ids = NULL;
     st->probs = NULL;
+    st->done = NULL;
+    st->run = NULL;
     st->rows = st->T = 0;
 }
 
@@ -51,28 +60,43 @@ static bool has_tokens(const lp_run *r) {
 
 static int lens_update(void *vst, lp_browser *b) {
     lens_state *st = vst;
-    lens_clear(st);
-    st->failed = false;
     const lp_run *r = b->s->run;
-    if (!r || !has_tokens(r)) return LP_OK; /* classifiers, bare encoders: the view says why there is none */
-    int rows = lp_model_config(lp_run_model(r))->n_layer + 1, T = lp_run_len(r);
-    st->ids = malloc((size_t)rows * T * sizeof *st->ids);
-    st->probs = malloc((size_t)rows * T * sizeof *st->probs);
-    if (!st->ids || !st->probs) {
+    st->failed = false;
+    if (st->run != r || st->gen != b->gen || !st->ids) { /* a new run: nothing of it computed */
         lens_clear(st);
-        return lp_error(LP_ENOMEM, "out of memory");
+        st->want_hi = 0;
+        if (!r || !has_tokens(r)) return LP_OK; /* classifiers, bare encoders: the view says why there is none */
+        int rows = lp_model_config(lp_run_model(r))->n_layer + 1, T = lp_run_len(r);
+        st->ids = malloc((size_t)rows * T * sizeof *st->ids);
+        st->probs = malloc((size_t)rows * T * sizeof *st->probs);
+        st->done = calloc((size_t)(T + LP_LENS_CHUNK - 1) / LP_LENS_CHUNK, sizeof *st->done);
+        if (!st->ids || !st->probs || !st->done) {
+            lens_clear(st);
+            return lp_error(LP_ENOMEM, "out of memory");
+        }
+        st->rows = rows;
+        st->T = T;
+        st->run = r;
+        st->gen = b->gen;
+        if (st->row >= rows || st->row < 0) st->row = rows - 1;
     }
-    int rc = lp_lens(r, 1, -1, st->ids, st->probs, NULL, NULL);
-    if (rc) {
-        lens_clear(st);
-        st->failed = true;
-        return rc;
+    /* before the first frame: the cursor's chunk and those a wide screen shows around it */
+    int lo = st->want_hi ? st->want_lo : b->pos - 2 * LP_LENS_CHUNK, hi = st->want_hi ? st->want_hi : b->pos + LP_LENS_CHUNK;
+    lo = lo < 0 ? 0 : lo;
+    hi = hi > st->T ? st->T : hi;
+    for (int c = lo / LP_LENS_CHUNK; c * LP_LENS_CHUNK < hi; c++) {
+        if (st->done[c]) continue;
+        int rc = lp_cancelled() ? lp_error(LP_ECANCEL, "cancelled") : lp_lens_chunk(r, c, 1, -1, st->ids, st->probs, NULL, NULL);
+        if (rc) { /* no new request from the frames until a command or Ctrl-L */
+            st->failed = true;
+            return rc;
+        }
+        st->done[c] = true;
     }
-    st->rows = rows;
-    st->T = T;
-    if (st->row >= rows || st->row < 0) st->row = rows - 1;
     return LP_OK;
 }
+
+static bool cell_done(const lens_state *st, int p) { return st->done[p / LP_LENS_CHUNK]; }
 
 static void row_label(char *buf, size_t cap, int row, int rows) {
     if (row == 0) snprintf(buf, cap, "emb");
@@ -103,6 +127,12 @@ static void lens_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     if (cols < 1 || rows < 1) return;
     int T = st->T < b->T ? st->T : b->T;
     int top = lp_scroll(&st->top, st->row, rows, st->rows), left = lp_scroll(&st->left, b->pos, cols, T);
+    /* what this frame shows; chunks of it not computed yet are blank until the update it asks for */
+    st->want_lo = left;
+    st->want_hi = left + cols < T ? left + cols : T;
+    bool missing = false;
+    for (int p = st->want_lo; p < st->want_hi; p++) missing |= !cell_done(st, p);
+    if (missing && !st->failed) lp_browser_restale(b);
     const int *ids = lp_run_ids(b->s->run);
     int x0 = a.x + LABEL_W, y0 = a.y + 2;
     for (int c = 0; c < cols && left + c < T; c++) {
@@ -120,6 +150,7 @@ static void lens_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
                             rsel ? LP_ATTR_BOLD : 0);
         for (int c = 0; c < cols && left + c < T; c++) {
             int p = left + c, x = x0 + c * cw;
+            if (!cell_done(st, p)) continue;
             int id = st->ids[(size_t)row * st->T + p];
             float pr = st->probs[(size_t)row * st->T + p];
             int level = lp_heat_level(pr);
@@ -138,6 +169,7 @@ static void lens_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
         }
     }
     char lab[16], tok[200];
+    if (!cell_done(st, b->pos)) return;
     row_label(lab, sizeof lab, st->row, st->rows);
     int id = st->ids[(size_t)st->row * st->T + b->pos];
     lp_browser_set_status(b, "%s, token %d %s: top %s (%d) p %.4f", lab, b->pos, lp_browser_token(b, b->pos, NULL),
