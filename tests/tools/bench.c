@@ -210,8 +210,8 @@ static size_t bench_forward(const lp_model *m, int T, int reps, double peak, con
                s > 0 ? prof.flops[k] / prof.secs[k] / 1e9 : 0.0);
     }
     printf("; the rest %.1f ms\n", (med - in_gemm) * 1e3);
-    printf("  a fresh %.0f MB arena would cost ~%.1f ms of page faults (4 KB pages); runs reuse the last freed arena, so "
-           "only a session's first run of this length pays it\n",
+    printf("  a fresh %.0f MB arena would cost ~%.1f ms of page faults (4 KB pages); runs reuse (and grow) the last freed arena, so "
+           "only a session's first run longer than any before pays it\n",
            arena / 1e6, touch * 1e3);
     if (T == 128) check_logits(r, lf);
     lp_run_free(r);
