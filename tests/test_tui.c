@@ -696,6 +696,33 @@ static void lens_view_shows_top_tokens_per_layer_and_position(void **state) {
     free(pr);
 }
 
+/* A new run is made after the current one is freed (its arena is then the new run's): a
+ * run cancelled half-way leaves the run before current, the same ids and the same numbers,
+ * and one the model refuses never lets it go. */
+static void a_failed_run_leaves_the_run_before_current(void **state) {
+    fixture *f = *state;
+    const lp_run *r = f->s.run;
+    int T = lp_run_len(r), V = lp_run_out_width(r);
+    int *ids = malloc((size_t)T * sizeof *ids);
+    float *logits = malloc((size_t)V * sizeof *logits);
+    memcpy(ids, lp_run_ids(r), (size_t)T * sizeof *ids);
+    memcpy(logits, lp_run_logits(r, T - 1), (size_t)V * sizeof *logits);
+    int64_t id = f->s.run_id;
+    lp_cancel_request(); /* as Ctrl-C during the forward */
+    assert_int_equal(lp_exec(&f->s, "run --ids 5,6,7,8"), LP_ECANCEL);
+    assert_false(lp_cancelled());
+    assert_non_null(f->s.run);
+    assert_int_equal(lp_run_len(f->s.run), T);
+    assert_memory_equal(lp_run_ids(f->s.run), ids, (size_t)T * sizeof *ids);
+    assert_memory_equal(lp_run_logits(f->s.run, T - 1), logits, (size_t)V * sizeof *logits);
+    assert_true(f->s.run_id == id);
+    r = f->s.run;
+    assert_int_equal(lp_exec(&f->s, "run --ids 999999"), LP_EINVAL);
+    assert_ptr_equal(f->s.run, r);
+    free(ids);
+    free(logits);
+}
+
 /* An encoder's attention is bidirectional: every cell of a row is a value (none masked), the
  * cursor may go past the query and the strongest key may lie after it; a masked LM has a
  * logit lens. */
@@ -1705,6 +1732,7 @@ int main(void) {
         STORIES_TEST(activations_view_shows_norms_and_top_neurons),
         STORIES_TEST(attributions_view_lists_the_store_then_shows_scores),
         STORIES_TEST(lens_view_shows_top_tokens_per_layer_and_position),
+        STORIES_TEST(a_failed_run_leaves_the_run_before_current),
         cmocka_unit_test_setup_teardown(encoder_attention_rows_are_full, bert_mlm, fixture_close),
         cmocka_unit_test_setup_teardown(cross_attention_is_a_target_by_source_heat_map, t5_run, fixture_close),
         cmocka_unit_test_setup_teardown(strip_marks_specials_masks_and_the_second_text, bert_mlm_pair, fixture_close),
