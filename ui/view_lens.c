@@ -2,8 +2,8 @@
  * would predict if the model stopped (lp_lens) and its probability, on the heat scale.
  * Underlined where it is the token that actually comes next. The lens is computed in
  * update, a chunk of positions at a time (lp_lens_chunk: the slow part, under the progress
- * line), only the chunks on screen: the first update the ones around the cursor, then,
- * when a frame shows a chunk not computed yet, the view asks for another update. */
+ * line), only the chunks on screen: the first update the cursor's, then, when a frame
+ * shows a chunk not computed yet, the view asks for another update. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,8 +80,9 @@ static int lens_update(void *vst, lp_browser *b) {
         st->gen = b->gen;
         if (st->row >= rows || st->row < 0) st->row = rows - 1;
     }
-    /* before the first frame: the cursor's chunk and those a wide screen shows around it */
-    int lo = st->want_hi ? st->want_lo : b->pos - 2 * LP_LENS_CHUNK, hi = st->want_hi ? st->want_hi : b->pos + LP_LENS_CHUNK;
+    /* before the first frame of the run: the cursor's chunk (what the status line reads);
+     * the frame then asks for the rest of what it shows */
+    int lo = st->want_hi ? st->want_lo : b->pos, hi = st->want_hi ? st->want_hi : b->pos + 1;
     lo = lo < 0 ? 0 : lo;
     hi = hi > st->T ? st->T : hi;
     for (int c = lo / LP_LENS_CHUNK; c * LP_LENS_CHUNK < hi; c++) {
