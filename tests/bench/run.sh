@@ -47,15 +47,20 @@ core=$(sed -n 's/^openblas: [^,]*, core \([A-Za-z0-9]*\).*/\1/p' "$out/report.tx
 # Which kernel ran, and, when OPENBLAS_CORETYPE forces one other than OpenBLAS's own choice
 # for this CPU, the same quick run with that choice and how far apart their sgemm is (on
 # Zen 5, Haswell's AVX2 kernel against Cooperlake's AVX-512: about half the rate).
-roof() { sed -n 's/^sgemm roofline: \([0-9.]*\) GFLOP.*/\1/p' "$1" | head -n 1; }
+# the mean of the roofline's per-shape rates: steadier than its best shape on a busy machine
+roof() { sed -n 's/^sgemm roofline:.*GFLOP\/s: \(.*\))$/\1/p' "$1" | head -n 1 | tr ',' '\n' |
+    awk '{ s += $2; n++ } END { if (n) printf "%.1f", s / n }'; }
 own=$(env -u OPENBLAS_CORETYPE "$BUILD/tools/blas_core")
 ran=$("$BUILD/tools/blas_core")
 echo
 if [ -n "${OPENBLAS_CORETYPE:-}" ] && [ "$own" != "$ran" ]; then
     echo "== OpenBLAS kernel: $ran, forced by OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE; OpenBLAS's own choice here is $own: the same quick run with it"
     env -u OPENBLAS_CORETYPE "$bench" --quick "$model" --compare-logits "$logits" | tee "$out/own.txt"
+    fwd() { sed -n 's/^forward T=128: \([0-9.]*\) ms.*/\1/p' "$1" | head -n 1; }
+    awk -v ff="$(fwd "$out/report.txt")" -v fo="$(fwd "$out/own.txt")" 'BEGIN {
+        if (ff > 0 && fo > 0) printf "OPENBLAS_CORETYPE: forward T=128 %.1f ms with the forced kernel, %.1f ms with OpenBLAS'"'"'s own (%.2fx)\n", ff, fo, ff / fo }'
     awk -v f="$(roof "$out/report.txt")" -v o="$(roof "$out/own.txt")" -v ran="$ran" -v own="$own" 'BEGIN {
-        if (f > 0 && o > 0) printf "OPENBLAS_CORETYPE: the forced %s kernel runs sgemm at %.0f GFLOP/s, OpenBLAS'"'"'s own %s at %.0f: the forced one is %.2fx %s\n",
+        if (f > 0 && o > 0) printf "OPENBLAS_CORETYPE: the forced %s kernel runs sgemm at %.0f GFLOP/s (mean over the roofline'"'"'s shapes), OpenBLAS'"'"'s own %s at %.0f: the forced one is %.2fx %s\n",
             ran, f, own, o, (f < o ? o / f : f / o), (f < o ? "slower" : "faster") }'
 else
     echo "== OpenBLAS kernel: $ran (OpenBLAS's own choice for this CPU${OPENBLAS_CORETYPE:+; OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE picks the same})"
