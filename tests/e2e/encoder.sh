@@ -197,7 +197,7 @@ check "neurons --sort dla on BertModel is refused" grep -q "^error: neurons: Ber
     -e 'scan --len 10 --seqs 2' -e 'scan --len 10 --seqs 2 --threshold 0.5 --labelled' >"$tmp/out" 2>"$tmp/err"
 check "heads and scan on an encoder run" test $? -eq 0
 check "heads: the encoder metrics, sorted by sep_sink" is 1 '(.[0] | has("next_token") and has("cls_sink") and has("sep_sink") and has("broad")) and ([.[].sep_sink] | . == (sort | reverse)) and ([.[] | .broad > 0 and .broad <= 1] | all)'
-check "scan: [CLS] + random tokens + [SEP], the encoder scores, not stored" is 2 '.sequence == "cls_random_sep" and .seq_len == 10 and .scan_id == null and (.heads | length) == 8 and (.heads[0] | keys) == ["broad","cls_sink","head","labels","layer","next_token","prev_token","sep_sink"]'
+check "scan: [CLS] + random tokens + [SEP], the encoder scores, stored" is 2 '.sequence == "cls_random_sep" and .seq_len == 10 and .scan_id == 1 and (.heads | length) == 8 and (.heads[0] | keys) == ["broad","cls_sink","head","labels","layer","next_token","prev_token","sep_sink"]'
 check "scan: labels are the scores at or above the threshold" is 2 '[.heads[] | (.labels | split(" ") | map(select(. != ""))) as $l | [("prev_token","next_token","cls_sink","sep_sink","broad") as $k | select(.[$k] >= 0.4) | $k] == $l] | all'
 check "scan --labelled: only labelled heads" is 3 '[.heads[].labels != ""] | all'
 "$LOUPE" -d :memory: "$ENC/roberta_cls" -e 'scan --len 8' >"$tmp/out" 2>"$tmp/err"
