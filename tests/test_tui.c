@@ -554,7 +554,7 @@ static void heads_view_colours_by_the_newest_scan(void **state) {
     lp_store_head_scan *sc = calloc((size_t)n, sizeof *sc);
     for (int k = 0; k < n; k++)
         sc[k] = (lp_store_head_scan){k / c->n_head, k % c->n_head, 0.1, 0.2, 0.01 * k, 0.3, k == 10 ? "induction" : "",
-                                     NULL, NULL};
+                                     NULL, NULL, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN};
     int64_t id;
     OK(lp_store_put_head_scan(f->s.store, f->s.model_id, f->s.run_id, sc, n, &id));
     f->s.model_id = 0;

@@ -127,6 +127,7 @@ const char *lp_browser_attn_name(const lp_browser *b, lp_attn_kind kind) {
 
 void lp_browser_set_attn(lp_browser *b, lp_attn_kind kind) {
     if (b->S == 0) return;
+    if (kind != b->attn) b->updated[LP_VIEW_HEADS] = 0; /* its grid and scan rows are of the attention shown */
     b->attn = kind;
     if (kind != LP_ATTN_ENC_SELF) b->dec_attn = kind;
     b->side = kind == LP_ATTN_ENC_SELF ? LP_SIDE_SOURCE : LP_SIDE_TARGET;
@@ -338,7 +339,8 @@ static void clamp(int *v, int lo, int hi) {
  * (an encoder-decoder's encoder may have more or fewer), else the run's own. */
 static int n_layer(const lp_browser *b) {
     int L = b->s->model ? lp_model_config(b->s->model)->n_layer : 1;
-    if (b->view == LP_VIEW_ATTENTION || b->view == LP_VIEW_MODEL) lp_browser_attn_run(b, b->attn, NULL, &L, NULL, NULL);
+    if (b->view == LP_VIEW_ATTENTION || b->view == LP_VIEW_HEADS || b->view == LP_VIEW_MODEL)
+        lp_browser_attn_run(b, b->attn, NULL, &L, NULL, NULL);
     return L;
 }
 static int n_head(const lp_browser *b) { return b->s->model ? lp_model_config(b->s->model)->n_head : 1; }
@@ -443,6 +445,18 @@ static bool show_in_view(lp_browser *b, const char *line) {
     return true;
 }
 
+/* Where a note written with `m` on an encoder-decoder's run is: the attention the view
+ * shows (attention, heads and model views follow b->attn), or in the attributions view the
+ * strip line the selection is on (a source token is the encoder's); "" otherwise (note's
+ * default, the decoder). */
+static const char *note_place(const lp_browser *b) {
+    if (b->S == 0) return "";
+    static const char *const FLAGS[LP_ATTN_COUNT] = {" --stack dec", " --cross", " --stack enc"};
+    if (b->view == LP_VIEW_ATTENTION || b->view == LP_VIEW_HEADS || b->view == LP_VIEW_MODEL) return FLAGS[b->attn];
+    if (b->view == LP_VIEW_ATTRIBUTIONS) return b->side == LP_SIDE_SOURCE ? " --stack enc" : " --stack dec";
+    return "";
+}
+
 /* Enter on the command line: the command, a search, or for `m` a note about the view's
  * cursor. */
 static lp_browser_do accept_line(lp_browser *b) {
@@ -471,7 +485,7 @@ static lp_browser_do accept_line(lp_browser *b) {
         b->pending = malloc(n);
         if (b->pending) {
             /* options first, then "--": the note's text is kept as typed */
-            int o = snprintf(b->pending, n, "note");
+            int o = snprintf(b->pending, n, "note%s", layer >= 0 || head >= 0 || pos >= 0 ? note_place(b) : "");
             if (layer >= 0) o += snprintf(b->pending + o, n - (size_t)o, " --layer %d", layer);
             if (head >= 0) o += snprintf(b->pending + o, n - (size_t)o, " --head %d", head);
             if (pos >= 0) o += snprintf(b->pending + o, n - (size_t)o, " --pos %d", pos);

@@ -368,7 +368,7 @@ static void attr_subject(void *st, const lp_browser *b, int *layer, int *head, i
     (void)st;
     *layer = -1;
     *head = -1;
-    *pos = b->pos;
+    *pos = b->side == LP_SIDE_SOURCE && b->S > 0 ? b->src_pos : b->pos; /* on the line the selection is on */
 }
 
 const lp_view_ops lp_view_attributions = {
