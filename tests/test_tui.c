@@ -941,6 +941,22 @@ static void t5_note_says_stack_and_kind(void **state) {
     assert_string_equal(lp_row_str(r, "stack"), "enc");
     assert_int_equal(lp_row_int(r, "pos", -1), -1);
     json_decref(rows);
+    /* The findings view names the attention; Enter goes back to it, on the source's token. */
+    key(f, '1');
+    key(f, 'x'); /* the decoder's self-attention */
+    key(f, 's');
+    key(f, 'h'); /* the source's first token */
+    key(f, 's');
+    key(f, '6');
+    SHOWS(f, "cross L0 H0 @8 t");
+    SHOWS(f, "enc L0 H0 @1 ·cat");
+    key(f, 'j');
+    key(f, 'j');
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->view, LP_VIEW_ATTENTION);
+    assert_int_equal(f->b->attn, LP_ATTN_ENC_SELF);
+    assert_int_equal(f->b->src_pos, 1);
+    assert_non_null(strstr(status(f), "enc self L0 H0  query 1 ·cat"));
 }
 
 static const lp_cell *strip_cell(const fixture *f, int pos) {

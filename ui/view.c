@@ -287,16 +287,22 @@ int lp_browser_exec(lp_browser *b, const char *line) {
     tokens_refresh(b);
     if (new_run && b->T > 0) b->pos = b->T - 1;
     if (rc == LP_OK && b->after.set) {
-        if (b->after.view >= 0) b->view = b->after.view;
-        if (b->after.layer >= 0) b->layer = b->after.layer;
-        if (b->after.head >= 0) b->head = b->after.head;
-        if (b->after.pos >= 0 && b->after.pos < b->T) b->pos = b->after.pos;
+        lp_browser_jump(b, &b->after);
         tokens_refresh(b);
     }
     b->after.set = false;
     if (b->s->quit) b->quit = true;
     free(cmd);
     return rc;
+}
+
+void lp_browser_jump(lp_browser *b, const lp_jump *j) {
+    if (j->view >= 0) b->view = j->view;
+    bool src = j->attn == LP_ATTN_ENC_SELF && b->S > 0;
+    if (j->attn >= 0 && j->attn < LP_ATTN_COUNT) lp_browser_set_attn(b, (lp_attn_kind)j->attn);
+    if (j->layer >= 0) b->layer = j->layer;
+    if (j->head >= 0) b->head = j->head;
+    if (j->pos >= 0 && j->pos < (src ? b->S : b->T)) *(src ? &b->src_pos : &b->pos) = j->pos;
 }
 
 void lp_browser_request(lp_browser *b, const char *command, lp_jump after) {

@@ -202,7 +202,7 @@ static bool next_target(attr_state *st, lp_browser *b) {
     char cmd[160];
     int want = -1;
     if (!at && (c->head == LP_HEAD_CLASSIFIER || c->head == LP_HEAD_MLM)) { /* the top label, the first mask */
-        lp_browser_request(b, "attr saliency", (lp_jump){true, LP_VIEW_ATTRIBUTIONS, -1, -1, -1});
+        lp_browser_request(b, "attr saliency", (lp_jump){true, LP_VIEW_ATTRIBUTIONS, -1, -1, -1, -1});
         return true;
     }
     if (c->head == LP_HEAD_CLASSIFIER) {
@@ -243,7 +243,7 @@ static bool next_target(attr_state *st, lp_browser *b) {
         }
     }
     lp_browser_request(b, cmd, (lp_jump){true, LP_VIEW_ATTRIBUTIONS, -1, -1,
-                                         c->head == LP_HEAD_MLM || b->S > 0 ? want : -1});
+                                         c->head == LP_HEAD_MLM || b->S > 0 ? want : -1, -1});
     return true;
 }
 
