@@ -213,8 +213,8 @@ for m in t5_relu_tied flan_gated_untied; do
     check "$m: attr ig from pad is complete across source and target (|delta| < 5e-3)" \
         is 2 '(.delta | fabs) < 5e-3 and ((.sides.source + .sides.target | add) - .delta | isnormal)'
     check "$m: attr rollout sums to 1 over both sides" is 3 '((.sides.source + .sides.target | add) - 1 | fabs) < 1e-5'
-    check "$m: attr on an encoder-decoder has no not_stored (it is stored when there is a store)" \
-        is 1 '(has("not_stored") | not)'
+    check "$m: attr on an encoder-decoder is stored (attribution_id), nothing says otherwise" \
+        is 1 '(has("not_stored") | not) and .attribution_id == 1'
     check "$m: attr occlusion, attnxnorm, gxi: S + T scores" \
         is 4 "(.scores | length) == $S + $(jq '.target_ids | length + 1' "$G") and .params.window == 2" && \
         is 5 ".params.layer == 0 and (.sides.source | length) == $S" && is 6 '.pos == 6 and .method == "gxi"'
