@@ -772,6 +772,14 @@ static void cross_attention_is_a_target_by_source_heat_map(void **state) {
 
 /* The strip cell where the token at pos starts (the strip is row 1; every token of these
  * short runs fits), found by walking the tokens as the strip lays them out. */
+/* Writes a note with m about what is under the cursor. */
+static void write_note(fixture *f, const char *text) {
+    key(f, 'm');
+    type(f, text);
+    key(f, LP_KEY_ENTER);
+    assert_false(f->b->message_error);
+}
+
 /* Runs a command from the browser's command line, as a user would (the views refresh). */
 static void command(fixture *f, const char *line) {
     key(f, ':');
@@ -911,19 +919,12 @@ static void t5_heads_view_shows_each_stacks_scan(void **state) {
 static void t5_note_says_stack_and_kind(void **state) {
     fixture *f = *state;
     render(f);
-    key(f, 'm');
-    type(f, "aligned");
-    key(f, LP_KEY_ENTER);
-    assert_false(f->b->message_error);
+    write_note(f, "aligned");
     key(f, 'x');
     key(f, 'l');
-    key(f, 'm');
-    type(f, "looks at the cat");
-    key(f, LP_KEY_ENTER);
+    write_note(f, "looks at the cat");
     key(f, '2');
-    key(f, 'm');
-    type(f, "a head");
-    key(f, LP_KEY_ENTER);
+    write_note(f, "a head");
     json_t *rows = NULL;
     OK(lp_store_query(f->s.store, "SELECT stack, attn_kind, layer, head, pos, token FROM findings_view ORDER BY id",
                       NULL, false, &rows, NULL));
@@ -957,6 +958,20 @@ static void t5_note_says_stack_and_kind(void **state) {
     assert_int_equal(f->b->attn, LP_ATTN_ENC_SELF);
     assert_int_equal(f->b->src_pos, 1);
     assert_non_null(strstr(status(f), "enc self L0 H0  query 1 ·cat"));
+}
+
+/* m in the patching view on an encoder-decoder's run: the result's stack and kind. */
+static void t5_note_in_the_patching_view_says_the_results_site(void **state) {
+    fixture *f = *state;
+    command(f, "patch --corrupt-target-ids 5,6,7,8,9,10,11,12 --site cross_z");
+    key(f, '7');
+    write_note(f, "a cross head");
+    json_t *rows = NULL;
+    OK(lp_store_query(f->s.store, "SELECT stack, attn_kind, head FROM findings", NULL, false, &rows, NULL));
+    assert_int_equal(json_array_size(rows), 1);
+    assert_string_equal(lp_row_str(json_array_get(rows, 0), "stack"), "dec");
+    assert_string_equal(lp_row_str(json_array_get(rows, 0), "attn_kind"), "cross");
+    json_decref(rows);
 }
 
 static const lp_cell *strip_cell(const fixture *f, int pos) {
@@ -1891,6 +1906,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(t5_attributions_without_colour_shade_both_lines, t5_run_mono, fixture_close),
         cmocka_unit_test_setup_teardown(t5_heads_view_shows_each_stacks_scan, t5_run, fixture_close),
         cmocka_unit_test_setup_teardown(t5_note_says_stack_and_kind, t5_run, fixture_close),
+        cmocka_unit_test_setup_teardown(t5_note_in_the_patching_view_says_the_results_site, t5_run, fixture_close),
         cmocka_unit_test_setup_teardown(strip_marks_specials_masks_and_the_second_text, bert_mlm_pair, fixture_close),
         cmocka_unit_test_setup_teardown(strip_marks_a_roberta_pair_by_its_separators, roberta_pair, fixture_close),
         cmocka_unit_test_setup_teardown(attributions_view_names_the_label_and_t_steps_through_labels, bert_cls_pair,

@@ -451,12 +451,17 @@ static bool show_in_view(lp_browser *b, const char *line) {
     return true;
 }
 
-/* Where a note written with `m` on an encoder-decoder's run is: the attention the view
- * shows (attention, heads and model views follow b->attn), or in the attributions view the
- * strip line the selection is on (a source token is the encoder's); "" otherwise (note's
- * default, the decoder). */
+/* Where a note written with `m` on an encoder-decoder's run is: what the view says (its
+ * place), the attention the view shows (attention, heads and model views follow b->attn),
+ * or in the attributions view the strip line the selection is on (a source token is the
+ * encoder's); "" otherwise (note's default, the decoder). */
 static const char *note_place(const lp_browser *b) {
     if (b->S == 0) return "";
+    const lp_view_ops *v = VIEWS[b->view];
+    const char *stack = NULL, *kind = NULL;
+    if (v->place) v->place(b->state[b->view], b, &stack, &kind);
+    if (stack) return kind && strcmp(kind, "cross") == 0 ? " --cross" : strcmp(stack, "enc") == 0 ? " --stack enc"
+                                                                                                 : " --stack dec";
     static const char *const FLAGS[LP_ATTN_COUNT] = {" --stack dec", " --cross", " --stack enc"};
     if (b->view == LP_VIEW_ATTENTION || b->view == LP_VIEW_HEADS || b->view == LP_VIEW_MODEL) return FLAGS[b->attn];
     if (b->view == LP_VIEW_ATTRIBUTIONS) return b->side == LP_SIDE_SOURCE ? " --stack enc" : " --stack dec";

@@ -52,6 +52,10 @@ typedef struct {
     bool (*act)(void *st, lp_browser *b, lp_action a);
     /* What a note written in this view is about (-1: not that). */
     void (*subject)(void *st, const lp_browser *b, int *layer, int *head, int *pos);
+    /* On an encoder-decoder's run, the stack ("enc", "dec") and attention kind ("self",
+     * "cross") of the subject when the view knows it (*stack NULL: it does not). NULL: the
+     * attention shown (view.c's note_place). */
+    void (*place)(void *st, const lp_browser *b, const char **stack, const char **kind);
 } lp_view_ops;
 
 extern const lp_view_ops lp_view_attention, lp_view_heads, lp_view_activations, lp_view_attributions, lp_view_lens,

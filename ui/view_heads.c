@@ -215,7 +215,7 @@ static int heads_update(void *vst, lp_browser *b) {
                                                                                                        "self"};
     const lp_run *ar = r && b->S > 0 ? lp_browser_attn_run(b, b->attn, NULL, &st->L, NULL, NULL) : NULL;
     bool cross = ar && b->attn == LP_ATTN_CROSS;
-    if (cross != st->cross) st->metric = 0; /* the other kind's colourings */
+    if (cross != st->cross) st->metric = cross ? LP_CROSS_DIAGONAL : LP_HEAD_PREV_TOKEN; /* the other kind's */
     st->cross = cross;
     st->n_run = cross ? LP_CROSS_METRIC_COUNT : LP_HEAD_METRIC_COUNT;
     st->stack = ar ? STACK[b->attn] : NULL;
