@@ -451,7 +451,7 @@ static const lp_command COMMANDS[] = {
      "attr ig --target ' Mary' --vs ' John' --steps 64", lp_cmd_attr, false,
      "METHOD: saliency, gxi, ig, occlusion, rollout, attnxnorm. The prediction at P (default: last); default target: "
      "the top prediction; TOKEN: a vocabulary string or text of one token. Encoder-decoders: P is a decoder position and "
-     "the scores cover the source, then the target prefix (side column; JSON source and target); not stored yet."},
+     "the scores cover the source, then the target prefix (side column; JSON source and target), stored by side."},
     {"dla", "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P]",
      "direct logit attribution: each head's and MLP's part of the logit",
      "dla --target ' the' --vs ' a'", lp_cmd_dla, false,
@@ -488,11 +488,16 @@ static const lp_command COMMANDS[] = {
      "scan --labelled", lp_cmd_scan, false, "Scores: previous-token, duplicate-token, induction, first-token (sink). "
      "Encoders: previous and next token, [CLS] and [SEP] sinks, broad, on [CLS] + random tokens + [SEP]. "
      "Encoder-decoders: a copy task (random tokens + </s>, the decoder teacher-forced on them): each stack's "
-     "self-attention and the cross-attention (aligned, source_eos, diagonal, monotonic, coverage); not stored."},
+     "self-attention and the cross-attention (aligned, source_eos, diagonal, monotonic, coverage), each stored with "
+     "its stack and kind."},
     {"session", "[new NAME | list | open ID]", "show, start, list or switch sessions (runs and findings belong to one)",
      "session new induction-hunt", lp_cmd_session, false, NULL},
-    {"note", "[--layer L] [--head H] [--pos P] [--] TEXT", "write down a finding about the current run",
-     "note --layer 1 --head 4 head 1.4 copies the previous token", lp_cmd_note, true, NULL},
+    {"note", "[--layer L] [--head H] [--pos P] [--stack enc|dec] [--cross | --kind self|cross] [--] TEXT",
+     "write down a finding about the current run",
+     "note --layer 1 --head 4 head 1.4 copies the previous token", lp_cmd_note, true,
+     "Encoder-decoders: the place is the decoder's self-attention unless --stack enc (P then a source position) or "
+     "--cross (decoder layer L's attention over the source; P the decoder's query); findings_view has stack and "
+     "attn_kind."},
     {"tag", "NAME", "tag the current run", "tag induction", lp_cmd_tag, false, NULL},
     {"findings", "[--all]", "notes and tags of this session (or of all)", "findings", lp_cmd_findings, false, NULL},
     {"runs", "[--all]", "past runs of this session (or of all)", "runs --all", lp_cmd_runs, false, NULL},
