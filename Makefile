@@ -163,7 +163,7 @@ check-model: $(BUILD)/tests/test_default_model
 	@LOUPE_DEFAULT_MODEL=$(MODEL) $(BUILD)/tests/test_default_model
 
 bench: deps
-	@$(MAKE) --no-print-directory loupe $(BUILD)/tools/bench $(BUILD)/tools/mkmodel
+	@$(MAKE) --no-print-directory loupe $(BUILD)/tools/bench $(BUILD)/tools/bench_seq2seq $(BUILD)/tools/mkmodel
 	@BUILD=$(BUILD) sh tests/bench/run.sh
 
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)

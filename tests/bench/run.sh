@@ -9,15 +9,35 @@ model=$out/gpt2-small
 bench=$BUILD/tools/bench
 mkdir -p "$out"
 
+# make_model DIR WHAT MKMODEL-ARGS...: writes DIR with mkmodel unless it is there already.
 # bench --check loads the model, which validates every tensor's offsets against the file's
 # size: a model left incomplete by an interrupted run is made again.
-if [ -f "$model/config.json" ] && "$bench" --check "$model" 2>/dev/null; then :; else
-    echo "making $model (12 layers, d 768, 12 heads, vocab 50257; about 500 MB) ..."
-    rm -rf "$model" "$model.tmp"
-    "$BUILD/tools/mkmodel" "$model.tmp" --arch gpt2 --layers 12 --d-model 768 --heads 12 --vocab 50257 \
-        --ctx 1024 --seed 1 --gpt2-tokenizer ../shared/tokenizers/gpt2
-    mv "$model.tmp" "$model"
-fi
+make_model() {
+    dir=$1 what=$2
+    shift 2
+    if [ -f "$dir/config.json" ] && "$bench" --check "$dir" 2>/dev/null; then return; fi
+    echo "making $dir ($what) ..."
+    rm -rf "$dir" "$dir.tmp"
+    "$BUILD/tools/mkmodel" "$dir.tmp" "$@"
+    mv "$dir.tmp" "$dir"
+}
+
+# torch_bench TITLE SCRIPT ARGS...: a PyTorch equivalent (float32, Debian's python3-torch),
+# or a visible line saying why there is none.
+torch_bench() {
+    title=$1 script=$2
+    shift
+    if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+        echo
+        echo "== $title: the same checkpoint and ids ($script)"
+        OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 "$@"
+    else
+        echo "($title: skipped: /usr/bin/python3 has no torch; apt-get install python3-torch)"
+    fi
+}
+
+make_model "$model" "12 layers, d 768, 12 heads, vocab 50257; about 500 MB" --arch gpt2 --layers 12 --d-model 768 \
+    --heads 12 --vocab 50257 --ctx 1024 --seed 1 --gpt2-tokenizer ../shared/tokenizers/gpt2
 
 logits=$out/logits-t128.f32
 { "$bench" "$model" --save-logits "$logits"; echo $? >"$out/status"; } | tee "$out/report.txt"
@@ -54,21 +74,22 @@ make --no-print-directory BUILD="$BUILD" "$BUILD/tools/bench_tui" >/dev/null
 bert=$out/bert-base
 echo
 echo "== encoder: BERT-base shape, random weights"
-if [ -f "$bert/config.json" ] && "$bench" --check "$bert" 2>/dev/null; then :; else
-    echo "making $bert (12 layers, d 768, 12 heads, d_mlp 3072, vocab 30522, 2 labels; about 440 MB) ..."
-    rm -rf "$bert" "$bert.tmp"
-    "$BUILD/tools/mkmodel" "$bert.tmp" --arch bert --layers 12 --d-model 768 --heads 12 --d-mlp 3072 \
-        --vocab 30522 --ctx 512 --labels 2 --seed 1
-    mv "$bert.tmp" "$bert"
-fi
+make_model "$bert" "12 layers, d 768, 12 heads, d_mlp 3072, vocab 30522, 2 labels; about 440 MB" --arch bert \
+    --layers 12 --d-model 768 --heads 12 --d-mlp 3072 --vocab 30522 --ctx 512 --labels 2 --seed 1
 "$bench" "$bert" --save-logits "$out/bert-logits-t128.f32"
-if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
-    echo
-    echo "== encoder in PyTorch: the same checkpoint and ids (tests/bench/torch_bert.py)"
-    OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 tests/bench/torch_bert.py "$bert" --compare-logits "$out/bert-logits-t128.f32"
-else
-    echo "(no PyTorch equivalent: /usr/bin/python3 has no torch; apt-get install python3-torch)"
-fi
+torch_bench "encoder in PyTorch" tests/bench/torch_bert.py "$bert" --compare-logits "$out/bert-logits-t128.f32"
+
+# An encoder-decoder: t5-small's shape (v1.0: ReLU, tied embeddings; made once, kept like
+# GPT-2's), its teacher-forced pass and greedy decoding (bench_seq2seq), then the same in
+# PyTorch, checked against loupe's logits and greedy ids.
+t5=$out/t5-small
+echo
+echo "== encoder-decoder: t5-small shape (v1.0), random weights"
+make_model "$t5" "6+6 layers, d 512, 8 heads x d_kv 64, d_ff 2048, vocab 32128; about 240 MB" --arch t5 \
+    --layers 6 --d-model 512 --heads 8 --d-mlp 2048 --vocab 32128 --ctx 512 --buckets 32 --max-distance 128 --seed 1
+"$BUILD/tools/bench_seq2seq" "$t5" --save-logits "$out/t5-logits.f32" --save-ids "$out/t5-greedy.txt"
+torch_bench "encoder-decoder in PyTorch" tests/bench/torch_t5.py "$t5" --compare-logits "$out/t5-logits.f32" \
+    --compare-ids "$out/t5-greedy.txt"
 
 # Training: the default recipe's tokens/s with its threads and with one, and the share of the
 # sgemm roofline those make (bench_train's comment says how FLOPs and the roofline are counted).

@@ -109,14 +109,6 @@ static double forward_flops(const lp_config *c, int T) {
     return c->n_layer * (linear + attention) + head;
 }
 
-static void fill_ids(int *ids, int n, int vocab) {
-    uint64_t x = 12345;
-    for (int i = 0; i < n; i++) {
-        x = x * 6364136223846793005ull + 1442695040888963407ull;
-        ids[i] = (int)((x >> 33) % (uint64_t)vocab);
-    }
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -226,35 +218,6 @@ static size_t bench_forward(const lp_model *m, int T, int reps, double peak, con
     return arena;
 }
 
-/* A generated token is one matrix-vector product per weight matrix, so decoding is bound by
- * how fast sgemv streams matrices too large for the caches. Measured on the unembedding's size
- * in both layouts the engine uses (out x in rows: NoTrans; GPT-2's in x out rows: Trans), as
- * OpenBLAS's two kernels stream at different rates. */
-static double sgemv_gbs(const lp_config *c) {
-    size_t n = (size_t)c->vocab * c->d_model;
-    float *w = malloc(n * sizeof *w), *x = malloc((size_t)c->vocab * sizeof *x), *y = malloc((size_t)c->vocab * sizeof *y);
-    if (!w || !x || !y) exit(1);
-    for (size_t i = 0; i < n; i++) w[i] = (float)(i % 1000) * 1e-3f;
-    for (int i = 0; i < c->vocab; i++) x[i] = 1.0f;
-    double best = 1e30;
-    for (int trans = 0; trans < 2; trans++) {
-        int rows = trans ? c->d_model : c->vocab, cols = trans ? c->vocab : c->d_model;
-        enum CBLAS_TRANSPOSE t_op = trans ? CblasTrans : CblasNoTrans;
-        cblas_sgemv(CblasRowMajor, t_op, rows, cols, 1.0f, w, cols, x, 1, 0.0f, y, 1); /* warm-up */
-        double start = now_s();
-        for (int r = 0; r < 5 || now_s() - start < 0.15; r++) {
-            double t = now_s();
-            cblas_sgemv(CblasRowMajor, t_op, rows, cols, 1.0f, w, cols, x, 1, 0.0f, y, 1);
-            t = now_s() - t;
-            if (t < best) best = t;
-        }
-    }
-    free(w);
-    free(x);
-    free(y);
-    return n * sizeof(float) / best / 1e9;
-}
-
 static void bench_generate(const lp_model *m, int n_prompt, int n_new) {
     const lp_config *c = lp_model_config(m);
     int *prompt = malloc((size_t)n_prompt * sizeof *prompt);
@@ -271,7 +234,7 @@ static void bench_generate(const lp_model *m, int n_prompt, int n_new) {
         int next = lp_sample(logits, c->vocab, &greedy, NULL);
         if (lp_generator_feed(g, &next, 1, &logits)) die("generate");
     }
-    double decode = now_s() - t1, bytes = (double)lp_model_weight_bytes(m), bw = sgemv_gbs(c);
+    double decode = now_s() - t1, bytes = (double)lp_model_weight_bytes(m), bw = sgemv_gbs(c->vocab, c->d_model);
     printf("generate: %.1f tokens/s (prompt %d in %.1f ms, then %d new tokens, greedy, KV cache)\n", n_new / decode,
            n_prompt, (t1 - t0) * 1e3, n_new);
     printf("  each token reads the %.0f MB of weights: %.1f GB/s; sgemv streams %.1f GB/s here: ~%.1f tokens/s at "

@@ -1,12 +1,16 @@
 /* mkmodel: writes a random checkpoint in Hugging Face layout, for tests and `make bench`.
- *   mkmodel DIR --arch gpt2|llama|mistral|qwen2|bert [--layers N] [--d-model D] [--heads H]
+ *   mkmodel DIR --arch gpt2|llama|mistral|qwen2|bert|t5 [--layers N] [--d-model D] [--heads H]
  *          [--kv-heads K] [--d-mlp M] [--vocab V] [--ctx C] [--dtype f32|f16|bf16]
  *          [--round f16|bf16] [--seed S] [--std X] [--tied|--untied] [--shards N]
  *          [--prefix transformer.] [--gpt2-tokenizer DIR] [--labels N]
+ *          [--gated] [--buckets B] [--max-distance D]
  * --gpt2-tokenizer copies encoder.json/vocab.bpe (or vocab.json/merges.txt) from DIR.
  * --arch bert writes a BertForSequenceClassification with N labels (default 2; F32 only)
  * and a vocab.txt laid out as bert-base-uncased's ([PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102,
- * [MASK] 103), for the encoder bench. */
+ * [MASK] 103), for the encoder bench.
+ * --arch t5 writes a T5ForConditionalGeneration with N encoder and N decoder layers, d_kv =
+ * d_model / heads, --buckets B (32) and --max-distance D (128); v1.0 (ReLU, tied embeddings)
+ * unless --gated (v1.1: gated GELU, untied lm_head); F32, no tokenizer. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,20 +36,21 @@ static int copy_file(const char *from, const char *to) {
     return rc;
 }
 
-/* ---- BertForSequenceClassification (lp_checkpoint_random writes decoders only) ---- */
+/* ---- Encoders and encoder-decoders (lp_checkpoint_random writes decoders only) ---- */
 
 typedef struct {
     char name[96];
     int ndim;
     int64_t shape[2];
-    float mean; /* values: mean + std * N(0, 1); LayerNorm weights near 1 */
-} bert_tensor;
+    float mean; /* values: mean + std * N(0, 1); norm weights near 1 */
+} rand_tensor;
 
-static int bert_tensors(bert_tensor *t, const lp_config *c, int labels) {
+#define T2(mean_, d0, d1, ...) (t[n] = (rand_tensor){"", (d1) ? 2 : 1, {(d0), (d1)}, (mean_)}, \
+                                snprintf(t[n].name, sizeof t[n].name, __VA_ARGS__), n++)
+
+static int bert_tensors(rand_tensor *t, const lp_config *c, int labels) {
     int n = 0;
     int64_t d = c->d_model, m = c->d_mlp;
-#define T2(mean_, d0, d1, ...) (t[n] = (bert_tensor){"", (d1) ? 2 : 1, {(d0), (d1)}, (mean_)}, \
-                                snprintf(t[n].name, sizeof t[n].name, __VA_ARGS__), n++)
     T2(0, c->vocab, d, "bert.embeddings.word_embeddings.weight");
     T2(0, c->n_ctx, d, "bert.embeddings.position_embeddings.weight");
     T2(0, 2, d, "bert.embeddings.token_type_embeddings.weight");
@@ -68,21 +73,58 @@ static int bert_tensors(bert_tensor *t, const lp_config *c, int labels) {
     T2(0, d, 0, "bert.pooler.dense.bias");
     T2(0, labels, d, "classifier.weight");
     T2(0, labels, 0, "classifier.bias");
-#undef T2
     return n;
 }
 
-static int write_bert(const char *dir, const lp_config *c, int labels, uint64_t seed, float std) {
+/* T5ForConditionalGeneration's tensors as modeling_t5.py names them: n_layer encoder and
+ * decoder blocks, d_kv = d_model / heads, the relative bias table in block 0 of each stack;
+ * gated (v1.1: wi_0, wi_1, an untied lm_head) or not (v1.0: wi, tied). */
+static int t5_tensors(rand_tensor *t, const lp_config *c, int gated) {
+    int n = 0;
+    int64_t d = c->d_model, q = (int64_t)c->n_head * c->d_head, m = c->d_mlp;
+    T2(0, c->vocab, d, "shared.weight");
+    static const char *const stacks[2] = {"encoder", "decoder"};
+    for (int s = 0; s < 2; s++) {
+        const char *st = stacks[s];
+        for (int l = 0; l < c->n_layer; l++) {
+            T2(1, d, 0, "%s.block.%d.layer.0.layer_norm.weight", st, l);
+            for (const char *p = "qkvo"; *p; p++)
+                T2(0, *p == 'o' ? d : q, *p == 'o' ? q : d, "%s.block.%d.layer.0.SelfAttention.%c.weight", st, l, *p);
+            if (l == 0) T2(0, c->rel_buckets, c->n_head, "%s.block.0.layer.0.SelfAttention.relative_attention_bias.weight", st);
+            int ff = s ? 2 : 1;
+            if (s) {
+                T2(1, d, 0, "decoder.block.%d.layer.1.layer_norm.weight", l);
+                for (const char *p = "qkvo"; *p; p++)
+                    T2(0, *p == 'o' ? d : q, *p == 'o' ? q : d, "decoder.block.%d.layer.1.EncDecAttention.%c.weight", l, *p);
+            }
+            T2(1, d, 0, "%s.block.%d.layer.%d.layer_norm.weight", st, l, ff);
+            if (gated) {
+                T2(0, m, d, "%s.block.%d.layer.%d.DenseReluDense.wi_0.weight", st, l, ff);
+                T2(0, m, d, "%s.block.%d.layer.%d.DenseReluDense.wi_1.weight", st, l, ff);
+            } else {
+                T2(0, m, d, "%s.block.%d.layer.%d.DenseReluDense.wi.weight", st, l, ff);
+            }
+            T2(0, d, m, "%s.block.%d.layer.%d.DenseReluDense.wo.weight", st, l, ff);
+        }
+        T2(1, d, 0, "%s.final_layer_norm.weight", st);
+    }
+    if (gated) T2(0, c->vocab, d, "lm_head.weight");
+    return n;
+}
+#undef T2
+
+/* Writes DIR/model.safetensors (F32) with the n tensors of t, values drawn from seed. */
+static int write_random(const char *dir, rand_tensor *t, int n, uint64_t seed, float std) {
     if (mkdir(dir, 0755) != 0) return lp_error(LP_EIO, "%s: cannot create", dir);
-    int cap = 16 * c->n_layer + 16, n;
-    bert_tensor *t = malloc((size_t)cap * sizeof *t);
-    lp_st_tensor *ts = calloc((size_t)cap, sizeof *ts);
-    if (!t || !ts) return lp_error(LP_ENOMEM, "out of memory");
-    n = bert_tensors(t, c, labels);
+    lp_st_tensor *ts = calloc((size_t)n, sizeof *ts);
+    if (!ts) return lp_error(LP_ENOMEM, "out of memory");
     size_t total = 0;
     for (int i = 0; i < n; i++) total += (size_t)t[i].shape[0] * (t[i].ndim == 2 ? (size_t)t[i].shape[1] : 1);
     float *data = malloc(total * sizeof *data);
-    if (!data) return lp_error(LP_ENOMEM, "out of memory for %zu parameters", total);
+    if (!data) {
+        free(ts);
+        return lp_error(LP_ENOMEM, "out of memory for %zu parameters", total);
+    }
     lp_rng rng;
     lp_rng_seed(&rng, seed);
     size_t at = 0;
@@ -100,7 +142,24 @@ static int write_bert(const char *dir, const lp_config *c, int labels, uint64_t 
     const char *keys[] = {"format"}, *vals[] = {"pt"};
     int rc = lp_path_join(path, sizeof path, dir, "model.safetensors");
     if (!rc) rc = lp_st_write(path, ts, n, keys, vals, 1);
-    free(data), free(ts), free(t);
+    free(data), free(ts);
+    return rc;
+}
+
+static int write_config(const char *dir, json_t *cj) {
+    char path[4096];
+    int rc = lp_path_join(path, sizeof path, dir, "config.json");
+    if (!rc && json_dump_file(cj, path, JSON_INDENT(2)) != 0) rc = lp_error(LP_EIO, "%s: cannot write", path);
+    json_decref(cj);
+    return rc;
+}
+
+static int write_bert(const char *dir, const lp_config *c, int labels, uint64_t seed, float std) {
+    rand_tensor *t = malloc((size_t)(16 * c->n_layer + 16) * sizeof *t);
+    if (!t) return lp_error(LP_ENOMEM, "out of memory");
+    int rc = write_random(dir, t, bert_tensors(t, c, labels), seed, std);
+    free(t);
+    if (rc) return rc;
     json_t *id2label = json_object();
     for (int i = 0; i < labels; i++) {
         char k[16], v[32];
@@ -114,22 +173,40 @@ static int write_bert(const char *dir, const lp_config *c, int labels, uint64_t 
                            c->n_head, "vocab_size", c->vocab, "max_position_embeddings", c->n_ctx, "type_vocab_size",
                            2, "layer_norm_eps", 1e-12, "hidden_act", "gelu", "pad_token_id", 0, "torch_dtype",
                            "float32", "id2label", id2label);
-    if (!rc && (rc = lp_path_join(path, sizeof path, dir, "config.json")) == 0 &&
-        json_dump_file(cj, path, JSON_INDENT(2)) != 0)
-        rc = lp_error(LP_EIO, "%s: cannot write", path);
-    json_decref(cj);
+    if ((rc = write_config(dir, cj))) return rc;
     /* bert-base-uncased's special ids; the other entries are placeholders. */
-    FILE *f = !rc && !lp_path_join(path, sizeof path, dir, "vocab.txt") ? fopen(path, "w") : NULL;
-    if (!rc && !f) rc = lp_error(LP_EIO, "%s: cannot write", path);
-    for (int i = 0; f && i < c->vocab; i++) {
+    char path[4096];
+    FILE *f = !lp_path_join(path, sizeof path, dir, "vocab.txt") ? fopen(path, "w") : NULL;
+    if (!f) return lp_error(LP_EIO, "%s: cannot write", path);
+    for (int i = 0; i < c->vocab; i++) {
         static const char *const special[] = {"[UNK]", "[CLS]", "[SEP]", "[MASK]"};
         if (i == 0) fputs("[PAD]\n", f);
         else if (i < 100) fprintf(f, "[unused%d]\n", i - 1);
         else if (i < 104) fprintf(f, "%s\n", special[i - 100]);
         else fprintf(f, "w%d\n", i);
     }
-    if (f && fclose(f) != 0) rc = lp_error(LP_EIO, "%s: cannot write", path);
+    if (fclose(f) != 0) rc = lp_error(LP_EIO, "%s: cannot write", path);
     return rc;
+}
+
+/* A T5ForConditionalGeneration without a tokenizer (runs take ids): pad 0, eos 1, the
+ * decoder starting at pad, as t5-small's config.json says. */
+static int write_t5(const char *dir, const lp_config *c, int gated, uint64_t seed, float std) {
+    rand_tensor *t = malloc((size_t)(32 * c->n_layer + 8) * sizeof *t);
+    if (!t) return lp_error(LP_ENOMEM, "out of memory");
+    int rc = write_random(dir, t, t5_tensors(t, c, gated), seed, std);
+    free(t);
+    if (rc) return rc;
+    json_t *cj = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:s,s:b,s:i,s:i,s:i,s:s}",
+                           "architectures", "T5ForConditionalGeneration", "model_type", "t5", "d_model", c->d_model,
+                           "d_kv", c->d_head, "d_ff", c->d_mlp, "num_layers", c->n_layer, "num_decoder_layers",
+                           c->n_layer, "num_heads", c->n_head, "vocab_size", c->vocab,
+                           "relative_attention_num_buckets", c->rel_buckets, "relative_attention_max_distance",
+                           c->rel_max_distance, "n_positions", c->n_ctx, "layer_norm_epsilon", 1e-6,
+                           "feed_forward_proj", gated ? "gated-gelu" : "relu", "tie_word_embeddings", !gated,
+                           "pad_token_id", 0, "eos_token_id", 1, "decoder_start_token_id", 0, "torch_dtype",
+                           "float32");
+    return write_config(dir, cj);
 }
 
 static lp_dtype dtype_arg(const char *s) {
@@ -142,7 +219,7 @@ static lp_dtype dtype_arg(const char *s) {
 
 int main(int argc, char **argv) {
     if (argc < 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: mkmodel DIR --arch gpt2|llama|mistral|qwen2|bert [options] (see the source)\n");
+        fprintf(stderr, "usage: mkmodel DIR --arch gpt2|llama|mistral|qwen2|bert|t5 [options] (see the source)\n");
         return 2;
     }
     const char *dir = argv[1], *arch = "gpt2", *tokdir = NULL;
@@ -150,7 +227,8 @@ int main(int argc, char **argv) {
     lp_config *c = &sp.cfg;
     c->n_layer = 2, c->d_model = 32, c->n_head = 4, c->n_kv_head = 0, c->d_mlp = 0, c->vocab = 96, c->n_ctx = 64;
     c->rope_theta = 10000.0f;
-    int tied = -1, labels = 2;
+    c->rel_buckets = 32, c->rel_max_distance = 128;
+    int tied = -1, labels = 2, gated = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -174,6 +252,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--tied")) tied = 1;
         else if (!strcmp(a, "--untied")) tied = 0;
         else if (!strcmp(a, "--labels")) labels = atoi(VAL());
+        else if (!strcmp(a, "--gated")) gated = 1;
+        else if (!strcmp(a, "--buckets")) c->rel_buckets = atoi(VAL());
+        else if (!strcmp(a, "--max-distance")) c->rel_max_distance = atoi(VAL());
         else {
             fprintf(stderr, "error: unknown option '%s'\n", a);
             return 2;
@@ -197,6 +278,18 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
+    if (!strcmp(arch, "t5")) {
+        if (!c->d_mlp) c->d_mlp = 4 * c->d_model;
+        if (c->rel_buckets < 4 || c->rel_max_distance <= c->rel_buckets / 2) {
+            fprintf(stderr, "error: --arch t5 needs --buckets >= 4 and --max-distance above half of it\n");
+            return 2;
+        }
+        if (write_t5(dir, c, gated, sp.seed, sp.std)) {
+            fprintf(stderr, "error: %s\n", lp_errmsg());
+            return 1;
+        }
+        return 0;
+    }
     if (!strcmp(arch, "gpt2")) {
         snprintf(c->arch, sizeof c->arch, "GPT2LMHeadModel");
         if (!c->d_mlp) c->d_mlp = 4 * c->d_model;
@@ -207,7 +300,7 @@ int main(int argc, char **argv) {
                  !strcmp(arch, "llama") ? "LlamaForCausalLM" : !strcmp(arch, "mistral") ? "MistralForCausalLM"
                  : !strcmp(arch, "qwen2") ? "Qwen2ForCausalLM" : "");
         if (!c->arch[0]) {
-            fprintf(stderr, "error: --arch '%s': use gpt2, llama, mistral, qwen2 or bert\n", arch);
+            fprintf(stderr, "error: --arch '%s': use gpt2, llama, mistral, qwen2, bert or t5\n", arch);
             return 2;
         }
         if (!c->d_mlp) c->d_mlp = 3 * c->d_model;

@@ -1,5 +1,6 @@
-/* The tools' shared timing: a monotonic clock and the best sgemm rate on one shape (the
- * roofline bench and bench_train print beside their numbers). */
+/* The tools' shared timing: a monotonic clock, the best sgemm rate on one shape (the
+ * roofline bench, bench_seq2seq and bench_train print beside their numbers), sgemv's
+ * streaming rate (decoding's limit) and the benches' token ids. */
 #ifndef LOUPE_TOOLS_SGEMM_RATE_H
 #define LOUPE_TOOLS_SGEMM_RATE_H
 
@@ -42,6 +43,44 @@ static double sgemm_rate(const shape *s, double min_secs, int min_reps) {
     free(b);
     free(c);
     return 2.0 * s->M * s->N * s->K / best / 1e9;
+}
+
+/* A generated token is one matrix-vector product per weight matrix, so decoding is bound by
+ * how fast sgemv streams matrices too large for the caches. Measured on a (rows, cols)
+ * matrix (the unembedding's size) in both layouts the engine uses (out x in rows: NoTrans;
+ * GPT-2's in x out rows: Trans), as OpenBLAS's two kernels stream at different rates. GB/s. */
+static inline double sgemv_gbs(int rows, int cols) {
+    size_t n = (size_t)rows * cols, big = (size_t)(rows > cols ? rows : cols);
+    float *w = malloc(n * sizeof *w), *x = malloc(big * sizeof *x), *y = malloc(big * sizeof *y);
+    if (!w || !x || !y) exit(1);
+    for (size_t i = 0; i < n; i++) w[i] = (float)(i % 1000) * 1e-3f;
+    for (size_t i = 0; i < big; i++) x[i] = 1.0f;
+    double best = 1e30;
+    for (int trans = 0; trans < 2; trans++) {
+        int r = trans ? cols : rows, c = trans ? rows : cols;
+        enum CBLAS_TRANSPOSE t_op = trans ? CblasTrans : CblasNoTrans;
+        cblas_sgemv(CblasRowMajor, t_op, r, c, 1.0f, w, c, x, 1, 0.0f, y, 1); /* warm-up */
+        double start = now_s();
+        for (int k = 0; k < 5 || now_s() - start < 0.15; k++) {
+            double t = now_s();
+            cblas_sgemv(CblasRowMajor, t_op, r, c, 1.0f, w, c, x, 1, 0.0f, y, 1);
+            t = now_s() - t;
+            if (t < best) best = t;
+        }
+    }
+    free(w);
+    free(x);
+    free(y);
+    return n * sizeof(float) / best / 1e9;
+}
+
+/* The benches' input ids: a 64-bit LCG (tests/bench/torch_*.py's fill_ids is the same). */
+static inline void fill_ids(int *ids, int n, int vocab) {
+    unsigned long long x = 12345;
+    for (int i = 0; i < n; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        ids[i] = (int)((x >> 33) % (unsigned long long)vocab);
+    }
 }
 
 #endif
