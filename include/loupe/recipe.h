@@ -44,7 +44,8 @@ typedef struct {
                               * repeated (N ids, the same N again, N in 8..48) comes before it: made
                               * at the token level, after the tokenizer, so that every token of the
                               * vocabulary appears in a repeat (see lp_recipe_data) */
-    lp_config model;         /* n_layer, n_head, d_model, d_mlp, n_ctx, attn_only; vocab is set from above */
+    lp_config model;         /* n_layer, n_head, d_model, d_mlp, n_ctx, attn_only, a T5's enc_layers (0: n_layer);
+                              * vocab is set from above */
     uint64_t init_seed;      /* the initial weights */
     float embed_std;         /* std of the initial token embeddings (GPT-2: 0.02; see lp_train_set_embed_std) */
     lp_train_options train;

@@ -35,7 +35,8 @@
  *
  * T5 (cfg->cross_attn: src/train/train_seq2seq.c): T5ForConditionalGeneration, v1.0's ReLU
  * feed-forward or (cfg->mlp LP_MLP_GEGLU) v1.1's gated GELU, with its own lm_head
- * (tie_word_embeddings false; a tied one is refused), cfg->n_layer layers in each stack, d_kv
+ * (tie_word_embeddings false; a tied one is refused), cfg->n_layer decoder layers and
+ * cfg->enc_layers encoder ones (0: as many), d_kv
  * d_model / n_head, relative buckets and distance from cfg (0: 32 and 128); initialised as
  * T5PreTrainedModel._init_weights; pad 0 = the decoder's start, eos 1. Its parameter block
  * is grad_seq2seq.h's gradient block (lp_t5_grads_tensors' order and names). Its data is a

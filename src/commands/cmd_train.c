@@ -23,7 +23,7 @@
 enum { O_RESUME, O_STEPS, O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_ATTN_ONLY, O_VOCAB, O_CORPUS_MB, O_MIX,
        O_BATCH, O_SEQ, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP, O_EVAL_EVERY, O_SAVE_EVERY, O_SEED, O_THREADS,
        O_QUIET, O_STOP_AT, O_SPANS, O_LETTER_WORDS, O_EMBED_STD, O_RANDOM_TOKENS, O_ARCH, O_TASK, O_FROM, O_MASK_PROB,
-       O_EXAMPLES, O_SCRAMBLED, O_RULES, O_DIGITS, N_OPTS };
+       O_EXAMPLES, O_SCRAMBLED, O_RULES, O_DIGITS, O_ENC_LAYERS, N_OPTS };
 
 /* What may change when resuming: how long, how often to look, how quietly. */
 static const bool RESUMABLE[N_OPTS] = {[O_RESUME] = true, [O_STEPS] = true, [O_EVAL_EVERY] = true,
@@ -101,7 +101,7 @@ static const struct {
     {O_WD, "train.weight_decay"},  {O_CLIP, "train.grad_clip"},   {O_EVAL_EVERY, "train.eval_every"},
     {O_THREADS, "train.threads"},  {O_EMBED_STD, "model.embed_std"}, {O_RANDOM_TOKENS, "corpus.random_tokens"},
     {O_LETTER_WORDS, "corpus.letter_words"}, {O_MASK_PROB, "train.mask_prob"}, {O_EXAMPLES, "examples"},
-    {O_SCRAMBLED, "corpus.scrambled"},
+    {O_SCRAMBLED, "corpus.scrambled"}, {O_ENC_LAYERS, "model.enc_layers"},
 };
 
 /* A T5's task: --rules copy,reverse,swap (any of them) and --digits MIN,MAX. */
@@ -193,9 +193,9 @@ static int choose_recipe(lp_recipe *r, const lp_opt *o) {
     if (arch && strcmp(arch, "gpt2") && strcmp(arch, "bert") && strcmp(arch, "t5"))
         return lp_error(LP_EINVAL, "train: --arch %s: use gpt2 (the default), bert or t5", arch);
     bool bert = arch && !strcmp(arch, "bert"), t5 = arch && !strcmp(arch, "t5");
-    if (!t5 && (o[O_RULES].value || o[O_DIGITS].value))
+    if (!t5 && (o[O_RULES].value || o[O_DIGITS].value || o[O_ENC_LAYERS].value))
         return lp_error(LP_EINVAL, "train: --%s is for the seq2seq task: add --arch t5",
-                        o[O_RULES].value ? "rules" : "digits");
+                        o[O_RULES].value ? "rules" : o[O_DIGITS].value ? "digits" : "enc-layers");
     if (t5) {
         for (size_t i = 0; i < sizeof CORPUS_OPTS / sizeof *CORPUS_OPTS; i++)
             if (o[CORPUS_OPTS[i]].value)
@@ -546,6 +546,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         [O_EXAMPLES] = {"examples", false, NULL},
         [O_SCRAMBLED] = {"scrambled", false, NULL},
         [O_RULES] = {"rules", false, NULL},       [O_DIGITS] = {"digits", false, NULL},
+        [O_ENC_LAYERS] = {"enc-layers", false, NULL},
     };
     char *pos[1];
     int np, rc = lp_cmd_opts("train", argc, argv, o, N_OPTS, pos, 1, &np);
@@ -647,13 +648,18 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     t.n_probe = n_probe < PROBE_STEP ? n_probe : PROBE_STEP;
     const char *what = r.task == LP_TASK_LM ? "tokens" : r.task == LP_TASK_MLM ? "masked-LM examples"
                        : r.task == LP_TASK_IOI ? "IOI sentences" : r.task == LP_TASK_S2S ? "pairs" : "polarity sentences";
+    char layers[64];
+    if (r.task == LP_TASK_S2S)
+        snprintf(layers, sizeof layers, "T5, %d encoder + %d decoder layers",
+                 r.model.enc_layers ? r.model.enc_layers : r.model.n_layer, r.model.n_layer);
+    else
+        snprintf(layers, sizeof layers, "%s%d layers", r.task == LP_TASK_LM ? "" : r.task == LP_TASK_MLM ?
+                 "BERT masked LM, " : "BERT classifier, ", r.model.n_layer);
     if (!t.quiet)
         lp_cmd_progress(s, LP_PROGRESS_NOTE,
-                        "train: %s: %s%d layers, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training %s, "
+                        "train: %s: %s, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training %s, "
                         "%zu held out; steps %d..%d of %d x %d tokens on %d thread%s",
-                dir, r.task == LP_TASK_LM ? "" : r.task == LP_TASK_MLM ? "BERT masked LM, "
-                     : r.task == LP_TASK_S2S ? "T5, 2 stacks of " : "BERT classifier, ",
-                r.model.n_layer, r.model.d_model, r.model.n_head, r.model.attn_only ? " (attention-only)" : "",
+                dir, layers, r.model.d_model, r.model.n_head, r.model.attn_only ? " (attention-only)" : "",
                 n_params, n_params * 4.0 / 1e6, counts[0], what, counts[1], st.step + 1, r.train.steps, r.train.B,
                 r.train.T, r.train.threads, r.train.threads == 1 ? "" : "s");
     struct sigaction old_signals[2];

@@ -474,7 +474,7 @@ static const lp_command COMMANDS[] = {
      "[--vocab V] [--corpus-mb MB] [--mix IOI,REPEAT,FILLER] [--spans MIN,MAX] [--letter-words X] [--scrambled X] [--random-tokens X] [--embed-std X] [--batch B] [--seq T] [--lr X] [--min-lr X] "
      "[--warmup N] [--weight-decay X] [--clip X] [--eval-every N] [--save-every N] [--stop-at N] [--seed S] "
      "[--arch gpt2|bert|t5] [--task mlm|ioi|polarity] [--from DIR] [--examples N] [--mask-prob X] "
-     "[--rules copy,reverse,swap] [--digits MIN,MAX] [--threads N] [--quiet]",
+     "[--rules copy,reverse,swap] [--digits MIN,MAX] [--enc-layers N] [--threads N] [--quiet]",
      "train a GPT-2 or a BERT on loupe's generated corpus, or a T5 on digits to words, and load it",
      "train /tmp/toy --layers 1 --d-model 64 --steps 300 --corpus-mb 1", lp_cmd_train, false,
      "Defaults: models/default's recipe. DIR gets config.json, model.safetensors, vocab.json, merges.txt, "

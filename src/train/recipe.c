@@ -100,6 +100,7 @@ json_t *lp_recipe_to_json(const lp_recipe *r) {
         json_object_set_new(j, "arch", json_string("t5"));
         json_object_set_new(j, "task", json_string("s2s"));
         json_object_set_new(j, "examples", json_integer(r->examples));
+        json_object_set_new(json_object_get(j, "model"), "enc_layers", json_integer(r->model.enc_layers));
         json_object_set_new(j, "s2s", json_pack("{s:i,s:i,s:i,s:i}", "rules", (int)t->rules, "min_digits",
                                                 t->min_digits, "max_digits", t->max_digits, "heldout_every",
                                                 t->heldout_every));
@@ -164,6 +165,7 @@ static const field FIELDS[] = {
     F("vocab", F_INT, vocab, 4, 65536), /* a byte-level BPE's at least 258: lp_recipe_check */
     F("heldout", F_DOUBLE, heldout, 1e-6, 0.49),
     F("model.n_layer", F_INT, model.n_layer, 1, 64),
+    F("model.enc_layers", F_INT, model.enc_layers, 0, 64),
     F("model.n_head", F_INT, model.n_head, 1, 1024),
     F("model.d_model", F_INT, model.d_model, 1, 8192),
     F("model.d_mlp", F_INT, model.d_mlp, 1, 65536),

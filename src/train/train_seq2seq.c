@@ -43,7 +43,9 @@ static void stack_configs(lp_config *dec, lp_config *enc, const lp_config *c) {
     dec->eos_id = 1;   /* </s> */
     dec->causal = dec->cross_attn = true;
     dec->head = LP_HEAD_LM;
+    if (dec->enc_layers < 1) dec->enc_layers = c->n_layer;
     *enc = *dec;
+    enc->n_layer = dec->enc_layers;
     snprintf(enc->arch, sizeof enc->arch, "T5ForConditionalGeneration (encoder)");
     enc->causal = enc->cross_attn = false;
     enc->head = LP_HEAD_NONE;
@@ -175,7 +177,7 @@ static int s2s_model_new(lp_model **out, const lp_config *cfg, uint64_t seed) {
         goto fail;
     }
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
-    e->layers = calloc((size_t)c->n_layer, sizeof *e->layers);
+    e->layers = calloc((size_t)e->cfg.n_layer, sizeof *e->layers);
     m->path = strdup("(trainable model in memory)");
     if (!m->layers || !e->layers || !m->path) {
         rc = lp_error(LP_ENOMEM, "out of memory");
