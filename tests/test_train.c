@@ -822,6 +822,7 @@ static void check_t5_gradients(bool gated) {
     assert_int_equal(t[nt - 1].offset + t[nt - 1].size, np);
     double worst = 0;
     const char *worst_name = "";
+    int within_noise = 0;
     lp_rng rng;
     lp_rng_seed(&rng, 5);
     fd_targets = tgt;
@@ -833,9 +834,14 @@ static void check_t5_gradients(bool gated) {
         assert_true(scale > 0.0); /* every tensor reaches the loss */
         size_t pick[3] = {big, (size_t)(lp_rng_uniform(&rng) * t[i].size), (size_t)(lp_rng_uniform(&rng) * t[i].size)};
         for (int k = 0; k < 3; k++) {
-            double num = numeric_derivative(m, ids, B, W, p + t[i].offset + pick[k], NULL);
+            double se, num = numeric_derivative(m, ids, B, W, p + t[i].offset + pick[k], &se);
             double ana = g[t[i].offset + pick[k]];
             double err = fabs(ana - num) / fmax(fmax(fabs(ana), fabs(num)), 1e-3 * scale);
+            /* as the BERT classifier's: a loss of 2 pairs is noisy beside a small coordinate */
+            if (err > FD_TOL && fabs(ana - num) <= 4 * se) {
+                within_noise++;
+                continue;
+            }
             if (err > worst) worst = err, worst_name = t[i].name;
             if (err > FD_TOL) fail_msg("%s[%zu]: analytic %.8g, numeric %.8g (error %.2e)", t[i].name, pick[k], ana, num, err);
         }
@@ -843,7 +849,8 @@ static void check_t5_gradients(bool gated) {
     fd_targets = NULL;
     print_message("t5 (%s): the backward's block within %.1e of its scale", gated ? "gated" : "relu",
                   worst_b / fmax(scale_b, 1e-30));
-    if (gated) print_message("; finite differences' worst %.2e (%s)\n", worst, worst_name);
+    if (gated) print_message("; finite differences' worst %.2e (%s), %d within their noise\n", worst, worst_name,
+                             within_noise);
     else print_message(" (no differences across ReLU's kinks)\n");
     free(t);
     free(g);
