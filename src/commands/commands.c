@@ -475,7 +475,7 @@ static const lp_command COMMANDS[] = {
      "[--warmup N] [--weight-decay X] [--clip X] [--eval-every N] [--save-every N] [--stop-at N] [--seed S] "
      "[--arch gpt2|bert|t5] [--task mlm|ioi|polarity] [--from DIR] [--examples N] [--mask-prob X] "
      "[--rules copy,reverse,swap] [--digits MIN,MAX] [--enc-layers N] [--threads N] [--quiet]",
-     "train a GPT-2 or a BERT on loupe's generated corpus, or a T5 on digits to words, and load it",
+     "train a GPT-2, a BERT or (digits to words) a T5, and load it",
      "train /tmp/toy --layers 1 --d-model 64 --steps 300 --corpus-mb 1", lp_cmd_train, false,
      "Defaults: models/default's recipe. DIR gets config.json, model.safetensors, vocab.json, merges.txt, "
      "optimizer.safetensors, train.json. --arch bert: a masked LM, or with --task ioi|polarity a classifier, "
