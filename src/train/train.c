@@ -768,7 +768,7 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
     int *tgt = enc ? malloc((size_t)o->B * width * sizeof *tgt) : NULL;
     shards S = {0};
     if (!t || !grad || !ids || (enc && !tgt)) rc = lp_error(LP_ENOMEM, "out of memory for training");
-    else rc = shards_init(&S, m, t, o->B, o->T, o->threads ? o->threads : 1, true);
+    else rc = shards_init(&S, m, t, o->B, enc ? a->max_width(o) : o->T, o->threads ? o->threads : 1, true);
     int blas_threads = blas_single();
     double t0 = now_s();
     int first = st->step;
@@ -912,7 +912,7 @@ static int read_block(const lp_model *m, const lp_safetensors *st, const char *p
     if (!t) return lp_error(LP_ENOMEM, "out of memory");
     int rc = LP_OK;
     for (int i = 0; i < nt && !rc; i++) {
-        char name[96];
+        char name[128]; /* a prefix ("exp_avg_sq.") and a tensor name */
         snprintf(name, sizeof name, "%s%s", prefix, t[i].name);
         const lp_st_tensor *x = lp_st_find(st, name);
         if (!x) rc = lp_error(LP_EFORMAT, "%s: no tensor %s; was it written by loupe's train for this shape?", path, name);
@@ -949,14 +949,14 @@ int lp_train_state_save(const lp_train_state *s, const lp_model *m, const char *
     size_t total;
     lp_param_tensor *t = tensors_new(&m->cfg, &nt, &total);
     lp_st_tensor *ts = t ? calloc((size_t)nt * 2, sizeof *ts) : NULL;
-    char(*names)[96] = ts ? calloc((size_t)nt * 2, sizeof *names) : NULL;
+    char(*names)[128] = ts ? calloc((size_t)nt * 2, sizeof *names) : NULL;
     int rc = LP_OK;
     if (!names) rc = lp_error(LP_ENOMEM, "out of memory");
     else if (total != s->n) rc = lp_error(LP_EINVAL, "the optimiser state does not belong to this model");
     for (int k = 0; k < 2 && !rc; k++)
         for (int i = 0; i < nt; i++) {
             char *name = names[k * nt + i];
-            snprintf(name, 96, "%s.%s", k ? "exp_avg_sq" : "exp_avg", t[i].name);
+            snprintf(name, 128, "%s.%s", k ? "exp_avg_sq" : "exp_avg", t[i].name);
             ts[k * nt + i] = (lp_st_tensor){.name = name, .dtype = LP_DT_F32, .ndim = t[i].ndim,
                                             .shape = {t[i].shape[0], t[i].shape[1]},
                                             .data = (k ? s->exp_avg_sq : s->exp_avg) + t[i].offset,
