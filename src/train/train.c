@@ -901,6 +901,32 @@ done:
     return rc;
 }
 
+int train_save_hf(const lp_model *m, const char *dir, json_t *config) {
+    int nt, rc = LP_OK;
+    size_t total;
+    lp_param_tensor *t = config ? tensors_new(&m->cfg, &nt, &total) : NULL;
+    lp_st_tensor *ts = t ? calloc((size_t)nt, sizeof *ts) : NULL;
+    char path[4096], *text = NULL;
+    if (!ts) rc = lp_error(LP_ENOMEM, "out of memory");
+    else if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        rc = lp_error(LP_EIO, "%s: cannot create: %s", dir, strerror(errno));
+    for (int i = 0; !rc && i < nt; i++)
+        ts[i] = (lp_st_tensor){.name = t[i].name, .dtype = LP_DT_F32, .ndim = t[i].ndim,
+                               .shape = {t[i].shape[0], t[i].shape[1]}, .data = m->trainable + t[i].offset,
+                               .nbytes = t[i].size * sizeof(float)};
+    const char *keys[] = {"format"}, *vals[] = {"pt"};
+    if (!rc && !(rc = lp_path_join(path, sizeof path, dir, "model.safetensors")) &&
+        !(rc = lp_st_write(path, ts, nt, keys, vals, 1)) && !(rc = lp_path_join(path, sizeof path, dir, "config.json"))) {
+        text = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        rc = text ? lp_file_write(path, text, strlen(text)) : lp_error(LP_ENOMEM, "out of memory");
+    }
+    free(text);
+    free(t);
+    free(ts);
+    json_decref(config);
+    return rc;
+}
+
 /* ---- reading back: parameters and the optimiser state ---- */
 
 /* Copies each of m's tensors from st (by name, F32, same shape) into dst (the block's layout). */

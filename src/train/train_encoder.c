@@ -597,7 +597,8 @@ double train_short_decimal(float x) {
     return strtod(buf, NULL);
 }
 
-static int write_config(const lp_model *m, const char *dir) {
+/* config.json's object (BertForMaskedLM or BertForSequenceClassification), or NULL. */
+static json_t *config_json(const lp_model *m) {
     const lp_config *c = &m->cfg;
     bool mlm = c->head == LP_HEAD_MLM;
     json_t *j = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:s,s:f,s:f,s:f,s:f,s:i,s:s,s:b,s:s}",
@@ -608,8 +609,7 @@ static int write_config(const lp_model *m, const char *dir) {
                           "initializer_range", 0.02, "hidden_dropout_prob", 0.0, "attention_probs_dropout_prob", 0.0,
                           "pad_token_id", 0, "position_embedding_type", "absolute", "tie_word_embeddings", true,
                           "torch_dtype", "float32");
-    int rc = j ? LP_OK : lp_error(LP_ENOMEM, "out of memory");
-    if (!rc && !mlm) {
+    if (j && !mlm) {
         json_t *id2 = json_object(), *l2id = json_object();
         for (int i = 0; i < c->n_labels; i++) {
             char key[16];
@@ -621,41 +621,10 @@ static int write_config(const lp_model *m, const char *dir) {
         json_object_set_new(j, "label2id", l2id);
         json_object_set_new(j, "problem_type", json_string("single_label_classification"));
     }
-    char path[4096], *text = NULL;
-    if (!rc && !(rc = lp_path_join(path, sizeof path, dir, "config.json"))) {
-        text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        rc = text ? lp_file_write(path, text, strlen(text)) : lp_error(LP_ENOMEM, "out of memory");
-    }
-    free(text);
-    json_decref(j);
-    return rc;
+    return j;
 }
 
-static int enc_save(const lp_model *m, const char *dir) {
-    const lp_config *c = &m->cfg;
-    const float *p = m->trainable;
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return lp_error(LP_EIO, "%s: cannot create: %s", dir, strerror(errno));
-    int nt = enc_tensors(c, NULL, 0), rc;
-    lp_param_tensor *t = malloc((size_t)nt * sizeof *t);
-    lp_st_tensor *ts = calloc((size_t)nt, sizeof *ts);
-    if (!t || !ts) {
-        free(t);
-        free(ts);
-        return lp_error(LP_ENOMEM, "out of memory");
-    }
-    enc_tensors(c, t, nt);
-    for (int i = 0; i < nt; i++)
-        ts[i] = (lp_st_tensor){.name = t[i].name, .dtype = LP_DT_F32, .ndim = t[i].ndim,
-                               .shape = {t[i].shape[0], t[i].shape[1]}, .data = p + t[i].offset,
-                               .nbytes = t[i].size * sizeof(float)};
-    char path[4096];
-    const char *keys[] = {"format"}, *vals[] = {"pt"};
-    if (!(rc = lp_path_join(path, sizeof path, dir, "model.safetensors")) && !(rc = lp_st_write(path, ts, nt, keys, vals, 1)))
-        rc = write_config(m, dir);
-    free(t);
-    free(ts);
-    return rc;
-}
+static int enc_save(const lp_model *m, const char *dir) { return train_save_hf(m, dir, config_json(m)); }
 
 int lp_train_start_from(lp_model *m, const char *dir) {
     const lp_config *c = &m->cfg;

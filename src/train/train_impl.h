@@ -54,6 +54,11 @@ void norm_weight_backward(float *dw, float *db, const float *dy, const float *x,
 /* N(0, 1) by Box-Muller (train.c): every initialisation draws through it. */
 float train_normal(lp_rng *rng);
 
+/* dir (created if missing) gets model.safetensors, every tensor of m's block (lp_train_tensors)
+ * as F32 under its name, then config.json from config, which this takes (NULL: out of
+ * memory). BERT's and T5's save. */
+int train_save_hf(const lp_model *m, const char *dir, json_t *config);
+
 /* A float as the shortest decimal that reads back to it (1e-12, not 9.99999996e-13), for
  * config.json (train_encoder.c). */
 double train_short_decimal(float x);

@@ -5,19 +5,15 @@
  * inference one (lp_run_new_seq2seq) and the backward lp_grad_seq2seq_seeded, example by
  * example, so that a model trains on exactly the function loupe later inspects and nothing
  * is padded; train.c runs the loop, AdamW and the checkpoints. */
-#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "loupe/error.h"
-#include "loupe/fileio.h"
 #include "loupe/grad_seq2seq.h"
 #include "loupe/run.h"
-#include "loupe/safetensors.h"
 #include "train/train_impl.h"
 
 /* ---- the parameter block ---- */
@@ -387,7 +383,8 @@ static int s2s_draw(int *ids, int *tgt, const void *xv, const lp_model *m, const
 
 /* ---- saving ---- */
 
-static int write_config(const lp_model *m, const char *dir) {
+/* config.json's object, as T5Config writes it (the keys loupe's loader and Hugging Face read). */
+static json_t *config_json(const lp_model *m) {
     const lp_config *c = &m->cfg;
     bool gated = lp_mlp_gated(c);
     json_t *j = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:s,s:b,s:f,s:i,s:i,s:i,s:f,s:f,s:b,s:s}",
@@ -400,39 +397,10 @@ static int write_config(const lp_model *m, const char *dir) {
                           train_short_decimal(c->norm_eps), "pad_token_id", 0, "eos_token_id", c->eos_id,
                           "decoder_start_token_id", c->start_id, "dropout_rate", 0.0, "initializer_factor", 1.0,
                           "is_encoder_decoder", 1, "torch_dtype", "float32");
-    char path[4096], *text = NULL;
-    int rc = j ? lp_path_join(path, sizeof path, dir, "config.json") : lp_error(LP_ENOMEM, "out of memory");
-    if (!rc) {
-        text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        rc = text ? lp_file_write(path, text, strlen(text)) : lp_error(LP_ENOMEM, "out of memory");
-    }
-    free(text);
-    json_decref(j);
-    return rc;
+    return j;
 }
 
-static int s2s_save(const lp_model *m, const char *dir) {
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return lp_error(LP_EIO, "%s: cannot create: %s", dir, strerror(errno));
-    int nt;
-    size_t total;
-    lp_param_tensor *t = table_new(&m->cfg, &nt, &total);
-    lp_st_tensor *ts = t ? calloc((size_t)nt, sizeof *ts) : NULL;
-    if (!ts) {
-        free(t);
-        return lp_error(LP_ENOMEM, "out of memory");
-    }
-    for (int i = 0; i < nt; i++)
-        ts[i] = (lp_st_tensor){.name = t[i].name, .dtype = LP_DT_F32, .ndim = t[i].ndim,
-                               .shape = {t[i].shape[0], t[i].shape[1]}, .data = m->trainable + t[i].offset,
-                               .nbytes = t[i].size * sizeof(float)};
-    char path[4096];
-    const char *keys[] = {"format"}, *vals[] = {"pt"};
-    int rc = lp_path_join(path, sizeof path, dir, "model.safetensors");
-    if (!rc && !(rc = lp_st_write(path, ts, nt, keys, vals, 1))) rc = write_config(m, dir);
-    free(t);
-    free(ts);
-    return rc;
-}
+static int s2s_save(const lp_model *m, const char *dir) { return train_save_hf(m, dir, config_json(m)); }
 
 const train_arch S2S_ARCH = {s2s_tensors,  s2s_model_new,      s2s_save,          s2s_check,
                              s2s_work_new, s2s_work_free,      s2s_step,          s2s_examples_new,
