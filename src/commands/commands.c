@@ -477,12 +477,16 @@ static const lp_command COMMANDS[] = {
      "DIR [--resume] [--steps N] [--layers N] [--heads N] [--d-model D] [--d-mlp D] [--ctx N] [--attn-only] "
      "[--vocab V] [--corpus-mb MB] [--mix IOI,REPEAT,FILLER] [--spans MIN,MAX] [--letter-words X] [--scrambled X] [--random-tokens X] [--embed-std X] [--batch B] [--seq T] [--lr X] [--min-lr X] "
      "[--warmup N] [--weight-decay X] [--clip X] [--eval-every N] [--save-every N] [--stop-at N] [--seed S] "
-     "[--arch gpt2|bert] [--task mlm|ioi|polarity] [--from DIR] [--examples N] [--mask-prob X] [--threads N] [--quiet]",
-     "train a GPT-2 or a BERT on loupe's generated corpus and load it",
+     "[--arch gpt2|bert|t5] [--task mlm|ioi|polarity] [--from DIR] [--examples N] [--mask-prob X] "
+     "[--rules copy,reverse,swap] [--digits MIN,MAX] [--enc-layers N] [--threads N] [--quiet]",
+     "train a GPT-2, a BERT or (digits to words) a T5, and load it",
      "train /tmp/toy --layers 1 --d-model 64 --steps 300 --corpus-mb 1", lp_cmd_train, false,
      "Defaults: models/default's recipe. DIR gets config.json, model.safetensors, vocab.json, merges.txt, "
      "optimizer.safetensors, train.json. --arch bert: a masked LM, or with --task ioi|polarity a classifier, "
-     "started --from a masked LM (vocab.txt instead of vocab.json, merges.txt)."},
+     "started --from a masked LM (vocab.txt instead of vocab.json, merges.txt). --arch t5: a T5 rewriting digits "
+     "as number words under --rules (\"reverse 4 0 7\" -> \"seven zero four\"), --examples training pairs of "
+     "--digits MIN,MAX digits (tokenizer.json instead); each evaluation and the end score held-out pairs: greedy "
+     "exact match, token accuracy, and how often each cross-attention head looks at the digit a word comes from."},
     {"scan", "[--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]",
      "classify heads on repeated random tokens",
      "scan --labelled", lp_cmd_scan, false, "Scores: previous-token, duplicate-token, induction, first-token (sink). "
