@@ -429,9 +429,11 @@ static const lp_command COMMANDS[] = {
     {"attn", "L H [--stack enc|dec] [--cross]", "the T x T attention pattern of head H in layer L", "attn 0 1",
      lp_cmd_attn, false, "Rows are queries, columns keys. Encoder-decoders: the encoder's by default; --stack dec the "
      "decoder's self-attention; --cross its attention over the source (target rows, source columns)."},
-    {"relbias", "[--stack enc|dec] [--range R]", "a relative-position model's bias per head against key offset",
+    {"relbias", "[L H] [--stack enc|dec] [--range R]", "a relative-position model's bias per head against key offset",
      "relbias --stack dec", lp_cmd_relbias, false, "T5: the learned bias each head adds to a score, by the offset of "
-     "the key from the query (negative: earlier), offsets -R..R (default: the model's max distance + 2)."},
+     "the key from the query (negative: earlier), offsets -R..R (default: the model's max distance + 2). With L H, "
+     "head H of layer L on the current run: each score it gives a key split into content (q.k) and bias, with the "
+     "score and the attention weight."},
     {"generate", "[N] [--temp T] [--top-k K] [--top-p P] [--seed S] [--no-stop]",
      "continue the current run by N tokens (default 20)", "generate 20 --temp 0.8 --seed 1",
      lp_cmd_generate, false, "Greedy unless --temp > 0; stops at end-of-text unless --no-stop, and at the context's end."},

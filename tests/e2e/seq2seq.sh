@@ -66,6 +66,25 @@ check "relbias: the decoder's bias at offsets 1-T..0 (the last query)" \
         (($r.bias[$h][$j - ($T - 1) + $R] - $E[$h][$T - 1][$j]) | fabs) < 1e-5)' "$tmp/out"
 check "relbias: a decoder sees no later keys" is 1 '.stack == "dec" and (.offsets | max) == 0 and .bidirectional == false'
 refused "relbias on a model without one" "no relative position bias" tests/fixtures/encoders/bert_mlm -e relbias
+# relbias L H: each score of the run split into content (q.k) and bias; the bias is the
+# reference's, content + bias the score, the softmax of a row of scores the reference's pattern
+"$LOUPE" -d :memory: -m json "$DIR/$m" -e "run --ids $(expected $m '.ids | join(",")') --target-ids $(expected $m '.decoder_input_ids[1:] | join(",")')" \
+    -e 'relbias 1 2' -e 'relbias 2 1 --stack dec' >"$tmp/out" 2>"$tmp/err"
+check "relbias L H: both stacks on the run" test $? -eq 0
+softmax_is() { # softmax_is INDEX REFERENCE: every row's softmax of scores (nulls masked) within 1e-4 of it
+    jq -e -s --argjson E "$2" ".[$1].scores | [.[] | ([.[] | select(. != null)] | max) as \$m |
+        ([.[] | select(. != null) | . - \$m | exp] | add) as \$z | map(if . == null then 0 else ((. - \$m) | exp) / \$z end)] |
+        [., \$E] | transpose | map(transpose[] | .[0] - .[1] | fabs) | max < 1e-4" "$tmp/out"
+}
+check "relbias L H: the encoder's bias is the reference's" \
+    jq -e -s --argjson E "$(expected $m '.enc.bias[2]')" '[.[1].bias, $E] | transpose | map(transpose[] | .[0] - .[1] | fabs) | max < 1e-5' "$tmp/out"
+check "relbias L H: content + bias = score" \
+    is 1 '[.content, .bias, .scores] | transpose | map(transpose[]) | all(.[0] + .[1] - .[2] | fabs < 1e-5)'
+check "relbias L H: softmax of the encoder's scores is the reference's pattern" softmax_is 1 "$(expected $m '.enc.attn[1][2]')"
+check "relbias L H: the decoder's later keys are masked, its softmax the reference's pattern" softmax_is 2 "$(expected $m '.dec.attn[2][1]')"
+check "relbias L H: the decoder's masked entries are null" is 2 '.stack == "dec" and .scores[0][1] == null and .scores[1][0] != null'
+refused "relbias: a layer without a head" "give a layer and a head" "$DIR/$m" -e 'run --ids 5,1 --target-ids 4,1' -e 'relbias 1'
+refused "relbias L H: --range is the curve's" "is for the curve" "$DIR/$m" -e 'run --ids 5,1 --target-ids 4,1' -e 'relbias 1 0 --range 3'
 "$LOUPE" -d :memory: -m json "$DIR/t5_relu_tied" -e "run --ids $(expected t5_relu_tied '.ids | join(",")') --target-ids 44,310,9,1" \
     -e 'heads --kind cross --sort diagonal' -e 'heads' -e 'heads --stack dec' >"$tmp/out" 2>"$tmp/err"
 check "heads: cross, encoder, decoder" test $? -eq 0
