@@ -27,7 +27,7 @@ DEB_NEEDS := pc:openblas:libopenblas-dev pc:jansson:libjansson-dev pc:libpcre2-8
              pc:readline:libreadline-dev pc:libutf8proc:libutf8proc-dev cmd:tmux:tmux cmd:jq:jq cmd:sqlite3:sqlite3 cmd:pkg-config:pkg-config
 FUZZ_NEEDS := cmd:clang:clang file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 
-.PHONY: all deps deps-fuzz test check check-kernels run bench sanitize fuzz clean tools check-model model encoder-model encoder-polarity-model
+.PHONY: all deps deps-fuzz test check check-kernels run bench sanitize fuzz clean tools check-model model encoder-model encoder-polarity-model t5-model
 all: $(BIN)
 
 $(BIN): $(LIB_OBJ) $(BUILD)/src/main.o
@@ -154,6 +154,21 @@ encoder-polarity-model: deps
 	./loupe -e 'train models/encoder/polarity.tmp --from models/encoder/mlm $(ENCODER_POLARITY_RECIPE)'
 	rm -f models/encoder/polarity.tmp/optimizer.safetensors
 	rm -rf models/encoder/polarity && mv models/encoder/polarity.tmp models/encoder/polarity
+
+# The bundled encoder-decoder (models/seq2seq/digits): a T5 trained by loupe to rewrite
+# digits as number words under copy, reverse and swap, whose cross-attention shows which digit
+# each word comes from (tests/test_seq2seq_model.c checks it). One thread: the result depends
+# on the shards, and this is the recipe the committed weights came from. The weights are
+# committed, as models/default's.
+T5_RECIPE = --arch t5 --layers 2 --heads 4 --d-model 128 --d-mlp 512 --rules copy,reverse,swap --digits 3,8 \
+            --examples 100000 --batch 32 --steps 5000 --warmup 200 --lr 1e-3 --min-lr 1e-4 --weight-decay 0.01 \
+            --clip 1 --eval-every 250 --threads 1 --seed 1
+t5-model: deps
+	@$(MAKE) --no-print-directory loupe
+	rm -rf models/seq2seq/digits.tmp && mkdir -p models/seq2seq
+	./loupe -e 'train models/seq2seq/digits.tmp $(T5_RECIPE)'
+	rm -f models/seq2seq/digits.tmp/optimizer.safetensors
+	rm -rf models/seq2seq/digits && mv models/seq2seq/digits.tmp models/seq2seq/digits
 
 # The circuits a trained model should have (IOI, induction, the head scan, patching; see
 # tests/test_default_model.c, which make test runs on models/default), on MODEL:

@@ -361,6 +361,14 @@ static const char V4[] =
     "  THEN 'greedy' ELSE 'given' END\n"
     "WHERE target_kind IS NULL AND model_id IN (SELECT id FROM models WHERE arch LIKE '%ForConditionalGeneration');\n"
 
+    /* A finding's place: which stack and kind of attention its layer and head are (its pos
+     * is then on that stack's side: the encoder's is the source). 'kind' is note or tag. */
+    "ALTER TABLE findings ADD COLUMN stack TEXT CHECK (stack IN ('enc', 'dec'));  -- NULL: no place, or from v3\n"
+    "ALTER TABLE findings ADD COLUMN attn_kind TEXT CHECK (attn_kind IN ('self', 'cross'));\n"
+    "UPDATE findings SET attn_kind = 'self', stack = (SELECT CASE WHEN coalesce(m.head, 'lm') = 'lm' THEN 'dec'\n"
+    "  ELSE 'enc' END FROM runs r LEFT JOIN models m ON m.id = r.model_id WHERE r.id = findings.run_id)\n"
+    "WHERE run_id IS NOT NULL AND (layer IS NOT NULL OR head IS NOT NULL OR pos IS NOT NULL);\n"
+
     "CREATE TABLE tokens_v4 (\n"
     "  run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
     "  side        TEXT NOT NULL DEFAULT 'target' CHECK (side IN ('source', 'target')),\n"
@@ -426,6 +434,15 @@ static const char V4[] =
     "  induction   REAL,\n"
     "  first_token REAL,\n"
     "  labels      TEXT NOT NULL DEFAULT '',  -- space-separated, e.g. 'induction prev_token'\n"
+    "  next_token  REAL,                  -- an encoder's (Clark et al.) and an encoder-decoder's scores\n"
+    "  cls_sink    REAL,\n"
+    "  sep_sink    REAL,\n"
+    "  broad       REAL,\n"
+    "  source_eos  REAL,\n"
+    "  aligned     REAL,                  -- cross-attention on the copy task's alignment\n"
+    "  diagonal    REAL,\n"
+    "  monotonic   REAL,\n"
+    "  coverage    REAL,\n"
     "  PRIMARY KEY (scan_id, stack, kind, layer, head)\n"
     ") WITHOUT ROWID;\n"
     "INSERT INTO head_scan_scores_v4 (scan_id, layer, head, prev_token, duplicate_token, induction, first_token, labels,\n"
@@ -461,13 +478,14 @@ static const char V4[] =
     "  ELSE r.n_tokens - 1 END;\n"
 
     "CREATE VIEW findings_view AS\n"
-    "SELECT f.id, f.session_id, s.name AS session, f.kind, f.text, f.layer, f.head, f.pos,\n"
+    "SELECT f.id, f.session_id, s.name AS session, f.kind, f.text, f.stack, f.attn_kind, f.layer, f.head, f.pos,\n"
     "       t.text AS token, f.token_id, f.run_id, r.text AS run_text, m.path AS model, f.created_at\n"
     "FROM findings f\n"
     "JOIN sessions s ON s.id = f.session_id\n"
     "LEFT JOIN runs r ON r.id = f.run_id\n"
     "LEFT JOIN models m ON m.id = r.model_id\n"
-    "LEFT JOIN tokens t ON t.run_id = f.run_id AND t.side = 'target' AND t.pos = f.pos;\n"
+    "LEFT JOIN tokens t ON t.run_id = f.run_id AND t.pos = f.pos\n"
+    "  AND t.side = CASE WHEN f.stack = 'enc' AND r.target_kind IS NOT NULL THEN 'source' ELSE 'target' END;\n"
 
     "CREATE VIEW head_metrics_view AS\n"
     "SELECT h.run_id, r.session_id, s.name AS session, m.path AS model, m.arch, r.text AS run_text,\n"
@@ -499,7 +517,8 @@ static const char V4[] =
 
     "CREATE VIEW head_scans_view AS\n"
     "SELECT h.id AS scan_id, m.path AS model, m.arch, h.run_id, s.stack, s.kind, s.layer, s.head, s.prev_token,\n"
-    "       s.duplicate_token, s.induction, s.first_token, s.labels, h.created_at\n"
+    "       s.duplicate_token, s.induction, s.first_token, s.next_token, s.cls_sink, s.sep_sink, s.broad,\n"
+    "       s.source_eos, s.aligned, s.diagonal, s.monotonic, s.coverage, s.labels, h.created_at\n"
     "FROM head_scans h\n"
     "JOIN head_scan_scores s ON s.scan_id = h.id\n"
     "LEFT JOIN models m ON m.id = h.model_id;\n"

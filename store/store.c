@@ -44,9 +44,10 @@ static const char *const QUERIES[Q_COUNT] = {
     [Q_SESSION_ENSURE] = "INSERT INTO sessions (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
     [Q_SESSION_BY_NAME] = "SELECT id FROM sessions WHERE name = ?1",
     [Q_SESSION_BY_ID] = "SELECT id FROM sessions WHERE id = ?1",
-    [Q_FINDING_ADD] = "INSERT INTO findings (session_id, run_id, kind, text, layer, head, pos, token_id)"
-                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
-                      " (SELECT token_id FROM tokens WHERE run_id = ?2 AND side = 'target' AND pos = ?7))",
+    [Q_FINDING_ADD] = "INSERT INTO findings (session_id, run_id, kind, text, layer, head, pos, stack, attn_kind, token_id)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+                      " (SELECT t.token_id FROM tokens t JOIN runs r ON r.id = t.run_id WHERE t.run_id = ?2 AND t.pos = ?7"
+                      " AND t.side = CASE WHEN ?8 = 'enc' AND r.target_kind IS NOT NULL THEN 'source' ELSE 'target' END))",
     [Q_TENSOR_ADD] = "INSERT INTO tensors (run_id, name, layer, head, shape, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [Q_RUN_GET] = "SELECT model_id, text, pair, target, target_kind FROM runs WHERE id = ?1",
     [Q_RUN_TOKENS] = "SELECT token_id, type FROM tokens WHERE run_id = ?1 AND side = ?2 ORDER BY pos",
@@ -56,10 +57,11 @@ static const char *const QUERIES[Q_COUNT] = {
     [Q_ANALYSIS_ADD] = "INSERT INTO analyses (run_id, kind, params, result) VALUES (?1, ?2, coalesce(?3, '{}'), ?4)",
     [Q_SCAN_ADD] = "INSERT INTO head_scans (model_id, run_id) VALUES (?1, ?2)",
     [Q_SCAN_SCORE_ADD] = "INSERT INTO head_scan_scores (scan_id, layer, head, prev_token, duplicate_token, induction,"
-                         " first_token, labels, stack, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, coalesce(?8, ''),"
+                         " first_token, labels, stack, kind, next_token, cls_sink, sep_sink, broad, source_eos, aligned,"
+                         " diagonal, monotonic, coverage) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, coalesce(?8, ''),"
                          " coalesce(?9, (SELECT CASE WHEN coalesce(m.head, 'lm') = 'lm' THEN 'dec' ELSE 'enc' END"
                          " FROM head_scans h LEFT JOIN models m ON m.id = h.model_id WHERE h.id = ?1)),"
-                         " coalesce(?10, 'self'))",
+                         " coalesce(?10, 'self'), ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
 };
 
 int store_fail(lp_store *st, int rc, const char *what) {
@@ -625,9 +627,19 @@ int lp_store_put_tensor(lp_store *st, int64_t run_id, const char *name, int laye
 
 int lp_store_put_finding(lp_store *st, int64_t session_id, int64_t run_id, const char *kind, const char *text,
                          int layer, int head, int pos, int64_t *finding_id) {
+    lp_store_place at = {NULL, NULL, layer, head, pos};
+    return lp_store_put_finding_at(st, session_id, run_id, kind, text, &at, finding_id);
+}
+
+int lp_store_put_finding_at(lp_store *st, int64_t session_id, int64_t run_id, const char *kind, const char *text,
+                            const lp_store_place *at, int64_t *finding_id) {
     if (!kind || (strcmp(kind, "note") != 0 && strcmp(kind, "tag") != 0))
         return lp_error(LP_EINVAL, "a finding is a 'note' or a 'tag', not '%s'", kind ? kind : "(null)");
     if (!text) return lp_error(LP_EINVAL, "a %s needs text", kind);
+    if (at->stack && strcmp(at->stack, "enc") != 0 && strcmp(at->stack, "dec") != 0)
+        return lp_error(LP_EINVAL, "a finding's stack is 'enc' or 'dec', not '%s'", at->stack);
+    if (at->attn_kind && strcmp(at->attn_kind, "self") != 0 && strcmp(at->attn_kind, "cross") != 0)
+        return lp_error(LP_EINVAL, "a finding's attention kind is 'self' or 'cross', not '%s'", at->attn_kind);
     sqlite3_stmt *s;
     int rc = prep(st, Q_FINDING_ADD, &s);
     if (rc) return rc;
@@ -635,9 +647,11 @@ int lp_store_put_finding(lp_store *st, int64_t session_id, int64_t run_id, const
     bind_id(s, 2, run_id);
     bind_text(s, 3, kind, strlen(kind));
     bind_text(s, 4, text, strlen(text));
-    bind_index(s, 5, layer);
-    bind_index(s, 6, head);
-    bind_index(s, 7, pos);
+    bind_index(s, 5, at->layer);
+    bind_index(s, 6, at->head);
+    bind_index(s, 7, at->pos);
+    bind_str(s, 8, at->stack);
+    bind_str(s, 9, at->attn_kind);
     if ((rc = done(st, s, "recording the finding"))) return rc;
     if (finding_id) *finding_id = sqlite3_last_insert_rowid(st->db);
     return LP_OK;
@@ -728,6 +742,9 @@ int lp_store_put_head_scan(lp_store *st, int64_t model_id, int64_t run_id, const
         bind_str(s, 8, r->labels);
         bind_str(s, 9, r->stack);
         bind_str(s, 10, r->kind);
+        const double more[] = {r->next_token, r->cls_sink, r->sep_sink,  r->broad,   r->source_eos,
+                               r->aligned,    r->diagonal, r->monotonic, r->coverage};
+        for (int k = 0; k < (int)(sizeof more / sizeof *more); k++) bind_real(s, 11 + k, more[k]);
         if ((rc = done(st, s, "recording the head scan's scores"))) return rollback(st, rc);
     }
     if ((rc = run_q(st, Q_COMMIT, "committing the head scan"))) return rollback(st, rc);

@@ -106,6 +106,34 @@ static void test_the_default_recipe_round_trips(void **state) {
     json_decref(again);
 }
 
+/* A T5's recipe keeps its task (rules, digits, held-out split) and its encoder's layers
+ * through train.json; a rule mask past the three rules is refused. */
+static void test_a_seq2seq_recipe_round_trips(void **state) {
+    (void)state;
+    lp_recipe r, back;
+    lp_recipe_default_seq2seq(&r);
+    r.s2s.rules = 1u << LP_S2S_SWAP;
+    r.s2s.max_digits = 12;
+    r.train.T = 14;
+    r.model.enc_layers = 1;
+    assert_int_equal(lp_recipe_check(&r), LP_OK);
+    json_t *j = lp_recipe_to_json(&r);
+    assert_int_equal(lp_recipe_from_json(&back, j, "again"), LP_OK);
+    assert_int_equal(back.task, LP_TASK_S2S);
+    assert_int_equal(back.s2s.rules, 1u << LP_S2S_SWAP);
+    assert_int_equal(back.s2s.max_digits, 12);
+    assert_int_equal(back.model.enc_layers, 1);
+    assert_int_equal(back.vocab, 26);
+    json_t *again = lp_recipe_to_json(&back);
+    assert_true(json_equal(j, again));
+    json_decref(again);
+    json_object_set_new(json_object_get(j, "s2s"), "rules", json_integer(8));
+    assert_int_equal(lp_recipe_from_json(&back, j, "bad"), LP_EINVAL);
+    json_decref(j);
+    r.train.T = 13; /* a source of 12 digits is 14 tokens */
+    assert_int_equal(lp_recipe_check(&r), LP_EINVAL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_float_too_large_for_its_type_is_refused),
@@ -114,6 +142,7 @@ int main(void) {
         cmocka_unit_test(test_integers_are_whole_and_in_range),
         cmocka_unit_test(test_options_share_the_recipe_ranges),
         cmocka_unit_test(test_the_default_recipe_round_trips),
+        cmocka_unit_test(test_a_seq2seq_recipe_round_trips),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

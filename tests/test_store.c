@@ -753,7 +753,7 @@ static void sql_refuses_writes_without_write(void **state) {
     json_t *rows = q_rows(st, "PRAGMA table_info(runs)", NULL);
     assert_true(json_array_size(rows) >= 6);
     json_decref(rows);
-    assert_int_equal(q_int(st, "SELECT count(*) FROM pragma_table_info('findings')", NULL), 10);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM pragma_table_info('findings')", NULL), 12);
 }
 
 static void sql_allows_writes_with_write(void **state) {
@@ -954,6 +954,9 @@ static void views_answer_the_common_questions(void **state) {
 }
 
 /* Schema v2: attributions with their scores, analyses as JSON, head scans with labels. */
+/* A head scan row's encoder and encoder-decoder scores: none. */
+#define NO_SCORES NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN
+
 static void analyses_are_recorded_and_viewed(void **state) {
     lp_store *st = ((fixture *)*state)->st;
     int64_t model = put_test_model(st, "/models/gpt2"), session, run, attr, analysis, scan;
@@ -982,8 +985,8 @@ static void analyses_are_recorded_and_viewed(void **state) {
     assert_int_equal(q_int(st, "SELECT json_extract(result, '$.values[0][0]') FROM analyses WHERE id = ?1",
                            json_pack("[I]", (json_int_t)analysis)), 1);
 
-    lp_store_head_scan rows[2] = {{0, 1, 0.9, 0.1, 0.05, 0.2, "prev_token", NULL, NULL},
-                                  {1, 0, 0.1, 0.2, 0.7, 0.3, "induction", NULL, NULL}};
+    lp_store_head_scan rows[2] = {{0, 1, 0.9, 0.1, 0.05, 0.2, "prev_token", NULL, NULL, NO_SCORES},
+                                  {1, 0, 0.1, 0.2, 0.7, 0.3, "induction", NULL, NULL, NO_SCORES}};
     OK(lp_store_put_head_scan(st, model, 0, rows, 2, &scan));
     o = q_obj(st, "SELECT * FROM head_scans_view WHERE scan_id = ?1 AND layer = 1", json_pack("[I]", (json_int_t)scan));
     assert_str_field(o, "labels", "induction");
@@ -1268,18 +1271,78 @@ static void seq2seq_attribution_is_split_by_side(void **state) {
 static void head_scan_rows_say_stack_and_kind(void **state) {
     lp_store *st = ((fixture *)*state)->st;
     int64_t t5 = put_t5_model(st), scan;
-    lp_store_head_scan rows[3] = {{0, 0, 0.1, 0.2, 0.3, 0.4, "", "enc", "self"}, {0, 0, 0.5, 0.6, 0.7, 0.8, "", "dec", NULL},
-                                  {0, 0, NAN, NAN, NAN, NAN, "", "dec", "cross"}};
+    lp_store_head_scan rows[3] = {{0, 0, 0.1, 0.2, 0.3, 0.4, "", "enc", "self", NO_SCORES},
+                                  {0, 0, 0.5, 0.6, 0.7, 0.8, "", "dec", NULL, NO_SCORES},
+                                  {0, 0, NAN, NAN, NAN, NAN, "", "dec", "cross", NO_SCORES}};
     OK(lp_store_put_head_scan(st, t5, 0, rows, 3, &scan));
     assert_int_equal(q_int(st, "SELECT count(DISTINCT stack || kind) FROM head_scans_view WHERE scan_id = ?1",
                            json_pack("[I]", (json_int_t)scan)), 3);
     lp_store_model bert = {"/models/bert", "BertForMaskedLM", 2, 2, 2, 16, 32, 100, 64, 10, "float32", "b", "masked-lm"};
     int64_t mid;
     OK(lp_store_put_model(st, &bert, &mid));
-    lp_store_head_scan one = {1, 1, 0.1, 0.1, 0.1, 0.1, NULL, NULL, NULL};
+    lp_store_head_scan one = {1, 1, 0.1, 0.1, 0.1, 0.1, NULL, NULL, NULL, NO_SCORES};
     OK(lp_store_put_head_scan(st, mid, 0, &one, 1, &scan));
     assert_int_equal(q_int(st, "SELECT stack = 'enc' AND kind = 'self' FROM head_scan_scores WHERE scan_id = ?1",
                            json_pack("[I]", (json_int_t)scan)), 1);
+}
+
+/* A scan's rows keep an encoder's and an encoder-decoder's scores in columns of their own;
+ * NAN is NULL, not 0. */
+static void head_scan_rows_keep_every_kinds_scores(void **state) {
+    lp_store *st = ((fixture *)*state)->st;
+    int64_t t5 = put_t5_model(st), scan;
+    lp_store_head_scan enc = {0, 1, 0.1, NAN, NAN, NAN, "broad", "enc", "self", 0.2, NAN, NAN, 0.6, 0.3, NAN, NAN, NAN, NAN};
+    lp_store_head_scan cross = {1, 2, NAN, NAN, NAN, NAN, "aligned", "dec", "cross", NAN, NAN, NAN, NAN, 0.05, 0.9,
+                                0.8, 0.7, 0.4};
+    lp_store_head_scan rows[2] = {enc, cross};
+    OK(lp_store_put_head_scan(st, t5, 0, rows, 2, &scan));
+    json_t *o = q_obj(st, "SELECT * FROM head_scans_view WHERE scan_id = ?1 AND kind = 'cross'",
+                      json_pack("[I]", (json_int_t)scan));
+    assert_int_field(o, "layer", 1);
+    assert_real_field(o, "aligned", 0.9);
+    assert_real_field(o, "diagonal", 0.8);
+    assert_real_field(o, "monotonic", 0.7);
+    assert_real_field(o, "coverage", 0.4);
+    assert_real_field(o, "source_eos", 0.05);
+    assert_true(json_is_null(json_object_get(o, "prev_token")));
+    assert_true(json_is_null(json_object_get(o, "next_token")));
+    assert_str_field(o, "labels", "aligned");
+    json_decref(o);
+    o = q_obj(st, "SELECT * FROM head_scans_view WHERE scan_id = ?1 AND stack = 'enc'", json_pack("[I]", (json_int_t)scan));
+    assert_real_field(o, "prev_token", 0.1);
+    assert_real_field(o, "next_token", 0.2);
+    assert_real_field(o, "broad", 0.6);
+    assert_true(json_is_null(json_object_get(o, "induction")));
+    assert_true(json_is_null(json_object_get(o, "cls_sink")));
+    json_decref(o);
+}
+
+/* A finding on an encoder-decoder's run says its stack and kind; the encoder's pos is a
+ * source position, so its token is the source's. Bad names are refused. */
+static void seq2seq_finding_says_stack_and_kind(void **state) {
+    lp_store *st = ((fixture *)*state)->st;
+    int64_t session, model = put_t5_model(st), enc, cross;
+    OK(lp_store_session_default(st, &session));
+    int64_t run = put_t5_run(st, session, model, "given");
+    OK(lp_store_put_finding_at(st, session, run, "note", "looks at the cat", &(lp_store_place){"enc", "self", 0, 1, 1},
+                               &enc));
+    OK(lp_store_put_finding_at(st, session, run, "note", "aligns", &(lp_store_place){"dec", "cross", 2, 3, 2}, &cross));
+    json_t *o = q_obj(st, "SELECT * FROM findings_view WHERE id = ?1", json_pack("[I]", (json_int_t)enc));
+    assert_str_field(o, "stack", "enc");
+    assert_str_field(o, "attn_kind", "self");
+    assert_str_field(o, "token", " cat");
+    assert_int_field(o, "token_id", 62);
+    json_decref(o);
+    o = q_obj(st, "SELECT * FROM findings_view WHERE id = ?1", json_pack("[I]", (json_int_t)cross));
+    assert_str_field(o, "stack", "dec");
+    assert_str_field(o, "attn_kind", "cross");
+    assert_str_field(o, "token", " chat");
+    assert_int_field(o, "token_id", 42);
+    json_decref(o);
+    EXPECT_ERROR(lp_store_put_finding_at(st, session, run, "note", "x", &(lp_store_place){"mid", NULL, -1, -1, -1}, NULL),
+                 LP_EINVAL, "'enc' or 'dec'");
+    EXPECT_ERROR(lp_store_put_finding_at(st, session, run, "note", "x", &(lp_store_place){"dec", "both", -1, -1, -1}, NULL),
+                 LP_EINVAL, "'self' or 'cross'");
 }
 
 /* tests/fixtures/store_v3.db was written by loupe's schema-3 binary (make_store_v3.sh): a
@@ -1409,6 +1472,8 @@ int main(void) {
         BOTH(alignments_view_answers_which_source_token),
         BOTH(seq2seq_attribution_is_split_by_side),
         BOTH(head_scan_rows_say_stack_and_kind),
+        BOTH(head_scan_rows_keep_every_kinds_scores),
+        BOTH(seq2seq_finding_says_stack_and_kind),
         IN_DIR(version_3_file_made_by_loupe_is_migrated),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);

@@ -1,6 +1,7 @@
 /* Training: the parameter gradients against central finite differences of the loss (GPT-2
- * and attention-only), a tiny model learning a token pattern, reproducibility for a seed,
- * the schedule, and a saved checkpoint reloading to bit-identical logits. */
+ * and attention-only, BERT, T5), a tiny model learning a token pattern, reproducibility for a
+ * seed and across a resume, the schedule, and a saved checkpoint reloading to bit-identical
+ * logits. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,9 @@
 #include "loupe/model.h"
 #include "loupe/run.h"
 #include "loupe/train.h"
+#include "loupe/grad_seq2seq.h"
+#include "loupe/recipe.h"
+#include "loupe/s2s_task.h"
 #include "loupe/corpus.h"
 #include "loupe/fileio.h"
 #include <jansson.h>
@@ -709,6 +713,312 @@ static void test_committed_classifier_tells_polarity(void **state) {
     lp_model_free(cls);
 }
 
+
+/* ---- T5 ---- */
+
+/* A tiny T5 (2 + 2 layers, 2 heads of d_kv 8) over the task's vocabulary. */
+static lp_config tiny_t5(bool gated) {
+    return (lp_config){.n_layer = 2, .n_head = 2, .d_model = 16, .d_mlp = 24, .vocab = 26, .n_ctx = 32,
+                       .cross_attn = true, .mlp = gated ? LP_MLP_GEGLU : LP_MLP_RELU, .rel_buckets = 8,
+                       .rel_max_distance = 16};
+}
+
+/* B held-out-free task pairs as a batch (train.h's rows of width W = 1 + 2 * Tmax). */
+static void t5_batch(int *ids, int *tgt, int B, int Tmax, unsigned rules, uint64_t seed) {
+    lp_s2s_spec spec;
+    lp_s2s_spec_default(&spec);
+    spec.seed = seed;
+    spec.rules = rules;
+    spec.min_digits = 2;
+    spec.max_digits = Tmax - 2;
+    lp_s2s_example ex[16];
+    assert_true(B <= 16);
+    assert_int_equal(lp_s2s_examples(&spec, LP_S2S_TRAIN, (size_t)B, ex), LP_OK);
+    int W = 1 + 2 * Tmax;
+    for (int b = 0; b < B; b++) {
+        int *r = ids + (size_t)b * W, *t = tgt + (size_t)b * W, S, T;
+        for (int i = 0; i < W; i++) r[i] = t[i] = -1;
+        lp_s2s_ids(&ex[b], r + 1, &S, NULL, NULL);
+        r[0] = S;
+        lp_s2s_ids(&ex[b], NULL, NULL, t + 1 + S, &T);
+    }
+}
+
+/* lp_train's data for a T5, as `train --arch t5` makes it: n training pairs and 3% of n
+ * held-out ones. */
+static void t5_data(int n, unsigned rules, int min_digits, int max_digits, int **d, size_t *len, int **h,
+                    size_t *hlen) {
+    lp_recipe r;
+    lp_recipe_default_seq2seq(&r);
+    r.corpus.seed = 9;
+    r.examples = n;
+    r.heldout = 0.03;
+    r.s2s.rules = rules;
+    r.s2s.min_digits = min_digits;
+    r.s2s.max_digits = max_digits;
+    if (lp_recipe_seq2seq_data(&r, d, len, h, hlen)) fail_msg("%s", lp_errmsg());
+}
+
+/* The trainer's gradient of a batch is lp_grad_seq2seq_seeded's summed over its rows' runs
+ * (cross-entropy's dlogits = (softmax - onehot) / targets), and, on the gated (smooth)
+ * feed-forward, central differences of the loss for every tensor's largest coordinate and
+ * two drawn ones. Worst measured: see the printed line. */
+static void check_t5_gradients(bool gated) {
+    lp_config c = tiny_t5(gated);
+    lp_model *m;
+    assert_int_equal(lp_train_model_new(&m, &c, 7), LP_OK);
+    size_t np;
+    float *p = lp_train_params(m, &np);
+    /* HF's N(0, 1) embeddings and lm_head make logits of std sqrt(d_model) and a loss of 10 or
+     * more, whose float rounding drowns small coordinates' differences: a fifth of them here. */
+    for (size_t i = 0; i < 2 * (size_t)c.vocab * c.d_model; i++) p[i] *= 0.2f;
+    enum { B = 2, TM = 6, W = 1 + 2 * TM };
+    int ids[B * W], tgt[B * W], targets = 0;
+    t5_batch(ids, tgt, B, TM, 7u, 3);
+    for (int i = 0; i < B * W; i++) targets += tgt[i] >= 0;
+    float *g = malloc(np * sizeof *g);
+    double loss;
+    assert_int_equal(lp_train_encoder_loss(m, ids, tgt, B, W, &loss, g), LP_OK);
+    assert_true(isfinite(loss) && loss > 0);
+
+    /* the same through the public backward, run by run */
+    lp_t5_grads *pg;
+    assert_int_equal(lp_t5_grads_new(&pg, m), LP_OK);
+    assert_int_equal(pg->n, np);
+    const lp_config *mc = lp_model_config(m);
+    int V = mc->vocab;
+    for (int b = 0; b < B; b++) {
+        const int *r = ids + b * W, *t = tgt + b * W + 1 + r[0];
+        int S = r[0], T = 0, dec[W];
+        while (1 + S + T < W && t[T] >= 0) T++;
+        dec[0] = mc->start_id;
+        for (int k = 1; k < T; k++) dec[k] = t[k - 1];
+        lp_run *run;
+        assert_int_equal(lp_run_new_seq2seq(&run, m, r + 1, S, dec, T), LP_OK);
+        float *dl = calloc((size_t)T * V, sizeof *dl);
+        for (int k = 0; k < T; k++) {
+            const float *lg = lp_run_logits(run, k);
+            double mx = lg[0], sum = 0;
+            for (int j = 1; j < V; j++) mx = fmax(mx, lg[j]);
+            for (int j = 0; j < V; j++) sum += exp(lg[j] - mx);
+            for (int j = 0; j < V; j++) dl[k * V + j] = (float)(exp(lg[j] - mx) / sum / targets);
+            dl[k * V + t[k]] -= 1.0f / targets;
+        }
+        assert_int_equal(lp_grad_seq2seq_seeded(NULL, NULL, pg, run, dl), LP_OK);
+        free(dl);
+        lp_run_free(run);
+    }
+    double worst_b = 0, scale_b = 0;
+    for (size_t i = 0; i < np; i++) {
+        worst_b = fmax(worst_b, fabs(g[i] - pg->block[i]));
+        scale_b = fmax(scale_b, fabs(pg->block[i]));
+    }
+    lp_t5_grads_free(pg);
+    assert_true(worst_b <= 1e-6 * scale_b);
+
+    int nt = lp_train_tensors(mc, NULL, 0);
+    lp_param_tensor *t = malloc((size_t)nt * sizeof *t);
+    lp_train_tensors(mc, t, nt);
+    assert_int_equal(t[nt - 1].offset + t[nt - 1].size, np);
+    double worst = 0;
+    const char *worst_name = "";
+    int within_noise = 0;
+    lp_rng rng;
+    lp_rng_seed(&rng, 5);
+    fd_targets = tgt;
+    for (int i = 0; gated && i < nt; i++) {
+        size_t big = 0;
+        double scale = 0;
+        for (size_t j = 0; j < t[i].size; j++)
+            if (fabs(g[t[i].offset + j]) > scale) scale = fabs(g[t[i].offset + j]), big = j;
+        assert_true(scale > 0.0); /* every tensor reaches the loss */
+        size_t pick[3] = {big, (size_t)(lp_rng_uniform(&rng) * t[i].size), (size_t)(lp_rng_uniform(&rng) * t[i].size)};
+        for (int k = 0; k < 3; k++) {
+            double se, num = numeric_derivative(m, ids, B, W, p + t[i].offset + pick[k], &se);
+            double ana = g[t[i].offset + pick[k]];
+            double err = fabs(ana - num) / fmax(fmax(fabs(ana), fabs(num)), 1e-3 * scale);
+            /* as the BERT classifier's: a loss of 2 pairs is noisy beside a small coordinate */
+            if (err > FD_TOL && fabs(ana - num) <= 4 * se) {
+                within_noise++;
+                continue;
+            }
+            if (err > worst) worst = err, worst_name = t[i].name;
+            if (err > FD_TOL) fail_msg("%s[%zu]: analytic %.8g, numeric %.8g (error %.2e)", t[i].name, pick[k], ana, num, err);
+        }
+    }
+    fd_targets = NULL;
+    print_message("t5 (%s): the backward's block within %.1e of its scale", gated ? "gated" : "relu",
+                  worst_b / fmax(scale_b, 1e-30));
+    if (gated) print_message("; finite differences' worst %.2e (%s), %d within their noise\n", worst, worst_name,
+                             within_noise);
+    else print_message(" (no differences across ReLU's kinks)\n");
+    free(t);
+    free(g);
+    lp_model_free(m);
+}
+
+static void test_t5_gradients_match_the_backward_and_finite_differences(void **state) {
+    (void)state;
+    check_t5_gradients(false);
+    check_t5_gradients(true);
+}
+
+/* A batch that is not one: every such row refused with a message, nothing computed. */
+static void test_t5_refuses_bad_batches(void **state) {
+    (void)state;
+    lp_config c = tiny_t5(false);
+    lp_model *m;
+    assert_int_equal(lp_train_model_new(&m, &c, 1), LP_OK);
+    enum { B = 1, TM = 5, W = 1 + 2 * TM };
+    int ids[W], tgt[W];
+    double loss;
+    t5_batch(ids, tgt, B, TM, 1u, 1);
+    ids[0] = 0; /* no source */
+    assert_int_equal(lp_train_encoder_loss(m, ids, tgt, B, W, &loss, NULL), LP_EINVAL);
+    t5_batch(ids, tgt, B, TM, 1u, 1);
+    ids[1] = 26; /* outside the vocabulary */
+    assert_int_equal(lp_train_encoder_loss(m, ids, tgt, B, W, &loss, NULL), LP_EINVAL);
+    t5_batch(ids, tgt, B, TM, 1u, 1);
+    tgt[0] = 4; /* a target on the source's length */
+    assert_int_equal(lp_train_encoder_loss(m, ids, tgt, B, W, &loss, NULL), LP_EINVAL);
+    assert_non_null(strstr(lp_errmsg(), "target"));
+    t5_batch(ids, tgt, B, TM, 1u, 1);
+    for (int i = 0; i < W; i++) tgt[i] = -1;
+    assert_int_equal(lp_train_encoder_loss(m, ids, tgt, B, W, &loss, NULL), LP_EINVAL);
+    assert_int_equal(lp_train_loss(m, ids, 1, 4, &loss, NULL), LP_EINVAL); /* a GPT-2's loss */
+    lp_config tied = c;
+    tied.tied_unembed = true;
+    lp_model *bad;
+    assert_int_equal(lp_train_model_new(&bad, &tied, 1), LP_EINVAL);
+    lp_model_free(m);
+}
+
+static lp_train_options t5_options(int steps) {
+    lp_train_options o = small_options(steps);
+    o.T = 6;
+    o.lr = 3e-3f;
+    o.weight_decay = 0.01f;
+    o.eval_every = 0;
+    return o;
+}
+
+/* Copying 2..4 digits as words: the loss falls by more than half in 80 steps. */
+static void test_t5_training_reduces_the_loss(void **state) {
+    (void)state;
+    lp_config c = tiny_t5(false);
+    c.d_model = 32;
+    lp_model *m;
+    assert_int_equal(lp_train_model_new(&m, &c, 1), LP_OK);
+    size_t n, nh;
+    int *d, *h;
+    t5_data(2000, 1u << LP_S2S_COPY, 2, 4, &d, &n, &h, &nh);
+    lp_train_options o = t5_options(80);
+    o.eval_every = 80;
+    curve cv = {0};
+    if (lp_train(m, d, n, h, nh, &o, record, &cv)) fail_msg("%s", lp_errmsg());
+    print_message("t5: loss %.3f -> %.3f (held-out %.3f) in %d steps\n", cv.first, cv.last, cv.eval_last, cv.steps);
+    assert_int_equal(cv.steps, 80);
+    assert_true(cv.last < 0.5 * cv.first);
+    assert_true(cv.eval_last < 0.5 * cv.first);
+    free(d);
+    free(h);
+    lp_model_free(m);
+}
+
+static int stop_at_10(const lp_train_progress *p, void *ctx) {
+    (void)ctx;
+    return p->step == 10;
+}
+
+/* Stopped at step 10, saved (weights and optimiser state), loaded into a new model and
+ * resumed to 20: the same bits as 20 steps straight, on two threads. */
+static void test_t5_resume_is_bit_identical(void **state) {
+    (void)state;
+    lp_config c = tiny_t5(false);
+    size_t n, nh;
+    int *d, *h;
+    t5_data(500, 7u, 2, 4, &d, &n, &h, &nh);
+    free(h);
+    lp_train_options o = t5_options(20);
+    o.threads = 2;
+    lp_model *straight, *first, *second;
+    assert_int_equal(lp_train_model_new(&straight, &c, 2), LP_OK);
+    assert_int_equal(lp_train(straight, d, n, NULL, 0, &o, NULL, NULL), LP_OK);
+
+    assert_int_equal(lp_train_model_new(&first, &c, 2), LP_OK);
+    lp_train_state st;
+    assert_int_equal(lp_train_state_new(&st, first), LP_OK);
+    assert_int_equal(lp_train_resume(first, &st, d, n, NULL, 0, &o, stop_at_10, NULL), LP_ECANCEL);
+    assert_int_equal(st.step, 10);
+    char *dir = make_temp_dir(), path[600];
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    if (lp_train_save(first, dir) || lp_train_state_save(&st, first, path)) fail_msg("%s", lp_errmsg());
+    lp_train_state_free(&st);
+
+    assert_int_equal(lp_train_model_new(&second, &c, 99), LP_OK); /* other weights, all replaced */
+    assert_int_equal(lp_train_state_new(&st, second), LP_OK);
+    if (lp_train_load_params(second, dir) || lp_train_state_load(&st, second, path, 10)) fail_msg("%s", lp_errmsg());
+    assert_int_equal(lp_train_resume(second, &st, d, n, NULL, 0, &o, NULL, NULL), LP_OK);
+    size_t np;
+    const float *a = lp_train_params(straight, &np), *b = lp_train_params(second, NULL);
+    assert_memory_equal(a, b, np * sizeof *a);
+    lp_train_state_free(&st);
+    lp_model_free(straight);
+    lp_model_free(first);
+    lp_model_free(second);
+    free(d);
+    rm_tree(dir);
+}
+
+/* Saved with the task's tokenizer, the directory loads as a T5ForConditionalGeneration whose
+ * logits and cross-attention are the in-memory model's, bit for bit. */
+static void test_saved_t5_reloads_to_identical_logits(void **state) {
+    (void)state;
+    lp_config c = tiny_t5(true);
+    lp_model *m, *back;
+    assert_int_equal(lp_train_model_new(&m, &c, 3), LP_OK);
+    size_t np;
+    float *p = lp_train_params(m, &np);
+    lp_rng rng;
+    lp_rng_seed(&rng, 4);
+    for (size_t i = 0; i < np; i++) p[i] += 0.1f * normal(&rng); /* norms away from 1 */
+    char *dir = make_temp_dir();
+    if (lp_train_save(m, dir) || lp_s2s_tokenizer_save(dir, NULL)) fail_msg("%s", lp_errmsg());
+    if (lp_model_load(&back, dir, NULL)) fail_msg("%s", lp_errmsg());
+    assert_null(lp_train_params(back, NULL));
+    const lp_config *bc = lp_model_config(back);
+    assert_string_equal(bc->arch, "T5ForConditionalGeneration");
+    assert_int_equal(bc->mlp, LP_MLP_GEGLU);
+    assert_false(bc->tied_unembed);
+    assert_int_equal(bc->rel_buckets, 8);
+    /* the tokenizer writes the ids lp_s2s_ids says */
+    lp_s2s_example e = {.rule = LP_S2S_REVERSE, .n = 3, .digits = {4, 0, 7}, .align = {3, 2, 1}};
+    int src[8], tgt[8], S, T, got[16], n;
+    lp_s2s_ids(&e, src, &S, tgt, &T);
+    assert_int_equal(lp_tokenizer_encode(lp_model_tokenizer(back), "reverse 4 0 7", 13, true, got, 16, &n), LP_OK);
+    assert_int_equal(n, S);
+    assert_memory_equal(got, src, (size_t)S * sizeof *got);
+    assert_int_equal(lp_tokenizer_encode(lp_model_tokenizer(back), "seven zero four", 15, true, got, 16, &n), LP_OK);
+    assert_int_equal(n, T);
+    assert_memory_equal(got, tgt, (size_t)T * sizeof *got);
+    int dec[4] = {0, tgt[0], tgt[1], tgt[2]};
+    lp_run *r1, *r2;
+    assert_int_equal(lp_run_new_seq2seq(&r1, m, src, S, dec, 4), LP_OK);
+    assert_int_equal(lp_run_new_seq2seq(&r2, back, src, S, dec, 4), LP_OK);
+    lp_view v1, v2;
+    assert_int_equal(lp_run_view(r1, LP_ACT_LOGITS, 0, -1, &v1), LP_OK);
+    assert_int_equal(lp_run_view(r2, LP_ACT_LOGITS, 0, -1, &v2), LP_OK);
+    assert_memory_equal(v1.data, v2.data, (size_t)4 * c.vocab * sizeof(float));
+    assert_int_equal(lp_run_view(r1, LP_ACT_CROSS_PATTERN, 1, -1, &v1), LP_OK);
+    assert_int_equal(lp_run_view(r2, LP_ACT_CROSS_PATTERN, 1, -1, &v2), LP_OK);
+    assert_memory_equal(v1.data, v2.data, (size_t)c.n_head * 4 * S * sizeof(float));
+    lp_run_free(r1);
+    lp_run_free(r2);
+    lp_model_free(back);
+    lp_model_free(m);
+    rm_tree(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_weight_gradients_match_finite_differences),
@@ -728,6 +1038,11 @@ int main(void) {
         cmocka_unit_test(test_committed_encoders_match_the_reference),
         cmocka_unit_test(test_committed_masked_lm_fills_held_out_sentences),
         cmocka_unit_test(test_committed_classifier_tells_polarity),
+        cmocka_unit_test(test_t5_gradients_match_the_backward_and_finite_differences),
+        cmocka_unit_test(test_t5_refuses_bad_batches),
+        cmocka_unit_test(test_t5_training_reduces_the_loss),
+        cmocka_unit_test(test_t5_resume_is_bit_identical),
+        cmocka_unit_test(test_saved_t5_reloads_to_identical_logits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

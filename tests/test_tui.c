@@ -78,6 +78,9 @@ static int t5_run(void **state) {
     return fixture_open(state, "tests/fixtures/t5/t5_relu_tok", "run the cat sat on the mat --target le chat", 256);
 }
 
+static int t5_run_mono(void **state) {
+    return fixture_open(state, "tests/fixtures/t5/t5_relu_tok", "run the cat sat on the mat --target le chat", 0);
+}
 /* The bundled model (in the tree: its heads are what the test reads, whatever
  * $LOUPE_DEFAULT_MODEL says) on a sentence of its training distribution. */
 #define IOI "When Mary and John went to the store, John gave a drink to"
@@ -554,7 +557,7 @@ static void heads_view_colours_by_the_newest_scan(void **state) {
     lp_store_head_scan *sc = calloc((size_t)n, sizeof *sc);
     for (int k = 0; k < n; k++)
         sc[k] = (lp_store_head_scan){k / c->n_head, k % c->n_head, 0.1, 0.2, 0.01 * k, 0.3, k == 10 ? "induction" : "",
-                                     NULL, NULL};
+                                     NULL, NULL, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN};
     int64_t id;
     OK(lp_store_put_head_scan(f->s.store, f->s.model_id, f->s.run_id, sc, n, &id));
     f->s.model_id = 0;
@@ -806,6 +809,208 @@ static void cross_attention_is_a_target_by_source_heat_map(void **state) {
 
 /* The strip cell where the token at pos starts (the strip is row 1; every token of these
  * short runs fits), found by walking the tokens as the strip lays them out. */
+/* Writes a note with m about what is under the cursor. */
+static void write_note(fixture *f, const char *text) {
+    key(f, 'm');
+    type(f, text);
+    key(f, LP_KEY_ENTER);
+    assert_false(f->b->message_error);
+}
+
+/* Runs a command from the browser's command line, as a user would (the views refresh). */
+static void command(fixture *f, const char *line) {
+    key(f, ':');
+    type(f, line);
+    key(f, LP_KEY_ENTER);
+    key(f, LP_KEY_ESC);
+}
+
+/* The cell of token pos on an attribution view's line (found by its name, "src" or "tgt",
+ * below the strip), as draw_flow lays them out: after the name, one space between tokens. */
+static const lp_cell *attr_token_cell(const fixture *f, int side, int pos, int *y_out) {
+    int x, y;
+    find_below(f, side == LP_SIDE_SOURCE ? "src " : "tgt ", 5, &x, &y);
+    x += 4;
+    for (int p = 0; p < pos; p++) {
+        int w;
+        lp_browser_side_token(f->b, side, p, &w);
+        x += w + 1;
+    }
+    if (y_out) *y_out = y;
+    return lp_screen_at(f->scr, x, y);
+}
+
+/* An encoder-decoder's attribution: the source and the target prefix as two lines coloured
+ * on one scale (the largest |score| of both), the header naming the decoder position and
+ * its input token, the table's rows saying their side; t explains the next position. */
+static void t5_attributions_colour_source_and_target_on_one_scale(void **state) {
+    fixture *f = *state;
+    render(f);
+    int S = f->b->S, T = f->b->T;
+    float *scores = calloc((size_t)(S + T), sizeof *scores);
+    scores[1] = 0.5f;       /* ·cat: half the scale */
+    scores[S + 2] = -1.0f;  /* the target's 'l': the largest, against */
+    lp_store_attribution a = {f->s.run_id, "saliency", "logit", T - 1, 97, -1, NULL, scores, S + T, NAN};
+    int64_t id;
+    OK(lp_store_put_attribution_split(f->s.store, &a, S, &id));
+    command(f, "info");
+    key(f, '4');
+    SHOWS(f, "[1/1] saliency");
+    SHOWS(f, "at dec 8 (t)");
+    SHOWS(f, "(t: next position)");
+    assert_int_equal(attr_token_cell(f, LP_SIDE_SOURCE, 1, NULL)->color, LP_COLOR_DIV(lp_div_level(0.5)));
+    assert_int_equal(attr_token_cell(f, LP_SIDE_SOURCE, 0, NULL)->color, LP_COLOR_DIV(LP_DIV_LEVELS / 2));
+    assert_int_equal(attr_token_cell(f, LP_SIDE_TARGET, 2, NULL)->color, LP_COLOR_DIV(0));
+    SHOWS(f, "s  1 ·cat");
+    SHOWS(f, "t  2 l");
+    SHOWS(f, "-1.0000");
+    /* The status line follows the strip's selection, on either line. */
+    assert_non_null(strstr(status(f), "target token 8 t"));
+    key(f, 's');
+    key(f, 'l');
+    assert_non_null(strstr(status(f), "source token 1 ·cat  score +0.50000"));
+    /* t: the next decoder position (after the last, the first), computed by attr. */
+    key(f, 's');
+    key(f, 't');
+    assert_false(f->b->message_error);
+    SHOWS(f, "[1/2] saliency");
+    SHOWS(f, "at dec 0 (<pad>)");
+    json_t *rows = NULL;
+    OK(lp_store_query(f->s.store, "SELECT count(*) AS n, sum(side = 'source') AS s FROM attribution_scores"
+                      " WHERE attribution_id = (SELECT max(id) FROM attributions)", NULL, false, &rows, NULL));
+    assert_int_equal(lp_row_int(json_array_get(rows, 0), "n", 0), S + T);
+    assert_int_equal(lp_row_int(json_array_get(rows, 0), "s", 0), S);
+    json_decref(rows);
+    free(scores);
+}
+
+/* Without colour the two lines stay readable: a shade row under each line's tokens. */
+static void t5_attributions_without_colour_shade_both_lines(void **state) {
+    fixture *f = *state;
+    render(f);
+    int S = f->b->S, T = f->b->T;
+    float *scores = calloc((size_t)(S + T), sizeof *scores);
+    scores[1] = 1.0f;
+    scores[S + 2] = -1.0f;
+    lp_store_attribution a = {f->s.run_id, "saliency", "logit", T - 1, 97, -1, NULL, scores, S + T, NAN};
+    OK(lp_store_put_attribution_split(f->s.store, &a, S, NULL));
+    command(f, "info");
+    key(f, '4');
+    int ys, yt;
+    attr_token_cell(f, LP_SIDE_SOURCE, 1, &ys);
+    attr_token_cell(f, LP_SIDE_TARGET, 2, &yt);
+    assert_true(yt > ys + 1);
+    char buf[512];
+    lp_screen_row_text(f->scr, 0, ys + 1, f->scr->w, buf, sizeof buf);
+    assert_non_null(strchr(buf, '+')); /* ·cat: for */
+    assert_int_equal(f->scr->depth, 0);
+    /* l (one column: no room for a sign) against, on the darkest shade; <pad> on none */
+    const lp_cell *l = attr_token_cell(f, LP_SIDE_TARGET, 2, NULL), *p0 = attr_token_cell(f, LP_SIDE_TARGET, 0, NULL);
+    const lp_cell *under_l = l + f->scr->w, *under_pad = p0 + f->scr->w; /* the cells one row down */
+    assert_string_not_equal(under_l->ch, under_pad->ch);
+    assert_int_equal(under_l->color, LP_COLOR_DIV(0));
+    free(scores);
+}
+
+/* The heads view of an encoder-decoder's run follows the attention (x): the cross-attention's
+ * metrics and its scan rows, then the encoder's, then the decoder's self-attention. */
+static void t5_heads_view_shows_each_stacks_scan(void **state) {
+    fixture *f = *state;
+    command(f, "scan --len 6 --seqs 1");
+    key(f, '2');
+    SHOWS(f, "[cross, x: next] colour: ");
+    SHOWS(f, "scan #1 of generated sequences");
+    colour_by(f, "scan: aligned");
+    json_t *rows = NULL;
+    OK(lp_store_query(f->s.store, "SELECT stack, kind, aligned, next_token, first_token FROM head_scans_view"
+                      " WHERE layer = 1 AND head = 2 ORDER BY stack, kind", NULL, false, &rows, NULL));
+    assert_int_equal(json_array_size(rows), 3); /* dec cross, dec self, enc self */
+    char want[16];
+    key(f, ']'), key(f, '}'), key(f, '}');
+    snprintf(want, sizeof want, "%.2f", (double)(float)lp_row_real(json_array_get(rows, 0), "aligned"));
+    assert_non_null(strstr(grid_cell(f, 1, 2), want));
+    SHOWS(f, "  coverage");
+    key(f, 'x');
+    SHOWS(f, "[enc self, x: next]");
+    colour_by(f, "scan: next_token");
+    snprintf(want, sizeof want, "%.2f", (double)(float)lp_row_real(json_array_get(rows, 2), "next_token"));
+    assert_non_null(strstr(grid_cell(f, 1, 2), want));
+    assert_false(shows(f, "  aligned"));
+    key(f, 'x');
+    SHOWS(f, "[dec self, x: next]");
+    colour_by(f, "scan: first_token");
+    snprintf(want, sizeof want, "%.2f", (double)(float)lp_row_real(json_array_get(rows, 1), "first_token"));
+    assert_non_null(strstr(grid_cell(f, 1, 2), want));
+    json_decref(rows);
+    /* 80x24: the grid, the panel's scores and the status line fit. */
+    lp_screen_free(f->scr);
+    f->scr = lp_screen_new(80, 24, 256);
+    render(f);
+    SHOWS(f, "[dec self, x: next]");
+    SHOWS(f, "  L2");
+    SHOWS(f, "first_token");
+}
+
+/* m on an encoder-decoder's run: the note says the attention shown (--cross, --stack enc),
+ * and the encoder's position is the source's. */
+static void t5_note_says_stack_and_kind(void **state) {
+    fixture *f = *state;
+    render(f);
+    write_note(f, "aligned");
+    key(f, 'x');
+    key(f, 'l');
+    write_note(f, "looks at the cat");
+    key(f, '2');
+    write_note(f, "a head");
+    json_t *rows = NULL;
+    OK(lp_store_query(f->s.store, "SELECT stack, attn_kind, layer, head, pos, token FROM findings_view ORDER BY id",
+                      NULL, false, &rows, NULL));
+    assert_int_equal(json_array_size(rows), 3);
+    json_t *r = json_array_get(rows, 0);
+    assert_string_equal(lp_row_str(r, "stack"), "dec");
+    assert_string_equal(lp_row_str(r, "attn_kind"), "cross");
+    assert_int_equal(lp_row_int(r, "pos", -1), f->b->T - 1);
+    r = json_array_get(rows, 1);
+    assert_string_equal(lp_row_str(r, "stack"), "enc");
+    assert_string_equal(lp_row_str(r, "attn_kind"), "self");
+    assert_int_equal(lp_row_int(r, "pos", -1), 1);
+    assert_string_equal(lp_row_str(r, "token"), " cat");
+    r = json_array_get(rows, 2);
+    assert_string_equal(lp_row_str(r, "stack"), "enc");
+    assert_int_equal(lp_row_int(r, "pos", -1), -1);
+    json_decref(rows);
+    /* The findings view names the attention; Enter goes back to it, on the source's token. */
+    key(f, '1');
+    key(f, 'x'); /* the decoder's self-attention */
+    key(f, 's');
+    key(f, 'h'); /* the source's first token */
+    key(f, 's');
+    key(f, '6');
+    SHOWS(f, "cross L0 H0 @8 t");
+    SHOWS(f, "enc L0 H0 @1 ·cat");
+    key(f, 'j');
+    key(f, 'j');
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->view, LP_VIEW_ATTENTION);
+    assert_int_equal(f->b->attn, LP_ATTN_ENC_SELF);
+    assert_int_equal(f->b->src_pos, 1);
+    assert_non_null(strstr(status(f), "enc self L0 H0  query 1 ·cat"));
+}
+
+/* m in the patching view on an encoder-decoder's run: the result's stack and kind. */
+static void t5_note_in_the_patching_view_says_the_results_site(void **state) {
+    fixture *f = *state;
+    command(f, "patch --corrupt-target-ids 5,6,7,8,9,10,11,12 --site cross_z");
+    key(f, '7');
+    write_note(f, "a cross head");
+    json_t *rows = NULL;
+    OK(lp_store_query(f->s.store, "SELECT stack, attn_kind, head FROM findings", NULL, false, &rows, NULL));
+    assert_int_equal(json_array_size(rows), 1);
+    assert_string_equal(lp_row_str(json_array_get(rows, 0), "stack"), "dec");
+    assert_string_equal(lp_row_str(json_array_get(rows, 0), "attn_kind"), "cross");
+    json_decref(rows);
+}
+
 static const lp_cell *strip_cell(const fixture *f, int pos) {
     int x = 1;
     for (int i = 0; i < pos; i++) x += f->b->tok_w[i] + 1;
@@ -1735,6 +1940,11 @@ int main(void) {
         STORIES_TEST(a_failed_run_leaves_the_run_before_current),
         cmocka_unit_test_setup_teardown(encoder_attention_rows_are_full, bert_mlm, fixture_close),
         cmocka_unit_test_setup_teardown(cross_attention_is_a_target_by_source_heat_map, t5_run, fixture_close),
+        cmocka_unit_test_setup_teardown(t5_attributions_colour_source_and_target_on_one_scale, t5_run, fixture_close),
+        cmocka_unit_test_setup_teardown(t5_attributions_without_colour_shade_both_lines, t5_run_mono, fixture_close),
+        cmocka_unit_test_setup_teardown(t5_heads_view_shows_each_stacks_scan, t5_run, fixture_close),
+        cmocka_unit_test_setup_teardown(t5_note_says_stack_and_kind, t5_run, fixture_close),
+        cmocka_unit_test_setup_teardown(t5_note_in_the_patching_view_says_the_results_site, t5_run, fixture_close),
         cmocka_unit_test_setup_teardown(strip_marks_specials_masks_and_the_second_text, bert_mlm_pair, fixture_close),
         cmocka_unit_test_setup_teardown(strip_marks_a_roberta_pair_by_its_separators, roberta_pair, fixture_close),
         cmocka_unit_test_setup_teardown(attributions_view_names_the_label_and_t_steps_through_labels, bert_cls_pair,

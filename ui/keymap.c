@@ -79,6 +79,9 @@ static const lp_binding KEYMAP[] = {
     {LP_VIEW_HEADS, 'c', "c", LP_DO_METRIC_NEXT, 0, "next metric"},
     {LP_VIEW_HEADS, 'C', "C", LP_DO_METRIC_PREV, 0, "previous metric"},
     {LP_VIEW_HEADS, LP_KEY_ENTER, "Enter", LP_DO_ENTER, 0, "open the head in the attention view"},
+    {LP_VIEW_HEADS, 'x', "x", LP_DO_ATTN_KIND, 0,
+     "encoder-decoders: the next attention's heads (and its scan's): decoder self \xE2\x86\x92 cross \xE2\x86\x92 "
+     "encoder self"},
 
     {LP_VIEW_ACTIVATIONS, LP_KEY_UP, "\xE2\x86\x91", LP_DO_UP, 0, "previous layer (its top neurons)"},
     {LP_VIEW_ACTIVATIONS, 'k', "k", LP_DO_UP, 0, "previous layer (its top neurons)"},
@@ -90,7 +93,8 @@ static const lp_binding KEYMAP[] = {
     {LP_VIEW_ATTRIBUTIONS, LP_KEY_DOWN, "\xE2\x86\x93", LP_DO_DOWN, 0, "older stored attribution"},
     {LP_VIEW_ATTRIBUTIONS, 'j', "j", LP_DO_DOWN, 0, "older stored attribution"},
     {LP_VIEW_ATTRIBUTIONS, 't', "t", LP_DO_TARGET_NEXT, 0,
-     "explain the next label (classifier) or mask (masked LM) with the same method: the stored one, or `attr` makes it"},
+     "explain the next label (classifier), mask (masked LM) or decoder position (encoder-decoder) with the same "
+     "method: the stored one, or `attr` makes it"},
 
     {LP_VIEW_LENS, LP_KEY_UP, "\xE2\x86\x91", LP_DO_UP, 0, "previous layer row"},
     {LP_VIEW_LENS, 'k', "k", LP_DO_UP, 0, "previous layer row"},

@@ -127,6 +127,7 @@ const char *lp_browser_attn_name(const lp_browser *b, lp_attn_kind kind) {
 
 void lp_browser_set_attn(lp_browser *b, lp_attn_kind kind) {
     if (b->S == 0) return;
+    if (kind != b->attn) b->updated[LP_VIEW_HEADS] = 0; /* its grid and scan rows are of the attention shown */
     b->attn = kind;
     if (kind != LP_ATTN_ENC_SELF) b->dec_attn = kind;
     b->side = kind == LP_ATTN_ENC_SELF ? LP_SIDE_SOURCE : LP_SIDE_TARGET;
@@ -286,16 +287,22 @@ int lp_browser_exec(lp_browser *b, const char *line) {
     tokens_refresh(b);
     if (new_run && b->T > 0) b->pos = b->T - 1;
     if (rc == LP_OK && b->after.set) {
-        if (b->after.view >= 0) b->view = b->after.view;
-        if (b->after.layer >= 0) b->layer = b->after.layer;
-        if (b->after.head >= 0) b->head = b->after.head;
-        if (b->after.pos >= 0 && b->after.pos < b->T) b->pos = b->after.pos;
+        lp_browser_jump(b, &b->after);
         tokens_refresh(b);
     }
     b->after.set = false;
     if (b->s->quit) b->quit = true;
     free(cmd);
     return rc;
+}
+
+void lp_browser_jump(lp_browser *b, const lp_jump *j) {
+    if (j->view >= 0) b->view = j->view;
+    bool src = j->attn == LP_ATTN_ENC_SELF && b->S > 0;
+    if (j->attn >= 0 && j->attn < LP_ATTN_COUNT) lp_browser_set_attn(b, (lp_attn_kind)j->attn);
+    if (j->layer >= 0) b->layer = j->layer;
+    if (j->head >= 0) b->head = j->head;
+    if (j->pos >= 0 && j->pos < (src ? b->S : b->T)) *(src ? &b->src_pos : &b->pos) = j->pos;
 }
 
 void lp_browser_request(lp_browser *b, const char *command, lp_jump after) {
@@ -340,7 +347,8 @@ static void clamp(int *v, int lo, int hi) {
  * (an encoder-decoder's encoder may have more or fewer), else the run's own. */
 static int n_layer(const lp_browser *b) {
     int L = b->s->model ? lp_model_config(b->s->model)->n_layer : 1;
-    if (b->view == LP_VIEW_ATTENTION || b->view == LP_VIEW_MODEL) lp_browser_attn_run(b, b->attn, NULL, &L, NULL, NULL);
+    if (b->view == LP_VIEW_ATTENTION || b->view == LP_VIEW_HEADS || b->view == LP_VIEW_MODEL)
+        lp_browser_attn_run(b, b->attn, NULL, &L, NULL, NULL);
     return L;
 }
 static int n_head(const lp_browser *b) { return b->s->model ? lp_model_config(b->s->model)->n_head : 1; }
@@ -445,6 +453,23 @@ static bool show_in_view(lp_browser *b, const char *line) {
     return true;
 }
 
+/* Where a note written with `m` on an encoder-decoder's run is: what the view says (its
+ * place), the attention the view shows (attention, heads and model views follow b->attn),
+ * or in the attributions view the strip line the selection is on (a source token is the
+ * encoder's); "" otherwise (note's default, the decoder). */
+static const char *note_place(const lp_browser *b) {
+    if (b->S == 0) return "";
+    const lp_view_ops *v = VIEWS[b->view];
+    const char *stack = NULL, *kind = NULL;
+    if (v->place) v->place(b->state[b->view], b, &stack, &kind);
+    if (stack) return kind && strcmp(kind, "cross") == 0 ? " --cross" : strcmp(stack, "enc") == 0 ? " --stack enc"
+                                                                                                 : " --stack dec";
+    static const char *const FLAGS[LP_ATTN_COUNT] = {" --stack dec", " --cross", " --stack enc"};
+    if (b->view == LP_VIEW_ATTENTION || b->view == LP_VIEW_HEADS || b->view == LP_VIEW_MODEL) return FLAGS[b->attn];
+    if (b->view == LP_VIEW_ATTRIBUTIONS) return b->side == LP_SIDE_SOURCE ? " --stack enc" : " --stack dec";
+    return "";
+}
+
 /* Enter on the command line: the command, a search, or for `m` a note about the view's
  * cursor. */
 static lp_browser_do accept_line(lp_browser *b) {
@@ -473,7 +498,7 @@ static lp_browser_do accept_line(lp_browser *b) {
         b->pending = malloc(n);
         if (b->pending) {
             /* options first, then "--": the note's text is kept as typed */
-            int o = snprintf(b->pending, n, "note");
+            int o = snprintf(b->pending, n, "note%s", layer >= 0 || head >= 0 || pos >= 0 ? note_place(b) : "");
             if (layer >= 0) o += snprintf(b->pending + o, n - (size_t)o, " --layer %d", layer);
             if (head >= 0) o += snprintf(b->pending + o, n - (size_t)o, " --head %d", head);
             if (pos >= 0) o += snprintf(b->pending + o, n - (size_t)o, " --pos %d", pos);

@@ -52,6 +52,10 @@ typedef struct {
     bool (*act)(void *st, lp_browser *b, lp_action a);
     /* What a note written in this view is about (-1: not that). */
     void (*subject)(void *st, const lp_browser *b, int *layer, int *head, int *pos);
+    /* On an encoder-decoder's run, the stack ("enc", "dec") and attention kind ("self",
+     * "cross") of the subject when the view knows it (*stack NULL: it does not). NULL: the
+     * attention shown (view.c's note_place). */
+    void (*place)(void *st, const lp_browser *b, const char **stack, const char **kind);
 } lp_view_ops;
 
 extern const lp_view_ops lp_view_attention, lp_view_heads, lp_view_activations, lp_view_attributions, lp_view_lens,
@@ -62,6 +66,7 @@ const lp_view_ops *lp_view_get(int index);
 typedef struct {
     bool set;
     int view, layer, head, pos;
+    int attn; /* an encoder-decoder's attention to show (lp_attn_kind; pos is then its queries'), or -1 */
 } lp_jump;
 
 typedef enum { LP_LINE_NONE, LP_LINE_COMMAND, LP_LINE_NOTE, LP_LINE_SEARCH } lp_line_mode;
@@ -178,6 +183,8 @@ const char *lp_browser_id_text(const lp_browser *b, int id, char *buf, size_t ca
 /* Centred message in area (a view with nothing to show). */
 void lp_browser_say(lp_screen *scr, lp_rect area, const char *line1, const char *line2);
 void lp_browser_set_status(lp_browser *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Goes where j says: its view, attention, layer, head and position (-1: as it is). */
+void lp_browser_jump(lp_browser *b, const lp_jump *j);
 /* Asks the caller to run a command (e.g. a jump that needs `rerun`), then apply after. */
 void lp_browser_request(lp_browser *b, const char *command, lp_jump after);
 /* The rows of a read-only query on the store, an array of objects; NULL without a store

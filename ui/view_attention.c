@@ -198,7 +198,7 @@ static void attn_subject(void *st, const lp_browser *b, int *layer, int *head, i
     (void)st;
     *layer = b->layer;
     *head = b->head;
-    *pos = b->attn == LP_ATTN_ENC_SELF ? -1 : b->pos; /* a note's --pos is a position of the run's own tokens */
+    *pos = b->attn == LP_ATTN_ENC_SELF ? b->src_pos : b->pos; /* the query: the encoder's is a source position */
 }
 
 const lp_view_ops lp_view_attention = {

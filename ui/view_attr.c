@@ -3,7 +3,10 @@
  * for the attributions stored for the run (newest first; `:attr METHOD` adds one). With
  * none stored it lists what the store holds for the run. On an encoder the header names
  * what is explained, a classifier's label or a masked LM's mask, and `t` goes to the next
- * label or mask (computing its attribution when the store has none). */
+ * label or mask (computing its attribution when the store has none). On an encoder-decoder
+ * the source and the target prefix are two lines, as on the strip, coloured on one scale
+ * (the largest |score| of both sides); the header names the decoder position explained and
+ * its input token, and `t` goes to the next decoder position. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,9 +23,11 @@ typedef struct {
     json_t *list;     /* attributions of the run, newest first */
     int sel;
     long long newest; /* id of the newest: a new one is shown at once */
-    float *scores;    /* (n) */
+    float *scores;    /* (n) the run's own tokens' (side 'target') */
     int n;
-    double maxabs;
+    float *src;       /* (n_src) an encoder-decoder's source's (side 'source') */
+    int n_src;
+    double maxabs;    /* over both sides: one scale */
     json_t *stored;   /* strings: what else the store has for the run */
     bool no_table;    /* this database has no attributions table (schema before v2) */
     int top;
@@ -37,9 +42,10 @@ static void clear(attr_state *st) {
     json_decref(st->list);
     json_decref(st->stored);
     free(st->scores);
+    free(st->src);
     st->list = st->stored = NULL;
-    st->scores = NULL;
-    st->n = 0;
+    st->scores = st->src = NULL;
+    st->n = st->n_src = 0;
     st->maxabs = 0;
 }
 
@@ -50,35 +56,43 @@ static void attr_close(void *vst) {
     free(st);
 }
 
-static void load_scores(attr_state *st, lp_browser *b) {
-    free(st->scores);
-    st->scores = NULL;
-    st->n = 0;
-    st->maxabs = 0;
-    json_t *a = json_array_get(st->list, (size_t)st->sel);
-    if (!a) return;
+/* One side's scores of an attribution into *out (n of them: the largest pos + 1). */
+static void load_side(lp_browser *b, long long id, const char *side, float **out, int *n, double *maxabs) {
     json_t *rows = lp_browser_query(b, "SELECT pos, score FROM attribution_scores WHERE attribution_id = ?1"
-                                    " AND side = 'target' ORDER BY pos", /* the run's own tokens (schema 4) */
-                                    json_pack("[I]", (json_int_t)lp_row_int(a, "id", 0)));
+                                    " AND side = ?2 ORDER BY pos", json_pack("[Is]", (json_int_t)id, side));
     size_t i;
     json_t *row;
-    int n = 0;
+    int len = 0;
     json_array_foreach(rows, i, row) {
         long long p = lp_row_int(row, "pos", -1);
-        if (p + 1 > n && p < 1 << 20) n = (int)p + 1;
+        if (p + 1 > len && p < 1 << 20) len = (int)p + 1;
     }
-    st->scores = calloc((size_t)n + 1, sizeof *st->scores);
-    if (st->scores) {
-        st->n = n;
+    *out = calloc((size_t)len + 1, sizeof **out);
+    *n = 0;
+    if (*out) {
+        *n = len;
         json_array_foreach(rows, i, row) {
             long long p = lp_row_int(row, "pos", -1);
             double v = lp_row_real(row, "score");
-            if (p < 0 || p >= n) continue;
-            st->scores[p] = isnan(v) ? 0 : (float)v;
-            if (fabs(v) > st->maxabs) st->maxabs = fabs(v);
+            if (p < 0 || p >= len) continue;
+            (*out)[p] = isnan(v) ? 0 : (float)v;
+            if (fabs(v) > *maxabs) *maxabs = fabs(v);
         }
     }
     json_decref(rows);
+}
+
+static void load_scores(attr_state *st, lp_browser *b) {
+    free(st->scores);
+    free(st->src);
+    st->scores = st->src = NULL;
+    st->n = st->n_src = 0;
+    st->maxabs = 0;
+    json_t *a = json_array_get(st->list, (size_t)st->sel);
+    if (!a) return;
+    long long id = lp_row_int(a, "id", 0);
+    load_side(b, id, "target", &st->scores, &st->n, &st->maxabs); /* the run's own tokens (schema 4) */
+    if (b->S > 0) load_side(b, id, "source", &st->src, &st->n_src, &st->maxabs);
 }
 
 /* What the store holds for a run, when it has no attribution: a few lines. */
@@ -174,6 +188,8 @@ static void describe_target(const lp_browser *b, json_t *at, char *buf, size_t c
     } else if (tid >= 0) {
         snprintf(buf, cap, "  target %s (%lld)", target_name(b, (int)tid, t, sizeof t), tid);
     }
+    if (b->S > 0 && pos >= 0) /* the decoder position explained, and what it reads there */
+        lp_appendf(buf, cap, "  at dec %lld (%s)", pos, lp_browser_token(b, (int)pos, NULL));
 }
 
 /* t: the next label after the shown attribution's (classifier) or the next mask after its
@@ -186,7 +202,7 @@ static bool next_target(attr_state *st, lp_browser *b) {
     char cmd[160];
     int want = -1;
     if (!at && (c->head == LP_HEAD_CLASSIFIER || c->head == LP_HEAD_MLM)) { /* the top label, the first mask */
-        lp_browser_request(b, "attr saliency", (lp_jump){true, LP_VIEW_ATTRIBUTIONS, -1, -1, -1});
+        lp_browser_request(b, "attr saliency", (lp_jump){true, LP_VIEW_ATTRIBUTIONS, -1, -1, -1, -1});
         return true;
     }
     if (c->head == LP_HEAD_CLASSIFIER) {
@@ -194,6 +210,9 @@ static bool next_target(attr_state *st, lp_browser *b) {
         if (n < 2) return false;
         want = at ? (int)((lp_row_int(at, "target_id", -1) + 1) % n) : 0;
         snprintf(cmd, sizeof cmd, "attr %s --target-id %d", method, want);
+    } else if (b->S > 0 && b->T > 0) { /* an encoder-decoder: the next decoder position */
+        want = at ? (int)((lp_row_int(at, "pos", -1) + 1) % b->T) : b->T - 1;
+        snprintf(cmd, sizeof cmd, "attr %s --pos %d", method, want);
     } else if (c->head == LP_HEAD_MLM) {
         int from = at ? (int)lp_row_int(at, "pos", -1) : -1;
         for (int k = 1; k <= b->T && want < 0; k++) {
@@ -207,8 +226,8 @@ static bool next_target(attr_state *st, lp_browser *b) {
         }
         snprintf(cmd, sizeof cmd, "attr %s --pos %d", method, want);
     } else {
-        snprintf(b->message, sizeof b->message, "t steps through a classifier's labels or a masked LM's masks; "
-                 ":attr METHOD --target TOKEN explains another token");
+        snprintf(b->message, sizeof b->message, "t steps through a classifier's labels, a masked LM's masks or an "
+                 "encoder-decoder's positions; :attr METHOD --target TOKEN explains another token");
         b->message_error = true;
         return true;
     }
@@ -223,32 +242,48 @@ static bool next_target(attr_state *st, lp_browser *b) {
             return true;
         }
     }
-    lp_browser_request(b, cmd, (lp_jump){true, LP_VIEW_ATTRIBUTIONS, -1, -1, c->head == LP_HEAD_MLM ? want : -1});
+    lp_browser_request(b, cmd, (lp_jump){true, LP_VIEW_ATTRIBUTIONS, -1, -1,
+                                         c->head == LP_HEAD_MLM || b->S > 0 ? want : -1, -1});
     return true;
 }
 
-static double score_of(const attr_state *st, int p) { return p >= 0 && p < st->n ? st->scores[p] : NAN; }
+/* A score on a side of the strip (LP_SIDE_*): NAN outside it. */
+static double score_of(const attr_state *st, int side, int p) {
+    const float *v = side == LP_SIDE_SOURCE ? st->src : st->scores;
+    int n = side == LP_SIDE_SOURCE ? st->n_src : st->n;
+    return p >= 0 && p < n ? v[p] : NAN;
+}
 
-static int level_of(const attr_state *st, int p) {
-    double v = score_of(st, p);
+static int level_of(const attr_state *st, int side, int p) {
+    double v = score_of(st, side, p);
     return lp_div_level(st->maxabs > 0 && !isnan(v) ? v / st->maxabs : 0);
 }
 
-/* The tokens as running text, each on its score's colour; two rows a line: the tokens,
- * and under them the shade of their score on a monochrome screen. */
-static void draw_flow(attr_state *st, lp_browser *b, lp_screen *scr, lp_rect a) {
-    int x = a.x, y = a.y;
-    for (int p = 0; p < st->n && p < b->T; p++) {
+/* The selection on a side: the strip's, underlined where the token keys do not move it. */
+static int selected(const lp_browser *b, int side) { return side == LP_SIDE_SOURCE ? b->src_pos : b->pos; }
+
+/* One side's tokens as running text from row y, each on its score's colour; two rows a
+ * line: the tokens, and under them the shade of their score on a monochrome screen. An
+ * encoder-decoder's line starts with its name, as the strip's. Returns the next free row. */
+static int draw_flow(attr_state *st, lp_browser *b, lp_screen *scr, lp_rect a, int y, int side) {
+    int n = side == LP_SIDE_SOURCE ? st->n_src : st->n, T = side == LP_SIDE_SOURCE ? b->S : b->T, x0 = a.x;
+    if (b->S > 0) {
+        lp_screen_put(scr, a.x, y, 4, side == LP_SIDE_SOURCE ? "src" : "tgt", LP_COLOR_LABEL, LP_ATTR_BOLD);
+        x0 += 4;
+    }
+    int x = x0, sel = selected(b, side);
+    bool active = b->S == 0 || side == b->side;
+    for (int p = 0; p < n && p < T; p++) {
         int w;
-        const char *t = lp_browser_token(b, p, &w);
-        if (w > a.w) w = a.w;
+        const char *t = lp_browser_side_token(b, side, p, &w);
+        if (w > a.w - (x0 - a.x)) w = a.w - (x0 - a.x);
         if (x + w > a.x + a.w) {
-            x = a.x;
+            x = x0;
             y += 2;
         }
-        if (y >= a.y + a.h) break;
-        int level = level_of(st, p);
-        int attr = p == b->pos ? LP_ATTR_BOLD | LP_ATTR_UNDERLINE : 0;
+        if (y >= a.y + a.h) return y;
+        int level = level_of(st, side, p);
+        int attr = p == sel ? (active ? LP_ATTR_BOLD | LP_ATTR_UNDERLINE : LP_ATTR_UNDERLINE) : 0;
         if (scr->depth) {
             lp_screen_fill(scr, x, y, w, " ", LP_COLOR_DIV(level), 0);
             lp_screen_put_clip(scr, x, y, w, t, LP_COLOR_DIV(level), attr);
@@ -256,30 +291,52 @@ static void draw_flow(attr_state *st, lp_browser *b, lp_screen *scr, lp_rect a) 
             lp_screen_put_clip(scr, x, y, w, t, LP_COLOR_NORMAL, attr);
             if (y + 1 < a.y + a.h) lp_screen_div(scr, x, y + 1, w, level);
         }
-        if (p == b->pos && y + 1 < a.y + a.h && scr->depth)
+        if (p == sel && active && y + 1 < a.y + a.h && scr->depth)
             lp_screen_put(scr, x, y + 1, 1, "\xE2\x96\xB2", LP_COLOR_SELECTED, LP_ATTR_BOLD); /* ▲ */
         x += w + 1;
     }
+    return y + 2;
+}
+
+/* The table's rows: an encoder-decoder's source rows, then the target's. */
+static int table_rows(const attr_state *st) { return st->n_src + st->n; }
+static void table_row(const attr_state *st, int r, int *side, int *p) {
+    *side = r < st->n_src ? LP_SIDE_SOURCE : LP_SIDE_TARGET;
+    *p = r < st->n_src ? r : r - st->n_src;
 }
 
 static void draw_table(attr_state *st, lp_browser *b, lp_screen *scr, lp_rect a) {
-    lp_screen_put(scr, a.x, a.y, a.w, " pos token           score", LP_COLOR_LABEL, LP_ATTR_BOLD);
-    int rows = a.h - 1, top = lp_scroll(&st->top, b->pos < st->n ? b->pos : 0, rows, st->n);
-    for (int r = 0; r < rows && top + r < st->n; r++) {
-        int p = top + r, y = a.y + 1 + r;
-        bool sel = p == b->pos;
+    bool two = b->S > 0;
+    lp_screen_put(scr, a.x, a.y, a.w, two ? " pos  token         score" : " pos token           score", LP_COLOR_LABEL,
+                  LP_ATTR_BOLD);
+    int n = table_rows(st), side_sel = two ? b->side : LP_SIDE_TARGET;
+    int cur = (side_sel == LP_SIDE_SOURCE ? 0 : st->n_src) + selected(b, side_sel);
+    int rows = a.h - 1, top = lp_scroll(&st->top, cur < n ? cur : 0, rows, n);
+    for (int r = 0; r < rows && top + r < n; r++) {
+        int side, p, y = a.y + 1 + r;
+        table_row(st, top + r, &side, &p);
+        bool sel = top + r == cur;
         lp_color c = sel ? LP_COLOR_SELECTED : LP_COLOR_NORMAL;
         char num[32];
         lp_screen_fill(scr, a.x, y, 21, " ", c, 0);
-        snprintf(num, sizeof num, "%d", p);
+        /* an encoder-decoder's rows say their side: "s 3", "t 0" */
+        if (two) snprintf(num, sizeof num, "%c%3d", side == LP_SIDE_SOURCE ? 's' : 't', p);
+        else snprintf(num, sizeof num, "%d", p);
         lp_screen_put_right(scr, a.x, y, 4, num, c, 0);
-        lp_screen_put_clip(scr, a.x + 5, y, 15, lp_browser_token(b, p, NULL), c, sel ? LP_ATTR_BOLD : 0);
-        snprintf(num, sizeof num, "%+.4f", score_of(st, p));
-        lp_screen_div_text(scr, a.x + 21, y, 10, level_of(st, p), num, sel ? LP_ATTR_BOLD : 0);
-        double v = score_of(st, p);
+        lp_screen_put_clip(scr, a.x + 5, y, 15, lp_browser_side_token(b, side, p, NULL), c, sel ? LP_ATTR_BOLD : 0);
+        double v = score_of(st, side, p);
+        snprintf(num, sizeof num, "%+.4f", v);
+        lp_screen_div_text(scr, a.x + 21, y, 10, level_of(st, side, p), num, sel ? LP_ATTR_BOLD : 0);
         if (a.w > 33) lp_screen_bar(scr, a.x + 32, y, a.w - 32, st->maxabs > 0 ? fabs(v) / st->maxabs : 0,
                                     v < 0 ? LP_COLOR_BAR_ATTN : LP_COLOR_BAR_MLP);
     }
+}
+
+/* The tokens: an encoder-decoder's source line above its target line. */
+static void draw_flows(attr_state *st, lp_browser *b, lp_screen *scr, lp_rect a) {
+    int y = a.y;
+    if (b->S > 0) y = draw_flow(st, b, scr, a, y, LP_SIDE_SOURCE);
+    draw_flow(st, b, scr, a, y, LP_SIDE_TARGET);
 }
 
 static void attr_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
@@ -325,10 +382,10 @@ static void attr_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     if (isnan(d)) snprintf(delta, sizeof delta, "no completeness delta");
     else snprintf(delta, sizeof delta, "delta %.4g", d);
     const lp_config *c = lp_model_config(b->s->model);
-    if (c->head == LP_HEAD_CLASSIFIER || c->head == LP_HEAD_MLM) /* pos 0 / the mask is said by the target */
+    if (c->head == LP_HEAD_CLASSIFIER || c->head == LP_HEAD_MLM || b->S > 0) /* the target says where */
         lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, LP_ATTR_BOLD, "[%d/%zu] %s%s%s  %s  %s  (t: next %s)",
                          st->sel + 1, n, lp_row_str(at, "method"), target, contrast, lp_row_str(at, "objective"), delta,
-                         c->head == LP_HEAD_CLASSIFIER ? "label" : "mask");
+                         c->head == LP_HEAD_CLASSIFIER ? "label" : b->S > 0 ? "position" : "mask");
     else
         lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, LP_ATTR_BOLD, "[%d/%zu] %s%s%s  at pos %lld  %s  %s",
                          st->sel + 1, n, lp_row_str(at, "method"), target, contrast, lp_row_int(at, "pos", -1),
@@ -339,16 +396,18 @@ static void attr_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     if (body.w >= 60 + TABLE_W) {
         lp_rect flow = {body.x, body.y, body.w - TABLE_W - 2, body.h};
         lp_rect table = {body.x + body.w - TABLE_W, body.y, TABLE_W, body.h};
-        draw_flow(st, b, scr, flow);
+        draw_flows(st, b, scr, flow);
         draw_table(st, b, scr, table);
     } else {
         lp_rect flow = {body.x, body.y, body.w, body.h / 2};
         lp_rect table = {body.x, body.y + body.h / 2 + 1, body.w, body.h - body.h / 2 - 1};
-        draw_flow(st, b, scr, flow);
+        draw_flows(st, b, scr, flow);
         draw_table(st, b, scr, table);
     }
-    lp_browser_set_status(b, "%s%s: token %d %s  score %+.5f", lp_row_str(at, "method"), target, b->pos,
-                          lp_browser_token(b, b->pos, NULL), score_of(st, b->pos));
+    int side = b->S > 0 ? b->side : LP_SIDE_TARGET, p = selected(b, side);
+    lp_browser_set_status(b, "%s%s: %stoken %d %s  score %+.5f", lp_row_str(at, "method"), target,
+                          b->S == 0 ? "" : side == LP_SIDE_SOURCE ? "source " : "target ", p,
+                          lp_browser_side_token(b, side, p, NULL), score_of(st, side, p));
 }
 
 static bool attr_act(void *vst, lp_browser *b, lp_action a) {
@@ -368,7 +427,7 @@ static void attr_subject(void *st, const lp_browser *b, int *layer, int *head, i
     (void)st;
     *layer = -1;
     *head = -1;
-    *pos = b->pos;
+    *pos = b->side == LP_SIDE_SOURCE && b->S > 0 ? b->src_pos : b->pos; /* on the line the selection is on */
 }
 
 const lp_view_ops lp_view_attributions = {

@@ -35,8 +35,9 @@ static int findings_update(void *vst, lp_browser *b) {
                                         " FROM sessions s ORDER BY s.id",
                                         NULL);
     json_t *findings = lp_browser_query(b,
-                                        "SELECT id, session_id, kind, text, layer, head, pos, token, run_id, run_text,"
-                                        " created_at FROM findings_view ORDER BY session_id, id",
+                                        "SELECT id, session_id, kind, text, stack, attn_kind, layer, head, pos, token,"
+                                        " run_id, run_text, (SELECT target_kind FROM runs r WHERE r.id = run_id) AS"
+                                        " target_kind, created_at FROM findings_view ORDER BY session_id, id",
                                         NULL);
     size_t i, j;
     json_t *s, *f;
@@ -62,9 +63,20 @@ static int count_findings(const findings_state *st) {
     return n;
 }
 
-/* "L1 H4 @5 'tok'": where a finding points, as far as it says. */
+/* An encoder-decoder's finding's attention (lp_attn_kind), or -1: a one-stack run's, or
+ * one with no place. */
+static int attn_of(json_t *f) {
+    const char *stack = lp_row_str(f, "stack"), *kind = lp_row_str(f, "attn_kind");
+    if (!lp_row_str(f, "target_kind")[0] || !stack[0]) return -1;
+    return strcmp(kind, "cross") == 0 ? LP_ATTN_CROSS : strcmp(stack, "enc") == 0 ? LP_ATTN_ENC_SELF : LP_ATTN_DEC_SELF;
+}
+
+/* "L1 H4 @5 'tok'": where a finding points, as far as it says; an encoder-decoder's says
+ * the attention first ("enc L0 H1 @2 ·cat", "cross L1 H0"). */
 static void where(json_t *f, char *buf, size_t cap) {
-    buf[0] = '\0';
+    static const char *const NAMES[LP_ATTN_COUNT] = {"dec ", "cross ", "enc "};
+    int attn = attn_of(f);
+    snprintf(buf, cap, "%s", attn >= 0 ? NAMES[attn] : "");
     long long l = lp_row_int(f, "layer", -1), h = lp_row_int(f, "head", -1), p = lp_row_int(f, "pos", -1);
     if (l >= 0) lp_appendf(buf, cap, "L%lld ", l);
     if (h >= 0) lp_appendf(buf, cap, "H%lld ", h);
@@ -134,14 +146,17 @@ static void go(findings_state *st, lp_browser *b) {
     char cmd[64];
     if (json_is_true(json_object_get(it, "session"))) {
         snprintf(cmd, sizeof cmd, "session open %lld", lp_row_int(it, "id", 0));
-        lp_browser_request(b, cmd, (lp_jump){.view = -1, .layer = -1, .head = -1, .pos = -1});
+        lp_browser_request(b, cmd, (lp_jump){.view = -1, .layer = -1, .head = -1, .pos = -1, .attn = -1});
         return;
     }
     long long run = lp_row_int(it, "run_id", 0);
     int layer = (int)lp_row_int(it, "layer", -1), head = (int)lp_row_int(it, "head", -1),
         pos = (int)lp_row_int(it, "pos", -1);
-    /* The view that shows what the finding names: a head's pattern, a layer's activations. */
-    lp_jump j = {true, head >= 0 || layer < 0 ? LP_VIEW_ATTENTION : LP_VIEW_ACTIVATIONS, layer, head, pos};
+    /* The view that shows what the finding names: a head's pattern, a layer's activations;
+     * an encoder-decoder's in the attention the finding is about. */
+    lp_jump j = {true, head >= 0 || layer < 0 ? LP_VIEW_ATTENTION : LP_VIEW_ACTIVATIONS, layer, head, pos,
+                 attn_of(it)};
+    if (j.attn >= 0) j.view = LP_VIEW_ATTENTION;
     if (!run) {
         snprintf(b->message, sizeof b->message, "finding #%lld belongs to no run", lp_row_int(it, "id", 0));
         b->message_error = true;
@@ -152,10 +167,7 @@ static void go(findings_state *st, lp_browser *b) {
         lp_browser_request(b, cmd, j);
         return;
     }
-    b->view = j.view;
-    if (layer >= 0) b->layer = layer;
-    if (head >= 0) b->head = head;
-    if (pos >= 0 && pos < b->T) b->pos = pos;
+    lp_browser_jump(b, &j);
 }
 
 static bool findings_act(void *vst, lp_browser *b, lp_action a) {

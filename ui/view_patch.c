@@ -203,6 +203,15 @@ static void patch_subject(void *vst, const lp_browser *b, int *layer, int *head,
     else *pos = c.col;
 }
 
+/* An encoder-decoder's result says its stack and kind (`patch --stack`, cross sites). */
+static void patch_place(void *vst, const lp_browser *b, const char **stack, const char **kind) {
+    patch_cell c;
+    *stack = *kind = NULL;
+    if (!patch_selection(vst, b, &c) || !json_is_string(json_object_get(c.res, "stack"))) return;
+    *stack = lp_row_str(c.res, "stack");
+    *kind = json_is_string(json_object_get(c.res, "kind")) ? lp_row_str(c.res, "kind") : "self";
+}
+
 const lp_view_ops lp_view_patching = {
     .name = "patch",
     .title = "Patching",
@@ -212,4 +221,5 @@ const lp_view_ops lp_view_patching = {
     .draw = patch_draw,
     .act = patch_act,
     .subject = patch_subject,
+    .place = patch_place,
 };

@@ -78,6 +78,8 @@ typedef struct {
                             after its self-attention (lp_model_encoder gives the encoder) */
     int start_id;        /* encoder-decoders: the decoder's first input id (decoder_start_token_id) */
     int eos_id;          /* encoder-decoders: the id that ends generation (eos_token_id) */
+    int enc_layers;      /* encoder-decoders: the encoder's layers (num_layers; n_layer is the decoder's); a
+                            model made for training takes 0 as n_layer */
 } lp_config;
 
 /* Rotary position embeddings (Llama, llama2.c): q and k are rotated by position. */

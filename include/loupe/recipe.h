@@ -15,15 +15,17 @@
 
 #include "loupe/corpus.h"
 #include "loupe/model.h"
+#include "loupe/s2s_task.h"
 #include "loupe/tokenizer.h"
 #include "loupe/train.h"
 
-/* What a recipe trains: a GPT-2 on next tokens, or a BERT (--arch bert) as a masked LM or as
+/* What a recipe trains: a GPT-2 on next tokens, a T5 (--arch t5) on the digits-to-words task
+ * (s2s_task.h), or a BERT (--arch bert) as a masked LM or as
  * a classifier: of IOI sentences, does the sentence end on the indirect object ("When Mary
  * and John went to the store, John gave a drink to Mary.": label io) or on the subject
  * repeated ("... to John.": label subject); or of a sentence's polarity ("The park was not
  * nice.": negative; lp_corpus_polarity_sentences). */
-typedef enum { LP_TASK_LM, LP_TASK_MLM, LP_TASK_IOI, LP_TASK_POLARITY } lp_train_task;
+typedef enum { LP_TASK_LM, LP_TASK_MLM, LP_TASK_IOI, LP_TASK_POLARITY, LP_TASK_S2S } lp_train_task;
 #define LP_IOI_N_LABELS 2
 extern const char *const LP_IOI_LABELS[LP_IOI_N_LABELS]; /* "subject", "io" */
 #define LP_POLARITY_N_LABELS 2
@@ -32,7 +34,9 @@ extern const char *const LP_POLARITY_LABELS[LP_POLARITY_N_LABELS]; /* "negative"
 typedef struct {
     lp_train_task task;
     char from[1024];         /* a BERT whose encoder weights start this one (--from), or "" */
-    int examples;            /* ioi: prompts made, each with both endings (two examples); polarity: sentences */
+    int examples;            /* ioi: prompts made, each with both endings (two examples); polarity: sentences;
+                              * s2s: training pairs */
+    lp_s2s_spec s2s;         /* s2s: the task's rules, lengths and held-out split (its seed is corpus.seed) */
     lp_corpus_spec corpus;
     int vocab;               /* BPE vocabulary, "<|endoftext|>" included */
     double heldout;          /* share of the documents (the last ones) kept for the held-out loss */
@@ -40,7 +44,8 @@ typedef struct {
                               * repeated (N ids, the same N again, N in 8..48) comes before it: made
                               * at the token level, after the tokenizer, so that every token of the
                               * vocabulary appears in a repeat (see lp_recipe_data) */
-    lp_config model;         /* n_layer, n_head, d_model, d_mlp, n_ctx, attn_only; vocab is set from above */
+    lp_config model;         /* n_layer, n_head, d_model, d_mlp, n_ctx, attn_only, a T5's enc_layers (0: n_layer);
+                              * vocab is set from above */
     uint64_t init_seed;      /* the initial weights */
     float embed_std;         /* std of the initial token embeddings (GPT-2: 0.02; see lp_train_set_embed_std) */
     lp_train_options train;
@@ -51,7 +56,10 @@ void lp_recipe_default(lp_recipe *r);
 /* A BERT's (task LP_TASK_MLM, LP_TASK_IOI or LP_TASK_POLARITY): a smaller corpus, vocabulary and context, a
  * few thousand steps (the Makefile's ENCODER_RECIPE). */
 void lp_recipe_default_encoder(lp_recipe *r, lp_train_task task);
-const char *lp_train_task_name(lp_train_task t); /* "lm", "mlm", "ioi", "polarity" */
+/* A T5's (task LP_TASK_S2S): 2 + 2 layers, d_model 128, the three rules on 3..8 digits (the
+ * Makefile's T5_RECIPE). */
+void lp_recipe_default_seq2seq(lp_recipe *r);
+const char *lp_train_task_name(lp_train_task t); /* "lm", "mlm", "ioi", "polarity", "s2s" */
 int lp_train_task_from_name(const char *name, lp_train_task *t); /* LP_EINVAL (no message) for another name */
 
 /* The recipe as a JSON object, and back. Reading starts from lp_recipe_default, so keys
@@ -88,5 +96,10 @@ int lp_recipe_data(const lp_recipe *r, const lp_tokenizer *t, int **train, size_
  * classifier's, `examples` sentences (lp_corpus_polarity_sentences), held out the same way. */
 int lp_recipe_encoder_data(const lp_recipe *r, const lp_tokenizer *t, int **train, size_t *n_train, int **held,
                            size_t *n_held);
+
+/* A T5's data (lp_train's examples: S, T, source ids, target ids; lp_s2s_ids): `examples`
+ * training pairs of the task and ceil(heldout * examples) held-out ones (s2s_task.h's split:
+ * digit strings never trained on), drawn from corpus.seed. */
+int lp_recipe_seq2seq_data(const lp_recipe *r, int **train, size_t *n_train, int **held, size_t *n_held);
 
 #endif

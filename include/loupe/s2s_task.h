@@ -84,6 +84,11 @@ const char *const *lp_s2s_words(int *n);
  * *vocab (optional) gets its size, the vocab_size the model needs. */
 int lp_s2s_tokenizer_save(const char *dir, int *vocab);
 
+/* The example's token ids as lp_s2s_tokenizer_save's tokenizer encodes them: src (S) the
+ * rule, the digits, </s> (S = n + 2); tgt (T) the number words, </s> (T = n + 1). Either array
+ * may be NULL; each needs room for LP_S2S_MAX_DIGITS + 2. */
+void lp_s2s_ids(const lp_s2s_example *e, int *src, int *S, int *tgt, int *T);
+
 /* How many of the example's target words j have a cross-attention row whose largest weight
  * lies on align[j]: pattern (rows, S), row j the decoder position that writes target word
  * j (rows >= e->n; S >= e->n + 1, the encoder positions). One head, or a mean over heads. */

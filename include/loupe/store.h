@@ -127,6 +127,15 @@ int lp_store_put_tensor(lp_store *st, int64_t run_id, const char *name, int laye
  * not given; run_id 0 when there is no run. */
 int lp_store_put_finding(lp_store *st, int64_t session_id, int64_t run_id, const char *kind, const char *text,
                          int layer, int head, int pos, int64_t *finding_id);
+/* Where a finding is (schema v4): the stack ("enc" or "dec") and attention kind ("self" or
+ * "cross") its layer and head are in, NULL when it has no place; pos is a position of that
+ * stack's side (an encoder-decoder's encoder: the source). */
+typedef struct {
+    const char *stack, *attn_kind;
+    int layer, head, pos; /* -1: not given */
+} lp_store_place;
+int lp_store_put_finding_at(lp_store *st, int64_t session_id, int64_t run_id, const char *kind, const char *text,
+                            const lp_store_place *at, int64_t *finding_id);
 
 /* ---- analyses (schema v2) ---- */
 
@@ -163,6 +172,9 @@ typedef struct {
     double prev_token, duplicate_token, induction, first_token;
     const char *labels;
     const char *stack, *kind; /* schema v4: NULL: the model's stack ("dec" for an LM, else "enc"), "self" */
+    /* schema v4: an encoder's scores (Clark et al.) and an encoder-decoder's (circuits.h);
+     * NAN: not scored (stored NULL). Set every one: a zero is stored as a score. */
+    double next_token, cls_sink, sep_sink, broad, source_eos, aligned, diagonal, monotonic, coverage;
 } lp_store_head_scan;
 int lp_store_put_head_scan(lp_store *st, int64_t model_id, int64_t run_id, const lp_store_head_scan *rows, int n,
                            int64_t *scan_id);

@@ -31,7 +31,23 @@
  * pre-training does: each token with an id >= n_special is chosen with mask_prob, and a
  * chosen one becomes mask_id 80% of the time, a random id >= n_special 10%, itself 10%; the
  * loss is the mean over the chosen tokens of -log p(original token). A classifier's loss is
- * the mean over the batch of -log p(label | the sequence), read at position 0. */
+ * the mean over the batch of -log p(label | the sequence), read at position 0.
+ *
+ * T5 (cfg->cross_attn: src/train/train_seq2seq.c): T5ForConditionalGeneration, v1.0's ReLU
+ * feed-forward or (cfg->mlp LP_MLP_GEGLU) v1.1's gated GELU, with its own lm_head
+ * (tie_word_embeddings false; a tied one is refused), cfg->n_layer decoder layers and
+ * cfg->enc_layers encoder ones (0: as many), d_kv
+ * d_model / n_head, relative buckets and distance from cfg (0: 32 and 128); initialised as
+ * T5PreTrainedModel._init_weights; pad 0 = the decoder's start, eos 1. Its parameter block
+ * is grad_seq2seq.h's gradient block (lp_t5_grads_tensors' order and names). Its data is a
+ * list of examples, each S, T, then S source ids and T target ids (the target ending in
+ * </s>); a batch is B of them drawn at random, of any lengths: each example is its own run
+ * (lp_run_new_seq2seq) and backward (lp_grad_seq2seq_seeded), so nothing is padded. As
+ * lp_train_encoder_loss's rows (width W >= 1 + 2 * the longest source or target): ids
+ * holds S, the source, then -1s; tgt holds -1 over those 1 + S places, then the target, then
+ * -1s; the decoder reads the start id and the target but its last id. The loss is the mean
+ * over every target id of the batch of -log p(id | source, the target before it); o->T is
+ * the longest source or target an example may have. */
 #ifndef LOUPE_TRAIN_H
 #define LOUPE_TRAIN_H
 
@@ -43,7 +59,7 @@
 
 /* One parameter tensor: where it sits in the block and whether AdamW decays it. */
 typedef struct {
-    char name[64];   /* Hugging Face name, e.g. "h.0.attn.c_attn.weight" */
+    char name[96];   /* Hugging Face name, e.g. "h.0.attn.c_attn.weight" */
     size_t offset;   /* floats from the start of the block */
     size_t size;     /* floats */
     int ndim;
@@ -79,8 +95,8 @@ int lp_train_start_from(lp_model *m, const char *dir);
 int lp_train_set_labels(lp_model *m, const char *const *names, int n);
 /* A trainable BERT's loss on B sequences of T tokens ids (B, T): a masked LM's mean over the
  * positions whose target tgt (B, T) is >= 0 of -log p(tgt); a classifier's mean over the
- * sequences of -log p(tgt[b * T] | sequence b) (the rest of tgt is ignored). With grad, its
- * gradient (n params). */
+ * sequences of -log p(tgt[b * T] | sequence b) (the rest of tgt is ignored); a T5's over B
+ * rows of width T as above. With grad, its gradient (n params). */
 int lp_train_encoder_loss(const lp_model *m, const int *ids, const int *tgt, int B, int T, double *loss, float *grad);
 
 /* loss = the batch's mean next-token loss; when grad is not NULL, grad (n params) = its

@@ -165,6 +165,7 @@ int lp_arch_t5_load(lp_model *m, json_t *config, const char *path) {
     if (rc) return rc;
 
     c->n_layer = n_dec;
+    c->enc_layers = e->cfg.n_layer;
     c->causal = true;
     c->cross_attn = true;
     c->head = LP_HEAD_LM;

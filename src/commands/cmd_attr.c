@@ -127,7 +127,7 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     sp.layer = o[LAYER].value ? (int)v : c->n_layer - 1;
     if ((rc = baseline_arg(s, o[BASELINE].value, o[BASELINE_ID].value, &sp.baseline))) return rc;
 
-    int T = lp_run_len(s->run), N = lp_attr_len(s->run);
+    int N = lp_attr_len(s->run);
     float *scores = malloc((size_t)N * sizeof *scores);
     if (!scores) return lp_error(LP_ENOMEM, "out of memory");
     double delta;
@@ -146,17 +146,16 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     if (sp.method == LP_ATTR_OCCLUSION) json_object_set_new(params, "window", json_integer(sp.window));
     if (sp.method == LP_ATTR_ATTNXNORM) json_object_set_new(params, "layer", json_integer(sp.layer));
 
-    /* The store keeps every attribution of a recorded run; an encoder-decoder's scores wait for
-     * the schema that says each one's side (source or target), so they are shown, not stored. */
+    /* The store keeps every attribution of a recorded run: an encoder-decoder's with the side
+     * of each score (the source's first, as lp_attr gives them). */
     int rec = LP_OK;
     int64_t attr_id = 0;
-    bool unstored = src && s->store && s->run_id;
-    if (s->store && s->run_id && !src) {
+    if (s->store && s->run_id) {
         char *pj = json_dumps(params, JSON_COMPACT);
         lp_store_attribution a = {s->run_id, lp_attr_method_name(sp.method),
                                   needs_obj ? lp_objective_name(kind) : "none", sp.objective.pos, needs_obj ? target : -1,
-                                  contrast, pj, scores, T, delta};
-        rec = pj ? lp_store_put_attribution(s->store, &a, &attr_id) : lp_error(LP_ENOMEM, "out of memory");
+                                  contrast, pj, scores, N, delta};
+        rec = pj ? lp_store_put_attribution_split(s->store, &a, S, &attr_id) : lp_error(LP_ENOMEM, "out of memory");
         free(pj);
     }
 
@@ -185,8 +184,7 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
         }
         if (sp.method == LP_ATTR_ATTNXNORM) at += (size_t)snprintf(head + at, sizeof head - at, " in layer %d", sp.layer);
         at += (size_t)snprintf(head + at, sizeof head - at, " at %d", sp.objective.pos);
-        if (!isnan(delta)) at += (size_t)snprintf(head + at, sizeof head - at, " (delta %.3g)", delta);
-        if (unstored) snprintf(head + at, sizeof head - at, "; not stored (encoder-decoder)");
+        if (!isnan(delta)) snprintf(head + at, sizeof head - at, " (delta %.3g)", delta);
     }
     lp_table_column(table, head, 0, "%.4g");
     json_t *sides[2] = {json_array(), json_array()}; /* an encoder-decoder's source and target */
@@ -210,9 +208,6 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     if (src) { /* "scores" is both sides, the source's first; "sides" splits them ("target" names the token) */
         json_object_set_new(val, "sides", json_pack("{s:o,s:o}", "source", sides[0], "target", sides[1]));
         json_object_set_new(val, "n_source", json_integer(S));
-        if (unstored)
-            json_object_set_new(val, "not_stored", json_string("encoder-decoder attributions wait for the store's "
-                                                               "source/target side (schema 4)"));
     } else {
         json_decref(sides[0]);
         json_decref(sides[1]);

@@ -655,18 +655,31 @@ static void seq2seq_labels(const float *x, double thr, char *out, size_t cap) {
             at += (size_t)snprintf(out + at, cap - at, "%s%s", at ? " " : "", lp_seq2seq_scan_score_name(labelled[k]));
 }
 
+/* A head scan's row for the store: its scores by name, NAN where the scan has none. */
+static lp_store_head_scan scan_row(int l, int h, const char *stack, const char *kind, const char *labels) {
+    return (lp_store_head_scan){.layer = l, .head = h, .labels = labels, .stack = stack, .kind = kind,
+                                .prev_token = NAN, .duplicate_token = NAN, .induction = NAN, .first_token = NAN,
+                                .next_token = NAN, .cls_sink = NAN, .sep_sink = NAN, .broad = NAN, .source_eos = NAN,
+                                .aligned = NAN, .diagonal = NAN, .monotonic = NAN, .coverage = NAN};
+}
+
 /* scan on an encoder-decoder: the copy task (circuits.h), every head of the encoder's
  * self-attention, the decoder's self-attention and its cross-attention, each row saying its
- * stack and kind. Not stored: the store's head scans hold one stack's self-attention. */
+ * stack and kind, and stored so. */
 static int scan_seq2seq(lp_session *s, lp_scan_options *so, double thr, bool labelled_only) {
     const lp_config *cd = lp_model_config(s->model), *ce = lp_model_config(lp_model_encoder(s->model));
     int H = cd->n_head, N, rc;
-    size_t ne = (size_t)ce->n_layer * H, nd = (size_t)cd->n_layer * H;
-    float *sc = malloc((ne + 2 * nd) * LP_S2S_COUNT * sizeof *sc);
-    if (!sc) return lp_error(LP_ENOMEM, "out of memory");
+    size_t ne = (size_t)ce->n_layer * H, nd = (size_t)cd->n_layer * H, nr = ne + 2 * nd;
+    float *sc = malloc(nr * LP_S2S_COUNT * sizeof *sc);
+    lp_store_head_scan *stored = malloc(nr * sizeof *stored);
+    char (*labels)[160] = malloc(nr * sizeof *labels);
+    if (!sc || !stored || !labels) {
+        free(sc), free(stored), free(labels);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
     float *dec = sc + ne * LP_S2S_COUNT, *cross = dec + nd * LP_S2S_COUNT;
     if ((rc = lp_scan_heads_seq2seq(s->model, so, sc, dec, cross, &N))) {
-        free(sc);
+        free(sc), free(stored), free(labels);
         return rc;
     }
     json_t *arr = json_array(), *table = lp_table_new();
@@ -676,39 +689,45 @@ static int scan_seq2seq(lp_session *s, lp_scan_options *so, double thr, bool lab
     lp_table_column(table, "labels", 0, NULL);
     const char *stacks[3] = {"enc", "dec", "dec"}, *kinds[3] = {"self", "self", "cross"};
     const float *parts[3] = {sc, dec, cross};
-    size_t rows[3] = {ne, nd, nd};
+    size_t rows[3] = {ne, nd, nd}, at = 0;
     for (int p = 0; p < 3; p++)
         for (size_t i = 0; i < rows[p]; i++) {
             const float *x = parts[p] + i * LP_S2S_COUNT;
-            char labels[160];
-            seq2seq_labels(x, thr, labels, sizeof labels);
-            if (labelled_only && !labels[0]) continue;
+            char *lab = labels[at];
+            seq2seq_labels(x, thr, lab, sizeof labels[at]);
             int l = (int)(i / H), h = (int)(i % H);
+            lp_store_head_scan *sr = &stored[at++];
+            *sr = scan_row(l, h, stacks[p], kinds[p], lab);
+            sr->prev_token = x[LP_S2S_PREV_TOKEN], sr->next_token = x[LP_S2S_NEXT_TOKEN];
+            sr->first_token = x[LP_S2S_FIRST_TOKEN], sr->broad = x[LP_S2S_BROAD];
+            sr->source_eos = x[LP_S2S_SOURCE_EOS], sr->aligned = x[LP_S2S_ALIGNED];
+            sr->diagonal = x[LP_S2S_DIAGONAL], sr->monotonic = x[LP_S2S_MONOTONIC], sr->coverage = x[LP_S2S_COVERAGE];
+            if (labelled_only && !lab[0]) continue;
             json_t *row = json_pack("{s:s,s:s,s:i,s:i}", "stack", stacks[p], "kind", kinds[p], "layer", l, "head", h);
             json_t *trow = json_pack("[s,s,i,i]", stacks[p], kinds[p], l, h);
             for (int k = 0; k < LP_S2S_COUNT; k++) {
                 if (!isnan(x[k])) json_object_set_new(row, lp_seq2seq_scan_score_name(k), lp_json_number(x[k]));
                 json_array_append_new(trow, isnan(x[k]) ? json_null() : lp_json_number(x[k]));
             }
-            json_object_set_new(row, "labels", json_string(labels));
-            json_array_append_new(trow, json_string(labels));
+            json_object_set_new(row, "labels", json_string(lab));
+            json_array_append_new(trow, json_string(lab));
             json_array_append_new(arr, row);
             lp_table_row(table, trow);
         }
-    free(sc);
-    if (s->store)
-        lp_cmd_progress(s, LP_PROGRESS_NOTE, "scan: not stored: the store keeps head scans of one stack's "
-                        "self-attention, and this model has two stacks and cross-attention");
-    json_t *v = json_pack("{s:n,s:i,s:i,s:I,s:o,s:s,s:o}", "scan_id", "seq_len", N, "n_seqs", so->n_seqs, "seed",
-                          (json_int_t)so->seed, "threshold", lp_json_number(thr), "sequence", "copy", "heads", arr);
+    int64_t model_id, scan_id = 0;
+    if (s->store && !(rc = lp_cmd_model_row(s, &model_id)))
+        rc = lp_store_put_head_scan(s->store, model_id, 0, stored, (int)nr, &scan_id);
+    free(sc), free(stored), free(labels);
+    json_t *v = json_pack("{s:o,s:i,s:i,s:I,s:o,s:s,s:o}", "scan_id", scan_id ? json_integer(scan_id) : json_null(),
+                          "seq_len", N, "n_seqs", so->n_seqs, "seed", (json_int_t)so->seed, "threshold",
+                          lp_json_number(thr), "sequence", "copy", "heads", arr);
     lp_cmd_emit(s, v, table);
-    return LP_OK;
+    return rc;
 }
 
 /* scan [--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]: every head is stored;
  * --labelled shows only the heads that got a label. Encoders: Clark et al.'s scores on
- * [CLS] + random tokens + [SEP] (circuits.h), not stored yet (the store's head scans have a
- * decoder's four columns). */
+ * [CLS] + random tokens + [SEP] (circuits.h), stored in their own columns. */
 int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_model(s);
@@ -767,9 +786,16 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
         for (int k = 0; k < K; k++)
             if (x[k] >= thr)
                 at += (size_t)snprintf(labels[i] + at, sizeof labels[i] - at, "%s%s", at ? " " : "", scan_name(enc, k));
-        if (!enc)
-            rows[i] = (lp_store_head_scan){i / H, i % H, x[LP_SCAN_PREV_TOKEN], x[LP_SCAN_DUPLICATE_TOKEN],
-                                           x[LP_SCAN_INDUCTION], x[LP_SCAN_FIRST_TOKEN], labels[i], NULL, NULL};
+        lp_store_head_scan *sr = &rows[i];
+        *sr = scan_row(i / H, i % H, NULL, NULL, labels[i]);
+        sr->prev_token = x[enc ? LP_ESCAN_PREV_TOKEN : LP_SCAN_PREV_TOKEN];
+        if (enc) {
+            sr->next_token = x[LP_ESCAN_NEXT_TOKEN], sr->cls_sink = x[LP_ESCAN_CLS_SINK];
+            sr->sep_sink = x[LP_ESCAN_SEP_SINK], sr->broad = x[LP_ESCAN_BROAD];
+        } else {
+            sr->duplicate_token = x[LP_SCAN_DUPLICATE_TOKEN], sr->induction = x[LP_SCAN_INDUCTION];
+            sr->first_token = x[LP_SCAN_FIRST_TOKEN];
+        }
         json_t *row = json_pack("{s:i,s:i}", "layer", i / H, "head", i % H), *trow = json_pack("[i,i]", i / H, i % H);
         for (int k = 0; k < K; k++) {
             json_object_set_new(row, scan_name(enc, k), lp_json_number(x[k]));
@@ -786,7 +812,7 @@ int lp_cmd_scan(lp_session *s, int argc, char **argv, const char *rest) {
         lp_table_row(table, trow);
     }
     int64_t model_id, scan_id = 0;
-    if (s->store && !enc && !(rc = lp_cmd_model_row(s, &model_id)))
+    if (s->store && !(rc = lp_cmd_model_row(s, &model_id)))
         rc = lp_store_put_head_scan(s->store, model_id, 0, rows, L * H, &scan_id);
     free(sc), free(rows), free(labels);
     json_t *v = json_pack("{s:o,s:i,s:i,s:I,s:i,s:o,s:o}", "scan_id", scan_id ? json_integer(scan_id) : json_null(),

@@ -1,5 +1,6 @@
 /* `run` for encoder-decoders (T5): a source for the encoder and a target the decoder is
  * teacher-forced on, or, without a target, the decoder's own greedy output. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,17 +149,73 @@ done:
     return rc;
 }
 
-/* relbias [--stack enc|dec] [--range R]: T5's relative position bias per head, by offset
- * (key - query): what the stack adds to every score before the softmax, the same in every
- * layer (layer 0 holds the table). */
+/* relbias L H on the current run: how head H of layer L scores each key it may see, split
+ * into what the tokens say (content = q.k, unscaled as T5 scores) and what the offset says
+ * (the bias), with their sum (the score) and the softmax of the row (the pattern). */
+static int relbias_scores(lp_session *s, const lp_model *m, const char *layer, const char *head) {
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    const lp_run *r = m == s->model ? s->run : lp_run_source(s->run);
+    const lp_config *c = lp_model_config(m);
+    const float *table = lp_model_rel_bias(m);
+    long L, H;
+    if ((rc = lp_cmd_int(layer, "layer", 0, c->n_layer - 1, &L)) || (rc = lp_cmd_int(head, "head", 0, c->n_head - 1, &H)))
+        return rc;
+    lp_view q, k, p;
+    if ((rc = lp_run_view(r, LP_ACT_Q, (int)L, (int)H, &q)) || (rc = lp_run_view(r, LP_ACT_K, (int)L, (int)H, &k)) ||
+        (rc = lp_run_view(r, LP_ACT_PATTERN, (int)L, (int)H, &p)))
+        return rc;
+    int T = lp_run_len(r);
+    const int *ids = lp_run_ids(r);
+    double scale = c->unscaled_attn ? 1.0 : 1.0 / sqrt((double)c->d_head);
+    json_t *content = json_array(), *bias = json_array(), *scores = json_array(), *pattern = json_array();
+    json_t *tbl = lp_table_new();
+    const char *cols[] = {"query", "q_token", "key", "k_token", "offset", "content", "bias", "score", "weight"};
+    for (int j = 0; j < 9; j++) lp_table_column(tbl, cols[j], j == 1 || j == 3, j < 5 ? NULL : "%.3f");
+    for (int i = 0; i < T; i++) {
+        json_t *rc_ = json_array(), *rb = json_array(), *rs = json_array(), *rp = json_array();
+        for (int j = 0; j < T; j++) {
+            if (c->causal && j > i) { /* masked: the decoder never sees later keys */
+                json_array_append_new(rc_, json_null()), json_array_append_new(rb, json_null());
+                json_array_append_new(rs, json_null()), json_array_append_new(rp, lp_json_number(0));
+                continue;
+            }
+            double dot = 0;
+            for (int e = 0; e < c->d_head; e++)
+                dot += (double)q.data[(size_t)i * q.stride[0] + e] * k.data[(size_t)j * k.stride[0] + e];
+            dot *= scale;
+            double b = table[(size_t)lp_rel_bucket(j - i, !c->causal, c->rel_buckets, c->rel_max_distance) * c->n_head + H];
+            double w = p.data[(size_t)i * p.stride[0] + j];
+            json_array_append_new(rc_, lp_json_number(dot)), json_array_append_new(rb, lp_json_number(b));
+            json_array_append_new(rs, lp_json_number(dot + b)), json_array_append_new(rp, lp_json_number(w));
+            lp_table_row(tbl, json_pack("[i,o,i,o,i,o,o,o,o]", i, lp_cmd_token(s, ids[i]), j, lp_cmd_token(s, ids[j]),
+                                        j - i, lp_json_number(dot), lp_json_number(b), lp_json_number(dot + b),
+                                        lp_json_number(w)));
+        }
+        json_array_append_new(content, rc_), json_array_append_new(bias, rb);
+        json_array_append_new(scores, rs), json_array_append_new(pattern, rp);
+    }
+    json_t *toks = json_array();
+    for (int i = 0; i < T; i++) json_array_append_new(toks, lp_cmd_token(s, ids[i]));
+    json_t *v = json_pack("{s:i,s:i,s:o,s:o,s:o,s:o,s:o}", "layer", (int)L, "head", (int)H, "tokens", toks, "content",
+                          content, "bias", bias, "scores", scores, "pattern", pattern);
+    if (lp_model_encoder(s->model)) json_object_set_new(v, "stack", json_string(m == s->model ? "dec" : "enc"));
+    lp_cmd_emit(s, v, tbl);
+    return LP_OK;
+}
+
+/* relbias [L H] [--stack enc|dec] [--range R]: T5's relative position bias per head, by
+ * offset (key - query): what the stack adds to every score before the softmax, the same in
+ * every layer (layer 0 holds the table); with L H, its part in each score of the run. */
 int lp_cmd_relbias(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_model(s);
     if (rc) return rc;
     lp_opt o[] = {{"stack", false, NULL}, {"range", false, NULL}};
-    char *pos[1];
+    char *pos[2];
     int np;
-    if ((rc = lp_cmd_opts("relbias", argc, argv, o, 2, pos, 0, &np))) return rc;
+    if ((rc = lp_cmd_opts("relbias", argc, argv, o, 2, pos, 2, &np))) return rc;
+    if (np == 1) return lp_error(LP_EINVAL, "relbias: give a layer and a head (e.g. 'relbias 0 1'), or neither");
     const lp_model *m = s->model, *enc = lp_model_encoder(m);
     if (o[0].value && !enc)
         return lp_error(LP_EINVAL, "relbias: --stack is for encoder-decoder models; this one has one stack");
@@ -169,6 +226,10 @@ int lp_cmd_relbias(lp_session *s, int argc, char **argv, const char *rest) {
     const float *table = lp_model_rel_bias(m);
     if (c->pos != LP_POS_RELATIVE || !table)
         return lp_error(LP_EINVAL, "relbias: %s has no relative position bias (it is T5's)", c->arch);
+    if (np == 2) {
+        if (o[1].value) return lp_error(LP_EINVAL, "relbias: --range is for the curve (no layer and head)");
+        return relbias_scores(s, m, pos[0], pos[1]);
+    }
     long R = c->rel_max_distance + 2;
     if (o[1].value && (rc = lp_cmd_int(o[1].value, "--range", 1, 4096, &R))) return rc;
     json_t *offsets = json_array(), *bias = json_array(), *buckets = json_array(), *table_out = lp_table_new();

@@ -271,36 +271,68 @@ int lp_cmd_session(lp_session *s, int argc, char **argv, const char *rest) {
     return show_query(s, "SELECT id, name, created_at FROM sessions WHERE id = ?1", json_pack("[I]", (json_int_t)id));
 }
 
-static int put_finding(lp_session *s, const char *kind, const char *text, int layer, int head, int pos) {
+static int put_finding(lp_session *s, const char *kind, const char *text, const lp_store_place *at) {
     int64_t session, id;
     int rc = current_session(s, &session);
     if (rc) return rc;
-    if ((rc = lp_store_put_finding(s->store, session, s->run_id, kind, text, layer, head, pos, &id))) return rc;
-    return show_query(s, "SELECT id, kind, text, run_id, layer, head, pos, created_at FROM findings WHERE id = ?1",
-                      json_pack("[I]", (json_int_t)id));
+    if ((rc = lp_store_put_finding_at(s->store, session, s->run_id, kind, text, at, &id))) return rc;
+    return show_query(s, "SELECT id, kind, text, run_id, stack, attn_kind, layer, head, pos, created_at FROM findings"
+                      " WHERE id = ?1", json_pack("[I]", (json_int_t)id));
 }
 
-/* note [--layer L] [--head H] [--pos P] [--] TEXT: the text as typed (lp_cmd_text), quotes
- * and all (a note about "it's" must not be a quoting error). */
+/* The stack and attention kind a note's --layer/--head/--pos are in: an encoder-decoder's
+ * decoder self-attention unless --stack enc or --cross (--kind cross) says otherwise; a
+ * one-stack model's own (an LM's "dec", an encoder's "enc"). The run whose positions --pos
+ * counts goes to *r (the encoder's run for --stack enc: the source). */
+static int note_place(const lp_session *s, const char *stack, const char *kind, bool cross, lp_store_place *at,
+                      const lp_run **r) {
+    const lp_run *src = lp_run_source(s->run);
+    if (kind && strcmp(kind, "self") != 0 && strcmp(kind, "cross") != 0)
+        return lp_error(LP_EINVAL, "note: --kind is self or cross, not '%s'", kind);
+    if (kind && cross && kind[0] != 'c') return lp_error(LP_EINVAL, "note: --cross and --kind self disagree");
+    cross = cross || (kind && kind[0] == 'c');
+    if (stack && strcmp(stack, "enc") != 0 && strcmp(stack, "dec") != 0)
+        return lp_error(LP_EINVAL, "note: --stack is enc or dec, not '%s'", stack);
+    if ((stack || cross) && !src)
+        return lp_error(LP_EINVAL, "note: --stack and --cross are for encoder-decoder models; this one has one stack");
+    if (cross && stack && stack[0] == 'e')
+        return lp_error(LP_EINVAL, "note: cross-attention is the decoder's: --cross goes with --stack dec or alone");
+    bool enc = src ? stack && stack[0] == 'e' : lp_model_config(s->model)->head != LP_HEAD_LM;
+    at->stack = enc ? "enc" : "dec";
+    at->attn_kind = cross ? "cross" : "self";
+    *r = src && enc ? src : s->run;
+    return LP_OK;
+}
+
+/* note [--layer L] [--head H] [--pos P] [--stack enc|dec] [--cross | --kind self|cross] [--]
+ * TEXT: the text as typed (lp_cmd_text), quotes and all (a note about "it's" must not be a
+ * quoting error). */
 int lp_cmd_note(lp_session *s, int argc, char **argv, const char *rest) {
     (void)argc, (void)argv;
-    lp_opt o[] = {{"layer", false, NULL}, {"head", false, NULL}, {"pos", false, NULL}};
+    enum { LAYER, HEAD, POS, STACK, CROSS, KIND, NOPT };
+    lp_opt o[NOPT] = {{"layer", false, NULL}, {"head", false, NULL},  {"pos", false, NULL},
+                      {"stack", false, NULL}, {"cross", true, NULL}, {"kind", false, NULL}};
     char *text;
-    int rc = lp_cmd_text("note", rest, o, 3, &text);
+    int rc = lp_cmd_text("note", rest, o, NOPT, &text);
     if (rc) return rc;
-    long layer = -1, head = -1, p = -1;
-    const lp_config *c = s->model ? lp_model_config(s->model) : NULL;
+    long v;
+    lp_store_place at = {NULL, NULL, -1, -1, -1};
+    bool placed = false;
+    for (int k = 0; k < NOPT; k++) placed = placed || o[k].value;
+    const lp_run *r = s->run;
     if (!text[0]) rc = lp_error(LP_EINVAL, "note: write the note's text, e.g. note head 1.2 copies the previous token");
-    if (!rc && (o[0].value || o[1].value || o[2].value) && !s->run)
-        rc = lp_error(LP_EINVAL, "note: --layer, --head and --pos refer to the current run; run something first");
-    if (!rc && o[0].value) rc = lp_cmd_int(o[0].value, "--layer", 0, c->n_layer - 1, &layer);
-    if (!rc && o[1].value) rc = lp_cmd_int(o[1].value, "--head", 0, c->n_head - 1, &head);
-    if (!rc && o[2].value) {
-        int q;
-        rc = lp_cmd_pos(s, o[2].value, &q);
-        p = q;
+    if (!rc && placed && !s->run)
+        rc = lp_error(LP_EINVAL, "note: --layer, --head, --pos, --stack and --kind refer to the current run; run "
+                      "something first");
+    if (!rc && placed) rc = note_place(s, o[STACK].value, o[KIND].value, o[CROSS].value != NULL, &at, &r);
+    const lp_config *c = r ? lp_model_config(lp_run_model(r)) : NULL;
+    if (!rc && o[LAYER].value && !(rc = lp_cmd_int(o[LAYER].value, "--layer", 0, c->n_layer - 1, &v))) at.layer = (int)v;
+    if (!rc && o[HEAD].value && !(rc = lp_cmd_int(o[HEAD].value, "--head", 0, c->n_head - 1, &v))) at.head = (int)v;
+    if (!rc && o[POS].value) { /* from the end with a negative P, as --pos elsewhere */
+        int T = lp_run_len(r);
+        if (!(rc = lp_cmd_int(o[POS].value, "--pos", -T, T - 1, &v))) at.pos = (int)(v < 0 ? T + v : v);
     }
-    if (!rc) rc = put_finding(s, "note", text, (int)layer, (int)head, (int)p);
+    if (!rc) rc = put_finding(s, "note", text, &at);
     free(text);
     return rc;
 }
@@ -309,7 +341,7 @@ int lp_cmd_tag(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     if (argc != 2) return lp_error(LP_EINVAL, "tag: give one tag name, e.g. tag induction");
     if (!s->run_id) return lp_error(LP_EINVAL, "tag: tags mark the current run; run something first");
-    return put_finding(s, "tag", argv[1], -1, -1, -1);
+    return put_finding(s, "tag", argv[1], &(lp_store_place){NULL, NULL, -1, -1, -1});
 }
 
 /* Lists rows of a view for the current session, or for all with --all; the query's ?1 is
@@ -329,7 +361,7 @@ static int list_view(lp_session *s, const char *cmd, int argc, char **argv, cons
 int lp_cmd_findings(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     return list_view(s, "findings", argc, argv,
-                     "SELECT id, kind, text, run_id, layer, head, pos, token, run_text, session, created_at"
+                     "SELECT id, kind, text, run_id, stack, attn_kind, layer, head, pos, token, run_text, session, created_at"
                      " FROM findings_view WHERE ?1 = 0 OR session_id = ?1 ORDER BY id");
 }
 

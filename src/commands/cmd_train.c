@@ -16,12 +16,14 @@
 #include "loupe/fileio.h"
 #include "loupe/recipe.h"
 #include "loupe/run.h"
+#include "loupe/s2s_eval.h"
+#include "loupe/s2s_task.h"
 #include "loupe/wordpiece_train.h"
 
 enum { O_RESUME, O_STEPS, O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_ATTN_ONLY, O_VOCAB, O_CORPUS_MB, O_MIX,
        O_BATCH, O_SEQ, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP, O_EVAL_EVERY, O_SAVE_EVERY, O_SEED, O_THREADS,
        O_QUIET, O_STOP_AT, O_SPANS, O_LETTER_WORDS, O_EMBED_STD, O_RANDOM_TOKENS, O_ARCH, O_TASK, O_FROM, O_MASK_PROB,
-       O_EXAMPLES, O_SCRAMBLED, N_OPTS };
+       O_EXAMPLES, O_SCRAMBLED, O_RULES, O_DIGITS, O_ENC_LAYERS, N_OPTS };
 
 /* What may change when resuming: how long, how often to look, how quietly. */
 static const bool RESUMABLE[N_OPTS] = {[O_RESUME] = true, [O_STEPS] = true, [O_EVAL_EVERY] = true,
@@ -43,16 +45,22 @@ typedef struct {
     int save_rc;
     bool staged;       /* DIR/.train-staging already holds this save's first files (a new run's tokenizer) */
     int saved_step;    /* of the checkpoint in DIR; -1: none yet */
+    const lp_s2s_example *probe; /* a T5's held-out examples scored at each evaluation (n_probe), else NULL */
+    int n_probe;
+    int score_rc;      /* a failed scoring stops training with it */
 } trainer;
 
 /* The files of a checkpoint besides train.json, which records their digests: a GPT-2's, a
- * BERT's. */
+ * BERT's, a T5's (NULL ends each list). */
 enum { N_CKPT_FILES = 5 };
-static const char *const CKPT_FILES[2][N_CKPT_FILES] = {
-    {"config.json", "model.safetensors", "optimizer.safetensors", "vocab.json", "merges.txt"},
-    {"config.json", "model.safetensors", "optimizer.safetensors", "vocab.txt", "tokenizer_config.json"}};
+static const char *const CKPT_FILES[3][N_CKPT_FILES + 1] = {
+    {"config.json", "model.safetensors", "optimizer.safetensors", "vocab.json", "merges.txt", NULL},
+    {"config.json", "model.safetensors", "optimizer.safetensors", "vocab.txt", "tokenizer_config.json", NULL},
+    {"config.json", "model.safetensors", "optimizer.safetensors", "tokenizer.json", NULL}};
 
-static const char *const *ckpt_files(const lp_recipe *r) { return CKPT_FILES[r->task != LP_TASK_LM]; }
+static const char *const *ckpt_files(const lp_recipe *r) {
+    return CKPT_FILES[r->task == LP_TASK_LM ? 0 : r->task == LP_TASK_S2S ? 2 : 1];
+}
 
 /* The engine's last message, said by the train command. */
 static int train_error(int rc) {
@@ -93,8 +101,39 @@ static const struct {
     {O_WD, "train.weight_decay"},  {O_CLIP, "train.grad_clip"},   {O_EVAL_EVERY, "train.eval_every"},
     {O_THREADS, "train.threads"},  {O_EMBED_STD, "model.embed_std"}, {O_RANDOM_TOKENS, "corpus.random_tokens"},
     {O_LETTER_WORDS, "corpus.letter_words"}, {O_MASK_PROB, "train.mask_prob"}, {O_EXAMPLES, "examples"},
-    {O_SCRAMBLED, "corpus.scrambled"},
+    {O_SCRAMBLED, "corpus.scrambled"}, {O_ENC_LAYERS, "model.enc_layers"},
 };
+
+/* A T5's task: --rules copy,reverse,swap (any of them) and --digits MIN,MAX. */
+static int s2s_options(lp_recipe *r, const lp_opt *o) {
+    const char *v = o[O_RULES].value;
+    if (v) {
+        unsigned rules = 0;
+        bool ok = *v && v[strlen(v) - 1] != ',';
+        for (const char *w = v; ok && *w;) {
+            size_t n = strcspn(w, ",");
+            int k = 0;
+            while (k < LP_S2S_N_RULES && !(strlen(lp_s2s_rule_name((lp_s2s_rule)k)) == n &&
+                                           strncmp(w, lp_s2s_rule_name((lp_s2s_rule)k), n) == 0))
+                k++;
+            if ((ok = k < LP_S2S_N_RULES)) rules |= 1u << k;
+            w += n + (w[n] == ',');
+        }
+        if (!ok)
+            return lp_error(LP_EINVAL, "train: --rules %s: give one or more of copy, reverse, swap, split by commas", v);
+        r->s2s.rules = rules;
+    }
+    if (o[O_DIGITS].value) {
+        int lo, hi;
+        char tail;
+        if (sscanf(o[O_DIGITS].value, "%d,%d%c", &lo, &hi, &tail) != 2 || lo < 1 || hi < lo || hi > LP_S2S_MAX_DIGITS)
+            return lp_error(LP_EINVAL, "train: --digits %s: give MIN,MAX digits of a source, 1 <= MIN <= MAX <= %d",
+                            o[O_DIGITS].value, LP_S2S_MAX_DIGITS);
+        r->s2s.min_digits = lo, r->s2s.max_digits = hi;
+        if (!o[O_SEQ].value) r->train.T = hi + 2; /* the longest source: the rule, the digits, </s> */
+    }
+    return LP_OK;
+}
 
 /* The recipe's fields from the options given. */
 static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_every, int *stop_at) {
@@ -112,6 +151,7 @@ static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_e
     if (!rc) rc = int_opt(&o[O_SAVE_EVERY], "--save-every", 0, 100000000, save_every);
     if (!rc) rc = int_opt(&o[O_STOP_AT], "--stop-at", 1, 100000000, stop_at);
     if (!rc) rc = int_opt(&o[O_SEED], "--seed", 0, 2147483647, &seed);
+    if (!rc) rc = s2s_options(r, o);
     if (rc) return rc;
     if (o[O_ATTN_ONLY].value) r->model.attn_only = true;
     if (corpus_mb > 0) r->corpus.n_bytes = (size_t)(corpus_mb * 1048576.0), r->corpus.n_docs = 0;
@@ -142,13 +182,28 @@ static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_e
     return (rc = lp_recipe_check(r)) ? train_error(rc) : LP_OK;
 }
 
-/* A new run's recipe: GPT-2's default, or a BERT's (--arch bert, --task mlm|ioi|polarity, --from DIR,
- * whose shape and vocabulary a classifier takes). */
+/* The options of the GPT-2 and BERT corpus and tokenizer, which a T5's task replaces. */
+static const int CORPUS_OPTS[] = {O_TASK, O_FROM, O_MASK_PROB, O_VOCAB, O_CORPUS_MB, O_MIX, O_SPANS, O_LETTER_WORDS,
+                                  O_RANDOM_TOKENS, O_EMBED_STD, O_SCRAMBLED, O_ATTN_ONLY, O_CTX};
+
+/* A new run's recipe: GPT-2's default, a T5's (--arch t5, --rules, --digits), or a BERT's (--arch
+ * bert, --task mlm|ioi|polarity, --from DIR, whose shape and vocabulary a classifier takes). */
 static int choose_recipe(lp_recipe *r, const lp_opt *o) {
     const char *arch = o[O_ARCH].value, *task = o[O_TASK].value, *from = o[O_FROM].value;
-    if (arch && strcmp(arch, "gpt2") && strcmp(arch, "bert"))
-        return lp_error(LP_EINVAL, "train: --arch %s: use gpt2 (the default) or bert", arch);
-    bool bert = arch && !strcmp(arch, "bert");
+    if (arch && strcmp(arch, "gpt2") && strcmp(arch, "bert") && strcmp(arch, "t5"))
+        return lp_error(LP_EINVAL, "train: --arch %s: use gpt2 (the default), bert or t5", arch);
+    bool bert = arch && !strcmp(arch, "bert"), t5 = arch && !strcmp(arch, "t5");
+    if (!t5 && (o[O_RULES].value || o[O_DIGITS].value || o[O_ENC_LAYERS].value))
+        return lp_error(LP_EINVAL, "train: --%s is for the seq2seq task: add --arch t5",
+                        o[O_RULES].value ? "rules" : o[O_DIGITS].value ? "digits" : "enc-layers");
+    if (t5) {
+        for (size_t i = 0; i < sizeof CORPUS_OPTS / sizeof *CORPUS_OPTS; i++)
+            if (o[CORPUS_OPTS[i]].value)
+                return lp_error(LP_EINVAL, "train: --%s is not for --arch t5, which trains on the digits-to-words "
+                                           "task (see --rules, --digits, --examples)", o[CORPUS_OPTS[i]].name);
+        lp_recipe_default_seq2seq(r);
+        return LP_OK;
+    }
     if (!bert) {
         if (task || from || o[O_MASK_PROB].value || o[O_EXAMPLES].value)
             return lp_error(LP_EINVAL, "train: --%s is for encoders: add --arch bert",
@@ -157,7 +212,7 @@ static int choose_recipe(lp_recipe *r, const lp_opt *o) {
         return LP_OK;
     }
     lp_train_task t = LP_TASK_MLM;
-    if (task && (lp_train_task_from_name(task, &t) || t == LP_TASK_LM))
+    if (task && (lp_train_task_from_name(task, &t) || t == LP_TASK_LM || t == LP_TASK_S2S))
         return lp_error(LP_EINVAL, "train: --task %s: use mlm (masked LM, the default), ioi (a classifier of IOI "
                                    "sentences) or polarity (a classifier of sentences' polarity)", task);
     lp_recipe_default_encoder(r, t);
@@ -206,7 +261,7 @@ static int write_json(const char *dir, const char *name, json_t *j) {
 static int digests(const char *dir, const char *staging, const char *const *CKPT_FILES, json_t **out) {
     json_t *files = json_object();
     int rc = files ? LP_OK : lp_error(LP_ENOMEM, "out of memory");
-    for (int i = 0; i < N_CKPT_FILES && !rc; i++) {
+    for (int i = 0; CKPT_FILES[i] && !rc; i++) {
         char path[4096], d[17];
         if (!(rc = lp_path_join(path, sizeof path, staging, CKPT_FILES[i])) && !lp_file_exists(path))
             rc = lp_path_join(path, sizeof path, dir, CKPT_FILES[i]);
@@ -247,6 +302,64 @@ static void fmt_duration(char *buf, size_t cap, double s) {
     else snprintf(buf, cap, "%d:%02d", (int)s / 60, (int)s % 60);
 }
 
+/* A T5's held-out pairs scored: PROBE_STEP at each evaluation, PROBE_FINAL at the end. */
+enum { PROBE_STEP = 200, PROBE_FINAL = 1000 };
+
+static int make_probe(const lp_recipe *r, lp_s2s_example **out, int *n) {
+    lp_s2s_spec spec = r->s2s;
+    spec.seed = r->corpus.seed;
+    *n = PROBE_FINAL;
+    *out = malloc(PROBE_FINAL * sizeof **out);
+    if (!*out) return lp_error(LP_ENOMEM, "out of memory");
+    return lp_s2s_examples(&spec, LP_S2S_HELDOUT, PROBE_FINAL, *out);
+}
+
+/* {"exact", "token_accuracy", "alignment": {"layer", "head" (null: the layer's mean), "hits"}}. */
+static json_t *score_json(const lp_s2s_score *sc) {
+    json_t *head = sc->best_head == sc->heads ? json_null() : json_integer(sc->best_head);
+    return json_pack("{s:f,s:f,s:{s:i,s:o,s:f}}", "exact", sc->exact, "token_accuracy", sc->tf_accuracy,
+                     "alignment", "layer", sc->best_layer, "head", head, "hits", sc->best_hits);
+}
+
+static void say_score(trainer *t, const lp_s2s_score *sc, const char *when) {
+    char head[16];
+    if (sc->best_head == sc->heads) snprintf(head, sizeof head, "mean");
+    else snprintf(head, sizeof head, "head %d", sc->best_head);
+    lp_cmd_progress(t->s, LP_PROGRESS_LOG, "train: %s: %d held-out pairs: greedy exact %.1f%%, token accuracy %.1f%%, "
+                    "cross-attention aligned %.1f%% (layer %d %s)", when, sc->n, 100 * sc->exact,
+                    100 * sc->tf_accuracy, 100 * sc->best_hits, sc->best_layer, head);
+}
+
+/* The final score: every decoder layer's and head's alignment as a note, the whole into the
+ * log (and *out, for the command's result). */
+static int final_score(trainer *t, const lp_s2s_example *ex, int n, int step, json_t **out) {
+    lp_s2s_score *sc;
+    int rc = lp_s2s_score_new(&sc, t->m, ex, n);
+    if (rc) return train_error(rc);
+    json_t *j = score_json(sc), *hits = json_array();
+    for (int l = 0; l < sc->layers; l++) {
+        json_t *row = json_array();
+        char line[512];
+        size_t at = (size_t)snprintf(line, sizeof line, "train: layer %d cross-attention aligned:", l);
+        for (int h = 0; h <= sc->heads; h++) {
+            double v = sc->hits[l * (sc->heads + 1) + h];
+            json_array_append_new(row, json_real(v));
+            char name[16] = "mean";
+            if (h < sc->heads) snprintf(name, sizeof name, "h%d", h);
+            if (at < sizeof line) at += (size_t)snprintf(line + at, sizeof line - at, " %s %.1f%%", name, 100 * v);
+        }
+        json_array_append_new(hits, row);
+        if (!t->quiet) lp_cmd_progress(t->s, LP_PROGRESS_LOG, "%s", line);
+    }
+    if (!t->quiet) say_score(t, sc, "final");
+    json_object_set_new(j, "alignment_by_head", hits); /* (layers, heads + 1): the last column the mean */
+    json_object_set_new(j, "scored", json_integer(n));
+    json_array_append_new(t->log, json_pack("{s:i,s:s,s:O}", "step", step, "final", "score", "score", j));
+    lp_s2s_score_free(sc);
+    *out = j;
+    return LP_OK;
+}
+
 static int on_step(const lp_train_progress *p, void *ctx) {
     trainer *t = ctx;
     t->last_loss = p->loss;
@@ -254,9 +367,21 @@ static int on_step(const lp_train_progress *p, void *ctx) {
     t->elapsed = t->elapsed_before + p->elapsed_s;
     if (!isnan(p->eval_loss)) {
         t->last_heldout = p->eval_loss;
-        json_array_append_new(t->log, json_pack("{s:i,s:f,s:f,s:f,s:f,s:f}", "step", p->step, "loss", p->loss, "heldout",
-                                                p->eval_loss, "lr", (double)p->lr, "tokens_per_s", p->tokens_per_s,
-                                                "elapsed_s", t->elapsed));
+        json_t *entry = json_pack("{s:i,s:f,s:f,s:f,s:f,s:f}", "step", p->step, "loss", p->loss, "heldout",
+                                  p->eval_loss, "lr", (double)p->lr, "tokens_per_s", p->tokens_per_s, "elapsed_s",
+                                  t->elapsed);
+        lp_s2s_score *sc = NULL;
+        if (t->probe && (t->score_rc = lp_s2s_score_new(&sc, t->m, t->probe, t->n_probe))) {
+            t->score_rc = train_error(t->score_rc);
+            json_decref(entry);
+            return 1;
+        }
+        if (sc) {
+            json_object_update_new(entry, score_json(sc));
+            if (!t->quiet) say_score(t, sc, "held-out");
+            lp_s2s_score_free(sc);
+        }
+        json_array_append_new(t->log, entry);
     }
     char eta[32], el[32];
     double left = p->tokens_per_s > 0 ? (double)(p->steps - p->step) * t->r->train.B * t->r->train.T / p->tokens_per_s
@@ -341,6 +466,7 @@ static int make_wordpiece(const lp_recipe *r, const char *dir) {
 
 /* A new run's tokenizer, learnt from the corpus, into dir (the staging of its first save). */
 static int make_tokenizer(const lp_recipe *r, const char *dir) {
+    if (r->task == LP_TASK_S2S) return lp_s2s_tokenizer_save(dir, NULL);
     if (r->task != LP_TASK_LM) return make_wordpiece(r, dir);
     char *text;
     size_t len;
@@ -373,7 +499,7 @@ static int read_checkpoint(const char *dir, lp_recipe *r, int *step, double *ela
     /* The pieces must be the ones this train.json was written with: not a model or an
      * optimiser state from another step, another run, or damaged. */
     const char *const *CKPT_FILES = ckpt_files(r);
-    for (int i = 0; i < N_CKPT_FILES && !rc; i++) {
+    for (int i = 0; CKPT_FILES[i] && !rc; i++) {
         const char *want = json_string_value(json_object_get(jf, CKPT_FILES[i]));
         char file[4096], got[17];
         if (!want) {
@@ -419,6 +545,8 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         [O_FROM] = {"from", false, NULL},         [O_MASK_PROB] = {"mask-prob", false, NULL},
         [O_EXAMPLES] = {"examples", false, NULL},
         [O_SCRAMBLED] = {"scrambled", false, NULL},
+        [O_RULES] = {"rules", false, NULL},       [O_DIGITS] = {"digits", false, NULL},
+        [O_ENC_LAYERS] = {"enc-layers", false, NULL},
     };
     char *pos[1];
     int np, rc = lp_cmd_opts("train", argc, argv, o, N_OPTS, pos, 1, &np);
@@ -433,8 +561,9 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     lp_tokenizer *tok = NULL;
     lp_model *m = NULL;
     lp_train_state st = {0};
-    int *train = NULL, *held = NULL;
+    int *train = NULL, *held = NULL, n_probe = 0;
     size_t n_train = 0, n_held = 0;
+    lp_s2s_example *probe = NULL;
     char path[4096], staging[4096];
     if ((rc = lp_path_join(path, sizeof path, dir, "train.json"))) return rc;
     if (resume) {
@@ -463,7 +592,12 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     }
 
     if ((rc = lp_tokenizer_load_dir(&tok, resume ? dir : staging))) goto out;
-    if (r.task != LP_TASK_LM) {
+    if (r.task == LP_TASK_S2S && lp_tokenizer_vocab_size(tok) != r.vocab) {
+        rc = lp_error(LP_EINVAL, "train: %s: the tokenizer holds %d tokens, the task %d", dir,
+                      lp_tokenizer_vocab_size(tok), r.vocab);
+        goto out;
+    }
+    if (r.task != LP_TASK_LM && r.task != LP_TASK_S2S) {
         r.train.mask_id = lp_tokenizer_piece_to_id(tok, LP_WP_MASK);
         r.train.n_special = LP_WP_N_SPECIAL;
         /* A corpus of fewer words than --vocab asks for makes a smaller vocabulary: the
@@ -476,6 +610,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         }
     }
     if (r.task == LP_TASK_LM) rc = lp_recipe_data(&r, tok, &train, &n_train, &held, &n_held);
+    else if (r.task == LP_TASK_S2S) rc = lp_recipe_seq2seq_data(&r, &train, &n_train, &held, &n_held);
     else rc = lp_recipe_encoder_data(&r, tok, &train, &n_train, &held, &n_held);
     if (rc) goto out;
     r.model.vocab = r.vocab;
@@ -483,9 +618,10 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     const char *const *labels = r.task == LP_TASK_IOI ? LP_IOI_LABELS : LP_POLARITY_LABELS;
     r.model.head = r.task == LP_TASK_MLM ? LP_HEAD_MLM : classifier ? LP_HEAD_CLASSIFIER : LP_HEAD_LM;
     r.model.n_labels = classifier ? 2 : 0;
+    r.model.cross_attn = r.task == LP_TASK_S2S;
     if ((rc = lp_train_model_new(&m, &r.model, r.init_seed)) || (rc = lp_train_state_new(&st, m))) goto out;
     if (classifier && (rc = lp_train_set_labels(m, labels, r.model.n_labels))) goto out;
-    if (!resume) lp_train_set_embed_std(m, r.embed_std);
+    if (!resume && r.task != LP_TASK_S2S) lp_train_set_embed_std(m, r.embed_std); /* a T5's is HF's N(0, 1) */
     if (!resume && r.from[0] && (rc = lp_train_start_from(m, r.from))) goto out;
     if (resume) {
         char opt_path[4096];
@@ -500,21 +636,30 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
                  .s = s, .quiet = o[O_QUIET].value != NULL, .elapsed_before = elapsed, .elapsed = elapsed,
                  .last_heldout = NAN, .last_loss = NAN, .staged = !resume,
                  .saved_step = resume ? step : -1};
-    /* A BERT's data is examples (LENGTH, LABEL, ids): count those. */
+    /* A BERT's data is examples (LENGTH, LABEL, ids), a T5's (S, T, ids): count those. */
     size_t counts[2] = {n_train, n_held};
     for (int k = 0; k < 2 && r.task != LP_TASK_LM; k++) {
         const int *d = k ? held : train;
         size_t n = k ? n_held : n_train, at = 0;
-        for (counts[k] = 0; at + 2 <= n; counts[k]++) at += 2 + (size_t)d[at];
+        for (counts[k] = 0; at + 2 <= n; counts[k]++) at += 2 + (size_t)d[at] + (r.task == LP_TASK_S2S ? d[at + 1] : 0);
     }
+    if (r.task == LP_TASK_S2S && (rc = make_probe(&r, &probe, &n_probe))) goto out;
+    t.probe = probe;
+    t.n_probe = n_probe < PROBE_STEP ? n_probe : PROBE_STEP;
     const char *what = r.task == LP_TASK_LM ? "tokens" : r.task == LP_TASK_MLM ? "masked-LM examples"
-                       : r.task == LP_TASK_IOI ? "IOI sentences" : "polarity sentences";
+                       : r.task == LP_TASK_IOI ? "IOI sentences" : r.task == LP_TASK_S2S ? "pairs" : "polarity sentences";
+    char layers[64];
+    if (r.task == LP_TASK_S2S)
+        snprintf(layers, sizeof layers, "T5, %d encoder + %d decoder layers",
+                 r.model.enc_layers ? r.model.enc_layers : r.model.n_layer, r.model.n_layer);
+    else
+        snprintf(layers, sizeof layers, "%s%d layers", r.task == LP_TASK_LM ? "" : r.task == LP_TASK_MLM ?
+                 "BERT masked LM, " : "BERT classifier, ", r.model.n_layer);
     if (!t.quiet)
         lp_cmd_progress(s, LP_PROGRESS_NOTE,
-                        "train: %s: %s%d layers, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training %s, "
+                        "train: %s: %s, d_model %d, %d heads%s, %zu parameters (%.1f MB); %zu training %s, "
                         "%zu held out; steps %d..%d of %d x %d tokens on %d thread%s",
-                dir, r.task == LP_TASK_LM ? "" : r.task == LP_TASK_MLM ? "BERT masked LM, " : "BERT classifier, ",
-                r.model.n_layer, r.model.d_model, r.model.n_head, r.model.attn_only ? " (attention-only)" : "",
+                dir, layers, r.model.d_model, r.model.n_head, r.model.attn_only ? " (attention-only)" : "",
                 n_params, n_params * 4.0 / 1e6, counts[0], what, counts[1], st.step + 1, r.train.steps, r.train.B,
                 r.train.T, r.train.threads, r.train.threads == 1 ? "" : "s");
     struct sigaction old_signals[2];
@@ -522,8 +667,8 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     rc = st.step < r.train.steps ? lp_train_resume(m, &st, train, n_train, held, n_held, &r.train, on_step, &t) : LP_OK;
     restore_stop_signals(old_signals);
     if (!t.quiet) lp_cmd_progress(s, LP_PROGRESS_END, "%s", "");
-    if (t.save_rc) {
-        rc = t.save_rc;
+    if (t.save_rc || t.score_rc) {
+        rc = t.save_rc ? t.save_rc : t.score_rc;
         goto out;
     }
     if (rc == LP_ERANGE) { /* diverged: nothing saved of it */
@@ -550,13 +695,25 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         rc = src ? src : lp_error(LP_ECANCEL, "%s; checkpoint saved: train %s --resume continues it", msg, dir);
         goto out;
     }
-    if (rc || (rc = save_checkpoint(&t, total_s))) goto out;
-    if ((rc = lp_session_load(s, dir))) goto out;
+    if (rc) goto out;
+    /* A T5's final score, on more held-out pairs than the progress lines', goes into the log. */
+    json_t *final = NULL;
+    if (probe && (rc = final_score(&t, probe, n_probe, st.step, &final))) goto out;
+    if ((rc = save_checkpoint(&t, total_s))) {
+        json_decref(final);
+        goto out;
+    }
+    if ((rc = lp_session_load(s, dir))) {
+        json_decref(final);
+        goto out;
+    }
     json_t *v = json_pack("{s:s,s:i,s:I,s:f,s:f,s:f,s:f}", "trained", dir, "steps", st.step, "params",
                           (json_int_t)n_params, "loss", t.last_loss, "heldout", t.last_heldout, "tokens_per_s",
                           t.tokens_per_s, "elapsed_s", total_s);
+    if (final) json_object_update(v, final), json_decref(final);
     lp_cmd_emit(s, v, NULL);
 out:
+    free(probe);
     json_decref(log);
     lp_train_state_free(&st);
     lp_model_free(m);

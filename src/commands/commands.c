@@ -427,9 +427,11 @@ static const lp_command COMMANDS[] = {
     {"attn", "L H [--stack enc|dec] [--cross]", "the T x T attention pattern of head H in layer L", "attn 0 1",
      lp_cmd_attn, false, "Rows are queries, columns keys. Encoder-decoders: the encoder's by default; --stack dec the "
      "decoder's self-attention; --cross its attention over the source (target rows, source columns)."},
-    {"relbias", "[--stack enc|dec] [--range R]", "a relative-position model's bias per head against key offset",
+    {"relbias", "[L H] [--stack enc|dec] [--range R]", "a relative-position model's bias per head against key offset",
      "relbias --stack dec", lp_cmd_relbias, false, "T5: the learned bias each head adds to a score, by the offset of "
-     "the key from the query (negative: earlier), offsets -R..R (default: the model's max distance + 2)."},
+     "the key from the query (negative: earlier), offsets -R..R (default: the model's max distance + 2). With L H, "
+     "head H of layer L on the current run: each score it gives a key split into content (q.k) and bias, with the "
+     "score and the attention weight."},
     {"generate", "[N] [--temp T] [--top-k K] [--top-p P] [--seed S] [--no-stop]",
      "continue the current run by N tokens (default 20)", "generate 20 --temp 0.8 --seed 1",
      lp_cmd_generate, false, "Greedy unless --temp > 0; stops at end-of-text unless --no-stop, and at the context's end."},
@@ -449,7 +451,7 @@ static const lp_command COMMANDS[] = {
      "attr ig --target ' Mary' --vs ' John' --steps 64", lp_cmd_attr, false,
      "METHOD: saliency, gxi, ig, occlusion, rollout, attnxnorm. The prediction at P (default: last); default target: "
      "the top prediction; TOKEN: a vocabulary string or text of one token. Encoder-decoders: P is a decoder position and "
-     "the scores cover the source, then the target prefix (side column; JSON source and target); not stored yet."},
+     "the scores cover the source, then the target prefix (side column; JSON source and target), stored by side."},
     {"dla", "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P]",
      "direct logit attribution: each head's and MLP's part of the logit",
      "dla --target ' the' --vs ' a'", lp_cmd_dla, false,
@@ -475,22 +477,31 @@ static const lp_command COMMANDS[] = {
      "DIR [--resume] [--steps N] [--layers N] [--heads N] [--d-model D] [--d-mlp D] [--ctx N] [--attn-only] "
      "[--vocab V] [--corpus-mb MB] [--mix IOI,REPEAT,FILLER] [--spans MIN,MAX] [--letter-words X] [--scrambled X] [--random-tokens X] [--embed-std X] [--batch B] [--seq T] [--lr X] [--min-lr X] "
      "[--warmup N] [--weight-decay X] [--clip X] [--eval-every N] [--save-every N] [--stop-at N] [--seed S] "
-     "[--arch gpt2|bert] [--task mlm|ioi|polarity] [--from DIR] [--examples N] [--mask-prob X] [--threads N] [--quiet]",
-     "train a GPT-2 or a BERT on loupe's generated corpus and load it",
+     "[--arch gpt2|bert|t5] [--task mlm|ioi|polarity] [--from DIR] [--examples N] [--mask-prob X] "
+     "[--rules copy,reverse,swap] [--digits MIN,MAX] [--enc-layers N] [--threads N] [--quiet]",
+     "train a GPT-2, a BERT or (digits to words) a T5, and load it",
      "train /tmp/toy --layers 1 --d-model 64 --steps 300 --corpus-mb 1", lp_cmd_train, false,
      "Defaults: models/default's recipe. DIR gets config.json, model.safetensors, vocab.json, merges.txt, "
      "optimizer.safetensors, train.json. --arch bert: a masked LM, or with --task ioi|polarity a classifier, "
-     "started --from a masked LM (vocab.txt instead of vocab.json, merges.txt)."},
+     "started --from a masked LM (vocab.txt instead of vocab.json, merges.txt). --arch t5: a T5 rewriting digits "
+     "as number words under --rules (\"reverse 4 0 7\" -> \"seven zero four\"), --examples training pairs of "
+     "--digits MIN,MAX digits (tokenizer.json instead); each evaluation and the end score held-out pairs: greedy "
+     "exact match, token accuracy, and how often each cross-attention head looks at the digit a word comes from."},
     {"scan", "[--len N] [--seqs B] [--seed S] [--threshold X] [--labelled]",
      "classify heads on repeated random tokens",
      "scan --labelled", lp_cmd_scan, false, "Scores: previous-token, duplicate-token, induction, first-token (sink). "
      "Encoders: previous and next token, [CLS] and [SEP] sinks, broad, on [CLS] + random tokens + [SEP]. "
      "Encoder-decoders: a copy task (random tokens + </s>, the decoder teacher-forced on them): each stack's "
-     "self-attention and the cross-attention (aligned, source_eos, diagonal, monotonic, coverage); not stored."},
+     "self-attention and the cross-attention (aligned, source_eos, diagonal, monotonic, coverage), each stored with "
+     "its stack and kind."},
     {"session", "[new NAME | list | open ID]", "show, start, list or switch sessions (runs and findings belong to one)",
      "session new induction-hunt", lp_cmd_session, false, NULL},
-    {"note", "[--layer L] [--head H] [--pos P] [--] TEXT", "write down a finding about the current run",
-     "note --layer 1 --head 4 head 1.4 copies the previous token", lp_cmd_note, true, NULL},
+    {"note", "[--layer L] [--head H] [--pos P] [--stack enc|dec] [--cross | --kind self|cross] [--] TEXT",
+     "write down a finding about the current run",
+     "note --layer 1 --head 4 head 1.4 copies the previous token", lp_cmd_note, true,
+     "Encoder-decoders: the place is the decoder's self-attention unless --stack enc (P then a source position) or "
+     "--cross (decoder layer L's attention over the source; P the decoder's query); findings_view has stack and "
+     "attn_kind."},
     {"tag", "NAME", "tag the current run", "tag induction", lp_cmd_tag, false, NULL},
     {"findings", "[--all]", "notes and tags of this session (or of all)", "findings", lp_cmd_findings, false, NULL},
     {"runs", "[--all]", "past runs of this session (or of all)", "runs --all", lp_cmd_runs, false, NULL},

@@ -19,6 +19,7 @@ static json_t *recipe_numbers_json(const lp_recipe *r);
 void lp_recipe_default(lp_recipe *r) {
     *r = (lp_recipe){0};
     r->examples = 20000;
+    lp_s2s_spec_default(&r->s2s);
     lp_corpus_spec_default(&r->corpus);
     r->corpus.seed = 1;
     r->corpus.n_bytes = 48u << 20;
@@ -65,8 +66,24 @@ void lp_recipe_default_encoder(lp_recipe *r, lp_train_task task) {
     r->train.threads = 2;
 }
 
+void lp_recipe_default_seq2seq(lp_recipe *r) {
+    lp_recipe_default_encoder(r, LP_TASK_S2S); /* its optimiser's settings */
+    r->examples = 100000;
+    r->s2s.rules = 1u << LP_S2S_COPY | 1u << LP_S2S_REVERSE | 1u << LP_S2S_SWAP;
+    r->s2s.min_digits = 3;
+    r->s2s.max_digits = 8;
+    r->s2s.heldout_every = 10;
+    int words;
+    lp_s2s_words(&words);
+    r->vocab = 3 + words; /* <pad>, </s>, <unk>, then one token per word (unigram_words.h) */
+    r->heldout = 0.02;
+    r->model = (lp_config){.n_layer = 2, .n_head = 4, .d_model = 128, .d_mlp = 512, .n_ctx = 64};
+    r->train.T = r->s2s.max_digits + 2; /* the longest source: the rule, the digits, </s> */
+    r->train.warmup = 200;
+}
+
 static const char *const TASK_NAMES[] = {[LP_TASK_LM] = "lm", [LP_TASK_MLM] = "mlm", [LP_TASK_IOI] = "ioi",
-                                         [LP_TASK_POLARITY] = "polarity"};
+                                         [LP_TASK_POLARITY] = "polarity", [LP_TASK_S2S] = "s2s"};
 
 const char *lp_train_task_name(lp_train_task t) { return TASK_NAMES[t]; }
 
@@ -78,7 +95,16 @@ int lp_train_task_from_name(const char *name, lp_train_task *t) {
 
 json_t *lp_recipe_to_json(const lp_recipe *r) {
     json_t *j = recipe_numbers_json(r);
-    if (j && r->task != LP_TASK_LM) {
+    if (j && r->task == LP_TASK_S2S) {
+        const lp_s2s_spec *t = &r->s2s;
+        json_object_set_new(j, "arch", json_string("t5"));
+        json_object_set_new(j, "task", json_string("s2s"));
+        json_object_set_new(j, "examples", json_integer(r->examples));
+        json_object_set_new(json_object_get(j, "model"), "enc_layers", json_integer(r->model.enc_layers));
+        json_object_set_new(j, "s2s", json_pack("{s:i,s:i,s:i,s:i}", "rules", (int)t->rules, "min_digits",
+                                                t->min_digits, "max_digits", t->max_digits, "heldout_every",
+                                                t->heldout_every));
+    } else if (j && r->task != LP_TASK_LM) {
         json_object_set_new(j, "arch", json_string("bert"));
         json_object_set_new(j, "task", json_string(lp_train_task_name(r->task)));
         json_object_set_new(j, "examples", json_integer(r->examples));
@@ -113,7 +139,7 @@ static json_t *recipe_numbers_json(const lp_recipe *r) {
  * is stored in (a weight decay of 1e300 is an infinite float, and refused). The bounds keep
  * what a recipe can ask for finite: a corpus of at most 4 GiB (LP_RECIPE_MAX_BYTES), a model
  * whose shape the loaders accept, no NaN or infinity anywhere. */
-typedef enum { F_INT, F_U64, F_SIZE, F_DOUBLE, F_FLOAT } ftype;
+typedef enum { F_INT, F_U32, F_U64, F_SIZE, F_DOUBLE, F_FLOAT } ftype;
 
 typedef struct {
     const char *key; /* where it sits in train.json's recipe: "train.lr" */
@@ -136,9 +162,10 @@ static const field FIELDS[] = {
     F("corpus.letter_words", F_DOUBLE, corpus.letter_words, 0, 1),
     F("corpus.scrambled", F_DOUBLE, corpus.scrambled, 0, 1),
     F("corpus.random_tokens", F_DOUBLE, random_tokens, 0, 1),
-    F("vocab", F_INT, vocab, 258, 65536),
+    F("vocab", F_INT, vocab, 4, 65536), /* a byte-level BPE's at least 258: lp_recipe_check */
     F("heldout", F_DOUBLE, heldout, 1e-6, 0.49),
     F("model.n_layer", F_INT, model.n_layer, 1, 64),
+    F("model.enc_layers", F_INT, model.enc_layers, 0, 64),
     F("model.n_head", F_INT, model.n_head, 1, 1024),
     F("model.d_model", F_INT, model.d_model, 1, 8192),
     F("model.d_mlp", F_INT, model.d_mlp, 1, 65536),
@@ -162,6 +189,10 @@ static const field FIELDS[] = {
     F("train.threads", F_INT, train.threads, 1, 256),
     F("train.mask_prob", F_FLOAT, train.mask_prob, 1e-6, 1),
     F("examples", F_INT, examples, 1, 10000000),
+    F("s2s.rules", F_U32, s2s.rules, 1, (1 << LP_S2S_N_RULES) - 1),
+    F("s2s.min_digits", F_INT, s2s.min_digits, 1, LP_S2S_MAX_DIGITS),
+    F("s2s.max_digits", F_INT, s2s.max_digits, 1, LP_S2S_MAX_DIGITS),
+    F("s2s.heldout_every", F_INT, s2s.heldout_every, 2, 1000000),
 };
 #undef F
 enum { N_FIELDS = sizeof FIELDS / sizeof FIELDS[0] };
@@ -176,6 +207,7 @@ static double field_value(const lp_recipe *r, const field *f) {
     const char *at = (const char *)r + f->offset;
     switch (f->type) {
     case F_INT: return *(const int *)at;
+    case F_U32: return *(const unsigned *)at;
     case F_U64: return (double)*(const uint64_t *)at;
     case F_SIZE: return (double)*(const size_t *)at;
     case F_DOUBLE: return *(const double *)at;
@@ -186,18 +218,19 @@ static double field_value(const lp_recipe *r, const field *f) {
 
 static int out_of_range(const field *f, const char *what, double v) {
     return lp_error(LP_EINVAL, "%s %.10g: use %s%.10g..%.10g", what, v,
-                    f->type == F_INT || f->type == F_SIZE ? "a whole number in " : "", f->lo, f->hi);
+                    f->type != F_DOUBLE && f->type != F_FLOAT ? "a whole number in " : "", f->lo, f->hi);
 }
 
 /* Stores v into f's field of r: range-checked before the conversion (which would otherwise
  * be undefined for a float or integer too large) and again after it. */
 static int set_field(lp_recipe *r, const field *f, double v, const char *what) {
     if (!(v >= f->lo && v <= f->hi)) return out_of_range(f, what, v);
-    bool whole = f->type == F_INT || f->type == F_U64 || f->type == F_SIZE;
+    bool whole = f->type != F_DOUBLE && f->type != F_FLOAT;
     if (whole && v != floor(v)) return out_of_range(f, what, v);
     char *at = (char *)r + f->offset;
     switch (f->type) {
     case F_INT: *(int *)at = (int)v; break;
+    case F_U32: *(unsigned *)at = (unsigned)v; break;
     case F_U64: *(uint64_t *)at = (uint64_t)v; break;
     case F_SIZE: *(size_t *)at = (size_t)v; break;
     case F_DOUBLE: *(double *)at = v; break;
@@ -235,7 +268,7 @@ int lp_recipe_from_json(lp_recipe *r, const json_t *j, const char *what) {
         const field *f = &FIELDS[i];
         const json_t *v = lookup(j, f->key);
         if (!v) continue;
-        bool whole = f->type == F_INT || f->type == F_U64 || f->type == F_SIZE;
+        bool whole = f->type != F_DOUBLE && f->type != F_FLOAT;
         if (!json_is_number(v) || (whole && !json_is_integer(v)))
             return lp_error(LP_EFORMAT, "%s: recipe key %s has the wrong type (%s)", what, f->key,
                             whole ? "a whole number" : "a number");
@@ -259,8 +292,8 @@ int lp_recipe_from_json(lp_recipe *r, const json_t *j, const char *what) {
     if (task) {
         const char *name = json_string_value(task);
         if (!name || lp_train_task_from_name(name, &r->task))
-            return lp_error(LP_EFORMAT, "%s: recipe key task should be \"lm\", \"mlm\", \"ioi\" or \"polarity\"",
-                            what);
+            return lp_error(LP_EFORMAT, "%s: recipe key task should be \"lm\", \"mlm\", \"ioi\", \"polarity\" or "
+                                        "\"s2s\"", what);
     }
     if (from) {
         if (!json_is_string(from) || json_string_length(from) >= sizeof r->from)
@@ -282,6 +315,14 @@ int lp_recipe_check(const lp_recipe *r) {
         if (!(v >= FIELDS[i].lo && v <= FIELDS[i].hi)) return out_of_range(&FIELDS[i], FIELDS[i].key, v);
     }
     const lp_config *m = &r->model;
+    if (r->task != LP_TASK_S2S && r->vocab < 258)
+        return lp_error(LP_EINVAL, "vocab %d: use 258..65536 (the bytes, and room to merge)", r->vocab);
+    if (r->s2s.min_digits > r->s2s.max_digits)
+        return lp_error(LP_EINVAL, "digits %d..%d: the least cannot pass the most", r->s2s.min_digits,
+                        r->s2s.max_digits);
+    if (r->task == LP_TASK_S2S && r->train.T < r->s2s.max_digits + 2)
+        return lp_error(LP_EINVAL, "sequences of %d tokens: a source of %d digits takes %d (the rule and </s>)",
+                        r->train.T, r->s2s.max_digits, r->s2s.max_digits + 2);
     if (r->task != LP_TASK_LM && m->attn_only)
         return lp_error(LP_EINVAL, "--attn-only: a BERT has MLPs (attention-only models are GPT-2s)");
     if (m->d_model % m->n_head)

@@ -141,3 +141,19 @@ int lp_s2s_alignment_hits(const lp_s2s_example *e, const float *pattern, int row
     }
     return hits;
 }
+
+/* Ids by the word's place in WORDS: the rules first, then "0".."9", then the number words. */
+void lp_s2s_ids(const lp_s2s_example *e, int *src, int *S, int *tgt, int *T) {
+    enum { DIGIT0 = LP_S2S_N_RULES, WORD0 = DIGIT0 + 10 };
+    if (src) {
+        src[0] = LP_UW_N_SPECIAL + (int)e->rule;
+        for (int i = 0; i < e->n; i++) src[1 + i] = LP_UW_N_SPECIAL + DIGIT0 + e->digits[i];
+        src[e->n + 1] = LP_UW_EOS;
+    }
+    if (tgt) {
+        for (int j = 0; j < e->n; j++) tgt[j] = LP_UW_N_SPECIAL + WORD0 + e->digits[e->align[j] - 1];
+        tgt[e->n] = LP_UW_EOS;
+    }
+    if (S) *S = e->n + 2;
+    if (T) *T = e->n + 1;
+}

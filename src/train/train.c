@@ -55,11 +55,17 @@ static void put(lp_param_tensor *out, int cap, int *n, size_t *at, bool decay, i
     (*n)++;
 }
 
-/* A BERT is asked for by its head (a GPT-2 has LP_HEAD_LM, lp_config's zero). */
-static bool is_encoder(const lp_config *c) { return c->head == LP_HEAD_MLM || c->head == LP_HEAD_CLASSIFIER; }
+/* A BERT is asked for by its head, a T5 by its cross-attention (a GPT-2 has LP_HEAD_LM,
+ * lp_config's zero, and no cross-attention). */
+const train_arch *train_arch_of(const lp_config *c) {
+    if (c->cross_attn) return &S2S_ARCH;
+    if (c->head == LP_HEAD_MLM || c->head == LP_HEAD_CLASSIFIER) return &ENC_ARCH;
+    return NULL;
+}
 
 int lp_train_tensors(const lp_config *c, lp_param_tensor *out, int cap) {
-    if (is_encoder(c)) return enc_tensors(c, out, cap);
+    const train_arch *a = train_arch_of(c);
+    if (a) return a->tensors(c, out, cap);
     long d = c->d_model, dm = c->d_mlp;
     int n = 0;
     size_t at = 0;
@@ -115,8 +121,7 @@ static void point_layer(lp_layer *L, float *p, const lp_param_tensor *t, const l
 #undef AT
 }
 
-/* N(0, 1) by Box-Muller. */
-static float normal(lp_rng *rng) {
+float train_normal(lp_rng *rng) {
     double u1 = lp_rng_uniform(rng), u2 = lp_rng_uniform(rng);
     if (u1 < 1e-300) u1 = 1e-300;
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
@@ -131,7 +136,7 @@ int lp_train_model_new(lp_model **out, const lp_config *cfg, uint64_t seed) {
                                    "d_mlp (unless attention-only)");
     if (c0->d_model % c0->n_head)
         return lp_error(LP_EINVAL, "d_model %d is not a multiple of n_head %d", c0->d_model, c0->n_head);
-    if (is_encoder(c0)) return enc_model_new(out, c0, seed);
+    if (train_arch_of(c0)) return train_arch_of(c0)->model_new(out, c0, seed);
     lp_model *m = calloc(1, sizeof *m);
     if (!m) return lp_error(LP_ENOMEM, "out of memory");
     lp_config *c = &m->cfg;
@@ -180,7 +185,7 @@ int lp_train_model_new(lp_model **out, const lp_config *cfg, uint64_t seed) {
         if (strstr(t[i].name, "ln_") && strstr(t[i].name, ".weight"))
             for (size_t j = 0; j < t[i].size; j++) x[j] = 1.0f;
         else if (t[i].ndim == 2)
-            for (size_t j = 0; j < t[i].size; j++) x[j] = (resid_proj ? resid_std : 0.02f) * normal(&rng);
+            for (size_t j = 0; j < t[i].size; j++) x[j] = (resid_proj ? resid_std : 0.02f) * train_normal(&rng);
     }
     m->tok_emb = p + t[T_WTE].offset;
     m->pos_emb = p + t[T_WPE].offset;
@@ -434,7 +439,8 @@ static int check_batch(const lp_model *m, const int *ids, int B, int T) {
 }
 
 int lp_train_loss(const lp_model *m, const int *tokens, int B, int T, double *loss, float *grad) {
-    if (is_encoder(&m->cfg)) return lp_error(LP_EINVAL, "a BERT's loss needs targets: lp_train_encoder_loss");
+    if (train_arch_of(&m->cfg))
+        return lp_error(LP_EINVAL, "a %s's loss needs targets: lp_train_encoder_loss", m->cfg.family);
     int rc = check_batch(m, tokens, B, T);
     if (rc) return rc;
     if (grad && !lp_train_params((lp_model *)m, NULL))
@@ -458,29 +464,21 @@ int lp_train_loss(const lp_model *m, const int *tokens, int B, int T, double *lo
 
 int lp_train_encoder_loss(const lp_model *m, const int *ids, const int *tgt, int B, int T, double *loss, float *grad) {
     const lp_config *c = &m->cfg;
-    if (!is_encoder(c)) return lp_error(LP_EINVAL, "lp_train_encoder_loss is for a BERT; a GPT-2's is lp_train_loss");
-    if (B < 1 || T < 1 || T > c->n_ctx)
-        return lp_error(LP_EINVAL, "a batch of %d x %d tokens: the model takes 1..%d tokens", B, T, c->n_ctx);
-    int W = c->head == LP_HEAD_MLM ? c->vocab : c->n_labels, targets = 0;
-    for (size_t i = 0; i < (size_t)B * T; i++) {
-        if (ids[i] < 0 || ids[i] >= c->vocab)
-            return lp_error(LP_EINVAL, "token id %d is outside the vocabulary (0..%d)", ids[i], c->vocab - 1);
-        bool read = c->head == LP_HEAD_MLM || i % (size_t)T == 0;
-        if (read && tgt[i] >= W) return lp_error(LP_EINVAL, "target %d is outside 0..%d", tgt[i], W - 1);
-        targets += read && tgt[i] >= 0;
-    }
-    if (!targets) return lp_error(LP_EINVAL, "the batch has no target (every one is -1)");
+    const train_arch *a = train_arch_of(c);
+    if (!a) return lp_error(LP_EINVAL, "lp_train_encoder_loss is for a BERT or a T5; a GPT-2's is lp_train_loss");
+    int targets, rc = a->check(m, ids, tgt, B, T, &targets);
+    if (rc) return rc;
     if (grad && !m->trainable) return lp_error(LP_EINVAL, "parameter gradients need a trainable model");
     int nt;
     size_t total;
     lp_param_tensor *t = tensors_new(c, &nt, &total);
-    enc_work *w = NULL;
-    int rc = t ? enc_work_new(&w, c, B, T) : lp_error(LP_ENOMEM, "out of memory");
+    void *w = NULL;
+    rc = t ? a->work_new(&w, c, B, T) : lp_error(LP_ENOMEM, "out of memory");
     if (!rc) {
-        double l = enc_step(w, m, ids, tgt, B, T, grad, t, 1.0f / (float)targets);
+        double l = a->step(w, m, ids, tgt, B, T, grad, t, 1.0f / (float)targets);
         if (loss) *loss = l / targets;
     }
-    enc_work_free(w);
+    if (w) a->work_free(w);
     free(t);
     return rc;
 }
@@ -539,10 +537,11 @@ typedef struct {
     const lp_model *m;
     const lp_param_tensor *t;
     work w;
-    enc_work *ew;    /* a BERT's work instead of w */
-    int B, T;        /* this step's: B sequences (a BERT's T varies by step) */
-    const int *ids;  /* (B, T + 1): this shard's rows of the batch; a BERT's (B, T) */
-    const int *tgt;  /* a BERT's targets (B, T) */
+    const train_arch *a; /* a BERT's or a T5's (aw its work instead of w), or NULL */
+    void *aw;
+    int B, T;        /* this step's: B sequences (a BERT's or T5's T, the row width, varies by step) */
+    const int *ids;  /* (B, T + 1): this shard's rows of the batch; a BERT's or T5's (B, T) */
+    const int *tgt;  /* a BERT's or T5's targets (B, T) */
     float *grad;     /* (n params), or NULL for a forward only */
     float inv_n;
     double loss_sum; /* the shard's summed token losses */
@@ -556,8 +555,8 @@ typedef struct {
 
 static void *shard_run(void *arg) {
     shard *s = arg;
-    if (s->ew) {
-        s->loss_sum = enc_step(s->ew, s->m, s->ids, s->tgt, s->B, s->T, s->grad, s->t, s->inv_n);
+    if (s->a) {
+        s->loss_sum = s->a->step(s->aw, s->m, s->ids, s->tgt, s->B, s->T, s->grad, s->t, s->inv_n);
         return NULL;
     }
     s->loss_sum = forward(&s->w, s->m, s->ids) * s->w.B * s->w.T;
@@ -568,7 +567,7 @@ static void *shard_run(void *arg) {
 static void shards_free(shards *S) {
     for (int i = 0; i < S->n; i++) {
         work_free(&S->s[i].w);
-        enc_work_free(S->s[i].ew);
+        if (S->s[i].aw) S->s[i].a->work_free(S->s[i].aw);
         if (i > 0 && S->grads) free(S->grads[i - 1]);
     }
     free(S->s);
@@ -582,8 +581,9 @@ static int shards_init(shards *S, const lp_model *m, const lp_param_tensor *t, i
     if (!S->s || !S->grads) return lp_error(LP_ENOMEM, "out of memory");
     for (int i = 0; i < n && !rc; i++) {
         int b = B / n + (i < B % n); /* sequences in shard i */
-        S->s[i] = (shard){.m = m, .t = t, .B = b, .T = T, .inv_n = 1.0f / ((float)B * T)};
-        rc = is_encoder(&m->cfg) ? enc_work_new(&S->s[i].ew, &m->cfg, b, T) : work_init(&S->s[i].w, &m->cfg, b, T);
+        const train_arch *a = train_arch_of(&m->cfg);
+        S->s[i] = (shard){.m = m, .t = t, .a = a, .B = b, .T = T, .inv_n = 1.0f / ((float)B * T)};
+        rc = a ? a->work_new(&S->s[i].aw, &m->cfg, b, T) : work_init(&S->s[i].w, &m->cfg, b, T);
         if (!rc && grads && i > 0 && !(S->grads[i - 1] = malloc(m->n_params * sizeof(float))))
             rc = lp_error(LP_ENOMEM, "out of memory for a gradient");
     }
@@ -591,8 +591,8 @@ static int shards_init(shards *S, const lp_model *m, const lp_param_tensor *t, i
     return rc;
 }
 
-/* The mean loss of the batch ids (B, T + 1) (a BERT's: ids (B, T) against tgt (B, T), T of
- * this step); with grad, its gradient too. */
+/* The mean loss of the batch ids (B, T + 1) (a BERT's or T5's: ids (B, T) against tgt (B,
+ * T), T the width of this step's rows); with grad, its gradient too. */
 static double shards_step(shards *S, const int *ids, const int *tgt, int T, float *grad, size_t np) {
     pthread_t th[S->n];
     bool started[S->n];
@@ -632,15 +632,15 @@ static double shards_step(shards *S, const int *ids, const int *tgt, int T, floa
 }
 
 /* The mean loss of `batches` batches drawn by seed: windows of data (a GPT-2's) or
- * examples of x (a BERT's, masked as o says; tgt their targets). */
+ * examples of x (a BERT's, masked as o says, or a T5's; tgt their targets). */
 static double eval_loss(shards *S, int *ids, int *tgt, const lp_model *m, const int *data, size_t n,
-                        const enc_examples *x, const lp_train_options *o, int B, int T, int batches, uint64_t seed) {
+                        const void *x, const lp_train_options *o, int B, int T, int batches, uint64_t seed) {
     lp_rng rng;
     lp_rng_seed(&rng, seed);
     double sum = 0.0;
     for (int i = 0; i < batches; i++) {
         if (x) {
-            int Ti = enc_draw(ids, tgt, x, m, o, seed, i);
+            int Ti = train_arch_of(&m->cfg)->draw(ids, tgt, x, m, o, seed, i);
             sum += shards_step(S, ids, tgt, Ti, NULL, m->n_params);
             continue;
         }
@@ -659,8 +659,9 @@ static int blas_single(void) {
 
 int lp_train_eval(const lp_model *m, const int *data, size_t n, int B, int T, int batches, uint64_t seed,
                   double *loss) {
-    if (is_encoder(&m->cfg))
-        return lp_error(LP_EINVAL, "a BERT's held-out loss is lp_train's (eval_every): it needs the masking options");
+    if (train_arch_of(&m->cfg))
+        return lp_error(LP_EINVAL, "a %s's held-out loss is lp_train's (eval_every): it needs its examples",
+                        m->cfg.family);
     int rc = check_batch(m, NULL, B, T);
     if (rc || (rc = check_data(m, data, n, T, "evaluation"))) return rc;
     if (batches < 1) return lp_error(LP_EINVAL, "evaluation needs at least one batch");
@@ -744,12 +745,13 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
     if (st->n != np || !st->exp_avg || !st->exp_avg_sq || st->step < 0)
         return lp_error(LP_EINVAL, "the optimiser state does not belong to this model (%zu values for %zu parameters)",
                         st->n, np);
-    bool enc = is_encoder(&m->cfg);
-    enc_examples *xt = NULL, *xh = NULL;
+    const train_arch *a = train_arch_of(&m->cfg);
+    bool enc = a != NULL;
+    void *xt = NULL, *xh = NULL;
     if (enc) {
-        if ((rc = check_masking(m, o)) || (rc = enc_examples_new(&xt, m, data, n, o->T, "training")) ||
-            (o->eval_every > 0 && (rc = enc_examples_new(&xh, m, heldout, n_heldout, o->T, "held-out")))) {
-            enc_examples_free(xt);
+        if ((rc = check_masking(m, o)) || (rc = a->examples_new(&xt, m, data, n, o, "training")) ||
+            (o->eval_every > 0 && (rc = a->examples_new(&xh, m, heldout, n_heldout, o, "held-out")))) {
+            if (xt) a->examples_free(xt);
             return rc;
         }
     } else {
@@ -761,22 +763,29 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
     size_t total;
     lp_param_tensor *t = tensors_new(&m->cfg, &nt, &total);
     float *grad = malloc(np * sizeof *grad), *mom = st->exp_avg, *vel = st->exp_avg_sq;
-    int *ids = malloc((size_t)o->B * (o->T + 1) * sizeof *ids);
-    int *tgt = enc ? malloc((size_t)o->B * o->T * sizeof *tgt) : NULL;
+    size_t width = enc ? (size_t)a->max_width(o) : (size_t)o->T + 1; /* ints per row */
+    int *ids = malloc((size_t)o->B * width * sizeof *ids);
+    int *tgt = enc ? malloc((size_t)o->B * width * sizeof *tgt) : NULL;
     shards S = {0};
     if (!t || !grad || !ids || (enc && !tgt)) rc = lp_error(LP_ENOMEM, "out of memory for training");
-    else rc = shards_init(&S, m, t, o->B, o->T, o->threads ? o->threads : 1, true);
+    else rc = shards_init(&S, m, t, o->B, enc ? a->max_width(o) : o->T, o->threads ? o->threads : 1, true);
     int blas_threads = blas_single();
     double t0 = now_s();
     int first = st->step;
     for (int step = st->step; step < o->steps && !rc; step++) {
         double loss;
         if (enc) {
-            int T = enc_draw(ids, tgt, xt, m, o, o->seed, step);
+            int T = a->draw(ids, tgt, xt, m, o, o->seed, step);
             loss = shards_step(&S, ids, tgt, T, grad, np);
         } else {
             draw_step(ids, data, n, o->B, o->T, o->seed, step);
             loss = shards_step(&S, ids, NULL, o->T, grad, np);
+        }
+        /* Stopped inside the step (a run refuses to start once asked): the step is dropped
+         * whole, so that a checkpoint saved now is the state after the last complete one. */
+        if (lp_cancelled()) {
+            rc = lp_error(LP_ECANCEL, "training stopped at step %d", step);
+            break;
         }
 
         double sq = 0.0;
@@ -818,8 +827,8 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
     free(grad);
     free(ids);
     free(tgt);
-    enc_examples_free(xt);
-    enc_examples_free(xh);
+    if (xt) a->examples_free(xt);
+    if (xh) a->examples_free(xh);
     return rc;
 }
 
@@ -839,7 +848,7 @@ int lp_train_save(const lp_model *m, const char *dir) {
     size_t np;
     const float *p = lp_train_params((lp_model *)m, &np);
     if (!p) return lp_error(LP_EINVAL, "only a trainable model (lp_train_model_new) can be saved");
-    if (is_encoder(&m->cfg)) return enc_save(m, dir);
+    if (train_arch_of(&m->cfg)) return train_arch_of(&m->cfg)->save(m, dir);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return lp_error(LP_EIO, "%s: cannot create: %s", dir, strerror(errno));
     lp_config c = m->cfg;
     int nt, rc;
@@ -892,6 +901,32 @@ done:
     return rc;
 }
 
+int train_save_hf(const lp_model *m, const char *dir, json_t *config) {
+    int nt, rc = LP_OK;
+    size_t total;
+    lp_param_tensor *t = config ? tensors_new(&m->cfg, &nt, &total) : NULL;
+    lp_st_tensor *ts = t ? calloc((size_t)nt, sizeof *ts) : NULL;
+    char path[4096], *text = NULL;
+    if (!ts) rc = lp_error(LP_ENOMEM, "out of memory");
+    else if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        rc = lp_error(LP_EIO, "%s: cannot create: %s", dir, strerror(errno));
+    for (int i = 0; !rc && i < nt; i++)
+        ts[i] = (lp_st_tensor){.name = t[i].name, .dtype = LP_DT_F32, .ndim = t[i].ndim,
+                               .shape = {t[i].shape[0], t[i].shape[1]}, .data = m->trainable + t[i].offset,
+                               .nbytes = t[i].size * sizeof(float)};
+    const char *keys[] = {"format"}, *vals[] = {"pt"};
+    if (!rc && !(rc = lp_path_join(path, sizeof path, dir, "model.safetensors")) &&
+        !(rc = lp_st_write(path, ts, nt, keys, vals, 1)) && !(rc = lp_path_join(path, sizeof path, dir, "config.json"))) {
+        text = json_dumps(config, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        rc = text ? lp_file_write(path, text, strlen(text)) : lp_error(LP_ENOMEM, "out of memory");
+    }
+    free(text);
+    free(t);
+    free(ts);
+    json_decref(config);
+    return rc;
+}
+
 /* ---- reading back: parameters and the optimiser state ---- */
 
 /* Copies each of m's tensors from st (by name, F32, same shape) into dst (the block's layout). */
@@ -903,7 +938,7 @@ static int read_block(const lp_model *m, const lp_safetensors *st, const char *p
     if (!t) return lp_error(LP_ENOMEM, "out of memory");
     int rc = LP_OK;
     for (int i = 0; i < nt && !rc; i++) {
-        char name[96];
+        char name[128]; /* a prefix ("exp_avg_sq.") and a tensor name */
         snprintf(name, sizeof name, "%s%s", prefix, t[i].name);
         const lp_st_tensor *x = lp_st_find(st, name);
         if (!x) rc = lp_error(LP_EFORMAT, "%s: no tensor %s; was it written by loupe's train for this shape?", path, name);
@@ -940,14 +975,14 @@ int lp_train_state_save(const lp_train_state *s, const lp_model *m, const char *
     size_t total;
     lp_param_tensor *t = tensors_new(&m->cfg, &nt, &total);
     lp_st_tensor *ts = t ? calloc((size_t)nt * 2, sizeof *ts) : NULL;
-    char(*names)[96] = ts ? calloc((size_t)nt * 2, sizeof *names) : NULL;
+    char(*names)[128] = ts ? calloc((size_t)nt * 2, sizeof *names) : NULL;
     int rc = LP_OK;
     if (!names) rc = lp_error(LP_ENOMEM, "out of memory");
     else if (total != s->n) rc = lp_error(LP_EINVAL, "the optimiser state does not belong to this model");
     for (int k = 0; k < 2 && !rc; k++)
         for (int i = 0; i < nt; i++) {
             char *name = names[k * nt + i];
-            snprintf(name, 96, "%s.%s", k ? "exp_avg_sq" : "exp_avg", t[i].name);
+            snprintf(name, 128, "%s.%s", k ? "exp_avg_sq" : "exp_avg", t[i].name);
             ts[k * nt + i] = (lp_st_tensor){.name = name, .dtype = LP_DT_F32, .ndim = t[i].ndim,
                                             .shape = {t[i].shape[0], t[i].shape[1]},
                                             .data = (k ? s->exp_avg_sq : s->exp_avg) + t[i].offset,

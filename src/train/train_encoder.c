@@ -44,7 +44,7 @@ static void add_tensor(lp_param_tensor *out, int cap, int *n, size_t *at, bool d
     (*n)++;
 }
 
-int enc_tensors(const lp_config *c, lp_param_tensor *out, int cap) {
+static int enc_tensors(const lp_config *c, lp_param_tensor *out, int cap) {
     long d = c->d_model, dm = c->d_mlp;
     int n = 0;
     size_t at = 0;
@@ -89,14 +89,7 @@ static lp_linear linear_at(const float *p, const lp_param_tensor *t, int w, int 
     return (lp_linear){p + t[w].offset, p + t[w + 1].offset, in, out, in, true};
 }
 
-/* N(0, 1) by Box-Muller. */
-static float normal(lp_rng *rng) {
-    double u1 = lp_rng_uniform(rng), u2 = lp_rng_uniform(rng);
-    if (u1 < 1e-300) u1 = 1e-300;
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
-}
-
-int enc_model_new(lp_model **out, const lp_config *cfg, uint64_t seed) {
+static int enc_model_new(lp_model **out, const lp_config *cfg, uint64_t seed) {
     *out = NULL;
     if (cfg->attn_only) return lp_error(LP_EINVAL, "a BERT has MLPs: --attn-only is for GPT-2 models");
     if (cfg->head == LP_HEAD_CLASSIFIER && cfg->n_labels < 1)
@@ -161,7 +154,7 @@ int enc_model_new(lp_model **out, const lp_config *cfg, uint64_t seed) {
         if (strstr(t[i].name, "LayerNorm.weight"))
             for (size_t j = 0; j < t[i].size; j++) x[j] = 1.0f;
         else if (t[i].ndim == 2)
-            for (size_t j = 0; j < t[i].size; j++) x[j] = 0.02f * normal(&rng);
+            for (size_t j = 0; j < t[i].size; j++) x[j] = 0.02f * train_normal(&rng);
     }
     int d = c->d_model, dm = c->d_mlp;
     m->tok_emb = p + t[E_WTE].offset;
@@ -217,7 +210,7 @@ int lp_train_set_labels(lp_model *m, const char *const *names, int n) {
 
 /* ---- forward and backward over a batch ---- */
 
-struct enc_work {
+typedef struct {
     int Bmax, Tmax;
     float *arena;
     int *rows, *rtgt;             /* (N): the head's rows (positions of resid[L]) and their targets */
@@ -237,7 +230,7 @@ struct enc_work {
     float *d_q, *d_k, *d_v, *d_z; /* (N, d) */
     float *d_pre, *d_post;        /* (N, dm) */
     float *dP;                    /* (T, T) */
-};
+} enc_work;
 
 static size_t enc_layout(enc_work *w, float *base, const lp_config *c, int B, int T) {
     size_t L = c->n_layer, N = (size_t)B * T, d = c->d_model, dm = c->d_mlp, at = 0;
@@ -279,7 +272,9 @@ static size_t enc_layout(enc_work *w, float *base, const lp_config *c, int B, in
     return at;
 }
 
-int enc_work_new(enc_work **out, const lp_config *c, int B, int T) {
+static void enc_work_free(void *wv);
+
+static int enc_work_new(void **out, const lp_config *c, int B, int T) {
     enc_work *w = calloc(1, sizeof *w);
     size_t n = enc_layout(w, NULL, c, B, T);
     if (w) {
@@ -297,7 +292,8 @@ int enc_work_new(enc_work **out, const lp_config *c, int B, int T) {
     return LP_OK;
 }
 
-void enc_work_free(enc_work *w) {
+static void enc_work_free(void *wv) {
+    enc_work *w = wv;
     if (!w) return;
     free(w->arena);
     free(w->rows);
@@ -468,8 +464,9 @@ static void backward(enc_work *w, const lp_model *m, const int *ids, int B, int 
         }
 }
 
-double enc_step(enc_work *w, const lp_model *m, const int *ids, const int *tgt, int B, int T, float *grad,
-                const lp_param_tensor *t, float inv_n) {
+static double enc_step(void *wv, const lp_model *m, const int *ids, const int *tgt, int B, int T, float *grad,
+                       const lp_param_tensor *t, float inv_n) {
+    enc_work *w = wv;
     enc_layout(w, w->arena, &m->cfg, B, T); /* within the arena: B <= Bmax, T <= Tmax */
     int R;
     double loss = forward(w, m, ids, tgt, B, T, &R);
@@ -479,14 +476,15 @@ double enc_step(enc_work *w, const lp_model *m, const int *ids, const int *tgt, 
 
 /* ---- examples and batches ---- */
 
-struct enc_examples {
+typedef struct {
     int n;
     const int **ex;   /* (n): each example's header (length, label, ids) */
     int *by_len;      /* (n): example indices by length */
     int *first;       /* (T_max + 2): by_len[first[L] .. first[L + 1]) have length L */
-};
+} enc_examples;
 
-void enc_examples_free(enc_examples *x) {
+static void enc_examples_free(void *xv) {
+    enc_examples *x = xv;
     if (!x) return;
     free(x->ex);
     free(x->by_len);
@@ -494,8 +492,10 @@ void enc_examples_free(enc_examples *x) {
     free(x);
 }
 
-int enc_examples_new(enc_examples **out, const lp_model *m, const int *data, size_t n, int T_max, const char *what) {
+static int enc_examples_new(void **out, const lp_model *m, const int *data, size_t n, const lp_train_options *o,
+                            const char *what) {
     *out = NULL;
+    int T_max = o->T;
     const lp_config *c = &m->cfg;
     bool mlm = c->head == LP_HEAD_MLM;
     int count = 0;
@@ -552,8 +552,9 @@ static int uniform_int(lp_rng *rng, int n) {
     return i >= n ? n - 1 : i;
 }
 
-int enc_draw(int *ids, int *tgt, const enc_examples *x, const lp_model *m, const lp_train_options *o, uint64_t seed,
-             int step) {
+static int enc_draw(int *ids, int *tgt, const void *xv, const lp_model *m, const lp_train_options *o, uint64_t seed,
+                    int step) {
+    const enc_examples *x = xv;
     const lp_config *c = &m->cfg;
     lp_rng rng;
     lp_rng_seed(&rng, seed * 0x9e3779b97f4a7c15ull + (uint64_t)step + 1);
@@ -587,8 +588,7 @@ int enc_draw(int *ids, int *tgt, const enc_examples *x, const lp_model *m, const
 
 /* ---- saving ---- */
 
-/* A float as the shortest decimal that reads back to it (1e-12, not 9.99999996e-13). */
-static double short_decimal(float x) {
+double train_short_decimal(float x) {
     char buf[32];
     for (int digits = 1; digits < 10; digits++) {
         snprintf(buf, sizeof buf, "%.*g", digits, (double)x);
@@ -597,19 +597,19 @@ static double short_decimal(float x) {
     return strtod(buf, NULL);
 }
 
-static int write_config(const lp_model *m, const char *dir) {
+/* config.json's object (BertForMaskedLM or BertForSequenceClassification), or NULL. */
+static json_t *config_json(const lp_model *m) {
     const lp_config *c = &m->cfg;
     bool mlm = c->head == LP_HEAD_MLM;
     json_t *j = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:s,s:f,s:f,s:f,s:f,s:i,s:s,s:b,s:s}",
                           "architectures", c->arch, "model_type", "bert", "vocab_size", c->vocab, "hidden_size",
                           c->d_model, "num_hidden_layers", c->n_layer, "num_attention_heads", c->n_head,
                           "intermediate_size", c->d_mlp, "max_position_embeddings", c->n_ctx, "type_vocab_size",
-                          c->type_vocab, "hidden_act", "gelu", "layer_norm_eps", short_decimal(c->norm_eps),
+                          c->type_vocab, "hidden_act", "gelu", "layer_norm_eps", train_short_decimal(c->norm_eps),
                           "initializer_range", 0.02, "hidden_dropout_prob", 0.0, "attention_probs_dropout_prob", 0.0,
                           "pad_token_id", 0, "position_embedding_type", "absolute", "tie_word_embeddings", true,
                           "torch_dtype", "float32");
-    int rc = j ? LP_OK : lp_error(LP_ENOMEM, "out of memory");
-    if (!rc && !mlm) {
+    if (j && !mlm) {
         json_t *id2 = json_object(), *l2id = json_object();
         for (int i = 0; i < c->n_labels; i++) {
             char key[16];
@@ -621,41 +621,10 @@ static int write_config(const lp_model *m, const char *dir) {
         json_object_set_new(j, "label2id", l2id);
         json_object_set_new(j, "problem_type", json_string("single_label_classification"));
     }
-    char path[4096], *text = NULL;
-    if (!rc && !(rc = lp_path_join(path, sizeof path, dir, "config.json"))) {
-        text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        rc = text ? lp_file_write(path, text, strlen(text)) : lp_error(LP_ENOMEM, "out of memory");
-    }
-    free(text);
-    json_decref(j);
-    return rc;
+    return j;
 }
 
-int enc_save(const lp_model *m, const char *dir) {
-    const lp_config *c = &m->cfg;
-    const float *p = m->trainable;
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return lp_error(LP_EIO, "%s: cannot create: %s", dir, strerror(errno));
-    int nt = enc_tensors(c, NULL, 0), rc;
-    lp_param_tensor *t = malloc((size_t)nt * sizeof *t);
-    lp_st_tensor *ts = calloc((size_t)nt, sizeof *ts);
-    if (!t || !ts) {
-        free(t);
-        free(ts);
-        return lp_error(LP_ENOMEM, "out of memory");
-    }
-    enc_tensors(c, t, nt);
-    for (int i = 0; i < nt; i++)
-        ts[i] = (lp_st_tensor){.name = t[i].name, .dtype = LP_DT_F32, .ndim = t[i].ndim,
-                               .shape = {t[i].shape[0], t[i].shape[1]}, .data = p + t[i].offset,
-                               .nbytes = t[i].size * sizeof(float)};
-    char path[4096];
-    const char *keys[] = {"format"}, *vals[] = {"pt"};
-    if (!(rc = lp_path_join(path, sizeof path, dir, "model.safetensors")) && !(rc = lp_st_write(path, ts, nt, keys, vals, 1)))
-        rc = write_config(m, dir);
-    free(t);
-    free(ts);
-    return rc;
-}
+static int enc_save(const lp_model *m, const char *dir) { return train_save_hf(m, dir, config_json(m)); }
 
 int lp_train_start_from(lp_model *m, const char *dir) {
     const lp_config *c = &m->cfg;
@@ -694,3 +663,27 @@ int lp_train_start_from(lp_model *m, const char *dir) {
     lp_st_free(st);
     return rc;
 }
+
+/* ---- what train.c calls ---- */
+
+static int enc_check(const lp_model *m, const int *ids, const int *tgt, int B, int T, int *targets) {
+    const lp_config *c = &m->cfg;
+    if (B < 1 || T < 1 || T > c->n_ctx)
+        return lp_error(LP_EINVAL, "a batch of %d x %d tokens: the model takes 1..%d tokens", B, T, c->n_ctx);
+    int W = c->head == LP_HEAD_MLM ? c->vocab : c->n_labels;
+    *targets = 0;
+    for (size_t i = 0; i < (size_t)B * T; i++) {
+        if (ids[i] < 0 || ids[i] >= c->vocab)
+            return lp_error(LP_EINVAL, "token id %d is outside the vocabulary (0..%d)", ids[i], c->vocab - 1);
+        bool read = c->head == LP_HEAD_MLM || i % (size_t)T == 0;
+        if (read && tgt[i] >= W) return lp_error(LP_EINVAL, "target %d is outside 0..%d", tgt[i], W - 1);
+        *targets += read && tgt[i] >= 0;
+    }
+    if (!*targets) return lp_error(LP_EINVAL, "the batch has no target (every one is -1)");
+    return LP_OK;
+}
+
+static int enc_max_width(const lp_train_options *o) { return o->T; }
+
+const train_arch ENC_ARCH = {enc_tensors, enc_model_new, enc_save, enc_check, enc_work_new, enc_work_free, enc_step,
+                             enc_examples_new, enc_examples_free, enc_max_width, enc_draw};

@@ -197,9 +197,19 @@ check "neurons --sort dla on BertModel is refused" grep -q "^error: neurons: Ber
     -e 'scan --len 10 --seqs 2' -e 'scan --len 10 --seqs 2 --threshold 0.5 --labelled' >"$tmp/out" 2>"$tmp/err"
 check "heads and scan on an encoder run" test $? -eq 0
 check "heads: the encoder metrics, sorted by sep_sink" is 1 '(.[0] | has("next_token") and has("cls_sink") and has("sep_sink") and has("broad")) and ([.[].sep_sink] | . == (sort | reverse)) and ([.[] | .broad > 0 and .broad <= 1] | all)'
-check "scan: [CLS] + random tokens + [SEP], the encoder scores, not stored" is 2 '.sequence == "cls_random_sep" and .seq_len == 10 and .scan_id == null and (.heads | length) == 8 and (.heads[0] | keys) == ["broad","cls_sink","head","labels","layer","next_token","prev_token","sep_sink"]'
+check "scan: [CLS] + random tokens + [SEP], the encoder scores, stored" is 2 '.sequence == "cls_random_sep" and .seq_len == 10 and .scan_id == 1 and (.heads | length) == 8 and (.heads[0] | keys) == ["broad","cls_sink","head","labels","layer","next_token","prev_token","sep_sink"]'
 check "scan: labels are the scores at or above the threshold" is 2 '[.heads[] | (.labels | split(" ") | map(select(. != ""))) as $l | [("prev_token","next_token","cls_sink","sep_sink","broad") as $k | select(.[$k] >= 0.4) | $k] == $l] | all'
 check "scan --labelled: only labelled heads" is 3 '[.heads[].labels != ""] | all'
+# stored: stack 'enc', kind 'self', the printed scores in the encoder's columns, the decoder's NULL
+"$LOUPE" -d "$tmp/escan.db" -m json "$ENC/bert_mlm" -e 'scan --len 10 --seqs 2' >"$tmp/out" 2>"$tmp/err"
+sqlite3 -json "$tmp/escan.db" "SELECT layer, head, prev_token, next_token, cls_sink, sep_sink, broad, labels, stack, kind,
+    duplicate_token, induction, first_token FROM head_scans_view ORDER BY layer, head" >"$tmp/rows"
+check "scan on an encoder is stored: its rows are the printed ones" jq -e -s '.[0].heads as $p | .[1] as $s |
+    ($s | length) == 8 and all($s[]; .stack == "enc" and .kind == "self" and .duplicate_token == null and
+        .induction == null and .first_token == null) and
+    ([$p, $s] | transpose | all(.[0] as $a | .[1] as $b | $a.layer == $b.layer and $a.head == $b.head and
+        $a.labels == $b.labels and all(("prev_token","next_token","cls_sink","sep_sink","broad");
+            (($a[.] - $b[.]) | fabs) < 1e-6)))' "$tmp/out" "$tmp/rows"
 "$LOUPE" -d :memory: "$ENC/roberta_cls" -e 'scan --len 8' >"$tmp/out" 2>"$tmp/err"
 check "scan table on RoBERTa" grep -q "^layer  head  prev_token  next_token  cls_sink  sep_sink  broad  labels" "$tmp/out"
 "$LOUPE" -d :memory: "$ENC/bert_mlm" -e 'scan --len 63' >/dev/null 2>"$tmp/e2"

@@ -66,6 +66,25 @@ check "relbias: the decoder's bias at offsets 1-T..0 (the last query)" \
         (($r.bias[$h][$j - ($T - 1) + $R] - $E[$h][$T - 1][$j]) | fabs) < 1e-5)' "$tmp/out"
 check "relbias: a decoder sees no later keys" is 1 '.stack == "dec" and (.offsets | max) == 0 and .bidirectional == false'
 refused "relbias on a model without one" "no relative position bias" tests/fixtures/encoders/bert_mlm -e relbias
+# relbias L H: each score of the run split into content (q.k) and bias; the bias is the
+# reference's, content + bias the score, the softmax of a row of scores the reference's pattern
+"$LOUPE" -d :memory: -m json "$DIR/$m" -e "run --ids $(expected $m '.ids | join(",")') --target-ids $(expected $m '.decoder_input_ids[1:] | join(",")')" \
+    -e 'relbias 1 2' -e 'relbias 2 1 --stack dec' >"$tmp/out" 2>"$tmp/err"
+check "relbias L H: both stacks on the run" test $? -eq 0
+softmax_is() { # softmax_is INDEX REFERENCE: every row's softmax of scores (nulls masked) within 1e-4 of it
+    jq -e -s --argjson E "$2" ".[$1].scores | [.[] | ([.[] | select(. != null)] | max) as \$m |
+        ([.[] | select(. != null) | . - \$m | exp] | add) as \$z | map(if . == null then 0 else ((. - \$m) | exp) / \$z end)] |
+        [., \$E] | transpose | map(transpose[] | .[0] - .[1] | fabs) | max < 1e-4" "$tmp/out"
+}
+check "relbias L H: the encoder's bias is the reference's" \
+    jq -e -s --argjson E "$(expected $m '.enc.bias[2]')" '[.[1].bias, $E] | transpose | map(transpose[] | .[0] - .[1] | fabs) | max < 1e-5' "$tmp/out"
+check "relbias L H: content + bias = score" \
+    is 1 '[.content, .bias, .scores] | transpose | map(transpose[]) | all(.[0] + .[1] - .[2] | fabs < 1e-5)'
+check "relbias L H: softmax of the encoder's scores is the reference's pattern" softmax_is 1 "$(expected $m '.enc.attn[1][2]')"
+check "relbias L H: the decoder's later keys are masked, its softmax the reference's pattern" softmax_is 2 "$(expected $m '.dec.attn[2][1]')"
+check "relbias L H: the decoder's masked entries are null" is 2 '.stack == "dec" and .scores[0][1] == null and .scores[1][0] != null'
+refused "relbias: a layer without a head" "give a layer and a head" "$DIR/$m" -e 'run --ids 5,1 --target-ids 4,1' -e 'relbias 1'
+refused "relbias L H: --range is the curve's" "is for the curve" "$DIR/$m" -e 'run --ids 5,1 --target-ids 4,1' -e 'relbias 1 0 --range 3'
 "$LOUPE" -d :memory: -m json "$DIR/t5_relu_tied" -e "run --ids $(expected t5_relu_tied '.ids | join(",")') --target-ids 44,310,9,1" \
     -e 'heads --kind cross --sort diagonal' -e 'heads' -e 'heads --stack dec' >"$tmp/out" 2>"$tmp/err"
 check "heads: cross, encoder, decoder" test $? -eq 0
@@ -167,8 +186,24 @@ check "scan: 8 encoder, 12 decoder and 12 cross heads, each with its kind's scor
           (.heads[0] | has("next_token") and has("source_eos") and (has("aligned") | not)) and
           (.heads[-1] | has("aligned") and has("diagonal") and has("monotonic") and has("coverage") and (has("prev_token") | not))'
 check "scan --threshold 0 labels every head" is 1 '(.heads | length) == 32 and all(.heads[]; .labels != "")'
-check "scan: not stored, said in one line a scan" test "$(grep -c 'not stored' "$tmp/scan.err")" -eq 2
-check "scan: the store has no head scan" test "$(sqlite3 "$tmp/scan.db" 'select count(*) from head_scans')" = 0
+check "scan: stored, nothing said on stderr" test ! -s "$tmp/scan.err"
+check "scan: both scans stored, every head (--labelled shows fewer, stores all)" \
+    test "$(sqlite3 "$tmp/scan.db" 'select count(*) from head_scans; select count(*) from head_scan_scores')" = "2
+64"
+check "scan: the scan's id in the JSON" is 0 '.scan_id == 1' && is 1 '.scan_id == 2'
+# every stored row equals its printed one, score by score, per stack and kind (NULL: the kind has no such score)
+sqlite3 -json "$tmp/scan.db" "SELECT stack, kind, layer, head, prev_token, next_token, first_token, broad, source_eos,
+    aligned, diagonal, monotonic, coverage, labels, duplicate_token, induction, cls_sink, sep_sink
+    FROM head_scans_view WHERE scan_id = 1 ORDER BY stack = 'dec', kind = 'cross', layer, head" >"$tmp/scan.rows"
+check "scan: the stored rows are the printed ones, per stack and kind" \
+    jq -e -s '(.[0].heads | map(to_entries | map(select(.value != null)) | from_entries)) as $p |
+        (.[2] | map(to_entries | map(select(.value != null)) | from_entries)) as $s |
+        ($p | length) == 32 and ($s | length) == 32 and
+        ([$p, $s] | transpose | all(.[0] as $a | .[1] as $b | ($a | keys) == ($b | keys) and
+            all($a | to_entries[]; if (.value | type) == "number" then ((.value - $b[.key]) | fabs) < 1e-6
+                                   else .value == $b[.key] end)))' "$tmp/out" "$tmp/scan.rows"
+check "scan: head_scans_view counts per stack and kind" \
+    test "$(sqlite3 "$tmp/scan.db" "select stack || kind || count(*) from head_scans_view where scan_id = 2 group by stack, kind order by 1" | tr '\n' ' ')" = "deccross12 decself12 encself8 "
 refused "scan --len beyond the vocabulary" "out of range" "$DIR/$m" -e 'scan --len 5000'
 "$LOUPE" -d :memory: -m json "$DIR/t5_relu_tied" -e 'run --ids 5,1 --target-ids 4,1' -e 'neurons 2 3' >"$tmp/out" 2>"$tmp/err"
 check "neurons by activation: the decoder's MLP" is 1 '(.neurons | length) == 3 and .dla == null and (.neurons[0].act | type) == "number"'
@@ -179,7 +214,7 @@ check "t5_encoder: attn is the reference's" is 1 "[.pattern, $(expected t5_encod
 
 # attr on a decoder token (the run's decoder: the start id, then the whole target): S + T scores, the source's first (sides.source, sides.target), against
 # the autograd reference's gradients (grad.json), IG complete across both sides, rollout a
-# distribution over both; shown but not stored while the store has no side column
+# distribution over both; stored with each score's side
 for m in t5_relu_tied flan_gated_untied; do
     G="$DIR/$m/grad.json"
     src=$(jq -r '.ids | join(",")' "$G"); tgt=$(jq -r '.target_ids | join(",")' "$G")
@@ -197,14 +232,44 @@ for m in t5_relu_tied flan_gated_untied; do
     check "$m: attr ig from pad is complete across source and target (|delta| < 5e-3)" \
         is 2 '(.delta | fabs) < 5e-3 and ((.sides.source + .sides.target | add) - .delta | isnormal)'
     check "$m: attr rollout sums to 1 over both sides" is 3 '((.sides.source + .sides.target | add) - 1 | fabs) < 1e-5'
-    check "$m: attr on an encoder-decoder is not stored (no side column yet) and says so" \
-        is 1 '(.not_stored | test("schema 4")) and (has("attribution_id") | not)'
+    check "$m: attr on an encoder-decoder is stored (attribution_id), nothing says otherwise" \
+        is 1 '(has("not_stored") | not) and .attribution_id == 1'
     check "$m: attr occlusion, attnxnorm, gxi: S + T scores" \
         is 4 "(.scores | length) == $S + $(jq '.target_ids | length + 1' "$G") and .params.window == 2" && \
         is 5 ".params.layer == 0 and (.sides.source | length) == $S" && is 6 '.pos == 6 and .method == "gxi"'
 done
 "$LOUPE" -d :memory: "$DIR/t5_relu_tied" -e 'run --ids 37,5,1 --target-ids 44,1' -e 'attr gxi --pos 0' >"$tmp/out" 2>"$tmp/err"
 check "attr's table has a side column" grep -q '^  0  target' "$tmp/out"
+check "attr's table says nothing of not being stored" test "$(grep -c 'not stored' "$tmp/out")" -eq 0
+# stored: S source rows and T target rows, each score the printed one
+"$LOUPE" -d "$tmp/attr.db" -m json "$DIR/t5_relu_tied" -e 'run --ids 37,5,1 --target-ids 44,1' -e 'attr ig --pos 1' \
+    -e 'attr saliency --pos 2' >"$tmp/out" 2>"$tmp/err"
+check "attr on an encoder-decoder with a database" test $? -eq 0
+for k in 1 2; do
+    sqlite3 -json "$tmp/attr.db" "SELECT side, pos, token, score, target_pos FROM attributions_view WHERE id = $k
+        ORDER BY side = 'target', pos" >"$tmp/attr.rows"
+    check "attr $k stored: 3 source + 3 target rows, scores and sides as printed" \
+        jq -e -s --argjson k "$k" '.[$k] as $a | .[3] as $s | $a.attribution_id == $k and
+            ($s | length) == 6 and ([$s[] | select(.side == "source")] | length) == $a.n_source and
+            ([$s[].side] == ["source","source","source","target","target","target"]) and
+            ([$s[].pos] == [0,1,2,0,1,2]) and ($s[0].target_pos == $a.pos) and
+            ([[$s[].score], $a.scores] | transpose | map(.[0] - .[1] | fabs) | max) < 1e-6' \
+            "$tmp/out" "$tmp/attr.rows"
+done
+# note: the stack and kind its layer, head and pos are in; the encoder's pos is a source position
+"$LOUPE" -d "$tmp/note.db" "$DIR/t5_relu_tied" -e 'run --ids 37,5,1 --target-ids 44,1' \
+    -e 'note --stack enc --layer 1 --head 2 --pos 1 -- source token' -e 'note --cross --layer 0 --pos 2 -- aligns' \
+    -e 'note --kind cross --head 3 -- kind cross' -e 'note --layer 0 -- the decoder by default' -e 'note no place' \
+    >/dev/null 2>"$tmp/err"
+check "note with --stack, --cross and --kind" test $? -eq 0
+check "note: findings_view has each note's stack, kind and token (the source's for the encoder)" \
+    test "$(sqlite3 -separator ' ' "$tmp/note.db" "select stack, attn_kind, layer, head, pos, token_id from findings_view order by id" | tr '\n' '|')" = \
+    "enc self 1 2 1 5|dec cross 0  2 1|dec cross  3  |dec self 0   |     |"
+refused "note --stack on a one-stack model" "one stack" tests/fixtures/encoders/bert_mlm -e 'run --ids 2,5,3' -e 'note --stack enc -- x'
+refused "note --cross --stack enc" "decoder's" "$DIR/t5_relu_tied" -e 'run --ids 37,5,1 --target-ids 44,1' -e 'note --cross --stack enc -- x'
+refused "note --kind other" "self or cross" "$DIR/t5_relu_tied" -e 'run --ids 37,5,1 --target-ids 44,1' -e 'note --kind both -- x'
+refused "note --pos past the source" "--pos" "$DIR/t5_relu_tied" -e 'run --ids 37,5,1 --target-ids 44,1' -e 'note --stack enc --pos 3 -- x'
+refused "note --layer past the encoder" "--layer" "$DIR/t5_relu_tied" -e 'run --ids 37,5,1 --target-ids 44,1' -e 'note --stack enc --layer 9 -- x'
 refused "attr --window longer than either side" "--window" "$DIR/t5_relu_tied" -e 'run --ids 37,5,1 --target-ids 44,1' -e 'attr occlusion --window 4'
 refused "attr --layer past the decoder's" "--layer" "$DIR/t5_relu_tied" -e 'run --ids 37,5,1 --target-ids 44,1' -e 'attr attnxnorm --layer 3'
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The train command through the real binary: a tiny model's loss falls, the checkpoint has
+# The train command through the real binary (GPT-2, BERT, T5): a tiny model's loss falls, the checkpoint has
 # every file (and loads), a run stopped half-way and resumed ends bit-identical to an
 # uninterrupted one, Ctrl-C (SIGINT) keeps a resumable checkpoint, and bad requests fail
 # with one error line and leave existing checkpoints alone.
@@ -221,11 +221,42 @@ check "train --task polarity: train.json records the task" jq -e '.recipe.task =
 check "train --task polarity: the classifier loads and classifies" jq -e -s '[.[1][].label] == ["negative", "positive"]' "$tmp/out2"
 fails_with "train: --task lm is not an encoder's" 'use mlm' "$LOUPE" -e "train $tmp/x --arch bert --task lm"
 fails_with "train: --task needs --arch bert" 'add --arch bert' "$LOUPE" -e "train $tmp/x --task ioi"
-fails_with "train: an unknown --arch" 'use gpt2' "$LOUPE" -e "train $tmp/x --arch t5"
+fails_with "train: an unknown --arch" 'use gpt2' "$LOUPE" -e "train $tmp/x --arch t6"
 fails_with "train: an unknown --task" 'use mlm' "$LOUPE" -e "train $tmp/x --arch bert --task ner"
 fails_with "train: --from a GPT-2" 'is a GPT2LMHeadModel: give a BERT' "$LOUPE" -e "train $tmp/x --arch bert --task ioi --from $tmp/b"
 fails_with "train: --from fixes the shape" 'shape and vocabulary' "$LOUPE" -e "train $tmp/x --arch bert --task ioi --from $tmp/bm --layers 3"
 fails_with "train: --attn-only is GPT-2's" 'a BERT has MLPs' "$LOUPE" -e "train $tmp/x $BERT --attn-only"
 fails_with "train: the arch cannot change on resume" 'cannot change when resuming' "$LOUPE" -e "train $tmp/bm --resume --arch gpt2"
+
+# T5 (--arch t5): digits rewritten as number words; the result scores held-out pairs.
+T5="--arch t5 --layers 1 --heads 2 --d-model 32 --d-mlp 64 --rules copy --digits 2,4 --examples 2000 --batch 8 --lr 3e-3 --eval-every 30 --seed 3"
+"$LOUPE" -m json -e "train $tmp/t5 $T5 --steps 60" >"$tmp/out" 2>"$tmp/err"
+check "train --arch t5: a tiny T5 trains" test $? -eq 0
+check "train --arch t5: the result scores held-out pairs (exact, token accuracy, alignment per head)" \
+    jq -e ".trained == \"$tmp/t5\" and .steps == 60 and .scored == 1000 and (.token_accuracy | type) == \"number\" and (.alignment_by_head | length) == 1 and (.alignment_by_head[0] | length) == 3" "$tmp/out"
+first=$(jq '.log[0].heldout' "$tmp/t5/train.json")
+last=$(jq '[.log[] | select(.heldout)][-1].heldout' "$tmp/t5/train.json")
+check "train --arch t5: held-out loss falls ($first at step 30 -> $last)" awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }'
+check "train --arch t5: progress lines score the held-out pairs" grep -q 'held-out pairs: greedy exact .*cross-attention aligned' "$tmp/err"
+for f in config.json model.safetensors tokenizer.json optimizer.safetensors train.json; do
+    check "train --arch t5: checkpoint has $f" test -s "$tmp/t5/$f"
+done
+check "train --arch t5: config.json says T5ForConditionalGeneration" \
+    jq -e '.architectures == ["T5ForConditionalGeneration"] and .d_model == 32 and .num_layers == 1 and .num_decoder_layers == 1 and .num_heads == 2 and .d_kv == 16 and .d_ff == 64 and .feed_forward_proj == "relu" and .tie_word_embeddings == false and .vocab_size == 26 and .decoder_start_token_id == 0 and .eos_token_id == 1' "$tmp/t5/config.json"
+check "train --arch t5: train.json records the task" jq -e '.recipe.arch == "t5" and .recipe.task == "s2s" and .recipe.s2s.rules == 1 and .recipe.s2s.max_digits == 4' "$tmp/t5/train.json"
+"$LOUPE" -m json "$tmp/t5" -e 'run copy 4 0 7 --target four zero seven' -e 'attn 0 1 --cross' >"$tmp/out2" 2>"$tmp/err"
+check "train --arch t5: the checkpoint loads and runs a source and target" jq -e -s '(.[1].pattern | length) == 4' "$tmp/out2"
+"$LOUPE" -e "train $tmp/t5b $T5 --steps 60 --stop-at 30 --quiet" >/dev/null 2>"$tmp/err"
+"$LOUPE" -e "train $tmp/t5b --resume --quiet" >/dev/null 2>"$tmp/err"
+check "train --arch t5: 30 + resumed 30 = 60 in one go, bit for bit (weights)" cmp "$tmp/t5/model.safetensors" "$tmp/t5b/model.safetensors"
+check "train --arch t5: ... and optimiser state" cmp "$tmp/t5/optimizer.safetensors" "$tmp/t5b/optimizer.safetensors"
+fails_with "train --arch t5: an unknown rule" 'give one or more of copy, reverse, swap' "$LOUPE" -e "train $tmp/x --arch t5 --rules copy,rotate"
+fails_with "train --arch t5: a trailing comma in --rules" 'give one or more' "$LOUPE" -e "train $tmp/x --arch t5 --rules copy,"
+fails_with "train --arch t5: --digits out of range" '1 <= MIN <= MAX <= 16' "$LOUPE" -e "train $tmp/x --arch t5 --digits 0,4"
+fails_with "train --arch t5: --digits the wrong way round" '1 <= MIN <= MAX' "$LOUPE" -e "train $tmp/x --arch t5 --digits 5,4"
+fails_with "train --arch t5: a corpus option" 'not for --arch t5' "$LOUPE" -e "train $tmp/x --arch t5 --vocab 300"
+fails_with "train --arch t5: --rules needs --arch t5" 'add --arch t5' "$LOUPE" -e "train $tmp/x --rules copy"
+fails_with "train --arch t5: sequences shorter than the sources" 'a source of 8 digits takes 10' "$LOUPE" -e "train $tmp/x --arch t5 --seq 6"
+fails_with "train --arch t5: heads must divide d_model" 'multiple of heads' "$LOUPE" -e "train $tmp/x --arch t5 --heads 3"
 
 [ $fails -eq 0 ]

@@ -5,7 +5,8 @@
 # command from `:` with its output, an error, a note seen in the findings view and in the
 # store, cancelling a long command with Esc and Ctrl-C, NO_COLOR shading, `tui` from the
 # REPL and back, the `:` history shared with the REPL's file, an encoder-decoder's run (both
-# token lines, cross-attention, the attention keys), and quitting.
+# token lines, cross-attention, the attention keys; its attribution on both lines, its scan
+# per attention, notes that say their attention), and quitting.
 set -u
 BUILD=${BUILD:-build}
 LOUPE=${LOUPE:-./loupe}
@@ -297,6 +298,46 @@ expect "the help has s" 5 "encoder-decoders: the selection to the other strip li
 keys PgDn
 expect "and x" 5 "encoder-decoders: next attention"
 quit_with "q after the T5 run" 0 q q
+
+# 5c. An encoder-decoder's analyses in the browser: attr's source and target lines coloured
+# on one scale (both lines carry the diverging scale's colours), the decoder position named,
+# t to the next one; the heads view's stored scan rows for each attention (x); m recording
+# the attention in the store; all at 80x24 too.
+start "TERM=xterm-256color '$LOUPE' -d '$tmp/t5b.db' --tui '$T5' -e 'run the cat sat on the mat --target le chat' -e 'attr ig --pos 4' -e 'scan --len 6 --seqs 1'"
+expect "T5 run with an attribution and a scan" 10 "cross L0 H0"
+keys 4
+expect "the attribution names the decoder position and its input" 5 "at dec 4 (·)"
+# the view's own lines (below the strip): the diverging scale's 256-colour backgrounds (not its neutral 250)
+div_colours() { t capture-pane -e -p -t tui | sed -n '6,$p' | grep -m1 "$1" | grep -cE '48;5;(18|26|68|110|217|203|160|88)[m;]'; }
+if [ "$(div_colours 'src')" -gt 0 ] && [ "$(div_colours 'tgt')" -gt 0 ]; then ok "attr: the source and the target line both coloured"
+else fail "attr: the source and the target line both coloured"; t capture-pane -e -p -t tui | sed -n '6,12p' | cat -v | sed 's/^/  | /'; fi
+expect "attr: the table's rows say their side" 5 "s  1 ·cat"
+keys t
+expect "t: the next decoder position, computed" 10 "at dec 5 (c)"
+keys 2
+expect "heads: the cross-attention's grid and scan" 5 "[cross, x: next]"
+expect "heads: the cross scan's scores beside the grid" 5 "aligned"
+keys x
+expect "heads: x, the encoder's heads and its scan rows" 5 "[enc self, x: next]"
+expect "heads: the encoder's scan scores" 5 "next_token"
+keys m "an encoder head" Enter
+expect "m in the heads view" 5 "finding written"
+keys 1 x
+expect "the decoder's self-attention" 5 "dec self L0 H0"
+keys m "a decoder head" Enter
+expect "m in the attention view" 5 "finding written"
+if [ "$("$LOUPE" -d "$tmp/t5b.db" -m csv -e 'sql SELECT stack, attn_kind FROM findings ORDER BY id' 2>&1 | tr -d '\r' | tr '\n' ' ')" = "stack,attn_kind enc,self dec,self " ]
+then ok "m recorded each note's stack and kind"
+else fail "m recorded each note's stack and kind"; "$LOUPE" -d "$tmp/t5b.db" -e 'sql SELECT * FROM findings_view' 2>&1 | sed 's/^/  | /'; fi
+t resize-window -t tui -x 80 -y 24
+if poll size_is 5 80x24; then ok "80x24 for the T5 analyses"; else fail "resize to 80x24"; fi
+keys 2
+expect "80x24: the heads grid of the decoder's self-attention" 5 "[dec self, x: next]"
+keys 4
+expect "80x24: the attribution's lines" 5 "tgt <pad>"
+if [ "$(screen | LC_ALL=C.UTF-8 wc -L)" -le 80 ]; then ok "the T5 analyses stay within 80 columns"
+else fail "the T5 analyses stay within 80 columns"; screen | sed 's/^/  | /'; fi
+quit_with "q after the T5 analyses" 0 q
 
 # 6. Without a terminal --tui refuses at once.
 if "$LOUPE" -d :memory: --tui "$STORIES" </dev/null >"$tmp/out" 2>&1; then fail "--tui without a terminal"
