@@ -243,18 +243,18 @@ static void add_rel_bias(float *scores, int ld, const lp_layer_io *io, int H, in
     }
 }
 
-/* The rows of all heads' scores, softmaxed in one parallel pass between the products that
- * make them and the products that read them: row r is head r / n's query row r % n. */
+/* Rows of scores softmaxed in one parallel pass between the products that make them and
+ * the products that read them: row r is head h0 + r / n's query row r % n. */
 typedef struct {
     const lp_layer_io *io;
     float *pattern;
-    int ld, n, t0, keys, H; /* keys: every row's in bidirectional attention, else 0 (causal) */
+    int ld, n, t0, keys, H, h0; /* keys: every row's in bidirectional attention, else 0 (causal) */
 } softmax_job;
 
 static void softmax_rows(void *ctx, size_t r0, size_t r1) {
     const softmax_job *j = ctx;
     for (size_t r = r0; r < r1; r++) {
-        int h = (int)(r / (size_t)j->n), i = (int)(r % (size_t)j->n), len = j->keys ? j->keys : j->t0 + i + 1;
+        int h = j->h0 + (int)(r / (size_t)j->n), i = (int)(r % (size_t)j->n), len = j->keys ? j->keys : j->t0 + i + 1;
         float *row = j->pattern + r * j->ld;
         if (j->io && j->io->rel_bias) add_rel_bias(row, j->ld, j->io, j->H, h, j->t0, i, 1, len);
         softmax_causal(row, len, j->ld);
@@ -291,21 +291,18 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
         return;
     }
     /* Each block's scores cover only the keys it may see; the rest of a row is zeroed by
-     * the softmax, so the second product over the block's keys reads zeros beyond a row's. */
+     * the softmax, so the second product over the block's keys reads zeros beyond a row's.
+     * A head at a time, so that its scores are still in cache for the second product. */
     for (int h = 0; h < H; h++) {
-        const float *k = io->k + (size_t)(h / G) * dh;
+        const float *k = io->k + (size_t)(h / G) * dh, *v = io->v + (size_t)(h / G) * dh;
         float *p = io->pattern + (size_t)h * n * ld;
         for (int i0 = 0; i0 < n; i0 += ATTN_BLOCK) {
             int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = c->causal ? t0 + i0 + rows : t0 + n;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale, io->q + (size_t)i0 * qd + h * dh,
                         qd, k, kvd, 0.0f, p + (size_t)i0 * ld, ld);
         }
-    }
-    softmax_job sj = {io, io->pattern, ld, n, t0, c->causal ? 0 : t0 + n, H};
-    lp_parallel_for((size_t)H * n, grain_rows(c->causal ? (t0 + n + 1) / 2 : t0 + n), softmax_rows, &sj);
-    for (int h = 0; h < H; h++) {
-        const float *v = io->v + (size_t)(h / G) * dh;
-        float *p = io->pattern + (size_t)h * n * ld;
+        softmax_job sj = {io, p, ld, n, t0, c->causal ? 0 : t0 + n, H, h};
+        lp_parallel_for((size_t)n, grain_rows(c->causal ? (t0 + n + 1) / 2 : t0 + n), softmax_rows, &sj);
         for (int i0 = 0; i0 < n; i0 += ATTN_BLOCK) {
             int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = c->causal ? t0 + i0 + rows : t0 + n;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, keys, 1.0f, p + (size_t)i0 * ld, ld, v, kvd,
@@ -396,7 +393,7 @@ static void cross_heads(const lp_config *c, float *pattern, float *z, const floa
     for (int h = 0; h < H; h++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, S, dh, scale, xq + h * dh, qd, xk + h * dh, qd, 0.0f,
                     pattern + (size_t)h * n * S, S);
-    softmax_job sj = {NULL, pattern, S, n, 0, S, H};
+    softmax_job sj = {NULL, pattern, S, n, 0, S, H, 0};
     lp_parallel_for((size_t)H * n, grain_rows(S), softmax_rows, &sj);
     for (int h = 0; h < H; h++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dh, S, 1.0f, pattern + (size_t)h * n * S, S,
@@ -448,6 +445,22 @@ static bool qkv_fused(lp_linear *f, const lp_layer *w) {
     return true;
 }
 
+typedef struct {
+    float *q, *k, *v;
+    const float *qkv;
+    int qd, kd, vd;
+} split_job;
+
+static void split_rows(void *ctx, size_t i0, size_t i1) {
+    const split_job *j = ctx;
+    for (size_t i = i0; i < i1; i++) {
+        const float *row = j->qkv + i * (size_t)(j->qd + j->kd + j->vd);
+        memcpy(j->q + i * j->qd, row, (size_t)j->qd * sizeof *row);
+        memcpy(j->k + i * j->kd, row + j->qd, (size_t)j->kd * sizeof *row);
+        memcpy(j->v + i * j->vd, row + j->qd + j->kd, (size_t)j->vd * sizeof *row);
+    }
+}
+
 /* ln1 (n, d) through q, k and v: q into q (n, qd), k and v into rows of the caches (n, kvd);
  * scratch (n, qd + 2 kvd) holds the fused product before it is split. */
 static void qkv_forward(float *q, float *k, float *v, float *scratch, const float *ln1, const lp_layer *w, int n) {
@@ -459,13 +472,8 @@ static void qkv_forward(float *q, float *k, float *v, float *scratch, const floa
         return;
     }
     lp_linear_forward(scratch, ln1, &f, n);
-    int qd = w->q.out, kd = w->k.out;
-    for (int i = 0; i < n; i++) {
-        const float *row = scratch + (size_t)i * f.out;
-        memcpy(q + (size_t)i * qd, row, (size_t)qd * sizeof *q);
-        memcpy(k + (size_t)i * kd, row + qd, (size_t)kd * sizeof *k);
-        memcpy(v + (size_t)i * w->v.out, row + qd + kd, (size_t)w->v.out * sizeof *v);
-    }
+    split_job j = {q, k, v, scratch, w->q.out, w->k.out, w->v.out};
+    lp_parallel_for((size_t)n, grain_rows(f.out), split_rows, &j);
 }
 
 void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,

@@ -8,12 +8,12 @@
 /* Work on items [i0, i1) of a job. */
 typedef void lp_range_fn(void *ctx, size_t i0, size_t i1);
 
-/* Calls fn on ranges that cover [0, n) once, each at most grain items long and cut at
- * multiples of grain, and returns when all are done. The ranges depend only on n and grain,
- * never on how many threads take them, so work whose items are independent gives the same
- * bytes on any thread count. Runs fn(ctx, 0, n) on the calling thread when n <= grain, when
- * OpenBLAS is set to one thread (the compute threads are OpenBLAS's: --threads), or when
- * another thread is using the pool. Call it only between BLAS calls, never from inside fn. */
+/* Calls fn on ranges that cover [0, n) once, and returns when all are done: chunks of grain
+ * items (cut at multiples of grain) shared among the compute threads, or fn(ctx, 0, n) on the
+ * calling thread when n <= grain, when OpenBLAS is set to one thread (the compute threads are
+ * OpenBLAS's: --threads), or when another thread is using the pool. fn must treat items
+ * independently, so that results do not depend on the cut or the thread count. Call it only
+ * between BLAS calls (never while OpenBLAS's threads work), and never from inside fn. */
 void lp_parallel_for(size_t n, size_t grain, lp_range_fn *fn, void *ctx);
 
 #endif
