@@ -8,7 +8,7 @@
 
 #include "kernels/vmath.h"
 #include "loupe/error.h"
-#include "loupe/parallel.h"
+#include "util/parallel.h"
 #include "loupe/tokenizer.h"
 
 static const char *const NAMES[LP_HEAD_ALL_METRIC_COUNT] = {
@@ -62,11 +62,11 @@ typedef struct {
 } head_work;
 
 /* Heads lo..hi-1 (layer * n_head + head): each reads only its own pattern. */
-static void head_share(void *ctx, int lo, int hi) {
+static void head_share(void *ctx, size_t lo, size_t hi) {
     const head_work *w = ctx;
     const lp_config *c = lp_model_config(lp_run_model(w->r));
     int T = lp_run_len(w->r);
-    for (int lh = lo; lh < hi; lh++) {
+    for (int lh = (int)lo; lh < (int)hi; lh++) {
         lp_view v;
         lp_run_view(w->r, LP_ACT_PATTERN, lh / c->n_head, lh % c->n_head, &v);
         double ent = 0, prev = 0, first = 0, dup = 0, ind = 0, mx = 0;
@@ -117,7 +117,7 @@ int lp_head_metrics(float *out, const lp_run *r) {
             }
     }
     head_work w = {out, r, prev_same};
-    lp_parallel_for(c->n_layer * c->n_head, head_share, &w);
+    lp_parallel_for((size_t)c->n_layer * c->n_head, 1, head_share, &w);
     free(prev_same);
     return LP_OK;
 }

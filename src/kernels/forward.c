@@ -7,43 +7,105 @@
 #include <math.h>
 #include <string.h>
 
+#include "util/parallel.h"
+
+/* Rows per chunk of element-wise work over rows of width w: about 16k floats a chunk, so
+ * that a chunk outweighs waking a thread, and short runs stay on one. */
+static size_t grain_rows(int w) { return w >= 16384 ? 1 : (size_t)(16384 / w); }
+
+#define GRAIN_FLOATS ((size_t)1 << 15)
+
+typedef struct {
+    float *y;
+    const float *b;
+    int out;
+} bias_job;
+
+static void bias_fill(void *ctx, size_t i0, size_t i1) {
+    const bias_job *j = ctx;
+    for (size_t i = i0; i < i1; i++) memcpy(j->y + i * j->out, j->b, (size_t)j->out * sizeof *j->b);
+}
+
 void lp_linear_forward(float *y, const float *x, const lp_linear *lin, int n) {
+    /* A bias goes into y first and the product is added to it (beta 1): one pass over y
+     * instead of OpenBLAS zeroing it (beta 0) and a second pass adding the bias. */
+    float beta = 0.0f;
+    if (lin->b) {
+        bias_job j = {y, lin->b, lin->out};
+        lp_parallel_for((size_t)n, grain_rows(lin->out), bias_fill, &j);
+        beta = 1.0f;
+    }
     if (n == 1) {
         /* One row: a matrix-vector product, the shape of every generation step. */
         if (lin->trans)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, lin->out, lin->in, 1.0f, lin->w, lin->ld, x, 1, 0.0f, y, 1);
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, lin->out, lin->in, 1.0f, lin->w, lin->ld, x, 1, beta, y, 1);
         else
-            cblas_sgemv(CblasRowMajor, CblasTrans, lin->in, lin->out, 1.0f, lin->w, lin->ld, x, 1, 0.0f, y, 1);
+            cblas_sgemv(CblasRowMajor, CblasTrans, lin->in, lin->out, 1.0f, lin->w, lin->ld, x, 1, beta, y, 1);
     } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, lin->trans ? CblasTrans : CblasNoTrans, n, lin->out, lin->in, 1.0f, x,
-                    lin->in, lin->w, lin->ld, 0.0f, y, lin->out);
+                    lin->in, lin->w, lin->ld, beta, y, lin->out);
     }
-    if (lin->b)
-        for (int i = 0; i < n; i++) {
-            float *row = y + (size_t)i * lin->out;
-            for (int j = 0; j < lin->out; j++) row[j] += lin->b[j];
-        }
 }
 
-void lp_norm(float *y, float *scale, const float *x, const float *w, const float *b, int n, int d, lp_norm_kind kind,
-             float eps) {
-    for (int i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * d;
-        float *yi = y + (size_t)i * d;
-        double mean = 0.0, var = 0.0;
-        if (kind == LP_NORM_LAYERNORM) {
-            for (int j = 0; j < d; j++) mean += xi[j];
+/* Sums of a row in double over 8 lanes, added up in a fixed order at the end: the compiler
+ * can vectorise it (one running double sum cannot be), and the result does not depend on
+ * how rows are shared out. */
+#define LANES 8
+
+static double sum_lanes(const double *acc) {
+    double s = 0.0;
+    for (int k = 0; k < LANES; k++) s += acc[k];
+    return s;
+}
+
+typedef struct {
+    float *y, *scale;
+    const float *x, *w, *b;
+    int d;
+    lp_norm_kind kind;
+    float eps;
+} norm_job;
+
+static void norm_rows(void *ctx, size_t i0, size_t i1) {
+    const norm_job *jb = ctx;
+    int d = jb->d, body = d - d % LANES;
+    const float *w = jb->w, *b = jb->b;
+    for (size_t i = i0; i < i1; i++) {
+        const float *xi = jb->x + i * d;
+        float *yi = jb->y + i * d;
+        double mean = 0.0, acc[LANES] = {0};
+        if (jb->kind == LP_NORM_LAYERNORM) {
+            for (int j = 0; j < body; j += LANES)
+                for (int k = 0; k < LANES; k++) acc[k] += xi[j + k];
+            mean = sum_lanes(acc);
+            for (int j = body; j < d; j++) mean += xi[j];
             mean /= d;
         }
-        for (int j = 0; j < d; j++) {
+        for (int k = 0; k < LANES; k++) acc[k] = 0.0;
+        for (int j = 0; j < body; j += LANES)
+            for (int k = 0; k < LANES; k++) {
+                double c = xi[j + k] - mean;
+                acc[k] += c * c;
+            }
+        double var = sum_lanes(acc);
+        for (int j = body; j < d; j++) {
             double c = xi[j] - mean;
             var += c * c;
         }
         var /= d;
-        float s = (float)(1.0 / sqrt(var + eps));
-        scale[i] = s;
-        for (int j = 0; j < d; j++) yi[j] = (float)((xi[j] - mean) * s) * w[j] + (b ? b[j] : 0.0f);
+        float s = (float)(1.0 / sqrt(var + jb->eps));
+        jb->scale[i] = s;
+        if (b)
+            for (int j = 0; j < d; j++) yi[j] = (float)((xi[j] - mean) * s) * w[j] + b[j];
+        else
+            for (int j = 0; j < d; j++) yi[j] = (float)((xi[j] - mean) * s) * w[j];
     }
+}
+
+void lp_norm(float *y, float *scale, const float *x, const float *w, const float *b, int n, int d, lp_norm_kind kind,
+             float eps) {
+    norm_job j = {y, scale, x, w, b, d, kind, eps};
+    lp_parallel_for((size_t)n, grain_rows(d), norm_rows, &j);
 }
 
 void lp_embed(float *x, const lp_model *m, const int *ids, const int *types, int t0, int n) {
@@ -107,19 +169,42 @@ static void rope(float *x, int n, int heads, int dh, lp_pos_kind kind, const flo
         }
 }
 
+/* expf of anything below -88 is under FLT_MIN (a denormal, or 0): taken as 0 without
+ * calling expf, whose underflow path is slow (T5's unscaled scores reach it often). Such an
+ * entry is under 1e-38, where it changes no sum the pattern enters. */
+#define EXP_FLOOR (-88.0f)
+
 /* Softmax of row[0..len) in place; row[len..ld) set to 0 (the causal mask). */
 static void softmax_causal(float *row, int len, int ld) {
     float mx = row[0];
-    for (int j = 1; j < len; j++)
+    int body = len - len % 16;
+    if (body) { /* max over 16 lanes: vectorised, and the same maximum in any order */
+        float m[16];
+        memcpy(m, row, sizeof m);
+        for (int j = 16; j < body; j += 16)
+            for (int k = 0; k < 16; k++) m[k] = row[j + k] > m[k] ? row[j + k] : m[k];
+        for (int k = 0; k < 16; k++)
+            if (m[k] > mx) mx = m[k];
+    }
+    for (int j = body; j < len; j++)
         if (row[j] > mx) mx = row[j];
-    double sum = 0.0;
-    for (int j = 0; j < len; j++) {
-        row[j] = expf(row[j] - mx);
+    double acc[LANES] = {0};
+    int sbody = len - len % LANES;
+    for (int j = 0; j < sbody; j += LANES)
+        for (int k = 0; k < LANES; k++) {
+            float e = row[j + k] - mx;
+            row[j + k] = e < EXP_FLOOR ? 0.0f : expf(e);
+            acc[k] += row[j + k];
+        }
+    double sum = sum_lanes(acc);
+    for (int j = sbody; j < len; j++) {
+        float e = row[j] - mx;
+        row[j] = e < EXP_FLOOR ? 0.0f : expf(e);
         sum += row[j];
     }
     float inv = (float)(1.0 / sum);
     for (int j = 0; j < len; j++) row[j] *= inv;
-    for (int j = len; j < ld; j++) row[j] = 0.0f;
+    if (ld > len) memset(row + len, 0, (size_t)(ld - len) * sizeof *row);
 }
 
 /* Rows of queries are taken in blocks so that each block's scores cover only the keys it
@@ -158,19 +243,37 @@ static void add_rel_bias(float *scores, int ld, const lp_layer_io *io, int H, in
     }
 }
 
+/* Rows of scores softmaxed in one parallel pass between the products that make them and
+ * the products that read them: row r is head h0 + r / n's query row r % n. */
+typedef struct {
+    const lp_layer_io *io;
+    float *pattern;
+    int ld, n, t0, keys, H, h0; /* keys: every row's in bidirectional attention, else 0 (causal) */
+} softmax_job;
+
+static void softmax_rows(void *ctx, size_t r0, size_t r1) {
+    const softmax_job *j = ctx;
+    for (size_t r = r0; r < r1; r++) {
+        int h = j->h0 + (int)(r / (size_t)j->n), i = (int)(r % (size_t)j->n), len = j->keys ? j->keys : j->t0 + i + 1;
+        float *row = j->pattern + r * j->ld;
+        if (j->io && j->io->rel_bias) add_rel_bias(row, j->ld, j->io, j->H, h, j->t0, i, 1, len);
+        softmax_causal(row, len, j->ld);
+    }
+}
+
 static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) {
     int H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, ld = io->pattern_ld;
     int qd = H * dh, kvd = c->n_kv_head * dh;
     float scale = c->unscaled_attn ? 1.0f : 1.0f / sqrtf((float)dh);
-    for (int h = 0; h < H; h++) {
-        int g = h / G; /* grouped-query attention: G query heads share one key/value head */
-        const float *k = io->k + (size_t)g * dh, *v = io->v + (size_t)g * dh;
-        float *p = io->pattern + (size_t)h * n * ld;
-        if (n == 1) {
-            /* One query (a generation step): plain loops beat two tiny sgemm calls. */
+    if (n == 1) {
+        /* One query (a generation step): plain loops beat two tiny sgemm calls. */
+        int keys = t0 + 1; /* also an encoder's: its runs start at t0 = 0, and T = 1 has one key */
+        for (int h = 0; h < H; h++) {
+            int g = h / G; /* grouped-query attention: G query heads share one key/value head */
+            const float *k = io->k + (size_t)g * dh, *v = io->v + (size_t)g * dh;
+            float *p = io->pattern + (size_t)h * ld;
             const float *q = io->q + (size_t)h * dh;
             float *z = io->z + (size_t)h * dh;
-            int keys = t0 + 1; /* also an encoder's: its runs start at t0 = 0, and T = 1 has one key */
             for (int j = 0; j < keys; j++) {
                 const float *kj = k + (size_t)j * kvd;
                 float dot = 0.0f;
@@ -184,17 +287,26 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
                 const float *vj = v + (size_t)j * kvd;
                 for (int e = 0; e < dh; e++) z[e] += p[j] * vj[e];
             }
-            continue;
         }
+        return;
+    }
+    /* Each block's scores cover only the keys it may see; the rest of a row is zeroed by
+     * the softmax, so the second product over the block's keys reads zeros beyond a row's.
+     * A head at a time, so that its scores are still in cache for the second product. */
+    for (int h = 0; h < H; h++) {
+        const float *k = io->k + (size_t)(h / G) * dh, *v = io->v + (size_t)(h / G) * dh;
+        float *p = io->pattern + (size_t)h * n * ld;
         for (int i0 = 0; i0 < n; i0 += ATTN_BLOCK) {
             int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = c->causal ? t0 + i0 + rows : t0 + n;
-            float *pb = p + (size_t)i0 * ld;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale, io->q + (size_t)i0 * qd + h * dh,
-                        qd, k, kvd, 0.0f, pb, ld);
-            if (io->rel_bias) add_rel_bias(pb, ld, io, H, h, t0, i0, rows, keys);
-            for (int i = 0; i < rows; i++) softmax_causal(pb + (size_t)i * ld, c->causal ? t0 + i0 + i + 1 : keys, ld);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, keys, 1.0f, pb, ld, v, kvd, 0.0f,
-                        io->z + (size_t)i0 * qd + h * dh, qd);
+                        qd, k, kvd, 0.0f, p + (size_t)i0 * ld, ld);
+        }
+        softmax_job sj = {io, p, ld, n, t0, c->causal ? 0 : t0 + n, H, h};
+        lp_parallel_for((size_t)n, grain_rows(c->causal ? (t0 + n + 1) / 2 : t0 + n), softmax_rows, &sj);
+        for (int i0 = 0; i0 < n; i0 += ATTN_BLOCK) {
+            int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = c->causal ? t0 + i0 + rows : t0 + n;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, keys, 1.0f, p + (size_t)i0 * ld, ld, v, kvd,
+                        0.0f, io->z + (size_t)i0 * qd + h * dh, qd);
         }
     }
 }
@@ -224,18 +336,40 @@ double lp_head_act_value(lp_head_act a, double v) {
     return NAN;
 }
 
-/* y = act(x) over n floats for the non-gated MLPs. */
-static void act_rows(float *y, const float *x, size_t n, lp_mlp_kind kind) {
-    switch (kind) {
-    case LP_MLP_GELU_ERF: for (size_t i = 0; i < n; i++) y[i] = gelu_erf(x[i]); break;
-    case LP_MLP_RELU: for (size_t i = 0; i < n; i++) y[i] = relu(x[i]); break;
-    default: for (size_t i = 0; i < n; i++) y[i] = gelu_tanh(x[i]); break;
+/* Element-wise maps over n floats, shared out in chunks of GRAIN_FLOATS. */
+typedef enum { MAP_GELU_TANH, MAP_GELU_ERF, MAP_RELU, MAP_SWIGLU, MAP_GEGLU, MAP_ADD } map_kind;
+
+typedef struct {
+    float *y;
+    const float *a, *b;
+    map_kind kind;
+} map_job;
+
+static void map_range(void *ctx, size_t i0, size_t i1) {
+    const map_job *j = ctx;
+    float *y = j->y;
+    const float *a = j->a, *b = j->b;
+    switch (j->kind) {
+    case MAP_GELU_TANH: for (size_t i = i0; i < i1; i++) y[i] = gelu_tanh(a[i]); break;
+    case MAP_GELU_ERF: for (size_t i = i0; i < i1; i++) y[i] = gelu_erf(a[i]); break;
+    case MAP_RELU: for (size_t i = i0; i < i1; i++) y[i] = relu(a[i]); break;
+    case MAP_SWIGLU: for (size_t i = i0; i < i1; i++) y[i] = silu(a[i]) * b[i]; break;
+    case MAP_GEGLU: for (size_t i = i0; i < i1; i++) y[i] = gelu_tanh(a[i]) * b[i]; break;
+    case MAP_ADD: for (size_t i = i0; i < i1; i++) y[i] = a[i] + b[i]; break;
     }
 }
 
-static void add(float *y, const float *a, const float *b, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+static void map(float *y, const float *a, const float *b, size_t n, map_kind kind) {
+    map_job j = {y, a, b, kind};
+    lp_parallel_for(n, GRAIN_FLOATS, map_range, &j);
 }
+
+/* y = act(x) over n floats for the non-gated MLPs. */
+static void act_rows(float *y, const float *x, size_t n, lp_mlp_kind kind) {
+    map(y, x, NULL, n, kind == LP_MLP_GELU_ERF ? MAP_GELU_ERF : kind == LP_MLP_RELU ? MAP_RELU : MAP_GELU_TANH);
+}
+
+static void add(float *y, const float *a, const float *b, size_t n) { map(y, a, b, n, MAP_ADD); }
 
 /* An attention-only model's layer has no MLP: what a run captures of it is zeros (so that
  * views stay defined) and the residual stream passes through, resid_out = resid_mid. */
@@ -256,13 +390,14 @@ static void cross_heads(const lp_config *c, float *pattern, float *z, const floa
                         int S, int n) {
     int H = c->n_head, dh = c->d_head, qd = H * dh;
     float scale = c->unscaled_attn ? 1.0f : 1.0f / sqrtf((float)dh);
-    for (int h = 0; h < H; h++) {
-        float *p = pattern + (size_t)h * n * S;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, S, dh, scale, xq + h * dh, qd, xk + h * dh, qd, 0.0f, p,
-                    S);
-        for (int i = 0; i < n; i++) softmax_causal(p + (size_t)i * S, S, S);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dh, S, 1.0f, p, S, xv + h * dh, qd, 0.0f, z + h * dh, qd);
-    }
+    for (int h = 0; h < H; h++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, S, dh, scale, xq + h * dh, qd, xk + h * dh, qd, 0.0f,
+                    pattern + (size_t)h * n * S, S);
+    softmax_job sj = {NULL, pattern, S, n, 0, S, H, 0};
+    lp_parallel_for((size_t)H * n, grain_rows(S), softmax_rows, &sj);
+    for (int h = 0; h < H; h++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dh, S, 1.0f, pattern + (size_t)h * n * S, S,
+                    xv + h * dh, qd, 0.0f, z + h * dh, qd);
 }
 
 /* T5LayerCrossAttention: lnx = norm(resid_mid), every query row attends to all S rows of
@@ -284,15 +419,61 @@ static void mlp_rows(const lp_config *c, const lp_layer *w, const float *ln2, fl
     if (lp_mlp_gated(c)) {
         lp_linear_forward(pre, ln2, &w->gate, n);
         lp_linear_forward(up, ln2, &w->up, n);
-        if (c->mlp == LP_MLP_SWIGLU)
-            for (size_t i = 0; i < nm; i++) post[i] = silu(pre[i]) * up[i];
-        else
-            for (size_t i = 0; i < nm; i++) post[i] = gelu_tanh(pre[i]) * up[i];
+        map(post, pre, up, nm, c->mlp == LP_MLP_SWIGLU ? MAP_SWIGLU : MAP_GEGLU);
     } else {
         lp_linear_forward(pre, ln2, &w->up, n);
         act_rows(post, pre, nm, c->mlp);
     }
     lp_linear_forward(out, post, &w->down, n);
+}
+
+/* q, k and v as one matrix when the checkpoint stores them so: GPT-2's fused c_attn (column
+ * blocks of one (d, 3d) matrix), or separate (out, in) matrices that happen to lie one after
+ * another in the mapped file. One product over the whole width runs at the rate of a wide
+ * product where three strided ones do not, and nothing is copied. */
+static bool qkv_fused(lp_linear *f, const lp_layer *w) {
+    const lp_linear *q = &w->q, *k = &w->k, *v = &w->v;
+    int out = q->out + k->out + v->out;
+    if (q->trans != k->trans || q->trans != v->trans || q->in != k->in || q->in != v->in || q->ld != k->ld ||
+        q->ld != v->ld)
+        return false;
+    /* the next matrix starts where the last one's columns (or rows, transposed) end */
+    size_t qs = q->trans ? (size_t)q->out * q->ld : (size_t)q->out, ks = k->trans ? (size_t)k->out * k->ld : (size_t)k->out;
+    if (k->w != q->w + qs || v->w != k->w + ks || (q->trans ? q->ld != q->in : q->ld != out)) return false;
+    if (q->b ? (k->b != q->b + q->out || v->b != k->b + k->out) : (k->b || v->b)) return false;
+    *f = (lp_linear){q->w, q->b, q->in, out, q->ld, q->trans};
+    return true;
+}
+
+typedef struct {
+    float *q, *k, *v;
+    const float *qkv;
+    int qd, kd, vd;
+} split_job;
+
+static void split_rows(void *ctx, size_t i0, size_t i1) {
+    const split_job *j = ctx;
+    for (size_t i = i0; i < i1; i++) {
+        const float *row = j->qkv + i * (size_t)(j->qd + j->kd + j->vd);
+        memcpy(j->q + i * j->qd, row, (size_t)j->qd * sizeof *row);
+        memcpy(j->k + i * j->kd, row + j->qd, (size_t)j->kd * sizeof *row);
+        memcpy(j->v + i * j->vd, row + j->qd + j->kd, (size_t)j->vd * sizeof *row);
+    }
+}
+
+/* ln1 (n, d) through q, k and v: q into q (n, qd), k and v into rows of the caches (n, kvd);
+ * scratch (n, qd + 2 kvd) holds the fused product before it is split. */
+static void qkv_forward(float *q, float *k, float *v, float *scratch, const float *ln1, const lp_layer *w, int n) {
+    lp_linear f;
+    if (!scratch || !qkv_fused(&f, w)) {
+        lp_linear_forward(q, ln1, &w->q, n);
+        lp_linear_forward(k, ln1, &w->k, n);
+        lp_linear_forward(v, ln1, &w->v, n);
+        return;
+    }
+    lp_linear_forward(scratch, ln1, &f, n);
+    split_job j = {q, k, v, scratch, w->q.out, w->k.out, w->v.out};
+    lp_parallel_for((size_t)n, grain_rows(f.out), split_rows, &j);
 }
 
 void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,
@@ -307,9 +488,9 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
     if (c->post_norm) memcpy(io->ln1, io->resid_in, nd * sizeof *io->ln1);
     else lp_norm(io->ln1, io->ln1_scale, io->resid_in, w->ln1_w, w->ln1_b, n, d, c->norm, c->norm_eps);
     float *k_new = io->k + (size_t)t0 * kvd, *v_new = io->v + (size_t)t0 * kvd;
-    lp_linear_forward(io->q, io->ln1, &w->q, n);
-    lp_linear_forward(k_new, io->ln1, &w->k, n);
-    lp_linear_forward(v_new, io->ln1, &w->v, n);
+    /* mlp_pre is free until the MLP: scratch for a fused q|k|v product when it is wide enough */
+    bool room = io->mlp_pre && c->d_mlp >= c->n_head * c->d_head + 2 * kvd;
+    qkv_forward(io->q, k_new, v_new, room ? io->mlp_pre : NULL, io->ln1, w, n);
     if (lp_pos_rotary(c)) {
         rope(io->q, n, c->n_head, c->d_head, c->pos, cos_t, sin_t);
         rope(k_new, n, c->n_kv_head, c->d_head, c->pos, cos_t, sin_t);
@@ -429,10 +610,6 @@ void lp_rope_rows(float *x, const lp_config *c, int n, int heads, const float *c
     rope(x, n, heads, c->d_head, c->pos, cos_t, sin_t);
 }
 
-void lp_gelu_rows(float *y, const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = gelu_tanh(x[i]);
-}
+void lp_gelu_rows(float *y, const float *x, size_t n) { map(y, x, NULL, n, MAP_GELU_TANH); }
 
-void lp_swiglu_rows(float *y, const float *gate, const float *up, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = silu(gate[i]) * up[i];
-}
+void lp_swiglu_rows(float *y, const float *gate, const float *up, size_t n) { map(y, gate, up, n, MAP_SWIGLU); }

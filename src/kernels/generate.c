@@ -10,7 +10,7 @@
 #include "kernels/forward.h"
 #include "kernels/vmath.h"
 #include "loupe/error.h"
-#include "loupe/parallel.h"
+#include "util/parallel.h"
 #include "loupe/run.h"
 
 struct lp_generator {
@@ -279,9 +279,9 @@ typedef struct {
     atomic_int failed;
 } top_rows;
 
-static void top_rows_share(void *ctx, int lo, int hi) {
+static void top_rows_share(void *ctx, size_t lo, size_t hi) {
     top_rows *w = ctx;
-    for (int r = lo; r < hi; r++) {
+    for (size_t r = lo; r < hi; r++) {
         const float *lg = w->logits + (size_t)r * w->vocab;
         int *ids = w->ids + (size_t)r * w->k;
         float mx;
@@ -296,7 +296,7 @@ static void top_rows_share(void *ctx, int lo, int hi) {
 
 int lp_top_k_rows(int *ids, double *probs, const float *logits, int rows, int vocab, int k) {
     top_rows w = {ids, probs, logits, vocab, k, 0};
-    lp_parallel_for(rows, top_rows_share, &w);
+    lp_parallel_for((size_t)rows, 8, top_rows_share, &w); /* 8 rows a chunk: each a pass over the vocabulary */
     return atomic_load(&w.failed) ? lp_error(LP_ENOMEM, "out of memory") : LP_OK;
 }
 

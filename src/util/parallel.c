@@ -1,40 +1,111 @@
-/* lp_parallel_for: one pthread per share beyond the first; started per call, as the work
- * it splits (tens of milliseconds) dwarfs starting a thread. */
-#include "loupe/parallel.h"
+/* The pool: CPUs - 1 threads made on first use, asleep on a condition between jobs. A job is
+ * cut into fixed chunks that the caller and the woken threads claim one at a time, so a
+ * thread that the (shared) machine does not schedule soon just leaves its chunks to the
+ * others. Threads do not spin while idle: OpenBLAS's own threads need the cores next. */
+#include "util/parallel.h"
 
 #include <cblas.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <unistd.h>
 
-#define MAX_SHARES 64
+#define MAX_THREADS 64
 
-typedef struct {
-    void (*fn)(void *ctx, int lo, int hi);
+static struct {
+    pthread_once_t once;
+    pthread_mutex_t lock;
+    pthread_cond_t start;
+    int workers;            /* threads made, besides callers */
+    atomic_flag busy;       /* a caller owns the pool */
+    uint32_t gen;           /* the job posted last (under lock) */
+    lp_range_fn *fn;        /* the job (under lock) */
     void *ctx;
-    int lo, hi;
-} share;
+    size_t n, grain, chunks;
+    int helpers;            /* how many workers may take chunks of it */
+    /* gen << 32 | the next unclaimed chunk: a claim names its job, so a thread that wakes
+     * late cannot take a chunk of the next job with the last one's fn */
+    _Atomic uint64_t claim;
+    atomic_size_t done;     /* chunks finished */
+} pool = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER,
+          .busy = ATOMIC_FLAG_INIT};
 
-static void *run_share(void *arg) {
-    share *s = arg;
-    s->fn(s->ctx, s->lo, s->hi);
+/* Claims and runs chunks of job gen until none is left. */
+static void run_chunks(uint32_t gen, lp_range_fn *fn, void *ctx, size_t n, size_t grain, size_t chunks) {
+    uint64_t cur = atomic_load(&pool.claim);
+    for (;;) {
+        if ((uint32_t)(cur >> 32) != gen || (cur & 0xffffffffu) >= chunks) return;
+        if (!atomic_compare_exchange_weak(&pool.claim, &cur, cur + 1)) continue;
+        size_t i0 = (size_t)(cur & 0xffffffffu) * grain, i1 = i0 + grain < n ? i0 + grain : n;
+        fn(ctx, i0, i1);
+        atomic_fetch_add(&pool.done, 1);
+        cur = atomic_load(&pool.claim);
+    }
+}
+
+static void *worker(void *arg) {
+    int id = (int)(intptr_t)arg;
+    uint32_t seen = 0;
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        while (pool.gen == seen) pthread_cond_wait(&pool.start, &pool.lock);
+        seen = pool.gen;
+        if (id >= pool.helpers) continue;
+        lp_range_fn *fn = pool.fn;
+        void *ctx = pool.ctx;
+        size_t n = pool.n, grain = pool.grain, chunks = pool.chunks;
+        pthread_mutex_unlock(&pool.lock);
+        run_chunks(seen, fn, ctx, n, grain, chunks);
+        pthread_mutex_lock(&pool.lock);
+    }
     return NULL;
 }
 
-void lp_parallel_for(int n, void (*fn)(void *ctx, int lo, int hi), void *ctx) {
-    int k = openblas_get_num_threads();
-    if (k > MAX_SHARES) k = MAX_SHARES;
-    if (k > n) k = n;
-    if (k < 2) {
-        if (n > 0) fn(ctx, 0, n);
+/* Without threads (none could be made, or one CPU) every job runs on its caller. */
+static void pool_init(void) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int want = cpus > MAX_THREADS ? MAX_THREADS - 1 : cpus > 1 ? (int)cpus - 1 : 0;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    for (int i = 0; i < want; i++) {
+        pthread_t t;
+        if (pthread_create(&t, &attr, worker, (void *)(intptr_t)i)) break;
+        pool.workers++;
+    }
+    pthread_attr_destroy(&attr);
+}
+
+void lp_parallel_for(size_t n, size_t grain, lp_range_fn *fn, void *ctx) {
+    if (grain == 0) grain = 1;
+    int threads = openblas_get_num_threads();
+    if (n <= grain || threads <= 1) {
+        fn(ctx, 0, n);
         return;
     }
-    share sh[MAX_SHARES];
-    pthread_t th[MAX_SHARES];
-    int started[MAX_SHARES] = {0};
-    for (int i = 0; i < k; i++) sh[i] = (share){fn, ctx, (int)((long)n * i / k), (int)((long)n * (i + 1) / k)};
-    for (int i = 1; i < k; i++) started[i] = pthread_create(&th[i], NULL, run_share, &sh[i]) == 0;
-    fn(ctx, sh[0].lo, sh[0].hi);
-    for (int i = 1; i < k; i++) {
-        if (started[i]) pthread_join(th[i], NULL);
-        else fn(ctx, sh[i].lo, sh[i].hi); /* no thread: the caller does it */
+    pthread_once(&pool.once, pool_init);
+    if (pool.workers == 0 || atomic_flag_test_and_set(&pool.busy)) {
+        fn(ctx, 0, n);
+        return;
     }
+    size_t chunks = (n + grain - 1) / grain;
+    pthread_mutex_lock(&pool.lock);
+    uint32_t gen = ++pool.gen;
+    if (gen == 0) gen = ++pool.gen; /* 0 is every worker's "seen nothing yet" */
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.n = n;
+    pool.grain = grain;
+    pool.chunks = chunks;
+    pool.helpers = threads - 1;
+    atomic_store(&pool.done, 0);
+    atomic_store(&pool.claim, (uint64_t)gen << 32);
+    pthread_cond_broadcast(&pool.start);
+    pthread_mutex_unlock(&pool.lock);
+    run_chunks(gen, fn, ctx, n, grain, chunks);
+    /* Chunks still running are the workers'; they are short, so yield until they end. */
+    while (atomic_load(&pool.done) < chunks) sched_yield();
+    atomic_flag_clear(&pool.busy);
 }

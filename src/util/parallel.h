@@ -1,0 +1,19 @@
+/* A persistent pool of compute threads for the element-wise code between matrix products
+ * (norms, softmax, activations). Not a public header. */
+#ifndef LOUPE_PARALLEL_H
+#define LOUPE_PARALLEL_H
+
+#include <stddef.h>
+
+/* Work on items [i0, i1) of a job. */
+typedef void lp_range_fn(void *ctx, size_t i0, size_t i1);
+
+/* Calls fn on ranges that cover [0, n) once, and returns when all are done: chunks of grain
+ * items (cut at multiples of grain) shared among the compute threads, or fn(ctx, 0, n) on the
+ * calling thread when n <= grain, when OpenBLAS is set to one thread (the compute threads are
+ * OpenBLAS's: --threads), or when another thread is using the pool. fn must treat items
+ * independently, so that results do not depend on the cut or the thread count. Call it only
+ * between BLAS calls (never while OpenBLAS's threads work), and never from inside fn. */
+void lp_parallel_for(size_t n, size_t grain, lp_range_fn *fn, void *ctx);
+
+#endif
