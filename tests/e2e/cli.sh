@@ -10,10 +10,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export XDG_DATA_HOME="$tmp/data"  # the default database goes there, not into $HOME
 
-check() { # check NAME COMMAND...: the command must succeed
-    name=$1; shift
-    if "$@" >/dev/null 2>"$tmp/err"; then echo "ok   $name"; else echo "FAIL $name"; cat "$tmp/err"; fails=$((fails + 1)); fi
-}
+. tests/e2e/lib/check.sh
 json() { "$LOUPE" -m json "$@"; }
 
 # stories260K: greedy from BOS gives the README's ids and text.

@@ -11,10 +11,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export XDG_DATA_HOME="$tmp/data"
 
-check() { # check NAME COMMAND...: the command must succeed
-    name=$1; shift
-    if "$@" >/dev/null 2>"$tmp/err"; then echo "ok   $name"; else echo "FAIL $name"; cat "$tmp/err"; fails=$((fails + 1)); fi
-}
+. tests/e2e/lib/check.sh
 json() { "$LOUPE" -d :memory: -m json "$@"; }
 # refused NAME PATTERN ARGS...: loupe exits 1 with one error line matching PATTERN
 refused() {

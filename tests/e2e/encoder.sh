@@ -11,12 +11,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export XDG_DATA_HOME="$tmp/data"
 
-check() { # check NAME COMMAND...: the command must succeed
-    name=$1; shift
-    if "$@" >/dev/null 2>"$tmp/err"; then echo "ok   $name"; else echo "FAIL $name"; cat "$tmp/err"; fails=$((fails + 1)); fi
-}
-# is N JQ: the N-th JSON value (from 0) of $tmp/out satisfies JQ
-is() { jq -e -s ".[$1] | $2" "$tmp/out" >/dev/null; }
+. tests/e2e/lib/check.sh
 # expected MODEL JQ: a value of the model's expected.json
 expected() { jq -c "$2" "$ENC/$1/expected.json"; }
 

@@ -9,10 +9,7 @@ fails=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export XDG_DATA_HOME="$tmp/data"
-check() {
-    name=$1; shift
-    if "$@" >/dev/null 2>"$tmp/err"; then echo "ok   $name"; else echo "FAIL $name"; cat "$tmp/err"; fails=$((fails + 1)); fi
-}
+. tests/e2e/lib/check.sh
 # refused NAME PATTERN COMMAND...: within 20 s, exit 1, and one error line matching PATTERN
 refused() {
     what=$1 pattern=$2; shift 2

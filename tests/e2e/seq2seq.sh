@@ -11,11 +11,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export XDG_DATA_HOME="$tmp/data"
 
-check() { # check NAME COMMAND...: the command must succeed
-    name=$1; shift
-    if "$@" >/dev/null 2>"$tmp/err"; then echo "ok   $name"; else echo "FAIL $name"; cat "$tmp/err"; fails=$((fails + 1)); fi
-}
-is() { jq -e -s ".[$1] | $2" "$tmp/out" >/dev/null; }
+. tests/e2e/lib/check.sh
 expected() { jq -c "$2" "$DIR/$1/expected.json"; }
 refused() { # refused NAME PATTERN ARGS...: fails with one error line matching PATTERN
     name=$1; pat=$2; shift 2

@@ -7,10 +7,7 @@ STORIES=../shared/models/stories260K/stories260K.bin
 fails=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-check() {
-    name=$1; shift
-    if "$@" >/dev/null 2>"$tmp/err"; then echo "ok   $name"; else echo "FAIL $name"; cat "$tmp/err"; fails=$((fails + 1)); fi
-}
+. tests/e2e/lib/check.sh
 q() { "$LOUPE" -d "$1" -m json -e "sql $2" | jq -r "$3"; } # q DB QUERY JQ-FILTER
 
 db=$tmp/a.db
