@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "loupe/commands.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
 
@@ -109,6 +110,22 @@ static inline double reference_logit_error(const lp_model *m, const char *fixtur
     free(ids);
     json_decref(j);
     return worst;
+}
+
+/* Runs one command line in session s, its output into *buf (freed and replaced; length *len);
+ * returns its status and, when out is not NULL, the JSON it printed (NULL if none). */
+static inline int exec_line(lp_session *s, char **buf, size_t *len, const char *line, json_t **out) {
+    free(*buf);
+    *buf = NULL;
+    s->out = open_memstream(buf, len);
+    int rc = lp_exec(s, line);
+    fclose(s->out);
+    s->out = NULL;
+    if (out) {
+        json_error_t e;
+        *out = rc ? NULL : json_loadb(*buf, *len, 0, &e);
+    }
+    return rc;
 }
 
 #endif

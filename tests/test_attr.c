@@ -52,17 +52,8 @@ static int teardown(void **state) {
 
 /* Runs one command; returns its status and, when it printed JSON, the value (caller frees). */
 static int exec(fixture *f, const char *line, json_t **out) {
-    free(f->buf);
-    f->buf = NULL;
-    f->s.out = open_memstream(&f->buf, &f->len);
-    int rc = lp_exec(&f->s, line);
-    fclose(f->s.out);
-    f->s.out = NULL;
-    if (out) {
-        json_error_t e;
-        *out = rc ? NULL : json_loadb(f->buf, f->len, 0, &e);
-        if (!rc && !*out) fail_msg("'%s' printed no JSON: %s", line, f->buf);
-    }
+    int rc = exec_line(&f->s, &f->buf, &f->len, line, out);
+    if (out && !rc && !*out) fail_msg("'%s' printed no JSON: %s", line, f->buf);
     return rc;
 }
 
@@ -186,7 +177,7 @@ static void methods_keep_their_invariants(void **state) {
     double delta;
     for (int pos = 0; pos < T; pos += 4) {
         /* Rollout's rows are distributions over the positions a query can see. */
-        lp_attr_spec sp = {LP_ATTR_ROLLOUT, {LP_OBJ_LOGIT, pos, 0, -1}, 0, -1, 0, -1};
+        lp_attr_spec sp = {LP_ATTR_ROLLOUT, {LP_OBJ_LOGIT, pos, 0, -1}, 0, -1, 0, -1, 0, 0};
         assert_int_equal(lp_attr(s, &delta, r, &sp), LP_OK);
         double sum = 0;
         for (int t = 0; t < T; t++) {
@@ -196,7 +187,7 @@ static void methods_keep_their_invariants(void **state) {
         assert_true(fabs(sum - 1) < 1e-5 && isnan(delta));
         /* Occluding the whole prefix gives every position f(x) - f(baseline), which is
          * what integrated gradients' scores add up to. */
-        sp = (lp_attr_spec){LP_ATTR_OCCLUSION, {LP_OBJ_LOGIT, pos, 42, -1}, 0, -1, pos + 1, -1};
+        sp = (lp_attr_spec){LP_ATTR_OCCLUSION, {LP_OBJ_LOGIT, pos, 42, -1}, 0, -1, pos + 1, -1, 0, 0};
         assert_int_equal(lp_attr(s, &delta, r, &sp), LP_OK);
         float whole = s[0];
         for (int t = 0; t <= pos; t++) assert_true(s[t] == whole);
@@ -207,7 +198,7 @@ static void methods_keep_their_invariants(void **state) {
         for (int t = 0; t < T; t++) total += s[t];
         assert_true(fabs(total - delta - whole) < 1e-4 * fmax(1, fabs(whole)));
         /* attnxnorm: norms, zero after pos. */
-        sp = (lp_attr_spec){LP_ATTR_ATTNXNORM, {LP_OBJ_LOGIT, pos, 0, -1}, 0, -1, 0, 0};
+        sp = (lp_attr_spec){LP_ATTR_ATTNXNORM, {LP_OBJ_LOGIT, pos, 0, -1}, 0, -1, 0, 0, 0, 0};
         assert_int_equal(lp_attr(s, &delta, r, &sp), LP_OK);
         for (int t = 0; t < T; t++) assert_true(s[t] >= 0 && (t <= pos || s[t] == 0));
     }

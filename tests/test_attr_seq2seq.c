@@ -47,7 +47,7 @@ static void test_gradient_methods_match_autograd(void **state) {
         for (int kind = 0; kind <= LP_OBJ_LOGIT_DIFF; kind++)
             for (int method = LP_ATTR_SALIENCY; method <= LP_ATTR_GXI; method++) {
                 lp_attr_spec sp = {(lp_attr_method)method, {(lp_objective_kind)kind, f.pos, f.target, f.contrast}, 0,
-                                   -1, 0, -1};
+                                   -1, 0, -1, 0, 0};
                 double delta;
                 float *s = attr_new(&f, sp, &delta);
                 assert_true(isnan(delta));
@@ -89,7 +89,7 @@ static void test_integrated_gradients_are_complete_across_both_sides(void **stat
         fixture f;
         open_fixture(&f, MODELS[k]);
         json_t *ig = json_object_get(f.ref, "ig");
-        lp_attr_spec sp = {LP_ATTR_IG, {LP_OBJ_LOGPROB, f.pos, f.target, -1}, 16, -1, 0, -1};
+        lp_attr_spec sp = {LP_ATTR_IG, {LP_OBJ_LOGPROB, f.pos, f.target, -1}, 16, -1, 0, -1, 0, 0};
         double delta;
         float *s = attr_new(&f, sp, &delta);
         double diff = 0, scale = 0;
@@ -142,7 +142,7 @@ static void test_occlusion_matches_reruns(void **state) {
     lp_objective o = {LP_OBJ_LOGIT_DIFF, f.pos, f.target, f.contrast};
     double fx = lp_objective_value(&o, lp_run_logits(f.r, f.pos), lp_model_config(f.m)->vocab), worst = 0;
     for (int W = 1; W <= 3; W += 2) {
-        lp_attr_spec sp = {LP_ATTR_OCCLUSION, o, 0, 5, W, -1};
+        lp_attr_spec sp = {LP_ATTR_OCCLUSION, o, 0, 5, W, -1, 0, 0};
         double delta;
         float *s = attr_new(&f, sp, &delta);
         for (int side = 0; side < 2; side++) {
@@ -187,7 +187,7 @@ static void test_rollout_is_a_distribution_over_both_sides(void **state) {
         int S = f.S, T = f.T, C = S + T, Le = lp_model_config(lp_model_encoder(f.m))->n_layer;
         double worst_sum = 0, worst = 0;
         for (int pos = 0; pos < T; pos++) {
-            lp_attr_spec sp = {LP_ATTR_ROLLOUT, {LP_OBJ_LOGIT, pos, 0, -1}, 0, -1, 0, -1};
+            lp_attr_spec sp = {LP_ATTR_ROLLOUT, {LP_OBJ_LOGIT, pos, 0, -1}, 0, -1, 0, -1, 0, 0};
             f.pos = pos;
             double delta, sum = 0;
             float *s = attr_new(&f, sp, &delta);
@@ -248,7 +248,7 @@ static void test_attention_norms_follow_their_definition(void **state) {
     lp_run_view(lp_run_source(f.r), LP_ACT_LN_FINAL, -1, -1, &enc);
     double worst = 0;
     for (int l = 0; l < c->n_layer; l++) {
-        lp_attr_spec sp = {LP_ATTR_ATTNXNORM, {LP_OBJ_LOGIT, f.pos, 0, -1}, 0, -1, 0, l};
+        lp_attr_spec sp = {LP_ATTR_ATTNXNORM, {LP_OBJ_LOGIT, f.pos, 0, -1}, 0, -1, 0, l, 0, 0};
         double delta;
         float *s = attr_new(&f, sp, &delta);
         const lp_layer *L = &f.m->layers[l];
@@ -290,10 +290,10 @@ static void test_bad_arguments_are_refused(void **state) {
     float s[64];
     double delta;
     lp_attr_spec bad[] = {
-        {LP_ATTR_GXI, {LP_OBJ_LOGIT, f.T, 5, -1}, 0, -1, 0, -1},                    /* pos past the decoder */
-        {LP_ATTR_OCCLUSION, {LP_OBJ_LOGIT, 2, 5, -1}, 0, -1, f.S + 1, -1},          /* window past both sides */
-        {LP_ATTR_ATTNXNORM, {LP_OBJ_LOGIT, 2, 5, -1}, 0, -1, 0, 3},                 /* 3 decoder layers: 0..2 */
-        {LP_ATTR_IG, {LP_OBJ_LOGIT, 2, 600, -1}, 0, -1, 0, -1},                     /* target outside the vocabulary */
+        {LP_ATTR_GXI, {LP_OBJ_LOGIT, f.T, 5, -1}, 0, -1, 0, -1, 0, 0}, /* pos past the decoder */
+        {LP_ATTR_OCCLUSION, {LP_OBJ_LOGIT, 2, 5, -1}, 0, -1, f.S + 1, -1, 0, 0}, /* window past both sides */
+        {LP_ATTR_ATTNXNORM, {LP_OBJ_LOGIT, 2, 5, -1}, 0, -1, 0, 3, 0, 0}, /* 3 decoder layers: 0..2 */
+        {LP_ATTR_IG, {LP_OBJ_LOGIT, 2, 600, -1}, 0, -1, 0, -1, 0, 0}, /* target outside the vocabulary */
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) assert_int_equal(lp_attr(s, &delta, f.r, &bad[i]), LP_EINVAL);
     close_fixture(&f);

@@ -571,6 +571,7 @@ static void input_gradients_match_the_reference(void **state) {
             sp.objective.contrast = (int)json_integer_value(json_object_get(e, "contrast"));
             sp.layer = (int)json_integer_value(json_object_get(a, "layer"));
             sp.steps = (int)json_integer_value(json_object_get(a, "steps"));
+            sp.max_steps = sp.steps; /* the reference integrates by Captum's rule alone */
             sp.baseline = (int)json_integer_value(json_object_get(a, "baseline"));
             sp.window = (int)json_integer_value(json_object_get(a, "window"));
             float *scores = malloc((size_t)n * sizeof *scores);

@@ -460,7 +460,7 @@ static void integrated_gradients_are_complete(void **state) {
         double worst = 0;
         for (int b = m->cfg.norm == LP_NORM_RMSNORM ? 0 : -1; b <= 1; b++)
             for (int kind = 0; kind < 3; kind++) {
-                lp_attr_spec sp = {LP_ATTR_IG, {(lp_objective_kind)kind, T - 1, top, (top + 1) % V}, 64, b, 0, -1};
+                lp_attr_spec sp = {LP_ATTR_IG, {(lp_objective_kind)kind, T - 1, top, (top + 1) % V}, 64, b, 0, -1, 64, 0};
                 float scores[64];
                 double delta, sum = 0;
                 assert_int_equal(lp_attr(scores, &delta, r, &sp), LP_OK);
@@ -564,6 +564,7 @@ static void attributions_match_pytorch_reference(void **state) {
                              LP_OK);
             sp.objective.pos = pos, sp.objective.target = target, sp.objective.contrast = contrast;
             sp.steps = (int)json_integer_value(json_object_get(case_, "steps"));
+            sp.max_steps = sp.steps; /* the reference integrates by Captum's rule alone */
             sp.baseline = (int)json_integer_value(json_object_get(case_, "baseline"));
             sp.window = (int)json_integer_value(json_object_get(case_, "window"));
             sp.layer = (int)json_integer_value(json_object_get(case_, "layer"));
@@ -608,11 +609,11 @@ static void bad_arguments_are_refused(void **state) {
     }
     float scores[64];
     double delta;
-    lp_attr_spec sp = {LP_ATTR_ATTNXNORM, {LP_OBJ_LOGIT, 0, 0, -1}, 0, -1, 0, m->cfg.n_layer};
+    lp_attr_spec sp = {LP_ATTR_ATTNXNORM, {LP_OBJ_LOGIT, 0, 0, -1}, 0, -1, 0, m->cfg.n_layer, 0, 0};
     assert_int_equal(lp_attr(scores, &delta, r, &sp), LP_EINVAL);
-    sp = (lp_attr_spec){LP_ATTR_OCCLUSION, {LP_OBJ_LOGIT, 0, 0, -1}, 0, -1, fms[0].n + 1, -1};
+    sp = (lp_attr_spec){LP_ATTR_OCCLUSION, {LP_OBJ_LOGIT, 0, 0, -1}, 0, -1, fms[0].n + 1, -1, 0, 0};
     assert_int_equal(lp_attr(scores, &delta, r, &sp), LP_EINVAL);
-    sp = (lp_attr_spec){LP_ATTR_IG, {LP_OBJ_LOGIT, 0, 0, -1}, 0, m->cfg.vocab, 0, -1};
+    sp = (lp_attr_spec){LP_ATTR_IG, {LP_OBJ_LOGIT, 0, 0, -1}, 0, m->cfg.vocab, 0, -1, 0, 0};
     assert_int_equal(lp_attr(scores, &delta, r, &sp), LP_EINVAL);
     lp_run_free(r);
     lp_model_free(m);

@@ -9,7 +9,10 @@
  *   gxi        sum_k df/dx_t,k * e_t,k with e_t the token embedding of position t
  *   ig         integrated gradients from a baseline b: (e_t - b) . int_0^1 df/dx(b + a (e - b)) da,
  *              the integral by Gauss-Legendre quadrature on [0, 1] with `steps` nodes (Captum's
- *              default rule); delta = sum_t score_t - (f(x) - f(baseline))
+ *              default rule); delta = sum_t score_t - (f(x) - f(baseline)). When |delta| is
+ *              above `tolerance` (1%) of |f(x) - f(baseline)|, the path is cut into pieces where f changes
+ *              and each piece integrated again (8 nodes), until the gaps meet that bound or
+ *              `max_steps` gradients are spent (the report says which)
  *   occlusion  f(x) - f(x with the token embeddings of a window of positions replaced by the
  *              baseline), windows of `window` positions sliding by one; a position scores the
  *              mean over the windows that cover it (Captum's Occlusion)
@@ -77,6 +80,8 @@ typedef struct {
     int baseline;           /* ig, occlusion: the token whose embedding stands in; -1: the zero vector */
     int window;             /* occlusion: positions replaced at once (0: 1) */
     int layer;              /* attnxnorm: the layer (-1: the last; the decoder's for encoder-decoders) */
+    int max_steps;          /* ig: gradients it may spend refining (0: 16 x steps; steps: Captum's rule only) */
+    double tolerance;       /* ig: the completeness it refines to, a share of |f(x) - f(baseline)| (0: 0.01) */
 } lp_attr_spec;
 
 /* The number of scores lp_attr gives for r: S + T for an encoder-decoder's run, else T. */
@@ -86,6 +91,17 @@ int lp_attr_len(const lp_run *r);
  * decoder's); *delta: the completeness gap (NAN for methods without
  * one). LP_EINVAL for an out-of-range position, token, layer, step count or window. */
 int lp_attr(float *scores, double *delta, const lp_run *r, const lp_attr_spec *spec);
+
+/* What an attribution measured beside its scores. */
+typedef struct {
+    double delta;               /* the completeness gap; NAN for methods without one */
+    double f_input, f_baseline; /* ig: the objective at the input and at the baseline (else NAN) */
+    int steps;                  /* ig: gradients evaluated (else 0) */
+    bool converged;             /* ig: |delta| <= tolerance x |f(x) - f(baseline)| (or float32's noise) */
+} lp_attr_report;
+
+/* lp_attr, with the report. */
+int lp_attr_full(float *scores, lp_attr_report *rep, const lp_run *r, const lp_attr_spec *spec);
 
 /* Gauss-Legendre quadrature on [0, 1]: nodes alpha (n) ascending, weights (n) summing to 1;
  * exact for polynomials of degree up to 2n - 1. */

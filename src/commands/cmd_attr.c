@@ -45,10 +45,11 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    enum { TARGET, TARGET_ID, VS, VS_ID, OBJECTIVE, POS, STEPS, BASELINE, BASELINE_ID, WINDOW, LAYER, NOPT };
+    enum { TARGET, TARGET_ID, VS, VS_ID, OBJECTIVE, POS, STEPS, MAX_STEPS, BASELINE, BASELINE_ID, WINDOW, LAYER, NOPT };
     lp_opt o[NOPT] = {{"target", false, NULL},   {"target-id", false, NULL}, {"vs", false, NULL},
                       {"vs-id", false, NULL},    {"objective", false, NULL}, {"pos", false, NULL},
-                      {"steps", false, NULL},    {"baseline", false, NULL},  {"baseline-id", false, NULL},
+                      {"steps", false, NULL},    {"max-steps", false, NULL}, {"baseline", false, NULL},
+                      {"baseline-id", false, NULL},
                       {"window", false, NULL},   {"layer", false, NULL}};
     char *pos[1];
     int np;
@@ -71,7 +72,8 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     static const struct {
         int opt;
         lp_attr_method only[2];
-    } scope[] = {{STEPS, {LP_ATTR_IG, LP_ATTR_IG}},         {BASELINE, {LP_ATTR_IG, LP_ATTR_OCCLUSION}},
+    } scope[] = {{STEPS, {LP_ATTR_IG, LP_ATTR_IG}},         {MAX_STEPS, {LP_ATTR_IG, LP_ATTR_IG}},
+                 {BASELINE, {LP_ATTR_IG, LP_ATTR_OCCLUSION}},
                  {BASELINE_ID, {LP_ATTR_IG, LP_ATTR_OCCLUSION}}, {WINDOW, {LP_ATTR_OCCLUSION, LP_ATTR_OCCLUSION}},
                  {LAYER, {LP_ATTR_ATTNXNORM, LP_ATTR_ATTNXNORM}}};
     for (size_t i = 0; i < sizeof scope / sizeof *scope; i++)
@@ -117,6 +119,8 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     long v;
     if (o[STEPS].value && (rc = lp_cmd_int(o[STEPS].value, "--steps", 1, 4096, &v))) return rc;
     sp.steps = o[STEPS].value ? (int)v : 32;
+    if (o[MAX_STEPS].value && (rc = lp_cmd_int(o[MAX_STEPS].value, "--max-steps", sp.steps, 65536, &v))) return rc;
+    sp.max_steps = o[MAX_STEPS].value ? (int)v : 16 * sp.steps;
     const lp_run *src = lp_run_source(s->run);
     int S = src ? lp_run_len(src) : 0;
     int rows = c->causal ? sp.objective.pos + 1 : lp_run_len(s->run); /* what the prediction reads */
@@ -130,14 +134,17 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     int N = lp_attr_len(s->run);
     float *scores = malloc((size_t)N * sizeof *scores);
     if (!scores) return lp_error(LP_ENOMEM, "out of memory");
-    double delta;
-    if ((rc = lp_attr(scores, &delta, s->run, &sp))) {
+    lp_attr_report rep;
+    if ((rc = lp_attr_full(scores, &rep, s->run, &sp))) {
         free(scores);
         return rc;
     }
 
     json_t *params = json_object();
-    if (sp.method == LP_ATTR_IG) json_object_set_new(params, "steps", json_integer(sp.steps));
+    if (sp.method == LP_ATTR_IG) {
+        json_object_set_new(params, "steps", json_integer(sp.steps));
+        json_object_set_new(params, "max_steps", json_integer(sp.max_steps));
+    }
     if (sp.method == LP_ATTR_IG || sp.method == LP_ATTR_OCCLUSION) {
         const char *b = o[BASELINE].value ? o[BASELINE].value : o[BASELINE_ID].value ? "id" : "zero";
         json_object_set_new(params, "baseline", json_string(b));
@@ -154,7 +161,7 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
         char *pj = json_dumps(params, JSON_COMPACT);
         lp_store_attribution a = {s->run_id, lp_attr_method_name(sp.method),
                                   needs_obj ? lp_objective_name(kind) : "none", sp.objective.pos, needs_obj ? target : -1,
-                                  contrast, pj, scores, N, delta};
+                                  contrast, pj, scores, N, rep.delta};
         rec = pj ? lp_store_put_attribution_split(s->store, &a, S, &attr_id) : lp_error(LP_ENOMEM, "out of memory");
         free(pj);
     }
@@ -184,7 +191,13 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
         }
         if (sp.method == LP_ATTR_ATTNXNORM) at += (size_t)snprintf(head + at, sizeof head - at, " in layer %d", sp.layer);
         at += (size_t)snprintf(head + at, sizeof head - at, " at %d", sp.objective.pos);
-        if (!isnan(delta)) snprintf(head + at, sizeof head - at, " (delta %.3g)", delta);
+        /* ig says when refining took more than the first pass, and when it did not converge */
+        if (!isnan(rep.delta) && rep.steps > sp.steps)
+            snprintf(head + at, sizeof head - at, " (delta %.3g after %d steps%s)", rep.delta, rep.steps,
+                     rep.converged ? "" : ": not converged, raise --max-steps");
+        else if (!isnan(rep.delta))
+            snprintf(head + at, sizeof head - at, " (delta %.3g%s)", rep.delta,
+                     rep.converged || isnan(rep.f_input) ? "" : ": not converged, raise --max-steps");
     }
     lp_table_column(table, head, 0, "%.4g");
     json_t *sides[2] = {json_array(), json_array()}; /* an encoder-decoder's source and target */
@@ -201,10 +214,14 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     }
     json_t *val = json_pack("{s:s,s:o,s:i,s:o,s:o,s:o,s:o,s:o}", "method", lp_attr_method_name(sp.method), "target",
                             lp_cmd_output_obj(s, needs_obj ? target : -1), "pos", sp.objective.pos, "scores", arr, "delta",
-                            lp_json_number(delta), "objective",
+                            lp_json_number(rep.delta), "objective",
                             needs_obj ? json_string(lp_objective_name(kind)) : json_null(), "contrast",
                             lp_cmd_output_obj(s, contrast), "params", params);
     if (attr_id) json_object_set_new(val, "attribution_id", json_integer(attr_id));
+    if (sp.method == LP_ATTR_IG && !isnan(rep.f_input)) /* completeness: what delta is measured against */
+        json_object_set_new(val, "ig", json_pack("{s:o,s:o,s:i,s:b}", "f_input", lp_json_number(rep.f_input),
+                                                 "f_baseline", lp_json_number(rep.f_baseline), "steps", rep.steps,
+                                                 "converged", rep.converged));
     if (src) { /* "scores" is both sides, the source's first; "sides" splits them ("target" names the token) */
         json_object_set_new(val, "sides", json_pack("{s:o,s:o}", "source", sides[0], "target", sides[1]));
         json_object_set_new(val, "n_source", json_integer(S));

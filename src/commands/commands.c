@@ -446,12 +446,14 @@ static const lp_command COMMANDS[] = {
      "lens --k 3 --pos -1", lp_cmd_lens, false, "Rows: embed, then the residual stream after each layer. With --target, its probability and rank (1 = top)."},
     {"attr",
      "METHOD [--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--objective logit|logprob|logit_diff] [--pos P] "
-     "[--steps N] [--baseline zero|pad|bos|TOKEN] [--baseline-id ID] [--window W] [--layer L]",
+     "[--steps N] [--max-steps N] [--baseline zero|pad|bos|TOKEN] [--baseline-id ID] [--window W] [--layer L]",
      "input attribution: a score per input position for one prediction",
      "attr ig --target ' Mary' --vs ' John' --steps 64", lp_cmd_attr, false,
      "METHOD: saliency, gxi, ig, occlusion, rollout, attnxnorm. The prediction at P (default: last); default target: "
      "the top prediction; TOKEN: a vocabulary string or text of one token. Encoder-decoders: P is a decoder position and "
-     "the scores cover the source, then the target prefix (side column; JSON source and target), stored by side."},
+     "the scores cover the source, then the target prefix (side column; JSON source and target), stored by side. "
+     "ig refines its integral until delta is within 1% of f(x) - f(baseline) or --max-steps gradients (default 16 x "
+     "--steps) are spent; --max-steps equal to --steps is Captum's rule alone."},
     {"dla", "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P]",
      "direct logit attribution: each head's and MLP's part of the logit",
      "dla --target ' the' --vs ' a'", lp_cmd_dla, false,

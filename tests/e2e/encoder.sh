@@ -97,7 +97,7 @@ for m in bert_mlm roberta_cls distilbert_cls; do
         -e "attr attnxnorm --pos $(jq .pos "$g") --layer 0" >"$tmp/out" 2>"$tmp/err"
     check "$m: rollout over every key, within 1e-4" is 1 "[.scores, $(jq -c '[.attr[] | select(.method == "rollout")][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4"
     "$LOUPE" -d :memory: -m json "$ENC/$m" -e "run --ids $ids $types" \
-        -e "attr ig --pos $(jq .pos "$g") --target-id $(jq .target "$g") --steps 16" \
+        -e "attr ig --pos $(jq .pos "$g") --target-id $(jq .target "$g") --steps 16 --max-steps 16" \
         -e "attr occlusion --pos $(jq .pos "$g") --target-id $(jq .target "$g") --window 2 --baseline-id $(jq '[.attr[] | select(.method == "occlusion" and .window == 2)][0].baseline' "$g")" >"$tmp/o2" 2>"$tmp/err"
     check "$m: ig (zero baseline, 16 steps) and its delta within 1e-4" jq -e -s ".[1] | ([.scores, $(jq -c '[.attr[] | select(.method == "ig" and .objective == "logit" and .baseline == -1)][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4) and ((.delta - $(jq '[.attr[] | select(.method == "ig" and .objective == "logit" and .baseline == -1)][0].delta' "$g")) | fabs < 1e-4)" "$tmp/o2"
     check "$m: occlusion (window 2, the pad baseline) within 1e-4" jq -e -s ".[2] | [.scores, $(jq -c '[.attr[] | select(.method == "occlusion" and .objective == "logit" and .window == 2)][0].scores' "$g")] | transpose | map(.[0] - .[1] | fabs) | max < 1e-4" "$tmp/o2"
