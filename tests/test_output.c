@@ -51,9 +51,34 @@ static void nonfinite_numbers_are_null_and_keep_their_place(void **state) {
     json_decref(v);
 }
 
+/* An object shown as a field/value table (info): each value keeps its own digits, where a
+ * column of related numbers shares one number of decimals (rope_theta 10000 made norm_eps 1e-5
+ * print as 0). */
+static void field_values_are_each_shown_alone(void **state) {
+    (void)state;
+    json_t *v = json_pack("{s:o,s:o,s:o}", "norm_eps", lp_json_number(1e-5), "rope_theta", lp_json_number(10000.0),
+                          "scale", lp_json_number(0.125));
+    char *out = render(LP_MODE_TABLE, v, NULL);
+    if (!strstr(out, "1e-05") || !strstr(out, "10000") || !strstr(out, "0.125")) fail_msg("table: %s", out);
+    free(out);
+    json_decref(v);
+    /* a table's column of related numbers still shares its decimals */
+    json_t *t = lp_table_new();
+    lp_table_column(t, "p", 0, NULL);
+    lp_table_row(t, json_pack("[o]", lp_json_number(0.96875)));
+    lp_table_row(t, json_pack("[o]", lp_json_number(0.0003)));
+    v = json_array();
+    out = render(LP_MODE_TABLE, v, t);
+    if (!strstr(out, "0.9688") || !strstr(out, "0.0003")) fail_msg("table: %s", out);
+    free(out);
+    json_decref(t);
+    json_decref(v);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(nonfinite_numbers_are_null_and_keep_their_place),
+        cmocka_unit_test(field_values_are_each_shown_alone),
     };
     return cmocka_run_group_tests_name("output", tests, NULL, NULL);
 }

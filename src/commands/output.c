@@ -121,6 +121,8 @@ static json_t *derive_table(json_t *value) {
     } else if (json_is_object(value)) {
         lp_table_column(t, "field", 0, NULL);
         lp_table_column(t, "value", 0, NULL);
+        /* a field's value has nothing in common with the next field's: no shared decimals */
+        json_object_set_new(json_array_get(json_object_get(t, "columns"), 1), "each", json_true());
         const char *k;
         json_t *v;
         json_object_foreach(value, k, v) {
@@ -226,6 +228,10 @@ static void csv_field(FILE *f, const char *s) {
  * reach 1e9. A command's fixed "%.Nf" is kept; "%.Ng" (or none) asks for this. */
 static void column_format(json_t *col, json_t *rows, size_t c, char *fmt, size_t cap) {
     const char *given = json_string_value(json_object_get(col, "fmt"));
+    if (json_is_true(json_object_get(col, "each"))) { /* unrelated values, one per row: each shown alone */
+        snprintf(fmt, cap, "%%.6g");
+        return;
+    }
     if (given && !strchr(given, 'g')) {
         snprintf(fmt, cap, "%s", given);
         return;
