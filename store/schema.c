@@ -553,7 +553,40 @@ static const char V4[] =
     "LEFT JOIN tokens tt ON tt.run_id = x.run_id AND tt.side = 'target' AND tt.pos = x.target_pos\n"
     "LEFT JOIN tokens st ON st.run_id = x.run_id AND st.side = 'source' AND st.pos = x.source_pos;\n";
 
-static const char *const MIGRATIONS[] = {V1, V2, V3, V4};
+/* Version 5: attribution series, every token of a run from one position on explained in turn
+ * (attr --from, generate --attr): a step per token, each an attribution with its own scores,
+ * plus the step's probability, entropy and contrast; attribution_matrix lays them out. */
+static const char V5[] =
+    "CREATE TABLE attribution_series (\n"
+    "  id          INTEGER PRIMARY KEY,\n"
+    "  run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  method      TEXT NOT NULL,\n"
+    "  from_pos    INTEGER NOT NULL,      -- the first token explained (a decoder position)\n"
+    "  generated   INTEGER NOT NULL DEFAULT 0 CHECK (generated IN (0, 1)),  -- 1: generate --attr made them\n"
+    "  created_at  TEXT NOT NULL DEFAULT " NOW "\n"
+    ");\n"
+    "CREATE INDEX attribution_series_by_run ON attribution_series(run_id);\n"
+    "CREATE TABLE attribution_steps (\n"
+    "  series_id      INTEGER NOT NULL REFERENCES attribution_series(id) ON DELETE CASCADE,\n"
+    "  step           INTEGER NOT NULL,   -- 0: the token at from_pos\n"
+    "  attribution_id INTEGER NOT NULL REFERENCES attributions(id) ON DELETE CASCADE,\n"
+    "  prob           REAL,               -- the token's probability where it was predicted\n"
+    "  entropy        REAL,               -- of that distribution, in nats\n"
+    "  contrast_diff  REAL,               -- p(token) - p(contrast), with --vs\n"
+    "  PRIMARY KEY (series_id, step)\n"
+    ") WITHOUT ROWID;\n"
+    "CREATE VIEW attribution_matrix AS\n"
+    "SELECT g.id AS series_id, g.run_id, g.method, g.generated, st.step, a.pos + 1 AS explained_pos,\n"
+    "       a.target_id AS explained_id, x.text AS explained_token, st.prob, st.entropy, st.contrast_diff, s.side,\n"
+    "       s.pos, t.text AS token, s.score, a.delta, a.id AS attribution_id\n"
+    "FROM attribution_series g\n"
+    "JOIN attribution_steps st ON st.series_id = g.id\n"
+    "JOIN attributions a ON a.id = st.attribution_id\n"
+    "JOIN attribution_scores s ON s.attribution_id = a.id\n"
+    "LEFT JOIN tokens x ON x.run_id = g.run_id AND x.side = 'target' AND x.pos = a.pos + 1\n"
+    "LEFT JOIN tokens t ON t.run_id = g.run_id AND t.side = s.side AND t.pos = s.pos;\n";
+
+static const char *const MIGRATIONS[] = {V1, V2, V3, V4, V5};
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
 int store_schema_latest(void) { return N_MIGRATIONS; }

@@ -54,6 +54,9 @@ static const char *const QUERIES[Q_COUNT] = {
     [Q_ATTR_ADD] = "INSERT INTO attributions (run_id, method, objective, pos, target_id, contrast_id, params, delta)"
                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, coalesce(?7, '{}'), ?8)",
     [Q_ATTR_SCORE_ADD] = "INSERT INTO attribution_scores (attribution_id, pos, score, side) VALUES (?1, ?2, ?3, ?4)",
+    [Q_SERIES_ADD] = "INSERT INTO attribution_series (run_id, method, from_pos, generated) VALUES (?1, ?2, ?3, ?4)",
+    [Q_STEP_ADD] = "INSERT INTO attribution_steps (series_id, step, attribution_id, prob, entropy, contrast_diff)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [Q_ANALYSIS_ADD] = "INSERT INTO analyses (run_id, kind, params, result) VALUES (?1, ?2, coalesce(?3, '{}'), ?4)",
     [Q_SCAN_ADD] = "INSERT INTO head_scans (model_id, run_id) VALUES (?1, ?2)",
     [Q_SCAN_SCORE_ADD] = "INSERT INTO head_scan_scores (scan_id, layer, head, prev_token, duplicate_token, induction,"
@@ -670,15 +673,15 @@ int lp_store_put_attribution(lp_store *st, const lp_store_attribution *a, int64_
     return lp_store_put_attribution_split(st, a, 0, id);
 }
 
-int lp_store_put_attribution_split(lp_store *st, const lp_store_attribution *a, int n_source, int64_t *id) {
+/* The rows of one attribution, inside the caller's transaction. */
+static int put_attribution_rows(lp_store *st, const lp_store_attribution *a, int n_source, int64_t *id) {
     if (!a->method || !a->objective) return lp_error(LP_EINVAL, "an attribution needs a method and an objective");
     if (a->n < 0 || (a->n > 0 && !a->scores)) return lp_error(LP_EINVAL, "an attribution needs its scores");
     if (n_source < 0 || n_source > a->n)
         return lp_error(LP_EINVAL, "an attribution of %d scores cannot have %d over the source", a->n, n_source);
     sqlite3_stmt *s;
     int rc;
-    if ((rc = run_q(st, Q_BEGIN, "recording the attribution"))) return rc;
-    if ((rc = prep(st, Q_ATTR_ADD, &s))) return rollback(st, rc);
+    if ((rc = prep(st, Q_ATTR_ADD, &s))) return rc;
     bind_id(s, 1, a->run_id);
     bind_str(s, 2, a->method);
     bind_str(s, 3, a->objective);
@@ -687,19 +690,59 @@ int lp_store_put_attribution_split(lp_store *st, const lp_store_attribution *a, 
     bind_index(s, 6, a->contrast_id);
     bind_str(s, 7, a->params_json);
     bind_real(s, 8, a->delta);
-    if ((rc = done(st, s, "recording the attribution"))) return rollback(st, rc);
+    if ((rc = done(st, s, "recording the attribution"))) return rc;
     int64_t aid = sqlite3_last_insert_rowid(st->db);
     for (int i = 0; i < a->n; i++) {
         bool source = i < n_source;
-        if ((rc = prep(st, Q_ATTR_SCORE_ADD, &s))) return rollback(st, rc);
+        if ((rc = prep(st, Q_ATTR_SCORE_ADD, &s))) return rc;
         sqlite3_bind_int64(s, 1, aid);
         sqlite3_bind_int(s, 2, source ? i : i - n_source);
         bind_real(s, 3, a->scores[i]);
         bind_str(s, 4, source ? "source" : "target");
-        if ((rc = done(st, s, "recording the attribution's scores"))) return rollback(st, rc);
+        if ((rc = done(st, s, "recording the attribution's scores"))) return rc;
     }
+    *id = aid;
+    return LP_OK;
+}
+
+int lp_store_put_attribution_split(lp_store *st, const lp_store_attribution *a, int n_source, int64_t *id) {
+    int64_t aid;
+    int rc;
+    if ((rc = run_q(st, Q_BEGIN, "recording the attribution"))) return rc;
+    if ((rc = put_attribution_rows(st, a, n_source, &aid))) return rollback(st, rc);
     if ((rc = run_q(st, Q_COMMIT, "committing the attribution"))) return rollback(st, rc);
     if (id) *id = aid;
+    return LP_OK;
+}
+
+int lp_store_put_attribution_series(lp_store *st, const lp_store_attribution *steps, const lp_store_step *meta, int n,
+                                    int from, bool generated, int n_source, int64_t *series_id) {
+    if (n < 1 || !steps || !meta) return lp_error(LP_EINVAL, "an attribution series needs its steps");
+    sqlite3_stmt *s;
+    int rc;
+    if ((rc = run_q(st, Q_BEGIN, "recording the attribution series"))) return rc;
+    if ((rc = prep(st, Q_SERIES_ADD, &s))) return rollback(st, rc);
+    bind_id(s, 1, steps[0].run_id);
+    bind_str(s, 2, steps[0].method);
+    sqlite3_bind_int(s, 3, from);
+    sqlite3_bind_int(s, 4, generated);
+    if ((rc = done(st, s, "recording the attribution series"))) return rollback(st, rc);
+    int64_t gid = sqlite3_last_insert_rowid(st->db);
+    for (int i = 0; i < n; i++) {
+        int64_t aid;
+        if ((rc = put_attribution_rows(st, &steps[i], n_source, &aid)) || (rc = prep(st, Q_STEP_ADD, &s)))
+            return rollback(st, rc);
+        sqlite3_bind_int64(s, 1, gid);
+        sqlite3_bind_int(s, 2, i);
+        sqlite3_bind_int64(s, 3, aid);
+        bind_real(s, 4, meta[i].prob);
+        bind_real(s, 5, meta[i].entropy);
+        bind_real(s, 6, meta[i].contrast_diff);
+        if ((rc = done(st, s, "recording the attribution series' step"))) return rollback(st, rc);
+        if (meta[i].attribution_id) *meta[i].attribution_id = aid;
+    }
+    if ((rc = run_q(st, Q_COMMIT, "committing the attribution series"))) return rollback(st, rc);
+    if (series_id) *series_id = gid;
     return LP_OK;
 }
 

@@ -103,6 +103,21 @@ typedef struct {
 /* lp_attr, with the report. */
 int lp_attr_full(float *scores, lp_attr_report *rep, const lp_run *r, const lp_attr_spec *spec);
 
+/* One step of lp_attr_steps: the prediction at pos of the token that follows it. */
+typedef struct {
+    int pos, target;        /* the position explained, the token it predicts there (the run's next) */
+    double prob, entropy;   /* that token's probability, the distribution's entropy (nats) */
+    double contrast_diff;   /* p(target) - p(contrast) with a contrast, else NAN */
+    lp_attr_report report;  /* delta, ig's steps and convergence */
+} lp_attr_step;
+
+/* Every token of r from position `from` on, explained in turn (Inseq's attribution of a
+ * generated or given continuation): step i attributes the prediction at from + i - 1 of the
+ * run's token at from + i, with spec's method, objective kind, contrast and options (its
+ * pos and target are set per step). scores (n, lp_attr_len(r)) row by row, n = T - from
+ * steps (T the decoder's positions of an encoder-decoder). LP_EINVAL unless 1 <= from < T. */
+int lp_attr_steps(float *scores, lp_attr_step *steps, const lp_run *r, int from, const lp_attr_spec *spec);
+
 /* Gauss-Legendre quadrature on [0, 1]: nodes alpha (n) ascending, weights (n) summing to 1;
  * exact for polynomials of degree up to 2n - 1. */
 void lp_gauss_legendre(double *alpha, double *weight, int n);

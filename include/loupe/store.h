@@ -159,6 +159,19 @@ int lp_store_put_attribution(lp_store *st, const lp_store_attribution *a, int64_
  * 0), the other n - n_source the decoder's positions (side 'target', from 0). */
 int lp_store_put_attribution_split(lp_store *st, const lp_store_attribution *a, int n_source, int64_t *id);
 
+/* A step of an attribution series beside its attribution. */
+typedef struct {
+    double prob, entropy, contrast_diff; /* NAN when there is none */
+    int64_t *attribution_id;             /* where to write the step's attribution id (may be NULL) */
+} lp_store_step;
+
+/* An attribution series (schema v5): n steps, each explaining the run's token at from + i by
+ * the prediction before it, recorded in one transaction (attribution_series, attribution_steps,
+ * each step's attribution and scores; attribution_matrix joins them). generated: the tokens
+ * came from generate --attr. n_source as for lp_store_put_attribution_split. */
+int lp_store_put_attribution_series(lp_store *st, const lp_store_attribution *steps, const lp_store_step *meta, int n,
+                                    int from, bool generated, int n_source, int64_t *series_id);
+
 /* Any other analysis of a run (kind "dla", "patch", "lens", ...): its parameters and its
  * result as JSON text (analyses table). */
 int lp_store_put_analysis(lp_store *st, int64_t run_id, const char *kind, const char *params_json,

@@ -486,3 +486,33 @@ int lp_attr_full(float *scores, lp_attr_report *rep, const lp_run *r, const lp_a
     }
     return lp_error(LP_EINVAL, "unknown attribution method %d", (int)sp->method);
 }
+
+int lp_attr_steps(float *scores, lp_attr_step *steps, const lp_run *r, int from, const lp_attr_spec *spec) {
+    int T = lp_run_len(r), N = lp_attr_len(r), V = lp_run_out_width(r);
+    const int *ids = lp_run_ids(r);
+    if (from < 1 || from >= T)
+        return lp_error(LP_EINVAL, "from %d is out of range: the tokens explained start at 1..%d", from, T - 1);
+    for (int i = 0; i < T - from; i++) {
+        lp_attr_spec sp = *spec;
+        lp_attr_step *st = &steps[i];
+        sp.objective.pos = from + i - 1;
+        sp.objective.target = ids[from + i];
+        int rc = lp_attr_full(scores + (size_t)i * N, &st->report, r, &sp);
+        if (rc) return rc;
+        /* the step's own scores: its token's probability and the distribution's entropy */
+        const float *lg = lp_run_logits(r, sp.objective.pos);
+        double mx = lg[0], z = 0.0, ez = 0.0;
+        for (int j = 1; j < V; j++) mx = fmax(mx, lg[j]);
+        for (int j = 0; j < V; j++) {
+            double e = exp(lg[j] - mx);
+            z += e;
+            ez += e * (lg[j] - mx);
+        }
+        st->pos = sp.objective.pos;
+        st->target = sp.objective.target;
+        st->prob = exp(lg[st->target] - mx) / z;
+        st->entropy = log(z) - ez / z;
+        st->contrast_diff = sp.objective.contrast >= 0 ? st->prob - exp(lg[sp.objective.contrast] - mx) / z : NAN;
+    }
+    return LP_OK;
+}

@@ -74,6 +74,10 @@ void lp_cmd_progress(lp_session *s, lp_progress_kind kind, const char *fmt, ...)
  * stored run again and nothing new is recorded. */
 int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, const char *text, const char *pair,
                      int64_t stored_id);
+/* lp_cmd_start_run without printing: *record_rc is the recording's status (the run is current
+ * even when recording failed); the return value is the run's. */
+int lp_cmd_set_run(lp_session *s, const int *ids, const int *types, int n, const char *text, const char *pair,
+                   int64_t stored_id, int *record_rc);
 /* `run` for an encoder-decoder (lp_model_encoder set): the raw text after "run". */
 int lp_cmd_run_seq2seq(lp_session *s, const char *rest);
 /* patch's corrupted run of an encoder-decoder: the source from src_text (tokenized with its

@@ -41,16 +41,126 @@ static int baseline_arg(const lp_session *s, const char *name, const char *id, i
     return LP_OK;
 }
 
+/* The method's options as recorded with an attribution. */
+static json_t *attr_params(const lp_attr_spec *sp, const char *baseline, const char *baseline_id) {
+    json_t *params = json_object();
+    if (sp->method == LP_ATTR_IG) {
+        json_object_set_new(params, "steps", json_integer(sp->steps));
+        json_object_set_new(params, "max_steps", json_integer(sp->max_steps));
+    }
+    if (sp->method == LP_ATTR_IG || sp->method == LP_ATTR_OCCLUSION) {
+        const char *b = baseline ? baseline : baseline_id ? "id" : "zero";
+        json_object_set_new(params, "baseline", json_string(b));
+        json_object_set_new(params, "baseline_id", sp->baseline < 0 ? json_null() : json_integer(sp->baseline));
+    }
+    if (sp->method == LP_ATTR_OCCLUSION) json_object_set_new(params, "window", json_integer(sp->window));
+    if (sp->method == LP_ATTR_ATTNXNORM) json_object_set_new(params, "layer", json_integer(sp->layer));
+    return params;
+}
+
+/* attr METHOD --from P: the run's tokens from P on, each explained by the prediction before it
+ * (a series: one attribution per step, recorded together). Prints the matrix: a row per input
+ * position, a column per explained token, then each step's probability and entropy. */
+static int attr_series(lp_session *s, const lp_attr_spec *sp, int from, bool generated, json_t *params) {
+    const lp_run *r = s->run, *src = lp_run_source(r);
+    int T = lp_run_len(r), N = lp_attr_len(r), S = src ? lp_run_len(src) : 0, n = T - from;
+    const int *ids = lp_run_ids(r), *src_ids = src ? lp_run_ids(src) : NULL;
+    float *scores = malloc((size_t)n * N * sizeof *scores);
+    lp_attr_step *steps = malloc((size_t)n * sizeof *steps);
+    int64_t *attr_ids = calloc((size_t)n, sizeof *attr_ids), series_id = 0;
+    int rc = !scores || !steps || !attr_ids ? lp_error(LP_ENOMEM, "out of memory") : lp_attr_steps(scores, steps, r, from, sp);
+    bool needs_obj = lp_attr_has_objective(sp->method);
+    const char *objective = needs_obj ? lp_objective_name(sp->objective.kind) : "none";
+    char *pj = json_dumps(params, JSON_COMPACT);
+    if (!rc && s->store && s->run_id) {
+        lp_store_attribution *rows = calloc((size_t)n, sizeof *rows);
+        lp_store_step *meta = calloc((size_t)n, sizeof *meta);
+        if (!rows || !meta || !pj) rc = lp_error(LP_ENOMEM, "out of memory");
+        for (int i = 0; !rc && i < n; i++) {
+            rows[i] = (lp_store_attribution){s->run_id, lp_attr_method_name(sp->method), objective, steps[i].pos,
+                                             needs_obj ? steps[i].target : -1, sp->objective.contrast, pj,
+                                             scores + (size_t)i * N, N, steps[i].report.delta};
+            meta[i] = (lp_store_step){steps[i].prob, steps[i].entropy, steps[i].contrast_diff, &attr_ids[i]};
+        }
+        if (!rc) rc = lp_store_put_attribution_series(s->store, rows, meta, n, from, generated, S, &series_id);
+        free(rows);
+        free(meta);
+    }
+    free(pj);
+    if (rc) {
+        free(scores), free(steps), free(attr_ids);
+        json_decref(params);
+        return rc;
+    }
+    /* JSON: the steps, each with its scores; the table: the matrix, inputs down, steps across. */
+    json_t *arr = json_array(), *table = lp_table_new();
+    for (int i = 0; i < n; i++) {
+        json_t *row = json_array();
+        for (int j = 0; j < N; j++) json_array_append_new(row, lp_json_number(scores[(size_t)i * N + j]));
+        json_t *st = json_pack("{s:i,s:o,s:o,s:o,s:o,s:o}", "pos", steps[i].pos, "token",
+                               lp_cmd_output_obj(s, steps[i].target), "prob", lp_json_number(steps[i].prob), "entropy",
+                               lp_json_number(steps[i].entropy), "scores", row, "delta",
+                               lp_json_number(steps[i].report.delta));
+        if (sp->objective.contrast >= 0) json_object_set_new(st, "contrast_diff", lp_json_number(steps[i].contrast_diff));
+        if (sp->method == LP_ATTR_IG && !isnan(steps[i].report.f_input))
+            json_object_set_new(st, "ig", json_pack("{s:i,s:b}", "steps", steps[i].report.steps, "converged",
+                                                    steps[i].report.converged));
+        if (attr_ids[i]) json_object_set_new(st, "attribution_id", json_integer(attr_ids[i]));
+        json_array_append_new(arr, st);
+    }
+    lp_table_column(table, "pos", 0, NULL);
+    if (src) lp_table_column(table, "side", 0, NULL);
+    lp_table_column(table, "token", 1, NULL);
+    for (int i = 0; i < n; i++) {
+        char head[96];
+        json_t *tok = lp_cmd_token(s, steps[i].target);
+        const char *b = json_string_value(tok);
+        if (b) lp_token_display(b, json_string_length(tok), head, sizeof head);
+        else snprintf(head, sizeof head, "#%d", steps[i].target);
+        json_decref(tok);
+        lp_table_column(table, head, 0, "%.3g");
+    }
+    int rows_shown = src ? S + T - 1 : T - 1; /* the last token is explained, never explains */
+    for (int j = 0; j < rows_shown; j++) {
+        bool source = j < S;
+        int t = source ? j : j - S;
+        json_t *row = src ? json_pack("[i,s,o]", t, source ? "source" : "target", lp_cmd_token(s, source ? src_ids[t] : ids[t]))
+                          : json_pack("[i,o]", t, lp_cmd_token(s, ids[t]));
+        for (int i = 0; i < n; i++) /* a position after the one explained cannot matter: blank */
+            json_array_append_new(row, !source && t > steps[i].pos ? json_null()
+                                                                    : lp_json_number(scores[(size_t)i * N + j]));
+        lp_table_row(table, row);
+    }
+    static const char *const ROWS[] = {"p(token)", "entropy", "p - p(vs)"};
+    for (int k = 0; k < (sp->objective.contrast >= 0 ? 3 : 2); k++) {
+        json_t *row = src ? json_pack("[n,n,s]", ROWS[k]) : json_pack("[n,s]", ROWS[k]);
+        for (int i = 0; i < n; i++)
+            json_array_append_new(row, lp_json_number(k == 0 ? steps[i].prob : k == 1 ? steps[i].entropy
+                                                                                      : steps[i].contrast_diff));
+        lp_table_row(table, row);
+    }
+    json_t *val = json_pack("{s:s,s:i,s:b,s:o,s:o,s:o,s:o}", "method", lp_attr_method_name(sp->method), "from", from,
+                            "generated", generated, "objective", needs_obj ? json_string(objective) : json_null(),
+                            "contrast", lp_cmd_output_obj(s, sp->objective.contrast), "params", params, "steps", arr);
+    if (src) json_object_set_new(val, "n_source", json_integer(S));
+    if (series_id) json_object_set_new(val, "series_id", json_integer(series_id));
+    lp_cmd_emit(s, val, table);
+    free(scores), free(steps), free(attr_ids);
+    return LP_OK;
+}
+
 int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    enum { TARGET, TARGET_ID, VS, VS_ID, OBJECTIVE, POS, STEPS, MAX_STEPS, BASELINE, BASELINE_ID, WINDOW, LAYER, NOPT };
+    enum { TARGET, TARGET_ID, VS, VS_ID, OBJECTIVE, POS, STEPS, MAX_STEPS, BASELINE, BASELINE_ID, WINDOW, LAYER, FROM,
+           GENERATED, NOPT };
     lp_opt o[NOPT] = {{"target", false, NULL},   {"target-id", false, NULL}, {"vs", false, NULL},
                       {"vs-id", false, NULL},    {"objective", false, NULL}, {"pos", false, NULL},
                       {"steps", false, NULL},    {"max-steps", false, NULL}, {"baseline", false, NULL},
                       {"baseline-id", false, NULL},
-                      {"window", false, NULL},   {"layer", false, NULL}};
+                      {"window", false, NULL},   {"layer", false, NULL},     {"from", false, NULL},
+                      {"generated", true, NULL}};
     char *pos[1];
     int np;
     if ((rc = lp_cmd_opts("attr", argc, argv, o, NOPT, pos, 1, &np))) return rc;
@@ -63,6 +173,19 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
         return lp_error(LP_EUNSUPPORTED, "attr: %s has no output head to attribute", c->arch);
     /* The prediction explained: the last position's (decoders), the first mask's (masked LMs),
      * the label's at position 0 (classifiers). */
+    long from = 0;
+    if (o[FROM].value) { /* every token from P on, each by the prediction before it */
+        if (!c->causal && !lp_run_source(s->run))
+            return lp_error(LP_EINVAL, "attr --from: an encoder predicts no next token; --from is for decoders and "
+                            "encoder-decoders");
+        for (int k = TARGET; k <= POS; k++)
+            if (k != VS && k != VS_ID && k != OBJECTIVE && o[k].value)
+                return lp_error(LP_EINVAL, "attr --from: each step explains the token that follows; leave out --%s",
+                                o[k].name);
+        if ((rc = lp_cmd_int(o[FROM].value, "--from", 1, lp_run_len(s->run) - 1, &from))) return rc;
+    } else if (o[GENERATED].value) {
+        return lp_error(LP_EINVAL, "attr: --generated goes with --from");
+    }
     if (labels) sp.objective.pos = 0;
     if (labels && o[POS].value && strcmp(o[POS].value, "0") != 0)
         return lp_error(LP_EINVAL, "attr: a classifier's prediction is at position 0 (its [CLS]); leave out --pos");
@@ -91,7 +214,8 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
                          : lp_cmd_target(s, o[TARGET].value, o[TARGET_ID].value, &target)))
             return rc;
         const float *lg = lp_run_logits(s->run, sp.objective.pos);
-        if (target < 0 && !lg) return lp_error(LP_EINVAL, "attr: position %d has no prediction", sp.objective.pos);
+        if (target < 0 && !lg && !from)
+            return lp_error(LP_EINVAL, "attr: position %d has no prediction", sp.objective.pos);
         if (target < 0) { /* the model's own top prediction */
             target = 0;
             for (int j = 1; j < lp_run_out_width(s->run); j++)
@@ -131,27 +255,17 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     sp.layer = o[LAYER].value ? (int)v : c->n_layer - 1;
     if ((rc = baseline_arg(s, o[BASELINE].value, o[BASELINE_ID].value, &sp.baseline))) return rc;
 
+    json_t *params = attr_params(&sp, o[BASELINE].value, o[BASELINE_ID].value);
+    if (from) return attr_series(s, &sp, (int)from, o[GENERATED].value != NULL, params);
+
     int N = lp_attr_len(s->run);
     float *scores = malloc((size_t)N * sizeof *scores);
-    if (!scores) return lp_error(LP_ENOMEM, "out of memory");
     lp_attr_report rep;
-    if ((rc = lp_attr_full(scores, &rep, s->run, &sp))) {
+    if ((rc = !scores ? lp_error(LP_ENOMEM, "out of memory") : lp_attr_full(scores, &rep, s->run, &sp))) {
         free(scores);
+        json_decref(params);
         return rc;
     }
-
-    json_t *params = json_object();
-    if (sp.method == LP_ATTR_IG) {
-        json_object_set_new(params, "steps", json_integer(sp.steps));
-        json_object_set_new(params, "max_steps", json_integer(sp.max_steps));
-    }
-    if (sp.method == LP_ATTR_IG || sp.method == LP_ATTR_OCCLUSION) {
-        const char *b = o[BASELINE].value ? o[BASELINE].value : o[BASELINE_ID].value ? "id" : "zero";
-        json_object_set_new(params, "baseline", json_string(b));
-        json_object_set_new(params, "baseline_id", sp.baseline < 0 ? json_null() : json_integer(sp.baseline));
-    }
-    if (sp.method == LP_ATTR_OCCLUSION) json_object_set_new(params, "window", json_integer(sp.window));
-    if (sp.method == LP_ATTR_ATTNXNORM) json_object_set_new(params, "layer", json_integer(sp.layer));
 
     /* The store keeps every attribution of a recorded run: an encoder-decoder's with the side
      * of each score (the source's first, as lp_attr gives them). */

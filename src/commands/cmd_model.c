@@ -183,8 +183,8 @@ static int make_run(lp_session *s, lp_run **r, const int *ids, const int *types,
     return rc;
 }
 
-int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, const char *text, const char *pair,
-                     int64_t stored_id) {
+int lp_cmd_set_run(lp_session *s, const int *ids, const int *types, int n, const char *text, const char *pair,
+                   int64_t stored_id, int *record_rc) {
     lp_run *r;
     int rc = make_run(s, &r, ids, types, n);
     if (rc) return rc;
@@ -192,9 +192,17 @@ int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, con
     s->run = r;
     s->run_id = 0;
     /* The run stays current even if recording fails; the failure is still the command's. */
-    int rec = LP_OK;
+    *record_rc = LP_OK;
     if (stored_id) s->run_id = stored_id;
-    else rec = lp_cmd_record_run(s, text, pair);
+    else *record_rc = lp_cmd_record_run(s, text, pair);
+    return LP_OK;
+}
+
+int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, const char *text, const char *pair,
+                     int64_t stored_id) {
+    int rec, rc = lp_cmd_set_run(s, ids, types, n, text, pair, stored_id, &rec);
+    if (rc) return rc;
+    const lp_run *r = s->run;
     char *shown = NULL; /* a pair is shown as it could be typed again */
     if (text && pair && asprintf(&shown, "%s --pair %s", text, pair) < 0) shown = NULL;
     if (shown) text = shown;
@@ -554,18 +562,55 @@ static json_t *generated_text(const lp_tokenizer *t, const int *prompt, int T, c
     return text;
 }
 
+enum { NOPT_MAX = 12 };
+
+/* generate --attr METHOD: the prompt and what was generated become the current run (recorded
+ * as ids), then attr METHOD --from (prompt length) --generated with the options given. */
+static int attr_generated(lp_session *s, const int *out, int got, const char *method, const lp_opt *o, int n_opts) {
+    int T = lp_run_len(s->run), rec, rc;
+    int *all = malloc((size_t)(T + got) * sizeof *all);
+    if (!all) return lp_error(LP_ENOMEM, "out of memory");
+    memcpy(all, lp_run_ids(s->run), (size_t)T * sizeof *all);
+    memcpy(all + T, out, (size_t)got * sizeof *all);
+    rc = lp_cmd_set_run(s, all, NULL, T + got, NULL, NULL, 0, &rec);
+    free(all);
+    if (rc) return rc;
+    char from[16], name[NOPT_MAX][40];
+    char *argv[4 + 2 * NOPT_MAX] = {"attr", (char *)method, "--from", from, "--generated"};
+    int argc = 5;
+    snprintf(from, sizeof from, "%d", T);
+    for (int k = 0; k < n_opts && k < NOPT_MAX; k++)
+        if (o[k].value) {
+            snprintf(name[k], sizeof name[k], "--%s", o[k].name);
+            argv[argc++] = name[k];
+            argv[argc++] = (char *)o[k].value;
+        }
+    rc = lp_cmd_attr(s, argc, argv, NULL);
+    return rc ? rc : rec;
+}
+
 int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    lp_opt o[] = {{"temp", false, NULL}, {"top-k", false, NULL}, {"top-p", false, NULL}, {"seed", false, NULL},
-               {"no-stop", true, NULL}};
+    /* --attr METHOD and the attr options it passes on (ATTR_FIRST..): attr --from's */
+    enum { ATTR = 5, ATTR_FIRST, NOPT = ATTR_FIRST + 9 };
+    lp_opt o[NOPT] = {{"temp", false, NULL},      {"top-k", false, NULL},     {"top-p", false, NULL},
+                      {"seed", false, NULL},      {"no-stop", true, NULL},    {"attr", false, NULL},
+                      {"vs", false, NULL},        {"vs-id", false, NULL},     {"objective", false, NULL},
+                      {"steps", false, NULL},     {"max-steps", false, NULL}, {"baseline", false, NULL},
+                      {"baseline-id", false, NULL}, {"window", false, NULL},  {"layer", false, NULL}};
     char *pos[1];
     int np;
     const lp_run *source = lp_run_source(s->run); /* an encoder-decoder's decoder continues over it */
-    if ((rc = lp_cmd_opts("generate", argc, argv, o, 5, pos, 1, &np)) ||
+    if ((rc = lp_cmd_opts("generate", argc, argv, o, NOPT, pos, 1, &np)) ||
         (!source && (rc = lp_model_need_decoder(s->model, "generate"))))
         return rc;
+    for (int k = ATTR_FIRST; k < NOPT && !o[ATTR].value; k++)
+        if (o[k].value) return lp_error(LP_EINVAL, "generate: --%s is an option of --attr METHOD", o[k].name);
+    if (o[ATTR].value && source)
+        return lp_error(LP_EINVAL, "generate --attr: on an encoder-decoder, run SOURCE --target TEXT, then attr METHOD "
+                        "--from 1 attributes every target token");
     const lp_config *c = lp_model_config(s->model);
     long n = 20, k = 0, seed = 0;
     double temp = 0.0, top_p = 1.0;
@@ -605,8 +650,9 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
     lp_table_column(table, "text", 0, NULL);
     lp_table_row(table, json_pack("[i,s,O]", got, why, json_object_get(v, "text")));
     lp_cmd_emit(s, v, table);
+    if (o[ATTR].value && got > 0) rc = attr_generated(s, out, got, o[ATTR].value, o + ATTR_FIRST, NOPT - ATTR_FIRST);
     free(out);
-    return LP_OK;
+    return rc;
 }
 
 /* heads [--sort METRIC] [--layer L] [--stack enc|dec] [--kind self|cross]: every head's

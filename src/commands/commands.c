@@ -432,9 +432,11 @@ static const lp_command COMMANDS[] = {
      "the key from the query (negative: earlier), offsets -R..R (default: the model's max distance + 2). With L H, "
      "head H of layer L on the current run: each score it gives a key split into content (q.k) and bias, with the "
      "score and the attention weight."},
-    {"generate", "[N] [--temp T] [--top-k K] [--top-p P] [--seed S] [--no-stop]",
+    {"generate", "[N] [--temp T] [--top-k K] [--top-p P] [--seed S] [--no-stop] [--attr METHOD [attr options]]",
      "continue the current run by N tokens (default 20)", "generate 20 --temp 0.8 --seed 1",
-     lp_cmd_generate, false, "Greedy unless --temp > 0; stops at end-of-text unless --no-stop, and at the context's end."},
+     lp_cmd_generate, false, "Greedy unless --temp > 0; stops at end-of-text unless --no-stop, and at the context's end. "
+     "--attr METHOD: the prompt and its continuation become the run and each generated token is explained "
+     "(attr METHOD --from, with --vs, --objective, --steps, --max-steps, --baseline, --baseline-id, --window, --layer)."},
     {"heads", "[--sort METRIC] [--layer L] [--stack enc|dec] [--kind self|cross]",
      "per-head attention metrics of the current run",
      "heads --sort prev_token", lp_cmd_heads, false, "METRIC: entropy, prev_token, first_token, duplicate_token, induction, max_attn; "
@@ -446,14 +448,16 @@ static const lp_command COMMANDS[] = {
      "lens --k 3 --pos -1", lp_cmd_lens, false, "Rows: embed, then the residual stream after each layer. With --target, its probability and rank (1 = top)."},
     {"attr",
      "METHOD [--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--objective logit|logprob|logit_diff] [--pos P] "
-     "[--steps N] [--max-steps N] [--baseline zero|pad|bos|TOKEN] [--baseline-id ID] [--window W] [--layer L]",
+     "[--steps N] [--max-steps N] [--baseline zero|pad|bos|TOKEN] [--baseline-id ID] [--window W] [--layer L] "
+     "[--from P]",
      "input attribution: a score per input position for one prediction",
      "attr ig --target ' Mary' --vs ' John' --steps 64", lp_cmd_attr, false,
      "METHOD: saliency, gxi, ig, occlusion, rollout, attnxnorm. The prediction at P (default: last); default target: "
      "the top prediction; TOKEN: a vocabulary string or text of one token. Encoder-decoders: P is a decoder position and "
      "the scores cover the source, then the target prefix (side column; JSON source and target), stored by side. "
      "ig refines its integral until delta is within 1% of f(x) - f(baseline) or --max-steps gradients (default 16 x "
-     "--steps) are spent; --max-steps equal to --steps is Captum's rule alone."},
+     "--steps) are spent; --max-steps equal to --steps is Captum's rule alone. --from P: every token from P on, each by "
+     "the prediction before it (a series: a column per token, its probability and entropy; stored)."},
     {"dla", "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P]",
      "direct logit attribution: each head's and MLP's part of the logit",
      "dla --target ' the' --vs ' a'", lp_cmd_dla, false,
