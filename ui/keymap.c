@@ -94,7 +94,7 @@ static const lp_binding KEYMAP[] = {
     {LP_VIEW_ATTRIBUTIONS, 'j', "j", LP_DO_DOWN, 0, "older stored attribution"},
     {LP_VIEW_ATTRIBUTIONS, 't', "t", LP_DO_TARGET_NEXT, 0,
      "explain the next label (classifier), mask (masked LM) or decoder position (encoder-decoder) with the same "
-     "method: the stored one, or `attr` makes it"},
+     "method: the stored one, or `attr` makes it; in a series (attr --from, generate --attr), its next step"},
 
     {LP_VIEW_LENS, LP_KEY_UP, "\xE2\x86\x91", LP_DO_UP, 0, "previous layer row"},
     {LP_VIEW_LENS, 'k', "k", LP_DO_UP, 0, "previous layer row"},

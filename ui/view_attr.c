@@ -6,7 +6,10 @@
  * label or mask (computing its attribution when the store has none). On an encoder-decoder
  * the source and the target prefix are two lines, as on the strip, coloured on one scale
  * (the largest |score| of both sides); the header names the decoder position explained and
- * its input token, and `t` goes to the next decoder position. */
+ * its input token, and `t` goes to the next decoder position. An attribution that is a step
+ * of a series (attr --from, generate --attr) shows the series as a matrix beside the tokens:
+ * a column per explained token, a row per input position, each column on its own scale; `t`
+ * walks the steps. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +34,13 @@ typedef struct {
     json_t *stored;   /* strings: what else the store has for the run */
     bool no_table;    /* this database has no attributions table (schema before v2) */
     int top;
+    /* the series the shown attribution is a step of (series 0: none) */
+    long long series;
+    int step, n_steps, rows; /* rows: input positions of the matrix */
+    float *matrix;           /* (n_steps, rows) the steps' scores over the run's own tokens */
+    int *step_pos;           /* (n_steps) the position each step explains (its token's) */
+    long long *step_attr;    /* (n_steps) each step's attribution id */
+    double prob, entropy;    /* the shown step's */
 } attr_state;
 
 static void *attr_open(lp_browser *b) {
@@ -38,7 +48,19 @@ static void *attr_open(lp_browser *b) {
     return calloc(1, sizeof(attr_state));
 }
 
+static void clear_series(attr_state *st) {
+    free(st->matrix);
+    free(st->step_pos);
+    free(st->step_attr);
+    st->matrix = NULL;
+    st->step_pos = NULL;
+    st->step_attr = NULL;
+    st->series = 0;
+    st->n_steps = st->rows = 0;
+}
+
 static void clear(attr_state *st) {
+    clear_series(st);
     json_decref(st->list);
     json_decref(st->stored);
     free(st->scores);
@@ -82,6 +104,50 @@ static void load_side(lp_browser *b, long long id, const char *side, float **out
     json_decref(rows);
 }
 
+/* The series attribution id is a step of, if any: all its steps' scores (the run's own side). */
+static void load_series(attr_state *st, lp_browser *b, long long id) {
+    clear_series(st);
+    json_t *rows = lp_browser_query(b, "SELECT series_id, step, prob, entropy FROM attribution_steps WHERE attribution_id = ?1",
+                                    json_pack("[I]", (json_int_t)id));
+    json_t *r = json_array_get(rows, 0);
+    if (r) {
+        st->series = lp_row_int(r, "series_id", 0);
+        st->step = (int)lp_row_int(r, "step", 0);
+        st->prob = lp_row_real(r, "prob");
+        st->entropy = lp_row_real(r, "entropy");
+    }
+    json_decref(rows);
+    if (!st->series) return;
+    json_t *steps = lp_browser_query(b, "SELECT st.step, st.attribution_id, a.pos FROM attribution_steps st JOIN "
+                                        "attributions a ON a.id = st.attribution_id WHERE st.series_id = ?1 ORDER BY st.step",
+                                     json_pack("[I]", (json_int_t)st->series));
+    int n = (int)json_array_size(steps), T = b->T;
+    st->matrix = calloc((size_t)n * (T > 0 ? T : 1), sizeof *st->matrix);
+    st->step_pos = calloc((size_t)n + 1, sizeof *st->step_pos);
+    st->step_attr = calloc((size_t)n + 1, sizeof *st->step_attr);
+    if (!st->matrix || !st->step_pos || !st->step_attr || n == 0 || T <= 0) {
+        json_decref(steps);
+        clear_series(st);
+        return;
+    }
+    st->n_steps = n;
+    st->rows = T;
+    size_t i;
+    json_array_foreach(steps, i, r) {
+        st->step_pos[i] = (int)lp_row_int(r, "pos", 0) + 1;
+        st->step_attr[i] = lp_row_int(r, "attribution_id", 0);
+    }
+    json_decref(steps);
+    json_t *cells = lp_browser_query(b, "SELECT step, pos, score FROM attribution_matrix WHERE series_id = ?1 AND side = 'target'",
+                                     json_pack("[I]", (json_int_t)st->series));
+    json_array_foreach(cells, i, r) {
+        long long k = lp_row_int(r, "step", -1), p = lp_row_int(r, "pos", -1);
+        double v = lp_row_real(r, "score");
+        if (k >= 0 && k < n && p >= 0 && p < T && !isnan(v)) st->matrix[k * T + p] = (float)v;
+    }
+    json_decref(cells);
+}
+
 static void load_scores(attr_state *st, lp_browser *b) {
     free(st->scores);
     free(st->src);
@@ -93,6 +159,21 @@ static void load_scores(attr_state *st, lp_browser *b) {
     long long id = lp_row_int(a, "id", 0);
     load_side(b, id, "target", &st->scores, &st->n, &st->maxabs); /* the run's own tokens (schema 4) */
     if (b->S > 0) load_side(b, id, "source", &st->src, &st->n_src, &st->maxabs);
+    if (b->S == 0) load_series(st, b, id); /* an encoder-decoder's series shows step by step */
+}
+
+/* t in a series: the next step's attribution (wrapping). */
+static bool next_step(attr_state *st, lp_browser *b) {
+    long long want = st->step_attr[(st->step + 1) % st->n_steps];
+    size_t i;
+    json_t *row;
+    json_array_foreach(st->list, i, row)
+        if (lp_row_int(row, "id", 0) == want) {
+            st->sel = (int)i;
+            load_scores(st, b);
+            return true;
+        }
+    return false;
 }
 
 /* What the store holds for a run, when it has no attribution: a few lines. */
@@ -196,6 +277,7 @@ static void describe_target(const lp_browser *b, json_t *at, char *buf, size_t c
  * position (masked LM), explained by the same method: the newest stored attribution that
  * explains it, or `attr` computes one (its default objective; saliency when none is shown). */
 static bool next_target(attr_state *st, lp_browser *b) {
+    if (st->series && st->n_steps > 0 && next_step(st, b)) return true;
     const lp_config *c = lp_model_config(b->s->model);
     json_t *at = json_array_get(st->list, (size_t)st->sel);
     const char *method = at ? lp_row_str(at, "method") : "saliency";
@@ -332,6 +414,43 @@ static void draw_table(attr_state *st, lp_browser *b, lp_screen *scr, lp_rect a)
     }
 }
 
+/* A series as a matrix: a column per explained token (the shown step's bold), a row per input
+ * position, each column coloured on its own scale; columns scroll to keep the shown step in. */
+static void draw_matrix(attr_state *st, lp_browser *b, lp_screen *scr, lp_rect a) {
+    enum { LABEL = 12, CELL = 7 };
+    int cols = (a.w - LABEL) / CELL, n = st->n_steps;
+    if (cols < 1 || a.h < 3) return;
+    int first = st->step - cols / 2;
+    if (first + cols > n) first = n - cols;
+    if (first < 0) first = 0;
+    lp_screen_put(scr, a.x, a.y, LABEL, "explained:", LP_COLOR_LABEL, LP_ATTR_BOLD);
+    for (int k = first; k < n && k < first + cols; k++) {
+        int x = a.x + LABEL + (k - first) * CELL, p = st->step_pos[k];
+        lp_screen_put_clip(scr, x, a.y, CELL - 1, p < b->T ? lp_browser_token(b, p, NULL) : "?",
+                           k == st->step ? LP_COLOR_SELECTED : LP_COLOR_LABEL, LP_ATTR_BOLD);
+    }
+    int last = st->step_pos[n - 1] - 1, rows = a.h - 1; /* the last token explains nothing */
+    int top = b->pos - rows / 2;
+    if (top + rows > last + 1) top = last + 1 - rows;
+    if (top < 0) top = 0;
+    for (int r = 0; r < rows && top + r <= last; r++) {
+        int p = top + r, y = a.y + 1 + r;
+        lp_screen_put_clip(scr, a.x, y, LABEL - 1, lp_browser_token(b, p, NULL), p == b->pos ? LP_COLOR_SELECTED : LP_COLOR_NORMAL,
+                           p == b->pos ? LP_ATTR_BOLD : 0);
+        for (int k = first; k < n && k < first + cols; k++) {
+            int x = a.x + LABEL + (k - first) * CELL;
+            if (p >= st->step_pos[k]) continue; /* after the position that predicts it: blank */
+            double mx = 0;
+            for (int q = 0; q < st->step_pos[k]; q++) mx = fmax(mx, fabs(st->matrix[(size_t)k * st->rows + q]));
+            float v = st->matrix[(size_t)k * st->rows + p];
+            char num[16];
+            snprintf(num, sizeof num, "%+.2f", v);
+            lp_screen_div_text(scr, x, y, CELL - 1, lp_div_level(mx > 0 ? v / mx : 0), num,
+                               k == st->step ? LP_ATTR_BOLD : 0);
+        }
+    }
+}
+
 /* The tokens: an encoder-decoder's source line above its target line. */
 static void draw_flows(attr_state *st, lp_browser *b, lp_screen *scr, lp_rect a) {
     int y = a.y;
@@ -390,10 +509,20 @@ static void attr_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
         lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, LP_ATTR_BOLD, "[%d/%zu] %s%s%s  at pos %lld  %s  %s",
                          st->sel + 1, n, lp_row_str(at, "method"), target, contrast, lp_row_int(at, "pos", -1),
                          lp_row_str(at, "objective"), delta);
-    lp_screen_printf(scr, a.x + 1, a.y + 1, a.w - 1, LP_COLOR_DIM, 0, "params %s  %s   \xE2\x86\x91\xE2\x86\x93 other attributions",
-                     lp_row_str(at, "params"), lp_row_str(at, "created_at"));
+    if (st->series && st->n_steps > 0)
+        lp_screen_printf(scr, a.x + 1, a.y + 1, a.w - 1, LP_COLOR_DIM, 0,
+                         "series %lld step %d/%d: p %.3f, entropy %.3f   t: next step   params %s", st->series,
+                         st->step + 1, st->n_steps, st->prob, st->entropy, lp_row_str(at, "params"));
+    else
+        lp_screen_printf(scr, a.x + 1, a.y + 1, a.w - 1, LP_COLOR_DIM, 0, "params %s  %s   \xE2\x86\x91\xE2\x86\x93 other attributions",
+                         lp_row_str(at, "params"), lp_row_str(at, "created_at"));
     lp_rect body = {a.x + 1, a.y + 3, a.w - 2, a.h - 3};
-    if (body.w >= 60 + TABLE_W) {
+    if (st->series && st->n_steps > 0 && body.h > 8) { /* the tokens above, the series' matrix below */
+        lp_rect flow = {body.x, body.y, body.w, 4};
+        lp_rect matrix = {body.x, body.y + 5, body.w, body.h - 5};
+        draw_flows(st, b, scr, flow);
+        draw_matrix(st, b, scr, matrix);
+    } else if (body.w >= 60 + TABLE_W) {
         lp_rect flow = {body.x, body.y, body.w - TABLE_W - 2, body.h};
         lp_rect table = {body.x + body.w - TABLE_W, body.y, TABLE_W, body.h};
         draw_flows(st, b, scr, flow);

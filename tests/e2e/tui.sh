@@ -299,6 +299,18 @@ keys PgDn
 expect "and x" 5 "encoder-decoders: next attention"
 quit_with "q after the T5 run" 0 q q
 
+# 5b2. An attribution series (generate --attr): the attributions view shows the step, its
+# probability and entropy and the series' matrix (a column per generated token); t walks the steps.
+start "TERM=xterm-256color '$LOUPE' -d '$tmp/series.db' --tui models/default -e 'run When Mary and John went to the store, John gave a drink to' -e 'generate 3 --no-stop --attr gxi'"
+expect "generate --attr in the browser" 10 "run 2"
+keys 4
+expect "the newest step of the series" 5 "series 1 step 3/3"
+expect "the series' matrix: its header" 5 "explained:"
+expect "the series' matrix: a row per input token" 5 "·drink      +1.45"
+keys t
+expect "t: the series' next step (wrapping to the first)" 5 "series 1 step 1/3: p 0.961"
+quit_with "q after the series" 0 q q
+
 # 5c. An encoder-decoder's analyses in the browser: attr's source and target lines coloured
 # on one scale (both lines carry the diverging scale's colours), the decoder position named,
 # t to the next one; the heads view's stored scan rows for each attention (x); m recording
