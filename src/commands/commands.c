@@ -452,6 +452,15 @@ static const lp_command COMMANDS[] = {
      "METHOD: saliency, gxi, ig, occlusion, rollout, attnxnorm. The prediction at P (default: last); default target: "
      "the top prediction; TOKEN: a vocabulary string or text of one token. Encoder-decoders: P is a decoder position and "
      "the scores cover the source, then the target prefix (side column; JSON source and target), stored by side."},
+    {"eval",
+     "[METHOD|all] [--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P] [--remove delete|mask|baseline] "
+     "[--bins N] [--logodds K] [--steps N] [--baseline zero|pad|bos|TOKEN] [--baseline-id ID]",
+     "faithfulness of attributions: what removing their top positions does to the prediction",
+     "eval all --target ' Mary' --remove delete", lp_cmd_eval, false,
+     "Per method (attr's defaults; all six by default): comprehensiveness and sufficiency AOPC over N bins (default "
+     "10), deletion and insertion AUC, log-odds drop at the top K% (default 20), Kendall tau against leave-one-out. "
+     "f: the target's probability, or with --vs the logit difference. Specials and the predicting position are never "
+     "removed. Decoders only."},
     {"dla", "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P]",
      "direct logit attribution: each head's and MLP's part of the logit",
      "dla --target ' the' --vs ' a'", lp_cmd_dla, false,
