@@ -136,7 +136,23 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
     }
     json_t *table = lp_table_new(), *methods = json_array(), *bins = json_array(), *bestj = json_object();
     bool human = s->mode == LP_MODE_TABLE || s->mode == LP_MODE_BOX || s->mode == LP_MODE_MARKDOWN;
-    lp_table_column(table, "method", 0, NULL);
+    /* People reading a table see what f is and how positions were removed in the first header. */
+    char first[400] = "method";
+    if (human) {
+        char tok[2][96];
+        for (int k = 0; k < 2; k++) {
+            json_t *j = lp_cmd_token(s, k ? contrast : target);
+            const char *b = json_string_value(j);
+            if (b) lp_token_display(b, json_string_length(j), tok[k], sizeof tok[k]);
+            else snprintf(tok[k], sizeof tok[k], "#%d", k ? contrast : target);
+            json_decref(j);
+        }
+        if (es.prob) snprintf(first, sizeof first, "p('%s') = %.4g, %s", tok[0], lp_eval_fx(e), lp_remove_name(es.remove));
+        else
+            snprintf(first, sizeof first, "logit '%s' - '%s' = %.4g, %s", tok[0], tok[1], lp_eval_fx(e),
+                     lp_remove_name(es.remove));
+    }
+    lp_table_column(table, first, LP_COL_SAFE, NULL);
     for (int k = 0; k < NMEASURE; k++) {
         char head[64];
         snprintf(head, sizeof head, "%s%s", human ? MEASURES[k].head : MEASURES[k].key,
@@ -179,25 +195,6 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
                             lp_json_number(lp_eval_fx(e)), "f_empty", lp_json_number(lp_eval_fempty(e)), "removable",
                             removable, "loo", numbers(lp_eval_loo(e), n), "bins", bins, "logodds_pct", es.logodds_pct,
                             "methods", methods, "best", bestj);
-    if (human) {
-        char line[512], tok[2][96];
-        for (int k = 0; k < 2; k++) {
-            json_t *j = lp_cmd_token(s, k ? contrast : target);
-            const char *b = json_string_value(j);
-            if (b) lp_token_display(b, json_string_length(j), tok[k], sizeof tok[k]);
-            else snprintf(tok[k], sizeof tok[k], "#%d", k ? contrast : target);
-            json_decref(j);
-        }
-        if (es.prob)
-            snprintf(line, sizeof line, "f = p('%s') at %d = %.4g; ", tok[0], es.objective.pos, lp_eval_fx(e));
-        else
-            snprintf(line, sizeof line, "f = logit('%s') - logit('%s') at %d = %.4g; ", tok[0], tok[1],
-                     es.objective.pos, lp_eval_fx(e));
-        size_t at = strlen(line);
-        snprintf(line + at, sizeof line - at, "remove: %s; %d positions removable; %d bins; log-odds at top %d%%",
-                 lp_remove_name(es.remove), n, B, es.logodds_pct);
-        lp_cmd_progress(s, LP_PROGRESS_NOTE, "%s", line);
-    }
     lp_cmd_emit(s, val, table);
 done:
     for (int i = 0; res && i < nm; i++) lp_eval_result_free(&res[i]);
