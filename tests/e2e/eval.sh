@@ -41,7 +41,7 @@ check "stories: BOS kept, unk as the mask" is 1 '.removable[0] == 1 and (.remova
 check "table: six marks" test "$(grep -o ' \*' "$tmp/table" | wc -l)" -eq 6
 check "table: f in the first header" grep -q "p('·Mary') = 0.96" "$tmp/table"
 "$LOUPE" -m csv models/default -e "run $IOI" -e "eval all --target ' Mary'" >"$tmp/csv" 2>"$tmp/err"
-check "csv: header and six rows" test "$(sed -n 3p "$tmp/csv")" = "method,comprehensiveness_aopc,sufficiency_aopc,deletion_auc,insertion_auc,logodds_drop,loo_tau" -a "$(wc -l <"$tmp/csv")" -eq 9
+check "csv: header and six rows" test "$(sed -n 3p "$tmp/csv" | tr -d "\r")" = "method,comprehensiveness_aopc,sufficiency_aopc,deletion_auc,insertion_auc,logodds_drop,loo_tau" -a "$(wc -l <"$tmp/csv")" -eq 9
 
 # Refusals: one line on stderr starting with error:, exit status 1, nothing on stdout.
 refuse() { # NAME EXPECTED-TEXT MODEL COMMAND...
