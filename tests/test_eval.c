@@ -28,7 +28,7 @@
 /* The batched forward against a plain run of the same input differ by float32 rounding only:
  * |got - want| <= TOL (1 + |f(x)| + |want|) (logit differences reach 10 and more, and a
  * difference f(x) - f(x') carries the rounding of both). Worst case measured
- * over these tests: 3.9e-6 with OPENBLAS_CORETYPE=Haswell, 1.3e-6 without it. */
+ * over these tests: 3.9e-6 with OPENBLAS_CORETYPE=Haswell, 2.9e-6 without it. */
 #define TOL 2e-5
 
 static lp_model *load(const char *which) {
@@ -252,6 +252,90 @@ static void occlusion_agrees_with_leave_one_out_by_construction(void **state) {
     lp_model_free(m);
 }
 
+/* Infidelity: each perturbed input against an explicit run of its embeddings, then the
+ * formula with and without beta; the same seed draws the same noise. */
+static void infidelity_matches_explicit_runs_and_its_formula(void **state) {
+    (void)state;
+    lp_model *m = load("default");
+    lp_run *r = run_text(m, IOI, false, EOT);
+    const lp_tokenizer *t = lp_model_tokenizer(m);
+    int T = lp_run_len(r), d = m->cfg.d_model;
+    lp_eval_spec specs[2] = {
+        {.objective = {LP_OBJ_LOGIT_DIFF, T - 1, lp_tokenizer_piece_to_id(t, "\xc4\xa0Mary"),
+                       lp_tokenizer_piece_to_id(t, "\xc4\xa0John")},
+         .remove = LP_REMOVE_BASELINE, .token = lp_tokenizer_piece_to_id(t, "\xc4\xa0the")},
+        {.objective = {LP_OBJ_LOGPROB, T - 1, lp_tokenizer_piece_to_id(t, "\xc4\xa0Mary"), -1}, .prob = true,
+         .remove = LP_REMOVE_DELETE}, /* delete: toward the zero vector */
+    };
+    for (int c = 0; c < 2; c++) {
+        lp_eval_spec *es = &specs[c];
+        lp_eval *e;
+        assert_int_equal(lp_eval_new(&e, r, es), 0);
+        int n = lp_eval_n(e), S = 12;
+        float scores[2][64];
+        lp_attr_method ms[2] = {LP_ATTR_GXI, LP_ATTR_ROLLOUT};
+        for (int i = 0; i < 2; i++) {
+            lp_attr_spec sp = {.method = ms[i], .objective = es->objective, .baseline = -1, .layer = -1};
+            if (es->prob) sp.objective.kind = LP_OBJ_LOGIT;
+            double delta;
+            assert_int_equal(lp_attr(scores[i], &delta, r, &sp), 0);
+        }
+        const float *rows[2] = {scores[0], scores[1]};
+        double infid[2], raw[2], noise[12 * 64], drop[12], again[2];
+        assert_int_equal(lp_eval_infidelity(e, 2, rows, S, 0.1, 7, infid, raw, noise, drop), 0);
+        double fx = lp_eval_fx(e);
+        fscale = fabs(fx);
+        float *x = malloc((size_t)T * d * sizeof *x);
+        const int *ids = lp_run_ids(r);
+        double sd = 0.0;
+        for (int s = 0; s < S; s++) {
+            lp_embed(x, m, ids, NULL, 0, T);
+            for (int i = 0; i < n; i++) {
+                int p = lp_eval_removable(e)[i];
+                sd += noise[s * n + i] * noise[s * n + i];
+                for (int k = 0; k < d; k++) {
+                    float tok = m->tok_emb[(size_t)ids[p] * d + k],
+                          rep = es->remove == LP_REMOVE_BASELINE ? m->tok_emb[(size_t)es->token * d + k] : 0.0f;
+                    x[p * d + k] -= (float)noise[s * n + i] * (tok - rep);
+                }
+            }
+            lp_run *p;
+            assert_int_equal(lp_run_new_embedded(&p, m, ids, NULL, x, T), 0);
+            near(drop[s], fx - f_of(es, lp_run_logits(p, T - 1), m->cfg.vocab, T - 1), "infidelity drop", s);
+            lp_run_free(p);
+        }
+        sd = sqrt(sd / (S * n));
+        assert_true(sd > 0.05 && sd < 0.2); /* drawn with sigma 0.1 */
+        for (int i = 0; i < 2; i++) {
+            double a[12], aa = 0, ad = 0, sq = 0, sq1 = 0;
+            for (int s = 0; s < S; s++) {
+                a[s] = 0;
+                for (int j = 0; j < n; j++) a[s] += noise[s * n + j] * scores[i][lp_eval_removable(e)[j]];
+                aa += a[s] * a[s];
+                ad += a[s] * drop[s];
+            }
+            for (int s = 0; s < S; s++) {
+                sq += (ad / aa * a[s] - drop[s]) * (ad / aa * a[s] - drop[s]) / S;
+                sq1 += (a[s] - drop[s]) * (a[s] - drop[s]) / S;
+            }
+            assert_true(fabs(infid[i] - sq) <= 1e-12 * (1 + sq));
+            assert_true(fabs(raw[i] - sq1) <= 1e-12 * (1 + sq1));
+            assert_true(infid[i] <= raw[i] + 1e-12); /* beta is the least-squares scale */
+        }
+        assert_int_equal(lp_eval_infidelity(e, 2, rows, S, 0.1, 7, again, NULL, NULL, NULL), 0);
+        assert_true(again[0] == infid[0] && again[1] == infid[1]);
+        assert_int_equal(lp_eval_infidelity(e, 2, rows, S, 0.1, 8, again, NULL, NULL, NULL), 0);
+        assert_true(again[0] != infid[0]);
+        assert_int_not_equal(lp_eval_infidelity(e, 2, rows, 0, 0.1, 7, again, NULL, NULL, NULL), 0);
+        assert_int_not_equal(lp_eval_infidelity(e, 2, rows, S, 0.0, 7, again, NULL, NULL, NULL), 0);
+        free(x);
+        lp_eval_free(e);
+    }
+    print_message("  worst difference so far, infidelity's drops included: %.3g\n", worst);
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
 static void kendall_tau_matches_hand_counts(void **state) {
     (void)state;
     double a[] = {1, 2, 3, 4}, b[] = {1, 3, 2, 4}, c[] = {4, 3, 2, 1}, k[] = {5, 5, 5, 5};
@@ -358,7 +442,7 @@ static void command_prints_every_method_and_marks_the_best(void **state) {
     assert_int_equal(exec(&f, "eval all --target ' Mary'"), 0);
     int stars = 0;
     for (char *p = f.buf; (p = strstr(p, " *")); p++) stars++;
-    assert_int_equal(stars, 6);
+    assert_int_equal(stars, 7);
     /* One method: no mark, one row. */
     f.s.mode = LP_MODE_CSV;
     assert_int_equal(exec(&f, "eval ig --vs ' John' --target ' Mary' --remove baseline"), 0);
@@ -387,6 +471,9 @@ static void refusals_name_the_argument_and_the_fix(void **state) {
         {"eval --target 'not one token'", "token"},
         {"eval --pos 99", "pos"},
         {"eval --baseline zero --baseline-id 3", "not both"},
+        {"eval --samples 0", "--samples"},
+        {"eval --sigma 0", "--sigma"},
+        {"eval --sigma lots", "--sigma"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         if (exec(&f, bad[i].line) == 0) fail_msg("'%s' was accepted", bad[i].line);
@@ -412,6 +499,7 @@ int main(void) {
         cmocka_unit_test(mask_curves_match_explicit_runs_on_llama2c),
         cmocka_unit_test(baseline_curves_match_explicit_runs_for_a_logit_difference),
         cmocka_unit_test(occlusion_agrees_with_leave_one_out_by_construction),
+        cmocka_unit_test(infidelity_matches_explicit_runs_and_its_formula),
         cmocka_unit_test(kendall_tau_matches_hand_counts),
         cmocka_unit_test(specials_and_the_predicting_position_are_never_removed),
         cmocka_unit_test(command_prints_every_method_and_marks_the_best),

@@ -84,6 +84,7 @@ typedef struct {
     double deletion_auc, insertion_auc;
     double logodds;         /* the log-odds drop at the top logodds_pct% */
     double tau;             /* Kendall's tau-b against leave-one-out, NAN when undefined */
+    double infidelity, infidelity_raw; /* NAN: lp_eval_judge leaves them to lp_eval_infidelity */
 } lp_eval_result;
 
 /* Judges m score vectors at once: scores[i] (pos + 1 floats, one per position of the
@@ -91,6 +92,18 @@ typedef struct {
  * model together. LP_ENOMEM, LP_ECANCEL. */
 int lp_eval_judge(lp_eval *e, int m, const float *const *scores, lp_eval_result *res);
 void lp_eval_result_free(lp_eval_result *r);
+
+/* Infidelity (Yeh et al. 2019; Captum's `infidelity` with normalize=True) of m score vectors,
+ * on position-level perturbations: sample s moves each removable position's token part toward
+ * what removal puts there by a Gaussian fraction, x'_t = x_t - I_st (x_t - b_t) with
+ * I_st ~ N(0, sigma^2) (b_t the baseline or mask row; the zero vector for delete), the same
+ * `samples` draws (seeded) for every vector. With a_s = sum_t I_st Phi_t and
+ * d_s = f(x) - f(x'_s): infid[i] = mean_s (beta a_s - d_s)^2, beta = sum a d / sum a^2 (0 when
+ * every a_s is 0), which makes it blind to the scores' scale, as the methods' units differ;
+ * raw[i] (may be NULL) the same with beta = 1. noise (samples, n) and drop (samples) may be
+ * NULL: the I drawn and the d measured. One lp_grad_batch. */
+int lp_eval_infidelity(const lp_eval *e, int m, const float *const *scores, int samples, double sigma,
+                       unsigned long long seed, double *infid, double *raw, double *noise, double *drop);
 
 /* Kendall's tau-b of (a_i, b_i), i < n: (C - D) / sqrt((P - Ta)(P - Tb)), P = n(n-1)/2, Ta and
  * Tb the pairs tied in a and in b; NAN when a or b is constant. */

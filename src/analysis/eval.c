@@ -238,6 +238,79 @@ int lp_eval_k(const lp_eval *e, double pct) {
     return k < 0 ? 0 : k > e->n ? e->n : k;
 }
 
+/* splitmix64, then Box-Muller: a reproducible N(0, 1) stream from a seed. */
+static double uniform01(unsigned long long *st) {
+    unsigned long long z = (*st += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return ((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+}
+
+static double gaussian(unsigned long long *st) {
+    double u = uniform01(st), v = uniform01(st);
+    return sqrt(-2.0 * log1p(-u)) * cos(2.0 * M_PI * v);
+}
+
+typedef struct {
+    const lp_eval *e;
+    const double *noise; /* (samples, n) */
+} noisy;
+
+static void noisy_input(float *out, int s, void *ctx) {
+    const noisy *z = ctx;
+    const lp_eval *e = z->e;
+    size_t d = (size_t)e->m->cfg.d_model;
+    memcpy(out, e->x, (size_t)e->T * d * sizeof *out);
+    for (int i = 0; i < e->n; i++) {
+        size_t t = (size_t)e->removable[i];
+        float a = (float)z->noise[(size_t)s * e->n + i];
+        for (size_t k = 0; k < d; k++) out[t * d + k] -= a * (e->x[t * d + k] - e->b[t * d + k]);
+    }
+}
+
+int lp_eval_infidelity(const lp_eval *e, int m, const float *const *scores, int samples, double sigma,
+                       unsigned long long seed, double *infid, double *raw, double *noise, double *drop) {
+    if (samples < 1 || samples > 10000) return lp_error(LP_EINVAL, "samples %d is out of range (1..10000)", samples);
+    if (!(sigma > 0.0) || sigma > 10.0) return lp_error(LP_EINVAL, "sigma %g is out of range (0..10]", sigma);
+    int n = e->n, rc;
+    double *I = malloc((size_t)samples * n * sizeof *I), *f = malloc((size_t)samples * sizeof *f);
+    if (!I || !f) {
+        free(I);
+        free(f);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    unsigned long long st = seed;
+    for (size_t j = 0; j < (size_t)samples * n; j++) I[j] = sigma * gaussian(&st);
+    noisy z = {e, I};
+    lp_objective o = e->sp.objective;
+    if (!(rc = lp_grad_batch(e->m, e->T, samples, noisy_input, &z, &o, NULL, f, NULL))) {
+        for (int s = 0; s < samples; s++) f[s] = e->fx - (e->sp.prob ? exp(f[s]) : f[s]);
+        for (int i = 0; i < m; i++) {
+            double aa = 0.0, ad = 0.0, sq = 0.0, sq1 = 0.0;
+            for (int s = 0; s < samples; s++) {
+                double a = 0.0;
+                for (int t = 0; t < n; t++) a += I[(size_t)s * n + t] * scores[i][e->removable[t]];
+                aa += a * a;
+                ad += a * f[s];
+            }
+            double beta = aa > 0.0 ? ad / aa : 0.0;
+            for (int s = 0; s < samples; s++) {
+                double a = 0.0;
+                for (int t = 0; t < n; t++) a += I[(size_t)s * n + t] * scores[i][e->removable[t]];
+                sq += (beta * a - f[s]) * (beta * a - f[s]);
+                sq1 += (a - f[s]) * (a - f[s]);
+            }
+            infid[i] = sq / samples;
+            if (raw) raw[i] = sq1 / samples;
+        }
+        if (noise) memcpy(noise, I, (size_t)samples * n * sizeof *I);
+        if (drop) memcpy(drop, f, (size_t)samples * sizeof *f);
+    }
+    free(I);
+    free(f);
+    return rc;
+}
+
 double lp_kendall_tau(const double *a, const double *b, int n) {
     double conc = 0, disc = 0, ta = 0, tb = 0, pairs = 0.5 * n * (n - 1.0);
     for (int i = 0; i < n; i++)
@@ -274,7 +347,7 @@ static double logit_of(double p) { return log(p) - log1p(-p); }
 int lp_eval_judge(lp_eval *e, int m, const float *const *scores, lp_eval_result *res) {
     int n = e->n, B = e->sp.bins, rc;
     for (int i = 0; i < m; i++) {
-        res[i] = (lp_eval_result){.n = n, .bins = B};
+        res[i] = (lp_eval_result){.n = n, .bins = B, .infidelity = NAN, .infidelity_raw = NAN};
         res[i].order = malloc((size_t)n * sizeof(int));
         res[i].comp = malloc((size_t)B * sizeof(double));
         res[i].suff = malloc((size_t)B * sizeof(double));

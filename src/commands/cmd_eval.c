@@ -11,7 +11,7 @@
 #include "loupe/tokenizer.h"
 
 /* The measures: their JSON names, table headers, and whether higher is more faithful. */
-enum { M_COMP, M_SUFF, M_DEL, M_INS, M_LOGODDS, M_TAU, NMEASURE };
+enum { M_COMP, M_SUFF, M_DEL, M_INS, M_LOGODDS, M_TAU, M_INFID, NMEASURE };
 static const struct {
     const char *key, *head;
     bool higher;
@@ -19,6 +19,7 @@ static const struct {
     {"comprehensiveness_aopc", "comp AOPC", true}, {"sufficiency_aopc", "suff AOPC", false},
     {"deletion_auc", "deletion AUC", false},      {"insertion_auc", "insertion AUC", true},
     {"logodds_drop", "log-odds", true},           {"loo_tau", "LOO tau", true},
+    {"infidelity", "infidelity", false},
 };
 
 static double measure(const lp_eval_result *r, int k) {
@@ -28,7 +29,8 @@ static double measure(const lp_eval_result *r, int k) {
     case M_DEL: return r->deletion_auc;
     case M_INS: return r->insertion_auc;
     case M_LOGODDS: return r->logodds;
-    default: return r->tau;
+    case M_TAU: return r->tau;
+    default: return r->infidelity;
     }
 }
 
@@ -54,11 +56,12 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    enum { TARGET, TARGET_ID, VS, VS_ID, POS, REMOVE, BINS, LOGODDS, STEPS, BASELINE, BASELINE_ID, NOPT };
+    enum { TARGET, TARGET_ID, VS, VS_ID, POS, REMOVE, BINS, LOGODDS, STEPS, BASELINE, BASELINE_ID, SAMPLES, SIGMA, SEED, NOPT };
     lp_opt o[NOPT] = {{"target", false, NULL}, {"target-id", false, NULL}, {"vs", false, NULL},
                       {"vs-id", false, NULL},   {"pos", false, NULL},       {"remove", false, NULL},
                       {"bins", false, NULL},    {"logodds", false, NULL},   {"steps", false, NULL},
-                      {"baseline", false, NULL}, {"baseline-id", false, NULL}};
+                      {"baseline", false, NULL}, {"baseline-id", false, NULL}, {"samples", false, NULL},
+                      {"sigma", false, NULL},   {"seed", false, NULL}};
     char *pos[1];
     int np;
     if ((rc = lp_cmd_opts("eval", argc, argv, o, NOPT, pos, 1, &np))) return rc;
@@ -104,6 +107,17 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
                        .steps = 32, .window = 1, .layer = -1};
     if (o[STEPS].value && (rc = lp_cmd_int(o[STEPS].value, "--steps", 1, 4096, &v))) return rc;
     if (o[STEPS].value) sp.steps = (int)v;
+    /* Infidelity: Captum's 10 perturbations; sigma a fraction of each token's embedding. */
+    int samples = 10;
+    double sigma = 0.1;
+    unsigned long long seed = 1;
+    if (o[SAMPLES].value && (rc = lp_cmd_int(o[SAMPLES].value, "--samples", 1, 10000, &v))) return rc;
+    if (o[SAMPLES].value) samples = (int)v;
+    if (o[SIGMA].value && (rc = lp_cmd_float(o[SIGMA].value, "--sigma", &sigma))) return rc;
+    if (!(sigma > 0.0 && sigma <= 10.0))
+        return lp_error(LP_EINVAL, "eval: --sigma %s is out of range: give a fraction in (0, 10], e.g. 0.1", o[SIGMA].value);
+    if (o[SEED].value && (rc = lp_cmd_int(o[SEED].value, "--seed", 0, 2147483647L, &v))) return rc;
+    if (o[SEED].value) seed = (unsigned long long)v;
     if ((rc = lp_cmd_baseline(s, "eval", o[BASELINE].value, o[BASELINE_ID].value, &sp.baseline))) return rc;
     if (es.remove == LP_REMOVE_MASK && (rc = mask_token(s, &es.token))) return rc;
     if (es.remove == LP_REMOVE_BASELINE) es.token = sp.baseline;
@@ -125,6 +139,9 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
         if ((rc = lp_attr(scores + (size_t)i * T, &delta[i], s->run, &sp))) goto done;
     }
     if ((rc = lp_eval_judge(e, nm, rows, res))) goto done;
+    double infid[LP_ATTR_COUNT], raw[LP_ATTR_COUNT];
+    if ((rc = lp_eval_infidelity(e, nm, rows, samples, sigma, seed, infid, raw, NULL, NULL))) goto done;
+    for (int i = 0; i < nm; i++) res[i].infidelity = infid[i], res[i].infidelity_raw = raw[i];
 
     int n = lp_eval_n(e), B = lp_eval_bins(e), best[NMEASURE];
     for (int k = 0; k < NMEASURE; k++) {
@@ -180,6 +197,7 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
                               numbers(R->insertion, n + 1), "delta", lp_json_number(delta[i]));
         for (int t = 0; t <= es.objective.pos; t++) json_array_append_new(json_object_get(m, "scores"), lp_json_number(rows[i][t]));
         for (int k = 0; k < NMEASURE; k++) json_object_set_new(m, MEASURES[k].key, lp_json_number(measure(R, k)));
+        json_object_set_new(m, "infidelity_raw", lp_json_number(R->infidelity_raw));
         json_array_append_new(methods, m);
     }
     for (int k = 0; k < NMEASURE; k++)
@@ -195,6 +213,8 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
                             lp_json_number(lp_eval_fx(e)), "f_empty", lp_json_number(lp_eval_fempty(e)), "removable",
                             removable, "loo", numbers(lp_eval_loo(e), n), "bins", bins, "logodds_pct", es.logodds_pct,
                             "methods", methods, "best", bestj);
+    json_object_set_new(val, "infidelity_settings",
+                        json_pack("{s:i,s:o,s:I}", "samples", samples, "sigma", lp_json_number(sigma), "seed", (json_int_t)seed));
     lp_cmd_emit(s, val, table);
 done:
     for (int i = 0; res && i < nm; i++) lp_eval_result_free(&res[i]);

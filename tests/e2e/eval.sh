@@ -16,7 +16,7 @@ export XDG_DATA_HOME="$tmp/data"
 IOI="When Mary and John went to the store, John gave a drink to"
 
 "$LOUPE" -m json models/default -e "run $IOI" -e "eval all --target ' Mary'" \
-    -e "eval occlusion --target ' Mary' --vs ' John' --remove baseline" -e "eval gxi --bins 4 --logodds 50" \
+    -e "eval occlusion --target ' Mary' --vs ' John' --remove baseline" -e "eval gxi --bins 4 --logodds 50" -e "eval gxi --pos 5" \
     >"$tmp/out" 2>"$tmp/err"
 check "eval runs on models/default" test $? -eq 0
 check "six methods, the target's probability" is 1 '(.methods | length) == 6 and .f == "prob" and .target.token == " Mary" and .remove == "delete"'
@@ -28,6 +28,8 @@ check "AOPC is the mean of the bins" is 1 '[.methods[] | ((.comprehensiveness | 
 check "best comprehensiveness is the largest" is 1 '.best.comprehensiveness_aopc == (.methods | max_by(.comprehensiveness_aopc) | .method)'
 check "best deletion AUC is the smallest" is 1 '.best.deletion_auc == (.methods | min_by(.deletion_auc) | .method)'
 check "occlusion is leave-one-out under baseline removal: tau 1" is 2 '.f == "logit_diff" and .methods[0].loo_tau == 1 and .contrast.token == " John"'
+check "--pos 5: the prefix 0..5, position 5 kept" is 4 '.pos == 5 and .removable == [0,1,2,3,4] and (.methods[0].scores | length) == 6'
+check "infidelity: settings stated, beta-scaled at most the raw" is 1 '.infidelity_settings == {"samples":10,"sigma":0.1,"seed":1} and ([.methods[] | .infidelity <= .infidelity_raw] | all)'
 check "--bins 4 --logodds 50" is 3 '(.bins == [25,50,75,100]) and .logodds_pct == 50 and (.methods[0].comprehensiveness | length) == 4'
 
 # llama2.c: BOS (position 0) is never removed; --remove mask puts <unk> (id 0) in.
@@ -38,10 +40,10 @@ check "stories: BOS kept, unk as the mask" is 1 '.removable[0] == 1 and (.remova
 
 # The table marks the best of each of the six columns; csv carries plain numbers.
 "$LOUPE" models/default -e "run $IOI" -e "eval all --target ' Mary'" >"$tmp/table" 2>"$tmp/err"
-check "table: six marks" test "$(grep -o ' \*' "$tmp/table" | wc -l)" -eq 6
+check "table: seven marks" test "$(grep -o ' \*' "$tmp/table" | wc -l)" -eq 7
 check "table: f in the first header" grep -q "p('·Mary') = 0.96" "$tmp/table"
 "$LOUPE" -m csv models/default -e "run $IOI" -e "eval all --target ' Mary'" >"$tmp/csv" 2>"$tmp/err"
-check "csv: header and six rows" test "$(sed -n 3p "$tmp/csv" | tr -d "\r")" = "method,comprehensiveness_aopc,sufficiency_aopc,deletion_auc,insertion_auc,logodds_drop,loo_tau" -a "$(wc -l <"$tmp/csv")" -eq 9
+check "csv: header and six rows" test "$(sed -n 3p "$tmp/csv" | tr -d "\r")" = "method,comprehensiveness_aopc,sufficiency_aopc,deletion_auc,insertion_auc,logodds_drop,loo_tau,infidelity" -a "$(wc -l <"$tmp/csv")" -eq 9
 
 # Refusals: one line on stderr starting with error:, exit status 1, nothing on stdout.
 refuse() { # NAME EXPECTED-TEXT MODEL COMMAND...
