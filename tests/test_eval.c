@@ -336,6 +336,71 @@ static void infidelity_matches_explicit_runs_and_its_formula(void **state) {
     lp_model_free(m);
 }
 
+/* Max-sensitivity: the deltas drawn lie in the radius, and every attribution recomputed on
+ * the perturbed embeddings gives the ratio whose maximum the engine reports. */
+static void max_sensitivity_matches_recomputed_attributions(void **state) {
+    (void)state;
+    const char *models[2] = {"default", "stories"};
+    for (int c = 0; c < 2; c++) {
+        lp_model *m = load(models[c]);
+        lp_run *r = c ? run_text(m, STORY, true, -1) : run_text(m, IOI, false, -1);
+        int T = lp_run_len(r), d = m->cfg.d_model, S = 4;
+        lp_eval_spec es = {.objective = {LP_OBJ_LOGPROB, T - 1, 5, -1}, .prob = true};
+        lp_eval *e;
+        assert_int_equal(lp_eval_new(&e, r, &es), 0);
+        lp_attr_spec specs[3];
+        lp_attr_method ms[3] = {LP_ATTR_GXI, LP_ATTR_IG, LP_ATTR_ROLLOUT};
+        float scores[3][64], phi[64];
+        const float *rows[3];
+        for (int i = 0; i < 3; i++) {
+            specs[i] = (lp_attr_spec){.method = ms[i], .objective = {LP_OBJ_LOGIT, T - 1, 5, -1}, .steps = 8,
+                                      .baseline = -1, .layer = -1};
+            double delta;
+            assert_int_equal(lp_attr(scores[i], &delta, r, &specs[i]), 0);
+            rows[i] = scores[i];
+        }
+        float *noise = malloc((size_t)S * T * d * sizeof *noise), *x = malloc((size_t)T * d * sizeof *x);
+        double sens[3], again[3], want[3] = {0, 0, 0};
+        assert_int_equal(lp_eval_sensitivity(e, 3, specs, rows, S, 0.02, 3, sens, noise), 0);
+        double mx = 0.0, mean = 0.0;
+        for (size_t j = 0; j < (size_t)S * T * d; j++) {
+            mx = fmax(mx, fabs(noise[j]));
+            mean += noise[j] / ((double)S * T * d);
+        }
+        assert_true(mx <= 0.02 * (1 + 1e-5) && mx > 0.019); /* U(-0.02, 0.02) */
+        assert_true(fabs(mean) < 1e-3);
+        lp_view v;
+        lp_run_view(r, LP_ACT_RESID_PRE, 0, -1, &v);
+        for (int s = 0; s < S; s++) {
+            for (int j = 0; j < T * d; j++) x[j] = v.data[j] + noise[(size_t)s * T * d + j];
+            lp_run *p;
+            assert_int_equal(lp_run_new_embedded(&p, m, lp_run_ids(r), NULL, x, T), 0);
+            for (int i = 0; i < 3; i++) {
+                double delta, num = 0, den = 0;
+                assert_int_equal(lp_attr(phi, &delta, p, &specs[i]), 0);
+                for (int t = 0; t < T; t++) {
+                    num += (phi[t] - scores[i][t]) * (double)(phi[t] - scores[i][t]);
+                    den += scores[i][t] * (double)scores[i][t];
+                }
+                want[i] = fmax(want[i], sqrt(num / den));
+            }
+            lp_run_free(p);
+        }
+        for (int i = 0; i < 3; i++)
+            if (!(fabs(sens[i] - want[i]) <= 1e-3 * want[i] + 1e-7))
+                fail_msg("%s %s: max-sensitivity %.9g, recomputed %.9g", models[c], lp_attr_method_name(ms[i]), sens[i], want[i]);
+        assert_int_equal(lp_eval_sensitivity(e, 3, specs, rows, S, 0.02, 3, again, NULL), 0);
+        assert_true(again[0] == sens[0] && again[2] == sens[2]);
+        assert_int_not_equal(lp_eval_sensitivity(e, 3, specs, rows, 0, 0.02, 3, again, NULL), 0);
+        assert_int_not_equal(lp_eval_sensitivity(e, 3, specs, rows, S, 0.0, 3, again, NULL), 0);
+        free(noise);
+        free(x);
+        lp_eval_free(e);
+        lp_run_free(r);
+        lp_model_free(m);
+    }
+}
+
 static void kendall_tau_matches_hand_counts(void **state) {
     (void)state;
     double a[] = {1, 2, 3, 4}, b[] = {1, 3, 2, 4}, c[] = {4, 3, 2, 1}, k[] = {5, 5, 5, 5};
@@ -442,7 +507,7 @@ static void command_prints_every_method_and_marks_the_best(void **state) {
     assert_int_equal(exec(&f, "eval all --target ' Mary'"), 0);
     int stars = 0;
     for (char *p = f.buf; (p = strstr(p, " *")); p++) stars++;
-    assert_int_equal(stars, 7);
+    assert_int_equal(stars, 8);
     /* One method: no mark, one row. */
     f.s.mode = LP_MODE_CSV;
     assert_int_equal(exec(&f, "eval ig --vs ' John' --target ' Mary' --remove baseline"), 0);
@@ -474,6 +539,8 @@ static void refusals_name_the_argument_and_the_fix(void **state) {
         {"eval --samples 0", "--samples"},
         {"eval --sigma 0", "--sigma"},
         {"eval --sigma lots", "--sigma"},
+        {"eval --samples 1001", "--samples"},
+        {"eval --radius 0", "--radius"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         if (exec(&f, bad[i].line) == 0) fail_msg("'%s' was accepted", bad[i].line);
@@ -500,6 +567,7 @@ int main(void) {
         cmocka_unit_test(baseline_curves_match_explicit_runs_for_a_logit_difference),
         cmocka_unit_test(occlusion_agrees_with_leave_one_out_by_construction),
         cmocka_unit_test(infidelity_matches_explicit_runs_and_its_formula),
+        cmocka_unit_test(max_sensitivity_matches_recomputed_attributions),
         cmocka_unit_test(kendall_tau_matches_hand_counts),
         cmocka_unit_test(specials_and_the_predicting_position_are_never_removed),
         cmocka_unit_test(command_prints_every_method_and_marks_the_best),

@@ -39,6 +39,7 @@
 
 #include <stdbool.h>
 
+#include "loupe/attr.h"
 #include "loupe/grad.h"
 #include "loupe/run.h"
 
@@ -85,6 +86,7 @@ typedef struct {
     double logodds;         /* the log-odds drop at the top logodds_pct% */
     double tau;             /* Kendall's tau-b against leave-one-out, NAN when undefined */
     double infidelity, infidelity_raw; /* NAN: lp_eval_judge leaves them to lp_eval_infidelity */
+    double sensitivity;     /* NAN: left to lp_eval_sensitivity */
 } lp_eval_result;
 
 /* Judges m score vectors at once: scores[i] (pos + 1 floats, one per position of the
@@ -104,6 +106,16 @@ void lp_eval_result_free(lp_eval_result *r);
  * NULL: the I drawn and the d measured. One lp_grad_batch. */
 int lp_eval_infidelity(const lp_eval *e, int m, const float *const *scores, int samples, double sigma,
                        unsigned long long seed, double *infid, double *raw, double *noise, double *drop);
+
+/* Max-sensitivity (Yeh et al. 2019; Captum's `sensitivity_max` with its default perturbation):
+ * for `samples` draws delta ~ U(-radius, radius) over every element of the prefix's
+ * embeddings (pos + 1, d), seeded, the attribution specs[i] recomputed on a run of x + delta
+ * (lp_run_new_embedded; the token parts, and ig's and occlusion's baseline paths, stay the
+ * tokens': delta moves the point at which the attribution is taken); sens[i] = max over the
+ * draws of ||Phi(x + delta) - Phi(x)||_2 / ||Phi(x)||_2 over positions 0..pos (not divided when
+ * ||Phi(x)|| is 0, as Captum). noise (samples, pos + 1, d) may be NULL: the deltas drawn. */
+int lp_eval_sensitivity(const lp_eval *e, int m, const lp_attr_spec *specs, const float *const *scores, int samples,
+                        double radius, unsigned long long seed, double *sens, float *noise);
 
 /* Kendall's tau-b of (a_i, b_i), i < n: (C - D) / sqrt((P - Ta)(P - Tb)), P = n(n-1)/2, Ta and
  * Tb the pairs tied in a and in b; NAN when a or b is constant. */

@@ -311,6 +311,43 @@ int lp_eval_infidelity(const lp_eval *e, int m, const float *const *scores, int 
     return rc;
 }
 
+int lp_eval_sensitivity(const lp_eval *e, int m, const lp_attr_spec *specs, const float *const *scores, int samples,
+                        double radius, unsigned long long seed, double *sens, float *noise) {
+    if (samples < 1 || samples > 1000) return lp_error(LP_EINVAL, "samples %d is out of range (1..1000)", samples);
+    if (!(radius > 0.0) || radius > 10.0) return lp_error(LP_EINVAL, "radius %g is out of range (0..10]", radius);
+    size_t d = (size_t)e->m->cfg.d_model, nx = (size_t)e->T * d;
+    float *x = malloc(nx * sizeof *x), *phi = malloc((size_t)e->T * sizeof *phi);
+    if (!x || !phi) {
+        free(x);
+        free(phi);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    int rc = LP_OK;
+    for (int i = 0; i < m; i++) sens[i] = 0.0;
+    unsigned long long st = seed;
+    for (int s = 0; s < samples && !rc; s++) {
+        for (size_t j = 0; j < nx; j++) x[j] = e->x[j] + (float)(radius * (2.0 * uniform01(&st) - 1.0));
+        if (noise)
+            for (size_t j = 0; j < nx; j++) noise[(size_t)s * nx + j] = x[j] - e->x[j];
+        lp_run *r;
+        if ((rc = lp_run_new_embedded(&r, e->m, lp_run_ids(e->r), NULL, x, e->T))) break;
+        for (int i = 0; i < m && !rc; i++) {
+            double delta, num = 0.0, den = 0.0;
+            if ((rc = lp_attr(phi, &delta, r, &specs[i]))) break;
+            for (int t = 0; t < e->T; t++) {
+                num += ((double)phi[t] - scores[i][t]) * ((double)phi[t] - scores[i][t]);
+                den += (double)scores[i][t] * scores[i][t];
+            }
+            double v = den > 0.0 ? sqrt(num / den) : sqrt(num);
+            if (v > sens[i]) sens[i] = v;
+        }
+        lp_run_free(r);
+    }
+    free(x);
+    free(phi);
+    return rc;
+}
+
 double lp_kendall_tau(const double *a, const double *b, int n) {
     double conc = 0, disc = 0, ta = 0, tb = 0, pairs = 0.5 * n * (n - 1.0);
     for (int i = 0; i < n; i++)
@@ -347,7 +384,7 @@ static double logit_of(double p) { return log(p) - log1p(-p); }
 int lp_eval_judge(lp_eval *e, int m, const float *const *scores, lp_eval_result *res) {
     int n = e->n, B = e->sp.bins, rc;
     for (int i = 0; i < m; i++) {
-        res[i] = (lp_eval_result){.n = n, .bins = B, .infidelity = NAN, .infidelity_raw = NAN};
+        res[i] = (lp_eval_result){.n = n, .bins = B, .infidelity = NAN, .infidelity_raw = NAN, .sensitivity = NAN};
         res[i].order = malloc((size_t)n * sizeof(int));
         res[i].comp = malloc((size_t)B * sizeof(double));
         res[i].suff = malloc((size_t)B * sizeof(double));

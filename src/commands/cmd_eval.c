@@ -11,7 +11,7 @@
 #include "loupe/tokenizer.h"
 
 /* The measures: their JSON names, table headers, and whether higher is more faithful. */
-enum { M_COMP, M_SUFF, M_DEL, M_INS, M_LOGODDS, M_TAU, M_INFID, NMEASURE };
+enum { M_COMP, M_SUFF, M_DEL, M_INS, M_LOGODDS, M_TAU, M_INFID, M_SENS, NMEASURE };
 static const struct {
     const char *key, *head;
     bool higher;
@@ -19,7 +19,7 @@ static const struct {
     {"comprehensiveness_aopc", "comp AOPC", true}, {"sufficiency_aopc", "suff AOPC", false},
     {"deletion_auc", "deletion AUC", false},      {"insertion_auc", "insertion AUC", true},
     {"logodds_drop", "log-odds", true},           {"loo_tau", "LOO tau", true},
-    {"infidelity", "infidelity", false},
+    {"infidelity", "infidelity", false},          {"max_sensitivity", "max-sens", false},
 };
 
 static double measure(const lp_eval_result *r, int k) {
@@ -30,7 +30,8 @@ static double measure(const lp_eval_result *r, int k) {
     case M_INS: return r->insertion_auc;
     case M_LOGODDS: return r->logodds;
     case M_TAU: return r->tau;
-    default: return r->infidelity;
+    case M_INFID: return r->infidelity;
+    default: return r->sensitivity;
     }
 }
 
@@ -56,12 +57,12 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    enum { TARGET, TARGET_ID, VS, VS_ID, POS, REMOVE, BINS, LOGODDS, STEPS, BASELINE, BASELINE_ID, SAMPLES, SIGMA, SEED, NOPT };
+    enum { TARGET, TARGET_ID, VS, VS_ID, POS, REMOVE, BINS, LOGODDS, STEPS, BASELINE, BASELINE_ID, SAMPLES, SIGMA, SEED, RADIUS, NOPT };
     lp_opt o[NOPT] = {{"target", false, NULL}, {"target-id", false, NULL}, {"vs", false, NULL},
                       {"vs-id", false, NULL},   {"pos", false, NULL},       {"remove", false, NULL},
                       {"bins", false, NULL},    {"logodds", false, NULL},   {"steps", false, NULL},
                       {"baseline", false, NULL}, {"baseline-id", false, NULL}, {"samples", false, NULL},
-                      {"sigma", false, NULL},   {"seed", false, NULL}};
+                      {"sigma", false, NULL},   {"seed", false, NULL},       {"radius", false, NULL}};
     char *pos[1];
     int np;
     if ((rc = lp_cmd_opts("eval", argc, argv, o, NOPT, pos, 1, &np))) return rc;
@@ -107,15 +108,21 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
                        .steps = 32, .window = 1, .layer = -1};
     if (o[STEPS].value && (rc = lp_cmd_int(o[STEPS].value, "--steps", 1, 4096, &v))) return rc;
     if (o[STEPS].value) sp.steps = (int)v;
-    /* Infidelity: Captum's 10 perturbations; sigma a fraction of each token's embedding. */
+    /* Infidelity: Captum's 10 perturbations; sigma a fraction of each token's embedding. Max-sensitivity
+     * takes as many (each recomputes the attributions, hence at most 1000). */
     int samples = 10;
     double sigma = 0.1;
     unsigned long long seed = 1;
-    if (o[SAMPLES].value && (rc = lp_cmd_int(o[SAMPLES].value, "--samples", 1, 10000, &v))) return rc;
+    if (o[SAMPLES].value && (rc = lp_cmd_int(o[SAMPLES].value, "--samples", 1, 1000, &v))) return rc;
     if (o[SAMPLES].value) samples = (int)v;
     if (o[SIGMA].value && (rc = lp_cmd_float(o[SIGMA].value, "--sigma", &sigma))) return rc;
     if (!(sigma > 0.0 && sigma <= 10.0))
         return lp_error(LP_EINVAL, "eval: --sigma %s is out of range: give a fraction in (0, 10], e.g. 0.1", o[SIGMA].value);
+    /* Max-sensitivity: Captum's uniform perturbation of radius 0.02, the same --samples. */
+    double radius = 0.02;
+    if (o[RADIUS].value && (rc = lp_cmd_float(o[RADIUS].value, "--radius", &radius))) return rc;
+    if (!(radius > 0.0 && radius <= 10.0))
+        return lp_error(LP_EINVAL, "eval: --radius %s is out of range: give a radius in (0, 10], e.g. 0.02", o[RADIUS].value);
     if (o[SEED].value && (rc = lp_cmd_int(o[SEED].value, "--seed", 0, 2147483647L, &v))) return rc;
     if (o[SEED].value) seed = (unsigned long long)v;
     if ((rc = lp_cmd_baseline(s, "eval", o[BASELINE].value, o[BASELINE_ID].value, &sp.baseline))) return rc;
@@ -133,8 +140,10 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
         goto done;
     }
     if ((rc = lp_eval_new(&e, s->run, &es))) goto done;
+    lp_attr_spec specs[LP_ATTR_COUNT];
     for (int i = 0; i < nm; i++) {
         sp.method = all ? (lp_attr_method)i : one;
+        specs[i] = sp;
         rows[i] = scores + (size_t)i * T;
         if ((rc = lp_attr(scores + (size_t)i * T, &delta[i], s->run, &sp))) goto done;
     }
@@ -142,6 +151,8 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
     double infid[LP_ATTR_COUNT], raw[LP_ATTR_COUNT];
     if ((rc = lp_eval_infidelity(e, nm, rows, samples, sigma, seed, infid, raw, NULL, NULL))) goto done;
     for (int i = 0; i < nm; i++) res[i].infidelity = infid[i], res[i].infidelity_raw = raw[i];
+    if ((rc = lp_eval_sensitivity(e, nm, specs, rows, samples, radius, seed, raw, NULL))) goto done;
+    for (int i = 0; i < nm; i++) res[i].sensitivity = raw[i];
 
     int n = lp_eval_n(e), B = lp_eval_bins(e), best[NMEASURE];
     for (int k = 0; k < NMEASURE; k++) {
@@ -215,6 +226,8 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
                             "methods", methods, "best", bestj);
     json_object_set_new(val, "infidelity_settings",
                         json_pack("{s:i,s:o,s:I}", "samples", samples, "sigma", lp_json_number(sigma), "seed", (json_int_t)seed));
+    json_object_set_new(val, "sensitivity_settings",
+                        json_pack("{s:i,s:o,s:I}", "samples", samples, "radius", lp_json_number(radius), "seed", (json_int_t)seed));
     lp_cmd_emit(s, val, table);
 done:
     for (int i = 0; res && i < nm; i++) lp_eval_result_free(&res[i]);

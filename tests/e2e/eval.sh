@@ -30,6 +30,7 @@ check "best deletion AUC is the smallest" is 1 '.best.deletion_auc == (.methods 
 check "occlusion is leave-one-out under baseline removal: tau 1" is 2 '.f == "logit_diff" and .methods[0].loo_tau == 1 and .contrast.token == " John"'
 check "--pos 5: the prefix 0..5, position 5 kept" is 4 '.pos == 5 and .removable == [0,1,2,3,4] and (.methods[0].scores | length) == 6'
 check "infidelity: settings stated, beta-scaled at most the raw" is 1 '.infidelity_settings == {"samples":10,"sigma":0.1,"seed":1} and ([.methods[] | .infidelity <= .infidelity_raw] | all)'
+check "max-sensitivity: settings stated, all finite" is 1 '.sensitivity_settings == {"samples":10,"radius":0.02,"seed":1} and ([.methods[] | .max_sensitivity >= 0] | all)'
 check "--bins 4 --logodds 50" is 3 '(.bins == [25,50,75,100]) and .logodds_pct == 50 and (.methods[0].comprehensiveness | length) == 4'
 
 # llama2.c: BOS (position 0) is never removed; --remove mask puts <unk> (id 0) in.
@@ -40,10 +41,10 @@ check "stories: BOS kept, unk as the mask" is 1 '.removable[0] == 1 and (.remova
 
 # The table marks the best of each of the six columns; csv carries plain numbers.
 "$LOUPE" models/default -e "run $IOI" -e "eval all --target ' Mary'" >"$tmp/table" 2>"$tmp/err"
-check "table: seven marks" test "$(grep -o ' \*' "$tmp/table" | wc -l)" -eq 7
+check "table: eight marks" test "$(grep -o ' \*' "$tmp/table" | wc -l)" -eq 8
 check "table: f in the first header" grep -q "p('·Mary') = 0.96" "$tmp/table"
 "$LOUPE" -m csv models/default -e "run $IOI" -e "eval all --target ' Mary'" >"$tmp/csv" 2>"$tmp/err"
-check "csv: header and six rows" test "$(sed -n 3p "$tmp/csv" | tr -d "\r")" = "method,comprehensiveness_aopc,sufficiency_aopc,deletion_auc,insertion_auc,logodds_drop,loo_tau,infidelity" -a "$(wc -l <"$tmp/csv")" -eq 9
+check "csv: header and six rows" test "$(sed -n 3p "$tmp/csv" | tr -d "\r")" = "method,comprehensiveness_aopc,sufficiency_aopc,deletion_auc,insertion_auc,logodds_drop,loo_tau,infidelity,max_sensitivity" -a "$(wc -l <"$tmp/csv")" -eq 9
 
 # Refusals: one line on stderr starting with error:, exit status 1, nothing on stdout.
 refuse() { # NAME EXPECTED-TEXT MODEL COMMAND...
