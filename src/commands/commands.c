@@ -454,14 +454,16 @@ static const lp_command COMMANDS[] = {
      "the scores cover the source, then the target prefix (side column; JSON source and target), stored by side."},
     {"eval",
      "[METHOD|all] [--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P] [--remove delete|mask|baseline] "
-     "[--bins N] [--logodds K] [--samples N] [--sigma S] [--seed S] [--steps N] [--baseline zero|pad|bos|TOKEN] "
+     "[--bins N] [--logodds K] [--samples N] [--sigma S] [--radius R] [--seed S] [--steps N] "
+     "[--baseline zero|pad|bos|TOKEN] "
      "[--baseline-id ID]",
      "faithfulness of attributions: removing the positions they rank first",
      "eval all --target ' Mary' --remove delete", lp_cmd_eval, false,
      "Per method (attr's defaults; all six by default): comprehensiveness and sufficiency AOPC over N bins (default "
      "10), deletion and insertion AUC, log-odds drop at the top K% (default 20), Kendall tau against leave-one-out, "
      "infidelity (beta-scaled; --samples N (10) Gaussian moves of each token toward its removal, --sigma S (0.1) "
-     "of the way, --seed). "
+     "of the way, --seed), max-sensitivity (Captum's: --samples draws within --radius R (0.02), the attributions "
+     "recomputed). "
      "f: the target's probability, or with --vs the logit difference. Specials and the predicting position are never "
      "removed. Decoders only."},
     {"dla", "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P]",
