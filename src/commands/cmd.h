@@ -63,6 +63,9 @@ json_t *lp_cmd_top_k(const lp_session *s, const float *logits, int V, int k);
  * "Ġthe", or text that encodes to exactly one token, e.g. " the"); *id = -1 when neither
  * is given. */
 int lp_cmd_target(const lp_session *s, const char *token, const char *id, int *out);
+/* --baseline zero|pad|bos|TOKEN or --baseline-id ID (attr, eval; what names the command): a
+ * token id, or -1 for the zero vector. */
+int lp_cmd_baseline(const lp_session *s, const char *what, const char *name, const char *id, int *out);
 /* Prints a result in the session's mode and releases it (table may be NULL). */
 void lp_cmd_emit(lp_session *s, json_t *value, json_t *table);
 /* Hands a line of progress to the session's sink (nothing without one). */
@@ -112,6 +115,7 @@ LP_COMMAND_FN(attn);
 LP_COMMAND_FN(generate);
 LP_COMMAND_FN(heads);
 LP_COMMAND_FN(attr);
+LP_COMMAND_FN(eval);
 LP_COMMAND_FN(lens);
 LP_COMMAND_FN(dla);
 LP_COMMAND_FN(neurons);

@@ -9,11 +9,10 @@
 #include "loupe/error.h"
 #include "loupe/tokenizer.h"
 
-/* --baseline zero|pad|bos|TOKEN, or --baseline-id ID: a token id, or -1 for the zero vector. */
-static int baseline_arg(const lp_session *s, const char *name, const char *id, int *out) {
+int lp_cmd_baseline(const lp_session *s, const char *what, const char *name, const char *id, int *out) {
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     *out = -1;
-    if (name && id) return lp_error(LP_EINVAL, "attr: give --baseline or --baseline-id, not both");
+    if (name && id) return lp_error(LP_EINVAL, "%s: give --baseline or --baseline-id, not both", what);
     if (id) {
         long v;
         int rc = lp_cmd_int(id, "--baseline-id", 0, lp_model_config(s->model)->vocab - 1, &v);
@@ -22,14 +21,14 @@ static int baseline_arg(const lp_session *s, const char *name, const char *id, i
     }
     if (!name || strcmp(name, "zero") == 0) return LP_OK;
     if (strcmp(name, "pad") == 0 || strcmp(name, "bos") == 0) {
-        if (!t) return lp_error(LP_EINVAL, "attr: this model has no tokenizer to name its %s token; use --baseline-id", name);
+        if (!t) return lp_error(LP_EINVAL, "%s: this model has no tokenizer to name its %s token; use --baseline-id", what, name);
         if (name[0] == 'b') *out = lp_tokenizer_bos(t);
         else {
             static const char *const pads[] = {"<pad>", "<|pad|>", "[PAD]", "<|padding|>", NULL};
             for (int i = 0; pads[i] && *out < 0; i++) *out = lp_tokenizer_piece_to_id(t, pads[i]);
             if (*out < 0) *out = lp_tokenizer_eos(t); /* GPT-2, Llama: no pad token; EOS stands in, as in HF */
         }
-        if (*out < 0) return lp_error(LP_EINVAL, "attr: this tokenizer has no %s token; use --baseline-id or zero", name);
+        if (*out < 0) return lp_error(LP_EINVAL, "%s: this tokenizer has no %s token; use --baseline-id or zero", what, name);
         return LP_OK;
     }
     int rc = lp_cmd_target(s, name, NULL, out);
@@ -253,7 +252,7 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     sp.window = o[WINDOW].value ? (int)v : 1;
     if (o[LAYER].value && (rc = lp_cmd_int(o[LAYER].value, "--layer", 0, c->n_layer - 1, &v))) return rc;
     sp.layer = o[LAYER].value ? (int)v : c->n_layer - 1;
-    if ((rc = baseline_arg(s, o[BASELINE].value, o[BASELINE_ID].value, &sp.baseline))) return rc;
+    if ((rc = lp_cmd_baseline(s, "attr", o[BASELINE].value, o[BASELINE_ID].value, &sp.baseline))) return rc;
 
     json_t *params = attr_params(&sp, o[BASELINE].value, o[BASELINE_ID].value);
     if (from) return attr_series(s, &sp, (int)from, o[GENERATED].value != NULL, params);

@@ -458,6 +458,20 @@ static const lp_command COMMANDS[] = {
      "ig refines its integral until delta is within 1% of f(x) - f(baseline) or --max-steps gradients (default 16 x "
      "--steps) are spent; --max-steps equal to --steps is Captum's rule alone. --from P: every token from P on, each by "
      "the prediction before it (a series: a column per token, its probability and entropy; stored)."},
+    {"eval",
+     "[METHOD|all] [--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P] [--remove delete|mask|baseline] "
+     "[--bins N] [--logodds K] [--samples N] [--sigma S] [--radius R] [--seed S] [--steps N] "
+     "[--baseline zero|pad|bos|TOKEN] "
+     "[--baseline-id ID]",
+     "faithfulness of attributions: removing the positions they rank first",
+     "eval all --target ' Mary' --remove delete", lp_cmd_eval, false,
+     "Per method (attr's defaults; all six by default): comprehensiveness and sufficiency AOPC over N bins (default "
+     "10), deletion and insertion AUC, log-odds drop at the top K% (default 20), Kendall tau against leave-one-out, "
+     "infidelity (beta-scaled; --samples N (10) Gaussian moves of each token toward its removal, --sigma S (0.1) "
+     "of the way, --seed), max-sensitivity (Captum's: --samples draws within --radius R (0.02), the attributions "
+     "recomputed). "
+     "f: the target's probability, or with --vs the logit difference. Specials and the predicting position are never "
+     "removed. Decoders only."},
     {"dla", "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P]",
      "direct logit attribution: each head's and MLP's part of the logit",
      "dla --target ' the' --vs ' a'", lp_cmd_dla, false,

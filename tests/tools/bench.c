@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "loupe/attr.h"
+#include "loupe/eval.h"
 #include "loupe/circuits.h"
 #include "loupe/error.h"
 #include "loupe/generate.h"
@@ -319,6 +320,45 @@ static void bench_attr(const lp_model *m, int T, int reps, bool with_occlusion) 
     free(scores);
 }
 
+/* eval all at T=32 (decoders): the six attributions as attr computes them, then every
+ * perturbed input of the removal measures (deletion, so grouped by length), against one
+ * forward at T=32. The issue's target: seconds, not minutes. */
+static void bench_eval(const lp_model *m) {
+    enum { T = 32 };
+    int ids[T];
+    fill_ids(ids, T, lp_model_config(m)->vocab);
+    lp_run *r;
+    if (lp_run_new(&r, m, ids, T)) die("forward");
+    double t = now_s();
+    lp_run_free(r);
+    if (lp_run_new(&r, m, ids, T)) die("forward");
+    double f = now_s() - t;
+    lp_objective o = {LP_OBJ_LOGIT, T - 1, ids[0], -1};
+    float scores[LP_ATTR_COUNT][T];
+    const float *rows[LP_ATTR_COUNT];
+    double delta;
+    t = now_s();
+    for (int i = 0; i < LP_ATTR_COUNT; i++) {
+        lp_attr_spec sp = {.method = (lp_attr_method)i, .objective = o, .steps = 32, .baseline = -1, .layer = -1};
+        if (lp_attr(scores[i], &delta, r, &sp)) die("attr");
+        rows[i] = scores[i];
+    }
+    double ta = now_s() - t;
+    lp_eval_spec es = {.objective = o, .prob = true, .remove = LP_REMOVE_DELETE};
+    es.objective.kind = LP_OBJ_LOGPROB;
+    lp_eval *e;
+    lp_eval_result res[LP_ATTR_COUNT];
+    t = now_s();
+    if (lp_eval_new(&e, r, &es) || lp_eval_judge(e, LP_ATTR_COUNT, rows, res)) die("eval");
+    double te = now_s() - t;
+    int n = lp_eval_n(e), inputs = n + 2 + LP_ATTR_COUNT * 2 * (n - 1);
+    printf("eval all T=32 (delete): %.2f s = attributions %.2f s + %d perturbed inputs %.2f s (%.2fx one forward "
+           "of %.1f ms each)\n", ta + te, ta, inputs, te, te / inputs / f, f * 1e3);
+    for (int i = 0; i < LP_ATTR_COUNT; i++) lp_eval_result_free(&res[i]);
+    lp_eval_free(e);
+    lp_run_free(r);
+}
+
 /* A full residual-stream patching sweep at T=32 (every layer x position: L*T patches, each
  * from a corrupted run with a different token at every position) as a multiple of one
  * forward at T=32 measured alongside (medians). Re-running every patch in full would be
@@ -490,6 +530,7 @@ int main(int argc, char **argv) {
         printf("load average %.2f\n", load[0]);
         bench_attr(m, 32, 3, true);
         bench_attr(m, 128, 1, false);
+        if (!lp_model_is_encoder(m)) bench_eval(m);
         lp_model_free(m);
         return 0;
     }
@@ -539,6 +580,7 @@ int main(int argc, char **argv) {
     bench_attr(m, 32, enc ? 3 : 5, true);
     bench_attr(m, 128, 1, false);
     if (!enc) {
+        bench_eval(m);
         bench_patch(m);
         bench_generate(m, 16, 128);
     }
