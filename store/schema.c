@@ -555,7 +555,8 @@ static const char V4[] =
 
 /* Version 5: attribution series, every token of a run from one position on explained in turn
  * (attr --from, generate --attr): a step per token, each an attribution with its own scores,
- * plus the step's probability, entropy and contrast; attribution_matrix lays them out. */
+ * plus the step's probability, entropy and contrast; attribution_matrix lays them out. And
+ * eval's judgements of attributions (evaluations, their curves, evaluations_view). */
 static const char V5[] =
     "CREATE TABLE attribution_series (\n"
     "  id          INTEGER PRIMARY KEY,\n"
@@ -584,7 +585,49 @@ static const char V5[] =
     "JOIN attributions a ON a.id = st.attribution_id\n"
     "JOIN attribution_scores s ON s.attribution_id = a.id\n"
     "LEFT JOIN tokens x ON x.run_id = g.run_id AND x.side = 'target' AND x.pos = a.pos + 1\n"
-    "LEFT JOIN tokens t ON t.run_id = g.run_id AND t.side = s.side AND t.pos = s.pos;\n";
+    "LEFT JOIN tokens t ON t.run_id = g.run_id AND t.side = s.side AND t.pos = s.pos;\n"
+
+    /* eval: how faithful an attribution is, with the attribution it judges; its curves. */
+    "CREATE TABLE evaluations (\n"
+    "  id             INTEGER PRIMARY KEY,\n"
+    "  attribution_id INTEGER NOT NULL REFERENCES attributions(id) ON DELETE CASCADE,\n"
+    "  f              TEXT NOT NULL,      -- what is judged: 'prob' (the target's) or 'logit_diff'\n"
+    "  remove         TEXT NOT NULL,      -- what removing a position means: delete, mask or baseline\n"
+    "  remove_token   INTEGER,            -- the token put in (mask, baseline); NULL: none or the zero vector\n"
+    "  bins           INTEGER NOT NULL,\n"
+    "  f_x            REAL,               -- f on the whole input\n"
+    "  f_empty        REAL,               -- f with every removable position removed\n"
+    "  comprehensiveness_aopc REAL,\n"
+    "  sufficiency_aopc       REAL,\n"
+    "  deletion_auc           REAL,\n"
+    "  insertion_auc          REAL,\n"
+    "  logodds_drop           REAL,\n"
+    "  logodds_pct            INTEGER,\n"
+    "  loo_tau                REAL,       -- Kendall's tau-b against leave-one-out\n"
+    "  infidelity             REAL,\n"
+    "  max_sensitivity        REAL,\n"
+    "  settings       TEXT NOT NULL DEFAULT '{}',  -- JSON: infidelity's and max-sensitivity's samples, sigma, radius, seed\n"
+    "  created_at     TEXT NOT NULL DEFAULT " NOW "\n"
+    ");\n"
+    "CREATE INDEX evaluations_by_attribution ON evaluations(attribution_id);\n"
+    "CREATE TABLE evaluation_curves (\n"
+    "  evaluation_id  INTEGER NOT NULL REFERENCES evaluations(id) ON DELETE CASCADE,\n"
+    "  curve          TEXT NOT NULL,      -- comprehensiveness, sufficiency (x: percent removed or kept),\n"
+    "                                     -- deletion, insertion (x: positions removed or kept)\n"
+    "  i              INTEGER NOT NULL,\n"
+    "  x              REAL NOT NULL,\n"
+    "  value          REAL,\n"
+    "  PRIMARY KEY (evaluation_id, curve, i)\n"
+    ") WITHOUT ROWID;\n"
+    "CREATE VIEW evaluations_view AS\n"
+    "SELECT e.id, a.run_id, r.session_id, r.text AS run_text, m.path AS model, a.method, a.objective, a.pos AS target_pos,\n"
+    "       a.target_id, a.contrast_id, e.attribution_id, e.f, e.remove, e.remove_token, e.bins, e.f_x, e.f_empty,\n"
+    "       e.comprehensiveness_aopc, e.sufficiency_aopc, e.deletion_auc, e.insertion_auc, e.logodds_drop, e.logodds_pct,\n"
+    "       e.loo_tau, e.infidelity, e.max_sensitivity, e.settings, a.params, e.created_at\n"
+    "FROM evaluations e\n"
+    "JOIN attributions a ON a.id = e.attribution_id\n"
+    "JOIN runs r ON r.id = a.run_id\n"
+    "LEFT JOIN models m ON m.id = r.model_id;\n";
 
 static const char *const MIGRATIONS[] = {V1, V2, V3, V4, V5};
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))

@@ -55,6 +55,11 @@ static const char *const QUERIES[Q_COUNT] = {
                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, coalesce(?7, '{}'), ?8)",
     [Q_ATTR_SCORE_ADD] = "INSERT INTO attribution_scores (attribution_id, pos, score, side) VALUES (?1, ?2, ?3, ?4)",
     [Q_SERIES_ADD] = "INSERT INTO attribution_series (run_id, method, from_pos, generated) VALUES (?1, ?2, ?3, ?4)",
+    [Q_EVAL_ADD] = "INSERT INTO evaluations (attribution_id, f, remove, remove_token, bins, f_x, f_empty,"
+                   " comprehensiveness_aopc, sufficiency_aopc, deletion_auc, insertion_auc, logodds_drop, logodds_pct,"
+                   " loo_tau, infidelity, max_sensitivity, settings)"
+                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, coalesce(?17, '{}'))",
+    [Q_CURVE_ADD] = "INSERT INTO evaluation_curves (evaluation_id, curve, i, x, value) VALUES (?1, ?2, ?3, ?4, ?5)",
     [Q_STEP_ADD] = "INSERT INTO attribution_steps (series_id, step, attribution_id, prob, entropy, contrast_diff)"
                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [Q_ANALYSIS_ADD] = "INSERT INTO analyses (run_id, kind, params, result) VALUES (?1, ?2, coalesce(?3, '{}'), ?4)",
@@ -745,6 +750,40 @@ int lp_store_put_attribution_series(lp_store *st, const lp_store_attribution *st
     if (series_id) *series_id = gid;
     return LP_OK;
 }
+
+int lp_store_put_evaluation(lp_store *st, const lp_store_attribution *a, const lp_store_evaluation *ev, int64_t *id) {
+    if (!ev->f || !ev->remove) return lp_error(LP_EINVAL, "an evaluation needs its f and its removal");
+    sqlite3_stmt *s;
+    int64_t aid;
+    int rc;
+    if ((rc = run_q(st, Q_BEGIN, "recording the evaluation"))) return rc;
+    if ((rc = put_attribution_rows(st, a, 0, &aid)) || (rc = prep(st, Q_EVAL_ADD, &s))) return rollback(st, rc);
+    sqlite3_bind_int64(s, 1, aid);
+    bind_str(s, 2, ev->f);
+    bind_str(s, 3, ev->remove);
+    bind_index(s, 4, ev->remove_token);
+    sqlite3_bind_int(s, 5, ev->bins);
+    for (int k = 0; k < LP_STORE_EVAL_MEASURES; k++) bind_real(s, 6 + k + (k >= 7), ev->measure[k]);
+    sqlite3_bind_int(s, 13, ev->logodds_pct);
+    bind_str(s, 17, ev->settings_json);
+    if ((rc = done(st, s, "recording the evaluation"))) return rollback(st, rc);
+    int64_t eid = sqlite3_last_insert_rowid(st->db);
+    for (int c = 0; c < 4; c++)
+        for (int i = 0; i < ev->curve_n[c]; i++) {
+            if ((rc = prep(st, Q_CURVE_ADD, &s))) return rollback(st, rc);
+            sqlite3_bind_int64(s, 1, eid);
+            bind_str(s, 2, LP_STORE_CURVES[c]);
+            sqlite3_bind_int(s, 3, i);
+            bind_real(s, 4, ev->curve_x[c][i]);
+            bind_real(s, 5, ev->curve[c][i]);
+            if ((rc = done(st, s, "recording the evaluation's curves"))) return rollback(st, rc);
+        }
+    if ((rc = run_q(st, Q_COMMIT, "committing the evaluation"))) return rollback(st, rc);
+    if (id) *id = eid;
+    return LP_OK;
+}
+
+const char *const LP_STORE_CURVES[4] = {"comprehensiveness", "sufficiency", "deletion", "insertion"};
 
 int lp_store_put_analysis(lp_store *st, int64_t run_id, const char *kind, const char *params_json,
                           const char *result_json, int64_t *id) {

@@ -12,6 +12,7 @@
 #include "loupe/commands.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
+#include "loupe/store.h"
 
 /* A fresh temporary directory, removed by rm_tree; aborts the suite if none can be made. */
 static inline char *make_temp_dir(void) {
@@ -126,6 +127,52 @@ static inline int exec_line(lp_session *s, char **buf, size_t *len, const char *
         *out = rc ? NULL : json_loadb(*buf, *len, 0, &e);
     }
     return rc;
+}
+
+/* A session on model (a path) in JSON mode, with an in-memory store when store is true;
+ * NULL if either cannot be opened. session_close frees it. */
+static inline lp_session *session_open(const char *model, bool store) {
+    lp_session *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    lp_session_init(s, NULL);
+    s->mode = LP_MODE_JSON;
+    if ((store && lp_store_open(&s->store, ":memory:")) || lp_session_load(s, model)) {
+        lp_store_close(s->store);
+        lp_session_free(s);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static inline void session_close(lp_session *s) {
+    if (!s) return;
+    lp_store_close(s->store);
+    lp_session_free(s);
+    free(s);
+}
+
+/* A cmocka group state: a session on the bundled model with an in-memory store, and the
+ * output buffer of exec_line. */
+typedef struct {
+    lp_session *s;
+    char *buf;
+    size_t len;
+} session_fixture;
+
+static inline int default_session_setup(void **state) {
+    session_fixture *f = calloc(1, sizeof *f);
+    if (!f || !(f->s = session_open("models/default", true))) return -1;
+    *state = f;
+    return 0;
+}
+
+static inline int default_session_teardown(void **state) {
+    session_fixture *f = *state;
+    session_close(f->s);
+    free(f->buf);
+    free(f);
+    return 0;
 }
 
 #endif

@@ -20,39 +20,17 @@
 
 #define PROMPT "When Mary and John went to the store, John gave a drink to"
 
-typedef struct {
-    lp_session s;
-    char *buf;
-    size_t len;
-} fixture;
-
-static int setup(void **state) {
-    fixture *f = calloc(1, sizeof *f);
-    lp_session_init(&f->s, NULL);
-    if (lp_store_open(&f->s.store, ":memory:") || lp_session_load(&f->s, "models/default")) return -1;
-    f->s.mode = LP_MODE_JSON;
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state) {
-    fixture *f = *state;
-    lp_store_close(f->s.store);
-    lp_session_free(&f->s);
-    free(f->buf);
-    free(f);
-    return 0;
-}
+typedef session_fixture fixture;
 
 static json_t *ok(fixture *f, const char *line) {
     json_t *v;
-    if (exec_line(&f->s, &f->buf, &f->len, line, &v) || !v) fail_msg("'%s' failed: %s", line, lp_errmsg());
+    if (exec_line(f->s, &f->buf, &f->len, line, &v) || !v) fail_msg("'%s' failed: %s", line, lp_errmsg());
     return v;
 }
 
 static long long q_int(fixture *f, const char *sql) {
     json_t *rows;
-    if (lp_store_query(f->s.store, sql, NULL, false, &rows, NULL)) fail_msg("%s: %s", sql, lp_errmsg());
+    if (lp_store_query(f->s->store, sql, NULL, false, &rows, NULL)) fail_msg("%s: %s", sql, lp_errmsg());
     const char *k;
     json_t *v, *row = json_array_get(rows, 0);
     long long x = -1;
@@ -66,7 +44,7 @@ static long long q_int(fixture *f, const char *sql) {
 static void steps_are_the_attributions_attr_gives(void **state) {
     fixture *f = *state;
     json_decref(ok(f, "run " PROMPT " Mary."));
-    const lp_run *r = f->s.run;
+    const lp_run *r = f->s->run;
     int T = lp_run_len(r), V = lp_run_out_width(r), from = 9, n = T - from;
     const int *ids = lp_run_ids(r);
     lp_attr_method methods[] = {LP_ATTR_GXI, LP_ATTR_IG, LP_ATTR_OCCLUSION};
@@ -106,7 +84,7 @@ static void steps_are_the_attributions_attr_gives(void **state) {
 static void the_command_prints_and_stores_the_series(void **state) {
     fixture *f = *state;
     json_decref(ok(f, "run " PROMPT " Mary."));
-    int T = lp_run_len(f->s.run);
+    int T = lp_run_len(f->s->run);
     json_t *v = ok(f, "attr gxi --from 12");
     json_t *steps = json_object_get(v, "steps");
     assert_int_equal(json_array_size(steps), T - 12);
@@ -117,7 +95,7 @@ static void the_command_prints_and_stores_the_series(void **state) {
     json_array_foreach(steps, i, st) {
         assert_int_equal(json_integer_value(json_object_get(st, "pos")), 12 + (int)i - 1);
         assert_int_equal(json_integer_value(json_object_get(json_object_get(st, "token"), "id")),
-                         lp_run_ids(f->s.run)[12 + i]);
+                         lp_run_ids(f->s->run)[12 + i]);
         assert_int_equal(json_array_size(json_object_get(st, "scores")), T);
         /* positions after the one explained cannot matter */
         for (int t = 12 + (int)i; t < T; t++)
@@ -135,19 +113,19 @@ static void the_command_prints_and_stores_the_series(void **state) {
     assert_int_equal(q_int(f, sql), (long long)(T - 12) * T);
     json_decref(v);
     /* the table: a column per explained token, blank where the position comes after it */
-    f->s.mode = LP_MODE_TABLE;
-    assert_int_equal(exec_line(&f->s, &f->buf, &f->len, "attr gxi --from 12", NULL), LP_OK);
+    f->s->mode = LP_MODE_TABLE;
+    assert_int_equal(exec_line(f->s, &f->buf, &f->len, "attr gxi --from 12", NULL), LP_OK);
     assert_non_null(strstr(f->buf, "p(token)"));
     assert_non_null(strstr(f->buf, "entropy"));
-    f->s.mode = LP_MODE_JSON;
+    f->s->mode = LP_MODE_JSON;
 }
 
 /* generate --attr: the continuation becomes the run, every generated token is explained. */
 static void generate_attributes_each_generated_token(void **state) {
     fixture *f = *state;
     json_decref(ok(f, "run " PROMPT));
-    int T = lp_run_len(f->s.run);
-    assert_int_equal(exec_line(&f->s, &f->buf, &f->len, "generate 3 --no-stop --attr ig --steps 8 --max-steps 8", NULL),
+    int T = lp_run_len(f->s->run);
+    assert_int_equal(exec_line(f->s, &f->buf, &f->len, "generate 3 --no-stop --attr ig --steps 8 --max-steps 8", NULL),
                      LP_OK);
     /* two values: the generation, then the series */
     json_error_t e;
@@ -156,7 +134,7 @@ static void generate_attributes_each_generated_token(void **state) {
     json_t *series = json_loads(f->buf + e.position, 0, &e);
     assert_non_null(series);
     assert_int_equal(json_array_size(json_object_get(gen, "ids")), 3);
-    assert_int_equal(lp_run_len(f->s.run), T + 3);
+    assert_int_equal(lp_run_len(f->s->run), T + 3);
     assert_true(json_is_true(json_object_get(series, "generated")));
     assert_int_equal(json_integer_value(json_object_get(series, "from")), T);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(series, "params"), "steps")), 8);
@@ -176,48 +154,45 @@ static void generate_attributes_each_generated_token(void **state) {
 static void bad_series_are_refused(void **state) {
     fixture *f = *state;
     json_decref(ok(f, "run " PROMPT));
-    int T = lp_run_len(f->s.run);
+    int T = lp_run_len(f->s->run);
     char line[100];
     const char *bad[] = {"attr gxi --from 0", "attr gxi --from 3 --target ' Mary'", "attr gxi --from 3 --pos 5",
                          "attr gxi --generated", "generate 3 --steps 8", "generate 3 --vs ' John'"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        if (exec_line(&f->s, &f->buf, &f->len, bad[i], NULL) != LP_EINVAL) fail_msg("'%s' was accepted", bad[i]);
+        if (exec_line(f->s, &f->buf, &f->len, bad[i], NULL) != LP_EINVAL) fail_msg("'%s' was accepted", bad[i]);
         assert_null(strchr(lp_errmsg(), '\n'));
     }
     snprintf(line, sizeof line, "attr gxi --from %d", T);
-    assert_int_equal(exec_line(&f->s, &f->buf, &f->len, line, NULL), LP_EINVAL);
+    assert_int_equal(exec_line(f->s, &f->buf, &f->len, line, NULL), LP_EINVAL);
     float s[64];
     lp_attr_step st[64];
     lp_attr_spec sp = {.method = LP_ATTR_GXI, .objective = {LP_OBJ_LOGIT, 0, 0, -1}, .baseline = -1, .layer = -1};
-    assert_int_equal(lp_attr_steps(s, st, f->s.run, 0, &sp), LP_EINVAL);
-    assert_int_equal(lp_attr_steps(s, st, f->s.run, T, &sp), LP_EINVAL);
+    assert_int_equal(lp_attr_steps(s, st, f->s->run, 0, &sp), LP_EINVAL);
+    assert_int_equal(lp_attr_steps(s, st, f->s->run, T, &sp), LP_EINVAL);
 }
 
 /* An encoder-decoder: attr --from over the decoder's tokens, scores over source and target;
  * generate --attr sends the user there; an encoder has no next token to explain. */
 static void other_families(void **state) {
     (void)state;
-    fixture g = {0};
-    lp_session_init(&g.s, NULL);
-    g.s.mode = LP_MODE_JSON;
-    if (lp_session_load(&g.s, "tests/fixtures/t5/t5_relu_tok")) fail_msg("%s", lp_errmsg());
+    fixture g = {session_open("tests/fixtures/t5/t5_relu_tok", false), NULL, 0};
+    if (!g.s) fail_msg("%s", lp_errmsg());
     json_decref(ok(&g, "run the cat sat --target the dog sat"));
     json_t *v = ok(&g, "attr gxi --from 1");
-    int S = (int)json_integer_value(json_object_get(v, "n_source")), T = lp_run_len(g.s.run);
+    int S = (int)json_integer_value(json_object_get(v, "n_source")), T = lp_run_len(g.s->run);
     assert_true(S > 0);
     assert_int_equal(json_array_size(json_object_get(v, "steps")), T - 1);
     assert_int_equal(json_array_size(json_object_get(json_array_get(json_object_get(v, "steps"), 0), "scores")), S + T);
     json_decref(v);
-    assert_int_equal(exec_line(&g.s, &g.buf, &g.len, "generate 2 --attr gxi", NULL), LP_EINVAL);
+    assert_int_equal(exec_line(g.s, &g.buf, &g.len, "generate 2 --attr gxi", NULL), LP_EINVAL);
     assert_non_null(strstr(lp_errmsg(), "attr METHOD --from 1"));
-    lp_session_free(&g.s);
+    session_close(g.s);
     free(g.buf);
-    fixture e = {0};
-    lp_session_init(&e.s, NULL);
-    if (lp_session_load(&e.s, "tests/fixtures/encoders/bert_mlm")) fail_msg("%s", lp_errmsg());
-    assert_int_equal(exec_line(&e.s, &e.buf, &e.len, "run --ids 2,5,6,7,3", NULL), LP_OK);
-    assert_int_equal(exec_line(&e.s, &e.buf, &e.len, "attr gxi --from 2", NULL), LP_EINVAL);
-    lp_session_free(&e.s);
+    fixture e = {session_open("tests/fixtures/encoders/bert_mlm", false), NULL, 0};
+    if (!e.s) fail_msg("%s", lp_errmsg());
+    assert_int_equal(exec_line(e.s, &e.buf, &e.len, "run --ids 2,5,6,7,3", NULL), LP_OK);
+    assert_int_equal(exec_line(e.s, &e.buf, &e.len, "attr gxi --from 2", NULL), LP_EINVAL);
+    session_close(e.s);
     free(e.buf);
 }
 
@@ -229,5 +204,5 @@ int main(void) {
         cmocka_unit_test(bad_series_are_refused),
         cmocka_unit_test(other_families),
     };
-    return cmocka_run_group_tests_name("attr_series", tests, setup, teardown);
+    return cmocka_run_group_tests_name("attr_series", tests, default_session_setup, default_session_teardown);
 }

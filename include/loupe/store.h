@@ -165,6 +165,27 @@ typedef struct {
     int64_t *attribution_id;             /* where to write the step's attribution id (may be NULL) */
 } lp_store_step;
 
+/* eval's judgement of an attribution (schema v5): measure[] in the evaluations table's order,
+ * f_x, f_empty, comprehensiveness_aopc, sufficiency_aopc, deletion_auc, insertion_auc,
+ * logodds_drop, loo_tau, infidelity, max_sensitivity (NAN: none); its four curves by
+ * LP_STORE_CURVES' names, each curve_n[c] points (x, value). */
+enum { LP_STORE_EVAL_MEASURES = 10 };
+extern const char *const LP_STORE_CURVES[4]; /* comprehensiveness, sufficiency, deletion, insertion */
+typedef struct {
+    const char *f;            /* "prob" or "logit_diff" */
+    const char *remove;       /* delete, mask, baseline */
+    int remove_token;         /* -1: none or the zero vector */
+    int bins, logodds_pct;
+    double measure[LP_STORE_EVAL_MEASURES];
+    const char *settings_json; /* NULL = {} */
+    const double *curve_x[4], *curve[4];
+    int curve_n[4];
+} lp_store_evaluation;
+/* Records the attribution a judged and its evaluation together (evaluations,
+ * evaluation_curves; evaluations_view joins the attribution's method and run); *id the
+ * evaluation's. */
+int lp_store_put_evaluation(lp_store *st, const lp_store_attribution *a, const lp_store_evaluation *ev, int64_t *id);
+
 /* An attribution series (schema v5): n steps, each explaining the run's token at from + i by
  * the prediction before it, recorded in one transaction (attribution_series, attribution_steps,
  * each step's attribution and scores; attribution_matrix joins them). generated: the tokens

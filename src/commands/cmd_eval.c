@@ -8,6 +8,8 @@
 #include "loupe/attr.h"
 #include "loupe/error.h"
 #include "loupe/eval.h"
+#include "loupe/sanity.h"
+#include "loupe/store.h"
 #include "loupe/tokenizer.h"
 
 /* The measures: their JSON names, table headers, and whether higher is more faithful. */
@@ -53,16 +55,58 @@ static int mask_token(const lp_session *s, int *out) {
     return LP_OK;
 }
 
+/* The sanity check passes when the ranking with every layer random keeps |rho| below this. */
+#define SANITY_RHO 0.5
+
+static int sanity_attr(float *scores, const lp_run *r, void *ctx) {
+    double delta;
+    return lp_attr(scores, &delta, r, ctx);
+}
+
+/* Records attribution spec's scores (T) and its judgement r in the store. */
+static int record(lp_session *s, const lp_attr_spec *sp, const float *scores, int T, double delta, const lp_eval_spec *es,
+                  const lp_eval *e, const lp_eval_result *r, json_t *val, int64_t *id) {
+    int n = lp_eval_n(e), B = lp_eval_bins(e);
+    double *x = malloc((size_t)(B + n + 1) * sizeof *x);
+    json_t *params = json_pack("{s:i,s:o}", "steps", sp->steps, "baseline_id", sp->baseline >= 0 ? json_integer(sp->baseline)
+                                                                                                  : json_null());
+    json_t *settings = json_pack("{s:O,s:O}", "infidelity", json_object_get(val, "infidelity_settings"), "sensitivity",
+                                 json_object_get(val, "sensitivity_settings"));
+    char *pj = json_dumps(params, JSON_COMPACT), *sj = json_dumps(settings, JSON_COMPACT);
+    int rc = LP_OK;
+    if (!x || !pj || !sj) rc = lp_error(LP_ENOMEM, "out of memory");
+    else {
+        for (int b = 0; b < B; b++) x[b] = 100.0 * (b + 1) / B; /* percent removed (comprehensiveness) or kept */
+        for (int j = 0; j <= n; j++) x[B + j] = j;              /* positions removed (deletion) or kept */
+        bool obj = lp_attr_has_objective(sp->method);
+        lp_store_attribution a = {s->run_id, lp_attr_method_name(sp->method), obj ? lp_objective_name(sp->objective.kind) : "none",
+                                  sp->objective.pos, obj ? sp->objective.target : -1, obj ? sp->objective.contrast : -1,
+                                  pj, scores, T, delta};
+        lp_store_evaluation ev = {es->prob ? "prob" : "logit_diff", lp_remove_name(es->remove), es->token, B, es->logodds_pct,
+                                  {lp_eval_fx(e), lp_eval_fempty(e), r->comp_aopc, r->suff_aopc, r->deletion_auc,
+                                   r->insertion_auc, r->logodds, r->tau, r->infidelity, r->sensitivity},
+                                  sj, {x, x, x + B, x + B}, {r->comp, r->suff, r->deletion, r->insertion},
+                                  {B, B, n + 1, n + 1}};
+        rc = lp_store_put_evaluation(s->store, &a, &ev, id);
+    }
+    free(x), free(pj), free(sj);
+    json_decref(params);
+    json_decref(settings);
+    return rc;
+}
+
 int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    enum { TARGET, TARGET_ID, VS, VS_ID, POS, REMOVE, BINS, LOGODDS, STEPS, BASELINE, BASELINE_ID, SAMPLES, SIGMA, SEED, RADIUS, NOPT };
+    enum { TARGET, TARGET_ID, VS, VS_ID, POS, REMOVE, BINS, LOGODDS, STEPS, BASELINE, BASELINE_ID, SAMPLES, SIGMA, SEED, RADIUS,
+           SANITY, NOPT };
     lp_opt o[NOPT] = {{"target", false, NULL}, {"target-id", false, NULL}, {"vs", false, NULL},
                       {"vs-id", false, NULL},   {"pos", false, NULL},       {"remove", false, NULL},
                       {"bins", false, NULL},    {"logodds", false, NULL},   {"steps", false, NULL},
                       {"baseline", false, NULL}, {"baseline-id", false, NULL}, {"samples", false, NULL},
-                      {"sigma", false, NULL},   {"seed", false, NULL},       {"radius", false, NULL}};
+                      {"sigma", false, NULL},   {"seed", false, NULL},       {"radius", false, NULL},
+                      {"sanity", true, NULL}};
     char *pos[1];
     int np;
     if ((rc = lp_cmd_opts("eval", argc, argv, o, NOPT, pos, 1, &np))) return rc;
@@ -153,6 +197,16 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
     for (int i = 0; i < nm; i++) res[i].infidelity = infid[i], res[i].infidelity_raw = raw[i];
     if ((rc = lp_eval_sensitivity(e, nm, specs, rows, samples, radius, seed, raw, NULL))) goto done;
     for (int i = 0; i < nm; i++) res[i].sensitivity = raw[i];
+    /* --sanity: the cascading randomisation check, rho at each depth per method */
+    int L = c->n_layer;
+    double *rho = o[SANITY].value ? calloc((size_t)nm * L, sizeof *rho) : NULL;
+    if (o[SANITY].value && !rho) rc = lp_error(LP_ENOMEM, "out of memory");
+    for (int i = 0; rho && !rc && i < nm; i++)
+        rc = lp_sanity_cascade(s->run, es.objective.pos + 1, sanity_attr, &specs[i], seed, rho + (size_t)i * L);
+    if (rc) {
+        free(rho);
+        goto done;
+    }
 
     int n = lp_eval_n(e), B = lp_eval_bins(e), best[NMEASURE];
     for (int k = 0; k < NMEASURE; k++) {
@@ -187,6 +241,7 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
                  human ? (MEASURES[k].higher ? " ^" : " v") : "");
         lp_table_column(table, head, 0, "%.4g");
     }
+    if (rho) lp_table_column(table, human ? "random rho v" : "randomised_rho", 0, "%.4g");
     for (int b = 0; b < B; b++) json_array_append_new(bins, lp_json_number(100.0 * (b + 1) / B));
     for (int i = 0; i < nm; i++) {
         const lp_eval_result *R = &res[i];
@@ -200,6 +255,15 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
                 json_array_append_new(row, json_string(cell));
             } else json_array_append_new(row, lp_json_number(x));
         }
+        if (rho) { /* rho with every layer random; near 1: the attribution ignores the model */
+            double last = rho[(size_t)i * L + L - 1];
+            bool fail = !(fabs(last) < SANITY_RHO);
+            if (human) {
+                char cell[48];
+                snprintf(cell, sizeof cell, isnan(last) ? "- FAIL" : fail ? "%.3g FAIL" : "%.3g", last);
+                json_array_append_new(row, json_string(cell));
+            } else json_array_append_new(row, lp_json_number(last));
+        }
         lp_table_row(table, row);
         for (int j = 0; j < n; j++) json_array_append_new(order, json_integer(R->order[j]));
         json_t *m = json_pack("{s:s,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "method", name, "scores",
@@ -209,6 +273,11 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
         for (int t = 0; t <= es.objective.pos; t++) json_array_append_new(json_object_get(m, "scores"), lp_json_number(rows[i][t]));
         for (int k = 0; k < NMEASURE; k++) json_object_set_new(m, MEASURES[k].key, lp_json_number(measure(R, k)));
         json_object_set_new(m, "infidelity_raw", lp_json_number(R->infidelity_raw));
+        if (rho) {
+            double last = rho[(size_t)i * L + L - 1];
+            json_object_set_new(m, "randomisation", json_pack("{s:o,s:b}", "rho", numbers(rho + (size_t)i * L, L), "passed",
+                                                              fabs(last) < SANITY_RHO));
+        }
         json_array_append_new(methods, m);
     }
     for (int k = 0; k < NMEASURE; k++)
@@ -228,6 +297,15 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
                         json_pack("{s:i,s:o,s:I}", "samples", samples, "sigma", lp_json_number(sigma), "seed", (json_int_t)seed));
     json_object_set_new(val, "sensitivity_settings",
                         json_pack("{s:i,s:o,s:I}", "samples", samples, "radius", lp_json_number(radius), "seed", (json_int_t)seed));
+    /* A recorded run keeps each judged attribution with its evaluation (evaluations_view). */
+    for (int i = 0; i < nm && s->store && s->run_id && !rc; i++) {
+        int64_t id;
+        if (!(rc = record(s, &specs[i], rows[i], T, delta[i], &es, e, &res[i], val, &id)))
+            json_object_set_new(json_array_get(methods, i), "evaluation_id", json_integer(id));
+    }
+    if (rho) json_object_set_new(val, "randomisation_settings", json_pack("{s:I,s:o}", "seed", (json_int_t)seed, "threshold",
+                                                                          lp_json_number(SANITY_RHO)));
+    free(rho);
     lp_cmd_emit(s, val, table);
 done:
     for (int i = 0; res && i < nm; i++) lp_eval_result_free(&res[i]);

@@ -462,7 +462,7 @@ static const lp_command COMMANDS[] = {
      "[METHOD|all] [--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P] [--remove delete|mask|baseline] "
      "[--bins N] [--logodds K] [--samples N] [--sigma S] [--radius R] [--seed S] [--steps N] "
      "[--baseline zero|pad|bos|TOKEN] "
-     "[--baseline-id ID]",
+     "[--baseline-id ID] [--sanity]",
      "faithfulness of attributions: removing the positions they rank first",
      "eval all --target ' Mary' --remove delete", lp_cmd_eval, false,
      "Per method (attr's defaults; all six by default): comprehensiveness and sufficiency AOPC over N bins (default "
@@ -471,7 +471,8 @@ static const lp_command COMMANDS[] = {
      "of the way, --seed), max-sensitivity (Captum's: --samples draws within --radius R (0.02), the attributions "
      "recomputed). "
      "f: the target's probability, or with --vs the logit difference. Specials and the predicting position are never "
-     "removed. Decoders only."},
+     "removed. --sanity: the cascading model-randomisation check (Spearman's rho per depth; FAIL at |rho| >= 0.5). "
+     "Stored with the attribution judged on a recorded run (evaluations_view). Decoders only."},
     {"dla", "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P]",
      "direct logit attribution: each head's and MLP's part of the logit",
      "dla --target ' the' --vs ' a'", lp_cmd_dla, false,
