@@ -17,6 +17,7 @@
 
 #include "kernels/forward.h"
 #include "kernels/grad_impl.h"
+#include "kernels/vmath.h"
 #include "loupe/checkpoint.h"
 #include "loupe/error.h"
 #include "loupe/generate.h"
@@ -210,6 +211,12 @@ float *lp_train_params(lp_model *m, size_t *n) {
 
 /* ---- forward and backward over a batch ---- */
 
+/* Rows of the loss head taken at a time: a chunk's logits (HEAD_ROWS x V floats, 512 KB at
+ * V = 2048) stay in cache from the product that makes them, through the softmax, to the two
+ * products that read their gradient, where a whole shard's (32 MB) went out to memory and
+ * back five times. Fixed, so that a result does not depend on anything but the shard. */
+#define HEAD_ROWS 64
+
 /* Activations of B sequences of T tokens (N = B * T rows, sequence-major) for every layer,
  * and one layer's backward scratch. */
 typedef struct {
@@ -224,7 +231,8 @@ typedef struct {
     float *mlp_pre, *mlp_post;      /* (L, N, dm) */
     float *attn_out, *mlp_out;      /* (N, d): one layer's, not kept */
     float *lnf, *lnf_scale;         /* (N, d), (N) */
-    float *probs;                   /* (N, V): softmax, then the logits' gradient */
+    float *logits;                  /* (HEAD_ROWS, V): a chunk's, then their softmax, then their gradient */
+    float *d_lnf;                   /* (N, d): the loss's gradient at the final norm's output */
     float *d_resid, *d_mid, *d_ln;  /* (N, d) */
     float *d_q, *d_k, *d_v, *d_z;   /* (N, d) */
     float *d_pre, *d_post;          /* (N, dm) */
@@ -252,7 +260,8 @@ static size_t work_layout(work *w, float *base, const lp_config *c) {
     SLICE(mlp_out, N * d);
     SLICE(lnf, N * d);
     SLICE(lnf_scale, N);
-    SLICE(probs, N * c->vocab);
+    SLICE(logits, (size_t)HEAD_ROWS * c->vocab);
+    SLICE(d_lnf, N * d);
     SLICE(d_resid, N * d);
     SLICE(d_mid, N * d);
     SLICE(d_ln, N * d);
@@ -280,11 +289,72 @@ static int work_init(work *w, const lp_config *c, int B, int T) {
 
 static void work_free(work *w) { free(w->arena); }
 
-/* Every layer over every sequence, then the final norm and the softmax; returns the mean
- * next-token loss. ids (B, T + 1). */
-static double forward(work *w, const lp_model *m, const int *ids) {
+/* The largest of row[0..n), over 16 lanes the compiler vectorises. */
+static float row_max(const float *row, int n) {
+    float mx = row[0];
+    int body = n - n % 16;
+    if (body) {
+        float m[16];
+        memcpy(m, row, sizeof m);
+        for (int j = 16; j < body; j += 16)
+            for (int k = 0; k < 16; k++) m[k] = row[j + k] > m[k] ? row[j + k] : m[k];
+        for (int k = 0; k < 16; k++) mx = m[k] > mx ? m[k] : mx;
+    }
+    for (int j = body; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    return mx;
+}
+
+/* The next-token loss of one row of logits (V) whose target is `target`: the exponentials
+ * vectorised (vmath.h) and summed in blocks, then in double, in an order fixed by V. With
+ * inv_n > 0 the row becomes the loss's gradient with respect to the logits, (softmax -
+ * onehot(target)) * inv_n; else it is left holding the exponentials. */
+static double row_loss(float *row, int V, int target, float inv_n) {
+    float mx = row_max(row, V);
+    double loss = (double)(mx - row[target]), sum = 0.0;
+    int j = 0;
+    for (; j + LP_VBLOCK <= V; j += LP_VBLOCK) {
+        float *e = row + j;
+        for (int i = 0; i < LP_VBLOCK; i++) e[i] = lp_vexp(e[i] - mx);
+        sum += lp_vsum_block(e);
+    }
+    for (; j < V; j++) sum += (row[j] = lp_vexp(row[j] - mx));
+    if (inv_n > 0.0f) {
+        float k = (float)(inv_n / sum);
+        for (j = 0; j < V; j++) row[j] *= k;
+        row[target] -= inv_n;
+    }
+    return loss + log(sum);
+}
+
+/* The final norm's output w->lnf through the tied unembedding to the summed next-token loss,
+ * HEAD_ROWS rows at a time; with g_wte, the unembedding's backward too: wte's gradient added
+ * to g_wte and the gradient at the final norm's output into w->d_lnf, each inv_n times. */
+static double head(work *w, const lp_model *m, const int *ids, float *g_wte, float inv_n) {
+    int T = w->T, d = m->cfg.d_model, V = m->cfg.vocab;
+    size_t N = (size_t)w->B * T;
+    double loss = 0.0;
+    for (size_t r0 = 0; r0 < N; r0 += HEAD_ROWS) {
+        int rows = N - r0 < HEAD_ROWS ? (int)(N - r0) : HEAD_ROWS;
+        const float *x = w->lnf + r0 * d;
+        lp_linear_forward(w->logits, x, &m->unembed, rows);
+        for (int i = 0; i < rows; i++) {
+            size_t r = r0 + (size_t)i, b = r / (size_t)T, t = r % (size_t)T;
+            loss += row_loss(w->logits + (size_t)i * V, V, ids[b * (T + 1) + t + 1], g_wte ? inv_n : 0.0f);
+        }
+        if (!g_wte) continue;
+        linear_backward(w->d_lnf + r0 * d, w->logits, &m->unembed, rows, 0.0f);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, rows, 1.0f, w->logits, V, x, d, 1.0f, g_wte, d);
+    }
+    return loss;
+}
+
+/* Every layer over every sequence, then the final norm and the loss head; returns the mean
+ * next-token loss. ids (B, T + 1). With grad (the block's layout), zeroes it and starts the
+ * backward (head's), which backward() finishes; inv_n as backward's. */
+static double forward(work *w, const lp_model *m, const int *ids, float *grad, const lp_param_tensor *t,
+                      float inv_n) {
     const lp_config *c = &m->cfg;
-    int B = w->B, T = w->T, d = c->d_model, V = c->vocab, H = c->n_head;
+    int B = w->B, T = w->T, d = c->d_model, H = c->n_head;
     size_t N = (size_t)B * T, Nd = N * d, dm = c->attn_only ? 0 : c->d_mlp;
     for (int b = 0; b < B; b++) lp_embed(w->resid + (size_t)b * T * d, m, ids + (size_t)b * (T + 1), NULL, 0, T);
     for (int l = 0; l < c->n_layer; l++) {
@@ -307,34 +377,25 @@ static double forward(work *w, const lp_model *m, const int *ids) {
     }
     const float *x = w->resid + (size_t)c->n_layer * Nd;
     lp_norm(w->lnf, w->lnf_scale, x, m->lnf_w, m->lnf_b, (int)N, d, c->norm, c->norm_eps);
-    lp_linear_forward(w->probs, w->lnf, &m->unembed, (int)N);
-    /* The softmax in place, exponentials once in float; the loss's sums in double. */
-    double loss = 0.0;
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            float *row = w->probs + ((size_t)b * T + t) * V;
-            int target = ids[(size_t)b * (T + 1) + t + 1];
-            float mx = row[0];
-            for (int j = 1; j < V; j++)
-                if (row[j] > mx) mx = row[j];
-            loss += mx - row[target];
-            double sum = 0.0;
-            for (int j = 0; j < V; j++) sum += (row[j] = expf(row[j] - mx));
-            loss += log(sum);
-            float inv = (float)(1.0 / sum);
-            for (int j = 0; j < V; j++) row[j] *= inv;
-        }
-    return loss / (double)N;
+    if (grad) memset(grad, 0, m->n_params * sizeof *grad);
+    return head(w, m, ids, grad ? grad + t[T_WTE].offset : NULL, inv_n) / (double)N;
 }
 
 /* dw (in, out; row stride ldw) += x (n, in)^T dy (n, out); db (out) += the column sums of dy. */
 static void linear_weight_backward(float *dw, int ldw, float *db, const float *x, const float *dy, int n, int in,
                                    int out) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, out, n, 1.0f, x, in, dy, out, 1.0f, dw, ldw);
-    for (int j = 0; j < out; j++) {
-        double s = 0.0;
-        for (int i = 0; i < n; i++) s += dy[(size_t)i * out + j];
-        db[j] += (float)s;
+    /* Columns 16 at a time down the rows, each column's sum in row order as one running
+     * double: the rows are read contiguously (vectorised) instead of one column at a time. */
+    for (int j0 = 0; j0 < out; j0 += 16) {
+        double s[16] = {0};
+        if (out - j0 >= 16)
+            for (int i = 0; i < n; i++)
+                for (int k = 0; k < 16; k++) s[k] += dy[(size_t)i * out + j0 + k];
+        else
+            for (int i = 0; i < n; i++)
+                for (int k = 0; k < out - j0; k++) s[k] += dy[(size_t)i * out + j0 + k];
+        for (int k = 0; k < 16 && j0 + k < out; k++) db[j0 + k] += (float)s[k];
     }
 }
 
@@ -352,27 +413,18 @@ void norm_weight_backward(float *dw, float *db, const float *dy, const float *x,
 }
 
 /* grad (the block's layout) = the gradient of forward's summed loss times inv_n (1 / the
-tokens of the whole batch, of which this work may be a shard); forward must have just run. */
-static void backward(work *w, const lp_model *m, const int *ids, float *grad, const lp_param_tensor *t, float inv_n) {
+tokens of the whole batch, of which this work may be a shard); forward must have just run,
+with grad, which it began (wte's gradient from the unembedding, w->d_lnf). */
+static void backward(work *w, const lp_model *m, const int *ids, float *grad, const lp_param_tensor *t) {
     const lp_config *c = &m->cfg;
-    int B = w->B, T = w->T, d = c->d_model, V = c->vocab, n = B * T, dm = c->attn_only ? 0 : c->d_mlp;
+    int B = w->B, T = w->T, d = c->d_model, n = B * T, dm = c->attn_only ? 0 : c->d_mlp;
     size_t N = n, Nd = N * d;
-    memset(grad, 0, m->n_params * sizeof *grad);
-    /* Softmax cross-entropy: dlogits = (p - onehot(target)) * inv_n. */
-    for (int b = 0; b < B; b++)
-        for (int i = 0; i < T; i++) {
-            float *row = w->probs + ((size_t)b * T + i) * V;
-            row[ids[(size_t)b * (T + 1) + i + 1]] -= 1.0f;
-            for (int j = 0; j < V; j++) row[j] *= inv_n;
-        }
     float *g_wte = grad + t[T_WTE].offset, *g_wpe = grad + t[T_WPE].offset;
     const float *x = w->resid + (size_t)c->n_layer * Nd;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, n, 1.0f, w->probs, V, w->lnf, d, 1.0f, g_wte, d);
-    linear_backward(w->d_ln, w->probs, &m->unembed, n, 0.0f);
-    norm_weight_backward(grad + t[lnf_tensor(c)].offset, grad + t[lnf_tensor(c) + 1].offset, w->d_ln, x,
+    norm_weight_backward(grad + t[lnf_tensor(c)].offset, grad + t[lnf_tensor(c) + 1].offset, w->d_lnf, x,
                          w->lnf_scale, n, d);
     memset(w->d_resid, 0, Nd * sizeof *w->d_resid);
-    norm_backward(w->d_resid, w->d_ln, x, w->lnf_scale, m->lnf_w, n, d, c->norm);
+    norm_backward(w->d_resid, w->d_lnf, x, w->lnf_scale, m->lnf_w, n, d, c->norm);
 
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const lp_layer *L = &m->layers[l];
@@ -454,9 +506,9 @@ int lp_train_loss(const lp_model *m, const int *tokens, int B, int T, double *lo
         free(t);
         return rc;
     }
-    double l = forward(&w, m, tokens);
+    double l = forward(&w, m, tokens, grad, t, 1.0f / ((float)B * T));
     if (loss) *loss = l;
-    if (grad) backward(&w, m, tokens, grad, t, 1.0f / ((float)B * T));
+    if (grad) backward(&w, m, tokens, grad, t);
     work_free(&w);
     free(t);
     return LP_OK;
@@ -559,8 +611,8 @@ static void *shard_run(void *arg) {
         s->loss_sum = s->a->step(s->aw, s->m, s->ids, s->tgt, s->B, s->T, s->grad, s->t, s->inv_n);
         return NULL;
     }
-    s->loss_sum = forward(&s->w, s->m, s->ids) * s->w.B * s->w.T;
-    if (s->grad) backward(&s->w, s->m, s->ids, s->grad, s->t, s->inv_n);
+    s->loss_sum = forward(&s->w, s->m, s->ids, s->grad, s->t, s->inv_n) * s->w.B * s->w.T;
+    if (s->grad) backward(&s->w, s->m, s->ids, s->grad, s->t);
     return NULL;
 }
 
