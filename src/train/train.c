@@ -1,7 +1,9 @@
 /* Training GPT-2: the parameter block and its tensors, the loss with its gradient with
  * respect to every parameter (llm.c's manner: backward kernels outputs first, one job each),
- * AdamW, and saving. The forward is the inference one (lp_layer_forward, sequence by
- * sequence), so a model trains on exactly the function loupe later inspects. */
+ * AdamW, and saving. The forward takes the inference's steps with its kernels (lp_norm,
+ * lp_linear_forward, lp_attention_seqs, lp_gelu_rows), each product over a shard's rows at
+ * once: a model trains on the function loupe later inspects, up to the last bits that a
+ * product's row count moves. */
 #include "loupe/train.h"
 
 #include <cblas.h>
@@ -229,6 +231,7 @@ typedef struct {
     float *resid_mid;               /* (L, N, d) */
     float *ln2, *ln2_scale;         /* (L, N, d), (L, N) */
     float *mlp_pre, *mlp_post;      /* (L, N, dm) */
+    float *qkv;                     /* (N, 3d): one layer's q|k|v product, before it is split */
     float *attn_out, *mlp_out;      /* (N, d): one layer's, not kept */
     float *lnf, *lnf_scale;         /* (N, d), (N) */
     float *logits;                  /* (HEAD_ROWS, V): a chunk's, then their softmax, then their gradient */
@@ -256,6 +259,7 @@ static size_t work_layout(work *w, float *base, const lp_config *c) {
     SLICE(ln2_scale, L * N);
     SLICE(mlp_pre, L * N * dm);
     SLICE(mlp_post, L * N * dm);
+    SLICE(qkv, N * 3 * d);
     SLICE(attn_out, N * d);
     SLICE(mlp_out, N * d);
     SLICE(lnf, N * d);
@@ -320,7 +324,9 @@ static double row_loss(float *row, int V, int target, float inv_n) {
     for (; j < V; j++) sum += (row[j] = lp_vexp(row[j] - mx));
     if (inv_n > 0.0f) {
         float k = (float)(inv_n / sum);
-        for (j = 0; j < V; j++) row[j] *= k;
+        for (j = 0; j + LP_VBLOCK <= V; j += LP_VBLOCK)
+            for (int i = 0; i < LP_VBLOCK; i++) row[j + i] *= k;
+        for (; j < V; j++) row[j] *= k;
         row[target] -= inv_n;
     }
     return loss + log(sum);
@@ -348,33 +354,56 @@ static double head(work *w, const lp_model *m, const int *ids, float *g_wte, flo
     return loss;
 }
 
+/* y (n) = a + b: the residual stream's sums. */
+static void add_rows(float *y, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+/* Layer l of GPT-2 over the shard's B * T rows: lp_layer_forward's steps and kernels (the
+ * norms, the fused q|k|v product split into q, k, v, the MLP's GELU), but every product over
+ * all the rows at once, where lp_layer_forward takes one sequence (T rows) per call and
+ * OpenBLAS packed the weights B times over; attention runs sequence by sequence. */
+static void layer_forward(work *w, const lp_model *m, int l) {
+    const lp_config *c = &m->cfg;
+    const lp_layer *L = &m->layers[l];
+    int d = c->d_model, n = w->B * w->T;
+    size_t N = (size_t)n, Nd = N * d, dm = c->attn_only ? 0 : c->d_mlp, ll = (size_t)l;
+    const float *in = w->resid + ll * Nd;
+    float *ln1 = w->ln1 + ll * Nd, *q = w->q + ll * Nd, *k = w->k + ll * Nd, *v = w->v + ll * Nd;
+    float *mid = w->resid_mid + ll * Nd, *out = w->resid + (ll + 1) * Nd;
+    lp_norm(ln1, w->ln1_scale + ll * N, in, L->ln1_w, L->ln1_b, n, d, c->norm, c->norm_eps);
+    lp_linear qkv = {L->q.w, L->q.b, d, 3 * d, 3 * d, false}; /* c_attn: q, k, v are its column blocks */
+    lp_linear_forward(w->qkv, ln1, &qkv, n);
+    for (size_t i = 0; i < N; i++) {
+        memcpy(q + i * d, w->qkv + i * 3 * d, (size_t)d * sizeof *q);
+        memcpy(k + i * d, w->qkv + i * 3 * d + d, (size_t)d * sizeof *k);
+        memcpy(v + i * d, w->qkv + i * 3 * d + 2 * d, (size_t)d * sizeof *v);
+    }
+    lp_attention_seqs(w->pattern + ll * N * c->n_head * w->T, w->z + ll * Nd, c, q, k, v, w->B, w->T);
+    lp_linear_forward(w->attn_out, w->z + ll * Nd, &L->o, n);
+    add_rows(mid, in, w->attn_out, Nd);
+    if (c->attn_only) {
+        memcpy(out, mid, Nd * sizeof *out);
+        return;
+    }
+    float *ln2 = w->ln2 + ll * Nd, *pre = w->mlp_pre + ll * N * dm, *post = w->mlp_post + ll * N * dm;
+    lp_norm(ln2, w->ln2_scale + ll * N, mid, L->ln2_w, L->ln2_b, n, d, c->norm, c->norm_eps);
+    lp_linear_forward(pre, ln2, &L->up, n);
+    lp_gelu_rows(post, pre, N * dm);
+    lp_linear_forward(w->mlp_out, post, &L->down, n);
+    add_rows(out, mid, w->mlp_out, Nd);
+}
+
 /* Every layer over every sequence, then the final norm and the loss head; returns the mean
  * next-token loss. ids (B, T + 1). With grad (the block's layout), zeroes it and starts the
  * backward (head's), which backward() finishes; inv_n as backward's. */
 static double forward(work *w, const lp_model *m, const int *ids, float *grad, const lp_param_tensor *t,
                       float inv_n) {
     const lp_config *c = &m->cfg;
-    int B = w->B, T = w->T, d = c->d_model, H = c->n_head;
-    size_t N = (size_t)B * T, Nd = N * d, dm = c->attn_only ? 0 : c->d_mlp;
+    int B = w->B, T = w->T, d = c->d_model;
+    size_t N = (size_t)B * T, Nd = N * d;
     for (int b = 0; b < B; b++) lp_embed(w->resid + (size_t)b * T * d, m, ids + (size_t)b * (T + 1), NULL, 0, T);
-    for (int l = 0; l < c->n_layer; l++) {
-        size_t L = l;
-        for (int b = 0; b < B; b++) {
-            size_t r = (size_t)b * T, rd = r * d, rm = r * dm;
-            lp_layer_io io = {
-                .resid_in = w->resid + L * Nd + rd,
-                .ln1 = w->ln1 + L * Nd + rd, .ln1_scale = w->ln1_scale + L * N + r,
-                .q = w->q + L * Nd + rd, .k = w->k + L * Nd + rd, .v = w->v + L * Nd + rd,
-                .pattern = w->pattern + (L * N + r) * H * T, .pattern_ld = T,
-                .z = w->z + L * Nd + rd,
-                .attn_out = w->attn_out + rd, .resid_mid = w->resid_mid + L * Nd + rd,
-                .ln2 = w->ln2 + L * Nd + rd, .ln2_scale = w->ln2_scale + L * N + r,
-                .mlp_pre = w->mlp_pre + L * N * dm + rm, .mlp_post = w->mlp_post + L * N * dm + rm,
-                .mlp_out = w->mlp_out + rd, .resid_out = w->resid + (L + 1) * Nd + rd,
-            };
-            lp_layer_forward(m, l, &io, NULL, NULL, 0, T);
-        }
-    }
+    for (int l = 0; l < c->n_layer; l++) layer_forward(w, m, l);
     const float *x = w->resid + (size_t)c->n_layer * Nd;
     lp_norm(w->lnf, w->lnf_scale, x, m->lnf_w, m->lnf_b, (int)N, d, c->norm, c->norm_eps);
     if (grad) memset(grad, 0, m->n_params * sizeof *grad);
@@ -397,6 +426,28 @@ static void linear_weight_backward(float *dw, int ldw, float *db, const float *x
                 for (int k = 0; k < out - j0; k++) s[k] += dy[(size_t)i * out + j0 + k];
         for (int k = 0; k < 16 && j0 + k < out; k++) db[j0 + k] += (float)s[k];
     }
+}
+
+/* GELU-tanh's derivative times dy at x, as grad.c's gelu_backward but with vmath's exp, so
+ * that blocks of it vectorise: the sigmoid of z = 2u from exp(-|z|), which cannot overflow. */
+static inline float gelu_grad(float x, float dy) {
+    const float k = 0.7978845608028654f, a = 0.044715f;
+    float z = 2.0f * k * (x + a * x * x * x), e = lp_vexp(-fabsf(z)), r = 1.0f / (1.0f + e);
+    float s = z >= 0.0f ? r : e * r;
+    return dy * (s + x * s * (1.0f - s) * 2.0f * k * (1.0f + 3.0f * a * x * x));
+}
+
+/* d_pre (n) = d_post * GELU-tanh'(pre). */
+static void gelu_rows_backward(float *d_pre, const float *d_post, const float *pre, size_t n) {
+    size_t i = 0;
+    for (; i + LP_VBLOCK <= n; i += LP_VBLOCK) {
+        float x[LP_VBLOCK], g[LP_VBLOCK];
+        memcpy(x, pre + i, sizeof x);
+        memcpy(g, d_post + i, sizeof g);
+        for (int j = 0; j < LP_VBLOCK; j++) g[j] = gelu_grad(x[j], g[j]);
+        memcpy(d_pre + i, g, sizeof g);
+    }
+    for (; i < n; i++) d_pre[i] = gelu_grad(pre[i], d_post[i]);
 }
 
 void norm_weight_backward(float *dw, float *db, const float *dy, const float *x, const float *scale, int n, int d) {
@@ -437,7 +488,7 @@ static void backward(work *w, const lp_model *m, const int *ids, float *grad, co
             const float *ln2 = w->ln2 + ll * Nd, *s2 = w->ln2_scale + ll * N;
             linear_weight_backward(G(P_FCPROJ_W), d, G(P_FCPROJ_B), post, w->d_resid, n, dm, d);
             linear_backward(w->d_post, w->d_resid, &L->down, n, 0.0f);
-            gelu_backward(w->d_pre, w->d_post, pre, N * dm);
+            gelu_rows_backward(w->d_pre, w->d_post, pre, N * dm);
             linear_weight_backward(G(P_FC_W), dm, G(P_FC_B), ln2, w->d_pre, n, d, dm);
             linear_backward(w->d_ln, w->d_pre, &L->up, n, 0.0f);
             norm_weight_backward(G(P_LN2_W), G(P_LN2_B), w->d_ln, mid, s2, n, d);
