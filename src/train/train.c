@@ -231,7 +231,7 @@ typedef struct {
     float *resid_mid;               /* (L, N, d) */
     float *ln2, *ln2_scale;         /* (L, N, d), (L, N) */
     float *mlp_pre, *mlp_post;      /* (L, N, dm) */
-    float *qkv;                     /* (N, 3d): one layer's q|k|v product, before it is split */
+    float *qkv;                     /* (N, 3d): one layer's q|k|v product before it is split; their gradients */
     float *attn_out, *mlp_out;      /* (N, d): one layer's, not kept */
     float *lnf, *lnf_scale;         /* (N, d), (N) */
     float *logits;                  /* (HEAD_ROWS, V): a chunk's, then their softmax, then their gradient */
@@ -506,13 +506,15 @@ static void backward(work *w, const lp_model *m, const int *ids, float *grad, co
         memset(w->d_k, 0, Nd * sizeof *w->d_k);
         memset(w->d_v, 0, Nd * sizeof *w->d_v);
         attention_backward(&ga, &ta, c, B, T);
-        float *g_qkv = G(P_ATTN_W), *g_qkv_b = G(P_ATTN_B);
-        linear_weight_backward(g_qkv, 3 * d, g_qkv_b, ln1, w->d_q, n, d, d);
-        linear_weight_backward(g_qkv + d, 3 * d, g_qkv_b + d, ln1, w->d_k, n, d, d);
-        linear_weight_backward(g_qkv + 2 * d, 3 * d, g_qkv_b + 2 * d, ln1, w->d_v, n, d, d);
-        linear_backward(w->d_ln, w->d_q, &L->q, n, 0.0f);
-        linear_backward(w->d_ln, w->d_k, &L->k, n, 1.0f);
-        linear_backward(w->d_ln, w->d_v, &L->v, n, 1.0f);
+        /* q, k and v's gradients side by side as c_attn's output (N, 3d), for one product each */
+        for (size_t i = 0; i < N; i++) {
+            memcpy(w->qkv + i * 3 * d, w->d_q + i * d, (size_t)d * sizeof *w->qkv);
+            memcpy(w->qkv + i * 3 * d + d, w->d_k + i * d, (size_t)d * sizeof *w->qkv);
+            memcpy(w->qkv + i * 3 * d + 2 * d, w->d_v + i * d, (size_t)d * sizeof *w->qkv);
+        }
+        lp_linear qkv = {L->q.w, L->q.b, d, 3 * d, 3 * d, false};
+        linear_weight_backward(G(P_ATTN_W), 3 * d, G(P_ATTN_B), ln1, w->qkv, n, d, 3 * d);
+        linear_backward(w->d_ln, w->qkv, &qkv, n, 0.0f);
         norm_weight_backward(G(P_LN1_W), G(P_LN1_B), w->d_ln, in, s1, n, d);
         if (d_mid != w->d_resid) memcpy(w->d_resid, d_mid, Nd * sizeof *d_mid);
         norm_backward(w->d_resid, w->d_ln, in, s1, L->ln1_w, n, d, c->norm);
