@@ -119,17 +119,26 @@ static double numeric_derivative(const lp_model *m, const int *ids, int B, int T
 
 /* Every parameter tensor: its largest-gradient coordinate and two drawn ones; a BERT's
  * (c.head LP_HEAD_MLM or LP_HEAD_CLASSIFIER) on B sequences of T tokens with targets. */
-static void check_gradients_of(lp_config c, const char *what) {
-    bool enc = c.head != LP_HEAD_LM;
+/* A trainable model of shape c made with seed, each parameter then moved by N(0, 0.3^2)
+ * drawn from rng (seeded rng_seed): larger than GPT-2's initial weights, so that every
+ * parameter visibly moves the loss. */
+static lp_model *perturbed_model(const lp_config *c, uint64_t seed, lp_rng *rng, uint64_t rng_seed) {
     lp_model *m;
-    assert_int_equal(lp_train_model_new(&m, &c, 7), LP_OK);
+    assert_int_equal(lp_train_model_new(&m, c, seed), LP_OK);
     size_t np;
     float *p = lp_train_params(m, &np);
     assert_non_null(p);
-    /* Larger than GPT-2's initial weights, so that every parameter visibly moves the loss. */
+    lp_rng_seed(rng, rng_seed);
+    for (size_t i = 0; i < np; i++) p[i] += 0.3f * normal(rng);
+    return m;
+}
+
+static void check_gradients_of(lp_config c, const char *what) {
+    bool enc = c.head != LP_HEAD_LM;
     lp_rng rng;
-    lp_rng_seed(&rng, 11);
-    for (size_t i = 0; i < np; i++) p[i] += 0.3f * normal(&rng);
+    lp_model *m = perturbed_model(&c, 7, &rng, 11);
+    size_t np;
+    float *p = lp_train_params(m, &np);
     enum { B = 2, T = 8 };
     int ids[B * (T + 1)], tgt[B * T];
     for (int i = 0; i < B * (T + 1); i++) ids[i] = (int)(lp_rng_uniform(&rng) * c.vocab);
@@ -244,13 +253,10 @@ static void test_batch_loss_and_gradient_match_its_sequences(void **state) {
     (void)state;
     lp_config c = tiny_config(false);
     c.n_ctx = 40;
-    lp_model *m;
-    assert_int_equal(lp_train_model_new(&m, &c, 9), LP_OK);
-    size_t np;
-    float *p = lp_train_params(m, &np);
     lp_rng rng;
-    lp_rng_seed(&rng, 12);
-    for (size_t i = 0; i < np; i++) p[i] += 0.3f * normal(&rng);
+    lp_model *m = perturbed_model(&c, 9, &rng, 12);
+    size_t np;
+    lp_train_params(m, &np);
     enum { B = 3, T = 40 };
     int ids[B * (T + 1)];
     for (int i = 0; i < B * (T + 1); i++) ids[i] = (int)(lp_rng_uniform(&rng) * c.vocab);
