@@ -231,7 +231,6 @@ typedef struct {
     float *resid_mid;               /* (L, N, d) */
     float *ln2, *ln2_scale;         /* (L, N, d), (L, N) */
     float *mlp_pre, *mlp_post;      /* (L, N, dm) */
-    float *qkv;                     /* (N, 3d): one layer's q|k|v product before it is split; their gradients */
     float *attn_out, *mlp_out;      /* (N, d): one layer's, not kept */
     float *lnf, *lnf_scale;         /* (N, d), (N) */
     float *logits;                  /* (HEAD_ROWS, V): a chunk's, then their softmax, then their gradient */
@@ -259,7 +258,6 @@ static size_t work_layout(work *w, float *base, const lp_config *c) {
     SLICE(ln2_scale, L * N);
     SLICE(mlp_pre, L * N * dm);
     SLICE(mlp_post, L * N * dm);
-    SLICE(qkv, N * 3 * d);
     SLICE(attn_out, N * d);
     SLICE(mlp_out, N * d);
     SLICE(lnf, N * d);
@@ -359,10 +357,11 @@ static void add_rows(float *y, const float *a, const float *b, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
-/* Layer l of GPT-2 over the shard's B * T rows: lp_layer_forward's steps and kernels (the
- * norms, the fused q|k|v product split into q, k, v, the MLP's GELU), but every product over
- * all the rows at once, where lp_layer_forward takes one sequence (T rows) per call and
- * OpenBLAS packed the weights B times over; attention runs sequence by sequence. */
+/* Layer l of GPT-2 over the shard's B * T rows: lp_layer_forward's steps and kernels, but
+ * every product over all the rows at once, where lp_layer_forward takes one sequence (T
+ * rows) per call and OpenBLAS packed the weights B times over; attention runs sequence by
+ * sequence. q, k and v are three products on c_attn's column blocks, forward and backward:
+ * over a shard's rows they ran as fast as one fused product and the copies it needs. */
 static void layer_forward(work *w, const lp_model *m, int l) {
     const lp_config *c = &m->cfg;
     const lp_layer *L = &m->layers[l];
@@ -372,13 +371,9 @@ static void layer_forward(work *w, const lp_model *m, int l) {
     float *ln1 = w->ln1 + ll * Nd, *q = w->q + ll * Nd, *k = w->k + ll * Nd, *v = w->v + ll * Nd;
     float *mid = w->resid_mid + ll * Nd, *out = w->resid + (ll + 1) * Nd;
     lp_norm(ln1, w->ln1_scale + ll * N, in, L->ln1_w, L->ln1_b, n, d, c->norm, c->norm_eps);
-    lp_linear qkv = {L->q.w, L->q.b, d, 3 * d, 3 * d, false}; /* c_attn: q, k, v are its column blocks */
-    lp_linear_forward(w->qkv, ln1, &qkv, n);
-    for (size_t i = 0; i < N; i++) {
-        memcpy(q + i * d, w->qkv + i * 3 * d, (size_t)d * sizeof *q);
-        memcpy(k + i * d, w->qkv + i * 3 * d + d, (size_t)d * sizeof *k);
-        memcpy(v + i * d, w->qkv + i * 3 * d + 2 * d, (size_t)d * sizeof *v);
-    }
+    lp_linear_forward(q, ln1, &L->q, n);
+    lp_linear_forward(k, ln1, &L->k, n);
+    lp_linear_forward(v, ln1, &L->v, n);
     lp_attention_seqs(w->pattern + ll * N * c->n_head * w->T, w->z + ll * Nd, c, q, k, v, w->B, w->T);
     lp_linear_forward(w->attn_out, w->z + ll * Nd, &L->o, n);
     add_rows(mid, in, w->attn_out, Nd);
@@ -506,15 +501,13 @@ static void backward(work *w, const lp_model *m, const int *ids, float *grad, co
         memset(w->d_k, 0, Nd * sizeof *w->d_k);
         memset(w->d_v, 0, Nd * sizeof *w->d_v);
         attention_backward(&ga, &ta, c, B, T);
-        /* q, k and v's gradients side by side as c_attn's output (N, 3d), for one product each */
-        for (size_t i = 0; i < N; i++) {
-            memcpy(w->qkv + i * 3 * d, w->d_q + i * d, (size_t)d * sizeof *w->qkv);
-            memcpy(w->qkv + i * 3 * d + d, w->d_k + i * d, (size_t)d * sizeof *w->qkv);
-            memcpy(w->qkv + i * 3 * d + 2 * d, w->d_v + i * d, (size_t)d * sizeof *w->qkv);
-        }
-        lp_linear qkv = {L->q.w, L->q.b, d, 3 * d, 3 * d, false};
-        linear_weight_backward(G(P_ATTN_W), 3 * d, G(P_ATTN_B), ln1, w->qkv, n, d, 3 * d);
-        linear_backward(w->d_ln, w->qkv, &qkv, n, 0.0f);
+        float *g_qkv = G(P_ATTN_W), *g_qkv_b = G(P_ATTN_B);
+        linear_weight_backward(g_qkv, 3 * d, g_qkv_b, ln1, w->d_q, n, d, d);
+        linear_weight_backward(g_qkv + d, 3 * d, g_qkv_b + d, ln1, w->d_k, n, d, d);
+        linear_weight_backward(g_qkv + 2 * d, 3 * d, g_qkv_b + 2 * d, ln1, w->d_v, n, d, d);
+        linear_backward(w->d_ln, w->d_q, &L->q, n, 0.0f);
+        linear_backward(w->d_ln, w->d_k, &L->k, n, 1.0f);
+        linear_backward(w->d_ln, w->d_v, &L->v, n, 1.0f);
         norm_weight_backward(G(P_LN1_W), G(P_LN1_B), w->d_ln, in, s1, n, d);
         if (d_mid != w->d_resid) memcpy(w->d_resid, d_mid, Nd * sizeof *d_mid);
         norm_backward(w->d_resid, w->d_ln, in, s1, L->ln1_w, n, d, c->norm);
