@@ -10,9 +10,9 @@
  * then the gradients of inputs and weights) plus attention over the causal half of the
  * T x T square. The engine does more than that (its backward takes the full square), so
  * the share of the roofline is of useful work. The roofline is the best one-thread sgemm
- * rate on the shapes training runs (the forward sequence by sequence, the unembedding and
- * the weight gradients over a shard's rows), times the shards run in parallel: BLAS runs on
- * one thread inside each. */
+ * rate on the shapes training runs (the layers' products and weight gradients over a
+ * shard's rows, the loss head 64 rows at a time), times the shards run in parallel: BLAS
+ * runs on one thread inside each. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,15 +35,15 @@ static void die(const char *what) {
 /* ---- the sgemm roofline, measured as bench's: the best time of a few reps ---- */
 
 /* One thread's best rate over the shapes a step runs; rows: a shard's B * T / threads. */
-static double roofline(const lp_config *c, int T, int rows) {
+static double roofline(const lp_config *c, int rows) {
     int d = c->d_model, dm = c->attn_only ? d : c->d_mlp, V = c->vocab;
     const shape all[] = {
-        {T, d, d, 0, 0},       /* q, k, v, o of one sequence */
-        {T, dm, d, 0, 0},      /* MLP up */
-        {T, d, dm, 0, 0},      /* MLP down */
-        {rows, V, d, 0, 1},    /* logits of the shard */
-        {rows, d, V, 0, 0},    /* their gradient back to the final norm */
-        {V, d, rows, 1, 0},    /* wte's gradient from the unembedding */
+        {rows, d, d, 0, 0},    /* q, k, v, o of the shard */
+        {rows, dm, d, 0, 0},   /* MLP up */
+        {rows, d, dm, 0, 0},   /* MLP down */
+        {64, V, d, 0, 1},      /* logits of the loss head's 64 rows (train.c's HEAD_ROWS) */
+        {64, d, V, 0, 0},      /* their gradient back to the final norm */
+        {V, d, 64, 1, 0},      /* wte's gradient from them */
         {d, dm, rows, 1, 0},   /* a weight gradient (c_fc) */
     };
     int n = (int)(sizeof all / sizeof all[0]);
@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
     o.eval_every = 0;
     int B = o.B, T = o.T, threads = o.threads ? o.threads : 1;
     double flops = train_flops(c, T);
-    double one = roofline(c, T, B * T / threads);
+    double one = roofline(c, B * T / threads);
     double load;
     if (getloadavg(&load, 1) == 1 && load > 0.5)
         printf("note: load average %.2f before the runs: other work shares the cores\n", load);
