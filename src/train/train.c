@@ -1,7 +1,9 @@
 /* Training GPT-2: the parameter block and its tensors, the loss with its gradient with
  * respect to every parameter (llm.c's manner: backward kernels outputs first, one job each),
- * AdamW, and saving. The forward is the inference one (lp_layer_forward, sequence by
- * sequence), so a model trains on exactly the function loupe later inspects. */
+ * AdamW, and saving. The forward takes the inference's steps with its kernels (lp_norm,
+ * lp_linear_forward, lp_attention_seqs, lp_gelu_rows), each product over a shard's rows at
+ * once: a model trains on the function loupe later inspects, up to the last bits that a
+ * product's row count moves. */
 #include "loupe/train.h"
 
 #include <cblas.h>
@@ -17,6 +19,7 @@
 
 #include "kernels/forward.h"
 #include "kernels/grad_impl.h"
+#include "kernels/vmath.h"
 #include "loupe/checkpoint.h"
 #include "loupe/error.h"
 #include "loupe/generate.h"
@@ -210,6 +213,12 @@ float *lp_train_params(lp_model *m, size_t *n) {
 
 /* ---- forward and backward over a batch ---- */
 
+/* Rows of the loss head taken at a time: a chunk's logits (HEAD_ROWS x V floats, 512 KB at
+ * V = 2048) stay in cache from the product that makes them, through the softmax, to the two
+ * products that read their gradient, where a whole shard's (32 MB) went out to memory and
+ * back five times. Fixed, so that a result does not depend on anything but the shard. */
+#define HEAD_ROWS 64
+
 /* Activations of B sequences of T tokens (N = B * T rows, sequence-major) for every layer,
  * and one layer's backward scratch. */
 typedef struct {
@@ -224,7 +233,8 @@ typedef struct {
     float *mlp_pre, *mlp_post;      /* (L, N, dm) */
     float *attn_out, *mlp_out;      /* (N, d): one layer's, not kept */
     float *lnf, *lnf_scale;         /* (N, d), (N) */
-    float *probs;                   /* (N, V): softmax, then the logits' gradient */
+    float *logits;                  /* (HEAD_ROWS, V): a chunk's, then their softmax, then their gradient */
+    float *d_lnf;                   /* (N, d): the loss's gradient at the final norm's output */
     float *d_resid, *d_mid, *d_ln;  /* (N, d) */
     float *d_q, *d_k, *d_v, *d_z;   /* (N, d) */
     float *d_pre, *d_post;          /* (N, dm) */
@@ -252,7 +262,8 @@ static size_t work_layout(work *w, float *base, const lp_config *c) {
     SLICE(mlp_out, N * d);
     SLICE(lnf, N * d);
     SLICE(lnf_scale, N);
-    SLICE(probs, N * c->vocab);
+    SLICE(logits, (size_t)HEAD_ROWS * c->vocab);
+    SLICE(d_lnf, N * d);
     SLICE(d_resid, N * d);
     SLICE(d_mid, N * d);
     SLICE(d_ln, N * d);
@@ -280,62 +291,158 @@ static int work_init(work *w, const lp_config *c, int B, int T) {
 
 static void work_free(work *w) { free(w->arena); }
 
-/* Every layer over every sequence, then the final norm and the softmax; returns the mean
- * next-token loss. ids (B, T + 1). */
-static double forward(work *w, const lp_model *m, const int *ids) {
-    const lp_config *c = &m->cfg;
-    int B = w->B, T = w->T, d = c->d_model, V = c->vocab, H = c->n_head;
-    size_t N = (size_t)B * T, Nd = N * d, dm = c->attn_only ? 0 : c->d_mlp;
-    for (int b = 0; b < B; b++) lp_embed(w->resid + (size_t)b * T * d, m, ids + (size_t)b * (T + 1), NULL, 0, T);
-    for (int l = 0; l < c->n_layer; l++) {
-        size_t L = l;
-        for (int b = 0; b < B; b++) {
-            size_t r = (size_t)b * T, rd = r * d, rm = r * dm;
-            lp_layer_io io = {
-                .resid_in = w->resid + L * Nd + rd,
-                .ln1 = w->ln1 + L * Nd + rd, .ln1_scale = w->ln1_scale + L * N + r,
-                .q = w->q + L * Nd + rd, .k = w->k + L * Nd + rd, .v = w->v + L * Nd + rd,
-                .pattern = w->pattern + (L * N + r) * H * T, .pattern_ld = T,
-                .z = w->z + L * Nd + rd,
-                .attn_out = w->attn_out + rd, .resid_mid = w->resid_mid + L * Nd + rd,
-                .ln2 = w->ln2 + L * Nd + rd, .ln2_scale = w->ln2_scale + L * N + r,
-                .mlp_pre = w->mlp_pre + L * N * dm + rm, .mlp_post = w->mlp_post + L * N * dm + rm,
-                .mlp_out = w->mlp_out + rd, .resid_out = w->resid + (L + 1) * Nd + rd,
-            };
-            lp_layer_forward(m, l, &io, NULL, NULL, 0, T);
-        }
+/* The largest of row[0..n), over 16 lanes the compiler vectorises. */
+static float row_max(const float *row, int n) {
+    float mx = row[0];
+    int body = n - n % 16;
+    if (body) {
+        float m[16];
+        memcpy(m, row, sizeof m);
+        for (int j = 16; j < body; j += 16)
+            for (int k = 0; k < 16; k++) m[k] = row[j + k] > m[k] ? row[j + k] : m[k];
+        for (int k = 0; k < 16; k++) mx = m[k] > mx ? m[k] : mx;
     }
+    for (int j = body; j < n; j++) mx = row[j] > mx ? row[j] : mx;
+    return mx;
+}
+
+/* The next-token loss of one row of logits (V) whose target is `target`: the exponentials
+ * vectorised (vmath.h) and summed in blocks, then in double, in an order fixed by V. With
+ * inv_n > 0 the row becomes the loss's gradient with respect to the logits, (softmax -
+ * onehot(target)) * inv_n; else it is left holding the exponentials. */
+static double row_loss(float *row, int V, int target, float inv_n) {
+    float mx = row_max(row, V);
+    double loss = (double)(mx - row[target]), sum = 0.0;
+    int j = 0;
+    for (; j + LP_VBLOCK <= V; j += LP_VBLOCK) {
+        float *e = row + j;
+        for (int i = 0; i < LP_VBLOCK; i++) e[i] = lp_vexp(e[i] - mx);
+        sum += lp_vsum_block(e);
+    }
+    for (; j < V; j++) sum += (row[j] = lp_vexp(row[j] - mx));
+    if (inv_n > 0.0f) {
+        float k = (float)(inv_n / sum);
+        for (j = 0; j + LP_VBLOCK <= V; j += LP_VBLOCK)
+            for (int i = 0; i < LP_VBLOCK; i++) row[j + i] *= k;
+        for (; j < V; j++) row[j] *= k;
+        row[target] -= inv_n;
+    }
+    return loss + log(sum);
+}
+
+/* The final norm's output w->lnf through the tied unembedding to the summed next-token loss,
+ * HEAD_ROWS rows at a time; with g_wte, the unembedding's backward too: wte's gradient added
+ * to g_wte and the gradient at the final norm's output into w->d_lnf, each inv_n times. */
+static double head(work *w, const lp_model *m, const int *ids, float *g_wte, float inv_n) {
+    int T = w->T, d = m->cfg.d_model, V = m->cfg.vocab;
+    size_t N = (size_t)w->B * T;
+    double loss = 0.0;
+    for (size_t r0 = 0; r0 < N; r0 += HEAD_ROWS) {
+        int rows = N - r0 < HEAD_ROWS ? (int)(N - r0) : HEAD_ROWS;
+        const float *x = w->lnf + r0 * d;
+        lp_linear_forward(w->logits, x, &m->unembed, rows);
+        for (int i = 0; i < rows; i++) {
+            size_t r = r0 + (size_t)i, b = r / (size_t)T, t = r % (size_t)T;
+            loss += row_loss(w->logits + (size_t)i * V, V, ids[b * (T + 1) + t + 1], g_wte ? inv_n : 0.0f);
+        }
+        if (!g_wte) continue;
+        linear_backward(w->d_lnf + r0 * d, w->logits, &m->unembed, rows, 0.0f);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, rows, 1.0f, w->logits, V, x, d, 1.0f, g_wte, d);
+    }
+    return loss;
+}
+
+/* y (n) = a + b: the residual stream's sums. */
+static void add_rows(float *y, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+/* Layer l of GPT-2 over the shard's B * T rows: lp_layer_forward's steps and kernels, but
+ * every product over all the rows at once, where lp_layer_forward takes one sequence (T
+ * rows) per call and OpenBLAS packed the weights B times over; attention runs sequence by
+ * sequence. q, k and v are three products on c_attn's column blocks, forward and backward:
+ * over a shard's rows they ran as fast as one fused product and the copies it needs. */
+static void layer_forward(work *w, const lp_model *m, int l) {
+    const lp_config *c = &m->cfg;
+    const lp_layer *L = &m->layers[l];
+    int d = c->d_model, n = w->B * w->T;
+    size_t N = (size_t)n, Nd = N * d, dm = c->attn_only ? 0 : c->d_mlp, ll = (size_t)l;
+    const float *in = w->resid + ll * Nd;
+    float *ln1 = w->ln1 + ll * Nd, *q = w->q + ll * Nd, *k = w->k + ll * Nd, *v = w->v + ll * Nd;
+    float *mid = w->resid_mid + ll * Nd, *out = w->resid + (ll + 1) * Nd;
+    lp_norm(ln1, w->ln1_scale + ll * N, in, L->ln1_w, L->ln1_b, n, d, c->norm, c->norm_eps);
+    lp_linear_forward(q, ln1, &L->q, n);
+    lp_linear_forward(k, ln1, &L->k, n);
+    lp_linear_forward(v, ln1, &L->v, n);
+    lp_attention_seqs(w->pattern + ll * N * c->n_head * w->T, w->z + ll * Nd, c, q, k, v, w->B, w->T);
+    lp_linear_forward(w->attn_out, w->z + ll * Nd, &L->o, n);
+    add_rows(mid, in, w->attn_out, Nd);
+    if (c->attn_only) {
+        memcpy(out, mid, Nd * sizeof *out);
+        return;
+    }
+    float *ln2 = w->ln2 + ll * Nd, *pre = w->mlp_pre + ll * N * dm, *post = w->mlp_post + ll * N * dm;
+    lp_norm(ln2, w->ln2_scale + ll * N, mid, L->ln2_w, L->ln2_b, n, d, c->norm, c->norm_eps);
+    lp_linear_forward(pre, ln2, &L->up, n);
+    lp_gelu_rows(post, pre, N * dm);
+    lp_linear_forward(w->mlp_out, post, &L->down, n);
+    add_rows(out, mid, w->mlp_out, Nd);
+}
+
+/* Every layer over every sequence, then the final norm and the loss head; returns the mean
+ * next-token loss. ids (B, T + 1). With grad (the block's layout), zeroes it and starts the
+ * backward (head's), which backward() finishes; inv_n as backward's. */
+static double forward(work *w, const lp_model *m, const int *ids, float *grad, const lp_param_tensor *t,
+                      float inv_n) {
+    const lp_config *c = &m->cfg;
+    int B = w->B, T = w->T, d = c->d_model;
+    size_t N = (size_t)B * T, Nd = N * d;
+    for (int b = 0; b < B; b++) lp_embed(w->resid + (size_t)b * T * d, m, ids + (size_t)b * (T + 1), NULL, 0, T);
+    for (int l = 0; l < c->n_layer; l++) layer_forward(w, m, l);
     const float *x = w->resid + (size_t)c->n_layer * Nd;
     lp_norm(w->lnf, w->lnf_scale, x, m->lnf_w, m->lnf_b, (int)N, d, c->norm, c->norm_eps);
-    lp_linear_forward(w->probs, w->lnf, &m->unembed, (int)N);
-    /* The softmax in place, exponentials once in float; the loss's sums in double. */
-    double loss = 0.0;
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
-            float *row = w->probs + ((size_t)b * T + t) * V;
-            int target = ids[(size_t)b * (T + 1) + t + 1];
-            float mx = row[0];
-            for (int j = 1; j < V; j++)
-                if (row[j] > mx) mx = row[j];
-            loss += mx - row[target];
-            double sum = 0.0;
-            for (int j = 0; j < V; j++) sum += (row[j] = expf(row[j] - mx));
-            loss += log(sum);
-            float inv = (float)(1.0 / sum);
-            for (int j = 0; j < V; j++) row[j] *= inv;
-        }
-    return loss / (double)N;
+    if (grad) memset(grad, 0, m->n_params * sizeof *grad);
+    return head(w, m, ids, grad ? grad + t[T_WTE].offset : NULL, inv_n) / (double)N;
 }
 
 /* dw (in, out; row stride ldw) += x (n, in)^T dy (n, out); db (out) += the column sums of dy. */
 static void linear_weight_backward(float *dw, int ldw, float *db, const float *x, const float *dy, int n, int in,
                                    int out) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, out, n, 1.0f, x, in, dy, out, 1.0f, dw, ldw);
-    for (int j = 0; j < out; j++) {
-        double s = 0.0;
-        for (int i = 0; i < n; i++) s += dy[(size_t)i * out + j];
-        db[j] += (float)s;
+    /* Columns 16 at a time down the rows, each column's sum in row order as one running
+     * double: the rows are read contiguously (vectorised) instead of one column at a time. */
+    for (int j0 = 0; j0 < out; j0 += 16) {
+        double s[16] = {0};
+        if (out - j0 >= 16)
+            for (int i = 0; i < n; i++)
+                for (int k = 0; k < 16; k++) s[k] += dy[(size_t)i * out + j0 + k];
+        else
+            for (int i = 0; i < n; i++)
+                for (int k = 0; k < out - j0; k++) s[k] += dy[(size_t)i * out + j0 + k];
+        for (int k = 0; k < 16 && j0 + k < out; k++) db[j0 + k] += (float)s[k];
     }
+}
+
+/* GELU-tanh's derivative times dy at x, as grad.c's gelu_backward but with vmath's exp, so
+ * that blocks of it vectorise: the sigmoid of z = 2u from exp(-|z|), which cannot overflow. */
+static inline float gelu_grad(float x, float dy) {
+    const float k = 0.7978845608028654f, a = 0.044715f;
+    float z = 2.0f * k * (x + a * x * x * x), e = lp_vexp(-fabsf(z)), r = 1.0f / (1.0f + e);
+    float s = z >= 0.0f ? r : e * r;
+    return dy * (s + x * s * (1.0f - s) * 2.0f * k * (1.0f + 3.0f * a * x * x));
+}
+
+/* d_pre (n) = d_post * GELU-tanh'(pre). */
+static void gelu_rows_backward(float *d_pre, const float *d_post, const float *pre, size_t n) {
+    size_t i = 0;
+    for (; i + LP_VBLOCK <= n; i += LP_VBLOCK) {
+        float x[LP_VBLOCK], g[LP_VBLOCK];
+        memcpy(x, pre + i, sizeof x);
+        memcpy(g, d_post + i, sizeof g);
+        for (int j = 0; j < LP_VBLOCK; j++) g[j] = gelu_grad(x[j], g[j]);
+        memcpy(d_pre + i, g, sizeof g);
+    }
+    for (; i < n; i++) d_pre[i] = gelu_grad(pre[i], d_post[i]);
 }
 
 void norm_weight_backward(float *dw, float *db, const float *dy, const float *x, const float *scale, int n, int d) {
@@ -352,27 +459,18 @@ void norm_weight_backward(float *dw, float *db, const float *dy, const float *x,
 }
 
 /* grad (the block's layout) = the gradient of forward's summed loss times inv_n (1 / the
-tokens of the whole batch, of which this work may be a shard); forward must have just run. */
-static void backward(work *w, const lp_model *m, const int *ids, float *grad, const lp_param_tensor *t, float inv_n) {
+tokens of the whole batch, of which this work may be a shard); forward must have just run,
+with grad, which it began (wte's gradient from the unembedding, w->d_lnf). */
+static void backward(work *w, const lp_model *m, const int *ids, float *grad, const lp_param_tensor *t) {
     const lp_config *c = &m->cfg;
-    int B = w->B, T = w->T, d = c->d_model, V = c->vocab, n = B * T, dm = c->attn_only ? 0 : c->d_mlp;
+    int B = w->B, T = w->T, d = c->d_model, n = B * T, dm = c->attn_only ? 0 : c->d_mlp;
     size_t N = n, Nd = N * d;
-    memset(grad, 0, m->n_params * sizeof *grad);
-    /* Softmax cross-entropy: dlogits = (p - onehot(target)) * inv_n. */
-    for (int b = 0; b < B; b++)
-        for (int i = 0; i < T; i++) {
-            float *row = w->probs + ((size_t)b * T + i) * V;
-            row[ids[(size_t)b * (T + 1) + i + 1]] -= 1.0f;
-            for (int j = 0; j < V; j++) row[j] *= inv_n;
-        }
     float *g_wte = grad + t[T_WTE].offset, *g_wpe = grad + t[T_WPE].offset;
     const float *x = w->resid + (size_t)c->n_layer * Nd;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, d, n, 1.0f, w->probs, V, w->lnf, d, 1.0f, g_wte, d);
-    linear_backward(w->d_ln, w->probs, &m->unembed, n, 0.0f);
-    norm_weight_backward(grad + t[lnf_tensor(c)].offset, grad + t[lnf_tensor(c) + 1].offset, w->d_ln, x,
+    norm_weight_backward(grad + t[lnf_tensor(c)].offset, grad + t[lnf_tensor(c) + 1].offset, w->d_lnf, x,
                          w->lnf_scale, n, d);
     memset(w->d_resid, 0, Nd * sizeof *w->d_resid);
-    norm_backward(w->d_resid, w->d_ln, x, w->lnf_scale, m->lnf_w, n, d, c->norm);
+    norm_backward(w->d_resid, w->d_lnf, x, w->lnf_scale, m->lnf_w, n, d, c->norm);
 
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const lp_layer *L = &m->layers[l];
@@ -385,7 +483,7 @@ static void backward(work *w, const lp_model *m, const int *ids, float *grad, co
             const float *ln2 = w->ln2 + ll * Nd, *s2 = w->ln2_scale + ll * N;
             linear_weight_backward(G(P_FCPROJ_W), d, G(P_FCPROJ_B), post, w->d_resid, n, dm, d);
             linear_backward(w->d_post, w->d_resid, &L->down, n, 0.0f);
-            gelu_backward(w->d_pre, w->d_post, pre, N * dm);
+            gelu_rows_backward(w->d_pre, w->d_post, pre, N * dm);
             linear_weight_backward(G(P_FC_W), dm, G(P_FC_B), ln2, w->d_pre, n, d, dm);
             linear_backward(w->d_ln, w->d_pre, &L->up, n, 0.0f);
             norm_weight_backward(G(P_LN2_W), G(P_LN2_B), w->d_ln, mid, s2, n, d);
@@ -454,9 +552,9 @@ int lp_train_loss(const lp_model *m, const int *tokens, int B, int T, double *lo
         free(t);
         return rc;
     }
-    double l = forward(&w, m, tokens);
+    double l = forward(&w, m, tokens, grad, t, 1.0f / ((float)B * T));
     if (loss) *loss = l;
-    if (grad) backward(&w, m, tokens, grad, t, 1.0f / ((float)B * T));
+    if (grad) backward(&w, m, tokens, grad, t);
     work_free(&w);
     free(t);
     return LP_OK;
@@ -559,8 +657,8 @@ static void *shard_run(void *arg) {
         s->loss_sum = s->a->step(s->aw, s->m, s->ids, s->tgt, s->B, s->T, s->grad, s->t, s->inv_n);
         return NULL;
     }
-    s->loss_sum = forward(&s->w, s->m, s->ids) * s->w.B * s->w.T;
-    if (s->grad) backward(&s->w, s->m, s->ids, s->grad, s->t, s->inv_n);
+    s->loss_sum = forward(&s->w, s->m, s->ids, s->grad, s->t, s->inv_n) * s->w.B * s->w.T;
+    if (s->grad) backward(&s->w, s->m, s->ids, s->grad, s->t);
     return NULL;
 }
 

@@ -2,21 +2,22 @@
  * machine's sgemm allows.
  *   bench_train [SECONDS]    seconds of each timed run (default 10)
  *
- * Each thread count gets a short warm-up run, then a timed run sized from it; the rate is
- * lp_train's own tokens/s at the timed run's last step. The corpus is random ids: the cost of
+ * Each thread count gets a short warm-up run, then a timed run sized from it, clocked from
+ * the end of its second step to its last; under load, also the rate its CPU time gives. The corpus is random ids: the cost of
  * a step does not depend on the tokens.
  *
  * FLOPs are the model's, as MFU counts them: 6 per matmul parameter per token (forward,
  * then the gradients of inputs and weights) plus attention over the causal half of the
  * T x T square. The engine does more than that (its backward takes the full square), so
  * the share of the roofline is of useful work. The roofline is the best one-thread sgemm
- * rate on the shapes training runs (the forward sequence by sequence, the unembedding and
- * the weight gradients over a shard's rows), times the shards run in parallel: BLAS runs on
- * one thread inside each. */
+ * rate on the shapes training runs (the layers' products and weight gradients over a
+ * shard's rows, the loss head 64 rows at a time), times the shards run in parallel: BLAS
+ * runs on one thread inside each. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "loupe/error.h"
@@ -34,15 +35,15 @@ static void die(const char *what) {
 /* ---- the sgemm roofline, measured as bench's: the best time of a few reps ---- */
 
 /* One thread's best rate over the shapes a step runs; rows: a shard's B * T / threads. */
-static double roofline(const lp_config *c, int T, int rows) {
+static double roofline(const lp_config *c, int rows) {
     int d = c->d_model, dm = c->attn_only ? d : c->d_mlp, V = c->vocab;
     const shape all[] = {
-        {T, d, d, 0, 0},       /* q, k, v, o of one sequence */
-        {T, dm, d, 0, 0},      /* MLP up */
-        {T, d, dm, 0, 0},      /* MLP down */
-        {rows, V, d, 0, 1},    /* logits of the shard */
-        {rows, d, V, 0, 0},    /* their gradient back to the final norm */
-        {V, d, rows, 1, 0},    /* wte's gradient from the unembedding */
+        {rows, d, d, 0, 0},    /* q, k, v, o of the shard */
+        {rows, dm, d, 0, 0},   /* MLP up */
+        {rows, d, dm, 0, 0},   /* MLP down */
+        {64, V, d, 0, 1},      /* logits of the loss head's 64 rows (train.c's HEAD_ROWS) */
+        {64, d, V, 0, 0},      /* their gradient back to the final norm */
+        {V, d, 64, 1, 0},      /* wte's gradient from them */
         {d, dm, rows, 1, 0},   /* a weight gradient (c_fc) */
     };
     int n = (int)(sizeof all / sizeof all[0]);
@@ -76,16 +77,37 @@ static double train_flops(const lp_config *c, int T) {
     return 6 * matmul + attention;
 }
 
-static int keep_last(const lp_train_progress *p, void *ctx) {
-    *(lp_train_progress *)ctx = *p;
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
+           1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+/* A run's clock from the end of its second step (the first ones fault in a new run's
+ * activations) to the end of its last: wall and CPU (the process's threads together) seconds. */
+typedef struct {
+    int from, steps;
+    double wall, cpu;
+} timing;
+
+static int clock_steps(const lp_train_progress *p, void *ctx) {
+    timing *t = ctx;
+    if (p->step == t->from) {
+        t->wall = -now_s();
+        t->cpu = -cpu_s();
+    } else if (p->step == t->steps) {
+        t->wall += now_s();
+        t->cpu += cpu_s();
+    }
     return 0;
 }
 
-static lp_train_progress train_run(lp_model *m, const int *data, size_t n, lp_train_options o, int steps) {
-    lp_train_progress last = {0};
+static timing train_run(lp_model *m, const int *data, size_t n, lp_train_options o, int steps) {
+    timing t = {.from = 2, .steps = steps};
     o.steps = steps;
-    if (lp_train(m, data, n, NULL, 0, &o, keep_last, &last)) die("training");
-    return last;
+    if (lp_train(m, data, n, NULL, 0, &o, clock_steps, &t)) die("training");
+    return t;
 }
 
 int main(int argc, char **argv) {
@@ -118,7 +140,7 @@ int main(int argc, char **argv) {
     o.eval_every = 0;
     int B = o.B, T = o.T, threads = o.threads ? o.threads : 1;
     double flops = train_flops(c, T);
-    double one = roofline(c, T, B * T / threads);
+    double one = roofline(c, B * T / threads);
     double load;
     if (getloadavg(&load, 1) == 1 && load > 0.5)
         printf("note: load average %.2f before the runs: other work shares the cores\n", load);
@@ -126,15 +148,24 @@ int main(int argc, char **argv) {
     int counts[] = {threads, 1};
     for (int i = 0; i < (threads > 1 ? 2 : 1); i++) {
         o.threads = counts[i];
-        lp_train_progress warm = train_run(m, data, n, o, 3);
-        int steps = (int)(secs * warm.tokens_per_s / (B * T));
-        if (steps < 5) steps = 5;
-        lp_train_progress p = train_run(m, data, n, o, steps);
-        double gflops = p.tokens_per_s * flops / 1e9, roof = one * o.threads;
+        timing warm = train_run(m, data, n, o, 3);
+        int steps = 2 + (int)(secs / warm.wall);
+        if (steps < 7) steps = 7;
+        timing t = train_run(m, data, n, o, steps);
+        double tok = (double)(steps - 2) * B * T, rate = tok / t.wall, gflops = rate * flops / 1e9;
+        double roof = one * o.threads;
         printf("train (default recipe: %d layers, d %d, %d heads, vocab %d, batch %d x %d): %d thread%s %.1fk tok/s "
                "= %.1f GFLOP/s (%d steps in %.1f s) | roofline %d x %.0f GFLOP/s | %.0f%% of roofline\n",
-               c->n_layer, c->d_model, c->n_head, c->vocab, B, T, o.threads, o.threads == 1 ? "" : "s",
-               p.tokens_per_s / 1e3, gflops, steps, p.elapsed_s, o.threads, one, 100.0 * gflops / roof);
+               c->n_layer, c->d_model, c->n_head, c->vocab, B, T, o.threads, o.threads == 1 ? "" : "s", rate / 1e3,
+               gflops, steps - 2, t.wall, o.threads, one, 100.0 * gflops / roof);
+        /* On a shared machine the run waits for the cores: its CPU time is what it had of
+         * them, so tokens per CPU-second times its threads is its rate on cores of its own
+         * (a little under that: the other work shares the caches and memory too). */
+        if (load > 0.5 && t.cpu > 0.0) {
+            double own = tok / t.cpu * o.threads;
+            printf("  by its CPU time (%.1f s): %.1fk tok/s = %.0f%% of roofline on cores of its own\n", t.cpu,
+                   own / 1e3, 100.0 * own * flops / 1e9 / roof);
+        }
     }
     free(data);
     lp_model_free(m);
