@@ -9,7 +9,8 @@
  * its input token, and `t` goes to the next decoder position. An attribution that is a step
  * of a series (attr --from, generate --attr) shows the series as a matrix beside the tokens:
  * a column per explained token, a row per input position, each column on its own scale; `t`
- * walks the steps. */
+ * walks the steps. An attribution `eval` judged shows its measures and its deletion and
+ * insertion curves as a plot beside the tokens. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,9 @@ typedef struct {
     int *step_pos;           /* (n_steps) the position each step explains (its token's) */
     long long *step_attr;    /* (n_steps) each step's attribution id */
     double prob, entropy;    /* the shown step's */
+    json_t *judged;          /* the newest evaluation of the shown attribution (evaluations_view row), or NULL */
+    double *curve[2];        /* its deletion and insertion curves (n_curve points each) */
+    int n_curve;
 } attr_state;
 
 static void *attr_open(lp_browser *b) {
@@ -59,8 +63,18 @@ static void clear_series(attr_state *st) {
     st->n_steps = st->rows = 0;
 }
 
+static void clear_judged(attr_state *st) {
+    json_decref(st->judged);
+    free(st->curve[0]);
+    free(st->curve[1]);
+    st->judged = NULL;
+    st->curve[0] = st->curve[1] = NULL;
+    st->n_curve = 0;
+}
+
 static void clear(attr_state *st) {
     clear_series(st);
+    clear_judged(st);
     json_decref(st->list);
     json_decref(st->stored);
     free(st->scores);
@@ -148,6 +162,30 @@ static void load_series(attr_state *st, lp_browser *b, long long id) {
     json_decref(cells);
 }
 
+/* The newest evaluation of attribution id, with its deletion and insertion curves. */
+static void load_judged(attr_state *st, lp_browser *b, long long id) {
+    clear_judged(st);
+    json_t *rows = lp_browser_query(b, "SELECT * FROM evaluations_view WHERE attribution_id = ?1 ORDER BY id DESC LIMIT 1",
+                                    json_pack("[I]", (json_int_t)id));
+    json_t *e = json_array_get(rows, 0);
+    if (e) st->judged = json_incref(e);
+    json_decref(rows);
+    if (!st->judged) return;
+    static const char *const CURVES[2] = {"deletion", "insertion"};
+    for (int c = 0; c < 2; c++) {
+        json_t *pts = lp_browser_query(b, "SELECT i, value FROM evaluation_curves WHERE evaluation_id = ?1 AND curve = ?2 ORDER BY i",
+                                       json_pack("[Is]", (json_int_t)lp_row_int(st->judged, "id", 0), CURVES[c]));
+        int n = (int)json_array_size(pts);
+        st->curve[c] = calloc((size_t)n + 1, sizeof *st->curve[c]);
+        size_t i;
+        json_t *pt;
+        json_array_foreach(pts, i, pt) if (st->curve[c]) st->curve[c][i] = lp_row_real(pt, "value");
+        st->n_curve = c == 0 ? n : (n < st->n_curve ? n : st->n_curve);
+        json_decref(pts);
+    }
+    if (!st->curve[0] || !st->curve[1]) clear_judged(st);
+}
+
 static void load_scores(attr_state *st, lp_browser *b) {
     free(st->scores);
     free(st->src);
@@ -160,6 +198,7 @@ static void load_scores(attr_state *st, lp_browser *b) {
     load_side(b, id, "target", &st->scores, &st->n, &st->maxabs); /* the run's own tokens (schema 4) */
     if (b->S > 0) load_side(b, id, "source", &st->src, &st->n_src, &st->maxabs);
     if (b->S == 0) load_series(st, b, id); /* an encoder-decoder's series shows step by step */
+    load_judged(st, b, id);
 }
 
 /* t in a series: the next step's attribution (wrapping). */
@@ -451,6 +490,41 @@ static void draw_matrix(attr_state *st, lp_browser *b, lp_screen *scr, lp_rect a
     }
 }
 
+/* eval's judgement: the measures, then the deletion (d) and insertion (i) curves of f as
+ * positions are removed most-important-first / kept, on one plot: x the positions removed or
+ * kept (0..n), y from the lowest to the highest value of either curve. */
+static void draw_judged(attr_state *st, lp_screen *scr, lp_rect a) {
+    json_t *e = st->judged;
+    lp_screen_printf(scr, a.x, a.y, a.w, LP_COLOR_LABEL, LP_ATTR_BOLD, "eval (%s, f %s = %.4g)", lp_row_str(e, "remove"),
+                     lp_row_str(e, "f"), lp_row_real(e, "f_x"));
+    lp_screen_printf(scr, a.x, a.y + 1, a.w, LP_COLOR_NORMAL, 0,
+                     "comp AOPC %.3g  suff AOPC %.3g  deletion AUC %.3g  insertion AUC %.3g  log-odds %.3g  LOO tau %.3g",
+                     lp_row_real(e, "comprehensiveness_aopc"), lp_row_real(e, "sufficiency_aopc"),
+                     lp_row_real(e, "deletion_auc"), lp_row_real(e, "insertion_auc"), lp_row_real(e, "logodds_drop"),
+                     lp_row_real(e, "loo_tau"));
+    int h = a.h - 3, n = st->n_curve, w = a.w - 8;
+    if (h < 3 || n < 2 || w < 4) return;
+    double lo = INFINITY, hi = -INFINITY;
+    for (int c = 0; c < 2; c++)
+        for (int i = 0; i < n; i++)
+            if (!isnan(st->curve[c][i])) lo = fmin(lo, st->curve[c][i]), hi = fmax(hi, st->curve[c][i]);
+    if (!(hi > lo)) hi = lo + 1;
+    int y0 = a.y + 2;
+    lp_screen_printf(scr, a.x, y0, 7, LP_COLOR_DIM, 0, "%.2g", hi);
+    lp_screen_printf(scr, a.x, y0 + h - 1, 7, LP_COLOR_DIM, 0, "%.2g", lo);
+    for (int y = 0; y < h; y++) lp_screen_put(scr, a.x + 7, y0 + y, 1, "|", LP_COLOR_DIM, 0);
+    for (int c = 0; c < 2; c++)
+        for (int i = 0; i < n; i++) {
+            double v = st->curve[c][i];
+            if (isnan(v)) continue;
+            int x = a.x + 8 + (n == 1 ? 0 : (int)lround((double)i * (w - 1) / (n - 1)));
+            int y = y0 + (int)lround((hi - v) / (hi - lo) * (h - 1));
+            lp_screen_put(scr, x, y, 1, c == 0 ? "d" : "i", c == 0 ? LP_COLOR_BAR_ATTN : LP_COLOR_BAR_MLP, LP_ATTR_BOLD);
+        }
+    lp_screen_printf(scr, a.x + 8, y0 + h, w, LP_COLOR_DIM, 0, "0 .. %d positions removed (d: deletion) or kept (i: insertion)",
+                     n - 1);
+}
+
 /* The tokens: an encoder-decoder's source line above its target line. */
 static void draw_flows(attr_state *st, lp_browser *b, lp_screen *scr, lp_rect a) {
     int y = a.y;
@@ -517,7 +591,15 @@ static void attr_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
         lp_screen_printf(scr, a.x + 1, a.y + 1, a.w - 1, LP_COLOR_DIM, 0, "params %s  %s   \xE2\x86\x91\xE2\x86\x93 other attributions",
                          lp_row_str(at, "params"), lp_row_str(at, "created_at"));
     lp_rect body = {a.x + 1, a.y + 3, a.w - 2, a.h - 3};
-    if (st->series && st->n_steps > 0 && body.h > 8) { /* the tokens above, the series' matrix below */
+    if (st->judged && !st->series && body.h > 12) { /* the tokens and their table above, eval's plot below */
+        int top = body.h - 11;
+        lp_rect flow = {body.x, body.y, body.w - TABLE_W - 2, top}, table = {body.x + body.w - TABLE_W, body.y, TABLE_W, top};
+        if (body.w < 60 + TABLE_W) flow.w = body.w, table.h = 0;
+        lp_rect plot = {body.x, body.y + top + 1, body.w, 10};
+        draw_flows(st, b, scr, flow);
+        if (table.h > 0) draw_table(st, b, scr, table);
+        draw_judged(st, scr, plot);
+    } else if (st->series && st->n_steps > 0 && body.h > 8) { /* the tokens above, the series' matrix below */
         lp_rect flow = {body.x, body.y, body.w, 4};
         lp_rect matrix = {body.x, body.y + 5, body.w, body.h - 5};
         draw_flows(st, b, scr, flow);

@@ -311,6 +311,14 @@ keys t
 expect "t: the series' next step (wrapping to the first)" 5 "series 1 step 1/3: p 0.961"
 quit_with "q after the series" 0 q q
 
+# 5b3. An attribution eval judged: its measures and its deletion/insertion plot under the tokens.
+start "TERM=xterm-256color '$LOUPE' -d '$tmp/eval.db' --tui models/default -e 'run When Mary and John went to the store, John gave a drink to' -e 'eval gxi --samples 2'"
+expect "eval in the browser" 10 "run 1"
+keys 4
+expect "the judged attribution's measures" 5 "eval (delete, f prob = 0.9611)"
+expect "its curves' plot" 5 "positions removed (d: deletion) or kept (i: insertion)"
+quit_with "q after eval" 0 q q
+
 # 5c. An encoder-decoder's analyses in the browser: attr's source and target lines coloured
 # on one scale (both lines carry the diverging scale's colours), the decoder position named,
 # t to the next one; the heads view's stored scan rows for each attention (x); m recording
