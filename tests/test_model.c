@@ -8,10 +8,12 @@
 
 #include <jansson.h>
 #include <dirent.h>
+#include <float.h>
 #include <math.h>
 
 #include "fuzz/config_model.h"
 #include "helpers.h"
+#include "arch/model_impl.h"
 #include "loupe/error.h"
 #include "loupe/fileio.h"
 #include "loupe/model.h"
@@ -394,6 +396,28 @@ static void poke_tensor(const char *st, const char *name, size_t at, const void 
     free(buf);
 }
 
+/* The scan is cut into chunks shared among threads: it must still name the first bad float,
+ * not the first one a thread happened to find, in every position of a block and chunk. */
+static void nonfinite_scan_names_the_first_index(void **state) {
+    (void)state;
+    size_t n = ((size_t)1 << 20) + 77; /* four chunks of 2^18 and a tail */
+    float *x = calloc(n, sizeof *x);
+    assert_non_null(x);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(i % 1000) - 500.0f;
+    assert_int_equal(lp_first_nonfinite(x, n), -1);
+    x[n - 1] = NAN; /* in the tail */
+    assert_int_equal(lp_first_nonfinite(x, n), (long)(n - 1));
+    x[(size_t)3 << 18] = INFINITY; /* a later chunk's first float */
+    x[((size_t)1 << 18) + 300] = -INFINITY; /* an earlier chunk, inside a block */
+    assert_int_equal(lp_first_nonfinite(x, n), (long)(((size_t)1 << 18) + 300));
+    x[5] = NAN;
+    assert_int_equal(lp_first_nonfinite(x, n), 5);
+    assert_int_equal(lp_first_nonfinite(x, 5), -1);
+    x[3] = FLT_MAX; /* large, but finite */
+    assert_int_equal(lp_first_nonfinite(x, 5), -1);
+    free(x);
+}
+
 /* Inf or NaN in the weights made runs print "null" or short arrays; now the load refuses
  * them, naming the tensor and the index. */
 static void nonfinite_weights_are_refused_at_load(void **state) {
@@ -526,6 +550,7 @@ int main(void) {
         cmocka_unit_test(config_sizes_out_of_range_are_refused),
         cmocka_unit_test(llama2c_header_int_min_is_refused),
         cmocka_unit_test(nonfinite_weights_are_refused_at_load),
+        cmocka_unit_test(nonfinite_scan_names_the_first_index),
         cmocka_unit_test(json_files_above_the_size_caps_are_refused),
         cmocka_unit_test(forward_overflow_is_a_clear_error),
         cmocka_unit_test(config_fuzz_corpus_replays),
