@@ -170,19 +170,12 @@ static void rope(float *x, int n, int heads, int dh, lp_pos_kind kind, const flo
         }
 }
 
-/* Blocks of LP_VBLOCK floats (what -O2's cheap cost model vectorises), in place. */
-static void exp_block(float *r, float mx) {
-    for (int i = 0; i < LP_VBLOCK; i++) r[i] = lp_vexp(r[i] - mx);
-}
+/* expf of anything below -88 is under FLT_MIN (a denormal, or 0): taken as 0 without
+ * calling expf, whose underflow path is slow (T5's unscaled scores reach it often). Such an
+ * entry is under 1e-38, where it changes no sum the pattern enters. */
+#define EXP_FLOOR (-88.0f)
 
-static void scale_block(float *r, float s) {
-    for (int i = 0; i < LP_VBLOCK; i++) r[i] *= s;
-}
-
-/* Softmax of row[0..len) in place; row[len..ld) set to 0 (the causal mask). exp is lp_vexp
- * (relative error 3e-7; below -87 it gives 1.6e-38, not 0, which changes no sum a pattern
- * enters); each block's sum is taken in float lanes and the blocks' sums in double, an
- * order fixed by len alone. */
+/* Softmax of row[0..len) in place; row[len..ld) set to 0 (the causal mask). */
 static void softmax_causal(float *row, int len, int ld) {
     float mx = row[0];
     int body = len - len % 16;
@@ -196,19 +189,22 @@ static void softmax_causal(float *row, int len, int ld) {
     }
     for (int j = body; j < len; j++)
         if (row[j] > mx) mx = row[j];
-    double sum = 0.0;
-    int j = 0;
-    for (; j + LP_VBLOCK <= len; j += LP_VBLOCK) {
-        exp_block(row + j, mx);
-        sum += lp_vsum_block(row + j);
-    }
-    for (; j < len; j++) {
-        row[j] = lp_vexp(row[j] - mx);
+    double acc[LANES] = {0};
+    int sbody = len - len % LANES;
+    for (int j = 0; j < sbody; j += LANES)
+        for (int k = 0; k < LANES; k++) {
+            float e = row[j + k] - mx;
+            row[j + k] = e < EXP_FLOOR ? 0.0f : expf(e);
+            acc[k] += row[j + k];
+        }
+    double sum = sum_lanes(acc);
+    for (int j = sbody; j < len; j++) {
+        float e = row[j] - mx;
+        row[j] = e < EXP_FLOOR ? 0.0f : expf(e);
         sum += row[j];
     }
     float inv = (float)(1.0 / sum);
-    for (j = 0; j + LP_VBLOCK <= len; j += LP_VBLOCK) scale_block(row + j, inv);
-    for (; j < len; j++) row[j] *= inv;
+    for (int j = 0; j < len; j++) row[j] *= inv;
     if (ld > len) memset(row + len, 0, (size_t)(ld - len) * sizeof *row);
 }
 
