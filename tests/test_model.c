@@ -8,10 +8,12 @@
 
 #include <jansson.h>
 #include <dirent.h>
+#include <float.h>
 #include <math.h>
 
 #include "fuzz/config_model.h"
 #include "helpers.h"
+#include "arch/model_impl.h"
 #include "loupe/error.h"
 #include "loupe/fileio.h"
 #include "loupe/model.h"
@@ -394,6 +396,55 @@ static void poke_tensor(const char *st, const char *name, size_t at, const void 
     free(buf);
 }
 
+/* A checkpoint's mapping asks for huge pages (VmFlags "hg" in /proc/self/smaps): read ahead
+ * into 2 MB folios, the weights cost OpenBLAS's packing far fewer page walks. */
+static void weights_are_mapped_with_huge_pages_requested(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char m[512], st[600];
+    make_gpt2(dir, m, sizeof m, "--vocab 16384 --d-model 64"); /* 4 MB of embeddings */
+    snprintf(st, sizeof st, "%s/model.safetensors", m);
+    lp_model *model;
+    assert_int_equal(lp_model_load(&model, m, NULL), LP_OK);
+    FILE *f = fopen("/proc/self/smaps", "r");
+    assert_non_null(f);
+    char line[1024];
+    bool in_map = false, found = false, huge = false;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) /* a mapping's first line */
+            in_map = strstr(line, st) != NULL, found |= in_map;
+        else if (in_map && strncmp(line, "VmFlags:", 8) == 0 && strstr(line, " hg")) huge = true;
+    }
+    fclose(f);
+    lp_model_free(model);
+    rm_tree(dir);
+    assert_true(found);
+    assert_true(huge);
+}
+
+/* The scan is cut into chunks shared among threads: it must still name the first bad float,
+ * not the first one a thread happened to find, in every position of a block and chunk. */
+static void nonfinite_scan_names_the_first_index(void **state) {
+    (void)state;
+    size_t n = ((size_t)1 << 20) + 77; /* four chunks of 2^18 and a tail */
+    float *x = calloc(n, sizeof *x);
+    assert_non_null(x);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(i % 1000) - 500.0f;
+    assert_int_equal(lp_first_nonfinite(x, n), -1);
+    x[n - 1] = NAN; /* in the tail */
+    assert_int_equal(lp_first_nonfinite(x, n), (long)(n - 1));
+    x[(size_t)3 << 18] = INFINITY; /* a later chunk's first float */
+    x[((size_t)1 << 18) + 300] = -INFINITY; /* an earlier chunk, inside a block */
+    assert_int_equal(lp_first_nonfinite(x, n), (long)(((size_t)1 << 18) + 300));
+    x[5] = NAN;
+    assert_int_equal(lp_first_nonfinite(x, n), 5);
+    assert_int_equal(lp_first_nonfinite(x, 5), -1);
+    x[3] = FLT_MAX; /* large, but finite */
+    assert_int_equal(lp_first_nonfinite(x, 5), -1);
+    free(x);
+}
+
 /* Inf or NaN in the weights made runs print "null" or short arrays; now the load refuses
  * them, naming the tensor and the index. */
 static void nonfinite_weights_are_refused_at_load(void **state) {
@@ -526,6 +577,8 @@ int main(void) {
         cmocka_unit_test(config_sizes_out_of_range_are_refused),
         cmocka_unit_test(llama2c_header_int_min_is_refused),
         cmocka_unit_test(nonfinite_weights_are_refused_at_load),
+        cmocka_unit_test(nonfinite_scan_names_the_first_index),
+        cmocka_unit_test(weights_are_mapped_with_huge_pages_requested),
         cmocka_unit_test(json_files_above_the_size_caps_are_refused),
         cmocka_unit_test(forward_overflow_is_a_clear_error),
         cmocka_unit_test(config_fuzz_corpus_replays),

@@ -757,6 +757,46 @@ static void test_malformed_merges_txt_is_rejected_with_line_number(void **state)
     unlink(merges);
 }
 
+/* vocab.json is read without jansson when it is a plain object of ids: escapes, surrogate
+ * pairs and raw UTF-8 decode as jansson decodes them, and whatever the fast path does not
+ * take outright (a key twice, a float, bytes that are not UTF-8) is jansson's to decide,
+ * with jansson's answer or message. */
+static void test_vocab_json_fast_path_agrees_with_jansson(void **state) {
+    (void)state;
+    char vocab[256], merges[256];
+    write_text("m.txt", "#version: 0.2\na b\n", merges, sizeof merges);
+    write_text("v.json",
+               " {\"a\": 0, \"b\":1,\n\t\"ab\" : 2, \"\\u0120\": 3, \"\xc4\xa0x\": 4, \"\\\"q\\\\\": 5,"
+               " \"\\ud83d\\ude00\": 6, \"\\/\\n\": 7, \"\xe2\x82\xac\": 10, \"<|endoftext|>\": 8} \n",
+               vocab, sizeof vocab);
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_gpt2(&t, vocab, merges), LP_OK);
+    const char *piece[] = {"a", "b", "ab", "\xc4\xa0", "\xc4\xa0x", "\"q\\", "\xf0\x9f\x98\x80", "/\n", "\xe2\x82\xac"};
+    const int id[] = {0, 1, 2, 3, 4, 5, 6, 7, 10};
+    for (int i = 0; i < 9; i++) assert_int_equal(lp_tokenizer_piece_to_id(t, piece[i]), id[i]);
+    assert_int_equal(lp_tokenizer_vocab_size(t), 11);
+    assert_int_equal(lp_tokenizer_eos(t), 8);
+    lp_tokenizer_free(t);
+    /* a key twice: jansson keeps its last id, so "a" is 3 and id 0 has no piece */
+    write_text("v.json", "{\"a\": 0, \"b\": 1, \"ab\": 2, \"\\u0061\": 3}", vocab, sizeof vocab);
+    assert_int_equal(lp_tokenizer_load_gpt2(&t, vocab, merges), LP_OK);
+    assert_int_equal(lp_tokenizer_piece_to_id(t, "a"), 3);
+    lp_tokenizer_free(t);
+    const char *bad[][2] = {{"{\"a\": 0, \"b\": 1.5, \"ab\": 2}", "not an integer"},
+                            {"{\"a\": 0, \"b\": -1, \"ab\": 2}", "not an integer"},
+                            {"{\"a\": 0, \"b\": 1, \"ab\": 2,}", "not valid JSON"},
+                            {"{\"a\": 0, \"\xc3\": 1, \"ab\": 2}", "not valid JSON"},
+                            {"{\"a\": 0, \"b\\ud800\": 1, \"ab\": 2}", "not valid JSON"},
+                            {"{}", "empty"}};
+    for (int i = 0; i < 6; i++) {
+        write_text("v.json", bad[i][0], vocab, sizeof vocab);
+        assert_int_equal(lp_tokenizer_load_gpt2(&t, vocab, merges), LP_EFORMAT);
+        if (!strstr(lp_errmsg(), bad[i][1])) fail_msg("%s: %s", bad[i][0], lp_errmsg());
+    }
+    unlink(vocab);
+    unlink(merges);
+}
+
 /* ---------------------------------------------------------------- WordPiece (BERT) */
 
 #define WP_DIR "tests/fixtures/wordpiece"
@@ -1394,6 +1434,7 @@ int main(void) {
         cmocka_unit_test(test_malformed_tokenizer_json_is_rejected_with_a_message),
         cmocka_unit_test(test_deep_sequences_and_huge_files_are_named),
         cmocka_unit_test(test_malformed_merges_txt_is_rejected_with_line_number),
+        cmocka_unit_test(test_vocab_json_fast_path_agrees_with_jansson),
         cmocka_unit_test(test_expanding_normalizer_is_refused_at_the_size_limit),
         cmocka_unit_test(test_wordpiece_vocab_txt_matches_hf_reference),
         cmocka_unit_test(test_wordpiece_tokenizer_json_matches_hf_reference),

@@ -121,7 +121,8 @@ int lp_model_linear(lp_model *m, const char *name, int in, int out, bool bias, l
 int lp_model_vector(lp_model *m, const char *name, int n, const float **out);
 /* Takes ownership of a malloc'd buffer. */
 int lp_model_own(lp_model *m, float *buf);
-/* The first non-finite value among n floats, or -1: the load-time weight scan. */
+/* The first non-finite value among n floats, or -1: the load-time weight scan. Shared among
+ * the compute threads (lp_parallel_for: call it between BLAS calls, as a load and a run do). */
 long lp_first_nonfinite(const float *x, size_t n);
 
 /* The sizes loupe accepts from any checkpoint (config.json or a llama2.c header): far above

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "loupe/error.h"
@@ -300,6 +301,12 @@ static int open_one(lp_safetensors *st, const char *path) {
     lp_mapping map;
     int rc = lp_file_map(&map, path);
     if (rc != LP_OK) return rc;
+    /* Huge pages for the weights where the kernel can (a hint; refused, nothing changes): a
+     * file read through this mapping is then read ahead into 2 MB folios, each mapped by one
+     * page-table entry. OpenBLAS packs a weight matrix walking down its rows, a page apart;
+     * with 4 KB pages the page walks took about a fifth of a forward's products (one thread's
+     * CPU time at T=128 on GPT-2 small: 256-266 ms fully 2 MB-mapped, 311-375 ms mixed). */
+    if (map.size >= ((size_t)2 << 20)) (void)madvise((void *)map.data, map.size, MADV_HUGEPAGE);
     int file;
     rc = add_file(st, path, &map, &file);
     if (rc != LP_OK) {

@@ -132,6 +132,170 @@ static int load_vocab_object(lp_tokenizer *t, json_t *vocab, const char *path, i
     return LP_OK;
 }
 
+/* vocab.json's common form, a flat object of "piece": id, read without building a JSON tree
+ * (jansson's object of 50k keys took half of GPT-2's tokenizer load). Anything this does not
+ * accept outright (a float, a negative or huge id, a duplicate key, an escape it does not
+ * know, bytes that are not UTF-8, \u0000) sends the file to jansson, whose answer, or error
+ * message, stands: the fast path only ever agrees with it. */
+typedef struct {
+    uint32_t off, len; /* the decoded piece in keys */
+    int id;
+} flat_entry;
+
+static size_t skip_ws(const char *s, size_t i, size_t n) {
+    while (i < n && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r' || s[i] == '\t')) i++;
+    return i;
+}
+
+static int hex4(const char *s) {
+    int v = 0;
+    for (int k = 0; k < 4; k++) {
+        int c = s[k], d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if it is not one: no overlong
+ * forms, no surrogates, nothing above U+10FFFF (what jansson accepts). */
+static size_t utf8_len(const unsigned char *p, size_t n) {
+    unsigned c = p[0];
+    size_t len = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (!len || len > n) return 0;
+    for (size_t k = 1; k < len; k++)
+        if ((p[k] & 0xc0) != 0x80) return 0;
+    if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] >= 0xa0) || (c == 0xf0 && p[1] < 0x90) ||
+        (c == 0xf4 && p[1] >= 0x90))
+        return 0;
+    return len;
+}
+
+static size_t put_utf8(char *o, uint32_t cp) {
+    if (cp < 0x80) return o[0] = (char)cp, 1;
+    if (cp < 0x800) return o[0] = (char)(0xc0 | cp >> 6), o[1] = (char)(0x80 | (cp & 0x3f)), 2;
+    if (cp < 0x10000)
+        return o[0] = (char)(0xe0 | cp >> 12), o[1] = (char)(0x80 | ((cp >> 6) & 0x3f)), o[2] = (char)(0x80 | (cp & 0x3f)), 3;
+    o[0] = (char)(0xf0 | cp >> 18), o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f)), o[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* The string whose opening quote is at s[*i], decoded onto keys + *ko; false if it is not
+ * one the fast path takes. */
+static bool flat_string(const char *s, size_t n, size_t *i, char *keys, size_t *ko) {
+    size_t j = *i + 1, o = *ko;
+    for (;;) {
+        if (j >= n) return false;
+        unsigned char c = (unsigned char)s[j];
+        if (c == '"') break;
+        if (c < 0x20) return false;
+        if (c != '\\') {
+            size_t len = utf8_len((const unsigned char *)s + j, n - j);
+            if (!len) return false;
+            memcpy(keys + o, s + j, len);
+            o += len, j += len;
+            continue;
+        }
+        if (j + 1 >= n) return false;
+        char e = s[j + 1];
+        const char *simple = strchr("\"\\/bfnrt", e);
+        if (e && simple) {
+            keys[o++] = "\"\\/\b\f\n\r\t"[simple - "\"\\/bfnrt"];
+            j += 2;
+            continue;
+        }
+        if (e != 'u' || j + 6 > n) return false;
+        int cp = hex4(s + j + 2);
+        j += 6;
+        if (cp <= 0 || (cp >= 0xdc00 && cp <= 0xdfff)) return false; /* \u0000, a lone low surrogate */
+        if (cp >= 0xd800 && cp <= 0xdbff) {                              /* a pair, or jansson's error */
+            if (j + 6 > n || s[j] != '\\' || s[j + 1] != 'u') return false;
+            int lo = hex4(s + j + 2);
+            if (lo < 0xdc00 || lo > 0xdfff) return false;
+            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            j += 6;
+        }
+        o += put_utf8(keys + o, (uint32_t)cp); /* an escape is never shorter than what it makes */
+    }
+    *i = j + 1;
+    *ko = o;
+    return true;
+}
+
+/* Parses text (len bytes) as a flat object of string keys and integer ids in [0, 2^24); on
+ * success *ents and *keys are new arrays the caller frees. */
+static bool parse_flat_vocab(const char *s, size_t n, flat_entry **ents, size_t *count, char **keys) {
+    size_t cap = 1024, cnt = 0, ko = 0, i = skip_ws(s, 0, n);
+    flat_entry *e = malloc(cap * sizeof *e);
+    char *k = malloc(n + 1);
+    if (!e || !k || i >= n || s[i] != '{') goto no;
+    for (i++;;) {
+        i = skip_ws(s, i, n);
+        if (i >= n || s[i] != '"') goto no; /* also {}: jansson's path says it is empty */
+        size_t start = ko;
+        if (!flat_string(s, n, &i, k, &ko)) goto no;
+        i = skip_ws(s, i, n);
+        if (i >= n || s[i] != ':') goto no;
+        i = skip_ws(s, i + 1, n);
+        long id = 0;
+        size_t d0 = i;
+        while (i < n && s[i] >= '0' && s[i] <= '9' && id < (1 << 24)) id = id * 10 + (s[i++] - '0');
+        if (i == d0 || id >= (1 << 24) || (s[d0] == '0' && i - d0 > 1)) goto no;
+        i = skip_ws(s, i, n);
+        if (cnt == cap) {
+            flat_entry *g = realloc(e, 2 * cap * sizeof *e);
+            if (!g) goto no;
+            e = g, cap *= 2;
+        }
+        e[cnt++] = (flat_entry){(uint32_t)start, (uint32_t)(ko - start), (int)id};
+        if (i < n && s[i] == ',') {
+            i++;
+            continue;
+        }
+        if (i >= n || s[i] != '}') goto no; /* a float, an exponent, a stray character */
+        break;
+    }
+    if (skip_ws(s, i + 1, n) != n) goto no;
+    *ents = e, *count = cnt, *keys = k;
+    return true;
+no:
+    free(e);
+    free(k);
+    return false;
+}
+
+/* vocab.json through the fast path into t, indexed: true when done (or failed for want of
+ * memory: *rc), false when jansson must read it instead (t is then to be made afresh). */
+static bool load_vocab_fast(lp_tokenizer *t, const char *path, int *rc) {
+    lp_mapping map;
+    *rc = LP_OK;
+    if (lp_file_map(&map, path) != LP_OK || map.size > LP_JSON_MAX_TOKENIZER) {
+        lp_file_unmap(&map);
+        return false;
+    }
+    flat_entry *e;
+    size_t n;
+    char *keys;
+    bool ok = map.size && parse_flat_vocab((const char *)map.data, map.size, &e, &n, &keys);
+    lp_file_unmap(&map);
+    if (!ok) return false;
+    long long max_id = -1;
+    for (size_t i = 0; i < n; i++)
+        if (e[i].id > max_id) max_id = e[i].id;
+    ok = (size_t)max_id <= 2 * n + 4096; /* else jansson's path names the problem */
+    if (ok && !(*rc = lp_tok_alloc_vocab(t, (int)max_id + 1)))
+        for (size_t i = 0; i < n && !*rc; i++) *rc = lp_tok_set_piece(t, e[i].id, keys + e[i].off, e[i].len);
+    if (ok && !*rc) *rc = lp_tok_index_pieces(t);
+    /* a key twice (or two spellings of one): jansson keeps one id per key, so it decides */
+    for (size_t i = 0; ok && !*rc && i < n; i++)
+        if (lp_tok_piece_find(t, keys + e[i].off, e[i].len) != e[i].id) ok = false;
+    free(e);
+    free(keys);
+    return ok || *rc;
+}
+
 static int load_json_file(const char *path, json_t **out) {
     return lp_json_load_file(path, LP_JSON_MAX_TOKENIZER, 0, out);
 }
@@ -175,10 +339,16 @@ static int load_gpt2(lp_tokenizer **out, const char *vocab_json_path, const char
     sbuf scratch = {0};
     lp_tokenizer *t = lp_tok_new(LP_TOK_BYTE_BPE, vocab_json_path);
     if (!t) return lp_error(LP_ENOMEM, "%s: out of memory", vocab_json_path);
-    int rc = load_json_file(vocab_json_path, &vocab);
+    int rc;
+    if (!load_vocab_fast(t, vocab_json_path, &rc)) {
+        lp_tokenizer_free(t); /* what the fast path left in it */
+        if (!(t = lp_tok_new(LP_TOK_BYTE_BPE, vocab_json_path)))
+            return lp_error(LP_ENOMEM, "%s: out of memory", vocab_json_path);
+        rc = load_json_file(vocab_json_path, &vocab);
+        if (!rc) rc = load_vocab_object(t, vocab, vocab_json_path, -1);
+        if (!rc) rc = lp_tok_index_pieces(t);
+    }
     if (!rc) rc = lp_file_read_new(merges_txt_path, &merges, &merges_len);
-    if (!rc) rc = load_vocab_object(t, vocab, vocab_json_path, -1);
-    if (!rc) rc = lp_tok_index_pieces(t);
     if (rc) goto done;
 
     size_t lines = 1;
@@ -201,8 +371,11 @@ static int load_gpt2(lp_tokenizer **out, const char *vocab_json_path, const char
                           merges_txt_path, line_no, (int)(n > 60 ? 60 : n), line);
             goto done;
         }
-        char where[32];
-        snprintf(where, sizeof where, "line %zu", line_no);
+        char where[32] = "line ", digits[24]; /* snprintf for each of 50k lines was 5% of a load */
+        int nd = 0;
+        for (size_t v = line_no; v || !nd; v /= 10) digits[nd++] = (char)('0' + v % 10);
+        for (int k = 0; k < nd; k++) where[5 + k] = digits[nd - 1 - k];
+        where[5 + nd] = '\0';
         rc = lp_tok_merge_add(t, line, (size_t)(sp - line), sp + 1, (size_t)(line + n - sp - 1), rank++, &scratch,
                               where);
         if (rc) goto done;

@@ -30,6 +30,7 @@
 #include "loupe/model.h"
 #include "loupe/run.h"
 #include "loupe/tokenizer.h"
+#include "arch/model_impl.h"
 #include "commands/cmd.h"
 #include "sgemm_rate.h"
 
@@ -98,6 +99,51 @@ static double roofline(const lp_config *c, int quick) {
     }
     printf("sgemm roofline: %.1f GFLOP/s (best of %d shapes, MxNxK GFLOP/s: %s)\n", best, n, detail);
     return best;
+}
+
+static double median_of(double *t, int n);
+
+/* The honest roofline for a forward's products: the same sgemm calls the forward makes
+ * (q|k|v fused where it is, o, the MLP, the unembedding, on the model's own weights, in
+ * order, beta 0), back to back with nothing between them, medians of reps. The roofline's
+ * shapes repeat one warm matrix; a forward streams 500 MB of weights that no cache holds,
+ * so this is what its products can reach, and the forward's own sgemm time beside it shows
+ * what the code between them costs the products. Seconds per forward: linear, unembed. */
+static void products_alone(const lp_model *m, int T, int reps, double *lin_s, double *unemb_s) {
+    const lp_config *c = lp_model_config(m);
+    size_t w = (size_t)(c->d_mlp > 3 * c->d_model ? c->d_mlp : 3 * c->d_model);
+    float *x = malloc((size_t)T * w * sizeof *x), *y = malloc((size_t)T * (w > (size_t)c->vocab ? w : (size_t)c->vocab) * sizeof *y);
+    double *tl = malloc(2 * (size_t)reps * sizeof *tl), *tu = tl + reps;
+    if (!x || !y || !tl) exit(1);
+    for (size_t i = 0; i < (size_t)T * w; i++) x[i] = (float)(i % 1000) * 1e-3f - 0.5f;
+    for (int r = 0; r < reps; r++) {
+        double t = now_s();
+        for (int l = 0; l < c->n_layer; l++) {
+            const lp_layer *ly = &m->layers[l];
+            lp_linear qkv = ly->q;
+            bool fused = !ly->q.trans && ly->q.ld == ly->q.out + ly->k.out + ly->v.out && ly->k.w == ly->q.w + ly->q.out;
+            if (fused) qkv.out = ly->q.ld;
+            const lp_linear *mats[] = {&qkv, &ly->k, &ly->v, &ly->o, &ly->gate, &ly->up, &ly->down};
+            for (size_t k = 0; k < sizeof mats / sizeof *mats; k++) {
+                const lp_linear *lin = mats[k];
+                if (!lin->w || (fused && (k == 1 || k == 2))) continue;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, lin->trans ? CblasTrans : CblasNoTrans, T, lin->out, lin->in,
+                            1.0f, x, lin->in, lin->w, lin->ld, 0.0f, y, lin->out);
+            }
+        }
+        tl[r] = now_s() - t;
+        t = now_s();
+        const lp_linear *u = &m->unembed;
+        if (u->w)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, u->trans ? CblasTrans : CblasNoTrans, T, u->out, u->in, 1.0f, x,
+                        u->in, u->w, u->ld, 0.0f, y, u->out);
+        tu[r] = now_s() - t;
+    }
+    *lin_s = median_of(tl, reps);
+    *unemb_s = median_of(tu, reps);
+    free(x);
+    free(y);
+    free(tl);
 }
 
 /* FLOPs of a captured run of T tokens, as the engine computes it. */
@@ -211,6 +257,15 @@ static size_t bench_forward(const lp_model *m, int T, int reps, double peak, con
                s > 0 ? prof.flops[k] / prof.secs[k] / 1e9 : 0.0);
     }
     printf("; the rest %.1f ms\n", (med - in_gemm) * 1e3);
+    if (c->head != LP_HEAD_CLASSIFIER) {
+        double lin, un;
+        products_alone(m, T, reps, &lin, &un);
+        double fl = prof.flops[GEMM_LINEAR] / reps, fu = prof.flops[GEMM_UNEMBED] / reps;
+        printf("  the same products alone (the model's weights, in order, nothing between): linear %.1f ms (%.0f "
+               "GFLOP/s), unembed %.1f ms (%.0f GFLOP/s): the forward's products take %.2fx that\n",
+               lin * 1e3, fl / lin / 1e9, un * 1e3, fu / un / 1e9,
+               (prof.secs[GEMM_LINEAR] + prof.secs[GEMM_UNEMBED]) / reps / (lin + un));
+    }
     printf("  a fresh %.0f MB arena would cost ~%.1f ms of page faults (4 KB pages); runs reuse (and grow) the last freed arena, so "
            "only a session's first run longer than any before pays it\n",
            arena / 1e6, touch * 1e3);
