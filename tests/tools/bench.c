@@ -4,6 +4,7 @@
  *   bench --check MODEL     exit status 0 when MODEL loads (run.sh: no need to remake it)
  *   bench --attr MODEL      the attribution lines only (to compare builds of the engine)
  *   bench --record MODEL    recording's share of a run and the first run of a new length only
+ *   bench --generate MODEL  generation only, with where a token's time goes (sgemv by shape)
  * Targets: forward at T=128 within 1.5x of the roofline time; load under 100 ms; peak RSS
  * under the weights plus twice the activations of a T=512 run. An encoder (BERT) gets the
  * forward and attribution (bench_encoder_attr), not generation or patching.
@@ -70,6 +71,48 @@ void cblas_sgemm(const enum CBLAS_ORDER order, const enum CBLAS_TRANSPOSE ta, co
     prof.secs[kind] += t;
     prof.flops[kind] += 2.0 * M * N * K;
     prof.calls[kind]++;
+}
+
+/* Where a generated token's time goes: cblas_sgemv taken the same way, timed by shape (a
+ * decode step is one matrix-vector product per weight matrix). */
+#define GEMV_SHAPES 16
+typedef struct {
+    int trans, M, N;
+    long calls;
+    double secs;
+} gemv_shape;
+static struct {
+    int on, n;
+    gemv_shape s[GEMV_SHAPES];
+} gemv_prof;
+
+typedef void (*sgemv_fn)(enum CBLAS_ORDER, enum CBLAS_TRANSPOSE, blasint, blasint, float, const float *, blasint,
+                         const float *, blasint, float, float *, blasint);
+static sgemv_fn real_sgemv;
+
+void cblas_sgemv(const enum CBLAS_ORDER order, const enum CBLAS_TRANSPOSE ta, const blasint M, const blasint N,
+                 const float alpha, const float *A, const blasint lda, const float *X, const blasint incx,
+                 const float beta, float *Y, const blasint incy) {
+    if (!real_sgemv) {
+        *(void **)&real_sgemv = dlsym(RTLD_NEXT, "cblas_sgemv");
+        if (!real_sgemv) {
+            fprintf(stderr, "bench: cannot find OpenBLAS's cblas_sgemv: %s\n", dlerror());
+            exit(1);
+        }
+    }
+    if (!gemv_prof.on) {
+        real_sgemv(order, ta, M, N, alpha, A, lda, X, incx, beta, Y, incy);
+        return;
+    }
+    double t = now_s();
+    real_sgemv(order, ta, M, N, alpha, A, lda, X, incx, beta, Y, incy);
+    t = now_s() - t;
+    int trans = ta != CblasNoTrans, i = 0;
+    while (i < gemv_prof.n && !(gemv_prof.s[i].trans == trans && gemv_prof.s[i].M == M && gemv_prof.s[i].N == N)) i++;
+    if (i == GEMV_SHAPES) return;
+    if (i == gemv_prof.n) gemv_prof.s[gemv_prof.n++] = (gemv_shape){trans, M, N, 0, 0.0};
+    gemv_prof.s[i].calls++;
+    gemv_prof.s[i].secs += t;
 }
 
 static void prof_start(const lp_config *c) {
@@ -220,7 +263,10 @@ static size_t bench_forward(const lp_model *m, int T, int reps, double peak, con
     return arena;
 }
 
-static void bench_generate(const lp_model *m, int n_prompt, int n_new) {
+/* Greedy decoding through the key/value cache: tokens per second beside the rate at which
+ * sgemv streams the weights here. With profile, where a token's time goes: each sgemv shape's
+ * time and rate (a shape's calls per token, milliseconds per token, GB/s), and the rest. */
+static void bench_generate(const lp_model *m, int n_prompt, int n_new, bool profile) {
     const lp_config *c = lp_model_config(m);
     int *prompt = malloc((size_t)n_prompt * sizeof *prompt);
     if (!prompt) exit(1);
@@ -232,11 +278,27 @@ static void bench_generate(const lp_model *m, int n_prompt, int n_new) {
     double t0 = now_s();
     if (lp_generator_feed(g, prompt, n_prompt, &logits)) die("generate");
     double t1 = now_s();
+    memset(&gemv_prof, 0, sizeof gemv_prof);
+    gemv_prof.on = profile;
     for (int i = 0; i < n_new; i++) {
         int next = lp_sample(logits, c->vocab, &greedy, NULL);
         if (lp_generator_feed(g, &next, 1, &logits)) die("generate");
     }
-    double decode = now_s() - t1, bytes = (double)lp_model_weight_bytes(m), bw = sgemv_gbs(c->vocab, c->d_model);
+    double decode = now_s() - t1, bytes = (double)lp_model_weight_bytes(m);
+    gemv_prof.on = 0;
+    if (profile) {
+        double in_gemv = 0.0;
+        printf("  per token: sgemv");
+        for (int i = 0; i < gemv_prof.n; i++) {
+            const gemv_shape *sh = &gemv_prof.s[i];
+            double ms = sh->secs / n_new * 1e3;
+            in_gemv += sh->secs;
+            printf("%s %dx%d%s %.1fx %.2f ms (%.1f GB/s)", i ? "," : "", sh->M, sh->N, sh->trans ? "T" : "",
+                   (double)sh->calls / n_new, ms, 4.0 * sh->M * sh->N * sh->calls / sh->secs / 1e9);
+        }
+        printf("; the rest %.2f ms\n", (decode - in_gemv) / n_new * 1e3);
+    }
+    double bw = sgemv_gbs(c->vocab, c->d_model);
     printf("generate: %.1f tokens/s (prompt %d in %.1f ms, then %d new tokens, greedy, KV cache)\n", n_new / decode,
            n_prompt, (t1 - t0) * 1e3, n_new);
     printf("  each token reads the %.0f MB of weights: %.1f GB/s; sgemv streams %.1f GB/s here: ~%.1f tokens/s at "
@@ -441,7 +503,7 @@ static void bench_session(const char *path, int reps) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL\n"
-                    "       bench --check MODEL | --attr MODEL | --record MODEL\n");
+                    "       bench --check MODEL | --attr MODEL | --record MODEL | --generate MODEL\n");
     exit(2);
 }
 
@@ -454,7 +516,7 @@ static void print_blas(void) {
 }
 
 int main(int argc, char **argv) {
-    int quick = 0, check = 0, attr_only = 0, record_only = 0;
+    int quick = 0, check = 0, attr_only = 0, record_only = 0, generate_only = 0;
     logit_files lf = {0};
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
@@ -463,6 +525,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--check")) check = 1;
         else if (!strcmp(a, "--attr")) attr_only = 1;
         else if (!strcmp(a, "--record")) record_only = 1;
+        else if (!strcmp(a, "--generate")) generate_only = 1;
         else if (!strcmp(a, "--threads") && v && atoi(v) > 0) openblas_set_num_threads(atoi(argv[++i]));
         else if (!strcmp(a, "--save-logits") && v) lf.save = argv[++i];
         else if (!strcmp(a, "--compare-logits") && v) lf.compare = argv[++i];
@@ -484,6 +547,14 @@ int main(int argc, char **argv) {
         bench_session(path, 5);
         return 0;
     }
+    if (generate_only) {
+        if (lp_model_load(&m, path, NULL)) die(path);
+        print_blas();
+        printf("load average %.2f\n", load[0]);
+        bench_generate(m, 16, 128, true);
+        lp_model_free(m);
+        return 0;
+    }
     if (attr_only) {
         if (lp_model_load(&m, path, NULL)) die(path);
         print_blas();
@@ -500,7 +571,7 @@ int main(int argc, char **argv) {
         print_blas();
         double peak = roofline(lp_model_config(m), 1);
         bench_forward(m, 128, 3, peak, &lf);
-        if (!lp_model_is_encoder(m)) bench_generate(m, 16, 32);
+        if (!lp_model_is_encoder(m)) bench_generate(m, 16, 32, false);
         lp_model_free(m);
         return 0;
     }
@@ -540,7 +611,7 @@ int main(int argc, char **argv) {
     bench_attr(m, 128, 1, false);
     if (!enc) {
         bench_patch(m);
-        bench_generate(m, 16, 128);
+        bench_generate(m, 16, 128, false);
     }
 
     struct rusage ru;
