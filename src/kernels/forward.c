@@ -378,6 +378,15 @@ static void cross_heads(const lp_config *c, float *pattern, float *z, const floa
                         int S, int n) {
     int H = c->n_head, dh = c->d_head, qd = H * dh;
     float scale = c->unscaled_attn ? 1.0f : 1.0f / sqrtf((float)dh);
+    if (n == 1) { /* a decoded token: loops, as self-attention's (kernels/decode.c) */
+        for (int h = 0; h < H; h++) {
+            float *p = pattern + (size_t)h * S;
+            lp_decode_scores(p, xq + h * dh, xk + h * dh, S, dh, qd, scale);
+            softmax_causal(p, S, S);
+            lp_decode_mix(z + h * dh, p, xv + h * dh, S, dh, qd);
+        }
+        return;
+    }
     for (int h = 0; h < H; h++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, S, dh, scale, xq + h * dh, qd, xk + h * dh, qd, 0.0f,
                     pattern + (size_t)h * n * S, S);
