@@ -47,7 +47,7 @@ static double weight(const lp_linear *l, int i, int o) {
 }
 
 /* Shapes around the kernels' cuts: rows in fours, 16 lanes, column pieces of 64 or 128, and
- * large enough that the pool shares them out (pieces of 64 KB of weights). */
+ * large enough that the pool shares them out (pieces of 256 KB of weights). */
 static const int shapes[][2] = {{1, 1}, {3, 5}, {17, 33}, {64, 130}, {100, 257}, {300, 1000}, {768, 2304}, {3072, 771}};
 #define NSHAPES (int)(sizeof shapes / sizeof shapes[0])
 
@@ -143,8 +143,8 @@ static void single_query_attention_matches_sums_in_double(void **state) {
  * logits of every step are the same bytes (GPT-2's Conv1D layout, Llama's (out, in) one). */
 static void generation_logits_are_the_same_bytes_on_any_thread_count(void **state) {
     (void)state;
-    const char *archs[] = {"--arch gpt2 --d-model 96 --d-mlp 384 --heads 3 --ctx 64 --vocab 1000 --std 0.3 --seed 31",
-                           "--arch llama --d-model 96 --d-mlp 256 --heads 4 --kv-heads 2 --ctx 64 --vocab 1000 --std 0.3 --seed 32"};
+    const char *archs[] = {"--arch gpt2 --d-model 128 --d-mlp 1024 --heads 4 --ctx 64 --vocab 4000 --std 0.3 --seed 31",
+                           "--arch llama --d-model 128 --d-mlp 1024 --heads 4 --kv-heads 2 --ctx 64 --vocab 4000 --std 0.3 --seed 32"};
     int was = openblas_get_num_threads();
     for (int a = 0; a < 2; a++) {
         char *dir = make_temp_dir(), mdir[600];

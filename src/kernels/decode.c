@@ -117,7 +117,7 @@ static void axpy_cols(void *ctx, size_t p0, size_t p1) {
 /* About this many bytes of weights per piece of work: enough that claiming it costs
  * nothing beside streaming it, small enough that a thread the shared machine does not
  * schedule leaves little for the other to wait on. */
-#define PIECE_BYTES ((size_t)64 << 10)
+#define PIECE_BYTES ((size_t)256 << 10)
 
 void lp_decode_linear(float *y, const float *x, const lp_linear *lin) {
     gemv_job j = {y, x, lin};
