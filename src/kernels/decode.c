@@ -20,10 +20,16 @@ static inline v16 load16(const float *p) {
     return v;
 }
 
+/* The lanes summed in halves, a tree of a few vector adds rather than a chain of 16 scalar
+ * ones, in the same order on every machine. */
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v4 __attribute__((vector_size(16)));
+
 static inline float hsum16(v16 v) {
-    float s = 0.0f;
-    for (int k = 0; k < LANES; k++) s += v[k];
-    return s;
+    v8 s8 = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+            __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    v4 s4 = __builtin_shufflevector(s8, s8, 0, 1, 2, 3) + __builtin_shufflevector(s8, s8, 4, 5, 6, 7);
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
 }
 
 typedef struct {
