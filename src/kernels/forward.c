@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels/decode.h"
 #include "util/parallel.h"
 
 /* Rows per chunk of element-wise work over rows of width w: about 16k floats a chunk, so
@@ -27,6 +28,10 @@ static void bias_fill(void *ctx, size_t i0, size_t i1) {
 }
 
 void lp_linear_forward(float *y, const float *x, const lp_linear *lin, int n) {
+    if (n == 1) { /* one row, the shape of every generation step: kernels/decode.c */
+        lp_decode_linear(y, x, lin);
+        return;
+    }
     /* A bias goes into y first and the product is added to it (beta 1): one pass over y
      * instead of OpenBLAS zeroing it (beta 0) and a second pass adding the bias. */
     float beta = 0.0f;
@@ -35,16 +40,8 @@ void lp_linear_forward(float *y, const float *x, const lp_linear *lin, int n) {
         lp_parallel_for((size_t)n, grain_rows(lin->out), bias_fill, &j);
         beta = 1.0f;
     }
-    if (n == 1) {
-        /* One row: a matrix-vector product, the shape of every generation step. */
-        if (lin->trans)
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, lin->out, lin->in, 1.0f, lin->w, lin->ld, x, 1, beta, y, 1);
-        else
-            cblas_sgemv(CblasRowMajor, CblasTrans, lin->in, lin->out, 1.0f, lin->w, lin->ld, x, 1, beta, y, 1);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, lin->trans ? CblasTrans : CblasNoTrans, n, lin->out, lin->in, 1.0f, x,
-                    lin->in, lin->w, lin->ld, beta, y, lin->out);
-    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, lin->trans ? CblasTrans : CblasNoTrans, n, lin->out, lin->in, 1.0f, x,
+                lin->in, lin->w, lin->ld, beta, y, lin->out);
 }
 
 /* Sums of a row in double over 8 lanes, added up in a fixed order at the end: the compiler
@@ -274,19 +271,10 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
             float *p = io->pattern + (size_t)h * ld;
             const float *q = io->q + (size_t)h * dh;
             float *z = io->z + (size_t)h * dh;
-            for (int j = 0; j < keys; j++) {
-                const float *kj = k + (size_t)j * kvd;
-                float dot = 0.0f;
-                for (int e = 0; e < dh; e++) dot += q[e] * kj[e];
-                p[j] = dot * scale;
-            }
+            lp_decode_scores(p, q, k, keys, dh, kvd, scale);
             if (io->rel_bias) add_rel_bias(p, ld, io, H, h, t0, 0, 1, keys);
             softmax_causal(p, keys, ld);
-            for (int e = 0; e < dh; e++) z[e] = 0.0f;
-            for (int j = 0; j < keys; j++) {
-                const float *vj = v + (size_t)j * kvd;
-                for (int e = 0; e < dh; e++) z[e] += p[j] * vj[e];
-            }
+            lp_decode_mix(z, p, v, keys, dh, kvd);
         }
         return;
     }
@@ -390,6 +378,15 @@ static void cross_heads(const lp_config *c, float *pattern, float *z, const floa
                         int S, int n) {
     int H = c->n_head, dh = c->d_head, qd = H * dh;
     float scale = c->unscaled_attn ? 1.0f : 1.0f / sqrtf((float)dh);
+    if (n == 1) { /* a decoded token: loops, as self-attention's (kernels/decode.c) */
+        for (int h = 0; h < H; h++) {
+            float *p = pattern + (size_t)h * S;
+            lp_decode_scores(p, xq + h * dh, xk + h * dh, S, dh, qd, scale);
+            softmax_causal(p, S, S);
+            lp_decode_mix(z + h * dh, p, xv + h * dh, S, dh, qd);
+        }
+        return;
+    }
     for (int h = 0; h < H; h++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, S, dh, scale, xq + h * dh, qd, xk + h * dh, qd, 0.0f,
                     pattern + (size_t)h * n * S, S);

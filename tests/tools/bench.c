@@ -4,6 +4,7 @@
  *   bench --check MODEL     exit status 0 when MODEL loads (run.sh: no need to remake it)
  *   bench --attr MODEL      the attribution lines only (to compare builds of the engine)
  *   bench --record MODEL    recording's share of a run and the first run of a new length only
+ *   bench --generate MODEL  generation only, with where a token's time goes (the products alone)
  * Targets: forward at T=128 within 1.5x of the roofline time; load under 100 ms; peak RSS
  * under the weights plus twice the activations of a T=512 run. An encoder (BERT) gets the
  * forward and attribution (bench_encoder_attr), not generation or patching.
@@ -32,6 +33,7 @@
 #include "loupe/tokenizer.h"
 #include "arch/model_impl.h"
 #include "commands/cmd.h"
+#include "kernels/decode.h"
 #include "sgemm_rate.h"
 
 
@@ -276,7 +278,42 @@ static size_t bench_forward(const lp_model *m, int T, int reps, double peak, con
     return arena;
 }
 
-static void bench_generate(const lp_model *m, int n_prompt, int n_new) {
+/* Where a token's time goes: every weight matrix a token reads, through the one-row kernel
+ * alone (lp_decode_linear, as decoding calls it; q, k and v apart), fastest of 9 passes,
+ * beside a token's median step. */
+static void products_alone(const lp_model *m, double step) {
+    const lp_config *c = &m->cfg;
+    float *x = malloc(sizeof(float) * 65536), *y = malloc(sizeof(float) * (size_t)(c->vocab > 65536 ? c->vocab : 65536));
+    if (!x || !y) exit(1);
+    for (int i = 0; i < 65536; i++) x[i] = (float)(i % 1000) * 1e-3f - 0.5f;
+    double best = 1e30, bytes = 0.0;
+    for (int r = 0; r < 9; r++) {
+        double t = now_s();
+        bytes = 0.0;
+        for (int l = 0; l < c->n_layer; l++) {
+            const lp_layer *w = &m->layers[l];
+            const lp_linear *mats[] = {&w->q, &w->k, &w->v, &w->o, &w->gate, &w->up, &w->down};
+            for (size_t k = 0; k < sizeof mats / sizeof *mats; k++)
+                if (mats[k]->w) {
+                    lp_decode_linear(y, x, mats[k]);
+                    bytes += 4.0 * mats[k]->in * mats[k]->out;
+                }
+        }
+        lp_decode_linear(y, x, &m->unembed);
+        bytes += 4.0 * m->unembed.in * m->unembed.out;
+        best = fmin(best, now_s() - t);
+    }
+    printf("  per token: the products alone %.2f ms (%.0f MB at %.1f GB/s; fastest of 9), the rest of a median step "
+           "%.2f ms\n",
+           best * 1e3, bytes / 1e6, bytes / best / 1e9, (step - best) * 1e3);
+    free(x);
+    free(y);
+}
+
+/* Greedy decoding through the key/value cache: tokens per second beside the rate at which
+ * sgemv streams the weights here. With profile, where a token's time goes: each sgemv shape's
+ * time and rate (a shape's calls per token, milliseconds per token, GB/s), and the rest. */
+static void bench_generate(const lp_model *m, int n_prompt, int n_new, bool profile) {
     const lp_config *c = lp_model_config(m);
     int *prompt = malloc((size_t)n_prompt * sizeof *prompt);
     if (!prompt) exit(1);
@@ -288,18 +325,29 @@ static void bench_generate(const lp_model *m, int n_prompt, int n_new) {
     double t0 = now_s();
     if (lp_generator_feed(g, prompt, n_prompt, &logits)) die("generate");
     double t1 = now_s();
+    double *step = malloc((size_t)n_new * sizeof *step);
+    if (!step) exit(1);
     for (int i = 0; i < n_new; i++) {
+        double t = now_s();
         int next = lp_sample(logits, c->vocab, &greedy, NULL);
         if (lp_generator_feed(g, &next, 1, &logits)) die("generate");
+        step[i] = now_s() - t;
     }
-    double decode = now_s() - t1, bytes = (double)lp_model_weight_bytes(m), bw = sgemv_gbs(c->vocab, c->d_model);
+    double decode = now_s() - t1, bytes = (double)lp_model_weight_bytes(m);
+    qsort(step, (size_t)n_new, sizeof *step, cmp_double);
+    double bw = sgemv_gbs(c->vocab, c->d_model);
     printf("generate: %.1f tokens/s (prompt %d in %.1f ms, then %d new tokens, greedy, KV cache)\n", n_new / decode,
            n_prompt, (t1 - t0) * 1e3, n_new);
+    /* On a shared machine the fastest steps are the least disturbed: what a quiet one gives. */
+    printf("  a token: median %.2f ms, fastest %.2f ms (%.1f tokens/s at that pace)\n", step[n_new / 2] * 1e3,
+           step[0] * 1e3, 1.0 / step[0]);
     printf("  each token reads the %.0f MB of weights: %.1f GB/s; sgemv streams %.1f GB/s here: ~%.1f tokens/s at "
            "best\n",
            bytes / 1e6, bytes * (n_new / decode) / 1e9, bw, bw * 1e9 / bytes);
+    if (profile) products_alone(m, step[n_new / 2]);
     lp_generator_free(g);
     free(prompt);
+    free(step);
 }
 
 /* Attribution at T tokens, each as a multiple of one forward at T measured alongside (all
@@ -536,7 +584,7 @@ static void bench_session(const char *path, int reps) {
 
 static void usage(void) {
     fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL\n"
-                    "       bench --check MODEL | --attr MODEL | --record MODEL\n");
+                    "       bench --check MODEL | --attr MODEL | --record MODEL | --generate MODEL\n");
     exit(2);
 }
 
@@ -549,7 +597,7 @@ static void print_blas(void) {
 }
 
 int main(int argc, char **argv) {
-    int quick = 0, check = 0, attr_only = 0, record_only = 0;
+    int quick = 0, check = 0, attr_only = 0, record_only = 0, generate_only = 0;
     logit_files lf = {0};
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
@@ -558,6 +606,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--check")) check = 1;
         else if (!strcmp(a, "--attr")) attr_only = 1;
         else if (!strcmp(a, "--record")) record_only = 1;
+        else if (!strcmp(a, "--generate")) generate_only = 1;
         else if (!strcmp(a, "--threads") && v && atoi(v) > 0) openblas_set_num_threads(atoi(argv[++i]));
         else if (!strcmp(a, "--save-logits") && v) lf.save = argv[++i];
         else if (!strcmp(a, "--compare-logits") && v) lf.compare = argv[++i];
@@ -579,6 +628,14 @@ int main(int argc, char **argv) {
         bench_session(path, 5);
         return 0;
     }
+    if (generate_only) {
+        if (lp_model_load(&m, path, NULL)) die(path);
+        print_blas();
+        printf("load average %.2f\n", load[0]);
+        bench_generate(m, 16, 128, true);
+        lp_model_free(m);
+        return 0;
+    }
     if (attr_only) {
         if (lp_model_load(&m, path, NULL)) die(path);
         print_blas();
@@ -596,7 +653,7 @@ int main(int argc, char **argv) {
         print_blas();
         double peak = roofline(lp_model_config(m), 1);
         bench_forward(m, 128, 3, peak, &lf);
-        if (!lp_model_is_encoder(m)) bench_generate(m, 16, 32);
+        if (!lp_model_is_encoder(m)) bench_generate(m, 16, 32, false);
         lp_model_free(m);
         return 0;
     }
@@ -637,7 +694,7 @@ int main(int argc, char **argv) {
     if (!enc) {
         bench_eval(m);
         bench_patch(m);
-        bench_generate(m, 16, 128);
+        bench_generate(m, 16, 128, false);
     }
 
     struct rusage ru;
