@@ -1,8 +1,9 @@
 /* bench: how fast the engine runs a model (make bench: GPT-2 small and BERT-base, random
  * weights), set beside what this machine's sgemm allows.
- *   bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL
+ *   bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] [--save-attr FILE] MODEL
  *   bench --check MODEL     exit status 0 when MODEL loads (run.sh: no need to remake it)
  *   bench --attr MODEL      the attribution lines only (to compare builds of the engine)
+ *   bench --attr32 MODEL    the T=32 attribution line only, medians of 5 (quicker A/B runs)
  *   bench --record MODEL    recording's share of a run and the first run of a new length only
  * Targets: forward at T=128 within 1.5x of the roofline time; load under 100 ms; peak RSS
  * under the weights plus twice the activations of a T=512 run. An encoder (BERT) gets the
@@ -139,6 +140,7 @@ static double first_touch_secs(size_t bytes) {
 
 typedef struct {
     const char *save, *compare; /* logits of the T=128 run, raw float32 */
+    const char *save_attr;      /* the T=32 ig scores, then occlusion's, raw float32 (torch_gpt2.py checks them) */
 } logit_files;
 
 /* Saves the logits, or compares them with a run under another OpenBLAS core or thread count:
@@ -268,13 +270,23 @@ static double median_of(double *t, int n) {
     return t[n / 2];
 }
 
-static void bench_attr(const lp_model *m, int T, int reps, bool with_occlusion) {
+/* path: where the last ig and occlusion scores go (raw float32, T each), or NULL. */
+static void save_scores(const char *path, const float *ig, const float *occ, int T) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(ig, sizeof *ig, (size_t)T, f) != (size_t)T || fwrite(occ, sizeof *occ, (size_t)T, f) != (size_t)T ||
+        fclose(f)) {
+        fprintf(stderr, "bench: cannot write %s\n", path);
+        exit(1);
+    }
+}
+
+static void bench_attr(const lp_model *m, int T, int reps, bool with_occlusion, const char *save) {
     const lp_config *c = lp_model_config(m);
     bool enc = lp_model_is_encoder(m);
     int *ids = malloc((size_t)T * sizeof *ids);
     double *fwd = malloc(5 * (size_t)reps * sizeof *fwd), *bwd = fwd + reps, *ig = bwd + reps, *occ = ig + reps;
     double *ig_cpu = occ + reps; /* the process's CPU time: less skewed by other work than the wall clock */
-    float *scores = malloc((size_t)T * sizeof *scores);
+    float *scores = malloc(2 * (size_t)T * sizeof *scores), *occ_scores = scores + T;
     if (!ids || !fwd || !scores) exit(1);
     fill_ids(ids, T, c->vocab);
     lp_run *r;
@@ -302,17 +314,18 @@ static void bench_attr(const lp_model *m, int T, int reps, bool with_occlusion) 
         ig_cpu[i] = cpu_s() - cpu;
         sp.method = LP_ATTR_OCCLUSION;
         t = now_s();
-        if (with_occlusion && lp_attr(scores, &delta, r, &sp)) die("attr occlusion");
+        if (with_occlusion && lp_attr(occ_scores, &delta, r, &sp)) die("attr occlusion");
         occ[i] = now_s() - t;
     }
     lp_run_free(r);
+    if (save && with_occlusion) save_scores(save, scores, occ_scores, T);
     double f = median_of(fwd, reps), b = median_of(bwd, reps) / f, i = median_of(ig, reps);
     printf("attr T=%d (x one forward of %.1f ms, medians of %d): %s %.2fx", T, f * 1e3, reps,
            enc ? "input gradient" : "backward", b);
     if (T == 32) printf(" (target < 3: %s)", b < 3 ? "met" : "MISSED");
     printf(", ig-32 %.1fx = %.2f s (CPU %.2f s), %.0f tokens/s", i / f, i, median_of(ig_cpu, reps), 33.0 * T / i);
     if (T == 32) printf(" (target < 40: %s)", i / f < 40 ? "met" : "MISSED");
-    if (with_occlusion) printf(", occlusion %.1fx", median_of(occ, reps) / f);
+    if (with_occlusion) printf(", occlusion %.1fx = %.0f ms", median_of(occ, reps) / f, median_of(occ, reps) * 1e3);
     printf("\n");
     free(ids);
     free(fwd);
@@ -440,8 +453,8 @@ static void bench_session(const char *path, int reps) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL\n"
-                    "       bench --check MODEL | --attr MODEL | --record MODEL\n");
+    fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] [--save-attr FILE] MODEL\n"
+                    "       bench --check MODEL | --attr MODEL | --attr32 MODEL | --record MODEL\n");
     exit(2);
 }
 
@@ -462,10 +475,12 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--quick")) quick = 1;
         else if (!strcmp(a, "--check")) check = 1;
         else if (!strcmp(a, "--attr")) attr_only = 1;
+        else if (!strcmp(a, "--attr32")) attr_only = 2;
         else if (!strcmp(a, "--record")) record_only = 1;
         else if (!strcmp(a, "--threads") && v && atoi(v) > 0) openblas_set_num_threads(atoi(argv[++i]));
         else if (!strcmp(a, "--save-logits") && v) lf.save = argv[++i];
         else if (!strcmp(a, "--compare-logits") && v) lf.compare = argv[++i];
+        else if (!strcmp(a, "--save-attr") && v) lf.save_attr = argv[++i];
         else if (a[0] != '-' && !path) path = a;
         else usage();
     }
@@ -488,8 +503,8 @@ int main(int argc, char **argv) {
         if (lp_model_load(&m, path, NULL)) die(path);
         print_blas();
         printf("load average %.2f\n", load[0]);
-        bench_attr(m, 32, 3, true);
-        bench_attr(m, 128, 1, false);
+        bench_attr(m, 32, attr_only == 2 ? 5 : 3, true, lf.save_attr);
+        if (attr_only == 1) bench_attr(m, 128, 1, false, NULL);
         lp_model_free(m);
         return 0;
     }
@@ -536,8 +551,8 @@ int main(int argc, char **argv) {
     bench_forward(m, 128, 7, peak, &lf);
     size_t act512 = bench_forward(m, 512, 3, peak, &lf);
     bench_session(path, 3);
-    bench_attr(m, 32, enc ? 3 : 5, true);
-    bench_attr(m, 128, 1, false);
+    bench_attr(m, 32, enc ? 3 : 5, true, lf.save_attr);
+    bench_attr(m, 128, 1, false, NULL);
     if (!enc) {
         bench_patch(m);
         bench_generate(m, 16, 128);
