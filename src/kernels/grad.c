@@ -16,6 +16,7 @@
 
 #include "kernels/forward.h"
 #include "kernels/grad_impl.h"
+#include "kernels/vmath.h"
 #include "loupe/error.h"
 #include "util/parallel.h"
 
@@ -133,14 +134,19 @@ void norm_backward(float *dx, const float *dy, const float *x, const float *scal
 
 #define GRAIN_FLOATS ((size_t)1 << 15)
 
-/* d_pre = d_post * GELU'(pre) for the forward's x * sigmoid(2u), u = k (x + a x^3). */
+/* d_pre = d_post * GELU'(pre) for the forward's x * sigmoid(2u), u = k (x + a x^3). The
+ * sigmoid from e = exp(-|2u|) <= 1 (lp_vexp's domain: inline, where expf is a call) as
+ * 1/2 + sign(u) (1 - e) / (2 (1 + e)). */
+static inline float gelu_grad(float x, float dy) {
+    const float k = 0.7978845608028654f, a = 0.044715f;
+    float u2 = 2.0f * k * (x + a * x * x * x), e = lp_vexp(-fabsf(u2));
+    float s = 0.5f + copysignf(0.5f * (1.0f - e) / (1.0f + e), u2);
+    return dy * (s + x * s * (1.0f - s) * 2.0f * k * (1.0f + 3.0f * a * x * x));
+}
+
 static void gelu_backward_range(void *ctx, size_t i0, size_t i1) {
     const elem_job *j = ctx;
-    const float k = 0.7978845608028654f, a = 0.044715f;
-    for (size_t i = i0; i < i1; i++) {
-        float x = j->x[i], s = 1.0f / (1.0f + expf(-2.0f * k * (x + a * x * x * x)));
-        j->dx[i] = j->dy[i] * (s + x * s * (1.0f - s) * 2.0f * k * (1.0f + 3.0f * a * x * x));
-    }
+    for (size_t i = i0; i < i1; i++) j->dx[i] = gelu_grad(j->x[i], j->dy[i]);
 }
 
 void gelu_backward(float *d_pre, const float *d_post, const float *pre, size_t n) {
