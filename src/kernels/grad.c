@@ -12,10 +12,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "kernels/forward.h"
 #include "kernels/grad_impl.h"
+#include "kernels/vmath.h"
 #include "loupe/error.h"
+#include "util/parallel.h"
 
 /* ---- objectives ---- */
 
@@ -89,65 +92,247 @@ void linear_backward(float *dx, const float *dy, const lp_linear *lin, int n, fl
 /* dx (n, d) += the gradient through y = norm(x) given dy (n, d); scale (n) is the forward's
  * 1/std (LayerNorm) or 1/rms (RMSNorm). With xhat = (x - mean) * scale and g = dy * w:
  *   LayerNorm  dx = scale * (g - mean(g) - xhat * mean(g * xhat))
- *   RMSNorm    dx = scale * (g - xhat * mean(g * xhat)) */
-void norm_backward(float *dx, const float *dy, const float *x, const float *scale, const float *w, int n, int d,
-                          lp_norm_kind kind) {
-    for (int i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * d, *dyi = dy + (size_t)i * d;
-        float *dxi = dx + (size_t)i * d;
-        double mean = 0.0, mg = 0.0, mgx = 0.0, s = scale[i];
-        if (kind == LP_NORM_LAYERNORM) {
-            for (int j = 0; j < d; j++) mean += xi[j];
+ *   RMSNorm    dx = scale * (g - xhat * mean(g * xhat))
+ * Rows, activations' elements: shared on the worker pool, each computed alone. */
+typedef struct {
+    float *dx, *d_up;
+    const float *dy, *x, *scale, *w, *up;
+    int d;
+    lp_norm_kind kind;
+} elem_job;
+
+static void norm_backward_rows(void *ctx, size_t r0, size_t r1) {
+    const elem_job *j = ctx;
+    int d = j->d;
+    for (size_t i = r0; i < r1; i++) {
+        const float *xi = j->x + i * d, *dyi = j->dy + i * d, *w = j->w;
+        float *dxi = j->dx + i * d;
+        double mean = 0.0, mg = 0.0, mgx = 0.0, s = j->scale[i];
+        if (j->kind == LP_NORM_LAYERNORM) {
+            for (int k = 0; k < d; k++) mean += xi[k];
             mean /= d;
         }
-        for (int j = 0; j < d; j++) {
-            double g = (double)dyi[j] * w[j];
+        for (int k = 0; k < d; k++) {
+            double g = (double)dyi[k] * w[k];
             mg += g;
-            mgx += g * (xi[j] - mean) * s;
+            mgx += g * (xi[k] - mean) * s;
         }
-        mg = kind == LP_NORM_LAYERNORM ? mg / d : 0.0;
+        mg = j->kind == LP_NORM_LAYERNORM ? mg / d : 0.0;
         mgx /= d;
-        for (int j = 0; j < d; j++) {
-            double g = (double)dyi[j] * w[j], xhat = (xi[j] - mean) * s;
-            dxi[j] += (float)(s * (g - mg - xhat * mgx));
+        for (int k = 0; k < d; k++) {
+            double g = (double)dyi[k] * w[k], xhat = (xi[k] - mean) * s;
+            dxi[k] += (float)(s * (g - mg - xhat * mgx));
         }
     }
 }
 
-/* d_pre = d_post * GELU'(pre) for the forward's x * sigmoid(2u), u = k (x + a x^3). */
-void gelu_backward(float *d_pre, const float *d_post, const float *pre, size_t n) {
+void norm_backward(float *dx, const float *dy, const float *x, const float *scale, const float *w, int n, int d,
+                   lp_norm_kind kind) {
+    elem_job j = {.dx = dx, .dy = dy, .x = x, .scale = scale, .w = w, .d = d, .kind = kind};
+    lp_parallel_for((size_t)n, d >= 4096 ? 1 : 4096 / (size_t)d, norm_backward_rows, &j);
+}
+
+#define GRAIN_FLOATS ((size_t)1 << 15)
+
+/* d_pre = d_post * GELU'(pre) for the forward's x * sigmoid(2u), u = k (x + a x^3). The
+ * sigmoid from e = exp(-|2u|) <= 1 (lp_vexp's domain: inline, where expf is a call) as
+ * 1/2 + sign(u) (1 - e) / (2 (1 + e)). */
+static inline float gelu_grad(float x, float dy) {
     const float k = 0.7978845608028654f, a = 0.044715f;
-    for (size_t i = 0; i < n; i++) {
-        float x = pre[i], s = 1.0f / (1.0f + expf(-2.0f * k * (x + a * x * x * x)));
-        d_pre[i] = d_post[i] * (s + x * s * (1.0f - s) * 2.0f * k * (1.0f + 3.0f * a * x * x));
-    }
+    float u2 = 2.0f * k * (x + a * x * x * x), e = lp_vexp(-fabsf(u2));
+    float s = 0.5f + copysignf(0.5f * (1.0f - e) / (1.0f + e), u2);
+    return dy * (s + x * s * (1.0f - s) * 2.0f * k * (1.0f + 3.0f * a * x * x));
+}
+
+static void gelu_backward_range(void *ctx, size_t i0, size_t i1) {
+    const elem_job *j = ctx;
+    for (size_t i = i0; i < i1; i++) j->dx[i] = gelu_grad(j->x[i], j->dy[i]);
+}
+
+void gelu_backward(float *d_pre, const float *d_post, const float *pre, size_t n) {
+    elem_job j = {.dx = d_pre, .dy = d_post, .x = pre};
+    lp_parallel_for(n, GRAIN_FLOATS, gelu_backward_range, &j);
 }
 
 /* post = SiLU(gate) * up: d_gate and d_up given d_post. */
+static void swiglu_backward_range(void *ctx, size_t i0, size_t i1) {
+    const elem_job *j = ctx;
+    for (size_t i = i0; i < i1; i++) {
+        float g = j->x[i], s = 1.0f / (1.0f + expf(-g));
+        j->d_up[i] = j->dy[i] * g * s;
+        j->dx[i] = j->dy[i] * j->up[i] * s * (1.0f + g * (1.0f - s));
+    }
+}
+
 static void swiglu_backward(float *d_gate, float *d_up, const float *d_post, const float *gate, const float *up,
                             size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float g = gate[i], s = 1.0f / (1.0f + expf(-g));
-        d_up[i] = d_post[i] * g * s;
-        d_gate[i] = d_post[i] * up[i] * s * (1.0f + g * (1.0f - s));
+    elem_job j = {.dx = d_gate, .d_up = d_up, .dy = d_post, .x = gate, .up = up};
+    lp_parallel_for(n, GRAIN_FLOATS, swiglu_backward_range, &j);
+}
+
+/* y (n) = a (n) + b (n). */
+static void add_range(void *ctx, size_t i0, size_t i1) {
+    const elem_job *j = ctx;
+    for (size_t i = i0; i < i1; i++) j->dx[i] = j->x[i] + j->dy[i];
+}
+
+static void add_floats(float *y, const float *a, const float *b, size_t n) {
+    elem_job j = {.dx = y, .x = a, .dy = b};
+    lp_parallel_for(n, GRAIN_FLOATS, add_range, &j);
+}
+
+/* q, k and v as one (in, H*dh + 2 Hkv*dh) matrix: GPT-2's c_attn, whose column blocks they are.
+ * One product over the whole width, forward and backward, instead of three strided ones. */
+static bool qkv_columns(lp_linear *f, const lp_layer *w) {
+    const lp_linear *q = &w->q, *k = &w->k, *v = &w->v;
+    int out = q->out + k->out + v->out;
+    if (q->trans || k->trans || v->trans || q->in != k->in || q->in != v->in || q->ld != out || k->ld != out ||
+        v->ld != out || k->w != q->w + q->out || v->w != k->w + k->out)
+        return false;
+    if (q->b ? (k->b != q->b + q->out || v->b != k->b + k->out) : (k->b || v->b)) return false;
+    *f = (lp_linear){q->w, q->b, q->in, out, out, false};
+    return true;
+}
+
+/* a . b over n floats in 16 lanes, summed in a fixed order: loops the compiler vectorises. */
+static inline float dot_lanes(const float *a, const float *b, int n) {
+    float acc[16] = {0}, s = 0.0f;
+    int body = n - n % 16;
+    for (int e = 0; e < body; e += 16)
+        for (int k = 0; k < 16; k++) acc[k] += a[e + k] * b[e + k];
+    for (int e = body; e < n; e++) s += a[e] * b[e];
+    for (int k = 0; k < 16; k++) s += acc[k];
+    return s;
+}
+
+/* y (n) += a x (n). */
+static inline void axpy(float *y, float a, const float *x, int n) {
+    for (int e = 0; e < n; e++) y[e] += a * x[e];
+}
+
+/* Attention over short sequences, a (sequence, head) pair per item on the worker pool: at
+ * IG's lengths the per-head products are too small for sgemm (tens of thousands of calls on
+ * one thread), and a pair's loops keep its q, k, v and pattern in cache. */
+typedef struct {
+    const lp_config *c;
+    int T;
+    long qs, ks;              /* row strides of q and of k, v */
+    const float *q, *k, *v;   /* forward: (B*T, .) */
+    float *pattern, *z;       /* forward: (B, H, T, T), (B*T, H*dh) */
+    const grad_layer *g;      /* backward */
+    const tape_layer *t;
+    long dqs, dks;            /* row strides of d_q and of d_k, d_v */
+    float *rows;              /* backward: (B*Hkv, T), an item's row of dP */
+} attn_job;
+
+static void attn_forward_items(void *ctx, size_t i0, size_t i1) {
+    const attn_job *j = ctx;
+    const lp_config *c = j->c;
+    int T = j->T, H = c->n_head, G = H / c->n_kv_head, dh = c->d_head;
+    size_t qd = (size_t)H * dh;
+    float scale = c->unscaled_attn ? 1.0f : 1.0f / sqrtf((float)dh);
+    for (size_t it = i0; it < i1; it++) {
+        size_t b = it / H, h = it % H, row = b * T, kh = h / G;
+        const float *q = j->q + row * j->qs + h * dh, *k = j->k + row * j->ks + kh * dh, *v = j->v + row * j->ks + kh * dh;
+        float *P = j->pattern + it * T * T, *z = j->z + row * qd + h * dh;
+        for (int i = 0; i < T; i++) {
+            int keys = c->causal ? i + 1 : T;
+            float *pi = P + (size_t)i * T, *zi = z + (size_t)i * qd, mx = -INFINITY;
+            const float *qi = q + (size_t)i * j->qs;
+            for (int jj = 0; jj < keys; jj++) {
+                pi[jj] = scale * dot_lanes(qi, k + (size_t)jj * j->ks, dh);
+                if (pi[jj] > mx) mx = pi[jj];
+            }
+            double sum = 0.0;
+            for (int jj = 0; jj < keys; jj++) sum += pi[jj] = expf(pi[jj] - mx);
+            float inv = (float)(1.0 / sum);
+            for (int jj = 0; jj < keys; jj++) pi[jj] *= inv;
+            for (int jj = keys; jj < T; jj++) pi[jj] = 0.0f;
+            memset(zi, 0, (size_t)dh * sizeof *zi);
+            for (int jj = 0; jj < keys; jj++) axpy(zi, pi[jj], v + (size_t)jj * j->ks, dh);
+        }
     }
+}
+
+/* A sequence's key/value head and the query heads that share it: row by row, dP's row, the
+ * softmax backward dS = P * (dP - sum_j P dP), then dv_j += P_ij dz_i, dq_i = scale dS_i k,
+ * dk_j += scale dS_ij q_i. */
+static void attn_backward_items(void *ctx, size_t i0, size_t i1) {
+    const attn_job *j = ctx;
+    const lp_config *c = j->c;
+    const grad_layer *g = j->g;
+    const tape_layer *t = j->t;
+    int T = j->T, H = c->n_head, Hkv = c->n_kv_head, G = H / Hkv, dh = c->d_head;
+    size_t qd = (size_t)H * dh;
+    float scale = 1.0f / sqrtf((float)dh);
+    for (size_t it = i0; it < i1; it++) {
+        size_t b = it / Hkv, kh = it % Hkv, row = b * T;
+        const float *k = t->k + row * j->ks + kh * dh, *v = t->v + row * j->ks + kh * dh;
+        float *dk = g->d_k + row * j->dks + kh * dh, *dv = g->d_v + row * j->dks + kh * dh, *dp = j->rows + it * T;
+        for (size_t h = kh * G; h < (kh + 1) * G; h++) {
+            const float *P = t->pattern + (b * H + h) * t->p_hs, *q = t->q + row * j->qs + h * dh;
+            const float *dz = g->d_z + row * qd + h * dh;
+            float *dq = g->d_q + row * j->dqs + h * dh;
+            for (int i = 0; i < T; i++) {
+                int keys = c->causal ? i + 1 : T;
+                const float *pi = P + (size_t)i * t->p_ld, *dzi = dz + (size_t)i * qd, *qi = q + (size_t)i * j->qs;
+                float *dqi = dq + (size_t)i * j->dqs;
+                double r = 0.0;
+                for (int jj = 0; jj < keys; jj++) {
+                    dp[jj] = dot_lanes(dzi, v + (size_t)jj * j->ks, dh);
+                    r += (double)pi[jj] * dp[jj];
+                }
+                if (g->d_pattern) {
+                    float *out = g->d_pattern + (b * H + h) * g->dp_hs + (size_t)i * g->dp_ld;
+                    memcpy(out, dp, (size_t)keys * sizeof *out);
+                    for (int jj = keys; jj < T; jj++) out[jj] = 0.0f;
+                }
+                memset(dqi, 0, (size_t)dh * sizeof *dqi);
+                for (int jj = 0; jj < keys; jj++) {
+                    float ds = scale * (pi[jj] * (float)(dp[jj] - r));
+                    axpy(dv + (size_t)jj * j->dks, pi[jj], dzi, dh);
+                    axpy(dqi, ds, k + (size_t)jj * j->ks, dh);
+                    axpy(dk + (size_t)jj * j->dks, ds, qi, dh);
+                }
+            }
+        }
+    }
+}
+
+/* z (B*T, H*dh) and pattern (B, H, T, T) of B sequences of T <= ATTN_LOOP_MAX_T tokens, q, k
+ * and v at row strides qs, ks (a fused q|k|v: its width). */
+static void attention_forward_short(float *pattern, float *z, const lp_config *c, const float *q, const float *k,
+                                    const float *v, long qs, long ks, int B, int T) {
+    attn_job j = {.c = c, .T = T, .qs = qs, .ks = ks, .q = q, .k = k, .v = v, .pattern = pattern, .z = z};
+    lp_parallel_for((size_t)B * c->n_head, 1, attn_forward_items, &j);
 }
 
 /* For every sequence and head: z = P v with P = softmax(scale q k^T) (causal). Given dz,
  * writes dq and adds to dk, dv (query heads of a group share theirs). */
 void attention_backward(const grad_layer *g, const tape_layer *t, const lp_config *c, int B, int T) {
     int H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, qd = H * dh, kvd = c->n_kv_head * dh;
+    int qs = t->q_ld ? (int)t->q_ld : qd, ks = t->kv_ld ? (int)t->kv_ld : kvd;
+    int dqs = g->dq_ld ? (int)g->dq_ld : qd, dks = g->dkv_ld ? (int)g->dkv_ld : kvd;
     float scale = 1.0f / sqrtf((float)dh);
+    if (T <= ATTN_LOOP_MAX_T) {
+        size_t items = (size_t)B * c->n_kv_head;
+        attn_job j = {.c = c, .T = T, .qs = qs, .ks = ks, .g = g, .t = t, .dqs = dqs, .dks = dks};
+        if ((j.rows = malloc(items * T * sizeof *j.rows))) {
+            lp_parallel_for(items, 1, attn_backward_items, &j);
+            free(j.rows);
+            return;
+        }
+    }
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             size_t row = (size_t)b * T;
-            const float *q = t->q + row * qd + (size_t)h * dh, *k = t->k + row * kvd + (size_t)(h / G) * dh;
-            const float *v = t->v + row * kvd + (size_t)(h / G) * dh;
+            const float *q = t->q + row * qs + (size_t)h * dh, *k = t->k + row * ks + (size_t)(h / G) * dh;
+            const float *v = t->v + row * ks + (size_t)(h / G) * dh;
             const float *P = t->pattern + ((size_t)b * H + h) * t->p_hs, *dz = g->d_z + row * qd + (size_t)h * dh;
-            float *dq = g->d_q + row * qd + (size_t)h * dh, *dk = g->d_k + row * kvd + (size_t)(h / G) * dh;
-            float *dv = g->d_v + row * kvd + (size_t)(h / G) * dh, *dP = g->dP;
+            float *dq = g->d_q + row * dqs + (size_t)h * dh, *dk = g->d_k + row * dks + (size_t)(h / G) * dh;
+            float *dv = g->d_v + row * dks + (size_t)(h / G) * dh, *dP = g->dP;
             /* dP = dz v^T, on the keys each query sees (all of them in an encoder). */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, 1.0f, dz, qd, v, kvd, 0.0f, dP, T);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh, 1.0f, dz, qd, v, ks, 0.0f, dP, T);
             for (int i = 0; i < T; i++) {
                 float *dpi = dP + (size_t)i * T;
                 const float *pi = P + (size_t)i * t->p_ld;
@@ -160,9 +345,9 @@ void attention_backward(const grad_layer *g, const tape_layer *t, const lp_confi
                 for (int j = 0; j < keys; j++) r += (double)pi[j] * dpi[j];
                 for (int j = 0; j < keys; j++) dpi[j] = pi[j] * (float)(dpi[j] - r);
             }
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1.0f, P, (int)t->p_ld, dz, qd, 1.0f, dv, kvd);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, scale, dP, T, k, kvd, 0.0f, dq, qd);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, scale, dP, T, q, qd, 1.0f, dk, kvd);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1.0f, P, (int)t->p_ld, dz, qd, 1.0f, dv, dks);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, scale, dP, T, k, ks, 0.0f, dq, dqs);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, scale, dP, T, q, qs, 1.0f, dk, dks);
         }
 }
 
@@ -189,6 +374,15 @@ static void layer_backward(float *d_in, const grad_layer *g, const float *d_out,
     norm_backward(g->d_mid, g->d_ln2, t->resid_mid, t->ln2_scale, w->ln2_w, n, d, c->norm);
 
     linear_backward(g->d_z, g->d_mid, &w->o, n, 0.0f);
+    lp_linear f;
+    if (g->dq_ld && qkv_columns(&f, w)) { /* d_q | d_k | d_v as one (n, f.out) matrix */
+        memset(g->d_q, 0, (size_t)n * f.out * sizeof *g->d_q);
+        attention_backward(g, t, c, B, T);
+        linear_backward(g->d_ln1, g->d_q, &f, n, 0.0f);
+        memcpy(d_in, g->d_mid, (size_t)n * d * sizeof *d_in);
+        norm_backward(d_in, g->d_ln1, t->resid_in, t->ln1_scale, w->ln1_w, n, d, c->norm);
+        return;
+    }
     memset(g->d_k, 0, (size_t)n * kvd * sizeof *g->d_k);
     memset(g->d_v, 0, (size_t)n * kvd * sizeof *g->d_v);
     attention_backward(g, t, c, B, T);
@@ -327,6 +521,21 @@ static const float *view_data(const lp_run *r, lp_act_kind kind, int layer) {
 /* Bytes a chunk of a batch may take: enough for large matrix products, small beside a
  * model's weights. */
 #define BATCH_BUDGET ((size_t)256 << 20)
+
+/* A batch's arena, mapped with huge pages where the kernel gives them: every attribution
+ * touches a fresh one, and 2 MB pages fault 512 times less often than 4 KB ones. NULL when
+ * there is no memory; free it with batch_arena_free. */
+static float *batch_arena_new(size_t floats) {
+    size_t bytes = floats * sizeof(float);
+    void *p = mmap(NULL, bytes ? bytes : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+    madvise(p, bytes, MADV_HUGEPAGE); /* a hint: fine if the kernel says no */
+    return p;
+}
+
+static void batch_arena_free(float *p, size_t floats) {
+    if (p) munmap(p, floats ? floats * sizeof(float) : 1);
+}
 
 /* ---- encoders: a head on top, post-norm blocks, full attention, the embeddings' norm ---- */
 
@@ -590,7 +799,10 @@ static void enc_batch_layer_forward(enc_batch *bt, const lp_model *m, int l, int
     lp_linear_forward(q, x, &w->q, n);
     lp_linear_forward(k, x, &w->k, n);
     lp_linear_forward(v, x, &w->v, n);
-    lp_attention_seqs((float *)t.pattern, bt->z, c, q, k, v, B, T);
+    if (T <= ATTN_LOOP_MAX_T)
+        attention_forward_short((float *)t.pattern, bt->z, c, q, k, v, c->n_head * (long)c->d_head,
+                                c->n_kv_head * (long)c->d_head, B, T);
+    else lp_attention_seqs((float *)t.pattern, bt->z, c, q, k, v, B, T);
     lp_linear_forward(s1, bt->z, &w->o, n);
     for (size_t i = 0; i < nd; i++) s1[i] += x[i];
     lp_norm(bt->mid, sc1, s1, w->ln1_w, w->ln1_b, n, d, LP_NORM_LAYERNORM, c->norm_eps);
@@ -615,7 +827,7 @@ static int encoder_batch(const lp_model *m, int T, int n, lp_embed_fn input, voi
     int chunks = (n + bt.Bmax - 1) / bt.Bmax, rc = LP_OK;
     bt.Bmax = (n + chunks - 1) / chunks; /* chunks of even size */
     size_t floats = enc_batch_layout(&bt, NULL, c), d = c->d_model, nd = (size_t)T * d;
-    float *arena = malloc(floats * sizeof *arena);
+    float *arena = batch_arena_new(floats);
     double *fb = malloc((size_t)bt.Bmax * sizeof *fb), *acc = calloc(nd, sizeof *acc);
     if (!arena || !fb || !acc) {
         rc = lp_error(LP_ENOMEM, "out of memory: a batch of %d sequences of %d tokens needs %.1f MB", bt.Bmax, T,
@@ -667,7 +879,7 @@ static int encoder_batch(const lp_model *m, int T, int n, lp_embed_fn input, voi
     if (!rc && grad_sum)
         for (size_t j = 0; j < nd; j++) grad_sum[j] = (float)acc[j];
 done:
-    free(arena);
+    batch_arena_free(arena, floats);
     free(fb);
     free(acc);
     return rc;
@@ -738,7 +950,7 @@ static int grad_run(lp_grad **out, const lp_run *r, const lp_objective *o, bool 
                         view_data(r, LP_ACT_K, l), view_data(r, LP_ACT_V, l), view_data(r, LP_ACT_PATTERN, l),
                         (long)TT, (long)(TT * TT), view_data(r, LP_ACT_RESID_MID, l), view_data(r, LP_ACT_LN2_SCALE, l),
                         view_data(r, LP_ACT_MLP_PRE, l),
-                        c->mlp == LP_MLP_SWIGLU ? view_data(r, LP_ACT_MLP_UP, l) : NULL};
+                        c->mlp == LP_MLP_SWIGLU ? view_data(r, LP_ACT_MLP_UP, l) : NULL, 0, 0};
         size_t dm = c->d_mlp;
         grad_layer gl = {
             .d_mid = g->resid_mid + ll * TT * d,
@@ -848,6 +1060,8 @@ int lp_grad_view(const lp_grad *g, lp_act_kind kind, int layer, int head, lp_vie
  * it); without, one layer's worth, reused. */
 typedef struct {
     int Bmax, T, keep;
+    int qkv_ld;                     /* q, k and v fused as the columns of one (rows, qkv_ld) matrix (d_q, d_k,
+                                     * d_v too), or 0: apart */
     float *resid;                   /* (L + 1, rows, d) kept, else (2, rows, d) */
     float *ln1_scale, *ln2_scale;   /* (L or 1, rows) */
     float *q, *k, *v;               /* (L or 1, rows, H*dh / Hkv*dh) */
@@ -867,13 +1081,14 @@ static size_t batch_layout(batch *bt, float *base, const lp_config *c, bool logp
     size_t rows = (size_t)bt->Bmax * bt->T, d = c->d_model, qd = (size_t)c->n_head * c->d_head;
     size_t kvd = (size_t)c->n_kv_head * c->d_head, dm = c->d_mlp, D = bt->keep ? c->n_layer : 1, at = 0;
     size_t V = logprob ? c->vocab : 0, B = bt->Bmax, T = bt->T, swi = c->mlp == LP_MLP_SWIGLU, K = bt->keep;
+    size_t qw = bt->qkv_ld ? (size_t)bt->qkv_ld : qd, sep = !bt->qkv_ld; /* q's width, then k's and v's apart */
 #define SLICE(field, n) (bt->field = base ? base + at : NULL, at += (n))
     SLICE(resid, (K ? c->n_layer + 1 : 2) * rows * d);
     SLICE(ln1_scale, D * rows);
     SLICE(ln2_scale, D * rows);
-    SLICE(q, D * rows * qd);
-    SLICE(k, D * rows * kvd);
-    SLICE(v, D * rows * kvd);
+    SLICE(q, D * rows * qw);
+    SLICE(k, sep * D * rows * kvd);
+    SLICE(v, sep * D * rows * kvd);
     SLICE(pattern, D * B * c->n_head * T * T);
     SLICE(resid_mid, D * rows * d);
     SLICE(mlp_pre, D * rows * dm);
@@ -894,18 +1109,40 @@ static size_t batch_layout(batch *bt, float *base, const lp_config *c, bool logp
     SLICE(g.d_mid, K * rows * d);
     SLICE(g.d_ln1, K * rows * d);
     SLICE(g.d_ln2, K * rows * d);
-    SLICE(g.d_q, K * rows * qd);
+    SLICE(g.d_q, K * rows * qw);
     SLICE(g.d_z, K * rows * qd);
-    SLICE(g.d_k, K * rows * kvd);
-    SLICE(g.d_v, K * rows * kvd);
-    SLICE(g.d_qr, K * rows * qd);
-    SLICE(g.d_kr, K * rows * kvd);
+    SLICE(g.d_k, sep * K * rows * kvd);
+    SLICE(g.d_v, sep * K * rows * kvd);
+    SLICE(g.d_qr, sep * K * rows * qd);
+    SLICE(g.d_kr, sep * K * rows * kvd);
     SLICE(g.d_pre, K * rows * dm);
     SLICE(g.d_up, K * swi * rows * dm);
     SLICE(g.d_post, K * rows * dm);
     SLICE(g.dP, K * T * T);
 #undef SLICE
+    if (bt->qkv_ld && base) {
+        bt->g.d_k = bt->g.d_q + qd;
+        bt->g.d_v = bt->g.d_k + kvd;
+        bt->g.dq_ld = bt->g.dkv_ld = bt->qkv_ld;
+    }
     return at;
+}
+
+/* Layer l's q, k, v on the tape (D: its slot), and their row strides. */
+static void batch_qkv(float **q, float **k, float **v, long *qs, long *ks, const batch *bt, const lp_config *c, size_t D) {
+    size_t rows = (size_t)bt->Bmax * bt->T, qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head;
+    if (bt->qkv_ld) {
+        *q = bt->q + D * rows * bt->qkv_ld;
+        *k = *q + qd;
+        *v = *k + kvd;
+        *qs = *ks = bt->qkv_ld;
+        return;
+    }
+    *q = bt->q + D * rows * qd;
+    *k = bt->k + D * rows * kvd;
+    *v = bt->v + D * rows * kvd;
+    *qs = (long)qd;
+    *ks = (long)kvd;
 }
 
 /* The chunk's sequences through one layer. */
@@ -917,22 +1154,30 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, cons
     size_t dm = c->d_mlp, D = bt->keep ? (size_t)l : 0, nd = (size_t)n * d, nm = (size_t)n * dm;
     const float *x = bt->resid + (bt->keep ? (size_t)l : (size_t)(l & 1)) * rows * d;
     float *y = bt->resid + (bt->keep ? (size_t)l + 1 : (size_t)((l + 1) & 1)) * rows * d;
-    float *q = bt->q + D * rows * qd, *k = bt->k + D * rows * kvd, *v = bt->v + D * rows * kvd;
-    float *mid = bt->resid_mid + D * rows * d, *pre = bt->mlp_pre + D * rows * dm;
+    float *q, *k, *v, *mid = bt->resid_mid + D * rows * d, *pre = bt->mlp_pre + D * rows * dm;
+    long qs, ks;
+    batch_qkv(&q, &k, &v, &qs, &ks, bt, c, D);
     float *up = bt->mlp_up ? bt->mlp_up + D * rows * dm : NULL;
 
     lp_norm(bt->ln1, bt->ln1_scale + D * rows, x, w->ln1_w, w->ln1_b, n, d, c->norm, c->norm_eps);
-    lp_linear_forward(q, bt->ln1, &w->q, n);
-    lp_linear_forward(k, bt->ln1, &w->k, n);
-    lp_linear_forward(v, bt->ln1, &w->v, n);
+    lp_linear f;
+    float *pattern = bt->pattern + D * bt->Bmax * c->n_head * (size_t)T * T;
+    if (bt->qkv_ld && qkv_columns(&f, w)) {
+        lp_linear_forward(q, bt->ln1, &f, n);
+    } else {
+        lp_linear_forward(q, bt->ln1, &w->q, n);
+        lp_linear_forward(k, bt->ln1, &w->k, n);
+        lp_linear_forward(v, bt->ln1, &w->v, n);
+    }
     if (c->pos != LP_POS_LEARNED)
         for (int b = 0; b < B; b++) {
             lp_rope_rows(q + (size_t)b * T * qd, c, T, c->n_head, cos_t, sin_t);
             lp_rope_rows(k + (size_t)b * T * kvd, c, T, c->n_kv_head, cos_t, sin_t);
         }
-    lp_attention_seqs(bt->pattern + D * bt->Bmax * c->n_head * (size_t)T * T, bt->z, c, q, k, v, B, T);
+    if (T <= ATTN_LOOP_MAX_T) attention_forward_short(pattern, bt->z, c, q, k, v, qs, ks, B, T);
+    else lp_attention_seqs(pattern, bt->z, c, q, k, v, B, T);
     lp_linear_forward(bt->attn_out, bt->z, &w->o, n);
-    for (size_t i = 0; i < nd; i++) mid[i] = x[i] + bt->attn_out[i];
+    add_floats(mid, x, bt->attn_out, nd);
     lp_norm(bt->ln2, bt->ln2_scale + D * rows, mid, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
     if (c->mlp == LP_MLP_SWIGLU) {
         lp_linear_forward(pre, bt->ln2, &w->gate, n);
@@ -943,7 +1188,7 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, cons
         lp_gelu_rows(bt->mlp_post, pre, nm);
     }
     lp_linear_forward(bt->mlp_out, bt->mlp_post, &w->down, n);
-    for (size_t i = 0; i < nd; i++) y[i] = mid[i] + bt->mlp_out[i];
+    add_floats(y, mid, bt->mlp_out, nd);
 }
 
 int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx, const lp_objective *o,
@@ -960,6 +1205,13 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
     if (!c->causal) return encoder_batch(m, T, n, input, ctx, o, weight, f, grad_sum);
     bool logprob = o->kind == LP_OBJ_LOGPROB;
     batch bt = {.Bmax = 1, .T = T, .keep = grad_sum != NULL};
+    lp_linear fused;
+    /* fused q|k|v: a layout the short attention reads (rotary rotates q and k apart) */
+    if (c->pos == LP_POS_LEARNED && T <= ATTN_LOOP_MAX_T && qkv_columns(&fused, &m->layers[0])) {
+        bt.qkv_ld = fused.out;
+        for (int l = 1; l < c->n_layer; l++)
+            if (!qkv_columns(&fused, &m->layers[l])) bt.qkv_ld = 0;
+    }
     size_t per_seq = batch_layout(&bt, NULL, c, logprob);
     bt.Bmax = (int)(BATCH_BUDGET / (per_seq * sizeof(float)));
     if (bt.Bmax < 1) bt.Bmax = 1;
@@ -967,7 +1219,7 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
     int chunks = (n + bt.Bmax - 1) / bt.Bmax;
     bt.Bmax = (n + chunks - 1) / chunks; /* chunks of even size */
     size_t floats = batch_layout(&bt, NULL, c, logprob), d = c->d_model;
-    float *arena = malloc(floats * sizeof *arena), *cos_t, *sin_t, *nsin_t;
+    float *arena = batch_arena_new(floats), *cos_t, *sin_t, *nsin_t;
     double *fb = malloc((size_t)bt.Bmax * sizeof *fb);
     bt.acc = calloc((size_t)T * d, sizeof *bt.acc);
     rope_tables_new(&cos_t, &sin_t, &nsin_t, c, T);
@@ -1001,18 +1253,20 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
         for (int b = 0; b < B; b++)
             norm_backward(bt.d_resid + ((size_t)b * T + o->pos) * d, bt.d_lnf + (size_t)b * d, bt.xf + (size_t)b * d,
                           bt.lnf_scale + b, m->lnf_w, 1, (int)d, c->norm);
-        size_t qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head, dm = c->d_mlp;
+        size_t dm = c->d_mlp;
         for (int l = c->n_layer - 1; l >= 0; l--) {
             if (lp_cancelled()) {
                 rc = lp_error(LP_ECANCEL, "cancelled");
                 goto done;
             }
             size_t ll = l;
-            tape_layer t = {bt.resid + ll * rows * d, bt.ln1_scale + ll * rows, bt.q + ll * rows * qd,
-                            bt.k + ll * rows * kvd, bt.v + ll * rows * kvd,
+            float *q, *k, *v;
+            long qs, ks;
+            batch_qkv(&q, &k, &v, &qs, &ks, &bt, c, ll);
+            tape_layer t = {bt.resid + ll * rows * d, bt.ln1_scale + ll * rows, q, k, v,
                             bt.pattern + ll * bt.Bmax * c->n_head * (size_t)T * T, T, (long)T * T,
                             bt.resid_mid + ll * rows * d, bt.ln2_scale + ll * rows, bt.mlp_pre + ll * rows * dm,
-                            bt.mlp_up ? bt.mlp_up + ll * rows * dm : NULL};
+                            bt.mlp_up ? bt.mlp_up + ll * rows * dm : NULL, qs, ks};
             layer_backward(bt.d_resid, &bt.g, bt.d_resid, &t, m, l, B, T, cos_t, nsin_t);
         }
         for (int b = 0; b < B; b++) {
@@ -1024,7 +1278,7 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
     if (grad_sum)
         for (size_t j = 0; j < (size_t)T * d; j++) grad_sum[j] = (float)bt.acc[j];
 done:
-    free(arena);
+    batch_arena_free(arena, floats);
     free(fb);
     free(bt.acc);
     free(cos_t);

@@ -33,6 +33,7 @@ typedef struct {
     long p_ld, p_hs;
     const float *resid_mid, *ln2_scale; /* (rows, d), (rows) */
     const float *mlp_pre, *mlp_up;      /* (rows, dm); mlp_up SwiGLU only */
+    long q_ld, kv_ld;                   /* row strides of q and of k, v; 0: H*dh and Hkv*dh (a fused q|k|v: its width) */
 } tape_layer;
 
 /* Where a layer's gradients go: every one is kept by lp_grad, scratch in batches and training. */
@@ -46,11 +47,15 @@ typedef struct {
     long dp_ld, dp_hs;
     float *d_pre, *d_up, *d_post; /* (rows, dm) */
     float *dP;                    /* (T, T) scratch */
+    long dq_ld, dkv_ld;           /* row strides of d_q and of d_k, d_v; 0: H*dh and Hkv*dh */
 } grad_layer;
 
 /* For every sequence and head: z = P v with P = softmax(scale q k^T) (causal). Given g->d_z,
  * writes g->d_q and adds to g->d_k, g->d_v (query heads of a group share theirs; zero them
- * first). Reads t->q, k, v, pattern; g->dP (T, T) is scratch; g->d_pattern, if not NULL, gets dP. */
+ * first). Reads t->q, k, v, pattern; g->dP (T, T) is scratch; g->d_pattern, if not NULL, gets dP.
+ * Up to ATTN_LOOP_MAX_T tokens, a sequence's key/value head (and its query heads) at a time on
+ * the worker pool, in loops: the same sums in a fixed order whatever the thread count. */
+#define ATTN_LOOP_MAX_T 128
 void attention_backward(const grad_layer *g, const tape_layer *t, const lp_config *c, int B, int T);
 
 #endif

@@ -40,7 +40,8 @@ make_model "$model" "12 layers, d 768, 12 heads, vocab 50257; about 500 MB" --ar
     --heads 12 --vocab 50257 --ctx 1024 --seed 1 --gpt2-tokenizer ../shared/tokenizers/gpt2
 
 logits=$out/logits-t128.f32
-{ "$bench" "$model" --save-logits "$logits"; echo $? >"$out/status"; } | tee "$out/report.txt"
+{ "$bench" "$model" --save-logits "$logits" --save-attr "$out/attr-t32.f32"; echo $? >"$out/status"; } |
+    tee "$out/report.txt"
 [ "$(cat "$out/status")" = 0 ] || { echo "bench failed" >&2; exit 1; }
 core=$(sed -n 's/^openblas: [^,]*, core \([A-Za-z0-9]*\).*/\1/p' "$out/report.txt")
 
@@ -80,6 +81,12 @@ done
 echo
 echo "== comparison: one thread (core $core; the run above used all cores)"
 OPENBLAS_CORETYPE=$core "$bench" --quick --threads 1 "$model" --compare-logits "$logits"
+
+# The same work in PyTorch (issue 16's table): the run at T=128, 512 and 1024, ig-32 and
+# occlusion at T=32 batched, generation; checked against loupe's logits and scores, and set
+# beside loupe's figures from the report above.
+torch_bench "decoder in PyTorch" tests/bench/torch_gpt2.py "$model" --compare-logits "$logits" \
+    --compare-attr "$out/attr-t32.f32" --loupe "$out/report.txt"
 
 # The browser: time to draw each view into the screen model for this model's T=128 run
 # (target: under 16 ms, one 60 Hz frame). Built here: make bench names only the engine's tools.

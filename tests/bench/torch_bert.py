@@ -103,6 +103,19 @@ class Bert:
         return self.lin(pooled, "classifier"), hidden, attns
 
 
+def compare_file(what, got, path, tol):
+    """Prints max |got - loupe's| for loupe's float32 values in path, against tol times the
+    largest of them (at least 1)."""
+    want = np.fromfile(path, dtype="<f4").astype(np.float64)
+    got = np.asarray(got, dtype=np.float64).ravel()
+    if want.shape != got.shape:
+        print(f"  {what}: cannot compare: {path} holds {want.size} values, not {got.size}")
+        return
+    diff, mag = np.abs(got - want).max(), np.abs(want).max()
+    print(f"  {what} vs loupe's: max |diff| {diff:.2e} (values up to {mag:.2f}; tolerance {tol:g}"
+          f"{' x that' if mag > 1 else ''}: {'same' if diff <= tol * max(mag, 1.0) else 'DIFFERENT'})")
+
+
 def timed(fn, reps, warm=True):
     if warm:
         fn()
@@ -136,14 +149,7 @@ def main():
         print(f"torch forward T={T}: {med * 1e3:.1f} ms (median of {reps}, best {best * 1e3:.1f}), "
               "hidden states and attention patterns kept")
         if T == 128 and compare:
-            got = m.forward(e, False)[0][0].double()
-            want = torch.from_numpy(np.fromfile(compare, dtype="<f4").astype(np.float64))
-            if want.shape != got.shape:
-                print(f"  label logits: cannot compare: {compare} holds {want.numel()} values, not {got.numel()}")
-            else:
-                diff = (got - want).abs().max().item()
-                print(f"  label logits vs loupe's: max |diff| {diff:.2e} (tolerance 1e-4: "
-                      f"{'same' if diff <= 1e-4 else 'DIFFERENT'})")
+            compare_file("label logits", m.forward(e, False)[0][0], compare, 1e-4)
 
     # Integrated gradients, label 0, zero baseline for the word embeddings, T=128.
     T, steps = 128, 32

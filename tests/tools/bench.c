@@ -1,8 +1,9 @@
 /* bench: how fast the engine runs a model (make bench: GPT-2 small and BERT-base, random
  * weights), set beside what this machine's sgemm allows.
- *   bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL
+ *   bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] [--save-attr FILE] MODEL
  *   bench --check MODEL     exit status 0 when MODEL loads (run.sh: no need to remake it)
  *   bench --attr MODEL      the attribution lines only (to compare builds of the engine)
+ *   bench --attr32 MODEL    the T=32 attribution line only, medians of 5 (quicker A/B runs)
  *   bench --record MODEL    recording's share of a run and the first run of a new length only
  *   bench --generate MODEL  generation only, with where a token's time goes (the products alone)
  * Targets: forward at T=128 within 1.5x of the roofline time; load under 100 ms; peak RSS
@@ -188,6 +189,7 @@ static double first_touch_secs(size_t bytes) {
 
 typedef struct {
     const char *save, *compare; /* logits of the T=128 run, raw float32 */
+    const char *save_attr;      /* the T=32 ig scores, then occlusion's, raw float32 (torch_gpt2.py checks them) */
 } logit_files;
 
 /* Saves the logits, or compares them with a run under another OpenBLAS core or thread count:
@@ -281,7 +283,7 @@ static size_t bench_forward(const lp_model *m, int T, int reps, double peak, con
 /* Where a token's time goes: every weight matrix a token reads, through the one-row kernel
  * alone (lp_decode_linear, as decoding calls it; q, k and v apart), fastest of 9 passes,
  * beside a token's median step. */
-static void products_alone(const lp_model *m, double step) {
+static void decode_products_alone(const lp_model *m, double step) {
     const lp_config *c = &m->cfg;
     float *x = malloc(sizeof(float) * 65536), *y = malloc(sizeof(float) * (size_t)(c->vocab > 65536 ? c->vocab : 65536));
     if (!x || !y) exit(1);
@@ -344,7 +346,7 @@ static void bench_generate(const lp_model *m, int n_prompt, int n_new, bool prof
     printf("  each token reads the %.0f MB of weights: %.1f GB/s; sgemv streams %.1f GB/s here: ~%.1f tokens/s at "
            "best\n",
            bytes / 1e6, bytes * (n_new / decode) / 1e9, bw, bw * 1e9 / bytes);
-    if (profile) products_alone(m, step[n_new / 2]);
+    if (profile) decode_products_alone(m, step[n_new / 2]);
     lp_generator_free(g);
     free(prompt);
     free(step);
@@ -372,13 +374,23 @@ static double median_of(double *t, int n) {
     return t[n / 2];
 }
 
-static void bench_attr(const lp_model *m, int T, int reps, bool with_occlusion) {
+/* path: where the last ig and occlusion scores go (raw float32, T each), or NULL. */
+static void save_scores(const char *path, const float *ig, const float *occ, int T) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(ig, sizeof *ig, (size_t)T, f) != (size_t)T || fwrite(occ, sizeof *occ, (size_t)T, f) != (size_t)T ||
+        fclose(f)) {
+        fprintf(stderr, "bench: cannot write %s\n", path);
+        exit(1);
+    }
+}
+
+static void bench_attr(const lp_model *m, int T, int reps, bool with_occlusion, const char *save) {
     const lp_config *c = lp_model_config(m);
     bool enc = lp_model_is_encoder(m);
     int *ids = malloc((size_t)T * sizeof *ids);
     double *fwd = malloc(5 * (size_t)reps * sizeof *fwd), *bwd = fwd + reps, *ig = bwd + reps, *occ = ig + reps;
     double *ig_cpu = occ + reps; /* the process's CPU time: less skewed by other work than the wall clock */
-    float *scores = malloc((size_t)T * sizeof *scores);
+    float *scores = malloc(2 * (size_t)T * sizeof *scores), *occ_scores = scores + T;
     if (!ids || !fwd || !scores) exit(1);
     fill_ids(ids, T, c->vocab);
     lp_run *r;
@@ -406,17 +418,18 @@ static void bench_attr(const lp_model *m, int T, int reps, bool with_occlusion) 
         ig_cpu[i] = cpu_s() - cpu;
         sp.method = LP_ATTR_OCCLUSION;
         t = now_s();
-        if (with_occlusion && lp_attr(scores, &delta, r, &sp)) die("attr occlusion");
+        if (with_occlusion && lp_attr(occ_scores, &delta, r, &sp)) die("attr occlusion");
         occ[i] = now_s() - t;
     }
     lp_run_free(r);
+    if (save && with_occlusion) save_scores(save, scores, occ_scores, T);
     double f = median_of(fwd, reps), b = median_of(bwd, reps) / f, i = median_of(ig, reps);
     printf("attr T=%d (x one forward of %.1f ms, medians of %d): %s %.2fx", T, f * 1e3, reps,
            enc ? "input gradient" : "backward", b);
     if (T == 32) printf(" (target < 3: %s)", b < 3 ? "met" : "MISSED");
     printf(", ig-32 %.1fx = %.2f s (CPU %.2f s), %.0f tokens/s", i / f, i, median_of(ig_cpu, reps), 33.0 * T / i);
     if (T == 32) printf(" (target < 40: %s)", i / f < 40 ? "met" : "MISSED");
-    if (with_occlusion) printf(", occlusion %.1fx", median_of(occ, reps) / f);
+    if (with_occlusion) printf(", occlusion %.1fx = %.0f ms", median_of(occ, reps) / f, median_of(occ, reps) * 1e3);
     printf("\n");
     free(ids);
     free(fwd);
@@ -583,8 +596,8 @@ static void bench_session(const char *path, int reps) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] MODEL\n"
-                    "       bench --check MODEL | --attr MODEL | --record MODEL | --generate MODEL\n");
+    fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] [--save-attr FILE] MODEL\n"
+                    "       bench --check MODEL | --attr MODEL | --attr32 MODEL | --record MODEL | --generate MODEL\n");
     exit(2);
 }
 
@@ -605,11 +618,13 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--quick")) quick = 1;
         else if (!strcmp(a, "--check")) check = 1;
         else if (!strcmp(a, "--attr")) attr_only = 1;
+        else if (!strcmp(a, "--attr32")) attr_only = 2;
         else if (!strcmp(a, "--record")) record_only = 1;
         else if (!strcmp(a, "--generate")) generate_only = 1;
         else if (!strcmp(a, "--threads") && v && atoi(v) > 0) openblas_set_num_threads(atoi(argv[++i]));
         else if (!strcmp(a, "--save-logits") && v) lf.save = argv[++i];
         else if (!strcmp(a, "--compare-logits") && v) lf.compare = argv[++i];
+        else if (!strcmp(a, "--save-attr") && v) lf.save_attr = argv[++i];
         else if (a[0] != '-' && !path) path = a;
         else usage();
     }
@@ -640,9 +655,9 @@ int main(int argc, char **argv) {
         if (lp_model_load(&m, path, NULL)) die(path);
         print_blas();
         printf("load average %.2f\n", load[0]);
-        bench_attr(m, 32, 3, true);
-        bench_attr(m, 128, 1, false);
-        if (!lp_model_is_encoder(m)) bench_eval(m);
+        bench_attr(m, 32, attr_only == 2 ? 5 : 3, true, lf.save_attr);
+        if (attr_only == 1) bench_attr(m, 128, 1, false, NULL);
+        if (attr_only == 1 && !lp_model_is_encoder(m)) bench_eval(m);
         lp_model_free(m);
         return 0;
     }
@@ -689,8 +704,8 @@ int main(int argc, char **argv) {
     bench_forward(m, 128, 7, peak, &lf);
     size_t act512 = bench_forward(m, 512, 3, peak, &lf);
     bench_session(path, 3);
-    bench_attr(m, 32, enc ? 3 : 5, true);
-    bench_attr(m, 128, 1, false);
+    bench_attr(m, 32, enc ? 3 : 5, true, lf.save_attr);
+    bench_attr(m, 128, 1, false, NULL);
     if (!enc) {
         bench_eval(m);
         bench_patch(m);
