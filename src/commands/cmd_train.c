@@ -23,7 +23,7 @@
 enum { O_RESUME, O_STEPS, O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_ATTN_ONLY, O_VOCAB, O_CORPUS_MB, O_MIX,
        O_BATCH, O_SEQ, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP, O_EVAL_EVERY, O_SAVE_EVERY, O_SEED, O_THREADS,
        O_QUIET, O_STOP_AT, O_SPANS, O_LETTER_WORDS, O_EMBED_STD, O_RANDOM_TOKENS, O_ARCH, O_TASK, O_FROM, O_MASK_PROB,
-       O_EXAMPLES, O_SCRAMBLED, O_RULES, O_DIGITS, O_ENC_LAYERS, N_OPTS };
+       O_EXAMPLES, O_SCRAMBLED, O_RANDOM_IOI, O_RULES, O_DIGITS, O_ENC_LAYERS, N_OPTS };
 
 /* What may change when resuming: how long, how often to look, how quietly. */
 static const bool RESUMABLE[N_OPTS] = {[O_RESUME] = true, [O_STEPS] = true, [O_EVAL_EVERY] = true,
@@ -101,7 +101,7 @@ static const struct {
     {O_WD, "train.weight_decay"},  {O_CLIP, "train.grad_clip"},   {O_EVAL_EVERY, "train.eval_every"},
     {O_THREADS, "train.threads"},  {O_EMBED_STD, "model.embed_std"}, {O_RANDOM_TOKENS, "corpus.random_tokens"},
     {O_LETTER_WORDS, "corpus.letter_words"}, {O_MASK_PROB, "train.mask_prob"}, {O_EXAMPLES, "examples"},
-    {O_SCRAMBLED, "corpus.scrambled"}, {O_ENC_LAYERS, "model.enc_layers"},
+    {O_SCRAMBLED, "corpus.scrambled"}, {O_RANDOM_IOI, "corpus.random_ioi"}, {O_ENC_LAYERS, "model.enc_layers"},
 };
 
 /* A T5's task: --rules copy,reverse,swap (any of them) and --digits MIN,MAX. */
@@ -184,7 +184,7 @@ static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_e
 
 /* The options of the GPT-2 and BERT corpus and tokenizer, which a T5's task replaces. */
 static const int CORPUS_OPTS[] = {O_TASK, O_FROM, O_MASK_PROB, O_VOCAB, O_CORPUS_MB, O_MIX, O_SPANS, O_LETTER_WORDS,
-                                  O_RANDOM_TOKENS, O_EMBED_STD, O_SCRAMBLED, O_ATTN_ONLY, O_CTX};
+                                  O_RANDOM_TOKENS, O_EMBED_STD, O_SCRAMBLED, O_RANDOM_IOI, O_ATTN_ONLY, O_CTX};
 
 /* A new run's recipe: GPT-2's default, a T5's (--arch t5, --rules, --digits), or a BERT's (--arch
  * bert, --task mlm|ioi|polarity, --from DIR, whose shape and vocabulary a classifier takes). */
@@ -544,7 +544,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         [O_ARCH] = {"arch", false, NULL},         [O_TASK] = {"task", false, NULL},
         [O_FROM] = {"from", false, NULL},         [O_MASK_PROB] = {"mask-prob", false, NULL},
         [O_EXAMPLES] = {"examples", false, NULL},
-        [O_SCRAMBLED] = {"scrambled", false, NULL},
+        [O_SCRAMBLED] = {"scrambled", false, NULL}, [O_RANDOM_IOI] = {"random-ioi", false, NULL},
         [O_RULES] = {"rules", false, NULL},       [O_DIGITS] = {"digits", false, NULL},
         [O_ENC_LAYERS] = {"enc-layers", false, NULL},
     };

@@ -166,6 +166,9 @@ cp "$tmp/nb.json" "$tmp/a/train.json"
 fails_with "train: --corpus-mb has the same cap" 'corpus-mb' "$LOUPE" -e "train $tmp/x --corpus-mb 5000"
 fails_with "train: --scrambled is a share, 0..1" '--scrambled 2: use 0..1' "$LOUPE" -e "train $tmp/x --scrambled 2"
 check "train: --scrambled goes into the recipe" sh -c "'$LOUPE' -e 'train $tmp/scr $TINY --scrambled 0.5 --steps 2 --quiet' >/dev/null && jq -e '.recipe.corpus.scrambled == 0.5' '$tmp/scr/train.json' >/dev/null"
+fails_with "train: --random-ioi is a share, 0..1" '--random-ioi 1.5: use 0..1' "$LOUPE" -e "train $tmp/x --random-ioi 1.5"
+check "train: --random-ioi goes into the recipe" sh -c "'$LOUPE' -e 'train $tmp/rioi $TINY --vocab 1024 --random-ioi 0.5 --steps 2 --quiet' >/dev/null && jq -e '.recipe.corpus.random_ioi == 0.5' '$tmp/rioi/train.json' >/dev/null"
+fails_with "train: --random-ioi needs names of a few tokens" 'takes more than 4 tokens of this vocabulary: use a larger --vocab' "$LOUPE" -e "train $tmp/rioi2 $TINY --random-ioi 0.5 --steps 2 --quiet"
 
 # Bad requests: one error line, nothing lost.
 cp "$tmp/a/model.safetensors" "$tmp/a.keep"
