@@ -9,6 +9,8 @@
 
 #include "loupe/corpus.h"
 #include "loupe/error.h"
+#include "loupe/recipe.h"
+#include "loupe/tokenizer.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -358,6 +360,79 @@ static void polarity_sentences_are_labelled_by_their_last_clause(void **state) {
     assert_true(agree > N / 3 / 3 && agree < 2 * N / 3 / 3);
 }
 
+/* The ids of " name" for every story name (one token each in models/default's vocabulary). */
+static int name_of(const lp_tokenizer *t, int id) {
+    int n;
+    const char *const *names = lp_corpus_names(&n);
+    for (int i = 0; i < n; i++) {
+        char text[64];
+        int got, ids[4];
+        snprintf(text, sizeof text, " %s", names[i]);
+        assert_int_equal(lp_tokenizer_encode(t, text, strlen(text), false, ids, 4, &got), LP_OK);
+        assert_int_equal(got, 1);
+        if (ids[0] == id) return i;
+    }
+    return -1;
+}
+
+/* corpus.random_ioi: before each corpus document (at 1), a story of random ids in which
+ * the names' roles are all that is not random: "A and B", ids, B, ids, " to", A; at 0 none. */
+static void random_ioi_stories_end_with_the_name_said_once(void **state) {
+    (void)state;
+    lp_tokenizer *t;
+    assert_int_equal(lp_tokenizer_load_dir(&t, "models/default"), LP_OK);
+    int eot = lp_tokenizer_piece_to_id(t, LP_CORPUS_EOT), ids[2];
+    assert_int_equal(lp_tokenizer_encode(t, " and", 4, false, ids, 2, &(int){0}), LP_OK);
+    int and_ = ids[0];
+    assert_int_equal(lp_tokenizer_encode(t, " to", 3, false, ids, 2, &(int){0}), LP_OK);
+    int to = ids[0];
+    lp_recipe r;
+    lp_recipe_default(&r);
+    r.corpus.n_bytes = 50000;
+    r.random_tokens = 0;
+    int *plain, *held, *mixed, *held2;
+    size_t n_plain, n_held, n_mixed, n_held2;
+    assert_int_equal(lp_recipe_data(&r, t, &plain, &n_plain, &held, &n_held), LP_OK);
+    r.random_ioi = 1;
+    assert_int_equal(lp_recipe_data(&r, t, &mixed, &n_mixed, &held2, &n_held2), LP_OK);
+    /* documents alternate: a random story, then the corpus's next document, unchanged */
+    size_t i = 0, j = 0;
+    int stories = 0, abba = 0;
+    while (i < n_mixed) {
+        size_t end = i;
+        while (mixed[end] != eot) end++;
+        int pos[8], who[8], found = 0;
+        for (size_t k = i; k < end; k++) {
+            int w = name_of(t, mixed[k]);
+            if (w >= 0) {
+                assert_true(found < 3 || k == end - 1);
+                if (found < 8) pos[found] = (int)(k - i), who[found] = w;
+                found++;
+            }
+            if (mixed[k] == to) assert_int_equal(k, end - 2);
+            if (mixed[k] == and_) assert_true(found == 1 && mixed[k + 1] != eot && name_of(t, mixed[k + 1]) >= 0);
+        }
+        assert_int_equal(found, 4);                        /* A and B ... B ... to A */
+        assert_int_equal(pos[1], pos[0] + 2);
+        assert_true(who[0] != who[1] && who[3] != who[2]); /* the answer is not the subject */
+        assert_true(who[2] == who[0] || who[2] == who[1]);
+        assert_true(who[3] == who[0] || who[3] == who[1]);
+        abba += who[3] == who[0];
+        stories++;
+        i = end + 1;
+        end = i; /* the corpus's document */
+        while (mixed[end] != eot) end++;
+        assert_true(j + (end - i) < n_plain);
+        assert_memory_equal(mixed + i, plain + j, (end - i + 1) * sizeof *mixed);
+        j += end - i + 1, i = end + 1;
+    }
+    assert_int_equal(j, n_plain);
+    print_message("random IOI stories: %d, %d with the indirect object first\n", stories, abba);
+    assert_true(stories > 100 && abba > stories / 3 && abba < 2 * stories / 3);
+    free(plain), free(held), free(mixed), free(held2);
+    lp_tokenizer_free(t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(same_seed_gives_identical_text_other_seed_differs),
@@ -368,6 +443,7 @@ int main(void) {
         cmocka_unit_test(held_out_frames_never_appear_in_training),
         cmocka_unit_test(ioi_documents_answer_with_the_indirect_object),
         cmocka_unit_test(polarity_sentences_are_labelled_by_their_last_clause),
+        cmocka_unit_test(random_ioi_stories_end_with_the_name_said_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

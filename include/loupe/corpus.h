@@ -87,6 +87,8 @@ typedef enum { LP_IOI_TRAINING, LP_IOI_HELDOUT } lp_ioi_frames;
 void lp_corpus_ioi_prompts(uint64_t seed, lp_ioi_frames frames, int n, lp_ioi_prompt *out);
 
 int lp_corpus_n_forms(lp_ioi_frames frames); /* forms (clause orders) of the frames */
+/* The names stories use (borrowed, *n of them). */
+const char *const *lp_corpus_names(int *n);
 
 /* Labelled sentences for a polarity classifier. The lexicon is two lists of adjectives the
  * corpus uses (so a tokenizer learnt on it has each as one token): positive ("happy", "nice",

@@ -44,6 +44,9 @@ typedef struct {
                               * repeated (N ids, the same N again, N in 8..48) comes before it: made
                               * at the token level, after the tokenizer, so that every token of the
                               * vocabulary appears in a repeat (see lp_recipe_data) */
+    double random_ioi;       /* per corpus document, the chance that an indirect-object story of random
+                              * token ids comes before it: "A and B", random ids, B, random ids, " to",
+                              * A (lp_recipe_data): nothing but the names' roles predicts the answer */
     lp_config model;         /* n_layer, n_head, d_model, d_mlp, n_ctx, attn_only, a T5's enc_layers (0: n_layer);
                               * vocab is set from above */
     uint64_t init_seed;      /* the initial weights */

@@ -14,6 +14,7 @@
 #include "loupe/ckptdir.h"
 #include "loupe/error.h"
 #include "loupe/fileio.h"
+#include "loupe/ioi_probe.h"
 #include "loupe/recipe.h"
 #include "loupe/run.h"
 #include "loupe/s2s_eval.h"
@@ -23,11 +24,12 @@
 enum { O_RESUME, O_STEPS, O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_ATTN_ONLY, O_VOCAB, O_CORPUS_MB, O_MIX,
        O_BATCH, O_SEQ, O_LR, O_MIN_LR, O_WARMUP, O_WD, O_CLIP, O_EVAL_EVERY, O_SAVE_EVERY, O_SEED, O_THREADS,
        O_QUIET, O_STOP_AT, O_SPANS, O_LETTER_WORDS, O_EMBED_STD, O_RANDOM_TOKENS, O_ARCH, O_TASK, O_FROM, O_MASK_PROB,
-       O_EXAMPLES, O_SCRAMBLED, O_RULES, O_DIGITS, O_ENC_LAYERS, N_OPTS };
+       O_EXAMPLES, O_SCRAMBLED, O_RANDOM_IOI, O_RULES, O_DIGITS, O_ENC_LAYERS, O_IOI_PROBE, N_OPTS };
 
 /* What may change when resuming: how long, how often to look, how quietly. */
 static const bool RESUMABLE[N_OPTS] = {[O_RESUME] = true, [O_STEPS] = true, [O_EVAL_EVERY] = true,
-                                       [O_SAVE_EVERY] = true, [O_QUIET] = true, [O_STOP_AT] = true};
+                                       [O_SAVE_EVERY] = true, [O_QUIET] = true, [O_STOP_AT] = true,
+                                       [O_IOI_PROBE] = true};
 
 typedef struct {
     const char *dir;
@@ -48,6 +50,7 @@ typedef struct {
     const lp_s2s_example *probe; /* a T5's held-out examples scored at each evaluation (n_probe), else NULL */
     int n_probe;
     int score_rc;      /* a failed scoring stops training with it */
+    lp_ioi_probe *ioi[2]; /* --ioi-probe: a GPT-2's IOI prompts of the training and held-out frames, else NULL */
 } trainer;
 
 /* The files of a checkpoint besides train.json, which records their digests: a GPT-2's, a
@@ -101,7 +104,7 @@ static const struct {
     {O_WD, "train.weight_decay"},  {O_CLIP, "train.grad_clip"},   {O_EVAL_EVERY, "train.eval_every"},
     {O_THREADS, "train.threads"},  {O_EMBED_STD, "model.embed_std"}, {O_RANDOM_TOKENS, "corpus.random_tokens"},
     {O_LETTER_WORDS, "corpus.letter_words"}, {O_MASK_PROB, "train.mask_prob"}, {O_EXAMPLES, "examples"},
-    {O_SCRAMBLED, "corpus.scrambled"}, {O_ENC_LAYERS, "model.enc_layers"},
+    {O_SCRAMBLED, "corpus.scrambled"}, {O_RANDOM_IOI, "corpus.random_ioi"}, {O_ENC_LAYERS, "model.enc_layers"},
 };
 
 /* A T5's task: --rules copy,reverse,swap (any of them) and --digits MIN,MAX. */
@@ -184,7 +187,7 @@ static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_e
 
 /* The options of the GPT-2 and BERT corpus and tokenizer, which a T5's task replaces. */
 static const int CORPUS_OPTS[] = {O_TASK, O_FROM, O_MASK_PROB, O_VOCAB, O_CORPUS_MB, O_MIX, O_SPANS, O_LETTER_WORDS,
-                                  O_RANDOM_TOKENS, O_EMBED_STD, O_SCRAMBLED, O_ATTN_ONLY, O_CTX};
+                                  O_RANDOM_TOKENS, O_EMBED_STD, O_SCRAMBLED, O_RANDOM_IOI, O_ATTN_ONLY, O_CTX};
 
 /* A new run's recipe: GPT-2's default, a T5's (--arch t5, --rules, --digits), or a BERT's (--arch
  * bert, --task mlm|ioi|polarity, --from DIR, whose shape and vocabulary a classifier takes). */
@@ -302,6 +305,9 @@ static void fmt_duration(char *buf, size_t cap, double s) {
     else snprintf(buf, cap, "%d:%02d", (int)s / 60, (int)s % 60);
 }
 
+/* --ioi-probe's prompts: each frames', the same at every evaluation (a seed training never uses). */
+enum { IOI_PROBE_N = 200, IOI_PROBE_SEED = 20261123 };
+
 /* A T5's held-out pairs scored: PROBE_STEP at each evaluation, PROBE_FINAL at the end. */
 enum { PROBE_STEP = 200, PROBE_FINAL = 1000 };
 
@@ -360,6 +366,23 @@ static int final_score(trainer *t, const lp_s2s_example *ex, int n, int step, js
     return LP_OK;
 }
 
+/* --ioi-probe at an evaluation: IO beats S on how many prompts of each frames, said and logged. */
+static int ioi_probe(trainer *t, json_t *entry) {
+    int w[2], abba[2], n[2];
+    for (int k = 0; k < 2; k++) {
+        n[k] = lp_ioi_probe_n(t->ioi[k]);
+        int rc = lp_ioi_probe_score(t->ioi[k], t->m, &w[k], &abba[k]);
+        if (rc) return train_error(rc);
+    }
+    json_object_set_new(entry, "ioi", json_pack("{s:i,s:i,s:i,s:i,s:i}", "training", w[0], "heldout", w[1],
+                                                "heldout_abba", abba[1], "training_n", n[0], "heldout_n", n[1]));
+    if (!t->quiet)
+        lp_cmd_progress(t->s, LP_PROGRESS_LOG, "train: IOI probe: IO beats S on %d/%d in training frames, %d/%d in "
+                        "held-out frames (ABBA %d/%d, BABA %d/%d)", w[0], n[0], w[1], n[1], abba[1], n[1] / 2,
+                        w[1] - abba[1], n[1] - n[1] / 2);
+    return LP_OK;
+}
+
 static int on_step(const lp_train_progress *p, void *ctx) {
     trainer *t = ctx;
     t->last_loss = p->loss;
@@ -373,6 +396,10 @@ static int on_step(const lp_train_progress *p, void *ctx) {
         lp_s2s_score *sc = NULL;
         if (t->probe && (t->score_rc = lp_s2s_score_new(&sc, t->m, t->probe, t->n_probe))) {
             t->score_rc = train_error(t->score_rc);
+            json_decref(entry);
+            return 1;
+        }
+        if (t->ioi[0] && (t->score_rc = ioi_probe(t, entry))) {
             json_decref(entry);
             return 1;
         }
@@ -544,9 +571,9 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
         [O_ARCH] = {"arch", false, NULL},         [O_TASK] = {"task", false, NULL},
         [O_FROM] = {"from", false, NULL},         [O_MASK_PROB] = {"mask-prob", false, NULL},
         [O_EXAMPLES] = {"examples", false, NULL},
-        [O_SCRAMBLED] = {"scrambled", false, NULL},
+        [O_SCRAMBLED] = {"scrambled", false, NULL}, [O_RANDOM_IOI] = {"random-ioi", false, NULL},
         [O_RULES] = {"rules", false, NULL},       [O_DIGITS] = {"digits", false, NULL},
-        [O_ENC_LAYERS] = {"enc-layers", false, NULL},
+        [O_ENC_LAYERS] = {"enc-layers", false, NULL}, [O_IOI_PROBE] = {"ioi-probe", true, NULL},
     };
     char *pos[1];
     int np, rc = lp_cmd_opts("train", argc, argv, o, N_OPTS, pos, 1, &np);
@@ -564,6 +591,7 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     int *train = NULL, *held = NULL, n_probe = 0;
     size_t n_train = 0, n_held = 0;
     lp_s2s_example *probe = NULL;
+    lp_ioi_probe *ioi[2] = {NULL, NULL};
     char path[4096], staging[4096];
     if ((rc = lp_path_join(path, sizeof path, dir, "train.json"))) return rc;
     if (resume) {
@@ -646,6 +674,23 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     if (r.task == LP_TASK_S2S && (rc = make_probe(&r, &probe, &n_probe))) goto out;
     t.probe = probe;
     t.n_probe = n_probe < PROBE_STEP ? n_probe : PROBE_STEP;
+    if (o[O_IOI_PROBE].value && r.task != LP_TASK_LM) {
+        rc = lp_error(LP_EINVAL, "train: --ioi-probe scores a GPT-2's next-token logits: drop it with --arch %s",
+                      r.task == LP_TASK_S2S ? "t5" : "bert");
+        goto out;
+    }
+    for (int k = 0; k < 2 && o[O_IOI_PROBE].value; k++)
+        if ((rc = lp_ioi_probe_new(&ioi[k], tok, k ? LP_IOI_HELDOUT : LP_IOI_TRAINING, IOI_PROBE_N, IOI_PROBE_SEED))) {
+            rc = train_error(rc);
+            goto out;
+        }
+    for (int k = 0; k < 2 && ioi[k]; k++)
+        if (lp_ioi_probe_max_len(ioi[k]) > r.model.n_ctx) {
+            rc = lp_error(LP_EINVAL, "train: --ioi-probe: its prompts run to %d tokens, more than the context (--ctx "
+                          "%d): give a longer context", lp_ioi_probe_max_len(ioi[k]), r.model.n_ctx);
+            goto out;
+        }
+    t.ioi[0] = ioi[0], t.ioi[1] = ioi[1];
     const char *what = r.task == LP_TASK_LM ? "tokens" : r.task == LP_TASK_MLM ? "masked-LM examples"
                        : r.task == LP_TASK_IOI ? "IOI sentences" : r.task == LP_TASK_S2S ? "pairs" : "polarity sentences";
     char layers[64];
@@ -714,6 +759,8 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     lp_cmd_emit(s, v, NULL);
 out:
     free(probe);
+    lp_ioi_probe_free(ioi[0]);
+    lp_ioi_probe_free(ioi[1]);
     json_decref(log);
     lp_train_state_free(&st);
     lp_model_free(m);

@@ -501,6 +501,11 @@ int lp_corpus_n_forms(lp_ioi_frames frames) {
     return (int)(frames == LP_IOI_HELDOUT ? HELDOUT : TRAINING).forms.n;
 }
 
+const char *const *lp_corpus_names(int *n) {
+    *n = (int)N_OF(NAMES);
+    return NAMES;
+}
+
 int lp_corpus_new(const lp_corpus_spec *sp, char **text, size_t *len, lp_corpus_doc **docs, size_t *n_docs) {
     assert(sp && text && len && (!docs || n_docs));
     *text = NULL, *len = 0;

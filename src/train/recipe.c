@@ -119,13 +119,13 @@ static json_t *recipe_numbers_json(const lp_recipe *r) {
     const lp_config *m = &r->model;
     const lp_train_options *o = &r->train;
     return json_pack(
-        "{s:{s:I,s:{s:f,s:f,s:f},s:I,s:I,s:i,s:i,s:f,s:f,s:f},s:i,s:f,"
+        "{s:{s:I,s:{s:f,s:f,s:f},s:I,s:I,s:i,s:i,s:f,s:f,s:f,s:f},s:i,s:f,"
         "s:{s:i,s:i,s:i,s:i,s:i,s:b,s:I,s:f},"
         "s:{s:i,s:i,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:I,s:i}}",
         "corpus", "seed", (json_int_t)c->seed, "proportion", "ioi", c->proportion[LP_CORPUS_IOI], "repeat",
         c->proportion[LP_CORPUS_REPEAT], "filler", c->proportion[LP_CORPUS_FILLER], "n_docs", (json_int_t)c->n_docs,
         "n_bytes", (json_int_t)c->n_bytes, "span_min", c->span_min, "span_max", c->span_max, "letter_words",
-        c->letter_words, "scrambled", c->scrambled, "random_tokens", r->random_tokens, "vocab", r->vocab, "heldout", r->heldout,
+        c->letter_words, "scrambled", c->scrambled, "random_tokens", r->random_tokens, "random_ioi", r->random_ioi, "vocab", r->vocab, "heldout", r->heldout,
         "model", "n_layer", m->n_layer, "n_head", m->n_head, "d_model", m->d_model, "d_mlp", m->d_mlp, "n_ctx",
         m->n_ctx, "attn_only", m->attn_only, "init_seed", (json_int_t)r->init_seed, "embed_std", (double)r->embed_std,
         "train", "batch", o->B, "seq", o->T, "steps", o->steps, "warmup", o->warmup, "lr", (double)o->lr, "min_lr",
@@ -162,6 +162,7 @@ static const field FIELDS[] = {
     F("corpus.letter_words", F_DOUBLE, corpus.letter_words, 0, 1),
     F("corpus.scrambled", F_DOUBLE, corpus.scrambled, 0, 1),
     F("corpus.random_tokens", F_DOUBLE, random_tokens, 0, 1),
+    F("corpus.random_ioi", F_DOUBLE, random_ioi, 0, 1),
     F("vocab", F_INT, vocab, 4, 65536), /* a byte-level BPE's at least 258: lp_recipe_check */
     F("heldout", F_DOUBLE, heldout, 1e-6, 0.49),
     F("model.n_layer", F_INT, model.n_layer, 1, 64),
@@ -380,6 +381,82 @@ static int random_repeat(lp_rng *rng, int V, int eot, int **ids, size_t *n, size
     return LP_OK;
 }
 
+/* The token ids of the story's fixed words: each name, " and", " to" (each text's ids, at most
+ * MAX_PIECE of them; a name the tokenizer splits keeps all its pieces). */
+enum { MAX_PIECE = 4 };
+typedef struct {
+    int n_names;
+    int name[128][MAX_PIECE + 1]; /* [0]: how many ids follow */
+    int and_[MAX_PIECE + 1], to[MAX_PIECE + 1];
+    bool fixed[65536]; /* ids the random words never draw: these, and <|endoftext|> */
+} ioi_words;
+
+static int piece(const lp_tokenizer *t, const char *text, int *out, bool *fixed) {
+    int got = 0;
+    if (lp_tokenizer_encode(t, text, strlen(text), false, out + 1, MAX_PIECE, &got) || got < 1)
+        return lp_error(LP_EINVAL, "--random-ioi: \"%s\" takes more than %d tokens of this vocabulary: use a larger "
+                                   "--vocab", text + 1, MAX_PIECE);
+    out[0] = got;
+    for (int i = 1; i <= got; i++) fixed[out[i]] = true;
+    return LP_OK;
+}
+
+static int ioi_words_init(ioi_words *w, const lp_tokenizer *t, int eot) {
+    int n;
+    const char *const *names = lp_corpus_names(&n);
+    if (n > 128) n = 128;
+    w->n_names = n;
+    w->fixed[eot] = true;
+    int rc = piece(t, " and", w->and_, w->fixed);
+    if (!rc) rc = piece(t, " to", w->to, w->fixed);
+    for (int i = 0; i < n && !rc; i++) {
+        char text[64];
+        snprintf(text, sizeof text, " %s", names[i]);
+        rc = piece(t, text, w->name[i], w->fixed);
+    }
+    return rc;
+}
+
+static int draw(lp_rng *rng, int n) {
+    int i = (int)(lp_rng_uniform(rng) * n);
+    return i < n ? i : n - 1;
+}
+
+static void put_ids(int *ids, size_t *n, const int *p) {
+    memcpy(ids + *n, p + 1, (size_t)p[0] * sizeof *ids);
+    *n += (size_t)p[0];
+}
+
+/* lo..hi random ids, none of w's fixed ones. */
+static void random_ids(lp_rng *rng, const ioi_words *w, int V, int lo, int hi, int *ids, size_t *n) {
+    for (int k = lo + draw(rng, hi - lo + 1); k > 0; k--) {
+        int id;
+        do id = draw(rng, V);
+        while (w->fixed[id]);
+        ids[(*n)++] = id;
+    }
+}
+
+/* An indirect-object story of random ids: 0..6 ids, "A and B" (either order), 1..16 ids, the
+ * subject, 1..8 ids, " to", the other name, <|endoftext|>. */
+static int random_ioi(lp_rng *rng, const ioi_words *w, int V, int eot, int **ids, size_t *n, size_t *cap) {
+    if (reserve(ids, *n, cap, 6 + 16 + 8 + 5 * MAX_PIECE + 2)) return LP_ENOMEM;
+    int io = draw(rng, w->n_names), s = draw(rng, w->n_names - 1);
+    if (s >= io) s++;
+    bool abba = lp_rng_uniform(rng) < 0.5;
+    random_ids(rng, w, V, 0, 6, *ids, n);
+    put_ids(*ids, n, w->name[abba ? io : s]);
+    put_ids(*ids, n, w->and_);
+    put_ids(*ids, n, w->name[abba ? s : io]);
+    random_ids(rng, w, V, 1, 16, *ids, n);
+    put_ids(*ids, n, w->name[s]);
+    random_ids(rng, w, V, 1, 8, *ids, n);
+    put_ids(*ids, n, w->to);
+    put_ids(*ids, n, w->name[io]);
+    (*ids)[(*n)++] = eot;
+    return LP_OK;
+}
+
 int lp_recipe_data(const lp_recipe *r, const lp_tokenizer *t, int **train, size_t *n_train, int **held,
                    size_t *n_held) {
     *train = *held = NULL;
@@ -398,13 +475,25 @@ int lp_recipe_data(const lp_recipe *r, const lp_tokenizer *t, int **train, size_
     lp_rng rng;
     lp_rng_seed(&rng, r->corpus.seed ^ 0x7a2d0c5e11ull);
     int V = lp_tokenizer_vocab_size(t);
+    /* a stream of its own, drawn only when asked: a recipe without them gives the data it gave before */
+    lp_rng ioi_rng;
+    lp_rng_seed(&ioi_rng, r->corpus.seed ^ 0x10117a2dull);
+    ioi_words *w = NULL;
+    if (!rc && r->random_ioi > 0) {
+        if (!(w = calloc(1, sizeof *w))) rc = lp_error(LP_ENOMEM, "out of memory");
+        else if (V > 65536) rc = lp_error(LP_EINVAL, "random IOI stories: a vocabulary of %d is over 65536", V);
+        else rc = ioi_words_init(w, t, eot);
+    }
     for (size_t i = 0; i < n_docs && !rc; i++) {
         bool h = i >= first_held;
         if (r->random_tokens > 0 && lp_rng_uniform(&rng) < r->random_tokens)
             rc = random_repeat(&rng, V, eot, h ? held : train, h ? n_held : n_train, &cap[h]);
+        if (!rc && w && lp_rng_uniform(&ioi_rng) < r->random_ioi)
+            rc = random_ioi(&ioi_rng, w, V, eot, h ? held : train, h ? n_held : n_train, &cap[h]);
         if (!rc)
             rc = encode_doc(t, text + docs[i].off, docs[i].len, eot, h ? held : train, h ? n_held : n_train, &cap[h]);
     }
+    free(w);
     free(text);
     free(docs);
     if (rc) {

@@ -166,6 +166,14 @@ cp "$tmp/nb.json" "$tmp/a/train.json"
 fails_with "train: --corpus-mb has the same cap" 'corpus-mb' "$LOUPE" -e "train $tmp/x --corpus-mb 5000"
 fails_with "train: --scrambled is a share, 0..1" '--scrambled 2: use 0..1' "$LOUPE" -e "train $tmp/x --scrambled 2"
 check "train: --scrambled goes into the recipe" sh -c "'$LOUPE' -e 'train $tmp/scr $TINY --scrambled 0.5 --steps 2 --quiet' >/dev/null && jq -e '.recipe.corpus.scrambled == 0.5' '$tmp/scr/train.json' >/dev/null"
+fails_with "train: --random-ioi is a share, 0..1" '--random-ioi 1.5: use 0..1' "$LOUPE" -e "train $tmp/x --random-ioi 1.5"
+check "train: --random-ioi goes into the recipe" sh -c "'$LOUPE' -e 'train $tmp/rioi $TINY --vocab 1024 --random-ioi 0.5 --steps 2 --quiet' >/dev/null && jq -e '.recipe.corpus.random_ioi == 0.5' '$tmp/rioi/train.json' >/dev/null"
+fails_with "train: --random-ioi needs names of a few tokens" 'takes more than 4 tokens of this vocabulary: use a larger --vocab' "$LOUPE" -e "train $tmp/rioi2 $TINY --random-ioi 0.5 --steps 2 --quiet"
+fails_with "train: --ioi-probe needs its prompts to fit the context" 'its prompts run to [0-9]* tokens, more than the context (--ctx 32): give a longer context' "$LOUPE" -e "train $tmp/probe1 $TINY --ioi-probe --steps 2"
+fails_with "train: --ioi-probe is a GPT-2's" 'ioi-probe scores a GPT-2' "$LOUPE" -e "train $tmp/probe2 --arch bert --corpus-mb 0.25 --vocab 300 --ioi-probe --steps 2"
+"$LOUPE" -e "train $tmp/probe3 $TINY --ctx 128 --steps 60 --eval-every 30 --ioi-probe" >"$tmp/probe.out" 2>&1
+check "train --ioi-probe: a line per evaluation" sh -c "grep -c 'train: IOI probe: IO beats S on [0-9]*/200 in training frames, [0-9]*/200 in held-out frames (ABBA [0-9]*/100, BABA [0-9]*/100)' '$tmp/probe.out' | grep -qx 2"
+check "train --ioi-probe: the counts go into the log" jq -e '[.log[] | .ioi.training_n == 200 and .ioi.heldout_n == 200 and .ioi.heldout >= 0] == [true, true]' "$tmp/probe3/train.json"
 
 # Bad requests: one error line, nothing lost.
 cp "$tmp/a/model.safetensors" "$tmp/a.keep"
