@@ -25,7 +25,9 @@ static inline float lp_vexp(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23; /* 2^n */
+    /* 2^n, shifted as unsigned: a NaN x (a diverging training's logits) gives some n whose
+     * shift must still be defined; p is NaN then, and so is the result */
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
     float s;
     memcpy(&s, &bits, sizeof s);
     return p * s;
