@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "loupe/attr.h"
 #include "loupe/commands.h"
 
 /* An option of a command: "--name VALUE", or "--name" alone when flag. */
@@ -93,6 +94,10 @@ int lp_cmd_corrupt_seq2seq(const lp_session *s, const char *src_text, const char
  * prints it, as lp_cmd_start_run does (greedy: the decoder made tgt). */
 int lp_cmd_start_seq2seq(lp_session *s, const int *src, int S, const int *tgt, int T, const char *source,
                          const char *target, bool greedy, int64_t stored_id);
+/* An attribution's options as the store records them (attributions.params): ig's steps and
+ * max_steps, the baseline as given (--baseline NAME, --baseline-id: "id", else "zero") and its
+ * id, occlusion's window, attnxnorm's layer. */
+json_t *lp_cmd_attr_params(const lp_attr_spec *sp, const char *baseline, const char *baseline_id);
 /* The loaded model's row in the store, recording the model on first use (s->store set). */
 int lp_cmd_model_row(lp_session *s, int64_t *id);
 /* Records the current run (tokens, top predictions, head metrics) in the store, setting

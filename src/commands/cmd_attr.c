@@ -40,8 +40,7 @@ int lp_cmd_baseline(const lp_session *s, const char *what, const char *name, con
     return LP_OK;
 }
 
-/* The method's options as recorded with an attribution. */
-static json_t *attr_params(const lp_attr_spec *sp, const char *baseline, const char *baseline_id) {
+json_t *lp_cmd_attr_params(const lp_attr_spec *sp, const char *baseline, const char *baseline_id) {
     json_t *params = json_object();
     if (sp->method == LP_ATTR_IG) {
         json_object_set_new(params, "steps", json_integer(sp->steps));
@@ -254,7 +253,7 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     sp.layer = o[LAYER].value ? (int)v : c->n_layer - 1;
     if ((rc = lp_cmd_baseline(s, "attr", o[BASELINE].value, o[BASELINE_ID].value, &sp.baseline))) return rc;
 
-    json_t *params = attr_params(&sp, o[BASELINE].value, o[BASELINE_ID].value);
+    json_t *params = lp_cmd_attr_params(&sp, o[BASELINE].value, o[BASELINE_ID].value);
     if (from) return attr_series(s, &sp, (int)from, o[GENERATED].value != NULL, params);
 
     int N = lp_attr_len(s->run);
@@ -305,12 +304,12 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
         if (sp.method == LP_ATTR_ATTNXNORM) at += (size_t)snprintf(head + at, sizeof head - at, " in layer %d", sp.layer);
         at += (size_t)snprintf(head + at, sizeof head - at, " at %d", sp.objective.pos);
         /* ig says when refining took more than the first pass, and when it did not converge */
-        if (!isnan(rep.delta) && rep.steps > sp.steps)
-            snprintf(head + at, sizeof head - at, " (delta %.3g after %d steps%s)", rep.delta, rep.steps,
-                     rep.converged ? "" : ": not converged, raise --max-steps");
-        else if (!isnan(rep.delta))
-            snprintf(head + at, sizeof head - at, " (delta %.3g%s)", rep.delta,
+        if (!isnan(rep.delta)) {
+            char more[40] = "";
+            if (rep.steps > sp.steps) snprintf(more, sizeof more, " after %d steps", rep.steps);
+            snprintf(head + at, sizeof head - at, " (delta %.3g%s%s)", rep.delta, more,
                      rep.converged || isnan(rep.f_input) ? "" : ": not converged, raise --max-steps");
+        }
     }
     lp_table_column(table, head, 0, "%.4g");
     json_t *sides[2] = {json_array(), json_array()}; /* an encoder-decoder's source and target */

@@ -63,13 +63,12 @@ static int sanity_attr(float *scores, const lp_run *r, void *ctx) {
     return lp_attr(scores, &delta, r, ctx);
 }
 
-/* Records attribution spec's scores (T) and its judgement r in the store. */
-static int record(lp_session *s, const lp_attr_spec *sp, const float *scores, int T, double delta, const lp_eval_spec *es,
-                  const lp_eval *e, const lp_eval_result *r, json_t *val, int64_t *id) {
+/* Records attribution spec's scores (T), with its options params (taken: freed here), and its
+ * judgement r in the store. */
+static int record(lp_session *s, const lp_attr_spec *sp, json_t *params, const float *scores, int T, double delta,
+                  const lp_eval_spec *es, const lp_eval *e, const lp_eval_result *r, json_t *val, int64_t *id) {
     int n = lp_eval_n(e), B = lp_eval_bins(e);
     double *x = malloc((size_t)(B + n + 1) * sizeof *x);
-    json_t *params = json_pack("{s:i,s:o}", "steps", sp->steps, "baseline_id", sp->baseline >= 0 ? json_integer(sp->baseline)
-                                                                                                  : json_null());
     json_t *settings = json_pack("{s:O,s:O}", "infidelity", json_object_get(val, "infidelity_settings"), "sensitivity",
                                  json_object_get(val, "sensitivity_settings"));
     char *pj = json_dumps(params, JSON_COMPACT), *sj = json_dumps(settings, JSON_COMPACT);
@@ -152,6 +151,7 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
                        .steps = 32, .window = 1, .layer = -1};
     if (o[STEPS].value && (rc = lp_cmd_int(o[STEPS].value, "--steps", 1, 4096, &v))) return rc;
     if (o[STEPS].value) sp.steps = (int)v;
+    sp.max_steps = 16 * sp.steps; /* attr's default budget, written out as attr records it */
     /* Infidelity: Captum's 10 perturbations; sigma a fraction of each token's embedding. Max-sensitivity
      * takes as many (each recomputes the attributions, hence at most 1000). */
     int samples = 10;
@@ -300,7 +300,8 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
     /* A recorded run keeps each judged attribution with its evaluation (evaluations_view). */
     for (int i = 0; i < nm && s->store && s->run_id && !rc; i++) {
         int64_t id;
-        if (!(rc = record(s, &specs[i], rows[i], T, delta[i], &es, e, &res[i], val, &id)))
+        if (!(rc = record(s, &specs[i], lp_cmd_attr_params(&specs[i], o[BASELINE].value, o[BASELINE_ID].value), rows[i], T,
+                          delta[i], &es, e, &res[i], val, &id)))
             json_object_set_new(json_array_get(methods, i), "evaluation_id", json_integer(id));
     }
     if (rho) json_object_set_new(val, "randomisation_settings", json_pack("{s:I,s:o}", "seed", (json_int_t)seed, "threshold",
