@@ -172,7 +172,8 @@ static void bad_series_are_refused(void **state) {
 }
 
 /* An encoder-decoder: attr --from over the decoder's tokens, scores over source and target;
- * generate --attr sends the user there; an encoder has no next token to explain. */
+ * generate --attr continues the target and explains what it adds; an encoder has no next
+ * token to explain. */
 static void other_families(void **state) {
     (void)state;
     fixture g = {session_open("tests/fixtures/t5/t5_relu_tok", false), NULL, 0};
@@ -184,8 +185,40 @@ static void other_families(void **state) {
     assert_int_equal(json_array_size(json_object_get(v, "steps")), T - 1);
     assert_int_equal(json_array_size(json_object_get(json_array_get(json_object_get(v, "steps"), 0), "scores")), S + T);
     json_decref(v);
-    assert_int_equal(exec_line(g.s, &g.buf, &g.len, "generate 2 --attr gxi", NULL), LP_EINVAL);
-    assert_non_null(strstr(lp_errmsg(), "attr METHOD --from 1"));
+    /* generate --attr: the source stays, the target grows by what was generated, and each step
+     * is what attr --from gives on that run typed out by ids (bit for bit: the same inputs). */
+    const lp_run *src = lp_run_source(g.s->run);
+    int S0 = lp_run_len(src), src_ids[64], T0 = lp_run_len(g.s->run);
+    memcpy(src_ids, lp_run_ids(src), (size_t)S0 * sizeof *src_ids);
+    assert_int_equal(exec_line(g.s, &g.buf, &g.len, "generate 2 --no-stop --attr gxi", NULL), LP_OK);
+    json_error_t je;
+    json_t *gen = json_loadb(g.buf, g.len, JSON_DISABLE_EOF_CHECK, &je), *series = json_loads(g.buf + je.position, 0, &je);
+    assert_non_null(gen);
+    assert_non_null(series);
+    assert_int_equal(lp_run_len(g.s->run), T0 + 2);
+    assert_int_equal(lp_run_len(lp_run_source(g.s->run)), S0);
+    assert_memory_equal(lp_run_ids(lp_run_source(g.s->run)), src_ids, (size_t)S0 * sizeof *src_ids);
+    assert_int_equal(json_integer_value(json_object_get(series, "from")), T0);
+    assert_int_equal(json_integer_value(json_object_get(series, "n_source")), S0);
+    assert_true(json_is_true(json_object_get(series, "generated")));
+    char line[400];
+    int n = snprintf(line, sizeof line, "run --ids ");
+    for (int i = 0; i < S0; i++) n += snprintf(line + n, sizeof line - n, "%s%d", i ? "," : "", src_ids[i]);
+    n += snprintf(line + n, sizeof line - n, " --target-ids ");
+    for (int i = 1; i < T0 + 2; i++) /* the decoder's ids after its start id */
+        n += snprintf(line + n, sizeof line - n, "%s%d", i > 1 ? "," : "", lp_run_ids(g.s->run)[i]);
+    json_decref(ok(&g, line));
+    snprintf(line, sizeof line, "attr gxi --from %d", T0);
+    json_t *again = ok(&g, line);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *a = json_array_get(json_object_get(series, "steps"), i), *b = json_array_get(json_object_get(again, "steps"), i);
+        assert_true(json_equal(json_object_get(a, "scores"), json_object_get(b, "scores")));
+        assert_true(json_equal(json_object_get(json_object_get(a, "token"), "id"),
+                               json_array_get(json_object_get(gen, "ids"), i)));
+    }
+    json_decref(gen);
+    json_decref(series);
+    json_decref(again);
     session_close(g.s);
     free(g.buf);
     fixture e = {session_open("tests/fixtures/encoders/bert_mlm", false), NULL, 0};

@@ -94,6 +94,9 @@ int lp_cmd_corrupt_seq2seq(const lp_session *s, const char *src_text, const char
  * prints it, as lp_cmd_start_run does (greedy: the decoder made tgt). */
 int lp_cmd_start_seq2seq(lp_session *s, const int *src, int S, const int *tgt, int T, const char *source,
                          const char *target, bool greedy, int64_t stored_id);
+/* lp_cmd_start_seq2seq without printing: *record_rc as lp_cmd_set_run's. */
+int lp_cmd_set_run_seq2seq(lp_session *s, const int *src, int S, const int *tgt, int T, const char *source,
+                           const char *target, bool greedy, int64_t stored_id, int *record_rc);
 /* An attribution's options as the store records them (attributions.params): ig's steps and
  * max_steps, the baseline as given (--baseline NAME, --baseline-id: "id", else "zero") and its
  * id, occlusion's window, attnxnorm's layer. */

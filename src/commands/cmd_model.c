@@ -565,14 +565,26 @@ static json_t *generated_text(const lp_tokenizer *t, const int *prompt, int T, c
 enum { NOPT_MAX = 12 };
 
 /* generate --attr METHOD: the prompt and what was generated become the current run (recorded
- * as ids), then attr METHOD --from (prompt length) --generated with the options given. */
+ * as ids), then attr METHOD --from (prompt length) --generated with the options given. An
+ * encoder-decoder's run keeps its source; its decoder's ids (the start id, the target) and
+ * the generated tokens become the new target, so that the attribution spans both sides. */
 static int attr_generated(lp_session *s, const int *out, int got, const char *method, const lp_opt *o, int n_opts) {
     int T = lp_run_len(s->run), rec, rc;
     int *all = malloc((size_t)(T + got) * sizeof *all);
     if (!all) return lp_error(LP_ENOMEM, "out of memory");
     memcpy(all, lp_run_ids(s->run), (size_t)T * sizeof *all);
     memcpy(all + T, out, (size_t)got * sizeof *all);
-    rc = lp_cmd_set_run(s, all, NULL, T + got, NULL, NULL, 0, &rec);
+    const lp_run *src = lp_run_source(s->run);
+    if (src) { /* the target without the decoder's start id, which lp_cmd_set_run_seq2seq puts back */
+        int S = lp_run_len(src), *sids = malloc((size_t)S * sizeof *sids);
+        if (!sids) rc = lp_error(LP_ENOMEM, "out of memory");
+        else {
+            memcpy(sids, lp_run_ids(src), (size_t)S * sizeof *sids); /* src is freed with the old run */
+            rc = lp_cmd_set_run_seq2seq(s, sids, S, all + 1, T - 1 + got, NULL, NULL, true, 0, &rec);
+        }
+        free(sids);
+    } else
+        rc = lp_cmd_set_run(s, all, NULL, T + got, NULL, NULL, 0, &rec);
     free(all);
     if (rc) return rc;
     char from[16], name[NOPT_MAX][40];
@@ -608,9 +620,6 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
         return rc;
     for (int k = ATTR_FIRST; k < NOPT && !o[ATTR].value; k++)
         if (o[k].value) return lp_error(LP_EINVAL, "generate: --%s is an option of --attr METHOD", o[k].name);
-    if (o[ATTR].value && source)
-        return lp_error(LP_EINVAL, "generate --attr: on an encoder-decoder, run SOURCE --target TEXT, then attr METHOD "
-                        "--from 1 attributes every target token");
     const lp_config *c = lp_model_config(s->model);
     long n = 20, k = 0, seed = 0;
     double temp = 0.0, top_p = 1.0;

@@ -58,8 +58,8 @@ static json_t *id_array(const int *ids, int n) {
 
 /* The decoder reads the start id and then the target, so that position i predicts target
  * token i and the last position what would follow. */
-int lp_cmd_start_seq2seq(lp_session *s, const int *src, int S, const int *tgt, int T, const char *source,
-                         const char *target, bool greedy_out, int64_t stored_id) {
+int lp_cmd_set_run_seq2seq(lp_session *s, const int *src, int S, const int *tgt, int T, const char *source,
+                           const char *target, bool greedy_out, int64_t stored_id, int *record_rc) {
     const lp_config *c = lp_model_config(s->model);
     int *dec = malloc((size_t)(T + 1) * sizeof *dec);
     if (!dec) return lp_error(LP_ENOMEM, "out of memory");
@@ -73,7 +73,16 @@ int lp_cmd_start_seq2seq(lp_session *s, const int *src, int S, const int *tgt, i
     s->run = r;
     s->run_id = stored_id;
     /* The run stays current even if recording fails; the failure is still the command's. */
-    int rec = stored_id ? LP_OK : lp_cmd_record_seq2seq(s, source, target, greedy_out);
+    *record_rc = stored_id ? LP_OK : lp_cmd_record_seq2seq(s, source, target, greedy_out);
+    return LP_OK;
+}
+
+int lp_cmd_start_seq2seq(lp_session *s, const int *src, int S, const int *tgt, int T, const char *source,
+                         const char *target, bool greedy_out, int64_t stored_id) {
+    const lp_config *c = lp_model_config(s->model);
+    int rec, rc = lp_cmd_set_run_seq2seq(s, src, S, tgt, T, source, target, greedy_out, stored_id, &rec);
+    if (rc) return rc;
+    const lp_run *r = s->run;
     int correct = 0;
     for (int i = 0; i < T; i++) {
         const float *lg = lp_run_logits(r, i);
