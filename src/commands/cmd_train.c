@@ -189,6 +189,8 @@ static int apply_options(lp_recipe *r, const lp_opt *o, bool resume, int *save_e
 static const int CORPUS_OPTS[] = {O_TASK, O_FROM, O_MASK_PROB, O_VOCAB, O_CORPUS_MB, O_MIX, O_SPANS, O_LETTER_WORDS,
                                   O_RANDOM_TOKENS, O_EMBED_STD, O_SCRAMBLED, O_RANDOM_IOI, O_ATTN_ONLY, O_CTX};
 
+static int start_from(lp_recipe *r, const lp_opt *o, const char *from, bool bert);
+
 /* A new run's recipe: GPT-2's default, a T5's (--arch t5, --rules, --digits), or a BERT's (--arch
  * bert, --task mlm|ioi|polarity, --from DIR, whose shape and vocabulary a classifier takes). */
 static int choose_recipe(lp_recipe *r, const lp_opt *o) {
@@ -208,18 +210,23 @@ static int choose_recipe(lp_recipe *r, const lp_opt *o) {
         return LP_OK;
     }
     if (!bert) {
-        if (task || from || o[O_MASK_PROB].value || o[O_EXAMPLES].value)
+        if (task || o[O_MASK_PROB].value || o[O_EXAMPLES].value)
             return lp_error(LP_EINVAL, "train: --%s is for encoders: add --arch bert",
-                            task ? "task" : from ? "from" : o[O_MASK_PROB].value ? "mask-prob" : "examples");
+                            task ? "task" : o[O_MASK_PROB].value ? "mask-prob" : "examples");
         lp_recipe_default(r);
-        return LP_OK;
+        return from ? start_from(r, o, from, false) : LP_OK;
     }
     lp_train_task t = LP_TASK_MLM;
     if (task && (lp_train_task_from_name(task, &t) || t == LP_TASK_LM || t == LP_TASK_S2S))
         return lp_error(LP_EINVAL, "train: --task %s: use mlm (masked LM, the default), ioi (a classifier of IOI "
                                    "sentences) or polarity (a classifier of sentences' polarity)", task);
     lp_recipe_default_encoder(r, t);
-    if (!from) return LP_OK;
+    return from ? start_from(r, o, from, true) : LP_OK;
+}
+
+/* --from DIR: the recipe takes the shape and vocabulary of the model in DIR, a BERT (bert) or
+ * a GPT-2 that loupe trained, whose weights and tokenizer the new run starts from. */
+static int start_from(lp_recipe *r, const lp_opt *o, const char *from, bool bert) {
     static const int shape[] = {O_LAYERS, O_HEADS, O_DMODEL, O_DMLP, O_CTX, O_VOCAB};
     for (size_t i = 0; i < sizeof shape / sizeof *shape; i++)
         if (o[shape[i]].value)
@@ -229,9 +236,13 @@ static int choose_recipe(lp_recipe *r, const lp_opt *o) {
     int rc = lp_model_load(&m, from, NULL);
     if (rc) return train_error(rc);
     const lp_config *c = lp_model_config(m);
-    if (strcmp(c->family, "bert") != 0 || c->type_vocab != 2) {
-        rc = lp_error(LP_EINVAL, "train: --from %s is a %s: give a BERT that loupe trained (train --arch bert)", from,
-                      c->arch);
+    char trained[4096];
+    bool ours = bert ? strcmp(c->family, "bert") == 0 && c->type_vocab == 2
+                     : strcmp(c->family, "gpt2") == 0 && !lp_path_join(trained, sizeof trained, from, "train.json") &&
+                           access(trained, F_OK) == 0;
+    if (!ours) {
+        rc = lp_error(LP_EINVAL, "train: --from %s is a %s: give a %s that loupe trained (train%s)", from, c->arch,
+                      bert ? "BERT" : "GPT-2", bert ? " --arch bert" : ", whose train.json is beside its weights");
         lp_model_free(m);
         return rc;
     }
@@ -461,21 +472,23 @@ static void restore_stop_signals(const struct sigaction old[2]) {
     sigaction(SIGTERM, &old[1], NULL);
 }
 
+/* names[0..n) of from copied into dir: --from's tokenizer. */
+static int copy_files(const char *from, const char *dir, const char *const *names, int n) {
+    char path[4096], *buf;
+    size_t len;
+    int rc = LP_OK;
+    for (int i = 0; i < n && !rc; i++) {
+        if ((rc = lp_path_join(path, sizeof path, from, names[i])) || (rc = lp_file_read_new(path, &buf, &len))) break;
+        if (!(rc = lp_path_join(path, sizeof path, dir, names[i]))) rc = lp_file_write(path, buf, len);
+        free(buf);
+    }
+    return rc;
+}
+
 /* A BERT's WordPiece vocabulary from the corpus, or --from's copied. */
 static int make_wordpiece(const lp_recipe *r, const char *dir) {
-    char path[4096], *buf;
-    size_t n;
+    if (r->from[0]) return copy_files(r->from, dir, (const char *const[]){"vocab.txt", "tokenizer_config.json"}, 2);
     int rc = LP_OK;
-    if (r->from[0]) {
-        static const char *const files[] = {"vocab.txt", "tokenizer_config.json"};
-        for (int i = 0; i < 2 && !rc; i++) {
-            if ((rc = lp_path_join(path, sizeof path, r->from, files[i])) || (rc = lp_file_read_new(path, &buf, &n)))
-                break;
-            if (!(rc = lp_path_join(path, sizeof path, dir, files[i]))) rc = lp_file_write(path, buf, n);
-            free(buf);
-        }
-        return rc;
-    }
     char *text;
     size_t len, n_docs;
     lp_corpus_doc *docs;
@@ -495,6 +508,7 @@ static int make_wordpiece(const lp_recipe *r, const char *dir) {
 static int make_tokenizer(const lp_recipe *r, const char *dir) {
     if (r->task == LP_TASK_S2S) return lp_s2s_tokenizer_save(dir, NULL);
     if (r->task != LP_TASK_LM) return make_wordpiece(r, dir);
+    if (r->from[0]) return copy_files(r->from, dir, (const char *const[]){"vocab.json", "merges.txt"}, 2);
     char *text;
     size_t len;
     int rc = lp_corpus_new(&r->corpus, &text, &len, NULL, NULL);
@@ -650,7 +664,9 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
     if ((rc = lp_train_model_new(&m, &r.model, r.init_seed)) || (rc = lp_train_state_new(&st, m))) goto out;
     if (classifier && (rc = lp_train_set_labels(m, labels, r.model.n_labels))) goto out;
     if (!resume && r.task != LP_TASK_S2S) lp_train_set_embed_std(m, r.embed_std); /* a T5's is HF's N(0, 1) */
-    if (!resume && r.from[0] && (rc = lp_train_start_from(m, r.from))) goto out;
+    if (!resume && r.from[0] &&
+        (rc = r.task == LP_TASK_LM ? lp_train_load_params(m, r.from) : lp_train_start_from(m, r.from)))
+        goto out;
     if (resume) {
         char opt_path[4096];
         if ((rc = lp_train_load_params(m, dir)) ||

@@ -387,6 +387,7 @@ enum { MAX_PIECE = 4 };
 typedef struct {
     int n_names;
     int name[128][MAX_PIECE + 1]; /* [0]: how many ids follow */
+    int bare[128][MAX_PIECE + 1]; /* the name without its space, as a document's first word */
     int and_[MAX_PIECE + 1], to[MAX_PIECE + 1];
     bool fixed[65536]; /* ids the random words never draw: these, and <|endoftext|> */
 } ioi_words;
@@ -413,6 +414,7 @@ static int ioi_words_init(ioi_words *w, const lp_tokenizer *t, int eot) {
         char text[64];
         snprintf(text, sizeof text, " %s", names[i]);
         rc = piece(t, text, w->name[i], w->fixed);
+        if (!rc) rc = piece(t, text + 1, w->bare[i], w->fixed);
     }
     return rc;
 }
@@ -437,15 +439,17 @@ static void random_ids(lp_rng *rng, const ioi_words *w, int V, int lo, int hi, i
     }
 }
 
-/* An indirect-object story of random ids: 0..6 ids, "A and B" (either order), 1..16 ids, the
- * subject, 1..8 ids, " to", the other name, <|endoftext|>. */
+/* An indirect-object story of random ids: "A and B" (either order) after 1..6 ids, or, half
+ * the time, opening the document with A without its space ("Mary", another token than
+ * " Mary", as a story that starts a document has it); 1..16 ids, the subject, 1..8 ids, " to",
+ * the other name, <|endoftext|>. */
 static int random_ioi(lp_rng *rng, const ioi_words *w, int V, int eot, int **ids, size_t *n, size_t *cap) {
     if (reserve(ids, *n, cap, 6 + 16 + 8 + 5 * MAX_PIECE + 2)) return LP_ENOMEM;
     int io = draw(rng, w->n_names), s = draw(rng, w->n_names - 1);
     if (s >= io) s++;
-    bool abba = lp_rng_uniform(rng) < 0.5;
-    random_ids(rng, w, V, 0, 6, *ids, n);
-    put_ids(*ids, n, w->name[abba ? io : s]);
+    bool abba = lp_rng_uniform(rng) < 0.5, first = lp_rng_uniform(rng) < 0.5;
+    if (!first) random_ids(rng, w, V, 1, 6, *ids, n);
+    put_ids(*ids, n, (first ? w->bare : w->name)[abba ? io : s]);
     put_ids(*ids, n, w->and_);
     put_ids(*ids, n, w->name[abba ? s : io]);
     random_ids(rng, w, V, 1, 16, *ids, n);

@@ -231,6 +231,17 @@ fails_with "train: --task lm is not an encoder's" 'use mlm' "$LOUPE" -e "train $
 fails_with "train: --task needs --arch bert" 'add --arch bert' "$LOUPE" -e "train $tmp/x --task ioi"
 fails_with "train: an unknown --arch" 'use gpt2' "$LOUPE" -e "train $tmp/x --arch t6"
 fails_with "train: an unknown --task" 'use mlm' "$LOUPE" -e "train $tmp/x --arch bert --task ner"
+# --from a GPT-2 loupe trained: its weights, shape and tokenizer, on another corpus.
+"$LOUPE" -m json -e "train $tmp/gf --from $tmp/b --corpus-mb 0.25 --mix 0.2,0.4,0.4 --random-tokens 0 --batch 8 --lr 1e-3 --steps 20 --eval-every 10 --seed 4 --quiet" >"$tmp/out" 2>"$tmp/err"
+check "train --from a GPT-2: trains on from its weights" test $? -eq 0
+check "train --from a GPT-2: the tokenizer is --from's" sh -c "cmp '$tmp/b/vocab.json' '$tmp/gf/vocab.json' && cmp '$tmp/b/merges.txt' '$tmp/gf/merges.txt'"
+check "train --from a GPT-2: the shape is --from's, from recorded" \
+    jq -e ".recipe.from == \"$tmp/b\" and .recipe.model.d_model == 32 and .recipe.model.n_layer == 1" "$tmp/gf/train.json"
+# The first held-out loss is the trained model's (a fresh one starts near ln 300 = 5.7).
+check "train --from a GPT-2: starts where --from ended" \
+    sh -c "jq -n --slurpfile a '$tmp/b/train.json' --slurpfile b '$tmp/gf/train.json' -e '(\$b[0].log[0].heldout - \$a[0].log[-1].heldout) | fabs < 0.5'"
+fails_with "train: --from a BERT for a GPT-2" 'give a GPT-2 that loupe trained' "$LOUPE" -e "train $tmp/x --from $tmp/bm"
+fails_with "train: --from a GPT-2 fixes the shape" 'shape and vocabulary' "$LOUPE" -e "train $tmp/x --from $tmp/b --d-model 64"
 fails_with "train: --from a GPT-2" 'is a GPT2LMHeadModel: give a BERT' "$LOUPE" -e "train $tmp/x --arch bert --task ioi --from $tmp/b"
 fails_with "train: --from fixes the shape" 'shape and vocabulary' "$LOUPE" -e "train $tmp/x --arch bert --task ioi --from $tmp/bm --layers 3"
 fails_with "train: --attn-only is GPT-2's" 'a BERT has MLPs' "$LOUPE" -e "train $tmp/x $BERT --attn-only"
