@@ -549,15 +549,7 @@ static void refusals_name_the_argument_and_the_fix(void **state) {
     assert_int_equal(exec(&f, "run --ids 5"), 0);
     assert_int_not_equal(exec(&f, "eval"), 0);
     assert_non_null(strstr(lp_errmsg(), "no token to remove"));
-    close_session(&f);
-    const char *others[][2] = {{"models/encoder/mlm", "run the [MASK] sat"}, {"models/seq2seq/digits", "run copy: 123"}};
-    for (int i = 0; i < 2; i++) {
-        open_session(&f, others[i][0]);
-        if (exec(&f, others[i][1])) fail_msg("%s: %s", others[i][1], lp_errmsg());
-        assert_int_not_equal(exec(&f, "eval"), 0);
-        assert_non_null(strstr(lp_errmsg(), "decoder"));
-        close_session(&f);
-    }
+    close_session(&f); /* encoders' and encoder-decoders' refusals: test_eval_seq2seq.c */
 }
 
 int main(void) {
