@@ -34,14 +34,7 @@
  * cases 0 with either (eval's runs and these are the same runs of the same values). */
 #define TOL 2e-5
 
-static double worst;  /* the largest difference seen, for the tolerance's comment */
-static double fscale; /* |f(x)| of the input being judged */
-
-static void near(double got, double want, const char *what, int j) {
-    double diff = fabs(got - want) / (1.0 + fscale + fabs(want));
-    if (diff > worst) worst = diff;
-    if (!(diff <= TOL)) fail_msg("%s[%d] = %.9g, an explicit run gives %.9g", what, j, got, want);
-}
+#include "eval_check.h"
 
 static lp_model *load(const char *path) {
     lp_model *m = NULL;
@@ -150,17 +143,21 @@ static double explicit_f(const lp_run *r, const lp_eval_spec *es, const unsigned
     return f;
 }
 
-/* keep: all but order[0..j) (only = false), or only order[0..j) of the removable. */
-static void keep_of(unsigned char *keep, const lp_eval *e, const int *order, int j, bool only) {
-    memset(keep, 1, (size_t)lp_eval_len(e));
-    for (int i = 0; only && i < lp_eval_n(e); i++) keep[lp_eval_removable(e)[i]] = 0;
-    for (int i = 0; i < j; i++) keep[order[i]] = only;
-}
-
 static lp_attr_spec attr_spec(lp_attr_method method, const lp_eval_spec *es) {
     lp_attr_spec sp = {.method = method, .objective = es->objective, .baseline = -1, .layer = -1, .steps = 8};
     if (es->prob) sp.objective.kind = LP_OBJ_LOGIT;
     return sp;
+}
+
+struct rerun {
+    const lp_run *r;
+    const lp_eval_spec *es;
+    const lp_eval *e;
+};
+
+static double rerun_f(const unsigned char *keep, void *ctx) {
+    const struct rerun *c = ctx;
+    return explicit_f(c->r, c->es, keep, c->e, NULL);
 }
 
 /* Judges the methods' scores and checks every point of both curves, every bin, both AOPCs and
@@ -168,7 +165,7 @@ static lp_attr_spec attr_spec(lp_attr_method method, const lp_eval_spec *es) {
 static void check_against_reruns(const lp_run *r, const lp_eval_spec *es, const lp_attr_method *methods, int nm) {
     lp_eval *e;
     if (lp_eval_new(&e, r, es)) fail_msg("lp_eval_new: %s", lp_errmsg());
-    int n = lp_eval_n(e), B = lp_eval_bins(e), N = lp_attr_len(r);
+    int n = lp_eval_n(e), N = lp_attr_len(r);
     float *scores = calloc((size_t)nm * N, sizeof *scores);
     const float *rows[LP_ATTR_COUNT];
     lp_eval_result res[LP_ATTR_COUNT];
@@ -191,42 +188,9 @@ static void check_against_reruns(const lp_run *r, const lp_eval_spec *es, const 
         keep[lp_eval_removable(e)[i]] = 0;
         near(lp_eval_loo(e)[i], fx - explicit_f(r, es, keep, e, NULL), "loo", i);
     }
+    struct rerun ctx = {r, es, e};
     for (int i = 0; i < nm; i++) {
-        const lp_eval_result *R = &res[i];
-        assert_int_equal(R->n, n);
-        for (int j = 1; j < n; j++) /* ranked by score over both sides together, highest first */
-            assert_true(rows[i][R->order[j - 1]] >= rows[i][R->order[j]]);
-        double del[257], ins[257];
-        for (int j = 0; j <= n; j++) {
-            keep_of(keep, e, R->order, j, false);
-            near(R->deletion[j], del[j] = explicit_f(r, es, keep, e, NULL), "deletion", j);
-            keep_of(keep, e, R->order, j, true);
-            near(R->insertion[j], ins[j] = explicit_f(r, es, keep, e, NULL), "insertion", j);
-        }
-        double comp = 0.0, suff = 0.0, da = 0.0, ia = 0.0;
-        for (int b = 1; b <= B; b++) {
-            int k = (n * b + B - 1) / B;
-            near(R->comp[b - 1], fx - del[k], "comprehensiveness", b);
-            near(R->suff[b - 1], fx - ins[k], "sufficiency", b);
-            comp += (fx - del[k]) / B;
-            suff += (fx - ins[k]) / B;
-        }
-        near(R->comp_aopc, comp, "comprehensiveness AOPC", 0);
-        near(R->suff_aopc, suff, "sufficiency AOPC", 0);
-        for (int j = 0; j < n; j++) {
-            da += (del[j] + del[j + 1]) / 2;
-            ia += (ins[j] + ins[j + 1]) / 2;
-        }
-        near(R->deletion_auc, da / n, "deletion AUC", 0);
-        near(R->insertion_auc, ia / n, "insertion AUC", 0);
-        int k20 = (n * 20 + 99) / 100;
-        double lo = es->prob ? log(fx / (1 - fx)) - log(del[k20] / (1 - del[k20])) : fx - del[k20];
-        /* near 1 a probability's log-odds magnifies its rounding: compared as a difference of logits */
-        if (!(fabs(R->logodds - lo) <= 1e-3 * (1 + fabs(lo)))) fail_msg("log-odds drop %.9g, the formula gives %.9g", R->logodds, lo);
-        double phi[256];
-        for (int t = 0; t < n; t++) phi[t] = rows[i][lp_eval_removable(e)[t]];
-        double tau = lp_kendall_tau(phi, lp_eval_loo(e), n);
-        if (!(isnan(tau) ? isnan(R->tau) : fabs(R->tau - tau) < 1e-12)) fail_msg("tau %g, recomputed %g", R->tau, tau);
+        check_judgement(e, &res[i], rows[i], fx, es->prob, rerun_f, &ctx);
         lp_eval_result_free(&res[i]);
     }
     free(scores);
