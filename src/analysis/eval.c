@@ -307,9 +307,8 @@ int lp_eval_new(lp_eval **out, const lp_run *r, const lp_eval_spec *spec) {
     if (!e->n) {
         lp_eval_free(e);
         if (src)
-            return lp_error(LP_EINVAL, "eval: the source's tokens and the decoder's 1..%d hold no token to remove (</s>, "
-                            "the decoder's start and the predicting position %d stay); run a longer text or a later --pos",
-                            pos - 1, pos);
+            return lp_error(LP_EINVAL, "eval: the source and the decoder's positions before %d hold no token to remove "
+                            "(</s> and the decoder's start stay); run a longer source or judge a later --pos", pos);
         if (!c->causal)
             return lp_error(LP_EINVAL, "eval: the run holds no token to remove (special tokens%s stay); run a longer text",
                             c->head == LP_HEAD_MLM ? " and the mask position read" : "");
