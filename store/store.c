@@ -757,7 +757,7 @@ int lp_store_put_evaluation(lp_store *st, const lp_store_attribution *a, const l
     int64_t aid;
     int rc;
     if ((rc = run_q(st, Q_BEGIN, "recording the evaluation"))) return rc;
-    if ((rc = put_attribution_rows(st, a, 0, &aid)) || (rc = prep(st, Q_EVAL_ADD, &s))) return rollback(st, rc);
+    if ((rc = put_attribution_rows(st, a, ev->n_source, &aid)) || (rc = prep(st, Q_EVAL_ADD, &s))) return rollback(st, rc);
     sqlite3_bind_int64(s, 1, aid);
     bind_str(s, 2, ev->f);
     bind_str(s, 3, ev->remove);

@@ -31,6 +31,8 @@
  * over these tests: 3.9e-6 with OPENBLAS_CORETYPE=Haswell, 2.9e-6 without it. */
 #define TOL 2e-5
 
+#include "eval_check.h"
+
 static lp_model *load(const char *which) {
     lp_model *m = NULL;
     if (strcmp(which, "stories") == 0) {
@@ -87,20 +89,14 @@ static double explicit_f(const lp_run *r, const lp_eval_spec *es, const unsigned
     return f;
 }
 
-/* keep: all of 0..pos but order[0..j) (only = false), or only order[0..j) of the removable. */
-static void keep_of(unsigned char *keep, const lp_eval *e, int T, const int *order, int j, bool only) {
-    memset(keep, 1, (size_t)T);
-    for (int i = 0; only && i < lp_eval_n(e); i++) keep[lp_eval_removable(e)[i]] = 0;
-    for (int i = 0; i < j; i++) keep[order[i]] = only;
-}
+struct rerun {
+    const lp_run *r;
+    const lp_eval_spec *es;
+};
 
-static double worst; /* the largest difference seen, for the tolerance's comment */
-static double fscale; /* |f(x)| of the input being judged: differences of f carry its rounding */
-
-static void near(double got, double want, const char *what, int j) {
-    double diff = fabs(got - want) / (1.0 + fscale + fabs(want));
-    if (diff > worst) worst = diff;
-    if (!(diff <= TOL)) fail_msg("%s[%d] = %.9g, an explicit run gives %.9g", what, j, got, want);
+static double rerun_f(const unsigned char *keep, void *ctx) {
+    const struct rerun *c = ctx;
+    return explicit_f(c->r, c->es, keep);
 }
 
 /* Judges the given methods' scores and checks every point of both curves, every bin, the
@@ -108,7 +104,7 @@ static void near(double got, double want, const char *what, int j) {
 static void check_against_reruns(const lp_run *r, const lp_eval_spec *es, const lp_attr_method *methods, int nm) {
     lp_eval *e;
     if (lp_eval_new(&e, r, es)) fail_msg("lp_eval_new: %s", lp_errmsg());
-    int T = es->objective.pos + 1, n = lp_eval_n(e), B = lp_eval_bins(e);
+    int n = lp_eval_n(e);
     float *scores = calloc((size_t)nm * lp_run_len(r), sizeof *scores);
     const float *rows[LP_ATTR_COUNT];
     lp_eval_result res[LP_ATTR_COUNT];
@@ -129,42 +125,9 @@ static void check_against_reruns(const lp_run *r, const lp_eval_spec *es, const 
         keep[lp_eval_removable(e)[i]] = 0;
         near(lp_eval_loo(e)[i], fx - explicit_f(r, es, keep), "loo", i);
     }
+    struct rerun ctx = {r, es};
     for (int i = 0; i < nm; i++) {
-        const lp_eval_result *R = &res[i];
-        assert_int_equal(R->n, n);
-        for (int j = 1; j < n; j++) /* ranked by score, highest first */
-            assert_true(rows[i][R->order[j - 1]] >= rows[i][R->order[j]]);
-        double del[257], ins[257];
-        for (int j = 0; j <= n; j++) {
-            keep_of(keep, e, T, R->order, j, false);
-            near(R->deletion[j], del[j] = explicit_f(r, es, keep), "deletion", j);
-            keep_of(keep, e, T, R->order, j, true);
-            near(R->insertion[j], ins[j] = explicit_f(r, es, keep), "insertion", j);
-        }
-        /* AOPC: the mean over the bins of f(x) - f(perturbed), k = ceil(n b / B). */
-        double comp = 0.0, suff = 0.0, da = 0.0, ia = 0.0;
-        for (int b = 1; b <= B; b++) {
-            int k = (n * b + B - 1) / B;
-            near(R->comp[b - 1], fx - del[k], "comprehensiveness", b);
-            near(R->suff[b - 1], fx - ins[k], "sufficiency", b);
-            comp += (fx - del[k]) / B;
-            suff += (fx - ins[k]) / B;
-        }
-        near(R->comp_aopc, comp, "comprehensiveness AOPC", 0);
-        near(R->suff_aopc, suff, "sufficiency AOPC", 0);
-        for (int j = 0; j < n; j++) {
-            da += (del[j] + del[j + 1]) / 2;
-            ia += (ins[j] + ins[j + 1]) / 2;
-        }
-        near(R->deletion_auc, da / n, "deletion AUC", 0);
-        near(R->insertion_auc, ia / n, "insertion AUC", 0);
-        int k20 = (n * 20 + 99) / 100;
-        double lo = es->prob ? log(fx / (1 - fx)) - log(del[k20] / (1 - del[k20])) : fx - del[k20];
-        if (!(fabs(R->logodds - lo) <= 1e-3)) fail_msg("log-odds drop %.9g, the formula gives %.9g", R->logodds, lo);
-        double phi[256];
-        for (int t = 0; t < n; t++) phi[t] = rows[i][lp_eval_removable(e)[t]];
-        double tau = lp_kendall_tau(phi, lp_eval_loo(e), n);
-        assert_true(isnan(tau) ? isnan(R->tau) : R->tau == tau);
+        check_judgement(e, &res[i], rows[i], fx, es->prob, rerun_f, &ctx);
         lp_eval_result_free(&res[i]);
     }
     free(scores);
@@ -436,7 +399,7 @@ static void specials_and_the_predicting_position_are_never_removed(void **state)
         assert_int_equal(lp_eval_removable(e)[lp_eval_n(e) - 1], T - 2);
         /* The all-removed input keeps exactly the specials and the last position. */
         unsigned char keep[256];
-        keep_of(keep, e, T, NULL, 0, true);
+        keep_of(keep, e, NULL, 0, true);
         assert_true(fabs(lp_eval_fempty(e) - explicit_f(r, &es, keep)) <= TOL);
         lp_eval_free(e);
         lp_run_free(r);
@@ -549,15 +512,7 @@ static void refusals_name_the_argument_and_the_fix(void **state) {
     assert_int_equal(exec(&f, "run --ids 5"), 0);
     assert_int_not_equal(exec(&f, "eval"), 0);
     assert_non_null(strstr(lp_errmsg(), "no token to remove"));
-    close_session(&f);
-    const char *others[][2] = {{"models/encoder/mlm", "run the [MASK] sat"}, {"models/seq2seq/digits", "run copy: 123"}};
-    for (int i = 0; i < 2; i++) {
-        open_session(&f, others[i][0]);
-        if (exec(&f, others[i][1])) fail_msg("%s: %s", others[i][1], lp_errmsg());
-        assert_int_not_equal(exec(&f, "eval"), 0);
-        assert_non_null(strstr(lp_errmsg(), "decoder"));
-        close_session(&f);
-    }
+    close_session(&f); /* encoders' and encoder-decoders' refusals: test_eval_seq2seq.c */
 }
 
 int main(void) {

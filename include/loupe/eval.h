@@ -3,21 +3,34 @@
  *
  * f is the objective judged, on the prediction at pos: the target's probability
  * (LP_OBJ_LOGPROB read as exp), or a logit difference (LP_OBJ_LOGIT_DIFF), or any other
- * objective as lp_objective_value defines it. The input is the run's prefix 0..pos.
+ * objective as lp_objective_value defines it: a next token (decoders), a masked LM's
+ * candidate at pos, a classifier's label (pos 0), a decoder token of an encoder-decoder.
  *
- * Removable positions: 0..pos except
- *   - special tokens: BOS, [CLS], [SEP], and an end-of-text token at position 0 (GPT-2's
- *     <|endoftext|> used as BOS): they are the frame of the input, not its content;
- *   - pos itself, the position whose output f reads: removing it would change which
- *     prediction is judged, not what it rests on.
+ * The positions judged are those attr scores (lp_attr_len's first T, lp_eval_len):
+ *   decoders          the prefix 0..pos (later positions cannot affect pos);
+ *   encoders          all T positions (attention looks both ways);
+ *   encoder-decoders  the S source positions, then the decoder's inputs 0..pos: S + pos + 1.
+ * Removable positions: those except
+ *   - the frame: on decoders BOS, [CLS], [SEP], and an end-of-text token at position 0
+ *     (GPT-2's <|endoftext|> used as BOS); on encoders and encoder-decoders every special
+ *     token but <unk> ([CLS], [SEP], [MASK], [PAD], </s>, ...; the eos id of an
+ *     encoder-decoder without a tokenizer), and the decoder's start at decoder position 0:
+ *     they are the frame of the input, not its content;
+ *   - pos itself, the position whose output f reads (a masked LM's mask, a classifier's
+ *     position 0, the judged decoder position): removing it would change which prediction
+ *     is judged, not what it rests on.
  * Their n positions are ranked by Phi, highest first (signed: a negative score speaks
- * against the target), ties by position. top(j) = the first j of them.
+ * against the target), ties by position; an encoder-decoder's source and decoder positions
+ * are ranked together. top(j) = the first j of them.
  *
  * Removing a set of positions (lp_remove):
- *   delete    the tokens are taken out and the rest closes up (positions renumbered);
+ *   delete    the tokens are taken out and the rest closes up (positions renumbered; an
+ *             encoder keeps each token's type; an encoder-decoder's source and decoder input
+ *             each shorten, and f is read where the judged row lands);
  *   mask      each token is replaced by a token id (the model's mask, pad or unk token);
  *   baseline  each token's embedding is replaced by a baseline: a token's embedding, or the
- *             zero vector (the learned position embedding stays, as in attr's baselines).
+ *             zero vector (learned position and token-type embeddings stay, as in attr's
+ *             baselines; T5 has none).
  *
  * The measures, for bins q_b = 100 b / B percent (b = 1..B) and k(q) = ceil(q n / 100):
  *   comprehensiveness(q) = f(x) - f(x without top(k(q)))           (ERASER, DeYoung et al. 2020)
@@ -32,8 +45,10 @@
  *   leave-one-out agreement: Kendall's tau-b between Phi and loo_i = f(x) - f(x without i)
  *                  over the n removable positions (NAN when either side is constant)
  *
- * Every perturbed input goes through lp_grad_batch: all of them at once with mask and
- * baseline removal, grouped by length with delete. */
+ * Every perturbed input of a decoder or an encoder goes through lp_grad_batch: all of them at
+ * once with mask and baseline removal, grouped by length (and, on a masked LM, where the mask
+ * lands) with delete. An encoder-decoder's go through a run of both stacks each
+ * (lp_run_new_seq2seq_embedded): lp_grad_batch has no cross-attention. */
 #ifndef LOUPE_EVAL_H
 #define LOUPE_EVAL_H
 
@@ -61,14 +76,16 @@ typedef struct {
  * f with all of them removed, and the leave-one-out drops. */
 typedef struct lp_eval lp_eval;
 
-/* Checks the spec against r (a decoder's run; LP_EUNSUPPORTED for encoders and
- * encoder-decoders) and computes f(x), f(empty) and the n leave-one-out drops in one batch.
- * LP_EINVAL when no position is removable, for an out-of-range token, bins or percentage. */
+/* Checks the spec against r and computes f(x), f(empty) and the n leave-one-out drops in one
+ * batch. LP_EINVAL when no position is removable (or, deleting on an encoder-decoder, when
+ * no source token would stay), for an out-of-range token, bins or percentage. */
 int lp_eval_new(lp_eval **out, const lp_run *r, const lp_eval_spec *spec);
 void lp_eval_free(lp_eval *e);
 
+int lp_eval_len(const lp_eval *e);               /* T, the positions judged (above) */
+int lp_eval_n_source(const lp_eval *e);          /* S, the first of them that are an encoder-decoder's source; else 0 */
 int lp_eval_n(const lp_eval *e);                 /* n, the removable positions */
-const int *lp_eval_removable(const lp_eval *e);  /* (n) their positions, ascending */
+const int *lp_eval_removable(const lp_eval *e);  /* (n) their positions among the T, ascending */
 const double *lp_eval_loo(const lp_eval *e);     /* (n) f(x) - f(x without position removable[i]) */
 double lp_eval_fx(const lp_eval *e);             /* f(x) */
 double lp_eval_fempty(const lp_eval *e);         /* f with every removable position removed */
@@ -89,8 +106,8 @@ typedef struct {
     double sensitivity;     /* NAN: left to lp_eval_sensitivity */
 } lp_eval_result;
 
-/* Judges m score vectors at once: scores[i] (pos + 1 floats, one per position of the
- * prefix; others ignored) into res[i]. Every perturbed input of all m goes through the
+/* Judges m score vectors at once: scores[i] (lp_attr_len floats as attr gives them; only the
+ * first T are read) into res[i]. Every perturbed input of all m goes through the
  * model together. LP_ENOMEM, LP_ECANCEL. */
 int lp_eval_judge(lp_eval *e, int m, const float *const *scores, lp_eval_result *res);
 void lp_eval_result_free(lp_eval_result *r);
@@ -108,12 +125,14 @@ int lp_eval_infidelity(const lp_eval *e, int m, const float *const *scores, int 
                        unsigned long long seed, double *infid, double *raw, double *noise, double *drop);
 
 /* Max-sensitivity (Yeh et al. 2019; Captum's `sensitivity_max` with its default perturbation):
- * for `samples` draws delta ~ U(-radius, radius) over every element of the prefix's
- * embeddings (pos + 1, d), seeded, the attribution specs[i] recomputed on a run of x + delta
- * (lp_run_new_embedded; the token parts, and ig's and occlusion's baseline paths, stay the
- * tokens': delta moves the point at which the attribution is taken); sens[i] = max over the
- * draws of ||Phi(x + delta) - Phi(x)||_2 / ||Phi(x)||_2 over positions 0..pos (not divided when
- * ||Phi(x)|| is 0, as Captum). noise (samples, pos + 1, d) may be NULL: the deltas drawn. */
+ * for `samples` draws delta ~ U(-radius, radius) over every element of the inputs of the T
+ * positions judged (T, d: a decoder's embeddings 0..pos, an encoder's sums before their norm,
+ * an encoder-decoder's source and decoder token embeddings), seeded, the attribution specs[i]
+ * recomputed on a run of x + delta (lp_run_new_embedded, lp_run_new_seq2seq_embedded; the
+ * token parts, and ig's and occlusion's baseline paths, stay the tokens': delta moves the
+ * point at which the attribution is taken); sens[i] = max over the draws of
+ * ||Phi(x + delta) - Phi(x)||_2 / ||Phi(x)||_2 over the T (not divided when ||Phi(x)|| is 0,
+ * as Captum). noise (samples, T, d) may be NULL: the deltas drawn. */
 int lp_eval_sensitivity(const lp_eval *e, int m, const lp_attr_spec *specs, const float *const *scores, int samples,
                         double radius, unsigned long long seed, double *sens, float *noise);
 

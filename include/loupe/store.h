@@ -180,6 +180,7 @@ typedef struct {
     const char *settings_json; /* NULL = {} */
     const double *curve_x[4], *curve[4];
     int curve_n[4];
+    int n_source;             /* an encoder-decoder's: the attribution's first n_source scores are the source's */
 } lp_store_evaluation;
 /* Records the attribution a judged and its evaluation together (evaluations,
  * evaluation_curves; evaluations_view joins the attribution's method and run); *id the

@@ -77,7 +77,6 @@ static int by_gradient(float *scores, const lp_run *r, const lp_attr_spec *sp) {
 typedef struct {
     int T, d;
     const float *x;       /* (T, d) */
-    float *own;           /* x when the path made it (an encoder's summed embeddings), else NULL */
     float *b;             /* (T, d) */
     const double *alpha;  /* ig: (steps) */
     int window;           /* occlusion */
@@ -108,10 +107,7 @@ static int rows_before(const lp_run *r, int pos) {
     return lp_model_config(lp_run_model(r))->causal ? pos + 1 : lp_run_len(r);
 }
 
-static void free_path(path *p) {
-    free(p->b);
-    free(p->own);
-}
+static void free_path(path *p) { free(p->b); }
 
 static int make_path(path *p, const lp_run *r, int T, int baseline) {
     const lp_model *m = lp_run_model(r);
@@ -121,14 +117,7 @@ static int make_path(path *p, const lp_run *r, int T, int baseline) {
     lp_run_view(r, LP_ACT_RESID_PRE, 0, -1, &v);
     *p = (path){.T = T, .d = d, .x = v.data, .b = malloc((size_t)T * d * sizeof(float))};
     if (!p->b) return lp_error(LP_ENOMEM, "out of memory");
-    if (!m->cfg.causal) { /* an encoder's input is the sum before the embeddings' LayerNorm */
-        if (!(p->own = malloc((size_t)T * d * sizeof(float)))) {
-            free(p->b);
-            return lp_error(LP_ENOMEM, "out of memory");
-        }
-        lp_embed_sum(p->own, m, ids, lp_run_types(r), 0, T);
-        p->x = p->own;
-    }
+    if (lp_run_embed_sum(r)) p->x = lp_run_embed_sum(r); /* an encoder's input: the sum before its LayerNorm */
     for (int t = 0; t < T; t++) {
         const float *e = m->tok_emb + (size_t)ids[t] * d, *base = baseline >= 0 ? m->tok_emb + (size_t)baseline * d : NULL;
         for (int k = 0; k < d; k++) {

@@ -12,34 +12,43 @@
 #include "loupe/error.h"
 #include "loupe/grad_seq2seq.h"
 
-/* The two inputs: x the embeddings (rows, d), b the baseline's (the token `baseline` or 0). */
+/* The two inputs: x the embeddings the runs were given (rows, d), e the tokens' embeddings,
+ * b the baseline's, x - e + the token `baseline`'s embedding (or 0). On a run of the ids x is
+ * e and b the baseline's embedding exactly; on a run of perturbed embeddings (max-sensitivity)
+ * b moves with x, as a decoder's baseline keeps its position part. */
 typedef struct {
     int S, Tp, d;            /* source rows, decoder rows 0..pos */
     const int *src, *ids;    /* (S), (Tp) */
-    float *xs, *xt, *bs, *bt; /* (S, d), (Tp, d), (S, d), (Tp, d) */
+    const float *xs, *xt;    /* (S, d), (Tp, d): resid_pre of layer 0 of each stack's run */
+    float *es, *et, *bs, *bt; /* (S, d), (Tp, d), (S, d), (Tp, d) */
 } inputs;
 
 static void inputs_free(inputs *in) {
-    free(in->xs), free(in->xt), free(in->bs), free(in->bt);
+    free(in->es), free(in->et), free(in->bs), free(in->bt);
 }
 
 static int inputs_new(inputs *in, const lp_run *r, int pos, int baseline) {
     const lp_model *m = lp_run_model(r), *e = lp_model_encoder(m);
     const lp_run *src = lp_run_source(r);
     int S = lp_run_len(src), Tp = pos + 1, d = m->cfg.d_model;
-    *in = (inputs){S, Tp, d, lp_run_ids(src), lp_run_ids(r), malloc((size_t)S * d * sizeof(float)),
+    lp_view vs, vt;
+    lp_run_view(src, LP_ACT_RESID_PRE, 0, -1, &vs);
+    lp_run_view(r, LP_ACT_RESID_PRE, 0, -1, &vt);
+    *in = (inputs){S, Tp, d, lp_run_ids(src), lp_run_ids(r), vs.data, vt.data, malloc((size_t)S * d * sizeof(float)),
                    malloc((size_t)Tp * d * sizeof(float)), malloc((size_t)S * d * sizeof(float)),
                    malloc((size_t)Tp * d * sizeof(float))};
-    if (!in->xs || !in->xt || !in->bs || !in->bt) {
+    if (!in->es || !in->et || !in->bs || !in->bt) {
         inputs_free(in);
         return lp_error(LP_ENOMEM, "out of memory");
     }
-    lp_embed(in->xs, e, in->src, NULL, 0, S);
-    lp_embed(in->xt, m, in->ids, NULL, 0, Tp);
+    lp_embed(in->es, e, in->src, NULL, 0, S);
+    lp_embed(in->et, m, in->ids, NULL, 0, Tp);
     for (int i = 0; i < S + Tp; i++) {
-        float *b = i < S ? in->bs + (size_t)i * d : in->bt + (size_t)(i - S) * d;
-        if (baseline >= 0) memcpy(b, m->tok_emb + (size_t)baseline * d, (size_t)d * sizeof *b);
-        else memset(b, 0, (size_t)d * sizeof *b);
+        bool s = i < S;
+        size_t o = (size_t)(s ? i : i - S) * d;
+        float *b = (s ? in->bs : in->bt) + o;
+        const float *x = (s ? in->xs : in->xt) + o, *tok = (s ? in->es : in->et) + o;
+        for (int k = 0; k < d; k++) b[k] = x[k] - tok[k] + (baseline >= 0 ? m->tok_emb[(size_t)baseline * d + k] : 0.0f);
     }
     return LP_OK;
 }
@@ -77,8 +86,8 @@ static int by_gradient(float *scores, const lp_run *r, const lp_attr_spec *sp) {
     if (!gs || !gt) rc = lp_error(LP_ENOMEM, "out of memory");
     else if (!(rc = lp_grad_seq2seq(gs, gt, NULL, r, &sp->objective))) {
         bool norm = sp->method == LP_ATTR_SALIENCY;
-        row_scores(scores, gs, in.xs, S, d, norm);
-        row_scores(scores + S, gt, in.xt, in.Tp, d, norm);
+        row_scores(scores, gs, in.es, S, d, norm);
+        row_scores(scores + S, gt, in.et, in.Tp, d, norm);
     }
     free(gs), free(gt);
     inputs_free(&in);
@@ -143,7 +152,8 @@ static int occlusion(float *scores, const lp_run *r, const lp_attr_spec *sp) {
     double fx = lp_objective_value(o, lp_run_logits(r, o->pos), lp_model_config(lp_run_model(r))->vocab);
     for (int side = 0; side < 2 && !rc; side++) {
         int n = side ? in.Tp : in.S, w = W < n ? W : n, windows = n - w + 1;
-        float *x = side ? in.xt : in.xs, *b = side ? in.bt : in.bs, *out = side ? scores + in.S : scores;
+        const float *x = side ? in.xt : in.xs, *b = side ? in.bt : in.bs;
+        float *out = side ? scores + in.S : scores;
         float *y = malloc((size_t)n * d * sizeof *y);
         double *f = malloc((size_t)windows * sizeof *f);
         if (!y || !f) rc = lp_error(LP_ENOMEM, "out of memory");

@@ -1,7 +1,8 @@
 /* Removal-based faithfulness of attributions (definitions in eval.h). Each measure is a set
- * of perturbed inputs, one "keep" mask over the prefix each; the masks of all the
+ * of perturbed inputs, one "keep" mask over the positions judged each; the masks of all the
  * attributions judged together go through lp_grad_batch at once (grouped by length when
- * removal deletes tokens), then the measures are read off their f values. */
+ * removal deletes tokens; an encoder-decoder's one run each), then the measures are read off
+ * their f values. */
 #include "loupe/eval.h"
 
 #include <math.h>
@@ -30,84 +31,151 @@ struct lp_eval {
     const lp_run *r;
     const lp_model *m;
     lp_eval_spec sp;
-    int T;          /* the prefix 0..pos */
+    bool enc;       /* an encoder: every position is read, the inputs are the sums before the embeddings' norm */
+    int T;          /* the positions judged: 0..pos (decoders), all (encoders), S + pos + 1 (encoder-decoders) */
+    int S;          /* encoder-decoders: the first S of them are the source's, the rest the decoder's 0..pos */
+    int at;         /* where f is read, among the T (S + pos for an encoder-decoder) */
     int n;          /* removable positions */
     int *removable; /* (n) */
     double fx, fempty;
     double *loo;    /* (n) */
-    float *x, *b;   /* (T, d): the run's embeddings, and each row with its token replaced */
+    int *ids, *types; /* (T) the tokens, the source's first */
+    float *x, *b;   /* (T, d): the inputs, and each row with its token replaced */
 };
 
-/* A batch of perturbed inputs: keep (nq, T) masks, f (nq) their values. */
+/* A set of perturbed inputs: keep (nq, T) masks, or (keep NULL) infidelity's noise (nq, n);
+ * f (nq) their values. */
 typedef struct {
     const lp_eval *e;
     int nq;
     unsigned char *keep;
+    const double *noise;
     double *f;
-    const int *idx; /* the queries of the current call */
-    int *ids;       /* (T) scratch for delete */
+    const int *idx;  /* the queries of the current lp_grad_batch */
+    int *ids, *types; /* (T) scratch for delete */
 } queries;
+
+static bool deleting(const queries *q) { return q->keep && q->e->sp.remove == LP_REMOVE_DELETE; }
+
+/* Query i as the model's input: its tokens (len, the source's ns first), where f is read
+ * (counted from the first row of the stack that reads it), and, when tokens are not deleted,
+ * its rows (len, d), e->x's with each removed row replaced or moved toward b. Returns len. */
+static int query_input(const queries *q, int i, int *ids, int *types, float *rows, int *at, int *ns) {
+    const lp_eval *e = q->e;
+    size_t d = (size_t)e->m->cfg.d_model;
+    const unsigned char *keep = q->keep ? q->keep + (size_t)i * e->T : NULL;
+    if (deleting(q)) {
+        int len = 0;
+        *at = *ns = 0;
+        for (int t = 0; t < e->T; t++)
+            if (keep[t]) {
+                if (ids) ids[len] = e->ids[t];
+                if (types) types[len] = e->types[t];
+                len++;
+                *ns += t < e->S;
+                *at += t >= e->S && t < e->at; /* kept rows before f's own, in its stack */
+            }
+        return len;
+    }
+    *at = e->at - e->S;
+    *ns = e->S;
+    if (ids) memcpy(ids, e->ids, (size_t)e->T * sizeof *ids);
+    if (types) memcpy(types, e->types, (size_t)e->T * sizeof *types);
+    if (!rows) return e->T;
+    if (keep) {
+        for (int t = 0; t < e->T; t++) memcpy(rows + t * d, (keep[t] ? e->x : e->b) + t * d, d * sizeof *rows);
+        return e->T;
+    }
+    memcpy(rows, e->x, (size_t)e->T * d * sizeof *rows);
+    for (int j = 0; j < e->n; j++) {
+        size_t t = (size_t)e->removable[j];
+        float a = (float)q->noise[(size_t)i * e->n + j];
+        for (size_t k = 0; k < d; k++) rows[t * d + k] -= a * (e->x[t * d + k] - e->b[t * d + k]);
+    }
+    return e->T;
+}
 
 static void perturbed_input(float *out, int i, void *ctx) {
     const queries *q = ctx;
     const lp_eval *e = q->e;
-    const unsigned char *keep = q->keep + (size_t)q->idx[i] * e->T;
-    size_t d = (size_t)e->m->cfg.d_model;
-    if (e->sp.remove == LP_REMOVE_DELETE) {
-        const int *ids = lp_run_ids(e->r);
-        int len = 0;
-        for (int t = 0; t < e->T; t++)
-            if (keep[t]) q->ids[len++] = ids[t];
-        lp_embed(out, e->m, q->ids, NULL, 0, len);
+    int at, ns;
+    if (!deleting(q)) {
+        query_input(q, q->idx[i], NULL, NULL, out, &at, &ns);
         return;
     }
-    for (int t = 0; t < e->T; t++) memcpy(out + t * d, (keep[t] ? e->x : e->b) + t * d, d * sizeof *out);
+    int len = query_input(q, q->idx[i], q->ids, q->types, NULL, &at, &ns);
+    if (e->enc) lp_embed_sum(out, e->m, q->ids, q->types, 0, len); /* positions renumbered, types kept */
+    else lp_embed(out, e->m, q->ids, NULL, 0, len);
 }
 
-static int kept_len(const queries *q, int i) {
-    int len = 0;
-    for (int t = 0; t < q->e->T; t++) len += q->keep[(size_t)i * q->e->T + t];
-    return len;
-}
-
-static int by_len_desc(const void *a, const void *b, void *ctx) {
-    const int *len = ctx;
+static int by_key_desc(const void *a, const void *b, void *ctx) {
+    const long *key = ctx;
     int x = *(const int *)a, y = *(const int *)b;
-    return len[y] != len[x] ? len[y] - len[x] : x - y;
+    return key[y] != key[x] ? (key[y] > key[x] ? 1 : -1) : x - y;
 }
 
-/* f of every query: one lp_grad_batch for mask and baseline removal, one per length for delete
- * (the objective moves to the last kept position, which is always pos). */
+/* An encoder-decoder's queries, one run of both stacks each (lp_grad_batch has no
+ * cross-attention): the kept ids when tokens are deleted, else the rows as embeddings. */
+static int evaluate_seq2seq(queries *q) {
+    const lp_eval *e = q->e;
+    size_t d = (size_t)e->m->cfg.d_model;
+    int *ids = malloc((size_t)e->T * sizeof *ids), rc = LP_OK;
+    float *rows = deleting(q) ? NULL : malloc((size_t)e->T * d * sizeof *rows);
+    if (!ids || (!deleting(q) && !rows)) rc = lp_error(LP_ENOMEM, "out of memory");
+    for (int i = 0; i < q->nq && !rc; i++) {
+        int at, ns, len = query_input(q, i, ids, NULL, rows, &at, &ns);
+        lp_run *v;
+        if ((rc = lp_run_new_seq2seq_embedded(&v, e->m, ids, rows, ns, ids + ns, rows ? rows + ns * d : NULL, len - ns)))
+            break;
+        lp_objective o = e->sp.objective;
+        o.pos = at;
+        double f = lp_objective_value(&o, lp_run_logits(v, at), e->m->cfg.vocab);
+        q->f[i] = e->sp.prob ? exp(f) : f;
+        lp_run_free(v);
+    }
+    free(ids);
+    free(rows);
+    return rc;
+}
+
+/* f of every query: one lp_grad_batch per length and reading position (one in all for mask
+ * and baseline removal; with delete the objective moves to where its row lands). */
 static int evaluate(queries *q) {
     const lp_eval *e = q->e;
-    int *idx = malloc((size_t)q->nq * sizeof *idx), *len = malloc((size_t)q->nq * sizeof *len), rc = LP_OK;
+    if (e->S) return evaluate_seq2seq(q);
+    int *idx = malloc((size_t)q->nq * sizeof *idx), rc = LP_OK;
+    long *key = malloc((size_t)q->nq * sizeof *key);
     double *f = malloc((size_t)q->nq * sizeof *f);
     q->ids = malloc((size_t)e->T * sizeof *q->ids);
-    if (!idx || !len || !f || !q->ids) {
+    q->types = malloc((size_t)e->T * sizeof *q->types);
+    if (!idx || !key || !f || !q->ids || !q->types) {
         rc = lp_error(LP_ENOMEM, "out of memory");
         goto done;
     }
     for (int i = 0; i < q->nq; i++) {
+        int at, ns, len = query_input(q, i, NULL, NULL, NULL, &at, &ns);
         idx[i] = i;
-        len[i] = e->sp.remove == LP_REMOVE_DELETE ? kept_len(q, i) : e->T;
+        key[i] = (long)len * (e->T + 1) + at;
     }
-    qsort_r(idx, (size_t)q->nq, sizeof *idx, by_len_desc, len);
+    qsort_r(idx, (size_t)q->nq, sizeof *idx, by_key_desc, key);
     for (int i0 = 0; i0 < q->nq && !rc;) {
         int i1 = i0;
-        while (i1 < q->nq && len[idx[i1]] == len[idx[i0]]) i1++;
+        while (i1 < q->nq && key[idx[i1]] == key[idx[i0]]) i1++;
         lp_objective o = e->sp.objective;
-        o.pos = len[idx[i0]] - 1;
+        int len = (int)(key[idx[i0]] / (e->T + 1));
+        o.pos = (int)(key[idx[i0]] % (e->T + 1));
         q->idx = idx + i0;
-        if (!(rc = lp_grad_batch(e->m, len[idx[i0]], i1 - i0, perturbed_input, q, &o, NULL, f, NULL)))
+        if (!(rc = lp_grad_batch(e->m, len, i1 - i0, perturbed_input, q, &o, NULL, f, NULL)))
             for (int i = i0; i < i1; i++) q->f[idx[i]] = e->sp.prob ? exp(f[i - i0]) : f[i - i0];
         i0 = i1;
     }
 done:
     free(idx);
-    free(len);
+    free(key);
     free(f);
     free(q->ids);
-    q->ids = NULL;
+    free(q->types);
+    q->ids = q->types = NULL;
     return rc;
 }
 
@@ -135,28 +203,66 @@ static void set_keep(const lp_eval *e, unsigned char *keep, const int *order, in
     for (int i = 0; i < j; i++) keep[order[i]] = only;
 }
 
+/* A decoder's frame: BOS, [CLS], [SEP], and an end-of-text token at position 0 (GPT-2's
+ * <|endoftext|> used as BOS). */
 static bool is_special(const lp_tokenizer *t, int id, int pos) {
     if (!t) return false;
     lp_special s = lp_tokenizer_role(t, id);
     return s == LP_SPECIAL_BOS || s == LP_SPECIAL_CLS || s == LP_SPECIAL_SEP || (pos == 0 && s == LP_SPECIAL_EOS);
 }
 
+/* An encoder's or an encoder-decoder's frame: every special token but <unk> (which stands for
+ * a word), and an encoder-decoder's </s> when no tokenizer names it. */
+static bool is_frame(const lp_model *m, const lp_tokenizer *t, int id) {
+    lp_special s = t ? lp_tokenizer_role(t, id) : LP_SPECIAL_COUNT;
+    return (s != LP_SPECIAL_COUNT && s != LP_SPECIAL_UNK) || (m->encoder && id == m->cfg.eos_id);
+}
+
 void lp_eval_free(lp_eval *e) {
     if (!e) return;
     free(e->removable);
     free(e->loo);
+    free(e->ids);
+    free(e->types);
     free(e->x);
     free(e->b);
     free(e);
+}
+
+/* The inputs: a decoder's embeddings 0..pos (resid_pre of layer 0), an encoder's sums before
+ * their norm, an encoder-decoder's source and decoder token embeddings; b the same with the
+ * token part replaced, x - e_t + e_token (zero for the zero baseline), the position part kept. */
+static void inputs(lp_eval *e) {
+    const lp_model *m = e->m, *enc = lp_model_encoder(m);
+    const lp_run *src = lp_run_source(e->r);
+    size_t d = (size_t)m->cfg.d_model;
+    lp_view v;
+    if (src) {
+        lp_run_view(src, LP_ACT_RESID_PRE, 0, -1, &v);
+        memcpy(e->x, v.data, (size_t)e->S * d * sizeof *e->x);
+        memcpy(e->ids, lp_run_ids(src), (size_t)e->S * sizeof *e->ids);
+    }
+    lp_run_view(e->r, LP_ACT_RESID_PRE, 0, -1, &v);
+    const float *x = e->enc ? lp_run_embed_sum(e->r) : v.data;
+    memcpy(e->x + (size_t)e->S * d, x, (size_t)(e->T - e->S) * d * sizeof *e->x);
+    memcpy(e->ids + e->S, lp_run_ids(e->r), (size_t)(e->T - e->S) * sizeof *e->ids);
+    memset(e->types, 0, (size_t)e->T * sizeof *e->types);
+    if (e->enc) memcpy(e->types, lp_run_types(e->r), (size_t)e->T * sizeof *e->types);
+    const float *rep = e->sp.remove != LP_REMOVE_DELETE && e->sp.token >= 0 ? m->tok_emb + (size_t)e->sp.token * d : NULL;
+    for (int t = 0; t < e->T; t++) {
+        const float *tok = (t < e->S ? enc : m)->tok_emb + (size_t)e->ids[t] * d;
+        for (size_t k = 0; k < d; k++) {
+            size_t j = (size_t)t * d + k;
+            e->b[j] = e->x[j] - tok[k] + (rep ? rep[k] : 0.0f);
+        }
+    }
 }
 
 int lp_eval_new(lp_eval **out, const lp_run *r, const lp_eval_spec *spec) {
     *out = NULL;
     const lp_model *m = lp_run_model(r);
     const lp_config *c = &m->cfg;
-    if (lp_run_source(r) || !c->causal)
-        return lp_error(LP_EUNSUPPORTED, "eval judges a decoder's attributions; %s is %s", c->arch,
-                        lp_run_source(r) ? "an encoder-decoder" : "an encoder");
+    const lp_run *src = lp_run_source(r);
     int rc = lp_objective_check(&spec->objective, m, lp_run_len(r));
     if (rc) return rc;
     if ((unsigned)spec->remove >= LP_REMOVE_COUNT) return lp_error(LP_EINVAL, "unknown removal %d", (int)spec->remove);
@@ -173,36 +279,47 @@ int lp_eval_new(lp_eval **out, const lp_run *r, const lp_eval_spec *spec) {
     e->sp = *spec;
     if (!e->sp.bins) e->sp.bins = 10;
     if (!e->sp.logodds_pct) e->sp.logodds_pct = 20;
-    e->T = spec->objective.pos + 1;
+    int pos = spec->objective.pos;
+    e->enc = !c->causal && !src;
+    e->S = src ? lp_run_len(src) : 0;
+    e->T = e->enc ? lp_run_len(r) : e->S + pos + 1;
+    e->at = e->S + pos;
     size_t d = (size_t)c->d_model;
     e->removable = malloc((size_t)e->T * sizeof *e->removable);
     e->loo = malloc((size_t)e->T * sizeof *e->loo);
+    e->ids = malloc((size_t)e->T * sizeof *e->ids);
+    e->types = malloc((size_t)e->T * sizeof *e->types);
     e->x = malloc((size_t)e->T * d * sizeof *e->x);
     e->b = malloc((size_t)e->T * d * sizeof *e->b);
-    if (!e->removable || !e->loo || !e->x || !e->b) {
+    if (!e->removable || !e->loo || !e->ids || !e->types || !e->x || !e->b) {
         lp_eval_free(e);
         return lp_error(LP_ENOMEM, "out of memory");
     }
-    const int *ids = lp_run_ids(r);
+    inputs(e);
+    /* Never removed: the frame, f's own position, and an encoder-decoder's decoder start. */
     const lp_tokenizer *tok = lp_model_tokenizer(m);
-    for (int t = 0; t < e->T - 1; t++)
-        if (!is_special(tok, ids[t], t)) e->removable[e->n++] = t;
-    if (!e->n) {
-        int last = e->T - 1;
-        lp_eval_free(e);
-        return lp_error(LP_EINVAL, "eval: positions 0..%d hold no token to remove (special tokens and the predicting "
-                                   "position %d stay); run a longer text", last, last);
+    int kept_source = 0;
+    for (int t = 0; t < e->T; t++) {
+        bool frame = c->causal && !src ? is_special(tok, e->ids[t], t) : is_frame(m, tok, e->ids[t]);
+        if (t == e->at || frame || (src && t == e->S)) kept_source += t < e->S;
+        else e->removable[e->n++] = t;
     }
-    /* The replaced rows: x - e_t + e_token (zero for the zero baseline), the position part kept. */
-    lp_view v;
-    lp_run_view(r, LP_ACT_RESID_PRE, 0, -1, &v);
-    memcpy(e->x, v.data, (size_t)e->T * d * sizeof *e->x);
-    const float *rep = e->sp.remove != LP_REMOVE_DELETE && e->sp.token >= 0 ? m->tok_emb + (size_t)e->sp.token * d : NULL;
-    for (int t = 0; t < e->T; t++)
-        for (size_t k = 0; k < d; k++) {
-            size_t j = (size_t)t * d + k;
-            e->b[j] = e->x[j] - m->tok_emb[(size_t)ids[t] * d + k] + (rep ? rep[k] : 0.0f);
-        }
+    if (!e->n) {
+        lp_eval_free(e);
+        if (src)
+            return lp_error(LP_EINVAL, "eval: the source and the decoder's positions before %d hold no token to remove "
+                            "(</s> and the decoder's start stay); run a longer source or judge a later --pos", pos);
+        if (!c->causal)
+            return lp_error(LP_EINVAL, "eval: the run holds no token to remove (special tokens%s stay); run a longer text",
+                            c->head == LP_HEAD_MLM ? " and the mask position read" : "");
+        return lp_error(LP_EINVAL, "eval: positions 0..%d hold no token to remove (special tokens and the predicting "
+                                   "position %d stay); run a longer text", pos, pos);
+    }
+    if (src && !kept_source && spec->remove == LP_REMOVE_DELETE) {
+        lp_eval_free(e);
+        return lp_error(LP_EINVAL, "eval: --remove delete: every source token is removable (no </s>), so removing them "
+                        "all leaves no source; use --remove mask or --remove baseline");
+    }
     /* f(x), f(empty), then x without each removable position. */
     queries q;
     if ((rc = queries_alloc(&q, e, e->n + 2))) {
@@ -232,6 +349,8 @@ const double *lp_eval_loo(const lp_eval *e) { return e->loo; }
 double lp_eval_fx(const lp_eval *e) { return e->fx; }
 double lp_eval_fempty(const lp_eval *e) { return e->fempty; }
 int lp_eval_bins(const lp_eval *e) { return e->sp.bins; }
+int lp_eval_len(const lp_eval *e) { return e->T; }
+int lp_eval_n_source(const lp_eval *e) { return e->S; }
 
 int lp_eval_k(const lp_eval *e, double pct) {
     int k = (int)ceil(pct * e->n / 100.0 - 1e-9);
@@ -251,23 +370,6 @@ static double gaussian(unsigned long long *st) {
     return sqrt(-2.0 * log1p(-u)) * cos(2.0 * M_PI * v);
 }
 
-typedef struct {
-    const lp_eval *e;
-    const double *noise; /* (samples, n) */
-} noisy;
-
-static void noisy_input(float *out, int s, void *ctx) {
-    const noisy *z = ctx;
-    const lp_eval *e = z->e;
-    size_t d = (size_t)e->m->cfg.d_model;
-    memcpy(out, e->x, (size_t)e->T * d * sizeof *out);
-    for (int i = 0; i < e->n; i++) {
-        size_t t = (size_t)e->removable[i];
-        float a = (float)z->noise[(size_t)s * e->n + i];
-        for (size_t k = 0; k < d; k++) out[t * d + k] -= a * (e->x[t * d + k] - e->b[t * d + k]);
-    }
-}
-
 int lp_eval_infidelity(const lp_eval *e, int m, const float *const *scores, int samples, double sigma,
                        unsigned long long seed, double *infid, double *raw, double *noise, double *drop) {
     if (samples < 1 || samples > 10000) return lp_error(LP_EINVAL, "samples %d is out of range (1..10000)", samples);
@@ -281,10 +383,9 @@ int lp_eval_infidelity(const lp_eval *e, int m, const float *const *scores, int 
     }
     unsigned long long st = seed;
     for (size_t j = 0; j < (size_t)samples * n; j++) I[j] = sigma * gaussian(&st);
-    noisy z = {e, I};
-    lp_objective o = e->sp.objective;
-    if (!(rc = lp_grad_batch(e->m, e->T, samples, noisy_input, &z, &o, NULL, f, NULL))) {
-        for (int s = 0; s < samples; s++) f[s] = e->fx - (e->sp.prob ? exp(f[s]) : f[s]);
+    queries q = {.e = e, .nq = samples, .noise = I, .f = f};
+    if (!(rc = evaluate(&q))) {
+        for (int s = 0; s < samples; s++) f[s] = e->fx - f[s];
         for (int i = 0; i < m; i++) {
             double aa = 0.0, ad = 0.0, sq = 0.0, sq1 = 0.0;
             for (int s = 0; s < samples; s++) {
@@ -330,7 +431,10 @@ int lp_eval_sensitivity(const lp_eval *e, int m, const lp_attr_spec *specs, cons
         if (noise)
             for (size_t j = 0; j < nx; j++) noise[(size_t)s * nx + j] = x[j] - e->x[j];
         lp_run *r;
-        if ((rc = lp_run_new_embedded(&r, e->m, lp_run_ids(e->r), NULL, x, e->T))) break;
+        if ((rc = e->S ? lp_run_new_seq2seq_embedded(&r, e->m, e->ids, x, e->S, e->ids + e->S, x + (size_t)e->S * d,
+                                                     e->T - e->S)
+                       : lp_run_new_embedded(&r, e->m, e->ids, e->enc ? e->types : NULL, x, e->T)))
+            break;
         for (int i = 0; i < m && !rc; i++) {
             double delta, num = 0.0, den = 0.0;
             if ((rc = lp_attr(phi, &delta, r, &specs[i]))) break;

@@ -142,7 +142,7 @@ int lp_sanity_cascade(const lp_run *r, int n, lp_sanity_fn attribute, void *ctx,
         lp_randomised *rm = NULL;
         lp_run *rr = NULL;
         if (!(rc = lp_randomised_new(&rm, m, depth, seed)) &&
-            !(rc = lp_run_new(&rr, lp_randomised_model(rm), lp_run_ids(r), T)) && !(rc = attribute(now, rr, ctx))) {
+            !(rc = lp_run_new_typed(&rr, lp_randomised_model(rm), lp_run_ids(r), lp_run_types(r), T)) && !(rc = attribute(now, rr, ctx))) {
             for (int i = 0; i < n; i++) b[i] = fabs(now[i]);
             rho[depth - 1] = lp_spearman(a, b, n);
         }

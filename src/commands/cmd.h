@@ -97,6 +97,13 @@ int lp_cmd_start_seq2seq(lp_session *s, const int *src, int S, const int *tgt, i
 /* lp_cmd_start_seq2seq without printing: *record_rc as lp_cmd_set_run's. */
 int lp_cmd_set_run_seq2seq(lp_session *s, const int *src, int S, const int *tgt, int T, const char *source,
                            const char *target, bool greedy, int64_t stored_id, int *record_rc);
+/* The prediction attr and eval explain (what names the command): *pos from pos_arg (a
+ * classifier's is 0, where it reads; a masked LM's default its first mask; else the last
+ * position), *target from target/target_id (a classifier's label by name; default the model's
+ * top prediction at *pos), *contrast from vs/vs_id (-1 when neither is given). */
+int lp_cmd_prediction(const lp_session *s, const char *what, const char *pos_arg, const char *target,
+                      const char *target_id, const char *vs, const char *vs_id, int *pos, int *target_out,
+                      int *contrast);
 /* An attribution's options as the store records them (attributions.params): ig's steps and
  * max_steps, the baseline as given (--baseline NAME, --baseline-id: "id", else "zero") and its
  * id, occlusion's window, attnxnorm's layer. */

@@ -40,6 +40,33 @@ int lp_cmd_baseline(const lp_session *s, const char *what, const char *name, con
     return LP_OK;
 }
 
+int lp_cmd_prediction(const lp_session *s, const char *what, const char *pos_arg, const char *target,
+                      const char *target_id, const char *vs, const char *vs_id, int *pos, int *target_out,
+                      int *contrast) {
+    bool labels = lp_model_config(s->model)->head == LP_HEAD_CLASSIFIER;
+    int rc;
+    *pos = 0;
+    if (labels && pos_arg && strcmp(pos_arg, "0") != 0)
+        return lp_error(LP_EINVAL, "%s: a classifier's prediction is at position 0 (its [CLS]); leave out --pos", what);
+    if ((!labels || pos_arg) && (rc = lp_cmd_out_pos(s, what, pos_arg, pos))) return rc;
+    if ((rc = labels ? lp_cmd_label(s, target, target_id, target_out) : lp_cmd_target(s, target, target_id, target_out)))
+        return rc;
+    const float *lg = lp_run_logits(s->run, *pos);
+    if (*target_out < 0 && !lg) return lp_error(LP_EINVAL, "%s: position %d has no prediction", what, *pos);
+    if (*target_out < 0) { /* the model's own top prediction */
+        *target_out = 0;
+        for (int j = 1; j < lp_run_out_width(s->run); j++)
+            if (lg[j] > lg[*target_out]) *target_out = j;
+    }
+    if (vs && vs_id) return lp_error(LP_EINVAL, "%s: give --vs or --vs-id, not both", what);
+    if ((rc = labels ? lp_cmd_label(s, vs, vs_id, contrast) : lp_cmd_target(s, vs, vs_id, contrast))) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", lp_errmsg());
+        return lp_error(rc, "%s: %s: %s", what, vs_id ? "--vs-id" : "--vs", msg);
+    }
+    return LP_OK;
+}
+
 json_t *lp_cmd_attr_params(const lp_attr_spec *sp, const char *baseline, const char *baseline_id) {
     json_t *params = json_object();
     if (sp->method == LP_ATTR_IG) {
@@ -184,10 +211,6 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
     } else if (o[GENERATED].value) {
         return lp_error(LP_EINVAL, "attr: --generated goes with --from");
     }
-    if (labels) sp.objective.pos = 0;
-    if (labels && o[POS].value && strcmp(o[POS].value, "0") != 0)
-        return lp_error(LP_EINVAL, "attr: a classifier's prediction is at position 0 (its [CLS]); leave out --pos");
-    if ((!labels || o[POS].value) && (rc = lp_cmd_out_pos(s, "attr", o[POS].value, &sp.objective.pos))) return rc;
     bool needs_obj = lp_attr_has_objective(sp.method);
     /* Options that mean nothing to the method are refused rather than silently ignored. */
     static const struct {
@@ -207,25 +230,11 @@ int lp_cmd_attr(lp_session *s, int argc, char **argv, const char *rest) {
 
     int target = -1, contrast = -1;
     lp_objective_kind kind = LP_OBJ_LOGIT;
-    if (needs_obj) {
-        if ((rc = labels ? lp_cmd_label(s, o[TARGET].value, o[TARGET_ID].value, &target)
-                         : lp_cmd_target(s, o[TARGET].value, o[TARGET_ID].value, &target)))
-            return rc;
-        const float *lg = lp_run_logits(s->run, sp.objective.pos);
-        if (target < 0 && !lg && !from)
-            return lp_error(LP_EINVAL, "attr: position %d has no prediction", sp.objective.pos);
-        if (target < 0) { /* the model's own top prediction */
-            target = 0;
-            for (int j = 1; j < lp_run_out_width(s->run); j++)
-                if (lg[j] > lg[target]) target = j;
-        }
-        if (o[VS].value && o[VS_ID].value) return lp_error(LP_EINVAL, "attr: give --vs or --vs-id, not both");
-        if ((rc = labels ? lp_cmd_label(s, o[VS].value, o[VS_ID].value, &contrast)
-                         : lp_cmd_target(s, o[VS].value, o[VS_ID].value, &contrast))) {
-            char msg[512];
-            snprintf(msg, sizeof msg, "%s", lp_errmsg());
-            return lp_error(rc, "%s: %s", o[VS_ID].value ? "--vs-id" : "--vs", msg);
-        }
+    if ((rc = lp_cmd_prediction(s, "attr", o[POS].value, o[TARGET].value, o[TARGET_ID].value, o[VS].value, o[VS_ID].value,
+                                &sp.objective.pos, &target, &contrast)))
+        return rc;
+    if (!needs_obj) target = -1; /* rollout and attnxnorm explain no token */
+    else {
         if (contrast >= 0) kind = LP_OBJ_LOGIT_DIFF;
         if (o[OBJECTIVE].value) {
             lp_objective_kind k;

@@ -85,7 +85,7 @@ static int record(lp_session *s, const lp_attr_spec *sp, json_t *params, const f
                                   {lp_eval_fx(e), lp_eval_fempty(e), r->comp_aopc, r->suff_aopc, r->deletion_auc,
                                    r->insertion_auc, r->logodds, r->tau, r->infidelity, r->sensitivity},
                                   sj, {x, x, x + B, x + B}, {r->comp, r->suff, r->deletion, r->insertion},
-                                  {B, B, n + 1, n + 1}};
+                                  {B, B, n + 1, n + 1}, lp_eval_n_source(e)};
         rc = lp_store_put_evaluation(s->store, &a, &ev, id);
     }
     free(x), free(pj), free(sj);
@@ -110,9 +110,13 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
     int np;
     if ((rc = lp_cmd_opts("eval", argc, argv, o, NOPT, pos, 1, &np))) return rc;
     const lp_config *c = lp_model_config(s->model);
-    if (lp_run_source(s->run) || !c->causal)
-        return lp_error(LP_EUNSUPPORTED, "eval: judges a decoder's attributions (GPT-2, Llama, llama2.c); %s is %s",
-                        c->arch, lp_run_source(s->run) ? "an encoder-decoder" : "an encoder");
+    const lp_run *src = lp_run_source(s->run);
+    if (c->head == LP_HEAD_NONE)
+        return lp_error(LP_EUNSUPPORTED, "eval: %s has no output head, so no prediction to judge attributions of", c->arch);
+    /* The randomised copy (sanity.c) replaces one stack's layers; an encoder-decoder has two. */
+    if (o[SANITY].value && src)
+        return lp_error(LP_EUNSUPPORTED, "eval --sanity: the randomisation check does not randomise encoder-decoders "
+                        "(%s) yet; leave out --sanity", c->arch);
     bool all = np == 0 || strcmp(pos[0], "all") == 0;
     lp_attr_method one = LP_ATTR_SALIENCY;
     if (!all && (rc = lp_attr_method_from_name(pos[0], &one)))
@@ -120,21 +124,10 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
                         pos[0]);
 
     lp_eval_spec es = {.prob = true, .token = -1};
-    if ((rc = lp_cmd_out_pos(s, "eval", o[POS].value, &es.objective.pos))) return rc;
     int target = -1, contrast = -1;
-    if ((rc = lp_cmd_target(s, o[TARGET].value, o[TARGET_ID].value, &target))) return rc;
-    if (target < 0) { /* the model's own top prediction, as attr */
-        const float *lg = lp_run_logits(s->run, es.objective.pos);
-        target = 0;
-        for (int j = 1; j < c->vocab; j++)
-            if (lg[j] > lg[target]) target = j;
-    }
-    if (o[VS].value && o[VS_ID].value) return lp_error(LP_EINVAL, "eval: give --vs or --vs-id, not both");
-    if ((rc = lp_cmd_target(s, o[VS].value, o[VS_ID].value, &contrast))) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", lp_errmsg());
-        return lp_error(rc, "eval: %s: %s", o[VS_ID].value ? "--vs-id" : "--vs", msg);
-    }
+    if ((rc = lp_cmd_prediction(s, "eval", o[POS].value, o[TARGET].value, o[TARGET_ID].value, o[VS].value,
+                                o[VS_ID].value, &es.objective.pos, &target, &contrast)))
+        return rc;
     /* f: the target's probability, or with --vs the logit difference the attributions explain. */
     es.prob = contrast < 0;
     es.objective.kind = es.prob ? LP_OBJ_LOGPROB : LP_OBJ_LOGIT_DIFF;
@@ -173,7 +166,7 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
     if (es.remove == LP_REMOVE_MASK && (rc = mask_token(s, &es.token))) return rc;
     if (es.remove == LP_REMOVE_BASELINE) es.token = sp.baseline;
 
-    int nm = all ? LP_ATTR_COUNT : 1, T = lp_run_len(s->run);
+    int nm = all ? LP_ATTR_COUNT : 1, T = lp_attr_len(s->run);
     float *scores = malloc((size_t)nm * T * sizeof *scores);
     const float **rows = malloc((size_t)nm * sizeof *rows);
     lp_eval_result *res = calloc((size_t)nm, sizeof *res);
@@ -202,7 +195,7 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
     double *rho = o[SANITY].value ? calloc((size_t)nm * L, sizeof *rho) : NULL;
     if (o[SANITY].value && !rho) rc = lp_error(LP_ENOMEM, "out of memory");
     for (int i = 0; rho && !rc && i < nm; i++)
-        rc = lp_sanity_cascade(s->run, es.objective.pos + 1, sanity_attr, &specs[i], seed, rho + (size_t)i * L);
+        rc = lp_sanity_cascade(s->run, lp_eval_len(e), sanity_attr, &specs[i], seed, rho + (size_t)i * L);
     if (rc) {
         free(rho);
         goto done;
@@ -223,7 +216,8 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
     if (human) {
         char tok[2][96];
         for (int k = 0; k < 2; k++) {
-            json_t *j = lp_cmd_token(s, k ? contrast : target);
+            json_t *j = c->head == LP_HEAD_CLASSIFIER ? json_string(lp_model_label(s->model, k ? contrast : target))
+                                                      : lp_cmd_token(s, k ? contrast : target);
             const char *b = json_string_value(j);
             if (b) lp_token_display(b, json_string_length(j), tok[k], sizeof tok[k]);
             else snprintf(tok[k], sizeof tok[k], "#%d", k ? contrast : target);
@@ -270,7 +264,7 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
                               json_array(), "order", order, "comprehensiveness", numbers(R->comp, B), "sufficiency",
                               numbers(R->suff, B), "deletion", numbers(R->deletion, n + 1), "insertion",
                               numbers(R->insertion, n + 1), "delta", lp_json_number(delta[i]));
-        for (int t = 0; t <= es.objective.pos; t++) json_array_append_new(json_object_get(m, "scores"), lp_json_number(rows[i][t]));
+        for (int t = 0; t < lp_eval_len(e); t++) json_array_append_new(json_object_get(m, "scores"), lp_json_number(rows[i][t]));
         for (int k = 0; k < NMEASURE; k++) json_object_set_new(m, MEASURES[k].key, lp_json_number(measure(R, k)));
         json_object_set_new(m, "infidelity_raw", lp_json_number(R->infidelity_raw));
         if (rho) {
@@ -293,6 +287,7 @@ int lp_cmd_eval(lp_session *s, int argc, char **argv, const char *rest) {
                             lp_json_number(lp_eval_fx(e)), "f_empty", lp_json_number(lp_eval_fempty(e)), "removable",
                             removable, "loo", numbers(lp_eval_loo(e), n), "bins", bins, "logodds_pct", es.logodds_pct,
                             "methods", methods, "best", bestj);
+    if (src) json_object_set_new(val, "n_source", json_integer(lp_eval_n_source(e))); /* positions: the source's first */
     json_object_set_new(val, "infidelity_settings",
                         json_pack("{s:i,s:o,s:I}", "samples", samples, "sigma", lp_json_number(sigma), "seed", (json_int_t)seed));
     json_object_set_new(val, "sensitivity_settings",

@@ -472,7 +472,9 @@ static const lp_command COMMANDS[] = {
      "recomputed). "
      "f: the target's probability, or with --vs the logit difference. Specials and the predicting position are never "
      "removed. --sanity: the cascading model-randomisation check (Spearman's rho per depth; FAIL at |rho| >= 0.5). "
-     "Stored with the attribution judged on a recorded run (evaluations_view). Decoders only."},
+     "Stored with the attribution judged on a recorded run (evaluations_view). Encoders: a masked LM's candidate "
+     "(default P: the first mask) or a classifier's label (--target LABEL), every position judged. Encoder-decoders "
+     "(T5): the source and the decoder's 0..P together, </s> and the decoder start kept; --sanity refused."},
     {"dla", "[--target TOKEN|--target-id ID] [--vs TOKEN|--vs-id ID] [--pos P]",
      "direct logit attribution: each head's and MLP's part of the logit",
      "dla --target ' the' --vs ' a'", lp_cmd_dla, false,

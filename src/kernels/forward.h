@@ -53,6 +53,10 @@ void lp_embed_sum(float *x, const lp_model *m, const int *ids, const int *types,
  * embeddings themselves (decoders). ids still name the tokens (for display; NULL: all 0). For the
  * attributions that vary the input (integrated gradients, occlusion) one run at a time. */
 int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n);
+/* (T, d): the summed embeddings before their LayerNorm that r ran on (given to
+ * lp_run_new_embedded, or looked up from its ids); NULL for models without that norm, whose
+ * input is resid_pre of layer 0. */
+const float *lp_run_embed_sum(const lp_run *r);
 /* lp_run_new_seq2seq with either stack's input given as its token embeddings: src_x (S, d)
  * for the encoder, x (n, d) for the decoder (NULL: looked up from src, ids, which still name
  * the tokens). For the attributions that vary both inputs (integrated gradients, occlusion). */

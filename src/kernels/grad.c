@@ -697,9 +697,9 @@ static int encoder_grad(lp_grad *g, const lp_run *r, const lp_objective *o) {
                       view_data(r, LP_ACT_V, l), view_data(r, LP_ACT_PATTERN, l)};
         enc_layer_backward(dy, &sc, &t, m, l, 1, T);
     }
-    /* resid_pre[0] = LN(embed_sum). */
+    /* resid_pre[0] = LN(embed_sum), the sum the run was given (a perturbed one for max-sensitivity) */
     float *e = g->lnf, *scale = dP;
-    lp_embed_sum(e, m, lp_run_ids(r), lp_run_types(r), 0, T);
+    memcpy(e, lp_run_embed_sum(r), nd * sizeof *e);
     lp_norm(g->ln1, scale, e, m->emb_ln_w, m->emb_ln_b, T, d, LP_NORM_LAYERNORM, c->norm_eps);
     enc_embed_backward(dy, g->ln2, m, e, scale, T);
     free(dP);

@@ -114,6 +114,8 @@ struct lp_run {
     float *xz;             /* (L, T, H * dh) */
     float *xattn_out, *resid_cross; /* (L, T, d) */
     int *rel_bucket;       /* LP_POS_RELATIVE: (2T - 1) buckets of offsets -(T - 1) .. T - 1 */
+    float *emb_sum;        /* (T, d) cfg.emb_norm: the summed embeddings before their LayerNorm, the
+                            * input an encoder's attributions vary (given or looked up) */
 };
 
 static const char *const ACT_NAMES[LP_ACT_COUNT] = {
@@ -173,8 +175,10 @@ static size_t layout(lp_run *r, float *base) {
     SLICE(xz, L * T * qd * !!S);
     SLICE(xattn_out, L * T * d * !!S);
     SLICE(resid_cross, L * T * d * !!S);
+    SLICE(emb_sum, c->emb_norm ? T * d : 0);
 #undef SLICE
     if (!lp_mlp_gated(c)) r->mlp_up = NULL;
+    if (!c->emb_norm) r->emb_sum = NULL;
     return at;
 }
 
@@ -264,14 +268,17 @@ static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *t
 
     size_t T = n, d = c->d_model, qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head;
     size_t dm = c->d_mlp, H = c->n_head;
-    if (!sum) {
+    if (!sum && !c->emb_norm) {
         lp_embed(r->resid, m, ids, r->types, 0, n);
-    } else {
+    } else if (!c->emb_norm) {
         memcpy(r->resid, sum, T * d * sizeof *r->resid);
-        for (size_t i = 0; c->emb_norm && i < T; i++) {
+    } else { /* the sum is kept: an encoder's gradient and attributions are taken with respect to it */
+        if (sum) memcpy(r->emb_sum, sum, T * d * sizeof *r->emb_sum);
+        else lp_embed_sum(r->emb_sum, m, ids, r->types, 0, n);
+        for (size_t i = 0; i < T; i++) {
             float scale;
-            lp_norm(r->resid + i * d, &scale, r->resid + i * d, m->emb_ln_w, m->emb_ln_b, 1, (int)d, LP_NORM_LAYERNORM,
-                    c->norm_eps);
+            lp_norm(r->resid + i * d, &scale, r->emb_sum + i * d, m->emb_ln_w, m->emb_ln_b, 1, (int)d,
+                    LP_NORM_LAYERNORM, c->norm_eps);
         }
     }
     if (lp_pos_rotary(c)) lp_rope_tables(r->rope_cos, r->rope_sin, c, 0, n);
@@ -397,6 +404,7 @@ int lp_run_len(const lp_run *r) { return r->T; }
 const int *lp_run_ids(const lp_run *r) { return r->ids; }
 size_t lp_run_arena_bytes(const lp_run *r) { return r->arena_floats * sizeof(float); }
 const int *lp_run_types(const lp_run *r) { return r->types; }
+const float *lp_run_embed_sum(const lp_run *r) { return r->emb_sum; }
 int lp_run_out_rows(const lp_run *r) { return r->out_rows; }
 int lp_run_out_width(const lp_run *r) { return r->out_w; }
 const float *lp_run_logits(const lp_run *r, int pos) {
