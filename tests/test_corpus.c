@@ -375,8 +375,21 @@ static int name_of(const lp_tokenizer *t, int id) {
     return -1;
 }
 
+/* The name whose bare spelling ("Mary", as a document's first word) is ids[0..n), or -1. */
+static int bare_name_of(const lp_tokenizer *t, const int *ids, int n) {
+    int count;
+    const char *const *names = lp_corpus_names(&count);
+    for (int i = 0; i < count; i++) {
+        int got, want[8];
+        assert_int_equal(lp_tokenizer_encode(t, names[i], strlen(names[i]), false, want, 8, &got), LP_OK);
+        if (got == n && memcmp(want, ids, (size_t)n * sizeof *ids) == 0) return i;
+    }
+    return -1;
+}
+
 /* corpus.random_ioi: before each corpus document (at 1), a story of random ids in which
- * the names' roles are all that is not random: "A and B", ids, B, ids, " to", A; at 0 none. */
+ * the names' roles are all that is not random: "A and B", ids, B, ids, " to", A, where A is
+ * " A" after 1..6 ids or, opening the story, A's bare spelling; at 0 none. */
 static void random_ioi_stories_end_with_the_name_said_once(void **state) {
     (void)state;
     lp_tokenizer *t;
@@ -397,23 +410,37 @@ static void random_ioi_stories_end_with_the_name_said_once(void **state) {
     assert_int_equal(lp_recipe_data(&r, t, &mixed, &n_mixed, &held2, &n_held2), LP_OK);
     /* documents alternate: a random story, then the corpus's next document, unchanged */
     size_t i = 0, j = 0;
-    int stories = 0, abba = 0;
+    int stories = 0, abba = 0, bare = 0;
     while (i < n_mixed) {
         size_t end = i;
         while (mixed[end] != eot) end++;
-        int pos[8], who[8], found = 0;
-        for (size_t k = i; k < end; k++) {
-            int w = name_of(t, mixed[k]);
-            if (w >= 0) {
-                assert_true(found < 3 || k == end - 1);
-                if (found < 8) pos[found] = (int)(k - i), who[found] = w;
-                found++;
+        const int *st = mixed + i;
+        int len = (int)(end - i), at_and = -1, who[4], found = 1;
+        for (int k = 0; k < len; k++)
+            if (st[k] == and_) {
+                assert_int_equal(at_and, -1); /* one " and" */
+                at_and = k;
             }
-            if (mixed[k] == to) assert_int_equal(k, end - 2);
-            if (mixed[k] == and_) assert_true(found == 1 && mixed[k + 1] != eot && name_of(t, mixed[k + 1]) >= 0);
+        assert_true(at_and >= 1 && len >= at_and + 6);
+        assert_int_equal(st[len - 2], to);
+        /* A: " A" just before " and" after 1..6 ids, or the story's first tokens, A bare */
+        int first = name_of(t, st[at_and - 1]);
+        if (first >= 0) assert_true(at_and - 1 >= 1 && at_and - 1 <= 6);
+        else {
+            first = bare_name_of(t, st, at_and);
+            bare++;
         }
-        assert_int_equal(found, 4);                        /* A and B ... B ... to A */
-        assert_int_equal(pos[1], pos[0] + 2);
+        assert_true(first >= 0);
+        who[0] = first;
+        for (int k = at_and + 1; k < len; k++) { /* B, the subject, the answer: " Name" tokens */
+            int w = name_of(t, st[k]);
+            if (w < 0) continue;
+            assert_true(found < 4);
+            who[found++] = w;
+        }
+        assert_int_equal(found, 4);
+        assert_int_equal(name_of(t, st[at_and + 1]), who[1]);
+        assert_int_equal(name_of(t, st[len - 1]), who[3]);
         assert_true(who[0] != who[1] && who[3] != who[2]); /* the answer is not the subject */
         assert_true(who[2] == who[0] || who[2] == who[1]);
         assert_true(who[3] == who[0] || who[3] == who[1]);
@@ -427,8 +454,10 @@ static void random_ioi_stories_end_with_the_name_said_once(void **state) {
         j += end - i + 1, i = end + 1;
     }
     assert_int_equal(j, n_plain);
-    print_message("random IOI stories: %d, %d with the indirect object first\n", stories, abba);
+    print_message("random IOI stories: %d, %d with the indirect object first, %d opening with a bare name\n", stories,
+                  abba, bare);
     assert_true(stories > 100 && abba > stories / 3 && abba < 2 * stories / 3);
+    assert_true(bare > stories / 3 && bare < 2 * stories / 3);
     free(plain), free(held), free(mixed), free(held2);
     lp_tokenizer_free(t);
 }
