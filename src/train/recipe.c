@@ -110,7 +110,8 @@ json_t *lp_recipe_to_json(const lp_recipe *r) {
         json_object_set_new(j, "examples", json_integer(r->examples));
         json_object_set_new(json_object_get(j, "train"), "mask_prob", json_real(r->train.mask_prob));
         if (r->from[0]) json_object_set_new(j, "from", json_string(r->from));
-    }
+    } else if (j && r->from[0])
+        json_object_set_new(j, "from", json_string(r->from));
     return j;
 }
 
@@ -396,7 +397,7 @@ static int piece(const lp_tokenizer *t, const char *text, int *out, bool *fixed)
     int got = 0;
     if (lp_tokenizer_encode(t, text, strlen(text), false, out + 1, MAX_PIECE, &got) || got < 1)
         return lp_error(LP_EINVAL, "--random-ioi: \"%s\" takes more than %d tokens of this vocabulary: use a larger "
-                                   "--vocab", text + 1, MAX_PIECE);
+                                   "--vocab", text + (text[0] == ' '), MAX_PIECE);
     out[0] = got;
     for (int i = 1; i <= got; i++) fixed[out[i]] = true;
     return LP_OK;
@@ -414,7 +415,11 @@ static int ioi_words_init(ioi_words *w, const lp_tokenizer *t, int eot) {
         char text[64];
         snprintf(text, sizeof text, " %s", names[i]);
         rc = piece(t, text, w->name[i], w->fixed);
-        if (!rc) rc = piece(t, text + 1, w->bare[i], w->fixed);
+        /* a bare spelling too long for the vocabulary: that name opens no story */
+        if (!rc && piece(t, text + 1, w->bare[i], w->fixed)) {
+            lp_error_clear();
+            w->bare[i][0] = 0;
+        }
     }
     return rc;
 }
@@ -447,7 +452,7 @@ static int random_ioi(lp_rng *rng, const ioi_words *w, int V, int eot, int **ids
     if (reserve(ids, *n, cap, 6 + 16 + 8 + 5 * MAX_PIECE + 2)) return LP_ENOMEM;
     int io = draw(rng, w->n_names), s = draw(rng, w->n_names - 1);
     if (s >= io) s++;
-    bool abba = lp_rng_uniform(rng) < 0.5, first = lp_rng_uniform(rng) < 0.5;
+    bool abba = lp_rng_uniform(rng) < 0.5, first = lp_rng_uniform(rng) < 0.5 && w->bare[abba ? io : s][0] > 0;
     if (!first) random_ids(rng, w, V, 1, 6, *ids, n);
     put_ids(*ids, n, (first ? w->bare : w->name)[abba ? io : s]);
     put_ids(*ids, n, w->and_);
