@@ -1,9 +1,10 @@
 /* The bundled model (models/default, or $LOUPE_DEFAULT_MODEL) has the circuits it was
  * trained to have, measured on the committed weights:
  *  - indirect objects: the IO's logit beats the subject's on >= 90% of 200 prompts from the
- *    frames training generates (not the training documents themselves); on 400 prompts from
- *    held-out frames it never generates (lp_corpus_ioi_prompts) the target is 90%, which the
- *    bundled model misses: that test is skipped below it;
+ *    frames training generates (not the training documents themselves) and of 400 prompts
+ *    from held-out frames it never generates (lp_corpus_ioi_prompts), each prompt after
+ *    <|endoftext|> as a document starts (the figures at position 0 printed beside); a model
+ *    below 90% on the held-out frames skips that test with its figure;
  *  - induction: on repeated random tokens, top-1 accuracy >= 80% on the repeated half and
  *    near chance on the first;
  *  - the head scan labels an induction head (>= 0.4) and a previous-token head;

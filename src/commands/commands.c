@@ -471,7 +471,7 @@ static const lp_command COMMANDS[] = {
      "of the way, --seed), max-sensitivity (Captum's: --samples draws within --radius R (0.02), the attributions "
      "recomputed). "
      "f: the target's probability, or with --vs the logit difference. Specials and the predicting position are never "
-     "removed. --sanity: the cascading model-randomisation check (Spearman's rho per depth; FAIL at |rho| >= 0.5). "
+     "removed. --sanity: the cascading model-randomisation check (Spearman's rho per depth; FAIL at rho >= 0.5, the ranking kept). "
      "Stored with the attribution judged on a recorded run (evaluations_view). Encoders: a masked LM's candidate "
      "(default P: the first mask) or a classifier's label (--target LABEL), every position judged. Encoder-decoders "
      "(T5): the source and the decoder's 0..P together, </s> and the decoder start kept; --sanity refused."},
