@@ -505,8 +505,9 @@ static const lp_command COMMANDS[] = {
      "[--rules copy,reverse,swap] [--digits MIN,MAX] [--enc-layers N] [--threads N] [--quiet]",
      "train a GPT-2, a BERT or (digits to words) a T5, and load it",
      "train /tmp/toy --layers 1 --d-model 64 --steps 300 --corpus-mb 1", lp_cmd_train, false,
-     "Defaults: models/default's recipe. DIR gets config.json, model.safetensors, vocab.json, merges.txt, "
-     "optimizer.safetensors, train.json. --arch bert: a masked LM, or with --task ioi|polarity a classifier, "
+     "Defaults: models/default's first stage. DIR gets config.json, model.safetensors, vocab.json, merges.txt, "
+     "optimizer.safetensors, train.json. --from DIR: start from a GPT-2 loupe trained (its weights, shape and "
+     "tokenizer). --arch bert: a masked LM, or with --task ioi|polarity a classifier, "
      "started --from a masked LM (vocab.txt instead of vocab.json, merges.txt). --arch t5: a T5 rewriting digits "
      "as number words under --rules (\"reverse 4 0 7\" -> \"seven zero four\"), --examples training pairs of "
      "--digits MIN,MAX digits (tokenizer.json instead); each evaluation and the end score held-out pairs: greedy "
