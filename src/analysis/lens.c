@@ -4,8 +4,6 @@
 #include "loupe/lens.h"
 
 #include <math.h>
-#include <pthread.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,29 +57,18 @@ int lp_lens_logits(const lp_run *r, int row, int pos, float *logits) {
     return lens_block(m, row_resid(r, row) + (size_t)pos * c->d_model, 1, logits);
 }
 
-/* The chunk's logits, in room kept for the process: 21 MB for GPT-2 small, which a fresh
+/* The chunk's logits, kept between calls on a thread: 21 MB for GPT-2 small that a fresh
  * malloc would have the kernel zero page by page at every update of the browser's view
- * (each runs on a thread of its own; about a third of the update). One caller at a time
- * holds it; another, or a failed growth, takes fresh memory. */
-static pthread_mutex_t room_lock = PTHREAD_MUTEX_INITIALIZER;
-static float *room;
-static size_t room_cap;
-
-static float *logits_take(size_t n, bool *held) {
-    *held = pthread_mutex_trylock(&room_lock) == 0;
-    if (*held && n > room_cap) {
-        float *b = realloc(room, n * sizeof *b);
-        if (b) room = b, room_cap = n;
+ * (about a third of one). NULL when it cannot grow. */
+static float *logits_room(size_t n) {
+    static _Thread_local float *buf;
+    static _Thread_local size_t cap;
+    if (n > cap) {
+        float *b = realloc(buf, n * sizeof *b);
+        if (!b) return NULL;
+        buf = b, cap = n;
     }
-    if (*held && n <= room_cap) return room;
-    if (*held) pthread_mutex_unlock(&room_lock);
-    *held = false;
-    return malloc(n * sizeof(float));
-}
-
-static void logits_give(float *p, bool held) {
-    if (held) pthread_mutex_unlock(&room_lock);
-    else free(p);
+    return buf;
 }
 
 int lp_lens_chunk(const lp_run *r, int chunk, int k, int target, int *top_ids, float *top_probs, float *target_prob,
@@ -95,8 +82,7 @@ int lp_lens_chunk(const lp_run *r, int chunk, int k, int target, int *top_ids, f
     int p0 = chunk * LP_LENS_CHUNK, n = T - p0 < LP_LENS_CHUNK ? T - p0 : LP_LENS_CHUNK;
     if (chunk < 0 || n < 1) return lp_error(LP_EINVAL, "lens chunk %d is out of range", chunk);
     /* every row's residual vectors at the chunk's positions, as one product (rows * n, V) */
-    bool held;
-    float *x = malloc((size_t)rows * n * d * sizeof *x), *logits = logits_take((size_t)rows * n * V, &held);
+    float *x = malloc((size_t)rows * n * d * sizeof *x), *logits = logits_room((size_t)rows * n * V);
     int *ids = malloc((size_t)rows * n * k * sizeof *ids);
     double *probs = malloc((size_t)rows * n * k * sizeof *probs);
     int rc = !x || !logits || !ids || !probs ? lp_error(LP_ENOMEM, "out of memory for the lens (%d x %d logits)", rows * n, V)
@@ -124,7 +110,6 @@ int lp_lens_chunk(const lp_run *r, int chunk, int k, int target, int *top_ids, f
             }
         }
     free(x);
-    logits_give(logits, held);
     free(ids);
     free(probs);
     return rc;
