@@ -57,20 +57,6 @@ int lp_lens_logits(const lp_run *r, int row, int pos, float *logits) {
     return lens_block(m, row_resid(r, row) + (size_t)pos * c->d_model, 1, logits);
 }
 
-/* The chunk's logits, kept between calls on a thread: 21 MB for GPT-2 small that a fresh
- * malloc would have the kernel zero page by page at every update of the browser's view
- * (about a third of one). NULL when it cannot grow. */
-static float *logits_room(size_t n) {
-    static _Thread_local float *buf;
-    static _Thread_local size_t cap;
-    if (n > cap) {
-        float *b = realloc(buf, n * sizeof *b);
-        if (!b) return NULL;
-        buf = b, cap = n;
-    }
-    return buf;
-}
-
 int lp_lens_chunk(const lp_run *r, int chunk, int k, int target, int *top_ids, float *top_probs, float *target_prob,
                   int *target_rank) {
     if (need_token_head(lp_run_model(r))) return LP_EUNSUPPORTED;
@@ -82,7 +68,7 @@ int lp_lens_chunk(const lp_run *r, int chunk, int k, int target, int *top_ids, f
     int p0 = chunk * LP_LENS_CHUNK, n = T - p0 < LP_LENS_CHUNK ? T - p0 : LP_LENS_CHUNK;
     if (chunk < 0 || n < 1) return lp_error(LP_EINVAL, "lens chunk %d is out of range", chunk);
     /* every row's residual vectors at the chunk's positions, as one product (rows * n, V) */
-    float *x = malloc((size_t)rows * n * d * sizeof *x), *logits = logits_room((size_t)rows * n * V);
+    float *x = malloc((size_t)rows * n * d * sizeof *x), *logits = malloc((size_t)rows * n * V * sizeof *logits);
     int *ids = malloc((size_t)rows * n * k * sizeof *ids);
     double *probs = malloc((size_t)rows * n * k * sizeof *probs);
     int rc = !x || !logits || !ids || !probs ? lp_error(LP_ENOMEM, "out of memory for the lens (%d x %d logits)", rows * n, V)
@@ -110,6 +96,7 @@ int lp_lens_chunk(const lp_run *r, int chunk, int k, int target, int *top_ids, f
             }
         }
     free(x);
+    free(logits);
     free(ids);
     free(probs);
     return rc;
