@@ -18,7 +18,7 @@ int lp_lens(const lp_run *r, int k, int target, int *top_ids, float *top_probs, 
  * row of a chunk in one matrix product: a cell's numbers are the chunk's whoever asks (the
  * browser's lens view computes only the chunks it shows; a product's rows may differ in
  * their last bits with the rows around them, so cells are never computed another way). */
-#define LP_LENS_CHUNK 8
+#define LP_LENS_CHUNK 4
 /* lp_lens's outputs, same arrays and layout, for the positions of chunk c only. */
 int lp_lens_chunk(const lp_run *r, int c, int k, int target, int *top_ids, float *top_probs, float *target_prob,
                   int *target_rank);
