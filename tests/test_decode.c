@@ -104,40 +104,6 @@ static void one_row_products_are_the_same_bytes_on_any_thread_count(void **state
     openblas_set_num_threads(was);
 }
 
-/* Several matrices in one job (q, k, v; gate, up): each output the bytes lp_decode_linear
- * gives for its matrix alone, also with different widths and layouts (which fall back to
- * one call each), on one thread and on two. */
-static void several_matrices_give_each_ones_bytes(void **state) {
-    (void)state;
-    int was = openblas_get_num_threads();
-    const int sets[][3][3] = {/* in, out, trans */
-                              {{768, 768, 1}, {768, 256, 1}, {768, 256, 1}},
-                              {{512, 2048, 1}, {512, 2048, 1}, {0, 0, 0}},
-                              {{100, 257, 1}, {100, 33, 1}, {100, 5, 1}},
-                              {{64, 130, 1}, {64, 130, 0}, {0, 0, 0}}};
-    for (size_t s = 0; s < sizeof sets / sizeof *sets; s++) {
-        int m = sets[s][2][0] ? 3 : 2, in = sets[s][0][0];
-        lp_linear l[3];
-        const lp_linear *lp[3];
-        float *y[3], *want[3], *x = values((size_t)in, 5);
-        for (int i = 0; i < m; i++) {
-            l[i] = matrix(in, sets[s][i][1], sets[s][i][2], i, i == 1, 300u + (uint64_t)(s * 3 + i));
-            lp[i] = &l[i];
-            want[i] = malloc((size_t)l[i].out * sizeof(float));
-            y[i] = malloc((size_t)l[i].out * sizeof(float));
-            lp_decode_linear(want[i], x, &l[i]);
-        }
-        for (int n = 1; n <= 2; n++) {
-            openblas_set_num_threads(n);
-            lp_decode_linears(y, x, lp, m);
-            for (int i = 0; i < m; i++) assert_memory_equal(y[i], want[i], (size_t)l[i].out * sizeof(float));
-        }
-        for (int i = 0; i < m; i++) free(y[i]), free(want[i]), free_matrix(&l[i]);
-        free(x);
-    }
-    openblas_set_num_threads(was);
-}
-
 /* One query over keys rows of a cache (a row every ld floats): the scores within 1e-6 of
  * their terms' magnitudes, and the mix of value rows too (worst measured 6.4e-8 and 9.2e-8). */
 static void single_query_attention_matches_sums_in_double(void **state) {
@@ -213,7 +179,6 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(one_row_products_match_sums_in_double),
         cmocka_unit_test(one_row_products_are_the_same_bytes_on_any_thread_count),
-        cmocka_unit_test(several_matrices_give_each_ones_bytes),
         cmocka_unit_test(single_query_attention_matches_sums_in_double),
         cmocka_unit_test(generation_logits_are_the_same_bytes_on_any_thread_count),
     };

@@ -5,7 +5,6 @@
  * number of threads and under any OpenBLAS kernel. */
 #include "kernels/decode.h"
 
-#include <stdbool.h>
 #include <string.h>
 
 #include "util/parallel.h"
@@ -143,44 +142,6 @@ void lp_decode_linear(float *y, const float *x, const lp_linear *lin) {
         size_t per = PIECE_BYTES / ((size_t)lin->in * COLS * sizeof(float));
         lp_parallel_for(pieces, per ? per : 1, axpy_cols, &j);
     }
-}
-
-typedef struct {
-    float *const *y;
-    const float *x;
-    const lp_linear *const *lin;
-    int m;
-} multi_job;
-
-/* Rows [o0, o1) of the matrices' rows laid end to end, each matrix's through dot_rows. */
-static void dot_rows_multi(void *ctx, size_t o0, size_t o1) {
-    const multi_job *mj = ctx;
-    size_t base = 0;
-    for (int i = 0; i < mj->m && o0 < o1; base += (size_t)mj->lin[i]->out, i++) {
-        size_t end = base + (size_t)mj->lin[i]->out;
-        if (o0 >= end) continue;
-        gemv_job j = {mj->y[i], mj->x, mj->lin[i]};
-        size_t e = o1 < end ? o1 : end;
-        dot_rows(&j, o0 - base, e - base);
-        o0 = e;
-    }
-}
-
-void lp_decode_linears(float *const *y, const float *x, const lp_linear *const *lin, int m) {
-    bool one_job = true;
-    size_t rows_all = 0;
-    for (int i = 0; i < m; i++) {
-        one_job = one_job && lin[i]->trans && lin[i]->in == lin[0]->in;
-        rows_all += (size_t)lin[i]->out;
-    }
-    if (!one_job) {
-        for (int i = 0; i < m; i++) lp_decode_linear(y[i], x, lin[i]);
-        return;
-    }
-    size_t rows = PIECE_BYTES / ((size_t)lin[0]->in * sizeof(float));
-    rows = rows < 4 ? 4 : rows - rows % 4;
-    multi_job mj = {y, x, lin, m};
-    lp_parallel_for(rows_all, rows, dot_rows_multi, &mj);
 }
 
 void lp_decode_scores(float *p, const float *q, const float *k, int keys, int dh, size_t ld, float scale) {

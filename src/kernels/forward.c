@@ -414,14 +414,8 @@ static void mlp_rows(const lp_config *c, const lp_layer *w, const float *ln2, fl
                      float *out, int n) {
     size_t nm = (size_t)n * c->d_mlp;
     if (lp_mlp_gated(c)) {
-        if (n == 1) { /* a generation step: both in one job */
-            float *y[] = {pre, up};
-            const lp_linear *l[] = {&w->gate, &w->up};
-            lp_decode_linears(y, ln2, l, 2);
-        } else {
-            lp_linear_forward(pre, ln2, &w->gate, n);
-            lp_linear_forward(up, ln2, &w->up, n);
-        }
+        lp_linear_forward(pre, ln2, &w->gate, n);
+        lp_linear_forward(up, ln2, &w->up, n);
         map(post, pre, up, nm, c->mlp == LP_MLP_SWIGLU ? MAP_SWIGLU : MAP_GEGLU);
     } else {
         lp_linear_forward(pre, ln2, &w->up, n);
@@ -469,12 +463,6 @@ static void split_rows(void *ctx, size_t i0, size_t i1) {
 static void qkv_forward(float *q, float *k, float *v, float *scratch, const float *ln1, const lp_layer *w, int n) {
     lp_linear f;
     if (!scratch || !qkv_fused(&f, w)) {
-        if (n == 1) { /* a generation step: the three in one job */
-            float *y[] = {q, k, v};
-            const lp_linear *l[] = {&w->q, &w->k, &w->v};
-            lp_decode_linears(y, ln1, l, 3);
-            return;
-        }
         lp_linear_forward(q, ln1, &w->q, n);
         lp_linear_forward(k, ln1, &w->k, n);
         lp_linear_forward(v, ln1, &w->v, n);
