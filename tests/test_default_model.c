@@ -87,7 +87,7 @@ static double ioi_accuracy(lp_ioi_frames frames, int n, const char *what, bool b
     double diff_sum = 0.0;
     for (int i = 0; i < n; i++) {
         int ids[128], len = encode(p[i].prompt, ids + bos, 128 - bos) + bos;
-        ids[0] = bos ? eot : ids[0];
+        if (bos) ids[0] = eot;
         int io = name_token(p[i].io), s = name_token(p[i].subject);
         lp_run *r;
         assert_int_equal(lp_run_new(&r, model, ids, len), LP_OK);

@@ -268,10 +268,9 @@ static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *t
 
     size_t T = n, d = c->d_model, qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head;
     size_t dm = c->d_mlp, H = c->n_head;
-    if (!sum && !c->emb_norm) {
-        lp_embed(r->resid, m, ids, r->types, 0, n);
-    } else if (!c->emb_norm) {
-        memcpy(r->resid, sum, T * d * sizeof *r->resid);
+    if (!c->emb_norm) {
+        if (sum) memcpy(r->resid, sum, T * d * sizeof *r->resid);
+        else lp_embed(r->resid, m, ids, r->types, 0, n);
     } else { /* the sum is kept: an encoder's gradient and attributions are taken with respect to it */
         if (sum) memcpy(r->emb_sum, sum, T * d * sizeof *r->emb_sum);
         else lp_embed_sum(r->emb_sum, m, ids, r->types, 0, n);

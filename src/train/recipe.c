@@ -109,9 +109,8 @@ json_t *lp_recipe_to_json(const lp_recipe *r) {
         json_object_set_new(j, "task", json_string(lp_train_task_name(r->task)));
         json_object_set_new(j, "examples", json_integer(r->examples));
         json_object_set_new(json_object_get(j, "train"), "mask_prob", json_real(r->train.mask_prob));
-        if (r->from[0]) json_object_set_new(j, "from", json_string(r->from));
-    } else if (j && r->from[0])
-        json_object_set_new(j, "from", json_string(r->from));
+    }
+    if (j && r->from[0]) json_object_set_new(j, "from", json_string(r->from)); /* a BERT's or a GPT-2's */
     return j;
 }
 
