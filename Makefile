@@ -99,7 +99,7 @@ check-kernels: $(BIN) $(TEST_BIN) $(TOOL_BIN)
 
 sanitize: deps
 	@$(MAKE) --no-print-directory BUILD=build/san BIN=build/san/loupe OPT="-O1" \
-	  SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" check
+	  SANFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all -DLP_POISON_ARENAS" check
 
 DEFAULT_MODEL = $(firstword $(wildcard models/default) $(wildcard ../shared/models/stories260K/stories260K.bin))
 # make run opens the browser on the default model with this example already run (no
