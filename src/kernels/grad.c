@@ -361,16 +361,13 @@ void attention_backward(const grad_layer *g, const tape_layer *t, const lp_confi
         }
 }
 
-/* One layer backward: d_in (rows, d) from d_out (rows, d), the gradients with respect to
- * resid_in and resid_out. d_in may be d_out (it is written last). cos_t, nsin_t: rotary
- * tables for positions 0 .. T - 1 with the sines negated. */
-static void layer_backward(float *d_in, const grad_layer *g, const float *d_out, const tape_layer *t,
-                           const lp_model *m, int layer, int B, int T, const float *cos_t, const float *nsin_t) {
+/* The MLP half of a layer backward over n rows: d_mid (n, d), the gradient with respect to
+ * resid_mid, from d_out (n, d), the one with respect to resid_out. */
+static void mlp_half_backward(float *d_mid, const grad_layer *g, const float *d_out, const tape_layer *t,
+                              const lp_model *m, int layer, int n) {
     const lp_config *c = &m->cfg;
     const lp_layer *w = &m->layers[layer];
-    int n = B * T, d = c->d_model, qd = c->n_head * c->d_head, kvd = c->n_kv_head * c->d_head;
     size_t nm = (size_t)n * c->d_mlp;
-
     linear_backward(g->d_post, d_out, &w->down, n, 0.0f);
     if (c->mlp == LP_MLP_SWIGLU) {
         swiglu_backward(g->d_pre, g->d_up, g->d_post, t->mlp_pre, t->mlp_up, nm);
@@ -380,8 +377,17 @@ static void layer_backward(float *d_in, const grad_layer *g, const float *d_out,
         gelu_backward(g->d_pre, g->d_post, t->mlp_pre, nm);
         linear_backward(g->d_ln2, g->d_pre, &w->up, n, 0.0f);
     }
-    memcpy(g->d_mid, d_out, (size_t)n * d * sizeof *d_out);
-    norm_backward(g->d_mid, g->d_ln2, t->resid_mid, t->ln2_scale, w->ln2_w, n, d, c->norm);
+    memcpy(d_mid, d_out, (size_t)n * c->d_model * sizeof *d_out);
+    norm_backward(d_mid, g->d_ln2, t->resid_mid, t->ln2_scale, w->ln2_w, n, c->d_model, c->norm);
+}
+
+/* The attention half: d_in (rows, d) from g->d_mid (rows, d). cos_t, nsin_t: rotary tables
+ * for positions 0 .. T - 1 with the sines negated. */
+static void attn_half_backward(float *d_in, const grad_layer *g, const tape_layer *t, const lp_model *m, int layer,
+                               int B, int T, const float *cos_t, const float *nsin_t) {
+    const lp_config *c = &m->cfg;
+    const lp_layer *w = &m->layers[layer];
+    int n = B * T, d = c->d_model, qd = c->n_head * c->d_head, kvd = c->n_kv_head * c->d_head;
 
     linear_backward(g->d_z, g->d_mid, &w->o, n, 0.0f);
     lp_linear f;
@@ -412,6 +418,30 @@ static void layer_backward(float *d_in, const grad_layer *g, const float *d_out,
     linear_backward(g->d_ln1, g->d_v, &w->v, n, 1.0f);
     memcpy(d_in, g->d_mid, (size_t)n * d * sizeof *d_in);
     norm_backward(d_in, g->d_ln1, t->resid_in, t->ln1_scale, w->ln1_w, n, d, c->norm);
+}
+
+/* One layer backward: d_in (rows, d) from d_out (rows, d), the gradients with respect to
+ * resid_in and resid_out. d_in may be d_out (it is written last). */
+static void layer_backward(float *d_in, const grad_layer *g, const float *d_out, const tape_layer *t,
+                           const lp_model *m, int layer, int B, int T, const float *cos_t, const float *nsin_t) {
+    mlp_half_backward(g->d_mid, g, d_out, t, m, layer, B * T);
+    attn_half_backward(d_in, g, t, m, layer, B, T, cos_t, nsin_t);
+}
+
+/* The last layer of a batch whose objective reads one position: only row pos of each
+ * sequence went through the MLP half (batch_layer_forward with `only_pos`), so d_out and the
+ * tape's resid_mid, ln2_scale, mlp_pre, mlp_up are compact, (B, .). d_in (B*T rows) may be
+ * d_out. */
+static void last_layer_backward(float *d_in, const grad_layer *g, const float *d_out, const tape_layer *t,
+                                const lp_model *m, int layer, int B, int T, int pos, const float *cos_t,
+                                const float *nsin_t) {
+    size_t d = m->cfg.d_model;
+    float *d_mid_pos = g->d_ln1; /* (B, d) until the attention half needs d_ln1 */
+    mlp_half_backward(d_mid_pos, g, d_out, t, m, layer, B);
+    memset(g->d_mid, 0, (size_t)B * T * d * sizeof *g->d_mid);
+    for (int b = 0; b < B; b++)
+        memcpy(g->d_mid + ((size_t)b * T + pos) * d, d_mid_pos + (size_t)b * d, d * sizeof *g->d_mid);
+    attn_half_backward(d_in, g, t, m, layer, B, T, cos_t, nsin_t);
 }
 
 /* ---- the objective's end: final norm and unembedding ---- */
@@ -1191,8 +1221,12 @@ static void batch_qkv(float **q, float **k, float **v, long *qs, long *ks, const
     *ks = (long)kvd;
 }
 
-/* The chunk's sequences through one layer. */
-static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, const float *cos_t, const float *sin_t) {
+/* The chunk's sequences through one layer. With only_pos >= 0 (the last layer, whose output
+ * the objective reads at one position) the MLP half runs on that row of each sequence alone:
+ * z's rows are gathered to the front and attn_out, resid_mid, the norm, the MLP and resid_out
+ * are compact (B, .): a twelfth of GPT-2 small's work is spared. */
+static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, int only_pos, const float *cos_t,
+                                const float *sin_t) {
     const lp_config *c = &m->cfg;
     const lp_layer *w = &m->layers[l];
     int T = bt->T, n = B * T, d = c->d_model;
@@ -1222,8 +1256,18 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, cons
         }
     if (T <= ATTN_LOOP_MAX_T) attention_forward_short(pattern, bt->z, c, q, k, v, qs, ks, B, T);
     else lp_attention_seqs(pattern, bt->z, c, q, k, v, B, T);
+    if (only_pos >= 0) { /* row b takes row (b, only_pos): never one a later b still reads */
+        for (int b = 0; b < B; b++)
+            memmove(bt->z + (size_t)b * qd, bt->z + ((size_t)b * T + only_pos) * qd, qd * sizeof *bt->z);
+        n = B, nd = (size_t)B * d, nm = (size_t)B * dm;
+    }
     lp_linear_forward(bt->attn_out, bt->z, &w->o, n);
-    add_floats(mid, x, bt->attn_out, nd);
+    if (only_pos >= 0)
+        for (int b = 0; b < B; b++) {
+            const float *xb = x + ((size_t)b * T + only_pos) * d;
+            for (int i = 0; i < d; i++) mid[(size_t)b * d + i] = xb[i] + bt->attn_out[(size_t)b * d + i];
+        }
+    else add_floats(mid, x, bt->attn_out, nd);
     lp_norm(bt->ln2, bt->ln2_scale + D * rows, mid, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
     if (c->mlp == LP_MLP_SWIGLU) {
         lp_linear_forward(pre, bt->ln2, &w->gate, n);
@@ -1284,21 +1328,19 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
                 rc = lp_error(LP_ECANCEL, "cancelled");
                 goto done;
             }
-            batch_layer_forward(&bt, m, l, B, cos_t, sin_t);
+            batch_layer_forward(&bt, m, l, B, l == c->n_layer - 1 ? o->pos : -1, cos_t, sin_t);
         }
-        /* Each sequence's row pos through the final norm to the objective. */
-        const float *last = bt.resid + (bt.keep ? L : L & 1) * rows * d;
-        for (int b = 0; b < B; b++)
-            memcpy(bt.xf + (size_t)b * d, last + ((size_t)b * T + o->pos) * d, d * sizeof *bt.xf);
+        /* Each sequence's row pos (the last layer's output is compact) through the final norm
+         * to the objective. */
+        memcpy(bt.xf, bt.resid + (bt.keep ? L : L & 1) * rows * d, (size_t)B * d * sizeof *bt.xf);
         lp_norm(bt.lnf, bt.lnf_scale, bt.xf, m->lnf_w, m->lnf_b, B, (int)d, c->norm, c->norm_eps);
         head_backward(fb, bt.d_lnf, m, o, bt.lnf, NULL, bt.logits, bt.dlogits, B);
         if (f) memcpy(f + i0, fb, (size_t)B * sizeof *fb);
         if (!bt.keep) continue;
 
-        memset(bt.d_resid, 0, (size_t)B * T * d * sizeof *bt.d_resid);
-        for (int b = 0; b < B; b++)
-            norm_backward(bt.d_resid + ((size_t)b * T + o->pos) * d, bt.d_lnf + (size_t)b * d, bt.xf + (size_t)b * d,
-                          bt.lnf_scale + b, m->lnf_w, 1, (int)d, c->norm);
+        /* the gradient with respect to the last layer's compact output, (B, d) */
+        memset(bt.d_resid, 0, (size_t)B * d * sizeof *bt.d_resid);
+        norm_backward(bt.d_resid, bt.d_lnf, bt.xf, bt.lnf_scale, m->lnf_w, B, (int)d, c->norm);
         size_t dm = c->d_mlp;
         for (int l = c->n_layer - 1; l >= 0; l--) {
             if (lp_cancelled()) {
@@ -1313,7 +1355,8 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
                             bt.pattern + ll * bt.Bmax * c->n_head * (size_t)T * T, T, (long)T * T,
                             bt.resid_mid + ll * rows * d, bt.ln2_scale + ll * rows, bt.mlp_pre + ll * rows * dm,
                             bt.mlp_up ? bt.mlp_up + ll * rows * dm : NULL, qs, ks};
-            layer_backward(bt.d_resid, &bt.g, bt.d_resid, &t, m, l, B, T, cos_t, nsin_t);
+            if (l == c->n_layer - 1) last_layer_backward(bt.d_resid, &bt.g, bt.d_resid, &t, m, l, B, T, o->pos, cos_t, nsin_t);
+            else layer_backward(bt.d_resid, &bt.g, bt.d_resid, &t, m, l, B, T, cos_t, nsin_t);
         }
         for (int b = 0; b < B; b++) {
             double wb = weight ? weight[i0 + b] : 1.0;
