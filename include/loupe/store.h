@@ -26,6 +26,14 @@ void lp_store_close(lp_store *st);   /* NULL-safe */
 const char *lp_store_path(const lp_store *st);
 int lp_store_schema_version(const lp_store *st);
 
+/* A batch: one transaction holding many recordings (dataset commits its items so). Between
+ * begin and commit every lp_store_put_* is a savepoint inside it, undone alone when it fails;
+ * nothing is on disk until commit, and all of it is then. A second begin is an error. */
+int lp_store_batch_begin(lp_store *st);
+int lp_store_batch_commit(lp_store *st);   /* on failure everything since begin is rolled back */
+void lp_store_batch_rollback(lp_store *st); /* keeps lp_errmsg; does nothing without a batch */
+bool lp_store_in_batch(const lp_store *st);
+
 /* ---- recording ---- */
 
 typedef struct {
