@@ -20,7 +20,7 @@
 #include "loupe/error.h"
 #include "loupe/store.h"
 
-#define SCHEMA_LATEST 5 /* the schema version this loupe writes */
+#define SCHEMA_LATEST 6 /* the schema version this loupe writes */
 
 #define OK(call)                                                                                                       \
     do {                                                                                                               \
