@@ -372,6 +372,19 @@ void lp_store_batch_rollback(lp_store *st) {
 
 bool lp_store_in_batch(const lp_store *st) { return st->batch; }
 
+int lp_store_batch_item(lp_store *st) {
+    if (!st->batch) return lp_error(LP_EINVAL, "%s: no batch is open", st->path);
+    return exec(st, "SAVEPOINT lp_item", "starting an item");
+}
+
+int lp_store_batch_item_end(lp_store *st, bool keep) {
+    char saved[1024];
+    snprintf(saved, sizeof saved, "%s", lp_errmsg());
+    int rc = exec(st, keep ? "RELEASE lp_item" : "ROLLBACK TO lp_item; RELEASE lp_item", "ending an item");
+    if (!keep && !rc) lp_error(LP_OK, "%s", saved); /* undoing keeps the reason it was undone */
+    return rc;
+}
+
 /* ---- recording ---- */
 
 int lp_store_put_model(lp_store *st, const lp_store_model *m, int64_t *id) {

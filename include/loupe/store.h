@@ -33,6 +33,10 @@ int lp_store_batch_begin(lp_store *st);
 int lp_store_batch_commit(lp_store *st);   /* on failure everything since begin is rolled back */
 void lp_store_batch_rollback(lp_store *st); /* keeps lp_errmsg; does nothing without a batch */
 bool lp_store_in_batch(const lp_store *st);
+/* An item inside a batch: what is recorded after lp_store_batch_item is kept by
+ * lp_store_batch_item_end(keep) or undone (keep false; lp_errmsg kept), the batch going on. */
+int lp_store_batch_item(lp_store *st);
+int lp_store_batch_item_end(lp_store *st, bool keep);
 
 /* ---- recording ---- */
 

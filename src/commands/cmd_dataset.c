@@ -158,21 +158,20 @@ static void show_progress(ds_run *r, bool force) {
                     (long long)r->p.n_items, (long long)r->total, ips, tps, eta);
 }
 
-/* One item: its run recorded, the --each commands on it, its values added, its row kept. */
-static int do_item(ds_run *r, const lp_dataset_item *it) {
+/* One item: its run recorded, the --each commands on it, its values added, its row kept.
+ * *counted: its values reached the aggregates (then a failure after them spoils the batch). */
+static int do_item(ds_run *r, const lp_dataset_item *it, bool *counted) {
     lp_session *s = r->s;
     const lp_config *c = lp_model_config(s->model);
     int *ids = NULL, *types = NULL, n = 0, rc, rec = LP_OK;
     char why[96] = "";
     lp_store_dataset_item row = {it->index, it->line, it->text, it->pair, it->label, 0, -1, NULL};
+    *counted = false;
     if ((rc = lp_cmd_encode_text(s, it->text, it->pair, r->bos_mode, &ids, &types, &n))) goto out;
     row.n_tokens = n;
     if (n == 0) snprintf(why, sizeof why, "no tokens");
     else if (n > c->n_ctx) snprintf(why, sizeof why, "%d tokens, more than the model's context of %d", n, c->n_ctx);
-    if (why[0]) { /* kept, and counted, but not run */
-        row.skipped = why;
-        r->p.n_skipped++;
-    } else {
+    if (!why[0]) {
         if ((rc = lp_cmd_set_run(s, ids, types, n, it->text, it->pair, 0, &rec)) || (rc = rec)) goto out;
         for (int i = 0; i < r->n_each && !rc; i++) {
             if ((rc = lp_exec(s, r->each[i]))) {
@@ -182,19 +181,23 @@ static int do_item(ds_run *r, const lp_dataset_item *it) {
             }
         }
         if (rc) goto out;
+        row.run_id = s->run_id;
+    }
+    row.skipped = why[0] ? why : NULL; /* kept, and counted, but not run */
+    if ((rc = lp_store_dataset_put_item(s->store, r->row.id, &row))) goto out;
+    if (!why[0]) {
         const lp_tokenizer *t = lp_model_tokenizer(s->model);
         bool bos = t && lp_tokenizer_bos(t) >= 0 && ids[0] == lp_tokenizer_bos(t);
+        *counted = true;
         if ((rc = lp_unit_stats_add_run(r->u, s->run, it->index, bos))) goto out;
-        row.run_id = s->run_id;
         r->p.n_tokens += n;
         r->tokens_now += n;
+    } else {
+        r->p.n_skipped++;
     }
-    rc = lp_store_dataset_put_item(s->store, r->row.id, &row);
-    if (!rc) {
-        r->p.n_items++;
-        r->p.last_item = it->index;
-        r->done_now++;
-    }
+    r->p.n_items++;
+    r->p.last_item = it->index;
+    r->done_now++;
 out:
     free(ids);
     free(types);
@@ -202,45 +205,44 @@ out:
 }
 
 /* The items of this shard after the checkpoint, in batches of commit_every, each committed
- * with the aggregates' state. */
+ * with the aggregates' state. An item that fails or is stopped (Ctrl-C in its forward) is
+ * undone alone, and the items before it are committed. */
 static int run_items(ds_run *r) {
     lp_store *st = r->s->store;
     int rc = LP_OK, in_batch = 0;
-    bool eof = false;
+    bool eof = false, spoiled = false;
     while (!rc && !eof) {
         lp_dataset_item it;
         if ((rc = lp_dataset_next(r->d, &it, &eof)) || eof) break;
         bool mine = it.index % r->shard_n + 1 == r->shard_i && it.index > r->p.last_item;
-        if (mine && lp_cancelled()) {
-            lp_dataset_item_free(&it);
-            rc = LP_ECANCEL;
-            break;
-        }
-        if (mine && !in_batch && (rc = lp_store_batch_begin(st))) {
-            lp_dataset_item_free(&it);
-            break;
-        }
-        if (mine) {
+        if (mine && lp_cancelled()) rc = LP_ECANCEL;
+        else if (mine && !in_batch) rc = lp_store_batch_begin(st);
+        if (mine && !rc && !(rc = lp_store_batch_item(st))) {
+            bool counted;
             in_batch++;
-            if ((rc = do_item(r, &it))) {
+            if ((rc = do_item(r, &it, &counted))) {
+                spoiled = counted;
                 char msg[800];
                 snprintf(msg, sizeof msg, "%s", lp_errmsg());
                 rc = lp_error(rc, "dataset: item %lld (line %d): %s", (long long)it.index, it.line, msg);
             }
+            int end = lp_store_batch_item_end(st, rc == LP_OK);
+            if (!rc) rc = end;
+            if (rc) in_batch--;
+            show_progress(r, false);
         }
         lp_dataset_item_free(&it);
         if (!rc && in_batch >= r->commit_every) {
             in_batch = 0;
             if ((rc = checkpoint(r)) || (rc = lp_store_batch_commit(st))) break;
-            show_progress(r, false);
         }
     }
-    /* A failed item's batch is dropped whole (its items are done again on --resume); a
-     * finished or stopped one is kept. */
-    if (in_batch && (rc == LP_OK || rc == LP_ECANCEL)) {
+    /* What is done is kept, unless an item failed after its values reached the aggregates:
+     * then the batch goes (its items are done again on --resume). */
+    if (in_batch && !spoiled) {
         int crc = checkpoint(r);
         if (!crc) crc = lp_store_batch_commit(st);
-        if (crc) rc = crc;
+        if (crc && !rc) rc = crc;
     }
     if (lp_store_in_batch(st)) lp_store_batch_rollback(st);
     return rc;

@@ -109,6 +109,16 @@ check "resume: finishes the rest" jq -e '.finished and .items == 60 and .items_n
 check "resume: no run twice" test "$(sqlite3 "$tmp/kill.db" "SELECT count(*) = 60 AND count(*) = (SELECT count(DISTINCT run_id) FROM dataset_items) FROM runs")" = 1
 check "killed and resumed == uninterrupted, row for row" test "$(agg "$tmp/kill.db" 1 | md5sum)" = "$(agg "$tmp/ref.db" 1 | md5sum)"
 
+# SIGTERM (or Ctrl-C in a script) stops it after the current item, everything committed.
+"$LOUPE" -d "$tmp/term.db" $M -e "dataset $tmp/items.jsonl $SLOW" >/dev/null 2>"$tmp/e" & pt=$!
+k=0; n=0
+while [ $k -lt 400 ] && [ "${n:-0}" -lt 4 ]; do sleep 0.02; k=$((k + 1)); n=$(sqlite3 "$tmp/term.db" "SELECT n_items FROM datasets" 2>/dev/null); done
+kill -TERM $pt; wait $pt; rc=$?
+check "SIGTERM: exit 1, one line saying how to go on" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: dataset: stopped after [0-9]* items, every one committed; .* --resume' '$tmp/e'"
+check "SIGTERM: every item done is committed, with its run" test "$(sqlite3 "$tmp/term.db" "SELECT (SELECT count(*) FROM runs) = (SELECT count(*) FROM dataset_items) AND (SELECT n_items FROM datasets) = (SELECT count(*) FROM dataset_items) AND (SELECT last_item FROM dataset_checkpoints) = (SELECT max(item) FROM dataset_items)")" = 1
+"$LOUPE" -d "$tmp/term.db" $M -e "dataset $tmp/items.jsonl $SLOW --resume" >/dev/null 2>"$tmp/err"
+check "SIGTERM, resumed == uninterrupted" test "$(agg "$tmp/term.db" 1 | md5sum)" = "$(agg "$tmp/ref.db" 1 | md5sum)"
+
 # (d) refusals: one line, "error: ...", exit 1
 refused() { # NAME PATTERN LOUPE-ARGS...
     name=$1; pat=$2; shift 2
@@ -117,7 +127,8 @@ refused() { # NAME PATTERN LOUPE-ARGS...
     else echo "FAIL $name (exit $rc)"; cat "$tmp/e"; fails=$((fails + 1)); fi
 }
 "$LOUPE" -d "$tmp/r.db" $M -e "dataset $tmp/items.jsonl $SLOW --limit 9" >/dev/null 2>&1 & pk=$!
-while [ "$(sqlite3 "$tmp/r.db" "SELECT count(*) FROM dataset_items" 2>/dev/null || echo 0)" -lt 3 ]; do sleep 0.02; done
+n=0; k=0
+while [ $k -lt 400 ] && [ "${n:-0}" -lt 3 ]; do sleep 0.02; k=$((k + 1)); n=$(sqlite3 "$tmp/r.db" "SELECT count(*) FROM dataset_items" 2>/dev/null); done
 kill -9 $pk; wait $pk 2>/dev/null
 refused "resume with other options" "other options" -d "$tmp/r.db" $M -e "dataset $tmp/items.jsonl $SLOW --limit 9 --k 6 --resume"
 refused "resume with other commands" "other --each commands" -d "$tmp/r.db" $M -e "dataset $tmp/items.jsonl $OPTS --each heads --commit-every 3 --limit 9 --resume"
