@@ -475,8 +475,9 @@ int lp_cmd_examples(lp_session *s, int argc, char **argv, const char *rest) {
                           " LIMIT ?5", json_pack("[I,s,i,i,i]", id, kname, layer, unit, (int)k), &rc);
     if (rc) return rc;
     json_t *table = lp_table_new();
-    const char *cols[] = {"rank", "item", "value", "pos", "token", "context"};
-    for (int i = 0; i < 6; i++) lp_table_column(table, cols[i], i == 4, i == 2 ? "%.4g" : NULL);
+    const char *cols[] = {"rank", "item", "value", "pos", "token", "key_pos", "key_token", "context"};
+    for (int i = 0; i < 8; i++) /* a head's key beside its query; neurons have none */
+        if (kind == LP_UNIT_HEAD || (i != 5 && i != 6)) lp_table_column(table, cols[i], i == 4 || i == 6, i == 2 ? "%.4g" : NULL);
     size_t i;
     json_t *row;
     json_array_foreach(rows, i, row) {
@@ -505,9 +506,14 @@ int lp_cmd_examples(lp_session *s, int argc, char **argv, const char *rest) {
         json_object_set_new(row, "context_start",
                             json_integer(json_array_size(toks) ? json_integer_value(json_object_get(json_array_get(toks, 0), "pos")) : at));
         json_decref(toks);
-        lp_table_row(table, json_pack("[O,O,O,O,O,o]", json_object_get(row, "rank"), json_object_get(row, "item"),
-                                      json_object_get(row, "value"), p, json_object_get(row, "token"),
-                                      json_stringn_nocheck(shown, strlen(shown))));
+        json_t *trow = json_pack("[O,O,O,O,O]", json_object_get(row, "rank"), json_object_get(row, "item"),
+                                 json_object_get(row, "value"), p, json_object_get(row, "token"));
+        if (kind == LP_UNIT_HEAD) {
+            json_array_append(trow, json_object_get(row, "key_pos"));
+            json_array_append(trow, json_object_get(row, "key_token"));
+        }
+        json_array_append_new(trow, json_stringn_nocheck(shown, strlen(shown)));
+        lp_table_row(table, trow);
         if (kind == LP_UNIT_NEURON) {
             json_object_del(row, "key_pos");
             json_object_del(row, "key_token");
