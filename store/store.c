@@ -22,6 +22,10 @@ static const char *const QUERIES[Q_COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE", /* take the write lock up front: waits (busy timeout) instead of failing later */
     [Q_COMMIT] = "COMMIT",
     [Q_ROLLBACK] = "ROLLBACK",
+    /* inside a batch (lp_store_batch_begin), each recording is a savepoint of it */
+    [Q_SAVEPOINT] = "SAVEPOINT lp_record",
+    [Q_RELEASE] = "RELEASE lp_record",
+    [Q_ROLLBACK_TO] = "ROLLBACK TO lp_record",
     [Q_RUN_ADD] = "INSERT INTO runs (session_id, model_id, text, n_tokens, pair, target, target_kind, n_source)"
                   " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [Q_TOKEN_ADD] = "INSERT INTO tokens (run_id, pos, token_id, text, type, special, side)"
@@ -242,6 +246,7 @@ fail:
 void lp_store_close(lp_store *st) {
     if (!st) return;
     for (int i = 0; i < Q_COUNT; i++) sqlite3_finalize(st->q[i]);
+    for (size_t i = 0; i < sizeof st->dq / sizeof *st->dq; i++) sqlite3_finalize(st->dq[i]);
     sqlite3_close(st->db);
     free(st->path);
     free(st);
@@ -274,6 +279,8 @@ static int done(lp_store *st, sqlite3_stmt *s, const char *what) {
 
 static int run_q(lp_store *st, int q, const char *what) {
     sqlite3_stmt *s = NULL;
+    if (st->batch && q == Q_BEGIN) q = Q_SAVEPOINT;
+    else if (st->batch && q == Q_COMMIT) q = Q_RELEASE;
     int rc = prep(st, q, &s);
     return rc ? rc : done(st, s, what);
 }
@@ -307,6 +314,13 @@ static void bind_index(sqlite3_stmt *s, int i, int v) {
 }
 
 static int rollback(lp_store *st, int rc) {
+    if (st->batch) { /* undo this recording only: the batch's earlier ones stay */
+        char keep[1024]; /* the first failure is the one to report */
+        snprintf(keep, sizeof keep, "%s", lp_errmsg());
+        run_q(st, Q_ROLLBACK_TO, "undoing a recording");
+        run_q(st, Q_RELEASE, "undoing a recording");
+        return lp_error(rc, "%s", keep);
+    }
     if (!sqlite3_get_autocommit(st->db)) {
         sqlite3_stmt *s;
         if (prep(st, Q_ROLLBACK, &s) == LP_OK) {
@@ -314,6 +328,60 @@ static int rollback(lp_store *st, int rc) {
             sqlite3_reset(s);
         }
     }
+    return rc;
+}
+
+int store_prep(lp_store *st, sqlite3_stmt **slot, const char *sql) {
+    if (!*slot) {
+        int rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot, NULL);
+        if (rc != SQLITE_OK) return store_fail(st, rc, "preparing a statement");
+    }
+    sqlite3_reset(*slot);
+    sqlite3_clear_bindings(*slot);
+    return LP_OK;
+}
+
+int store_done(lp_store *st, sqlite3_stmt *s, const char *what) { return done(st, s, what); }
+
+int store_exec(lp_store *st, const char *sql, const char *what) { return exec(st, sql, what); }
+
+/* ---- batches ---- */
+
+int lp_store_batch_begin(lp_store *st) {
+    if (st->batch) return lp_error(LP_EINVAL, "%s: a batch is already open", st->path);
+    int rc = run_q(st, Q_BEGIN, "starting a batch");
+    if (!rc) st->batch = true;
+    return rc;
+}
+
+int lp_store_batch_commit(lp_store *st) {
+    if (!st->batch) return lp_error(LP_EINVAL, "%s: no batch is open", st->path);
+    st->batch = false;
+    int rc = run_q(st, Q_COMMIT, "committing a batch");
+    return rc ? rollback(st, rc) : LP_OK;
+}
+
+void lp_store_batch_rollback(lp_store *st) {
+    if (!st->batch) return;
+    st->batch = false;
+    char keep[1024];
+    snprintf(keep, sizeof keep, "%s", lp_errmsg());
+    rollback(st, LP_OK);
+    lp_error(LP_OK, "%s", keep);
+}
+
+bool lp_store_in_batch(const lp_store *st) { return st->batch; }
+
+int lp_store_batch_item(lp_store *st) {
+    if (!st->batch) return lp_error(LP_EINVAL, "%s: no batch is open", st->path);
+    return exec(st, "SAVEPOINT lp_item", "starting an item");
+}
+
+int lp_store_batch_item_end(lp_store *st, bool keep) {
+    char saved[1024];
+    snprintf(saved, sizeof saved, "%s", lp_errmsg());
+    int rc = exec(st, keep ? "RELEASE lp_item" : "ROLLBACK TO lp_item; RELEASE lp_item", "ending an item");
+    if (!keep && !rc) lp_error(LP_OK, "%s", saved); /* undoing keeps the reason it was undone */
     return rc;
 }
 

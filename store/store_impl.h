@@ -16,7 +16,7 @@
 
 /* The statements that run on every recording, prepared once on first use (store.c). */
 enum {
-    Q_BEGIN, Q_COMMIT, Q_ROLLBACK,
+    Q_BEGIN, Q_COMMIT, Q_ROLLBACK, Q_SAVEPOINT, Q_RELEASE, Q_ROLLBACK_TO,
     Q_RUN_ADD, Q_TOKEN_ADD, Q_PRED_ADD, Q_HEAD_ADD,
     Q_MODEL_ADD, Q_MODEL_ID,
     Q_SESSION_ADD, Q_SESSION_ENSURE, Q_SESSION_BY_NAME, Q_SESSION_BY_ID,
@@ -31,8 +31,17 @@ struct lp_store {
     int version;                /* PRAGMA user_version once open */
     int query_readonly;         /* set during lp_store_query without write: see store_authorize */
     char denied[64];            /* what store_authorize refused, for the message */
+    bool batch;                 /* a batch transaction is open: recordings are its savepoints */
     sqlite3_stmt *q[Q_COUNT];
+    sqlite3_stmt *dq[16];       /* dataset.c's statements, prepared on first use */
 };
+
+/* store.c: the cached statement *slot (preparing sql the first time), ready to bind. */
+int store_prep(lp_store *st, sqlite3_stmt **slot, const char *sql);
+/* Steps a statement that returns no rows, then resets it. */
+int store_done(lp_store *st, sqlite3_stmt *s, const char *what);
+/* Runs SQL without results (no parameters). */
+int store_exec(lp_store *st, const char *sql, const char *what);
 
 /* schema.c */
 int store_schema_latest(void);

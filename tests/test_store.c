@@ -20,7 +20,7 @@
 #include "loupe/error.h"
 #include "loupe/store.h"
 
-#define SCHEMA_LATEST 5 /* the schema version this loupe writes */
+#define SCHEMA_LATEST 6 /* the schema version this loupe writes */
 
 #define OK(call)                                                                                                       \
     do {                                                                                                               \
@@ -310,7 +310,7 @@ static void newer_schema_is_refused_and_file_untouched(void **state) {
     snapshot before = snap(f->path);
     lp_store *st = (lp_store *)1;
     EXPECT_ERROR(lp_store_open(&st, f->path), LP_EUNSUPPORTED, f->path,
-                 "has schema version 99; this loupe knows up to 5: use a newer loupe");
+                 "has schema version 99; this loupe knows up to 6: use a newer loupe");
     assert_null(st);
     assert_untouched(&before, f->path);
 }
@@ -390,6 +390,37 @@ static int read_full(int fd, void *buf, size_t n) {
         got += (size_t)r;
     }
     return 1;
+}
+
+/* A batch is one transaction: nothing is seen until its commit, a rollback drops all of it,
+ * and a recording that fails inside it is undone alone. */
+static void a_batch_commits_or_drops_its_recordings_together(void **state) {
+    fixture *f = *state;
+    lp_store *st = f->st, *other;
+    int64_t session, model = put_test_model(st, "m");
+    OK(lp_store_session_default(st, &session));
+    OK(lp_store_open(&other, f->path));
+    OK(lp_store_batch_begin(st));
+    EXPECT_ERROR(lp_store_batch_begin(st), LP_EINVAL, "already open");
+    put_fake_run(st, session, model, "a", 3);
+    put_fake_run(st, session, model, "b", 3);
+    assert_int_equal(q_int(other, "SELECT count(*) FROM runs", NULL), 0);
+    lp_store_batch_rollback(st);
+    assert_false(lp_store_in_batch(st));
+    assert_int_equal(q_int(st, "SELECT count(*) FROM runs", NULL), 0);
+    OK(lp_store_batch_begin(st));
+    put_fake_run(st, session, model, "c", 3);
+    fake_run bad = fake(session, model, "bad", 2, 1, 1, 1);
+    bad.p[0].pos = 0, bad.p[1].pos = 0, bad.p[1].rank = 1; /* the same key twice: a constraint fails */
+    int64_t id;
+    EXPECT_ERROR(lp_store_put_run(st, &bad.r, &id), LP_EINVAL, "recording");
+    fake_free(&bad);
+    put_fake_run(st, session, model, "d", 3);
+    OK(lp_store_batch_commit(st));
+    assert_int_equal(q_int(other, "SELECT count(*) FROM runs", NULL), 2);
+    assert_int_equal(q_int(other, "SELECT count(*) FROM tokens", NULL), 6);
+    EXPECT_ERROR(lp_store_batch_commit(st), LP_EINVAL, "no batch");
+    lp_store_close(other);
 }
 
 /* The child records runs until killed, writing each run's id to the pipe once committed. */
@@ -1444,6 +1475,7 @@ int main(void) {
         IN_DIR(directory_path_is_refused),
         IN_DIR(path_in_missing_directory_is_refused),
         IN_DIR(other_programs_database_is_refused_and_untouched),
+        ON_FILE(a_batch_commits_or_drops_its_recordings_together),
         IN_DIR(sigkill_while_recording_keeps_every_committed_run),
         IN_DIR(two_processes_recording_at_once_both_succeed),
         BOTH(run_round_trips_through_get_run),

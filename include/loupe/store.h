@@ -26,6 +26,18 @@ void lp_store_close(lp_store *st);   /* NULL-safe */
 const char *lp_store_path(const lp_store *st);
 int lp_store_schema_version(const lp_store *st);
 
+/* A batch: one transaction holding many recordings (dataset commits its items so). Between
+ * begin and commit every lp_store_put_* is a savepoint inside it, undone alone when it fails;
+ * nothing is on disk until commit, and all of it is then. A second begin is an error. */
+int lp_store_batch_begin(lp_store *st);
+int lp_store_batch_commit(lp_store *st);   /* on failure everything since begin is rolled back */
+void lp_store_batch_rollback(lp_store *st); /* keeps lp_errmsg; does nothing without a batch */
+bool lp_store_in_batch(const lp_store *st);
+/* An item inside a batch: what is recorded after lp_store_batch_item is kept by
+ * lp_store_batch_item_end(keep) or undone (keep false; lp_errmsg kept), the batch going on. */
+int lp_store_batch_item(lp_store *st);
+int lp_store_batch_item_end(lp_store *st, bool keep);
+
 /* ---- recording ---- */
 
 typedef struct {

@@ -4,6 +4,7 @@
 #define LOUPE_CMD_H
 
 #include <jansson.h>
+#include <signal.h>
 #include <stdbool.h>
 
 #include "loupe/attr.h"
@@ -72,6 +73,14 @@ void lp_cmd_emit(lp_session *s, json_t *value, json_t *table);
 /* Hands a line of progress to the session's sink (nothing without one). */
 void lp_cmd_progress(lp_session *s, lp_progress_kind kind, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Tokenizes text (and a pair's second text, or NULL) as `run` does: bos 1 adds BOS (or the
+ * template's specials), 0 leaves it out, -1 as the tokenizer does by default. *ids and
+ * *types (NULL without a pair) malloc'd; *n may be 0. */
+int lp_cmd_encode_text(const lp_session *s, const char *text, const char *pair, int bos, int **ids, int **types, int *n);
+/* While a long command runs from a script, SIGINT and SIGTERM ask it to stop (lp_cancel_request)
+ * instead of ending loupe; only signals at their default are caught. Restore afterwards. */
+void lp_cmd_catch_stop_signals(struct sigaction old[2]);
+void lp_cmd_restore_stop_signals(const struct sigaction old[2]);
 /* Makes ids[0..n) (with token types, NULL: all 0) the current run, records it in the store
  * (if any, with its text and a pair's second text, pair NULL otherwise) and prints it (a
  * pair's text as "A --pair B", as it could be typed again); with stored_id, it is that
@@ -150,6 +159,9 @@ LP_COMMAND_FN(train);
 LP_COMMAND_FN(classify);
 LP_COMMAND_FN(fill);
 LP_COMMAND_FN(relbias);
+LP_COMMAND_FN(dataset);
+LP_COMMAND_FN(examples);
+LP_COMMAND_FN(merge);
 
 /* The `tui` command opens the full-screen browser, which lives in ui/ (curses) where the
  * engine does not reach: main registers it. Without it, `tui` says it is not there. */

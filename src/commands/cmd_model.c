@@ -276,6 +276,26 @@ static int parse_types(const char *list, int n, int **out) {
     return LP_OK;
 }
 
+int lp_cmd_encode_text(const lp_session *s, const char *text, const char *pair, int bos, int **ids, int **types, int *n) {
+    const lp_tokenizer *t = lp_model_tokenizer(s->model);
+    *ids = *types = NULL;
+    *n = 0;
+    if (!t) return lp_error(LP_EINVAL, "this model has no tokenizer; give token ids");
+    bool add = bos < 0 ? lp_tokenizer_adds_bos(t) : bos > 0;
+    size_t len = strlen(text), plen = pair ? strlen(pair) : 0, cap = len + plen + 8;
+    if (cap > INT_MAX) return lp_error(LP_ERANGE, "a text of %zu bytes is more than loupe tokenizes at once", len);
+    int *i = malloc(cap * sizeof *i), *ty = pair ? malloc(cap * sizeof *ty) : NULL, rc;
+    if (!i || (pair && !ty)) rc = lp_error(LP_ENOMEM, "out of memory");
+    else if (pair) rc = lp_tokenizer_encode_pair(t, text, len, pair, plen, add, i, ty, (int)cap, n);
+    else rc = lp_tokenizer_encode(t, text, len, add, i, (int)len + 3, n);
+    if (rc) {
+        free(i), free(ty);
+        return rc;
+    }
+    *ids = i, *types = ty;
+    return LP_OK;
+}
+
 /* run [--bos|--no-bos] [--] TEXT [--pair TEXT2] | run --ids 1,2,3 [--types 0,0,1] [--bos|--no-bos]
  * (the free-text rule of lp_cmd_text, plus "A --pair B" for sentence pairs). --bos/--no-bos
  * add or leave out BOS before the text's tokens (with a template, such as BERT's, the
@@ -336,13 +356,7 @@ int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
             memmove(ids, ids + 1, (size_t)--n * sizeof *ids);
         }
     } else if (!rc && !o[0].value) {
-        bool bos = o[1].value ? true : o[2].value ? false : lp_tokenizer_adds_bos(t);
-        size_t len = strlen(text), plen = pair ? strlen(pair) : 0, cap = len + plen + 8;
-        ids = malloc(cap * sizeof *ids);
-        types = pair ? malloc(cap * sizeof *types) : NULL;
-        if (!ids || (pair && !types)) rc = lp_error(LP_ENOMEM, "out of memory");
-        else if (pair) rc = lp_tokenizer_encode_pair(t, text, len, pair, plen, bos, ids, types, (int)cap, &n);
-        else rc = lp_tokenizer_encode(t, text, len, bos, ids, (int)len + 3, &n);
+        rc = lp_cmd_encode_text(s, text, pair, o[1].value ? 1 : o[2].value ? 0 : -1, &ids, &types, &n);
     }
     if (!rc && n == 0) rc = lp_error(LP_EINVAL, "run: the text gives no tokens; give some text or --ids");
     if (!rc && n > c->n_ctx)

@@ -445,33 +445,6 @@ static int on_step(const lp_train_progress *p, void *ctx) {
     return t->stop_at > 0 && p->step >= t->stop_at && p->step < p->steps;
 }
 
-/* In a script, Ctrl-C or a kill (SIGINT, SIGTERM) would end the process and lose the steps
- * since the last checkpoint: while training, they stop it with a checkpoint instead. Only
- * signals left at their default are caught (the prompt and the browser have their own
- * Ctrl-C; an ignored signal stays ignored). */
-static void on_stop_signal(int sig) {
-    (void)sig;
-    lp_cancel_request();
-}
-
-static void catch_stop_signals(struct sigaction old[2]) {
-    static const int sigs[2] = {SIGINT, SIGTERM};
-    for (int i = 0; i < 2; i++) {
-        sigaction(sigs[i], NULL, &old[i]);
-        if (old[i].sa_handler != SIG_DFL || (old[i].sa_flags & SA_SIGINFO)) continue;
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = on_stop_signal;
-        sigemptyset(&sa.sa_mask);
-        sigaction(sigs[i], &sa, NULL);
-    }
-}
-
-static void restore_stop_signals(const struct sigaction old[2]) {
-    sigaction(SIGINT, &old[0], NULL);
-    sigaction(SIGTERM, &old[1], NULL);
-}
-
 /* names[0..n) of from copied into dir: --from's tokenizer. */
 static int copy_files(const char *from, const char *dir, const char *const *names, int n) {
     char path[4096], *buf;
@@ -724,9 +697,9 @@ int lp_cmd_train(lp_session *s, int argc, char **argv, const char *rest) {
                 n_params, n_params * 4.0 / 1e6, counts[0], what, counts[1], st.step + 1, r.train.steps, r.train.B,
                 r.train.T, r.train.threads, r.train.threads == 1 ? "" : "s");
     struct sigaction old_signals[2];
-    catch_stop_signals(old_signals);
+    lp_cmd_catch_stop_signals(old_signals);
     rc = st.step < r.train.steps ? lp_train_resume(m, &st, train, n_train, held, n_held, &r.train, on_step, &t) : LP_OK;
-    restore_stop_signals(old_signals);
+    lp_cmd_restore_stop_signals(old_signals);
     if (!t.quiet) lp_cmd_progress(s, LP_PROGRESS_END, "%s", "");
     if (t.save_rc || t.score_rc) {
         rc = t.save_rc ? t.save_rc : t.score_rc;

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -539,6 +540,30 @@ static const lp_command COMMANDS[] = {
      "TENSOR: attn L [H], logits, resid_post L, mlp_post L, ..., or a TransformerLens hook name."},
     {"sql", "[--write] [--] QUERY", "run SQL on the database (read-only unless --write)",
      "sql SELECT * FROM runs_view ORDER BY id DESC LIMIT 5", lp_cmd_sql, true, NULL},
+    {"dataset",
+     "FILE [--format text|jsonl|csv] [--field F] [--pair-field F] [--label-field F] [--skip N] [--limit N] "
+     "[--sample N [--seed S]] [--each CMD]... [--track neurons,heads] [--k K] [--samples S] [--shard I/N] [--resume] "
+     "[--commit-every N] [--bos|--no-bos]",
+     "run every item of a file, with commands, keeping each unit's top items",
+     "dataset prompts.txt --each 'attr ig' --shard 1/3", lp_cmd_dataset, false,
+     "Each item (a line; a JSONL object's --field, default text; a CSV column) is run as 'run' runs text, recorded in "
+     "session 'dataset NAME', then each --each command runs on it as typed (its output goes to the store only). "
+     "Tracked: every MLP neuron's and head's top K (default 20) items, neurons' value histograms, S (default 5) "
+     "quantile samples per bin, head metrics' mean and std (tables unit_examples, unit_histograms, "
+     "unit_quantile_samples, head_metric_stats). Items over the context are skipped and counted. --shard I/N takes "
+     "items with index % N == I - 1; merge combines shard databases. Every N items (default 64) are committed with the "
+     "aggregates; --resume continues an interrupted run of the same file, model and options."},
+    {"examples", "neuron L.N | head L.H [--k K] [--dataset ID] [--context C]",
+     "a unit's top examples over a dataset, with the tokens around them",
+     "examples neuron 1.42 --k 5", lp_cmd_examples, false,
+     "From the latest finished dataset of this model (or --dataset ID): item, text, position, token and value (a "
+     "head's: the query position, the key and the weight), with C (default 8) tokens each side ([the token] in the "
+     "table)."},
+    {"merge", "SHARD.db...", "merge the datasets of shard databases into this one (-d)",
+     "merge shard1.db shard2.db shard3.db", lp_cmd_merge, false,
+     "Runs, their analyses and the items are copied (renumbered); top examples, histograms, samples and head "
+     "statistics merged exactly. A shard merged twice changes nothing; one made with another file, model, options, "
+     "commands or split is refused."},
     {"source", "FILE", "run the commands in FILE (nested up to 16 deep)", "source setup.loupe", cmd_source, false, NULL},
     {"mode", "[table|box|markdown|csv|json|jsonl]", "show or set the output mode", "mode json", cmd_mode, false, NULL},
     {"help", "[COMMAND]", "list the commands, or show one command's usage and an example", "help attn", cmd_help, false, NULL},
@@ -665,6 +690,33 @@ static int cmd_help(lp_session *s, int argc, char **argv, const char *rest) {
     }
     lp_cmd_emit(s, arr, table);
     return LP_OK;
+}
+
+/* In a script, Ctrl-C or a kill (SIGINT, SIGTERM) would end the process and lose the work since
+ * the last checkpoint: while training or running a dataset, they stop it with a checkpoint instead. Only
+ * signals left at their default are caught (the prompt and the browser have their own
+ * Ctrl-C; an ignored signal stays ignored). */
+static void on_stop_signal(int sig) {
+    (void)sig;
+    lp_cancel_request();
+}
+
+void lp_cmd_catch_stop_signals(struct sigaction old[2]) {
+    static const int sigs[2] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        sigaction(sigs[i], NULL, &old[i]);
+        if (old[i].sa_handler != SIG_DFL || (old[i].sa_flags & SA_SIGINFO)) continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_stop_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+void lp_cmd_restore_stop_signals(const struct sigaction old[2]) {
+    sigaction(SIGINT, &old[0], NULL);
+    sigaction(SIGTERM, &old[1], NULL);
 }
 
 void lp_cmd_progress(lp_session *s, lp_progress_kind kind, const char *fmt, ...) {

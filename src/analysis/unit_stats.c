@@ -1,0 +1,389 @@
+/* Per-unit aggregates over a dataset (unit_stats.h): top-k heaps, token histograms and
+ * bottom-s samples per bin, fed one run at a time, saved to and loaded from bytes. */
+#include "loupe/unit_stats.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loupe/error.h"
+#include "loupe/model.h"
+
+/* 10^(-3 + j/4), j = 0..24: the bins' edges from 1e-3 to 1e3, written out so that every
+ * machine bins alike. */
+static const double EDGES[LP_UNIT_BINS - 2] = {
+    0.001, 0.0017782794100389228, 0.0031622776601683794, 0.005623413251903491, 0.01, 0.017782794100389229,
+    0.031622776601683791, 0.056234132519034911, 0.10000000000000001, 0.17782794100389229, 0.31622776601683794,
+    0.56234132519034907, 1, 1.7782794100389228, 3.1622776601683795, 5.6234132519034912, 10, 17.782794100389228,
+    31.622776601683793, 56.234132519034908, 100, 177.82794100389228, 316.22776601683796, 562.34132519034904, 1000};
+
+int lp_unit_bin(double v) {
+    if (!(v > 0)) return 0;
+    int lo = 0, hi = LP_UNIT_BINS - 2; /* the edges <= v are EDGES[0..lo) */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (EDGES[mid] <= v) lo = mid + 1;
+        else hi = mid;
+    }
+    return 1 + lo;
+}
+
+double lp_unit_bin_lower(int bin) { return bin <= 0 ? -INFINITY : bin == 1 ? 0.0 : EDGES[bin - 2]; }
+
+bool lp_unit_example_before(const lp_unit_example *a, const lp_unit_example *b) {
+    if (a->value != b->value) return a->value > b->value;
+    if (a->item != b->item) return a->item < b->item;
+    if (a->pos != b->pos) return a->pos < b->pos;
+    return a->key_pos < b->key_pos;
+}
+
+static uint64_t mix64(uint64_t x) { /* splitmix64's finaliser */
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+/* 63 bits: SQL compares it as a signed integer when shards are merged. */
+int64_t lp_unit_sample_hash(int64_t item, int unit) {
+    return (int64_t)(mix64(mix64((uint64_t)item) ^ (uint64_t)(unsigned)unit) >> 1);
+}
+
+typedef struct {
+    lp_unit_example *e; /* (samples), allocated when the bin gets its first item */
+    int n;
+} slot;
+
+struct lp_unit_stats {
+    lp_unit_stats_config c;
+    int n_neurons, n_heads, n_units; /* tracked: neurons are units 0..n_neurons) when tracked */
+    lp_unit_example *top;            /* (n_units, k): each unit's heap, its last example at the root */
+    int *n_top;                      /* (n_units) */
+    uint64_t *hist;                  /* (n_neurons, LP_UNIT_BINS) */
+    slot *slots;                     /* (n_units, LP_UNIT_BINS) */
+    float *best;                     /* (d_mlp) scratch of add_run */
+    int *best_pos;                   /* (d_mlp) */
+};
+
+static int unit_of(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index) {
+    if (kind == LP_UNIT_NEURON) return layer * u->c.d_mlp + index;
+    return u->n_neurons + layer * u->c.n_head + index;
+}
+
+int lp_unit_stats_unit(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index) {
+    return unit_of(u, kind, layer, index);
+}
+
+int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c) {
+    *out = NULL;
+    if (c->k < 1 || c->k > LP_UNIT_K_MAX) return lp_error(LP_EINVAL, "--k %d is out of range (1..%d)", c->k, LP_UNIT_K_MAX);
+    if (c->samples < 1 || c->samples > LP_UNIT_SAMPLES_MAX)
+        return lp_error(LP_EINVAL, "--samples %d is out of range (1..%d)", c->samples, LP_UNIT_SAMPLES_MAX);
+    if (c->n_layer < 1 || c->d_mlp < 0 || c->n_head < 1)
+        return lp_error(LP_EINVAL, "a model of %d layers, %d neurons and %d heads a layer has no units to track",
+                        c->n_layer, c->d_mlp, c->n_head);
+    int64_t neurons = c->neurons ? (int64_t)c->n_layer * c->d_mlp : 0, heads = c->heads ? (int64_t)c->n_layer * c->n_head : 0;
+    if (neurons + heads > 1 << 26) return lp_error(LP_ERANGE, "%lld units are more than loupe tracks", (long long)(neurons + heads));
+    int64_t units = neurons + heads;
+    /* the heaps are the largest part: units x k examples */
+    if ((double)units * c->k * sizeof(lp_unit_example) > (double)(SIZE_MAX / 4))
+        return lp_error(LP_ERANGE, "tracking %lld units with --k %d would not fit in memory; lower --k", (long long)units, c->k);
+    lp_unit_stats *u = calloc(1, sizeof *u);
+    if (!u) return lp_error(LP_ENOMEM, "out of memory");
+    u->c = *c;
+    u->n_neurons = (int)neurons, u->n_heads = (int)heads, u->n_units = (int)units;
+    size_t nu = (size_t)units + 1;
+    u->top = malloc(nu * (size_t)c->k * sizeof *u->top);
+    u->n_top = calloc(nu, sizeof *u->n_top);
+    u->hist = calloc((size_t)neurons * LP_UNIT_BINS + 1, sizeof *u->hist);
+    u->slots = calloc(nu * LP_UNIT_BINS, sizeof *u->slots);
+    u->best = malloc(((size_t)c->d_mlp + 1) * sizeof *u->best);
+    u->best_pos = malloc(((size_t)c->d_mlp + 1) * sizeof *u->best_pos);
+    if (!u->top || !u->n_top || !u->hist || !u->slots || !u->best || !u->best_pos) {
+        lp_unit_stats_free(u);
+        return lp_error(LP_ENOMEM, "out of memory for %lld units' top %d examples", (long long)units, c->k);
+    }
+    *out = u;
+    return LP_OK;
+}
+
+void lp_unit_stats_free(lp_unit_stats *u) {
+    if (!u) return;
+    if (u->slots)
+        for (size_t i = 0; i < (size_t)u->n_units * LP_UNIT_BINS; i++) free(u->slots[i].e);
+    free(u->top);
+    free(u->n_top);
+    free(u->hist);
+    free(u->slots);
+    free(u->best);
+    free(u->best_pos);
+    free(u);
+}
+
+/* ---- offering an example ---- */
+
+/* The heap keeps the example that comes last in the order at its root. */
+static void sift_down(lp_unit_example *h, int n, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && lp_unit_example_before(&h[m], &h[l])) m = l;
+        if (r < n && lp_unit_example_before(&h[m], &h[r])) m = r;
+        if (m == i) return;
+        lp_unit_example t = h[i];
+        h[i] = h[m], h[m] = t, i = m;
+    }
+}
+
+static void top_offer(lp_unit_stats *u, int unit, const lp_unit_example *x) {
+    lp_unit_example *h = u->top + (size_t)unit * u->c.k;
+    int *n = &u->n_top[unit];
+    if (*n < u->c.k) {
+        int i = (*n)++;
+        h[i] = *x;
+        while (i > 0 && lp_unit_example_before(&h[(i - 1) / 2], &h[i])) {
+            lp_unit_example t = h[i];
+            h[i] = h[(i - 1) / 2], h[(i - 1) / 2] = t, i = (i - 1) / 2;
+        }
+    } else if (lp_unit_example_before(x, &h[0])) {
+        h[0] = *x;
+        sift_down(h, *n, 0);
+    }
+}
+
+static bool sample_after(int64_t ha, const lp_unit_example *a, int64_t hb, const lp_unit_example *b) {
+    return ha != hb ? ha > hb : a->item > b->item;
+}
+
+/* Keeps x among the bin's samples when its hash is among the smallest. Out of memory, the
+ * sample is skipped: samples are an illustration, and the slot stays valid. */
+static void sample_offer(lp_unit_stats *u, int unit, const lp_unit_example *x) {
+    slot *s = &u->slots[(size_t)unit * LP_UNIT_BINS + lp_unit_bin(x->value)];
+    int64_t hx = lp_unit_sample_hash(x->item, unit);
+    if (!s->e && !(s->e = malloc((size_t)u->c.samples * sizeof *s->e))) return;
+    if (s->n < u->c.samples) {
+        s->e[s->n++] = *x;
+        return;
+    }
+    int worst = 0;
+    for (int i = 1; i < s->n; i++)
+        if (sample_after(lp_unit_sample_hash(s->e[i].item, unit), &s->e[i], lp_unit_sample_hash(s->e[worst].item, unit),
+                         &s->e[worst]))
+            worst = i;
+    if (sample_after(lp_unit_sample_hash(s->e[worst].item, unit), &s->e[worst], hx, x)) s->e[worst] = *x;
+}
+
+void lp_unit_stats_offer(lp_unit_stats *u, lp_unit_kind kind, int layer, int index, const lp_unit_example *x) {
+    int unit = unit_of(u, kind, layer, index);
+    top_offer(u, unit, x);
+    sample_offer(u, unit, x);
+}
+
+/* ---- adding a run ---- */
+
+static int add_neurons(lp_unit_stats *u, const lp_run *r, int64_t item, int start) {
+    int T = lp_run_len(r), dm = u->c.d_mlp;
+    const int *ids = lp_run_ids(r);
+    for (int l = 0; l < u->c.n_layer; l++) {
+        lp_view v;
+        int rc = lp_run_view(r, LP_ACT_MLP_POST, l, -1, &v);
+        if (rc) return rc;
+        uint64_t *hist = u->hist + (size_t)l * dm * LP_UNIT_BINS;
+        for (int n = 0; n < dm; n++) u->best_pos[n] = -1;
+        for (int t = start; t < T; t++) {
+            const float *row = v.data + (size_t)t * v.stride[0];
+            for (int n = 0; n < dm; n++) {
+                float x = row[(size_t)n * v.stride[1]];
+                hist[(size_t)n * LP_UNIT_BINS + lp_unit_bin(x)]++;
+                if (x == x && (u->best_pos[n] < 0 || x > u->best[n])) u->best[n] = x, u->best_pos[n] = t;
+            }
+        }
+        for (int n = 0; n < dm; n++) {
+            int p = u->best_pos[n];
+            if (p < 0) continue;
+            lp_unit_example x = {item, p, -1, ids[p], -1, u->best[n]};
+            lp_unit_stats_offer(u, LP_UNIT_NEURON, l, n, &x);
+        }
+    }
+    return LP_OK;
+}
+
+static int add_heads(lp_unit_stats *u, const lp_run *r, int64_t item) {
+    int T = lp_run_len(r);
+    const int *ids = lp_run_ids(r);
+    bool causal = lp_model_config(lp_run_model(r))->causal;
+    if (T < 2) return LP_OK;
+    for (int l = 0; l < u->c.n_layer; l++)
+        for (int h = 0; h < u->c.n_head; h++) {
+            lp_view v;
+            int rc = lp_run_view(r, LP_ACT_PATTERN, l, h, &v);
+            if (rc) return rc;
+            lp_unit_example x = {item, -1, -1, -1, -1, 0};
+            for (int q = 1; q < T; q++) {
+                const float *row = v.data + (size_t)q * v.stride[0];
+                for (int k = 1; k <= (causal ? q : T - 1); k++) {
+                    float w = row[(size_t)k * v.stride[1]];
+                    if (w == w && (x.pos < 0 || w > x.value)) x.value = w, x.pos = q, x.key_pos = k;
+                }
+            }
+            if (x.pos < 0) continue;
+            x.token = ids[x.pos], x.key_token = ids[x.key_pos];
+            lp_unit_stats_offer(u, LP_UNIT_HEAD, l, h, &x);
+        }
+    return LP_OK;
+}
+
+int lp_unit_stats_add_run(lp_unit_stats *u, const lp_run *r, int64_t item, bool bos) {
+    const lp_config *c = lp_model_config(lp_run_model(r));
+    if (c->n_layer != u->c.n_layer || c->d_mlp != u->c.d_mlp || c->n_head != u->c.n_head)
+        return lp_error(LP_EINVAL, "a run of another model's shape (%d layers, %d neurons, %d heads) than the dataset's",
+                        c->n_layer, c->d_mlp, c->n_head);
+    int rc = LP_OK;
+    if (u->c.neurons) rc = add_neurons(u, r, item, bos ? 1 : 0);
+    if (!rc && u->c.heads) rc = add_heads(u, r, item);
+    return rc;
+}
+
+/* ---- reading ---- */
+
+static int by_order(const void *a, const void *b) {
+    const lp_unit_example *x = a, *y = b;
+    return lp_unit_example_before(x, y) ? -1 : lp_unit_example_before(y, x) ? 1 : 0;
+}
+
+void lp_unit_stats_top(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, lp_unit_example *out, int *n) {
+    int unit = unit_of(u, kind, layer, index);
+    *n = u->n_top[unit];
+    memcpy(out, u->top + (size_t)unit * u->c.k, (size_t)*n * sizeof *out);
+    qsort(out, (size_t)*n, sizeof *out, by_order);
+}
+
+const uint64_t *lp_unit_stats_histogram(const lp_unit_stats *u, int layer, int index) {
+    return u->c.neurons ? u->hist + ((size_t)layer * u->c.d_mlp + index) * LP_UNIT_BINS : NULL;
+}
+
+void lp_unit_stats_samples(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, int bin,
+                           lp_unit_example *out, int *n) {
+    int unit = unit_of(u, kind, layer, index);
+    const slot *s = &u->slots[(size_t)unit * LP_UNIT_BINS + bin];
+    *n = s->n;
+    if (s->n) memcpy(out, s->e, (size_t)s->n * sizeof *out);
+    /* insertion sort by (hash, item): s is small */
+    for (int i = 1; i < *n; i++)
+        for (int j = i; j > 0 && sample_after(lp_unit_sample_hash(out[j - 1].item, unit), &out[j - 1],
+                                              lp_unit_sample_hash(out[j].item, unit), &out[j]); j--) {
+            lp_unit_example t = out[j];
+            out[j] = out[j - 1], out[j - 1] = t;
+        }
+}
+
+/* ---- bytes ---- */
+
+#define MAGIC "LPUSTAT1"
+
+typedef struct {
+    unsigned char *p;
+    size_t n, cap;
+    bool oom;
+} writer;
+
+static void put(writer *w, const void *x, size_t n) {
+    if (w->oom) return;
+    if (w->n + n > w->cap) {
+        size_t want = w->cap ? w->cap * 2 : 4096;
+        while (want < w->n + n) want *= 2;
+        unsigned char *np = realloc(w->p, want);
+        if (!np) {
+            w->oom = true;
+            return;
+        }
+        w->p = np, w->cap = want;
+    }
+    memcpy(w->p + w->n, x, n);
+    w->n += n;
+}
+
+static void put_i32(writer *w, int32_t v) { put(w, &v, sizeof v); }
+
+/* An example field by field, so that no padding byte reaches the blob. */
+static void put_example(writer *w, const lp_unit_example *x) {
+    put(w, &x->item, sizeof x->item);
+    int32_t f[4] = {x->pos, x->key_pos, x->token, x->key_token};
+    put(w, f, sizeof f);
+    put(w, &x->value, sizeof x->value);
+}
+
+
+int lp_unit_stats_save(const lp_unit_stats *u, unsigned char **blob, size_t *len) {
+    writer w = {0};
+    put(&w, MAGIC, 8);
+    const int32_t cfg[7] = {u->c.n_layer, u->c.d_mlp, u->c.n_head, u->c.neurons, u->c.heads, u->c.k, u->c.samples};
+    put(&w, cfg, sizeof cfg);
+    for (int i = 0; i < u->n_units; i++) {
+        put_i32(&w, u->n_top[i]);
+        for (int j = 0; j < u->n_top[i]; j++) put_example(&w, &u->top[(size_t)i * u->c.k + j]);
+    }
+    put(&w, u->hist, (size_t)u->n_neurons * LP_UNIT_BINS * sizeof *u->hist);
+    for (size_t i = 0; i < (size_t)u->n_units * LP_UNIT_BINS; i++) {
+        put_i32(&w, u->slots[i].n);
+        for (int j = 0; j < u->slots[i].n; j++) put_example(&w, &u->slots[i].e[j]);
+    }
+    if (w.oom) {
+        free(w.p);
+        return lp_error(LP_ENOMEM, "out of memory saving the dataset's aggregates");
+    }
+    *blob = w.p, *len = w.n;
+    return LP_OK;
+}
+
+typedef struct {
+    const unsigned char *p;
+    size_t n, at;
+} reader;
+
+static bool get(reader *r, void *x, size_t n) {
+    if (r->n - r->at < n) return false;
+    memcpy(x, r->p + r->at, n);
+    r->at += n;
+    return true;
+}
+
+static bool get_example(reader *r, lp_unit_example *x) {
+    int32_t f[4];
+    if (!get(r, &x->item, sizeof x->item) || !get(r, f, sizeof f) || !get(r, &x->value, sizeof x->value)) return false;
+    x->pos = f[0], x->key_pos = f[1], x->token = f[2], x->key_token = f[3];
+    return x->item >= 0 && x->pos >= 0;
+}
+
+static int damaged(const char *what) {
+    return lp_error(LP_EFORMAT, "the dataset's saved aggregates are damaged (%s); start the dataset again without "
+                    "--resume", what);
+}
+
+int lp_unit_stats_load(lp_unit_stats *u, const unsigned char *blob, size_t len) {
+    reader r = {blob, len, 0};
+    char magic[8];
+    int32_t cfg[7];
+    if (!get(&r, magic, 8) || memcmp(magic, MAGIC, 8) || !get(&r, cfg, sizeof cfg)) return damaged("no header");
+    const int32_t want[7] = {u->c.n_layer, u->c.d_mlp, u->c.n_head, u->c.neurons, u->c.heads, u->c.k, u->c.samples};
+    if (memcmp(cfg, want, sizeof cfg)) return damaged("made for other units, k or samples");
+    for (int i = 0; i < u->n_units; i++) {
+        int32_t n;
+        if (!get(&r, &n, sizeof n) || n < 0 || n > u->c.k) return damaged("a top-k count");
+        u->n_top[i] = n;
+        for (int j = 0; j < n; j++)
+            if (!get_example(&r, &u->top[(size_t)i * u->c.k + j])) return damaged("an example");
+    }
+    if (!get(&r, u->hist, (size_t)u->n_neurons * LP_UNIT_BINS * sizeof *u->hist)) return damaged("the histograms");
+    for (size_t i = 0; i < (size_t)u->n_units * LP_UNIT_BINS; i++) {
+        slot *s = &u->slots[i];
+        int32_t n;
+        if (!get(&r, &n, sizeof n) || n < 0 || n > u->c.samples) return damaged("a sample count");
+        if (n && !s->e && !(s->e = malloc((size_t)u->c.samples * sizeof *s->e)))
+            return lp_error(LP_ENOMEM, "out of memory loading the dataset's aggregates");
+        s->n = n;
+        for (int j = 0; j < n; j++)
+            if (!get_example(&r, &s->e[j])) return damaged("a sample");
+    }
+    if (r.at != r.n) return damaged("bytes left over");
+    return LP_OK;
+}

@@ -1,0 +1,244 @@
+/* Per-unit aggregates (unit_stats.h): the fixed bins, the total order of examples, a state
+ * that does not depend on the order items arrive in (what makes merged shards equal one
+ * process), bytes that load back to the same state, and values that are the run's. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "helpers.h"
+#include "loupe/error.h"
+#include "loupe/model.h"
+#include "loupe/run.h"
+#include "loupe/tokenizer.h"
+#include "loupe/unit_stats.h"
+
+static void bins_are_fixed_edges(void **state) {
+    (void)state;
+    assert_int_equal(lp_unit_bin(0.0), 0);
+    assert_int_equal(lp_unit_bin(-3.0), 0);
+    assert_int_equal(lp_unit_bin(NAN), 0);
+    assert_int_equal(lp_unit_bin(1e-4), 1);
+    assert_int_equal(lp_unit_bin(1e-3), 2);
+    assert_int_equal(lp_unit_bin(0.0017), 2);
+    assert_int_equal(lp_unit_bin(0.0018), 3);
+    assert_int_equal(lp_unit_bin(1.0), 14);
+    assert_int_equal(lp_unit_bin(999.0), 25);
+    assert_int_equal(lp_unit_bin(1000.0), 26);
+    assert_int_equal(lp_unit_bin(INFINITY), 26);
+    assert_true(lp_unit_bin_lower(14) == 1.0);
+    assert_true(lp_unit_bin_lower(1) == 0.0);
+    assert_true(isinf(lp_unit_bin_lower(0)));
+    for (int b = 2; b < LP_UNIT_BINS; b++) assert_int_equal(lp_unit_bin(lp_unit_bin_lower(b)), b);
+}
+
+static void examples_have_a_total_order(void **state) {
+    (void)state;
+    lp_unit_example a = {5, 2, -1, 0, -1, 1.5f}, b = a;
+    assert_false(lp_unit_example_before(&a, &b));
+    b.value = 2.0f;
+    assert_true(lp_unit_example_before(&b, &a));
+    b = a, b.item = 4;
+    assert_true(lp_unit_example_before(&b, &a));
+    b = a, b.pos = 1;
+    assert_true(lp_unit_example_before(&b, &a));
+    b = a, b.key_pos = -2;
+    assert_true(lp_unit_example_before(&b, &a));
+}
+
+static const lp_unit_stats_config CFG = {2, 3, 2, true, true, 4, 2};
+
+/* Offers n examples (values with many ties) to every unit, in the order perm gives. */
+static lp_unit_stats *fed(const int *perm, int n) {
+    lp_unit_stats *u;
+    assert_int_equal(lp_unit_stats_new(&u, &CFG), LP_OK);
+    for (int j = 0; j < n; j++) {
+        int i = perm[j];
+        lp_unit_example x = {i, i % 5, -1, 100 + i, -1, (float)((i * 7) % 4) * 0.5f};
+        for (int l = 0; l < 2; l++) {
+            for (int k = 0; k < 3; k++) lp_unit_stats_offer(u, LP_UNIT_NEURON, l, k, &x);
+            x.key_pos = 1;
+            for (int h = 0; h < 2; h++) lp_unit_stats_offer(u, LP_UNIT_HEAD, l, h, &x);
+            x.key_pos = -1;
+        }
+    }
+    return u;
+}
+
+static void assert_same(const lp_unit_stats *a, const lp_unit_stats *b) {
+    lp_unit_example ea[8], eb[8];
+    int na, nb;
+    for (int kind = 0; kind < 2; kind++)
+        for (int l = 0; l < 2; l++)
+            for (int i = 0; i < (kind ? 2 : 3); i++) {
+                lp_unit_stats_top(a, (lp_unit_kind)kind, l, i, ea, &na);
+                lp_unit_stats_top(b, (lp_unit_kind)kind, l, i, eb, &nb);
+                assert_int_equal(na, nb);
+                for (int j = 0; j < na; j++) /* field by field: the struct has padding */
+                    assert_true(ea[j].item == eb[j].item && ea[j].pos == eb[j].pos && ea[j].key_pos == eb[j].key_pos &&
+                                ea[j].token == eb[j].token && ea[j].value == eb[j].value);
+                for (int bin = 0; bin < LP_UNIT_BINS; bin++) {
+                    lp_unit_stats_samples(a, (lp_unit_kind)kind, l, i, bin, ea, &na);
+                    lp_unit_stats_samples(b, (lp_unit_kind)kind, l, i, bin, eb, &nb);
+                    assert_int_equal(na, nb);
+                    for (int j = 0; j < na; j++) assert_int_equal(ea[j].item, eb[j].item);
+                }
+            }
+}
+
+static void the_state_does_not_depend_on_the_order_of_items(void **state) {
+    (void)state;
+    enum { N = 50 };
+    int fwd[N], rev[N], shards[N], n = 0;
+    for (int i = 0; i < N; i++) fwd[i] = i, rev[i] = N - 1 - i;
+    for (int s = 2; s >= 0; s--) /* as three shards' items would come: 2, 5, 8, ... then 1, 4, ... */
+        for (int i = s; i < N; i += 3) shards[n++] = i;
+    lp_unit_stats *a = fed(fwd, N), *b = fed(rev, N), *c = fed(shards, N);
+    assert_same(a, b);
+    assert_same(a, c);
+    /* The top is the total order's first k: the highest value (1.5, where 7i % 4 == 3: i %
+     * 4 == 1), lowest items first among ties. */
+    lp_unit_example top[4];
+    int nt;
+    lp_unit_stats_top(a, LP_UNIT_NEURON, 1, 2, top, &nt);
+    assert_int_equal(nt, 4);
+    for (int j = 0; j < 4; j++) assert_true(top[j].value == 1.5f);
+    assert_int_equal(top[0].item, 1);
+    assert_int_equal(top[1].item, 5);
+    assert_int_equal(top[3].item, 13);
+    lp_unit_stats_free(a);
+    lp_unit_stats_free(b);
+    lp_unit_stats_free(c);
+}
+
+static void bytes_load_back_to_the_same_state(void **state) {
+    (void)state;
+    int perm[30];
+    for (int i = 0; i < 30; i++) perm[i] = (i * 11) % 30;
+    lp_unit_stats *a = fed(perm, 30), *b;
+    unsigned char *blob, *again;
+    size_t len, len2;
+    assert_int_equal(lp_unit_stats_save(a, &blob, &len), LP_OK);
+    assert_int_equal(lp_unit_stats_new(&b, &CFG), LP_OK);
+    assert_int_equal(lp_unit_stats_load(b, blob, len), LP_OK);
+    assert_same(a, b);
+    assert_int_equal(lp_unit_stats_save(b, &again, &len2), LP_OK);
+    assert_int_equal(len, len2);
+    assert_memory_equal(blob, again, len);
+    /* Going on from the loaded state is going on from the first. */
+    lp_unit_example x = {99, 0, -1, 7, -1, 9.0f};
+    lp_unit_stats_offer(a, LP_UNIT_NEURON, 0, 0, &x);
+    lp_unit_stats_offer(b, LP_UNIT_NEURON, 0, 0, &x);
+    assert_same(a, b);
+    /* Damaged bytes and another config are refused. */
+    assert_int_equal(lp_unit_stats_load(b, blob, len - 3), LP_EFORMAT);
+    assert_non_null(strstr(lp_errmsg(), "damaged"));
+    lp_unit_stats_config other = CFG;
+    other.k = 5;
+    lp_unit_stats *c;
+    assert_int_equal(lp_unit_stats_new(&c, &other), LP_OK);
+    assert_int_equal(lp_unit_stats_load(c, blob, len), LP_EFORMAT);
+    blob[8 + 7 * 4] = 99; /* a top-k count over k */
+    assert_int_equal(lp_unit_stats_load(b, blob, len), LP_EFORMAT);
+    free(blob);
+    free(again);
+    lp_unit_stats_free(a);
+    lp_unit_stats_free(b);
+    lp_unit_stats_free(c);
+}
+
+static void config_ranges_are_checked(void **state) {
+    (void)state;
+    lp_unit_stats *u;
+    lp_unit_stats_config c = CFG;
+    c.k = 0;
+    assert_int_equal(lp_unit_stats_new(&u, &c), LP_EINVAL);
+    c.k = LP_UNIT_K_MAX + 1;
+    assert_int_equal(lp_unit_stats_new(&u, &c), LP_EINVAL);
+    c = CFG, c.samples = 0;
+    assert_int_equal(lp_unit_stats_new(&u, &c), LP_EINVAL);
+    c = CFG, c.n_layer = 1 << 20, c.d_mlp = 1 << 20;
+    assert_int_equal(lp_unit_stats_new(&u, &c), LP_ERANGE);
+    assert_null(u);
+}
+
+/* On the bundled model: a neuron's example is the run's largest mlp_post over its positions,
+ * a head's the largest weight off position 0, and the histogram counts every token. */
+static void values_are_the_runs(void **state) {
+    (void)state;
+    lp_model *m;
+    assert_int_equal(lp_model_load(&m, "models/default", NULL), LP_OK);
+    const lp_config *c = lp_model_config(m);
+    int ids[32], n = 0;
+    const char *text = "When Mary and John went to the store, John gave a drink to";
+    assert_int_equal(lp_tokenizer_encode(lp_model_tokenizer(m), text, strlen(text), false, ids, 32, &n), LP_OK);
+    lp_run *r;
+    assert_int_equal(lp_run_new(&r, m, ids, n), LP_OK);
+    lp_unit_stats_config cfg = {c->n_layer, c->d_mlp, c->n_head, true, true, 3, 2};
+    lp_unit_stats *u;
+    assert_int_equal(lp_unit_stats_new(&u, &cfg), LP_OK);
+    assert_int_equal(lp_unit_stats_add_run(u, r, 17, false), LP_OK);
+    lp_view v;
+    assert_int_equal(lp_run_view(r, LP_ACT_MLP_POST, 1, -1, &v), LP_OK);
+    lp_unit_example top[3];
+    int nt;
+    for (int neuron = 0; neuron < c->d_mlp; neuron += 37) {
+        float best = -INFINITY;
+        int at = -1;
+        uint64_t counted = 0;
+        for (int t = 0; t < n; t++) {
+            float x = v.data[(size_t)t * v.stride[0] + (size_t)neuron * v.stride[1]];
+            if (x > best) best = x, at = t;
+        }
+        lp_unit_stats_top(u, LP_UNIT_NEURON, 1, neuron, top, &nt);
+        assert_int_equal(nt, 1);
+        assert_int_equal(top[0].item, 17);
+        assert_int_equal(top[0].pos, at);
+        assert_int_equal(top[0].token, ids[at]);
+        assert_true(top[0].value == best);
+        const uint64_t *h = lp_unit_stats_histogram(u, 1, neuron);
+        for (int b = 0; b < LP_UNIT_BINS; b++) counted += h[b];
+        assert_int_equal(counted, (uint64_t)n);
+    }
+    assert_int_equal(lp_run_view(r, LP_ACT_PATTERN, 0, 3, &v), LP_OK);
+    float best = -1;
+    int bq = -1, bk = -1;
+    for (int q = 1; q < n; q++)
+        for (int k = 1; k <= q; k++) {
+            float w = v.data[(size_t)q * v.stride[0] + (size_t)k * v.stride[1]];
+            if (w > best) best = w, bq = q, bk = k;
+        }
+    lp_unit_stats_top(u, LP_UNIT_HEAD, 0, 3, top, &nt);
+    assert_int_equal(nt, 1);
+    assert_int_equal(top[0].pos, bq);
+    assert_int_equal(top[0].key_pos, bk);
+    assert_true(top[0].value == best);
+    /* With a BOS to leave out, position 0 never wins and is not counted. */
+    lp_unit_stats *ub;
+    assert_int_equal(lp_unit_stats_new(&ub, &cfg), LP_OK);
+    assert_int_equal(lp_unit_stats_add_run(ub, r, 3, true), LP_OK);
+    for (int neuron = 0; neuron < c->d_mlp; neuron += 51) {
+        lp_unit_stats_top(ub, LP_UNIT_NEURON, 0, neuron, top, &nt);
+        assert_true(top[0].pos >= 1);
+        uint64_t counted = 0;
+        for (int b = 0; b < LP_UNIT_BINS; b++) counted += lp_unit_stats_histogram(ub, 0, neuron)[b];
+        assert_int_equal(counted, (uint64_t)n - 1);
+    }
+    lp_unit_stats_free(ub);
+    lp_unit_stats_free(u);
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(bins_are_fixed_edges),
+        cmocka_unit_test(examples_have_a_total_order),
+        cmocka_unit_test(the_state_does_not_depend_on_the_order_of_items),
+        cmocka_unit_test(bytes_load_back_to_the_same_state),
+        cmocka_unit_test(config_ranges_are_checked),
+        cmocka_unit_test(values_are_the_runs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
