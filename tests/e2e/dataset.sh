@@ -10,27 +10,11 @@ fails=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 . tests/e2e/lib/check.sh
-q() { "$LOUPE" -d "$1" -m json -e "sql $2" | jq -r "$3"; } # q DB QUERY JQ-FILTER
+. tests/e2e/lib/dataset.sh
 
 # 60 IOI-style prompts, JSONL with a label; one blank line (not an item).
-i=0
-for a in Mary John Anna Tom Lily Sam Kate Ben; do for p in store park school garden; do for b in John Kate; do
-    [ $i -lt 60 ] && printf '{"text": "When %s and %s went to the %s, %s gave a drink to", "label": "%s"}\n' "$a" "$b" "$p" "$b" "$a" >>"$tmp/items.jsonl"
-    [ $i -eq 30 ] && echo >>"$tmp/items.jsonl"
-    i=$((i + 1))
-done; done; done
+ioi_items 60 "$tmp/items.jsonl" 30
 OPTS="--label-field label --k 5 --samples 3"
-
-# Every aggregate row of dataset $2 in $1, values with all their digits, for diff.
-agg() {
-    sqlite3 "$1" "SELECT unit_kind, layer, unit, rank, item, pos, key_pos, token_id, hex(token), key_token_id, printf('%.17g', value) FROM unit_examples WHERE dataset_id = $2 ORDER BY 1, 2, 3, 4;
-SELECT unit_kind, layer, unit, bin, printf('%.17g', lower), count FROM unit_histograms WHERE dataset_id = $2 ORDER BY 1, 2, 3, 4;
-SELECT unit_kind, layer, unit, bin, hash, item, pos, key_pos, token_id, printf('%.17g', value) FROM unit_quantile_samples WHERE dataset_id = $2 ORDER BY 1, 2, 3, 4, 5;
-SELECT layer, head, metric, n, printf('%.17g', mean), printf('%.17g', std) FROM head_metric_stats WHERE dataset_id = $2 ORDER BY 1, 2, 3;
-SELECT item, line, text, label, n_tokens, skipped FROM dataset_items WHERE dataset_id = $2 ORDER BY item;
-SELECT item, method, pos, printf('%.17g', score) FROM dataset_attributions WHERE dataset_id = $2 ORDER BY item, pos;
-SELECT i.item, t.pos, t.token_id FROM dataset_items i JOIN tokens t ON t.run_id = i.run_id WHERE i.dataset_id = $2 ORDER BY 1, 2;"
-}
 
 # (a) one process
 t0=$(date +%s)
@@ -64,7 +48,7 @@ done
 check "shards: each takes every third item" test "$(q "$tmp/s2.db" "SELECT count(*) AS n, min(item) AS a, sum(item % 3 != 1) AS w FROM dataset_items" '.[0] | "\(.n) \(.a) \(.w)"')" = "20 1 0"
 "$LOUPE" -d "$tmp/m.db" -m json -e "merge $tmp/s1.db $tmp/s2.db $tmp/s3.db" >"$tmp/out" 2>"$tmp/err"
 check "merge: three shards" jq -e 'length == 3 and all(.result == "merged")' "$tmp/out"
-mid=$(q "$tmp/m.db" "SELECT id FROM datasets WHERE shard_i = 0" '.[0].id')
+mid=$(merged_id "$tmp/m.db")
 agg "$tmp/m.db" "$mid" >"$tmp/m.agg"
 check "merged shards == one process, row for row ($(wc -l <"$tmp/one.agg") rows)" diff "$tmp/one.agg" "$tmp/m.agg"
 check "merge: every run once, with its attribution" test "$(q "$tmp/m.db" "SELECT (SELECT count(*) FROM runs) AS r, (SELECT count(*) FROM attributions) AS a, (SELECT count(DISTINCT run_id) FROM dataset_items) AS d" '.[0] | "\(.r) \(.a) \(.d)"')" = "60 60 60"
@@ -73,7 +57,7 @@ sum=$(agg "$tmp/m.db" "$mid" | md5sum)
 check "merge again: nothing changes" sh -c "jq -e '.[0].result == \"already merged\"' '$tmp/out' >/dev/null && test \"\$(sqlite3 '$tmp/m.db' 'SELECT count(*) FROM runs')\" = 60"
 check "merge again: the same aggregates" test "$(agg "$tmp/m.db" "$mid" | md5sum)" = "$sum"
 "$LOUPE" -d "$tmp/m2.db" -e "merge $tmp/s3.db" -e "merge $tmp/s1.db $tmp/s2.db" >/dev/null 2>"$tmp/err"
-check "merge in another order, in two steps: the same" test "$(agg "$tmp/m2.db" "$(q "$tmp/m2.db" "SELECT id FROM datasets WHERE shard_i = 0" '.[0].id')" | md5sum)" = "$(md5sum <"$tmp/one.agg")"
+check "merge in another order, in two steps: the same" test "$(agg "$tmp/m2.db" "$(merged_id "$tmp/m2.db")" | md5sum)" = "$(md5sum <"$tmp/one.agg")"
 
 # GNU parallel: the three shards at once.
 if command -v parallel >/dev/null 2>&1; then
@@ -83,7 +67,7 @@ EOF
     parallel -j 3 sh "$tmp/shard.sh" ::: 1 2 3 >/dev/null 2>"$tmp/err"
     check "GNU parallel: three shards" test $? -eq 0
     "$LOUPE" -d "$tmp/pm.db" -e "merge $tmp/p1.db $tmp/p2.db $tmp/p3.db" >/dev/null 2>"$tmp/err"
-    check "GNU parallel: merged == one process" test "$(agg "$tmp/pm.db" "$(q "$tmp/pm.db" "SELECT id FROM datasets WHERE shard_i = 0" '.[0].id')" | md5sum)" = "$(md5sum <"$tmp/one.agg")"
+    check "GNU parallel: merged == one process" test "$(agg "$tmp/pm.db" "$(merged_id "$tmp/pm.db")" | md5sum)" = "$(md5sum <"$tmp/one.agg")"
 else
     echo "skip GNU parallel is not installed (make test installs it)"
 fi
