@@ -21,10 +21,13 @@ TOOL_SRC   := $(wildcard tests/tools/*.c)
 TOOL_BIN   := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 HEADERS    := $(wildcard include/loupe/*.h) $(wildcard src/*.h src/*/*.h) $(wildcard ui/*.h) $(wildcard store/*.h)
 
-# Debian packages: pkg-config name or command -> package that provides it.
+# A single-node Slurm for tests/e2e/slurm.sh, which configures and starts its own daemons.
+SLURM_NEEDS := file:/usr/sbin/slurmctld:slurmctld file:/usr/sbin/slurmd:slurmd cmd:sbatch:slurm-client file:/usr/sbin/munged:munge
+# Debian packages: pkg-config name, command or file -> package that provides it.
 DEB_NEEDS := pc:openblas:libopenblas-dev pc:jansson:libjansson-dev pc:libpcre2-8:libpcre2-dev \
              pc:sqlite3:libsqlite3-dev pc:cmocka:libcmocka-dev pc:ncursesw:libncurses-dev \
-             pc:readline:libreadline-dev pc:libutf8proc:libutf8proc-dev cmd:tmux:tmux cmd:jq:jq cmd:parallel:parallel cmd:sqlite3:sqlite3 cmd:pkg-config:pkg-config
+             pc:readline:libreadline-dev pc:libutf8proc:libutf8proc-dev cmd:tmux:tmux cmd:jq:jq cmd:parallel:parallel cmd:sqlite3:sqlite3 cmd:pkg-config:pkg-config \
+             $(SLURM_NEEDS)
 FUZZ_NEEDS := cmd:clang:clang file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 
 .PHONY: all deps deps-fuzz test check check-kernels run bench sanitize fuzz clean tools check-model model encoder-model encoder-polarity-model t5-model
