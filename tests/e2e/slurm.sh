@@ -135,6 +135,7 @@ queue() {
     jobs="$jobs $array $merge"
     k=0
     while [ $k -lt 600 ] && [ -n "$(squeue -h -j "$array,$merge" 2>/dev/null)" ]; do sleep 0.2; k=$((k + 1)); done
+    echo "jobs $array and $merge: queued and gone in $((k / 5)) s" >>"$tmp/timing"
     [ $k -lt 600 ]
 }
 check "submit.sh queues the array and the merge, both end within 120 s" queue "$tmp/out" --label-field label --k 5 --samples 3 --each 'attr gxi'
@@ -181,6 +182,7 @@ printf '#!/bin/sh\ncase "$*" in *"sql "*) exec "%s" "$@" ;; esac\necho "ran: $*"
 chmod +x "$tmp/stub"
 task_loupe=$tmp/stub; task 3 1 3 3
 check "task 3 again, its shard unfinished: resumed" grep -q "^ran: .* --shard 3/3 --resume$" "$tmp/task.out"
+cat "$tmp/timing"
 echo "e2e slurm: $t_slurm s for Slurm (start, jobs, comparison), $(($(date +%s) - t0)) s in all"
 
 echo "$fails failed"
