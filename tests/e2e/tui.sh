@@ -16,12 +16,7 @@ TEXT='Once upon a time, Lily found a ball. Lily liked the ball.'
 PANE=tui LIMIT=100
 . tests/e2e/lib/tmux.sh
 # start ARGS...: a command in a fresh 120x40 pane; its exit status lands in $tmp/status
-start() {
-    rm -f "$tmp/status"
-    t kill-server
-    tmux -L "$sock" -f /dev/null new-session -d -s tui -x 120 -y 40 -c "$(pwd)" \
-        "env LANG=C.UTF-8 INPUTRC=/dev/null LOUPE_HISTORY='$tmp/hist' XDG_DATA_HOME='$tmp/data' $* ; echo \$? >'$tmp/status'"
-}
+start() { start_pane 120 40 "LANG=C.UTF-8 LOUPE_HISTORY='$tmp/hist' $*"; }
 quit_with() {
     name=$1 want=$2
     shift 2

@@ -12,12 +12,7 @@ M=$(pwd)/models/default
 TEXT='When Mary and John went to the store, John gave a drink to'
 PANE=ex LIMIT=90
 . tests/e2e/lib/tmux.sh
-start() {
-    rm -f "$tmp/status"
-    t kill-server
-    tmux -L "$sock" -f /dev/null new-session -d -s ex -x 80 -y 24 -c "$(pwd)" \
-        "env LANG=C.UTF-8 TERM=xterm-256color INPUTRC=/dev/null LOUPE_HISTORY='$tmp/hist' XDG_DATA_HOME='$tmp/data' $* ; echo \$? >'$tmp/status'"
-}
+start() { start_pane 80 24 "LANG=C.UTF-8 TERM=xterm-256color LOUPE_HISTORY='$tmp/hist' $*"; }
 quit() {
     keys q
     if poll exists 5 "$tmp/status" && [ "$(cat "$tmp/status")" = 0 ]; then ok "$1"
