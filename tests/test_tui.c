@@ -2070,6 +2070,9 @@ static void examples_view_shows_a_units_examples_and_enter_opens_one(void **stat
         assert_int_equal(f->b->layer, 0);
         assert_int_equal(f->b->pos, lp_row_int(second, "pos", 0));
         assert_int_equal(count_of(f, "SELECT count(*) AS n FROM runs"), runs);
+        /* view 3 gives the neuron's value there: the example's */
+        snprintf(want, sizeof want, "neuron %d %+.4f ", n + 1, lp_row_real(second, "value"));
+        assert_non_null(strstr(status(f), want));
     }
     json_decref(second);
     /* :examples head L.H (no options) shows it here; with options it prints */

@@ -84,6 +84,7 @@ text2=$(jq -r '.[1].text' "$tmp/neuron.json")
 strip2=" $("$LOUPE" -d :memory: -m json "$M" -e "run $text2" -e tokens | jq -s -r '.[1] | map(.text | gsub(" "; "·")) | join(" ")')"
 tok2=$(shown "$(jq -r '.[1].token' "$tmp/neuron.json")")
 expect "Enter: the activations view on the example's token" 10 "token $pos2 $tok2 "
+expect "with the neuron's value there, the example's" 5 "neuron 7 $(printf '%+.4f' "$(jq -r '.[1].value' "$tmp/neuron.json")") "
 if [ "$(screen | sed -n 2p | sed 's/ *$//')" = "$strip2" ]; then ok "the run shown is item $item2's text"
 else fail "the run shown is item $item2's text"; screen | sed -n 2p; echo "  wanted: $strip2"; fi
 within_80 "the activations view within 80 columns"
