@@ -2020,7 +2020,6 @@ static void examples_view_shows_a_units_examples_and_enter_opens_one(void **stat
     fclose(fp);
     snprintf(cmd, sizeof cmd, "dataset %s --k 5", path);
     OK(lp_browser_exec(f->b, cmd));
-    rm_tree(dir);
     render(f);
     SHOWS(f, "head 0.0  dataset 1 items.txt (20 items, 1 of 1)");
     /* the head's top example: its weight, its query token highlighted, its key in the status */
@@ -2083,6 +2082,13 @@ static void examples_view_shows_a_units_examples_and_enter_opens_one(void **stat
     assert_int_equal(f->b->view, LP_VIEW_EXAMPLES);
     assert_int_equal(f->b->neuron, -1);
     SHOWS(f, "head 1.2  dataset 1");
+    json_t *h = top_example(f, "head", 1, 2, 1);
+    key(f, LP_KEY_ENTER); /* a head's: its query in the attention view */
+    assert_int_equal(f->s.run_id, lp_row_int(h, "run_id", 0));
+    assert_int_equal(f->b->view, LP_VIEW_ATTENTION);
+    assert_int_equal(f->b->layer, 1), assert_int_equal(f->b->head, 2);
+    assert_int_equal(f->b->pos, lp_row_int(h, "pos", 0));
+    json_decref(h);
     key(f, ':');
     type(f, "examples neuron 1.7");
     key(f, LP_KEY_ENTER);
@@ -2104,6 +2110,18 @@ static void examples_view_shows_a_units_examples_and_enter_opens_one(void **stat
     SHOWS(f, "quantile samples");
     SHOWS(f, "density ");
     assert_non_null(strstr(highlighted(f, 3, LP_ATTR_REVERSE), "\xC2\xB7"));
+    /* a second dataset: the newest shown, d goes to the other */
+    snprintf(cmd, sizeof cmd, "dataset %s --k 3", path);
+    OK(lp_browser_exec(f->b, cmd));
+    rm_tree(dir);
+    render(f);
+    SHOWS(f, "neuron 1.7  dataset 2 items.txt (20 items, 1 of 2)");
+    key(f, 'd');
+    settle(f);
+    SHOWS(f, "neuron 1.7  dataset 1 items.txt (20 items, 2 of 2)");
+    key(f, 'd');
+    settle(f);
+    SHOWS(f, "dataset 2 items.txt (20 items, 1 of 2)");
 }
 
 #define STORIES_TEST(t) {#t, t, stories, fixture_close, NULL}

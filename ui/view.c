@@ -360,6 +360,7 @@ static void clamp_selection(lp_browser *b) {
     clamp(&b->src_pos, 0, b->S > 0 ? b->S - 1 : 0);
     clamp(&b->layer, 0, n_layer(b) - 1);
     clamp(&b->head, 0, n_head(b) - 1);
+    if (b->neuron >= 0 && b->s->model) clamp(&b->neuron, 0, lp_model_config(b->s->model)->d_mlp - 1);
 }
 
 /* A code point as UTF-8 (what a key typed on the line inserts). */

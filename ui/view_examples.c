@@ -335,8 +335,8 @@ static void draw_samples(const examples_state *st, bool head, lp_screen *scr, lp
         long long bin = lp_row_int(json_array_get(st->samples, i), "bin", 0);
         char label[32];
         bin_label((int)bin, label, sizeof label);
-        int x = a.x + lp_screen_put_clip(scr, a.x, y, 7, label, LP_COLOR_LABEL, 0);
-        x = a.x + 8;
+        lp_screen_put_clip(scr, a.x, y, 7, label, LP_COLOR_LABEL, 0);
+        int x = a.x + 8;
         for (; i < n && lp_row_int(json_array_get(st->samples, i), "bin", 0) == bin; i++) {
             json_t *s = json_array_get(st->samples, i);
             char tok[TOKEN_CAP], key[TOKEN_CAP], one[320];
