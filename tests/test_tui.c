@@ -1978,14 +1978,13 @@ static void settle(fixture *f) {
     for (int i = 0; i < 3 && (lp_browser_stale(f->b) || shows(f, "Reading the store")); i++) render(f);
 }
 
-/* Row y's cells drawn as the activating token (selected colour, reversed), as text. */
-static const char *highlighted(const fixture *f, int y, int attr) {
+/* Row y's cells drawn as the activating token (the selected colour, bold), as text. */
+static const char *highlighted(const fixture *f, int y) {
     static char buf[512];
     buf[0] = '\0';
     for (int x = 0; x < f->scr->w; x++) {
         const lp_cell *c = lp_screen_at(f->scr, x, y);
-        if ((c->attr & attr) == attr && (attr != LP_ATTR_REVERSE || c->color == LP_COLOR_SELECTED))
-            strncat(buf, c->ch, sizeof buf - strlen(buf) - 1);
+        if (c->color == LP_COLOR_SELECTED && (c->attr & LP_ATTR_BOLD)) strncat(buf, c->ch, sizeof buf - strlen(buf) - 1);
     }
     return buf;
 }
@@ -2029,7 +2028,7 @@ static void examples_view_shows_a_units_examples_and_enter_opens_one(void **stat
     SHOWS(f, want);
     const char *t = lp_row_str(top, "token");
     lp_screen_token_text(t, strlen(t), tok, sizeof tok);
-    assert_string_equal(highlighted(f, 3, LP_ATTR_REVERSE), tok);
+    assert_string_equal(highlighted(f, 3), tok);
     snprintf(want, sizeof want, "#1 item %lld: %lld %s \xE2\x86\x92 %lld", lp_row_int(top, "item", 0),
              lp_row_int(top, "pos", 0), tok, lp_row_int(top, "key_pos", 0));
     assert_non_null(strstr(status(f), want));
@@ -2051,7 +2050,7 @@ static void examples_view_shows_a_units_examples_and_enter_opens_one(void **stat
     top = top_example(f, "neuron", 0, n + 1, 1);
     t = lp_row_str(top, "token");
     lp_screen_token_text(t, strlen(t), tok, sizeof tok);
-    assert_string_equal(highlighted(f, 3, LP_ATTR_REVERSE), tok);
+    assert_string_equal(highlighted(f, 3), tok);
     json_decref(top);
     /* Enter on the second: its run, at its token, in the activations view; no new run */
     long long runs = count_of(f, "SELECT count(*) AS n FROM runs");
@@ -2109,7 +2108,7 @@ static void examples_view_shows_a_units_examples_and_enter_opens_one(void **stat
     SHOWS(f, "\xE2\x96\xB8  1 ");
     SHOWS(f, "quantile samples");
     SHOWS(f, "density ");
-    assert_non_null(strstr(highlighted(f, 3, LP_ATTR_REVERSE), "\xC2\xB7"));
+    assert_non_null(strstr(highlighted(f, 3), "\xC2\xB7"));
     /* a second dataset: the newest shown, d goes to the other */
     snprintf(cmd, sizeof cmd, "dataset %s --k 3", path);
     OK(lp_browser_exec(f->b, cmd));

@@ -298,7 +298,7 @@ static void draw_example(const example *e, bool sel, lp_screen *scr, int x0, int
     int x = x0 + PREFIX_W + 1, room = x0 + w - x;
     if (room < 4) return;
     if (e->n_ctx == 0) { /* no tokens stored for its run: the token alone */
-        lp_screen_put_clip(scr, x, y, room, e->token, LP_COLOR_SELECTED, LP_ATTR_BOLD | LP_ATTR_REVERSE);
+        lp_screen_put_clip(scr, x, y, room, e->token, LP_COLOR_SELECTED, LP_ATTR_BOLD);
         return;
     }
     int at = e->pos - e->ctx0, mark = e->key_pos >= 0 ? e->key_pos - e->ctx0 : -1, first, last;
@@ -311,7 +311,8 @@ static void draw_example(const example *e, bool sel, lp_screen *scr, int x0, int
     for (int i = first; i <= last && x < end; i++) {
         lp_color col = LP_COLOR_NORMAL;
         int attr = 0;
-        if (i == at) col = LP_COLOR_SELECTED, attr = LP_ATTR_BOLD | LP_ATTR_REVERSE;
+        /* the selected colour as the strip draws its token (reversed without colours) */
+        if (i == at) col = LP_COLOR_SELECTED, attr = LP_ATTR_BOLD;
         if (i == mark) attr |= LP_ATTR_UNDERLINE | LP_ATTR_BOLD, col = i == at ? col : LP_COLOR_LABEL;
         x += lp_screen_put_clip(scr, x, y, end - x, e->ctx[i], col, attr);
     }
