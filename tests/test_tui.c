@@ -306,16 +306,21 @@ static void title_names_the_view_and_strip_highlights_the_token(void **state) {
 }
 
 /* At 80 columns the title bar still names every view beside its key, and the layer and
- * head; the model's name and the run give way first. */
+ * head; the model's name and the run give way first, then the current view's title for its
+ * name (nine views' names leave no room for the longer titles), still marked as current. */
 static void title_bar_names_every_view_at_80_columns(void **state) {
     fixture *f = *state;
     lp_screen_resize(f->scr, 80, 24);
     for (int v = 0; v < LP_VIEW_COUNT; v++) {
         key(f, '1' + v);
         for (int w = 0; w < LP_VIEW_COUNT; w++) {
-            char want[64];
-            snprintf(want, sizeof want, " %d %s", w + 1, w == v ? lp_view_get(w)->title : lp_view_get(w)->name);
-            if (!strstr(row(f, 0), want)) fail_msg("view %d: no '%s' in the title bar '%s'", v + 1, want, row(f, 0));
+            char want[64], title[64];
+            snprintf(want, sizeof want, " %d %s%s", w + 1, lp_view_get(w)->name, w == v ? " " : "");
+            snprintf(title, sizeof title, " %d %s ", w + 1, lp_view_get(w)->title);
+            const char *at = strstr(row(f, 0), want);
+            if (!at && w == v) at = strstr(row(f, 0), title);
+            if (!at) fail_msg("view %d: no '%s' in the title bar '%s'", v + 1, want, row(f, 0));
+            if (w == v) assert_int_equal(lp_screen_at(f->scr, (int)(at - row(f, 0)) + 1, 0)->color, LP_COLOR_TAB);
         }
         assert_non_null(strstr(row(f, 0), " L0 H0 "));
     }
@@ -1591,7 +1596,7 @@ static void model_view_shows_every_layer_and_head(void **state) {
     for (int k = 0; k < 2; k++) {
         lp_screen_resize(f->scr, SIZES[k][0], SIZES[k][1]);
         key(f, '8');
-        assert_non_null(strstr(row(f, 0), " 8 Model view "));
+        assert_non_null(strstr(row(f, 0), k == 0 ? " 8 model " : " 8 Model view "));
         thumb t[64];
         int n, per_row, bands = find_thumbnails(f, t, 64, &n, &per_row);
         if (bands != c->n_layer || per_row != c->n_head) {
@@ -1913,6 +1918,211 @@ static void wide_tokens_keep_the_grid_aligned(void **state) {
     SHOWS(f, "中");
 }
 
+/* ---- the examples view ---- */
+
+/* Its context line: up to 8 tokens each side of the activating one, back to a head's key,
+ * cut from the end farther away until they fit; the token itself always stays. */
+static void context_window_keeps_the_token_and_cuts_the_far_end(void **state) {
+    (void)state;
+    int w[20], first, last;
+    for (int i = 0; i < 20; i++) w[i] = 5;
+    lp_context_window(w, 20, 10, -1, 8, 1000, &first, &last);
+    assert_int_equal(first, 2), assert_int_equal(last, 18);
+    lp_context_window(w, 20, 0, -1, 8, 1000, &first, &last); /* nothing before the first token */
+    assert_int_equal(first, 0), assert_int_equal(last, 8);
+    lp_context_window(w, 20, 19, -1, 8, 1000, &first, &last);
+    assert_int_equal(first, 11), assert_int_equal(last, 19);
+    /* room for five: both ends cut in turn, the one after the token first on a tie */
+    lp_context_window(w, 20, 10, -1, 8, 25, &first, &last);
+    assert_int_equal(first, 8), assert_int_equal(last, 12);
+    lp_context_window(w, 20, 10, -1, 8, 20, &first, &last);
+    assert_int_equal(first, 8), assert_int_equal(last, 11);
+    /* a head's key further back than 8: kept while the tokens after the query can go */
+    lp_context_window(w, 20, 15, 2, 8, 1000, &first, &last);
+    assert_int_equal(first, 2), assert_int_equal(last, 19);
+    lp_context_window(w, 20, 15, 2, 8, 70, &first, &last);
+    assert_int_equal(first, 2), assert_int_equal(last, 15);
+    lp_context_window(w, 20, 15, 2, 8, 30, &first, &last); /* then it has to go */
+    assert_int_equal(first, 10), assert_int_equal(last, 15);
+    /* a token wider than the room stays, alone (the screen clips it) */
+    w[10] = 100;
+    lp_context_window(w, 20, 10, -1, 8, 30, &first, &last);
+    assert_int_equal(first, 10), assert_int_equal(last, 10);
+}
+
+/* The histogram: the bins from the first to the last with tokens (empty ones between kept),
+ * grouped when the rows are fewer; a bin with tokens never gets an empty bar. */
+static void histogram_rows_group_bins_and_bars_never_hide_a_count(void **state) {
+    (void)state;
+    long long c[10] = {0, 0, 3, 0, 5, 1, 0, 0, 2, 0}, out[10];
+    int lo, g;
+    assert_int_equal(lp_histogram_rows(c, 10, 10, &lo, &g, out), 7);
+    assert_int_equal(lo, 2), assert_int_equal(g, 1);
+    long long want7[] = {3, 0, 5, 1, 0, 0, 2};
+    for (int i = 0; i < 7; i++) assert_int_equal(out[i], want7[i]);
+    assert_int_equal(lp_histogram_rows(c, 10, 3, &lo, &g, out), 3);
+    assert_int_equal(g, 3);
+    assert_int_equal(out[0], 8), assert_int_equal(out[1], 1), assert_int_equal(out[2], 2);
+    assert_int_equal(lp_histogram_rows(c, 10, 0, &lo, &g, out), 0);
+    long long none[4] = {0};
+    assert_int_equal(lp_histogram_rows(none, 4, 4, &lo, &g, out), 0);
+    assert_int_equal(lp_bar_eighths(0, 10, 5), 0);
+    assert_int_equal(lp_bar_eighths(10, 10, 5), 40);
+    assert_int_equal(lp_bar_eighths(5, 10, 5), 20);
+    assert_int_equal(lp_bar_eighths(1, 100000, 5), 1);
+    assert_int_equal(lp_bar_eighths(3, 0, 5), 0);
+}
+
+/* Renders until the view has read what it shows (a unit change is read on the next update). */
+static void settle(fixture *f) {
+    for (int i = 0; i < 3 && (lp_browser_stale(f->b) || shows(f, "Reading the store")); i++) render(f);
+}
+
+/* Row y's cells drawn as the activating token (the selected colour, bold), as text. */
+static const char *highlighted(const fixture *f, int y) {
+    static char buf[512];
+    buf[0] = '\0';
+    for (int x = 0; x < f->scr->w; x++) {
+        const lp_cell *c = lp_screen_at(f->scr, x, y);
+        if (c->color == LP_COLOR_SELECTED && (c->attr & LP_ATTR_BOLD)) strncat(buf, c->ch, sizeof buf - strlen(buf) - 1);
+    }
+    return buf;
+}
+
+static json_t *top_example(fixture *f, const char *kind, int layer, int unit, int rank) {
+    json_t *rows = NULL;
+    OK(lp_store_query(f->s.store,
+                      "SELECT e.value, e.token, e.pos, e.key_pos, e.key_token, e.item, i.run_id FROM unit_examples e"
+                      " JOIN dataset_items i USING (dataset_id, item) WHERE e.unit_kind = ?1 AND e.layer = ?2 AND"
+                      " e.unit = ?3 AND e.rank = ?4",
+                      json_pack("[s,i,i,i]", kind, layer, unit, rank), false, &rows, NULL));
+    json_t *row = json_incref(json_array_get(rows, 0));
+    json_decref(rows);
+    assert_non_null(row);
+    return row;
+}
+
+/* View 9 on the bundled model: empty until `dataset` runs, then the head's and a neuron's
+ * top examples with the token highlighted, the samples and histogram; Enter opens an
+ * example's stored run at its token without recording a new one; :examples names a unit. */
+static void examples_view_shows_a_units_examples_and_enter_opens_one(void **state) {
+    fixture *f = *state;
+    key(f, '9');
+    SHOWS(f, "No dataset examples in this store");
+    SHOWS(f, ":dataset FILE");
+    char *dir = make_temp_dir(), path[4200], cmd[4300];
+    snprintf(path, sizeof path, "%s/items.txt", dir);
+    FILE *fp = fopen(path, "w");
+    const char *names[] = {"Mary", "John", "Anna", "Tom", "Lily"}, *places[] = {"store", "park", "school", "garden"};
+    for (int i = 0; i < 20; i++)
+        fprintf(fp, "When %s and Kate went to the %s, Kate gave a drink to\n", names[i / 4], places[i % 4]);
+    fclose(fp);
+    snprintf(cmd, sizeof cmd, "dataset %s --k 5", path);
+    OK(lp_browser_exec(f->b, cmd));
+    render(f);
+    SHOWS(f, "head 0.0  dataset 1 items.txt (20 items, 1 of 1)");
+    /* the head's top example: its weight, its query token highlighted, its key in the status */
+    json_t *top = top_example(f, "head", 0, 0, 1);
+    char want[256], tok[96];
+    snprintf(want, sizeof want, "  1 %8.4g #%-4lld", lp_row_real(top, "value"), lp_row_int(top, "item", 0));
+    SHOWS(f, want);
+    const char *t = lp_row_str(top, "token");
+    lp_screen_token_text(t, strlen(t), tok, sizeof tok);
+    assert_string_equal(highlighted(f, 3), tok);
+    snprintf(want, sizeof want, "#1 item %lld: %lld %s \xE2\x86\x92 %lld", lp_row_int(top, "item", 0),
+             lp_row_int(top, "pos", 0), tok, lp_row_int(top, "key_pos", 0));
+    assert_non_null(strstr(status(f), want));
+    json_decref(top);
+    SHOWS(f, "quantile samples");
+    assert_false(shows(f, "density")); /* heads have no histogram */
+    /* u: the neuron view 3 lists first at the selected token */
+    key(f, 'u');
+    settle(f);
+    int n = f->b->neuron;
+    assert_true(n >= 0);
+    snprintf(want, sizeof want, "neuron 0.%d  dataset 1", n);
+    SHOWS(f, want);
+    SHOWS(f, "density ");
+    SHOWS(f, "/284 tokens > 0)");
+    key(f, 'L');
+    settle(f);
+    assert_int_equal(f->b->neuron, n + 1);
+    top = top_example(f, "neuron", 0, n + 1, 1);
+    t = lp_row_str(top, "token");
+    lp_screen_token_text(t, strlen(t), tok, sizeof tok);
+    assert_string_equal(highlighted(f, 3), tok);
+    json_decref(top);
+    /* Enter on the second: its run, at its token, in the activations view; no new run */
+    long long runs = count_of(f, "SELECT count(*) AS n FROM runs");
+    json_t *second = top_example(f, "neuron", 0, n + 1, 2);
+    key(f, 'j');
+    assert_non_null(strstr(status(f), "#2 item"));
+    for (int i = 0; i < 2; i++) {
+        key(f, '9');
+        settle(f);
+        if (i == 1) assert_non_null(strstr(status(f), "#2 item")); /* back on the same example */
+        key(f, LP_KEY_ENTER);
+        assert_false(f->b->message_error);
+        assert_int_equal(f->s.run_id, lp_row_int(second, "run_id", 0));
+        assert_int_equal(f->b->view, LP_VIEW_ACTIVATIONS);
+        assert_int_equal(f->b->layer, 0);
+        assert_int_equal(f->b->pos, lp_row_int(second, "pos", 0));
+        assert_int_equal(count_of(f, "SELECT count(*) AS n FROM runs"), runs);
+        /* view 3 gives the neuron's value there: the example's */
+        snprintf(want, sizeof want, "neuron %d %+.4f ", n + 1, lp_row_real(second, "value"));
+        assert_non_null(strstr(status(f), want));
+    }
+    json_decref(second);
+    /* :examples head L.H (no options) shows it here; with options it prints */
+    key(f, ':');
+    type(f, "examples head 1.2");
+    key(f, LP_KEY_ENTER);
+    settle(f);
+    assert_int_equal(f->b->view, LP_VIEW_EXAMPLES);
+    assert_int_equal(f->b->neuron, -1);
+    SHOWS(f, "head 1.2  dataset 1");
+    json_t *h = top_example(f, "head", 1, 2, 1);
+    key(f, LP_KEY_ENTER); /* a head's: its query in the attention view */
+    assert_int_equal(f->s.run_id, lp_row_int(h, "run_id", 0));
+    assert_int_equal(f->b->view, LP_VIEW_ATTENTION);
+    assert_int_equal(f->b->layer, 1), assert_int_equal(f->b->head, 2);
+    assert_int_equal(f->b->pos, lp_row_int(h, "pos", 0));
+    json_decref(h);
+    key(f, ':');
+    type(f, "examples neuron 1.7");
+    key(f, LP_KEY_ENTER);
+    settle(f);
+    assert_int_equal(f->b->neuron, 7);
+    assert_int_equal(f->b->layer, 1);
+    SHOWS(f, "neuron 1.7  dataset 1");
+    key(f, ':');
+    type(f, "examples neuron 1.7 --k 1");
+    key(f, LP_KEY_ENTER);
+    assert_true(f->b->output_shown);
+    /* 80 x 24: the examples, the samples and the histogram all there */
+    key(f, LP_KEY_ESC);
+    lp_screen_resize(f->scr, 80, 24);
+    render(f);
+    settle(f);
+    SHOWS(f, "neuron 1.7");
+    SHOWS(f, "\xE2\x96\xB8  1 ");
+    SHOWS(f, "quantile samples");
+    SHOWS(f, "density ");
+    assert_non_null(strstr(highlighted(f, 3), "\xC2\xB7"));
+    /* a second dataset: the newest shown, d goes to the other */
+    snprintf(cmd, sizeof cmd, "dataset %s --k 3", path);
+    OK(lp_browser_exec(f->b, cmd));
+    rm_tree(dir);
+    render(f);
+    SHOWS(f, "neuron 1.7  dataset 2 items.txt (20 items, 1 of 2)");
+    key(f, 'd');
+    settle(f);
+    SHOWS(f, "neuron 1.7  dataset 1 items.txt (20 items, 2 of 2)");
+    key(f, 'd');
+    settle(f);
+    SHOWS(f, "dataset 2 items.txt (20 items, 1 of 2)");
+}
+
 #define STORIES_TEST(t) {#t, t, stories, fixture_close, NULL}
 
 int main(void) {
@@ -1922,6 +2132,8 @@ int main(void) {
         cmocka_unit_test(scales_have_levels_and_shades),
         cmocka_unit_test(keymap_has_one_binding_per_key_and_scope),
         cmocka_unit_test(line_editor_edits_and_walks_history),
+        cmocka_unit_test(context_window_keeps_the_token_and_cuts_the_far_end),
+        cmocka_unit_test(histogram_rows_group_bins_and_bars_never_hide_a_count),
         STORIES_TEST(title_names_the_view_and_strip_highlights_the_token),
         STORIES_TEST(small_terminal_gets_a_message),
         STORIES_TEST(title_bar_names_every_view_at_80_columns),
@@ -1966,6 +2178,8 @@ int main(void) {
         {"model_view_draws_a_previous_token_head_off_the_diagonal", model_view_draws_a_previous_token_head_off_the_diagonal,
          default_model, fixture_close, NULL},
         cmocka_unit_test(thumbnails_draw_the_whole_square),
+        {"examples_view_shows_a_units_examples_and_enter_opens_one", examples_view_shows_a_units_examples_and_enter_opens_one,
+         default_model, fixture_close, NULL},
         STORIES_TEST(command_output_goes_to_the_pane_and_errors_to_the_message_line),
         STORIES_TEST(help_is_written_from_the_keymap),
         STORIES_TEST(slash_searches_the_tokens_and_n_steps_through_matches),

@@ -43,6 +43,7 @@ static const lp_binding KEYMAP[] = {
     {ALL, '6', "6", LP_DO_VIEW, LP_VIEW_FINDINGS, VIEW_N},
     {ALL, '7', "7", LP_DO_VIEW, LP_VIEW_PATCHING, VIEW_N},
     {ALL, '8', "8", LP_DO_VIEW, LP_VIEW_MODEL, VIEW_N},
+    {ALL, '9', "9", LP_DO_VIEW, LP_VIEW_EXAMPLES, VIEW_N},
     {ALL, ':', ":", LP_DO_COMMAND, 0,
      "command line: any loupe command (run, load, attr, sql, ...); attn L H, heads and lens open their view"},
     {ALL, 'm', "m", LP_DO_NOTE, 0, "write a finding about what is under the cursor"},
@@ -123,6 +124,22 @@ static const lp_binding KEYMAP[] = {
     {LP_VIEW_MODEL, LP_KEY_RIGHT, "\xE2\x86\x92", LP_DO_RIGHT, 0, "head to the right"},
     {LP_VIEW_MODEL, 'l', "l", LP_DO_RIGHT, 0, "head to the right"},
     {LP_VIEW_MODEL, LP_KEY_ENTER, "Enter", LP_DO_ENTER, 0, "zoom in: the head's whole pattern in the attention view"},
+
+    {LP_VIEW_EXAMPLES, LP_KEY_UP, "\xE2\x86\x91", LP_DO_UP, 0, "previous example"},
+    {LP_VIEW_EXAMPLES, 'k', "k", LP_DO_UP, 0, "previous example"},
+    {LP_VIEW_EXAMPLES, LP_KEY_DOWN, "\xE2\x86\x93", LP_DO_DOWN, 0, "next example"},
+    {LP_VIEW_EXAMPLES, 'j', "j", LP_DO_DOWN, 0, "next example"},
+    {LP_VIEW_EXAMPLES, LP_KEY_ENTER, "Enter", LP_DO_ENTER, 0,
+     "open the example's item as the current run (its stored run, as itself) at its token: a neuron's in view 3, a "
+     "head's query in view 1"},
+    {LP_VIEW_EXAMPLES, 'u', "u", LP_DO_UNIT_KIND, 0,
+     "a neuron's examples (the strongest at the selected token, as view 3 lists first, or the last one shown) or the "
+     "head's; :examples neuron L.N names one"},
+    {LP_VIEW_EXAMPLES, LP_KEY_SHIFT_LEFT, "S-\xE2\x86\x90", LP_DO_LEFT, 0, "previous neuron (or head)"},
+    {LP_VIEW_EXAMPLES, 'H', "H", LP_DO_LEFT, 0, "previous neuron (or head)"},
+    {LP_VIEW_EXAMPLES, LP_KEY_SHIFT_RIGHT, "S-\xE2\x86\x92", LP_DO_RIGHT, 0, "next neuron (or head)"},
+    {LP_VIEW_EXAMPLES, 'L', "L", LP_DO_RIGHT, 0, "next neuron (or head)"},
+    {LP_VIEW_EXAMPLES, 'd', "d", LP_DO_METRIC_NEXT, 0, "the next dataset of this model (newest first)"},
 
     {LINE, LP_KEY_ENTER, "Enter", LP_DO_EDIT_ACCEPT, 0, "run the line"},
     {LINE, LP_KEY_ESC, "Esc", LP_DO_EDIT_CANCEL, 0, "leave the line"},

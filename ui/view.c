@@ -17,7 +17,7 @@
 
 static const lp_view_ops *const VIEWS[LP_VIEW_COUNT] = {
     &lp_view_attention, &lp_view_heads, &lp_view_activations, &lp_view_attributions,
-    &lp_view_lens,      &lp_view_findings, &lp_view_patching, &lp_view_model,
+    &lp_view_lens,      &lp_view_findings, &lp_view_patching, &lp_view_model,     &lp_view_examples,
 };
 
 const lp_view_ops *lp_view_get(int index) { return index >= 0 && index < LP_VIEW_COUNT ? VIEWS[index] : NULL; }
@@ -186,6 +186,7 @@ lp_browser *lp_browser_new(lp_session *s, const char *history_path) {
     lp_browser *b = calloc(1, sizeof *b);
     if (!b) return NULL;
     b->s = s;
+    b->neuron = -1;
     b->line = lp_line_new(history_path);
     if (!b->line) {
         free(b);
@@ -359,6 +360,7 @@ static void clamp_selection(lp_browser *b) {
     clamp(&b->src_pos, 0, b->S > 0 ? b->S - 1 : 0);
     clamp(&b->layer, 0, n_layer(b) - 1);
     clamp(&b->head, 0, n_head(b) - 1);
+    if (b->neuron >= 0 && b->s->model) clamp(&b->neuron, 0, lp_model_config(b->s->model)->d_mlp - 1);
 }
 
 /* A code point as UTF-8 (what a key typed on the line inserts). */
@@ -413,28 +415,54 @@ static void search_tokens(lp_browser *b, int dir) {
 
 /* ---- commands that have a view ---- */
 
+/* `examples neuron L.N` / `examples head L.H`: the unit's layer and index into *layer and
+ * *neuron or *head; false when the words are not that, or out of the model's range. */
+static bool parse_example_unit(const lp_browser *b, char **w, long *layer, long *neuron, long *head) {
+    const lp_config *c = lp_model_config(b->s->model);
+    bool is_neuron = strcmp(w[1], "neuron") == 0;
+    if (!is_neuron && strcmp(w[1], "head") != 0) return false;
+    char *e1 = NULL, *e2 = NULL;
+    long l = strtol(w[2], &e1, 10), u = *e1 == '.' ? strtol(e1 + 1, &e2, 10) : -1;
+    if (e1 == w[2] || *e1 != '.' || !e2 || *e2 || e2 == e1 + 1 || l < 0 || l >= c->n_layer || u < 0 ||
+        u >= (is_neuron ? c->d_mlp : c->n_head))
+        return false;
+    *layer = l;
+    *(is_neuron ? neuron : head) = u;
+    return true;
+}
+
 /* `attn L H` on the `:` line shows the head in the attention view rather than printing
- * its T x T table into the pane; `heads` and `lens` (without options) open theirs. Anything
- * else, or a layer or head out of range, runs as a command (which says what is wrong). */
+ * its T x T table into the pane; `heads` and `lens` (without options) open theirs, and
+ * `examples neuron L.N` (or `head L.H`, without options) the examples view on that unit.
+ * Anything else, or a layer or head out of range, runs as a command (which says what is
+ * wrong). */
 static bool show_in_view(lp_browser *b, const char *line) {
     static const struct {
         const char *command;
-        int view, args; /* args: 2 for a layer and a head */
-    } VIEW_COMMANDS[] = {{"attn", LP_VIEW_ATTENTION, 2}, {"heads", LP_VIEW_HEADS, 0}, {"lens", LP_VIEW_LENS, 0}};
+        int view, args; /* args: 2 for a layer and a head (or a unit: examples) */
+        bool run;       /* only on a run */
+    } VIEW_COMMANDS[] = {{"attn", LP_VIEW_ATTENTION, 2, true},
+                         {"heads", LP_VIEW_HEADS, 0, true},
+                         {"lens", LP_VIEW_LENS, 0, true},
+                         {"examples", LP_VIEW_EXAMPLES, 2, false}};
     char **w;
     int n = lp_split_words(line, &w);
     if (n < 0) {
         lp_error_clear();
         return false;
     }
-    const lp_command *c = n > 0 && b->s->run ? lp_command_find(w[0]) : NULL;
+    const lp_command *c = n > 0 && b->s->model ? lp_command_find(w[0]) : NULL;
     lp_error_clear();
     int view = -1;
-    long layer = -1, head = -1;
+    long layer = -1, head = -1, neuron = -1;
     for (size_t i = 0; c && i < sizeof VIEW_COMMANDS / sizeof *VIEW_COMMANDS; i++) {
-        if (strcmp(c->name, VIEW_COMMANDS[i].command) != 0 || n != 1 + VIEW_COMMANDS[i].args) continue;
-        char *e1 = NULL, *e2 = NULL;
-        if (VIEW_COMMANDS[i].args == 2) {
+        if (strcmp(c->name, VIEW_COMMANDS[i].command) != 0 || n != 1 + VIEW_COMMANDS[i].args ||
+            (VIEW_COMMANDS[i].run && !b->s->run))
+            continue;
+        if (VIEW_COMMANDS[i].view == LP_VIEW_EXAMPLES) {
+            if (!parse_example_unit(b, w, &layer, &neuron, &head)) break;
+        } else if (VIEW_COMMANDS[i].args == 2) {
+            char *e1 = NULL, *e2 = NULL;
             layer = strtol(w[1], &e1, 10);
             head = strtol(w[2], &e2, 10);
             if (*e1 || *e2 || e1 == w[1] || e2 == w[2] || layer < 0 || layer >= n_layer(b) || head < 0 ||
@@ -448,6 +476,7 @@ static bool show_in_view(lp_browser *b, const char *line) {
     b->view = view;
     if (layer >= 0) b->layer = (int)layer;
     if (head >= 0) b->head = (int)head;
+    if (view == LP_VIEW_EXAMPLES) b->neuron = (int)neuron; /* -1 for a head */
     b->message_error = false;
     snprintf(b->message, sizeof b->message, "%s: shown in view %d, %s", line, view + 1, VIEWS[view]->title);
     return true;
@@ -737,7 +766,8 @@ static int tabs_width(const lp_browser *b, bool names, bool title) {
 /* The title bar: loupe, every view's key and name (the current one by its title), then the
  * layer and head, the model and the run. What does not fit goes first: the model, the run,
  * loupe's own name, the current view's title (for its name), then the other views' names;
- * never a view's key or the layer and head. Eight views with names fit 80 columns. */
+ * never a view's key or the layer and head. Nine views with names fit 80 columns, the current
+ * one by its name. */
 static void draw_title(lp_browser *b, lp_screen *scr) {
     static const char BRAND[] = " loupe ";
     lp_screen_fill(scr, 0, 0, scr->w, " ", LP_COLOR_TITLE, 0);

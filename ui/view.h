@@ -27,6 +27,7 @@ enum {
     LP_VIEW_FINDINGS,
     LP_VIEW_PATCHING,
     LP_VIEW_MODEL,
+    LP_VIEW_EXAMPLES,
     LP_VIEW_COUNT
 };
 
@@ -59,7 +60,7 @@ typedef struct {
 } lp_view_ops;
 
 extern const lp_view_ops lp_view_attention, lp_view_heads, lp_view_activations, lp_view_attributions, lp_view_lens,
-    lp_view_findings, lp_view_patching, lp_view_model;
+    lp_view_findings, lp_view_patching, lp_view_model, lp_view_examples;
 const lp_view_ops *lp_view_get(int index);
 
 /* State set after a command finishes successfully (a jump from the findings view). */
@@ -80,6 +81,7 @@ enum { LP_SIDE_TARGET, LP_SIDE_SOURCE };
 struct lp_browser {
     lp_session *s;
     int pos, layer, head;   /* the selected token, and the current layer and head */
+    int neuron;             /* an MLP neuron of the current layer chosen for the examples view, or -1: its unit is the head */
     int view;               /* LP_VIEW_* on screen */
     unsigned gen;           /* bumped after every command: views refresh what they cached */
     void *state[LP_VIEW_COUNT];
@@ -205,6 +207,19 @@ void lp_thumbnail_levels(uint8_t *out, int th, int tw, const lp_view *pattern);
 /* True when no query of a T x T pattern has weight on a later key (a causal head); an
  * encoder's bidirectional head has. */
 bool lp_pattern_causal(const lp_view *pattern);
+
+/* The examples view's layout (view_examples.c). A context line's tokens: [*first, *last] of
+ * n tokens (display widths w) around at, at most side each way and back (or on) to mark, a
+ * head's key (-1: none), when it is further; cut from the end farther from at (never at,
+ * and mark only when the other end cannot go) until their widths fit room columns. */
+void lp_context_window(const int *w, int n, int at, int mark, int side, int room, int *first, int *last);
+/* A histogram of n bins in at most rows rows: the bins from the first to the last with a
+ * count, *group (the fewest that fit) to a row from bin *lo, the rows' counts into out;
+ * returns the rows (0: every count is 0). */
+int lp_histogram_rows(const long long *count, int n, int rows, int *lo, int *group, long long *out);
+/* A bar's length in eighths of a cell over w cells for count of max: a count above 0 gets
+ * at least one, so that no bin with tokens looks empty. */
+int lp_bar_eighths(long long count, long long max, int w);
 
 /* snprintf at the end of what buf already holds. */
 void lp_appendf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -109,7 +109,9 @@ static void draw_neurons(lp_browser *b, const lp_run *r, lp_screen *scr, lp_rect
     int bar_w = a.w - 20;
     for (int i = 0; i < n && i + 1 < a.h; i++) {
         int y = a.y + 1 + i;
-        lp_screen_printf(scr, a.x, y, 18, LP_COLOR_NORMAL, 0, "%6d %+10.4f", top[i].i, (double)top[i].v);
+        bool chosen = top[i].i == b->neuron; /* the examples view's neuron */
+        lp_screen_printf(scr, a.x, y, 18, chosen ? LP_COLOR_SELECTED : LP_COLOR_NORMAL, chosen ? LP_ATTR_BOLD : 0,
+                         "%6d %+10.4f", top[i].i, (double)top[i].v);
         if (bar_w > 0)
             lp_screen_bar(scr, a.x + 19, y, bar_w, mx > 0 ? fabsf(top[i].v) / mx : 0,
                           top[i].v >= 0 ? LP_COLOR_BAR_MLP : LP_COLOR_BAR_ATTN);
@@ -137,8 +139,15 @@ static void acts_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     double cur[3] = {NAN, NAN, NAN};
     draw_norms(st, b, r, scr, norms, cur);
     draw_neurons(b, r, scr, neurons);
-    lp_browser_set_status(b, "token %d %s  layer %d  |resid_post| %.4g  |attn_out| %.4g  |mlp_out| %.4g", b->pos,
-                          lp_browser_token(b, b->pos, NULL), b->layer, cur[0], cur[1], cur[2]);
+    lp_view v;
+    if (b->neuron >= 0 && !lp_run_view(r, LP_ACT_MLP_POST, b->layer, -1, &v) && b->neuron < v.shape[1])
+        /* the neuron chosen in the examples view (9) first: what Enter there came to see */
+        lp_browser_set_status(b, "token %d %s  layer %d  neuron %d %+.4f  |resid_post| %.4g  |attn_out| %.4g  |mlp_out| %.4g",
+                              b->pos, lp_browser_token(b, b->pos, NULL), b->layer, b->neuron,
+                              (double)v.data[(size_t)b->pos * v.stride[0] + (size_t)b->neuron], cur[0], cur[1], cur[2]);
+    else
+        lp_browser_set_status(b, "token %d %s  layer %d  |resid_post| %.4g  |attn_out| %.4g  |mlp_out| %.4g", b->pos,
+                              lp_browser_token(b, b->pos, NULL), b->layer, cur[0], cur[1], cur[2]);
 }
 
 static bool acts_act(void *st, lp_browser *b, lp_action a) {

@@ -21,12 +21,7 @@ expect_cursor() {
     if poll cursor_is 5 "$2"; then ok "$1"; else fail "$1 (cursor line '$(at_cursor)', wanted '$2')"; fi
 }
 # start ARGS...: loupe in a fresh pane; its exit status lands in $tmp/status
-start() {
-    rm -f "$tmp/status"
-    t kill-server
-    tmux -L "$sock" -f /dev/null new-session -d -s repl -x 120 -y 40 -c "$(pwd)" \
-        "env INPUTRC=/dev/null LOUPE_HISTORY='$tmp/hist' XDG_DATA_HOME='$tmp/data' XDG_STATE_HOME='$tmp/state' $* ; echo \$? >'$tmp/status'"
-}
+start() { start_pane 120 40 "LOUPE_HISTORY='$tmp/hist' XDG_STATE_HOME='$tmp/state' $*"; }
 # quit_with NAME STATUS KEYS...: the keys end loupe within 5 s with STATUS
 quit_with() {
     name=$1 want=$2

@@ -37,4 +37,13 @@ hides() { ! screen | grep -qF -- "$1"; }
 exists() { [ -e "$1" ]; }
 # expect NAME SECONDS TEXT: the pane shows TEXT within SECONDS
 expect() { if poll shows "$2" "$3"; then ok "$1"; else fail "$1 (no '$3' on screen)"; screen | sed 's/^/  | /'; fi; }
+# start_pane W H COMMAND: COMMAND (with its environment first: 'LANG=C.UTF-8 loupe ...') in a
+# fresh W x H pane named $PANE, with no inputrc and a private data folder; its exit status
+# lands in $tmp/status.
+start_pane() {
+    rm -f "$tmp/status"
+    t kill-server
+    tmux -L "$sock" -f /dev/null new-session -d -s "$PANE" -x "$1" -y "$2" -c "$(pwd)" \
+        "env INPUTRC=/dev/null XDG_DATA_HOME='$tmp/data' $3 ; echo \$? >'$tmp/status'"
+}
 expect_gone() { if poll hides "$2" "$3"; then ok "$1"; else fail "$1 ('$3' still on screen)"; screen | sed 's/^/  | /'; fi; }
