@@ -13,7 +13,9 @@ LOUPE=${LOUPE:-./loupe}
 case $LOUPE in /*) ;; *) LOUPE=$(pwd)/$LOUPE ;; esac
 STORIES=$(pwd)/../shared/models/stories260K/stories260K.bin
 TEXT='Once upon a time, Lily found a ball. Lily liked the ball.'
-PANE=tui LIMIT=100
+# LIMIT caps the whole script (so a broken build fails it quickly): about 40 s alone, it
+# passed 100 s under make check beside two training runs and builds (load 6).
+PANE=tui LIMIT=300
 . tests/e2e/lib/tmux.sh
 # start ARGS...: a command in a fresh 120x40 pane; its exit status lands in $tmp/status
 start() { start_pane 120 40 "LANG=C.UTF-8 LOUPE_HISTORY='$tmp/hist' $*"; }
