@@ -31,7 +31,8 @@
  *   groupmax  sparsify: ReLU(pre) in k groups of d_sae / k, the largest of each kept
  *   gated     f = (x' W_enc + b_gate > 0) * ReLU(x' (W_enc * exp(r_mag)) + b_mag)
  *   decode    x_hat = norm_out(f W_dec + b_dec) (+ x W_skip^T), norm_out undoing norm_in
- *             with the statistics of the same x.
+ *             with the statistics of the same x (layer_norm: y * std + mean, without the
+ *             epsilon, as SAELens).
  * Matrix products are float32 (cblas_sgemm over all rows at once); norms and statistics
  * accumulate in double. */
 #ifndef LOUPE_SAE_H
@@ -39,6 +40,8 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "loupe/run.h"
 
 typedef enum { LP_SAE_STANDARD, LP_SAE_JUMPRELU, LP_SAE_TOPK, LP_SAE_GATED, LP_SAE_GROUPMAX } lp_sae_arch;
 typedef enum {
@@ -108,5 +111,14 @@ typedef struct {
  * acts (n, d_sae) and recon (n, d_out) receive the encoding and the reconstruction. */
 int lp_sae_measure(const lp_sae *s, const float *x, const float *y, int n, float *acts, float *recon,
                    lp_sae_stats *out);
+
+/* A feature's direct effect on the logits: row (a decoder row, in the space of site kind of
+ * layer) as it is written into the residual stream (resid_*, attn_out, mlp_out: as it is;
+ * z: through the layer's W_O; mlp_post: through W_down; biases left out), then through the
+ * final norm with its scale frozen at the run's value at pos, as lp_dla does (centred for
+ * LayerNorm, times the norm's weight and 1/std), dotted with every unembedding column:
+ * logits (V), per unit of the feature's activation. Decoders only; LP_EUNSUPPORTED for a site
+ * that is not written into the residual stream (ln1, ln2, q, k, v, ...). */
+int lp_sae_direction_logits(const lp_run *r, lp_act_kind kind, int layer, const float *row, int pos, float *logits);
 
 #endif

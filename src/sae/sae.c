@@ -32,20 +32,25 @@ const char *lp_sae_format_name(lp_sae_format f) {
     return names[f];
 }
 
-/* norm_in's parameters for one row: x -> (x - shift) * mul; norm_out: y -> y / mul + shift. */
-static void norm_params(const lp_sae *s, const float *x, double *mul, double *shift) {
+/* norm_in's parameters for one row: x -> (x - shift) * mul; norm_out: y -> y * back + shift
+ * (back is 1 / mul but for layer_norm, whose way back leaves out the epsilon, as SAELens's
+ * run_time_activation_ln_out does). */
+static void norm_params(const lp_sae *s, const float *x, double *mul, double *shift, double *back) {
     int d = s->info.d_in;
     *mul = 1.0, *shift = 0.0;
+    *back = 1.0;
     switch (s->info.norm) {
     case LP_SAE_NORM_NONE:
         break;
     case LP_SAE_NORM_EXPECTED_AVERAGE_ONLY_IN:
         *mul = s->info.norm_scale;
+        *back = 1.0 / *mul;
         break;
     case LP_SAE_NORM_CONSTANT_NORM_RESCALE: {
         double ss = 0;
         for (int j = 0; j < d; j++) ss += (double)x[j] * x[j];
         *mul = ss > 0 ? sqrt((double)d) / sqrt(ss) : 1.0; /* a zero row stays zero (torch gives NaN) */
+        *back = 1.0 / *mul;
         break;
     }
     case LP_SAE_NORM_LAYER_NORM: {
@@ -54,7 +59,8 @@ static void norm_params(const lp_sae *s, const float *x, double *mul, double *sh
         mean /= d;
         for (int j = 0; j < d; j++) var += ((double)x[j] - mean) * ((double)x[j] - mean);
         *shift = mean;
-        *mul = 1.0 / (sqrt(var / (d - 1)) + LN_EPS);
+        *back = sqrt(var / (d - 1));
+        *mul = 1.0 / (*back + LN_EPS);
         break;
     }
     }
@@ -118,8 +124,8 @@ int lp_sae_encode(const lp_sae *s, const float *x, int n, float *acts) {
     for (int i = 0; i < n; i++) {
         const float *xr = x + (size_t)i * d;
         float *o = xin + (size_t)i * d;
-        double mul, shift;
-        norm_params(s, xr, &mul, &shift);
+        double mul, shift, back;
+        norm_params(s, xr, &mul, &shift, &back);
         for (int j = 0; j < d; j++) {
             double v = ((double)xr[j] - shift) * mul;
             if (si->apply_b_dec_to_input) v -= s->b_dec[j];
@@ -156,10 +162,10 @@ int lp_sae_decode(const lp_sae *s, const float *acts, const float *x, int n, flo
     for (int i = 0; i < n; i++) memcpy(out + (size_t)i * dout, s->b_dec, (size_t)dout * sizeof *out);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dout, m, 1.0f, acts, m, s->w_dec, dout, 1.0f, out, dout);
     for (int i = 0; i < n && si->norm != LP_SAE_NORM_NONE; i++) {
-        double mul, shift;
-        norm_params(s, x ? x + (size_t)i * din : NULL, &mul, &shift);
+        double mul, shift, back;
+        norm_params(s, x ? x + (size_t)i * din : NULL, &mul, &shift, &back);
         float *o = out + (size_t)i * dout;
-        for (int j = 0; j < dout; j++) o[j] = (float)((double)o[j] / mul + shift);
+        for (int j = 0; j < dout; j++) o[j] = (float)((double)o[j] * back + shift);
     }
     if (si->skip) /* out += x W_skip^T */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, dout, din, 1.0f, x, din, s->w_skip, din, 1.0f, out, dout);
