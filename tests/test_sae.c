@@ -108,21 +108,20 @@ static void hostile_files_are_refused_with_one_line(void **state) {
     refused(LP_SAE_FMT_SAELENS, cfg, w, wl / 2, "hostile");            /* truncated */
     refused(LP_SAE_FMT_NPZ, NULL, npz, nl - 100, "hostile");           /* truncated archive */
     refused(LP_SAE_FMT_SAELENS, "{\"d_in\": 64,", w, wl, "cfg.json");   /* not JSON */
-    char *c = replace(cfg, "\"d_sae\": 32", "\"d_sae\": 33");
-    refused(LP_SAE_FMT_SAELENS, c, w, wl, "W_enc is (64, 32), but the config makes it (64, 33)");
-    free(c);
-    c = replace(cfg, "\"d_sae\": 32", "\"d_sae\": 99999999999");
-    refused(LP_SAE_FMT_SAELENS, c, w, wl, "d_sae");
-    free(c);
-    c = replace(cfg, "\"jumprelu\"", "\"matryoshka\"");
-    refused(LP_SAE_FMT_SAELENS, c, w, wl, "architecture \"matryoshka\"");
-    free(c);
-    c = replace(cfg, "\"constant_norm_rescale\"", "\"whiten\"");
-    refused(LP_SAE_FMT_SAELENS, c, w, wl, "normalize_activations");
-    free(c);
-    c = replace(cfg, "\"jumprelu\"", "\"topk\", \"k\": 0");
-    refused(LP_SAE_FMT_SAELENS, c, w, wl, "\"k\"");
-    free(c);
+    static const struct {
+        const char *from, *to, *expect;
+    } edits[] = {
+        {"\"d_sae\": 32", "\"d_sae\": 33", "W_enc is (64, 32), but the config makes it (64, 33)"},
+        {"\"d_sae\": 32", "\"d_sae\": 99999999999", "d_sae"},
+        {"\"jumprelu\"", "\"matryoshka\"", "architecture \"matryoshka\""},
+        {"\"constant_norm_rescale\"", "\"whiten\"", "normalize_activations"},
+        {"\"jumprelu\"", "\"topk\", \"k\": 0", "\"k\""},
+    };
+    for (size_t i = 0; i < sizeof edits / sizeof *edits; i++) {
+        char *c = replace(cfg, edits[i].from, edits[i].to);
+        refused(LP_SAE_FMT_SAELENS, c, w, wl, edits[i].expect);
+        free(c);
+    }
     /* a NaN in W_dec */
     lp_safetensors *st;
     assert_int_equal(lp_st_parse(&st, w, wl, "w"), LP_OK);
