@@ -2,7 +2,7 @@
 CC      ?= cc
 BUILD   ?= build
 BIN     ?= loupe
-PKGS    := openblas jansson libpcre2-8 libutf8proc sqlite3
+PKGS    := openblas jansson libpcre2-8 libutf8proc sqlite3 libzip
 UI_PKGS := ncursesw readline
 OPT     ?= -O2 -march=native
 CFLAGS_BASE = -std=c11 -g $(OPT) -Wall -Wextra -Werror -D_GNU_SOURCE -Iinclude -Isrc \
@@ -26,7 +26,7 @@ SLURM_NEEDS := file:/usr/sbin/slurmctld:slurmctld file:/usr/sbin/slurmd:slurmd c
 # Debian packages: pkg-config name, command or file -> package that provides it.
 DEB_NEEDS := pc:openblas:libopenblas-dev pc:jansson:libjansson-dev pc:libpcre2-8:libpcre2-dev \
              pc:sqlite3:libsqlite3-dev pc:cmocka:libcmocka-dev pc:ncursesw:libncurses-dev \
-             pc:readline:libreadline-dev pc:libutf8proc:libutf8proc-dev cmd:tmux:tmux cmd:jq:jq cmd:parallel:parallel cmd:sqlite3:sqlite3 cmd:pkg-config:pkg-config \
+             pc:readline:libreadline-dev pc:libutf8proc:libutf8proc-dev pc:libzip:libzip-dev cmd:tmux:tmux cmd:jq:jq cmd:parallel:parallel cmd:sqlite3:sqlite3 cmd:pkg-config:pkg-config \
              $(SLURM_NEEDS)
 FUZZ_NEEDS := cmd:clang:clang file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 

@@ -38,6 +38,8 @@ typedef struct {
     int source_depth;      /* nesting of `source` */
     lp_progress_fn progress; /* where long commands report progress; NULL: nowhere */
     void *progress_ctx;
+    struct lp_session_sae *saes; /* dictionaries loaded beside the model (sae load), n_saes of them */
+    int n_saes;
 } lp_session;
 
 typedef int (*lp_cmd_fn)(lp_session *s, int argc, char **argv, const char *rest);

@@ -127,6 +127,18 @@ int lp_cmd_record_run(lp_session *s, const char *text, const char *pair);
  * or greedy, kept as the output decoded), greedy when the decoder made the target. */
 int lp_cmd_record_seq2seq(lp_session *s, const char *source, const char *target, bool greedy);
 
+/* A dictionary loaded beside the model: its name, its site(s) resolved against the model. */
+struct lp_session_sae {
+    char name[160];
+    char path[4096];
+    struct lp_sae *sae;
+    lp_act_kind kind, out_kind; /* the site read and (a transcoder's) the site written; out_kind == kind for SAEs */
+    int layer, out_layer;
+    char site[160], out_site[160];
+};
+/* Drops every loaded dictionary (a new model, the session's end). */
+void lp_cmd_sae_clear(lp_session *s);
+
 /* The commands, one function each: (session, words, raw text after the command's name). */
 #define LP_COMMAND_FN(name) int lp_cmd_##name(lp_session *s, int argc, char **argv, const char *rest)
 LP_COMMAND_FN(load);
@@ -162,6 +174,9 @@ LP_COMMAND_FN(relbias);
 LP_COMMAND_FN(dataset);
 LP_COMMAND_FN(examples);
 LP_COMMAND_FN(merge);
+LP_COMMAND_FN(sae);
+LP_COMMAND_FN(features);
+LP_COMMAND_FN(feature);
 
 /* The `tui` command opens the full-screen browser, which lives in ui/ (curses) where the
  * engine does not reach: main registers it. Without it, `tui` says it is not there. */

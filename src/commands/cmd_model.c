@@ -23,6 +23,7 @@ int lp_session_load(lp_session *s, const char *path) {
     s->run = NULL;
     s->run_id = 0;
     s->model_id = 0;
+    lp_cmd_sae_clear(s); /* their sites were the old model's */
     lp_model_free(s->model);
     s->model = m;
     return LP_OK;

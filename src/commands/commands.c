@@ -564,6 +564,25 @@ static const lp_command COMMANDS[] = {
      "Runs, their analyses and the items are copied (renumbered); top examples, histograms, samples and head "
      "statistics merged exactly. A shard merged twice changes nothing; one made with another file, model, options, "
      "commands or split is refused."},
+    {"sae", "load PATH [--site S] [--name N] | list | stats [NAME] | drop NAME",
+     "sparse autoencoders and transcoders beside the model",
+     "sae load tests/fixtures/sae/saelens_standard --name std", lp_cmd_sae, false,
+     "load reads SAELens (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz) and sparsify (cfg.json + "
+     "sae.safetensors) dictionaries; the site is the config's hook_name (a TransformerLens name such as "
+     "blocks.0.hook_resid_post) unless --site gives one; its width must be the dictionary's d_in. On load, and by "
+     "stats: L0 (mean active features per position), explained variance 1 - sum|x - x_hat|^2 / sum|x - mean x|^2, "
+     "MSE and relative error over the current run's positions. Several may be loaded, at several sites; a new "
+     "model drops them."},
+    {"features", "[--sae NAME] [--pos P] [--k K]", "the active features at each position, strongest first",
+     "features --pos -1 --k 5", lp_cmd_features, false,
+     "Every position unless --pos; at most K (default 10) per position. --sae picks the dictionary (default: the "
+     "last loaded)."},
+    {"feature", "ID [--sae NAME] [--k K]", "one feature: its activations, logit effects and nearest features",
+     "feature 12 --k 5", lp_cmd_feature, false,
+     "Its activation at every position; its decoder row written into the residual stream (through W_O for z, "
+     "W_down for mlp_post) and through the final norm with the scale frozen at the position where it is strongest "
+     "(as dla does), dotted with the unembedding: the K tokens it promotes and suppresses most, per unit of "
+     "activation; and the K features whose decoder rows are nearest by cosine."},
     {"source", "FILE", "run the commands in FILE (nested up to 16 deep)", "source setup.loupe", cmd_source, false, NULL},
     {"mode", "[table|box|markdown|csv|json|jsonl]", "show or set the output mode", "mode json", cmd_mode, false, NULL},
     {"help", "[COMMAND]", "list the commands, or show one command's usage and an example", "help attn", cmd_help, false, NULL},
@@ -736,6 +755,7 @@ void lp_session_init(lp_session *s, FILE *out) {
 }
 
 void lp_session_free(lp_session *s) {
+    lp_cmd_sae_clear(s);
     lp_run_free(s->run);
     lp_run_release_cache();
     lp_model_free(s->model);

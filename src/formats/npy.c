@@ -2,6 +2,7 @@
 #include "loupe/npy.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "loupe/error.h"
 #include "loupe/fileio.h"
@@ -60,4 +61,89 @@ int lp_csv_write(const char *path, const float *data, const int *shape, int ndim
         if (ferror(f)) break;
     }
     return lp_file_commit(&w);
+}
+
+/* ---- reading ---- */
+
+/* The value of 'key' in the header dict: a pointer just after "'key':" and blanks, or NULL. */
+static const char *dict_value(const char *h, const char *key) {
+    char pat[32];
+    snprintf(pat, sizeof pat, "'%s'", key);
+    const char *p = strstr(h, pat);
+    if (!p) return NULL;
+    p += strlen(pat);
+    while (*p == ' ') p++;
+    if (*p != ':') return NULL;
+    p++;
+    while (*p == ' ') p++;
+    return p;
+}
+
+static const struct {
+    const char *descr;
+    lp_dtype dt;
+} NPY_TYPES[] = {
+    {"f4", LP_DT_F32}, {"f8", LP_DT_F64}, {"f2", LP_DT_F16}, {"i8", LP_DT_I64}, {"i4", LP_DT_I32},
+    {"i2", LP_DT_I16}, {"i1", LP_DT_I8},  {"u1", LP_DT_U8},  {"b1", LP_DT_BOOL},
+};
+
+int lp_npy_parse(lp_npy_array *out, const void *buf, size_t len, const char *what) {
+    const unsigned char *b = buf;
+    memset(out, 0, sizeof *out);
+    if (len < 10 || memcmp(b, "\x93NUMPY", 6) != 0)
+        return lp_error(LP_EFORMAT, "%s: not a .npy array (no \\x93NUMPY magic)", what);
+    size_t hlen, at;
+    if (b[6] == 1) {
+        hlen = (size_t)b[8] | (size_t)b[9] << 8, at = 10;
+    } else if ((b[6] == 2 || b[6] == 3) && len >= 12) {
+        hlen = (size_t)b[8] | (size_t)b[9] << 8 | (size_t)b[10] << 16 | (size_t)b[11] << 24, at = 12;
+    } else {
+        return lp_error(LP_EFORMAT, "%s: .npy version %d.%d is not one loupe reads (1.0 to 3.0)", what, b[6], b[7]);
+    }
+    if (hlen > LP_NPY_MAX_HEADER || hlen > len - at)
+        return lp_error(LP_EFORMAT, "%s: the .npy header (%zu bytes) runs past the end of the array (%zu bytes)", what,
+                        hlen, len);
+    char h[LP_NPY_MAX_HEADER + 1];
+    memcpy(h, b + at, hlen);
+    h[hlen] = '\0';
+    if (strlen(h) != hlen) return lp_error(LP_EFORMAT, "%s: the .npy header holds a NUL byte", what);
+    const char *d = dict_value(h, "descr"), *fo = dict_value(h, "fortran_order"), *sh = dict_value(h, "shape");
+    if (!d || !fo || !sh)
+        return lp_error(LP_EFORMAT, "%s: the .npy header lacks 'descr', 'fortran_order' or 'shape'", what);
+    if (strncmp(fo, "False", 5) != 0)
+        return lp_error(LP_EUNSUPPORTED, "%s: a Fortran-order array; save it in C order (np.ascontiguousarray)", what);
+    char q = *d;
+    if ((q != '\'' && q != '"') || !(d[1] == '<' || d[1] == '|' || d[1] == '=') || !d[2] || !d[3] || d[4] != q)
+        return lp_error(LP_EUNSUPPORTED, "%s: .npy dtype %.8s: loupe reads little-endian numbers ('<f4', '<f8', ...)",
+                        what, d);
+    out->dtype = LP_DT_UNKNOWN;
+    for (size_t i = 0; i < sizeof NPY_TYPES / sizeof *NPY_TYPES; i++)
+        if (strncmp(d + 2, NPY_TYPES[i].descr, 2) == 0) out->dtype = NPY_TYPES[i].dt;
+    if (out->dtype == LP_DT_UNKNOWN)
+        return lp_error(LP_EUNSUPPORTED, "%s: .npy dtype %.5s is not a number type loupe reads", what, d);
+    if (*sh != '(') return lp_error(LP_EFORMAT, "%s: the .npy 'shape' is not a tuple", what);
+    const char *p = sh + 1;
+    uint64_t n = 1;
+    for (;;) {
+        while (*p == ' ' || *p == ',') p++;
+        if (*p == ')') break;
+        if (*p < '0' || *p > '9' || out->ndim == LP_NPY_MAX_DIMS)
+            return lp_error(LP_EFORMAT, "%s: the .npy 'shape' is not a tuple of at most %d sizes", what, LP_NPY_MAX_DIMS);
+        uint64_t v = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (v > (UINT64_C(1) << 48)) return lp_error(LP_EFORMAT, "%s: a .npy dimension is too large", what);
+            v = v * 10 + (uint64_t)(*p++ - '0');
+        }
+        if (*p == 'L') p++; /* Python 2's longs */
+        if (v && n > (UINT64_C(1) << 60) / v) return lp_error(LP_EFORMAT, "%s: the .npy shape's product overflows", what);
+        n *= v;
+        out->shape[out->ndim++] = (int64_t)v;
+    }
+    size_t es = lp_dtype_size(out->dtype), data_at = at + hlen;
+    if (n > (SIZE_MAX - data_at) / es || n * es != len - data_at)
+        return lp_error(LP_EFORMAT, "%s: the .npy data is %zu bytes, but its shape and dtype make %llu", what,
+                        len - data_at, (unsigned long long)(n * es));
+    out->data = b + data_at;
+    out->nbytes = (size_t)(n * es);
+    return LP_OK;
 }

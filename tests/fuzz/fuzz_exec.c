@@ -27,7 +27,7 @@ static bool allowed(const char *line) {
     memcpy(name, p, n);
     name[n] = '\0';
     const lp_command *c = lp_command_find(name);
-    static const char *const banned[] = {"load", "source", "export", "train", "tui"};
+    static const char *const banned[] = {"load", "source", "export", "train", "tui", "sae"}; /* sae: fuzz_sae */
     for (size_t i = 0; c && i < sizeof banned / sizeof *banned; i++)
         if (strcmp(c->name, banned[i]) == 0) return false;
     return true;

@@ -1,0 +1,124 @@
+/* Sparse autoencoders and transcoders: dictionaries of features read beside a model.
+ *
+ * Files (a directory, or a file in one):
+ *   SAELens   cfg.json + sae_weights.safetensors: W_enc (d_in, d_sae), W_dec (d_sae, d_in),
+ *             b_enc (d_sae), b_dec (d_in); jumprelu adds threshold (d_sae); gated has b_gate,
+ *             r_mag, b_mag (d_sae) instead of b_enc. cfg.json: architecture (standard,
+ *             jumprelu, topk, gated), d_in, d_sae, k (topk; or activation_fn "topk" with
+ *             activation_fn_kwargs.k), activation_fn (relu, topk), apply_b_dec_to_input,
+ *             normalize_activations (none, expected_average_only_in, constant_norm_rescale,
+ *             layer_norm), norm_scaling_factor (for expected_average_only_in), hook_name (top
+ *             level, or under "metadata"/"meta" as SAELens 6 writes it).
+ *   Gemma Scope  params.npz: W_enc, W_dec, b_enc, b_dec, threshold (JumpReLU, b_dec not
+ *             subtracted from the input); the hook is not in the file: --site, or a cfg.json
+ *             beside it with hook_name.
+ *   sparsify  cfg.json (d_in, k, num_latents or expansion_factor, activation topk|groupmax,
+ *             transcode, skip_connection) + sae.safetensors: encoder.weight (d_sae, d_in),
+ *             encoder.bias (d_sae), W_dec (d_sae, d_out), b_dec (d_out), W_skip (d_out, d_in)
+ *             when skip_connection. The hookpoint is the directory's name (layers.L,
+ *             layers.L.mlp).
+ *
+ * The maths (x one row of the site, d_in floats):
+ *   norm_in: constant_norm_rescale x * c with c = sqrt(d_in) / |x|; layer_norm (x - mean) /
+ *            (std + 1e-5), std with Bessel's correction (torch's x.std()); expected_average_
+ *            only_in x * norm_scaling_factor (1 without one: SAELens folds the factor into the
+ *            weights when it has one, and leaves the activations as they are when not).
+ *   x' = norm_in(x) - b_dec (when apply_b_dec_to_input), pre = x' W_enc + b_enc
+ *   standard  f = ReLU(pre)
+ *   jumprelu  f = ReLU(pre) * (pre > threshold)
+ *   topk      f = ReLU at the k largest of pre, 0 elsewhere (sparsify: the k largest of
+ *             ReLU(pre), the same features)
+ *   groupmax  sparsify: ReLU(pre) in k groups of d_sae / k, the largest of each kept
+ *   gated     f = (x' W_enc + b_gate > 0) * ReLU(x' (W_enc * exp(r_mag)) + b_mag)
+ *   decode    x_hat = norm_out(f W_dec + b_dec) (+ x W_skip^T), norm_out undoing norm_in
+ *             with the statistics of the same x (layer_norm: y * std + mean, without the
+ *             epsilon, as SAELens).
+ * Matrix products are float32 (cblas_sgemm over all rows at once); norms and statistics
+ * accumulate in double. */
+#ifndef LOUPE_SAE_H
+#define LOUPE_SAE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "loupe/run.h"
+
+typedef enum { LP_SAE_STANDARD, LP_SAE_JUMPRELU, LP_SAE_TOPK, LP_SAE_GATED, LP_SAE_GROUPMAX } lp_sae_arch;
+typedef enum {
+    LP_SAE_NORM_NONE,
+    LP_SAE_NORM_EXPECTED_AVERAGE_ONLY_IN,
+    LP_SAE_NORM_CONSTANT_NORM_RESCALE,
+    LP_SAE_NORM_LAYER_NORM
+} lp_sae_norm;
+typedef enum { LP_SAE_FMT_SAELENS, LP_SAE_FMT_NPZ, LP_SAE_FMT_SPARSIFY } lp_sae_format;
+
+/* Bounds on what a file may declare: beyond any published dictionary (Gemma Scope's widest
+ * is 1M features on a 4608-wide site), short of sizes whose products overflow. */
+#define LP_SAE_MAX_D_IN (1 << 17)
+#define LP_SAE_MAX_D_SAE (1 << 24)
+
+typedef struct {
+    lp_sae_format format;
+    lp_sae_arch arch;
+    lp_sae_norm norm;
+    int d_in, d_sae, d_out;    /* d_out == d_in except for transcoders */
+    int k;                     /* topk, groupmax; 0 otherwise */
+    bool apply_b_dec_to_input;
+    bool transcoder;           /* reads one site, writes another (sparsify transcode) */
+    bool skip;                 /* W_skip */
+    double norm_scale;         /* expected_average_only_in: the factor (1.0 when the config gives none) */
+    bool norm_scale_given;
+    char hook_name[128];       /* the site read, a TransformerLens hook name from the files; "" when they
+                                  name none */
+    char hook_name_out[128];   /* a transcoder's output site; "" otherwise */
+} lp_sae_info;
+
+typedef struct lp_sae lp_sae;
+
+/* Loads the dictionary at path: a directory holding one of the layouts above, or one of
+ * its files. Every shape, size and value is checked (NaN or inf refused). */
+int lp_sae_load(lp_sae **out, const char *path);
+/* The same from memory, for fuzzing and tests: cfg (may be NULL for npz) and the weights
+ * file's bytes (a safetensors or an npz), what names them in messages. Nothing is kept
+ * pointing into the buffers. */
+int lp_sae_parse(lp_sae **out, lp_sae_format fmt, const char *cfg, size_t cfg_len, const void *weights, size_t len,
+                 const char *what);
+void lp_sae_free(lp_sae *s);
+
+const lp_sae_info *lp_sae_get_info(const lp_sae *s);
+const char *lp_sae_arch_name(lp_sae_arch a);
+const char *lp_sae_norm_name(lp_sae_norm n);
+const char *lp_sae_format_name(lp_sae_format f);
+
+/* acts (n, d_sae) from x (n, d_in). */
+int lp_sae_encode(const lp_sae *s, const float *x, int n, float *acts);
+/* out (n, d_out) from acts (n, d_sae); x (n, d_in) is the input they came from, which the
+ * normalisations and W_skip read (NULL allowed when the dictionary has neither). */
+int lp_sae_decode(const lp_sae *s, const float *acts, const float *x, int n, float *out);
+/* Feature f's decoder row W_dec[f] (d_out floats). */
+const float *lp_sae_decoder_row(const lp_sae *s, int f);
+
+typedef struct {
+    int n;                     /* rows measured */
+    double l0;                 /* mean number of non-zero features per row */
+    double mse;                /* mean over rows and dimensions of (y - y_hat)^2 */
+    double explained_variance; /* 1 - sum |y - y_hat|^2 / sum |y - mean(y)|^2 (mean over rows); NaN when
+                                  the rows do not vary */
+    double rel_error;          /* |y - y_hat| / |y| over all rows */
+} lp_sae_stats;
+
+/* How well the dictionary reconstructs y (n, d_out) from x (n, d_in) (y == x for an SAE).
+ * acts (n, d_sae) and recon (n, d_out) receive the encoding and the reconstruction. */
+int lp_sae_measure(const lp_sae *s, const float *x, const float *y, int n, float *acts, float *recon,
+                   lp_sae_stats *out);
+
+/* A feature's direct effect on the logits: row (a decoder row, in the space of site kind of
+ * layer) as it is written into the residual stream (resid_*, attn_out, mlp_out: as it is;
+ * z: through the layer's W_O; mlp_post: through W_down; biases left out), then through the
+ * final norm with its scale frozen at the run's value at pos, as lp_dla does (centred for
+ * LayerNorm, times the norm's weight and 1/std), dotted with every unembedding column:
+ * logits (V), per unit of the feature's activation. Decoders only; LP_EUNSUPPORTED for a site
+ * that is not written into the residual stream (ln1, ln2, q, k, v, ...). */
+int lp_sae_direction_logits(const lp_run *r, lp_act_kind kind, int layer, const float *row, int pos, float *logits);
+
+#endif

@@ -1,0 +1,411 @@
+/* The dictionary commands: sae (load, list, stats, drop), features, feature (the engine is
+ * sae.h). A dictionary reads one site of every position of the current run. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands/cmd.h"
+#include "loupe/error.h"
+#include "loupe/sae.h"
+#include "loupe/site.h"
+
+void lp_cmd_sae_clear(lp_session *s) {
+    for (int i = 0; i < s->n_saes; i++) lp_sae_free(s->saes[i].sae);
+    free(s->saes);
+    s->saes = NULL;
+    s->n_saes = 0;
+}
+
+/* The width of a site's rows for the model: what a dictionary's d_in must be; 0 for sites a
+ * dictionary cannot read. */
+static int site_width(const lp_config *c, lp_act_kind k) {
+    switch (k) {
+    case LP_ACT_RESID_PRE: case LP_ACT_RESID_MID: case LP_ACT_RESID_POST: case LP_ACT_ATTN_OUT: case LP_ACT_MLP_OUT:
+    case LP_ACT_LN1: case LP_ACT_LN2:
+        return c->d_model;
+    case LP_ACT_Z:
+        return c->n_head * c->d_head;
+    case LP_ACT_MLP_PRE: case LP_ACT_MLP_POST:
+        return c->d_mlp;
+    default:
+        return 0;
+    }
+}
+
+/* Resolves a hook name against the model: kind, layer, width checked against want. */
+static int resolve_site(lp_session *s, const char *hook, const char *role, int want, lp_act_kind *kind, int *layer) {
+    const lp_config *c = lp_model_config(s->model);
+    int rc = lp_site_parse(hook, c, kind, layer);
+    if (rc) return rc;
+    if (*layer < 0)
+        return lp_error(LP_EINVAL, "sae load: the %s site '%s' has no layer; give it as blocks.L.NAME (e.g. "
+                        "blocks.0.hook_resid_post)", role, hook);
+    if (*layer >= c->n_layer)
+        return lp_error(LP_EINVAL, "sae load: the %s site %s is past the model's last layer (%d)", role, hook,
+                        c->n_layer - 1);
+    int w = site_width(c, *kind);
+    if (!w)
+        return lp_error(LP_EUNSUPPORTED, "sae load: loupe does not read dictionaries on %s (%s) yet; sites: resid_pre, "
+                        "resid_mid, resid_post, attn_out, mlp_out, ln1, ln2, z, mlp_pre, mlp_post", hook,
+                        lp_act_name(*kind));
+    if (w != want)
+        return lp_error(LP_EINVAL, "sae load: the dictionary's %s width is %d but %s is %d wide in this model; is it "
+                        "the model's SAE, at this site (--site)?", role, want, hook, w);
+    return LP_OK;
+}
+
+/* The site's rows of the current run, gathered into a new (T, width) array. */
+static int gather(const lp_session *s, lp_act_kind kind, int layer, int width, float **out) {
+    lp_view v;
+    int rc = lp_run_view(s->run, kind, layer, -1, &v);
+    if (rc) return rc;
+    int T = lp_run_len(s->run);
+    float *x = malloc((size_t)T * width * sizeof *x);
+    if (!x) return lp_error(LP_ENOMEM, "out of memory");
+    for (int t = 0; t < T; t++) {
+        float *o = x + (size_t)t * width;
+        const float *base = v.data + (size_t)t * v.stride[0];
+        if (v.ndim == 2) {
+            for (int j = 0; j < width; j++) o[j] = base[(size_t)j * v.stride[1]];
+        } else { /* (T, H, dh) */
+            for (int h = 0, at = 0; h < v.shape[1]; h++)
+                for (int j = 0; j < v.shape[2]; j++) o[at++] = base[(size_t)h * v.stride[1] + (size_t)j * v.stride[2]];
+        }
+    }
+    *out = x;
+    return LP_OK;
+}
+
+/* Encodes (and decodes, with stats when st is not NULL) the current run at e's site. */
+static int run_sae(const lp_session *s, const struct lp_session_sae *e, float **acts_out, lp_sae_stats *st) {
+    const lp_sae_info *in = lp_sae_get_info(e->sae);
+    int T = lp_run_len(s->run);
+    float *x = NULL, *y = NULL, *acts = NULL, *recon = NULL;
+    int rc = gather(s, e->kind, e->layer, in->d_in, &x);
+    if (!rc && in->transcoder) rc = gather(s, e->out_kind, e->out_layer, in->d_out, &y);
+    if (!rc && !(acts = malloc((size_t)T * in->d_sae * sizeof *acts))) rc = lp_error(LP_ENOMEM, "out of memory");
+    if (!rc && st && !(recon = malloc((size_t)T * in->d_out * sizeof *recon))) rc = lp_error(LP_ENOMEM, "out of memory");
+    if (!rc) rc = st ? lp_sae_measure(e->sae, x, y ? y : x, T, acts, recon, st) : lp_sae_encode(e->sae, x, T, acts);
+    free(x), free(y), free(recon);
+    if (rc || !acts_out) {
+        free(acts);
+        acts = NULL;
+    }
+    if (acts_out) *acts_out = acts;
+    return rc;
+}
+
+static json_t *stats_json(const lp_sae_stats *st) {
+    return json_pack("{s:i,s:o,s:o,s:o,s:o}", "positions", st->n, "l0", lp_json_number(st->l0), "explained_variance",
+                     lp_json_number(st->explained_variance), "mse", lp_json_number(st->mse), "rel_error",
+                     lp_json_number(st->rel_error));
+}
+
+static json_t *describe(const struct lp_session_sae *e) {
+    const lp_sae_info *in = lp_sae_get_info(e->sae);
+    json_t *v = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:s,s:b}", "name", e->name, "path", e->path, "format",
+                          lp_sae_format_name(in->format), "architecture", lp_sae_arch_name(in->arch), "site", e->site,
+                          "d_in", in->d_in, "d_sae", in->d_sae, "normalize", lp_sae_norm_name(in->norm),
+                          "apply_b_dec_to_input", in->apply_b_dec_to_input);
+    json_object_set_new(v, "k", in->k ? json_integer(in->k) : json_null());
+    json_object_set_new(v, "out_site", in->transcoder ? json_string(e->out_site) : json_null());
+    if (in->norm == LP_SAE_NORM_EXPECTED_AVERAGE_ONLY_IN)
+        json_object_set_new(v, "norm_scaling_factor", in->norm_scale_given ? json_real(in->norm_scale) : json_null());
+    return v;
+}
+
+static const struct lp_session_sae *find_sae(const lp_session *s, const char *cmd, const char *name) {
+    if (!s->n_saes) {
+        lp_error(LP_EINVAL, "%s: no dictionary loaded; use 'sae load PATH' first", cmd);
+        return NULL;
+    }
+    if (!name) return &s->saes[s->n_saes - 1];
+    for (int i = 0; i < s->n_saes; i++)
+        if (strcmp(s->saes[i].name, name) == 0) return &s->saes[i];
+    lp_error(LP_EINVAL, "%s: no dictionary named '%s' ('sae list' shows them)", cmd, name);
+    return NULL;
+}
+
+static int sae_load(lp_session *s, const char *path, const char *site, const char *name) {
+    int rc = lp_cmd_need_model(s);
+    if (rc) return rc;
+    struct lp_session_sae e = {0};
+    if ((rc = lp_sae_load(&e.sae, path))) return rc;
+    const lp_sae_info *in = lp_sae_get_info(e.sae);
+    const char *hook = site ? site : in->hook_name;
+    if (!hook[0])
+        rc = lp_error(LP_EINVAL, "sae load: %s does not say which site it reads; give --site (e.g. --site "
+                      "blocks.0.hook_resid_post)", path);
+    if (!rc) rc = resolve_site(s, hook, "input", in->d_in, &e.kind, &e.layer);
+    e.out_kind = e.kind, e.out_layer = e.layer;
+    if (!rc && in->transcoder) {
+        if (!in->hook_name_out[0])
+            rc = lp_error(LP_EUNSUPPORTED, "sae load: %s is a transcoder whose output site loupe cannot tell; name its "
+                          "directory as sparsify does (layers.L.mlp)", path);
+        else
+            rc = resolve_site(s, in->hook_name_out, "output", in->d_out, &e.out_kind, &e.out_layer);
+    }
+    snprintf(e.site, sizeof e.site, "blocks.%d.%s", e.layer, lp_act_name(e.kind));
+    snprintf(e.out_site, sizeof e.out_site, "blocks.%d.%s", e.out_layer, lp_act_name(e.out_kind));
+    if (!rc && strlen(path) >= sizeof e.path) rc = lp_error(LP_ERANGE, "sae load: path too long");
+    snprintf(e.path, sizeof e.path, "%s", path);
+    const char *nm = name ? name : e.site;
+    if (!rc && (strlen(nm) >= sizeof e.name || !nm[0]))
+        rc = lp_error(LP_EINVAL, "sae load: --name must be 1 to %zu characters", sizeof e.name - 1);
+    for (int i = 0; !rc && i < s->n_saes; i++)
+        if (strcmp(s->saes[i].name, nm) == 0)
+            rc = lp_error(LP_EINVAL, "sae load: a dictionary named '%s' is loaded already; give another --name (or "
+                          "'sae drop %s')", nm, nm);
+    snprintf(e.name, sizeof e.name, "%s", nm);
+    lp_sae_stats st;
+    if (!rc && s->run) rc = run_sae(s, &e, NULL, &st);
+    struct lp_session_sae *grown = rc ? NULL : realloc(s->saes, (size_t)(s->n_saes + 1) * sizeof *grown);
+    if (!rc && !grown) rc = lp_error(LP_ENOMEM, "out of memory");
+    if (rc) {
+        lp_sae_free(e.sae);
+        return rc;
+    }
+    s->saes = grown;
+    s->saes[s->n_saes++] = e;
+    json_t *v = describe(&e), *table = lp_table_new(), *stats = s->run ? stats_json(&st) : json_null();
+    lp_table_column(table, "field", 0, NULL);
+    lp_table_column(table, "value", 0, NULL);
+    const char *key;
+    json_t *val;
+    json_object_foreach(v, key, val) lp_table_row(table, json_pack("[s,O]", key, val));
+    json_object_foreach(stats, key, val) lp_table_row(table, json_pack("[s,O]", key, val)); /* the run's, flat */
+    json_object_set_new(v, "stats", stats);
+    lp_cmd_emit(s, v, table);
+    return LP_OK;
+}
+
+static int sae_stats(lp_session *s, const char *name) {
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    const struct lp_session_sae *one = name ? find_sae(s, "sae stats", name) : NULL;
+    if (name && !one) return LP_EINVAL;
+    if (!s->n_saes) return lp_error(LP_EINVAL, "sae stats: no dictionary loaded; use 'sae load PATH' first");
+    json_t *arr = json_array(), *table = lp_table_new();
+    const char *cols[] = {"name", "site", "positions", "l0", "explained_variance", "mse", "rel_error"};
+    const char *fmts[] = {NULL, NULL, NULL, "%.2f", "%.4f", "%.4g", "%.4f"};
+    for (int k = 0; k < 7; k++) lp_table_column(table, cols[k], 0, fmts[k]);
+    for (int i = 0; i < s->n_saes; i++) {
+        const struct lp_session_sae *e = &s->saes[i];
+        if (one && e != one) continue;
+        lp_sae_stats st;
+        if ((rc = run_sae(s, e, NULL, &st))) break;
+        json_t *row = stats_json(&st);
+        json_object_set_new(row, "name", json_string(e->name));
+        json_object_set_new(row, "site", json_string(e->site));
+        lp_table_row(table, json_pack("[s,s,i,O,O,O,O]", e->name, e->site, st.n, json_object_get(row, "l0"),
+                                      json_object_get(row, "explained_variance"), json_object_get(row, "mse"),
+                                      json_object_get(row, "rel_error")));
+        json_array_append_new(arr, row);
+    }
+    if (rc) {
+        json_decref(arr), json_decref(table);
+        return rc;
+    }
+    lp_cmd_emit(s, arr, table);
+    return LP_OK;
+}
+
+int lp_cmd_sae(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    lp_opt o[] = {{"site", false, NULL}, {"name", false, NULL}};
+    char *pos[2];
+    int np, rc = lp_cmd_opts("sae", argc, argv, o, 2, pos, 2, &np);
+    if (rc) return rc;
+    const char *sub = np ? pos[0] : "list";
+    if ((o[0].value || o[1].value) && strcmp(sub, "load") != 0)
+        return lp_error(LP_EINVAL, "sae: --site and --name go with 'sae load PATH'");
+    if (strcmp(sub, "load") == 0) {
+        if (np != 2) return lp_error(LP_EINVAL, "sae load: give the dictionary's directory or file, e.g. 'sae load DIR'");
+        return sae_load(s, pos[1], o[0].value, o[1].value);
+    }
+    if (strcmp(sub, "stats") == 0) return sae_stats(s, np == 2 ? pos[1] : NULL);
+    if (strcmp(sub, "drop") == 0) {
+        const struct lp_session_sae *e = np == 2 ? find_sae(s, "sae drop", pos[1]) : NULL;
+        if (np != 2) return lp_error(LP_EINVAL, "sae drop: give the name of a dictionary ('sae list' shows them)");
+        if (!e) return LP_EINVAL;
+        int i = (int)(e - s->saes);
+        json_t *v = json_pack("{s:s}", "dropped", e->name);
+        lp_sae_free(s->saes[i].sae);
+        memmove(&s->saes[i], &s->saes[i + 1], (size_t)(s->n_saes - i - 1) * sizeof *s->saes);
+        s->n_saes--;
+        lp_cmd_emit(s, v, NULL);
+        return LP_OK;
+    }
+    if (strcmp(sub, "list") != 0 || np > 1)
+        return lp_error(LP_EINVAL, "sae: load PATH [--site S] [--name N], list, stats [NAME] or drop NAME");
+    json_t *arr = json_array();
+    for (int i = 0; i < s->n_saes; i++) json_array_append_new(arr, describe(&s->saes[i]));
+    lp_cmd_emit(s, arr, NULL);
+    return LP_OK;
+}
+
+/* ---- features ---- */
+
+typedef struct {
+    int i;
+    float v;
+} ranked;
+
+static int by_v_desc(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->v != y->v) return x->v < y->v ? 1 : -1;
+    return x->i - y->i;
+}
+
+/* The top k of v (n) by value into r (k entries, sorted); returns how many were kept. */
+static int top_k(const float *v, int n, int k, ranked *r, ranked *scratch) {
+    for (int j = 0; j < n; j++) scratch[j] = (ranked){j, v[j]};
+    qsort(scratch, (size_t)n, sizeof *scratch, by_v_desc);
+    if (k > n) k = n;
+    memcpy(r, scratch, (size_t)k * sizeof *r);
+    return k;
+}
+
+int lp_cmd_features(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"sae", false, NULL}, {"pos", false, NULL}, {"k", false, NULL}};
+    char *pos[1];
+    int np, only = -1;
+    long k = 10;
+    if ((rc = lp_cmd_opts("features", argc, argv, o, 3, pos, 0, &np))) return rc;
+    const struct lp_session_sae *e = find_sae(s, "features", o[0].value);
+    if (!e) return LP_EINVAL;
+    const lp_sae_info *in = lp_sae_get_info(e->sae);
+    if ((o[1].value && (rc = lp_cmd_pos(s, o[1].value, &only))) ||
+        (o[2].value && (rc = lp_cmd_int(o[2].value, "--k", 1, in->d_sae, &k))))
+        return rc;
+    float *acts;
+    if ((rc = run_sae(s, e, &acts, NULL))) return rc;
+    int m = in->d_sae, T = lp_run_len(s->run);
+    ranked *r = malloc((size_t)(k + m) * sizeof *r);
+    if (!r) {
+        free(acts);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    json_t *arr = json_array(), *table = lp_table_new();
+    lp_table_column(table, "pos", 0, NULL);
+    lp_table_column(table, "token", 1, NULL);
+    lp_table_column(table, "feature", 0, NULL);
+    lp_table_column(table, "act", 0, "%.4f");
+    const int *ids = lp_run_ids(s->run);
+    for (int t = only >= 0 ? only : 0; t < (only >= 0 ? only + 1 : T); t++) {
+        int n = top_k(acts + (size_t)t * m, m, (int)k, r, r + k);
+        json_t *fs = json_array();
+        for (int j = 0; j < n && r[j].v > 0; j++) {
+            json_array_append_new(fs, json_pack("{s:i,s:o}", "id", r[j].i, "act", lp_json_number(r[j].v)));
+            lp_table_row(table, json_pack("[i,o,i,o]", t, lp_cmd_token(s, ids[t]), r[j].i, lp_json_number(r[j].v)));
+        }
+        json_array_append_new(arr, json_pack("{s:i,s:o}", "pos", t, "features", fs));
+    }
+    free(r);
+    free(acts);
+    lp_cmd_emit(s, arr, table);
+    return LP_OK;
+}
+
+int lp_cmd_feature(lp_session *s, int argc, char **argv, const char *rest) {
+    (void)rest;
+    int rc = lp_cmd_need_run(s);
+    if (rc) return rc;
+    lp_opt o[] = {{"sae", false, NULL}, {"k", false, NULL}};
+    char *pos[1];
+    int np;
+    long f, k = 10;
+    if ((rc = lp_cmd_opts("feature", argc, argv, o, 2, pos, 1, &np))) return rc;
+    const struct lp_session_sae *e = find_sae(s, "feature", o[0].value);
+    if (!e) return LP_EINVAL;
+    const lp_sae_info *in = lp_sae_get_info(e->sae);
+    int m = in->d_sae, T = lp_run_len(s->run), V = lp_model_config(s->model)->vocab;
+    if (np != 1) return lp_error(LP_EINVAL, "feature: give a feature id, e.g. 'feature 12'");
+    if ((rc = lp_cmd_int(pos[0], "feature id", 0, m - 1, &f)) || (o[1].value && (rc = lp_cmd_int(o[1].value, "--k", 1,
+                                                                                                   1000, &k))))
+        return rc;
+    float *acts;
+    if ((rc = run_sae(s, e, &acts, NULL))) return rc;
+    const int *ids = lp_run_ids(s->run);
+    json_t *ja = json_array(), *table = lp_table_new();
+    lp_table_column(table, "part", 0, NULL);
+    lp_table_column(table, "#", 0, NULL);
+    lp_table_column(table, "token or feature", 1, NULL);
+    lp_table_column(table, "value", 0, "%.4f");
+    int best = T - 1;
+    for (int t = 0; t < T; t++) {
+        float a = acts[(size_t)t * m + f];
+        if (a > acts[(size_t)best * m + f]) best = t;
+        json_array_append_new(ja, json_pack("{s:i,s:o,s:o}", "pos", t, "token", lp_cmd_token(s, ids[t]), "act",
+                                            lp_json_number(a)));
+        lp_table_row(table, json_pack("[s,i,o,o]", "act", t, lp_cmd_token(s, ids[t]), lp_json_number(a)));
+    }
+    free(acts);
+    int kk = (int)(k > V ? V : k), km = (int)(k > m - 1 ? m - 1 : k);
+    float *logits = malloc((size_t)(V > m ? V : m) * sizeof *logits);
+    ranked *r = malloc((size_t)(kk + km + (V > m ? V : m)) * sizeof *r);
+    json_t *v = json_pack("{s:s,s:i,s:o}", "sae", e->name, "feature", (int)f, "acts", ja);
+    if (!logits || !r) {
+        rc = lp_error(LP_ENOMEM, "out of memory");
+        goto out;
+    }
+    /* logit effects: the written site's decoder row */
+    const float *row = lp_sae_decoder_row(e->sae, (int)f);
+    rc = lp_sae_direction_logits(s->run, e->out_kind, e->out_layer, row, best, logits);
+    if (rc == LP_EUNSUPPORTED) { /* no direct effect to show: say why in the value, keep the rest */
+        json_object_set_new(v, "logits", json_pack("{s:s}", "unavailable", lp_errmsg()));
+        rc = LP_OK;
+    } else if (!rc) {
+        json_t *pro = json_array(), *sup = json_array();
+        int n = top_k(logits, V, kk, r, r + kk);
+        for (int j = 0; j < n; j++) {
+            json_array_append_new(pro, json_pack("{s:i,s:o,s:o}", "id", r[j].i, "token", lp_cmd_token(s, r[j].i),
+                                                 "effect", lp_json_number(r[j].v)));
+            lp_table_row(table, json_pack("[s,i,o,o]", "promotes", j + 1, lp_cmd_token(s, r[j].i),
+                                          lp_json_number(r[j].v)));
+        }
+        for (int j = 0; j < V; j++) logits[j] = -logits[j];
+        n = top_k(logits, V, kk, r, r + kk);
+        for (int j = 0; j < n; j++) {
+            json_array_append_new(sup, json_pack("{s:i,s:o,s:o}", "id", r[j].i, "token", lp_cmd_token(s, r[j].i),
+                                                 "effect", lp_json_number(-r[j].v)));
+            lp_table_row(table, json_pack("[s,i,o,o]", "suppresses", j + 1, lp_cmd_token(s, r[j].i),
+                                          lp_json_number(-r[j].v)));
+        }
+        json_object_set_new(v, "logits", json_pack("{s:i,s:s,s:o,s:o}", "norm_scale_frozen_at_pos", best, "per",
+                                                   "unit activation", "promoted", pro, "suppressed", sup));
+    } else {
+        goto out;
+    }
+    /* nearest features by decoder cosine */
+    int d = in->d_out;
+    double nf = 0;
+    for (int j = 0; j < d; j++) nf += (double)row[j] * row[j];
+    for (int g = 0; g < m; g++) {
+        const float *w = lp_sae_decoder_row(e->sae, g);
+        double dot = 0, ng = 0;
+        for (int j = 0; j < d; j++) dot += (double)w[j] * row[j], ng += (double)w[j] * w[j];
+        logits[g] = g == f ? -INFINITY : nf > 0 && ng > 0 ? (float)(dot / sqrt(nf * ng)) : 0.0f;
+    }
+    json_t *near = json_array();
+    int n = top_k(logits, m, km, r, r + km);
+    for (int j = 0; j < n; j++) {
+        json_array_append_new(near, json_pack("{s:i,s:o}", "id", r[j].i, "cos", lp_json_number(r[j].v)));
+        char nm[32];
+        snprintf(nm, sizeof nm, "f%d", r[j].i);
+        lp_table_row(table, json_pack("[s,i,s,o]", "nearest", j + 1, nm, lp_json_number(r[j].v)));
+    }
+    json_object_set_new(v, "nearest", near);
+out:
+    free(logits);
+    free(r);
+    if (rc) {
+        json_decref(v), json_decref(table);
+        return rc;
+    }
+    lp_cmd_emit(s, v, table);
+    return LP_OK;
+}
