@@ -33,6 +33,26 @@ static void bins_are_fixed_edges(void **state) {
     for (int b = 2; b < LP_UNIT_BINS; b++) assert_int_equal(lp_unit_bin(lp_unit_bin_lower(b)), b);
 }
 
+/* add_run bins floats by a table of their bits: the same bin as lp_unit_bin for every float
+ * that could differ (a few ulps around every edge, each power of two's range, the ends) and
+ * for a sweep of positive floats' bit patterns. */
+static void float_bins_by_table_equal_the_edges(void **state) {
+    (void)state;
+    const float special[] = {0.0f, -0.0f, -1.0f, NAN, -NAN, INFINITY, -INFINITY, 1e-45f, 1.17549435e-38f, 3.4028235e38f};
+    for (size_t i = 0; i < sizeof special / sizeof *special; i++)
+        assert_int_equal(lp_unit_bin_f(special[i]), lp_unit_bin(special[i]));
+    for (int b = 2; b < LP_UNIT_BINS; b++) {
+        float f = (float)lp_unit_bin_lower(b);
+        for (int k = 0; k < 8; k++) f = nextafterf(f, 0.0f);
+        for (int k = 0; k < 16; k++, f = nextafterf(f, INFINITY)) assert_int_equal(lp_unit_bin_f(f), lp_unit_bin(f));
+    }
+    for (uint32_t bits = 1; bits < 0x7f800000u; bits += 997) {
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        assert_int_equal(lp_unit_bin_f(f), lp_unit_bin(f));
+    }
+}
+
 static void examples_have_a_total_order(void **state) {
     (void)state;
     lp_unit_example a = {5, 2, -1, 0, -1, 1.5f}, b = a;
@@ -234,6 +254,7 @@ static void values_are_the_runs(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bins_are_fixed_edges),
+        cmocka_unit_test(float_bins_by_table_equal_the_edges),
         cmocka_unit_test(examples_have_a_total_order),
         cmocka_unit_test(the_state_does_not_depend_on_the_order_of_items),
         cmocka_unit_test(bytes_load_back_to_the_same_state),

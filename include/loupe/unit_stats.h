@@ -35,6 +35,7 @@ typedef enum { LP_UNIT_NEURON, LP_UNIT_HEAD } lp_unit_kind;
  * values >= 1e3. lp_unit_bin_lower(b) is the bin's lower edge (-inf for bin 0). */
 #define LP_UNIT_BINS 27
 int lp_unit_bin(double v);
+int lp_unit_bin_f(float v); /* the same for a float, by a table of its bits (add_run's) */
 double lp_unit_bin_lower(int bin);
 
 #define LP_UNIT_K_MAX 1000      /* --k's bound */

@@ -2,7 +2,9 @@
  * bottom-s samples per bin, fed one run at a time, saved to and loaded from bytes. */
 #include "loupe/unit_stats.h"
 
+#include <assert.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +30,35 @@ int lp_unit_bin(double v) {
     return 1 + lo;
 }
 
+/* A positive float's bin by its bits: bits >> 20 (exponent and 3 mantissa bits) names a
+ * range of floats at most 2^(1/8) wide, less than the 10^(1/4) between two edges, so the range
+ * holds at most one edge: the bin of its lowest float, or the next one past that edge. */
+#define BIN_SHIFT 20
+static unsigned char bin_low[1u << (31 - BIN_SHIFT)];
+static pthread_once_t bin_once = PTHREAD_ONCE_INIT;
+
+static void bin_table(void) {
+    for (uint32_t i = 0; i < sizeof bin_low; i++) {
+        uint32_t bits = i ? i << BIN_SHIFT : 1; /* range 0's lowest positive float is the smallest denormal */
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        bin_low[i] = (unsigned char)lp_unit_bin(f);
+    }
+}
+
+static inline int bin_f(float v) { /* bin_table has run */
+    if (!(v > 0)) return 0;
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    int b = bin_low[bits >> BIN_SHIFT];
+    return b < LP_UNIT_BINS - 1 && (double)v >= EDGES[b - 1] ? b + 1 : b;
+}
+
+int lp_unit_bin_f(float v) {
+    pthread_once(&bin_once, bin_table);
+    return bin_f(v);
+}
+
 double lp_unit_bin_lower(int bin) { return bin <= 0 ? -INFINITY : bin == 1 ? 0.0 : EDGES[bin - 2]; }
 
 bool lp_unit_example_before(const lp_unit_example *a, const lp_unit_example *b) {
@@ -51,7 +82,8 @@ int64_t lp_unit_sample_hash(int64_t item, int unit) {
 
 typedef struct {
     lp_unit_example *e; /* (samples), allocated when the bin gets its first item */
-    int n;
+    int64_t *h;         /* (samples): e's hashes, in the same block */
+    int n, worst;       /* worst: the sample that goes first, when n == samples */
 } slot;
 
 struct lp_unit_stats {
@@ -63,6 +95,7 @@ struct lp_unit_stats {
     slot *slots;                     /* (n_units, LP_UNIT_BINS) */
     float *best;                     /* (d_mlp) scratch of add_run */
     int *best_pos;                   /* (d_mlp) */
+    uint16_t *count;                 /* (d_mlp, LP_UNIT_BINS) scratch of add_run: one layer's counts */
 };
 
 static int unit_of(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index) {
@@ -90,6 +123,7 @@ int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c) {
         return lp_error(LP_ERANGE, "tracking %lld units with --k %d would not fit in memory; lower --k", (long long)units, c->k);
     lp_unit_stats *u = calloc(1, sizeof *u);
     if (!u) return lp_error(LP_ENOMEM, "out of memory");
+    pthread_once(&bin_once, bin_table);
     u->c = *c;
     u->n_neurons = (int)neurons, u->n_heads = (int)heads, u->n_units = (int)units;
     size_t nu = (size_t)units + 1;
@@ -99,7 +133,8 @@ int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c) {
     u->slots = calloc(nu * LP_UNIT_BINS, sizeof *u->slots);
     u->best = malloc(((size_t)c->d_mlp + 1) * sizeof *u->best);
     u->best_pos = malloc(((size_t)c->d_mlp + 1) * sizeof *u->best_pos);
-    if (!u->top || !u->n_top || !u->hist || !u->slots || !u->best || !u->best_pos) {
+    u->count = malloc(((size_t)c->d_mlp + 1) * LP_UNIT_BINS * sizeof *u->count);
+    if (!u->top || !u->n_top || !u->hist || !u->slots || !u->best || !u->best_pos || !u->count) {
         lp_unit_stats_free(u);
         return lp_error(LP_ENOMEM, "out of memory for %lld units' top %d examples", (long long)units, c->k);
     }
@@ -117,6 +152,7 @@ void lp_unit_stats_free(lp_unit_stats *u) {
     free(u->slots);
     free(u->best);
     free(u->best_pos);
+    free(u->count);
     free(u);
 }
 
@@ -154,22 +190,37 @@ static bool sample_after(int64_t ha, const lp_unit_example *a, int64_t hb, const
     return ha != hb ? ha > hb : a->item > b->item;
 }
 
+static bool slot_alloc(slot *s, int samples) {
+    if (s->e) return true;
+    void *p = malloc((size_t)samples * (sizeof *s->e + sizeof *s->h));
+    if (!p) return false;
+    s->e = p;
+    s->h = (int64_t *)(s->e + samples);
+    return true;
+}
+
+/* The sample that a smaller hash would replace: the last in (hash, item) order. */
+static void slot_find_worst(slot *s) {
+    s->worst = 0;
+    for (int i = 1; i < s->n; i++)
+        if (sample_after(s->h[i], &s->e[i], s->h[s->worst], &s->e[s->worst])) s->worst = i;
+}
+
 /* Keeps x among the bin's samples when its hash is among the smallest. Out of memory, the
  * sample is skipped: samples are an illustration, and the slot stays valid. */
 static void sample_offer(lp_unit_stats *u, int unit, const lp_unit_example *x) {
     slot *s = &u->slots[(size_t)unit * LP_UNIT_BINS + lp_unit_bin(x->value)];
     int64_t hx = lp_unit_sample_hash(x->item, unit);
-    if (!s->e && !(s->e = malloc((size_t)u->c.samples * sizeof *s->e))) return;
+    if (!slot_alloc(s, u->c.samples)) return;
     if (s->n < u->c.samples) {
+        s->h[s->n] = hx;
         s->e[s->n++] = *x;
+        if (s->n == u->c.samples) slot_find_worst(s);
         return;
     }
-    int worst = 0;
-    for (int i = 1; i < s->n; i++)
-        if (sample_after(lp_unit_sample_hash(s->e[i].item, unit), &s->e[i], lp_unit_sample_hash(s->e[worst].item, unit),
-                         &s->e[worst]))
-            worst = i;
-    if (sample_after(lp_unit_sample_hash(s->e[worst].item, unit), &s->e[worst], hx, x)) s->e[worst] = *x;
+    if (!sample_after(s->h[s->worst], &s->e[s->worst], hx, x)) return;
+    s->e[s->worst] = *x, s->h[s->worst] = hx;
+    slot_find_worst(s);
 }
 
 void lp_unit_stats_offer(lp_unit_stats *u, lp_unit_kind kind, int layer, int index, const lp_unit_example *x) {
@@ -180,27 +231,50 @@ void lp_unit_stats_offer(lp_unit_stats *u, lp_unit_kind kind, int layer, int ind
 
 /* ---- adding a run ---- */
 
+static inline void max_step(float *restrict best, int *restrict best_pos, const float *restrict row, int n, int t) {
+    float x = row[n], b = best[n];
+    int take = (x > b) | (b != b); /* no branch: the loop stays vectorisable */
+    best[n] = take ? x : b;
+    best_pos[n] = take ? t : best_pos[n];
+}
+
+/* Each neuron's largest value over positions [start, T) and the first position holding it
+ * (a NaN never wins, unless every value is NaN: then no example), row by row so that the
+ * compiler vectorises it; then the histograms' counts. */
 static int add_neurons(lp_unit_stats *u, const lp_run *r, int64_t item, int start) {
     int T = lp_run_len(r), dm = u->c.d_mlp;
     const int *ids = lp_run_ids(r);
+    float *restrict best = u->best;
+    int *restrict best_pos = u->best_pos;
+    uint16_t *count = u->count; /* T <= n_ctx < 65536 */
+    if (start >= T) return LP_OK;
     for (int l = 0; l < u->c.n_layer; l++) {
         lp_view v;
         int rc = lp_run_view(r, LP_ACT_MLP_POST, l, -1, &v);
         if (rc) return rc;
+        assert(v.stride[1] == 1);
         uint64_t *hist = u->hist + (size_t)l * dm * LP_UNIT_BINS;
-        for (int n = 0; n < dm; n++) u->best_pos[n] = -1;
+        memcpy(best, v.data + (size_t)start * v.stride[0], (size_t)dm * sizeof *best);
+        for (int n = 0; n < dm; n++) best_pos[n] = start;
+        int body = dm - dm % 8;
+        for (int t = start + 1; t < T; t++) {
+            const float *restrict row = v.data + (size_t)t * v.stride[0];
+            for (int n0 = 0; n0 < body; n0 += 8) /* 8 lanes at a time: the compiler vectorises it */
+                for (int n = n0; n < n0 + 8; n++) max_step(best, best_pos, row, n, t);
+            for (int n = body; n < dm; n++) max_step(best, best_pos, row, n, t);
+        }
+        /* counted in a small table first (L2-resident where hist is not: (d_mlp, bins) of
+         * 16 bits), then added to hist in one pass in its own order */
+        memset(count, 0, (size_t)LP_UNIT_BINS * dm * sizeof *count);
         for (int t = start; t < T; t++) {
             const float *row = v.data + (size_t)t * v.stride[0];
-            for (int n = 0; n < dm; n++) {
-                float x = row[(size_t)n * v.stride[1]];
-                hist[(size_t)n * LP_UNIT_BINS + lp_unit_bin(x)]++;
-                if (x == x && (u->best_pos[n] < 0 || x > u->best[n])) u->best[n] = x, u->best_pos[n] = t;
-            }
+            for (int n = 0; n < dm; n++) count[(size_t)n * LP_UNIT_BINS + bin_f(row[n])]++;
         }
+        for (size_t i = 0; i < (size_t)LP_UNIT_BINS * dm; i++) hist[i] += count[i];
         for (int n = 0; n < dm; n++) {
-            int p = u->best_pos[n];
-            if (p < 0) continue;
-            lp_unit_example x = {item, p, -1, ids[p], -1, u->best[n]};
+            if (best[n] != best[n]) continue;
+            int p = best_pos[n];
+            lp_unit_example x = {item, p, -1, ids[p], -1, best[n]};
             lp_unit_stats_offer(u, LP_UNIT_NEURON, l, n, &x);
         }
     }
@@ -378,11 +452,13 @@ int lp_unit_stats_load(lp_unit_stats *u, const unsigned char *blob, size_t len) 
         slot *s = &u->slots[i];
         int32_t n;
         if (!get(&r, &n, sizeof n) || n < 0 || n > u->c.samples) return damaged("a sample count");
-        if (n && !s->e && !(s->e = malloc((size_t)u->c.samples * sizeof *s->e)))
-            return lp_error(LP_ENOMEM, "out of memory loading the dataset's aggregates");
+        if (n && !slot_alloc(s, u->c.samples)) return lp_error(LP_ENOMEM, "out of memory loading the dataset's aggregates");
         s->n = n;
-        for (int j = 0; j < n; j++)
+        for (int j = 0; j < n; j++) {
             if (!get_example(&r, &s->e[j])) return damaged("a sample");
+            s->h[j] = lp_unit_sample_hash(s->e[j].item, (int)(i / LP_UNIT_BINS));
+        }
+        if (n == u->c.samples) slot_find_worst(s);
     }
     if (r.at != r.n) return damaged("bytes left over");
     return LP_OK;

@@ -82,6 +82,41 @@ echo
 echo "== comparison: one thread (core $core; the run above used all cores)"
 OPENBLAS_CORETYPE=$core "$bench" --quick --threads 1 "$model" --compare-logits "$logits"
 
+# Datasets (issue 15): the dataset path's tokens/s (neurons and heads tracked, recorded into a
+# temporary store) against the pure forward on the same items, on this GPT-2-small shape.
+echo
+echo "== dataset: tokens/s against the forward alone (GPT-2-small shape)"
+"$bench" --dataset "$model" --items 64 --reps 1
+
+# Merging: three shards of 10,000 items each of the bundled model (2 layers, 512 neurons, 8
+# heads: quick to make), made once and kept in $BUILD/bench while each is a finished dataset
+# of 10,000 items; then merge's time into a fresh database.
+echo
+echo "== dataset: merge of 3 shards of 10,000 items (models/default)"
+mi=$out/merge-items.txt
+shard_ok() { [ -f "$1" ] && [ "$(sqlite3 "$1" "SELECT count(*) FROM datasets WHERE finished_at IS NOT NULL AND n_items = 10000" 2>/dev/null)" = 1 ]; }
+if ! [ -f "$mi" ] || ! shard_ok "$out/merge-1.db" || ! shard_ok "$out/merge-2.db" || ! shard_ok "$out/merge-3.db"; then
+    echo "making the shards (once; kept in $out) ..."
+    awk 'BEGIN { split("the a of to and in on at with from John Mary Anna Tom went store park school garden gave drink book " \
+        "said when then after before house dog cat red blue big small ran saw took made", w, " "); n = length(w); x = 12345
+        for (i = 0; i < 30000; i++) { x = (x * 69069 + 1) % 4294967296; len = 6 + int(x / 65536) % 9; line = ""
+            for (j = 0; j < len; j++) { x = (x * 69069 + 1) % 4294967296; line = line (j ? " " : "") w[1 + int(x / 65536) % n] }
+            print line } }' >"$mi"
+    rm -f "$out"/merge-[123].db
+    for i in 1 2 3; do
+        ./loupe -d "$out/merge-$i.db" --threads 1 models/default -e "dataset $mi --shard $i/3" >/dev/null &
+    done
+    wait
+fi
+rm -f "$out/merged.db"
+load=$(cut -d' ' -f1 /proc/loadavg)
+t0=$(date +%s.%N)
+./loupe -d "$out/merged.db" -e "merge $out/merge-1.db $out/merge-2.db $out/merge-3.db" >/dev/null
+t1=$(date +%s.%N)
+awk -v a="$t0" -v b="$t1" -v l="$load" -v mb="$(du -cm "$out"/merge-[123].db | tail -n 1 | cut -f1)" 'BEGIN {
+    printf "merge: 3 shards of 10,000 items (%d MB) in %.2f s (load average %s)\n", mb, b - a, l }'
+rm -f "$out/merged.db"
+
 # The same work in PyTorch (issue 16's table): the run at T=128, 512 and 1024, ig-32 and
 # occlusion at T=32 batched, generation; checked against loupe's logits and scores, and set
 # beside loupe's figures from the report above.

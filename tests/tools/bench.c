@@ -6,6 +6,7 @@
  *   bench --attr32 MODEL    the T=32 attribution line only, medians of 5 (quicker A/B runs)
  *   bench --record MODEL    recording's share of a run and the first run of a new length only
  *   bench --generate MODEL  generation only, with where a token's time goes (the products alone)
+ *   bench --dataset MODEL [--items N]  the dataset path's tokens/s against the forward alone
  * Targets: forward at T=128 within 1.5x of the roofline time; load under 100 ms; peak RSS
  * under the weights plus twice the activations of a T=512 run. An encoder (BERT) gets the
  * forward and attribution (bench_encoder_attr), not generation or patching.
@@ -32,6 +33,7 @@
 #include "loupe/model.h"
 #include "loupe/run.h"
 #include "loupe/tokenizer.h"
+#include "loupe/unit_stats.h"
 #include "arch/model_impl.h"
 #include "commands/cmd.h"
 #include "kernels/decode.h"
@@ -595,9 +597,140 @@ static void bench_session(const char *path, int reps) {
     fclose(sink);
 }
 
+/* The dataset path against the pure forward on the same items (issue 15's target: the
+ * dataset's tokens/s within 1.3x of the forward alone). n items of 16..48 tokens of text
+ * made from the vocabulary by the benches' LCG (printable pieces only, so that a line is an
+ * item), written to a temporary file and tokenized as `dataset` does; then (a) lp_run_new on
+ * each item's ids, with lp_unit_stats_add_run (neurons and heads tracked, the defaults) timed
+ * beside it: the aggregates' share; (b) `dataset FILE` itself, into a temporary store. Wall
+ * and CPU time (all threads) of each; the better of reps rounds, alternated. */
+static double thread_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* dataset's progress ends (LP_PROGRESS_END) when its items are done, before it writes the
+ * aggregates' tables: the time and CPU time then. */
+static void items_done(void *ctx, lp_progress_kind kind, const char *text) {
+    (void)text;
+    if (kind == LP_PROGRESS_END) ((double *)ctx)[0] = now_s(), ((double *)ctx)[1] = cpu_s();
+}
+
+static void bench_dataset(const char *path, int n, int reps) {
+    FILE *sink = fopen("/dev/null", "w");
+    lp_session s;
+    lp_session_init(&s, sink);
+    char dir[] = "/tmp/loupe-bench-dsXXXXXX";
+    if (!mkdtemp(dir)) die("mkdtemp");
+    char items[64], db[64];
+    snprintf(items, sizeof items, "%s/items.txt", dir);
+    snprintf(db, sizeof db, "%s/ds.db", dir);
+    if (lp_session_load(&s, path)) die(path);
+    const lp_config *c = lp_model_config(s.model);
+    const lp_tokenizer *tok = lp_model_tokenizer(s.model);
+    if (!tok) die("the model has no tokenizer");
+    FILE *f = fopen(items, "w");
+    if (!f) die(items);
+    unsigned long long x = 12345;
+#define LCG() (x = x * 6364136223846793005ull + 1442695040888963407ull, (int)(x >> 33))
+    for (int i = 0; i < n; i++) {
+        int want = 16 + LCG() % 33, got = 0;
+        while (got < want) {
+            size_t len;
+            const char *b = lp_tokenizer_token_bytes(tok, LCG() % c->vocab, &len);
+            bool ok = b && len > 0 && !(got == 0 && b[0] == ' ');
+            for (size_t j = 0; ok && j < len; j++) ok = b[j] >= 0x21 && b[j] <= 0x7e ? true : b[j] == ' ';
+            if (!ok) continue;
+            fwrite(b, 1, len, f);
+            got++;
+        }
+        fputc('\n', f);
+    }
+#undef LCG
+    fclose(f);
+    /* every item's ids, as dataset tokenizes the line (read back: the file is the truth) */
+    int **ids = calloc((size_t)n, sizeof *ids), *lens = calloc((size_t)n, sizeof *lens);
+    long tokens = 0;
+    char line[8192];
+    f = fopen(items, "r");
+    for (int i = 0; i < n && f && fgets(line, sizeof line, f); i++) {
+        line[strcspn(line, "\n")] = '\0';
+        int *types = NULL;
+        if (lp_cmd_encode_text(&s, line, NULL, -1, &ids[i], &types, &lens[i])) die("encode");
+        free(types);
+        tokens += lens[i];
+    }
+    if (f) fclose(f);
+    lp_unit_stats_config uc = {c->n_layer, c->d_mlp, c->n_head, true, true, 20, 5};
+    const lp_tokenizer *t = tok;
+    double fw = 1e30, fc = 1e30, aw = 1e30, ac_best = 1e30, dw = 1e30, dc = 1e30, steady = 1e30, iw = 1e30, ic = 1e30;
+    double mark[2] = {0};
+    s.progress = items_done;
+    s.progress_ctx = mark;
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "dataset %s", items);
+    for (int r = 0; r < reps; r++) {
+        lp_unit_stats *u;
+        if (lp_unit_stats_new(&u, &uc)) die("unit stats");
+        double w0 = now_s(), c0 = cpu_s(), add = 0, add_cpu = 0, skip_w = 0, skip_c = 0;
+        for (int i = 0; i < n; i++) {
+            lp_run *run;
+            if (lp_run_new(&run, s.model, ids[i], lens[i])) die("forward");
+            double a0 = now_s(), ac = thread_cpu_s();
+            bool bos = lp_tokenizer_bos(t) >= 0 && ids[i][0] == lp_tokenizer_bos(t);
+            if (lp_unit_stats_add_run(u, run, i, bos)) die("add_run");
+            add += now_s() - a0;
+            add_cpu += thread_cpu_s() - ac;
+            if (i == n - 1) { /* the last run again as 32 more items: the aggregates once their heaps are full */
+                double sw = now_s(), sc = thread_cpu_s();
+                for (int j = 1; j <= 32; j++)
+                    if (lp_unit_stats_add_run(u, run, n + j, bos)) die("add_run");
+                steady = fmin(steady, (thread_cpu_s() - sc) / 32);
+                skip_w = now_s() - sw, skip_c = thread_cpu_s() - sc;
+            }
+            lp_run_free(run);
+        }
+        /* add_run runs on this thread alone */
+        double w = now_s() - w0 - add - skip_w, cpu = cpu_s() - c0 - add_cpu - skip_c;
+        fw = fmin(fw, w), fc = fmin(fc, cpu), aw = fmin(aw, add), ac_best = fmin(ac_best, add_cpu);
+        lp_unit_stats_free(u);
+        unlink(db);
+        if (lp_store_open(&s.store, db)) die(db);
+        w0 = now_s(), c0 = cpu_s();
+        if (lp_exec(&s, cmd)) die("dataset");
+        dw = fmin(dw, now_s() - w0), dc = fmin(dc, cpu_s() - c0);
+        iw = fmin(iw, mark[0] - w0), ic = fmin(ic, mark[1] - c0);
+        lp_store_close(s.store);
+        s.store = NULL;
+        s.session_id = s.model_id = s.run_id = 0; /* rows of the store just closed */
+    }
+    double ratio = dw / fw;
+    printf("dataset: %d items of %.1f tokens on average (%ld tokens), neurons (%d) and heads (%d) tracked, k 20; best of %d:\n",
+           n, (double)tokens / n, tokens, c->n_layer * c->d_mlp, c->n_layer * c->n_head, reps);
+    printf("  forward alone (lp_run_new per item): %.0f tokens/s (%.2f s, CPU %.2f s)\n", tokens / fw, fw, fc);
+    printf("  dataset command (recorded, tracked, stored): %.0f tokens/s (%.2f s, CPU %.2f s); its items %.2f s (CPU "
+           "%.2f s), then writing the aggregates' tables %.2f s (CPU %.2f s), once a dataset\n", tokens / dw, dw, dc, iw,
+           ic, dw - iw, dc - ic);
+    printf("  the aggregates alone (lp_unit_stats_add_run, one thread): %.2f s (CPU %.2f s, %.1f ms an item), %.0f%% of "
+           "the forward's wall time; %.1f ms an item once every unit's top k is full\n", aw, ac_best, 1e3 * ac_best / n,
+           100 * aw / fw, 1e3 * steady);
+    printf("  dataset / forward: %.2fx wall, %.2fx CPU (target <= 1.3: %s); its items alone %.2fx wall, %.2fx CPU "
+           "(%s)\n", ratio, dc / fc, ratio <= 1.3 ? "met" : "MISSED", iw / fw, ic / fc, iw / fw <= 1.3 ? "met" : "MISSED");
+    for (int i = 0; i < n; i++) free(ids[i]);
+    free(ids);
+    free(lens);
+    unlink(db);
+    unlink(items);
+    rmdir(dir);
+    lp_session_free(&s);
+    fclose(sink);
+}
+
 static void usage(void) {
     fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] [--save-attr FILE] MODEL\n"
-                    "       bench --check MODEL | --attr MODEL | --attr32 MODEL | --record MODEL | --generate MODEL\n");
+                    "       bench --check MODEL | --attr MODEL | --attr32 MODEL | --record MODEL | --generate MODEL\n"
+                    "       bench --dataset MODEL [--items N] [--reps R]\n");
     exit(2);
 }
 
@@ -610,7 +743,7 @@ static void print_blas(void) {
 }
 
 int main(int argc, char **argv) {
-    int quick = 0, check = 0, attr_only = 0, record_only = 0, generate_only = 0;
+    int quick = 0, check = 0, attr_only = 0, record_only = 0, generate_only = 0, dataset_only = 0, items = 256, reps = 2;
     logit_files lf = {0};
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
@@ -621,6 +754,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--attr32")) attr_only = 2;
         else if (!strcmp(a, "--record")) record_only = 1;
         else if (!strcmp(a, "--generate")) generate_only = 1;
+        else if (!strcmp(a, "--dataset")) dataset_only = 1;
+        else if (!strcmp(a, "--items") && v && atoi(v) > 0) items = atoi(argv[++i]);
+        else if (!strcmp(a, "--reps") && v && atoi(v) > 0) reps = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && v && atoi(v) > 0) openblas_set_num_threads(atoi(argv[++i]));
         else if (!strcmp(a, "--save-logits") && v) lf.save = argv[++i];
         else if (!strcmp(a, "--compare-logits") && v) lf.compare = argv[++i];
@@ -641,6 +777,14 @@ int main(int argc, char **argv) {
         print_blas();
         printf("load average %.2f\n", load[0]);
         bench_session(path, 5);
+        return 0;
+    }
+    if (dataset_only) {
+        print_blas();
+        printf("load average %.2f\n", load[0]);
+        bench_dataset(path, items, reps);
+        getloadavg(load, 3);
+        printf("load average %.2f after\n", load[0]);
         return 0;
     }
     if (generate_only) {
