@@ -110,13 +110,15 @@ refused() { # NAME PATTERN LOUPE-ARGS...
     if [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/e")" -eq 1 ] && grep -q "^error: .*$pat" "$tmp/e"; then echo "ok   $name"
     else echo "FAIL $name (exit $rc)"; cat "$tmp/e"; fails=$((fails + 1)); fi
 }
-"$LOUPE" -d "$tmp/r.db" $M -e "dataset $tmp/items.jsonl $SLOW --limit 9" >/dev/null 2>&1 & pk=$!
+# 40 items, killed after 3: the 37 left take seconds, so the kill lands while it runs even
+# under load (with 9 items a loaded machine once finished them between two polls)
+"$LOUPE" -d "$tmp/r.db" $M -e "dataset $tmp/items.jsonl $SLOW --limit 40" >/dev/null 2>&1 & pk=$!
 n=0; k=0
 while [ $k -lt 400 ] && [ "${n:-0}" -lt 3 ]; do sleep 0.02; k=$((k + 1)); n=$(sqlite3 "$tmp/r.db" "SELECT count(*) FROM dataset_items" 2>/dev/null); done
 kill -9 $pk; wait $pk 2>/dev/null
-refused "resume with other options" "other options" -d "$tmp/r.db" $M -e "dataset $tmp/items.jsonl $SLOW --limit 9 --k 6 --resume"
-refused "resume with other commands" "other --each commands" -d "$tmp/r.db" $M -e "dataset $tmp/items.jsonl $OPTS --each heads --commit-every 3 --limit 9 --resume"
-refused "resume of another shard" "no unfinished dataset" -d "$tmp/r.db" $M -e "dataset $tmp/items.jsonl $SLOW --limit 9 --shard 1/2 --resume"
+refused "resume with other options" "other options" -d "$tmp/r.db" $M -e "dataset $tmp/items.jsonl $SLOW --limit 40 --k 6 --resume"
+refused "resume with other commands" "other --each commands" -d "$tmp/r.db" $M -e "dataset $tmp/items.jsonl $OPTS --each heads --commit-every 3 --limit 40 --resume"
+refused "resume of another shard" "no unfinished dataset" -d "$tmp/r.db" $M -e "dataset $tmp/items.jsonl $SLOW --limit 40 --shard 1/2 --resume"
 refused "merge an unfinished shard" "no finished dataset shard" -d "$tmp/x.db" -e "merge $tmp/r.db"
 "$LOUPE" -d "$tmp/k6.db" $M -e "dataset $tmp/items.jsonl --label-field label --k 6 --samples 3 --each 'attr gxi' --shard 1/3" >/dev/null 2>&1
 refused "merge a shard made with other options" "other options" -d "$tmp/m.db" -e "merge $tmp/k6.db"
