@@ -618,6 +618,7 @@ static void items_done(void *ctx, lp_progress_kind kind, const char *text) {
 }
 
 static void bench_dataset(const char *path, int n, int reps) {
+    if (n < 1 || n > 1000000 || reps < 1) die("--items 1..1000000 and --reps >= 1");
     FILE *sink = fopen("/dev/null", "w");
     lp_session s;
     lp_session_init(&s, sink);
