@@ -1990,12 +1990,13 @@ static const char *highlighted(const fixture *f, int y) {
 }
 
 static json_t *top_example(fixture *f, const char *kind, int layer, int unit, int rank) {
-    json_t *rows = NULL;
+    json_t *rows = NULL, *params = json_pack("[s,i,i,i]", kind, layer, unit, rank); /* lp_store_query borrows it */
     OK(lp_store_query(f->s.store,
                       "SELECT e.value, e.token, e.pos, e.key_pos, e.key_token, e.item, i.run_id FROM unit_examples e"
                       " JOIN dataset_items i USING (dataset_id, item) WHERE e.unit_kind = ?1 AND e.layer = ?2 AND"
                       " e.unit = ?3 AND e.rank = ?4",
-                      json_pack("[s,i,i,i]", kind, layer, unit, rank), false, &rows, NULL));
+                      params, false, &rows, NULL));
+    json_decref(params);
     json_t *row = json_incref(json_array_get(rows, 0));
     json_decref(rows);
     assert_non_null(row);
