@@ -6,6 +6,7 @@
 
 #include "commands/cmd.h"
 #include "loupe/error.h"
+#include "loupe/generate.h"
 #include "loupe/sae.h"
 #include "loupe/site.h"
 
@@ -246,23 +247,11 @@ int lp_cmd_sae(lp_session *s, int argc, char **argv, const char *rest) {
 
 /* ---- features ---- */
 
-typedef struct {
-    int i;
-    float v;
-} ranked;
-
-static int by_v_desc(const void *a, const void *b) {
-    const ranked *x = a, *y = b;
-    if (x->v != y->v) return x->v < y->v ? 1 : -1;
-    return x->i - y->i;
-}
-
-/* The top k of v (n) by value into r (k entries, sorted); returns how many were kept. */
-static int top_k(const float *v, int n, int k, ranked *r, ranked *scratch) {
-    for (int j = 0; j < n; j++) scratch[j] = (ranked){j, v[j]};
-    qsort(scratch, (size_t)n, sizeof *scratch, by_v_desc);
+/* The k largest of v (n) into top, largest first, ties by the smaller index (lp_top_k);
+ * returns how many: k, or n when n is smaller. */
+static int top_k(int *top, const float *v, int n, int k) {
     if (k > n) k = n;
-    memcpy(r, scratch, (size_t)k * sizeof *r);
+    if (k > 0 && lp_top_k(top, v, n, k)) return -1;
     return k;
 }
 
@@ -284,8 +273,8 @@ int lp_cmd_features(lp_session *s, int argc, char **argv, const char *rest) {
     float *acts;
     if ((rc = run_sae(s, e, &acts, NULL))) return rc;
     int m = in->d_sae, T = lp_run_len(s->run);
-    ranked *r = malloc((size_t)(k + m) * sizeof *r);
-    if (!r) {
+    int *top = malloc((size_t)k * sizeof *top);
+    if (!top) {
         free(acts);
         return lp_error(LP_ENOMEM, "out of memory");
     }
@@ -296,16 +285,25 @@ int lp_cmd_features(lp_session *s, int argc, char **argv, const char *rest) {
     lp_table_column(table, "act", 0, "%.4f");
     const int *ids = lp_run_ids(s->run);
     for (int t = only >= 0 ? only : 0; t < (only >= 0 ? only + 1 : T); t++) {
-        int n = top_k(acts + (size_t)t * m, m, (int)k, r, r + k);
+        const float *at = acts + (size_t)t * m;
+        int n = top_k(top, at, m, (int)k);
+        if (n < 0) {
+            rc = LP_ENOMEM; /* lp_top_k said so */
+            break;
+        }
         json_t *fs = json_array();
-        for (int j = 0; j < n && r[j].v > 0; j++) {
-            json_array_append_new(fs, json_pack("{s:i,s:o}", "id", r[j].i, "act", lp_json_number(r[j].v)));
-            lp_table_row(table, json_pack("[i,o,i,o]", t, lp_cmd_token(s, ids[t]), r[j].i, lp_json_number(r[j].v)));
+        for (int j = 0; j < n && at[top[j]] > 0; j++) {
+            json_array_append_new(fs, json_pack("{s:i,s:o}", "id", top[j], "act", lp_json_number(at[top[j]])));
+            lp_table_row(table, json_pack("[i,o,i,o]", t, lp_cmd_token(s, ids[t]), top[j], lp_json_number(at[top[j]])));
         }
         json_array_append_new(arr, json_pack("{s:i,s:o}", "pos", t, "features", fs));
     }
-    free(r);
+    free(top);
     free(acts);
+    if (rc) {
+        json_decref(arr), json_decref(table);
+        return rc;
+    }
     lp_cmd_emit(s, arr, table);
     return LP_OK;
 }
@@ -346,9 +344,9 @@ int lp_cmd_feature(lp_session *s, int argc, char **argv, const char *rest) {
     free(acts);
     int kk = (int)(k > V ? V : k), km = (int)(k > m - 1 ? m - 1 : k);
     float *logits = malloc((size_t)(V > m ? V : m) * sizeof *logits);
-    ranked *r = malloc((size_t)(kk + km + (V > m ? V : m)) * sizeof *r);
+    int *top = malloc((size_t)(kk > km ? kk : km) * sizeof *top);
     json_t *v = json_pack("{s:s,s:i,s:o}", "sae", e->name, "feature", (int)f, "acts", ja);
-    if (!logits || !r) {
+    if (!logits || !top) {
         rc = lp_error(LP_ENOMEM, "out of memory");
         goto out;
     }
@@ -360,20 +358,25 @@ int lp_cmd_feature(lp_session *s, int argc, char **argv, const char *rest) {
         rc = LP_OK;
     } else if (!rc) {
         json_t *pro = json_array(), *sup = json_array();
-        int n = top_k(logits, V, kk, r, r + kk);
+        int n = top_k(top, logits, V, kk);
         for (int j = 0; j < n; j++) {
-            json_array_append_new(pro, json_pack("{s:i,s:o,s:o}", "id", r[j].i, "token", lp_cmd_token(s, r[j].i),
-                                                 "effect", lp_json_number(r[j].v)));
-            lp_table_row(table, json_pack("[s,i,o,o]", "promotes", j + 1, lp_cmd_token(s, r[j].i),
-                                          lp_json_number(r[j].v)));
+            json_array_append_new(pro, json_pack("{s:i,s:o,s:o}", "id", top[j], "token", lp_cmd_token(s, top[j]),
+                                                 "effect", lp_json_number(logits[top[j]])));
+            lp_table_row(table, json_pack("[s,i,o,o]", "promotes", j + 1, lp_cmd_token(s, top[j]),
+                                          lp_json_number(logits[top[j]])));
         }
         for (int j = 0; j < V; j++) logits[j] = -logits[j];
-        n = top_k(logits, V, kk, r, r + kk);
+        if (n >= 0) n = top_k(top, logits, V, kk);
         for (int j = 0; j < n; j++) {
-            json_array_append_new(sup, json_pack("{s:i,s:o,s:o}", "id", r[j].i, "token", lp_cmd_token(s, r[j].i),
-                                                 "effect", lp_json_number(-r[j].v)));
-            lp_table_row(table, json_pack("[s,i,o,o]", "suppresses", j + 1, lp_cmd_token(s, r[j].i),
-                                          lp_json_number(-r[j].v)));
+            json_array_append_new(sup, json_pack("{s:i,s:o,s:o}", "id", top[j], "token", lp_cmd_token(s, top[j]),
+                                                 "effect", lp_json_number(-logits[top[j]])));
+            lp_table_row(table, json_pack("[s,i,o,o]", "suppresses", j + 1, lp_cmd_token(s, top[j]),
+                                          lp_json_number(-logits[top[j]])));
+        }
+        if (n < 0) {
+            json_decref(pro), json_decref(sup);
+            rc = LP_ENOMEM; /* lp_top_k said so */
+            goto out;
         }
         json_object_set_new(v, "logits", json_pack("{s:i,s:s,s:o,s:o}", "norm_scale_frozen_at_pos", best, "per",
                                                    "unit activation", "promoted", pro, "suppressed", sup));
@@ -391,17 +394,18 @@ int lp_cmd_feature(lp_session *s, int argc, char **argv, const char *rest) {
         logits[g] = g == f ? -INFINITY : nf > 0 && ng > 0 ? (float)(dot / sqrt(nf * ng)) : 0.0f;
     }
     json_t *near = json_array();
-    int n = top_k(logits, m, km, r, r + km);
+    int n = top_k(top, logits, m, km);
     for (int j = 0; j < n; j++) {
-        json_array_append_new(near, json_pack("{s:i,s:o}", "id", r[j].i, "cos", lp_json_number(r[j].v)));
+        json_array_append_new(near, json_pack("{s:i,s:o}", "id", top[j], "cos", lp_json_number(logits[top[j]])));
         char nm[32];
-        snprintf(nm, sizeof nm, "f%d", r[j].i);
-        lp_table_row(table, json_pack("[s,i,s,o]", "nearest", j + 1, nm, lp_json_number(r[j].v)));
+        snprintf(nm, sizeof nm, "f%d", top[j]);
+        lp_table_row(table, json_pack("[s,i,s,o]", "nearest", j + 1, nm, lp_json_number(logits[top[j]])));
     }
     json_object_set_new(v, "nearest", near);
+    if (n < 0) rc = LP_ENOMEM; /* lp_top_k said so */
 out:
     free(logits);
-    free(r);
+    free(top);
     if (rc) {
         json_decref(v), json_decref(table);
         return rc;
