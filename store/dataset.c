@@ -18,16 +18,6 @@
 
 enum { DQ_NEW, DQ_ITEM, DQ_CHECKPOINT, DQ_PROGRESS, DQ_GET_CHECKPOINT, DQ_EXAMPLE, DQ_HIST, DQ_SAMPLE, DQ_STAT };
 
-static void bind_str(sqlite3_stmt *s, int i, const char *v) {
-    if (v) sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
-    else sqlite3_bind_null(s, i);
-}
-
-static void bind_bytes(sqlite3_stmt *s, int i, const char *v, size_t n) {
-    if (v) sqlite3_bind_text64(s, i, v, n, SQLITE_STATIC, SQLITE_UTF8);
-    else sqlite3_bind_null(s, i);
-}
-
 /* 128 random bits as 32 hex digits. */
 static void new_uid(char out[33]) {
     unsigned char b[16] = {0};
@@ -53,12 +43,12 @@ int lp_store_dataset_new(lp_store *st, lp_store_dataset *d) {
     s = st->dq[DQ_NEW];
     new_uid(d->uid);
     const char *text[] = {d->uid, d->name, d->path, d->file_fingerprint, d->format};
-    for (int i = 0; i < 5; i++) bind_str(s, 1 + i, text[i]);
+    for (int i = 0; i < 5; i++) store_bind_str(s, 1 + i, text[i]);
     if (d->model_id) sqlite3_bind_int64(s, 6, d->model_id);
-    bind_str(s, 7, d->model_fingerprint);
+    store_bind_str(s, 7, d->model_fingerprint);
     if (d->session_id) sqlite3_bind_int64(s, 8, d->session_id);
-    bind_str(s, 9, d->commands_json);
-    bind_str(s, 10, d->settings_json);
+    store_bind_str(s, 9, d->commands_json);
+    store_bind_str(s, 10, d->settings_json);
     sqlite3_bind_int(s, 11, d->shard_i);
     sqlite3_bind_int(s, 12, d->shard_n);
     sqlite3_bind_int(s, 13, d->k);
@@ -92,7 +82,7 @@ int lp_store_dataset_unfinished(lp_store *st, const char *path, int shard_i, int
                                 " AND path = ?1 AND shard_i = ?2 AND shard_n = ?3 ORDER BY id DESC LIMIT 1",
                                 -1, &s, NULL);
     if (rc != SQLITE_OK) return store_fail(st, rc, "looking for the dataset to resume");
-    bind_str(s, 1, path);
+    store_bind_str(s, 1, path);
     sqlite3_bind_int(s, 2, shard_i);
     sqlite3_bind_int(s, 3, shard_n);
     *found = false;
@@ -133,12 +123,12 @@ int lp_store_dataset_put_item(lp_store *st, int64_t dataset_id, const lp_store_d
     sqlite3_bind_int64(s, 1, dataset_id);
     sqlite3_bind_int64(s, 2, it->item);
     sqlite3_bind_int(s, 3, it->line);
-    bind_str(s, 4, it->text);
-    bind_str(s, 5, it->pair);
-    bind_str(s, 6, it->label);
+    store_bind_str(s, 4, it->text);
+    store_bind_str(s, 5, it->pair);
+    store_bind_str(s, 6, it->label);
     if (it->run_id) sqlite3_bind_int64(s, 7, it->run_id);
     if (it->n_tokens >= 0) sqlite3_bind_int(s, 8, it->n_tokens);
-    bind_str(s, 9, it->skipped);
+    store_bind_str(s, 9, it->skipped);
     return store_done(st, s, "recording the dataset's item");
 }
 
@@ -197,7 +187,7 @@ static const char *const KIND_NAMES[] = {"neuron", "head"};
 static void bind_token(sqlite3_stmt *s, int i, const lp_tokenizer *t, int id) {
     size_t len = 0;
     const char *b = t && id >= 0 ? lp_tokenizer_token_bytes(t, id, &len) : NULL;
-    bind_bytes(s, i, b, len);
+    store_bind_text(s, i, b, len);
 }
 
 /* The example's columns from `first` on: item, pos, key_pos, token_id, token, key_token_id,
@@ -221,7 +211,7 @@ static int put_example_row(lp_store *st, int slot, const char *sql, int64_t id, 
     if (rc) return rc;
     sqlite3_stmt *s = st->dq[slot];
     sqlite3_bind_int64(s, 1, id);
-    bind_str(s, 2, KIND_NAMES[kind]);
+    store_bind_str(s, 2, KIND_NAMES[kind]);
     sqlite3_bind_int(s, 3, layer);
     sqlite3_bind_int(s, 4, index);
     sqlite3_bind_int(s, 5, at);
@@ -336,7 +326,7 @@ static int head_stats(lp_store *st, int64_t id) {
         sqlite3_bind_int64(s, 1, id);
         sqlite3_bind_int(s, 2, (int)(at / M / H));
         sqlite3_bind_int(s, 3, (int)(at / M % H));
-        bind_str(s, 4, lp_head_metric_name((lp_head_metric)(at % M)));
+        store_bind_str(s, 4, lp_head_metric_name((lp_head_metric)(at % M)));
         sqlite3_bind_int64(s, 5, cnt[at]);
         if (cnt[at]) {
             double mean = sum[at] / cnt[at], var = sq[at] / cnt[at] - mean * mean;
@@ -563,7 +553,7 @@ static int find_merged(lp_store *st, const shard_row *sh, const char *path, int6
     int rc = sqlite3_prepare_v2(st->db, "SELECT id, model_fingerprint, settings, commands, shard_n FROM main.datasets"
                                 " WHERE shard_i = 0 AND file_fingerprint = ?1 ORDER BY id DESC LIMIT 1", -1, &s, NULL);
     if (rc != SQLITE_OK) return store_fail(st, rc, "merging");
-    bind_str(s, 1, sh->fields[F_FILE]);
+    store_bind_str(s, 1, sh->fields[F_FILE]);
     rc = LP_OK;
     if (sqlite3_step(s) == SQLITE_ROW) {
         *into = sqlite3_column_int64(s, 0);
@@ -617,7 +607,7 @@ static int new_merged(lp_store *st, const shard_row *sh, int64_t *into) {
         " strftime('%Y-%m-%dT%H:%M:%fZ', 'now') FROM shard.datasets d WHERE id = ?2",
         -1, &s, NULL);
     if (rc != SQLITE_OK) return store_fail(st, rc, "merging");
-    bind_str(s, 1, uid);
+    store_bind_str(s, 1, uid);
     sqlite3_bind_int64(s, 2, sh->id);
     rc = sqlite3_step(s);
     sqlite3_finalize(s);
@@ -661,8 +651,8 @@ static int merge_one(lp_store *st, const shard_row *sh, const char *path, json_t
         sqlite3_bind_int64(s, 1, into);
         sqlite3_bind_int(s, 2, sh->shard_i);
         sqlite3_bind_int(s, 3, sh->shard_n);
-        bind_str(s, 4, sh->uid);
-        bind_str(s, 5, path);
+        store_bind_str(s, 4, sh->uid);
+        store_bind_str(s, 5, path);
         rc = sqlite3_step(s) == SQLITE_DONE ? LP_OK : store_fail(st, sqlite3_errcode(st->db), "merging");
         sqlite3_finalize(s);
     }
@@ -733,7 +723,7 @@ int lp_store_dataset_merge(lp_store *st, const char *path, json_t **report) {
     sqlite3_stmt *s;
     if ((rc = sqlite3_prepare_v2(st->db, "ATTACH ?1 AS shard", -1, &s, NULL)) != SQLITE_OK)
         return store_fail(st, rc, "attaching the shard");
-    bind_str(s, 1, path);
+    store_bind_str(s, 1, path);
     rc = sqlite3_step(s);
     sqlite3_finalize(s);
     if (rc != SQLITE_DONE) return store_fail(st, rc, "attaching the shard");

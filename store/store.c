@@ -343,6 +343,12 @@ int store_prep(lp_store *st, sqlite3_stmt **slot, const char *sql) {
 
 int store_done(lp_store *st, sqlite3_stmt *s, const char *what) { return done(st, s, what); }
 
+static void bind_str(sqlite3_stmt *s, int i, const char *text);
+
+void store_bind_text(sqlite3_stmt *s, int i, const char *text, size_t len) { bind_text(s, i, text, len); }
+
+void store_bind_str(sqlite3_stmt *s, int i, const char *text) { bind_str(s, i, text); }
+
 int store_exec(lp_store *st, const char *sql, const char *what) { return exec(st, sql, what); }
 
 /* ---- batches ---- */
@@ -487,7 +493,6 @@ static int put_tokens(lp_store *st, int64_t run, const char *side, const int *id
 }
 
 static void bind_real(sqlite3_stmt *s, int i, double v);
-static void bind_str(sqlite3_stmt *s, int i, const char *text);
 
 static int put_run_rows(lp_store *st, const lp_store_run *r, int64_t run) {
     sqlite3_stmt *s;

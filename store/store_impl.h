@@ -40,6 +40,9 @@ struct lp_store {
 int store_prep(lp_store *st, sqlite3_stmt **slot, const char *sql);
 /* Steps a statement that returns no rows, then resets it. */
 int store_done(lp_store *st, sqlite3_stmt *s, const char *what);
+/* Text parameters: NULL binds NULL; the bytes stay the caller's until the statement is reset. */
+void store_bind_text(sqlite3_stmt *s, int i, const char *text, size_t len);
+void store_bind_str(sqlite3_stmt *s, int i, const char *text); /* NUL-terminated */
 /* Runs SQL without results (no parameters). */
 int store_exec(lp_store *st, const char *sql, const char *what);
 
