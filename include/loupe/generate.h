@@ -32,6 +32,9 @@ void lp_generator_reset(lp_generator *g);
 /* Picks the next token from logits (V) as s says; the rng state advances. */
 typedef struct { uint64_t state; } lp_rng;
 void lp_rng_seed(lp_rng *rng, uint64_t seed);
+/* splitmix64's output for state x (what lp_rng gives next from state x): a 64-bit hash of x
+ * whose every bit depends on every bit of x. */
+uint64_t lp_mix64(uint64_t x);
 double lp_rng_uniform(lp_rng *rng);  /* [0, 1) */
 int lp_sample(const float *logits, int vocab, const lp_sampling *s, lp_rng *rng);
 

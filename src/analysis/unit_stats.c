@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "loupe/error.h"
+#include "loupe/generate.h"
 #include "loupe/model.h"
 
 /* 10^(-3 + j/4), j = 0..24: the bins' edges from 1e-3 to 1e3, written out so that every
@@ -68,16 +69,9 @@ bool lp_unit_example_before(const lp_unit_example *a, const lp_unit_example *b) 
     return a->key_pos < b->key_pos;
 }
 
-static uint64_t mix64(uint64_t x) { /* splitmix64's finaliser */
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 /* 63 bits: SQL compares it as a signed integer when shards are merged. */
 int64_t lp_unit_sample_hash(int64_t item, int unit) {
-    return (int64_t)(mix64(mix64((uint64_t)item) ^ (uint64_t)(unsigned)unit) >> 1);
+    return (int64_t)(lp_mix64(lp_mix64((uint64_t)item) ^ (uint64_t)(unsigned)unit) >> 1);
 }
 
 typedef struct {

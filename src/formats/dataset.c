@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "loupe/error.h"
+#include "loupe/generate.h"
 
 typedef struct {
     uint64_t hash;
@@ -337,17 +338,10 @@ void lp_dataset_item_free(lp_dataset_item *it) {
 
 /* ---- selection ---- */
 
-static uint64_t mix64(uint64_t x) { /* splitmix64's finaliser */
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 static bool keyed_less(keyed a, keyed b) { return a.hash != b.hash ? a.hash < b.hash : a.index < b.index; }
 
 static keyed sample_key(const lp_dataset *d, int64_t index) {
-    return (keyed){mix64(d->seed ^ mix64((uint64_t)index)), index};
+    return (keyed){lp_mix64(d->seed ^ lp_mix64((uint64_t)index)), index};
 }
 
 static bool in_window(const lp_dataset *d, int64_t index) {

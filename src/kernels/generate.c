@@ -173,11 +173,17 @@ int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logi
 /* splitmix64: small, fast, and the same stream for a seed on every machine. */
 void lp_rng_seed(lp_rng *rng, uint64_t seed) { rng->state = seed; }
 
-static uint64_t rng_next(lp_rng *rng) {
-    uint64_t z = (rng->state += 0x9E3779B97F4A7C15ull);
+uint64_t lp_mix64(uint64_t x) {
+    uint64_t z = x + 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
+}
+
+static uint64_t rng_next(lp_rng *rng) {
+    uint64_t z = lp_mix64(rng->state);
+    rng->state += 0x9E3779B97F4A7C15ull;
+    return z;
 }
 
 double lp_rng_uniform(lp_rng *rng) { return (double)(rng_next(rng) >> 11) * (1.0 / 9007199254740992.0); }
