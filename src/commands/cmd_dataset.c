@@ -39,9 +39,9 @@ static ssize_t discard(void *c, const char *buf, size_t n) {
 
 /* --shard I/N */
 static int parse_shard(const char *v, int *i, int *n) {
-    char *end, *slash = v ? strchr(v, '/') : NULL;
-    long a = slash ? strtol(v, &end, 10) : 0, b = slash ? strtol(slash + 1, &end, 10) : 0;
-    if (!slash || *end || b < 1 || b > 1000000 || a < 1 || a > b || end == slash + 1)
+    char *end_a = NULL, *end_b = NULL, *slash = v ? strchr(v, '/') : NULL;
+    long a = slash ? strtol(v, &end_a, 10) : 0, b = slash ? strtol(slash + 1, &end_b, 10) : 0;
+    if (!slash || end_a != slash || *end_b || end_b == slash + 1 || b < 1 || b > 1000000 || a < 1 || a > b)
         return lp_error(LP_EINVAL, "--shard is I/N with 1 <= I <= N <= 1000000 (e.g. 2/3), not '%s'", v ? v : "");
     *i = (int)a, *n = (int)b;
     return LP_OK;

@@ -134,6 +134,7 @@ refused "a bad JSONL line, named" "bad.jsonl:2: not JSON" -d "$tmp/b.db" $M -e "
 refused "a missing field" "no field \"prompt\"" -d "$tmp/b.db" $M -e "dataset $tmp/items.jsonl --field prompt"
 refused "a missing file" "cannot open" -d "$tmp/b.db" $M -e "dataset $tmp/none.txt"
 refused "a bad shard" "--shard is I/N" -d "$tmp/b.db" $M -e "dataset $tmp/items.jsonl --shard 4/3"
+refused "a shard with more than a number before the slash" "--shard is I/N" -d "$tmp/b.db" $M -e "dataset $tmp/items.jsonl --shard 2x/3"
 refused "--each that replaces the run" "would take the item's run away" -d "$tmp/b.db" $M -e "dataset $tmp/items.jsonl --each 'run hello'"
 # An item longer than the context is skipped and counted, not run.
 { echo "short prompt"; i=0; while [ $i -lt 200 ]; do printf 'word '; i=$((i + 1)); done; echo; } >"$tmp/long.txt"
