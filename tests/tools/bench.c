@@ -7,7 +7,8 @@
  *   bench --record MODEL    recording's share of a run and the first run of a new length only
  *   bench --generate MODEL  generation only, with where a token's time goes (the products alone)
  *   bench --dataset MODEL [--items N]  the dataset path's tokens/s against the forward alone
- * Targets: forward at T=128 within 1.5x of the roofline time; load under 100 ms; peak RSS
+ * Targets: forward within 1.3x of the roofline time at every length, recording (bench --record)
+ * within 5% of it (issue 16); load under 100 ms; peak RSS
  * under the weights plus twice the activations of a T=512 run. An encoder (BERT) gets the
  * forward and attribution (bench_encoder_attr), not generation or patching.
  *
@@ -251,7 +252,7 @@ static size_t bench_forward(const lp_model *m, int T, int reps, double peak, con
     double med = times[reps / 2], flops = forward_flops(c, T), ideal = flops / (peak * 1e9), ratio = med / ideal;
     printf("forward T=%d: %.1f ms (median of %d, best %.1f) | %.1f GFLOP | roofline time %.1f ms | ratio %.2f", T,
            med * 1e3, reps, times[0] * 1e3, flops / 1e9, ideal * 1e3, ratio);
-    if (T == 128) printf(" (target <= 1.5: %s)", ratio <= 1.5 ? "met" : "MISSED");
+    printf(" (target <= 1.3: %s)", ratio <= 1.3 ? "met" : "MISSED");
     printf("\n");
     static const char *const names[GEMM_KINDS] = {"linear", "unembed", "attention"};
     double in_gemm = 0.0;
