@@ -15,4 +15,11 @@
  * LP_EINVAL for a name that is neither. */
 int lp_site_parse(const char *name, const lp_config *c, lp_act_kind *kind, int *layer);
 
+/* The width of a site's rows for config c (d_model; n_head * d_head for z; d_mlp for mlp_pre
+ * and mlp_post): what a dictionary at the site reads; 0 for sites no dictionary reads. */
+int lp_site_width(const lp_config *c, lp_act_kind k);
+/* The site's rows of run r at layer, gathered into a new (T, width) array *out (z's heads side
+ * by side); width is lp_site_width's. */
+int lp_site_rows(const lp_run *r, lp_act_kind kind, int layer, int width, float **out);
+
 #endif

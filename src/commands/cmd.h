@@ -177,6 +177,7 @@ LP_COMMAND_FN(merge);
 LP_COMMAND_FN(sae);
 LP_COMMAND_FN(features);
 LP_COMMAND_FN(feature);
+LP_COMMAND_FN(train_sae);
 
 /* The `tui` command opens the full-screen browser, which lives in ui/ (curses) where the
  * engine does not reach: main registers it. Without it, `tui` says it is not there. */

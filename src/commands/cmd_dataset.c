@@ -24,7 +24,7 @@
 
 /* Commands that would take the dataset's run, model or session away from it. */
 static const char *const NOT_EACH[] = {"dataset", "merge", "load", "run", "rerun", "generate", "session", "tui",
-                                       "quit", "source", "train", "mode"};
+                                       "quit", "source", "train", "train-sae", "mode"};
 
 static double now_s(void) {
     struct timespec t;

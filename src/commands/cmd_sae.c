@@ -17,22 +17,6 @@ void lp_cmd_sae_clear(lp_session *s) {
     s->n_saes = 0;
 }
 
-/* The width of a site's rows for the model: what a dictionary's d_in must be; 0 for sites a
- * dictionary cannot read. */
-static int site_width(const lp_config *c, lp_act_kind k) {
-    switch (k) {
-    case LP_ACT_RESID_PRE: case LP_ACT_RESID_MID: case LP_ACT_RESID_POST: case LP_ACT_ATTN_OUT: case LP_ACT_MLP_OUT:
-    case LP_ACT_LN1: case LP_ACT_LN2:
-        return c->d_model;
-    case LP_ACT_Z:
-        return c->n_head * c->d_head;
-    case LP_ACT_MLP_PRE: case LP_ACT_MLP_POST:
-        return c->d_mlp;
-    default:
-        return 0;
-    }
-}
-
 /* Resolves a hook name against the model: kind, layer, width checked against want. */
 static int resolve_site(lp_session *s, const char *hook, const char *role, int want, lp_act_kind *kind, int *layer) {
     const lp_config *c = lp_model_config(s->model);
@@ -44,7 +28,7 @@ static int resolve_site(lp_session *s, const char *hook, const char *role, int w
     if (*layer >= c->n_layer)
         return lp_error(LP_EINVAL, "sae load: the %s site %s is past the model's last layer (%d)", role, hook,
                         c->n_layer - 1);
-    int w = site_width(c, *kind);
+    int w = lp_site_width(c, *kind);
     if (!w)
         return lp_error(LP_EUNSUPPORTED, "sae load: loupe does not read dictionaries on %s (%s) yet; sites: resid_pre, "
                         "resid_mid, resid_post, attn_out, mlp_out, ln1, ln2, z, mlp_pre, mlp_post", hook,
@@ -55,35 +39,13 @@ static int resolve_site(lp_session *s, const char *hook, const char *role, int w
     return LP_OK;
 }
 
-/* The site's rows of the current run, gathered into a new (T, width) array. */
-static int gather(const lp_session *s, lp_act_kind kind, int layer, int width, float **out) {
-    lp_view v;
-    int rc = lp_run_view(s->run, kind, layer, -1, &v);
-    if (rc) return rc;
-    int T = lp_run_len(s->run);
-    float *x = malloc((size_t)T * width * sizeof *x);
-    if (!x) return lp_error(LP_ENOMEM, "out of memory");
-    for (int t = 0; t < T; t++) {
-        float *o = x + (size_t)t * width;
-        const float *base = v.data + (size_t)t * v.stride[0];
-        if (v.ndim == 2) {
-            for (int j = 0; j < width; j++) o[j] = base[(size_t)j * v.stride[1]];
-        } else { /* (T, H, dh) */
-            for (int h = 0, at = 0; h < v.shape[1]; h++)
-                for (int j = 0; j < v.shape[2]; j++) o[at++] = base[(size_t)h * v.stride[1] + (size_t)j * v.stride[2]];
-        }
-    }
-    *out = x;
-    return LP_OK;
-}
-
 /* Encodes (and decodes, with stats when st is not NULL) the current run at e's site. */
 static int run_sae(const lp_session *s, const struct lp_session_sae *e, float **acts_out, lp_sae_stats *st) {
     const lp_sae_info *in = lp_sae_get_info(e->sae);
     int T = lp_run_len(s->run);
     float *x = NULL, *y = NULL, *acts = NULL, *recon = NULL;
-    int rc = gather(s, e->kind, e->layer, in->d_in, &x);
-    if (!rc && in->transcoder) rc = gather(s, e->out_kind, e->out_layer, in->d_out, &y);
+    int rc = lp_site_rows(s->run, e->kind, e->layer, in->d_in, &x);
+    if (!rc && in->transcoder) rc = lp_site_rows(s->run, e->out_kind, e->out_layer, in->d_out, &y);
     if (!rc && !(acts = malloc((size_t)T * in->d_sae * sizeof *acts))) rc = lp_error(LP_ENOMEM, "out of memory");
     if (!rc && st && !(recon = malloc((size_t)T * in->d_out * sizeof *recon))) rc = lp_error(LP_ENOMEM, "out of memory");
     if (!rc) rc = st ? lp_sae_measure(e->sae, x, y ? y : x, T, acts, recon, st) : lp_sae_encode(e->sae, x, T, acts);

@@ -583,6 +583,18 @@ static const lp_command COMMANDS[] = {
      "W_down for mlp_post) and through the final norm with the scale frozen at the position where it is strongest "
      "(as dla does), dotted with the unembedding: the K tokens it promotes and suppresses most, per unit of "
      "activation; and the K features whose decoder rows are nearest by cosine."},
+    {"train-sae",
+     "DIR [--site S] [--d-sae N] [--arch standard|topk] [--k K] [--l1 X] [--lr X] [--steps N] [--batch ROWS] "
+     "[--seq T] [--corpus FILE] [--seed S] [--quiet]",
+     "train a sparse autoencoder on a site of the model, saved in SAELens's layout",
+     "train-sae /tmp/sae --site blocks.1.hook_resid_pre --steps 500", lp_cmd_train_sae, false,
+     "The model runs windows of --seq tokens (default 128) of the corpus (--corpus FILE, or the synthetic corpus "
+     "of 'train'); each window's rows at --site (default blocks.L.hook_resid_pre, L the middle layer) but its "
+     "first go into a shuffled buffer, --batch rows (default 4096) per step. standard: ReLU, loss = sum of "
+     "squared errors + --l1 (default 1) x sum of activations, per row; topk: the --k (default 32) largest, no "
+     "penalty. Decoder rows kept at unit norm; Adam at --lr (default 4e-4) for --steps (default 2000); --d-sae "
+     "default 8 x the site's width. One batch is held out and measured at every tenth of the run and at the end. "
+     "DIR gets cfg.json and sae_weights.safetensors ('sae load DIR' reads them); Ctrl-C saves what is trained."},
     {"source", "FILE", "run the commands in FILE (nested up to 16 deep)", "source setup.loupe", cmd_source, false, NULL},
     {"mode", "[table|box|markdown|csv|json|jsonl]", "show or set the output mode", "mode json", cmd_mode, false, NULL},
     {"help", "[COMMAND]", "list the commands, or show one command's usage and an example", "help attn", cmd_help, false, NULL},

@@ -96,3 +96,39 @@ int lp_site_parse(const char *name, const lp_config *c, lp_act_kind *kind, int *
     return lp_error(LP_EINVAL, "unknown site '%s': use resid_pre, attn_out, mlp_out, resid_post, z, pattern, ... or a "
                     "TransformerLens hook name (blocks.L.hook_resid_post, blocks.L.attn.hook_z, ...; see README)", name);
 }
+
+int lp_site_width(const lp_config *c, lp_act_kind k) {
+    switch (k) {
+    case LP_ACT_RESID_PRE: case LP_ACT_RESID_MID: case LP_ACT_RESID_POST: case LP_ACT_ATTN_OUT: case LP_ACT_MLP_OUT:
+    case LP_ACT_LN1: case LP_ACT_LN2:
+        return c->d_model;
+    case LP_ACT_Z:
+        return c->n_head * c->d_head;
+    case LP_ACT_MLP_PRE: case LP_ACT_MLP_POST:
+        return c->d_mlp;
+    default:
+        return 0;
+    }
+}
+
+int lp_site_rows(const lp_run *r, lp_act_kind kind, int layer, int width, float **out) {
+    *out = NULL;
+    lp_view v;
+    int rc = lp_run_view(r, kind, layer, -1, &v);
+    if (rc) return rc;
+    int T = lp_run_len(r);
+    float *x = malloc((size_t)T * width * sizeof *x);
+    if (!x) return lp_error(LP_ENOMEM, "out of memory");
+    for (int t = 0; t < T; t++) {
+        float *o = x + (size_t)t * width;
+        const float *base = v.data + (size_t)t * v.stride[0];
+        if (v.ndim == 2) {
+            for (int j = 0; j < width; j++) o[j] = base[(size_t)j * v.stride[1]];
+        } else { /* (T, H, dh) */
+            for (int h = 0, at = 0; h < v.shape[1]; h++)
+                for (int j = 0; j < v.shape[2]; j++) o[at++] = base[(size_t)h * v.stride[1] + (size_t)j * v.stride[2]];
+        }
+    }
+    *out = x;
+    return LP_OK;
+}
