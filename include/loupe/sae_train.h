@@ -10,11 +10,16 @@
  * shrinking f and growing W_dec. Init: W_dec rows uniform random directions, W_enc = W_dec^T
  * (init_encoder_as_decoder_transpose), b_enc = 0, b_dec = the mean of the first rows seen.
  * AdamW without weight decay (beta1 0.9, beta2 0.999, eps 1e-8), a constant rate.
+ * With normalize, every row is first multiplied by c = sqrt(d_in) / (the first batch's mean
+ * norm), SAELens's expected_average_only_in, so that --l1 means the same at any site; the
+ * saved weights have c folded in (W_enc c, W_dec / c, b_dec / c), so the file reads raw rows.
+ * The stats' mse and l1 are in the normalised units (explained variance has none).
  * The result is saved in SAELens's layout (cfg.json + sae_weights.safetensors), which
  * lp_sae_load reads back. */
 #ifndef LOUPE_SAE_TRAIN_H
 #define LOUPE_SAE_TRAIN_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "loupe/sae.h"
@@ -25,6 +30,7 @@ typedef struct {
     int k;            /* topk: features kept per row, 1..d_sae */
     double l1;        /* standard: the penalty's coefficient, >= 0 */
     double lr;        /* > 0 */
+    bool normalize;   /* scale inputs so that the first batch's mean norm is sqrt(d_in) */
     uint64_t seed;
 } lp_sae_train_spec;
 

@@ -184,7 +184,7 @@ int lp_cmd_train_sae(lp_session *s, int argc, char **argv, const char *rest) {
         return lp_error(LP_EUNSUPPORTED, "train-sae: --site %s: dictionaries read resid_pre, resid_mid, resid_post, attn_out, "
                         "mlp_out, ln1, ln2, z, mlp_pre or mlp_post", site);
 
-    lp_sae_train_spec spec = {.d_in = width, .arch = LP_SAE_STANDARD, .l1 = 1.0, .lr = 4e-4};
+    lp_sae_train_spec spec = {.d_in = width, .arch = LP_SAE_STANDARD, .l1 = 1.0, .lr = 4e-4, .normalize = true};
     long v, steps = 2000, batch = 4096, seq = c->n_ctx < 128 ? c->n_ctx : 128;
     if (o[O_ARCH].value) {
         if (!strcmp(o[O_ARCH].value, "topk")) spec.arch = LP_SAE_TOPK;

@@ -28,9 +28,10 @@ struct lp_sae_trainer {
     float *p, *m, *v, *g;       /* parameters, Adam's moments, the gradient: n_params each */
     float *w_enc, *b_enc, *w_dec, *b_dec; /* into p */
     long step;
+    double scale;  /* inputs are multiplied by this (1, or set by the first step: normalize) */
     /* per-batch scratch, grown to the largest batch */
     int cap;
-    float *xc, *pre, *f, *err, *df, *dxc;
+    float *xc, *pre, *f, *err, *df, *dxc, *xs;
     int *top;
     double *col; /* (d_in): per-column sums */
 };
@@ -53,6 +54,7 @@ int lp_sae_trainer_new(lp_sae_trainer **out, const lp_sae_train_spec *spec) {
     lp_sae_trainer *t = calloc(1, sizeof *t);
     if (!t) return lp_error(LP_ENOMEM, "out of memory");
     t->spec = *s;
+    t->scale = 1.0;
     size_t d = (size_t)s->d_in, m = (size_t)s->d_sae;
     t->n_params = 2 * d * m + m + d;
     t->p = calloc(4 * t->n_params, sizeof(float));
@@ -106,7 +108,7 @@ float *lp_sae_trainer_params(lp_sae_trainer *t, size_t *count) {
 static int reserve(lp_sae_trainer *t, int n) {
     if (n <= t->cap) return LP_OK;
     size_t d = (size_t)t->spec.d_in, m = (size_t)t->spec.d_sae;
-    size_t per = 3 * d + 3 * m; /* xc, err, dxc; pre, f, df */
+    size_t per = 4 * d + 3 * m; /* xc, err, dxc, xs; pre, f, df */
     float *buf = malloc((size_t)n * per * sizeof *buf);
     int *top = t->spec.arch == LP_SAE_TOPK ? malloc((size_t)t->spec.k * sizeof *top) : NULL;
     if (!buf || (t->spec.arch == LP_SAE_TOPK && !top)) {
@@ -115,7 +117,8 @@ static int reserve(lp_sae_trainer *t, int n) {
     }
     free(t->xc), free(t->top);
     t->xc = buf, t->err = buf + (size_t)n * d, t->dxc = t->err + (size_t)n * d;
-    t->pre = t->dxc + (size_t)n * d, t->f = t->pre + (size_t)n * m, t->df = t->f + (size_t)n * m;
+    t->xs = t->dxc + (size_t)n * d;
+    t->pre = t->xs + (size_t)n * d, t->f = t->pre + (size_t)n * m, t->df = t->f + (size_t)n * m;
     t->top = top;
     t->cap = n;
     return LP_OK;
@@ -143,6 +146,11 @@ int lp_sae_trainer_loss(lp_sae_trainer *t, const float *x, int n, lp_sae_step_st
     if (rc) return rc;
     int d = t->spec.d_in, m = t->spec.d_sae;
     size_t nd = (size_t)n * d, nm = (size_t)n * m;
+    if (t->scale != 1.0) { /* the loss is the normalised inputs' */
+        float c = (float)t->scale;
+        for (size_t e = 0; e < nd; e++) t->xs[e] = x[e] * c;
+        x = t->xs;
+    }
     /* forward */
     for (size_t r = 0; r < (size_t)n; r++)
         for (int i = 0; i < d; i++) t->xc[r * d + i] = x[r * d + i] - t->b_dec[i];
@@ -204,12 +212,25 @@ int lp_sae_trainer_loss(lp_sae_trainer *t, const float *x, int n, lp_sae_step_st
 
 int lp_sae_trainer_step(lp_sae_trainer *t, const float *x, int n, lp_sae_step_stats *st) {
     int d = t->spec.d_in, m = t->spec.d_sae;
-    if (t->step == 0 && n > 0) /* b_dec starts at the data's mean: x' is centred from the first step */
+    if (t->step == 0 && n > 0) {
+        /* normalize: the scale that makes the first batch's mean norm sqrt(d_in) (SAELens's
+         * expected_average_only_in), so that an L1 coefficient means the same at any site */
+        if (t->spec.normalize) {
+            double norms = 0.0;
+            for (int r = 0; r < n; r++) {
+                double ss = 0.0;
+                for (int i = 0; i < d; i++) ss += (double)x[(size_t)r * d + i] * x[(size_t)r * d + i];
+                norms += sqrt(ss);
+            }
+            if (norms > 0) t->scale = sqrt((double)d) / (norms / n);
+        }
+        /* b_dec starts at the data's mean: x' is centred from the first step */
         for (int i = 0; i < d; i++) {
             double s = 0.0;
             for (int r = 0; r < n; r++) s += x[(size_t)r * d + i];
-            t->b_dec[i] = (float)(s / n);
+            t->b_dec[i] = (float)(s / n * t->scale);
         }
+    }
     int rc = lp_sae_trainer_loss(t, x, n, st, t->g);
     if (rc) return rc;
     if (st && !isfinite(st->loss))
@@ -250,28 +271,41 @@ int lp_sae_trainer_save(const lp_sae_trainer *t, const char *dir, const char *ho
     if (rc) return rc;
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return lp_error(LP_EIO, "%s: cannot create the directory: %s", dir, strerror(errno));
-    json_t *cfg = json_pack("{s:s,s:i,s:i,s:s,s:b,s:s,s:s,s:s,s:s,s:f,s:f,s:I,s:I}", "architecture",
+    json_t *cfg = json_pack("{s:s,s:i,s:i,s:s,s:b,s:s,s:s,s:s,s:s,s:f,s:f,s:I,s:f,s:I}", "architecture",
                             lp_sae_arch_name(s->arch), "d_in", s->d_in, "d_sae", s->d_sae, "hook_name", hook_name,
                             "apply_b_dec_to_input", 1, "normalize_activations", "none", "dtype", "float32",
                             "model_name", model_name, "trained_by", "loupe train-sae", "l1_coefficient",
                             s->arch == LP_SAE_STANDARD ? s->l1 : 0.0, "lr", s->lr, "training_steps",
-                            (json_int_t)t->step, "seed", (json_int_t)(s->seed & 0x7fffffffffffffffULL));
+                            (json_int_t)t->step, "activation_scale_folded", t->scale, "seed", (json_int_t)(s->seed & 0x7fffffffffffffffULL));
     if (cfg && s->arch == LP_SAE_TOPK) json_object_set_new(cfg, "k", json_integer(s->k));
     char *text = cfg ? json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
     json_decref(cfg);
     if (!text) return lp_error(LP_ENOMEM, "out of memory");
     char staging[4096], path[4096];
     size_t d = (size_t)s->d_in, m = (size_t)s->d_sae;
+    /* the scale folded into the weights, as SAELens saves a normalised dictionary: x c goes
+     * through (x - b_dec / c) (c W_enc) and comes back as f (W_dec / c) + b_dec / c */
+    float *folded = malloc(t->n_params * sizeof *folded);
+    if (!folded) {
+        free(text);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
+    float *we = folded, *be = we + d * m, *wd = be + m, *bd = wd + m * d;
+    double c = t->scale;
+    for (size_t e = 0; e < d * m; e++) we[e] = (float)(t->w_enc[e] * c), wd[e] = (float)(t->w_dec[e] / c);
+    for (size_t j = 0; j < m; j++) be[j] = t->b_enc[j];
+    for (size_t i = 0; i < d; i++) bd[i] = (float)(t->b_dec[i] / c);
     lp_st_tensor ts[] = {
-        {.name = "W_enc", .dtype = LP_DT_F32, .ndim = 2, .shape = {(int64_t)d, (int64_t)m}, .data = t->w_enc, .nbytes = d * m * 4},
-        {.name = "b_enc", .dtype = LP_DT_F32, .ndim = 1, .shape = {(int64_t)m}, .data = t->b_enc, .nbytes = m * 4},
-        {.name = "W_dec", .dtype = LP_DT_F32, .ndim = 2, .shape = {(int64_t)m, (int64_t)d}, .data = t->w_dec, .nbytes = m * d * 4},
-        {.name = "b_dec", .dtype = LP_DT_F32, .ndim = 1, .shape = {(int64_t)d}, .data = t->b_dec, .nbytes = d * 4},
+        {.name = "W_enc", .dtype = LP_DT_F32, .ndim = 2, .shape = {(int64_t)d, (int64_t)m}, .data = we, .nbytes = d * m * 4},
+        {.name = "b_enc", .dtype = LP_DT_F32, .ndim = 1, .shape = {(int64_t)m}, .data = be, .nbytes = m * 4},
+        {.name = "W_dec", .dtype = LP_DT_F32, .ndim = 2, .shape = {(int64_t)m, (int64_t)d}, .data = wd, .nbytes = m * d * 4},
+        {.name = "b_dec", .dtype = LP_DT_F32, .ndim = 1, .shape = {(int64_t)d}, .data = bd, .nbytes = d * 4},
     };
     if (!(rc = lp_ckptdir_stage(dir, staging, sizeof staging)) &&
         !(rc = lp_path_join(path, sizeof path, staging, "sae_weights.safetensors")) &&
         !(rc = lp_st_write(path, ts, 4, NULL, NULL, 0)) && !(rc = lp_path_join(path, sizeof path, staging, "cfg.json")))
         rc = lp_file_write(path, text, strlen(text));
     free(text);
+    free(folded);
     return rc ? rc : lp_ckptdir_commit(dir);
 }
