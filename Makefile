@@ -30,7 +30,7 @@ DEB_NEEDS := pc:openblas:libopenblas-dev pc:jansson:libjansson-dev pc:libpcre2-8
              $(SLURM_NEEDS)
 FUZZ_NEEDS := cmd:clang:clang file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a:libclang-rt-14-dev
 
-.PHONY: all deps deps-fuzz test check check-kernels run bench sanitize fuzz clean tools check-model model encoder-model encoder-polarity-model t5-model
+.PHONY: all deps deps-fuzz test check check-kernels run bench sanitize fuzz clean tools check-model model sae-model encoder-model encoder-polarity-model t5-model
 all: $(BIN)
 
 $(BIN): $(LIB_OBJ) $(BUILD)/src/main.o
@@ -183,6 +183,16 @@ t5-model: deps
 	./loupe -e 'train models/seq2seq/digits.tmp $(T5_RECIPE)'
 	rm -f models/seq2seq/digits.tmp/optimizer.safetensors
 	rm -rf models/seq2seq/digits && mv models/seq2seq/digits.tmp models/seq2seq/digits
+
+# The bundled dictionary (models/default-sae): a TopK sparse autoencoder on the bundled
+# model's residual stream between its two layers, trained by train-sae over the synthetic
+# corpus (about 15 minutes on two loaded cores).
+SAE_RECIPE = --site blocks.1.hook_resid_pre --arch topk --k 16 --d-sae 512 --steps 2000 --seed 0
+sae-model: deps
+	@$(MAKE) --no-print-directory loupe
+	rm -rf models/default-sae.tmp
+	./loupe -d :memory: models/default -e 'train-sae models/default-sae.tmp $(SAE_RECIPE)'
+	rm -rf models/default-sae && mv models/default-sae.tmp models/default-sae
 
 # The circuits a trained model should have (IOI, induction, the head scan, patching; see
 # tests/test_default_model.c, which make test runs on models/default), on MODEL:

@@ -292,12 +292,52 @@ static void the_command_trains_on_the_bundled_model(void **state) {
     rm_tree(dir);
 }
 
+/* The committed dictionary (make sae-model) on the bundled model: it reads the site its
+ * cfg.json names and reconstructs runs it was not trained on. */
+static void the_bundled_dictionary_reconstructs_the_bundled_model(void **state) {
+    (void)state;
+    static const char *const texts[] = {
+        "When Mary and John went to the store, John gave a drink to",
+        "The dog ran to the park. It was a sunny day. Tom sat down and smiled.",
+        "Tom sat down and smiled. kqe zzt wod kqe zzt wod.",
+    };
+    lp_session s;
+    char *text = NULL, line[256];
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    lp_session_init(&s, f);
+    assert_int_equal(lp_exec(&s, "load models/default"), LP_OK);
+    assert_int_equal(lp_exec(&s, "mode json"), LP_OK);
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+        snprintf(line, sizeof line, "run %s", texts[i]);
+        assert_int_equal(lp_exec(&s, line), LP_OK);
+        if (i == 0 && lp_exec(&s, "sae load models/default-sae --name bundled") != LP_OK) fail_msg("%s", lp_errmsg());
+        fflush(f);
+        size_t at = len;
+        assert_int_equal(lp_exec(&s, "sae stats bundled"), LP_OK);
+        fflush(f);
+        json_error_t je;
+        json_t *all = json_loads(text + at, JSON_DISABLE_EOF_CHECK, &je), *st = json_array_get(all, 0);
+        if (!st) fail_msg("not a json array: %s", text + at);
+        double ev = json_number_value(json_object_get(st, "explained_variance")),
+               l0 = json_number_value(json_object_get(st, "l0"));
+        print_message("%s: L0 %.2f, explained variance %.3f\n", texts[i], l0, ev);
+        assert_true(l0 > 0 && l0 <= 16.0);
+        assert_true(ev >= 0.8);
+        json_decref(all);
+    }
+    lp_session_free(&s);
+    fclose(f);
+    free(text);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(the_gradient_matches_central_differences),
         cmocka_unit_test(a_dictionary_learns_a_known_sparse_code),
         cmocka_unit_test(bad_specs_are_refused),
         cmocka_unit_test(the_command_trains_on_the_bundled_model),
+        cmocka_unit_test(the_bundled_dictionary_reconstructs_the_bundled_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
