@@ -121,4 +121,45 @@ int lp_sae_measure(const lp_sae *s, const float *x, const float *y, int n, float
  * that is not written into the residual stream (ln1, ln2, q, k, v, ...). */
 int lp_sae_direction_logits(const lp_run *r, lp_act_kind kind, int layer, const float *row, int pos, float *logits);
 
+/* ---- A forward edited by dictionaries (an lp_edit for lp_run_new_edited, lp_generate_edited)
+ * At the written site of each edit, for each row y there (x: the row of the site read, y
+ * itself for an SAE), as SAELens's HookedSAETransformer does:
+ *   splice          y <- decode(a') + (y - decode(a)), a = encode(x), a' = a with the clamps
+ *                   set (use_error_term: without clamps y is unchanged)
+ *   splice_no_error y <- decode(a')                  (the dictionary alone)
+ *   zero            y <- 0                            (the site zero-ablated)
+ *   pass            y as it is
+ * and then steering: y <- y + sum of alpha * W_dec[f]. Clamps need an encoding: with mode
+ * pass they make it splice. A transcoder's input rows are kept when the forward passes its
+ * input site, which must come before its output site. */
+typedef enum { LP_SAE_PASS, LP_SAE_SPLICE, LP_SAE_SPLICE_NO_ERROR, LP_SAE_ZERO } lp_sae_splice;
+
+typedef struct {
+    const lp_sae *sae;           /* borrowed */
+    lp_act_kind kind, out_kind;  /* the site read and the site written (the same for an SAE) */
+    int layer, out_layer;
+    lp_sae_splice mode;
+    int n_clamp;                 /* features set to values: clamp_id (n_clamp), clamp_value (n_clamp) */
+    const int *clamp_id;
+    const float *clamp_value;
+    int n_steer;                 /* alpha * W_dec[f] added: steer_id (n_steer), steer_alpha (n_steer) */
+    const int *steer_id;
+    const float *steer_alpha;
+    float *seen;                 /* optional (seen_rows, d_in): the rows read, as the edit saw them, when a
+                                    call has seen_rows rows (a captured run of that length); else NULL */
+    int seen_rows;
+} lp_sae_edit;
+
+typedef struct lp_sae_editor lp_sae_editor;
+
+/* Checks edits (n; sites that can be edited, feature ids, finite values) and keeps a copy of
+ * the array (the pointers in it stay borrowed). */
+int lp_sae_editor_new(lp_sae_editor **out, const lp_sae_edit *edits, int n);
+void lp_sae_editor_free(lp_sae_editor *e);
+/* The lp_edit that applies them; valid while e lives. */
+lp_edit lp_sae_editor_edit(lp_sae_editor *e);
+/* LP_OK, or what failed inside the forward (out of memory; the message is set then): a
+ * forward that ran with a failed edit must be thrown away. */
+int lp_sae_editor_status(const lp_sae_editor *e);
+
 #endif
