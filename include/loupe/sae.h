@@ -121,6 +121,20 @@ int lp_sae_measure(const lp_sae *s, const float *x, const float *y, int n, float
  * that is not written into the residual stream (ln1, ln2, q, k, v, ...). */
 int lp_sae_direction_logits(const lp_run *r, lp_act_kind kind, int layer, const float *row, int pos, float *logits);
 
+/* Attribution to features (gradient x activation, as Marks et al.'s sparse feature circuits
+ * with the dictionary spliced in with its error term): x (n, d_in) the rows read, y (n, d_out)
+ * the rows at the written site, grad (n, d_out) an objective's gradient with respect to y.
+ * With a = encode(x), the decoder y = (a W_dec + b_dec) * back + shift (+ x W_skip^T) + err
+ * is linear in a, so per row
+ *   attr (n, d_sae)  a_f * back * (grad . W_dec[f])      each feature
+ *   parts (n, 3)     grad . err                           the error node, err = y - decode(a)
+ *                    grad . (b_dec * back + shift + x W_skip^T)  the decoder's constant part
+ *                    grad . y                              the site's own grad x activation
+ * and sum_f attr + error + constant = grad . y exactly (up to rounding): what closes. (back,
+ * shift: the normalisation's way back for the row, 1 and 0 without one.) */
+int lp_sae_attribute(const lp_sae *s, const float *x, const float *y, const float *grad, int n, float *attr,
+                     double *parts);
+
 /* ---- A forward edited by dictionaries (an lp_edit for lp_run_new_edited, lp_generate_edited)
  * At the written site of each edit, for each row y there (x: the row of the site read, y
  * itself for an SAE), as SAELens's HookedSAETransformer does:

@@ -143,6 +143,13 @@ struct lp_session_sae {
 };
 /* The dictionary called name (NULL: the last loaded), or NULL with the error set naming cmd. */
 const struct lp_session_sae *lp_cmd_find_sae(const lp_session *s, const char *cmd, const char *name);
+/* e's rows in the current run: *x (T, d_in) what it reads (kept by a splice, whose site then
+ * holds its output), *y (T, d_out) what its written site holds; both the caller's to free. */
+int lp_cmd_sae_rows(const lp_session *s, const struct lp_session_sae *e, float **x, float **y);
+/* sae attr [--sae NAME] [--target T|--target-id ID] [--vs T|--vs-id ID] [--objective O] [--pos P]
+ * [--k K]: gradient x activation of the objective for each feature, the error node and the
+ * decoder's constant part, with the closure (argv from "attr" on). */
+int lp_cmd_sae_attr(lp_session *s, int argc, char **argv);
 /* sae splice NAME [--no-error] / sae unsplice NAME: on, with or without the error term, or
  * off; the current run is made again through the new forward. */
 int lp_cmd_sae_splice(lp_session *s, const char *name, bool on, bool no_error);

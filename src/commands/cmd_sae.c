@@ -77,6 +77,29 @@ static int gather(const lp_run *r, lp_act_kind kind, int layer, int width, float
     return LP_OK;
 }
 
+/* The rows e reads in run r, into a new (T, d_in) array: kept by the edit when e was spliced
+ * into r (its site then holds its output), else the site's. */
+static int input_rows(const lp_session *s, const lp_run *r, const struct lp_session_sae *e, float **x) {
+    const lp_sae_info *in = lp_sae_get_info(e->sae);
+    int T = lp_run_len(r);
+    if (r != s->run || e->seen_run != r || e->seen_rows != T) return gather(r, e->kind, e->layer, in->d_in, x);
+    if (!(*x = malloc((size_t)T * in->d_in * sizeof **x))) return lp_error(LP_ENOMEM, "out of memory");
+    memcpy(*x, e->seen, (size_t)T * in->d_in * sizeof **x);
+    return LP_OK;
+}
+
+int lp_cmd_sae_rows(const lp_session *s, const struct lp_session_sae *e, float **x, float **y) {
+    const lp_sae_info *in = lp_sae_get_info(e->sae);
+    *x = *y = NULL;
+    int rc = input_rows(s, s->run, e, x);
+    if (!rc) rc = gather(s->run, e->out_kind, e->out_layer, in->d_out, y);
+    if (rc) {
+        free(*x), free(*y);
+        *x = *y = NULL;
+    }
+    return rc;
+}
+
 /* Encodes (and decodes, with stats when st is not NULL) run r (the current run or one of its
  * ids) at e's site. */
 static int run_sae(const lp_session *s, const lp_run *r, const struct lp_session_sae *e, float **acts_out,
@@ -84,13 +107,7 @@ static int run_sae(const lp_session *s, const lp_run *r, const struct lp_session
     const lp_sae_info *in = lp_sae_get_info(e->sae);
     int T = lp_run_len(r);
     float *x = NULL, *y = NULL, *acts = NULL, *recon = NULL;
-    int rc;
-    if (r == s->run && e->seen_run == r && e->seen_rows == T) { /* spliced: the site holds its output, the input was kept */
-        if ((x = malloc((size_t)T * in->d_in * sizeof *x))) memcpy(x, e->seen, (size_t)T * in->d_in * sizeof *x);
-        rc = x ? LP_OK : lp_error(LP_ENOMEM, "out of memory");
-    } else {
-        rc = gather(r, e->kind, e->layer, in->d_in, &x);
-    }
+    int rc = input_rows(s, r, e, &x);
     if (!rc && in->transcoder) rc = gather(r, e->out_kind, e->out_layer, in->d_out, &y);
     if (!rc && !(acts = malloc((size_t)T * in->d_sae * sizeof *acts))) rc = lp_error(LP_ENOMEM, "out of memory");
     if (!rc && st && !(recon = malloc((size_t)T * in->d_out * sizeof *recon))) rc = lp_error(LP_ENOMEM, "out of memory");
@@ -235,6 +252,7 @@ static int sae_stats(lp_session *s, const char *name) {
 
 int lp_cmd_sae(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
+    if (argc > 1 && strcmp(argv[1], "attr") == 0) return lp_cmd_sae_attr(s, argc - 1, argv + 1);
     lp_opt o[] = {{"site", false, NULL}, {"name", false, NULL}, {"no-error", true, NULL}};
     char *pos[2];
     int np, rc = lp_cmd_opts("sae", argc, argv, o, 3, pos, 2, &np);
@@ -265,7 +283,7 @@ int lp_cmd_sae(lp_session *s, int argc, char **argv, const char *rest) {
     }
     if (strcmp(sub, "list") != 0 || np > 1)
         return lp_error(LP_EINVAL, "sae: load PATH [--site S] [--name N], list, stats [NAME], splice [NAME] "
-                        "[--no-error], unsplice [NAME] or drop NAME");
+                        "[--no-error], unsplice [NAME], attr [options] or drop NAME");
     json_t *arr = json_array();
     for (int i = 0; i < s->n_saes; i++) json_array_append_new(arr, describe(&s->saes[i]));
     lp_cmd_emit(s, arr, NULL);
