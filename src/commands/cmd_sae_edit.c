@@ -125,6 +125,8 @@ int lp_cmd_sae_run_new(lp_session *s, lp_run **r, const int *ids, const int *typ
 int lp_cmd_sae_splice(lp_session *s, const char *name, bool on, bool no_error) {
     struct lp_session_sae *e = (struct lp_session_sae *)lp_cmd_find_sae(s, on ? "sae splice" : "sae unsplice", name);
     if (!e) return LP_EINVAL;
+    if (on && lp_model_encoder(s->model)) /* its runs are made apart (cmd_seq2seq.c), not through the edit */
+        return lp_error(LP_EUNSUPPORTED, "sae splice: dictionaries are not spliced into an encoder-decoder yet");
     int was = e->splice;
     e->splice = !on ? LP_SAE_PASS : no_error ? LP_SAE_SPLICE_NO_ERROR : LP_SAE_SPLICE;
     if (on) { /* refused now rather than at the next run */
