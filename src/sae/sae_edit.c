@@ -1,6 +1,7 @@
 /* A forward edited by dictionaries: splicing, clamping, zero-ablation and steering at a
  * site, through the forward's edit hook (sae.h, lp_sae_editor). */
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,14 +101,16 @@ static void apply(lp_sae_editor *E, edit_state *es, float *rows, int n) {
     const lp_sae_info *in = lp_sae_get_info(e->sae);
     size_t nx = (size_t)n * in->d_in;
     const float *x = rows;
-    if (in->transcoder) {
-        if (es->stash_rows != n) {
-            E->rc = lp_error(LP_EINVAL, "the transcoder's input site was not seen before its output site");
-            return;
-        }
+    bool encodes = e->mode == LP_SAE_SPLICE || e->mode == LP_SAE_SPLICE_NO_ERROR;
+    if (in->transcoder && !encodes) {
+        x = NULL; /* steering and zeroing need no input */
+    } else if (in->transcoder && es->stash_rows != n) {
+        E->rc = lp_error(LP_EINVAL, "the transcoder's input site was not seen before its output site");
+        return;
+    } else if (in->transcoder) {
         x = es->stash;
     }
-    if (e->seen && n == e->seen_rows) memcpy(e->seen, x, nx * sizeof *x);
+    if (x && e->seen && n == e->seen_rows) memcpy(e->seen, x, nx * sizeof *x);
     if (e->mode == LP_SAE_ZERO) {
         memset(rows, 0, (size_t)n * in->d_out * sizeof *rows);
     } else if (e->mode != LP_SAE_PASS) {
