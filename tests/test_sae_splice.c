@@ -43,7 +43,7 @@ static int setup(void **state) {
 }
 
 static int teardown(void **state) {
-    default_session_teardown(state);
+    if (*state) default_session_teardown(state); /* NULL when the setup failed */
     json_decref(ref);
     fprintf(stderr, "worst against float64: logits %.3g, CE %.3g, attributions %.3g; closure gap %.3g\n", worst_logit,
             worst_ce, worst_attr, worst_gap);
