@@ -160,6 +160,9 @@ int lp_cmd_sae_ce(const lp_session *s, const struct lp_session_sae *e, json_t *r
 /* A new run of ids (types: NULL for all 0) through the session's spliced dictionaries and the
  * running command's --steer and --clamp (s->sae_opts); the plain run when there are none. */
 int lp_cmd_sae_run_new(lp_session *s, lp_run **r, const int *ids, const int *types, int n);
+/* What the session's runs go through now, for a run's output: {"spliced":[{"sae","splice"}],
+ * "sae","steer","clamp"}, or NULL when nothing (a new reference). */
+json_t *lp_cmd_sae_edits_json(const lp_session *s);
 /* The edit lp_generate_edited applies for the same: *editor NULL when there is none; free it
  * with lp_cmd_sae_edit_free. */
 struct lp_cmd_sae_edits;

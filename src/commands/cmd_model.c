@@ -215,6 +215,8 @@ int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, con
     json_t *v = json_pack("{s:o,s:i,s:o,s:o,s:o}", "run_id", s->run_id ? json_integer(s->run_id) : json_null(),
                           "n_tokens", n, "ids", idarr, "text", text ? json_stringn_nocheck(text, strlen(text)) : json_null(),
                           enc ? "prediction" : "next", next);
+    json_t *edits = lp_cmd_sae_edits_json(s); /* a spliced or steered run says so */
+    if (edits) json_object_set_new(v, "edits", edits);
     if (enc) {
         json_t *tarr = json_array();
         for (int i = 0; i < n; i++) json_array_append_new(tarr, json_integer(lp_run_types(r)[i]));

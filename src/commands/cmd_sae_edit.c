@@ -120,6 +120,22 @@ int lp_cmd_sae_run_new(lp_session *s, lp_run **r, const int *ids, const int *typ
     return rc;
 }
 
+json_t *lp_cmd_sae_edits_json(const lp_session *s) {
+    json_t *spliced = json_array();
+    for (int i = 0; i < s->n_saes; i++)
+        if (s->saes[i].splice != LP_SAE_PASS)
+            json_array_append_new(spliced, json_pack("{s:s,s:s}", "sae", s->saes[i].name, "splice",
+                                                     s->saes[i].splice == LP_SAE_SPLICE ? "error_term" : "no_error"));
+    const char *steer = s->sae_opts[1], *clamp = s->sae_opts[2];
+    if (!json_array_size(spliced) && !steer && !clamp) {
+        json_decref(spliced);
+        return NULL;
+    }
+    const struct lp_session_sae *t = steer || clamp ? lp_cmd_find_sae(s, "--steer", s->sae_opts[0]) : NULL;
+    return json_pack("{s:o,s:o,s:o,s:o}", "spliced", spliced, "sae", t ? json_string(t->name) : json_null(), "steer",
+                     steer ? json_string(steer) : json_null(), "clamp", clamp ? json_string(clamp) : json_null());
+}
+
 /* ---- sae splice / unsplice ---- */
 
 int lp_cmd_sae_splice(lp_session *s, const char *name, bool on, bool no_error) {

@@ -126,6 +126,10 @@ check "sae splice with the error term leaves the logits" test "$same" = true
 moved=$(json $MODEL -e "sae load $SAE" -e 'run --steer 3:4 When Mary and John' -e 'run When Mary and John' |
     jq -s '.[1].next.id != .[2].next.id or .[1].next.prob != .[2].next.prob')
 check "run --steer changes the prediction" test "$moved" = true
+said=$(json $MODEL -e "sae load $SAE --name std" -e 'run --steer 3:4 When' -e 'sae splice --no-error' -e 'run When' |
+    jq -s -c '[.[1].edits, .[3].edits.spliced]')
+check "a steered or spliced run says so (edits)" test "$said" = \
+    '[{"spliced":[],"sae":"std","steer":"3:4","clamp":null},[{"sae":"std","splice":"no_error"}]]'
 gap=$(json $MODEL -e 'run When Mary and John' -e "sae load $SAE" -e 'sae attr --vs " Mary"' |
     jq -s '.[2].closure.gap | fabs < 1e-4')
 check "sae attr: features + error + constant = grad . x" test "$gap" = true
