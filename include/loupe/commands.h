@@ -40,6 +40,8 @@ typedef struct {
     void *progress_ctx;
     struct lp_session_sae *saes; /* dictionaries loaded beside the model (sae load), n_saes of them */
     int n_saes;
+    const char *sae_opts[3]; /* the running command's --sae, --steer, --clamp (run, generate): what its runs
+                                and generation add to the spliced dictionaries; NULL otherwise */
 } lp_session;
 
 typedef int (*lp_cmd_fn)(lp_session *s, int argc, char **argv, const char *rest);

@@ -27,6 +27,8 @@ void lp_generator_free(lp_generator *g);
  * until the next call. */
 int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logits);
 int lp_generator_len(const lp_generator *g);
+/* Every later feed runs with e applied (lp_edit; NULL: none), each call seeing the block fed. */
+void lp_generator_set_edit(lp_generator *g, const lp_edit *e);
 void lp_generator_reset(lp_generator *g);
 
 /* Picks the next token from logits (V) as s says; the rng state advances. */
@@ -55,6 +57,9 @@ int lp_top_k_rows(int *ids, double *probs, const float *logits, int rows, int vo
  * early at the tokenizer's EOS when stop_at_eos. *n_out = tokens generated. */
 int lp_generate(const lp_model *m, const int *prompt, int n_prompt, int n_new, const lp_sampling *s,
                 int stop_at_eos, int *out, int *n_out);
+/* lp_generate with edit (NULL: none) applied to the prompt and every token after it. */
+int lp_generate_edited(const lp_model *m, const int *prompt, int n_prompt, int n_new, const lp_sampling *s,
+                       int stop_at_eos, const lp_edit *edit, int *out, int *n_out);
 /* The same for an encoder-decoder's decoder over source (its encoder's run); prompt starts
  * with the decoder start id; stops at the model's eos_token_id when stop_at_eos. */
 int lp_generate_seq2seq(const lp_model *m, const lp_run *source, const int *prompt, int n_prompt, int n_new,

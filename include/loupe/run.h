@@ -82,6 +82,18 @@ typedef struct {
 
 typedef struct lp_run lp_run;
 
+/* An edit of the forward pass (splicing a dictionary in, steering): fn is called with the n
+ * rows of a site of a layer (row-major, the site's width each) once they are computed and
+ * before anything reads them, and may overwrite them; what it leaves is what the run
+ * captures and the layers after it read. The sites: resid_pre, z, attn_out, resid_mid, ln2,
+ * mlp_out, resid_post (activation patching's batched forward: z, attn_out, mlp_out and the
+ * cross-attention's cross_z, cross_out). In a captured run the rows are positions 0..T-1;
+ * in generation, the block being fed. fn NULL: no edit. */
+typedef struct {
+    void (*fn)(void *ctx, int layer, lp_act_kind site, float *rows, int n);
+    void *ctx;
+} lp_edit;
+
 /* Runs ids[0..n) through m, capturing everything. Fails with LP_ERANGE if n exceeds the
  * model's context, LP_EINVAL for ids outside the vocabulary, LP_ECANCEL if cancelled. */
 int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n);
@@ -90,6 +102,9 @@ int lp_run_new(lp_run **out, const lp_model *m, const int *ids, int n);
 int lp_run_new_typed(lp_run **out, const lp_model *m, const int *ids, const int *types, int n);
 /* What lp_run_new_typed refuses before it computes anything (length, ids, types), with the
  * same errors: a caller can check before it lets the current run go. */
+/* lp_run_new_typed with edit (NULL: none) applied to every layer; decoders and encoders
+ * of one stack. */
+int lp_run_new_edited(lp_run **out, const lp_model *m, const int *ids, const int *types, int n, const lp_edit *edit);
 int lp_run_check(const lp_model *m, const int *ids, const int *types, int n);
 /* An encoder-decoder's run (lp_model_encoder(m) != NULL): the encoder over src (S ids), then
  * the decoder over its n input ids (teacher forcing: the decoder start id, then the target

@@ -121,4 +121,59 @@ int lp_sae_measure(const lp_sae *s, const float *x, const float *y, int n, float
  * that is not written into the residual stream (ln1, ln2, q, k, v, ...). */
 int lp_sae_direction_logits(const lp_run *r, lp_act_kind kind, int layer, const float *row, int pos, float *logits);
 
+/* Attribution to features (gradient x activation, as Marks et al.'s sparse feature circuits
+ * with the dictionary spliced in with its error term): x (n, d_in) the rows read, y (n, d_out)
+ * the rows at the written site, grad (n, d_out) an objective's gradient with respect to y.
+ * With a = encode(x), the decoder y = (a W_dec + b_dec) * back + shift (+ x W_skip^T) + err
+ * is linear in a, so per row
+ *   attr (n, d_sae)  a_f * back * (grad . W_dec[f])      each feature
+ *   parts (n, 3)     grad . err                           the error node, err = y - decode(a)
+ *                    grad . (b_dec * back + shift + x W_skip^T)  the decoder's constant part
+ *                    grad . y                              the site's own grad x activation
+ * and sum_f attr + error + constant = grad . y exactly (up to rounding): what closes. (back,
+ * shift: the normalisation's way back for the row, 1 and 0 without one.) */
+int lp_sae_attribute(const lp_sae *s, const float *x, const float *y, const float *grad, int n, float *attr,
+                     double *parts);
+
+/* ---- A forward edited by dictionaries (an lp_edit for lp_run_new_edited, lp_generate_edited)
+ * At the written site of each edit, for each row y there (x: the row of the site read, y
+ * itself for an SAE), as SAELens's HookedSAETransformer does:
+ *   splice          y <- decode(a') + (y - decode(a)), a = encode(x), a' = a with the clamps
+ *                   set (use_error_term: without clamps y is unchanged)
+ *   splice_no_error y <- decode(a')                  (the dictionary alone)
+ *   zero            y <- 0                            (the site zero-ablated)
+ *   pass            y as it is
+ * and then steering: y <- y + sum of alpha * W_dec[f]. Clamps need an encoding: with mode
+ * pass they make it splice. A transcoder's input rows are kept when the forward passes its
+ * input site, which must come before its output site. */
+typedef enum { LP_SAE_PASS, LP_SAE_SPLICE, LP_SAE_SPLICE_NO_ERROR, LP_SAE_ZERO } lp_sae_splice;
+
+typedef struct {
+    const lp_sae *sae;           /* borrowed */
+    lp_act_kind kind, out_kind;  /* the site read and the site written (the same for an SAE) */
+    int layer, out_layer;
+    lp_sae_splice mode;
+    int n_clamp;                 /* features set to values: clamp_id (n_clamp), clamp_value (n_clamp) */
+    const int *clamp_id;
+    const float *clamp_value;
+    int n_steer;                 /* alpha * W_dec[f] added: steer_id (n_steer), steer_alpha (n_steer) */
+    const int *steer_id;
+    const float *steer_alpha;
+    float *seen;                 /* optional (seen_rows, d_in): the rows read, as the edit saw them, when a
+                                    call has seen_rows rows (a captured run of that length); else NULL */
+    int seen_rows;
+} lp_sae_edit;
+
+typedef struct lp_sae_editor lp_sae_editor;
+
+/* Checks edits (n; sites that can be edited, feature ids, finite values) and keeps a copy of
+ * the array (the pointers in it stay borrowed). */
+int lp_sae_editor_new(lp_sae_editor **out, const lp_sae_edit *edits, int n);
+void lp_sae_editor_free(lp_sae_editor *e);
+/* The lp_edit that applies them; valid while e lives. */
+lp_edit lp_sae_editor_edit(lp_sae_editor *e);
+/* LP_OK, or what failed inside the forward (out of memory; the message is set then): a
+ * forward that ran with a failed edit must be thrown away. */
+int lp_sae_editor_status(const lp_sae_editor *e);
+
 #endif

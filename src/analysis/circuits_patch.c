@@ -287,7 +287,8 @@ static void copy_patch(const patcher *P, const lp_patch *p, int row0, int stride
 
 /* lp_batch_io's hook: patches of the layer being run overwrite their site. In the last
  * layer only the last position's row of each block is there (last_only). */
-static void edit(void *ctx, lp_act_kind site, float *rows) {
+static void edit(void *ctx, int layer, lp_act_kind site, float *rows, int n) {
+    (void)layer, (void)n; /* P->layer, and the chunk's rows */
     patcher *P = ctx;
     int stride = site == LP_ACT_Z || site == LP_ACT_CROSS_Z ? P->qd : P->d;
     for (int b = 0, row0 = 0; b < P->nblocks; row0 += P->blocks[b].n, b++) {
@@ -337,8 +338,7 @@ static int run_chunk(patcher *P, int layer, const lp_patch *const *chunk, int n,
     }
     P->chunk = chunk;
     P->nblocks = n;
-    P->io.edit = edit;
-    P->io.ctx = P;
+    P->io.edit = (lp_edit){edit, P};
     const float *cos_t = P->rope, *sin_t = P->rope ? P->rope + (size_t)P->T * (P->dh / 2) : NULL;
     for (int l = layer; l < P->L; l++) {
         if (lp_cancelled()) return lp_error(LP_ECANCEL, "cancelled");

@@ -135,7 +135,41 @@ struct lp_session_sae {
     lp_act_kind kind, out_kind; /* the site read and (a transcoder's) the site written; out_kind == kind for SAEs */
     int layer, out_layer;
     char site[160], out_site[160];
+    int splice;                 /* lp_sae_splice: LP_SAE_PASS unless 'sae splice' */
+    float *seen;                /* (seen_rows, d_in): the rows it read in the current run when it was spliced
+                                   into it (what features reads: the site itself then holds its output) */
+    int seen_rows;
+    const lp_run *seen_run;     /* the run seen belongs to */
 };
+/* The dictionary called name (NULL: the last loaded), or NULL with the error set naming cmd. */
+const struct lp_session_sae *lp_cmd_find_sae(const lp_session *s, const char *cmd, const char *name);
+/* e's rows in the current run: *x (T, d_in) what it reads (kept by a splice, whose site then
+ * holds its output), *y (T, d_out) what its written site holds; both the caller's to free. */
+int lp_cmd_sae_rows(const lp_session *s, const struct lp_session_sae *e, float **x, float **y);
+/* sae attr [--sae NAME] [--target T|--target-id ID] [--vs T|--vs-id ID] [--objective O] [--pos P]
+ * [--k K]: gradient x activation of the objective for each feature, the error node and the
+ * decoder's constant part, with the closure (argv from "attr" on). */
+int lp_cmd_sae_attr(lp_session *s, int argc, char **argv);
+/* sae splice NAME [--no-error] / sae unsplice NAME: on, with or without the error term, or
+ * off; the current run is made again through the new forward. */
+int lp_cmd_sae_splice(lp_session *s, const char *name, bool on, bool no_error);
+/* row gets ce_orig, ce_sae (spliced alone, no error term), ce_zero (its written site
+ * zeroed) and ce_recovered = (ce_zero - ce_sae) / (ce_zero - ce_orig) over the current run's
+ * next tokens; nulls where there are none (one token, not a language model). */
+int lp_cmd_sae_ce(const lp_session *s, const struct lp_session_sae *e, json_t *row);
+/* A new run of ids (types: NULL for all 0) through the session's spliced dictionaries and the
+ * running command's --steer and --clamp (s->sae_opts); the plain run when there are none. */
+int lp_cmd_sae_run_new(lp_session *s, lp_run **r, const int *ids, const int *types, int n);
+/* What the session's runs go through now, for a run's output: {"spliced":[{"sae","splice"}],
+ * "sae","steer","clamp"}, or NULL when nothing (a new reference). */
+json_t *lp_cmd_sae_edits_json(const lp_session *s);
+/* The edit lp_generate_edited applies for the same: *editor NULL when there is none; free it
+ * with lp_cmd_sae_edit_free. */
+struct lp_cmd_sae_edits;
+int lp_cmd_sae_edit_new(lp_session *s, int seen_rows, struct lp_cmd_sae_edits **out);
+lp_edit lp_cmd_sae_edit(struct lp_cmd_sae_edits *e);
+int lp_cmd_sae_edit_status(const struct lp_cmd_sae_edits *e);
+void lp_cmd_sae_edit_free(struct lp_cmd_sae_edits *e);
 /* Drops every loaded dictionary (a new model, the session's end). */
 void lp_cmd_sae_clear(lp_session *s);
 

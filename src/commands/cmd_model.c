@@ -164,16 +164,16 @@ static json_t *run_prediction(lp_session *s, const lp_run *r, const char **colum
  * same numbers: same binary, kernel and threads), so that it stays current. */
 static int make_run(lp_session *s, lp_run **r, const int *ids, const int *types, int n) {
     int rc = lp_run_check(s->model, ids, types, n);
-    if (rc || !s->run || lp_run_source(s->run)) return rc ? rc : lp_run_new_typed(r, s->model, ids, types, n);
+    if (rc || !s->run || lp_run_source(s->run)) return rc ? rc : lp_cmd_sae_run_new(s, r, ids, types, n);
     const lp_run *old = s->run;
     int on = lp_run_len(old);
     int *keep = malloc(2 * (size_t)on * sizeof *keep);
-    if (!keep) return lp_run_new_typed(r, s->model, ids, types, n); /* then as before: both at once */
+    if (!keep) return lp_cmd_sae_run_new(s, r, ids, types, n); /* then as before: both at once */
     memcpy(keep, lp_run_ids(old), (size_t)on * sizeof *keep);
     memcpy(keep + on, lp_run_types(old), (size_t)on * sizeof *keep);
     lp_run_free(s->run);
     s->run = NULL;
-    if ((rc = lp_run_new_typed(r, s->model, ids, types, n))) {
+    if ((rc = lp_cmd_sae_run_new(s, r, ids, types, n))) {
         char why[512];
         snprintf(why, sizeof why, "%s", lp_errmsg());
         lp_cancel_reset(); /* the cancel was the new run's */
@@ -215,6 +215,8 @@ int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, con
     json_t *v = json_pack("{s:o,s:i,s:o,s:o,s:o}", "run_id", s->run_id ? json_integer(s->run_id) : json_null(),
                           "n_tokens", n, "ids", idarr, "text", text ? json_stringn_nocheck(text, strlen(text)) : json_null(),
                           enc ? "prediction" : "next", next);
+    json_t *edits = lp_cmd_sae_edits_json(s); /* a spliced or steered run says so */
+    if (edits) json_object_set_new(v, "edits", edits);
     if (enc) {
         json_t *tarr = json_array();
         for (int i = 0; i < n; i++) json_array_append_new(tarr, json_integer(lp_run_types(r)[i]));
@@ -318,9 +320,10 @@ int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
             return rc;
         }
     }
-    lp_opt o[] = {{"ids", false, NULL}, {"bos", true, NULL}, {"no-bos", true, NULL}, {"text", false, NULL},
-                  {"types", false, NULL}, {"pair", false, NULL}};
-    if ((rc = lp_cmd_text("run", head ? head : rest, o, 6, &buf))) {
+    lp_opt o[] = {{"ids", false, NULL},   {"bos", true, NULL},  {"no-bos", true, NULL}, {"text", false, NULL},
+                  {"types", false, NULL}, {"pair", false, NULL}, {"sae", false, NULL},   {"steer", false, NULL},
+                  {"clamp", false, NULL}};
+    if ((rc = lp_cmd_text("run", head ? head : rest, o, 9, &buf))) {
         free(head);
         free(pairbuf);
         return rc;
@@ -362,7 +365,9 @@ int lp_cmd_run(lp_session *s, int argc, char **argv, const char *rest) {
     if (!rc && n == 0) rc = lp_error(LP_EINVAL, "run: the text gives no tokens; give some text or --ids");
     if (!rc && n > c->n_ctx)
         rc = lp_error(LP_ERANGE, "run: %d tokens exceed the model's context of %d; shorten the text", n, c->n_ctx);
+    s->sae_opts[0] = o[6].value, s->sae_opts[1] = o[7].value, s->sae_opts[2] = o[8].value;
     if (!rc) rc = lp_cmd_start_run(s, ids, types, n, o[0].value ? NULL : text, pair, 0);
+    s->sae_opts[0] = s->sae_opts[1] = s->sae_opts[2] = NULL;
     free(ids);
     free(types);
     free(buf);
@@ -616,14 +621,25 @@ static int attr_generated(lp_session *s, const int *out, int got, const char *me
     return rc ? rc : rec;
 }
 
+static int generate(lp_session *s, int argc, char **argv);
+
+/* generate's --sae, --steer and --clamp hold for the whole command: the generation and the
+ * run it may make (--attr). */
 int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
+    int rc = generate(s, argc, argv);
+    s->sae_opts[0] = s->sae_opts[1] = s->sae_opts[2] = NULL;
+    return rc;
+}
+
+static int generate(lp_session *s, int argc, char **argv) {
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
     /* --attr METHOD and the attr options it passes on (ATTR_FIRST..): attr --from's */
-    enum { ATTR = 5, ATTR_FIRST, NOPT = ATTR_FIRST + 9 };
+    enum { SAE = 5, ATTR = 8, ATTR_FIRST, NOPT = ATTR_FIRST + 9 };
     lp_opt o[NOPT] = {{"temp", false, NULL},      {"top-k", false, NULL},     {"top-p", false, NULL},
-                      {"seed", false, NULL},      {"no-stop", true, NULL},    {"attr", false, NULL},
+                      {"seed", false, NULL},      {"no-stop", true, NULL},    {"sae", false, NULL},
+                      {"steer", false, NULL},     {"clamp", false, NULL},     {"attr", false, NULL},
                       {"vs", false, NULL},        {"vs-id", false, NULL},     {"objective", false, NULL},
                       {"steps", false, NULL},     {"max-steps", false, NULL}, {"baseline", false, NULL},
                       {"baseline-id", false, NULL}, {"window", false, NULL},  {"layer", false, NULL}};
@@ -647,10 +663,21 @@ int lp_cmd_generate(lp_session *s, int argc, char **argv, const char *rest) {
     if (top_p <= 0 || top_p > 1) return lp_error(LP_EINVAL, "--top-p must be in (0, 1]");
     lp_sampling smp = {(float)temp, (int)k, (float)top_p, (uint64_t)seed};
     int T = lp_run_len(s->run);
+    for (int j = 0; j < 3; j++) s->sae_opts[j] = o[SAE + j].value;
+    struct lp_cmd_sae_edits *edits = NULL;
+    if ((rc = lp_cmd_sae_edit_new(s, 0, &edits))) return rc;
+    if (edits && source) {
+        lp_cmd_sae_edit_free(edits);
+        return lp_error(LP_EUNSUPPORTED, "generate: dictionaries are not spliced into an encoder-decoder yet");
+    }
+    lp_edit ed = edits ? lp_cmd_sae_edit(edits) : (lp_edit){0};
     int *out = malloc((size_t)n * sizeof *out), got = 0;
-    if (!out) return lp_error(LP_ENOMEM, "out of memory");
-    if ((rc = source ? lp_generate_seq2seq(s->model, source, lp_run_ids(s->run), T, (int)n, &smp, !o[4].value, out, &got)
-                     : lp_generate(s->model, lp_run_ids(s->run), T, (int)n, &smp, !o[4].value, out, &got))) {
+    if (!out) rc = lp_error(LP_ENOMEM, "out of memory");
+    else if (source) rc = lp_generate_seq2seq(s->model, source, lp_run_ids(s->run), T, (int)n, &smp, !o[4].value, out, &got);
+    else rc = lp_generate_edited(s->model, lp_run_ids(s->run), T, (int)n, &smp, !o[4].value, &ed, out, &got);
+    if (!rc && edits) rc = lp_cmd_sae_edit_status(edits);
+    lp_cmd_sae_edit_free(edits);
+    if (rc) {
         free(out);
         return rc;
     }

@@ -11,7 +11,7 @@
 #include "loupe/site.h"
 
 void lp_cmd_sae_clear(lp_session *s) {
-    for (int i = 0; i < s->n_saes; i++) lp_sae_free(s->saes[i].sae);
+    for (int i = 0; i < s->n_saes; i++) lp_sae_free(s->saes[i].sae), free(s->saes[i].seen);
     free(s->saes);
     s->saes = NULL;
     s->n_saes = 0;
@@ -39,13 +39,38 @@ static int resolve_site(lp_session *s, const char *hook, const char *role, int w
     return LP_OK;
 }
 
-/* Encodes (and decodes, with stats when st is not NULL) the current run at e's site. */
-static int run_sae(const lp_session *s, const struct lp_session_sae *e, float **acts_out, lp_sae_stats *st) {
+/* The rows e reads in run r, into a new (T, d_in) array: kept by the edit when e was spliced
+ * into r (its site then holds its output), else the site's. */
+static int input_rows(const lp_session *s, const lp_run *r, const struct lp_session_sae *e, float **x) {
     const lp_sae_info *in = lp_sae_get_info(e->sae);
-    int T = lp_run_len(s->run);
+    int T = lp_run_len(r);
+    if (r != s->run || e->seen_run != r || e->seen_rows != T) return lp_site_rows(r, e->kind, e->layer, in->d_in, x);
+    if (!(*x = malloc((size_t)T * in->d_in * sizeof **x))) return lp_error(LP_ENOMEM, "out of memory");
+    memcpy(*x, e->seen, (size_t)T * in->d_in * sizeof **x);
+    return LP_OK;
+}
+
+int lp_cmd_sae_rows(const lp_session *s, const struct lp_session_sae *e, float **x, float **y) {
+    const lp_sae_info *in = lp_sae_get_info(e->sae);
+    *x = *y = NULL;
+    int rc = input_rows(s, s->run, e, x);
+    if (!rc) rc = lp_site_rows(s->run, e->out_kind, e->out_layer, in->d_out, y);
+    if (rc) {
+        free(*x), free(*y);
+        *x = *y = NULL;
+    }
+    return rc;
+}
+
+/* Encodes (and decodes, with stats when st is not NULL) run r (the current run or one of its
+ * ids) at e's site. */
+static int run_sae(const lp_session *s, const lp_run *r, const struct lp_session_sae *e, float **acts_out,
+                   lp_sae_stats *st) {
+    const lp_sae_info *in = lp_sae_get_info(e->sae);
+    int T = lp_run_len(r);
     float *x = NULL, *y = NULL, *acts = NULL, *recon = NULL;
-    int rc = lp_site_rows(s->run, e->kind, e->layer, in->d_in, &x);
-    if (!rc && in->transcoder) rc = lp_site_rows(s->run, e->out_kind, e->out_layer, in->d_out, &y);
+    int rc = input_rows(s, r, e, &x);
+    if (!rc && in->transcoder) rc = lp_site_rows(r, e->out_kind, e->out_layer, in->d_out, &y);
     if (!rc && !(acts = malloc((size_t)T * in->d_sae * sizeof *acts))) rc = lp_error(LP_ENOMEM, "out of memory");
     if (!rc && st && !(recon = malloc((size_t)T * in->d_out * sizeof *recon))) rc = lp_error(LP_ENOMEM, "out of memory");
     if (!rc) rc = st ? lp_sae_measure(e->sae, x, y ? y : x, T, acts, recon, st) : lp_sae_encode(e->sae, x, T, acts);
@@ -72,12 +97,15 @@ static json_t *describe(const struct lp_session_sae *e) {
                           "apply_b_dec_to_input", in->apply_b_dec_to_input);
     json_object_set_new(v, "k", in->k ? json_integer(in->k) : json_null());
     json_object_set_new(v, "out_site", in->transcoder ? json_string(e->out_site) : json_null());
+    json_object_set_new(v, "splice", e->splice == LP_SAE_SPLICE            ? json_string("error_term")
+                                     : e->splice == LP_SAE_SPLICE_NO_ERROR ? json_string("no_error")
+                                                                           : json_null());
     if (in->norm == LP_SAE_NORM_EXPECTED_AVERAGE_ONLY_IN)
         json_object_set_new(v, "norm_scaling_factor", in->norm_scale_given ? json_real(in->norm_scale) : json_null());
     return v;
 }
 
-static const struct lp_session_sae *find_sae(const lp_session *s, const char *cmd, const char *name) {
+const struct lp_session_sae *lp_cmd_find_sae(const lp_session *s, const char *cmd, const char *name) {
     if (!s->n_saes) {
         lp_error(LP_EINVAL, "%s: no dictionary loaded; use 'sae load PATH' first", cmd);
         return NULL;
@@ -121,7 +149,7 @@ static int sae_load(lp_session *s, const char *path, const char *site, const cha
                           "'sae drop %s')", nm, nm);
     snprintf(e.name, sizeof e.name, "%s", nm);
     lp_sae_stats st;
-    if (!rc && s->run) rc = run_sae(s, &e, NULL, &st);
+    if (!rc && s->run) rc = run_sae(s, s->run, &e, NULL, &st);
     struct lp_session_sae *grown = rc ? NULL : realloc(s->saes, (size_t)(s->n_saes + 1) * sizeof *grown);
     if (!rc && !grown) rc = lp_error(LP_ENOMEM, "out of memory");
     if (rc) {
@@ -145,26 +173,37 @@ static int sae_load(lp_session *s, const char *path, const char *site, const cha
 static int sae_stats(lp_session *s, const char *name) {
     int rc = lp_cmd_need_run(s);
     if (rc) return rc;
-    const struct lp_session_sae *one = name ? find_sae(s, "sae stats", name) : NULL;
+    const struct lp_session_sae *one = name ? lp_cmd_find_sae(s, "sae stats", name) : NULL;
     if (name && !one) return LP_EINVAL;
     if (!s->n_saes) return lp_error(LP_EINVAL, "sae stats: no dictionary loaded; use 'sae load PATH' first");
+    /* the model's own activations: the current run's ids without splices or steering */
+    lp_run *plain = NULL;
+    if (!lp_run_source(s->run) &&
+        (rc = lp_run_new_typed(&plain, s->model, lp_run_ids(s->run), lp_run_types(s->run), lp_run_len(s->run))))
+        return rc;
     json_t *arr = json_array(), *table = lp_table_new();
-    const char *cols[] = {"name", "site", "positions", "l0", "explained_variance", "mse", "rel_error"};
-    const char *fmts[] = {NULL, NULL, NULL, "%.2f", "%.4f", "%.4g", "%.4f"};
-    for (int k = 0; k < 7; k++) lp_table_column(table, cols[k], 0, fmts[k]);
+    const char *cols[] = {"name",      "site",    "positions", "l0",     "explained_variance", "mse",
+                          "rel_error", "ce_orig", "ce_sae",    "ce_zero", "ce_recovered"};
+    const char *fmts[] = {NULL, NULL, NULL, "%.2f", "%.4f", "%.4g", "%.4f", "%.4f", "%.4f", "%.4f", "%.4f"};
+    for (int k = 0; k < 11; k++) lp_table_column(table, cols[k], 0, fmts[k]);
     for (int i = 0; i < s->n_saes; i++) {
         const struct lp_session_sae *e = &s->saes[i];
         if (one && e != one) continue;
         lp_sae_stats st;
-        if ((rc = run_sae(s, e, NULL, &st))) break;
+        if ((rc = run_sae(s, plain ? plain : s->run, e, NULL, &st))) break;
         json_t *row = stats_json(&st);
         json_object_set_new(row, "name", json_string(e->name));
         json_object_set_new(row, "site", json_string(e->site));
-        lp_table_row(table, json_pack("[s,s,i,O,O,O,O]", e->name, e->site, st.n, json_object_get(row, "l0"),
-                                      json_object_get(row, "explained_variance"), json_object_get(row, "mse"),
-                                      json_object_get(row, "rel_error")));
+        if ((rc = lp_cmd_sae_ce(s, e, row))) {
+            json_decref(row);
+            break;
+        }
+        json_t *trow = json_pack("[s,s,i]", e->name, e->site, st.n);
+        for (int k = 3; k < 11; k++) json_array_append(trow, json_object_get(row, cols[k]));
+        lp_table_row(table, trow);
         json_array_append_new(arr, row);
     }
+    lp_run_free(plain);
     if (rc) {
         json_decref(arr), json_decref(table);
         return rc;
@@ -175,32 +214,38 @@ static int sae_stats(lp_session *s, const char *name) {
 
 int lp_cmd_sae(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
-    lp_opt o[] = {{"site", false, NULL}, {"name", false, NULL}};
+    if (argc > 1 && strcmp(argv[1], "attr") == 0) return lp_cmd_sae_attr(s, argc - 1, argv + 1);
+    lp_opt o[] = {{"site", false, NULL}, {"name", false, NULL}, {"no-error", true, NULL}};
     char *pos[2];
-    int np, rc = lp_cmd_opts("sae", argc, argv, o, 2, pos, 2, &np);
+    int np, rc = lp_cmd_opts("sae", argc, argv, o, 3, pos, 2, &np);
     if (rc) return rc;
     const char *sub = np ? pos[0] : "list";
     if ((o[0].value || o[1].value) && strcmp(sub, "load") != 0)
         return lp_error(LP_EINVAL, "sae: --site and --name go with 'sae load PATH'");
+    if (o[2].value && strcmp(sub, "splice") != 0) return lp_error(LP_EINVAL, "sae: --no-error goes with 'sae splice'");
+    if (strcmp(sub, "splice") == 0 || strcmp(sub, "unsplice") == 0)
+        return lp_cmd_sae_splice(s, np == 2 ? pos[1] : NULL, sub[0] == 's', o[2].value != NULL);
     if (strcmp(sub, "load") == 0) {
         if (np != 2) return lp_error(LP_EINVAL, "sae load: give the dictionary's directory or file, e.g. 'sae load DIR'");
         return sae_load(s, pos[1], o[0].value, o[1].value);
     }
     if (strcmp(sub, "stats") == 0) return sae_stats(s, np == 2 ? pos[1] : NULL);
     if (strcmp(sub, "drop") == 0) {
-        const struct lp_session_sae *e = np == 2 ? find_sae(s, "sae drop", pos[1]) : NULL;
+        const struct lp_session_sae *e = np == 2 ? lp_cmd_find_sae(s, "sae drop", pos[1]) : NULL;
         if (np != 2) return lp_error(LP_EINVAL, "sae drop: give the name of a dictionary ('sae list' shows them)");
         if (!e) return LP_EINVAL;
         int i = (int)(e - s->saes);
         json_t *v = json_pack("{s:s}", "dropped", e->name);
         lp_sae_free(s->saes[i].sae);
+        free(s->saes[i].seen);
         memmove(&s->saes[i], &s->saes[i + 1], (size_t)(s->n_saes - i - 1) * sizeof *s->saes);
         s->n_saes--;
         lp_cmd_emit(s, v, NULL);
         return LP_OK;
     }
     if (strcmp(sub, "list") != 0 || np > 1)
-        return lp_error(LP_EINVAL, "sae: load PATH [--site S] [--name N], list, stats [NAME] or drop NAME");
+        return lp_error(LP_EINVAL, "sae: load PATH [--site S] [--name N], list, stats [NAME], splice [NAME] "
+                        "[--no-error], unsplice [NAME], attr [options] or drop NAME");
     json_t *arr = json_array();
     for (int i = 0; i < s->n_saes; i++) json_array_append_new(arr, describe(&s->saes[i]));
     lp_cmd_emit(s, arr, NULL);
@@ -226,14 +271,14 @@ int lp_cmd_features(lp_session *s, int argc, char **argv, const char *rest) {
     int np, only = -1;
     long k = 10;
     if ((rc = lp_cmd_opts("features", argc, argv, o, 3, pos, 0, &np))) return rc;
-    const struct lp_session_sae *e = find_sae(s, "features", o[0].value);
+    const struct lp_session_sae *e = lp_cmd_find_sae(s, "features", o[0].value);
     if (!e) return LP_EINVAL;
     const lp_sae_info *in = lp_sae_get_info(e->sae);
     if ((o[1].value && (rc = lp_cmd_pos(s, o[1].value, &only))) ||
         (o[2].value && (rc = lp_cmd_int(o[2].value, "--k", 1, in->d_sae, &k))))
         return rc;
     float *acts;
-    if ((rc = run_sae(s, e, &acts, NULL))) return rc;
+    if ((rc = run_sae(s, s->run, e, &acts, NULL))) return rc;
     int m = in->d_sae, T = lp_run_len(s->run);
     int *top = malloc((size_t)k * sizeof *top);
     if (!top) {
@@ -279,7 +324,7 @@ int lp_cmd_feature(lp_session *s, int argc, char **argv, const char *rest) {
     int np;
     long f, k = 10;
     if ((rc = lp_cmd_opts("feature", argc, argv, o, 2, pos, 1, &np))) return rc;
-    const struct lp_session_sae *e = find_sae(s, "feature", o[0].value);
+    const struct lp_session_sae *e = lp_cmd_find_sae(s, "feature", o[0].value);
     if (!e) return LP_EINVAL;
     const lp_sae_info *in = lp_sae_get_info(e->sae);
     int m = in->d_sae, T = lp_run_len(s->run), V = lp_model_config(s->model)->vocab;
@@ -288,7 +333,7 @@ int lp_cmd_feature(lp_session *s, int argc, char **argv, const char *rest) {
                                                                                                    1000, &k))))
         return rc;
     float *acts;
-    if ((rc = run_sae(s, e, &acts, NULL))) return rc;
+    if ((rc = run_sae(s, s->run, e, &acts, NULL))) return rc;
     const int *ids = lp_run_ids(s->run);
     json_t *ja = json_array(), *table = lp_table_new();
     lp_table_column(table, "part", 0, NULL);

@@ -412,10 +412,13 @@ static const lp_command COMMANDS[] = {
     {"load", "PATH [--tokenizer FILE]", "load a model: a Hugging Face directory or a llama2.c .bin",
      "load ../shared/models/stories260K/stories260K.bin", lp_cmd_load, false, NULL},
     {"info", "", "describe the model: architecture, sizes, parameters, dtype, path", "info", lp_cmd_info, false, NULL},
-    {"run", "[--bos|--no-bos] [--] TEXT [--pair TEXT2 | --target TEXT2] | --ids 1,2,3 [--types 0,0,1 | --target-ids 4,5] [--max N]",
+    {"run", "[--bos|--no-bos] [--sae NAME] [--steer F:A,...] [--clamp F:V,...] [--] TEXT [--pair TEXT2 | --target TEXT2] | --ids 1,2,3 [--types 0,0,1 | --target-ids 4,5] [--max N]",
      "tokenize (or take ids), run the model, capture every activation",
      "run Once upon a time", lp_cmd_run, true, "It becomes the current run. Options come first; -- ends them; the rest of the line is the text. Encoders: --pair adds a second sentence (token types 0 then 1 for BERT), [MASK] or <mask> in the text is the mask token, --types gives ids their token types. Encoder-decoders (T5): TEXT is the source, --target the decoder's "
-     "text (teacher-forced); without one the decoder's greedy output (at most --max tokens, default 32)."},
+     "text (teacher-forced); without one the decoder's greedy output (at most --max tokens, default 32). With a "
+     "dictionary loaded (sae load): --steer F:A adds A * W_dec[F] at its site at every position, --clamp F:V sets "
+     "feature F to V there (encode, set, decode, plus the error term); --sae names the dictionary (default: the last "
+     "loaded). Spliced dictionaries (sae splice) apply to every run."},
     {"tokens", "[--stack enc|dec]", "position, id and text of each token of the current run", "tokens", lp_cmd_tokens,
      false, "Encoder-decoders: the decoder's input by default, --stack enc the source."},
     {"top", "[K] [--pos P]", "the K (default 10) most likely next tokens at position P",
@@ -433,11 +436,13 @@ static const lp_command COMMANDS[] = {
      "the key from the query (negative: earlier), offsets -R..R (default: the model's max distance + 2). With L H, "
      "head H of layer L on the current run: each score it gives a key split into content (q.k) and bias, with the "
      "score and the attention weight."},
-    {"generate", "[N] [--temp T] [--top-k K] [--top-p P] [--seed S] [--no-stop] [--attr METHOD [attr options]]",
+    {"generate", "[N] [--temp T] [--top-k K] [--top-p P] [--seed S] [--no-stop] [--sae NAME] [--steer F:A,...] "
+     "[--clamp F:V,...] [--attr METHOD [attr options]]",
      "continue the current run by N tokens (default 20)", "generate 20 --temp 0.8 --seed 1",
      lp_cmd_generate, false, "Greedy unless --temp > 0; stops at end-of-text unless --no-stop, and at the context's end. "
      "--attr METHOD: the prompt and its continuation become the run and each generated token is explained "
-     "(attr METHOD --from, with --vs, --objective, --steps, --max-steps, --baseline, --baseline-id, --window, --layer)."},
+     "(attr METHOD --from, with --vs, --objective, --steps, --max-steps, --baseline, --baseline-id, --window, --layer). "
+     "--steer and --clamp as run's, at every generated token; spliced dictionaries (sae splice) apply."},
     {"heads", "[--sort METRIC] [--layer L] [--stack enc|dec] [--kind self|cross]",
      "per-head attention metrics of the current run",
      "heads --sort prev_token", lp_cmd_heads, false, "METRIC: entropy, prev_token, first_token, duplicate_token, induction, max_attn; "
@@ -564,15 +569,21 @@ static const lp_command COMMANDS[] = {
      "Runs, their analyses and the items are copied (renumbered); top examples, histograms, samples and head "
      "statistics merged exactly. A shard merged twice changes nothing; one made with another file, model, options, "
      "commands or split is refused."},
-    {"sae", "load PATH [--site S] [--name N] | list | stats [NAME] | drop NAME",
+    {"sae", "load PATH [--site S] [--name N] | list | stats [NAME] | splice [NAME] [--no-error] | unsplice [NAME] | "
+     "attr [--sae NAME] [--target T|--target-id ID] [--vs T|--vs-id ID] [--objective O] [--pos P] [--k K] | drop NAME",
      "sparse autoencoders and transcoders beside the model",
      "sae load tests/fixtures/sae/saelens_standard --name std", lp_cmd_sae, false,
      "load reads SAELens (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz) and sparsify (cfg.json + "
      "sae.safetensors) dictionaries; the site is the config's hook_name (a TransformerLens name such as "
      "blocks.0.hook_resid_post) unless --site gives one; its width must be the dictionary's d_in. On load, and by "
      "stats: L0 (mean active features per position), explained variance 1 - sum|x - x_hat|^2 / sum|x - mean x|^2, "
-     "MSE and relative error over the current run's positions. Several may be loaded, at several sites; a new "
-     "model drops them."},
+     "MSE and relative error over the current run's positions; stats adds the CE loss recovered, (ce_zero - ce_sae) / "
+     "(ce_zero - ce_orig): the run's mean next-token cross-entropy with the dictionary spliced in alone and with its "
+     "site zeroed. splice puts it into every later forward (run, generate, dataset) as x_hat + (x - x_hat), the "
+     "original, or with --no-error x_hat alone; the current run is made again. attr: an objective (as attr's) "
+     "attributed to each active feature at each position, a_f * dO/da_f, the error node and the decoder's constant "
+     "part; they sum to the site's grad . x (closure). Several may be loaded, at several sites; a new model drops "
+     "them."},
     {"features", "[--sae NAME] [--pos P] [--k K]", "the active features at each position, strongest first",
      "features --pos -1 --k 5", lp_cmd_features, false,
      "Every position unless --pos; at most K (default 10) per position. --sae picks the dictionary (default: the "

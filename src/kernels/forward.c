@@ -473,6 +473,9 @@ static void qkv_forward(float *q, float *k, float *v, float *scratch, const floa
     lp_parallel_for((size_t)n, grain_rows(f.out), split_rows, &j);
 }
 
+/* A caller's edit of a site's rows (lp_edit), when it has one. */
+#define EDIT(e, layer, site, rows, n) ((e).fn ? (e).fn((e).ctx, (layer), (site), (rows), (n)) : (void)0)
+
 void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,
                       int t0, int n) {
     const lp_config *c = &m->cfg;
@@ -493,10 +496,13 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
         rope(k_new, n, c->n_kv_head, c->d_head, c->pos, cos_t, sin_t);
     }
     attention(c, io, t0, n);
+    EDIT(io->edit, layer, LP_ACT_Z, io->z, n);
     lp_linear_forward(io->attn_out, io->z, &w->o, n);
+    EDIT(io->edit, layer, LP_ACT_ATTN_OUT, io->attn_out, n);
     add(io->resid_mid, io->resid_in, io->attn_out, nd);
     if (c->post_norm)
         lp_norm(io->resid_mid, io->ln1_scale, io->resid_mid, w->ln1_w, w->ln1_b, n, d, c->norm, c->norm_eps);
+    EDIT(io->edit, layer, LP_ACT_RESID_MID, io->resid_mid, n);
     const float *mlp_in = io->resid_mid; /* what the MLP block reads and adds to */
     if (c->cross_attn) {
         cross_attention(m, w, io, n);
@@ -504,15 +510,19 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
     }
     if (c->attn_only) {
         skip_mlp(io->ln2, io->ln2_scale, io->mlp_pre, io->mlp_post, io->mlp_out, io->resid_out, mlp_in, n, c);
+        EDIT(io->edit, layer, LP_ACT_RESID_POST, io->resid_out, n);
         return;
     }
 
     if (c->post_norm) memcpy(io->ln2, io->resid_mid, nd * sizeof *io->ln2);
     else lp_norm(io->ln2, io->ln2_scale, mlp_in, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
+    EDIT(io->edit, layer, LP_ACT_LN2, io->ln2, n);
     mlp_rows(c, w, io->ln2, io->mlp_pre, io->mlp_up, io->mlp_post, io->mlp_out, n);
+    EDIT(io->edit, layer, LP_ACT_MLP_OUT, io->mlp_out, n);
     add(io->resid_out, mlp_in, io->mlp_out, nd);
     if (c->post_norm)
         lp_norm(io->resid_out, io->ln2_scale, io->resid_out, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
+    EDIT(io->edit, layer, LP_ACT_RESID_POST, io->resid_out, n);
 }
 
 void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io, const lp_block *blocks, int nblocks,
@@ -554,9 +564,9 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
         N = nblocks;
         nd = (size_t)N * d;
     }
-    if (io->edit) io->edit(io->ctx, LP_ACT_Z, io->z);
+    EDIT(io->edit, layer, LP_ACT_Z, io->z, N);
     lp_linear_forward(io->attn_out, io->z, &w->o, N);
-    if (io->edit) io->edit(io->ctx, LP_ACT_ATTN_OUT, io->attn_out);
+    EDIT(io->edit, layer, LP_ACT_ATTN_OUT, io->attn_out, N);
     add(io->resid_mid, io->last_only ? io->resid_mid : io->resid_in, io->attn_out, nd);
     if (c->post_norm)
         lp_norm(io->resid_mid, io->ln1_scale, io->resid_mid, w->ln1_w, w->ln1_b, N, d, c->norm, c->norm_eps);
@@ -569,15 +579,15 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
             cross_heads(c, io->xpattern, io->xz + (size_t)r0 * qd, io->xq + (size_t)r0 * qd, blocks[b].xk, blocks[b].xv,
                         io->S, rows);
         }
-        if (io->edit) io->edit(io->ctx, LP_ACT_CROSS_Z, io->xz);
+        EDIT(io->edit, layer, LP_ACT_CROSS_Z, io->xz, N);
         lp_linear_forward(io->xattn_out, io->xz, &w->xo, N);
-        if (io->edit) io->edit(io->ctx, LP_ACT_CROSS_OUT, io->xattn_out);
+        EDIT(io->edit, layer, LP_ACT_CROSS_OUT, io->xattn_out, N);
         add(io->resid_cross, io->resid_mid, io->xattn_out, nd);
         mlp_in = io->resid_cross;
     }
     if (c->attn_only) {
         skip_mlp(io->ln2, io->ln2_scale, io->mlp_pre, io->mlp_post, io->mlp_out, io->resid_out, mlp_in, N, c);
-        if (io->edit) io->edit(io->ctx, LP_ACT_MLP_OUT, io->mlp_out);
+        EDIT(io->edit, layer, LP_ACT_MLP_OUT, io->mlp_out, N);
         add(io->resid_out, mlp_in, io->mlp_out, nd);
         return;
     }
@@ -586,7 +596,7 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
     if (c->post_norm) memcpy(io->ln2, io->resid_mid, nd * sizeof *io->ln2);
     else lp_norm(io->ln2, io->ln2_scale, mlp_in, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
     mlp_rows(c, w, io->ln2, io->mlp_pre, io->mlp_up, io->mlp_post, io->mlp_out, N);
-    if (io->edit) io->edit(io->ctx, LP_ACT_MLP_OUT, io->mlp_out);
+    EDIT(io->edit, layer, LP_ACT_MLP_OUT, io->mlp_out, N);
     add(io->resid_out, mlp_in, io->mlp_out, nd);
     if (c->post_norm)
         lp_norm(io->resid_out, io->ln2_scale, io->resid_out, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);

@@ -34,6 +34,9 @@ typedef struct {
     float *xpattern;               /* (H, n, S) */
     float *xz;                     /* (n, H*dh) */
     float *xattn_out, *resid_cross;/* (n, d) */
+    /* called at z, attn_out, resid_mid, ln2, mlp_out, resid_out (as resid_post); resid_pre
+     * is the caller's to edit before the layer (resid_in is read only) */
+    lp_edit edit;
 } lp_layer_io;
 
 /* T5Attention._relative_position_bucket for rel = key position - query position, in the
@@ -115,10 +118,10 @@ typedef struct {
     float *xq, *xz;                /* (N, H*dh) */
     float *xpattern;               /* (H, n_max, S): scratch, reused block by block */
     float *xattn_out, *resid_cross;/* (N, d) */
-    /* When set, called with each of z, attn_out, cross_z, cross_out and mlp_out (all N rows)
-     * once it is computed and before it is used, so that a caller can overwrite rows of it. */
-    void (*edit)(void *ctx, lp_act_kind site, float *rows);
-    void *ctx;
+    /* When set, called with each of z, attn_out, cross_z, cross_out and mlp_out (all N rows,
+     * or nblocks under last_only) once it is computed and before it is used, so that a caller
+     * can overwrite rows of it. */
+    lp_edit edit;
     /* When set (for the last layer, when only the last position is read out), only each
      * block's last row goes on past its keys and values: z, attn_out, resid_mid, the cross
      * attention, ln2, the MLP and resid_out then hold one row per block, nblocks rows. */

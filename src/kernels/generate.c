@@ -23,6 +23,7 @@ struct lp_generator {
     int cap;             /* rows the scratch below holds */
     float *scratch;      /* one block's activations, reused by every layer */
     float *logits;       /* (V) */
+    lp_edit edit;        /* applied to every block fed (lp_generator_set_edit) */
 };
 
 static int generator_new(lp_generator **out, const lp_model *m, int max_len, const lp_run *source) {
@@ -89,6 +90,7 @@ void lp_generator_free(lp_generator *g) {
 }
 
 int lp_generator_len(const lp_generator *g) { return g->len; }
+void lp_generator_set_edit(lp_generator *g, const lp_edit *e) { g->edit = e ? *e : (lp_edit){0}; }
 void lp_generator_reset(lp_generator *g) { g->len = 0; }
 
 int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logits) {
@@ -143,13 +145,14 @@ int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logi
     size_t layer_cache = (size_t)g->max_len * c->n_kv_head * c->d_head;
     for (int l = 0; l < c->n_layer; l++) {
         if (lp_cancelled()) return lp_error(LP_ECANCEL, "cancelled");
+        if (g->edit.fn) g->edit.fn(g->edit.ctx, l, LP_ACT_RESID_PRE, x, n);
         lp_layer_io io = {
             .resid_in = x, .ln1 = ln1, .ln1_scale = s1, .q = q,
             .k = g->k + l * layer_cache, .v = g->v + l * layer_cache,
             .pattern = pattern, .pattern_ld = t0 + n, .z = z, .attn_out = attn_out, .resid_mid = mid,
             .ln2 = ln2, .ln2_scale = s2, .mlp_pre = pre, .mlp_up = up, .mlp_post = post,
             .mlp_out = mlp_out, .resid_out = x, /* safe: read only through resid_mid before written */
-            .rel_bias = m->rel_bias, .rel_bucket = g->rel_bucket, .rel_off = g->max_len - 1,
+            .rel_bias = m->rel_bias, .rel_bucket = g->rel_bucket, .rel_off = g->max_len - 1, .edit = g->edit,
         };
         if (S) {
             size_t at = (size_t)l * S * qd;
@@ -378,11 +381,17 @@ static int fit_context(const lp_config *c, int n_prompt, int *n_new) {
 
 int lp_generate(const lp_model *m, const int *prompt, int n_prompt, int n_new, const lp_sampling *s,
                 int stop_at_eos, int *out, int *n_out) {
+    return lp_generate_edited(m, prompt, n_prompt, n_new, s, stop_at_eos, NULL, out, n_out);
+}
+
+int lp_generate_edited(const lp_model *m, const int *prompt, int n_prompt, int n_new, const lp_sampling *s,
+                       int stop_at_eos, const lp_edit *edit, int *out, int *n_out) {
     *n_out = 0;
     int rc = fit_context(&m->cfg, n_prompt, &n_new);
     if (rc) return rc;
     lp_generator *g;
     if ((rc = lp_generator_new(&g, m, n_prompt + n_new))) return rc;
+    lp_generator_set_edit(g, edit);
     rc = generate_with(g, prompt, n_prompt, n_new, s, m->tok && stop_at_eos ? lp_tokenizer_eos(m->tok) : -1, out,
                        n_out);
     lp_generator_free(g);

@@ -227,7 +227,9 @@ int lp_run_check(const lp_model *m, const int *ids, const int *types, int n) {
 /* The run of ids (or of the embeddings sum) through m; src: the encoder's run when m is an
  * encoder-decoder's decoder (taken over: freed with the run, or here on failure). */
 static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n,
-                   lp_run *src) {
+                   lp_run *src, const lp_edit *edit) {
+    lp_edit none = {0};
+    if (!edit) edit = &none;
     *out = NULL;
     const lp_config *c = &m->cfg;
     if (c->cross_attn && !src)
@@ -290,6 +292,7 @@ static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *t
             return lp_error(LP_ECANCEL, "cancelled");
         }
         size_t L = l;
+        if (edit->fn) edit->fn(edit->ctx, l, LP_ACT_RESID_PRE, r->resid + L * T * d, n);
         lp_layer_io io = {
             .resid_in = r->resid + L * T * d,
             .ln1 = r->ln1 + L * T * d,
@@ -312,6 +315,7 @@ static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *t
             .rel_bias = m->rel_bias,
             .rel_bucket = r->rel_bucket,
             .rel_off = n - 1,
+            .edit = *edit,
         };
         if (S) {
             /* the encoder's output through this layer's cross keys and values, once */
@@ -358,7 +362,11 @@ static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *t
 }
 
 int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n) {
-    return run_new(out, m, ids, types, sum, n, NULL);
+    return run_new(out, m, ids, types, sum, n, NULL, NULL);
+}
+
+int lp_run_new_edited(lp_run **out, const lp_model *m, const int *ids, const int *types, int n, const lp_edit *edit) {
+    return run_new(out, m, ids, types, NULL, n, NULL, edit);
 }
 
 int lp_run_new_seq2seq(lp_run **out, const lp_model *m, const int *src, int S, const int *ids, int n) {
@@ -374,7 +382,7 @@ int lp_run_new_seq2seq_embedded(lp_run **out, const lp_model *m, const int *src,
     lp_run *enc;
     int rc = lp_run_new_embedded(&enc, m->encoder, src, NULL, src_x, S);
     if (rc) return rc;
-    return run_new(out, m, ids, NULL, x, n, enc);
+    return run_new(out, m, ids, NULL, x, n, enc, NULL);
 }
 
 const lp_run *lp_run_source(const lp_run *r) { return r->src; }

@@ -206,3 +206,41 @@ int lp_sae_measure(const lp_sae *s, const float *x, const float *y, int n, float
     out->rel_error = norm > 0 ? sqrt(err / norm) : NAN;
     return LP_OK;
 }
+
+int lp_sae_attribute(const lp_sae *s, const float *x, const float *y, const float *grad, int n, float *attr,
+                     double *parts) {
+    const lp_sae_info *si = &s->info;
+    int m = si->d_sae, dout = si->d_out, din = si->d_in, rc;
+    if (n <= 0) return LP_OK;
+    float *recon = malloc((size_t)n * dout * sizeof *recon), *zero = calloc((size_t)m, sizeof *zero);
+    float *base = malloc((size_t)dout * sizeof *base);
+    if (!recon || !zero || !base) {
+        free(recon), free(zero), free(base);
+        return lp_error(LP_ENOMEM, "out of memory attributing to %d features", m);
+    }
+    if ((rc = lp_sae_encode(s, x, n, attr)) || (rc = lp_sae_decode(s, attr, x, n, recon))) goto out;
+    for (int i = 0; i < n; i++) {
+        const float *xr = x + (size_t)i * din, *g = grad + (size_t)i * dout, *yr = y + (size_t)i * dout;
+        const float *rr = recon + (size_t)i * dout;
+        float *a = attr + (size_t)i * m;
+        double mul, shift, back, err = 0, total = 0, cst = 0;
+        norm_params(s, xr, &mul, &shift, &back);
+        if ((rc = lp_sae_decode(s, zero, xr, 1, base))) goto out; /* the decoder's constant part for this row */
+        for (int j = 0; j < dout; j++) {
+            err += (double)g[j] * ((double)yr[j] - rr[j]);
+            total += (double)g[j] * yr[j];
+            cst += (double)g[j] * base[j];
+        }
+        for (int f = 0; f < m; f++) {
+            if (a[f] == 0) continue; /* inactive: no attribution, and most are */
+            const float *w = s->w_dec + (size_t)f * dout;
+            double gw = 0;
+            for (int j = 0; j < dout; j++) gw += (double)g[j] * w[j];
+            a[f] = (float)(a[f] * back * gw);
+        }
+        parts[3 * i] = err, parts[3 * i + 1] = cst, parts[3 * i + 2] = total;
+    }
+out:
+    free(recon), free(zero), free(base);
+    return rc;
+}

@@ -118,6 +118,27 @@ check "no -0.00 in a table" sh -c "! grep -q -- '-0[.]0*\\( \\|\$\\)' '$tmp/zero
 p=$("$LOUPE" -d :memory: -m csv $STORIES -e 'run Once upon a time' -e 'top 3' | tail -n 1 | cut -d, -f4 | tr -d '\r')
 check "csv keeps full precision ($p)" sh -c "echo '$p' | grep -q '^0[.]000[0-9]\\{5,\\}'"
 
+# ---- dictionaries in the forward: splice, steer, clamp, attribution, from the command line ----
+SAE=tests/fixtures/sae/saelens_standard
+same=$(json $MODEL -e 'run When Mary and John' -e "sae load $SAE" -e 'logits' -e 'sae splice' -e 'logits' |
+    jq -s '[.[2].logits, .[4].logits] | transpose | map(.[0] - .[1] | fabs) | max < 1e-5')
+check "sae splice with the error term leaves the logits" test "$same" = true
+moved=$(json $MODEL -e "sae load $SAE" -e 'run --steer 3:4 When Mary and John' -e 'run When Mary and John' |
+    jq -s '.[1].next.id != .[2].next.id or .[1].next.prob != .[2].next.prob')
+check "run --steer changes the prediction" test "$moved" = true
+said=$(json $MODEL -e "sae load $SAE --name std" -e 'run --steer 3:4 When' -e 'sae splice --no-error' -e 'run When' |
+    jq -s -c '[.[1].edits, .[3].edits.spliced]')
+check "a steered or spliced run says so (edits)" test "$said" = \
+    '[{"spliced":[],"sae":"std","steer":"3:4","clamp":null},[{"sae":"std","splice":"no_error"}]]'
+gap=$(json $MODEL -e 'run When Mary and John' -e "sae load $SAE" -e 'sae attr --vs " Mary"' |
+    jq -s '.[2].closure.gap | fabs < 1e-4')
+check "sae attr: features + error + constant = grad . x" test "$gap" = true
+refused "run --steer F without a value refused" "error: --steer: '3' is not a list of FEATURE:VALUE pairs" $MODEL \
+    -e "sae load $SAE" -e 'run --steer 3 When Mary'
+refused "run --steer without a dictionary refused" "error: --steer: no dictionary loaded" $MODEL -e 'run --steer 3:1 When'
+refused "generate --clamp on a feature out of range refused" "error: feature 32 is out of range" $MODEL \
+    -e "sae load $SAE" -e 'run When' -e 'generate 3 --clamp 32:1'
+
 # ---- help fits 80 columns: one line per command; help CMD gives the whole usage ----
 widest() { awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }' "$1"; }
 "$LOUPE" -e help >"$tmp/help"

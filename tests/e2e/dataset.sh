@@ -141,7 +141,7 @@ refused "--each that replaces the run" "would take the item's run away" -d "$tmp
 "$LOUPE" -d "$tmp/l.db" -m json $M -e "dataset $tmp/long.txt" >"$tmp/out" 2>"$tmp/err"
 check "an item over the context: skipped and counted" jq -e '.items == 2 and .skipped == 1' "$tmp/out"
 check "the skipped item says why" test "$(q "$tmp/l.db" "SELECT skipped FROM dataset_items WHERE item = 1" '.[0].skipped' | grep -c 'context of 128')" = 1
-"$LOUPE" -e 'help dataset' -e 'help examples' -e 'help merge' >"$tmp/out" 2>"$tmp/err"
+"$LOUPE" -d :memory: -e 'help dataset' -e 'help examples' -e 'help merge' >"$tmp/out" 2>"$tmp/err"
 check "help for the three commands" test $? -eq 0
 echo "e2e dataset: $(($(date +%s) - t0)) s"
 

@@ -3,7 +3,11 @@
  * once; run from the project root) with an in-memory database opened afresh for each input.
  * A command may fail, with a message; nothing may crash, hang or allocate without bound.
  * Commands that reach outside the process are not run: load, source, export, train, tui
- * (they read or write files that the fuzzer names; their parsing is shared with the rest). */
+ * (they read or write files that the fuzzer names; their parsing is shared with the rest).
+ * A fixture dictionary is loaded beside the model (as std, at blocks.0.hook_resid_post) so
+ * that sae splice / attr / stats, features and run/generate --steer and --clamp are fuzzed;
+ * sae load and sae drop are not run (fuzz_sae fuzzes the loaders) and every splice is undone
+ * after each input, so that one input never changes the next. */
 #include "loupe/commands.h"
 #include "loupe/error.h"
 
@@ -27,9 +31,13 @@ static bool allowed(const char *line) {
     memcpy(name, p, n);
     name[n] = '\0';
     const lp_command *c = lp_command_find(name);
-    static const char *const banned[] = {"load", "source", "export", "train", "tui", "sae"}; /* sae: fuzz_sae */
+    static const char *const banned[] = {"load", "source", "export", "train", "tui"};
     for (size_t i = 0; c && i < sizeof banned / sizeof *banned; i++)
         if (strcmp(c->name, banned[i]) == 0) return false;
+    if (c && strcmp(c->name, "sae") == 0) { /* its loading and dropping: fuzz_sae */
+        const char *sub = p + n + strspn(p + n, " \t");
+        if (strncmp(sub, "load", 4) == 0 || strncmp(sub, "drop", 4) == 0) return false;
+    }
     return true;
 }
 
@@ -39,7 +47,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FILE *out = fopen("/dev/null", "w");
         if (!out) abort();
         lp_session_init(&s, out);
-        ready = lp_session_load(&s, MODEL) == LP_OK ? 1 : -1;
+        ready = lp_session_load(&s, MODEL) == LP_OK &&
+                        lp_exec(&s, "sae load tests/fixtures/sae/saelens_standard --site blocks.0.hook_resid_post --name "
+                                    "std") == LP_OK
+                    ? 1
+                    : -1;
         if (ready < 0) fprintf(stderr, "fuzz_exec: %s: run from the project root\n", lp_errmsg());
     }
     if (ready < 0) return 0;
@@ -59,6 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     free(text);
     lp_run_free(s.run);
     s.run = NULL;
+    if (lp_exec(&s, "sae unsplice std") != LP_OK) abort(); /* no run now: nothing is made again */
     s.quit = false;
     s.mode = LP_MODE_TABLE;
     lp_store_close(s.store);
