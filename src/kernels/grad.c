@@ -412,6 +412,12 @@ static void attn_backward_rows16(const attn_job *j, size_t it, size_t h, int i0,
     }
     /* keys every row of the block sees, and keys some row sees */
     int common = r.keys[0], most = r.keys[rows - 1];
+    /* The pattern was written by the forward, long out of cache: the next block's rows are
+     * fetched while this one works (its first pass here stalled on them). */
+    if (i0 + 2 * ATTN_BWD_ROWS <= T)
+        for (int a = 0; a < ATTN_BWD_ROWS; a++)
+            for (int jj = 0; jj < most + ATTN_BWD_ROWS; jj += 16)
+                __builtin_prefetch(r.p[a] + (size_t)ATTN_BWD_ROWS * t->p_ld + jj);
     /* r_i = sum_j P_ij dP_ij in double, each row's in key order; four rows' chains side by side */
     if (rows == ATTN_BWD_ROWS) {
         double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
