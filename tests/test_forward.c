@@ -5,11 +5,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include <jansson.h>
 
 #include "helpers.h"
+#include "kernels/expf8.h"
 #include "kernels/forward.h"
 #include "loupe/error.h"
 #include "loupe/generate.h"
@@ -433,6 +435,44 @@ static void activations_match_double(void **state) {
     assert_true(worst < 2e-6);
 }
 
+/* expf8's vector loops against the scalar expf they replace, bit for bit: every 251st float
+ * bit pattern (both signs, denormals, the |x| >= 88 lanes that fall back, infinities, NaNs),
+ * through the softmax's exponentials (shift 0, no floor) and GPT-2's GELU; then rows with a
+ * shift whose entries straddle the -88 floor. Checked over all 2^32 floats when written. */
+static void vector_expf_gives_glibc_bits(void **state) {
+    (void)state;
+    enum { B = 1 << 16 };
+    static float x[B], y[B], g[B];
+    size_t bad_exp = 0, bad_gelu = 0, n = 0;
+    for (uint64_t b = 0; b < (1ull << 32);) {
+        for (n = 0; n < B && b < (1ull << 32); n++, b += 251) {
+            uint32_t bits = (uint32_t)b;
+            memcpy(&x[n], &bits, sizeof bits);
+        }
+        memcpy(y, x, n * sizeof *x);
+        lp_softmax_exp(y, (int)n, 0.0f, -INFINITY);
+        lp_gelu_tanh_n(g, x, n);
+        for (size_t i = 0; i < n; i++) {
+            float e = expf(x[i] - 0.0f), gl = lp_gelu_tanh(x[i]);
+            bad_exp += memcmp(&e, &y[i], sizeof e) != 0;
+            bad_gelu += memcmp(&gl, &g[i], sizeof gl) != 0;
+        }
+    }
+    size_t bad_rows = 0;
+    for (int t = 0; t < 20000; t++) {
+        float row[37], ref[37], mx = (float)(t % 1000) * 0.37f - 100.0f;
+        for (int j = 0; j < 37; j++) row[j] = ref[j] = mx - (float)((t * 31 + j * 7919) % 20000) * 0.0097f;
+        lp_softmax_exp(row, 37, mx, -88.0f);
+        for (int j = 0; j < 37; j++) {
+            float e = ref[j] - mx;
+            ref[j] = e < -88.0f ? 0.0f : expf(e);
+        }
+        bad_rows += memcmp(row, ref, sizeof row) != 0;
+    }
+    print_message("  vector expf vs expf: %zu exp, %zu gelu, %zu floored rows differ\n", bad_exp, bad_gelu, bad_rows);
+    assert_int_equal(bad_exp + bad_gelu + bad_rows, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(forward_matches_pytorch_reference),
@@ -446,6 +486,7 @@ int main(void) {
         cmocka_unit_test(top_k_one_is_greedy),
         cmocka_unit_test(top_k_orders_by_logit_then_id),
         cmocka_unit_test(activations_match_double),
+        cmocka_unit_test(vector_expf_gives_glibc_bits),
     };
     return cmocka_run_group_tests_name("forward", tests, NULL, NULL);
 }

@@ -7,24 +7,10 @@
 
 #include <string.h>
 
+#include "kernels/v16.h"
 #include "util/parallel.h"
 
-/* 16 floats: one AVX-512 register or two AVX2 ones (GCC's vector extension lowers it to
- * what -march allows). Loads go through memcpy: weights need not be aligned. */
-typedef float v16 __attribute__((vector_size(64)));
-#define LANES 16
-
-/* GCC warns (-Wpsabi) that a 64-byte vector passed or returned without AVX-512 has another
- * ABI than with it; these helpers are this file's own and always inlined, so no call ever
- * crosses an ABI boundary (the warning fires at -O1, make sanitize's level, regardless). */
-#pragma GCC diagnostic ignored "-Wpsabi"
-#define VEC_INLINE static inline __attribute__((always_inline))
-
-VEC_INLINE v16 load16(const float *p) {
-    v16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
+#define LANES V16_LANES
 
 /* The lanes summed in halves, a tree of a few vector adds rather than a chain of 16 scalar
  * ones, in the same order on every machine. */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kernels/decode.h"
+#include "kernels/expf8.h"
 #include "util/parallel.h"
 
 /* Rows per chunk of element-wise work over rows of width w: about 16k floats a chunk, so
@@ -185,20 +186,13 @@ static void softmax_causal(float *row, int len, int ld) {
     }
     for (int j = body; j < len; j++)
         if (row[j] > mx) mx = row[j];
+    lp_softmax_exp(row, len, mx, EXP_FLOOR);
     double acc[LANES] = {0};
     int sbody = len - len % LANES;
     for (int j = 0; j < sbody; j += LANES)
-        for (int k = 0; k < LANES; k++) {
-            float e = row[j + k] - mx;
-            row[j + k] = e < EXP_FLOOR ? 0.0f : expf(e);
-            acc[k] += row[j + k];
-        }
+        for (int k = 0; k < LANES; k++) acc[k] += row[j + k];
     double sum = sum_lanes(acc);
-    for (int j = sbody; j < len; j++) {
-        float e = row[j] - mx;
-        row[j] = e < EXP_FLOOR ? 0.0f : expf(e);
-        sum += row[j];
-    }
+    for (int j = sbody; j < len; j++) sum += row[j];
     float inv = (float)(1.0 / sum);
     for (int j = 0; j < len; j++) row[j] *= inv;
     if (ld > len) memset(row + len, 0, (size_t)(ld - len) * sizeof *row);
@@ -299,13 +293,6 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
     }
 }
 
-/* GPT-2's tanh GELU, 0.5 x (1 + tanh(u)), written as x * sigmoid(2u): the same function,
- * and expf is several times cheaper than glibc's tanhf. */
-static float gelu_tanh(float x) {
-    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
-    return x / (1.0f + expf(-2.0f * k * (x + 0.044715f * x * x * x)));
-}
-
 static float silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* BERT's "gelu": the exact GELU, x * Phi(x), computed in double (erff is not guaranteed to
@@ -338,11 +325,11 @@ static void map_range(void *ctx, size_t i0, size_t i1) {
     float *y = j->y;
     const float *a = j->a, *b = j->b;
     switch (j->kind) {
-    case MAP_GELU_TANH: for (size_t i = i0; i < i1; i++) y[i] = gelu_tanh(a[i]); break;
+    case MAP_GELU_TANH: lp_gelu_tanh_n(y + i0, a + i0, i1 - i0); break;
     case MAP_GELU_ERF: for (size_t i = i0; i < i1; i++) y[i] = gelu_erf(a[i]); break;
     case MAP_RELU: for (size_t i = i0; i < i1; i++) y[i] = relu(a[i]); break;
     case MAP_SWIGLU: for (size_t i = i0; i < i1; i++) y[i] = silu(a[i]) * b[i]; break;
-    case MAP_GEGLU: for (size_t i = i0; i < i1; i++) y[i] = gelu_tanh(a[i]) * b[i]; break;
+    case MAP_GEGLU: for (size_t i = i0; i < i1; i++) y[i] = lp_gelu_tanh(a[i]) * b[i]; break;
     case MAP_ADD: for (size_t i = i0; i < i1; i++) y[i] = a[i] + b[i]; break;
     }
 }

@@ -1,0 +1,28 @@
+/* 16 floats as one value: one AVX-512 register or two AVX2 ones (GCC's vector extension
+ * lowers it to what -march allows). Its arithmetic is lane by lane, each product and sum
+ * rounded as the scalar code's (C11 mode contracts nothing into FMAs), so a loop rewritten
+ * on it keeps a scalar loop's bits. Loads and stores go through memcpy: no alignment needed.
+ * Not a public header. */
+#ifndef LOUPE_KERNELS_V16_H
+#define LOUPE_KERNELS_V16_H
+
+#include <string.h>
+
+typedef float v16 __attribute__((vector_size(64)));
+#define V16_LANES 16
+
+/* GCC warns (-Wpsabi) that a 64-byte vector passed or returned without AVX-512 has another
+ * ABI than with it; these helpers are always inlined, so no call ever crosses an ABI
+ * boundary (the warning fires at -O1, make sanitize's level, regardless). */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#define VEC_INLINE static inline __attribute__((always_inline))
+
+VEC_INLINE v16 load16(const float *p) {
+    v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+VEC_INLINE void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+
+#endif
