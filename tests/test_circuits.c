@@ -25,8 +25,14 @@ static const char *const ARCHS[] = {
     "--arch gpt2 --std 0.3 --seed 3",
     "--arch llama --kv-heads 2 --std 0.3 --seed 4",
     "--arch qwen2 --std 0.3 --seed 5",
+    NULL, /* stories260K */
+    /* GPT-NeoX: the parallel block (attention and MLP read the same resid_pre) with a
+     * quarter of each head rotated, and the sequential form */
+    "--arch neox --d-model 48 --heads 3 --rotary-pct 0.25 --std 0.3 --seed 6",
+    "--arch neox --sequential --rotary-pct 0.5 --std 0.3 --seed 7",
 };
-#define N_MODELS 4
+#define N_MODELS 6
+#define STORIES_I 3
 
 typedef struct {
     lp_model *m;
@@ -35,7 +41,7 @@ typedef struct {
 
 static test_model load(int i) {
     test_model t = {0};
-    if (i == 3) {
+    if (i == STORIES_I) {
         lp_load_options o = {STORIES_TOK};
         if (lp_model_load(&t.m, STORIES, &o)) fail_msg("stories260K: %s", lp_errmsg());
         return t;
@@ -53,7 +59,7 @@ static void unload(test_model *t) {
     rm_tree(t->dir);
 }
 
-static const char *model_name(int i) { return i == 3 ? "stories260K" : ARCHS[i]; }
+static const char *model_name(int i) { return i == STORIES_I ? "stories260K" : ARCHS[i]; }
 
 /* n ids, deterministic, drawn from [3, V) (past llama2.c's special tokens), ids[0] = 1 as BOS. */
 static void make_ids(int *ids, int n, int V, unsigned seed) {
@@ -381,7 +387,7 @@ static void scan_scores_are_the_head_metrics_of_its_sequence(void **state) {
  * for induction heads (its best scores about 0.01 on random tokens, 0.06 on repeated text). */
 static void scan_finds_the_previous_token_head_of_stories260k(void **state) {
     (void)state;
-    test_model tm = load(3);
+    test_model tm = load(STORIES_I);
     const lp_config *c = lp_model_config(tm.m);
     lp_scan_options o = {.seed = 1, .bos = 1, .avoid = {2, 0}};
     int nh = c->n_layer * c->n_head;
