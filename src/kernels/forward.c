@@ -357,8 +357,7 @@ static void map(float *y, const float *a, const float *b, size_t n, map_kind kin
     lp_parallel_for(n, GRAIN_FLOATS, map_range, &j);
 }
 
-/* y = act(x) over n floats for the non-gated MLPs. */
-static void act_rows(float *y, const float *x, size_t n, lp_mlp_kind kind) {
+void lp_act_rows(float *y, const float *x, size_t n, lp_mlp_kind kind) {
     map(y, x, NULL, n, kind == LP_MLP_GELU_ERF ? MAP_GELU_ERF : kind == LP_MLP_RELU ? MAP_RELU : MAP_GELU_TANH);
 }
 
@@ -424,7 +423,7 @@ static void mlp_rows(const lp_config *c, const lp_layer *w, const float *ln2, fl
         map(post, pre, up, nm, c->mlp == LP_MLP_SWIGLU ? MAP_SWIGLU : MAP_GEGLU);
     } else {
         lp_linear_forward(pre, ln2, &w->up, n);
-        act_rows(post, pre, nm, c->mlp);
+        lp_act_rows(post, pre, nm, c->mlp);
     }
     lp_linear_forward(out, post, &w->down, n);
 }
