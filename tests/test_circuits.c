@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "arch/model_impl.h"
@@ -309,6 +310,48 @@ static void batched_sweeps_match_single_patches(void **state) {
         print_message("  %-42s batched sweeps vs single patches: max diff %.2e\n", model_name(i), worst);
         assert_true(worst < TOL);
         free(lg);
+        lp_run_free(clean);
+        lp_run_free(corrupt);
+        unload(&tm);
+    }
+}
+
+/* GPT-NeoX's parallel block: the MLP reads resid_pre, so attn_out patched at the last layer
+ * and position changes the output by that alone: final residual = clean resid_pre + the
+ * corrupt run's attn_out + the clean MLP's output, through the final norm and embed_out. In
+ * the sequential form the MLP reads the patched sum, and the same sum is off. */
+static void parallel_block_mlp_does_not_read_patched_attention(void **state) {
+    (void)state;
+    for (int i = 4; i < N_MODELS; i++) {
+        test_model tm = load(i);
+        const lp_config *c = lp_model_config(tm.m);
+        int T = 12, V = c->vocab, d = c->d_model, L = c->n_layer, ids[12], bad[12];
+        make_ids(ids, T, V, 31);
+        memcpy(bad, ids, sizeof ids);
+        bad[T - 1] = (ids[T - 1] + 7) % V;
+        lp_run *clean, *corrupt;
+        assert_int_equal(lp_run_new(&clean, tm.m, ids, T), LP_OK);
+        assert_int_equal(lp_run_new(&corrupt, tm.m, bad, T), LP_OK);
+        lp_patch p = {LP_PATCH_ATTN_OUT, L - 1, T - 1, -1, false};
+        float *got = malloc((size_t)V * sizeof *got), *want = malloc((size_t)V * sizeof *want);
+        float *x = malloc((size_t)d * sizeof *x), *xn = malloc((size_t)d * sizeof *xn), scale;
+        assert_int_equal(lp_patch_logits(clean, corrupt, &p, got), LP_OK);
+        lp_view pre, ao, mo;
+        lp_run_view(clean, LP_ACT_RESID_PRE, L - 1, -1, &pre);
+        lp_run_view(corrupt, LP_ACT_ATTN_OUT, L - 1, -1, &ao);
+        lp_run_view(clean, LP_ACT_MLP_OUT, L - 1, -1, &mo);
+        for (int j = 0; j < d; j++)
+            x[j] = pre.data[(T - 1) * pre.stride[0] + j] + ao.data[(T - 1) * ao.stride[0] + j] +
+                   mo.data[(T - 1) * mo.stride[0] + j];
+        lp_norm(xn, &scale, x, tm.m->lnf_w, tm.m->lnf_b, 1, d, c->norm, c->norm_eps);
+        lp_linear_forward(want, xn, &tm.m->unembed, 1);
+        double err = max_diff(got, want, V), moved = max_diff(got, lp_run_logits(clean, T - 1), V);
+        print_message("  %-40.40s attn_out patched at the last layer: |logits - (pre + attn' + mlp)| %.1e (patch "
+                      "moved them %.2f)\n", model_name(i), err, moved);
+        assert_true(moved > 0.05); /* the patch does something */
+        if (c->parallel_block) assert_true(err < TOL);
+        else assert_true(err > 1e-3);
+        free(got), free(want), free(x), free(xn);
         lp_run_free(clean);
         lp_run_free(corrupt);
         unload(&tm);
@@ -898,6 +941,7 @@ int main(void) {
         cmocka_unit_test(patching_layer0_at_a_position_is_swapping_the_token),
         cmocka_unit_test(batched_sweeps_match_single_patches),
         cmocka_unit_test(patching_rejects_mismatched_runs_and_bad_patches),
+        cmocka_unit_test(parallel_block_mlp_does_not_read_patched_attention),
         cmocka_unit_test(scan_scores_are_the_head_metrics_of_its_sequence),
         cmocka_unit_test(scan_finds_the_previous_token_head_of_stories260k),
         cmocka_unit_test(encoder_patching_identities),
