@@ -370,6 +370,12 @@ static void config_sizes_out_of_range_are_refused(void **state) {
     edit_config(m, "num_attention_heads", json_integer(64));
     expect_load_error(m, NULL, LP_EFORMAT, "hidden_size 32 is smaller than num_attention_heads 64; give head_dim");
     rm_tree(dir);
+    /* GPT-NeoX with no rotary dims (rope_dims 0 would read as the whole head) */
+    dir = make_temp_dir();
+    make_arch(dir, m, sizeof m, "neox");
+    edit_config(m, "rotary_pct", json_real(0.1));
+    expect_load_error(m, NULL, LP_EUNSUPPORTED, "the rotary width int(8 * 0.1) is 0");
+    rm_tree(dir);
 }
 
 /* The same mechanism for llama2.c headers: vocab_size INT_MIN was negated as an int. */

@@ -114,6 +114,9 @@ int lp_arch_gpt_neox_load(lp_model *m, json_t *config, const char *path) {
     if (d % n_head)
         return lp_error(LP_EFORMAT, "%s: hidden_size %d is not a multiple of num_attention_heads %d", path, d, n_head);
     int dh = d / n_head, rot = (int)(dh * pct); /* GPTNeoXAttention: int(head_size * rotary_pct) */
+    if (rot == 0) /* rope_dims 0 would mean the whole head */
+        return lp_error(LP_EUNSUPPORTED, "%s: the rotary width int(%d * %g) is 0: a GPT-NeoX without rotary "
+                        "embeddings is not supported", path, dh, pct);
     if (rot % 2)
         return lp_error(LP_EFORMAT, "%s: the rotary width int(%d * %g) = %d is odd; rotate_half needs an even one",
                         path, dh, pct, rot);
