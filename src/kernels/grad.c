@@ -164,10 +164,17 @@ void gelu_backward(float *d_pre, const float *d_post, const float *pre, size_t n
     lp_parallel_for(n, GRAIN_FLOATS, gelu_backward_range, &j);
 }
 
-/* d_pre = d_post * GELU-erf'(pre) (GPT-NeoX's "gelu"): Phi(x) + x phi(x), in double. */
-static void gelu_erf_backward_range(void *ctx, size_t i0, size_t i1) {
-    const elem_job *j = ctx;
-    for (size_t i = i0; i < i1; i++) j->dx[i] = (float)(j->dy[i] * lp_head_act_deriv(LP_HEAD_ACT_GELU_ERF, j->x[i]));
+/* d_pre = d_post * act'(pre) in double for a decoder's other activations (GPT-NeoX's
+ * "gelu", the exact erf GELU, or "relu"). */
+typedef struct {
+    float *dx;
+    const float *dy, *x;
+    lp_head_act act;
+} act_job;
+
+static void act_backward_range(void *ctx, size_t i0, size_t i1) {
+    const act_job *j = ctx;
+    for (size_t i = i0; i < i1; i++) j->dx[i] = (float)(j->dy[i] * lp_head_act_deriv(j->act, j->x[i]));
 }
 
 /* post = SiLU(gate) * up: d_gate and d_up given d_post. */
@@ -380,11 +387,11 @@ static void mlp_half_backward(float *d_mid, const grad_layer *g, const float *d_
         linear_backward(g->d_ln2, g->d_pre, &w->gate, n, 0.0f);
         linear_backward(g->d_ln2, g->d_up, &w->up, n, 1.0f);
     } else {
-        if (c->mlp == LP_MLP_GELU_ERF) {
-            elem_job j = {.dx = g->d_pre, .dy = g->d_post, .x = t->mlp_pre};
-            lp_parallel_for(nm, GRAIN_FLOATS, gelu_erf_backward_range, &j);
-        } else {
+        if (c->mlp == LP_MLP_GELU_TANH) {
             gelu_backward(g->d_pre, g->d_post, t->mlp_pre, nm);
+        } else {
+            act_job j = {g->d_pre, g->d_post, t->mlp_pre, lp_arch_head_act(c->mlp)};
+            lp_parallel_for(nm, GRAIN_FLOATS, act_backward_range, &j);
         }
         linear_backward(g->d_ln2, g->d_pre, &w->up, n, 0.0f);
     }
