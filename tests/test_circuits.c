@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "arch/model_impl.h"
@@ -25,8 +26,14 @@ static const char *const ARCHS[] = {
     "--arch gpt2 --std 0.3 --seed 3",
     "--arch llama --kv-heads 2 --std 0.3 --seed 4",
     "--arch qwen2 --std 0.3 --seed 5",
+    NULL, /* stories260K */
+    /* GPT-NeoX: the parallel block (attention and MLP read the same resid_pre) with a
+     * quarter of each head rotated, and the sequential form */
+    "--arch neox --d-model 48 --heads 3 --rotary-pct 0.25 --std 0.3 --seed 6",
+    "--arch neox --sequential --rotary-pct 0.5 --std 0.3 --seed 7",
 };
-#define N_MODELS 4
+#define N_MODELS 6
+#define STORIES_I 3
 
 typedef struct {
     lp_model *m;
@@ -35,7 +42,7 @@ typedef struct {
 
 static test_model load(int i) {
     test_model t = {0};
-    if (i == 3) {
+    if (i == STORIES_I) {
         lp_load_options o = {STORIES_TOK};
         if (lp_model_load(&t.m, STORIES, &o)) fail_msg("stories260K: %s", lp_errmsg());
         return t;
@@ -53,7 +60,7 @@ static void unload(test_model *t) {
     rm_tree(t->dir);
 }
 
-static const char *model_name(int i) { return i == 3 ? "stories260K" : ARCHS[i]; }
+static const char *model_name(int i) { return i == STORIES_I ? "stories260K" : ARCHS[i]; }
 
 /* n ids, deterministic, drawn from [3, V) (past llama2.c's special tokens), ids[0] = 1 as BOS. */
 static void make_ids(int *ids, int n, int V, unsigned seed) {
@@ -309,6 +316,48 @@ static void batched_sweeps_match_single_patches(void **state) {
     }
 }
 
+/* GPT-NeoX's parallel block: the MLP reads resid_pre, so attn_out patched at the last layer
+ * and position changes the output by that alone: final residual = clean resid_pre + the
+ * corrupt run's attn_out + the clean MLP's output, through the final norm and embed_out. In
+ * the sequential form the MLP reads the patched sum, and the same sum is off. */
+static void parallel_block_mlp_does_not_read_patched_attention(void **state) {
+    (void)state;
+    for (int i = 4; i < N_MODELS; i++) {
+        test_model tm = load(i);
+        const lp_config *c = lp_model_config(tm.m);
+        int T = 12, V = c->vocab, d = c->d_model, L = c->n_layer, ids[12], bad[12];
+        make_ids(ids, T, V, 31);
+        memcpy(bad, ids, sizeof ids);
+        bad[T - 1] = (ids[T - 1] + 7) % V;
+        lp_run *clean, *corrupt;
+        assert_int_equal(lp_run_new(&clean, tm.m, ids, T), LP_OK);
+        assert_int_equal(lp_run_new(&corrupt, tm.m, bad, T), LP_OK);
+        lp_patch p = {LP_PATCH_ATTN_OUT, L - 1, T - 1, -1, false};
+        float *got = malloc((size_t)V * sizeof *got), *want = malloc((size_t)V * sizeof *want);
+        float *x = malloc((size_t)d * sizeof *x), *xn = malloc((size_t)d * sizeof *xn), scale;
+        assert_int_equal(lp_patch_logits(clean, corrupt, &p, got), LP_OK);
+        lp_view pre, ao, mo;
+        lp_run_view(clean, LP_ACT_RESID_PRE, L - 1, -1, &pre);
+        lp_run_view(corrupt, LP_ACT_ATTN_OUT, L - 1, -1, &ao);
+        lp_run_view(clean, LP_ACT_MLP_OUT, L - 1, -1, &mo);
+        for (int j = 0; j < d; j++)
+            x[j] = pre.data[(T - 1) * pre.stride[0] + j] + ao.data[(T - 1) * ao.stride[0] + j] +
+                   mo.data[(T - 1) * mo.stride[0] + j];
+        lp_norm(xn, &scale, x, tm.m->lnf_w, tm.m->lnf_b, 1, d, c->norm, c->norm_eps);
+        lp_linear_forward(want, xn, &tm.m->unembed, 1);
+        double err = max_diff(got, want, V), moved = max_diff(got, lp_run_logits(clean, T - 1), V);
+        print_message("  %-40.40s attn_out patched at the last layer: |logits - (pre + attn' + mlp)| %.1e (patch "
+                      "moved them %.2f)\n", model_name(i), err, moved);
+        assert_true(moved > 0.05); /* the patch does something */
+        if (c->parallel_block) assert_true(err < TOL);
+        else assert_true(err > 1e-3);
+        free(got), free(want), free(x), free(xn);
+        lp_run_free(clean);
+        lp_run_free(corrupt);
+        unload(&tm);
+    }
+}
+
 static void patching_rejects_mismatched_runs_and_bad_patches(void **state) {
     (void)state;
     test_model tm = load(0);
@@ -381,7 +430,7 @@ static void scan_scores_are_the_head_metrics_of_its_sequence(void **state) {
  * for induction heads (its best scores about 0.01 on random tokens, 0.06 on repeated text). */
 static void scan_finds_the_previous_token_head_of_stories260k(void **state) {
     (void)state;
-    test_model tm = load(3);
+    test_model tm = load(STORIES_I);
     const lp_config *c = lp_model_config(tm.m);
     lp_scan_options o = {.seed = 1, .bos = 1, .avoid = {2, 0}};
     int nh = c->n_layer * c->n_head;
@@ -892,6 +941,7 @@ int main(void) {
         cmocka_unit_test(patching_layer0_at_a_position_is_swapping_the_token),
         cmocka_unit_test(batched_sweeps_match_single_patches),
         cmocka_unit_test(patching_rejects_mismatched_runs_and_bad_patches),
+        cmocka_unit_test(parallel_block_mlp_does_not_read_patched_attention),
         cmocka_unit_test(scan_scores_are_the_head_metrics_of_its_sequence),
         cmocka_unit_test(scan_finds_the_previous_token_head_of_stories260k),
         cmocka_unit_test(encoder_patching_identities),

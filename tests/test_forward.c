@@ -116,6 +116,12 @@ static void forward_matches_pytorch_reference(void **state) {
     }
 }
 
+/* How many fixture models tests/fixtures/models.txt lists. */
+static int fixture_count(void) {
+    fixture_model models[16];
+    return read_models(models, 16);
+}
+
 /* Loads fixture model i into a temp dir; returns the model (dir freed by caller). */
 static lp_model *load_fixture(int i, char **dir_out, fixture_model *fm) {
     fixture_model models[16];
@@ -134,7 +140,7 @@ static lp_model *load_fixture(int i, char **dir_out, fixture_model *fm) {
 
 static void attention_rows_sum_to_one_and_are_causal(void **state) {
     (void)state;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0, n = fixture_count(); i < n; i++) {
         char *dir;
         fixture_model fm;
         lp_model *m = load_fixture(i, &dir, &fm);
@@ -176,7 +182,7 @@ static void attention_rows_sum_to_one_and_are_causal(void **state) {
  * as the full captured run at every position. */
 static void kv_cache_steps_match_full_run(void **state) {
     (void)state;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0, n = fixture_count(); i < n; i++) {
         char *dir;
         fixture_model fm;
         lp_model *m = load_fixture(i, &dir, &fm);
@@ -250,7 +256,7 @@ static void long_sequences_match_stepwise_decoding(void **state) {
  * embeddings; the top-k it reports are the largest probabilities, in order. */
 static void lens_last_layer_equals_the_logits(void **state) {
     (void)state;
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0, n = fixture_count(); i < n; i++) {
         char *dir;
         fixture_model fm;
         lp_model *m = load_fixture(i, &dir, &fm);

@@ -340,6 +340,15 @@ static void config_sizes_out_of_range_are_refused(void **state) {
         {"llama", "sliding_window", "-1", "\"sliding_window\" is -1"},
         {"llama", "rms_norm_eps", "-0.5", "\"rms_norm_eps\" is -0.5"},
         {"llama", "rope_theta", "0", "\"rope_theta\" is 0"},
+        {"neox", "hidden_size", "33", "hidden_size 33 is not a multiple of num_attention_heads 4"},
+        {"neox", "rotary_pct", "1.5", "\"rotary_pct\" should be a number from 0 to 1"},
+        {"neox", "rotary_pct", "0.375", "the rotary width int(8 * 0.375) = 3 is odd"},
+        {"neox", "partial_rotary_factor", "0.5", "partial_rotary_factor 0.5 and rotary_pct 0.25 disagree"},
+        {"neox", "rope_theta", "500", "rope_theta 500 and rotary_emb_base 10000 disagree"},
+        {"neox", "rotary_emb_base", "-1", "\"rotary_emb_base\" is -1"},
+        {"neox", "use_parallel_residual", "\"yes\"", "\"use_parallel_residual\" should be true or false"},
+        {"neox", "layer_norm_eps", "0", "\"layer_norm_eps\" is 0"},
+        {"neox", "intermediate_size", "0", "\"intermediate_size\" is 0"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char *dir = make_temp_dir();
@@ -360,6 +369,12 @@ static void config_sizes_out_of_range_are_refused(void **state) {
     edit_config(m, "head_dim", json_null());
     edit_config(m, "num_attention_heads", json_integer(64));
     expect_load_error(m, NULL, LP_EFORMAT, "hidden_size 32 is smaller than num_attention_heads 64; give head_dim");
+    rm_tree(dir);
+    /* GPT-NeoX with no rotary dims (rope_dims 0 would read as the whole head) */
+    dir = make_temp_dir();
+    make_arch(dir, m, sizeof m, "neox");
+    edit_config(m, "rotary_pct", json_real(0.1));
+    expect_load_error(m, NULL, LP_EUNSUPPORTED, "the rotary width int(8 * 0.1) is 0");
     rm_tree(dir);
 }
 

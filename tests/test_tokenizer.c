@@ -201,6 +201,69 @@ static void test_gpt2_matches_llama_cpp_reference_cases(void **state) {
     assert_int_equal(failures, 0);
 }
 
+/* GPT-2's vocabulary and merges written in the layout of GPT-NeoX's tokenizer.json
+ * (EleutherAI/gpt-neox-20b, Pythia): an NFC normalizer; ByteLevel pre-tokenizer,
+ * post-processor and decoder without a prefix space; <|endoftext|> and <|padding|> as
+ * special added tokens; a run of spaces as a non-special, normalized added token, as that
+ * file has for runs of 2 to 24 spaces. The real file is not at hand (README: GPT-NeoX), so
+ * this checks the format's path, not NeoX's own ids: GPT-2's ids on every reference case
+ * without such a run, and the run as one token where it occurs. */
+static void test_neox_layout_tokenizer_json_gives_gpt2_ids(void **state) {
+    (void)state;
+    json_error_t e;
+    json_t *vocab = json_load_file(GPT2_VOCAB, 0, &e), *merges = json_array();
+    assert_non_null(vocab);
+    char *bpe;
+    size_t len;
+    assert_int_equal(lp_file_read_new(GPT2_MERGES, &bpe, &len), LP_OK);
+    for (char *line = strtok(bpe, "\n"); line; line = strtok(NULL, "\n"))
+        if (line[0] != '#') json_array_append_new(merges, json_string(line));
+    free(bpe);
+    json_t *root = json_pack("{s:s,s:[{s:i,s:s,s:b,s:b,s:b,s:b,s:b},{s:i,s:s,s:b,s:b,s:b,s:b,s:b},"
+                             "{s:i,s:s,s:b,s:b,s:b,s:b,s:b}],s:{s:s},s:{s:s,s:b,s:b},s:{s:s,s:b,s:b},"
+                             "s:{s:s,s:b,s:b},s:{s:s,s:n,s:n,s:n,s:n,s:b,s:o,s:o}}",
+                             "version", "1.0", "added_tokens",
+                             "id", 50256, "content", "<|endoftext|>", "single_word", 0, "lstrip", 0, "rstrip", 0,
+                             "normalized", 0, "special", 1,
+                             "id", 50257, "content", "<|padding|>", "single_word", 0, "lstrip", 0, "rstrip", 0,
+                             "normalized", 0, "special", 1,
+                             "id", 50258, "content", "    ", "single_word", 0, "lstrip", 0, "rstrip", 0,
+                             "normalized", 1, "special", 0,
+                             "normalizer", "type", "NFC",
+                             "pre_tokenizer", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1,
+                             "post_processor", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1,
+                             "decoder", "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1,
+                             "model", "type", "BPE", "dropout", "unk_token", "continuing_subword_prefix",
+                             "end_of_word_suffix", "fuse_unk", 0, "vocab", vocab, "merges", merges);
+    assert_non_null(root);
+    char path[256];
+    snprintf(path, sizeof path, "%s/neox_layout.json", tmpdir);
+    assert_int_equal(json_dump_file(root, path, JSON_COMPACT), 0);
+    json_decref(root);
+    lp_tokenizer *t = NULL;
+    if (lp_tokenizer_load_json(&t, path)) fail_msg("%s", lp_errmsg());
+    assert_int_equal(lp_tokenizer_kind_of(t), LP_TOK_BYTE_BPE);
+    assert_int_equal(lp_tokenizer_vocab_size(t), 50259);
+    gpt2_cases *c = read_gpt2_cases();
+    int compared = 0, failures = 0;
+    for (int i = 0; i < c->n; i++) {
+        if (memmem(c->text[i], c->len[i], "    ", 4)) continue; /* the added run of spaces splits it */
+        int cap = (int)c->len[i] + 3, n = -1, *ids = malloc((size_t)cap * sizeof *ids);
+        assert_int_equal(lp_tokenizer_encode(t, c->text[i], c->len[i], false, ids, cap, &n), LP_OK);
+        if (n != c->n_ids[i] || memcmp(ids, c->ids[i], (size_t)n * sizeof *ids) != 0) failures++;
+        compared++;
+        free(ids);
+    }
+    print_message("  NeoX-layout tokenizer.json: %d of %d reference cases compared (the rest hold a run of 4 "
+                  "spaces), %d differ from GPT-2's ids\n", compared, c->n, failures);
+    free_gpt2_cases(c);
+    assert_true(compared >= 30);
+    assert_int_equal(failures, 0);
+    static const int run[] = {64, 50258, 65, 50256, 50257};
+    check_encode(t, "a    b<|endoftext|><|padding|>", false, run, 5);
+    lp_tokenizer_free(t);
+}
+
 static void test_gpt2_decode_inverts_encode_on_reference_cases(void **state) {
     (void)state;
     gpt2_cases *c = read_gpt2_cases();
@@ -1412,6 +1475,7 @@ int main(void) {
     const struct CMUnitTest gpt2_tests[] = {
         cmocka_unit_test(test_gpt2_files_load_as_byte_level_bpe),
         cmocka_unit_test(test_gpt2_matches_llama_cpp_reference_cases),
+        cmocka_unit_test(test_neox_layout_tokenizer_json_gives_gpt2_ids),
         cmocka_unit_test(test_gpt2_decode_inverts_encode_on_reference_cases),
         cmocka_unit_test(test_gpt2_round_trips_invalid_utf8_and_split_characters),
         cmocka_unit_test(test_gpt2_endoftext_is_matched_as_special_token),

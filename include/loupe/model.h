@@ -48,12 +48,19 @@ typedef struct {
     int n_ctx;           /* longest sequence the model takes */
     float norm_eps;
     float rope_theta;
+    int rope_dims;       /* rotary: the first rope_dims of each head's d_head dims are rotated (pairs
+                            (f, f + rope_dims/2) in the rotate-half layout), the rest pass through;
+                            0: the whole head (GPT-NeoX's rotary_pct < 1 sets it) */
     lp_norm_kind norm;
     lp_pos_kind pos;
     lp_mlp_kind mlp;
     bool tied_unembed;   /* the unembedding is the token embedding */
     bool qkv_bias;       /* attention q/k/v projections have biases */
     bool mlp_bias;
+    bool parallel_block; /* GPT-NeoX use_parallel_residual: attention and the MLP both read the layer's input,
+                            resid_post = resid_pre + attn_out + mlp_out; resid_mid is still captured as
+                            resid_pre + attn_out (a partial sum that no module reads; ln2 normalises
+                            resid_pre) */
     bool attn_only;      /* no MLP blocks (transformer-circuits toy models): resid_post = resid_mid;
                             only models made for training (train.h) set it, no loader does */
     /* What varies between decoders and BERT-style encoders, read by the one forward pass: */
@@ -86,6 +93,8 @@ typedef struct {
 static inline bool lp_pos_rotary(const lp_config *c) {
     return c->pos == LP_POS_ROPE_HALF || c->pos == LP_POS_ROPE_INTERLEAVED;
 }
+/* How many leading dims of each head the rotary embedding turns (even, <= d_head). */
+static inline int lp_rope_dims(const lp_config *c) { return c->rope_dims ? c->rope_dims : c->d_head; }
 /* A gated MLP: act(gate) * up, with both captured (mlp_pre is the gate, mlp_up the up). */
 static inline bool lp_mlp_gated(const lp_config *c) { return c->mlp == LP_MLP_SWIGLU || c->mlp == LP_MLP_GEGLU; }
 

@@ -29,6 +29,7 @@ static const struct {
     {"LlamaForCausalLM", "llama", lp_arch_llama_load},
     {"MistralForCausalLM", "mistral", lp_arch_llama_load},
     {"Qwen2ForCausalLM", "qwen2", lp_arch_llama_load},
+    {"GPTNeoXForCausalLM", "gpt_neox", lp_arch_gpt_neox_load},
     {"BertModel", "bert", lp_arch_bert_load},
     {"BertForMaskedLM", NULL, lp_arch_bert_load},
     {"BertForSequenceClassification", NULL, lp_arch_bert_load},
@@ -245,7 +246,7 @@ static int load_hf(lp_model *m, const char *dir) {
     if (!load) {
         rc = lp_error(LP_EUNSUPPORTED,
                       "%s: architecture '%s' is not supported; loupe reads GPT2LMHeadModel, LlamaForCausalLM, "
-                      "MistralForCausalLM, Qwen2ForCausalLM, Bert, Roberta and DistilBert as Model, ForMaskedLM "
+                      "MistralForCausalLM, Qwen2ForCausalLM, GPTNeoXForCausalLM, Bert, Roberta and DistilBert as Model, ForMaskedLM "
                       "and ForSequenceClassification, and T5/MT5 as ForConditionalGeneration and EncoderModel",
                       config_path, arch ? arch : model_type ? model_type : "(none given)");
         json_decref(config);
@@ -269,6 +270,9 @@ static int check_config(const lp_config *c, const char *path) {
                         c->n_kv_head);
     if (lp_pos_rotary(c) && c->d_head % 2 != 0)
         return lp_error(LP_EFORMAT, "%s: rotary embeddings need an even head size, not %d", path, c->d_head);
+    if (c->rope_dims < 0 || c->rope_dims > c->d_head || c->rope_dims % 2 != 0)
+        return lp_error(LP_EFORMAT, "%s: the rotary width %d must be even and at most the head size %d", path,
+                        c->rope_dims, c->d_head);
     if (c->n_layer > LP_MAX_LAYERS || c->n_head > LP_MAX_HEADS || c->n_ctx > LP_MAX_CTX || c->vocab > LP_MAX_VOCAB ||
         c->d_model > LP_MAX_D_MODEL || c->d_head > LP_MAX_D_HEAD || c->d_mlp > LP_MAX_D_MLP)
         return lp_error(LP_EFORMAT, "%s: implausible sizes in the model's configuration", path);
@@ -283,7 +287,8 @@ static size_t count_params(const lp_model *m) {
     const lp_config *c = &m->cfg;
     size_t d = (size_t)c->d_model, q = (size_t)c->n_head * c->d_head, kv = (size_t)c->n_kv_head * c->d_head;
     size_t norm = c->norm == LP_NORM_LAYERNORM ? 2 * d : d;
-    size_t attn = d * (q + 2 * kv) + q * d + (c->qkv_bias ? q + 2 * kv : 0) + (c->norm == LP_NORM_LAYERNORM ? d : 0);
+    size_t attn = d * (q + 2 * kv) + q * d + (c->qkv_bias ? q + 2 * kv : 0) +
+                  (c->norm == LP_NORM_LAYERNORM && c->qkv_bias ? d : 0); /* the output's bias */
     size_t mlp = (lp_mlp_gated(c) ? 3 : 2) * d * (size_t)c->d_mlp + (c->mlp_bias ? (size_t)c->d_mlp + d : 0);
     size_t n = (size_t)c->vocab * d + (!lp_pos_rotary(c) && c->pos != LP_POS_RELATIVE ? (size_t)(c->n_ctx + c->pos_offset) * d : 0);
     n += (size_t)c->n_layer * (2 * norm + attn + mlp) + (m->lnf_w ? norm : 0);
@@ -456,6 +461,10 @@ void lp_model_fingerprint(const lp_model *m, char out[17]) {
         for (size_t i = 0; i < sizeof lin / sizeof *lin; i++) h = hash_linear(h, lin[i]);
     }
     h = hash_linear(h, &m->unembed);
+    if (c->parallel_block || c->rope_dims) { /* GPT-NeoX only: other decoders keep their fingerprints */
+        int neox[] = {c->parallel_block, c->rope_dims};
+        h = fnv1a(h, neox, sizeof neox);
+    }
     if (!c->causal) { /* encoders only, so that decoders keep the fingerprints stores already hold */
         int more[] = {(int)c->head, c->n_labels, c->type_vocab, c->pos_offset};
         h = fnv1a(h, more, sizeof more);

@@ -92,6 +92,7 @@ int lp_llama2c_parse(lp_model *m, const unsigned char *data, size_t size, const 
 /* Hugging Face architectures: config parsed from config.json, tensors from m->st. */
 int lp_arch_gpt2_load(lp_model *m, json_t *config, const char *config_path);
 int lp_arch_llama_load(lp_model *m, json_t *config, const char *config_path);
+int lp_arch_gpt_neox_load(lp_model *m, json_t *config, const char *config_path);   /* Pythia, GPT-NeoX */
 int lp_arch_bert_load(lp_model *m, json_t *config, const char *config_path);       /* BERT and RoBERTa */
 int lp_arch_distilbert_load(lp_model *m, json_t *config, const char *config_path);
 int lp_arch_t5_load(lp_model *m, json_t *config, const char *config_path);         /* T5, mT5, T5EncoderModel */

@@ -67,7 +67,10 @@ int lp_cmd_info(lp_session *s, int argc, char **argv, const char *rest) {
                           c->norm == LP_NORM_LAYERNORM ? "layernorm" : "rmsnorm", "positions", pos_names[c->pos],
                           "mlp", MLP_NAMES[c->mlp], "tied_unembed", c->tied_unembed,
                           "norm_eps", lp_json_number(c->norm_eps));
-    if (lp_pos_rotary(c)) json_object_set_new(v, "rope_theta", lp_json_number(c->rope_theta));
+    if (lp_pos_rotary(c)) {
+        json_object_set_new(v, "rope_theta", lp_json_number(c->rope_theta));
+        json_object_set_new(v, "rope_dims", json_integer(lp_rope_dims(c))); /* of d_head; GPT-NeoX turns a part */
+    }
     if (c->pos == LP_POS_RELATIVE) {
         json_object_set_new(v, "relative_buckets", json_integer(c->rel_buckets));
         json_object_set_new(v, "relative_max_distance", json_integer(c->rel_max_distance));
@@ -79,7 +82,8 @@ int lp_cmd_info(lp_session *s, int argc, char **argv, const char *rest) {
         json_object_set_new(v, "eos_id", json_integer(c->eos_id));
     }
     json_object_set_new(v, "attention", json_string(c->causal ? "causal" : "bidirectional"));
-    json_object_set_new(v, "blocks", json_string(c->post_norm ? "post-norm" : "pre-norm"));
+    /* parallel: GPT-NeoX's attention and MLP both read resid_pre (resid_mid is a partial sum) */
+    json_object_set_new(v, "blocks", json_string(c->post_norm ? "post-norm" : c->parallel_block ? "parallel" : "pre-norm"));
     json_object_set_new(v, "head", json_string(lp_head_kind_name(c->head)));
     if (!c->causal) {
         json_object_set_new(v, "token_types", json_integer(c->type_vocab));

@@ -139,26 +139,31 @@ void lp_embed_sum(float *x, const lp_model *m, const int *ids, const int *types,
 }
 
 void lp_rope_tables(float *cos_t, float *sin_t, const lp_config *c, int t0, int n) {
-    int half = c->d_head / 2;
+    /* Rows of d_head / 2 whatever the rotary width: the first rope_dims / 2 entries hold the
+     * angles (inv_freq = theta^(-2f / rope_dims), as GPTNeoXRotaryEmbedding over rotary_ndims),
+     * the rest the identity. */
+    int half = c->d_head / 2, rot = lp_rope_dims(c), rh = rot / 2;
     for (int i = 0; i < n; i++)
         for (int f = 0; f < half; f++) {
-            double inv_freq = pow((double)c->rope_theta, -2.0 * f / c->d_head);
-            double angle = (double)(t0 + i) * inv_freq;
+            double inv_freq = pow((double)c->rope_theta, -2.0 * f / rot);
+            double angle = f < rh ? (double)(t0 + i) * inv_freq : 0.0;
             cos_t[(size_t)i * half + f] = (float)cos(angle);
             sin_t[(size_t)i * half + f] = (float)sin(angle);
         }
 }
 
-/* Rotates each head's vector in x (n, heads * dh) by its position. Pairs are (2f, 2f+1)
- * in the interleaved layout, (f, f + dh/2) in the rotate-half layout. */
-static void rope(float *x, int n, int heads, int dh, lp_pos_kind kind, const float *cos_t, const float *sin_t) {
-    int half = dh / 2;
+/* Rotates the first rot dims of each head's vector in x (n, heads * dh) by its position;
+ * the tables' rows are dh / 2 wide. Pairs are (2f, 2f+1) in the interleaved layout, (f,
+ * f + rot/2) in the rotate-half layout (rotate_half over the rotary dims only). */
+static void rope(float *x, int n, int heads, int dh, int rot, lp_pos_kind kind, const float *cos_t,
+                 const float *sin_t) {
+    int half = dh / 2, rh = rot / 2;
     for (int i = 0; i < n; i++)
         for (int h = 0; h < heads; h++) {
             float *v = x + ((size_t)i * heads + h) * dh;
-            for (int f = 0; f < half; f++) {
+            for (int f = 0; f < rh; f++) {
                 int a = kind == LP_POS_ROPE_INTERLEAVED ? 2 * f : f;
-                int b = kind == LP_POS_ROPE_INTERLEAVED ? 2 * f + 1 : f + half;
+                int b = kind == LP_POS_ROPE_INTERLEAVED ? 2 * f + 1 : f + rh;
                 float c = cos_t[(size_t)i * half + f], s = sin_t[(size_t)i * half + f];
                 float va = v[a], vb = v[b];
                 v[a] = va * c - vb * s;
@@ -339,8 +344,7 @@ static void map(float *y, const float *a, const float *b, size_t n, map_kind kin
     lp_parallel_for(n, GRAIN_FLOATS, map_range, &j);
 }
 
-/* y = act(x) over n floats for the non-gated MLPs. */
-static void act_rows(float *y, const float *x, size_t n, lp_mlp_kind kind) {
+void lp_act_rows(float *y, const float *x, size_t n, lp_mlp_kind kind) {
     map(y, x, NULL, n, kind == LP_MLP_GELU_ERF ? MAP_GELU_ERF : kind == LP_MLP_RELU ? MAP_RELU : MAP_GELU_TANH);
 }
 
@@ -406,7 +410,7 @@ static void mlp_rows(const lp_config *c, const lp_layer *w, const float *ln2, fl
         map(post, pre, up, nm, c->mlp == LP_MLP_SWIGLU ? MAP_SWIGLU : MAP_GEGLU);
     } else {
         lp_linear_forward(pre, ln2, &w->up, n);
-        act_rows(post, pre, nm, c->mlp);
+        lp_act_rows(post, pre, nm, c->mlp);
     }
     lp_linear_forward(out, post, &w->down, n);
 }
@@ -479,8 +483,8 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
     bool room = io->mlp_pre && c->d_mlp >= c->n_head * c->d_head + 2 * kvd;
     qkv_forward(io->q, k_new, v_new, room ? io->mlp_pre : NULL, io->ln1, w, n);
     if (lp_pos_rotary(c)) {
-        rope(io->q, n, c->n_head, c->d_head, c->pos, cos_t, sin_t);
-        rope(k_new, n, c->n_kv_head, c->d_head, c->pos, cos_t, sin_t);
+        rope(io->q, n, c->n_head, c->d_head, lp_rope_dims(c), c->pos, cos_t, sin_t);
+        rope(k_new, n, c->n_kv_head, c->d_head, lp_rope_dims(c), c->pos, cos_t, sin_t);
     }
     attention(c, io, t0, n);
     EDIT(io->edit, layer, LP_ACT_Z, io->z, n);
@@ -501,8 +505,12 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
         return;
     }
 
+    /* A parallel block's MLP reads the layer's input (GPTNeoXLayer: mlp(post_attention_layernorm(
+     * hidden_states))) and its output is added to resid_mid; resid_in is read before resid_out is
+     * written (generation passes one buffer as both). */
     if (c->post_norm) memcpy(io->ln2, io->resid_mid, nd * sizeof *io->ln2);
-    else lp_norm(io->ln2, io->ln2_scale, mlp_in, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
+    else lp_norm(io->ln2, io->ln2_scale, c->parallel_block ? io->resid_in : mlp_in, w->ln2_w, w->ln2_b, n, d, c->norm,
+                 c->norm_eps);
     EDIT(io->edit, layer, LP_ACT_LN2, io->ln2, n);
     mlp_rows(c, w, io->ln2, io->mlp_pre, io->mlp_up, io->mlp_post, io->mlp_out, n);
     EDIT(io->edit, layer, LP_ACT_MLP_OUT, io->mlp_out, n);
@@ -534,8 +542,8 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
         float *q = io->q + (size_t)row * qd, *k = io->k_new + (size_t)row * kvd, *v = io->v_new + (size_t)row * kvd;
         if (lp_pos_rotary(c)) {
             const float *cb = cos_t + (size_t)bl->t0 * half, *sb = sin_t + (size_t)bl->t0 * half;
-            rope(q, bl->n, c->n_head, c->d_head, c->pos, cb, sb);
-            rope(k, bl->n, c->n_kv_head, c->d_head, c->pos, cb, sb);
+            rope(q, bl->n, c->n_head, c->d_head, lp_rope_dims(c), c->pos, cb, sb);
+            rope(k, bl->n, c->n_kv_head, c->d_head, lp_rope_dims(c), c->pos, cb, sb);
         }
         memcpy(bl->k + (size_t)bl->t0 * kvd, k, (size_t)bl->n * kvd * sizeof *k);
         memcpy(bl->v + (size_t)bl->t0 * kvd, v, (size_t)bl->n * kvd * sizeof *v);
@@ -551,6 +559,11 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
         N = nblocks;
         nd = (size_t)N * d;
     }
+    /* A parallel block's MLP reads the layer's input: its norm now, while resid_mid holds just
+     * that (compact rows) or before resid_in is needed no more. */
+    if (c->parallel_block)
+        lp_norm(io->ln2, io->ln2_scale, io->last_only ? io->resid_mid : io->resid_in, w->ln2_w, w->ln2_b, N, d, c->norm,
+                c->norm_eps);
     EDIT(io->edit, layer, LP_ACT_Z, io->z, N);
     lp_linear_forward(io->attn_out, io->z, &w->o, N);
     EDIT(io->edit, layer, LP_ACT_ATTN_OUT, io->attn_out, N);
@@ -581,7 +594,7 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
 
     /* From here on rows are independent: the same steps as lp_layer_forward, over N rows. */
     if (c->post_norm) memcpy(io->ln2, io->resid_mid, nd * sizeof *io->ln2);
-    else lp_norm(io->ln2, io->ln2_scale, mlp_in, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
+    else if (!c->parallel_block) lp_norm(io->ln2, io->ln2_scale, mlp_in, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
     mlp_rows(c, w, io->ln2, io->mlp_pre, io->mlp_up, io->mlp_post, io->mlp_out, N);
     EDIT(io->edit, layer, LP_ACT_MLP_OUT, io->mlp_out, N);
     add(io->resid_out, mlp_in, io->mlp_out, nd);
@@ -601,7 +614,7 @@ void lp_attention_seqs(float *pattern, float *z, const lp_config *c, const float
 }
 
 void lp_rope_rows(float *x, const lp_config *c, int n, int heads, const float *cos_t, const float *sin_t) {
-    rope(x, n, heads, c->d_head, c->pos, cos_t, sin_t);
+    rope(x, n, heads, c->d_head, lp_rope_dims(c), c->pos, cos_t, sin_t);
 }
 
 void lp_gelu_rows(float *y, const float *x, size_t n) { map(y, x, NULL, n, MAP_GELU_TANH); }

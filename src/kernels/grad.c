@@ -177,6 +177,19 @@ void gelu_backward(float *d_pre, const float *d_post, const float *pre, size_t n
     lp_parallel_for(n, GRAIN_FLOATS, gelu_backward_range, &j);
 }
 
+/* d_pre = d_post * act'(pre) in double for a decoder's other activations (GPT-NeoX's
+ * "gelu", the exact erf GELU, or "relu"). */
+typedef struct {
+    float *dx;
+    const float *dy, *x;
+    lp_head_act act;
+} act_job;
+
+static void act_backward_range(void *ctx, size_t i0, size_t i1) {
+    const act_job *j = ctx;
+    for (size_t i = i0; i < i1; i++) j->dx[i] = (float)(j->dy[i] * lp_head_act_deriv(j->act, j->x[i]));
+}
+
 /* post = SiLU(gate) * up: d_gate and d_up given d_post. */
 static void swiglu_backward_range(void *ctx, size_t i0, size_t i1) {
     const elem_job *j = ctx;
@@ -565,11 +578,38 @@ static void mlp_half_backward(float *d_mid, const grad_layer *g, const float *d_
         linear_backward(g->d_ln2, g->d_pre, &w->gate, n, 0.0f);
         linear_backward(g->d_ln2, g->d_up, &w->up, n, 1.0f);
     } else {
-        gelu_backward(g->d_pre, g->d_post, t->mlp_pre, nm);
+        if (c->mlp == LP_MLP_GELU_TANH) {
+            gelu_backward(g->d_pre, g->d_post, t->mlp_pre, nm);
+        } else {
+            act_job j = {g->d_pre, g->d_post, t->mlp_pre, lp_arch_head_act(c->mlp)};
+            lp_parallel_for(nm, GRAIN_FLOATS, act_backward_range, &j);
+        }
         linear_backward(g->d_ln2, g->d_pre, &w->up, n, 0.0f);
     }
     memcpy(d_mid, d_out, (size_t)n * c->d_model * sizeof *d_out);
-    norm_backward(d_mid, g->d_ln2, t->resid_mid, t->ln2_scale, w->ln2_w, n, c->d_model, c->norm);
+    /* A parallel block's ln2 reads resid_in: g->d_ln2 is carried there after the attention
+     * half (parallel_mlp_backward). */
+    if (!c->parallel_block)
+        norm_backward(d_mid, g->d_ln2, t->resid_mid, t->ln2_scale, w->ln2_w, n, c->d_model, c->norm);
+}
+
+/* A parallel block (GPT-NeoX): the MLP's input gradient g->d_ln2 (rows, d) through ln2 to
+ * resid_in, added to d_in. Row r of d_ln2 and ln2_scale is row r * stride + pos of d_in and
+ * resid_in (stride 1, pos 0: every row; stride T, pos p: one row a sequence). */
+static void parallel_mlp_backward(float *d_in, const grad_layer *g, const tape_layer *t, const lp_model *m, int layer,
+                                  int rows, int stride, int pos) {
+    const lp_config *c = &m->cfg;
+    size_t d = c->d_model;
+    if (!c->parallel_block) return;
+    if (stride == 1) {
+        norm_backward(d_in, g->d_ln2, t->resid_in, t->ln2_scale, m->layers[layer].ln2_w, rows, c->d_model, c->norm);
+        return;
+    }
+    for (int r = 0; r < rows; r++) {
+        size_t at = ((size_t)r * stride + pos) * d;
+        norm_backward(d_in + at, g->d_ln2 + r * d, t->resid_in + at, t->ln2_scale + r, m->layers[layer].ln2_w, 1,
+                      c->d_model, c->norm);
+    }
 }
 
 /* The attention half: d_in (rows, d) from g->d_mid (rows, d). cos_t, nsin_t: rotary tables
@@ -617,6 +657,7 @@ static void layer_backward(float *d_in, const grad_layer *g, const float *d_out,
                            const lp_model *m, int layer, int B, int T, const float *cos_t, const float *nsin_t) {
     mlp_half_backward(g->d_mid, g, d_out, t, m, layer, B * T);
     attn_half_backward(d_in, g, t, m, layer, B, T, cos_t, nsin_t);
+    parallel_mlp_backward(d_in, g, t, m, layer, B * T, 1, 0);
 }
 
 /* The last layer of a batch whose objective reads one position: only row pos of each
@@ -633,6 +674,7 @@ static void last_layer_backward(float *d_in, const grad_layer *g, const float *d
     for (int b = 0; b < B; b++)
         memcpy(g->d_mid + ((size_t)b * T + pos) * d, d_mid_pos + (size_t)b * d, d * sizeof *g->d_mid);
     attn_half_backward(d_in, g, t, m, layer, B, T, cos_t, nsin_t);
+    parallel_mlp_backward(d_in, g, t, m, layer, B, T, pos);
 }
 
 /* ---- the objective's end: final norm and unembedding ---- */
@@ -1459,14 +1501,24 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, int 
             for (int i = 0; i < d; i++) mid[(size_t)b * d + i] = xb[i] + bt->attn_out[(size_t)b * d + i];
         }
     else add_floats(mid, x, bt->attn_out, nd);
-    lp_norm(bt->ln2, bt->ln2_scale + D * rows, mid, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
+    /* A parallel block's MLP reads the layer's input: x's rows, or (compact) its rows at only_pos,
+     * gathered into y until resid_out is written there. */
+    const float *mlp_in = mid;
+    if (c->parallel_block && only_pos >= 0) {
+        for (int b = 0; b < B; b++)
+            memcpy(y + (size_t)b * d, x + ((size_t)b * T + only_pos) * d, (size_t)d * sizeof *y);
+        mlp_in = y;
+    } else if (c->parallel_block) {
+        mlp_in = x;
+    }
+    lp_norm(bt->ln2, bt->ln2_scale + D * rows, mlp_in, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
     if (c->mlp == LP_MLP_SWIGLU) {
         lp_linear_forward(pre, bt->ln2, &w->gate, n);
         lp_linear_forward(up, bt->ln2, &w->up, n);
         lp_swiglu_rows(bt->mlp_post, pre, up, nm);
     } else {
         lp_linear_forward(pre, bt->ln2, &w->up, n);
-        lp_gelu_rows(bt->mlp_post, pre, nm);
+        lp_act_rows(bt->mlp_post, pre, nm, c->mlp);
     }
     lp_linear_forward(bt->mlp_out, bt->mlp_post, &w->down, n);
     add_floats(y, mid, bt->mlp_out, nd);

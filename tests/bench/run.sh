@@ -82,6 +82,17 @@ echo
 echo "== comparison: one thread (core $core; the run above used all cores)"
 OPENBLAS_CORETYPE=$core "$bench" --quick --threads 1 "$model" --compare-logits "$logits"
 
+# GPT-NeoX (issue 18): Pythia-160M's shape (parallel blocks, a quarter of each head rotated,
+# untied embed_out), made once and kept like GPT-2's; the T=128 forward with capture and
+# generation beside GPT-2-small's above (bench --quick).
+pythia=$out/pythia-160m
+echo
+echo "== GPT-NeoX: Pythia-160M shape, random weights"
+make_model "$pythia" "12 layers, d 768, 12 heads, vocab 50304, rotary 0.25, parallel; about 650 MB" --arch neox \
+    --layers 12 --d-model 768 --heads 12 --vocab 50304 --ctx 2048 --rotary-pct 0.25 --seed 1 \
+    --gpt2-tokenizer ../shared/tokenizers/gpt2
+"$bench" --quick "$pythia"
+
 # Datasets (issue 15): the dataset path's tokens/s (neurons and heads tracked, recorded into a
 # temporary store) against the pure forward on the same items, on this GPT-2-small shape.
 echo

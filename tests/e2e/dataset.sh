@@ -9,6 +9,7 @@ M=models/default
 fails=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+export XDG_DATA_HOME="$tmp/data" # commands run without -d (help) must not open the user's default store
 . tests/e2e/lib/check.sh
 . tests/e2e/lib/dataset.sh
 

@@ -2,7 +2,8 @@
  * model.safetensors holding a small GPT-2 (2 layers, d_model 16, 2 heads, d_mlp 64) and a
  * small Llama (2 layers, d_model 16, 4 heads of 4, 2 key/value heads, d_mlp 24), both with
  * vocabulary 32 and context 16, and the tensors of tests/fixtures/t5/t5_relu_tied (T5: 2 + 3
- * layers, d_model 32, 4 heads of 12, vocabulary 600; when run from the repository's root), so
+ * layers, d_model 32, 4 heads of 12, vocabulary 600; when run from the repository's root) and a
+ * small GPT-NeoX (config_model_neox), so
  * that whatever architecture a config names finds tensors of the right names. The seed corpus in tests/fuzz/corpus/config describes these shapes.
  * Header-only: the fuzz build compiles one file. */
 #ifndef LOUPE_FUZZ_CONFIG_MODEL_H
@@ -18,6 +19,39 @@
 #include "loupe/model.h"
 #include "loupe/run.h"
 #include "loupe/safetensors.h"
+
+/* A small GPT-NeoX's tensors (2 layers, d_model 16, d_mlp 32, vocabulary 32), named as
+ * modeling_gpt_neox.py names them, values from one small deterministic buffer (its shape,
+ * not its numbers, is what a config is checked against). */
+#define CONFIG_NEOX_TENSORS (12 * 2 + 4)
+static inline int config_model_neox(lp_st_tensor *t, char names[][64], float *buf, size_t cap) {
+    static const struct { const char *name; int d0, d1; } parts[12] = {
+        {"input_layernorm.weight", 16, 0}, {"input_layernorm.bias", 16, 0},
+        {"attention.query_key_value.weight", 48, 16}, {"attention.query_key_value.bias", 48, 0},
+        {"attention.dense.weight", 16, 16}, {"attention.dense.bias", 16, 0},
+        {"post_attention_layernorm.weight", 16, 0}, {"post_attention_layernorm.bias", 16, 0},
+        {"mlp.dense_h_to_4h.weight", 32, 16}, {"mlp.dense_h_to_4h.bias", 32, 0},
+        {"mlp.dense_4h_to_h.weight", 16, 32}, {"mlp.dense_4h_to_h.bias", 16, 0}};
+    for (size_t i = 0; i < cap; i++) buf[i] = (float)((int)(i * 2654435761u % 2001u) - 1000) * 1e-4f;
+    int n = 0;
+    for (int k = 0; k < CONFIG_NEOX_TENSORS; k++, n++) {
+        int l = k / 12, d0, d1;
+        if (k < 24) {
+            snprintf(names[n], 64, "gpt_neox.layers.%d.%s", l, parts[k % 12].name);
+            d0 = parts[k % 12].d0, d1 = parts[k % 12].d1;
+        } else {
+            static const char *const rest[4] = {"gpt_neox.embed_in.weight", "gpt_neox.final_layer_norm.weight",
+                                                "gpt_neox.final_layer_norm.bias", "embed_out.weight"};
+            snprintf(names[n], 64, "%s", rest[k - 24]);
+            bool norm = k == 25 || k == 26;
+            d0 = norm ? 16 : 32, d1 = norm ? 0 : 16;
+        }
+        size_t count = (size_t)d0 * (d1 ? d1 : 1);
+        t[n] = (lp_st_tensor){.name = names[n], .dtype = LP_DT_F32, .ndim = d1 ? 2 : 1, .data = buf,
+                              .nbytes = count * sizeof *buf, .shape = {d0, d1}};
+    }
+    return n;
+}
 
 /* Writes dir/model.safetensors (dir must exist); scratch files go in dir/g and dir/l. */
 static inline int config_model_make(const char *dir) {
@@ -44,11 +78,14 @@ static inline int config_model_make(const char *dir) {
     lp_st_tensor *all = NULL;
     if (!rc) {
         int na = lp_st_count(a), nb = lp_st_count(b), nt = t5 ? lp_st_count(t5) : 0;
-        all = malloc((size_t)(na + nb + nt) * sizeof *all);
+        all = malloc((size_t)(na + nb + nt + CONFIG_NEOX_TENSORS) * sizeof *all);
         if (!all) rc = LP_ENOMEM;
         for (int i = 0; all && i < na + nb + nt; i++)
             all[i] = *(i < na ? lp_st_at(a, i) : i < na + nb ? lp_st_at(b, i - na) : lp_st_at(t5, i - na - nb));
-        if (all) rc = lp_st_write(out, all, na + nb + nt, NULL, NULL, 0);
+        static char neox_names[CONFIG_NEOX_TENSORS][64];
+        static float neox_buf[48 * 16]; /* the largest tensor's floats; every tensor reads a prefix */
+        int nn = all ? config_model_neox(all + na + nb + nt, neox_names, neox_buf, 48 * 16) : 0;
+        if (all) rc = lp_st_write(out, all, na + nb + nt + nn, NULL, NULL, 0);
     }
     free(all);
     lp_st_free(a);

@@ -1,16 +1,18 @@
 /* mkmodel: writes a random checkpoint in Hugging Face layout, for tests and `make bench`.
- *   mkmodel DIR --arch gpt2|llama|mistral|qwen2|bert|t5 [--layers N] [--d-model D] [--heads H]
+ *   mkmodel DIR --arch gpt2|llama|mistral|qwen2|neox|bert|t5 [--layers N] [--d-model D] [--heads H]
  *          [--kv-heads K] [--d-mlp M] [--vocab V] [--ctx C] [--dtype f32|f16|bf16]
  *          [--round f16|bf16] [--seed S] [--std X] [--tied|--untied] [--shards N]
  *          [--prefix transformer.] [--gpt2-tokenizer DIR] [--labels N]
- *          [--gated] [--buckets B] [--max-distance D]
+ *          [--gated] [--buckets B] [--max-distance D] [--rotary-pct P] [--sequential]
  * --gpt2-tokenizer copies encoder.json/vocab.bpe (or vocab.json/merges.txt) from DIR.
  * --arch bert writes a BertForSequenceClassification with N labels (default 2; F32 only)
  * and a vocab.txt laid out as bert-base-uncased's ([PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102,
  * [MASK] 103), for the encoder bench.
  * --arch t5 writes a T5ForConditionalGeneration with N encoder and N decoder layers, d_kv =
  * d_model / heads, --buckets B (32) and --max-distance D (128); v1.0 (ReLU, tied embeddings)
- * unless --gated (v1.1: gated GELU, untied lm_head); F32, no tokenizer. */
+ * unless --gated (v1.1: gated GELU, untied lm_head); F32, no tokenizer.
+ * --arch neox writes a GPTNeoXForCausalLM (Pythia's layout): --rotary-pct P of each head
+ * rotated (0.25), parallel residual unless --sequential, untied embed_out; F32. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -111,6 +113,31 @@ static int t5_tensors(rand_tensor *t, const lp_config *c, int gated) {
     if (gated) T2(0, c->vocab, d, "lm_head.weight");
     return n;
 }
+/* GPTNeoXForCausalLM's tensors as modeling_gpt_neox.py names them (query_key_value's rows
+ * per head [q | k | v], which random values do not show but the loader must undo). */
+static int neox_tensors(rand_tensor *t, const lp_config *c) {
+    int n = 0;
+    int64_t d = c->d_model, m = c->d_mlp;
+    T2(0, c->vocab, d, "gpt_neox.embed_in.weight");
+    for (int l = 0; l < c->n_layer; l++) {
+        T2(1, d, 0, "gpt_neox.layers.%d.input_layernorm.weight", l);
+        T2(0, d, 0, "gpt_neox.layers.%d.input_layernorm.bias", l);
+        T2(0, 3 * d, d, "gpt_neox.layers.%d.attention.query_key_value.weight", l);
+        T2(0, 3 * d, 0, "gpt_neox.layers.%d.attention.query_key_value.bias", l);
+        T2(0, d, d, "gpt_neox.layers.%d.attention.dense.weight", l);
+        T2(0, d, 0, "gpt_neox.layers.%d.attention.dense.bias", l);
+        T2(1, d, 0, "gpt_neox.layers.%d.post_attention_layernorm.weight", l);
+        T2(0, d, 0, "gpt_neox.layers.%d.post_attention_layernorm.bias", l);
+        T2(0, m, d, "gpt_neox.layers.%d.mlp.dense_h_to_4h.weight", l);
+        T2(0, m, 0, "gpt_neox.layers.%d.mlp.dense_h_to_4h.bias", l);
+        T2(0, d, m, "gpt_neox.layers.%d.mlp.dense_4h_to_h.weight", l);
+        T2(0, d, 0, "gpt_neox.layers.%d.mlp.dense_4h_to_h.bias", l);
+    }
+    T2(1, d, 0, "gpt_neox.final_layer_norm.weight");
+    T2(0, d, 0, "gpt_neox.final_layer_norm.bias");
+    T2(0, c->vocab, d, "embed_out.weight");
+    return n;
+}
 #undef T2
 
 /* Writes DIR/model.safetensors (F32) with the n tensors of t, values drawn from seed. */
@@ -209,6 +236,24 @@ static int write_t5(const char *dir, const lp_config *c, int gated, uint64_t see
     return write_config(dir, cj);
 }
 
+/* A GPTNeoXForCausalLM as a Pythia config.json spells it (rotary_pct, rotary_emb_base). */
+static int write_neox(const char *dir, const lp_config *c, double rotary_pct, uint64_t seed, float std) {
+    rand_tensor *t = malloc((size_t)(12 * c->n_layer + 8) * sizeof *t);
+    if (!t) return lp_error(LP_ENOMEM, "out of memory");
+    int rc = write_random(dir, t, neox_tensors(t, c), seed, std);
+    free(t);
+    if (rc) return rc;
+    json_t *cj = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:f,s:s,s:b,s:b,s:b,s:i,s:i,s:s}",
+                           "architectures", "GPTNeoXForCausalLM", "model_type", "gpt_neox", "hidden_size",
+                           c->d_model, "intermediate_size", c->d_mlp, "num_hidden_layers", c->n_layer,
+                           "num_attention_heads", c->n_head, "vocab_size", c->vocab, "max_position_embeddings",
+                           c->n_ctx, "rotary_pct", rotary_pct, "rotary_emb_base", (double)c->rope_theta,
+                           "layer_norm_eps", 1e-5, "hidden_act", "gelu", "use_parallel_residual", c->parallel_block,
+                           "tie_word_embeddings", 0, "attention_bias", 1, "bos_token_id", 0, "eos_token_id", 0,
+                           "torch_dtype", "float32");
+    return write_config(dir, cj);
+}
+
 static lp_dtype dtype_arg(const char *s) {
     if (strcmp(s, "f32") == 0) return LP_DT_F32;
     if (strcmp(s, "f16") == 0) return LP_DT_F16;
@@ -219,7 +264,7 @@ static lp_dtype dtype_arg(const char *s) {
 
 int main(int argc, char **argv) {
     if (argc < 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: mkmodel DIR --arch gpt2|llama|mistral|qwen2|bert|t5 [options] (see the source)\n");
+        fprintf(stderr, "usage: mkmodel DIR --arch gpt2|llama|mistral|qwen2|neox|bert|t5 [options] (see the source)\n");
         return 2;
     }
     const char *dir = argv[1], *arch = "gpt2", *tokdir = NULL;
@@ -229,6 +274,8 @@ int main(int argc, char **argv) {
     c->rope_theta = 10000.0f;
     c->rel_buckets = 32, c->rel_max_distance = 128;
     int tied = -1, labels = 2, gated = 0;
+    double rotary_pct = 0.25;
+    int sequential = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -255,6 +302,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--gated")) gated = 1;
         else if (!strcmp(a, "--buckets")) c->rel_buckets = atoi(VAL());
         else if (!strcmp(a, "--max-distance")) c->rel_max_distance = atoi(VAL());
+        else if (!strcmp(a, "--rotary-pct")) rotary_pct = strtod(VAL(), NULL);
+        else if (!strcmp(a, "--sequential")) c->parallel_block = false, sequential = 1;
         else {
             fprintf(stderr, "error: unknown option '%s'\n", a);
             return 2;
@@ -290,6 +339,13 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
+    int rc;
+    if (!strcmp(arch, "neox")) {
+        if (!c->d_mlp) c->d_mlp = 4 * c->d_model;
+        c->parallel_block = !sequential;
+        rc = write_neox(dir, c, rotary_pct, sp.seed, sp.std);
+        goto tokenizer;
+    }
     if (!strcmp(arch, "gpt2")) {
         snprintf(c->arch, sizeof c->arch, "GPT2LMHeadModel");
         if (!c->d_mlp) c->d_mlp = 4 * c->d_model;
@@ -300,7 +356,7 @@ int main(int argc, char **argv) {
                  !strcmp(arch, "llama") ? "LlamaForCausalLM" : !strcmp(arch, "mistral") ? "MistralForCausalLM"
                  : !strcmp(arch, "qwen2") ? "Qwen2ForCausalLM" : "");
         if (!c->arch[0]) {
-            fprintf(stderr, "error: --arch '%s': use gpt2, llama, mistral, qwen2, bert or t5\n", arch);
+            fprintf(stderr, "error: --arch '%s': use gpt2, llama, mistral, qwen2, neox, bert or t5\n", arch);
             return 2;
         }
         if (!c->d_mlp) c->d_mlp = 3 * c->d_model;
@@ -308,7 +364,8 @@ int main(int argc, char **argv) {
         c->qkv_bias = !strcmp(arch, "qwen2");
         c->tied_unembed = tied == 1;
     }
-    int rc = lp_checkpoint_random(dir, &sp);
+    rc = lp_checkpoint_random(dir, &sp);
+tokenizer:
     if (!rc && tokdir) {
         char from[4096], to[4096];
         const char *pairs[2][3] = {{"encoder.json", "vocab.json", "vocab.json"}, {"vocab.bpe", "merges.txt", "merges.txt"}};
