@@ -1,4 +1,4 @@
-/* Datasets in the store (schema v6): a dataset run's row, its items, the checkpoint that
+/* Datasets in the store (schema v6, v7): a dataset run's row, its items, the checkpoint that
  * --resume continues from, the aggregate tables written when it finishes, and merging the
  * datasets of shard databases into one. */
 #ifndef LOUPE_STORE_DATASET_H
@@ -39,13 +39,14 @@ typedef struct {
     int64_t run_id;     /* 0: not run */
     int n_tokens;       /* -1: unknown */
     const char *skipped; /* why it was not run, or NULL */
+    const char *error;   /* why its --each failed (its run undone), or NULL */
 } lp_store_dataset_item;
 int lp_store_dataset_put_item(lp_store *st, int64_t dataset_id, const lp_store_dataset_item *it);
 
 /* The counts a dataset keeps as it goes. */
 typedef struct {
     int64_t last_item; /* -1: none yet */
-    int64_t n_items, n_skipped, n_tokens;
+    int64_t n_items, n_skipped, n_tokens, n_failed;
 } lp_store_dataset_progress;
 
 /* The aggregates' state as of the last item done, and the counts (inside the caller's batch). */
