@@ -144,6 +144,12 @@ int lp_store_dataset_checkpoint(lp_store *st, int64_t dataset_id, const unsigned
     sqlite3_bind_int64(s, 2, p->last_item);
     sqlite3_bind_blob64(s, 3, len ? (const void *)state : "", len, SQLITE_STATIC);
     if ((rc = store_done(st, s, "saving the dataset's checkpoint"))) return rc;
+    return lp_store_dataset_progress_put(st, dataset_id, p);
+}
+
+int lp_store_dataset_progress_put(lp_store *st, int64_t dataset_id, const lp_store_dataset_progress *p) {
+    sqlite3_stmt *s;
+    int rc;
     if ((rc = store_prep(st, &st->dq[DQ_PROGRESS],
                          "UPDATE datasets SET n_items = ?2, n_skipped = ?3, n_tokens = ?4, n_failed = ?5 WHERE id = ?1")))
         return rc;
@@ -358,7 +364,8 @@ int lp_store_dataset_finish(lp_store *st, int64_t id, const lp_unit_stats *u, co
     int64_t arg[1] = {id};
     lp_unit_example *buf = malloc((size_t)(c->k > c->samples ? c->k : c->samples) * sizeof *buf);
     if (!buf) return lp_error(LP_ENOMEM, "out of memory");
-    int rc = store_exec(st, "BEGIN IMMEDIATE", "finishing the dataset");
+    bool own = !lp_store_in_batch(st); /* inside the dataset's last batch, that batch commits */
+    int rc = own ? store_exec(st, "BEGIN IMMEDIATE", "finishing the dataset") : LP_OK;
     if (!rc) {
         const char *clear[] = {"DELETE FROM unit_examples WHERE dataset_id = ?1",
                                "DELETE FROM unit_histograms WHERE dataset_id = ?1",
@@ -376,6 +383,7 @@ int lp_store_dataset_finish(lp_store *st, int64_t id, const lp_unit_stats *u, co
     if (!rc)
         rc = run_ints(st, "UPDATE datasets SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1", arg, 1,
                       "finishing the dataset");
+    if (!own) return rc;
     if (!rc) rc = store_exec(st, "COMMIT", "finishing the dataset");
     return rc ? rollback_with(st, rc) : LP_OK;
 }

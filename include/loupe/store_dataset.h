@@ -52,13 +52,16 @@ typedef struct {
 /* The aggregates' state as of the last item done, and the counts (inside the caller's batch). */
 int lp_store_dataset_checkpoint(lp_store *st, int64_t dataset_id, const unsigned char *state, size_t len,
                                 const lp_store_dataset_progress *p);
+/* The counts alone (what the checkpoint also writes). */
+int lp_store_dataset_progress_put(lp_store *st, int64_t dataset_id, const lp_store_dataset_progress *p);
 /* The checkpoint back (*state malloc'd; NULL when there is none: nothing was committed). */
 int lp_store_dataset_get_checkpoint(lp_store *st, int64_t dataset_id, unsigned char **state, size_t *len,
                                     lp_store_dataset_progress *p);
 
 /* Writes the aggregates as tables (unit_examples, unit_histograms, unit_quantile_samples),
  * the head metrics' statistics over the items' runs, and finished_at, dropping the
- * checkpoint: one transaction. t names the tokens (NULL: no token text). */
+ * checkpoint: one transaction (inside an open batch, that batch's: the caller commits it, or
+ * rolls it back on failure). t names the tokens (NULL: no token text). */
 int lp_store_dataset_finish(lp_store *st, int64_t dataset_id, const lp_unit_stats *u, const lp_unit_stats_config *c,
                             const lp_tokenizer *t);
 
