@@ -116,8 +116,8 @@ int lp_store_dataset_unfinished(lp_store *st, const char *path, int shard_i, int
 
 int lp_store_dataset_put_item(lp_store *st, int64_t dataset_id, const lp_store_dataset_item *it) {
     int rc = store_prep(st, &st->dq[DQ_ITEM],
-                        "INSERT INTO dataset_items (dataset_id, item, line, text, pair, label, run_id, n_tokens, skipped)"
-                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+                        "INSERT INTO dataset_items (dataset_id, item, line, text, pair, label, run_id, n_tokens, skipped,"
+                        " error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
     if (rc) return rc;
     sqlite3_stmt *s = st->dq[DQ_ITEM];
     sqlite3_bind_int64(s, 1, dataset_id);
@@ -129,6 +129,7 @@ int lp_store_dataset_put_item(lp_store *st, int64_t dataset_id, const lp_store_d
     if (it->run_id) sqlite3_bind_int64(s, 7, it->run_id);
     if (it->n_tokens >= 0) sqlite3_bind_int(s, 8, it->n_tokens);
     store_bind_str(s, 9, it->skipped);
+    store_bind_str(s, 10, it->error);
     return store_done(st, s, "recording the dataset's item");
 }
 
@@ -143,23 +144,30 @@ int lp_store_dataset_checkpoint(lp_store *st, int64_t dataset_id, const unsigned
     sqlite3_bind_int64(s, 2, p->last_item);
     sqlite3_bind_blob64(s, 3, len ? (const void *)state : "", len, SQLITE_STATIC);
     if ((rc = store_done(st, s, "saving the dataset's checkpoint"))) return rc;
+    return lp_store_dataset_progress_put(st, dataset_id, p);
+}
+
+int lp_store_dataset_progress_put(lp_store *st, int64_t dataset_id, const lp_store_dataset_progress *p) {
+    sqlite3_stmt *s;
+    int rc;
     if ((rc = store_prep(st, &st->dq[DQ_PROGRESS],
-                         "UPDATE datasets SET n_items = ?2, n_skipped = ?3, n_tokens = ?4 WHERE id = ?1")))
+                         "UPDATE datasets SET n_items = ?2, n_skipped = ?3, n_tokens = ?4, n_failed = ?5 WHERE id = ?1")))
         return rc;
     s = st->dq[DQ_PROGRESS];
     sqlite3_bind_int64(s, 1, dataset_id);
     sqlite3_bind_int64(s, 2, p->n_items);
     sqlite3_bind_int64(s, 3, p->n_skipped);
     sqlite3_bind_int64(s, 4, p->n_tokens);
+    sqlite3_bind_int64(s, 5, p->n_failed);
     return store_done(st, s, "saving the dataset's progress");
 }
 
 int lp_store_dataset_get_checkpoint(lp_store *st, int64_t dataset_id, unsigned char **state, size_t *len,
                                     lp_store_dataset_progress *p) {
     *state = NULL, *len = 0;
-    *p = (lp_store_dataset_progress){-1, 0, 0, 0};
+    *p = (lp_store_dataset_progress){-1, 0, 0, 0, 0};
     int rc = store_prep(st, &st->dq[DQ_GET_CHECKPOINT],
-                        "SELECT c.last_item, c.state, d.n_items, d.n_skipped, d.n_tokens FROM dataset_checkpoints c"
+                        "SELECT c.last_item, c.state, d.n_items, d.n_skipped, d.n_tokens, d.n_failed FROM dataset_checkpoints c"
                         " JOIN datasets d ON d.id = c.dataset_id WHERE c.dataset_id = ?1");
     if (rc) return rc;
     sqlite3_stmt *s = st->dq[DQ_GET_CHECKPOINT];
@@ -169,7 +177,8 @@ int lp_store_dataset_get_checkpoint(lp_store *st, int64_t dataset_id, unsigned c
         size_t n = (size_t)sqlite3_column_bytes(s, 1);
         const void *b = sqlite3_column_blob(s, 1);
         *p = (lp_store_dataset_progress){sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 2),
-                                         sqlite3_column_int64(s, 3), sqlite3_column_int64(s, 4)};
+                                         sqlite3_column_int64(s, 3), sqlite3_column_int64(s, 4),
+                                         sqlite3_column_int64(s, 5)};
         if (!(*state = malloc(n + 1))) rc = lp_error(LP_ENOMEM, "out of memory reading the checkpoint");
         else if (n) memcpy(*state, b, n);
         *len = n;
@@ -182,7 +191,6 @@ int lp_store_dataset_get_checkpoint(lp_store *st, int64_t dataset_id, unsigned c
 
 /* ---- the aggregate tables ---- */
 
-static const char *const KIND_NAMES[] = {"neuron", "head"};
 
 static void bind_token(sqlite3_stmt *s, int i, const lp_tokenizer *t, int id) {
     size_t len = 0;
@@ -204,19 +212,20 @@ static void bind_example(sqlite3_stmt *s, int first, const lp_unit_example *x, c
 }
 
 /* A row of unit_examples (at: the rank) or of unit_quantile_samples (at: the bin, and the
- * hash): the unit, then the example. */
+ * hash): the unit and its metric, then the example. */
 static int put_example_row(lp_store *st, int slot, const char *sql, int64_t id, lp_unit_kind kind, int layer, int index,
                            int at, const int64_t *hash, const lp_unit_example *x, const lp_tokenizer *t) {
     int rc = store_prep(st, &st->dq[slot], sql);
     if (rc) return rc;
     sqlite3_stmt *s = st->dq[slot];
     sqlite3_bind_int64(s, 1, id);
-    store_bind_str(s, 2, KIND_NAMES[kind]);
+    store_bind_str(s, 2, kind == LP_UNIT_NEURON ? "neuron" : "head");
     sqlite3_bind_int(s, 3, layer);
     sqlite3_bind_int(s, 4, index);
-    sqlite3_bind_int(s, 5, at);
-    if (hash) sqlite3_bind_int64(s, 6, *hash);
-    bind_example(s, hash ? 7 : 6, x, t);
+    store_bind_str(s, 5, lp_unit_metric_name(kind));
+    sqlite3_bind_int(s, 6, at);
+    if (hash) sqlite3_bind_int64(s, 7, *hash);
+    bind_example(s, hash ? 8 : 7, x, t);
     return store_done(st, s, hash ? "writing the quantile samples" : "writing the top examples");
 }
 
@@ -225,24 +234,28 @@ static int put_unit(lp_store *st, int64_t id, const lp_unit_stats *u, const lp_t
     int n, rc = LP_OK;
     lp_unit_stats_top(u, kind, layer, index, buf, &n);
     for (int r = 0; r < n && !rc; r++)
-        rc = put_example_row(st, DQ_EXAMPLE, "INSERT INTO unit_examples (dataset_id, unit_kind, layer, unit, rank, item,"
-                             " pos, key_pos, token_id, token, key_token_id, key_token, value) VALUES (?1, ?2, ?3, ?4, ?5,"
-                             " ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)", id, kind, layer, index, r + 1, NULL, &buf[r], t);
-    const uint64_t *h = kind == LP_UNIT_NEURON ? lp_unit_stats_histogram(u, layer, index) : NULL;
-    for (int b = 0; h && b < LP_UNIT_BINS && !rc; b++) {
+        rc = put_example_row(st, DQ_EXAMPLE, "INSERT INTO unit_examples (dataset_id, unit_kind, layer, unit, metric, rank,"
+                             " item, pos, key_pos, token_id, token, key_token_id, key_token, value) VALUES (?1, ?2, ?3, ?4,"
+                             " ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)", id, kind, layer, index, r + 1, NULL, &buf[r],
+                             t);
+    int bins;
+    const uint64_t *h = lp_unit_stats_histogram(u, kind, layer, index, &bins);
+    for (int b = 0; h && b < bins && !rc; b++) {
         if (!h[b]) continue;
         if (h[b] > INT64_MAX) return lp_error(LP_ERANGE, "a histogram count over 2^63");
         if ((rc = store_prep(st, &st->dq[DQ_HIST],
                              "INSERT INTO unit_histograms (dataset_id, unit_kind, layer, unit, bin, lower, count)"
-                             " VALUES (?1, 'neuron', ?2, ?3, ?4, ?5, ?6)")))
+                             " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")))
             return rc;
         sqlite3_stmt *s = st->dq[DQ_HIST];
         sqlite3_bind_int64(s, 1, id);
-        sqlite3_bind_int(s, 2, layer);
-        sqlite3_bind_int(s, 3, index);
-        sqlite3_bind_int(s, 4, b);
-        if (b > 0) sqlite3_bind_double(s, 5, lp_unit_bin_lower(b));
-        sqlite3_bind_int64(s, 6, (int64_t)h[b]);
+        store_bind_str(s, 2, kind == LP_UNIT_NEURON ? "neuron" : "head");
+        sqlite3_bind_int(s, 3, layer);
+        sqlite3_bind_int(s, 4, index);
+        sqlite3_bind_int(s, 5, b);
+        if (kind != LP_UNIT_NEURON) sqlite3_bind_double(s, 6, lp_unit_head_bin_lower(b));
+        else if (b > 0) sqlite3_bind_double(s, 6, lp_unit_bin_lower(b));
+        sqlite3_bind_int64(s, 7, (int64_t)h[b]);
         rc = store_done(st, s, "writing the histograms");
     }
     int unit = lp_unit_stats_unit(u, kind, layer, index);
@@ -251,9 +264,9 @@ static int put_unit(lp_store *st, int64_t id, const lp_unit_stats *u, const lp_t
         for (int j = 0; j < n && !rc; j++) {
             int64_t hash = lp_unit_sample_hash(buf[j].item, unit);
             rc = put_example_row(st, DQ_SAMPLE, "INSERT INTO unit_quantile_samples (dataset_id, unit_kind, layer, unit,"
-                                 " bin, hash, item, pos, key_pos, token_id, token, key_token_id, key_token, value) VALUES"
-                                 " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)", id, kind, layer, index,
-                                 b, &hash, &buf[j], t);
+                                 " metric, bin, hash, item, pos, key_pos, token_id, token, key_token_id, key_token, value)"
+                                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)", id, kind,
+                                 layer, index, b, &hash, &buf[j], t);
         }
     }
     return rc;
@@ -351,7 +364,8 @@ int lp_store_dataset_finish(lp_store *st, int64_t id, const lp_unit_stats *u, co
     int64_t arg[1] = {id};
     lp_unit_example *buf = malloc((size_t)(c->k > c->samples ? c->k : c->samples) * sizeof *buf);
     if (!buf) return lp_error(LP_ENOMEM, "out of memory");
-    int rc = store_exec(st, "BEGIN IMMEDIATE", "finishing the dataset");
+    bool own = !lp_store_in_batch(st); /* inside the dataset's last batch, that batch commits */
+    int rc = own ? store_exec(st, "BEGIN IMMEDIATE", "finishing the dataset") : LP_OK;
     if (!rc) {
         const char *clear[] = {"DELETE FROM unit_examples WHERE dataset_id = ?1",
                                "DELETE FROM unit_histograms WHERE dataset_id = ?1",
@@ -360,14 +374,16 @@ int lp_store_dataset_finish(lp_store *st, int64_t id, const lp_unit_stats *u, co
     }
     for (int l = 0; !rc && c->neurons && l < c->n_layer; l++)
         for (int n = 0; !rc && n < c->d_mlp; n++) rc = put_unit(st, id, u, t, LP_UNIT_NEURON, l, n, buf);
-    for (int l = 0; !rc && c->heads && l < c->n_layer; l++)
-        for (int h = 0; !rc && h < c->n_head; h++) rc = put_unit(st, id, u, t, LP_UNIT_HEAD, l, h, buf);
+    for (int kind = LP_UNIT_HEAD; !rc && c->heads && kind < LP_UNIT_KINDS; kind++)
+        for (int l = 0; !rc && l < c->n_layer; l++)
+            for (int h = 0; !rc && h < c->n_head; h++) rc = put_unit(st, id, u, t, (lp_unit_kind)kind, l, h, buf);
     free(buf);
     if (!rc) rc = head_stats(st, id);
     if (!rc) rc = run_ints(st, "DELETE FROM dataset_checkpoints WHERE dataset_id = ?1", arg, 1, "finishing the dataset");
     if (!rc)
         rc = run_ints(st, "UPDATE datasets SET finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1", arg, 1,
                       "finishing the dataset");
+    if (!own) return rc;
     if (!rc) rc = store_exec(st, "COMMIT", "finishing the dataset");
     return rc ? rollback_with(st, rc) : LP_OK;
 }
@@ -505,28 +521,28 @@ static int drop_maps(lp_store *st) {
 static int merge_aggregates(lp_store *st, int64_t into, int64_t from) {
     int64_t args[2] = {into, from};
     const char *sql[] = {
-        "CREATE TEMP TABLE merge_examples AS SELECT unit_kind, layer, unit, item, pos, key_pos, token_id, token,"
+        "CREATE TEMP TABLE merge_examples AS SELECT unit_kind, layer, unit, metric, item, pos, key_pos, token_id, token,"
         " key_token_id, key_token, value FROM main.unit_examples WHERE dataset_id = ?1 UNION ALL SELECT unit_kind,"
-        " layer, unit, item, pos, key_pos, token_id, token, key_token_id, key_token, value FROM shard.unit_examples"
+        " layer, unit, metric, item, pos, key_pos, token_id, token, key_token_id, key_token, value FROM shard.unit_examples"
         " WHERE dataset_id = ?2",
         "DELETE FROM main.unit_examples WHERE dataset_id = ?1",
-        "INSERT INTO main.unit_examples (dataset_id, unit_kind, layer, unit, rank, item, pos, key_pos, token_id, token,"
-        " key_token_id, key_token, value) SELECT ?1, unit_kind, layer, unit, rk, item, pos, key_pos, token_id, token,"
-        " key_token_id, key_token, value FROM (SELECT *, row_number() OVER (PARTITION BY unit_kind, layer, unit"
+        "INSERT INTO main.unit_examples (dataset_id, unit_kind, layer, unit, metric, rank, item, pos, key_pos, token_id, token,"
+        " key_token_id, key_token, value) SELECT ?1, unit_kind, layer, unit, metric, rk, item, pos, key_pos, token_id, token,"
+        " key_token_id, key_token, value FROM (SELECT *, row_number() OVER (PARTITION BY unit_kind, layer, unit, metric"
         " ORDER BY value DESC, item, pos, key_pos) AS rk FROM temp.merge_examples)"
         " WHERE rk <= (SELECT k FROM main.datasets WHERE id = ?1)",
         "INSERT INTO main.unit_histograms (dataset_id, unit_kind, layer, unit, bin, lower, count) SELECT ?1, unit_kind,"
         " layer, unit, bin, lower, count FROM shard.unit_histograms WHERE dataset_id = ?2"
         " ON CONFLICT (dataset_id, unit_kind, layer, unit, bin) DO UPDATE SET count = count + excluded.count",
-        "CREATE TEMP TABLE merge_samples AS SELECT unit_kind, layer, unit, bin, hash, item, pos, key_pos, token_id, token,"
+        "CREATE TEMP TABLE merge_samples AS SELECT unit_kind, layer, unit, metric, bin, hash, item, pos, key_pos, token_id, token,"
         " key_token_id, key_token, value FROM main.unit_quantile_samples WHERE dataset_id = ?1 UNION ALL SELECT"
-        " unit_kind, layer, unit, bin, hash, item, pos, key_pos, token_id, token, key_token_id, key_token, value FROM"
+        " unit_kind, layer, unit, metric, bin, hash, item, pos, key_pos, token_id, token, key_token_id, key_token, value FROM"
         " shard.unit_quantile_samples WHERE dataset_id = ?2",
         "DELETE FROM main.unit_quantile_samples WHERE dataset_id = ?1",
-        "INSERT INTO main.unit_quantile_samples (dataset_id, unit_kind, layer, unit, bin, hash, item, pos, key_pos,"
-        " token_id, token, key_token_id, key_token, value) SELECT ?1, unit_kind, layer, unit, bin, hash, item, pos,"
+        "INSERT INTO main.unit_quantile_samples (dataset_id, unit_kind, layer, unit, metric, bin, hash, item, pos, key_pos,"
+        " token_id, token, key_token_id, key_token, value) SELECT ?1, unit_kind, layer, unit, metric, bin, hash, item, pos,"
         " key_pos, token_id, token, key_token_id, key_token, value FROM (SELECT *, row_number() OVER (PARTITION BY"
-        " unit_kind, layer, unit, bin ORDER BY hash, item) AS rk FROM temp.merge_samples)"
+        " unit_kind, layer, unit, metric, bin ORDER BY hash, item) AS rk FROM temp.merge_samples)"
         " WHERE rk <= (SELECT json_extract(settings, '$.samples') FROM main.datasets WHERE id = ?1)",
     };
     int rc = LP_OK;
@@ -536,7 +552,7 @@ static int merge_aggregates(lp_store *st, int64_t into, int64_t from) {
 
 /* A shard's dataset row, as merge compares it. */
 typedef struct {
-    int64_t id, n_items, n_skipped, n_tokens, session_id, model_id;
+    int64_t id, n_items, n_skipped, n_tokens, n_failed, session_id, model_id;
     char uid[33], fields[5][2048]; /* file_fingerprint, model_fingerprint, settings, commands, path */
     int shard_i, shard_n, k;
     bool finished;
@@ -635,8 +651,8 @@ static int merge_one(lp_store *st, const shard_row *sh, const char *path, json_t
     int64_t args[2] = {into, sh->id};
     if (!rc) {
         rc = run_ints(st, "INSERT INTO main.dataset_items (dataset_id, item, line, text, pair, label, run_id, n_tokens,"
-                      " skipped) SELECT ?1, item, line, text, pair, label, (SELECT new FROM temp.map_runs WHERE old ="
-                      " s.run_id), n_tokens, skipped FROM shard.dataset_items s WHERE dataset_id = ?2", args, 2,
+                      " skipped, error) SELECT ?1, item, line, text, pair, label, (SELECT new FROM temp.map_runs WHERE"
+                      " old = s.run_id), n_tokens, skipped, error FROM shard.dataset_items s WHERE dataset_id = ?2", args, 2,
                       "merging the shard's items");
         if (rc && strstr(lp_errmsg(), "UNIQUE"))
             rc = lp_error(LP_EINVAL, "merge: %s: shard %d/%d holds items the merged dataset %lld already has: were "
@@ -657,10 +673,10 @@ static int merge_one(lp_store *st, const shard_row *sh, const char *path, json_t
         sqlite3_finalize(s);
     }
     if (!rc) {
-        int64_t counts[4] = {into, sh->n_items, sh->n_skipped, sh->n_tokens};
+        int64_t counts[5] = {into, sh->n_items, sh->n_skipped, sh->n_tokens, sh->n_failed};
         rc = run_ints(st, "UPDATE main.datasets SET n_items = n_items + ?2, n_skipped = n_skipped + ?3, n_tokens ="
-                      " n_tokens + ?4, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1", counts, 4,
-                      "merging");
+                      " n_tokens + ?4, n_failed = n_failed + ?5, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+                      " WHERE id = ?1", counts, 5, "merging");
     }
     if (!rc) rc = head_stats(st, into);
     if (!rc) rc = drop_maps(st);
@@ -676,7 +692,7 @@ static int read_shards(lp_store *st, const char *path, shard_row *rows, int cap,
     sqlite3_stmt *s;
     *n = *unfinished = 0;
     int rc = sqlite3_prepare_v2(st->db, "SELECT id, uid, file_fingerprint, model_fingerprint, settings, commands, path,"
-                                " shard_i, shard_n, k, finished_at IS NOT NULL, n_items, n_skipped, n_tokens FROM"
+                                " shard_i, shard_n, k, finished_at IS NOT NULL, n_items, n_skipped, n_tokens, n_failed FROM"
                                 " shard.datasets WHERE shard_i > 0 ORDER BY id", -1, &s, NULL);
     if (rc != SQLITE_OK) return store_fail(st, rc, "reading the shard's datasets");
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
@@ -701,6 +717,7 @@ static int read_shards(lp_store *st, const char *path, shard_row *rows, int cap,
         r->n_items = sqlite3_column_int64(s, 11);
         r->n_skipped = sqlite3_column_int64(s, 12);
         r->n_tokens = sqlite3_column_int64(s, 13);
+        r->n_failed = sqlite3_column_int64(s, 14);
     }
     sqlite3_finalize(s);
     return rc == SQLITE_DONE ? LP_OK : store_fail(st, rc, "reading the shard's datasets");

@@ -757,7 +757,80 @@ static const char V6[] =
     "JOIN attribution_scores s ON s.attribution_id = a.id\n"
     "LEFT JOIN tokens t ON t.run_id = a.run_id AND t.side = s.side AND t.pos = s.pos;\n";
 
-static const char *const MIGRATIONS[] = {V1, V2, V3, V4, V5, V6};
+/* Version 7: an item whose --each command failed is kept with its error (its run undone)
+ * and counted in datasets.n_failed; a unit's examples and samples are kept per metric
+ * (a head's by its strongest key and by each head metric), so unit_examples and
+ * unit_quantile_samples are rebuilt with `metric` in their keys; unit_histograms also holds
+ * heads' attention weights (unit_kind 'head', its own bins: `lower` gives each edge). */
+static const char V7[] =
+    "DROP VIEW unit_examples_view;\n"
+    "DROP VIEW dataset_runs;\n"
+    "ALTER TABLE datasets ADD COLUMN n_failed INTEGER NOT NULL DEFAULT 0;  -- items whose --each failed\n"
+    "ALTER TABLE dataset_items ADD COLUMN error TEXT;  -- why its --each failed (its run undone); NULL: it did not\n"
+    "CREATE TABLE unit_examples_v7 (      -- each unit's top examples, rank 1 the highest value\n"
+    "  dataset_id  INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,\n"
+    "  unit_kind   TEXT NOT NULL CHECK (unit_kind IN ('neuron', 'head')),\n"
+    "  layer       INTEGER NOT NULL,\n"
+    "  unit        INTEGER NOT NULL,      -- the neuron, or the head\n"
+    "  metric      TEXT NOT NULL,         -- what value ranks them: 'activation' (neurons), 'key' (a head's\n"
+    "                                     -- strongest key) or a head metric (entropy, prev_token, induction, ...)\n"
+    "  rank        INTEGER NOT NULL,\n"
+    "  item        INTEGER NOT NULL,\n"
+    "  pos         INTEGER NOT NULL,      -- the neuron's position, the head's query\n"
+    "  key_pos     INTEGER,               -- the head's key; NULL for neurons (and entropy)\n"
+    "  token_id    INTEGER NOT NULL,\n"
+    "  token       TEXT,\n"
+    "  key_token_id INTEGER,\n"
+    "  key_token   TEXT,\n"
+    "  value       REAL NOT NULL,         -- the activation, the attention weight, or the metric on the item\n"
+    "  PRIMARY KEY (dataset_id, unit_kind, layer, unit, metric, rank)\n"
+    ") WITHOUT ROWID;\n"
+    "INSERT INTO unit_examples_v7 SELECT dataset_id, unit_kind, layer, unit,\n"
+    "  CASE unit_kind WHEN 'neuron' THEN 'activation' ELSE 'key' END, rank, item, pos, key_pos, token_id, token,\n"
+    "  key_token_id, key_token, value FROM unit_examples;\n"
+    "DROP TABLE unit_examples;\n"
+    "ALTER TABLE unit_examples_v7 RENAME TO unit_examples;\n"
+    "CREATE TABLE unit_quantile_samples_v7 ( -- per unit, metric and bin of the item's value, the items of smallest hash\n"
+    "  dataset_id  INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,\n"
+    "  unit_kind   TEXT NOT NULL CHECK (unit_kind IN ('neuron', 'head')),\n"
+    "  layer       INTEGER NOT NULL,\n"
+    "  unit        INTEGER NOT NULL,\n"
+    "  metric      TEXT NOT NULL,\n"
+    "  bin         INTEGER NOT NULL,\n"
+    "  hash        INTEGER NOT NULL,\n"
+    "  item        INTEGER NOT NULL,\n"
+    "  pos         INTEGER NOT NULL,\n"
+    "  key_pos     INTEGER,\n"
+    "  token_id    INTEGER NOT NULL,\n"
+    "  token       TEXT,\n"
+    "  key_token_id INTEGER,\n"
+    "  key_token   TEXT,\n"
+    "  value       REAL NOT NULL,\n"
+    "  PRIMARY KEY (dataset_id, unit_kind, layer, unit, metric, bin, hash, item)\n"
+    ") WITHOUT ROWID;\n"
+    "INSERT INTO unit_quantile_samples_v7 SELECT dataset_id, unit_kind, layer, unit,\n"
+    "  CASE unit_kind WHEN 'neuron' THEN 'activation' ELSE 'key' END, bin, hash, item, pos, key_pos, token_id, token,\n"
+    "  key_token_id, key_token, value FROM unit_quantile_samples;\n"
+    "DROP TABLE unit_quantile_samples;\n"
+    "ALTER TABLE unit_quantile_samples_v7 RENAME TO unit_quantile_samples;\n"
+    "CREATE VIEW dataset_runs AS\n"
+    "SELECT i.dataset_id, d.name AS dataset, i.item, i.text, i.pair, i.label, i.run_id, i.n_tokens, i.skipped, i.error\n"
+    "FROM dataset_items i JOIN datasets d ON d.id = i.dataset_id;\n"
+    "CREATE VIEW unit_examples_view AS\n"
+    "SELECT e.dataset_id, d.name AS dataset, e.unit_kind, e.layer, e.unit, e.metric, e.rank, e.item, i.text, i.run_id,\n"
+    "       e.pos, e.token, e.key_pos, e.key_token, e.value\n"
+    "FROM unit_examples e\n"
+    "JOIN datasets d ON d.id = e.dataset_id\n"
+    "LEFT JOIN dataset_items i ON i.dataset_id = e.dataset_id AND i.item = e.item;\n"
+    "CREATE VIEW dataset_failures AS\n"
+    "SELECT i.dataset_id, d.name AS dataset, i.item, i.line, i.text, i.error\n"
+    "FROM dataset_items i JOIN datasets d ON d.id = i.dataset_id WHERE i.error IS NOT NULL;\n"
+    "CREATE VIEW head_density AS\n"
+    "SELECT dataset_id, layer, unit AS head, sum(count) AS weights,\n"
+    "       sum(CASE WHEN lower >= 0.5 THEN count ELSE 0 END) * 1.0 / sum(count) AS strong\n"
+    "FROM unit_histograms WHERE unit_kind = 'head' GROUP BY dataset_id, layer, unit;\n";
+
+static const char *const MIGRATIONS[] = {V1, V2, V3, V4, V5, V6, V7};
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
 int store_schema_latest(void) { return N_MIGRATIONS; }

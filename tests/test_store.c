@@ -20,7 +20,7 @@
 #include "loupe/error.h"
 #include "loupe/store.h"
 
-#define SCHEMA_LATEST 6 /* the schema version this loupe writes */
+#define SCHEMA_LATEST 7 /* the schema version this loupe writes */
 
 #define OK(call)                                                                                                       \
     do {                                                                                                               \
@@ -310,7 +310,7 @@ static void newer_schema_is_refused_and_file_untouched(void **state) {
     snapshot before = snap(f->path);
     lp_store *st = (lp_store *)1;
     EXPECT_ERROR(lp_store_open(&st, f->path), LP_EUNSUPPORTED, f->path,
-                 "has schema version 99; this loupe knows up to 6: use a newer loupe");
+                 "has schema version 99; this loupe knows up to 7: use a newer loupe");
     assert_null(st);
     assert_untouched(&before, f->path);
 }

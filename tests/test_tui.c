@@ -1994,7 +1994,7 @@ static json_t *top_example(fixture *f, const char *kind, int layer, int unit, in
     OK(lp_store_query(f->s.store,
                       "SELECT e.value, e.token, e.pos, e.key_pos, e.key_token, e.item, i.run_id FROM unit_examples e"
                       " JOIN dataset_items i USING (dataset_id, item) WHERE e.unit_kind = ?1 AND e.layer = ?2 AND"
-                      " e.unit = ?3 AND e.rank = ?4",
+                      " e.unit = ?3 AND e.rank = ?4 AND e.metric IN ('activation', 'key')",
                       params, false, &rows, NULL));
     json_decref(params);
     json_t *row = json_incref(json_array_get(rows, 0));
@@ -2035,7 +2035,13 @@ static void examples_view_shows_a_units_examples_and_enter_opens_one(void **stat
     assert_non_null(strstr(status(f), want));
     json_decref(top);
     SHOWS(f, "quantile samples");
-    assert_false(shows(f, "density")); /* heads have no histogram */
+    assert_false(shows(f, "density")); /* a head's histogram is of its weights off the sink */
+    long long strong = count_of(f, "SELECT sum(count) AS n FROM unit_histograms WHERE unit_kind = 'head' AND layer = 0"
+                                   " AND unit = 0 AND bin >= 10"),
+              weights = count_of(f, "SELECT sum(n_tokens * (n_tokens - 1) / 2) AS n FROM dataset_items");
+    snprintf(want, sizeof want, "%.3g of %lld weights \xE2\x89\xA5" "0.5", (double)strong / (double)weights, weights);
+    SHOWS(f, want);
+    SHOWS(f, "<0.05");
     /* u: the neuron view 3 lists first at the selected token */
     key(f, 'u');
     settle(f);

@@ -9,6 +9,7 @@
 
 #include "helpers.h"
 #include "loupe/error.h"
+#include "loupe/heads.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
 #include "loupe/tokenizer.h"
@@ -31,6 +32,36 @@ static void bins_are_fixed_edges(void **state) {
     assert_true(lp_unit_bin_lower(1) == 0.0);
     assert_true(isinf(lp_unit_bin_lower(0)));
     for (int b = 2; b < LP_UNIT_BINS; b++) assert_int_equal(lp_unit_bin(lp_unit_bin_lower(b)), b);
+    /* heads' bins: twentieths of [0, 1], 1 in the last, nothing outside */
+    assert_int_equal(lp_unit_head_bin(0.0f), 0);
+    assert_int_equal(lp_unit_head_bin(-0.5f), 0);
+    assert_int_equal(lp_unit_head_bin(NAN), 0);
+    assert_int_equal(lp_unit_head_bin(0.049f), 0);
+    assert_int_equal(lp_unit_head_bin(0.051f), 1);
+    assert_int_equal(lp_unit_head_bin(0.5f), 10);
+    assert_int_equal(lp_unit_head_bin(0.999f), 19);
+    assert_int_equal(lp_unit_head_bin(1.0f), 19);
+    assert_int_equal(lp_unit_head_bin(1.5f), 19);
+    for (int b = 1; b < LP_HEAD_BINS; b++) {
+        float lo = (float)lp_unit_head_bin_lower(b);
+        assert_int_equal(lp_unit_head_bin(nextafterf(lo, 2.0f)), b);
+        assert_int_equal(lp_unit_head_bin(nextafterf(lo, 0.0f)), b - 1);
+    }
+}
+
+static void metric_names_go_both_ways(void **state) {
+    (void)state;
+    assert_string_equal(lp_unit_metric_name(LP_UNIT_NEURON), "activation");
+    assert_string_equal(lp_unit_metric_name(LP_UNIT_HEAD), "key");
+    for (int k = LP_UNIT_HEAD; k < LP_UNIT_KINDS; k++) {
+        lp_unit_kind back;
+        assert_int_equal(lp_unit_head_kind_from_name(lp_unit_metric_name((lp_unit_kind)k), &back), LP_OK);
+        assert_int_equal(back, k);
+    }
+    assert_string_equal(lp_unit_metric_name((lp_unit_kind)(LP_UNIT_HEAD_BY + LP_HEAD_INDUCTION)), "induction");
+    lp_unit_kind k;
+    assert_int_equal(lp_unit_head_kind_from_name("activation", &k), LP_EINVAL);
+    assert_non_null(strstr(lp_errmsg(), "induction"));
 }
 
 /* add_run bins floats by a table of their bits: the same bin as lp_unit_bin for every float
@@ -79,7 +110,8 @@ static lp_unit_stats *fed(const int *perm, int n) {
         for (int l = 0; l < 2; l++) {
             for (int k = 0; k < 3; k++) lp_unit_stats_offer(u, LP_UNIT_NEURON, l, k, &x);
             x.key_pos = 1;
-            for (int h = 0; h < 2; h++) lp_unit_stats_offer(u, LP_UNIT_HEAD, l, h, &x);
+            for (int kind = LP_UNIT_HEAD; kind < LP_UNIT_KINDS; kind++)
+                for (int h = 0; h < 2; h++) lp_unit_stats_offer(u, (lp_unit_kind)kind, l, h, &x);
             x.key_pos = -1;
         }
     }
@@ -89,7 +121,7 @@ static lp_unit_stats *fed(const int *perm, int n) {
 static void assert_same(const lp_unit_stats *a, const lp_unit_stats *b) {
     lp_unit_example ea[8], eb[8];
     int na, nb;
-    for (int kind = 0; kind < 2; kind++)
+    for (int kind = 0; kind < LP_UNIT_KINDS; kind++)
         for (int l = 0; l < 2; l++)
             for (int i = 0; i < (kind ? 2 : 3); i++) {
                 lp_unit_stats_top(a, (lp_unit_kind)kind, l, i, ea, &na);
@@ -217,7 +249,9 @@ static void values_are_the_runs(void **state) {
         assert_int_equal(top[0].pos, at);
         assert_int_equal(top[0].token, ids[at]);
         assert_true(top[0].value == best);
-        const uint64_t *h = lp_unit_stats_histogram(u, 1, neuron);
+        int bins;
+        const uint64_t *h = lp_unit_stats_histogram(u, LP_UNIT_NEURON, 1, neuron, &bins);
+        assert_int_equal(bins, LP_UNIT_BINS);
         for (int b = 0; b < LP_UNIT_BINS; b++) counted += h[b];
         assert_int_equal(counted, (uint64_t)n);
     }
@@ -234,6 +268,65 @@ static void values_are_the_runs(void **state) {
     assert_int_equal(top[0].pos, bq);
     assert_int_equal(top[0].key_pos, bk);
     assert_true(top[0].value == best);
+    /* The head's histogram: every weight its strongest key ranges over, binned by hand. */
+    uint64_t want[LP_HEAD_BINS] = {0};
+    for (int q = 1; q < n; q++)
+        for (int k = 1; k <= q; k++) {
+            double w = v.data[(size_t)q * v.stride[0] + (size_t)k * v.stride[1]];
+            int b = (int)floor(w * 20);
+            want[b > 19 ? 19 : b]++;
+        }
+    int hb;
+    const uint64_t *hh = lp_unit_stats_histogram(u, LP_UNIT_HEAD, 0, 3, &hb);
+    assert_int_equal(hb, LP_HEAD_BINS);
+    assert_memory_equal(hh, want, sizeof want);
+    assert_null(lp_unit_stats_histogram(u, (lp_unit_kind)(LP_UNIT_HEAD_BY + 1), 0, 3, &hb));
+    /* By each metric: the value is what heads computes for the run, the example where the
+     * metric's term is largest, found here by hand over the pattern. */
+    float metrics[64 * LP_HEAD_METRIC_COUNT];
+    assert_true(c->n_layer * c->n_head <= 64);
+    assert_int_equal(lp_head_metrics(metrics, r), LP_OK);
+    for (int l = 0; l < c->n_layer; l++)
+        for (int hd = 0; hd < c->n_head; hd++) {
+            assert_int_equal(lp_run_view(r, LP_ACT_PATTERN, l, hd, &v), LP_OK);
+            const float *m = metrics + ((size_t)l * c->n_head + hd) * LP_HEAD_METRIC_COUNT;
+            int pq = 1, fq = 1, mq = 1, mk = 0; /* max_attn: query 0 (forced onto itself) left out */
+            for (int q = 1; q < n; q++) {
+                const float *row = v.data + (size_t)q * v.stride[0], *prow = v.data + (size_t)pq * v.stride[0];
+                if (row[q - 1] > prow[pq - 1]) pq = q;
+                if (row[0] > v.data[(size_t)fq * v.stride[0]]) fq = q;
+            }
+            mk = v.data[(size_t)v.stride[0] + 1] > v.data[(size_t)v.stride[0]] ? 1 : 0;
+            for (int q = 1; q < n; q++) {
+                const float *row = v.data + (size_t)q * v.stride[0];
+                float rmax = 0;
+                int arg = 0;
+                for (int k = 0; k <= q; k++)
+                    if (row[k] > rmax) rmax = row[k], arg = k;
+                if (rmax > v.data[(size_t)mq * v.stride[0] + (size_t)mk * v.stride[1]]) mq = q, mk = arg;
+            }
+            const struct {
+                lp_head_metric m;
+                int q, k;
+            } want_at[] = {{LP_HEAD_PREV_TOKEN, pq, pq - 1}, {LP_HEAD_FIRST_TOKEN, fq, 0}, {LP_HEAD_MAX_ATTN, mq, mk}};
+            for (size_t i = 0; i < sizeof want_at / sizeof *want_at; i++) {
+                lp_unit_stats_top(u, (lp_unit_kind)(LP_UNIT_HEAD_BY + want_at[i].m), l, hd, top, &nt);
+                assert_int_equal(nt, 1);
+                assert_true(top[0].value == m[want_at[i].m]);
+                if (top[0].pos != want_at[i].q || top[0].key_pos != want_at[i].k)
+                    fail_msg("head %d.%d %s: at (%d, %d), want (%d, %d)", l, hd, lp_head_metric_name(want_at[i].m),
+                             top[0].pos, top[0].key_pos, want_at[i].q, want_at[i].k);
+                assert_int_equal(top[0].token, ids[top[0].pos]);
+                assert_int_equal(top[0].key_token, ids[top[0].key_pos]);
+            }
+            /* every metric that is not NAN on the run gave its example; entropy's has no key */
+            for (int k = 0; k < LP_HEAD_METRIC_COUNT; k++) {
+                lp_unit_stats_top(u, (lp_unit_kind)(LP_UNIT_HEAD_BY + k), l, hd, top, &nt);
+                assert_int_equal(nt, isnan(m[k]) ? 0 : 1);
+                if (nt) assert_true(top[0].value == m[k]);
+                if (nt && k == LP_HEAD_ENTROPY) assert_int_equal(top[0].key_pos, -1);
+            }
+        }
     /* With a BOS to leave out, position 0 never wins and is not counted. */
     lp_unit_stats *ub;
     assert_int_equal(lp_unit_stats_new(&ub, &cfg), LP_OK);
@@ -242,7 +335,9 @@ static void values_are_the_runs(void **state) {
         lp_unit_stats_top(ub, LP_UNIT_NEURON, 0, neuron, top, &nt);
         assert_true(top[0].pos >= 1);
         uint64_t counted = 0;
-        for (int b = 0; b < LP_UNIT_BINS; b++) counted += lp_unit_stats_histogram(ub, 0, neuron)[b];
+        int bins;
+        const uint64_t *h = lp_unit_stats_histogram(ub, LP_UNIT_NEURON, 0, neuron, &bins);
+        for (int b = 0; b < bins; b++) counted += h[b];
         assert_int_equal(counted, (uint64_t)n - 1);
     }
     lp_unit_stats_free(ub);
@@ -255,6 +350,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bins_are_fixed_edges),
         cmocka_unit_test(float_bins_by_table_equal_the_edges),
+        cmocka_unit_test(metric_names_go_both_ways),
         cmocka_unit_test(examples_have_a_total_order),
         cmocka_unit_test(the_state_does_not_depend_on_the_order_of_items),
         cmocka_unit_test(bytes_load_back_to_the_same_state),

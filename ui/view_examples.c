@@ -3,7 +3,9 @@
  * picks the strongest at the selected token, H L step, `:examples neuron L.N` names one):
  * its top examples, each its item's tokens around the position with the activating token
  * highlighted (a head's key token underlined), then the quantile samples by bin and the
- * density histogram over the fixed bins. Enter opens an example's item as the current run
+ * density histogram over the fixed bins (a neuron's activations over its tokens, a head's
+ * attention weights off the sink). A head's examples here are by its strongest key
+ * (`examples head L.H --by METRIC` lists the others). Enter opens an example's item as the current run
  * (its stored run again, as itself: `rerun ID --reuse`) in the view that shows the unit.
  *
  * The store is read in update (after every command, and when the unit or the dataset
@@ -148,8 +150,10 @@ static const char *safe_text(const char *raw, char *buf, size_t cap) { return lp
 
 /* ---- reading the store ---- */
 
+/* ?1 dataset, ?2 kind, ?3 layer, ?4 unit, ?5 the metric ranking the examples shown */
 static json_t *params_unit(long long ds, unit_key k) {
-    return json_pack("[I,s,i,i]", (json_int_t)ds, k.neuron ? "neuron" : "head", k.layer, k.unit);
+    return json_pack("[I,s,i,i,s]", (json_int_t)ds, k.neuron ? "neuron" : "head", k.layer, k.unit,
+                     lp_unit_metric_name(k.neuron ? LP_UNIT_NEURON : LP_UNIT_HEAD));
 }
 
 /* The examples of unit k in dataset ds, with the tokens around each: one query each. */
@@ -158,16 +162,17 @@ static void load_examples(examples_state *st, lp_browser *b, unit_key k) {
                                     "SELECT e.rank, e.item, e.pos, e.key_pos, e.token, e.key_token, e.value, i.run_id"
                                     " FROM unit_examples e LEFT JOIN dataset_items i ON i.dataset_id = e.dataset_id AND"
                                     " i.item = e.item WHERE e.dataset_id = ?1 AND e.unit_kind = ?2 AND e.layer = ?3 AND"
-                                    " e.unit = ?4 ORDER BY e.rank",
+                                    " e.unit = ?4 AND e.metric = ?5 ORDER BY e.rank",
                                     params_unit(st->ds, k));
     json_t *toks = lp_browser_query(b,
                                     "SELECT e.rank, t.pos, t.text FROM unit_examples e JOIN dataset_items i ON"
                                     " i.dataset_id = e.dataset_id AND i.item = e.item JOIN tokens t ON t.run_id = i.run_id"
-                                    " AND t.side = 'target' AND t.pos BETWEEN min(coalesce(e.key_pos, e.pos), e.pos - ?5)"
-                                    " AND e.pos + ?5 WHERE e.dataset_id = ?1 AND e.unit_kind = ?2 AND e.layer = ?3 AND"
-                                    " e.unit = ?4 ORDER BY e.rank, t.pos",
-                                    json_pack("[I,s,i,i,i]", (json_int_t)st->ds, k.neuron ? "neuron" : "head", k.layer,
-                                              k.unit, CONTEXT));
+                                    " AND t.side = 'target' AND t.pos BETWEEN min(coalesce(e.key_pos, e.pos), e.pos - ?6)"
+                                    " AND e.pos + ?6 WHERE e.dataset_id = ?1 AND e.unit_kind = ?2 AND e.layer = ?3 AND"
+                                    " e.unit = ?4 AND e.metric = ?5 ORDER BY e.rank, t.pos",
+                                    json_pack("[I,s,i,i,s,i]", (json_int_t)st->ds, k.neuron ? "neuron" : "head", k.layer,
+                                              k.unit, lp_unit_metric_name(k.neuron ? LP_UNIT_NEURON : LP_UNIT_HEAD),
+                                              CONTEXT));
     size_t n = json_array_size(rows), nt = json_array_size(toks), t = 0;
     st->ex = n ? calloc(n, sizeof *st->ex) : NULL;
     if (!st->ex) n = 0;
@@ -222,21 +227,22 @@ static void load_unit(examples_state *st, lp_browser *b, unit_key k) {
     json_decref(found);
     if (!st->ds) return;
     load_examples(st, b, k);
-    json_t *h = k.neuron ? lp_browser_query(b,
-                                            "SELECT bin, count FROM unit_histograms WHERE dataset_id = ?1 AND unit_kind"
-                                            " = ?2 AND layer = ?3 AND unit = ?4",
-                                            params_unit(st->ds, k))
-                         : NULL;
+    json_t *h = lp_browser_query(b,
+                                 "SELECT bin, count FROM unit_histograms WHERE dataset_id = ?1 AND unit_kind = ?2 AND"
+                                 " layer = ?3 AND unit = ?4",
+                                 json_pack("[I,s,i,i]", (json_int_t)st->ds, k.neuron ? "neuron" : "head", k.layer, k.unit));
     size_t i;
     json_t *r;
     json_array_foreach(h, i, r) {
         long long bin = lp_row_int(r, "bin", -1);
-        if (bin >= 0 && bin < LP_UNIT_BINS) st->hist[bin] = lp_row_int(r, "count", 0), st->has_hist = true;
+        if (bin >= 0 && bin < (k.neuron ? LP_UNIT_BINS : LP_HEAD_BINS))
+            st->hist[bin] = lp_row_int(r, "count", 0), st->has_hist = true;
     }
     json_decref(h);
     st->samples = lp_browser_query(b,
                                    "SELECT bin, value, item, token, key_token FROM unit_quantile_samples WHERE dataset_id"
-                                   " = ?1 AND unit_kind = ?2 AND layer = ?3 AND unit = ?4 ORDER BY bin DESC, hash, item",
+                                   " = ?1 AND unit_kind = ?2 AND layer = ?3 AND unit = ?4 AND metric = ?5"
+                                   " ORDER BY bin DESC, hash, item",
                                    params_unit(st->ds, k));
 }
 
@@ -319,9 +325,10 @@ static void draw_example(const example *e, bool sel, lp_screen *scr, int x0, int
     if (after && x < x0 + w) lp_screen_put(scr, x, y, 1, "\xE2\x80\xA6", LP_COLOR_DIM, 0);
 }
 
-/* A bin's label: "≤0", ">0", "≥0.56". */
-static void bin_label(int bin, char *buf, size_t cap) {
-    if (bin <= 0) snprintf(buf, cap, "\xE2\x89\xA4" "0");
+/* A bin's label: "≤0", ">0", "≥0.56"; a head's bins "≥0.05". */
+static void bin_label(int bin, bool head, char *buf, size_t cap) {
+    if (head) snprintf(buf, cap, "%s%.2g", bin ? "\xE2\x89\xA5" : "<", lp_unit_head_bin_lower(bin ? bin : 1));
+    else if (bin <= 0) snprintf(buf, cap, "\xE2\x89\xA4" "0");
     else if (bin == 1) snprintf(buf, cap, ">0");
     else snprintf(buf, cap, "\xE2\x89\xA5%.2g", lp_unit_bin_lower(bin));
 }
@@ -335,7 +342,7 @@ static void draw_samples(const examples_state *st, bool head, lp_screen *scr, lp
     while (i < n && y < a.y + a.h) {
         long long bin = lp_row_int(json_array_get(st->samples, i), "bin", 0);
         char label[32];
-        bin_label((int)bin, label, sizeof label);
+        bin_label((int)bin, false, label, sizeof label); /* the samples' bins are the values' (lp_unit_bin) */
         lp_screen_put_clip(scr, a.x, y, 7, label, LP_COLOR_LABEL, 0);
         int x = a.x + 8;
         for (; i < n && lp_row_int(json_array_get(st->samples, i), "bin", 0) == bin; i++) {
@@ -367,24 +374,32 @@ static void draw_bin(lp_screen *scr, lp_rect a, int y, const char *label, long l
     if (bar_w > 0) lp_screen_bar(scr, a.x + 14, y, bar_w, lp_bar_eighths(count, max, bar_w) / (8.0 * bar_w), LP_COLOR_BAR_MLP);
 }
 
-/* The density histogram: the tokens at or below 0 (what the density leaves out), then a
- * bar per bin (or group of bins) from the lowest above 0 with tokens to the highest. */
-static void draw_histogram(const examples_state *st, lp_screen *scr, lp_rect a) {
-    long long total = 0;
-    for (int i = 0; i < LP_UNIT_BINS; i++) total += st->hist[i];
+/* The density histogram: a neuron's tokens at or below 0 (what the density leaves out), or
+ * a head's weights under 0.05 (most of every row), then a bar per bin (or group of bins)
+ * from the lowest above that with counts to the highest. */
+static void draw_histogram(const examples_state *st, bool head, lp_screen *scr, lp_rect a) {
+    int bins = head ? LP_HEAD_BINS : LP_UNIT_BINS;
+    long long total = 0, strong = 0;
+    for (int i = 0; i < bins; i++) total += st->hist[i], strong += i >= LP_HEAD_BINS / 2 ? st->hist[i] : 0;
     char line[160];
-    snprintf(line, sizeof line, "density %.3g (%lld/%lld tokens > 0)", total ? 1.0 - (double)st->hist[0] / (double)total : 0.0,
-             total - st->hist[0], total);
+    if (head)
+        snprintf(line, sizeof line, "%.3g of %lld weights \xE2\x89\xA5" "0.5", total ? (double)strong / (double)total : 0.0,
+                 total);
+    else
+        snprintf(line, sizeof line, "density %.3g (%lld/%lld tokens > 0)",
+                 total ? 1.0 - (double)st->hist[0] / (double)total : 0.0, total - st->hist[0], total);
     lp_screen_put_clip(scr, a.x, a.y, a.w, line, LP_COLOR_LABEL, LP_ATTR_BOLD);
     if (a.h < 2) return;
     long long rows[LP_UNIT_BINS], max = st->hist[0];
-    int lo, g, n = lp_histogram_rows(st->hist + 1, LP_UNIT_BINS - 1, a.h - 2, &lo, &g, rows);
+    int lo, g, n = lp_histogram_rows(st->hist + 1, bins - 1, a.h - 2, &lo, &g, rows);
     for (int i = 0; i < n; i++)
         if (rows[i] > max) max = rows[i];
-    draw_bin(scr, a, a.y + 1, "\xE2\x89\xA4" "0", st->hist[0], max);
+    char first[32];
+    bin_label(0, head, first, sizeof first);
+    draw_bin(scr, a, a.y + 1, first, st->hist[0], max);
     for (int i = 0; i < n; i++) {
         char label[32];
-        bin_label(1 + lo + i * g, label, sizeof label);
+        bin_label(1 + lo + i * g, head, label, sizeof label);
         if (g > 1) lp_appendf(label, sizeof label, "+");
         draw_bin(scr, a, a.y + 2 + i, label, rows[i], max);
     }
@@ -431,7 +446,7 @@ static void examples_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
                      "%s  dataset %lld %s (%lld items, %d of %d)  u neuron/head  H L unit  d dataset  Enter opens", name,
                      st->ds, lp_row_str(d, "name"), lp_row_int(d, "n_items", 0), di + 1, (int)json_array_size(st->datasets));
     lp_screen_put(scr, a.x + 1, a.y, lp_display_width(name), name, LP_COLOR_LABEL, LP_ATTR_BOLD);
-    /* top: the examples; below: the samples and (a neuron's) histogram side by side */
+    /* top: the examples; below: the samples and the histogram side by side */
     int body = a.h - 1, ex_rows = st->n_ex < (body - 1) / 2 ? st->n_ex : (body - 1) / 2;
     if (ex_rows < 1) ex_rows = 1;
     int top = lp_scroll(&st->top, st->sel, ex_rows, st->n_ex);
@@ -449,7 +464,7 @@ static void examples_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
             samples.w = low.w * 11 / 20;
             hist.x = low.x + samples.w + 2;
             hist.w = low.x + low.w - hist.x;
-            draw_histogram(st, scr, hist);
+            draw_histogram(st, !k.neuron, scr, hist);
         }
         draw_samples(st, !k.neuron, scr, samples);
     }

@@ -45,6 +45,14 @@ int lp_head_metric_from_name(const char *name, lp_head_metric *out); /* any of t
 
 /* out (n_layer, n_head, LP_HEAD_METRIC_COUNT). LP_ENOMEM when out of memory. */
 int lp_head_metrics(float *out, const lp_run *r);
+/* The same metrics, and where each is strongest in the run: at_q and at_k (n_layer, n_head,
+ * LP_HEAD_METRIC_COUNT) the query position whose term of the mean is largest (the first of
+ * ties) and the key that term reads: i-1 (prev_token), 0 (first_token), the earlier copy
+ * with the most attention (duplicate_token), the token after a copy with the most attention
+ * (induction), the row's largest key (max_attn; a causal head's query 0, whose one key is
+ * itself, left out), -1 for entropy. -1, -1 where the metric has
+ * no position (it is then NAN). */
+int lp_head_metrics_at(float *out, int *at_q, int *at_k, const lp_run *r);
 /* out (n_layer, n_head, LP_HEAD_ENCODER_METRIC_COUNT): next_token, cls_sink, sep_sink, broad
  * of any run (the sinks are NAN when the run has no such token or the model's tokenizer
  * names none; next_token and broad are NAN for one token). */

@@ -1,4 +1,4 @@
-/* Datasets in the store (schema v6): a dataset run's row, its items, the checkpoint that
+/* Datasets in the store (schema v6, v7): a dataset run's row, its items, the checkpoint that
  * --resume continues from, the aggregate tables written when it finishes, and merging the
  * datasets of shard databases into one. */
 #ifndef LOUPE_STORE_DATASET_H
@@ -39,25 +39,29 @@ typedef struct {
     int64_t run_id;     /* 0: not run */
     int n_tokens;       /* -1: unknown */
     const char *skipped; /* why it was not run, or NULL */
+    const char *error;   /* why its --each failed (its run undone), or NULL */
 } lp_store_dataset_item;
 int lp_store_dataset_put_item(lp_store *st, int64_t dataset_id, const lp_store_dataset_item *it);
 
 /* The counts a dataset keeps as it goes. */
 typedef struct {
     int64_t last_item; /* -1: none yet */
-    int64_t n_items, n_skipped, n_tokens;
+    int64_t n_items, n_skipped, n_tokens, n_failed;
 } lp_store_dataset_progress;
 
 /* The aggregates' state as of the last item done, and the counts (inside the caller's batch). */
 int lp_store_dataset_checkpoint(lp_store *st, int64_t dataset_id, const unsigned char *state, size_t len,
                                 const lp_store_dataset_progress *p);
+/* The counts alone (what the checkpoint also writes). */
+int lp_store_dataset_progress_put(lp_store *st, int64_t dataset_id, const lp_store_dataset_progress *p);
 /* The checkpoint back (*state malloc'd; NULL when there is none: nothing was committed). */
 int lp_store_dataset_get_checkpoint(lp_store *st, int64_t dataset_id, unsigned char **state, size_t *len,
                                     lp_store_dataset_progress *p);
 
 /* Writes the aggregates as tables (unit_examples, unit_histograms, unit_quantile_samples),
  * the head metrics' statistics over the items' runs, and finished_at, dropping the
- * checkpoint: one transaction. t names the tokens (NULL: no token text). */
+ * checkpoint: one transaction (inside an open batch, that batch's: the caller commits it, or
+ * rolls it back on failure). t names the tokens (NULL: no token text). */
 int lp_store_dataset_finish(lp_store *st, int64_t dataset_id, const lp_unit_stats *u, const lp_unit_stats_config *c,
                             const lp_tokenizer *t);
 

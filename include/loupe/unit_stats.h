@@ -2,7 +2,9 @@
  * in memory bounded by units x k, not by the number of items:
  *
  *   top-k examples  the k items where the unit's value is highest, one example per item.
- *   histogram       (neurons) how many tokens fell in each of LP_UNIT_BINS fixed bins.
+ *   histogram       neurons: how many tokens fell in each of LP_UNIT_BINS fixed bins;
+ *                   heads: how many attention weights off the sink fell in each of
+ *                   LP_HEAD_BINS bins of [0, 1].
  *   samples         (Neuronpedia-style quantile samples) per unit and bin of the item's
  *                   value, the s items of smallest hash(item, unit): a bottom-s sketch.
  *
@@ -13,7 +15,12 @@
  * over query positions q >= 1 and key positions 1 <= k <= q (every k >= 1 for a bidirectional
  * encoder), position 0 left out as the attention sink most heads rest on; the example keeps
  * q (pos), k (key_pos), both tokens, and the weight (first q, then first k, of ties).
- * An item with no such position (one token) gives the unit no value.
+ * A head is also ranked by each head metric (heads.h: entropy, prev_token, first_token,
+ * duplicate_token, induction, max_attn): its value is the metric on the item, as `heads`
+ * gives it, and the example keeps where the metric's term is largest (lp_head_metrics_at:
+ * the query, and the key it reads; -1 for entropy). These are units of kind
+ * LP_UNIT_HEAD_BY + metric. An item with no such position (one token, or a metric that is
+ * NAN on it) gives the unit no value.
  *
  * Every choice is a function of the items' values and indices only, through a total order
  * (value descending, then item, pos and key_pos ascending) and a hash of (item, unit): items
@@ -26,9 +33,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "loupe/heads.h"
 #include "loupe/run.h"
 
-typedef enum { LP_UNIT_NEURON, LP_UNIT_HEAD } lp_unit_kind;
+/* LP_UNIT_HEAD ranks a head by its strongest key; LP_UNIT_HEAD_BY + m by head metric m
+ * (m < LP_HEAD_METRIC_COUNT). */
+typedef enum { LP_UNIT_NEURON, LP_UNIT_HEAD, LP_UNIT_HEAD_BY } lp_unit_kind;
+#define LP_UNIT_KINDS (LP_UNIT_HEAD_BY + LP_HEAD_METRIC_COUNT)
+/* What ranks a kind's examples: "activation", "key", or the head metric's name; and back
+ * (LP_EINVAL naming the choices for a name that is none of a head's). */
+const char *lp_unit_metric_name(lp_unit_kind kind);
+int lp_unit_head_kind_from_name(const char *name, lp_unit_kind *out);
 
 /* The bins, shared by every unit and every shard: bin 0 holds values <= 0 (and NaN), bin 1
  * (0, 1e-3), bins 2..25 a quarter of a decade each from 1e-3 to 1e3 ([lower, upper)), bin 26
@@ -37,6 +52,11 @@ typedef enum { LP_UNIT_NEURON, LP_UNIT_HEAD } lp_unit_kind;
 int lp_unit_bin(double v);
 int lp_unit_bin_f(float v); /* the same for a float, by a table of its bits (add_run's) */
 double lp_unit_bin_lower(int bin);
+/* Heads' histograms: bin b holds attention weights in [b/20, (b+1)/20), 1 in the last bin,
+ * weights <= 0 (and NaN) in bin 0. */
+#define LP_HEAD_BINS 20
+int lp_unit_head_bin(float w);
+double lp_unit_head_bin_lower(int bin);
 
 #define LP_UNIT_K_MAX 1000      /* --k's bound */
 #define LP_UNIT_SAMPLES_MAX 100 /* --samples' bound */
@@ -67,7 +87,8 @@ typedef struct lp_unit_stats lp_unit_stats;
 int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c);
 void lp_unit_stats_free(lp_unit_stats *u); /* NULL-safe */
 
-/* The unit's number (neurons first, layer by layer, then heads): what the hash takes. */
+/* The unit's number (neurons first, layer by layer, then heads, then heads by each metric):
+ * what the hash takes. */
 int lp_unit_stats_unit(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index);
 
 /* Adds item (its index in the dataset) as run r computed it; bos: r's first token is a BOS
@@ -78,8 +99,9 @@ void lp_unit_stats_offer(lp_unit_stats *u, lp_unit_kind kind, int layer, int ind
 
 /* A unit's top examples in the total order: *n of them (<= k) into out (k entries). */
 void lp_unit_stats_top(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, lp_unit_example *out, int *n);
-/* A neuron's token counts per bin (LP_UNIT_BINS), or NULL when neurons are not tracked. */
-const uint64_t *lp_unit_stats_histogram(const lp_unit_stats *u, int layer, int index);
+/* A neuron's token counts per bin (LP_UNIT_BINS) or a head's weight counts (LP_HEAD_BINS;
+ * kind LP_UNIT_HEAD), *bins of them; NULL when that kind is not tracked (or has none). */
+const uint64_t *lp_unit_stats_histogram(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, int *bins);
 /* A unit's samples of one bin, by hash ascending: *n (<= samples) into out. */
 void lp_unit_stats_samples(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, int bin,
                            lp_unit_example *out, int *n);

@@ -57,9 +57,23 @@ static float row_max(const float *row, int n) {
 
 typedef struct {
     float *out;
+    int *at_q, *at_k;     /* NULL, or where each metric's term is largest (lp_head_metrics_at) */
     const lp_run *r;
     const int *prev_same; /* the same token's previous position, -1: none */
 } head_work;
+
+/* The first key holding the largest of row[0..n). */
+static int row_argmax(const float *row, int n) {
+    int best = 0;
+    for (int j = 1; j < n; j++)
+        if (row[j] > row[best]) best = j;
+    return best;
+}
+
+/* Keeps (q, k) when term beats the best so far (the first of ties). */
+static void take_if_larger(double term, double *best, int *q, int i, int *k, int key) {
+    if (*q < 0 || term > *best) *best = term, *q = i, *k = key;
+}
 
 /* Heads lo..hi-1 (layer * n_head + head): each reads only its own pattern. */
 static void head_share(void *ctx, size_t lo, size_t hi) {
@@ -71,25 +85,57 @@ static void head_share(void *ctx, size_t lo, size_t hi) {
         lp_run_view(w->r, LP_ACT_PATTERN, lh / c->n_head, lh % c->n_head, &v);
         double ent = 0, prev = 0, first = 0, dup = 0, ind = 0, mx = 0;
         int n_dup = 0, n_ind = 0;
+        /* where each metric's term is largest: query, key, and the term */
+        int aq[LP_HEAD_METRIC_COUNT], ak[LP_HEAD_METRIC_COUNT];
+        double at_term[LP_HEAD_METRIC_COUNT] = {0};
+        for (int m = 0; m < LP_HEAD_METRIC_COUNT; m++) aq[m] = ak[m] = -1;
         for (int i = 0; i < T; i++) {
             const float *row = v.data + (size_t)i * v.stride[0];
             /* a bidirectional head's row spans every key: entropy and the maximum read it
              * all; duplicate and induction keep to the earlier keys, as their definitions */
             int keys = c->causal ? i + 1 : T;
-            ent -= row_plogp(row, keys);
-            mx += row_max(row, keys);
+            double e = -row_plogp(row, keys);
+            float rmax = row_max(row, keys);
+            ent += e;
+            mx += rmax;
             if (i >= 1) prev += row[i - 1], first += row[0];
             /* the earlier copies j of ids[i]: duplicate reads j, induction the token after
              * it (j + 1 <= i - 1) */
             double d = 0, k = 0;
             bool has_dup = false, has_ind = false;
+            int dk = -1, ik = -1; /* the strongest copy, and the strongest token after one */
             for (int j = w->prev_same[i]; j >= 0; j = w->prev_same[j]) {
                 d += row[j], has_dup = true;
-                if (j + 1 <= i - 1) k += row[j + 1], has_ind = true;
+                if (dk < 0 || row[j] > row[dk]) dk = j;
+                if (j + 1 <= i - 1) {
+                    k += row[j + 1], has_ind = true;
+                    if (ik < 0 || row[j + 1] > row[ik]) ik = j + 1;
+                }
             }
             if (has_dup) dup += d, n_dup++;
             if (has_ind) ind += k, n_ind++;
+            if (!w->at_q) continue;
+            int no_key = -1;
+            take_if_larger(e, &at_term[LP_HEAD_ENTROPY], &aq[LP_HEAD_ENTROPY], i, &ak[LP_HEAD_ENTROPY], no_key);
+            if (i >= 1) {
+                take_if_larger(row[i - 1], &at_term[LP_HEAD_PREV_TOKEN], &aq[LP_HEAD_PREV_TOKEN], i,
+                               &ak[LP_HEAD_PREV_TOKEN], i - 1);
+                take_if_larger(row[0], &at_term[LP_HEAD_FIRST_TOKEN], &aq[LP_HEAD_FIRST_TOKEN], i,
+                               &ak[LP_HEAD_FIRST_TOKEN], 0);
+            }
+            if (has_dup)
+                take_if_larger(d, &at_term[LP_HEAD_DUPLICATE_TOKEN], &aq[LP_HEAD_DUPLICATE_TOKEN], i,
+                               &ak[LP_HEAD_DUPLICATE_TOKEN], dk);
+            if (has_ind)
+                take_if_larger(k, &at_term[LP_HEAD_INDUCTION], &aq[LP_HEAD_INDUCTION], i, &ak[LP_HEAD_INDUCTION], ik);
+            /* a causal head's first row is forced (1 on itself): never where it is strongest */
+            if ((i > 0 || !c->causal) && (aq[LP_HEAD_MAX_ATTN] < 0 || rmax > at_term[LP_HEAD_MAX_ATTN]))
+                take_if_larger(rmax, &at_term[LP_HEAD_MAX_ATTN], &aq[LP_HEAD_MAX_ATTN], i, &ak[LP_HEAD_MAX_ATTN],
+                               row_argmax(row, keys));
         }
+        if (w->at_q)
+            for (int m = 0; m < LP_HEAD_METRIC_COUNT; m++)
+                w->at_q[(size_t)lh * LP_HEAD_METRIC_COUNT + m] = aq[m], w->at_k[(size_t)lh * LP_HEAD_METRIC_COUNT + m] = ak[m];
         float *o = w->out + (size_t)lh * LP_HEAD_METRIC_COUNT;
         o[LP_HEAD_ENTROPY] = (float)(ent / T);
         o[LP_HEAD_PREV_TOKEN] = mean_or_nan(prev, T - 1);
@@ -100,7 +146,9 @@ static void head_share(void *ctx, size_t lo, size_t hi) {
     }
 }
 
-int lp_head_metrics(float *out, const lp_run *r) {
+int lp_head_metrics(float *out, const lp_run *r) { return lp_head_metrics_at(out, NULL, NULL, r); }
+
+int lp_head_metrics_at(float *out, int *at_q, int *at_k, const lp_run *r) {
     const lp_config *c = lp_model_config(lp_run_model(r));
     const int *ids = lp_run_ids(r);
     int T = lp_run_len(r);
@@ -116,7 +164,7 @@ int lp_head_metrics(float *out, const lp_run *r) {
                 break;
             }
     }
-    head_work w = {out, r, prev_same};
+    head_work w = {out, at_q, at_k, r, prev_same};
     lp_parallel_for((size_t)c->n_layer * c->n_head, 1, head_share, &w);
     free(prev_same);
     return LP_OK;
@@ -169,13 +217,6 @@ int lp_cross_metric_from_name(const char *name, lp_cross_metric *out) {
         }
     return lp_error(LP_EINVAL, "unknown cross-attention metric '%s' (entropy, max_attn, source_eos, diagonal, "
                     "monotonic, coverage)", name);
-}
-
-static int row_argmax(const float *row, int n) {
-    int best = 0;
-    for (int j = 1; j < n; j++)
-        if (row[j] > row[best]) best = j;
-    return best;
 }
 
 int lp_cross_metrics(float *out, const lp_run *r) {

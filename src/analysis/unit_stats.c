@@ -62,6 +62,34 @@ int lp_unit_bin_f(float v) {
 
 double lp_unit_bin_lower(int bin) { return bin <= 0 ? -INFINITY : bin == 1 ? 0.0 : EDGES[bin - 2]; }
 
+int lp_unit_head_bin(float w) {
+    if (!(w > 0)) return 0;
+    int b = (int)((double)w * LP_HEAD_BINS);
+    return b < LP_HEAD_BINS ? b : LP_HEAD_BINS - 1;
+}
+
+double lp_unit_head_bin_lower(int bin) { return (double)bin / LP_HEAD_BINS; }
+
+const char *lp_unit_metric_name(lp_unit_kind kind) {
+    if (kind == LP_UNIT_NEURON) return "activation";
+    if (kind == LP_UNIT_HEAD) return "key";
+    return lp_head_metric_name((lp_head_metric)(kind - LP_UNIT_HEAD_BY));
+}
+
+int lp_unit_head_kind_from_name(const char *name, lp_unit_kind *out) {
+    if (!strcmp(name, "key")) {
+        *out = LP_UNIT_HEAD;
+        return LP_OK;
+    }
+    for (int m = 0; m < LP_HEAD_METRIC_COUNT; m++)
+        if (!strcmp(name, lp_head_metric_name((lp_head_metric)m))) {
+            *out = (lp_unit_kind)(LP_UNIT_HEAD_BY + m);
+            return LP_OK;
+        }
+    return lp_error(LP_EINVAL, "--by: a head is ranked by key (its strongest key) or a head metric (entropy, prev_token, "
+                    "first_token, duplicate_token, induction, max_attn), not '%s'", name);
+}
+
 bool lp_unit_example_before(const lp_unit_example *a, const lp_unit_example *b) {
     if (a->value != b->value) return a->value > b->value;
     if (a->item != b->item) return a->item < b->item;
@@ -82,10 +110,13 @@ typedef struct {
 
 struct lp_unit_stats {
     lp_unit_stats_config c;
-    int n_neurons, n_heads, n_units; /* tracked: neurons are units 0..n_neurons) when tracked */
+    int n_neurons, n_heads, n_units; /* tracked: neurons are units 0..n_neurons) when tracked; then
+                                        heads, then heads by each metric (n_heads x metrics) */
     lp_unit_example *top;            /* (n_units, k): each unit's heap, its last example at the root */
     int *n_top;                      /* (n_units) */
-    uint64_t *hist;                  /* (n_neurons, LP_UNIT_BINS) */
+    uint64_t *hist;                  /* (n_neurons, LP_UNIT_BINS), then (n_heads, LP_HEAD_BINS) */
+    float *metrics;                  /* (n_layer, n_head, LP_HEAD_METRIC_COUNT) scratch of add_run */
+    int *at_q, *at_k;                /* (n_layer, n_head, LP_HEAD_METRIC_COUNT) */
     slot *slots;                     /* (n_units, LP_UNIT_BINS) */
     float *best;                     /* (d_mlp) scratch of add_run */
     int *best_pos;                   /* (d_mlp) */
@@ -94,7 +125,9 @@ struct lp_unit_stats {
 
 static int unit_of(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index) {
     if (kind == LP_UNIT_NEURON) return layer * u->c.d_mlp + index;
-    return u->n_neurons + layer * u->c.n_head + index;
+    int head = layer * u->c.n_head + index;
+    if (kind == LP_UNIT_HEAD) return u->n_neurons + head;
+    return u->n_neurons + u->n_heads * (1 + (int)(kind - LP_UNIT_HEAD_BY)) + head;
 }
 
 int lp_unit_stats_unit(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index) {
@@ -110,8 +143,8 @@ int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c) {
         return lp_error(LP_EINVAL, "a model of %d layers, %d neurons and %d heads a layer has no units to track",
                         c->n_layer, c->d_mlp, c->n_head);
     int64_t neurons = c->neurons ? (int64_t)c->n_layer * c->d_mlp : 0, heads = c->heads ? (int64_t)c->n_layer * c->n_head : 0;
-    if (neurons + heads > 1 << 26) return lp_error(LP_ERANGE, "%lld units are more than loupe tracks", (long long)(neurons + heads));
-    int64_t units = neurons + heads;
+    int64_t units = neurons + heads * (1 + LP_HEAD_METRIC_COUNT); /* a head by its key and by each metric */
+    if (units > 1 << 26) return lp_error(LP_ERANGE, "%lld units are more than loupe tracks", (long long)units);
     /* the heaps are the largest part: units x k examples */
     if ((double)units * c->k * sizeof(lp_unit_example) > (double)(SIZE_MAX / 4))
         return lp_error(LP_ERANGE, "tracking %lld units with --k %d would not fit in memory; lower --k", (long long)units, c->k);
@@ -123,12 +156,17 @@ int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c) {
     size_t nu = (size_t)units + 1;
     u->top = malloc(nu * (size_t)c->k * sizeof *u->top);
     u->n_top = calloc(nu, sizeof *u->n_top);
-    u->hist = calloc((size_t)neurons * LP_UNIT_BINS + 1, sizeof *u->hist);
+    u->hist = calloc((size_t)neurons * LP_UNIT_BINS + (size_t)heads * LP_HEAD_BINS + 1, sizeof *u->hist);
+    size_t nm = (size_t)c->n_layer * c->n_head * LP_HEAD_METRIC_COUNT;
+    u->metrics = malloc(nm * sizeof *u->metrics);
+    u->at_q = malloc(nm * sizeof *u->at_q);
+    u->at_k = malloc(nm * sizeof *u->at_k);
     u->slots = calloc(nu * LP_UNIT_BINS, sizeof *u->slots);
     u->best = malloc(((size_t)c->d_mlp + 1) * sizeof *u->best);
     u->best_pos = malloc(((size_t)c->d_mlp + 1) * sizeof *u->best_pos);
     u->count = malloc(((size_t)c->d_mlp + 1) * LP_UNIT_BINS * sizeof *u->count);
-    if (!u->top || !u->n_top || !u->hist || !u->slots || !u->best || !u->best_pos || !u->count) {
+    if (!u->top || !u->n_top || !u->hist || !u->slots || !u->best || !u->best_pos || !u->count || !u->metrics ||
+        !u->at_q || !u->at_k) {
         lp_unit_stats_free(u);
         return lp_error(LP_ENOMEM, "out of memory for %lld units' top %d examples", (long long)units, c->k);
     }
@@ -147,6 +185,9 @@ void lp_unit_stats_free(lp_unit_stats *u) {
     free(u->best);
     free(u->best_pos);
     free(u->count);
+    free(u->metrics);
+    free(u->at_q);
+    free(u->at_k);
     free(u);
 }
 
@@ -275,6 +316,8 @@ static int add_neurons(lp_unit_stats *u, const lp_run *r, int64_t item, int star
     return LP_OK;
 }
 
+/* A head's histogram of every weight its strongest key ranges over (queries q >= 1, keys
+ * 1 <= k <= q, or every k >= 1 for an encoder), and its strongest key. */
 static int add_heads(lp_unit_stats *u, const lp_run *r, int64_t item) {
     int T = lp_run_len(r);
     const int *ids = lp_run_ids(r);
@@ -285,11 +328,13 @@ static int add_heads(lp_unit_stats *u, const lp_run *r, int64_t item) {
             lp_view v;
             int rc = lp_run_view(r, LP_ACT_PATTERN, l, h, &v);
             if (rc) return rc;
+            uint64_t *hist = u->hist + (size_t)u->n_neurons * LP_UNIT_BINS + ((size_t)l * u->c.n_head + h) * LP_HEAD_BINS;
             lp_unit_example x = {item, -1, -1, -1, -1, 0};
             for (int q = 1; q < T; q++) {
                 const float *row = v.data + (size_t)q * v.stride[0];
                 for (int k = 1; k <= (causal ? q : T - 1); k++) {
                     float w = row[(size_t)k * v.stride[1]];
+                    hist[lp_unit_head_bin(w)]++;
                     if (w == w && (x.pos < 0 || w > x.value)) x.value = w, x.pos = q, x.key_pos = k;
                 }
             }
@@ -297,6 +342,25 @@ static int add_heads(lp_unit_stats *u, const lp_run *r, int64_t item) {
             x.token = ids[x.pos], x.key_token = ids[x.key_pos];
             lp_unit_stats_offer(u, LP_UNIT_HEAD, l, h, &x);
         }
+    return LP_OK;
+}
+
+/* Each head metric on the item, where it is strongest (heads.h: lp_head_metrics_at). */
+static int add_head_metrics(lp_unit_stats *u, const lp_run *r, int64_t item) {
+    const int *ids = lp_run_ids(r);
+    if (lp_run_len(r) < 2) return LP_OK;
+    int rc = lp_head_metrics_at(u->metrics, u->at_q, u->at_k, r);
+    if (rc) return rc;
+    for (int l = 0; l < u->c.n_layer; l++)
+        for (int h = 0; h < u->c.n_head; h++)
+            for (int m = 0; m < LP_HEAD_METRIC_COUNT; m++) {
+                size_t at = ((size_t)l * u->c.n_head + h) * LP_HEAD_METRIC_COUNT + m;
+                float value = u->metrics[at];
+                int q = u->at_q[at], k = u->at_k[at];
+                if (value != value || q < 0) continue;
+                lp_unit_example x = {item, q, k, ids[q], k >= 0 ? ids[k] : -1, value};
+                lp_unit_stats_offer(u, (lp_unit_kind)(LP_UNIT_HEAD_BY + m), l, h, &x);
+            }
     return LP_OK;
 }
 
@@ -308,6 +372,7 @@ int lp_unit_stats_add_run(lp_unit_stats *u, const lp_run *r, int64_t item, bool 
     int rc = LP_OK;
     if (u->c.neurons) rc = add_neurons(u, r, item, bos ? 1 : 0);
     if (!rc && u->c.heads) rc = add_heads(u, r, item);
+    if (!rc && u->c.heads) rc = add_head_metrics(u, r, item);
     return rc;
 }
 
@@ -325,8 +390,17 @@ void lp_unit_stats_top(const lp_unit_stats *u, lp_unit_kind kind, int layer, int
     qsort(out, (size_t)*n, sizeof *out, by_order);
 }
 
-const uint64_t *lp_unit_stats_histogram(const lp_unit_stats *u, int layer, int index) {
-    return u->c.neurons ? u->hist + ((size_t)layer * u->c.d_mlp + index) * LP_UNIT_BINS : NULL;
+const uint64_t *lp_unit_stats_histogram(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, int *bins) {
+    *bins = 0;
+    if (kind == LP_UNIT_NEURON && u->c.neurons) {
+        *bins = LP_UNIT_BINS;
+        return u->hist + ((size_t)layer * u->c.d_mlp + index) * LP_UNIT_BINS;
+    }
+    if (kind == LP_UNIT_HEAD && u->c.heads) {
+        *bins = LP_HEAD_BINS;
+        return u->hist + (size_t)u->n_neurons * LP_UNIT_BINS + ((size_t)layer * u->c.n_head + index) * LP_HEAD_BINS;
+    }
+    return NULL;
 }
 
 void lp_unit_stats_samples(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, int bin,
@@ -346,7 +420,7 @@ void lp_unit_stats_samples(const lp_unit_stats *u, lp_unit_kind kind, int layer,
 
 /* ---- bytes ---- */
 
-#define MAGIC "LPUSTAT1"
+#define MAGIC "LPUSTAT2" /* 2: heads by metric, heads' histograms */
 
 typedef struct {
     unsigned char *p;
@@ -381,6 +455,10 @@ static void put_example(writer *w, const lp_unit_example *x) {
 }
 
 
+static size_t hist_len(const lp_unit_stats *u) {
+    return (size_t)u->n_neurons * LP_UNIT_BINS + (size_t)u->n_heads * LP_HEAD_BINS;
+}
+
 int lp_unit_stats_save(const lp_unit_stats *u, unsigned char **blob, size_t *len) {
     writer w = {0};
     put(&w, MAGIC, 8);
@@ -390,7 +468,7 @@ int lp_unit_stats_save(const lp_unit_stats *u, unsigned char **blob, size_t *len
         put_i32(&w, u->n_top[i]);
         for (int j = 0; j < u->n_top[i]; j++) put_example(&w, &u->top[(size_t)i * u->c.k + j]);
     }
-    put(&w, u->hist, (size_t)u->n_neurons * LP_UNIT_BINS * sizeof *u->hist);
+    put(&w, u->hist, hist_len(u) * sizeof *u->hist);
     for (size_t i = 0; i < (size_t)u->n_units * LP_UNIT_BINS; i++) {
         put_i32(&w, u->slots[i].n);
         for (int j = 0; j < u->slots[i].n; j++) put_example(&w, &u->slots[i].e[j]);
@@ -441,7 +519,7 @@ int lp_unit_stats_load(lp_unit_stats *u, const unsigned char *blob, size_t len) 
         for (int j = 0; j < n; j++)
             if (!get_example(&r, &u->top[(size_t)i * u->c.k + j])) return damaged("an example");
     }
-    if (!get(&r, u->hist, (size_t)u->n_neurons * LP_UNIT_BINS * sizeof *u->hist)) return damaged("the histograms");
+    if (!get(&r, u->hist, hist_len(u) * sizeof *u->hist)) return damaged("the histograms");
     for (size_t i = 0; i < (size_t)u->n_units * LP_UNIT_BINS; i++) {
         slot *s = &u->slots[i];
         int32_t n;

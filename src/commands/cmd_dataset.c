@@ -93,8 +93,11 @@ static int take_each(int *argc, char **argv, const char **each, int *n_each) {
 }
 
 /* Everything that decides the results, in one canonical JSON text (sorted keys). */
+/* "units" 2: heads ranked by each metric too, and their histograms (a dataset of version 1,
+ * before them, is neither resumed nor merged with one of 2). */
+#define UNITS_VERSION 2
 static char *settings_json(const lp_dataset_options *o, bool neurons, bool heads, int k, int samples, int bos) {
-    json_t *j = json_pack("{s:s,s:s?,s:s?,s:s?,s:I,s:I,s:I,s:I,s:s,s:i,s:i,s:i}", "format",
+    json_t *j = json_pack("{s:i,s:s,s:s?,s:s?,s:s?,s:I,s:I,s:I,s:I,s:s,s:i,s:i,s:i}", "units", UNITS_VERSION, "format",
                           lp_dataset_format_name(o->format), "field", o->field, "pair_field", o->pair_field,
                           "label_field", o->label_field, "skip", (json_int_t)o->skip, "limit", (json_int_t)o->limit,
                           "sample", (json_int_t)o->sample, "seed", (json_int_t)o->seed, "track",
@@ -132,6 +135,7 @@ typedef struct {
     lp_store_dataset_progress p;
     const char *const *each;
     int n_each, shard_i, shard_n, bos_mode, commit_every;
+    bool stop_on_error;           /* a failing --each stops the dataset, instead of failing its item */
     int64_t done_now, tokens_now; /* by this command (not before a resume) */
     double started, shown;
     int64_t total;                /* the shard's items, roughly: for the ETA */
@@ -158,14 +162,31 @@ static void show_progress(ds_run *r, bool force) {
                     (long long)r->p.n_items, (long long)r->total, ips, tps, eta);
 }
 
+/* An item whose --each command failed: what it recorded is undone and its row kept with the
+ * error (inside the item's savepoint, which the caller ends). */
+static int fail_item(ds_run *r, lp_store_dataset_item *row) {
+    char msg[800];
+    snprintf(msg, sizeof msg, "%s", lp_errmsg());
+    lp_store *st = r->s->store;
+    int rc;
+    if ((rc = lp_store_batch_item_end(st, false)) || (rc = lp_store_batch_item(st))) return rc;
+    row->run_id = 0;
+    row->error = msg;
+    if ((rc = lp_store_dataset_put_item(st, r->row.id, row))) return rc;
+    r->p.n_failed++;
+    return LP_OK;
+}
+
 /* One item: its run recorded, the --each commands on it, its values added, its row kept.
+ * A failing --each fails the item alone (fail_item), unless stop_on_error or it was
+ * stopped (Ctrl-C) or out of memory: then it is the dataset's error.
  * *counted: its values reached the aggregates (then a failure after them spoils the batch). */
 static int do_item(ds_run *r, const lp_dataset_item *it, bool *counted) {
     lp_session *s = r->s;
     const lp_config *c = lp_model_config(s->model);
     int *ids = NULL, *types = NULL, n = 0, rc, rec = LP_OK;
     char why[96] = "";
-    lp_store_dataset_item row = {it->index, it->line, it->text, it->pair, it->label, 0, -1, NULL};
+    lp_store_dataset_item row = {it->index, it->line, it->text, it->pair, it->label, 0, -1, NULL, NULL};
     *counted = false;
     if ((rc = lp_cmd_encode_text(s, it->text, it->pair, r->bos_mode, &ids, &types, &n))) goto out;
     row.n_tokens = n;
@@ -180,7 +201,11 @@ static int do_item(ds_run *r, const lp_dataset_item *it, bool *counted) {
                 rc = lp_error(rc, "%s: %s", r->each[i], msg);
             }
         }
-        if (rc) goto out;
+        if (rc && (r->stop_on_error || rc == LP_ECANCEL || rc == LP_ENOMEM)) goto out;
+        if (rc) {
+            if ((rc = fail_item(r, &row))) goto out;
+            goto counted_in;
+        }
         row.run_id = s->run_id;
     }
     row.skipped = why[0] ? why : NULL; /* kept, and counted, but not run */
@@ -195,6 +220,7 @@ static int do_item(ds_run *r, const lp_dataset_item *it, bool *counted) {
     } else {
         r->p.n_skipped++;
     }
+counted_in:
     r->p.n_items++;
     r->p.last_item = it->index;
     r->done_now++;
@@ -205,8 +231,10 @@ out:
 }
 
 /* The items of this shard after the checkpoint, in batches of commit_every, each committed
- * with the aggregates' state. An item that fails or is stopped (Ctrl-C in its forward) is
- * undone alone, and the items before it are committed. */
+ * with the aggregates' state when the shard's next item comes. An item that fails or is
+ * stopped (Ctrl-C in its forward) is undone alone, and the items before it are committed.
+ * When every item is done, the last batch is left open: the finished tables go in its
+ * transaction (lp_store_dataset_finish), so it needs no checkpoint (30 MB for GPT-2 small). */
 static int run_items(ds_run *r) {
     lp_store *st = r->s->store;
     int rc = LP_OK, in_batch = 0;
@@ -215,6 +243,13 @@ static int run_items(ds_run *r) {
         lp_dataset_item it;
         if ((rc = lp_dataset_next(r->d, &it, &eof)) || eof) break;
         bool mine = it.index % r->shard_n + 1 == r->shard_i && it.index > r->p.last_item;
+        if (mine && in_batch >= r->commit_every) {
+            in_batch = 0;
+            if ((rc = checkpoint(r)) || (rc = lp_store_batch_commit(st))) {
+                lp_dataset_item_free(&it);
+                break;
+            }
+        }
         if (mine && lp_cancelled()) rc = LP_ECANCEL;
         else if (mine && !in_batch) rc = lp_store_batch_begin(st);
         if (mine && !rc && !(rc = lp_store_batch_item(st))) {
@@ -232,11 +267,8 @@ static int run_items(ds_run *r) {
             show_progress(r, false);
         }
         lp_dataset_item_free(&it);
-        if (!rc && in_batch >= r->commit_every) {
-            in_batch = 0;
-            if ((rc = checkpoint(r)) || (rc = lp_store_batch_commit(st))) break;
-        }
     }
+    if (!rc) return LP_OK; /* the last batch (if any) stays open for the finished tables */
     /* What is done is kept, unless an item failed after its values reached the aggregates:
      * then the batch goes (its items are done again on --resume). */
     if (in_batch && !spoiled) {
@@ -277,9 +309,9 @@ static int resume_row(ds_run *r, const char *path, char *buf, size_t cap) {
 }
 
 static json_t *summary(const ds_run *r, bool finished, int64_t resumed_after, double secs) {
-    return json_pack("{s:I,s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:o,s:b,s:f,s:f,s:f}", "dataset_id", (json_int_t)r->row.id, "name",
-                     r->row.name, "shard_i", r->shard_i, "shard_n", r->shard_n, "items", (json_int_t)r->p.n_items,
-                     "skipped", (json_int_t)r->p.n_skipped, "tokens", (json_int_t)r->p.n_tokens, "items_now",
+    return json_pack("{s:I,s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:o,s:b,s:f,s:f,s:f}", "dataset_id", (json_int_t)r->row.id,
+                     "name", r->row.name, "shard_i", r->shard_i, "shard_n", r->shard_n, "items", (json_int_t)r->p.n_items,
+                     "skipped", (json_int_t)r->p.n_skipped, "failed", (json_int_t)r->p.n_failed, "tokens", (json_int_t)r->p.n_tokens, "items_now",
                      (json_int_t)r->done_now, "resumed_after",
                      resumed_after >= 0 ? json_integer(resumed_after) : json_null(), "finished", finished, "seconds", secs,
                      "items_per_s", secs > 0 ? r->done_now / secs : 0.0, "tokens_per_s",
@@ -288,7 +320,7 @@ static json_t *summary(const ds_run *r, bool finished, int64_t resumed_after, do
 
 /* dataset FILE [--format F] [--field F] [--pair-field F] [--label-field F] [--skip N] [--limit N]
  * [--sample N --seed S] [--each CMD]... [--track neurons,heads] [--k K] [--samples S]
- * [--shard I/N] [--resume] [--commit-every N] [--bos|--no-bos] */
+ * [--shard I/N] [--resume] [--commit-every N] [--bos|--no-bos] [--stop-on-error] */
 int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_model(s);
@@ -304,7 +336,8 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
     lp_opt o[] = {{"format", false, NULL}, {"field", false, NULL},  {"pair-field", false, NULL}, {"label-field", false, NULL},
                   {"skip", false, NULL},   {"limit", false, NULL},  {"sample", false, NULL},     {"seed", false, NULL},
                   {"track", false, NULL},  {"k", false, NULL},      {"samples", false, NULL},    {"shard", false, NULL},
-                  {"resume", true, NULL},  {"commit-every", false, NULL}, {"bos", true, NULL},   {"no-bos", true, NULL}};
+                  {"resume", true, NULL},  {"commit-every", false, NULL}, {"bos", true, NULL},   {"no-bos", true, NULL},
+                  {"stop-on-error", true, NULL}};
     enum { NO = sizeof o / sizeof *o };
     char *pos[1];
     int np;
@@ -316,7 +349,7 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
     long skip = 0, limit = -1, sample = 0, seed = 0, k = 20, samples = 5, every = COMMIT_EVERY;
     bool neurons = true, heads = true;
     ds_run r = {.s = s, .each = each, .n_each = n_each, .shard_i = 1, .shard_n = 1};
-    r.p = (lp_store_dataset_progress){-1, 0, 0, 0};
+    r.p = (lp_store_dataset_progress){-1, 0, 0, 0, 0};
     if ((o[0].value && (rc = lp_dataset_format_from_name(o[0].value, &dopt.format))) ||
         (o[4].value && (rc = lp_cmd_int(o[4].value, "--skip", 0, LONG_MAX, &skip))) ||
         (o[5].value && (rc = lp_cmd_int(o[5].value, "--limit", 0, LONG_MAX, &limit))) ||
@@ -333,6 +366,7 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
     dopt.skip = skip, dopt.limit = limit, dopt.sample = sample, dopt.seed = (uint64_t)seed;
     r.bos_mode = o[14].value ? 1 : o[15].value ? 0 : -1;
     r.commit_every = (int)every;
+    r.stop_on_error = o[16].value != NULL;
     const lp_config *c = lp_model_config(s->model);
     r.uc = (lp_unit_stats_config){c->n_layer, c->d_mlp, c->n_head, neurons, heads, (int)k, (int)samples};
 
@@ -370,7 +404,10 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
     r.started = r.shown = now_s();
     rc = run_items(&r);
     lp_cmd_progress(s, LP_PROGRESS_END, "%s", "");
+    if (!rc && lp_store_in_batch(s->store)) rc = lp_store_dataset_progress_put(s->store, r.row.id, &r.p);
     if (!rc) rc = lp_store_dataset_finish(s->store, r.row.id, r.u, &r.uc, lp_model_tokenizer(s->model));
+    if (!rc && lp_store_in_batch(s->store)) rc = lp_store_batch_commit(s->store);
+    if (lp_store_in_batch(s->store)) lp_store_batch_rollback(s->store); /* the last batch is done again on --resume */
     finished = rc == LP_OK;
     if (rc == LP_ECANCEL)
         rc = lp_error(LP_ECANCEL, "dataset: stopped after %lld items, every one committed; 'dataset %s --resume' (with "
@@ -384,10 +421,11 @@ done:
         snprintf(keep, sizeof keep, "%s", lp_errmsg());
         json_t *v = summary(&r, finished, resumed_after, now_s() - r.started);
         json_t *table = lp_table_new();
-        const char *cols[] = {"dataset_id", "items", "skipped", "tokens", "items_per_s", "tokens_per_s", "finished"};
+        const char *cols[] = {"dataset_id", "items", "skipped", "failed", "tokens", "items_per_s", "tokens_per_s",
+                              "finished"};
         json_t *trow = json_array();
-        for (int i = 0; i < 7; i++) {
-            lp_table_column(table, cols[i], 0, i == 4 || i == 5 ? "%.1f" : NULL);
+        for (int i = 0; i < 8; i++) {
+            lp_table_column(table, cols[i], 0, i == 5 || i == 6 ? "%.1f" : NULL);
             json_array_append(trow, json_object_get(v, cols[i]));
         }
         lp_table_row(table, trow);
@@ -435,24 +473,28 @@ static json_t *query1(lp_session *s, const char *sql, json_t *params, int *rc) {
     return rows;
 }
 
-/* examples neuron L.N | head L.H [--k K] [--dataset ID] [--context C] */
+/* examples neuron L.N | head L.H [--by METRIC] [--k K] [--dataset ID] [--context C] */
 int lp_cmd_examples(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_model(s);
     if (rc) return rc;
     if (!s->store) return lp_error(LP_EINVAL, "examples: no database is open; start loupe with -d FILE");
-    lp_opt o[] = {{"k", false, NULL}, {"dataset", false, NULL}, {"context", false, NULL}};
+    lp_opt o[] = {{"k", false, NULL}, {"dataset", false, NULL}, {"context", false, NULL}, {"by", false, NULL}};
     char *pos[2];
     int np, layer = 0, unit = 0;
     long k = 20, ds = 0, ctx = CONTEXT_TOKENS;
     lp_unit_kind kind = LP_UNIT_NEURON;
-    if ((rc = lp_cmd_opts("examples", argc, argv, o, 3, pos, 2, &np))) return rc;
+    if ((rc = lp_cmd_opts("examples", argc, argv, o, 4, pos, 2, &np))) return rc;
     if (np < 2) return lp_error(LP_EINVAL, "examples: give a unit: 'examples neuron 1.7' or 'examples head 0.3'");
     if ((rc = parse_unit(pos[0], pos[1], lp_model_config(s->model), &kind, &layer, &unit)) ||
         (o[0].value && (rc = lp_cmd_int(o[0].value, "--k", 1, LP_UNIT_K_MAX, &k))) ||
         (o[1].value && (rc = lp_cmd_int(o[1].value, "--dataset", 1, LONG_MAX, &ds))) ||
         (o[2].value && (rc = lp_cmd_int(o[2].value, "--context", 0, 64, &ctx))))
         return rc;
+    lp_unit_kind by = kind;
+    if (o[3].value && kind == LP_UNIT_NEURON && strcmp(o[3].value, "activation"))
+        return lp_error(LP_EINVAL, "examples: --by is for heads (a neuron's examples are by its activation)");
+    if (o[3].value && kind == LP_UNIT_HEAD && (rc = lp_unit_head_kind_from_name(o[3].value, &by))) return rc;
     char fp[17];
     lp_model_fingerprint(s->model, fp);
     json_t *found = query1(s, "SELECT id FROM datasets WHERE finished_at IS NOT NULL AND model_fingerprint = ?1"
@@ -469,10 +511,11 @@ int lp_cmd_examples(lp_session *s, int argc, char **argv, const char *rest) {
     json_int_t id = json_integer_value(idv);
     json_decref(found);
     const char *kname = kind == LP_UNIT_NEURON ? "neuron" : "head";
-    json_t *rows = query1(s, "SELECT e.rank, e.item, i.text, e.pos, e.token, e.key_pos, e.key_token, e.value, i.run_id"
-                          " FROM unit_examples e LEFT JOIN dataset_items i ON i.dataset_id = e.dataset_id AND i.item = e.item"
-                          " WHERE e.dataset_id = ?1 AND e.unit_kind = ?2 AND e.layer = ?3 AND e.unit = ?4 ORDER BY e.rank"
-                          " LIMIT ?5", json_pack("[I,s,i,i,i]", id, kname, layer, unit, (int)k), &rc);
+    json_t *rows = query1(s, "SELECT e.rank, e.item, i.text, e.metric, e.pos, e.token, e.key_pos, e.key_token, e.value,"
+                          " i.run_id FROM unit_examples e LEFT JOIN dataset_items i ON i.dataset_id = e.dataset_id AND"
+                          " i.item = e.item WHERE e.dataset_id = ?1 AND e.unit_kind = ?2 AND e.layer = ?3 AND e.unit = ?4"
+                          " AND e.metric = ?6 ORDER BY e.rank LIMIT ?5",
+                          json_pack("[I,s,i,i,i,s]", id, kname, layer, unit, (int)k, lp_unit_metric_name(by)), &rc);
     if (rc) return rc;
     json_t *table = lp_table_new();
     const char *cols[] = {"rank", "item", "value", "pos", "token", "key_pos", "key_token", "context"};

@@ -548,22 +548,26 @@ static const lp_command COMMANDS[] = {
     {"dataset",
      "FILE [--format text|jsonl|csv] [--field F] [--pair-field F] [--label-field F] [--skip N] [--limit N] "
      "[--sample N [--seed S]] [--each CMD]... [--track neurons,heads] [--k K] [--samples S] [--shard I/N] [--resume] "
-     "[--commit-every N] [--bos|--no-bos]",
+     "[--commit-every N] [--bos|--no-bos] [--stop-on-error]",
      "run every item of a file, with commands, keeping each unit's top items",
      "dataset prompts.txt --each 'attr ig' --shard 1/3", lp_cmd_dataset, false,
      "Each item (a line; a JSONL object's --field, default text; a CSV column) is run as 'run' runs text, recorded in "
-     "session 'dataset NAME', then each --each command runs on it as typed (its output goes to the store only). "
-     "Tracked: every MLP neuron's and head's top K (default 20) items, neurons' value histograms, S (default 5) "
+     "session 'dataset NAME', then each --each command runs on it as typed (its output goes to the store only). An "
+     "item whose --each fails is undone and kept as failed, with the error (view dataset_failures), and the dataset goes "
+     "on; --stop-on-error stops it there instead. "
+     "Tracked: every MLP neuron's and head's top K (default 20) items (a head's by its strongest key and by each head "
+     "metric), neurons' value and heads' weight histograms, S (default 5) "
      "quantile samples per bin, head metrics' mean and std (tables unit_examples, unit_histograms, "
      "unit_quantile_samples, head_metric_stats). Items over the context are skipped and counted. --shard I/N takes "
      "items with index % N == I - 1; merge combines shard databases. Every N items (default 64) are committed with the "
      "aggregates; --resume continues an interrupted run of the same file, model and options."},
-    {"examples", "neuron L.N | head L.H [--k K] [--dataset ID] [--context C]",
+    {"examples", "neuron L.N | head L.H [--by METRIC] [--k K] [--dataset ID] [--context C]",
      "a unit's top examples over a dataset, with the tokens around them",
      "examples neuron 1.42 --k 5", lp_cmd_examples, false,
      "From the latest finished dataset of this model (or --dataset ID): item, text, position, token and value (a "
      "head's: the query position, the key and the weight), with C (default 8) tokens each side ([the token] in the "
-     "table)."},
+     "table). A head's examples are by its strongest key (--by key) or by a head metric (--by induction, prev_token, "
+     "duplicate_token, first_token, entropy, max_attn: the metric on the item, where its term is largest)."},
     {"merge", "SHARD.db...", "merge the datasets of shard databases into this one (-d)",
      "merge shard1.db shard2.db shard3.db", lp_cmd_merge, false,
      "Runs, their analyses and the items are copied (renumbered); top examples, histograms, samples and head "

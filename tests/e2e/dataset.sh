@@ -23,7 +23,9 @@ t0=$(date +%s)
 check "one process: runs every item" jq -e '.items == 60 and .skipped == 0 and .finished' "$tmp/out"
 agg "$tmp/one.db" 1 >"$tmp/one.agg"
 check "one process: every table filled" test "$(q "$tmp/one.db" "SELECT (SELECT count(*) FROM unit_examples) AS e, (SELECT count(*) FROM unit_histograms) AS h, (SELECT count(*) FROM unit_quantile_samples) AS s, (SELECT count(*) FROM head_metric_stats) AS m, (SELECT count(*) FROM runs) AS r" '.[0] | "\(.e > 0) \(.h > 0) \(.s > 0) \(.m) \(.r)"')" = "true true true 48 60"
-check "one process: top 5 of each of 512 neurons and 8 heads" test "$(q "$tmp/one.db" "SELECT count(*) AS n FROM unit_examples WHERE rank <= 5" '.[0].n')" = $(((512 + 8) * 5))
+check "one process: top 5 of each of 512 neurons and 8 heads" test "$(q "$tmp/one.db" "SELECT count(*) AS n FROM unit_examples WHERE rank <= 5 AND metric IN ('activation', 'key')" '.[0].n')" = $(((512 + 8) * 5))
+check "one process: and of each head by each of the 6 head metrics" test "$(q "$tmp/one.db" "SELECT count(*) AS n, count(DISTINCT metric) AS m FROM unit_examples WHERE unit_kind = 'head' AND metric != 'key'" '.[0] | "\(.n) \(.m)"')" = "$((8 * 6 * 5)) 6"
+check "heads' histograms: every weight off the sink, T(T-1)/2 an item, in each head" test "$(q "$tmp/one.db" "SELECT count(*) AS heads, count(DISTINCT n) AS d, max(n) = (SELECT sum(n_tokens * (n_tokens - 1) / 2) FROM dataset_items) AS ok FROM (SELECT layer, unit, sum(count) AS n FROM unit_histograms WHERE unit_kind = 'head' GROUP BY 1, 2)" '.[0] | "\(.heads) \(.d) \(.ok)"')" = "8 1 1"
 check "item indices skip the blank line" test "$(q "$tmp/one.db" "SELECT max(item) AS m, max(line) AS l FROM dataset_items" '.[0] | "\(.m) \(.l)"')" = "59 61"
 
 # The values are what neurons and attn print for the same text.
@@ -33,12 +35,22 @@ pos=$(echo "$ex" | cut -f1); val=$(echo "$ex" | cut -f2); text=$(echo "$ex" | cu
 check "neuron 1.7's top value is what neurons prints" jq -e -s --argjson v "$val" '.[1].neurons[] | select(.neuron == 7) | (.act - $v) | fabs < 1e-6' "$tmp/out"
 "$LOUPE" -d :memory: -m json $M -e "run $text" >"$tmp/out"
 check "and it is the largest of the run's positions" sh -c "for p in \$(seq 0 \$(( \$(jq '.n_tokens' '$tmp/out') - 1 ))); do '$LOUPE' -d :memory: -m json $M -e 'run $text' -e \"neurons 1 256 --pos \$p\" | jq -e -s --argjson v '$val' '.[1].neurons[] | select(.neuron == 7) | .act <= \$v + 1e-6' >/dev/null || exit 1; done"
-ex=$(q "$tmp/one.db" "SELECT e.pos, e.key_pos, e.value, i.text FROM unit_examples_view e JOIN dataset_items i USING (dataset_id, item) WHERE e.unit_kind = 'head' AND e.layer = 1 AND e.unit = 2 AND e.rank = 1" '.[0] | "\(.pos)\t\(.key_pos)\t\(.value)\t\(.text)"')
+ex=$(q "$tmp/one.db" "SELECT e.pos, e.key_pos, e.value, i.text FROM unit_examples_view e JOIN dataset_items i USING (dataset_id, item) WHERE e.unit_kind = 'head' AND e.metric = 'key' AND e.layer = 1 AND e.unit = 2 AND e.rank = 1" '.[0] | "\(.pos)\t\(.key_pos)\t\(.value)\t\(.text)"')
 qp=$(echo "$ex" | cut -f1); kp=$(echo "$ex" | cut -f2); val=$(echo "$ex" | cut -f3); text=$(echo "$ex" | cut -f4)
 "$LOUPE" -d :memory: -m json $M -e "run $text" -e 'attn 1 2' >"$tmp/out"
 check "head 1.2's top weight is attn's at (query, key), the largest off the sink" jq -e -s --argjson v "$val" --argjson q "$qp" --argjson k "$kp" '(.[1].pattern[$q][$k] - $v | fabs < 1e-6) and ([.[1].pattern | to_entries[] | select(.key >= 1) | .value[1:] | max] | max) <= $v + 1e-7' "$tmp/out"
 "$LOUPE" -d "$tmp/one.db" -m json $M -e 'examples neuron 1.7 --k 3' >"$tmp/out" 2>"$tmp/err"
 check "examples: three, in rank order, with the token in its context" jq -e 'length == 3 and .[0].rank == 1 and .[0].value >= .[1].value and (.[0].context[.[0].pos - .[0].context_start] == .[0].token)' "$tmp/out"
+# By a head metric: the item's value is what heads prints for its text, at the query where
+# the metric's term is largest.
+"$LOUPE" -d "$tmp/one.db" -m json $M -e 'examples head 1.2 --by prev_token --k 3' >"$tmp/out" 2>"$tmp/err"
+check "examples --by prev_token: three, by value, each at (q, q-1)" jq -e 'length == 3 and all(.metric == "prev_token" and .key_pos == .pos - 1) and .[0].value >= .[1].value and .[1].value >= .[2].value' "$tmp/out"
+pos=$(jq '.[0].pos' "$tmp/out"); val=$(jq '.[0].value' "$tmp/out"); text=$(jq -r '.[0].text' "$tmp/out")
+"$LOUPE" -d :memory: -m json $M -e "run $text" -e 'heads' -e 'attn 1 2' >"$tmp/out"
+check "its value is heads' prev_token for the item" jq -e -s --argjson v "$val" '.[1][] | select(.layer == 1 and .head == 2) | (.prev_token - $v) | fabs < 1e-6' "$tmp/out"
+check "and its query the one attending most to the token before" jq -e -s --argjson p "$pos" '.[2].pattern as $a | [range(1; $a | length) | $a[.][. - 1]] | max == $a[$p][$p - 1]' "$tmp/out"
+"$LOUPE" -d "$tmp/one.db" -m json $M -e 'examples head 0.1 --by entropy --k 2' >"$tmp/out" 2>"$tmp/err"
+check "examples --by entropy: no key" jq -e 'length == 2 and all(.metric == "entropy" and .key_pos == null)' "$tmp/out"
 check "views: the prompts where a neuron fires most, with the token" test "$(q "$tmp/one.db" "SELECT text, token, value FROM unit_examples_view WHERE unit_kind = 'neuron' AND layer = 1 AND unit = 7 ORDER BY rank LIMIT 20" 'length')" = 5
 check "views: mean gxi score of the subject token across the set" test "$(q "$tmp/one.db" "SELECT avg(score) AS m, count(*) AS n FROM dataset_attributions WHERE method = 'gxi' AND pos = 1" '.[0].n')" = 60
 
@@ -104,6 +116,24 @@ check "SIGTERM: every item done is committed, with its run" test "$(sqlite3 "$tm
 "$LOUPE" -d "$tmp/term.db" $M -e "dataset $tmp/items.jsonl $SLOW --resume" >/dev/null 2>"$tmp/err"
 check "SIGTERM, resumed == uninterrupted" test "$(agg "$tmp/term.db" 1 | md5sum)" = "$(agg "$tmp/ref.db" 1 | md5sum)"
 
+# (e) an item whose --each fails (attr --pos 5 on an item of fewer tokens) is undone and kept
+# as failed, with the error, and the dataset goes on; shards and --resume keep them exactly.
+awk 'NR == 6 { print "{\"text\": \"Mary\", \"label\": \"x\"}" } NR == 19 { print "{\"text\": \"John left\", \"label\": \"y\"}" } { print }' "$tmp/items.jsonl" | head -n 26 >"$tmp/fail.jsonl"
+echo '{"text": "Tom", "label": "z"}' >>"$tmp/fail.jsonl"
+FOPTS="--label-field label --k 5 --samples 3 --each 'attr gxi --pos 5' --commit-every 4"
+"$LOUPE" -d "$tmp/f1.db" -m json $M -e "dataset $tmp/fail.jsonl $FOPTS" >"$tmp/out" 2>"$tmp/err"
+check "failing --each: the dataset finishes, 3 of 27 items failed" jq -e '.finished and .items == 27 and .failed == 3' "$tmp/out"
+check "failed items: their error, no run, in dataset_failures" test "$(q "$tmp/f1.db" "SELECT group_concat(item) AS i, sum(error LIKE 'attr gxi --pos 5: --pos 5 is out of range%') AS e, (SELECT count(*) FROM dataset_items WHERE error IS NOT NULL AND run_id IS NULL) AS r FROM dataset_failures" '.[0] | "\(.i) \(.e) \(.r)"')" = "5,19,26 3 3"
+check "failed items: nothing of theirs kept (runs, attributions, examples, samples)" test "$(q "$tmp/f1.db" "SELECT (SELECT count(*) FROM runs) AS r, (SELECT count(*) FROM attributions) AS a, (SELECT count(*) FROM unit_examples WHERE item IN (5, 19, 26)) + (SELECT count(*) FROM unit_quantile_samples WHERE item IN (5, 19, 26)) AS x, (SELECT n_failed FROM datasets) AS f" '.[0] | "\(.r) \(.a) \(.x) \(.f)"')" = "24 24 0 3"
+for s in 1 2 3; do "$LOUPE" -d "$tmp/fs$s.db" $M -e "dataset $tmp/fail.jsonl $FOPTS --shard $s/3" >/dev/null 2>&1; done
+"$LOUPE" -d "$tmp/fm.db" -m json -e "merge $tmp/fs1.db $tmp/fs2.db $tmp/fs3.db" >/dev/null 2>"$tmp/err"
+check "failed items: merged shards == one process" test "$(agg "$tmp/fm.db" "$(merged_id "$tmp/fm.db")" | md5sum)" = "$(agg "$tmp/f1.db" 1 | md5sum)"
+check "failed items: merged, counted once" test "$(sqlite3 "$tmp/fm.db" "SELECT n_failed || ' ' || n_items FROM datasets WHERE shard_i = 0")" = "3 27"
+"$LOUPE" -d "$tmp/fr.db" $M -e "dataset $tmp/fail.jsonl $FOPTS --stop-on-error" >/dev/null 2>"$tmp/e"; rc=$?
+check "--stop-on-error: exit 1 at the first failing item, named, the items before it kept" sh -c "test $rc -eq 1 && grep -q '^error: dataset: item 5 (line 6): attr gxi --pos 5: ' '$tmp/e' && test \"\$(sqlite3 '$tmp/fr.db' 'SELECT count(*) || \" \" || max(item) FROM dataset_items WHERE error IS NULL')\" = '5 4'"
+"$LOUPE" -d "$tmp/fr.db" -m json $M -e "dataset $tmp/fail.jsonl $FOPTS --resume" >"$tmp/out" 2>"$tmp/err"
+check "then --resume without it: the failures kept, == one process" sh -c "jq -e '.finished and .failed == 3' '$tmp/out' >/dev/null && test \"\$(agg '$tmp/fr.db' 1 | md5sum)\" = \"\$(agg '$tmp/f1.db' 1 | md5sum)\""
+
 # (d) refusals: one line, "error: ...", exit 1
 refused() { # NAME PATTERN LOUPE-ARGS...
     name=$1; pat=$2; shift 2
@@ -137,6 +167,8 @@ refused "a missing file" "cannot open" -d "$tmp/b.db" $M -e "dataset $tmp/none.t
 refused "a bad shard" "--shard is I/N" -d "$tmp/b.db" $M -e "dataset $tmp/items.jsonl --shard 4/3"
 refused "a shard with more than a number before the slash" "--shard is I/N" -d "$tmp/b.db" $M -e "dataset $tmp/items.jsonl --shard 2x/3"
 refused "--each that replaces the run" "would take the item's run away" -d "$tmp/b.db" $M -e "dataset $tmp/items.jsonl --each 'run hello'"
+refused "examples --by a metric heads do not have" "--by: a head is ranked by key" -d "$tmp/one.db" $M -e "examples head 1.2 --by nonsense"
+refused "examples --by for a neuron" "--by is for heads" -d "$tmp/one.db" $M -e "examples neuron 1.7 --by induction"
 # An item longer than the context is skipped and counted, not run.
 { echo "short prompt"; i=0; while [ $i -lt 200 ]; do printf 'word '; i=$((i + 1)); done; echo; } >"$tmp/long.txt"
 "$LOUPE" -d "$tmp/l.db" -m json $M -e "dataset $tmp/long.txt" >"$tmp/out" 2>"$tmp/err"

@@ -17,11 +17,11 @@ q() { "$LOUPE" -d "$1" -m json -e "sql $2" | jq -r "$3"; } # q DB QUERY JQ-FILTE
 
 # agg DB ID: every aggregate row of dataset ID in DB, values with all their digits, for diff.
 agg() {
-    sqlite3 "$1" "SELECT unit_kind, layer, unit, rank, item, pos, key_pos, token_id, hex(token), key_token_id, printf('%.17g', value) FROM unit_examples WHERE dataset_id = $2 ORDER BY 1, 2, 3, 4;
+    sqlite3 "$1" "SELECT unit_kind, layer, unit, metric, rank, item, pos, key_pos, token_id, hex(token), key_token_id, printf('%.17g', value) FROM unit_examples WHERE dataset_id = $2 ORDER BY 1, 2, 3, 4, 5;
 SELECT unit_kind, layer, unit, bin, printf('%.17g', lower), count FROM unit_histograms WHERE dataset_id = $2 ORDER BY 1, 2, 3, 4;
-SELECT unit_kind, layer, unit, bin, hash, item, pos, key_pos, token_id, printf('%.17g', value) FROM unit_quantile_samples WHERE dataset_id = $2 ORDER BY 1, 2, 3, 4, 5;
+SELECT unit_kind, layer, unit, metric, bin, hash, item, pos, key_pos, token_id, printf('%.17g', value) FROM unit_quantile_samples WHERE dataset_id = $2 ORDER BY 1, 2, 3, 4, 5, 6;
 SELECT layer, head, metric, n, printf('%.17g', mean), printf('%.17g', std) FROM head_metric_stats WHERE dataset_id = $2 ORDER BY 1, 2, 3;
-SELECT item, line, text, label, n_tokens, skipped FROM dataset_items WHERE dataset_id = $2 ORDER BY item;
+SELECT item, line, text, label, n_tokens, skipped, error FROM dataset_items WHERE dataset_id = $2 ORDER BY item;
 SELECT item, method, pos, printf('%.17g', score) FROM dataset_attributions WHERE dataset_id = $2 ORDER BY item, pos;
 SELECT i.item, t.pos, t.token_id FROM dataset_items i JOIN tokens t ON t.run_id = i.run_id WHERE i.dataset_id = $2 ORDER BY 1, 2;"
 }
