@@ -525,7 +525,7 @@ static const lp_command COMMANDS[] = {
      "Encoder-decoders: a copy task (random tokens + </s>, the decoder teacher-forced on them): each stack's "
      "self-attention and the cross-attention (aligned, source_eos, diagonal, monotonic, coverage), each stored with "
      "its stack and kind."},
-    {"session", "[new NAME | list | open ID]", "show, start, list or switch sessions (runs and findings belong to one)",
+    {"session", "[new NAME | list | open ID]", "show, start, list or switch sessions (runs, findings belong to one)",
      "session new induction-hunt", lp_cmd_session, false, NULL},
     {"note", "[--layer L] [--head H] [--pos P] [--stack enc|dec] [--cross | --kind self|cross] [--] TEXT",
      "write down a finding about the current run",
@@ -549,7 +549,7 @@ static const lp_command COMMANDS[] = {
      "FILE [--format text|jsonl|csv] [--field F] [--pair-field F] [--label-field F] [--skip N] [--limit N] "
      "[--sample N [--seed S]] [--each CMD]... [--track neurons,heads] [--k K] [--samples S] [--shard I/N] [--resume] "
      "[--commit-every N] [--bos|--no-bos] [--stop-on-error]",
-     "run every item of a file, with commands, keeping each unit's top items",
+     "run every item of a file with commands, keeping each unit's top items",
      "dataset prompts.txt --each 'attr ig' --shard 1/3", lp_cmd_dataset, false,
      "Each item (a line; a JSONL object's --field, default text; a CSV column) is run as 'run' runs text, recorded in "
      "session 'dataset NAME', then each --each command runs on it as typed (its output goes to the store only). An "
@@ -601,7 +601,7 @@ static const lp_command COMMANDS[] = {
     {"train-sae",
      "DIR [--site S] [--d-sae N] [--arch standard|topk] [--k K] [--l1 X] [--lr X] [--steps N] [--batch ROWS] "
      "[--seq T] [--corpus FILE] [--seed S] [--quiet]",
-     "train a sparse autoencoder on a site of the model, saved in SAELens's layout",
+     "train a sparse autoencoder on a site of the model (SAELens's files)",
      "train-sae /tmp/sae --site blocks.1.hook_resid_pre --steps 500", lp_cmd_train_sae, false,
      "The model runs windows of --seq tokens (default 128) of the corpus (--corpus FILE, or the synthetic corpus "
      "of 'train'); each window's rows at --site (default blocks.L.hook_resid_pre, L the middle layer) but its "
