@@ -14,6 +14,7 @@
 #include "loupe/model.h"
 #include "loupe/run.h"
 #include "loupe/safetensors.h"
+#include "loupe/tokenizer.h"
 
 #define DIR_GGUF "tests/fixtures/gguf/"
 
@@ -163,6 +164,40 @@ static void blocks_decode_as_the_reference_does(void **state) {
         free(got);
     }
     lp_gguf_free(g);
+}
+
+/* The tokenizers in the metadata (gpt2: tokens and merges; llama: tokens, scores, types,
+ * byte fallback, BOS) give the ids of the script's reference tokenizers (tokens.json). */
+static void metadata_tokenizers_match_the_reference(void **state) {
+    (void)state;
+    json_error_t e;
+    json_t *ref = json_load_file(DIR_GGUF "tokens.json", 0, &e);
+    if (!ref) fail_msg("tokens.json: %s", e.text);
+    const char *kinds[2] = {"gpt2", "llama"}, *files[2] = {DIR_GGUF "gpt2.f32.gguf", DIR_GGUF "llama_gqa_untied.f32.gguf"};
+    for (int k = 0; k < 2; k++) {
+        lp_model *m;
+        assert_int_equal(lp_model_load(&m, files[k], NULL), LP_OK);
+        const lp_tokenizer *t = lp_model_tokenizer(m);
+        assert_non_null(t);
+        assert_int_equal(lp_tokenizer_adds_bos(t), k == 1); /* tokenizer.ggml.add_bos_token */
+        size_t i;
+        json_t *c;
+        int checked = 0;
+        json_array_foreach(json_object_get(ref, kinds[k]), i, c) {
+            const char *text = json_string_value(json_object_get(c, "text"));
+            json_t *want = json_object_get(c, "ids");
+            int ids[64], n;
+            assert_int_equal(lp_tokenizer_encode(t, text, strlen(text), lp_tokenizer_adds_bos(t), ids, 64, &n), LP_OK);
+            bool same = n == (int)json_array_size(want);
+            for (int j = 0; same && j < n; j++) same = ids[j] == json_integer_value(json_array_get(want, (size_t)j));
+            if (!same) fail_msg("%s: '%s' gave %d ids, the reference %zu", kinds[k], text, n, json_array_size(want));
+            checked++;
+        }
+        print_message("  %-5s %d texts tokenized as the reference does\n", kinds[k], checked);
+        assert_true(checked >= 5);
+        lp_model_free(m);
+    }
+    json_decref(ref);
 }
 
 /* ---- malformed files, built byte by byte ---- */
@@ -344,10 +379,11 @@ static void unsupported_models_are_refused(void **state) {
     snprintf(path, sizeof path, "%s/m.gguf", dir);
     bytes o;
     /* architecture gptj; then llama without its sizes; then a Q4_1 embedding */
-    const char *arch[] = {"gptj", "llama", "llama"};
-    const char *needle[] = {"'gptj' is not supported", "llama.embedding_length' is missing", "is Q4_1"};
-    for (int k = 0; k < 3; k++) {
-        header(&o, 3, k == 2 ? 2 : 1, k == 2 ? 6 : 1);
+    const char *arch[] = {"gptj", "llama", "llama", "llama"};
+    const char *needle[] = {"'gptj' is not supported", "llama.embedding_length' is missing", "is Q4_1",
+                            "tokenizer.ggml.pre 'llama-bpe' is not supported yet"};
+    for (int k = 0; k < 4; k++) {
+        header(&o, 3, k == 2 ? 2 : 1, k == 2 ? 6 : k == 3 ? 3 : 1);
         str(&o, "general.architecture");
         u32(&o, LP_GGUF_STRING);
         str(&o, arch[k]);
@@ -360,6 +396,14 @@ static void unsupported_models_are_refused(void **state) {
                 u32(&o, i == 3 ? 1 : 32);
             }
         }
+        if (k == 3) { /* read by the tokenizer loader directly: the model would fail first */
+            str(&o, "tokenizer.ggml.model");
+            u32(&o, LP_GGUF_STRING);
+            str(&o, "gpt2");
+            str(&o, "tokenizer.ggml.pre");
+            u32(&o, LP_GGUF_STRING);
+            str(&o, "llama-bpe");
+        }
         uint64_t ne[2] = {32, 4};
         tensor_info(&o, "token_embd.weight", 2, ne, LP_GGML_F32, 0);
         if (k == 2) tensor_info(&o, "output_norm.weight", 1, ne, LP_GGML_Q4_1, 512);
@@ -370,8 +414,17 @@ static void unsupported_models_are_refused(void **state) {
         assert_int_equal(fwrite(o.b, 1, o.n, f), o.n);
         fclose(f);
         lp_model *m = NULL;
-        assert_int_not_equal(lp_model_load(&m, path, NULL), LP_OK);
-        assert_null(m);
+        if (k == 3) {
+            lp_gguf *g;
+            lp_tokenizer *t = NULL;
+            assert_int_equal(lp_gguf_open(&g, path), LP_OK);
+            assert_int_equal(lp_tokenizer_load_gguf(&t, g), LP_EUNSUPPORTED);
+            assert_null(t);
+            lp_gguf_free(g);
+        } else {
+            assert_int_not_equal(lp_model_load(&m, path, NULL), LP_OK);
+            assert_null(m);
+        }
         if (!strstr(lp_errmsg(), needle[k]) || !strstr(lp_errmsg(), path))
             fail_msg("'%s' does not name the file and say '%s'", lp_errmsg(), needle[k]);
     }
@@ -383,6 +436,7 @@ int main(void) {
         cmocka_unit_test(gguf_models_give_the_logits_of_their_originals),
         cmocka_unit_test(q8_0_model_computes_with_its_decoded_weights),
         cmocka_unit_test(blocks_decode_as_the_reference_does),
+        cmocka_unit_test(metadata_tokenizers_match_the_reference),
         cmocka_unit_test(malformed_files_are_refused_with_one_clear_message),
         cmocka_unit_test(unsupported_models_are_refused),
     };

@@ -270,9 +270,9 @@ static const struct {
     {"qwen2", "Qwen2ForCausalLM", lp_arch_llama_load, false},
 };
 
-int lp_load_gguf(lp_model *m, const char *path) {
-    int rc = lp_gguf_open(&m->gguf, path);
-    if (rc) return rc;
+/* The model of m->gguf, named path in messages. */
+static int load(lp_model *m, const char *path) {
+    int rc;
     const char *s;
     size_t len;
     if ((rc = lp_gguf_get_str(m->gguf, "general.architecture", &s, &len))) return rc;
@@ -299,4 +299,14 @@ int lp_load_gguf(lp_model *m, const char *path) {
             snprintf(m->dtype, sizeof m->dtype, "%s", lp_ggml_type_name(m->gguf_types[i].type));
         }
     return LP_OK;
+}
+
+int lp_load_gguf(lp_model *m, const char *path) {
+    int rc = lp_gguf_open(&m->gguf, path);
+    return rc ? rc : load(m, path);
+}
+
+int lp_gguf_model_parse(lp_model *m, const void *buf, size_t len, const char *what) {
+    int rc = lp_gguf_parse(&m->gguf, buf, len, what);
+    return rc ? rc : load(m, what);
 }

@@ -367,7 +367,9 @@ int lp_model_load(lp_model **out, const char *path, const lp_load_options *opts)
         if (rc) goto fail;
     } else if (is_hf) {
         if (lp_tokenizer_dir_has(dir) && (rc = lp_tokenizer_load_dir(&m->tok, dir))) goto fail;
-    } else if (!is_gguf) {
+    } else if (is_gguf) {
+        if ((rc = lp_tokenizer_load_gguf(&m->tok, m->gguf))) goto fail;
+    } else {
         /* llama2.c's own names: tokenizer.bin, or tok<vocab>.bin for its custom vocabularies. */
         char tb[4096], name[64];
         lp_path_dirname(dir, sizeof dir, path);

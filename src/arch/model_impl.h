@@ -98,6 +98,8 @@ int lp_load_llama2c(lp_model *m, const char *path);
 int lp_llama2c_parse(lp_model *m, const unsigned char *data, size_t size, const char *path);
 /* GGUF files: the architecture's loader below, fed a config made from the metadata. */
 int lp_load_gguf(lp_model *m, const char *path);
+/* The same from memory (buf must outlive m), for the fuzzer. */
+int lp_gguf_model_parse(lp_model *m, const void *buf, size_t len, const char *what);
 /* The Hugging Face tensor hf_name of a GGUF model, found under its GGUF name, checked
  * against shape, dequantised and brought to the Hugging Face layout (owned by m). */
 int lp_gguf_model_tensor(lp_model *m, const char *hf_name, int ndim, const int *shape, const float **out,

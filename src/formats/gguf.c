@@ -293,8 +293,8 @@ static int parse(lp_gguf *g) {
         return rc;
     /* A key-value pair takes at least 8 + 1 + 4 + 1 bytes, a tensor info 8 + 1 + 4 + 8 + 4 + 8. */
     if (n_kv > left(&r) / 14 || n_tensors > left(&r) / 33 || n_kv > INT_MAX || n_tensors > INT_MAX)
-        return lp_error(LP_EFORMAT, "%s: the header claims %llu metadata pairs and %llu tensors, more than %zu bytes "
-                        "can hold; corrupt GGUF", g->what, (unsigned long long)n_kv, (unsigned long long)n_tensors,
+        return lp_error(LP_EFORMAT, "%s: the header claims %llu metadata pairs and %llu tensors, more than the %zu "
+                        "bytes left can hold; truncated or corrupt GGUF", g->what, (unsigned long long)n_kv, (unsigned long long)n_tensors,
                         left(&r));
     g->kv = calloc(n_kv ? (size_t)n_kv : 1, sizeof *g->kv);
     g->tensors = calloc(n_tensors ? (size_t)n_tensors : 1, sizeof *g->tensors);
