@@ -223,25 +223,25 @@ static int read_tensor_info(reader *r, lp_gguf_tensor *t, uint64_t *offset) {
     return LP_OK;
 }
 
-static const lp_gguf *sort_ctx; /* qsort has no context argument; parsing is not reentrant across threads */
-
-static int cmp_kv(const void *a, const void *b) {
-    return strcmp(sort_ctx->kv[*(const int *)a].key, sort_ctx->kv[*(const int *)b].key);
+static int cmp_kv(const void *a, const void *b, void *ctx) {
+    const lp_gguf *g = ctx;
+    return strcmp(g->kv[*(const int *)a].key, g->kv[*(const int *)b].key);
 }
-static int cmp_tensor(const void *a, const void *b) {
-    return strcmp(sort_ctx->tensors[*(const int *)a].name, sort_ctx->tensors[*(const int *)b].name);
+static int cmp_tensor(const void *a, const void *b, void *ctx) {
+    const lp_gguf *g = ctx;
+    return strcmp(g->tensors[*(const int *)a].name, g->tensors[*(const int *)b].name);
 }
-static int cmp_offset(const void *a, const void *b) {
-    const unsigned char *x = sort_ctx->tensors[*(const int *)a].data, *y = sort_ctx->tensors[*(const int *)b].data;
+static int cmp_offset(const void *a, const void *b, void *ctx) {
+    const lp_gguf *g = ctx;
+    const unsigned char *x = g->tensors[*(const int *)a].data, *y = g->tensors[*(const int *)b].data;
     return x < y ? -1 : x > y;
 }
 
-static int *sorted_indices(lp_gguf *g, int n, int (*cmp)(const void *, const void *)) {
+static int *sorted_indices(lp_gguf *g, int n, int (*cmp)(const void *, const void *, void *)) {
     int *ix = malloc((size_t)(n ? n : 1) * sizeof *ix);
     if (!ix) return NULL;
     for (int i = 0; i < n; i++) ix[i] = i;
-    sort_ctx = g;
-    qsort(ix, (size_t)n, sizeof *ix, cmp);
+    qsort_r(ix, (size_t)n, sizeof *ix, cmp, g);
     return ix;
 }
 
