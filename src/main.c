@@ -30,7 +30,7 @@ static const char USAGE[] =
     "  -d, --db FILE        analysis database (default: $XDG_DATA_HOME/loupe/loupe.db; ':memory:' allowed)\n"
     "  -t, --tui            open the full-screen browser (after the -e/-f commands)\n"
     "  -h, --help           this help;  -V, --version  the version\n"
-    "MODEL is a Hugging Face model directory or a llama2.c checkpoint (.bin).\n"
+    "MODEL is a Hugging Face model directory, a GGUF file (.gguf) or a llama2.c checkpoint (.bin).\n"
     "Type 'help' at the prompt, or run loupe -e help, for the commands.\n";
 
 /* $XDG_DATA_HOME/loupe/loupe.db (or ~/.local/share/...), creating the directories. */

@@ -669,7 +669,7 @@ void lp_browser_say(lp_screen *scr, lp_rect a, const char *line1, const char *li
 
 const lp_run *lp_browser_need_run(lp_browser *b, lp_screen *scr, lp_rect area) {
     if (!b->s->model) {
-        lp_browser_say(scr, area, "No model loaded.", ":load PATH loads one (a Hugging Face directory or a llama2.c .bin)");
+        lp_browser_say(scr, area, "No model loaded.", ":load PATH loads one (a Hugging Face directory, a .gguf or a llama2.c .bin)");
         lp_browser_set_status(b, "no model");
         return NULL;
     }

@@ -63,6 +63,8 @@ int lp_file_write(const char *path, const void *data, size_t len);
 int lp_line_read(FILE *f, const char *where, int lineno, char **buf, size_t *cap, size_t *len, bool *eof);
 
 bool lp_file_exists(const char *path);
+/* Whether the file at path begins with the bytes of magic (at most 16). */
+bool lp_file_starts_with(const char *path, const char *magic);
 bool lp_dir_exists(const char *path);
 
 /* Joins dir and name with one '/', into buf of size cap. Returns LP_ERANGE if too long. */

@@ -113,7 +113,11 @@ const lp_config *lp_model_config(const lp_model *m);
 /* The tokenizer, or NULL when the checkpoint came without one (then only ids can be run). */
 const lp_tokenizer *lp_model_tokenizer(const lp_model *m);
 const char *lp_model_path(const lp_model *m);
-const char *lp_model_dtype(const lp_model *m);       /* dtype of the checkpoint's weights: "F32", "F16", "BF16" */
+const char *lp_model_dtype(const lp_model *m);       /* dtype of the checkpoint's weights: "F32", "F16", "BF16";
+                                                        a GGUF's most common type: "Q8_0", "Q4_K", ... */
+/* A GGUF model's weights were dequantised to float32 on load: writes the ggml types they
+ * came from ("Q4_K, Q6_K, F32") into buf and returns how many; 0 for other checkpoints. */
+int lp_model_dequantised_from(const lp_model *m, char *buf, size_t cap);
 size_t lp_model_param_count(const lp_model *m);      /* parameters, tied ones counted once */
 size_t lp_model_weight_bytes(const lp_model *m);     /* float32 bytes the forward reads */
 /* A classifier's label names (id2label, "LABEL_i" where config.json names none), n_labels of

@@ -92,6 +92,10 @@ int lp_tokenizer_load_llama2c_mem(lp_tokenizer **out, const void *buf, size_t le
  * <extra_id_0> last) are special tokens, "</s>" ends each sequence. Unigram models only. */
 int lp_tokenizer_load_spiece(lp_tokenizer **out, const char *path, int extra_ids);
 /* The same from memory, for fuzzing. */
+/* The tokenizer a GGUF file's metadata describes (tokenizer.ggml.model gpt2 or llama;
+ * tokenizer_gguf.c); *out stays NULL when the file has none. */
+struct lp_gguf;
+int lp_tokenizer_load_gguf(lp_tokenizer **out, const struct lp_gguf *g);
 int lp_tokenizer_load_spiece_mem(lp_tokenizer **out, const void *buf, size_t len, int extra_ids, const char *what);
 void lp_tokenizer_free(lp_tokenizer *t);
 

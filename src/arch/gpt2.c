@@ -94,7 +94,7 @@ int lp_arch_gpt2_load(lp_model *m, json_t *config, const char *path) {
     /* GPT2LMHeadModel ties lm_head to wte; a checkpoint may still carry a copy of it. */
     const float *head = m->tok_emb;
     c->tied_unembed = true;
-    if (lp_st_find(m->st, "lm_head.weight")) {
+    if (lp_model_has(m, "lm_head.weight")) {
         int shape[2] = {vocab, d};
         if ((rc = lp_model_tensor(m, "lm_head.weight", 2, shape, &head))) return rc;
         c->tied_unembed = false;

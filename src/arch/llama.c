@@ -96,7 +96,7 @@ int lp_arch_llama_load(lp_model *m, json_t *config, const char *path) {
             return rc;
     }
     json_t *tie = json_object_get(config, "tie_word_embeddings");
-    bool has_head = lp_st_find(m->st, "lm_head.weight") != NULL;
+    bool has_head = lp_model_has(m, "lm_head.weight");
     c->tied_unembed = tie ? json_is_true(tie) : !has_head;
     if (c->tied_unembed) {
         m->unembed = (lp_linear){m->tok_emb, NULL, d, vocab, d, true};

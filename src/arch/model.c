@@ -13,16 +13,16 @@
 
 #include "loupe/dtype.h"
 #include "loupe/error.h"
+#include "loupe/gguf.h"
 #include "arch/model_impl.h"
 #include "util/parallel.h"
 
-typedef int (*arch_loader)(lp_model *, json_t *, const char *);
 
 /* The Hugging Face architectures loupe reads: config "architectures"[0] -> loader. */
 static const struct {
     const char *name;
     const char *model_type; /* used when "architectures" is absent */
-    arch_loader load;
+    arch_loader_fn load;
 } ARCHES[] = {
     {"GPT2LMHeadModel", "gpt2", lp_arch_gpt2_load},
     {"GPT2Model", NULL, lp_arch_gpt2_load},
@@ -145,7 +145,20 @@ int lp_model_own(lp_model *m, float *buf) {
     return LP_OK;
 }
 
-int lp_model_tensor(lp_model *m, const char *name, int ndim, const int *shape, const float **out) {
+bool lp_model_has(const lp_model *m, const char *name) {
+    return m->gguf ? lp_gguf_model_has(m, name) : lp_st_find(m->st, name) != NULL;
+}
+
+static int check_finite(const float *w, size_t n, const char *file, const char *name) {
+    long bad = lp_first_nonfinite(w, n);
+    if (bad >= 0)
+        return lp_error(LP_EFORMAT, "%s: tensor '%s' holds %g at index %ld; weights must be finite (a corrupt or "
+                        "overflowed checkpoint?)", file, name, (double)w[bad], bad);
+    return LP_OK;
+}
+
+/* Tensor name of a safetensors checkpoint as float32: in place when F32 and aligned. */
+static int st_tensor(lp_model *m, const char *name, int ndim, const int *shape, const float **out, size_t *n_out) {
     const lp_st_tensor *t = lp_st_find(m->st, name);
     if (!t) return lp_error(LP_EFORMAT, "%s: tensor '%s' is missing from the checkpoint", m->weights, name);
     const char *file = lp_st_path(m->st, t);
@@ -179,10 +192,16 @@ int lp_model_tensor(lp_model *m, const char *name, int ndim, const int *shape, c
         if ((rc = lp_model_own(m, buf))) return rc;
         w = buf;
     }
-    long bad = lp_first_nonfinite(w, n);
-    if (bad >= 0)
-        return lp_error(LP_EFORMAT, "%s: tensor '%s' holds %g at index %ld; weights must be finite (a corrupt or "
-                        "overflowed checkpoint?)", file, name, (double)w[bad], bad);
+    *out = w;
+    *n_out = n;
+    return check_finite(w, n, file, name);
+}
+
+int lp_model_tensor(lp_model *m, const char *name, int ndim, const int *shape, const float **out) {
+    const float *w;
+    size_t n;
+    int rc = m->gguf ? lp_gguf_model_tensor(m, name, ndim, shape, &w, &n) : st_tensor(m, name, ndim, shape, &w, &n);
+    if (rc || (m->gguf && (rc = check_finite(w, n, lp_gguf_path(m->gguf), name)))) return rc;
     *out = w;
     return LP_OK;
 }
@@ -224,7 +243,7 @@ static int load_hf(lp_model *m, const char *dir) {
     int rc = lp_path_join(config_path, sizeof config_path, dir, "config.json");
     if (rc) return rc;
     if (!lp_file_exists(config_path))
-        return lp_error(LP_EIO, "%s: no config.json; give a Hugging Face model directory or a llama2.c .bin", dir);
+        return lp_error(LP_EIO, "%s: no config.json; give a Hugging Face model directory, a .gguf or a llama2.c .bin", dir);
     if ((rc = find_weights(dir, weights, sizeof m->weights))) return rc;
 
     json_t *config;
@@ -235,7 +254,7 @@ static int load_hf(lp_model *m, const char *dir) {
     }
     const char *arch = json_string_value(json_array_get(json_object_get(config, "architectures"), 0));
     const char *model_type = json_string_value(json_object_get(config, "model_type"));
-    arch_loader load = NULL;
+    arch_loader_fn load = NULL;
     for (size_t i = 0; i < sizeof ARCHES / sizeof *ARCHES && !load; i++) {
         if (arch ? strcmp(arch, ARCHES[i].name) == 0
                  : (model_type && ARCHES[i].model_type && strcmp(model_type, ARCHES[i].model_type) == 0)) {
@@ -333,11 +352,12 @@ int lp_model_load(lp_model **out, const char *path, const lp_load_options *opts)
         struct stat st;
         rc = stat(path, &st) != 0
                  ? lp_error(LP_EIO, "%s: %s", path, strerror(errno))
-                 : lp_error(LP_EIO, "%s: not a regular file; give a Hugging Face model directory or a llama2.c .bin",
+                 : lp_error(LP_EIO, "%s: not a regular file; give a Hugging Face model directory, a .gguf or a llama2.c .bin",
                             path);
         goto fail;
     }
-    rc = is_hf ? load_hf(m, dir) : lp_load_llama2c(m, path);
+    bool is_gguf = !is_hf && (ends_with(path, ".gguf") || lp_file_starts_with(path, "GGUF"));
+    rc = is_hf ? load_hf(m, dir) : is_gguf ? lp_load_gguf(m, path) : lp_load_llama2c(m, path);
     if (rc) goto fail;
     if ((rc = check_config(&m->cfg, path)) || (m->encoder && (rc = check_config(&m->encoder->cfg, path)))) goto fail;
     m->n_params = count_params(m);
@@ -352,6 +372,8 @@ int lp_model_load(lp_model **out, const char *path, const lp_load_options *opts)
         if (rc) goto fail;
     } else if (is_hf) {
         if (lp_tokenizer_dir_has(dir) && (rc = lp_tokenizer_load_dir(&m->tok, dir))) goto fail;
+    } else if (is_gguf) {
+        if ((rc = lp_tokenizer_load_gguf(&m->tok, m->gguf))) goto fail;
     } else {
         /* llama2.c's own names: tokenizer.bin, or tok<vocab>.bin for its custom vocabularies. */
         char tb[4096], name[64];
@@ -387,6 +409,7 @@ void lp_model_free(lp_model *m) {
     free(m->labels);
     lp_st_free(m->st);
     lp_file_unmap(&m->file);
+    lp_gguf_free(m->gguf);
     lp_tokenizer_free(m->tok);
     free(m->path);
     free(m);
@@ -396,6 +419,13 @@ const lp_config *lp_model_config(const lp_model *m) { return &m->cfg; }
 const lp_tokenizer *lp_model_tokenizer(const lp_model *m) { return m->tok; }
 const char *lp_model_path(const lp_model *m) { return m->path; }
 const char *lp_model_dtype(const lp_model *m) { return m->dtype; }
+
+int lp_model_dequantised_from(const lp_model *m, char *buf, size_t cap) {
+    if (cap) buf[0] = '\0';
+    for (int i = 0; i < m->n_gguf_types; i++)
+        snprintf(buf + strlen(buf), cap - strlen(buf), "%s%s", i ? ", " : "", lp_ggml_type_name(m->gguf_types[i].type));
+    return m->n_gguf_types;
+}
 size_t lp_model_param_count(const lp_model *m) { return m->n_params; }
 const char *lp_model_label(const lp_model *m, int id) {
     return m->labels && id >= 0 && id < m->cfg.n_labels ? m->labels[id] : NULL;

@@ -80,6 +80,13 @@ struct lp_model {
     /* What the pointers above point into, released by lp_model_free. */
     lp_safetensors *st;
     lp_mapping file;             /* llama2.c checkpoints */
+    struct lp_gguf *gguf;        /* GGUF files (gguf_model.c) */
+    bool gguf_unpermute;         /* its q/k rows are in llama.cpp's interleaved-RoPE order */
+    struct {
+        uint32_t type;           /* a ggml type the weights were dequantised from */
+        size_t n_elem;           /* how many weights had it */
+    } gguf_types[8];
+    int n_gguf_types;
     float **owned;               /* converted tensors */
     float *trainable;            /* the parameter block of a model made for training (train.c), else NULL */
     int n_owned, cap_owned;
@@ -89,6 +96,18 @@ struct lp_model {
 int lp_load_llama2c(lp_model *m, const char *path);
 /* The same from memory (data must outlive m and be 4-byte aligned); for the fuzzer. */
 int lp_llama2c_parse(lp_model *m, const unsigned char *data, size_t size, const char *path);
+/* GGUF files: the architecture's loader below, fed a config made from the metadata. */
+int lp_load_gguf(lp_model *m, const char *path);
+/* The same from memory (buf must outlive m), for the fuzzer. */
+int lp_gguf_model_parse(lp_model *m, const void *buf, size_t len, const char *what);
+/* The Hugging Face tensor hf_name of a GGUF model, found under its GGUF name, checked
+ * against shape, dequantised and brought to the Hugging Face layout (owned by m). */
+int lp_gguf_model_tensor(lp_model *m, const char *hf_name, int ndim, const int *shape, const float **out,
+                         size_t *n);
+bool lp_gguf_model_has(const lp_model *m, const char *hf_name);
+/* Whether the checkpoint (safetensors or GGUF) has tensor name. */
+bool lp_model_has(const lp_model *m, const char *name);
+typedef int (*arch_loader_fn)(lp_model *, json_t *, const char *);
 /* Hugging Face architectures: config parsed from config.json, tensors from m->st. */
 int lp_arch_gpt2_load(lp_model *m, json_t *config, const char *config_path);
 int lp_arch_llama_load(lp_model *m, json_t *config, const char *config_path);

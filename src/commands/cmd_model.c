@@ -71,6 +71,13 @@ int lp_cmd_info(lp_session *s, int argc, char **argv, const char *rest) {
         json_object_set_new(v, "rope_theta", lp_json_number(c->rope_theta));
         json_object_set_new(v, "rope_dims", json_integer(lp_rope_dims(c))); /* of d_head; GPT-NeoX turns a part */
     }
+    char types[96], note[200];
+    if (lp_model_dequantised_from(s->model, types, sizeof types)) {
+        snprintf(note, sizeof note, "dequantised on load from %s to float32: analyses run in float32 on these weights",
+                 types);
+        json_object_set_new(v, "format", json_string("gguf"));
+        json_object_set_new(v, "weights", json_string(note));
+    }
     if (c->pos == LP_POS_RELATIVE) {
         json_object_set_new(v, "relative_buckets", json_integer(c->rel_buckets));
         json_object_set_new(v, "relative_max_distance", json_integer(c->rel_max_distance));

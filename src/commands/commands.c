@@ -409,7 +409,7 @@ static int cmd_tui(lp_session *s, int argc, char **argv, const char *rest) {
 }
 
 static const lp_command COMMANDS[] = {
-    {"load", "PATH [--tokenizer FILE]", "load a model: a Hugging Face directory or a llama2.c .bin",
+    {"load", "PATH [--tokenizer FILE]", "load a model: a Hugging Face directory, a .gguf or a llama2.c .bin",
      "load ../shared/models/stories260K/stories260K.bin", lp_cmd_load, false, NULL},
     {"info", "", "describe the model: architecture, sizes, parameters, dtype, path", "info", lp_cmd_info, false, NULL},
     {"run", "[--bos|--no-bos] [--sae NAME] [--steer F:A,...] [--clamp F:V,...] [--] TEXT [--pair TEXT2 | --target TEXT2] | --ids 1,2,3 [--types 0,0,1 | --target-ids 4,5] [--max N]",

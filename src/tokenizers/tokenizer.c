@@ -429,7 +429,7 @@ int lp_tok_finish(lp_tokenizer *t) {
             int k = put_utf8(cp_of_byte[b], s);
             t->byte_sym[b] = lp_tok_piece_find(t, s, (size_t)k);
         }
-    } else if (t->kind == LP_TOK_LLAMA2C) {
+    } else if (t->kind == LP_TOK_LLAMA2C && !t->bytes_by_name) {
         for (int b = 0; b < 256; b++) t->byte_sym[b] = b + 3 < t->n_vocab ? b + 3 : -1;
     } else {
         for (int b = 0; b < 256; b++) {

@@ -206,6 +206,16 @@ int lp_line_read(FILE *f, const char *where, int lineno, char **buf, size_t *cap
     return LP_OK;
 }
 
+bool lp_file_starts_with(const char *path, const char *magic) {
+    size_t n = strlen(magic);
+    char buf[16];
+    FILE *f = n <= sizeof buf ? fopen(path, "rb") : NULL;
+    if (!f) return false;
+    bool yes = fread(buf, 1, n, f) == n && memcmp(buf, magic, n) == 0;
+    fclose(f);
+    return yes;
+}
+
 bool lp_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);

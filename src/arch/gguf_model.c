@@ -1,0 +1,323 @@
+/* GGUF models: the architecture and hyperparameters from the file's metadata, handed to
+ * the Hugging Face loaders (gpt2.c, llama.c) as the config.json they would have read; the
+ * tensors those loaders ask for by their Hugging Face names are found under llama.cpp's
+ * names, dequantised to float32, and brought back to the Hugging Face layout: GPT-2's
+ * Conv1D weights transposed back, Llama's q/k rows un-permuted (llama.cpp's converter
+ * reorders each head's rows for its interleaved RoPE; loupe computes rotate-half RoPE on
+ * the original order). The model is then the Hugging Face one, weight for weight. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loupe/error.h"
+#include "loupe/gguf.h"
+#include "arch/model_impl.h"
+
+typedef enum { AS_IS, TRANSPOSE, UNPERMUTE_Q, UNPERMUTE_K } layout_fix;
+
+typedef struct {
+    const char *hf, *gguf;
+    layout_fix fix;
+} name_map;
+
+static const name_map GPT2_GLOBAL[] = {
+    {"wte.weight", "token_embd.weight", AS_IS},     {"wpe.weight", "position_embd.weight", AS_IS},
+    {"ln_f.weight", "output_norm.weight", AS_IS},   {"ln_f.bias", "output_norm.bias", AS_IS},
+    {"lm_head.weight", "output.weight", AS_IS},
+};
+/* llama.cpp's converter transposes GPT-2's Conv1D weights into (out, in) rows. */
+static const name_map GPT2_LAYER[] = {
+    {"ln_1.weight", "attn_norm.weight", AS_IS},        {"ln_1.bias", "attn_norm.bias", AS_IS},
+    {"attn.c_attn.weight", "attn_qkv.weight", TRANSPOSE}, {"attn.c_attn.bias", "attn_qkv.bias", AS_IS},
+    {"attn.c_proj.weight", "attn_output.weight", TRANSPOSE}, {"attn.c_proj.bias", "attn_output.bias", AS_IS},
+    {"ln_2.weight", "ffn_norm.weight", AS_IS},         {"ln_2.bias", "ffn_norm.bias", AS_IS},
+    {"mlp.c_fc.weight", "ffn_up.weight", TRANSPOSE},   {"mlp.c_fc.bias", "ffn_up.bias", AS_IS},
+    {"mlp.c_proj.weight", "ffn_down.weight", TRANSPOSE}, {"mlp.c_proj.bias", "ffn_down.bias", AS_IS},
+};
+static const name_map LLAMA_GLOBAL[] = {
+    {"model.embed_tokens.weight", "token_embd.weight", AS_IS},
+    {"model.norm.weight", "output_norm.weight", AS_IS},
+    {"lm_head.weight", "output.weight", AS_IS},
+};
+static const name_map LLAMA_LAYER[] = {
+    {"input_layernorm.weight", "attn_norm.weight", AS_IS},
+    {"self_attn.q_proj.weight", "attn_q.weight", UNPERMUTE_Q}, {"self_attn.q_proj.bias", "attn_q.bias", UNPERMUTE_Q},
+    {"self_attn.k_proj.weight", "attn_k.weight", UNPERMUTE_K}, {"self_attn.k_proj.bias", "attn_k.bias", UNPERMUTE_K},
+    {"self_attn.v_proj.weight", "attn_v.weight", AS_IS},       {"self_attn.v_proj.bias", "attn_v.bias", AS_IS},
+    {"self_attn.o_proj.weight", "attn_output.weight", AS_IS},  {"self_attn.o_proj.bias", "attn_output.bias", AS_IS},
+    {"post_attention_layernorm.weight", "ffn_norm.weight", AS_IS},
+    {"mlp.gate_proj.weight", "ffn_gate.weight", AS_IS},        {"mlp.gate_proj.bias", "ffn_gate.bias", AS_IS},
+    {"mlp.up_proj.weight", "ffn_up.weight", AS_IS},            {"mlp.up_proj.bias", "ffn_up.bias", AS_IS},
+    {"mlp.down_proj.weight", "ffn_down.weight", AS_IS},        {"mlp.down_proj.bias", "ffn_down.bias", AS_IS},
+};
+
+#define N_OF(a) (sizeof a / sizeof *a)
+
+/* The GGUF name of Hugging Face tensor hf and how its layout differs; false if unmapped. */
+static bool map_name(const lp_model *m, const char *hf, char *out, size_t cap, layout_fix *fix) {
+    bool gpt2 = strcmp(m->cfg.arch, "GPT2LMHeadModel") == 0;
+    const name_map *global = gpt2 ? GPT2_GLOBAL : LLAMA_GLOBAL, *layer = gpt2 ? GPT2_LAYER : LLAMA_LAYER;
+    size_t n_global = gpt2 ? N_OF(GPT2_GLOBAL) : N_OF(LLAMA_GLOBAL), n_layer = gpt2 ? N_OF(GPT2_LAYER) : N_OF(LLAMA_LAYER);
+    const char *prefix = gpt2 ? "h." : "model.layers.";
+    for (size_t i = 0; i < n_global; i++)
+        if (strcmp(hf, global[i].hf) == 0) {
+            snprintf(out, cap, "%s", global[i].gguf);
+            *fix = global[i].fix;
+            return true;
+        }
+    size_t k = strlen(prefix);
+    if (strncmp(hf, prefix, k) != 0) return false;
+    char *end;
+    long l = strtol(hf + k, &end, 10);
+    if (end == hf + k || *end != '.' || l < 0 || l > INT_MAX) return false;
+    for (size_t i = 0; i < n_layer; i++)
+        if (strcmp(end + 1, layer[i].hf) == 0) {
+            snprintf(out, cap, "blk.%ld.%s", l, layer[i].gguf);
+            *fix = layer[i].fix;
+            /* only Llama's converter permutes; Qwen2's keeps the rotate-half order */
+            if ((*fix == UNPERMUTE_Q || *fix == UNPERMUTE_K) && !m->gguf_unpermute) *fix = AS_IS;
+            return true;
+        }
+    return false;
+}
+
+bool lp_gguf_model_has(const lp_model *m, const char *hf_name) {
+    char name[128];
+    layout_fix fix;
+    return map_name(m, hf_name, name, sizeof name, &fix) && lp_gguf_find_tensor(m->gguf, name);
+}
+
+static void shape_text(char *buf, size_t cap, int n, const uint64_t *v) {
+    buf[0] = '\0';
+    for (int i = 0; i < n; i++)
+        snprintf(buf + strlen(buf), cap - strlen(buf), "%s%llu", i ? ", " : "", (unsigned long long)v[i]);
+}
+
+/* Rows of a (rows, cols) matrix back from llama.cpp's order: within each of `heads` heads
+ * of d rows, row 2i + j (j = 0, 1) of the file is row j d/2 + i of the original. */
+static void unpermute_rows(float *dst, const float *src, size_t rows, size_t cols, size_t heads) {
+    size_t d = rows / heads, half = d / 2;
+    for (size_t h = 0; h < heads; h++)
+        for (size_t i = 0; i < half; i++)
+            for (size_t j = 0; j < 2; j++)
+                memcpy(dst + (h * d + j * half + i) * cols, src + (h * d + 2 * i + j) * cols, cols * sizeof *dst);
+}
+
+/* dst (cols, rows) = src (rows, cols) transposed, in 32 x 32 tiles so that both sides stay
+ * in cache (element by element, the strided writes made GPT-2 small's load 2 s slower). */
+static void transpose(float *dst, const float *src, size_t rows, size_t cols) {
+    for (size_t r0 = 0; r0 < rows; r0 += 32)
+        for (size_t c0 = 0; c0 < cols; c0 += 32)
+            for (size_t r = r0; r < rows && r < r0 + 32; r++)
+                for (size_t c = c0; c < cols && c < c0 + 32; c++) dst[c * rows + r] = src[r * cols + c];
+}
+
+int lp_gguf_model_tensor(lp_model *m, const char *hf_name, int ndim, const int *shape, const float **out,
+                         size_t *n_out) {
+    char name[128];
+    layout_fix fix;
+    const char *file = lp_gguf_path(m->gguf);
+    const lp_gguf_tensor *t = map_name(m, hf_name, name, sizeof name, &fix) ? lp_gguf_find_tensor(m->gguf, name) : NULL;
+    if (!t)
+        return lp_error(LP_EFORMAT, "%s: tensor '%s' (%s) is missing from the GGUF file", file,
+                        map_name(m, hf_name, name, sizeof name, &fix) ? name : "no GGUF name", hf_name);
+    /* ne lists the innermost dimension first: the reverse of the row-major shape, except for
+     * the transposed Conv1D weights, whose file shape is the Hugging Face one reversed twice. */
+    uint64_t want[4];
+    for (int i = 0; i < ndim; i++) want[i] = (uint64_t)shape[fix == TRANSPOSE ? i : ndim - 1 - i];
+    bool ok = t->n_dims == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = t->ne[i] == want[i];
+    if (!ok) {
+        char got[96], exp[96];
+        shape_text(got, sizeof got, t->n_dims, t->ne);
+        shape_text(exp, sizeof exp, ndim, want);
+        return lp_error(LP_EFORMAT, "%s: tensor '%s' has ne [%s] but the metadata implies [%s]", file, name, got, exp);
+    }
+    if (!lp_ggml_type_readable(t->type))
+        return lp_error(LP_EUNSUPPORTED, "%s: tensor '%s' is %s; loupe dequantises F32, F16, BF16, Q8_0, Q4_0, Q4_K, "
+                        "Q5_K and Q6_K (requantise the model to one of them with llama-quantize)", file, name,
+                        lp_ggml_type_name(t->type));
+    size_t n = (size_t)t->n_elem;
+    float *buf = malloc(n * sizeof *buf), *fixed = NULL;
+    if (!buf) return lp_error(LP_ENOMEM, "%s: out of memory dequantising '%s'", file, name);
+    int rc = lp_ggml_dequantize(t->type, t->data, buf, n);
+    size_t rows = ndim == 2 ? (size_t)t->ne[1] : n, cols = ndim == 2 ? (size_t)t->ne[0] : 1;
+    size_t heads = fix == UNPERMUTE_Q ? (size_t)m->cfg.n_head : (size_t)m->cfg.n_kv_head;
+    if (rc == LP_OK && (fix == UNPERMUTE_Q || fix == UNPERMUTE_K) && (heads == 0 || rows % (2 * heads)))
+        rc = lp_error(LP_EFORMAT, "%s: tensor '%s' has %zu rows, not an even number per each of %zu heads", file, name,
+                      rows, heads);
+    if (rc == LP_OK && fix != AS_IS && !(fixed = malloc(n * sizeof *fixed)))
+        rc = lp_error(LP_ENOMEM, "%s: out of memory reordering '%s'", file, name);
+    if (rc == LP_OK && fix == TRANSPOSE) {
+        transpose(fixed, buf, rows, cols);
+    } else if (rc == LP_OK && fix != AS_IS) {
+        unpermute_rows(fixed, buf, rows, cols, heads);
+    }
+    if (fixed) {
+        free(buf);
+        buf = fixed;
+    }
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    if ((rc = lp_model_own(m, buf))) return rc;
+    int i = 0;
+    while (i < m->n_gguf_types && m->gguf_types[i].type != t->type) i++;
+    if (i == m->n_gguf_types && i < (int)N_OF(m->gguf_types)) m->gguf_types[m->n_gguf_types++].type = t->type;
+    if (i < (int)N_OF(m->gguf_types)) m->gguf_types[i].n_elem += n;
+    *out = buf;
+    *n_out = n;
+    return LP_OK;
+}
+
+/* An integer hyperparameter ARCH.SUFFIX into config[hf_key], range-checked under its GGUF
+ * name; an absent optional key leaves the Hugging Face default to the loader. */
+static int copy_int(const lp_gguf *g, const char *arch, const char *suffix, bool required, int lo, int hi,
+                    json_t *config, const char *hf_key, int *out) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (!required && !lp_gguf_find_kv(g, key)) return LP_OK;
+    uint64_t v;
+    int x, rc;
+    if ((rc = lp_gguf_get_uint(g, key, &v)) ||
+        (rc = lp_cfg_range(v > (uint64_t)INT_MAX ? (long long)INT_MAX + 1 : (long long)v, key, lo, hi, &x,
+                           lp_gguf_path(g))))
+        return rc;
+    if (out) *out = x;
+    json_object_set_new(config, hf_key, json_integer(x));
+    return LP_OK;
+}
+
+static int copy_float(const lp_gguf *g, const char *arch, const char *suffix, json_t *config, const char *hf_key) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    if (!lp_gguf_find_kv(g, key)) return LP_OK;
+    double v;
+    int rc = lp_gguf_get_float(g, key, &v);
+    if (rc == LP_OK) json_object_set_new(config, hf_key, json_real(v));
+    return rc;
+}
+
+/* Keys that would change the computation in ways loupe does not implement. */
+static int refuse_unsupported(const lp_gguf *g, const char *arch, int d_head) {
+    const char *file = lp_gguf_path(g);
+    char key[128];
+    uint64_t v;
+    int rc;
+    snprintf(key, sizeof key, "%s.expert_count", arch);
+    if (lp_gguf_find_kv(g, key) && (rc = lp_gguf_get_uint(g, key, &v))) return rc;
+    if (lp_gguf_find_kv(g, key) && v > 0)
+        return lp_error(LP_EUNSUPPORTED, "%s: a mixture of experts (%s = %llu) is not supported", file, key,
+                        (unsigned long long)v);
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    const char *s;
+    size_t len;
+    if (lp_gguf_find_kv(g, key) && (rc = lp_gguf_get_str(g, key, &s, &len))) return rc;
+    if (lp_gguf_find_kv(g, key) && !(len == 4 && !memcmp(s, "none", 4)))
+        return lp_error(LP_EUNSUPPORTED, "%s: RoPE scaling (%s = %.*s) is not supported yet", file, key,
+                        (int)(len < 32 ? len : 32), s);
+    snprintf(key, sizeof key, "%s.rope.dimension_count", arch);
+    if (d_head && lp_gguf_find_kv(g, key)) {
+        if ((rc = lp_gguf_get_uint(g, key, &v))) return rc;
+        if (v != (uint64_t)d_head)
+            return lp_error(LP_EUNSUPPORTED, "%s: %s is %llu but heads have %d dimensions; partial rotary embeddings "
+                            "are not supported", file, key, (unsigned long long)v, d_head);
+    }
+    snprintf(key, sizeof key, "%s.attention.value_length", arch);
+    if (d_head && lp_gguf_find_kv(g, key) && (rc = lp_gguf_get_uint(g, key, &v))) return rc;
+    if (d_head && lp_gguf_find_kv(g, key) && v != (uint64_t)d_head)
+        return lp_error(LP_EUNSUPPORTED, "%s: %s is %llu but the key length is %d; loupe needs them equal", file, key,
+                        (unsigned long long)v, d_head);
+    return LP_OK;
+}
+
+/* The config.json a Hugging Face checkpoint of this GGUF's architecture would have. */
+static int make_config(lp_model *m, const char *arch, json_t *config) {
+    const lp_gguf *g = m->gguf;
+    const lp_gguf_tensor *emb = lp_gguf_find_tensor(g, "token_embd.weight");
+    if (!emb || emb->n_dims != 2)
+        return lp_error(LP_EFORMAT, "%s: no 2-D token_embd.weight; not a %s model?", lp_gguf_path(g), arch);
+    if (emb->ne[1] > LP_MAX_VOCAB)
+        return lp_error(LP_EFORMAT, "%s: token_embd.weight has %llu rows, more than loupe's limit of %d tokens",
+                        lp_gguf_path(g), (unsigned long long)emb->ne[1], LP_MAX_VOCAB);
+    json_object_set_new(config, "vocab_size", json_integer((json_int_t)emb->ne[1]));
+    bool untied = lp_gguf_find_tensor(g, "output.weight") != NULL;
+    json_object_set_new(config, "tie_word_embeddings", json_boolean(!untied));
+    int rc, d = 0, n_head = 0, d_head = 0;
+    if (strcmp(arch, "gpt2") == 0) {
+        if ((rc = copy_int(g, arch, "embedding_length", true, 1, LP_MAX_D_MODEL, config, "n_embd", NULL)) ||
+            (rc = copy_int(g, arch, "block_count", true, 1, LP_MAX_LAYERS, config, "n_layer", NULL)) ||
+            (rc = copy_int(g, arch, "attention.head_count", true, 1, LP_MAX_HEADS, config, "n_head", NULL)) ||
+            (rc = copy_int(g, arch, "context_length", true, 1, LP_MAX_CTX, config, "n_positions", NULL)) ||
+            (rc = copy_int(g, arch, "feed_forward_length", false, 1, LP_MAX_D_MLP, config, "n_inner", NULL)) ||
+            (rc = copy_float(g, arch, "attention.layer_norm_epsilon", config, "layer_norm_epsilon")))
+            return rc;
+        return refuse_unsupported(g, arch, 0);
+    }
+    if ((rc = copy_int(g, arch, "embedding_length", true, 1, LP_MAX_D_MODEL, config, "hidden_size", &d)) ||
+        (rc = copy_int(g, arch, "feed_forward_length", true, 1, LP_MAX_D_MLP, config, "intermediate_size", NULL)) ||
+        (rc = copy_int(g, arch, "block_count", true, 1, LP_MAX_LAYERS, config, "num_hidden_layers", NULL)) ||
+        (rc = copy_int(g, arch, "attention.head_count", true, 1, LP_MAX_HEADS, config, "num_attention_heads",
+                       &n_head)) ||
+        (rc = copy_int(g, arch, "attention.head_count_kv", false, 1, LP_MAX_HEADS, config, "num_key_value_heads",
+                       NULL)) ||
+        (rc = copy_int(g, arch, "context_length", false, 1, LP_MAX_CTX, config, "max_position_embeddings", NULL)) ||
+        (rc = copy_int(g, arch, "attention.key_length", false, 1, LP_MAX_D_HEAD, config, "head_dim", &d_head)) ||
+        (rc = copy_float(g, arch, "attention.layer_norm_rms_epsilon", config, "rms_norm_eps")) ||
+        (rc = copy_float(g, arch, "rope.freq_base", config, "rope_theta")))
+        return rc;
+    return refuse_unsupported(g, arch, d_head ? d_head : d / n_head);
+}
+
+static const struct {
+    const char *gguf_arch, *hf_arch;
+    arch_loader_fn load;
+    bool unpermute;
+} GGUF_ARCHES[] = {
+    {"gpt2", "GPT2LMHeadModel", lp_arch_gpt2_load, false},
+    {"llama", "LlamaForCausalLM", lp_arch_llama_load, true},
+    {"qwen2", "Qwen2ForCausalLM", lp_arch_llama_load, false},
+};
+
+/* The model of m->gguf, named path in messages. */
+static int load(lp_model *m, const char *path) {
+    int rc;
+    const char *s;
+    size_t len;
+    if ((rc = lp_gguf_get_str(m->gguf, "general.architecture", &s, &len))) return rc;
+    char arch[32];
+    snprintf(arch, sizeof arch, "%.*s", (int)(len < sizeof arch ? len : sizeof arch - 1), s);
+    size_t a = 0;
+    while (a < N_OF(GGUF_ARCHES) && !(strlen(GGUF_ARCHES[a].gguf_arch) == len && !memcmp(s, GGUF_ARCHES[a].gguf_arch, len)))
+        a++;
+    if (a == N_OF(GGUF_ARCHES))
+        return lp_error(LP_EUNSUPPORTED, "%s: general.architecture '%s' is not supported; loupe reads GGUF models of "
+                        "architecture gpt2, llama and qwen2", path, arch);
+    snprintf(m->cfg.arch, sizeof m->cfg.arch, "%s", GGUF_ARCHES[a].hf_arch);
+    m->gguf_unpermute = GGUF_ARCHES[a].unpermute;
+    json_t *config = json_object();
+    if (!config) return lp_error(LP_ENOMEM, "out of memory");
+    if ((rc = make_config(m, arch, config)) == LP_OK) rc = GGUF_ARCHES[a].load(m, config, path);
+    json_decref(config);
+    if (rc) return rc;
+    /* the type that holds most of the weights names the checkpoint's dtype */
+    size_t most = 0;
+    for (int i = 0; i < m->n_gguf_types; i++)
+        if (m->gguf_types[i].n_elem > most) {
+            most = m->gguf_types[i].n_elem;
+            snprintf(m->dtype, sizeof m->dtype, "%s", lp_ggml_type_name(m->gguf_types[i].type));
+        }
+    return LP_OK;
+}
+
+int lp_load_gguf(lp_model *m, const char *path) {
+    int rc = lp_gguf_open(&m->gguf, path);
+    return rc ? rc : load(m, path);
+}
+
+int lp_gguf_model_parse(lp_model *m, const void *buf, size_t len, const char *what) {
+    int rc = lp_gguf_parse(&m->gguf, buf, len, what);
+    return rc ? rc : load(m, what);
+}

@@ -1,0 +1,181 @@
+/* A GGUF file's tokenizer, from its metadata (tokenizer.ggml.*):
+ *  - model "gpt2": byte-level BPE, GPT-2's pre-split (tokenizer.ggml.pre absent, "default"
+ *    or "gpt-2"; other pre-tokenizers are refused rather than split wrongly), tokens and
+ *    merges ("a b", in rank order); control and user-defined tokens matched whole in text.
+ *  - model "llama": SentencePiece as llama.cpp runs it, which is llama2.c's algorithm:
+ *    pieces ("▁" read as a space), merged greedily by score, <0xNN> byte fallback. Only
+ *    normal and user-defined pieces are formed by merges (control, unknown, unused and byte
+ *    tokens get no score).
+ * tokenizer.ggml.bos_token_id / eos_token_id / unknown_token_id and add_bos_token set the
+ * specials (llama defaults: 1, 2, 0 and BOS added; gpt2: none added). Every length is
+ * checked against the vocabulary before use; failures name the file and the key. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loupe/error.h"
+#include "loupe/gguf.h"
+#include "tokenizers/tokenizer_impl.h"
+
+#define TOKEN_NORMAL 1
+#define TOKEN_CONTROL 3
+#define TOKEN_USER_DEFINED 4
+
+/* The array under key with n elements of a string (want_string) or numeric type, or NULL if
+ * absent (an error when required). */
+static int get_array(const lp_gguf *g, const char *key, bool want_string, uint64_t n, bool required,
+                     const lp_gguf_kv **out) {
+    const lp_gguf_kv *kv = lp_gguf_find_kv(g, key);
+    *out = NULL;
+    if (!kv) return required ? lp_error(LP_EFORMAT, "%s: %s is missing; the tokenizer needs it", lp_gguf_path(g), key)
+                             : LP_OK;
+    bool is_string = kv->elem == LP_GGUF_STRING;
+    if (kv->type != LP_GGUF_ARRAY || is_string != want_string)
+        return lp_error(LP_EFORMAT, "%s: %s should be an array of %s", lp_gguf_path(g), key,
+                        want_string ? "strings" : "numbers");
+    if (n != UINT64_MAX && kv->n != n)
+        return lp_error(LP_EFORMAT, "%s: %s has %llu entries but tokenizer.ggml.tokens has %llu", lp_gguf_path(g),
+                        key, (unsigned long long)kv->n, (unsigned long long)n);
+    *out = kv;
+    return LP_OK;
+}
+
+/* An optional token id key into *id (left as it is when absent). */
+static int get_id(const lp_gguf *g, const char *key, int n_vocab, int *id) {
+    if (!lp_gguf_find_kv(g, key)) return LP_OK;
+    uint64_t v;
+    int rc = lp_gguf_get_uint(g, key, &v);
+    if (rc) return rc;
+    if (v >= (uint64_t)n_vocab)
+        return lp_error(LP_EFORMAT, "%s: %s is %llu, outside the vocabulary of %d tokens", lp_gguf_path(g), key,
+                        (unsigned long long)v, n_vocab);
+    *id = (int)v;
+    return LP_OK;
+}
+
+/* A llama piece with each "▁" (U+2581, e2 96 81) read as a space. */
+static int set_spm_piece(lp_tokenizer *t, int id, const char *s, size_t n, sbuf *buf) {
+    buf->n = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool meta = i + 2 < n && memcmp(s + i, "\xe2\x96\x81", 3) == 0;
+        int rc = lp_tok_sbuf_add(buf, meta ? " " : s + i, 1);
+        if (rc) return rc;
+        if (meta) i += 2;
+    }
+    return lp_tok_set_piece(t, id, buf->s ? buf->s : "", buf->n);
+}
+
+static int load_pieces(lp_tokenizer *t, const lp_gguf *g, const lp_gguf_kv *tokens, const lp_gguf_kv *scores,
+                       const lp_gguf_kv *types, bool spm, sbuf *buf) {
+    int rc = LP_OK;
+    for (uint64_t i = 0; i < tokens->n && !rc; i++) {
+        const char *s;
+        size_t n;
+        lp_gguf_str_at(tokens, i, &s, &n);
+        int type = types ? (int)lp_gguf_num_at(types, i) : TOKEN_NORMAL;
+        rc = spm ? set_spm_piece(t, (int)i, s, n, buf) : lp_tok_set_piece(t, (int)i, s, n);
+        float score = scores ? (float)lp_gguf_num_at(scores, i) : 0.0f;
+        if (!isfinite(score))
+            rc = lp_error(LP_EFORMAT, "%s: tokenizer.ggml.scores[%llu] is not finite", lp_gguf_path(g),
+                          (unsigned long long)i);
+        /* pair_rank merges only into pieces scored above -1e10 */
+        t->tok[i].score = type == TOKEN_NORMAL || type == TOKEN_USER_DEFINED ? score : -1e30f;
+    }
+    return rc;
+}
+
+static int load_merges(lp_tokenizer *t, const lp_gguf *g, const lp_gguf_kv *merges) {
+    sbuf scratch = {0};
+    int rc = lp_tok_merges_alloc(t, (size_t)merges->n);
+    for (uint64_t i = 0; i < merges->n && !rc; i++) {
+        const char *s, *sp;
+        size_t n;
+        lp_gguf_str_at(merges, i, &s, &n);
+        char where[48];
+        snprintf(where, sizeof where, "tokenizer.ggml.merges[%llu]", (unsigned long long)i);
+        sp = memchr(s, ' ', n);
+        if (!sp || sp == s || sp == s + n - 1 || memchr(sp + 1, ' ', (size_t)(s + n - sp - 1)))
+            rc = lp_error(LP_EFORMAT, "%s: %s is \"%.*s\"; a merge is two tokens separated by one space",
+                          lp_gguf_path(g), where, (int)(n > 60 ? 60 : n), s);
+        else
+            rc = lp_tok_merge_add(t, s, (size_t)(sp - s), sp + 1, (size_t)(s + n - sp - 1), (int)i, &scratch, where);
+    }
+    free(scratch.s);
+    return rc;
+}
+
+static int build(lp_tokenizer *t, const lp_gguf *g, bool spm) {
+    const lp_gguf_kv *tokens, *scores, *types, *merges = NULL;
+    int rc;
+    if ((rc = get_array(g, "tokenizer.ggml.tokens", true, UINT64_MAX, true, &tokens))) return rc;
+    if (tokens->n < 1 || tokens->n > (1u << 22))
+        return lp_error(LP_EFORMAT, "%s: tokenizer.ggml.tokens has %llu tokens; loupe reads 1 to %d",
+                        lp_gguf_path(g), (unsigned long long)tokens->n, 1 << 22);
+    int n_vocab = (int)tokens->n;
+    if ((rc = get_array(g, "tokenizer.ggml.scores", false, tokens->n, false, &scores)) ||
+        (rc = get_array(g, "tokenizer.ggml.token_type", false, tokens->n, false, &types)) ||
+        (!spm && (rc = get_array(g, "tokenizer.ggml.merges", true, UINT64_MAX, true, &merges))))
+        return rc;
+    sbuf buf = {0};
+    if (!(rc = lp_tok_alloc_vocab(t, n_vocab))) rc = load_pieces(t, g, tokens, scores, types, spm, &buf);
+    free(buf.s);
+    if (rc || (rc = lp_tok_index_pieces(t))) return rc;
+    if (merges && (rc = load_merges(t, g, merges))) return rc;
+    for (int i = 0; !spm && types && i < n_vocab; i++) {
+        int type = (int)lp_gguf_num_at(types, (uint64_t)i);
+        if (type != TOKEN_CONTROL && type != TOKEN_USER_DEFINED) continue;
+        const char *s;
+        size_t n;
+        lp_gguf_str_at(tokens, (uint64_t)i, &s, &n);
+        if ((rc = lp_tok_add_added(t, i, s, n))) return rc;
+    }
+    bool add_bos = spm;
+    t->bos = spm && n_vocab > 1 ? 1 : -1;
+    t->eos = spm && n_vocab > 2 ? 2 : -1;
+    t->unk = spm ? 0 : -1;
+    if ((rc = get_id(g, "tokenizer.ggml.bos_token_id", n_vocab, &t->bos)) ||
+        (rc = get_id(g, "tokenizer.ggml.eos_token_id", n_vocab, &t->eos)) ||
+        (rc = get_id(g, "tokenizer.ggml.unknown_token_id", n_vocab, &t->unk)) ||
+        (lp_gguf_find_kv(g, "tokenizer.ggml.add_bos_token") &&
+         (rc = lp_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos))))
+        return rc;
+    t->adds_bos = add_bos && t->bos >= 0;
+    if (spm) {
+        t->strip_leading_space = true;
+        t->bytes_by_name = true;
+    } else {
+        if ((rc = lp_tok_compile_regex(t, LP_TOK_GPT2_PATTERN))) return rc;
+        t->merge_rounds = true;
+    }
+    return lp_tok_finish(t);
+}
+
+int lp_tokenizer_load_gguf(lp_tokenizer **out, const lp_gguf *g) {
+    *out = NULL;
+    const lp_gguf_kv *model = lp_gguf_find_kv(g, "tokenizer.ggml.model");
+    if (!model) return LP_OK;
+    const char *s, *pre = "default";
+    size_t n, pre_len = 7;
+    int rc = lp_gguf_get_str(g, "tokenizer.ggml.model", &s, &n);
+    if (rc) return rc;
+    bool spm = n == 5 && memcmp(s, "llama", 5) == 0, gpt2 = n == 4 && memcmp(s, "gpt2", 4) == 0;
+    if (!spm && !gpt2)
+        return lp_error(LP_EUNSUPPORTED, "%s: tokenizer.ggml.model '%.*s' is not supported (loupe reads gpt2 and "
+                        "llama); pass the model's tokenizer with --tokenizer", lp_gguf_path(g), (int)(n < 40 ? n : 40),
+                        s);
+    if (gpt2 && lp_gguf_find_kv(g, "tokenizer.ggml.pre") && (rc = lp_gguf_get_str(g, "tokenizer.ggml.pre", &pre, &pre_len)))
+        return rc;
+    if (gpt2 && !(pre_len == 7 && !memcmp(pre, "default", 7)) && !(pre_len == 5 && !memcmp(pre, "gpt-2", 5)))
+        return lp_error(LP_EUNSUPPORTED, "%s: tokenizer.ggml.pre '%.*s' is not supported yet (loupe splits as GPT-2); "
+                        "pass the model's tokenizer.json with --tokenizer", lp_gguf_path(g),
+                        (int)(pre_len < 40 ? pre_len : 40), pre);
+    lp_tokenizer *t = lp_tok_new(spm ? LP_TOK_LLAMA2C : LP_TOK_BYTE_BPE, lp_gguf_path(g));
+    if (!t) return lp_error(LP_ENOMEM, "out of memory");
+    if ((rc = build(t, g, spm))) {
+        lp_tokenizer_free(t);
+        return rc;
+    }
+    *out = t;
+    return LP_OK;
+}

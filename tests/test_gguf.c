@@ -1,0 +1,444 @@
+/* GGUF: models written by tests/fixtures/gguf_fixtures.py (from the format spec) give the
+ * logits of their safetensors originals; each quantised block layout decodes as the
+ * script's reference decoder does; malformed files are refused with one message each. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "helpers.h"
+#include "loupe/error.h"
+#include "loupe/gguf.h"
+#include "loupe/model.h"
+#include "loupe/run.h"
+#include "loupe/safetensors.h"
+#include "loupe/tokenizer.h"
+
+#define DIR_GGUF "tests/fixtures/gguf/"
+
+static const fixture_model *find_fixture(const fixture_model *fm, int n, const char *name) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(fm[i].name, name) == 0) return &fm[i];
+    return NULL;
+}
+
+/* Largest |logit difference| of two models on the same ids. */
+static double logit_diff(const lp_model *a, const lp_model *b, const int *ids, int n) {
+    lp_run *ra, *rb;
+    assert_int_equal(lp_run_new(&ra, a, ids, n), LP_OK);
+    assert_int_equal(lp_run_new(&rb, b, ids, n), LP_OK);
+    int V = lp_model_config(a)->vocab;
+    assert_int_equal(V, lp_model_config(b)->vocab);
+    double worst = 0;
+    for (int t = 0; t < n; t++)
+        for (int v = 0; v < V; v++) {
+            double d = fabs((double)lp_run_logits(ra, t)[v] - lp_run_logits(rb, t)[v]);
+            worst = isnan(d) ? INFINITY : fmax(worst, d);
+        }
+    lp_run_free(ra);
+    lp_run_free(rb);
+    return worst;
+}
+
+/* The GGUF holds the same weights (F16: those of the checkpoint made with --round f16) in
+ * llama.cpp's layout; undone on load, the model computes exactly what the original does.
+ * Llama's q/k rows are stored permuted (checked: the file's attn_q differs from q_proj),
+ * so equal logits show that the load undoes the permutation. */
+static void gguf_models_give_the_logits_of_their_originals(void **state) {
+    (void)state;
+    static const struct {
+        const char *name, *dtype;
+        bool round_f16;
+    } CASES[] = {
+        {"gpt2", "f32", false},           {"gpt2", "f16", true},
+        {"gpt2_prefix_untied", "f32", false}, {"llama_gqa_untied", "f32", false},
+        {"llama_gqa_untied", "f16", true}, {"qwen2_bias_tied", "f32", false},
+        {"qwen2_bias_tied", "f16", true},
+    };
+    fixture_model fm[16];
+    int n_fm = read_models(fm, 16);
+    char *dir = make_temp_dir();
+    for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
+        const fixture_model *f = find_fixture(fm, n_fm, CASES[i].name);
+        assert_non_null(f);
+        char mdir[4200], args[600], gguf[256];
+        snprintf(mdir, sizeof mdir, "%s/%s%s", dir, CASES[i].name, CASES[i].round_f16 ? "_f16" : "");
+        snprintf(args, sizeof args, "%s%s >/dev/null", f->args, CASES[i].round_f16 ? " --round f16" : "");
+        snprintf(gguf, sizeof gguf, DIR_GGUF "%s.%s.gguf", CASES[i].name, CASES[i].dtype);
+        assert_int_equal(mkmodel(mdir, args), 0);
+        lp_model *orig, *g;
+        assert_int_equal(lp_model_load(&orig, mdir, NULL), LP_OK);
+        int rc = lp_model_load(&g, gguf, NULL);
+        if (rc) fail_msg("%s", lp_errmsg());
+        assert_string_equal(lp_model_config(g)->arch, lp_model_config(orig)->arch);
+        assert_int_equal(lp_model_config(g)->tied_unembed, lp_model_config(orig)->tied_unembed);
+        assert_int_equal(lp_model_param_count(g), lp_model_param_count(orig));
+        assert_string_equal(lp_model_dtype(g), CASES[i].round_f16 ? "F16" : "F32");
+        char from[64];
+        assert_true(lp_model_dequantised_from(g, from, sizeof from) >= 1);
+        assert_int_equal(lp_model_dequantised_from(orig, from, sizeof from), 0);
+        if (strcmp(CASES[i].name, "llama_gqa_untied") == 0 && !CASES[i].round_f16) {
+            lp_safetensors *st;
+            char st_path[4300];
+            snprintf(st_path, sizeof st_path, "%s/model.safetensors", mdir);
+            assert_int_equal(lp_st_open(&st, st_path), LP_OK);
+            lp_gguf *raw;
+            assert_int_equal(lp_gguf_open(&raw, gguf), LP_OK);
+            const lp_st_tensor *hf = lp_st_find(st, "model.layers.0.self_attn.q_proj.weight");
+            const lp_gguf_tensor *file = lp_gguf_find_tensor(raw, "blk.0.attn_q.weight");
+            assert_true(hf && file && hf->nbytes == file->nbytes);
+            assert_true(memcmp(hf->data, file->data, hf->nbytes) != 0);
+            lp_gguf_free(raw);
+            lp_st_free(st);
+        }
+        double d = logit_diff(orig, g, f->ids, f->n);
+        print_message("  %-20s %s  max |logit difference| %.3g\n", CASES[i].name, CASES[i].dtype, d);
+        assert_true(d <= 1e-6);
+        lp_model_free(g);
+        lp_model_free(orig);
+    }
+    rm_tree(dir);
+}
+
+/* A Q8_0 file (quantised by the script as llama.cpp's reference quantiser does) gives the
+ * logits of the F32 file of its values as the script's reference decoder reads them: the
+ * quantised rows are decoded and then un-permuted like the others. And they are not the
+ * original's: the quantised weights are the ones in use. */
+static void q8_0_model_computes_with_its_decoded_weights(void **state) {
+    (void)state;
+    fixture_model fm[16];
+    int n_fm = read_models(fm, 16);
+    const fixture_model *f = find_fixture(fm, n_fm, "llama_gqa_untied");
+    assert_non_null(f);
+    lp_model *q, *ref, *orig;
+    assert_int_equal(lp_model_load(&q, DIR_GGUF "llama_gqa_untied.q8_0.gguf", NULL), LP_OK);
+    assert_int_equal(lp_model_load(&ref, DIR_GGUF "llama_gqa_untied.q8_0-decoded.gguf", NULL), LP_OK);
+    assert_int_equal(lp_model_load(&orig, DIR_GGUF "llama_gqa_untied.f32.gguf", NULL), LP_OK);
+    assert_string_equal(lp_model_dtype(q), "Q8_0");
+    char from[64];
+    assert_int_equal(lp_model_dequantised_from(q, from, sizeof from), 3);
+    assert_string_equal(from, "F32, Q8_0, F16"); /* norms; q (rows of 32: whole blocks); down (rows of 48) */
+    double d = logit_diff(ref, q, f->ids, f->n), d_orig = logit_diff(orig, q, f->ids, f->n);
+    print_message("  Q8_0 max |logit difference| %.3g from its decoded weights, %.3g from the F32 original\n", d,
+                  d_orig);
+    assert_true(d <= 1e-6);
+    assert_true(d_orig > 1e-3);
+    lp_model_free(orig);
+    lp_model_free(ref);
+    lp_model_free(q);
+}
+
+/* Every quantised tensor of quant.gguf beside NAME.expected, the script's decoding: equal
+ * bit for bit (the products are formed in float in the same order). */
+static void blocks_decode_as_the_reference_does(void **state) {
+    (void)state;
+    lp_gguf *g;
+    int rc = lp_gguf_open(&g, DIR_GGUF "quant.gguf");
+    if (rc) fail_msg("%s", lp_errmsg());
+    static const char *const NAMES[] = {"q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "bf16", "f16"};
+    for (size_t i = 0; i < sizeof NAMES / sizeof *NAMES; i++) {
+        char ename[64];
+        snprintf(ename, sizeof ename, "%s.expected", NAMES[i]);
+        const lp_gguf_tensor *t = lp_gguf_find_tensor(g, NAMES[i]), *e = lp_gguf_find_tensor(g, ename);
+        assert_non_null(t);
+        assert_non_null(e);
+        assert_int_equal(e->type, LP_GGML_F32);
+        assert_int_equal(t->n_elem, e->n_elem);
+        assert_true(lp_ggml_type_readable(t->type));
+        float *got = malloc(t->n_elem * sizeof *got);
+        assert_int_equal(lp_ggml_dequantize(t->type, t->data, got, t->n_elem), LP_OK);
+        size_t mismatches = 0;
+        double scale = 0;
+        for (size_t k = 0; k < t->n_elem; k++) {
+            float want;
+            memcpy(&want, e->data + 4 * k, 4);
+            mismatches += memcmp(&want, &got[k], 4) != 0;
+            scale = fmax(scale, fabs(want));
+        }
+        print_message("  %-5s %zu values, %zu differ, max |value| %.3g\n", NAMES[i], (size_t)t->n_elem, mismatches,
+                      scale);
+        assert_int_equal(mismatches, 0);
+        assert_true(scale > 0);
+        free(got);
+    }
+    lp_gguf_free(g);
+}
+
+/* The tokenizers in the metadata (gpt2: tokens and merges; llama: tokens, scores, types,
+ * byte fallback, BOS) give the ids of the script's reference tokenizers (tokens.json). */
+static void metadata_tokenizers_match_the_reference(void **state) {
+    (void)state;
+    json_error_t e;
+    json_t *ref = json_load_file(DIR_GGUF "tokens.json", 0, &e);
+    if (!ref) fail_msg("tokens.json: %s", e.text);
+    const char *kinds[2] = {"gpt2", "llama"}, *files[2] = {DIR_GGUF "gpt2.f32.gguf", DIR_GGUF "llama_gqa_untied.f32.gguf"};
+    for (int k = 0; k < 2; k++) {
+        lp_model *m;
+        assert_int_equal(lp_model_load(&m, files[k], NULL), LP_OK);
+        const lp_tokenizer *t = lp_model_tokenizer(m);
+        assert_non_null(t);
+        assert_int_equal(lp_tokenizer_adds_bos(t), k == 1); /* tokenizer.ggml.add_bos_token */
+        size_t i;
+        json_t *c;
+        int checked = 0;
+        json_array_foreach(json_object_get(ref, kinds[k]), i, c) {
+            const char *text = json_string_value(json_object_get(c, "text"));
+            json_t *want = json_object_get(c, "ids");
+            int ids[64], n;
+            assert_int_equal(lp_tokenizer_encode(t, text, strlen(text), lp_tokenizer_adds_bos(t), ids, 64, &n), LP_OK);
+            bool same = n == (int)json_array_size(want);
+            for (int j = 0; same && j < n; j++) same = ids[j] == json_integer_value(json_array_get(want, (size_t)j));
+            if (!same) fail_msg("%s: '%s' gave %d ids, the reference %zu", kinds[k], text, n, json_array_size(want));
+            checked++;
+        }
+        print_message("  %-5s %d texts tokenized as the reference does\n", kinds[k], checked);
+        assert_true(checked >= 5);
+        lp_model_free(m);
+    }
+    json_decref(ref);
+}
+
+/* ---- malformed files, built byte by byte ---- */
+
+typedef struct {
+    unsigned char b[4096];
+    size_t n;
+} bytes;
+
+static void put(bytes *o, const void *p, size_t n) {
+    assert_true(o->n + n <= sizeof o->b);
+    memcpy(o->b + o->n, p, n);
+    o->n += n;
+}
+static void u32(bytes *o, uint32_t v) { put(o, &v, 4); }
+static void u64(bytes *o, uint64_t v) { put(o, &v, 8); }
+static void str(bytes *o, const char *s) {
+    u64(o, strlen(s));
+    put(o, s, strlen(s));
+}
+/* Bytes after a cut-short field, so that the header's counts are plausible for the file size. */
+static void filler(bytes *o) {
+    for (int i = 0; i < 8; i++) u64(o, 0);
+}
+static void pad_to(bytes *o, size_t align) {
+    while (o->n % align) o->b[o->n++] = 0;
+}
+
+/* GGUF v3 with n_kv pairs and n_t tensors to follow. */
+static void header(bytes *o, uint32_t version, uint64_t n_t, uint64_t n_kv) {
+    o->n = 0;
+    put(o, "GGUF", 4);
+    u32(o, version);
+    u64(o, n_t);
+    u64(o, n_kv);
+}
+
+static void tensor_info(bytes *o, const char *name, uint32_t n_dims, const uint64_t *ne, uint32_t type, uint64_t off) {
+    str(o, name);
+    u32(o, n_dims);
+    for (uint32_t i = 0; i < n_dims; i++) u64(o, ne[i]);
+    u32(o, type);
+    u64(o, off);
+}
+
+static void expect_error(const bytes *o, const char *needle) {
+    lp_gguf *g = NULL;
+    int rc = lp_gguf_parse(&g, o->b, o->n, "bad.gguf");
+    if (rc == LP_OK) fail_msg("accepted a file that should fail with '%s'", needle);
+    assert_null(g);
+    const char *msg = lp_errmsg();
+    if (!strstr(msg, needle) || strncmp(msg, "bad.gguf: ", 10) != 0)
+        fail_msg("message '%s' does not start with the file and say '%s'", msg, needle);
+}
+
+static void malformed_files_are_refused_with_one_clear_message(void **state) {
+    (void)state;
+    bytes o;
+    uint64_t ne2[2] = {32, 2}, ne1[1] = {8};
+    /* a valid file first, so that each case below differs from it in one field */
+    header(&o, 3, 1, 1);
+    str(&o, "general.alignment");
+    u32(&o, LP_GGUF_U32);
+    u32(&o, 64);
+    tensor_info(&o, "w", 2, ne2, LP_GGML_F32, 0);
+    pad_to(&o, 64);
+    for (int i = 0; i < 64; i++) u32(&o, 0x3f800000u); /* 1.0f */
+    lp_gguf *g;
+    assert_int_equal(lp_gguf_parse(&g, o.b, o.n, "ok.gguf"), LP_OK);
+    assert_int_equal(lp_gguf_tensor_count(g), 1);
+    assert_int_equal(lp_gguf_find_tensor(g, "w")->data - o.b, 128);
+    lp_gguf_free(g);
+    bytes bad = o;
+    bad.n = 10;
+    expect_error(&bad, "truncated");
+    bad = o;
+    bad.b[0] = 'X';
+    expect_error(&bad, "not a GGUF file");
+    header(&bad, 1, 0, 0);
+    expect_error(&bad, "version 1");
+    header(&bad, 0x03000000u, 0, 0);
+    expect_error(&bad, "big-endian");
+    header(&bad, 3, 1u << 30, 0);
+    expect_error(&bad, "more than");
+    header(&bad, 3, 0, 1);
+    u64(&bad, 1000);
+    filler(&bad);
+    expect_error(&bad, "length 1000");
+    header(&bad, 3, 0, 1);
+    str(&bad, "k");
+    u32(&bad, LP_GGUF_ARRAY);
+    u32(&bad, LP_GGUF_U32);
+    u64(&bad, 1000000);
+    filler(&bad);
+    expect_error(&bad, "claims 1000000 values");
+    header(&bad, 3, 0, 1);
+    str(&bad, "k");
+    u32(&bad, LP_GGUF_ARRAY);
+    u32(&bad, LP_GGUF_STRING);
+    u64(&bad, 1000000);
+    filler(&bad);
+    expect_error(&bad, "claims 1000000 strings");
+    header(&bad, 3, 0, 1);
+    str(&bad, "k");
+    u32(&bad, LP_GGUF_ARRAY);
+    u32(&bad, LP_GGUF_ARRAY);
+    u64(&bad, 0);
+    filler(&bad);
+    expect_error(&bad, "array of arrays");
+    header(&bad, 3, 0, 1);
+    str(&bad, "k");
+    u32(&bad, LP_GGUF_BOOL);
+    put(&bad, "\2\0\0\0", 4);
+    filler(&bad);
+    expect_error(&bad, "bool value 2");
+    header(&bad, 3, 0, 1);
+    str(&bad, "k");
+    u32(&bad, 13);
+    u64(&bad, 0);
+    filler(&bad);
+    expect_error(&bad, "value type 13");
+    header(&bad, 3, 0, 2);
+    str(&bad, "k");
+    u32(&bad, LP_GGUF_U8);
+    put(&bad, "\1", 1);
+    str(&bad, "k");
+    u32(&bad, LP_GGUF_U8);
+    put(&bad, "\1", 1);
+    u64(&bad, 0);
+    filler(&bad);
+    expect_error(&bad, "'k' appears twice");
+    /* general.alignment: a u32 power of two */
+    bad = o;
+    bad.b[24 + 8 + 17 + 4] = 48;
+    expect_error(&bad, "power of two");
+    uint64_t ne5[5] = {1, 1, 1, 1, 1}, ne0[2] = {32, 0}, nebig[2] = {1ull << 40, 1ull << 40}, ne31[1] = {31};
+    const struct {
+        const char *name;
+        uint32_t n_dims;
+        const uint64_t *ne;
+        uint32_t type;
+        uint64_t off;
+        const char *needle;
+    } TI[] = {
+        {"w", 5, ne5, LP_GGML_F32, 0, "5 dimensions"},
+        {"w", 2, ne0, LP_GGML_F32, 0, "size 0"},
+        {"w", 2, nebig, LP_GGML_F32, 0, "below 2^63"},
+        {"w", 1, ne31, LP_GGML_Q8_0, 0, "not a multiple of the type's block of 32"},
+        {"w", 1, ne1, 4, 0, "ggml type 4"},
+        {"w", 1, ne1, LP_GGML_F32, 4, "not aligned"},
+        {"w", 1, ne1, LP_GGML_F32, 1u << 20, "outside the data section"},
+        {"", 1, ne1, LP_GGML_F32, 0, "tensor name is empty"},
+        {"a_name_of_sixty_five_bytes_is_one_byte_longer_than_the_spec_allows", 1, ne1, LP_GGML_F32, 0,
+         "longer than 64 bytes"},
+    };
+    for (size_t i = 0; i < sizeof TI / sizeof *TI; i++) {
+        header(&bad, 3, 1, 0);
+        tensor_info(&bad, TI[i].name, TI[i].n_dims, TI[i].ne, TI[i].type, TI[i].off);
+        pad_to(&bad, 32);
+        for (int k = 0; k < 16; k++) u32(&bad, 0);
+        expect_error(&bad, TI[i].needle);
+    }
+    /* two tensors: the same name; overlapping data */
+    for (int k = 0; k < 2; k++) {
+        header(&bad, 3, 2, 0);
+        tensor_info(&bad, "w", 1, ne1, LP_GGML_F32, 0);
+        tensor_info(&bad, k ? "v" : "w", 1, ne1, LP_GGML_F32, k ? 0 : 32);
+        pad_to(&bad, 32);
+        for (int j = 0; j < 16; j++) u32(&bad, 0);
+        expect_error(&bad, k ? "overlap" : "'w' appears twice");
+    }
+}
+
+/* Files that parse but cannot make a model: each refused naming the file and the reason. */
+static void unsupported_models_are_refused(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char path[4200];
+    snprintf(path, sizeof path, "%s/m.gguf", dir);
+    bytes o;
+    /* architecture gptj; then llama without its sizes; then a Q4_1 embedding */
+    const char *arch[] = {"gptj", "llama", "llama", "llama"};
+    const char *needle[] = {"'gptj' is not supported", "llama.embedding_length' is missing", "is Q4_1",
+                            "tokenizer.ggml.pre 'llama-bpe' is not supported yet"};
+    for (int k = 0; k < 4; k++) {
+        header(&o, 3, k == 2 ? 2 : 1, k == 2 ? 6 : k == 3 ? 3 : 1);
+        str(&o, "general.architecture");
+        u32(&o, LP_GGUF_STRING);
+        str(&o, arch[k]);
+        if (k == 2) {
+            const char *keys[] = {"llama.embedding_length", "llama.feed_forward_length", "llama.block_count",
+                                  "llama.attention.head_count", "llama.context_length"};
+            for (int i = 0; i < 5; i++) {
+                str(&o, keys[i]);
+                u32(&o, LP_GGUF_U32);
+                u32(&o, i == 3 ? 1 : 32);
+            }
+        }
+        if (k == 3) { /* read by the tokenizer loader directly: the model would fail first */
+            str(&o, "tokenizer.ggml.model");
+            u32(&o, LP_GGUF_STRING);
+            str(&o, "gpt2");
+            str(&o, "tokenizer.ggml.pre");
+            u32(&o, LP_GGUF_STRING);
+            str(&o, "llama-bpe");
+        }
+        uint64_t ne[2] = {32, 4};
+        tensor_info(&o, "token_embd.weight", 2, ne, LP_GGML_F32, 0);
+        if (k == 2) tensor_info(&o, "output_norm.weight", 1, ne, LP_GGML_Q4_1, 512);
+        pad_to(&o, 32);
+        for (int i = 0; i < 128 + 32; i++) u32(&o, 0);
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(o.b, 1, o.n, f), o.n);
+        fclose(f);
+        lp_model *m = NULL;
+        if (k == 3) {
+            lp_gguf *g;
+            lp_tokenizer *t = NULL;
+            assert_int_equal(lp_gguf_open(&g, path), LP_OK);
+            assert_int_equal(lp_tokenizer_load_gguf(&t, g), LP_EUNSUPPORTED);
+            assert_null(t);
+            lp_gguf_free(g);
+        } else {
+            assert_int_not_equal(lp_model_load(&m, path, NULL), LP_OK);
+            assert_null(m);
+        }
+        if (!strstr(lp_errmsg(), needle[k]) || !strstr(lp_errmsg(), path))
+            fail_msg("'%s' does not name the file and say '%s'", lp_errmsg(), needle[k]);
+    }
+    rm_tree(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(gguf_models_give_the_logits_of_their_originals),
+        cmocka_unit_test(q8_0_model_computes_with_its_decoded_weights),
+        cmocka_unit_test(blocks_decode_as_the_reference_does),
+        cmocka_unit_test(metadata_tokenizers_match_the_reference),
+        cmocka_unit_test(malformed_files_are_refused_with_one_clear_message),
+        cmocka_unit_test(unsupported_models_are_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
