@@ -73,7 +73,13 @@ static int load_pieces(lp_tokenizer *t, const lp_gguf *g, const lp_gguf_kv *toke
         const char *s;
         size_t n;
         lp_gguf_str_at(tokens, i, &s, &n);
-        int type = types ? (int)lp_gguf_num_at(types, i) : TOKEN_NORMAL;
+        /* llama.cpp's token types are 0..6; anything else (a u32 of 4e9 converted to int is
+         * undefined) is a damaged file. Checked here, so the added-token pass below may convert. */
+        double tv = types ? lp_gguf_num_at(types, i) : TOKEN_NORMAL;
+        if (!(tv >= 0 && tv <= 6 && tv == (int)tv))
+            return lp_error(LP_EFORMAT, "%s: tokenizer.ggml.token_type[%llu] is %g; token types are 0..6", lp_gguf_path(g),
+                            (unsigned long long)i, tv);
+        int type = (int)tv;
         rc = spm ? set_spm_piece(t, (int)i, s, n, buf) : lp_tok_set_piece(t, (int)i, s, n);
         float score = scores ? (float)lp_gguf_num_at(scores, i) : 0.0f;
         if (!isfinite(score))
