@@ -258,10 +258,9 @@ int lp_cmd_train_sae(lp_session *s, int argc, char **argv, const char *rest) {
     lp_cmd_restore_stop_signals(old_signals);
     bool stopped = rc == LP_ECANCEL;
     if (stopped) lp_error_clear(), rc = LP_OK;
+    if (!rc && step == 0) rc = lp_error(LP_ECANCEL, "train-sae: stopped before the first step; nothing written");
     if (!rc) rc = lp_sae_trainer_loss(t, held, (int)batch, &ho, NULL);
-    char model_name[256];
-    snprintf(model_name, sizeof model_name, "%s", lp_model_path(s->model));
-    if (!rc && step > 0) rc = lp_sae_trainer_save(t, dir, site, model_name);
+    if (!rc) rc = lp_sae_trainer_save(t, dir, site, lp_model_path(s->model));
     if (!rc) {
         json_t *res = json_pack("{s:s,s:s,s:s,s:i,s:i,s:I,s:I,s:b,s:o}", "dir", dir, "site", site, "architecture",
                                 lp_sae_arch_name(spec.arch), "d_in", width, "d_sae", spec.d_sae, "steps", (json_int_t)step,
@@ -269,9 +268,7 @@ int lp_cmd_train_sae(lp_session *s, int argc, char **argv, const char *rest) {
         json_object_set_new(res, "corpus_epochs", json_integer((json_int_t)src.epochs));
         json_object_set_new(res, "seconds", lp_json_number(now_s() - t0));
         json_object_set_new(res, "model_seconds", lp_json_number(src.secs));
-        if (step == 0) rc = lp_error(LP_ECANCEL, "train-sae: stopped before the first step; nothing written");
-        else lp_cmd_emit(s, res, NULL);
-        if (step == 0) json_decref(res);
+        lp_cmd_emit(s, res, NULL);
     }
     lp_sae_trainer_free(t);
     free(src.rows);
