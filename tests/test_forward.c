@@ -356,6 +356,48 @@ static void stories260k_greedy_gives_known_ids(void **state) {
     lp_model_free(m);
 }
 
+/* Each pattern row's entropy and maximum, as the softmax keeps them (what head metrics read),
+ * against -sum p log p in double over the stored row and its largest entry: rows of every
+ * length up to 256 (the vector path, its tails, and rows where some scores fall below the
+ * exp floor do not arise here; test_forward's fixtures cover short rows). */
+static void pattern_stats_match_the_rows(void **state) {
+    (void)state;
+    lp_load_options o = {STORIES_TOK};
+    lp_model *m;
+    if (lp_model_load(&m, STORIES, &o)) fail_msg("%s", lp_errmsg());
+    const lp_config *c = lp_model_config(m);
+    enum { T = 256 };
+    int ids[T];
+    uint64_t x = 12345;
+    for (int i = 0; i < T; i++) x = x * 6364136223846793005ull + 1442695040888963407ull, ids[i] = (int)(x >> 33) % 512;
+    lp_run *r;
+    assert_int_equal(lp_run_new(&r, m, ids, T), LP_OK);
+    double worst = 0;
+    for (int l = 0; l < c->n_layer; l++)
+        for (int h = 0; h < c->n_head; h++) {
+            lp_view v;
+            assert_int_equal(lp_run_view(r, LP_ACT_PATTERN, l, h, &v), LP_OK);
+            const float *st = lp_run_pattern_stats(r, l, h);
+            for (int q = 0; q < T; q++) {
+                const float *row = v.data + (size_t)q * v.stride[0];
+                double ent = 0;
+                float mx = 0;
+                for (int k = 0; k <= q; k++) {
+                    if (row[k] > 0) ent -= row[k] * log((double)row[k]);
+                    if (row[k] > mx) mx = row[k];
+                }
+                assert_true(st[2 * q + 1] == mx); /* exact: expf(0) * (1 / Z) */
+                double err = fabs(st[2 * q] - ent);
+                if (err > worst) worst = err;
+            }
+        }
+    /* the row's p are floats rounded from e / Z; the stats use e and Z themselves */
+    print_message("  pattern entropy: largest difference %.2g over %d rows\n", worst, c->n_layer * c->n_head * T);
+    if (worst > 2e-6) fail_msg("pattern entropy off by %g", worst);
+    lp_run_free(r);
+    lp_model_free(m);
+}
+
 /* Sampling is reproducible for a seed and differs across seeds. */
 static void sampling_is_reproducible_for_a_seed(void **state) {
     (void)state;
@@ -488,6 +530,7 @@ int main(void) {
         cmocka_unit_test(lens_last_layer_equals_the_logits),
         cmocka_unit_test(half_precision_matches_f32_upcast),
         cmocka_unit_test(stories260k_greedy_gives_known_ids),
+        cmocka_unit_test(pattern_stats_match_the_rows),
         cmocka_unit_test(sampling_is_reproducible_for_a_seed),
         cmocka_unit_test(top_k_one_is_greedy),
         cmocka_unit_test(top_k_orders_by_logit_then_id),

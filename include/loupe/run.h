@@ -132,6 +132,9 @@ int lp_run_view(const lp_run *r, lp_act_kind kind, int layer, int head, lp_view 
 /* Row pos of the logits: (W) floats, W = lp_run_out_width; for a classifier only row 0
  * exists (its n_labels logits); NULL for a row that does not exist (pos >= out_rows). */
 const float *lp_run_logits(const lp_run *r, int pos);
+/* Self-attention of (layer, head), both in range: (T, 2) floats, each query row's entropy
+ * (-sum p log p, natural log) and its largest probability, taken in the softmax. */
+const float *lp_run_pattern_stats(const lp_run *r, int layer, int head);
 int lp_run_out_rows(const lp_run *r);   /* T (LM, MLM), 1 (classifier), 0 (no head) */
 int lp_run_out_width(const lp_run *r);  /* vocab (LM, MLM), n_labels (classifier), 0 (no head) */
 

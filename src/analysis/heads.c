@@ -44,17 +44,6 @@ static double row_plogp(const float *row, int n) {
     return sum;
 }
 
-/* max(0, row[0..n)), in lanes. */
-static float row_max(const float *row, int n) {
-    float lane[16] = {0}, m = 0.0f;
-    int b = 0;
-    for (; b + 16 <= n; b += 16)
-        for (int j = 0; j < 16; j++) lane[j] = row[b + j] > lane[j] ? row[b + j] : lane[j];
-    for (int j = 0; j < 16; j++) m = lane[j] > m ? lane[j] : m;
-    for (; b < n; b++) m = row[b] > m ? row[b] : m;
-    return m;
-}
-
 typedef struct {
     float *out;
     int *at_q, *at_k;     /* NULL, or where each metric's term is largest (lp_head_metrics_at) */
@@ -83,6 +72,8 @@ static void head_share(void *ctx, size_t lo, size_t hi) {
     for (int lh = (int)lo; lh < (int)hi; lh++) {
         lp_view v;
         lp_run_view(w->r, LP_ACT_PATTERN, lh / c->n_head, lh % c->n_head, &v);
+        /* each row's entropy and maximum, as the softmax computed them: no pass over the row */
+        const float *stats = lp_run_pattern_stats(w->r, lh / c->n_head, lh % c->n_head);
         double ent = 0, prev = 0, first = 0, dup = 0, ind = 0, mx = 0;
         int n_dup = 0, n_ind = 0;
         /* where each metric's term is largest: query, key, and the term */
@@ -94,8 +85,8 @@ static void head_share(void *ctx, size_t lo, size_t hi) {
             /* a bidirectional head's row spans every key: entropy and the maximum read it
              * all; duplicate and induction keep to the earlier keys, as their definitions */
             int keys = c->causal ? i + 1 : T;
-            double e = -row_plogp(row, keys);
-            float rmax = row_max(row, keys);
+            double e = stats[2 * i];
+            float rmax = stats[2 * i + 1];
             ent += e;
             mx += rmax;
             if (i >= 1) prev += row[i - 1], first += row[0];

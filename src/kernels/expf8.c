@@ -45,19 +45,30 @@ static inline int expf8(__m256 x, __m256 *out) {
     return 1;
 }
 
-void lp_softmax_exp(float *row, int len, float mx, float floor) {
+double lp_softmax_exp(float *row, int len, float mx, float floor) {
     int j = 0;
     __m256 vmx = _mm256_set1_ps(mx), vfloor = _mm256_set1_ps(floor), zero = _mm256_setzero_ps();
+    __m256d dot = _mm256_setzero_pd();
     for (; j + 8 <= len; j += 8) {
         __m256 e = _mm256_sub_ps(_mm256_loadu_ps(row + j), vmx), y;
         __m256 low = _mm256_cmp_ps(e, vfloor, _CMP_LT_OQ); /* false for NaN, as e < floor */
-        if (!expf8(_mm256_blendv_ps(e, zero, low), &y)) break;
-        _mm256_storeu_ps(row + j, _mm256_blendv_ps(y, zero, low));
+        e = _mm256_blendv_ps(e, zero, low); /* dropped entries: 0 * 0 in the sum, never 0 * -inf */
+        if (!expf8(e, &y)) break;
+        y = _mm256_blendv_ps(y, zero, low);
+        _mm256_storeu_ps(row + j, y);
+        __m256 ye = _mm256_mul_ps(y, e);
+        dot = _mm256_add_pd(dot, _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(ye)),
+                                               _mm256_cvtps_pd(_mm256_extractf128_ps(ye, 1))));
     }
+    double lane[4], sum = 0.0;
+    _mm256_storeu_pd(lane, dot);
+    for (int k = 0; k < 4; k++) sum += lane[k];
     for (; j < len; j++) {
         float e = row[j] - mx;
         row[j] = e < floor ? 0.0f : expf(e);
+        if (!(e < floor)) sum += (double)(row[j] * e);
     }
+    return sum;
 }
 
 void lp_gelu_tanh_n(float *y, const float *x, size_t n) {
@@ -79,11 +90,14 @@ void lp_gelu_tanh_n(float *y, const float *x, size_t n) {
 
 #else
 
-void lp_softmax_exp(float *row, int len, float mx, float floor) {
+double lp_softmax_exp(float *row, int len, float mx, float floor) {
+    double sum = 0.0;
     for (int j = 0; j < len; j++) {
         float e = row[j] - mx;
         row[j] = e < floor ? 0.0f : expf(e);
+        if (!(e < floor)) sum += (double)(row[j] * e);
     }
+    return sum;
 }
 
 void lp_gelu_tanh_n(float *y, const float *x, size_t n) {

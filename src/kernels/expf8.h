@@ -17,8 +17,10 @@ static inline float lp_gelu_tanh(float x) {
     return x / (1.0f + expf(-2.0f * k * (x + 0.044715f * x * x * x)));
 }
 
-/* row[j] = e < floor ? 0 : expf(e), e = row[j] - mx, for j < len. */
-void lp_softmax_exp(float *row, int len, float mx, float floor);
+/* row[j] = e < floor ? 0 : expf(e), e = row[j] - mx, for j < len; returns the sum of
+ * row[j] * e over the entries kept (the softmax's entropy is log Z - that / Z, Z the row's
+ * sum: no log per entry). */
+double lp_softmax_exp(float *row, int len, float mx, float floor);
 
 /* y[i] = lp_gelu_tanh(x[i]) for i < n; y may be x. */
 void lp_gelu_tanh_n(float *y, const float *x, size_t n);

@@ -177,8 +177,10 @@ static void rope(float *x, int n, int heads, int dh, int rot, lp_pos_kind kind, 
  * entry is under 1e-38, where it changes no sum the pattern enters. */
 #define EXP_FLOOR (-88.0f)
 
-/* Softmax of row[0..len) in place; row[len..ld) set to 0 (the causal mask). */
-static void softmax_causal(float *row, int len, int ld) {
+/* Softmax of row[0..len) in place; row[len..ld) set to 0 (the causal mask). stats, when
+ * not NULL, gets the row's entropy and its largest probability, which head metrics would
+ * otherwise read the whole pattern again for (a log per entry). */
+static void softmax_causal(float *row, int len, int ld, float *stats) {
     float mx = row[0];
     int body = len - len % 16;
     if (body) { /* max over 16 lanes: vectorised, and the same maximum in any order */
@@ -191,7 +193,7 @@ static void softmax_causal(float *row, int len, int ld) {
     }
     for (int j = body; j < len; j++)
         if (row[j] > mx) mx = row[j];
-    lp_softmax_exp(row, len, mx, EXP_FLOOR);
+    double dot = lp_softmax_exp(row, len, mx, EXP_FLOOR);
     double acc[LANES] = {0};
     int sbody = len - len % LANES;
     for (int j = 0; j < sbody; j += LANES)
@@ -201,6 +203,12 @@ static void softmax_causal(float *row, int len, int ld) {
     float inv = (float)(1.0 / sum);
     for (int j = 0; j < len; j++) row[j] *= inv;
     if (ld > len) memset(row + len, 0, (size_t)(ld - len) * sizeof *row);
+    if (stats) {
+        /* -sum p log p with p = e / Z, log p = (s - mx) - log Z; the largest entry is
+         * expf(0) * inv = inv exactly */
+        stats[0] = (float)(log(sum) - dot / sum);
+        stats[1] = inv;
+    }
 }
 
 /* Rows of queries are taken in blocks so that each block's scores cover only the keys it
@@ -253,7 +261,8 @@ static void softmax_rows(void *ctx, size_t r0, size_t r1) {
         int h = j->h0 + (int)(r / (size_t)j->n), i = (int)(r % (size_t)j->n), len = j->keys ? j->keys : j->t0 + i + 1;
         float *row = j->pattern + r * j->ld;
         if (j->io && j->io->rel_bias) add_rel_bias(row, j->ld, j->io, j->H, h, j->t0, i, 1, len);
-        softmax_causal(row, len, j->ld);
+        float *stats = j->io && j->io->pattern_stats ? j->io->pattern_stats + ((size_t)h * j->n + i) * 2 : NULL;
+        softmax_causal(row, len, j->ld, stats);
     }
 }
 
@@ -272,7 +281,7 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
             float *z = io->z + (size_t)h * dh;
             lp_decode_scores(p, q, k, keys, dh, kvd, scale);
             if (io->rel_bias) add_rel_bias(p, ld, io, H, h, t0, 0, 1, keys);
-            softmax_causal(p, keys, ld);
+            softmax_causal(p, keys, ld, io->pattern_stats ? io->pattern_stats + (size_t)h * 2 : NULL);
             lp_decode_mix(z, p, v, keys, dh, kvd);
         }
         return;
@@ -373,7 +382,7 @@ static void cross_heads(const lp_config *c, float *pattern, float *z, const floa
         for (int h = 0; h < H; h++) {
             float *p = pattern + (size_t)h * S;
             lp_decode_scores(p, xq + h * dh, xk + h * dh, S, dh, qd, scale);
-            softmax_causal(p, S, S);
+            softmax_causal(p, S, S, NULL);
             lp_decode_mix(z + h * dh, p, xv + h * dh, S, dh, qd);
         }
         return;

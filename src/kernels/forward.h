@@ -15,6 +15,7 @@ typedef struct {
     float *k, *v;                  /* (t0 + n, Hkv*dh): cache rows [0, t0) read, [t0, t0 + n) written */
     float *pattern;                /* (H, n, pattern_ld): row i holds keys 0 .. t0 + i, zeros after */
     int pattern_ld;                /* >= t0 + n */
+    float *pattern_stats;          /* NULL, or (H, n, 2): each row's entropy and largest entry */
     float *z;                      /* (n, H*dh) */
     float *attn_out, *resid_mid;   /* (n, d) */
     float *ln2, *ln2_scale;        /* (n, d), (n) */

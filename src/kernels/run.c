@@ -93,6 +93,7 @@ struct lp_run {
     float *q;              /* (L, T, H * dh) */
     float *k, *v;          /* (L, T, Hkv * dh) */
     float *pattern;        /* (L, H, T, T) */
+    float *pattern_stats;  /* (L, H, T, 2): each pattern row's entropy and largest entry */
     float *z;              /* (L, T, H * dh) */
     float *attn_out;       /* (L, T, d) */
     float *resid_mid;      /* (L, T, d) */
@@ -150,6 +151,7 @@ static size_t layout(lp_run *r, float *base) {
     SLICE(k, L * T * kvd);
     SLICE(v, L * T * kvd);
     SLICE(pattern, L * H * T * T);
+    SLICE(pattern_stats, L * H * T * 2);
     SLICE(z, L * T * qd);
     SLICE(attn_out, L * T * d);
     SLICE(resid_mid, L * T * d);
@@ -302,6 +304,7 @@ static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *t
             .v = r->v + L * T * kvd,
             .pattern = r->pattern + L * H * T * T,
             .pattern_ld = n,
+            .pattern_stats = r->pattern_stats + L * H * T * 2,
             .z = r->z + L * T * qd,
             .attn_out = r->attn_out + L * T * d,
             .resid_mid = r->resid_mid + L * T * d,
@@ -410,6 +413,10 @@ const lp_model *lp_run_model(const lp_run *r) { return r->m; }
 int lp_run_len(const lp_run *r) { return r->T; }
 const int *lp_run_ids(const lp_run *r) { return r->ids; }
 size_t lp_run_arena_bytes(const lp_run *r) { return r->arena_floats * sizeof(float); }
+const float *lp_run_pattern_stats(const lp_run *r, int layer, int head) {
+    const lp_config *c = &r->m->cfg;
+    return r->pattern_stats + ((size_t)layer * c->n_head + (size_t)head) * (size_t)r->T * 2;
+}
 const int *lp_run_types(const lp_run *r) { return r->types; }
 const float *lp_run_embed_sum(const lp_run *r) { return r->emb_sum; }
 int lp_run_out_rows(const lp_run *r) { return r->out_rows; }

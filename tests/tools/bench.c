@@ -549,6 +549,7 @@ static void bench_new_length(lp_session *s, int reps) {
     const lp_config *c = lp_model_config(s->model);
     char *cmd[NL] = {0};
     double t[NL][AGAIN];
+    long faults[NL][AGAIN]; /* minor page faults: what first touch costs, whatever the load */
     for (int k = 0; k < NL && lens[k] <= c->n_ctx; k++) {
         int T = lens[k];
         size_t cap = (size_t)T * 8 + 16;
@@ -558,7 +559,7 @@ static void bench_new_length(lp_session *s, int reps) {
         int o = snprintf(cmd[k], cap, "run --ids ");
         for (int i = 0; i < T; i++) o += snprintf(cmd[k] + o, cap - (size_t)o, "%s%d", i ? "," : "", ids[i]);
         free(ids);
-        for (int i = 0; i < AGAIN; i++) t[k][i] = 1e30;
+        for (int i = 0; i < AGAIN; i++) t[k][i] = 1e30, faults[k][i] = 0;
     }
     for (int r = 0; r < reps; r++) {
         lp_run_free(s->run);
@@ -566,17 +567,23 @@ static void bench_new_length(lp_session *s, int reps) {
         lp_run_release_cache(); /* as a fresh session: no arena kept from before */
         for (int k = 0; k < NL && cmd[k]; k++)
             for (int i = 0; i < AGAIN; i++) {
+                struct rusage u0, u1;
+                getrusage(RUSAGE_SELF, &u0);
                 double t0 = now_s();
                 if (lp_exec(s, cmd[k])) die("run");
                 t[k][i] = fmin(t[k][i], now_s() - t0);
+                getrusage(RUSAGE_SELF, &u1);
+                long f = u1.ru_minflt - u0.ru_minflt;
+                if (r == 0 || f < faults[k][i]) faults[k][i] = f;
             }
     }
     printf("first run of a new length (run --ids, recorded, in a session that ran the shorter ones; minima of %d):",
            reps);
     for (int k = 0; k < NL && cmd[k]; k++) {
         double again = fmin(t[k][1], t[k][2]);
-        printf("%s T=%d %.0f ms, then %.0f ms, %.0f ms (penalty %+.0f ms)", k ? ";" : "", lens[k], t[k][0] * 1e3,
-               t[k][1] * 1e3, t[k][2] * 1e3, (t[k][0] - again) * 1e3);
+        printf("%s T=%d %.0f ms, then %.0f ms, %.0f ms (penalty %+.0f ms; page faults %ld, then %ld, %ld)",
+               k ? ";" : "", lens[k], t[k][0] * 1e3, t[k][1] * 1e3, t[k][2] * 1e3, (t[k][0] - again) * 1e3,
+               faults[k][0], faults[k][1], faults[k][2]);
         free(cmd[k]);
     }
     printf("\n");
