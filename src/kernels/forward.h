@@ -15,6 +15,12 @@ typedef struct {
     float *k, *v;                  /* (t0 + n, Hkv*dh): cache rows [0, t0) read, [t0, t0 + n) written */
     float *pattern;                /* (H, n, pattern_ld): row i holds keys 0 .. t0 + i, zeros after */
     int pattern_ld;                /* >= t0 + n */
+    /* Packed sequences (t0 = 0): rows [seg[s], seg[s + 1]) are sequence s of n_seg, and it
+     * attends within itself only; pattern then holds each sequence's (H, n_s, n_s) one after
+     * another (pattern_ld unused), and rotary tables give each row its position in its
+     * sequence. seg NULL: the n rows are one sequence. */
+    const int *seg;
+    int n_seg;
     float *z;                      /* (n, H*dh) */
     float *attn_out, *resid_mid;   /* (n, d) */
     float *ln2, *ln2_scale;        /* (n, d), (n) */
