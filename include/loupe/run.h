@@ -123,6 +123,8 @@ const lp_run *lp_run_source(const lp_run *r);          /* the encoder's run, or 
 #define LP_RUN_BATCH_MAX 4096
 int lp_run_new_batch(lp_run **out, const lp_model *m, int B, const int *const *ids, const int *const *types,
                      const int *n);
+/* The bytes of activations lp_run_new_batch would capture for sequences of n[0..B) tokens. */
+size_t lp_run_batch_bytes(const lp_model *m, int B, const int *n);
 void lp_run_free(lp_run *r);
 
 /* Freed runs leave their arena for the next run to reuse; this returns it to the system. */

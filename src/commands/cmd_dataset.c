@@ -21,7 +21,8 @@
 #define COMMIT_EVERY 64      /* items per transaction: a kill loses at most these */
 #define BATCH_ITEMS 8        /* --batch's default: items a packed forward */
 #define BATCH_MAX 256        /* --batch's bound */
-#define BATCH_TOKENS 2048    /* tokens a packed forward at most: its arena (about 1.7 GB for GPT-2 small) */
+#define BATCH_TOKENS 2048    /* tokens a packed forward at most, */
+#define BATCH_MB 1024        /* and MB of activations (lp_run_batch_bytes): 1,200 tokens of GPT-2 small */
 #define MAX_EACH 32          /* --each commands */
 #define CONTEXT_TOKENS 8     /* examples: tokens shown on each side */
 
@@ -99,11 +100,11 @@ static int take_each(int *argc, char **argv, const char **each, int *n_each) {
 /* "units" 2: heads ranked by each metric too, and their histograms (a dataset of version 1,
  * before them, is neither resumed nor merged with one of 2). */
 #define UNITS_VERSION 2
-/* "batch", "batch_tokens": which items share a forward, which decides their values' last bits. */
+/* "batch", "batch_tokens", "batch_mb": which items share a forward, which decides their values' last bits. */
 static char *settings_json(const lp_dataset_options *o, bool neurons, bool heads, int k, int samples, int bos,
                            int batch) {
-    json_t *j = json_pack("{s:i,s:i,s:i,s:s,s:s?,s:s?,s:s?,s:I,s:I,s:I,s:I,s:s,s:i,s:i,s:i}", "units", UNITS_VERSION,
-                          "batch", batch, "batch_tokens", BATCH_TOKENS, "format",
+    json_t *j = json_pack("{s:i,s:i,s:i,s:i,s:s,s:s?,s:s?,s:s?,s:I,s:I,s:I,s:I,s:s,s:i,s:i,s:i}", "units",
+                          UNITS_VERSION, "batch", batch, "batch_tokens", BATCH_TOKENS, "batch_mb", BATCH_MB, "format",
                           lp_dataset_format_name(o->format), "field", o->field, "pair_field", o->pair_field,
                           "label_field", o->label_field, "skip", (json_int_t)o->skip, "limit", (json_int_t)o->limit,
                           "sample", (json_int_t)o->sample, "seed", (json_int_t)o->seed, "track",
@@ -258,9 +259,9 @@ static void slot_clear(ds_slot *sl) {
     memset(sl, 0, sizeof *sl);
 }
 
-/* The packed forwards of a group: its items that run, in order, BATCH_TOKENS at most a
- * forward (an item alone when it is longer), each forward a function of the group's items
- * only, so that any shard and any resume make the same. A forward of one item, or any when
+/* The packed forwards of a group: its items that run, in order, BATCH_TOKENS and BATCH_MB
+ * at most a forward (an item alone when it is larger), each forward a function of the
+ * group's items and the model only, so that any shard and any resume make the same. A forward of one item, or any when
  * items are not packed, is left to do_item (lp_cmd_set_run: the lone run, with any spliced
  * dictionary). A forward the model refuses (a value overflowed) leaves its items to run
  * alone, where each fails or not by itself; a stop or running out of memory is the
@@ -280,8 +281,11 @@ static int group_forwards(ds_run *r, ds_slot *g, int ng) {
         for (; k < ng; k++) {
             ds_slot *sl = &g[k];
             if (sl->rc || sl->why[0]) continue;
-            if (B && tokens + sl->n > BATCH_TOKENS) break;
-            at[B] = k, ids[B] = sl->ids, types[B] = sl->types, lens[B] = sl->n;
+            lens[B] = sl->n;
+            if (B && (tokens + sl->n > BATCH_TOKENS ||
+                      lp_run_batch_bytes(r->s->model, B + 1, lens) > ((size_t)BATCH_MB << 20)))
+                break;
+            at[B] = k, ids[B] = sl->ids, types[B] = sl->types;
             tokens += sl->n;
             todo |= !sl->done;
             B++;

@@ -559,7 +559,7 @@ static const lp_command COMMANDS[] = {
      "metric), neurons' value and heads' weight histograms, S (default 5) "
      "quantile samples per bin, head metrics' mean and std (tables unit_examples, unit_histograms, "
      "unit_quantile_samples, head_metric_stats). Items over the context are skipped and counted. Items go in groups of "
-     "B (default 8; counted over the items chosen) that share packed forwards of at most 2048 tokens: values equal a "
+     "B (default 8; counted over the items chosen) that share packed forwards (2048 tokens, 1 GB at most): values equal a "
      "lone run's within float rounding, and any split or resume gives the same. --shard I/N takes the groups g with "
      "g % N == I - 1; merge combines shard databases. Groups are committed with the aggregates once N items (default "
      "64) are in; --resume continues an interrupted run of the same file, model and options."},

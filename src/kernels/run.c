@@ -496,6 +496,14 @@ static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *t
     return runs_new(out, m, 1, ids ? idv : NULL, tv, &n, sum, src, edit);
 }
 
+size_t lp_run_batch_bytes(const lp_model *m, int B, const int *n) {
+    size_t N = 0, P = 0, H = m->cfg.n_head;
+    for (int b = 0; b < B; b++) N += (size_t)n[b], P += H * n[b] * n[b];
+    lp_run st = {.m = m};
+    shape(&st, N, P, B);
+    return layout(&st, NULL) * sizeof(float);
+}
+
 int lp_run_new_batch(lp_run **out, const lp_model *m, int B, const int *const *ids, const int *const *types,
                      const int *n) {
     for (int b = 0; b < B; b++) out[b] = NULL;
