@@ -149,20 +149,20 @@ refused() { # NAME PATTERN LOUPE-ARGS...
 P=$tmp/m128
 "${BUILD:-build}/tools/mkmodel" "$P" --arch gpt2 --layers 2 --d-model 128 --heads 4 --vocab 2048 --ctx 128 --seed 3 \
     --gpt2-tokenizer models/default >/dev/null
-"$LOUPE" -d "$tmp/p8.db" $P -e "dataset $tmp/items.jsonl $OPTS --commit-every 5" >/dev/null 2>"$tmp/err"
-"$LOUPE" -d "$tmp/p1.db" $P -e "dataset $tmp/items.jsonl $OPTS --batch 1" >/dev/null 2>"$tmp/err"
-for s in 1 2 3; do "$LOUPE" -d "$tmp/ps$s.db" $P -e "dataset $tmp/items.jsonl $OPTS --shard $s/3" >/dev/null 2>&1; done
-"$LOUPE" -d "$tmp/pm8.db" -e "merge $tmp/ps1.db $tmp/ps2.db $tmp/ps3.db" >/dev/null 2>"$tmp/err"
-check "packed: merged shards == one process, to the bit" test "$(agg "$tmp/pm8.db" "$(merged_id "$tmp/pm8.db")" | md5sum)" = "$(agg "$tmp/p8.db" 1 | md5sum)"
+"$LOUPE" -d "$tmp/pk8.db" $P -e "dataset $tmp/items.jsonl $OPTS --commit-every 5" >/dev/null 2>"$tmp/err"
+"$LOUPE" -d "$tmp/pk1.db" $P -e "dataset $tmp/items.jsonl $OPTS --batch 1" >/dev/null 2>"$tmp/err"
+for s in 1 2 3; do "$LOUPE" -d "$tmp/pks$s.db" $P -e "dataset $tmp/items.jsonl $OPTS --shard $s/3" >/dev/null 2>&1; done
+"$LOUPE" -d "$tmp/pkm.db" -e "merge $tmp/pks1.db $tmp/pks2.db $tmp/pks3.db" >/dev/null 2>"$tmp/err"
+check "packed: merged shards == one process, to the bit" test "$(agg "$tmp/pkm.db" "$(merged_id "$tmp/pkm.db")" | md5sum)" = "$(agg "$tmp/pk8.db" 1 | md5sum)"
 # the same neuron, item and position in both: a value within 1e-4 of max(|v|, 1)
-far=$(sqlite3 "$tmp/p8.db" "ATTACH '$tmp/p1.db' AS o; SELECT count(*), sum(a.value != b.value), max(abs(a.value - b.value) / max(abs(a.value), 1)) < 1e-4 FROM unit_examples a JOIN o.unit_examples b USING (unit_kind, layer, unit, metric, item, pos) WHERE a.unit_kind = 'neuron'")
+far=$(sqlite3 "$tmp/pk8.db" "ATTACH '$tmp/pk1.db' AS o; SELECT count(*), sum(a.value != b.value), max(abs(a.value - b.value) / max(abs(a.value), 1)) < 1e-4 FROM unit_examples a JOIN o.unit_examples b USING (unit_kind, layer, unit, metric, item, pos) WHERE a.unit_kind = 'neuron'")
 echo "info packed --batch 8 against --batch 1: neuron examples in both, of them differing in bits, within 1e-4: $far"
 bits=$(echo "$far" | cut -d'|' -f2)
 if [ "${bits:-0}" -gt 0 ]; then echo "info packing changes bits here: the shard check above would see items packed otherwise"
 else echo "info this OpenBLAS kernel rounds no row by its neighbours here: the shard check above cannot see the packing"; fi
 check "packed: values within 1e-4 of one item a forward" test "${far##*|}" = 1 -a "${far%%|*}" -gt 1000
-"$LOUPE" -d "$tmp/p1s.db" $P -e "dataset $tmp/items.jsonl $OPTS --batch 1 --shard 1/3" >/dev/null 2>&1
-refused "merge a shard of another --batch" "other options" -d "$tmp/pm8.db" -e "merge $tmp/p1s.db"
+"$LOUPE" -d "$tmp/pk1s.db" $P -e "dataset $tmp/items.jsonl $OPTS --batch 1 --shard 1/3" >/dev/null 2>&1
+refused "merge a shard of another --batch" "other options" -d "$tmp/pkm.db" -e "merge $tmp/pk1s.db"
 
 # 40 items, killed after 3: the 37 left take seconds, so the kill lands while it runs even
 # under load (with 9 items a loaded machine once finished them between two polls)
