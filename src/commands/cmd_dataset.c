@@ -261,9 +261,9 @@ static void slot_clear(ds_slot *sl) {
 
 /* The packed forwards of a group: its items that run, in order, BATCH_TOKENS and BATCH_MB
  * at most a forward (an item alone when it is larger), each forward a function of the
- * group's items and the model only, so that any shard and any resume make the same. A forward of one item, or any when
- * items are not packed, is left to do_item (lp_cmd_set_run: the lone run, with any spliced
- * dictionary). A forward the model refuses (a value overflowed) leaves its items to run
+ * group's items and the model only, so that any shard and any resume make the same. A
+ * forward of one item, or any when items are not packed, is left to do_item
+ * (lp_cmd_set_run: the lone run, with any spliced dictionary). A forward the model refuses (a value overflowed) leaves its items to run
  * alone, where each fails or not by itself; a stop or running out of memory is the
  * dataset's error. */
 static int group_forwards(ds_run *r, ds_slot *g, int ng) {
