@@ -254,6 +254,121 @@ static void long_sequences_match_stepwise_decoding(void **state) {
 
 /* The logit lens at the last row is the model's own output; at row 0 it reads the
  * embeddings; the top-k it reports are the largest probabilities, in order. */
+/* Packed runs (lp_run_new_batch) against lone runs of the same sequences: every capture of
+ * every layer within PACK_TOL of max(|value|, 1) (a product rounds a row by the rows beside
+ * it: within about 3e-5 here), and the same batch again to the bit (what a dataset's shards
+ * and resume rely on). Sequences of 1 (the decode path), n, 5 and 2 tokens; every fixture
+ * architecture, and a BERT classifier with token types (bidirectional attention, a head
+ * read from each sequence's first row). */
+#define PACK_TOL 2e-4
+
+static const lp_act_kind PACK_KINDS[] = {LP_ACT_RESID_PRE, LP_ACT_LN1, LP_ACT_LN1_SCALE, LP_ACT_Q, LP_ACT_K, LP_ACT_V,
+                                         LP_ACT_PATTERN, LP_ACT_Z, LP_ACT_ATTN_OUT, LP_ACT_RESID_MID, LP_ACT_LN2,
+                                         LP_ACT_LN2_SCALE, LP_ACT_MLP_PRE, LP_ACT_MLP_UP, LP_ACT_MLP_POST,
+                                         LP_ACT_MLP_OUT, LP_ACT_RESID_POST, LP_ACT_LN_FINAL, LP_ACT_LN_FINAL_SCALE,
+                                         LP_ACT_LOGITS, LP_ACT_HEAD_HIDDEN};
+
+/* Worst |a - b| / max(|a|, 1) over every capture of runs a and b (same shapes); *bits: some
+ * float differs at all. */
+static double runs_apart(const lp_run *a, const lp_run *b, bool *bits) {
+    const lp_config *c = lp_model_config(lp_run_model(a));
+    double worst = 0;
+    for (size_t k = 0; k < sizeof PACK_KINDS / sizeof *PACK_KINDS; k++)
+        for (int l = 0; l < c->n_layer; l++) {
+            lp_view va, vb;
+            int ra = lp_run_view(a, PACK_KINDS[k], l, -1, &va), rb = lp_run_view(b, PACK_KINDS[k], l, -1, &vb);
+            assert_int_equal(ra, rb);
+            if (ra) { /* a kind this architecture has not (mlp_up, head_hidden) */
+                lp_error_clear();
+                continue;
+            }
+            assert_int_equal(va.ndim, vb.ndim);
+            size_t n = 1;
+            for (int i = 0; i < va.ndim; i++) {
+                assert_int_equal(va.shape[i], vb.shape[i]);
+                n *= (size_t)va.shape[i];
+            }
+            float *fa = gather(&va), *fb = gather(&vb);
+            for (size_t i = 0; i < n; i++) {
+                double d = fabs((double)fa[i] - fb[i]) / fmax(fabs((double)fa[i]), 1.0);
+                if (!(d <= worst)) worst = d; /* NaN too */
+                if (memcmp(&fa[i], &fb[i], sizeof *fa)) *bits = true;
+            }
+            free(fa);
+            free(fb);
+            if (PACK_KINDS[k] >= LP_ACT_LN_FINAL) break; /* not per layer */
+        }
+    return worst;
+}
+
+static void packed_batch_of(lp_model *m, const char *name, const int *ids, int n, const int *types) {
+    enum { B = 4 };
+    int lens[B] = {1, n, 5, 2}, *seq[B], *typ[B];
+    for (int b = 0; b < B; b++) {
+        seq[b] = malloc((size_t)lens[b] * sizeof *seq[b]);
+        typ[b] = calloc((size_t)lens[b], sizeof *typ[b]);
+        for (int i = 0; i < lens[b]; i++) {
+            seq[b][i] = ids[(i + 3 * b) % n];
+            typ[b][i] = types ? types[(i + 3 * b) % n] : 0;
+        }
+    }
+    lp_run *packed[B], *again[B];
+    if (lp_run_new_batch(packed, m, B, (const int *const *)seq, (const int *const *)typ, lens)) fail_msg("%s", lp_errmsg());
+    assert_int_equal(lp_run_new_batch(again, m, B, (const int *const *)seq, (const int *const *)typ, lens), LP_OK);
+    double worst = 0;
+    for (int b = 0; b < B; b++) {
+        lp_run *lone;
+        assert_int_equal(lp_run_new_typed(&lone, m, seq[b], typ[b], lens[b]), LP_OK);
+        assert_int_equal(lp_run_len(packed[b]), lens[b]);
+        assert_memory_equal(lp_run_ids(packed[b]), seq[b], (size_t)lens[b] * sizeof *seq[b]);
+        assert_memory_equal(lp_run_types(packed[b]), typ[b], (size_t)lens[b] * sizeof *typ[b]);
+        bool differ = false, again_differ = false;
+        double w = runs_apart(lone, packed[b], &differ);
+        worst = fmax(worst, w);
+        runs_apart(packed[b], again[b], &again_differ);
+        assert_false(again_differ);
+        lp_run_free(lone);
+    }
+    print_message("  %-22s packed vs lone: %.2e of max(|v|, 1)\n", name, worst);
+    assert_true(worst < PACK_TOL);
+    /* freed in another order than made: the arena goes with the last */
+    for (int b = B - 1; b >= 0; b--) lp_run_free(packed[b]);
+    for (int b = 0; b < B; b++) lp_run_free(again[b]);
+    /* a sequence the model refuses is named, and nothing is made */
+    lens[2] = lp_model_config(m)->n_ctx + 1;
+    int *longer = calloc((size_t)lens[2], sizeof *longer), *keep = seq[2];
+    seq[2] = longer;
+    assert_int_equal(lp_run_new_batch(packed, m, B, (const int *const *)seq, NULL, lens), LP_ERANGE);
+    assert_non_null(strstr(lp_errmsg(), "sequence 2 of the batch"));
+    for (int b = 0; b < B; b++) assert_null(packed[b]);
+    assert_int_equal(lp_run_new_batch(packed, m, 0, NULL, NULL, NULL), LP_EINVAL);
+    seq[2] = keep;
+    free(longer);
+    for (int b = 0; b < B; b++) free(seq[b]), free(typ[b]);
+}
+
+static void packed_batch_matches_lone_runs(void **state) {
+    (void)state;
+    for (int i = 0; i < fixture_count(); i++) {
+        char *dir;
+        fixture_model fm;
+        lp_model *m = load_fixture(i, &dir, &fm);
+        packed_batch_of(m, fm.name, fm.ids, fm.n, NULL);
+        lp_model_free(m);
+        rm_tree(dir);
+    }
+    char *dir = make_temp_dir(), mdir[640];
+    snprintf(mdir, sizeof mdir, "%s/bert", dir);
+    assert_int_equal(mkmodel(mdir, "--arch bert --layers 2 --d-model 32 --heads 4 --d-mlp 64 --vocab 120 --ctx 16 "
+                                   "--labels 3 --std 0.3 --seed 21"), 0);
+    lp_model *m;
+    assert_int_equal(lp_model_load(&m, mdir, NULL), LP_OK);
+    int ids[9] = {101, 7, 50, 110, 102, 33, 64, 9, 102}, types[9] = {0, 0, 0, 0, 0, 1, 1, 1, 1};
+    packed_batch_of(m, "bert_classifier", ids, 9, types);
+    lp_model_free(m);
+    rm_tree(dir);
+}
+
 static void lens_last_layer_equals_the_logits(void **state) {
     (void)state;
     for (int i = 0, n = fixture_count(); i < n; i++) {
@@ -370,15 +485,23 @@ static void pattern_stats_match_the_rows(void **state) {
     int ids[T];
     uint64_t x = 12345;
     for (int i = 0; i < T; i++) x = x * 6364136223846793005ull + 1442695040888963407ull, ids[i] = (int)(x >> 33) % 512;
-    lp_run *r;
-    assert_int_equal(lp_run_new(&r, m, ids, T), LP_OK);
+    /* a lone run, then three packed ones (each its own rows of the batch's stats) */
+    enum { B = 4 };
+    lp_run *runs[B];
+    const int *seqs[B - 1] = {ids, ids + 37, ids + 100};
+    const int lens[B - 1] = {37, 63, 156};
+    assert_int_equal(lp_run_new(&runs[0], m, ids, T), LP_OK);
+    assert_int_equal(lp_run_new_batch(runs + 1, m, B - 1, seqs, NULL, lens), LP_OK);
     double worst = 0;
+    for (int b = 0; b < B; b++)
     for (int l = 0; l < c->n_layer; l++)
         for (int h = 0; h < c->n_head; h++) {
+            lp_run *r = runs[b];
+            int n = lp_run_len(r);
             lp_view v;
             assert_int_equal(lp_run_view(r, LP_ACT_PATTERN, l, h, &v), LP_OK);
             const float *st = lp_run_pattern_stats(r, l, h);
-            for (int q = 0; q < T; q++) {
+            for (int q = 0; q < n; q++) {
                 const float *row = v.data + (size_t)q * v.stride[0];
                 double ent = 0;
                 float mx = 0;
@@ -392,9 +515,9 @@ static void pattern_stats_match_the_rows(void **state) {
             }
         }
     /* the row's p are floats rounded from e / Z; the stats use e and Z themselves */
-    print_message("  pattern entropy: largest difference %.2g over %d rows\n", worst, c->n_layer * c->n_head * T);
+    print_message("  pattern entropy: largest difference %.2g over %d rows\n", worst, 2 * c->n_layer * c->n_head * T);
     if (worst > 2e-6) fail_msg("pattern entropy off by %g", worst);
-    lp_run_free(r);
+    for (int b = 0; b < B; b++) lp_run_free(runs[b]);
     lp_model_free(m);
 }
 
@@ -527,6 +650,7 @@ int main(void) {
         cmocka_unit_test(attention_rows_sum_to_one_and_are_causal),
         cmocka_unit_test(kv_cache_steps_match_full_run),
         cmocka_unit_test(long_sequences_match_stepwise_decoding),
+        cmocka_unit_test(packed_batch_matches_lone_runs),
         cmocka_unit_test(lens_last_layer_equals_the_logits),
         cmocka_unit_test(half_precision_matches_f32_upcast),
         cmocka_unit_test(stories260k_greedy_gives_known_ids),

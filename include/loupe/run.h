@@ -112,6 +112,19 @@ int lp_run_check(const lp_model *m, const int *ids, const int *types, int n);
  * captures are the run's; lp_run_source gives the encoder's. */
 int lp_run_new_seq2seq(lp_run **out, const lp_model *m, const int *src, int S, const int *ids, int n);
 const lp_run *lp_run_source(const lp_run *r);          /* the encoder's run, or NULL */
+/* B sequences (ids[b], n[b] tokens; types NULL, or types[b] NULL: all 0) through m in one
+ * packed forward: their rows one after another through every norm and matrix product,
+ * attention within each sequence (no padding, no mask). out[b] is sequence b's run, captured
+ * as lp_run_new_typed's, its own to free; the B runs share one arena, returned when the
+ * last is freed. Values equal lone runs' within float rounding, not to the bit: a product
+ * rounds a row by the rows beside it (up to about 3e-5 of max(|value|, 1)); they are a
+ * function of the B sequences, in order. Not for encoder-decoders (LP_EUNSUPPORTED). Errors as
+ * lp_run_new_typed's, naming the sequence; on an error no run is made (out[b] NULL). */
+#define LP_RUN_BATCH_MAX 4096
+int lp_run_new_batch(lp_run **out, const lp_model *m, int B, const int *const *ids, const int *const *types,
+                     const int *n);
+/* The bytes of activations lp_run_new_batch would capture for sequences of n[0..B) tokens. */
+size_t lp_run_batch_bytes(const lp_model *m, int B, const int *n);
 void lp_run_free(lp_run *r);
 
 /* Freed runs leave their arena for the next run to reuse; this returns it to the system. */

@@ -91,6 +91,9 @@ int lp_cmd_start_run(lp_session *s, const int *ids, const int *types, int n, con
  * even when recording failed); the return value is the run's. */
 int lp_cmd_set_run(lp_session *s, const int *ids, const int *types, int n, const char *text, const char *pair,
                    int64_t stored_id, int *record_rc);
+/* r, a run the caller made (dataset's packed forward), becomes the current run (taken over)
+ * and is recorded as lp_cmd_set_run's; returns the recording's status. */
+int lp_cmd_adopt_run(lp_session *s, lp_run *r, const char *text, const char *pair, int64_t stored_id);
 /* `run` for an encoder-decoder (lp_model_encoder set): the raw text after "run". */
 int lp_cmd_run_seq2seq(lp_session *s, const char *rest);
 /* patch's corrupted run of an encoder-decoder: the source from src_text (tokenized with its

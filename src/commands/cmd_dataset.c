@@ -19,6 +19,10 @@
 #include "loupe/unit_stats.h"
 
 #define COMMIT_EVERY 64      /* items per transaction: a kill loses at most these */
+#define BATCH_ITEMS 8        /* --batch's default: items a packed forward */
+#define BATCH_MAX 256        /* --batch's bound */
+#define BATCH_TOKENS 2048    /* tokens a packed forward at most, */
+#define BATCH_MB 1024        /* and MB of activations (lp_run_batch_bytes): 1,200 tokens of GPT-2 small */
 #define MAX_EACH 32          /* --each commands */
 #define CONTEXT_TOKENS 8     /* examples: tokens shown on each side */
 
@@ -96,8 +100,11 @@ static int take_each(int *argc, char **argv, const char **each, int *n_each) {
 /* "units" 2: heads ranked by each metric too, and their histograms (a dataset of version 1,
  * before them, is neither resumed nor merged with one of 2). */
 #define UNITS_VERSION 2
-static char *settings_json(const lp_dataset_options *o, bool neurons, bool heads, int k, int samples, int bos) {
-    json_t *j = json_pack("{s:i,s:s,s:s?,s:s?,s:s?,s:I,s:I,s:I,s:I,s:s,s:i,s:i,s:i}", "units", UNITS_VERSION, "format",
+/* "batch", "batch_tokens", "batch_mb": which items share a forward, which decides their values' last bits. */
+static char *settings_json(const lp_dataset_options *o, bool neurons, bool heads, int k, int samples, int bos,
+                           int batch) {
+    json_t *j = json_pack("{s:i,s:i,s:i,s:i,s:s,s:s?,s:s?,s:s?,s:I,s:I,s:I,s:I,s:s,s:i,s:i,s:i}", "units",
+                          UNITS_VERSION, "batch", batch, "batch_tokens", BATCH_TOKENS, "batch_mb", BATCH_MB, "format",
                           lp_dataset_format_name(o->format), "field", o->field, "pair_field", o->pair_field,
                           "label_field", o->label_field, "skip", (json_int_t)o->skip, "limit", (json_int_t)o->limit,
                           "sample", (json_int_t)o->sample, "seed", (json_int_t)o->seed, "track",
@@ -135,6 +142,8 @@ typedef struct {
     lp_store_dataset_progress p;
     const char *const *each;
     int n_each, shard_i, shard_n, bos_mode, commit_every;
+    int batch;                    /* items a group: groups are ranks [g * batch, g * batch + batch) of the selection */
+    bool packed;                  /* a group's items share forwards (no dictionary spliced in: those run alone) */
     bool stop_on_error;           /* a failing --each stops the dataset, instead of failing its item */
     int64_t done_now, tokens_now; /* by this command (not before a resume) */
     double started, shown;
@@ -177,23 +186,38 @@ static int fail_item(ds_run *r, lp_store_dataset_item *row) {
     return LP_OK;
 }
 
+/* An item of the group being run: its tokens, and its run when a packed forward made it. */
+typedef struct {
+    lp_dataset_item it;
+    int *ids, *types, n;
+    int rc;            /* its tokenization's status: an error is the item's when its turn comes, */
+    char err[600];     /* with this message */
+    char why[96];      /* not run: why ("" when it runs) */
+    bool done;         /* committed before (a resume): in the forward, not done again */
+    lp_run *run;       /* NULL: made alone when its turn comes */
+} ds_slot;
+
 /* One item: its run recorded, the --each commands on it, its values added, its row kept.
  * A failing --each fails the item alone (fail_item), unless stop_on_error or it was
  * stopped (Ctrl-C) or out of memory: then it is the dataset's error.
  * *counted: its values reached the aggregates (then a failure after them spoils the batch). */
-static int do_item(ds_run *r, const lp_dataset_item *it, bool *counted) {
+static int do_item(ds_run *r, ds_slot *sl, bool *counted) {
     lp_session *s = r->s;
-    const lp_config *c = lp_model_config(s->model);
-    int *ids = NULL, *types = NULL, n = 0, rc, rec = LP_OK;
-    char why[96] = "";
+    const lp_dataset_item *it = &sl->it;
+    int n = sl->n, rc = sl->rc, rec = LP_OK;
+    const char *why = sl->why;
     lp_store_dataset_item row = {it->index, it->line, it->text, it->pair, it->label, 0, -1, NULL, NULL};
     *counted = false;
-    if ((rc = lp_cmd_encode_text(s, it->text, it->pair, r->bos_mode, &ids, &types, &n))) goto out;
+    if (rc) return lp_error(rc, "%s", sl->err);
     row.n_tokens = n;
-    if (n == 0) snprintf(why, sizeof why, "no tokens");
-    else if (n > c->n_ctx) snprintf(why, sizeof why, "%d tokens, more than the model's context of %d", n, c->n_ctx);
     if (!why[0]) {
-        if ((rc = lp_cmd_set_run(s, ids, types, n, it->text, it->pair, 0, &rec)) || (rc = rec)) goto out;
+        if (sl->run) {
+            rec = lp_cmd_adopt_run(s, sl->run, it->text, it->pair, 0);
+            sl->run = NULL;
+        } else if ((rc = lp_cmd_set_run(s, sl->ids, sl->types, n, it->text, it->pair, 0, &rec))) {
+            return rc;
+        }
+        if ((rc = rec)) return rc;
         for (int i = 0; i < r->n_each && !rc; i++) {
             if ((rc = lp_exec(s, r->each[i]))) {
                 char msg[700];
@@ -201,20 +225,20 @@ static int do_item(ds_run *r, const lp_dataset_item *it, bool *counted) {
                 rc = lp_error(rc, "%s: %s", r->each[i], msg);
             }
         }
-        if (rc && (r->stop_on_error || rc == LP_ECANCEL || rc == LP_ENOMEM)) goto out;
+        if (rc && (r->stop_on_error || rc == LP_ECANCEL || rc == LP_ENOMEM)) return rc;
         if (rc) {
-            if ((rc = fail_item(r, &row))) goto out;
+            if ((rc = fail_item(r, &row))) return rc;
             goto counted_in;
         }
         row.run_id = s->run_id;
     }
     row.skipped = why[0] ? why : NULL; /* kept, and counted, but not run */
-    if ((rc = lp_store_dataset_put_item(s->store, r->row.id, &row))) goto out;
+    if ((rc = lp_store_dataset_put_item(s->store, r->row.id, &row))) return rc;
     if (!why[0]) {
         const lp_tokenizer *t = lp_model_tokenizer(s->model);
-        bool bos = t && lp_tokenizer_bos(t) >= 0 && ids[0] == lp_tokenizer_bos(t);
+        bool bos = t && lp_tokenizer_bos(t) >= 0 && sl->ids[0] == lp_tokenizer_bos(t);
         *counted = true;
-        if ((rc = lp_unit_stats_add_run(r->u, s->run, it->index, bos))) goto out;
+        if ((rc = lp_unit_stats_add_run(r->u, s->run, it->index, bos))) return rc;
         r->p.n_tokens += n;
         r->tokens_now += n;
     } else {
@@ -224,50 +248,129 @@ counted_in:
     r->p.n_items++;
     r->p.last_item = it->index;
     r->done_now++;
-out:
-    free(ids);
-    free(types);
-    return rc;
+    return LP_OK;
 }
 
-/* The items of this shard after the checkpoint, in batches of commit_every, each committed
- * with the aggregates' state when the shard's next item comes. An item that fails or is
- * stopped (Ctrl-C in its forward) is undone alone, and the items before it are committed.
- * When every item is done, the last batch is left open: the finished tables go in its
- * transaction (lp_store_dataset_finish), so it needs no checkpoint (30 MB for GPT-2 small). */
+static void slot_clear(ds_slot *sl) {
+    lp_dataset_item_free(&sl->it);
+    free(sl->ids);
+    free(sl->types);
+    lp_run_free(sl->run);
+    memset(sl, 0, sizeof *sl);
+}
+
+/* The packed forwards of a group: its items that run, in order, BATCH_TOKENS and BATCH_MB
+ * at most a forward (an item alone when it is larger), each forward a function of the
+ * group's items and the model only, so that any shard and any resume make the same. A
+ * forward of one item, or any when items are not packed, is left to do_item
+ * (lp_cmd_set_run: the lone run, with any spliced dictionary). A forward the model refuses (a value overflowed) leaves its items to run
+ * alone, where each fails or not by itself; a stop or running out of memory is the
+ * dataset's error. */
+static int group_forwards(ds_run *r, ds_slot *g, int ng) {
+    if (!r->packed) return LP_OK;
+    /* the current run is the last group's: let its arena go before this group's is taken */
+    lp_run_free(r->s->run);
+    r->s->run = NULL;
+    r->s->run_id = 0;
+    int at[BATCH_MAX], lens[BATCH_MAX];
+    const int *ids[BATCH_MAX], *types[BATCH_MAX];
+    lp_run *out[BATCH_MAX];
+    for (int k = 0; k < ng;) {
+        int B = 0, tokens = 0;
+        bool todo = false;
+        for (; k < ng; k++) {
+            ds_slot *sl = &g[k];
+            if (sl->rc || sl->why[0]) continue;
+            lens[B] = sl->n;
+            if (B && (tokens + sl->n > BATCH_TOKENS ||
+                      lp_run_batch_bytes(r->s->model, B + 1, lens) > ((size_t)BATCH_MB << 20)))
+                break;
+            at[B] = k, ids[B] = sl->ids, types[B] = sl->types;
+            tokens += sl->n;
+            todo |= !sl->done;
+            B++;
+        }
+        if (B < 2 || !todo) continue;
+        int rc = lp_run_new_batch(out, r->s->model, B, ids, types, lens);
+        if (rc == LP_ECANCEL || rc == LP_ENOMEM) return rc;
+        if (rc) {
+            lp_error_clear();
+            continue;
+        }
+        for (int b = 0; b < B; b++) {
+            if (g[at[b]].done) lp_run_free(out[b]);
+            else g[at[b]].run = out[b];
+        }
+    }
+    return LP_OK;
+}
+
+/* The group's items tokenized (an item longer than the model's context, or with no tokens,
+ * is kept as not run) and its forwards made. */
+static int group_prepare(ds_run *r, ds_slot *g, int ng) {
+    const lp_config *c = lp_model_config(r->s->model);
+    for (int k = 0; k < ng; k++) {
+        ds_slot *sl = &g[k];
+        sl->done = sl->it.index <= r->p.last_item;
+        if ((sl->rc = lp_cmd_encode_text(r->s, sl->it.text, sl->it.pair, r->bos_mode, &sl->ids, &sl->types, &sl->n))) {
+            snprintf(sl->err, sizeof sl->err, "%s", lp_errmsg()); /* for its turn, after the items before it */
+            continue;
+        }
+        if (sl->n == 0) snprintf(sl->why, sizeof sl->why, "no tokens");
+        else if (sl->n > c->n_ctx)
+            snprintf(sl->why, sizeof sl->why, "%d tokens, more than the model's context of %d", sl->n, c->n_ctx);
+    }
+    return group_forwards(r, g, ng);
+}
+
+/* The shard's groups after the checkpoint: group g is the selected items of ranks
+ * [g * batch, g * batch + batch), the shard's when g mod N = I - 1. A group's items share
+ * packed forwards (group_forwards), and their transaction: it is committed, with the
+ * aggregates' state, before a group once commit_every items are in it. An item that fails
+ * or is stopped (Ctrl-C in its --each) is undone alone, and the items before it are
+ * committed; a resume then runs its group's forwards again with the items done before (the
+ * same forwards, so the same values) and goes on after them. Ctrl-C stops before a group.
+ * When every item is done, the last transaction is left open: the finished tables go in it
+ * (lp_store_dataset_finish), so it needs no checkpoint (45 MB for GPT-2 small). */
 static int run_items(ds_run *r) {
     lp_store *st = r->s->store;
     int rc = LP_OK, in_batch = 0;
     bool eof = false, spoiled = false;
-    while (!rc && !eof) {
-        lp_dataset_item it;
-        if ((rc = lp_dataset_next(r->d, &it, &eof)) || eof) break;
-        bool mine = it.index % r->shard_n + 1 == r->shard_i && it.index > r->p.last_item;
-        if (mine && in_batch >= r->commit_every) {
+    ds_slot *g = calloc((size_t)r->batch, sizeof *g);
+    if (!g) return lp_error(LP_ENOMEM, "out of memory");
+    for (int64_t gi = 0; !rc && !eof; gi++) {
+        int ng = 0;
+        while (ng < r->batch && !(rc = lp_dataset_next(r->d, &g[ng].it, &eof)) && !eof) ng++;
+        int todo = 0;
+        bool mine = gi % r->shard_n + 1 == r->shard_i;
+        for (int k = 0; mine && k < ng; k++) todo += g[k].it.index > r->p.last_item;
+        if (!rc && todo && in_batch >= r->commit_every) {
             in_batch = 0;
-            if ((rc = checkpoint(r)) || (rc = lp_store_batch_commit(st))) {
-                lp_dataset_item_free(&it);
-                break;
-            }
+            if (!(rc = checkpoint(r))) rc = lp_store_batch_commit(st);
         }
-        if (mine && lp_cancelled()) rc = LP_ECANCEL;
-        else if (mine && !in_batch) rc = lp_store_batch_begin(st);
-        if (mine && !rc && !(rc = lp_store_batch_item(st))) {
+        if (!rc && todo && lp_cancelled()) rc = LP_ECANCEL;
+        if (!rc && todo && !in_batch && !lp_store_in_batch(st)) rc = lp_store_batch_begin(st);
+        if (!rc && todo) rc = group_prepare(r, g, ng);
+        for (int k = 0; !rc && todo && k < ng; k++) {
+            ds_slot *sl = &g[k];
+            if (sl->done) continue;
+            if ((rc = lp_store_batch_item(st))) break;
             bool counted;
             in_batch++;
-            if ((rc = do_item(r, &it, &counted))) {
+            if ((rc = do_item(r, sl, &counted))) {
                 spoiled = counted;
                 char msg[800];
                 snprintf(msg, sizeof msg, "%s", lp_errmsg());
-                rc = lp_error(rc, "dataset: item %lld (line %d): %s", (long long)it.index, it.line, msg);
+                rc = lp_error(rc, "dataset: item %lld (line %d): %s", (long long)sl->it.index, sl->it.line, msg);
             }
             int end = lp_store_batch_item_end(st, rc == LP_OK);
             if (!rc) rc = end;
             if (rc) in_batch--;
             show_progress(r, false);
         }
-        lp_dataset_item_free(&it);
+        for (int k = 0; k < ng; k++) slot_clear(&g[k]);
     }
+    free(g);
     if (!rc) return LP_OK; /* the last batch (if any) stays open for the finished tables */
     /* What is done is kept, unless an item failed after its values reached the aggregates:
      * then the batch goes (its items are done again on --resume). */
@@ -337,7 +440,7 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
                   {"skip", false, NULL},   {"limit", false, NULL},  {"sample", false, NULL},     {"seed", false, NULL},
                   {"track", false, NULL},  {"k", false, NULL},      {"samples", false, NULL},    {"shard", false, NULL},
                   {"resume", true, NULL},  {"commit-every", false, NULL}, {"bos", true, NULL},   {"no-bos", true, NULL},
-                  {"stop-on-error", true, NULL}};
+                  {"stop-on-error", true, NULL}, {"batch", false, NULL}};
     enum { NO = sizeof o / sizeof *o };
     char *pos[1];
     int np;
@@ -346,7 +449,7 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
     const char *path = pos[0];
     lp_dataset_options dopt = {.format = lp_dataset_format_from_path(path), .field = o[1].value, .pair_field = o[2].value,
                                .label_field = o[3].value, .limit = -1};
-    long skip = 0, limit = -1, sample = 0, seed = 0, k = 20, samples = 5, every = COMMIT_EVERY;
+    long skip = 0, limit = -1, sample = 0, seed = 0, k = 20, samples = 5, every = COMMIT_EVERY, batch = BATCH_ITEMS;
     bool neurons = true, heads = true;
     ds_run r = {.s = s, .each = each, .n_each = n_each, .shard_i = 1, .shard_n = 1};
     r.p = (lp_store_dataset_progress){-1, 0, 0, 0, 0};
@@ -359,13 +462,16 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
         (o[9].value && (rc = lp_cmd_int(o[9].value, "--k", 1, LP_UNIT_K_MAX, &k))) ||
         (o[10].value && (rc = lp_cmd_int(o[10].value, "--samples", 1, LP_UNIT_SAMPLES_MAX, &samples))) ||
         (o[11].value && (rc = parse_shard(o[11].value, &r.shard_i, &r.shard_n))) ||
-        (o[13].value && (rc = lp_cmd_int(o[13].value, "--commit-every", 1, 1000000, &every))))
+        (o[13].value && (rc = lp_cmd_int(o[13].value, "--commit-every", 1, 1000000, &every))) ||
+        (o[17].value && (rc = lp_cmd_int(o[17].value, "--batch", 1, BATCH_MAX, &batch))))
         return rc;
     if (o[7].value && !o[6].value) return lp_error(LP_EINVAL, "dataset: --seed goes with --sample N");
     if (o[14].value && o[15].value) return lp_error(LP_EINVAL, "dataset: give --bos or --no-bos, not both");
     dopt.skip = skip, dopt.limit = limit, dopt.sample = sample, dopt.seed = (uint64_t)seed;
     r.bos_mode = o[14].value ? 1 : o[15].value ? 0 : -1;
     r.commit_every = (int)every;
+    r.batch = (int)batch;
+    r.packed = s->n_saes == 0 && !lp_model_encoder(s->model);
     r.stop_on_error = o[16].value != NULL;
     const lp_config *c = lp_model_config(s->model);
     r.uc = (lp_unit_stats_config){c->n_layer, c->d_mlp, c->n_head, neurons, heads, (int)k, (int)samples};
@@ -382,7 +488,7 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
         (rc = dataset_session(s, name, &session_id)) || (rc = lp_unit_stats_new(&r.u, &r.uc)))
         goto done;
     lp_model_fingerprint(s->model, model_fp);
-    settings = settings_json(&dopt, neurons, heads, (int)k, (int)samples, r.bos_mode);
+    settings = settings_json(&dopt, neurons, heads, (int)k, (int)samples, r.bos_mode, r.batch);
     commands = commands_json(each, n_each);
     rowbuf = malloc(1 << 16);
     null_out = fopencookie(NULL, "w", (cookie_io_functions_t){.write = discard});
@@ -396,7 +502,8 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
     else rc = lp_store_dataset_new(s->store, &r.row);
     if (rc) goto done;
     resumed_after = o[12].value ? r.p.last_item : -1;
-    r.total = (lp_dataset_n_selected(r.d) + r.shard_n - 1) / r.shard_n;
+    for (int64_t n = lp_dataset_n_selected(r.d), g = r.shard_i - 1; g * r.batch < n; g += r.shard_n)
+        r.total += n - g * r.batch < r.batch ? n - g * r.batch : r.batch; /* the shard's groups' items */
     s->session_id = r.row.session_id ? r.row.session_id : session_id;
     s->out = null_out; /* the items' runs and --each results go to the store, not the screen */
     lp_cmd_catch_stop_signals(old_signals);

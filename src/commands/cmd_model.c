@@ -200,13 +200,17 @@ int lp_cmd_set_run(lp_session *s, const int *ids, const int *types, int n, const
     lp_run *r;
     int rc = make_run(s, &r, ids, types, n);
     if (rc) return rc;
+    *record_rc = lp_cmd_adopt_run(s, r, text, pair, stored_id);
+    return LP_OK;
+}
+
+int lp_cmd_adopt_run(lp_session *s, lp_run *r, const char *text, const char *pair, int64_t stored_id) {
     lp_run_free(s->run); /* NULL when make_run freed it first */
     s->run = r;
     s->run_id = 0;
     /* The run stays current even if recording fails; the failure is still the command's. */
-    *record_rc = LP_OK;
     if (stored_id) s->run_id = stored_id;
-    else *record_rc = lp_cmd_record_run(s, text, pair);
+    else return lp_cmd_record_run(s, text, pair);
     return LP_OK;
 }
 

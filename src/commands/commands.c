@@ -548,7 +548,7 @@ static const lp_command COMMANDS[] = {
     {"dataset",
      "FILE [--format text|jsonl|csv] [--field F] [--pair-field F] [--label-field F] [--skip N] [--limit N] "
      "[--sample N [--seed S]] [--each CMD]... [--track neurons,heads] [--k K] [--samples S] [--shard I/N] [--resume] "
-     "[--commit-every N] [--bos|--no-bos] [--stop-on-error]",
+     "[--commit-every N] [--batch B] [--bos|--no-bos] [--stop-on-error]",
      "run every item of a file with commands, keeping each unit's top items",
      "dataset prompts.txt --each 'attr ig' --shard 1/3", lp_cmd_dataset, false,
      "Each item (a line; a JSONL object's --field, default text; a CSV column) is run as 'run' runs text, recorded in "
@@ -558,9 +558,11 @@ static const lp_command COMMANDS[] = {
      "Tracked: every MLP neuron's and head's top K (default 20) items (a head's by its strongest key and by each head "
      "metric), neurons' value and heads' weight histograms, S (default 5) "
      "quantile samples per bin, head metrics' mean and std (tables unit_examples, unit_histograms, "
-     "unit_quantile_samples, head_metric_stats). Items over the context are skipped and counted. --shard I/N takes "
-     "items with index % N == I - 1; merge combines shard databases. Every N items (default 64) are committed with the "
-     "aggregates; --resume continues an interrupted run of the same file, model and options."},
+     "unit_quantile_samples, head_metric_stats). Items over the context are skipped and counted. Items go in groups of "
+     "B (default 8; counted over the items chosen) that share packed forwards (2048 tokens, 1 GB at most): values equal a "
+     "lone run's within float rounding, and any split or resume gives the same. --shard I/N takes the groups g with "
+     "g % N == I - 1; merge combines shard databases. Groups are committed with the aggregates once N items (default "
+     "64) are in; --resume continues an interrupted run of the same file, model and options."},
     {"examples", "neuron L.N | head L.H [--by METRIC] [--k K] [--dataset ID] [--context C]",
      "a unit's top examples over a dataset, with the tokens around them",
      "examples neuron 1.42 --k 5", lp_cmd_examples, false,

@@ -307,6 +307,21 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
     }
 }
 
+/* Attention of packed sequences (lp_layer_io's seg), each from position 0 over its own rows. */
+static void packed_attention(const lp_config *c, const lp_layer_io *io) {
+    size_t qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head, p = 0;
+    for (int s = 0; s < io->n_seg; s++) {
+        size_t r0 = (size_t)io->seg[s];
+        int n = io->seg[s + 1] - io->seg[s];
+        lp_layer_io one = {.q = io->q + r0 * qd, .k = io->k + r0 * kvd, .v = io->v + r0 * kvd,
+                           .pattern = io->pattern + p, .pattern_ld = n, .z = io->z + r0 * qd,
+                           .pattern_stats = io->pattern_stats ? io->pattern_stats + r0 * 2 * c->n_head : NULL,
+                           .rel_bias = io->rel_bias, .rel_bucket = io->rel_bucket, .rel_off = io->rel_off};
+        attention(c, &one, 0, n);
+        p += (size_t)c->n_head * n * n;
+    }
+}
+
 static float silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* BERT's "gelu": the exact GELU, x * Phi(x), computed in double (erff is not guaranteed to
@@ -495,7 +510,8 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
         rope(io->q, n, c->n_head, c->d_head, lp_rope_dims(c), c->pos, cos_t, sin_t);
         rope(k_new, n, c->n_kv_head, c->d_head, lp_rope_dims(c), c->pos, cos_t, sin_t);
     }
-    attention(c, io, t0, n);
+    if (io->seg) packed_attention(c, io);
+    else attention(c, io, t0, n);
     EDIT(io->edit, layer, LP_ACT_Z, io->z, n);
     lp_linear_forward(io->attn_out, io->z, &w->o, n);
     EDIT(io->edit, layer, LP_ACT_ATTN_OUT, io->attn_out, n);

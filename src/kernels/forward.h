@@ -16,6 +16,12 @@ typedef struct {
     float *pattern;                /* (H, n, pattern_ld): row i holds keys 0 .. t0 + i, zeros after */
     int pattern_ld;                /* >= t0 + n */
     float *pattern_stats;          /* NULL, or (H, n, 2): each row's entropy and largest entry */
+    /* Packed sequences (t0 = 0): rows [seg[s], seg[s + 1]) are sequence s of n_seg, and it
+     * attends within itself only; pattern then holds each sequence's (H, n_s, n_s) one after
+     * another (pattern_ld unused), and rotary tables give each row its position in its
+     * sequence. seg NULL: the n rows are one sequence. */
+    const int *seg;
+    int n_seg;
     float *z;                      /* (n, H*dh) */
     float *attn_out, *resid_mid;   /* (n, d) */
     float *ln2, *ln2_scale;        /* (n, d), (n) */

@@ -1,8 +1,10 @@
 /* A captured run: the arena of every activation for one sequence, filled layer by layer. */
 #include "loupe/run.h"
 
+#include <assert.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,7 +79,17 @@ void lp_run_release_cache(void) {
     if (p) munmap(p, bytes);
 }
 
-/* Every capture is a slice of one arena; the shape comments give the whole slice. */
+/* An arena and how many runs point into it: one, or the runs of one packed forward. */
+typedef struct {
+    float *p;
+    size_t bytes;          /* mapped */
+    int refs;
+} arena_share;
+
+/* Every capture is a slice of one arena; the shape comments give the whole slice. A run of a
+ * packed forward (lp_run_new_batch) holds rows [row0, row0 + T) of the batch's slices, whose
+ * layers are LT rows apart (the batch's rows together); a layer's patterns are every
+ * sequence's (H, T, T) one after another, LP floats. A lone run: LT = T, LP = H * T * T. */
 struct lp_run {
     const lp_model *m;
     int T;
@@ -85,15 +97,16 @@ struct lp_run {
     int *types;            /* (T) token types */
     int out_rows, out_w;   /* logits (out_rows, out_w); head_rows rows of head_hidden */
     int head_rows;
-    float *arena;
-    size_t arena_floats;   /* used */
-    size_t arena_bytes;    /* mapped */
+    arena_share *arena;
+    size_t arena_floats;   /* what a lone run of T uses */
+    size_t LT, LP;
     float *resid;          /* (L + 1, T, d): resid[l] enters layer l, resid[L] leaves the last */
     float *ln1, *ln1_scale;/* (L, T, d), (L, T) */
     float *q;              /* (L, T, H * dh) */
     float *k, *v;          /* (L, T, Hkv * dh) */
     float *pattern;        /* (L, H, T, T) */
-    float *pattern_stats;  /* (L, H, T, 2): each pattern row's entropy and largest entry */
+    float *pattern_stats;  /* (L, H, T, 2), layers 2 H LT floats apart: each pattern row's entropy
+                            * and largest entry */
     float *z;              /* (L, T, H * dh) */
     float *attn_out;       /* (L, T, d) */
     float *resid_mid;      /* (L, T, d) */
@@ -114,7 +127,6 @@ struct lp_run {
     float *xpattern;       /* (L, H, T, S) */
     float *xz;             /* (L, T, H * dh) */
     float *xattn_out, *resid_cross; /* (L, T, d) */
-    int *rel_bucket;       /* LP_POS_RELATIVE: (2T - 1) buckets of offsets -(T - 1) .. T - 1 */
     float *emb_sum;        /* (T, d) cfg.emb_norm: the summed embeddings before their LayerNorm, the
                             * input an encoder's attributions vary (given or looked up) */
 };
@@ -150,7 +162,7 @@ static size_t layout(lp_run *r, float *base) {
     SLICE(q, L * T * qd);
     SLICE(k, L * T * kvd);
     SLICE(v, L * T * kvd);
-    SLICE(pattern, L * H * T * T);
+    SLICE(pattern, L * r->LP);
     SLICE(pattern_stats, L * H * T * 2);
     SLICE(z, L * T * qd);
     SLICE(attn_out, L * T * d);
@@ -226,142 +238,285 @@ int lp_run_check(const lp_model *m, const int *ids, const int *types, int n) {
     return LP_OK;
 }
 
-/* The run of ids (or of the embeddings sum) through m; src: the encoder's run when m is an
- * encoder-decoder's decoder (taken over: freed with the run, or here on failure). */
-static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n,
-                   lp_run *src, const lp_edit *edit) {
+/* The shape of a stack of seqs sequences, T rows in all, LP pattern floats a layer: what
+ * layout lays out. */
+static void shape(lp_run *r, size_t T, size_t LP, int seqs) {
+    const lp_config *c = &r->m->cfg;
+    bool per_token = c->head != LP_HEAD_CLASSIFIER && c->head != LP_HEAD_NONE; /* a logits row a position */
+    r->T = (int)T;
+    r->LT = T;
+    r->LP = LP;
+    r->out_rows = per_token ? (int)T : c->head == LP_HEAD_CLASSIFIER ? seqs : 0;
+    r->out_w = c->head == LP_HEAD_CLASSIFIER ? c->n_labels : c->head == LP_HEAD_NONE ? 0 : c->vocab;
+    r->head_rows = !r->m->head.dense.w ? 0 : c->head == LP_HEAD_MLM ? (int)T : seqs;
+}
+
+/* Run r as sequence b of the stack st: its rows from row0, its patterns from poff in each
+ * layer's; r's T and the shape of its head are set. The cross-attention's slices are a lone
+ * run's (a stack of one). */
+static void member(lp_run *r, const lp_run *st, size_t row0, size_t poff, int b) {
+    const lp_config *c = &st->m->cfg;
+    size_t d = c->d_model, qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head;
+    size_t dm = c->d_mlp, half = (size_t)c->d_head / 2, T = (size_t)r->T;
+    shape(r, T, (size_t)c->n_head * T * T, 1);
+    r->LT = st->LT;
+    r->LP = st->LP;
+    r->resid = st->resid + row0 * d;
+    r->ln1 = st->ln1 + row0 * d;
+    r->ln1_scale = st->ln1_scale + row0;
+    r->q = st->q + row0 * qd;
+    r->k = st->k + row0 * kvd;
+    r->v = st->v + row0 * kvd;
+    r->pattern = st->pattern + poff;
+    r->pattern_stats = st->pattern_stats + row0 * 2 * (size_t)c->n_head;
+    r->z = st->z + row0 * qd;
+    r->attn_out = st->attn_out + row0 * d;
+    r->resid_mid = st->resid_mid + row0 * d;
+    r->ln2 = st->ln2 + row0 * d;
+    r->ln2_scale = st->ln2_scale + row0;
+    r->mlp_pre = st->mlp_pre + row0 * dm;
+    r->mlp_up = st->mlp_up ? st->mlp_up + row0 * dm : NULL;
+    r->mlp_post = st->mlp_post + row0 * dm;
+    r->mlp_out = st->mlp_out + row0 * d;
+    r->lnf = st->lnf + row0 * d;
+    r->lnf_scale = st->lnf_scale + row0;
+    r->logits = st->logits + (r->out_rows == r->T ? row0 : (size_t)b) * r->out_w;
+    r->head_hidden = st->head_hidden + (r->head_rows == r->T ? row0 : (size_t)b) * d;
+    r->rope_cos = st->rope_cos + row0 * half;
+    r->rope_sin = st->rope_sin + row0 * half;
+    r->emb_sum = st->emb_sum ? st->emb_sum + row0 * d : NULL;
+    r->lnx = st->lnx, r->lnx_scale = st->lnx_scale, r->xq = st->xq, r->xk = st->xk, r->xv = st->xv;
+    r->xpattern = st->xpattern, r->xz = st->xz, r->xattn_out = st->xattn_out, r->resid_cross = st->resid_cross;
+}
+
+/* Frees the runs out[0..B) and clears them. */
+static void free_runs(lp_run **out, int B) {
+    for (int b = 0; b < B; b++) {
+        lp_run_free(out[b]);
+        out[b] = NULL;
+    }
+}
+
+/* The runs of B sequences (ids[b] or, for one sequence, the embeddings sum) through m, packed:
+ * their rows one after another through every norm and product, attention within each
+ * sequence (forward.h's seg). A lone run is the stack of one. src: the encoder's run when m
+ * is an encoder-decoder's decoder (taken over: freed with the run, or here on failure); src,
+ * sum and edit are for one sequence only. */
+static int runs_new(lp_run **out, const lp_model *m, int B, const int *const *ids, const int *const *types,
+                    const int *lens, const float *sum, lp_run *src, const lp_edit *edit) {
     lp_edit none = {0};
     if (!edit) edit = &none;
-    *out = NULL;
     const lp_config *c = &m->cfg;
+    assert(B >= 1 && (B == 1 || (!src && !sum && !edit->fn)));
+    for (int b = 0; b < B; b++) out[b] = NULL;
     if (c->cross_attn && !src)
         return lp_error(LP_EINVAL, "%s is an encoder-decoder: a run needs a source for the encoder and the decoder's "
                         "input (run SOURCE --target TEXT)", c->arch);
-    int rc = lp_run_check(m, ids, types, n);
-    if (rc) {
+    if (!ids && !sum) {
         lp_run_free(src);
-        return rc;
+        return lp_error(LP_EINVAL, "a run needs ids or embeddings");
     }
-    lp_run *r = calloc(1, sizeof *r);
-    if (!r) {
-        lp_run_free(src);
-        return lp_error(LP_ENOMEM, "out of memory");
-    }
-    r->m = m;
-    r->T = n;
-    r->src = src;
-    r->S = src ? src->T : 0;
-    r->out_rows = c->head == LP_HEAD_CLASSIFIER ? 1 : c->head == LP_HEAD_NONE ? 0 : n;
-    r->out_w = c->head == LP_HEAD_CLASSIFIER ? c->n_labels : c->head == LP_HEAD_NONE ? 0 : c->vocab;
-    r->head_rows = !m->head.dense.w ? 0 : c->head == LP_HEAD_MLM ? n : 1;
-    r->arena_floats = layout(r, NULL);
-    if (!ids && !sum) return lp_error(LP_EINVAL, "a run needs ids or embeddings");
-    r->ids = malloc((size_t)n * sizeof *r->ids);
-    r->types = calloc((size_t)n, sizeof *r->types);
-    r->arena = arena_take(r->arena_floats * sizeof(float), &r->arena_bytes);
-    if (c->pos == LP_POS_RELATIVE) r->rel_bucket = malloc((size_t)(2 * n - 1) * sizeof *r->rel_bucket);
-    if (!r->ids || !r->types || !r->arena || (c->pos == LP_POS_RELATIVE && !r->rel_bucket)) {
-        double mb = (double)r->arena_floats * sizeof(float) / 1e6;
-        lp_run_free(r);
-        return lp_error(LP_ENOMEM, "out of memory: a run of %d tokens needs %.1f MB of activations", n, mb);
-    }
-    layout(r, r->arena);
-    if (ids) memcpy(r->ids, ids, (size_t)n * sizeof *ids);
-    else memset(r->ids, 0, (size_t)n * sizeof *r->ids);
-    if (types) memcpy(r->types, types, (size_t)n * sizeof *types);
-
-    size_t T = n, d = c->d_model, qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head;
-    size_t dm = c->d_mlp, H = c->n_head;
-    if (!c->emb_norm) {
-        if (sum) memcpy(r->resid, sum, T * d * sizeof *r->resid);
-        else lp_embed(r->resid, m, ids, r->types, 0, n);
-    } else { /* the sum is kept: an encoder's gradient and attributions are taken with respect to it */
-        if (sum) memcpy(r->emb_sum, sum, T * d * sizeof *r->emb_sum);
-        else lp_embed_sum(r->emb_sum, m, ids, r->types, 0, n);
-        for (size_t i = 0; i < T; i++) {
-            float scale;
-            lp_norm(r->resid + i * d, &scale, r->emb_sum + i * d, m->emb_ln_w, m->emb_ln_b, 1, (int)d,
-                    LP_NORM_LAYERNORM, c->norm_eps);
+    size_t N = 0, P = 0, H = c->n_head;
+    int maxn = 0;
+    for (int b = 0; b < B; b++) {
+        int rc = lp_run_check(m, ids ? ids[b] : NULL, types ? types[b] : NULL, lens[b]);
+        if (rc) {
+            lp_run_free(src);
+            if (B == 1) return rc;
+            char why[512];
+            snprintf(why, sizeof why, "%s", lp_errmsg());
+            return lp_error(rc, "sequence %d of the batch: %s", b, why);
         }
+        N += (size_t)lens[b];
+        P += H * lens[b] * lens[b];
+        maxn = lens[b] > maxn ? lens[b] : maxn;
     }
-    if (lp_pos_rotary(c)) lp_rope_tables(r->rope_cos, r->rope_sin, c, 0, n);
-    for (int rel = -(n - 1); r->rel_bucket && rel <= n - 1; rel++)
-        r->rel_bucket[rel + n - 1] = lp_rel_bucket(rel, !c->causal, c->rel_buckets, c->rel_max_distance);
-    size_t S = r->S;
-    for (int l = 0; l < c->n_layer; l++) {
+    lp_run st = {.m = m, .src = src, .S = src ? src->T : 0};
+    shape(&st, N, P, B);
+    size_t floats = layout(&st, NULL);
+    arena_share *ar = calloc(1, sizeof *ar);
+    int *rel = c->pos == LP_POS_RELATIVE ? malloc((size_t)(2 * maxn - 1) * sizeof *rel) : NULL;
+    int *seg = B > 1 ? malloc((size_t)(B + 1) * sizeof *seg) : NULL;
+    bool ok = ar && (c->pos != LP_POS_RELATIVE || rel) && (B == 1 || seg);
+    if (ok) ar->p = arena_take(floats * sizeof(float), &ar->bytes);
+    ok = ok && ar->p;
+    for (int b = 0; ok && b < B; b++) { /* each run made holds a reference to the arena */
+        lp_run *r = out[b] = calloc(1, sizeof *r);
+        if (!r) {
+            ok = false;
+            break;
+        }
+        r->m = m;
+        r->T = lens[b];
+        r->arena = ar;
+        ar->refs++;
+        r->ids = malloc((size_t)lens[b] * sizeof *r->ids);
+        r->types = calloc((size_t)lens[b], sizeof *r->types);
+        ok = r->ids && r->types;
+    }
+    if (!ok) {
+        bool held = ar && ar->refs; /* then freeing the runs returns the arena */
+        if (out[0]) out[0]->src = src;
+        else lp_run_free(src);
+        free_runs(out, B);
+        if (ar && !held) {
+            if (ar->p) arena_give(ar->p, ar->bytes);
+            free(ar);
+        }
+        free(rel);
+        free(seg);
+        double mb = (double)floats * sizeof(float) / 1e6;
+        if (B == 1) return lp_error(LP_ENOMEM, "out of memory: a run of %d tokens needs %.1f MB of activations", lens[0], mb);
+        return lp_error(LP_ENOMEM, "out of memory: a batch of %d runs (%zu tokens) needs %.1f MB of activations", B, N, mb);
+    }
+    layout(&st, ar->p);
+    out[0]->src = src;
+    out[0]->S = st.S;
+
+    size_t d = c->d_model, qd = H * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head, dm = c->d_mlp, S = st.S;
+    size_t half = (size_t)c->d_head / 2, row0 = 0, poff = 0;
+    for (int b = 0; b < B; b++) {
+        lp_run *r = out[b];
+        size_t n = (size_t)lens[b];
+        member(r, &st, row0, poff, b);
+        lp_run tmp = {.m = m, .S = st.S};
+        shape(&tmp, n, H * n * n, 1);
+        r->arena_floats = layout(&tmp, NULL);
+        if (ids) memcpy(r->ids, ids[b], n * sizeof *r->ids);
+        else memset(r->ids, 0, n * sizeof *r->ids);
+        if (types && types[b]) memcpy(r->types, types[b], n * sizeof *r->types);
+        if (seg) seg[b] = (int)row0, seg[b + 1] = (int)(row0 + n);
+        if (!c->emb_norm) {
+            if (sum) memcpy(r->resid, sum, n * d * sizeof *r->resid);
+            else lp_embed(r->resid, m, r->ids, r->types, 0, (int)n);
+        } else { /* the sum is kept: an encoder's gradient and attributions are taken with respect to it */
+            if (sum) memcpy(r->emb_sum, sum, n * d * sizeof *r->emb_sum);
+            else lp_embed_sum(r->emb_sum, m, r->ids, r->types, 0, (int)n);
+            for (size_t i = 0; i < n; i++) {
+                float scale;
+                lp_norm(r->resid + i * d, &scale, r->emb_sum + i * d, m->emb_ln_w, m->emb_ln_b, 1, (int)d,
+                        LP_NORM_LAYERNORM, c->norm_eps);
+            }
+        }
+        if (lp_pos_rotary(c)) lp_rope_tables(st.rope_cos + row0 * half, st.rope_sin + row0 * half, c, 0, (int)n);
+        row0 += n;
+        poff += H * n * n;
+    }
+    for (int k = -(maxn - 1); rel && k <= maxn - 1; k++)
+        rel[k + maxn - 1] = lp_rel_bucket(k, !c->causal, c->rel_buckets, c->rel_max_distance);
+    size_t T = N;
+    int rc = LP_OK;
+    for (int l = 0; l < c->n_layer && !rc; l++) {
         if (lp_cancelled()) {
-            lp_run_free(r);
-            return lp_error(LP_ECANCEL, "cancelled");
+            rc = lp_error(LP_ECANCEL, "cancelled");
+            break;
         }
         size_t L = l;
-        if (edit->fn) edit->fn(edit->ctx, l, LP_ACT_RESID_PRE, r->resid + L * T * d, n);
+        if (edit->fn) edit->fn(edit->ctx, l, LP_ACT_RESID_PRE, st.resid + L * T * d, (int)T);
         lp_layer_io io = {
-            .resid_in = r->resid + L * T * d,
-            .ln1 = r->ln1 + L * T * d,
-            .ln1_scale = r->ln1_scale + L * T,
-            .q = r->q + L * T * qd,
-            .k = r->k + L * T * kvd,
-            .v = r->v + L * T * kvd,
-            .pattern = r->pattern + L * H * T * T,
-            .pattern_ld = n,
-            .pattern_stats = r->pattern_stats + L * H * T * 2,
-            .z = r->z + L * T * qd,
-            .attn_out = r->attn_out + L * T * d,
-            .resid_mid = r->resid_mid + L * T * d,
-            .ln2 = r->ln2 + L * T * d,
-            .ln2_scale = r->ln2_scale + L * T,
-            .mlp_pre = r->mlp_pre + L * T * dm,
-            .mlp_up = r->mlp_up ? r->mlp_up + L * T * dm : NULL,
-            .mlp_post = r->mlp_post + L * T * dm,
-            .mlp_out = r->mlp_out + L * T * d,
-            .resid_out = r->resid + (L + 1) * T * d,
+            .resid_in = st.resid + L * T * d,
+            .ln1 = st.ln1 + L * T * d,
+            .ln1_scale = st.ln1_scale + L * T,
+            .q = st.q + L * T * qd,
+            .k = st.k + L * T * kvd,
+            .v = st.v + L * T * kvd,
+            .pattern = st.pattern + L * P,
+            .pattern_ld = (int)T,
+            .pattern_stats = st.pattern_stats + L * H * T * 2,
+            .seg = seg,
+            .n_seg = B,
+            .z = st.z + L * T * qd,
+            .attn_out = st.attn_out + L * T * d,
+            .resid_mid = st.resid_mid + L * T * d,
+            .ln2 = st.ln2 + L * T * d,
+            .ln2_scale = st.ln2_scale + L * T,
+            .mlp_pre = st.mlp_pre + L * T * dm,
+            .mlp_up = st.mlp_up ? st.mlp_up + L * T * dm : NULL,
+            .mlp_post = st.mlp_post + L * T * dm,
+            .mlp_out = st.mlp_out + L * T * d,
+            .resid_out = st.resid + (L + 1) * T * d,
             .rel_bias = m->rel_bias,
-            .rel_bucket = r->rel_bucket,
-            .rel_off = n - 1,
+            .rel_bucket = rel,
+            .rel_off = maxn - 1,
             .edit = *edit,
         };
         if (S) {
             /* the encoder's output through this layer's cross keys and values, once */
-            float *xk = r->xk + L * S * qd, *xv = r->xv + L * S * qd;
+            float *xk = st.xk + L * S * qd, *xv = st.xv + L * S * qd;
             lp_linear_forward(xk, src->lnf, &m->layers[l].xk, (int)S);
             lp_linear_forward(xv, src->lnf, &m->layers[l].xv, (int)S);
             io.S = (int)S;
             io.xk = xk;
             io.xv = xv;
-            io.lnx = r->lnx + L * T * d;
-            io.lnx_scale = r->lnx_scale + L * T;
-            io.xq = r->xq + L * T * qd;
-            io.xpattern = r->xpattern + L * H * T * S;
-            io.xz = r->xz + L * T * qd;
-            io.xattn_out = r->xattn_out + L * T * d;
-            io.resid_cross = r->resid_cross + L * T * d;
+            io.lnx = st.lnx + L * T * d;
+            io.lnx_scale = st.lnx_scale + L * T;
+            io.xq = st.xq + L * T * qd;
+            io.xpattern = st.xpattern + L * H * T * S;
+            io.xz = st.xz + L * T * qd;
+            io.xattn_out = st.xattn_out + L * T * d;
+            io.resid_cross = st.resid_cross + L * T * d;
         }
-        lp_layer_forward(m, l, &io, r->rope_cos, r->rope_sin, 0, n);
+        lp_layer_forward(m, l, &io, st.rope_cos, st.rope_sin, 0, (int)T);
     }
-    const float *last = r->resid + (size_t)c->n_layer * T * d;
-    if (m->lnf_w) {
-        lp_norm(r->lnf, r->lnf_scale, last, m->lnf_w, m->lnf_b, n, (int)d, c->norm, c->norm_eps);
-    } else { /* post-norm: the last block's norm was the final one */
-        memcpy(r->lnf, last, T * d * sizeof *r->lnf);
-        for (size_t i = 0; i < T; i++) r->lnf_scale[i] = 1.0f;
+    free(rel);
+    free(seg);
+    if (!rc) {
+        const float *last = st.resid + (size_t)c->n_layer * T * d;
+        if (m->lnf_w) {
+            lp_norm(st.lnf, st.lnf_scale, last, m->lnf_w, m->lnf_b, (int)T, (int)d, c->norm, c->norm_eps);
+        } else { /* post-norm: the last block's norm was the final one */
+            memcpy(st.lnf, last, T * d * sizeof *st.lnf);
+            for (size_t i = 0; i < T; i++) st.lnf_scale[i] = 1.0f;
+        }
+        if (c->head == LP_HEAD_LM) lp_linear_forward(st.logits, st.lnf, &m->unembed, (int)T);
+        else
+            for (int b = 0; b < B && out[b]->head_rows; b++)
+                lp_head_forward(out[b]->head_hidden, out[b]->logits, m, out[b]->lnf, out[b]->head_rows);
     }
-    if (c->head == LP_HEAD_LM) lp_linear_forward(r->logits, r->lnf, &m->unembed, n);
-    else if (r->head_rows) lp_head_forward(r->head_hidden, r->logits, m, r->lnf, r->head_rows);
     /* Finite weights can still overflow float32 on the way; say where rather than hand on
      * results that every reader would have to doubt. */
-    size_t n_out = (size_t)r->out_rows * r->out_w;
-    if (lp_first_nonfinite(r->logits, n_out) >= 0 || lp_first_nonfinite(r->lnf, T * d) >= 0) {
+    for (int b = 0; b < B && !rc; b++) {
+        const lp_run *r = out[b];
+        size_t n = (size_t)r->T;
+        if (lp_first_nonfinite(r->logits, (size_t)r->out_rows * r->out_w) < 0 && lp_first_nonfinite(r->lnf, n * d) < 0)
+            continue;
         int l = 0;
-        while (l < c->n_layer && lp_first_nonfinite(r->resid + (size_t)(l + 1) * T * d, T * d) < 0) l++;
-        lp_run_free(r);
+        while (l < c->n_layer && lp_first_nonfinite(r->resid + (size_t)(l + 1) * T * d, n * d) < 0) l++;
+        char which[48] = "";
+        if (B > 1) snprintf(which, sizeof which, "sequence %d of the batch: ", b);
         if (l < c->n_layer)
-            return lp_error(LP_ERANGE, "the forward pass overflowed float32: the output of layer %d holds inf or NaN "
-                            "(weights too large for this input?)", l);
-        return lp_error(LP_ERANGE, "the forward pass overflowed float32: the logits hold inf or NaN (weights too "
-                        "large for this input?)");
+            rc = lp_error(LP_ERANGE, "%sthe forward pass overflowed float32: the output of layer %d holds inf or NaN "
+                          "(weights too large for this input?)", which, l);
+        else
+            rc = lp_error(LP_ERANGE, "%sthe forward pass overflowed float32: the logits hold inf or NaN (weights too "
+                          "large for this input?)", which);
     }
-    *out = r;
-    return LP_OK;
+    if (rc) free_runs(out, B);
+    return rc;
+}
+
+static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n,
+                   lp_run *src, const lp_edit *edit) {
+    const int *const idv[1] = {ids}, *const tv[1] = {types};
+    return runs_new(out, m, 1, ids ? idv : NULL, tv, &n, sum, src, edit);
+}
+
+size_t lp_run_batch_bytes(const lp_model *m, int B, const int *n) {
+    size_t N = 0, P = 0, H = m->cfg.n_head;
+    for (int b = 0; b < B; b++) N += (size_t)n[b], P += H * n[b] * n[b];
+    lp_run st = {.m = m};
+    shape(&st, N, P, B);
+    return layout(&st, NULL) * sizeof(float);
+}
+
+int lp_run_new_batch(lp_run **out, const lp_model *m, int B, const int *const *ids, const int *const *types,
+                     const int *n) {
+    for (int b = 0; b < B; b++) out[b] = NULL;
+    if (B < 1 || B > LP_RUN_BATCH_MAX)
+        return lp_error(LP_EINVAL, "a batch holds 1 to %d sequences, not %d", LP_RUN_BATCH_MAX, B);
+    if (m->cfg.cross_attn)
+        return lp_error(LP_EUNSUPPORTED, "%s is an encoder-decoder: its runs are made one at a time", m->cfg.arch);
+    return runs_new(out, m, B, ids, types, n, NULL, NULL, NULL);
 }
 
 int lp_run_new_embedded(lp_run **out, const lp_model *m, const int *ids, const int *types, const float *sum, int n) {
@@ -402,10 +557,12 @@ void lp_run_cross_tape(const lp_run *r, int layer, const float **lnx_scale, cons
 void lp_run_free(lp_run *r) {
     if (!r) return;
     lp_run_free(r->src);
-    free(r->rel_bucket);
     free(r->ids);
     free(r->types);
-    arena_give(r->arena, r->arena_bytes);
+    if (r->arena && __atomic_sub_fetch(&r->arena->refs, 1, __ATOMIC_ACQ_REL) == 0) { /* the last run of its batch */
+        arena_give(r->arena->p, r->arena->bytes);
+        free(r->arena);
+    }
     free(r);
 }
 
@@ -414,8 +571,8 @@ int lp_run_len(const lp_run *r) { return r->T; }
 const int *lp_run_ids(const lp_run *r) { return r->ids; }
 size_t lp_run_arena_bytes(const lp_run *r) { return r->arena_floats * sizeof(float); }
 const float *lp_run_pattern_stats(const lp_run *r, int layer, int head) {
-    const lp_config *c = &r->m->cfg;
-    return r->pattern_stats + ((size_t)layer * c->n_head + (size_t)head) * (size_t)r->T * 2;
+    size_t H = (size_t)r->m->cfg.n_head;
+    return r->pattern_stats + (size_t)layer * 2 * H * r->LT + (size_t)head * (size_t)r->T * 2;
 }
 const int *lp_run_types(const lp_run *r) { return r->types; }
 const float *lp_run_embed_sum(const lp_run *r) { return r->emb_sum; }
@@ -447,23 +604,23 @@ int lp_run_view(const lp_run *r, lp_act_kind kind, int layer, int head, lp_view 
         return lp_error(LP_EINVAL, "head %d is out of range: %s has heads 0..%d", head, lp_act_name(kind), heads - 1);
     if (!per_head && head != -1 && head != 0)
         return lp_error(LP_EINVAL, "%s is not per head", lp_act_name(kind));
-    size_t L = layer, TT = T;
+    size_t L = layer, TT = T, LT = r->LT;
     switch (kind) {
-    case LP_ACT_RESID_PRE: view2(out, r->resid + L * TT * d, T, d, d); break;
-    case LP_ACT_RESID_POST: view2(out, r->resid + (L + 1) * TT * d, T, d, d); break;
-    case LP_ACT_RESID_MID: view2(out, r->resid_mid + L * TT * d, T, d, d); break;
-    case LP_ACT_LN1: view2(out, r->ln1 + L * TT * d, T, d, d); break;
-    case LP_ACT_LN2: view2(out, r->ln2 + L * TT * d, T, d, d); break;
-    case LP_ACT_ATTN_OUT: view2(out, r->attn_out + L * TT * d, T, d, d); break;
-    case LP_ACT_MLP_OUT: view2(out, r->mlp_out + L * TT * d, T, d, d); break;
-    case LP_ACT_MLP_PRE: view2(out, r->mlp_pre + L * TT * dm, T, dm, dm); break;
-    case LP_ACT_MLP_POST: view2(out, r->mlp_post + L * TT * dm, T, dm, dm); break;
+    case LP_ACT_RESID_PRE: view2(out, r->resid + L * LT * d, T, d, d); break;
+    case LP_ACT_RESID_POST: view2(out, r->resid + (L + 1) * LT * d, T, d, d); break;
+    case LP_ACT_RESID_MID: view2(out, r->resid_mid + L * LT * d, T, d, d); break;
+    case LP_ACT_LN1: view2(out, r->ln1 + L * LT * d, T, d, d); break;
+    case LP_ACT_LN2: view2(out, r->ln2 + L * LT * d, T, d, d); break;
+    case LP_ACT_ATTN_OUT: view2(out, r->attn_out + L * LT * d, T, d, d); break;
+    case LP_ACT_MLP_OUT: view2(out, r->mlp_out + L * LT * d, T, d, d); break;
+    case LP_ACT_MLP_PRE: view2(out, r->mlp_pre + L * LT * dm, T, dm, dm); break;
+    case LP_ACT_MLP_POST: view2(out, r->mlp_post + L * LT * dm, T, dm, dm); break;
     case LP_ACT_MLP_UP:
         if (!r->mlp_up) return lp_error(LP_EINVAL, "mlp_up exists only for SwiGLU models");
-        view2(out, r->mlp_up + L * TT * dm, T, dm, dm);
+        view2(out, r->mlp_up + L * LT * dm, T, dm, dm);
         break;
-    case LP_ACT_LN1_SCALE: *out = (lp_view){r->ln1_scale + L * TT, 1, {T}, {1}}; break;
-    case LP_ACT_LN2_SCALE: *out = (lp_view){r->ln2_scale + L * TT, 1, {T}, {1}}; break;
+    case LP_ACT_LN1_SCALE: *out = (lp_view){r->ln1_scale + L * LT, 1, {T}, {1}}; break;
+    case LP_ACT_LN2_SCALE: *out = (lp_view){r->ln2_scale + L * LT, 1, {T}, {1}}; break;
     case LP_ACT_LN_FINAL: view2(out, r->lnf, T, d, d); break;
     case LP_ACT_LN_FINAL_SCALE: *out = (lp_view){r->lnf_scale, 1, {T}, {1}}; break;
     case LP_ACT_LOGITS:
@@ -475,20 +632,20 @@ int lp_run_view(const lp_run *r, lp_act_kind kind, int layer, int head, lp_view 
         view2(out, r->head_hidden, r->head_rows, d, d);
         break;
     case LP_ACT_PATTERN:
-        if (head >= 0) view2(out, r->pattern + ((L * H + head) * TT) * TT, T, T, T);
-        else *out = (lp_view){r->pattern + L * H * TT * TT, 3, {H, T, T}, {(long)TT * TT, T, 1}};
+        if (head >= 0) view2(out, r->pattern + L * r->LP + head * TT * TT, T, T, T);
+        else *out = (lp_view){r->pattern + L * r->LP, 3, {H, T, T}, {(long)TT * TT, T, 1}};
         break;
     case LP_ACT_Q: case LP_ACT_K: case LP_ACT_V: case LP_ACT_Z: {
         const float *base = kind == LP_ACT_Q ? r->q : kind == LP_ACT_K ? r->k : kind == LP_ACT_V ? r->v : r->z;
         long row = (long)heads * dh;
-        base += L * TT * row;
+        base += L * LT * row;
         if (head >= 0) view2(out, base + (size_t)head * dh, T, dh, row);
         else *out = (lp_view){base, 3, {T, heads, dh}, {row, dh, 1}};
         break;
     }
-    case LP_ACT_LN_CROSS: view2(out, r->lnx + L * TT * d, T, d, d); break;
-    case LP_ACT_CROSS_OUT: view2(out, r->xattn_out + L * TT * d, T, d, d); break;
-    case LP_ACT_RESID_MID_CROSS: view2(out, r->resid_cross + L * TT * d, T, d, d); break;
+    case LP_ACT_LN_CROSS: view2(out, r->lnx + L * LT * d, T, d, d); break;
+    case LP_ACT_CROSS_OUT: view2(out, r->xattn_out + L * LT * d, T, d, d); break;
+    case LP_ACT_RESID_MID_CROSS: view2(out, r->resid_cross + L * LT * d, T, d, d); break;
     case LP_ACT_CROSS_PATTERN: {
         int S = r->S;
         if (head >= 0) view2(out, r->xpattern + ((L * H + head) * TT) * S, T, S, S);
@@ -497,7 +654,7 @@ int lp_run_view(const lp_run *r, lp_act_kind kind, int layer, int head, lp_view 
     }
     case LP_ACT_CROSS_Z: {
         long row = (long)H * dh;
-        const float *base = r->xz + L * TT * row;
+        const float *base = r->xz + L * LT * row;
         if (head >= 0) view2(out, base + (size_t)head * dh, T, dh, row);
         else *out = (lp_view){base, 3, {T, H, dh}, {row, dh, 1}};
         break;

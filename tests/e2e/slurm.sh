@@ -152,7 +152,7 @@ for f in "$tmp"/out/logs/*.out; do [ -e "$f" ] && sed "s|^|  $(basename "$f"): |
 wait $one
 check "one process ran the same items" test $? -eq 0
 agg "$tmp/one.db" 1 >"$tmp/one.agg"
-check "each shard ran its third of the items" test "$(for s in 1 2 3; do q "$tmp/out/shard-$s.db" "SELECT count(*) AS n, sum(item % 3 != $s - 1) AS w FROM dataset_items" '.[0] | "\(.n) \(.w)"'; done | tr '\n' ,)" = "15 0,15 0,15 0,"
+check "each shard ran its third of the groups of 8 items" test "$(for s in 1 2 3; do q "$tmp/out/shard-$s.db" "SELECT count(*) AS n, sum(item / 8 % 3 != $s - 1) AS w FROM dataset_items" '.[0] | "\(.n) \(.w)"'; done | tr '\n' ,)" = "16 0,16 0,13 0,"
 mid=$(merged_id "$tmp/out/merged.db")
 agg "$tmp/out/merged.db" "${mid:-0}" >"$tmp/m.agg"
 check "merged by the Slurm job == one process, row for row ($(wc -l <"$tmp/one.agg") rows)" diff "$tmp/one.agg" "$tmp/m.agg"
