@@ -1111,7 +1111,7 @@ static void enc_batch_layer_forward(enc_batch *bt, const lp_model *m, int l, int
     if (T <= ATTN_LOOP_MAX_T)
         attention_forward_short((float *)t.pattern, bt->z, c, q, k, v, c->n_head * (long)c->d_head,
                                 c->n_kv_head * (long)c->d_head, B, T);
-    else lp_attention_seqs((float *)t.pattern, bt->z, c, q, k, v, B, T);
+    else lp_attention_seqs((float *)t.pattern, bt->z, c, 0, q, k, v, B, T);
     lp_linear_forward(s1, bt->z, &w->o, n);
     for (size_t i = 0; i < nd; i++) s1[i] += x[i];
     lp_norm(bt->mid, sc1, s1, w->ln1_w, w->ln1_b, n, d, LP_NORM_LAYERNORM, c->norm_eps);
@@ -1488,7 +1488,7 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, int 
             lp_rope_rows(k + (size_t)b * T * kvd, c, T, c->n_kv_head, cos_t, sin_t);
         }
     if (T <= ATTN_LOOP_MAX_T) attention_forward_short(pattern, bt->z, c, q, k, v, qs, ks, B, T);
-    else lp_attention_seqs(pattern, bt->z, c, q, k, v, B, T);
+    else lp_attention_seqs(pattern, bt->z, c, m->layers[l].window, q, k, v, B, T);
     if (only_pos >= 0) { /* row b takes row (b, only_pos): never one a later b still reads */
         for (int b = 0; b < B; b++)
             memmove(bt->z + (size_t)b * qd, bt->z + ((size_t)b * T + only_pos) * qd, qd * sizeof *bt->z);

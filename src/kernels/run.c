@@ -116,6 +116,8 @@ struct lp_run {
     int *rel_bucket;       /* LP_POS_RELATIVE: (2T - 1) buckets of offsets -(T - 1) .. T - 1 */
     float *emb_sum;        /* (T, d) cfg.emb_norm: the summed embeddings before their LayerNorm, the
                             * input an encoder's attributions vary (given or looked up) */
+    float *post1_scale, *post2_scale; /* (L, T) cfg.sandwich_norm: the scales of the norms on attention's
+                            * and the MLP's outputs; else NULL */
 };
 
 static const char *const ACT_NAMES[LP_ACT_COUNT] = {
@@ -176,9 +178,12 @@ static size_t layout(lp_run *r, float *base) {
     SLICE(xattn_out, L * T * d * !!S);
     SLICE(resid_cross, L * T * d * !!S);
     SLICE(emb_sum, c->emb_norm ? T * d : 0);
+    SLICE(post1_scale, c->sandwich_norm ? L * T : 0);
+    SLICE(post2_scale, c->sandwich_norm ? L * T : 0);
 #undef SLICE
     if (!lp_mlp_gated(c)) r->mlp_up = NULL;
     if (!c->emb_norm) r->emb_sum = NULL;
+    if (!c->sandwich_norm) r->post1_scale = r->post2_scale = NULL;
     return at;
 }
 
@@ -312,6 +317,8 @@ static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *t
             .mlp_post = r->mlp_post + L * T * dm,
             .mlp_out = r->mlp_out + L * T * d,
             .resid_out = r->resid + (L + 1) * T * d,
+            .post1_scale = r->post1_scale ? r->post1_scale + L * T : NULL,
+            .post2_scale = r->post2_scale ? r->post2_scale + L * T : NULL,
             .rel_bias = m->rel_bias,
             .rel_bucket = r->rel_bucket,
             .rel_off = n - 1,
@@ -342,7 +349,10 @@ static int run_new(lp_run **out, const lp_model *m, const int *ids, const int *t
         memcpy(r->lnf, last, T * d * sizeof *r->lnf);
         for (size_t i = 0; i < T; i++) r->lnf_scale[i] = 1.0f;
     }
-    if (c->head == LP_HEAD_LM) lp_linear_forward(r->logits, r->lnf, &m->unembed, n);
+    if (c->head == LP_HEAD_LM) {
+        lp_linear_forward(r->logits, r->lnf, &m->unembed, n);
+        lp_softcap(r->logits, T * (size_t)c->vocab, c->final_softcap); /* Gemma2ForCausalLM */
+    }
     else if (r->head_rows) lp_head_forward(r->head_hidden, r->logits, m, r->lnf, r->head_rows);
     /* Finite weights can still overflow float32 on the way; say where rather than hand on
      * results that every reader would have to doubt. */
@@ -394,6 +404,12 @@ void lp_run_cross_tape(const lp_run *r, int layer, const float **lnx_scale, cons
     *xq = r->xq + L * T * qd;
     *xk = r->xk + L * S * qd;
     *xv = r->xv + L * S * qd;
+}
+
+void lp_run_post_scales(const lp_run *r, int layer, const float **post1, const float **post2) {
+    size_t L = layer, T = r->T;
+    *post1 = r->post1_scale ? r->post1_scale + L * T : NULL;
+    *post2 = r->post2_scale ? r->post2_scale + L * T : NULL;
 }
 
 void lp_run_free(lp_run *r) {
