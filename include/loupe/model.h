@@ -147,6 +147,10 @@ const lp_model *lp_model_encoder(const lp_model *m);
 /* LP_POS_RELATIVE: the (rel_buckets, n_head) bias table every layer of the model's stack
  * reuses; NULL for other models. */
 const float *lp_model_rel_bias(const lp_model *m);
+/* What a token's embedding row is multiplied by before layer 0 reads it (Gemma 2's
+ * sqrt(d_model) normalizer), 1 for other models: a decoder's input, resid_pre of layer 0,
+ * is this times the rows of the embedding. */
+float lp_model_emb_scale(const lp_model *m);
 /* The sliding window of layer's attention (a query sees its last `window` positions, itself
  * included: Gemma 2's sliding layers), 0 for attention over every earlier position. */
 int lp_model_layer_window(const lp_model *m, int layer);

@@ -435,6 +435,7 @@ int lp_model_n_labels(const lp_model *m) { return m->labels ? m->cfg.n_labels : 
 bool lp_model_is_encoder(const lp_model *m) { return !m->cfg.causal; }
 const lp_model *lp_model_encoder(const lp_model *m) { return m->encoder; }
 const float *lp_model_rel_bias(const lp_model *m) { return m->rel_bias; }
+float lp_model_emb_scale(const lp_model *m) { return m->cfg.emb_scale ? m->cfg.emb_scale : 1.0f; }
 int lp_model_layer_window(const lp_model *m, int layer) {
     return layer >= 0 && layer < m->cfg.n_layer ? m->layers[layer].window : 0;
 }

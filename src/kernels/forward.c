@@ -652,3 +652,7 @@ void lp_rope_rows(float *x, const lp_config *c, int n, int heads, const float *c
 void lp_gelu_rows(float *y, const float *x, size_t n) { map(y, x, NULL, n, MAP_GELU_TANH); }
 
 void lp_swiglu_rows(float *y, const float *gate, const float *up, size_t n) { map(y, gate, up, n, MAP_SWIGLU); }
+
+void lp_gated_rows(float *y, const float *gate, const float *up, size_t n, lp_mlp_kind kind) {
+    map(y, gate, up, n, kind == LP_MLP_GEGLU ? MAP_GEGLU : MAP_SWIGLU);
+}

@@ -155,6 +155,8 @@ void lp_rope_rows(float *x, const lp_config *c, int n, int heads, const float *c
 /* y = GELU-tanh(x), and y = SiLU(gate) * up, over n floats, as lp_layer_forward computes them
  * for decoders (the backward pass knows no other activation yet). */
 void lp_gelu_rows(float *y, const float *x, size_t n);
+/* y = act(gate) * up over n floats, act SiLU (SwiGLU) or GELU-tanh (GeGLU). */
+void lp_gated_rows(float *y, const float *gate, const float *up, size_t n, lp_mlp_kind kind);
 /* y = act(x) over n floats for the non-gated MLPs (GELU-tanh, GELU-erf, ReLU). */
 void lp_act_rows(float *y, const float *x, size_t n, lp_mlp_kind kind);
 void lp_swiglu_rows(float *y, const float *gate, const float *up, size_t n);
