@@ -465,51 +465,58 @@ static void batches_match_the_run(void **state) {
 static void both_attention_paths_match_finite_differences(void **state) {
     (void)state;
     fixture_model fms[16];
-    assert_true(read_models(fms, 16) >= 1);
-    fixture_model fm = fms[0]; /* gpt2, its context made long enough */
-    char *ctx = strstr(fm.args, "--ctx 64");
-    assert_non_null(ctx);
-    memmove(ctx + 9, ctx + 8, strlen(ctx + 8) + 1);
-    memcpy(ctx, "--ctx 150", 9);
-    char *dir;
-    lp_model *m = load_fixture(&fm, &dir);
-    static const int lengths[] = {100, 140};
-    for (int li = 0; li < 2; li++) {
-        int T = lengths[li], d = m->cfg.d_model, *ids = malloc((size_t)T * sizeof *ids);
-        for (int t = 0; t < T; t++) ids[t] = fm.ids[t % fm.n];
-        lp_run *r;
-        assert_int_equal(lp_run_new(&r, m, ids, T), LP_OK);
-        lp_objective o = objective_for(m, LP_OBJ_LOGPROB, T - 1, li);
-        lp_grad *g;
-        assert_int_equal(lp_grad_new(&g, r, &o), LP_OK);
-        size_t n = (size_t)T * d;
-        const float *ge = lp_grad_embed(g);
-        double *gd = malloc(n * sizeof *gd);
-        for (size_t j = 0; j < n; j++) gd[j] = ge[j];
-        double err = check_site(m, ids, T, &o, LP_ACT_RESID_PRE, 0, gd, n, 4);
-        lp_view x0;
-        lp_run_view(r, LP_ACT_RESID_PRE, 0, -1, &x0);
-        scaled s = {x0.data, T, d, {1.0, 0.5}};
-        double w[2] = {1.0, 0.0}, f[2], worst = 0, big = 0;
-        float *gs = malloc(n * sizeof *gs);
-        assert_int_equal(lp_grad_batch(m, T, 2, scaled_input, &s, &o, w, f, gs), LP_OK);
-        for (size_t j = 0; j < n; j++) {
-            worst = fmax(worst, fabs(gs[j] - ge[j]));
-            big = fmax(big, fabs(ge[j]));
+    int nm = read_models(fms, 16);
+    /* gpt2, and Gemma 2 (soft cap, sliding window: the long path's own softcap derivative) */
+    static const char *const names[] = {"gpt2", "gemma2_sliding"};
+    for (int mi = 0; mi < 2; mi++) {
+        int at = 0;
+        while (at < nm && strcmp(fms[at].name, names[mi]) != 0) at++;
+        assert_true(at < nm);
+        fixture_model fm = fms[at]; /* its context made long enough */
+        char *ctx = strstr(fm.args, "--ctx 64");
+        assert_non_null(ctx);
+        memmove(ctx + 9, ctx + 8, strlen(ctx + 8) + 1);
+        memcpy(ctx, "--ctx 150", 9);
+        char *dir;
+        lp_model *m = load_fixture(&fm, &dir);
+        static const int lengths[] = {100, 140};
+        for (int li = 0; li < 2; li++) {
+            int T = lengths[li], d = m->cfg.d_model, *ids = malloc((size_t)T * sizeof *ids);
+            for (int t = 0; t < T; t++) ids[t] = fm.ids[t % fm.n];
+            lp_run *r;
+            assert_int_equal(lp_run_new(&r, m, ids, T), LP_OK);
+            lp_objective o = objective_for(m, LP_OBJ_LOGPROB, T - 1, li);
+            lp_grad *g;
+            assert_int_equal(lp_grad_new(&g, r, &o), LP_OK);
+            size_t n = (size_t)T * d;
+            const float *ge = lp_grad_embed(g);
+            double *gd = malloc(n * sizeof *gd);
+            for (size_t j = 0; j < n; j++) gd[j] = ge[j];
+            double err = check_site(m, ids, T, &o, LP_ACT_RESID_PRE, 0, gd, n, 4);
+            lp_view x0;
+            lp_run_view(r, LP_ACT_RESID_PRE, 0, -1, &x0);
+            scaled s = {x0.data, T, d, {1.0, 0.5}};
+            double w[2] = {1.0, 0.0}, f[2], worst = 0, big = 0;
+            float *gs = malloc(n * sizeof *gs);
+            assert_int_equal(lp_grad_batch(m, T, 2, scaled_input, &s, &o, w, f, gs), LP_OK);
+            for (size_t j = 0; j < n; j++) {
+                worst = fmax(worst, fabs(gs[j] - ge[j]));
+                big = fmax(big, fabs(ge[j]));
+            }
+            print_message("  %s T=%d: relative error %.1e against differences; batch vs run %.1e of the largest\n",
+                          names[mi], T, err, worst / fmax(1, big));
+            assert_true(err < FD_TOL);
+            assert_true(worst <= 1e-5 * fmax(1, big));
+            assert_true(fabs(f[0] - lp_grad_objective(g)) < 1e-4 * fmax(1, fabs(f[0])));
+            free(gs);
+            free(gd);
+            lp_grad_free(g);
+            lp_run_free(r);
+            free(ids);
         }
-        print_message("  gpt2 T=%d: relative error %.1e against differences; batch vs run %.1e of the largest\n", T,
-                      err, worst / fmax(1, big));
-        assert_true(err < FD_TOL);
-        assert_true(worst <= 1e-5 * fmax(1, big));
-        assert_true(fabs(f[0] - lp_grad_objective(g)) < 1e-4 * fmax(1, fabs(f[0])));
-        free(gs);
-        free(gd);
-        lp_grad_free(g);
-        lp_run_free(r);
-        free(ids);
+        lp_model_free(m);
+        rm_tree(dir);
     }
-    lp_model_free(m);
-    rm_tree(dir);
 }
 
 /* Integrated gradients add up: |delta| < 1% of f(x) - f(baseline) at 64 steps, for the
