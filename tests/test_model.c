@@ -568,6 +568,28 @@ static void forward_overflow_is_a_clear_error(void **state) {
     rm_tree(dir);
 }
 
+/* Gemma2Model's normalizer is torch.tensor(hidden_size**0.5, dtype=hidden_states.dtype): for
+ * d_model 56, 7.4833 in float32 and 7.46875 in bfloat16 (torch's rounding of it). */
+static void gemma2_embedding_scale_is_rounded_to_the_dtype(void **state) {
+    (void)state;
+    static const struct {
+        const char *dtype;
+        float want;
+    } cases[] = {{"f32", 7.48331499f}, {"bf16", 7.46875f}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *dir = make_temp_dir(), m[512], args[128];
+        snprintf(m, sizeof m, "%s/m", dir);
+        snprintf(args, sizeof args, "--arch gemma2 --d-model 56 --heads 4 --dtype %s --seed 5", cases[i].dtype);
+        assert_int_equal(mkmodel(m, args), 0);
+        lp_model *model;
+        if (lp_model_load(&model, m, NULL)) fail_msg("%s", lp_errmsg());
+        assert_true(lp_model_config(model)->emb_scale == cases[i].want);
+        assert_true(lp_model_emb_scale(model) == cases[i].want);
+        lp_model_free(model);
+        rm_tree(dir);
+    }
+}
+
 /* The config.json fuzzer's corpus, replayed through the loader and a forward pass on its
  * model: the seeds load and run, and every crash-* input (the issue's and the fuzzer's
  * finds) is refused with a message. */
@@ -621,6 +643,7 @@ int main(void) {
         cmocka_unit_test(json_files_above_the_size_caps_are_refused),
         cmocka_unit_test(forward_overflow_is_a_clear_error),
         cmocka_unit_test(config_fuzz_corpus_replays),
+        cmocka_unit_test(gemma2_embedding_scale_is_rounded_to_the_dtype),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }

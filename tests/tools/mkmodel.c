@@ -15,7 +15,8 @@
  * rotated (0.25), parallel residual unless --sequential, untied embed_out; F32.
  * --arch gemma2 writes a Gemma2ForCausalLM: --head-dim N (default d_model / heads),
  * --window W (4096), --query-scalar S (256), --attn-cap C (50), --final-cap C (30; 0 for
- * none: null), layer_types alternating sliding/full unless --no-layer-types; tied; F32. */
+ * none: null), layer_types alternating sliding/full unless --no-layer-types; tied; F32, or
+ * BF16 with --dtype bf16. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -286,12 +287,45 @@ typedef struct {
     int layer_types;                          /* write layer_types (newer configs); 0: leave it out */
 } gemma2_opts;
 
-/* A Gemma2ForCausalLM config.json as transformers writes one (tied embeddings). */
-static int write_gemma2(const char *dir, const lp_config *c, const gemma2_opts *g, uint64_t seed, float std) {
+/* DIR/model.safetensors (F32) rewritten as BF16, rounded to nearest even. */
+static int rewrite_bf16(const char *dir) {
+    char path[4096];
+    lp_safetensors *st = NULL;
+    int rc = lp_path_join(path, sizeof path, dir, "model.safetensors");
+    if (!rc) rc = lp_st_open(&st, path);
+    if (rc) return rc;
+    int n = lp_st_count(st);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += lp_st_at(st, i)->nbytes / 4;
+    lp_st_tensor *ts = calloc((size_t)n, sizeof *ts);
+    uint16_t *half = malloc((total ? total : 1) * sizeof *half);
+    if (!ts || !half) rc = lp_error(LP_ENOMEM, "out of memory");
+    for (int i = 0, at = 0; !rc && i < n; i++) {
+        const lp_st_tensor *t = lp_st_at(st, i);
+        size_t k = t->nbytes / 4;
+        for (size_t j = 0; j < k; j++) half[at + j] = lp_f32_to_bf16(((const float *)t->data)[j]);
+        ts[i] = *t;
+        ts[i].dtype = LP_DT_BF16;
+        ts[i].data = half + at;
+        ts[i].nbytes = k * sizeof *half;
+        at += (int)k;
+    }
+    const char *keys[] = {"format"}, *vals[] = {"pt"};
+    if (!rc) rc = lp_st_write(path, ts, n, keys, vals, 1); /* the mapping stays valid: the file is replaced */
+    free(ts), free(half);
+    lp_st_free(st);
+    return rc;
+}
+
+/* A Gemma2ForCausalLM config.json as transformers writes one (tied embeddings); BF16 weights
+ * with dtype LP_DT_BF16. */
+static int write_gemma2(const char *dir, const lp_config *c, const gemma2_opts *g, lp_dtype dtype, uint64_t seed,
+                        float std) {
     rand_tensor *t = malloc((size_t)(11 * c->n_layer + 4) * sizeof *t);
     if (!t) return lp_error(LP_ENOMEM, "out of memory");
     int rc = write_random(dir, t, gemma2_tensors(t, c), seed, std);
     free(t);
+    if (!rc && dtype == LP_DT_BF16) rc = rewrite_bf16(dir);
     if (rc) return rc;
     json_t *cj = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:s,s:f,s:i,s:b,s:b,s:i,s:i,s:i,s:s}",
                            "architectures", "Gemma2ForCausalLM", "model_type", "gemma2", "hidden_size", c->d_model,
@@ -300,7 +334,8 @@ static int write_gemma2(const char *dir, const lp_config *c, const gemma2_opts *
                            c->vocab, "max_position_embeddings", c->n_ctx, "rms_norm_eps", 1e-6, "rope_theta",
                            (double)c->rope_theta, "hidden_activation", "gelu_pytorch_tanh", "query_pre_attn_scalar",
                            g->query_scalar, "sliding_window", g->window, "tie_word_embeddings", 1, "attention_bias", 0,
-                           "pad_token_id", 0, "bos_token_id", 2, "eos_token_id", 1, "torch_dtype", "float32");
+                           "pad_token_id", 0, "bos_token_id", 2, "eos_token_id", 1, "torch_dtype",
+                           dtype == LP_DT_BF16 ? "bfloat16" : "float32");
     json_object_set_new(cj, "attn_logit_softcapping", g->attn_cap > 0 ? json_real(g->attn_cap) : json_null());
     json_object_set_new(cj, "final_logit_softcapping", g->final_cap > 0 ? json_real(g->final_cap) : json_null());
     if (g->layer_types) {
@@ -413,7 +448,11 @@ int main(int argc, char **argv) {
                     "--query-scalar > 0\n");
             return 2;
         }
-        rc = write_gemma2(dir, c, &g2, sp.seed, sp.std);
+        if (sp.dtype != LP_DT_F32 && sp.dtype != LP_DT_BF16) {
+            fprintf(stderr, "error: --arch gemma2 writes f32 or bf16\n");
+            return 2;
+        }
+        rc = write_gemma2(dir, c, &g2, sp.dtype, sp.seed, sp.std);
         goto tokenizer;
     }
     if (!strcmp(arch, "neox")) {
