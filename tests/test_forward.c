@@ -151,15 +151,23 @@ static void attention_rows_sum_to_one_and_are_causal(void **state) {
             for (int h = 0; h < c->n_head; h++) {
                 lp_view v;
                 assert_int_equal(lp_run_view(r, LP_ACT_PATTERN, l, h, &v), LP_OK);
+                int window = lp_model_layer_window(m, l); /* Gemma 2's sliding layers: keys q - window < k <= q */
+                const float *st = lp_run_pattern_stats(r, l, h); /* each row's entropy and maximum */
                 for (int q = 0; q < fm.n; q++) {
-                    double sum = 0;
+                    double sum = 0, ent = 0;
+                    float mx = 0;
                     for (int k = 0; k < fm.n; k++) {
                         float p = v.data[q * v.stride[0] + k];
-                        if (k > q) assert_true(p == 0.0f);
+                        if (k > q || (window && k <= q - window)) assert_true(p == 0.0f);
+                        if (window && k > q - window && k <= q) assert_true(p > 0.0f);
                         assert_true(p >= 0.0f);
                         sum += p;
+                        if (p > 0) ent -= p * log((double)p);
+                        mx = p > mx ? p : mx;
                     }
                     assert_true(fabs(sum - 1.0) < 1e-5);
+                    assert_true(st[2 * q + 1] == mx);
+                    assert_true(fabs(st[2 * q] - ent) < 2e-6);
                 }
             }
         /* The residual stream adds up: resid_post = resid_pre + attn_out + mlp_out. */

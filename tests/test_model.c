@@ -349,6 +349,15 @@ static void config_sizes_out_of_range_are_refused(void **state) {
         {"neox", "use_parallel_residual", "\"yes\"", "\"use_parallel_residual\" should be true or false"},
         {"neox", "layer_norm_eps", "0", "\"layer_norm_eps\" is 0"},
         {"neox", "intermediate_size", "0", "\"intermediate_size\" is 0"},
+        {"gemma2", "head_dim", "0", "\"head_dim\" is 0"},
+        {"gemma2", "head_dim", "4294967328", "\"head_dim\" is 4294967328"},
+        {"gemma2", "sliding_window", "0", "\"sliding_window\" is 0"},
+        {"gemma2", "query_pre_attn_scalar", "-1", "\"query_pre_attn_scalar\" is -1"},
+        {"gemma2", "attn_logit_softcapping", "0", "\"attn_logit_softcapping\" is 0"},
+        {"gemma2", "final_logit_softcapping", "\"30\"", "\"final_logit_softcapping\" should be a number"},
+        {"gemma2", "num_key_value_heads", "3", "4 attention heads do not divide into 3 key/value heads"},
+        {"gemma2", "layer_types", "[\"sliding_attention\"]", "\"layer_types\" should be a list of 2 strings"},
+        {"gemma2", "layer_types", "[\"sliding_attention\", \"local\"]", "layer_types[1] should be"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char *dir = make_temp_dir();
@@ -370,6 +379,21 @@ static void config_sizes_out_of_range_are_refused(void **state) {
     edit_config(m, "num_attention_heads", json_integer(64));
     expect_load_error(m, NULL, LP_EFORMAT, "hidden_size 32 is smaller than num_attention_heads 64; give head_dim");
     rm_tree(dir);
+    /* Gemma 2: what loupe does not compute is refused, not approximated */
+    static const struct {
+        const char *key, *json, *needle;
+    } gemma[] = {
+        {"hidden_activation", "\"gelu\"", "hidden_activation must be gelu_pytorch_tanh"},
+        {"use_bidirectional_attention", "true", "use_bidirectional_attention is not supported"},
+        {"rope_scaling", "{\"rope_type\": \"linear\", \"factor\": 2}", "rope scaling is not supported"},
+    };
+    for (size_t i = 0; i < sizeof gemma / sizeof *gemma; i++) {
+        dir = make_temp_dir();
+        make_arch(dir, m, sizeof m, "gemma2");
+        edit_config(m, gemma[i].key, json_loads(gemma[i].json, JSON_DECODE_ANY, NULL));
+        expect_load_error(m, NULL, LP_EUNSUPPORTED, gemma[i].needle);
+        rm_tree(dir);
+    }
     /* GPT-NeoX with no rotary dims (rope_dims 0 would read as the whole head) */
     dir = make_temp_dir();
     make_arch(dir, m, sizeof m, "neox");
@@ -544,6 +568,28 @@ static void forward_overflow_is_a_clear_error(void **state) {
     rm_tree(dir);
 }
 
+/* Gemma2Model's normalizer is torch.tensor(hidden_size**0.5, dtype=hidden_states.dtype): for
+ * d_model 56, 7.4833 in float32 and 7.46875 in bfloat16 (torch's rounding of it). */
+static void gemma2_embedding_scale_is_rounded_to_the_dtype(void **state) {
+    (void)state;
+    static const struct {
+        const char *dtype;
+        float want;
+    } cases[] = {{"f32", 7.48331499f}, {"bf16", 7.46875f}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *dir = make_temp_dir(), m[512], args[128];
+        snprintf(m, sizeof m, "%s/m", dir);
+        snprintf(args, sizeof args, "--arch gemma2 --d-model 56 --heads 4 --dtype %s --seed 5", cases[i].dtype);
+        assert_int_equal(mkmodel(m, args), 0);
+        lp_model *model;
+        if (lp_model_load(&model, m, NULL)) fail_msg("%s", lp_errmsg());
+        assert_true(lp_model_config(model)->emb_scale == cases[i].want);
+        assert_true(lp_model_emb_scale(model) == cases[i].want);
+        lp_model_free(model);
+        rm_tree(dir);
+    }
+}
+
 /* The config.json fuzzer's corpus, replayed through the loader and a forward pass on its
  * model: the seeds load and run, and every crash-* input (the issue's and the fuzzer's
  * finds) is refused with a message. */
@@ -597,6 +643,7 @@ int main(void) {
         cmocka_unit_test(json_files_above_the_size_caps_are_refused),
         cmocka_unit_test(forward_overflow_is_a_clear_error),
         cmocka_unit_test(config_fuzz_corpus_replays),
+        cmocka_unit_test(gemma2_embedding_scale_is_rounded_to_the_dtype),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }

@@ -551,6 +551,58 @@ static void test_spiece_tokenizer_json_with_metaspace_encodes_the_same(void **st
     lp_tokenizer_free(t);
 }
 
+/* Gemma 2's tokenizer.json layout (tests/fixtures/gemma2_tokenizer.py: GemmaConverter's
+ * normalizer, Split pre_tokenizer, decoder and vocabulary order, merges as "a b" strings). */
+enum { G_TAB = 7 + 9, G_SPACE = 263, G_NL = 271, G_SP_HELLO = 276, G_SP_WORLD = 281, G_HELLO = 284,
+       G_SPSP = 285, G_NLNL = 286, G_START = 5 };
+
+static void test_gemma_tokenizer_json_has_no_dummy_prefix(void **state) {
+    (void)state;
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_json(&t, "tests/fixtures/gemma2_tokenizer.json"), LP_OK);
+    assert_int_equal(lp_tokenizer_kind_of(t), LP_TOK_SPIECE_BPE);
+    assert_int_equal(lp_tokenizer_vocab_size(t), 287);
+    assert_int_equal(lp_tokenizer_bos(t), 2);
+    assert_int_equal(lp_tokenizer_eos(t), 1);
+    assert_true(lp_tokenizer_adds_bos(t));
+    /* no ▁ prepended: "hello" at the start is the word without one (Llama 2 would say ▁hello) */
+    static const int hello[] = {2, G_HELLO, G_SP_WORLD};
+    check_encode(t, "hello world", true, hello, 3);
+    check_decode(t, hello, 3, "hello world");
+    /* a leading space is a ▁ of the text, and decoding keeps it (no Strip decoder) */
+    static const int spaced[] = {G_SP_HELLO};
+    check_encode(t, " hello", false, spaced, 1);
+    check_decode(t, spaced, 1, " hello");
+    /* runs of spaces: ▁w merges before ▁▁ by rank; a tab is its own piece (not <0x09>) */
+    static const int two[] = {G_SPACE, G_SP_WORLD}, three[] = {G_SPSP, G_SP_WORLD}, tab[] = {G_HELLO, G_TAB};
+    check_encode(t, "  world", false, two, 2);
+    check_encode(t, "   world", false, three, 2);
+    check_encode(t, "hello\t", false, tab, 2);
+    check_decode(t, tab, 2, "hello\t");
+    /* newlines are pieces; a special token splits the text and is not normalised */
+    static const int turn[] = {2, G_START, G_HELLO, G_NLNL, G_NL};
+    check_encode(t, "<start_of_turn>hello\n\n\n", true, turn, 5);
+    /* bytes the vocabulary lacks fall back to <0xNN> (7 + byte) */
+    static const int accent[] = {264 /* h */, 7 + 0xC3, 7 + 0xA9};
+    check_encode(t, "h\xc3\xa9", false, accent, 3);
+    check_decode(t, accent, 3, "h\xc3\xa9");
+    lp_tokenizer_free(t);
+}
+
+/* A Split on a string the normaliser does not remove would split the text: refused. */
+static void test_split_on_a_kept_string_is_refused(void **state) {
+    (void)state;
+    char path[256];
+    const char *j = "{\"added_tokens\": [], \"normalizer\": null, \"pre_tokenizer\": {\"type\": \"Split\", "
+                    "\"pattern\": {\"String\": \" \"}, \"behavior\": \"MergedWithPrevious\"}, \"model\": {\"type\": "
+                    "\"BPE\", \"byte_fallback\": true, \"vocab\": {\"a\": 0}, \"merges\": []}}";
+    write_text("split_kept.json", j, path, sizeof path);
+    lp_tokenizer *t = NULL;
+    assert_int_equal(lp_tokenizer_load_json(&t, path), LP_EUNSUPPORTED);
+    assert_non_null(strstr(lp_errmsg(), "a Split pre_tokenizer on the string \" \" is supported only when"));
+    assert_null(t);
+}
+
 static void test_load_dir_prefers_tokenizer_json(void **state) {
     (void)state;
     char path[256];
@@ -1488,6 +1540,8 @@ int main(void) {
         cmocka_unit_test(test_byte_level_options_prefix_space_and_ignore_merges),
         cmocka_unit_test(test_spiece_tokenizer_json_merges_by_rank_and_falls_back_to_bytes),
         cmocka_unit_test(test_spiece_tokenizer_json_with_metaspace_encodes_the_same),
+        cmocka_unit_test(test_gemma_tokenizer_json_has_no_dummy_prefix),
+        cmocka_unit_test(test_split_on_a_kept_string_is_refused),
         cmocka_unit_test(test_load_dir_prefers_tokenizer_json),
         cmocka_unit_test(test_load_dir_reads_vocab_json_and_merges_txt),
         cmocka_unit_test(test_llama2c_stories_tokenizer_loads),

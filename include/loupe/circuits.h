@@ -23,7 +23,9 @@
 /* ---- direct logit attribution ---- */
 
 typedef struct {
-    double logit;        /* the run's logit(target) [- logit(contrast)] at pos */
+    double logit;        /* the run's logit(target) [- logit(contrast)] at pos; with a final soft cap
+                            (Gemma 2), the logits before it: the parts are linear in them */
+    double capped;       /* the run's logits as output, after the final soft cap (= logit without one) */
     double total;        /* embed + heads + mlp + bias: equals logit up to rounding */
     double embed;        /* token (and learned position) embeddings */
     double heads, mlp;   /* sums of the per-head and per-layer parts */
@@ -53,6 +55,11 @@ typedef struct {
  * Target and contrast are a classifier's label ids, at pos 0. Models without a head are
  * refused. */
 int lp_dla(const lp_run *r, int pos, int target, int contrast, float *heads, float *mlp, lp_dla_sums *sums);
+/* Gemma 2 (post-norms on attention's and the MLP's outputs, soft caps): the post-norms' scales
+ * are frozen at the run's values like the final norm's, so a head's part is its z_h W_O[h]
+ * times the post-attention norm's scale and weight, carried to the logit, and heads still sum
+ * to attn_out exactly. The final soft cap cap * tanh(l / cap) is not linear: the parts add up
+ * to the logit before it (sums.logit), and sums.capped is the run's output logit. */
 /* The same for an encoder-decoder's decoder (T5): also cross (n_layer, n_head), each
  * cross-attention head's part (its slice of cross_z times its rows of the cross output
  * projection), which total counts (sums.cross). The final norm's scale is frozen as for

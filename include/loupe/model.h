@@ -87,6 +87,15 @@ typedef struct {
     int eos_id;          /* encoder-decoders: the id that ends generation (eos_token_id) */
     int enc_layers;      /* encoder-decoders: the encoder's layers (num_layers; n_layer is the decoder's); a
                             model made for training takes 0 as n_layer */
+    /* Gemma 2 (0 / false elsewhere): */
+    float emb_scale;     /* the token embeddings are multiplied by it (sqrt(d_model), rounded to the
+                            checkpoint's dtype as Gemma2Model's normalizer); 0: not scaled */
+    float attn_scale;    /* scores are scale * q.k with this scale (query_pre_attn_scalar^-0.5); 0: 1/sqrt(d_head) */
+    float attn_softcap;  /* scores become cap * tanh(scores / cap) before the mask and softmax; 0: none */
+    float final_softcap; /* logits become cap * tanh(logits / cap); 0: none */
+    bool sandwich_norm;  /* RMSNorms on the outputs of attention and the MLP before they are added
+                            (post_attention_layernorm, post_feedforward_layernorm): attn_out and mlp_out
+                            are the normalised outputs, what the residual stream receives */
 } lp_config;
 
 /* Rotary position embeddings (Llama, llama2.c): q and k are rotated by position. */
@@ -138,6 +147,13 @@ const lp_model *lp_model_encoder(const lp_model *m);
 /* LP_POS_RELATIVE: the (rel_buckets, n_head) bias table every layer of the model's stack
  * reuses; NULL for other models. */
 const float *lp_model_rel_bias(const lp_model *m);
+/* What a token's embedding row is multiplied by before layer 0 reads it (Gemma 2's
+ * sqrt(d_model) normalizer), 1 for other models: a decoder's input, resid_pre of layer 0,
+ * is this times the rows of the embedding. */
+float lp_model_emb_scale(const lp_model *m);
+/* The sliding window of layer's attention (a query sees its last `window` positions, itself
+ * included: Gemma 2's sliding layers), 0 for attention over every earlier position. */
+int lp_model_layer_window(const lp_model *m, int layer);
 /* "masked-lm", "classifier", "lm" or "none". */
 const char *lp_head_kind_name(lp_head_kind k);
 /* 16 hex digits identifying the architecture and the weights (sampled, so it is fast for

@@ -62,10 +62,11 @@ static int by_gradient(float *scores, const lp_run *r, const lp_attr_spec *sp) {
     int rc = lp_grad_embed_new(&g, r, &sp->objective);
     if (rc) return rc;
     const float *ge = lp_grad_embed(g);
+    float es = lp_model_emb_scale(m); /* the input is the scaled embedding (Gemma 2) */
     for (int t = 0; t < T; t++) {
         const float *gt = ge + (size_t)t * d, *e = m->tok_emb + (size_t)ids[t] * d;
         double s = 0.0;
-        for (int k = 0; k < d; k++) s += sp->method == LP_ATTR_SALIENCY ? (double)gt[k] * gt[k] : (double)gt[k] * e[k];
+        for (int k = 0; k < d; k++) s += sp->method == LP_ATTR_SALIENCY ? (double)gt[k] * gt[k] : (double)gt[k] * (e[k] * es);
         scores[t] = (float)(sp->method == LP_ATTR_SALIENCY ? sqrt(s) : s);
     }
     lp_grad_free(g);
@@ -118,11 +119,12 @@ static int make_path(path *p, const lp_run *r, int T, int baseline) {
     *p = (path){.T = T, .d = d, .x = v.data, .b = malloc((size_t)T * d * sizeof(float))};
     if (!p->b) return lp_error(LP_ENOMEM, "out of memory");
     if (lp_run_embed_sum(r)) p->x = lp_run_embed_sum(r); /* an encoder's input: the sum before its LayerNorm */
+    float es = lp_model_emb_scale(m);
     for (int t = 0; t < T; t++) {
         const float *e = m->tok_emb + (size_t)ids[t] * d, *base = baseline >= 0 ? m->tok_emb + (size_t)baseline * d : NULL;
         for (int k = 0; k < d; k++) {
             size_t j = (size_t)t * d + k;
-            p->b[j] = p->x[j] - e[k] + (base ? base[k] : 0.0f);
+            p->b[j] = p->x[j] - e[k] * es + (base ? base[k] * es : 0.0f);
         }
     }
     return LP_OK;

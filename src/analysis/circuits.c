@@ -118,6 +118,7 @@ static int encoder_dla(const lp_run *r, int pos, int target, int contrast, float
     S.embed = dot(v.data + (size_t)pos * v.stride[0], g, d);
     S.bias = S.attn_bias + S.norm_bias;
     S.total = S.embed + S.heads + S.mlp + S.bias;
+    S.capped = S.logit;
     S.remainder = S.logit - S.total;
     if (sums) *sums = S;
     free(g);
@@ -155,12 +156,28 @@ static void logit_direction(const lp_run *r, int pos, int target, int contrast, 
     *unembed_bias = bu ? (double)bu[target] - (contrast >= 0 ? (double)bu[contrast] : 0.0) : 0.0;
 }
 
-/* Each head's part: z_h at pos times its rows of W_O, dotted with dir (g: scratch, H * dh). */
+/* dir (d) through a post-norm of a sandwich block (Gemma 2), its scale frozen: out = dir *
+ * scale * w, the direction a piece before the norm is dotted with. Without one, out = dir. */
+static const float *through_post_norm(const float *dir, const float *w, const float *scale, int pos, int d,
+                                      float *out) {
+    if (!w) return dir;
+    for (int j = 0; j < d; j++) out[j] = dir[j] * scale[pos] * w[j];
+    return out;
+}
+
+/* Each head's part: z_h at pos times its rows of W_O, dotted with dir (g: scratch, H * dh +
+ * d), through the post-attention norm when the layer has one. */
 static double head_parts(const lp_run *r, lp_act_kind z_kind, const lp_linear *o, int l, int pos, const float *dir,
                          float *g, float *out) {
-    const lp_config *c = lp_model_config(lp_run_model(r));
+    const lp_model *m = lp_run_model(r);
+    const lp_config *c = &m->cfg;
     int H = c->n_head, dh = c->d_head;
     double sum = 0;
+    if (z_kind == LP_ACT_Z && c->sandwich_norm) {
+        const float *s1, *s2;
+        lp_run_post_scales(r, l, &s1, &s2);
+        dir = through_post_norm(dir, m->layers[l].post1_w, s1, pos, c->d_model, g + (size_t)H * dh);
+    }
     pullback(o, dir, g);
     lp_view v;
     lp_run_view(r, z_kind, l, -1, &v);
@@ -181,7 +198,7 @@ int lp_dla_seq2seq(const lp_run *r, int pos, int target, int contrast, float *he
     const lp_model *m = lp_run_model(r);
     const lp_config *c = &m->cfg;
     int d = c->d_model, H = c->n_head, dh = c->d_head;
-    float *dir = malloc((size_t)(2 * d + H * dh) * sizeof *dir), *g = dir + 2 * (size_t)d;
+    float *dir = malloc((size_t)(3 * d + H * dh) * sizeof *dir), *g = dir + 2 * (size_t)d;
     if (!dir) return lp_error(LP_ENOMEM, "out of memory");
     lp_dla_sums S = {0};
     logit_direction(r, pos, target, contrast, dir, dir + d, &S.norm_bias, &S.unembed_bias);
@@ -202,7 +219,11 @@ int lp_dla_seq2seq(const lp_run *r, int pos, int target, int contrast, float *he
     S.bias = S.attn_bias + S.norm_bias + S.unembed_bias;
     S.total = S.embed + S.heads + S.cross + S.mlp + S.bias;
     const float *lg = lp_run_logits(r, pos);
-    S.logit = (double)lg[target] - (contrast >= 0 ? (double)lg[contrast] : 0.0);
+    S.logit = S.capped = (double)lg[target] - (contrast >= 0 ? (double)lg[contrast] : 0.0);
+    if (c->final_softcap > 0.0f) { /* the logits before the cap, from the final norm's output */
+        lp_run_view(r, LP_ACT_LN_FINAL, 0, -1, &v);
+        S.logit = dot(v.data + (size_t)pos * v.stride[0], dir + d, d) + S.unembed_bias;
+    }
     S.remainder = S.logit - S.total;
     if (sums) *sums = S;
     free(dir);
@@ -221,12 +242,17 @@ int lp_dla_neurons(const lp_run *r, int layer, int pos, int target, int contrast
     if (layer < 0 || layer >= c->n_layer)
         return lp_error(LP_EINVAL, "layer %d is out of range: the model has layers 0..%d", layer, c->n_layer - 1);
     if (!c->causal) return encoder_dla(r, pos, target, contrast, NULL, NULL, NULL, layer, out);
-    float *dir = malloc((size_t)2 * c->d_model * sizeof *dir);
+    float *dir = malloc((size_t)3 * c->d_model * sizeof *dir);
     if (!dir) return lp_error(LP_ENOMEM, "out of memory");
     double nb, ub;
     logit_direction(r, pos, target, contrast, dir, dir + c->d_model, &nb, &ub);
+    const float *s1, *s2, *to = dir;
+    if (c->sandwich_norm) {
+        lp_run_post_scales(r, layer, &s1, &s2);
+        to = through_post_norm(dir, m->layers[layer].post2_w, s2, pos, c->d_model, dir + 2 * (size_t)c->d_model);
+    }
     /* Neuron i writes post_i W_down[i]: its contribution is post_i (W_down dir)_i. */
-    pullback(&m->layers[layer].down, dir, out);
+    pullback(&m->layers[layer].down, to, out);
     lp_view v;
     lp_run_view(r, LP_ACT_MLP_POST, layer, -1, &v);
     const float *post = v.data + (size_t)pos * v.stride[0];

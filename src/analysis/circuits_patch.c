@@ -9,6 +9,7 @@
  * and each variant's encoder output then goes through the whole decoder. */
 #include "loupe/circuits.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -481,6 +482,7 @@ static int readout_metric(const lp_model *m, const float *x, int n, int target, 
             if (t < 0) continue;
             double lg = U->b ? U->b[t] : 0.0;
             for (int j = 0; j < d; j++) lg += (double)yi[j] * (U->trans ? U->w[(size_t)t * U->ld + j] : U->w[(size_t)j * U->ld + t]);
+            if (c->final_softcap > 0.0f) lg = c->final_softcap * tanh(lg / c->final_softcap); /* as the run's logits */
             v += k == 0 ? lg : -lg;
         }
         out[i] = (float)v;
@@ -518,6 +520,7 @@ int lp_patch_logits_at(const lp_run *base, const lp_run *source, const lp_patch 
         } else {
             lp_norm(y, y + P.d, x, m->lnf_w, m->lnf_b, 1, P.d, m->cfg.norm, m->cfg.norm_eps);
             lp_linear_forward(logits, y, &m->unembed, 1);
+            lp_softcap(logits, (size_t)m->cfg.vocab, m->cfg.final_softcap);
         }
     }
     free(x);

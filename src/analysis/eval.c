@@ -249,11 +249,12 @@ static void inputs(lp_eval *e) {
     memset(e->types, 0, (size_t)e->T * sizeof *e->types);
     if (e->enc) memcpy(e->types, lp_run_types(e->r), (size_t)e->T * sizeof *e->types);
     const float *rep = e->sp.remove != LP_REMOVE_DELETE && e->sp.token >= 0 ? m->tok_emb + (size_t)e->sp.token * d : NULL;
+    float es = lp_model_emb_scale(m); /* Gemma 2's input: the embeddings scaled */
     for (int t = 0; t < e->T; t++) {
         const float *tok = (t < e->S ? enc : m)->tok_emb + (size_t)e->ids[t] * d;
         for (size_t k = 0; k < d; k++) {
             size_t j = (size_t)t * d + k;
-            e->b[j] = e->x[j] - tok[k] + (rep ? rep[k] : 0.0f);
+            e->b[j] = e->x[j] - tok[k] * es + (rep ? rep[k] * es : 0.0f);
         }
     }
 }

@@ -34,6 +34,8 @@ static int lens_block(const lp_model *m, const float *x, int n, float *logits) {
     } else {
         lp_norm(y, scale, x, m->lnf_w, m->lnf_b, n, c->d_model, c->norm, c->norm_eps);
         lp_linear_forward(logits, y, &m->unembed, n);
+        /* Gemma 2's final soft cap, as the model applies it: the last row is the run's output */
+        lp_softcap(logits, (size_t)n * c->vocab, c->final_softcap);
     }
     free(y);
     free(scale);

@@ -30,6 +30,7 @@ static const struct {
     {"MistralForCausalLM", "mistral", lp_arch_llama_load},
     {"Qwen2ForCausalLM", "qwen2", lp_arch_llama_load},
     {"GPTNeoXForCausalLM", "gpt_neox", lp_arch_gpt_neox_load},
+    {"Gemma2ForCausalLM", "gemma2", lp_arch_gemma2_load},
     {"BertModel", "bert", lp_arch_bert_load},
     {"BertForMaskedLM", NULL, lp_arch_bert_load},
     {"BertForSequenceClassification", NULL, lp_arch_bert_load},
@@ -265,7 +266,7 @@ static int load_hf(lp_model *m, const char *dir) {
     if (!load) {
         rc = lp_error(LP_EUNSUPPORTED,
                       "%s: architecture '%s' is not supported; loupe reads GPT2LMHeadModel, LlamaForCausalLM, "
-                      "MistralForCausalLM, Qwen2ForCausalLM, GPTNeoXForCausalLM, Bert, Roberta and DistilBert as Model, ForMaskedLM "
+                      "MistralForCausalLM, Qwen2ForCausalLM, GPTNeoXForCausalLM, Gemma2ForCausalLM, Bert, Roberta and DistilBert as Model, ForMaskedLM "
                       "and ForSequenceClassification, and T5/MT5 as ForConditionalGeneration and EncoderModel",
                       config_path, arch ? arch : model_type ? model_type : "(none given)");
         json_decref(config);
@@ -310,7 +311,7 @@ static size_t count_params(const lp_model *m) {
                   (c->norm == LP_NORM_LAYERNORM && c->qkv_bias ? d : 0); /* the output's bias */
     size_t mlp = (lp_mlp_gated(c) ? 3 : 2) * d * (size_t)c->d_mlp + (c->mlp_bias ? (size_t)c->d_mlp + d : 0);
     size_t n = (size_t)c->vocab * d + (!lp_pos_rotary(c) && c->pos != LP_POS_RELATIVE ? (size_t)(c->n_ctx + c->pos_offset) * d : 0);
-    n += (size_t)c->n_layer * (2 * norm + attn + mlp) + (m->lnf_w ? norm : 0);
+    n += (size_t)c->n_layer * ((c->sandwich_norm ? 4 : 2) * norm + attn + mlp) + (m->lnf_w ? norm : 0);
     n += (size_t)c->type_vocab * d + (c->emb_norm ? 2 * d : 0);
     n += linear_params(&m->head.dense) + (m->head.ln_w ? 2 * d : 0);
     if (c->pos == LP_POS_RELATIVE) n += (size_t)c->rel_buckets * c->n_head;
@@ -434,6 +435,10 @@ int lp_model_n_labels(const lp_model *m) { return m->labels ? m->cfg.n_labels : 
 bool lp_model_is_encoder(const lp_model *m) { return !m->cfg.causal; }
 const lp_model *lp_model_encoder(const lp_model *m) { return m->encoder; }
 const float *lp_model_rel_bias(const lp_model *m) { return m->rel_bias; }
+float lp_model_emb_scale(const lp_model *m) { return m->cfg.emb_scale ? m->cfg.emb_scale : 1.0f; }
+int lp_model_layer_window(const lp_model *m, int layer) {
+    return layer >= 0 && layer < m->cfg.n_layer ? m->layers[layer].window : 0;
+}
 
 int lp_model_need_decoder(const lp_model *m, const char *what) {
     if (m->cfg.cross_attn)
@@ -494,6 +499,15 @@ void lp_model_fingerprint(const lp_model *m, char out[17]) {
     if (c->parallel_block || c->rope_dims) { /* GPT-NeoX only: other decoders keep their fingerprints */
         int neox[] = {c->parallel_block, c->rope_dims};
         h = fnv1a(h, neox, sizeof neox);
+    }
+    if (c->sandwich_norm) { /* Gemma 2 only */
+        float g[] = {c->emb_scale, c->attn_scale, c->attn_softcap, c->final_softcap};
+        h = fnv1a(h, g, sizeof g);
+        for (int l = 0; l < c->n_layer; l++) {
+            h = hash_tensor(h, m->layers[l].post1_w, (size_t)c->d_model);
+            h = hash_tensor(h, m->layers[l].post2_w, (size_t)c->d_model);
+            h = fnv1a(h, &m->layers[l].window, sizeof m->layers[l].window);
+        }
     }
     if (!c->causal) { /* encoders only, so that decoders keep the fingerprints stores already hold */
         int more[] = {(int)c->head, c->n_labels, c->type_vocab, c->pos_offset};

@@ -36,6 +36,10 @@ typedef struct {
     const float *lnx_w, *lnx_b;  /* (d_model) */
     lp_linear xq, xk, xv;        /* d_model -> n_head*d_head (xk, xv read the encoder's output) */
     lp_linear xo;                /* n_head*d_head -> d_model */
+    /* cfg.sandwich_norm: the RMSNorms of attention's and the MLP's outputs (Gemma 2) */
+    const float *post1_w, *post2_w; /* (d_model) */
+    int window;                  /* sliding-window attention: a query sees its last `window` positions
+                                    (itself included); 0: every earlier position */
 } lp_layer;
 
 /* The activation of a head's dense layer. */
@@ -115,6 +119,7 @@ int lp_arch_gpt_neox_load(lp_model *m, json_t *config, const char *config_path);
 int lp_arch_bert_load(lp_model *m, json_t *config, const char *config_path);       /* BERT and RoBERTa */
 int lp_arch_distilbert_load(lp_model *m, json_t *config, const char *config_path);
 int lp_arch_t5_load(lp_model *m, json_t *config, const char *config_path);         /* T5, mT5, T5EncoderModel */
+int lp_arch_gemma2_load(lp_model *m, json_t *config, const char *config_path);     /* Gemma 2 */
 /* Shared by the encoders' loaders (bert.c): an activation name from config key (absent:
  * def) -> kind; the head's activation for one; a masked-LM decoder (tied to the word
  * embeddings unless tie_word_embeddings is false) with its bias under bias or bias2. */

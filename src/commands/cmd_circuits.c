@@ -138,9 +138,12 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
         json_array_append_new(row, lp_json_number(mlp[l]));
         lp_table_row(table, row);
     }
-    const char *labels[] = {"embed", "bias", "total", "logit", "remainder"};
-    double values[] = {S.embed, S.bias, S.total, S.logit, S.remainder};
-    for (int k = 0; k < (S.linearised ? 5 : 4); k++) {
+    /* a final soft cap (Gemma 2): the parts sum to the logit before it; the capped one follows */
+    bool capped = c->final_softcap > 0.0f;
+    const char *labels[] = {"embed", "bias", "total", capped ? "logit (before cap)" : "logit",
+                            S.linearised ? "remainder" : "logit (capped)"};
+    double values[] = {S.embed, S.bias, S.total, S.logit, S.linearised ? S.remainder : S.capped};
+    for (int k = 0; k < (S.linearised || capped ? 5 : 4); k++) {
         json_t *row = json_pack("[s]", labels[k]);
         for (int h = 0; h < (x_on ? 2 * H : H); h++) json_array_append_new(row, json_null());
         json_array_append_new(row, lp_json_number(values[k]));
@@ -163,6 +166,7 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
     }
     json_object_set_new(v, "linearised", json_boolean(S.linearised));
     json_object_set_new(v, "remainder", lp_json_number(S.remainder));
+    if (capped) json_object_set_new(v, "capped_logit", lp_json_number(S.capped));
     if (S.linearised) /* an encoder's biases: attention outputs and every post-norm */
         json_object_set_new(v, "bias_parts", json_pack("{s:o,s:o}", "attn_out", lp_json_number(S.attn_bias), "norms",
                                                        lp_json_number(S.norm_bias)));

@@ -90,7 +90,28 @@ int lp_cmd_info(lp_session *s, int argc, char **argv, const char *rest) {
     }
     json_object_set_new(v, "attention", json_string(c->causal ? "causal" : "bidirectional"));
     /* parallel: GPT-NeoX's attention and MLP both read resid_pre (resid_mid is a partial sum) */
-    json_object_set_new(v, "blocks", json_string(c->post_norm ? "post-norm" : c->parallel_block ? "parallel" : "pre-norm"));
+    json_object_set_new(v, "blocks", json_string(c->post_norm ? "post-norm" : c->parallel_block ? "parallel"
+                                                 : c->sandwich_norm ? "pre- and post-norm" : "pre-norm"));
+    if (c->sandwich_norm) { /* Gemma 2 */
+        char layers[128] = "none";
+        int window = 0;
+        for (int l = 0, at = 0; l < c->n_layer; l++) {
+            int w = lp_model_layer_window(s->model, l);
+            if (!w) continue;
+            window = w;
+            if (at + 16 > (int)sizeof layers) { /* a long list: its start, then "..." */
+                snprintf(layers + at, sizeof layers - at, ",...");
+                break;
+            }
+            at += snprintf(layers + at, sizeof layers - at, "%s%d", at ? "," : "", l);
+        }
+        json_object_set_new(v, "sliding_window", json_integer(window));
+        json_object_set_new(v, "sliding_layers", json_string(layers));
+        json_object_set_new(v, "attn_scale", lp_json_number(c->attn_scale));
+        json_object_set_new(v, "attn_softcap", c->attn_softcap > 0 ? lp_json_number(c->attn_softcap) : json_null());
+        json_object_set_new(v, "final_softcap", c->final_softcap > 0 ? lp_json_number(c->final_softcap) : json_null());
+        json_object_set_new(v, "emb_scale", lp_json_number(c->emb_scale));
+    }
     json_object_set_new(v, "head", json_string(lp_head_kind_name(c->head)));
     if (!c->causal) {
         json_object_set_new(v, "token_types", json_integer(c->type_vocab));

@@ -92,7 +92,7 @@ static void norm_rows(void *ctx, size_t i0, size_t i1) {
         }
         var /= d;
         float s = (float)(1.0 / sqrt(var + jb->eps));
-        jb->scale[i] = s;
+        if (jb->scale) jb->scale[i] = s;
         if (b)
             for (int j = 0; j < d; j++) yi[j] = (float)((xi[j] - mean) * s) * w[j] + b[j];
         else
@@ -124,6 +124,8 @@ void lp_embed_sum(float *x, const lp_model *m, const int *ids, const int *types,
     for (int i = 0; i < n; i++) {
         float *xi = x + (size_t)i * d;
         memcpy(xi, m->tok_emb + (size_t)ids[i] * d, (size_t)d * sizeof *xi);
+        if (c->emb_scale) /* Gemma2Model: hidden_states * normalizer */
+            for (int j = 0; j < d; j++) xi[j] *= c->emb_scale;
         if (m->pos_emb) {
             /* RoBERTa: non-padding tokens count from padding_idx + 1, padding sits at padding_idx. */
             int row = t0 + i;
@@ -211,6 +213,30 @@ static void softmax_causal(float *row, int len, int ld, float *stats) {
     }
 }
 
+/* A query row's scores row[0..len) (len - 1: the query's own position) to its pattern: soft-
+ * capped to cap * tanh(s / cap) when cap > 0 (Gemma 2's attn_logit_softcapping, before the
+ * mask), then softmaxed over the keys [start, len) a sliding window leaves, zeros elsewhere
+ * up to ld. */
+static void score_row(float *row, int len, int ld, int start, float cap, float *stats) {
+    if (cap > 0.0f)
+        for (int j = start; j < len; j++) row[j] = cap * tanhf(row[j] / cap);
+    softmax_causal(row + start, len - start, ld - start, stats);
+    if (start) memset(row, 0, (size_t)start * sizeof *row);
+}
+
+/* The first key a query at position p sees in a layer with a sliding window (0: none):
+ * keys k with p - window < k <= p, as Gemma 2's sliding mask keeps. */
+static int window_start(int window, int p) { return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0; }
+
+float lp_attn_scale(const lp_config *c) {
+    return c->attn_scale > 0.0f ? c->attn_scale : c->unscaled_attn ? 1.0f : 1.0f / sqrtf((float)c->d_head);
+}
+
+void lp_softcap(float *x, size_t n, float cap) {
+    if (cap > 0.0f)
+        for (size_t i = 0; i < n; i++) x[i] = cap * tanhf(x[i] / cap);
+}
+
 /* Rows of queries are taken in blocks so that each block's scores cover only the keys it
  * may see: causal attention then costs about half of the full T x T square. Bidirectional
  * attention (encoders) gives every block all t0 + n keys. */
@@ -253,6 +279,8 @@ typedef struct {
     const lp_layer_io *io;
     float *pattern;
     int ld, n, t0, keys, H, h0; /* keys: every row's in bidirectional attention, else 0 (causal) */
+    int window;                 /* the layer's sliding window, 0: none */
+    float cap;                  /* the scores' soft cap, 0: none */
 } softmax_job;
 
 static void softmax_rows(void *ctx, size_t r0, size_t r1) {
@@ -262,14 +290,14 @@ static void softmax_rows(void *ctx, size_t r0, size_t r1) {
         float *row = j->pattern + r * j->ld;
         if (j->io && j->io->rel_bias) add_rel_bias(row, j->ld, j->io, j->H, h, j->t0, i, 1, len);
         float *stats = j->io && j->io->pattern_stats ? j->io->pattern_stats + ((size_t)h * j->n + i) * 2 : NULL;
-        softmax_causal(row, len, j->ld, stats);
+        score_row(row, len, j->ld, j->keys ? 0 : window_start(j->window, j->t0 + i), j->cap, stats);
     }
 }
 
-static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) {
+static void attention(const lp_config *c, int window, const lp_layer_io *io, int t0, int n) {
     int H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, ld = io->pattern_ld;
     int qd = H * dh, kvd = c->n_kv_head * dh;
-    float scale = c->unscaled_attn ? 1.0f : 1.0f / sqrtf((float)dh);
+    float scale = lp_attn_scale(c);
     if (n == 1) {
         /* One query (a generation step): plain loops beat two tiny sgemm calls. */
         int keys = t0 + 1; /* also an encoder's: its runs start at t0 = 0, and T = 1 has one key */
@@ -281,7 +309,8 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
             float *z = io->z + (size_t)h * dh;
             lp_decode_scores(p, q, k, keys, dh, kvd, scale);
             if (io->rel_bias) add_rel_bias(p, ld, io, H, h, t0, 0, 1, keys);
-            softmax_causal(p, keys, ld, io->pattern_stats ? io->pattern_stats + (size_t)h * 2 : NULL);
+            score_row(p, keys, ld, c->causal ? window_start(window, t0) : 0, c->attn_softcap,
+                      io->pattern_stats ? io->pattern_stats + (size_t)h * 2 : NULL);
             lp_decode_mix(z, p, v, keys, dh, kvd);
         }
         return;
@@ -297,7 +326,7 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale, io->q + (size_t)i0 * qd + h * dh,
                         qd, k, kvd, 0.0f, p + (size_t)i0 * ld, ld);
         }
-        softmax_job sj = {io, p, ld, n, t0, c->causal ? 0 : t0 + n, H, h};
+        softmax_job sj = {io, p, ld, n, t0, c->causal ? 0 : t0 + n, H, h, window, c->attn_softcap};
         lp_parallel_for((size_t)n, grain_rows(c->causal ? (t0 + n + 1) / 2 : t0 + n), softmax_rows, &sj);
         for (int i0 = 0; i0 < n; i0 += ATTN_BLOCK) {
             int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = c->causal ? t0 + i0 + rows : t0 + n;
@@ -308,7 +337,7 @@ static void attention(const lp_config *c, const lp_layer_io *io, int t0, int n) 
 }
 
 /* Attention of packed sequences (lp_layer_io's seg), each from position 0 over its own rows. */
-static void packed_attention(const lp_config *c, const lp_layer_io *io) {
+static void packed_attention(const lp_config *c, int window, const lp_layer_io *io) {
     size_t qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head, p = 0;
     for (int s = 0; s < io->n_seg; s++) {
         size_t r0 = (size_t)io->seg[s];
@@ -317,7 +346,7 @@ static void packed_attention(const lp_config *c, const lp_layer_io *io) {
                            .pattern = io->pattern + p, .pattern_ld = n, .z = io->z + r0 * qd,
                            .pattern_stats = io->pattern_stats ? io->pattern_stats + r0 * 2 * c->n_head : NULL,
                            .rel_bias = io->rel_bias, .rel_bucket = io->rel_bucket, .rel_off = io->rel_off};
-        attention(c, &one, 0, n);
+        attention(c, window, &one, 0, n);
         p += (size_t)c->n_head * n * n;
     }
 }
@@ -405,7 +434,7 @@ static void cross_heads(const lp_config *c, float *pattern, float *z, const floa
     for (int h = 0; h < H; h++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, S, dh, scale, xq + h * dh, qd, xk + h * dh, qd, 0.0f,
                     pattern + (size_t)h * n * S, S);
-    softmax_job sj = {NULL, pattern, S, n, 0, S, H, 0};
+    softmax_job sj = {NULL, pattern, S, n, 0, S, H, 0, 0, 0.0f};
     lp_parallel_for((size_t)H * n, grain_rows(S), softmax_rows, &sj);
     for (int h = 0; h < H; h++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dh, S, 1.0f, pattern + (size_t)h * n * S, S,
@@ -510,10 +539,11 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
         rope(io->q, n, c->n_head, c->d_head, lp_rope_dims(c), c->pos, cos_t, sin_t);
         rope(k_new, n, c->n_kv_head, c->d_head, lp_rope_dims(c), c->pos, cos_t, sin_t);
     }
-    if (io->seg) packed_attention(c, io);
-    else attention(c, io, t0, n);
+    if (io->seg) packed_attention(c, w->window, io);
+    else attention(c, w->window, io, t0, n);
     EDIT(io->edit, layer, LP_ACT_Z, io->z, n);
     lp_linear_forward(io->attn_out, io->z, &w->o, n);
+    if (c->sandwich_norm) lp_norm(io->attn_out, io->post1_scale, io->attn_out, w->post1_w, NULL, n, d, c->norm, c->norm_eps);
     EDIT(io->edit, layer, LP_ACT_ATTN_OUT, io->attn_out, n);
     add(io->resid_mid, io->resid_in, io->attn_out, nd);
     if (c->post_norm)
@@ -538,6 +568,7 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
                  c->norm_eps);
     EDIT(io->edit, layer, LP_ACT_LN2, io->ln2, n);
     mlp_rows(c, w, io->ln2, io->mlp_pre, io->mlp_up, io->mlp_post, io->mlp_out, n);
+    if (c->sandwich_norm) lp_norm(io->mlp_out, io->post2_scale, io->mlp_out, w->post2_w, NULL, n, d, c->norm, c->norm_eps);
     EDIT(io->edit, layer, LP_ACT_MLP_OUT, io->mlp_out, n);
     add(io->resid_out, mlp_in, io->mlp_out, nd);
     if (c->post_norm)
@@ -576,7 +607,7 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
         lp_layer_io one = {.q = q + (size_t)skip * qd, .k = bl->k, .v = bl->v, .pattern = io->pattern,
                            .pattern_ld = io->pattern_ld, .z = io->z + (size_t)(io->last_only ? b : row) * qd,
                            .rel_bias = io->rel_bias, .rel_bucket = io->rel_bucket, .rel_off = io->rel_off};
-        attention(c, &one, bl->t0 + skip, bl->n - skip);
+        attention(c, w->window, &one, bl->t0 + skip, bl->n - skip);
     }
     if (io->last_only) { /* from here on, one row per block: its last */
         for (int b = 0, row = 0; b < nblocks; row += blocks[b].n, b++)
@@ -591,6 +622,7 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
                 c->norm_eps);
     EDIT(io->edit, layer, LP_ACT_Z, io->z, N);
     lp_linear_forward(io->attn_out, io->z, &w->o, N);
+    if (c->sandwich_norm) lp_norm(io->attn_out, NULL, io->attn_out, w->post1_w, NULL, N, d, c->norm, c->norm_eps);
     EDIT(io->edit, layer, LP_ACT_ATTN_OUT, io->attn_out, N);
     add(io->resid_mid, io->last_only ? io->resid_mid : io->resid_in, io->attn_out, nd);
     if (c->post_norm)
@@ -621,20 +653,21 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
     if (c->post_norm) memcpy(io->ln2, io->resid_mid, nd * sizeof *io->ln2);
     else if (!c->parallel_block) lp_norm(io->ln2, io->ln2_scale, mlp_in, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
     mlp_rows(c, w, io->ln2, io->mlp_pre, io->mlp_up, io->mlp_post, io->mlp_out, N);
+    if (c->sandwich_norm) lp_norm(io->mlp_out, NULL, io->mlp_out, w->post2_w, NULL, N, d, c->norm, c->norm_eps);
     EDIT(io->edit, layer, LP_ACT_MLP_OUT, io->mlp_out, N);
     add(io->resid_out, mlp_in, io->mlp_out, nd);
     if (c->post_norm)
         lp_norm(io->resid_out, io->ln2_scale, io->resid_out, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
 }
 
-void lp_attention_seqs(float *pattern, float *z, const lp_config *c, const float *q, const float *k, const float *v,
-                       int B, int T) {
+void lp_attention_seqs(float *pattern, float *z, const lp_config *c, int window, const float *q, const float *k,
+                       const float *v, int B, int T) {
     size_t qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head, TT = T;
     for (int b = 0; b < B; b++) {
         size_t row = (size_t)b * TT;
         lp_layer_io one = {.q = (float *)q + row * qd, .k = (float *)k + row * kvd, .v = (float *)v + row * kvd,
                            .pattern = pattern + row * c->n_head * TT, .pattern_ld = T, .z = z + row * qd};
-        attention(c, &one, 0, T);
+        attention(c, window, &one, 0, T);
     }
 }
 
@@ -645,3 +678,7 @@ void lp_rope_rows(float *x, const lp_config *c, int n, int heads, const float *c
 void lp_gelu_rows(float *y, const float *x, size_t n) { map(y, x, NULL, n, MAP_GELU_TANH); }
 
 void lp_swiglu_rows(float *y, const float *gate, const float *up, size_t n) { map(y, gate, up, n, MAP_SWIGLU); }
+
+void lp_gated_rows(float *y, const float *gate, const float *up, size_t n, lp_mlp_kind kind) {
+    map(y, gate, up, n, kind == LP_MLP_GEGLU ? MAP_GEGLU : MAP_SWIGLU);
+}

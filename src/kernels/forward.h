@@ -27,6 +27,8 @@ typedef struct {
     float *ln2, *ln2_scale;        /* (n, d), (n) */
     float *mlp_pre, *mlp_up, *mlp_post; /* (n, dm); mlp_up unused unless SwiGLU */
     float *mlp_out, *resid_out;    /* (n, d) */
+    float *post1_scale, *post2_scale; /* cfg.sandwich_norm: (n) the scales of the norms on attention's and the
+                                     MLP's outputs (attn_out, mlp_out are after them), or NULL */
     /* LP_POS_RELATIVE: the bias of head h for a key at offset rel = key - query is
      * rel_bias[rel_bucket[rel + rel_off] * H + h] */
     const float *rel_bias;
@@ -77,6 +79,8 @@ int lp_run_new_seq2seq_embedded(lp_run **out, const lp_model *m, const int *src,
  * (S, H*dh), the encoder's output through the layer's cross keys and values. */
 void lp_run_cross_tape(const lp_run *r, int layer, const float **lnx_scale, const float **xq, const float **xk,
                        const float **xv);
+/* cfg.sandwich_norm: layer's post-attention and post-MLP norm scales (T), NULL otherwise. */
+void lp_run_post_scales(const lp_run *r, int layer, const float **post1, const float **post2);
 /* The head of an encoder over rows x (rows, d): h (rows, d) = [LN](act(dense(x))), then
  * logits (rows, W) = h W_out + b when there is an output layer. */
 void lp_head_forward(float *h, float *logits, const lp_model *m, const float *x, int rows);
@@ -86,7 +90,8 @@ double lp_head_act_value(lp_head_act a, double v);
 void lp_rope_tables(float *cos_t, float *sin_t, const lp_config *c, int t0, int n);
 void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,
                       int t0, int n);
-/* y (n, d), scale (n) = norm of x (n, d) with weight w and bias b (b NULL for RMSNorm). */
+/* y (n, d), scale (n) = norm of x (n, d) with weight w and bias b (b NULL for RMSNorm);
+ * scale may be NULL. */
 void lp_norm(float *y, float *scale, const float *x, const float *w, const float *b, int n, int d, lp_norm_kind kind,
              float eps);
 /* y (n, out) = x (n, in) W + b. */
@@ -145,14 +150,20 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
 
 /* Causal attention of every sequence from position 0: q (B*T, H*dh), k and v (B*T, Hkv*dh),
  * after rotary embedding; writes pattern (B, H, T, T) and z (B*T, H*dh). */
-void lp_attention_seqs(float *pattern, float *z, const lp_config *c, const float *q, const float *k, const float *v,
-                       int B, int T);
+void lp_attention_seqs(float *pattern, float *z, const lp_config *c, int window, const float *q, const float *k,
+                       const float *v, int B, int T);
+/* The scale of attention scores: cfg.attn_scale, else 1/sqrt(d_head) (1 when unscaled). */
+float lp_attn_scale(const lp_config *c);
+/* x (n) = cap * tanh(x / cap) in place when cap > 0 (Gemma 2's soft caps). */
+void lp_softcap(float *x, size_t n, float cap);
 /* Rotary embedding of x (n, heads*dh) in place, row i at the angles of row i of the tables
  * (n, dh/2); with the sines negated it is the inverse rotation (the backward's). */
 void lp_rope_rows(float *x, const lp_config *c, int n, int heads, const float *cos_t, const float *sin_t);
 /* y = GELU-tanh(x), and y = SiLU(gate) * up, over n floats, as lp_layer_forward computes them
  * for decoders (the backward pass knows no other activation yet). */
 void lp_gelu_rows(float *y, const float *x, size_t n);
+/* y = act(gate) * up over n floats, act SiLU (SwiGLU) or GELU-tanh (GeGLU). */
+void lp_gated_rows(float *y, const float *gate, const float *up, size_t n, lp_mlp_kind kind);
 /* y = act(x) over n floats for the non-gated MLPs (GELU-tanh, GELU-erf, ReLU). */
 void lp_act_rows(float *y, const float *x, size_t n, lp_mlp_kind kind);
 void lp_swiglu_rows(float *y, const float *gate, const float *up, size_t n);

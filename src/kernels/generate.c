@@ -166,6 +166,7 @@ int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logi
     float *last = x + (N - 1) * d;
     lp_norm(lnf, s1, last, m->lnf_w, m->lnf_b, 1, (int)d, c->norm, c->norm_eps);
     lp_linear_forward(g->logits, lnf, &m->unembed, 1);
+    lp_softcap(g->logits, (size_t)c->vocab, c->final_softcap);
     if (lp_first_nonfinite(g->logits, (size_t)c->vocab) >= 0) /* as lp_run_new: never sample from NaN */
         return lp_error(LP_ERANGE, "the forward pass overflowed float32 at position %d: the logits hold inf or NaN "
                         "(weights too large for this input?)", g->len - 1);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "kernels/expf8.h"
 #include "kernels/forward.h"
 #include "kernels/grad_impl.h"
 #include "kernels/v16.h"
@@ -200,10 +201,20 @@ static void swiglu_backward_range(void *ctx, size_t i0, size_t i1) {
     }
 }
 
-static void swiglu_backward(float *d_gate, float *d_up, const float *d_post, const float *gate, const float *up,
-                            size_t n) {
+/* post = GELU-tanh(gate) * up (Gemma 2's GeGLU): d_gate and d_up given d_post. */
+static void geglu_backward_range(void *ctx, size_t i0, size_t i1) {
+    const elem_job *j = ctx;
+    for (size_t i = i0; i < i1; i++) {
+        j->d_up[i] = j->dy[i] * lp_gelu_tanh(j->x[i]);
+        j->dx[i] = gelu_grad(j->x[i], j->dy[i] * j->up[i]);
+    }
+}
+
+/* The gated MLP's backward: d_gate, d_up from d_post, for SwiGLU or GeGLU. */
+static void gated_backward(float *d_gate, float *d_up, const float *d_post, const float *gate, const float *up,
+                           size_t n, lp_mlp_kind kind) {
     elem_job j = {.dx = d_gate, .d_up = d_up, .dy = d_post, .x = gate, .up = up};
-    lp_parallel_for(n, GRAIN_FLOATS, swiglu_backward_range, &j);
+    lp_parallel_for(n, GRAIN_FLOATS, kind == LP_MLP_GEGLU ? geglu_backward_range : swiglu_backward_range, &j);
 }
 
 /* y (n) = a (n) + b (n). */
@@ -259,6 +270,7 @@ typedef struct {
     const tape_layer *t;
     long dqs, dks;            /* row strides of d_q and of d_k, d_v */
     float *rows;              /* backward: (B*Hkv, T), an item's row of dP */
+    int window;               /* forward: the layer's sliding window, 0: none */
 } attn_job;
 
 static void attn_forward_items(void *ctx, size_t i0, size_t i1) {
@@ -266,28 +278,38 @@ static void attn_forward_items(void *ctx, size_t i0, size_t i1) {
     const lp_config *c = j->c;
     int T = j->T, H = c->n_head, G = H / c->n_kv_head, dh = c->d_head;
     size_t qd = (size_t)H * dh;
-    float scale = c->unscaled_attn ? 1.0f : 1.0f / sqrtf((float)dh);
+    float scale = lp_attn_scale(c), cap = c->attn_softcap;
     for (size_t it = i0; it < i1; it++) {
         size_t b = it / H, h = it % H, row = b * T, kh = h / G;
         const float *q = j->q + row * j->qs + h * dh, *k = j->k + row * j->ks + kh * dh, *v = j->v + row * j->ks + kh * dh;
         float *P = j->pattern + it * T * T, *z = j->z + row * qd + h * dh;
         for (int i = 0; i < T; i++) {
-            int keys = c->causal ? i + 1 : T;
+            /* keys [k0, keys): causal, and a sliding window's last `window` positions */
+            int keys = c->causal ? i + 1 : T, k0 = j->window > 0 && i - j->window + 1 > 0 ? i - j->window + 1 : 0;
             float *pi = P + (size_t)i * T, *zi = z + (size_t)i * qd, mx = -INFINITY;
             const float *qi = q + (size_t)i * j->qs;
-            for (int jj = 0; jj < keys; jj++) {
+            for (int jj = k0; jj < keys; jj++) {
                 pi[jj] = scale * dot_lanes(qi, k + (size_t)jj * j->ks, dh);
+                if (cap > 0.0f) pi[jj] = cap * tanhf(pi[jj] / cap);
                 if (pi[jj] > mx) mx = pi[jj];
             }
             double sum = 0.0;
-            for (int jj = 0; jj < keys; jj++) sum += pi[jj] = expf(pi[jj] - mx);
+            for (int jj = k0; jj < keys; jj++) sum += pi[jj] = expf(pi[jj] - mx);
             float inv = (float)(1.0 / sum);
-            for (int jj = 0; jj < keys; jj++) pi[jj] *= inv;
+            for (int jj = k0; jj < keys; jj++) pi[jj] *= inv;
+            for (int jj = 0; jj < k0; jj++) pi[jj] = 0.0f;
             for (int jj = keys; jj < T; jj++) pi[jj] = 0.0f;
             memset(zi, 0, (size_t)dh * sizeof *zi);
-            for (int jj = 0; jj < keys; jj++) axpy(zi, pi[jj], v + (size_t)jj * j->ks, dh);
+            for (int jj = k0; jj < keys; jj++) axpy(zi, pi[jj], v + (size_t)jj * j->ks, dh);
         }
     }
+}
+
+/* The soft cap's derivative at the score of query row qi and key row kj (Gemma 2): cap *
+ * tanh(s / cap) has derivative 1 - tanh^2(s / cap), s = scale q.k as the forward made it. */
+static inline float softcap_deriv(const float *qi, const float *kj, int dh, float scale, float cap) {
+    float th = tanhf(scale * dot_lanes(qi, kj, dh) / cap);
+    return 1.0f - th * th;
 }
 
 /* A sequence's key/value head and the query heads that share it: row by row, dP's row, the
@@ -300,7 +322,7 @@ static void attn_backward_items(void *ctx, size_t i0, size_t i1) {
     const tape_layer *t = j->t;
     int T = j->T, H = c->n_head, Hkv = c->n_kv_head, G = H / Hkv, dh = c->d_head;
     size_t qd = (size_t)H * dh;
-    float scale = 1.0f / sqrtf((float)dh);
+    float scale = lp_attn_scale(c), cap = c->attn_softcap;
     for (size_t it = i0; it < i1; it++) {
         size_t b = it / Hkv, kh = it % Hkv, row = b * T;
         const float *k = t->k + row * j->ks + kh * dh, *v = t->v + row * j->ks + kh * dh;
@@ -326,6 +348,7 @@ static void attn_backward_items(void *ctx, size_t i0, size_t i1) {
                 memset(dqi, 0, (size_t)dh * sizeof *dqi);
                 for (int jj = 0; jj < keys; jj++) {
                     float ds = scale * (pi[jj] * (float)(dp[jj] - r));
+                    if (cap > 0.0f && pi[jj] != 0.0f) ds *= softcap_deriv(qi, k + (size_t)jj * j->ks, dh, scale, cap);
                     axpy(dv + (size_t)jj * j->dks, pi[jj], dzi, dh);
                     axpy(dqi, ds, k + (size_t)jj * j->ks, dh);
                     axpy(dk + (size_t)jj * j->dks, ds, qi, dh);
@@ -514,9 +537,10 @@ static void attn_backward_items16(void *ctx, size_t i0, size_t i1) {
 
 /* z (B*T, H*dh) and pattern (B, H, T, T) of B sequences of T <= ATTN_LOOP_MAX_T tokens, q, k
  * and v at row strides qs, ks (a fused q|k|v: its width). */
-static void attention_forward_short(float *pattern, float *z, const lp_config *c, const float *q, const float *k,
-                                    const float *v, long qs, long ks, int B, int T) {
-    attn_job j = {.c = c, .T = T, .qs = qs, .ks = ks, .q = q, .k = k, .v = v, .pattern = pattern, .z = z};
+static void attention_forward_short(float *pattern, float *z, const lp_config *c, int window, const float *q,
+                                    const float *k, const float *v, long qs, long ks, int B, int T) {
+    attn_job j = {.c = c, .T = T, .qs = qs, .ks = ks, .q = q, .k = k, .v = v, .pattern = pattern, .z = z,
+                  .window = window};
     lp_parallel_for((size_t)B * c->n_head, 1, attn_forward_items, &j);
 }
 
@@ -526,11 +550,11 @@ void attention_backward(const grad_layer *g, const tape_layer *t, const lp_confi
     int H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, qd = H * dh, kvd = c->n_kv_head * dh;
     int qs = t->q_ld ? (int)t->q_ld : qd, ks = t->kv_ld ? (int)t->kv_ld : kvd;
     int dqs = g->dq_ld ? (int)g->dq_ld : qd, dks = g->dkv_ld ? (int)g->dkv_ld : kvd;
-    float scale = 1.0f / sqrtf((float)dh);
+    float scale = lp_attn_scale(c), cap = c->attn_softcap;
     if (T <= ATTN_LOOP_MAX_T) {
         size_t items = (size_t)B * c->n_kv_head;
         attn_job j = {.c = c, .T = T, .qs = qs, .ks = ks, .g = g, .t = t, .dqs = dqs, .dks = dks};
-        bool by16 = dh % V16_LANES == 0;
+        bool by16 = dh % V16_LANES == 0 && cap <= 0.0f; /* the soft cap's derivative: in the plain loops */
         if ((j.rows = malloc(items * (by16 ? attn_scratch16(dh, T) : (size_t)T) * sizeof *j.rows))) {
             lp_parallel_for(items, 1, by16 ? attn_backward_items16 : attn_backward_items, &j);
             free(j.rows);
@@ -558,11 +582,23 @@ void attention_backward(const grad_layer *g, const tape_layer *t, const lp_confi
                 double r = 0.0;
                 for (int j = 0; j < keys; j++) r += (double)pi[j] * dpi[j];
                 for (int j = 0; j < keys; j++) dpi[j] = pi[j] * (float)(dpi[j] - r);
+                for (int j = 0; cap > 0.0f && j < keys; j++)
+                    if (pi[j] != 0.0f) dpi[j] *= softcap_deriv(q + (size_t)i * qs, k + (size_t)j * ks, dh, scale, cap);
             }
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, 1.0f, P, (int)t->p_ld, dz, qd, 1.0f, dv, dks);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T, scale, dP, T, k, ks, 0.0f, dq, dqs);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T, scale, dP, T, q, qs, 1.0f, dk, dks);
         }
+}
+
+/* cfg.sandwich_norm: dy (n, d), the gradient with respect to a post-norm's output, through it
+ * to its input raw (n, d) (g->d_raw; scale: the forward's); without post-norms, dy itself. */
+static const float *post_norm_backward(const grad_layer *g, const float *dy, const float *raw, const float *scale,
+                                       const float *w, int n, const lp_config *c) {
+    if (!c->sandwich_norm) return dy;
+    memset(g->d_raw, 0, (size_t)n * c->d_model * sizeof *g->d_raw);
+    norm_backward(g->d_raw, dy, raw, scale, w, n, c->d_model, c->norm);
+    return g->d_raw;
 }
 
 /* The MLP half of a layer backward over n rows: d_mid (n, d), the gradient with respect to
@@ -572,9 +608,10 @@ static void mlp_half_backward(float *d_mid, const grad_layer *g, const float *d_
     const lp_config *c = &m->cfg;
     const lp_layer *w = &m->layers[layer];
     size_t nm = (size_t)n * c->d_mlp;
-    linear_backward(g->d_post, d_out, &w->down, n, 0.0f);
-    if (c->mlp == LP_MLP_SWIGLU) {
-        swiglu_backward(g->d_pre, g->d_up, g->d_post, t->mlp_pre, t->mlp_up, nm);
+    linear_backward(g->d_post, post_norm_backward(g, d_out, t->mlp_raw, t->post2_scale, w->post2_w, n, c), &w->down,
+                    n, 0.0f);
+    if (lp_mlp_gated(c)) {
+        gated_backward(g->d_pre, g->d_up, g->d_post, t->mlp_pre, t->mlp_up, nm, c->mlp);
         linear_backward(g->d_ln2, g->d_pre, &w->gate, n, 0.0f);
         linear_backward(g->d_ln2, g->d_up, &w->up, n, 1.0f);
     } else {
@@ -620,7 +657,8 @@ static void attn_half_backward(float *d_in, const grad_layer *g, const tape_laye
     const lp_layer *w = &m->layers[layer];
     int n = B * T, d = c->d_model, qd = c->n_head * c->d_head, kvd = c->n_kv_head * c->d_head;
 
-    linear_backward(g->d_z, g->d_mid, &w->o, n, 0.0f);
+    linear_backward(g->d_z, post_norm_backward(g, g->d_mid, t->attn_raw, t->post1_scale, w->post1_w, n, c), &w->o, n,
+                    0.0f);
     lp_linear f;
     if (g->dq_ld && qkv_columns(&f, w)) { /* d_q | d_k | d_v as one (n, f.out) matrix */
         memset(g->d_q, 0, (size_t)n * f.out * sizeof *g->d_q);
@@ -687,10 +725,56 @@ static void unembed_column_add(float *u, const lp_linear *U, int j, float a) {
 /* For n rows of final-norm output lnf (n, d): f (n) and d_lnf (n, d). logits (n, V) are read
  * when given, else computed into `logits_buf` when the objective needs all of them (logprob);
  * dlogits (n, V) is scratch for logprob. */
+/* head_backward for logits soft-capped at cap (Gemma 2's final_logit_softcapping): the
+ * logits before the cap are recomputed from lnf, the objective is taken on the capped ones,
+ * and each logit's gradient is carried through the cap, times 1 - tanh^2(logit / cap).
+ * dlogits (n, V) is scratch for logprob. */
+static void capped_head_backward(double *f, float *d_lnf, const lp_model *m, const lp_objective *o, const float *lnf,
+                                 float *dlogits, int n) {
+    const lp_linear *U = &m->unembed;
+    int d = m->cfg.d_model, V = m->cfg.vocab;
+    double cap = m->cfg.final_softcap;
+    if (o->kind == LP_OBJ_LOGPROB) {
+        lp_linear_forward(dlogits, lnf, U, n);
+        for (int r = 0; r < n; r++) {
+            float *dl = dlogits + (size_t)r * V;
+            lp_softcap(dl, (size_t)V, (float)cap);
+            double lse = log_sum_exp(dl, V);
+            if (f) f[r] = dl[o->target] - lse;
+            for (int j = 0; j < V; j++) {
+                double th = dl[j] / cap;
+                dl[j] = (float)(((j == o->target) - exp(dl[j] - lse)) * (1.0 - th * th));
+            }
+        }
+        linear_backward(d_lnf, dlogits, U, n, 0.0f);
+        return;
+    }
+    int ids[2] = {o->target, o->kind == LP_OBJ_LOGIT_DIFF ? o->contrast : -1};
+    for (int r = 0; r < n; r++) {
+        const float *x = lnf + (size_t)r * d;
+        float *dx = d_lnf + (size_t)r * d;
+        memset(dx, 0, (size_t)d * sizeof *dx);
+        double value = 0.0;
+        for (int k = 0; k < 2 && ids[k] >= 0; k++) {
+            int j = ids[k];
+            double raw = U->b ? U->b[j] : 0.0;
+            for (int i = 0; i < d; i++) raw += (double)x[i] * (U->trans ? U->w[(size_t)j * U->ld + i] : U->w[(size_t)i * U->ld + j]);
+            double th = tanh(raw / cap), sign = k ? -1.0 : 1.0;
+            value += sign * cap * th;
+            unembed_column_add(dx, U, j, (float)(sign * (1.0 - th * th)));
+        }
+        if (f) f[r] = value;
+    }
+}
+
 static void head_backward(double *f, float *d_lnf, const lp_model *m, const lp_objective *o, const float *lnf,
                           const float *logits, float *logits_buf, float *dlogits, int n) {
     const lp_linear *U = &m->unembed;
     int d = m->cfg.d_model, V = m->cfg.vocab;
+    if (m->cfg.final_softcap > 0.0f) {
+        capped_head_backward(f, d_lnf, m, o, lnf, dlogits, n);
+        return;
+    }
     if (o->kind != LP_OBJ_LOGPROB) {
         /* Only the target's (and contrast's) logits matter: a column of U, not the whole product. */
         float *u = d_lnf;
@@ -771,12 +855,12 @@ static size_t grad_layout(lp_grad *g, float *base) {
     SLICE(v, L * T * kvd);
     SLICE(pattern, full * L * H * T * T);
     SLICE(mlp_pre, L * T * dm);
-    SLICE(mlp_up, c->mlp == LP_MLP_SWIGLU ? L * T * dm : 0);
+    SLICE(mlp_up, lp_mlp_gated(c) ? L * T * dm : 0);
     SLICE(mlp_post, L * T * dm);
     SLICE(lnf, T * d);
     SLICE(logits, full * T * (size_t)c->vocab);
 #undef SLICE
-    if (c->mlp != LP_MLP_SWIGLU) g->mlp_up = NULL;
+    if (!lp_mlp_gated(c)) g->mlp_up = NULL;
     return at;
 }
 
@@ -1109,9 +1193,9 @@ static void enc_batch_layer_forward(enc_batch *bt, const lp_model *m, int l, int
     lp_linear_forward(k, x, &w->k, n);
     lp_linear_forward(v, x, &w->v, n);
     if (T <= ATTN_LOOP_MAX_T)
-        attention_forward_short((float *)t.pattern, bt->z, c, q, k, v, c->n_head * (long)c->d_head,
+        attention_forward_short((float *)t.pattern, bt->z, c, 0, q, k, v, c->n_head * (long)c->d_head,
                                 c->n_kv_head * (long)c->d_head, B, T);
-    else lp_attention_seqs((float *)t.pattern, bt->z, c, q, k, v, B, T);
+    else lp_attention_seqs((float *)t.pattern, bt->z, c, 0, q, k, v, B, T);
     lp_linear_forward(s1, bt->z, &w->o, n);
     for (size_t i = 0; i < nd; i++) s1[i] += x[i];
     lp_norm(bt->mid, sc1, s1, w->ln1_w, w->ln1_b, n, d, LP_NORM_LAYERNORM, c->norm_eps);
@@ -1225,9 +1309,11 @@ static int grad_run(lp_grad **out, const lp_run *r, const lp_objective *o, bool 
     int n = o->pos + 1, d = c->d_model, V = c->vocab, qd = c->n_head * c->d_head, kvd = c->n_kv_head * c->d_head;
     float *d_qr = malloc((size_t)n * qd * sizeof *d_qr), *d_kr = malloc((size_t)n * kvd * sizeof *d_kr);
     float *dP = malloc((size_t)n * n * sizeof *dP), *dlog = malloc((size_t)V * sizeof *dlog);
+    /* post-norms (Gemma 2): attention's and the MLP's outputs before them, recomputed a layer at a time */
+    float *raw = c->sandwich_norm ? malloc((size_t)3 * n * d * sizeof *raw) : NULL;
     float *cos_t, *sin_t, *nsin_t;
     rope_tables_new(&cos_t, &sin_t, &nsin_t, c, n);
-    if (!g->arena || !d_qr || !d_kr || !dP || !dlog || !cos_t || !sin_t || !nsin_t) {
+    if (!g->arena || !d_qr || !d_kr || !dP || !dlog || !cos_t || !sin_t || !nsin_t || (c->sandwich_norm && !raw)) {
         rc = lp_error(LP_ENOMEM, "out of memory: the gradients of a run of %d tokens need %.1f MB", T,
                       (double)floats * sizeof(float) / 1e6);
         goto done;
@@ -1241,6 +1327,9 @@ static int grad_run(lp_grad **out, const lp_run *r, const lp_objective *o, bool 
     head_backward(&g->value, d_lnf, m, o, lnf + (size_t)o->pos * d, logits, NULL, dlog, 1);
     float *d_logits = lean ? NULL : g->logits + (size_t)o->pos * V;
     if (!d_logits) {
+    } else if (o->kind == LP_OBJ_LOGPROB && c->final_softcap > 0.0f) { /* dlog is before the cap: these are after */
+        double lse = log_sum_exp(logits, V);
+        for (int j = 0; j < V; j++) d_logits[j] = (float)((j == o->target) - exp(logits[j] - lse));
     } else if (o->kind == LP_OBJ_LOGPROB) {
         memcpy(d_logits, dlog, (size_t)V * sizeof *dlog);
     } else {
@@ -1259,7 +1348,14 @@ static int grad_run(lp_grad **out, const lp_run *r, const lp_objective *o, bool 
                         view_data(r, LP_ACT_K, l), view_data(r, LP_ACT_V, l), view_data(r, LP_ACT_PATTERN, l),
                         (long)TT, (long)(TT * TT), view_data(r, LP_ACT_RESID_MID, l), view_data(r, LP_ACT_LN2_SCALE, l),
                         view_data(r, LP_ACT_MLP_PRE, l),
-                        c->mlp == LP_MLP_SWIGLU ? view_data(r, LP_ACT_MLP_UP, l) : NULL, 0, 0};
+                        lp_mlp_gated(c) ? view_data(r, LP_ACT_MLP_UP, l) : NULL, 0, 0, NULL, NULL, NULL, NULL};
+        if (raw) {
+            lp_linear_forward(raw, view_data(r, LP_ACT_Z, l), &m->layers[l].o, n);
+            lp_linear_forward(raw + (size_t)n * d, view_data(r, LP_ACT_MLP_POST, l), &m->layers[l].down, n);
+            t.attn_raw = raw;
+            t.mlp_raw = raw + (size_t)n * d;
+            lp_run_post_scales(r, l, &t.post1_scale, &t.post2_scale);
+        }
         size_t dm = c->d_mlp;
         grad_layer gl = {
             .d_mid = g->resid_mid + ll * TT * d,
@@ -1278,6 +1374,7 @@ static int grad_run(lp_grad **out, const lp_run *r, const lp_objective *o, bool 
             .d_up = g->mlp_up ? g->mlp_up + ll * TT * dm : NULL,
             .d_post = g->mlp_post + ll * TT * dm,
             .dP = dP,
+            .d_raw = raw ? raw + 2 * (size_t)n * d : NULL,
         };
         layer_backward(g->resid + ll * TT * d, &gl, g->resid + (lean ? 0 : ll + 1) * TT * d, &t, m, l, 1, n, cos_t,
                        nsin_t);
@@ -1290,6 +1387,7 @@ done:
     free(d_kr);
     free(dP);
     free(dlog);
+    free(raw);
     free(cos_t);
     free(sin_t);
     free(nsin_t);
@@ -1341,7 +1439,7 @@ int lp_grad_view(const lp_grad *g, lp_act_kind kind, int layer, int head, lp_vie
     case LP_ACT_MLP_PRE: view2(out, g->mlp_pre + L * TT * dm, T, dm); break;
     case LP_ACT_MLP_POST: view2(out, g->mlp_post + L * TT * dm, T, dm); break;
     case LP_ACT_MLP_UP:
-        if (!g->mlp_up) return lp_error(LP_EINVAL, "mlp_up exists only for SwiGLU models");
+        if (!g->mlp_up) return lp_error(LP_EINVAL, "mlp_up exists only for gated MLPs (SwiGLU, GeGLU)");
         view2(out, g->mlp_up + L * TT * dm, T, dm);
         break;
     case LP_ACT_LN_FINAL: view2(out, g->lnf, T, d); break;
@@ -1377,6 +1475,8 @@ typedef struct {
     float *pattern;                 /* (L or 1, Bmax, H, T, T) */
     float *resid_mid;               /* (L or 1, rows, d) */
     float *mlp_pre, *mlp_up;        /* (L or 1, rows, dm) */
+    float *attn_raw, *mlp_raw;      /* cfg.sandwich_norm: (L or 1, rows, d), the outputs before the post-norms */
+    float *post1_scale, *post2_scale; /* cfg.sandwich_norm: (L or 1, rows) */
     float *ln1, *z, *attn_out, *ln2, *mlp_post, *mlp_out; /* one layer: (rows, d / H*dh / dm) */
     float *xf, *lnf, *lnf_scale;    /* (Bmax, d), (Bmax, d), (Bmax): the rows at pos */
     float *logits, *dlogits;        /* (Bmax, V): logprob only */
@@ -1389,7 +1489,8 @@ typedef struct {
 static size_t batch_layout(batch *bt, float *base, const lp_config *c, bool logprob) {
     size_t rows = (size_t)bt->Bmax * bt->T, d = c->d_model, qd = (size_t)c->n_head * c->d_head;
     size_t kvd = (size_t)c->n_kv_head * c->d_head, dm = c->d_mlp, D = bt->keep ? c->n_layer : 1, at = 0;
-    size_t V = logprob ? c->vocab : 0, B = bt->Bmax, T = bt->T, swi = c->mlp == LP_MLP_SWIGLU, K = bt->keep;
+    size_t V = logprob ? c->vocab : 0, B = bt->Bmax, T = bt->T, swi = lp_mlp_gated(c), K = bt->keep;
+    size_t sw = c->sandwich_norm;
     size_t qw = bt->qkv_ld ? (size_t)bt->qkv_ld : qd, sep = !bt->qkv_ld; /* q's width, then k's and v's apart */
 #define SLICE(field, n) (bt->field = base ? base + at : NULL, at += (n))
     SLICE(resid, (K ? c->n_layer + 1 : 2) * rows * d);
@@ -1402,6 +1503,10 @@ static size_t batch_layout(batch *bt, float *base, const lp_config *c, bool logp
     SLICE(resid_mid, D * rows * d);
     SLICE(mlp_pre, D * rows * dm);
     SLICE(mlp_up, swi ? D * rows * dm : 0);
+    SLICE(attn_raw, sw * D * rows * d);
+    SLICE(mlp_raw, sw * D * rows * d);
+    SLICE(post1_scale, sw * D * rows);
+    SLICE(post2_scale, sw * D * rows);
     SLICE(ln1, rows * d);
     SLICE(z, rows * qd);
     SLICE(attn_out, rows * d);
@@ -1428,6 +1533,7 @@ static size_t batch_layout(batch *bt, float *base, const lp_config *c, bool logp
     SLICE(g.d_up, K * swi * rows * dm);
     SLICE(g.d_post, K * rows * dm);
     SLICE(g.dP, K * T * T);
+    SLICE(g.d_raw, sw * K * rows * d);
 #undef SLICE
     if (bt->qkv_ld && base) {
         bt->g.d_k = bt->g.d_q + qd;
@@ -1487,14 +1593,20 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, int 
             lp_rope_rows(q + (size_t)b * T * qd, c, T, c->n_head, cos_t, sin_t);
             lp_rope_rows(k + (size_t)b * T * kvd, c, T, c->n_kv_head, cos_t, sin_t);
         }
-    if (T <= ATTN_LOOP_MAX_T) attention_forward_short(pattern, bt->z, c, q, k, v, qs, ks, B, T);
-    else lp_attention_seqs(pattern, bt->z, c, q, k, v, B, T);
+    if (T <= ATTN_LOOP_MAX_T) attention_forward_short(pattern, bt->z, c, w->window, q, k, v, qs, ks, B, T);
+    else lp_attention_seqs(pattern, bt->z, c, w->window, q, k, v, B, T);
     if (only_pos >= 0) { /* row b takes row (b, only_pos): never one a later b still reads */
         for (int b = 0; b < B; b++)
             memmove(bt->z + (size_t)b * qd, bt->z + ((size_t)b * T + only_pos) * qd, qd * sizeof *bt->z);
         n = B, nd = (size_t)B * d, nm = (size_t)B * dm;
     }
-    lp_linear_forward(bt->attn_out, bt->z, &w->o, n);
+    if (c->sandwich_norm) { /* Gemma 2: attn_out = post-norm(o(z)), the input kept for the backward */
+        float *raw = bt->attn_raw + D * rows * d;
+        lp_linear_forward(raw, bt->z, &w->o, n);
+        lp_norm(bt->attn_out, bt->post1_scale + D * rows, raw, w->post1_w, NULL, n, d, c->norm, c->norm_eps);
+    } else {
+        lp_linear_forward(bt->attn_out, bt->z, &w->o, n);
+    }
     if (only_pos >= 0)
         for (int b = 0; b < B; b++) {
             const float *xb = x + ((size_t)b * T + only_pos) * d;
@@ -1512,15 +1624,21 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, int 
         mlp_in = x;
     }
     lp_norm(bt->ln2, bt->ln2_scale + D * rows, mlp_in, w->ln2_w, w->ln2_b, n, d, c->norm, c->norm_eps);
-    if (c->mlp == LP_MLP_SWIGLU) {
+    if (lp_mlp_gated(c)) {
         lp_linear_forward(pre, bt->ln2, &w->gate, n);
         lp_linear_forward(up, bt->ln2, &w->up, n);
-        lp_swiglu_rows(bt->mlp_post, pre, up, nm);
+        lp_gated_rows(bt->mlp_post, pre, up, nm, c->mlp);
     } else {
         lp_linear_forward(pre, bt->ln2, &w->up, n);
         lp_act_rows(bt->mlp_post, pre, nm, c->mlp);
     }
-    lp_linear_forward(bt->mlp_out, bt->mlp_post, &w->down, n);
+    if (c->sandwich_norm) {
+        float *raw = bt->mlp_raw + D * rows * d;
+        lp_linear_forward(raw, bt->mlp_post, &w->down, n);
+        lp_norm(bt->mlp_out, bt->post2_scale + D * rows, raw, w->post2_w, NULL, n, d, c->norm, c->norm_eps);
+    } else {
+        lp_linear_forward(bt->mlp_out, bt->mlp_post, &w->down, n);
+    }
     add_floats(y, mid, bt->mlp_out, nd);
 }
 
@@ -1537,6 +1655,9 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
     }
     if (!c->causal) return encoder_batch(m, T, n, input, ctx, o, weight, f, grad_sum);
     bool logprob = o->kind == LP_OBJ_LOGPROB;
+    /* The last layer's MLP half runs on row pos alone, except under post-norms (Gemma 2),
+     * whose backward reads whole layers of the tape. */
+    bool compact = !c->sandwich_norm;
     batch bt = {.Bmax = 1, .T = T, .keep = grad_sum != NULL};
     lp_linear fused;
     /* fused q|k|v: a layout the short attention reads (rotary rotates q and k apart) */
@@ -1571,19 +1692,25 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
                 rc = lp_error(LP_ECANCEL, "cancelled");
                 goto done;
             }
-            batch_layer_forward(&bt, m, l, B, l == c->n_layer - 1 ? o->pos : -1, cos_t, sin_t);
+            batch_layer_forward(&bt, m, l, B, compact && l == c->n_layer - 1 ? o->pos : -1, cos_t, sin_t);
         }
-        /* Each sequence's row pos (the last layer's output is compact) through the final norm
-         * to the objective. */
-        memcpy(bt.xf, bt.resid + (bt.keep ? L : L & 1) * rows * d, (size_t)B * d * sizeof *bt.xf);
+        /* Each sequence's row pos (the last layer's output is compact, or its row pos) through
+         * the final norm to the objective. */
+        const float *out_rows = bt.resid + (bt.keep ? L : L & 1) * rows * d;
+        for (int b = 0; b < B; b++)
+            memcpy(bt.xf + (size_t)b * d, out_rows + (compact ? (size_t)b : (size_t)b * T + o->pos) * d,
+                   d * sizeof *bt.xf);
         lp_norm(bt.lnf, bt.lnf_scale, bt.xf, m->lnf_w, m->lnf_b, B, (int)d, c->norm, c->norm_eps);
         head_backward(fb, bt.d_lnf, m, o, bt.lnf, NULL, bt.logits, bt.dlogits, B);
         if (f) memcpy(f + i0, fb, (size_t)B * sizeof *fb);
         if (!bt.keep) continue;
 
-        /* the gradient with respect to the last layer's compact output, (B, d) */
-        memset(bt.d_resid, 0, (size_t)B * d * sizeof *bt.d_resid);
-        norm_backward(bt.d_resid, bt.d_lnf, bt.xf, bt.lnf_scale, m->lnf_w, B, (int)d, c->norm);
+        /* the gradient with respect to the last layer's compact output, (B, d), or its rows pos */
+        memset(bt.d_resid, 0, (size_t)B * (compact ? 1 : T) * d * sizeof *bt.d_resid);
+        if (compact) norm_backward(bt.d_resid, bt.d_lnf, bt.xf, bt.lnf_scale, m->lnf_w, B, (int)d, c->norm);
+        for (int b = 0; !compact && b < B; b++)
+            norm_backward(bt.d_resid + ((size_t)b * T + o->pos) * d, bt.d_lnf + (size_t)b * d, bt.xf + (size_t)b * d,
+                          bt.lnf_scale + b, m->lnf_w, 1, (int)d, c->norm);
         size_t dm = c->d_mlp;
         for (int l = c->n_layer - 1; l >= 0; l--) {
             if (lp_cancelled()) {
@@ -1597,8 +1724,14 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
             tape_layer t = {bt.resid + ll * rows * d, bt.ln1_scale + ll * rows, q, k, v,
                             bt.pattern + ll * bt.Bmax * c->n_head * (size_t)T * T, T, (long)T * T,
                             bt.resid_mid + ll * rows * d, bt.ln2_scale + ll * rows, bt.mlp_pre + ll * rows * dm,
-                            bt.mlp_up ? bt.mlp_up + ll * rows * dm : NULL, qs, ks};
-            if (l == c->n_layer - 1) last_layer_backward(bt.d_resid, &bt.g, bt.d_resid, &t, m, l, B, T, o->pos, cos_t, nsin_t);
+                            bt.mlp_up ? bt.mlp_up + ll * rows * dm : NULL, qs, ks, NULL, NULL, NULL, NULL};
+            if (c->sandwich_norm) {
+                t.attn_raw = bt.attn_raw + ll * rows * d;
+                t.mlp_raw = bt.mlp_raw + ll * rows * d;
+                t.post1_scale = bt.post1_scale + ll * rows;
+                t.post2_scale = bt.post2_scale + ll * rows;
+            }
+            if (compact && l == c->n_layer - 1) last_layer_backward(bt.d_resid, &bt.g, bt.d_resid, &t, m, l, B, T, o->pos, cos_t, nsin_t);
             else layer_backward(bt.d_resid, &bt.g, bt.d_resid, &t, m, l, B, T, cos_t, nsin_t);
         }
         for (int b = 0; b < B; b++) {

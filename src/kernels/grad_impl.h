@@ -34,6 +34,9 @@ typedef struct {
     const float *resid_mid, *ln2_scale; /* (rows, d), (rows) */
     const float *mlp_pre, *mlp_up;      /* (rows, dm); mlp_up SwiGLU only */
     long q_ld, kv_ld;                   /* row strides of q and of k, v; 0: H*dh and Hkv*dh (a fused q|k|v: its width) */
+    /* cfg.sandwich_norm (Gemma 2): attention's and the MLP's outputs before their post-norms, (rows, d),
+     * and those norms' scales (rows) */
+    const float *attn_raw, *mlp_raw, *post1_scale, *post2_scale;
 } tape_layer;
 
 /* Where a layer's gradients go: every one is kept by lp_grad, scratch in batches and training. */
@@ -48,9 +51,11 @@ typedef struct {
     float *d_pre, *d_up, *d_post; /* (rows, dm) */
     float *dP;                    /* (T, T) scratch */
     long dq_ld, dkv_ld;           /* row strides of d_q and of d_k, d_v; 0: H*dh and Hkv*dh */
+    float *d_raw;                 /* (rows, d) scratch: cfg.sandwich_norm, a post-norm's input gradient */
 } grad_layer;
 
-/* For every sequence and head: z = P v with P = softmax(scale q k^T) (causal). Given g->d_z,
+/* For every sequence and head: z = P v with P = softmax(scale q k^T) (causal; the scores soft-
+ * capped first when cfg.attn_softcap, and P zero outside a sliding window). Given g->d_z,
  * writes g->d_q and adds to g->d_k, g->d_v (query heads of a group share theirs; zero them
  * first). Reads t->q, k, v, pattern; g->dP (T, T) is scratch; g->d_pattern, if not NULL, gets dP.
  * Up to ATTN_LOOP_MAX_T tokens, a sequence's key/value head (and its query heads) at a time on

@@ -129,6 +129,8 @@ struct lp_run {
     float *xattn_out, *resid_cross; /* (L, T, d) */
     float *emb_sum;        /* (T, d) cfg.emb_norm: the summed embeddings before their LayerNorm, the
                             * input an encoder's attributions vary (given or looked up) */
+    float *post1_scale, *post2_scale; /* (L, T) cfg.sandwich_norm: the scales of the norms on attention's
+                            * and the MLP's outputs; else NULL */
 };
 
 static const char *const ACT_NAMES[LP_ACT_COUNT] = {
@@ -190,9 +192,12 @@ static size_t layout(lp_run *r, float *base) {
     SLICE(xattn_out, L * T * d * !!S);
     SLICE(resid_cross, L * T * d * !!S);
     SLICE(emb_sum, c->emb_norm ? T * d : 0);
+    SLICE(post1_scale, c->sandwich_norm ? L * T : 0);
+    SLICE(post2_scale, c->sandwich_norm ? L * T : 0);
 #undef SLICE
     if (!lp_mlp_gated(c)) r->mlp_up = NULL;
     if (!c->emb_norm) r->emb_sum = NULL;
+    if (!c->sandwich_norm) r->post1_scale = r->post2_scale = NULL;
     return at;
 }
 
@@ -285,6 +290,8 @@ static void member(lp_run *r, const lp_run *st, size_t row0, size_t poff, int b)
     r->rope_cos = st->rope_cos + row0 * half;
     r->rope_sin = st->rope_sin + row0 * half;
     r->emb_sum = st->emb_sum ? st->emb_sum + row0 * d : NULL;
+    r->post1_scale = st->post1_scale ? st->post1_scale + row0 : NULL;
+    r->post2_scale = st->post2_scale ? st->post2_scale + row0 : NULL;
     r->lnx = st->lnx, r->lnx_scale = st->lnx_scale, r->xq = st->xq, r->xk = st->xk, r->xv = st->xv;
     r->xpattern = st->xpattern, r->xz = st->xz, r->xattn_out = st->xattn_out, r->resid_cross = st->resid_cross;
 }
@@ -435,6 +442,8 @@ static int runs_new(lp_run **out, const lp_model *m, int B, const int *const *id
             .mlp_post = st.mlp_post + L * T * dm,
             .mlp_out = st.mlp_out + L * T * d,
             .resid_out = st.resid + (L + 1) * T * d,
+            .post1_scale = st.post1_scale ? st.post1_scale + L * T : NULL,
+            .post2_scale = st.post2_scale ? st.post2_scale + L * T : NULL,
             .rel_bias = m->rel_bias,
             .rel_bucket = rel,
             .rel_off = maxn - 1,
@@ -468,8 +477,10 @@ static int runs_new(lp_run **out, const lp_model *m, int B, const int *const *id
             memcpy(st.lnf, last, T * d * sizeof *st.lnf);
             for (size_t i = 0; i < T; i++) st.lnf_scale[i] = 1.0f;
         }
-        if (c->head == LP_HEAD_LM) lp_linear_forward(st.logits, st.lnf, &m->unembed, (int)T);
-        else
+        if (c->head == LP_HEAD_LM) {
+            lp_linear_forward(st.logits, st.lnf, &m->unembed, (int)T);
+            lp_softcap(st.logits, T * (size_t)c->vocab, c->final_softcap); /* Gemma2ForCausalLM */
+        } else
             for (int b = 0; b < B && out[b]->head_rows; b++)
                 lp_head_forward(out[b]->head_hidden, out[b]->logits, m, out[b]->lnf, out[b]->head_rows);
     }
@@ -552,6 +563,12 @@ void lp_run_cross_tape(const lp_run *r, int layer, const float **lnx_scale, cons
     *xq = r->xq + L * T * qd;
     *xk = r->xk + L * S * qd;
     *xv = r->xv + L * S * qd;
+}
+
+void lp_run_post_scales(const lp_run *r, int layer, const float **post1, const float **post2) {
+    size_t L = layer, T = r->LT; /* layers are the batch's rows apart */
+    *post1 = r->post1_scale ? r->post1_scale + L * T : NULL;
+    *post2 = r->post2_scale ? r->post2_scale + L * T : NULL;
 }
 
 void lp_run_free(lp_run *r) {

@@ -678,6 +678,20 @@ static int parse_pretokenizer(lp_tokenizer *t, json_t *pt, pretok_info *pi, cons
         pi->bl_add_prefix_space = jbool(pt, "add_prefix_space", false);
         return LP_OK;
     }
+    if (strcmp(type, "Split") == 0 && jstr(json_object_get(pt, "pattern"), "String")) {
+        /* Gemma's Split(" ", merged_with_previous) (transformers' GemmaConverter) runs on the
+         * normalised text, whose Replace(" ", "▁") left no " " in it: nothing to split. A
+         * string the normaliser does not remove would split, which loupe does not do. */
+        const char *str = jstr(json_object_get(pt, "pattern"), "String");
+        for (int k = 0; k < t->n_norm; k++) {
+            const norm_step *st = &t->norm[k];
+            if (st->op == NORM_REPLACE && st->a_len == strlen(str) && memcmp(t->blob + st->a_off, str, st->a_len) == 0 &&
+                !strstr(t->blob + st->b_off, str))
+                return LP_OK;
+        }
+        return lp_error(LP_EUNSUPPORTED, "%s: a Split pre_tokenizer on the string \"%.20s\" is supported only when a "
+                        "Replace normalizer removes that string first (Gemma's files)", path, str);
+    }
     if (strcmp(type, "Split") == 0) {
         const char *re = jstr(json_object_get(pt, "pattern"), "Regex");
         const char *behavior = jstr(pt, "behavior");

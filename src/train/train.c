@@ -389,7 +389,7 @@ static void layer_forward(work *w, const lp_model *m, int l) {
     lp_linear_forward(q, ln1, &L->q, n);
     lp_linear_forward(k, ln1, &L->k, n);
     lp_linear_forward(v, ln1, &L->v, n);
-    lp_attention_seqs(w->pattern + ll * N * c->n_head * w->T, w->z + ll * Nd, c, q, k, v, w->B, w->T);
+    lp_attention_seqs(w->pattern + ll * N * c->n_head * w->T, w->z + ll * Nd, c, 0, q, k, v, w->B, w->T);
     lp_linear_forward(w->attn_out, w->z + ll * Nd, &L->o, n);
     add_rows(mid, in, w->attn_out, Nd);
     if (c->attn_only) {

@@ -3,7 +3,8 @@
  * small Llama (2 layers, d_model 16, 4 heads of 4, 2 key/value heads, d_mlp 24), both with
  * vocabulary 32 and context 16, and the tensors of tests/fixtures/t5/t5_relu_tied (T5: 2 + 3
  * layers, d_model 32, 4 heads of 12, vocabulary 600; when run from the repository's root) and a
- * small GPT-NeoX (config_model_neox), so
+ * small GPT-NeoX (config_model_neox), and the norms a Gemma 2 of the Llama's shapes adds
+ * (config_model_gemma2), so
  * that whatever architecture a config names finds tensors of the right names. The seed corpus in tests/fuzz/corpus/config describes these shapes.
  * Header-only: the fuzz build compiles one file. */
 #ifndef LOUPE_FUZZ_CONFIG_MODEL_H
@@ -53,6 +54,18 @@ static inline int config_model_neox(lp_st_tensor *t, char names[][64], float *bu
     return n;
 }
 
+/* What a Gemma 2 of the Llama's shapes has beyond the Llama's tensors: the pre- and post-
+ * feedforward norms of its 2 layers (d_model 16), values from buf. */
+#define CONFIG_GEMMA2_TENSORS 4
+static inline int config_model_gemma2(lp_st_tensor *t, char names[][64], const float *buf) {
+    for (int k = 0; k < CONFIG_GEMMA2_TENSORS; k++) {
+        snprintf(names[k], 64, "model.layers.%d.%s_feedforward_layernorm.weight", k / 2, k % 2 ? "post" : "pre");
+        t[k] = (lp_st_tensor){.name = names[k], .dtype = LP_DT_F32, .ndim = 1, .data = buf,
+                              .nbytes = 16 * sizeof *buf, .shape = {16, 0}};
+    }
+    return CONFIG_GEMMA2_TENSORS;
+}
+
 /* Writes dir/model.safetensors (dir must exist); scratch files go in dir/g and dir/l. */
 static inline int config_model_make(const char *dir) {
     lp_random_spec g = {.dtype = LP_DT_F32, .round_to = LP_DT_F32, .seed = 1, .std = 0.1f, .shards = 1};
@@ -78,13 +91,15 @@ static inline int config_model_make(const char *dir) {
     lp_st_tensor *all = NULL;
     if (!rc) {
         int na = lp_st_count(a), nb = lp_st_count(b), nt = t5 ? lp_st_count(t5) : 0;
-        all = malloc((size_t)(na + nb + nt + CONFIG_NEOX_TENSORS) * sizeof *all);
+        all = malloc((size_t)(na + nb + nt + CONFIG_NEOX_TENSORS + CONFIG_GEMMA2_TENSORS) * sizeof *all);
         if (!all) rc = LP_ENOMEM;
         for (int i = 0; all && i < na + nb + nt; i++)
             all[i] = *(i < na ? lp_st_at(a, i) : i < na + nb ? lp_st_at(b, i - na) : lp_st_at(t5, i - na - nb));
         static char neox_names[CONFIG_NEOX_TENSORS][64];
         static float neox_buf[48 * 16]; /* the largest tensor's floats; every tensor reads a prefix */
         int nn = all ? config_model_neox(all + na + nb + nt, neox_names, neox_buf, 48 * 16) : 0;
+        static char gemma_names[CONFIG_GEMMA2_TENSORS][64];
+        if (all) nn += config_model_gemma2(all + na + nb + nt + nn, gemma_names, neox_buf);
         if (all) rc = lp_st_write(out, all, na + nb + nt + nn, NULL, NULL, 0);
     }
     free(all);

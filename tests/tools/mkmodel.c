@@ -12,7 +12,11 @@
  * d_model / heads, --buckets B (32) and --max-distance D (128); v1.0 (ReLU, tied embeddings)
  * unless --gated (v1.1: gated GELU, untied lm_head); F32, no tokenizer.
  * --arch neox writes a GPTNeoXForCausalLM (Pythia's layout): --rotary-pct P of each head
- * rotated (0.25), parallel residual unless --sequential, untied embed_out; F32. */
+ * rotated (0.25), parallel residual unless --sequential, untied embed_out; F32.
+ * --arch gemma2 writes a Gemma2ForCausalLM: --head-dim N (default d_model / heads),
+ * --window W (4096), --query-scalar S (256), --attn-cap C (50), --final-cap C (30; 0 for
+ * none: null), layer_types alternating sliding/full unless --no-layer-types; tied; F32, or
+ * BF16 with --dtype bf16. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -138,6 +142,28 @@ static int neox_tensors(rand_tensor *t, const lp_config *c) {
     T2(0, c->vocab, d, "embed_out.weight");
     return n;
 }
+/* Gemma2ForCausalLM's tensors as modeling_gemma2.py names them. Its RMSNorms multiply by
+ * (1 + weight): their weights are drawn around 0. */
+static int gemma2_tensors(rand_tensor *t, const lp_config *c) {
+    int n = 0;
+    int64_t d = c->d_model, m = c->d_mlp, q = (int64_t)c->n_head * c->d_head, kv = (int64_t)c->n_kv_head * c->d_head;
+    T2(0, c->vocab, d, "model.embed_tokens.weight");
+    for (int l = 0; l < c->n_layer; l++) {
+        T2(0, d, 0, "model.layers.%d.input_layernorm.weight", l);
+        T2(0, q, d, "model.layers.%d.self_attn.q_proj.weight", l);
+        T2(0, kv, d, "model.layers.%d.self_attn.k_proj.weight", l);
+        T2(0, kv, d, "model.layers.%d.self_attn.v_proj.weight", l);
+        T2(0, d, q, "model.layers.%d.self_attn.o_proj.weight", l);
+        T2(0, d, 0, "model.layers.%d.post_attention_layernorm.weight", l);
+        T2(0, d, 0, "model.layers.%d.pre_feedforward_layernorm.weight", l);
+        T2(0, m, d, "model.layers.%d.mlp.gate_proj.weight", l);
+        T2(0, m, d, "model.layers.%d.mlp.up_proj.weight", l);
+        T2(0, d, m, "model.layers.%d.mlp.down_proj.weight", l);
+        T2(0, d, 0, "model.layers.%d.post_feedforward_layernorm.weight", l);
+    }
+    T2(0, d, 0, "model.norm.weight");
+    return n;
+}
 #undef T2
 
 /* Writes DIR/model.safetensors (F32) with the n tensors of t, values drawn from seed. */
@@ -254,6 +280,73 @@ static int write_neox(const char *dir, const lp_config *c, double rotary_pct, ui
     return write_config(dir, cj);
 }
 
+/* Gemma 2's knobs for --arch gemma2. */
+typedef struct {
+    double query_scalar, attn_cap, final_cap; /* caps 0: written as null (none) */
+    int window;
+    int layer_types;                          /* write layer_types (newer configs); 0: leave it out */
+} gemma2_opts;
+
+/* DIR/model.safetensors (F32) rewritten as BF16, rounded to nearest even. */
+static int rewrite_bf16(const char *dir) {
+    char path[4096];
+    lp_safetensors *st = NULL;
+    int rc = lp_path_join(path, sizeof path, dir, "model.safetensors");
+    if (!rc) rc = lp_st_open(&st, path);
+    if (rc) return rc;
+    int n = lp_st_count(st);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += lp_st_at(st, i)->nbytes / 4;
+    lp_st_tensor *ts = calloc((size_t)n, sizeof *ts);
+    uint16_t *half = malloc((total ? total : 1) * sizeof *half);
+    if (!ts || !half) rc = lp_error(LP_ENOMEM, "out of memory");
+    for (int i = 0, at = 0; !rc && i < n; i++) {
+        const lp_st_tensor *t = lp_st_at(st, i);
+        size_t k = t->nbytes / 4;
+        for (size_t j = 0; j < k; j++) half[at + j] = lp_f32_to_bf16(((const float *)t->data)[j]);
+        ts[i] = *t;
+        ts[i].dtype = LP_DT_BF16;
+        ts[i].data = half + at;
+        ts[i].nbytes = k * sizeof *half;
+        at += (int)k;
+    }
+    const char *keys[] = {"format"}, *vals[] = {"pt"};
+    if (!rc) rc = lp_st_write(path, ts, n, keys, vals, 1); /* the mapping stays valid: the file is replaced */
+    free(ts), free(half);
+    lp_st_free(st);
+    return rc;
+}
+
+/* A Gemma2ForCausalLM config.json as transformers writes one (tied embeddings); BF16 weights
+ * with dtype LP_DT_BF16. */
+static int write_gemma2(const char *dir, const lp_config *c, const gemma2_opts *g, lp_dtype dtype, uint64_t seed,
+                        float std) {
+    rand_tensor *t = malloc((size_t)(11 * c->n_layer + 4) * sizeof *t);
+    if (!t) return lp_error(LP_ENOMEM, "out of memory");
+    int rc = write_random(dir, t, gemma2_tensors(t, c), seed, std);
+    free(t);
+    if (!rc && dtype == LP_DT_BF16) rc = rewrite_bf16(dir);
+    if (rc) return rc;
+    json_t *cj = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:s,s:f,s:i,s:b,s:b,s:i,s:i,s:i,s:s}",
+                           "architectures", "Gemma2ForCausalLM", "model_type", "gemma2", "hidden_size", c->d_model,
+                           "intermediate_size", c->d_mlp, "num_hidden_layers", c->n_layer, "num_attention_heads",
+                           c->n_head, "num_key_value_heads", c->n_kv_head, "head_dim", c->d_head, "vocab_size",
+                           c->vocab, "max_position_embeddings", c->n_ctx, "rms_norm_eps", 1e-6, "rope_theta",
+                           (double)c->rope_theta, "hidden_activation", "gelu_pytorch_tanh", "query_pre_attn_scalar",
+                           g->query_scalar, "sliding_window", g->window, "tie_word_embeddings", 1, "attention_bias", 0,
+                           "pad_token_id", 0, "bos_token_id", 2, "eos_token_id", 1, "torch_dtype",
+                           dtype == LP_DT_BF16 ? "bfloat16" : "float32");
+    json_object_set_new(cj, "attn_logit_softcapping", g->attn_cap > 0 ? json_real(g->attn_cap) : json_null());
+    json_object_set_new(cj, "final_logit_softcapping", g->final_cap > 0 ? json_real(g->final_cap) : json_null());
+    if (g->layer_types) {
+        json_t *types = json_array();
+        for (int l = 0; l < c->n_layer; l++)
+            json_array_append_new(types, json_string((l + 1) % 2 ? "sliding_attention" : "full_attention"));
+        json_object_set_new(cj, "layer_types", types);
+    }
+    return write_config(dir, cj);
+}
+
 static lp_dtype dtype_arg(const char *s) {
     if (strcmp(s, "f32") == 0) return LP_DT_F32;
     if (strcmp(s, "f16") == 0) return LP_DT_F16;
@@ -275,7 +368,8 @@ int main(int argc, char **argv) {
     c->rel_buckets = 32, c->rel_max_distance = 128;
     int tied = -1, labels = 2, gated = 0;
     double rotary_pct = 0.25;
-    int sequential = 0;
+    int sequential = 0, head_dim = 0;
+    gemma2_opts g2 = {256.0, 50.0, 30.0, 4096, 1};
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -304,12 +398,18 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--max-distance")) c->rel_max_distance = atoi(VAL());
         else if (!strcmp(a, "--rotary-pct")) rotary_pct = strtod(VAL(), NULL);
         else if (!strcmp(a, "--sequential")) c->parallel_block = false, sequential = 1;
+        else if (!strcmp(a, "--head-dim")) head_dim = atoi(VAL());
+        else if (!strcmp(a, "--window")) g2.window = atoi(VAL());
+        else if (!strcmp(a, "--query-scalar")) g2.query_scalar = strtod(VAL(), NULL);
+        else if (!strcmp(a, "--attn-cap")) g2.attn_cap = strtod(VAL(), NULL);
+        else if (!strcmp(a, "--final-cap")) g2.final_cap = strtod(VAL(), NULL);
+        else if (!strcmp(a, "--no-layer-types")) g2.layer_types = 0;
         else {
             fprintf(stderr, "error: unknown option '%s'\n", a);
             return 2;
         }
     }
-    if (c->n_head < 1 || c->d_model % c->n_head) {
+    if (c->n_head < 1 || (c->d_model % c->n_head && !head_dim)) {
         fprintf(stderr, "error: --d-model must be a multiple of --heads\n");
         return 2;
     }
@@ -340,6 +440,21 @@ int main(int argc, char **argv) {
         return 0;
     }
     int rc;
+    if (!strcmp(arch, "gemma2")) {
+        if (!c->d_mlp) c->d_mlp = 4 * c->d_model;
+        if (head_dim > 0) c->d_head = head_dim;
+        if (c->n_head % c->n_kv_head || g2.window < 1 || g2.query_scalar <= 0) {
+            fprintf(stderr, "error: --arch gemma2 needs --heads a multiple of --kv-heads, --window >= 1 and "
+                    "--query-scalar > 0\n");
+            return 2;
+        }
+        if (sp.dtype != LP_DT_F32 && sp.dtype != LP_DT_BF16) {
+            fprintf(stderr, "error: --arch gemma2 writes f32 or bf16\n");
+            return 2;
+        }
+        rc = write_gemma2(dir, c, &g2, sp.dtype, sp.seed, sp.std);
+        goto tokenizer;
+    }
     if (!strcmp(arch, "neox")) {
         if (!c->d_mlp) c->d_mlp = 4 * c->d_model;
         c->parallel_block = !sequential;
