@@ -150,6 +150,21 @@ int lp_cmd_sae_rows(const lp_session *s, const struct lp_session_sae *e, float *
  * [--k K]: gradient x activation of the objective for each feature, the error node and the
  * decoder's constant part, with the closure (argv from "attr" on). */
 int lp_cmd_sae_attr(lp_session *s, int argc, char **argv);
+/* sae patch --corrupt TEXT|--corrupt-ids L [--sae NAME] [--pos P] [--target ..] [--vs ..] [--denoise]
+ * [--k K]: each feature's (and the error term's) activation taken from the other run, the
+ * logit difference's change (argv from "patch" on). */
+int lp_cmd_sae_patch(lp_session *s, int argc, char **argv);
+/* A patching recovery is undefined when the clean and corrupted metrics are closer than
+ * this: the ratio would be rounding noise over rounding noise (patch, sae patch). */
+#define LP_RECOVERY_MIN_GAP 1e-4
+/* The corrupted prompt of patching (what names the command): text tokenized as the run was,
+ * or list as ids, with the run's length and token types; pair an encoder's second text.
+ * *ids and *types are the caller's to free. */
+int lp_cmd_corrupt_ids(const lp_session *s, const char *what, const char *text, const char *list, const char *pair,
+                       int **ids, int **types, int *n);
+/* Records an analysis of the current run of kind (when there is a store and the run is in it;
+ * params is taken) and sets "analysis_id" in result. */
+int lp_cmd_record_analysis(lp_session *s, const char *kind, json_t *params, json_t *result);
 /* sae splice NAME [--no-error] / sae unsplice NAME: on, with or without the error term, or
  * off; the current run is made again through the new forward. */
 int lp_cmd_sae_splice(lp_session *s, const char *name, bool on, bool no_error);

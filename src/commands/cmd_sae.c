@@ -215,6 +215,7 @@ static int sae_stats(lp_session *s, const char *name) {
 int lp_cmd_sae(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     if (argc > 1 && strcmp(argv[1], "attr") == 0) return lp_cmd_sae_attr(s, argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "patch") == 0) return lp_cmd_sae_patch(s, argc - 1, argv + 1);
     lp_opt o[] = {{"site", false, NULL}, {"name", false, NULL}, {"no-error", true, NULL}};
     char *pos[2];
     int np, rc = lp_cmd_opts("sae", argc, argv, o, 3, pos, 2, &np);
@@ -245,7 +246,7 @@ int lp_cmd_sae(lp_session *s, int argc, char **argv, const char *rest) {
     }
     if (strcmp(sub, "list") != 0 || np > 1)
         return lp_error(LP_EINVAL, "sae: load PATH [--site S] [--name N], list, stats [NAME], splice [NAME] "
-                        "[--no-error], unsplice [NAME], attr [options] or drop NAME");
+                        "[--no-error], unsplice [NAME], attr [options], patch [options] or drop NAME");
     json_t *arr = json_array();
     for (int i = 0; i < s->n_saes; i++) json_array_append_new(arr, describe(&s->saes[i]));
     lp_cmd_emit(s, arr, NULL);
