@@ -140,12 +140,18 @@ struct lp_session_sae {
                                    into it (what features reads: the site itself then holds its output) */
     int seen_rows;
     const lp_run *seen_run;     /* the run seen belongs to */
+    int store_k;                /* features kept per position when a run is stored (sae load --store-k); 0 none */
 };
 /* The dictionary called name (NULL: the last loaded), or NULL with the error set naming cmd. */
 const struct lp_session_sae *lp_cmd_find_sae(const lp_session *s, const char *cmd, const char *name);
 /* e's rows in the current run: *x (T, d_in) what it reads (kept by a splice, whose site then
  * holds its output), *y (T, d_out) what its written site holds; both the caller's to free. */
 int lp_cmd_sae_rows(const lp_session *s, const struct lp_session_sae *e, float **x, float **y);
+/* The loaded dictionaries' strongest features at each position of the current run, as the
+ * store keeps them (each one's store_k per position, the active ones only): *out (*n) and its
+ * arrays are the caller's, freed by lp_cmd_sae_store_free. None for an encoder-decoder's run. */
+int lp_cmd_sae_store_rows(const lp_session *s, lp_store_features **out, int *n);
+void lp_cmd_sae_store_free(lp_store_features *f, int n);
 /* sae attr [--sae NAME] [--target T|--target-id ID] [--vs T|--vs-id ID] [--objective O] [--pos P]
  * [--k K]: gradient x activation of the objective for each feature, the error node and the
  * decoder's constant part, with the closure (argv from "attr" on). */

@@ -573,7 +573,7 @@ static const lp_command COMMANDS[] = {
      "Runs, their analyses and the items are copied (renumbered); top examples, histograms, samples and head "
      "statistics merged exactly. A shard merged twice changes nothing; one made with another file, model, options, "
      "commands or split is refused."},
-    {"sae", "load PATH [--site S] [--name N] | list | stats [NAME] | splice [NAME] [--no-error] | unsplice [NAME] | "
+    {"sae", "load PATH [--site S] [--name N] [--store-k K] | list | stats [NAME] | splice [NAME] [--no-error] | unsplice [NAME] | "
      "attr [--sae NAME] [--target T|--target-id ID] [--vs T|--vs-id ID] [--objective O] [--pos P] [--k K] | "
      "patch --corrupt TEXT|--corrupt-ids 1,2,3 [--sae NAME] [--pos P] [--target T|--target-id ID] [--vs T|--vs-id ID] "
      "[--denoise] [--k K] | drop NAME",
@@ -581,7 +581,9 @@ static const lp_command COMMANDS[] = {
      "sae load tests/fixtures/sae/saelens_standard --name std", lp_cmd_sae, false,
      "load reads SAELens (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz) and sparsify (cfg.json + "
      "sae.safetensors) dictionaries; the site is the config's hook_name (a TransformerLens name such as "
-     "blocks.0.hook_resid_post) unless --site gives one; its width must be the dictionary's d_in. On load, and by "
+     "blocks.0.hook_resid_post) unless --site gives one; its width must be the dictionary's d_in. Runs recorded while "
+     "it is loaded keep their K strongest active features per position (--store-k, default 32; 0: none; SQL view "
+     "feature_acts). On load, and by "
      "stats: L0 (mean active features per position), explained variance 1 - sum|x - x_hat|^2 / sum|x - mean x|^2, "
      "MSE and relative error over the current run's positions; stats adds the CE loss recovered, (ce_zero - ce_sae) / "
      "(ce_zero - ce_orig): the run's mean next-token cross-entropy with the dictionary spliced in alone and with its "
