@@ -152,6 +152,11 @@ int lp_cmd_sae_rows(const lp_session *s, const struct lp_session_sae *e, float *
  * arrays are the caller's, freed by lp_cmd_sae_store_free. None for an encoder-decoder's run. */
 int lp_cmd_sae_store_rows(const lp_session *s, lp_store_features **out, int *n);
 void lp_cmd_sae_store_free(lp_store_features *f, int n);
+/* examples feature ID: the k strongest activations of feature id (its text) of the dictionary
+ * called name (NULL: the last loaded) over dataset ds's runs, from the features the store kept
+ * for them; rows as examples gives them (rank, item, text, metric, pos, token, value, run_id).
+ * NULL with *rc set on failure. */
+json_t *lp_cmd_feature_examples(lp_session *s, const char *name, const char *id, json_int_t ds, int k, int *rc);
 /* sae attr [--sae NAME] [--target T|--target-id ID] [--vs T|--vs-id ID] [--objective O] [--pos P]
  * [--k K]: gradient x activation of the objective for each feature, the error node and the
  * decoder's constant part, with the closure (argv from "attr" on). */

@@ -313,6 +313,38 @@ int lp_cmd_sae_store_rows(const lp_session *s, lp_store_features **out, int *n) 
     return LP_OK;
 }
 
+json_t *lp_cmd_feature_examples(lp_session *s, const char *name, const char *id, json_int_t ds, int k, int *rc) {
+    const struct lp_session_sae *e = lp_cmd_find_sae(s, "examples feature", name);
+    long f;
+    if (!e) {
+        *rc = LP_EINVAL;
+        return NULL;
+    }
+    if ((*rc = lp_cmd_int(id, "feature", 0, lp_sae_get_info(e->sae)->d_sae - 1, &f))) return NULL;
+    json_t *rows = NULL, *found = NULL, *which = json_pack("[I,s,s,s]", ds, e->name, e->path, e->site);
+    /* the dataset's runs that kept this dictionary's features: none means it was not loaded */
+    *rc = lp_store_query(s->store, "SELECT count(*) AS n FROM dataset_items i JOIN run_saes r ON r.run_id = i.run_id"
+                         " JOIN saes d ON d.id = r.sae_id WHERE i.dataset_id = ?1 AND d.name = ?2 AND d.path = ?3 AND"
+                         " d.site = ?4", which, false, &found, NULL);
+    json_decref(which);
+    json_t *params = json_pack("[I,s,s,s,I,i]", ds, e->name, e->path, e->site, (json_int_t)f, k);
+    json_int_t n = *rc ? 0 : json_integer_value(json_object_get(json_array_get(found, 0), "n"));
+    json_decref(found);
+    if (!*rc && !n)
+        *rc = lp_error(LP_EINVAL, "examples feature: dataset %lld kept no features of '%s'; run the dataset with the "
+                       "dictionary loaded (sae load %s)", (long long)ds, e->name, e->path);
+    if (!*rc)
+        *rc = lp_store_query(s->store, "SELECT row_number() OVER (ORDER BY f.act DESC, i.item, f.pos) AS rank, i.item,"
+                             " i.text, 'activation' AS metric, f.pos, t.text AS token, f.act AS value, i.run_id"
+                             " FROM feature_activations f JOIN saes d ON d.id = f.sae_id"
+                             " JOIN dataset_items i ON i.run_id = f.run_id AND i.dataset_id = ?1"
+                             " LEFT JOIN tokens t ON t.run_id = f.run_id AND t.side = 'target' AND t.pos = f.pos"
+                             " WHERE d.name = ?2 AND d.path = ?3 AND d.site = ?4 AND f.feature = ?5"
+                             " ORDER BY f.act DESC, i.item, f.pos LIMIT ?6", params, false, &rows, NULL);
+    json_decref(params);
+    return *rc ? NULL : rows;
+}
+
 int lp_cmd_features(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);

@@ -561,13 +561,16 @@ static const lp_command COMMANDS[] = {
      "unit_quantile_samples, head_metric_stats). Items over the context are skipped and counted. --shard I/N takes "
      "items with index % N == I - 1; merge combines shard databases. Every N items (default 64) are committed with the "
      "aggregates; --resume continues an interrupted run of the same file, model and options."},
-    {"examples", "neuron L.N | head L.H [--by METRIC] [--k K] [--dataset ID] [--context C]",
+    {"examples", "neuron L.N | head L.H [--by METRIC] | feature ID [--sae NAME] [--k K] [--dataset ID] "
+     "[--context C]",
      "a unit's top examples over a dataset, with the tokens around them",
      "examples neuron 1.42 --k 5", lp_cmd_examples, false,
      "From the latest finished dataset of this model (or --dataset ID): item, text, position, token and value (a "
      "head's: the query position, the key and the weight), with C (default 8) tokens each side ([the token] in the "
      "table). A head's examples are by its strongest key (--by key) or by a head metric (--by induction, prev_token, "
-     "duplicate_token, first_token, entropy, max_attn: the metric on the item, where its term is largest)."},
+     "duplicate_token, first_token, entropy, max_attn: the metric on the item, where its term is largest). A "
+     "feature's (of the loaded dictionary --sae, default the last) are its strongest activations among the features "
+     "the dataset's runs kept (the dataset run with the dictionary loaded: sae load --store-k)."},
     {"merge", "SHARD.db...", "merge the datasets of shard databases into this one (-d)",
      "merge shard1.db shard2.db shard3.db", lp_cmd_merge, false,
      "Runs, their analyses and the items are copied (renumbered); top examples, histograms, samples and head "

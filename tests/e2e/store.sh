@@ -224,6 +224,19 @@ done
 want=$(( $(sqlite3 "$tmp/f1.db" 'SELECT count(*) FROM feature_activations') + $(sqlite3 "$tmp/f2.db" 'SELECT count(*) FROM feature_activations') ))
 check "merge: every run's features, under one dictionary" test "$(q "$tmp/fm.db" "SELECT (SELECT count(*) FROM feature_acts) AS n, (SELECT count(*) FROM saes) AS s, (SELECT count(*) FROM run_saes) AS r, (SELECT count(*) FROM runs) AS u, (SELECT count(*) FROM feature_acts f JOIN tokens t ON t.run_id = f.run_id AND t.pos = f.pos AND t.token_id = f.token_id) AS j" '.[0] | "\(.n) \(.s) \(.r) \(.u) \(.j)"')" = "$want 1 2 2 $want"
 check "merge: as many as the runs have positions, 2 each" test "$want" = "$(( 2 * $(sqlite3 "$tmp/fm.db" 'SELECT sum(n_tokens) FROM runs') ))"
+# examples feature: a feature's strongest activations over the merged dataset's runs, each the
+# activation feature prints for that item at that position.
+"$LOUPE" -d "$tmp/fm.db" -m json models/default -e 'sae load models/default-sae --name ds' -e 'examples feature 390 --k 3' >"$tmp/out" 2>"$tmp/err"
+check "examples feature: by activation, the token in its context" jq -e -s '.[1] | length >= 2 and length <= 3 and .[0].rank == 1 and .[1].rank == 2 and .[0].value >= .[1].value and (.[0].context[.[0].pos - .[0].context_start] == .[0].token)' "$tmp/out"
+text=$(jq -r -s '.[1][0].text' "$tmp/out"); pos=$(jq -s '.[1][0].pos' "$tmp/out"); val=$(jq -s '.[1][0].value' "$tmp/out")
+"$LOUPE" -d :memory: -m json models/default -e "run $text" -e 'sae load models/default-sae' -e 'feature 390 --k 1' >"$tmp/out" 2>"$tmp/err"
+check "examples feature: the value is feature's activation there" jq -e -s --argjson p "$pos" --argjson v "$val" '.[2].acts[$p].act - $v | fabs < 1e-5' "$tmp/out"
+"$LOUPE" -d "$tmp/v6.db" models/default -e 'sae load models/default-sae' -e 'examples feature 390' >/dev/null 2>"$tmp/e"; rc=$?
+check "examples feature on a dataset that kept none: refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: examples feature: dataset 2 kept no features' '$tmp/e'"
+"$LOUPE" -d "$tmp/fm.db" models/default -e 'sae load models/default-sae' -e 'examples feature 512' >/dev/null 2>"$tmp/e"; rc=$?
+check "examples feature past the dictionary: refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: feature' '$tmp/e'"
+"$LOUPE" -d "$tmp/fm.db" models/default -e "dataset $tmp/items.txt --track features" >/dev/null 2>"$tmp/e"; rc=$?
+check "dataset --track features: refused, saying features are kept with a dictionary loaded" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q 'examples feature ID' '$tmp/e'"
 
 echo "$fails failed"
 [ "$fails" -eq 0 ]
