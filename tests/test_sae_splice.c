@@ -465,6 +465,21 @@ static void a_patched_feature_is_a_clamp_to_the_other_runs_value(void **state) {
     const float *lg = lp_run_logits(s->run, 0);
     assert_true(fabs(((double)lg[5] - lg[9]) - v) < SAME_TOL);
     json_decref(got);
+    /* both ways on the bundled dictionary's residual site: everything patched is the other run */
+    exec_ok(f, "run When Mary and John went to the store, John gave a drink to");
+    for (int denoise = 0; denoise < 2; denoise++) {
+        char line[256];
+        snprintf(line, sizeof line, "sae patch --corrupt \"When Mary and John went to the store, Mary gave a drink to\"%s",
+                 denoise ? " --denoise" : "");
+        assert_int_equal(exec_line(s, &f->buf, &f->len, line, &got), LP_OK);
+        double clean = json_number_value(json_object_get(got, "clean")), bad = json_number_value(json_object_get(got, "corrupt"));
+        double all = json_number_value(json_object_get(json_object_get(got, "all"), "value"));
+        assert_true(fabs(clean - bad) > 0.1); /* the two runs differ */
+        assert_true(fabs(all - (denoise ? clean : bad)) < SAME_TOL);
+        assert_string_equal(json_string_value(json_object_get(got, "direction")), denoise ? "denoising" : "noising");
+        json_decref(got);
+    }
+    exec_ok(f, "run --ids 300");
     const char *bad[][2] = {
         {"sae patch --corrupt-ids 301,302 --target-id 5", "same length"},
         {"sae patch --target-id 5", "--corrupt"},
