@@ -399,7 +399,8 @@ static const struct {
                   {"attribution_id", "map_attributions"},
                   {"series_id", "map_attribution_series"},
                   {"evaluation_id", "map_evaluations"},
-                  {"scan_id", "map_head_scans"}};
+                  {"scan_id", "map_head_scans"},
+                  {"sae_id", "map_saes"}};
 
 #define RUNS_OF_SHARD "s.run_id IN (SELECT old FROM temp.map_runs)"
 
@@ -414,6 +415,8 @@ static const struct {
     {"predictions", RUNS_OF_SHARD, false},
     {"head_metrics", RUNS_OF_SHARD, false},
     {"cross_maxima", RUNS_OF_SHARD, false},
+    {"run_saes", RUNS_OF_SHARD, false},
+    {"feature_activations", RUNS_OF_SHARD, false},
     {"tensors", RUNS_OF_SHARD, true},
     {"analyses", RUNS_OF_SHARD, true},
     {"findings", RUNS_OF_SHARD, true},
@@ -492,6 +495,11 @@ static int map_sessions_models(lp_store *st, int64_t shard_ds) {
         " ON CONFLICT (fingerprint, path) DO NOTHING",
         "CREATE TEMP TABLE map_models AS SELECT s.id AS old, m.id AS new FROM shard.models s"
         " JOIN main.models m ON m.fingerprint = s.fingerprint AND m.path = s.path",
+        "INSERT INTO main.saes (name, path, site, out_site, architecture, d_in, d_sae, created_at) SELECT name, path,"
+        " site, out_site, architecture, d_in, d_sae, created_at FROM shard.saes WHERE true"
+        " ON CONFLICT (name, path, site) DO NOTHING",
+        "CREATE TEMP TABLE map_saes AS SELECT s.id AS old, m.id AS new FROM shard.saes s"
+        " JOIN main.saes m ON m.name = s.name AND m.path = s.path AND m.site = s.site",
     };
     int rc = LP_OK;
     for (size_t i = 0; i < sizeof sql / sizeof *sql && !rc; i++) rc = run_ints(st, sql[i], arg, 1, "merging");
@@ -499,10 +507,10 @@ static int map_sessions_models(lp_store *st, int64_t shard_ds) {
 }
 
 static int drop_maps(lp_store *st) {
-    const char *maps[] = {"map_sessions", "map_models"};
+    const char *maps[] = {"map_sessions", "map_models", "map_saes"};
     char sql[128];
     int rc = LP_OK;
-    for (size_t i = 0; i < 2 && !rc; i++) {
+    for (size_t i = 0; i < sizeof maps / sizeof *maps && !rc; i++) {
         snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS temp.%s", maps[i]);
         rc = store_exec(st, sql, "merging");
     }

@@ -830,7 +830,52 @@ static const char V7[] =
     "       sum(CASE WHEN lower >= 0.5 THEN count ELSE 0 END) * 1.0 / sum(count) AS strong\n"
     "FROM unit_histograms WHERE unit_kind = 'head' GROUP BY dataset_id, layer, unit;\n";
 
-static const char *const MIGRATIONS[] = {V1, V2, V3, V4, V5, V6, V7};
+/* Version 8: feature activations. A run recorded while dictionaries are loaded (sae load)
+ * keeps, per dictionary and position, its k strongest active features (k per dictionary,
+ * sae load --store-k, default 32); saes names the dictionaries, run_saes says which a run
+ * kept and with which k (so that a position with no row had no active feature, rather than
+ * was not recorded), and an index by (sae, feature, act) answers "where does feature F fire
+ * most". */
+static const char V8[] =
+    "CREATE TABLE saes (\n"
+    "  id           INTEGER PRIMARY KEY,\n"
+    "  name         TEXT NOT NULL,        -- the session's name for it (sae load --name)\n"
+    "  path         TEXT NOT NULL,        -- as given to sae load\n"
+    "  site         TEXT NOT NULL,        -- the site read, blocks.L.KIND\n"
+    "  out_site     TEXT,                 -- a transcoder's written site; NULL for an SAE\n"
+    "  architecture TEXT NOT NULL,        -- standard, jumprelu, topk, gated, groupmax\n"
+    "  d_in         INTEGER NOT NULL,\n"
+    "  d_sae        INTEGER NOT NULL,\n"
+    "  created_at   TEXT NOT NULL DEFAULT " NOW ",\n"
+    "  UNIQUE (name, path, site)\n"
+    ");\n"
+    "CREATE TABLE run_saes (              -- the dictionaries whose features a run kept\n"
+    "  run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  sae_id      INTEGER NOT NULL REFERENCES saes(id),\n"
+    "  k           INTEGER NOT NULL CHECK (k >= 1),  -- at most k features kept per position\n"
+    "  PRIMARY KEY (run_id, sae_id)\n"
+    ") WITHOUT ROWID;\n"
+    "CREATE TABLE feature_activations (   -- per position its strongest active features, rank 1 the strongest\n"
+    "  run_id      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,\n"
+    "  sae_id      INTEGER NOT NULL REFERENCES saes(id),\n"
+    "  pos         INTEGER NOT NULL,\n"
+    "  rank        INTEGER NOT NULL,\n"
+    "  feature     INTEGER NOT NULL,\n"
+    "  act         REAL NOT NULL,         -- its activation (non-zero)\n"
+    "  PRIMARY KEY (run_id, sae_id, pos, rank)\n"
+    ") WITHOUT ROWID;\n"
+    "CREATE INDEX feature_activations_by_feature ON feature_activations(sae_id, feature, act DESC);\n"
+    "CREATE VIEW feature_acts AS\n"
+    "SELECT f.run_id, s.name AS sae, s.site, f.pos, t.token_id, t.text AS token, f.feature, f.act, f.rank\n"
+    "FROM feature_activations f\n"
+    "JOIN saes s ON s.id = f.sae_id\n"
+    "LEFT JOIN tokens t ON t.run_id = f.run_id AND t.side = 'target' AND t.pos = f.pos;\n"
+    "CREATE VIEW feature_summary AS       -- per dictionary and feature: where it was kept, and how strongly\n"
+    "SELECT s.id AS sae_id, s.name AS sae, s.site, f.feature, count(*) AS tokens, count(DISTINCT f.run_id) AS runs,\n"
+    "       max(f.act) AS max_act, avg(f.act) AS mean_act\n"
+    "FROM feature_activations f JOIN saes s ON s.id = f.sae_id GROUP BY f.sae_id, f.feature;\n";
+
+static const char *const MIGRATIONS[] = {V1, V2, V3, V4, V5, V6, V7, V8};
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
 int store_schema_latest(void) { return N_MIGRATIONS; }

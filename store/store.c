@@ -41,6 +41,12 @@ static const char *const QUERIES[Q_COUNT] = {
                    " WHERE r.id = ?1)), coalesce(?11, 'self'), ?12, ?13, ?14, ?15)",
     [Q_CROSS_ADD] = "INSERT INTO cross_maxima (run_id, layer, head, target_pos, source_pos, weight)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [Q_SAE_ADD] = "INSERT INTO saes (name, path, site, out_site, architecture, d_in, d_sae)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name, path, site) DO NOTHING",
+    [Q_SAE_ID] = "SELECT id FROM saes WHERE name = ?1 AND path = ?2 AND site = ?3",
+    [Q_RUN_SAE_ADD] = "INSERT INTO run_saes (run_id, sae_id, k) VALUES (?1, ?2, ?3)",
+    [Q_FEATURE_ADD] = "INSERT INTO feature_activations (run_id, sae_id, pos, rank, feature, act)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [Q_MODEL_ADD] = "INSERT INTO models (path, arch, n_layer, n_head, n_kv_head, d_model, d_mlp, vocab, n_ctx, n_params,"
                     " dtype, fingerprint, head) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                     " ON CONFLICT (fingerprint, path) DO NOTHING",
@@ -505,6 +511,61 @@ static int put_tokens(lp_store *st, int64_t run, const char *side, const int *id
 
 static void bind_real(sqlite3_stmt *s, int i, double v);
 
+/* A dictionary's row id, added when new. */
+static int sae_id(lp_store *st, const lp_store_features *f, int64_t *id) {
+    sqlite3_stmt *s;
+    int rc = prep(st, Q_SAE_ADD, &s);
+    if (rc) return rc;
+    bind_str(s, 1, f->name);
+    bind_str(s, 2, f->path);
+    bind_str(s, 3, f->site);
+    bind_str(s, 4, f->out_site);
+    bind_str(s, 5, f->architecture);
+    sqlite3_bind_int(s, 6, f->d_in);
+    sqlite3_bind_int(s, 7, f->d_sae);
+    if ((rc = done(st, s, "recording a dictionary")) || (rc = prep(st, Q_SAE_ID, &s))) return rc;
+    bind_str(s, 1, f->name);
+    bind_str(s, 2, f->path);
+    bind_str(s, 3, f->site);
+    int step = sqlite3_step(s);
+    *id = step == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return step == SQLITE_ROW ? LP_OK : store_fail(st, step == SQLITE_DONE ? SQLITE_ERROR : step, "finding a dictionary");
+}
+
+/* A dictionary's features at the run's positions: the ids in range, ranks counted from 1
+ * over the kept ones (a -1 ends a position's list). */
+static int put_features(lp_store *st, const lp_store_features *f, int64_t run) {
+    if (!f->name || !f->path || !f->site || !f->architecture || f->k < 1 || f->n_pos < 0 || f->d_sae < 1 ||
+        (f->n_pos > 0 && (!f->feature || !f->act)))
+        return lp_error(LP_EINVAL, "recording a run's features: counts and arrays disagree");
+    int64_t sae;
+    sqlite3_stmt *s;
+    int rc = sae_id(st, f, &sae);
+    if (rc || (rc = prep(st, Q_RUN_SAE_ADD, &s))) return rc;
+    sqlite3_bind_int64(s, 1, run);
+    sqlite3_bind_int64(s, 2, sae);
+    sqlite3_bind_int(s, 3, f->k);
+    if ((rc = done(st, s, "recording a run's dictionary"))) return rc;
+    for (int t = 0; t < f->n_pos; t++)
+        for (int j = 0; j < f->k; j++) {
+            size_t at = (size_t)t * f->k + j;
+            if (f->feature[at] < 0) break;
+            if (f->feature[at] >= f->d_sae || !isfinite(f->act[at]))
+                return lp_error(LP_EINVAL, "recording a run's features: feature %d (act %g) at position %d is not one "
+                                "of %d", f->feature[at], f->act[at], t, f->d_sae);
+            if ((rc = prep(st, Q_FEATURE_ADD, &s))) return rc;
+            sqlite3_bind_int64(s, 1, run);
+            sqlite3_bind_int64(s, 2, sae);
+            sqlite3_bind_int(s, 3, t);
+            sqlite3_bind_int(s, 4, j + 1);
+            sqlite3_bind_int(s, 5, f->feature[at]);
+            sqlite3_bind_double(s, 6, f->act[at]);
+            if ((rc = done(st, s, "recording a run's features"))) return rc;
+        }
+    return LP_OK;
+}
+
 static int put_run_rows(lp_store *st, const lp_store_run *r, int64_t run) {
     sqlite3_stmt *s;
     int rc;
@@ -550,13 +611,15 @@ static int put_run_rows(lp_store *st, const lp_store_run *r, int64_t run) {
         bind_real(s, 6, x->weight);
         if ((rc = done(st, s, "recording the run's cross-attention maxima"))) return rc;
     }
+    for (int i = 0; i < r->n_features; i++)
+        if ((rc = put_features(st, &r->features[i], run))) return rc;
     return LP_OK;
 }
 
 int lp_store_put_run(lp_store *st, const lp_store_run *r, int64_t *run_id) {
     if (r->n < 0 || (r->n > 0 && !r->ids) || r->n_preds < 0 || (r->n_preds > 0 && !r->preds) || r->n_heads < 0 ||
         (r->n_heads > 0 && !r->heads) || r->n_src < 0 || (r->n_src > 0 && !r->src_ids) || r->n_cross < 0 ||
-        (r->n_cross > 0 && !r->cross))
+        (r->n_cross > 0 && !r->cross) || r->n_features < 0 || (r->n_features > 0 && !r->features))
         return lp_error(LP_EINVAL, "recording a run: counts and arrays disagree");
     if (r->n_src > 0 && !r->target_kind)
         return lp_error(LP_EINVAL, "recording a run: source tokens belong to an encoder-decoder's run (give its target_kind)");

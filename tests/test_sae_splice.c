@@ -310,6 +310,191 @@ static void feature_attribution_matches_autograd_and_closes(void **state) {
     exec_ok(f, "load models/default");
 }
 
+/* "1,2,3" from a json array of ids. */
+static void id_list(const json_t *ids, char *out, size_t cap) {
+    size_t i, at = 0;
+    json_t *v;
+    json_array_foreach(ids, i, v) at += (size_t)snprintf(out + at, cap - at, "%s%lld", i ? "," : "", json_integer_value(v));
+}
+
+/* sae patch against the float64 reference: every feature whose activation differs, the error
+ * term and everything, patched from the corrupted run into the clean one (noising), one at a
+ * time, read as the logit difference at the last position. */
+static void feature_patching_matches_the_float64_reference(void **state) {
+    session_fixture *f = *state;
+    lp_session *s = f->s;
+    char corrupt[256];
+    id_list(json_object_get(ref, "corrupt_ids"), corrupt, sizeof corrupt);
+    exec_ok(f, "run --ids %s", ids_arg);
+    size_t i;
+    json_t *c;
+    double worst = 0;
+    json_array_foreach(json_object_get(ref, "patch_cases"), i, c) {
+        exec_ok(f, "sae load " FIX "/%s --name p%zu", json_string_value(json_object_get(c, "path")), i);
+        json_t *pos = json_object_get(c, "pos"), *got;
+        char line[1024];
+        int at = snprintf(line, sizeof line, "sae patch --sae p%zu --corrupt-ids %s --k 100000 --target-id %lld --vs-id %lld",
+                          i, corrupt, json_integer_value(json_object_get(c, "target")),
+                          json_integer_value(json_object_get(c, "contrast")));
+        if (json_is_integer(pos)) snprintf(line + at, sizeof line - at, " --pos %lld", json_integer_value(pos));
+        if (exec_line(s, &f->buf, &f->len, line, &got) != LP_OK) fail_msg("%s: %s", line, lp_errmsg());
+        double clean = json_number_value(json_object_get(got, "clean"));
+        worst = fmax(worst, fabs(clean - json_number_value(json_object_get(c, "clean"))));
+        worst = fmax(worst, fabs(json_number_value(json_object_get(got, "corrupt")) -
+                                 json_number_value(json_object_get(c, "corrupt"))));
+        worst = fmax(worst, fabs(json_number_value(json_object_get(json_object_get(got, "all"), "value")) -
+                                 json_number_value(json_object_get(c, "all"))));
+        json_t *want = json_object_get(c, "features"), *nodes = json_object_get(got, "nodes"), *nd;
+        assert_int_equal(json_integer_value(json_object_get(got, "changed")), json_array_size(want));
+        assert_int_equal(json_array_size(nodes), json_array_size(want) + 1); /* and the error term */
+        size_t j;
+        double last = INFINITY;
+        json_array_foreach(nodes, j, nd) {
+            json_t *feat = json_object_get(nd, "feature");
+            double v = json_number_value(json_object_get(nd, "value")), w = NAN, d = json_number_value(json_object_get(nd, "delta"));
+            assert_true(fabs(d - (v - clean)) < 1e-6);
+            assert_true(fabs(d) <= last); /* strongest first */
+            last = fabs(d);
+            if (!json_is_integer(feat)) {
+                w = json_number_value(json_object_get(c, "error"));
+            } else {
+                size_t k;
+                json_t *p;
+                json_array_foreach(want, k, p)
+                    if (json_integer_value(json_array_get(p, 0)) == json_integer_value(feat))
+                        w = json_number_value(json_array_get(p, 1));
+            }
+            assert_false(isnan(w)); /* a feature the reference has too */
+            worst = fmax(worst, fabs(v - w));
+        }
+        json_decref(got);
+    }
+    fprintf(stderr, "feature patching against float64: %.3g\n", worst);
+    worst_logit = fmax(worst_logit, worst);
+    assert_true(worst < LOGIT_TOL);
+    exec_ok(f, "load models/default");
+}
+
+/* The invariants of patching by feature, on the bundled model and dictionary (its residual
+ * stream between the layers, so the site is the whole state there): patching every feature
+ * and the error term gives the corrupted run's logits at every position, patching nothing
+ * the clean run's, and one feature patched from activations that hold a value v everywhere
+ * is the clamp to v. */
+static void feature_patching_invariants(void **state) {
+    (void)state;
+    const lp_model *m = ((session_fixture *)*state)->s->model;
+    lp_sae *sae;
+    assert_int_equal(lp_sae_load(&sae, "models/default-sae"), LP_OK);
+    const lp_sae_info *in = lp_sae_get_info(sae);
+    int clean_ids[] = {464, 5335, 290, 1757, 1816, 284, 262, 3650}, bad_ids[] = {464, 5335, 290, 1757, 1816, 284, 262, 1110};
+    for (int i = 0; i < 8; i++) clean_ids[i] %= 2048, bad_ids[i] %= 2048;
+    int T = 8, d = in->d_out, ns = in->d_sae, V = 2048;
+    lp_run *clean, *bad;
+    assert_int_equal(lp_run_new(&clean, m, clean_ids, T), LP_OK);
+    assert_int_equal(lp_run_new(&bad, m, bad_ids, T), LP_OK);
+    float *acts = malloc((size_t)T * ns * sizeof *acts), *err = malloc((size_t)T * d * sizeof *err);
+    float *lg = malloc((size_t)V * sizeof *lg), *lg2 = malloc((size_t)V * sizeof *lg2);
+    int *every = malloc((size_t)ns * sizeof *every);
+    for (int k = 0; k < ns; k++) every[k] = k;
+    lp_view x;
+    assert_int_equal(lp_run_view(bad, LP_ACT_RESID_PRE, 1, -1, &x), LP_OK);
+    assert_int_equal(lp_sae_patch_source(sae, x.data, x.data, T, acts, err), LP_OK);
+    lp_sae_edit ed = {.sae = sae, .kind = LP_ACT_RESID_PRE, .out_kind = LP_ACT_RESID_PRE, .layer = 1, .out_layer = 1,
+                      .mode = LP_SAE_SPLICE, .src_acts = acts, .src_err = err, .src_rows = T, .patch_pos = -1,
+                      .n_patch = ns, .patch_id = every, .patch_error = true};
+    double w_all = 0, w_none = 0, w_clamp = 0, moved = 0;
+    for (int t = 0; t < T; t++) {
+        assert_int_equal(lp_sae_edited_logits(clean, &ed, t, lg), LP_OK);
+        for (int v = 0; v < V; v++) w_all = fmax(w_all, fabs(lg[v] - lp_run_logits(bad, t)[v]));
+    }
+    ed.n_patch = 0, ed.patch_error = false;
+    for (int t = 0; t < T; t++) {
+        assert_int_equal(lp_sae_edited_logits(clean, &ed, t, lg), LP_OK);
+        for (int v = 0; v < V; v++) w_none = fmax(w_none, fabs(lg[v] - lp_run_logits(clean, t)[v]));
+    }
+    /* the strongest feature of the clean run's last position, set to 3.5 everywhere */
+    assert_int_equal(lp_run_view(clean, LP_ACT_RESID_PRE, 1, -1, &x), LP_OK);
+    assert_int_equal(lp_sae_patch_source(sae, x.data, x.data, T, acts, err), LP_OK);
+    int f = 0;
+    for (int k = 1; k < ns; k++) f = acts[(size_t)(T - 1) * ns + k] > acts[(size_t)(T - 1) * ns + f] ? k : f;
+    for (int t = 0; t < T; t++) acts[(size_t)t * ns + f] = 3.5f;
+    float v = 3.5f;
+    ed.n_patch = 1, ed.patch_id = &f;
+    lp_sae_edit cl = {.sae = sae, .kind = LP_ACT_RESID_PRE, .out_kind = LP_ACT_RESID_PRE, .layer = 1, .out_layer = 1,
+                      .mode = LP_SAE_SPLICE, .n_clamp = 1, .clamp_id = &f, .clamp_value = &v};
+    assert_int_equal(lp_sae_edited_logits(clean, &ed, T - 1, lg), LP_OK);
+    assert_int_equal(lp_sae_edited_logits(clean, &cl, T - 1, lg2), LP_OK);
+    for (int k = 0; k < V; k++) {
+        w_clamp = fmax(w_clamp, fabs(lg[k] - lg2[k]));
+        moved = fmax(moved, fabs(lg[k] - lp_run_logits(clean, T - 1)[k]));
+    }
+    fprintf(stderr, "patching: everything vs corrupted %.3g, nothing vs clean %.3g, one feature vs clamp %.3g\n", w_all,
+            w_none, w_clamp);
+    assert_true(w_all < SAME_TOL);
+    assert_true(w_none < SAME_TOL);
+    assert_true(w_clamp < 1e-6);
+    assert_true(moved > 1e-2); /* the control: the clamp does something */
+    /* refused: a position out of range, a feature out of range, another length */
+    lp_sae_editor *E = NULL;
+    ed.patch_pos = T;
+    assert_int_not_equal(lp_sae_editor_new(&E, &ed, 1), LP_OK);
+    ed.patch_pos = -1, f = ns;
+    assert_int_not_equal(lp_sae_editor_new(&E, &ed, 1), LP_OK);
+    f = 0, ed.src_rows = T - 1;
+    assert_int_not_equal(lp_sae_edited_logits(clean, &ed, T - 1, lg), LP_OK);
+    assert_non_null(strstr(lp_errmsg(), "positions"));
+    free(acts), free(err), free(lg), free(lg2), free(every);
+    lp_run_free(clean), lp_run_free(bad);
+    lp_sae_free(sae);
+}
+
+/* On one token a feature patched from the corrupted run is the clamp to the corrupted run's
+ * value (run --clamp); the command's errors. */
+static void a_patched_feature_is_a_clamp_to_the_other_runs_value(void **state) {
+    session_fixture *f = *state;
+    lp_session *s = f->s;
+    exec_ok(f, "sae load models/default-sae --name ds");
+    exec_ok(f, "run --ids 300");
+    json_t *got;
+    assert_int_equal(exec_line(s, &f->buf, &f->len, "sae patch --corrupt-ids 301 --target-id 5 --vs-id 9", &got), LP_OK);
+    json_t *nd = json_array_get(json_object_get(got, "nodes"), 0);
+    if (!json_is_integer(json_object_get(nd, "feature"))) nd = json_array_get(json_object_get(got, "nodes"), 1);
+    int feat = (int)json_integer_value(json_object_get(nd, "feature"));
+    double v = json_number_value(json_object_get(nd, "value")), act = json_number_value(json_object_get(nd, "act_corrupt"));
+    exec_ok(f, "run --clamp %d:%.9g --ids 300", feat, act);
+    const float *lg = lp_run_logits(s->run, 0);
+    assert_true(fabs(((double)lg[5] - lg[9]) - v) < SAME_TOL);
+    json_decref(got);
+    /* both ways on the bundled dictionary's residual site: everything patched is the other run */
+    exec_ok(f, "run When Mary and John went to the store, John gave a drink to");
+    for (int denoise = 0; denoise < 2; denoise++) {
+        char line[256];
+        snprintf(line, sizeof line, "sae patch --corrupt \"When Mary and John went to the store, Mary gave a drink to\"%s",
+                 denoise ? " --denoise" : "");
+        assert_int_equal(exec_line(s, &f->buf, &f->len, line, &got), LP_OK);
+        double clean = json_number_value(json_object_get(got, "clean")), bad = json_number_value(json_object_get(got, "corrupt"));
+        double all = json_number_value(json_object_get(json_object_get(got, "all"), "value"));
+        assert_true(fabs(clean - bad) > 0.1); /* the two runs differ */
+        assert_true(fabs(all - (denoise ? clean : bad)) < SAME_TOL);
+        assert_string_equal(json_string_value(json_object_get(got, "direction")), denoise ? "denoising" : "noising");
+        json_decref(got);
+    }
+    exec_ok(f, "run --ids 300");
+    const char *bad[][2] = {
+        {"sae patch --corrupt-ids 301,302 --target-id 5", "same length"},
+        {"sae patch --target-id 5", "--corrupt"},
+        {"sae patch --corrupt-ids 301 --pos 3", "out of range"},
+        {"sae patch --corrupt-ids 301 --sae nope", "nope"},
+        {"sae patch --corrupt-ids 301 --target-id 5 --vs-id 5", "same token"},
+        {"sae patch --corrupt-ids 301 --k 0", "--k"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_not_equal(exec_line(s, &f->buf, &f->len, bad[i][0], NULL), LP_OK);
+        if (!strstr(lp_errmsg(), bad[i][1])) fail_msg("%s: '%s' lacks '%s'", bad[i][0], lp_errmsg(), bad[i][1]);
+    }
+    exec_ok(f, "load models/default");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(edited_forwards_match_the_float64_reference),
@@ -317,6 +502,9 @@ int main(void) {
         cmocka_unit_test(generation_under_an_edit_follows_the_edited_run),
         cmocka_unit_test(features_on_a_spliced_run_read_the_sites_input),
         cmocka_unit_test(feature_attribution_matches_autograd_and_closes),
+        cmocka_unit_test(feature_patching_matches_the_float64_reference),
+        cmocka_unit_test(feature_patching_invariants),
+        cmocka_unit_test(a_patched_feature_is_a_clamp_to_the_other_runs_value),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

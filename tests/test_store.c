@@ -20,7 +20,7 @@
 #include "loupe/error.h"
 #include "loupe/store.h"
 
-#define SCHEMA_LATEST 7 /* the schema version this loupe writes */
+#define SCHEMA_LATEST 8 /* the schema version this loupe writes */
 
 #define OK(call)                                                                                                       \
     do {                                                                                                               \
@@ -310,7 +310,7 @@ static void newer_schema_is_refused_and_file_untouched(void **state) {
     snapshot before = snap(f->path);
     lp_store *st = (lp_store *)1;
     EXPECT_ERROR(lp_store_open(&st, f->path), LP_EUNSUPPORTED, f->path,
-                 "has schema version 99; this loupe knows up to 7: use a newer loupe");
+                 "has schema version 99; this loupe knows up to 8: use a newer loupe");
     assert_null(st);
     assert_untouched(&before, f->path);
 }
@@ -592,6 +592,66 @@ static void pair_types_and_roles_round_trip(void **state) {
     OK(lp_store_query(st, "UPDATE tokens SET type = 'x' WHERE run_id = ?1 AND pos = 4", params, true, &rows, &table));
     json_decref(params);
     EXPECT_ERROR(lp_store_get_run(st, id, &r), LP_EFORMAT, "token type at position 4 is 'x'");
+}
+
+/* Schema v8: a run's feature activations, per dictionary and position its strongest active
+ * ones in rank order; the dictionary's row is shared by the runs that name it; feature_acts
+ * gives each with its token, and the index answers where a feature fires most. */
+static void feature_activations_are_kept_per_run_and_dictionary(void **state) {
+    lp_store *st = ((fixture *)*state)->st;
+    int64_t session, model = put_test_model(st, "/models/gpt2"), a, b;
+    OK(lp_store_session_default(st, &session));
+    int ids[3] = {10, 11, 12};
+    const char *tok[3] = {"The", " cat", " sat"};
+    int feat[3 * 2] = {7, 3, 7, -1, -1, -1}; /* position 2: nothing active */
+    float act[3 * 2] = {2.5f, 1.0f, 4.0f, 0, 0, 0};
+    lp_store_features f = {"ds", "/saes/ds", "blocks.1.resid_pre", NULL, "topk", 64, 512, 2, 3, feat, act};
+    lp_store_run run = {.session_id = session, .model_id = model, .text = "The cat sat", .ids = ids, .token_text = tok,
+                        .n = 3, .features = &f, .n_features = 1};
+    OK(lp_store_put_run(st, &run, &a));
+    feat[0] = 9, act[0] = 6.0f;
+    OK(lp_store_put_run(st, &run, &b));
+    assert_int_equal(q_int(st, "SELECT count(*) FROM saes", NULL), 1);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM feature_activations", NULL), 6);
+    assert_int_equal(q_int(st, "SELECT k FROM run_saes WHERE run_id = ?1", json_pack("[I]", (json_int_t)a)), 2);
+    json_t *o = q_obj(st, "SELECT * FROM feature_acts WHERE run_id = ?1 AND pos = 0 AND rank = 2",
+                      json_pack("[I]", (json_int_t)a));
+    assert_str_field(o, "sae", "ds");
+    assert_str_field(o, "site", "blocks.1.resid_pre");
+    assert_str_field(o, "token", "The");
+    assert_int_field(o, "feature", 3);
+    assert_real_field(o, "act", 1.0);
+    json_decref(o);
+    /* where feature 7 fires most: run a's position 1, through the index */
+    o = q_obj(st, "SELECT run_id, pos, act FROM feature_acts WHERE sae = 'ds' AND feature = 7 ORDER BY act DESC LIMIT 1",
+              NULL);
+    assert_int_field(o, "run_id", a);
+    assert_int_field(o, "pos", 1);
+    json_decref(o);
+    o = q_obj(st, "SELECT count(*) AS n FROM (SELECT 1) WHERE EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index'"
+                  " AND name = 'feature_activations_by_feature')", NULL);
+    assert_int_field(o, "n", 1);
+    json_decref(o);
+    o = q_obj(st, "SELECT * FROM feature_summary WHERE feature = 7", NULL);
+    assert_int_field(o, "tokens", 3);
+    assert_int_field(o, "runs", 2);
+    assert_real_field(o, "max_act", 4.0);
+    json_decref(o);
+    /* refused, with nothing recorded: a feature beyond the dictionary, a NaN, k 0 */
+    int64_t id;
+    feat[1] = 512;
+    EXPECT_ERROR(lp_store_put_run(st, &run, &id), LP_EINVAL, "feature 512");
+    feat[1] = 3, act[1] = NAN;
+    EXPECT_ERROR(lp_store_put_run(st, &run, &id), LP_EINVAL, "feature 3");
+    act[1] = 1.0f, f.k = 0;
+    EXPECT_ERROR(lp_store_put_run(st, &run, &id), LP_EINVAL, "counts and arrays");
+    assert_int_equal(q_int(st, "SELECT count(*) FROM runs", NULL), 2);
+    /* a run deleted takes its features with it */
+    json_t *rows = NULL, *table = NULL, *p = json_pack("[I]", (json_int_t)a);
+    OK(lp_store_query(st, "DELETE FROM runs WHERE id = ?1", p, true, &rows, &table));
+    json_decref(p), json_decref(rows), json_decref(table);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM feature_activations", NULL), 3);
+    assert_int_equal(q_int(st, "SELECT count(*) FROM run_saes", NULL), 1);
 }
 
 static void run_is_recorded_all_or_nothing(void **state) {
@@ -1480,6 +1540,7 @@ int main(void) {
         IN_DIR(two_processes_recording_at_once_both_succeed),
         BOTH(run_round_trips_through_get_run),
         BOTH(pair_types_and_roles_round_trip),
+        BOTH(feature_activations_are_kept_per_run_and_dictionary),
         BOTH(run_is_recorded_all_or_nothing),
         BOTH(quotes_and_sql_text_are_stored_verbatim),
         BOTH(model_is_recorded_once_per_fingerprint_and_path),

@@ -26,6 +26,11 @@ void lp_output(FILE *f, lp_mode mode, json_t *value, json_t *table);
  * Tabular modes show null as an empty cell. Every real in a command's result goes through here. */
 json_t *lp_json_number(double x);
 
+/* Makes every string in v valid UTF-8 in place (token bytes may hold part of a character):
+ * invalid sequences become U+FFFD, as Hugging Face's decode shows them. json_dumps refuses
+ * a value that is not. */
+void lp_json_make_utf8(json_t *v);
+
 /* Table building helpers. */
 json_t *lp_table_new(void);
 /* is_token for a column whose text (and header) the command has already made safe with

@@ -162,7 +162,24 @@ typedef struct {
     float *seen;                 /* optional (seen_rows, d_in): the rows read, as the edit saw them, when a
                                     call has seen_rows rows (a captured run of that length); else NULL */
     int seen_rows;
+    /* Patching from another run (src_acts not NULL; mode splice): at position patch_pos (-1: every
+     * row), features patch_id (n_patch) take the values src_acts (src_rows, d_sae) holds, and with
+     * patch_error the error term is src_err (src_rows, d_out) instead of the row's own, so
+     *   y <- decode(a') + err'     a' = a with the patched features, err' = y - decode(a) or src_err
+     * (lp_sae_patch_source makes both from the other run; clamps apply after). A call must have
+     * src_rows rows (a captured run of that length). */
+    const float *src_acts, *src_err;
+    int src_rows, patch_pos, n_patch;
+    const int *patch_id;
+    bool patch_error;
 } lp_sae_edit;
+
+/* A run's side of a patch: acts (n, d_sae) = encode(x) and err (n, d_out) = y - decode(acts, x)
+ * from x (n, d_in), the rows read, and y (n, d_out), the rows of the written site (y == x for an
+ * SAE). Patching every feature and the error term of a row gives back y, up to rounding, for
+ * dictionaries whose decoder does not read x (no normalisation, no W_skip); otherwise the
+ * decoder reads the patched run's own x. */
+int lp_sae_patch_source(const lp_sae *s, const float *x, const float *y, int n, float *acts, float *err);
 
 typedef struct lp_sae_editor lp_sae_editor;
 
@@ -172,6 +189,9 @@ int lp_sae_editor_new(lp_sae_editor **out, const lp_sae_edit *edits, int n);
 void lp_sae_editor_free(lp_sae_editor *e);
 /* The lp_edit that applies them; valid while e lives. */
 lp_edit lp_sae_editor_edit(lp_sae_editor *e);
+/* The logits (W) at position pos of base's ids run again through edit (one lp_sae_edit):
+ * a patch, clamp or steer of base, as lp_run_new_edited makes it. */
+int lp_sae_edited_logits(const lp_run *base, const lp_sae_edit *edit, int pos, float *logits);
 /* LP_OK, or what failed inside the forward (out of memory; the message is set then): a
  * forward that ran with a failed edit must be thrown away. */
 int lp_sae_editor_status(const lp_sae_editor *e);

@@ -82,6 +82,19 @@ typedef struct {
     double weight;
 } lp_store_cross_max;
 
+/* A dictionary's strongest features at each of a run's positions (schema v8): feature and
+ * act (n_pos, k), rank order, feature -1 where a position has fewer than k active ones. The
+ * dictionary's row (saes) is found by name, path and site, or added. */
+typedef struct {
+    const char *name, *path, *site;
+    const char *out_site;           /* a transcoder's; NULL for an SAE */
+    const char *architecture;
+    int d_in, d_sae;
+    int k, n_pos;
+    const int *feature;             /* (n_pos, k) */
+    const float *act;               /* (n_pos, k) */
+} lp_store_features;
+
 typedef struct {
     int64_t session_id, model_id;
     const char *text;               /* NULL for runs given as ids */
@@ -108,6 +121,9 @@ typedef struct {
     int n_src;
     const lp_store_cross_max *cross; /* (n_cross) */
     int n_cross;
+    /* schema v8: the loaded dictionaries' features */
+    const lp_store_features *features; /* (n_features) */
+    int n_features;
 } lp_store_run;
 
 /* Records a run with its tokens, predictions and head metrics in one transaction. */

@@ -143,16 +143,42 @@ struct lp_session_sae {
                                    into it (what features reads: the site itself then holds its output) */
     int seen_rows;
     const lp_run *seen_run;     /* the run seen belongs to */
+    int store_k;                /* features kept per position when a run is stored (sae load --store-k); 0 none */
 };
 /* The dictionary called name (NULL: the last loaded), or NULL with the error set naming cmd. */
 const struct lp_session_sae *lp_cmd_find_sae(const lp_session *s, const char *cmd, const char *name);
 /* e's rows in the current run: *x (T, d_in) what it reads (kept by a splice, whose site then
  * holds its output), *y (T, d_out) what its written site holds; both the caller's to free. */
 int lp_cmd_sae_rows(const lp_session *s, const struct lp_session_sae *e, float **x, float **y);
+/* The loaded dictionaries' strongest features at each position of the current run, as the
+ * store keeps them (each one's store_k per position, the active ones only): *out (*n) and its
+ * arrays are the caller's, freed by lp_cmd_sae_store_free. None for an encoder-decoder's run. */
+int lp_cmd_sae_store_rows(const lp_session *s, lp_store_features **out, int *n);
+void lp_cmd_sae_store_free(lp_store_features *f, int n);
+/* examples feature ID: the k strongest activations of feature id (its text) of the dictionary
+ * called name (NULL: the last loaded) over dataset ds's runs, from the features the store kept
+ * for them; rows as examples gives them (rank, item, text, metric, pos, token, value, run_id).
+ * NULL with *rc set on failure. */
+json_t *lp_cmd_feature_examples(lp_session *s, const char *name, const char *id, json_int_t ds, int k, int *rc);
 /* sae attr [--sae NAME] [--target T|--target-id ID] [--vs T|--vs-id ID] [--objective O] [--pos P]
  * [--k K]: gradient x activation of the objective for each feature, the error node and the
  * decoder's constant part, with the closure (argv from "attr" on). */
 int lp_cmd_sae_attr(lp_session *s, int argc, char **argv);
+/* sae patch --corrupt TEXT|--corrupt-ids L [--sae NAME] [--pos P] [--target ..] [--vs ..] [--denoise]
+ * [--k K]: each feature's (and the error term's) activation taken from the other run, the
+ * logit difference's change (argv from "patch" on). */
+int lp_cmd_sae_patch(lp_session *s, int argc, char **argv);
+/* A patching recovery is undefined when the clean and corrupted metrics are closer than
+ * this: the ratio would be rounding noise over rounding noise (patch, sae patch). */
+#define LP_RECOVERY_MIN_GAP 1e-4
+/* The corrupted prompt of patching (what names the command): text tokenized as the run was,
+ * or list as ids, with the run's length and token types; pair an encoder's second text.
+ * *ids and *types are the caller's to free. */
+int lp_cmd_corrupt_ids(const lp_session *s, const char *what, const char *text, const char *list, const char *pair,
+                       int **ids, int **types, int *n);
+/* Records an analysis of the current run of kind (when there is a store and the run is in it;
+ * params is taken) and sets "analysis_id" in result. */
+int lp_cmd_record_analysis(lp_session *s, const char *kind, json_t *params, json_t *result);
 /* sae splice NAME [--no-error] / sae unsplice NAME: on, with or without the error term, or
  * off; the current run is made again through the new forward. */
 int lp_cmd_sae_splice(lp_session *s, const char *name, bool on, bool no_error);

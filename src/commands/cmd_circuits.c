@@ -14,9 +14,6 @@
 #include "loupe/site.h"
 #include "loupe/tokenizer.h"
 
-/* A recovery is undefined when the clean and corrupted metrics are closer than this:
- * the ratio would be rounding noise over rounding noise. */
-#define RECOVERY_MIN_GAP 1e-4
 
 static int argmax(const float *x, int n) {
     int best = 0;
@@ -63,10 +60,12 @@ static int pick_contrast(const lp_session *s, const char *token, const char *id,
 
 /* Records an analysis of the current run (when there is a store and the run is in it) and
  * sets "analysis_id" in the printed value. */
-static int record(lp_session *s, const char *kind, json_t *params, json_t *result) {
+int lp_cmd_record_analysis(lp_session *s, const char *kind, json_t *params, json_t *result) {
     int rc = LP_OK;
     int64_t id = 0;
     if (s->store && s->run_id) {
+        lp_json_make_utf8(params); /* the tokens: json_dumps refuses what is not UTF-8 */
+        lp_json_make_utf8(result);
         char *p = json_dumps(params, JSON_COMPACT), *r = json_dumps(result, JSON_COMPACT | JSON_REAL_PRECISION(9));
         rc = p && r ? lp_store_put_analysis(s->store, s->run_id, kind, p, r, &id) : lp_error(LP_ENOMEM, "out of memory");
         free(p);
@@ -170,7 +169,7 @@ int lp_cmd_dla(lp_session *s, int argc, char **argv, const char *rest) {
     if (S.linearised) /* an encoder's biases: attention outputs and every post-norm */
         json_object_set_new(v, "bias_parts", json_pack("{s:o,s:o}", "attn_out", lp_json_number(S.attn_bias), "norms",
                                                        lp_json_number(S.norm_bias)));
-    rc = record(s, "dla",
+    rc = lp_cmd_record_analysis(s, "dla",
                 json_pack("{s:i,s:i,s:o}", "pos", p, "target", target, "contrast",
                           contrast >= 0 ? json_integer(contrast) : json_null()),
                 v);
@@ -269,7 +268,7 @@ int lp_cmd_neurons(lp_session *s, int argc, char **argv, const char *rest) {
     }
     json_t *val = json_pack("{s:i,s:i,s:s,s:o,s:o,s:o}", "layer", (int)layer, "pos", p, "sort", sort, "target",
                             token_obj(s, target), "contrast", token_obj(s, contrast), "neurons", arr);
-    rc = record(s, "neurons",
+    rc = lp_cmd_record_analysis(s, "neurons",
                 json_pack("{s:i,s:i,s:i,s:s,s:i,s:o}", "layer", (int)layer, "pos", p, "k", (int)k, "sort", sort, "target",
                           target, "contrast", contrast >= 0 ? json_integer(contrast) : json_null()),
                 val);
@@ -391,22 +390,22 @@ static int keep_second_segment(const lp_session *s, int **ids, int **types, int 
  * encoder's [CLS] ... [SEP], if the run starts with it); in an encoder it replaces the
  * run's first segment, and a pair's second text is the run's unless pair gives its own.
  * --corrupt-ids take the run's types. Length and types must be the run's. */
-static int corrupt_ids(const lp_session *s, const char *text, const char *list, const char *pair, int **ids,
-                       int **types, int *n) {
+int lp_cmd_corrupt_ids(const lp_session *s, const char *what, const char *text, const char *list, const char *pair,
+                       int **ids, int **types, int *n) {
     const lp_config *c = lp_model_config(s->model);
     const lp_tokenizer *t = lp_model_tokenizer(s->model);
     int rc, T = lp_run_len(s->run);
     *types = NULL;
-    if ((text != NULL) == (list != NULL)) return lp_error(LP_EINVAL, "patch: give --corrupt TEXT or --corrupt-ids 1,2,3");
+    if ((text != NULL) == (list != NULL)) return lp_error(LP_EINVAL, "%s: give --corrupt TEXT or --corrupt-ids 1,2,3", what);
     if (pair && c->type_vocab == 0 && c->causal)
-        return lp_error(LP_EINVAL, "patch: --pair is for encoders' sentence pairs (BERT, RoBERTa)");
-    if (pair && list) return lp_error(LP_EINVAL, "patch: --pair goes with --corrupt TEXT; --corrupt-ids are the whole sequence");
+        return lp_error(LP_EINVAL, "%s: --pair is for encoders' sentence pairs (BERT, RoBERTa)", what);
+    if (pair && list) return lp_error(LP_EINVAL, "%s: --pair goes with --corrupt TEXT; --corrupt-ids are the whole sequence", what);
     if (list) {
         rc = parse_id_list(list, c->vocab, ids, n);
         if (!rc && !(*types = malloc((size_t)(*n > T ? *n : T) * sizeof **types))) rc = lp_error(LP_ENOMEM, "out of memory");
         if (!rc) memcpy(*types, lp_run_types(s->run), (size_t)T * sizeof **types);
     } else {
-        if (!t) return lp_error(LP_EINVAL, "patch: this model has no tokenizer; use --corrupt-ids");
+        if (!t) return lp_error(LP_EINVAL, "%s: this model has no tokenizer; use --corrupt-ids", what);
         int bos = c->causal ? lp_tokenizer_bos(t) : lp_tokenizer_special(t, LP_SPECIAL_CLS);
         size_t len = strlen(text), plen = pair ? strlen(pair) : 0, cap = len + plen + 8;
         bool with_bos = bos >= 0 && lp_run_ids(s->run)[0] == bos;
@@ -418,12 +417,12 @@ static int corrupt_ids(const lp_session *s, const char *text, const char *list, 
         if (!rc && !pair && !c->causal) rc = keep_second_segment(s, ids, types, n);
     }
     if (!rc && *n != T)
-        rc = lp_error(LP_EINVAL, "patch: the corrupted prompt is %d tokens and the run %d; patching needs the same "
-                      "length (see 'tokens')", *n, T);
+        rc = lp_error(LP_EINVAL, "%s: the corrupted prompt is %d tokens and the run %d; patching needs the same "
+                      "length (see 'tokens')", what, *n, T);
     for (int i = 0; !rc && i < T; i++)
         if ((*types)[i] != lp_run_types(s->run)[i])
-            rc = lp_error(LP_EINVAL, "patch: the corrupted prompt's token type at position %d is %d, the run's %d; "
-                          "give segments as long as the run's (see 'tokens')", i, (*types)[i], lp_run_types(s->run)[i]);
+            rc = lp_error(LP_EINVAL, "%s: the corrupted prompt's token type at position %d is %d, the run's %d; "
+                          "give segments as long as the run's (see 'tokens')", what, i, (*types)[i], lp_run_types(s->run)[i]);
     if (rc) {
         free(*ids);
         free(*types);
@@ -554,7 +553,7 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
         rc = lp_cmd_corrupt_seq2seq(s, o[0].value, o[1].value, o[11].value, o[12].value, &corrupt);
         if (!rc && !(ids = malloc((size_t)T * sizeof *ids))) rc = lp_error(LP_ENOMEM, "out of memory");
         if (!rc) memcpy(ids, lp_run_ids(enc ? lp_run_source(corrupt) : corrupt), (size_t)T * sizeof *ids);
-    } else if (!(rc = corrupt_ids(s, o[0].value, o[1].value, o[9].value, &ids, &types, &n))) {
+    } else if (!(rc = lp_cmd_corrupt_ids(s, "patch", o[0].value, o[1].value, o[9].value, &ids, &types, &n))) {
         rc = lp_run_new_typed(&corrupt, s->model, ids, types, n);
     }
     if (rc || (rc = pick_target(s, o[3].value, o[4].value, lp_run_logits(clean, at), &target)) ||
@@ -584,7 +583,7 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     }
     const float *lc = lp_run_logits(clean, at), *lx = lp_run_logits(corrupt, at);
     double m_clean = (double)lc[target] - lc[contrast], m_corrupt = (double)lx[target] - lx[contrast];
-    bool undefined = fabs(m_clean - m_corrupt) < RECOVERY_MIN_GAP;
+    bool undefined = fabs(m_clean - m_corrupt) < LP_RECOVERY_MIN_GAP;
     double rc_clean = undefined ? NAN : m_clean;
     const int *cids = lp_run_ids(stack);
     json_t *toks = json_array(), *ctoks = json_array();
@@ -630,7 +629,7 @@ int lp_cmd_patch(lp_session *s, int argc, char **argv, const char *rest) {
     if (o[0].value) json_object_set_new(params, "corrupt", json_stringn_nocheck(o[0].value, strlen(o[0].value)));
     if (o[9].value) json_object_set_new(params, "pair", json_stringn_nocheck(o[9].value, strlen(o[9].value)));
     if (!c->causal) json_object_set_new(params, "pos", json_integer(at));
-    rc = record(s, "patch", params, v);
+    rc = lp_cmd_record_analysis(s, "patch", params, v);
     lp_cmd_emit(s, v, table);
 done:
     lp_run_free(corrupt);

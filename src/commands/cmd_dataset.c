@@ -61,7 +61,8 @@ static int parse_track(const char *v, bool *neurons, bool *heads) {
         if (!strcmp(w, "neurons")) *neurons = true;
         else if (!strcmp(w, "heads")) *heads = true;
         else if (!strcmp(w, "features"))
-            return lp_error(LP_EUNSUPPORTED, "--track features: loupe has no sparse autoencoders yet; track neurons, heads");
+            return lp_error(LP_EINVAL, "--track features: with a dictionary loaded (sae load PATH) every item's "
+                            "features are kept, and 'examples feature ID' reads them; --track takes neurons, heads");
         else return lp_error(LP_EINVAL, "--track: '%s' is not neurons or heads", w);
     }
     if (!*neurons && !*heads) return lp_error(LP_EINVAL, "--track needs neurons, heads or both");
@@ -555,9 +556,7 @@ done:
 static int parse_unit(const char *kind, const char *v, const lp_config *c, lp_unit_kind *k, int *layer, int *unit) {
     if (!strcmp(kind, "neuron")) *k = LP_UNIT_NEURON;
     else if (!strcmp(kind, "head")) *k = LP_UNIT_HEAD;
-    else if (!strcmp(kind, "feature"))
-        return lp_error(LP_EUNSUPPORTED, "examples feature: loupe has no sparse autoencoders yet");
-    else return lp_error(LP_EINVAL, "examples: give 'neuron L.N' or 'head L.H', not '%s'", kind);
+    else return lp_error(LP_EINVAL, "examples: give 'neuron L.N', 'head L.H' or 'feature ID', not '%s'", kind);
     const char *dot = v ? strchr(v, '.') : NULL;
     char lbuf[32];
     long l, u;
@@ -580,20 +579,25 @@ static json_t *query1(lp_session *s, const char *sql, json_t *params, int *rc) {
     return rows;
 }
 
-/* examples neuron L.N | head L.H [--by METRIC] [--k K] [--dataset ID] [--context C] */
+/* examples neuron L.N | head L.H [--by METRIC] | feature ID [--sae NAME] [--k K] [--dataset ID]
+ * [--context C] */
 int lp_cmd_examples(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_model(s);
     if (rc) return rc;
     if (!s->store) return lp_error(LP_EINVAL, "examples: no database is open; start loupe with -d FILE");
-    lp_opt o[] = {{"k", false, NULL}, {"dataset", false, NULL}, {"context", false, NULL}, {"by", false, NULL}};
+    lp_opt o[] = {{"k", false, NULL},  {"dataset", false, NULL}, {"context", false, NULL}, {"by", false, NULL},
+                  {"sae", false, NULL}};
     char *pos[2];
     int np, layer = 0, unit = 0;
     long k = 20, ds = 0, ctx = CONTEXT_TOKENS;
     lp_unit_kind kind = LP_UNIT_NEURON;
-    if ((rc = lp_cmd_opts("examples", argc, argv, o, 4, pos, 2, &np))) return rc;
+    if ((rc = lp_cmd_opts("examples", argc, argv, o, 5, pos, 2, &np))) return rc;
     if (np < 2) return lp_error(LP_EINVAL, "examples: give a unit: 'examples neuron 1.7' or 'examples head 0.3'");
-    if ((rc = parse_unit(pos[0], pos[1], lp_model_config(s->model), &kind, &layer, &unit)) ||
+    bool feature = !strcmp(pos[0], "feature"); /* from the store's feature_activations (lp_cmd_feature_examples) */
+    if (o[4].value && !feature) return lp_error(LP_EINVAL, "examples: --sae goes with 'examples feature ID'");
+    if (feature && o[3].value) return lp_error(LP_EINVAL, "examples: a feature's examples are by its activation");
+    if ((!feature && (rc = parse_unit(pos[0], pos[1], lp_model_config(s->model), &kind, &layer, &unit))) ||
         (o[0].value && (rc = lp_cmd_int(o[0].value, "--k", 1, LP_UNIT_K_MAX, &k))) ||
         (o[1].value && (rc = lp_cmd_int(o[1].value, "--dataset", 1, LONG_MAX, &ds))) ||
         (o[2].value && (rc = lp_cmd_int(o[2].value, "--context", 0, 64, &ctx))))
@@ -618,11 +622,13 @@ int lp_cmd_examples(lp_session *s, int argc, char **argv, const char *rest) {
     json_int_t id = json_integer_value(idv);
     json_decref(found);
     const char *kname = kind == LP_UNIT_NEURON ? "neuron" : "head";
-    json_t *rows = query1(s, "SELECT e.rank, e.item, i.text, e.metric, e.pos, e.token, e.key_pos, e.key_token, e.value,"
-                          " i.run_id FROM unit_examples e LEFT JOIN dataset_items i ON i.dataset_id = e.dataset_id AND"
-                          " i.item = e.item WHERE e.dataset_id = ?1 AND e.unit_kind = ?2 AND e.layer = ?3 AND e.unit = ?4"
-                          " AND e.metric = ?6 ORDER BY e.rank LIMIT ?5",
-                          json_pack("[I,s,i,i,i,s]", id, kname, layer, unit, (int)k, lp_unit_metric_name(by)), &rc);
+    json_t *rows =
+        feature ? lp_cmd_feature_examples(s, o[4].value, pos[1], id, (int)k, &rc)
+                : query1(s, "SELECT e.rank, e.item, i.text, e.metric, e.pos, e.token, e.key_pos, e.key_token, e.value,"
+                         " i.run_id FROM unit_examples e LEFT JOIN dataset_items i ON i.dataset_id = e.dataset_id AND"
+                         " i.item = e.item WHERE e.dataset_id = ?1 AND e.unit_kind = ?2 AND e.layer = ?3 AND e.unit = ?4"
+                         " AND e.metric = ?6 ORDER BY e.rank LIMIT ?5",
+                         json_pack("[I,s,i,i,i,s]", id, kname, layer, unit, (int)k, lp_unit_metric_name(by)), &rc);
     if (rc) return rc;
     json_t *table = lp_table_new();
     const char *cols[] = {"rank", "item", "value", "pos", "token", "key_pos", "key_token", "context"};

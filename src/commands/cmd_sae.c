@@ -97,6 +97,7 @@ static json_t *describe(const struct lp_session_sae *e) {
                           "apply_b_dec_to_input", in->apply_b_dec_to_input);
     json_object_set_new(v, "k", in->k ? json_integer(in->k) : json_null());
     json_object_set_new(v, "out_site", in->transcoder ? json_string(e->out_site) : json_null());
+    json_object_set_new(v, "store_k", json_integer(e->store_k));
     json_object_set_new(v, "splice", e->splice == LP_SAE_SPLICE            ? json_string("error_term")
                                      : e->splice == LP_SAE_SPLICE_NO_ERROR ? json_string("no_error")
                                                                            : json_null());
@@ -117,11 +118,18 @@ const struct lp_session_sae *lp_cmd_find_sae(const lp_session *s, const char *cm
     return NULL;
 }
 
-static int sae_load(lp_session *s, const char *path, const char *site, const char *name) {
+/* Features kept per position of a stored run unless sae load --store-k says otherwise. */
+#define STORE_K_DEFAULT 32
+
+static int sae_load(lp_session *s, const char *path, const char *site, const char *name, const char *store_k) {
     int rc = lp_cmd_need_model(s);
     if (rc) return rc;
-    struct lp_session_sae e = {0};
+    struct lp_session_sae e = {.store_k = STORE_K_DEFAULT};
+    long k;
+    if (store_k && (rc = lp_cmd_int(store_k, "--store-k", 0, 4096, &k))) return rc;
+    if (store_k) e.store_k = (int)k;
     if ((rc = lp_sae_load(&e.sae, path))) return rc;
+    if (e.store_k > lp_sae_get_info(e.sae)->d_sae) e.store_k = lp_sae_get_info(e.sae)->d_sae;
     const lp_sae_info *in = lp_sae_get_info(e.sae);
     const char *hook = site ? site : in->hook_name;
     if (!hook[0])
@@ -215,19 +223,20 @@ static int sae_stats(lp_session *s, const char *name) {
 int lp_cmd_sae(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     if (argc > 1 && strcmp(argv[1], "attr") == 0) return lp_cmd_sae_attr(s, argc - 1, argv + 1);
-    lp_opt o[] = {{"site", false, NULL}, {"name", false, NULL}, {"no-error", true, NULL}};
+    if (argc > 1 && strcmp(argv[1], "patch") == 0) return lp_cmd_sae_patch(s, argc - 1, argv + 1);
+    lp_opt o[] = {{"site", false, NULL}, {"name", false, NULL}, {"no-error", true, NULL}, {"store-k", false, NULL}};
     char *pos[2];
-    int np, rc = lp_cmd_opts("sae", argc, argv, o, 3, pos, 2, &np);
+    int np, rc = lp_cmd_opts("sae", argc, argv, o, 4, pos, 2, &np);
     if (rc) return rc;
     const char *sub = np ? pos[0] : "list";
-    if ((o[0].value || o[1].value) && strcmp(sub, "load") != 0)
-        return lp_error(LP_EINVAL, "sae: --site and --name go with 'sae load PATH'");
+    if ((o[0].value || o[1].value || o[3].value) && strcmp(sub, "load") != 0)
+        return lp_error(LP_EINVAL, "sae: --site, --name and --store-k go with 'sae load PATH'");
     if (o[2].value && strcmp(sub, "splice") != 0) return lp_error(LP_EINVAL, "sae: --no-error goes with 'sae splice'");
     if (strcmp(sub, "splice") == 0 || strcmp(sub, "unsplice") == 0)
         return lp_cmd_sae_splice(s, np == 2 ? pos[1] : NULL, sub[0] == 's', o[2].value != NULL);
     if (strcmp(sub, "load") == 0) {
         if (np != 2) return lp_error(LP_EINVAL, "sae load: give the dictionary's directory or file, e.g. 'sae load DIR'");
-        return sae_load(s, pos[1], o[0].value, o[1].value);
+        return sae_load(s, pos[1], o[0].value, o[1].value, o[3].value);
     }
     if (strcmp(sub, "stats") == 0) return sae_stats(s, np == 2 ? pos[1] : NULL);
     if (strcmp(sub, "drop") == 0) {
@@ -245,7 +254,7 @@ int lp_cmd_sae(lp_session *s, int argc, char **argv, const char *rest) {
     }
     if (strcmp(sub, "list") != 0 || np > 1)
         return lp_error(LP_EINVAL, "sae: load PATH [--site S] [--name N], list, stats [NAME], splice [NAME] "
-                        "[--no-error], unsplice [NAME], attr [options] or drop NAME");
+                        "[--no-error], unsplice [NAME], attr [options], patch [options] or drop NAME");
     json_t *arr = json_array();
     for (int i = 0; i < s->n_saes; i++) json_array_append_new(arr, describe(&s->saes[i]));
     lp_cmd_emit(s, arr, NULL);
@@ -260,6 +269,80 @@ static int top_k(int *top, const float *v, int n, int k) {
     if (k > n) k = n;
     if (k > 0 && lp_top_k(top, v, n, k)) return -1;
     return k;
+}
+
+void lp_cmd_sae_store_free(lp_store_features *f, int n) {
+    for (int i = 0; f && i < n; i++) free((void *)f[i].feature), free((void *)f[i].act);
+    free(f);
+}
+
+int lp_cmd_sae_store_rows(const lp_session *s, lp_store_features **out, int *n) {
+    *out = NULL, *n = 0;
+    int m = 0, rc = LP_OK;
+    for (int i = 0; i < s->n_saes; i++) m += s->saes[i].store_k > 0;
+    if (!m || !s->run || lp_run_source(s->run)) return LP_OK;
+    lp_store_features *f = calloc((size_t)m, sizeof *f);
+    if (!f) return lp_error(LP_ENOMEM, "out of memory");
+    int T = lp_run_len(s->run), got = 0;
+    for (int i = 0; i < s->n_saes && !rc; i++) {
+        const struct lp_session_sae *e = &s->saes[i];
+        if (e->store_k <= 0) continue;
+        const lp_sae_info *in = lp_sae_get_info(e->sae);
+        int k = e->store_k, d = in->d_sae;
+        float *acts = NULL, *act = malloc(((size_t)T * k + 1) * sizeof *act);
+        int *feat = malloc(((size_t)T * k + 1) * sizeof *feat), *top = malloc((size_t)k * sizeof *top);
+        f[got++] = (lp_store_features){e->name, e->path, e->site, in->transcoder ? e->out_site : NULL,
+                                       lp_sae_arch_name(in->arch), in->d_in, d, k, T, feat, act};
+        rc = act && feat && top ? run_sae(s, s->run, e, &acts, NULL) : lp_error(LP_ENOMEM, "out of memory");
+        for (int t = 0; !rc && t < T; t++) { /* the k largest, the active ones among them, -1 after */
+            const float *a = acts + (size_t)t * d;
+            int nk = top_k(top, a, d, k), j = 0;
+            if (nk < 0) rc = lp_error(LP_ENOMEM, "out of memory");
+            for (int r = 0; r < nk; r++)
+                if (a[top[r]] > 0) feat[(size_t)t * k + j] = top[r], act[(size_t)t * k + j++] = a[top[r]];
+            for (; j < k; j++) feat[(size_t)t * k + j] = -1, act[(size_t)t * k + j] = 0;
+        }
+        free(acts);
+        free(top);
+    }
+    if (rc) {
+        lp_cmd_sae_store_free(f, got);
+        return rc;
+    }
+    *out = f, *n = got;
+    return LP_OK;
+}
+
+json_t *lp_cmd_feature_examples(lp_session *s, const char *name, const char *id, json_int_t ds, int k, int *rc) {
+    const struct lp_session_sae *e = lp_cmd_find_sae(s, "examples feature", name);
+    long f;
+    if (!e) {
+        *rc = LP_EINVAL;
+        return NULL;
+    }
+    if ((*rc = lp_cmd_int(id, "feature", 0, lp_sae_get_info(e->sae)->d_sae - 1, &f))) return NULL;
+    json_t *rows = NULL, *found = NULL, *which = json_pack("[I,s,s,s]", ds, e->name, e->path, e->site);
+    /* the dataset's runs that kept this dictionary's features: none means it was not loaded */
+    *rc = lp_store_query(s->store, "SELECT count(*) AS n FROM dataset_items i JOIN run_saes r ON r.run_id = i.run_id"
+                         " JOIN saes d ON d.id = r.sae_id WHERE i.dataset_id = ?1 AND d.name = ?2 AND d.path = ?3 AND"
+                         " d.site = ?4", which, false, &found, NULL);
+    json_decref(which);
+    json_t *params = json_pack("[I,s,s,s,I,i]", ds, e->name, e->path, e->site, (json_int_t)f, k);
+    json_int_t n = *rc ? 0 : json_integer_value(json_object_get(json_array_get(found, 0), "n"));
+    json_decref(found);
+    if (!*rc && !n)
+        *rc = lp_error(LP_EINVAL, "examples feature: dataset %lld kept no features of '%s'; run the dataset with the "
+                       "dictionary loaded (sae load %s)", (long long)ds, e->name, e->path);
+    if (!*rc)
+        *rc = lp_store_query(s->store, "SELECT row_number() OVER (ORDER BY f.act DESC, i.item, f.pos) AS rank, i.item,"
+                             " i.text, 'activation' AS metric, f.pos, t.text AS token, f.act AS value, i.run_id"
+                             " FROM feature_activations f JOIN saes d ON d.id = f.sae_id"
+                             " JOIN dataset_items i ON i.run_id = f.run_id AND i.dataset_id = ?1"
+                             " LEFT JOIN tokens t ON t.run_id = f.run_id AND t.side = 'target' AND t.pos = f.pos"
+                             " WHERE d.name = ?2 AND d.path = ?3 AND d.site = ?4 AND f.feature = ?5"
+                             " ORDER BY f.act DESC, i.item, f.pos LIMIT ?6", params, false, &rows, NULL);
+    json_decref(params);
+    return *rc ? NULL : rows;
 }
 
 int lp_cmd_features(lp_session *s, int argc, char **argv, const char *rest) {

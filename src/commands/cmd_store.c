@@ -214,7 +214,11 @@ static int record_run(lp_session *s, const char *text, const char *pair, const c
         rec.n_src = S;
         rec.cross = cross;
     }
+    lp_store_features *feats = NULL;
+    if ((rc = lp_cmd_sae_store_rows(s, &feats, &rec.n_features))) goto done;
+    rec.features = feats;
     rc = lp_store_put_run(s->store, &rec, &s->run_id);
+    lp_cmd_sae_store_free(feats, rec.n_features);
 done:
     json_decref(label_probs);
     token_rows_free(&tok);

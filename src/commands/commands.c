@@ -563,32 +563,43 @@ static const lp_command COMMANDS[] = {
      "lone run's within float rounding, and any split or resume gives the same. --shard I/N takes the groups g with "
      "g % N == I - 1; merge combines shard databases. Groups are committed with the aggregates once N items (default "
      "64) are in; --resume continues an interrupted run of the same file, model and options."},
-    {"examples", "neuron L.N | head L.H [--by METRIC] [--k K] [--dataset ID] [--context C]",
+    {"examples", "neuron L.N | head L.H [--by METRIC] | feature ID [--sae NAME] [--k K] [--dataset ID] "
+     "[--context C]",
      "a unit's top examples over a dataset, with the tokens around them",
      "examples neuron 1.42 --k 5", lp_cmd_examples, false,
      "From the latest finished dataset of this model (or --dataset ID): item, text, position, token and value (a "
      "head's: the query position, the key and the weight), with C (default 8) tokens each side ([the token] in the "
      "table). A head's examples are by its strongest key (--by key) or by a head metric (--by induction, prev_token, "
-     "duplicate_token, first_token, entropy, max_attn: the metric on the item, where its term is largest)."},
+     "duplicate_token, first_token, entropy, max_attn: the metric on the item, where its term is largest). A "
+     "feature's (of the loaded dictionary --sae, default the last) are its strongest activations among the features "
+     "the dataset's runs kept (the dataset run with the dictionary loaded: sae load --store-k)."},
     {"merge", "SHARD.db...", "merge the datasets of shard databases into this one (-d)",
      "merge shard1.db shard2.db shard3.db", lp_cmd_merge, false,
      "Runs, their analyses and the items are copied (renumbered); top examples, histograms, samples and head "
      "statistics merged exactly. A shard merged twice changes nothing; one made with another file, model, options, "
      "commands or split is refused."},
-    {"sae", "load PATH [--site S] [--name N] | list | stats [NAME] | splice [NAME] [--no-error] | unsplice [NAME] | "
-     "attr [--sae NAME] [--target T|--target-id ID] [--vs T|--vs-id ID] [--objective O] [--pos P] [--k K] | drop NAME",
+    {"sae", "load PATH [--site S] [--name N] [--store-k K] | list | stats [NAME] | splice [NAME] [--no-error] | unsplice [NAME] | "
+     "attr [--sae NAME] [--target T|--target-id ID] [--vs T|--vs-id ID] [--objective O] [--pos P] [--k K] | "
+     "patch --corrupt TEXT|--corrupt-ids 1,2,3 [--sae NAME] [--pos P] [--target T|--target-id ID] [--vs T|--vs-id ID] "
+     "[--denoise] [--k K] | drop NAME",
      "sparse autoencoders and transcoders beside the model",
      "sae load tests/fixtures/sae/saelens_standard --name std", lp_cmd_sae, false,
      "load reads SAELens (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz) and sparsify (cfg.json + "
      "sae.safetensors) dictionaries; the site is the config's hook_name (a TransformerLens name such as "
-     "blocks.0.hook_resid_post) unless --site gives one; its width must be the dictionary's d_in. On load, and by "
+     "blocks.0.hook_resid_post) unless --site gives one; its width must be the dictionary's d_in. Runs recorded while "
+     "it is loaded keep their K strongest active features per position (--store-k, default 32; 0: none; SQL view "
+     "feature_acts). On load, and by "
      "stats: L0 (mean active features per position), explained variance 1 - sum|x - x_hat|^2 / sum|x - mean x|^2, "
      "MSE and relative error over the current run's positions; stats adds the CE loss recovered, (ce_zero - ce_sae) / "
      "(ce_zero - ce_orig): the run's mean next-token cross-entropy with the dictionary spliced in alone and with its "
      "site zeroed. splice puts it into every later forward (run, generate, dataset) as x_hat + (x - x_hat), the "
      "original, or with --no-error x_hat alone; the current run is made again. attr: an objective (as attr's) "
      "attributed to each active feature at each position, a_f * dO/da_f, the error node and the decoder's constant "
-     "part; they sum to the site's grad . x (closure). Several may be loaded, at several sites; a new model drops "
+     "part; they sum to the site's grad . x (closure). patch: the dictionary spliced with its error term into the run "
+     "and a corrupted prompt of the same length; each feature whose activation differs, and the error term, taken "
+     "from the corrupted run at --pos (default every position) one at a time (--denoise: the other way), the change "
+     "of the logit difference target - contrast at the last position, strongest first (K, default 20), and all of "
+     "them at once. Several may be loaded, at several sites; a new model drops "
      "them."},
     {"features", "[--sae NAME] [--pos P] [--k K]", "the active features at each position, strongest first",
      "features --pos -1 --k 5", lp_cmd_features, false,

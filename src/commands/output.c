@@ -364,9 +364,7 @@ static void render_table(FILE *f, lp_mode mode, json_t *t) {
 /* float32 values round-trip through 9 significant digits. */
 #define JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(9))
 
-/* JSON strings must be UTF-8; token bytes may hold part of a character. Invalid
- * sequences become U+FFFD, as Hugging Face's decode shows them. */
-static void make_utf8(json_t *v) {
+void lp_json_make_utf8(json_t *v) {
     if (json_is_string(v)) {
         const unsigned char *s = (const unsigned char *)json_string_value(v);
         size_t len = json_string_length(v), i = 0;
@@ -397,16 +395,16 @@ static void make_utf8(json_t *v) {
     } else if (json_is_array(v)) {
         size_t i;
         json_t *e;
-        json_array_foreach(v, i, e) make_utf8(e);
+        json_array_foreach(v, i, e) lp_json_make_utf8(e);
     } else if (json_is_object(v)) {
         const char *k;
         json_t *e;
-        json_object_foreach(v, k, e) make_utf8(e);
+        json_object_foreach(v, k, e) lp_json_make_utf8(e);
     }
 }
 
 static void dump_line(FILE *f, json_t *v) {
-    make_utf8(v);
+    lp_json_make_utf8(v);
     json_dumpf(v, f, JSON_FLAGS | JSON_ENCODE_ANY);
     fputc('\n', f);
 }

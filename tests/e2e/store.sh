@@ -112,7 +112,7 @@ cp tests/fixtures/store_v2.db "$tmp/v2.db"
 check "schema 2 file: migrated and its pair rerun" test $? -eq 0
 check "schema 2 file: the pair's types restored" jq -e -s '(.[0].types | add) == 7 and .[0].types[8] == 1' "$tmp/out"
 check "schema 2 file: the label probability recorded then" test "$(jq -s '.[1][0].prob * 10000 | round' "$tmp/out")" = "$(q "$tmp/v2.db" 'SELECT prob FROM predictions WHERE run_id = 1 AND token_id = 0' '.[0].prob * 10000 | round')"
-check "schema 2 file: version 7" test "$(q "$tmp/v2.db" 'PRAGMA user_version' '.[0].user_version')" = 7
+check "schema 2 file: version 8" test "$(q "$tmp/v2.db" 'PRAGMA user_version' '.[0].user_version')" = 8
 
 # Encoder-decoders (schema 4): a T5 run keeps its source and target, both sides' tokens, the
 # heads of both stacks and the cross-attention's, and the alignment; rerun runs it again
@@ -157,7 +157,7 @@ check "store/README: the T5 example's output ($(wc -l <"$tmp/readme_out") lines)
 cp tests/fixtures/store_v3.db "$tmp/v3.db"
 "$LOUPE" -d "$tmp/v3.db" -m json models/default -e 'rerun 1' >"$tmp/out" 2>"$tmp/err"
 check "schema 3 file: migrated and its decoder run rerun" test $? -eq 0
-check "schema 3 file: version 7" test "$(q "$tmp/v3.db" 'PRAGMA user_version' '.[0].user_version')" = 7
+check "schema 3 file: version 8" test "$(q "$tmp/v3.db" 'PRAGMA user_version' '.[0].user_version')" = 8
 "$LOUPE" -d "$tmp/v3.db" $T5 -e 'rerun 2' >/dev/null 2>"$tmp/e"; rc=$?
 check "schema 3 file: its T5 run is refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: rerun: run 2 was recorded without its source tokens' '$tmp/e'"
 "$LOUPE" -d "$tmp/v3.db" $T5 -e 'rerun 1' >/dev/null 2>"$tmp/e"; rc=$?
@@ -168,7 +168,7 @@ check "rerun of a decoder's run on a T5: refused in one line" sh -c "test $rc -e
 cp tests/fixtures/store_v4.db "$tmp/v4.db"
 "$LOUPE" -d "$tmp/v4.db" -m json models/default -e 'rerun 1' -e 'attr gxi --from 12' >"$tmp/out" 2>"$tmp/err"
 check "schema 4 file: migrated, rerun and a series recorded" test $? -eq 0
-check "schema 4 file: version 7" test "$(q "$tmp/v4.db" 'PRAGMA user_version' '.[0].user_version')" = 7
+check "schema 4 file: version 8" test "$(q "$tmp/v4.db" 'PRAGMA user_version' '.[0].user_version')" = 8
 check "schema 4 file: its attribution kept beside the series' two" test "$(q "$tmp/v4.db" 'SELECT group_concat(run_id || ":" || pos) AS a FROM attributions' '.[0].a')" = "1:13,3:11,3:12"
 check "schema 4 file: the series' matrix" test "$(q "$tmp/v4.db" 'SELECT count(*) AS n, min(explained_pos) AS a, max(explained_pos) AS b FROM attribution_matrix WHERE series_id = 1' '.[0] | "\(.n) \(.a) \(.b)"')" = "28 12 13"
 "$LOUPE" -d "$tmp/v4.db" tests/fixtures/t5/t5_relu_tok -e 'rerun 2' >/dev/null 2>"$tmp/err"
@@ -180,7 +180,7 @@ cp tests/fixtures/store_v5.db "$tmp/v5.db"
 printf 'When Mary and John went to the store, John gave a drink to\nOnce upon a time\n' >"$tmp/items.txt"
 "$LOUPE" -d "$tmp/v5.db" -m json models/default -e 'rerun 1' -e "dataset $tmp/items.txt --each 'attr gxi' --k 3" >"$tmp/out" 2>"$tmp/err"
 check "schema 5 file: migrated, rerun and a dataset recorded" test $? -eq 0
-check "schema 5 file: version 7" test "$(q "$tmp/v5.db" 'PRAGMA user_version' '.[0].user_version')" = 7
+check "schema 5 file: version 8" test "$(q "$tmp/v5.db" 'PRAGMA user_version' '.[0].user_version')" = 8
 check "schema 5 file: its runs, attributions and series kept" test "$(q "$tmp/v5.db" 'SELECT (SELECT count(*) FROM attributions WHERE run_id <= 2) AS a, (SELECT count(*) FROM attribution_series) AS s, (SELECT count(*) FROM runs WHERE id <= 2) AS r' '.[0] | "\(.a) \(.s) \(.r)"')" = "3 1 2"
 check "schema 5 file: the dataset's items and their runs" test "$(q "$tmp/v5.db" 'SELECT count(*) AS n FROM dataset_runs r JOIN runs x ON x.id = r.run_id' '.[0].n')" = 2
 
@@ -192,12 +192,51 @@ cp tests/fixtures/store_v6.db "$tmp/v6.db"
 before=$(sqlite3 tests/fixtures/store_v6.db "SELECT unit_kind, layer, unit, rank, item, pos, key_pos, token_id, value FROM unit_examples ORDER BY 1, 2, 3, 4; SELECT unit_kind, layer, unit, bin, hash, item, value FROM unit_quantile_samples ORDER BY 1, 2, 3, 4, 5" | md5sum)
 "$LOUPE" -d "$tmp/v6.db" -m json models/default -e 'examples head 1.2 --k 2' >"$tmp/out" 2>"$tmp/err"
 check "schema 6 file: migrated, its examples read" jq -e 'length == 2 and all(.metric == "key")' "$tmp/out"
-check "schema 6 file: version 7" test "$(q "$tmp/v6.db" 'PRAGMA user_version' '.[0].user_version')" = 7
+check "schema 6 file: version 8" test "$(q "$tmp/v6.db" 'PRAGMA user_version' '.[0].user_version')" = 8
 check "schema 6 file: every example and sample kept" test "$(sqlite3 "$tmp/v6.db" "SELECT unit_kind, layer, unit, rank, item, pos, key_pos, token_id, value FROM unit_examples ORDER BY 1, 2, 3, 4; SELECT unit_kind, layer, unit, bin, hash, item, value FROM unit_quantile_samples ORDER BY 1, 2, 3, 4, 5" | md5sum)" = "$before"
 check "schema 6 file: under their metric, items without error" test "$(q "$tmp/v6.db" "SELECT (SELECT group_concat(DISTINCT unit_kind || ':' || metric) FROM unit_examples) AS m, (SELECT count(*) FROM dataset_runs WHERE error IS NULL) AS i, (SELECT n_failed FROM datasets) AS f" '.[0] | "\(.m) \(.i) \(.f)"')" = "head:key,neuron:activation 6 0"
 "$LOUPE" -d "$tmp/v6.db" -m json models/default -e "dataset $tmp/items.txt --k 3" -e 'examples head 1.2 --by induction --k 2' >"$tmp/out" 2>"$tmp/err"
 check "schema 6 file: a new dataset beside it, by metric" jq -e -s '.[0].finished and (.[1] | all(.metric == "induction"))' "$tmp/out"
 check "schema 6 file: the new dataset's head histograms" test "$(sqlite3 "$tmp/v6.db" "SELECT count(DISTINCT unit) FROM unit_histograms WHERE unit_kind = 'head' AND dataset_id = 2")" = 4
+
+# A schema-7 file (tests/fixtures/store_v7.db, made by the version-7 binary: two runs made with
+# the bundled dictionary loaded, and a patch) is migrated to 8: its runs, tokens and analysis
+# are kept, without feature rows (version 7 kept none); a run made now with a dictionary
+# loaded keeps, per position, its --store-k strongest features; --store-k 0 keeps none.
+cp tests/fixtures/store_v7.db "$tmp/v7.db"
+before=$(sqlite3 tests/fixtures/store_v7.db "SELECT * FROM runs; SELECT * FROM tokens; SELECT * FROM analyses" | md5sum)
+"$LOUPE" -d "$tmp/v7.db" -m json models/default -e 'sae load models/default-sae --name ds --store-k 3' -e 'rerun 1' \
+    -e 'sae load models/default-sae --name off --store-k 0' -e 'run When Mary and' >"$tmp/out" 2>"$tmp/err"
+check "schema 7 file: migrated, a run rerun beside its runs" test $? -eq 0
+check "schema 7 file: version 8" test "$(q "$tmp/v7.db" 'PRAGMA user_version' '.[0].user_version')" = 8
+check "schema 7 file: runs, tokens and the analysis kept" test "$(sqlite3 "$tmp/v7.db" "SELECT * FROM runs WHERE id <= 2; SELECT * FROM tokens WHERE run_id <= 2; SELECT * FROM analyses" | md5sum)" = "$before"
+check "schema 7 file: old runs without features, new ones with 3 a position" test "$(q "$tmp/v7.db" "SELECT (SELECT count(*) FROM feature_activations WHERE run_id <= 2) AS o, (SELECT count(*) FROM feature_acts WHERE run_id = 3) AS n, (SELECT count(*) FROM feature_acts WHERE run_id = 4) AS m, (SELECT group_concat(DISTINCT sae) FROM feature_acts) AS s" '.[0] | "\(.o) \(.n) \(.m) \(.s)"')" = "0 42 9 ds"
+check "feature_acts: where feature 390 fires most" test "$(q "$tmp/v7.db" "SELECT pos, token FROM feature_acts WHERE sae = 'ds' AND feature = 390 ORDER BY act DESC LIMIT 1" '.[0] | "\(.pos) \(.token)"')" = "13  to"
+"$LOUPE" -d "$tmp/v7.db" models/default -e 'sae load models/default-sae --store-k 5000' >/dev/null 2>"$tmp/e"; rc=$?
+check "sae load --store-k out of range: refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: --store-k' '$tmp/e'"
+
+# A dataset's runs keep their features too, and merge brings them with the runs, the
+# dictionary's row shared by the shards.
+for s in 1 2; do
+    "$LOUPE" -d "$tmp/f$s.db" models/default -e 'sae load models/default-sae --name ds --store-k 2' -e "dataset $tmp/items.txt --k 2 --shard $s/2" >/dev/null 2>"$tmp/err"
+done
+"$LOUPE" -d "$tmp/fm.db" -e "merge $tmp/f1.db $tmp/f2.db" >/dev/null 2>"$tmp/err"
+want=$(( $(sqlite3 "$tmp/f1.db" 'SELECT count(*) FROM feature_activations') + $(sqlite3 "$tmp/f2.db" 'SELECT count(*) FROM feature_activations') ))
+check "merge: every run's features, under one dictionary" test "$(q "$tmp/fm.db" "SELECT (SELECT count(*) FROM feature_acts) AS n, (SELECT count(*) FROM saes) AS s, (SELECT count(*) FROM run_saes) AS r, (SELECT count(*) FROM runs) AS u, (SELECT count(*) FROM feature_acts f JOIN tokens t ON t.run_id = f.run_id AND t.pos = f.pos AND t.token_id = f.token_id) AS j" '.[0] | "\(.n) \(.s) \(.r) \(.u) \(.j)"')" = "$want 1 2 2 $want"
+check "merge: as many as the runs have positions, 2 each" test "$want" = "$(( 2 * $(sqlite3 "$tmp/fm.db" 'SELECT sum(n_tokens) FROM runs') ))"
+# examples feature: a feature's strongest activations over the merged dataset's runs, each the
+# activation feature prints for that item at that position.
+"$LOUPE" -d "$tmp/fm.db" -m json models/default -e 'sae load models/default-sae --name ds' -e 'examples feature 390 --k 3' >"$tmp/out" 2>"$tmp/err"
+check "examples feature: by activation, the token in its context" jq -e -s '.[1] | length >= 2 and length <= 3 and .[0].rank == 1 and .[1].rank == 2 and .[0].value >= .[1].value and (.[0].context[.[0].pos - .[0].context_start] == .[0].token)' "$tmp/out"
+text=$(jq -r -s '.[1][0].text' "$tmp/out"); pos=$(jq -s '.[1][0].pos' "$tmp/out"); val=$(jq -s '.[1][0].value' "$tmp/out")
+"$LOUPE" -d :memory: -m json models/default -e "run $text" -e 'sae load models/default-sae' -e 'feature 390 --k 1' >"$tmp/out" 2>"$tmp/err"
+check "examples feature: the value is feature's activation there" jq -e -s --argjson p "$pos" --argjson v "$val" '.[2].acts[$p].act - $v | fabs < 1e-5' "$tmp/out"
+"$LOUPE" -d "$tmp/v6.db" models/default -e 'sae load models/default-sae' -e 'examples feature 390' >/dev/null 2>"$tmp/e"; rc=$?
+check "examples feature on a dataset that kept none: refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: examples feature: dataset 2 kept no features' '$tmp/e'"
+"$LOUPE" -d "$tmp/fm.db" models/default -e 'sae load models/default-sae' -e 'examples feature 512' >/dev/null 2>"$tmp/e"; rc=$?
+check "examples feature past the dictionary: refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: feature' '$tmp/e'"
+"$LOUPE" -d "$tmp/fm.db" models/default -e "dataset $tmp/items.txt --track features" >/dev/null 2>"$tmp/e"; rc=$?
+check "dataset --track features: refused, saying features are kept with a dictionary loaded" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q 'examples feature ID' '$tmp/e'"
 
 echo "$fails failed"
 [ "$fails" -eq 0 ]

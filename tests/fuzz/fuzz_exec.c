@@ -5,7 +5,7 @@
  * Commands that reach outside the process are not run: load, source, export, train, tui
  * (they read or write files that the fuzzer names; their parsing is shared with the rest).
  * A fixture dictionary is loaded beside the model (as std, at blocks.0.hook_resid_post) so
- * that sae splice / attr / stats, features and run/generate --steer and --clamp are fuzzed;
+ * that sae splice / attr / stats / patch, features and run/generate --steer and --clamp are fuzzed;
  * sae load and sae drop are not run (fuzz_sae fuzzes the loaders) and every splice is undone
  * after each input, so that one input never changes the next. */
 #include "loupe/commands.h"
