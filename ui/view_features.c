@@ -327,7 +327,7 @@ static void features_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     features_state *st = vst;
     if (!lp_browser_need_run(b, scr, a)) return;
     if (b->s->n_saes == 0) {
-        lp_browser_say(scr, a, "No dictionary loaded: :sae load PATH (a for the line), e.g. models/default-sae", NULL);
+        lp_browser_say(scr, a, "No dictionary loaded: :sae load PATH loads one (a types it)", NULL);
         lp_browser_set_status(b, "no dictionary");
         return;
     }
