@@ -361,9 +361,9 @@ static void features_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     draw_grid(st, b, scr, &g);
     if (g.side.w > 0 && effects_ready(st)) draw_side(st, b, scr, &g, site);
     else if (g.side.w > 0) lp_screen_put(scr, g.side.x, g.side.y, 1, "\xE2\x80\xA6", LP_COLOR_DIM, 0);
-    int f = st->feature;
-    lp_browser_set_status(b, "token %d %s  f%d %.4f  column %d/%d", b->pos, lp_browser_token(b, b->pos, NULL), f,
-                          (double)act_at(st, b->pos, f), st->col + 1, st->n_active);
+    int f = st->feature, pos = b->pos < st->T ? b->pos : st->T - 1; /* the strip's run is the one encoded */
+    lp_browser_set_status(b, "token %d %s  f%d %.4f  column %d/%d", pos, lp_browser_token(b, pos, NULL), f,
+                          (double)act_at(st, pos, f), st->col + 1, st->n_active);
 }
 
 /* ---- keys ---- */
