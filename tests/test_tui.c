@@ -300,29 +300,48 @@ static void title_names_the_view_and_strip_highlights_the_token(void **state) {
     for (int v = 0; v < LP_VIEW_COUNT; v++) {
         key(f, LP_KEY_TAB);
         char want[64];
-        snprintf(want, sizeof want, "%d %s", (v + 1) % LP_VIEW_COUNT + 1, lp_view_get((v + 1) % LP_VIEW_COUNT)->title);
+        snprintf(want, sizeof want, "%c %s", lp_view_key((v + 1) % LP_VIEW_COUNT), lp_view_get((v + 1) % LP_VIEW_COUNT)->title);
         assert_non_null(strstr(row(f, 0), want));
     }
 }
 
 /* At 80 columns the title bar still names every view beside its key, and the layer and
  * head; the model's name and the run give way first, then the current view's title for its
- * name (nine views' names leave no room for the longer titles), still marked as current. */
+ * name (ten views' names leave no room for the longer titles), still marked as current. */
 static void title_bar_names_every_view_at_80_columns(void **state) {
     fixture *f = *state;
     lp_screen_resize(f->scr, 80, 24);
     for (int v = 0; v < LP_VIEW_COUNT; v++) {
-        key(f, '1' + v);
+        key(f, lp_view_key(v));
         for (int w = 0; w < LP_VIEW_COUNT; w++) {
             char want[64], title[64];
-            snprintf(want, sizeof want, " %d %s%s", w + 1, lp_view_get(w)->name, w == v ? " " : "");
-            snprintf(title, sizeof title, " %d %s ", w + 1, lp_view_get(w)->title);
+            snprintf(want, sizeof want, " %c %s", lp_view_key(w), lp_view_get(w)->name);
+            snprintf(title, sizeof title, " %c %s ", lp_view_key(w), lp_view_get(w)->title);
             const char *at = strstr(row(f, 0), want);
             if (!at && w == v) at = strstr(row(f, 0), title);
-            if (!at) fail_msg("view %d: no '%s' in the title bar '%s'", v + 1, want, row(f, 0));
+            if (!at) fail_msg("view %c: no '%s' in the title bar '%s'", lp_view_key(v), want, row(f, 0));
             if (w == v) assert_int_equal(lp_screen_at(f->scr, (int)(at - row(f, 0)) + 1, 0)->color, LP_COLOR_TAB);
         }
-        assert_non_null(strstr(row(f, 0), " L0 H0 "));
+        assert_non_null(strstr(row(f, 0), " L0 H0"));
+    }
+}
+
+/* The same with two digits to the layer and the head (12 layers, 24 heads). */
+static void title_bar_names_every_view_with_two_digit_layers_and_heads(void **state) {
+    fixture *f = *state;
+    lp_screen_resize(f->scr, 80, 24);
+    for (int i = 0; i < 11; i++) key(f, ']');
+    for (int i = 0; i < 23; i++) key(f, '}');
+    assert_int_equal(f->b->layer, 11);
+    assert_int_equal(f->b->head, 23);
+    for (int v = 0; v < LP_VIEW_COUNT; v++) {
+        key(f, lp_view_key(v));
+        for (int w = 0; w < LP_VIEW_COUNT; w++) {
+            char want[64];
+            snprintf(want, sizeof want, " %c %s", lp_view_key(w), w == v ? "" : lp_view_get(w)->name);
+            if (!strstr(row(f, 0), want)) fail_msg("view %c: no '%s' in the title bar '%s'", lp_view_key(v), want, row(f, 0));
+        }
+        assert_non_null(strstr(row(f, 0), " L11 H23"));
     }
 }
 
@@ -349,7 +368,7 @@ static void small_terminal_gets_a_message(void **state) {
     SHOWS(f, "30x8 is too small");
     lp_screen_resize(f->scr, LP_BROWSER_MIN_W, LP_BROWSER_MIN_H);
     for (int v = 0; v < LP_VIEW_COUNT; v++) {
-        key(f, '1' + v);
+        key(f, lp_view_key(v));
         assert_false(shows(f, "too small"));
         assert_non_null(strstr(row(f, 0), lp_view_get(v)->title));
     }
@@ -358,7 +377,7 @@ static void small_terminal_gets_a_message(void **state) {
 static void no_model_says_what_to_do(void **state) {
     fixture *f = *state;
     for (int v = 0; v < LP_VIEW_COUNT; v++) {
-        key(f, '1' + v);
+        key(f, lp_view_key(v));
         if (v != LP_VIEW_FINDINGS) SHOWS(f, "No model loaded.");
     }
 }
@@ -1913,9 +1932,195 @@ static void wide_tokens_keep_the_grid_aligned(void **state) {
     assert_int_equal(lp_screen_at(f->scr, wx, wy)->width, 2);
     assert_int_equal(lp_screen_at(f->scr, wx + 1, wy)->width, 0);
     /* The strip, the lens and the activations take them too. */
-    for (int v = 0; v < LP_VIEW_COUNT; v++) key(f, '1' + v);
+    for (int v = 0; v < LP_VIEW_COUNT; v++) key(f, lp_view_key(v));
     key(f, '5');
     SHOWS(f, "中");
+}
+
+/* ---- the features view ---- */
+
+/* Its columns: the features that fire somewhere in the run, by their largest activation,
+ * ties by the smaller id; a feature at 0 (or below) everywhere is left out. */
+static void feature_ranking_orders_by_peak_and_leaves_out_silent_features(void **state) {
+    (void)state;
+    const float acts[3 * 6] = {0, 1, 0, 2, 0, 0, /* t0 */
+                               0, 3, 0, 2, 0, -1, /* t1 */
+                               0, 0, 0, 3, 0.5f, 0 /* t2 */};
+    float peak[6];
+    int ids[6];
+    assert_int_equal(lp_feature_ranking(acts, 3, 6, peak, ids), 3);
+    assert_int_equal(ids[0], 1), assert_int_equal(ids[1], 3), assert_int_equal(ids[2], 4);
+    assert_true(peak[1] == 3 && peak[3] == 3 && peak[4] == 0.5f && peak[0] == 0 && peak[5] == 0);
+    const float none[2 * 2] = {0, -1, 0, 0};
+    assert_int_equal(lp_feature_ranking(none, 2, 2, peak, ids), 0);
+}
+
+/* A cell's number: as many decimals as the width allows, then thousands, then '+'. */
+static void fit_number_keeps_what_the_width_allows(void **state) {
+    (void)state;
+    static const struct {
+        double v;
+        int w;
+        const char *want;
+    } CASES[] = {{5.8011, 4, "5.80"}, {12.34, 4, "12.3"}, {123.4, 4, "123"}, {1234, 4, "1234"}, {12345, 4, "12k"},
+                 {5.8011, 6, "5.80"}, {0.004, 4, "0.00"}, {7, 1, "7"},          {2.5e6, 4, "2.5M"}, {1e12, 3, "+"}};
+    for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
+        char buf[32];
+        lp_fit_number(CASES[i].v, CASES[i].w, buf, sizeof buf);
+        if (strcmp(buf, CASES[i].want) != 0) fail_msg("%g in %d: '%s', not '%s'", CASES[i].v, CASES[i].w, buf, CASES[i].want);
+    }
+}
+
+/* The panel beside the heat map from 64 columns, below it on a narrow tall area, else none;
+ * cells as wide as the widest id needs; the lists share what height is left. */
+static void features_layout_puts_the_panel_beside_below_or_nowhere(void **state) {
+    (void)state;
+    lp_features_layout g;
+    lp_features_layout_of((lp_rect){0, 2, 80, 20}, 511, &g); /* 80 x 24 */
+    assert_int_equal(g.side.w, 32), assert_int_equal(g.side.x, 48), assert_int_equal(g.side.y, 3);
+    assert_int_equal(g.grid.w, 47), assert_int_equal(g.label_w, 11), assert_int_equal(g.cell_w, 5);
+    assert_int_equal(g.cols, 7), assert_int_equal(g.rows, 18), assert_int_equal(g.list_rows, 4);
+    assert_true(g.grid.x + g.grid.w < g.side.x);
+    lp_features_layout_of((lp_rect){0, 2, 50, 17}, 511, &g); /* narrow: below */
+    assert_int_equal(g.side.x, 0), assert_int_equal(g.side.w, 50);
+    assert_int_equal(g.grid.h, 8), assert_int_equal(g.side.y, 3 + 8 + 1), assert_int_equal(g.side.h, 7);
+    assert_int_equal(g.rows, 7);
+    lp_features_layout_of((lp_rect){0, 2, 50, 8}, 511, &g); /* 50 x 12: no room for it */
+    assert_int_equal(g.side.w, 0), assert_int_equal(g.list_rows, 0), assert_int_equal(g.rows, 6);
+    assert_int_equal(g.label_w, 12), assert_int_equal(g.cols, 7);
+    lp_features_layout_of((lp_rect){0, 2, 200, 56}, 16383, &g);
+    assert_int_equal(g.cell_w, 6), assert_int_equal(g.side.w, 48), assert_int_equal(g.list_rows, 10);
+    lp_features_layout_of((lp_rect){0, 2, 200, 56}, (1 << 24) - 1, &g);
+    assert_int_equal(g.cell_w, 9);
+}
+
+/* The row of the heat map's column headers (the features' ids, right-aligned in cells of w)
+ * for ids[0..n), as drawn from column x0. */
+static void feature_header(const int *ids, int n, int w, char *buf, size_t cap) {
+    buf[0] = '\0';
+    for (int i = 0; i < n; i++) lp_appendf(buf, cap, "%*d%s", w - 1, ids[i], i + 1 < n ? " " : "");
+}
+
+/* On the bundled model and dictionary at 80 x 24: the empty state names `sae load`, `a`
+ * types it; the heat map's columns are the run's features by peak, the status line the
+ * selected cell's activation, the panel the selected feature's peak, logit effects and
+ * neighbours as lp_session_feature_effects (`feature`'s code) gives them; ← → move the
+ * feature, ↑ ↓ the token, Enter prints `feature ID`, d goes to the next dictionary and
+ * `:sae load` from another view opens this one on the dictionary. */
+static void features_view_shows_the_runs_features_and_the_selected_one(void **state) {
+    fixture *f = *state;
+    lp_screen_resize(f->scr, 80, 24);
+    key(f, '0');
+    assert_int_equal(f->b->view, LP_VIEW_FEATURES);
+    SHOWS(f, "No dictionary loaded: :sae load PATH");
+    key(f, 'a');
+    assert_int_equal(f->b->line_mode, LP_LINE_COMMAND);
+    assert_string_equal(lp_line_text(f->b->line), "sae load ");
+    type(f, "models/default-sae");
+    key(f, LP_KEY_ENTER);
+    assert_false(f->b->message_error);
+    key(f, LP_KEY_ESC); /* the output pane away */
+    SHOWS(f, "blocks.1.resid_pre");
+    float *acts = NULL, peak[512];
+    int ids[512], T = lp_run_len(f->s.run);
+    OK(lp_session_sae_encode(&f->s, 0, &acts));
+    int n = lp_feature_ranking(acts, T, 512, peak, ids);
+    assert_true(n > 7);
+    char want[256];
+    snprintf(want, sizeof want, "%d of 512 fire", n);
+    SHOWS(f, want);
+    /* the header row: the first seven features, strongest first */
+    feature_header(ids, 7, 5, want, sizeof want);
+    assert_non_null(strstr(row(f, 3), want));
+    /* the cursor: the last token, the strongest feature */
+    assert_int_equal(f->b->pos, T - 1);
+    for (int col = 0; col < 2; col++) {
+        int fid = ids[col];
+        snprintf(want, sizeof want, "token %d ·to  f%d %.4f  column %d/%d", T - 1, fid, (double)acts[(size_t)(T - 1) * 512 + fid],
+                 col + 1, n);
+        if (!strstr(status(f), want)) fail_msg("status '%s', not '%s'", status(f), want);
+        lp_feature_effects fx;
+        OK(lp_session_feature_effects(&f->s, 0, fid, acts, 10, &fx));
+        snprintf(want, sizeof want, "f%d  peak %.4f at %d", fid, (double)peak[fid], fx.pos);
+        SHOWS(f, want);
+        assert_true(fx.has_logits && fx.n_promoted == 10 && fx.n_nearest == 10);
+        snprintf(want, sizeof want, "%.4f", (double)fx.promoted[0].value);
+        SHOWS(f, want);
+        snprintf(want, sizeof want, "%.4f", (double)fx.suppressed[0].value);
+        SHOWS(f, want);
+        snprintf(want, sizeof want, "f%d ", fx.nearest[0].id);
+        SHOWS(f, want);
+        lp_feature_effects_clear(&fx);
+        key(f, 'l');
+    }
+    key(f, LP_KEY_LEFT);
+    key(f, 'h'); /* no column before the first */
+    key(f, 'k');
+    assert_int_equal(f->b->pos, T - 2);
+    snprintf(want, sizeof want, "token %d ·drink  f%d %.4f", T - 2, ids[0], (double)acts[(size_t)(T - 2) * 512 + ids[0]]);
+    if (!strstr(status(f), want)) fail_msg("status '%s', not '%s'", status(f), want);
+    /* Enter: the feature command's own table in the pane */
+    key(f, LP_KEY_ENTER);
+    assert_false(f->b->message_error);
+    assert_true(f->b->output_shown);
+    snprintf(want, sizeof want, "feature %d --sae \"blocks.1.resid_pre\":", ids[0]);
+    SHOWS(f, want);
+    SHOWS(f, "promotes");
+    key(f, LP_KEY_ESC);
+    /* m: a note about the dictionary's layer and the token */
+    key(f, 'm');
+    type(f, "a feature");
+    key(f, LP_KEY_ENTER);
+    json_t *rows = NULL;
+    OK(lp_store_query(f->s.store, "SELECT layer, pos FROM findings WHERE text = 'a feature'", NULL, false, &rows, NULL));
+    assert_int_equal(lp_row_int(json_array_get(rows, 0), "layer", -1), 1);
+    assert_int_equal(lp_row_int(json_array_get(rows, 0), "pos", -1), T - 2);
+    json_decref(rows);
+    /* a second dictionary: shown once loaded; d goes round them */
+    key(f, ':');
+    type(f, "sae load tests/fixtures/sae/saelens_jumprelu --name jr");
+    key(f, LP_KEY_ENTER);
+    key(f, LP_KEY_ESC);
+    SHOWS(f, "jr (blocks.1.resid_pre)  [2/2, d: next]");
+    key(f, 'd');
+    SHOWS(f, "blocks.1.resid_pre  [1/2, d: next]");
+    /* from another view, :sae load opens this one on the new dictionary, :features too */
+    key(f, '1');
+    key(f, ':');
+    type(f, "sae load tests/fixtures/sae/saelens_topk --name tk");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->view, LP_VIEW_FEATURES);
+    key(f, LP_KEY_ESC);
+    SHOWS(f, "tk (blocks.0.mlp_out)  [3/3, d: next]");
+    key(f, '1');
+    key(f, ':');
+    type(f, "features");
+    key(f, LP_KEY_ENTER);
+    assert_int_equal(f->b->view, LP_VIEW_FEATURES);
+    assert_false(f->b->output_shown);
+    /* every size from the smallest: no panel, then below, then beside with ten to a list */
+    static const int SIZES[][2] = {{50, 12}, {50, 24}, {200, 60}, {80, 24}};
+    for (int i = 0; i < 4; i++) {
+        lp_screen_resize(f->scr, SIZES[i][0], SIZES[i][1]);
+        render(f);
+        SHOWS(f, "tk (blocks.0.mlp_out)");
+        assert_false(shows(f, "too small"));
+    }
+    free(acts);
+}
+
+/* A dictionary on a site outside the residual stream has no direct logit effect: the panel
+ * says so and still lists the neighbours. */
+static void features_view_says_when_a_site_has_no_logit_effect(void **state) {
+    fixture *f = *state;
+    OK(lp_exec(&f->s, "sae load tests/fixtures/sae/saelens_standard --site blocks.0.ln2.hook_normalized"));
+    lp_screen_resize(f->scr, 80, 24);
+    key(f, '0');
+    SHOWS(f, "no direct logit effect:");
+    SHOWS(f, "blocks.0.ln2 is not");
+    SHOWS(f, "in the residual stream");
+    SHOWS(f, "nearest (decoder cosine)");
+    assert_false(shows(f, "promotes"));
 }
 
 /* ---- the examples view ---- */
@@ -2144,6 +2349,8 @@ int main(void) {
         STORIES_TEST(title_names_the_view_and_strip_highlights_the_token),
         STORIES_TEST(small_terminal_gets_a_message),
         STORIES_TEST(title_bar_names_every_view_at_80_columns),
+        {"title_bar_names_every_view_with_two_digit_layers_and_heads",
+         title_bar_names_every_view_with_two_digit_layers_and_heads, wide_model, fixture_close, NULL},
         STORIES_TEST(empty_patching_view_says_how_to_fill_it),
         {"no_model_says_what_to_do", no_model_says_what_to_do, no_model, fixture_close, NULL},
         STORIES_TEST(attention_view_shows_labels_values_and_cursor),
@@ -2185,6 +2392,13 @@ int main(void) {
         {"model_view_draws_a_previous_token_head_off_the_diagonal", model_view_draws_a_previous_token_head_off_the_diagonal,
          default_model, fixture_close, NULL},
         cmocka_unit_test(thumbnails_draw_the_whole_square),
+        cmocka_unit_test(feature_ranking_orders_by_peak_and_leaves_out_silent_features),
+        cmocka_unit_test(fit_number_keeps_what_the_width_allows),
+        cmocka_unit_test(features_layout_puts_the_panel_beside_below_or_nowhere),
+        {"features_view_shows_the_runs_features_and_the_selected_one",
+         features_view_shows_the_runs_features_and_the_selected_one, default_model, fixture_close, NULL},
+        {"features_view_says_when_a_site_has_no_logit_effect", features_view_says_when_a_site_has_no_logit_effect,
+         default_model, fixture_close, NULL},
         {"examples_view_shows_a_units_examples_and_enter_opens_one", examples_view_shows_a_units_examples_and_enter_opens_one,
          default_model, fixture_close, NULL},
         STORIES_TEST(command_output_goes_to_the_pane_and_errors_to_the_message_line),

@@ -12,6 +12,7 @@
 
 static const char VIEW_N[] = "go to view N (numbered in the title bar)";
 /* The model view's arrows move over heads, where elsewhere they move the token. */
+static const char FEATURE_LEFT[] = "previous feature (column to the left; here \xE2\x86\x90 \xE2\x86\x92 h l move the feature)";
 static const char HEAD_LEFT[] = "head to the left (here \xE2\x86\x90 \xE2\x86\x92 h l move the head, not the token)";
 
 static const lp_binding KEYMAP[] = {
@@ -44,8 +45,10 @@ static const lp_binding KEYMAP[] = {
     {ALL, '7', "7", LP_DO_VIEW, LP_VIEW_PATCHING, VIEW_N},
     {ALL, '8', "8", LP_DO_VIEW, LP_VIEW_MODEL, VIEW_N},
     {ALL, '9', "9", LP_DO_VIEW, LP_VIEW_EXAMPLES, VIEW_N},
+    {ALL, '0', "0", LP_DO_VIEW, LP_VIEW_FEATURES, VIEW_N},
     {ALL, ':', ":", LP_DO_COMMAND, 0,
-     "command line: any loupe command (run, load, attr, sql, ...); attn L H, heads and lens open their view"},
+     "command line: any loupe command (run, load, attr, sql, ...); attn L H, heads, lens and features open their "
+     "view, sae load opens view 0 on the dictionary"},
     {ALL, 'm', "m", LP_DO_NOTE, 0, "write a finding about what is under the cursor"},
     {ALL, 'o', "o", LP_DO_OUTPUT, 0, "show or hide the last command's output"},
     {ALL, LP_KEY_PAGE_UP, "PgUp", LP_DO_OUTPUT_UP, 0, "scroll the output up"},
@@ -141,6 +144,18 @@ static const lp_binding KEYMAP[] = {
     {LP_VIEW_EXAMPLES, 'L', "L", LP_DO_RIGHT, 0, "next neuron (or head)"},
     {LP_VIEW_EXAMPLES, 'd', "d", LP_DO_METRIC_NEXT, 0, "the next dataset of this model (newest first)"},
 
+    {LP_VIEW_FEATURES, LP_KEY_UP, "\xE2\x86\x91", LP_DO_UP, 0, "previous token (row)"},
+    {LP_VIEW_FEATURES, 'k', "k", LP_DO_UP, 0, "previous token (row)"},
+    {LP_VIEW_FEATURES, LP_KEY_DOWN, "\xE2\x86\x93", LP_DO_DOWN, 0, "next token (row)"},
+    {LP_VIEW_FEATURES, 'j', "j", LP_DO_DOWN, 0, "next token (row)"},
+    {LP_VIEW_FEATURES, LP_KEY_LEFT, "\xE2\x86\x90", LP_DO_LEFT, 0, FEATURE_LEFT},
+    {LP_VIEW_FEATURES, 'h', "h", LP_DO_LEFT, 0, FEATURE_LEFT},
+    {LP_VIEW_FEATURES, LP_KEY_RIGHT, "\xE2\x86\x92", LP_DO_RIGHT, 0, "next feature (column to the right)"},
+    {LP_VIEW_FEATURES, 'l', "l", LP_DO_RIGHT, 0, "next feature (column to the right)"},
+    {LP_VIEW_FEATURES, 'd', "d", LP_DO_METRIC_NEXT, 0, "the next loaded dictionary"},
+    {LP_VIEW_FEATURES, LP_KEY_ENTER, "Enter", LP_DO_ENTER, 0, "the feature's `feature ID` output in the pane"},
+    {LP_VIEW_FEATURES, 'a', "a", LP_DO_LOAD, 0, "load a dictionary: the command line with `sae load ` typed"},
+
     {LINE, LP_KEY_ENTER, "Enter", LP_DO_EDIT_ACCEPT, 0, "run the line"},
     {LINE, LP_KEY_ESC, "Esc", LP_DO_EDIT_CANCEL, 0, "leave the line"},
     {LINE, LP_KEY_CTRL('c'), "C-c", LP_DO_EDIT_CANCEL, 0, "leave the line"},
@@ -195,7 +210,7 @@ static void heading_of(int scope, char *buf, size_t cap) {
     if (scope == LP_SCOPE_ALL) snprintf(buf, cap, "Everywhere");
     else if (scope == LP_SCOPE_LINE) snprintf(buf, cap, "On the command line (:, / and m)");
     else if (scope == LP_SCOPE_HELP) snprintf(buf, cap, "In this help");
-    else snprintf(buf, cap, "%d %s", scope + 1, lp_view_get(scope)->title);
+    else snprintf(buf, cap, "%c %s", lp_view_key(scope), lp_view_get(scope)->title);
 }
 
 int lp_keymap_help(lp_help_line *out, int cap) {

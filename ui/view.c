@@ -18,9 +18,13 @@
 static const lp_view_ops *const VIEWS[LP_VIEW_COUNT] = {
     &lp_view_attention, &lp_view_heads, &lp_view_activations, &lp_view_attributions,
     &lp_view_lens,      &lp_view_findings, &lp_view_patching, &lp_view_model,     &lp_view_examples,
+    &lp_view_features,
 };
 
 const lp_view_ops *lp_view_get(int index) { return index >= 0 && index < LP_VIEW_COUNT ? VIEWS[index] : NULL; }
+
+_Static_assert(LP_VIEW_COUNT <= 10, "views have the keys 1 to 9 and 0");
+int lp_view_key(int view) { return view == 9 ? '0' : '1' + view; }
 
 /* ---- the run's tokens ---- */
 
@@ -444,6 +448,7 @@ static bool show_in_view(lp_browser *b, const char *line) {
     } VIEW_COMMANDS[] = {{"attn", LP_VIEW_ATTENTION, 2, true},
                          {"heads", LP_VIEW_HEADS, 0, true},
                          {"lens", LP_VIEW_LENS, 0, true},
+                         {"features", LP_VIEW_FEATURES, 0, true},
                          {"examples", LP_VIEW_EXAMPLES, 2, false}};
     char **w;
     int n = lp_split_words(line, &w);
@@ -478,8 +483,19 @@ static bool show_in_view(lp_browser *b, const char *line) {
     if (head >= 0) b->head = (int)head;
     if (view == LP_VIEW_EXAMPLES) b->neuron = (int)neuron; /* -1 for a head */
     b->message_error = false;
-    snprintf(b->message, sizeof b->message, "%s: shown in view %d, %s", line, view + 1, VIEWS[view]->title);
+    snprintf(b->message, sizeof b->message, "%s: shown in view %c, %s", line, lp_view_key(view), VIEWS[view]->title);
     return true;
+}
+
+/* `sae load ...`: the features view opens on the dictionary once it is loaded. */
+static bool loads_dictionary(const char *line) {
+    char **w;
+    int n = lp_split_words(line, &w);
+    const lp_command *c = n > 1 ? lp_command_find(w[0]) : NULL;
+    bool yes = c && strcmp(c->name, "sae") == 0 && strcmp(w[1], "load") == 0;
+    if (n >= 0) free(w);
+    lp_error_clear();
+    return yes;
 }
 
 /* Where a note written with `m` on an encoder-decoder's run is: what the view says (its
@@ -518,7 +534,8 @@ static lp_browser_do accept_line(lp_browser *b) {
     if (mode == LP_LINE_COMMAND) {
         lp_line_remember(b->line);
         if (show_in_view(b, p)) return LP_BROWSER_DRAW;
-        b->pending = strdup(text);
+        if (loads_dictionary(p)) lp_browser_request(b, text, (lp_jump){true, LP_VIEW_FEATURES, -1, -1, -1, -1});
+        else b->pending = strdup(text);
     } else {
         int layer = -1, head = -1, pos = -1;
         const lp_view_ops *v = VIEWS[b->view];
@@ -749,11 +766,12 @@ static const char *basename_of(const char *path) {
 }
 
 /* A view's tab: " 3 acts", or " 3 " without names; the current one " 3 Activations ", or
- * " 3 acts " when its title gives way. */
+ * " 3 acts" when its title gives way (its colour marks it). */
 static int tab_text(const lp_browser *b, int v, bool names, bool title, char *buf, size_t cap) {
-    if (v == b->view) return snprintf(buf, cap, " %d %s ", v + 1, title ? VIEWS[v]->title : VIEWS[v]->name);
-    if (names) return snprintf(buf, cap, " %d %s", v + 1, VIEWS[v]->name);
-    return snprintf(buf, cap, " %d ", v + 1);
+    int k = lp_view_key(v);
+    if (v == b->view) return snprintf(buf, cap, title ? " %c %s " : " %c %s", k, title ? VIEWS[v]->title : VIEWS[v]->name);
+    if (names) return snprintf(buf, cap, " %c %s", k, VIEWS[v]->name);
+    return snprintf(buf, cap, " %c ", k);
 }
 
 static int tabs_width(const lp_browser *b, bool names, bool title) {
@@ -766,8 +784,8 @@ static int tabs_width(const lp_browser *b, bool names, bool title) {
 /* The title bar: loupe, every view's key and name (the current one by its title), then the
  * layer and head, the model and the run. What does not fit goes first: the model, the run,
  * loupe's own name, the current view's title (for its name), then the other views' names;
- * never a view's key or the layer and head. Nine views with names fit 80 columns, the current
- * one by its name. */
+ * never a view's key or the layer and head. Ten views with names fit 80 columns, the current
+ * one by its name (without the blank after it), up to L99 H99. */
 static void draw_title(lp_browser *b, lp_screen *scr) {
     static const char BRAND[] = " loupe ";
     lp_screen_fill(scr, 0, 0, scr->w, " ", LP_COLOR_TITLE, 0);
@@ -780,7 +798,7 @@ static void draw_title(lp_browser *b, lp_screen *scr) {
         snprintf(lh, sizeof lh, "L%d H%d%s%s", b->layer, b->head, kind ? " " : "", kind ? kind : "");
         snprintf(rights[0], sizeof rights[0], " %s \xE2\x94\x82 %.60s \xE2\x94\x82 run %lld ", lh, model, run);
         snprintf(rights[1], sizeof rights[1], " %s \xE2\x94\x82 run %lld ", lh, run);
-        snprintf(rights[2], sizeof rights[2], " %s ", lh);
+        snprintf(rights[2], sizeof rights[2], " %s", lh); /* to the edge: ten views and L11 H23 fit 80 columns */
     } else {
         for (int i = 0; i < 3; i++) snprintf(rights[i], sizeof rights[i], " no model ");
     }
@@ -966,8 +984,8 @@ void lp_browser_draw(lp_browser *b, lp_screen *scr) {
     else {
         char keys[160];
         snprintf(keys, sizeof keys,
-                 "1-%d Tab: views  \xE2\x86\x90\xE2\x86\x92: token  %s[ ]: layer  { }: head  /: search  :: command  ?: help",
-                 LP_VIEW_COUNT, b->S > 0 ? "s: src/tgt  " : "");
+                 "%c-%c Tab: views  \xE2\x86\x90\xE2\x86\x92: token  %s[ ]: layer  { }: head  /: search  :: command  ?: help",
+                 LP_VIEW_COUNT == 10 ? '0' : '1', LP_VIEW_COUNT == 10 ? '9' : lp_view_key(LP_VIEW_COUNT - 1), b->S > 0 ? "s: src/tgt  " : "");
         lp_screen_put_clip(scr, 0, ym, scr->w, keys, LP_COLOR_DIM, 0);
     }
 }

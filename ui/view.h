@@ -28,8 +28,11 @@ enum {
     LP_VIEW_PATCHING,
     LP_VIEW_MODEL,
     LP_VIEW_EXAMPLES,
+    LP_VIEW_FEATURES,
     LP_VIEW_COUNT
 };
+/* A view's key (1 to 9, then 0 for the tenth), as the title bar and the help show it. */
+int lp_view_key(int view);
 
 /* The smallest terminal the browser draws in; below it, a message says so. */
 #define LP_BROWSER_MIN_W 50
@@ -60,7 +63,7 @@ typedef struct {
 } lp_view_ops;
 
 extern const lp_view_ops lp_view_attention, lp_view_heads, lp_view_activations, lp_view_attributions, lp_view_lens,
-    lp_view_findings, lp_view_patching, lp_view_model, lp_view_examples;
+    lp_view_findings, lp_view_patching, lp_view_model, lp_view_examples, lp_view_features;
 const lp_view_ops *lp_view_get(int index);
 
 /* State set after a command finishes successfully (a jump from the findings view). */
@@ -220,6 +223,25 @@ int lp_histogram_rows(const long long *count, int n, int rows, int *lo, int *gro
 /* A bar's length in eighths of a cell over w cells for count of max: a count above 0 gets
  * at least one, so that no bin with tokens looks empty. */
 int lp_bar_eighths(long long count, long long max, int w);
+
+/* The features view's pieces (view_features.c).
+ * The features active over a run, acts (T, m): peak (m) each one's largest activation, ids
+ * (m) those above 0, strongest first, ties by the smaller id; returns how many (-1: out of
+ * memory, with the message set). */
+int lp_feature_ranking(const float *acts, int T, int m, float *peak, int *ids);
+/* v (>= 0) in at most w (1..15) characters, as precise as they allow: "5.00", "12.3", "123",
+ * "12k"; "+" when even that does not fit. */
+void lp_fit_number(double v, int w, char *buf, size_t cap);
+/* Where the features view puts things in area a (the whole view, its header line first)
+ * for feature ids up to max_id: the heat map (row labels of label_w, cells of cell_w, cols
+ * and rows of them after the header row) and the selected feature's panel (beside it from
+ * 64 columns, below it on a narrow tall area, else none: side.w 0), whose three lists
+ * (promoted, suppressed, nearest) get list_rows rows each (at most 10). */
+typedef struct {
+    lp_rect grid, side;
+    int label_w, cell_w, cols, rows, list_rows;
+} lp_features_layout;
+void lp_features_layout_of(lp_rect a, int max_id, lp_features_layout *out);
 
 /* snprintf at the end of what buf already holds. */
 void lp_appendf(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -188,7 +188,7 @@ static void findings_subject(void *st, const lp_browser *b, int *layer, int *hea
 }
 
 const lp_view_ops lp_view_findings = {
-    .name = "findings",
+    .name = "notes",
     .title = "Findings",
     .open = findings_open,
     .close = findings_close,

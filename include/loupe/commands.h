@@ -76,4 +76,37 @@ const lp_command *lp_command_find(const char *name);
  * message) for an unterminated quote. *words is one allocation the caller frees. */
 int lp_split_words(const char *line, char ***words);
 
+/* ---- The session's dictionaries (sae load), for the browser's features view: the numbers
+ * `features` and `feature` print, computed by the same code. */
+
+/* Dictionary i (0 .. n_saes - 1, in the order loaded), its name and the site it reads
+ * ("blocks.1.resid_pre"); NULL past the end. Borrowed: valid until the next command. */
+const struct lp_sae *lp_session_sae(const lp_session *s, int i, const char **name, const char **site);
+/* Dictionary i's features at every position of the current run: *acts (T, d_sae), the
+ * caller's to free (what `features` ranks; a spliced dictionary reads what came into its
+ * site, kept by the splice). */
+int lp_session_sae_encode(const lp_session *s, int i, float **acts);
+
+typedef struct {
+    int id;      /* a token or a feature */
+    float value;
+} lp_scored;
+
+/* What `feature F --k K` prints after the activations. */
+typedef struct {
+    int pos;                 /* where the feature is strongest (the last position on a tie with it, or when it
+                                never fires): the final norm's scale is frozen there */
+    bool has_logits;         /* false: the dictionary writes a site outside the residual stream */
+    char unavailable[256];   /* then why */
+    int n_promoted, n_suppressed, n_nearest;
+    lp_scored *promoted;     /* (n_promoted) tokens, largest effect per unit activation first */
+    lp_scored *suppressed;   /* (n_suppressed) tokens, most negative first */
+    lp_scored *nearest;      /* (n_nearest) features, largest decoder cosine first */
+} lp_feature_effects;
+
+/* Feature f of dictionary i on the current run, acts (T, d_sae) from lp_session_sae_encode:
+ * k (1..1000) of each list. *out is cleared on failure; lp_feature_effects_clear frees it. */
+int lp_session_feature_effects(const lp_session *s, int i, int f, const float *acts, int k, lp_feature_effects *out);
+void lp_feature_effects_clear(lp_feature_effects *fx);
+
 #endif

@@ -398,6 +398,122 @@ int lp_cmd_features(lp_session *s, int argc, char **argv, const char *rest) {
     return LP_OK;
 }
 
+/* ---- one feature (feature ID, and the browser's features view) ---- */
+
+const struct lp_sae *lp_session_sae(const lp_session *s, int i, const char **name, const char **site) {
+    if (i < 0 || i >= s->n_saes) return NULL;
+    if (name) *name = s->saes[i].name;
+    if (site) *site = s->saes[i].site;
+    return s->saes[i].sae;
+}
+
+int lp_session_sae_encode(const lp_session *s, int i, float **acts) {
+    *acts = NULL;
+    if (!s->run) return lp_error(LP_EINVAL, "features: no run yet; use 'run TEXT' first");
+    if (i < 0 || i >= s->n_saes) return lp_error(LP_EINVAL, "features: no dictionary %d ('sae list' shows them)", i);
+    return run_sae(s, s->run, &s->saes[i], acts, NULL);
+}
+
+void lp_feature_effects_clear(lp_feature_effects *fx) {
+    free(fx->promoted), free(fx->suppressed), free(fx->nearest);
+    memset(fx, 0, sizeof *fx);
+}
+
+/* Feature f of e on the current run, acts (T, d_sae) its encoding: the position where it is
+ * strongest (the last position when it is as strong there, or never fires), its logit effects
+ * through the final norm frozen there and its decoder-cosine neighbours, k of each. */
+static int feature_effects(const lp_session *s, const struct lp_session_sae *e, int f, const float *acts, int k,
+                           lp_feature_effects *fx) {
+    memset(fx, 0, sizeof *fx);
+    const lp_sae_info *in = lp_sae_get_info(e->sae);
+    int m = in->d_sae, T = lp_run_len(s->run), V = lp_model_config(s->model)->vocab;
+    int best = T - 1;
+    for (int t = 0; t < T; t++)
+        if (acts[(size_t)t * m + f] > acts[(size_t)best * m + f]) best = t;
+    fx->pos = best;
+    int kk = k > V ? V : k, km = k > m - 1 ? m - 1 : k, rc = LP_OK;
+    float *buf = malloc((size_t)(V > m ? V : m) * sizeof *buf);
+    int *top = malloc((size_t)(kk > km ? kk : km) * sizeof *top);
+    fx->promoted = malloc((size_t)kk * sizeof *fx->promoted);
+    fx->suppressed = malloc((size_t)kk * sizeof *fx->suppressed);
+    fx->nearest = malloc((size_t)(km > 0 ? km : 1) * sizeof *fx->nearest);
+    if (!buf || !top || !fx->promoted || !fx->suppressed || !fx->nearest) {
+        rc = lp_error(LP_ENOMEM, "out of memory");
+        goto out;
+    }
+    /* logit effects: the written site's decoder row */
+    const float *row = lp_sae_decoder_row(e->sae, f);
+    rc = lp_sae_direction_logits(s->run, e->out_kind, e->out_layer, row, best, buf);
+    if (rc == LP_EUNSUPPORTED) { /* no direct effect to show: say why, keep the rest */
+        snprintf(fx->unavailable, sizeof fx->unavailable, "%s", lp_errmsg());
+        lp_error_clear();
+        rc = LP_OK;
+    } else if (rc) {
+        goto out;
+    } else {
+        fx->has_logits = true;
+        int n = top_k(top, buf, V, kk);
+        for (int j = 0; j < n; j++) fx->promoted[j] = (lp_scored){top[j], buf[top[j]]};
+        for (int j = 0; j < V; j++) buf[j] = -buf[j];
+        int n2 = n < 0 ? -1 : top_k(top, buf, V, kk);
+        for (int j = 0; j < n2; j++) fx->suppressed[j] = (lp_scored){top[j], -buf[top[j]]};
+        if (n2 < 0) {
+            rc = LP_ENOMEM; /* lp_top_k said so */
+            goto out;
+        }
+        fx->n_promoted = n, fx->n_suppressed = n2;
+    }
+    /* nearest features by decoder cosine */
+    int d = in->d_out;
+    double nf = 0;
+    for (int j = 0; j < d; j++) nf += (double)row[j] * row[j];
+    for (int g = 0; g < m; g++) {
+        const float *w = lp_sae_decoder_row(e->sae, g);
+        double dot = 0, ng = 0;
+        for (int j = 0; j < d; j++) dot += (double)w[j] * row[j], ng += (double)w[j] * w[j];
+        buf[g] = g == f ? -INFINITY : nf > 0 && ng > 0 ? (float)(dot / sqrt(nf * ng)) : 0.0f;
+    }
+    int n = top_k(top, buf, m, km);
+    if (n < 0) {
+        rc = LP_ENOMEM; /* lp_top_k said so */
+        goto out;
+    }
+    for (int j = 0; j < n; j++) fx->nearest[j] = (lp_scored){top[j], buf[top[j]]};
+    fx->n_nearest = n;
+out:
+    free(buf);
+    free(top);
+    if (rc) lp_feature_effects_clear(fx);
+    return rc;
+}
+
+int lp_session_feature_effects(const lp_session *s, int i, int f, const float *acts, int k, lp_feature_effects *out) {
+    memset(out, 0, sizeof *out);
+    if (!s->run) return lp_error(LP_EINVAL, "feature: no run yet; use 'run TEXT' first");
+    if (i < 0 || i >= s->n_saes) return lp_error(LP_EINVAL, "feature: no dictionary %d ('sae list' shows them)", i);
+    int m = lp_sae_get_info(s->saes[i].sae)->d_sae;
+    if (f < 0 || f >= m) return lp_error(LP_ERANGE, "feature: id %d is outside 0..%d", f, m - 1);
+    if (k < 1 || k > 1000) return lp_error(LP_ERANGE, "feature: k %d is outside 1..1000", k);
+    return feature_effects(s, &s->saes[i], f, acts, k, out);
+}
+
+/* A list of scored tokens (or features: f) as json and as the table's rows named part. */
+static json_t *scored_json(const lp_session *s, const lp_scored *v, int n, bool tokens, const char *value,
+                           const char *part, json_t *table) {
+    json_t *arr = json_array();
+    for (int j = 0; j < n; j++) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "f%d", v[j].id);
+        if (tokens)
+            json_array_append_new(arr, json_pack("{s:i,s:o,s:o}", "id", v[j].id, "token", lp_cmd_token(s, v[j].id),
+                                                 value, lp_json_number(v[j].value)));
+        else json_array_append_new(arr, json_pack("{s:i,s:o}", "id", v[j].id, value, lp_json_number(v[j].value)));
+        lp_table_row(table, json_pack("[s,i,o,o]", part, j + 1, tokens ? lp_cmd_token(s, v[j].id) : json_string(nm),
+                                      lp_json_number(v[j].value)));
+    }
+    return arr;
+}
+
 int lp_cmd_feature(lp_session *s, int argc, char **argv, const char *rest) {
     (void)rest;
     int rc = lp_cmd_need_run(s);
@@ -410,7 +526,7 @@ int lp_cmd_feature(lp_session *s, int argc, char **argv, const char *rest) {
     const struct lp_session_sae *e = lp_cmd_find_sae(s, "feature", o[0].value);
     if (!e) return LP_EINVAL;
     const lp_sae_info *in = lp_sae_get_info(e->sae);
-    int m = in->d_sae, T = lp_run_len(s->run), V = lp_model_config(s->model)->vocab;
+    int m = in->d_sae, T = lp_run_len(s->run);
     if (np != 1) return lp_error(LP_EINVAL, "feature: give a feature id, e.g. 'feature 12'");
     if ((rc = lp_cmd_int(pos[0], "feature id", 0, m - 1, &f)) || (o[1].value && (rc = lp_cmd_int(o[1].value, "--k", 1,
                                                                                                    1000, &k))))
@@ -423,83 +539,30 @@ int lp_cmd_feature(lp_session *s, int argc, char **argv, const char *rest) {
     lp_table_column(table, "#", 0, NULL);
     lp_table_column(table, "token or feature", 1, NULL);
     lp_table_column(table, "value", 0, "%.4f");
-    int best = T - 1;
     for (int t = 0; t < T; t++) {
         float a = acts[(size_t)t * m + f];
-        if (a > acts[(size_t)best * m + f]) best = t;
         json_array_append_new(ja, json_pack("{s:i,s:o,s:o}", "pos", t, "token", lp_cmd_token(s, ids[t]), "act",
                                             lp_json_number(a)));
         lp_table_row(table, json_pack("[s,i,o,o]", "act", t, lp_cmd_token(s, ids[t]), lp_json_number(a)));
     }
+    lp_feature_effects fx;
+    rc = feature_effects(s, e, (int)f, acts, (int)k, &fx);
     free(acts);
-    int kk = (int)(k > V ? V : k), km = (int)(k > m - 1 ? m - 1 : k);
-    float *logits = malloc((size_t)(V > m ? V : m) * sizeof *logits);
-    int *top = malloc((size_t)(kk > km ? kk : km) * sizeof *top);
-    json_t *v = json_pack("{s:s,s:i,s:o}", "sae", e->name, "feature", (int)f, "acts", ja);
-    if (!logits || !top) {
-        rc = lp_error(LP_ENOMEM, "out of memory");
-        goto out;
-    }
-    /* logit effects: the written site's decoder row */
-    const float *row = lp_sae_decoder_row(e->sae, (int)f);
-    rc = lp_sae_direction_logits(s->run, e->out_kind, e->out_layer, row, best, logits);
-    if (rc == LP_EUNSUPPORTED) { /* no direct effect to show: say why in the value, keep the rest */
-        json_object_set_new(v, "logits", json_pack("{s:s}", "unavailable", lp_errmsg()));
-        rc = LP_OK;
-    } else if (!rc) {
-        json_t *pro = json_array(), *sup = json_array();
-        int n = top_k(top, logits, V, kk);
-        for (int j = 0; j < n; j++) {
-            json_array_append_new(pro, json_pack("{s:i,s:o,s:o}", "id", top[j], "token", lp_cmd_token(s, top[j]),
-                                                 "effect", lp_json_number(logits[top[j]])));
-            lp_table_row(table, json_pack("[s,i,o,o]", "promotes", j + 1, lp_cmd_token(s, top[j]),
-                                          lp_json_number(logits[top[j]])));
-        }
-        for (int j = 0; j < V; j++) logits[j] = -logits[j];
-        if (n >= 0) n = top_k(top, logits, V, kk);
-        for (int j = 0; j < n; j++) {
-            json_array_append_new(sup, json_pack("{s:i,s:o,s:o}", "id", top[j], "token", lp_cmd_token(s, top[j]),
-                                                 "effect", lp_json_number(-logits[top[j]])));
-            lp_table_row(table, json_pack("[s,i,o,o]", "suppresses", j + 1, lp_cmd_token(s, top[j]),
-                                          lp_json_number(-logits[top[j]])));
-        }
-        if (n < 0) {
-            json_decref(pro), json_decref(sup);
-            rc = LP_ENOMEM; /* lp_top_k said so */
-            goto out;
-        }
-        json_object_set_new(v, "logits", json_pack("{s:i,s:s,s:o,s:o}", "norm_scale_frozen_at_pos", best, "per",
-                                                   "unit activation", "promoted", pro, "suppressed", sup));
-    } else {
-        goto out;
-    }
-    /* nearest features by decoder cosine */
-    int d = in->d_out;
-    double nf = 0;
-    for (int j = 0; j < d; j++) nf += (double)row[j] * row[j];
-    for (int g = 0; g < m; g++) {
-        const float *w = lp_sae_decoder_row(e->sae, g);
-        double dot = 0, ng = 0;
-        for (int j = 0; j < d; j++) dot += (double)w[j] * row[j], ng += (double)w[j] * w[j];
-        logits[g] = g == f ? -INFINITY : nf > 0 && ng > 0 ? (float)(dot / sqrt(nf * ng)) : 0.0f;
-    }
-    json_t *near = json_array();
-    int n = top_k(top, logits, m, km);
-    for (int j = 0; j < n; j++) {
-        json_array_append_new(near, json_pack("{s:i,s:o}", "id", top[j], "cos", lp_json_number(logits[top[j]])));
-        char nm[32];
-        snprintf(nm, sizeof nm, "f%d", top[j]);
-        lp_table_row(table, json_pack("[s,i,s,o]", "nearest", j + 1, nm, lp_json_number(logits[top[j]])));
-    }
-    json_object_set_new(v, "nearest", near);
-    if (n < 0) rc = LP_ENOMEM; /* lp_top_k said so */
-out:
-    free(logits);
-    free(top);
     if (rc) {
-        json_decref(v), json_decref(table);
+        json_decref(ja), json_decref(table);
         return rc;
     }
+    json_t *v = json_pack("{s:s,s:i,s:o}", "sae", e->name, "feature", (int)f, "acts", ja);
+    if (!fx.has_logits) {
+        json_object_set_new(v, "logits", json_pack("{s:s}", "unavailable", fx.unavailable));
+    } else {
+        json_t *pro = scored_json(s, fx.promoted, fx.n_promoted, true, "effect", "promotes", table);
+        json_t *sup = scored_json(s, fx.suppressed, fx.n_suppressed, true, "effect", "suppresses", table);
+        json_object_set_new(v, "logits", json_pack("{s:i,s:s,s:o,s:o}", "norm_scale_frozen_at_pos", fx.pos, "per",
+                                                   "unit activation", "promoted", pro, "suppressed", sup));
+    }
+    json_object_set_new(v, "nearest", scored_json(s, fx.nearest, fx.n_nearest, false, "cos", "nearest", table));
+    lp_feature_effects_clear(&fx);
     lp_cmd_emit(s, v, table);
     return LP_OK;
 }

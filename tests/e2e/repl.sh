@@ -22,14 +22,6 @@ expect_cursor() {
 }
 # start ARGS...: loupe in a fresh pane; its exit status lands in $tmp/status
 start() { start_pane 120 40 "LOUPE_HISTORY='$tmp/hist' XDG_STATE_HOME='$tmp/state' $*"; }
-# quit_with NAME STATUS KEYS...: the keys end loupe within 5 s with STATUS
-quit_with() {
-    name=$1 want=$2
-    shift 2
-    keys "$@"
-    if poll exists 5 "$tmp/status" && [ "$(cat "$tmp/status")" = "$want" ]; then ok "$name"
-    else fail "$name (exit status '$(cat "$tmp/status" 2>/dev/null)', wanted $want)"; screen | sed 's/^/  | /'; fi
-}
 
 # 1. Prompt, output, completion, history written, Ctrl-D.
 start "'$LOUPE' '$STORIES'"

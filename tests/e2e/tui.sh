@@ -19,15 +19,6 @@ PANE=tui LIMIT=300
 . tests/e2e/lib/tmux.sh
 # start ARGS...: a command in a fresh 120x40 pane; its exit status lands in $tmp/status
 start() { start_pane 120 40 "LANG=C.UTF-8 LOUPE_HISTORY='$tmp/hist' $*"; }
-quit_with() {
-    name=$1 want=$2
-    shift 2
-    keys "$@"
-    if poll exists 5 "$tmp/status" && [ "$(cat "$tmp/status")" = "$want" ]; then ok "$name"
-    else fail "$name (exit status '$(cat "$tmp/status" 2>/dev/null)', wanted $want)"; screen | sed 's/^/  | /'; fi
-}
-# the pane's size as tmux reports it
-size_is() { [ "$(t display-message -p -t tui '#{pane_width}x#{pane_height}')" = "$1" ]; }
 
 # 1. Open on a run (as make run does), every view, keys, help, resize, `:`, a note, the
 # token search (/ n g G), `:attn L H` opening its view, quit.
@@ -35,12 +26,13 @@ start "'$LOUPE' -d '$tmp/db' --tui '$STORIES' -e 'run $TEXT'"
 expect "opens on the attention view" 10 "1 Attention"
 expect "the status line names the cursor's tokens and value" 5 "query 20 . "
 expect "the strip shows the run's tokens" 5 "·Once ·upon ·a ·time , ·Lily"
-for v in "2 Heads" "3 Activations" "4 Attributions" "5 Logit lens" "6 Findings" "7 Patching" "8 Model view" "9 Examples"; do
+for v in "2 Heads" "3 Activations" "4 Attributions" "5 Logit lens" "6 Findings" "7 Patching" "8 Model view" "9 Examples" \
+    "0 Features"; do
     keys "${v%% *}"
     expect "view $v" 5 "$v"
     [ "$v" = "5 Logit lens" ] && expect "the lens shows its rows" 5 " emb "
 done
-keys 9 Tab
+keys 0 Tab
 expect "Tab wraps to the first view" 5 "1 Attention"
 keys ']' '}' '}'
 expect "] and } change layer and head" 5 "L1 H2 "
@@ -135,7 +127,7 @@ if poll size_is 5 80x24; then ok "model view at 80x24"; else fail "resize to 80x
 if poll layers_heads 5 x; then ok "every thumbnail at 80x24"; else fail "every thumbnail at 80x24"; screen | sed 's/^/  | /'; fi
 if [ "$(screen | LC_ALL=C.UTF-8 wc -L)" -le 80 ]; then ok "the model view stays within 80 columns"
 else fail "the model view stays within 80 columns"; fi
-if screen | head -1 | grep -q " 1 attn 2 heads 3 acts 4 attr 5 lens 6 findings 7 patch 8 model  9 ex .*L1 H2"; then
+if screen | head -1 | grep -q " 1 attn 2 heads 3 acts 4 attr 5 lens 6 notes 7 patch 8 model 9 ex 0 feat .*L1 H2"; then
     ok "the title bar lists every view at 80 columns (the current one by its name)"
 else fail "the title bar lists every view at 80 columns"; screen | head -1 | sed 's/^/  | /'; fi
 t resize-window -t tui -x 160 -y 48

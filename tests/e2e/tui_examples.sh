@@ -13,20 +13,9 @@ TEXT='When Mary and John went to the store, John gave a drink to'
 PANE=ex LIMIT=90
 . tests/e2e/lib/tmux.sh
 start() { start_pane 80 24 "LANG=C.UTF-8 TERM=xterm-256color LOUPE_HISTORY='$tmp/hist' $*"; }
-quit() {
-    keys q
-    if poll exists 5 "$tmp/status" && [ "$(cat "$tmp/status")" = 0 ]; then ok "$1"
-    else fail "$1 (exit status '$(cat "$tmp/status" 2>/dev/null)')"; screen | sed 's/^/  | /'; fi
-}
-size_is() { [ "$(t display-message -p -t ex '#{pane_width}x#{pane_height}')" = "$1" ]; }
-within_80() {
-    if [ "$(screen | LC_ALL=C.UTF-8 wc -L)" -le 80 ]; then ok "$1"; else fail "$1"; screen | sed 's/^/  | /'; fi
-}
 # The text drawn highlighted on screen row $1 (the selected colour's background, 221 on
 # 256 colours), as far as the next change of style.
 highlight() { t capture-pane -e -p -t ex | sed -n "$1p" | sed -n 's/.*48;5;221m\([^\x1b]*\).*/\1/p'; }
-# shown TOKEN: the token as the browser draws it (spaces as ·)
-shown() { printf '%s' "$1" | sed 's/ /·/g'; }
 # expect_top NAME JSON: the view's first example row (screen row 4) is the json's first example
 expect_top() {
     v=$(printf '%.4g' "$(jq -r '.[0].value' "$2")") item=$(jq -r '.[0].item' "$2")
@@ -49,7 +38,7 @@ keys 9
 expect "9: no dataset examples in this store" 5 "No dataset examples in this store"
 expect "and the command that makes them" 5 ":dataset FILE"
 within_80 "the empty state within 80 columns"
-quit "q leaves (no datasets)"
+quit_with "q leaves (no datasets)" 0 q
 
 # 2. With a dataset.
 if "$LOUPE" -d "$tmp/ds.db" "$M" -e "dataset $tmp/items.txt --k 5" >"$tmp/out" 2>&1; then ok "dataset of 20 items"
@@ -88,7 +77,7 @@ expect "with the neuron's value there, the example's" 5 "neuron 7 $(printf '%+.4
 if [ "$(screen | sed -n 2p | sed 's/ *$//')" = "$strip2" ]; then ok "the run shown is item $item2's text"
 else fail "the run shown is item $item2's text"; screen | sed -n 2p; echo "  wanted: $strip2"; fi
 within_80 "the activations view within 80 columns"
-quit "q leaves"
+quit_with "q leaves" 0 q
 # one new run: -e's, none for Enter
 if [ "$(runs)" = $((runs_before + 1)) ]; then ok "Enter reused the stored run (no new run)"
 else fail "Enter reused the stored run ($(runs) runs, were $runs_before before -e's run)"; fi

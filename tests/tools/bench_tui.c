@@ -9,9 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "loupe/commands.h"
 #include "loupe/error.h"
+#include "loupe/safetensors.h"
 #include "loupe/store.h"
 #include "../../ui/view.h"
 
@@ -26,6 +28,40 @@ static double now_ms(void) {
 static int fail(const char *what) {
     fprintf(stderr, "bench_tui: %s: %s\n", what, lp_errmsg());
     return 2;
+}
+
+/* A random TopK dictionary (k 32) as wide as GPT-2 small's published ones (32 x d_model
+ * features) on layer's resid_pre, in SAELens's layout under dir, for the features view. */
+static int write_dictionary(const char *dir, int d, int layer) {
+    int m = 32 * d;
+    size_t n = (size_t)d * m;
+    float *enc = malloc(n * sizeof *enc), *dec = malloc(n * sizeof *dec), *zero = calloc((size_t)m, sizeof *zero);
+    if (!enc || !dec || !zero) return lp_error(LP_ENOMEM, "out of memory");
+    unsigned long long x = 1;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        enc[i] = (float)((double)(x >> 11) / 9007199254740992.0 - 0.5);
+    }
+    for (int f = 0; f < m; f++) /* W_dec = W_enc^T, rows at about unit norm */
+        for (int j = 0; j < d; j++) dec[(size_t)f * d + j] = enc[(size_t)j * m + f] * 2.0f / sqrtf((float)d / 3.0f);
+    lp_st_tensor t[4] = {{.name = "W_enc", .dtype = LP_DT_F32, .ndim = 2, .shape = {d, m}, .data = enc, .nbytes = n * 4},
+                         {.name = "W_dec", .dtype = LP_DT_F32, .ndim = 2, .shape = {m, d}, .data = dec, .nbytes = n * 4},
+                         {.name = "b_enc", .dtype = LP_DT_F32, .ndim = 1, .shape = {m}, .data = zero, .nbytes = (size_t)m * 4},
+                         {.name = "b_dec", .dtype = LP_DT_F32, .ndim = 1, .shape = {d}, .data = zero, .nbytes = (size_t)d * 4}};
+    char path[512];
+    snprintf(path, sizeof path, "%s/sae_weights.safetensors", dir);
+    int rc = lp_st_write(path, t, 4, NULL, NULL, 0);
+    free(enc), free(dec), free(zero);
+    snprintf(path, sizeof path, "%s/cfg.json", dir);
+    FILE *cfg = rc ? NULL : fopen(path, "w");
+    if (!rc && !cfg) return lp_error(LP_EIO, "%s: cannot write", path);
+    if (cfg) {
+        fprintf(cfg, "{\"architecture\": \"topk\", \"k\": 32, \"d_in\": %d, \"d_sae\": %d, \"hook_name\": "
+                     "\"blocks.%d.hook_resid_pre\", \"apply_b_dec_to_input\": false, \"normalize_activations\": \"none\"}\n",
+                d, m, layer);
+        fclose(cfg);
+    }
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -90,6 +126,16 @@ int main(int argc, char **argv) {
         if (lp_exec(&s, note)) return fail("note");
     }
 
+    char dir[] = "/tmp/loupe-bench-sae-XXXXXX", load[128];
+    if (!mkdtemp(dir)) return fail("mkdtemp");
+    int rc = write_dictionary(dir, c->d_model, c->n_layer / 2);
+    snprintf(load, sizeof load, "sae load %s", dir);
+    if (!rc) rc = lp_exec(&s, load);
+    char rm[128];
+    snprintf(rm, sizeof rm, "rm -rf '%s'", dir);
+    if (system(rm) != 0) fprintf(stderr, "bench_tui: could not remove %s\n", dir);
+    if (rc) return fail("dictionary");
+
     lp_browser *b = lp_browser_new(&s, NULL);
     lp_screen *scr = lp_screen_new(W, H, 256);
     if (!b || !scr) return fail("out of memory");
@@ -121,6 +167,20 @@ int main(int argc, char **argv) {
         over += !ok;
         printf("%-14s %10.2f %12.3f %12.3f   %s\n", lp_view_get(v)->name, t_up, mean, mx, ok ? "ok" : "OVER");
     }
+    /* The features view's update when the selected feature moves (a key: its logit effects
+     * over the vocabulary and its decoder cosines with every feature), before the frame. */
+    b->view = LP_VIEW_FEATURES;
+    double sum = 0, mx = 0;
+    for (int f = 0; f < 10; f++) {
+        lp_browser_key(b, f < 5 ? 'l' : 'h');
+        t0 = now_ms();
+        if (lp_browser_stale(b) && lp_browser_update(b)) return fail("feat");
+        double t = now_ms() - t0;
+        sum += t;
+        if (t > mx) mx = t;
+    }
+    printf("%-14s %10.2f (mean, max %.2f) a feature's panel after \xE2\x86\x90/\xE2\x86\x92 (%d features, vocab %d)\n",
+           "feat \xE2\x86\x90\xE2\x86\x92", sum / 10, mx, 32 * c->d_model, c->vocab);
     lp_screen_free(scr);
     lp_browser_free(b);
     lp_store_close(s.store);

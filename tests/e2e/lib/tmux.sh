@@ -1,4 +1,4 @@
-# Shared by the end-to-end scripts that drive loupe on a real terminal (repl.sh, tui.sh):
+# Shared by the end-to-end scripts that drive loupe on a real terminal (repl.sh, tui*.sh):
 # a private tmux server, polling with an overall time limit, and pass/fail bookkeeping.
 # The sourcing script sets PANE (the session's name) and LIMIT (seconds for the whole
 # script) first; it gets $sock, $tmp, $fails and these functions. Sourced, not run.
@@ -47,3 +47,19 @@ start_pane() {
         "env INPUTRC=/dev/null XDG_DATA_HOME='$tmp/data' $3 ; echo \$? >'$tmp/status'"
 }
 expect_gone() { if poll hides "$2" "$3"; then ok "$1"; else fail "$1 ('$3' still on screen)"; screen | sed 's/^/  | /'; fi; }
+# quit_with NAME STATUS KEYS...: the keys end loupe within 5 s with STATUS
+quit_with() {
+    name=$1 want=$2
+    shift 2
+    keys "$@"
+    if poll exists 5 "$tmp/status" && [ "$(cat "$tmp/status")" = "$want" ]; then ok "$name"
+    else fail "$name (exit status '$(cat "$tmp/status" 2>/dev/null)', wanted $want)"; screen | sed 's/^/  | /'; fi
+}
+# size_is WxH: the pane's size as tmux reports it
+size_is() { [ "$(t display-message -p -t "$PANE" '#{pane_width}x#{pane_height}')" = "$1" ]; }
+# within_80 NAME: no line of the pane is wider than 80 columns
+within_80() {
+    if [ "$(screen | LC_ALL=C.UTF-8 wc -L)" -le 80 ]; then ok "$1"; else fail "$1"; screen | sed 's/^/  | /'; fi
+}
+# shown TOKEN: the token as the browser draws it (spaces as ·)
+shown() { printf '%s' "$1" | sed 's/ /·/g'; }
