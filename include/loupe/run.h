@@ -127,8 +127,17 @@ int lp_run_new_batch(lp_run **out, const lp_model *m, int B, const int *const *i
 size_t lp_run_batch_bytes(const lp_model *m, int B, const int *n);
 void lp_run_free(lp_run *r);
 
-/* Freed runs leave their arena for the next run to reuse; this returns it to the system. */
+/* Freed runs leave their arena for the next run to reuse; this returns it to the system
+ * (after waiting for a prefault under way). */
 void lp_run_release_cache(void);
+/* Touches, on a thread of idle priority, the arena of the longest run of m that fits in an
+ * eighth of memory (2 GiB at most), and keeps it for the next run, so that a session's first
+ * run of a new length pays no first-touch page faults (zeroing hundreds of MB) when the
+ * session had idle time before it. Returns that length, or 0 when nothing was started (one
+ * is under way, the kept arena is as large, or an encoder-decoder). */
+int lp_run_prefault(const lp_model *m);
+/* Waits until a prefault under way has offered its arena. */
+void lp_run_prefault_wait(void);
 
 const lp_model *lp_run_model(const lp_run *r);
 int lp_run_len(const lp_run *r);

@@ -26,6 +26,7 @@ int lp_session_load(lp_session *s, const char *path) {
     lp_cmd_sae_clear(s); /* their sites were the old model's */
     lp_model_free(s->model);
     s->model = m;
+    lp_run_prefault(m); /* the first long run's arena, touched while the user reads or types */
     return LP_OK;
 }
 

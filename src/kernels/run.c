@@ -4,11 +4,14 @@
 #include <assert.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernels/forward.h"
 #include "loupe/error.h"
@@ -24,9 +27,11 @@ int lp_cancelled(void) { return cancel_flag != 0; }
  * next run to reuse, grown (mremap) when that run is longer. */
 static struct {
     pthread_mutex_t lock;
+    pthread_cond_t done;
     float *p;
     size_t bytes;
-} spare = {PTHREAD_MUTEX_INITIALIZER, NULL, 0};
+    bool prefaulting; /* a prefault thread is touching an arena to offer (lp_run_prefault) */
+} spare = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, false};
 
 #define HUGE_PAGE ((size_t)2 << 20)
 
@@ -69,7 +74,75 @@ static void arena_give(float *p, size_t bytes) {
     if (p) munmap(p, bytes);
 }
 
+/* The prefault thread: at idle priority (it runs only on a core nothing else wants), maps and
+ * touches an arena of `bytes`, then offers it as the spare when it beats the one kept. */
+static void *prefault_main(void *arg) {
+    size_t bytes = (size_t)(uintptr_t)arg;
+    struct sched_param none = {0};
+    pthread_setschedparam(pthread_self(), SCHED_IDLE, &none); /* a wish: fine if refused */
+    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m != MAP_FAILED) {
+        madvise(m, bytes, MADV_HUGEPAGE);
+        size_t page = (size_t)sysconf(_SC_PAGESIZE);
+        for (size_t at = 0; at < bytes; at += page) ((volatile char *)m)[at] = 0;
+    }
+    pthread_mutex_lock(&spare.lock);
+    float *drop = m == MAP_FAILED ? NULL : m;
+    size_t drop_bytes = bytes;
+    if (drop && (!spare.p || spare.bytes < bytes)) {
+        float *old = spare.p;
+        drop_bytes = spare.bytes;
+        spare.p = drop;
+        spare.bytes = bytes;
+        drop = old;
+    }
+    spare.prefaulting = false;
+    pthread_cond_broadcast(&spare.done);
+    pthread_mutex_unlock(&spare.lock);
+    if (drop) munmap(drop, drop_bytes);
+    return NULL;
+}
+
+/* At most this much is touched ahead: an eighth of the machine's memory, and 2 GiB. */
+static size_t prefault_budget(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t phys = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0, cap = (size_t)2 << 30;
+    return phys / 8 < cap ? phys / 8 : cap;
+}
+
+int lp_run_prefault(const lp_model *m) {
+    if (m->cfg.cross_attn || m->cfg.n_ctx < 1) return 0; /* an encoder-decoder's runs take two arenas */
+    /* the longest run whose arena fits the budget (arenas grow with the length) */
+    size_t budget = prefault_budget();
+    int lo = 0, hi = m->cfg.n_ctx;
+    while (lo < hi) {
+        int mid = lo + (hi - lo + 1) / 2;
+        if (lp_run_batch_bytes(m, 1, &mid) <= budget) lo = mid;
+        else hi = mid - 1;
+    }
+    if (lo < 1) return 0;
+    size_t bytes = (lp_run_batch_bytes(m, 1, &lo) + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    pthread_mutex_lock(&spare.lock);
+    bool start = !spare.prefaulting && spare.bytes < bytes;
+    pthread_t t;
+    if (start && pthread_create(&t, NULL, prefault_main, (void *)(uintptr_t)bytes) == 0) {
+        pthread_detach(t);
+        spare.prefaulting = true;
+    } else {
+        start = false;
+    }
+    pthread_mutex_unlock(&spare.lock);
+    return start ? lo : 0;
+}
+
+void lp_run_prefault_wait(void) {
+    pthread_mutex_lock(&spare.lock);
+    while (spare.prefaulting) pthread_cond_wait(&spare.done, &spare.lock);
+    pthread_mutex_unlock(&spare.lock);
+}
+
 void lp_run_release_cache(void) {
+    lp_run_prefault_wait(); /* else its arena would be offered after the release */
     pthread_mutex_lock(&spare.lock);
     float *p = spare.p;
     size_t bytes = spare.bytes;
