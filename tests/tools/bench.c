@@ -1001,19 +1001,21 @@ int main(int argc, char **argv) {
     /* The forward with capture at each length, beside the roofline (make bench: Pythia's shape). */
     if (forward_only) {
         if (lp_model_load(&m, path, NULL)) die(path);
-        print_model(m, path, load[0]);
-        double peak = roofline(lp_model_config(m), 0);
+        int lens[16], n_lens = 0;
         for (const char *p = lengths; *p;) {
             char *end;
             long T = strtol(p, &end, 10);
-            if (end == p || T < 1 || T > lp_model_config(m)->n_ctx || (*end && *end != ',')) {
-                fprintf(stderr, "error: --lengths %s: give lengths from 1 to the model's context (%d), "
+            if (end == p || T < 1 || T > lp_model_config(m)->n_ctx || (*end && *end != ',') || n_lens == 16) {
+                fprintf(stderr, "error: --lengths %s: give up to 16 lengths from 1 to the model's context (%d), "
                         "separated by commas\n", lengths, lp_model_config(m)->n_ctx);
                 return 2;
             }
-            bench_forward(m, (int)T, T <= 128 ? 7 : 3, peak, &lf);
+            lens[n_lens++] = (int)T;
             p = *end ? end + 1 : end;
         }
+        print_model(m, path, load[0]);
+        double peak = roofline(lp_model_config(m), 0);
+        for (int i = 0; i < n_lens; i++) bench_forward(m, lens[i], lens[i] <= 128 ? 7 : 3, peak, &lf);
         if (!lp_model_is_encoder(m)) bench_generate(m, 16, 32, false);
         lp_model_free(m);
         return 0;

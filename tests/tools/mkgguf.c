@@ -24,6 +24,14 @@
 #define ALIGN 32
 enum { V_U32 = 4, V_I32 = 5, V_F32 = 6, V_BOOL = 7, V_STRING = 8, V_ARRAY = 9, V_U64 = 10 };
 
+static void *need(void *p) {
+    if (!p) {
+        fprintf(stderr, "error: mkgguf: out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
 /* A growing byte buffer: the header (metadata and tensor infos) before the data. */
 typedef struct {
     unsigned char *p;
@@ -33,16 +41,14 @@ typedef struct {
 static void put(buf *b, const void *x, size_t n) {
     if (b->n + n > b->cap) {
         b->cap = (b->n + n) * 2;
-        if (!(b->p = realloc(b->p, b->cap))) {
-            fprintf(stderr, "error: mkgguf: out of memory\n");
-            exit(1);
-        }
+        b->p = need(realloc(b->p, b->cap));
     }
     memcpy(b->p + b->n, x, n);
     b->n += n;
 }
 static void put32(buf *b, uint32_t v) {
-    unsigned char x[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16), (unsigned char)(v >> 24)};
+    unsigned char x[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 24)};
     put(b, x, 4);
 }
 static void put64(buf *b, uint64_t v) {
@@ -63,6 +69,11 @@ static void kv_str(buf *b, const char *key, const char *s) { kv_head(b, key, V_S
 
 static void die(const char *what) {
     fprintf(stderr, "error: mkgguf: %s: %s\n", what, lp_errmsg());
+    exit(1);
+}
+
+static void cannot_write(const char *path) {
+    fprintf(stderr, "error: mkgguf: cannot write %s; check that its directory exists and has room\n", path);
     exit(1);
 }
 
@@ -89,7 +100,7 @@ static int put_tokenizer(buf *b, const char *dir) {
         exit(1);
     }
     size_t n = json_object_size(vocab);
-    const char **tok = calloc(n, sizeof *tok);
+    const char **tok = need(calloc(n ? n : 1, sizeof *tok));
     const char *key;
     json_t *id;
     int eos = -1;
@@ -199,25 +210,25 @@ int main(int argc, char **argv) {
     const char *type = cfg ? json_string_value(json_object_get(cfg, "model_type")) : NULL;
     if (!type || strcmp(type, "gpt2")) {
         fprintf(stderr, "error: mkgguf: %s: not a GPT-2 config.json (mkgguf converts GPT-2 checkpoints)\n", path);
-        return 1;
+        exit(1);
     }
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     lp_safetensors *st;
     if (lp_st_open(&st, path)) die(path);
     int n = lp_st_count(st);
-    out_tensor *ts = calloc((size_t)n, sizeof *ts);
+    out_tensor *ts = need(calloc(n ? (size_t)n : 1, sizeof *ts));
     uint64_t offset = 0;
     for (int i = 0; i < n; i++) {
         out_tensor *o = &ts[i];
         o->t = lp_st_at(st, i);
         if (!gguf_name(o->t->name, o->name, sizeof o->name, &o->conv1d)) {
             fprintf(stderr, "error: mkgguf: %s: tensor '%s' is not GPT-2's\n", path, o->t->name);
-            return 1;
+            exit(1);
         }
         if (o->t->dtype != LP_DT_F32 || o->t->ndim < 1 || o->t->ndim > 2) {
             fprintf(stderr, "error: mkgguf: %s: tensor '%s' is not a float32 vector or matrix; mkgguf reads what "
                     "mkmodel writes\n", path, o->t->name);
-            return 1;
+            exit(1);
         }
         /* ne lists the innermost dimension first: a (rows, cols) matrix is (cols, rows); Conv1D's
          * (in, out) is written as (out, in) rows, so its ne is (in, out) */
@@ -262,19 +273,15 @@ int main(int argc, char **argv) {
     static const unsigned char zeros[ALIGN];
     put(&h, zeros, (ALIGN - h.n % ALIGN) % ALIGN);
     FILE *f = fopen(out, "wb");
-    if (!f || fwrite(h.p, 1, h.n, f) != h.n) {
-        fprintf(stderr, "error: mkgguf: cannot write %s\n", out);
-        return 1;
-    }
+    if (!f || fwrite(h.p, 1, h.n, f) != h.n) cannot_write(out);
     for (int i = 0; i < n; i++) {
         const out_tensor *o = &ts[i];
         size_t elems = (size_t)(o->ne[0] * o->ne[1]);
-        float *x = malloc(elems * sizeof *x);
-        unsigned char *q = malloc(o->nbytes);
-        if (!x || !q) die("out of memory");
+        float *x = need(malloc(elems * sizeof *x));
+        unsigned char *q = need(malloc(o->nbytes));
         memcpy(x, o->t->data, elems * sizeof *x);
         if (o->conv1d) { /* the checkpoint's (in, out) rows as (out, in) */
-            float *y = malloc(elems * sizeof *y);
+            float *y = need(malloc(elems * sizeof *y));
             size_t in = (size_t)o->ne[0], outs = (size_t)o->ne[1];
             for (size_t r = 0; r < in; r++)
                 for (size_t c = 0; c < outs; c++) y[c * in + r] = x[r * outs + c];
@@ -284,17 +291,11 @@ int main(int argc, char **argv) {
         if (o->q8) quantize_q8_0(q, x, elems);
         else memcpy(q, x, o->nbytes);
         size_t pad = (ALIGN - o->nbytes % ALIGN) % ALIGN;
-        if (fwrite(q, 1, o->nbytes, f) != o->nbytes || fwrite(zeros, 1, pad, f) != pad) {
-            fprintf(stderr, "error: mkgguf: cannot write %s\n", out);
-            return 1;
-        }
+        if (fwrite(q, 1, o->nbytes, f) != o->nbytes || fwrite(zeros, 1, pad, f) != pad) cannot_write(out);
         free(x);
         free(q);
     }
-    if (fclose(f)) {
-        fprintf(stderr, "error: mkgguf: cannot write %s\n", out);
-        return 1;
-    }
+    if (fclose(f)) cannot_write(out);
     free(h.p);
     free(kv.p);
     free(ts);
