@@ -379,7 +379,6 @@ static void bench_generate(const lp_model *m, int n_prompt, int n_new, bool prof
  * masked LM's token at the middle position. Targets at T=32: backward < 3, ig-32 < 40.
  * make bench runs T=32 on GPT-2 and BERT alike, and ig at T=128 once on each (occlusion
  * there would be 128 more forwards). */
-
 static double median_of(double *t, int n) {
     qsort(t, (size_t)n, sizeof *t, cmp_double);
     return t[n / 2];
@@ -798,13 +797,16 @@ static void time_load(const char *path, int reps, double *wall, double *cpu, lp_
 
 static double file_mb(const char *path) {
     FILE *f = fopen(path, "rb");
-    if (!f || fseek(f, 0, SEEK_END)) die(path);
+    if (!f || fseek(f, 0, SEEK_END)) {
+        fprintf(stderr, "bench: cannot read %s\n", path);
+        exit(1);
+    }
     double mb = (double)ftell(f) / 1e6;
     fclose(f);
     return mb;
 }
 
-/* sum |a - b|^2 and sum |b|^2 over the weight matrix l of two models of one layout. */
+/* Adds sum (a - b)^2 and sum b^2 over one weight matrix of two models of one layout. */
 static void linear_err(const lp_linear *a, const lp_linear *b, double *err, double *ref) {
     if (!a->w || !b->w) return;
     for (int i = 0; i < a->in; i++)
@@ -816,16 +818,6 @@ static void linear_err(const lp_linear *a, const lp_linear *b, double *err, doub
         }
 }
 
-/* A GGUF's load against the safetensors checkpoint it was made from (tests/tools/mkgguf):
- * lp_model_load's median wall and CPU time for each (mmap, and for the GGUF dequantising every
- * tensor to float32, GPT-2's Conv1D weights transposed back), with MB/s of the file; then the
- * T=128 logits of both. Q8_0 rounds each weight to its block's step, d = max|w| / 127: the
- * matrices' relative RMS error e_w is measured here. Each product on the way to the logits
- * (4 a layer, and the unembedding) adds an error of about e_w of its output, independent of
- * the others'; no branch outweighs the residual it is added to, and layer norms keep the
- * residual's scale, so the logits' relative RMS error is at most about sqrt(4 L + 1) e_w
- * (the errors adding in quadrature). The check: that, and the same top token at 90% of the
- * positions. */
 /* Where a GGUF's load goes: the tokenizer built from its metadata, and every tensor
  * dequantised alone into one warm buffer (no page faults, no transposes), and what the
  * model's float32 bytes cost in fresh pages; medians of reps. */
@@ -861,6 +853,16 @@ static void gguf_parts(const char *path, size_t floats, int reps) {
     lp_gguf_free(g);
 }
 
+/* A GGUF's load against the safetensors checkpoint it was made from (tests/tools/mkgguf):
+ * lp_model_load's median wall and CPU time for each (mmap, and for the GGUF dequantising every
+ * tensor to float32, GPT-2's Conv1D weights transposed back), with MB/s of the file; then the
+ * T=128 logits of both. Q8_0 rounds each weight to its block's step, d = max|w| / 127: the
+ * matrices' relative RMS error e_w is measured here. Each product on the way to the logits
+ * (4 a layer, and the unembedding) adds an error of about e_w of its output, independent of
+ * the others'; no branch outweighs the residual it is added to, and layer norms keep the
+ * residual's scale, so the logits' relative RMS error is at most about sqrt(4 L + 1) e_w
+ * (the errors adding in quadrature). The check: that, and the same top token at 90% of the
+ * positions. */
 static void bench_gguf(const char *dir, const char *gguf, int reps) {
     char st[4096];
     snprintf(st, sizeof st, "%s/model.safetensors", dir);
