@@ -203,7 +203,7 @@ check-model: $(BUILD)/tests/test_default_model
 
 bench: deps
 	@$(MAKE) --no-print-directory loupe $(BUILD)/tools/bench $(BUILD)/tools/bench_seq2seq $(BUILD)/tools/mkmodel \
-	  $(BUILD)/tools/blas_core
+	  $(BUILD)/tools/mkgguf $(BUILD)/tools/blas_core
 	@BUILD=$(BUILD) sh tests/bench/run.sh
 
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)

@@ -83,15 +83,34 @@ echo "== comparison: one thread (core $core; the run above used all cores)"
 OPENBLAS_CORETYPE=$core "$bench" --quick --threads 1 "$model" --compare-logits "$logits"
 
 # GPT-NeoX (issue 18): Pythia-160M's shape (parallel blocks, a quarter of each head rotated,
-# untied embed_out), made once and kept like GPT-2's; the T=128 forward with capture and
-# generation beside GPT-2-small's above (bench --quick).
+# untied embed_out), made once and kept like GPT-2's; the forward with capture at T=128, 512
+# and 1024 beside the sgemm roofline, printed as GPT-2-small's above, and generation; then
+# the same runs in PyTorch, checked against loupe's T=128 logits.
 pythia=$out/pythia-160m
 echo
 echo "== GPT-NeoX: Pythia-160M shape, random weights"
 make_model "$pythia" "12 layers, d 768, 12 heads, vocab 50304, rotary 0.25, parallel; about 650 MB" --arch neox \
     --layers 12 --d-model 768 --heads 12 --vocab 50304 --ctx 2048 --rotary-pct 0.25 --seed 1 \
     --gpt2-tokenizer ../shared/tokenizers/gpt2
-"$bench" --quick "$pythia"
+{ "$bench" --forward "$pythia" --lengths 128,512,1024 --save-logits "$out/pythia-logits-t128.f32"; echo $? >"$out/status"; } |
+    tee "$out/pythia-report.txt"
+[ "$(cat "$out/status")" = 0 ] || { echo "bench failed" >&2; exit 1; }
+torch_bench "GPT-NeoX in PyTorch" tests/bench/torch_neox.py "$pythia" --compare-logits "$out/pythia-logits-t128.f32" \
+    --loupe "$out/pythia-report.txt"
+
+# GGUF (issue 18): the GPT-2-small checkpoint above as a Q8_0 GGUF (mkgguf, made once and kept
+# beside it, about 135 MB): lp_model_load's time (mmap and dequantising) beside the
+# safetensors F32 load, and its logits against the F32 model's within Q8_0's error.
+gguf=$out/gpt2-small-q8_0.gguf
+echo
+echo "== GGUF: GPT-2-small shape in Q8_0 (mkgguf from $model)"
+if ! [ -f "$gguf" ] || ! [ "$gguf" -nt "$model/model.safetensors" ] || ! "$bench" --check "$gguf" 2>/dev/null; then
+    echo "making $gguf ..."
+    rm -f "$gguf"
+    "$BUILD/tools/mkgguf" "$model" "$gguf.tmp"
+    mv "$gguf.tmp" "$gguf"
+fi
+"$bench" --gguf "$model" "$gguf"
 
 # Datasets (issue 15): the dataset path's tokens/s (neurons and heads tracked, recorded into a
 # temporary store) against the pure forward on the same items, on this GPT-2-small shape.

@@ -116,6 +116,24 @@ def compare_file(what, got, path, tol):
           f"{' x that' if mag > 1 else ''}: {'same' if diff <= tol * max(mag, 1.0) else 'DIFFERENT'})")
 
 
+def start(doc, names):
+    """The decoder scripts' start: MODEL_DIR then pairs `--name VALUE` (names: those allowed;
+    else the usage line of doc), no gradients, as many threads as CPUs (as loupe's OpenBLAS),
+    the checkpoint, and the header line. Returns cfg, W and the options given."""
+    args, opts = sys.argv[1:], {}
+    while len(args) >= 3 and args[-2] in names:
+        opts[args[-2]] = args[-1]
+        args = args[:-2]
+    if len(args) != 1 or args[0].startswith("-"):
+        sys.exit(doc.strip().splitlines()[-1])
+    torch.set_grad_enabled(False)
+    torch.set_num_threads(os.cpu_count())
+    cfg, W = load(args[0])
+    print(f"torch {torch.__version__}, float32, {torch.get_num_threads()} threads, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average {os.getloadavg()[0]:.2f}")
+    return cfg, W, opts
+
+
 def timed(fn, reps, warm=True):
     if warm:
         fn()

@@ -33,7 +33,7 @@ import torch
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [here]
-from torch_bert import compare_file, fill_ids, gauss_legendre, load, timed  # noqa: E402  the same reader, LCG, nodes, timer
+from torch_bert import compare_file, fill_ids, gauss_legendre, start, timed  # noqa: E402  the same start, LCG, nodes, timer
 
 F = torch.nn.functional
 
@@ -125,18 +125,8 @@ def loupe_figures(path):
 
 
 def main():
-    args, opts = sys.argv[1:], {}
-    while len(args) >= 3 and args[-2] in ("--compare-logits", "--compare-attr", "--loupe"):
-        opts[args[-2]] = args[-1]
-        args = args[:-2]
-    if len(args) != 1 or args[0].startswith("-"):
-        sys.exit(__doc__.strip().splitlines()[-1])
-    torch.set_grad_enabled(False)
-    torch.set_num_threads(os.cpu_count())
-    cfg, W = load(args[0])
+    cfg, W, opts = start(__doc__, ("--compare-logits", "--compare-attr", "--loupe"))
     m, V = GPT2(cfg, W), cfg["vocab_size"]
-    print(f"torch {torch.__version__}, float32, {torch.get_num_threads()} threads, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, load average {os.getloadavg()[0]:.2f}")
     loupe = loupe_figures(opts["--loupe"]) if "--loupe" in opts else {}
     rows = []
 

@@ -1,5 +1,5 @@
-/* bench: how fast the engine runs a model (make bench: GPT-2 small and BERT-base, random
- * weights), set beside what this machine's sgemm allows.
+/* bench: how fast the engine runs a model (make bench: GPT-2 small, Pythia-160M and BERT-base,
+ * random weights), set beside what this machine's sgemm allows.
  *   bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] [--save-attr FILE] MODEL
  *   bench --check MODEL     exit status 0 when MODEL loads (run.sh: no need to remake it)
  *   bench --attr MODEL      the attribution lines only (to compare builds of the engine)
@@ -7,6 +7,9 @@
  *   bench --record MODEL    recording's share of a run and the first run of a new length only
  *   bench --generate MODEL  generation only, with where a token's time goes (the products alone)
  *   bench --dataset MODEL [--items N]  the dataset path's tokens/s against the forward alone
+ *   bench --forward MODEL [--lengths 128,512,1024]  the forward at each length, and generation
+ *   bench --gguf HF_DIR FILE.gguf  the GGUF's load time beside HF_DIR's, and its logits against
+ *                                  HF_DIR's (FILE made from HF_DIR by mkgguf)
  * Targets: forward within 1.3x of the roofline time at every length, recording (bench --record)
  * within 5% of it (issue 16); load under 100 ms; peak RSS
  * under the weights plus twice the activations of a T=512 run. An encoder (BERT) gets the
@@ -31,6 +34,7 @@
 #include "loupe/circuits.h"
 #include "loupe/error.h"
 #include "loupe/generate.h"
+#include "loupe/gguf.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
 #include "loupe/tokenizer.h"
@@ -105,6 +109,13 @@ static double roofline(const lp_config *c, int quick) {
     }
     printf("sgemm roofline: %.1f GFLOP/s (best of %d shapes, MxNxK GFLOP/s: %s)\n", best, n, detail);
     return best;
+}
+
+/* The process's CPU time, all threads: on a shared machine, less skewed than the wall clock. */
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 static double median_of(double *t, int n);
@@ -232,7 +243,7 @@ static void check_logits(const lp_run *r, const logit_files *lf) {
 static size_t bench_forward(const lp_model *m, int T, int reps, double peak, const logit_files *lf) {
     const lp_config *c = lp_model_config(m);
     int *ids = malloc((size_t)T * sizeof *ids);
-    double *times = malloc((size_t)reps * sizeof *times);
+    double *times = malloc(2 * (size_t)reps * sizeof *times), *cpu = times + reps;
     if (!ids || !times) exit(1);
     fill_ids(ids, T, c->vocab);
     lp_run *r;
@@ -243,15 +254,17 @@ static size_t bench_forward(const lp_model *m, int T, int reps, double peak, con
     prof_start(c);
     for (int i = 0; i < reps; i++) {
         if (i) lp_run_free(r); /* the last run stays, for its logits */
-        double t = now_s();
+        double t = now_s(), u = cpu_s();
         if (lp_run_new(&r, m, ids, T)) die("forward");
         times[i] = now_s() - t;
+        cpu[i] = cpu_s() - u;
     }
     prof.on = 0;
     qsort(times, (size_t)reps, sizeof *times, cmp_double);
     double med = times[reps / 2], flops = forward_flops(c, T), ideal = flops / (peak * 1e9), ratio = med / ideal;
-    printf("forward T=%d: %.1f ms (median of %d, best %.1f) | %.1f GFLOP | roofline time %.1f ms | ratio %.2f", T,
-           med * 1e3, reps, times[0] * 1e3, flops / 1e9, ideal * 1e3, ratio);
+    printf("forward T=%d: %.1f ms (median of %d, best %.1f; CPU %.1f ms, all threads) | %.1f GFLOP | roofline time "
+           "%.1f ms | ratio %.2f", T, med * 1e3, reps, times[0] * 1e3, median_of(cpu, reps) * 1e3, flops / 1e9,
+           ideal * 1e3, ratio);
     printf(" (target <= 1.3: %s)", ratio <= 1.3 ? "met" : "MISSED");
     printf("\n");
     static const char *const names[GEMM_KINDS] = {"linear", "unembed", "attention"};
@@ -366,12 +379,6 @@ static void bench_generate(const lp_model *m, int n_prompt, int n_new, bool prof
  * masked LM's token at the middle position. Targets at T=32: backward < 3, ig-32 < 40.
  * make bench runs T=32 on GPT-2 and BERT alike, and ig at T=128 once on each (occlusion
  * there would be 128 more forwards). */
-static double cpu_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static double median_of(double *t, int n) {
     qsort(t, (size_t)n, sizeof *t, cmp_double);
     return t[n / 2];
@@ -756,13 +763,6 @@ static void bench_dataset(const char *path, int n, int reps) {
     fclose(sink);
 }
 
-static void usage(void) {
-    fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] [--save-attr FILE] MODEL\n"
-                    "       bench --check MODEL | --attr MODEL | --attr32 MODEL | --record MODEL | --generate MODEL\n"
-                    "       bench --dataset MODEL [--items N] [--reps R]\n");
-    exit(2);
-}
-
 static void print_blas(void) {
     const char *cfg = openblas_get_config(), *ver = strchr(cfg, ' '), *forced = getenv("OPENBLAS_CORETYPE");
     int threads = openblas_get_num_threads();
@@ -771,8 +771,173 @@ static void print_blas(void) {
            threads, threads == 1 ? "" : "s");
 }
 
+/* The model, the machine and the BLAS every report starts with. */
+static void print_model(const lp_model *m, const char *path, double load) {
+    const lp_config *c = lp_model_config(m);
+    printf("model: %s (%s, %d layers, d %d, %d heads, d_mlp %d, vocab %d", path, c->arch, c->n_layer, c->d_model,
+           c->n_head, c->d_mlp, c->vocab);
+    if (c->head == LP_HEAD_CLASSIFIER) printf(", %d labels", c->n_labels);
+    printf("; %.1f M parameters, %.0f MB)\n", lp_model_param_count(m) / 1e6, lp_model_weight_bytes(m) / 1e6);
+    printf("machine: %ld CPUs, load average %.2f as the bench starts%s\n", sysconf(_SC_NPROCESSORS_ONLN), load,
+           load >= 0.5 ? " (other work is running: it skews every number below)" : "");
+    print_blas();
+}
+
+/* Median wall and CPU time of reps loads of path (after one to warm the page cache), with the
+ * last model kept in *keep when keep is not NULL. */
+static void time_load(const char *path, int reps, double *wall, double *cpu, lp_model **keep) {
+    double w[16], u[16];
+    lp_model *m;
+    if (reps > 16) reps = 16;
+    if (lp_model_load(&m, path, NULL)) die(path);
+    for (int i = 0; i < reps; i++) {
+        lp_model_free(m);
+        double t = now_s(), c0 = cpu_s();
+        if (lp_model_load(&m, path, NULL)) die(path);
+        w[i] = now_s() - t, u[i] = cpu_s() - c0;
+    }
+    *wall = median_of(w, reps);
+    *cpu = median_of(u, reps);
+    if (keep) *keep = m;
+    else lp_model_free(m);
+}
+
+static double file_mb(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f || fseek(f, 0, SEEK_END)) {
+        fprintf(stderr, "bench: cannot read %s\n", path);
+        exit(1);
+    }
+    double mb = (double)ftell(f) / 1e6;
+    fclose(f);
+    return mb;
+}
+
+/* Adds sum (a - b)^2 and sum b^2 over one weight matrix of two models of one layout. */
+static void linear_err(const lp_linear *a, const lp_linear *b, double *err, double *ref) {
+    if (!a->w || !b->w) return;
+    for (int i = 0; i < a->in; i++)
+        for (int j = 0; j < a->out; j++) {
+            size_t k = a->trans ? (size_t)j * a->ld + i : (size_t)i * a->ld + j;
+            double d = (double)a->w[k] - b->w[k];
+            *err += d * d;
+            *ref += (double)b->w[k] * b->w[k];
+        }
+}
+
+/* Where a GGUF's load goes: the tokenizer built from its metadata, and every tensor
+ * dequantised alone into one warm buffer (no page faults, no transposes), and what the
+ * model's float32 bytes cost in fresh pages; medians of reps. */
+static void gguf_parts(const char *path, size_t floats, int reps) {
+    lp_gguf *g;
+    if (lp_gguf_open(&g, path)) die(path);
+    size_t most = 0;
+    for (int i = 0; i < lp_gguf_tensor_count(g); i++)
+        if ((size_t)lp_gguf_tensor_at(g, i)->n_elem > most) most = (size_t)lp_gguf_tensor_at(g, i)->n_elem;
+    float *out = malloc(most * sizeof *out);
+    double tok[16], deq[16];
+    if (!out) die("out of memory");
+    memset(out, 0, most * sizeof *out);
+    if (reps > 16) reps = 16;
+    for (int r = 0; r < reps; r++) {
+        lp_tokenizer *t;
+        double t0 = now_s();
+        if (lp_tokenizer_load_gguf(&t, g)) die(path);
+        tok[r] = now_s() - t0;
+        lp_tokenizer_free(t);
+        t0 = now_s();
+        for (int i = 0; i < lp_gguf_tensor_count(g); i++) {
+            const lp_gguf_tensor *x = lp_gguf_tensor_at(g, i);
+            if (lp_ggml_dequantize(x->type, x->data, out, (size_t)x->n_elem)) die(path);
+        }
+        deq[r] = now_s() - t0;
+    }
+    printf("  of which: the tokenizer from the metadata %.1f ms; dequantising every tensor alone (one warm buffer) "
+           "%.1f ms; fresh pages for the %.0f MB of float32 ~%.1f ms; the rest (transposes, checks) is the "
+           "difference\n", median_of(tok, reps) * 1e3, median_of(deq, reps) * 1e3, floats / 1e6,
+           first_touch_secs(floats) * 1e3);
+    free(out);
+    lp_gguf_free(g);
+}
+
+/* A GGUF's load against the safetensors checkpoint it was made from (tests/tools/mkgguf):
+ * lp_model_load's median wall and CPU time for each (mmap, and for the GGUF dequantising every
+ * tensor to float32, GPT-2's Conv1D weights transposed back), with MB/s of the file; then the
+ * T=128 logits of both. Q8_0 rounds each weight to its block's step, d = max|w| / 127: the
+ * matrices' relative RMS error e_w is measured here. Each product on the way to the logits
+ * (4 a layer, and the unembedding) adds an error of about e_w of its output, independent of
+ * the others'; no branch outweighs the residual it is added to, and layer norms keep the
+ * residual's scale, so the logits' relative RMS error is at most about sqrt(4 L + 1) e_w
+ * (the errors adding in quadrature). The check: that, and the same top token at 90% of the
+ * positions. */
+static void bench_gguf(const char *dir, const char *gguf, int reps) {
+    char st[4096];
+    snprintf(st, sizeof st, "%s/model.safetensors", dir);
+    double sw, sc, gw, gc, st_mb = file_mb(st), gg_mb = file_mb(gguf);
+    lp_model *f32, *q8;
+    time_load(dir, reps, &sw, &sc, &f32);
+    time_load(gguf, reps, &gw, &gc, &q8);
+    const lp_config *c = lp_model_config(f32);
+    char types[64];
+    lp_model_dequantised_from(q8, types, sizeof types);
+    printf("load, safetensors F32 (%s, %.0f MB): %.1f ms (CPU %.1f ms; median of %d, warm page cache): %.0f MB/s\n",
+           dir, st_mb, sw * 1e3, sc * 1e3, reps, st_mb / sw);
+    printf("load, GGUF %s (%s, %.0f MB; tensors %s): %.1f ms (CPU %.1f ms; median of %d): %.0f MB/s of file, "
+           "%.0f MB/s of float32 out; %.1fx the safetensors load\n", lp_model_dtype(q8), gguf, gg_mb, types, gw * 1e3,
+           gc * 1e3, reps, gg_mb / gw, lp_model_weight_bytes(q8) / 1e6 / gw, gw / sw);
+    gguf_parts(gguf, lp_model_weight_bytes(q8), reps);
+    double err = 0, ref = 0;
+    for (int l = 0; l < c->n_layer; l++) {
+        const lp_layer *a = &q8->layers[l], *b = &f32->layers[l];
+        const lp_linear *la[] = {&a->q, &a->k, &a->v, &a->o, &a->gate, &a->up, &a->down};
+        const lp_linear *lb[] = {&b->q, &b->k, &b->v, &b->o, &b->gate, &b->up, &b->down};
+        for (size_t k = 0; k < sizeof la / sizeof *la; k++) linear_err(la[k], lb[k], &err, &ref);
+    }
+    linear_err(&q8->unembed, &f32->unembed, &err, &ref);
+    double ew = sqrt(err / ref);
+    enum { T = 128 };
+    int ids[T];
+    fill_ids(ids, T, c->vocab);
+    lp_run *ra, *rb;
+    if (lp_run_new(&ra, q8, ids, T) || lp_run_new(&rb, f32, ids, T)) die("forward");
+    int V = lp_run_out_width(rb), same = 0;
+    double d2 = 0, r2 = 0, dmax = 0;
+    for (int t = 0; t < T; t++) {
+        const float *a = lp_run_logits(ra, t), *b = lp_run_logits(rb, t);
+        int ta = 0, tb = 0;
+        for (int v = 0; v < V; v++) {
+            double d = (double)a[v] - b[v];
+            d2 += d * d, r2 += (double)b[v] * b[v], dmax = fmax(dmax, fabs(d));
+            if (a[v] > a[ta]) ta = v;
+            if (b[v] > b[tb]) tb = v;
+        }
+        same += ta == tb;
+    }
+    double el = sqrt(d2 / r2), bound = sqrt(4.0 * c->n_layer + 1);
+    bool ok = el <= bound * ew && same >= T * 9 / 10;
+    printf("  Q8_0 against F32: weights' relative RMS error e_w %.2e; T=%d logits' relative RMS error %.2e (%.2f e_w; "
+           "max |diff| %.3f), same top token at %d of %d positions (expected: <= sqrt(4 L + 1) e_w = %.1f e_w, >= 90%%: "
+           "%s)\n", ew, T, el, el / ew, dmax, same, T, bound, ok ? "met" : "MISSED");
+    lp_run_free(ra);
+    lp_run_free(rb);
+    lp_model_free(q8);
+    lp_model_free(f32);
+    if (!ok) exit(1);
+}
+
+static void usage(void) {
+    fprintf(stderr, "usage: bench [--quick] [--threads N] [--save-logits FILE] [--compare-logits FILE] [--save-attr FILE] MODEL\n"
+                    "       bench --check MODEL | --attr MODEL | --attr32 MODEL | --record MODEL | --generate MODEL\n"
+                    "       bench --dataset MODEL [--items N] [--reps R]\n"
+                    "       bench --forward MODEL [--lengths T,T,...]\n"
+                    "       bench --gguf HF_DIR FILE.gguf [--reps R]\n");
+    exit(2);
+}
+
 int main(int argc, char **argv) {
     int quick = 0, check = 0, attr_only = 0, record_only = 0, generate_only = 0, dataset_only = 0, items = 256, reps = 2;
+    int forward_only = 0;
+    const char *lengths = "128,512,1024", *gguf = NULL;
     logit_files lf = {0};
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
@@ -784,6 +949,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--record")) record_only = 1;
         else if (!strcmp(a, "--generate")) generate_only = 1;
         else if (!strcmp(a, "--dataset")) dataset_only = 1;
+        else if (!strcmp(a, "--forward")) forward_only = 1;
+        else if (!strcmp(a, "--lengths") && v) lengths = argv[++i];
+        else if (!strcmp(a, "--gguf") && v) gguf = argv[++i];
         else if (!strcmp(a, "--items") && v && atoi(v) > 0) items = atoi(argv[++i]);
         else if (!strcmp(a, "--reps") && v && atoi(v) > 0) reps = atoi(argv[++i]);
         else if (!strcmp(a, "--threads") && v && atoi(v) > 0) openblas_set_num_threads(atoi(argv[++i]));
@@ -793,7 +961,11 @@ int main(int argc, char **argv) {
         else if (a[0] != '-' && !path) path = a;
         else usage();
     }
-    if (!path) usage();
+    if (gguf && path) {
+        bench_gguf(gguf, path, reps < 5 ? 5 : reps);
+        return 0;
+    }
+    if (!path || gguf) usage();
     lp_model *m;
     if (check) {
         if (lp_model_load(&m, path, NULL)) return 1;
@@ -835,6 +1007,29 @@ int main(int argc, char **argv) {
         return 0;
     }
 
+    /* The forward with capture at each length, beside the roofline (make bench: Pythia's shape). */
+    if (forward_only) {
+        if (lp_model_load(&m, path, NULL)) die(path);
+        int lens[16], n_lens = 0;
+        for (const char *p = lengths; *p;) {
+            char *end;
+            long T = strtol(p, &end, 10);
+            if (end == p || T < 1 || T > lp_model_config(m)->n_ctx || (*end && *end != ',') || n_lens == 16) {
+                fprintf(stderr, "error: --lengths %s: give up to 16 lengths from 1 to the model's context (%d), "
+                        "separated by commas\n", lengths, lp_model_config(m)->n_ctx);
+                return 2;
+            }
+            lens[n_lens++] = (int)T;
+            p = *end ? end + 1 : end;
+        }
+        print_model(m, path, load[0]);
+        double peak = roofline(lp_model_config(m), 0);
+        for (int i = 0; i < n_lens; i++) bench_forward(m, lens[i], lens[i] <= 128 ? 7 : 3, peak, &lf);
+        if (!lp_model_is_encoder(m)) bench_generate(m, 16, 32, false);
+        lp_model_free(m);
+        return 0;
+    }
+
     /* Quick: what depends on the BLAS core and threads, for comparing them. */
     if (quick) {
         if (lp_model_load(&m, path, NULL)) die(path);
@@ -860,13 +1055,7 @@ int main(int argc, char **argv) {
     double tok_secs = now_s() - t0;
     lp_tokenizer_free(tok);
     const lp_config *c = lp_model_config(m);
-    printf("model: %s (%s, %d layers, d %d, %d heads, d_mlp %d, vocab %d", path, c->arch, c->n_layer, c->d_model,
-           c->n_head, c->d_mlp, c->vocab);
-    if (c->head == LP_HEAD_CLASSIFIER) printf(", %d labels", c->n_labels);
-    printf("; %.1f M parameters, %.0f MB)\n", lp_model_param_count(m) / 1e6, lp_model_weight_bytes(m) / 1e6);
-    printf("machine: %ld CPUs, load average %.2f as the bench starts%s\n", sysconf(_SC_NPROCESSORS_ONLN), load[0],
-           load[0] >= 0.5 ? " (other work is running: it skews every number below)" : "");
-    print_blas();
+    print_model(m, path, load[0]);
     double peak = roofline(c, 0);
     printf("load: %.1f ms first, %.1f ms warm (target < 100 ms: %s)", first * 1e3, warm * 1e3,
            fmax(first, warm) < 0.1 ? "met" : "MISSED");
