@@ -1,10 +1,10 @@
 /* GGUF models: the architecture and hyperparameters from the file's metadata, handed to
- * the Hugging Face loaders (gpt2.c, llama.c, gemma2.c) as the config.json they would have read; the
- * tensors those loaders ask for by their Hugging Face names are found under llama.cpp's
- * names, dequantised to float32, and brought back to the Hugging Face layout: GPT-2's
- * Conv1D weights transposed back, Llama's q/k rows un-permuted (llama.cpp's converter
- * reorders each head's rows for its interleaved RoPE; loupe computes rotate-half RoPE on
- * the original order). The model is then the Hugging Face one, weight for weight.
+ * the Hugging Face loaders (gpt2.c, llama.c, gemma2.c) as the config.json they would have
+ * read; the tensors those loaders ask for by their Hugging Face names are found under
+ * llama.cpp's names, dequantised to float32, and brought back to the Hugging Face layout:
+ * GPT-2's Conv1D weights transposed back, Llama's q/k rows un-permuted (llama.cpp's
+ * converter reorders each head's rows for its interleaved RoPE; loupe computes rotate-half
+ * RoPE on the original order). The model is then the Hugging Face one, weight for weight.
  * Gemma 2 keeps what llama.cpp's converter did and what llama.cpp computes where the file
  * is silent: its RMSNorm weights hold the 1 already (gemma2.c does not add it again), the
  * attention scale is derived as llama.cpp derives it (query_pre_attn_scalar is not
@@ -353,7 +353,6 @@ static int make_config(lp_model *m, const char *arch, json_t *config) {
     if (strcmp(arch, "gemma2") == 0 && (rc = gemma2_config(g, d, n_head, &d_head, config))) return rc;
     return refuse_unsupported(g, arch, d_head ? d_head : d / n_head);
 }
-
 
 /* The model of m->gguf, named path in messages. */
 static int load(lp_model *m, const char *path) {
