@@ -17,6 +17,11 @@
 #include "loupe/tokenizer.h"
 
 #define DIR_GGUF "tests/fixtures/gguf/"
+/* make.sh's mkmodel arguments for the Gemma 2 files */
+#define GEMMA2_EXTRA " --attn-cap 3 --final-cap 4 --query-scalar 8"
+#define GEMMA2_46                                                                                                  \
+    "--arch gemma2 --layers 46 --d-model 8 --heads 2 --head-dim 8 --kv-heads 1 --d-mlp 8 --vocab 16 --ctx 16 "     \
+    "--window 3 --query-scalar 4 --attn-cap 3 --final-cap 4 --std 0.3 --seed 21"
 
 static const fixture_model *find_fixture(const fixture_model *fm, int n, const char *name) {
     for (int i = 0; i < n; i++)
@@ -48,14 +53,19 @@ static double logit_diff(const lp_model *a, const lp_model *b, const int *ids, i
  * so equal logits show that the load undoes the permutation. */
 static void gguf_models_give_the_logits_of_their_originals(void **state) {
     (void)state;
+    /* Gemma 2 (file "gemma2"): gemma2_nocap_mqa's weights with the caps llama.cpp always
+     * applies and query_pre_attn_scalar = head_dim, the scale llama.cpp derives (make.sh). */
     static const struct {
         const char *name, *dtype;
         bool round_f16;
+        const char *extra, *file;
     } CASES[] = {
-        {"gpt2", "f32", false},           {"gpt2", "f16", true},
-        {"gpt2_prefix_untied", "f32", false}, {"llama_gqa_untied", "f32", false},
-        {"llama_gqa_untied", "f16", true}, {"qwen2_bias_tied", "f32", false},
-        {"qwen2_bias_tied", "f16", true},
+        {"gpt2", "f32", false, "", NULL},           {"gpt2", "f16", true, "", NULL},
+        {"gpt2_prefix_untied", "f32", false, "", NULL}, {"llama_gqa_untied", "f32", false, "", NULL},
+        {"llama_gqa_untied", "f16", true, "", NULL}, {"qwen2_bias_tied", "f32", false, "", NULL},
+        {"qwen2_bias_tied", "f16", true, "", NULL},
+        {"gemma2_nocap_mqa", "f32", false, GEMMA2_EXTRA, "gemma2"},
+        {"gemma2_nocap_mqa", "f16", true, GEMMA2_EXTRA, "gemma2"},
     };
     fixture_model fm[16];
     int n_fm = read_models(fm, 16);
@@ -65,8 +75,10 @@ static void gguf_models_give_the_logits_of_their_originals(void **state) {
         assert_non_null(f);
         char mdir[4200], args[600], gguf[256];
         snprintf(mdir, sizeof mdir, "%s/%s%s", dir, CASES[i].name, CASES[i].round_f16 ? "_f16" : "");
-        snprintf(args, sizeof args, "%s%s >/dev/null", f->args, CASES[i].round_f16 ? " --round f16" : "");
-        snprintf(gguf, sizeof gguf, DIR_GGUF "%s.%s.gguf", CASES[i].name, CASES[i].dtype);
+        snprintf(args, sizeof args, "%s%s%s >/dev/null", f->args, CASES[i].extra,
+                 CASES[i].round_f16 ? " --round f16" : "");
+        snprintf(gguf, sizeof gguf, DIR_GGUF "%s.%s.gguf", CASES[i].file ? CASES[i].file : CASES[i].name,
+                 CASES[i].dtype);
         assert_int_equal(mkmodel(mdir, args), 0);
         lp_model *orig, *g;
         assert_int_equal(lp_model_load(&orig, mdir, NULL), LP_OK);
@@ -95,10 +107,72 @@ static void gguf_models_give_the_logits_of_their_originals(void **state) {
         }
         double d = logit_diff(orig, g, f->ids, f->n);
         print_message("  %-20s %s  max |logit difference| %.3g\n", CASES[i].name, CASES[i].dtype, d);
-        assert_true(d <= 1e-6);
+        /* Gemma 2's attention scale is computed from the file's sizes, not copied: 1e-5 */
+        assert_true(d <= (CASES[i].file ? 1e-5 : 1e-6));
         lp_model_free(g);
         lp_model_free(orig);
     }
+    rm_tree(dir);
+}
+
+/* A Gemma 2 file is what llama.cpp makes of it (its norms, holding the converter's 1, are
+ * not shifted again: the test above): the lm_head is the embedding, the even layers slide, and a 46-layer model (Gemma 2 27B's depth) is scaled by (d_model / heads)^-0.5
+ * rather than head_dim^-0.5: its logits are those of the checkpoint whose
+ * query_pre_attn_scalar is d_model / heads, and not those of one with head_dim. */
+static void gemma2_files_compute_what_llama_cpp_computes(void **state) {
+    (void)state;
+    lp_model *g;
+    int rc = lp_model_load(&g, DIR_GGUF "gemma2.f32.gguf", NULL);
+    if (rc) fail_msg("%s", lp_errmsg());
+    const lp_config *c = lp_model_config(g);
+    assert_string_equal(c->arch, "Gemma2ForCausalLM");
+    assert_true(c->tied_unembed);
+    assert_float_equal(c->attn_scale, 1 / sqrt(8.0), 1e-7);
+    assert_float_equal(c->attn_softcap, 3, 0);
+    assert_float_equal(c->final_softcap, 4, 0);
+    assert_float_equal(c->emb_scale, sqrtf(32.0f), 0);
+    lp_gguf *raw;
+    assert_int_equal(lp_gguf_open(&raw, DIR_GGUF "gemma2.f32.gguf"), LP_OK);
+    assert_non_null(lp_gguf_find_tensor(raw, "blk.1.post_attention_norm.weight"));
+    assert_null(lp_gguf_find_tensor(raw, "output.weight"));
+    lp_gguf_free(raw);
+
+    fixture_model fm[16];
+    int n_fm = read_models(fm, 16);
+    const fixture_model *f = find_fixture(fm, n_fm, "gemma2_nocap_mqa");
+    assert_non_null(f);
+    char *dir = make_temp_dir();
+    char mdir[4200], args[600];
+    /* the same weights with the file's window on every layer instead of the even ones */
+    snprintf(mdir, sizeof mdir, "%s/all_full", dir);
+    snprintf(args, sizeof args, "%s" GEMMA2_EXTRA " --window 64 >/dev/null", f->args);
+    assert_int_equal(mkmodel(mdir, args), 0);
+    lp_model *full;
+    assert_int_equal(lp_model_load(&full, mdir, NULL), LP_OK);
+    double d_window = logit_diff(full, g, f->ids, f->n);
+    print_message("  gemma2 without its window: max |logit difference| %.3g\n", d_window);
+    assert_true(d_window > 1e-3);
+    lp_model_free(full);
+    lp_model_free(g);
+
+    snprintf(mdir, sizeof mdir, "%s/g46", dir);
+    assert_int_equal(mkmodel(mdir, GEMMA2_46 " --round f16 >/dev/null"), 0);
+    lp_model *orig, *head_dim;
+    assert_int_equal(lp_model_load(&orig, mdir, NULL), LP_OK);
+    snprintf(mdir, sizeof mdir, "%s/g46_head_dim", dir);
+    assert_int_equal(mkmodel(mdir, GEMMA2_46 " --round f16 --query-scalar 8 >/dev/null"), 0);
+    assert_int_equal(lp_model_load(&head_dim, mdir, NULL), LP_OK);
+    rc = lp_model_load(&g, DIR_GGUF "gemma2_46.f16.gguf", NULL);
+    if (rc) fail_msg("%s", lp_errmsg());
+    assert_float_equal(lp_model_config(g)->attn_scale, 0.5, 1e-7);
+    int ids[10] = {1, 5, 9, 2, 14, 3, 3, 7, 0, 11};
+    double d = logit_diff(orig, g, ids, 10), d_hd = logit_diff(head_dim, g, ids, 10);
+    print_message("  gemma2 46 layers: max |logit difference| %.3g; %.3g from head_dim's scale\n", d, d_hd);
+    assert_true(d <= 1e-5);
+    assert_true(d_hd > 1e-4);
+    lp_model_free(g);
+    lp_model_free(head_dim);
+    lp_model_free(orig);
     rm_tree(dir);
 }
 
@@ -167,19 +241,21 @@ static void blocks_decode_as_the_reference_does(void **state) {
 }
 
 /* The tokenizers in the metadata (gpt2: tokens and merges; llama: tokens, scores, types,
- * byte fallback, BOS) give the ids of the script's reference tokenizers (tokens.json). */
+ * byte fallback, BOS; gemma: llama's without the space prefix, tokenizer.ggml.add_space_prefix
+ * false) give the ids of the script's reference tokenizers (tokens.json). */
 static void metadata_tokenizers_match_the_reference(void **state) {
     (void)state;
     json_error_t e;
     json_t *ref = json_load_file(DIR_GGUF "tokens.json", 0, &e);
     if (!ref) fail_msg("tokens.json: %s", e.text);
-    const char *kinds[2] = {"gpt2", "llama"}, *files[2] = {DIR_GGUF "gpt2.f32.gguf", DIR_GGUF "llama_gqa_untied.f32.gguf"};
-    for (int k = 0; k < 2; k++) {
+    const char *kinds[3] = {"gpt2", "llama", "gemma"},
+               *files[3] = {DIR_GGUF "gpt2.f32.gguf", DIR_GGUF "llama_gqa_untied.f32.gguf", DIR_GGUF "gemma2.f32.gguf"};
+    for (int k = 0; k < 3; k++) {
         lp_model *m;
         assert_int_equal(lp_model_load(&m, files[k], NULL), LP_OK);
         const lp_tokenizer *t = lp_model_tokenizer(m);
         assert_non_null(t);
-        assert_int_equal(lp_tokenizer_adds_bos(t), k == 1); /* tokenizer.ggml.add_bos_token */
+        assert_int_equal(lp_tokenizer_adds_bos(t), k >= 1); /* tokenizer.ggml.add_bos_token */
         size_t i;
         json_t *c;
         int checked = 0;
@@ -195,6 +271,13 @@ static void metadata_tokenizers_match_the_reference(void **state) {
         }
         print_message("  %-5s %d texts tokenized as the reference does\n", kinds[k], checked);
         assert_true(checked >= 5);
+        /* decoding gives the text back: the prefix space, when there is one, is dropped */
+        int ids[16], n;
+        char text[64];
+        size_t len;
+        assert_int_equal(lp_tokenizer_encode(t, " hello world", 12, false, ids, 16, &n), LP_OK);
+        assert_int_equal(lp_tokenizer_decode(t, ids, n, text, sizeof text, &len), LP_OK);
+        assert_string_equal(text, " hello world");
         lp_model_free(m);
     }
     json_decref(ref);
@@ -378,23 +461,32 @@ static void unsupported_models_are_refused(void **state) {
     char path[4200];
     snprintf(path, sizeof path, "%s/m.gguf", dir);
     bytes o;
-    /* architecture gptj; then llama without its sizes; then a Q4_1 embedding */
-    const char *arch[] = {"gptj", "llama", "llama", "llama"};
+    /* architecture gptj; then llama without its sizes; then a Q4_1 embedding; a gpt2 tokenizer
+     * with another pre-tokenizer; gemma2 without its sizes; gemma2 with a soft cap of 0 */
+    const char *arch[] = {"gptj", "llama", "llama", "llama", "gemma2", "gemma2"};
     const char *needle[] = {"'gptj' is not supported", "llama.embedding_length' is missing", "is Q4_1",
-                            "tokenizer.ggml.pre 'llama-bpe' is not supported yet"};
-    for (int k = 0; k < 4; k++) {
-        header(&o, 3, k == 2 ? 2 : 1, k == 2 ? 6 : k == 3 ? 3 : 1);
+                            "tokenizer.ggml.pre 'llama-bpe' is not supported yet",
+                            "gemma2.embedding_length' is missing", "gemma2.attn_logit_softcapping is 0"};
+    for (int k = 0; k < 6; k++) {
+        header(&o, 3, k == 2 ? 2 : 1, k == 2 ? 6 : k == 3 ? 3 : k == 5 ? 7 : 1);
         str(&o, "general.architecture");
         u32(&o, LP_GGUF_STRING);
         str(&o, arch[k]);
-        if (k == 2) {
-            const char *keys[] = {"llama.embedding_length", "llama.feed_forward_length", "llama.block_count",
-                                  "llama.attention.head_count", "llama.context_length"};
+        if (k == 2 || k == 5) {
+            const char *keys[] = {"embedding_length", "feed_forward_length", "block_count", "attention.head_count",
+                                  "context_length"};
             for (int i = 0; i < 5; i++) {
-                str(&o, keys[i]);
+                char key[64];
+                snprintf(key, sizeof key, "%s.%s", arch[k], keys[i]);
+                str(&o, key);
                 u32(&o, LP_GGUF_U32);
                 u32(&o, i == 3 ? 1 : 32);
             }
+        }
+        if (k == 5) {
+            str(&o, "gemma2.attn_logit_softcapping");
+            u32(&o, LP_GGUF_F32);
+            u32(&o, 0);
         }
         if (k == 3) { /* read by the tokenizer loader directly: the model would fail first */
             str(&o, "tokenizer.ggml.model");
@@ -434,6 +526,7 @@ static void unsupported_models_are_refused(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(gguf_models_give_the_logits_of_their_originals),
+        cmocka_unit_test(gemma2_files_compute_what_llama_cpp_computes),
         cmocka_unit_test(q8_0_model_computes_with_its_decoded_weights),
         cmocka_unit_test(blocks_decode_as_the_reference_does),
         cmocka_unit_test(metadata_tokenizers_match_the_reference),

@@ -59,11 +59,15 @@ static int layer_windows(lp_model *m, json_t *config, int window, const char *pa
     return LP_OK;
 }
 
-/* The RMSNorm weight name, (1 + w) in a buffer the model owns. */
+/* The RMSNorm weight name, (1 + w) in a buffer the model owns; as it is when the file holds
+ * the sum already (GGUF: llama.cpp's converter stores w + 1, computed in float32 as here). */
 static int norm_plus_one(lp_model *m, const char *name, int d, const float **out) {
     const float *w;
     int rc = vector(m, name, d, &w);
-    if (rc) return rc;
+    if (rc || m->gguf_norm_shifted) {
+        *out = w;
+        return rc;
+    }
     float *buf = malloc((size_t)d * sizeof *buf);
     if (!buf) return lp_error(LP_ENOMEM, "out of memory");
     if ((rc = lp_model_own(m, buf))) return rc;
@@ -72,9 +76,13 @@ static int norm_plus_one(lp_model *m, const char *name, int d, const float **out
     return LP_OK;
 }
 
-/* sqrt(d) as torch.tensor(d**0.5, dtype) holds it in the checkpoint's dtype. */
-static float normalizer(int d, const char *dtype) {
+/* sqrt(d) as torch.tensor(d**0.5, dtype) holds it in the checkpoint's dtype; for a GGUF
+ * file, in float32 as llama.cpp scales (ggml_scale(inpL, sqrtf(n_embd))): the file does
+ * not say which dtype the original had (Gemma 2 9B: HF's bf16 59.75, llama.cpp's 59.866). */
+static float normalizer(const lp_model *m, int d) {
     float s = (float)sqrt((double)d);
+    if (m->gguf) return s;
+    const char *dtype = m->dtype;
     lp_dtype dt = lp_dtype_from_name(dtype);
     if (dt == LP_DT_BF16) return lp_bf16_to_f32(lp_f32_to_bf16(s));
     if (dt == LP_DT_F16) return lp_f16_to_f32(lp_f32_to_f16(s));
@@ -150,7 +158,7 @@ int lp_arch_gemma2_load(lp_model *m, json_t *config, const char *path) {
     if ((rc = lp_model_tensor(m, "model.embed_tokens.weight", 2, eshape, &m->tok_emb)) ||
         (rc = norm_plus_one(m, "model.norm.weight", d, &m->lnf_w)))
         return rc;
-    c->emb_scale = normalizer(d, m->dtype);
+    c->emb_scale = normalizer(m, d);
     m->layers = calloc((size_t)n_layer, sizeof *m->layers);
     if (!m->layers) return lp_error(LP_ENOMEM, "out of memory");
     for (int l = 0; l < n_layer; l++) {

@@ -1,10 +1,14 @@
 /* GGUF models: the architecture and hyperparameters from the file's metadata, handed to
- * the Hugging Face loaders (gpt2.c, llama.c) as the config.json they would have read; the
- * tensors those loaders ask for by their Hugging Face names are found under llama.cpp's
- * names, dequantised to float32, and brought back to the Hugging Face layout: GPT-2's
- * Conv1D weights transposed back, Llama's q/k rows un-permuted (llama.cpp's converter
- * reorders each head's rows for its interleaved RoPE; loupe computes rotate-half RoPE on
- * the original order). The model is then the Hugging Face one, weight for weight. */
+ * the Hugging Face loaders (gpt2.c, llama.c, gemma2.c) as the config.json they would have
+ * read; the tensors those loaders ask for by their Hugging Face names are found under
+ * llama.cpp's names, dequantised to float32, and brought back to the Hugging Face layout:
+ * GPT-2's Conv1D weights transposed back, Llama's q/k rows un-permuted (llama.cpp's
+ * converter reorders each head's rows for its interleaved RoPE; loupe computes rotate-half
+ * RoPE on the original order). The model is then the Hugging Face one, weight for weight.
+ * Gemma 2 keeps what llama.cpp's converter did and what llama.cpp computes where the file
+ * is silent: its RMSNorm weights hold the 1 already (gemma2.c does not add it again), the
+ * attention scale is derived as llama.cpp derives it (query_pre_attn_scalar is not
+ * stored), the even layers slide, and the embeddings are scaled by sqrtf(d_model). */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,15 +55,53 @@ static const name_map LLAMA_LAYER[] = {
     {"mlp.up_proj.weight", "ffn_up.weight", AS_IS},            {"mlp.up_proj.bias", "ffn_up.bias", AS_IS},
     {"mlp.down_proj.weight", "ffn_down.weight", AS_IS},        {"mlp.down_proj.bias", "ffn_down.bias", AS_IS},
 };
+/* llama.cpp's converter drops Gemma 2's lm_head and llama.cpp always unembeds with
+ * token_embd: no output.weight here, even when a file has one. */
+static const name_map GEMMA2_GLOBAL[] = {
+    {"model.embed_tokens.weight", "token_embd.weight", AS_IS},
+    {"model.norm.weight", "output_norm.weight", AS_IS},
+};
+static const name_map GEMMA2_LAYER[] = {
+    {"input_layernorm.weight", "attn_norm.weight", AS_IS},
+    {"self_attn.q_proj.weight", "attn_q.weight", AS_IS},       {"self_attn.k_proj.weight", "attn_k.weight", AS_IS},
+    {"self_attn.v_proj.weight", "attn_v.weight", AS_IS},       {"self_attn.o_proj.weight", "attn_output.weight", AS_IS},
+    {"post_attention_layernorm.weight", "post_attention_norm.weight", AS_IS},
+    {"pre_feedforward_layernorm.weight", "ffn_norm.weight", AS_IS},
+    {"mlp.gate_proj.weight", "ffn_gate.weight", AS_IS},        {"mlp.up_proj.weight", "ffn_up.weight", AS_IS},
+    {"mlp.down_proj.weight", "ffn_down.weight", AS_IS},
+    {"post_feedforward_layernorm.weight", "post_ffw_norm.weight", AS_IS},
+};
 
 #define N_OF(a) (sizeof a / sizeof *a)
+#define MAP(a) a, N_OF(a)
+
+/* Each architecture: its loader, and where its Hugging Face tensors are in the file. */
+static const struct {
+    const char *gguf_arch, *hf_arch;
+    arch_loader_fn load;
+    const name_map *global;
+    size_t n_global;
+    const name_map *layer;
+    size_t n_layer;
+    const char *layer_prefix; /* of the Hugging Face names */
+    bool unpermute;           /* q/k rows in llama.cpp's interleaved-RoPE order */
+    bool norm_shifted;        /* RMSNorm weights hold Gemma's 1 (the converter added it) */
+} GGUF_ARCHES[] = {
+    {"gpt2", "GPT2LMHeadModel", lp_arch_gpt2_load, MAP(GPT2_GLOBAL), MAP(GPT2_LAYER), "h.", false, false},
+    {"llama", "LlamaForCausalLM", lp_arch_llama_load, MAP(LLAMA_GLOBAL), MAP(LLAMA_LAYER), "model.layers.", true, false},
+    {"qwen2", "Qwen2ForCausalLM", lp_arch_llama_load, MAP(LLAMA_GLOBAL), MAP(LLAMA_LAYER), "model.layers.", false, false},
+    {"gemma2", "Gemma2ForCausalLM", lp_arch_gemma2_load, MAP(GEMMA2_GLOBAL), MAP(GEMMA2_LAYER), "model.layers.", false,
+     true},
+};
 
 /* The GGUF name of Hugging Face tensor hf and how its layout differs; false if unmapped. */
 static bool map_name(const lp_model *m, const char *hf, char *out, size_t cap, layout_fix *fix) {
-    bool gpt2 = strcmp(m->cfg.arch, "GPT2LMHeadModel") == 0;
-    const name_map *global = gpt2 ? GPT2_GLOBAL : LLAMA_GLOBAL, *layer = gpt2 ? GPT2_LAYER : LLAMA_LAYER;
-    size_t n_global = gpt2 ? N_OF(GPT2_GLOBAL) : N_OF(LLAMA_GLOBAL), n_layer = gpt2 ? N_OF(GPT2_LAYER) : N_OF(LLAMA_LAYER);
-    const char *prefix = gpt2 ? "h." : "model.layers.";
+    size_t a = 0;
+    while (a < N_OF(GGUF_ARCHES) && strcmp(m->cfg.arch, GGUF_ARCHES[a].hf_arch) != 0) a++;
+    if (a == N_OF(GGUF_ARCHES)) return false;
+    const name_map *global = GGUF_ARCHES[a].global, *layer = GGUF_ARCHES[a].layer;
+    size_t n_global = GGUF_ARCHES[a].n_global, n_layer = GGUF_ARCHES[a].n_layer;
+    const char *prefix = GGUF_ARCHES[a].layer_prefix;
     for (size_t i = 0; i < n_global; i++)
         if (strcmp(hf, global[i].hf) == 0) {
             snprintf(out, cap, "%s", global[i].gguf);
@@ -233,6 +275,46 @@ static int refuse_unsupported(const lp_gguf *g, const char *arch, int d_head) {
     return LP_OK;
 }
 
+/* A soft cap ARCH.SUFFIX into config[hf_key]; absent, llama.cpp's Gemma 2 default. llama.cpp
+ * always caps (it divides by the cap), so a cap must be a positive number. */
+static int copy_cap(const lp_gguf *g, const char *suffix, double def, json_t *config, const char *hf_key) {
+    char key[128];
+    snprintf(key, sizeof key, "gemma2.%s", suffix);
+    double v = def;
+    int rc = lp_gguf_find_kv(g, key) ? lp_gguf_get_float(g, key, &v) : LP_OK;
+    if (rc) return rc;
+    if (!(v > 0 && v <= 1e30))
+        return lp_error(LP_EFORMAT, "%s: %s is %g; llama.cpp divides by it, so it must be above 0", lp_gguf_path(g),
+                        key, v);
+    json_object_set_new(config, hf_key, json_real(v));
+    return LP_OK;
+}
+
+/* Gemma 2's keys, and what llama.cpp (llama_model_gemma2::load_arch_hparams) makes of a
+ * file that does not say: caps 50 and 30 (Gemma2Config's), a window of 4096 on the even
+ * layers (set_swa_pattern(2): layer l slides when l % 2 < 1; gemma2.c's default without
+ * layer_types), head_dim d_model / n_head, and an attention scale of head_dim^-0.5 except
+ * for 46-layer models (Gemma 2 27B), whose scale is (d_model / n_head)^-0.5, integer
+ * division (gemma_pytorch's config); it is handed over as query_pre_attn_scalar. The
+ * converter writes neither lm_head nor rope.freq_base (10000). */
+static int gemma2_config(const lp_gguf *g, int d, int n_head, int *d_head, json_t *config) {
+    int rc, n_layer = (int)json_integer_value(json_object_get(config, "num_hidden_layers"));
+    if (*d_head == 0 && d % n_head)
+        return lp_error(LP_EFORMAT, "%s: gemma2.attention.key_length is missing and %d heads do not divide "
+                        "gemma2.embedding_length %d; the head size is unknown", lp_gguf_path(g), n_head, d);
+    if (*d_head == 0) {
+        *d_head = d / n_head;
+        json_object_set_new(config, "head_dim", json_integer(*d_head));
+    }
+    if ((rc = copy_int(g, "gemma2", "attention.sliding_window", false, 1, LP_MAX_CTX, config, "sliding_window", NULL)) ||
+        (rc = copy_cap(g, "attn_logit_softcapping", 50.0, config, "attn_logit_softcapping")) ||
+        (rc = copy_cap(g, "final_logit_softcapping", 30.0, config, "final_logit_softcapping")))
+        return rc;
+    json_object_set_new(config, "query_pre_attn_scalar", json_integer(n_layer == 46 ? d / n_head : *d_head));
+    json_object_set_new(config, "tie_word_embeddings", json_true());
+    return LP_OK;
+}
+
 /* The config.json a Hugging Face checkpoint of this GGUF's architecture would have. */
 static int make_config(lp_model *m, const char *arch, json_t *config) {
     const lp_gguf *g = m->gguf;
@@ -268,18 +350,9 @@ static int make_config(lp_model *m, const char *arch, json_t *config) {
         (rc = copy_float(g, arch, "attention.layer_norm_rms_epsilon", config, "rms_norm_eps")) ||
         (rc = copy_float(g, arch, "rope.freq_base", config, "rope_theta")))
         return rc;
+    if (strcmp(arch, "gemma2") == 0 && (rc = gemma2_config(g, d, n_head, &d_head, config))) return rc;
     return refuse_unsupported(g, arch, d_head ? d_head : d / n_head);
 }
-
-static const struct {
-    const char *gguf_arch, *hf_arch;
-    arch_loader_fn load;
-    bool unpermute;
-} GGUF_ARCHES[] = {
-    {"gpt2", "GPT2LMHeadModel", lp_arch_gpt2_load, false},
-    {"llama", "LlamaForCausalLM", lp_arch_llama_load, true},
-    {"qwen2", "Qwen2ForCausalLM", lp_arch_llama_load, false},
-};
 
 /* The model of m->gguf, named path in messages. */
 static int load(lp_model *m, const char *path) {
@@ -294,9 +367,10 @@ static int load(lp_model *m, const char *path) {
         a++;
     if (a == N_OF(GGUF_ARCHES))
         return lp_error(LP_EUNSUPPORTED, "%s: general.architecture '%s' is not supported; loupe reads GGUF models of "
-                        "architecture gpt2, llama and qwen2", path, arch);
+                        "architecture gpt2, llama, qwen2 and gemma2", path, arch);
     snprintf(m->cfg.arch, sizeof m->cfg.arch, "%s", GGUF_ARCHES[a].hf_arch);
     m->gguf_unpermute = GGUF_ARCHES[a].unpermute;
+    m->gguf_norm_shifted = GGUF_ARCHES[a].norm_shifted;
     json_t *config = json_object();
     if (!config) return lp_error(LP_ENOMEM, "out of memory");
     if ((rc = make_config(m, arch, config)) == LP_OK) rc = GGUF_ARCHES[a].load(m, config, path);

@@ -86,6 +86,7 @@ struct lp_model {
     lp_mapping file;             /* llama2.c checkpoints */
     struct lp_gguf *gguf;        /* GGUF files (gguf_model.c) */
     bool gguf_unpermute;         /* its q/k rows are in llama.cpp's interleaved-RoPE order */
+    bool gguf_norm_shifted;      /* its RMSNorm weights hold Gemma's 1 (llama.cpp's converter added it) */
     struct {
         uint32_t type;           /* a ggml type the weights were dequantised from */
         size_t n_elem;           /* how many weights had it */

@@ -938,17 +938,17 @@ done:
     return rc;
 }
 
-/* llama2.c run.c encode(): a dummy prefix " ", each code point (up to 4 bytes, grouped the
- * way run.c groups them, stray continuation bytes included) looked up whole or else as
- * byte tokens (byte + 3), then greedy merges by score. BOS takes part in the merging, as
- * it does in run.c. */
+/* llama2.c run.c encode(): a dummy prefix " " (unless no_dummy_prefix), each code point
+ * (up to 4 bytes, grouped the way run.c groups them, stray continuation bytes included)
+ * looked up whole or else as byte tokens (byte + 3), then greedy merges by score. BOS
+ * takes part in the merging, as it does in run.c. */
 static int encode_llama2c(const lp_tokenizer *t, const char *s, size_t len, bool add_bos, bpe_work *w,
                           ivec *out) {
     int rc = bpe_work_reserve(w, len + 2);
     if (rc) return rc;
     size_t n = 0;
     if (add_bos && t->bos >= 0) w->id[n++] = t->bos;
-    if (len > 0) {
+    if (len > 0 && !t->no_dummy_prefix) {
         int sp = lp_tok_piece_find(t, " ", 1);
         if (sp < 0) sp = t->byte_sym[' '];
         if (sp < 0) return lp_error(LP_EFORMAT, "%s: no token for the dummy prefix \" \"", t->what);

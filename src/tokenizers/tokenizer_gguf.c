@@ -6,6 +6,8 @@
  *    pieces ("▁" read as a space), merged greedily by score, <0xNN> byte fallback. Only
  *    normal and user-defined pieces are formed by merges (control, unknown, unused and byte
  *    tokens get no score).
+ *    tokenizer.ggml.add_space_prefix (default true) puts "▁" before the text, as llama.cpp
+ *    does; Gemma's files set it false.
  * tokenizer.ggml.bos_token_id / eos_token_id / unknown_token_id and add_bos_token set the
  * specials (llama defaults: 1, 2, 0 and BOS added; gpt2: none added). Every length is
  * checked against the vocabulary before use; failures name the file and the key. */
@@ -148,7 +150,12 @@ static int build(lp_tokenizer *t, const lp_gguf *g, bool spm) {
         return rc;
     t->adds_bos = add_bos && t->bos >= 0;
     if (spm) {
-        t->strip_leading_space = true;
+        bool prefix = true;
+        if (lp_gguf_find_kv(g, "tokenizer.ggml.add_space_prefix") &&
+            (rc = lp_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &prefix)))
+            return rc;
+        t->no_dummy_prefix = !prefix;
+        t->strip_leading_space = prefix;
         t->bytes_by_name = true;
     } else {
         if ((rc = lp_tok_compile_regex(t, LP_TOK_GPT2_PATTERN))) return rc;

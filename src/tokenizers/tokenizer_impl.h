@@ -111,6 +111,7 @@ struct lp_tokenizer {
     uint32_t ms_off, ms_len; /* the Metaspace replacement character */
     bool strip_leading_space; /* decode drops the space the encoder prepended */
     bool bytes_by_name; /* llama2.c kind: byte b is the piece <0xBB> wherever it is (GGUF), not id b + 3 */
+    bool no_dummy_prefix; /* llama2.c kind: no " " before the text (GGUF add_space_prefix false: Gemma) */
 
     /* post-processing: [0] single, [1] pair */
     bool has_template;

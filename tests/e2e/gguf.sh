@@ -22,6 +22,12 @@ check "llama tokenizer from the metadata: BOS, then the reference's pieces" \
     is 1 '[.[].id] == [1, 23, 26, 10, 14] and .[1].text == " hello"'
 "$LOUPE" -d :memory: -m json "$g/gpt2.f32.gguf" -e 'run hello world' -e tokens >"$tmp/out" 2>"$tmp/err"
 check "gpt2 tokenizer from the metadata" is 1 '[.[].id] == [17, 22]'
+"$LOUPE" -d :memory: -m json "$g/gemma2.f32.gguf" -e info -e 'run hello world' -e tokens >"$tmp/out" 2>"$tmp/err"
+check "gemma2 file: info shows llama.cpp's Gemma 2 (even layers slide, derived scale, caps)" is 0 \
+    '.arch == "Gemma2ForCausalLM" and .sliding_layers == "0,2" and .sliding_window == 3 and .tied_unembed
+     and (.attn_scale - 0.353553385 | fabs) < 1e-7 and .attn_softcap == 3 and .final_softcap == 4'
+check "gemma2 tokenizer: no space prefix (tokenizer.ggml.add_space_prefix false)" \
+    is 2 '[.[].id] == [1, 19, 21, 26, 10, 14] and .[1].text == "he"'
 "$LOUPE" -d :memory: -m json "$g/gpt2.f16.gguf" -e info >"$tmp/out" 2>"$tmp/err"
 check "a file without a tokenizer loads without one" is 0 '.tokenizer == null and .dtype == "F16"'
 

@@ -27,6 +27,7 @@
 #include <jansson.h>
 
 #include "loupe/checkpoint.h"
+#include "loupe/dtype.h"
 #include "loupe/error.h"
 #include "loupe/fileio.h"
 #include "loupe/generate.h"
@@ -166,8 +167,9 @@ static int gemma2_tensors(rand_tensor *t, const lp_config *c) {
 }
 #undef T2
 
-/* Writes DIR/model.safetensors (F32) with the n tensors of t, values drawn from seed. */
-static int write_random(const char *dir, rand_tensor *t, int n, uint64_t seed, float std) {
+/* Writes DIR/model.safetensors (F32) with the n tensors of t, values drawn from seed and
+ * rounded to round_to (--round: F32 values that an F16 or BF16 file holds exactly). */
+static int write_random(const char *dir, rand_tensor *t, int n, uint64_t seed, float std, lp_dtype round_to) {
     if (mkdir(dir, 0755) != 0) return lp_error(LP_EIO, "%s: cannot create", dir);
     lp_st_tensor *ts = calloc((size_t)n, sizeof *ts);
     if (!ts) return lp_error(LP_ENOMEM, "out of memory");
@@ -187,7 +189,10 @@ static int write_random(const char *dir, rand_tensor *t, int n, uint64_t seed, f
                                .nbytes = k * sizeof *data, .shape = {t[i].shape[0], t[i].shape[1]}};
         for (size_t j = 0; j < k; j++) { /* Box-Muller */
             double u1 = fmax(lp_rng_uniform(&rng), 1e-300), u2 = lp_rng_uniform(&rng);
-            data[at + j] = t[i].mean + std * (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+            float x = t[i].mean + std * (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+            data[at + j] = round_to == LP_DT_F16    ? lp_f16_to_f32(lp_f32_to_f16(x))
+                           : round_to == LP_DT_BF16 ? lp_bf16_to_f32(lp_f32_to_bf16(x))
+                                                    : x;
         }
         at += k;
     }
@@ -207,10 +212,10 @@ static int write_config(const char *dir, json_t *cj) {
     return rc;
 }
 
-static int write_bert(const char *dir, const lp_config *c, int labels, uint64_t seed, float std) {
+static int write_bert(const char *dir, const lp_config *c, int labels, uint64_t seed, float std, lp_dtype round_to) {
     rand_tensor *t = malloc((size_t)(16 * c->n_layer + 16) * sizeof *t);
     if (!t) return lp_error(LP_ENOMEM, "out of memory");
-    int rc = write_random(dir, t, bert_tensors(t, c, labels), seed, std);
+    int rc = write_random(dir, t, bert_tensors(t, c, labels), seed, std, round_to);
     free(t);
     if (rc) return rc;
     json_t *id2label = json_object();
@@ -244,10 +249,10 @@ static int write_bert(const char *dir, const lp_config *c, int labels, uint64_t 
 
 /* A T5ForConditionalGeneration without a tokenizer (runs take ids): pad 0, eos 1, the
  * decoder starting at pad, as t5-small's config.json says. */
-static int write_t5(const char *dir, const lp_config *c, int gated, uint64_t seed, float std) {
+static int write_t5(const char *dir, const lp_config *c, int gated, uint64_t seed, float std, lp_dtype round_to) {
     rand_tensor *t = malloc((size_t)(32 * c->n_layer + 8) * sizeof *t);
     if (!t) return lp_error(LP_ENOMEM, "out of memory");
-    int rc = write_random(dir, t, t5_tensors(t, c, gated), seed, std);
+    int rc = write_random(dir, t, t5_tensors(t, c, gated), seed, std, round_to);
     free(t);
     if (rc) return rc;
     json_t *cj = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:s,s:b,s:i,s:i,s:i,s:s}",
@@ -263,10 +268,11 @@ static int write_t5(const char *dir, const lp_config *c, int gated, uint64_t see
 }
 
 /* A GPTNeoXForCausalLM as a Pythia config.json spells it (rotary_pct, rotary_emb_base). */
-static int write_neox(const char *dir, const lp_config *c, double rotary_pct, uint64_t seed, float std) {
+static int write_neox(const char *dir, const lp_config *c, double rotary_pct, uint64_t seed, float std,
+                      lp_dtype round_to) {
     rand_tensor *t = malloc((size_t)(12 * c->n_layer + 8) * sizeof *t);
     if (!t) return lp_error(LP_ENOMEM, "out of memory");
-    int rc = write_random(dir, t, neox_tensors(t, c), seed, std);
+    int rc = write_random(dir, t, neox_tensors(t, c), seed, std, round_to);
     free(t);
     if (rc) return rc;
     json_t *cj = json_pack("{s:[s],s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:f,s:s,s:b,s:b,s:b,s:i,s:i,s:s}",
@@ -320,10 +326,10 @@ static int rewrite_bf16(const char *dir) {
 /* A Gemma2ForCausalLM config.json as transformers writes one (tied embeddings); BF16 weights
  * with dtype LP_DT_BF16. */
 static int write_gemma2(const char *dir, const lp_config *c, const gemma2_opts *g, lp_dtype dtype, uint64_t seed,
-                        float std) {
+                        float std, lp_dtype round_to) {
     rand_tensor *t = malloc((size_t)(11 * c->n_layer + 4) * sizeof *t);
     if (!t) return lp_error(LP_ENOMEM, "out of memory");
-    int rc = write_random(dir, t, gemma2_tensors(t, c), seed, std);
+    int rc = write_random(dir, t, gemma2_tensors(t, c), seed, std, round_to);
     free(t);
     if (!rc && dtype == LP_DT_BF16) rc = rewrite_bf16(dir);
     if (rc) return rc;
@@ -421,7 +427,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "error: --arch bert needs --labels >= 1 and --vocab >= 104 (its special tokens)\n");
             return 2;
         }
-        if (write_bert(dir, c, labels, sp.seed, sp.std)) {
+        if (write_bert(dir, c, labels, sp.seed, sp.std, sp.round_to)) {
             fprintf(stderr, "error: %s\n", lp_errmsg());
             return 1;
         }
@@ -433,7 +439,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "error: --arch t5 needs --buckets >= 4 and --max-distance above half of it\n");
             return 2;
         }
-        if (write_t5(dir, c, gated, sp.seed, sp.std)) {
+        if (write_t5(dir, c, gated, sp.seed, sp.std, sp.round_to)) {
             fprintf(stderr, "error: %s\n", lp_errmsg());
             return 1;
         }
@@ -452,13 +458,13 @@ int main(int argc, char **argv) {
             fprintf(stderr, "error: --arch gemma2 writes f32 or bf16\n");
             return 2;
         }
-        rc = write_gemma2(dir, c, &g2, sp.dtype, sp.seed, sp.std);
+        rc = write_gemma2(dir, c, &g2, sp.dtype, sp.seed, sp.std, sp.round_to);
         goto tokenizer;
     }
     if (!strcmp(arch, "neox")) {
         if (!c->d_mlp) c->d_mlp = 4 * c->d_model;
         c->parallel_block = !sequential;
-        rc = write_neox(dir, c, rotary_pct, sp.seed, sp.std);
+        rc = write_neox(dir, c, rotary_pct, sp.seed, sp.std, sp.round_to);
         goto tokenizer;
     }
     if (!strcmp(arch, "gpt2")) {
