@@ -218,8 +218,7 @@ static void softmax_causal(float *row, int len, int ld, float *stats) {
  * mask), then softmaxed over the keys [start, len) a sliding window leaves, zeros elsewhere
  * up to ld. */
 static void score_row(float *row, int len, int ld, int start, float cap, float *stats) {
-    if (cap > 0.0f)
-        for (int j = start; j < len; j++) row[j] = cap * tanhf(row[j] / cap);
+    lp_softcap(row + start, (size_t)(len - start), cap);
     softmax_causal(row + start, len - start, ld - start, stats);
     if (start) memset(row, 0, (size_t)start * sizeof *row);
 }
