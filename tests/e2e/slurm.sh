@@ -121,9 +121,10 @@ done
 case $state in IDLE*) ;; *) skip "the node is not idle after 30 s (state '$state'): $(tail -n 1 "$tmp/slurmd.out")" ;; esac
 echo "slurm: $(sinfo -V) on $host, ports $port and $((port + 1)), node idle after $(($(date +%s) - t0)) s"
 
-# The same 45 items in one process, while the jobs run.
+# The same 45 items in one process, while the jobs run, on one thread as each task runs (a
+# packed forward's products may round differently on another OpenBLAS thread count).
 ioi_items 45 "$tmp/items.jsonl"
-"$LOUPE" -d "$tmp/one.db" $M -e "dataset $tmp/items.jsonl --label-field label --k 5 --samples 3 --each 'attr gxi'" >/dev/null 2>"$tmp/one.err" & one=$!
+"$LOUPE" -d "$tmp/one.db" --threads 1 $M -e "dataset $tmp/items.jsonl --label-field label --k 5 --samples 3 --each 'attr gxi'" >/dev/null 2>"$tmp/one.err" & one=$!
 
 # queue OUT OPTIONS...: submit.sh's 3 shards of the items into OUT, its job ids in $array and
 # $merge; then waits, at most 120 s, for both to leave the queue.
