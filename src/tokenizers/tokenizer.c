@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <utf8proc.h>
+
 #define NONE UINT32_MAX /* tok_entry.p_off, b_off: no piece, no bytes */
 
 /* ---------------------------------------------------------------- small helpers */
@@ -743,8 +745,17 @@ done:
     return rc;
 }
 
+static int spiece_normalize(const lp_tokenizer *t, const char *s, size_t n, sbuf *out, sbuf *tmp);
+
+/* Byte-level BPE: the normalizer's steps (GPT-NeoX's NFC), then the pre-tokenizer's split. */
 static int encode_byte_level(const lp_tokenizer *t, const char *s, size_t n, bpe_work *w, ivec *out) {
-    return byte_level_split(t, s, n, w, out, NULL, NULL);
+    if (t->n_norm == 0) return byte_level_split(t, s, n, w, out, NULL, NULL);
+    sbuf norm = {0}, tmp = {0};
+    int rc = spiece_normalize(t, s, n, &norm, &tmp);
+    if (!rc) rc = byte_level_split(t, norm.s ? norm.s : "", norm.n, w, out, NULL, NULL);
+    free(norm.s);
+    free(tmp.s);
+    return rc;
 }
 
 int lp_tok_presplit(const lp_tokenizer *t, const char *text, size_t len, lp_tok_piece_fn fn, void *ctx) {
@@ -840,7 +851,36 @@ static int replace_regex(const lp_tokenizer *t, const norm_step *st, sbuf *in, s
     return rc;
 }
 
-/* Applies the normalizer steps (Prepend, Replace) to s into out, up to the size limit. */
+/* Unicode NFC (tokenizers' NFC normalizer) of s[0..n) appended to out: each stretch of valid
+ * UTF-8 composed by utf8proc, bytes that are not UTF-8 copied as they are (tokenizers only
+ * ever sees valid text; loupe encodes bytes too). */
+static int nfc_append(const char *s, size_t n, sbuf *out) {
+    size_t i = 0;
+    while (i < n) {
+        size_t a = i;
+        utf8proc_int32_t c;
+        utf8proc_ssize_t k;
+        while (i < n && (k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &c)) > 0)
+            i += (size_t)k;
+        if (i > a) {
+            utf8proc_uint8_t *nfc = NULL;
+            utf8proc_ssize_t m = utf8proc_map((const utf8proc_uint8_t *)s + a, (utf8proc_ssize_t)(i - a), &nfc,
+                                              UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            if (m < 0) return lp_error(LP_ENOMEM, "tokenizer: NFC normalization failed: %s", utf8proc_errmsg(m));
+            int rc = lp_tok_sbuf_add(out, nfc, (size_t)m);
+            free(nfc);
+            if (rc) return rc;
+        }
+        if (i < n) { /* one byte that does not start a valid character */
+            int rc = lp_tok_sbuf_add(out, s + i, 1);
+            if (rc) return rc;
+            i++;
+        }
+    }
+    return LP_OK;
+}
+
+/* Applies the normalizer steps (Prepend, Replace, NFC, ...) to s into out, up to the size limit. */
 static int spiece_normalize(const lp_tokenizer *t, const char *s, size_t n, sbuf *out, sbuf *tmp) {
     int rc;
     size_t limit = n > (SIZE_MAX - LP_TOK_NORM_SLACK) / LP_TOK_NORM_FACTOR ? SIZE_MAX
@@ -856,6 +896,8 @@ static int spiece_normalize(const lp_tokenizer *t, const char *s, size_t n, sbuf
             if ((rc = lp_tok_sbuf_add(tmp, a, st->a_len)) || (rc = lp_tok_sbuf_add(tmp, out->s, out->n))) return rc;
         } else if (st->op == NORM_PRECOMPILED) {
             if ((rc = lp_tok_precompiled_apply(t, out->s, out->n, tmp))) return rc;
+        } else if (st->op == NORM_NFC) {
+            if ((rc = nfc_append(out->s, out->n, tmp))) return rc;
         } else if (st->op == NORM_STRIP) {
             size_t a0 = 0, b0 = out->n, k;
             while (st->left && a0 < b0 && (k = space_at(out->s + a0, b0 - a0)) > 0) a0 += k;

@@ -54,7 +54,7 @@ typedef struct {
     int id_at, n_ids;
 } tmpl_piece;
 
-typedef enum { NORM_PREPEND, NORM_REPLACE, NORM_REPLACE_RE, NORM_STRIP, NORM_PRECOMPILED } norm_op;
+typedef enum { NORM_PREPEND, NORM_REPLACE, NORM_REPLACE_RE, NORM_STRIP, NORM_PRECOMPILED, NORM_NFC } norm_op;
 
 typedef struct {
     norm_op op;

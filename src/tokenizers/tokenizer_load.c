@@ -597,7 +597,6 @@ static int parse_normalizer(lp_tokenizer *t, json_t *nz, const char *path, int d
         }
         return LP_OK;
     }
-    if (strcmp(type, "NFC") == 0) return LP_OK; /* treated as identity: exact for text already in NFC */
     if (t->n_norm == LP_TOK_MAX_NORM)
         return lp_error(LP_EUNSUPPORTED, "%s: more than %d normalizer steps", path, LP_TOK_MAX_NORM);
     norm_step *st = &t->norm[t->n_norm];
@@ -628,6 +627,8 @@ static int parse_normalizer(lp_tokenizer *t, json_t *nz, const char *path, int d
         t->n_norm++; /* counted now, so lp_tokenizer_free frees the pattern whatever comes next */
         int rc = add_norm_string(t, jstr(nz, "content"), &st->b_off, &st->b_len);
         return rc;
+    } else if (strcmp(type, "NFC") == 0) {
+        st->op = NORM_NFC;
     } else if (strcmp(type, "Strip") == 0) {
         st->op = NORM_STRIP;
         st->left = jbool(nz, "strip_left", true);
