@@ -55,9 +55,13 @@ check "train: ... and the log continues" jq -e '[.log[].step] == [50,100,150,200
 
 # Ctrl-C or a kill stops training with a failed command and a checkpoint to resume (a
 # background job of a script ignores SIGINT, so this sends SIGTERM, caught the same way).
-"$LOUPE" -e "train $tmp/e $TINY --steps 100000 --quiet" >/dev/null 2>"$tmp/err" &
+# The kill comes once steps are under way (the progress lines say so; the corpus and the
+# tokenizer before them take seconds under a sanitizer on a loaded machine), not after a
+# fixed delay.
+"$LOUPE" -e "train $tmp/e $TINY --steps 100000" >/dev/null 2>"$tmp/err" &
 pid=$!
-sleep 2
+k=0; while [ $k -lt 600 ] && ! grep -q 'step [0-9]*/100000' "$tmp/err" 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 0.2; k=$((k + 1)); done
+sleep 0.5
 kill -TERM $pid
 wait $pid
 status=$?

@@ -168,7 +168,7 @@ start "'$LOUPE' -d :memory: --tui '$STORIES' -e 'run $TEXT'"
 expect "opens for training" 10 "1 Attention"
 keys : "train $tmp/tr --layers 1 --heads 2 --d-model 32 --d-mlp 64 --ctx 32 --vocab 280 --corpus-mb 0.05 --steps 2000 --eval-every 1000 --batch 8 --seq 32 --threads 1" Enter
 expect "train's progress bar in the spinner line" 10 "step "
-expect "train finishes with its lines in the output pane" 30 "train: step 2000/2000"
+expect "train finishes with its lines in the output pane" 120 "train: step 2000/2000"
 if screen | head -1 | grep -q "^ loupe .*1 Attention"; then ok "the title bar stays on the first row"
 else fail "the title bar stays on the first row"; screen | sed 's/^/  | /'; fi
 if screen | sed -n 2p | grep -qF "(no run: :run TEXT)"; then ok "the token strip stays on the second row"
