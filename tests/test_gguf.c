@@ -23,6 +23,11 @@
     "--arch gemma2 --layers 46 --d-model 8 --heads 2 --head-dim 8 --kv-heads 1 --d-mlp 8 --vocab 16 --ctx 16 "     \
     "--window 3 --query-scalar 4 --attn-cap 3 --final-cap 4 --std 0.3 --seed 21"
 
+/* make.sh's neox_rot30: 30 of 44 dimensions rotated */
+#define NEOX_ROT30                                                                                                  \
+    "--arch neox --layers 2 --d-model 44 --heads 1 --d-mlp 20 --vocab 96 --ctx 16 --rotary-pct 0.69 --std 0.3 "   \
+    "--seed 22"
+
 static const fixture_model *find_fixture(const fixture_model *fm, int n, const char *name) {
     for (int i = 0; i < n; i++)
         if (strcmp(fm[i].name, name) == 0) return &fm[i];
@@ -66,6 +71,8 @@ static void gguf_models_give_the_logits_of_their_originals(void **state) {
         {"qwen2_bias_tied", "f16", true, "", NULL},
         {"gemma2_nocap_mqa", "f32", false, GEMMA2_EXTRA, "gemma2"},
         {"gemma2_nocap_mqa", "f16", true, GEMMA2_EXTRA, "gemma2"},
+        {"neox_parallel", "f32", false, "", NULL},   {"neox_parallel", "f16", true, "", NULL},
+        {"neox_sequential", "f32", false, "", NULL},
     };
     fixture_model fm[16];
     int n_fm = read_models(fm, 16);
@@ -173,6 +180,39 @@ static void gemma2_files_compute_what_llama_cpp_computes(void **state) {
     lp_model_free(g);
     lp_model_free(head_dim);
     lp_model_free(orig);
+    rm_tree(dir);
+}
+
+/* GPT-NeoX: the fused query_key_value, which the converter reorders into all q rows, then k,
+ * then v, is read back in its per-head order (equal logits above); the rotary width is
+ * gptneox.rope.dimension_count exactly, 30 of 44 here, where int(44 * (30 / 44.0)) would give
+ * 29; the parallel residual follows gptneox.use_parallel_residual. */
+static void neox_files_keep_their_rotary_width_and_residual(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char mdir[4200];
+    snprintf(mdir, sizeof mdir, "%s/rot6", dir);
+    assert_int_equal(mkmodel(mdir, NEOX_ROT30 " >/dev/null"), 0);
+    lp_model *orig, *g;
+    assert_int_equal(lp_model_load(&orig, mdir, NULL), LP_OK);
+    int rc = lp_model_load(&g, DIR_GGUF "neox_rot30.f32.gguf", NULL);
+    if (rc) fail_msg("%s", lp_errmsg());
+    assert_int_equal(lp_model_config(g)->rope_dims, 30);
+    assert_int_equal(lp_model_config(orig)->rope_dims, 30);
+    int ids[8] = {1, 5, 9, 2, 14, 3, 3, 7};
+    double d = logit_diff(orig, g, ids, 8);
+    print_message("  neox 30 of 44 rotated: max |logit difference| %.3g\n", d);
+    assert_true(d <= 1e-6);
+    lp_model_free(g);
+    lp_model_free(orig);
+    const char *files[2] = {DIR_GGUF "neox_parallel.f32.gguf", DIR_GGUF "neox_sequential.f32.gguf"};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(lp_model_load(&g, files[k], NULL), LP_OK);
+        assert_int_equal(lp_model_config(g)->parallel_block, k == 0);
+        assert_int_equal(lp_model_config(g)->rope_dims, k == 0 ? 4 : 8);
+        assert_false(lp_model_config(g)->tied_unembed);
+        lp_model_free(g);
+    }
     rm_tree(dir);
 }
 
@@ -465,7 +505,7 @@ static void unsupported_models_are_refused(void **state) {
      * with another pre-tokenizer; gemma2 without its sizes; gemma2 with a soft cap of 0 */
     const char *arch[] = {"gptj", "llama", "llama", "llama", "gemma2", "gemma2"};
     const char *needle[] = {"'gptj' is not supported", "llama.embedding_length' is missing", "is Q4_1",
-                            "tokenizer.ggml.pre 'llama-bpe' is not supported yet",
+                            "tokenizer.ggml.pre 'falcon' is not supported (loupe knows default, gpt-2, olmo, llama-bpe",
                             "gemma2.embedding_length' is missing", "gemma2.attn_logit_softcapping is 0"};
     for (int k = 0; k < 6; k++) {
         header(&o, 3, k == 2 ? 2 : 1, k == 2 ? 6 : k == 3 ? 3 : k == 5 ? 7 : 1);
@@ -494,7 +534,7 @@ static void unsupported_models_are_refused(void **state) {
             str(&o, "gpt2");
             str(&o, "tokenizer.ggml.pre");
             u32(&o, LP_GGUF_STRING);
-            str(&o, "llama-bpe");
+            str(&o, "falcon");
         }
         uint64_t ne[2] = {32, 4};
         tensor_info(&o, "token_embd.weight", 2, ne, LP_GGML_F32, 0);
@@ -527,6 +567,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(gguf_models_give_the_logits_of_their_originals),
         cmocka_unit_test(gemma2_files_compute_what_llama_cpp_computes),
+        cmocka_unit_test(neox_files_keep_their_rotary_width_and_residual),
         cmocka_unit_test(q8_0_model_computes_with_its_decoded_weights),
         cmocka_unit_test(blocks_decode_as_the_reference_does),
         cmocka_unit_test(metadata_tokenizers_match_the_reference),

@@ -10,6 +10,7 @@
  * attention scale is derived as llama.cpp derives it (query_pre_attn_scalar is not
  * stored), the even layers slide, and the embeddings are scaled by sqrtf(d_model). */
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,7 @@
 #include "loupe/gguf.h"
 #include "arch/model_impl.h"
 
-typedef enum { AS_IS, TRANSPOSE, UNPERMUTE_Q, UNPERMUTE_K } layout_fix;
+typedef enum { AS_IS, TRANSPOSE, UNPERMUTE_Q, UNPERMUTE_K, NEOX_QKV } layout_fix;
 
 typedef struct {
     const char *hf, *gguf;
@@ -75,6 +76,27 @@ static const name_map GEMMA2_LAYER[] = {
 #define N_OF(a) (sizeof a / sizeof *a)
 #define MAP(a) a, N_OF(a)
 
+/* GPT-NeoX as convert_hf_to_gguf.py's GPTNeoXModel writes it: modify_tensors reorders
+ * query_key_value's rows (and bias) from Hugging Face's per-head [q | k | v] into all q rows,
+ * then all k, then all v (NEOX_QKV puts them back); the other tensors are renamed only
+ * (gguf-py's tensor_mapping.py: embed_in -> token_embd, embed_out -> output). */
+static const name_map NEOX_GLOBAL[] = {
+    {"gpt_neox.embed_in.weight", "token_embd.weight", AS_IS},
+    {"gpt_neox.final_layer_norm.weight", "output_norm.weight", AS_IS},
+    {"gpt_neox.final_layer_norm.bias", "output_norm.bias", AS_IS},
+    {"embed_out.weight", "output.weight", AS_IS},
+};
+static const name_map NEOX_LAYER[] = {
+    {"input_layernorm.weight", "attn_norm.weight", AS_IS},     {"input_layernorm.bias", "attn_norm.bias", AS_IS},
+    {"attention.query_key_value.weight", "attn_qkv.weight", NEOX_QKV},
+    {"attention.query_key_value.bias", "attn_qkv.bias", NEOX_QKV},
+    {"attention.dense.weight", "attn_output.weight", AS_IS},   {"attention.dense.bias", "attn_output.bias", AS_IS},
+    {"post_attention_layernorm.weight", "ffn_norm.weight", AS_IS},
+    {"post_attention_layernorm.bias", "ffn_norm.bias", AS_IS},
+    {"mlp.dense_h_to_4h.weight", "ffn_up.weight", AS_IS},      {"mlp.dense_h_to_4h.bias", "ffn_up.bias", AS_IS},
+    {"mlp.dense_4h_to_h.weight", "ffn_down.weight", AS_IS},    {"mlp.dense_4h_to_h.bias", "ffn_down.bias", AS_IS},
+};
+
 /* Each architecture: its loader, and where its Hugging Face tensors are in the file. */
 static const struct {
     const char *gguf_arch, *hf_arch;
@@ -92,6 +114,8 @@ static const struct {
     {"qwen2", "Qwen2ForCausalLM", lp_arch_llama_load, MAP(LLAMA_GLOBAL), MAP(LLAMA_LAYER), "model.layers.", false, false},
     {"gemma2", "Gemma2ForCausalLM", lp_arch_gemma2_load, MAP(GEMMA2_GLOBAL), MAP(GEMMA2_LAYER), "model.layers.", false,
      true},
+    {"gptneox", "GPTNeoXForCausalLM", lp_arch_gpt_neox_load, MAP(NEOX_GLOBAL), MAP(NEOX_LAYER), "gpt_neox.layers.",
+     false, false},
 };
 
 /* The GGUF name of Hugging Face tensor hf and how its layout differs; false if unmapped. */
@@ -146,6 +170,16 @@ static void unpermute_rows(float *dst, const float *src, size_t rows, size_t col
                 memcpy(dst + (h * d + j * half + i) * cols, src + (h * d + 2 * i + j) * cols, cols * sizeof *dst);
 }
 
+/* GPT-NeoX's fused rows back from the converter's order: file row part d + h dh + i (part
+ * 0, 1, 2 for q, k, v) is row (3 h + part) dh + i of query_key_value (GPTNeoXModel.
+ * modify_tensors: reshape (n_head, 3, dh, d), then cat of [:, 0], [:, 1], [:, 2]). */
+static void neox_qkv_rows(float *dst, const float *src, size_t rows, size_t cols, size_t heads) {
+    size_t d = rows / 3, dh = d / heads;
+    for (size_t part = 0; part < 3; part++)
+        for (size_t h = 0; h < heads; h++)
+            memcpy(dst + (3 * h + part) * dh * cols, src + (part * d + h * dh) * cols, dh * cols * sizeof *dst);
+}
+
 /* dst (cols, rows) = src (rows, cols) transposed, in 32 x 32 tiles so that both sides stay
  * in cache (element by element, the strided writes made GPT-2 small's load 2 s slower). */
 static void transpose(float *dst, const float *src, size_t rows, size_t cols) {
@@ -185,14 +219,19 @@ int lp_gguf_model_tensor(lp_model *m, const char *hf_name, int ndim, const int *
     if (!buf) return lp_error(LP_ENOMEM, "%s: out of memory dequantising '%s'", file, name);
     int rc = lp_ggml_dequantize(t->type, t->data, buf, n);
     size_t rows = ndim == 2 ? (size_t)t->ne[1] : n, cols = ndim == 2 ? (size_t)t->ne[0] : 1;
-    size_t heads = fix == UNPERMUTE_Q ? (size_t)m->cfg.n_head : (size_t)m->cfg.n_kv_head;
+    size_t heads = fix == UNPERMUTE_K ? (size_t)m->cfg.n_kv_head : (size_t)m->cfg.n_head;
     if (rc == LP_OK && (fix == UNPERMUTE_Q || fix == UNPERMUTE_K) && (heads == 0 || rows % (2 * heads)))
         rc = lp_error(LP_EFORMAT, "%s: tensor '%s' has %zu rows, not an even number per each of %zu heads", file, name,
                       rows, heads);
+    if (rc == LP_OK && fix == NEOX_QKV && (heads == 0 || rows % (3 * heads)))
+        rc = lp_error(LP_EFORMAT, "%s: tensor '%s' has %zu rows, not 3 x %zu heads of equal size", file, name, rows,
+                      heads);
     if (rc == LP_OK && fix != AS_IS && !(fixed = malloc(n * sizeof *fixed)))
         rc = lp_error(LP_ENOMEM, "%s: out of memory reordering '%s'", file, name);
     if (rc == LP_OK && fix == TRANSPOSE) {
         transpose(fixed, buf, rows, cols);
+    } else if (rc == LP_OK && fix == NEOX_QKV) {
+        neox_qkv_rows(fixed, buf, rows, cols, heads);
     } else if (rc == LP_OK && fix != AS_IS) {
         unpermute_rows(fixed, buf, rows, cols, heads);
     }
@@ -315,6 +354,36 @@ static int gemma2_config(const lp_gguf *g, int d, int n_head, int *d_head, json_
     return LP_OK;
 }
 
+/* GPT-NeoX's keys as GPTNeoXModel.set_gguf_parameters writes them; llama.cpp requires
+ * attention.layer_norm_epsilon and use_parallel_residual (llama_model::load_hparams), and
+ * rope.dimension_count defaults to the whole head. The converter writes
+ * rope.dimension_count = int(rotary_pct * head_size), the width GPTNeoXAttention rotates;
+ * it is handed to gpt_neox.c as a rotary_pct whose int(head_size * pct) gives it back
+ * (r / head_size itself may not: int(22 * (15 / 22.0)) is 14). Neither the rotary base
+ * (freq_base when present, else 10000 as llama.cpp) nor the activation is written: GELU is
+ * GPTNeoXConfig's exact "gelu" (llama.cpp computes ggml_gelu, the tanh approximation).
+ * Biases on attention when blk.0.attn_qkv.bias is there (attention_bias). */
+static int neox_config(const lp_gguf *g, int d, int n_head, json_t *config) {
+    const char *file = lp_gguf_path(g);
+    int rc;
+    if (d % n_head)
+        return lp_error(LP_EFORMAT, "%s: gptneox.embedding_length %d is not a multiple of gptneox.attention.head_count "
+                        "%d", file, d, n_head);
+    int dh = d / n_head, rot = dh;
+    if ((rc = copy_int(g, "gptneox", "rope.dimension_count", false, 1, dh, config, "rotary_ndims", &rot))) return rc;
+    json_object_del(config, "rotary_ndims");
+    json_object_set_new(config, "rotary_pct", json_real(rot == dh ? 1.0 : nextafter((double)rot / dh, 2.0)));
+    bool parallel;
+    if (!lp_gguf_find_kv(g, "gptneox.use_parallel_residual"))
+        return lp_error(LP_EFORMAT, "%s: gptneox.use_parallel_residual is missing (llama.cpp requires it)", file);
+    if ((rc = lp_gguf_get_bool(g, "gptneox.use_parallel_residual", &parallel))) return rc;
+    json_object_set_new(config, "use_parallel_residual", json_boolean(parallel));
+    if (!lp_gguf_find_kv(g, "gptneox.attention.layer_norm_epsilon"))
+        return lp_error(LP_EFORMAT, "%s: gptneox.attention.layer_norm_epsilon is missing (llama.cpp requires it)", file);
+    json_object_set_new(config, "attention_bias", json_boolean(lp_gguf_find_tensor(g, "blk.0.attn_qkv.bias") != NULL));
+    return LP_OK;
+}
+
 /* The config.json a Hugging Face checkpoint of this GGUF's architecture would have. */
 static int make_config(lp_model *m, const char *arch, json_t *config) {
     const lp_gguf *g = m->gguf;
@@ -335,6 +404,19 @@ static int make_config(lp_model *m, const char *arch, json_t *config) {
             (rc = copy_int(g, arch, "context_length", true, 1, LP_MAX_CTX, config, "n_positions", NULL)) ||
             (rc = copy_int(g, arch, "feed_forward_length", false, 1, LP_MAX_D_MLP, config, "n_inner", NULL)) ||
             (rc = copy_float(g, arch, "attention.layer_norm_epsilon", config, "layer_norm_epsilon")))
+            return rc;
+        return refuse_unsupported(g, arch, 0);
+    }
+    if (strcmp(arch, "gptneox") == 0) {
+        if ((rc = copy_int(g, arch, "embedding_length", true, 1, LP_MAX_D_MODEL, config, "hidden_size", &d)) ||
+            (rc = copy_int(g, arch, "feed_forward_length", true, 1, LP_MAX_D_MLP, config, "intermediate_size", NULL)) ||
+            (rc = copy_int(g, arch, "block_count", true, 1, LP_MAX_LAYERS, config, "num_hidden_layers", NULL)) ||
+            (rc = copy_int(g, arch, "attention.head_count", true, 1, LP_MAX_HEADS, config, "num_attention_heads",
+                           &n_head)) ||
+            (rc = copy_int(g, arch, "context_length", false, 1, LP_MAX_CTX, config, "max_position_embeddings", NULL)) ||
+            (rc = copy_float(g, arch, "attention.layer_norm_epsilon", config, "layer_norm_eps")) ||
+            (rc = copy_float(g, arch, "rope.freq_base", config, "rope_theta")) ||
+            (rc = neox_config(g, d, n_head, config)))
             return rc;
         return refuse_unsupported(g, arch, 0);
     }
@@ -367,7 +449,7 @@ static int load(lp_model *m, const char *path) {
         a++;
     if (a == N_OF(GGUF_ARCHES))
         return lp_error(LP_EUNSUPPORTED, "%s: general.architecture '%s' is not supported; loupe reads GGUF models of "
-                        "architecture gpt2, llama, qwen2 and gemma2", path, arch);
+                        "architecture gpt2, llama, qwen2, gemma2 and gptneox", path, arch);
     snprintf(m->cfg.arch, sizeof m->cfg.arch, "%s", GGUF_ARCHES[a].hf_arch);
     m->gguf_unpermute = GGUF_ARCHES[a].unpermute;
     m->gguf_norm_shifted = GGUF_ARCHES[a].norm_shifted;

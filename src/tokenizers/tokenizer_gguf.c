@@ -1,7 +1,7 @@
 /* A GGUF file's tokenizer, from its metadata (tokenizer.ggml.*):
- *  - model "gpt2": byte-level BPE, GPT-2's pre-split (tokenizer.ggml.pre absent, "default"
- *    or "gpt-2"; other pre-tokenizers are refused rather than split wrongly), tokens and
- *    merges ("a b", in rank order); control and user-defined tokens matched whole in text.
+ *  - model "gpt2": byte-level BPE, tokens and merges ("a b", in rank order), split by the
+ *    regex that tokenizer.ggml.pre names (PRETOKENIZERS below; unknown names are refused
+ *    rather than split wrongly); control and user-defined tokens matched whole in text.
  *  - model "llama": SentencePiece as llama.cpp runs it, which is llama2.c's algorithm:
  *    pieces ("▁" read as a space), merged greedily by score, <0xNN> byte fallback. Only
  *    normal and user-defined pieces are formed by merges (control, unknown, unused and byte
@@ -9,8 +9,9 @@
  *    tokenizer.ggml.add_space_prefix (default true) puts "▁" before the text, as llama.cpp
  *    does; Gemma's files set it false.
  * tokenizer.ggml.bos_token_id / eos_token_id / unknown_token_id and add_bos_token set the
- * specials (llama defaults: 1, 2, 0 and BOS added; gpt2: none added). Every length is
- * checked against the vocabulary before use; failures name the file and the key. */
+ * specials (llama defaults: 1, 2, 0 and BOS added; gpt2: none added, except Llama 3's
+ * pre-tokenizer, which llama.cpp gives a BOS). Every length is checked against the
+ * vocabulary before use; failures name the file and the key. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,36 @@
 #include "loupe/error.h"
 #include "loupe/gguf.h"
 #include "tokenizers/tokenizer_impl.h"
+
+/* tokenizer.ggml.pre: the names llama.cpp's llama_vocab::load gives the splits of the
+ * byte-level models loupe reads, and the regex of each. The regexes are the originals of
+ * the models' tokenizer.json (which llama.cpp's llm_tokenizer_bpe rewrites without (?i:),
+ * its regex engine lacking it: '[sS] for (?i:'s)); PCRE2 runs them as the tokenizer.json
+ * path does, so a GGUF splits as its tokenizer.json would. "default" and an absent key are
+ * GPT-2's split, as loupe read them before (llama.cpp's fallback for an unrecognised
+ * vocabulary splits punctuation and digit runs apart first). "olmo" is what llama.cpp's
+ * converter writes for GPT-NeoX-20B's vocabulary (Pythia, OLMo): GPT-2's split, as its
+ * ByteLevel pre_tokenizer does. Llama 3's takes a word that is itself a token whole
+ * (ignore_merges) and adds BOS, as llama.cpp does for it. */
+#define LLAMA3_PATTERN                                                                                             \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"       \
+    "\\s+(?!\\S)|\\s+"
+#define QWEN2_PATTERN                                                                                              \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"           \
+    "\\s+(?!\\S)|\\s+"
+static const struct {
+    const char *name, *pattern;
+    bool ignore_merges, add_bos, merge_rounds;
+} PRETOKENIZERS[] = {
+    {"default", LP_TOK_GPT2_PATTERN, false, false, true},
+    {"gpt-2", LP_TOK_GPT2_PATTERN, false, false, true},
+    {"olmo", LP_TOK_GPT2_PATTERN, false, false, true},
+    {"llama-bpe", LLAMA3_PATTERN, true, true, false},
+    {"llama3", LLAMA3_PATTERN, true, true, false},
+    {"llama-v3", LLAMA3_PATTERN, true, true, false},
+    {"qwen2", QWEN2_PATTERN, false, false, false},
+};
+#define N_PRETOKENIZERS (sizeof PRETOKENIZERS / sizeof *PRETOKENIZERS)
 
 #define TOKEN_NORMAL 1
 #define TOKEN_CONTROL 3
@@ -113,7 +144,7 @@ static int load_merges(lp_tokenizer *t, const lp_gguf *g, const lp_gguf_kv *merg
     return rc;
 }
 
-static int build(lp_tokenizer *t, const lp_gguf *g, bool spm) {
+static int build(lp_tokenizer *t, const lp_gguf *g, bool spm, size_t pre) {
     const lp_gguf_kv *tokens, *scores, *types, *merges = NULL;
     int rc;
     if ((rc = get_array(g, "tokenizer.ggml.tokens", true, UINT64_MAX, true, &tokens))) return rc;
@@ -138,7 +169,7 @@ static int build(lp_tokenizer *t, const lp_gguf *g, bool spm) {
         lp_gguf_str_at(tokens, (uint64_t)i, &s, &n);
         if ((rc = lp_tok_add_added(t, i, s, n))) return rc;
     }
-    bool add_bos = spm;
+    bool add_bos = spm || PRETOKENIZERS[pre].add_bos;
     t->bos = spm && n_vocab > 1 ? 1 : -1;
     t->eos = spm && n_vocab > 2 ? 2 : -1;
     t->unk = spm ? 0 : -1;
@@ -158,8 +189,9 @@ static int build(lp_tokenizer *t, const lp_gguf *g, bool spm) {
         t->strip_leading_space = prefix;
         t->bytes_by_name = true;
     } else {
-        if ((rc = lp_tok_compile_regex(t, LP_TOK_GPT2_PATTERN))) return rc;
-        t->merge_rounds = true;
+        if ((rc = lp_tok_compile_regex(t, PRETOKENIZERS[pre].pattern))) return rc;
+        t->merge_rounds = PRETOKENIZERS[pre].merge_rounds;
+        t->ignore_merges = PRETOKENIZERS[pre].ignore_merges;
     }
     return lp_tok_finish(t);
 }
@@ -179,13 +211,21 @@ int lp_tokenizer_load_gguf(lp_tokenizer **out, const lp_gguf *g) {
                         s);
     if (gpt2 && lp_gguf_find_kv(g, "tokenizer.ggml.pre") && (rc = lp_gguf_get_str(g, "tokenizer.ggml.pre", &pre, &pre_len)))
         return rc;
-    if (gpt2 && !(pre_len == 7 && !memcmp(pre, "default", 7)) && !(pre_len == 5 && !memcmp(pre, "gpt-2", 5)))
-        return lp_error(LP_EUNSUPPORTED, "%s: tokenizer.ggml.pre '%.*s' is not supported yet (loupe splits as GPT-2); "
-                        "pass the model's tokenizer.json with --tokenizer", lp_gguf_path(g),
-                        (int)(pre_len < 40 ? pre_len : 40), pre);
+    size_t p = 0;
+    while (p < N_PRETOKENIZERS && !(strlen(PRETOKENIZERS[p].name) == pre_len && !memcmp(pre, PRETOKENIZERS[p].name, pre_len)))
+        p++;
+    if (gpt2 && p == N_PRETOKENIZERS) {
+        char known[256] = "";
+        for (size_t k = 0; k < N_PRETOKENIZERS; k++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", k ? ", " : "", PRETOKENIZERS[k].name);
+        return lp_error(LP_EUNSUPPORTED, "%s: tokenizer.ggml.pre '%.*s' is not supported (loupe knows %s); pass the "
+                        "model's tokenizer.json with --tokenizer", lp_gguf_path(g), (int)(pre_len < 40 ? pre_len : 40),
+                        pre, known);
+    }
+    if (!gpt2) p = 0;
     lp_tokenizer *t = lp_tok_new(spm ? LP_TOK_LLAMA2C : LP_TOK_BYTE_BPE, lp_gguf_path(g));
     if (!t) return lp_error(LP_ENOMEM, "out of memory");
-    if ((rc = build(t, g, spm))) {
+    if ((rc = build(t, g, spm, p))) {
         lp_tokenizer_free(t);
         return rc;
     }
