@@ -10,6 +10,7 @@
 
 #include "helpers.h"
 #include "loupe/error.h"
+#include "loupe/fileio.h"
 #include "loupe/gguf.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
@@ -323,6 +324,91 @@ static void metadata_tokenizers_match_the_reference(void **state) {
     json_decref(ref);
 }
 
+/* tokenizer.ggml.pre: each name splits as the model's tokenizer.json does. The same
+ * byte-level vocabulary (gguf_fixtures.py pretok) as GGUF metadata and as tokenizer.json
+ * gives the same ids on llama.cpp's 47 GPT-2 test strings and on strings whose splits tell
+ * the names apart; those are checked against splits worked out by hand (the ids of a text
+ * are those of its pieces encoded one by one): digits whole (GPT-2), in threes (Llama 3)
+ * or one by one (Qwen2); "'S" a contraction only under (?i:); a punctuation mark joined to
+ * the letters after it, newlines kept together; and Llama 3 takes "wxyz", a token no merge
+ * spells, whole (ignore_merges) and adds BOS. */
+#define SHARED_TOK "../shared/tokenizers"
+static void encode_ok(const lp_tokenizer *t, const char *s, int *ids, int cap, int *n) {
+    if (lp_tokenizer_encode(t, s, strlen(s), false, ids, cap, n)) fail_msg("'%s': %s", s, lp_errmsg());
+}
+
+static void pretokenizers_split_as_their_tokenizer_json(void **state) {
+    (void)state;
+    static const char *const pres[3] = {"gpt-2", "llama-bpe", "qwen2"};
+    /* a text, then its pieces under gpt-2, llama-bpe and qwen2 ("|" separated) */
+    static const char *const split[][4] = {
+        {"3333", "3333", "333|3", "3|3|3|3"},
+        {"HELLO'S", "HELLO|'|S", "HELLO|'S", "HELLO|'S"},
+        {"a,wow", "a|,|wow", "a|,wow", "a|,wow"},
+        {"a\n\nb", "a|\n|\n|b", "a|\n\n|b", "a|\n\n|b"},
+        {" 12345 x", " 12345| x", " |123|45| x", " |1|2|3|4|5| x"},
+    };
+    char *inp;
+    size_t inp_len;
+    assert_int_equal(lp_file_read_new(SHARED_TOK "/tests/gpt2.inp", &inp, &inp_len), LP_OK);
+    int first[5][16], n_first[5];
+    for (int p = 0; p < 3; p++) {
+        char path[256];
+        snprintf(path, sizeof path, DIR_GGUF "pre_%s.gguf", pres[p]);
+        lp_gguf *g;
+        lp_tokenizer *tg = NULL, *tj = NULL;
+        assert_int_equal(lp_gguf_open(&g, path), LP_OK);
+        if (lp_tokenizer_load_gguf(&tg, g)) fail_msg("%s", lp_errmsg());
+        snprintf(path, sizeof path, DIR_GGUF "pre_%s.tokenizer.json", pres[p]);
+        if (lp_tokenizer_load_json(&tj, path)) fail_msg("%s", lp_errmsg());
+        assert_int_equal(lp_tokenizer_adds_bos(tg), p == 1);
+        int texts = 0, a[512], b[512], na, nb;
+        static const char sep[] = "\n__ggml_vocab_test__\n";
+        for (char *at = inp; at < inp + inp_len; texts++) {
+            char *next = strstr(at, sep);
+            size_t len = next ? (size_t)(next - at) : strlen(at);
+            assert_int_equal(lp_tokenizer_encode(tg, at, len, false, a, 512, &na), LP_OK);
+            assert_int_equal(lp_tokenizer_encode(tj, at, len, false, b, 512, &nb), LP_OK);
+            bool same = na == nb;
+            for (int i = 0; same && i < na; i++) same = a[i] == b[i];
+            if (!same) fail_msg("%s: text %d (%.*s) gives %d ids, tokenizer.json %d", pres[p], texts, (int)len, at, na, nb);
+            if (!next) break;
+            at = next + strlen(sep);
+        }
+        for (size_t k = 0; k < sizeof split / sizeof *split; k++) {
+            encode_ok(tg, split[k][0], a, 512, &na);
+            encode_ok(tj, split[k][0], b, 512, &nb);
+            assert_int_equal(na, nb);
+            assert_memory_equal(a, b, (size_t)na * sizeof *a);
+            char pieces[64];
+            snprintf(pieces, sizeof pieces, "%s", split[k][1 + p]);
+            nb = 0;
+            for (char *piece = strtok(pieces, "|"); piece; piece = strtok(NULL, "|")) {
+                int n;
+                encode_ok(tg, piece, b + nb, 512 - nb, &n);
+                nb += n;
+            }
+            if (na != nb || memcmp(a, b, (size_t)na * sizeof *a))
+                fail_msg("%s: '%s' is not split as %s", pres[p], split[k][0], split[k][1 + p]);
+            if (k == 0) { /* the digits tell all three apart */
+                for (int q = 0; q < p; q++)
+                    assert_true(n_first[q] != na || memcmp(first[q], a, (size_t)na * sizeof *a));
+                memcpy(first[p], a, (size_t)na * sizeof *a);
+                n_first[p] = na;
+            }
+        }
+        encode_ok(tg, "wxyz", a, 512, &na);
+        assert_int_equal(na, p == 1 ? 1 : 4);
+        print_message("  %-9s %d test strings as its tokenizer.json, %zu splits as worked out\n", pres[p], texts + 1,
+                      sizeof split / sizeof *split);
+        assert_int_equal(texts + 1, 47);
+        lp_tokenizer_free(tj);
+        lp_tokenizer_free(tg);
+        lp_gguf_free(g);
+    }
+    free(inp);
+}
+
 /* ---- malformed files, built byte by byte ---- */
 
 typedef struct {
@@ -571,6 +657,7 @@ int main(void) {
         cmocka_unit_test(q8_0_model_computes_with_its_decoded_weights),
         cmocka_unit_test(blocks_decode_as_the_reference_does),
         cmocka_unit_test(metadata_tokenizers_match_the_reference),
+        cmocka_unit_test(pretokenizers_split_as_their_tokenizer_json),
         cmocka_unit_test(malformed_files_are_refused_with_one_clear_message),
         cmocka_unit_test(unsupported_models_are_refused),
     };
