@@ -217,6 +217,71 @@ static void neox_files_keep_their_rotary_width_and_residual(void **state) {
     rm_tree(dir);
 }
 
+/* Largest |difference| of two runs' resid_post over every layer and position. */
+static double resid_diff(const lp_run *a, const lp_run *b, int n_layer) {
+    double worst = 0;
+    for (int l = 0; l < n_layer; l++) {
+        lp_view va, vb;
+        assert_int_equal(lp_run_view(a, LP_ACT_RESID_POST, l, -1, &va), LP_OK);
+        assert_int_equal(lp_run_view(b, LP_ACT_RESID_POST, l, -1, &vb), LP_OK);
+        for (int t = 0; t < va.shape[0]; t++)
+            for (int j = 0; j < va.shape[1]; j++) {
+                double d = fabs((double)va.data[t * va.stride[0] + j * va.stride[1]] -
+                                vb.data[t * vb.stride[0] + j * vb.stride[1]]);
+                worst = isnan(d) ? INFINITY : fmax(worst, d);
+            }
+    }
+    return worst;
+}
+
+/* BERT: the converter keeps the BertModel of a BertForMaskedLM (no pooler, no heads). Its F32
+ * file gives exactly the original's hidden states at every layer (F16: within F16's
+ * rounding), with token types; its WordPiece vocabulary, stored in the converter's
+ * "phantom space" form, tokenizes as the original's vocab.txt does: lowercased, accents
+ * stripped, punctuation and CJK apart, "##" pieces, [MASK] whole, [CLS] A [SEP]. */
+static void bert_files_give_the_hidden_states_of_their_originals(void **state) {
+    (void)state;
+    lp_model *orig, *g;
+    assert_int_equal(lp_model_load(&orig, "tests/fixtures/encoders/bert_mlm", NULL), LP_OK);
+    static const char *const texts[] = {
+        "the cat sat on the mat.", "The QUICK brown fox, jumped over the lazy dog!", "He ran; she said: very good",
+        "Caf\xc3\xa9 na\xc3\xafve \xc3\x89T\xc3\x89", "a [MASK] movie", "jumping   quickly\tran\n\npark",
+        "\xe4\xb8\xad\xe6\x96\x87 text", "unknownword xyzzy's", "",
+    };
+    const char *files[2] = {DIR_GGUF "bert_mlm.f32.gguf", DIR_GGUF "bert_mlm.f16.gguf"};
+    for (int k = 0; k < 2; k++) {
+        int rc = lp_model_load(&g, files[k], NULL);
+        if (rc) fail_msg("%s", lp_errmsg());
+        const lp_config *c = lp_model_config(g);
+        assert_string_equal(c->arch, "BertModel");
+        assert_false(c->causal);
+        assert_int_equal(c->type_vocab, 2);
+        const lp_tokenizer *tg = lp_model_tokenizer(g), *to = lp_model_tokenizer(orig);
+        assert_non_null(tg);
+        double worst = 0;
+        for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+            int a[64], b[64], na, nb;
+            const char *s = texts[i];
+            assert_int_equal(lp_tokenizer_encode(tg, s, strlen(s), true, a, 64, &na), LP_OK);
+            assert_int_equal(lp_tokenizer_encode(to, s, strlen(s), true, b, 64, &nb), LP_OK);
+            if (na != nb || memcmp(a, b, (size_t)na * sizeof *a)) fail_msg("'%s': %d ids, vocab.txt %d", s, na, nb);
+            int types[64] = {0};
+            for (int j = na / 2; j < na; j++) types[j] = 1;
+            lp_run *ra, *rb;
+            assert_int_equal(lp_run_new_typed(&ra, orig, b, types, nb), LP_OK);
+            assert_int_equal(lp_run_new_typed(&rb, g, a, types, na), LP_OK);
+            worst = fmax(worst, resid_diff(ra, rb, c->n_layer));
+            lp_run_free(ra);
+            lp_run_free(rb);
+        }
+        print_message("  bert_mlm %s: %zu texts tokenized as vocab.txt does; max |hidden state difference| %.3g\n",
+                      k ? "f16" : "f32", sizeof texts / sizeof *texts, worst);
+        assert_true(k == 0 ? worst == 0 : worst < 0.05);
+        lp_model_free(g);
+    }
+    lp_model_free(orig);
+}
+
 /* A Q8_0 file (quantised by the script as llama.cpp's reference quantiser does) gives the
  * logits of the F32 file of its values as the script's reference decoder reads them: the
  * quantised rows are decoded and then un-permuted like the others. And they are not the
@@ -654,6 +719,7 @@ int main(void) {
         cmocka_unit_test(gguf_models_give_the_logits_of_their_originals),
         cmocka_unit_test(gemma2_files_compute_what_llama_cpp_computes),
         cmocka_unit_test(neox_files_keep_their_rotary_width_and_residual),
+        cmocka_unit_test(bert_files_give_the_hidden_states_of_their_originals),
         cmocka_unit_test(q8_0_model_computes_with_its_decoded_weights),
         cmocka_unit_test(blocks_decode_as_the_reference_does),
         cmocka_unit_test(metadata_tokenizers_match_the_reference),

@@ -97,6 +97,30 @@ static const name_map NEOX_LAYER[] = {
     {"mlp.dense_4h_to_h.weight", "ffn_down.weight", AS_IS},    {"mlp.dense_4h_to_h.bias", "ffn_down.bias", AS_IS},
 };
 
+/* BERT as convert_hf_to_gguf.py's BertModel writes it (filter_tensors): "bert." dropped, the
+ * pooler and the masked-LM and next-sentence heads left out, so a file is a BertModel
+ * without its pooler, whatever the original's head; the rest renamed by tensor_mapping.py. */
+static const name_map BERT_GLOBAL[] = {
+    {"embeddings.word_embeddings.weight", "token_embd.weight", AS_IS},
+    {"embeddings.position_embeddings.weight", "position_embd.weight", AS_IS},
+    {"embeddings.token_type_embeddings.weight", "token_types.weight", AS_IS},
+    {"embeddings.LayerNorm.weight", "token_embd_norm.weight", AS_IS},
+    {"embeddings.LayerNorm.bias", "token_embd_norm.bias", AS_IS},
+};
+static const name_map BERT_LAYER[] = {
+    {"attention.self.query.weight", "attn_q.weight", AS_IS},   {"attention.self.query.bias", "attn_q.bias", AS_IS},
+    {"attention.self.key.weight", "attn_k.weight", AS_IS},     {"attention.self.key.bias", "attn_k.bias", AS_IS},
+    {"attention.self.value.weight", "attn_v.weight", AS_IS},   {"attention.self.value.bias", "attn_v.bias", AS_IS},
+    {"attention.output.dense.weight", "attn_output.weight", AS_IS},
+    {"attention.output.dense.bias", "attn_output.bias", AS_IS},
+    {"attention.output.LayerNorm.weight", "attn_output_norm.weight", AS_IS},
+    {"attention.output.LayerNorm.bias", "attn_output_norm.bias", AS_IS},
+    {"intermediate.dense.weight", "ffn_up.weight", AS_IS},     {"intermediate.dense.bias", "ffn_up.bias", AS_IS},
+    {"output.dense.weight", "ffn_down.weight", AS_IS},         {"output.dense.bias", "ffn_down.bias", AS_IS},
+    {"output.LayerNorm.weight", "layer_output_norm.weight", AS_IS},
+    {"output.LayerNorm.bias", "layer_output_norm.bias", AS_IS},
+};
+
 /* Each architecture: its loader, and where its Hugging Face tensors are in the file. */
 static const struct {
     const char *gguf_arch, *hf_arch;
@@ -116,6 +140,7 @@ static const struct {
      true},
     {"gptneox", "GPTNeoXForCausalLM", lp_arch_gpt_neox_load, MAP(NEOX_GLOBAL), MAP(NEOX_LAYER), "gpt_neox.layers.",
      false, false},
+    {"bert", "BertModel", lp_arch_bert_load, MAP(BERT_GLOBAL), MAP(BERT_LAYER), "encoder.layer.", false, false},
 };
 
 /* The GGUF name of Hugging Face tensor hf and how its layout differs; false if unmapped. */
@@ -384,6 +409,28 @@ static int neox_config(const lp_gguf *g, int d, int n_head, json_t *config) {
     return LP_OK;
 }
 
+/* BERT's keys (TextModel.set_gguf_parameters, BertModel's attention.causal false): the
+ * token types from token_types.weight's rows (the converter writes their count under a
+ * tokenizer key llama.cpp only checks against them). GELU is BertConfig's exact "gelu", as
+ * for GPT-NeoX; llama.cpp's pooling_type is how it pools embeddings and is not read. */
+static int bert_config(const lp_gguf *g, json_t *config) {
+    const char *file = lp_gguf_path(g);
+    int rc;
+    if (lp_gguf_find_kv(g, "bert.attention.causal")) {
+        bool causal;
+        if ((rc = lp_gguf_get_bool(g, "bert.attention.causal", &causal))) return rc;
+        if (causal) return lp_error(LP_EUNSUPPORTED, "%s: bert.attention.causal is true; a causal BERT is not supported", file);
+    }
+    const lp_gguf_tensor *types = lp_gguf_find_tensor(g, "token_types.weight");
+    if (!types || types->n_dims != 2 || types->ne[1] > (1 << 16))
+        return lp_error(LP_EFORMAT, "%s: no 2-D token_types.weight of at most 65536 rows; BERT needs its token-type "
+                        "embeddings", file);
+    json_object_set_new(config, "type_vocab_size", json_integer((json_int_t)types->ne[1]));
+    if (!lp_gguf_find_kv(g, "bert.context_length"))
+        return lp_error(LP_EFORMAT, "%s: bert.context_length is missing; it sizes position_embd.weight", file);
+    return LP_OK;
+}
+
 /* The config.json a Hugging Face checkpoint of this GGUF's architecture would have. */
 static int make_config(lp_model *m, const char *arch, json_t *config) {
     const lp_gguf *g = m->gguf;
@@ -404,6 +451,18 @@ static int make_config(lp_model *m, const char *arch, json_t *config) {
             (rc = copy_int(g, arch, "context_length", true, 1, LP_MAX_CTX, config, "n_positions", NULL)) ||
             (rc = copy_int(g, arch, "feed_forward_length", false, 1, LP_MAX_D_MLP, config, "n_inner", NULL)) ||
             (rc = copy_float(g, arch, "attention.layer_norm_epsilon", config, "layer_norm_epsilon")))
+            return rc;
+        return refuse_unsupported(g, arch, 0);
+    }
+    if (strcmp(arch, "bert") == 0) {
+        if ((rc = copy_int(g, arch, "embedding_length", true, 1, LP_MAX_D_MODEL, config, "hidden_size", NULL)) ||
+            (rc = copy_int(g, arch, "feed_forward_length", true, 1, LP_MAX_D_MLP, config, "intermediate_size", NULL)) ||
+            (rc = copy_int(g, arch, "block_count", true, 1, LP_MAX_LAYERS, config, "num_hidden_layers", NULL)) ||
+            (rc = copy_int(g, arch, "attention.head_count", true, 1, LP_MAX_HEADS, config, "num_attention_heads",
+                           NULL)) ||
+            (rc = bert_config(g, config)) ||
+            (rc = copy_int(g, arch, "context_length", true, 1, LP_MAX_CTX, config, "max_position_embeddings", NULL)) ||
+            (rc = copy_float(g, arch, "attention.layer_norm_epsilon", config, "layer_norm_eps")))
             return rc;
         return refuse_unsupported(g, arch, 0);
     }
@@ -449,7 +508,7 @@ static int load(lp_model *m, const char *path) {
         a++;
     if (a == N_OF(GGUF_ARCHES))
         return lp_error(LP_EUNSUPPORTED, "%s: general.architecture '%s' is not supported; loupe reads GGUF models of "
-                        "architecture gpt2, llama, qwen2, gemma2 and gptneox", path, arch);
+                        "architecture gpt2, llama, qwen2, gemma2, gptneox and bert", path, arch);
     snprintf(m->cfg.arch, sizeof m->cfg.arch, "%s", GGUF_ARCHES[a].hf_arch);
     m->gguf_unpermute = GGUF_ARCHES[a].unpermute;
     m->gguf_norm_shifted = GGUF_ARCHES[a].norm_shifted;

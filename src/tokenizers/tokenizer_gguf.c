@@ -8,6 +8,7 @@
  *    tokens get no score).
  *    tokenizer.ggml.add_space_prefix (default true) puts "▁" before the text, as llama.cpp
  *    does; Gemma's files set it false.
+ *  - model "bert": WordPiece (build_bert).
  * tokenizer.ggml.bos_token_id / eos_token_id / unknown_token_id and add_bos_token set the
  * specials (llama defaults: 1, 2, 0 and BOS added; gpt2: none added, except Llama 3's
  * pre-tokenizer, which llama.cpp gives a BOS). Every length is checked against the
@@ -74,6 +75,26 @@ static int get_array(const lp_gguf *g, const char *key, bool want_string, uint64
     return LP_OK;
 }
 
+/* tokenizer.ggml.tokens: 1 to 2^22 strings. */
+static int get_tokens(const lp_gguf *g, const lp_gguf_kv **tokens) {
+    int rc = get_array(g, "tokenizer.ggml.tokens", true, UINT64_MAX, true, tokens);
+    if (!rc && ((*tokens)->n < 1 || (*tokens)->n > (1u << 22)))
+        rc = lp_error(LP_EFORMAT, "%s: tokenizer.ggml.tokens has %llu tokens; loupe reads 1 to %d", lp_gguf_path(g),
+                      (unsigned long long)(*tokens)->n, 1 << 22);
+    return rc;
+}
+
+/* Token i's type (normal when the file has no types). llama.cpp's token types are 0..6;
+ * anything else (a u32 of 4e9 converted to int is undefined) is a damaged file. */
+static int token_type(const lp_gguf *g, const lp_gguf_kv *types, uint64_t i, int *out) {
+    double tv = types ? lp_gguf_num_at(types, i) : TOKEN_NORMAL;
+    if (!(tv >= 0 && tv <= 6 && tv == (int)tv))
+        return lp_error(LP_EFORMAT, "%s: tokenizer.ggml.token_type[%llu] is %g; token types are 0..6", lp_gguf_path(g),
+                        (unsigned long long)i, tv);
+    *out = (int)tv;
+    return LP_OK;
+}
+
 /* An optional token id key into *id (left as it is when absent). */
 static int get_id(const lp_gguf *g, const char *key, int n_vocab, int *id) {
     if (!lp_gguf_find_kv(g, key)) return LP_OK;
@@ -106,13 +127,9 @@ static int load_pieces(lp_tokenizer *t, const lp_gguf *g, const lp_gguf_kv *toke
         const char *s;
         size_t n;
         lp_gguf_str_at(tokens, i, &s, &n);
-        /* llama.cpp's token types are 0..6; anything else (a u32 of 4e9 converted to int is
-         * undefined) is a damaged file. Checked here, so the added-token pass below may convert. */
-        double tv = types ? lp_gguf_num_at(types, i) : TOKEN_NORMAL;
-        if (!(tv >= 0 && tv <= 6 && tv == (int)tv))
-            return lp_error(LP_EFORMAT, "%s: tokenizer.ggml.token_type[%llu] is %g; token types are 0..6", lp_gguf_path(g),
-                            (unsigned long long)i, tv);
-        int type = (int)tv;
+        /* checked here, so the added-token pass below may convert */
+        int type;
+        if ((rc = token_type(g, types, i, &type))) return rc;
         rc = spm ? set_spm_piece(t, (int)i, s, n, buf) : lp_tok_set_piece(t, (int)i, s, n);
         float score = scores ? (float)lp_gguf_num_at(scores, i) : 0.0f;
         if (!isfinite(score))
@@ -147,10 +164,7 @@ static int load_merges(lp_tokenizer *t, const lp_gguf *g, const lp_gguf_kv *merg
 static int build(lp_tokenizer *t, const lp_gguf *g, bool spm, size_t pre) {
     const lp_gguf_kv *tokens, *scores, *types, *merges = NULL;
     int rc;
-    if ((rc = get_array(g, "tokenizer.ggml.tokens", true, UINT64_MAX, true, &tokens))) return rc;
-    if (tokens->n < 1 || tokens->n > (1u << 22))
-        return lp_error(LP_EFORMAT, "%s: tokenizer.ggml.tokens has %llu tokens; loupe reads 1 to %d",
-                        lp_gguf_path(g), (unsigned long long)tokens->n, 1 << 22);
+    if ((rc = get_tokens(g, &tokens))) return rc;
     int n_vocab = (int)tokens->n;
     if ((rc = get_array(g, "tokenizer.ggml.scores", false, tokens->n, false, &scores)) ||
         (rc = get_array(g, "tokenizer.ggml.token_type", false, tokens->n, false, &types)) ||
@@ -196,6 +210,67 @@ static int build(lp_tokenizer *t, const lp_gguf *g, bool spm, size_t pre) {
     return lp_tok_finish(t);
 }
 
+/* Model "bert": WordPiece on the vocabulary vocab.txt had, undoing the converter's
+ * "phantom space" (BertModel.set_vocab): control tokens are kept as they are, "##x" was
+ * written "x" and a word-initial "x" as "▁x". BERT's normaliser lowercases and strips
+ * accents, as bert-base-uncased's does (do_lower_case is not in the file; llama.cpp's WPM
+ * lowercases every model too); control tokens are matched whole in text, and the text is
+ * wrapped in [CLS] A [SEP] (the ids of tokenizer.ggml.cls_token_id and
+ * seperator_token_id, the key's spelling, else 101 and 102 as llama.cpp defaults). */
+static int build_bert(lp_tokenizer *t, const lp_gguf *g) {
+    const lp_gguf_kv *tokens, *types;
+    int rc;
+    if ((rc = get_tokens(g, &tokens))) return rc;
+    int n_vocab = (int)tokens->n;
+    if ((rc = get_array(g, "tokenizer.ggml.token_type", false, tokens->n, true, &types)) ||
+        (rc = lp_tok_alloc_vocab(t, n_vocab)))
+        return rc;
+    sbuf buf = {0};
+    for (int i = 0; i < n_vocab && !rc; i++) {
+        const char *s;
+        size_t n;
+        lp_gguf_str_at(tokens, (uint64_t)i, &s, &n);
+        int type;
+        if ((rc = token_type(g, types, (uint64_t)i, &type))) break;
+        buf.n = 0;
+        if (type == TOKEN_CONTROL) rc = lp_tok_sbuf_add(&buf, s, n);
+        else if (n >= 3 && memcmp(s, LP_TOK_SPIECE_SPACE, 3) == 0) rc = lp_tok_sbuf_add(&buf, s + 3, n - 3);
+        else if (!(rc = lp_tok_sbuf_add(&buf, "##", 2))) rc = lp_tok_sbuf_add(&buf, s, n);
+        if (!rc) rc = lp_tok_set_piece(t, i, buf.s ? buf.s : "", buf.n);
+    }
+    free(buf.s);
+    if (rc || (rc = lp_tok_index_pieces(t)) || (rc = lp_tok_keep_last_duplicates(t)) ||
+        (rc = lp_tok_wordpiece_defaults(t, "##")))
+        return rc;
+    t->bert_norm = t->bert_pretok = t->bn_clean = t->bn_chinese = t->bn_lower = t->bn_strip = true;
+    for (int i = 0; i < n_vocab; i++) {
+        if ((int)lp_gguf_num_at(types, (uint64_t)i) != TOKEN_CONTROL || t->tok[i].p_off == UINT32_MAX) continue;
+        const char *s;
+        size_t n;
+        lp_gguf_str_at(tokens, (uint64_t)i, &s, &n);
+        if (n && (rc = lp_tok_add_added(t, i, s, n))) return rc;
+    }
+    int cls = n_vocab > 101 ? 101 : -1, sep = n_vocab > 102 ? 102 : -1;
+    int unk = n_vocab > 100 ? 100 : -1, pad = 0, mask = n_vocab > 103 ? 103 : -1;
+    if ((rc = get_id(g, "tokenizer.ggml.bos_token_id", n_vocab, &cls)) ||
+        (rc = get_id(g, "tokenizer.ggml.cls_token_id", n_vocab, &cls)) ||
+        (rc = get_id(g, "tokenizer.ggml.seperator_token_id", n_vocab, &sep)) ||
+        (rc = get_id(g, "tokenizer.ggml.unknown_token_id", n_vocab, &unk)) ||
+        (rc = get_id(g, "tokenizer.ggml.padding_token_id", n_vocab, &pad)) ||
+        (rc = get_id(g, "tokenizer.ggml.mask_token_id", n_vocab, &mask)))
+        return rc;
+    if (cls < 0 || sep < 0)
+        return lp_error(LP_EFORMAT, "%s: a bert tokenizer of %d tokens without tokenizer.ggml.cls_token_id and "
+                        "seperator_token_id; [CLS] and [SEP] are unknown", lp_gguf_path(g), n_vocab);
+    t->unk = unk;
+    t->special[LP_SPECIAL_UNK] = unk;
+    t->special[LP_SPECIAL_PAD] = pad;
+    t->special[LP_SPECIAL_MASK] = mask;
+    if ((rc = lp_tok_template_bert(t, cls, sep))) return rc;
+    t->adds_bos = true;
+    return lp_tok_finish(t);
+}
+
 int lp_tokenizer_load_gguf(lp_tokenizer **out, const lp_gguf *g) {
     *out = NULL;
     const lp_gguf_kv *model = lp_gguf_find_kv(g, "tokenizer.ggml.model");
@@ -205,10 +280,20 @@ int lp_tokenizer_load_gguf(lp_tokenizer **out, const lp_gguf *g) {
     int rc = lp_gguf_get_str(g, "tokenizer.ggml.model", &s, &n);
     if (rc) return rc;
     bool spm = n == 5 && memcmp(s, "llama", 5) == 0, gpt2 = n == 4 && memcmp(s, "gpt2", 4) == 0;
+    if (n == 4 && memcmp(s, "bert", 4) == 0) {
+        lp_tokenizer *t = lp_tok_new(LP_TOK_WORDPIECE, lp_gguf_path(g));
+        if (!t) return lp_error(LP_ENOMEM, "out of memory");
+        if ((rc = build_bert(t, g))) {
+            lp_tokenizer_free(t);
+            return rc;
+        }
+        *out = t;
+        return LP_OK;
+    }
     if (!spm && !gpt2)
-        return lp_error(LP_EUNSUPPORTED, "%s: tokenizer.ggml.model '%.*s' is not supported (loupe reads gpt2 and "
-                        "llama); pass the model's tokenizer with --tokenizer", lp_gguf_path(g), (int)(n < 40 ? n : 40),
-                        s);
+        return lp_error(LP_EUNSUPPORTED, "%s: tokenizer.ggml.model '%.*s' is not supported (loupe reads gpt2, llama "
+                        "and bert); pass the model's tokenizer with --tokenizer", lp_gguf_path(g),
+                        (int)(n < 40 ? n : 40), s);
     if (gpt2 && lp_gguf_find_kv(g, "tokenizer.ggml.pre") && (rc = lp_gguf_get_str(g, "tokenizer.ggml.pre", &pre, &pre_len)))
         return rc;
     size_t p = 0;
