@@ -53,6 +53,7 @@ static const struct {
 #define N_PRETOKENIZERS (sizeof PRETOKENIZERS / sizeof *PRETOKENIZERS)
 
 #define TOKEN_NORMAL 1
+#define TOKEN_UNKNOWN 2
 #define TOKEN_CONTROL 3
 #define TOKEN_USER_DEFINED 4
 
@@ -175,9 +176,11 @@ static int build(lp_tokenizer *t, const lp_gguf *g, bool spm, size_t pre) {
     free(buf.s);
     if (rc || (rc = lp_tok_index_pieces(t))) return rc;
     if (merges && (rc = load_merges(t, g, merges))) return rc;
-    for (int i = 0; !spm && types && i < n_vocab; i++) {
+    /* control, user-defined and unknown tokens are matched whole in text, as llama.cpp's
+     * tokenizer_st_partition does with parse_special (and tokenizer.json's added tokens) */
+    for (int i = 0; types && i < n_vocab; i++) {
         int type = (int)lp_gguf_num_at(types, (uint64_t)i);
-        if (type != TOKEN_CONTROL && type != TOKEN_USER_DEFINED) continue;
+        if (type != TOKEN_CONTROL && type != TOKEN_USER_DEFINED && type != TOKEN_UNKNOWN) continue;
         const char *s;
         size_t n;
         lp_gguf_str_at(tokens, (uint64_t)i, &s, &n);
