@@ -1,10 +1,11 @@
 /* GGUF models: the architecture and hyperparameters from the file's metadata, handed to
- * the Hugging Face loaders (gpt2.c, llama.c, gemma2.c) as the config.json they would have
- * read; the tensors those loaders ask for by their Hugging Face names are found under
+ * the Hugging Face loaders (gpt2.c, llama.c, gemma2.c, gpt_neox.c, bert.c) as the
+ * config.json they would have read; the tensors those loaders ask for by their Hugging Face names are found under
  * llama.cpp's names, dequantised to float32, and brought back to the Hugging Face layout:
  * GPT-2's Conv1D weights transposed back, Llama's q/k rows un-permuted (llama.cpp's
  * converter reorders each head's rows for its interleaved RoPE; loupe computes rotate-half
- * RoPE on the original order). The model is then the Hugging Face one, weight for weight.
+ * RoPE on the original order), GPT-NeoX's fused q|k|v rows put back in per-head order. The
+ * model is then the Hugging Face one, weight for weight.
  * Gemma 2 keeps what llama.cpp's converter did and what llama.cpp computes where the file
  * is silent: its RMSNorm weights hold the 1 already (gemma2.c does not add it again), the
  * attention scale is derived as llama.cpp derives it (query_pre_attn_scalar is not
