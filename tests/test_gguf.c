@@ -217,6 +217,43 @@ static void neox_files_keep_their_rotary_width_and_residual(void **state) {
     rm_tree(dir);
 }
 
+/* A model split by gguf-split (gguf_fixtures.py --split 3) loads from its first part with the
+ * other two beside it and computes what the whole file does; another part, a missing part
+ * and a part in the wrong place are refused, each naming the file. */
+static void split_files_load_as_one(void **state) {
+    (void)state;
+    lp_model *whole, *split;
+    assert_int_equal(lp_model_load(&whole, DIR_GGUF "llama_gqa_untied.f32.gguf", NULL), LP_OK);
+    int rc = lp_model_load(&split, DIR_GGUF "llama_split.f32-00001-of-00003.gguf", NULL);
+    if (rc) fail_msg("%s", lp_errmsg());
+    int ids[6] = {1, 5, 9, 2, 14, 3};
+    double d = logit_diff(whole, split, ids, 6);
+    print_message("  3 parts: max |logit difference| %.3g from the one file\n", d);
+    assert_true(d == 0);
+    assert_non_null(lp_model_tokenizer(split));
+    lp_model_free(split);
+    lp_model_free(whole);
+    lp_model *m = NULL;
+    assert_int_not_equal(lp_model_load(&m, DIR_GGUF "llama_split.f32-00002-of-00003.gguf", NULL), LP_OK);
+    assert_non_null(strstr(lp_errmsg(), "open its first part"));
+    char *dir = make_temp_dir();
+    char cmd[8600], first[4300];
+    snprintf(first, sizeof first, "%s/m-00001-of-00003.gguf", dir);
+    /* part 3 missing; then part 3 where part 2 should be */
+    snprintf(cmd, sizeof cmd, "cp " DIR_GGUF "llama_split.f32-00001-of-00003.gguf '%s' && cp " DIR_GGUF
+             "llama_split.f32-00002-of-00003.gguf '%s/m-00002-of-00003.gguf'", first, dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_not_equal(lp_model_load(&m, first, NULL), LP_OK);
+    if (!strstr(lp_errmsg(), "m-00003-of-00003.gguf")) fail_msg("'%s' does not name the missing part", lp_errmsg());
+    snprintf(cmd, sizeof cmd, "cp " DIR_GGUF "llama_split.f32-00003-of-00003.gguf '%s/m-00002-of-00003.gguf'", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_not_equal(lp_model_load(&m, first, NULL), LP_OK);
+    if (!strstr(lp_errmsg(), "says it is part 3 of 3, not part 2 of 3"))
+        fail_msg("'%s' does not say the part is out of place", lp_errmsg());
+    assert_null(m);
+    rm_tree(dir);
+}
+
 /* Largest |difference| of two runs' resid_post over every layer and position. */
 static double resid_diff(const lp_run *a, const lp_run *b, int n_layer) {
     double worst = 0;
@@ -720,6 +757,7 @@ int main(void) {
         cmocka_unit_test(gemma2_files_compute_what_llama_cpp_computes),
         cmocka_unit_test(neox_files_keep_their_rotary_width_and_residual),
         cmocka_unit_test(bert_files_give_the_hidden_states_of_their_originals),
+        cmocka_unit_test(split_files_load_as_one),
         cmocka_unit_test(q8_0_model_computes_with_its_decoded_weights),
         cmocka_unit_test(blocks_decode_as_the_reference_does),
         cmocka_unit_test(metadata_tokenizers_match_the_reference),

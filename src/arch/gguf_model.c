@@ -174,10 +174,17 @@ static bool map_name(const lp_model *m, const char *hf, char *out, size_t cap, l
     return false;
 }
 
+/* A tensor of the model's file, or of any other part of a split one. */
+static const lp_gguf_tensor *find_tensor(const lp_model *m, const char *name) {
+    const lp_gguf_tensor *t = lp_gguf_find_tensor(m->gguf, name);
+    for (int i = 0; !t && i < m->n_gguf_parts; i++) t = lp_gguf_find_tensor(m->gguf_parts[i], name);
+    return t;
+}
+
 bool lp_gguf_model_has(const lp_model *m, const char *hf_name) {
     char name[128];
     layout_fix fix;
-    return map_name(m, hf_name, name, sizeof name, &fix) && lp_gguf_find_tensor(m->gguf, name);
+    return map_name(m, hf_name, name, sizeof name, &fix) && find_tensor(m, name);
 }
 
 static void shape_text(char *buf, size_t cap, int n, const uint64_t *v) {
@@ -220,7 +227,7 @@ int lp_gguf_model_tensor(lp_model *m, const char *hf_name, int ndim, const int *
     char name[128];
     layout_fix fix;
     const char *file = lp_gguf_path(m->gguf);
-    const lp_gguf_tensor *t = map_name(m, hf_name, name, sizeof name, &fix) ? lp_gguf_find_tensor(m->gguf, name) : NULL;
+    const lp_gguf_tensor *t = map_name(m, hf_name, name, sizeof name, &fix) ? find_tensor(m, name) : NULL;
     if (!t)
         return lp_error(LP_EFORMAT, "%s: tensor '%s' (%s) is missing from the GGUF file", file,
                         map_name(m, hf_name, name, sizeof name, &fix) ? name : "no GGUF name", hf_name);
@@ -389,7 +396,8 @@ static int gemma2_config(const lp_gguf *g, int d, int n_head, int *d_head, json_
  * (freq_base when present, else 10000 as llama.cpp) nor the activation is written: GELU is
  * GPTNeoXConfig's exact "gelu" (llama.cpp computes ggml_gelu, the tanh approximation).
  * Biases on attention when blk.0.attn_qkv.bias is there (attention_bias). */
-static int neox_config(const lp_gguf *g, int d, int n_head, json_t *config) {
+static int neox_config(const lp_model *m, int d, int n_head, json_t *config) {
+    const lp_gguf *g = m->gguf;
     const char *file = lp_gguf_path(g);
     int rc;
     if (d % n_head)
@@ -406,7 +414,7 @@ static int neox_config(const lp_gguf *g, int d, int n_head, json_t *config) {
     json_object_set_new(config, "use_parallel_residual", json_boolean(parallel));
     if (!lp_gguf_find_kv(g, "gptneox.attention.layer_norm_epsilon"))
         return lp_error(LP_EFORMAT, "%s: gptneox.attention.layer_norm_epsilon is missing (llama.cpp requires it)", file);
-    json_object_set_new(config, "attention_bias", json_boolean(lp_gguf_find_tensor(g, "blk.0.attn_qkv.bias") != NULL));
+    json_object_set_new(config, "attention_bias", json_boolean(find_tensor(m, "blk.0.attn_qkv.bias") != NULL));
     return LP_OK;
 }
 
@@ -414,7 +422,8 @@ static int neox_config(const lp_gguf *g, int d, int n_head, json_t *config) {
  * token types from token_types.weight's rows (the converter writes their count under a
  * tokenizer key llama.cpp only checks against them). GELU is BertConfig's exact "gelu", as
  * for GPT-NeoX; llama.cpp's pooling_type is how it pools embeddings and is not read. */
-static int bert_config(const lp_gguf *g, json_t *config) {
+static int bert_config(const lp_model *m, json_t *config) {
+    const lp_gguf *g = m->gguf;
     const char *file = lp_gguf_path(g);
     int rc;
     if (lp_gguf_find_kv(g, "bert.attention.causal")) {
@@ -422,7 +431,7 @@ static int bert_config(const lp_gguf *g, json_t *config) {
         if ((rc = lp_gguf_get_bool(g, "bert.attention.causal", &causal))) return rc;
         if (causal) return lp_error(LP_EUNSUPPORTED, "%s: bert.attention.causal is true; a causal BERT is not supported", file);
     }
-    const lp_gguf_tensor *types = lp_gguf_find_tensor(g, "token_types.weight");
+    const lp_gguf_tensor *types = find_tensor(m, "token_types.weight");
     if (!types || types->n_dims != 2 || types->ne[1] > (1 << 16))
         return lp_error(LP_EFORMAT, "%s: no 2-D token_types.weight of at most 65536 rows; BERT needs its token-type "
                         "embeddings", file);
@@ -435,14 +444,14 @@ static int bert_config(const lp_gguf *g, json_t *config) {
 /* The config.json a Hugging Face checkpoint of this GGUF's architecture would have. */
 static int make_config(lp_model *m, const char *arch, json_t *config) {
     const lp_gguf *g = m->gguf;
-    const lp_gguf_tensor *emb = lp_gguf_find_tensor(g, "token_embd.weight");
+    const lp_gguf_tensor *emb = find_tensor(m, "token_embd.weight");
     if (!emb || emb->n_dims != 2)
         return lp_error(LP_EFORMAT, "%s: no 2-D token_embd.weight; not a %s model?", lp_gguf_path(g), arch);
     if (emb->ne[1] > LP_MAX_VOCAB)
         return lp_error(LP_EFORMAT, "%s: token_embd.weight has %llu rows, more than loupe's limit of %d tokens",
                         lp_gguf_path(g), (unsigned long long)emb->ne[1], LP_MAX_VOCAB);
     json_object_set_new(config, "vocab_size", json_integer((json_int_t)emb->ne[1]));
-    bool untied = lp_gguf_find_tensor(g, "output.weight") != NULL;
+    bool untied = find_tensor(m, "output.weight") != NULL;
     json_object_set_new(config, "tie_word_embeddings", json_boolean(!untied));
     int rc, d = 0, n_head = 0, d_head = 0;
     if (strcmp(arch, "gpt2") == 0) {
@@ -461,7 +470,7 @@ static int make_config(lp_model *m, const char *arch, json_t *config) {
             (rc = copy_int(g, arch, "block_count", true, 1, LP_MAX_LAYERS, config, "num_hidden_layers", NULL)) ||
             (rc = copy_int(g, arch, "attention.head_count", true, 1, LP_MAX_HEADS, config, "num_attention_heads",
                            NULL)) ||
-            (rc = bert_config(g, config)) ||
+            (rc = bert_config(m, config)) ||
             (rc = copy_int(g, arch, "context_length", true, 1, LP_MAX_CTX, config, "max_position_embeddings", NULL)) ||
             (rc = copy_float(g, arch, "attention.layer_norm_epsilon", config, "layer_norm_eps")))
             return rc;
@@ -476,7 +485,7 @@ static int make_config(lp_model *m, const char *arch, json_t *config) {
             (rc = copy_int(g, arch, "context_length", false, 1, LP_MAX_CTX, config, "max_position_embeddings", NULL)) ||
             (rc = copy_float(g, arch, "attention.layer_norm_epsilon", config, "layer_norm_eps")) ||
             (rc = copy_float(g, arch, "rope.freq_base", config, "rope_theta")) ||
-            (rc = neox_config(g, d, n_head, config)))
+            (rc = neox_config(m, d, n_head, config)))
             return rc;
         return refuse_unsupported(g, arch, 0);
     }
@@ -528,12 +537,76 @@ static int load(lp_model *m, const char *path) {
     return LP_OK;
 }
 
+/* gguf-split's keys of file g: split.no, split.count (1 and 0 when absent). */
+static int split_keys(const lp_gguf *g, uint64_t *no, uint64_t *count) {
+    *no = 0;
+    *count = 1;
+    int rc = LP_OK;
+    if (lp_gguf_find_kv(g, "split.count") && (rc = lp_gguf_get_uint(g, "split.count", count))) return rc;
+    if (lp_gguf_find_kv(g, "split.no") && (rc = lp_gguf_get_uint(g, "split.no", no))) return rc;
+    if (*count < 1 || *count > 99999 || *no >= *count)
+        return lp_error(LP_EFORMAT, "%s: split.no %llu of split.count %llu; a file is part 0 to count - 1 of 1 to "
+                        "99999", lp_gguf_path(g), (unsigned long long)*no, (unsigned long long)*count);
+    return LP_OK;
+}
+
+/* The other parts of a split model whose first part m->gguf is (gguf-split, as llama.cpp's
+ * llama_split_path names them: PREFIX-00001-of-0000N.gguf ... PREFIX-0000N-of-0000N.gguf).
+ * Each part is read and validated as a GGUF of its own; it must say that it is part i of
+ * the same count, no tensor may be in two parts, and the parts hold split.tensors.count
+ * tensors in all. The metadata is the first part's (gguf-split writes it there only). */
+static int open_parts(lp_model *m, const char *path) {
+    uint64_t no, count, total;
+    int rc = split_keys(m->gguf, &no, &count);
+    if (rc || count == 1) return rc;
+    size_t n = strlen(path);
+    char tail[32];
+    snprintf(tail, sizeof tail, "-%05d-of-%05d.gguf", 1, (int)count);
+    if (no != 0 || n < strlen(tail) || strcmp(path + n - strlen(tail), tail) != 0)
+        return lp_error(LP_EFORMAT, "%s: part %llu of a model split in %llu files; open its first part, "
+                        "PREFIX%s", path, (unsigned long long)no + 1, (unsigned long long)count, tail);
+    if (!lp_gguf_find_kv(m->gguf, "split.tensors.count"))
+        return lp_error(LP_EFORMAT, "%s: split.tensors.count is missing from the first part", path);
+    if ((rc = lp_gguf_get_uint(m->gguf, "split.tensors.count", &total))) return rc;
+    if (!(m->gguf_parts = calloc((size_t)count - 1, sizeof *m->gguf_parts)))
+        return lp_error(LP_ENOMEM, "out of memory");
+    uint64_t seen = (uint64_t)lp_gguf_tensor_count(m->gguf);
+    for (uint64_t i = 1; i < count; i++) {
+        char part[4200];
+        if (n - strlen(tail) + 32 > sizeof part) return lp_error(LP_ERANGE, "%s: path too long", path);
+        snprintf(part, sizeof part, "%.*s-%05d-of-%05d.gguf", (int)(n - strlen(tail)), path, (int)i + 1, (int)count);
+        if ((rc = lp_gguf_open(&m->gguf_parts[m->n_gguf_parts], part))) return rc;
+        const lp_gguf *g = m->gguf_parts[m->n_gguf_parts++];
+        uint64_t pno, pcount;
+        if ((rc = split_keys(g, &pno, &pcount))) return rc;
+        if (pno != i || pcount != count)
+            return lp_error(LP_EFORMAT, "%s: says it is part %llu of %llu, not part %llu of %llu", part,
+                            (unsigned long long)pno + 1, (unsigned long long)pcount, (unsigned long long)i + 1,
+                            (unsigned long long)count);
+        for (int k = 0; k < lp_gguf_tensor_count(g); k++) {
+            const char *name = lp_gguf_tensor_at(g, k)->name;
+            bool twice = lp_gguf_find_tensor(m->gguf, name) != NULL;
+            for (int j = 0; !twice && j + 1 < m->n_gguf_parts; j++) twice = lp_gguf_find_tensor(m->gguf_parts[j], name);
+            if (twice) return lp_error(LP_EFORMAT, "%s: tensor '%s' is also in an earlier part", part, name);
+        }
+        seen += (uint64_t)lp_gguf_tensor_count(g);
+    }
+    if (seen != total)
+        return lp_error(LP_EFORMAT, "%s: the %llu parts hold %llu tensors but split.tensors.count is %llu", path,
+                        (unsigned long long)count, (unsigned long long)seen, (unsigned long long)total);
+    return LP_OK;
+}
+
 int lp_load_gguf(lp_model *m, const char *path) {
     int rc = lp_gguf_open(&m->gguf, path);
+    if (!rc) rc = open_parts(m, path);
     return rc ? rc : load(m, path);
 }
 
 int lp_gguf_model_parse(lp_model *m, const void *buf, size_t len, const char *what) {
     int rc = lp_gguf_parse(&m->gguf, buf, len, what);
+    uint64_t no, count;
+    if (!rc && !(rc = split_keys(m->gguf, &no, &count)) && count > 1)
+        rc = lp_error(LP_EUNSUPPORTED, "%s: one part of a split model; its parts are read from files", what);
     return rc ? rc : load(m, what);
 }
