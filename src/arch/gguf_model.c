@@ -286,8 +286,9 @@ int lp_gguf_model_tensor(lp_model *m, const char *hf_name, int ndim, const int *
     return LP_OK;
 }
 
-/* An integer hyperparameter ARCH.SUFFIX into config[hf_key], range-checked under its GGUF
- * name; an absent optional key leaves the Hugging Face default to the loader. */
+/* An integer hyperparameter ARCH.SUFFIX into config[hf_key] (hf_key NULL: into *out only),
+ * range-checked under its GGUF name; an absent optional key leaves the Hugging Face default
+ * to the loader. */
 static int copy_int(const lp_gguf *g, const char *arch, const char *suffix, bool required, int lo, int hi,
                     json_t *config, const char *hf_key, int *out) {
     char key[128];
@@ -300,7 +301,7 @@ static int copy_int(const lp_gguf *g, const char *arch, const char *suffix, bool
                            lp_gguf_path(g))))
         return rc;
     if (out) *out = x;
-    json_object_set_new(config, hf_key, json_integer(x));
+    if (hf_key) json_object_set_new(config, hf_key, json_integer(x));
     return LP_OK;
 }
 
@@ -404,8 +405,7 @@ static int neox_config(const lp_model *m, int d, int n_head, json_t *config) {
         return lp_error(LP_EFORMAT, "%s: gptneox.embedding_length %d is not a multiple of gptneox.attention.head_count "
                         "%d", file, d, n_head);
     int dh = d / n_head, rot = dh;
-    if ((rc = copy_int(g, "gptneox", "rope.dimension_count", false, 1, dh, config, "rotary_ndims", &rot))) return rc;
-    json_object_del(config, "rotary_ndims");
+    if ((rc = copy_int(g, "gptneox", "rope.dimension_count", false, 1, dh, config, NULL, &rot))) return rc;
     json_object_set_new(config, "rotary_pct", json_real(rot == dh ? 1.0 : nextafter((double)rot / dh, 2.0)));
     bool parallel;
     if (!lp_gguf_find_kv(g, "gptneox.use_parallel_residual"))
