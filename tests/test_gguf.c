@@ -10,6 +10,7 @@
 
 #include "helpers.h"
 #include "loupe/error.h"
+#include "loupe/fileio.h"
 #include "loupe/gguf.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
@@ -22,6 +23,11 @@
 #define GEMMA2_46                                                                                                  \
     "--arch gemma2 --layers 46 --d-model 8 --heads 2 --head-dim 8 --kv-heads 1 --d-mlp 8 --vocab 16 --ctx 16 "     \
     "--window 3 --query-scalar 4 --attn-cap 3 --final-cap 4 --std 0.3 --seed 21"
+
+/* make.sh's neox_rot30: 30 of 44 dimensions rotated */
+#define NEOX_ROT30                                                                                                  \
+    "--arch neox --layers 2 --d-model 44 --heads 1 --d-mlp 20 --vocab 96 --ctx 16 --rotary-pct 0.69 --std 0.3 "   \
+    "--seed 22"
 
 static const fixture_model *find_fixture(const fixture_model *fm, int n, const char *name) {
     for (int i = 0; i < n; i++)
@@ -66,6 +72,8 @@ static void gguf_models_give_the_logits_of_their_originals(void **state) {
         {"qwen2_bias_tied", "f16", true, "", NULL},
         {"gemma2_nocap_mqa", "f32", false, GEMMA2_EXTRA, "gemma2"},
         {"gemma2_nocap_mqa", "f16", true, GEMMA2_EXTRA, "gemma2"},
+        {"neox_parallel", "f32", false, "", NULL},   {"neox_parallel", "f16", true, "", NULL},
+        {"neox_sequential", "f32", false, "", NULL},
     };
     fixture_model fm[16];
     int n_fm = read_models(fm, 16);
@@ -176,6 +184,141 @@ static void gemma2_files_compute_what_llama_cpp_computes(void **state) {
     rm_tree(dir);
 }
 
+/* GPT-NeoX: the fused query_key_value, which the converter reorders into all q rows, then k,
+ * then v, is read back in its per-head order (equal logits above); the rotary width is
+ * gptneox.rope.dimension_count exactly, 30 of 44 here, where int(44 * (30 / 44.0)) would give
+ * 29; the parallel residual follows gptneox.use_parallel_residual. */
+static void neox_files_keep_their_rotary_width_and_residual(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char mdir[4200];
+    snprintf(mdir, sizeof mdir, "%s/rot6", dir);
+    assert_int_equal(mkmodel(mdir, NEOX_ROT30 " >/dev/null"), 0);
+    lp_model *orig, *g;
+    assert_int_equal(lp_model_load(&orig, mdir, NULL), LP_OK);
+    int rc = lp_model_load(&g, DIR_GGUF "neox_rot30.f32.gguf", NULL);
+    if (rc) fail_msg("%s", lp_errmsg());
+    assert_int_equal(lp_model_config(g)->rope_dims, 30);
+    assert_int_equal(lp_model_config(orig)->rope_dims, 30);
+    int ids[8] = {1, 5, 9, 2, 14, 3, 3, 7};
+    double d = logit_diff(orig, g, ids, 8);
+    print_message("  neox 30 of 44 rotated: max |logit difference| %.3g\n", d);
+    assert_true(d <= 1e-6);
+    lp_model_free(g);
+    lp_model_free(orig);
+    const char *files[2] = {DIR_GGUF "neox_parallel.f32.gguf", DIR_GGUF "neox_sequential.f32.gguf"};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(lp_model_load(&g, files[k], NULL), LP_OK);
+        assert_int_equal(lp_model_config(g)->parallel_block, k == 0);
+        assert_int_equal(lp_model_config(g)->rope_dims, k == 0 ? 4 : 8);
+        assert_false(lp_model_config(g)->tied_unembed);
+        lp_model_free(g);
+    }
+    rm_tree(dir);
+}
+
+/* A model split by gguf-split (gguf_fixtures.py --split 3) loads from its first part with the
+ * other two beside it and computes what the whole file does; another part, a missing part
+ * and a part in the wrong place are refused, each naming the file. */
+static void split_files_load_as_one(void **state) {
+    (void)state;
+    lp_model *whole, *split;
+    assert_int_equal(lp_model_load(&whole, DIR_GGUF "llama_gqa_untied.f32.gguf", NULL), LP_OK);
+    int rc = lp_model_load(&split, DIR_GGUF "llama_split.f32-00001-of-00003.gguf", NULL);
+    if (rc) fail_msg("%s", lp_errmsg());
+    int ids[6] = {1, 5, 9, 2, 14, 3};
+    double d = logit_diff(whole, split, ids, 6);
+    print_message("  3 parts: max |logit difference| %.3g from the one file\n", d);
+    assert_true(d == 0);
+    assert_non_null(lp_model_tokenizer(split));
+    lp_model_free(split);
+    lp_model_free(whole);
+    lp_model *m = NULL;
+    assert_int_not_equal(lp_model_load(&m, DIR_GGUF "llama_split.f32-00002-of-00003.gguf", NULL), LP_OK);
+    assert_non_null(strstr(lp_errmsg(), "open its first part"));
+    char *dir = make_temp_dir();
+    char cmd[8600], first[4300];
+    snprintf(first, sizeof first, "%s/m-00001-of-00003.gguf", dir);
+    /* part 3 missing; then part 3 where part 2 should be */
+    snprintf(cmd, sizeof cmd, "cp " DIR_GGUF "llama_split.f32-00001-of-00003.gguf '%s' && cp " DIR_GGUF
+             "llama_split.f32-00002-of-00003.gguf '%s/m-00002-of-00003.gguf'", first, dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_not_equal(lp_model_load(&m, first, NULL), LP_OK);
+    if (!strstr(lp_errmsg(), "m-00003-of-00003.gguf")) fail_msg("'%s' does not name the missing part", lp_errmsg());
+    snprintf(cmd, sizeof cmd, "cp " DIR_GGUF "llama_split.f32-00003-of-00003.gguf '%s/m-00002-of-00003.gguf'", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_not_equal(lp_model_load(&m, first, NULL), LP_OK);
+    if (!strstr(lp_errmsg(), "says it is part 3 of 3, not part 2 of 3"))
+        fail_msg("'%s' does not say the part is out of place", lp_errmsg());
+    assert_null(m);
+    rm_tree(dir);
+}
+
+/* Largest |difference| of two runs' resid_post over every layer and position. */
+static double resid_diff(const lp_run *a, const lp_run *b, int n_layer) {
+    double worst = 0;
+    for (int l = 0; l < n_layer; l++) {
+        lp_view va, vb;
+        assert_int_equal(lp_run_view(a, LP_ACT_RESID_POST, l, -1, &va), LP_OK);
+        assert_int_equal(lp_run_view(b, LP_ACT_RESID_POST, l, -1, &vb), LP_OK);
+        for (int t = 0; t < va.shape[0]; t++)
+            for (int j = 0; j < va.shape[1]; j++) {
+                double d = fabs((double)va.data[t * va.stride[0] + j * va.stride[1]] -
+                                vb.data[t * vb.stride[0] + j * vb.stride[1]]);
+                worst = isnan(d) ? INFINITY : fmax(worst, d);
+            }
+    }
+    return worst;
+}
+
+/* BERT: the converter keeps the BertModel of a BertForMaskedLM (no pooler, no heads). Its F32
+ * file gives exactly the original's hidden states at every layer (F16: within F16's
+ * rounding), with token types; its WordPiece vocabulary, stored in the converter's
+ * "phantom space" form, tokenizes as the original's vocab.txt does: lowercased, accents
+ * stripped, punctuation and CJK apart, "##" pieces, [MASK] whole, [CLS] A [SEP]. */
+static void bert_files_give_the_hidden_states_of_their_originals(void **state) {
+    (void)state;
+    lp_model *orig, *g;
+    assert_int_equal(lp_model_load(&orig, "tests/fixtures/encoders/bert_mlm", NULL), LP_OK);
+    static const char *const texts[] = {
+        "the cat sat on the mat.", "The QUICK brown fox, jumped over the lazy dog!", "He ran; she said: very good",
+        "Caf\xc3\xa9 na\xc3\xafve \xc3\x89T\xc3\x89", "a [MASK] movie", "jumping   quickly\tran\n\npark",
+        "\xe4\xb8\xad\xe6\x96\x87 text", "unknownword xyzzy's", "",
+    };
+    const char *files[2] = {DIR_GGUF "bert_mlm.f32.gguf", DIR_GGUF "bert_mlm.f16.gguf"};
+    for (int k = 0; k < 2; k++) {
+        int rc = lp_model_load(&g, files[k], NULL);
+        if (rc) fail_msg("%s", lp_errmsg());
+        const lp_config *c = lp_model_config(g);
+        assert_string_equal(c->arch, "BertModel");
+        assert_false(c->causal);
+        assert_int_equal(c->type_vocab, 2);
+        const lp_tokenizer *tg = lp_model_tokenizer(g), *to = lp_model_tokenizer(orig);
+        assert_non_null(tg);
+        double worst = 0;
+        for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+            int a[64], b[64], na, nb;
+            const char *s = texts[i];
+            assert_int_equal(lp_tokenizer_encode(tg, s, strlen(s), true, a, 64, &na), LP_OK);
+            assert_int_equal(lp_tokenizer_encode(to, s, strlen(s), true, b, 64, &nb), LP_OK);
+            if (na != nb || memcmp(a, b, (size_t)na * sizeof *a)) fail_msg("'%s': %d ids, vocab.txt %d", s, na, nb);
+            int types[64] = {0};
+            for (int j = na / 2; j < na; j++) types[j] = 1;
+            lp_run *ra, *rb;
+            assert_int_equal(lp_run_new_typed(&ra, orig, b, types, nb), LP_OK);
+            assert_int_equal(lp_run_new_typed(&rb, g, a, types, na), LP_OK);
+            worst = fmax(worst, resid_diff(ra, rb, c->n_layer));
+            lp_run_free(ra);
+            lp_run_free(rb);
+        }
+        print_message("  bert_mlm %s: %zu texts tokenized as vocab.txt does; max |hidden state difference| %.3g\n",
+                      k ? "f16" : "f32", sizeof texts / sizeof *texts, worst);
+        assert_true(k == 0 ? worst == 0 : worst < 0.05);
+        lp_model_free(g);
+    }
+    lp_model_free(orig);
+}
+
 /* A Q8_0 file (quantised by the script as llama.cpp's reference quantiser does) gives the
  * logits of the F32 file of its values as the script's reference decoder reads them: the
  * quantised rows are decoded and then un-permuted like the others. And they are not the
@@ -281,6 +424,91 @@ static void metadata_tokenizers_match_the_reference(void **state) {
         lp_model_free(m);
     }
     json_decref(ref);
+}
+
+/* tokenizer.ggml.pre: each name splits as the model's tokenizer.json does. The same
+ * byte-level vocabulary (gguf_fixtures.py pretok) as GGUF metadata and as tokenizer.json
+ * gives the same ids on llama.cpp's 47 GPT-2 test strings and on strings whose splits tell
+ * the names apart; those are checked against splits worked out by hand (the ids of a text
+ * are those of its pieces encoded one by one): digits whole (GPT-2), in threes (Llama 3)
+ * or one by one (Qwen2); "'S" a contraction only under (?i:); a punctuation mark joined to
+ * the letters after it, newlines kept together; and Llama 3 takes "wxyz", a token no merge
+ * spells, whole (ignore_merges) and adds BOS. */
+#define SHARED_TOK "../shared/tokenizers"
+static void encode_ok(const lp_tokenizer *t, const char *s, int *ids, int cap, int *n) {
+    if (lp_tokenizer_encode(t, s, strlen(s), false, ids, cap, n)) fail_msg("'%s': %s", s, lp_errmsg());
+}
+
+static void pretokenizers_split_as_their_tokenizer_json(void **state) {
+    (void)state;
+    static const char *const pres[3] = {"gpt-2", "llama-bpe", "qwen2"};
+    /* a text, then its pieces under gpt-2, llama-bpe and qwen2 ("|" separated) */
+    static const char *const split[][4] = {
+        {"3333", "3333", "333|3", "3|3|3|3"},
+        {"HELLO'S", "HELLO|'|S", "HELLO|'S", "HELLO|'S"},
+        {"a,wow", "a|,|wow", "a|,wow", "a|,wow"},
+        {"a\n\nb", "a|\n|\n|b", "a|\n\n|b", "a|\n\n|b"},
+        {" 12345 x", " 12345| x", " |123|45| x", " |1|2|3|4|5| x"},
+    };
+    char *inp;
+    size_t inp_len;
+    assert_int_equal(lp_file_read_new(SHARED_TOK "/tests/gpt2.inp", &inp, &inp_len), LP_OK);
+    int first[5][16], n_first[5];
+    for (int p = 0; p < 3; p++) {
+        char path[256];
+        snprintf(path, sizeof path, DIR_GGUF "pre_%s.gguf", pres[p]);
+        lp_gguf *g;
+        lp_tokenizer *tg = NULL, *tj = NULL;
+        assert_int_equal(lp_gguf_open(&g, path), LP_OK);
+        if (lp_tokenizer_load_gguf(&tg, g)) fail_msg("%s", lp_errmsg());
+        snprintf(path, sizeof path, DIR_GGUF "pre_%s.tokenizer.json", pres[p]);
+        if (lp_tokenizer_load_json(&tj, path)) fail_msg("%s", lp_errmsg());
+        assert_int_equal(lp_tokenizer_adds_bos(tg), p == 1);
+        int texts = 0, a[512], b[512], na, nb;
+        static const char sep[] = "\n__ggml_vocab_test__\n";
+        for (char *at = inp; at < inp + inp_len; texts++) {
+            char *next = strstr(at, sep);
+            size_t len = next ? (size_t)(next - at) : strlen(at);
+            assert_int_equal(lp_tokenizer_encode(tg, at, len, false, a, 512, &na), LP_OK);
+            assert_int_equal(lp_tokenizer_encode(tj, at, len, false, b, 512, &nb), LP_OK);
+            bool same = na == nb;
+            for (int i = 0; same && i < na; i++) same = a[i] == b[i];
+            if (!same) fail_msg("%s: text %d (%.*s) gives %d ids, tokenizer.json %d", pres[p], texts, (int)len, at, na, nb);
+            if (!next) break;
+            at = next + strlen(sep);
+        }
+        for (size_t k = 0; k < sizeof split / sizeof *split; k++) {
+            encode_ok(tg, split[k][0], a, 512, &na);
+            encode_ok(tj, split[k][0], b, 512, &nb);
+            assert_int_equal(na, nb);
+            assert_memory_equal(a, b, (size_t)na * sizeof *a);
+            char pieces[64];
+            snprintf(pieces, sizeof pieces, "%s", split[k][1 + p]);
+            nb = 0;
+            for (char *piece = strtok(pieces, "|"); piece; piece = strtok(NULL, "|")) {
+                int n;
+                encode_ok(tg, piece, b + nb, 512 - nb, &n);
+                nb += n;
+            }
+            if (na != nb || memcmp(a, b, (size_t)na * sizeof *a))
+                fail_msg("%s: '%s' is not split as %s", pres[p], split[k][0], split[k][1 + p]);
+            if (k == 0) { /* the digits tell all three apart */
+                for (int q = 0; q < p; q++)
+                    assert_true(n_first[q] != na || memcmp(first[q], a, (size_t)na * sizeof *a));
+                memcpy(first[p], a, (size_t)na * sizeof *a);
+                n_first[p] = na;
+            }
+        }
+        encode_ok(tg, "wxyz", a, 512, &na);
+        assert_int_equal(na, p == 1 ? 1 : 4);
+        print_message("  %-9s %d test strings as its tokenizer.json, %zu splits as worked out\n", pres[p], texts + 1,
+                      sizeof split / sizeof *split);
+        assert_int_equal(texts + 1, 47);
+        lp_tokenizer_free(tj);
+        lp_tokenizer_free(tg);
+        lp_gguf_free(g);
+    }
+    free(inp);
 }
 
 /* ---- malformed files, built byte by byte ---- */
@@ -465,7 +693,7 @@ static void unsupported_models_are_refused(void **state) {
      * with another pre-tokenizer; gemma2 without its sizes; gemma2 with a soft cap of 0 */
     const char *arch[] = {"gptj", "llama", "llama", "llama", "gemma2", "gemma2"};
     const char *needle[] = {"'gptj' is not supported", "llama.embedding_length' is missing", "is Q4_1",
-                            "tokenizer.ggml.pre 'llama-bpe' is not supported yet",
+                            "tokenizer.ggml.pre 'falcon' is not supported (loupe knows default, gpt-2, olmo, llama-bpe",
                             "gemma2.embedding_length' is missing", "gemma2.attn_logit_softcapping is 0"};
     for (int k = 0; k < 6; k++) {
         header(&o, 3, k == 2 ? 2 : 1, k == 2 ? 6 : k == 3 ? 3 : k == 5 ? 7 : 1);
@@ -494,7 +722,7 @@ static void unsupported_models_are_refused(void **state) {
             str(&o, "gpt2");
             str(&o, "tokenizer.ggml.pre");
             u32(&o, LP_GGUF_STRING);
-            str(&o, "llama-bpe");
+            str(&o, "falcon");
         }
         uint64_t ne[2] = {32, 4};
         tensor_info(&o, "token_embd.weight", 2, ne, LP_GGML_F32, 0);
@@ -527,9 +755,13 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(gguf_models_give_the_logits_of_their_originals),
         cmocka_unit_test(gemma2_files_compute_what_llama_cpp_computes),
+        cmocka_unit_test(neox_files_keep_their_rotary_width_and_residual),
+        cmocka_unit_test(bert_files_give_the_hidden_states_of_their_originals),
+        cmocka_unit_test(split_files_load_as_one),
         cmocka_unit_test(q8_0_model_computes_with_its_decoded_weights),
         cmocka_unit_test(blocks_decode_as_the_reference_does),
         cmocka_unit_test(metadata_tokenizers_match_the_reference),
+        cmocka_unit_test(pretokenizers_split_as_their_tokenizer_json),
         cmocka_unit_test(malformed_files_are_refused_with_one_clear_message),
         cmocka_unit_test(unsupported_models_are_refused),
     };

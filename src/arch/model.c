@@ -411,6 +411,8 @@ void lp_model_free(lp_model *m) {
     lp_st_free(m->st);
     lp_file_unmap(&m->file);
     lp_gguf_free(m->gguf);
+    for (int i = 0; i < m->n_gguf_parts; i++) lp_gguf_free(m->gguf_parts[i]);
+    free(m->gguf_parts);
     lp_tokenizer_free(m->tok);
     free(m->path);
     free(m);

@@ -84,7 +84,9 @@ struct lp_model {
     /* What the pointers above point into, released by lp_model_free. */
     lp_safetensors *st;
     lp_mapping file;             /* llama2.c checkpoints */
-    struct lp_gguf *gguf;        /* GGUF files (gguf_model.c) */
+    struct lp_gguf *gguf;        /* GGUF files (gguf_model.c); a split model's first part */
+    struct lp_gguf **gguf_parts; /* (n_gguf_parts) a split model's other parts, in order */
+    int n_gguf_parts;
     bool gguf_unpermute;         /* its q/k rows are in llama.cpp's interleaved-RoPE order */
     bool gguf_norm_shifted;      /* its RMSNorm weights hold Gemma's 1 (llama.cpp's converter added it) */
     struct {

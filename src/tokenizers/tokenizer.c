@@ -1021,6 +1021,29 @@ static int encode_llama2c(const lp_tokenizer *t, const char *s, size_t len, bool
     return LP_OK;
 }
 
+static int added_at(const lp_tokenizer *t, const char *s, size_t n);
+
+/* llama2.c's encode on a text that may hold added tokens (a GGUF's control, user-defined and
+ * unknown tokens: llama.cpp's tokenize with parse_special): each found whole, and each
+ * stretch between them encoded on its own, with its own dummy prefix, as llama.cpp's SPM
+ * session prefixes every stretch that follows a special token or starts the text. */
+static int encode_llama2c_added(const lp_tokenizer *t, const char *text, size_t len, bool add_bos, bpe_work *w,
+                                ivec *out) {
+    if (t->n_added == 0) return encode_llama2c(t, text, len, add_bos, w, out);
+    int rc = add_bos && t->bos >= 0 ? lp_ivec_push(out, t->bos) : LP_OK;
+    size_t seg = 0;
+    for (size_t i = 0; i <= len && !rc; i++) {
+        int k = i < len ? added_at(t, text + i, len - i) : -1;
+        if (k < 0 && i < len) continue;
+        rc = encode_llama2c(t, text + seg, i - seg, false, w, out);
+        if (rc || k < 0) break;
+        rc = lp_ivec_push(out, t->added[k].id);
+        i += t->added[k].len;
+        seg = i--;
+    }
+    return rc;
+}
+
 /* The longest added token at s[0..n), or -1 (its index in t->added). */
 static int added_at(const lp_tokenizer *t, const char *s, size_t n) {
     unsigned char c = (unsigned char)s[0];
@@ -1126,7 +1149,7 @@ int lp_tokenizer_encode(const lp_tokenizer *t, const char *text, size_t len, boo
     if (t->kind != LP_TOK_LLAMA2C) return lp_tokenizer_encode_pair(t, text, len, NULL, 0, add_bos, ids, NULL, cap, n);
     ivec out = {0};
     bpe_work w = {0};
-    int rc = encode_llama2c(t, text, len, add_bos, &w, &out);
+    int rc = encode_llama2c_added(t, text, len, add_bos, &w, &out);
     if (!rc) {
         if (out.n > (size_t)(cap > 0 ? cap : 0)) {
             *n = out.n > INT_MAX ? INT_MAX : (int)out.n;
@@ -1150,7 +1173,7 @@ int lp_tokenizer_encode_pair(const lp_tokenizer *t, const char *a, size_t alen, 
     *n = 0;
     if (t->kind == LP_TOK_LLAMA2C) {
         for (int s = 0; s < n_seqs && !rc; s++)
-            rc = encode_llama2c(t, s ? b : a, s ? blen : alen, add_special && s == 0, &w, &seqs[s]);
+            rc = encode_llama2c_added(t, s ? b : a, s ? blen : alen, add_special && s == 0, &w, &seqs[s]);
         add_special = false; /* BOS is in already */
     } else {
         for (int s = 0; s < n_seqs && !rc; s++) rc = encode_text(t, s ? b : a, s ? blen : alen, &w, &seqs[s]);

@@ -199,6 +199,14 @@ int lp_tok_template_add(lp_tokenizer *t, int which, int seq, int type_id, const 
 int lp_tok_template_bert(lp_tokenizer *t, int cls, int sep);
 int lp_tok_template_roberta(lp_tokenizer *t, int cls, int sep);
 
+/* WordPiece with BERT's defaults (100 characters a word, the decoder's cleanup on) and the
+ * given continuing-subword prefix (tokenizer_load.c). */
+int lp_tok_wordpiece_defaults(lp_tokenizer *t, const char *prefix);
+/* A token listed twice keeps its last id, as the map Hugging Face fills line by line from
+ * vocab.txt does; the earlier ids become gaps. lp_tok_index_pieces finds the first, so
+ * this indexes again. */
+int lp_tok_keep_last_duplicates(lp_tokenizer *t);
+
 /* WordPiece (tokenizer_wordpiece.c): encodes one segment of text (between added tokens):
  * the BertNormalizer, the BertPreTokenizer, then greedy longest-match-first per word. */
 typedef struct lp_ivec {

@@ -423,9 +423,7 @@ static const char *config_token(json_t *cfg, const char *key, const char *dflt) 
     return dflt;
 }
 
-/* WordPiece with BERT's defaults (100 characters a word, the decoder's cleanup on) and the
- * given continuing-subword prefix. */
-static int wordpiece_defaults(lp_tokenizer *t, const char *prefix) {
+int lp_tok_wordpiece_defaults(lp_tokenizer *t, const char *prefix) {
     t->kind = LP_TOK_WORDPIECE;
     t->wp_max_chars = 100;
     t->wp_cleanup = true;
@@ -433,9 +431,7 @@ static int wordpiece_defaults(lp_tokenizer *t, const char *prefix) {
     return lp_tok_blob_add(t, prefix, t->wp_prefix_len, &t->wp_prefix_off);
 }
 
-/* A token listed twice keeps its last id, as the map Hugging Face fills line by line does;
- * the earlier ids become gaps. lp_tok_index_pieces finds the first, so index again. */
-static int keep_last_duplicates(lp_tokenizer *t) {
+int lp_tok_keep_last_duplicates(lp_tokenizer *t) {
     int n = t->n_vocab, rc = LP_OK;
     int *last = malloc((size_t)n * sizeof *last);
     if (!last) return lp_error(LP_ENOMEM, "%s: out of memory", t->what);
@@ -531,11 +527,11 @@ int lp_tokenizer_load_vocab_txt(lp_tokenizer **out, const char *path, const char
         }
         if ((rc = lp_tok_set_piece(t, id, line, n))) goto done;
     }
-    if ((rc = lp_tok_index_pieces(t)) || (rc = keep_last_duplicates(t))) goto done;
+    if ((rc = lp_tok_index_pieces(t)) || (rc = lp_tok_keep_last_duplicates(t))) goto done;
 
     bool lower = jbool(cfg, "do_lower_case", true);
     json_t *strip = json_object_get(cfg, "strip_accents");
-    if ((rc = wordpiece_defaults(t, "##"))) goto done;
+    if ((rc = lp_tok_wordpiece_defaults(t, "##"))) goto done;
     t->bert_norm = t->bert_pretok = true;
     t->bn_clean = true;
     t->bn_chinese = jbool(cfg, "tokenize_chinese_chars", true);
@@ -898,7 +894,7 @@ static int parse_post_processor(lp_tokenizer *t, json_t *pp, const char *path, i
 static int load_wordpiece_json(lp_tokenizer *t, json_t *root, json_t *model, const char *path) {
     const char *prefix = jstr(model, "continuing_subword_prefix");
     json_t *max = json_object_get(model, "max_input_chars_per_word");
-    int rc = wordpiece_defaults(t, prefix ? prefix : "##");
+    int rc = lp_tok_wordpiece_defaults(t, prefix ? prefix : "##");
     if (rc) return rc;
     if (json_is_integer(max)) {
         if (json_integer_value(max) < 0)

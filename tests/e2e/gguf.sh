@@ -30,6 +30,20 @@ check "gemma2 tokenizer: no space prefix (tokenizer.ggml.add_space_prefix false)
     is 2 '[.[].id] == [1, 19, 21, 26, 10, 14] and .[1].text == "he"'
 "$LOUPE" -d :memory: -m json "$g/gpt2.f16.gguf" -e info >"$tmp/out" 2>"$tmp/err"
 check "a file without a tokenizer loads without one" is 0 '.tokenizer == null and .dtype == "F16"'
+"$LOUPE" -d :memory: -m json "$g/neox_parallel.f32.gguf" -e info -e 'run hello world' -e tokens -e 'dla' \
+    >"$tmp/out" 2>"$tmp/err"
+check "gptneox file: parallel blocks, a quarter of each head rotated" is 0 \
+    '.arch == "GPTNeoXForCausalLM" and .blocks == "parallel" and .rope_dims == 4 and .format == "gguf"'
+check "gptneox tokenizer (tokenizer.ggml.pre olmo): GPT-2's split" is 2 '[.[].id] == [17, 22]'
+"$LOUPE" -d :memory: -m json "$g/bert_mlm.f32.gguf" -e info -e 'run the cat sat on the [MASK].' -e tokens \
+    >"$tmp/out" 2>"$tmp/err"
+check "bert file: a BertModel, bidirectional" is 0 '.arch == "BertModel" and .attention == "bidirectional"'
+check "bert tokenizer: [CLS] A [SEP], [MASK] whole" is 2 \
+    '[.[].text] == ["[CLS]", "the", "cat", "sat", "on", "the", "[MASK]", ".", "[SEP]"]'
+"$LOUPE" -d :memory: -m json "$g/llama_split.f32-00001-of-00003.gguf" -e 'run hello</s>world' -e tokens \
+    >"$tmp/out" 2>"$tmp/err"
+check "split file and specials in text: </s> matched whole, each stretch with its prefix" \
+    is 1 '[.[].id] == [1, 23, 2, 26, 10, 14] and .[3].text == " wor"'
 
 # broken files: one error line naming the file, exit status 1
 head -c 200 "$g/gpt2.f32.gguf" >"$tmp/cut.gguf"

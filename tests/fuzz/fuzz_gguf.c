@@ -53,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         touch_parsed(g);
         lp_tokenizer *t;
         if (lp_tokenizer_load_gguf(&t, g) == LP_OK && t) {
-            static const char text[] = "hello w\xc3\xa9rld <|endoftext|>!";
+            static const char text[] = "hello w\xc3\xa9rld <|endoftext|>! <s>[MASK] 12345 \n\n##a";
             int ids[64], n;
             (void)lp_tokenizer_encode(t, text, sizeof text - 1, true, ids, 64, &n);
             lp_tokenizer_free(t);
