@@ -92,7 +92,7 @@ static json_t *stats_json(const lp_sae_stats *st) {
 static json_t *describe(const struct lp_session_sae *e) {
     const lp_sae_info *in = lp_sae_get_info(e->sae);
     json_t *v = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:s,s:b}", "name", e->name, "path", e->path, "format",
-                          lp_sae_format_name(in->format), "architecture", lp_sae_arch_name(in->arch), "site", e->site,
+                          lp_sae_format_name(in->format), "architecture", lp_sae_arch_label(in), "site", e->site,
                           "d_in", in->d_in, "d_sae", in->d_sae, "normalize", lp_sae_norm_name(in->norm),
                           "apply_b_dec_to_input", in->apply_b_dec_to_input);
     json_object_set_new(v, "k", in->k ? json_integer(in->k) : json_null());
@@ -292,7 +292,7 @@ int lp_cmd_sae_store_rows(const lp_session *s, lp_store_features **out, int *n) 
         float *acts = NULL, *act = malloc(((size_t)T * k + 1) * sizeof *act);
         int *feat = malloc(((size_t)T * k + 1) * sizeof *feat), *top = malloc((size_t)k * sizeof *top);
         f[got++] = (lp_store_features){e->name, e->path, e->site, in->transcoder ? e->out_site : NULL,
-                                       lp_sae_arch_name(in->arch), in->d_in, d, k, T, feat, act};
+                                       lp_sae_arch_label(in), in->d_in, d, k, T, feat, act};
         rc = act && feat && top ? run_sae(s, s->run, e, &acts, NULL) : lp_error(LP_ENOMEM, "out of memory");
         for (int t = 0; !rc && t < T; t++) { /* the k largest, the active ones among them, -1 after */
             const float *a = acts + (size_t)t * d;
