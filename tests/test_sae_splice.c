@@ -310,6 +310,62 @@ static void feature_attribution_matches_autograd_and_closes(void **state) {
     exec_ok(f, "load models/default");
 }
 
+/* sae attr over several dictionaries at once: every dictionary's nodes, error nodes and
+ * closure are what it gets alone (one backward serves them all), and each closure holds. */
+static void several_dictionaries_attribute_as_each_alone(void **state) {
+    session_fixture *f = *state;
+    lp_session *s = f->s;
+    exec_ok(f, "run --ids %s", ids_arg);
+    static const char *const dicts[] = {"saelens_topk", "layers.1.mlp", "saelens_skip_transcoder", "saelens_batchtopk"};
+    for (int d = 0; d < 4; d++) exec_ok(f, "sae load " FIX "/%s --name m%d", dicts[d], d);
+    json_t *all;
+    const char *opts = "--k 100000 --pos 9 --target-id 13 --vs-id 265";
+    char line[512];
+    snprintf(line, sizeof line, "sae attr --sae m0,m1,m2,m3 %s", opts);
+    if (exec_line(s, &f->buf, &f->len, line, &all) != LP_OK) fail_msg("%s: %s", line, lp_errmsg());
+    json_t *saes = json_object_get(all, "saes"), *nodes = json_object_get(all, "nodes");
+    assert_int_equal(json_array_size(saes), 4);
+    double total = 0, gx = 0;
+    size_t matched = 0;
+    for (int d = 0; d < 4; d++) {
+        json_t *one;
+        snprintf(line, sizeof line, "sae attr --sae m%d %s", d, opts);
+        assert_int_equal(exec_line(s, &f->buf, &f->len, line, &one), LP_OK);
+        json_t *part = json_array_get(saes, (size_t)d);
+        char name[8];
+        snprintf(name, sizeof name, "m%d", d);
+        assert_string_equal(json_string_value(json_object_get(part, "sae")), name);
+        assert_true(json_equal(json_object_get(part, "error"), json_object_get(one, "error")));
+        assert_true(json_equal(json_object_get(part, "closure"), json_object_get(one, "closure")));
+        json_t *cl = json_object_get(one, "closure");
+        assert_true(fabs(json_number_value(json_object_get(cl, "gap"))) <
+                    1e-5 * fmax(1, fabs(json_number_value(json_object_get(cl, "grad_x")))));
+        total += json_number_value(json_object_get(cl, "sum")), gx += json_number_value(json_object_get(cl, "grad_x"));
+        /* its nodes, in the same order, are the ones of all tagged with its name */
+        size_t i = 0, j;
+        json_t *nd;
+        json_array_foreach(nodes, j, nd) {
+            if (strcmp(json_string_value(json_object_get(nd, "sae")), name) != 0) continue;
+            json_t *want = json_array_get(json_object_get(one, "nodes"), i++);
+            assert_non_null(want);
+            json_object_del(nd, "sae");
+            assert_true(json_equal(nd, want));
+            json_object_set_new(nd, "sae", json_string(name));
+        }
+        assert_int_equal(i, json_array_size(json_object_get(one, "nodes")));
+        matched += i;
+        json_decref(one);
+    }
+    assert_int_equal(matched, json_array_size(nodes));
+    json_t *cl = json_object_get(all, "closure");
+    assert_true(fabs(json_number_value(json_object_get(cl, "sum")) - total) < 1e-6 * fmax(1, fabs(total)));
+    assert_true(fabs(json_number_value(json_object_get(cl, "grad_x")) - gx) < 1e-6 * fmax(1, fabs(gx)));
+    json_decref(all);
+    assert_int_not_equal(exec_line(s, &f->buf, &f->len, "sae attr --sae m0,m0", NULL), LP_OK);
+    assert_int_not_equal(exec_line(s, &f->buf, &f->len, "sae attr --sae m0,nope", NULL), LP_OK);
+    exec_ok(f, "load models/default");
+}
+
 /* "1,2,3" from a json array of ids. */
 static void id_list(const json_t *ids, char *out, size_t cap) {
     size_t i, at = 0;
@@ -502,6 +558,7 @@ int main(void) {
         cmocka_unit_test(generation_under_an_edit_follows_the_edited_run),
         cmocka_unit_test(features_on_a_spliced_run_read_the_sites_input),
         cmocka_unit_test(feature_attribution_matches_autograd_and_closes),
+        cmocka_unit_test(several_dictionaries_attribute_as_each_alone),
         cmocka_unit_test(feature_patching_matches_the_float64_reference),
         cmocka_unit_test(feature_patching_invariants),
         cmocka_unit_test(a_patched_feature_is_a_clamp_to_the_other_runs_value),
