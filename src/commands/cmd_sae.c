@@ -124,7 +124,8 @@ const struct lp_session_sae *lp_cmd_find_sae(const lp_session *s, const char *cm
 static int sae_load(lp_session *s, const char *path, const char *site, const char *name, const char *store_k) {
     int rc = lp_cmd_need_model(s);
     if (rc) return rc;
-    struct lp_session_sae e = {.store_k = STORE_K_DEFAULT};
+    static unsigned serials; /* loads in this process */
+    struct lp_session_sae e = {.store_k = STORE_K_DEFAULT, .serial = ++serials};
     long k;
     if (store_k && (rc = lp_cmd_int(store_k, "--store-k", 0, 4096, &k))) return rc;
     if (store_k) e.store_k = (int)k;
@@ -412,6 +413,14 @@ int lp_session_sae_encode(const lp_session *s, int i, float **acts) {
     if (!s->run) return lp_error(LP_EINVAL, "features: no run yet; use 'run TEXT' first");
     if (i < 0 || i >= s->n_saes) return lp_error(LP_EINVAL, "features: no dictionary %d ('sae list' shows them)", i);
     return run_sae(s, s->run, &s->saes[i], acts, NULL);
+}
+
+int lp_session_sae_input(const lp_session *s, int i, float **x, unsigned *serial) {
+    *x = NULL;
+    if (!s->run) return lp_error(LP_EINVAL, "features: no run yet; use 'run TEXT' first");
+    if (i < 0 || i >= s->n_saes) return lp_error(LP_EINVAL, "features: no dictionary %d ('sae list' shows them)", i);
+    *serial = s->saes[i].serial;
+    return input_rows(s, s->run, &s->saes[i], x);
 }
 
 void lp_feature_effects_clear(lp_feature_effects *fx) {
