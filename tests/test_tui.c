@@ -2111,6 +2111,68 @@ static void features_view_shows_the_runs_features_and_the_selected_one(void **st
 
 /* A dictionary on a site outside the residual stream has no direct logit effect: the panel
  * says so and still lists the neighbours. */
+/* The view keeps its encoding while the rows its dictionary reads stay the same (a command
+ * that makes no run, or runs the same text again), encodes again when they change; `:feature
+ * ID [--sae NAME]` opens it on that feature's column, and says so when the feature is silent. */
+static void features_view_keeps_its_encoding_and_feature_selects_a_column(void **state) {
+    fixture *f = *state;
+    lp_screen_resize(f->scr, 80, 24);
+    key(f, ':');
+    type(f, "sae load models/default-sae --name ds");
+    key(f, LP_KEY_ENTER);
+    key(f, LP_KEY_ESC);
+    assert_int_equal(f->b->view, LP_VIEW_FEATURES);
+    SHOWS(f, "ds (blocks.1.resid_pre)");
+    unsigned n0 = lp_features_encode_count();
+    static const char *const SAME[] = {"sae list", "top 3", "run " IOI}; /* the same text: the same rows */
+    for (int i = 0; i < 3; i++) {
+        key(f, ':');
+        type(f, SAME[i]);
+        key(f, LP_KEY_ENTER);
+        key(f, LP_KEY_ESC);
+        assert_false(f->b->message_error);
+        if (lp_features_encode_count() != n0) fail_msg("'%s' encoded the run again", SAME[i]);
+    }
+    float *acts = NULL, peak[512];
+    int ids[512], T = lp_run_len(f->s.run);
+    OK(lp_session_sae_encode(&f->s, 0, &acts));
+    int n = lp_feature_ranking(acts, T, 512, peak, ids);
+    assert_true(n > 5);
+    /* :feature ID: the pane shows the command's table, the view that feature's column */
+    key(f, '1');
+    key(f, ':');
+    char line[128], want[128];
+    snprintf(line, sizeof line, "feature %d --sae ds", ids[4]);
+    type(f, line);
+    key(f, LP_KEY_ENTER);
+    assert_false(f->b->message_error);
+    assert_int_equal(f->b->view, LP_VIEW_FEATURES);
+    SHOWS(f, "promotes");
+    key(f, LP_KEY_ESC);
+    snprintf(want, sizeof want, "f%d %.4f  column 5/%d", ids[4], (double)acts[(size_t)(T - 1) * 512 + ids[4]], n);
+    if (!strstr(status(f), want)) fail_msg("status '%s', not '%s'", status(f), want);
+    assert_int_equal(lp_features_encode_count(), n0);
+    /* a silent feature: no column, and the message says why */
+    int silent = -1;
+    for (int i = 0; i < 512 && silent < 0; i++)
+        if (!(peak[i] > 0)) silent = i;
+    assert_true(silent >= 0);
+    key(f, ':');
+    snprintf(line, sizeof line, "feature %d", silent);
+    type(f, line);
+    key(f, LP_KEY_ENTER);
+    snprintf(want, sizeof want, "f%d does not fire on this run", silent);
+    SHOWS(f, want);
+    key(f, LP_KEY_ESC);
+    /* another text: other rows, encoded again */
+    key(f, ':');
+    type(f, "run Then, Anna and Tom went to the park.");
+    key(f, LP_KEY_ENTER);
+    key(f, LP_KEY_ESC);
+    assert_int_equal(lp_features_encode_count(), n0 + 1);
+    free(acts);
+}
+
 static void features_view_says_when_a_site_has_no_logit_effect(void **state) {
     fixture *f = *state;
     OK(lp_exec(&f->s, "sae load tests/fixtures/sae/saelens_standard --site blocks.0.ln2.hook_normalized"));
@@ -2397,6 +2459,8 @@ int main(void) {
         cmocka_unit_test(features_layout_puts_the_panel_beside_below_or_nowhere),
         {"features_view_shows_the_runs_features_and_the_selected_one",
          features_view_shows_the_runs_features_and_the_selected_one, default_model, fixture_close, NULL},
+        {"features_view_keeps_its_encoding_and_feature_selects_a_column",
+         features_view_keeps_its_encoding_and_feature_selects_a_column, default_model, fixture_close, NULL},
         {"features_view_says_when_a_site_has_no_logit_effect", features_view_says_when_a_site_has_no_logit_effect,
          default_model, fixture_close, NULL},
         {"examples_view_shows_a_units_examples_and_enter_opens_one", examples_view_shows_a_units_examples_and_enter_opens_one,

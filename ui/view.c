@@ -191,6 +191,7 @@ lp_browser *lp_browser_new(lp_session *s, const char *history_path) {
     if (!b) return NULL;
     b->s = s;
     b->neuron = -1;
+    b->feature_pick = b->after_pick = -1;
     b->line = lp_line_new(history_path);
     if (!b->line) {
         free(b);
@@ -294,8 +295,13 @@ int lp_browser_exec(lp_browser *b, const char *line) {
     if (rc == LP_OK && b->after.set) {
         lp_browser_jump(b, &b->after);
         tokens_refresh(b);
+        if (b->after_pick >= 0) {
+            b->feature_pick = b->after_pick;
+            snprintf(b->feature_sae, sizeof b->feature_sae, "%s", b->after_sae);
+        }
     }
     b->after.set = false;
+    b->after_pick = -1;
     if (b->s->quit) b->quit = true;
     free(cmd);
     return rc;
@@ -498,6 +504,25 @@ static bool loads_dictionary(const char *line) {
     return yes;
 }
 
+/* `feature ID [--sae NAME] ...` with a dictionary loaded: its output in the pane, and (once
+ * it succeeds) the features view on that feature's column. */
+static bool shows_feature(lp_browser *b, const char *line) {
+    char **w;
+    int n = lp_split_words(line, &w);
+    const lp_command *c = n > 1 && b->s->run && b->s->n_saes > 0 ? lp_command_find(w[0]) : NULL;
+    bool yes = c && strcmp(c->name, "feature") == 0;
+    char *end = NULL;
+    long f = yes ? strtol(w[1], &end, 10) : -1;
+    yes = yes && end != w[1] && !*end && f >= 0 && f < (1L << 24);
+    b->after_sae[0] = '\0';
+    for (int i = 2; yes && i + 1 < n; i++)
+        if (strcmp(w[i], "--sae") == 0) snprintf(b->after_sae, sizeof b->after_sae, "%s", w[i + 1]);
+    if (yes) b->after_pick = (int)f;
+    if (n >= 0) free(w);
+    lp_error_clear();
+    return yes;
+}
+
 /* Where a note written with `m` on an encoder-decoder's run is: what the view says (its
  * place), the attention the view shows (attention, heads and model views follow b->attn),
  * or in the attributions view the strip line the selection is on (a source token is the
@@ -535,6 +560,7 @@ static lp_browser_do accept_line(lp_browser *b) {
         lp_line_remember(b->line);
         if (show_in_view(b, p)) return LP_BROWSER_DRAW;
         if (loads_dictionary(p)) lp_browser_request(b, text, (lp_jump){true, LP_VIEW_FEATURES, -1, -1, -1, -1});
+        else if (shows_feature(b, p)) lp_browser_request(b, text, (lp_jump){true, LP_VIEW_FEATURES, -1, -1, -1, -1});
         else b->pending = strdup(text);
     } else {
         int layer = -1, head = -1, pos = -1;

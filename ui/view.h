@@ -84,6 +84,10 @@ enum { LP_SIDE_TARGET, LP_SIDE_SOURCE };
 struct lp_browser {
     lp_session *s;
     int pos, layer, head;   /* the selected token, and the current layer and head */
+    int feature_pick;       /* a feature for the features view to select (`:feature ID`), -1 none */
+    char feature_sae[160];  /* its dictionary's name, "" for the last loaded */
+    int after_pick;         /* feature_pick to set when the pending command succeeds (with after), -1 none */
+    char after_sae[160];
     int neuron;             /* an MLP neuron of the current layer chosen for the examples view, or -1: its unit is the head */
     int view;               /* LP_VIEW_* on screen */
     unsigned gen;           /* bumped after every command: views refresh what they cached */
@@ -241,6 +245,8 @@ typedef struct {
     lp_rect grid, side;
     int label_w, cell_w, cols, rows, list_rows;
 } lp_features_layout;
+/* How many times the features view has encoded a run (a test's check that it keeps one). */
+unsigned lp_features_encode_count(void);
 void lp_features_layout_of(lp_rect a, int max_id, lp_features_layout *out);
 
 /* snprintf at the end of what buf already holds. */

@@ -11,8 +11,11 @@
  * with `sae load ` typed.
  *
  * Encoding the run (T x d_sae) and a feature's effects (a V-wide product and d_sae
- * cosines) are done in update, after every command and when the selected feature changes,
- * never in draw. */
+ * cosines) are done in update, never in draw. The encoding is kept with the rows it read and
+ * the dictionary's serial: after a command it is made again only when the rows at the site
+ * (or the dictionary) changed, which for a wide dictionary is most of the work; the effects,
+ * which read the whole run, after every command and when the selected feature changes.
+ * `:feature ID [--sae NAME]` on the command line opens this view on that feature's column. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +36,9 @@ typedef struct {
     int n_seen;       /* dictionaries at the last update: a new one is shown when it comes */
     unsigned gen;     /* b->gen + 1 when encoded, 0 never */
     int enc_sae;      /* the dictionary encoded */
+    unsigned enc_serial; /* its serial (lp_session_sae_input) */
+    float *x;         /* (T, d_in) the rows encoded, to tell whether a command changed them */
+    size_t nx;
     float *acts;      /* (T, m) */
     int T, m;
     float *peak;      /* (m) each feature's largest activation over the run */
@@ -46,6 +52,7 @@ typedef struct {
     unsigned fx_gen;
     int fx_sae;
     char fx_err[512];
+    bool picked;      /* a feature asked for by `:feature ID`, to select once encoded */
 } features_state;
 
 /* ---- helpers (pure: tested in test_tui.c) ---- */
@@ -115,9 +122,15 @@ static void *features_open(lp_browser *b) {
     return st;
 }
 
+static unsigned encodes; /* lp_features_encode_count */
+
+unsigned lp_features_encode_count(void) { return encodes; }
+
 static void clear_encoding(features_state *st) {
-    free(st->acts), free(st->peak), free(st->ids);
-    st->acts = st->peak = NULL;
+    free(st->acts), free(st->peak), free(st->ids), free(st->x);
+    st->acts = st->peak = st->x = NULL;
+    st->nx = 0;
+    st->enc_serial = 0;
     st->ids = NULL;
     st->T = st->m = st->n_active = 0;
     st->gen = 0;
@@ -142,30 +155,68 @@ static bool effects_ready(const features_state *st) {
     return st->feature < 0 || (st->fx_feature == st->feature && st->fx_gen == st->gen && st->fx_sae == st->enc_sae);
 }
 
+/* The column of st->feature when it fires (st->col unchanged otherwise); false when it does not. */
+static bool select_feature(features_state *st) {
+    for (int i = 0; i < st->n_active; i++)
+        if (st->ids[i] == st->feature) {
+            st->col = i;
+            return true;
+        }
+    return false;
+}
+
+/* Encodes the run for st->sae, or keeps the encoding when the rows it reads and the
+ * dictionary are those it was made of. */
 static int encode(features_state *st, lp_browser *b) {
+    float *x = NULL;
+    unsigned serial = 0;
+    int rc = lp_session_sae_input(b->s, st->sae, &x, &serial);
+    const lp_sae *sae = lp_session_sae(b->s, st->sae, NULL, NULL);
+    int T = lp_run_len(b->s->run);
+    size_t nx = (size_t)T * lp_sae_get_info(sae)->d_in;
+    if (!rc && st->acts && serial == st->enc_serial && T == st->T && nx == st->nx && !memcmp(x, st->x, nx * sizeof *x)) {
+        free(x); /* the same rows, the same dictionary: the same encoding */
+        st->enc_sae = st->sae;
+        st->gen = b->gen + 1;
+        return LP_OK;
+    }
     clear_encoding(st);
     st->enc_sae = st->sae;
     st->gen = b->gen + 1; /* a failure too: it says so until the next command */
-    const lp_sae *sae = lp_session_sae(b->s, st->sae, NULL, NULL);
     st->m = lp_sae_get_info(sae)->d_sae;
-    st->T = lp_run_len(b->s->run);
-    int rc = lp_session_sae_encode(b->s, st->sae, &st->acts);
+    st->T = T;
+    if (!rc && !(st->acts = malloc((size_t)T * st->m * sizeof *st->acts))) rc = lp_error(LP_ENOMEM, "out of memory");
+    if (!rc) encodes++, rc = lp_sae_encode(sae, x, T, st->acts);
     if (!rc && (!(st->peak = malloc((size_t)st->m * sizeof *st->peak)) || !(st->ids = malloc((size_t)st->m * sizeof *st->ids))))
         rc = lp_error(LP_ENOMEM, "out of memory");
     if (!rc && (st->n_active = lp_feature_ranking(st->acts, st->T, st->m, st->peak, st->ids)) < 0) rc = LP_ENOMEM;
     if (rc) {
         snprintf(st->err, sizeof st->err, "%s", lp_errmsg());
-        free(st->acts), free(st->peak), free(st->ids);
+        free(st->acts), free(st->peak), free(st->ids), free(x);
         st->acts = st->peak = NULL;
         st->ids = NULL;
         st->n_active = 0;
         return rc;
     }
+    st->x = x, st->nx = nx, st->enc_serial = serial;
     /* the feature selected before, if it still fires; else the strongest */
     st->col = 0;
-    for (int i = 0; i < st->n_active && st->feature >= 0; i++)
-        if (st->ids[i] == st->feature) st->col = i;
+    select_feature(st);
     return LP_OK;
+}
+
+/* `:feature ID [--sae NAME]` asked for this feature (b->feature_pick): its dictionary shown,
+ * the feature selected once encoded. */
+static void take_pick(features_state *st, lp_browser *b) {
+    if (b->feature_pick < 0) return;
+    int idx = b->s->n_saes - 1; /* feature's default: the last loaded */
+    const char *name;
+    for (int i = 0; b->feature_sae[0] && i < b->s->n_saes; i++)
+        if (lp_session_sae(b->s, i, &name, NULL) && strcmp(name, b->feature_sae) == 0) idx = i;
+    st->sae = idx;
+    st->feature = b->feature_pick;
+    b->feature_pick = -1;
+    st->picked = true;
 }
 
 static int features_update(void *vst, lp_browser *b) {
@@ -174,17 +225,26 @@ static int features_update(void *vst, lp_browser *b) {
     if (!s->model || !s->run || s->n_saes == 0) {
         clear_encoding(st);
         st->n_seen = s->n_saes;
+        b->feature_pick = -1;
         return LP_OK;
     }
     if (st->gen != b->gen + 1) {
         if (s->n_saes > st->n_seen) st->sae = s->n_saes - 1, st->feature = -1; /* one just loaded */
         st->n_seen = s->n_saes;
     }
+    take_pick(st, b);
     if (st->sae >= s->n_saes) st->sae = s->n_saes - 1;
     if (st->sae < 0) st->sae = 0;
     if (!encoded(st, b)) {
         int rc = encode(st, b);
         if (rc) return rc;
+    }
+    if (st->picked) {
+        st->picked = false;
+        if (!select_feature(st)) {
+            b->message_error = true;
+            snprintf(b->message, sizeof b->message, "f%d does not fire on this run: no column to select", st->feature);
+        }
     }
     if (st->col >= st->n_active) st->col = st->n_active - 1;
     if (st->col < 0) st->col = 0;

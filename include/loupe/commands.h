@@ -86,6 +86,10 @@ const struct lp_sae *lp_session_sae(const lp_session *s, int i, const char **nam
  * caller's to free (what `features` ranks; a spliced dictionary reads what came into its
  * site, kept by the splice). */
 int lp_session_sae_encode(const lp_session *s, int i, float **acts);
+/* The rows dictionary i reads on the current run, *x (T, d_in), the caller's to free: what
+ * lp_session_sae_encode encodes. *serial: a number no other dictionary loaded in this process
+ * has, so that a caller keeping an encoding knows it is of this dictionary. */
+int lp_session_sae_input(const lp_session *s, int i, float **x, unsigned *serial);
 
 typedef struct {
     int id;      /* a token or a feature */

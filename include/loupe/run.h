@@ -85,8 +85,8 @@ typedef struct lp_run lp_run;
 /* An edit of the forward pass (splicing a dictionary in, steering): fn is called with the n
  * rows of a site of a layer (row-major, the site's width each) once they are computed and
  * before anything reads them, and may overwrite them; what it leaves is what the run
- * captures and the layers after it read. The sites: resid_pre, z, attn_out, resid_mid, ln2,
- * mlp_out, resid_post (activation patching's batched forward: z, attn_out, mlp_out and the
+ * captures and the layers after it read. The sites: resid_pre, ln1, z, attn_out, resid_mid,
+ * ln2, mlp_pre, mlp_post, mlp_out, resid_post (activation patching's batched forward: z, attn_out, mlp_out and the
  * cross-attention's cross_z, cross_out). In a captured run the rows are positions 0..T-1;
  * in generation, the block being fed. fn NULL: no edit. */
 typedef struct {

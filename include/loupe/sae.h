@@ -6,12 +6,18 @@
  *             r_mag, b_mag (d_sae) instead of b_enc. cfg.json: architecture (standard,
  *             jumprelu, topk, gated), d_in, d_sae, k (topk; or activation_fn "topk" with
  *             activation_fn_kwargs.k), activation_fn (relu, topk), apply_b_dec_to_input,
+ *             rescale_acts_by_decoder_norm (topk, batchtopk),
  *             normalize_activations (none, expected_average_only_in, constant_norm_rescale,
  *             layer_norm), norm_scaling_factor (for expected_average_only_in), hook_name (top
  *             level, or under "metadata"/"meta" as SAELens 6 writes it).
  *   Gemma Scope  params.npz: W_enc, W_dec, b_enc, b_dec, threshold (JumpReLU, b_dec not
  *             subtracted from the input); the hook is not in the file: --site, or a cfg.json
  *             beside it with hook_name.
+ *             Transcoders (architecture transcoder, skip_transcoder, jumprelu_transcoder): d_out,
+ *             hook_name_out (top level or under metadata), W_dec (d_sae, d_out), b_dec (d_out),
+ *             W_skip (d_out, d_in) for skip_transcoder, threshold for jumprelu_transcoder.
+ *             batchtopk, matryoshka_batchtopk (SAELens's training checkpoints): topk_threshold, a
+ *             scalar (or threshold, d_sae).
  *   sparsify  cfg.json (d_in, k, num_latents or expansion_factor, activation topk|groupmax,
  *             transcode, skip_connection) + sae.safetensors: encoder.weight (d_sae, d_in),
  *             encoder.bias (d_sae), W_dec (d_sae, d_out), b_dec (d_out), W_skip (d_out, d_in)
@@ -30,6 +36,17 @@
  *             ReLU(pre), the same features)
  *   groupmax  sparsify: ReLU(pre) in k groups of d_sae / k, the largest of each kept
  *   gated     f = (x' W_enc + b_gate > 0) * ReLU(x' (W_enc * exp(r_mag)) + b_mag)
+ *   batchtopk, matryoshka_batchtopk: as jumprelu with every threshold topk_threshold. SAELens
+ *             trains them with a per-batch top-k (batchtopk_sae.py, BatchTopK) but has no
+ *             inference class for them: save_inference_model writes them as jumprelu with
+ *             threshold = topk_threshold (BatchTopKTrainingSAE.process_state_dict_for_saving_
+ *             inference) after folding the decoder norms; matryoshka_widths only change the
+ *             training loss (matryoshka_batchtopk_sae.py). rescale_acts_by_decoder_norm
+ *             (default true for these, false for topk): pre is multiplied by |W_dec[f]| and
+ *             W_dec's rows divided by it (TopKSAE.encode/decode), folded into the weights at load.
+ *   transcoders (SAELens): x' = norm_in(x) (b_dec, d_out wide, never subtracted), f as the
+ *             architecture's, y_hat = f W_dec + b_dec (+ x W_skip^T, x unnormalised) with no
+ *             norm_out for constant_norm_rescale and layer_norm (transcoder.py).
  *   decode    x_hat = norm_out(f W_dec + b_dec) (+ x W_skip^T), norm_out undoing norm_in
  *             with the statistics of the same x (layer_norm: y * std + mean, without the
  *             epsilon, as SAELens).
@@ -43,7 +60,16 @@
 
 #include "loupe/run.h"
 
-typedef enum { LP_SAE_STANDARD, LP_SAE_JUMPRELU, LP_SAE_TOPK, LP_SAE_GATED, LP_SAE_GROUPMAX } lp_sae_arch;
+/* batchtopk and matryoshka_batchtopk compute as jumprelu (see above); the name is the file's. */
+typedef enum {
+    LP_SAE_STANDARD,
+    LP_SAE_JUMPRELU,
+    LP_SAE_TOPK,
+    LP_SAE_GATED,
+    LP_SAE_GROUPMAX,
+    LP_SAE_BATCHTOPK,
+    LP_SAE_MATRYOSHKA_BATCHTOPK
+} lp_sae_arch;
 typedef enum {
     LP_SAE_NORM_NONE,
     LP_SAE_NORM_EXPECTED_AVERAGE_ONLY_IN,
@@ -64,8 +90,15 @@ typedef struct {
     int d_in, d_sae, d_out;    /* d_out == d_in except for transcoders */
     int k;                     /* topk, groupmax; 0 otherwise */
     bool apply_b_dec_to_input;
-    bool transcoder;           /* reads one site, writes another (sparsify transcode) */
+    bool transcoder;           /* reads one site, writes another (sparsify transcode; SAELens transcoder,
+                                  skip_transcoder, jumprelu_transcoder) */
     bool skip;                 /* W_skip */
+    bool no_norm_out;          /* the decoder does not undo norm_in (SAELens transcoders: transcoder.py's
+                                  Transcoder.decode leaves run_time_activation_norm_fn_out out) */
+    const char *arch_label;    /* the file's architecture when it names the maths differently (a SAELens
+                                  transcoder's, batchtopk's): a static string; NULL otherwise */
+    bool dec_norm_folded;      /* rescale_acts_by_decoder_norm: W_dec's row norms folded into the encoder at
+                                  load, as SAELens's _fold_norm_topk (topk_sae.py) */
     double norm_scale;         /* expected_average_only_in: the factor (1.0 when the config gives none) */
     bool norm_scale_given;
     char hook_name[128];       /* the site read, a TransformerLens hook name from the files; "" when they
@@ -87,6 +120,8 @@ void lp_sae_free(lp_sae *s);
 
 const lp_sae_info *lp_sae_get_info(const lp_sae *s);
 const char *lp_sae_arch_name(lp_sae_arch a);
+/* What to call the dictionary's architecture: the file's name for it (arch_label), else the maths'. */
+const char *lp_sae_arch_label(const lp_sae_info *in);
 const char *lp_sae_norm_name(lp_sae_norm n);
 const char *lp_sae_format_name(lp_sae_format f);
 

@@ -144,6 +144,7 @@ struct lp_session_sae {
     int seen_rows;
     const lp_run *seen_run;     /* the run seen belongs to */
     int store_k;                /* features kept per position when a run is stored (sae load --store-k); 0 none */
+    unsigned serial;            /* distinct for every dictionary loaded in the process (lp_session_sae_input) */
 };
 /* The dictionary called name (NULL: the last loaded), or NULL with the error set naming cmd. */
 const struct lp_session_sae *lp_cmd_find_sae(const lp_session *s, const char *cmd, const char *name);

@@ -92,7 +92,7 @@ static json_t *stats_json(const lp_sae_stats *st) {
 static json_t *describe(const struct lp_session_sae *e) {
     const lp_sae_info *in = lp_sae_get_info(e->sae);
     json_t *v = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:s,s:b}", "name", e->name, "path", e->path, "format",
-                          lp_sae_format_name(in->format), "architecture", lp_sae_arch_name(in->arch), "site", e->site,
+                          lp_sae_format_name(in->format), "architecture", lp_sae_arch_label(in), "site", e->site,
                           "d_in", in->d_in, "d_sae", in->d_sae, "normalize", lp_sae_norm_name(in->norm),
                           "apply_b_dec_to_input", in->apply_b_dec_to_input);
     json_object_set_new(v, "k", in->k ? json_integer(in->k) : json_null());
@@ -124,7 +124,8 @@ const struct lp_session_sae *lp_cmd_find_sae(const lp_session *s, const char *cm
 static int sae_load(lp_session *s, const char *path, const char *site, const char *name, const char *store_k) {
     int rc = lp_cmd_need_model(s);
     if (rc) return rc;
-    struct lp_session_sae e = {.store_k = STORE_K_DEFAULT};
+    static unsigned serials; /* loads in this process */
+    struct lp_session_sae e = {.store_k = STORE_K_DEFAULT, .serial = ++serials};
     long k;
     if (store_k && (rc = lp_cmd_int(store_k, "--store-k", 0, 4096, &k))) return rc;
     if (store_k) e.store_k = (int)k;
@@ -292,7 +293,7 @@ int lp_cmd_sae_store_rows(const lp_session *s, lp_store_features **out, int *n) 
         float *acts = NULL, *act = malloc(((size_t)T * k + 1) * sizeof *act);
         int *feat = malloc(((size_t)T * k + 1) * sizeof *feat), *top = malloc((size_t)k * sizeof *top);
         f[got++] = (lp_store_features){e->name, e->path, e->site, in->transcoder ? e->out_site : NULL,
-                                       lp_sae_arch_name(in->arch), in->d_in, d, k, T, feat, act};
+                                       lp_sae_arch_label(in), in->d_in, d, k, T, feat, act};
         rc = act && feat && top ? run_sae(s, s->run, e, &acts, NULL) : lp_error(LP_ENOMEM, "out of memory");
         for (int t = 0; !rc && t < T; t++) { /* the k largest, the active ones among them, -1 after */
             const float *a = acts + (size_t)t * d;
@@ -412,6 +413,14 @@ int lp_session_sae_encode(const lp_session *s, int i, float **acts) {
     if (!s->run) return lp_error(LP_EINVAL, "features: no run yet; use 'run TEXT' first");
     if (i < 0 || i >= s->n_saes) return lp_error(LP_EINVAL, "features: no dictionary %d ('sae list' shows them)", i);
     return run_sae(s, s->run, &s->saes[i], acts, NULL);
+}
+
+int lp_session_sae_input(const lp_session *s, int i, float **x, unsigned *serial) {
+    *x = NULL;
+    if (!s->run) return lp_error(LP_EINVAL, "features: no run yet; use 'run TEXT' first");
+    if (i < 0 || i >= s->n_saes) return lp_error(LP_EINVAL, "features: no dictionary %d ('sae list' shows them)", i);
+    *serial = s->saes[i].serial;
+    return input_rows(s, s->run, &s->saes[i], x);
 }
 
 void lp_feature_effects_clear(lp_feature_effects *fx) {

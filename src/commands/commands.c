@@ -579,7 +579,7 @@ static const lp_command COMMANDS[] = {
      "statistics merged exactly. A shard merged twice changes nothing; one made with another file, model, options, "
      "commands or split is refused."},
     {"sae", "load PATH [--site S] [--name N] [--store-k K] | list | stats [NAME] | splice [NAME] [--no-error] | unsplice [NAME] | "
-     "attr [--sae NAME] [--target T|--target-id ID] [--vs T|--vs-id ID] [--objective O] [--pos P] [--k K] | "
+     "attr [--sae NAME[,NAME...]] [--target T|--target-id ID] [--vs T|--vs-id ID] [--objective O] [--pos P] [--k K] | "
      "patch --corrupt TEXT|--corrupt-ids 1,2,3 [--sae NAME] [--pos P] [--target T|--target-id ID] [--vs T|--vs-id ID] "
      "[--denoise] [--k K] | drop NAME",
      "sparse autoencoders and transcoders beside the model",
@@ -595,7 +595,8 @@ static const lp_command COMMANDS[] = {
      "site zeroed. splice puts it into every later forward (run, generate, dataset) as x_hat + (x - x_hat), the "
      "original, or with --no-error x_hat alone; the current run is made again. attr: an objective (as attr's) "
      "attributed to each active feature at each position, a_f * dO/da_f, the error node and the decoder's constant "
-     "part; they sum to the site's grad . x (closure). patch: the dictionary spliced with its error term into the run "
+     "part; they sum to the site's grad . x (closure); with several dictionaries (--sae A,B) one backward pass "
+     "attributes to all of them, each with its own error node and closure. patch: the dictionary spliced with its error term into the run "
      "and a corrupted prompt of the same length; each feature whose activation differs, and the error term, taken "
      "from the corrupted run at --pos (default every position) one at a time (--denoise: the other way), the change "
      "of the logit difference target - contrast at the last position, strongest first (K, default 20), and all of "

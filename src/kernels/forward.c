@@ -451,19 +451,25 @@ static void cross_attention(const lp_model *m, const lp_layer *w, const lp_layer
     add(io->resid_cross, io->resid_mid, io->xattn_out, (size_t)n * c->d_model);
 }
 
+/* A caller's edit of a site's rows (lp_edit), when it has one. */
+#define EDIT(e, layer, site, rows, n) ((e).fn ? (e).fn((e).ctx, (layer), (site), (rows), (n)) : (void)0)
+
 /* The MLP from its normalised input ln2 (n, d) to out (n, d): pre, up (gated only) and post
- * (n, dm) captured on the way. */
+ * (n, dm) captured on the way; edit (fn NULL: none) sees pre and post of layer once each is made. */
 static void mlp_rows(const lp_config *c, const lp_layer *w, const float *ln2, float *pre, float *up, float *post,
-                     float *out, int n) {
+                     float *out, int n, lp_edit edit, int layer) {
     size_t nm = (size_t)n * c->d_mlp;
     if (lp_mlp_gated(c)) {
         lp_linear_forward(pre, ln2, &w->gate, n);
         lp_linear_forward(up, ln2, &w->up, n);
+        EDIT(edit, layer, LP_ACT_MLP_PRE, pre, n);
         map(post, pre, up, nm, c->mlp == LP_MLP_SWIGLU ? MAP_SWIGLU : MAP_GEGLU);
     } else {
         lp_linear_forward(pre, ln2, &w->up, n);
+        EDIT(edit, layer, LP_ACT_MLP_PRE, pre, n);
         lp_act_rows(post, pre, nm, c->mlp);
     }
+    EDIT(edit, layer, LP_ACT_MLP_POST, post, n);
     lp_linear_forward(out, post, &w->down, n);
 }
 
@@ -516,9 +522,6 @@ static void qkv_forward(float *q, float *k, float *v, float *scratch, const floa
     lp_parallel_for((size_t)n, grain_rows(f.out), split_rows, &j);
 }
 
-/* A caller's edit of a site's rows (lp_edit), when it has one. */
-#define EDIT(e, layer, site, rows, n) ((e).fn ? (e).fn((e).ctx, (layer), (site), (rows), (n)) : (void)0)
-
 void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const float *cos_t, const float *sin_t,
                       int t0, int n) {
     const lp_config *c = &m->cfg;
@@ -530,6 +533,7 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
      * (post-norm, whose norms come after the sums: their scales go to ln1_scale, ln2_scale). */
     if (c->post_norm) memcpy(io->ln1, io->resid_in, nd * sizeof *io->ln1);
     else lp_norm(io->ln1, io->ln1_scale, io->resid_in, w->ln1_w, w->ln1_b, n, d, c->norm, c->norm_eps);
+    EDIT(io->edit, layer, LP_ACT_LN1, io->ln1, n);
     float *k_new = io->k + (size_t)t0 * kvd, *v_new = io->v + (size_t)t0 * kvd;
     /* mlp_pre is free until the MLP: scratch for a fused q|k|v product when it is wide enough */
     bool room = io->mlp_pre && c->d_mlp >= c->n_head * c->d_head + 2 * kvd;
@@ -566,7 +570,7 @@ void lp_layer_forward(const lp_model *m, int layer, const lp_layer_io *io, const
     else lp_norm(io->ln2, io->ln2_scale, c->parallel_block ? io->resid_in : mlp_in, w->ln2_w, w->ln2_b, n, d, c->norm,
                  c->norm_eps);
     EDIT(io->edit, layer, LP_ACT_LN2, io->ln2, n);
-    mlp_rows(c, w, io->ln2, io->mlp_pre, io->mlp_up, io->mlp_post, io->mlp_out, n);
+    mlp_rows(c, w, io->ln2, io->mlp_pre, io->mlp_up, io->mlp_post, io->mlp_out, n, io->edit, layer);
     if (c->sandwich_norm) lp_norm(io->mlp_out, io->post2_scale, io->mlp_out, w->post2_w, NULL, n, d, c->norm, c->norm_eps);
     EDIT(io->edit, layer, LP_ACT_MLP_OUT, io->mlp_out, n);
     add(io->resid_out, mlp_in, io->mlp_out, nd);
@@ -651,7 +655,7 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
     /* From here on rows are independent: the same steps as lp_layer_forward, over N rows. */
     if (c->post_norm) memcpy(io->ln2, io->resid_mid, nd * sizeof *io->ln2);
     else if (!c->parallel_block) lp_norm(io->ln2, io->ln2_scale, mlp_in, w->ln2_w, w->ln2_b, N, d, c->norm, c->norm_eps);
-    mlp_rows(c, w, io->ln2, io->mlp_pre, io->mlp_up, io->mlp_post, io->mlp_out, N);
+    mlp_rows(c, w, io->ln2, io->mlp_pre, io->mlp_up, io->mlp_post, io->mlp_out, N, (lp_edit){0}, layer);
     if (c->sandwich_norm) lp_norm(io->mlp_out, NULL, io->mlp_out, w->post2_w, NULL, N, d, c->norm, c->norm_eps);
     EDIT(io->edit, layer, LP_ACT_MLP_OUT, io->mlp_out, N);
     add(io->resid_out, mlp_in, io->mlp_out, nd);

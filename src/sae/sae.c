@@ -20,9 +20,11 @@ const lp_sae_info *lp_sae_get_info(const lp_sae *s) { return &s->info; }
 const float *lp_sae_decoder_row(const lp_sae *s, int f) { return s->w_dec + (size_t)f * s->info.d_out; }
 
 const char *lp_sae_arch_name(lp_sae_arch a) {
-    static const char *const names[] = {"standard", "jumprelu", "topk", "gated", "groupmax"};
+    static const char *const names[] = {"standard", "jumprelu",  "topk", "gated", "groupmax", "batchtopk",
+                                        "matryoshka_batchtopk"};
     return names[a];
 }
+const char *lp_sae_arch_label(const lp_sae_info *in) { return in->arch_label ? in->arch_label : lp_sae_arch_name(in->arch); }
 const char *lp_sae_norm_name(lp_sae_norm n) {
     static const char *const names[] = {"none", "expected_average_only_in", "constant_norm_rescale", "layer_norm"};
     return names[n];
@@ -34,7 +36,8 @@ const char *lp_sae_format_name(lp_sae_format f) {
 
 /* norm_in's parameters for one row: x -> (x - shift) * mul; norm_out: y -> y * back + shift
  * (back is 1 / mul but for layer_norm, whose way back leaves out the epsilon, as SAELens's
- * run_time_activation_ln_out does). */
+ * run_time_activation_ln_out does; back 1 and shift 0 for a SAELens transcoder, whose decode
+ * has no norm_out, but expected_average_only_in, whose factor SAELens folds into W_dec). */
 static void norm_params(const lp_sae *s, const float *x, double *mul, double *shift, double *back) {
     int d = s->info.d_in;
     *mul = 1.0, *shift = 0.0;
@@ -64,7 +67,11 @@ static void norm_params(const lp_sae *s, const float *x, double *mul, double *sh
         break;
     }
     }
+    if (s->info.no_norm_out) *back = 1.0;
 }
+
+/* The shift norm_out adds back (norm_params' shift, 0 when the decoder has no norm_out). */
+static double out_shift(const lp_sae *s, double shift) { return s->info.no_norm_out ? 0.0 : shift; }
 
 typedef struct {
     float v;
@@ -85,6 +92,8 @@ static void activate(const lp_sae *s, float *row, ranked *scratch) {
         for (int j = 0; j < m; j++) row[j] = row[j] > 0 ? row[j] : 0;
         break;
     case LP_SAE_JUMPRELU:
+    case LP_SAE_BATCHTOPK:
+    case LP_SAE_MATRYOSHKA_BATCHTOPK:
         for (int j = 0; j < m; j++) row[j] = row[j] > s->threshold[j] && row[j] > 0 ? row[j] : 0;
         break;
     case LP_SAE_TOPK:
@@ -155,16 +164,19 @@ int lp_sae_encode(const lp_sae *s, const float *x, int n, float *acts) {
 int lp_sae_decode(const lp_sae *s, const float *acts, const float *x, int n, float *out) {
     const lp_sae_info *si = &s->info;
     int m = si->d_sae, dout = si->d_out, din = si->d_in;
-    bool needs_x = si->skip || si->norm == LP_SAE_NORM_CONSTANT_NORM_RESCALE || si->norm == LP_SAE_NORM_LAYER_NORM;
+    bool needs_x = si->skip || (!si->no_norm_out && (si->norm == LP_SAE_NORM_CONSTANT_NORM_RESCALE ||
+                                                      si->norm == LP_SAE_NORM_LAYER_NORM));
     if (n <= 0) return LP_OK;
     if (needs_x && !x)
         return lp_error(LP_EINVAL, "decoding this dictionary needs the input it encoded (its normalisation or skip)");
     for (int i = 0; i < n; i++) memcpy(out + (size_t)i * dout, s->b_dec, (size_t)dout * sizeof *out);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, dout, m, 1.0f, acts, m, s->w_dec, dout, 1.0f, out, dout);
-    for (int i = 0; i < n && si->norm != LP_SAE_NORM_NONE; i++) {
+    bool unnorm = si->norm != LP_SAE_NORM_NONE && !si->no_norm_out;
+    for (int i = 0; i < n && unnorm; i++) {
         double mul, shift, back;
         norm_params(s, x ? x + (size_t)i * din : NULL, &mul, &shift, &back);
         float *o = out + (size_t)i * dout;
+        shift = out_shift(s, shift);
         for (int j = 0; j < dout; j++) o[j] = (float)((double)o[j] * back + shift);
     }
     if (si->skip) /* out += x W_skip^T */

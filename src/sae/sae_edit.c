@@ -10,8 +10,9 @@
 
 /* The order in which a layer's forward reaches the sites an edit may touch. */
 static int site_order(lp_act_kind k) {
-    static const lp_act_kind order[] = {LP_ACT_RESID_PRE, LP_ACT_Z,   LP_ACT_ATTN_OUT,  LP_ACT_RESID_MID,
-                                        LP_ACT_LN2,       LP_ACT_MLP_OUT, LP_ACT_RESID_POST};
+    static const lp_act_kind order[] = {LP_ACT_RESID_PRE, LP_ACT_LN1,      LP_ACT_Z,        LP_ACT_ATTN_OUT,
+                                        LP_ACT_RESID_MID, LP_ACT_LN2,      LP_ACT_MLP_PRE,  LP_ACT_MLP_POST,
+                                        LP_ACT_MLP_OUT,   LP_ACT_RESID_POST};
     for (int i = 0; i < (int)(sizeof order / sizeof *order); i++)
         if (order[i] == k) return i;
     return -1;
@@ -36,10 +37,10 @@ int lp_sae_editor_new(lp_sae_editor **out, const lp_sae_edit *edits, int n) {
         const lp_sae_info *in = lp_sae_get_info(e->sae);
         if (site_order(e->kind) < 0 || site_order(e->out_kind) < 0)
             return lp_error(LP_EUNSUPPORTED, "a dictionary on %s or %s cannot be spliced or steered yet (sites: "
-                            "resid_pre, z, attn_out, resid_mid, ln2, mlp_out, resid_post)", lp_act_name(e->kind),
+                            "resid_pre, ln1, z, attn_out, resid_mid, ln2, mlp_pre, mlp_post, mlp_out, resid_post)", lp_act_name(e->kind),
                             lp_act_name(e->out_kind));
         if (in->transcoder && e->mode != LP_SAE_PASS && e->mode != LP_SAE_ZERO &&
-            e->layer * 8 + site_order(e->kind) >= e->out_layer * 8 + site_order(e->out_kind))
+            e->layer * 16 + site_order(e->kind) >= e->out_layer * 16 + site_order(e->out_kind))
             return lp_error(LP_EINVAL, "a transcoder must read a site the forward reaches before the one it writes");
         for (int k = 0; k < e->n_clamp + e->n_steer; k++) {
             int f = k < e->n_clamp ? e->clamp_id[k] : e->steer_id[k - e->n_clamp];

@@ -133,30 +133,75 @@ static int set_hook(char *dst, size_t cap, const char *hook, const char *what) {
     return LP_OK;
 }
 
-/* SAELens's fields (and a Gemma Scope npz's cfg.json, if one is beside it). */
-static int read_saelens_cfg(lp_sae_info *in, const json_t *cfg, const char *what, bool npz) {
-    const char *arch, *act, *norm, *hook = NULL;
-    int rc;
-    if ((rc = cfg_str(cfg, "architecture", what, npz ? "jumprelu" : "standard", &arch)) ||
-        (rc = cfg_str(cfg, "activation_fn", what, arch && strcmp(arch, "topk") == 0 ? "topk" : "relu", &act)) ||
-        (rc = cfg_str(cfg, "normalize_activations", what, "none", &norm)) ||
-        (rc = cfg_bool(cfg, "apply_b_dec_to_input", what, !npz, &in->apply_b_dec_to_input)) ||
-        (rc = cfg_str(cfg, "hook_name", what, NULL, &hook)))
-        return rc;
-    for (const char *meta_key = "metadata"; !hook && meta_key; meta_key = strcmp(meta_key, "metadata") ? NULL : "meta") {
+/* hook_name's like: top level, or under "metadata"/"meta" as SAELens 6 writes it. */
+static int read_hook(const json_t *cfg, const char *key, const char *what, char *dst, size_t cap) {
+    const char *hook = NULL;
+    int rc = cfg_str(cfg, key, what, NULL, &hook);
+    for (const char *meta_key = "metadata"; !rc && !hook && meta_key;
+         meta_key = strcmp(meta_key, "metadata") ? NULL : "meta") {
         json_t *meta = json_object_get(cfg, meta_key);
-        if (json_is_object(meta) && (rc = cfg_str(meta, "hook_name", what, NULL, &hook))) return rc;
+        if (json_is_object(meta)) rc = cfg_str(meta, key, what, NULL, &hook);
     }
-    if (hook && (rc = set_hook(in->hook_name, sizeof in->hook_name, hook, what))) return rc;
-    static const char *const ARCHS[] = {"standard", "jumprelu", "topk", "gated"};
-    int a = -1;
-    for (int i = 0; i < 4; i++)
-        if (strcmp(arch, ARCHS[i]) == 0) a = i;
+    return !rc && hook ? set_hook(dst, cap, hook, what) : rc;
+}
+
+/* SAELens's architectures (sae_lens/__init__.py's registry; batchtopk and matryoshka_batchtopk
+ * are training classes whose checkpoints carry the config's name): what each computes. */
+static const struct {
+    const char *name;
+    lp_sae_arch arch;
+    bool transcoder, skip;
+} SAELENS_ARCHS[] = {
+    {"standard", LP_SAE_STANDARD, false, false},
+    {"jumprelu", LP_SAE_JUMPRELU, false, false},
+    {"topk", LP_SAE_TOPK, false, false},
+    {"gated", LP_SAE_GATED, false, false},
+    {"batchtopk", LP_SAE_BATCHTOPK, false, false},
+    {"matryoshka_batchtopk", LP_SAE_MATRYOSHKA_BATCHTOPK, false, false},
+    {"transcoder", LP_SAE_STANDARD, true, false},
+    {"skip_transcoder", LP_SAE_STANDARD, true, true},
+    {"jumprelu_transcoder", LP_SAE_JUMPRELU, true, false},
+};
+
+static bool batchtopk(lp_sae_arch a) { return a == LP_SAE_BATCHTOPK || a == LP_SAE_MATRYOSHKA_BATCHTOPK; }
+
+/* SAELens's fields (and a Gemma Scope npz's cfg.json, if one is beside it). d_out_dflt: the
+ * output width when the config gives none (an npz's W_dec), 0 when it must. */
+static int read_saelens_cfg(lp_sae_info *in, const json_t *cfg, const char *what, bool npz, long d_out_dflt) {
+    const char *arch, *act, *norm;
+    int rc;
+    if ((rc = cfg_str(cfg, "architecture", what, npz ? "jumprelu" : "standard", &arch))) return rc;
+    int a = -1, na = (int)(sizeof SAELENS_ARCHS / sizeof *SAELENS_ARCHS);
+    for (int i = 0; i < na; i++)
+        if (strcmp(arch, SAELENS_ARCHS[i].name) == 0) a = i;
     if (a < 0)
         return lp_error(LP_EUNSUPPORTED, "%s: architecture \"%.40s\" is not one loupe computes (standard, jumprelu, "
-                        "topk, gated)", what, arch);
-    in->arch = (lp_sae_arch)a;
-    if (strcmp(act, "topk") == 0) {
+                        "topk, gated, batchtopk, matryoshka_batchtopk, transcoder, skip_transcoder, "
+                        "jumprelu_transcoder)", what, arch);
+    in->arch = SAELENS_ARCHS[a].arch, in->transcoder = SAELENS_ARCHS[a].transcoder, in->skip = SAELENS_ARCHS[a].skip;
+    if (in->transcoder) in->arch_label = SAELENS_ARCHS[a].name;
+    if ((rc = cfg_str(cfg, "activation_fn", what, in->arch == LP_SAE_TOPK ? "topk" : "relu", &act)) ||
+        (rc = cfg_str(cfg, "normalize_activations", what, "none", &norm)) ||
+        (rc = cfg_bool(cfg, "apply_b_dec_to_input", what, !npz && !in->transcoder, &in->apply_b_dec_to_input)) ||
+        (rc = read_hook(cfg, "hook_name", what, in->hook_name, sizeof in->hook_name)))
+        return rc;
+    if (in->transcoder) {
+        long d_out;
+        if ((rc = cfg_int(cfg, "d_out", what, 1, LP_SAE_MAX_D_IN, d_out_dflt, !d_out_dflt, &d_out)) ||
+            (rc = read_hook(cfg, "hook_name_out", what, in->hook_name_out, sizeof in->hook_name_out)))
+            return rc;
+        in->d_out = (int)d_out;
+        if (in->apply_b_dec_to_input) /* SAELens's TranscoderConfig.__post_init__ refuses it too */
+            return lp_error(LP_EFORMAT, "%s: apply_b_dec_to_input is true, but a transcoder's b_dec is in its output's "
+                            "space (SAELens refuses it too)", what);
+        if (strcmp(act, "relu") != 0)
+            return lp_error(LP_EUNSUPPORTED, "%s: activation_fn \"%.40s\" with architecture %s (a transcoder's is relu)",
+                            what, act, arch);
+    } else if (batchtopk(in->arch)) {
+        json_t *k = json_object_get(cfg, "k"); /* a float: the mean active per row in training; unused here */
+        if (k && !json_is_null(k) && (!json_is_number(k) || !(json_number_value(k) > 0)))
+            return lp_error(LP_EFORMAT, "%s: cfg.json's \"k\" must be a positive number", what);
+    } else if (strcmp(act, "topk") == 0) {
         if (in->arch != LP_SAE_STANDARD && in->arch != LP_SAE_TOPK)
             return lp_error(LP_EFORMAT, "%s: activation_fn \"topk\" with architecture %s", what, arch);
         in->arch = LP_SAE_TOPK;
@@ -173,6 +218,10 @@ static int read_saelens_cfg(lp_sae_info *in, const json_t *cfg, const char *what
         if ((rc = cfg_int(from, "k", what, 1, in->d_sae > 0 ? in->d_sae : LP_SAE_MAX_D_SAE, 100, false, &k))) return rc;
         in->k = (int)k;
     }
+    /* TopKSAEConfig's default false; TopKTrainingSAEConfig's (batchtopk's) true */
+    if ((rc = cfg_bool(cfg, "rescale_acts_by_decoder_norm", what, batchtopk(in->arch), &in->dec_norm_folded))) return rc;
+    if (in->dec_norm_folded && in->arch != LP_SAE_TOPK && !batchtopk(in->arch))
+        return lp_error(LP_EFORMAT, "%s: rescale_acts_by_decoder_norm is for topk and batchtopk, not %s", what, arch);
     static const char *const NORMS[] = {"none", "expected_average_only_in", "constant_norm_rescale", "layer_norm"};
     int n = -1;
     for (int i = 0; i < 4; i++)
@@ -194,6 +243,7 @@ static int read_saelens_cfg(lp_sae_info *in, const json_t *cfg, const char *what
     }
     if (in->norm == LP_SAE_NORM_LAYER_NORM && in->d_in < 2)
         return lp_error(LP_EFORMAT, "%s: layer_norm needs d_in >= 2", what);
+    in->no_norm_out = in->transcoder && (in->norm == LP_SAE_NORM_CONSTANT_NORM_RESCALE || in->norm == LP_SAE_NORM_LAYER_NORM);
     return LP_OK;
 }
 
@@ -247,6 +297,60 @@ static int read_sparsify_cfg(lp_sae_info *in, const json_t *cfg, const char *wha
     return LP_OK;
 }
 
+/* batchtopk's threshold: the scalar buffer topk_threshold of a training checkpoint, as
+ * BatchTopKTrainingSAE.process_state_dict_for_saving_inference (batchtopk_sae.py) turns it into
+ * jumprelu's threshold, one value for every feature; or a threshold (d_sae) already. */
+static int batchtopk_threshold(lp_sae *s, const source *src) {
+    int m = s->info.d_sae;
+    lp_dtype dt = LP_DT_F32;
+    int ndim = -1;
+    const int64_t *shape = NULL;
+    const void *data = NULL;
+    if (src->st) {
+        const lp_st_tensor *t = lp_st_find(src->st, "topk_threshold");
+        if (t) dt = t->dtype, ndim = t->ndim, shape = t->shape, data = t->data;
+    } else {
+        const lp_npy_array *a = lp_npz_find(src->npz, "topk_threshold");
+        if (a) dt = a->dtype, ndim = a->ndim, shape = a->shape, data = a->data;
+    }
+    if (ndim < 0) return get(src, "threshold", m, 0, true, &s->threshold);
+    if (ndim > 1 || (ndim == 1 && shape[0] != 1))
+        return lp_error(LP_EFORMAT, "%s: topk_threshold must be one number (a scalar)", src->what);
+    float v;
+    int rc = to_f32(&v, data, dt, 1, src->what, "topk_threshold");
+    if (rc) return rc;
+    if (!isfinite(v)) return lp_error(LP_EFORMAT, "%s: topk_threshold is not finite; the dictionary is damaged", src->what);
+    if (!(s->threshold = malloc((size_t)m * sizeof *s->threshold))) return lp_error(LP_ENOMEM, "out of memory");
+    for (int f = 0; f < m; f++) s->threshold[f] = v;
+    return LP_OK;
+}
+
+/* rescale_acts_by_decoder_norm folded into the weights, as SAELens's _fold_norm_topk
+ * (topk_sae.py): W_dec[f] / |W_dec[f]|, W_enc[:, f] and b_enc[f] times it. The activations
+ * are then those of TopKSAE.encode (pre times the norm) and decode (acts over the norm) with
+ * the unfolded weights. In double, rounded once. */
+static int fold_dec_norm(lp_sae *s, const char *what) {
+    int m = s->info.d_sae, di = s->info.d_in, dout = s->info.d_out;
+    for (int f = 0; f < m; f++) {
+        float *w = s->w_dec + (size_t)f * dout;
+        double ss = 0;
+        for (int j = 0; j < dout; j++) ss += (double)w[j] * w[j];
+        double nrm = sqrt(ss);
+        if (!(nrm > 0) || !isfinite((float)nrm))
+            return lp_error(LP_EFORMAT, "%s: W_dec row %d has norm %g; rescale_acts_by_decoder_norm cannot divide by it",
+                            what, f, nrm);
+        for (int j = 0; j < dout; j++) w[j] = (float)(w[j] / nrm);
+        bool ok = isfinite(s->b_enc[f] = (float)(s->b_enc[f] * nrm));
+        for (int j = 0; j < di; j++) {
+            float *e = &s->w_enc[(size_t)j * m + f];
+            ok &= isfinite(*e = (float)(*e * nrm));
+        }
+        if (!ok)
+            return lp_error(LP_EFORMAT, "%s: folding W_dec's norms overflows float32 at feature %d", what, f);
+    }
+    return LP_OK;
+}
+
 /* The sizes and parameters, from the config (cfg may be NULL for an npz) and the tensors. */
 static int build(lp_sae **out, lp_sae_format fmt, const json_t *cfg, const source *src) {
     *out = NULL;
@@ -269,7 +373,9 @@ static int build(lp_sae **out, lp_sae_format fmt, const json_t *cfg, const sourc
         if (!rc && !(rc = cfg_int(cfg, "d_in", what, 1, LP_SAE_MAX_D_IN, need ? 0 : dims[0], need, &d_in)) &&
             !(rc = cfg_int(cfg, "d_sae", what, 1, LP_SAE_MAX_D_SAE, need ? 0 : dims[1], need, &d_sae))) {
             in->d_in = in->d_out = (int)d_in, in->d_sae = (int)d_sae;
-            rc = cfg ? read_saelens_cfg(in, cfg, what, !need) : LP_OK;
+            int64_t wd[2] = {0, 0}; /* an npz transcoder's d_out, when its cfg.json gives none: W_dec's */
+            if (!need && cfg && (dims_of(src, "W_dec", wd) || wd[1] < 1 || wd[1] > LP_SAE_MAX_D_IN)) wd[1] = 0;
+            rc = cfg ? read_saelens_cfg(in, cfg, what, !need, (long)wd[1]) : LP_OK;
         }
         if (!rc && !cfg) in->arch = LP_SAE_JUMPRELU, in->norm_scale = 1.0; /* Gemma Scope: b_dec not subtracted */
     }
@@ -282,7 +388,6 @@ static int build(lp_sae **out, lp_sae_format fmt, const json_t *cfg, const sourc
             for (int j = 0; j < di; j++) s->w_enc[(size_t)j * m + f] = wt[(size_t)f * di + j];
         free(wt);
         if (!rc) rc = get(src, "encoder.bias", m, 0, true, &s->b_enc);
-        if (!rc && in->skip) rc = get(src, "W_skip", dout, di, true, &s->w_skip);
     } else if (!rc) {
         rc = get(src, "W_enc", di, m, true, &s->w_enc);
         if (!rc && in->arch == LP_SAE_GATED) {
@@ -295,9 +400,12 @@ static int build(lp_sae **out, lp_sae_format fmt, const json_t *cfg, const sourc
             rc = get(src, "b_enc", m, 0, true, &s->b_enc);
         }
         if (!rc && in->arch == LP_SAE_JUMPRELU) rc = get(src, "threshold", m, 0, true, &s->threshold);
+        if (!rc && batchtopk(in->arch)) rc = batchtopk_threshold(s, src);
     }
+    if (!rc && in->skip) rc = get(src, "W_skip", dout, di, true, &s->w_skip);
     if (!rc) rc = get(src, "W_dec", m, dout, true, &s->w_dec);
     if (!rc) rc = get(src, "b_dec", dout, 0, true, &s->b_dec);
+    if (!rc && in->dec_norm_folded) rc = fold_dec_norm(s, what);
     if (rc) {
         lp_sae_free(s);
         return rc;

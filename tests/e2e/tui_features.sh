@@ -4,7 +4,8 @@
 # (the features that fire over the run by their largest activation, as `features` gives
 # them), the selected cell's activation in the status line, and the side panel's peak, logit
 # effects and neighbours as `feature ID` prints them; ← → and ↑ ↓ moving the cursor, Enter
-# printing `feature ID`, a second dictionary and d, resizing, nothing past 80 columns.
+# printing `feature ID`, a second dictionary and d, `:feature ID` selecting that feature's
+# column, resizing, nothing past 80 columns.
 set -u
 LOUPE=${LOUPE:-./loupe}
 case $LOUPE in /*) ;; *) LOUPE=$(pwd)/$LOUPE ;; esac
@@ -28,6 +29,8 @@ n_active=$(jq length "$tmp/ranked.json")
 id1=$(jq '.[0].id' "$tmp/ranked.json") id2=$(jq '.[1].id' "$tmp/ranked.json")
 cli -e "feature $id1" >"$tmp/f1.json"
 cli -e "feature $id2" >"$tmp/f2.json"
+id3=$(jq '.[2].id' "$tmp/ranked.json")
+cli -e "feature $id3" >"$tmp/f3.json"
 T=$(jq '.acts | length' "$tmp/f1.json") last=$(($(jq '.acts | length' "$tmp/f1.json") - 1))
 if [ "$n_active" -gt 7 ] && [ "$T" = 14 ]; then ok "features and feature on the run ($n_active features fire)"
 else fail "features and feature on the run ($n_active features, $T tokens)"; fi
@@ -97,6 +100,15 @@ expect "a second dictionary is shown once loaded" 5 "jr (blocks.1.resid_pre)  [2
 keys d
 expect "d: the first again" 5 "blocks.1.resid_pre  [1/2, d: next]"
 within_80 "two dictionaries within 80 columns"
+keys : "feature $id3 --sae blocks.1.resid_pre" Enter
+expect ":feature ID prints its table" 5 "feature $id3 --sae blocks.1.resid_pre: "
+keys Escape
+act=$(f4 "$(jq ".acts[$((last - 1))].act" "$tmp/f3.json")")
+expect ":feature ID selects its column" 5 "token $((last - 1)) ·drink  f$id3 $act  column 3/$n_active"
+keys : "feature 2" Enter
+keys Escape
+expect ":feature ID without --sae: the last loaded, jr" 5 "jr (blocks.1.resid_pre)  [2/2, d: next]"
+expect "its feature 2 selected" 5 "  f2 "
 quit_with "q leaves" 0 q
 
 echo "took $(($(date +%s) - began)) s"

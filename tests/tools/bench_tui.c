@@ -181,6 +181,20 @@ int main(int argc, char **argv) {
     }
     printf("%-14s %10.2f (mean, max %.2f) a feature's panel after \xE2\x86\x90/\xE2\x86\x92 (%d features, vocab %d)\n",
            "feat \xE2\x86\x90\xE2\x86\x92", sum / 10, mx, 32 * c->d_model, c->vocab);
+    /* ... and after a command that leaves the run as it was: the encoding is kept (the rows
+     * compared), the selected feature's panel made again. */
+    sum = mx = 0;
+    unsigned enc0 = lp_features_encode_count();
+    for (int f = 0; f < 5; f++) {
+        if (lp_browser_exec(b, "sae list")) return fail("sae list");
+        t0 = now_ms();
+        if (lp_browser_stale(b) && lp_browser_update(b)) return fail("feat");
+        double t = now_ms() - t0;
+        sum += t;
+        if (t > mx) mx = t;
+    }
+    printf("%-14s %10.2f (mean, max %.2f) after a command that keeps the run (%u encodings)\n", "feat :cmd", sum / 5, mx,
+           lp_features_encode_count() - enc0);
     lp_screen_free(scr);
     lp_browser_free(b);
     lp_store_close(s.store);
