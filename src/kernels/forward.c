@@ -296,7 +296,6 @@ static void softmax_rows(void *ctx, size_t r0, size_t r1) {
 static void attention(const lp_config *c, int window, const lp_layer_io *io, int t0, int n) {
     int H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, ld = io->pattern_ld;
     int qd = H * dh, kvd = c->n_kv_head * dh;
-    int qs = io->qkv_ld ? (int)io->qkv_ld : qd, ks = io->qkv_ld ? (int)io->qkv_ld : kvd; /* rows of q; of k, v */
     float scale = lp_attn_scale(c);
     if (n == 1) {
         /* One query (a generation step): plain loops beat two tiny sgemm calls. */
@@ -307,11 +306,11 @@ static void attention(const lp_config *c, int window, const lp_layer_io *io, int
             float *p = io->pattern + (size_t)h * ld;
             const float *q = io->q + (size_t)h * dh;
             float *z = io->z + (size_t)h * dh;
-            lp_decode_scores(p, q, k, keys, dh, ks, scale);
+            lp_decode_scores(p, q, k, keys, dh, kvd, scale);
             if (io->rel_bias) add_rel_bias(p, ld, io, H, h, t0, 0, 1, keys);
             score_row(p, keys, ld, c->causal ? window_start(window, t0) : 0, c->attn_softcap,
                       io->pattern_stats ? io->pattern_stats + (size_t)h * 2 : NULL);
-            lp_decode_mix(z, p, v, keys, dh, ks);
+            lp_decode_mix(z, p, v, keys, dh, kvd);
         }
         return;
     }
@@ -323,14 +322,14 @@ static void attention(const lp_config *c, int window, const lp_layer_io *io, int
         float *p = io->pattern + (size_t)h * n * ld;
         for (int i0 = 0; i0 < n; i0 += ATTN_BLOCK) {
             int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = c->causal ? t0 + i0 + rows : t0 + n;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale, io->q + (size_t)i0 * qs + h * dh,
-                        qs, k, ks, 0.0f, p + (size_t)i0 * ld, ld);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale, io->q + (size_t)i0 * qd + h * dh,
+                        qd, k, kvd, 0.0f, p + (size_t)i0 * ld, ld);
         }
         softmax_job sj = {io, p, ld, n, t0, c->causal ? 0 : t0 + n, H, h, window, c->attn_softcap};
         lp_parallel_for((size_t)n, grain_rows(c->causal ? (t0 + n + 1) / 2 : t0 + n), softmax_rows, &sj);
         for (int i0 = 0; i0 < n; i0 += ATTN_BLOCK) {
             int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = c->causal ? t0 + i0 + rows : t0 + n;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, keys, 1.0f, p + (size_t)i0 * ld, ld, v, ks,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, keys, 1.0f, p + (size_t)i0 * ld, ld, v, kvd,
                         0.0f, io->z + (size_t)i0 * qd + h * dh, qd);
         }
     }
@@ -662,18 +661,11 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
 
 void lp_attention_seqs(float *pattern, float *z, const lp_config *c, int window, const float *q, const float *k,
                        const float *v, int B, int T) {
-    lp_attention_seqs_ld(pattern, z, c, window, q, k, v, 0, B, T);
-}
-
-void lp_attention_seqs_ld(float *pattern, float *z, const lp_config *c, int window, const float *q, const float *k,
-                          const float *v, long ld, int B, int T) {
     size_t qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head, TT = T;
-    size_t qs = ld ? (size_t)ld : qd, ks = ld ? (size_t)ld : kvd;
     for (int b = 0; b < B; b++) {
         size_t row = (size_t)b * TT;
-        lp_layer_io one = {.q = (float *)q + row * qs, .k = (float *)k + row * ks, .v = (float *)v + row * ks,
-                           .qkv_ld = ld, .pattern = pattern + row * c->n_head * TT, .pattern_ld = T,
-                           .z = z + row * qd};
+        lp_layer_io one = {.q = (float *)q + row * qd, .k = (float *)k + row * kvd, .v = (float *)v + row * kvd,
+                           .pattern = pattern + row * c->n_head * TT, .pattern_ld = T, .z = z + row * qd};
         attention(c, window, &one, 0, T);
     }
 }

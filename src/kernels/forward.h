@@ -13,8 +13,6 @@ typedef struct {
     float *ln1, *ln1_scale;        /* (n, d), (n) */
     float *q;                      /* (n, H*dh) */
     float *k, *v;                  /* (t0 + n, Hkv*dh): cache rows [0, t0) read, [t0, t0 + n) written */
-    long qkv_ld;                   /* attention's row stride of q, k and v (a fused q|k|v: its width); 0:
-                                    * H*dh for q, Hkv*dh for k and v */
     float *pattern;                /* (H, n, pattern_ld): row i holds keys 0 .. t0 + i, zeros after */
     int pattern_ld;                /* >= t0 + n */
     float *pattern_stats;          /* NULL, or (H, n, 2): each row's entropy and largest entry */
@@ -154,9 +152,6 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
  * after rotary embedding; writes pattern (B, H, T, T) and z (B*T, H*dh). */
 void lp_attention_seqs(float *pattern, float *z, const lp_config *c, int window, const float *q, const float *k,
                        const float *v, int B, int T);
-/* The same with q, k and v at row stride ld (the columns of a fused q|k|v, ld its width). */
-void lp_attention_seqs_ld(float *pattern, float *z, const lp_config *c, int window, const float *q, const float *k,
-                          const float *v, long ld, int B, int T);
 /* The scale of attention scores: cfg.attn_scale, else 1/sqrt(d_head) (1 when unscaled). */
 float lp_attn_scale(const lp_config *c);
 /* x (n) = cap * tanh(x / cap) in place when cap > 0 (Gemma 2's soft caps). */

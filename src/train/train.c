@@ -226,8 +226,7 @@ typedef struct {
     float *arena;
     float *resid;                   /* (L + 1, N, d): resid[l] enters layer l */
     float *ln1, *ln1_scale;         /* (L, N, d), (L, N) */
-    float *qkv;                     /* (L, N, 3d): q, k and v side by side, as c_attn makes them */
-    float *z;                       /* (L, N, d) */
+    float *q, *k, *v, *z;           /* (L, N, d) */
     float *pattern;                 /* (L, B, H, T, T) */
     float *resid_mid;               /* (L, N, d) */
     float *ln2, *ln2_scale;         /* (L, N, d), (L, N) */
@@ -237,8 +236,7 @@ typedef struct {
     float *logits;                  /* (HEAD_ROWS, V): a chunk's, then their softmax, then their gradient */
     float *d_lnf;                   /* (N, d): the loss's gradient at the final norm's output */
     float *d_resid, *d_mid, *d_ln;  /* (N, d) */
-    float *d_qkv;                   /* (N, 3d): the gradients at q, k and v side by side */
-    float *d_z;                     /* (N, d) */
+    float *d_q, *d_k, *d_v, *d_z;   /* (N, d) */
     float *d_pre, *d_post;          /* (N, dm) */
     float *dP;                      /* (T, T) */
 } work;
@@ -250,7 +248,9 @@ static size_t work_layout(work *w, float *base, const lp_config *c) {
     SLICE(resid, (L + 1) * N * d);
     SLICE(ln1, L * N * d);
     SLICE(ln1_scale, L * N);
-    SLICE(qkv, L * N * 3 * d);
+    SLICE(q, L * N * d);
+    SLICE(k, L * N * d);
+    SLICE(v, L * N * d);
     SLICE(z, L * N * d);
     SLICE(pattern, L * N * c->n_head * T);
     SLICE(resid_mid, L * N * d);
@@ -267,7 +267,9 @@ static size_t work_layout(work *w, float *base, const lp_config *c) {
     SLICE(d_resid, N * d);
     SLICE(d_mid, N * d);
     SLICE(d_ln, N * d);
-    SLICE(d_qkv, N * 3 * d);
+    SLICE(d_q, N * d);
+    SLICE(d_k, N * d);
+    SLICE(d_v, N * d);
     SLICE(d_z, N * d);
     SLICE(d_pre, N * dm);
     SLICE(d_post, N * dm);
@@ -370,28 +372,24 @@ static void add_rows(float *y, const float *a, const float *b, size_t n) {
     for (; i < n; i++) y[i] = a[i] + b[i];
 }
 
-/* c_attn whole, (d, 3d): the q, k and v column blocks point_layer gives the layer, side by side. */
-static lp_linear c_attn(const lp_layer *L, int d) { return (lp_linear){L->q.w, L->q.b, d, 3 * d, 3 * d, false}; }
-
 /* Layer l of GPT-2 over the shard's B * T rows: lp_layer_forward's steps and kernels, but
  * every product over all the rows at once, where lp_layer_forward takes one sequence (T
  * rows) per call and OpenBLAS packed the weights B times over; attention runs sequence by
- * sequence. q, k and v are one product with the whole c_attn, forward and backward, and
- * attention reads them at its row stride (3d): three products on its column blocks packed
- * the shard's rows three times over, and a fused product with copies gained nothing. */
+ * sequence. q, k and v are three products on c_attn's column blocks, forward and backward:
+ * over a shard's rows they ran as fast as one fused product and the copies it needs. */
 static void layer_forward(work *w, const lp_model *m, int l) {
     const lp_config *c = &m->cfg;
     const lp_layer *L = &m->layers[l];
     int d = c->d_model, n = w->B * w->T;
     size_t N = (size_t)n, Nd = N * d, dm = c->attn_only ? 0 : c->d_mlp, ll = (size_t)l;
     const float *in = w->resid + ll * Nd;
-    float *ln1 = w->ln1 + ll * Nd, *qkv = w->qkv + ll * 3 * Nd;
+    float *ln1 = w->ln1 + ll * Nd, *q = w->q + ll * Nd, *k = w->k + ll * Nd, *v = w->v + ll * Nd;
     float *mid = w->resid_mid + ll * Nd, *out = w->resid + (ll + 1) * Nd;
     lp_norm(ln1, w->ln1_scale + ll * N, in, L->ln1_w, L->ln1_b, n, d, c->norm, c->norm_eps);
-    lp_linear attn = c_attn(L, d);
-    lp_linear_forward(qkv, ln1, &attn, n);
-    lp_attention_seqs_ld(w->pattern + ll * N * c->n_head * w->T, w->z + ll * Nd, c, 0, qkv, qkv + d, qkv + 2 * d,
-                         3 * (long)d, w->B, w->T);
+    lp_linear_forward(q, ln1, &L->q, n);
+    lp_linear_forward(k, ln1, &L->k, n);
+    lp_linear_forward(v, ln1, &L->v, n);
+    lp_attention_seqs(w->pattern + ll * N * c->n_head * w->T, w->z + ll * Nd, c, 0, q, k, v, w->B, w->T);
     lp_linear_forward(w->attn_out, w->z + ll * Nd, &L->o, n);
     add_rows(mid, in, w->attn_out, Nd);
     if (c->attn_only) {
@@ -524,17 +522,19 @@ static void backward(work *w, const lp_model *m, const int *ids, float *grad, co
         linear_weight_backward(G(P_PROJ_W), d, G(P_PROJ_B), z, d_mid, n, d, d);
         linear_backward(w->d_z, d_mid, &L->o, n, 0.0f);
         /* Only the attention fields are read: pattern (B, H, T, T) as the forward saved it. */
-        const float *qkv = w->qkv + ll * 3 * Nd;
-        float *d_qkv = w->d_qkv;
-        tape_layer ta = {.q = qkv, .k = qkv + d, .v = qkv + 2 * d, .q_ld = 3 * d, .kv_ld = 3 * d,
+        tape_layer ta = {.q = w->q + ll * Nd, .k = w->k + ll * Nd, .v = w->v + ll * Nd,
                          .pattern = w->pattern + ll * N * c->n_head * T, .p_ld = T, .p_hs = (long)T * T};
-        grad_layer ga = {.d_q = d_qkv, .d_z = w->d_z, .d_k = d_qkv + d, .d_v = d_qkv + 2 * d, .dq_ld = 3 * d,
-                         .dkv_ld = 3 * d, .dP = w->dP};
-        memset(d_qkv, 0, 3 * Nd * sizeof *d_qkv); /* d_k and d_v are summed into; d_q is written */
+        grad_layer ga = {.d_q = w->d_q, .d_z = w->d_z, .d_k = w->d_k, .d_v = w->d_v, .dP = w->dP};
+        memset(w->d_k, 0, Nd * sizeof *w->d_k);
+        memset(w->d_v, 0, Nd * sizeof *w->d_v);
         attention_backward(&ga, &ta, c, B, T);
-        lp_linear attn = c_attn(L, d);
-        linear_weight_backward(G(P_ATTN_W), 3 * d, G(P_ATTN_B), ln1, d_qkv, n, d, 3 * d);
-        linear_backward(w->d_ln, d_qkv, &attn, n, 0.0f);
+        float *g_qkv = G(P_ATTN_W), *g_qkv_b = G(P_ATTN_B);
+        linear_weight_backward(g_qkv, 3 * d, g_qkv_b, ln1, w->d_q, n, d, d);
+        linear_weight_backward(g_qkv + d, 3 * d, g_qkv_b + d, ln1, w->d_k, n, d, d);
+        linear_weight_backward(g_qkv + 2 * d, 3 * d, g_qkv_b + 2 * d, ln1, w->d_v, n, d, d);
+        linear_backward(w->d_ln, w->d_q, &L->q, n, 0.0f);
+        linear_backward(w->d_ln, w->d_k, &L->k, n, 1.0f);
+        linear_backward(w->d_ln, w->d_v, &L->v, n, 1.0f);
         norm_weight_backward(G(P_LN1_W), G(P_LN1_B), w->d_ln, in, s1, n, d);
         if (d_mid != w->d_resid) memcpy(w->d_resid, d_mid, Nd * sizeof *d_mid);
         norm_backward(w->d_resid, w->d_ln, in, s1, L->ln1_w, n, d, c->norm);
