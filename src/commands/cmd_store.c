@@ -1,6 +1,7 @@
 /* The commands that keep things: recording runs, sessions, notes and tags, listing past
  * runs and findings, saving and exporting tensors, and SQL over the store. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,7 @@ void lp_cmd_record_free(lp_session *s) {
 /* The session's buffers with room for n entries each (touched), or NULL when out of memory. */
 static struct lp_record_buf *record_buf(lp_session *s, size_t n) {
     if (s->record && s->record->cap >= n) return s->record;
+    if (n > SIZE_MAX / sizeof(lp_store_prediction)) return NULL; /* the largest of the three entries */
     lp_cmd_record_free(s);
     struct lp_record_buf *b = calloc(1, sizeof *b);
     if (!b) return NULL;
