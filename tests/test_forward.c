@@ -536,17 +536,25 @@ static long minor_faults(void) {
     return u.ru_minflt;
 }
 
+/* The stories model and ids (*T: its context's length) for the prefault's tests. */
+static lp_model *stories_full_length(int **ids, int *T) {
+    lp_load_options o = {STORIES_TOK};
+    lp_model *m;
+    if (lp_model_load(&m, STORIES, &o)) fail_msg("%s", lp_errmsg());
+    *T = lp_model_config(m)->n_ctx;
+    *ids = malloc((size_t)*T * sizeof **ids);
+    for (int i = 0; i < *T; i++) (*ids)[i] = 1 + (i * 7919) % 511;
+    return m;
+}
+
 /* After lp_run_prefault has finished, the longest run takes its arena already touched: its
  * page faults beyond those of a run that reuses a kept arena ("again": the rest of the
  * process, e.g. a sanitizer's allocator, faults too) are a small part of a run's from no
  * arena kept (bench --record times both). */
 static void prefault_takes_the_first_touch(void **state) {
     (void)state;
-    lp_load_options o = {STORIES_TOK};
-    lp_model *m;
-    if (lp_model_load(&m, STORIES, &o)) fail_msg("%s", lp_errmsg());
-    int T = lp_model_config(m)->n_ctx, *ids = malloc((size_t)T * sizeof *ids);
-    for (int i = 0; i < T; i++) ids[i] = 1 + (i * 7919) % 511;
+    int T, *ids;
+    lp_model *m = stories_full_length(&ids, &T);
     long faults[3]; /* from nothing kept, again, after the prefault */
     for (int pass = 0; pass < 3; pass++) {
         if (pass != 1) lp_run_release_cache();
@@ -566,6 +574,40 @@ static void prefault_takes_the_first_touch(void **state) {
     assert_true(faults[0] > faults[1]);
     assert_true((faults[2] - faults[1]) * 4 < faults[0] - faults[1]);
     lp_run_release_cache();
+    free(ids);
+    lp_model_free(m);
+}
+
+/* A run made at once after lp_run_prefault takes the arena the prefault is still touching,
+ * which goes on touching it under the run (MADV_POPULATE_WRITE, which never writes): the
+ * run's logits are those of a run in an arena of its own, bit for bit, and the touching is
+ * counted as the prefault's page faults. Releasing the cache meanwhile stops it. (With a
+ * touching that writes, memset, the logits compare unequal once it has gone past them.) */
+static void a_run_during_the_prefault_is_exact(void **state) {
+    (void)state;
+    int T, *ids;
+    lp_model *m = stories_full_length(&ids, &T);
+    lp_run_release_cache();
+    lp_run *r;
+    assert_int_equal(lp_run_new(&r, m, ids, T), LP_OK);
+    size_t V = (size_t)lp_run_out_width(r), n = (size_t)T * V;
+    float *want = malloc(n * sizeof *want);
+    memcpy(want, lp_run_logits(r, 0), n * sizeof *want);
+    lp_run_free(r);
+    for (int rep = 0; rep < 3; rep++) {
+        lp_run_release_cache();
+        long f0 = lp_run_prefault_faults();
+        assert_int_equal(lp_run_prefault(m), T);
+        /* its faults are counted from its second piece on, after the arena is offered */
+        for (int waited = 0; lp_run_prefault_faults() == f0 && waited < 10000; waited++) usleep(1000);
+        assert_int_equal(lp_run_new(&r, m, ids, T), LP_OK);
+        if (rep < 2) lp_run_prefault_wait(); /* the touching done, the logits (at the arena's end) still the run's */
+        assert_memory_equal(lp_run_logits(r, 0), want, n * sizeof *want);
+        lp_run_free(r);
+        lp_run_release_cache(); /* with a prefault under way (rep 2): it stops it, then waits for it */
+        assert_true(lp_run_prefault_faults() > f0);
+    }
+    free(want);
     free(ids);
     lp_model_free(m);
 }
@@ -705,6 +747,7 @@ int main(void) {
         cmocka_unit_test(stories260k_greedy_gives_known_ids),
         cmocka_unit_test(pattern_stats_match_the_rows),
         cmocka_unit_test(prefault_takes_the_first_touch),
+        cmocka_unit_test(a_run_during_the_prefault_is_exact),
         cmocka_unit_test(sampling_is_reproducible_for_a_seed),
         cmocka_unit_test(top_k_one_is_greedy),
         cmocka_unit_test(top_k_orders_by_logit_then_id),

@@ -42,6 +42,7 @@ typedef struct {
     int n_saes;
     const char *sae_opts[3]; /* the running command's --sae, --steer, --clamp (run, generate): what its runs
                                 and generation add to the spliced dictionaries; NULL otherwise */
+    struct lp_record_buf *record; /* recording's buffers, kept at the longest run's size (cmd_store.c) */
 } lp_session;
 
 typedef int (*lp_cmd_fn)(lp_session *s, int argc, char **argv, const char *rest);

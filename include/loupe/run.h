@@ -133,11 +133,15 @@ void lp_run_release_cache(void);
 /* Touches, on a thread of idle priority, the arena of the longest run of m that fits in an
  * eighth of memory (2 GiB at most), and keeps it for the next run, so that a session's first
  * run of a new length pays no first-touch page faults (zeroing hundreds of MB) when the
- * session had idle time before it. Returns that length, or 0 when nothing was started (one
+ * session had idle time before it. The arena is offered from the start: a run that comes
+ * before the touching is done takes it as it is, and the touching goes on under the run. Returns that length, or 0 when nothing was started (one
  * is under way, the kept arena is as large, or an encoder-decoder). */
 int lp_run_prefault(const lp_model *m);
-/* Waits until a prefault under way has offered its arena. */
+/* Waits until a prefault under way has touched its arena (or stopped: the arena let go). */
 void lp_run_prefault_wait(void);
+/* The minor page faults prefault threads have taken so far in this process: what a count of
+ * the process's faults (getrusage) includes that was off the critical path. */
+long lp_run_prefault_faults(void);
 
 const lp_model *lp_run_model(const lp_run *r);
 int lp_run_len(const lp_run *r);

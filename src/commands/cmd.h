@@ -129,6 +129,15 @@ int lp_cmd_record_run(lp_session *s, const char *text, const char *pair);
  * and alignment too): the source text (NULL for ids), the target text (NULL: given as ids,
  * or greedy, kept as the output decoded), greedy when the decoder made the target. */
 int lp_cmd_record_seq2seq(lp_session *s, const char *source, const char *target, bool greedy);
+/* Makes recording's buffers (the top predictions of every position) room for runs of n
+ * tokens and touches them, so that the first run of that length does not pay their first
+ * touch (the heap grown, or pages mapped afresh); they are kept at the largest size asked.
+ * lp_cmd_record_free returns them (the session's end). */
+int lp_cmd_record_reserve(lp_session *s, int n);
+void lp_cmd_record_free(lp_session *s);
+/* What a model's load starts for its first long run (lp_run_prefault) and makes ready for
+ * its recording; returns the length prefaulted, 0 when nothing was started. */
+int lp_cmd_prefault(lp_session *s);
 
 /* A dictionary loaded beside the model: its name, its site(s) resolved against the model. */
 struct lp_session_sae {

@@ -26,8 +26,16 @@ int lp_session_load(lp_session *s, const char *path) {
     lp_cmd_sae_clear(s); /* their sites were the old model's */
     lp_model_free(s->model);
     s->model = m;
-    lp_run_prefault(m); /* the first long run's arena, touched while the user reads or types */
+    lp_cmd_prefault(s);
     return LP_OK;
+}
+
+int lp_cmd_prefault(lp_session *s) {
+    /* The first long run's arena, touched while the user reads or types; and recording's
+     * buffers for that run, here (a few hundred KB: well under a millisecond). */
+    int ahead = lp_run_prefault(s->model);
+    if (ahead && lp_cmd_record_reserve(s, ahead)) lp_error_clear(); /* then the run grows them */
+    return ahead;
 }
 
 int lp_cmd_load(lp_session *s, int argc, char **argv, const char *rest) {

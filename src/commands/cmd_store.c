@@ -1,6 +1,7 @@
 /* The commands that keep things: recording runs, sessions, notes and tags, listing past
  * runs and findings, saving and exporting tensors, and SQL over the store. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,55 @@ static int cross_maxima(const lp_run *run, lp_store_cross_max **out, int *n) {
 
 /* Records the current run: text (an encoder-decoder's source), a pair's second text, and an
  * encoder-decoder's target text and kind ("given", "greedy"; NULL for one-stack models). */
+/* The top predictions of every position, as recording gathers them: kept in the session at
+ * the largest size a run has needed (or lp_cmd_record_reserve asked), because a fresh one of
+ * a longer run's size (250 KB at 1024 tokens) comes from pages the process has not touched
+ * yet, which the first run of a new length then pays for. */
+struct lp_record_buf {
+    size_t cap; /* entries of each */
+    lp_store_prediction *preds;
+    int *top_ids;
+    double *top_probs;
+};
+
+void lp_cmd_record_free(lp_session *s) {
+    struct lp_record_buf *b = s->record;
+    if (!b) return;
+    free(b->preds);
+    free(b->top_ids);
+    free(b->top_probs);
+    free(b);
+    s->record = NULL;
+}
+
+/* The session's buffers with room for n entries each (touched), or NULL when out of memory. */
+static struct lp_record_buf *record_buf(lp_session *s, size_t n) {
+    if (s->record && s->record->cap >= n) return s->record;
+    if (n > SIZE_MAX / sizeof(lp_store_prediction)) return NULL; /* the largest of the three entries */
+    lp_cmd_record_free(s);
+    struct lp_record_buf *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->preds = malloc(n * sizeof *b->preds);
+    b->top_ids = malloc(n * sizeof *b->top_ids);
+    b->top_probs = malloc(n * sizeof *b->top_probs);
+    s->record = b;
+    if (!b->preds || !b->top_ids || !b->top_probs) {
+        lp_cmd_record_free(s);
+        return NULL;
+    }
+    memset(b->preds, 0, n * sizeof *b->preds); /* the first touch, here rather than in a run's recording */
+    memset(b->top_ids, 0, n * sizeof *b->top_ids);
+    memset(b->top_probs, 0, n * sizeof *b->top_probs);
+    b->cap = n;
+    return b;
+}
+
+int lp_cmd_record_reserve(lp_session *s, int n) {
+    if (n < 1) return LP_OK;
+    return record_buf(s, (size_t)n * TOP_PER_POSITION + 1) ? LP_OK
+                                                              : lp_error(LP_ENOMEM, "out of memory for recording's buffers");
+}
+
 static int record_run(lp_session *s, const char *text, const char *pair, const char *target, const char *target_kind) {
     if (!s->store) return LP_OK;
     lp_store_run rec = {0};
@@ -145,9 +195,10 @@ static int record_run(lp_session *s, const char *text, const char *pair, const c
     const lp_config *ec = src ? lp_model_config(lp_run_model(src)) : NULL;
     size_t nh = (size_t)c->n_layer * c->n_head * (src ? 2 : 1) + (ec ? (size_t)ec->n_layer * ec->n_head : 0);
     token_rows tok = {0}, stok = {0};
-    lp_store_prediction *preds = calloc((size_t)T * k + 1, sizeof *preds);
-    int *top_ids = malloc(((size_t)rows * k + 1) * sizeof *top_ids);
-    double *top_probs = malloc(((size_t)rows * k + 1) * sizeof *top_probs);
+    struct lp_record_buf *buf = record_buf(s, (size_t)(T > rows ? T : rows) * k + 1);
+    lp_store_prediction *preds = buf ? buf->preds : NULL;
+    int *top_ids = buf ? buf->top_ids : NULL;
+    double *top_probs = buf ? buf->top_probs : NULL;
     lp_store_head_metric *heads = calloc(nh, sizeof *heads);
     lp_store_cross_max *cross = NULL;
     json_t *label_probs = labels ? lp_cmd_labels(s) : NULL;
@@ -167,6 +218,7 @@ static int record_run(lp_session *s, const char *text, const char *pair, const c
             int id = top_ids[(size_t)pos * k + i];
             double logit = lp_run_logits(s->run, pos)[id], prob = top_probs[(size_t)pos * k + i];
             lp_store_prediction *p = &preds[np++];
+            *p = (lp_store_prediction){0}; /* the buffer is kept from run to run */
             p->pos = pos;
             p->rank = i + 1;
             p->id = id;
@@ -223,9 +275,6 @@ done:
     json_decref(label_probs);
     token_rows_free(&tok);
     token_rows_free(&stok);
-    free(preds);
-    free(top_ids);
-    free(top_probs);
     free(heads);
     free(cross);
     free(decoded);

@@ -799,6 +799,7 @@ void lp_session_free(lp_session *s) {
     lp_cmd_sae_clear(s);
     lp_run_free(s->run);
     lp_run_release_cache();
+    lp_cmd_record_free(s);
     lp_model_free(s->model);
     free(s->tokenizer_path);
     memset(s, 0, sizeof *s);

@@ -8,9 +8,12 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "kernels/forward.h"
@@ -31,9 +34,21 @@ static struct {
     float *p;
     size_t bytes;
     bool prefaulting; /* a prefault thread is touching an arena to offer (lp_run_prefault) */
-} spare = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, false};
+    float *pf;        /* the arena it populates (offered at once: the spare, a run's, or let go) */
+    bool pf_let_go;   /* pf was dropped while populated: its thread unmaps it when it stops */
+    atomic_bool pf_stop; /* tells the thread to stop after the piece it is on */
+} spare = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, false, NULL, false, false};
 
 #define HUGE_PAGE ((size_t)2 << 20)
+
+/* With the lock held: whether p, being dropped, may be unmapped now. The arena a prefault
+ * thread is populating is left to that thread, told to stop. */
+static bool may_unmap(const float *p) {
+    if (!spare.prefaulting || p != spare.pf) return true;
+    spare.pf_let_go = true;
+    atomic_store(&spare.pf_stop, true);
+    return false;
+}
 
 static float *arena_take(size_t want, size_t *got) {
     pthread_mutex_lock(&spare.lock);
@@ -46,6 +61,10 @@ static float *arena_take(size_t want, size_t *got) {
     }
     size_t bytes = (want + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
     void *m = MAP_FAILED;
+    if (!p && spare.p && !may_unmap(spare.p)) { /* being populated: not moved under its thread */
+        spare.p = NULL;
+        spare.bytes = 0;
+    }
     if (!p && spare.p) { /* too small: grown, its pages already touched stay (only the rest is new) */
         m = mremap(spare.p, spare.bytes, bytes, MREMAP_MAYMOVE);
         if (m != MAP_FAILED) spare.p = NULL, spare.bytes = 0;
@@ -70,32 +89,82 @@ static void arena_give(float *p, size_t bytes) {
         p = old;
         bytes = old_bytes;
     }
+    if (p && !may_unmap(p)) p = NULL;
     pthread_mutex_unlock(&spare.lock);
     if (p) munmap(p, bytes);
 }
 
-/* The prefault thread: at idle priority (it runs only on a core nothing else wants), maps and
- * touches an arena of `bytes`, then offers it as the spare when it beats the one kept. */
+/* With the lock held: offers m (bytes) as the spare when it beats the one kept; returns
+ * what is to be unmapped (the old spare, or m itself), NULL for nothing, *drop its size. */
+static float *offer_locked(float *m, size_t bytes, size_t *drop) {
+    *drop = bytes;
+    if (spare.p && spare.bytes >= bytes) return m;
+    float *old = spare.p;
+    *drop = spare.bytes;
+    spare.p = m;
+    spare.bytes = bytes;
+    return old;
+}
+
+/* Page faults the prefault threads took (off the critical path: bench tells them apart). */
+static atomic_long prefault_faults;
+
+long lp_run_prefault_faults(void) { return atomic_load(&prefault_faults); }
+
+static long thread_faults(void) {
+    struct rusage u;
+    return getrusage(RUSAGE_THREAD, &u) == 0 ? u.ru_minflt : 0;
+}
+
+/* Adds this thread's faults since *since to the count. */
+static void count_faults(long *since) {
+    long now = thread_faults();
+    atomic_fetch_add(&prefault_faults, now - *since);
+    *since = now;
+}
+
+/* The prefault thread: at idle priority (it runs only on a core nothing else wants), maps an
+ * arena of `bytes`, offers it at once as the spare when it beats the one kept, and populates
+ * it 2 MB at a time with MADV_POPULATE_WRITE, which faults pages in without writing to them:
+ * a run that takes the arena meanwhile finds the pages populated so far, and populating goes
+ * on under it. Where the kernel has no MADV_POPULATE_WRITE (before Linux 5.14), the pages are
+ * written instead and the arena is offered when they are all touched. */
 static void *prefault_main(void *arg) {
     size_t bytes = (size_t)(uintptr_t)arg;
     struct sched_param none = {0};
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &none); /* a wish: fine if refused */
-    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    long f0 = thread_faults();
+    char *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    float *drop = NULL;
+    size_t drop_bytes = 0;
     if (m != MAP_FAILED) {
         madvise(m, bytes, MADV_HUGEPAGE);
-        size_t page = (size_t)sysconf(_SC_PAGESIZE);
-        for (size_t at = 0; at < bytes; at += page) ((volatile char *)m)[at] = 0;
+        size_t first = bytes < HUGE_PAGE ? bytes : HUGE_PAGE;
+        if (madvise(m, first, MADV_POPULATE_WRITE) == 0) {
+            pthread_mutex_lock(&spare.lock);
+            drop = offer_locked((float *)m, bytes, &drop_bytes);
+            bool kept = drop != (float *)m; /* else a spare as large came meanwhile: m is dropped */
+            if (kept) spare.pf = (float *)m;
+            pthread_mutex_unlock(&spare.lock);
+            if (drop) munmap(drop, drop_bytes);
+            drop = NULL;
+            for (size_t at = first; kept && at < bytes && !atomic_load(&spare.pf_stop); at += HUGE_PAGE) {
+                if (madvise(m + at, bytes - at < HUGE_PAGE ? bytes - at : HUGE_PAGE, MADV_POPULATE_WRITE)) break;
+                count_faults(&f0);
+            }
+            m = NULL; /* offered, or dropped */
+        } else {
+            size_t page = (size_t)sysconf(_SC_PAGESIZE);
+            for (size_t at = 0; at < bytes; at += page) ((volatile char *)m)[at] = 0;
+        }
     }
+    count_faults(&f0);
     pthread_mutex_lock(&spare.lock);
-    float *drop = m == MAP_FAILED ? NULL : m;
-    size_t drop_bytes = bytes;
-    if (drop && (!spare.p || spare.bytes < bytes)) {
-        float *old = spare.p;
-        drop_bytes = spare.bytes;
-        spare.p = drop;
-        spare.bytes = bytes;
-        drop = old;
-    }
+    if (m && m != MAP_FAILED) drop = offer_locked((float *)m, bytes, &drop_bytes);
+    if (spare.pf_let_go) drop = spare.pf, drop_bytes = bytes;
+    spare.pf = NULL;
+    spare.pf_let_go = false;
+    atomic_store(&spare.pf_stop, false);
     spare.prefaulting = false;
     pthread_cond_broadcast(&spare.done);
     pthread_mutex_unlock(&spare.lock);
@@ -142,8 +211,9 @@ void lp_run_prefault_wait(void) {
 }
 
 void lp_run_release_cache(void) {
-    lp_run_prefault_wait(); /* else its arena would be offered after the release */
     pthread_mutex_lock(&spare.lock);
+    if (spare.prefaulting) atomic_store(&spare.pf_stop, true); /* it stops after the piece it is on */
+    while (spare.prefaulting) pthread_cond_wait(&spare.done, &spare.lock);
     float *p = spare.p;
     size_t bytes = spare.bytes;
     spare.p = NULL;

@@ -557,7 +557,7 @@ static void bench_new_length(lp_session *s, int reps, bool idle) {
     static const int lens[NL] = {128, 512, 1024};
     const lp_config *c = lp_model_config(s->model);
     char *cmd[NL] = {0};
-    double t[NL][AGAIN];
+    double t[NL][AGAIN], cpu[NL][AGAIN]; /* wall, and CPU of the process's threads */
     long faults[NL][AGAIN]; /* minor page faults: what first touch costs, whatever the load */
     for (int k = 0; k < NL && lens[k] <= c->n_ctx; k++) {
         int T = lens[k];
@@ -568,35 +568,43 @@ static void bench_new_length(lp_session *s, int reps, bool idle) {
         int o = snprintf(cmd[k], cap, "run --ids ");
         for (int i = 0; i < T; i++) o += snprintf(cmd[k] + o, cap - (size_t)o, "%s%d", i ? "," : "", ids[i]);
         free(ids);
-        for (int i = 0; i < AGAIN; i++) t[k][i] = 1e30, faults[k][i] = 0;
+        for (int i = 0; i < AGAIN; i++) t[k][i] = cpu[k][i] = 1e30, faults[k][i] = 0;
     }
     for (int r = 0; r < reps; r++) {
         lp_run_free(s->run);
         s->run = NULL;
-        lp_run_release_cache(); /* as a fresh session: no arena kept from before */
+        lp_run_release_cache(); /* as a fresh session: no arena, nor recording's buffers, kept from before */
+        lp_cmd_record_free(s);
         double p0 = now_s();
-        int ahead = lp_run_prefault(s->model); /* what lp_session_load starts */
+        int ahead = lp_cmd_prefault(s); /* what lp_session_load starts */
         if (idle) lp_run_prefault_wait();
         if (r == 0 && idle) printf("prefault: the arena of a %d-token run touched in %.0f ms after load\n", ahead, (now_s() - p0) * 1e3);
         for (int k = 0; k < NL && cmd[k]; k++)
             for (int i = 0; i < AGAIN; i++) {
                 struct rusage u0, u1;
+                long pf0 = lp_run_prefault_faults();
                 getrusage(RUSAGE_SELF, &u0);
-                double t0 = now_s();
+                double t0 = now_s(), c0 = cpu_s();
                 if (lp_exec(s, cmd[k])) die("run");
                 t[k][i] = fmin(t[k][i], now_s() - t0);
+                cpu[k][i] = fmin(cpu[k][i], cpu_s() - c0);
                 getrusage(RUSAGE_SELF, &u1);
-                long f = u1.ru_minflt - u0.ru_minflt;
+                long f = u1.ru_minflt - u0.ru_minflt - (lp_run_prefault_faults() - pf0); /* the run's own */
                 if (r == 0 || f < faults[k][i]) faults[k][i] = f;
             }
     }
-    printf("first run of a new length (run --ids, recorded, in a session that ran the shorter ones, %s; minima of %d):",
-           idle ? "after its load's prefault finished" : "at once after its load", reps);
+    printf("first run of a new length (run --ids, recorded, in a session that ran the shorter ones, %s; minima of %d; "
+           "CPU of all the process's threads%s; page faults the run's own):",
+           idle ? "after its load's prefault finished" : "at once after its load", reps,
+           idle ? "" : ", the prefault's too");
     for (int k = 0; k < NL && cmd[k]; k++) {
         double again = fmin(t[k][1], t[k][2]);
-        printf("%s T=%d %.0f ms, then %.0f ms, %.0f ms (penalty %+.0f ms; page faults %ld, then %ld, %ld)",
+        double cpu_again = fmin(cpu[k][1], cpu[k][2]);
+        printf("%s T=%d %.0f ms, then %.0f ms, %.0f ms (penalty %+.0f ms; CPU %.0f, then %.0f, %.0f ms: %+.0f ms; "
+               "page faults %ld, then %ld, %ld)",
                k ? ";" : "", lens[k], t[k][0] * 1e3, t[k][1] * 1e3, t[k][2] * 1e3, (t[k][0] - again) * 1e3,
-               faults[k][0], faults[k][1], faults[k][2]);
+               cpu[k][0] * 1e3, cpu[k][1] * 1e3, cpu[k][2] * 1e3, (cpu[k][0] - cpu_again) * 1e3, faults[k][0],
+               faults[k][1], faults[k][2]);
         free(cmd[k]);
     }
     printf("\n");
