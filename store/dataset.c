@@ -14,6 +14,7 @@
 
 #include "loupe/error.h"
 #include "loupe/heads.h"
+#include "loupe/unit_rows.h"
 #include "store_impl.h"
 
 enum { DQ_NEW, DQ_ITEM, DQ_CHECKPOINT, DQ_PROGRESS, DQ_GET_CHECKPOINT, DQ_EXAMPLE, DQ_HIST, DQ_SAMPLE, DQ_STAT };
@@ -192,84 +193,80 @@ int lp_store_dataset_get_checkpoint(lp_store *st, int64_t dataset_id, unsigned c
 /* ---- the aggregate tables ---- */
 
 
-static void bind_token(sqlite3_stmt *s, int i, const lp_tokenizer *t, int id) {
-    size_t len = 0;
-    const char *b = t && id >= 0 ? lp_tokenizer_token_bytes(t, id, &len) : NULL;
-    store_bind_text(s, i, b, len);
+/* What a unit's row says of its kind. */
+static const char *kind_name(lp_unit_kind kind) { return kind == LP_UNIT_NEURON ? "neuron" : "head"; }
+
+/* The three texts of a unit's unit_stats row, reused from unit to unit. */
+typedef struct {
+    lp_unit_text examples, samples, histogram;
+    lp_unit_example *x;  /* k or samples entries, whichever is more */
+    lp_unit_sample *smp; /* samples x LP_UNIT_BINS */
+} unit_texts;
+
+static void unit_texts_free(unit_texts *w) {
+    lp_unit_text_free(&w->examples), lp_unit_text_free(&w->samples), lp_unit_text_free(&w->histogram);
+    free(w->x), free(w->smp);
 }
 
-/* The example's columns from `first` on: item, pos, key_pos, token_id, token, key_token_id,
- * key_token, value. */
-static void bind_example(sqlite3_stmt *s, int first, const lp_unit_example *x, const lp_tokenizer *t) {
-    sqlite3_bind_int64(s, first, x->item);
-    sqlite3_bind_int(s, first + 1, x->pos);
-    if (x->key_pos >= 0) sqlite3_bind_int(s, first + 2, x->key_pos);
-    sqlite3_bind_int(s, first + 3, x->token);
-    bind_token(s, first + 4, t, x->token);
-    if (x->key_token >= 0) sqlite3_bind_int(s, first + 5, x->key_token);
-    bind_token(s, first + 6, t, x->key_token);
-    sqlite3_bind_double(s, first + 7, (double)x->value);
-}
-
-/* A row of unit_examples (at: the rank) or of unit_quantile_samples (at: the bin, and the
- * hash): the unit and its metric, then the example. */
-static int put_example_row(lp_store *st, int slot, const char *sql, int64_t id, lp_unit_kind kind, int layer, int index,
-                           int at, const int64_t *hash, const lp_unit_example *x, const lp_tokenizer *t) {
-    int rc = store_prep(st, &st->dq[slot], sql);
+/* Writes a unit_stats row: histogram NULL when h is. */
+static int put_row(lp_store *st, int64_t id, const char *kind, int layer, int index, const char *metric,
+                   const lp_unit_text *ex, const lp_unit_text *smp, const lp_unit_text *h) {
+    int rc = store_prep(st, &st->dq[DQ_EXAMPLE],
+                        "INSERT INTO unit_stats (dataset_id, unit_kind, layer, unit, metric, examples, samples, histogram)"
+                        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
     if (rc) return rc;
-    sqlite3_stmt *s = st->dq[slot];
+    sqlite3_stmt *s = st->dq[DQ_EXAMPLE];
     sqlite3_bind_int64(s, 1, id);
-    store_bind_str(s, 2, kind == LP_UNIT_NEURON ? "neuron" : "head");
+    sqlite3_bind_text(s, 2, kind, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 3, layer);
     sqlite3_bind_int(s, 4, index);
-    store_bind_str(s, 5, lp_unit_metric_name(kind));
-    sqlite3_bind_int(s, 6, at);
-    if (hash) sqlite3_bind_int64(s, 7, *hash);
-    bind_example(s, hash ? 8 : 7, x, t);
-    return store_done(st, s, hash ? "writing the quantile samples" : "writing the top examples");
+    sqlite3_bind_text(s, 5, metric, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 6, ex->p, (int)ex->len, SQLITE_STATIC);
+    sqlite3_bind_text(s, 7, smp->p, (int)smp->len, SQLITE_STATIC);
+    if (h) sqlite3_bind_text(s, 8, h->p, (int)h->len, SQLITE_STATIC);
+    else sqlite3_bind_null(s, 8);
+    return store_done(st, s, "writing the units' aggregates");
 }
 
-static int put_unit(lp_store *st, int64_t id, const lp_unit_stats *u, const lp_tokenizer *t, lp_unit_kind kind,
-                    int layer, int index, lp_unit_example *buf) {
-    int n, rc = LP_OK;
-    lp_unit_stats_top(u, kind, layer, index, buf, &n);
-    for (int r = 0; r < n && !rc; r++)
-        rc = put_example_row(st, DQ_EXAMPLE, "INSERT INTO unit_examples (dataset_id, unit_kind, layer, unit, metric, rank,"
-                             " item, pos, key_pos, token_id, token, key_token_id, key_token, value) VALUES (?1, ?2, ?3, ?4,"
-                             " ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)", id, kind, layer, index, r + 1, NULL, &buf[r],
-                             t);
+static int put_unit(lp_store *st, int64_t id, const lp_unit_stats *u, lp_unit_kind kind, int layer, int index,
+                    unit_texts *w) {
+    int n;
+    lp_unit_stats_top(u, kind, layer, index, w->x, &n);
+    int rc = lp_unit_rows_examples(&w->examples, w->x, n);
     int bins;
     const uint64_t *h = lp_unit_stats_histogram(u, kind, layer, index, &bins);
-    for (int b = 0; h && b < bins && !rc; b++) {
-        if (!h[b]) continue;
-        if (h[b] > INT64_MAX) return lp_error(LP_ERANGE, "a histogram count over 2^63");
-        if ((rc = store_prep(st, &st->dq[DQ_HIST],
-                             "INSERT INTO unit_histograms (dataset_id, unit_kind, layer, unit, bin, lower, count)"
-                             " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")))
-            return rc;
-        sqlite3_stmt *s = st->dq[DQ_HIST];
-        sqlite3_bind_int64(s, 1, id);
-        store_bind_str(s, 2, kind == LP_UNIT_NEURON ? "neuron" : "head");
-        sqlite3_bind_int(s, 3, layer);
-        sqlite3_bind_int(s, 4, index);
-        sqlite3_bind_int(s, 5, b);
-        if (kind != LP_UNIT_NEURON) sqlite3_bind_double(s, 6, lp_unit_head_bin_lower(b));
-        else if (b > 0) sqlite3_bind_double(s, 6, lp_unit_bin_lower(b));
-        sqlite3_bind_int64(s, 7, (int64_t)h[b]);
-        rc = store_done(st, s, "writing the histograms");
-    }
-    int unit = lp_unit_stats_unit(u, kind, layer, index);
+    if (!rc && h) rc = lp_unit_rows_histogram(&w->histogram, h, bins);
+    int unit = lp_unit_stats_unit(u, kind, layer, index), ns = 0;
     for (int b = 0; b < LP_UNIT_BINS && !rc; b++) {
-        lp_unit_stats_samples(u, kind, layer, index, b, buf, &n);
-        for (int j = 0; j < n && !rc; j++) {
-            int64_t hash = lp_unit_sample_hash(buf[j].item, unit);
-            rc = put_example_row(st, DQ_SAMPLE, "INSERT INTO unit_quantile_samples (dataset_id, unit_kind, layer, unit,"
-                                 " metric, bin, hash, item, pos, key_pos, token_id, token, key_token_id, key_token, value)"
-                                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)", id, kind,
-                                 layer, index, b, &hash, &buf[j], t);
-        }
+        lp_unit_stats_samples(u, kind, layer, index, b, w->x, &n);
+        for (int j = 0; j < n; j++)
+            w->smp[ns++] = (lp_unit_sample){b, lp_unit_sample_hash(w->x[j].item, unit), w->x[j]};
     }
+    if (!rc) rc = lp_unit_rows_samples(&w->samples, w->smp, ns);
+    if (!rc) rc = put_row(st, id, kind_name(kind), layer, index, lp_unit_metric_name(kind), &w->examples, &w->samples,
+                          h ? &w->histogram : NULL);
     return rc;
+}
+
+/* The bins' lower edges, for the view unit_histograms. */
+static int put_bins(lp_store *st) {
+    sqlite3_stmt *s;
+    int rc = sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO unit_bins (unit_kind, bin, lower) VALUES (?1, ?2, ?3)", -1,
+                                &s, NULL);
+    if (rc != SQLITE_OK) return store_fail(st, rc, "writing the histograms' bins");
+    for (int head = 0; head < 2 && rc == SQLITE_OK; head++)
+        for (int b = 0; b < (head ? LP_HEAD_BINS : LP_UNIT_BINS); b++) {
+            sqlite3_reset(s);
+            sqlite3_bind_text(s, 1, head ? "head" : "neuron", -1, SQLITE_STATIC);
+            sqlite3_bind_int(s, 2, b);
+            if (head) sqlite3_bind_double(s, 3, lp_unit_head_bin_lower(b));
+            else if (b > 0) sqlite3_bind_double(s, 3, lp_unit_bin_lower(b));
+            else sqlite3_bind_null(s, 3);
+            if ((rc = sqlite3_step(s)) != SQLITE_DONE) break;
+            rc = SQLITE_OK;
+        }
+    sqlite3_finalize(s);
+    return rc == SQLITE_OK ? LP_OK : store_fail(st, rc, "writing the histograms' bins");
 }
 
 /* A statement with integer parameters ?1.. (as many as it has, from args), run to the end. */
@@ -361,23 +358,26 @@ static int rollback_with(lp_store *st, int rc) {
 
 int lp_store_dataset_finish(lp_store *st, int64_t id, const lp_unit_stats *u, const lp_unit_stats_config *c,
                             const lp_tokenizer *t) {
+    (void)t; /* the views read the tokens' text from the items' runs */
     int64_t arg[1] = {id};
-    lp_unit_example *buf = malloc((size_t)(c->k > c->samples ? c->k : c->samples) * sizeof *buf);
-    if (!buf) return lp_error(LP_ENOMEM, "out of memory");
+    unit_texts w = {0};
+    int cap = c->k > c->samples ? c->k : c->samples;
+    w.x = malloc((size_t)cap * sizeof *w.x);
+    w.smp = malloc((size_t)c->samples * LP_UNIT_BINS * sizeof *w.smp);
+    if (!w.x || !w.smp) {
+        unit_texts_free(&w);
+        return lp_error(LP_ENOMEM, "out of memory");
+    }
     bool own = !lp_store_in_batch(st); /* inside the dataset's last batch, that batch commits */
     int rc = own ? store_exec(st, "BEGIN IMMEDIATE", "finishing the dataset") : LP_OK;
-    if (!rc) {
-        const char *clear[] = {"DELETE FROM unit_examples WHERE dataset_id = ?1",
-                               "DELETE FROM unit_histograms WHERE dataset_id = ?1",
-                               "DELETE FROM unit_quantile_samples WHERE dataset_id = ?1"};
-        for (int i = 0; i < 3 && !rc; i++) rc = run_ints(st, clear[i], arg, 1, "finishing the dataset");
-    }
+    if (!rc) rc = run_ints(st, "DELETE FROM unit_stats WHERE dataset_id = ?1", arg, 1, "finishing the dataset");
+    if (!rc) rc = put_bins(st);
     for (int l = 0; !rc && c->neurons && l < c->n_layer; l++)
-        for (int n = 0; !rc && n < c->d_mlp; n++) rc = put_unit(st, id, u, t, LP_UNIT_NEURON, l, n, buf);
+        for (int n = 0; !rc && n < c->d_mlp; n++) rc = put_unit(st, id, u, LP_UNIT_NEURON, l, n, &w);
     for (int kind = LP_UNIT_HEAD; !rc && c->heads && kind < LP_UNIT_KINDS; kind++)
         for (int l = 0; !rc && l < c->n_layer; l++)
-            for (int h = 0; !rc && h < c->n_head; h++) rc = put_unit(st, id, u, t, (lp_unit_kind)kind, l, h, buf);
-    free(buf);
+            for (int h = 0; !rc && h < c->n_head; h++) rc = put_unit(st, id, u, (lp_unit_kind)kind, l, h, &w);
+    unit_texts_free(&w);
     if (!rc) rc = head_stats(st, id);
     if (!rc) rc = run_ints(st, "DELETE FROM dataset_checkpoints WHERE dataset_id = ?1", arg, 1, "finishing the dataset");
     if (!rc)
@@ -518,43 +518,140 @@ static int drop_maps(lp_store *st) {
         snprintf(sql, sizeof sql, "DROP TABLE IF EXISTS temp.map_%s", COPIES[i].table);
         rc = store_exec(st, sql, "merging");
     }
-    for (size_t i = 0; i < 2 && !rc; i++)
-        rc = store_exec(st, i ? "DROP TABLE IF EXISTS temp.merge_samples" : "DROP TABLE IF EXISTS temp.merge_examples",
-                        "merging");
+    if (!rc) rc = store_exec(st, "DROP TABLE IF EXISTS temp.merge_units", "merging");
     return rc;
 }
 
-/* The shard's aggregates merged into the merged dataset's: top-k of the union by the total
- * order, histogram counts summed, the bottom-s samples of the union per bin. */
+static int cmp_example(const void *a, const void *b) {
+    const lp_unit_example *x = a, *y = b;
+    return lp_unit_example_before(x, y) ? -1 : lp_unit_example_before(y, x) ? 1 : 0;
+}
+
+static int cmp_sample(const void *a, const void *b) {
+    const lp_unit_sample *x = a, *y = b;
+    if (x->bin != y->bin) return x->bin < y->bin ? -1 : 1;
+    if (x->hash != y->hash) return x->hash < y->hash ? -1 : 1;
+    return x->x.item < y->x.item ? -1 : x->x.item > y->x.item;
+}
+
+/* Column col of s as text and its length ("" for NULL). */
+static const char *col_text(sqlite3_stmt *s, int col, size_t *len) {
+    const char *t = (const char *)sqlite3_column_text(s, col);
+    *len = t ? (size_t)sqlite3_column_bytes(s, col) : 0;
+    return t ? t : "";
+}
+
+/* One unit's aggregates of the merged dataset (columns 4.. of s: the shard's examples,
+ * samples, histogram, then the merged dataset's, NULL where it has no row for the unit yet)
+ * into w's texts: the top k of the union by the total order, the bottom `samples` of the
+ * union per bin, the histograms' counts summed. *has_hist: a histogram to write. */
+static int merge_unit(sqlite3_stmt *s, int k, int samples, unit_texts *w, bool *has_hist) {
+    size_t len;
+    const char *t;
+    int n = 0, m = 0, rc = LP_OK;
+    for (int side = 0; side < 2 && !rc; side++) {
+        int got = 0;
+        if (side && sqlite3_column_type(s, 7) == SQLITE_NULL) break;
+        t = col_text(s, 4 + 3 * side, &len);
+        rc = lp_unit_rows_parse_examples(t, len, w->x + n, k, &got);
+        n += got;
+        if (rc) break;
+        t = col_text(s, 5 + 3 * side, &len);
+        rc = lp_unit_rows_parse_samples(t, len, w->smp + m, samples * LP_UNIT_BINS, &got);
+        m += got;
+    }
+    if (rc) return rc;
+    qsort(w->x, (size_t)n, sizeof *w->x, cmp_example);
+    qsort(w->smp, (size_t)m, sizeof *w->smp, cmp_sample);
+    int kept = 0, in_bin = 0;
+    for (int i = 0; i < m; i++) { /* the first `samples` of each bin */
+        in_bin = i && w->smp[i - 1].bin == w->smp[i].bin ? in_bin + 1 : 0;
+        if (in_bin < samples) w->smp[kept++] = w->smp[i];
+    }
+    if ((rc = lp_unit_rows_examples(&w->examples, w->x, n < k ? n : k)) ||
+        (rc = lp_unit_rows_samples(&w->samples, w->smp, kept)))
+        return rc;
+    uint64_t h[2][LP_UNIT_BINS];
+    int nb[2] = {0, 0};
+    *has_hist = false;
+    for (int side = 0; side < 2 && !rc; side++) {
+        if (sqlite3_column_type(s, 6 + 3 * side) == SQLITE_NULL) continue;
+        t = col_text(s, 6 + 3 * side, &len);
+        rc = lp_unit_rows_parse_histogram(t, len, h[side], LP_UNIT_BINS, &nb[side]);
+    }
+    if (rc || (!nb[0] && !nb[1])) return rc;
+    if (nb[0] && nb[1] && nb[0] != nb[1])
+        return lp_error(LP_EFORMAT, "merge: a unit's histograms have %d and %d bins; were the shards made by "
+                        "different versions of loupe?", nb[0], nb[1]);
+    int bins = nb[0] ? nb[0] : nb[1];
+    for (int b = 0; b < bins; b++) {
+        uint64_t a = nb[0] ? h[0][b] : 0, c = nb[1] ? h[1][b] : 0;
+        if (a > INT64_MAX - c) return lp_error(LP_ERANGE, "merge: a histogram count over 2^63");
+        h[0][b] = a + c;
+    }
+    *has_hist = true;
+    return lp_unit_rows_histogram(&w->histogram, h[0], bins);
+}
+
+/* The shard's aggregates merged into the merged dataset's, unit by unit (unit_rows.h): a
+ * unit only the merged dataset has is left as it is. */
 static int merge_aggregates(lp_store *st, int64_t into, int64_t from) {
-    int64_t args[2] = {into, from};
-    const char *sql[] = {
-        "CREATE TEMP TABLE merge_examples AS SELECT unit_kind, layer, unit, metric, item, pos, key_pos, token_id, token,"
-        " key_token_id, key_token, value FROM main.unit_examples WHERE dataset_id = ?1 UNION ALL SELECT unit_kind,"
-        " layer, unit, metric, item, pos, key_pos, token_id, token, key_token_id, key_token, value FROM shard.unit_examples"
-        " WHERE dataset_id = ?2",
-        "DELETE FROM main.unit_examples WHERE dataset_id = ?1",
-        "INSERT INTO main.unit_examples (dataset_id, unit_kind, layer, unit, metric, rank, item, pos, key_pos, token_id, token,"
-        " key_token_id, key_token, value) SELECT ?1, unit_kind, layer, unit, metric, rk, item, pos, key_pos, token_id, token,"
-        " key_token_id, key_token, value FROM (SELECT *, row_number() OVER (PARTITION BY unit_kind, layer, unit, metric"
-        " ORDER BY value DESC, item, pos, key_pos) AS rk FROM temp.merge_examples)"
-        " WHERE rk <= (SELECT k FROM main.datasets WHERE id = ?1)",
-        "INSERT INTO main.unit_histograms (dataset_id, unit_kind, layer, unit, bin, lower, count) SELECT ?1, unit_kind,"
-        " layer, unit, bin, lower, count FROM shard.unit_histograms WHERE dataset_id = ?2"
-        " ON CONFLICT (dataset_id, unit_kind, layer, unit, bin) DO UPDATE SET count = count + excluded.count",
-        "CREATE TEMP TABLE merge_samples AS SELECT unit_kind, layer, unit, metric, bin, hash, item, pos, key_pos, token_id, token,"
-        " key_token_id, key_token, value FROM main.unit_quantile_samples WHERE dataset_id = ?1 UNION ALL SELECT"
-        " unit_kind, layer, unit, metric, bin, hash, item, pos, key_pos, token_id, token, key_token_id, key_token, value FROM"
-        " shard.unit_quantile_samples WHERE dataset_id = ?2",
-        "DELETE FROM main.unit_quantile_samples WHERE dataset_id = ?1",
-        "INSERT INTO main.unit_quantile_samples (dataset_id, unit_kind, layer, unit, metric, bin, hash, item, pos, key_pos,"
-        " token_id, token, key_token_id, key_token, value) SELECT ?1, unit_kind, layer, unit, metric, bin, hash, item, pos,"
-        " key_pos, token_id, token, key_token_id, key_token, value FROM (SELECT *, row_number() OVER (PARTITION BY"
-        " unit_kind, layer, unit, metric, bin ORDER BY hash, item) AS rk FROM temp.merge_samples)"
-        " WHERE rk <= (SELECT json_extract(settings, '$.samples') FROM main.datasets WHERE id = ?1)",
-    };
-    int rc = LP_OK;
-    for (size_t i = 0; i < sizeof sql / sizeof *sql && !rc; i++) rc = run_ints(st, sql[i], args, 2, "merging the aggregates");
+    sqlite3_stmt *s = NULL, *ins = NULL;
+    int k = 0, samples = 0;
+    int rc = sqlite3_prepare_v2(st->db, "SELECT k, json_extract(settings, '$.samples') FROM main.datasets WHERE id = ?1",
+                                -1, &s, NULL);
+    if (rc != SQLITE_OK) return store_fail(st, rc, "merging the aggregates");
+    sqlite3_bind_int64(s, 1, into);
+    if (sqlite3_step(s) == SQLITE_ROW) k = sqlite3_column_int(s, 0), samples = sqlite3_column_int(s, 1);
+    sqlite3_finalize(s);
+    if (k < 1 || k > LP_UNIT_K_MAX || samples < 1 || samples > LP_UNIT_SAMPLES_MAX)
+        return lp_error(LP_EFORMAT, "merge: the dataset's k (%d) or samples (%d) is out of range", k, samples);
+    unit_texts w = {0};
+    w.x = malloc((size_t)2 * k * sizeof *w.x);
+    w.smp = malloc((size_t)2 * samples * LP_UNIT_BINS * sizeof *w.smp);
+    if (!w.x || !w.smp) {
+        unit_texts_free(&w);
+        return lp_error(LP_ENOMEM, "out of memory merging");
+    }
+    rc = store_exec(st, "CREATE TEMP TABLE merge_units (unit_kind TEXT, layer INTEGER, unit INTEGER, metric TEXT,"
+                    " examples TEXT, samples TEXT, histogram TEXT)", "merging the aggregates");
+    if (!rc && (rc = sqlite3_prepare_v2(st->db, "INSERT INTO temp.merge_units VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)", -1,
+                                        &ins, NULL)) != SQLITE_OK)
+        rc = store_fail(st, rc, "merging the aggregates");
+    if (!rc && (rc = sqlite3_prepare_v2(st->db,
+                                        "SELECT s.unit_kind, s.layer, s.unit, s.metric, s.examples, s.samples, s.histogram,"
+                                        " m.examples, m.samples, m.histogram FROM shard.unit_stats s LEFT JOIN"
+                                        " main.unit_stats m ON m.dataset_id = ?1 AND m.unit_kind = s.unit_kind AND m.layer"
+                                        " = s.layer AND m.unit = s.unit AND m.metric = s.metric WHERE s.dataset_id = ?2",
+                                        -1, &s, NULL)) != SQLITE_OK)
+        rc = store_fail(st, rc, "merging the aggregates");
+    if (!rc) {
+        sqlite3_bind_int64(s, 1, into);
+        sqlite3_bind_int64(s, 2, from);
+        int step;
+        while (!rc && (step = sqlite3_step(s)) == SQLITE_ROW) {
+            bool has_hist;
+            if ((rc = merge_unit(s, k, samples, &w, &has_hist))) break;
+            sqlite3_reset(ins);
+            for (int c = 0; c < 4; c++) sqlite3_bind_value(ins, c + 1, sqlite3_column_value(s, c));
+            sqlite3_bind_text(ins, 5, w.examples.p, (int)w.examples.len, SQLITE_STATIC);
+            sqlite3_bind_text(ins, 6, w.samples.p, (int)w.samples.len, SQLITE_STATIC);
+            if (has_hist) sqlite3_bind_text(ins, 7, w.histogram.p, (int)w.histogram.len, SQLITE_STATIC);
+            else sqlite3_bind_null(ins, 7);
+            if (sqlite3_step(ins) != SQLITE_DONE) rc = store_fail(st, sqlite3_errcode(st->db), "merging the aggregates");
+        }
+        if (!rc && step != SQLITE_DONE) rc = store_fail(st, step, "merging the aggregates");
+    }
+    sqlite3_finalize(s);
+    sqlite3_finalize(ins);
+    unit_texts_free(&w);
+    int64_t args[1] = {into};
+    if (!rc) rc = put_bins(st);
+    if (!rc)
+        rc = run_ints(st, "INSERT OR REPLACE INTO main.unit_stats (dataset_id, unit_kind, layer, unit, metric, examples,"
+                      " samples, histogram) SELECT ?1, unit_kind, layer, unit, metric, examples, samples, histogram FROM"
+                      " temp.merge_units", args, 1, "merging the aggregates");
+    if (!rc) rc = store_exec(st, "DROP TABLE temp.merge_units", "merging the aggregates");
     return rc;
 }
 

@@ -875,7 +875,77 @@ static const char V8[] =
     "       max(f.act) AS max_act, avg(f.act) AS mean_act\n"
     "FROM feature_activations f JOIN saes s ON s.id = f.sae_id GROUP BY f.sae_id, f.feature;\n";
 
-static const char *const MIGRATIONS[] = {V1, V2, V3, V4, V5, V6, V7, V8};
+/* Version 9: a unit's aggregates in one row (unit_stats: its top examples, quantile samples
+ * and histogram as JSON arrays, unit_rows.h), written at a dataset's end in a few tens of
+ * thousands of rows where a row per example, sample and bin took 1.6 million for GPT-2 small.
+ * unit_examples, unit_quantile_samples and unit_histograms become views that expand them into
+ * the rows and columns they had (the tokens' text from the items' runs); every row of a
+ * schema-8 file is kept. */
+static const char V9[] =
+    "CREATE TABLE unit_stats (            -- one row per unit and metric: its aggregates over the dataset\n"
+    "  id          INTEGER PRIMARY KEY,   -- (a rowid table: a unit's row fits its page, where a WITHOUT ROWID\n"
+    "                                     -- table's rows over 1 kB spill into overflow pages)\n"
+    "  dataset_id  INTEGER NOT NULL REFERENCES datasets(id) ON DELETE CASCADE,\n"
+    "  unit_kind   TEXT NOT NULL CHECK (unit_kind IN ('neuron', 'head', 'feature')),\n"
+    "  layer       INTEGER NOT NULL,\n"
+    "  unit        INTEGER NOT NULL,      -- the neuron, or the head\n"
+    "  metric      TEXT NOT NULL,         -- 'activation', 'key' or a head metric (as unit_examples.metric)\n"
+    "  examples    TEXT NOT NULL DEFAULT '[]',  -- JSON, rank order: [[item, pos, key_pos, value], ...]\n"
+    "  samples     TEXT NOT NULL DEFAULT '[]',  -- JSON, by bin, hash, item: [[bin, hash, item, pos, key_pos, value], ...]\n"
+    "  histogram   TEXT,                  -- JSON: every bin's count from bin 0; NULL: none (a head by a metric)\n"
+    "  UNIQUE (dataset_id, unit_kind, layer, unit, metric)\n"
+    ");\n"
+    "CREATE TABLE unit_bins (             -- the histograms' bins: their lower edges\n"
+    "  unit_kind   TEXT NOT NULL,\n"
+    "  bin         INTEGER NOT NULL,\n"
+    "  lower       REAL,                  -- NULL: -inf\n"
+    "  PRIMARY KEY (unit_kind, bin)\n"
+    ") WITHOUT ROWID;\n"
+    "INSERT OR IGNORE INTO unit_bins SELECT DISTINCT unit_kind, bin, lower FROM unit_histograms;\n"
+    "INSERT INTO unit_stats (dataset_id, unit_kind, layer, unit, metric, examples)\n"
+    "  SELECT dataset_id, unit_kind, layer, unit, metric, json_group_array(json_array(item, pos, key_pos, value)) FROM (SELECT * FROM unit_examples ORDER BY dataset_id, unit_kind, layer, unit, metric, rank)\n"
+    "  GROUP BY dataset_id, unit_kind, layer, unit, metric;\n"
+    "INSERT INTO unit_stats (dataset_id, unit_kind, layer, unit, metric, samples)\n"
+    "  SELECT dataset_id, unit_kind, layer, unit, metric, json_group_array(json_array(bin, hash, item, pos, key_pos, value)) FROM (SELECT * FROM unit_quantile_samples ORDER BY dataset_id, unit_kind, layer,\n"
+    "    unit, metric, bin, hash, item)\n"
+    "  GROUP BY dataset_id, unit_kind, layer, unit, metric\n"
+    "  ON CONFLICT (dataset_id, unit_kind, layer, unit, metric) DO UPDATE SET samples = excluded.samples;\n"
+    "WITH RECURSIVE b(bin) AS (SELECT 0 UNION ALL SELECT bin + 1 FROM b WHERE bin < 26),\n"
+    "  u AS (SELECT DISTINCT dataset_id, unit_kind, layer, unit FROM unit_histograms)\n"
+    "INSERT INTO unit_stats (dataset_id, unit_kind, layer, unit, metric, histogram)\n"
+    "  SELECT dataset_id, unit_kind, layer, unit, CASE unit_kind WHEN 'head' THEN 'key' ELSE 'activation' END,\n"
+    "    json_group_array(n) FROM (SELECT u.dataset_id, u.unit_kind, u.layer, u.unit, b.bin, coalesce(h.count, 0) AS n\n"
+    "    FROM u JOIN b ON b.bin < CASE u.unit_kind WHEN 'head' THEN 20 ELSE 27 END LEFT JOIN unit_histograms h\n"
+    "    ON h.dataset_id = u.dataset_id AND h.unit_kind = u.unit_kind AND h.layer = u.layer AND h.unit = u.unit\n"
+    "    AND h.bin = b.bin ORDER BY 1, 2, 3, 4, 5)\n"
+    "  GROUP BY dataset_id, unit_kind, layer, unit\n"
+    "  ON CONFLICT (dataset_id, unit_kind, layer, unit, metric) DO UPDATE SET histogram = excluded.histogram;\n"
+    "DROP TABLE unit_examples;\n"
+    "DROP TABLE unit_quantile_samples;\n"
+    "DROP TABLE unit_histograms;\n"
+    "CREATE VIEW unit_examples AS         -- unit_stats.examples, a row each\n"
+    "SELECT s.dataset_id, s.unit_kind, s.layer, s.unit, s.metric, e.key + 1 AS rank, e.value ->> 0 AS item,\n"
+    "       e.value ->> 1 AS pos, e.value ->> 2 AS key_pos, t.token_id, t.text AS token,\n"
+    "       k.token_id AS key_token_id, k.text AS key_token, CAST(e.value ->> 3 AS REAL) AS value\n"
+    "FROM unit_stats s JOIN json_each(s.examples) e\n"
+    "LEFT JOIN dataset_items i ON i.dataset_id = s.dataset_id AND i.item = e.value ->> 0\n"
+    "LEFT JOIN tokens t ON t.run_id = i.run_id AND t.side = 'target' AND t.pos = e.value ->> 1\n"
+    "LEFT JOIN tokens k ON k.run_id = i.run_id AND k.side = 'target' AND k.pos = e.value ->> 2;\n"
+    "CREATE VIEW unit_quantile_samples AS -- unit_stats.samples, a row each\n"
+    "SELECT s.dataset_id, s.unit_kind, s.layer, s.unit, s.metric, q.value ->> 0 AS bin, q.value ->> 1 AS hash,\n"
+    "       q.value ->> 2 AS item, q.value ->> 3 AS pos, q.value ->> 4 AS key_pos, t.token_id,\n"
+    "       t.text AS token, k.token_id AS key_token_id, k.text AS key_token, CAST(q.value ->> 5 AS REAL) AS value\n"
+    "FROM unit_stats s JOIN json_each(s.samples) q\n"
+    "LEFT JOIN dataset_items i ON i.dataset_id = s.dataset_id AND i.item = q.value ->> 2\n"
+    "LEFT JOIN tokens t ON t.run_id = i.run_id AND t.side = 'target' AND t.pos = q.value ->> 3\n"
+    "LEFT JOIN tokens k ON k.run_id = i.run_id AND k.side = 'target' AND k.pos = q.value ->> 4;\n"
+    "CREATE VIEW unit_histograms AS       -- unit_stats.histogram, a row per bin with tokens (or weights)\n"
+    "SELECT s.dataset_id, s.unit_kind, s.layer, s.unit, h.key AS bin, b.lower, h.value AS count\n"
+    "FROM unit_stats s JOIN json_each(s.histogram) h\n"
+    "LEFT JOIN unit_bins b ON b.unit_kind = s.unit_kind AND b.bin = h.key\n"
+    "WHERE h.value > 0;\n";
+
+static const char *const MIGRATIONS[] = {V1, V2, V3, V4, V5, V6, V7, V8, V9};
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
 int store_schema_latest(void) { return N_MIGRATIONS; }

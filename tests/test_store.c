@@ -19,8 +19,9 @@
 #include "helpers.h"
 #include "loupe/error.h"
 #include "loupe/store.h"
+#include "loupe/unit_rows.h"
 
-#define SCHEMA_LATEST 8 /* the schema version this loupe writes */
+#define SCHEMA_LATEST 9 /* the schema version this loupe writes */
 
 #define OK(call)                                                                                                       \
     do {                                                                                                               \
@@ -310,7 +311,7 @@ static void newer_schema_is_refused_and_file_untouched(void **state) {
     snapshot before = snap(f->path);
     lp_store *st = (lp_store *)1;
     EXPECT_ERROR(lp_store_open(&st, f->path), LP_EUNSUPPORTED, f->path,
-                 "has schema version 99; this loupe knows up to 8: use a newer loupe");
+                 "has schema version 99; this loupe knows up to 9: use a newer loupe");
     assert_null(st);
     assert_untouched(&before, f->path);
 }
@@ -1518,6 +1519,67 @@ static void classifier_views_name_labels_not_tokens(void **state) {
     assert_int_equal(q_int(st, "SELECT count(*) FROM classifications", NULL), 1); /* the decoder's run is not one */
 }
 
+/* A unit's aggregates as JSON text (unit_rows.h): every float, written and read back, is
+ * the same float, and its text the same text written again (what keeps merge exact); the
+ * text is what %.9g prints within the last digit; bad text is refused with a message. */
+static void unit_rows_round_trip(void **state) {
+    (void)state;
+    lp_unit_text t = {0}, t2 = {0};
+    uint32_t x = 12345;
+    for (int i = 0; i < 200000; i++) {
+        x = x * 1664525u + 1013904223u;
+        float f;
+        uint32_t bits = i < 100000 ? x : (x & 0x807fffffu) | (uint32_t)(100 + i % 60) << 23; /* any, then 1e-8..1e10 */
+        memcpy(&f, &bits, sizeof f);
+        if (isnan(f)) continue;
+        lp_unit_example e = {.item = i, .pos = i % 7, .key_pos = i % 3 ? -1 : 2, .token = -1, .key_token = -1, .value = f};
+        OK(lp_unit_rows_examples(&t, &e, 1));
+        lp_unit_example back;
+        int n = 0;
+        OK(lp_unit_rows_parse_examples(t.p, t.len, &back, 1, &n));
+        assert_int_equal(n, 1);
+        assert_memory_equal(&back.value, &f, sizeof f);
+        assert_true(back.item == e.item && back.pos == e.pos && back.key_pos == e.key_pos);
+        OK(lp_unit_rows_examples(&t2, &back, 1));
+        assert_string_equal(t.p, t2.p);
+        if (isfinite(f) && f != 0) { /* within a unit of the 9th digit of %.9g's */
+            char ref[40];
+            snprintf(ref, sizeof ref, "%.9g", (double)f);
+            double a = strtod(ref, NULL), b = strtod(strrchr(t.p, ',') + 1, NULL);
+            assert_true(fabs(a - b) <= fabs(a) * 1.01e-8);
+        }
+    }
+    lp_unit_sample smp[3] = {{0, 5, {1, 2, -1, -1, -1, 0.5f}}, {0, INT64_MAX, {3, 4, 1, -1, -1, -0.0f}},
+                             {26, 0, {INT64_MAX, 7, -1, -1, -1, INFINITY}}};
+    OK(lp_unit_rows_samples(&t, smp, 3));
+    assert_string_equal(t.p, "[[0,5,1,2,null,0.5],[0,9223372036854775807,3,4,1,-0],[26,0,9223372036854775807,7,null,9e999]]");
+    lp_unit_sample sb[3];
+    int n = 0;
+    OK(lp_unit_rows_parse_samples(t.p, t.len, sb, 3, &n));
+    assert_int_equal(n, 3);
+    assert_true(sb[1].hash == INT64_MAX && sb[2].x.item == INT64_MAX && isinf(sb[2].x.value) && sb[0].x.key_pos == -1);
+    assert_int_equal(lp_unit_rows_parse_samples(t.p, t.len, sb, 2, &n), LP_EFORMAT); /* more than the cap */
+    uint64_t h[3] = {0, 7, (uint64_t)INT64_MAX}, hb[3];
+    OK(lp_unit_rows_histogram(&t, h, 3));
+    assert_string_equal(t.p, "[0,7,9223372036854775807]");
+    const char *spaced = " [ 0 , 7,9223372036854775807 ] ";
+    OK(lp_unit_rows_parse_histogram(spaced, strlen(spaced), hb, 3, &n));
+    assert_true(n == 3 && hb[2] == (uint64_t)INT64_MAX);
+    const char *bad[] = {"", "[", "[1,2]x", "[9223372036854775808]", "[-1]", "[1.5]", "[[1,2,null,0.5]", "{}", "[1,,2]"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(lp_unit_rows_parse_histogram(bad[i], strlen(bad[i]), hb, 3, &n), LP_EFORMAT);
+        assert_non_null(strstr(lp_errmsg(), "a unit's histogram"));
+    }
+    const char *bad_ex[] = {"[[1,2,null]]", "[[1,2,3,4,5]]", "[[1,2147483648,null,1]]", "[[1,2,null,1e39]]",
+                            "[[1,2,-1,1]]", "[[1,2,null,1e]]", "[[1,2,null,.5]]", "[[1,2,nul,1]]"};
+    lp_unit_example eb[2];
+    for (size_t i = 0; i < sizeof bad_ex / sizeof *bad_ex; i++)
+        assert_int_equal(lp_unit_rows_parse_examples(bad_ex[i], strlen(bad_ex[i]), eb, 2, &n), LP_EFORMAT);
+    OK(lp_unit_rows_parse_examples("[]", 2, eb, 2, &n));
+    assert_int_equal(n, 0);
+    lp_unit_text_free(&t), lp_unit_text_free(&t2);
+}
+
 #define ON_FILE(t) {#t " (file)", t, on_file, fixture_free, NULL}
 #define ON_MEMORY(t) {#t " (:memory:)", t, on_memory, fixture_free, NULL}
 #define BOTH(t) ON_FILE(t), ON_MEMORY(t)
@@ -1526,6 +1588,7 @@ static void classifier_views_name_labels_not_tokens(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         IN_DIR(new_file_gets_latest_schema_wal_and_foreign_keys),
+        cmocka_unit_test(unit_rows_round_trip),
         IN_DIR(reopening_keeps_data_and_schema_version),
         ON_MEMORY(memory_database_gets_latest_schema),
         IN_DIR(empty_file_becomes_a_store),

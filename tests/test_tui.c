@@ -2288,7 +2288,7 @@ static void examples_view_shows_a_units_examples_and_enter_opens_one(void **stat
     snprintf(cmd, sizeof cmd, "dataset %s --k 5", path);
     OK(lp_browser_exec(f->b, cmd));
     render(f);
-    SHOWS(f, "head 0.0  dataset 1 items.txt (20 items, 1 of 1)");
+    SHOWS(f, "head 0.0 by key  dataset 1 items.txt (20 items, 1 of 1)");
     /* the head's top example: its weight, its query token highlighted, its key in the status */
     json_t *top = top_example(f, "head", 0, 0, 1);
     char want[256], tok[96];
@@ -2354,7 +2354,7 @@ static void examples_view_shows_a_units_examples_and_enter_opens_one(void **stat
     settle(f);
     assert_int_equal(f->b->view, LP_VIEW_EXAMPLES);
     assert_int_equal(f->b->neuron, -1);
-    SHOWS(f, "head 1.2  dataset 1");
+    SHOWS(f, "head 1.2 by key  dataset 1");
     json_t *h = top_example(f, "head", 1, 2, 1);
     key(f, LP_KEY_ENTER); /* a head's: its query in the attention view */
     assert_int_equal(f->s.run_id, lp_row_int(h, "run_id", 0));

@@ -142,7 +142,11 @@ static const lp_binding KEYMAP[] = {
     {LP_VIEW_EXAMPLES, 'H', "H", LP_DO_LEFT, 0, "previous neuron (or head)"},
     {LP_VIEW_EXAMPLES, LP_KEY_SHIFT_RIGHT, "S-\xE2\x86\x92", LP_DO_RIGHT, 0, "next neuron (or head)"},
     {LP_VIEW_EXAMPLES, 'L', "L", LP_DO_RIGHT, 0, "next neuron (or head)"},
-    {LP_VIEW_EXAMPLES, 'd', "d", LP_DO_METRIC_NEXT, 0, "the next dataset of this model (newest first)"},
+    {LP_VIEW_EXAMPLES, 'd', "d", LP_DO_DATASET_NEXT, 0, "the next dataset of this model (newest first)"},
+    {LP_VIEW_EXAMPLES, 'c', "c", LP_DO_METRIC_NEXT, 0,
+     "a head's examples by the next metric: its strongest key, entropy, prev_token, first_token, duplicate_token, "
+     "induction, max_attn"},
+    {LP_VIEW_EXAMPLES, 'C', "C", LP_DO_METRIC_PREV, 0, "a head's examples by the previous metric"},
 
     {LP_VIEW_FEATURES, LP_KEY_UP, "\xE2\x86\x91", LP_DO_UP, 0, "previous token (row)"},
     {LP_VIEW_FEATURES, 'k', "k", LP_DO_UP, 0, "previous token (row)"},

@@ -4,8 +4,8 @@
  * its top examples, each its item's tokens around the position with the activating token
  * highlighted (a head's key token underlined), then the quantile samples by bin and the
  * density histogram over the fixed bins (a neuron's activations over its tokens, a head's
- * attention weights off the sink). A head's examples here are by its strongest key
- * (`examples head L.H --by METRIC` lists the others). Enter opens an example's item as the current run
+ * attention weights off the sink). A head's examples are by its strongest key, or by the
+ * head metric `c` (`C`) cycles to, as `examples head L.H --by METRIC` lists them. Enter opens an example's item as the current run
  * (its stored run again, as itself: `rerun ID --reuse`) in the view that shows the unit.
  *
  * The store is read in update (after every command, and when the unit or the dataset
@@ -38,7 +38,8 @@ typedef struct {
 typedef struct {
     bool neuron;
     int layer, unit;
-    long long pick; /* the dataset chosen with d, 0: the latest with examples for the unit */
+    long long pick;  /* the dataset chosen with d, 0: the latest with examples for the unit */
+    lp_unit_kind by; /* what ranks the examples: LP_UNIT_NEURON, or a head's LP_UNIT_HEAD (its key) or HEAD_BY + m */
 } unit_key;
 
 typedef struct {
@@ -53,6 +54,7 @@ typedef struct {
     bool has_hist;
     json_t *samples; /* bin, value, item, token, key_token: bins high to low */
     int last_neuron; /* what u goes back to, -1: the strongest at the token */
+    lp_unit_kind head_by; /* what ranks a head's examples (c, C) */
 } examples_state;
 
 /* ---- helpers (pure: tested in test_tui.c) ---- */
@@ -108,7 +110,7 @@ int lp_bar_eighths(long long count, long long max, int w) {
 static void *examples_open(lp_browser *b) {
     (void)b;
     examples_state *st = calloc(1, sizeof *st);
-    if (st) st->last_neuron = -1;
+    if (st) st->last_neuron = -1, st->head_by = LP_UNIT_HEAD;
     return st;
 }
 
@@ -138,12 +140,13 @@ static void examples_close(void *vst) {
 
 /* The unit the browser's selection names now. */
 static unit_key unit_of(const examples_state *st, const lp_browser *b) {
-    unit_key k = {b->neuron >= 0, b->layer, b->neuron >= 0 ? b->neuron : b->head, st->want.pick};
+    unit_key k = {b->neuron >= 0, b->layer, b->neuron >= 0 ? b->neuron : b->head, st->want.pick,
+                  b->neuron >= 0 ? LP_UNIT_NEURON : st->head_by};
     return k;
 }
 
 static bool same_unit(unit_key a, unit_key b) {
-    return a.neuron == b.neuron && a.layer == b.layer && a.unit == b.unit && a.pick == b.pick;
+    return a.neuron == b.neuron && a.layer == b.layer && a.unit == b.unit && a.pick == b.pick && a.by == b.by;
 }
 
 static const char *safe_text(const char *raw, char *buf, size_t cap) { return lp_screen_token_text(raw, strlen(raw), buf, cap); }
@@ -153,7 +156,7 @@ static const char *safe_text(const char *raw, char *buf, size_t cap) { return lp
 /* ?1 dataset, ?2 kind, ?3 layer, ?4 unit, ?5 the metric ranking the examples shown */
 static json_t *params_unit(long long ds, unit_key k) {
     return json_pack("[I,s,i,i,s]", (json_int_t)ds, k.neuron ? "neuron" : "head", k.layer, k.unit,
-                     lp_unit_metric_name(k.neuron ? LP_UNIT_NEURON : LP_UNIT_HEAD));
+                     lp_unit_metric_name(k.by));
 }
 
 /* The examples of unit k in dataset ds, with the tokens around each: one query each. */
@@ -171,7 +174,7 @@ static void load_examples(examples_state *st, lp_browser *b, unit_key k) {
                                     " AND e.pos + ?6 WHERE e.dataset_id = ?1 AND e.unit_kind = ?2 AND e.layer = ?3 AND"
                                     " e.unit = ?4 AND e.metric = ?5 ORDER BY e.rank, t.pos",
                                     json_pack("[I,s,i,i,s,i]", (json_int_t)st->ds, k.neuron ? "neuron" : "head", k.layer,
-                                              k.unit, lp_unit_metric_name(k.neuron ? LP_UNIT_NEURON : LP_UNIT_HEAD),
+                                              k.unit, lp_unit_metric_name(k.by),
                                               CONTEXT));
     size_t n = json_array_size(rows), nt = json_array_size(toks), t = 0;
     st->ex = n ? calloc(n, sizeof *st->ex) : NULL;
@@ -292,7 +295,8 @@ static json_t *dataset_row(const examples_state *st, long long id, int *index) {
 }
 
 static void unit_name(unit_key k, char *buf, size_t cap) {
-    snprintf(buf, cap, "%s %d.%d", k.neuron ? "neuron" : "head", k.layer, k.unit);
+    if (k.neuron) snprintf(buf, cap, "neuron %d.%d", k.layer, k.unit);
+    else snprintf(buf, cap, "head %d.%d by %s", k.layer, k.unit, lp_unit_metric_name(k.by));
 }
 
 /* One example along row y: marker, rank, value, item, then its context. */
@@ -443,8 +447,9 @@ static void examples_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     int di = 0;
     json_t *d = dataset_row(st, st->ds, &di);
     lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, 0,
-                     "%s  dataset %lld %s (%lld items, %d of %d)  u neuron/head  H L unit  d dataset  Enter opens", name,
-                     st->ds, lp_row_str(d, "name"), lp_row_int(d, "n_items", 0), di + 1, (int)json_array_size(st->datasets));
+                     "%s  dataset %lld %s (%lld items, %d of %d)  u neuron/head  H L unit%s  d dataset  Enter opens",
+                     name, st->ds, lp_row_str(d, "name"), lp_row_int(d, "n_items", 0), di + 1,
+                     (int)json_array_size(st->datasets), k.neuron ? "" : "  c metric");
     lp_screen_put(scr, a.x + 1, a.y, lp_display_width(name), name, LP_COLOR_LABEL, LP_ATTR_BOLD);
     /* top: the examples; below: the samples and the histogram side by side */
     int body = a.h - 1, ex_rows = st->n_ex < (body - 1) / 2 ? st->n_ex : (body - 1) / 2;
@@ -529,7 +534,14 @@ static bool examples_act(void *vst, lp_browser *b, lp_action a) {
         if (b->neuron < 0) b->head += a == LP_DO_LEFT ? -1 : 1; /* the browser keeps it in range */
         else b->neuron = a == LP_DO_LEFT ? (b->neuron > 0 ? b->neuron - 1 : 0) : (b->neuron + 1 < d_mlp ? b->neuron + 1 : b->neuron);
         break;
-    case LP_DO_METRIC_NEXT: { /* the next dataset of the model, round to the latest again */
+    case LP_DO_METRIC_NEXT:
+    case LP_DO_METRIC_PREV: { /* a head's examples by the next (previous) metric, round to its key again */
+        if (b->neuron >= 0) return false;
+        int n_by = LP_UNIT_KINDS - LP_UNIT_HEAD, step = a == LP_DO_METRIC_NEXT ? 1 : n_by - 1;
+        st->head_by = (lp_unit_kind)(LP_UNIT_HEAD + (st->head_by - LP_UNIT_HEAD + step) % n_by);
+        break;
+    }
+    case LP_DO_DATASET_NEXT: { /* the next dataset of the model, round to the latest again */
         int n = (int)json_array_size(st->datasets), i = -1;
         dataset_row(st, st->ds, &i);
         st->want.pick = n > 0 ? lp_row_int(json_array_get(st->datasets, (size_t)((i + 1) % n)), "id", 0) : 0;

@@ -4,7 +4,8 @@
 # a neuron's top example as `examples ... --k 2` gives it in json (value, item, the token
 # drawn highlighted), moving to the second and Enter opening its item's stored run (the
 # strip is that item's tokens, the activations view on its token; no new run recorded),
-# resizing, and nothing past 80 columns.
+# resizing, and nothing past 80 columns; c and C cycle the metric ranking a head's examples
+# (each the top of `examples head 0.0 --by METRIC`).
 set -u
 LOUPE=${LOUPE:-./loupe}
 case $LOUPE in /*) ;; *) LOUPE=$(pwd)/$LOUPE ;; esac
@@ -45,13 +46,25 @@ if "$LOUPE" -d "$tmp/ds.db" "$M" -e "dataset $tmp/items.txt --k 5" >"$tmp/out" 2
 else fail "dataset of 20 items"; sed 's/^/  | /' "$tmp/out"; fi
 "$LOUPE" -d "$tmp/ds.db" -m json "$M" -e 'examples head 0.0 --k 2' >"$tmp/head.json"
 "$LOUPE" -d "$tmp/ds.db" -m json "$M" -e 'examples neuron 1.7 --k 2' >"$tmp/neuron.json"
+"$LOUPE" -d "$tmp/ds.db" -m json "$M" -e 'examples head 0.0 --by entropy --k 2' >"$tmp/entropy.json"
+"$LOUPE" -d "$tmp/ds.db" -m json "$M" -e 'examples head 0.0 --by max_attn --k 2' >"$tmp/max_attn.json"
 runs() { "$LOUPE" -d "$tmp/ds.db" -m csv -e 'sql SELECT count(*) AS n FROM runs' | tail -1 | tr -d '\r'; }
 runs_before=$(runs)
 start "'$LOUPE' -d '$tmp/ds.db' --tui '$M' -e 'run $TEXT'"
 expect "the browser opens on the dataset's store" 10 "rows: queries, columns: keys"
 keys 9
-expect "9: the current head's examples" 5 "head 0.0  dataset 1 items.txt (20 items"
+expect "9: the current head's examples, by its strongest key" 5 "head 0.0 by key  dataset 1 items.txt (20 items"
 expect_top "head 0.0" "$tmp/head.json"
+# c cycles the metric ranking a head's examples (key, entropy, prev_token, ..., max_attn), C back
+keys c
+expect "c: the head's examples by entropy" 5 "head 0.0 by entropy  dataset 1"
+expect_top "head 0.0 by entropy" "$tmp/entropy.json"
+keys C C
+expect "C C: back past its key, round to max_attn" 5 "head 0.0 by max_attn  dataset 1"
+expect_top "head 0.0 by max_attn" "$tmp/max_attn.json"
+keys c
+expect "c: round to its key again" 5 "head 0.0 by key  dataset 1"
+expect_top "head 0.0 by key again" "$tmp/head.json"
 keys : "examples neuron 1.7" Enter
 expect ":examples neuron 1.7 shows that neuron here" 5 "neuron 1.7  dataset 1"
 expect_top "neuron 1.7" "$tmp/neuron.json"
