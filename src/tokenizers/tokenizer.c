@@ -745,13 +745,13 @@ done:
     return rc;
 }
 
-static int spiece_normalize(const lp_tokenizer *t, const char *s, size_t n, sbuf *out, sbuf *tmp);
+static int normalize_steps(const lp_tokenizer *t, const char *s, size_t n, sbuf *out, sbuf *tmp);
 
 /* Byte-level BPE: the normalizer's steps (GPT-NeoX's NFC), then the pre-tokenizer's split. */
 static int encode_byte_level(const lp_tokenizer *t, const char *s, size_t n, bpe_work *w, ivec *out) {
     if (t->n_norm == 0) return byte_level_split(t, s, n, w, out, NULL, NULL);
     sbuf norm = {0}, tmp = {0};
-    int rc = spiece_normalize(t, s, n, &norm, &tmp);
+    int rc = normalize_steps(t, s, n, &norm, &tmp);
     if (!rc) rc = byte_level_split(t, norm.s ? norm.s : "", norm.n, w, out, NULL, NULL);
     free(norm.s);
     free(tmp.s);
@@ -881,7 +881,7 @@ static int nfc_append(const char *s, size_t n, sbuf *out) {
 }
 
 /* Applies the normalizer steps (Prepend, Replace, NFC, ...) to s into out, up to the size limit. */
-static int spiece_normalize(const lp_tokenizer *t, const char *s, size_t n, sbuf *out, sbuf *tmp) {
+static int normalize_steps(const lp_tokenizer *t, const char *s, size_t n, sbuf *out, sbuf *tmp) {
     int rc;
     size_t limit = n > (SIZE_MAX - LP_TOK_NORM_SLACK) / LP_TOK_NORM_FACTOR ? SIZE_MAX
                                                                           : n * LP_TOK_NORM_FACTOR + LP_TOK_NORM_SLACK;
@@ -956,7 +956,7 @@ static int metaspace_encode(const lp_tokenizer *t, const char *s, size_t n, bool
 
 static int encode_spiece(const lp_tokenizer *t, const char *s, size_t n, bool at_start, bpe_work *w, ivec *out) {
     sbuf norm = {0}, tmp = {0};
-    int rc = spiece_normalize(t, s, n, &norm, &tmp);
+    int rc = normalize_steps(t, s, n, &norm, &tmp);
     if (rc || norm.n == 0) goto done;
     if (t->whitespace_split) { /* WhitespaceSplit: words between White_Space, each on its own */
         size_t i = 0, k;
