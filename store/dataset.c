@@ -194,7 +194,9 @@ int lp_store_dataset_get_checkpoint(lp_store *st, int64_t dataset_id, unsigned c
 
 
 /* What a unit's row says of its kind. */
-static const char *kind_name(lp_unit_kind kind) { return kind == LP_UNIT_NEURON ? "neuron" : "head"; }
+static const char *kind_name(lp_unit_kind kind) {
+    return kind == LP_UNIT_NEURON ? "neuron" : kind == LP_UNIT_FEATURE ? "feature" : "head";
+}
 
 /* The three texts of a unit's unit_stats row, reused from unit to unit. */
 typedef struct {
@@ -254,10 +256,11 @@ static int put_bins(lp_store *st) {
     int rc = sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO unit_bins (unit_kind, bin, lower) VALUES (?1, ?2, ?3)", -1,
                                 &s, NULL);
     if (rc != SQLITE_OK) return store_fail(st, rc, "writing the histograms' bins");
-    for (int head = 0; head < 2 && rc == SQLITE_OK; head++)
-        for (int b = 0; b < (head ? LP_HEAD_BINS : LP_UNIT_BINS); b++) {
+    static const char *const kinds[] = {"head", "neuron", "feature"}; /* a feature's bins are a neuron's */
+    for (int kind = 0; kind < 3 && rc == SQLITE_OK; kind++)
+        for (int b = 0, head = kind == 0; b < (head ? LP_HEAD_BINS : LP_UNIT_BINS); b++) {
             sqlite3_reset(s);
-            sqlite3_bind_text(s, 1, head ? "head" : "neuron", -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, 1, kinds[kind], -1, SQLITE_STATIC);
             sqlite3_bind_int(s, 2, b);
             if (head) sqlite3_bind_double(s, 3, lp_unit_head_bin_lower(b));
             else if (b > 0) sqlite3_bind_double(s, 3, lp_unit_bin_lower(b));
@@ -377,6 +380,8 @@ int lp_store_dataset_finish(lp_store *st, int64_t id, const lp_unit_stats *u, co
     for (int kind = LP_UNIT_HEAD; !rc && c->heads && kind < LP_UNIT_KINDS; kind++)
         for (int l = 0; !rc && l < c->n_layer; l++)
             for (int h = 0; !rc && h < c->n_head; h++) rc = put_unit(st, id, u, (lp_unit_kind)kind, l, h, &w);
+    for (int d = 0; !rc && d < c->n_dict; d++)
+        for (int f = 0; !rc && f < c->d_sae[d]; f++) rc = put_unit(st, id, u, LP_UNIT_FEATURE, d, f, &w);
     unit_texts_free(&w);
     if (!rc) rc = head_stats(st, id);
     if (!rc) rc = run_ints(st, "DELETE FROM dataset_checkpoints WHERE dataset_id = ?1", arg, 1, "finishing the dataset");

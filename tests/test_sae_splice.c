@@ -334,7 +334,7 @@ static void several_dictionaries_attribute_as_each_alone(void **state) {
         snprintf(line, sizeof line, "sae attr --sae m%d %s", d, opts);
         assert_int_equal(exec_line(s, &f->buf, &f->len, line, &one), LP_OK);
         json_t *part = json_array_get(saes, (size_t)d);
-        char name[8];
+        char name[16];
         snprintf(name, sizeof name, "m%d", d);
         assert_string_equal(json_string_value(json_object_get(part, "sae")), name);
         assert_true(json_equal(json_object_get(part, "error"), json_object_get(one, "error")));

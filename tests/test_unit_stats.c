@@ -9,6 +9,7 @@
 
 #include "helpers.h"
 #include "loupe/error.h"
+#include "loupe/generate.h"
 #include "loupe/heads.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
@@ -98,7 +99,7 @@ static void examples_have_a_total_order(void **state) {
     assert_true(lp_unit_example_before(&b, &a));
 }
 
-static const lp_unit_stats_config CFG = {2, 3, 2, true, true, 4, 2};
+static const lp_unit_stats_config CFG = {2, 3, 2, true, true, 4, 2, 0, {0}};
 
 /* Offers n examples (values with many ties) to every unit, in the order perm gives. */
 static lp_unit_stats *fed(const int *perm, int n) {
@@ -227,7 +228,7 @@ static void values_are_the_runs(void **state) {
     assert_int_equal(lp_tokenizer_encode(lp_model_tokenizer(m), text, strlen(text), false, ids, 32, &n), LP_OK);
     lp_run *r;
     assert_int_equal(lp_run_new(&r, m, ids, n), LP_OK);
-    lp_unit_stats_config cfg = {c->n_layer, c->d_mlp, c->n_head, true, true, 3, 2};
+    lp_unit_stats_config cfg = {c->n_layer, c->d_mlp, c->n_head, true, true, 3, 2, 0, {0}};
     lp_unit_stats *u;
     assert_int_equal(lp_unit_stats_new(&u, &cfg), LP_OK);
     assert_int_equal(lp_unit_stats_add_run(u, r, 17, false), LP_OK);
@@ -346,6 +347,134 @@ static void values_are_the_runs(void **state) {
     lp_model_free(m);
 }
 
+
+/* Features: add_features against a direct count (random activations, most zero, one
+ * dictionary of 37 features and one of 5), items in any order giving the same state, the
+ * bytes loading back, and a feature's samples the same whether or not neurons and heads are
+ * tracked beside it. */
+enum { FT = 9, FD0 = 37, FD1 = 5, FN = 30 };
+
+static float feature_act(int item, int t, int f) {
+    uint64_t h = lp_mix64((uint64_t)(item * 1000003 + t * 1009 + f));
+    if (h % 4) return 0.0f;                          /* three in four do not fire */
+    return (float)((h >> 8) % 100000) * 1e-3f + (h % 7 == 0 ? 0.0f : 1e-4f); /* ties, and values across bins */
+}
+
+static lp_unit_stats *features_fed(const int *perm, bool model_units) {
+    lp_unit_stats_config c = {2, 3, 2, model_units, model_units, 3, 2, 2, {FD0, FD1}};
+    lp_unit_stats *u;
+    assert_int_equal(lp_unit_stats_new(&u, &c), LP_OK);
+    float acts[FT * FD0];
+    int ids[FT];
+    for (int j = 0; j < FN; j++) {
+        int i = perm[j];
+        for (int t = 0; t < FT; t++) ids[t] = 10 * i + t;
+        for (int d = 0; d < 2; d++) {
+            int m = d ? FD1 : FD0;
+            for (int t = 0; t < FT; t++)
+                for (int f = 0; f < m; f++) acts[t * m + f] = feature_act(i, t, f + 100 * d);
+            assert_int_equal(lp_unit_stats_add_features(u, d, acts, FT, ids, i, true), LP_OK);
+        }
+    }
+    return u;
+}
+
+static void assert_same_features(const lp_unit_stats *a, const lp_unit_stats *b) {
+    lp_unit_example ea[8], eb[8];
+    int na, nb, ba, bb;
+    for (int d = 0; d < 2; d++)
+        for (int f = 0; f < (d ? FD1 : FD0); f++) {
+            lp_unit_stats_top(a, LP_UNIT_FEATURE, d, f, ea, &na);
+            lp_unit_stats_top(b, LP_UNIT_FEATURE, d, f, eb, &nb);
+            assert_int_equal(na, nb);
+            for (int j = 0; j < na; j++)
+                assert_true(ea[j].item == eb[j].item && ea[j].pos == eb[j].pos && ea[j].value == eb[j].value);
+            const uint64_t *ha = lp_unit_stats_histogram(a, LP_UNIT_FEATURE, d, f, &ba);
+            const uint64_t *hb = lp_unit_stats_histogram(b, LP_UNIT_FEATURE, d, f, &bb);
+            assert_int_equal(ba, bb);
+            assert_memory_equal(ha, hb, (size_t)ba * sizeof *ha);
+            for (int bin = 0; bin < LP_UNIT_BINS; bin++) {
+                lp_unit_stats_samples(a, LP_UNIT_FEATURE, d, f, bin, ea, &na);
+                lp_unit_stats_samples(b, LP_UNIT_FEATURE, d, f, bin, eb, &nb);
+                assert_int_equal(na, nb);
+                for (int j = 0; j < na; j++) assert_int_equal(ea[j].item, eb[j].item);
+            }
+        }
+}
+
+static void features_are_units(void **state) {
+    (void)state;
+    int fwd[FN], rev[FN];
+    for (int i = 0; i < FN; i++) fwd[i] = i, rev[i] = FN - 1 - i;
+    lp_unit_stats *a = features_fed(fwd, true), *b = features_fed(rev, true), *alone = features_fed(fwd, false);
+    assert_same_features(a, b);
+    assert_same_features(a, alone); /* the hash does not see the model's units */
+    /* against a direct count: each feature's best item values, its histogram, its samples' bins */
+    for (int d = 0; d < 2; d++)
+        for (int f = 0; f < (d ? FD1 : FD0); f++) {
+            uint64_t want[LP_UNIT_BINS] = {0};
+            float best[FN];
+            int best_t[FN];
+            for (int i = 0; i < FN; i++) {
+                best[i] = -1, best_t[i] = -1;
+                for (int t = 1; t < FT; t++) { /* position 0 is the BOS */
+                    float v = feature_act(i, t, f + 100 * d);
+                    want[lp_unit_bin(v)]++;
+                    if (v > best[i]) best[i] = v, best_t[i] = t;
+                }
+            }
+            int bins;
+            const uint64_t *h = lp_unit_stats_histogram(a, LP_UNIT_FEATURE, d, f, &bins);
+            assert_int_equal(bins, LP_UNIT_BINS);
+            assert_memory_equal(h, want, sizeof want);
+            lp_unit_example top[3];
+            int nt, firing = 0;
+            lp_unit_stats_top(a, LP_UNIT_FEATURE, d, f, top, &nt);
+            for (int i = 0; i < FN; i++) firing += best[i] > 0;
+            assert_int_equal(nt, firing < 3 ? firing : 3);
+            for (int j = 0; j < nt; j++) {
+                int i = (int)top[j].item;
+                assert_true(top[j].value == best[i] && top[j].pos == best_t[i] && top[j].token == 10 * i + best_t[i]);
+                assert_int_equal(top[j].key_pos, -1);
+                for (int o = 0; o < FN; o++) /* nothing outside the top comes before it */
+                    if (best[o] > 0 && (best[o] > top[j].value || (best[o] == top[j].value && o < i))) {
+                        bool in = false;
+                        for (int q = 0; q < j; q++) in |= top[q].item == o;
+                        assert_true(in);
+                    }
+            }
+            for (int bin = 0; bin < LP_UNIT_BINS; bin++) {
+                lp_unit_example smp[2];
+                int ns;
+                lp_unit_stats_samples(a, LP_UNIT_FEATURE, d, f, bin, smp, &ns);
+                if (bin == 0) assert_int_equal(ns, 0); /* only items where it fires */
+                for (int j = 0; j < ns; j++) assert_int_equal(lp_unit_bin(smp[j].value), bin);
+            }
+        }
+    /* bytes: back to the same state; refused by a state made for other dictionaries */
+    unsigned char *blob;
+    size_t len;
+    assert_int_equal(lp_unit_stats_save(a, &blob, &len), LP_OK);
+    lp_unit_stats_config c = {2, 3, 2, true, true, 3, 2, 2, {FD0, FD1}};
+    lp_unit_stats *back;
+    assert_int_equal(lp_unit_stats_new(&back, &c), LP_OK);
+    assert_int_equal(lp_unit_stats_load(back, blob, len), LP_OK);
+    assert_same_features(a, back);
+    lp_unit_stats_free(back);
+    c.d_sae[1] = FD1 + 1;
+    assert_int_equal(lp_unit_stats_new(&back, &c), LP_OK);
+    assert_int_equal(lp_unit_stats_load(back, blob, len), LP_EFORMAT);
+    lp_unit_stats_free(back);
+    free(blob);
+    /* out of range */
+    assert_int_equal(lp_unit_stats_add_features(a, 2, NULL, 1, NULL, 0, false), LP_EINVAL);
+    c.n_dict = LP_UNIT_DICT_MAX + 1;
+    assert_int_equal(lp_unit_stats_new(&back, &c), LP_ERANGE);
+    c.n_dict = 1, c.d_sae[0] = 0;
+    assert_int_equal(lp_unit_stats_new(&back, &c), LP_EINVAL);
+    lp_unit_stats_free(a), lp_unit_stats_free(b), lp_unit_stats_free(alone);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(bins_are_fixed_edges),
@@ -356,6 +485,7 @@ int main(void) {
         cmocka_unit_test(bytes_load_back_to_the_same_state),
         cmocka_unit_test(config_ranges_are_checked),
         cmocka_unit_test(values_are_the_runs),
+        cmocka_unit_test(features_are_units),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,5 @@
-/* What a dataset run keeps about every unit (MLP neuron, attention head) across its items,
+/* What a dataset run keeps about every unit (MLP neuron, attention head, dictionary feature)
+ * across its items,
  * in memory bounded by units x k, not by the number of items:
  *
  *   top-k examples  the k items where the unit's value is highest, one example per item.
@@ -21,6 +22,11 @@
  * the query, and the key it reads; -1 for entropy). These are units of kind
  * LP_UNIT_HEAD_BY + metric. An item with no such position (one token, or a metric that is
  * NAN on it) gives the unit no value.
+ * A feature of a dictionary (an SAE or transcoder loaded beside the model) is a unit of kind
+ * LP_UNIT_FEATURE whose "layer" is the dictionary's number among the tracked ones: its value
+ * is its largest activation over the positions, a leading BOS left out, as a neuron's, and
+ * only an item where it fires (value > 0) is an example or a sample of it; its histogram
+ * counts every position's activation in the neurons' bins (bin 0: not firing).
  *
  * Every choice is a function of the items' values and indices only, through a total order
  * (value descending, then item, pos and key_pos ascending) and a hash of (item, unit): items
@@ -37,9 +43,14 @@
 #include "loupe/run.h"
 
 /* LP_UNIT_HEAD ranks a head by its strongest key; LP_UNIT_HEAD_BY + m by head metric m
- * (m < LP_HEAD_METRIC_COUNT). */
-typedef enum { LP_UNIT_NEURON, LP_UNIT_HEAD, LP_UNIT_HEAD_BY } lp_unit_kind;
-#define LP_UNIT_KINDS (LP_UNIT_HEAD_BY + LP_HEAD_METRIC_COUNT)
+ * (m < LP_HEAD_METRIC_COUNT); LP_UNIT_FEATURE is a dictionary's feature. */
+typedef enum {
+    LP_UNIT_NEURON,
+    LP_UNIT_HEAD,
+    LP_UNIT_HEAD_BY,
+    LP_UNIT_FEATURE = LP_UNIT_HEAD_BY + LP_HEAD_METRIC_COUNT
+} lp_unit_kind;
+#define LP_UNIT_KINDS LP_UNIT_FEATURE /* the model's own units' kinds: a neuron, a head by key or metric */
 /* What ranks a kind's examples: "activation", "key", or the head metric's name; and back
  * (LP_EINVAL naming the choices for a name that is none of a head's). */
 const char *lp_unit_metric_name(lp_unit_kind kind);
@@ -60,6 +71,7 @@ double lp_unit_head_bin_lower(int bin);
 
 #define LP_UNIT_K_MAX 1000      /* --k's bound */
 #define LP_UNIT_SAMPLES_MAX 100 /* --samples' bound */
+#define LP_UNIT_DICT_MAX 16     /* dictionaries whose features are tracked */
 
 typedef struct {
     int64_t item;
@@ -79,6 +91,8 @@ typedef struct {
     bool neurons, heads; /* which units are tracked */
     int k;               /* 1..LP_UNIT_K_MAX */
     int samples;         /* per unit and bin, 1..LP_UNIT_SAMPLES_MAX */
+    int n_dict;          /* dictionaries whose features are tracked, 0..LP_UNIT_DICT_MAX */
+    int d_sae[LP_UNIT_DICT_MAX]; /* their features */
 } lp_unit_stats_config;
 
 typedef struct lp_unit_stats lp_unit_stats;
@@ -87,20 +101,26 @@ typedef struct lp_unit_stats lp_unit_stats;
 int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c);
 void lp_unit_stats_free(lp_unit_stats *u); /* NULL-safe */
 
-/* The unit's number (neurons first, layer by layer, then heads, then heads by each metric):
- * what the hash takes. */
+/* The number the unit's samples hash with: neurons first, layer by layer, then heads, then
+ * heads by each metric; a feature 2^30 + its number among the features, dictionary by
+ * dictionary (whatever else is tracked, the same samples). */
 int lp_unit_stats_unit(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index);
 
 /* Adds item (its index in the dataset) as run r computed it; bos: r's first token is a BOS
  * to leave out of the neurons' values. r's model must have the config's shape. */
 int lp_unit_stats_add_run(lp_unit_stats *u, const lp_run *r, int64_t item, bool bos);
+/* Adds dictionary dict's features on item: acts (T, d_sae[dict]) their activations at the
+ * item's T positions, ids its tokens; bos: position 0 is a BOS to leave out. */
+int lp_unit_stats_add_features(lp_unit_stats *u, int dict, const float *acts, int T, const int *ids, int64_t item,
+                               bool bos);
 /* Adds one example of a unit (what add_run does per unit; for tests and loading). */
 void lp_unit_stats_offer(lp_unit_stats *u, lp_unit_kind kind, int layer, int index, const lp_unit_example *x);
 
 /* A unit's top examples in the total order: *n of them (<= k) into out (k entries). */
 void lp_unit_stats_top(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, lp_unit_example *out, int *n);
-/* A neuron's token counts per bin (LP_UNIT_BINS) or a head's weight counts (LP_HEAD_BINS;
- * kind LP_UNIT_HEAD), *bins of them; NULL when that kind is not tracked (or has none). */
+/* A neuron's or feature's token counts per bin (LP_UNIT_BINS) or a head's weight counts
+ * (LP_HEAD_BINS; kind LP_UNIT_HEAD), *bins of them; NULL when that kind is not tracked (or
+ * has none). */
 const uint64_t *lp_unit_stats_histogram(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, int *bins);
 /* A unit's samples of one bin, by hash ascending: *n (<= samples) into out. */
 void lp_unit_stats_samples(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, int bin,

@@ -71,7 +71,7 @@ int lp_unit_head_bin(float w) {
 double lp_unit_head_bin_lower(int bin) { return (double)bin / LP_HEAD_BINS; }
 
 const char *lp_unit_metric_name(lp_unit_kind kind) {
-    if (kind == LP_UNIT_NEURON) return "activation";
+    if (kind == LP_UNIT_NEURON || kind == LP_UNIT_FEATURE) return "activation";
     if (kind == LP_UNIT_HEAD) return "key";
     return lp_head_metric_name((lp_head_metric)(kind - LP_UNIT_HEAD_BY));
 }
@@ -111,27 +111,39 @@ typedef struct {
 struct lp_unit_stats {
     lp_unit_stats_config c;
     int n_neurons, n_heads, n_units; /* tracked: neurons are units 0..n_neurons) when tracked; then
-                                        heads, then heads by each metric (n_heads x metrics) */
+                                        heads, then heads by each metric (n_heads x metrics), then
+                                        the features */
+    int n_features, feature_at;      /* the features' count, and the unit number of the first */
+    int dict_at[LP_UNIT_DICT_MAX];   /* a dictionary's first feature among the features */
     lp_unit_example *top;            /* (n_units, k): each unit's heap, its last example at the root */
     int *n_top;                      /* (n_units) */
-    uint64_t *hist;                  /* (n_neurons, LP_UNIT_BINS), then (n_heads, LP_HEAD_BINS) */
+    uint64_t *hist;                  /* (n_neurons, LP_UNIT_BINS), (n_heads, LP_HEAD_BINS), (n_features, LP_UNIT_BINS) */
     float *metrics;                  /* (n_layer, n_head, LP_HEAD_METRIC_COUNT) scratch of add_run */
     int *at_q, *at_k;                /* (n_layer, n_head, LP_HEAD_METRIC_COUNT) */
     slot *slots;                     /* (n_units, LP_UNIT_BINS) */
-    float *best;                     /* (d_mlp) scratch of add_run */
-    int *best_pos;                   /* (d_mlp) */
+    float *best;                     /* (width) scratch of add_run and add_features */
+    int *best_pos;                   /* (width) */
+    int width;                       /* the larger of d_mlp and every d_sae */
     uint16_t *count;                 /* (d_mlp, LP_UNIT_BINS) scratch of add_run: one layer's counts */
 };
 
 static int unit_of(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index) {
     if (kind == LP_UNIT_NEURON) return layer * u->c.d_mlp + index;
+    if (kind == LP_UNIT_FEATURE) return u->feature_at + u->dict_at[layer] + index;
     int head = layer * u->c.n_head + index;
     if (kind == LP_UNIT_HEAD) return u->n_neurons + head;
     return u->n_neurons + u->n_heads * (1 + (int)(kind - LP_UNIT_HEAD_BY)) + head;
 }
 
+/* The number a unit's samples hash with: its own, or for a feature 2^30 + its number among
+ * the features, so that a feature's samples do not depend on which of the model's units are
+ * tracked beside it. */
+static int hash_unit(const lp_unit_stats *u, int unit) {
+    return unit >= u->feature_at && u->n_features ? (1 << 30) + (unit - u->feature_at) : unit;
+}
+
 int lp_unit_stats_unit(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index) {
-    return unit_of(u, kind, layer, index);
+    return hash_unit(u, unit_of(u, kind, layer, index));
 }
 
 int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c) {
@@ -143,7 +155,19 @@ int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c) {
         return lp_error(LP_EINVAL, "a model of %d layers, %d neurons and %d heads a layer has no units to track",
                         c->n_layer, c->d_mlp, c->n_head);
     int64_t neurons = c->neurons ? (int64_t)c->n_layer * c->d_mlp : 0, heads = c->heads ? (int64_t)c->n_layer * c->n_head : 0;
-    int64_t units = neurons + heads * (1 + LP_HEAD_METRIC_COUNT); /* a head by its key and by each metric */
+    if (c->n_dict < 0 || c->n_dict > LP_UNIT_DICT_MAX)
+        return lp_error(LP_ERANGE, "%d dictionaries are more than a dataset tracks (at most %d)", c->n_dict,
+                        LP_UNIT_DICT_MAX);
+    int64_t features = 0;
+    int width = c->d_mlp;
+    for (int d = 0; d < c->n_dict; d++) {
+        if (c->d_sae[d] < 1 || c->d_sae[d] > 1 << 24)
+            return lp_error(LP_EINVAL, "a dictionary of %d features is out of range (1..%d)", c->d_sae[d], 1 << 24);
+        features += c->d_sae[d];
+        if (c->d_sae[d] > width) width = c->d_sae[d];
+    }
+    /* a head by its key and by each metric */
+    int64_t units = neurons + heads * (1 + LP_HEAD_METRIC_COUNT) + features;
     if (units > 1 << 26) return lp_error(LP_ERANGE, "%lld units are more than loupe tracks", (long long)units);
     /* the heaps are the largest part: units x k examples */
     if ((double)units * c->k * sizeof(lp_unit_example) > (double)(SIZE_MAX / 4))
@@ -153,17 +177,20 @@ int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c) {
     pthread_once(&bin_once, bin_table);
     u->c = *c;
     u->n_neurons = (int)neurons, u->n_heads = (int)heads, u->n_units = (int)units;
+    u->n_features = (int)features, u->feature_at = (int)(units - features), u->width = width;
+    for (int d = 1; d < c->n_dict; d++) u->dict_at[d] = u->dict_at[d - 1] + c->d_sae[d - 1];
     size_t nu = (size_t)units + 1;
     u->top = malloc(nu * (size_t)c->k * sizeof *u->top);
     u->n_top = calloc(nu, sizeof *u->n_top);
-    u->hist = calloc((size_t)neurons * LP_UNIT_BINS + (size_t)heads * LP_HEAD_BINS + 1, sizeof *u->hist);
+    u->hist = calloc(((size_t)neurons + (size_t)features) * LP_UNIT_BINS + (size_t)heads * LP_HEAD_BINS + 1,
+                     sizeof *u->hist);
     size_t nm = (size_t)c->n_layer * c->n_head * LP_HEAD_METRIC_COUNT;
     u->metrics = malloc(nm * sizeof *u->metrics);
     u->at_q = malloc(nm * sizeof *u->at_q);
     u->at_k = malloc(nm * sizeof *u->at_k);
     u->slots = calloc(nu * LP_UNIT_BINS, sizeof *u->slots);
-    u->best = malloc(((size_t)c->d_mlp + 1) * sizeof *u->best);
-    u->best_pos = malloc(((size_t)c->d_mlp + 1) * sizeof *u->best_pos);
+    u->best = malloc(((size_t)width + 1) * sizeof *u->best);
+    u->best_pos = malloc(((size_t)width + 1) * sizeof *u->best_pos);
     u->count = malloc(((size_t)c->d_mlp + 1) * LP_UNIT_BINS * sizeof *u->count);
     if (!u->top || !u->n_top || !u->hist || !u->slots || !u->best || !u->best_pos || !u->count || !u->metrics ||
         !u->at_q || !u->at_k) {
@@ -245,7 +272,7 @@ static void slot_find_worst(slot *s) {
  * sample is skipped: samples are an illustration, and the slot stays valid. */
 static void sample_offer(lp_unit_stats *u, int unit, const lp_unit_example *x) {
     slot *s = &u->slots[(size_t)unit * LP_UNIT_BINS + lp_unit_bin(x->value)];
-    int64_t hx = lp_unit_sample_hash(x->item, unit);
+    int64_t hx = lp_unit_sample_hash(x->item, hash_unit(u, unit));
     if (!slot_alloc(s, u->c.samples)) return;
     if (s->n < u->c.samples) {
         s->h[s->n] = hx;
@@ -273,9 +300,24 @@ static inline void max_step(float *restrict best, int *restrict best_pos, const 
     best_pos[n] = take ? t : best_pos[n];
 }
 
-/* Each neuron's largest value over positions [start, T) and the first position holding it
- * (a NaN never wins, unless every value is NaN: then no example), row by row so that the
- * compiler vectorises it; then the histograms' counts. */
+/* Each column's largest value over rows [start, T) of data (row stride ld) and the first row
+ * holding it (a NaN never wins, unless every value is NaN), row by row so that the compiler
+ * vectorises it. start < T. */
+static void column_max(float *restrict best, int *restrict best_pos, const float *data, size_t ld, int n, int start,
+                       int T) {
+    memcpy(best, data + (size_t)start * ld, (size_t)n * sizeof *best);
+    for (int j = 0; j < n; j++) best_pos[j] = start;
+    int body = n - n % 8;
+    for (int t = start + 1; t < T; t++) {
+        const float *restrict row = data + (size_t)t * ld;
+        for (int j0 = 0; j0 < body; j0 += 8) /* 8 lanes at a time: the compiler vectorises it */
+            for (int j = j0; j < j0 + 8; j++) max_step(best, best_pos, row, j, t);
+        for (int j = body; j < n; j++) max_step(best, best_pos, row, j, t);
+    }
+}
+
+/* Each neuron's largest value over positions [start, T) and where (column_max; every value
+ * NaN: no example); then the histograms' counts. */
 static int add_neurons(lp_unit_stats *u, const lp_run *r, int64_t item, int start) {
     int T = lp_run_len(r), dm = u->c.d_mlp;
     const int *ids = lp_run_ids(r);
@@ -289,15 +331,7 @@ static int add_neurons(lp_unit_stats *u, const lp_run *r, int64_t item, int star
         if (rc) return rc;
         assert(v.stride[1] == 1);
         uint64_t *hist = u->hist + (size_t)l * dm * LP_UNIT_BINS;
-        memcpy(best, v.data + (size_t)start * v.stride[0], (size_t)dm * sizeof *best);
-        for (int n = 0; n < dm; n++) best_pos[n] = start;
-        int body = dm - dm % 8;
-        for (int t = start + 1; t < T; t++) {
-            const float *restrict row = v.data + (size_t)t * v.stride[0];
-            for (int n0 = 0; n0 < body; n0 += 8) /* 8 lanes at a time: the compiler vectorises it */
-                for (int n = n0; n < n0 + 8; n++) max_step(best, best_pos, row, n, t);
-            for (int n = body; n < dm; n++) max_step(best, best_pos, row, n, t);
-        }
+        column_max(best, best_pos, v.data, (size_t)v.stride[0], dm, start, T);
         /* counted in a small table first (L2-resident where hist is not: (d_mlp, bins) of
          * 16 bits), then added to hist in one pass in its own order */
         memset(count, 0, (size_t)LP_UNIT_BINS * dm * sizeof *count);
@@ -364,6 +398,33 @@ static int add_head_metrics(lp_unit_stats *u, const lp_run *r, int64_t item) {
     return LP_OK;
 }
 
+int lp_unit_stats_add_features(lp_unit_stats *u, int dict, const float *acts, int T, const int *ids, int64_t item,
+                               bool bos) {
+    if (dict < 0 || dict >= u->c.n_dict)
+        return lp_error(LP_EINVAL, "no tracked dictionary %d (the dataset tracks %d)", dict, u->c.n_dict);
+    int m = u->c.d_sae[dict], start = bos ? 1 : 0;
+    if (start >= T) return LP_OK;
+    uint64_t *hist = u->hist + (size_t)u->n_neurons * LP_UNIT_BINS + (size_t)u->n_heads * LP_HEAD_BINS +
+                     (size_t)(u->dict_at[dict]) * LP_UNIT_BINS;
+    column_max(u->best, u->best_pos, acts, (size_t)m, m, start, T);
+    /* most activations are 0 (bin 0): the others are counted one by one, bin 0 gets the rest */
+    for (int f = 0; f < m; f++) hist[(size_t)f * LP_UNIT_BINS] += (uint64_t)(T - start);
+    for (int t = start; t < T; t++) {
+        const float *row = acts + (size_t)t * m;
+        for (int f = 0; f < m; f++) {
+            int b = bin_f(row[f]);
+            if (b) hist[(size_t)f * LP_UNIT_BINS + b]++, hist[(size_t)f * LP_UNIT_BINS]--;
+        }
+    }
+    for (int f = 0; f < m; f++) {
+        if (!(u->best[f] > 0)) continue; /* it does not fire on the item */
+        int p = u->best_pos[f];
+        lp_unit_example x = {item, p, -1, ids[p], -1, u->best[f]};
+        lp_unit_stats_offer(u, LP_UNIT_FEATURE, dict, f, &x);
+    }
+    return LP_OK;
+}
+
 int lp_unit_stats_add_run(lp_unit_stats *u, const lp_run *r, int64_t item, bool bos) {
     const lp_config *c = lp_model_config(lp_run_model(r));
     if (c->n_layer != u->c.n_layer || c->d_mlp != u->c.d_mlp || c->n_head != u->c.n_head)
@@ -400,6 +461,11 @@ const uint64_t *lp_unit_stats_histogram(const lp_unit_stats *u, lp_unit_kind kin
         *bins = LP_HEAD_BINS;
         return u->hist + (size_t)u->n_neurons * LP_UNIT_BINS + ((size_t)layer * u->c.n_head + index) * LP_HEAD_BINS;
     }
+    if (kind == LP_UNIT_FEATURE && layer >= 0 && layer < u->c.n_dict) {
+        *bins = LP_UNIT_BINS;
+        return u->hist + (size_t)u->n_neurons * LP_UNIT_BINS + (size_t)u->n_heads * LP_HEAD_BINS +
+               ((size_t)u->dict_at[layer] + index) * LP_UNIT_BINS;
+    }
     return NULL;
 }
 
@@ -411,8 +477,8 @@ void lp_unit_stats_samples(const lp_unit_stats *u, lp_unit_kind kind, int layer,
     if (s->n) memcpy(out, s->e, (size_t)s->n * sizeof *out);
     /* insertion sort by (hash, item): s is small */
     for (int i = 1; i < *n; i++)
-        for (int j = i; j > 0 && sample_after(lp_unit_sample_hash(out[j - 1].item, unit), &out[j - 1],
-                                              lp_unit_sample_hash(out[j].item, unit), &out[j]); j--) {
+        for (int j = i; j > 0 && sample_after(lp_unit_sample_hash(out[j - 1].item, hash_unit(u, unit)), &out[j - 1],
+                                              lp_unit_sample_hash(out[j].item, hash_unit(u, unit)), &out[j]); j--) {
             lp_unit_example t = out[j];
             out[j] = out[j - 1], out[j - 1] = t;
         }
@@ -456,7 +522,7 @@ static void put_example(writer *w, const lp_unit_example *x) {
 
 
 static size_t hist_len(const lp_unit_stats *u) {
-    return (size_t)u->n_neurons * LP_UNIT_BINS + (size_t)u->n_heads * LP_HEAD_BINS;
+    return ((size_t)u->n_neurons + (size_t)u->n_features) * LP_UNIT_BINS + (size_t)u->n_heads * LP_HEAD_BINS;
 }
 
 int lp_unit_stats_save(const lp_unit_stats *u, unsigned char **blob, size_t *len) {
@@ -464,6 +530,10 @@ int lp_unit_stats_save(const lp_unit_stats *u, unsigned char **blob, size_t *len
     put(&w, MAGIC, 8);
     const int32_t cfg[7] = {u->c.n_layer, u->c.d_mlp, u->c.n_head, u->c.neurons, u->c.heads, u->c.k, u->c.samples};
     put(&w, cfg, sizeof cfg);
+    if (u->c.n_dict) { /* a state without features has the bytes it had before them (a resume reads it) */
+        put_i32(&w, u->c.n_dict);
+        put(&w, u->c.d_sae, (size_t)u->c.n_dict * sizeof *u->c.d_sae);
+    }
     for (int i = 0; i < u->n_units; i++) {
         put_i32(&w, u->n_top[i]);
         for (int j = 0; j < u->n_top[i]; j++) put_example(&w, &u->top[(size_t)i * u->c.k + j]);
@@ -512,6 +582,13 @@ int lp_unit_stats_load(lp_unit_stats *u, const unsigned char *blob, size_t len) 
     if (!get(&r, magic, 8) || memcmp(magic, MAGIC, 8) || !get(&r, cfg, sizeof cfg)) return damaged("no header");
     const int32_t want[7] = {u->c.n_layer, u->c.d_mlp, u->c.n_head, u->c.neurons, u->c.heads, u->c.k, u->c.samples};
     if (memcmp(cfg, want, sizeof cfg)) return damaged("made for other units, k or samples");
+    if (u->c.n_dict) {
+        int32_t nd;
+        int d_sae[LP_UNIT_DICT_MAX];
+        if (!get(&r, &nd, sizeof nd) || nd != u->c.n_dict || !get(&r, d_sae, (size_t)nd * sizeof *d_sae) ||
+            memcmp(d_sae, u->c.d_sae, (size_t)nd * sizeof *d_sae))
+            return damaged("made for other dictionaries");
+    }
     for (int i = 0; i < u->n_units; i++) {
         int32_t n;
         if (!get(&r, &n, sizeof n) || n < 0 || n > u->c.k) return damaged("a top-k count");
@@ -528,7 +605,7 @@ int lp_unit_stats_load(lp_unit_stats *u, const unsigned char *blob, size_t len) 
         s->n = n;
         for (int j = 0; j < n; j++) {
             if (!get_example(&r, &s->e[j])) return damaged("a sample");
-            s->h[j] = lp_unit_sample_hash(s->e[j].item, (int)(i / LP_UNIT_BINS));
+            s->h[j] = lp_unit_sample_hash(s->e[j].item, hash_unit(u, (int)(i / LP_UNIT_BINS)));
         }
         if (n == u->c.samples) slot_find_worst(s);
     }

@@ -14,6 +14,7 @@
 #include "loupe/ckptdir.h"
 #include "loupe/dataset.h"
 #include "loupe/error.h"
+#include "loupe/sae.h"
 #include "loupe/store_dataset.h"
 #include "loupe/tokenizer.h"
 #include "loupe/unit_stats.h"
@@ -51,22 +52,33 @@ static int parse_shard(const char *v, int *i, int *n) {
     return LP_OK;
 }
 
-/* --track neurons,heads (features when there are SAEs). */
-static int parse_track(const char *v, bool *neurons, bool *heads) {
-    *neurons = *heads = false;
+/* --track neurons,heads,features (features: every loaded dictionary's). */
+static int parse_track(const char *v, bool *neurons, bool *heads, bool *features) {
+    *neurons = *heads = *features = false;
     char buf[128];
-    if (strlen(v) >= sizeof buf) return lp_error(LP_EINVAL, "--track is a list of neurons, heads");
+    if (strlen(v) >= sizeof buf) return lp_error(LP_EINVAL, "--track is a list of neurons, heads, features");
     snprintf(buf, sizeof buf, "%s", v);
     for (char *save = NULL, *w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
         if (!strcmp(w, "neurons")) *neurons = true;
         else if (!strcmp(w, "heads")) *heads = true;
-        else if (!strcmp(w, "features"))
-            return lp_error(LP_EINVAL, "--track features: with a dictionary loaded (sae load PATH) every item's "
-                            "features are kept, and 'examples feature ID' reads them; --track takes neurons, heads");
-        else return lp_error(LP_EINVAL, "--track: '%s' is not neurons or heads", w);
+        else if (!strcmp(w, "features")) *features = true;
+        else return lp_error(LP_EINVAL, "--track: '%s' is not neurons, heads or features", w);
     }
-    if (!*neurons && !*heads) return lp_error(LP_EINVAL, "--track needs neurons, heads or both");
+    if (!*neurons && !*heads && !*features) return lp_error(LP_EINVAL, "--track needs neurons, heads or features");
     return LP_OK;
+}
+
+/* The tracked dictionaries, in the order their features are numbered ("layer" of a feature
+ * unit): every loaded one, as the settings name them. */
+static json_t *features_json(const lp_session *s) {
+    json_t *a = json_array();
+    for (int i = 0; i < s->n_saes; i++) {
+        const struct lp_session_sae *e = &s->saes[i];
+        const lp_sae_info *in = lp_sae_get_info(e->sae);
+        json_array_append_new(a, json_pack("{s:s,s:s,s:s,s:s,s:i}", "name", e->name, "path", e->path, "site", e->site,
+                                           "architecture", lp_sae_arch_label(in), "d_sae", in->d_sae));
+    }
+    return a;
 }
 
 /* The --each words out of argv (each takes the word after it), the rest left in place. */
@@ -102,15 +114,18 @@ static int take_each(int *argc, char **argv, const char **each, int *n_each) {
  * before them, is neither resumed nor merged with one of 2). */
 #define UNITS_VERSION 2
 /* "batch", "batch_tokens", "batch_mb": which items share a forward, which decides their values' last bits. */
-static char *settings_json(const lp_dataset_options *o, bool neurons, bool heads, int k, int samples, int bos,
-                           int batch) {
+static char *settings_json(const lp_session *s, const lp_dataset_options *o, bool neurons, bool heads, bool features,
+                           int k, int samples, int bos, int batch) {
+    char track[32];
+    snprintf(track, sizeof track, "%s%s%s%s%s", neurons ? "neurons" : "", neurons && heads ? "," : "",
+             heads ? "heads" : "", (neurons || heads) && features ? "," : "", features ? "features" : "");
     json_t *j = json_pack("{s:i,s:i,s:i,s:i,s:s,s:s?,s:s?,s:s?,s:I,s:I,s:I,s:I,s:s,s:i,s:i,s:i}", "units",
                           UNITS_VERSION, "batch", batch, "batch_tokens", BATCH_TOKENS, "batch_mb", BATCH_MB, "format",
                           lp_dataset_format_name(o->format), "field", o->field, "pair_field", o->pair_field,
                           "label_field", o->label_field, "skip", (json_int_t)o->skip, "limit", (json_int_t)o->limit,
                           "sample", (json_int_t)o->sample, "seed", (json_int_t)o->seed, "track",
-                          neurons && heads ? "neurons,heads" : neurons ? "neurons" : "heads", "k", k, "samples",
-                          samples, "bos", bos);
+                          track, "k", k, "samples", samples, "bos", bos);
+    if (j && features) json_object_set_new(j, "features", features_json(s)); /* absent without: as before them */
     char *text = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(j);
     return text;
@@ -240,6 +255,13 @@ static int do_item(ds_run *r, ds_slot *sl, bool *counted) {
         bool bos = t && lp_tokenizer_bos(t) >= 0 && sl->ids[0] == lp_tokenizer_bos(t);
         *counted = true;
         if ((rc = lp_unit_stats_add_run(r->u, s->run, it->index, bos))) return rc;
+        for (int d = 0; d < r->uc.n_dict; d++) {
+            float *acts;
+            if ((rc = lp_session_sae_encode(s, d, &acts))) return rc;
+            rc = lp_unit_stats_add_features(r->u, d, acts, n, lp_run_ids(s->run), it->index, bos);
+            free(acts);
+            if (rc) return rc;
+        }
         r->p.n_tokens += n;
         r->tokens_now += n;
     } else {
@@ -451,7 +473,7 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
     lp_dataset_options dopt = {.format = lp_dataset_format_from_path(path), .field = o[1].value, .pair_field = o[2].value,
                                .label_field = o[3].value, .limit = -1};
     long skip = 0, limit = -1, sample = 0, seed = 0, k = 20, samples = 5, every = COMMIT_EVERY, batch = BATCH_ITEMS;
-    bool neurons = true, heads = true;
+    bool neurons = true, heads = true, features = s->n_saes > 0; /* by default every loaded dictionary's */
     ds_run r = {.s = s, .each = each, .n_each = n_each, .shard_i = 1, .shard_n = 1};
     r.p = (lp_store_dataset_progress){-1, 0, 0, 0, 0};
     if ((o[0].value && (rc = lp_dataset_format_from_name(o[0].value, &dopt.format))) ||
@@ -459,7 +481,7 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
         (o[5].value && (rc = lp_cmd_int(o[5].value, "--limit", 0, LONG_MAX, &limit))) ||
         (o[6].value && (rc = lp_cmd_int(o[6].value, "--sample", 1, LP_DATASET_MAX_SAMPLE, &sample))) ||
         (o[7].value && (rc = lp_cmd_int(o[7].value, "--seed", 0, LONG_MAX, &seed))) ||
-        (o[8].value && (rc = parse_track(o[8].value, &neurons, &heads))) ||
+        (o[8].value && (rc = parse_track(o[8].value, &neurons, &heads, &features))) ||
         (o[9].value && (rc = lp_cmd_int(o[9].value, "--k", 1, LP_UNIT_K_MAX, &k))) ||
         (o[10].value && (rc = lp_cmd_int(o[10].value, "--samples", 1, LP_UNIT_SAMPLES_MAX, &samples))) ||
         (o[11].value && (rc = parse_shard(o[11].value, &r.shard_i, &r.shard_n))) ||
@@ -475,7 +497,14 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
     r.packed = s->n_saes == 0 && !lp_model_encoder(s->model);
     r.stop_on_error = o[16].value != NULL;
     const lp_config *c = lp_model_config(s->model);
-    r.uc = (lp_unit_stats_config){c->n_layer, c->d_mlp, c->n_head, neurons, heads, (int)k, (int)samples};
+    r.uc = (lp_unit_stats_config){c->n_layer, c->d_mlp, c->n_head, neurons, heads, (int)k, (int)samples, 0, {0}};
+    if (features && !s->n_saes)
+        return lp_error(LP_EINVAL, "dataset --track features: no dictionary is loaded; 'sae load PATH' first (each "
+                        "loaded dictionary's features are tracked)");
+    if (features && s->n_saes > LP_UNIT_DICT_MAX)
+        return lp_error(LP_ERANGE, "dataset --track features: %d dictionaries are loaded, at most %d are tracked; "
+                        "'sae drop NAME' some", s->n_saes, LP_UNIT_DICT_MAX);
+    for (int i = 0; features && i < s->n_saes; i++) r.uc.d_sae[r.uc.n_dict++] = lp_sae_get_info(s->saes[i].sae)->d_sae;
 
     char real[PATH_MAX], file_fp[17], model_fp[17], *settings = NULL, *commands = NULL, *rowbuf = NULL;
     const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
@@ -489,7 +518,7 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
         (rc = dataset_session(s, name, &session_id)) || (rc = lp_unit_stats_new(&r.u, &r.uc)))
         goto done;
     lp_model_fingerprint(s->model, model_fp);
-    settings = settings_json(&dopt, neurons, heads, (int)k, (int)samples, r.bos_mode, r.batch);
+    settings = settings_json(s, &dopt, neurons, heads, features, (int)k, (int)samples, r.bos_mode, r.batch);
     commands = commands_json(each, n_each);
     rowbuf = malloc(1 << 16);
     null_out = fopencookie(NULL, "w", (cookie_io_functions_t){.write = discard});
@@ -579,6 +608,38 @@ static json_t *query1(lp_session *s, const char *sql, json_t *params, int *rc) {
     return rows;
 }
 
+/* Feature id of the session's dictionary name (NULL: the last loaded) as a unit of the dataset
+ * whose settings are settings_text: *dict its number among the dataset's dictionaries (the
+ * same path and site), -1 when the dataset tracked no features (its runs may have kept some:
+ * lp_cmd_feature_examples reads those). */
+static int tracked_feature(const lp_session *s, const char *name, const char *id, json_t *settings_text, int *dict,
+                           int *unit) {
+    *dict = -1;
+    const struct lp_session_sae *e = lp_cmd_find_sae(s, "examples feature", name);
+    if (!e) return LP_EINVAL;
+    json_t *settings = json_loads(json_string_value(settings_text) ? json_string_value(settings_text) : "{}", 0, NULL);
+    json_t *dicts = json_object_get(settings, "features");
+    long f;
+    int rc = lp_cmd_int(id, "feature", 0, lp_sae_get_info(e->sae)->d_sae - 1, &f);
+    size_t i;
+    json_t *d;
+    json_array_foreach(dicts, i, d) {
+        if (rc || strcmp(json_string_value(json_object_get(d, "path")) ? json_string_value(json_object_get(d, "path")) : "",
+                         e->path) ||
+            strcmp(json_string_value(json_object_get(d, "site")) ? json_string_value(json_object_get(d, "site")) : "",
+                   e->site))
+            continue;
+        if (json_integer_value(json_object_get(d, "d_sae")) != lp_sae_get_info(e->sae)->d_sae) continue;
+        *dict = (int)i, *unit = (int)f;
+        break;
+    }
+    if (!rc && json_array_size(dicts) && *dict < 0)
+        rc = lp_error(LP_EINVAL, "examples feature: the dataset tracked other dictionaries than '%s' (%s at %s); load "
+                      "one of those ('sql SELECT settings FROM datasets' lists them)", e->name, e->path, e->site);
+    json_decref(settings);
+    return rc;
+}
+
 /* examples neuron L.N | head L.H [--by METRIC] | feature ID [--sae NAME] [--k K] [--dataset ID]
  * [--context C] */
 int lp_cmd_examples(lp_session *s, int argc, char **argv, const char *rest) {
@@ -608,7 +669,7 @@ int lp_cmd_examples(lp_session *s, int argc, char **argv, const char *rest) {
     if (o[3].value && kind == LP_UNIT_HEAD && (rc = lp_unit_head_kind_from_name(o[3].value, &by))) return rc;
     char fp[17];
     lp_model_fingerprint(s->model, fp);
-    json_t *found = query1(s, "SELECT id FROM datasets WHERE finished_at IS NOT NULL AND model_fingerprint = ?1"
+    json_t *found = query1(s, "SELECT id, settings FROM datasets WHERE finished_at IS NOT NULL AND model_fingerprint = ?1"
                            " AND (?2 = 0 OR id = ?2) ORDER BY id DESC LIMIT 1", json_pack("[s,I]", fp, (json_int_t)ds), &rc);
     if (rc) return rc;
     json_t *idv = json_object_get(json_array_get(found, 0), "id");
@@ -620,10 +681,15 @@ int lp_cmd_examples(lp_session *s, int argc, char **argv, const char *rest) {
                              lp_store_path(s->store));
     }
     json_int_t id = json_integer_value(idv);
+    int dict = -1; /* the feature's dictionary among those the dataset tracked; -1: it tracked none */
+    if (feature) rc = tracked_feature(s, o[4].value, pos[1], json_object_get(json_array_get(found, 0), "settings"),
+                                      &dict, &unit);
     json_decref(found);
-    const char *kname = kind == LP_UNIT_NEURON ? "neuron" : "head";
+    if (rc) return rc;
+    if (dict >= 0) kind = LP_UNIT_FEATURE, by = kind, layer = dict;
+    const char *kname = kind == LP_UNIT_NEURON ? "neuron" : kind == LP_UNIT_FEATURE ? "feature" : "head";
     json_t *rows =
-        feature ? lp_cmd_feature_examples(s, o[4].value, pos[1], id, (int)k, &rc)
+        feature && dict < 0 ? lp_cmd_feature_examples(s, o[4].value, pos[1], id, (int)k, &rc)
                 : query1(s, "SELECT e.rank, e.item, i.text, e.metric, e.pos, e.token, e.key_pos, e.key_token, e.value,"
                          " i.run_id FROM unit_examples e LEFT JOIN dataset_items i ON i.dataset_id = e.dataset_id AND"
                          " i.item = e.item WHERE e.dataset_id = ?1 AND e.unit_kind = ?2 AND e.layer = ?3 AND e.unit = ?4"
@@ -670,7 +736,7 @@ int lp_cmd_examples(lp_session *s, int argc, char **argv, const char *rest) {
         }
         json_array_append_new(trow, json_stringn_nocheck(shown, strlen(shown)));
         lp_table_row(table, trow);
-        if (kind == LP_UNIT_NEURON) {
+        if (kind != LP_UNIT_HEAD) {
             json_object_del(row, "key_pos");
             json_object_del(row, "key_token");
         }

@@ -547,7 +547,7 @@ static const lp_command COMMANDS[] = {
      "sql SELECT * FROM runs_view ORDER BY id DESC LIMIT 5", lp_cmd_sql, true, NULL},
     {"dataset",
      "FILE [--format text|jsonl|csv] [--field F] [--pair-field F] [--label-field F] [--skip N] [--limit N] "
-     "[--sample N [--seed S]] [--each CMD]... [--track neurons,heads] [--k K] [--samples S] [--shard I/N] [--resume] "
+     "[--sample N [--seed S]] [--each CMD]... [--track neurons,heads,features] [--k K] [--samples S] [--shard I/N] [--resume] "
      "[--commit-every N] [--batch B] [--bos|--no-bos] [--stop-on-error]",
      "run every item of a file with commands, keeping each unit's top items",
      "dataset prompts.txt --each 'attr ig' --shard 1/3", lp_cmd_dataset, false,
@@ -556,8 +556,8 @@ static const lp_command COMMANDS[] = {
      "item whose --each fails is undone and kept as failed, with the error (view dataset_failures), and the dataset goes "
      "on; --stop-on-error stops it there instead. "
      "Tracked: every MLP neuron's and head's top K (default 20) items (a head's by its strongest key and by each head "
-     "metric), neurons' value and heads' weight histograms, S (default 5) "
-     "quantile samples per bin, head metrics' mean and std (tables unit_examples, unit_histograms, "
+     "metric) and every loaded dictionary's features' (the default with one loaded), neurons' and features' value "
+     "and heads' weight histograms, S (default 5) quantile samples per bin, head metrics' mean and std (tables unit_examples, unit_histograms, "
      "unit_quantile_samples, head_metric_stats). Items over the context are skipped and counted. Items go in groups of "
      "B (default 8; counted over the items chosen) that share packed forwards (2048 tokens, 1 GB at most): values equal a "
      "lone run's within float rounding, and any split or resume gives the same. --shard I/N takes the groups g with "
@@ -571,8 +571,8 @@ static const lp_command COMMANDS[] = {
      "head's: the query position, the key and the weight), with C (default 8) tokens each side ([the token] in the "
      "table). A head's examples are by its strongest key (--by key) or by a head metric (--by induction, prev_token, "
      "duplicate_token, first_token, entropy, max_attn: the metric on the item, where its term is largest). A "
-     "feature's (of the loaded dictionary --sae, default the last) are its strongest activations among the features "
-     "the dataset's runs kept (the dataset run with the dictionary loaded: sae load --store-k)."},
+     "feature's (of the loaded dictionary --sae, default the last; the dataset run with it loaded, which tracks its "
+     "features) are the items where it is strongest, at its largest activation."},
     {"merge", "SHARD.db...", "merge the datasets of shard databases into this one (-d)",
      "merge shard1.db shard2.db shard3.db", lp_cmd_merge, false,
      "Runs, their analyses and the items are copied (renumbered); top examples, histograms, samples and head "

@@ -238,14 +238,15 @@ check "schema 8 file: one unit_stats row per unit and metric (512 neurons, 8 hea
 # A dataset's runs keep their features too, and merge brings them with the runs, the
 # dictionary's row shared by the shards.
 for s in 1 2; do
-    "$LOUPE" -d "$tmp/f$s.db" models/default -e 'sae load models/default-sae --name ds --store-k 2' -e "dataset $tmp/items.txt --k 2 --shard $s/2" >/dev/null 2>"$tmp/err"
+    "$LOUPE" -d "$tmp/f$s.db" models/default -e 'sae load models/default-sae --name ds --store-k 2' -e "dataset $tmp/items.txt --k 2 --shard $s/2 --track neurons,heads" >/dev/null 2>"$tmp/err"
 done
 "$LOUPE" -d "$tmp/fm.db" -e "merge $tmp/f1.db $tmp/f2.db" >/dev/null 2>"$tmp/err"
 want=$(( $(sqlite3 "$tmp/f1.db" 'SELECT count(*) FROM feature_activations') + $(sqlite3 "$tmp/f2.db" 'SELECT count(*) FROM feature_activations') ))
 check "merge: every run's features, under one dictionary" test "$(q "$tmp/fm.db" "SELECT (SELECT count(*) FROM feature_acts) AS n, (SELECT count(*) FROM saes) AS s, (SELECT count(*) FROM run_saes) AS r, (SELECT count(*) FROM runs) AS u, (SELECT count(*) FROM feature_acts f JOIN tokens t ON t.run_id = f.run_id AND t.pos = f.pos AND t.token_id = f.token_id) AS j" '.[0] | "\(.n) \(.s) \(.r) \(.u) \(.j)"')" = "$want 1 2 2 $want"
 check "merge: as many as the runs have positions, 2 each" test "$want" = "$(( 2 * $(sqlite3 "$tmp/fm.db" 'SELECT sum(n_tokens) FROM runs') ))"
 # examples feature: a feature's strongest activations over the merged dataset's runs, each the
-# activation feature prints for that item at that position.
+# activation feature prints for that item at that position (a dataset that did not track
+# features as units: every position its runs kept, from feature_activations).
 "$LOUPE" -d "$tmp/fm.db" -m json models/default -e 'sae load models/default-sae --name ds' -e 'examples feature 390 --k 3' >"$tmp/out" 2>"$tmp/err"
 check "examples feature: by activation, the token in its context" jq -e -s '.[1] | length >= 2 and length <= 3 and .[0].rank == 1 and .[1].rank == 2 and .[0].value >= .[1].value and (.[0].context[.[0].pos - .[0].context_start] == .[0].token)' "$tmp/out"
 text=$(jq -r -s '.[1][0].text' "$tmp/out"); pos=$(jq -s '.[1][0].pos' "$tmp/out"); val=$(jq -s '.[1][0].value' "$tmp/out")
@@ -256,7 +257,7 @@ check "examples feature on a dataset that kept none: refused in one line" sh -c 
 "$LOUPE" -d "$tmp/fm.db" models/default -e 'sae load models/default-sae' -e 'examples feature 512' >/dev/null 2>"$tmp/e"; rc=$?
 check "examples feature past the dictionary: refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: feature' '$tmp/e'"
 "$LOUPE" -d "$tmp/fm.db" models/default -e "dataset $tmp/items.txt --track features" >/dev/null 2>"$tmp/e"; rc=$?
-check "dataset --track features: refused, saying features are kept with a dictionary loaded" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q 'examples feature ID' '$tmp/e'"
+check "dataset --track features without a dictionary: refused, saying to load one" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q \"no dictionary is loaded; 'sae load PATH' first\" '$tmp/e'"
 
 echo "$fails failed"
 [ "$fails" -eq 0 ]

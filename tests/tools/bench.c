@@ -693,7 +693,7 @@ static void bench_dataset(const char *path, int n, int reps) {
         tokens += lens[i];
     }
     if (f) fclose(f);
-    lp_unit_stats_config uc = {c->n_layer, c->d_mlp, c->n_head, true, true, 20, 5};
+    lp_unit_stats_config uc = {c->n_layer, c->d_mlp, c->n_head, true, true, 20, 5, 0, {0}};
     const lp_tokenizer *t = tok;
     double fw = 1e30, fc = 1e30, aw = 1e30, ac_best = 1e30, dw = 1e30, dc = 1e30, steady = 1e30, iw = 1e30, ic = 1e30;
     double pw = 1e30, pc = 1e30; /* the forward packed as dataset packs it: 8 items a forward */
