@@ -5,7 +5,7 @@
  *             b_enc (d_sae), b_dec (d_in); jumprelu adds threshold (d_sae); gated has b_gate,
  *             r_mag, b_mag (d_sae) instead of b_enc. cfg.json: architecture (standard,
  *             jumprelu, topk, gated), d_in, d_sae, k (topk; or activation_fn "topk" with
- *             activation_fn_kwargs.k), activation_fn (relu, topk), apply_b_dec_to_input,
+ *             activation_fn_kwargs.k), activation_fn (relu, topk, tanh-relu), apply_b_dec_to_input,
  *             rescale_acts_by_decoder_norm (topk, batchtopk),
  *             normalize_activations (none, expected_average_only_in, constant_norm_rescale,
  *             layer_norm), norm_scaling_factor (for expected_average_only_in), hook_name (top
@@ -30,7 +30,8 @@
  *            only_in x * norm_scaling_factor (1 without one: SAELens folds the factor into the
  *            weights when it has one, and leaves the activations as they are when not).
  *   x' = norm_in(x) - b_dec (when apply_b_dec_to_input), pre = x' W_enc + b_enc
- *   standard  f = ReLU(pre)
+ *   standard  f = ReLU(pre); with activation_fn "tanh-relu" tanh(ReLU(pre)) (SAELens's
+ *             get_activation_fn)
  *   jumprelu  f = ReLU(pre) * (pre > threshold)
  *   topk      f = ReLU at the k largest of pre, 0 elsewhere (sparsify: the k largest of
  *             ReLU(pre), the same features)
@@ -93,6 +94,7 @@ typedef struct {
     bool transcoder;           /* reads one site, writes another (sparsify transcode; SAELens transcoder,
                                   skip_transcoder, jumprelu_transcoder) */
     bool skip;                 /* W_skip */
+    bool tanh_relu;            /* standard with activation_fn "tanh-relu": f = tanh(ReLU(pre)) */
     bool no_norm_out;          /* the decoder does not undo norm_in (SAELens transcoders: transcoder.py's
                                   Transcoder.decode leaves run_time_activation_norm_fn_out out) */
     const char *arch_label;    /* the file's architecture when it names the maths differently (a SAELens

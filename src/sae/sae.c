@@ -90,6 +90,8 @@ static void activate(const lp_sae *s, float *row, ranked *scratch) {
     switch (s->info.arch) {
     case LP_SAE_STANDARD:
         for (int j = 0; j < m; j++) row[j] = row[j] > 0 ? row[j] : 0;
+        if (s->info.tanh_relu)
+            for (int j = 0; j < m; j++) row[j] = tanhf(row[j]);
         break;
     case LP_SAE_JUMPRELU:
     case LP_SAE_BATCHTOPK:

@@ -205,8 +205,14 @@ static int read_saelens_cfg(lp_sae_info *in, const json_t *cfg, const char *what
         if (in->arch != LP_SAE_STANDARD && in->arch != LP_SAE_TOPK)
             return lp_error(LP_EFORMAT, "%s: activation_fn \"topk\" with architecture %s", what, arch);
         in->arch = LP_SAE_TOPK;
+    } else if (strcmp(act, "tanh-relu") == 0) {
+        if (in->arch != LP_SAE_STANDARD)
+            return lp_error(LP_EFORMAT, "%s: activation_fn \"tanh-relu\" with architecture %s (it is standard's)", what,
+                            arch);
+        in->tanh_relu = true;
     } else if (strcmp(act, "relu") != 0) {
-        return lp_error(LP_EUNSUPPORTED, "%s: activation_fn \"%.40s\" is not one loupe computes (relu, topk)", what, act);
+        return lp_error(LP_EUNSUPPORTED, "%s: activation_fn \"%.40s\" is not one loupe computes (relu, topk, tanh-relu)",
+                        what, act);
     } else if (in->arch == LP_SAE_TOPK && json_object_get(cfg, "activation_fn")) {
         return lp_error(LP_EFORMAT, "%s: architecture topk with activation_fn \"relu\"", what);
     }
