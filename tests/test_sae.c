@@ -130,6 +130,8 @@ static void hostile_files_are_refused_with_one_line(void **state) {
         {"\"jumprelu\"", "\"matryoshka\"", "architecture \"matryoshka\""},
         {"\"constant_norm_rescale\"", "\"whiten\"", "normalize_activations"},
         {"\"jumprelu\"", "\"topk\", \"k\": 0", "\"k\""},
+        {"\"jumprelu\"", "\"jumprelu\", \"hook_head_index\": 3", "hook_head_index"},
+        {"\"jumprelu\"", "\"jumprelu\", \"activation_fn\": \"tanh-relu\"", "tanh-relu\" with architecture jumprelu"},
     };
     refused_edits(cfg, w, wl, edits, sizeof edits / sizeof *edits);
     /* a NaN in W_dec */

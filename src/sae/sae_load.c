@@ -178,6 +178,10 @@ static int read_saelens_cfg(lp_sae_info *in, const json_t *cfg, const char *what
         return lp_error(LP_EUNSUPPORTED, "%s: architecture \"%.40s\" is not one loupe computes (standard, jumprelu, "
                         "topk, gated, batchtopk, matryoshka_batchtopk, transcoder, skip_transcoder, "
                         "jumprelu_transcoder)", what, arch);
+    json_t *head = json_object_get(cfg, "hook_head_index"); /* a dictionary of one head's hook_z: d_in is d_head */
+    if (head && !json_is_null(head))
+        return lp_error(LP_EUNSUPPORTED, "%s: hook_head_index (a dictionary on one head's z) is not read yet; loupe reads "
+                        "hook_z dictionaries over all heads", what);
     in->arch = SAELENS_ARCHS[a].arch, in->transcoder = SAELENS_ARCHS[a].transcoder, in->skip = SAELENS_ARCHS[a].skip;
     if (in->transcoder) in->arch_label = SAELENS_ARCHS[a].name;
     if ((rc = cfg_str(cfg, "activation_fn", what, in->arch == LP_SAE_TOPK ? "topk" : "relu", &act)) ||
