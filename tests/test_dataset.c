@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "helpers.h"
 #include "loupe/dataset.h"
@@ -168,6 +169,92 @@ static void a_pipe_or_directory_is_refused(void **state) {
     assert_null(d);
 }
 
+
+/* An item's fields as --each's {NAME} reads them: strings as they are, other JSON values as
+ * their text, CSV columns by the header, {text} in every format, nothing for a missing one. */
+static char *field_of(const char *data, lp_dataset_format fmt, const char *name) {
+    FILE *f = fmemopen((void *)data, strlen(data), "rb");
+    lp_dataset_options o = {.format = fmt, .limit = -1};
+    lp_dataset *d;
+    assert_int_equal(lp_dataset_open_stream(&d, f, "x", &o), LP_OK);
+    lp_dataset_item it;
+    bool eof;
+    assert_int_equal(lp_dataset_next(d, &it, &eof), LP_OK);
+    assert_false(eof);
+    char *v;
+    assert_int_equal(lp_dataset_item_field(&it, name, &v), LP_OK);
+    lp_dataset_item_free(&it);
+    lp_dataset_close(d);
+    fclose(f);
+    return v;
+}
+
+static void fields_are_read_by_name(void **state) {
+    (void)state;
+    const char *j = "{\"text\": \"a \\\"b\\\"\\nc\", \"io\": \" Mary\", \"n\": 3.5, \"ok\": true, \"z\": null, \"o\": {\"k\": [1]}}\n";
+    struct {
+        const char *name, *want;
+    } cases[] = {{"text", "a \"b\"\nc"}, {"io", " Mary"}, {"n", "3.5"}, {"ok", "true"}, {"z", NULL}, {"o", "{\"k\":[1]}"},
+                 {"missing", NULL}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char *v = field_of(j, LP_DATASET_JSONL, cases[i].name);
+        if (cases[i].want) assert_string_equal(v, cases[i].want);
+        else assert_null(v);
+        free(v);
+    }
+    char *v = field_of("text,corrupt\n\"x, y\",\"When \"\"Tom\"\"\"\n", LP_DATASET_CSV, "corrupt");
+    assert_string_equal(v, "When \"Tom\"");
+    free(v);
+    v = field_of("text,corrupt\nx,y\n", LP_DATASET_CSV, "text");
+    assert_string_equal(v, "x");
+    free(v);
+    v = field_of("one line\n", LP_DATASET_TEXT, "text");
+    assert_string_equal(v, "one line");
+    free(v);
+    v = field_of("one line\n", LP_DATASET_TEXT, "label");
+    assert_null(v);
+}
+
+/* generate:KIND:N[:SEED]: N JSONL items, the same bytes for the same spec. */
+static void generated_datasets_are_deterministic(void **state) {
+    (void)state;
+    char *a = NULL, *b = NULL;
+    size_t la = 0, lb = 0;
+    FILE *f = open_memstream(&a, &la), *g = open_memstream(&b, &lb);
+    assert_int_equal(lp_dataset_generated("generate:ioi:5:9", f), LP_OK);
+    assert_int_equal(lp_dataset_generated("generate:ioi:5:9", g), LP_OK);
+    fclose(f), fclose(g);
+    assert_true(la == lb && la > 0 && memcmp(a, b, la) == 0);
+    int lines = 0;
+    for (size_t i = 0; i < la; i++) lines += a[i] == '\n';
+    assert_int_equal(lines, 5);
+    json_t *first = json_loadb(a, strchr(a, '\n') - a, 0, NULL);
+    const char *text = json_string_value(json_object_get(first, "text")),
+               *corrupt = json_string_value(json_object_get(first, "corrupt")),
+               *s = json_string_value(json_object_get(first, "subject"));
+    assert_non_null(text), assert_non_null(corrupt), assert_non_null(s);
+    /* the corrupt prompt: the text with the subject's last mention (S2) replaced, all else the same */
+    const char *last = NULL;
+    for (const char *p = strstr(text, s); p; p = strstr(p + 1, s)) last = p;
+    assert_non_null(last);
+    assert_true(last != strstr(text, s)); /* S is mentioned twice */
+    size_t pre = (size_t)(last - text), post = strlen(last + strlen(s));
+    assert_memory_equal(text, corrupt, pre);
+    assert_string_equal(corrupt + strlen(corrupt) - post, last + strlen(s));
+    assert_true(strlen(corrupt) > pre + post + 1 && corrupt[pre] == ' ');
+    assert_null(strstr(corrupt + pre, s) == corrupt + pre ? corrupt : NULL); /* not S again */
+    json_decref(first);
+    free(a), free(b);
+    const char *bad[] = {"generate:ioi", "generate:ioi:0", "generate:ioi:100001", "generate:ioi:3x", "generate:ioi:3:",
+                         "generate:ioi:3:-1", "generate:nope:3"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        FILE *h = open_memstream(&a, &la);
+        assert_int_equal(lp_dataset_generated(bad[i], h), LP_EINVAL);
+        fclose(h);
+        free(a);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(text_lines_are_items_and_blank_lines_do_not_count),
@@ -178,6 +265,8 @@ int main(void) {
         cmocka_unit_test(hostile_input_is_refused_with_its_line),
         cmocka_unit_test(format_follows_the_extension),
         cmocka_unit_test(a_pipe_or_directory_is_refused),
+        cmocka_unit_test(fields_are_read_by_name),
+        cmocka_unit_test(generated_datasets_are_deterministic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

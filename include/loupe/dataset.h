@@ -49,12 +49,14 @@ typedef struct {
     size_t max_record;        /* 0: LP_DATASET_MAX_RECORD */
 } lp_dataset_options;
 
+struct json_t;
 typedef struct {
     int64_t index;  /* among the file's items, from 0 */
     int line;       /* the line it starts on, from 1 */
     char *text;     /* NUL-terminated (no NUL inside) */
     char *pair;     /* or NULL */
     char *label;    /* or NULL */
+    struct json_t *fields; /* jsonl: the record's object; csv: {column: value} of every column; text: NULL */
 } lp_dataset_item;
 
 typedef struct lp_dataset lp_dataset;
@@ -78,5 +80,22 @@ int64_t lp_dataset_n_selected(const lp_dataset *d); /* those skip, limit and sam
 /* The next selected item (its strings malloc'd: lp_dataset_item_free), or *eof. */
 int lp_dataset_next(lp_dataset *d, lp_dataset_item *item, bool *eof);
 void lp_dataset_item_free(lp_dataset_item *item); /* NULL-safe; leaves it zeroed */
+
+/* Generated datasets: a "file" named generate:KIND:N[:SEED] is the corpus generator's
+ * (corpus.h), N items from SEED (default 0), written as JSONL:
+ *   ioi, ioi-heldout  {"text": prompt cut before the answer, "target": " IO" (the answer),
+ *                      "subject": " S", "corrupt": the prompt with S's second mention replaced
+ *                      by a third name (the ABC counterpart), "abba": bool, "form": int}
+ *   repeat            {"text": the document, "span": the repeated words, "span_pos" and
+ *                      "repeat_pos": their two byte offsets in the text}
+ * lp_dataset_generated writes it to f; LP_EINVAL naming the form for a bad spec. */
+#define LP_DATASET_GENERATED "generate:"
+bool lp_dataset_is_generated(const char *path);
+int lp_dataset_generated(const char *spec, FILE *f);
+
+/* The item's field name as text, into *out (malloc'd): a string as it is, any other JSON value
+ * as its compact JSON text; "text" is the item's text in every format. *out NULL when the
+ * item has no such field (or it is null). LP_EFORMAT for a string holding a NUL. */
+int lp_dataset_item_field(const lp_dataset_item *item, const char *name, char **out);
 
 #endif

@@ -1,6 +1,8 @@
 /* The dataset commands: dataset (run every item of a file, the --each commands on each run,
  * and keep the aggregates of unit_stats.h, committed in batches and resumable), examples (a
  * unit's top examples from the store) and merge (shard databases into this one). */
+#include <ctype.h>
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -106,6 +108,72 @@ static int take_each(int *argc, char **argv, const char **each, int *n_each) {
     }
     *argc = out;
     argv[out] = NULL;
+    return LP_OK;
+}
+
+/* An --each command with the item's fields put in: {NAME} (letters, digits, _ . -) becomes
+ * the field NAME of the item's record (lp_dataset_item_field: {text} in every format, any
+ * JSONL key or CSV column) as one double-quoted word, with the escapes the command line reads
+ * back; {{ and }} are braces. *out malloc'd; an item without the field is an error naming it. */
+static int expand_each(const char *cmd, const lp_dataset_item *it, char **out) {
+    *out = NULL;
+    size_t cap = strlen(cmd) + 64, n = 0;
+    char *buf = malloc(cap), *value = NULL;
+    int rc = buf ? LP_OK : lp_error(LP_ENOMEM, "out of memory");
+    for (const char *p = cmd; !rc && *p;) {
+        size_t name_len = 0;
+        if (p[0] == '{')
+            while (p[1 + name_len] && (isalnum((unsigned char)p[1 + name_len]) || strchr("_.-", p[1 + name_len])))
+                name_len++;
+        const char *piece = p;
+        size_t piece_len = 1, need;
+        if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}')) {
+            p += 2; /* piece: the one brace */
+        } else if (p[0] == '{' && name_len && p[1 + name_len] == '}') {
+            char name[128];
+            snprintf(name, sizeof name, "%.*s", (int)(name_len < sizeof name ? name_len : sizeof name - 1), p + 1);
+            if ((rc = lp_dataset_item_field(it, name, &value))) break;
+            if (!value) {
+                rc = lp_error(LP_EINVAL, "item has no field \"%s\" for {%s}", name, name);
+                break;
+            }
+            piece = value, piece_len = strlen(value), p += name_len + 2;
+        } else {
+            p++;
+        }
+        need = n + (piece == value ? 2 * piece_len + 2 : piece_len) + 1;
+        if (need > cap) {
+            char *grown = realloc(buf, cap = 2 * need);
+            if (!grown) {
+                rc = lp_error(LP_ENOMEM, "out of memory");
+                break;
+            }
+            buf = grown;
+        }
+        if (piece != value) {
+            memcpy(buf + n, piece, piece_len), n += piece_len;
+            continue;
+        }
+        buf[n++] = '"';
+        for (size_t i = 0; i < piece_len; i++) {
+            char c = value[i];
+            if (c == '"' || c == '\\' || c == '\n' || c == '\t' || c == '\r') {
+                buf[n++] = '\\';
+                c = c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : c;
+            }
+            buf[n++] = c;
+        }
+        buf[n++] = '"';
+        free(value);
+        value = NULL;
+    }
+    free(value);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = '\0';
+    *out = buf;
     return LP_OK;
 }
 
@@ -235,11 +303,13 @@ static int do_item(ds_run *r, ds_slot *sl, bool *counted) {
         }
         if ((rc = rec)) return rc;
         for (int i = 0; i < r->n_each && !rc; i++) {
-            if ((rc = lp_exec(s, r->each[i]))) {
+            char *line = NULL;
+            if ((rc = expand_each(r->each[i], it, &line)) || (rc = lp_exec(s, line))) {
                 char msg[700];
                 snprintf(msg, sizeof msg, "%s", lp_errmsg());
                 rc = lp_error(rc, "%s: %s", r->each[i], msg);
             }
+            free(line);
         }
         if (rc && (r->stop_on_error || rc == LP_ECANCEL || rc == LP_ENOMEM)) return rc;
         if (rc) {
@@ -444,6 +514,31 @@ static json_t *summary(const ds_run *r, bool finished, int64_t resumed_after, do
                      secs > 0 ? r->tokens_now / secs : 0.0);
 }
 
+/* The items of path, and the digest of its bytes: a file, or a generated dataset
+ * (generate:KIND:N[:SEED], dataset.h) written to a temporary file first, JSONL whose label
+ * is its "target" unless --label-field says otherwise. */
+static int open_items(lp_dataset **d, const char *path, lp_dataset_options *o, char fp[17]) {
+    if (!lp_dataset_is_generated(path)) {
+        int rc = lp_dataset_open(d, path, o);
+        if (!rc && (rc = lp_file_digest(path, fp))) lp_dataset_close(*d), *d = NULL;
+        return rc;
+    }
+    const char *dir = getenv("TMPDIR");
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/loupe-dataset-XXXXXX", dir && *dir ? dir : "/tmp");
+    int fd = mkstemp(tmp);
+    if (fd < 0) return lp_error(LP_EIO, "%s: cannot make a temporary file in %s (%s); set TMPDIR", path, tmp, strerror(errno));
+    FILE *f = fdopen(fd, "w");
+    int rc = f ? lp_dataset_generated(path, f) : lp_error(LP_EIO, "%s: %s", tmp, strerror(errno));
+    if (f && fclose(f) && !rc) rc = lp_error(LP_EIO, "%s: %s", tmp, strerror(errno));
+    if (!f) close(fd);
+    o->format = LP_DATASET_JSONL;
+    if (!o->label_field) o->label_field = "target";
+    if (!rc && !(rc = lp_file_digest(tmp, fp))) rc = lp_dataset_open(d, tmp, o); /* open: it stays readable unlinked */
+    unlink(tmp);
+    return rc;
+}
+
 /* dataset FILE [--format F] [--field F] [--pair-field F] [--label-field F] [--skip N] [--limit N]
  * [--sample N --seed S] [--each CMD]... [--track neurons,heads] [--k K] [--samples S]
  * [--shard I/N] [--resume] [--commit-every N] [--bos|--no-bos] [--stop-on-error] */
@@ -512,9 +607,9 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
     FILE *saved_out = s->out, *null_out = NULL;
     struct sigaction old_signals[2];
     bool caught = false, finished = false;
-    if ((rc = lp_dataset_open(&r.d, path, &dopt))) goto done;
-    if (!realpath(path, real)) snprintf(real, sizeof real, "%s", path);
-    if ((rc = lp_file_digest(path, file_fp)) || (rc = lp_cmd_model_row(s, &model_id)) ||
+    if ((rc = open_items(&r.d, path, &dopt, file_fp))) goto done;
+    if (lp_dataset_is_generated(path) || !realpath(path, real)) snprintf(real, sizeof real, "%s", path);
+    if ((rc = lp_cmd_model_row(s, &model_id)) ||
         (rc = dataset_session(s, name, &session_id)) || (rc = lp_unit_stats_new(&r.u, &r.uc)))
         goto done;
     lp_model_fingerprint(s->model, model_fp);

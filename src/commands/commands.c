@@ -550,9 +550,11 @@ static const lp_command COMMANDS[] = {
      "[--sample N [--seed S]] [--each CMD]... [--track neurons,heads,features] [--k K] [--samples S] [--shard I/N] [--resume] "
      "[--commit-every N] [--batch B] [--bos|--no-bos] [--stop-on-error]",
      "run every item of a file with commands, keeping each unit's top items",
-     "dataset prompts.txt --each 'attr ig' --shard 1/3", lp_cmd_dataset, false,
+     "dataset generate:ioi:200 --each 'dla --target {target}'", lp_cmd_dataset, false,
      "Each item (a line; a JSONL object's --field, default text; a CSV column) is run as 'run' runs text, recorded in "
-     "session 'dataset NAME', then each --each command runs on it as typed (its output goes to the store only). An "
+     "session 'dataset NAME', then each --each command runs on it as typed, {NAME} replaced by the item's field NAME "
+     "as a quoted word (its output goes to the store only). FILE generate:KIND:N[:SEED] is the corpus generator's N "
+     "items: ioi or ioi-heldout (fields text, target, subject, corrupt) or repeat (text, span). An "
      "item whose --each fails is undone and kept as failed, with the error (view dataset_failures), and the dataset goes "
      "on; --stop-on-error stops it there instead. "
      "Tracked: every MLP neuron's and head's top K (default 20) items (a head's by its strongest key and by each head "

@@ -36,6 +36,7 @@ struct lp_dataset {
     int rec_line;      /* where the record read last starts */
     int64_t next_index;
     int col_text, col_pair, col_label, n_cols; /* csv: the header's columns (-1: none) */
+    char **header;                             /* csv: the n_cols columns' names */
     int64_t n_items, n_selected;
     /* the sample: the (hash, index) at or below which an item is kept */
     bool sampling;
@@ -256,7 +257,8 @@ static int jsonl_item(lp_dataset *d, lp_dataset_item *it) {
                (!d->pair_field || !(rc = json_field(d, obj, d->pair_field, true, &it->pair))) && d->label_field) {
         rc = json_field(d, obj, d->label_field, false, &it->label);
     }
-    json_decref(obj);
+    if (!rc) it->fields = obj; /* the item's now */
+    else json_decref(obj);
     return rc;
 }
 
@@ -281,7 +283,12 @@ static int csv_header(lp_dataset *d) {
         if ((rc = read_csv_record(d, &eof, &blank))) return rc;
     } while (!eof && blank);
     if (eof) return LP_OK; /* an empty file: no items */
+    for (int i = 0; d->header && i < d->n_cols; i++) free(d->header[i]); /* read again by restart */
+    free(d->header);
     d->n_cols = d->n_fields;
+    if (!(d->header = calloc((size_t)d->n_cols, sizeof *d->header))) return lp_error(LP_ENOMEM, "out of memory");
+    for (int i = 0; i < d->n_cols; i++)
+        if (!(d->header[i] = strdup(field_at(d, i)))) return lp_error(LP_ENOMEM, "out of memory");
     if ((rc = csv_column(d, d->field, "--field", &d->col_text)) ||
         (rc = csv_column(d, d->pair_field, "--pair-field", &d->col_pair)) ||
         (rc = csv_column(d, d->label_field, "--label-field", &d->col_label)))
@@ -300,6 +307,10 @@ static int csv_item(lp_dataset *d, lp_dataset_item *it) {
         const char *s = field_at(d, cols[k]);
         if (!(*outs[k] = dup_n(s, strlen(s)))) return lp_error(LP_ENOMEM, "out of memory");
     }
+    if (!(it->fields = json_object())) return lp_error(LP_ENOMEM, "out of memory");
+    for (int i = 0; i < d->n_cols; i++) /* a column named twice: the last one's */
+        if (json_object_set_new_nocheck(it->fields, d->header[i], json_string_nocheck(field_at(d, i))))
+            return lp_error(LP_ENOMEM, "out of memory");
     return LP_OK;
 }
 
@@ -333,7 +344,27 @@ void lp_dataset_item_free(lp_dataset_item *it) {
     free(it->text);
     free(it->pair);
     free(it->label);
+    json_decref(it->fields);
     *it = (lp_dataset_item){0};
+}
+
+int lp_dataset_item_field(const lp_dataset_item *it, const char *name, char **out) {
+    *out = NULL;
+    json_t *v = it->fields ? json_object_get(it->fields, name) : NULL;
+    if (!v && !strcmp(name, "text")) {
+        if (!(*out = strdup(it->text ? it->text : ""))) return lp_error(LP_ENOMEM, "out of memory");
+        return LP_OK;
+    }
+    if (!v || json_is_null(v)) return LP_OK;
+    if (json_is_string(v)) {
+        if (memchr(json_string_value(v), '\0', json_string_length(v)))
+            return lp_error(LP_EFORMAT, "item %lld (line %d): field \"%s\" holds a NUL byte", (long long)it->index,
+                            it->line, name);
+        *out = dup_n(json_string_value(v), json_string_length(v));
+    } else {
+        *out = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    }
+    return *out ? LP_OK : lp_error(LP_ENOMEM, "out of memory");
 }
 
 /* ---- selection ---- */
@@ -498,6 +529,8 @@ void lp_dataset_close(lp_dataset *d) {
     free(d->label_field);
     free(d->buf);
     free(d->starts);
+    for (int i = 0; d->header && i < d->n_cols; i++) free(d->header[i]);
+    free(d->header);
     free(d);
 }
 

@@ -135,12 +135,6 @@ check "--stop-on-error: exit 1 at the first failing item, named, the items befor
 check "then --resume without it: the failures kept, == one process" sh -c "jq -e '.finished and .failed == 3' '$tmp/out' >/dev/null && test \"\$(agg '$tmp/fr.db' 1 | md5sum)\" = \"\$(agg '$tmp/f1.db' 1 | md5sum)\""
 
 # (d) refusals: one line, "error: ...", exit 1
-refused() { # NAME PATTERN LOUPE-ARGS...
-    name=$1; pat=$2; shift 2
-    "$LOUPE" "$@" >/dev/null 2>"$tmp/e"; rc=$?
-    if [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/e")" -eq 1 ] && grep -q "^error: .*$pat" "$tmp/e"; then echo "ok   $name"
-    else echo "FAIL $name (exit $rc)"; cat "$tmp/e"; fails=$((fails + 1)); fi
-}
 # (f) packed forwards on a model whose products round a row by the rows beside it (d 128:
 # on this machine's kernel, --batch 1 and --batch 8 differ in the last bits of thousands of
 # rows; the bundled model's products do not): the groups, not the shards, decide which items

@@ -58,12 +58,6 @@ agg "$tmp/all.db" 1 >"$tmp/all.agg"
 check "merged shards == one process with features ($(grep -c '^feature' "$tmp/all.agg") feature rows)" test "$(agg "$tmp/m.db" "$(merged_id "$tmp/m.db")" | md5sum)" = "$(md5sum <"$tmp/all.agg")"
 "$LOUPE" -d "$tmp/one.db" $M -e "$SAE" -e "dataset $tmp/items.jsonl $OPTS --shard 1/3" >/dev/null 2>&1
 "$LOUPE" -d "$tmp/x.db" $M -e "dataset $tmp/items.jsonl $OPTS --shard 2/3" >/dev/null 2>&1
-refused() { # NAME PATTERN LOUPE-ARGS...
-    name=$1; pat=$2; shift 2
-    "$LOUPE" "$@" >/dev/null 2>"$tmp/e"; rc=$?
-    if [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/e")" -eq 1 ] && grep -q "^error: .*$pat" "$tmp/e"; then echo "ok   $name"
-    else echo "FAIL $name (exit $rc)"; cat "$tmp/e"; fails=$((fails + 1)); fi
-}
 refused "merge a shard made without the dictionary" "other options" -d "$tmp/m.db" -e "merge $tmp/x.db"
 
 # (c) stopped (SIGTERM) after a few items, then --resume: the uninterrupted run's rows

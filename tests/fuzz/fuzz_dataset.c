@@ -1,7 +1,7 @@
 /* libFuzzer harness for the dataset reader: the first byte picks the format and the options
  * (skip, limit, sample, a small record bound), the rest is the file. Reading must end in an
  * error with a message, or give items in ascending index order, each with text and no NUL,
- * as many as lp_dataset_n_selected says. */
+ * as many as lp_dataset_n_selected says, whose fields read back (lp_dataset_item_field). */
 #include "loupe/dataset.h"
 #include "loupe/error.h"
 
@@ -29,6 +29,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         bool eof;
         if ((rc = lp_dataset_next(d, &it, &eof)) || eof) break;
         if (!it.text || it.index <= last || it.line < 1) abort();
+        static const char *const names[] = {"text", "label", "pair", "x"}; /* what --each's {NAME} reads */
+        for (int i = 0; i < 4 && !rc; i++) {
+            char *v;
+            if (lp_dataset_item_field(&it, names[i], &v) == LP_OK) {
+                if (i == 0 && !v) abort();
+                free(v);
+            } else if (!lp_errmsg()[0]) {
+                abort();
+            }
+        }
         last = it.index;
         n++;
         lp_dataset_item_free(&it);

@@ -1,5 +1,6 @@
-# Shared by the end-to-end scripts that run datasets (dataset.sh, slurm.sh): the items, a
-# query, the aggregate tables for diff, and the merged dataset's id. $LOUPE is set first.
+# Shared by the end-to-end scripts that run datasets (dataset*.sh, slurm.sh): the items, a
+# query, the aggregate tables for diff, the merged dataset's id, and a refusal's check. $LOUPE
+# is set first (and $tmp, $fails for refused).
 # Sourced, not run.
 
 # ioi_items N FILE: N IOI-style prompts as JSONL with a label (N <= 64); with a third
@@ -27,3 +28,11 @@ SELECT i.item, t.pos, t.token_id FROM dataset_items i JOIN tokens t ON t.run_id 
 }
 
 merged_id() { q "$1" "SELECT id FROM datasets WHERE shard_i = 0" '.[0].id'; } # merged_id DB
+
+# refused NAME PATTERN LOUPE-ARGS...: loupe exits 1 with one line "error: ...PATTERN"
+refused() { # NAME PATTERN LOUPE-ARGS...
+    name=$1; pat=$2; shift 2
+    "$LOUPE" "$@" >/dev/null 2>"$tmp/e"; rc=$?
+    if [ $rc -eq 1 ] && [ "$(wc -l <"$tmp/e")" -eq 1 ] && grep -q "^error: .*$pat" "$tmp/e"; then echo "ok   $name"
+    else echo "FAIL $name (exit $rc)"; cat "$tmp/e"; fails=$((fails + 1)); fi
+}
