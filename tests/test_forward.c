@@ -553,6 +553,13 @@ static lp_model *stories_full_length(int **ids, int *T) {
  * arena kept (bench --record times both). */
 static void prefault_takes_the_first_touch(void **state) {
     (void)state;
+#ifdef __SANITIZE_ADDRESS__
+    /* AddressSanitizer's shadow (an eighth of every address written) takes its own first-touch
+     * faults, which no prefault of the arena can take: 64 MB populated, then written, still
+     * took 2048 faults here, 16384 without populating. */
+    print_message("  skip: under AddressSanitizer a run's first touch is its shadow memory's too\n");
+    skip();
+#endif
     int T, *ids;
     lp_model *m = stories_full_length(&ids, &T);
     long faults[3]; /* from nothing kept, again, after the prefault */
