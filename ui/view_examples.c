@@ -1,12 +1,17 @@
 /* View 9, examples: what a dataset (`dataset FILE`) kept for one unit, the current head
- * (layer and head of the title bar) or an MLP neuron of the current layer (b->neuron: `u`
- * picks the strongest at the selected token, H L step, `:examples neuron L.N` names one):
+ * (layer and head of the title bar), an MLP neuron of the current layer (b->neuron: `u`
+ * picks the strongest at the selected token, H L step, `:examples neuron L.N` names one) or
+ * a feature of a loaded dictionary (b->feature: the one selected in view 0 when coming from
+ * there, or with `f`; H L step, `u` goes back, `:examples feature ID [--sae NAME]` names
+ * one), from the newest finished dataset of the model that tracked the feature's dictionary
+ * (matched by path, site and width, as `examples feature` matches it; d steps through those):
  * its top examples, each its item's tokens around the position with the activating token
  * highlighted (a head's key token underlined), then the quantile samples by bin and the
- * density histogram over the fixed bins (a neuron's activations over its tokens, a head's
- * attention weights off the sink). A head's examples are by its strongest key, or by the
- * head metric `c` (`C`) cycles to, as `examples head L.H --by METRIC` lists them. Enter opens an example's item as the current run
- * (its stored run again, as itself: `rerun ID --reuse`) in the view that shows the unit.
+ * density histogram over the fixed bins (a neuron's or feature's activations over its
+ * tokens, a head's attention weights off the sink). A head's examples are by its strongest
+ * key, or by the head metric `c` (`C`) cycles to, as `examples head L.H --by METRIC` lists
+ * them. Enter opens an example's item as the current run (its stored run again, as itself:
+ * `rerun ID --reuse`) in the view that shows the unit (a feature's: view 0 on its column).
  *
  * The store is read in update (after every command, and when the unit or the dataset
  * changes: draw sees that and asks for it with lp_browser_restale), never in draw. */
