@@ -2270,6 +2270,19 @@ static json_t *top_example(fixture *f, const char *kind, int layer, int unit, in
     return row;
 }
 
+/* 20 IOI prompts, a line each, in path (items.txt in a new directory, returned for rm_tree). */
+static char *write_items(char *path, size_t cap) {
+    char *dir = make_temp_dir();
+    snprintf(path, cap, "%s/items.txt", dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    const char *names[] = {"Mary", "John", "Anna", "Tom", "Lily"}, *places[] = {"store", "park", "school", "garden"};
+    for (int i = 0; i < 20; i++)
+        fprintf(fp, "When %s and Kate went to the %s, Kate gave a drink to\n", names[i / 4], places[i % 4]);
+    fclose(fp);
+    return dir;
+}
+
 /* View 9 on the bundled model: empty until `dataset` runs, then the head's and a neuron's
  * top examples with the token highlighted, the samples and histogram; Enter opens an
  * example's stored run at its token without recording a new one; :examples names a unit. */
@@ -2278,13 +2291,7 @@ static void examples_view_shows_a_units_examples_and_enter_opens_one(void **stat
     key(f, '9');
     SHOWS(f, "No dataset examples in this store");
     SHOWS(f, ":dataset FILE");
-    char *dir = make_temp_dir(), path[4200], cmd[4300];
-    snprintf(path, sizeof path, "%s/items.txt", dir);
-    FILE *fp = fopen(path, "w");
-    const char *names[] = {"Mary", "John", "Anna", "Tom", "Lily"}, *places[] = {"store", "park", "school", "garden"};
-    for (int i = 0; i < 20; i++)
-        fprintf(fp, "When %s and Kate went to the %s, Kate gave a drink to\n", names[i / 4], places[i % 4]);
-    fclose(fp);
+    char path[4200], cmd[4300], *dir = write_items(path, sizeof path);
     snprintf(cmd, sizeof cmd, "dataset %s --k 5", path);
     OK(lp_browser_exec(f->b, cmd));
     render(f);
@@ -2397,6 +2404,102 @@ static void examples_view_shows_a_units_examples_and_enter_opens_one(void **stat
     SHOWS(f, "dataset 2 items.txt (20 items, 1 of 2)");
 }
 
+/* View 9 on a dictionary's feature: only the datasets that tracked its dictionary (the line
+ * that says how to make one when none did; d steps through those alone), its top example
+ * with the token highlighted and its density; f and coming from view 0 take view 0's
+ * feature, H L u move; Enter opens the item in view 0 on the feature's column; the feature
+ * goes when its dictionary is dropped. */
+static void examples_view_shows_a_features_examples_and_enter_opens_one(void **state) {
+    fixture *f = *state;
+    char path[4200], cmd[4300], want[256], tok[96], *dir = write_items(path, sizeof path);
+    snprintf(cmd, sizeof cmd, "dataset %s --k 3", path);
+    OK(lp_browser_exec(f->b, cmd)); /* 1: no dictionary loaded */
+    OK(lp_browser_exec(f->b, "sae load models/default-sae --name ds"));
+    key(f, ':');
+    type(f, "examples feature 3");
+    key(f, LP_KEY_ENTER);
+    settle(f);
+    assert_int_equal(f->b->view, LP_VIEW_EXAMPLES);
+    assert_int_equal(f->b->feature, 3);
+    SHOWS(f, "No dataset of this model tracked this dictionary's features");
+    SHOWS(f, "run :dataset FILE with the dictionary loaded");
+    OK(lp_browser_exec(f->b, cmd)); /* 2: with it */
+    snprintf(cmd, sizeof cmd, "dataset %s --k 3 --track neurons,heads", path);
+    OK(lp_browser_exec(f->b, cmd)); /* 3: without its features */
+    int x = (int)count_of(f, "SELECT unit AS n FROM unit_examples WHERE unit_kind = 'feature' AND rank = 1"
+                             " ORDER BY value DESC, unit LIMIT 1");
+    assert_true(x > 0);
+    key(f, ':');
+    snprintf(cmd, sizeof cmd, "examples feature %d --sae ds", x);
+    type(f, cmd);
+    key(f, LP_KEY_ENTER);
+    settle(f);
+    snprintf(want, sizeof want, "feature %d of ds  dataset 2 items.txt (20 items, 1 of 1)", x);
+    SHOWS(f, want);
+    key(f, 'd'); /* the only dataset that tracked it */
+    settle(f);
+    SHOWS(f, want);
+    json_t *top = top_example(f, "feature", 0, x, 1);
+    const char *t = lp_row_str(top, "token");
+    lp_screen_token_text(t, strlen(t), tok, sizeof tok);
+    assert_string_equal(highlighted(f, 3), tok);
+    snprintf(want, sizeof want, "  1 %8.4g #%-4lld", lp_row_real(top, "value"), lp_row_int(top, "item", 0));
+    SHOWS(f, want);
+    snprintf(want, sizeof want, "/%lld tokens > 0)",
+             count_of(f, "SELECT sum(n_tokens) AS n FROM dataset_items WHERE dataset_id = 2"));
+    SHOWS(f, want);
+    /* Enter: view 0 on the item's run, its token, the feature's column; no new run */
+    long long runs = count_of(f, "SELECT count(*) AS n FROM runs");
+    key(f, LP_KEY_ENTER);
+    render(f);
+    assert_false(f->b->message_error);
+    assert_int_equal(f->s.run_id, lp_row_int(top, "run_id", 0));
+    assert_int_equal(f->b->view, LP_VIEW_FEATURES);
+    assert_int_equal(f->b->pos, lp_row_int(top, "pos", 0));
+    assert_int_equal(count_of(f, "SELECT count(*) AS n FROM runs"), runs);
+    snprintf(want, sizeof want, "f%d %.4f  column", x, lp_row_real(top, "value"));
+    assert_non_null(strstr(status(f), want));
+    json_decref(top);
+    /* coming from view 0: its feature; u back to the head; f the feature again; H L step */
+    key(f, LP_KEY_RIGHT);
+    render(f);
+    int dict = -1, y = -1;
+    assert_true(lp_features_selection(f->b, &dict, &y));
+    assert_int_equal(dict, 0);
+    assert_int_not_equal(y, x);
+    key(f, '9');
+    settle(f);
+    assert_int_equal(f->b->feature, y);
+    key(f, 'u');
+    settle(f);
+    assert_int_equal(f->b->feature, -1);
+    SHOWS(f, "head 0.0 by key  dataset 2 items.txt (20 items, 2 of 3)"); /* the dataset d chose */
+    key(f, 'f');
+    settle(f);
+    assert_int_equal(f->b->feature, y);
+    key(f, 'L');
+    assert_int_equal(f->b->feature, y + 1);
+    for (int i = 0; i < y + 3; i++) key(f, 'H');
+    assert_int_equal(f->b->feature, 0); /* kept in the dictionary */
+    /* a second dataset with it: the one d chose kept, then d steps between the two */
+    snprintf(cmd, sizeof cmd, "dataset %s --k 2", path);
+    OK(lp_browser_exec(f->b, cmd)); /* 4 */
+    rm_tree(dir);
+    settle(f);
+    SHOWS(f, "feature 0 of ds  dataset 2 items.txt (20 items, 2 of 2)");
+    key(f, 'd');
+    settle(f);
+    SHOWS(f, "feature 0 of ds  dataset 4 items.txt (20 items, 1 of 2)");
+    key(f, 'd');
+    settle(f);
+    SHOWS(f, "feature 0 of ds  dataset 2 items.txt (20 items, 2 of 2)");
+    /* its dictionary dropped: the feature goes */
+    OK(lp_browser_exec(f->b, "sae drop ds"));
+    settle(f);
+    assert_int_equal(f->b->feature, -1);
+    assert_false(shows(f, "feature 0 of ds"));
+}
+
 #define STORIES_TEST(t) {#t, t, stories, fixture_close, NULL}
 
 int main(void) {
@@ -2465,6 +2568,8 @@ int main(void) {
          default_model, fixture_close, NULL},
         {"examples_view_shows_a_units_examples_and_enter_opens_one", examples_view_shows_a_units_examples_and_enter_opens_one,
          default_model, fixture_close, NULL},
+        {"examples_view_shows_a_features_examples_and_enter_opens_one",
+         examples_view_shows_a_features_examples_and_enter_opens_one, default_model, fixture_close, NULL},
         STORIES_TEST(command_output_goes_to_the_pane_and_errors_to_the_message_line),
         STORIES_TEST(help_is_written_from_the_keymap),
         STORIES_TEST(slash_searches_the_tokens_and_n_steps_through_matches),

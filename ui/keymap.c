@@ -134,14 +134,16 @@ static const lp_binding KEYMAP[] = {
     {LP_VIEW_EXAMPLES, 'j', "j", LP_DO_DOWN, 0, "next example"},
     {LP_VIEW_EXAMPLES, LP_KEY_ENTER, "Enter", LP_DO_ENTER, 0,
      "open the example's item as the current run (its stored run, as itself) at its token: a neuron's in view 3, a "
-     "head's query in view 1"},
+     "head's query in view 1, a feature's in view 0 on its column"},
     {LP_VIEW_EXAMPLES, 'u', "u", LP_DO_UNIT_KIND, 0,
      "a neuron's examples (the strongest at the selected token, as view 3 lists first, or the last one shown) or the "
-     "head's; :examples neuron L.N names one"},
-    {LP_VIEW_EXAMPLES, LP_KEY_SHIFT_LEFT, "S-\xE2\x86\x90", LP_DO_LEFT, 0, "previous neuron (or head)"},
-    {LP_VIEW_EXAMPLES, 'H', "H", LP_DO_LEFT, 0, "previous neuron (or head)"},
-    {LP_VIEW_EXAMPLES, LP_KEY_SHIFT_RIGHT, "S-\xE2\x86\x92", LP_DO_RIGHT, 0, "next neuron (or head)"},
-    {LP_VIEW_EXAMPLES, 'L', "L", LP_DO_RIGHT, 0, "next neuron (or head)"},
+     "head's; from a feature, back to them; :examples neuron L.N names one"},
+    {LP_VIEW_EXAMPLES, 'f', "f", LP_DO_FEATURE_UNIT, 0,
+     "the feature selected in view 0 (:examples feature ID)"},
+    {LP_VIEW_EXAMPLES, LP_KEY_SHIFT_LEFT, "S-\xE2\x86\x90", LP_DO_LEFT, 0, "previous neuron (or head, or feature)"},
+    {LP_VIEW_EXAMPLES, 'H', "H", LP_DO_LEFT, 0, "previous neuron (or head, or feature)"},
+    {LP_VIEW_EXAMPLES, LP_KEY_SHIFT_RIGHT, "S-\xE2\x86\x92", LP_DO_RIGHT, 0, "next neuron (or head, or feature)"},
+    {LP_VIEW_EXAMPLES, 'L', "L", LP_DO_RIGHT, 0, "next neuron (or head, or feature)"},
     {LP_VIEW_EXAMPLES, 'd', "d", LP_DO_DATASET_NEXT, 0, "the next dataset of this model (newest first)"},
     {LP_VIEW_EXAMPLES, 'c', "c", LP_DO_METRIC_NEXT, 0,
      "a head's examples by the next metric: its strongest key, entropy, prev_token, first_token, duplicate_token, "

@@ -70,6 +70,7 @@ typedef enum {
     LP_DO_ATTN_KIND,     /* an encoder-decoder's run: the next attention (self, cross, the encoder's) */
     LP_DO_UNIT_KIND,     /* the examples view: a neuron's examples, or the head's */
     LP_DO_DATASET_NEXT,  /* the examples view: the next dataset */
+    LP_DO_FEATURE_UNIT,  /* the examples view: the feature selected in the features view */
     LP_DO_LOAD,          /* the features view: the command line with `sae load ` typed */
     /* the command line */
     LP_DO_EDIT_LEFT,

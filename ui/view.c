@@ -12,6 +12,7 @@
 
 #include "loupe/error.h"
 #include "loupe/output.h"
+#include "loupe/sae.h"
 #include "loupe/tokenizer.h"
 #include "tui_line.h"
 
@@ -190,7 +191,7 @@ lp_browser *lp_browser_new(lp_session *s, const char *history_path) {
     lp_browser *b = calloc(1, sizeof *b);
     if (!b) return NULL;
     b->s = s;
-    b->neuron = -1;
+    b->neuron = b->feature = -1;
     b->feature_pick = b->after_pick = -1;
     b->line = lp_line_new(history_path);
     if (!b->line) {
@@ -364,6 +365,13 @@ static int n_layer(const lp_browser *b) {
 }
 static int n_head(const lp_browser *b) { return b->s->model ? lp_model_config(b->s->model)->n_head : 1; }
 
+/* The examples view's feature inside its dictionary; none when the dictionary is gone. */
+void lp_browser_clamp_feature(lp_browser *b) {
+    const lp_sae *sae = b->feature >= 0 ? lp_session_sae(b->s, b->feature_dict, NULL, NULL) : NULL;
+    if (!sae) b->feature = -1;
+    else clamp(&b->feature, 0, lp_sae_get_info(sae)->d_sae - 1);
+}
+
 /* The token, layer and head inside the run and the model, whatever a key did. */
 static void clamp_selection(lp_browser *b) {
     clamp(&b->pos, 0, b->T > 0 ? b->T - 1 : 0);
@@ -371,6 +379,7 @@ static void clamp_selection(lp_browser *b) {
     clamp(&b->layer, 0, n_layer(b) - 1);
     clamp(&b->head, 0, n_head(b) - 1);
     if (b->neuron >= 0 && b->s->model) clamp(&b->neuron, 0, lp_model_config(b->s->model)->d_mlp - 1);
+    lp_browser_clamp_feature(b);
 }
 
 /* A code point as UTF-8 (what a key typed on the line inserts). */
@@ -441,9 +450,28 @@ static bool parse_example_unit(const lp_browser *b, char **w, long *layer, long 
     return true;
 }
 
+/* `examples feature ID [--sae NAME]` with the dictionary loaded (the last loaded without
+ * --sae): its index into *dict and the feature into *feature; false otherwise, or for a
+ * feature past the dictionary's. */
+static bool parse_example_feature(const lp_browser *b, char **w, int n, int *dict, int *feature) {
+    if (n != 3 && (n != 5 || strcmp(w[3], "--sae") != 0)) return false;
+    int d = n == 5 ? -1 : b->s->n_saes - 1;
+    const char *name;
+    for (int i = 0; n == 5 && i < b->s->n_saes; i++)
+        if (lp_session_sae(b->s, i, &name, NULL) && strcmp(name, w[4]) == 0) d = i;
+    const lp_sae *sae = lp_session_sae(b->s, d, NULL, NULL);
+    char *end = NULL;
+    long f = strtol(w[2], &end, 10);
+    if (!sae || end == w[2] || *end || f < 0 || f >= lp_sae_get_info(sae)->d_sae) return false;
+    *dict = d;
+    *feature = (int)f;
+    return true;
+}
+
 /* `attn L H` on the `:` line shows the head in the attention view rather than printing
  * its T x T table into the pane; `heads` and `lens` (without options) open theirs, and
- * `examples neuron L.N` (or `head L.H`, without options) the examples view on that unit.
+ * `examples neuron L.N` (or `head L.H`, without options; `feature ID [--sae NAME]`) the
+ * examples view on that unit.
  * Anything else, or a layer or head out of range, runs as a command (which says what is
  * wrong). */
 static bool show_in_view(lp_browser *b, const char *line) {
@@ -466,6 +494,11 @@ static bool show_in_view(lp_browser *b, const char *line) {
     lp_error_clear();
     int view = -1;
     long layer = -1, head = -1, neuron = -1;
+    int dict = -1, feature = -1;
+    if (c && strcmp(c->name, "examples") == 0 && n > 1 && strcmp(w[1], "feature") == 0) {
+        if (parse_example_feature(b, w, n, &dict, &feature)) view = LP_VIEW_EXAMPLES;
+        c = NULL;
+    }
     for (size_t i = 0; c && i < sizeof VIEW_COMMANDS / sizeof *VIEW_COMMANDS; i++) {
         if (strcmp(c->name, VIEW_COMMANDS[i].command) != 0 || n != 1 + VIEW_COMMANDS[i].args ||
             (VIEW_COMMANDS[i].run && !b->s->run))
@@ -487,7 +520,8 @@ static bool show_in_view(lp_browser *b, const char *line) {
     b->view = view;
     if (layer >= 0) b->layer = (int)layer;
     if (head >= 0) b->head = (int)head;
-    if (view == LP_VIEW_EXAMPLES) b->neuron = (int)neuron; /* -1 for a head */
+    if (view == LP_VIEW_EXAMPLES && feature >= 0) b->feature = feature, b->feature_dict = dict;
+    else if (view == LP_VIEW_EXAMPLES) b->neuron = (int)neuron, b->feature = -1; /* neuron -1 for a head */
     b->message_error = false;
     snprintf(b->message, sizeof b->message, "%s: shown in view %c, %s", line, lp_view_key(view), VIEWS[view]->title);
     return true;
@@ -628,7 +662,7 @@ lp_browser_do lp_browser_key(lp_browser *b, int key) {
     int page = b->page > 4 ? b->page / 2 : 2;
     /* The token keys move the selection on the strip line they are on. */
     bool src = b->side == LP_SIDE_SOURCE && b->S > 0;
-    int *sel = src ? &b->src_pos : &b->pos, last = src ? b->S - 1 : b->T - 1;
+    int *sel = src ? &b->src_pos : &b->pos, last = src ? b->S - 1 : b->T - 1, from = b->view;
     switch (k->action) {
     case LP_DO_TOKEN_PREV: (*sel)--; break;
     case LP_DO_TOKEN_NEXT: (*sel)++; break;
@@ -686,6 +720,8 @@ lp_browser_do lp_browser_key(lp_browser *b, int key) {
     case LP_DO_QUIT: b->quit = true; return LP_BROWSER_QUIT;
     default: break;
     }
+    /* from the features view to the examples view: the feature selected there */
+    if (from == LP_VIEW_FEATURES && b->view == LP_VIEW_EXAMPLES) lp_features_selection(b, &b->feature_dict, &b->feature);
     clamp_selection(b);
     if (b->output_scroll > b->output_lines - 1) b->output_scroll = b->output_lines - 1;
     if (b->output_scroll < 0) b->output_scroll = 0;

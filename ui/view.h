@@ -89,6 +89,8 @@ struct lp_browser {
     int after_pick;         /* feature_pick to set when the pending command succeeds (with after), -1 none */
     char after_sae[160];
     int neuron;             /* an MLP neuron of the current layer chosen for the examples view, or -1: its unit is the head */
+    int feature;            /* a dictionary's feature chosen for the examples view (before the neuron), or -1 */
+    int feature_dict;       /* that feature's dictionary: its index among the session's */
     int view;               /* LP_VIEW_* on screen */
     unsigned gen;           /* bumped after every command: views refresh what they cached */
     void *state[LP_VIEW_COUNT];
@@ -192,6 +194,8 @@ const char *lp_browser_id_text(const lp_browser *b, int id, char *buf, size_t ca
 /* Centred message in area (a view with nothing to show). */
 void lp_browser_say(lp_screen *scr, lp_rect area, const char *line1, const char *line2);
 void lp_browser_set_status(lp_browser *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* b->feature inside its dictionary's features, -1 when that dictionary is no longer loaded. */
+void lp_browser_clamp_feature(lp_browser *b);
 /* Goes where j says: its view, attention, layer, head and position (-1: as it is). */
 void lp_browser_jump(lp_browser *b, const lp_jump *j);
 /* Asks the caller to run a command (e.g. a jump that needs `rerun`), then apply after. */
@@ -245,6 +249,9 @@ typedef struct {
     lp_rect grid, side;
     int label_w, cell_w, cols, rows, list_rows;
 } lp_features_layout;
+/* The features view's selected feature and its dictionary (the session's index); false when
+ * it has none (no dictionary, or no feature fires on the run it encoded). */
+bool lp_features_selection(const lp_browser *b, int *dict, int *feature);
 /* How many times the features view has encoded a run (a test's check that it keeps one). */
 unsigned lp_features_encode_count(void);
 void lp_features_layout_of(lp_rect a, int max_id, lp_features_layout *out);

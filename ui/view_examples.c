@@ -1,12 +1,17 @@
 /* View 9, examples: what a dataset (`dataset FILE`) kept for one unit, the current head
- * (layer and head of the title bar) or an MLP neuron of the current layer (b->neuron: `u`
- * picks the strongest at the selected token, H L step, `:examples neuron L.N` names one):
+ * (layer and head of the title bar), an MLP neuron of the current layer (b->neuron: `u`
+ * picks the strongest at the selected token, H L step, `:examples neuron L.N` names one) or
+ * a feature of a loaded dictionary (b->feature: the one selected in view 0 when coming from
+ * there, or with `f`; H L step, `u` goes back, `:examples feature ID [--sae NAME]` names
+ * one), from the newest finished dataset of the model that tracked the feature's dictionary
+ * (matched by path, site and width, as `examples feature` matches it; d steps through those):
  * its top examples, each its item's tokens around the position with the activating token
  * highlighted (a head's key token underlined), then the quantile samples by bin and the
- * density histogram over the fixed bins (a neuron's activations over its tokens, a head's
- * attention weights off the sink). A head's examples are by its strongest key, or by the
- * head metric `c` (`C`) cycles to, as `examples head L.H --by METRIC` lists them. Enter opens an example's item as the current run
- * (its stored run again, as itself: `rerun ID --reuse`) in the view that shows the unit.
+ * density histogram over the fixed bins (a neuron's or feature's activations over its
+ * tokens, a head's attention weights off the sink). A head's examples are by its strongest
+ * key, or by the head metric `c` (`C`) cycles to, as `examples head L.H --by METRIC` lists
+ * them. Enter opens an example's item as the current run (its stored run again, as itself:
+ * `rerun ID --reuse`) in the view that shows the unit (a feature's: view 0 on its column).
  *
  * The store is read in update (after every command, and when the unit or the dataset
  * changes: draw sees that and asks for it with lp_browser_restale), never in draw. */
@@ -17,6 +22,7 @@
 
 #include "loupe/error.h"
 #include "loupe/output.h"
+#include "loupe/sae.h"
 #include "loupe/unit_stats.h"
 #include "view.h"
 
@@ -36,11 +42,18 @@ typedef struct {
 
 /* What is shown: a unit of a dataset. */
 typedef struct {
-    bool neuron;
-    int layer, unit;
-    long long pick;  /* the dataset chosen with d, 0: the latest with examples for the unit */
-    lp_unit_kind by; /* what ranks the examples: LP_UNIT_NEURON, or a head's LP_UNIT_HEAD (its key) or HEAD_BY + m */
+    lp_unit_kind kind; /* LP_UNIT_NEURON, LP_UNIT_HEAD or LP_UNIT_FEATURE */
+    int layer, unit;   /* a feature's layer: its dictionary's index among the session's */
+    long long pick;    /* the dataset chosen with d, 0: the latest with the unit */
+    lp_unit_kind by;   /* what ranks the examples: the kind, or a head's LP_UNIT_HEAD_BY + m */
 } unit_key;
+
+/* The unit as the store names it: a feature's layer is its dictionary's number among the
+ * dataset's (settings' features). */
+typedef struct {
+    const char *kind, *metric;
+    int layer, unit;
+} store_unit;
 
 typedef struct {
     json_t *datasets; /* the loaded model's finished datasets, newest first: id, name, n_items, n_tokens */
@@ -53,6 +66,7 @@ typedef struct {
     long long hist[LP_UNIT_BINS];
     bool has_hist;
     json_t *samples; /* bin, value, item, token, key_token: bins high to low */
+    json_t *tracked; /* a feature's: the model's finished datasets that tracked its dictionary, newest first: id, dict */
     int last_neuron; /* what u goes back to, -1: the strongest at the token */
     lp_unit_kind head_by; /* what ranks a head's examples (c, C) */
 } examples_state;
@@ -125,6 +139,8 @@ static void clear_unit(examples_state *st) {
     st->n_ex = 0;
     json_decref(st->samples);
     st->samples = NULL;
+    json_decref(st->tracked);
+    st->tracked = NULL;
     memset(st->hist, 0, sizeof st->hist);
     st->has_hist = false;
     st->ds = 0;
@@ -138,15 +154,15 @@ static void examples_close(void *vst) {
     free(st);
 }
 
-/* The unit the browser's selection names now. */
+/* The unit the browser's selection names now: its feature, else its neuron, else its head. */
 static unit_key unit_of(const examples_state *st, const lp_browser *b) {
-    unit_key k = {b->neuron >= 0, b->layer, b->neuron >= 0 ? b->neuron : b->head, st->want.pick,
-                  b->neuron >= 0 ? LP_UNIT_NEURON : st->head_by};
-    return k;
+    if (b->feature >= 0) return (unit_key){LP_UNIT_FEATURE, b->feature_dict, b->feature, st->want.pick, LP_UNIT_FEATURE};
+    if (b->neuron >= 0) return (unit_key){LP_UNIT_NEURON, b->layer, b->neuron, st->want.pick, LP_UNIT_NEURON};
+    return (unit_key){LP_UNIT_HEAD, b->layer, b->head, st->want.pick, st->head_by};
 }
 
 static bool same_unit(unit_key a, unit_key b) {
-    return a.neuron == b.neuron && a.layer == b.layer && a.unit == b.unit && a.pick == b.pick && a.by == b.by;
+    return a.kind == b.kind && a.layer == b.layer && a.unit == b.unit && a.pick == b.pick && a.by == b.by;
 }
 
 static const char *safe_text(const char *raw, char *buf, size_t cap) { return lp_screen_token_text(raw, strlen(raw), buf, cap); }
@@ -154,27 +170,25 @@ static const char *safe_text(const char *raw, char *buf, size_t cap) { return lp
 /* ---- reading the store ---- */
 
 /* ?1 dataset, ?2 kind, ?3 layer, ?4 unit, ?5 the metric ranking the examples shown */
-static json_t *params_unit(long long ds, unit_key k) {
-    return json_pack("[I,s,i,i,s]", (json_int_t)ds, k.neuron ? "neuron" : "head", k.layer, k.unit,
-                     lp_unit_metric_name(k.by));
+static json_t *params_unit(long long ds, store_unit u) {
+    return json_pack("[I,s,i,i,s]", (json_int_t)ds, u.kind, u.layer, u.unit, u.metric);
 }
 
-/* The examples of unit k in dataset ds, with the tokens around each: one query each. */
-static void load_examples(examples_state *st, lp_browser *b, unit_key k) {
+/* The examples of unit u in dataset st->ds, with the tokens around each: one query each. */
+static void load_examples(examples_state *st, lp_browser *b, store_unit u) {
     json_t *rows = lp_browser_query(b,
                                     "SELECT e.rank, e.item, e.pos, e.key_pos, e.token, e.key_token, e.value, i.run_id"
                                     " FROM unit_examples e LEFT JOIN dataset_items i ON i.dataset_id = e.dataset_id AND"
                                     " i.item = e.item WHERE e.dataset_id = ?1 AND e.unit_kind = ?2 AND e.layer = ?3 AND"
                                     " e.unit = ?4 AND e.metric = ?5 ORDER BY e.rank",
-                                    params_unit(st->ds, k));
+                                    params_unit(st->ds, u));
     json_t *toks = lp_browser_query(b,
                                     "SELECT e.rank, t.pos, t.text FROM unit_examples e JOIN dataset_items i ON"
                                     " i.dataset_id = e.dataset_id AND i.item = e.item JOIN tokens t ON t.run_id = i.run_id"
                                     " AND t.side = 'target' AND t.pos BETWEEN min(coalesce(e.key_pos, e.pos), e.pos - ?6)"
                                     " AND e.pos + ?6 WHERE e.dataset_id = ?1 AND e.unit_kind = ?2 AND e.layer = ?3 AND"
                                     " e.unit = ?4 AND e.metric = ?5 ORDER BY e.rank, t.pos",
-                                    json_pack("[I,s,i,i,s,i]", (json_int_t)st->ds, k.neuron ? "neuron" : "head", k.layer,
-                                              k.unit, lp_unit_metric_name(k.by),
+                                    json_pack("[I,s,i,i,s,i]", (json_int_t)st->ds, u.kind, u.layer, u.unit, u.metric,
                                               CONTEXT));
     size_t n = json_array_size(rows), nt = json_array_size(toks), t = 0;
     st->ex = n ? calloc(n, sizeof *st->ex) : NULL;
@@ -215,30 +229,56 @@ static void load_examples(examples_state *st, lp_browser *b, unit_key k) {
     json_decref(toks);
 }
 
+/* A feature's dataset: the one chosen, if it tracked the feature's dictionary; else the
+ * newest that did (matched by path, site and width, as `examples feature` matches it). The
+ * dictionary's number in it into u->layer; 0 when none did. */
+static long long feature_dataset(examples_state *st, lp_browser *b, unit_key k, const char *fp, store_unit *u) {
+    const char *site = NULL, *path = lp_session_sae_path(b->s, k.layer);
+    const lp_sae *sae = lp_session_sae(b->s, k.layer, NULL, &site);
+    if (!sae || !path) return 0;
+    st->tracked = lp_browser_query(b,
+                                   "SELECT d.id AS id, min(CAST(f.key AS INTEGER)) AS dict FROM datasets d, json_each(CASE"
+                                   " WHEN json_valid(d.settings) THEN d.settings ELSE '{}' END, '$.features') f WHERE"
+                                   " d.finished_at IS NOT NULL AND d.model_fingerprint = ?1 AND f.value ->> 'path' = ?2"
+                                   " AND f.value ->> 'site' = ?3 AND f.value ->> 'd_sae' = ?4 GROUP BY d.id"
+                                   " ORDER BY d.id DESC",
+                                   json_pack("[s,s,s,i]", fp, path, site, lp_sae_get_info(sae)->d_sae));
+    json_t *row = json_array_get(st->tracked, 0), *r;
+    size_t i;
+    json_array_foreach(st->tracked, i, r) if (k.pick && lp_row_int(r, "id", 0) == k.pick) row = r;
+    u->layer = (int)lp_row_int(row, "dict", 0);
+    return lp_row_int(row, "id", 0);
+}
+
 static void load_unit(examples_state *st, lp_browser *b, unit_key k) {
     clear_unit(st);
     char fp[17];
     lp_model_fingerprint(b->s->model, fp);
-    /* the dataset chosen, if it is still there; else the newest with examples for the unit */
-    json_t *found = lp_browser_query(b,
-                                     "SELECT max(dataset_id) AS id FROM unit_examples WHERE unit_kind = ?2 AND layer = ?3"
-                                     " AND unit = ?4 AND dataset_id IN (SELECT id FROM datasets WHERE finished_at IS NOT"
-                                     " NULL AND model_fingerprint = ?5 AND (?1 = 0 OR id = ?1))",
-                                     json_pack("[I,s,i,i,s]", (json_int_t)k.pick, k.neuron ? "neuron" : "head", k.layer,
-                                               k.unit, fp));
-    st->ds = lp_row_int(json_array_get(found, 0), "id", 0);
-    json_decref(found);
+    bool head = k.kind == LP_UNIT_HEAD;
+    store_unit u = {k.kind == LP_UNIT_FEATURE ? "feature" : head ? "head" : "neuron", lp_unit_metric_name(k.by), k.layer,
+                    k.unit};
+    if (k.kind == LP_UNIT_FEATURE) {
+        st->ds = feature_dataset(st, b, k, fp, &u);
+    } else { /* the dataset chosen, if it is still there; else the newest with examples for the unit */
+        json_t *found = lp_browser_query(b,
+                                         "SELECT max(dataset_id) AS id FROM unit_examples WHERE unit_kind = ?2 AND layer"
+                                         " = ?3 AND unit = ?4 AND dataset_id IN (SELECT id FROM datasets WHERE"
+                                         " finished_at IS NOT NULL AND model_fingerprint = ?5 AND (?1 = 0 OR id = ?1))",
+                                         json_pack("[I,s,i,i,s]", (json_int_t)k.pick, u.kind, u.layer, u.unit, fp));
+        st->ds = lp_row_int(json_array_get(found, 0), "id", 0);
+        json_decref(found);
+    }
     if (!st->ds) return;
-    load_examples(st, b, k);
+    load_examples(st, b, u);
     json_t *h = lp_browser_query(b,
                                  "SELECT bin, count FROM unit_histograms WHERE dataset_id = ?1 AND unit_kind = ?2 AND"
                                  " layer = ?3 AND unit = ?4",
-                                 json_pack("[I,s,i,i]", (json_int_t)st->ds, k.neuron ? "neuron" : "head", k.layer, k.unit));
+                                 json_pack("[I,s,i,i]", (json_int_t)st->ds, u.kind, u.layer, u.unit));
     size_t i;
     json_t *r;
     json_array_foreach(h, i, r) {
         long long bin = lp_row_int(r, "bin", -1);
-        if (bin >= 0 && bin < (k.neuron ? LP_UNIT_BINS : LP_HEAD_BINS))
+        if (bin >= 0 && bin < (head ? LP_HEAD_BINS : LP_UNIT_BINS))
             st->hist[bin] = lp_row_int(r, "count", 0), st->has_hist = true;
     }
     json_decref(h);
@@ -246,11 +286,12 @@ static void load_unit(examples_state *st, lp_browser *b, unit_key k) {
                                    "SELECT bin, value, item, token, key_token FROM unit_quantile_samples WHERE dataset_id"
                                    " = ?1 AND unit_kind = ?2 AND layer = ?3 AND unit = ?4 AND metric = ?5"
                                    " ORDER BY bin DESC, hash, item",
-                                   params_unit(st->ds, k));
+                                   params_unit(st->ds, u));
 }
 
 static int examples_update(void *vst, lp_browser *b) {
     examples_state *st = vst;
+    lp_browser_clamp_feature(b); /* its dictionary may have gone */
     st->want = unit_of(st, b);
     if (!b->s->model || !b->s->store) {
         clear_unit(st);
@@ -284,18 +325,25 @@ static int examples_update(void *vst, lp_browser *b) {
 
 /* ---- drawing ---- */
 
-static json_t *dataset_row(const examples_state *st, long long id, int *index) {
+/* The row of rows (datasets: id first) with id, and its index. */
+static json_t *dataset_row(json_t *rows, long long id, int *index) {
     size_t i;
     json_t *d;
-    json_array_foreach(st->datasets, i, d) if (lp_row_int(d, "id", 0) == id) {
+    json_array_foreach(rows, i, d) if (lp_row_int(d, "id", 0) == id) {
         if (index) *index = (int)i;
         return d;
     }
     return NULL;
 }
 
-static void unit_name(unit_key k, char *buf, size_t cap) {
-    if (k.neuron) snprintf(buf, cap, "neuron %d.%d", k.layer, k.unit);
+/* The datasets d steps through: for a feature those that tracked its dictionary. */
+static json_t *choices(const examples_state *st) { return st->loaded.kind == LP_UNIT_FEATURE ? st->tracked : st->datasets; }
+
+static void unit_name(const lp_browser *b, unit_key k, char *buf, size_t cap) {
+    const char *dict = "";
+    if (k.kind == LP_UNIT_FEATURE) lp_session_sae(b->s, k.layer, &dict, NULL);
+    if (k.kind == LP_UNIT_NEURON) snprintf(buf, cap, "neuron %d.%d", k.layer, k.unit);
+    else if (k.kind == LP_UNIT_FEATURE) snprintf(buf, cap, "feature %d of %s", k.unit, dict ? dict : "");
     else snprintf(buf, cap, "head %d.%d by %s", k.layer, k.unit, lp_unit_metric_name(k.by));
 }
 
@@ -429,13 +477,21 @@ static void examples_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
         lp_browser_say(scr, a, "Reading the store\xE2\x80\xA6", NULL);
         return;
     }
-    char name[64];
-    unit_name(k, name, sizeof name);
+    char name[224];
+    unit_name(b, k, name, sizeof name);
+    bool feature = k.kind == LP_UNIT_FEATURE;
     if (json_array_size(st->datasets) == 0) {
         lp_browser_say(scr, a, "No dataset examples in this store for this model.",
-                       ":dataset FILE runs a file's items and keeps each neuron's and head's top examples");
+                       feature ? ":dataset FILE with the dictionary loaded keeps each feature's top examples"
+                               : ":dataset FILE runs a file's items and keeps each neuron's and head's top examples");
         lp_browser_set_status(b, "%s: no dataset%s", name,
                               st->n_other ? " of this model (the store has some of other models)" : "");
+        return;
+    }
+    if (!st->ds && feature) {
+        lp_browser_say(scr, a, "No dataset of this model tracked this dictionary's features.",
+                       "run :dataset FILE with the dictionary loaded; u goes back to the neuron or head");
+        lp_browser_set_status(b, "%s: no dataset tracked it", name);
         return;
     }
     if (!st->ds) {
@@ -445,11 +501,13 @@ static void examples_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
         return;
     }
     int di = 0;
-    json_t *d = dataset_row(st, st->ds, &di);
+    json_t *d = dataset_row(st->datasets, st->ds, NULL);
+    dataset_row(choices(st), st->ds, &di);
     lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, 0,
-                     "%s  dataset %lld %s (%lld items, %d of %d)  u neuron/head  H L unit%s  d dataset  Enter opens",
+                     "%s  dataset %lld %s (%lld items, %d of %d)  u neuron/head  H L %s%s  d dataset  Enter opens",
                      name, st->ds, lp_row_str(d, "name"), lp_row_int(d, "n_items", 0), di + 1,
-                     (int)json_array_size(st->datasets), k.neuron ? "" : "  c metric");
+                     (int)json_array_size(choices(st)), feature ? "feature" : "unit",
+                     k.kind == LP_UNIT_HEAD ? "  c metric" : "");
     lp_screen_put(scr, a.x + 1, a.y, lp_display_width(name), name, LP_COLOR_LABEL, LP_ATTR_BOLD);
     /* top: the examples; below: the samples and the histogram side by side */
     int body = a.h - 1, ex_rows = st->n_ex < (body - 1) / 2 ? st->n_ex : (body - 1) / 2;
@@ -457,6 +515,8 @@ static void examples_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     int top = lp_scroll(&st->top, st->sel, ex_rows, st->n_ex);
     for (int r = 0; r < ex_rows && top + r < st->n_ex; r++)
         draw_example(&st->ex[top + r], top + r == st->sel, scr, a.x, a.y + 1 + r, a.w);
+    if (st->n_ex == 0 && feature) /* only an item where a feature fires is an example of it */
+        lp_screen_put_clip(scr, a.x + 1, a.y + 1, a.w - 1, "it fired on none of the dataset's items", LP_COLOR_DIM, 0);
     if (st->n_ex > ex_rows) {
         char more[48];
         snprintf(more, sizeof more, " %d-%d of %d ", top + 1, top + ex_rows, st->n_ex);
@@ -469,9 +529,9 @@ static void examples_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
             samples.w = low.w * 11 / 20;
             hist.x = low.x + samples.w + 2;
             hist.w = low.x + low.w - hist.x;
-            draw_histogram(st, !k.neuron, scr, hist);
+            draw_histogram(st, k.kind == LP_UNIT_HEAD, scr, hist);
         }
-        draw_samples(st, !k.neuron, scr, samples);
+        draw_samples(st, k.kind == LP_UNIT_HEAD, scr, samples);
     }
     const example *e = st->n_ex ? &st->ex[st->sel] : NULL;
     if (!e) lp_browser_set_status(b, "%s: no examples", name);
@@ -500,10 +560,16 @@ static int strongest_neuron(const lp_browser *b) {
 static void open_example(examples_state *st, lp_browser *b) {
     if (st->sel >= st->n_ex) return;
     const example *e = &st->ex[st->sel];
-    bool neuron = st->loaded.neuron;
-    /* a neuron's token in the activations view (its layer), a head's query in its pattern */
-    lp_jump j = {true, neuron ? LP_VIEW_ACTIVATIONS : LP_VIEW_ATTENTION, st->loaded.layer, neuron ? -1 : st->loaded.unit,
-                 e->pos, -1};
+    unit_key k = st->loaded;
+    /* a neuron's token in the activations view (its layer), a head's query in its pattern, a
+     * feature's token in the features view with its column selected */
+    lp_jump j = {true, k.kind == LP_UNIT_NEURON ? LP_VIEW_ACTIVATIONS : LP_VIEW_ATTENTION, k.layer,
+                 k.kind == LP_UNIT_HEAD ? k.unit : -1, e->pos, -1};
+    const char *dict = "";
+    if (k.kind == LP_UNIT_FEATURE) {
+        j.view = LP_VIEW_FEATURES, j.layer = -1;
+        if (!lp_session_sae(b->s, k.layer, &dict, NULL)) return;
+    }
     if (!e->run_id) {
         snprintf(b->message, sizeof b->message, "item %d has no run in this store", e->item);
         b->message_error = true;
@@ -513,9 +579,15 @@ static void open_example(examples_state *st, lp_browser *b) {
         char cmd[64];
         snprintf(cmd, sizeof cmd, "rerun %lld --reuse", e->run_id);
         lp_browser_request(b, cmd, j);
+        if (k.kind == LP_UNIT_FEATURE) b->after_pick = k.unit, snprintf(b->after_sae, sizeof b->after_sae, "%s", dict);
         return;
     }
     lp_browser_jump(b, &j);
+    if (k.kind == LP_UNIT_FEATURE) { /* the features view selects it in its next update */
+        b->feature_pick = k.unit;
+        snprintf(b->feature_sae, sizeof b->feature_sae, "%s", dict);
+        lp_browser_restale(b);
+    }
 }
 
 static bool examples_act(void *vst, lp_browser *b, lp_action a) {
@@ -526,25 +598,37 @@ static bool examples_act(void *vst, lp_browser *b, lp_action a) {
     case LP_DO_DOWN: if (st->sel + 1 < st->n_ex) st->sel++; break;
     case LP_DO_ENTER: open_example(st, b); break;
     case LP_DO_UNIT_KIND:
-        if (b->neuron >= 0) st->last_neuron = b->neuron, b->neuron = -1;
+        if (b->feature >= 0) b->feature = -1; /* back to the neuron or head shown before */
+        else if (b->neuron >= 0) st->last_neuron = b->neuron, b->neuron = -1;
         else b->neuron = st->last_neuron >= 0 && st->last_neuron < d_mlp ? st->last_neuron : strongest_neuron(b);
+        break;
+    case LP_DO_FEATURE_UNIT:
+        if (!lp_features_selection(b, &b->feature_dict, &b->feature)) {
+            b->message_error = false;
+            snprintf(b->message, sizeof b->message, "%s",
+                     b->s->n_saes ? "f: no feature selected in view 0; :examples feature ID names one"
+                                  : "f: no dictionary loaded (:sae load PATH loads one)");
+            return false;
+        }
         break;
     case LP_DO_LEFT:
     case LP_DO_RIGHT:
-        if (b->neuron < 0) b->head += a == LP_DO_LEFT ? -1 : 1; /* the browser keeps it in range */
+        if (b->feature >= 0) b->feature += a == LP_DO_LEFT ? (b->feature > 0 ? -1 : 0) : 1; /* kept in its dictionary */
+        else if (b->neuron < 0) b->head += a == LP_DO_LEFT ? -1 : 1; /* the browser keeps it in range */
         else b->neuron = a == LP_DO_LEFT ? (b->neuron > 0 ? b->neuron - 1 : 0) : (b->neuron + 1 < d_mlp ? b->neuron + 1 : b->neuron);
         break;
     case LP_DO_METRIC_NEXT:
     case LP_DO_METRIC_PREV: { /* a head's examples by the next (previous) metric, round to its key again */
-        if (b->neuron >= 0) return false;
+        if (b->neuron >= 0 || b->feature >= 0) return false;
         int n_by = LP_UNIT_KINDS - LP_UNIT_HEAD, step = a == LP_DO_METRIC_NEXT ? 1 : n_by - 1;
         st->head_by = (lp_unit_kind)(LP_UNIT_HEAD + (st->head_by - LP_UNIT_HEAD + step) % n_by);
         break;
     }
     case LP_DO_DATASET_NEXT: { /* the next dataset of the model, round to the latest again */
-        int n = (int)json_array_size(st->datasets), i = -1;
-        dataset_row(st, st->ds, &i);
-        st->want.pick = n > 0 ? lp_row_int(json_array_get(st->datasets, (size_t)((i + 1) % n)), "id", 0) : 0;
+        json_t *rows = choices(st);
+        int n = (int)json_array_size(rows), i = -1;
+        dataset_row(rows, st->ds, &i);
+        st->want.pick = n > 0 ? lp_row_int(json_array_get(rows, (size_t)((i + 1) % n)), "id", 0) : 0;
         break;
     }
     default: return false;
@@ -554,9 +638,13 @@ static bool examples_act(void *vst, lp_browser *b, lp_action a) {
 
 static void examples_subject(void *vst, const lp_browser *b, int *layer, int *head, int *pos) {
     (void)vst;
+    const char *site = NULL;
     *layer = b->layer;
-    *head = b->neuron >= 0 ? -1 : b->head;
+    *head = b->neuron >= 0 || b->feature >= 0 ? -1 : b->head;
     *pos = -1; /* the examples are other runs' tokens */
+    /* a feature's: its dictionary's layer, as the features view says */
+    if (b->feature >= 0 && (!lp_session_sae(b->s, b->feature_dict, NULL, &site) || sscanf(site, "blocks.%d.", layer) != 1))
+        *layer = -1;
 }
 
 const lp_view_ops lp_view_examples = {

@@ -258,6 +258,14 @@ static int features_update(void *vst, lp_browser *b) {
     return rc;
 }
 
+bool lp_features_selection(const lp_browser *b, int *dict, int *feature) {
+    const features_state *st = b->state[LP_VIEW_FEATURES];
+    if (!st || st->feature < 0 || st->sae < 0 || st->sae >= b->s->n_saes) return false;
+    *dict = st->sae;
+    *feature = st->feature;
+    return true;
+}
+
 /* ---- drawing ---- */
 
 static float act_at(const features_state *st, int t, int f) { return st->acts[(size_t)t * st->m + f]; }

@@ -83,6 +83,9 @@ int lp_split_words(const char *line, char ***words);
 /* Dictionary i (0 .. n_saes - 1, in the order loaded), its name and the site it reads
  * ("blocks.1.resid_pre"); NULL past the end. Borrowed: valid until the next command. */
 const struct lp_sae *lp_session_sae(const lp_session *s, int i, const char **name, const char **site);
+/* The path dictionary i was loaded from, as a dataset that tracks its features records it
+ * (settings' features: path, site); NULL past the end. Borrowed as lp_session_sae's. */
+const char *lp_session_sae_path(const lp_session *s, int i);
 /* Dictionary i's features at every position of the current run: *acts (T, d_sae), the
  * caller's to free (what `features` ranks; a spliced dictionary reads what came into its
  * site, kept by the splice). */

@@ -408,6 +408,8 @@ const struct lp_sae *lp_session_sae(const lp_session *s, int i, const char **nam
     return s->saes[i].sae;
 }
 
+const char *lp_session_sae_path(const lp_session *s, int i) { return i >= 0 && i < s->n_saes ? s->saes[i].path : NULL; }
+
 int lp_session_sae_encode(const lp_session *s, int i, float **acts) {
     *acts = NULL;
     if (!s->run) return lp_error(LP_EINVAL, "features: no run yet; use 'run TEXT' first");

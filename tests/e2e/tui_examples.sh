@@ -5,13 +5,18 @@
 # drawn highlighted), moving to the second and Enter opening its item's stored run (the
 # strip is that item's tokens, the activations view on its token; no new run recorded),
 # resizing, and nothing past 80 columns; c and C cycle the metric ranking a head's examples
-# (each the top of `examples head 0.0 --by METRIC`).
+# (each the top of `examples head 0.0 --by METRIC`). A dictionary's feature (3, after a
+# dataset with the bundled SAE loaded): the feature selected in view 0 shown on coming to
+# view 9, its top example, density and samples as `examples feature ID` and the store give
+# them, H L u f, Enter opening the item in view 0 on the feature's column, :examples feature
+# ID; (4) the lines when no dataset tracked the dictionary, or there is none.
 set -u
 LOUPE=${LOUPE:-./loupe}
 case $LOUPE in /*) ;; *) LOUPE=$(pwd)/$LOUPE ;; esac
 M=$(pwd)/models/default
+SAE=models/default-sae
 TEXT='When Mary and John went to the store, John gave a drink to'
-PANE=ex LIMIT=90
+PANE=ex LIMIT=180
 . tests/e2e/lib/tmux.sh
 start() { start_pane 80 24 "LANG=C.UTF-8 TERM=xterm-256color LOUPE_HISTORY='$tmp/hist' $*"; }
 # The text drawn highlighted on screen row $1 (the selected colour's background, 221 on
@@ -48,8 +53,8 @@ else fail "dataset of 20 items"; sed 's/^/  | /' "$tmp/out"; fi
 "$LOUPE" -d "$tmp/ds.db" -m json "$M" -e 'examples neuron 1.7 --k 2' >"$tmp/neuron.json"
 "$LOUPE" -d "$tmp/ds.db" -m json "$M" -e 'examples head 0.0 --by entropy --k 2' >"$tmp/entropy.json"
 "$LOUPE" -d "$tmp/ds.db" -m json "$M" -e 'examples head 0.0 --by max_attn --k 2' >"$tmp/max_attn.json"
-runs() { "$LOUPE" -d "$tmp/ds.db" -m csv -e 'sql SELECT count(*) AS n FROM runs' | tail -1 | tr -d '\r'; }
-runs_before=$(runs)
+runs() { "$LOUPE" -d "$tmp/$1" -m csv -e 'sql SELECT count(*) AS n FROM runs' | tail -1 | tr -d '\r'; }
+runs_before=$(runs ds.db)
 start "'$LOUPE' -d '$tmp/ds.db' --tui '$M' -e 'run $TEXT'"
 expect "the browser opens on the dataset's store" 10 "rows: queries, columns: keys"
 keys 9
@@ -92,8 +97,90 @@ else fail "the run shown is item $item2's text"; screen | sed -n 2p; echo "  wan
 within_80 "the activations view within 80 columns"
 quit_with "q leaves" 0 q
 # one new run: -e's, none for Enter
-if [ "$(runs)" = $((runs_before + 1)) ]; then ok "Enter reused the stored run (no new run)"
-else fail "Enter reused the stored run ($(runs) runs, were $runs_before before -e's run)"; fi
+if [ "$(runs ds.db)" = $((runs_before + 1)) ]; then ok "Enter reused the stored run (no new run)"
+else fail "Enter reused the stored run ($(runs ds.db) runs, were $runs_before before -e's run)"; fi
+
+# 3. Features: a dataset made with the dictionary loaded tracks every feature.
+if "$LOUPE" -d "$tmp/feat.db" "$M" -e "sae load $SAE" -e "dataset $tmp/items.txt --k 5" >"$tmp/out" 2>&1
+then ok "dataset of 20 items with the dictionary loaded"
+else fail "dataset of 20 items with the dictionary loaded"; sed 's/^/  | /' "$tmp/out"; fi
+sql() { "$LOUPE" -d "$tmp/feat.db" -m csv -e "sql $1" | tail -1 | tr -d '\r'; }
+fex() { "$LOUPE" -d "$tmp/feat.db" -m json "$M" -e "sae load $SAE" -e "examples feature $1 --k 2" | jq -s '.[1]'; }
+fex 390 >"$tmp/f390.json"
+fex 389 >"$tmp/f389.json"
+fired=$(sql "SELECT sum(count) FROM unit_histograms WHERE unit_kind = 'feature' AND unit = 390 AND bin > 0")
+total=$(sql "SELECT sum(count) FROM unit_histograms WHERE unit_kind = 'feature' AND unit = 390")
+silent=$(sql "SELECT min(unit) FROM unit_stats WHERE unit_kind = 'feature' AND examples = '[]'")
+f4() { printf '%.4f' "$1"; }
+runs_before=$(runs feat.db)
+start "'$LOUPE' -d '$tmp/feat.db' --tui '$M' -e 'run $TEXT' -e 'sae load $SAE'"
+expect "the browser opens with the dictionary" 10 "rows: queries, columns: keys"
+keys 9
+expect "9 before any feature is chosen: the head" 5 "head 0.0 by key  dataset 1 items.txt"
+keys 0 : "feature 390" Enter
+keys Escape
+expect "view 0 on feature 390" 5 " f390 "
+keys 9
+expect "from view 0, 9 shows the feature selected there" 5 "feature 390 of blocks.1.resid_pre  dataset 1 items.txt"
+expect_top "feature 390" "$tmp/f390.json"
+expect "its density: the positions where it fires, from the store" 5 "($fired/$total tokens > 0)"
+expect "the quantile samples" 5 "quantile samples"
+within_80 "a feature's examples within 80 columns"
+keys H
+expect "H: the previous feature" 5 "feature 389 of blocks.1.resid_pre  dataset 1"
+if [ "$(jq length "$tmp/f389.json")" -gt 0 ]; then expect_top "feature 389" "$tmp/f389.json"
+else expect "feature 389 fired on no item: the view says so" 5 "it fired on none of the dataset's items"; fi
+keys L u
+expect "L then u: back to the head" 5 "head 0.0 by key  dataset 1"
+keys f
+expect "f: the feature selected in view 0 again" 5 "feature 390 of blocks.1.resid_pre  dataset 1"
+expect_top "feature 390 again" "$tmp/f390.json"
+keys j
+item2=$(jq -r '.[1].item' "$tmp/f390.json") pos2=$(jq -r '.[1].pos' "$tmp/f390.json")
+expect "j selects the second example" 5 "#2 item $item2: $pos2 "
+keys Enter
+text2=$(jq -r '.[1].text' "$tmp/f390.json")
+strip2=" $("$LOUPE" -d :memory: -m json "$M" -e "run $text2" -e tokens | jq -s -r '.[1] | map(.text | gsub(" "; "·")) | join(" ")')"
+tok2=$(shown "$(jq -r '.[1].token' "$tmp/f390.json")")
+expect "Enter: view 0 on the example's token, the feature's column, its value" 10 "token $pos2 $tok2  f390 $(f4 "$(jq -r '.[1].value' "$tmp/f390.json")")  column"
+if [ "$(screen | sed -n 2p | sed 's/ *$//')" = "$strip2" ]; then ok "the run shown is item $item2's text"
+else fail "the run shown is item $item2's text"; screen | sed -n 2p; echo "  wanted: $strip2"; fi
+keys Escape l
+# the feature of the column right of f390's, from the status line
+status_feature() { screen | sed -n 's/.*  f\([0-9]*\) [0-9.-]*  column [0-9]*\/.*/\1/p' | head -1; }
+moved() { next=$(status_feature); [ -n "$next" ] && [ "$next" != 390 ]; }
+poll moved 5 x
+keys 9
+if [ -n "$next" ] && poll shows 5 "feature $next of blocks.1.resid_pre  dataset 1"; then ok "l in view 0, then 9: that feature (f$next)"
+else fail "l in view 0, then 9: that feature ('$next')"; screen | sed 's/^/  | /'; fi
+keys : "examples feature $silent" Enter
+expect ":examples feature $silent: a feature that never fired" 5 "feature $silent of blocks.1.resid_pre  dataset 1"
+expect "says so, with its histogram" 5 "it fired on none of the dataset's items"
+expect "every token in bin 0" 5 "density 0 (0/$total tokens > 0)"
+quit_with "q leaves (features)" 0 q
+if [ "$(runs feat.db)" = $((runs_before + 1)) ]; then ok "Enter reused the stored run (no new run)"
+else fail "Enter reused the stored run ($(runs feat.db) runs, were $runs_before before -e's run)"; fi
+
+# 4. No dataset tracked the dictionary (ds.db's was made without it), then no dataset at all.
+start "'$LOUPE' -d '$tmp/ds.db' --tui '$M' -e 'run $TEXT' -e 'sae load $SAE'"
+expect "the browser opens on a store without features" 10 "rows: queries, columns: keys"
+keys 0
+expect "view 0 selects the strongest feature" 5 "column 1/"
+keys 9
+expect "9: no dataset tracked the dictionary" 5 "No dataset of this model tracked this dictionary's features"
+expect "and how to make one" 5 "run :dataset FILE with the dictionary loaded"
+within_80 "the line within 80 columns"
+keys u
+expect "u: the head's examples of the dataset" 5 "head 0.0 by key  dataset 1"
+quit_with "q leaves (no features tracked)" 0 q
+start "'$LOUPE' -d '$tmp/empty.db' --tui '$M' -e 'sae load $SAE'"
+expect "the browser opens without a run" 10 "No run yet"
+keys : "examples feature 3" Enter
+expect ":examples feature 3 on a store without datasets" 5 "No dataset examples in this store"
+expect "names the command, with the dictionary loaded" 5 ":dataset FILE with the dictionary loaded"
+keys f
+expect "f with no feature selected in view 0 (no run)" 5 "f: no feature selected in view 0"
+quit_with "q leaves (empty)" 0 q
 
 echo "took $(($(date +%s) - began)) s"
 [ "$fails" -eq 0 ] && echo "all passed"
