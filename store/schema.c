@@ -945,7 +945,14 @@ static const char V9[] =
     "LEFT JOIN unit_bins b ON b.unit_kind = s.unit_kind AND b.bin = h.key\n"
     "WHERE h.value > 0;\n";
 
-static const char *const MIGRATIONS[] = {V1, V2, V3, V4, V5, V6, V7, V8, V9};
+/* Version 10: every --each result of a dataset's items in one view, for means and spreads of
+ * any per-run score over a dataset (dla's total, patch's recovery, ...). */
+static const char V10[] =
+    "CREATE VIEW dataset_analyses AS      -- the dataset's items' analyses (dla, patch, ...): params and result JSON\n"
+    "SELECT i.dataset_id, i.item, i.text, i.label, a.run_id, a.id AS analysis_id, a.kind, a.params, a.result\n"
+    "FROM dataset_items i JOIN analyses a ON a.run_id = i.run_id;\n";
+
+static const char *const MIGRATIONS[] = {V1, V2, V3, V4, V5, V6, V7, V8, V9, V10};
 #define N_MIGRATIONS ((int)(sizeof MIGRATIONS / sizeof *MIGRATIONS))
 
 int store_schema_latest(void) { return N_MIGRATIONS; }

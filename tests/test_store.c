@@ -21,7 +21,7 @@
 #include "loupe/store.h"
 #include "loupe/unit_rows.h"
 
-#define SCHEMA_LATEST 9 /* the schema version this loupe writes */
+#define SCHEMA_LATEST 10 /* the schema version this loupe writes */
 
 #define OK(call)                                                                                                       \
     do {                                                                                                               \
@@ -311,7 +311,7 @@ static void newer_schema_is_refused_and_file_untouched(void **state) {
     snapshot before = snap(f->path);
     lp_store *st = (lp_store *)1;
     EXPECT_ERROR(lp_store_open(&st, f->path), LP_EUNSUPPORTED, f->path,
-                 "has schema version 99; this loupe knows up to 9: use a newer loupe");
+                 "has schema version 99; this loupe knows up to 10: use a newer loupe");
     assert_null(st);
     assert_untouched(&before, f->path);
 }

@@ -29,6 +29,11 @@ check "item 7's corrupt prompt: as many words, the subject's second mention repl
 check "item 7's patch is the one typed by hand (target '$label', vs ' $subject')" test "$(jq -s -S -c '.[1] | del(.analysis_id)' "$tmp/hand")" = "$(jq -S -c '.[0].patch | fromjson' "$tmp/item")"
 check "item 7's dla is the one typed by hand" test "$(jq -s -S -c '.[2] | del(.analysis_id)' "$tmp/hand")" = "$(jq -S -c '.[0].dla | fromjson' "$tmp/item")"
 
+# A per-run score's mean and spread over the set, from the view dataset_analyses (README's query)
+"$LOUPE" -d "$tmp/one.db" -m json -e "sql SELECT count(*) AS n, avg(v) AS mean, sqrt(avg(v * v) - avg(v) * avg(v)) AS std FROM (SELECT result ->> '\$.total' AS v FROM dataset_analyses WHERE kind = 'dla')" >"$tmp/mean" 2>"$tmp/err"
+sqlite3 "$tmp/one.db" "SELECT result FROM analyses WHERE kind = 'dla'" | jq -s '[.[].total] | {n: length, mean: (add / length)}' >"$tmp/jqmean"
+check "dataset_analyses: dla's total over the 24 items, mean as jq computes it (1e-6: sql prints 9 digits)" jq -e -n --slurpfile a "$tmp/mean" --slurpfile b "$tmp/jqmean" '$a[0][0].n == 24 and $b[0].n == 24 and ($a[0][0].mean - $b[0].mean | fabs) < 1e-6 and $a[0][0].std > 0'
+
 # The same spec, the same items; shards merge to one process's rows
 "$LOUPE" -d "$tmp/two.db" $M -e "dataset $G --k 3 --limit 4" >/dev/null 2>&1
 check "the same spec gives the same items (and fingerprint)" test "$(sqlite3 "$tmp/two.db" "SELECT file_fingerprint FROM datasets")|$(sqlite3 "$tmp/two.db" "SELECT group_concat(text, '|') FROM dataset_items")" = "$(sqlite3 "$tmp/one.db" "SELECT file_fingerprint FROM datasets")|$(sqlite3 "$tmp/one.db" "SELECT group_concat(text, '|') FROM (SELECT text FROM dataset_items ORDER BY item LIMIT 4)")"

@@ -112,7 +112,7 @@ cp tests/fixtures/store_v2.db "$tmp/v2.db"
 check "schema 2 file: migrated and its pair rerun" test $? -eq 0
 check "schema 2 file: the pair's types restored" jq -e -s '(.[0].types | add) == 7 and .[0].types[8] == 1' "$tmp/out"
 check "schema 2 file: the label probability recorded then" test "$(jq -s '.[1][0].prob * 10000 | round' "$tmp/out")" = "$(q "$tmp/v2.db" 'SELECT prob FROM predictions WHERE run_id = 1 AND token_id = 0' '.[0].prob * 10000 | round')"
-check "schema 2 file: version 9" test "$(q "$tmp/v2.db" 'PRAGMA user_version' '.[0].user_version')" = 9
+check "schema 2 file: version 10" test "$(q "$tmp/v2.db" 'PRAGMA user_version' '.[0].user_version')" = 10
 
 # Encoder-decoders (schema 4): a T5 run keeps its source and target, both sides' tokens, the
 # heads of both stacks and the cross-attention's, and the alignment; rerun runs it again
@@ -157,7 +157,7 @@ check "store/README: the T5 example's output ($(wc -l <"$tmp/readme_out") lines)
 cp tests/fixtures/store_v3.db "$tmp/v3.db"
 "$LOUPE" -d "$tmp/v3.db" -m json models/default -e 'rerun 1' >"$tmp/out" 2>"$tmp/err"
 check "schema 3 file: migrated and its decoder run rerun" test $? -eq 0
-check "schema 3 file: version 9" test "$(q "$tmp/v3.db" 'PRAGMA user_version' '.[0].user_version')" = 9
+check "schema 3 file: version 10" test "$(q "$tmp/v3.db" 'PRAGMA user_version' '.[0].user_version')" = 10
 "$LOUPE" -d "$tmp/v3.db" $T5 -e 'rerun 2' >/dev/null 2>"$tmp/e"; rc=$?
 check "schema 3 file: its T5 run is refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: rerun: run 2 was recorded without its source tokens' '$tmp/e'"
 "$LOUPE" -d "$tmp/v3.db" $T5 -e 'rerun 1' >/dev/null 2>"$tmp/e"; rc=$?
@@ -168,7 +168,7 @@ check "rerun of a decoder's run on a T5: refused in one line" sh -c "test $rc -e
 cp tests/fixtures/store_v4.db "$tmp/v4.db"
 "$LOUPE" -d "$tmp/v4.db" -m json models/default -e 'rerun 1' -e 'attr gxi --from 12' >"$tmp/out" 2>"$tmp/err"
 check "schema 4 file: migrated, rerun and a series recorded" test $? -eq 0
-check "schema 4 file: version 9" test "$(q "$tmp/v4.db" 'PRAGMA user_version' '.[0].user_version')" = 9
+check "schema 4 file: version 10" test "$(q "$tmp/v4.db" 'PRAGMA user_version' '.[0].user_version')" = 10
 check "schema 4 file: its attribution kept beside the series' two" test "$(q "$tmp/v4.db" 'SELECT group_concat(run_id || ":" || pos) AS a FROM attributions' '.[0].a')" = "1:13,3:11,3:12"
 check "schema 4 file: the series' matrix" test "$(q "$tmp/v4.db" 'SELECT count(*) AS n, min(explained_pos) AS a, max(explained_pos) AS b FROM attribution_matrix WHERE series_id = 1' '.[0] | "\(.n) \(.a) \(.b)"')" = "28 12 13"
 "$LOUPE" -d "$tmp/v4.db" tests/fixtures/t5/t5_relu_tok -e 'rerun 2' >/dev/null 2>"$tmp/err"
@@ -180,7 +180,7 @@ cp tests/fixtures/store_v5.db "$tmp/v5.db"
 printf 'When Mary and John went to the store, John gave a drink to\nOnce upon a time\n' >"$tmp/items.txt"
 "$LOUPE" -d "$tmp/v5.db" -m json models/default -e 'rerun 1' -e "dataset $tmp/items.txt --each 'attr gxi' --k 3" >"$tmp/out" 2>"$tmp/err"
 check "schema 5 file: migrated, rerun and a dataset recorded" test $? -eq 0
-check "schema 5 file: version 9" test "$(q "$tmp/v5.db" 'PRAGMA user_version' '.[0].user_version')" = 9
+check "schema 5 file: version 10" test "$(q "$tmp/v5.db" 'PRAGMA user_version' '.[0].user_version')" = 10
 check "schema 5 file: its runs, attributions and series kept" test "$(q "$tmp/v5.db" 'SELECT (SELECT count(*) FROM attributions WHERE run_id <= 2) AS a, (SELECT count(*) FROM attribution_series) AS s, (SELECT count(*) FROM runs WHERE id <= 2) AS r' '.[0] | "\(.a) \(.s) \(.r)"')" = "3 1 2"
 check "schema 5 file: the dataset's items and their runs" test "$(q "$tmp/v5.db" 'SELECT count(*) AS n FROM dataset_runs r JOIN runs x ON x.id = r.run_id' '.[0].n')" = 2
 
@@ -192,7 +192,7 @@ cp tests/fixtures/store_v6.db "$tmp/v6.db"
 before=$(sqlite3 tests/fixtures/store_v6.db "SELECT unit_kind, layer, unit, rank, item, pos, key_pos, token_id, value FROM unit_examples ORDER BY 1, 2, 3, 4; SELECT unit_kind, layer, unit, bin, hash, item, value FROM unit_quantile_samples ORDER BY 1, 2, 3, 4, 5" | md5sum)
 "$LOUPE" -d "$tmp/v6.db" -m json models/default -e 'examples head 1.2 --k 2' >"$tmp/out" 2>"$tmp/err"
 check "schema 6 file: migrated, its examples read" jq -e 'length == 2 and all(.metric == "key")' "$tmp/out"
-check "schema 6 file: version 9" test "$(q "$tmp/v6.db" 'PRAGMA user_version' '.[0].user_version')" = 9
+check "schema 6 file: version 10" test "$(q "$tmp/v6.db" 'PRAGMA user_version' '.[0].user_version')" = 10
 check "schema 6 file: every example and sample kept" test "$(sqlite3 "$tmp/v6.db" "SELECT unit_kind, layer, unit, rank, item, pos, key_pos, token_id, value FROM unit_examples ORDER BY 1, 2, 3, 4; SELECT unit_kind, layer, unit, bin, hash, item, value FROM unit_quantile_samples ORDER BY 1, 2, 3, 4, 5" | md5sum)" = "$before"
 check "schema 6 file: under their metric, items without error" test "$(q "$tmp/v6.db" "SELECT (SELECT group_concat(DISTINCT unit_kind || ':' || metric) FROM unit_examples) AS m, (SELECT count(*) FROM dataset_runs WHERE error IS NULL) AS i, (SELECT n_failed FROM datasets) AS f" '.[0] | "\(.m) \(.i) \(.f)"')" = "head:key,neuron:activation 6 0"
 "$LOUPE" -d "$tmp/v6.db" -m json models/default -e "dataset $tmp/items.txt --k 3" -e 'examples head 1.2 --by induction --k 2' >"$tmp/out" 2>"$tmp/err"
@@ -208,7 +208,7 @@ before=$(sqlite3 tests/fixtures/store_v7.db "SELECT * FROM runs; SELECT * FROM t
 "$LOUPE" -d "$tmp/v7.db" -m json models/default -e 'sae load models/default-sae --name ds --store-k 3' -e 'rerun 1' \
     -e 'sae load models/default-sae --name off --store-k 0' -e 'run When Mary and' >"$tmp/out" 2>"$tmp/err"
 check "schema 7 file: migrated, a run rerun beside its runs" test $? -eq 0
-check "schema 7 file: version 9" test "$(q "$tmp/v7.db" 'PRAGMA user_version' '.[0].user_version')" = 9
+check "schema 7 file: version 10" test "$(q "$tmp/v7.db" 'PRAGMA user_version' '.[0].user_version')" = 10
 check "schema 7 file: runs, tokens and the analysis kept" test "$(sqlite3 "$tmp/v7.db" "SELECT * FROM runs WHERE id <= 2; SELECT * FROM tokens WHERE run_id <= 2; SELECT * FROM analyses" | md5sum)" = "$before"
 check "schema 7 file: old runs without features, new ones with 3 a position" test "$(q "$tmp/v7.db" "SELECT (SELECT count(*) FROM feature_activations WHERE run_id <= 2) AS o, (SELECT count(*) FROM feature_acts WHERE run_id = 3) AS n, (SELECT count(*) FROM feature_acts WHERE run_id = 4) AS m, (SELECT group_concat(DISTINCT sae) FROM feature_acts) AS s" '.[0] | "\(.o) \(.n) \(.m) \(.s)"')" = "0 42 9 ds"
 check "feature_acts: where feature 390 fires most" test "$(q "$tmp/v7.db" "SELECT pos, token FROM feature_acts WHERE sae = 'ds' AND feature = 390 ORDER BY act DESC LIMIT 1" '.[0] | "\(.pos) \(.token)"')" = "13  to"
@@ -231,7 +231,7 @@ before=$(dump8 tests/fixtures/store_v8.db | md5sum)
 rows8=$(sqlite3 tests/fixtures/store_v8.db "SELECT count(*) FROM unit_examples")
 "$LOUPE" -d "$tmp/v8.db" -m json models/default -e 'examples head 1.2 --by induction --k 2' >"$tmp/out" 2>"$tmp/err"
 check "schema 8 file: migrated, its examples by a metric read" jq -e 'length == 2 and all(.metric == "induction") and .[0].value >= .[1].value' "$tmp/out"
-check "schema 8 file: version 9" test "$(q "$tmp/v8.db" 'PRAGMA user_version' '.[0].user_version')" = 9
+check "schema 8 file: version 10" test "$(q "$tmp/v8.db" 'PRAGMA user_version' '.[0].user_version')" = 10
 check "schema 8 file: the views give every row of the old tables ($rows8 examples)" test "$(dump8 "$tmp/v8.db" | md5sum)" = "$before"
 check "schema 8 file: one unit_stats row per unit and metric (512 neurons, 8 heads by 7)" test "$(sqlite3 "$tmp/v8.db" "SELECT count(*), sum(histogram IS NOT NULL) FROM unit_stats")" = "568|520"
 
