@@ -946,8 +946,10 @@ static const char V9[] =
     "WHERE h.value > 0;\n";
 
 /* Version 10: every --each result of a dataset's items in one view, for means and spreads of
- * any per-run score over a dataset (dla's total, patch's recovery, ...). */
+ * any per-run score over a dataset (dla's total, patch's recovery, ...); a run made through
+ * a spliced dictionary, steering or clamps says so (runs.edits). */
 static const char V10[] =
+    "ALTER TABLE runs ADD COLUMN edits TEXT;  -- JSON: the dictionaries spliced in, steering, clamps; NULL: the model alone\n"
     "CREATE VIEW dataset_analyses AS      -- the dataset's items' analyses (dla, patch, ...): params and result JSON\n"
     "SELECT i.dataset_id, i.item, i.text, i.label, a.run_id, a.id AS analysis_id, a.kind, a.params, a.result\n"
     "FROM dataset_items i JOIN analyses a ON a.run_id = i.run_id;\n";

@@ -27,8 +27,8 @@ static const char *const QUERIES[Q_COUNT] = {
     [Q_SAVEPOINT] = "SAVEPOINT lp_record",
     [Q_RELEASE] = "RELEASE lp_record",
     [Q_ROLLBACK_TO] = "ROLLBACK TO lp_record",
-    [Q_RUN_ADD] = "INSERT INTO runs (session_id, model_id, text, n_tokens, pair, target, target_kind, n_source)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [Q_RUN_ADD] = "INSERT INTO runs (session_id, model_id, text, n_tokens, pair, target, target_kind, n_source, edits)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [Q_TOKEN_ADD] = "INSERT INTO tokens (run_id, pos, token_id, text, type, special, side)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [Q_PRED_ADD] = "INSERT INTO predictions (run_id, pos, rank, token_id, token, prob, logit)"
@@ -60,7 +60,7 @@ static const char *const QUERIES[Q_COUNT] = {
                       " (SELECT t.token_id FROM tokens t JOIN runs r ON r.id = t.run_id WHERE t.run_id = ?2 AND t.pos = ?7"
                       " AND t.side = CASE WHEN ?8 = 'enc' AND r.target_kind IS NOT NULL THEN 'source' ELSE 'target' END))",
     [Q_TENSOR_ADD] = "INSERT INTO tensors (run_id, name, layer, head, shape, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    [Q_RUN_GET] = "SELECT model_id, text, pair, target, target_kind FROM runs WHERE id = ?1",
+    [Q_RUN_GET] = "SELECT model_id, text, pair, target, target_kind, edits FROM runs WHERE id = ?1",
     [Q_RUN_TOKENS] = "SELECT token_id, type FROM tokens WHERE run_id = ?1 AND side = ?2 ORDER BY pos",
     [Q_ATTR_ADD] = "INSERT INTO attributions (run_id, method, objective, pos, target_id, contrast_id, params, delta)"
                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, coalesce(?7, '{}'), ?8)",
@@ -635,6 +635,7 @@ int lp_store_put_run(lp_store *st, const lp_store_run *r, int64_t *run_id) {
     bind_str(s, 6, r->target);
     bind_str(s, 7, r->target_kind);
     if (r->target_kind) sqlite3_bind_int(s, 8, r->n_src);
+    bind_str(s, 9, r->edits);
     if ((rc = done(st, s, "recording the run"))) return rollback(st, rc);
     int64_t run = sqlite3_last_insert_rowid(st->db);
     if ((rc = put_run_rows(st, r, run)) || (rc = run_q(st, Q_COMMIT, "committing the run"))) return rollback(st, rc);
@@ -651,6 +652,7 @@ void lp_store_saved_run_free(lp_store_saved_run *r) {
     free(r->target);
     free(r->target_kind);
     free(r->src_ids);
+    free(r->edits);
     *r = (lp_store_saved_run){0};
 }
 
@@ -733,8 +735,8 @@ int lp_store_get_run(lp_store *st, int64_t run_id, lp_store_saved_run *out) {
     if (step == SQLITE_ROW) {
         out->model_id = sqlite3_column_int64(s, 0); /* 0 when NULL */
         if (!(rc = column_dup(s, 1, &out->text)) && !(rc = column_dup(s, 2, &out->pair)) &&
-            !(rc = column_dup(s, 3, &out->target)))
-            rc = column_dup(s, 4, &out->target_kind);
+            !(rc = column_dup(s, 3, &out->target)) && !(rc = column_dup(s, 4, &out->target_kind)))
+            rc = column_dup(s, 5, &out->edits);
     } else {
         rc = step == SQLITE_DONE ? lp_error(LP_EINVAL, "no run %lld; 'runs' lists them", (long long)run_id)
                                  : store_fail(st, step, "reading the run");

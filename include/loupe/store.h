@@ -124,6 +124,9 @@ typedef struct {
     /* schema v8: the loaded dictionaries' features */
     const lp_store_features *features; /* (n_features) */
     int n_features;
+    /* schema v10: what the forward was made through (dictionaries spliced in, steering,
+     * clamps) as JSON, the run's "edits"; NULL: the model alone */
+    const char *edits;
 } lp_store_run;
 
 /* Records a run with its tokens, predictions and head metrics in one transaction. */
@@ -141,6 +144,7 @@ typedef struct {
     char *target, *target_kind;
     int *src_ids;      /* (n_src) */
     int n_src;
+    char *edits;       /* schema v10: the run's edits (lp_store_run.edits), or NULL */
 } lp_store_saved_run;
 /* Reads a stored run into *out (its arrays and strings malloc'd: lp_store_saved_run_free). */
 int lp_store_get_run(lp_store *st, int64_t run_id, lp_store_saved_run *out);

@@ -204,12 +204,13 @@ check "schema 6 file: the new dataset's head histograms" test "$(sqlite3 "$tmp/v
 # are kept, without feature rows (version 7 kept none); a run made now with a dictionary
 # loaded keeps, per position, its --store-k strongest features; --store-k 0 keeps none.
 cp tests/fixtures/store_v7.db "$tmp/v7.db"
-before=$(sqlite3 tests/fixtures/store_v7.db "SELECT * FROM runs; SELECT * FROM tokens; SELECT * FROM analyses" | md5sum)
+RUN7="id, session_id, model_id, text, n_tokens, created_at, pair, target, target_kind, n_source" # version 7's columns
+before=$(sqlite3 tests/fixtures/store_v7.db "SELECT $RUN7 FROM runs; SELECT * FROM tokens; SELECT * FROM analyses" | md5sum)
 "$LOUPE" -d "$tmp/v7.db" -m json models/default -e 'sae load models/default-sae --name ds --store-k 3' -e 'rerun 1' \
     -e 'sae load models/default-sae --name off --store-k 0' -e 'run When Mary and' >"$tmp/out" 2>"$tmp/err"
 check "schema 7 file: migrated, a run rerun beside its runs" test $? -eq 0
 check "schema 7 file: version 10" test "$(q "$tmp/v7.db" 'PRAGMA user_version' '.[0].user_version')" = 10
-check "schema 7 file: runs, tokens and the analysis kept" test "$(sqlite3 "$tmp/v7.db" "SELECT * FROM runs WHERE id <= 2; SELECT * FROM tokens WHERE run_id <= 2; SELECT * FROM analyses" | md5sum)" = "$before"
+check "schema 7 file: runs, tokens and the analysis kept" test "$(sqlite3 "$tmp/v7.db" "SELECT $RUN7 FROM runs WHERE id <= 2; SELECT * FROM tokens WHERE run_id <= 2; SELECT * FROM analyses" | md5sum)" = "$before"
 check "schema 7 file: old runs without features, new ones with 3 a position" test "$(q "$tmp/v7.db" "SELECT (SELECT count(*) FROM feature_activations WHERE run_id <= 2) AS o, (SELECT count(*) FROM feature_acts WHERE run_id = 3) AS n, (SELECT count(*) FROM feature_acts WHERE run_id = 4) AS m, (SELECT group_concat(DISTINCT sae) FROM feature_acts) AS s" '.[0] | "\(.o) \(.n) \(.m) \(.s)"')" = "0 42 9 ds"
 check "feature_acts: where feature 390 fires most" test "$(q "$tmp/v7.db" "SELECT pos, token FROM feature_acts WHERE sae = 'ds' AND feature = 390 ORDER BY act DESC LIMIT 1" '.[0] | "\(.pos) \(.token)"')" = "13  to"
 "$LOUPE" -d "$tmp/v7.db" models/default -e 'sae load models/default-sae --store-k 5000' >/dev/null 2>"$tmp/e"; rc=$?
@@ -258,6 +259,17 @@ check "examples feature on a dataset that kept none: refused in one line" sh -c 
 check "examples feature past the dictionary: refused in one line" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q '^error: feature' '$tmp/e'"
 "$LOUPE" -d "$tmp/fm.db" models/default -e "dataset $tmp/items.txt --track features" >/dev/null 2>"$tmp/e"; rc=$?
 check "dataset --track features without a dictionary: refused, saying to load one" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q \"no dictionary is loaded; 'sae load PATH' first\" '$tmp/e'"
+
+# A run made through a spliced dictionary or steering is kept as one (runs.edits), and rerun
+# makes it again only through the same edits.
+"$LOUPE" -d "$tmp/ed.db" models/default -e 'sae load models/default-sae --name ds' -e 'run Once upon a time' \
+    -e 'sae splice ds --no-error' -e 'run Once upon a time' -e 'sae unsplice ds' -e 'run --sae ds --steer 390:4 Once upon a time' >/dev/null 2>"$tmp/err"
+check "runs.edits: none for the model alone, the splice, the steering" test "$(sqlite3 "$tmp/ed.db" "SELECT coalesce(edits ->> '\$.spliced[0].splice', edits ->> '\$.steer', 'none') FROM runs ORDER BY id" | sort -u | tr '\n' ' ')" = "390:4 no_error none "
+spliced=$(sqlite3 "$tmp/ed.db" "SELECT min(id) FROM runs WHERE edits ->> '\$.spliced[0].splice' = 'no_error'")
+"$LOUPE" -d "$tmp/ed.db" models/default -e "rerun $spliced" >/dev/null 2>"$tmp/e"; rc=$?
+check "rerun of a spliced run without the splice: refused in one line, naming it" sh -c "test $rc -eq 1 && test \$(wc -l <'$tmp/e') -eq 1 && grep -q 'rerun: run $spliced was made through .*no_error.* the model alone' '$tmp/e'"
+"$LOUPE" -d "$tmp/ed.db" -m json models/default -e 'sae load models/default-sae --name ds' -e 'sae splice ds --no-error' -e "rerun $spliced" -e 'sql SELECT text, edits FROM runs ORDER BY id DESC LIMIT 1' >"$tmp/out" 2>"$tmp/err"
+check "rerun with the same splice: the same tokens, recorded with its edits" jq -e -s '.[-1][0].edits | fromjson | .spliced[0].splice == "no_error"' "$tmp/out"
 
 echo "$fails failed"
 [ "$fails" -eq 0 ]
