@@ -66,7 +66,7 @@ static void metric_names_go_both_ways(void **state) {
 
 /* add_run bins floats by a table of their bits: the same bin as lp_unit_bin for every float
  * that could differ (a few ulps around every edge, each power of two's range, the ends) and
- * for a sweep of positive floats' bit patterns. */
+ * for a sweep of every sign's bit patterns, NaNs' too. */
 static void float_bins_by_table_equal_the_edges(void **state) {
     (void)state;
     const float special[] = {0.0f, -0.0f, -1.0f, NAN, -NAN, INFINITY, -INFINITY, 1e-45f, 1.17549435e-38f, 3.4028235e38f};
@@ -77,7 +77,8 @@ static void float_bins_by_table_equal_the_edges(void **state) {
         for (int k = 0; k < 8; k++) f = nextafterf(f, 0.0f);
         for (int k = 0; k < 16; k++, f = nextafterf(f, INFINITY)) assert_int_equal(lp_unit_bin_f(f), lp_unit_bin(f));
     }
-    for (uint32_t bits = 1; bits < 0x7f800000u; bits += 997) {
+    for (uint64_t b64 = 1; b64 <= 0xffffffffu; b64 += 997) { /* positive, negative, NaN payloads */
+        uint32_t bits = (uint32_t)b64;
         float f;
         memcpy(&f, &bits, sizeof f);
         assert_int_equal(lp_unit_bin_f(f), lp_unit_bin(f));

@@ -11,6 +11,7 @@
 #include "loupe/error.h"
 #include "loupe/generate.h"
 #include "loupe/model.h"
+#include "util/parallel.h"
 
 /* 10^(-3 + j/4), j = 0..24: the bins' edges from 1e-3 to 1e3, written out so that every
  * machine bins alike. */
@@ -31,28 +32,41 @@ int lp_unit_bin(double v) {
     return 1 + lo;
 }
 
-/* A positive float's bin by its bits: bits >> 20 (exponent and 3 mantissa bits) names a
- * range of floats at most 2^(1/8) wide, less than the 10^(1/4) between two edges, so the range
- * holds at most one edge: the bin of its lowest float, or the next one past that edge. */
+/* A float's bin by its bits: bits >> 20 (sign, exponent and 3 mantissa bits) names a range
+ * of floats at most 2^(1/8) wide, less than the 10^(1/4) between two edges, so the range
+ * holds at most one edge: the bin of its lowest float, or the next one past that edge. The
+ * edge is compared as the smallest float >= it (exact: the value is a float), and no branch
+ * is taken, so that a layer's counting runs at the pace of its loads (GELU's outputs are
+ * about half negative: a branch on the sign was mispredicted half the time). */
 #define BIN_SHIFT 20
-static unsigned char bin_low[1u << (31 - BIN_SHIFT)];
+static unsigned char bin_low[1u << (32 - BIN_SHIFT)]; /* negative ranges: 0, never used */
+static float bin_next[LP_UNIT_BINS]; /* a value >= bin_next[b] is in bin b + 1; NaN: never */
 static pthread_once_t bin_once = PTHREAD_ONCE_INIT;
 
 static void bin_table(void) {
-    for (uint32_t i = 0; i < sizeof bin_low; i++) {
+    for (uint32_t i = 0; i < 1u << (31 - BIN_SHIFT); i++) {
         uint32_t bits = i ? i << BIN_SHIFT : 1; /* range 0's lowest positive float is the smallest denormal */
         float f;
         memcpy(&f, &bits, sizeof f);
         bin_low[i] = (unsigned char)lp_unit_bin(f);
     }
+    for (int b = 0; b < LP_UNIT_BINS; b++) {
+        if (b < 1 || b >= LP_UNIT_BINS - 1) {
+            bin_next[b] = NAN;
+            continue;
+        }
+        float f = (float)EDGES[b - 1];
+        if ((double)f < EDGES[b - 1]) f = nextafterf(f, INFINITY);
+        bin_next[b] = f;
+    }
 }
 
 static inline int bin_f(float v) { /* bin_table has run */
-    if (!(v > 0)) return 0;
     uint32_t bits;
     memcpy(&bits, &v, sizeof bits);
     int b = bin_low[bits >> BIN_SHIFT];
-    return b < LP_UNIT_BINS - 1 && (double)v >= EDGES[b - 1] ? b + 1 : b;
+    b += v >= bin_next[b];
+    return v > 0 ? b : 0; /* 0, -0, negatives and NaN */
 }
 
 int lp_unit_bin_f(float v) {
@@ -118,9 +132,7 @@ struct lp_unit_stats {
     float *metrics;                  /* (n_layer, n_head, LP_HEAD_METRIC_COUNT) scratch of add_run */
     int *at_q, *at_k;                /* (n_layer, n_head, LP_HEAD_METRIC_COUNT) */
     slot *slots;                     /* (n_units, LP_UNIT_BINS) */
-    float *best;                     /* (d_mlp) scratch of add_run */
-    int *best_pos;                   /* (d_mlp) */
-    uint16_t *count;                 /* (d_mlp, LP_UNIT_BINS) scratch of add_run: one layer's counts */
+    const float **layer_data;        /* (n_layer) scratch of add_run: each layer's mlp_post */
 };
 
 static int unit_of(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index) {
@@ -162,10 +174,8 @@ int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c) {
     u->at_q = malloc(nm * sizeof *u->at_q);
     u->at_k = malloc(nm * sizeof *u->at_k);
     u->slots = calloc(nu * LP_UNIT_BINS, sizeof *u->slots);
-    u->best = malloc(((size_t)c->d_mlp + 1) * sizeof *u->best);
-    u->best_pos = malloc(((size_t)c->d_mlp + 1) * sizeof *u->best_pos);
-    u->count = malloc(((size_t)c->d_mlp + 1) * LP_UNIT_BINS * sizeof *u->count);
-    if (!u->top || !u->n_top || !u->hist || !u->slots || !u->best || !u->best_pos || !u->count || !u->metrics ||
+    u->layer_data = malloc((size_t)c->n_layer * sizeof *u->layer_data);
+    if (!u->top || !u->n_top || !u->hist || !u->slots || !u->layer_data || !u->metrics ||
         !u->at_q || !u->at_k) {
         lp_unit_stats_free(u);
         return lp_error(LP_ENOMEM, "out of memory for %lld units' top %d examples", (long long)units, c->k);
@@ -182,9 +192,7 @@ void lp_unit_stats_free(lp_unit_stats *u) {
     free(u->n_top);
     free(u->hist);
     free(u->slots);
-    free(u->best);
-    free(u->best_pos);
-    free(u->count);
+    free(u->layer_data);
     free(u->metrics);
     free(u->at_q);
     free(u->at_k);
@@ -242,10 +250,12 @@ static void slot_find_worst(slot *s) {
 }
 
 /* Keeps x among the bin's samples when its hash is among the smallest. Out of memory, the
- * sample is skipped: samples are an illustration, and the slot stays valid. */
-static void sample_offer(lp_unit_stats *u, int unit, const lp_unit_example *x) {
-    slot *s = &u->slots[(size_t)unit * LP_UNIT_BINS + lp_unit_bin(x->value)];
-    int64_t hx = lp_unit_sample_hash(x->item, unit);
+ * sample is skipped: samples are an illustration, and the slot stays valid. mixed is
+ * lp_mix64(x->item), which a run's offers share (the hash is lp_unit_sample_hash's). Offers
+ * to different units touch nothing in common, so that threads may make them. */
+static void sample_offer(lp_unit_stats *u, int unit, const lp_unit_example *x, uint64_t mixed) {
+    slot *s = &u->slots[(size_t)unit * LP_UNIT_BINS + bin_f(x->value)];
+    int64_t hx = (int64_t)(lp_mix64(mixed ^ (uint64_t)(unsigned)unit) >> 1);
     if (!slot_alloc(s, u->c.samples)) return;
     if (s->n < u->c.samples) {
         s->h[s->n] = hx;
@@ -258,10 +268,13 @@ static void sample_offer(lp_unit_stats *u, int unit, const lp_unit_example *x) {
     slot_find_worst(s);
 }
 
-void lp_unit_stats_offer(lp_unit_stats *u, lp_unit_kind kind, int layer, int index, const lp_unit_example *x) {
-    int unit = unit_of(u, kind, layer, index);
+static void offer(lp_unit_stats *u, int unit, const lp_unit_example *x, uint64_t mixed) {
     top_offer(u, unit, x);
-    sample_offer(u, unit, x);
+    sample_offer(u, unit, x, mixed);
+}
+
+void lp_unit_stats_offer(lp_unit_stats *u, lp_unit_kind kind, int layer, int index, const lp_unit_example *x) {
+    offer(u, unit_of(u, kind, layer, index), x, lp_mix64((uint64_t)x->item));
 }
 
 /* ---- adding a run ---- */
@@ -273,46 +286,72 @@ static inline void max_step(float *restrict best, int *restrict best_pos, const 
     best_pos[n] = take ? t : best_pos[n];
 }
 
+/* add_neurons' work: a layer's neurons in blocks of NEURON_BLOCK, each block a chunk of the
+ * session's compute threads (lp_parallel_for). A block's counts (NEURON_BLOCK x bins of 16
+ * bits, 14 kB) stay in L1 while its rows are read; its best values too. */
+#define NEURON_BLOCK 256
+
+typedef struct {
+    lp_unit_stats *u;
+    const float **data; /* (n_layer): each layer's mlp_post, rows of d_mlp */
+    const int *ids;
+    int64_t item;
+    uint64_t mixed; /* lp_mix64(item) */
+    int start, T, blocks; /* blocks a layer */
+} neuron_job;
+
 /* Each neuron's largest value over positions [start, T) and the first position holding it
- * (a NaN never wins, unless every value is NaN: then no example), row by row so that the
- * compiler vectorises it; then the histograms' counts. */
+ * (a NaN never wins, unless every value is NaN: then no example), the histograms' counts, and
+ * the neuron's example offered. Every unit's state is its own, so that the blocks of a layer
+ * and the layers go in any order and on any thread with the same results. */
+static void neuron_blocks(void *ctx, size_t c0, size_t c1) {
+    const neuron_job *j = ctx;
+    lp_unit_stats *u = j->u;
+    int dm = u->c.d_mlp, start = j->start, T = j->T;
+    float best[NEURON_BLOCK];
+    int best_pos[NEURON_BLOCK];
+    uint16_t count[NEURON_BLOCK * LP_UNIT_BINS]; /* T <= n_ctx < 65536 */
+    for (size_t c = c0; c < c1; c++) {
+        int l = (int)(c / (size_t)j->blocks), n0 = (int)(c % (size_t)j->blocks) * NEURON_BLOCK;
+        int nb = dm - n0 < NEURON_BLOCK ? dm - n0 : NEURON_BLOCK;
+        const float *data = j->data[l] + n0;
+        memset(count, 0, (size_t)nb * LP_UNIT_BINS * sizeof *count);
+        for (int n = 0; n < nb; n++) {
+            float x = data[(size_t)start * dm + n];
+            best[n] = x, best_pos[n] = start;
+            count[n * LP_UNIT_BINS + bin_f(x)]++;
+        }
+        for (int t = start + 1; t < T; t++) {
+            const float *restrict row = data + (size_t)t * dm;
+            for (int n = 0; n < nb; n++) {
+                max_step(best, best_pos, row, n, t);
+                count[n * LP_UNIT_BINS + bin_f(row[n])]++;
+            }
+        }
+        uint64_t *hist = u->hist + ((size_t)l * dm + n0) * LP_UNIT_BINS;
+        for (int i = 0; i < nb * LP_UNIT_BINS; i++) hist[i] += count[i];
+        for (int n = 0; n < nb; n++) {
+            if (best[n] != best[n]) continue;
+            int p = best_pos[n];
+            lp_unit_example x = {j->item, p, -1, j->ids[p], -1, best[n]};
+            offer(u, unit_of(u, LP_UNIT_NEURON, l, n0 + n), &x, j->mixed);
+        }
+    }
+}
+
 static int add_neurons(lp_unit_stats *u, const lp_run *r, int64_t item, int start) {
     int T = lp_run_len(r), dm = u->c.d_mlp;
-    const int *ids = lp_run_ids(r);
-    float *restrict best = u->best;
-    int *restrict best_pos = u->best_pos;
-    uint16_t *count = u->count; /* T <= n_ctx < 65536 */
-    if (start >= T) return LP_OK;
+    if (start >= T || dm == 0) return LP_OK;
     for (int l = 0; l < u->c.n_layer; l++) {
         lp_view v;
         int rc = lp_run_view(r, LP_ACT_MLP_POST, l, -1, &v);
         if (rc) return rc;
-        assert(v.stride[1] == 1);
-        uint64_t *hist = u->hist + (size_t)l * dm * LP_UNIT_BINS;
-        memcpy(best, v.data + (size_t)start * v.stride[0], (size_t)dm * sizeof *best);
-        for (int n = 0; n < dm; n++) best_pos[n] = start;
-        int body = dm - dm % 8;
-        for (int t = start + 1; t < T; t++) {
-            const float *restrict row = v.data + (size_t)t * v.stride[0];
-            for (int n0 = 0; n0 < body; n0 += 8) /* 8 lanes at a time: the compiler vectorises it */
-                for (int n = n0; n < n0 + 8; n++) max_step(best, best_pos, row, n, t);
-            for (int n = body; n < dm; n++) max_step(best, best_pos, row, n, t);
-        }
-        /* counted in a small table first (L2-resident where hist is not: (d_mlp, bins) of
-         * 16 bits), then added to hist in one pass in its own order */
-        memset(count, 0, (size_t)LP_UNIT_BINS * dm * sizeof *count);
-        for (int t = start; t < T; t++) {
-            const float *row = v.data + (size_t)t * v.stride[0];
-            for (int n = 0; n < dm; n++) count[(size_t)n * LP_UNIT_BINS + bin_f(row[n])]++;
-        }
-        for (size_t i = 0; i < (size_t)LP_UNIT_BINS * dm; i++) hist[i] += count[i];
-        for (int n = 0; n < dm; n++) {
-            if (best[n] != best[n]) continue;
-            int p = best_pos[n];
-            lp_unit_example x = {item, p, -1, ids[p], -1, best[n]};
-            lp_unit_stats_offer(u, LP_UNIT_NEURON, l, n, &x);
-        }
+        assert(v.stride[1] == 1 && v.stride[0] == dm);
+        u->layer_data[l] = v.data;
     }
+    neuron_job j = {u, u->layer_data, lp_run_ids(r), item, lp_mix64((uint64_t)item), start, T,
+                    (dm + NEURON_BLOCK - 1) / NEURON_BLOCK};
+    lp_parallel_for((size_t)u->c.n_layer * j.blocks, 1, neuron_blocks, &j);
     return LP_OK;
 }
 
