@@ -201,11 +201,12 @@ typedef struct {
     lp_unit_text examples, samples, histogram;
     lp_unit_example *x;  /* k or samples entries, whichever is more */
     lp_unit_sample *smp; /* samples x LP_UNIT_BINS */
+    int64_t *hash;       /* (samples) */
 } unit_texts;
 
 static void unit_texts_free(unit_texts *w) {
     lp_unit_text_free(&w->examples), lp_unit_text_free(&w->samples), lp_unit_text_free(&w->histogram);
-    free(w->x), free(w->smp);
+    free(w->x), free(w->smp), free(w->hash);
 }
 
 /* Writes a unit_stats row: histogram NULL when h is. */
@@ -236,11 +237,10 @@ static int put_unit(lp_store *st, int64_t id, const lp_unit_stats *u, lp_unit_ki
     int bins;
     const uint64_t *h = lp_unit_stats_histogram(u, kind, layer, index, &bins);
     if (!rc && h) rc = lp_unit_rows_histogram(&w->histogram, h, bins);
-    int unit = lp_unit_stats_unit(u, kind, layer, index), ns = 0;
+    int ns = 0;
     for (int b = 0; b < LP_UNIT_BINS && !rc; b++) {
-        lp_unit_stats_samples(u, kind, layer, index, b, w->x, &n);
-        for (int j = 0; j < n; j++)
-            w->smp[ns++] = (lp_unit_sample){b, lp_unit_sample_hash(w->x[j].item, unit), w->x[j]};
+        lp_unit_stats_samples(u, kind, layer, index, b, w->x, w->hash, &n);
+        for (int j = 0; j < n; j++) w->smp[ns++] = (lp_unit_sample){b, w->hash[j], w->x[j]};
     }
     if (!rc) rc = lp_unit_rows_samples(&w->samples, w->smp, ns);
     if (!rc) rc = put_row(st, id, kind_name(kind), layer, index, lp_unit_metric_name(kind), &w->examples, &w->samples,
@@ -364,7 +364,8 @@ int lp_store_dataset_finish(lp_store *st, int64_t id, const lp_unit_stats *u, co
     int cap = c->k > c->samples ? c->k : c->samples;
     w.x = malloc((size_t)cap * sizeof *w.x);
     w.smp = malloc((size_t)c->samples * LP_UNIT_BINS * sizeof *w.smp);
-    if (!w.x || !w.smp) {
+    w.hash = malloc((size_t)c->samples * sizeof *w.hash);
+    if (!w.x || !w.smp || !w.hash) {
         unit_texts_free(&w);
         return lp_error(LP_ENOMEM, "out of memory");
     }

@@ -132,8 +132,8 @@ static void assert_same(const lp_unit_stats *a, const lp_unit_stats *b) {
                     assert_true(ea[j].item == eb[j].item && ea[j].pos == eb[j].pos && ea[j].key_pos == eb[j].key_pos &&
                                 ea[j].token == eb[j].token && ea[j].value == eb[j].value);
                 for (int bin = 0; bin < LP_UNIT_BINS; bin++) {
-                    lp_unit_stats_samples(a, (lp_unit_kind)kind, l, i, bin, ea, &na);
-                    lp_unit_stats_samples(b, (lp_unit_kind)kind, l, i, bin, eb, &nb);
+                    lp_unit_stats_samples(a, (lp_unit_kind)kind, l, i, bin, ea, NULL, &na);
+                    lp_unit_stats_samples(b, (lp_unit_kind)kind, l, i, bin, eb, NULL, &nb);
                     assert_int_equal(na, nb);
                     for (int j = 0; j < na; j++) assert_int_equal(ea[j].item, eb[j].item);
                 }

@@ -458,18 +458,21 @@ const uint64_t *lp_unit_stats_histogram(const lp_unit_stats *u, lp_unit_kind kin
 }
 
 void lp_unit_stats_samples(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, int bin,
-                           lp_unit_example *out, int *n) {
+                           lp_unit_example *out, int64_t *hash, int *n) {
     int unit = unit_of(u, kind, layer, index);
     const slot *s = &u->slots[(size_t)unit * LP_UNIT_BINS + bin];
+    int64_t h[LP_UNIT_SAMPLES_MAX];
     *n = s->n;
-    if (s->n) memcpy(out, s->e, (size_t)s->n * sizeof *out);
-    /* insertion sort by (hash, item): s is small */
+    if (s->n) memcpy(out, s->e, (size_t)s->n * sizeof *out), memcpy(h, s->h, (size_t)s->n * sizeof *h);
+    /* insertion sort by (hash, item), each sample's hash the one it was kept by: s is small */
     for (int i = 1; i < *n; i++)
-        for (int j = i; j > 0 && sample_after(lp_unit_sample_hash(out[j - 1].item, unit), &out[j - 1],
-                                              lp_unit_sample_hash(out[j].item, unit), &out[j]); j--) {
+        for (int j = i; j > 0 && sample_after(h[j - 1], &out[j - 1], h[j], &out[j]); j--) {
             lp_unit_example t = out[j];
+            int64_t th = h[j];
             out[j] = out[j - 1], out[j - 1] = t;
+            h[j] = h[j - 1], h[j - 1] = th;
         }
+    if (hash && *n) memcpy(hash, h, (size_t)*n * sizeof *hash);
 }
 
 /* ---- bytes ---- */
