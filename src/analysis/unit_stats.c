@@ -305,6 +305,7 @@ VEC_INLINE void max_step16(float *best, int *best_pos, const float *row, int t) 
  * session's compute threads (lp_parallel_for). A block's counts (NEURON_BLOCK x bins of 16
  * bits, 14 kB) stay in L1 while its rows are read; its best values too. */
 #define NEURON_BLOCK 256
+#define OFFER_AHEAD 4 /* units */
 
 typedef struct {
     lp_unit_stats *u;
@@ -345,11 +346,23 @@ static void neuron_blocks(void *ctx, size_t c0, size_t c1) {
         }
         uint64_t *hist = u->hist + ((size_t)l * dm + n0) * LP_UNIT_BINS;
         for (int i = 0; i < nb * LP_UNIT_BINS; i++) hist[i] += count[i];
+        int unit0 = unit_of(u, LP_UNIT_NEURON, l, n0);
         for (int n = 0; n < nb; n++) {
+            /* the heaps and slots are 50 MB: their lines fetched ahead (two steps: a slot's
+             * samples are where the slot points) */
+            if (n + 2 * OFFER_AHEAD < nb) {
+                int a = unit0 + n + 2 * OFFER_AHEAD;
+                __builtin_prefetch(u->top + (size_t)a * u->c.k);
+                __builtin_prefetch(&u->slots[(size_t)a * LP_UNIT_BINS + bin_f(best[n + 2 * OFFER_AHEAD])]);
+            }
+            if (n + OFFER_AHEAD < nb) {
+                const slot *s = &u->slots[(size_t)(unit0 + n + OFFER_AHEAD) * LP_UNIT_BINS + bin_f(best[n + OFFER_AHEAD])];
+                if (s->e) __builtin_prefetch(s->h + s->worst), __builtin_prefetch(s->e + s->n - (s->n == u->c.samples));
+            }
             if (best[n] != best[n]) continue;
             int p = best_pos[n];
             lp_unit_example x = {j->item, p, -1, j->ids[p], -1, best[n]};
-            offer(u, unit_of(u, LP_UNIT_NEURON, l, n0 + n), &x, j->mixed);
+            offer(u, unit0 + n, &x, j->mixed);
         }
     }
 }
