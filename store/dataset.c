@@ -16,6 +16,7 @@
 #include "loupe/heads.h"
 #include "loupe/unit_rows.h"
 #include "store_impl.h"
+#include "util/parallel.h"
 
 enum { DQ_NEW, DQ_ITEM, DQ_CHECKPOINT, DQ_PROGRESS, DQ_GET_CHECKPOINT, DQ_EXAMPLE, DQ_HIST, DQ_SAMPLE, DQ_STAT };
 
@@ -203,11 +204,12 @@ typedef struct {
     lp_unit_text examples, samples, histogram;
     lp_unit_example *x;  /* k or samples entries, whichever is more */
     lp_unit_sample *smp; /* samples x LP_UNIT_BINS */
+    int64_t *hash;       /* (samples) */
 } unit_texts;
 
 static void unit_texts_free(unit_texts *w) {
     lp_unit_text_free(&w->examples), lp_unit_text_free(&w->samples), lp_unit_text_free(&w->histogram);
-    free(w->x), free(w->smp);
+    free(w->x), free(w->smp), free(w->hash);
 }
 
 /* Writes a unit_stats row: histogram NULL when h is. */
@@ -230,23 +232,90 @@ static int put_row(lp_store *st, int64_t id, const char *kind, int layer, int in
     return store_done(st, s, "writing the units' aggregates");
 }
 
-static int put_unit(lp_store *st, int64_t id, const lp_unit_stats *u, lp_unit_kind kind, int layer, int index,
-                    unit_texts *w) {
+/* A unit's three texts into w (whose buffers are its own: threads format units side by side). */
+static int unit_text(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, unit_texts *w, bool *has_hist) {
     int n;
     lp_unit_stats_top(u, kind, layer, index, w->x, &n);
     int rc = lp_unit_rows_examples(&w->examples, w->x, n);
     int bins;
     const uint64_t *h = lp_unit_stats_histogram(u, kind, layer, index, &bins);
+    *has_hist = h != NULL;
     if (!rc && h) rc = lp_unit_rows_histogram(&w->histogram, h, bins);
-    int unit = lp_unit_stats_unit(u, kind, layer, index), ns = 0;
+    int ns = 0;
     for (int b = 0; b < LP_UNIT_BINS && !rc; b++) {
-        lp_unit_stats_samples(u, kind, layer, index, b, w->x, &n);
-        for (int j = 0; j < n; j++)
-            w->smp[ns++] = (lp_unit_sample){b, lp_unit_sample_hash(w->x[j].item, unit), w->x[j]};
+        lp_unit_stats_samples(u, kind, layer, index, b, w->x, w->hash, &n);
+        for (int j = 0; j < n; j++) w->smp[ns++] = (lp_unit_sample){b, w->hash[j], w->x[j]};
     }
     if (!rc) rc = lp_unit_rows_samples(&w->samples, w->smp, ns);
-    if (!rc) rc = put_row(st, id, kind_name(kind), layer, index, lp_unit_metric_name(kind), &w->examples, &w->samples,
-                          h ? &w->histogram : NULL);
+    return rc;
+}
+
+/* The units' rows are formatted UNIT_BATCH at a time by the compute threads (lp_parallel_for),
+ * then inserted in order by the caller: the rows, and their ids, are the same as one thread's. */
+#define UNIT_BATCH 256
+
+typedef struct {
+    lp_unit_kind kind;
+    int layer, index, rc;
+    bool has_hist;
+} unit_ref;
+
+typedef struct {
+    const lp_unit_stats *u;
+    unit_ref *ref;
+    unit_texts *w;
+} unit_batch;
+
+static void unit_batch_text(void *ctx, size_t i0, size_t i1) {
+    unit_batch *b = ctx;
+    for (size_t i = i0; i < i1; i++) {
+        unit_ref *r = &b->ref[i];
+        r->rc = unit_text(b->u, r->kind, r->layer, r->index, &b->w[i], &r->has_hist);
+        if (r->rc) lp_error_clear(); /* the worker's message: the caller formats the unit again for its own */
+    }
+}
+
+static int put_units(lp_store *st, int64_t id, const lp_unit_stats *u, const lp_unit_stats_config *c) {
+    unit_texts w[UNIT_BATCH];
+    unit_ref ref[UNIT_BATCH];
+    int cap = c->k > c->samples ? c->k : c->samples, rc = LP_OK;
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < UNIT_BATCH && !rc; i++) {
+        w[i].x = malloc((size_t)cap * sizeof *w[i].x);
+        w[i].smp = malloc((size_t)c->samples * LP_UNIT_BINS * sizeof *w[i].smp);
+        w[i].hash = malloc((size_t)c->samples * sizeof *w[i].hash);
+        if (!w[i].x || !w[i].smp || !w[i].hash) rc = lp_error(LP_ENOMEM, "out of memory");
+    }
+    /* neurons layer by layer, then heads by key and by each metric, layer by layer, then the
+     * features dictionary by dictionary */
+    int64_t neurons = c->neurons ? (int64_t)c->n_layer * c->d_mlp : 0, heads = (int64_t)c->n_layer * c->n_head;
+    int64_t model_units = neurons + (c->heads ? (LP_UNIT_KINDS - LP_UNIT_HEAD) * heads : 0), total = model_units;
+    for (int d = 0; d < c->n_dict; d++) total += c->d_sae[d];
+    for (int64_t g0 = 0; g0 < total && !rc; g0 += UNIT_BATCH) {
+        int n = total - g0 < UNIT_BATCH ? (int)(total - g0) : UNIT_BATCH;
+        for (int i = 0; i < n; i++) {
+            int64_t g = g0 + i, rem = g - neurons;
+            if (g >= model_units) { /* a feature: its dictionary and number */
+                int d = 0;
+                int64_t f = g - model_units;
+                while (f >= c->d_sae[d]) f -= c->d_sae[d++];
+                ref[i] = (unit_ref){LP_UNIT_FEATURE, d, (int)f, LP_OK, false};
+                continue;
+            }
+            ref[i] = g < neurons ? (unit_ref){LP_UNIT_NEURON, (int)(g / c->d_mlp), (int)(g % c->d_mlp), LP_OK, false}
+                                 : (unit_ref){(lp_unit_kind)(LP_UNIT_HEAD + rem / heads), (int)(rem % heads / c->n_head),
+                                              (int)(rem % c->n_head), LP_OK, false};
+        }
+        unit_batch b = {u, ref, w};
+        lp_parallel_for((size_t)n, 16, unit_batch_text, &b);
+        for (int i = 0; i < n && !rc; i++) {
+            unit_ref *r = &ref[i];
+            if (r->rc) rc = unit_text(u, r->kind, r->layer, r->index, &w[i], &r->has_hist);
+            if (!rc) rc = put_row(st, id, kind_name(r->kind), r->layer, r->index, lp_unit_metric_name(r->kind),
+                                  &w[i].examples, &w[i].samples, r->has_hist ? &w[i].histogram : NULL);
+        }
+    }
+    for (int i = 0; i < UNIT_BATCH; i++) unit_texts_free(&w[i]);
     return rc;
 }
 
@@ -363,26 +432,11 @@ int lp_store_dataset_finish(lp_store *st, int64_t id, const lp_unit_stats *u, co
                             const lp_tokenizer *t) {
     (void)t; /* the views read the tokens' text from the items' runs */
     int64_t arg[1] = {id};
-    unit_texts w = {0};
-    int cap = c->k > c->samples ? c->k : c->samples;
-    w.x = malloc((size_t)cap * sizeof *w.x);
-    w.smp = malloc((size_t)c->samples * LP_UNIT_BINS * sizeof *w.smp);
-    if (!w.x || !w.smp) {
-        unit_texts_free(&w);
-        return lp_error(LP_ENOMEM, "out of memory");
-    }
     bool own = !lp_store_in_batch(st); /* inside the dataset's last batch, that batch commits */
     int rc = own ? store_exec(st, "BEGIN IMMEDIATE", "finishing the dataset") : LP_OK;
     if (!rc) rc = run_ints(st, "DELETE FROM unit_stats WHERE dataset_id = ?1", arg, 1, "finishing the dataset");
     if (!rc) rc = put_bins(st);
-    for (int l = 0; !rc && c->neurons && l < c->n_layer; l++)
-        for (int n = 0; !rc && n < c->d_mlp; n++) rc = put_unit(st, id, u, LP_UNIT_NEURON, l, n, &w);
-    for (int kind = LP_UNIT_HEAD; !rc && c->heads && kind < LP_UNIT_KINDS; kind++)
-        for (int l = 0; !rc && l < c->n_layer; l++)
-            for (int h = 0; !rc && h < c->n_head; h++) rc = put_unit(st, id, u, (lp_unit_kind)kind, l, h, &w);
-    for (int d = 0; !rc && d < c->n_dict; d++)
-        for (int f = 0; !rc && f < c->d_sae[d]; f++) rc = put_unit(st, id, u, LP_UNIT_FEATURE, d, f, &w);
-    unit_texts_free(&w);
+    if (!rc) rc = put_units(st, id, u, c);
     if (!rc) rc = head_stats(st, id);
     if (!rc) rc = run_ints(st, "DELETE FROM dataset_checkpoints WHERE dataset_id = ?1", arg, 1, "finishing the dataset");
     if (!rc)

@@ -67,7 +67,7 @@ static void metric_names_go_both_ways(void **state) {
 
 /* add_run bins floats by a table of their bits: the same bin as lp_unit_bin for every float
  * that could differ (a few ulps around every edge, each power of two's range, the ends) and
- * for a sweep of positive floats' bit patterns. */
+ * for a sweep of every sign's bit patterns, NaNs' too. */
 static void float_bins_by_table_equal_the_edges(void **state) {
     (void)state;
     const float special[] = {0.0f, -0.0f, -1.0f, NAN, -NAN, INFINITY, -INFINITY, 1e-45f, 1.17549435e-38f, 3.4028235e38f};
@@ -78,7 +78,8 @@ static void float_bins_by_table_equal_the_edges(void **state) {
         for (int k = 0; k < 8; k++) f = nextafterf(f, 0.0f);
         for (int k = 0; k < 16; k++, f = nextafterf(f, INFINITY)) assert_int_equal(lp_unit_bin_f(f), lp_unit_bin(f));
     }
-    for (uint32_t bits = 1; bits < 0x7f800000u; bits += 997) {
+    for (uint64_t b64 = 1; b64 <= 0xffffffffu; b64 += 997) { /* positive, negative, NaN payloads */
+        uint32_t bits = (uint32_t)b64;
         float f;
         memcpy(&f, &bits, sizeof f);
         assert_int_equal(lp_unit_bin_f(f), lp_unit_bin(f));
@@ -132,8 +133,8 @@ static void assert_same(const lp_unit_stats *a, const lp_unit_stats *b) {
                     assert_true(ea[j].item == eb[j].item && ea[j].pos == eb[j].pos && ea[j].key_pos == eb[j].key_pos &&
                                 ea[j].token == eb[j].token && ea[j].value == eb[j].value);
                 for (int bin = 0; bin < LP_UNIT_BINS; bin++) {
-                    lp_unit_stats_samples(a, (lp_unit_kind)kind, l, i, bin, ea, &na);
-                    lp_unit_stats_samples(b, (lp_unit_kind)kind, l, i, bin, eb, &nb);
+                    lp_unit_stats_samples(a, (lp_unit_kind)kind, l, i, bin, ea, NULL, &na);
+                    lp_unit_stats_samples(b, (lp_unit_kind)kind, l, i, bin, eb, NULL, &nb);
                     assert_int_equal(na, nb);
                     for (int j = 0; j < na; j++) assert_int_equal(ea[j].item, eb[j].item);
                 }
@@ -394,8 +395,8 @@ static void assert_same_features(const lp_unit_stats *a, const lp_unit_stats *b)
             assert_int_equal(ba, bb);
             assert_memory_equal(ha, hb, (size_t)ba * sizeof *ha);
             for (int bin = 0; bin < LP_UNIT_BINS; bin++) {
-                lp_unit_stats_samples(a, LP_UNIT_FEATURE, d, f, bin, ea, &na);
-                lp_unit_stats_samples(b, LP_UNIT_FEATURE, d, f, bin, eb, &nb);
+                lp_unit_stats_samples(a, LP_UNIT_FEATURE, d, f, bin, ea, NULL, &na);
+                lp_unit_stats_samples(b, LP_UNIT_FEATURE, d, f, bin, eb, NULL, &nb);
                 assert_int_equal(na, nb);
                 for (int j = 0; j < na; j++) assert_int_equal(ea[j].item, eb[j].item);
             }
@@ -446,7 +447,7 @@ static void features_are_units(void **state) {
             for (int bin = 0; bin < LP_UNIT_BINS; bin++) {
                 lp_unit_example smp[2];
                 int ns;
-                lp_unit_stats_samples(a, LP_UNIT_FEATURE, d, f, bin, smp, &ns);
+                lp_unit_stats_samples(a, LP_UNIT_FEATURE, d, f, bin, smp, NULL, &ns);
                 if (bin == 0) assert_int_equal(ns, 0); /* only items where it fires */
                 for (int j = 0; j < ns; j++) assert_int_equal(lp_unit_bin(smp[j].value), bin);
             }

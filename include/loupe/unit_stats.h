@@ -122,9 +122,10 @@ void lp_unit_stats_top(const lp_unit_stats *u, lp_unit_kind kind, int layer, int
  * (LP_HEAD_BINS; kind LP_UNIT_HEAD), *bins of them; NULL when that kind is not tracked (or
  * has none). */
 const uint64_t *lp_unit_stats_histogram(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, int *bins);
-/* A unit's samples of one bin, by hash ascending: *n (<= samples) into out. */
+/* A unit's samples of one bin, by hash ascending: *n (<= samples) into out, and their
+ * hashes (lp_unit_sample_hash) into hash when it is not NULL. */
 void lp_unit_stats_samples(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, int bin,
-                           lp_unit_example *out, int *n);
+                           lp_unit_example *out, int64_t *hash, int *n);
 
 /* The whole state as bytes (*blob malloc'd), and back into a state made with the same config
  * (LP_EFORMAT, naming what disagrees, for bytes that are not such a state). */

@@ -11,6 +11,8 @@
 #include "loupe/error.h"
 #include "loupe/generate.h"
 #include "loupe/model.h"
+#include "kernels/v16.h"
+#include "util/parallel.h"
 
 /* 10^(-3 + j/4), j = 0..24: the bins' edges from 1e-3 to 1e3, written out so that every
  * machine bins alike. */
@@ -31,28 +33,42 @@ int lp_unit_bin(double v) {
     return 1 + lo;
 }
 
-/* A positive float's bin by its bits: bits >> 20 (exponent and 3 mantissa bits) names a
+/* A float's bin by its bits: (bits - 1) >> 20 (sign, exponent and 3 mantissa bits) names a
  * range of floats at most 2^(1/8) wide, less than the 10^(1/4) between two edges, so the range
- * holds at most one edge: the bin of its lowest float, or the next one past that edge. */
+ * holds at most one edge: the bin of its lowest float, or the next one past that edge. The
+ * edge is compared as the smallest float >= it (exact: the value is a float). Minus one puts
+ * +0 with the negatives (0x80000000 - 1 is a NaN's range, 0 - 1 a negative NaN's), and
+ * infinity with the floats below it, away from the NaNs: every range is of one bin or two
+ * neighbours, and the bin takes no branch (GELU's outputs are about half negative: a branch
+ * on the sign was mispredicted half the time). */
 #define BIN_SHIFT 20
-static unsigned char bin_low[1u << (31 - BIN_SHIFT)];
+static unsigned char bin_low[1u << (32 - BIN_SHIFT)];
+static float bin_next[LP_UNIT_BINS]; /* a value >= bin_next[b] is in bin b + 1; NaN: never */
 static pthread_once_t bin_once = PTHREAD_ONCE_INIT;
 
 static void bin_table(void) {
-    for (uint32_t i = 0; i < sizeof bin_low; i++) {
-        uint32_t bits = i ? i << BIN_SHIFT : 1; /* range 0's lowest positive float is the smallest denormal */
+    for (uint32_t i = 0; i < 1u << (32 - BIN_SHIFT); i++) {
+        uint32_t bits = (i << BIN_SHIFT) + 1; /* the range's lowest float */
         float f;
         memcpy(&f, &bits, sizeof f);
         bin_low[i] = (unsigned char)lp_unit_bin(f);
     }
+    for (int b = 0; b < LP_UNIT_BINS; b++) {
+        if (b < 1 || b >= LP_UNIT_BINS - 1) {
+            bin_next[b] = NAN;
+            continue;
+        }
+        float f = (float)EDGES[b - 1];
+        if ((double)f < EDGES[b - 1]) f = nextafterf(f, INFINITY);
+        bin_next[b] = f;
+    }
 }
 
 static inline int bin_f(float v) { /* bin_table has run */
-    if (!(v > 0)) return 0;
     uint32_t bits;
     memcpy(&bits, &v, sizeof bits);
-    int b = bin_low[bits >> BIN_SHIFT];
-    return b < LP_UNIT_BINS - 1 && (double)v >= EDGES[b - 1] ? b + 1 : b;
+    int b = bin_low[(bits - 1) >> BIN_SHIFT];
+    return b + (v >= bin_next[b]);
 }
 
 int lp_unit_bin_f(float v) {
@@ -121,10 +137,10 @@ struct lp_unit_stats {
     float *metrics;                  /* (n_layer, n_head, LP_HEAD_METRIC_COUNT) scratch of add_run */
     int *at_q, *at_k;                /* (n_layer, n_head, LP_HEAD_METRIC_COUNT) */
     slot *slots;                     /* (n_units, LP_UNIT_BINS) */
-    float *best;                     /* (width) scratch of add_run and add_features */
+    float *best;                     /* (width) scratch of add_features */
     int *best_pos;                   /* (width) */
-    int width;                       /* the larger of d_mlp and every d_sae */
-    uint16_t *count;                 /* (d_mlp, LP_UNIT_BINS) scratch of add_run: one layer's counts */
+    int width;                       /* the largest d_sae */
+    const float **layer_data;        /* (n_layer) scratch of add_run: each layer's mlp_post */
 };
 
 static int unit_of(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index) {
@@ -159,7 +175,7 @@ int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c) {
         return lp_error(LP_ERANGE, "%d dictionaries are more than a dataset tracks (at most %d)", c->n_dict,
                         LP_UNIT_DICT_MAX);
     int64_t features = 0;
-    int width = c->d_mlp;
+    int width = 0;
     for (int d = 0; d < c->n_dict; d++) {
         if (c->d_sae[d] < 1 || c->d_sae[d] > 1 << 24)
             return lp_error(LP_EINVAL, "a dictionary of %d features is out of range (1..%d)", c->d_sae[d], 1 << 24);
@@ -191,8 +207,8 @@ int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c) {
     u->slots = calloc(nu * LP_UNIT_BINS, sizeof *u->slots);
     u->best = malloc(((size_t)width + 1) * sizeof *u->best);
     u->best_pos = malloc(((size_t)width + 1) * sizeof *u->best_pos);
-    u->count = malloc(((size_t)c->d_mlp + 1) * LP_UNIT_BINS * sizeof *u->count);
-    if (!u->top || !u->n_top || !u->hist || !u->slots || !u->best || !u->best_pos || !u->count || !u->metrics ||
+    u->layer_data = malloc((size_t)c->n_layer * sizeof *u->layer_data);
+    if (!u->top || !u->n_top || !u->hist || !u->slots || !u->layer_data || !u->best || !u->best_pos || !u->metrics ||
         !u->at_q || !u->at_k) {
         lp_unit_stats_free(u);
         return lp_error(LP_ENOMEM, "out of memory for %lld units' top %d examples", (long long)units, c->k);
@@ -209,9 +225,9 @@ void lp_unit_stats_free(lp_unit_stats *u) {
     free(u->n_top);
     free(u->hist);
     free(u->slots);
+    free(u->layer_data);
     free(u->best);
     free(u->best_pos);
-    free(u->count);
     free(u->metrics);
     free(u->at_q);
     free(u->at_k);
@@ -269,10 +285,12 @@ static void slot_find_worst(slot *s) {
 }
 
 /* Keeps x among the bin's samples when its hash is among the smallest. Out of memory, the
- * sample is skipped: samples are an illustration, and the slot stays valid. */
-static void sample_offer(lp_unit_stats *u, int unit, const lp_unit_example *x) {
-    slot *s = &u->slots[(size_t)unit * LP_UNIT_BINS + lp_unit_bin(x->value)];
-    int64_t hx = lp_unit_sample_hash(x->item, hash_unit(u, unit));
+ * sample is skipped: samples are an illustration, and the slot stays valid. mixed is
+ * lp_mix64(x->item), which a run's offers share (the hash is lp_unit_sample_hash's). Offers
+ * to different units touch nothing in common, so that threads may make them. */
+static void sample_offer(lp_unit_stats *u, int unit, const lp_unit_example *x, uint64_t mixed) {
+    slot *s = &u->slots[(size_t)unit * LP_UNIT_BINS + bin_f(x->value)];
+    int64_t hx = (int64_t)(lp_mix64(mixed ^ (uint64_t)(unsigned)hash_unit(u, unit)) >> 1);
     if (!slot_alloc(s, u->c.samples)) return;
     if (s->n < u->c.samples) {
         s->h[s->n] = hx;
@@ -285,17 +303,20 @@ static void sample_offer(lp_unit_stats *u, int unit, const lp_unit_example *x) {
     slot_find_worst(s);
 }
 
-void lp_unit_stats_offer(lp_unit_stats *u, lp_unit_kind kind, int layer, int index, const lp_unit_example *x) {
-    int unit = unit_of(u, kind, layer, index);
+static void offer(lp_unit_stats *u, int unit, const lp_unit_example *x, uint64_t mixed) {
     top_offer(u, unit, x);
-    sample_offer(u, unit, x);
+    sample_offer(u, unit, x, mixed);
+}
+
+void lp_unit_stats_offer(lp_unit_stats *u, lp_unit_kind kind, int layer, int index, const lp_unit_example *x) {
+    offer(u, unit_of(u, kind, layer, index), x, lp_mix64((uint64_t)x->item));
 }
 
 /* ---- adding a run ---- */
 
 static inline void max_step(float *restrict best, int *restrict best_pos, const float *restrict row, int n, int t) {
     float x = row[n], b = best[n];
-    int take = (x > b) | (b != b); /* no branch: the loop stays vectorisable */
+    int take = (x > b) | (b != b);
     best[n] = take ? x : b;
     best_pos[n] = take ? t : best_pos[n];
 }
@@ -316,37 +337,98 @@ static void column_max(float *restrict best, int *restrict best_pos, const float
     }
 }
 
-/* Each neuron's largest value over positions [start, T) and where (column_max; every value
- * NaN: no example); then the histograms' counts. */
+typedef int vi16 __attribute__((vector_size(64)));
+
+/* max_step on 16 lanes at once: the same choice in each (GCC's vectoriser left the scalar
+ * loop's selects as branches). */
+VEC_INLINE void max_step16(float *best, int *best_pos, const float *row, int t) {
+    v16 x = load16(row), b = load16(best);
+    vi16 p, take = (x > b) | (b != b);
+    memcpy(&p, best_pos, sizeof p);
+    store16(best, (v16)(((vi16)x & take) | ((vi16)b & ~take)));
+    p = (((vi16){0} + t) & take) | (p & ~take);
+    memcpy(best_pos, &p, sizeof p);
+}
+
+/* add_neurons' work: a layer's neurons in blocks of NEURON_BLOCK, each block a chunk of the
+ * session's compute threads (lp_parallel_for). A block's counts (NEURON_BLOCK x bins of 16
+ * bits, 14 kB) stay in L1 while its rows are read; its best values too. */
+#define NEURON_BLOCK 256
+#define OFFER_AHEAD 4 /* units */
+
+typedef struct {
+    lp_unit_stats *u;
+    const float **data; /* (n_layer): each layer's mlp_post, rows of d_mlp */
+    const int *ids;
+    int64_t item;
+    uint64_t mixed; /* lp_mix64(item) */
+    int start, T, blocks; /* blocks a layer */
+} neuron_job;
+
+/* Each neuron's largest value over positions [start, T) and the first position holding it
+ * (a NaN never wins, unless every value is NaN: then no example), the histograms' counts, and
+ * the neuron's example offered. Every unit's state is its own, so that the blocks of a layer
+ * and the layers go in any order and on any thread with the same results. */
+static void neuron_blocks(void *ctx, size_t c0, size_t c1) {
+    const neuron_job *j = ctx;
+    lp_unit_stats *u = j->u;
+    int dm = u->c.d_mlp, start = j->start, T = j->T;
+    float best[NEURON_BLOCK];
+    int best_pos[NEURON_BLOCK];
+    uint16_t count[NEURON_BLOCK * LP_UNIT_BINS]; /* T <= n_ctx < 65536 */
+    for (size_t c = c0; c < c1; c++) {
+        int l = (int)(c / (size_t)j->blocks), n0 = (int)(c % (size_t)j->blocks) * NEURON_BLOCK;
+        int nb = dm - n0 < NEURON_BLOCK ? dm - n0 : NEURON_BLOCK;
+        const float *data = j->data[l] + n0;
+        memset(count, 0, (size_t)nb * LP_UNIT_BINS * sizeof *count);
+        for (int n = 0; n < nb; n++) {
+            float x = data[(size_t)start * dm + n];
+            best[n] = x, best_pos[n] = start;
+            count[n * LP_UNIT_BINS + bin_f(x)]++;
+        }
+        int body = nb - nb % V16_LANES;
+        for (int t = start + 1; t < T; t++) {
+            const float *restrict row = data + (size_t)t * dm;
+            for (int n = 0; n < body; n += V16_LANES) max_step16(best + n, best_pos + n, row + n, t);
+            for (int n = body; n < nb; n++) max_step(best, best_pos, row, n, t);
+            for (int n = 0; n < nb; n++) count[n * LP_UNIT_BINS + bin_f(row[n])]++;
+        }
+        uint64_t *hist = u->hist + ((size_t)l * dm + n0) * LP_UNIT_BINS;
+        for (int i = 0; i < nb * LP_UNIT_BINS; i++) hist[i] += count[i];
+        int unit0 = unit_of(u, LP_UNIT_NEURON, l, n0);
+        for (int n = 0; n < nb; n++) {
+            /* the heaps and slots are 50 MB: their lines fetched ahead (two steps: a slot's
+             * samples are where the slot points) */
+            if (n + 2 * OFFER_AHEAD < nb) {
+                int a = unit0 + n + 2 * OFFER_AHEAD;
+                __builtin_prefetch(u->top + (size_t)a * u->c.k);
+                __builtin_prefetch(&u->slots[(size_t)a * LP_UNIT_BINS + bin_f(best[n + 2 * OFFER_AHEAD])]);
+            }
+            if (n + OFFER_AHEAD < nb) {
+                const slot *s = &u->slots[(size_t)(unit0 + n + OFFER_AHEAD) * LP_UNIT_BINS + bin_f(best[n + OFFER_AHEAD])];
+                if (s->e) __builtin_prefetch(s->h + s->worst), __builtin_prefetch(s->e + s->n - (s->n == u->c.samples));
+            }
+            if (best[n] != best[n]) continue;
+            int p = best_pos[n];
+            lp_unit_example x = {j->item, p, -1, j->ids[p], -1, best[n]};
+            offer(u, unit0 + n, &x, j->mixed);
+        }
+    }
+}
+
 static int add_neurons(lp_unit_stats *u, const lp_run *r, int64_t item, int start) {
     int T = lp_run_len(r), dm = u->c.d_mlp;
-    const int *ids = lp_run_ids(r);
-    float *restrict best = u->best;
-    int *restrict best_pos = u->best_pos;
-    uint16_t *count = u->count; /* T <= n_ctx < 65536 */
-    if (start >= T) return LP_OK;
+    if (start >= T || dm == 0) return LP_OK;
     for (int l = 0; l < u->c.n_layer; l++) {
         lp_view v;
         int rc = lp_run_view(r, LP_ACT_MLP_POST, l, -1, &v);
         if (rc) return rc;
-        assert(v.stride[1] == 1);
-        uint64_t *hist = u->hist + (size_t)l * dm * LP_UNIT_BINS;
-        column_max(best, best_pos, v.data, (size_t)v.stride[0], dm, start, T);
-        /* counted in a small table first (L2-resident where hist is not: (d_mlp, bins) of
-         * 16 bits), then added to hist in one pass in its own order */
-        memset(count, 0, (size_t)LP_UNIT_BINS * dm * sizeof *count);
-        for (int t = start; t < T; t++) {
-            const float *row = v.data + (size_t)t * v.stride[0];
-            for (int n = 0; n < dm; n++) count[(size_t)n * LP_UNIT_BINS + bin_f(row[n])]++;
-        }
-        for (size_t i = 0; i < (size_t)LP_UNIT_BINS * dm; i++) hist[i] += count[i];
-        for (int n = 0; n < dm; n++) {
-            if (best[n] != best[n]) continue;
-            int p = best_pos[n];
-            lp_unit_example x = {item, p, -1, ids[p], -1, best[n]};
-            lp_unit_stats_offer(u, LP_UNIT_NEURON, l, n, &x);
-        }
+        assert(v.stride[1] == 1 && v.stride[0] == dm);
+        u->layer_data[l] = v.data;
     }
+    neuron_job j = {u, u->layer_data, lp_run_ids(r), item, lp_mix64((uint64_t)item), start, T,
+                    (dm + NEURON_BLOCK - 1) / NEURON_BLOCK};
+    lp_parallel_for((size_t)u->c.n_layer * j.blocks, 1, neuron_blocks, &j);
     return LP_OK;
 }
 
@@ -470,18 +552,21 @@ const uint64_t *lp_unit_stats_histogram(const lp_unit_stats *u, lp_unit_kind kin
 }
 
 void lp_unit_stats_samples(const lp_unit_stats *u, lp_unit_kind kind, int layer, int index, int bin,
-                           lp_unit_example *out, int *n) {
+                           lp_unit_example *out, int64_t *hash, int *n) {
     int unit = unit_of(u, kind, layer, index);
     const slot *s = &u->slots[(size_t)unit * LP_UNIT_BINS + bin];
+    int64_t h[LP_UNIT_SAMPLES_MAX];
     *n = s->n;
-    if (s->n) memcpy(out, s->e, (size_t)s->n * sizeof *out);
-    /* insertion sort by (hash, item): s is small */
+    if (s->n) memcpy(out, s->e, (size_t)s->n * sizeof *out), memcpy(h, s->h, (size_t)s->n * sizeof *h);
+    /* insertion sort by (hash, item), each sample's hash the one it was kept by: s is small */
     for (int i = 1; i < *n; i++)
-        for (int j = i; j > 0 && sample_after(lp_unit_sample_hash(out[j - 1].item, hash_unit(u, unit)), &out[j - 1],
-                                              lp_unit_sample_hash(out[j].item, hash_unit(u, unit)), &out[j]); j--) {
+        for (int j = i; j > 0 && sample_after(h[j - 1], &out[j - 1], h[j], &out[j]); j--) {
             lp_unit_example t = out[j];
+            int64_t th = h[j];
             out[j] = out[j - 1], out[j - 1] = t;
+            h[j] = h[j - 1], h[j - 1] = th;
         }
+    if (hash && *n) memcpy(hash, h, (size_t)*n * sizeof *hash);
 }
 
 /* ---- bytes ---- */
