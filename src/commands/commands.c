@@ -586,8 +586,9 @@ static const lp_command COMMANDS[] = {
      "[--denoise] [--k K] | drop NAME",
      "sparse autoencoders and transcoders beside the model",
      "sae load tests/fixtures/sae/saelens_standard --name std", lp_cmd_sae, false,
-     "load reads SAELens (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz) and sparsify (cfg.json + "
-     "sae.safetensors) dictionaries; the site is the config's hook_name (a TransformerLens name such as "
+     "load reads SAELens (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz), sparsify (cfg.json + "
+     "sae.safetensors) and Llama Scope (hyperparams.json + checkpoints/final.safetensors) dictionaries; the site is "
+     "the config's hook_name (Llama Scope's hook_point_in; a TransformerLens name such as "
      "blocks.0.hook_resid_post) unless --site gives one; its width must be the dictionary's d_in. Runs recorded while "
      "it is loaded keep their K strongest active features per position (--store-k, default 32; 0: none; SQL view "
      "feature_acts). On load, and by "
