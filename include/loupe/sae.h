@@ -237,9 +237,9 @@ int lp_sae_editor_new(lp_sae_editor **out, const lp_sae_edit *edits, int n);
 void lp_sae_editor_free(lp_sae_editor *e);
 /* The lp_edit that applies them; valid while e lives. */
 lp_edit lp_sae_editor_edit(lp_sae_editor *e);
-/* The logits (W) at position pos of base's ids run again through edit (one lp_sae_edit):
- * a patch, clamp or steer of base, as lp_run_new_edited makes it. */
-int lp_sae_edited_logits(const lp_run *base, const lp_sae_edit *edit, int pos, float *logits);
+/* The logits (W) at position pos of base's ids run again through edits (n of them, applied
+ * in one forward): a patch, clamp or steer of base, as lp_run_new_edited makes it. */
+int lp_sae_edited_logits(const lp_run *base, const lp_sae_edit *edits, int n, int pos, float *logits);
 /* LP_OK, or what failed inside the forward (out of memory; the message is set then): a
  * forward that ran with a failed edit must be thrown away. */
 int lp_sae_editor_status(const lp_sae_editor *e);

@@ -582,7 +582,7 @@ static const lp_command COMMANDS[] = {
      "commands or split is refused."},
     {"sae", "load PATH [--site S] [--name N] [--store-k K] | list | stats [NAME] | splice [NAME] [--no-error] | unsplice [NAME] | "
      "attr [--sae NAME[,NAME...]] [--target T|--target-id ID] [--vs T|--vs-id ID] [--objective O] [--pos P] [--k K] | "
-     "patch --corrupt TEXT|--corrupt-ids 1,2,3 [--sae NAME] [--pos P] [--target T|--target-id ID] [--vs T|--vs-id ID] "
+     "patch --corrupt TEXT|--corrupt-ids 1,2,3 [--sae NAME[,NAME...]] [--pos P] [--target T|--target-id ID] [--vs T|--vs-id ID] "
      "[--denoise] [--k K] | drop NAME",
      "sparse autoencoders and transcoders beside the model",
      "sae load tests/fixtures/sae/saelens_standard --name std", lp_cmd_sae, false,
@@ -603,7 +603,9 @@ static const lp_command COMMANDS[] = {
      "and a corrupted prompt of the same length; each feature whose activation differs, and the error term, taken "
      "from the corrupted run at --pos (default every position) one at a time (--denoise: the other way), the change "
      "of the logit difference target - contrast at the last position, strongest first (K, default 20), and all of "
-     "them at once. Several may be loaded, at several sites; a new model drops "
+     "them at once; with several dictionaries (--sae A,B) each node patches its own dictionary alone (A/f6, as "
+     "patch --sae A gives it), all of them ranked together, then each one's all and every one at once. Several may "
+     "be loaded, at several sites; a new model drops "
      "them."},
     {"features", "[--sae NAME] [--pos P] [--k K]", "the active features at each position, strongest first",
      "features --pos -1 --k 5", lp_cmd_features, false,
