@@ -2,9 +2,10 @@
  * of tests/fixtures/sae_fixtures.py (every architecture, normalisation and format), the
  * commands on the bundled model, and hostile files refused with one line.
  *
- * Worst errors measured against the float64 reference (this machine), over all fifteen
+ * Worst errors measured against the float64 reference (this machine), over all seventeen
  * dictionaries: activations 2.1e-6 / 2.2e-6, reconstructions 1.4e-6 / 1.7e-6 (OpenBLAS
- * Haswell / its own kernel) - within the 1e-5 the test holds to. (Before layer_norm's way back left out the epsilon, as SAELens's does, its
+ * Haswell / its own kernel) - within the 1e-5 the test holds to; Llama Scope's alone 5.1e-7 /
+ * 4.2e-7 and 1.1e-6 / 1.2e-6. (Before layer_norm's way back left out the epsilon, as SAELens's does, its
  * reconstruction was 3.4e-5 off: the test caught it.) */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -99,13 +100,19 @@ typedef struct {
     const char *from, *to, *expect;
 } cfg_edit;
 
-/* Each edit of a SAELens cfg.json, with the weights w, refused with its message. */
-static void refused_edits(const char *cfg, const char *w, size_t wl, const cfg_edit *edits, size_t n) {
+/* Each edit of a config (a SAELens cfg.json unless fmt says otherwise), with the weights w,
+ * refused with its message. */
+static void refused_edits_as(lp_sae_format fmt, const char *cfg, const char *w, size_t wl, const cfg_edit *edits,
+                             size_t n) {
     for (size_t i = 0; i < n; i++) {
         char *c = replace(cfg, edits[i].from, edits[i].to);
-        refused(LP_SAE_FMT_SAELENS, c, w, wl, edits[i].expect);
+        refused(fmt, c, w, wl, edits[i].expect);
         free(c);
     }
+}
+
+static void refused_edits(const char *cfg, const char *w, size_t wl, const cfg_edit *edits, size_t n) {
+    refused_edits_as(LP_SAE_FMT_SAELENS, cfg, w, wl, edits, n);
 }
 
 static void hostile_files_are_refused_with_one_line(void **state) {
@@ -178,6 +185,65 @@ static void hostile_files_are_refused_with_one_line(void **state) {
     free(cfg), free(w);
 }
 
+/* Llama Scope's layout: found from its directory or either file, read as SAELens's llama_scope
+ * loader makes it (one threshold scaled by s = sqrt(d_model) / the dataset's norm, s folded in
+ * as expected_average_only_in), and a hyperparams.json it would misread refused. */
+static void llama_scope_is_read_as_saelens_reads_it(void **state) {
+    (void)state;
+    static const char *const paths[] = {FIX "/llama_scope_l0a", FIX "/llama_scope_l0a/hyperparams.json",
+                                        FIX "/llama_scope_l0a/checkpoints/final.safetensors",
+                                        FIX "/llama_scope_l0a/checkpoints/"};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++) {
+        lp_sae *s;
+        int rc = lp_sae_load(&s, paths[i]);
+        if (i == 3) { /* the checkpoints folder is no dictionary's directory */
+            assert_int_not_equal(rc, LP_OK);
+            assert_non_null(strstr(lp_errmsg(), "Llama Scope (hyperparams.json + checkpoints/final.safetensors)"));
+            continue;
+        }
+        if (rc) fail_msg("%s: %s", paths[i], lp_errmsg());
+        const lp_sae_info *in = lp_sae_get_info(s);
+        assert_int_equal(in->format, LP_SAE_FMT_LLAMA_SCOPE);
+        assert_int_equal(in->arch, LP_SAE_JUMPRELU);
+        assert_int_equal(in->norm, LP_SAE_NORM_EXPECTED_AVERAGE_ONLY_IN);
+        assert_true(fabs(in->norm_scale - 8.0 / 11.25) < 1e-15);
+        assert_false(in->apply_b_dec_to_input);
+        assert_string_equal(in->hook_name, "blocks.0.hook_attn_out");
+        assert_int_equal(in->d_sae, 32);
+        lp_sae_free(s);
+    }
+    char *cfg, *w;
+    size_t cl, wl;
+    assert_int_equal(lp_file_read_new(FIX "/llama_scope_l0a/hyperparams.json", &cfg, &cl), LP_OK);
+    assert_int_equal(lp_file_read_new(FIX "/llama_scope_l0a/checkpoints/final.safetensors", &w, &wl), LP_OK);
+    static const cfg_edit edits[] = {
+        {"\"d_sae\": 32", "\"d_sae\": 64", "encoder.weight is (32, 64), but the config makes it (64, 64)"},
+        {"\"d_model\": 64", "\"d_model\": 1000000", "hyperparams.json's \"d_model\" must be an integer"},
+        {"\"jump_relu_threshold\": 0.4375", "\"jump_relu_threshold\": -0.5", "jump_relu_threshold"},
+        {"\"jump_relu_threshold\": 0.4375", "\"jump_relu_threshold\": \"high\"", "jump_relu_threshold"},
+        {"\"in\": 11.25", "\"in\": 0", "dataset_average_activation_norm"},
+        {"\"in\": 11.25", "\"inn\": 11.25", "dataset_average_activation_norm"},
+        {"\"act_fn\": \"jumprelu\"", "\"act_fn\": \"relu\"", "act_fn \"relu\""},
+        {"\"norm_activation\": \"dataset-wise\"", "\"norm_activation\": \"token-wise\"", "token-wise"},
+        {"\"apply_decoder_bias_to_pre_encoder\": false", "\"apply_decoder_bias_to_pre_encoder\": true",
+         "apply_decoder_bias_to_pre_encoder"},
+        {"\"hook_point_in\": \"blocks.0.hook_attn_out\",", "", "no \"hook_point_in\""},
+        {"\"hook_point_out\": \"blocks.0.hook_attn_out\"", "\"hook_point_out\": \"blocks.0.hook_mlp_out\"",
+         "a transcoder"},
+    };
+    refused_edits_as(LP_SAE_FMT_LLAMA_SCOPE, cfg, w, wl, edits, sizeof edits / sizeof *edits);
+    refused(LP_SAE_FMT_LLAMA_SCOPE, NULL, w, wl, "needs its hyperparams.json");
+    refused(LP_SAE_FMT_LLAMA_SCOPE, cfg, w, wl - 7, "hostile"); /* truncated */
+    /* SAELens's tensor names: W_enc as a SAELens file names it is not Llama Scope's */
+    char *bad = malloc(wl);
+    memcpy(bad, w, wl);
+    char *at = memmem(bad, wl, "encoder.weight", 14);
+    assert_non_null(at);
+    memcpy(at, "encoder.wEIGHT", 14);
+    refused(LP_SAE_FMT_LLAMA_SCOPE, cfg, bad, wl, "no tensor encoder.weight");
+    free(bad), free(cfg), free(w);
+}
+
 static lp_session *session(void) {
     static lp_session s;
     lp_session_init(&s, fopen("/dev/null", "w"));
@@ -196,6 +262,9 @@ static void commands_load_list_and_show_features(void **state) {
     lp_session *s = session();
     assert_int_equal(lp_exec(s, "sae load " FIX "/saelens_standard --name std"), LP_OK);
     assert_int_equal(lp_exec(s, "sae load " FIX "/layers.1.mlp"), LP_OK);  /* a sparsify transcoder */
+    assert_int_equal(lp_exec(s, "sae load " FIX "/llama_scope_l0a --name ls"), LP_OK); /* hook_point_in */
+    assert_string_equal(s->saes[2].site, "blocks.0.attn_out");
+    assert_int_equal(lp_exec(s, "sae drop ls"), LP_OK);
     assert_int_equal(s->n_saes, 2);
     assert_string_equal(s->saes[1].site, "blocks.1.ln2");
     assert_string_equal(s->saes[1].out_site, "blocks.1.mlp_out");
@@ -269,6 +338,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_dictionary_matches_the_float64_reference),
         cmocka_unit_test(hostile_files_are_refused_with_one_line),
+        cmocka_unit_test(llama_scope_is_read_as_saelens_reads_it),
         cmocka_unit_test(commands_load_list_and_show_features),
         cmocka_unit_test(logit_effects_are_dla_of_the_decoder_row),
     };

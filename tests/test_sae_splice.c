@@ -433,6 +433,111 @@ static void feature_patching_matches_the_float64_reference(void **state) {
     exec_ok(f, "load models/default");
 }
 
+/* The independent forward for sae patch over several dictionaries: at position pos, the
+ * sites listed take the corrupted run's rows (what patching every feature and the error term
+ * of a dictionary whose decoder reads nothing but its features gives). */
+typedef struct {
+    int pos, n;
+    lp_act_kind kind[2];
+    int layer[2], width[2];
+    const float *rows[2];
+} row_copy;
+
+static void copy_rows(void *ctx, int layer, lp_act_kind site, float *rows, int n) {
+    const row_copy *c = ctx;
+    for (int i = 0; i < c->n; i++)
+        if (site == c->kind[i] && layer == c->layer[i] && c->pos < n)
+            memcpy(rows + (size_t)c->pos * c->width[i], c->rows[i] + (size_t)c->pos * c->width[i],
+                   (size_t)c->width[i] * sizeof *rows);
+}
+
+/* sae patch over several dictionaries: each one's nodes, changed count and "all" are what
+ * sae patch gives it alone, ranked together; the shared "all" patches every dictionary in one
+ * forward, checked against a forward that copies the corrupted run's rows at both sites. */
+static void several_dictionaries_patch_as_each_alone(void **state) {
+    session_fixture *f = *state;
+    lp_session *s = f->s;
+    char corrupt[256], line[1024];
+    id_list(json_object_get(ref, "corrupt_ids"), corrupt, sizeof corrupt);
+    exec_ok(f, "run --ids %s", ids_arg);
+    /* z and mlp_post of layer 0 (decoders that read only their features), and a transcoder */
+    static const char *const dicts[] = {"saelens_z_topk_fn", "saelens_topk_rescale", "layers.1.mlp"};
+    for (int d = 0; d < 3; d++) exec_ok(f, "sae load " FIX "/%s --name q%d", dicts[d], d);
+    const char *opts = "--k 100000 --pos 5 --target-id 2047 --vs-id 271";
+    json_t *all, *one;
+    snprintf(line, sizeof line, "sae patch --sae q0,q1,q2 --corrupt-ids %s %s", corrupt, opts);
+    if (exec_line(s, &f->buf, &f->len, line, &all) != LP_OK) fail_msg("%s: %s", line, lp_errmsg());
+    json_t *saes = json_object_get(all, "saes"), *nodes = json_object_get(all, "nodes");
+    assert_int_equal(json_array_size(saes), 3);
+    long long changed = 0;
+    size_t matched = 0;
+    for (int d = 0; d < 3; d++) {
+        snprintf(line, sizeof line, "sae patch --sae q%d --corrupt-ids %s %s", d, corrupt, opts);
+        assert_int_equal(exec_line(s, &f->buf, &f->len, line, &one), LP_OK);
+        json_t *part = json_array_get(saes, (size_t)d);
+        char name[16], prefix[16];
+        snprintf(name, sizeof name, "q%d", d);
+        snprintf(prefix, sizeof prefix, "q%d/", d);
+        assert_string_equal(json_string_value(json_object_get(part, "sae")), name);
+        assert_true(json_equal(json_object_get(part, "changed"), json_object_get(one, "changed")));
+        assert_true(json_equal(json_object_get(part, "all"), json_object_get(one, "all")));
+        changed += json_integer_value(json_object_get(one, "changed"));
+        size_t i = 0, j; /* its nodes, in the same order, are the ones of all tagged with its name */
+        json_t *nd;
+        json_array_foreach(nodes, j, nd) {
+            if (strcmp(json_string_value(json_object_get(nd, "sae")), name) != 0) continue;
+            json_t *want = json_array_get(json_object_get(one, "nodes"), i++), *cp = json_deep_copy(nd);
+            assert_non_null(want);
+            const char *nm = json_string_value(json_object_get(cp, "node"));
+            assert_true(strncmp(nm, prefix, strlen(prefix)) == 0);
+            json_object_set_new(cp, "node", json_string(nm + strlen(prefix)));
+            json_object_del(cp, "sae");
+            assert_true(json_equal(cp, want));
+            json_decref(cp);
+        }
+        assert_int_equal(i, json_array_size(json_object_get(one, "nodes")));
+        matched += i;
+        json_decref(one);
+    }
+    assert_int_equal(matched, json_array_size(nodes));
+    assert_int_equal(json_integer_value(json_object_get(all, "changed")), changed);
+    json_decref(all);
+
+    /* the shared "all" of z and mlp_post: both sites' rows at position 5 from the corrupted run */
+    snprintf(line, sizeof line, "sae patch --sae q0,q1 --corrupt-ids %s %s", corrupt, opts);
+    assert_int_equal(exec_line(s, &f->buf, &f->len, line, &all), LP_OK);
+    const lp_model *m = s->model;
+    int T = lp_run_len(s->run);
+    lp_run *bad, *r;
+    int ids[64];
+    json_t *v;
+    size_t i;
+    json_array_foreach(json_object_get(ref, "corrupt_ids"), i, v) ids[i] = (int)json_integer_value(v);
+    assert_int_equal(lp_run_new(&bad, m, ids, T), LP_OK);
+    row_copy rc = {.pos = 5, .n = 2, .kind = {LP_ACT_Z, LP_ACT_MLP_POST}, .layer = {0, 0}, .width = {64, 256}};
+    lp_view vz, vm;
+    assert_int_equal(lp_run_view(bad, LP_ACT_Z, 0, -1, &vz), LP_OK);
+    assert_int_equal(lp_run_view(bad, LP_ACT_MLP_POST, 0, -1, &vm), LP_OK);
+    rc.rows[0] = vz.data, rc.rows[1] = vm.data;
+    lp_edit ed = {copy_rows, &rc};
+    assert_int_equal(lp_run_new_edited(&r, m, lp_run_ids(s->run), NULL, T, &ed), LP_OK);
+    const float *lg = lp_run_logits(r, T - 1);
+    double want = (double)lg[2047] - lg[271], got = json_number_value(json_object_get(json_object_get(all, "all"), "value"));
+    double alone[2];
+    for (int d = 0; d < 2; d++)
+        alone[d] = json_number_value(json_object_get(json_object_get(json_array_get(json_object_get(all, "saes"), (size_t)d), "all"), "value"));
+    fprintf(stderr, "patching z and mlp_post at once: %.6f, rows copied %.6f (each alone %.4f, %.4f)\n", got, want,
+            alone[0], alone[1]);
+    assert_true(fabs(got - want) < SAME_TOL * fmax(1, fabs(want)));
+    assert_true(fabs(got - alone[0]) > 1e-3 && fabs(got - alone[1]) > 1e-3); /* both edits count */
+    lp_run_free(r), lp_run_free(bad);
+    json_decref(all);
+    snprintf(line, sizeof line, "sae patch --sae q0,q0 --corrupt-ids %s", corrupt);
+    assert_int_not_equal(exec_line(s, &f->buf, &f->len, line, NULL), LP_OK);
+    assert_non_null(strstr(lp_errmsg(), "--sae names q0 twice"));
+    exec_ok(f, "load models/default");
+}
+
 /* The invariants of patching by feature, on the bundled model and dictionary (its residual
  * stream between the layers, so the site is the whole state there): patching every feature
  * and the error term gives the corrupted run's logits at every position, patching nothing
@@ -462,12 +567,12 @@ static void feature_patching_invariants(void **state) {
                       .n_patch = ns, .patch_id = every, .patch_error = true};
     double w_all = 0, w_none = 0, w_clamp = 0, moved = 0;
     for (int t = 0; t < T; t++) {
-        assert_int_equal(lp_sae_edited_logits(clean, &ed, t, lg), LP_OK);
+        assert_int_equal(lp_sae_edited_logits(clean, &ed, 1, t, lg), LP_OK);
         for (int v = 0; v < V; v++) w_all = fmax(w_all, fabs(lg[v] - lp_run_logits(bad, t)[v]));
     }
     ed.n_patch = 0, ed.patch_error = false;
     for (int t = 0; t < T; t++) {
-        assert_int_equal(lp_sae_edited_logits(clean, &ed, t, lg), LP_OK);
+        assert_int_equal(lp_sae_edited_logits(clean, &ed, 1, t, lg), LP_OK);
         for (int v = 0; v < V; v++) w_none = fmax(w_none, fabs(lg[v] - lp_run_logits(clean, t)[v]));
     }
     /* the strongest feature of the clean run's last position, set to 3.5 everywhere */
@@ -480,8 +585,8 @@ static void feature_patching_invariants(void **state) {
     ed.n_patch = 1, ed.patch_id = &f;
     lp_sae_edit cl = {.sae = sae, .kind = LP_ACT_RESID_PRE, .out_kind = LP_ACT_RESID_PRE, .layer = 1, .out_layer = 1,
                       .mode = LP_SAE_SPLICE, .n_clamp = 1, .clamp_id = &f, .clamp_value = &v};
-    assert_int_equal(lp_sae_edited_logits(clean, &ed, T - 1, lg), LP_OK);
-    assert_int_equal(lp_sae_edited_logits(clean, &cl, T - 1, lg2), LP_OK);
+    assert_int_equal(lp_sae_edited_logits(clean, &ed, 1, T - 1, lg), LP_OK);
+    assert_int_equal(lp_sae_edited_logits(clean, &cl, 1, T - 1, lg2), LP_OK);
     for (int k = 0; k < V; k++) {
         w_clamp = fmax(w_clamp, fabs(lg[k] - lg2[k]));
         moved = fmax(moved, fabs(lg[k] - lp_run_logits(clean, T - 1)[k]));
@@ -499,7 +604,7 @@ static void feature_patching_invariants(void **state) {
     ed.patch_pos = -1, f = ns;
     assert_int_not_equal(lp_sae_editor_new(&E, &ed, 1), LP_OK);
     f = 0, ed.src_rows = T - 1;
-    assert_int_not_equal(lp_sae_edited_logits(clean, &ed, T - 1, lg), LP_OK);
+    assert_int_not_equal(lp_sae_edited_logits(clean, &ed, 1, T - 1, lg), LP_OK);
     assert_non_null(strstr(lp_errmsg(), "positions"));
     free(acts), free(err), free(lg), free(lg2), free(every);
     lp_run_free(clean), lp_run_free(bad);
@@ -562,6 +667,7 @@ int main(void) {
         cmocka_unit_test(feature_attribution_matches_autograd_and_closes),
         cmocka_unit_test(several_dictionaries_attribute_as_each_alone),
         cmocka_unit_test(feature_patching_matches_the_float64_reference),
+        cmocka_unit_test(several_dictionaries_patch_as_each_alone),
         cmocka_unit_test(feature_patching_invariants),
         cmocka_unit_test(a_patched_feature_is_a_clamp_to_the_other_runs_value),
     };

@@ -23,6 +23,17 @@
  *             encoder.bias (d_sae), W_dec (d_sae, d_out), b_dec (d_out), W_skip (d_out, d_in)
  *             when skip_connection. The hookpoint is the directory's name (layers.L,
  *             layers.L.mlp).
+ *   Llama Scope  hyperparams.json + checkpoints/final.safetensors (fnlp's SAEs for Llama-3.1-8B),
+ *             read as SAELens's llama_scope loader (get_llama_scope_config_from_hf,
+ *             llama_scope_sae_huggingface_loader) and SAE.from_pretrained's folding: W_enc =
+ *             encoder.weight^T (encoder.weight (d_sae, d_model)), b_enc = encoder.bias, W_dec =
+ *             decoder.weight^T (decoder.weight (d_model, d_sae)), b_dec = decoder.bias; jumprelu
+ *             with one threshold, jump_relu_threshold * s for every feature, s = sqrt(d_model) /
+ *             dataset_average_activation_norm.in; b_dec not subtracted from the input; and
+ *             expected_average_only_in with factor s (fold_activation_norm_scaling_factor: W_enc
+ *             times s, W_dec and b_dec over s). The hook is hook_point_in; a hook_point_out that
+ *             differs (a transcoder) is refused. dataset_average_activation_norm.out and
+ *             sparsity_include_decoder_norm are not read, as SAELens reads neither.
  *
  * The maths (x one row of the site, d_in floats):
  *   norm_in: constant_norm_rescale x * c with c = sqrt(d_in) / |x|; layer_norm (x - mean) /
@@ -77,7 +88,7 @@ typedef enum {
     LP_SAE_NORM_CONSTANT_NORM_RESCALE,
     LP_SAE_NORM_LAYER_NORM
 } lp_sae_norm;
-typedef enum { LP_SAE_FMT_SAELENS, LP_SAE_FMT_NPZ, LP_SAE_FMT_SPARSIFY } lp_sae_format;
+typedef enum { LP_SAE_FMT_SAELENS, LP_SAE_FMT_NPZ, LP_SAE_FMT_SPARSIFY, LP_SAE_FMT_LLAMA_SCOPE } lp_sae_format;
 
 /* Bounds on what a file may declare: beyond any published dictionary (Gemma Scope's widest
  * is 1M features on a 4608-wide site), short of sizes whose products overflow. */
@@ -111,11 +122,11 @@ typedef struct {
 typedef struct lp_sae lp_sae;
 
 /* Loads the dictionary at path: a directory holding one of the layouts above, or one of
- * its files. Every shape, size and value is checked (NaN or inf refused). */
+ * its files (the config, or the weights). Every shape, size and value is checked (NaN or inf refused). */
 int lp_sae_load(lp_sae **out, const char *path);
-/* The same from memory, for fuzzing and tests: cfg (may be NULL for npz) and the weights
- * file's bytes (a safetensors or an npz), what names them in messages. Nothing is kept
- * pointing into the buffers. */
+/* The same from memory, for fuzzing and tests: cfg (cfg.json, or Llama Scope's
+ * hyperparams.json; may be NULL for npz) and the weights file's bytes (a safetensors or an
+ * npz), what names them in messages. Nothing is kept pointing into the buffers. */
 int lp_sae_parse(lp_sae **out, lp_sae_format fmt, const char *cfg, size_t cfg_len, const void *weights, size_t len,
                  const char *what);
 void lp_sae_free(lp_sae *s);
@@ -226,9 +237,9 @@ int lp_sae_editor_new(lp_sae_editor **out, const lp_sae_edit *edits, int n);
 void lp_sae_editor_free(lp_sae_editor *e);
 /* The lp_edit that applies them; valid while e lives. */
 lp_edit lp_sae_editor_edit(lp_sae_editor *e);
-/* The logits (W) at position pos of base's ids run again through edit (one lp_sae_edit):
- * a patch, clamp or steer of base, as lp_run_new_edited makes it. */
-int lp_sae_edited_logits(const lp_run *base, const lp_sae_edit *edit, int pos, float *logits);
+/* The logits (W) at position pos of base's ids run again through edits (n of them, applied
+ * in one forward): a patch, clamp or steer of base, as lp_run_new_edited makes it. */
+int lp_sae_edited_logits(const lp_run *base, const lp_sae_edit *edits, int n, int pos, float *logits);
 /* LP_OK, or what failed inside the forward (out of memory; the message is set then): a
  * forward that ran with a failed edit must be thrown away. */
 int lp_sae_editor_status(const lp_sae_editor *e);

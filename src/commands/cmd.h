@@ -157,6 +157,11 @@ struct lp_session_sae {
 };
 /* The dictionary called name (NULL: the last loaded), or NULL with the error set naming cmd. */
 const struct lp_session_sae *lp_cmd_find_sae(const lp_session *s, const char *cmd, const char *name);
+/* The dictionaries names lists (NAME[,NAME...]; NULL: the last loaded), each once, into out
+ * (*n of them, at most LP_CMD_MAX_SAES), or the error set naming cmd. */
+#define LP_CMD_MAX_SAES 64
+int lp_cmd_find_saes(const lp_session *s, const char *cmd, const char *names, const struct lp_session_sae **out,
+                     int *n);
 /* e's rows in the current run: *x (T, d_in) what it reads (kept by a splice, whose site then
  * holds its output), *y (T, d_out) what its written site holds; both the caller's to free. */
 int lp_cmd_sae_rows(const lp_session *s, const struct lp_session_sae *e, float **x, float **y);

@@ -118,6 +118,25 @@ const struct lp_session_sae *lp_cmd_find_sae(const lp_session *s, const char *cm
     return NULL;
 }
 
+int lp_cmd_find_saes(const lp_session *s, const char *cmd, const char *names, const struct lp_session_sae **out,
+                     int *n) {
+    *n = 0;
+    char buf[4096];
+    if (names && strlen(names) >= sizeof buf) return lp_error(LP_EINVAL, "%s: --sae is too long", cmd);
+    snprintf(buf, sizeof buf, "%s", names ? names : "");
+    char *save = NULL, *tok = names ? strtok_r(buf, ",", &save) : NULL;
+    if (names && !tok) return lp_error(LP_EINVAL, "%s: --sae names no dictionary (NAME[,NAME...])", cmd);
+    do {
+        if (*n == LP_CMD_MAX_SAES) return lp_error(LP_EINVAL, "%s: at most %d dictionaries at once", cmd, LP_CMD_MAX_SAES);
+        const struct lp_session_sae *e = lp_cmd_find_sae(s, cmd, tok);
+        if (!e) return LP_EINVAL;
+        for (int i = 0; i < *n; i++)
+            if (out[i] == e) return lp_error(LP_EINVAL, "%s: --sae names %s twice", cmd, e->name);
+        out[(*n)++] = e;
+    } while (names && (tok = strtok_r(NULL, ",", &save)));
+    return LP_OK;
+}
+
 /* Features kept per position of a stored run unless sae load --store-k says otherwise. */
 #define STORE_K_DEFAULT 32
 

@@ -40,8 +40,6 @@ static int site_grad(const lp_grad *g, const struct lp_session_sae *e, int T, in
     return rc;
 }
 
-#define MAX_DICTS 64
-
 /* One dictionary's part: its nodes (appended to *nodes, *n of them), per-position error node
  * and the closure's sums (features, error, constant, grad_x). */
 typedef struct {
@@ -86,24 +84,12 @@ static json_t *closure_json(const double *sum) {
                      "gap", lp_json_number(total - sum[3]));
 }
 
-/* The dictionaries --sae names (comma-separated; NULL: the last loaded), into da (at most
- * MAX_DICTS, each once). */
+/* The dictionaries --sae names, into da. */
 static int find_dicts(const lp_session *s, const char *names, dict_attr *da, int *nd) {
-    *nd = 0;
-    char buf[4096];
-    if (names && strlen(names) >= sizeof buf) return lp_error(LP_EINVAL, "sae attr: --sae is too long");
-    snprintf(buf, sizeof buf, "%s", names ? names : "");
-    char *save = NULL, *tok = names ? strtok_r(buf, ",", &save) : NULL;
-    if (names && !tok) return lp_error(LP_EINVAL, "sae attr: --sae names no dictionary (NAME[,NAME...])");
-    do {
-        if (*nd == MAX_DICTS) return lp_error(LP_EINVAL, "sae attr: at most %d dictionaries at once", MAX_DICTS);
-        const struct lp_session_sae *e = lp_cmd_find_sae(s, "sae attr", tok);
-        if (!e) return LP_EINVAL;
-        for (int i = 0; i < *nd; i++)
-            if (da[i].e == e) return lp_error(LP_EINVAL, "sae attr: --sae names %s twice", e->name);
-        da[(*nd)++] = (dict_attr){.e = e};
-    } while (names && (tok = strtok_r(NULL, ",", &save)));
-    return LP_OK;
+    const struct lp_session_sae *es[LP_CMD_MAX_SAES];
+    int rc = lp_cmd_find_saes(s, "sae attr", names, es, nd);
+    for (int i = 0; !rc && i < *nd; i++) da[i] = (dict_attr){.e = es[i]};
+    return rc;
 }
 
 int lp_cmd_sae_attr(lp_session *s, int argc, char **argv) {
@@ -116,7 +102,7 @@ int lp_cmd_sae_attr(lp_session *s, int argc, char **argv) {
     char *pos[1];
     int np, nd = 0;
     if ((rc = lp_cmd_opts("sae attr", argc, argv, o, NOPT, pos, 0, &np))) return rc;
-    dict_attr *da = calloc(MAX_DICTS, sizeof *da);
+    dict_attr *da = calloc(LP_CMD_MAX_SAES, sizeof *da);
     if (!da) return lp_error(LP_ENOMEM, "out of memory");
     lp_objective ob = {LP_OBJ_LOGIT, 0, -1, -1};
     long k = 20;

@@ -582,12 +582,13 @@ static const lp_command COMMANDS[] = {
      "commands or split is refused."},
     {"sae", "load PATH [--site S] [--name N] [--store-k K] | list | stats [NAME] | splice [NAME] [--no-error] | unsplice [NAME] | "
      "attr [--sae NAME[,NAME...]] [--target T|--target-id ID] [--vs T|--vs-id ID] [--objective O] [--pos P] [--k K] | "
-     "patch --corrupt TEXT|--corrupt-ids 1,2,3 [--sae NAME] [--pos P] [--target T|--target-id ID] [--vs T|--vs-id ID] "
+     "patch --corrupt TEXT|--corrupt-ids 1,2,3 [--sae NAME[,NAME...]] [--pos P] [--target T|--target-id ID] [--vs T|--vs-id ID] "
      "[--denoise] [--k K] | drop NAME",
      "sparse autoencoders and transcoders beside the model",
      "sae load tests/fixtures/sae/saelens_standard --name std", lp_cmd_sae, false,
-     "load reads SAELens (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz) and sparsify (cfg.json + "
-     "sae.safetensors) dictionaries; the site is the config's hook_name (a TransformerLens name such as "
+     "load reads SAELens (cfg.json + sae_weights.safetensors), Gemma Scope (params.npz), sparsify (cfg.json + "
+     "sae.safetensors) and Llama Scope (hyperparams.json + checkpoints/final.safetensors) dictionaries; the site is "
+     "the config's hook_name (Llama Scope's hook_point_in; a TransformerLens name such as "
      "blocks.0.hook_resid_post) unless --site gives one; its width must be the dictionary's d_in. Runs recorded while "
      "it is loaded keep their K strongest active features per position (--store-k, default 32; 0: none; SQL view "
      "feature_acts). On load, and by "
@@ -602,7 +603,9 @@ static const lp_command COMMANDS[] = {
      "and a corrupted prompt of the same length; each feature whose activation differs, and the error term, taken "
      "from the corrupted run at --pos (default every position) one at a time (--denoise: the other way), the change "
      "of the logit difference target - contrast at the last position, strongest first (K, default 20), and all of "
-     "them at once. Several may be loaded, at several sites; a new model drops "
+     "them at once; with several dictionaries (--sae A,B) each node patches its own dictionary alone (A/f6, as "
+     "patch --sae A gives it), all of them ranked together, then each one's all and every one at once. Several may "
+     "be loaded, at several sites; a new model drops "
      "them."},
     {"features", "[--sae NAME] [--pos P] [--k K]", "the active features at each position, strongest first",
      "features --pos -1 --k 5", lp_cmd_features, false,

@@ -30,7 +30,7 @@ const char *lp_sae_norm_name(lp_sae_norm n) {
     return names[n];
 }
 const char *lp_sae_format_name(lp_sae_format f) {
-    static const char *const names[] = {"saelens", "gemma-scope npz", "sparsify"};
+    static const char *const names[] = {"saelens", "gemma-scope npz", "sparsify", "llama-scope"};
     return names[f];
 }
 

@@ -188,13 +188,13 @@ static void edit_fn(void *ctx, int layer, lp_act_kind site, float *rows, int n) 
 
 lp_edit lp_sae_editor_edit(lp_sae_editor *E) { return (lp_edit){edit_fn, E}; }
 
-int lp_sae_edited_logits(const lp_run *base, const lp_sae_edit *edit, int pos, float *logits) {
+int lp_sae_edited_logits(const lp_run *base, const lp_sae_edit *edits, int n, int pos, float *logits) {
     int T = lp_run_len(base);
     if (pos < 0 || pos >= lp_run_out_rows(base))
         return lp_error(LP_EINVAL, "position %d has no prediction (0..%d)", pos, lp_run_out_rows(base) - 1);
     lp_sae_editor *E;
     lp_run *r = NULL;
-    int rc = lp_sae_editor_new(&E, edit, 1);
+    int rc = lp_sae_editor_new(&E, edits, n);
     if (rc) return rc;
     lp_edit ed = lp_sae_editor_edit(E);
     rc = lp_run_new_edited(&r, lp_run_model(base), lp_run_ids(base), lp_run_types(base), T, &ed);

@@ -1,6 +1,7 @@
 /* libFuzzer harness for the dictionary loaders (sae.h): byte 0 picks the format (SAELens,
- * Gemma Scope npz, sparsify), bytes 1-2 the length L of the cfg.json that follows (little
- * endian; 0: none), then the weights file (safetensors or npz). Loading must fail with a
+ * Gemma Scope npz, sparsify, Llama Scope), bytes 1-2 the length L of the cfg.json (Llama
+ * Scope: hyperparams.json) that follows (little endian; 0: none), then the weights file
+ * (safetensors or npz). Loading must fail with a
  * message, or give a dictionary that encodes and decodes a row to finite numbers. */
 #include <math.h>
 #include <stdint.h>
@@ -14,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 3) return 0;
-    lp_sae_format fmt = (lp_sae_format)(data[0] % 3);
+    lp_sae_format fmt = (lp_sae_format)(data[0] % 4);
     size_t cl = (size_t)data[1] | (size_t)data[2] << 8;
     if (cl > size - 3) return 0;
     char *cfg = cl ? malloc(cl) : NULL;
