@@ -584,6 +584,8 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
         (o[17].value && (rc = lp_cmd_int(o[17].value, "--batch", 1, BATCH_MAX, &batch))))
         return rc;
     if (o[7].value && !o[6].value) return lp_error(LP_EINVAL, "dataset: --seed goes with --sample N");
+    if (o[0].value && lp_dataset_is_generated(path) && dopt.format != LP_DATASET_JSONL)
+        return lp_error(LP_EINVAL, "dataset: %s is generated as JSONL; leave out --format %s", path, o[0].value);
     if (o[14].value && o[15].value) return lp_error(LP_EINVAL, "dataset: give --bos or --no-bos, not both");
     dopt.skip = skip, dopt.limit = limit, dopt.sample = sample, dopt.seed = (uint64_t)seed;
     r.bos_mode = o[14].value ? 1 : o[15].value ? 0 : -1;

@@ -54,6 +54,7 @@ printf '%s\n' '"say \"hi\"\n\tthen go"' '"{x} \" Mary\""' >"$tmp/want"
 check "a field's text as given (quotes, newline, tab), one quoted word in a text; {{ }} braces" diff "$tmp/want" "$tmp/notes"
 
 refused "a generator that does not exist" "no generator 'nope'" -d "$tmp/b.db" $M -e "dataset generate:nope:3"
+refused "a generated dataset read as another format" "generated as JSONL; leave out --format csv" -d "$tmp/b.db" $M -e "dataset generate:ioi:3 --format csv"
 refused "a generated dataset of 0 items" "generate:KIND:N\[:SEED\]" -d "$tmp/b.db" $M -e "dataset generate:ioi:0"
 
 echo "$fails failed"
