@@ -137,9 +137,8 @@ struct lp_unit_stats {
     float *metrics;                  /* (n_layer, n_head, LP_HEAD_METRIC_COUNT) scratch of add_run */
     int *at_q, *at_k;                /* (n_layer, n_head, LP_HEAD_METRIC_COUNT) */
     slot *slots;                     /* (n_units, LP_UNIT_BINS) */
-    float *best;                     /* (width) scratch of add_features */
-    int *best_pos;                   /* (width) */
-    int width;                       /* the largest d_sae */
+    float *best;                     /* (the largest d_sae) scratch of add_features */
+    int *best_pos;                   /* (the largest d_sae) */
     const float **layer_data;        /* (n_layer) scratch of add_run: each layer's mlp_post */
 };
 
@@ -193,7 +192,7 @@ int lp_unit_stats_new(lp_unit_stats **out, const lp_unit_stats_config *c) {
     pthread_once(&bin_once, bin_table);
     u->c = *c;
     u->n_neurons = (int)neurons, u->n_heads = (int)heads, u->n_units = (int)units;
-    u->n_features = (int)features, u->feature_at = (int)(units - features), u->width = width;
+    u->n_features = (int)features, u->feature_at = (int)(units - features);
     for (int d = 1; d < c->n_dict; d++) u->dict_at[d] = u->dict_at[d - 1] + c->d_sae[d - 1];
     size_t nu = (size_t)units + 1;
     u->top = malloc(nu * (size_t)c->k * sizeof *u->top);
@@ -321,22 +320,6 @@ static inline void max_step(float *restrict best, int *restrict best_pos, const 
     best_pos[n] = take ? t : best_pos[n];
 }
 
-/* Each column's largest value over rows [start, T) of data (row stride ld) and the first row
- * holding it (a NaN never wins, unless every value is NaN), row by row so that the compiler
- * vectorises it. start < T. */
-static void column_max(float *restrict best, int *restrict best_pos, const float *data, size_t ld, int n, int start,
-                       int T) {
-    memcpy(best, data + (size_t)start * ld, (size_t)n * sizeof *best);
-    for (int j = 0; j < n; j++) best_pos[j] = start;
-    int body = n - n % 8;
-    for (int t = start + 1; t < T; t++) {
-        const float *restrict row = data + (size_t)t * ld;
-        for (int j0 = 0; j0 < body; j0 += 8) /* 8 lanes at a time: the compiler vectorises it */
-            for (int j = j0; j < j0 + 8; j++) max_step(best, best_pos, row, j, t);
-        for (int j = body; j < n; j++) max_step(best, best_pos, row, j, t);
-    }
-}
-
 typedef int vi16 __attribute__((vector_size(64)));
 
 /* max_step on 16 lanes at once: the same choice in each (GCC's vectoriser left the scalar
@@ -348,6 +331,20 @@ VEC_INLINE void max_step16(float *best, int *best_pos, const float *row, int t) 
     store16(best, (v16)(((vi16)x & take) | ((vi16)b & ~take)));
     p = (((vi16){0} + t) & take) | (p & ~take);
     memcpy(best_pos, &p, sizeof p);
+}
+
+/* Each column's largest value over rows [start, T) of data (row stride ld) and the first row
+ * holding it (a NaN never wins, unless every value is NaN), 16 lanes at a time. start < T. */
+static void column_max(float *restrict best, int *restrict best_pos, const float *data, size_t ld, int n, int start,
+                       int T) {
+    memcpy(best, data + (size_t)start * ld, (size_t)n * sizeof *best);
+    for (int j = 0; j < n; j++) best_pos[j] = start;
+    int body = n - n % V16_LANES;
+    for (int t = start + 1; t < T; t++) {
+        const float *restrict row = data + (size_t)t * ld;
+        for (int j = 0; j < body; j += V16_LANES) max_step16(best + j, best_pos + j, row + j, t);
+        for (int j = body; j < n; j++) max_step(best, best_pos, row, j, t);
+    }
 }
 
 /* add_neurons' work: a layer's neurons in blocks of NEURON_BLOCK, each block a chunk of the
@@ -480,23 +477,23 @@ static int add_head_metrics(lp_unit_stats *u, const lp_run *r, int64_t item) {
     return LP_OK;
 }
 
+/* Dictionary dict's features' histograms: (d_sae, LP_UNIT_BINS) after the neurons' and heads'. */
+static uint64_t *feature_hist(const lp_unit_stats *u, int dict) {
+    return u->hist + (size_t)u->n_neurons * LP_UNIT_BINS + (size_t)u->n_heads * LP_HEAD_BINS +
+           (size_t)u->dict_at[dict] * LP_UNIT_BINS;
+}
+
 int lp_unit_stats_add_features(lp_unit_stats *u, int dict, const float *acts, int T, const int *ids, int64_t item,
                                bool bos) {
     if (dict < 0 || dict >= u->c.n_dict)
         return lp_error(LP_EINVAL, "no tracked dictionary %d (the dataset tracks %d)", dict, u->c.n_dict);
     int m = u->c.d_sae[dict], start = bos ? 1 : 0;
     if (start >= T) return LP_OK;
-    uint64_t *hist = u->hist + (size_t)u->n_neurons * LP_UNIT_BINS + (size_t)u->n_heads * LP_HEAD_BINS +
-                     (size_t)(u->dict_at[dict]) * LP_UNIT_BINS;
+    uint64_t *hist = feature_hist(u, dict);
     column_max(u->best, u->best_pos, acts, (size_t)m, m, start, T);
-    /* most activations are 0 (bin 0): the others are counted one by one, bin 0 gets the rest */
-    for (int f = 0; f < m; f++) hist[(size_t)f * LP_UNIT_BINS] += (uint64_t)(T - start);
     for (int t = start; t < T; t++) {
         const float *row = acts + (size_t)t * m;
-        for (int f = 0; f < m; f++) {
-            int b = bin_f(row[f]);
-            if (b) hist[(size_t)f * LP_UNIT_BINS + b]++, hist[(size_t)f * LP_UNIT_BINS]--;
-        }
+        for (int f = 0; f < m; f++) hist[(size_t)f * LP_UNIT_BINS + bin_f(row[f])]++;
     }
     for (int f = 0; f < m; f++) {
         if (!(u->best[f] > 0)) continue; /* it does not fire on the item */
@@ -545,8 +542,7 @@ const uint64_t *lp_unit_stats_histogram(const lp_unit_stats *u, lp_unit_kind kin
     }
     if (kind == LP_UNIT_FEATURE && layer >= 0 && layer < u->c.n_dict) {
         *bins = LP_UNIT_BINS;
-        return u->hist + (size_t)u->n_neurons * LP_UNIT_BINS + (size_t)u->n_heads * LP_HEAD_BINS +
-               ((size_t)u->dict_at[layer] + index) * LP_UNIT_BINS;
+        return feature_hist(u, layer) + (size_t)index * LP_UNIT_BINS;
     }
     return NULL;
 }
