@@ -934,3 +934,16 @@ int lp_store_dataset_merge(lp_store *st, const char *path, json_t **report) {
     *report = rep;
     return LP_OK;
 }
+
+int lp_store_dataset_tracking(lp_store *st, const char *fp, const char *path, const char *site, int d_sae,
+                              json_t **rows) {
+    json_t *params = json_pack("[s,s,s,i]", fp, path, site, d_sae);
+    int rc = lp_store_query(st,
+                            "SELECT d.id AS id, min(CAST(f.key AS INTEGER)) AS dict FROM datasets d, json_each(CASE"
+                            " WHEN json_valid(d.settings) THEN d.settings ELSE '{}' END, '$.features') f WHERE"
+                            " d.finished_at IS NOT NULL AND d.model_fingerprint = ?1 AND f.value ->> 'path' = ?2"
+                            " AND f.value ->> 'site' = ?3 AND f.value ->> 'd_sae' = ?4 GROUP BY d.id ORDER BY d.id DESC",
+                            params, false, rows, NULL);
+    json_decref(params);
+    return rc;
+}

@@ -23,6 +23,7 @@
 #include "loupe/error.h"
 #include "loupe/output.h"
 #include "loupe/sae.h"
+#include "loupe/store_dataset.h"
 #include "loupe/unit_stats.h"
 #include "view.h"
 
@@ -230,19 +231,17 @@ static void load_examples(examples_state *st, lp_browser *b, store_unit u) {
 }
 
 /* A feature's dataset: the one chosen, if it tracked the feature's dictionary; else the
- * newest that did (matched by path, site and width, as `examples feature` matches it). The
+ * newest that did (lp_store_dataset_tracking, as `examples feature` finds it). The
  * dictionary's number in it into u->layer; 0 when none did. */
 static long long feature_dataset(examples_state *st, lp_browser *b, unit_key k, const char *fp, store_unit *u) {
     const char *site = NULL, *path = lp_session_sae_path(b->s, k.layer);
     const lp_sae *sae = lp_session_sae(b->s, k.layer, NULL, &site);
     if (!sae || !path) return 0;
-    st->tracked = lp_browser_query(b,
-                                   "SELECT d.id AS id, min(CAST(f.key AS INTEGER)) AS dict FROM datasets d, json_each(CASE"
-                                   " WHEN json_valid(d.settings) THEN d.settings ELSE '{}' END, '$.features') f WHERE"
-                                   " d.finished_at IS NOT NULL AND d.model_fingerprint = ?1 AND f.value ->> 'path' = ?2"
-                                   " AND f.value ->> 'site' = ?3 AND f.value ->> 'd_sae' = ?4 GROUP BY d.id"
-                                   " ORDER BY d.id DESC",
-                                   json_pack("[s,s,s,i]", fp, path, site, lp_sae_get_info(sae)->d_sae));
+    if (lp_store_dataset_tracking(b->s->store, fp, path, site, lp_sae_get_info(sae)->d_sae, &st->tracked)) {
+        lp_error_clear(); /* as lp_browser_query: the view shows none */
+        json_decref(st->tracked);
+        st->tracked = NULL;
+    }
     json_t *row = json_array_get(st->tracked, 0), *r;
     size_t i;
     json_array_foreach(st->tracked, i, r) if (k.pick && lp_row_int(r, "id", 0) == k.pick) row = r;

@@ -69,4 +69,12 @@ int lp_store_dataset_finish(lp_store *st, int64_t dataset_id, const lp_unit_stat
  * "Shards and merging"); *report (a new JSON array) says per shard what was done. */
 int lp_store_dataset_merge(lp_store *st, const char *path, json_t **report);
 
+/* The finished datasets of the model with fingerprint fp that tracked the features of the
+ * dictionary at path and site with d_sae features (settings' "features": the same path, site
+ * and width), newest first: *rows [{"id", "dict"}], dict its number among that dataset's
+ * dictionaries (the "layer" of its feature units). What `examples feature` and the browser's
+ * examples view both go by. */
+int lp_store_dataset_tracking(lp_store *st, const char *fp, const char *path, const char *site, int d_sae,
+                              json_t **rows);
+
 #endif

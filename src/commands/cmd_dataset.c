@@ -705,36 +705,32 @@ static json_t *query1(lp_session *s, const char *sql, json_t *params, int *rc) {
     return rows;
 }
 
-/* Feature id of the session's dictionary name (NULL: the last loaded) as a unit of the dataset
- * whose settings are settings_text: *dict its number among the dataset's dictionaries (the
- * same path and site), -1 when the dataset tracked no features (its runs may have kept some:
- * lp_cmd_feature_examples reads those). */
-static int tracked_feature(const lp_session *s, const char *name, const char *id, json_t *settings_text, int *dict,
-                           int *unit) {
+/* Feature id of the session's dictionary name (NULL: the last loaded) as a unit of dataset ds,
+ * which tracked n_dicts dictionaries: *dict its number among them (lp_store_dataset_tracking),
+ * -1 when ds tracked none (its runs may have kept features: lp_cmd_feature_examples reads
+ * those). */
+static int tracked_feature(lp_session *s, const char *name, const char *id, json_int_t ds, json_int_t n_dicts,
+                           int *dict, int *unit) {
     *dict = -1;
     const struct lp_session_sae *e = lp_cmd_find_sae(s, "examples feature", name);
     if (!e) return LP_EINVAL;
-    json_t *settings = json_loads(json_string_value(settings_text) ? json_string_value(settings_text) : "{}", 0, NULL);
-    json_t *dicts = json_object_get(settings, "features");
+    int d_sae = lp_sae_get_info(e->sae)->d_sae;
     long f;
-    int rc = lp_cmd_int(id, "feature", 0, lp_sae_get_info(e->sae)->d_sae - 1, &f);
+    int rc = lp_cmd_int(id, "feature", 0, d_sae - 1, &f);
+    if (rc || n_dicts == 0) return rc;
+    char fp[17];
+    lp_model_fingerprint(s->model, fp);
+    json_t *rows = NULL, *r;
     size_t i;
-    json_t *d;
-    json_array_foreach(dicts, i, d) {
-        if (rc || strcmp(json_string_value(json_object_get(d, "path")) ? json_string_value(json_object_get(d, "path")) : "",
-                         e->path) ||
-            strcmp(json_string_value(json_object_get(d, "site")) ? json_string_value(json_object_get(d, "site")) : "",
-                   e->site))
-            continue;
-        if (json_integer_value(json_object_get(d, "d_sae")) != lp_sae_get_info(e->sae)->d_sae) continue;
-        *dict = (int)i, *unit = (int)f;
-        break;
-    }
-    if (!rc && json_array_size(dicts) && *dict < 0)
-        rc = lp_error(LP_EINVAL, "examples feature: the dataset tracked other dictionaries than '%s' (%s at %s); load "
-                      "one of those ('sql SELECT settings FROM datasets' lists them)", e->name, e->path, e->site);
-    json_decref(settings);
-    return rc;
+    if ((rc = lp_store_dataset_tracking(s->store, fp, e->path, e->site, d_sae, &rows))) return rc;
+    json_array_foreach(rows, i, r)
+        if (json_integer_value(json_object_get(r, "id")) == ds) *dict = (int)json_integer_value(json_object_get(r, "dict"));
+    json_decref(rows);
+    if (*dict < 0)
+        return lp_error(LP_EINVAL, "examples feature: the dataset tracked other dictionaries than '%s' (%s at %s); load "
+                        "one of those ('sql SELECT settings FROM datasets' lists them)", e->name, e->path, e->site);
+    *unit = (int)f;
+    return LP_OK;
 }
 
 /* examples neuron L.N | head L.H [--by METRIC] | feature ID [--sae NAME] [--k K] [--dataset ID]
@@ -766,7 +762,9 @@ int lp_cmd_examples(lp_session *s, int argc, char **argv, const char *rest) {
     if (o[3].value && kind == LP_UNIT_HEAD && (rc = lp_unit_head_kind_from_name(o[3].value, &by))) return rc;
     char fp[17];
     lp_model_fingerprint(s->model, fp);
-    json_t *found = query1(s, "SELECT id, settings FROM datasets WHERE finished_at IS NOT NULL AND model_fingerprint = ?1"
+    json_t *found = query1(s, "SELECT id, CASE WHEN json_valid(settings) THEN coalesce(json_array_length(settings,"
+                           " '$.features'), 0) ELSE 0 END AS n_dicts FROM datasets WHERE finished_at IS NOT NULL AND"
+                           " model_fingerprint = ?1"
                            " AND (?2 = 0 OR id = ?2) ORDER BY id DESC LIMIT 1", json_pack("[s,I]", fp, (json_int_t)ds), &rc);
     if (rc) return rc;
     json_t *idv = json_object_get(json_array_get(found, 0), "id");
@@ -779,8 +777,9 @@ int lp_cmd_examples(lp_session *s, int argc, char **argv, const char *rest) {
     }
     json_int_t id = json_integer_value(idv);
     int dict = -1; /* the feature's dictionary among those the dataset tracked; -1: it tracked none */
-    if (feature) rc = tracked_feature(s, o[4].value, pos[1], json_object_get(json_array_get(found, 0), "settings"),
-                                      &dict, &unit);
+    if (feature)
+        rc = tracked_feature(s, o[4].value, pos[1], id,
+                             json_integer_value(json_object_get(json_array_get(found, 0), "n_dicts")), &dict, &unit);
     json_decref(found);
     if (rc) return rc;
     if (dict >= 0) kind = LP_UNIT_FEATURE, by = kind, layer = dict;
