@@ -116,65 +116,45 @@ static int take_each(int *argc, char **argv, const char **each, int *n_each) {
  * JSONL key or CSV column) as one double-quoted word, with the escapes the command line reads
  * back; {{ and }} are braces. *out malloc'd; an item without the field is an error naming it. */
 static int expand_each(const char *cmd, const lp_dataset_item *it, char **out) {
-    *out = NULL;
-    size_t cap = strlen(cmd) + 64, n = 0;
-    char *buf = malloc(cap), *value = NULL;
-    int rc = buf ? LP_OK : lp_error(LP_ENOMEM, "out of memory");
-    for (const char *p = cmd; !rc && *p;) {
-        size_t name_len = 0;
-        if (p[0] == '{')
-            while (p[1 + name_len] && (isalnum((unsigned char)p[1 + name_len]) || strchr("_.-", p[1 + name_len])))
-                name_len++;
-        const char *piece = p;
-        size_t piece_len = 1, need;
+    size_t len;
+    FILE *f = open_memstream(out, &len);
+    if (!f) return lp_error(LP_ENOMEM, "out of memory");
+    int rc = LP_OK;
+    for (const char *p = cmd; *p && !rc;) {
         if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}')) {
-            p += 2; /* piece: the one brace */
-        } else if (p[0] == '{' && name_len && p[1 + name_len] == '}') {
-            char name[128];
-            snprintf(name, sizeof name, "%.*s", (int)(name_len < sizeof name ? name_len : sizeof name - 1), p + 1);
-            if ((rc = lp_dataset_item_field(it, name, &value))) break;
-            if (!value) {
-                rc = lp_error(LP_EINVAL, "item has no field \"%s\" for {%s}", name, name);
-                break;
-            }
-            piece = value, piece_len = strlen(value), p += name_len + 2;
-        } else {
-            p++;
-        }
-        need = n + (piece == value ? 2 * piece_len + 2 : piece_len) + 1;
-        if (need > cap) {
-            char *grown = realloc(buf, cap = 2 * need);
-            if (!grown) {
-                rc = lp_error(LP_ENOMEM, "out of memory");
-                break;
-            }
-            buf = grown;
-        }
-        if (piece != value) {
-            memcpy(buf + n, piece, piece_len), n += piece_len;
+            fputc(*p, f), p += 2;
             continue;
         }
-        buf[n++] = '"';
-        for (size_t i = 0; i < piece_len; i++) {
-            char c = value[i];
-            if (c == '"' || c == '\\' || c == '\n' || c == '\t' || c == '\r') {
-                buf[n++] = '\\';
-                c = c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : c;
-            }
-            buf[n++] = c;
+        size_t nl = 0;
+        while (p[0] == '{' && p[1 + nl] && (isalnum((unsigned char)p[1 + nl]) || strchr("_.-", p[1 + nl]))) nl++;
+        if (!nl || p[1 + nl] != '}') {
+            fputc(*p++, f);
+            continue;
         }
-        buf[n++] = '"';
+        char name[128], *value;
+        snprintf(name, sizeof name, "%.*s", (int)(nl < sizeof name ? nl : sizeof name - 1), p + 1);
+        if ((rc = lp_dataset_item_field(it, name, &value))) break;
+        if (!value) {
+            rc = lp_error(LP_EINVAL, "item has no field \"%s\" for {%s}", name, name);
+            break;
+        }
+        fputc('"', f);
+        for (const char *v = value; *v; v++) {
+            const char *esc = *v == '"' ? "\\\"" : *v == '\\' ? "\\\\" : *v == '\n' ? "\\n" : *v == '\t' ? "\\t"
+                              : *v == '\r' ? "\\r" : NULL;
+            if (esc) fputs(esc, f);
+            else fputc(*v, f);
+        }
+        fputc('"', f);
         free(value);
-        value = NULL;
+        p += nl + 2;
     }
-    free(value);
+    if (fclose(f) && !rc) rc = lp_error(LP_ENOMEM, "out of memory");
     if (rc) {
-        free(buf);
-        return rc;
+        free(*out);
+        *out = NULL;
     }
-    buf[n] = '\0';
-    *out = buf;
-    return LP_OK;
+    return rc;
 }
 
 /* Everything that decides the results, in one canonical JSON text (sorted keys). */
