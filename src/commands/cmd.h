@@ -207,6 +207,9 @@ int lp_cmd_sae_run_new(lp_session *s, lp_run **r, const int *ids, const int *typ
 /* What the session's runs go through now, for a run's output: {"spliced":[{"sae","splice"}],
  * "sae","steer","clamp"}, or NULL when nothing (a new reference). */
 json_t *lp_cmd_sae_edits_json(const lp_session *s);
+/* The same as canonical JSON text (sorted keys, compact: what runs.edits keeps and rerun
+ * compares), *text NULL when nothing; LP_ENOMEM. */
+int lp_cmd_sae_edits_text(const lp_session *s, char **text);
 /* The edit lp_generate_edited applies for the same: *editor NULL when there is none; free it
  * with lp_cmd_sae_edit_free. */
 struct lp_cmd_sae_edits;

@@ -136,6 +136,13 @@ json_t *lp_cmd_sae_edits_json(const lp_session *s) {
                      steer ? json_string(steer) : json_null(), "clamp", clamp ? json_string(clamp) : json_null());
 }
 
+int lp_cmd_sae_edits_text(const lp_session *s, char **text) {
+    json_t *edits = lp_cmd_sae_edits_json(s);
+    *text = edits ? json_dumps(edits, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(edits);
+    return edits && !*text ? lp_error(LP_ENOMEM, "out of memory") : LP_OK;
+}
+
 /* ---- sae splice / unsplice ---- */
 
 int lp_cmd_sae_splice(lp_session *s, const char *name, bool on, bool no_error) {

@@ -269,12 +269,12 @@ static int record_run(lp_session *s, const char *text, const char *pair, const c
     lp_store_features *feats = NULL;
     if ((rc = lp_cmd_sae_store_rows(s, &feats, &rec.n_features))) goto done;
     rec.features = feats;
-    json_t *edits = lp_cmd_sae_edits_json(s); /* a spliced or steered run is kept as one */
-    char *edits_text = edits ? json_dumps(edits, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(edits);
-    rec.edits = edits_text;
-    rc = edits && !edits_text ? lp_error(LP_ENOMEM, "out of memory") : lp_store_put_run(s->store, &rec, &s->run_id);
-    free(edits_text);
+    char *edits = NULL; /* a spliced or steered run is kept as one */
+    if (!(rc = lp_cmd_sae_edits_text(s, &edits))) {
+        rec.edits = edits;
+        rc = lp_store_put_run(s->store, &rec, &s->run_id);
+    }
+    free(edits);
     lp_cmd_sae_store_free(feats, rec.n_features);
 done:
     json_decref(label_probs);
@@ -471,10 +471,9 @@ int lp_cmd_rerun(lp_session *s, int argc, char **argv, const char *rest) {
                                       "no second token type (was the database edited?)", id, r.types[i], i);
     /* A run made through a spliced dictionary or steering is that run only through the same
      * edits: refused, naming them, when the session applies others now. */
-    json_t *now_edits = rc ? NULL : lp_cmd_sae_edits_json(s);
-    char *now = now_edits ? json_dumps(now_edits, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(now_edits);
-    if (!rc && (r.edits || now) && (!r.edits || !now || strcmp(r.edits, now)))
+    char *now = NULL;
+    if (!rc) rc = lp_cmd_sae_edits_text(s, &now);
+    if (!rc && strcmp(r.edits ? r.edits : "", now ? now : ""))
         rc = lp_error(LP_EINVAL, "rerun: run %ld was made through %s, and the session's runs now go through %s; "
                       "splice, unsplice or steer (run --sae NAME --steer F:A TEXT) as it was first", id,
                       r.edits ? r.edits : "the model alone", now ? now : "the model alone");
