@@ -18,7 +18,7 @@
 #include "store_impl.h"
 #include "util/parallel.h"
 
-enum { DQ_NEW, DQ_ITEM, DQ_CHECKPOINT, DQ_PROGRESS, DQ_GET_CHECKPOINT, DQ_EXAMPLE, DQ_HIST, DQ_SAMPLE, DQ_STAT };
+enum { DQ_NEW, DQ_ITEM, DQ_CHECKPOINT, DQ_PROGRESS, DQ_GET_CHECKPOINT, DQ_UNIT, DQ_STAT };
 
 /* 128 random bits as 32 hex digits. */
 static void new_uid(char out[33]) {
@@ -215,11 +215,11 @@ static void unit_texts_free(unit_texts *w) {
 /* Writes a unit_stats row: histogram NULL when h is. */
 static int put_row(lp_store *st, int64_t id, const char *kind, int layer, int index, const char *metric,
                    const lp_unit_text *ex, const lp_unit_text *smp, const lp_unit_text *h) {
-    int rc = store_prep(st, &st->dq[DQ_EXAMPLE],
+    int rc = store_prep(st, &st->dq[DQ_UNIT],
                         "INSERT INTO unit_stats (dataset_id, unit_kind, layer, unit, metric, examples, samples, histogram)"
                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
     if (rc) return rc;
-    sqlite3_stmt *s = st->dq[DQ_EXAMPLE];
+    sqlite3_stmt *s = st->dq[DQ_UNIT];
     sqlite3_bind_int64(s, 1, id);
     sqlite3_bind_text(s, 2, kind, -1, SQLITE_STATIC);
     sqlite3_bind_int(s, 3, layer);
