@@ -4,7 +4,7 @@
  * a feature of a loaded dictionary (b->feature: the one selected in view 0 when coming from
  * there, or with `f`; H L step, `u` goes back, `:examples feature ID [--sae NAME]` names
  * one), from the newest finished dataset of the model that tracked the feature's dictionary
- * (matched by path, site and width, as `examples feature` matches it; d steps through those):
+ * (lp_store_dataset_tracking, as `examples feature` finds it; d steps through those):
  * its top examples, each its item's tokens around the position with the activating token
  * highlighted (a head's key token underlined), then the quantile samples by bin and the
  * density histogram over the fixed bins (a neuron's or feature's activations over its
