@@ -78,6 +78,11 @@ static void pool_init(void) {
     pthread_attr_destroy(&attr);
 }
 
+int lp_parallel_threads(void) {
+    int threads = openblas_get_num_threads();
+    return threads > 1 ? threads : 1;
+}
+
 void lp_parallel_for(size_t n, size_t grain, lp_range_fn *fn, void *ctx) {
     if (grain == 0) grain = 1;
     int threads = openblas_get_num_threads();
