@@ -42,12 +42,13 @@ $(BUILD)/%.o: %.c $(HEADERS)
 	@echo "cc $<"
 	@$(CC) $(CFLAGS_BASE) -c -o $@ $<
 
-$(BUILD)/tests/%: tests/%.c $(LIB_OBJ)
+# Tests and tools also include their own headers and the engine's: rebuilt when any changes.
+$(BUILD)/tests/%: tests/%.c $(LIB_OBJ) $(HEADERS) $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
 	@echo "ld $@"
 	@$(CC) $(CFLAGS_BASE) -o $@ $< $(LIB_OBJ) $(LDLIBS_BASE) -lcmocka
 
-$(BUILD)/tools/%: tests/tools/%.c $(LIB_OBJ)
+$(BUILD)/tools/%: tests/tools/%.c $(LIB_OBJ) $(HEADERS) $(wildcard tests/tools/*.h)
 	@mkdir -p $(dir $@)
 	@echo "ld $@"
 	@$(CC) $(CFLAGS_BASE) -o $@ $< $(LIB_OBJ) $(LDLIBS_BASE)
@@ -55,7 +56,7 @@ $(BUILD)/tools/%: tests/tools/%.c $(LIB_OBJ)
 tools: $(TOOL_BIN)
 
 # The fuzz harnesses without libFuzzer, replaying their corpora (tests/e2e/fuzz_corpus.sh).
-$(BUILD)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay.c $(LIB_OBJ) $(wildcard tests/fuzz/*.h)
+$(BUILD)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay.c $(LIB_OBJ) $(HEADERS) $(wildcard tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	@echo "ld $@"
 	@$(CC) $(CFLAGS_BASE) -o $@ $< tests/fuzz/replay.c $(LIB_OBJ) $(LDLIBS_BASE)
@@ -219,7 +220,7 @@ build/fuzz/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	@echo "cc (fuzz) $<"
 	@clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
-build/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ) $(wildcard tests/fuzz/*.h)
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_OBJ) $(HEADERS) $(wildcard tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	@echo "ld (fuzz) $@"
 	@clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(shell pkg-config --libs $(PKGS) $(UI_PKGS) 2>/dev/null) -lm -lpthread
