@@ -1567,6 +1567,40 @@ static void help_is_written_from_the_keymap(void **state) {
     assert_int_equal(lp_browser_key(f->b, 'q'), LP_BROWSER_QUIT);
 }
 
+/* At 80 columns a long description wraps onto rows under its first, at spaces: every
+ * binding's whole text is there (the rows joined), and no row is cut with '…'. The screen
+ * is tall enough for the whole help on one page. */
+static void help_wraps_long_descriptions_at_80_columns(void **state) {
+    fixture *f = *state;
+    lp_screen_resize(f->scr, 80, 900);
+    key(f, '?');
+    SHOWS(f, "Keys (from the key table)");
+    size_t cap = 1 << 18, at = 0;
+    char *all = calloc(cap, 1);
+    assert_non_null(all);
+    for (int y = 2; y < f->scr->h - 1; y++) {
+        const char *line = row(f, y);
+        if (strstr(line, "\xE2\x80\xA6")) fail_msg("help row %d is cut: '%s'", y, line);
+        /* the row's words, single-spaced */
+        for (const char *p = line; *p; p++) {
+            if (*p == ' ' && (at == 0 || all[at - 1] == ' ')) continue;
+            if (at + 2 < cap) all[at++] = *p;
+        }
+        if (at > 0 && all[at - 1] != ' ' && at + 2 < cap) all[at++] = ' ';
+    }
+    int n;
+    const lp_binding *k = lp_keymap(&n);
+    int wrapped = 0;
+    for (int i = 0; i < n; i++) {
+        if (!strstr(all, k[i].help)) fail_msg("help lacks the whole of '%s' (%s)", k[i].help, k[i].key_name);
+        wrapped += lp_display_width(k[i].help) > 60;
+    }
+    assert_true(wrapped > 0); /* some descriptions are longer than a row: the test wraps something */
+    free(all);
+    key(f, 'q');
+    lp_screen_resize(f->scr, 120, 40);
+}
+
 /* ---- the model view ---- */
 
 static bool is_heat(const lp_cell *c) { return c && c->color >= LP_COLOR_HEAT_0 && c->color < LP_COLOR_HEAT_0 + LP_HEAT_LEVELS; }
@@ -2572,6 +2606,7 @@ int main(void) {
          examples_view_shows_a_features_examples_and_enter_opens_one, default_model, fixture_close, NULL},
         STORIES_TEST(command_output_goes_to_the_pane_and_errors_to_the_message_line),
         STORIES_TEST(help_is_written_from_the_keymap),
+        STORIES_TEST(help_wraps_long_descriptions_at_80_columns),
         STORIES_TEST(slash_searches_the_tokens_and_n_steps_through_matches),
         STORIES_TEST(view_commands_switch_the_view),
         STORIES_TEST(train_reports_progress_in_the_browser_not_on_the_terminal),

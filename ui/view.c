@@ -964,6 +964,34 @@ static void draw_output(lp_browser *b, lp_screen *scr, lp_rect a) {
     }
 }
 
+/* The bytes of text's next row of at most w columns: up to its last space that fits (the
+ * space itself left out), or w columns' worth when no space does. */
+static size_t wrap_row(const char *text, int w, size_t *skip) {
+    size_t at = 0, cut = 0;
+    int cols = 0;
+    for (;;) {
+        int cw;
+        size_t n = lp_utf8_next(text + at, &cw);
+        if (n == 0) {
+            *skip = at;
+            return at;
+        }
+        if (cols + cw > w) break;
+        if (text[at] == ' ') cut = at;
+        at += n, cols += cw;
+    }
+    if (cut == 0) cut = at ? at : lp_utf8_next(text, &cols); /* no space fits: cut the word */
+    *skip = text[cut] == ' ' ? cut + 1 : cut;
+    return cut;
+}
+
+/* A row of the help: a heading, or a key's description from byte `from`, `len` bytes (its
+ * keys shown on its first row only). */
+typedef struct {
+    const lp_help_line *line;
+    size_t from, len;
+} help_row;
+
 static void draw_help(lp_browser *b, lp_screen *scr, lp_rect a) {
     int n = lp_keymap_help(NULL, 0);
     lp_help_line *lines = malloc((size_t)n * sizeof *lines);
@@ -973,22 +1001,49 @@ static void draw_help(lp_browser *b, lp_screen *scr, lp_rect a) {
                        "Keys (from the key table) \xE2\x80\x94 \xE2\x86\x91\xE2\x86\x93 PgUp PgDn scroll, any other key "
                        "closes",
                        LP_COLOR_LABEL, LP_ATTR_BOLD);
-    int rows = a.h - 1;
-    if (b->help_scroll > n - rows) b->help_scroll = n - rows > 0 ? n - rows : 0;
     int kw = 0;
     for (int i = 0; i < n; i++)
         if (!lines[i].heading && lp_display_width(lines[i].keys) > kw) kw = lp_display_width(lines[i].keys);
     if (kw > a.w / 3) kw = a.w / 3;
-    for (int r = 0; r < rows && b->help_scroll + r < n; r++) {
-        const lp_help_line *h = &lines[b->help_scroll + r];
+    /* long descriptions wrap onto rows of their own under their first */
+    int tw = a.w - 5 - kw > 8 ? a.w - 5 - kw : 8;
+    size_t cap = 0, count = 0;
+    for (int i = 0; i < n; i++) cap += lines[i].heading ? 1 : strlen(lines[i].help) / 2 + 1;
+    help_row *rows_of = malloc(cap * sizeof *rows_of);
+    if (!rows_of) {
+        free(lines);
+        return;
+    }
+    for (int i = 0; i < n && count < cap; i++) {
+        if (lines[i].heading) {
+            rows_of[count++] = (help_row){&lines[i], 0, 0};
+            continue;
+        }
+        size_t at = 0, total = strlen(lines[i].help);
+        do {
+            size_t skip, len = wrap_row(lines[i].help + at, tw, &skip);
+            rows_of[count++] = (help_row){&lines[i], at, len};
+            at += skip ? skip : total - at;
+        } while (at < total && count < cap);
+    }
+    int rows = a.h - 1, total_rows = (int)count;
+    if (b->help_scroll > total_rows - rows) b->help_scroll = total_rows - rows > 0 ? total_rows - rows : 0;
+    for (int r = 0; r < rows && b->help_scroll + r < total_rows; r++) {
+        const help_row *hr = &rows_of[b->help_scroll + r];
+        const lp_help_line *h = hr->line;
         int y = a.y + 1 + r;
         if (h->heading) {
             lp_screen_put_clip(scr, a.x + 1, y, a.w - 1, h->heading, LP_COLOR_LABEL, LP_ATTR_BOLD | LP_ATTR_UNDERLINE);
         } else {
-            lp_screen_put_clip(scr, a.x + 3, y, kw, h->keys, LP_COLOR_KEY, LP_ATTR_BOLD);
-            lp_screen_put_clip(scr, a.x + 5 + kw, y, a.w - 5 - kw, h->help, LP_COLOR_NORMAL, 0);
+            char text[4096];
+            size_t len = hr->len < sizeof text - 1 ? hr->len : sizeof text - 1;
+            memcpy(text, h->help + hr->from, len);
+            text[len] = '\0';
+            if (hr->from == 0) lp_screen_put_clip(scr, a.x + 3, y, kw, h->keys, LP_COLOR_KEY, LP_ATTR_BOLD);
+            lp_screen_put_clip(scr, a.x + 5 + kw, y, tw, text, LP_COLOR_NORMAL, 0);
         }
     }
+    free(rows_of);
     free(lines);
     lp_browser_set_status(b, "help: %d lines", n);
 }
