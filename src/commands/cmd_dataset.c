@@ -208,11 +208,24 @@ typedef struct {
     int n_each, shard_i, shard_n, bos_mode, commit_every;
     int batch;                    /* items a group: groups are ranks [g * batch, g * batch + batch) of the selection */
     bool packed;                  /* a group's items share forwards (no dictionary spliced in: those run alone) */
+    uint64_t saes;                /* what the loaded dictionaries were at the start (saes_state) */
     bool stop_on_error;           /* a failing --each stops the dataset, instead of failing its item */
     int64_t done_now, tokens_now; /* by this command (not before a resume) */
     double started, shown;
     int64_t total;                /* the shard's items, roughly: for the ETA */
 } ds_run;
+
+/* The loaded dictionaries, which each is and whether it is spliced in, as one number: the
+ * items' runs go through them and their features are tracked by position in the list, so an
+ * --each that loads, drops, splices or unsplices one stops the dataset. */
+static uint64_t saes_state(const lp_session *s) {
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)s->n_saes;
+    for (int i = 0; i < s->n_saes; i++) {
+        h = (h ^ s->saes[i].serial) * 1099511628211ull;
+        h = (h ^ (uint64_t)s->saes[i].splice) * 1099511628211ull;
+    }
+    return h;
+}
 
 static int checkpoint(ds_run *r) {
     unsigned char *blob;
@@ -291,6 +304,9 @@ static int do_item(ds_run *r, ds_slot *sl, bool *counted) {
             }
             free(line);
         }
+        if (!rc && saes_state(s) != r->saes)
+            return lp_error(LP_EINVAL, "the --each commands loaded, dropped, spliced or unspliced a dictionary; do "
+                            "that before 'dataset', which runs every item through the same ones");
         if (rc && (r->stop_on_error || rc == LP_ECANCEL || rc == LP_ENOMEM)) return rc;
         if (rc) {
             if ((rc = fail_item(r, &row))) return rc;
@@ -571,7 +587,11 @@ int lp_cmd_dataset(lp_session *s, int argc, char **argv, const char *rest) {
     r.bos_mode = o[14].value ? 1 : o[15].value ? 0 : -1;
     r.commit_every = (int)every;
     r.batch = (int)batch;
-    r.packed = s->n_saes == 0 && !lp_model_encoder(s->model);
+    /* A dictionary spliced in changes the forward, which packed forwards do not make; loaded
+     * ones are only read, from the runs as they are. */
+    r.saes = saes_state(s);
+    r.packed = !lp_model_encoder(s->model);
+    for (int i = 0; i < s->n_saes; i++) r.packed &= s->saes[i].splice == LP_SAE_PASS;
     r.stop_on_error = o[16].value != NULL;
     const lp_config *c = lp_model_config(s->model);
     r.uc = (lp_unit_stats_config){c->n_layer, c->d_mlp, c->n_head, neurons, heads, (int)k, (int)samples, 0, {0}};

@@ -72,7 +72,23 @@ refused "resume without the dictionary" "other options" -d "$tmp/term.db" $M -e 
 "$LOUPE" -d "$tmp/term.db" $M -e "$SAE" -e "dataset $tmp/items.jsonl $SLOW --resume" >/dev/null 2>"$tmp/err"
 check "stopped and resumed == uninterrupted, features included" test "$(agg "$tmp/term.db" 1 | md5sum)" = "$(agg "$tmp/ref.db" 1 | md5sum)"
 
+# (e) packed forwards with a dictionary loaded (as in (a)): each feature's top values within
+# rounding of every item run alone (--batch 1; items with one prefix tie, so ranks are
+# compared by value); a dictionary spliced in runs every item alone, through the splice
+"$LOUPE" -d "$tmp/b1.db" $M -e "$SAE" -e "dataset $tmp/items.jsonl $OPTS --track features --batch 1" >/dev/null 2>"$tmp/err"
+cmp_top=$(sqlite3 "$tmp/one.db" "ATTACH '$tmp/b1.db' AS b; SELECT count(*) = (SELECT count(*) FROM unit_examples WHERE unit_kind = 'feature' AND dataset_id = 1) AND count(*) = (SELECT count(*) FROM b.unit_examples WHERE unit_kind = 'feature') AND max(abs(a.value - c.value)) < 1e-5 FROM unit_examples a JOIN b.unit_examples c ON c.unit_kind = a.unit_kind AND c.unit = a.unit AND c.rank = a.rank WHERE a.unit_kind = 'feature' AND a.dataset_id = 1")
+check "packed with a dictionary loaded: top values within 1e-5 of each item alone" test "$cmp_top" = 1
+for b in 8 1; do
+    "$LOUPE" -d "$tmp/splice$b.db" $M -e "$SAE" -e "sae splice ds --no-error" -e "dataset $tmp/items.jsonl $OPTS --limit 12 --batch $b" >/dev/null 2>"$tmp/err"
+done
+"$LOUPE" -d "$tmp/plain.db" $M -e "$SAE" -e "dataset $tmp/items.jsonl $OPTS --limit 12 --batch 1" >/dev/null 2>"$tmp/err"
+check "spliced in: every item alone, --batch 8 == --batch 1 to the bit" test "$(agg "$tmp/splice8.db" 1 | md5sum)" = "$(agg "$tmp/splice1.db" 1 | md5sum)"
+neurons() { sqlite3 "$1" "SELECT examples FROM unit_stats WHERE unit_kind = 'neuron' ORDER BY layer, unit" | md5sum; }
+check "spliced in (no error term): the neurons after it differ from the plain forward's" test "$(neurons "$tmp/splice8.db")" != "$(neurons "$tmp/plain.db")"
+
 # (d) refusals
+refused "an --each that splices a dictionary" "spliced or unspliced a dictionary; do that before 'dataset'" -d "$tmp/b.db" $M -e "$SAE" -e "dataset $tmp/items.jsonl --each 'sae splice ds'"
+refused "an --each that drops one" "loaded, dropped" -d "$tmp/b.db" $M -e "$SAE" -e "dataset $tmp/items.jsonl --each 'sae drop ds'"
 refused "--track features without a dictionary" "--track features: no dictionary is loaded" -d "$tmp/b.db" $M -e "dataset $tmp/items.jsonl --track features"
 refused "--track with an unknown unit" "not neurons, heads or features" -d "$tmp/b.db" $M -e "dataset $tmp/items.jsonl --track neuron"
 refused "examples feature of a dictionary the dataset did not track" "tracked other dictionaries" -d "$tmp/all.db" $M -e "sae load models/default-sae --site blocks.0.hook_resid_pre" -e "examples feature 3"
