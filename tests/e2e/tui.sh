@@ -284,7 +284,11 @@ if [ "$(screen | LC_ALL=C.UTF-8 wc -L)" -le 80 ]; then ok "the T5 views stay wit
 else fail "the T5 views stay within 80 columns"; screen | sed 's/^/  | /'; fi
 keys '?'
 expect "the help has s" 5 "encoder-decoders: the selection to the other strip line"
-keys PgDn
+# long descriptions wrap onto rows of their own: x is a page or more further down
+for i in 1 2 3 4 5 6; do
+    keys PgDn; sleep 0.3
+    screen | grep -q "encoder-decoders: next attention" && break
+done
 expect "and x" 5 "encoder-decoders: next attention"
 quit_with "q after the T5 run" 0 q q
 
