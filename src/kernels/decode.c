@@ -74,8 +74,8 @@ static void dot_rows(void *ctx, size_t o0, size_t o1) {
  * contiguous (up to 4 KB), so the weights stream as whole pages, which the hardware
  * prefetcher follows. On an Intel Xeon VM (Sapphire Rapids class) bands of 128 columns
  * (512 bytes a row, as the register-held pieces before) streamed 13.5 GB/s; 256: 16.7;
- * 512 to 2048: 18 to 19.3, where a plain sum over the same bytes streams 20. The band's sums live in L1, four rows added per pass, each
- * column's terms in the order of the rows. */
+ * 512 to 2048: 18 to 19.3, where a plain sum over the same bytes streams 20. The band's
+ * sums live in L1, four rows added per pass, each column's terms in the order of the rows. */
 #define BAND 1024
 
 typedef struct {
