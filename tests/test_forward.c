@@ -657,14 +657,17 @@ static void top_k_one_is_greedy(void **state) {
 }
 
 /* lp_top_k gives the same ids, in the same order (ties by smaller id), for small k (the
- * insertion path) and large k (the sort path) as a plain selection would. */
+ * insertion path) and large k (the heap path, from 65), up to every id, as a plain selection
+ * would; with many ties, some across the k-th place. */
 static void top_k_orders_by_logit_then_id(void **state) {
     (void)state;
     enum { V = 500 };
     float lg[V];
     for (int i = 0; i < V; i++) lg[i] = (float)((i * 7919) % 97) / 8.0f; /* many ties */
-    int got[200];
-    for (int k = 1; k <= 200; k += 99) {
+    int got[V];
+    static const int ks[] = {1, 5, 64, 65, 66, 100, 199, 200, 333, 499, 500};
+    for (size_t t = 0; t < sizeof ks / sizeof *ks; t++) {
+        int k = ks[t];
         assert_int_equal(lp_top_k(got, lg, V, k), LP_OK);
         bool used[V] = {false};
         for (int r = 0; r < k; r++) {

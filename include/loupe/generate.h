@@ -41,8 +41,8 @@ double lp_rng_uniform(lp_rng *rng);  /* [0, 1) */
 int lp_sample(const float *logits, int vocab, const lp_sampling *s, lp_rng *rng);
 
 /* The ids of the k largest logits (V), largest first, ties by smaller id: ids (k). A few
- * passes of insertion for small k (the per-position top-5 every run records), a sort for
- * large k. k <= V. Returns LP_ENOMEM only for large k. */
+ * passes of insertion for small k (the per-position top-5 every run records), a heap for
+ * large k (a TopK dictionary's). 1 <= k <= V. Returns LP_OK (an int for its callers' chains). */
 int lp_top_k(int *ids, const float *logits, int vocab, int k);
 /* The softmax of logits (V) as its normaliser: returns z = sum exp(logit - *max), *max the
  * largest logit, so that a token's probability is exp(logit - *max) / z. Vectorised float

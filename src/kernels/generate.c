@@ -230,14 +230,38 @@ static float block_max(const float *x) {
     return m;
 }
 
+/* id a ranks below id b: a smaller logit, or the same at a larger id (by_logit_desc's order). */
+static bool ranks_below(const float *lg, int a, int b) { return lg[a] < lg[b] || (lg[a] == lg[b] && a > b); }
+
+/* The k best ids of logits (V) for a large k: a heap whose root ranks lowest, so each later id
+ * is one comparison with the root (it ties with no kept id, whose ids are smaller: it enters
+ * only with a larger logit), O(V log k) at worst; then the k in order. Sorting all V was
+ * O(V log V) and an allocation. */
+static void top_k_heap(int *ids, const float *lg, int vocab, int k) {
+    for (int j = 0; j < vocab; j++) {
+        int at;
+        if (j < k) { /* sift up */
+            for (at = j; at > 0 && ranks_below(lg, j, ids[(at - 1) / 2]); at = (at - 1) / 2) ids[at] = ids[(at - 1) / 2];
+            ids[at] = j;
+            continue;
+        }
+        if (!(lg[j] > lg[ids[0]])) continue;
+        for (at = 0;;) { /* the root replaced, sifted down */
+            int c = 2 * at + 1;
+            if (c >= k) break;
+            if (c + 1 < k && ranks_below(lg, ids[c + 1], ids[c])) c++;
+            if (!ranks_below(lg, ids[c], j)) break;
+            ids[at] = ids[c];
+            at = c;
+        }
+        ids[at] = j;
+    }
+    qsort_r(ids, (size_t)k, sizeof *ids, by_logit_desc, (void *)lg);
+}
+
 int lp_top_k(int *ids, const float *logits, int vocab, int k) {
     if (k > TOP_K_INSERTION_MAX) {
-        int *all = malloc((size_t)vocab * sizeof *all);
-        if (!all) return lp_error(LP_ENOMEM, "out of memory");
-        for (int i = 0; i < vocab; i++) all[i] = i;
-        qsort_r(all, (size_t)vocab, sizeof *all, by_logit_desc, (void *)logits);
-        memcpy(ids, all, (size_t)k * sizeof *ids);
-        free(all);
+        top_k_heap(ids, logits, vocab, k);
         return LP_OK;
     }
     /* Keep the best k seen so far in order; a later id enters only if strictly larger, so

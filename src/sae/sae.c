@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "loupe/error.h"
+#include "loupe/generate.h"
 #include "sae/sae_impl.h"
 
 #define LN_EPS 1e-5 /* SAELens's run_time_activation_ln_in */
@@ -73,19 +74,9 @@ static void norm_params(const lp_sae *s, const float *x, double *mul, double *sh
 /* The shift norm_out adds back (norm_params' shift, 0 when the decoder has no norm_out). */
 static double out_shift(const lp_sae *s, double shift) { return s->info.no_norm_out ? 0.0 : shift; }
 
-typedef struct {
-    float v;
-    int i;
-} ranked;
-
-static int by_value_desc(const void *a, const void *b) {
-    const ranked *x = a, *y = b;
-    if (x->v != y->v) return x->v < y->v ? 1 : -1;
-    return x->i - y->i;
-}
-
-/* row (d_sae) in place: pre-activations to activations. scratch: d_sae ranked. */
-static void activate(const lp_sae *s, float *row, ranked *scratch) {
+/* row (d_sae) in place: pre-activations to activations. top: a TopK's scratch, k ids then
+ * k floats. */
+static void activate(const lp_sae *s, float *row, int *top) {
     int m = s->info.d_sae, k = s->info.k;
     switch (s->info.arch) {
     case LP_SAE_STANDARD:
@@ -99,10 +90,13 @@ static void activate(const lp_sae *s, float *row, ranked *scratch) {
         for (int j = 0; j < m; j++) row[j] = row[j] > s->threshold[j] && row[j] > 0 ? row[j] : 0;
         break;
     case LP_SAE_TOPK:
-        for (int j = 0; j < m; j++) scratch[j] = (ranked){row[j], j};
-        qsort(scratch, (size_t)m, sizeof *scratch, by_value_desc);
+        if (k > m) k = m;
+        if (k < 1) k = 0; /* (the loaders take 1..d_sae) */
+        else (void)lp_top_k(top, row, m, k); /* ties to the smaller index */
+        float *kept = (float *)(top + k);
+        for (int r = 0; r < k; r++) kept[r] = row[top[r]] > 0 ? row[top[r]] : 0;
         memset(row, 0, (size_t)m * sizeof *row);
-        for (int r = 0; r < k && r < m; r++) row[scratch[r].i] = scratch[r].v > 0 ? scratch[r].v : 0;
+        for (int r = 0; r < k; r++) row[top[r]] = kept[r];
         break;
     case LP_SAE_GROUPMAX: {
         int g = m / k;
@@ -127,7 +121,7 @@ int lp_sae_encode(const lp_sae *s, const float *x, int n, float *acts) {
     int d = si->d_in, m = si->d_sae;
     if (n <= 0) return LP_OK;
     float *xin = malloc((size_t)n * d * sizeof *xin);
-    ranked *scratch = si->arch == LP_SAE_TOPK ? malloc((size_t)m * sizeof *scratch) : NULL;
+    int *scratch = si->arch == LP_SAE_TOPK ? malloc((size_t)si->k * (sizeof(int) + sizeof(float))) : NULL;
     if (!xin || (si->arch == LP_SAE_TOPK && !scratch)) {
         free(xin), free(scratch);
         return lp_error(LP_ENOMEM, "out of memory encoding %d rows with %d features", n, m);
