@@ -502,11 +502,16 @@ static void examples_draw(void *vst, lp_browser *b, lp_screen *scr, lp_rect a) {
     int di = 0;
     json_t *d = dataset_row(st->datasets, st->ds, NULL);
     dataset_row(choices(st), st->ds, &di);
-    lp_screen_printf(scr, a.x + 1, a.y, a.w - 1, LP_COLOR_LABEL, 0,
-                     "%s  dataset %lld %s (%lld items, %d of %d)  u neuron/head  H L %s%s  d dataset  Enter opens",
-                     name, st->ds, lp_row_str(d, "name"), lp_row_int(d, "n_items", 0), di + 1,
-                     (int)json_array_size(choices(st)), feature ? "feature" : "unit",
-                     k.kind == LP_UNIT_HEAD ? "  c metric" : "");
+    /* the unit and its dataset, then the keys where the row has room for them (the help
+     * lists them too): at 80 columns a long unit name or dataset name left them cut */
+    char info[512], keys[128];
+    snprintf(info, sizeof info, "%s  dataset %lld %s (%lld items, %d of %d)", name, st->ds, lp_row_str(d, "name"),
+             lp_row_int(d, "n_items", 0), di + 1, (int)json_array_size(choices(st)));
+    snprintf(keys, sizeof keys, "  u neuron/head  H L %s%s  d dataset  Enter opens", feature ? "feature" : "unit",
+             k.kind == LP_UNIT_HEAD ? "  c metric" : "");
+    int at = lp_screen_put_clip(scr, a.x + 1, a.y, a.w - 1, info, LP_COLOR_LABEL, 0);
+    if (lp_display_width(info) + lp_display_width(keys) <= a.w - 1)
+        lp_screen_put(scr, a.x + 1 + at, a.y, a.w - 1 - at, keys, LP_COLOR_LABEL, 0);
     lp_screen_put(scr, a.x + 1, a.y, lp_display_width(name), name, LP_COLOR_LABEL, LP_ATTR_BOLD);
     /* top: the examples; below: the samples and the histogram side by side */
     int body = a.h - 1, ex_rows = st->n_ex < (body - 1) / 2 ? st->n_ex : (body - 1) / 2;

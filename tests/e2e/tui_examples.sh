@@ -60,6 +60,12 @@ expect "the browser opens on the dataset's store" 10 "rows: queries, columns: ke
 keys 9
 expect "9: the current head's examples, by its strongest key" 5 "head 0.0 by key  dataset 1 items.txt (20 items"
 expect_top "head 0.0" "$tmp/head.json"
+# at 80 columns the header keeps the unit and its dataset whole; the keys only where they fit
+hdr=$(screen | grep "dataset 1 items.txt" | head -n 1)
+case "$hdr" in
+*"(20 items, 1 of 1)"*"u neuron/head"*"Enter opens"* | *"(20 items, 1 of 1)") ok "80x24: the header whole, its keys whole or left out" ;;
+*) fail "80x24: the header whole, its keys whole or left out: '$hdr'" ;;
+esac
 # c cycles the metric ranking a head's examples (key, entropy, prev_token, ..., max_attn), C back
 keys c
 expect "c: the head's examples by entropy" 5 "head 0.0 by entropy  dataset 1"
