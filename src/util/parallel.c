@@ -85,8 +85,8 @@ int lp_parallel_threads(void) {
 
 void lp_parallel_for(size_t n, size_t grain, lp_range_fn *fn, void *ctx) {
     if (grain == 0) grain = 1;
-    int threads = openblas_get_num_threads();
-    if (n <= grain || threads <= 1) {
+    int threads = lp_parallel_threads();
+    if (n <= grain || threads == 1) {
         fn(ctx, 0, n);
         return;
     }
