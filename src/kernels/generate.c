@@ -230,8 +230,8 @@ static float block_max(const float *x) {
     return m;
 }
 
-/* id a ranks below id b: a smaller logit, or the same at a larger id (by_logit_desc's order). */
-static bool ranks_below(const float *lg, int a, int b) { return lg[a] < lg[b] || (lg[a] == lg[b] && a > b); }
+/* id a ranks below id b in by_logit_desc's order (a smaller logit, or the same at a larger id). */
+static bool ranks_below(const float *lg, int a, int b) { return by_logit_desc(&a, &b, (void *)lg) > 0; }
 
 /* The k best ids of logits (V) for a large k: a heap whose root ranks lowest, so each later id
  * is one comparison with the root (it ties with no kept id, whose ids are smaller: it enters
