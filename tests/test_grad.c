@@ -380,6 +380,27 @@ static void interleaved_rope_gradients_match_finite_differences(void **state) {
     lp_model_free(m);
 }
 
+/* A run of ids on m, and its embeddings (resid_pre of layer 0): the batches' inputs. */
+static const float *run_embeddings(lp_run **r, lp_model *m, const int *ids, int T) {
+    assert_int_equal(lp_run_new(r, m, ids, T), LP_OK);
+    lp_view x0;
+    lp_run_view(*r, LP_ACT_RESID_PRE, 0, -1, &x0);
+    return x0.data;
+}
+
+/* Fixture `name` with a context of 150 tokens, for runs past ATTN_LOOP_MAX_T (128). */
+static lp_model *long_fixture(const fixture_model *fms, int nm, const char *name, fixture_model *fm, char **dir) {
+    int at = 0;
+    while (at < nm && strcmp(fms[at].name, name) != 0) at++;
+    assert_true(at < nm);
+    *fm = fms[at];
+    char *ctx = strstr(fm->args, "--ctx 64");
+    assert_non_null(ctx);
+    memmove(ctx + 9, ctx + 8, strlen(ctx + 8) + 1);
+    memcpy(ctx, "--ctx 150", 9);
+    return load_fixture(fm, dir);
+}
+
 typedef struct {
     const float *x;
     int T, d;
@@ -403,15 +424,13 @@ static void batches_match_the_run(void **state) {
         lp_model *m = load_fixture(&fms[i], &dir);
         int T = fms[i].n, d = m->cfg.d_model;
         lp_run *r;
-        assert_int_equal(lp_run_new(&r, m, fms[i].ids, T), LP_OK);
-        lp_view x0;
-        lp_run_view(r, LP_ACT_RESID_PRE, 0, -1, &x0);
+        const float *x0 = run_embeddings(&r, m, fms[i].ids, T);
         for (int kind = 0; kind < 3; kind++) {
             lp_objective o = objective_for(m, kind, T - 1 - kind, i);
             lp_grad *g;
             assert_int_equal(lp_grad_new(&g, r, &o), LP_OK);
             /* Inputs x, 0.5 x, x with weights 2, 0, -1: the sum is the run's gradient. */
-            scaled s = {x0.data, T, d, {1.0, 0.5, 1.0, 0}};
+            scaled s = {x0, T, d, {1.0, 0.5, 1.0, 0}};
             double w[3] = {2.0, 0.0, -1.0}, f[3];
             int Tp = o.pos + 1;
             float *gs = malloc((size_t)Tp * d * sizeof *gs);
@@ -456,6 +475,86 @@ static void batches_match_the_run(void **state) {
     print_message("  batched objective vs the run, and two copies in one batch: worst %.1e\n", worst_f);
 }
 
+/* Inputs for lp_forward_batch_shared: the base x, and input i = x with its rows from
+ * first[i] on scaled by 1 + (i + 1) / 8. */
+typedef struct {
+    const float *x;
+    const int *first;
+    int T, d;
+} suffixed;
+
+static void suffixed_input(float *out, int i, void *ctx) {
+    const suffixed *s = ctx;
+    for (int t = 0; t < s->T; t++)
+        for (int j = 0; j < s->d; j++) {
+            size_t k = (size_t)t * s->d + j;
+            out[k] = t < s->first[i] ? s->x[k] : s->x[k] * (1.0f + (float)(i + 1) / 8.0f);
+        }
+}
+
+/* Inputs that share their first rows with a base go through only their other rows
+ * (lp_forward_batch_shared) and give what the whole inputs give (lp_grad_batch): every
+ * fixture model (each family's attention, norms and blocks), each objective at the last row
+ * and before it (inputs whose rows differ only after pos), firsts in no order; and at 140
+ * tokens, past the attention loops (ATTN_LOOP_MAX_T), on GPT-2 and Gemma 2. */
+static double shared_vs_whole(const lp_model *m, const float *x, int T, int pos, int kind, int salt) {
+    static const int firsts[] = {3, 0, 1, 100, 7, 2, 5, 4};
+    enum { N = sizeof firsts / sizeof firsts[0] };
+    int first[N];
+    for (int i = 0; i < N; i++) first[i] = firsts[i] == 100 ? T + 2 : firsts[i] % T;
+    first[6] = T - 1;
+    lp_objective o = objective_for(m, kind, pos, salt);
+    suffixed s = {x, first, T, m->cfg.d_model};
+    double shared[N], whole[N], worst = 0;
+    assert_int_equal(lp_forward_batch_shared(m, T, N, suffixed_input, &s, x, first, &o, shared), LP_OK);
+    assert_int_equal(lp_grad_batch(m, T, N, suffixed_input, &s, &o, NULL, whole, NULL), LP_OK);
+    for (int i = 0; i < N; i++) {
+        double e = fabs(shared[i] - whole[i]) / fmax(1, fabs(whole[i]));
+        worst = fmax(worst, e);
+        assert_true(e < 1e-5);
+    }
+    /* the inputs differ where the objective reads them: the check compares different values */
+    assert_true(fabs(whole[1] - whole[0]) > 1e-4 || first[0] > pos);
+    return worst;
+}
+
+static void shared_prefixes_match_the_whole_inputs(void **state) {
+    (void)state;
+    fixture_model fms[16];
+    int nm = read_models(fms, 16);
+    double worst = 0;
+    for (int i = 0; i < nm; i++) {
+        char *dir;
+        lp_model *m = load_fixture(&fms[i], &dir);
+        int T = fms[i].n;
+        lp_run *r;
+        const float *x0 = run_embeddings(&r, m, fms[i].ids, T);
+        for (int kind = 0; kind < 3; kind++) {
+            worst = fmax(worst, shared_vs_whole(m, x0, T, T - 1, kind, i));
+            worst = fmax(worst, shared_vs_whole(m, x0, T, T - 3, kind, i));
+        }
+        lp_run_free(r);
+        lp_model_free(m);
+        rm_tree(dir);
+    }
+    static const char *const names[] = {"gpt2", "gemma2_sliding"};
+    for (int mi = 0; mi < 2; mi++) {
+        fixture_model fm;
+        char *dir;
+        lp_model *m = long_fixture(fms, nm, names[mi], &fm, &dir);
+        int T = 140, *ids = malloc((size_t)T * sizeof *ids);
+        for (int t = 0; t < T; t++) ids[t] = fm.ids[t % fm.n];
+        lp_run *r;
+        const float *x0 = run_embeddings(&r, m, ids, T);
+        worst = fmax(worst, shared_vs_whole(m, x0, T, T - 1, LP_OBJ_LOGPROB, mi));
+        lp_run_free(r);
+        free(ids);
+        lp_model_free(m);
+        rm_tree(dir);
+    }
+    print_message("  shared prefixes vs whole inputs: worst %.1e of the objective\n", worst);
+}
+
 /* Attention's backward runs in loops on the worker pool up to ATTN_LOOP_MAX_T (128) tokens
  * (batches then fuse GPT-2's q|k|v) and as per-head matrix products beyond: on either side
  * of that length the run's gradient matches central differences and a batch matches the
@@ -469,16 +568,9 @@ static void both_attention_paths_match_finite_differences(void **state) {
     /* gpt2, and Gemma 2 (soft cap, sliding window: the long path's own softcap derivative) */
     static const char *const names[] = {"gpt2", "gemma2_sliding"};
     for (int mi = 0; mi < 2; mi++) {
-        int at = 0;
-        while (at < nm && strcmp(fms[at].name, names[mi]) != 0) at++;
-        assert_true(at < nm);
-        fixture_model fm = fms[at]; /* its context made long enough */
-        char *ctx = strstr(fm.args, "--ctx 64");
-        assert_non_null(ctx);
-        memmove(ctx + 9, ctx + 8, strlen(ctx + 8) + 1);
-        memcpy(ctx, "--ctx 150", 9);
+        fixture_model fm;
         char *dir;
-        lp_model *m = load_fixture(&fm, &dir);
+        lp_model *m = long_fixture(fms, nm, names[mi], &fm, &dir);
         static const int lengths[] = {100, 140};
         for (int li = 0; li < 2; li++) {
             int T = lengths[li], d = m->cfg.d_model, *ids = malloc((size_t)T * sizeof *ids);
@@ -712,6 +804,7 @@ int main(void) {
         cmocka_unit_test(activation_gradients_match_finite_differences),
         cmocka_unit_test(interleaved_rope_gradients_match_finite_differences),
         cmocka_unit_test(batches_match_the_run),
+        cmocka_unit_test(shared_prefixes_match_the_whole_inputs),
         cmocka_unit_test(both_attention_paths_match_finite_differences),
         cmocka_unit_test(integrated_gradients_are_complete),
         cmocka_unit_test(gauss_legendre_integrates_polynomials_exactly),

@@ -73,4 +73,12 @@ typedef void (*lp_embed_fn)(float *x, int i, void *ctx);
 int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx, const lp_objective *o,
                   const double *weight, double *f, float *grad_sum);
 
+/* lp_grad_batch's forward alone (f) for inputs that share their first rows with one input,
+ * base (T, d): input i equals base on its rows before first[i]. A causal model computes
+ * those rows as base's at every layer, so they are base's, computed once a chunk, and only
+ * each input's rows from first[i] on go through the layers (occlusion's inputs at T tokens:
+ * about half the rows). An encoder's attention sees every row: then as lp_grad_batch. */
+int lp_forward_batch_shared(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx, const float *base,
+                            const int *first, const lp_objective *o, double *f);
+
 #endif

@@ -89,12 +89,6 @@ static void ig_input(float *out, int i, void *ctx) {
     for (size_t j = 0; j < (size_t)p->T * p->d; j++) out[j] = p->b[j] + a * (p->x[j] - p->b[j]);
 }
 
-static void baseline_input(float *out, int i, void *ctx) {
-    (void)i;
-    const path *p = ctx;
-    memcpy(out, p->b, (size_t)p->T * p->d * sizeof *out);
-}
-
 static void occluded_input(float *out, int i, void *ctx) {
     const path *p = ctx;
     size_t d = p->d, from = (size_t)i * d, to = (size_t)(i + p->window) * d;
@@ -156,13 +150,16 @@ static void ig_piece_free(ig_piece *pc) {
     free(pc->g);
 }
 
+/* With fb, f at the baseline too (*fb), as one more input of the batch (alpha 0, weight 0):
+ * alone it was a forward of T rows, whose products run at a fraction of a batch's rate. */
 static int ig_piece_eval(ig_piece *pc, path *p, const lp_model *m, const lp_objective *o, int n, const double *gl_a,
-                         const double *gl_w) {
+                         const double *gl_w, double *fb) {
     size_t Td = (size_t)p->T * p->d;
-    double *w = malloc((size_t)n * sizeof *w);
+    int all = n + (fb != NULL);
+    double *w = malloc((size_t)all * sizeof *w);
     pc->m = n;
-    pc->alpha = malloc((size_t)n * sizeof *pc->alpha);
-    pc->f = malloc((size_t)n * sizeof *pc->f);
+    pc->alpha = malloc((size_t)all * sizeof *pc->alpha);
+    pc->f = malloc((size_t)all * sizeof *pc->f);
     pc->g = malloc(Td * sizeof *pc->g);
     if (!w || !pc->alpha || !pc->f || !pc->g) {
         free(w);
@@ -173,10 +170,12 @@ static int ig_piece_eval(ig_piece *pc, path *p, const lp_model *m, const lp_obje
         pc->alpha[i] = pc->a0 + h * gl_a[i];
         w[i] = h * gl_w[i];
     }
+    if (fb) pc->alpha[n] = 0.0, w[n] = 0.0;
     p->alpha = pc->alpha;
-    int rc = lp_grad_batch(m, p->T, n, ig_input, p, o, w, pc->f, pc->g);
+    int rc = lp_grad_batch(m, p->T, all, ig_input, p, o, w, pc->f, pc->g);
     free(w);
     if (rc) return rc;
+    if (fb) *fb = pc->f[n];
     double q = 0.0;
     for (size_t j = 0; j < Td; j++) q += ((double)p->x[j] - p->b[j]) * pc->g[j];
     pc->q = q;
@@ -216,10 +215,10 @@ static int integrated_gradients(float *scores, lp_attr_report *rep, const lp_run
     }
     lp_gauss_legendre(gl_a, gl_w, n);
     lp_gauss_legendre(sa, sw, sub);
-    if ((rc = lp_grad_batch(m, T, 1, baseline_input, &p, o, NULL, &fb, NULL))) goto done;
     double fx = lp_objective_value(o, lp_run_logits(r, o->pos), lp_run_out_width(r));
-    pc[np++] = (ig_piece){.a0 = 0.0, .a1 = 1.0, .f0 = fb, .f1 = fx};
-    if ((rc = ig_piece_eval(&pc[0], &p, m, o, n, gl_a, gl_w))) goto done;
+    pc[np++] = (ig_piece){.a0 = 0.0, .a1 = 1.0, .f1 = fx};
+    if ((rc = ig_piece_eval(&pc[0], &p, m, o, n, gl_a, gl_w, &fb))) goto done;
+    pc[0].f0 = fb;
     int used = n;
     /* float32's noise in f and in the projections: below it no gap can be told from zero */
     double tol = fmax((sp->tolerance > 0 ? sp->tolerance : 0.01) * fabs(fx - fb), 1e-5 * (1.0 + fabs(fx) + fabs(fb)));
@@ -238,7 +237,7 @@ static int integrated_gradients(float *scores, lp_attr_report *rep, const lp_run
         for (np = 0; np < IG_DECADES; np++) {
             pc[np] = (ig_piece){.a0 = cut[np], .a1 = cut[np + 1], .f0 = fc[np], .f1 = fc[np + 1]};
             used += sub;
-            if ((rc = ig_piece_eval(&pc[np], &p, m, o, sub, sa, sw))) {
+            if ((rc = ig_piece_eval(&pc[np], &p, m, o, sub, sa, sw, NULL))) {
                 np++;
                 goto done;
             }
@@ -263,7 +262,7 @@ static int integrated_gradients(float *scores, lp_attr_report *rep, const lp_run
         for (int j = 0; j < 3; j++) {
             if (cut[j + 1] <= cut[j]) continue;
             pc[np] = (ig_piece){.a0 = cut[j], .a1 = cut[j + 1], .f0 = fc[j], .f1 = fc[j + 1]};
-            rc = ig_piece_eval(&pc[np], &p, m, o, sub, sa, sw);
+            rc = ig_piece_eval(&pc[np], &p, m, o, sub, sa, sw, NULL);
             np++;
             used += sub;
             if (rc) break;
@@ -317,11 +316,15 @@ static int occlusion(float *scores, const lp_run *r, const lp_attr_spec *sp) {
     if (rc) return rc;
     p.window = W;
     double *f = malloc((size_t)n * sizeof *f);
-    if (!f) {
+    int *first = malloc((size_t)n * sizeof *first); /* input k differs from the run from row k on */
+    if (!f || !first) {
+        free(f);
+        free(first);
         free_path(&p);
         return lp_error(LP_ENOMEM, "out of memory");
     }
-    if (!(rc = lp_grad_batch(m, T, n, occluded_input, &p, o, NULL, f, NULL))) {
+    for (int k = 0; k < n; k++) first[k] = k;
+    if (!(rc = lp_forward_batch_shared(m, T, n, occluded_input, &p, p.x, first, o, f))) {
         double fx = lp_objective_value(o, lp_run_logits(r, o->pos), lp_run_out_width(r));
         for (int t = 0; t < T; t++) {
             /* Windows [s, s + W) that cover t: s from max(0, t - W + 1) to min(t, n - 1). */
@@ -332,6 +335,7 @@ static int occlusion(float *scores, const lp_run *r, const lp_attr_spec *sp) {
         }
     }
     free(f);
+    free(first);
     free_path(&p);
     return rc;
 }

@@ -1485,6 +1485,15 @@ typedef struct {
     float *d_resid;                 /* (rows, d) */
     grad_layer g;                   /* backward scratch, one layer */
     double *acc;                    /* (T, d) */
+    /* Shared prefixes (lp_forward_batch_shared; forward only): sequence 0 of a chunk is the
+     * base and sequence b's rows before first[b] are the base's, so a layer's rows are only
+     * the sequences' suffixes, one after another (rows off[b] .. off[b + 1]); q, k and v are
+     * put back together whole in qa, ka, va for rotary and attention, whose z (zf) gives the
+     * suffixes' rows back. */
+    bool shared;
+    const int *first;               /* (Bmax) */
+    const size_t *off;              /* (Bmax + 1) */
+    float *qa, *ka, *va, *zf;       /* (rows, q's width / H*dh) */
 } batch;
 
 static size_t batch_layout(batch *bt, float *base, const lp_config *c, bool logprob) {
@@ -1535,6 +1544,11 @@ static size_t batch_layout(batch *bt, float *base, const lp_config *c, bool logp
     SLICE(g.d_post, K * rows * dm);
     SLICE(g.dP, K * T * T);
     SLICE(g.d_raw, sw * K * rows * d);
+    size_t sh = bt->shared;
+    SLICE(qa, sh * rows * qw);
+    SLICE(ka, sh * sep * rows * kvd);
+    SLICE(va, sh * sep * rows * kvd);
+    SLICE(zf, sh * rows * qd);
 #undef SLICE
     if (bt->qkv_ld && base) {
         bt->g.d_k = bt->g.d_q + qd;
@@ -1565,11 +1579,27 @@ static void batch_qkv(float **q, float **k, float **v, long *qs, long *ks, const
  * the objective reads at one position) the MLP half runs on that row of each sequence alone:
  * z's rows are gathered to the front and attn_out, resid_mid, the norm, the MLP and resid_out
  * are compact (B, .): a twelfth of GPT-2 small's work is spared. */
+/* Where row t of sequence b is in a layer's rows (t >= first[b] when the prefixes are shared). */
+static size_t batch_row(const batch *bt, int b, int t) {
+    return bt->shared ? bt->off[b] + (size_t)(t - bt->first[b]) : (size_t)b * bt->T + (size_t)t;
+}
+
+/* Shared prefixes: each sequence's T rows of width w into whole (B, T, w) from the layer's
+ * rows (src), those before first[b] from the base's (sequence 0, whose rows are all there). */
+static void shared_whole(float *whole, const float *src, size_t w, const batch *bt, int B) {
+    size_t T = bt->T;
+    for (int b = 0; b < B; b++) {
+        size_t f = (size_t)bt->first[b];
+        memcpy(whole + b * T * w, src, f * w * sizeof *whole);
+        memcpy(whole + (b * T + f) * w, src + bt->off[b] * w, (T - f) * w * sizeof *whole);
+    }
+}
+
 static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, int only_pos, const float *cos_t,
                                 const float *sin_t) {
     const lp_config *c = &m->cfg;
     const lp_layer *w = &m->layers[l];
-    int T = bt->T, n = B * T, d = c->d_model;
+    int T = bt->T, n = bt->shared ? (int)bt->off[B] : B * T, d = c->d_model;
     size_t rows = (size_t)bt->Bmax * T, qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_kv_head * c->d_head;
     size_t dm = c->d_mlp, D = bt->keep ? (size_t)l : 0, nd = (size_t)n * d, nm = (size_t)n * dm;
     const float *x = bt->resid + (bt->keep ? (size_t)l : (size_t)(l & 1)) * rows * d;
@@ -1589,17 +1619,34 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, int 
         lp_linear_forward(k, bt->ln1, &w->k, n);
         lp_linear_forward(v, bt->ln1, &w->v, n);
     }
+    float *z = bt->z;
+    if (bt->shared) { /* from here to z, whole sequences */
+        if (bt->qkv_ld) {
+            shared_whole(bt->qa, q, (size_t)bt->qkv_ld, bt, B);
+            q = bt->qa, k = q + qd, v = k + kvd;
+        } else {
+            shared_whole(bt->qa, q, qd, bt, B);
+            shared_whole(bt->ka, k, kvd, bt, B);
+            shared_whole(bt->va, v, kvd, bt, B);
+            q = bt->qa, k = bt->ka, v = bt->va;
+        }
+        z = bt->zf;
+    }
     if (c->pos != LP_POS_LEARNED)
         for (int b = 0; b < B; b++) {
             lp_rope_rows(q + (size_t)b * T * qd, c, T, c->n_head, cos_t, sin_t);
             lp_rope_rows(k + (size_t)b * T * kvd, c, T, c->n_kv_head, cos_t, sin_t);
         }
-    if (T <= ATTN_LOOP_MAX_T) attention_forward_short(pattern, bt->z, c, w->window, q, k, v, qs, ks, B, T);
-    else lp_attention_seqs(pattern, bt->z, c, w->window, q, k, v, B, T);
+    if (T <= ATTN_LOOP_MAX_T) attention_forward_short(pattern, z, c, w->window, q, k, v, qs, ks, B, T);
+    else lp_attention_seqs(pattern, z, c, w->window, q, k, v, B, T);
     if (only_pos >= 0) { /* row b takes row (b, only_pos): never one a later b still reads */
         for (int b = 0; b < B; b++)
-            memmove(bt->z + (size_t)b * qd, bt->z + ((size_t)b * T + only_pos) * qd, qd * sizeof *bt->z);
+            memmove(bt->z + (size_t)b * qd, z + ((size_t)b * T + only_pos) * qd, qd * sizeof *bt->z);
         n = B, nd = (size_t)B * d, nm = (size_t)B * dm;
+    } else if (bt->shared) { /* the suffixes' rows back */
+        for (int b = 0; b < B; b++)
+            memcpy(bt->z + bt->off[b] * qd, z + ((size_t)b * T + bt->first[b]) * qd,
+                   (bt->off[b + 1] - bt->off[b]) * qd * sizeof *bt->z);
     }
     if (c->sandwich_norm) { /* Gemma 2: attn_out = post-norm(o(z)), the input kept for the backward */
         float *raw = bt->attn_raw + D * rows * d;
@@ -1610,7 +1657,7 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, int 
     }
     if (only_pos >= 0)
         for (int b = 0; b < B; b++) {
-            const float *xb = x + ((size_t)b * T + only_pos) * d;
+            const float *xb = x + batch_row(bt, b, only_pos) * d;
             for (int i = 0; i < d; i++) mid[(size_t)b * d + i] = xb[i] + bt->attn_out[(size_t)b * d + i];
         }
     else add_floats(mid, x, bt->attn_out, nd);
@@ -1619,7 +1666,7 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, int 
     const float *mlp_in = mid;
     if (c->parallel_block && only_pos >= 0) {
         for (int b = 0; b < B; b++)
-            memcpy(y + (size_t)b * d, x + ((size_t)b * T + only_pos) * d, (size_t)d * sizeof *y);
+            memcpy(y + (size_t)b * d, x + batch_row(bt, b, only_pos) * d, (size_t)d * sizeof *y);
         mlp_in = y;
     } else if (c->parallel_block) {
         mlp_in = x;
@@ -1643,8 +1690,26 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, int 
     add_floats(y, mid, bt->mlp_out, nd);
 }
 
-int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx, const lp_objective *o,
-                  const double *weight, double *f, float *grad_sum) {
+/* Sequence i0 + b - 1 of a chunk with shared prefixes into its rows (the base is sequence 0):
+ * its first row clamped to pos (rows up to pos are what the objective reads), its suffix
+ * from the whole input, which `whole` (T, d) takes. */
+static void shared_inputs(batch *bt, int *first, size_t *off, int B, int i0, const int *firsts, int pos,
+                          const float *base, lp_embed_fn input, void *ctx, float *whole, size_t d) {
+    size_t T = bt->T;
+    first[0] = 0, off[0] = 0, off[1] = T;
+    memcpy(bt->resid, base, T * d * sizeof *whole);
+    for (int b = 1; b < B; b++) {
+        int fb = firsts[i0 + b - 1];
+        first[b] = fb < 0 ? 0 : fb > pos ? pos : fb;
+        off[b + 1] = off[b] + T - (size_t)first[b];
+        input(whole, i0 + b - 1, ctx);
+        memcpy(bt->resid + off[b] * d, whole + (size_t)first[b] * d, (T - (size_t)first[b]) * d * sizeof *whole);
+    }
+}
+
+/* lp_grad_batch, and with base (T, d) and firsts (n) lp_forward_batch_shared's forward. */
+static int grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx, const lp_objective *o,
+                      const double *weight, double *f, float *grad_sum, const float *base, const int *firsts) {
     const lp_config *c = &m->cfg;
     int rc = lp_objective_check(o, m, T);
     if (!rc && c->cross_attn) rc = seq2seq_elsewhere(c);
@@ -1655,11 +1720,13 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
         return LP_OK;
     }
     if (!c->causal) return encoder_batch(m, T, n, input, ctx, o, weight, f, grad_sum);
+    bool shared = base && firsts && !grad_sum;
     bool logprob = o->kind == LP_OBJ_LOGPROB;
     /* The last layer's MLP half runs on row pos alone, except under post-norms (Gemma 2),
      * whose backward reads whole layers of the tape. */
     bool compact = !c->sandwich_norm;
-    batch bt = {.Bmax = 1, .T = T, .keep = grad_sum != NULL};
+    batch bt = {.Bmax = 1, .T = T, .keep = grad_sum != NULL, .shared = shared};
+    int S = shared; /* sequences a chunk has beside the inputs: the base */
     lp_linear fused;
     /* fused q|k|v: a layout the short attention reads (rotary rotates q and k apart) */
     if (c->pos == LP_POS_LEARNED && T <= ATTN_LOOP_MAX_T && qkv_columns(&fused, &m->layers[0])) {
@@ -1668,26 +1735,33 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
             if (!qkv_columns(&fused, &m->layers[l])) bt.qkv_ld = 0;
     }
     size_t per_seq = batch_layout(&bt, NULL, c, logprob);
-    bt.Bmax = (int)(BATCH_BUDGET / (per_seq * sizeof(float)));
-    if (bt.Bmax < 1) bt.Bmax = 1;
-    if (bt.Bmax > n) bt.Bmax = n;
-    int chunks = (n + bt.Bmax - 1) / bt.Bmax;
-    bt.Bmax = (n + chunks - 1) / chunks; /* chunks of even size */
+    int most = (int)(BATCH_BUDGET / (per_seq * sizeof(float))) - S; /* inputs a chunk may take */
+    if (most < 1) most = 1;
+    if (most > n) most = n;
+    int chunks = (n + most - 1) / most;
+    most = (n + chunks - 1) / chunks; /* chunks of even size */
+    bt.Bmax = most + S;
     size_t floats = batch_layout(&bt, NULL, c, logprob), d = c->d_model;
     float *arena = batch_arena_new(floats), *cos_t, *sin_t, *nsin_t;
     double *fb = malloc((size_t)bt.Bmax * sizeof *fb);
     bt.acc = calloc((size_t)T * d, sizeof *bt.acc);
+    int *first = shared ? malloc((size_t)bt.Bmax * sizeof *first) : NULL;
+    size_t *off = shared ? malloc(((size_t)bt.Bmax + 1) * sizeof *off) : NULL;
+    float *whole = shared ? malloc((size_t)T * d * sizeof *whole) : NULL;
+    bt.first = first, bt.off = off;
     rope_tables_new(&cos_t, &sin_t, &nsin_t, c, T);
-    if (!arena || !fb || !bt.acc || !cos_t || !sin_t || !nsin_t) {
+    if (!arena || !fb || !bt.acc || !cos_t || !sin_t || !nsin_t || (shared && (!first || !off || !whole))) {
         rc = lp_error(LP_ENOMEM, "out of memory: a batch of %d sequences of %d tokens needs %.1f MB", bt.Bmax, T,
                       (double)floats * sizeof(float) / 1e6);
         goto done;
     }
     batch_layout(&bt, arena, c, logprob);
     size_t rows = (size_t)bt.Bmax * T, L = c->n_layer;
-    for (int i0 = 0; i0 < n; i0 += bt.Bmax) {
-        int B = n - i0 < bt.Bmax ? n - i0 : bt.Bmax;
-        for (int b = 0; b < B; b++) input(bt.resid + (size_t)b * T * d, i0 + b, ctx);
+    for (int i0 = 0; i0 < n; i0 += most) {
+        int B = (n - i0 < most ? n - i0 : most) + S;
+        if (shared) shared_inputs(&bt, first, off, B, i0, firsts, o->pos, base, input, ctx, whole, d);
+        else
+            for (int b = 0; b < B; b++) input(bt.resid + (size_t)b * T * d, i0 + b, ctx);
         for (int l = 0; l < c->n_layer; l++) {
             if (lp_cancelled()) {
                 rc = lp_error(LP_ECANCEL, "cancelled");
@@ -1699,11 +1773,11 @@ int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx,
          * the final norm to the objective. */
         const float *out_rows = bt.resid + (bt.keep ? L : L & 1) * rows * d;
         for (int b = 0; b < B; b++)
-            memcpy(bt.xf + (size_t)b * d, out_rows + (compact ? (size_t)b : (size_t)b * T + o->pos) * d,
+            memcpy(bt.xf + (size_t)b * d, out_rows + (compact ? (size_t)b : batch_row(&bt, b, o->pos)) * d,
                    d * sizeof *bt.xf);
         lp_norm(bt.lnf, bt.lnf_scale, bt.xf, m->lnf_w, m->lnf_b, B, (int)d, c->norm, c->norm_eps);
         head_backward(fb, bt.d_lnf, m, o, bt.lnf, NULL, bt.logits, bt.dlogits, B);
-        if (f) memcpy(f + i0, fb, (size_t)B * sizeof *fb);
+        if (f) memcpy(f + i0, fb + S, (size_t)(B - S) * sizeof *fb);
         if (!bt.keep) continue;
 
         /* the gradient with respect to the last layer's compact output, (B, d), or its rows pos */
@@ -1747,8 +1821,21 @@ done:
     batch_arena_free(arena, floats);
     free(fb);
     free(bt.acc);
+    free(first);
+    free(off);
+    free(whole);
     free(cos_t);
     free(sin_t);
     free(nsin_t);
     return rc;
+}
+
+int lp_grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx, const lp_objective *o,
+                  const double *weight, double *f, float *grad_sum) {
+    return grad_batch(m, T, n, input, ctx, o, weight, f, grad_sum, NULL, NULL);
+}
+
+int lp_forward_batch_shared(const lp_model *m, int T, int n, lp_embed_fn input, void *ctx, const float *base,
+                            const int *first, const lp_objective *o, double *f) {
+    return grad_batch(m, T, n, input, ctx, o, NULL, f, NULL, base, first);
 }
