@@ -45,10 +45,11 @@
  *   leave-one-out agreement: Kendall's tau-b between Phi and loo_i = f(x) - f(x without i)
  *                  over the n removable positions (NAN when either side is constant)
  *
- * Every perturbed input of a decoder or an encoder goes through lp_grad_batch: all of them at
- * once with mask and baseline removal, grouped by length (and, on a masked LM, where the mask
- * lands) with delete. An encoder-decoder's go through a run of both stacks each
- * (lp_run_new_seq2seq_embedded): lp_grad_batch has no cross-attention. */
+ * Every perturbed input of a decoder or an encoder goes through lp_forward_batch_shared (a
+ * decoder's rows before an input's first change are the original's, computed once a chunk):
+ * all of them at once with mask and baseline removal, grouped by length (and, on a masked LM,
+ * where the mask lands) with delete. An encoder-decoder's go through a run of both stacks each
+ * (lp_run_new_seq2seq_embedded): the batches have no cross-attention. */
 #ifndef LOUPE_EVAL_H
 #define LOUPE_EVAL_H
 
@@ -120,7 +121,7 @@ void lp_eval_result_free(lp_eval_result *r);
  * d_s = f(x) - f(x'_s): infid[i] = mean_s (beta a_s - d_s)^2, beta = sum a d / sum a^2 (0 when
  * every a_s is 0), which makes it blind to the scores' scale, as the methods' units differ;
  * raw[i] (may be NULL) the same with beta = 1. noise (samples, n) and drop (samples) may be
- * NULL: the I drawn and the d measured. One lp_grad_batch. */
+ * NULL: the I drawn and the d measured. One batch (lp_forward_batch_shared). */
 int lp_eval_infidelity(const lp_eval *e, int m, const float *const *scores, int samples, double sigma,
                        unsigned long long seed, double *infid, double *raw, double *noise, double *drop);
 

@@ -1,6 +1,6 @@
 /* Removal-based faithfulness of attributions (definitions in eval.h). Each measure is a set
  * of perturbed inputs, one "keep" mask over the positions judged each; the masks of all the
- * attributions judged together go through lp_grad_batch at once (grouped by length when
+ * attributions judged together go through lp_forward_batch_shared at once (grouped by length when
  * removal deletes tokens; an encoder-decoder's one run each), then the measures are read off
  * their f values. */
 #include "loupe/eval.h"
@@ -51,7 +51,7 @@ typedef struct {
     unsigned char *keep;
     const double *noise;
     double *f;
-    const int *idx;  /* the queries of the current lp_grad_batch */
+    const int *idx;  /* the queries of the current batch */
     int *ids, *types; /* (T) scratch for delete */
 } queries;
 
@@ -108,13 +108,29 @@ static void perturbed_input(float *out, int i, void *ctx) {
     else lp_embed(out, e->m, q->ids, NULL, 0, len);
 }
 
+/* The first row where query i differs from e->x: the first removed (deleted rows shift the
+ * rest; those before are the same tokens at the same positions), or noised; e->T for none. */
+static int first_changed(const queries *q, int i) {
+    const lp_eval *e = q->e;
+    int first = e->T;
+    if (q->keep) {
+        const unsigned char *keep = q->keep + (size_t)i * e->T;
+        for (int t = 0; t < e->T && first == e->T; t++)
+            if (!keep[t]) first = t;
+        return first;
+    }
+    for (int j = 0; j < e->n; j++)
+        if (q->noise[(size_t)i * e->n + j] != 0.0 && e->removable[j] < first) first = e->removable[j];
+    return first;
+}
+
 static int by_key_desc(const void *a, const void *b, void *ctx) {
     const long *key = ctx;
     int x = *(const int *)a, y = *(const int *)b;
     return key[y] != key[x] ? (key[y] > key[x] ? 1 : -1) : x - y;
 }
 
-/* An encoder-decoder's queries, one run of both stacks each (lp_grad_batch has no
+/* An encoder-decoder's queries, one run of both stacks each (the batches have no
  * cross-attention): the kept ids when tokens are deleted, else the rows as embeddings. */
 static int evaluate_seq2seq(queries *q) {
     const lp_eval *e = q->e;
@@ -138,17 +154,17 @@ static int evaluate_seq2seq(queries *q) {
     return rc;
 }
 
-/* f of every query: one lp_grad_batch per length and reading position (one in all for mask
+/* f of every query: one batch per length and reading position (one in all for mask
  * and baseline removal; with delete the objective moves to where its row lands). */
 static int evaluate(queries *q) {
     const lp_eval *e = q->e;
     if (e->S) return evaluate_seq2seq(q);
-    int *idx = malloc((size_t)q->nq * sizeof *idx), rc = LP_OK;
+    int *idx = malloc((size_t)q->nq * sizeof *idx), *first = malloc((size_t)q->nq * sizeof *first), rc = LP_OK;
     long *key = malloc((size_t)q->nq * sizeof *key);
     double *f = malloc((size_t)q->nq * sizeof *f);
     q->ids = malloc((size_t)e->T * sizeof *q->ids);
     q->types = malloc((size_t)e->T * sizeof *q->types);
-    if (!idx || !key || !f || !q->ids || !q->types) {
+    if (!idx || !first || !key || !f || !q->ids || !q->types) {
         rc = lp_error(LP_ENOMEM, "out of memory");
         goto done;
     }
@@ -165,12 +181,15 @@ static int evaluate(queries *q) {
         int len = (int)(key[idx[i0]] / (e->T + 1));
         o.pos = (int)(key[idx[i0]] % (e->T + 1));
         q->idx = idx + i0;
-        if (!(rc = lp_grad_batch(e->m, len, i1 - i0, perturbed_input, q, &o, NULL, f, NULL)))
+        /* a causal model computes the rows before a query's first change as e->x's */
+        for (int i = i0; i < i1; i++) first[i - i0] = first_changed(q, idx[i]);
+        if (!(rc = lp_forward_batch_shared(e->m, len, i1 - i0, perturbed_input, q, e->x, first, &o, f)))
             for (int i = i0; i < i1; i++) q->f[idx[i]] = e->sp.prob ? exp(f[i - i0]) : f[i - i0];
         i0 = i1;
     }
 done:
     free(idx);
+    free(first);
     free(key);
     free(f);
     free(q->ids);
