@@ -1,6 +1,7 @@
 /* The six input-attribution methods over a captured run (definitions in attr.h). The
  * gradient methods differentiate through the run's own activations (one backward, no forward); integrated
- * gradients and occlusion send all their inputs through lp_grad_batch at once. */
+ * gradients send all their inputs through lp_grad_batch at once, occlusion through
+ * lp_forward_batch_shared (its inputs share the run's rows before the occluded ones). */
 #include "loupe/attr.h"
 
 #include <math.h>

@@ -271,6 +271,7 @@ typedef struct {
     long dqs, dks;            /* row strides of d_q and of d_k, d_v */
     float *rows;              /* backward: (B*Hkv, T), an item's row of dP */
     int window;               /* forward: the layer's sliding window, 0: none */
+    const int *row0;          /* forward: (B) each sequence's first query row wanted, or NULL: all */
 } attn_job;
 
 static void attn_forward_items(void *ctx, size_t i0, size_t i1) {
@@ -283,7 +284,7 @@ static void attn_forward_items(void *ctx, size_t i0, size_t i1) {
         size_t b = it / H, h = it % H, row = b * T, kh = h / G;
         const float *q = j->q + row * j->qs + h * dh, *k = j->k + row * j->ks + kh * dh, *v = j->v + row * j->ks + kh * dh;
         float *P = j->pattern + it * T * T, *z = j->z + row * qd + h * dh;
-        for (int i = 0; i < T; i++) {
+        for (int i = j->row0 ? j->row0[b] : 0; i < T; i++) {
             /* keys [k0, keys): causal, and a sliding window's last `window` positions */
             int keys = c->causal ? i + 1 : T, k0 = j->window > 0 && i - j->window + 1 > 0 ? i - j->window + 1 : 0;
             float *pi = P + (size_t)i * T, *zi = z + (size_t)i * qd, mx = -INFINITY;
@@ -536,11 +537,13 @@ static void attn_backward_items16(void *ctx, size_t i0, size_t i1) {
 }
 
 /* z (B*T, H*dh) and pattern (B, H, T, T) of B sequences of T <= ATTN_LOOP_MAX_T tokens, q, k
- * and v at row strides qs, ks (a fused q|k|v: its width). */
+ * and v at row strides qs, ks (a fused q|k|v: its width); with row0, only sequence b's rows
+ * from row0[b] on (the others are left as they were). */
 static void attention_forward_short(float *pattern, float *z, const lp_config *c, int window, const float *q,
-                                    const float *k, const float *v, long qs, long ks, int B, int T) {
+                                    const float *k, const float *v, long qs, long ks, int B, int T,
+                                    const int *row0) {
     attn_job j = {.c = c, .T = T, .qs = qs, .ks = ks, .q = q, .k = k, .v = v, .pattern = pattern, .z = z,
-                  .window = window};
+                  .window = window, .row0 = row0};
     lp_parallel_for((size_t)B * c->n_head, 1, attn_forward_items, &j);
 }
 
@@ -1195,7 +1198,7 @@ static void enc_batch_layer_forward(enc_batch *bt, const lp_model *m, int l, int
     lp_linear_forward(v, x, &w->v, n);
     if (T <= ATTN_LOOP_MAX_T)
         attention_forward_short((float *)t.pattern, bt->z, c, 0, q, k, v, c->n_head * (long)c->d_head,
-                                c->n_kv_head * (long)c->d_head, B, T);
+                                c->n_kv_head * (long)c->d_head, B, T, NULL);
     else lp_attention_seqs((float *)t.pattern, bt->z, c, 0, q, k, v, B, T);
     lp_linear_forward(s1, bt->z, &w->o, n);
     for (size_t i = 0; i < nd; i++) s1[i] += x[i];
@@ -1637,7 +1640,8 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, int 
             lp_rope_rows(q + (size_t)b * T * qd, c, T, c->n_head, cos_t, sin_t);
             lp_rope_rows(k + (size_t)b * T * kvd, c, T, c->n_kv_head, cos_t, sin_t);
         }
-    if (T <= ATTN_LOOP_MAX_T) attention_forward_short(pattern, z, c, w->window, q, k, v, qs, ks, B, T);
+    if (T <= ATTN_LOOP_MAX_T)
+        attention_forward_short(pattern, z, c, w->window, q, k, v, qs, ks, B, T, bt->shared ? bt->first : NULL);
     else lp_attention_seqs(pattern, z, c, w->window, q, k, v, B, T);
     if (only_pos >= 0) { /* row b takes row (b, only_pos): never one a later b still reads */
         for (int b = 0; b < B; b++)
