@@ -1578,10 +1578,6 @@ static void batch_qkv(float **q, float **k, float **v, long *qs, long *ks, const
     *ks = (long)kvd;
 }
 
-/* The chunk's sequences through one layer. With only_pos >= 0 (the last layer, whose output
- * the objective reads at one position) the MLP half runs on that row of each sequence alone:
- * z's rows are gathered to the front and attn_out, resid_mid, the norm, the MLP and resid_out
- * are compact (B, .): a twelfth of GPT-2 small's work is spared. */
 /* Where row t of sequence b is in a layer's rows (t >= first[b] when the prefixes are shared). */
 static size_t batch_row(const batch *bt, int b, int t) {
     return bt->shared ? bt->off[b] + (size_t)(t - bt->first[b]) : (size_t)b * bt->T + (size_t)t;
@@ -1598,6 +1594,10 @@ static void shared_whole(float *whole, const float *src, size_t w, const batch *
     }
 }
 
+/* The chunk's sequences through one layer. With only_pos >= 0 (the last layer, whose output
+ * the objective reads at one position) the MLP half runs on that row of each sequence alone:
+ * z's rows are gathered to the front and attn_out, resid_mid, the norm, the MLP and resid_out
+ * are compact (B, .): a twelfth of GPT-2 small's work is spared. */
 static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, int only_pos, const float *cos_t,
                                 const float *sin_t) {
     const lp_config *c = &m->cfg;
