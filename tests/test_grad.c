@@ -13,6 +13,7 @@
 
 #include "arch/model_impl.h"
 #include "helpers.h"
+#include "kernels/grad_impl.h"
 #include "ref_double.h"
 #include "loupe/attr.h"
 #include "loupe/error.h"
@@ -388,7 +389,7 @@ static const float *run_embeddings(lp_run **r, lp_model *m, const int *ids, int 
     return x0.data;
 }
 
-/* Fixture `name` with a context of 150 tokens, for runs past ATTN_LOOP_MAX_T (128). */
+/* Fixture `name` with a context of 150 tokens, for runs past ATTN_LOOP_MAX_T. */
 static lp_model *long_fixture(const fixture_model *fms, int nm, const char *name, fixture_model *fm, char **dir) {
     int at = 0;
     while (at < nm && strcmp(fms[at].name, name) != 0) at++;
@@ -555,7 +556,7 @@ static void shared_prefixes_match_the_whole_inputs(void **state) {
     print_message("  shared prefixes vs whole inputs: worst %.1e of the objective\n", worst);
 }
 
-/* Attention's backward runs in loops on the worker pool up to ATTN_LOOP_MAX_T (128) tokens
+/* Attention's backward runs in loops on the worker pool up to ATTN_LOOP_MAX_T (64) tokens
  * (batches then fuse GPT-2's q|k|v) and as per-head matrix products beyond: on either side
  * of that length the run's gradient matches central differences and a batch matches the
  * run. Worst measured (Haswell and Cooperlake kernels, 2 threads): relative error 7.9e-7
@@ -571,7 +572,7 @@ static void both_attention_paths_match_finite_differences(void **state) {
         fixture_model fm;
         char *dir;
         lp_model *m = long_fixture(fms, nm, names[mi], &fm, &dir);
-        static const int lengths[] = {100, 140};
+        static const int lengths[] = {ATTN_LOOP_MAX_T - 4, ATTN_LOOP_MAX_T + 12};
         for (int li = 0; li < 2; li++) {
             int T = lengths[li], d = m->cfg.d_model, *ids = malloc((size_t)T * sizeof *ids);
             for (int t = 0; t < T; t++) ids[t] = fm.ids[t % fm.n];

@@ -59,8 +59,12 @@ typedef struct {
  * writes g->d_q and adds to g->d_k, g->d_v (query heads of a group share theirs; zero them
  * first). Reads t->q, k, v, pattern; g->dP (T, T) is scratch; g->d_pattern, if not NULL, gets dP.
  * Up to ATTN_LOOP_MAX_T tokens, a sequence's key/value head (and its query heads) at a time on
- * the worker pool, in loops: the same sums in a fixed order whatever the thread count. */
-#define ATTN_LOOP_MAX_T 128
+ * the worker pool, in loops: the same sums in a fixed order whatever the thread count. Past
+ * it, per-head matrix products: on the Intel VM (session 15) ig at T=128 took 14.0-14.4 s in
+ * the loops (GPT-2 small; BERT-base 19.7-20.5 s, whose full square doubles them) and
+ * 11.5-12.4 s (BERT 14.3-15.4 s) in products; at T=96 the products were 5% ahead, at T=64
+ * level; at T=32 the loops are what made ig fast (it had made 28,000 products of 32 x 32 x 64). */
+#define ATTN_LOOP_MAX_T 64
 void attention_backward(const grad_layer *g, const tape_layer *t, const lp_config *c, int B, int T);
 
 #endif
