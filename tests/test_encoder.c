@@ -720,6 +720,19 @@ static void enc_direction(double *u, const float *g, size_t n, int which, uint64
     for (size_t i = 0; i < n; i++) u[i] /= sqrt(norm);
 }
 
+/* Coordinates [j0, j1) of g against their central differences: the squared error and the
+ * differences' squares, added to *diff and *ref. u (T * d) is zero scratch, left zero. */
+static void enc_coords(const lp_model *m, const double *e, const float *g, int T, const lp_objective *o, size_t j0,
+                       size_t j1, double *u, double *diff, double *ref) {
+    for (size_t i = j0; i < j1; i++) {
+        u[i] = 1;
+        double want = enc_fd(m, e, u, T, o);
+        u[i] = 0;
+        *diff += (g[i] - want) * (g[i] - want);
+        *ref += want * want;
+    }
+}
+
 /* The worst |g . u - D_u f| / |g| over the gradient's direction and `dirs` random ones;
  * with `every`, also ||g - g_fd|| / ||g_fd|| coordinate by coordinate. */
 static double enc_check(const lp_model *m, const double *e, const float *g, int T, const lp_objective *o, int dirs,
@@ -738,13 +751,7 @@ static double enc_check(const lp_model *m, const double *e, const float *g, int 
     if (every) {
         double diff = 0, ref = 0;
         memset(u, 0, n * sizeof *u);
-        for (size_t i = 0; i < n; i++) {
-            u[i] = 1;
-            double want = enc_fd(m, e, u, T, o);
-            u[i] = 0;
-            diff += (g[i] - want) * (g[i] - want);
-            ref += want * want;
-        }
+        enc_coords(m, e, g, T, o, 0, n, u, &diff, &ref);
         worst = fmax(worst, sqrt(diff / ref));
     }
     free(u);
@@ -890,15 +897,7 @@ static void long_inputs_match_finite_differences(void **state) {
         double *u = calloc(n, sizeof *u), diff = 0, ref = 0;
         size_t d = (size_t)lp_model_config(m)->d_model;
         const size_t rows[2] = {(size_t)T / 2, (size_t)T - 2};
-        for (int ri = 0; ri < 2; ri++)
-            for (size_t k = 0; k < d; k++) {
-                size_t j = rows[ri] * d + k;
-                u[j] = 1;
-                double want = enc_fd(m, ed, u, T, &o);
-                u[j] = 0;
-                diff += (ge[j] - want) * (ge[j] - want);
-                ref += want * want;
-            }
+        for (int ri = 0; ri < 2; ri++) enc_coords(m, ed, ge, T, &o, rows[ri] * d, rows[ri] * d + d, u, &diff, &ref);
         free(u);
         double err_rows = sqrt(diff / ref);
         static const double alpha[3] = {1.0, 1.0, 0.5}, w[3] = {1.0, 0.0, 0.0};
