@@ -112,13 +112,11 @@ static void perturbed_input(float *out, int i, void *ctx) {
  * rest; those before are the same tokens at the same positions), or noised; e->T for none. */
 static int first_changed(const queries *q, int i) {
     const lp_eval *e = q->e;
-    int first = e->T;
     if (q->keep) {
-        const unsigned char *keep = q->keep + (size_t)i * e->T;
-        for (int t = 0; t < e->T && first == e->T; t++)
-            if (!keep[t]) first = t;
-        return first;
+        const unsigned char *keep = q->keep + (size_t)i * e->T, *removed = memchr(keep, 0, (size_t)e->T);
+        return removed ? (int)(removed - keep) : e->T;
     }
+    int first = e->T;
     for (int j = 0; j < e->n; j++)
         if (q->noise[(size_t)i * e->n + j] != 0.0 && e->removable[j] < first) first = e->removable[j];
     return first;

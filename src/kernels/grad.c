@@ -1709,7 +1709,7 @@ static void shared_inputs(batch *bt, int *first, size_t *off, int B, int i0, con
                           const float *base, lp_embed_fn input, void *ctx, float *whole, size_t d) {
     size_t T = bt->T;
     first[0] = 0, off[0] = 0, off[1] = T;
-    memcpy(bt->resid, base, T * d * sizeof *whole);
+    memcpy(bt->resid, base, T * d * sizeof *bt->resid);
     for (int b = 1; b < B; b++) {
         int fb = firsts[i0 + b - 1];
         first[b] = fb < 0 ? 0 : fb > pos ? pos : fb;
