@@ -239,7 +239,7 @@ static void check_logits(const lp_run *r, const logit_files *lf) {
 }
 
 /* Median wall time of a captured run of T tokens over reps runs, after one warm-up; prints
- * it beside the roofline and where the time went. Returns the arena bytes. */
+ * it beside the roofline and where the time went. */
 static void bench_forward(const lp_model *m, int T, int reps, double peak, const logit_files *lf) {
     const lp_config *c = lp_model_config(m);
     int *ids = malloc((size_t)T * sizeof *ids);
