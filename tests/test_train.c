@@ -237,6 +237,11 @@ static void test_bert_gradients_match_finite_differences(void **state) {
 static void test_weight_gradients_match_finite_differences(void **state) {
     (void)state;
     check_gradients(false);
+    /* one head 16 wide: the forward's attention in lp_attention16's loops (8 wide: the
+     * inference kernel's products) */
+    lp_config c = tiny_config(false);
+    c.n_head = 1;
+    check_gradients_of(c, "gpt-2, 16-wide head");
 }
 
 static void test_attn_only_gradients_match_finite_differences(void **state) {
@@ -244,20 +249,22 @@ static void test_attn_only_gradients_match_finite_differences(void **state) {
     check_gradients(true);
 }
 
-/* The loss head takes 64 rows at a time and each product a shard's rows at once (train.c):
- * a batch of 3 x 40 tokens (chunks of 64 and 56 rows, a sequence across a chunk's edge) has
- * the loss that the inference forward's logits give (in double) and the mean of its
- * sequences' gradients, each taken alone. Worst measured: loss 1.4e-8 relative, gradient
- * 6.8e-7 of its largest (OPENBLAS_CORETYPE=Haswell); 2.1e-11 and 3.4e-7 with it unset. */
-static void test_batch_loss_and_gradient_match_its_sequences(void **state) {
-    (void)state;
+/* A shard runs micro-batches of 512 rows (whole sequences) one after another, each product
+ * over a micro-batch's rows at once, and the loss head 128 rows at a time (train.c): a batch
+ * of 14 x 40 tokens (micro-batches of 12 and 2 sequences, head chunks of 128, 128, 128, 96
+ * and 80 rows, sequences across their edges) has the loss that the inference forward's
+ * logits give (in double) and the mean of its sequences' gradients, each taken alone. Worst measured (64-row chunks, 3 x 40): loss
+ * 1.4e-8 relative, gradient 6.8e-7 of its largest (OPENBLAS_CORETYPE=Haswell); 2.1e-11 and
+ * 3.4e-7 with it unset. */
+static void batch_matches_its_sequences(int n_head) {
     lp_config c = tiny_config(false);
     c.n_ctx = 40;
+    c.n_head = n_head;
     lp_rng rng;
     lp_model *m = perturbed_model(&c, 9, &rng, 12);
     size_t np;
     lp_train_params(m, &np);
-    enum { B = 3, T = 40 };
+    enum { B = 14, T = 40 };
     int ids[B * (T + 1)];
     for (int i = 0; i < B * (T + 1); i++) ids[i] = (int)(lp_rng_uniform(&rng) * c.vocab);
     float *g = malloc(np * sizeof *g), *g1 = malloc(np * sizeof *g1);
@@ -284,14 +291,23 @@ static void test_batch_loss_and_gradient_match_its_sequences(void **state) {
     double scale = 0.0, worst = 0.0;
     for (size_t j = 0; j < np; j++) scale = fmax(scale, fabs(g[j]));
     for (size_t j = 0; j < np; j++) worst = fmax(worst, fabs(g[j] - mean[j]) / scale);
-    print_message("batch of 3 x 40: loss %.6f vs the forward's logits %.6f (%.1e relative); gradient within %.1e of "
-                  "its largest\n", loss, ref, fabs(loss - ref) / ref, worst);
+    print_message("batch of 14 x 40, d_head %d: loss %.6f vs the forward's logits %.6f (%.1e relative); gradient "
+                  "within %.1e of its largest\n", c.d_model / n_head, loss, ref, fabs(loss - ref) / ref, worst);
     assert_true(fabs(loss - ref) <= 1e-6 * ref);
     assert_true(scale > 0.0 && worst <= 5e-6);
     free(g);
     free(g1);
     free(mean);
     lp_model_free(m);
+}
+
+/* Heads 8 wide (attention in the inference kernel's products) and 16 (lp_attention16's
+ * loops, three 16-key blocks at 40 tokens: its pattern's exponentials are vmath's, within
+ * 3e-7 of those the forward's logits come from). */
+static void test_batch_loss_and_gradient_match_its_sequences(void **state) {
+    (void)state;
+    batch_matches_its_sequences(2);
+    batch_matches_its_sequences(1);
 }
 
 /* A cycle of 7 distinct tokens: the next token follows from the current one. */

@@ -67,4 +67,11 @@ typedef struct {
 #define ATTN_LOOP_MAX_T 64
 void attention_backward(const grad_layer *g, const tape_layer *t, const lp_config *c, int B, int T);
 
+/* Causal attention of B sequences of T tokens from position 0 (no soft cap, window or
+ * relative bias; d_head a multiple of 16), as lp_attention_seqs writes it (pattern (B, H, T,
+ * T), z (B*T, H*dh)) but in 16-lane loops with vmath's exp (kernels/attention16.c): for
+ * training. Nonzero, and nothing written, where it does not apply or memory ran out. */
+int lp_attention16(float *pattern, float *z, const lp_config *c, const float *q, const float *k, const float *v,
+                   int B, int T);
+
 #endif

@@ -6,6 +6,7 @@
 #ifndef LOUPE_KERNELS_V16_H
 #define LOUPE_KERNELS_V16_H
 
+#include <stdint.h>
 #include <string.h>
 
 typedef float v16 __attribute__((vector_size(64)));
@@ -24,5 +25,15 @@ VEC_INLINE v16 load16(const float *p) {
 }
 
 VEC_INLINE void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+
+/* 16 int32 lanes (comparisons' masks: all ones or zero) and 16 uint32 ones (bits to shift). */
+typedef int32_t vi16 __attribute__((vector_size(64)));
+typedef uint32_t vu16 __attribute__((vector_size(64)));
+
+/* The larger of a and b in each lane (b where they are equal or either is NaN). */
+VEC_INLINE v16 max16(v16 a, v16 b) {
+    vi16 gt = a > b;
+    return (v16)(((vi16)a & gt) | ((vi16)b & ~gt));
+}
 
 #endif

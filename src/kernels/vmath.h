@@ -10,27 +10,45 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kernels/v16.h"
+
 #define LP_VBLOCK 64
+
+/* Cephes' exp of x in [-87, 0] up to its power of two: declares n (x / ln 2 rounded to an
+ * integer) and p (exp(x - n ln 2)), the same operations on a float (lp_vexp) or on 16 lanes
+ * (lp_vexp16), so that both give the same bits. */
+#define LP_VEXP_REDUCED(type, x, n, p)                                                                 \
+    type n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest: 1.5 * 2^23 */ \
+    type r_ = x - n * 0.693359375f + n * 2.12194440e-4f;              /* x - n ln 2, ln 2 in two parts */ \
+    type p = 1.9875691500e-4f * r_ + 1.3981999507e-3f;                                                \
+    p = p * r_ + 8.3334519073e-3f;                                                                     \
+    p = p * r_ + 4.1665795894e-2f;                                                                     \
+    p = p * r_ + 1.6666665459e-1f;                                                                     \
+    p = p * r_ + 5.0000001201e-1f;                                                                     \
+    p = p * r_ * r_ + r_ + 1.0f
 
 /* exp(x) for x <= 0 (below -87 it returns exp(-87), ~1.6e-38: softmax terms that small add
  * nothing). */
 static inline float lp_vexp(float x) {
     x = x < -87.0f ? -87.0f : x;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest: 1.5 * 2^23 */
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;               /* x - n ln 2, ln 2 in two parts */
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    LP_VEXP_REDUCED(float, x, n, p);
     /* 2^n, shifted as unsigned: a NaN x (a diverging training's logits) gives some n whose
      * shift must still be defined; p is NaN then, and so is the result */
     uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
     float s;
     memcpy(&s, &bits, sizeof s);
     return p * s;
+}
+
+/* lp_vexp in 16 lanes, with its bits, without the round trip through memory that a loop of
+ * lp_vexp over an array takes (its 16-lane loads of two 8-lane stores stall: store
+ * forwarding fails). */
+VEC_INLINE v16 lp_vexp16(v16 x) {
+    vi16 low = x < -87.0f;
+    x = (v16)(((vi16)x & ~low) | ((vi16)((v16){0} - 87.0f) & low));
+    LP_VEXP_REDUCED(v16, x, n, p);
+    vu16 bits = ((vu16)__builtin_convertvector(n, vi16) + 127u) << 23; /* unsigned: as lp_vexp's */
+    return p * (v16)bits;
 }
 
 /* log(x) for x >= 0, x below FLT_MIN (zeros, subnormals) taken as FLT_MIN: log's argument

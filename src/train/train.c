@@ -213,11 +213,20 @@ float *lp_train_params(lp_model *m, size_t *n) {
 
 /* ---- forward and backward over a batch ---- */
 
-/* Rows of the loss head taken at a time: a chunk's logits (HEAD_ROWS x V floats, 512 KB at
+/* Rows of the loss head taken at a time: a chunk's logits (HEAD_ROWS x V floats, 1 MB at
  * V = 2048) stay in cache from the product that makes them, through the softmax, to the two
  * products that read their gradient, where a whole shard's (32 MB) went out to memory and
- * back five times. Fixed, so that a result does not depend on anything but the shard. */
-#define HEAD_ROWS 64
+ * back five times; 128 rows rather than 64 pack the tied embeddings half as often (2-3% of a
+ * step, session 16). Fixed, so that a result does not depend on anything but the shard. */
+#define HEAD_ROWS 128
+
+/* Rows of a micro-batch (batch_pass): whole sequences, at least one. Fixed, as HEAD_ROWS. */
+#define MICRO_ROWS 512
+
+static int micro_batch(int B, int T) {
+    int b = MICRO_ROWS / T;
+    return b < 1 ? 1 : b > B ? B : b;
+}
 
 /* Activations of B sequences of T tokens (N = B * T rows, sequence-major) for every layer,
  * and one layer's backward scratch. */
@@ -389,7 +398,9 @@ static void layer_forward(work *w, const lp_model *m, int l) {
     lp_linear_forward(q, ln1, &L->q, n);
     lp_linear_forward(k, ln1, &L->k, n);
     lp_linear_forward(v, ln1, &L->v, n);
-    lp_attention_seqs(w->pattern + ll * N * c->n_head * w->T, w->z + ll * Nd, c, 0, q, k, v, w->B, w->T);
+    float *pattern = w->pattern + ll * N * c->n_head * w->T;
+    if (lp_attention16(pattern, w->z + ll * Nd, c, q, k, v, w->B, w->T))
+        lp_attention_seqs(pattern, w->z + ll * Nd, c, 0, q, k, v, w->B, w->T);
     lp_linear_forward(w->attn_out, w->z + ll * Nd, &L->o, n);
     add_rows(mid, in, w->attn_out, Nd);
     if (c->attn_only) {
@@ -404,9 +415,9 @@ static void layer_forward(work *w, const lp_model *m, int l) {
     add_rows(out, mid, w->mlp_out, Nd);
 }
 
-/* Every layer over every sequence, then the final norm and the loss head; returns the mean
- * next-token loss. ids (B, T + 1). With grad (the block's layout), zeroes it and starts the
- * backward (head's), which backward() finishes; inv_n as backward's. */
+/* Every layer over every sequence, then the final norm and the loss head; returns the summed
+ * next-token loss. ids (B, T + 1). With grad (the block's layout), starts adding the
+ * backward to it (head's), which backward() finishes; inv_n as backward's. */
 static double forward(work *w, const lp_model *m, const int *ids, float *grad, const lp_param_tensor *t,
                       float inv_n) {
     const lp_config *c = &m->cfg;
@@ -416,8 +427,7 @@ static double forward(work *w, const lp_model *m, const int *ids, float *grad, c
     for (int l = 0; l < c->n_layer; l++) layer_forward(w, m, l);
     const float *x = w->resid + (size_t)c->n_layer * Nd;
     lp_norm(w->lnf, w->lnf_scale, x, m->lnf_w, m->lnf_b, (int)N, d, c->norm, c->norm_eps);
-    if (grad) memset(grad, 0, m->n_params * sizeof *grad);
-    return head(w, m, ids, grad ? grad + t[T_WTE].offset : NULL, inv_n) / (double)N;
+    return head(w, m, ids, grad ? grad + t[T_WTE].offset : NULL, inv_n);
 }
 
 /* dw (in, out; row stride ldw) += x (n, in)^T dy (n, out); db (out) += the column sums of dy. */
@@ -554,6 +564,26 @@ static void backward(work *w, const lp_model *m, const int *ids, float *grad, co
         }
 }
 
+/* B sequences ids (B, T + 1) in micro-batches of w->B sequences (the work's size), one after
+ * another: their summed loss and, with grad, its gradient (zeroed first; inv_n as
+ * backward's). A micro-batch of 512 rows keeps its activations (about 8 MB at the default
+ * recipe) in cache from its forward to its backward, where a shard's 2048 rows at once (34
+ * MB) went out to memory between them; its products are as fast. */
+static double batch_pass(work *w, const lp_model *m, const int *ids, int B, float *grad, const lp_param_tensor *t,
+                         float inv_n) {
+    int T = w->T, mb = w->B;
+    double loss = 0.0;
+    if (grad) memset(grad, 0, m->n_params * sizeof *grad);
+    for (int b0 = 0; b0 < B; b0 += mb) {
+        const int *x = ids + (size_t)b0 * (T + 1);
+        w->B = B - b0 < mb ? B - b0 : mb;
+        loss += forward(w, m, x, grad, t, inv_n);
+        if (grad) backward(w, m, x, grad, t);
+    }
+    w->B = mb;
+    return loss;
+}
+
 static int check_batch(const lp_model *m, const int *ids, int B, int T) {
     const lp_config *c = &m->cfg;
     if (B < 1 || T < 1 || T > c->n_ctx)
@@ -577,13 +607,12 @@ int lp_train_loss(const lp_model *m, const int *tokens, int B, int T, double *lo
     lp_param_tensor *t = tensors_new(&m->cfg, &nt, &total);
     work w;
     if (!t) return lp_error(LP_ENOMEM, "out of memory");
-    if ((rc = work_init(&w, &m->cfg, B, T))) {
+    if ((rc = work_init(&w, &m->cfg, micro_batch(B, T), T))) {
         free(t);
         return rc;
     }
-    double l = forward(&w, m, tokens, grad, t, 1.0f / ((float)B * T));
+    double l = batch_pass(&w, m, tokens, B, grad, t, 1.0f / ((float)B * T)) / ((double)B * T);
     if (loss) *loss = l;
-    if (grad) backward(&w, m, tokens, grad, t);
     work_free(&w);
     free(t);
     return LP_OK;
@@ -686,8 +715,7 @@ static void *shard_run(void *arg) {
         s->loss_sum = s->a->step(s->aw, s->m, s->ids, s->tgt, s->B, s->T, s->grad, s->t, s->inv_n);
         return NULL;
     }
-    s->loss_sum = forward(&s->w, s->m, s->ids, s->grad, s->t, s->inv_n) * s->w.B * s->w.T;
-    if (s->grad) backward(&s->w, s->m, s->ids, s->grad, s->t);
+    s->loss_sum = batch_pass(&s->w, s->m, s->ids, s->B, s->grad, s->t, s->inv_n);
     return NULL;
 }
 
@@ -710,7 +738,7 @@ static int shards_init(shards *S, const lp_model *m, const lp_param_tensor *t, i
         int b = B / n + (i < B % n); /* sequences in shard i */
         const train_arch *a = train_arch_of(&m->cfg);
         S->s[i] = (shard){.m = m, .t = t, .a = a, .B = b, .T = T, .inv_n = 1.0f / ((float)B * T)};
-        rc = a ? a->work_new(&S->s[i].aw, &m->cfg, b, T) : work_init(&S->s[i].w, &m->cfg, b, T);
+        rc = a ? a->work_new(&S->s[i].aw, &m->cfg, b, T) : work_init(&S->s[i].w, &m->cfg, micro_batch(b, T), T);
         if (!rc && grads && i > 0 && !(S->grads[i - 1] = malloc(m->n_params * sizeof(float))))
             rc = lp_error(LP_ENOMEM, "out of memory for a gradient");
     }
@@ -737,7 +765,7 @@ static double shards_step(shards *S, const int *ids, const int *tgt, int T, floa
             at += (size_t)s->B * T;
             at_tgt += (size_t)s->B * T;
         } else {
-            at += (size_t)s->w.B * (s->w.T + 1);
+            at += (size_t)s->B * (s->w.T + 1);
         }
         s->grad = grad ? (i == 0 ? grad : S->grads[i - 1]) : NULL;
         started[i] = i > 0 && pthread_create(&th[i], NULL, shard_run, s) == 0;
@@ -751,7 +779,7 @@ static double shards_step(shards *S, const int *ids, const int *tgt, int T, floa
     size_t tokens = 0;
     for (int i = 0; i < S->n; i++) {
         loss += S->s[i].loss_sum;
-        tokens += (size_t)S->s[i].w.B * S->s[i].w.T;
+        tokens += (size_t)S->s[i].B * S->s[i].w.T;
         if (grad && i > 0)
             for (size_t j = 0; j < np; j++) grad[j] += S->grads[i - 1][j];
     }

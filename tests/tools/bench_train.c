@@ -11,8 +11,8 @@
  * T x T square. The engine does more than that (its backward takes the full square), so
  * the share of the roofline is of useful work. The roofline is the best one-thread sgemm
  * rate on the shapes training runs (the layers' products and weight gradients over a
- * shard's rows, the loss head 64 rows at a time), times the shards run in parallel: BLAS
- * runs on one thread inside each. */
+ * micro-batch's 512 rows, the loss head 128 rows at a time: train.c's MICRO_ROWS and
+ * HEAD_ROWS), times the shards run in parallel: BLAS runs on one thread inside each. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,16 +34,16 @@ static void die(const char *what) {
 
 /* ---- the sgemm roofline, measured as bench's: the best time of a few reps ---- */
 
-/* One thread's best rate over the shapes a step runs; rows: a shard's B * T / threads. */
+/* One thread's best rate over the shapes a step runs; rows: a micro-batch's. */
 static double roofline(const lp_config *c, int rows) {
     int d = c->d_model, dm = c->attn_only ? d : c->d_mlp, V = c->vocab;
     const shape all[] = {
-        {rows, d, d, 0, 0},    /* q, k, v, o of the shard */
+        {rows, d, d, 0, 0},    /* q, k, v, o of a micro-batch */
         {rows, dm, d, 0, 0},   /* MLP up */
         {rows, d, dm, 0, 0},   /* MLP down */
-        {64, V, d, 0, 1},      /* logits of the loss head's 64 rows (train.c's HEAD_ROWS) */
-        {64, d, V, 0, 0},      /* their gradient back to the final norm */
-        {V, d, 64, 1, 0},      /* wte's gradient from them */
+        {128, V, d, 0, 1},     /* logits of the loss head's 128 rows */
+        {128, d, V, 0, 0},     /* their gradient back to the final norm */
+        {V, d, 128, 1, 0},     /* wte's gradient from them */
         {d, dm, rows, 1, 0},   /* a weight gradient (c_fc) */
     };
     int n = (int)(sizeof all / sizeof all[0]);
@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
     o.eval_every = 0;
     int B = o.B, T = o.T, threads = o.threads ? o.threads : 1;
     double flops = train_flops(c, T);
-    double one = roofline(c, B * T / threads);
+    double one = roofline(c, T >= 512 ? T : 512 / T * T); /* train.c's micro-batch: whole sequences */
     double load;
     if (getloadavg(&load, 1) == 1 && load > 0.5)
         printf("note: load average %.2f before the runs: other work shares the cores\n", load);

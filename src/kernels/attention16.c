@@ -1,0 +1,135 @@
+/* Causal attention of whole sequences in 16-lane loops, for training's forward: a head's
+ * scores, softmax and mix row by row, where the per-head matrix products (lp_attention_seqs)
+ * made four small sgemm calls per head and sequence and glibc-exact exponentials (expf8).
+ * The bundled model's heads are 16 wide over 128 tokens: there the calls' overhead and the
+ * exact exponentials were most of the attention's time (a shard's 16 sequences, 4 heads: 2.1-
+ * 2.3 ms against 2.9-3.1 ms, one thread). vmath's exp differs from expf by about 3e-7
+ * relative, so the pattern is the inference one's to that, not to the bit. */
+#include <float.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/forward.h"
+#include "kernels/grad_impl.h"
+#include "kernels/v16.h"
+#include "kernels/vmath.h"
+#include "loupe/error.h"
+#include "util/parallel.h"
+
+typedef struct {
+    const lp_config *c;
+    int T, ld;                /* ld: T rounded up to 16 */
+    const float *q, *k, *v;
+    float *pattern, *z, *scratch; /* scratch: per item, k transposed (dh, ld) and a row (ld) */
+} attn16_job;
+
+/* s[0..n) (n a multiple of 16) = scale q . k_j, kT the keys transposed (dh rows of stride ld). */
+static void scores16(float *s, const float *q, const float *kT, int ld, int dh, int n, float scale) {
+    for (int j0 = 0; j0 < n; j0 += V16_LANES) {
+        v16 a0 = {0}, a1 = {0};
+        int e = 0;
+        for (; e + 2 <= dh; e += 2) {
+            a0 += q[e] * load16(kT + (size_t)e * ld + j0);
+            a1 += q[e + 1] * load16(kT + (size_t)(e + 1) * ld + j0);
+        }
+        if (e < dh) a0 += q[e] * load16(kT + (size_t)e * ld + j0);
+        store16(s + j0, (a0 + a1) * scale);
+    }
+}
+
+/* A row is short (128 keys at most here): its lanes are folded in halves, a tree, where a
+ * chain of 15 dependent steps was a third of the row's time. */
+static float fold_max(v16 m) {
+    float a[V16_LANES];
+    store16(a, m);
+    for (int w = V16_LANES / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) a[l] = a[l + w] > a[l] ? a[l + w] : a[l];
+    return a[0];
+}
+
+/* The lanes' sum in double, folded in halves (an order fixed by the lanes alone). */
+static double fold_sum(v16 x) {
+    double d[V16_LANES / 2];
+    for (int l = 0; l < V16_LANES / 2; l++) d[l] = (double)x[l] + x[l + V16_LANES / 2];
+    for (int w = V16_LANES / 4; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) d[l] += d[l + w];
+    return d[0];
+}
+
+/* The softmax of s[0..keys) into p[0..keys), p zero on to T; s, n (keys rounded up to 16)
+ * long, is scratch. In 16-lane blocks: entries past keys masked out, the exponentials summed
+ * in 16 float lanes, then those in double. */
+static void softmax16(float *p, float *s, int keys, int n, int T) {
+    for (int j = keys; j < n; j++) s[j] = -FLT_MAX;
+    v16 m = load16(s);
+    for (int j0 = V16_LANES; j0 < n; j0 += V16_LANES) m = max16(load16(s + j0), m);
+    float mx = fold_max(m);
+    v16 lanes = {0};
+    const vi16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    for (int j0 = 0; j0 < n; j0 += V16_LANES) {
+        v16 x = lp_vexp16(load16(s + j0) - mx);
+        x = (v16)((vi16)x & (lane < keys - j0)); /* past keys: 0 */
+        store16(s + j0, x);
+        lanes += x;
+    }
+    float inv = (float)(1.0 / fold_sum(lanes));
+    for (int j0 = 0; j0 < n; j0 += V16_LANES) store16(s + j0, load16(s + j0) * inv);
+    memcpy(p, s, (size_t)keys * sizeof *p);
+    memset(p + keys, 0, (size_t)(T - keys) * sizeof *p);
+}
+
+/* z (dh) = sum_j<keys p_j v_j, v's rows at stride vs; four keys' sums side by side. */
+static void mix16(float *z, const float *p, const float *v, size_t vs, int keys, int dh) {
+    for (int e0 = 0; e0 < dh; e0 += V16_LANES) {
+        v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        int j = 0;
+        for (; j + 4 <= keys; j += 4) {
+            a0 += p[j] * load16(v + (size_t)j * vs + e0);
+            a1 += p[j + 1] * load16(v + (size_t)(j + 1) * vs + e0);
+            a2 += p[j + 2] * load16(v + (size_t)(j + 2) * vs + e0);
+            a3 += p[j + 3] * load16(v + (size_t)(j + 3) * vs + e0);
+        }
+        for (; j < keys; j++) a0 += p[j] * load16(v + (size_t)j * vs + e0);
+        store16(z + e0, (a0 + a1) + (a2 + a3));
+    }
+}
+
+static void attn16_items(void *ctx, size_t i0, size_t i1) {
+    const attn16_job *j = ctx;
+    const lp_config *c = j->c;
+    int T = j->T, ld = j->ld, H = c->n_head, G = H / c->n_kv_head, dh = c->d_head;
+    size_t qd = (size_t)H * dh, kvd = (size_t)c->n_kv_head * dh;
+    float scale = lp_attn_scale(c);
+    for (size_t it = i0; it < i1; it++) {
+        size_t b = it / H, h = it % H, row = b * T, kh = h / G;
+        float *kT = j->scratch + it * ((size_t)dh + 1) * ld, *s = kT + (size_t)dh * ld;
+        const float *k = j->k + row * kvd + kh * dh, *v = j->v + row * kvd + kh * dh;
+        for (int e = 0; e < dh; e++) {
+            float *col = kT + (size_t)e * ld;
+            for (int t = 0; t < T; t++) col[t] = k[(size_t)t * kvd + e];
+            for (int t = T; t < ld; t++) col[t] = 0.0f;
+        }
+        float *P = j->pattern + it * T * T;
+        for (int i = 0; i < T; i++) {
+            int keys = i + 1;
+            int n = (keys + V16_LANES - 1) / V16_LANES * V16_LANES;
+            scores16(s, j->q + (row + i) * qd + h * dh, kT, ld, dh, n, scale);
+            softmax16(P + (size_t)i * T, s, keys, n, T);
+            mix16(j->z + (row + i) * qd + h * dh, P + (size_t)i * T, v, kvd, keys, dh);
+        }
+    }
+}
+
+int lp_attention16(float *pattern, float *z, const lp_config *c, const float *q, const float *k, const float *v,
+                   int B, int T) {
+    if (!c->causal || c->d_head % V16_LANES || c->attn_softcap > 0.0f || c->pos == LP_POS_RELATIVE)
+        return LP_EINVAL;
+    int ld = (T + V16_LANES - 1) / V16_LANES * V16_LANES;
+    size_t items = (size_t)B * c->n_head;
+    attn16_job j = {.c = c, .T = T, .ld = ld, .q = q, .k = k, .v = v, .pattern = pattern, .z = z,
+                    .scratch = malloc(items * ((size_t)c->d_head + 1) * ld * sizeof(float))};
+    if (!j.scratch) return LP_ENOMEM;
+    lp_parallel_for(items, 1, attn16_items, &j);
+    free(j.scratch);
+    return LP_OK;
+}
