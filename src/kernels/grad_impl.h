@@ -74,4 +74,7 @@ void attention_backward(const grad_layer *g, const tape_layer *t, const lp_confi
 int lp_attention16(float *pattern, float *z, const lp_config *c, const float *q, const float *k, const float *v,
                    int B, int T);
 
+/* The mean of x[0..d) in double, summed in lanes (a fixed order): norms' backward. */
+double row_mean(const float *x, int d);
+
 #endif

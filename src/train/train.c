@@ -11,6 +11,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -316,23 +317,30 @@ static float row_max(const float *row, int n) {
 }
 
 /* The next-token loss of one row of logits (V) whose target is `target`: the exponentials
- * vectorised (vmath.h) and summed in blocks, then in double, in an order fixed by V. With
+ * 16 lanes at a time (lp_vexp16, lp_vexp's bits), summed in 16 float lanes over blocks of
+ * LP_VBLOCK and in 16 double ones across blocks, then together: an order fixed by V. With
  * inv_n > 0 the row becomes the loss's gradient with respect to the logits, (softmax -
  * onehot(target)) * inv_n; else it is left holding the exponentials. */
 static double row_loss(float *row, int V, int target, float inv_n) {
     float mx = row_max(row, V);
-    double loss = (double)(mx - row[target]), sum = 0.0;
+    double loss = (double)(mx - row[target]), lanes[V16_LANES] = {0}, sum = 0.0;
     int j = 0;
     for (; j + LP_VBLOCK <= V; j += LP_VBLOCK) {
-        float *e = row + j;
-        for (int i = 0; i < LP_VBLOCK; i++) e[i] = lp_vexp(e[i] - mx);
-        sum += lp_vsum_block(e);
+        v16 acc = {0};
+        for (int q = j; q < j + LP_VBLOCK; q += V16_LANES) {
+            v16 e = lp_vexp16(load16(row + q) - mx);
+            store16(row + q, e);
+            acc += e;
+        }
+        float part[V16_LANES];
+        store16(part, acc);
+        for (int l = 0; l < V16_LANES; l++) lanes[l] += part[l];
     }
+    for (int l = 0; l < V16_LANES; l++) sum += lanes[l];
     for (; j < V; j++) sum += (row[j] = lp_vexp(row[j] - mx));
     if (inv_n > 0.0f) {
         float k = (float)(inv_n / sum);
-        for (j = 0; j + LP_VBLOCK <= V; j += LP_VBLOCK)
-            for (int i = 0; i < LP_VBLOCK; i++) row[j + i] *= k;
+        for (j = 0; j + V16_LANES <= V; j += V16_LANES) store16(row + j, load16(row + j) * k);
         for (; j < V; j++) row[j] *= k;
         row[target] -= inv_n;
     }
@@ -457,16 +465,21 @@ static inline float gelu_grad(float x, float dy) {
     return dy * (s + x * s * (1.0f - s) * 2.0f * k * (1.0f + 3.0f * a * x * x));
 }
 
+/* gelu_grad in 16 lanes, the same operations (so its bits) without an array's round trip
+ * through memory between the exponentials and the rest. */
+VEC_INLINE v16 gelu_grad16(v16 x, v16 dy) {
+    const float k = 0.7978845608028654f, a = 0.044715f;
+    v16 z = 2.0f * k * (x + a * x * x * x);
+    v16 e = lp_vexp16((v16)((vi16)z | INT32_MIN)), r = 1.0f / (1.0f + e); /* exp(-|z|) */
+    vi16 pos = z >= 0.0f;
+    v16 s = (v16)(((vi16)r & pos) | ((vi16)(e * r) & ~pos));
+    return dy * (s + x * s * (1.0f - s) * 2.0f * k * (1.0f + 3.0f * a * x * x));
+}
+
 /* d_pre (n) = d_post * GELU-tanh'(pre). */
 static void gelu_rows_backward(float *d_pre, const float *d_post, const float *pre, size_t n) {
     size_t i = 0;
-    for (; i + LP_VBLOCK <= n; i += LP_VBLOCK) {
-        float x[LP_VBLOCK], g[LP_VBLOCK];
-        memcpy(x, pre + i, sizeof x);
-        memcpy(g, d_post + i, sizeof g);
-        for (int j = 0; j < LP_VBLOCK; j++) g[j] = gelu_grad(x[j], g[j]);
-        memcpy(d_pre + i, g, sizeof g);
-    }
+    for (; i + V16_LANES <= n; i += V16_LANES) store16(d_pre + i, gelu_grad16(load16(pre + i), load16(d_post + i)));
     for (; i < n; i++) d_pre[i] = gelu_grad(pre[i], d_post[i]);
 }
 
@@ -483,9 +496,7 @@ static void norm_weight_backward_16(float *restrict dw, float *restrict db, cons
 void norm_weight_backward(float *dw, float *db, const float *dy, const float *x, const float *scale, int n, int d) {
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d, *dyi = dy + (size_t)i * d;
-        double mean = 0.0;
-        for (int j = 0; j < d; j++) mean += xi[j];
-        mean /= d;
+        double mean = row_mean(xi, d);
         int j = 0;
         for (; j + 16 <= d; j += 16) norm_weight_backward_16(dw + j, db + j, dyi + j, xi + j, mean, scale[i]);
         for (; j < d; j++) {
