@@ -37,22 +37,26 @@ static void scores16(float *s, const float *q, const float *kT, int ld, int dh, 
     }
 }
 
-/* A row is short (128 keys at most here): its lanes are folded in halves, a tree, where a
- * chain of 15 dependent steps was a third of the row's time. */
+/* A row is short (128 keys at most here): its lanes are folded in halves, a tree in
+ * registers, where a chain of 15 dependent steps was a third of the row's time. */
+typedef double v8d __attribute__((vector_size(64)));
+
 static float fold_max(v16 m) {
-    float a[V16_LANES];
-    store16(a, m);
-    for (int w = V16_LANES / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++) a[l] = a[l + w] > a[l] ? a[l + w] : a[l];
-    return a[0];
+    m = max16(m, __builtin_shufflevector(m, m, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+    m = max16(m, __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+    m = max16(m, __builtin_shufflevector(m, m, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+    m = max16(m, __builtin_shufflevector(m, m, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
+    return m[0];
 }
 
-/* The lanes' sum in double, folded in halves (an order fixed by the lanes alone). */
+/* The lanes' sum in double: lane l and l + 8, then halves again (an order fixed by the
+ * lanes alone). */
 static double fold_sum(v16 x) {
-    double d[V16_LANES / 2];
-    for (int l = 0; l < V16_LANES / 2; l++) d[l] = (double)x[l] + x[l + V16_LANES / 2];
-    for (int w = V16_LANES / 4; w > 0; w /= 2)
-        for (int l = 0; l < w; l++) d[l] += d[l + w];
+    v8d d = __builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7), v8d) +
+            __builtin_convertvector(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+    d += __builtin_shufflevector(d, d, 4, 5, 6, 7, 0, 1, 2, 3);
+    d += __builtin_shufflevector(d, d, 2, 3, 0, 1, 6, 7, 4, 5);
+    d += __builtin_shufflevector(d, d, 1, 0, 3, 2, 5, 4, 7, 6);
     return d[0];
 }
 
@@ -73,6 +77,13 @@ static void softmax16(float *p, float *s, int keys, int n, int T) {
         lanes += x;
     }
     float inv = (float)(1.0 / fold_sum(lanes));
+    if (n <= T) { /* whole blocks fit the row: straight into it, zeros past keys included */
+        for (int j0 = 0; j0 < n; j0 += V16_LANES) store16(p + j0, load16(s + j0) * inv);
+        int j = n;
+        for (; j + V16_LANES <= T; j += V16_LANES) store16(p + j, (v16){0});
+        for (; j < T; j++) p[j] = 0.0f;
+        return;
+    }
     for (int j0 = 0; j0 < n; j0 += V16_LANES) store16(s + j0, load16(s + j0) * inv);
     memcpy(p, s, (size_t)keys * sizeof *p);
     memset(p + keys, 0, (size_t)(T - keys) * sizeof *p);

@@ -9,6 +9,7 @@
 
 #include "kernels/decode.h"
 #include "kernels/expf8.h"
+#include "kernels/v16.h"
 #include "util/parallel.h"
 
 /* Rows per chunk of element-wise work over rows of width w: about 16k floats a chunk, so
@@ -23,19 +24,16 @@ typedef struct {
     int out;
 } bias_job;
 
-static void copy_16(float *restrict y, const float *restrict b) {
-    for (int k = 0; k < 16; k++) y[k] = b[k];
-}
-
 /* Rows of y set to the bias, 16 floats at a time where the width allows: a memcpy call per
- * row cost more than its copy at the narrow widths (64) of training's layers. */
+ * row cost more than its copy at the narrow widths (64) of training's layers (and a loop
+ * copying floats the compiler turns back into such calls). */
 static void bias_fill(void *ctx, size_t i0, size_t i1) {
     const bias_job *j = ctx;
     size_t out = (size_t)j->out;
     for (size_t i = i0; i < i1; i++) {
         float *y = j->y + i * out;
         size_t k = 0;
-        for (; k + 16 <= out; k += 16) copy_16(y + k, j->b + k);
+        for (; k + V16_LANES <= out; k += V16_LANES) store16(y + k, load16(j->b + k));
         for (; k < out; k++) y[k] = j->b[k];
     }
 }
