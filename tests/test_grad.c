@@ -618,8 +618,9 @@ static void both_attention_paths_match_finite_differences(void **state) {
  * kernel (lp_attention_seqs), on grouped heads 16 and 32 wide over lengths that end inside a
  * 16-key block (1, 37) and span several (128): the pattern's rows sum to 1 with zeros past
  * the query, and pattern and z agree to the exponentials' difference (vmath's exp is within
- * about 3e-7 of expf). Worst measured (SkylakeX): pattern 6.0e-8, z 1.2e-7 of its largest.
- * Where it does not apply it refuses and writes nothing. */
+ * about 3e-7 of expf); its backward (lp_attention16_backward) gives attention_backward's dq,
+ * dk and dv from that pattern. Worst measured (SkylakeX): pattern 1.3e-7, z 1.5e-7 of its
+ * largest. Where it does not apply it refuses and writes nothing. */
 static void training_attention_matches_the_inference_kernel(void **state) {
     (void)state;
     lp_rng rng;
@@ -657,11 +658,34 @@ static void training_attention_matches_the_inference_kernel(void **state) {
                 dz = fmax(dz, fabs(z1[i] - z2[i]));
                 big = fmax(big, fabs(z2[i]));
             }
+            /* the backward from the same pattern and a drawn dz: lp_attention16_backward's
+             * dq, dk, dv against attention_backward's */
+            float *dz_ = malloc(nq * sizeof *dz_), *g[2][3], *dP = malloc((size_t)T * T * sizeof *dP);
+            for (size_t i = 0; i < nq; i++) dz_[i] = (float)(lp_rng_uniform(&rng) * 2.0 - 1.0);
+            tape_layer ta = {.q = q, .k = k, .v = v, .pattern = p1, .p_ld = T, .p_hs = (long)T * T};
+            double dg = 0.0, gbig = 0.0;
+            for (int pass = 0; pass < 2; pass++) {
+                g[pass][0] = malloc(nq * sizeof(float));
+                g[pass][1] = calloc(nkv, sizeof(float));
+                g[pass][2] = calloc(nkv, sizeof(float));
+                grad_layer ga = {.d_q = g[pass][0], .d_z = dz_, .d_k = g[pass][1], .d_v = g[pass][2], .dP = dP};
+                if (pass == 0) assert_int_equal(lp_attention16_backward(&ga, &ta, &c, B, T), LP_OK);
+                else attention_backward(&ga, &ta, &c, B, T);
+            }
+            for (int w = 0; w < 3; w++)
+                for (size_t i = 0; i < (w ? nkv : nq); i++) {
+                    dg = fmax(dg, fabs(g[0][w][i] - g[1][w][i]));
+                    gbig = fmax(gbig, fabs(g[1][w][i]));
+                }
             print_message("  d_head %d, T=%d: pattern within %.1e, z within %.1e of its largest; rows sum to 1 "
-                          "within %.1e\n", dh, T, dp, dz / big, rows);
+                          "within %.1e; dq, dk, dv within %.1e of their largest\n", dh, T, dp, dz / big, rows,
+                          dg / gbig);
             assert_true(dp <= 1e-6);
             assert_true(dz <= 1e-6 * big);
             assert_true(rows <= 1e-6);
+            assert_true(gbig > 0.0 && dg <= 1e-5 * gbig);
+            for (int pass = 0; pass < 2; pass++) free(g[pass][0]), free(g[pass][1]), free(g[pass][2]);
+            free(dz_), free(dP);
             free(q), free(k), free(v), free(p1), free(p2), free(z1), free(z2);
         }
     float x = 1.0f;
@@ -673,6 +697,12 @@ static void training_attention_matches_the_inference_kernel(void **state) {
     c.d_head = 16;
     c.attn_softcap = 50.0f;
     assert_int_not_equal(lp_attention16(&x, &x, &c, &x, &x, &x, 1, 1), LP_OK);
+    tape_layer ta = {.q = &x, .k = &x, .v = &x, .pattern = &x, .p_ld = 1, .p_hs = 1};
+    grad_layer ga = {.d_q = &x, .d_z = &x, .d_k = &x, .d_v = &x};
+    assert_int_not_equal(lp_attention16_backward(&ga, &ta, &c, 1, 1), LP_OK);
+    c.attn_softcap = 0.0f;
+    ta.q_ld = 48; /* a fused q|k|v's stride */
+    assert_int_not_equal(lp_attention16_backward(&ga, &ta, &c, 1, 1), LP_OK);
     assert_true(x == 1.0f);
 }
 

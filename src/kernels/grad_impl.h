@@ -74,6 +74,11 @@ void attention_backward(const grad_layer *g, const tape_layer *t, const lp_confi
 int lp_attention16(float *pattern, float *z, const lp_config *c, const float *q, const float *k, const float *v,
                    int B, int T);
 
+/* lp_attention16's backward, as attention_backward (dq written, dk and dv added to; zero them
+ * first) for the pattern lp_attention16 wrote, unit row strides and no d_pattern. Nonzero,
+ * and nothing written, where it does not apply or memory ran out. */
+int lp_attention16_backward(const grad_layer *g, const tape_layer *t, const lp_config *c, int B, int T);
+
 /* The mean of x[0..d) in double, summed in lanes (a fixed order): norms' backward. */
 double row_mean(const float *x, int d);
 

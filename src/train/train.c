@@ -548,7 +548,7 @@ static void backward(work *w, const lp_model *m, const int *ids, float *grad, co
         grad_layer ga = {.d_q = w->d_q, .d_z = w->d_z, .d_k = w->d_k, .d_v = w->d_v, .dP = w->dP};
         memset(w->d_k, 0, Nd * sizeof *w->d_k);
         memset(w->d_v, 0, Nd * sizeof *w->d_v);
-        attention_backward(&ga, &ta, c, B, T);
+        if (lp_attention16_backward(&ga, &ta, c, B, T)) attention_backward(&ga, &ta, c, B, T);
         float *g_qkv = G(P_ATTN_W), *g_qkv_b = G(P_ATTN_B);
         linear_weight_backward(g_qkv, 3 * d, g_qkv_b, ln1, w->d_q, n, d, d);
         linear_weight_backward(g_qkv + d, 3 * d, g_qkv_b + d, ln1, w->d_k, n, d, d);
