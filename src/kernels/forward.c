@@ -66,6 +66,19 @@ static double sum_lanes(const double *acc) {
     return s;
 }
 
+/* x[0..n) summed in double: LANES lanes, then the tail, in that fixed order. */
+static double lane_sum(const float *x, int n) {
+    double acc[LANES] = {0};
+    int body = n - n % LANES;
+    for (int j = 0; j < body; j += LANES)
+        for (int k = 0; k < LANES; k++) acc[k] += x[j + k];
+    double sum = sum_lanes(acc);
+    for (int j = body; j < n; j++) sum += x[j];
+    return sum;
+}
+
+double lp_row_mean(const float *x, int d) { return lane_sum(x, d) / d; }
+
 typedef struct {
     float *y, *scale;
     const float *x, *w, *b;
@@ -81,15 +94,7 @@ static void norm_rows(void *ctx, size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; i++) {
         const float *xi = jb->x + i * d;
         float *yi = jb->y + i * d;
-        double mean = 0.0, acc[LANES] = {0};
-        if (jb->kind == LP_NORM_LAYERNORM) {
-            for (int j = 0; j < body; j += LANES)
-                for (int k = 0; k < LANES; k++) acc[k] += xi[j + k];
-            mean = sum_lanes(acc);
-            for (int j = body; j < d; j++) mean += xi[j];
-            mean /= d;
-        }
-        for (int k = 0; k < LANES; k++) acc[k] = 0.0;
+        double mean = jb->kind == LP_NORM_LAYERNORM ? lp_row_mean(xi, d) : 0.0, acc[LANES] = {0};
         for (int j = 0; j < body; j += LANES)
             for (int k = 0; k < LANES; k++) {
                 double c = xi[j + k] - mean;
@@ -206,12 +211,7 @@ static void softmax_causal(float *row, int len, int ld, float *stats) {
     for (int j = body; j < len; j++)
         if (row[j] > mx) mx = row[j];
     double dot = lp_softmax_exp(row, len, mx, EXP_FLOOR);
-    double acc[LANES] = {0};
-    int sbody = len - len % LANES;
-    for (int j = 0; j < sbody; j += LANES)
-        for (int k = 0; k < LANES; k++) acc[k] += row[j + k];
-    double sum = sum_lanes(acc);
-    for (int j = sbody; j < len; j++) sum += row[j];
+    double sum = lane_sum(row, len);
     float inv = (float)(1.0 / sum);
     for (int j = 0; j < len; j++) row[j] *= inv;
     if (ld > len) memset(row + len, 0, (size_t)(ld - len) * sizeof *row);

@@ -129,17 +129,6 @@ static void norm_sums_lanes(double *restrict ag, double *restrict agx, const flo
     }
 }
 
-/* The mean of x[0..d) in NORM_LANES double lanes. */
-double row_mean(const float *x, int d) {
-    double lanes[NORM_LANES] = {0}, sum = 0.0;
-    int body = d - d % NORM_LANES, k = 0;
-    for (; k < body; k += NORM_LANES)
-        for (int l = 0; l < NORM_LANES; l++) lanes[l] += x[k + l];
-    for (; k < d; k++) sum += x[k];
-    for (int l = 0; l < NORM_LANES; l++) sum += lanes[l];
-    return sum / d;
-}
-
 static void norm_backward_rows(void *ctx, size_t r0, size_t r1) {
     const elem_job *j = ctx;
     int d = j->d;
@@ -147,7 +136,7 @@ static void norm_backward_rows(void *ctx, size_t r0, size_t r1) {
         const float *xi = j->x + i * d, *dyi = j->dy + i * d, *w = j->w;
         float *dxi = j->dx + i * d;
         double mean = 0.0, mg = 0.0, mgx = 0.0, s = j->scale[i];
-        if (j->kind == LP_NORM_LAYERNORM) mean = row_mean(xi, d);
+        if (j->kind == LP_NORM_LAYERNORM) mean = lp_row_mean(xi, d);
         int body = d - d % NORM_LANES, k = 0;
         double ag[NORM_LANES] = {0}, agx[NORM_LANES] = {0};
         for (; k < body; k += NORM_LANES) norm_sums_lanes(ag, agx, dyi + k, w + k, xi + k, mean, s);

@@ -79,7 +79,4 @@ int lp_attention16(float *pattern, float *z, const lp_config *c, const float *q,
  * and nothing written, where it does not apply or memory ran out. */
 int lp_attention16_backward(const grad_layer *g, const tape_layer *t, const lp_config *c, int B, int T);
 
-/* The mean of x[0..d) in double, summed in lanes (a fixed order): norms' backward. */
-double row_mean(const float *x, int d);
-
 #endif

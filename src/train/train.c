@@ -496,7 +496,7 @@ static void norm_weight_backward_16(float *restrict dw, float *restrict db, cons
 void norm_weight_backward(float *dw, float *db, const float *dy, const float *x, const float *scale, int n, int d) {
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d, *dyi = dy + (size_t)i * d;
-        double mean = row_mean(xi, d);
+        double mean = lp_row_mean(xi, d);
         int j = 0;
         for (; j + 16 <= d; j += 16) norm_weight_backward_16(dw + j, db + j, dyi + j, xi + j, mean, scale[i]);
         for (; j < d; j++) {
