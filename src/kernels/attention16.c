@@ -1,11 +1,13 @@
 /* Causal attention of whole sequences in 16-lane loops, for training: the forward (a head's
- * scores, softmax and mix row by row) and its backward (lp_attention16_backward), where the per-head matrix products (lp_attention_seqs)
- * made four small sgemm calls per head and sequence and glibc-exact exponentials (expf8).
- * The bundled model's heads are 16 wide over 128 tokens: there the calls' overhead and the
- * exact exponentials were most of the attention's time (a shard's 16 sequences, 4 heads: 2.1-
- * 2.3 ms against 2.9-3.1 ms, one thread). vmath's exp differs from expf by about 3e-7
+ * scores, softmax and mix row by row) and its backward (lp_attention16_backward). The
+ * inference kernels make small sgemm calls per head and sequence (lp_attention_seqs,
+ * attention_backward) and glibc-exact exponentials (expf8); at the bundled model's heads, 16
+ * wide over 128 tokens, the calls' overhead and the exact exponentials were most of the
+ * attention's time (a micro-batch's 16 sequence-heads, one thread: forward 2.1-2.3 ms against
+ * 2.9-3.1, backward 0.57 against 0.76). vmath's exp differs from expf by about 3e-7
  * relative, so the pattern is the inference one's to that, not to the bit. */
 #include <float.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +17,18 @@
 #include "kernels/vmath.h"
 #include "loupe/error.h"
 #include "util/parallel.h"
+
+/* n rounded up to a whole number of 16-lane blocks. */
+static int up16(int n) { return (n + V16_LANES - 1) / V16_LANES * V16_LANES; }
+
+/* Whether these loops take the attention of c: causal, heads a multiple of 16 wide, no
+ * soft cap or relative bias. */
+static bool fits16(const lp_config *c) {
+    return c->causal && c->d_head % V16_LANES == 0 && c->attn_softcap <= 0.0f && c->pos != LP_POS_RELATIVE;
+}
+
+/* Each lane's index: masks of the lanes before a row's end. */
+static const vi16 LANE = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 typedef struct {
     const lp_config *c;
@@ -78,10 +92,9 @@ static void softmax16(float *p, float *s, int keys, int n, int T) {
     for (int j0 = V16_LANES; j0 < n; j0 += V16_LANES) m = max16(load16(s + j0), m);
     float mx = fold_max(m);
     v16 lanes = {0};
-    const vi16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     for (int j0 = 0; j0 < n; j0 += V16_LANES) {
         v16 x = lp_vexp16(load16(s + j0) - mx);
-        x = (v16)((vi16)x & (lane < keys - j0)); /* past keys: 0 */
+        x = (v16)((vi16)x & (LANE < keys - j0)); /* past keys: 0 */
         store16(s + j0, x);
         lanes += x;
     }
@@ -127,8 +140,7 @@ static void attn16_items(void *ctx, size_t i0, size_t i1) {
         transpose_head(kT, k, kvd, T, dh, ld);
         float *P = j->pattern + it * T * T;
         for (int i = 0; i < T; i++) {
-            int keys = i + 1;
-            int n = (keys + V16_LANES - 1) / V16_LANES * V16_LANES;
+            int keys = i + 1, n = up16(keys);
             scores16(s, j->q + (row + i) * qd + h * dh, kT, ld, dh, n, scale);
             softmax16(P + (size_t)i * T, s, keys, n, T);
             mix16(j->z + (row + i) * qd + h * dh, P + (size_t)i * T, v, kvd, keys, dh);
@@ -148,23 +160,26 @@ typedef struct {
 
 /* dS row i: dp_j = dz_i . v_j on its keys, then scale P_ij (dp_j - r), r = sum_j P_ij dp_j
  * (16 float lanes, then double); zeros on from keys to n (keys rounded up to 16). */
+/* p[j0 .. j0 + 16) of a row with `keys` entries, those past keys (and past the row's end)
+ * read as 0. */
+static v16 load_keys16(const float *p, int j0, int keys) {
+    float pb[V16_LANES] = {0};
+    memcpy(pb, p + j0, (size_t)(keys - j0 < V16_LANES ? keys - j0 : V16_LANES) * sizeof *pb);
+    return load16(pb);
+}
+
 static void softmax_grad_row16(float *ds, const float *p, const float *dz, const float *vT, int ld, int dh, int keys,
                                int n, float scale) {
     scores16(ds, dz, vT, ld, dh, n, 1.0f);
-    const vi16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     v16 acc = {0};
     for (int j0 = 0; j0 < n; j0 += V16_LANES) {
-        float pb[V16_LANES] = {0}; /* the row's P past keys (and past its end) read as 0 */
-        memcpy(pb, p + j0, (size_t)(keys - j0 < V16_LANES ? keys - j0 : V16_LANES) * sizeof *pb);
-        v16 x = load16(pb) * load16(ds + j0);
-        acc += (v16)((vi16)x & (lane < keys - j0));
+        v16 x = load_keys16(p, j0, keys) * load16(ds + j0);
+        acc += (v16)((vi16)x & (LANE < keys - j0));
     }
     float r = (float)fold_sum(acc);
     for (int j0 = 0; j0 < n; j0 += V16_LANES) {
-        float pb[V16_LANES] = {0};
-        memcpy(pb, p + j0, (size_t)(keys - j0 < V16_LANES ? keys - j0 : V16_LANES) * sizeof *pb);
-        v16 x = scale * (load16(pb) * (load16(ds + j0) - r));
-        store16(ds + j0, (v16)((vi16)x & (lane < keys - j0)));
+        v16 x = scale * (load_keys16(p, j0, keys) * (load16(ds + j0) - r));
+        store16(ds + j0, (v16)((vi16)x & (LANE < keys - j0)));
     }
 }
 
@@ -223,7 +238,7 @@ static void head_backward16(const attn16_bwd_job *j, size_t b, size_t h, const f
     const float *q = t->q + row * qd + h * dh, *P = t->pattern + (b * H + h) * t->p_hs, *dz = g->d_z + row * qd + h * dh;
     float *dq = g->d_q + row * qd + h * dh;
     for (int i = 0; i < T; i++) {
-        int keys = i + 1, n = (keys + V16_LANES - 1) / V16_LANES * V16_LANES;
+        int keys = i + 1, n = up16(keys);
         float *ds = dS + (size_t)i * ld;
         softmax_grad_row16(ds, P + (size_t)i * t->p_ld, dz + (size_t)i * qd, vT, ld, dh, keys, n, scale);
         mix16(dq + (size_t)i * qd, ds, k, kvd, keys, dh); /* dq_i = sum_j dS_ij k_j */
@@ -257,10 +272,8 @@ static void attn16_backward_items(void *ctx, size_t i0, size_t i1) {
 }
 
 int lp_attention16_backward(const grad_layer *g, const tape_layer *t, const lp_config *c, int B, int T) {
-    if (!c->causal || c->d_head % V16_LANES || c->attn_softcap > 0.0f || c->pos == LP_POS_RELATIVE || t->q_ld ||
-        t->kv_ld || g->dq_ld || g->dkv_ld || g->d_pattern)
-        return LP_EINVAL;
-    int ld = (T + V16_LANES - 1) / V16_LANES * V16_LANES;
+    if (!fits16(c) || t->q_ld || t->kv_ld || g->dq_ld || g->dkv_ld || g->d_pattern) return LP_EINVAL;
+    int ld = up16(T);
     size_t items = (size_t)B * c->n_kv_head;
     attn16_bwd_job j = {.c = c, .T = T, .ld = ld, .t = t, .g = g,
                         .scratch = malloc(items * ((size_t)c->d_head + T) * ld * sizeof(float))};
@@ -272,9 +285,8 @@ int lp_attention16_backward(const grad_layer *g, const tape_layer *t, const lp_c
 
 int lp_attention16(float *pattern, float *z, const lp_config *c, const float *q, const float *k, const float *v,
                    int B, int T) {
-    if (!c->causal || c->d_head % V16_LANES || c->attn_softcap > 0.0f || c->pos == LP_POS_RELATIVE)
-        return LP_EINVAL;
-    int ld = (T + V16_LANES - 1) / V16_LANES * V16_LANES;
+    if (!fits16(c)) return LP_EINVAL;
+    int ld = up16(T);
     size_t items = (size_t)B * c->n_head;
     attn16_job j = {.c = c, .T = T, .ld = ld, .q = q, .k = k, .v = v, .pattern = pattern, .z = z,
                     .scratch = malloc(items * ((size_t)c->d_head + 1) * ld * sizeof(float))};
