@@ -26,6 +26,7 @@
 #include "loupe/generate.h"
 #include "loupe/run.h"
 #include "loupe/safetensors.h"
+#include "train/adamw.h"
 #include "train/train_impl.h"
 
 /* The path such a model reports (it has no file). */
@@ -389,6 +390,52 @@ static void add_rows(float *y, const float *a, const float *b, size_t n) {
     for (; i < n; i++) y[i] = a[i] + b[i];
 }
 
+/* GELU-tanh as x s(x), s the sigmoid of z = 2k (x + a x^3) (tanh u = 2 sigmoid(2u) - 1),
+ * taken from exp(-|z|) with vmath's exp, which cannot overflow, so that blocks of it
+ * vectorise; within a few units in the last place of the inference forward's
+ * lp_gelu_tanh_n (glibc-exact expf), the forward and the backward here both use s. */
+#define GELU_K 0.7978845608028654f
+#define GELU_A 0.044715f
+
+static inline float gelu_sigmoid(float x) {
+    float z = 2.0f * GELU_K * (x + GELU_A * x * x * x), e = lp_vexp(-fabsf(z)), r = 1.0f / (1.0f + e);
+    return z >= 0.0f ? r : e * r;
+}
+
+/* gelu_sigmoid in 16 lanes, the same operations (so its bits). */
+VEC_INLINE v16 gelu_sigmoid16(v16 x) {
+    v16 z = 2.0f * GELU_K * (x + GELU_A * x * x * x);
+    v16 e = lp_vexp16((v16)((vi16)z | INT32_MIN)), r = 1.0f / (1.0f + e); /* exp(-|z|) */
+    vi16 pos = z >= 0.0f;
+    return (v16)(((vi16)r & pos) | ((vi16)(e * r) & ~pos));
+}
+
+/* y (n) = GELU-tanh(x): training's forward. */
+static void gelu_rows(float *y, const float *x, size_t n) {
+    size_t i = 0;
+    for (; i + V16_LANES <= n; i += V16_LANES) {
+        v16 xi = load16(x + i);
+        store16(y + i, xi * gelu_sigmoid16(xi));
+    }
+    for (; i < n; i++) y[i] = x[i] * gelu_sigmoid(x[i]);
+}
+
+/* GELU-tanh's derivative times dy at x, s its gelu_sigmoid, as grad.c's gelu_backward. */
+#define GELU_GRAD(x, s, dy) ((dy) * ((s) + (x) * (s) * (1.0f - (s)) * 2.0f * GELU_K * (1.0f + 3.0f * GELU_A * (x) * (x))))
+
+/* d_pre (n) = d_post * GELU-tanh'(pre). */
+static void gelu_rows_backward(float *d_pre, const float *d_post, const float *pre, size_t n) {
+    size_t i = 0;
+    for (; i + V16_LANES <= n; i += V16_LANES) {
+        v16 x = load16(pre + i), s = gelu_sigmoid16(x);
+        store16(d_pre + i, GELU_GRAD(x, s, load16(d_post + i)));
+    }
+    for (; i < n; i++) {
+        float s = gelu_sigmoid(pre[i]);
+        d_pre[i] = GELU_GRAD(pre[i], s, d_post[i]);
+    }
+}
+
 /* Layer l of GPT-2 over the shard's B * T rows: lp_layer_forward's steps and kernels, but
  * every product over all the rows at once, where lp_layer_forward takes one sequence (T
  * rows) per call and OpenBLAS packed the weights B times over; attention runs sequence by
@@ -418,7 +465,7 @@ static void layer_forward(work *w, const lp_model *m, int l) {
     float *ln2 = w->ln2 + ll * Nd, *pre = w->mlp_pre + ll * N * dm, *post = w->mlp_post + ll * N * dm;
     lp_norm(ln2, w->ln2_scale + ll * N, mid, L->ln2_w, L->ln2_b, n, d, c->norm, c->norm_eps);
     lp_linear_forward(pre, ln2, &L->up, n);
-    lp_gelu_rows(post, pre, N * dm);
+    gelu_rows(post, pre, N * dm);
     lp_linear_forward(w->mlp_out, post, &L->down, n);
     add_rows(out, mid, w->mlp_out, Nd);
 }
@@ -454,33 +501,6 @@ static void linear_weight_backward(float *dw, int ldw, float *db, const float *x
                 for (int k = 0; k < out - j0; k++) s[k] += dy[(size_t)i * out + j0 + k];
         for (int k = 0; k < 16 && j0 + k < out; k++) db[j0 + k] += (float)s[k];
     }
-}
-
-/* GELU-tanh's derivative times dy at x, as grad.c's gelu_backward but with vmath's exp, so
- * that blocks of it vectorise: the sigmoid of z = 2u from exp(-|z|), which cannot overflow. */
-static inline float gelu_grad(float x, float dy) {
-    const float k = 0.7978845608028654f, a = 0.044715f;
-    float z = 2.0f * k * (x + a * x * x * x), e = lp_vexp(-fabsf(z)), r = 1.0f / (1.0f + e);
-    float s = z >= 0.0f ? r : e * r;
-    return dy * (s + x * s * (1.0f - s) * 2.0f * k * (1.0f + 3.0f * a * x * x));
-}
-
-/* gelu_grad in 16 lanes, the same operations (so its bits) without an array's round trip
- * through memory between the exponentials and the rest. */
-VEC_INLINE v16 gelu_grad16(v16 x, v16 dy) {
-    const float k = 0.7978845608028654f, a = 0.044715f;
-    v16 z = 2.0f * k * (x + a * x * x * x);
-    v16 e = lp_vexp16((v16)((vi16)z | INT32_MIN)), r = 1.0f / (1.0f + e); /* exp(-|z|) */
-    vi16 pos = z >= 0.0f;
-    v16 s = (v16)(((vi16)r & pos) | ((vi16)(e * r) & ~pos));
-    return dy * (s + x * s * (1.0f - s) * 2.0f * k * (1.0f + 3.0f * a * x * x));
-}
-
-/* d_pre (n) = d_post * GELU-tanh'(pre). */
-static void gelu_rows_backward(float *d_pre, const float *d_post, const float *pre, size_t n) {
-    size_t i = 0;
-    for (; i + V16_LANES <= n; i += V16_LANES) store16(d_pre + i, gelu_grad16(load16(pre + i), load16(d_post + i)));
-    for (; i < n; i++) d_pre[i] = gelu_grad(pre[i], d_post[i]);
 }
 
 /* A row's share of the norm's weight and bias gradients, 16 columns from restrict pointers:
@@ -757,11 +777,46 @@ static int shards_init(shards *S, const lp_model *m, const lp_param_tensor *t, i
     return rc;
 }
 
+typedef void thread_fn(void *ctx, int i, int n);
+
+typedef struct {
+    thread_fn *fn;
+    void *ctx;
+    int i, n;
+} thread_call;
+
+static void *thread_call_run(void *arg) {
+    thread_call *c = arg;
+    c->fn(c->ctx, c->i, c->n);
+    return NULL;
+}
+
+/* fn(ctx, i, n) for each i < n, each on a thread of its own (i = 0 on this one); returns when
+ * all are done. A thread that cannot be had runs its part here. */
+static void on_threads(int n, thread_fn *fn, void *ctx) {
+    pthread_t th[n];
+    thread_call calls[n];
+    bool started[n];
+    for (int i = 0; i < n; i++) {
+        calls[i] = (thread_call){.fn = fn, .ctx = ctx, .i = i, .n = n};
+        started[i] = i > 0 && pthread_create(&th[i], NULL, thread_call_run, &calls[i]) == 0;
+    }
+    fn(ctx, 0, n);
+    for (int i = 1; i < n; i++) {
+        if (started[i]) pthread_join(th[i], NULL);
+        else fn(ctx, i, n);
+    }
+}
+
+static void shard_part(void *ctx, int i, int n) {
+    (void)n;
+    shard_run(&((shards *)ctx)->s[i]);
+}
+
 /* The mean loss of the batch ids (B, T + 1) (a BERT's or T5's: ids (B, T) against tgt (B,
- * T), T the width of this step's rows); with grad, its gradient too. */
-static double shards_step(shards *S, const int *ids, const int *tgt, int T, float *grad, size_t np) {
-    pthread_t th[S->n];
-    bool started[S->n];
+ * T), T the width of this step's rows); with grad, its gradient, each shard's own (the
+ * first's in grad, the others' in S->grads: adamw_reduce sums them). */
+static double shards_step(shards *S, const int *ids, const int *tgt, int T, float *grad) {
     const int *at = ids, *at_tgt = tgt;
     size_t targets = 0, B = 0;
     for (int i = 0; i < S->n; i++) B += (size_t)S->s[i].B;
@@ -779,22 +834,59 @@ static double shards_step(shards *S, const int *ids, const int *tgt, int T, floa
             at += (size_t)s->B * (s->w.T + 1);
         }
         s->grad = grad ? (i == 0 ? grad : S->grads[i - 1]) : NULL;
-        started[i] = i > 0 && pthread_create(&th[i], NULL, shard_run, s) == 0;
     }
-    shard_run(&S->s[0]);
-    for (int i = 1; i < S->n; i++) {
-        if (started[i]) pthread_join(th[i], NULL);
-        else shard_run(&S->s[i]); /* no thread to be had: run it here */
-    }
+    on_threads(S->n, shard_part, S);
     double loss = 0.0;
     size_t tokens = 0;
     for (int i = 0; i < S->n; i++) {
         loss += S->s[i].loss_sum;
         tokens += (size_t)S->s[i].B * S->s[i].w.T;
-        if (grad && i > 0)
-            for (size_t j = 0; j < np; j++) grad[j] += S->grads[i - 1][j];
     }
     return loss / (double)(tgt ? targets : tokens);
+}
+
+/* The optimiser's step, shared by the shards' threads: thread i of n takes the i-th of n
+ * runs of whole chunks (ADAMW_CHUNK), first to sum the shards' gradients and their squares,
+ * then (after the norm) for AdamW. */
+typedef struct {
+    float *p, *mom, *vel, *grad;
+    float *const *others; /* the shards' gradients past the first */
+    int n_others, nt;
+    size_t np;
+    const lp_param_tensor *t;
+    double *sq; /* per chunk */
+    adamw_step step;
+    float weight_decay;
+    bool finite[256]; /* per thread (lp_train_options.threads <= 256) */
+} optim_job;
+
+static void chunk_run(size_t np, int i, int n, size_t *a, size_t *b) {
+    size_t chunks = (np + ADAMW_CHUNK - 1) / ADAMW_CHUNK;
+    *a = chunks * i / n * ADAMW_CHUNK;
+    *b = chunks * (i + 1) / n * ADAMW_CHUNK;
+    if (*a > np) *a = np;
+    if (*b > np) *b = np;
+}
+
+static void optim_reduce_part(void *ctx, int i, int n) {
+    optim_job *o = ctx;
+    size_t a, b;
+    chunk_run(o->np, i, n, &a, &b);
+    adamw_reduce(o->grad, o->others, o->n_others, a, b, o->sq);
+}
+
+static void optim_apply_part(void *ctx, int i, int n) {
+    optim_job *o = ctx;
+    size_t a, b;
+    chunk_run(o->np, i, n, &a, &b);
+    bool finite = true;
+    for (int k = 0; k < o->nt; k++) { /* the tensors' parts in [a, b) */
+        size_t t0 = o->t[k].offset, t1 = t0 + o->t[k].size, lo = t0 > a ? t0 : a, hi = t1 < b ? t1 : b;
+        if (lo < hi)
+            finite &= adamw_apply(o->p, o->mom, o->vel, o->grad, lo, hi, o->t[k].decay ? o->weight_decay : 0.0f,
+                                  &o->step);
+    }
+    o->finite[i] = finite;
 }
 
 /* The mean loss of `batches` batches drawn by seed: windows of data (a GPT-2's) or
@@ -807,11 +899,11 @@ static double eval_loss(shards *S, int *ids, int *tgt, const lp_model *m, const 
     for (int i = 0; i < batches; i++) {
         if (x) {
             int Ti = train_arch_of(&m->cfg)->draw(ids, tgt, x, m, o, seed, i);
-            sum += shards_step(S, ids, tgt, Ti, NULL, m->n_params);
+            sum += shards_step(S, ids, tgt, Ti, NULL);
             continue;
         }
         draw_batch(ids, data, n, B, T, &rng);
-        sum += shards_step(S, ids, NULL, T, NULL, m->n_params);
+        sum += shards_step(S, ids, NULL, T, NULL);
     }
     return sum / batches;
 }
@@ -933,8 +1025,12 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
     int *ids = malloc((size_t)o->B * width * sizeof *ids);
     int *tgt = enc ? malloc((size_t)o->B * width * sizeof *tgt) : NULL;
     shards S = {0};
-    if (!t || !grad || !ids || (enc && !tgt)) rc = lp_error(LP_ENOMEM, "out of memory for training");
+    size_t chunks = (np + ADAMW_CHUNK - 1) / ADAMW_CHUNK;
+    optim_job optim = {.p = p, .mom = mom, .vel = vel, .grad = grad, .nt = nt, .np = np, .t = t,
+                       .sq = malloc(chunks * sizeof *optim.sq), .weight_decay = o->weight_decay};
+    if (!t || !grad || !ids || (enc && !tgt) || !optim.sq) rc = lp_error(LP_ENOMEM, "out of memory for training");
     else rc = shards_init(&S, m, t, o->B, enc ? a->max_width(o) : o->T, o->threads ? o->threads : 1, true);
+    optim.others = S.grads;
     int blas_threads = blas_single();
     double t0 = now_s();
     int first = st->step;
@@ -942,10 +1038,10 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
         double loss;
         if (enc) {
             int T = a->draw(ids, tgt, xt, m, o, o->seed, step);
-            loss = shards_step(&S, ids, tgt, T, grad, np);
+            loss = shards_step(&S, ids, tgt, T, grad);
         } else {
             draw_step(ids, data, n, o->B, o->T, o->seed, step);
-            loss = shards_step(&S, ids, NULL, o->T, grad, np);
+            loss = shards_step(&S, ids, NULL, o->T, grad);
         }
         /* Stopped inside the step (a run refuses to start once asked): the step is dropped
          * whole, so that a checkpoint saved now is the state after the last complete one. */
@@ -954,26 +1050,22 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
             break;
         }
 
+        optim.n_others = S.n - 1;
+        on_threads(S.n, optim_reduce_part, &optim);
         double sq = 0.0;
-        for (size_t i = 0; i < np; i++) sq += (double)grad[i] * grad[i];
+        for (size_t c = 0; c < chunks; c++) sq += optim.sq[c];
         double norm = sqrt(sq);
         float clip = o->grad_clip > 0.0f && norm > o->grad_clip ? (float)(o->grad_clip / norm) : 1.0f;
         float lr = lp_train_lr(o, step);
-        /* AdamW (Loshchilov & Hutter): the decay is applied to the weights, not through the moments. */
-        double bc1 = 1.0 - pow(o->beta1, step + 1), bc2 = 1.0 - pow(o->beta2, step + 1);
-        for (int i = 0; i < nt; i++) {
-            float wd = t[i].decay ? o->weight_decay : 0.0f;
-            for (size_t j = t[i].offset; j < t[i].offset + t[i].size; j++) {
-                float g = grad[j] * clip;
-                mom[j] = o->beta1 * mom[j] + (1.0f - o->beta1) * g;
-                vel[j] = o->beta2 * vel[j] + (1.0f - o->beta2) * g * g;
-                float mh = (float)(mom[j] / bc1), vh = (float)(vel[j] / bc2);
-                p[j] -= lr * (mh / (sqrtf(vh) + o->eps) + wd * p[j]);
-            }
-        }
+        optim.step = (adamw_step){.lr = lr, .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps, .clip = clip,
+                                  .inv_bc1 = (float)(1.0 / (1.0 - pow(o->beta1, step + 1))),
+                                  .inv_bc2 = (float)(1.0 / (1.0 - pow(o->beta2, step + 1)))};
+        on_threads(S.n, optim_apply_part, &optim);
+        bool finite = true;
+        for (int i = 0; i < S.n; i++) finite &= optim.finite[i];
         /* A step that made the loss, the gradient or a weight infinite or NaN ends training
          * before the callback, which may save a checkpoint: none may hold such weights. */
-        if ((rc = check_finite(p, np, loss, norm, step + 1))) break;
+        if ((rc = check_finite(p, finite ? 0 : np, loss, norm, step + 1))) break;
         st->step = step + 1;
 
         double el = now_s() - t0;
@@ -991,6 +1083,7 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
     if (S.s) shards_free(&S);
     free(t);
     free(grad);
+    free(optim.sq);
     free(ids);
     free(tgt);
     if (xt) a->examples_free(xt);
