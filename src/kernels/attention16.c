@@ -34,16 +34,67 @@ typedef struct {
     const lp_config *c;
     int T, ld;                /* ld: T rounded up to 16 */
     const float *q, *k, *v;
-    float *pattern, *z, *scratch; /* scratch: per item, k transposed (dh, ld) and a row (ld) */
+    float *pattern, *z, *scratch; /* scratch: per item, k transposed (dh, ld) and four rows (4, ld) */
 } attn16_job;
 
-/* xT (dh, ld) = a head's rows x (T, dh at row stride xs) transposed, zero past T. */
+/* Stage s of a 16 x 16 transpose in registers: rows i and i + s (i's bit s clear) swap the
+ * entries whose column has bit s set; after the four stages row r holds column r. */
+VEC_INLINE void transpose_stage8(v16 *r) {
+#pragma GCC unroll 16
+    for (int i = 0; i < V16_LANES; i++)
+        if (!(i & 8)) {
+            v16 a = r[i], b = r[i + 8];
+            r[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+            r[i + 8] = __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+        }
+}
+
+VEC_INLINE void transpose_stage4(v16 *r) {
+#pragma GCC unroll 16
+    for (int i = 0; i < V16_LANES; i++)
+        if (!(i & 4)) {
+            v16 a = r[i], b = r[i + 4];
+            r[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+            r[i + 4] = __builtin_shufflevector(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+        }
+}
+
+VEC_INLINE void transpose_stage2(v16 *r) {
+#pragma GCC unroll 16
+    for (int i = 0; i < V16_LANES; i++)
+        if (!(i & 2)) {
+            v16 a = r[i], b = r[i + 2];
+            r[i] = __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+            r[i + 2] = __builtin_shufflevector(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+        }
+}
+
+VEC_INLINE void transpose_stage1(v16 *r) {
+#pragma GCC unroll 16
+    for (int i = 0; i < V16_LANES; i++)
+        if (!(i & 1)) {
+            v16 a = r[i], b = r[i + 1];
+            r[i] = __builtin_shufflevector(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+            r[i + 1] = __builtin_shufflevector(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+        }
+}
+
+/* xT (dh, ld) = a head's rows x (T, dh at row stride xs) transposed, zero past T: blocks of
+ * 16 rows by 16 columns turned in registers (a scalar copy was 1% of a training step). */
 static void transpose_head(float *xT, const float *x, size_t xs, int T, int dh, int ld) {
-    for (int e = 0; e < dh; e++) {
-        float *col = xT + (size_t)e * ld;
-        for (int t = 0; t < T; t++) col[t] = x[(size_t)t * xs + e];
-        for (int t = T; t < ld; t++) col[t] = 0.0f;
-    }
+    for (int e0 = 0; e0 < dh; e0 += V16_LANES)
+        for (int t0 = 0; t0 < ld; t0 += V16_LANES) {
+            v16 r[V16_LANES];
+#pragma GCC unroll 16
+            for (int i = 0; i < V16_LANES; i++)
+                r[i] = t0 + i < T ? load16(x + (size_t)(t0 + i) * xs + e0) : (v16){0};
+            transpose_stage8(r);
+            transpose_stage4(r);
+            transpose_stage2(r);
+            transpose_stage1(r);
+#pragma GCC unroll 16
+            for (int e = 0; e < V16_LANES; e++) store16(xT + (size_t)(e0 + e) * ld + t0, r[e]);
+        }
 }
 
 /* s[0..n) (n a multiple of 16) = scale q . k_j, kT the keys transposed (dh rows of stride ld). */
@@ -83,32 +134,56 @@ static double fold_sum(v16 x) {
     return d[0];
 }
 
-/* The softmax of s[0..keys) into p[0..keys), p zero on to T; s, n (keys rounded up to 16)
- * long, is scratch. In 16-lane blocks: entries past keys masked out, the exponentials summed
- * in 16 float lanes, then those in double. */
-static void softmax16(float *p, float *s, int keys, int n, int T) {
-    for (int j = keys; j < n; j++) s[j] = -FLT_MAX;
-    v16 m = load16(s);
-    for (int j0 = V16_LANES; j0 < n; j0 += V16_LANES) m = max16(load16(s + j0), m);
-    float mx = fold_max(m);
-    v16 lanes = {0};
-    for (int j0 = 0; j0 < n; j0 += V16_LANES) {
-        v16 x = lp_vexp16(load16(s + j0) - mx);
-        x = (v16)((vi16)x & (LANE < keys - j0)); /* past keys: 0 */
-        store16(s + j0, x);
-        lanes += x;
+/* Lanes of x before `left` (a row's keys past the block's start), the others `fill`. */
+VEC_INLINE v16 keep_keys(v16 x, int left, float fill) {
+    vi16 in = LANE < left;
+    return (v16)(((vi16)x & in) | ((vi16)(v16){fill, fill, fill, fill, fill, fill, fill, fill, fill, fill, fill, fill,
+                                               fill, fill, fill, fill} & ~in));
+}
+
+/* The softmaxes of R rows (R <= 4, a constant where it is inlined), row r of s (at stride
+ * ld) over its keys0 + r keys into P's row r (stride T), zero on to T; s's blocks up to the
+ * last row's keys rounded up to 16 are read (those past a row's keys are masked out) and
+ * left holding its exponentials. In 16-lane blocks: the exponentials summed in 16 float
+ * lanes, then those in double. The rows' chains are independent, so one row's latency hides
+ * behind another's. */
+VEC_INLINE void softmax_rows16(float *P, int T, float *s, int ld, int keys0, int R) {
+    int n = up16(keys0 + R - 1);
+    v16 m[4], lanes[4];
+    float mx[4], inv[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) m[r] = keep_keys(load16(s + (size_t)r * ld), keys0 + r, -FLT_MAX);
+    for (int j0 = V16_LANES; j0 < n; j0 += V16_LANES)
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)
+            m[r] = max16(keep_keys(load16(s + (size_t)r * ld + j0), keys0 + r - j0, -FLT_MAX), m[r]);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) mx[r] = fold_max(m[r]), lanes[r] = (v16){0};
+    for (int j0 = 0; j0 < n; j0 += V16_LANES)
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            float *sr = s + (size_t)r * ld + j0;
+            v16 x = keep_keys(lp_vexp16(load16(sr) - mx[r]), keys0 + r - j0, 0.0f);
+            store16(sr, x);
+            lanes[r] += x;
+        }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) inv[r] = (float)(1.0 / fold_sum(lanes[r]));
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        float *pr = P + (size_t)r * T;
+        const float *sr = s + (size_t)r * ld;
+        int j = 0;
+        for (; j < n && j + V16_LANES <= T; j += V16_LANES) store16(pr + j, load16(sr + j) * inv[r]);
+        if (j < n && j < T) { /* the row ends inside the block */
+            float b[V16_LANES];
+            store16(b, load16(sr + j) * inv[r]);
+            memcpy(pr + j, b, (size_t)(T - j) * sizeof *pr);
+            j = T;
+        }
+        for (; j + V16_LANES <= T; j += V16_LANES) store16(pr + j, (v16){0});
+        for (; j < T; j++) pr[j] = 0.0f;
     }
-    float inv = (float)(1.0 / fold_sum(lanes));
-    if (n <= T) { /* whole blocks fit the row: straight into it, zeros past keys included */
-        for (int j0 = 0; j0 < n; j0 += V16_LANES) store16(p + j0, load16(s + j0) * inv);
-        int j = n;
-        for (; j + V16_LANES <= T; j += V16_LANES) store16(p + j, (v16){0});
-        for (; j < T; j++) p[j] = 0.0f;
-        return;
-    }
-    for (int j0 = 0; j0 < n; j0 += V16_LANES) store16(s + j0, load16(s + j0) * inv);
-    memcpy(p, s, (size_t)keys * sizeof *p);
-    memset(p + keys, 0, (size_t)(T - keys) * sizeof *p);
 }
 
 /* z (dh) = sum_j<keys p_j v_j, v's rows at stride vs; four keys' sums side by side. */
@@ -127,6 +202,60 @@ static void mix16(float *z, const float *p, const float *v, size_t vs, int keys,
     }
 }
 
+/* Four query rows' scores16 at once (rows of s at stride ld, q's at stride qs), each row's
+ * sums as scores16 takes them: a key block's loads serve the four. */
+static void scores16x4(float *s, int ld, const float *q, size_t qs, const float *kT, int dh, int n, float scale) {
+    const float *q0 = q, *q1 = q + qs, *q2 = q + 2 * qs, *q3 = q + 3 * qs;
+    for (int j0 = 0; j0 < n; j0 += V16_LANES) {
+        v16 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, d0 = {0}, d1 = {0};
+        int e = 0;
+        for (; e + 2 <= dh; e += 2) {
+            v16 k0 = load16(kT + (size_t)e * ld + j0), k1 = load16(kT + (size_t)(e + 1) * ld + j0);
+            a0 += q0[e] * k0, a1 += q0[e + 1] * k1;
+            b0 += q1[e] * k0, b1 += q1[e + 1] * k1;
+            c0 += q2[e] * k0, c1 += q2[e + 1] * k1;
+            d0 += q3[e] * k0, d1 += q3[e + 1] * k1;
+        }
+        if (e < dh) {
+            v16 k0 = load16(kT + (size_t)e * ld + j0);
+            a0 += q0[e] * k0, b0 += q1[e] * k0, c0 += q2[e] * k0, d0 += q3[e] * k0;
+        }
+        store16(s + j0, (a0 + a1) * scale);
+        store16(s + ld + j0, (b0 + b1) * scale);
+        store16(s + 2 * ld + j0, (c0 + c1) * scale);
+        store16(s + 3 * ld + j0, (d0 + d1) * scale);
+    }
+}
+
+/* mix16 of query rows i0 .. i0 + 3 (i0 a multiple of 4; z's and p's rows at strides zs,
+ * ps), each row's sums as mix16 takes them: keys below i0 four at a time for all four rows
+ * (a key's loads serve the four), then each row's last keys. */
+static void mix16x4(float *z, size_t zs, const float *p, size_t ps, const float *v, size_t vs, int i0, int dh) {
+    for (int e0 = 0; e0 < dh; e0 += V16_LANES) {
+        v16 acc[4][4] = {{{0}}};
+        int j = 0;
+        for (; j + 4 <= i0; j += 4) {
+            v16 v0 = load16(v + (size_t)j * vs + e0), v1 = load16(v + (size_t)(j + 1) * vs + e0);
+            v16 v2 = load16(v + (size_t)(j + 2) * vs + e0), v3 = load16(v + (size_t)(j + 3) * vs + e0);
+            for (int r = 0; r < 4; r++) {
+                const float *pr = p + (size_t)r * ps;
+                acc[r][0] += pr[j] * v0, acc[r][1] += pr[j + 1] * v1;
+                acc[r][2] += pr[j + 2] * v2, acc[r][3] += pr[j + 3] * v3;
+            }
+        }
+        for (int r = 0; r < 4; r++) { /* row i0 + r has keys i0 .. i0 + r left: a fourth quad for r = 3 */
+            const float *pr = p + (size_t)r * ps;
+            v16 *a = acc[r];
+            if (r == 3) {
+                for (int k = 0; k < 4; k++) a[k] += pr[j + k] * load16(v + (size_t)(j + k) * vs + e0);
+            } else {
+                for (int k = j; k <= i0 + r; k++) a[0] += pr[k] * load16(v + (size_t)k * vs + e0);
+            }
+            store16(z + (size_t)r * zs + e0, (a[0] + a[1]) + (a[2] + a[3]));
+        }
+    }
+}
+
 static void attn16_items(void *ctx, size_t i0, size_t i1) {
     const attn16_job *j = ctx;
     const lp_config *c = j->c;
@@ -135,15 +264,22 @@ static void attn16_items(void *ctx, size_t i0, size_t i1) {
     float scale = lp_attn_scale(c);
     for (size_t it = i0; it < i1; it++) {
         size_t b = it / H, h = it % H, row = b * T, kh = h / G;
-        float *kT = j->scratch + it * ((size_t)dh + 1) * ld, *s = kT + (size_t)dh * ld;
+        float *kT = j->scratch + it * ((size_t)dh + 4) * ld, *s = kT + (size_t)dh * ld;
         const float *k = j->k + row * kvd + kh * dh, *v = j->v + row * kvd + kh * dh;
         transpose_head(kT, k, kvd, T, dh, ld);
-        float *P = j->pattern + it * T * T;
-        for (int i = 0; i < T; i++) {
+        float *P = j->pattern + it * T * T, *z = j->z + row * qd + h * dh;
+        const float *q = j->q + row * qd + h * dh;
+        int i = 0;
+        for (; i + 4 <= T; i += 4) { /* four rows at a time: independent chains to overlap */
+            scores16x4(s, ld, q + i * qd, qd, kT, dh, up16(i + 4), scale);
+            softmax_rows16(P + (size_t)i * T, T, s, ld, i + 1, 4);
+            mix16x4(z + i * qd, qd, P + (size_t)i * T, T, v, kvd, i, dh);
+        }
+        for (; i < T; i++) {
             int keys = i + 1, n = up16(keys);
-            scores16(s, j->q + (row + i) * qd + h * dh, kT, ld, dh, n, scale);
-            softmax16(P + (size_t)i * T, s, keys, n, T);
-            mix16(j->z + (row + i) * qd + h * dh, P + (size_t)i * T, v, kvd, keys, dh);
+            scores16(s, q + i * qd, kT, ld, dh, n, scale);
+            softmax_rows16(P + (size_t)i * T, T, s, ld, keys, 1);
+            mix16(z + i * qd, P + (size_t)i * T, v, kvd, keys, dh);
         }
     }
 }
@@ -158,27 +294,28 @@ typedef struct {
     float *scratch; /* per item: v transposed (dh, ld), dS (T, ld) */
 } attn16_bwd_job;
 
-/* dS row i: dp_j = dz_i . v_j on its keys, then scale P_ij (dp_j - r), r = sum_j P_ij dp_j
- * (16 float lanes, then double); zeros on from keys to n (keys rounded up to 16). */
-/* p[j0 .. j0 + 16) of a row with `keys` entries, those past keys (and past the row's end)
- * read as 0. */
-static v16 load_keys16(const float *p, int j0, int keys) {
+/* p[j0 .. j0 + 16) of a pattern row `len` long; lanes past the row's end read as 0 (those
+ * past its keys are the pattern's zeros, or the next row's entries where the row ends: the
+ * callers mask them). */
+static v16 load_row16(const float *p, int j0, int len) {
+    if (j0 + V16_LANES <= len) return load16(p + j0);
     float pb[V16_LANES] = {0};
-    memcpy(pb, p + j0, (size_t)(keys - j0 < V16_LANES ? keys - j0 : V16_LANES) * sizeof *pb);
+    memcpy(pb, p + j0, (size_t)(len - j0) * sizeof *pb);
     return load16(pb);
 }
 
-static void softmax_grad_row16(float *ds, const float *p, const float *dz, const float *vT, int ld, int dh, int keys,
-                               int n, float scale) {
-    scores16(ds, dz, vT, ld, dh, n, 1.0f);
+/* dS row i from dp (in ds: dp_j = dz_i . v_j): scale P_ij (dp_j - r), r = sum_j P_ij dp_j
+ * (16 float lanes, then double); zeros on from keys to n (keys rounded up to 16). p is the
+ * pattern's row, len long. */
+static void softmax_grad16(float *ds, const float *p, int len, int keys, int n, float scale) {
     v16 acc = {0};
     for (int j0 = 0; j0 < n; j0 += V16_LANES) {
-        v16 x = load_keys16(p, j0, keys) * load16(ds + j0);
+        v16 x = load_row16(p, j0, len) * load16(ds + j0);
         acc += (v16)((vi16)x & (LANE < keys - j0));
     }
     float r = (float)fold_sum(acc);
     for (int j0 = 0; j0 < n; j0 += V16_LANES) {
-        v16 x = scale * (load_keys16(p, j0, keys) * (load16(ds + j0) - r));
+        v16 x = scale * (load_row16(p, j0, len) * (load16(ds + j0) - r));
         store16(ds + j0, (v16)((vi16)x & (LANE < keys - j0)));
     }
 }
@@ -237,11 +374,20 @@ static void head_backward16(const attn16_bwd_job *j, size_t b, size_t h, const f
     float scale = lp_attn_scale(c);
     const float *q = t->q + row * qd + h * dh, *P = t->pattern + (b * H + h) * t->p_hs, *dz = g->d_z + row * qd + h * dh;
     float *dq = g->d_q + row * qd + h * dh;
-    for (int i = 0; i < T; i++) {
+    int i = 0;
+    for (; i + 4 <= T; i += 4) { /* four rows at a time, as the forward */
+        scores16x4(dS + (size_t)i * ld, ld, dz + (size_t)i * qd, qd, vT, dh, up16(i + 4), 1.0f);
+        for (int r = 0; r < 4; r++)
+            softmax_grad16(dS + (size_t)(i + r) * ld, P + (size_t)(i + r) * t->p_ld, T, i + r + 1, up16(i + r + 1),
+                           scale);
+        mix16x4(dq + (size_t)i * qd, qd, dS + (size_t)i * ld, ld, k, kvd, i, dh); /* dq_i = sum_j dS_ij k_j */
+    }
+    for (; i < T; i++) {
         int keys = i + 1, n = up16(keys);
         float *ds = dS + (size_t)i * ld;
-        softmax_grad_row16(ds, P + (size_t)i * t->p_ld, dz + (size_t)i * qd, vT, ld, dh, keys, n, scale);
-        mix16(dq + (size_t)i * qd, ds, k, kvd, keys, dh); /* dq_i = sum_j dS_ij k_j */
+        scores16(ds, dz + (size_t)i * qd, vT, ld, dh, n, 1.0f);
+        softmax_grad16(ds, P + (size_t)i * t->p_ld, T, keys, n, scale);
+        mix16(dq + (size_t)i * qd, ds, k, kvd, keys, dh);
     }
     /* key j: dv_j += sum_i P_ij dz_i, dk_j += sum_i dS_ij q_i, over the queries i >= j */
     int jj = 0;
@@ -289,7 +435,7 @@ int lp_attention16(float *pattern, float *z, const lp_config *c, const float *q,
     int ld = up16(T);
     size_t items = (size_t)B * c->n_head;
     attn16_job j = {.c = c, .T = T, .ld = ld, .q = q, .k = k, .v = v, .pattern = pattern, .z = z,
-                    .scratch = malloc(items * ((size_t)c->d_head + 1) * ld * sizeof(float))};
+                    .scratch = malloc(items * ((size_t)c->d_head + 4) * ld * sizeof(float))};
     if (!j.scratch) return LP_ENOMEM;
     lp_parallel_for(items, 1, attn16_items, &j);
     free(j.scratch);
