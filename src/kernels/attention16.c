@@ -38,46 +38,25 @@ typedef struct {
 } attn16_job;
 
 /* Stage s of a 16 x 16 transpose in registers: rows i and i + s (i's bit s clear) swap the
- * entries whose column has bit s set; after the four stages row r holds column r. */
-VEC_INLINE void transpose_stage8(v16 *r) {
-#pragma GCC unroll 16
-    for (int i = 0; i < V16_LANES; i++)
-        if (!(i & 8)) {
-            v16 a = r[i], b = r[i + 8];
-            r[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-            r[i + 8] = __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-        }
-}
-
-VEC_INLINE void transpose_stage4(v16 *r) {
-#pragma GCC unroll 16
-    for (int i = 0; i < V16_LANES; i++)
-        if (!(i & 4)) {
-            v16 a = r[i], b = r[i + 4];
-            r[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
-            r[i + 4] = __builtin_shufflevector(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
-        }
-}
-
-VEC_INLINE void transpose_stage2(v16 *r) {
-#pragma GCC unroll 16
-    for (int i = 0; i < V16_LANES; i++)
-        if (!(i & 2)) {
-            v16 a = r[i], b = r[i + 2];
-            r[i] = __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
-            r[i + 2] = __builtin_shufflevector(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
-        }
-}
-
-VEC_INLINE void transpose_stage1(v16 *r) {
-#pragma GCC unroll 16
-    for (int i = 0; i < V16_LANES; i++)
-        if (!(i & 1)) {
-            v16 a = r[i], b = r[i + 1];
-            r[i] = __builtin_shufflevector(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
-            r[i + 1] = __builtin_shufflevector(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
-        }
-}
+ * entries whose column has bit s set (LO and HI: the two rows' new lanes, drawn from both);
+ * after the four stages row r holds column r. */
+#define UNPAREN(...) __VA_ARGS__
+#define TRANSPOSE_STAGE(s, LO, HI)                                                                             \
+    VEC_INLINE void transpose_stage##s(v16 *r) {                                                               \
+        _Pragma("GCC unroll 16") for (int i = 0; i < V16_LANES; i++) if (!(i & (s))) {                          \
+            v16 a = r[i], b = r[i + (s)];                                                                      \
+            r[i] = __builtin_shufflevector(a, b, UNPAREN LO);                                                  \
+            r[i + (s)] = __builtin_shufflevector(a, b, UNPAREN HI);                                            \
+        }                                                                                                       \
+    }
+TRANSPOSE_STAGE(8, (0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+                (8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31))
+TRANSPOSE_STAGE(4, (0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27),
+                (4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31))
+TRANSPOSE_STAGE(2, (0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29),
+                (2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31))
+TRANSPOSE_STAGE(1, (0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30),
+                (1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31))
 
 /* xT (dh, ld) = a head's rows x (T, dh at row stride xs) transposed, zero past T: blocks of
  * 16 rows by 16 columns turned in registers (a scalar copy was 1% of a training step). */
