@@ -1,11 +1,15 @@
 /* Causal attention of whole sequences in 16-lane loops, for training: the forward (a head's
- * scores, softmax and mix row by row) and its backward (lp_attention16_backward). The
- * inference kernels make small sgemm calls per head and sequence (lp_attention_seqs,
- * attention_backward) and glibc-exact exponentials (expf8); at the bundled model's heads, 16
- * wide over 128 tokens, the calls' overhead and the exact exponentials were most of the
- * attention's time (a micro-batch's 16 sequence-heads, one thread: forward 2.1-2.3 ms against
- * 2.9-3.1, backward 0.57 against 0.76). vmath's exp differs from expf by about 3e-7
- * relative, so the pattern is the inference one's to that, not to the bit. */
+ * scores, softmax and mix, four query rows at a time) and its backward
+ * (lp_attention16_backward). The inference kernels make small sgemm calls per head and
+ * sequence (lp_attention_seqs, attention_backward) and glibc-exact exponentials (expf8); at
+ * the bundled model's heads, 16 wide over 128 tokens, the calls' overhead and the exact
+ * exponentials were most of the attention's time. A micro-batch's 16 sequence-heads, one
+ * thread: forward 0.25 ms, backward 0.37 ms (session 16's row-by-row loops: 0.48 and 0.59;
+ * the inference kernels: 2.9-3.1 and 0.76). vmath's exp differs from expf by about 3e-7
+ * relative, so the pattern is the inference one's to that, not to the bit. This file alone
+ * is compiled with -ffp-contract=fast (Makefile): its sums of products become fused
+ * multiply-adds, half the instructions of the loops that bound it, and no other kernel's
+ * bits are promised to it (tests/test_grad.c bounds it against the inference kernel). */
 #include <float.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -216,16 +220,19 @@ static void mix16x4(float *z, size_t zs, const float *p, size_t ps, const float 
         for (; j + 4 <= i0; j += 4) {
             v16 v0 = load16(v + (size_t)j * vs + e0), v1 = load16(v + (size_t)(j + 1) * vs + e0);
             v16 v2 = load16(v + (size_t)(j + 2) * vs + e0), v3 = load16(v + (size_t)(j + 3) * vs + e0);
+#pragma GCC unroll 4
             for (int r = 0; r < 4; r++) {
                 const float *pr = p + (size_t)r * ps;
                 acc[r][0] += pr[j] * v0, acc[r][1] += pr[j + 1] * v1;
                 acc[r][2] += pr[j + 2] * v2, acc[r][3] += pr[j + 3] * v3;
             }
         }
+#pragma GCC unroll 4
         for (int r = 0; r < 4; r++) { /* row i0 + r has keys i0 .. i0 + r left: a fourth quad for r = 3 */
             const float *pr = p + (size_t)r * ps;
             v16 *a = acc[r];
             if (r == 3) {
+#pragma GCC unroll 4
                 for (int k = 0; k < 4; k++) a[k] += pr[j + k] * load16(v + (size_t)(j + k) * vs + e0);
             } else {
                 for (int k = j; k <= i0 + r; k++) a[0] += pr[k] * load16(v + (size_t)k * vs + e0);
