@@ -40,7 +40,7 @@ $(BIN): $(LIB_OBJ) $(BUILD)/src/main.o
 # AdamW's sqrtf vectorises only without errno; training's attention takes fused
 # multiply-adds (each file's header says why).
 $(BUILD)/src/train/adamw.o: CFLAGS_BASE += -fno-math-errno
-$(BUILD)/src/kernels/attention16.o: CFLAGS_BASE += -ffp-contract=fast
+$(BUILD)/src/kernels/attention16.o $(BUILD)/src/train/train.o: CFLAGS_BASE += -ffp-contract=fast
 
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)

@@ -1,9 +1,13 @@
 /* Training GPT-2: the parameter block and its tensors, the loss with its gradient with
  * respect to every parameter (llm.c's manner: backward kernels outputs first, one job each),
- * AdamW, and saving. The forward takes the inference's steps with its kernels (lp_norm,
- * lp_linear_forward, lp_attention_seqs, lp_gelu_rows), each product over a shard's rows at
- * once: a model trains on the function loupe later inspects, up to the last bits that a
- * product's row count moves. */
+ * the loop (its optimiser's step: adamw.c), and saving. The forward takes the inference's
+ * steps and products (lp_norm, lp_linear_forward) over a micro-batch's rows at once, with
+ * attention in attention16.c's loops and GELU and the loss head's softmax on vmath's exp: a
+ * model trains on the function loupe later inspects, up to the last bits that a product's row
+ * count and those exponentials move. This file is compiled with -ffp-contract=fast
+ * (Makefile): the exponentials' polynomials and GELU's derivative take fused multiply-adds
+ * (the loss head and GELU a quarter faster); no bits here are promised beyond a recipe's
+ * reproducibility on one machine. */
 #include "loupe/train.h"
 
 #include <cblas.h>
