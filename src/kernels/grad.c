@@ -274,9 +274,17 @@ static inline float dot_lanes(const float *a, const float *b, int n) {
     return s;
 }
 
-/* y (n) += a x (n). */
+/* y (16) += a x (16) through restrict pointers: a loop -O2 vectorises. */
+static void axpy_16(float *restrict y, float a, const float *restrict x) {
+    for (int e = 0; e < 16; e++) y[e] += a * x[e];
+}
+
+/* y (n) += a x (n), 16 at a time (over a runtime n the loop had stayed scalar: two thirds
+ * of IG's attention forward); each entry as the plain loop makes it. */
 static inline void axpy(float *y, float a, const float *x, int n) {
-    for (int e = 0; e < n; e++) y[e] += a * x[e];
+    int e = 0;
+    for (; e + 16 <= n; e += 16) axpy_16(y + e, a, x + e);
+    for (; e < n; e++) y[e] += a * x[e];
 }
 
 /* Attention over short sequences, a (sequence, head) pair per item on the worker pool: at
