@@ -4,7 +4,7 @@
  * sequence (lp_attention_seqs, attention_backward) and glibc-exact exponentials (expf8); at
  * the bundled model's heads, 16 wide over 128 tokens, the calls' overhead and the exact
  * exponentials were most of the attention's time. A micro-batch's 16 sequence-heads, one
- * thread: forward 0.25 ms, backward 0.37 ms (session 16's row-by-row loops: 0.48 and 0.59;
+ * thread: forward 0.25 ms, backward 0.34 ms (session 16's row-by-row loops: 0.48 and 0.59;
  * the inference kernels: 2.9-3.1 and 0.76). vmath's exp differs from expf by about 3e-7
  * relative, so the pattern is the inference one's to that, not to the bit. This file alone
  * is compiled with -ffp-contract=fast (Makefile): its sums of products become fused
@@ -306,34 +306,33 @@ static void softmax_grad16(float *ds, const float *p, int len, int keys, int n, 
     }
 }
 
-/* Keys j0 .. j0 + 3: y_j (dh, rows at stride ys) += sum_{i = j .. T-1} w[i * ws + j] x_i, x's
- * rows at stride xs: four keys' dv (w: P) or dk (w: dS) at once, each x_i loaded once for
- * the four; needs j0 + 4 <= T. */
-static void columns_mix4(float *y, size_t ys, const float *w, size_t ws, const float *x, size_t xs, int j0, int T,
+/* Keys j0 .. j0 + 7: y_j (dh, rows at stride ys) += sum_{i = j .. T-1} w[i * ws + j] x_i, x's
+ * rows at stride xs: eight keys' dv (w: P) or dk (w: dS) at once, each x_i loaded once for
+ * the eight, whose eight sums are independent chains (a fused multiply-add's latency hidden);
+ * needs j0 + 8 <= T. */
+static void columns_mix8(float *y, size_t ys, const float *w, size_t ws, const float *x, size_t xs, int j0, int T,
                          int dh) {
     for (int e0 = 0; e0 < dh; e0 += V16_LANES) {
-        v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        v16 a[8] = {0};
         /* the triangle: query i sees keys up to i */
-        for (int i = j0; i < j0 + 3; i++) {
+        for (int i = j0; i < j0 + 7; i++) {
             v16 xi = load16(x + (size_t)i * xs + e0);
             const float *wi = w + (size_t)i * ws + j0;
-            a0 += wi[0] * xi;
-            if (i >= j0 + 1) a1 += wi[1] * xi;
-            if (i >= j0 + 2) a2 += wi[2] * xi;
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++)
+                if (i >= j0 + k) a[k] += wi[k] * xi;
         }
-        for (int i = j0 + 3; i < T; i++) {
+        for (int i = j0 + 7; i < T; i++) {
             v16 xi = load16(x + (size_t)i * xs + e0);
             const float *wi = w + (size_t)i * ws + j0;
-            a0 += wi[0] * xi;
-            a1 += wi[1] * xi;
-            a2 += wi[2] * xi;
-            a3 += wi[3] * xi;
+#pragma GCC unroll 8
+            for (int k = 0; k < 8; k++) a[k] += wi[k] * xi;
         }
-        float *y0 = y + (size_t)j0 * ys + e0;
-        store16(y0, load16(y0) + a0);
-        store16(y0 + ys, load16(y0 + ys) + a1);
-        store16(y0 + 2 * ys, load16(y0 + 2 * ys) + a2);
-        store16(y0 + 3 * ys, load16(y0 + 3 * ys) + a3);
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            float *yk = y + (size_t)(j0 + k) * ys + e0;
+            store16(yk, load16(yk) + a[k]);
+        }
     }
 }
 
@@ -377,9 +376,9 @@ static void head_backward16(const attn16_bwd_job *j, size_t b, size_t h, const f
     }
     /* key j: dv_j += sum_i P_ij dz_i, dk_j += sum_i dS_ij q_i, over the queries i >= j */
     int jj = 0;
-    for (; jj + 4 <= T; jj += 4) {
-        columns_mix4(dv, kvd, P, (size_t)t->p_ld, dz, qd, jj, T, dh);
-        columns_mix4(dk, kvd, dS, (size_t)ld, q, qd, jj, T, dh);
+    for (; jj + 8 <= T; jj += 8) {
+        columns_mix8(dv, kvd, P, (size_t)t->p_ld, dz, qd, jj, T, dh);
+        columns_mix8(dk, kvd, dS, (size_t)ld, q, qd, jj, T, dh);
     }
     for (; jj < T; jj++) {
         column_mix1(dv, kvd, P, (size_t)t->p_ld, dz, qd, jj, T, dh);
