@@ -290,20 +290,33 @@ static v16 load_row16(const float *p, int j0, int len) {
     return load16(pb);
 }
 
-/* dS row i from dp (in ds: dp_j = dz_i . v_j): scale P_ij (dp_j - r), r = sum_j P_ij dp_j
- * (16 float lanes, then double); zeros on from keys to n (keys rounded up to 16). p is the
- * pattern's row, len long. */
-static void softmax_grad16(float *ds, const float *p, int len, int keys, int n, float scale) {
-    v16 acc = {0};
-    for (int j0 = 0; j0 < n; j0 += V16_LANES) {
-        v16 x = load_row16(p, j0, len) * load16(ds + j0);
-        acc += (v16)((vi16)x & (LANE < keys - j0));
-    }
-    float r = (float)fold_sum(acc);
-    for (int j0 = 0; j0 < n; j0 += V16_LANES) {
-        v16 x = scale * (load_row16(p, j0, len) * (load16(ds + j0) - r));
-        store16(ds + j0, (v16)((vi16)x & (LANE < keys - j0)));
-    }
+/* dS rows from dp (in ds, rows at stride ld: dp_j = dz_i . v_j): scale P_ij (dp_j - r), r =
+ * sum_j P_ij dp_j (16 float lanes, then double); zeros on from a row's keys to the last
+ * row's keys rounded up to 16. R rows (R <= 4, a constant where it is inlined), row r with
+ * keys0 + r keys; p the pattern's rows (stride pld), len long. The rows' chains are
+ * independent, so one row's latency hides behind another's. */
+VEC_INLINE void softmax_grad_rows16(float *ds, int ld, const float *p, size_t pld, int len, int keys0, int R,
+                                    float scale) {
+    int n = up16(keys0 + R - 1);
+    v16 acc[4];
+    float r[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++) acc[k] = (v16){0};
+    for (int j0 = 0; j0 < n; j0 += V16_LANES)
+#pragma GCC unroll 4
+        for (int k = 0; k < R; k++) {
+            v16 x = load_row16(p + k * pld, j0, len) * load16(ds + (size_t)k * ld + j0);
+            acc[k] += keep_keys(x, keys0 + k - j0, 0.0f);
+        }
+#pragma GCC unroll 4
+    for (int k = 0; k < R; k++) r[k] = (float)fold_sum(acc[k]);
+    for (int j0 = 0; j0 < n; j0 += V16_LANES)
+#pragma GCC unroll 4
+        for (int k = 0; k < R; k++) {
+            float *dk = ds + (size_t)k * ld + j0;
+            v16 x = scale * (load_row16(p + k * pld, j0, len) * (load16(dk) - r[k]));
+            store16(dk, keep_keys(x, keys0 + k - j0, 0.0f));
+        }
 }
 
 /* Keys j0 .. j0 + 7: y_j (dh, rows at stride ys) += sum_{i = j .. T-1} w[i * ws + j] x_i, x's
@@ -362,16 +375,14 @@ static void head_backward16(const attn16_bwd_job *j, size_t b, size_t h, const f
     int i = 0;
     for (; i + 4 <= T; i += 4) { /* four rows at a time, as the forward */
         scores16x4(dS + (size_t)i * ld, ld, dz + (size_t)i * qd, qd, vT, dh, up16(i + 4), 1.0f);
-        for (int r = 0; r < 4; r++)
-            softmax_grad16(dS + (size_t)(i + r) * ld, P + (size_t)(i + r) * t->p_ld, T, i + r + 1, up16(i + r + 1),
-                           scale);
+        softmax_grad_rows16(dS + (size_t)i * ld, ld, P + (size_t)i * t->p_ld, t->p_ld, T, i + 1, 4, scale);
         mix16x4(dq + (size_t)i * qd, qd, dS + (size_t)i * ld, ld, k, kvd, i, dh); /* dq_i = sum_j dS_ij k_j */
     }
     for (; i < T; i++) {
         int keys = i + 1, n = up16(keys);
         float *ds = dS + (size_t)i * ld;
         scores16(ds, dz + (size_t)i * qd, vT, ld, dh, n, 1.0f);
-        softmax_grad16(ds, P + (size_t)i * t->p_ld, T, keys, n, scale);
+        softmax_grad_rows16(ds, ld, P + (size_t)i * t->p_ld, t->p_ld, T, keys, 1, scale);
         mix16(dq + (size_t)i * qd, ds, k, kvd, keys, dh);
     }
     /* key j: dv_j += sum_i P_ij dz_i, dk_j += sum_i dS_ij q_i, over the queries i >= j */
