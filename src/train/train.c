@@ -250,7 +250,7 @@ typedef struct {
     float *lnf, *lnf_scale;         /* (N, d), (N) */
     float *logits;                  /* (HEAD_ROWS, V): a chunk's, then their softmax, then their gradient */
     float *d_lnf;                   /* (N, d): the loss's gradient at the final norm's output */
-    float *d_resid, *d_mid, *d_ln;  /* (N, d) */
+    float *d_resid, *d_ln;          /* (N, d) */
     float *d_q, *d_k, *d_v, *d_z;   /* (N, d) */
     float *d_pre, *d_post;          /* (N, dm) */
     float *dP;                      /* (T, T) */
@@ -280,7 +280,6 @@ static size_t work_layout(work *w, float *base, const lp_config *c) {
     SLICE(logits, (size_t)HEAD_ROWS * c->vocab);
     SLICE(d_lnf, N * d);
     SLICE(d_resid, N * d);
-    SLICE(d_mid, N * d);
     SLICE(d_ln, N * d);
     SLICE(d_q, N * d);
     SLICE(d_k, N * d);
@@ -549,7 +548,8 @@ static void backward(work *w, const lp_model *m, const int *ids, float *grad, co
         size_t ll = l;
 #define G(k) (grad + t[layer_tensor(c, l, (k))].offset)
         const float *mid = w->resid_mid + ll * Nd, *in = w->resid + ll * Nd;
-        float *d_mid = w->d_resid; /* attention-only: resid_out is resid_mid */
+        /* w->d_resid holds the gradient at the layer's output, then (the MLP's share added in
+         * place) at resid_mid, then (attention's) at its input */
         if (!c->attn_only) {
             const float *pre = w->mlp_pre + ll * N * dm, *post = w->mlp_post + ll * N * dm;
             const float *ln2 = w->ln2 + ll * Nd, *s2 = w->ln2_scale + ll * N;
@@ -559,13 +559,11 @@ static void backward(work *w, const lp_model *m, const int *ids, float *grad, co
             linear_weight_backward(G(P_FC_W), dm, G(P_FC_B), ln2, w->d_pre, n, d, dm);
             linear_backward(w->d_ln, w->d_pre, &L->up, n, 0.0f);
             norm_weight_backward(G(P_LN2_W), G(P_LN2_B), w->d_ln, mid, s2, n, d);
-            d_mid = w->d_mid;
-            memcpy(d_mid, w->d_resid, Nd * sizeof *d_mid);
-            norm_backward(d_mid, w->d_ln, mid, s2, L->ln2_w, n, d, c->norm);
+            norm_backward(w->d_resid, w->d_ln, mid, s2, L->ln2_w, n, d, c->norm);
         }
         const float *z = w->z + ll * Nd, *ln1 = w->ln1 + ll * Nd, *s1 = w->ln1_scale + ll * N;
-        linear_weight_backward(G(P_PROJ_W), d, G(P_PROJ_B), z, d_mid, n, d, d);
-        linear_backward(w->d_z, d_mid, &L->o, n, 0.0f);
+        linear_weight_backward(G(P_PROJ_W), d, G(P_PROJ_B), z, w->d_resid, n, d, d);
+        linear_backward(w->d_z, w->d_resid, &L->o, n, 0.0f);
         /* Only the attention fields are read: pattern (B, H, T, T) as the forward saved it. */
         tape_layer ta = {.q = w->q + ll * Nd, .k = w->k + ll * Nd, .v = w->v + ll * Nd,
                          .pattern = w->pattern + ll * N * c->n_head * T, .p_ld = T, .p_hs = (long)T * T};
@@ -581,7 +579,6 @@ static void backward(work *w, const lp_model *m, const int *ids, float *grad, co
         linear_backward(w->d_ln, w->d_k, &L->k, n, 1.0f);
         linear_backward(w->d_ln, w->d_v, &L->v, n, 1.0f);
         norm_weight_backward(G(P_LN1_W), G(P_LN1_B), w->d_ln, in, s1, n, d);
-        if (d_mid != w->d_resid) memcpy(w->d_resid, d_mid, Nd * sizeof *d_mid);
         norm_backward(w->d_resid, w->d_ln, in, s1, L->ln1_w, n, d, c->norm);
 #undef G
     }
