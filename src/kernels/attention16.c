@@ -96,8 +96,6 @@ static void scores16(float *s, const float *q, const float *kT, int ld, int dh, 
 
 /* A row is short (128 keys at most here): its lanes are folded in halves, a tree in
  * registers, where a chain of 15 dependent steps was a third of the row's time. */
-typedef double v8d __attribute__((vector_size(64)));
-
 static float fold_max(v16 m) {
     m = max16(m, __builtin_shufflevector(m, m, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
     m = max16(m, __builtin_shufflevector(m, m, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));

@@ -26,6 +26,9 @@ VEC_INLINE v16 load16(const float *p) {
 
 VEC_INLINE void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
 
+/* 8 doubles: half a v16's lanes widened (sums kept in double). */
+typedef double v8d __attribute__((vector_size(64)));
+
 /* 16 int32 lanes (comparisons' masks: all ones or zero) and 16 uint32 ones (bits to shift). */
 typedef int32_t vi16 __attribute__((vector_size(64)));
 typedef uint32_t vu16 __attribute__((vector_size(64)));

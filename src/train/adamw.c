@@ -9,7 +9,6 @@
 #include "kernels/v16.h"
 
 void adamw_reduce(float *grad, float *const *others, int n_others, size_t a, size_t b, double *sq) {
-    typedef double v8d __attribute__((vector_size(64)));
     for (size_t c0 = a; c0 < b; c0 += ADAMW_CHUNK) {
         size_t c1 = b - c0 < ADAMW_CHUNK ? b : c0 + ADAMW_CHUNK, j = c0;
         v8d lo = {0}, hi = {0};

@@ -488,13 +488,32 @@ static double forward(work *w, const lp_model *m, const int *ids, float *grad, c
     return head(w, m, ids, grad ? grad + t[T_WTE].offset : NULL, inv_n);
 }
 
+/* db[0..64) += the sums of dy's n rows (stride out) over 64 columns, each in row order as
+ * one running double: eight vectors of eight sums, independent chains held in registers. */
+static void column_sums_64(float *db, const float *dy, int n, int out) {
+    v8d s[8] = {0};
+    for (int i = 0; i < n; i++) {
+        const float *row = dy + (size_t)i * out;
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) {
+            v16 x = load16(row + 16 * q);
+            s[2 * q] += __builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
+            s[2 * q + 1] += __builtin_convertvector(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+        }
+    }
+    for (int k = 0; k < 64; k++) db[k] += (float)s[k / 8][k % 8];
+}
+
 /* dw (in, out; row stride ldw) += x (n, in)^T dy (n, out); db (out) += the column sums of dy. */
 static void linear_weight_backward(float *dw, int ldw, float *db, const float *x, const float *dy, int n, int in,
                                    int out) {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, out, n, 1.0f, x, in, dy, out, 1.0f, dw, ldw);
-    /* Columns 16 at a time down the rows, each column's sum in row order as one running
-     * double: the rows are read contiguously (vectorised) instead of one column at a time. */
-    for (int j0 = 0; j0 < out; j0 += 16) {
+    /* Columns 64 at a time down the rows (then 16, then one), each column's sum in row order
+     * as one running double: the rows are read contiguously (vectorised) instead of one
+     * column at a time, and 64 columns' sums are eight independent chains of vector adds. */
+    int j0 = 0;
+    for (; j0 + 64 <= out; j0 += 64) column_sums_64(db + j0, dy + j0, n, out);
+    for (; j0 < out; j0 += 16) {
         double s[16] = {0};
         if (out - j0 >= 16)
             for (int i = 0; i < n; i++)
