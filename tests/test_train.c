@@ -465,7 +465,8 @@ static void test_optimiser_step_matches_adamw_in_double(void **state) {
     double worst = 0.0;
     for (int j = 0; j < N; j++) {
         double wd = j < DECAYED ? 0.1 : 0.0, gj = (double)g[j] * s.clip;
-        double mj = s.beta1 * (double)m[j] + (1.0 - s.beta1) * gj, vj = s.beta2 * (double)v[j] + (1.0 - s.beta2) * gj * gj;
+        double mj = s.beta1 * (double)m[j] + (1.0 - s.beta1) * gj;
+        double vj = s.beta2 * (double)v[j] + (1.0 - s.beta2) * gj * gj;
         double step = s.lr * (mj * s.inv_bc1 / (sqrt(vj * s.inv_bc2) + s.eps) + wd * p[j]);
         ref[j] = p[j] - step;
     }

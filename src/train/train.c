@@ -424,7 +424,8 @@ static void gelu_rows(float *y, const float *x, size_t n) {
 }
 
 /* GELU-tanh's derivative times dy at x, s its gelu_sigmoid, as grad.c's gelu_backward. */
-#define GELU_GRAD(x, s, dy) ((dy) * ((s) + (x) * (s) * (1.0f - (s)) * 2.0f * GELU_K * (1.0f + 3.0f * GELU_A * (x) * (x))))
+#define GELU_GRAD(x, s, dy)                                                                                   \
+    ((dy) * ((s) + (x) * (s) * (1.0f - (s)) * 2.0f * GELU_K * (1.0f + 3.0f * GELU_A * (x) * (x))))
 
 /* d_pre (n) = d_post * GELU-tanh'(pre). */
 static void gelu_rows_backward(float *d_pre, const float *d_post, const float *pre, size_t n) {
