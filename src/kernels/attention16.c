@@ -117,9 +117,8 @@ static double fold_sum(v16 x) {
 
 /* Lanes of x before `left` (a row's keys past the block's start), the others `fill`. */
 VEC_INLINE v16 keep_keys(v16 x, int left, float fill) {
-    vi16 in = LANE < left;
-    return (v16)(((vi16)x & in) | ((vi16)(v16){fill, fill, fill, fill, fill, fill, fill, fill, fill, fill, fill, fill,
-                                               fill, fill, fill, fill} & ~in));
+    vi16 in = LANE < left, other = (vi16)((v16){0} + fill); /* fill in every lane */
+    return (v16)(((vi16)x & in) | (other & ~in));
 }
 
 /* The softmaxes of R rows (R <= 4, a constant where it is inlined), row r of s (at stride
