@@ -107,8 +107,7 @@ static float fold_max(v16 m) {
 /* The lanes' sum in double: lane l and l + 8, then halves again (an order fixed by the
  * lanes alone). */
 static double fold_sum(v16 x) {
-    v8d d = __builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7), v8d) +
-            __builtin_convertvector(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+    v8d d = lo8d(x) + hi8d(x);
     d += __builtin_shufflevector(d, d, 4, 5, 6, 7, 0, 1, 2, 3);
     d += __builtin_shufflevector(d, d, 2, 3, 0, 1, 6, 7, 4, 5);
     d += __builtin_shufflevector(d, d, 1, 0, 3, 2, 5, 4, 7, 6);

@@ -33,6 +33,14 @@ typedef double v8d __attribute__((vector_size(64)));
 typedef int32_t vi16 __attribute__((vector_size(64)));
 typedef uint32_t vu16 __attribute__((vector_size(64)));
 
+/* Lanes 0-7 and 8-15 of x widened to double (exactly). */
+VEC_INLINE v8d lo8d(v16 x) {
+    return __builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
+}
+VEC_INLINE v8d hi8d(v16 x) {
+    return __builtin_convertvector(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+}
+
 /* The larger of a and b in each lane (b where they are equal or either is NaN). */
 VEC_INLINE v16 max16(v16 a, v16 b) {
     vi16 gt = a > b;

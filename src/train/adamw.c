@@ -16,8 +16,7 @@ void adamw_reduce(float *grad, float *const *others, int n_others, size_t a, siz
             v16 g = load16(grad + j);
             for (int i = 0; i < n_others; i++) g += load16(others[i] + j);
             store16(grad + j, g);
-            v8d gl = __builtin_convertvector(__builtin_shufflevector(g, g, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
-            v8d gh = __builtin_convertvector(__builtin_shufflevector(g, g, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+            v8d gl = lo8d(g), gh = hi8d(g);
             lo += gl * gl;
             hi += gh * gh;
         }

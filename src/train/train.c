@@ -498,8 +498,8 @@ static void column_sums_64(float *db, const float *dy, int n, int out) {
 #pragma GCC unroll 4
         for (int q = 0; q < 4; q++) {
             v16 x = load16(row + 16 * q);
-            s[2 * q] += __builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7), v8d);
-            s[2 * q + 1] += __builtin_convertvector(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15), v8d);
+            s[2 * q] += lo8d(x);
+            s[2 * q + 1] += hi8d(x);
         }
     }
     for (int k = 0; k < 64; k++) db[k] += (float)s[k / 8][k % 8];
