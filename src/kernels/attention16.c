@@ -345,7 +345,7 @@ static void columns_mix8(float *y, size_t ys, const float *w, size_t ws, const f
     }
 }
 
-/* One key j: y_j += sum_{i = j .. T-1} w[i * ws + j] x_i (the last keys, past fours). */
+/* One key j: y_j += sum_{i = j .. T-1} w[i * ws + j] x_i (the last keys, past the eights). */
 static void column_mix1(float *y, size_t ys, const float *w, size_t ws, const float *x, size_t xs, int j, int T,
                         int dh) {
     for (int e0 = 0; e0 < dh; e0 += V16_LANES) {

@@ -88,8 +88,11 @@ typedef struct {
 } norm_job;
 
 /* y (16) = the normalised x times w plus b, through restrict pointers: a loop -O2's cheap
- * cost model vectorises (over a runtime d it stayed scalar, most of a row's time). */
-static const float ZEROS_16[16];
+ * cost model vectorises (over a runtime d it stayed scalar, most of a row's time). Without a
+ * bias b is NO_BIAS_16: -0 is the additive identity (x + -0 is x, -0 included), so such a row
+ * has the bare product's bits. */
+static const float NO_BIAS_16[16] = {-0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f,
+                                     -0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f, -0.0f};
 
 static void norm_out_16(float *restrict y, const float *restrict x, const float *restrict w,
                         const float *restrict b, double mean, float s) {
@@ -118,8 +121,8 @@ static void norm_rows(void *ctx, size_t i0, size_t i1) {
         float s = (float)(1.0 / sqrt(var + jb->eps));
         if (jb->scale) jb->scale[i] = s;
         int j = 0;
-        for (; j + 16 <= d; j += 16) norm_out_16(yi + j, xi + j, w + j, b ? b + j : ZEROS_16, mean, s);
-        for (; j < d; j++) yi[j] = (float)((xi[j] - mean) * s) * w[j] + (b ? b[j] : 0.0f);
+        for (; j + 16 <= d; j += 16) norm_out_16(yi + j, xi + j, w + j, b ? b + j : NO_BIAS_16, mean, s);
+        for (; j < d; j++) yi[j] = (float)((xi[j] - mean) * s) * w[j] + (b ? b[j] : -0.0f);
     }
 }
 

@@ -152,11 +152,11 @@ void lp_layer_forward_batch(const lp_model *m, int layer, const lp_batch_io *io,
  * after rotary embedding; writes pattern (B, H, T, T) and z (B*T, H*dh). */
 void lp_attention_seqs(float *pattern, float *z, const lp_config *c, int window, const float *q, const float *k,
                        const float *v, int B, int T);
-/* The scale of attention scores: cfg.attn_scale, else 1/sqrt(d_head) (1 when unscaled). */
 /* The mean of x[0..d) in double, summed in lanes (a fixed order): LayerNorm's, which its
  * backward (grad.c, training) recomputes to the same bits. */
 double lp_row_mean(const float *x, int d);
 
+/* The scale of attention scores: cfg.attn_scale, else 1/sqrt(d_head) (1 when unscaled). */
 float lp_attn_scale(const lp_config *c);
 /* x (n) = cap * tanh(x / cap) in place when cap > 0 (Gemma 2's soft caps). */
 void lp_softcap(float *x, size_t n, float cap);

@@ -44,8 +44,7 @@ static inline float lp_vexp(float x) {
  * lp_vexp over an array takes (its 16-lane loads of two 8-lane stores stall: store
  * forwarding fails). */
 VEC_INLINE v16 lp_vexp16(v16 x) {
-    vi16 low = x < -87.0f;
-    x = (v16)(((vi16)x & ~low) | ((vi16)((v16){0} - 87.0f) & low));
+    x = max16((v16){0} - 87.0f, x); /* -87 where x < -87, else x (a NaN kept): lp_vexp's clamp */
     LP_VEXP_REDUCED(v16, x, n, p);
     vu16 bits = ((vu16)__builtin_convertvector(n, vi16) + 127u) << 23; /* unsigned: as lp_vexp's */
     return p * (v16)bits;

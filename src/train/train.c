@@ -327,7 +327,8 @@ static float row_max(const float *row, int n) {
  * onehot(target)) * inv_n; else it is left holding the exponentials. */
 static double row_loss(float *row, int V, int target, float inv_n) {
     float mx = row_max(row, V);
-    double loss = (double)(mx - row[target]), lanes[V16_LANES] = {0}, sum = 0.0;
+    double loss = (double)(mx - row[target]), sum = 0.0;
+    v8d lanes_lo = {0}, lanes_hi = {0}; /* lanes 0-7, 8-15 */
     int j = 0;
     for (; j + LP_VBLOCK <= V; j += LP_VBLOCK) {
         v16 acc = {0};
@@ -336,11 +337,11 @@ static double row_loss(float *row, int V, int target, float inv_n) {
             store16(row + q, e);
             acc += e;
         }
-        float part[V16_LANES];
-        store16(part, acc);
-        for (int l = 0; l < V16_LANES; l++) lanes[l] += part[l];
+        lanes_lo += lo8d(acc);
+        lanes_hi += hi8d(acc);
     }
-    for (int l = 0; l < V16_LANES; l++) sum += lanes[l];
+    for (int l = 0; l < 8; l++) sum += lanes_lo[l];
+    for (int l = 0; l < 8; l++) sum += lanes_hi[l];
     for (; j < V; j++) sum += (row[j] = lp_vexp(row[j] - mx));
     if (inv_n > 0.0f) {
         float k = (float)(inv_n / sum);
@@ -1052,6 +1053,7 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
     if (!t || !grad || !ids || (enc && !tgt) || !optim.sq) rc = lp_error(LP_ENOMEM, "out of memory for training");
     else rc = shards_init(&S, m, t, o->B, enc ? a->max_width(o) : o->T, o->threads ? o->threads : 1, true);
     optim.others = S.grads;
+    optim.n_others = S.n - 1;
     int blas_threads = blas_single();
     double t0 = now_s();
     int first = st->step;
@@ -1071,7 +1073,6 @@ int lp_train_resume(lp_model *m, lp_train_state *st, const int *data, size_t n, 
             break;
         }
 
-        optim.n_others = S.n - 1;
         on_threads(S.n, optim_reduce_part, &optim);
         double sq = 0.0;
         for (size_t c = 0; c < chunks; c++) sq += optim.sq[c];
