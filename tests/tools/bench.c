@@ -118,8 +118,6 @@ static double cpu_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static double median_of(double *t, int n);
-
 /* The honest roofline for a forward's products: the same sgemm calls the forward makes
  * (q|k|v fused where it is, o, the MLP, the unembedding, on the model's own weights, in
  * order, beta 0), back to back with nothing between them, medians of reps. The roofline's
@@ -173,11 +171,6 @@ static double forward_flops(const lp_config *c, int T) {
                   : c->head == LP_HEAD_MLM      ? 2 * t * d * d + 2 * t * d * c->vocab
                                                 : 2 * t * d * c->vocab;
     return c->n_layer * (linear + attention) + head;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static void die(const char *what) {
@@ -368,6 +361,16 @@ static void bench_generate(const lp_model *m, int n_prompt, int n_new, bool prof
     free(step);
 }
 
+/* path: where the last ig and occlusion scores go (raw float32, T each), or NULL. */
+static void save_scores(const char *path, const float *ig, const float *occ, int T) {
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(ig, sizeof *ig, (size_t)T, f) != (size_t)T || fwrite(occ, sizeof *occ, (size_t)T, f) != (size_t)T ||
+        fclose(f)) {
+        fprintf(stderr, "bench: cannot write %s\n", path);
+        exit(1);
+    }
+}
+
 /* Attribution at T tokens, each as a multiple of one forward at T measured alongside (all
  * medians of reps): one backward (lp_grad_new on a captured run; an encoder's: its input
  * gradient, lp_grad_embed_new), integrated gradients with 32 steps (32 interpolated inputs
@@ -379,21 +382,6 @@ static void bench_generate(const lp_model *m, int n_prompt, int n_new, bool prof
  * masked LM's token at the middle position. Targets at T=32: backward < 3, ig-32 < 40.
  * make bench runs T=32 on GPT-2 and BERT alike, and ig at T=128 once on each (occlusion
  * there would be 128 more forwards). */
-static double median_of(double *t, int n) {
-    qsort(t, (size_t)n, sizeof *t, cmp_double);
-    return t[n / 2];
-}
-
-/* path: where the last ig and occlusion scores go (raw float32, T each), or NULL. */
-static void save_scores(const char *path, const float *ig, const float *occ, int T) {
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(ig, sizeof *ig, (size_t)T, f) != (size_t)T || fwrite(occ, sizeof *occ, (size_t)T, f) != (size_t)T ||
-        fclose(f)) {
-        fprintf(stderr, "bench: cannot write %s\n", path);
-        exit(1);
-    }
-}
-
 static void bench_attr(const lp_model *m, int T, int reps, bool with_occlusion, const char *save) {
     const lp_config *c = lp_model_config(m);
     bool enc = lp_model_is_encoder(m);

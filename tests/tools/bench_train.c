@@ -109,17 +109,6 @@ static int clock_steps(const lp_train_progress *p, void *ctx) {
     return 0;
 }
 
-static int by_value(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* The run's median step, seconds. */
-static double median_step(timing *t) {
-    qsort(t->step, (size_t)t->n_step, sizeof *t->step, by_value);
-    return t->n_step % 2 ? t->step[t->n_step / 2] : 0.5 * (t->step[t->n_step / 2 - 1] + t->step[t->n_step / 2]);
-}
-
 static timing train_run(lp_model *m, const int *data, size_t n, lp_train_options o, int steps) {
     timing t = {.from = 2, .steps = steps, .step = malloc((size_t)steps * sizeof(double))};
     if (!t.step) {
@@ -175,7 +164,7 @@ int main(int argc, char **argv) {
         free(warm.step);
         timing t = train_run(m, data, n, o, steps);
         double tok = (double)(steps - 2) * B * T, rate = tok / t.wall, gflops = rate * flops / 1e9;
-        double roof = one * o.threads, med = median_step(&t), med_gflops = (double)B * T / med * flops / 1e9;
+        double roof = one * o.threads, med = median_of(t.step, t.n_step), med_gflops = (double)B * T / med * flops / 1e9;
         printf("train (default recipe: %d layers, d %d, %d heads, vocab %d, batch %d x %d): %d thread%s %.1fk tok/s "
                "= %.1f GFLOP/s (%d steps in %.1f s) | roofline %d x %.0f GFLOP/s | %.0f%% of roofline\n",
                c->n_layer, c->d_model, c->n_head, c->vocab, B, T, o.threads, o.threads == 1 ? "" : "s", rate / 1e3,

@@ -1,5 +1,5 @@
-/* The tools' shared timing: a monotonic clock, the best sgemm rate on one shape (the
- * roofline bench, bench_seq2seq and bench_train print beside their numbers), the
+/* The tools' shared timing: a monotonic clock, medians, the best sgemm rate on one shape
+ * (the roofline bench, bench_seq2seq and bench_train print beside their numbers), the
  * memory's streaming rate (decoding's limit) and the benches' token ids. */
 #ifndef LOUPE_TOOLS_SGEMM_RATE_H
 #define LOUPE_TOOLS_SGEMM_RATE_H
@@ -16,6 +16,18 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Ascending doubles, for qsort. */
+static inline int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The median of t[0..n) (the upper one of an even n), sorting t: the benches' figures. */
+static inline double median_of(double *t, int n) {
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return t[n / 2];
 }
 
 /* C (M, N) = A (M, K) B (K, N), A or B stored transposed when transa/transb. */
