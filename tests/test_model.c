@@ -18,6 +18,7 @@
 #include "loupe/fileio.h"
 #include "loupe/model.h"
 #include "loupe/run.h"
+#include "loupe/sanity.h"
 
 static void write_bytes(const char *path, const void *data, size_t n) {
     assert_int_equal(lp_file_write(path, data, n), LP_OK);
@@ -462,6 +463,63 @@ static void weights_are_mapped_with_huge_pages_requested(void **state) {
     assert_true(huge);
 }
 
+/* GPT-2's (in, out) matrices get (out, in) copies in the background after a load
+ * (arch/transposed.c): they hold the transposes, q, k and v lie one after another, products
+ * over enough rows read them and have the bits of products reading the file, a randomised
+ * copy of the model (sanity.c) drops the randomised layers' copies, and a model freed while
+ * its copies are being made is freed cleanly. */
+static void conv1d_weights_get_transposed_copies_with_the_same_bits(void **state) {
+    (void)state;
+    char *dir = make_temp_dir();
+    char m[512];
+    make_gpt2(dir, m, sizeof m, "--d-model 128 --heads 4 --d-mlp 384 --layers 2 --vocab 512 --ctx 96");
+    lp_model *model;
+    assert_int_equal(lp_model_load(&model, m, NULL), LP_OK);
+    lp_model_free(model); /* at once: the copying thread is stopped mid-way */
+    assert_int_equal(lp_model_load(&model, m, NULL), LP_OK);
+    lp_model_transpose_wait(model);
+    for (int l = 0; l < 2; l++) {
+        const lp_layer *L = &model->layers[l];
+        const lp_linear *lins[] = {&L->q, &L->k, &L->v, &L->o, &L->up, &L->down};
+        for (int i = 0; i < 6; i++) {
+            const lp_linear *lin = lins[i];
+            assert_non_null(lin->wt);
+            assert_true(atomic_load(lin->wt_ready));
+            long differ = 0;
+            for (int r = 0; r < lin->in; r++)
+                for (int c = 0; c < lin->out; c++)
+                    differ += memcmp(&lin->wt[(size_t)c * lin->in + r], &lin->w[(size_t)r * lin->ld + c], sizeof(float)) != 0;
+            assert_int_equal(differ, 0);
+        }
+        assert_ptr_equal(L->k.wt, L->q.wt + 128 * 128);
+        assert_ptr_equal(L->v.wt, L->k.wt + 128 * 128);
+    }
+    const lp_linear *up = &model->layers[0].up;
+    assert_ptr_equal(lp_linear_rows(up, 80).w, up->wt);
+    assert_ptr_equal(lp_linear_rows(up, 4).w, up->w); /* OpenBLAS's small-matrix range keeps the original */
+
+    lp_randomised *rnd;
+    assert_int_equal(lp_randomised_new(&rnd, model, 1, 7), LP_OK);
+    const lp_model *rm = lp_randomised_model(rnd);
+    assert_null(rm->layers[1].up.wt);
+    assert_ptr_equal(rm->layers[0].up.wt, up->wt);
+    lp_randomised_free(rnd);
+
+    int ids[80];
+    for (int i = 0; i < 80; i++) ids[i] = (i * 37 + 5) % 512;
+    lp_run *with, *without;
+    assert_int_equal(lp_run_new(&with, model, ids, 80), LP_OK);
+    lp_model_transpose_stop(model);
+    assert_null(model->layers[0].q.wt);
+    assert_int_equal(lp_run_new(&without, model, ids, 80), LP_OK);
+    for (int t = 0; t < 80; t++)
+        assert_memory_equal(lp_run_logits(with, t), lp_run_logits(without, t), 512 * sizeof(float));
+    lp_run_free(with);
+    lp_run_free(without);
+    lp_model_free(model);
+    rm_tree(dir);
+}
+
 /* The scan is cut into chunks shared among threads: it must still name the first bad float,
  * not the first one a thread happened to find, in every position of a block and chunk. */
 static void nonfinite_scan_names_the_first_index(void **state) {
@@ -640,6 +698,7 @@ int main(void) {
         cmocka_unit_test(nonfinite_weights_are_refused_at_load),
         cmocka_unit_test(nonfinite_scan_names_the_first_index),
         cmocka_unit_test(weights_are_mapped_with_huge_pages_requested),
+        cmocka_unit_test(conv1d_weights_get_transposed_copies_with_the_same_bits),
         cmocka_unit_test(json_files_above_the_size_caps_are_refused),
         cmocka_unit_test(forward_overflow_is_a_clear_error),
         cmocka_unit_test(config_fuzz_corpus_replays),

@@ -36,6 +36,8 @@ static int randomise_linear(lp_linear *w, lp_rng *rng, float **own) {
     }
     w->w = m;
     w->ld = (int)cols;
+    w->wt = NULL; /* the copy is of the original */
+    w->wt_ready = NULL;
     *own = m;
     return LP_OK;
 }

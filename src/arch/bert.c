@@ -95,7 +95,7 @@ int lp_arch_mlm_decoder(lp_model *m, json_t *config, const char *weight, const c
     m->cfg.tied_unembed = tied;
     const char *bname = lp_st_find(m->st, bias) || !lp_st_find(m->st, bias2) ? bias : bias2;
     if ((rc = lp_model_tensor(m, bname, 1, bshape, &b))) return rc;
-    m->unembed = (lp_linear){w, b, c->d_model, c->vocab, c->d_model, true};
+    m->unembed = lp_linear_of(w, b, c->d_model, c->vocab, c->d_model, true);
     return LP_OK;
 }
 

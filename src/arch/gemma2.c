@@ -180,7 +180,7 @@ int lp_arch_gemma2_load(lp_model *m, json_t *config, const char *path) {
     if ((rc = layer_windows(m, config, window, path))) return rc;
     json_t *tie = json_object_get(config, "tie_word_embeddings");
     c->tied_unembed = !tie || json_is_null(tie) || json_is_true(tie);
-    if (c->tied_unembed) m->unembed = (lp_linear){m->tok_emb, NULL, d, vocab, d, true};
+    if (c->tied_unembed) m->unembed = lp_linear_of(m->tok_emb, NULL, d, vocab, d, true);
     else if ((rc = linear(m, "lm_head", d, vocab, false, &m->unembed))) return rc;
     return LP_OK;
 }

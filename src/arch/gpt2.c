@@ -84,12 +84,12 @@ int lp_arch_gpt2_load(lp_model *m, json_t *config, const char *path) {
             (rc = tensor(m, p, n[10], 2, n_inner, d, &pr_w)) || (rc = tensor(m, p, n[11], 1, d, 0, &pr_b)))
             return rc;
         /* q, k and v are column blocks of the fused (d, 3d) c_attn: no copy, row stride 3d. */
-        L->q = (lp_linear){qkv_w, qkv_b, d, d, d3, false};
-        L->k = (lp_linear){qkv_w + d, qkv_b + d, d, d, d3, false};
-        L->v = (lp_linear){qkv_w + 2 * d, qkv_b + 2 * d, d, d, d3, false};
-        L->o = (lp_linear){o_w, o_b, d, d, d, false};
-        L->up = (lp_linear){fc_w, fc_b, d, n_inner, n_inner, false};
-        L->down = (lp_linear){pr_w, pr_b, n_inner, d, d, false};
+        L->q = lp_linear_of(qkv_w, qkv_b, d, d, d3, false);
+        L->k = lp_linear_of(qkv_w + d, qkv_b + d, d, d, d3, false);
+        L->v = lp_linear_of(qkv_w + 2 * d, qkv_b + 2 * d, d, d, d3, false);
+        L->o = lp_linear_of(o_w, o_b, d, d, d, false);
+        L->up = lp_linear_of(fc_w, fc_b, d, n_inner, n_inner, false);
+        L->down = lp_linear_of(pr_w, pr_b, n_inner, d, d, false);
     }
     /* GPT2LMHeadModel ties lm_head to wte; a checkpoint may still carry a copy of it. */
     const float *head = m->tok_emb;
@@ -104,6 +104,6 @@ int lp_arch_gpt2_load(lp_model *m, json_t *config, const char *path) {
         head = m->tok_emb;
         c->tied_unembed = true;
     }
-    m->unembed = (lp_linear){head, NULL, d, vocab, d, true};
+    m->unembed = lp_linear_of(head, NULL, d, vocab, d, true);
     return LP_OK;
 }

@@ -84,9 +84,9 @@ static int split_qkv(lp_model *m, const float *w, const float *b, int d, int H, 
             memcpy(buf + to * d, w + from * d, (size_t)dh * d * sizeof *buf);
             if (bb) memcpy(bb + to, b + from, (size_t)dh * sizeof *bb);
         }
-    L->q = (lp_linear){buf, bb, d, d, d, true};
-    L->k = (lp_linear){buf + dd, bb ? bb + d : NULL, d, d, d, true};
-    L->v = (lp_linear){buf + 2 * dd, bb ? bb + 2 * d : NULL, d, d, d, true};
+    L->q = lp_linear_of(buf, bb, d, d, d, true);
+    L->k = lp_linear_of(buf + dd, bb ? bb + d : NULL, d, d, d, true);
+    L->v = lp_linear_of(buf + 2 * dd, bb ? bb + 2 * d : NULL, d, d, d, true);
     return LP_OK;
 }
 
@@ -165,7 +165,7 @@ int lp_arch_gpt_neox_load(lp_model *m, json_t *config, const char *path) {
     }
     /* GPTNeoXForCausalLM's embed_out, unless a config ties it to embed_in. */
     c->tied_unembed = tied;
-    if (tied) m->unembed = (lp_linear){m->tok_emb, NULL, d, vocab, d, true};
+    if (tied) m->unembed = lp_linear_of(m->tok_emb, NULL, d, vocab, d, true);
     else if ((rc = linear(m, "embed_out", d, vocab, false, &m->unembed))) return rc;
     return LP_OK;
 }

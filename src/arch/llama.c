@@ -99,7 +99,7 @@ int lp_arch_llama_load(lp_model *m, json_t *config, const char *path) {
     bool has_head = lp_model_has(m, "lm_head.weight");
     c->tied_unembed = tie ? json_is_true(tie) : !has_head;
     if (c->tied_unembed) {
-        m->unembed = (lp_linear){m->tok_emb, NULL, d, vocab, d, true};
+        m->unembed = lp_linear_of(m->tok_emb, NULL, d, vocab, d, true);
     } else if ((rc = linear(m, "lm_head", d, vocab, false, &m->unembed))) {
         return rc;
     }

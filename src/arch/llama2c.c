@@ -148,14 +148,14 @@ int lp_llama2c_parse(lp_model *m, const unsigned char *data, size_t size, const 
         lp_layer *y = &m->layers[l];
         y->ln1_w = rms_att + l * d;
         y->ln2_w = rms_ffn + l * d;
-        y->q = (lp_linear){wq + l * d * d, NULL, dim, dim, dim, true};
-        y->k = (lp_linear){wk + l * kvd * d, NULL, dim, kv_dim, dim, true};
-        y->v = (lp_linear){wv + l * kvd * d, NULL, dim, kv_dim, dim, true};
-        y->o = (lp_linear){wo + l * d * d, NULL, dim, dim, dim, true};
-        y->gate = (lp_linear){w1 + l * hd * d, NULL, dim, hidden, dim, true};
-        y->down = (lp_linear){w2 + l * d * hd, NULL, hidden, dim, hidden, true};
-        y->up = (lp_linear){w3 + l * hd * d, NULL, dim, hidden, dim, true};
+        y->q = lp_linear_of(wq + l * d * d, NULL, dim, dim, dim, true);
+        y->k = lp_linear_of(wk + l * kvd * d, NULL, dim, kv_dim, dim, true);
+        y->v = lp_linear_of(wv + l * kvd * d, NULL, dim, kv_dim, dim, true);
+        y->o = lp_linear_of(wo + l * d * d, NULL, dim, dim, dim, true);
+        y->gate = lp_linear_of(w1 + l * hd * d, NULL, dim, hidden, dim, true);
+        y->down = lp_linear_of(w2 + l * d * hd, NULL, hidden, dim, hidden, true);
+        y->up = lp_linear_of(w3 + l * hd * d, NULL, dim, hidden, dim, true);
     }
-    m->unembed = (lp_linear){wcls, NULL, dim, vocab, dim, true};
+    m->unembed = lp_linear_of(wcls, NULL, dim, vocab, dim, true);
     return LP_OK;
 }

@@ -212,7 +212,7 @@ int lp_model_linear(lp_model *m, const char *name, int in, int out, bool bias, l
     int wshape[2] = {out, in}, bshape[1] = {out};
     int rc;
     snprintf(full, sizeof full, "%s.weight", name);
-    *lin = (lp_linear){NULL, NULL, in, out, in, true};
+    *lin = lp_linear_of(NULL, NULL, in, out, in, true);
     if ((rc = lp_model_tensor(m, full, 2, wshape, &lin->w))) return rc;
     snprintf(full, sizeof full, "%s.bias", name);
     if (bias && (rc = lp_model_tensor(m, full, 1, bshape, &lin->b))) return rc;
@@ -393,6 +393,7 @@ int lp_model_load(lp_model **out, const char *path, const lp_load_options *opts)
                       "tokenizer with --tokenizer", path, lp_tokenizer_vocab_size(m->tok), m->cfg.vocab);
         goto fail;
     }
+    lp_model_transpose_start(m);
     *out = m;
     return LP_OK;
 fail:
@@ -402,6 +403,7 @@ fail:
 
 void lp_model_free(lp_model *m) {
     if (!m) return;
+    lp_model_transpose_stop(m);
     lp_model_free(m->encoder);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);

@@ -4,6 +4,7 @@
 #define LOUPE_MODEL_IMPL_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 
 #include "loupe/fileio.h"
 #include "loupe/model.h"
@@ -18,7 +19,32 @@ typedef struct {
     const float *b;   /* (out) or NULL */
     int in, out, ld;
     bool trans;
+    /* A loaded model's (in, out) matrix copied as (out, in) rows (ld = in), usable once
+     * *wt_ready is set (src/arch/transposed.c); NULL when there is no copy. Whoever changes
+     * w clears both. */
+    const float *wt;
+    const atomic_bool *wt_ready;
 } lp_linear;
+
+/* A matrix with no (out, in) copy. */
+static inline lp_linear lp_linear_of(const float *w, const float *b, int in, int out, int ld, bool trans) {
+    return (lp_linear){.w = w, .b = b, .in = in, .out = out, .ld = ld, .trans = trans};
+}
+
+/* The matrix a product over n rows reads: the (out, in) copy once it is whole, else lin
+ * itself. OpenBLAS packs both layouts into the same panels for the same kernel, so the
+ * product has the same bits either way and only its speed differs; but at most 1e6
+ * multiply-adds OpenBLAS 0.3.21's SkylakeX build may take a small-matrix kernel chosen by
+ * layout (interface/gemm.c, sgemm_small_kernel_permit_skylakex.c), whose sums are its own,
+ * so products that small keep the original. */
+static inline lp_linear lp_linear_copy(const lp_linear *lin) {
+    return lp_linear_of(lin->wt, lin->b, lin->in, lin->out, lin->in, true);
+}
+static inline lp_linear lp_linear_rows(const lp_linear *lin, int n) {
+    if (lin->wt && (double)n * lin->in * lin->out > 1e6 && atomic_load_explicit(lin->wt_ready, memory_order_acquire))
+        return lp_linear_copy(lin);
+    return *lin;
+}
 
 /* Pre-norm blocks (GPT-2, Llama) normalise the input of attention (ln1) and of the MLP (ln2);
  * post-norm blocks (BERT) hold here the norm after attention's sum (ln1) and after the
@@ -96,11 +122,19 @@ struct lp_model {
     int n_gguf_types;
     float **owned;               /* converted tensors */
     float *trainable;            /* the parameter block of a model made for training (train.c), else NULL */
+    struct lp_transposed *transposed; /* the (out, in) copies being made or made (transposed.c) */
     int n_owned, cap_owned;
 };
 
 /* Loaders fill m->cfg and the weights; m->tok and m->path are set by lp_model_load. */
 int lp_load_llama2c(lp_model *m, const char *path);
+/* After a load: starts the thread that copies (in, out) weights as (out, in) rows
+ * (lp_linear.wt); nothing when there are none, or no memory or thread for it. */
+void lp_model_transpose_start(lp_model *m);
+/* Until the copies are made (tests, benchmarks); at once when none are being made. */
+void lp_model_transpose_wait(const lp_model *m);
+/* Stops the copying thread and frees the copies (lp_model_free). */
+void lp_model_transpose_stop(lp_model *m);
 /* The same from memory (data must outlive m and be 4-byte aligned); for the fuzzer. */
 int lp_llama2c_parse(lp_model *m, const unsigned char *data, size_t size, const char *path);
 /* GGUF files: the architecture's loader below, fed a config made from the metadata. */

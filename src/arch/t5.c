@@ -182,7 +182,7 @@ int lp_arch_t5_load(lp_model *m, json_t *config, const char *path) {
         double s = 1.0 / sqrt((double)c->d_model);
         for (int j = 0; j < c->d_model; j++) w[j] = (float)(m->lnf_w[j] * s);
         m->lnf_w = w;
-        m->unembed = (lp_linear){m->tok_emb, NULL, c->d_model, c->vocab, c->d_model, true};
+        m->unembed = lp_linear_of(m->tok_emb, NULL, c->d_model, c->vocab, c->d_model, true);
     } else if ((rc = lp_model_linear(m, "lm_head", c->d_model, c->vocab, false, &m->unembed))) {
         return rc;
     }

@@ -51,8 +51,9 @@ void lp_linear_forward(float *y, const float *x, const lp_linear *lin, int n) {
         lp_parallel_for((size_t)n, grain_rows(lin->out), bias_fill, &j);
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, lin->trans ? CblasTrans : CblasNoTrans, n, lin->out, lin->in, 1.0f, x,
-                lin->in, lin->w, lin->ld, beta, y, lin->out);
+    lp_linear r = lp_linear_rows(lin, n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, r.trans ? CblasTrans : CblasNoTrans, n, r.out, r.in, 1.0f, x, r.in, r.w,
+                r.ld, beta, y, r.out);
 }
 
 /* Sums of a row in double over 8 lanes, added up in a fixed order at the end: the compiler
@@ -503,8 +504,14 @@ static void mlp_rows(const lp_config *c, const lp_layer *w, const float *ln2, fl
  * blocks of one (d, 3d) matrix), or separate (out, in) matrices that happen to lie one after
  * another in the mapped file. One product over the whole width runs at the rate of a wide
  * product where three strided ones do not, and nothing is copied. */
-static bool qkv_fused(lp_linear *f, const lp_layer *w) {
-    const lp_linear *q = &w->q, *k = &w->k, *v = &w->v;
+static bool qkv_fused(lp_linear *f, const lp_layer *w, int n) {
+    /* Over rows, the (out, in) copies: all three or none (q's look decides), so that the
+     * product is fused or not whatever the copying thread has done; transposed.c copies q, k
+     * and v only together and only when they are one matrix's column blocks, and lays the
+     * copies one after another. One row (decode.c) keeps the original, whose sums its bits are. */
+    lp_linear rq = w->q, rk = w->k, rv = w->v;
+    if (n > 1 && (rq = lp_linear_rows(&w->q, n)).w != w->q.w) rk = lp_linear_copy(&w->k), rv = lp_linear_copy(&w->v);
+    const lp_linear *q = &rq, *k = &rk, *v = &rv;
     int out = q->out + k->out + v->out;
     if (q->trans != k->trans || q->trans != v->trans || q->in != k->in || q->in != v->in || q->ld != k->ld ||
         q->ld != v->ld)
@@ -513,7 +520,7 @@ static bool qkv_fused(lp_linear *f, const lp_layer *w) {
     size_t qs = q->trans ? (size_t)q->out * q->ld : (size_t)q->out, ks = k->trans ? (size_t)k->out * k->ld : (size_t)k->out;
     if (k->w != q->w + qs || v->w != k->w + ks || (q->trans ? q->ld != q->in : q->ld != out)) return false;
     if (q->b ? (k->b != q->b + q->out || v->b != k->b + k->out) : (k->b || v->b)) return false;
-    *f = (lp_linear){q->w, q->b, q->in, out, q->ld, q->trans};
+    *f = lp_linear_of(q->w, q->b, q->in, out, q->ld, q->trans);
     return true;
 }
 
@@ -537,7 +544,7 @@ static void split_rows(void *ctx, size_t i0, size_t i1) {
  * scratch (n, qd + 2 kvd) holds the fused product before it is split. */
 static void qkv_forward(float *q, float *k, float *v, float *scratch, const float *ln1, const lp_layer *w, int n) {
     lp_linear f;
-    if (!scratch || !qkv_fused(&f, w)) {
+    if (!scratch || !qkv_fused(&f, w, n)) {
         lp_linear_forward(q, ln1, &w->q, n);
         lp_linear_forward(k, ln1, &w->k, n);
         lp_linear_forward(v, ln1, &w->v, n);

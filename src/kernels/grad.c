@@ -259,7 +259,7 @@ static bool qkv_columns(lp_linear *f, const lp_layer *w) {
         v->ld != out || k->w != q->w + q->out || v->w != k->w + k->out)
         return false;
     if (q->b ? (k->b != q->b + q->out || v->b != k->b + k->out) : (k->b || v->b)) return false;
-    *f = (lp_linear){q->w, q->b, q->in, out, out, false};
+    *f = lp_linear_of(q->w, q->b, q->in, out, out, false);
     return true;
 }
 

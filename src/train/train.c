@@ -118,15 +118,15 @@ static void point_layer(lp_layer *L, float *p, const lp_param_tensor *t, const l
     L->ln1_w = AT(P_LN1_W);
     L->ln1_b = AT(P_LN1_B);
     const float *qkv_w = AT(P_ATTN_W), *qkv_b = AT(P_ATTN_B);
-    L->q = (lp_linear){qkv_w, qkv_b, d, d, 3 * d, false};
-    L->k = (lp_linear){qkv_w + d, qkv_b + d, d, d, 3 * d, false};
-    L->v = (lp_linear){qkv_w + 2 * d, qkv_b + 2 * d, d, d, 3 * d, false};
-    L->o = (lp_linear){AT(P_PROJ_W), AT(P_PROJ_B), d, d, d, false};
+    L->q = lp_linear_of(qkv_w, qkv_b, d, d, 3 * d, false);
+    L->k = lp_linear_of(qkv_w + d, qkv_b + d, d, d, 3 * d, false);
+    L->v = lp_linear_of(qkv_w + 2 * d, qkv_b + 2 * d, d, d, 3 * d, false);
+    L->o = lp_linear_of(AT(P_PROJ_W), AT(P_PROJ_B), d, d, d, false);
     if (c->attn_only) return;
     L->ln2_w = AT(P_LN2_W);
     L->ln2_b = AT(P_LN2_B);
-    L->up = (lp_linear){AT(P_FC_W), AT(P_FC_B), d, dm, dm, false};
-    L->down = (lp_linear){AT(P_FCPROJ_W), AT(P_FCPROJ_B), dm, d, d, false};
+    L->up = lp_linear_of(AT(P_FC_W), AT(P_FC_B), d, dm, dm, false);
+    L->down = lp_linear_of(AT(P_FCPROJ_W), AT(P_FCPROJ_B), dm, d, d, false);
 #undef AT
 }
 
@@ -201,7 +201,7 @@ int lp_train_model_new(lp_model **out, const lp_config *cfg, uint64_t seed) {
     for (int l = 0; l < c->n_layer; l++) point_layer(&m->layers[l], p, t, c, l);
     m->lnf_w = p + t[lnf_tensor(c)].offset;
     m->lnf_b = p + t[lnf_tensor(c) + 1].offset;
-    m->unembed = (lp_linear){m->tok_emb, NULL, c->d_model, c->vocab, c->d_model, true};
+    m->unembed = lp_linear_of(m->tok_emb, NULL, c->d_model, c->vocab, c->d_model, true);
     free(t);
     *out = m;
     return LP_OK;

@@ -86,7 +86,7 @@ static int enc_tensors(const lp_config *c, lp_param_tensor *out, int cap) {
 }
 
 static lp_linear linear_at(const float *p, const lp_param_tensor *t, int w, int in, int out) {
-    return (lp_linear){p + t[w].offset, p + t[w + 1].offset, in, out, in, true};
+    return lp_linear_of(p + t[w].offset, p + t[w + 1].offset, in, out, in, true);
 }
 
 static int enc_model_new(lp_model **out, const lp_config *cfg, uint64_t seed) {
@@ -181,7 +181,7 @@ static int enc_model_new(lp_model **out, const lp_config *cfg, uint64_t seed) {
         m->head.ln_w = p + t[head_t(c, MLM_LN_W)].offset;
         m->head.ln_b = p + t[head_t(c, MLM_LN_B)].offset;
         m->head.ln_eps = c->norm_eps;
-        m->unembed = (lp_linear){m->tok_emb, p + t[head_t(c, MLM_BIAS)].offset, d, c->vocab, d, true};
+        m->unembed = lp_linear_of(m->tok_emb, p + t[head_t(c, MLM_BIAS)].offset, d, c->vocab, d, true);
     } else {
         m->head.dense = linear_at(p, t, head_t(c, CLS_POOL_W), d, d);
         m->head.act = LP_HEAD_ACT_TANH;

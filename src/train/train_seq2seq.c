@@ -90,7 +90,7 @@ static float *tensor_at(float *p, const lp_param_tensor *t, int nt, const char *
 }
 
 /* An nn.Linear (out, in) of the block, as t5.c's loader points one into a file. */
-static lp_linear linear(const float *w, int in, int out) { return (lp_linear){w, NULL, in, out, in, true}; }
+static lp_linear linear(const float *w, int in, int out) { return lp_linear_of(w, NULL, in, out, in, true); }
 
 /* Points one stack's layers, relative bias table and final norm into the block. */
 static void point_stack(lp_model *sm, float *p, const lp_param_tensor *t, int nt, const char *stack) {
