@@ -33,8 +33,7 @@ static float *values(size_t n, uint64_t seed) {
 static lp_linear matrix(int in, int out, bool trans, int pad, bool bias, uint64_t seed) {
     int ld = (trans ? in : out) + pad;
     size_t rows = trans ? (size_t)out : (size_t)in;
-    lp_linear l = {values(rows * ld, seed), bias ? values((size_t)out, seed + 1) : NULL, in, out, ld, trans};
-    return l;
+    return lp_linear_of(values(rows * ld, seed), bias ? values((size_t)out, seed + 1) : NULL, in, out, ld, trans);
 }
 
 static void free_matrix(lp_linear *l) {
