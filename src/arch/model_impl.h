@@ -133,6 +133,8 @@ int lp_load_llama2c(lp_model *m, const char *path);
 void lp_model_transpose_start(lp_model *m);
 /* Until the copies are made (tests, benchmarks); at once when none are being made. */
 void lp_model_transpose_wait(const lp_model *m);
+/* The copies' size: what they add to the process's memory. */
+size_t lp_model_transpose_bytes(const lp_model *m);
 /* Stops the copying thread and frees the copies (lp_model_free). */
 void lp_model_transpose_stop(lp_model *m);
 /* The same from memory (data must outlive m and be 4-byte aligned); for the fuzzer. */

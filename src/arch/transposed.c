@@ -143,6 +143,8 @@ void lp_model_transpose_wait(const lp_model *m) {
     pthread_mutex_unlock(&t->lock);
 }
 
+size_t lp_model_transpose_bytes(const lp_model *m) { return m->transposed ? m->transposed->bytes : 0; }
+
 void lp_model_transpose_stop(lp_model *m) {
     struct lp_transposed *t = m->transposed;
     if (!t) return;

@@ -1095,9 +1095,11 @@ int main(int argc, char **argv) {
      * holds at its peak (one arena at a time: the spare is reused, grown or let go). */
     double rss = ru.ru_maxrss * 1024.0, weights = (double)lp_model_weight_bytes(m);
     double act = (double)lp_run_batch_bytes(m, 1, &longest), budget = weights + 2.0 * act;
-    printf("peak RSS: %.0f MB = weights %.0f MB + the arena of the longest run (T=%d) %.0f MB + %.0f MB else; "
-           "target < weights + twice that arena = %.0f MB: %s\n", rss / 1e6, weights / 1e6, longest, act / 1e6,
-           (rss - weights - act) / 1e6, budget / 1e6, rss < budget ? "met" : "MISSED");
+    double copies = (double)lp_model_transpose_bytes(m);
+    printf("peak RSS: %.0f MB = weights %.0f MB + the arena of the longest run (T=%d) %.0f MB + the (out, in) "
+           "copies %.0f MB + %.0f MB else; target < weights + twice that arena = %.0f MB: %s\n", rss / 1e6,
+           weights / 1e6, longest, act / 1e6, copies / 1e6, (rss - weights - act - copies) / 1e6, budget / 1e6,
+           rss < budget ? "met" : "MISSED");
     lp_model_free(m);
     return 0;
 }
