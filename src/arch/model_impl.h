@@ -31,15 +31,17 @@ static inline lp_linear lp_linear_of(const float *w, const float *b, int in, int
     return (lp_linear){.w = w, .b = b, .in = in, .out = out, .ld = ld, .trans = trans};
 }
 
+/* lin's (out, in) copy as a matrix of its own. */
+static inline lp_linear lp_linear_copy(const lp_linear *lin) {
+    return lp_linear_of(lin->wt, lin->b, lin->in, lin->out, lin->in, true);
+}
+
 /* The matrix a product over n rows reads: the (out, in) copy once it is whole, else lin
  * itself. OpenBLAS packs both layouts into the same panels for the same kernel, so the
  * product has the same bits either way and only its speed differs; but at most 1e6
  * multiply-adds OpenBLAS 0.3.21's SkylakeX build may take a small-matrix kernel chosen by
  * layout (interface/gemm.c, sgemm_small_kernel_permit_skylakex.c), whose sums are its own,
  * so products that small keep the original. */
-static inline lp_linear lp_linear_copy(const lp_linear *lin) {
-    return lp_linear_of(lin->wt, lin->b, lin->in, lin->out, lin->in, true);
-}
 static inline lp_linear lp_linear_rows(const lp_linear *lin, int n) {
     if (lin->wt && (double)n * lin->in * lin->out > 1e6 && atomic_load_explicit(lin->wt_ready, memory_order_acquire))
         return lp_linear_copy(lin);

@@ -503,7 +503,7 @@ static void mlp_rows(const lp_config *c, const lp_layer *w, const float *ln2, fl
 /* q, k and v as one matrix when the checkpoint stores them so: GPT-2's fused c_attn (column
  * blocks of one (d, 3d) matrix), or separate (out, in) matrices that happen to lie one after
  * another in the mapped file. One product over the whole width runs at the rate of a wide
- * product where three strided ones do not, and nothing is copied. */
+ * product where three strided ones do not, and nothing is copied for it. */
 static bool qkv_fused(lp_linear *f, const lp_layer *w, int n) {
     /* Over rows, the (out, in) copies: all three or none (q's look decides), so that the
      * product is fused or not whatever the copying thread has done; transposed.c copies q, k
