@@ -153,6 +153,19 @@ rm -f "$out/merged.db"
 torch_bench "decoder in PyTorch" tests/bench/torch_gpt2.py "$model" --compare-logits "$logits" \
     --compare-attr "$out/attr-t32.f32" --loupe "$out/report.txt"
 
+# This VM's speed swings by half between minutes, and the report's ig-32 and occlusion ran
+# minutes before PyTorch's: so two more rounds, each `bench --attr32` then PyTorch's same
+# attributions at once, each pair's ratio printed.
+if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+    echo
+    echo "== ig-32 and occlusion, loupe then PyTorch back to back (2 rounds)"
+    for round in 1 2; do
+        "$bench" --attr32 "$model" >"$out/attr-pair.txt" || { echo "bench failed" >&2; exit 1; }
+        OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 tests/bench/torch_gpt2.py "$model" --only attr \
+            --loupe "$out/attr-pair.txt" | grep -E "^  (ig-32|occlusion)"
+    done
+fi
+
 # The browser: time to draw each view into the screen model for this model's T=128 run
 # (target: under 16 ms, one 60 Hz frame). Built here: make bench names only the engine's tools.
 echo

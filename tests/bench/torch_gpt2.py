@@ -17,9 +17,11 @@ The objectives take the target's column of the unembedding only, as loupe does. 
 bench.c's fill_ids, so --compare-logits FILE (bench --save-logits: the T=128 run's logits)
 and --compare-attr FILE (bench --save-attr: the T=32 ig scores, then occlusion's) check that
 the two compute the same thing; --loupe FILE (bench's report) prints loupe's figures and the
-ratios beside torch's. Medians; threads: as many as CPUs (as loupe's OpenBLAS).
+ratios beside torch's; --only attr times ig-32 and occlusion alone (make bench's back-to-back
+rounds, each beside a `bench --attr32` run just before it). Medians; threads: as many as CPUs
+(as loupe's OpenBLAS).
 
-usage: OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 tests/bench/torch_gpt2.py MODEL_DIR [--compare-logits FILE] [--compare-attr FILE] [--loupe FILE]
+usage: OMP_WAIT_POLICY=PASSIVE /usr/bin/python3 tests/bench/torch_gpt2.py MODEL_DIR [--compare-logits FILE] [--compare-attr FILE] [--loupe FILE] [--only attr]
 """
 
 import math
@@ -125,12 +127,13 @@ def loupe_figures(path):
 
 
 def main():
-    cfg, W, opts = start(__doc__, ("--compare-logits", "--compare-attr", "--loupe"))
+    cfg, W, opts = start(__doc__, ("--compare-logits", "--compare-attr", "--loupe", "--only"))
     m, V = GPT2(cfg, W), cfg["vocab_size"]
     loupe = loupe_figures(opts["--loupe"]) if "--loupe" in opts else {}
     rows = []
+    attr_only = opts.get("--only") == "attr"
 
-    for T, reps in ((128, 5), (512, 3), (1024, 1)):
+    for T, reps in () if attr_only else ((128, 5), (512, 3), (1024, 1)):
         ids = fill_ids(T, V)
         med, best = timed(lambda: m.run(ids), reps)
         print(f"torch run T={T}: {med * 1e3:.1f} ms (median of {reps}, best {best * 1e3:.1f}), residuals, "
@@ -172,12 +175,13 @@ def main():
         compare_file("ig and occlusion scores", np.concatenate([scores.numpy(), (fx - occlusion()).numpy()]),
                      opts["--compare-attr"], 1e-3)
 
-    prompt, n = fill_ids(16, V), 128
-    t = time.perf_counter()
-    m.generate(prompt, n)
-    t = time.perf_counter() - t
-    print(f"torch generate: {n / t:.1f} tokens/s (prompt 16, then {n} new tokens, greedy, key/value cache)")
-    rows.append(("generation", n / t, "tokens/s"))
+    if not attr_only:
+        prompt, n = fill_ids(16, V), 128
+        t = time.perf_counter()
+        m.generate(prompt, n)
+        t = time.perf_counter() - t
+        print(f"torch generate: {n / t:.1f} tokens/s (prompt 16, then {n} new tokens, greedy, key/value cache)")
+        rows.append(("generation", n / t, "tokens/s"))
 
     if loupe:
         print("loupe vs torch (loupe's figures from its report; a ratio > 1: loupe is faster):")
