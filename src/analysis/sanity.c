@@ -34,10 +34,7 @@ static int randomise_linear(lp_linear *w, lp_rng *rng, float **own) {
         m[i] = (float)(mean + sd * r * cos(2 * M_PI * u2));
         if (i + 1 < rows * cols) m[i + 1] = (float)(mean + sd * r * sin(2 * M_PI * u2));
     }
-    w->w = m;
-    w->ld = (int)cols;
-    w->wt = NULL; /* the copy is of the original */
-    w->wt_ready = NULL;
+    *w = lp_linear_of(m, w->b, w->in, w->out, (int)cols, w->trans); /* without the original's (out, in) copy */
     *own = m;
     return LP_OK;
 }

@@ -70,6 +70,20 @@ typedef struct {
                                     (itself included); 0: every earlier position */
 } lp_layer;
 
+/* q, k and v as one (in, H*dh + 2 Hkv*dh) matrix, into f when f is not NULL: GPT-2's c_attn,
+ * whose column blocks they are (their biases too). One product over the whole width, forward
+ * and backward (grad.c), instead of three strided ones; transposed.c copies them together. */
+static inline bool lp_qkv_columns(lp_linear *f, const lp_layer *w) {
+    const lp_linear *q = &w->q, *k = &w->k, *v = &w->v;
+    int out = q->out + k->out + v->out;
+    if (q->trans || k->trans || v->trans || q->in != k->in || q->in != v->in || q->ld != out || k->ld != out ||
+        v->ld != out || k->w != q->w + q->out || v->w != k->w + k->out)
+        return false;
+    if (q->b ? (k->b != q->b + q->out || v->b != k->b + k->out) : (k->b || v->b)) return false;
+    if (f) *f = lp_linear_of(q->w, q->b, q->in, out, out, false);
+    return true;
+}
+
 /* The activation of a head's dense layer. */
 typedef enum { LP_HEAD_ACT_TANH, LP_HEAD_ACT_RELU, LP_HEAD_ACT_GELU_ERF, LP_HEAD_ACT_GELU_TANH } lp_head_act;
 

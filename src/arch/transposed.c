@@ -39,10 +39,7 @@ enum { N_LAYER_LINEARS = 7 };
  * fused on the copies exactly when it is on the originals. */
 static bool wants_copy(const lp_layer *L, const lp_linear *lin) {
     if (!lin->w || lin->trans || lin->in < 1 || lin->out < 1) return false;
-    if (lin != &L->q && lin != &L->k && lin != &L->v) return true;
-    const lp_linear *q = &L->q, *k = &L->k, *v = &L->v;
-    return k->w && v->w && !k->trans && !v->trans && q->in == k->in && q->in == v->in && k->w == q->w + q->out &&
-           v->w == k->w + k->out && q->ld == q->out + k->out + v->out && k->ld == q->ld && v->ld == q->ld;
+    return (lin != &L->q && lin != &L->k && lin != &L->v) || lp_qkv_columns(NULL, L);
 }
 
 static size_t layer_bytes(const lp_layer *L) {

@@ -250,19 +250,6 @@ static void add_floats(float *y, const float *a, const float *b, size_t n) {
     lp_parallel_for(n, GRAIN_FLOATS, add_range, &j);
 }
 
-/* q, k and v as one (in, H*dh + 2 Hkv*dh) matrix: GPT-2's c_attn, whose column blocks they are.
- * One product over the whole width, forward and backward, instead of three strided ones. */
-static bool qkv_columns(lp_linear *f, const lp_layer *w) {
-    const lp_linear *q = &w->q, *k = &w->k, *v = &w->v;
-    int out = q->out + k->out + v->out;
-    if (q->trans || k->trans || v->trans || q->in != k->in || q->in != v->in || q->ld != out || k->ld != out ||
-        v->ld != out || k->w != q->w + q->out || v->w != k->w + k->out)
-        return false;
-    if (q->b ? (k->b != q->b + q->out || v->b != k->b + k->out) : (k->b || v->b)) return false;
-    *f = lp_linear_of(q->w, q->b, q->in, out, out, false);
-    return true;
-}
-
 /* a . b over n floats in 16 lanes, summed in a fixed order: loops the compiler vectorises. */
 static inline float dot_lanes(const float *a, const float *b, int n) {
     float acc[16] = {0}, s = 0.0f;
@@ -693,7 +680,7 @@ static void attn_half_backward(float *d_in, const grad_layer *g, const tape_laye
     linear_backward(g->d_z, post_norm_backward(g, g->d_mid, t->attn_raw, t->post1_scale, w->post1_w, n, c), &w->o, n,
                     0.0f);
     lp_linear f;
-    if (g->dq_ld && qkv_columns(&f, w)) { /* d_q | d_k | d_v as one (n, f.out) matrix */
+    if (g->dq_ld && lp_qkv_columns(&f, w)) { /* d_q | d_k | d_v as one (n, f.out) matrix */
         memset(g->d_q, 0, (size_t)n * f.out * sizeof *g->d_q);
         attention_backward(g, t, c, B, T);
         linear_backward(g->d_ln1, g->d_q, &f, n, 0.0f);
@@ -1646,7 +1633,7 @@ static void batch_layer_forward(batch *bt, const lp_model *m, int l, int B, int 
     lp_norm(bt->ln1, bt->ln1_scale + D * rows, x, w->ln1_w, w->ln1_b, n, d, c->norm, c->norm_eps);
     lp_linear f;
     float *pattern = bt->pattern + D * bt->Bmax * c->n_head * (size_t)T * T;
-    if (bt->qkv_ld && qkv_columns(&f, w)) {
+    if (bt->qkv_ld && lp_qkv_columns(&f, w)) {
         lp_linear_forward(q, bt->ln1, &f, n);
     } else {
         lp_linear_forward(q, bt->ln1, &w->q, n);
@@ -1764,10 +1751,10 @@ static int grad_batch(const lp_model *m, int T, int n, lp_embed_fn input, void *
     int S = shared; /* sequences a chunk has beside the inputs: the base */
     lp_linear fused;
     /* fused q|k|v: a layout the short attention reads (rotary rotates q and k apart) */
-    if (c->pos == LP_POS_LEARNED && T <= ATTN_LOOP_MAX_T && qkv_columns(&fused, &m->layers[0])) {
+    if (c->pos == LP_POS_LEARNED && T <= ATTN_LOOP_MAX_T && lp_qkv_columns(&fused, &m->layers[0])) {
         bt.qkv_ld = fused.out;
         for (int l = 1; l < c->n_layer; l++)
-            if (!qkv_columns(&fused, &m->layers[l])) bt.qkv_ld = 0;
+            if (!lp_qkv_columns(&fused, &m->layers[l])) bt.qkv_ld = 0;
     }
     size_t per_seq = batch_layout(&bt, NULL, c, logprob);
     int most = (int)(BATCH_BUDGET / (per_seq * sizeof(float))) - S; /* inputs a chunk may take */

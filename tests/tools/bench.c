@@ -805,6 +805,14 @@ static void time_load(const char *path, int reps, double *wall, double *cpu, lp_
     }
 }
 
+/* path's model, loaded, once its (out, in) copies are made: timed runs read what a forward will. */
+static lp_model *load_ready(const char *path) {
+    lp_model *m;
+    if (lp_model_load(&m, path, NULL)) die(path);
+    lp_model_transpose_wait(m);
+    return m;
+}
+
 static double file_mb(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f || fseek(f, 0, SEEK_END)) {
@@ -992,8 +1000,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (generate_only) {
-        if (lp_model_load(&m, path, NULL)) die(path);
-        lp_model_transpose_wait(m); /* timed runs read the copies the forward will */
+        m = load_ready(path);
         print_blas();
         printf("load average %.2f\n", load[0]);
         bench_generate(m, 16, 128, true);
@@ -1001,8 +1008,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (attr_only) {
-        if (lp_model_load(&m, path, NULL)) die(path);
-        lp_model_transpose_wait(m); /* timed runs read the copies the forward will */
+        m = load_ready(path);
         print_blas();
         printf("load average %.2f\n", load[0]);
         bench_attr(m, 32, attr_only == 2 ? 5 : 3, true, lf.save_attr);
@@ -1014,8 +1020,7 @@ int main(int argc, char **argv) {
 
     /* The forward with capture at each length, beside the roofline (make bench: Pythia's shape). */
     if (forward_only) {
-        if (lp_model_load(&m, path, NULL)) die(path);
-    lp_model_transpose_wait(m); /* timed runs read the copies the forward will */
+        m = load_ready(path);
         int lens[16], n_lens = 0;
         for (const char *p = lengths; *p;) {
             char *end;
@@ -1038,8 +1043,7 @@ int main(int argc, char **argv) {
 
     /* Quick: what depends on the BLAS core and threads, for comparing them. */
     if (quick) {
-        if (lp_model_load(&m, path, NULL)) die(path);
-        lp_model_transpose_wait(m); /* timed runs read the copies the forward will */
+        m = load_ready(path);
         print_blas();
         double peak = roofline(lp_model_config(m), 1);
         bench_forward(m, 128, 3, peak, &lf);
@@ -1078,8 +1082,7 @@ int main(int argc, char **argv) {
      * process does. */
     lp_model_free(m);
     int longest = bench_session(path, 3);
-    if (lp_model_load(&m, path, NULL)) die(path);
-    lp_model_transpose_wait(m); /* timed runs read the copies the forward will */
+    m = load_ready(path);
     if (longest < 512) longest = 512;
     bench_attr(m, 32, enc ? 3 : 5, true, lf.save_attr);
     bench_attr(m, 128, 1, false, NULL);
