@@ -5,9 +5,11 @@
  * same bits. So after a load a thread at idle priority copies each layer's (in, out)
  * matrices as (out, in) rows into one mapping of huge pages, layer by layer, and marks a
  * layer ready when its copies are whole; lp_linear_rows hands them to the products over
- * rows from then on. The backward's dY W^T, generation's one-row products and the file
- * keep the original. The copies stop at a budget (an eighth of memory, 2 GiB at most):
- * the layers past it keep the original too. */
+ * rows from then on. One-row products (generation) always read the copies, whose sums are
+ * decode.c's over (out, in) rows: a thread that needs a layer before the idle one got to it
+ * copies it then (lp_copy_layer_finish), claiming layers as the idle thread does. The
+ * backward's dY W^T and the file keep the original. The copies stop at a budget (an eighth
+ * of memory, 2 GiB at most): the layers past it keep the original, in every product. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -21,12 +23,12 @@ struct lp_transposed {
     lp_model *m;
     int n_layers;           /* layers copied: the first n_layers */
     atomic_bool stop;
-    atomic_bool *ready;     /* (n_layers) */
+    atomic_int next;        /* the first layer no thread has claimed */
+    lp_copy_layer *layers;  /* (n_layers) */
     char *map;
     size_t bytes;
-    pthread_mutex_t lock;
+    pthread_mutex_t lock;   /* with cond: a layer became ready */
     pthread_cond_t cond;
-    bool done;
 };
 
 /* A layer's matrices, in the order their copies are laid out (q, k, v one after another:
@@ -61,22 +63,39 @@ static void transpose(float *dst, const float *src, int in, int out, int ld) {
         }
 }
 
+/* Claims the next layer no thread has and copies it; false when none is left. */
+static bool copy_next_layer(struct lp_transposed *t) {
+    int l = atomic_fetch_add(&t->next, 1);
+    if (l >= t->n_layers) return false;
+    lp_layer *L = &t->m->layers[l];
+    const lp_linear *lins[N_LAYER_LINEARS] = LAYER_LINEARS(L);
+    for (int i = 0; i < N_LAYER_LINEARS; i++)
+        if (lins[i]->wt) transpose((float *)lins[i]->wt, lins[i]->w, lins[i]->in, lins[i]->out, lins[i]->ld);
+    pthread_mutex_lock(&t->lock);
+    atomic_store_explicit(&t->layers[l].ready, true, memory_order_release);
+    pthread_cond_broadcast(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    return true;
+}
+
 static void *transpose_main(void *arg) {
     struct lp_transposed *t = arg;
     struct sched_param none = {0};
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &none); /* a wish: fine if refused */
-    for (int l = 0; l < t->n_layers && !atomic_load(&t->stop); l++) {
-        lp_layer *L = &t->m->layers[l];
-        const lp_linear *lins[N_LAYER_LINEARS] = LAYER_LINEARS(L);
-        for (int i = 0; i < N_LAYER_LINEARS; i++)
-            if (lins[i]->wt) transpose((float *)lins[i]->wt, lins[i]->w, lins[i]->in, lins[i]->out, lins[i]->ld);
-        atomic_store_explicit(&t->ready[l], true, memory_order_release);
+    while (!atomic_load(&t->stop) && copy_next_layer(t)) {
     }
-    pthread_mutex_lock(&t->lock);
-    t->done = true;
-    pthread_cond_broadcast(&t->cond);
-    pthread_mutex_unlock(&t->lock);
     return NULL;
+}
+
+void lp_copy_layer_finish(lp_copy_layer *cl) {
+    struct lp_transposed *t = cl->owner;
+    while (!atomic_load_explicit(&cl->ready, memory_order_acquire)) {
+        if (copy_next_layer(t)) continue;
+        /* every layer is claimed: this one is being copied by another thread */
+        pthread_mutex_lock(&t->lock);
+        while (!atomic_load_explicit(&cl->ready, memory_order_acquire)) pthread_cond_wait(&t->cond, &t->lock);
+        pthread_mutex_unlock(&t->lock);
+    }
 }
 
 /* The first n layers' matrices without their copies. */
@@ -84,7 +103,7 @@ static void forget_copies(lp_model *m, int n) {
     for (int l = 0; l < n; l++) {
         lp_layer *L = &m->layers[l];
         lp_linear *lins[N_LAYER_LINEARS] = LAYER_LINEARS(L);
-        for (int i = 0; i < N_LAYER_LINEARS; i++) lins[i]->wt = NULL, lins[i]->wt_ready = NULL;
+        for (int i = 0; i < N_LAYER_LINEARS; i++) lins[i]->wt = NULL, lins[i]->wt_layer = NULL;
     }
 }
 
@@ -101,21 +120,22 @@ void lp_model_transpose_start(lp_model *m) {
     while (n < m->cfg.n_layer && layer_bytes(&m->layers[n]) <= budget - bytes) bytes += layer_bytes(&m->layers[n++]);
     if (bytes == 0) return;
     struct lp_transposed *t = calloc(1, sizeof *t);
-    atomic_bool *ready = calloc((size_t)n, sizeof *ready);
+    lp_copy_layer *layers = calloc((size_t)n, sizeof *layers);
     void *map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (!t || !ready || map == MAP_FAILED) goto fail;
+    if (!t || !layers || map == MAP_FAILED) goto fail;
     madvise(map, bytes, MADV_HUGEPAGE); /* 4 KB pages would cost the packing most of the gain */
-    *t = (struct lp_transposed){.m = m, .n_layers = n, .ready = ready, .map = map, .bytes = bytes};
+    *t = (struct lp_transposed){.m = m, .n_layers = n, .layers = layers, .map = map, .bytes = bytes};
     pthread_mutex_init(&t->lock, NULL);
     pthread_cond_init(&t->cond, NULL);
     float *at = map;
     for (int l = 0; l < n; l++) {
         lp_layer *L = &m->layers[l];
         lp_linear *lins[N_LAYER_LINEARS] = LAYER_LINEARS(L);
+        layers[l].owner = t;
         for (int i = 0; i < N_LAYER_LINEARS; i++)
             if (wants_copy(L, lins[i])) {
                 lins[i]->wt = at;
-                lins[i]->wt_ready = &ready[l];
+                lins[i]->wt_layer = &layers[l];
                 at += (size_t)lins[i]->in * (size_t)lins[i]->out;
             }
     }
@@ -128,16 +148,13 @@ void lp_model_transpose_start(lp_model *m) {
     pthread_mutex_destroy(&t->lock);
 fail:
     if (map != MAP_FAILED) munmap(map, bytes);
-    free(ready);
+    free(layers);
     free(t);
 }
 
 void lp_model_transpose_wait(const lp_model *m) {
     struct lp_transposed *t = m->transposed;
-    if (!t) return;
-    pthread_mutex_lock(&t->lock);
-    while (!t->done) pthread_cond_wait(&t->cond, &t->lock);
-    pthread_mutex_unlock(&t->lock);
+    for (int l = 0; t && l < t->n_layers; l++) lp_copy_layer_finish(&t->layers[l]);
 }
 
 size_t lp_model_transpose_bytes(const lp_model *m) { return m->transposed ? m->transposed->bytes : 0; }
@@ -151,7 +168,7 @@ void lp_model_transpose_stop(lp_model *m) {
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->lock);
     munmap(t->map, t->bytes);
-    free(t->ready);
+    free(t->layers);
     free(t);
     m->transposed = NULL;
 }

@@ -40,7 +40,8 @@ static void bias_fill(void *ctx, size_t i0, size_t i1) {
 
 void lp_linear_forward(float *y, const float *x, const lp_linear *lin, int n) {
     if (n == 1) { /* one row, the shape of every generation step: kernels/decode.c */
-        lp_decode_linear(y, x, lin);
+        lp_linear r = lp_linear_one_row(lin);
+        lp_decode_linear(y, x, &r);
         return;
     }
     /* A bias goes into y first and the product is added to it (beta 1): one pass over y
@@ -505,12 +506,12 @@ static void mlp_rows(const lp_config *c, const lp_layer *w, const float *ln2, fl
  * another in the mapped file. One product over the whole width runs at the rate of a wide
  * product where three strided ones do not, and nothing is copied for it. */
 static bool qkv_fused(lp_linear *f, const lp_layer *w, int n) {
-    /* Over rows, the (out, in) copies: all three or none (q's look decides), so that the
-     * product is fused or not whatever the copying thread has done; transposed.c copies q, k
-     * and v only together and only when they are one matrix's column blocks, and lays the
-     * copies one after another. One row (decode.c) keeps the original, whose sums its bits are. */
+    /* The (out, in) copies: all three or none (q's look decides), so that the product is
+     * fused or not whatever the copying thread has done; transposed.c copies q, k and v only
+     * together (one layer, one ready flag) and only when they are one matrix's column blocks,
+     * and lays the copies one after another. */
     lp_linear rq = w->q, rk = w->k, rv = w->v;
-    if (n > 1 && (rq = lp_linear_rows(&w->q, n)).w != w->q.w) rk = lp_linear_copy(&w->k), rv = lp_linear_copy(&w->v);
+    if ((rq = lp_linear_for(&w->q, n)).w != w->q.w) rk = lp_linear_copy(&w->k), rv = lp_linear_copy(&w->v);
     const lp_linear *q = &rq, *k = &rk, *v = &rv;
     int out = q->out + k->out + v->out;
     if (q->trans != k->trans || q->trans != v->trans || q->in != k->in || q->in != v->in || q->ld != k->ld ||

@@ -305,7 +305,8 @@ static void decode_products_alone(const lp_model *m, double step) {
             const lp_linear *mats[] = {&w->q, &w->k, &w->v, &w->o, &w->gate, &w->up, &w->down};
             for (size_t k = 0; k < sizeof mats / sizeof *mats; k++)
                 if (mats[k]->w) {
-                    lp_decode_linear(y, x, mats[k]);
+                    lp_linear one = lp_linear_one_row(mats[k]); /* the matrix decoding reads */
+                    lp_decode_linear(y, x, &one);
                     bytes += 4.0 * mats[k]->in * mats[k]->out;
                 }
         }
