@@ -529,7 +529,7 @@ static void one_row_products_read_the_copies_whoever_made_them(void **state) {
     (void)state;
     char *dir = make_temp_dir();
     char m[512];
-    make_gpt2(dir, m, sizeof m, "--d-model 256 --heads 4 --d-mlp 1024 --layers 8 --vocab 512 --ctx 64");
+    make_gpt2(dir, m, sizeof m, "--d-model 264 --heads 4 --d-mlp 1000 --layers 8 --vocab 512 --ctx 64");
     enum { PROMPT = 5, STEPS = 6, V = 512 };
     float logits[2][STEPS][V];
     for (int pass = 0; pass < 2; pass++) {
