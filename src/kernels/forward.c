@@ -9,6 +9,7 @@
 
 #include "kernels/decode.h"
 #include "kernels/expf8.h"
+#include "kernels/gelu_erf.h"
 #include "kernels/v16.h"
 #include "util/parallel.h"
 
@@ -375,10 +376,6 @@ static void packed_attention(const lp_config *c, int window, const lp_layer_io *
 
 static float silu(float x) { return x / (1.0f + expf(-x)); }
 
-/* BERT's "gelu": the exact GELU, x * Phi(x), computed in double (erff is not guaranteed to
- * be correctly rounded, and this keeps the result within float rounding of the reference). */
-static float gelu_erf(float x) { return (float)(0.5 * x * (1.0 + erf(x * 0.70710678118654752440))); }
-
 static float relu(float x) { return x > 0.0f ? x : 0.0f; }
 
 double lp_head_act_value(lp_head_act a, double v) {
@@ -406,7 +403,7 @@ static void map_range(void *ctx, size_t i0, size_t i1) {
     const float *a = j->a, *b = j->b;
     switch (j->kind) {
     case MAP_GELU_TANH: lp_gelu_tanh_n(y + i0, a + i0, i1 - i0); break;
-    case MAP_GELU_ERF: for (size_t i = i0; i < i1; i++) y[i] = gelu_erf(a[i]); break;
+    case MAP_GELU_ERF: lp_gelu_erf_n(y + i0, a + i0, i1 - i0); break;
     case MAP_RELU: for (size_t i = i0; i < i1; i++) y[i] = relu(a[i]); break;
     case MAP_SWIGLU: for (size_t i = i0; i < i1; i++) y[i] = silu(a[i]) * b[i]; break;
     case MAP_GEGLU: for (size_t i = i0; i < i1; i++) y[i] = lp_gelu_tanh(a[i]) * b[i]; break;
