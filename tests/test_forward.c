@@ -711,13 +711,14 @@ static void activations_match_double(void **state) {
 
 /* expf8's vector loops against the scalar expf they replace, bit for bit: every 251st float
  * bit pattern (both signs, denormals, the |x| >= 88 lanes that fall back, infinities, NaNs),
- * through the softmax's exponentials (shift 0, no floor) and GPT-2's GELU; then rows with a
+ * through the softmax's exponentials (shift 0, no floor), GPT-2's GELU and the gated MLPs'
+ * SiLU and GELU times up (NaN == NaN by bits: the same expression gives the same NaN); then rows with a
  * shift whose entries straddle the -88 floor. Checked over all 2^32 floats when written. */
 static void vector_expf_gives_glibc_bits(void **state) {
     (void)state;
     enum { B = 1 << 16 };
-    static float x[B], y[B], g[B];
-    size_t bad_exp = 0, bad_gelu = 0, n = 0;
+    static float x[B], y[B], g[B], u[B], sw[B], gg[B];
+    size_t bad_exp = 0, bad_gelu = 0, bad_gated = 0, n = 0;
     for (uint64_t b = 0; b < (1ull << 32);) {
         for (n = 0; n < B && b < (1ull << 32); n++, b += 251) {
             uint32_t bits = (uint32_t)b;
@@ -726,10 +727,15 @@ static void vector_expf_gives_glibc_bits(void **state) {
         memcpy(y, x, n * sizeof *x);
         lp_softmax_exp(y, (int)n, 0.0f, -INFINITY);
         lp_gelu_tanh_n(g, x, n);
+        for (size_t i = 0; i < n; i++) u[i] = (float)((i * 7919) % 2001) / 1000.0f - 1.0f;
+        lp_silu_mul_n(sw, x, u, n);
+        memcpy(gg, u, n * sizeof *u);
+        lp_gelu_tanh_mul_n(gg, x, gg, n); /* y the same array as u */
         for (size_t i = 0; i < n; i++) {
-            float e = expf(x[i] - 0.0f), gl = lp_gelu_tanh(x[i]);
+            float e = expf(x[i] - 0.0f), gl = lp_gelu_tanh(x[i]), s = lp_silu(x[i]) * u[i], q = gl * u[i];
             bad_exp += memcmp(&e, &y[i], sizeof e) != 0;
             bad_gelu += memcmp(&gl, &g[i], sizeof gl) != 0;
+            bad_gated += memcmp(&s, &sw[i], sizeof s) != 0 || memcmp(&q, &gg[i], sizeof q) != 0;
         }
     }
     size_t bad_rows = 0;
@@ -743,8 +749,9 @@ static void vector_expf_gives_glibc_bits(void **state) {
         }
         bad_rows += memcmp(row, ref, sizeof row) != 0;
     }
-    print_message("  vector expf vs expf: %zu exp, %zu gelu, %zu floored rows differ\n", bad_exp, bad_gelu, bad_rows);
-    assert_int_equal(bad_exp + bad_gelu + bad_rows, 0);
+    print_message("  vector expf vs expf: %zu exp, %zu gelu, %zu gated (silu, gelu) x up, %zu floored rows differ\n", bad_exp,
+                  bad_gelu, bad_gated, bad_rows);
+    assert_int_equal(bad_exp + bad_gelu + bad_gated + bad_rows, 0);
 }
 
 /* gelu_erf.c's lanes against the scalar exact GELU they replace (glibc's erf in double):

@@ -88,7 +88,25 @@ void lp_gelu_tanh_n(float *y, const float *x, size_t n) {
     for (; i < n; i++) y[i] = lp_gelu_tanh(x[i]);
 }
 
+void lp_silu_mul_n(float *y, const float *g, const float *u, size_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(g + i), e;
+        if (!expf8(_mm256_xor_ps(v, sign), &e)) {
+            for (size_t k = i; k < i + 8; k++) y[k] = lp_silu(g[k]) * u[k];
+            continue;
+        }
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_div_ps(v, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) y[i] = lp_silu(g[i]) * u[i];
+}
+
 #else
+
+void lp_silu_mul_n(float *y, const float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = lp_silu(g[i]) * u[i];
+}
 
 double lp_softmax_exp(float *row, int len, float mx, float floor) {
     double sum = 0.0;
@@ -105,3 +123,13 @@ void lp_gelu_tanh_n(float *y, const float *x, size_t n) {
 }
 
 #endif
+
+void lp_gelu_tanh_mul_n(float *y, const float *g, const float *u, size_t n) {
+    enum { STEP = 256 }; /* through a buffer: y may be u */
+    float a[STEP];
+    for (size_t i = 0; i < n; i += STEP) {
+        size_t m = n - i < STEP ? n - i : STEP;
+        lp_gelu_tanh_n(a, g + i, m);
+        for (size_t k = 0; k < m; k++) y[i + k] = a[k] * u[i + k];
+    }
+}

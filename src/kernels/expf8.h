@@ -25,4 +25,12 @@ double lp_softmax_exp(float *row, int len, float mx, float floor);
 /* y[i] = lp_gelu_tanh(x[i]) for i < n; y may be x. */
 void lp_gelu_tanh_n(float *y, const float *x, size_t n);
 
+/* SiLU, Llama's gate activation. */
+static inline float lp_silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* The gated MLPs' y[i] = act(g[i]) * u[i] for i < n, act lp_silu (SwiGLU) or lp_gelu_tanh
+ * (GeGLU), with those expressions' bits; y may be g or u. */
+void lp_silu_mul_n(float *y, const float *g, const float *u, size_t n);
+void lp_gelu_tanh_mul_n(float *y, const float *g, const float *u, size_t n);
+
 #endif

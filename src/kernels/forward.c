@@ -374,8 +374,6 @@ static void packed_attention(const lp_config *c, int window, const lp_layer_io *
     }
 }
 
-static float silu(float x) { return x / (1.0f + expf(-x)); }
-
 static float relu(float x) { return x > 0.0f ? x : 0.0f; }
 
 double lp_head_act_value(lp_head_act a, double v) {
@@ -405,8 +403,8 @@ static void map_range(void *ctx, size_t i0, size_t i1) {
     case MAP_GELU_TANH: lp_gelu_tanh_n(y + i0, a + i0, i1 - i0); break;
     case MAP_GELU_ERF: lp_gelu_erf_n(y + i0, a + i0, i1 - i0); break;
     case MAP_RELU: for (size_t i = i0; i < i1; i++) y[i] = relu(a[i]); break;
-    case MAP_SWIGLU: for (size_t i = i0; i < i1; i++) y[i] = silu(a[i]) * b[i]; break;
-    case MAP_GEGLU: for (size_t i = i0; i < i1; i++) y[i] = lp_gelu_tanh(a[i]) * b[i]; break;
+    case MAP_SWIGLU: lp_silu_mul_n(y + i0, a + i0, b + i0, i1 - i0); break;
+    case MAP_GEGLU: lp_gelu_tanh_mul_n(y + i0, a + i0, b + i0, i1 - i0); break;
     case MAP_ADD: { /* 16 lanes at a time (y may be a or b): the plain loop stayed scalar */
         size_t i = i0;
         for (; i + V16_LANES <= i1; i += V16_LANES) store16(y + i, load16(a + i) + load16(b + i));
