@@ -1,6 +1,6 @@
 /* The one-row kernels of decoding (kernels/decode.c): products of one row with a weight
  * matrix in both of lp_linear's layouts, and one query's attention, against sums in double;
- * the same bytes on one thread and on two; and generation, whose every step runs them,
+ * the same bytes on one thread and on two, and in both layouts; and generation, whose every step runs them,
  * giving the same logits on any thread count. */
 #include <cblas.h>
 #include <math.h>
@@ -103,6 +103,32 @@ static void one_row_products_are_the_same_bytes_on_any_thread_count(void **state
     openblas_set_num_threads(was);
 }
 
+/* A matrix stored (in, out) and its transpose stored (out, in) give the same bytes: decode.c
+ * sums the first as it sums the second (16 lanes down the rows, their tree, the last rows,
+ * the bias), so generation may read GPT-2's (out, in) copies or the file alike. Shapes
+ * below and above 16 inputs and a band's width, with and without room beside the rows. */
+static void one_row_products_are_the_same_bytes_in_both_layouts(void **state) {
+    (void)state;
+    for (int s = 0; s < NSHAPES; s++)
+        for (int b = 0; b < 2; b++) {
+            int in = shapes[s][0], out = shapes[s][1], pad = s % 2 * 5;
+            lp_linear l = matrix(in, out, false, pad, b, 300u + (uint64_t)s);
+            float *wt = malloc((size_t)out * (size_t)(in + pad) * sizeof *wt);
+            assert_non_null(wt);
+            for (int o = 0; o < out; o++)
+                for (int i = 0; i < in; i++) wt[(size_t)o * (size_t)(in + pad) + i] = l.w[(size_t)i * (size_t)l.ld + o];
+            lp_linear t = lp_linear_of(wt, l.b, in, out, in + pad, true);
+            float *x = values((size_t)in, 11), *y0 = malloc((size_t)out * sizeof(float)), *y1 = malloc((size_t)out * sizeof(float));
+            x[0] = -0.0f; /* a negative zero input: its products' signs too */
+            lp_decode_linear(y0, x, &l);
+            lp_decode_linear(y1, x, &t);
+            if (memcmp(y0, y1, (size_t)out * sizeof(float)))
+                fail_msg("in %d out %d%s: the layouts' bytes differ", in, out, b ? " + bias" : "");
+            free(x), free(y0), free(y1), free(wt);
+            free_matrix(&l);
+        }
+}
+
 /* One query over keys rows of a cache (a row every ld floats): the scores within 1e-6 of
  * their terms' magnitudes, and the mix of value rows too (worst measured 6.4e-8 and 9.2e-8). */
 static void single_query_attention_matches_sums_in_double(void **state) {
@@ -178,6 +204,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(one_row_products_match_sums_in_double),
         cmocka_unit_test(one_row_products_are_the_same_bytes_on_any_thread_count),
+        cmocka_unit_test(one_row_products_are_the_same_bytes_in_both_layouts),
         cmocka_unit_test(single_query_attention_matches_sums_in_double),
         cmocka_unit_test(generation_logits_are_the_same_bytes_on_any_thread_count),
     };

@@ -32,8 +32,6 @@ typedef struct lp_copy_layer {
     struct lp_transposed *owner;
 } lp_copy_layer;
 
-/* Makes the layer's copies now, if no thread has yet, and returns once they are whole. */
-void lp_copy_layer_finish(lp_copy_layer *cl);
 
 /* A matrix with no (out, in) copy. */
 static inline lp_linear lp_linear_of(const float *w, const float *b, int in, int out, int ld, bool trans) {
@@ -59,14 +57,12 @@ static inline lp_linear lp_linear_rows(const lp_linear *lin, int n) {
 }
 
 /* The matrix a product of one row (kernels/decode.c, every generated token) reads: the copy
- * whenever lin has one, made now if it is not yet, since decode.c's sums over (out, in) rows
- * are not those over (in, out) ones and the bits must not depend on the copying thread's
- * progress. The copy's contiguous rows stream faster (GPT-2 small on an AMD Zen 5 VM: 52
- * GB/s against 46). */
+ * once it is whole, else lin. decode.c sums an (in, out) matrix exactly as it sums the same
+ * matrix stored (out, in), so the bytes are the same either way; the copy's contiguous rows
+ * stream faster (GPT-2 small on an AMD Zen 5 VM: 52 GB/s against 46). */
 static inline lp_linear lp_linear_one_row(const lp_linear *lin) {
-    if (!lin->wt) return *lin;
-    if (!atomic_load_explicit(&lin->wt_layer->ready, memory_order_acquire)) lp_copy_layer_finish(lin->wt_layer);
-    return lp_linear_copy(lin);
+    if (lin->wt && atomic_load_explicit(&lin->wt_layer->ready, memory_order_acquire)) return lp_linear_copy(lin);
+    return *lin;
 }
 
 /* The matrix a product over n rows reads. */

@@ -3,13 +3,12 @@
  * layers of GPT-2 small at 128 rows, 35% at 32, 4% at 512 (the Haswell kernels: the same
  * either way), and they pack both layouts into the same panels, so the products have the
  * same bits. So after a load a thread at idle priority copies each layer's (in, out)
- * matrices as (out, in) rows into one mapping of huge pages, layer by layer, and marks a
- * layer ready when its copies are whole; lp_linear_rows hands them to the products over
- * rows from then on. One-row products (generation) always read the copies, whose sums are
- * decode.c's over (out, in) rows: a thread that needs a layer before the idle one got to it
- * copies it then (lp_copy_layer_finish), claiming layers as the idle thread does. The
- * backward's dY W^T and the file keep the original. The copies stop at a budget (an eighth
- * of memory, 2 GiB at most): the layers past it keep the original, in every product. */
+ * matrices as (out, in) rows into one mapping of huge pages, layer by layer (claiming the
+ * next, so that lp_model_transpose_wait can share the work out), and marks a layer ready
+ * when its copies are whole; lp_linear_rows and lp_linear_one_row hand them to products
+ * from then on (decode.c sums both layouts alike, to the bit). The backward's dY W^T and the
+ * file keep the original. The copies stop at a budget (an eighth of memory, 2 GiB at most):
+ * the layers past it keep the original. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -94,11 +93,11 @@ static void copy_layers(void *ctx, size_t i0, size_t i1) {
     }
 }
 
-void lp_copy_layer_finish(lp_copy_layer *cl) {
+/* Makes the layer's copies now, if no thread has yet, and returns once they are whole. */
+static void finish_layer(lp_copy_layer *cl) {
     struct lp_transposed *t = cl->owner;
-    /* A token needs every layer soon: the ones no thread has claimed go to the pool's threads
-     * and this one (about 50 ms for GPT-2 small's 340 MB on two threads, where the idle
-     * thread alone took 250). */
+    /* the layers no thread has claimed go to the pool's threads and this one (about 50 ms for
+     * GPT-2 small's 340 MB on two threads, where the idle thread alone takes 250) */
     if (!atomic_load_explicit(&cl->ready, memory_order_acquire) && atomic_load(&t->next) < t->n_layers)
         lp_parallel_for((size_t)t->n_layers, 1, copy_layers, t);
     while (!atomic_load_explicit(&cl->ready, memory_order_acquire)) {
@@ -166,7 +165,7 @@ fail:
 
 void lp_model_transpose_wait(const lp_model *m) {
     struct lp_transposed *t = m->transposed;
-    for (int l = 0; t && l < t->n_layers; l++) lp_copy_layer_finish(&t->layers[l]);
+    for (int l = 0; t && l < t->n_layers; l++) finish_layer(&t->layers[l]);
 }
 
 size_t lp_model_transpose_bytes(const lp_model *m) { return m->transposed ? m->transposed->bytes : 0; }

@@ -2,7 +2,7 @@
  * matrix. The time is in streaming the weights from memory, so the matrix is cut into
  * contiguous pieces that loupe's pool shares out (no OpenBLAS thread wake-up per matrix, no
  * zeroing pass), and the sums' order is fixed by the shapes alone: the same result on any
- * number of threads and under any OpenBLAS kernel. */
+ * number of threads, under any OpenBLAS kernel, and for either layout of the same matrix. */
 #include "kernels/decode.h"
 
 #include <string.h>
@@ -69,64 +69,90 @@ static void dot_rows(void *ctx, size_t o0, size_t o1) {
     }
 }
 
-/* GPT-2's Conv1D (in, out) rows: y is x's combination of rows, in the order of the rows.
- * Each piece is a band of up to BAND columns run down every row: a row's part of the band is
- * contiguous (up to 4 KB), so the weights stream as whole pages, which the hardware
- * prefetcher follows. On an Intel Xeon VM (Sapphire Rapids class) bands of 128 columns
- * (512 bytes a row, as the register-held pieces before) streamed 13.5 GB/s; 256: 16.7;
- * 512 to 2048: 18 to 19.3, where a plain sum over the same bytes streams 20. The band's
- * sums live in L1, four rows added per pass, each column's terms in the order of the rows. */
-#define BAND 1024
-
+/* GPT-2's Conv1D (in, out) rows, summed exactly as dot_rows sums the same matrix stored (out,
+ * in): for each column 16 running sums, row i going to sum i mod 16 in the order of the rows,
+ * over the rows below in - in % 16; those 16 added by hsum16's tree; then the last rows one
+ * by one; then the bias. So a matrix gives the same bytes in either layout, and generation
+ * reads GPT-2's (out, in) copies (arch/transposed.c), which stream faster, from the moment
+ * each is made, and the file before. Each piece is a band of up to BAND columns run down
+ * every row: a row's part of the band is contiguous (2 KB), and the 16 sums (32 KB) stay in
+ * L1. */
+#define BAND 512
 typedef struct {
     gemv_job g;
     int band; /* columns per piece: a multiple of LANES, at most BAND */
 } band_job;
+
+VEC_INLINE v16 splat16(float f) {
+    v16 v;
+    for (int k = 0; k < LANES; k++) v[k] = f;
+    return v;
+}
 
 static void axpy_band(void *ctx, size_t p0, size_t p1) {
     const band_job *bj = ctx;
     const lp_linear *l = bj->g.lin;
     const float *x = bj->g.x;
     size_t ld = l->ld;
-    int in = l->in;
+    int in = l->in, rows = in - in % LANES;
     for (size_t p = p0; p < p1; p++) {
         int c0 = (int)p * bj->band, n = l->out - c0 < bj->band ? l->out - c0 : bj->band;
         int body = n - n % LANES;
         const float *w = l->w + c0;
-        float acc[BAND] __attribute__((aligned(64)));
-        memset(acc, 0, (size_t)n * sizeof *acc);
+        float acc[LANES][BAND] __attribute__((aligned(64)));
+        for (int k = 0; k < LANES; k++) memset(acc[k], 0, (size_t)n * sizeof(float));
+        /* four rows 16 apart into one sum per pass (one load and store of it for four rows),
+         * in 64-row groups, then the rows left one at a time: each sum takes its rows in order */
         int i = 0;
-        for (; i + 4 <= in; i += 4) {
-            const float *w0 = w + i * ld, *w1 = w0 + ld, *w2 = w1 + ld, *w3 = w2 + ld;
-            v16 x0 = {0}, x1 = {0}, x2 = {0}, x3 = {0};
-            x0 += x[i], x1 += x[i + 1], x2 += x[i + 2], x3 += x[i + 3];
-            for (int c = 0; c < body; c += LANES) {
-                v16 a = load16(acc + c);
-                a += load16(w0 + c) * x0;
-                a += load16(w1 + c) * x1;
-                a += load16(w2 + c) * x2;
-                a += load16(w3 + c) * x3;
-                store16(acc + c, a);
+        for (; i + 4 * LANES <= rows; i += 4 * LANES)
+            for (int k = 0; k < LANES; k++) {
+                const float *w0 = w + (size_t)(i + k) * ld, *w1 = w0 + LANES * ld, *w2 = w1 + LANES * ld,
+                            *w3 = w2 + LANES * ld;
+                const float *xk = x + i + k;
+                v16 x0 = splat16(xk[0]), x1 = splat16(xk[LANES]), x2 = splat16(xk[2 * LANES]), x3 = splat16(xk[3 * LANES]);
+                float *a = acc[k];
+                for (int c = 0; c < body; c += LANES) {
+                    v16 v = load16(a + c);
+                    v += load16(w0 + c) * x0;
+                    v += load16(w1 + c) * x1;
+                    v += load16(w2 + c) * x2;
+                    v += load16(w3 + c) * x3;
+                    store16(a + c, v);
+                }
+                for (int c = body; c < n; c++) {
+                    float v = a[c];
+                    v += w0[c] * xk[0];
+                    v += w1[c] * xk[LANES];
+                    v += w2[c] * xk[2 * LANES];
+                    v += w3[c] * xk[3 * LANES];
+                    a[c] = v;
+                }
             }
-            for (int c = body; c < n; c++) {
-                float a = acc[c];
-                a += w0[c] * x[i];
-                a += w1[c] * x[i + 1];
-                a += w2[c] * x[i + 2];
-                a += w3[c] * x[i + 3];
-                acc[c] = a;
-            }
+        for (; i < rows; i++) {
+            const float *wi = w + (size_t)i * ld;
+            v16 xi = splat16(x[i]);
+            float *a = acc[i % LANES];
+            for (int c = 0; c < body; c += LANES) store16(a + c, load16(a + c) + load16(wi + c) * xi);
+            for (int c = body; c < n; c++) a[c] += wi[c] * x[i];
         }
-        for (; i < in; i++) { /* the last rows, one at a time: the same sums */
-            const float *wi = w + i * ld;
-            v16 xi = {0};
-            xi += x[i];
-            for (int c = 0; c < body; c += LANES) store16(acc + c, load16(acc + c) + load16(wi + c) * xi);
-            for (int c = body; c < n; c++) acc[c] += wi[c] * x[i];
+        float *y = bj->g.y + c0;
+        const float *b = l->b ? l->b + c0 : NULL;
+        for (int c = 0; c < body; c += LANES) { /* hsum16's tree, then the last rows and the bias */
+            v16 s8[8], s4[4];
+            for (int k = 0; k < 8; k++) s8[k] = load16(acc[k] + c) + load16(acc[k + 8] + c);
+            for (int k = 0; k < 4; k++) s4[k] = s8[k] + s8[k + 4];
+            v16 s = (s4[0] + s4[2]) + (s4[1] + s4[3]);
+            for (int i = rows; i < in; i++) s += load16(w + (size_t)i * ld + c) * splat16(x[i]);
+            store16(y + c, b ? s + load16(b + c) : s);
         }
-        if (l->b)
-            for (int c = 0; c < n; c++) acc[c] += l->b[c0 + c];
-        memcpy(bj->g.y + c0, acc, (size_t)n * sizeof *acc);
+        for (int c = body; c < n; c++) { /* the same, a column at a time */
+            float s8[8], s4[4];
+            for (int k = 0; k < 8; k++) s8[k] = acc[k][c] + acc[k + 8][c];
+            for (int k = 0; k < 4; k++) s4[k] = s8[k] + s8[k + 4];
+            float s = (s4[0] + s4[2]) + (s4[1] + s4[3]);
+            for (int i = rows; i < in; i++) s += w[(size_t)i * ld + c] * x[i];
+            y[c] = b ? s + b[c] : s;
+        }
     }
 }
 
