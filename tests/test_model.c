@@ -485,7 +485,7 @@ static void conv1d_weights_get_transposed_copies_with_the_same_bits(void **state
         for (int i = 0; i < 6; i++) {
             const lp_linear *lin = lins[i];
             assert_non_null(lin->wt);
-            assert_true(atomic_load(&lin->wt_layer->ready));
+            assert_true(atomic_load(lin->wt_ready));
             long differ = 0;
             for (int r = 0; r < lin->in; r++)
                 for (int c = 0; c < lin->out; c++)

@@ -19,19 +19,12 @@ typedef struct {
     const float *b;   /* (out) or NULL */
     int in, out, ld;
     bool trans;
-    /* A loaded model's (in, out) matrix copied as (out, in) rows (ld = in), usable once its
-     * layer's copies are ready (src/arch/transposed.c); NULL when there is no copy. Whoever
-     * changes w clears both. */
+    /* A loaded model's (in, out) matrix copied as (out, in) rows (ld = in), usable once
+     * *wt_ready is set (src/arch/transposed.c); NULL when there is no copy. Whoever changes
+     * w clears both. */
     const float *wt;
-    struct lp_copy_layer *wt_layer;
+    const atomic_bool *wt_ready;
 } lp_linear;
-
-/* One layer's copies, being made: ready (release) once all are whole. */
-typedef struct lp_copy_layer {
-    atomic_bool ready;
-    struct lp_transposed *owner;
-} lp_copy_layer;
-
 
 /* A matrix with no (out, in) copy. */
 static inline lp_linear lp_linear_of(const float *w, const float *b, int in, int out, int ld, bool trans) {
@@ -50,8 +43,7 @@ static inline lp_linear lp_linear_copy(const lp_linear *lin) {
  * layout (interface/gemm.c, sgemm_small_kernel_permit_skylakex.c), whose sums are its own,
  * so products that small keep the original. */
 static inline lp_linear lp_linear_rows(const lp_linear *lin, int n) {
-    if (lin->wt && (double)n * lin->in * lin->out > 1e6 &&
-        atomic_load_explicit(&lin->wt_layer->ready, memory_order_acquire))
+    if (lin->wt && (double)n * lin->in * lin->out > 1e6 && atomic_load_explicit(lin->wt_ready, memory_order_acquire))
         return lp_linear_copy(lin);
     return *lin;
 }
@@ -61,7 +53,7 @@ static inline lp_linear lp_linear_rows(const lp_linear *lin, int n) {
  * matrix stored (out, in), so the bytes are the same either way; the copy's contiguous rows
  * stream faster (GPT-2 small on an AMD Zen 5 VM: 52 GB/s against 46). */
 static inline lp_linear lp_linear_one_row(const lp_linear *lin) {
-    if (lin->wt && atomic_load_explicit(&lin->wt_layer->ready, memory_order_acquire)) return lp_linear_copy(lin);
+    if (lin->wt && atomic_load_explicit(lin->wt_ready, memory_order_acquire)) return lp_linear_copy(lin);
     return *lin;
 }
 

@@ -24,7 +24,7 @@ struct lp_transposed {
     int n_layers;           /* layers copied: the first n_layers */
     atomic_bool stop;
     atomic_int next;        /* the first layer no thread has claimed */
-    lp_copy_layer *layers;  /* (n_layers) */
+    atomic_bool *ready;     /* (n_layers) */
     char *map;
     size_t bytes;
     pthread_mutex_t lock;   /* with cond: a layer became ready */
@@ -72,7 +72,7 @@ static bool copy_next_layer(struct lp_transposed *t) {
     for (int i = 0; i < N_LAYER_LINEARS; i++)
         if (lins[i]->wt) transpose((float *)lins[i]->wt, lins[i]->w, lins[i]->in, lins[i]->out, lins[i]->ld);
     pthread_mutex_lock(&t->lock);
-    atomic_store_explicit(&t->layers[l].ready, true, memory_order_release);
+    atomic_store_explicit(&t->ready[l], true, memory_order_release);
     pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&t->lock);
     return true;
@@ -93,18 +93,18 @@ static void copy_layers(void *ctx, size_t i0, size_t i1) {
     }
 }
 
-/* Makes the layer's copies now, if no thread has yet, and returns once they are whole. */
-static void finish_layer(lp_copy_layer *cl) {
-    struct lp_transposed *t = cl->owner;
-    /* the layers no thread has claimed go to the pool's threads and this one (about 50 ms for
-     * GPT-2 small's 340 MB on two threads, where the idle thread alone takes 250) */
-    if (!atomic_load_explicit(&cl->ready, memory_order_acquire) && atomic_load(&t->next) < t->n_layers)
+/* Returns once layer l's copies are whole, making them now if no thread has claimed them:
+ * the layers no thread has claimed go to the pool's threads and this one (about 50 ms for
+ * GPT-2 small's 340 MB on two threads, where the idle thread alone takes 250). */
+static void finish_layer(struct lp_transposed *t, int l) {
+    atomic_bool *ready = &t->ready[l];
+    if (!atomic_load_explicit(ready, memory_order_acquire) && atomic_load(&t->next) < t->n_layers)
         lp_parallel_for((size_t)t->n_layers, 1, copy_layers, t);
-    while (!atomic_load_explicit(&cl->ready, memory_order_acquire)) {
+    while (!atomic_load_explicit(ready, memory_order_acquire)) {
         if (copy_next_layer(t)) continue;
         /* every layer is claimed: this one is being copied by another thread */
         pthread_mutex_lock(&t->lock);
-        while (!atomic_load_explicit(&cl->ready, memory_order_acquire)) pthread_cond_wait(&t->cond, &t->lock);
+        while (!atomic_load_explicit(ready, memory_order_acquire)) pthread_cond_wait(&t->cond, &t->lock);
         pthread_mutex_unlock(&t->lock);
     }
 }
@@ -114,7 +114,7 @@ static void forget_copies(lp_model *m, int n) {
     for (int l = 0; l < n; l++) {
         lp_layer *L = &m->layers[l];
         lp_linear *lins[N_LAYER_LINEARS] = LAYER_LINEARS(L);
-        for (int i = 0; i < N_LAYER_LINEARS; i++) lins[i]->wt = NULL, lins[i]->wt_layer = NULL;
+        for (int i = 0; i < N_LAYER_LINEARS; i++) lins[i]->wt = NULL, lins[i]->wt_ready = NULL;
     }
 }
 
@@ -131,22 +131,21 @@ void lp_model_transpose_start(lp_model *m) {
     while (n < m->cfg.n_layer && layer_bytes(&m->layers[n]) <= budget - bytes) bytes += layer_bytes(&m->layers[n++]);
     if (bytes == 0) return;
     struct lp_transposed *t = calloc(1, sizeof *t);
-    lp_copy_layer *layers = calloc((size_t)n, sizeof *layers);
+    atomic_bool *ready = calloc((size_t)n, sizeof *ready);
     void *map = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (!t || !layers || map == MAP_FAILED) goto fail;
+    if (!t || !ready || map == MAP_FAILED) goto fail;
     madvise(map, bytes, MADV_HUGEPAGE); /* 4 KB pages would cost the packing most of the gain */
-    *t = (struct lp_transposed){.m = m, .n_layers = n, .layers = layers, .map = map, .bytes = bytes};
+    *t = (struct lp_transposed){.m = m, .n_layers = n, .ready = ready, .map = map, .bytes = bytes};
     pthread_mutex_init(&t->lock, NULL);
     pthread_cond_init(&t->cond, NULL);
     float *at = map;
     for (int l = 0; l < n; l++) {
         lp_layer *L = &m->layers[l];
         lp_linear *lins[N_LAYER_LINEARS] = LAYER_LINEARS(L);
-        layers[l].owner = t;
         for (int i = 0; i < N_LAYER_LINEARS; i++)
             if (wants_copy(L, lins[i])) {
                 lins[i]->wt = at;
-                lins[i]->wt_layer = &layers[l];
+                lins[i]->wt_ready = &ready[l];
                 at += (size_t)lins[i]->in * (size_t)lins[i]->out;
             }
     }
@@ -159,13 +158,13 @@ void lp_model_transpose_start(lp_model *m) {
     pthread_mutex_destroy(&t->lock);
 fail:
     if (map != MAP_FAILED) munmap(map, bytes);
-    free(layers);
+    free(ready);
     free(t);
 }
 
 void lp_model_transpose_wait(const lp_model *m) {
     struct lp_transposed *t = m->transposed;
-    for (int l = 0; t && l < t->n_layers; l++) finish_layer(&t->layers[l]);
+    for (int l = 0; t && l < t->n_layers; l++) finish_layer(t, l);
 }
 
 size_t lp_model_transpose_bytes(const lp_model *m) { return m->transposed ? m->transposed->bytes : 0; }
@@ -179,7 +178,7 @@ void lp_model_transpose_stop(lp_model *m) {
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->lock);
     munmap(t->map, t->bytes);
-    free(t->layers);
+    free(t->ready);
     free(t);
     m->transposed = NULL;
 }
