@@ -1,7 +1,7 @@
 /* The one-row kernels of decoding (kernels/decode.c): products of one row with a weight
  * matrix in both of lp_linear's layouts, and one query's attention, against sums in double;
- * the same bytes on one thread and on two, and in both layouts; and generation, whose every step runs them,
- * giving the same logits on any thread count. */
+ * the same bytes on one thread and on two, and in both layouts; and generation, whose every
+ * step runs them, giving the same logits on any thread count. */
 #include <cblas.h>
 #include <math.h>
 #include <setjmp.h>

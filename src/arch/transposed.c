@@ -23,7 +23,7 @@ struct lp_transposed {
     lp_model *m;
     int n_layers;           /* layers copied: the first n_layers */
     atomic_bool stop;
-    atomic_int next;        /* the first layer no thread has claimed */
+    atomic_int next;        /* the first layer no thread has claimed (more once all are) */
     atomic_bool *ready;     /* (n_layers) */
     char *map;
     size_t bytes;
@@ -93,22 +93,6 @@ static void copy_layers(void *ctx, size_t i0, size_t i1) {
     }
 }
 
-/* Returns once layer l's copies are whole, making them now if no thread has claimed them:
- * the layers no thread has claimed go to the pool's threads and this one (about 50 ms for
- * GPT-2 small's 340 MB on two threads, where the idle thread alone takes 250). */
-static void finish_layer(struct lp_transposed *t, int l) {
-    atomic_bool *ready = &t->ready[l];
-    if (!atomic_load_explicit(ready, memory_order_acquire) && atomic_load(&t->next) < t->n_layers)
-        lp_parallel_for((size_t)t->n_layers, 1, copy_layers, t);
-    while (!atomic_load_explicit(ready, memory_order_acquire)) {
-        if (copy_next_layer(t)) continue;
-        /* every layer is claimed: this one is being copied by another thread */
-        pthread_mutex_lock(&t->lock);
-        while (!atomic_load_explicit(ready, memory_order_acquire)) pthread_cond_wait(&t->cond, &t->lock);
-        pthread_mutex_unlock(&t->lock);
-    }
-}
-
 /* The first n layers' matrices without their copies. */
 static void forget_copies(lp_model *m, int n) {
     for (int l = 0; l < n; l++) {
@@ -162,9 +146,17 @@ fail:
     free(t);
 }
 
+/* The layers no thread has claimed go to the pool's threads and this one (about 50 ms for
+ * GPT-2 small's 340 MB on two threads, where the idle thread alone takes 250); then the
+ * wait is for those another thread is still copying. */
 void lp_model_transpose_wait(const lp_model *m) {
     struct lp_transposed *t = m->transposed;
-    for (int l = 0; t && l < t->n_layers; l++) finish_layer(t, l);
+    if (!t) return;
+    lp_parallel_for((size_t)t->n_layers, 1, copy_layers, t);
+    pthread_mutex_lock(&t->lock);
+    for (int l = 0; l < t->n_layers; l++)
+        while (!atomic_load_explicit(&t->ready[l], memory_order_acquire)) pthread_cond_wait(&t->cond, &t->lock);
+    pthread_mutex_unlock(&t->lock);
 }
 
 size_t lp_model_transpose_bytes(const lp_model *m) { return m->transposed ? m->transposed->bytes : 0; }
