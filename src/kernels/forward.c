@@ -317,9 +317,44 @@ static void softmax_rows(void *ctx, size_t r0, size_t r1) {
     }
 }
 
+typedef struct {
+    const lp_config *c;
+    const lp_layer_io *io;
+    int window, t0, n;
+    float scale;
+} heads_job;
+
+/* Heads [h0, h1) of a block of n > 1 queries. Each block's scores cover only the keys it
+ * may see; the rest of a row is zeroed by the softmax, so the second product over the
+ * block's keys reads zeros beyond a row's. A head at a time, so that its scores are still
+ * in cache for the second product. */
+static void attention_heads(void *ctx, size_t h0, size_t h1) {
+    const heads_job *j = ctx;
+    const lp_config *c = j->c;
+    const lp_layer_io *io = j->io;
+    int H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, ld = io->pattern_ld, n = j->n, t0 = j->t0;
+    int qd = H * dh, kvd = c->n_kv_head * dh;
+    for (int h = (int)h0; h < (int)h1; h++) {
+        const float *k = io->k + (size_t)(h / G) * dh, *v = io->v + (size_t)(h / G) * dh;
+        float *p = io->pattern + (size_t)h * n * ld;
+        for (int i0 = 0; i0 < n; i0 += ATTN_BLOCK) {
+            int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = c->causal ? t0 + i0 + rows : t0 + n;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, j->scale,
+                        io->q + (size_t)i0 * qd + h * dh, qd, k, kvd, 0.0f, p + (size_t)i0 * ld, ld);
+        }
+        softmax_job sj = {io, p, ld, n, t0, c->causal ? 0 : t0 + n, H, h, j->window, c->attn_softcap};
+        lp_parallel_for((size_t)n, grain_rows(c->causal ? (t0 + n + 1) / 2 : t0 + n), softmax_rows, &sj);
+        for (int i0 = 0; i0 < n; i0 += ATTN_BLOCK) {
+            int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = c->causal ? t0 + i0 + rows : t0 + n;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, keys, 1.0f, p + (size_t)i0 * ld, ld, v, kvd,
+                        0.0f, io->z + (size_t)i0 * qd + h * dh, qd);
+        }
+    }
+}
+
 static void attention(const lp_config *c, int window, const lp_layer_io *io, int t0, int n) {
     int H = c->n_head, G = c->n_head / c->n_kv_head, dh = c->d_head, ld = io->pattern_ld;
-    int qd = H * dh, kvd = c->n_kv_head * dh;
+    int kvd = c->n_kv_head * dh;
     float scale = lp_attn_scale(c);
     if (n == 1) {
         /* One query (a generation step): plain loops beat two tiny sgemm calls. */
@@ -338,24 +373,19 @@ static void attention(const lp_config *c, int window, const lp_layer_io *io, int
         }
         return;
     }
-    /* Each block's scores cover only the keys it may see; the rest of a row is zeroed by
-     * the softmax, so the second product over the block's keys reads zeros beyond a row's.
-     * A head at a time, so that its scores are still in cache for the second product. */
-    for (int h = 0; h < H; h++) {
-        const float *k = io->k + (size_t)(h / G) * dh, *v = io->v + (size_t)(h / G) * dh;
-        float *p = io->pattern + (size_t)h * n * ld;
-        for (int i0 = 0; i0 < n; i0 += ATTN_BLOCK) {
-            int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = c->causal ? t0 + i0 + rows : t0 + n;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, dh, scale, io->q + (size_t)i0 * qd + h * dh,
-                        qd, k, kvd, 0.0f, p + (size_t)i0 * ld, ld);
-        }
-        softmax_job sj = {io, p, ld, n, t0, c->causal ? 0 : t0 + n, H, h, window, c->attn_softcap};
-        lp_parallel_for((size_t)n, grain_rows(c->causal ? (t0 + n + 1) / 2 : t0 + n), softmax_rows, &sj);
-        for (int i0 = 0; i0 < n; i0 += ATTN_BLOCK) {
-            int rows = n - i0 < ATTN_BLOCK ? n - i0 : ATTN_BLOCK, keys = c->causal ? t0 + i0 + rows : t0 + n;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, dh, keys, 1.0f, p + (size_t)i0 * ld, ld, v, kvd,
-                        0.0f, io->z + (size_t)i0 * qd + h * dh, qd);
-        }
+    heads_job j = {c, io, window, t0, n, scale};
+    int threads = lp_parallel_threads();
+    if (threads > 1 && H > 1) {
+        /* Whole heads on the pool's threads, OpenBLAS on one thread in each: a head's
+         * products are too small for OpenBLAS to share out well (about 100 GFLOP/s on two
+         * threads at T = 1024), and the head's scores stay in its thread's cache for the
+         * softmax and the second product. One-thread products have the same bits whatever
+         * the thread count. */
+        openblas_set_num_threads(1);
+        lp_parallel_for_threads((size_t)H, 1, threads, attention_heads, &j);
+        openblas_set_num_threads(threads);
+    } else {
+        attention_heads(&j, 0, (size_t)H);
     }
 }
 

@@ -84,9 +84,12 @@ int lp_parallel_threads(void) {
 }
 
 void lp_parallel_for(size_t n, size_t grain, lp_range_fn *fn, void *ctx) {
+    lp_parallel_for_threads(n, grain, lp_parallel_threads(), fn, ctx);
+}
+
+void lp_parallel_for_threads(size_t n, size_t grain, int threads, lp_range_fn *fn, void *ctx) {
     if (grain == 0) grain = 1;
-    int threads = lp_parallel_threads();
-    if (n <= grain || threads == 1) {
+    if (n <= grain || threads <= 1) {
         fn(ctx, 0, n);
         return;
     }

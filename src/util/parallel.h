@@ -16,6 +16,10 @@ typedef void lp_range_fn(void *ctx, size_t i0, size_t i1);
  * between BLAS calls (never while OpenBLAS's threads work), and never from inside fn. */
 void lp_parallel_for(size_t n, size_t grain, lp_range_fn *fn, void *ctx);
 
+/* lp_parallel_for among at most threads threads, whatever OpenBLAS is set to: for jobs that
+ * set OpenBLAS to one thread and call it from each of the pool's threads. */
+void lp_parallel_for_threads(size_t n, size_t grain, int threads, lp_range_fn *fn, void *ctx);
+
 /* How many threads lp_parallel_for shares work among (at least 1): to cut work into a
  * multiple of them. */
 int lp_parallel_threads(void);

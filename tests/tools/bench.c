@@ -20,6 +20,7 @@
 #include <cblas.h>
 #include <dlfcn.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +55,10 @@ static struct {
     int d_head, vocab;        /* to tell the kinds apart by shape */
     double secs[GEMM_KINDS], flops[GEMM_KINDS];
     long calls[GEMM_KINDS];
-} prof;
+    pthread_mutex_t lock;
+    int running, since_kind;  /* calls running now; the kind of the first of them */
+    double since;             /* when the first of them began */
+} prof = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 typedef void (*sgemm_fn)(enum CBLAS_ORDER, enum CBLAS_TRANSPOSE, enum CBLAS_TRANSPOSE, blasint, blasint, blasint,
                          float, const float *, blasint, const float *, blasint, float, float *, blasint);
@@ -75,17 +79,27 @@ void cblas_sgemm(const enum CBLAS_ORDER order, const enum CBLAS_TRANSPOSE ta, co
         real_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    double t = now_s();
-    real_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    t = now_s() - t;
+    /* Attention's heads run on several threads at once (kernels/forward.c): the time is
+     * the span while any call runs, counted once, by the kind of the call that opened it. */
     int kind = (K == prof.d_head || N == prof.d_head) ? GEMM_ATTENTION : N == prof.vocab ? GEMM_UNEMBED : GEMM_LINEAR;
-    prof.secs[kind] += t;
+    pthread_mutex_lock(&prof.lock);
+    if (prof.running++ == 0) {
+        prof.since = now_s();
+        prof.since_kind = kind;
+    }
     prof.flops[kind] += 2.0 * M * N * K;
     prof.calls[kind]++;
+    pthread_mutex_unlock(&prof.lock);
+    real_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    pthread_mutex_lock(&prof.lock);
+    if (--prof.running == 0) prof.secs[prof.since_kind] += now_s() - prof.since;
+    pthread_mutex_unlock(&prof.lock);
 }
 
 static void prof_start(const lp_config *c) {
-    memset(&prof, 0, sizeof prof);
+    memset(prof.secs, 0, sizeof prof.secs);
+    memset(prof.flops, 0, sizeof prof.flops);
+    memset(prof.calls, 0, sizeof prof.calls);
     prof.d_head = c->d_head;
     prof.vocab = c->vocab;
     prof.on = 1;
