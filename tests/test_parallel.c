@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "util/parallel.h"
@@ -51,6 +52,26 @@ static void every_item_once_on_any_thread_count(void **state) {
     openblas_set_num_threads(was);
 }
 
+/* With a thread spinning between jobs (generation's steps), jobs back to back, with and
+ * without gaps longer than the spin: a spinning thread takes each new job whole and once. */
+static void spinning_threads_take_each_job_once(void **state) {
+    (void)state;
+    int was = openblas_get_num_threads();
+    openblas_set_num_threads(2);
+    lp_parallel_spin(true);
+    for (int rep = 0; rep < 200; rep++) {
+        run_and_check(N, 997, true);
+        if (rep % 50 == 0) {
+            struct timespec gap = {0, 300000}; /* past the spin: the thread sleeps, then wakes */
+            nanosleep(&gap, NULL);
+        }
+        run_and_check(4000, 16, true);
+    }
+    lp_parallel_spin(false);
+    for (int rep = 0; rep < 20; rep++) run_and_check(N, 997, true);
+    openblas_set_num_threads(was);
+}
+
 typedef struct {
     double *y;
 } square_job;
@@ -86,6 +107,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_item_once_on_any_thread_count),
         cmocka_unit_test(concurrent_callers_each_get_their_job_done),
+        cmocka_unit_test(spinning_threads_take_each_job_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

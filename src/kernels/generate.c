@@ -139,12 +139,16 @@ int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logi
     float *sx = p; p += N * !!S;
     float *xpattern = p;
 
-    int t0 = g->len;
+    int t0 = g->len, rc = LP_OK;
+    if (n == 1) lp_parallel_spin(true); /* one-row steps: many short jobs (util/parallel.h) */
     lp_embed(x, m, ids, NULL, t0, n);
     if (lp_pos_rotary(c)) lp_rope_tables(cos_t, sin_t, c, t0, n);
     size_t layer_cache = (size_t)g->max_len * c->n_kv_head * c->d_head;
     for (int l = 0; l < c->n_layer; l++) {
-        if (lp_cancelled()) return lp_error(LP_ECANCEL, "cancelled");
+        if (lp_cancelled()) {
+            rc = lp_error(LP_ECANCEL, "cancelled");
+            break;
+        }
         if (g->edit.fn) g->edit.fn(g->edit.ctx, l, LP_ACT_RESID_PRE, x, n);
         lp_layer_io io = {
             .resid_in = x, .ln1 = ln1, .ln1_scale = s1, .q = q,
@@ -161,12 +165,16 @@ int lp_generator_feed(lp_generator *g, const int *ids, int n, const float **logi
         }
         lp_layer_forward(m, l, &io, cos_t, sin_t, t0, n);
     }
-    g->len += n;
-    /* Only the last position's logits are needed to continue. */
-    float *last = x + (N - 1) * d;
-    lp_norm(lnf, s1, last, m->lnf_w, m->lnf_b, 1, (int)d, c->norm, c->norm_eps);
-    lp_linear_forward(g->logits, lnf, &m->unembed, 1);
-    lp_softcap(g->logits, (size_t)c->vocab, c->final_softcap);
+    if (rc == LP_OK) {
+        g->len += n;
+        /* Only the last position's logits are needed to continue. */
+        float *last = x + (N - 1) * d;
+        lp_norm(lnf, s1, last, m->lnf_w, m->lnf_b, 1, (int)d, c->norm, c->norm_eps);
+        lp_linear_forward(g->logits, lnf, &m->unembed, 1);
+        lp_softcap(g->logits, (size_t)c->vocab, c->final_softcap);
+    }
+    if (n == 1) lp_parallel_spin(false);
+    if (rc) return rc;
     if (lp_first_nonfinite(g->logits, (size_t)c->vocab) >= 0) /* as lp_run_new: never sample from NaN */
         return lp_error(LP_ERANGE, "the forward pass overflowed float32 at position %d: the logits hold inf or NaN "
                         "(weights too large for this input?)", g->len - 1);

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_THREADS 64
@@ -29,6 +30,8 @@ static struct {
      * late cannot take a chunk of the next job with the last one's fn */
     _Atomic uint64_t claim;
     atomic_size_t done;     /* chunks finished */
+    _Atomic uint32_t posted;/* gen, for threads that spin between jobs */
+    atomic_int spinning;    /* lp_parallel_spin's callers inside */
 } pool = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER,
           .busy = ATOMIC_FLAG_INIT};
 
@@ -45,6 +48,23 @@ static void run_chunks(uint32_t gen, lp_range_fn *fn, void *ctx, size_t n, size_
     }
 }
 
+/* While some caller is inside lp_parallel_spin, waits up to SPIN_NS for the job after seen
+ * before the worker goes to sleep. */
+#define SPIN_NS 100000L
+
+static void spin_for_next(uint32_t seen) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (unsigned i = 1; atomic_load_explicit(&pool.posted, memory_order_acquire) == seen; i++) {
+        __builtin_ia32_pause();
+        if (i % 64 == 0) {
+            if (!atomic_load_explicit(&pool.spinning, memory_order_relaxed)) return;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > SPIN_NS) return;
+        }
+    }
+}
+
 static void *worker(void *arg) {
     int id = (int)(intptr_t)arg;
     uint32_t seen = 0;
@@ -58,6 +78,7 @@ static void *worker(void *arg) {
         size_t n = pool.n, grain = pool.grain, chunks = pool.chunks;
         pthread_mutex_unlock(&pool.lock);
         run_chunks(seen, fn, ctx, n, grain, chunks);
+        if (atomic_load_explicit(&pool.spinning, memory_order_relaxed)) spin_for_next(seen);
         pthread_mutex_lock(&pool.lock);
     }
     return NULL;
@@ -77,6 +98,8 @@ static void pool_init(void) {
     }
     pthread_attr_destroy(&attr);
 }
+
+void lp_parallel_spin(bool on) { atomic_fetch_add(&pool.spinning, on ? 1 : -1); }
 
 int lp_parallel_threads(void) {
     int threads = openblas_get_num_threads();
@@ -110,6 +133,7 @@ void lp_parallel_for_threads(size_t n, size_t grain, int threads, lp_range_fn *f
     pool.helpers = threads - 1;
     atomic_store(&pool.done, 0);
     atomic_store(&pool.claim, (uint64_t)gen << 32);
+    atomic_store_explicit(&pool.posted, gen, memory_order_release);
     pthread_cond_broadcast(&pool.start);
     pthread_mutex_unlock(&pool.lock);
     run_chunks(gen, fn, ctx, n, grain, chunks);
