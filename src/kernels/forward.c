@@ -327,7 +327,8 @@ typedef struct {
 /* Heads [h0, h1) of a block of n > 1 queries. Each block's scores cover only the keys it
  * may see; the rest of a row is zeroed by the softmax, so the second product over the
  * block's keys reads zeros beyond a row's. A head at a time, so that its scores are still
- * in cache for the second product. */
+ * in cache for the second product. Inside a pool job (attention below) OpenBLAS is set to
+ * one thread, so the softmax's lp_parallel_for runs on the calling thread. */
 static void attention_heads(void *ctx, size_t h0, size_t h1) {
     const heads_job *j = ctx;
     const lp_config *c = j->c;
