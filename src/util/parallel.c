@@ -30,7 +30,6 @@ static struct {
      * late cannot take a chunk of the next job with the last one's fn */
     _Atomic uint64_t claim;
     atomic_size_t done;     /* chunks finished */
-    _Atomic uint32_t posted;/* gen, for threads that spin between jobs */
     atomic_int spinning;    /* lp_parallel_spin's callers inside */
 } pool = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER,
           .busy = ATOMIC_FLAG_INIT};
@@ -55,7 +54,8 @@ static void run_chunks(uint32_t gen, lp_range_fn *fn, void *ctx, size_t n, size_
 static void spin_for_next(uint32_t seen) {
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (unsigned i = 1; atomic_load_explicit(&pool.posted, memory_order_acquire) == seen; i++) {
+    /* claim names the job posted last: a new job has another gen in its high half */
+    for (unsigned i = 1; (uint32_t)(atomic_load(&pool.claim) >> 32) == seen; i++) {
         __builtin_ia32_pause();
         if (i % 64 == 0) {
             if (!atomic_load_explicit(&pool.spinning, memory_order_relaxed)) return;
@@ -133,7 +133,6 @@ void lp_parallel_for_threads(size_t n, size_t grain, int threads, lp_range_fn *f
     pool.helpers = threads - 1;
     atomic_store(&pool.done, 0);
     atomic_store(&pool.claim, (uint64_t)gen << 32);
-    atomic_store_explicit(&pool.posted, gen, memory_order_release);
     pthread_cond_broadcast(&pool.start);
     pthread_mutex_unlock(&pool.lock);
     run_chunks(gen, fn, ctx, n, grain, chunks);
